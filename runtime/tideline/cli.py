@@ -1,0 +1,123 @@
+"""``tideline``: the runtime image's entry point.
+
+``tideline learner --config FILE --redis URL [--port N]`` runs the learner of
+one OnlineModel (FILE is the manifest a user applies). ``tideline run FILE``
+runs the loop locally on an embedded Redis with simulated traffic.
+A bad manifest or flag exits with status 2 and a message naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+import redis
+
+from tideline.spec import OnlineModel, SpecError, parse, parse_duration
+
+
+def _load(path: str) -> OnlineModel:
+    return parse(path)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_learner(args: argparse.Namespace) -> int:
+    from tideline.learner import LearnerProcess
+    from tideline.metrics import LearnerMetrics
+
+    model = _load(args.config)
+    client = redis.Redis.from_url(args.redis)
+    metrics = LearnerMetrics(None)
+    if args.port:
+        metrics.serve(args.port)
+    proc = LearnerProcess(
+        model,
+        client,
+        revision=args.revision,
+        warm_start_revision=args.warm_start_revision,
+        metrics=metrics,
+    )
+    proc.start()
+    logging.getLogger("tideline").info(
+        "learner %s/%s revision %s ready", model.namespace, model.name, proc.revision
+    )
+    proc.run(_stop_on_signals())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tideline.local import run_local
+
+    model = _load(args.file)
+    duration = parse_duration(args.duration, "--duration")
+    drift_at = parse_duration(args.drift_at, "--drift-at") if args.drift_at else None
+    rate = args.rate.removesuffix("/s")
+    try:
+        per_second = float(rate)
+    except ValueError:
+        raise SpecError("--rate", f"must be a number of samples per second like 2000/s (got {args.rate!r})") from None
+    if per_second <= 0:
+        raise SpecError("--rate", "must be > 0")
+    summary = run_local(model, args.file, duration=duration, rate=per_second, drift_at=drift_at)
+    return 0 if summary["samples_learned"] > 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tideline", description=__doc__.splitlines()[0])
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    lp = sub.add_parser("learner", help="learn one revision of an OnlineModel from its Redis streams")
+    lp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")
+    lp.add_argument("--redis", required=True, help="redis://host:port/db")
+    lp.add_argument("--port", type=int, default=0, help="port for /metrics (0: none)")
+    lp.add_argument("--revision", help="revision to learn (default: the manifest's own)")
+    lp.add_argument("--warm-start-revision", help="start from this revision's latest version")
+    lp.set_defaults(func=cmd_learner)
+
+    rp = sub.add_parser("run", help="run the loop locally: embedded Redis, learner, simulated traffic")
+    rp.add_argument("file", help="OnlineModel manifest (YAML), e.g. examples/fraud.yaml")
+    rp.add_argument("--duration", default="30s")
+    rp.add_argument("--rate", default="2000/s", help="labelled events per second")
+    rp.add_argument("--drift-at", default=None, help="inject concept drift at this time, e.g. 15s")
+    rp.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except SpecError as e:
+        print(f"tideline: {e}", file=sys.stderr)
+        return 2
+    except redis.ConnectionError as e:
+        print(f"tideline: cannot reach redis: {e}", file=sys.stderr)
+        return 3
+    except RuntimeError as e:
+        print(f"tideline: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

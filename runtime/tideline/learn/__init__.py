@@ -1,0 +1,47 @@
+"""Online learners behind one interface, and the factory that builds them from ``spec.model``.
+
+Examples
+--------
+>>> m = make_learner({"task": "regression", "algorithm": "ftrl",
+...                   "features": [{"name": "x", "type": "numeric"}]})
+>>> m.learn_one({"x": 1.0}, 2.0); m.n_seen
+1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tideline.learn.base import Learner
+from tideline.learn.linear import FTRLLearner, LinearLearner
+from tideline.spec import ALGORITHMS, TASKS, _features, _Obj, _params
+
+__all__ = ["Learner", "LinearLearner", "FTRLLearner", "ForestLearner", "make_learner"]
+
+
+def _registry() -> dict[str, type[Learner]]:
+    from tideline.learn.forest import ForestLearner
+
+    return {"sgd": LinearLearner, "ftrl": FTRLLearner, "forest": ForestLearner}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ForestLearner":
+        return _registry()["forest"]
+    raise AttributeError(name)
+
+
+def make_learner(model_spec: Mapping[str, Any]) -> Learner:
+    """Build a learner from a ``spec.model`` mapping, defaults filled in.
+
+    Raises :class:`tideline.spec.SpecError` naming the field that is wrong.
+    """
+    o = _Obj(model_spec, "spec.model")
+    task = o.enum("task", TASKS, "binary")
+    algorithm = o.enum("algorithm", ALGORITHMS, "sgd")
+    features = _features(o.raw("features"), o.sub("features"))
+    params = _params(algorithm, o.obj("params"))
+    o.raw("warmStart")
+    o.done()
+    return _registry()[algorithm]([f.to_dict() for f in features], task, **params)

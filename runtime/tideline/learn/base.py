@@ -1,0 +1,175 @@
+"""The learner interface every algorithm implements (river's shape, numpy batches).
+
+``__init__`` stores hyperparameters verbatim; learned state lives in private
+attributes and round-trips through :meth:`Learner.get_state` /
+:meth:`Learner.set_state` as a flat mapping of named numpy arrays, the
+format the model store writes (never pickle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tideline.features import FeatureSchema
+
+State = dict[str, np.ndarray]
+
+
+class Standardizer:
+    """Online mean/variance of the numeric columns (Chan et al.'s batch merge)."""
+
+    def __init__(self, width: int) -> None:
+        self.n = 0.0
+        self.mean = np.zeros(width)
+        self.m2 = np.zeros(width)
+
+    def update(self, X: np.ndarray) -> None:
+        n_b = X.shape[0]
+        if n_b == 0:
+            return
+        if n_b == 1:
+            # Welford's single step, cheaper than the batch merge below.
+            self.n += 1.0
+            delta = X[0] - self.mean
+            self.mean += delta / self.n
+            self.m2 += delta * (X[0] - self.mean)
+            return
+        mean_b = X.mean(axis=0)
+        m2_b = ((X - mean_b) ** 2).sum(axis=0)
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta**2 * (self.n * n_b / n)
+        self.n = n
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        if self.n < 2:
+            return X - self.mean
+        std = np.sqrt(self.m2 / self.n)
+        std[std < 1e-12] = 1.0
+        return (X - self.mean) / std
+
+    def get_state(self) -> State:
+        return {"scaler.n": np.array(self.n), "scaler.mean": self.mean, "scaler.m2": self.m2}
+
+    def set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        self.n = float(state["scaler.n"])
+        self.mean = np.array(state["scaler.mean"], dtype=np.float64)
+        self.m2 = np.array(state["scaler.m2"], dtype=np.float64)
+
+
+def check_targets(task: str, y: Any) -> np.ndarray:
+    """Targets as float64; binary labels must be 0/1 (or booleans)."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("labels must be finite numbers")
+    if task == "binary" and not np.all((y == 0.0) | (y == 1.0)):
+        bad = y[(y != 0.0) & (y != 1.0)][0]
+        raise ValueError(f"binary labels must be 0 or 1 (got {bad:g})")
+    return y
+
+
+class Learner:
+    """Base class: schema handling, standardisation, one/many dispatch."""
+
+    algorithm = "base"
+
+    def __init__(
+        self,
+        features: Sequence[Mapping[str, Any]] | FeatureSchema,
+        task: str = "binary",
+        **params: Any,
+    ) -> None:
+        self.features = features
+        self.task = task
+        self.params = params
+        self.schema = (
+            features if isinstance(features, FeatureSchema) else FeatureSchema.from_spec(features)
+        )
+        self._scaler = Standardizer(len(self.schema.num_idx))
+        self._n_seen = 0
+        self._init_state()
+
+    # -- to implement -------------------------------------------------------------
+    def _init_state(self) -> None:
+        raise NotImplementedError
+
+    def _learn(self, X: np.ndarray, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _get_state(self) -> State:
+        raise NotImplementedError
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    # -- public interface -----------------------------------------------------------
+    @property
+    def n_seen(self) -> int:
+        return self._n_seen
+
+    def spec(self) -> dict[str, Any]:
+        """The ``spec.model`` mapping this learner was made from."""
+        return {
+            "task": self.task,
+            "algorithm": self.algorithm,
+            "features": self.schema.describe(),
+            "params": dict(self.params),
+        }
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        X = self.schema.check_matrix(X)
+        y = check_targets(self.task, y)
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
+        if X.shape[0] == 0:
+            return
+        self._scaler.update(X[:, self.schema.num_idx])
+        self._learn(X, y)
+        self._n_seen += X.shape[0]
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        """Probability of class 1 (binary) or the predicted value (regression)."""
+        X = self.schema.check_matrix(X)
+        if X.shape[0] == 0:
+            return np.zeros(0)
+        return self._predict(X)
+
+    def learn_one(self, x: Mapping[str, Any], y: float) -> None:
+        self.learn_many(self.schema.encode_one(x), np.array([y], dtype=np.float64))
+
+    def predict_one(self, x: Mapping[str, Any]) -> float:
+        return float(self.predict_many(self.schema.encode_one(x))[0])
+
+    def standardize(self, X: np.ndarray) -> np.ndarray:
+        return self._scaler.transform(X[:, self.schema.num_idx])
+
+    def clone(self) -> Learner:
+        """A fresh, untrained learner with the same hyperparameters."""
+        return type(self)(self.schema.describe(), self.task, **self.params)
+
+    def get_state(self) -> State:
+        state = {"n_seen": np.array(self._n_seen, dtype=np.int64)}
+        state.update(self._scaler.get_state())
+        state.update(self._get_state())
+        return state
+
+    def set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        self._n_seen = int(state["n_seen"])
+        self._scaler.set_state(state)
+        self._set_state(state)
+
+    def copy(self) -> Learner:
+        """A learner with the same hyperparameters and the same learned state."""
+        other = self.clone()
+        other.set_state({k: np.array(v, copy=True) for k, v in self.get_state().items()})
+        return other
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(task={self.task!r}, params={self.params!r})"

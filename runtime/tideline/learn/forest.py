@@ -1,0 +1,239 @@
+"""An online random forest: extremely randomised trees grown from a stream.
+
+Each tree sees every sample with a Poisson(``poissonRate``) weight (online
+bagging, as in Oza & Russell and River's ARF). A leaf keeps the last samples
+that reached it in its tree's bounded buffer; once it holds ``gracePeriod``
+weighted samples it draws ``nCandidates`` random tests (a feature, and a
+threshold uniform between that feature's minimum and maximum at the leaf,
+as extremely randomised trees do) and splits on the one that most reduces
+the squared error, if it reduces it by at least ``minGain`` (relative).
+Squared error is the Gini impurity for 0/1 labels, so one criterion serves
+both tasks. A leaf predicts the mean of its labels, shrunk towards its
+parent's. Each tree watches its own prequential error: when a fast-moving
+average climbs well above a slow one (concept drift), the tree is regrown
+from scratch, as ARF replaces a tree whose drift detector fired.
+
+Everything is vectorised over the rows of a batch; trees are flat arrays
+(feature, threshold, children, counts), so the state round-trips as arrays.
+
+Examples
+--------
+>>> import numpy as np
+>>> from tideline.learn import make_learner
+>>> m = make_learner({"task": "binary", "algorithm": "forest",
+...                   "features": [{"name": "a"}, {"name": "b"}]})
+>>> rng = np.random.default_rng(1)
+>>> X = rng.uniform(-1, 1, size=(4000, 2)); y = ((X[:, 0] * X[:, 1]) > 0).astype(float)
+>>> for i in range(0, 4000, 64): m.learn_many(X[i:i + 64], y[i:i + 64])
+>>> float(np.mean((m.predict_many(X) > 0.5) == y)) > 0.9
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from tideline.learn.base import Learner, State
+
+_BUFFER = 2048  # samples kept per tree for growing leaves
+_SHRINK = 1.0  # pseudo-count pulling a leaf's mean towards its parent's
+_FAST, _SLOW = 0.02, 0.002  # error averages that tell a tree it has drifted
+
+
+def _rng_state(rng: np.random.Generator) -> np.ndarray:
+    s = rng.bit_generator.state
+    m = (1 << 64) - 1
+    st, inc = s["state"]["state"], s["state"]["inc"]
+    return np.array(
+        [st >> 64, st & m, inc >> 64, inc & m, s["has_uint32"], s["uinteger"]], dtype=np.uint64
+    )
+
+
+def _set_rng_state(rng: np.random.Generator, a: np.ndarray) -> None:
+    a = [int(v) for v in a]
+    rng.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": (a[0] << 64) | a[1], "inc": (a[2] << 64) | a[3]},
+        "has_uint32": a[4],
+        "uinteger": a[5],
+    }
+
+
+class _Tree:
+    FIELDS = ("feat", "thr", "left", "right", "n", "s", "prior", "depth", "tries")
+    BUFFER_FIELDS = ("bx", "by", "bw", "bleaf")
+
+    def __init__(self, width: int, root_prior: float) -> None:
+        cap = 64
+        self.size = 1
+        self.feat = np.zeros(cap, dtype=np.int64)
+        self.thr = np.zeros(cap)
+        self.left = np.full(cap, -1, dtype=np.int64)
+        self.right = np.full(cap, -1, dtype=np.int64)
+        self.n = np.zeros(cap)
+        self.s = np.zeros(cap)
+        self.prior = np.full(cap, root_prior)
+        self.depth = np.zeros(cap, dtype=np.int64)
+        self.tries = np.zeros(cap)  # buffered weight at which the leaf next tries to split
+        self.bx = np.zeros((_BUFFER, width))
+        self.by = np.zeros(_BUFFER)
+        self.bw = np.zeros(_BUFFER)
+        self.bleaf = np.full(_BUFFER, -1, dtype=np.int64)
+        self.bpos = 0
+        self.err = np.array([0.0, 0.0, 0.0])  # fast average, slow average, samples seen
+
+    def grow(self, need: int) -> None:
+        cap = len(self.feat)
+        if self.size + need <= cap:
+            return
+        new = max(cap * 2, self.size + need)
+        for name, fill in (("feat", 0), ("thr", 0.0), ("left", -1), ("right", -1), ("n", 0.0),
+                           ("s", 0.0), ("prior", 0.0), ("depth", 0), ("tries", 0.0)):  # fmt: skip
+            old = getattr(self, name)
+            arr = np.full(new, fill, dtype=old.dtype)
+            arr[:cap] = old
+            setattr(self, name, arr)
+
+    def route(self, X: np.ndarray) -> np.ndarray:
+        node = np.zeros(X.shape[0], dtype=np.int64)
+        rows = np.arange(X.shape[0])
+        while True:
+            inner = self.left[node] >= 0
+            if not inner.any():
+                return node
+            go_left = X[rows, self.feat[node]] <= self.thr[node]
+            node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
+
+    def value(self, leaves: np.ndarray) -> np.ndarray:
+        return (self.s[leaves] + _SHRINK * self.prior[leaves]) / (self.n[leaves] + _SHRINK)
+
+
+class ForestLearner(Learner):
+    """Online extremely randomised forest with online bagging (see module docs)."""
+
+    algorithm = "forest"
+
+    def _init_state(self) -> None:
+        p = self.params
+        self._rng = np.random.default_rng(int(p.get("seed", 42)))
+        self._root_prior = 0.5 if self.task == "binary" else 0.0
+        self._trees = [
+            _Tree(self.schema.width, self._root_prior) for _ in range(int(p.get("nTrees", 10)))
+        ]
+        self._resets = 0
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        out = np.zeros(X.shape[0])
+        for t in self._trees:
+            out += t.value(t.route(X))
+        return out / len(self._trees)
+
+    def _learn(self, X: np.ndarray, y: np.ndarray) -> None:
+        rate = float(self.params.get("poissonRate", 6.0))
+        weights = self._rng.poisson(rate, size=(len(self._trees), X.shape[0])).astype(np.float64)
+        for i, t in enumerate(self._trees):
+            leaves = t.route(X)
+            if self._drifted(t, t.value(leaves), y):
+                t = self._trees[i] = _Tree(self.schema.width, self._root_prior)
+                self._resets += 1
+                leaves = np.zeros(X.shape[0], dtype=np.int64)
+            w = weights[i]
+            t.n[: t.size] += np.bincount(leaves, weights=w, minlength=t.size)
+            t.s[: t.size] += np.bincount(leaves, weights=w * y, minlength=t.size)
+            self._buffer(t, X, y, w, leaves)
+
+    def _drifted(self, t: _Tree, pred: np.ndarray, y: np.ndarray) -> bool:
+        # Exponential averages of the squared error, updated in closed form for a batch.
+        e = (pred - y) ** 2
+        for alpha, k in ((_FAST, 0), (_SLOW, 1)):
+            decay = (1.0 - alpha) ** np.arange(len(e) - 1, -1, -1)
+            t.err[k] = t.err[k] * (1.0 - alpha) ** len(e) + alpha * float(decay @ e)
+        t.err[2] += len(e)
+        return bool(t.err[2] > 2.0 / _SLOW and t.err[0] > 1.5 * t.err[1] + 0.02)
+
+    def _buffer(self, t: _Tree, X: np.ndarray, y: np.ndarray, w: np.ndarray, leaves: np.ndarray) -> None:
+        max_depth = int(self.params.get("maxDepth", 12))
+        keep = (w > 0) & (t.depth[leaves] < max_depth)
+        m = int(keep.sum())
+        if m == 0:
+            return
+        slots = (t.bpos + np.arange(m)) % _BUFFER
+        t.bpos = int((t.bpos + m) % _BUFFER)
+        t.bx[slots] = X[keep]
+        t.by[slots] = y[keep]
+        t.bw[slots] = w[keep]
+        t.bleaf[slots] = leaves[keep]
+        grace = float(self.params.get("gracePeriod", 50))
+        touched = np.unique(leaves[keep])
+        buffered = np.bincount(t.bleaf[t.bleaf >= 0], weights=t.bw[t.bleaf >= 0], minlength=t.size)
+        for leaf in touched[buffered[touched] >= np.maximum(grace, t.tries[touched])]:
+            self._try_split(t, int(leaf), grace)
+
+    def _try_split(self, t: _Tree, leaf: int, grace: float) -> None:
+        rows = np.flatnonzero(t.bleaf == leaf)
+        Xl, yl, wl = t.bx[rows], t.by[rows], t.bw[rows]
+        k = int(self.params.get("nCandidates", 8))
+        feats = self._rng.integers(0, Xl.shape[1], size=k)
+        lo, hi = Xl[:, feats].min(axis=0), Xl[:, feats].max(axis=0)
+        thr = lo + self._rng.random(k) * (hi - lo)
+        go_left = Xl[:, feats] <= thr  # (rows, k)
+        n_tot, s_tot, q_tot = wl.sum(), wl @ yl, wl @ (yl * yl)
+        n_l = wl @ go_left
+        s_l = (wl * yl) @ go_left
+        q_l = (wl * yl * yl) @ go_left
+        n_r, s_r, q_r = n_tot - n_l, s_tot - s_l, q_tot - q_l
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sse = (q_l - s_l**2 / n_l) + (q_r - s_r**2 / n_r)
+        sse[(n_l < 1) | (n_r < 1) | (hi <= lo)] = np.inf
+        sse_tot = q_tot - s_tot**2 / n_tot
+        best = int(np.argmin(sse))
+        gain = (sse_tot - sse[best]) / sse_tot if sse_tot > 1e-12 else 0.0
+        if not np.isfinite(sse[best]) or gain < float(self.params.get("minGain", 0.05)):
+            t.tries[leaf] = n_tot + grace  # try again once as many new samples arrived
+            return
+        t.grow(2)
+        a, b = t.size, t.size + 1
+        t.size += 2
+        t.feat[leaf], t.thr[leaf], t.left[leaf], t.right[leaf] = feats[best], thr[best], a, b
+        parent_mean = (t.s[leaf] + _SHRINK * t.prior[leaf]) / (t.n[leaf] + _SHRINK)
+        for child, mask in ((a, go_left[:, best]), (b, ~go_left[:, best])):
+            t.n[child] = wl[mask].sum()
+            t.s[child] = wl[mask] @ yl[mask]
+            t.prior[child] = parent_mean
+            t.depth[child] = t.depth[leaf] + 1
+            t.left[child] = t.right[child] = -1
+            t.tries[child] = 0.0
+            t.bleaf[rows[mask]] = child
+
+    # -- state ----------------------------------------------------------------------
+    def _get_state(self) -> State:
+        state: State = {"forest.rng": _rng_state(self._rng), "forest.resets": np.array(self._resets)}
+        for i, t in enumerate(self._trees):
+            for f in _Tree.FIELDS:
+                state[f"forest.{i}.{f}"] = getattr(t, f)[: t.size]
+            for f in _Tree.BUFFER_FIELDS:
+                state[f"forest.{i}.{f}"] = getattr(t, f)
+            state[f"forest.{i}.bpos"] = np.array(t.bpos)
+            state[f"forest.{i}.err"] = t.err
+        return state
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        _set_rng_state(self._rng, state["forest.rng"])
+        self._resets = int(state["forest.resets"])
+        for i, t in enumerate(self._trees):
+            size = len(state[f"forest.{i}.feat"])
+            t.size = 1
+            t.grow(size - 1)
+            t.size = size
+            for f in _Tree.FIELDS:
+                getattr(t, f)[:size] = state[f"forest.{i}.{f}"]
+            for f in _Tree.BUFFER_FIELDS:
+                getattr(t, f)[:] = state[f"forest.{i}.{f}"]
+            t.bpos = int(state[f"forest.{i}.bpos"])
+            t.err = np.array(state[f"forest.{i}.err"], dtype=np.float64)
+
+    @property
+    def n_nodes(self) -> int:
+        return sum(t.size for t in self._trees)

@@ -1,0 +1,217 @@
+"""Linear learners: logistic (binary) or squared loss (regression).
+
+Coordinates are the standardised numeric features, a bias, and one weight per
+hashed bucket of every categorical feature. Four update rules share the
+forward pass:
+
+``newton`` (the default for ``sgd``)
+    A Laplace-approximated Bayesian update (recursive least squares for
+    regression): a dense precision matrix over the numeric features and the
+    bias, a diagonal one over the categorical buckets; each mini-batch adds
+    its curvature ``X^T diag(h) X`` and takes one Newton step. A forgetting
+    factor per sample keeps the posterior from hardening, so the model keeps
+    tracking a drifting stream. Mini-batches of 64 learn about as much per
+    sample as per-sample SGD, which a plain mini-batch gradient step does not
+    (it loses 1-2 accuracy points on short streams).
+``adagrad`` / ``sgd``
+    Mini-batch gradient steps with per-coordinate AdaGrad rates, or a fixed rate.
+``ftrl``
+    FTRL-Proximal (McMahan et al., 2013) with L1 and L2, giving sparse weights.
+
+Examples
+--------
+>>> import numpy as np
+>>> from tideline.learn import make_learner
+>>> m = make_learner({"task": "binary", "algorithm": "sgd",
+...                   "features": [{"name": "a"}, {"name": "b"}]})
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(2000, 2)); y = (X[:, 0] - X[:, 1] > 0).astype(float)
+>>> for i in range(0, 2000, 64): m.learn_many(X[i:i + 64], y[i:i + 64])
+>>> float(np.mean((m.predict_many(X) > 0.5) == y)) > 0.97
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from tideline.learn.base import Learner, State
+
+_EPS = 1e-12
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
+
+
+class LinearLearner(Learner):
+    """A generalised linear model with a choice of update rule (see module docs)."""
+
+    algorithm = "sgd"
+    optimizers = ("newton", "adagrad", "sgd", "ftrl")
+
+    def _init_state(self) -> None:
+        self.optimizer = self.params.get("optimizer", "newton")
+        if self.optimizer not in self.optimizers:
+            raise ValueError(f"optimizer must be one of {self.optimizers}")
+        k = len(self.schema.num_idx) + 1  # numeric weights + bias (last)
+        c = self.schema.n_cat_total
+        self._w = np.zeros(k)
+        self._wc = np.zeros(c)
+        if self.optimizer == "newton":
+            prior = float(self.params.get("priorPrecision", 3.0))
+            self._P = np.eye(k) * prior
+            self._Pc = np.full(c, prior)
+        elif self.optimizer in ("adagrad", "ftrl"):
+            # AdaGrad: sum of squared gradients. FTRL: n (squared grads) and z.
+            self._G = np.zeros(k)
+            self._Gc = np.zeros(c)
+            if self.optimizer == "ftrl":
+                self._z = np.zeros(k)
+                self._zc = np.zeros(c)
+
+    # -- design ---------------------------------------------------------------------
+    def _design(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Dense block [standardised numerics, 1] and the (row, bucket) pairs of categoricals."""
+        A = np.empty((X.shape[0], len(self.schema.num_idx) + 1))
+        A[:, :-1] = self.standardize(X)
+        A[:, -1] = 1.0
+        if not len(self.schema.cat_idx):
+            return A, _EMPTY_INT, _EMPTY_INT
+        idx = X[:, self.schema.cat_idx].astype(np.int64)
+        valid = idx >= 0
+        rows = np.nonzero(valid)[0]
+        cols = (idx + self.schema.cat_offsets)[valid]
+        return A, rows, cols
+
+    def _margin(self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        z = A @ self._w
+        if len(cols):
+            z += np.bincount(rows, weights=self._wc[cols], minlength=A.shape[0])
+        return z
+
+    def _link(self, z: np.ndarray) -> np.ndarray:
+        return _sigmoid(z) if self.task == "binary" else z
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        A, rows, cols = self._design(X)
+        return self._link(self._margin(A, rows, cols))
+
+    # -- learning ---------------------------------------------------------------------
+    def _learn(self, X: np.ndarray, y: np.ndarray) -> None:
+        A, rows, cols = self._design(X)
+        p = self._link(self._margin(A, rows, cols))
+        r = p - y  # d loss / d margin, for both the logistic and the squared loss
+        n = X.shape[0]
+        c = self.schema.n_cat_total
+        g = A.T @ r
+        gc = np.bincount(cols, weights=r[rows], minlength=c) if len(cols) else None
+        l2 = float(self.params.get("l2", 0.0))
+        if self.optimizer == "newton":
+            self._newton(A, rows, cols, p, g, gc, n, l2)
+        elif self.optimizer == "ftrl":
+            self._ftrl(A, rows, cols, r, g, gc)
+        else:
+            self._gradient(A, rows, cols, r, g, gc, n, l2)
+
+    def _newton(self, A, rows, cols, p, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
+        h = p * (1.0 - p) if self.task == "binary" else np.ones_like(p)
+        h = np.maximum(h, 1e-4)
+        prior = float(self.params.get("priorPrecision", 3.0))
+        decay = float(self.params.get("forgetting", 1.0)) ** n
+        # Forget towards the prior, not towards zero, so an unused direction
+        # never becomes infinitely soft.
+        P = self._P * decay + (A.T * h) @ A
+        P[np.diag_indices_from(P)] += (1.0 - decay) * prior + l2 * n
+        self._P = P
+        g = g + l2 * n * self._w
+        self._w -= np.linalg.solve(P, g)
+        if gc is not None:
+            Pc = self._Pc * decay + (1.0 - decay) * prior + l2 * n
+            Pc += np.bincount(cols, weights=h[rows], minlength=len(Pc))
+            self._Pc = Pc
+            self._wc -= (gc + l2 * n * self._wc) / Pc
+
+    def _gradient(self, A, rows, cols, r, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
+        lr = float(self.params.get("learningRate", 0.1))
+        g = g / n + l2 * self._w
+        if self.optimizer == "adagrad":
+            self._G += g**2
+            self._w -= lr * g / (np.sqrt(self._G) + 1e-8)
+        else:
+            self._w -= lr * g
+        if gc is not None:
+            gc = gc / n + l2 * self._wc
+            if self.optimizer == "adagrad":
+                self._Gc += gc**2
+                self._wc -= lr * gc / (np.sqrt(self._Gc) + 1e-8)
+            else:
+                self._wc -= lr * gc
+
+    def _ftrl(self, A, rows, cols, r, g, gc) -> None:  # type: ignore[no-untyped-def]
+        alpha = float(self.params.get("alpha", 0.1))
+        beta = float(self.params.get("beta", 1.0))
+        l1 = float(self.params.get("l1", 0.1))
+        l2 = float(self.params.get("l2", 1.0))
+
+        def step(w: np.ndarray, z: np.ndarray, G: np.ndarray, g: np.ndarray, g2: np.ndarray):  # type: ignore[no-untyped-def]
+            G_new = G + g2
+            sigma = (np.sqrt(G_new) - np.sqrt(G)) / alpha
+            z += g - sigma * w
+            G[:] = G_new
+            shrunk = np.sign(z) * np.maximum(np.abs(z) - l1, 0.0)
+            w[:] = -shrunk / ((beta + np.sqrt(G)) / alpha + l2)
+
+        step(self._w, self._z, self._G, g, (r**2) @ (A**2))
+        if gc is not None:
+            g2c = np.bincount(cols, weights=r[rows] ** 2, minlength=len(gc))
+            step(self._wc, self._zc, self._Gc, gc, g2c)
+
+    # -- state ----------------------------------------------------------------------
+    _STATE = {
+        "newton": ("_w", "_wc", "_P", "_Pc"),
+        "adagrad": ("_w", "_wc", "_G", "_Gc"),
+        "sgd": ("_w", "_wc"),
+        "ftrl": ("_w", "_wc", "_G", "_Gc", "_z", "_zc"),
+    }
+
+    def _get_state(self) -> State:
+        return {f"linear.{a[1:]}": getattr(self, a) for a in self._STATE[self.optimizer]}
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        for a in self._STATE[self.optimizer]:
+            current = getattr(self, a)
+            value = np.array(state[f"linear.{a[1:]}"], dtype=np.float64)
+            if value.shape != current.shape:
+                raise ValueError(
+                    f"state linear.{a[1:]} has shape {value.shape}, the schema needs {current.shape}"
+                )
+            setattr(self, a, value)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Numeric weights by feature name (standardised scale), plus ``_bias``."""
+        names = [self.schema.names[i] for i in self.schema.num_idx]
+        return dict(zip([*names, "_bias"], self._w.tolist(), strict=True))
+
+
+class FTRLLearner(LinearLearner):
+    algorithm = "ftrl"
+
+    def _init_state(self) -> None:
+        self.params = {**self.params, "optimizer": "ftrl"}
+        super()._init_state()
+
+    def clone(self) -> Learner:
+        params = {k: v for k, v in self.params.items() if k != "optimizer"}
+        return type(self)(self.schema.describe(), self.task, **params)
+
+    def spec(self) -> dict:  # type: ignore[type-arg]
+        s = super().spec()
+        s["params"].pop("optimizer", None)
+        return s
+
+
+_EMPTY_INT = np.zeros(0, dtype=np.int64)

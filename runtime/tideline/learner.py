@@ -1,0 +1,541 @@
+"""The learner process: streams in, versions out, exactly once.
+
+One learner runs per active revision. It consumes two Redis streams through
+its revision's consumer group:
+
+* ``samples``: labelled rows, ``{"features": {...}, "label": y}``;
+* ``feedback``: ``{"id": prediction_id, "label": y}``, joined with the
+  prediction log within ``labelWindow`` (:mod:`tideline.join`).
+
+and updates the model in mini-batches (``batchSize`` or ``maxBatchDelay``,
+whichever comes first; a fresh model ramps its batch from 1 up, see
+:func:`tideline.evaluate.ramp_size`), test-then-train, mixing in replayed
+samples. Every entry it consumes is acknowledged only inside the same
+MULTI/EXEC that writes the checkpoint holding the update it fed: after a
+``kill -9`` anywhere, the restarted learner resumes from the checkpoint and
+re-reads exactly the unacknowledged entries, so no labelled sample is lost or
+learned twice. Every ``checkpointEvery`` updates a version is published, in
+that same transaction, if it passes the holdout gate: its prequential loss on
+the latest ``gate.holdout`` samples may exceed the served version's by at
+most ``gate.maxLossIncrease`` (relative).
+
+Bad entries (unparseable, a label that is not 0/1 for a binary task, a
+label too late for the window) go to the ``deadletter`` stream with the
+reason, in the same transaction: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+
+from tideline import codec
+from tideline.evaluate import RollingMetrics, log_loss, ramp_size
+from tideline.join import Joiner
+from tideline.learn import Learner, make_learner
+from tideline.learn.base import check_targets
+from tideline.metrics import LearnerMetrics
+from tideline.spec import OnlineModel, SpecError
+from tideline.store import ModelStore, StoreError, learner_from_blob
+
+log = logging.getLogger("tideline.learner")
+
+CONSUMER = "learner"
+CHECKPOINT_SECONDS = 1.0
+WARM_START_DIR = "/etc/tideline/warm-start"
+
+
+def _entry_ms(entry_id: bytes | str) -> float:
+    s = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(s.split("-", 1)[0]) / 1000.0
+
+
+def _decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
+    data = fields.get(b"data")
+    if data is None:
+        raise ValueError("entry has no 'data' field")
+    out = orjson.loads(data)
+    if not isinstance(out, dict):
+        raise ValueError("'data' must be a JSON object")
+    return out
+
+
+@dataclass
+class Pending:
+    """Rows decoded and waiting for the next mini-batch, with their stream entries."""
+
+    rows: list[np.ndarray] = field(default_factory=list)
+    labels: list[float] = field(default_factory=list)
+    first_at: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class Replay:
+    """A fixed-size buffer of past samples, each new sample replacing a random slot.
+
+    Random replacement keeps recent samples more often than old ones (ages are
+    geometric), so replay fights forgetting without anchoring the model to a
+    concept that has drifted away.
+    """
+
+    def __init__(self, size: int, width: int, seed: int = 0) -> None:
+        self.size = size
+        self.X = np.zeros((size, width))
+        self.y = np.zeros(size)
+        self.filled = 0
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, X: np.ndarray, y: np.ndarray) -> None:
+        if self.size == 0:
+            return
+        for start in range(0, len(y), self.size):
+            Xc, yc = X[start : start + self.size], y[start : start + self.size]
+            free = min(self.size - self.filled, len(yc))
+            if free:
+                self.X[self.filled : self.filled + free] = Xc[:free]
+                self.y[self.filled : self.filled + free] = yc[:free]
+                self.filled += free
+            rest = len(yc) - free
+            if rest:
+                slots = self.rng.integers(0, self.size, size=rest)
+                self.X[slots] = Xc[free:]
+                self.y[slots] = yc[free:]
+
+    def sample(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k <= 0 or self.filled == 0:
+            return self.X[:0], self.y[:0]
+        idx = self.rng.integers(0, self.filled, size=k)
+        return self.X[idx], self.y[idx]
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {"replay.X": self.X[: self.filled], "replay.y": self.y[: self.filled]}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        n = len(state["replay.y"])
+        self.filled = min(n, self.size)
+        self.X[: self.filled] = state["replay.X"][: self.filled]
+        self.y[: self.filled] = state["replay.y"][: self.filled]
+
+
+class LearnerProcess:
+    """The learning loop of one revision (see module docs)."""
+
+    def __init__(
+        self,
+        model: OnlineModel,
+        client: redis.Redis,
+        *,
+        revision: str | None = None,
+        warm_start_revision: str | None = None,
+        metrics: LearnerMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.r = client
+        self.revision = revision or model.revision
+        self.warm_start_revision = warm_start_revision
+        self.store = ModelStore(client, model.namespace, model.name)
+        self.keys = self.store.keys
+        self.group = self.keys.learner_group(self.revision)
+        self.metrics = metrics or LearnerMetrics(None)
+        self.clock = clock
+        ls = self.spec.learning
+        self.learner: Learner = make_learner(self.spec.model.to_dict())
+        self.schema = self.learner.schema
+        self.replay = Replay(ls.replay.size, self.schema.width)
+        self.joiner = Joiner(ls.labelWindow)
+        self.pending = Pending()
+        self.quality = RollingMetrics(self.spec.model.task, window=max(ls.gate.holdout, 1000))
+        self.gate_live = np.zeros(0)  # prequential losses of the live learner (holdout window)
+        self.gate_served = np.zeros(0)  # losses of the served version on the same samples
+        self.served: Learner | None = None
+        self.served_version = -1
+        self.counters = {
+            "samples": 0,
+            "batches": 0,
+            "next_version": 0,
+            "since_publish": 0,
+            "gate_rejections": 0,
+            "late": 0,
+            "unmatched": 0,
+            "invalid": 0,
+        }
+        self._acks: dict[str, list[bytes]] = {self.keys.samples: [], self.keys.feedback: []}
+        self._dead: list[dict[str, Any]] = []
+        self._last_checkpoint = 0.0
+        self._dirty = False
+        # First re-read our own unacknowledged entries (after a restart), from these ids.
+        self._history: dict[str, str] | None = {self.keys.samples: "0", self.keys.feedback: "0"}
+        self._pred_cursor: bytes | str = b"0-0"
+        self._newest_learned = 0.0
+        self.paused = False
+
+    # -- start-up ----------------------------------------------------------------------
+    def start(self) -> None:
+        for stream in (self.keys.samples, self.keys.feedback):
+            try:
+                self.r.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+        self._claim_orphans()
+        if not self._restore_checkpoint():
+            self._initial_version()
+        self._rebuild_join_index()
+        self._refresh_served()
+        self.metrics.versions.set(self.counters["next_version"] - 1)
+
+    def _claim_orphans(self) -> None:
+        """Take over entries a learner under another consumer name read but never acked."""
+        for stream in (self.keys.samples, self.keys.feedback):
+            cursor = "0-0"
+            while True:
+                cursor, _, *_ = self.r.xautoclaim(
+                    stream, self.group, CONSUMER, min_idle_time=0, start_id=cursor, count=1000
+                )
+                if cursor in (b"0-0", "0-0"):
+                    break
+
+    def _restore_checkpoint(self) -> bool:
+        blob = self.r.get(self.keys.rev(self.revision, "checkpoint"))
+        if blob is None:
+            return False
+        arrays, meta = codec.decode(blob)
+        self.learner.set_state({k[8:]: v for k, v in arrays.items() if k.startswith("learner.")})
+        self.replay.set_state(arrays)
+        self.gate_live = arrays["gate.live"]
+        self.gate_served = arrays["gate.served"]
+        self.counters.update(meta["counters"])
+        log.info("resumed %s from checkpoint at %d samples", self.revision, self.counters["samples"])
+        return True
+
+    def _warm_start_blob(self) -> tuple[bytes | None, str]:
+        if self.warm_start_revision:
+            try:
+                v = self.store.pointers(self.warm_start_revision)["latest"]
+                return self.r.get(self.keys.version(self.warm_start_revision, int(v))), (
+                    f"revision {self.warm_start_revision} v{v}"
+                )
+            except KeyError:
+                log.warning("revision %s has no version to warm-start from", self.warm_start_revision)
+        ws = self.spec.model.warmStart
+        if ws is None:
+            return None, ""
+        path = Path(ws.file) if ws.file else Path(os.environ.get("TIDELINE_WARM_START_DIR", WARM_START_DIR)) / ws.key
+        try:
+            return path.read_bytes(), str(path)
+        except OSError as e:
+            raise SpecError("spec.model.warmStart", f"cannot read {path}: {e.strerror}") from None
+
+    def _initial_version(self) -> None:
+        blob, source = self._warm_start_blob()
+        if blob is not None:
+            try:
+                base, _ = learner_from_blob(blob)
+            except (codec.CodecError, KeyError, ValueError) as e:
+                raise SpecError("spec.model.warmStart", f"{source} is not a tideline snapshot: {e}") from None
+            mine = self.learner.spec()
+            if base.spec()["features"] != mine["features"] or base.spec()["algorithm"] != mine["algorithm"] or base.task != self.learner.task:
+                raise SpecError(
+                    "spec.model.warmStart",
+                    f"{source} was learned with another task, algorithm or feature list",
+                )
+            self.learner.set_state(base.get_state())
+            log.info("warm start from %s (%d samples)", source, base.n_seen)
+        self._checkpoint(publish=True, reason="initial")
+
+    def _rebuild_join_index(self) -> None:
+        """Re-read the prediction log of the last labelWindow (it is not checkpointed)."""
+        since_ms = int((self.clock() - self.spec.learning.labelWindow) * 1000)
+        self._pred_cursor = f"{max(since_ms, 0)}-0"
+        while self._read_predictions() == 5000:
+            pass
+
+    def _read_predictions(self) -> int:
+        n = 0
+        for _, entries in self.r.xread({self.keys.predictions: self._pred_cursor}, count=5000):
+            self._index_predictions(entries)
+            n += len(entries)
+        return n
+
+    # -- reading -----------------------------------------------------------------------
+    def _index_predictions(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        for entry_id, fields in entries:
+            self._pred_cursor = entry_id
+            try:
+                p = _decode(fields)
+                joined = self.joiner.add_prediction(str(p["id"]), p.get("features") or {}, float(p.get("ts", _entry_ms(entry_id))))
+            except (ValueError, KeyError, TypeError):
+                continue  # a malformed log entry is the server's bug; the monitor counts them
+            for j in joined:
+                self._add_row(j.features, j.label, self.keys.feedback, j.feedback_id.encode())
+
+    def _read(self, block_ms: int) -> None:
+        self._read_predictions()
+        history = self._history
+        streams = history or {self.keys.samples: ">", self.keys.feedback: ">"}
+        count = max(self.spec.learning.batchSize * 4, 256)
+        resp = self.r.xreadgroup(
+            self.group, CONSUMER, streams, count=count, block=None if history else block_ms
+        )
+        got = 0
+        for stream, entries in resp or []:
+            stream = stream.decode()
+            got += len(entries)
+            for entry_id, fields in entries:
+                if history is not None:
+                    history[stream] = entry_id.decode()
+                if stream == self.keys.samples:
+                    self._on_sample(entry_id, fields)
+                else:
+                    self._on_feedback(entry_id, fields)
+        if history is not None and got == 0:
+            self._history = None  # our unacknowledged entries are back in memory: now new ones
+
+    def _on_sample(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            d = _decode(fields)
+            features, label = d["features"], d["label"]
+            if not isinstance(features, dict):
+                raise ValueError("'features' must be an object")
+        except (ValueError, KeyError, TypeError) as e:
+            self._dead_letter(self.keys.samples, entry_id, fields, f"invalid: {e}")
+            return
+        self._add_row(features, label, self.keys.samples, entry_id)
+
+    def _on_feedback(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            d = _decode(fields)
+            pred_id, label = str(d["id"]), d["label"]
+        except (ValueError, KeyError, TypeError) as e:
+            self._dead_letter(self.keys.feedback, entry_id, fields, f"invalid: {e}")
+            return
+        # The label's arrival time is its stream id: the same after a restart.
+        for j in self.joiner.add_feedback(entry_id.decode(), pred_id, label, _entry_ms(entry_id)):
+            self._add_row(j.features, j.label, self.keys.feedback, entry_id)
+
+    def _add_row(self, features: dict[str, Any], label: Any, stream: str, entry_id: bytes) -> None:
+        try:
+            y = float(check_targets(self.spec.model.task, [float(label)])[0])
+        except (TypeError, ValueError) as e:
+            self._dead_letter(stream, entry_id, {b"label": repr(label).encode()}, f"invalid label: {e}")
+            return
+        if not self.pending:
+            self.pending.first_at = self.clock()
+        self.pending.rows.append(self.schema.encode_one(features)[0])
+        self.pending.labels.append(y)
+        self._acks[stream].append(entry_id)
+        self._newest_learned = max(self._newest_learned, _entry_ms(entry_id))
+
+    def _dead_letter(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+        kind = "invalid" if reason.startswith("invalid") else reason
+        self.counters[kind] = self.counters.get(kind, 0) + 1
+        self.metrics.rejected.labels(reason=kind).inc()
+        self._dead.append(
+            {
+                "stream": stream,
+                "entry": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+                "reason": reason,
+                "fields": orjson.dumps({k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}),
+            }
+        )
+        self._acks[stream].append(entry_id if isinstance(entry_id, bytes) else entry_id.encode())
+
+    # -- learning ----------------------------------------------------------------------
+    def _learn_pending(self, force: bool) -> None:
+        bs = self.spec.learning.batchSize
+        while self.pending:
+            size = ramp_size(self.learner.n_seen, bs)
+            if len(self.pending) < size and not force:
+                return
+            X = np.vstack(self.pending.rows[:size])
+            y = np.array(self.pending.labels[:size])
+            del self.pending.rows[:size], self.pending.labels[:size]
+            self._learn_batch(X, y)
+            if self.pending:
+                self.pending.first_at = self.clock()
+
+    def _learn_batch(self, X: np.ndarray, y: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        task = self.spec.model.task
+        p_live = self.learner.predict_many(X)
+        p_served = self.served.predict_many(X) if self.served is not None else p_live
+        self.quality.update(p_live, y)
+        holdout = self.spec.learning.gate.holdout
+        if holdout:
+            self.gate_live = np.concatenate([self.gate_live, _loss(task, p_live, y)])[-holdout:]
+            self.gate_served = np.concatenate([self.gate_served, _loss(task, p_served, y)])[-holdout:]
+        rf = self.spec.learning.replay.fraction
+        k = int(round(len(y) * rf / (1.0 - rf))) if self.replay.filled >= len(y) else 0
+        Xr, yr = self.replay.sample(k)
+        self.learner.learn_many(np.vstack([X, Xr]) if k else X, np.concatenate([y, yr]) if k else y)
+        self.replay.add(X, y)
+        self.counters["samples"] += len(y)
+        self.counters["batches"] += 1
+        self.counters["since_publish"] += len(y)
+        self._dirty = True
+        self.metrics.samples.inc(len(y))
+        self.metrics.batches.inc()
+        self.metrics.update_seconds.observe(time.perf_counter() - t0)
+
+    def gate(self) -> tuple[bool, dict[str, float]]:
+        """Whether the live learner may be published: its holdout loss vs the served version's."""
+        if not len(self.gate_live):
+            return True, {}
+        live, served = float(self.gate_live.mean()), float(self.gate_served.mean())
+        limit = served * (1.0 + self.spec.learning.gate.maxLossIncrease) + 1e-12
+        return live <= limit, {"holdout_loss": live, "served_loss": served, "holdout": len(self.gate_live)}
+
+    # -- durability --------------------------------------------------------------------
+    def _checkpoint(self, publish: bool = False, reason: str = "") -> None:
+        """Write state, version (if due and gated), dead letters and acks in one MULTI."""
+        c = self.counters
+        version = None
+        gate_info: dict[str, float] = {}
+        if publish:
+            version = c["next_version"]
+        elif c["since_publish"] >= self.spec.learning.checkpointEvery:
+            ok, gate_info = self.gate()
+            c["since_publish"] = 0
+            if ok:
+                version = c["next_version"]
+            else:
+                c["gate_rejections"] += 1
+                self.metrics.gate_rejections.inc()
+                log.info("gate rejected a version: %s", gate_info)
+        if version is not None:
+            c["next_version"] += 1
+        arrays = {f"learner.{k}": v for k, v in self.learner.get_state().items()}
+        arrays.update(self.replay.get_state())
+        arrays["gate.live"] = self.gate_live
+        arrays["gate.served"] = self.gate_served
+        blob = codec.encode(arrays, {"counters": c, "revision": self.revision})
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.keys.rev(self.revision, "checkpoint"), blob)
+        if version is not None:
+            meta = {"reason": reason or "checkpointEvery", "samples": c["samples"], **gate_info}
+            meta.update({f"quality_{k}": v for k, v in self.quality.report().items()})
+            self.store.publish(
+                self.revision, version, self.learner, meta, keep=self.spec.learning.keepVersions, pipe=pipe
+            )
+        pipe.hset(self.keys.rev(self.revision, "learner"), mapping=self.status())
+        for d in self._dead:
+            pipe.xadd(self.keys.deadletter, d, maxlen=100_000, approximate=True)
+        for stream, ids in self._acks.items():
+            if ids:
+                pipe.xack(stream, self.group, *ids)
+        pipe.execute()
+        self._dead.clear()
+        for ids in self._acks.values():
+            ids.clear()
+        self._dirty = False
+        self._last_checkpoint = self.clock()
+        if version is not None:
+            self.metrics.versions_published.inc()
+            self.metrics.versions.set(version)
+            log.info("published %s v%d after %d samples", self.revision, version, c["samples"])
+
+    def status(self) -> dict[str, str]:
+        """What the learner reports in ``rev:{revision}:learner`` at every checkpoint."""
+        return {
+            **{k: str(v) for k, v in self.counters.items()},
+            "quality": orjson.dumps(self.quality.report()).decode(),
+            "updated": f"{self.clock():.3f}",
+        }
+
+    def _refresh_served(self) -> None:
+        v = self.store.pointers(self.revision).get("served")
+        if v is None or v == self.served_version:
+            return
+        try:
+            self.served, _ = self.store.load(self.revision, int(v))
+            self.served_version = int(v)
+        except StoreError:
+            log.warning("served version %s of %s is gone", v, self.revision)
+
+    def _control(self) -> None:
+        """Operator commands: pause/resume learning, reset to a version (after a rollback)."""
+        ctl = self.r.hgetall(self.keys.rev(self.revision, "control"))
+        self.paused = ctl.get(b"paused") == b"1"
+        reset = ctl.get(b"resetTo")
+        if reset is None:
+            return
+        try:
+            base, _ = self.store.load(self.revision, int(reset))
+        except (StoreError, ValueError):
+            log.warning("cannot reset %s to version %r", self.revision, reset)
+        else:
+            self._learn_pending(force=True)
+            self.learner.set_state(base.get_state())
+            self.gate_live = self.gate_served = np.zeros(0)
+            self.counters["since_publish"] = 0
+            log.info("reset %s to version %s", self.revision, reset.decode())
+        self.r.hdel(self.keys.rev(self.revision, "control"), "resetTo")
+        self._dirty = True
+
+    # -- loop --------------------------------------------------------------------------
+    def step(self, block_ms: int | None = None) -> None:
+        """One turn: read, learn what is due, checkpoint (and maybe publish) when due."""
+        ls = self.spec.learning
+        if block_ms is None:
+            block_ms = max(1, int(ls.maxBatchDelay * 1000))
+        self._control()
+        if self.paused:
+            time.sleep(block_ms / 1000)
+            return
+        self._read(block_ms)
+        self.joiner.expire(self.clock())
+        for rej in self.joiner.take_rejected():
+            self._dead_letter(
+                self.keys.feedback, rej.feedback_id.encode(), {b"id": rej.prediction_id.encode()}, rej.reason
+            )
+        due = bool(self.pending) and self.clock() - self.pending.first_at >= ls.maxBatchDelay
+        self._learn_pending(force=due)
+        self._refresh_served()
+        if (self._dirty or self._dead) and self.clock() - self._last_checkpoint >= CHECKPOINT_SECONDS:
+            self._checkpoint()
+        self.metrics.pending.set(len(self.pending) + self.joiner.waiting)
+        if self._newest_learned:
+            self.metrics.lag_seconds.set(max(0.0, self.clock() - self._newest_learned))
+        self.metrics.join_index.set(len(self.joiner))
+
+    def flush(self) -> None:
+        """Learn whatever is buffered and checkpoint now (used on a clean stop)."""
+        self._learn_pending(force=True)
+        if self._dirty or self._dead:
+            self._checkpoint()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                self.step()
+                backoff = 0.1
+            except redis.ConnectionError as e:
+                # Nothing is acked until a checkpoint lands, so waiting loses nothing.
+                log.warning("redis unavailable (%s); retrying in %.1fs", e, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        try:
+            self.flush()
+        except redis.ConnectionError:
+            log.warning("redis unavailable at stop; unacked entries will be re-read on restart")
+
+
+def _loss(task: str, p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return log_loss(p, y) if task == "binary" else (p - y) ** 2
+

@@ -1,0 +1,678 @@
+"""Parse and validate an ``OnlineModel`` manifest into typed, frozen objects.
+
+The manifest a user ``kubectl apply``s is the same file every runtime process
+reads (``--config FILE``). Every default of the resource lives here, next to
+the check of its bounds, so the learner, the servers, the monitor and the
+operator agree on one reading. A bad field raises :class:`SpecError` whose
+message starts with the field's path, e.g.
+``spec.learning.batchSize: must be >= 1 (got 0)``.
+
+Examples
+--------
+>>> m = parse({"apiVersion": "tideline.dev/v1alpha1", "kind": "OnlineModel",
+...            "metadata": {"name": "fraud"},
+...            "spec": {"model": {"task": "binary", "algorithm": "sgd",
+...                               "features": [{"name": "amount", "type": "numeric"}]}}})
+>>> m.spec.learning.batchSize, m.spec.learning.labelWindow
+(64, 1800.0)
+>>> parse({"apiVersion": "tideline.dev/v1alpha1", "kind": "OnlineModel",
+...        "metadata": {"name": "fraud"},
+...        "spec": {"model": {"task": "binary", "algorithm": "sgd",
+...                           "features": [{"name": "amount", "type": "numeric"}]},
+...                 "learning": {"batchSize": 0}}})
+Traceback (most recent call last):
+...
+tideline.spec.SpecError: spec.learning.batchSize: must be >= 1 (got 0)
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+API_VERSION = "tideline.dev/v1alpha1"
+KIND = "OnlineModel"
+
+TASKS = ("binary", "regression")
+ALGORITHMS = ("sgd", "ftrl", "forest")
+FEATURE_TYPES = ("numeric", "categorical")
+DRIFT_METHODS = ("psi", "ks")
+CONCEPT_METHODS = ("adwin", "page-hinkley")
+CONCEPT_POLICIES = ("rollback", "pause", "alert")
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class SpecError(ValueError):
+    """A manifest field that can never work; the message starts with its path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.reason = message
+
+
+# Per-algorithm hyperparameters: name -> (default, lower bound, upper bound).
+# Bounds are inclusive; None means unbounded on that side.
+PARAMS: dict[str, dict[str, tuple[Any, float | None, float | None]]] = {
+    "sgd": {
+        "learningRate": (0.1, 0.0, None),
+        "l2": (1.0e-4, 0.0, None),
+        # "newton": a diagonal-plus-dense second-order step (see tideline.learn.linear);
+        # "adagrad": per-coordinate rates; "sgd": a fixed rate.
+        "optimizer": ("newton", None, None),
+        "forgetting": (0.999, 0.5, 1.0),
+        "priorPrecision": (3.0, 1.0e-6, None),
+    },
+    "ftrl": {
+        "alpha": (0.1, 1.0e-9, None),
+        "beta": (1.0, 0.0, None),
+        "l1": (0.1, 0.0, None),
+        "l2": (1.0, 0.0, None),
+    },
+    "forest": {
+        "nTrees": (10, 1, 200),
+        "maxDepth": (12, 1, 30),
+        "gracePeriod": (50, 1, None),
+        "nCandidates": (8, 1, 256),
+        "minGain": (0.05, 0.0, None),
+        "poissonRate": (6.0, 0.0, None),
+        "seed": (42, 0, None),
+    },
+}
+OPTIMIZERS = ("sgd", "adagrad", "newton")
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    type: Literal["numeric", "categorical"] = "numeric"
+    default: float | str | None = None
+    buckets: int = 1024
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "type": self.type, "default": self.default}
+        if self.type == "categorical":
+            d["buckets"] = self.buckets
+        return d
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    configMapName: str | None = None
+    key: str = "baseline.json"
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    task: Literal["binary", "regression"]
+    algorithm: Literal["sgd", "ftrl", "forest"]
+    features: tuple[Feature, ...]
+    params: Mapping[str, Any]
+    warmStart: WarmStart | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mapping :func:`tideline.learn.make_learner` takes, defaults resolved."""
+        d: dict[str, Any] = {
+            "task": self.task,
+            "algorithm": self.algorithm,
+            "features": [f.to_dict() for f in self.features],
+            "params": dict(self.params),
+        }
+        return d
+
+
+@dataclass(frozen=True)
+class Replay:
+    size: int = 10_000
+    fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class Gate:
+    holdout: int = 2000
+    maxLossIncrease: float = 0.02
+
+
+@dataclass(frozen=True)
+class LearningSpec:
+    batchSize: int = 64
+    maxBatchDelay: float = 0.5
+    replay: Replay = field(default_factory=Replay)
+    checkpointEvery: int = 5000
+    keepVersions: int = 20
+    labelWindow: float = 1800.0
+    gate: Gate = field(default_factory=Gate)
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    minReplicas: int = 1
+    maxReplicas: int = 10
+    targetCPUUtilizationPercentage: int = 70
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    replicas: int = 2
+    timeout: float = 0.010
+    fallback: Literal["lastGood"] | float = "lastGood"
+    routingKey: str | None = None
+    autoscaling: Autoscaling | None = None
+
+
+@dataclass(frozen=True)
+class DistributionDrift:
+    method: Literal["psi", "ks"] = "psi"
+    threshold: float = 0.2
+    window: int = 5000
+
+
+@dataclass(frozen=True)
+class ConceptDrift:
+    method: Literal["adwin", "page-hinkley"] = "adwin"
+    delta: float = 0.002
+
+
+@dataclass(frozen=True)
+class DriftSpec:
+    features: DistributionDrift = field(default_factory=DistributionDrift)
+    predictions: DistributionDrift = field(default_factory=DistributionDrift)
+    concept: ConceptDrift = field(default_factory=ConceptDrift)
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    maxAccuracyDrop: float = 0.05
+    onConceptDrift: Literal["rollback", "pause", "alert"] = "rollback"
+    maxErrorRate: float = 0.01
+
+
+@dataclass(frozen=True)
+class Analysis:
+    interval: float = 10.0
+    minSamples: int = 500
+    maxAccuracyDrop: float = 0.01
+    maxErrorRate: float = 0.01
+    maxP95Latency: float = 0.010
+    failureLimit: int = 2
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rollout step: exactly one of the three is set.
+
+    ``pause`` of ``math.inf`` waits for a manual promote.
+    """
+
+    setWeight: int | None = None
+    pause: float | None = None
+    analysis: bool = False
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    steps: tuple[Step, ...] = (
+        Step(setWeight=10),
+        Step(pause=60.0),
+        Step(setWeight=50),
+        Step(pause=60.0),
+    )
+    analysis: Analysis = field(default_factory=Analysis)
+    shadow: bool = False
+    trafficRouting: Literal["builtin"] | str = "builtin"  # or the HTTPRoute name
+
+
+@dataclass(frozen=True)
+class RedisSpec:
+    url: str | None = None
+    secretName: str | None = None
+    secretKey: str = "url"
+
+
+@dataclass(frozen=True)
+class Spec:
+    model: ModelSpec
+    image: str | None = None
+    learning: LearningSpec = field(default_factory=LearningSpec)
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    drift: DriftSpec = field(default_factory=DriftSpec)
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
+    redis: RedisSpec = field(default_factory=RedisSpec)
+
+
+@dataclass(frozen=True)
+class OnlineModel:
+    name: str
+    namespace: str
+    spec: Spec
+
+    @property
+    def revision(self) -> str:
+        return revision(self.spec)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class _Obj:
+    """A mapping being read at a path; every key must be consumed or it is unknown."""
+
+    def __init__(self, value: Any, path: str) -> None:
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise SpecError(path, f"must be an object (got {type(value).__name__})")
+        self.value = value
+        self.path = path
+        self.seen: set[str] = set()
+
+    def sub(self, key: str) -> str:
+        return f"{self.path}.{key}"
+
+    def raw(self, key: str) -> Any:
+        self.seen.add(key)
+        return self.value.get(key)
+
+    def obj(self, key: str) -> _Obj:
+        return _Obj(self.raw(key), self.sub(key))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.value) - self.seen)
+        if unknown:
+            key = unknown[0]
+            hint = difflib.get_close_matches(str(key), sorted(self.seen), n=1)
+            extra = f" (did you mean {hint[0]}?)" if hint else ""
+            raise SpecError(self.sub(str(key)), f"unknown field{extra}")
+
+    def string(self, key: str, default: str | None = None, *, required: bool = False) -> Any:
+        v = self.raw(key)
+        if v is None:
+            if required:
+                raise SpecError(self.sub(key), "required")
+            return default
+        if not isinstance(v, str) or not v:
+            raise SpecError(self.sub(key), f"must be a non-empty string (got {v!r})")
+        return v
+
+    def enum(self, key: str, choices: tuple[str, ...], default: str | None = None) -> Any:
+        v = self.string(key, default, required=default is None)
+        if v not in choices:
+            raise SpecError(self.sub(key), f"must be one of {', '.join(choices)} (got {v!r})")
+        return v
+
+    def number(
+        self,
+        key: str,
+        default: float,
+        lo: float | None = None,
+        hi: float | None = None,
+        *,
+        integer: bool = False,
+    ) -> Any:
+        v = self.raw(key)
+        if v is None:
+            return default
+        return _check_number(self.sub(key), v, lo, hi, integer=integer)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        v = self.raw(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise SpecError(self.sub(key), f"must be true or false (got {v!r})")
+        return v
+
+    def duration(
+        self, key: str, default: float, lo: float | None = 0.0, hi: float | None = None
+    ) -> float:
+        v = self.raw(key)
+        if v is None:
+            return default
+        seconds = parse_duration(v, self.sub(key))
+        return float(_check_number(self.sub(key), seconds, lo, hi))
+
+
+def _check_number(
+    path: str, v: Any, lo: float | None, hi: float | None, *, integer: bool = False
+) -> float | int:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise SpecError(path, f"must be a number (got {v!r})")
+    if not math.isfinite(v):
+        raise SpecError(path, f"must be finite (got {v!r})")
+    if integer and v != int(v):
+        raise SpecError(path, f"must be an integer (got {v!r})")
+    if lo is not None and v < lo:
+        raise SpecError(path, f"must be >= {lo:g} (got {v:g})")
+    if hi is not None and v > hi:
+        raise SpecError(path, f"must be <= {hi:g} (got {v:g})")
+    return int(v) if integer else float(v)
+
+
+def parse_duration(value: Any, path: str = "duration") -> float:
+    """Seconds from ``"500ms"``, ``"30m"``, ``"1.5h"`` or a plain number of seconds.
+
+    >>> parse_duration("500ms"), parse_duration("30m"), parse_duration(2)
+    (0.5, 1800.0, 2.0)
+    """
+    if isinstance(value, bool):
+        raise SpecError(path, f"must be a duration like 500ms, 10s, 30m (got {value!r})")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise SpecError(path, f"must be a duration like 500ms, 10s, 30m (got {value!r})")
+
+
+def _features(raw: Any, path: str) -> tuple[Feature, ...]:
+    if raw is None:
+        raise SpecError(path, "required: at least one feature")
+    if not isinstance(raw, list) or not raw:
+        raise SpecError(path, "must be a non-empty list of features")
+    out: list[Feature] = []
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        o = _Obj(item, f"{path}[{i}]")
+        name = o.string("name", required=True)
+        if name in names:
+            raise SpecError(o.sub("name"), f"duplicate feature name {name!r}")
+        names.add(name)
+        ftype = o.enum("type", FEATURE_TYPES, "numeric")
+        default: float | str | None
+        if ftype == "numeric":
+            default = o.number("default", 0.0)
+            buckets = 1024
+        else:
+            d = o.raw("default")
+            if d is not None and not isinstance(d, str | int):
+                raise SpecError(o.sub("default"), f"must be a string or integer (got {d!r})")
+            default = None if d is None else str(d)
+            buckets = o.number("buckets", 1024, 2, 1 << 20, integer=True)
+        o.done()
+        out.append(Feature(name=name, type=ftype, default=default, buckets=buckets))
+    return tuple(out)
+
+
+def _params(algorithm: str, o: _Obj) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, (default, lo, hi) in PARAMS[algorithm].items():
+        if key == "optimizer":
+            out[key] = o.enum(key, OPTIMIZERS, default)
+        else:
+            out[key] = o.number(key, default, lo, hi, integer=isinstance(default, int))
+    o.done()
+    return out
+
+
+def _model(o: _Obj) -> ModelSpec:
+    task = o.enum("task", TASKS, "binary")
+    algorithm = o.enum("algorithm", ALGORITHMS, "sgd")
+    features = _features(o.raw("features"), o.sub("features"))
+    params = _params(algorithm, o.obj("params"))
+    warm = None
+    if o.raw("warmStart") is not None:
+        w = o.obj("warmStart")
+        ref = w.obj("configMapRef")
+        cm = ref.string("name")
+        ref.done()
+        warm = WarmStart(configMapName=cm, key=w.string("key", "baseline.json"), file=w.string("file"))
+        w.done()
+        if warm.configMapName is None and warm.file is None:
+            raise SpecError(w.path, "needs configMapRef.name or file")
+    o.done()
+    return ModelSpec(task, algorithm, features, params, warm)
+
+
+def _learning(o: _Obj) -> LearningSpec:
+    r = o.obj("replay")
+    replay = Replay(
+        size=r.number("size", 10_000, 0, 10_000_000, integer=True),
+        fraction=r.number("fraction", 0.2, 0.0, 0.9),
+    )
+    r.done()
+    g = o.obj("gate")
+    gate = Gate(
+        holdout=g.number("holdout", 2000, 0, 1_000_000, integer=True),
+        maxLossIncrease=g.number("maxLossIncrease", 0.02, 0.0),
+    )
+    g.done()
+    out = LearningSpec(
+        batchSize=o.number("batchSize", 64, 1, 100_000, integer=True),
+        maxBatchDelay=o.duration("maxBatchDelay", 0.5, 0.001, 3600),
+        replay=replay,
+        checkpointEvery=o.number("checkpointEvery", 5000, 1, None, integer=True),
+        keepVersions=o.number("keepVersions", 20, 2, 10_000, integer=True),
+        labelWindow=o.duration("labelWindow", 1800.0, 0.001, 30 * 86400),
+        gate=gate,
+    )
+    o.done()
+    return out
+
+
+def _serving(o: _Obj) -> ServingSpec:
+    fb_raw = o.raw("fallback")
+    fallback: Literal["lastGood"] | float = "lastGood"
+    if isinstance(fb_raw, Mapping):
+        f = o.obj("fallback")
+        fallback = f.number("value", 0.5)
+        if f.raw("value") is None:
+            raise SpecError(f.sub("value"), "required when fallback is an object")
+        f.done()
+    elif fb_raw is not None and fb_raw != "lastGood":
+        raise SpecError(o.sub("fallback"), f"must be lastGood or {{value: N}} (got {fb_raw!r})")
+    auto = None
+    if o.raw("autoscaling") is not None:
+        a = o.obj("autoscaling")
+        auto = Autoscaling(
+            minReplicas=a.number("minReplicas", 1, 1, 1000, integer=True),
+            maxReplicas=a.number("maxReplicas", 10, 1, 1000, integer=True),
+            targetCPUUtilizationPercentage=a.number(
+                "targetCPUUtilizationPercentage", 70, 1, 100, integer=True
+            ),
+        )
+        a.done()
+        if auto.maxReplicas < auto.minReplicas:
+            raise SpecError(a.sub("maxReplicas"), "must be >= minReplicas")
+    out = ServingSpec(
+        replicas=o.number("replicas", 2, 0, 1000, integer=True),
+        timeout=o.duration("timeout", 0.010, 0.0001, 60),
+        fallback=fallback,
+        routingKey=o.string("routingKey"),
+        autoscaling=auto,
+    )
+    o.done()
+    return out
+
+
+def _distribution(o: _Obj, window: bool) -> DistributionDrift:
+    out = DistributionDrift(
+        method=o.enum("method", DRIFT_METHODS, "psi"),
+        threshold=o.number("threshold", 0.2, 0.0, None),
+        window=o.number("window", 5000, 10, 10_000_000, integer=True) if window else 5000,
+    )
+    o.done()
+    return out
+
+
+def _drift(o: _Obj) -> DriftSpec:
+    c = o.obj("concept")
+    concept = ConceptDrift(
+        method=c.enum("method", CONCEPT_METHODS, "adwin"),
+        delta=c.number("delta", 0.002, 1e-12, 1.0),
+    )
+    c.done()
+    out = DriftSpec(
+        features=_distribution(o.obj("features"), window=True),
+        predictions=_distribution(o.obj("predictions"), window=True),
+        concept=concept,
+    )
+    o.done()
+    return out
+
+
+def _guardrails(o: _Obj) -> Guardrails:
+    out = Guardrails(
+        maxAccuracyDrop=o.number("maxAccuracyDrop", 0.05, 0.0, 1.0),
+        onConceptDrift=o.enum("onConceptDrift", CONCEPT_POLICIES, "rollback"),
+        maxErrorRate=o.number("maxErrorRate", 0.01, 0.0, 1.0),
+    )
+    o.done()
+    return out
+
+
+def _steps(raw: Any, path: str) -> tuple[Step, ...]:
+    if raw is None:
+        return RolloutSpec().steps
+    if not isinstance(raw, list):
+        raise SpecError(path, "must be a list of steps")
+    steps: list[Step] = []
+    for i, item in enumerate(raw):
+        o = _Obj(item, f"{path}[{i}]")
+        if len(o.value) != 1:
+            raise SpecError(o.path, "must have exactly one of setWeight, pause, analysis")
+        if "setWeight" in o.value:
+            steps.append(Step(setWeight=o.number("setWeight", 0, 0, 100, integer=True)))
+        elif "pause" in o.value:
+            p = o.raw("pause")
+            if p == {} or (isinstance(p, Mapping) and p.get("duration") is None):
+                # `pause: {}` waits for a manual promote, as in Argo Rollouts.
+                if p != {}:
+                    raise SpecError(o.sub("pause"), "must be a duration or {} (manual promote)")
+                steps.append(Step(pause=math.inf))
+            else:
+                d = p.get("duration") if isinstance(p, Mapping) else p
+                steps.append(Step(pause=parse_duration(d, o.sub("pause"))))
+        elif "analysis" in o.value:
+            o.raw("analysis")
+            steps.append(Step(analysis=True))
+        o.done()
+    return tuple(steps)
+
+
+def _rollout(o: _Obj) -> RolloutSpec:
+    a = o.obj("analysis")
+    analysis = Analysis(
+        interval=a.duration("interval", 10.0, 0.1, 3600),
+        minSamples=a.number("minSamples", 500, 0, None, integer=True),
+        maxAccuracyDrop=a.number("maxAccuracyDrop", 0.01, 0.0, 1.0),
+        maxErrorRate=a.number("maxErrorRate", 0.01, 0.0, 1.0),
+        maxP95Latency=a.duration("maxP95Latency", 0.010, 0.0, 60),
+        failureLimit=a.number("failureLimit", 2, 1, 1000, integer=True),
+    )
+    a.done()
+    tr = o.raw("trafficRouting")
+    routing: str = "builtin"
+    if isinstance(tr, Mapping):
+        t = o.obj("trafficRouting")
+        g = t.obj("gatewayAPI")
+        routing = g.string("httpRoute", required=True)
+        g.done()
+        t.done()
+    elif tr is not None and tr != "builtin":
+        raise SpecError(
+            o.sub("trafficRouting"), f"must be builtin or {{gatewayAPI: {{httpRoute: NAME}}}} (got {tr!r})"
+        )
+    out = RolloutSpec(
+        steps=_steps(o.raw("steps"), o.sub("steps")),
+        analysis=analysis,
+        shadow=o.boolean("shadow", False),
+        trafficRouting=routing,
+    )
+    o.done()
+    return out
+
+
+def _redis(o: _Obj) -> RedisSpec:
+    s = o.obj("secretRef")
+    out = RedisSpec(url=o.string("url"), secretName=s.string("name"), secretKey=s.string("key", "url"))
+    s.done()
+    o.done()
+    return out
+
+
+def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
+    """Read an OnlineModel manifest (a mapping, or a path to a YAML file).
+
+    Raises
+    ------
+    SpecError
+        naming the path of the first field that is wrong.
+    """
+    if isinstance(manifest, str | Path):
+        path = Path(manifest)
+        try:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        except OSError as e:
+            raise SpecError(str(path), f"cannot read: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise SpecError(str(path), f"not valid YAML: {e}") from None
+        models = [d for d in docs if isinstance(d, Mapping) and d.get("kind") == KIND]
+        if len(models) != 1:
+            raise SpecError(str(path), f"must hold exactly one {KIND} (found {len(models)})")
+        manifest = models[0]
+    root = _Obj(manifest, "")
+    api = root.raw("apiVersion")
+    if api != API_VERSION:
+        raise SpecError("apiVersion", f"must be {API_VERSION} (got {api!r})")
+    if root.raw("kind") != KIND:
+        raise SpecError("kind", f"must be {KIND} (got {root.value.get('kind')!r})")
+    meta = _Obj(root.raw("metadata"), "metadata")
+    name = meta.string("name", required=True)
+    if not _DNS1123.match(name) or len(name) > 52:
+        raise SpecError(
+            "metadata.name", f"must be a DNS-1123 label of at most 52 characters (got {name!r})"
+        )
+    namespace = meta.string("namespace", "default")
+    root.raw("status")  # a manifest read back from the cluster carries status; ignore it
+    s = _Obj(root.raw("spec"), "spec")
+    if s.raw("model") is None:
+        raise SpecError("spec.model", "required")
+    spec = Spec(
+        model=_model(s.obj("model")),
+        image=s.string("image"),
+        learning=_learning(s.obj("learning")),
+        serving=_serving(s.obj("serving")),
+        drift=_drift(s.obj("drift")),
+        guardrails=_guardrails(s.obj("guardrails")),
+        rollout=_rollout(s.obj("rollout")),
+        redis=_redis(s.obj("redis")),
+    )
+    s.done()
+    return OnlineModel(name=name, namespace=namespace, spec=spec)
+
+
+def revision(spec: Spec) -> str:
+    """Hash of the parts of the spec that change what is learned or run.
+
+    Serving replicas, thresholds and rollout steps change no revision.
+
+    >>> from dataclasses import replace
+    >>> m = parse({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "a"},
+    ...            "spec": {"model": {"features": [{"name": "x"}]}}})
+    >>> r = revision(m.spec)
+    >>> len(r), revision(replace(m.spec, serving=replace(m.spec.serving, replicas=7))) == r
+    (10, True)
+    """
+    material = {
+        "image": spec.image,
+        "model": spec.model.to_dict()
+        | {"warmStart": asdict(spec.model.warmStart) if spec.model.warmStart else None},
+        "learning": asdict(spec.learning),
+    }
+    blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]

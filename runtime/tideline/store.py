@@ -1,0 +1,222 @@
+"""The Redis model store: versioned snapshots, pointers, retention, notifications.
+
+Keys are namespaced ``tideline:{namespace}:{model}:...`` (see :class:`Keys`).
+Per revision the store keeps numbered versions (``v0, v1, ...``: blobs in
+the :mod:`tideline.codec` array format, self-describing: the ``spec.model``
+they were learned with travels in the header), a sorted set of the versions
+it holds, and three pointers:
+
+``latest``
+    the newest version the learner published;
+``served``
+    the version prediction servers answer with (normally ``latest``);
+``lastGood``
+    the version ``served`` pointed at before the newest advance: the one a
+    guardrail rolls back to.
+
+Publishing is one Lua script, so a version, its pointers, the retention of
+``keepVersions`` (never deleting a version a pointer names) and the pub/sub
+notification happen atomically, and can share a MULTI with the learner's
+checkpoint and stream acks. When ``pinned`` is set on a revision (after a
+rollback), publishing moves ``latest`` only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from tideline import codec
+from tideline.learn import Learner, make_learner
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key of one model; revision-scoped keys take the revision."""
+
+    namespace: str
+    model: str
+
+    @property
+    def prefix(self) -> str:
+        return f"tideline:{self.namespace}:{self.model}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def samples(self) -> str:
+        return f"{self.prefix}:samples"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.prefix}:feedback"
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.prefix}:predictions"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}:deadletter"
+
+    def rev(self, revision: str, name: str) -> str:
+        return f"{self.prefix}:rev:{revision}:{name}"
+
+    def version(self, revision: str, version: int) -> str:
+        return f"{self.version_prefix(revision)}{version}"
+
+    def version_prefix(self, revision: str) -> str:
+        return f"{self.prefix}:rev:{revision}:v:"
+
+    def learner_group(self, revision: str) -> str:
+        return f"learner-{revision}"
+
+
+# KEYS: blob, versions zset, vmeta hash, pointers hash; ARGV: version, blob, meta json,
+# keep, version key prefix, channel, event json.
+_PUBLISH = """
+local v = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], v, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[4], 'latest', ARGV[1])
+local pinned = redis.call('HGET', KEYS[4], 'pinned')
+local served = redis.call('HGET', KEYS[4], 'served')
+local moved = 0
+if pinned ~= '1' then
+  if served and served ~= ARGV[1] then redis.call('HSET', KEYS[4], 'lastGood', served) end
+  if not served then redis.call('HSET', KEYS[4], 'lastGood', ARGV[1]) end
+  redis.call('HSET', KEYS[4], 'served', ARGV[1])
+  moved = 1
+end
+local keep = tonumber(ARGV[4])
+local names = redis.call('ZRANGE', KEYS[2], 0, -1)
+local excess = #names - keep
+local p = redis.call('HMGET', KEYS[4], 'latest', 'served', 'lastGood')
+for _, name in ipairs(names) do
+  if excess <= 0 then break end
+  if name ~= p[1] and name ~= p[2] and name ~= p[3] then
+    redis.call('DEL', ARGV[5] .. name)
+    redis.call('ZREM', KEYS[2], name)
+    redis.call('HDEL', KEYS[3], name)
+    excess = excess - 1
+  end
+end
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+return moved
+"""
+
+
+class StoreError(RuntimeError):
+    """A version or pointer that the store does not hold."""
+
+
+class ModelStore:
+    """Versions and pointers of one model in Redis (see module docs)."""
+
+    def __init__(self, client: redis.Redis, namespace: str, model: str) -> None:
+        self.r = client
+        self.keys = Keys(namespace, model)
+        self._publish = client.register_script(_PUBLISH)
+
+    # -- writing ----------------------------------------------------------------------
+    def publish(
+        self,
+        revision: str,
+        version: int,
+        learner: Learner,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        keep: int = 20,
+        pipe: redis.client.Pipeline | None = None,
+    ) -> None:
+        """Store ``learner`` as ``version`` of ``revision`` and move the pointers.
+
+        With ``pipe`` the write joins that pipeline (and its MULTI) instead of
+        running at once.
+        """
+        info = {
+            "version": version,
+            "revision": revision,
+            "created": time.time(),
+            "n_seen": learner.n_seen,
+            **(meta or {}),
+        }
+        blob = codec.encode(learner.get_state(), {"model": learner.spec(), **info})
+        event = orjson.dumps({"event": "version", **info})
+        k = self.keys
+        self._publish(
+            keys=[
+                k.version(revision, version),
+                k.rev(revision, "versions"),
+                k.rev(revision, "vmeta"),
+                k.rev(revision, "pointers"),
+            ],
+            args=[version, blob, orjson.dumps(info), keep, k.version_prefix(revision), k.events, event],
+            client=pipe if pipe is not None else self.r,
+        )
+
+    def set_pointer(self, revision: str, name: str, version: int, *, pin: bool | None = None) -> None:
+        """Point ``served`` (or another pointer) at a stored version; notify servers."""
+        if name not in ("served", "lastGood", "latest"):
+            raise StoreError(f"unknown pointer {name!r}")
+        if not self.r.exists(self.keys.version(revision, version)):
+            raise StoreError(f"revision {revision} has no version {version}")
+        p = self.r.pipeline(transaction=True)
+        p.hset(self.keys.rev(revision, "pointers"), name, version)
+        if pin is not None:
+            p.hset(self.keys.rev(revision, "pointers"), "pinned", "1" if pin else "0")
+        p.publish(
+            self.keys.events,
+            orjson.dumps({"event": "pointer", "revision": revision, "pointer": name, "version": version}),
+        )
+        p.execute()
+
+    # -- reading ----------------------------------------------------------------------
+    def pointers(self, revision: str) -> dict[str, int | bool]:
+        raw = self.r.hgetall(self.keys.rev(revision, "pointers"))
+        out: dict[str, int | bool] = {}
+        for k, v in raw.items():
+            key = k.decode()
+            out[key] = v == b"1" if key == "pinned" else int(v)
+        return out
+
+    def versions(self, revision: str) -> list[int]:
+        return [int(v) for v in self.r.zrange(self.keys.rev(revision, "versions"), 0, -1)]
+
+    def version_meta(self, revision: str, version: int) -> dict[str, Any]:
+        raw = self.r.hget(self.keys.rev(revision, "vmeta"), str(version))
+        if raw is None:
+            raise StoreError(f"revision {revision} has no version {version}")
+        return orjson.loads(raw)
+
+    def load(self, revision: str, version: int | str = "served") -> tuple[Learner, dict[str, Any]]:
+        """A learner rebuilt from a stored version (a number or a pointer name)."""
+        if isinstance(version, str):
+            v = self.pointers(revision).get(version)
+            if v is None or isinstance(v, bool):
+                raise StoreError(f"revision {revision} has no {version} pointer")
+            version = v
+        blob = self.r.get(self.keys.version(revision, version))
+        if blob is None:
+            raise StoreError(f"revision {revision} has no version {version}")
+        return learner_from_blob(blob)
+
+
+def learner_from_blob(blob: bytes) -> tuple[Learner, dict[str, Any]]:
+    arrays, meta = codec.decode(blob)
+    learner = make_learner(meta["model"])
+    learner.set_state(arrays)
+    return learner, meta
+
+
+def learner_to_blob(learner: Learner, meta: Mapping[str, Any] | None = None) -> bytes:
+    """The snapshot format, e.g. for a batch-trained warm-start baseline file."""
+    return codec.encode(learner.get_state(), {"model": learner.spec(), **(meta or {})})

@@ -1,0 +1,25 @@
+"""Small builders the tests share."""
+
+from __future__ import annotations
+
+import copy
+
+FRAUD_FEATURES = [
+    {"name": "amount", "type": "numeric", "default": 0.0},
+    {"name": "hour", "type": "numeric", "default": 12.0},
+    {"name": "merchant", "type": "categorical", "buckets": 64},
+]
+
+
+def manifest(name: str = "m", **spec: object) -> dict:
+    """An OnlineModel manifest with a small default model; keyword args override spec parts."""
+    base: dict = {
+        "model": {"task": "binary", "algorithm": "sgd", "features": copy.deepcopy(FRAUD_FEATURES)},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "tideline.dev/v1alpha1",
+        "kind": "OnlineModel",
+        "metadata": {"name": name, "namespace": "test"},
+        "spec": base,
+    }

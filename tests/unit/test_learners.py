@@ -1,0 +1,177 @@
+"""The contract every learner keeps (river's `checks`), parametrised over all of them."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from tideline import codec
+from tideline.evaluate import prequential, scores
+from tideline.learn import make_learner
+from tideline.simulate import SyntheticStream
+from tideline.spec import SpecError
+
+FEATURES = [
+    {"name": "a", "type": "numeric", "default": 0.0},
+    {"name": "b", "type": "numeric", "default": 5.0},
+    {"name": "c", "type": "numeric", "default": -2.0},
+    {"name": "shop", "type": "categorical", "buckets": 32},
+]
+
+LEARNERS = [
+    ("sgd", "binary", {}),
+    ("sgd", "binary", {"optimizer": "adagrad"}),
+    ("sgd", "binary", {"optimizer": "sgd"}),
+    ("sgd", "regression", {}),
+    ("sgd", "regression", {"optimizer": "adagrad"}),
+    ("ftrl", "binary", {}),
+    ("ftrl", "regression", {}),
+    ("forest", "binary", {"nTrees": 4}),
+    ("forest", "regression", {"nTrees": 4}),
+]
+IDS = [f"{a}-{t}-{p.get('optimizer', 'default')}" for a, t, p in LEARNERS]
+
+
+def _make(algorithm: str, task: str, params: dict):
+    return make_learner({"task": task, "algorithm": algorithm, "features": FEATURES, "params": params})
+
+
+def _data(task: str, n: int = 600, seed: int = 0):
+    s = SyntheticStream(FEATURES, task, seed=seed)
+    rows, y = s.take(n)
+    return rows, y
+
+
+@pytest.fixture(params=LEARNERS, ids=IDS)
+def spec(request):
+    return request.param
+
+
+def test_clone_is_fresh_and_idempotent(spec) -> None:
+    m = _make(*spec)
+    rows, y = _data(spec[1])
+    for row, label in zip(rows[:100], y[:100], strict=True):
+        m.learn_one(row, label)
+    c1, c2 = m.clone(), m.clone().clone()
+    assert c1.n_seen == 0
+    assert c1.spec() == c2.spec() == m.spec()
+    s1, s2 = c1.get_state(), c2.get_state()
+    assert s1.keys() == s2.keys()
+    for k in s1:
+        np.testing.assert_array_equal(s1[k], s2[k], err_msg=k)
+
+
+def test_learn_many_on_a_batch_of_one_equals_learn_one(spec) -> None:
+    one, many = _make(*spec), _make(*spec)
+    rows, y = _data(spec[1], 300)
+    X = one.schema.encode(rows)
+    for i in range(len(rows)):
+        one.learn_one(rows[i], y[i])
+        many.learn_many(X[i : i + 1], y[i : i + 1])
+    np.testing.assert_array_equal(one.predict_many(X), many.predict_many(X))
+
+
+def test_state_round_trips_exactly_through_the_store_format(spec) -> None:
+    m = _make(*spec)
+    rows, y = _data(spec[1], 800)
+    X = m.schema.encode(rows)
+    for i in range(0, 400, 32):
+        m.learn_many(X[i : i + 32], y[i : i + 32])
+    arrays, meta = codec.decode(codec.encode(m.get_state(), {"model": m.spec()}))
+    restored = make_learner(meta["model"])
+    restored.set_state(arrays)
+    np.testing.assert_array_equal(restored.predict_many(X), m.predict_many(X))
+    # ... and both keep learning identically (RNG state included).
+    for i in range(400, 800, 32):
+        m.learn_many(X[i : i + 32], y[i : i + 32])
+        restored.learn_many(X[i : i + 32], y[i : i + 32])
+    np.testing.assert_array_equal(restored.predict_many(X), m.predict_many(X))
+
+
+def test_feature_order_in_dicts_changes_nothing(spec) -> None:
+    a, b = _make(*spec), _make(*spec)
+    rows, y = _data(spec[1], 200)
+    rng = random.Random(1)
+    for row, label in zip(rows, y, strict=True):
+        items = list(row.items())
+        rng.shuffle(items)
+        a.learn_one(row, label)
+        b.learn_one(dict(items), label)
+    assert [a.predict_one(r) for r in rows[:20]] == [b.predict_one(r) for r in rows[:20]]
+
+
+def test_it_learns_the_concept(spec) -> None:
+    algorithm, task, params = spec
+    m = _make(*spec)
+    s = SyntheticStream(FEATURES, task, seed=3)
+    X = np.empty((6000, len(FEATURES)))
+    rows, y = s.take(6000)
+    X = m.schema.encode(rows)
+    p = prequential(m, X, y, batch_size=64)
+    late = scores(task, p[-2000:], y[-2000:])
+    if task == "binary":
+        base = max(y[-2000:].mean(), 1 - y[-2000:].mean())
+        assert late["accuracy"] > base + 0.05, late
+    else:
+        assert late["rmse"] < 0.8 * np.std(y[-2000:]), late
+
+
+def test_missing_and_invalid_values_take_defaults_and_are_counted(spec) -> None:
+    m = _make(*spec)
+    m.learn_one({"a": None, "b": "not a number", "shop": ["a", "list"]}, 1.0)
+    assert m.schema.missing.tolist() == [1, 0, 1, 0]
+    assert m.schema.invalid.tolist() == [0, 1, 0, 1]
+    assert np.isfinite(m.predict_one({}))
+
+
+def test_bad_labels_and_shapes_are_refused_without_learning(spec) -> None:
+    m = _make(*spec)
+    X = m.schema.encode([{"a": 1.0}])
+    with pytest.raises(ValueError, match="shape"):
+        m.learn_many(np.zeros((1, 2)), np.zeros(1))
+    with pytest.raises(ValueError, match="finite"):
+        m.learn_many(X, np.array([np.nan]))
+    if spec[1] == "binary":
+        with pytest.raises(ValueError, match="binary labels must be 0 or 1"):
+            m.learn_many(X, np.array([2.0]))
+    assert m.n_seen == 0
+
+
+def test_make_learner_names_the_bad_field() -> None:
+    with pytest.raises(SpecError, match=r"spec.model.params.nTrees: must be >= 1"):
+        make_learner({"algorithm": "forest", "features": FEATURES, "params": {"nTrees": 0}})
+    with pytest.raises(SpecError, match="spec.model.features: required"):
+        make_learner({"algorithm": "sgd"})
+
+
+def test_ftrl_l1_makes_weights_sparse() -> None:
+    feats = [{"name": f"x{i}"} for i in range(20)]
+    m = make_learner({"algorithm": "ftrl", "features": feats, "params": {"l1": 50.0}})
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 20))
+    y = (X[:, 0] + X[:, 1] > 0).astype(float)  # two informative features out of twenty
+    for i in range(0, 3000, 64):
+        m.learn_many(X[i : i + 64], y[i : i + 64])
+    w = np.array(list(m.weights.values())[:-1])
+    assert np.count_nonzero(w) <= 6
+    assert w[0] != 0 and w[1] != 0
+
+
+def test_newton_adapts_after_an_abrupt_drift() -> None:
+    feats = [{"name": f"x{i}"} for i in range(5)]
+    s = SyntheticStream(feats, "binary", seed=5, drift_at=20_000)
+    rows, y = s.take(30_000)
+    m = make_learner({"algorithm": "sgd", "features": feats})
+    X = m.schema.encode(rows)
+    p = prequential(m, X, y, batch_size=64)
+    fresh = make_learner({"algorithm": "sgd", "features": feats, "params": {"forgetting": 1.0}})
+    p_fresh = prequential(fresh, X[20_000:], y[20_000:], batch_size=64)
+    before = scores("binary", p[18_000:20_000], y[18_000:20_000])["accuracy"]
+    right_after = scores("binary", p[20_000:20_500], y[20_000:20_500])["accuracy"]
+    recovered = scores("binary", p[28_000:], y[28_000:])["accuracy"]
+    new_concept_only = scores("binary", p_fresh[-2000:], y[28_000:])["accuracy"]
+    assert right_after < before - 0.1  # the drift is real
+    # ...and 8,000 samples later the model is as good as one that never saw the old concept.
+    assert recovered > new_concept_only - 0.01

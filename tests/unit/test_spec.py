@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import manifest
+from tideline.spec import SpecError, parse, parse_duration, revision
+
+EXAMPLES = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_parses(path: Path) -> None:
+    m = parse(path)
+    assert m.spec.model.features
+    assert len(m.revision) == 10
+
+
+def test_defaults_are_those_of_the_design() -> None:
+    s = parse(manifest()).spec
+    assert (s.learning.batchSize, s.learning.maxBatchDelay, s.learning.checkpointEvery) == (64, 0.5, 5000)
+    assert (s.learning.replay.size, s.learning.replay.fraction) == (10_000, 0.2)
+    assert (s.learning.keepVersions, s.learning.labelWindow) == (20, 1800.0)
+    assert (s.learning.gate.holdout, s.learning.gate.maxLossIncrease) == (2000, 0.02)
+    assert (s.serving.replicas, s.serving.timeout, s.serving.fallback) == (2, 0.01, "lastGood")
+    assert (s.drift.features.method, s.drift.concept.method) == ("psi", "adwin")
+    assert [st.setWeight or st.pause for st in s.rollout.steps] == [10, 60.0, 50, 60.0]
+    assert s.rollout.trafficRouting == "builtin"
+    assert s.guardrails.onConceptDrift == "rollback"
+
+
+def _with(path: str, value: object) -> dict:
+    m = manifest()
+    node = m
+    keys = path.split(".")
+    for k in keys[:-1]:
+        if k.endswith("]"):
+            name, idx = k[:-1].split("[")
+            node = node[name][int(idx)]
+        else:
+            node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return m
+
+
+BAD = [
+    ("a batch size of zero", "spec.learning.batchSize", 0, "spec.learning.batchSize: must be >= 1 (got 0)"),
+    ("a batch size that is not an integer", "spec.learning.batchSize", 2.5, "must be an integer"),
+    ("an unknown algorithm", "spec.model.algorithm", "xgboost", "spec.model.algorithm: must be one of sgd, ftrl, forest"),
+    ("an unknown task", "spec.model.task", "ranking", "spec.model.task: must be one of binary, regression"),
+    ("a misspelt field, with a suggestion", "spec.learning.batchsize", 10, "spec.learning.batchsize: unknown field (did you mean batchSize?)"),
+    ("a duration without a unit it knows", "spec.learning.labelWindow", "3 weeks", "spec.learning.labelWindow: must be a duration"),
+    ("a replay fraction of one", "spec.learning.replay.fraction", 1.0, "spec.learning.replay.fraction: must be <= 0.9"),
+    ("a numeric feature with a text default", "spec.model.features[0].default", "zero", "spec.model.features[0].default: must be a number"),
+    ("too many categorical buckets", "spec.model.features[2].buckets", 1 << 30, "spec.model.features[2].buckets: must be <="),
+    ("an unknown hyperparameter", "spec.model.params", {"learningrate": 0.1}, "spec.model.params.learningrate: unknown field (did you mean learningRate?)"),
+    ("a negative L2", "spec.model.params", {"l2": -1}, "spec.model.params.l2: must be >= 0"),
+    ("a weight over 100", "spec.rollout.steps", [{"setWeight": 120}], "spec.rollout.steps[0].setWeight: must be <= 100"),
+    ("a step with two actions", "spec.rollout.steps", [{"setWeight": 5, "pause": "1s"}], "spec.rollout.steps[0]: must have exactly one"),
+    ("a fallback that is neither lastGood nor a value", "spec.serving.fallback", "zero", "spec.serving.fallback: must be lastGood"),
+    ("a policy that does not exist", "spec.guardrails.onConceptDrift", "panic", "spec.guardrails.onConceptDrift: must be one of"),
+    ("NaN as a threshold", "spec.drift.features.threshold", math.nan, "spec.drift.features.threshold: must be finite"),
+    ("a boolean where a number goes", "spec.serving.replicas", True, "spec.serving.replicas: must be a number"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_a_bad_field_is_named_in_the_error(path: str, value: object, message: str) -> None:
+    with pytest.raises(SpecError) as e:
+        parse(_with(path, value))
+    assert message in str(e.value)
+
+
+def test_duplicate_feature_names_are_rejected() -> None:
+    m = manifest()
+    m["spec"]["model"]["features"] = [{"name": "a"}, {"name": "a"}]
+    with pytest.raises(SpecError, match=r"spec.model.features\[1\].name: duplicate"):
+        parse(m)
+
+
+def test_missing_model_and_bad_name_are_reported() -> None:
+    m = manifest()
+    del m["spec"]["model"]
+    with pytest.raises(SpecError, match="spec.model: required"):
+        parse(m)
+    m = manifest(name="Not_A_Name")
+    with pytest.raises(SpecError, match="metadata.name: must be a DNS-1123 label"):
+        parse(m)
+
+
+def test_a_file_that_is_not_yaml_is_reported(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("spec: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        parse(p)
+    with pytest.raises(SpecError, match="cannot read"):
+        parse(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("500ms", 0.5), ("10s", 10.0), ("30m", 1800.0), ("1.5h", 5400.0), ("2d", 172800.0), (3, 3.0)],
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+def test_pause_without_duration_waits_for_a_manual_promote() -> None:
+    s = parse(_with("spec.rollout.steps", [{"setWeight": 20}, {"pause": {}}])).spec
+    assert s.rollout.steps[1].pause == math.inf
+
+
+def test_revision_changes_with_what_is_learned_and_not_with_serving() -> None:
+    base = parse(manifest()).spec
+    assert revision(replace(base, serving=replace(base.serving, replicas=9))) == revision(base)
+    assert revision(replace(base, guardrails=replace(base.guardrails, maxErrorRate=0.5))) == revision(base)
+    changed = copy.deepcopy(manifest())
+    changed["spec"]["model"]["params"] = {"l2": 0.5}
+    assert revision(parse(changed).spec) != revision(base)
+    assert revision(replace(base, image="other:1")) != revision(base)
