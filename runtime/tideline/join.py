@@ -53,6 +53,9 @@ class Joiner:
         self._predictions: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         # prediction id -> [(feedback id, label, received)] waiting for their prediction.
         self._waiting: dict[str, list[tuple[str, Any, float]]] = {}
+        # Ids (only) of predictions that aged out, kept one more window, so that a
+        # label for one is reported as late rather than unmatched.
+        self._expired: OrderedDict[str, float] = OrderedDict()
         self._rejected: list[Rejected] = []
         self.evicted = 0
 
@@ -79,6 +82,9 @@ class Joiner:
 
     def add_feedback(self, feedback_id: str, pred_id: str, label: Any, now: float) -> list[Joined]:
         hit = self._predictions.get(pred_id)
+        if hit is None and pred_id in self._expired:
+            self._rejected.append(Rejected(feedback_id, pred_id, label, "late"))
+            return []
         if hit is None:
             self._waiting.setdefault(pred_id, []).append((feedback_id, label, now))
             return []
@@ -96,6 +102,14 @@ class Joiner:
             if ts >= horizon:
                 break
             del self._predictions[pid]
+            self._expired[pid] = now
+            if len(self._expired) > self.max_predictions:
+                self._expired.popitem(last=False)
+        while self._expired:
+            pid, expired_at = next(iter(self._expired.items()))
+            if expired_at >= horizon:
+                break
+            del self._expired[pid]
         for pid in [p for p, items in self._waiting.items() if items[0][2] < horizon]:
             keep = []
             for fid, label, received in self._waiting.pop(pid):

@@ -76,6 +76,7 @@ class Pending:
 
     rows: list[np.ndarray] = field(default_factory=list)
     labels: list[float] = field(default_factory=list)
+    entries: list[tuple[str, bytes]] = field(default_factory=list)  # (stream, entry id)
     first_at: float = 0.0
 
     def __len__(self) -> int:
@@ -141,6 +142,7 @@ class LearnerProcess:
         warm_start_revision: str | None = None,
         metrics: LearnerMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
         self.model = model
         self.spec = model.spec
@@ -152,6 +154,7 @@ class LearnerProcess:
         self.group = self.keys.learner_group(self.revision)
         self.metrics = metrics or LearnerMetrics(None)
         self.clock = clock
+        self.checkpoint_seconds = checkpoint_seconds
         ls = self.spec.learning
         self.learner: Learner = make_learner(self.spec.model.to_dict())
         self.schema = self.learner.schema
@@ -165,6 +168,7 @@ class LearnerProcess:
         self.served_version = -1
         self.counters = {
             "samples": 0,
+            "label_sum": 0.0,
             "batches": 0,
             "next_version": 0,
             "since_publish": 0,
@@ -337,7 +341,8 @@ class LearnerProcess:
             self.pending.first_at = self.clock()
         self.pending.rows.append(self.schema.encode_one(features)[0])
         self.pending.labels.append(y)
-        self._acks[stream].append(entry_id)
+        # Acked only once the batch holding this row is learned and checkpointed.
+        self.pending.entries.append((stream, entry_id))
         self._newest_learned = max(self._newest_learned, _entry_ms(entry_id))
 
     def _dead_letter(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
@@ -363,8 +368,12 @@ class LearnerProcess:
                 return
             X = np.vstack(self.pending.rows[:size])
             y = np.array(self.pending.labels[:size])
-            del self.pending.rows[:size], self.pending.labels[:size]
             self._learn_batch(X, y)
+            for stream, entry_id in self.pending.entries[:size]:
+                self._acks[stream].append(entry_id)
+            del self.pending.rows[:size], self.pending.labels[:size], self.pending.entries[:size]
+            if self.counters["since_publish"] >= self.spec.learning.checkpointEvery:
+                self._checkpoint()  # a version is due: publish (if gated) right at this batch
             if self.pending:
                 self.pending.first_at = self.clock()
 
@@ -384,6 +393,7 @@ class LearnerProcess:
         self.learner.learn_many(np.vstack([X, Xr]) if k else X, np.concatenate([y, yr]) if k else y)
         self.replay.add(X, y)
         self.counters["samples"] += len(y)
+        self.counters["label_sum"] += float(y.sum())
         self.counters["batches"] += 1
         self.counters["since_publish"] += len(y)
         self._dirty = True
@@ -505,7 +515,7 @@ class LearnerProcess:
         due = bool(self.pending) and self.clock() - self.pending.first_at >= ls.maxBatchDelay
         self._learn_pending(force=due)
         self._refresh_served()
-        if (self._dirty or self._dead) and self.clock() - self._last_checkpoint >= CHECKPOINT_SECONDS:
+        if (self._dirty or self._dead) and self.clock() - self._last_checkpoint >= self.checkpoint_seconds:
             self._checkpoint()
         self.metrics.pending.set(len(self.pending) + self.joiner.waiting)
         if self._newest_learned:

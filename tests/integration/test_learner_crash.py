@@ -1,0 +1,90 @@
+"""kill -9 the learner process again and again: nothing lost, nothing learned twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from tideline.simulate import SyntheticStream
+from tideline.spec import parse
+from tideline.store import Keys
+from tests.helpers import FRAUD_FEATURES, manifest
+
+pytestmark = pytest.mark.integration
+
+RUNTIME = str(Path(__file__).parents[2] / "runtime")
+
+
+def _start(config: Path, url: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": RUNTIME}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tideline.cli", "--log-level", "WARNING", "learner",
+         "--config", str(config), "--redis", url],
+        env=env,
+    )  # fmt: skip
+
+
+def _status(r, keys: Keys, revision: str) -> dict[str, float]:
+    raw = r.hgetall(keys.rev(revision, "learner"))
+    return {k.decode(): float(v) for k, v in raw.items() if k != b"quality"}
+
+
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(r, redis_server, tmp_path: Path) -> None:
+    doc = manifest(learning={"checkpointEvery": 2000, "maxBatchDelay": "50ms"})
+    config = tmp_path / "model.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    model = parse(doc)
+    keys = Keys(model.namespace, model.name)
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=11).take(20_000)
+    labels = y.tolist()
+    rnd = random.Random(5)
+    kill_at = sorted(rnd.sample(range(1, 40), 6))  # chunk numbers after which we kill -9
+
+    proc = _start(config, redis_server.url)
+    kills = 0
+    try:
+        for chunk in range(40):
+            pipe = r.pipeline(transaction=False)
+            for i in range(chunk * 500, (chunk + 1) * 500):
+                if i % 2 == 0:  # a labelled sample
+                    pipe.xadd(keys.samples, {"data": orjson.dumps({"features": rows[i], "label": labels[i]})})
+                else:  # a logged prediction, and its label through feedback
+                    pid = uuid.uuid4().hex
+                    pred = {"id": pid, "features": rows[i], "ts": time.time()}
+                    pipe.xadd(keys.predictions, {"data": orjson.dumps(pred)})
+                    pipe.xadd(keys.feedback, {"data": orjson.dumps({"id": pid, "label": labels[i]})})
+            pipe.execute()
+            time.sleep(rnd.uniform(0.0, 0.15))
+            if chunk in kill_at:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                proc = _start(config, redis_server.url)
+        deadline = time.monotonic() + 90
+        while _status(r, keys, model.revision).get("samples", 0) < len(y):
+            assert proc.poll() is None, "the learner died"
+            assert time.monotonic() < deadline, str(_status(r, keys, model.revision))
+            time.sleep(0.2)
+        time.sleep(1.5)  # had anything been queued twice, it would show by now
+        status = _status(r, keys, model.revision)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert kills == 6
+    assert status["samples"] == len(y)
+    assert status["label_sum"] == y.sum()
+    assert r.xpending(keys.samples, keys.learner_group(model.revision))["pending"] == 0
+    assert r.xpending(keys.feedback, keys.learner_group(model.revision))["pending"] == 0
+    assert r.xlen(keys.deadletter) == 0
+    # v0, then one version per 2,000 updates, or a gate rejection in its place
+    assert status["next_version"] + status["gate_rejections"] >= 10, status

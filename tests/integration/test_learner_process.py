@@ -1,0 +1,174 @@
+"""The learner process, in this test process, against a real redis-server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from tideline.evaluate import prequential, scores
+from tideline.learn import make_learner
+from tideline.learner import LearnerProcess
+from tideline.simulate import SyntheticStream
+from tideline.spec import SpecError, parse
+from tideline.store import learner_to_blob
+from tests.helpers import FRAUD_FEATURES, manifest
+
+pytestmark = pytest.mark.integration
+
+
+def _proc(r, **spec) -> LearnerProcess:
+    spec.setdefault("learning", {"checkpointEvery": 500, "maxBatchDelay": "20ms"})
+    p = LearnerProcess(parse(manifest(**spec)), r, checkpoint_seconds=0.0)
+    p.start()
+    return p
+
+
+def _push_samples(r, p: LearnerProcess, n: int, seed: int = 0, drift_at: int | None = None):
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=seed, drift_at=drift_at).take(n)
+    pipe = r.pipeline(transaction=False)
+    for row, label in zip(rows, y.tolist(), strict=True):
+        pipe.xadd(p.keys.samples, {"data": orjson.dumps({"features": row, "label": label})})
+    pipe.execute()
+    return rows, y
+
+
+def _run_until(p: LearnerProcess, cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out; counters={p.counters}"
+        p.step(block_ms=5)
+    p.flush()
+
+
+def test_publishes_version_zero_at_start(r) -> None:
+    p = _proc(r)
+    assert p.store.pointers(p.revision) == {"latest": 0, "served": 0, "lastGood": 0}
+    assert p.store.load(p.revision, 0)[0].n_seen == 0
+
+
+def test_learns_every_sample_acks_them_and_publishes_versions(r) -> None:
+    p = _proc(r)
+    rows, y = _push_samples(r, p, 2000)
+    _run_until(p, lambda: p.counters["samples"] == 2000)
+    assert p.counters["label_sum"] == y.sum()
+    assert r.xpending(p.keys.samples, p.group)["pending"] == 0
+    assert p.store.pointers(p.revision)["latest"] >= 3  # v0 + one per 500 updates
+    # As accurate, test-then-train, as the same learner fed directly (replay aside).
+    direct = make_learner(p.spec.model.to_dict())
+    expected = scores("binary", prequential(direct, direct.schema.encode(rows), y), y)["accuracy"]
+    assert p.quality.report()["accuracy"] > expected - 0.02
+    assert expected > max(y.mean(), 1 - y.mean())
+    status = r.hgetall(p.keys.rev(p.revision, "learner"))
+    assert int(status[b"samples"]) == 2000
+
+
+def test_feedback_is_joined_with_the_prediction_log_in_any_order(r) -> None:
+    p = _proc(r)
+    now = time.time()
+    k = p.keys
+    # label before its prediction is logged, and the other way round
+    r.xadd(k.feedback, {"data": orjson.dumps({"id": "p1", "label": 1})})
+    r.xadd(k.predictions, {"data": orjson.dumps({"id": "p1", "features": {"amount": 5.0}, "ts": now})})
+    r.xadd(k.predictions, {"data": orjson.dumps({"id": "p2", "features": {"amount": 1.0}, "ts": now})})
+    r.xadd(k.feedback, {"data": orjson.dumps({"id": "p2", "label": 0})})
+    _run_until(p, lambda: p.counters["samples"] == 2)
+    assert p.counters["label_sum"] == 1.0
+    assert r.xpending(k.feedback, p.group)["pending"] == 0
+
+
+def test_late_unmatched_and_invalid_entries_go_to_the_dead_letter_stream(r) -> None:
+    p = _proc(r, learning={"labelWindow": "1s", "maxBatchDelay": "20ms"})
+    k = p.keys
+    r.xadd(k.predictions, {"data": orjson.dumps({"id": "old", "features": {}, "ts": time.time() - 5})})
+    r.xadd(k.feedback, {"data": orjson.dumps({"id": "old", "label": 1})})  # 5 s after: late
+    r.xadd(k.feedback, {"data": orjson.dumps({"id": "never-logged", "label": 1})})
+    r.xadd(k.samples, {"data": orjson.dumps({"features": {"amount": 1}, "label": 3})})  # not 0/1
+    r.xadd(k.samples, {"data": b"{not json"})
+    r.xadd(k.samples, {"other": b"x"})
+    deadline = time.monotonic() + 10
+    while r.xlen(k.deadletter) < 5:
+        assert time.monotonic() < deadline, p.counters
+        p.step(block_ms=50)
+    reasons = sorted(
+        e[1][b"reason"].decode().split(":")[0] for e in r.xrange(k.deadletter)
+    )
+    assert reasons == ["invalid", "invalid", "invalid label", "late", "unmatched"]
+    assert p.counters["samples"] == 0
+    assert r.xpending(k.samples, p.group)["pending"] == 0
+    assert r.xpending(k.feedback, p.group)["pending"] == 0
+
+
+def test_the_gate_holds_back_a_version_that_is_worse_than_the_served_one(r) -> None:
+    # A learning rate this large makes the live model oscillate: its loss on the
+    # holdout is far above the untrained v0's log(2).
+    p = _proc(
+        r,
+        model={
+            "task": "binary",
+            "algorithm": "sgd",
+            "features": FRAUD_FEATURES,
+            "params": {"optimizer": "sgd", "learningRate": 500.0},
+        },
+        learning={"checkpointEvery": 300, "gate": {"holdout": 300, "maxLossIncrease": 0.0}},
+    )
+    _push_samples(r, p, 1500)
+    _run_until(p, lambda: p.counters["samples"] == 1500)
+    assert p.counters["gate_rejections"] >= 3
+    assert p.store.pointers(p.revision)["latest"] == 0
+
+
+def test_pause_and_reset_by_control_hash(r) -> None:
+    p = _proc(r)
+    _push_samples(r, p, 600)
+    _run_until(p, lambda: p.counters["samples"] == 600)
+    control = p.keys.rev(p.revision, "control")
+    r.hset(control, "paused", "1")
+    _push_samples(r, p, 100, seed=1)
+    for _ in range(5):
+        p.step(block_ms=5)
+    assert p.counters["samples"] == 600
+    r.hset(control, mapping={"paused": "0", "resetTo": "0"})
+    p._control()
+    assert p.learner.n_seen == 0  # back to v0's state
+    assert not r.hexists(control, "resetTo")
+    _run_until(p, lambda: p.counters["samples"] == 700)
+
+
+def test_warm_start_from_a_baseline_file(r, tmp_path: Path) -> None:
+    base = make_learner({"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES})
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=0).take(3000)
+    base.learn_many(base.schema.encode(rows), y)
+    path = tmp_path / "baseline.tdl"
+    path.write_bytes(learner_to_blob(base))
+    model = {"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES, "warmStart": {"file": str(path)}}
+    p = _proc(r, model=model)
+    v0, _ = p.store.load(p.revision, 0)
+    X = base.schema.encode(rows[:50])
+    np.testing.assert_array_equal(v0.predict_many(X), base.predict_many(X))
+
+
+def test_warm_start_from_an_incompatible_baseline_names_the_field(r, tmp_path: Path) -> None:
+    other = make_learner({"task": "binary", "algorithm": "sgd", "features": [{"name": "z"}]})
+    path = tmp_path / "baseline.tdl"
+    path.write_bytes(learner_to_blob(other))
+    model = {"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES, "warmStart": {"file": str(path)}}
+    with pytest.raises(SpecError, match="spec.model.warmStart: .* another task, algorithm or feature list"):
+        _proc(r, model=model)
+    path.write_bytes(b"garbage")
+    with pytest.raises(SpecError, match="not a tideline snapshot"):
+        _proc(r, model=model)
+
+
+def test_a_restart_resumes_from_the_checkpoint(r) -> None:
+    p = _proc(r)
+    _push_samples(r, p, 700)
+    _run_until(p, lambda: p.counters["samples"] == 700)
+    state = p.learner.get_state()
+    again = _proc(r)
+    assert again.counters["samples"] == 700
+    for k, v in state.items():
+        np.testing.assert_array_equal(again.learner.get_state()[k], v, err_msg=k)

@@ -1,0 +1,104 @@
+"""The model store against a real redis-server."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from tideline.learn import make_learner
+from tideline.store import ModelStore, StoreError
+from tests.helpers import FRAUD_FEATURES
+
+pytestmark = pytest.mark.integration
+
+
+def _learner(seed: int = 0):
+    m = make_learner({"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES})
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([rng.normal(size=200), rng.normal(size=200), rng.integers(0, 64, 200)])
+    m.learn_many(X, (X[:, 0] > 0).astype(float))
+    return m, X
+
+
+def test_keys_are_namespaced_per_model(r) -> None:
+    store = ModelStore(r, "prod", "fraud")
+    m, _ = _learner()
+    store.publish("abc", 0, m)
+    assert sorted(k.decode() for k in r.keys("*")) == [
+        "tideline:prod:fraud:rev:abc:pointers",
+        "tideline:prod:fraud:rev:abc:v:0",
+        "tideline:prod:fraud:rev:abc:versions",
+        "tideline:prod:fraud:rev:abc:vmeta",
+    ]
+
+
+def test_a_published_version_loads_back_identical(r) -> None:
+    store = ModelStore(r, "ns", "m")
+    m, X = _learner()
+    store.publish("rev1", 0, m, {"note": "first"})
+    loaded, meta = store.load("rev1", "served")
+    np.testing.assert_array_equal(loaded.predict_many(X), m.predict_many(X))
+    assert meta["version"] == 0 and meta["note"] == "first" and meta["n_seen"] == 200
+    assert store.version_meta("rev1", 0)["note"] == "first"
+
+
+def test_publishing_advances_served_and_keeps_the_previous_as_last_good(r) -> None:
+    store = ModelStore(r, "ns", "m")
+    m, _ = _learner()
+    store.publish("rev", 0, m)
+    assert store.pointers("rev") == {"latest": 0, "served": 0, "lastGood": 0}
+    store.publish("rev", 1, m)
+    store.publish("rev", 2, m)
+    assert store.pointers("rev") == {"latest": 2, "served": 2, "lastGood": 1}
+
+
+def test_a_pinned_revision_moves_only_latest(r) -> None:
+    store = ModelStore(r, "ns", "m")
+    m, _ = _learner()
+    for v in range(3):
+        store.publish("rev", v, m)
+    store.set_pointer("rev", "served", 1, pin=True)
+    store.publish("rev", 3, m)
+    p = store.pointers("rev")
+    assert (p["latest"], p["served"], p["lastGood"], p["pinned"]) == (3, 1, 1, True)
+    store.set_pointer("rev", "served", 3, pin=False)
+    store.publish("rev", 4, m)
+    assert store.pointers("rev")["served"] == 4
+
+
+def test_retention_keeps_the_newest_and_every_pointer_target(r) -> None:
+    store = ModelStore(r, "ns", "m")
+    m, _ = _learner()
+    store.publish("rev", 0, m, keep=5)
+    store.set_pointer("rev", "served", 0, pin=True)  # v0 stays served
+    for v in range(1, 12):
+        store.publish("rev", v, m, keep=5)
+    assert store.versions("rev") == [0, 8, 9, 10, 11]
+    assert r.exists(store.keys.version("rev", 0)) and not r.exists(store.keys.version("rev", 1))
+    with pytest.raises(StoreError, match="no version 3"):
+        store.load("rev", 3)
+
+
+def test_every_new_version_is_announced_on_pub_sub(r) -> None:
+    store = ModelStore(r, "ns", "m")
+    sub = r.pubsub()
+    sub.subscribe(store.keys.events)
+    assert sub.get_message(timeout=1)["type"] == "subscribe"
+    m, _ = _learner()
+    store.publish("rev", 0, m)
+    msg = sub.get_message(timeout=2)
+    event = orjson.loads(msg["data"])
+    assert (event["event"], event["revision"], event["version"]) == ("version", "rev", 0)
+    store.set_pointer("rev", "served", 0)
+    event = orjson.loads(sub.get_message(timeout=2)["data"])
+    assert (event["event"], event["pointer"]) == ("pointer", "served")
+    sub.close()
+
+
+def test_pointing_at_a_missing_version_is_refused(r) -> None:
+    store = ModelStore(r, "ns", "m")
+    with pytest.raises(StoreError, match="has no version 7"):
+        store.set_pointer("rev", "served", 7)
+    with pytest.raises(StoreError, match="unknown pointer"):
+        store.set_pointer("rev", "best", 0)
