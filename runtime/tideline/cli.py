@@ -69,7 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         per_second = float(rate)
     except ValueError:
-        raise SpecError("--rate", f"must be a number of samples per second like 2000/s (got {args.rate!r})") from None
+        raise SpecError(
+            "--rate", f"must be a number of samples per second like 2000/s (got {args.rate!r})"
+        ) from None
     if per_second <= 0:
         raise SpecError("--rate", "must be > 0")
     summary = run_local(model, args.file, duration=duration, rate=per_second, drift_at=drift_at)
@@ -81,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="INFO")
     sub = p.add_subparsers(dest="command", required=True)
 
-    lp = sub.add_parser("learner", help="learn one revision of an OnlineModel from its Redis streams")
+    lp = sub.add_parser(
+        "learner", help="learn one revision of an OnlineModel from its Redis streams"
+    )
     lp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")
     lp.add_argument("--redis", required=True, help="redis://host:port/db")
     lp.add_argument("--port", type=int, default=0, help="port for /metrics (0: none)")
@@ -89,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--warm-start-revision", help="start from this revision's latest version")
     lp.set_defaults(func=cmd_learner)
 
-    rp = sub.add_parser("run", help="run the loop locally: embedded Redis, learner, simulated traffic")
+    rp = sub.add_parser(
+        "run", help="run the loop locally: embedded Redis, learner, simulated traffic"
+    )
     rp.add_argument("file", help="OnlineModel manifest (YAML), e.g. examples/fraud.yaml")
     rp.add_argument("--duration", default="30s")
     rp.add_argument("--rate", default="2000/s", help="labelled events per second")

@@ -57,8 +57,8 @@ def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     (hlen,) = struct.unpack("<I", blob[4:8])
     try:
         header = orjson.loads(blob[8 : 8 + hlen])
-    except orjson.JSONDecodeError as e:
-        raise CodecError(f"bad header: {e}") from None
+    except orjson.JSONDecodeError as err:
+        raise CodecError(f"bad header: {err}") from None
     body = memoryview(blob)[8 + hlen :]
     arrays: dict[str, np.ndarray] = {}
     for e in header["arrays"]:

@@ -48,7 +48,6 @@ def calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     if len(p) == 0:
         return 0.0
     idx = np.minimum((p * bins).astype(np.int64), bins - 1)
-    count = np.bincount(idx, minlength=bins)
     conf = np.bincount(idx, weights=p, minlength=bins)
     hits = np.bincount(idx, weights=y, minlength=bins)
     return float(np.abs(conf - hits).sum() / len(p))

@@ -50,12 +50,11 @@ class FeatureSchema:
         self.numeric = np.array([f.type == "numeric" for f in self.features], dtype=bool)
         self.num_idx = np.flatnonzero(self.numeric)
         self.cat_idx = np.flatnonzero(~self.numeric)
+        self.all_numeric = bool(self.numeric.all())
         self.buckets = np.array([f.buckets for f in self.features if f.type == "categorical"])
         self.cat_offsets = np.concatenate([[0], np.cumsum(self.buckets)[:-1]]).astype(np.int64)
         self.n_cat_total = int(self.buckets.sum()) if len(self.buckets) else 0
-        self._defaults = np.array(
-            [self._default_value(f) for f in self.features], dtype=np.float64
-        )
+        self._defaults = np.array([self._default_value(f) for f in self.features], dtype=np.float64)
         self.missing = np.zeros(len(self.features), dtype=np.int64)
         self.invalid = np.zeros(len(self.features), dtype=np.int64)
         self.unknown_fields = 0

@@ -146,7 +146,9 @@ class LearnerProcess:
     ) -> None:
         self.model = model
         self.spec = model.spec
-        self.r = client
+        # redis-py's stubs type replies as unions of bytes, str and more; this
+        # client always decodes nothing (bytes in, bytes out).
+        self.r: Any = client
         self.revision = revision or model.revision
         self.warm_start_revision = warm_start_revision
         self.store = ModelStore(client, model.namespace, model.name)
@@ -166,7 +168,7 @@ class LearnerProcess:
         self.gate_served = np.zeros(0)  # losses of the served version on the same samples
         self.served: Learner | None = None
         self.served_version = -1
-        self.counters = {
+        self.counters: dict[str, Any] = {
             "samples": 0,
             "label_sum": 0.0,
             "batches": 0,
@@ -223,7 +225,9 @@ class LearnerProcess:
         self.gate_live = arrays["gate.live"]
         self.gate_served = arrays["gate.served"]
         self.counters.update(meta["counters"])
-        log.info("resumed %s from checkpoint at %d samples", self.revision, self.counters["samples"])
+        log.info(
+            "resumed %s from checkpoint at %d samples", self.revision, self.counters["samples"]
+        )
         return True
 
     def _warm_start_blob(self) -> tuple[bytes | None, str]:
@@ -234,11 +238,17 @@ class LearnerProcess:
                     f"revision {self.warm_start_revision} v{v}"
                 )
             except KeyError:
-                log.warning("revision %s has no version to warm-start from", self.warm_start_revision)
+                log.warning(
+                    "revision %s has no version to warm-start from", self.warm_start_revision
+                )
         ws = self.spec.model.warmStart
         if ws is None:
             return None, ""
-        path = Path(ws.file) if ws.file else Path(os.environ.get("TIDELINE_WARM_START_DIR", WARM_START_DIR)) / ws.key
+        path = (
+            Path(ws.file)
+            if ws.file
+            else Path(os.environ.get("TIDELINE_WARM_START_DIR", WARM_START_DIR)) / ws.key
+        )
         try:
             return path.read_bytes(), str(path)
         except OSError as e:
@@ -250,9 +260,15 @@ class LearnerProcess:
             try:
                 base, _ = learner_from_blob(blob)
             except (codec.CodecError, KeyError, ValueError) as e:
-                raise SpecError("spec.model.warmStart", f"{source} is not a tideline snapshot: {e}") from None
+                raise SpecError(
+                    "spec.model.warmStart", f"{source} is not a tideline snapshot: {e}"
+                ) from None
             mine = self.learner.spec()
-            if base.spec()["features"] != mine["features"] or base.spec()["algorithm"] != mine["algorithm"] or base.task != self.learner.task:
+            if (
+                base.spec()["features"] != mine["features"]
+                or base.spec()["algorithm"] != mine["algorithm"]
+                or base.task != self.learner.task
+            ):
                 raise SpecError(
                     "spec.model.warmStart",
                     f"{source} was learned with another task, algorithm or feature list",
@@ -281,7 +297,9 @@ class LearnerProcess:
             self._pred_cursor = entry_id
             try:
                 p = _decode(fields)
-                joined = self.joiner.add_prediction(str(p["id"]), p.get("features") or {}, float(p.get("ts", _entry_ms(entry_id))))
+                joined = self.joiner.add_prediction(
+                    str(p["id"]), p.get("features") or {}, float(p.get("ts", _entry_ms(entry_id)))
+                )
             except (ValueError, KeyError, TypeError):
                 continue  # a malformed log entry is the server's bug; the monitor counts them
             for j in joined:
@@ -335,7 +353,9 @@ class LearnerProcess:
         try:
             y = float(check_targets(self.spec.model.task, [float(label)])[0])
         except (TypeError, ValueError) as e:
-            self._dead_letter(stream, entry_id, {b"label": repr(label).encode()}, f"invalid label: {e}")
+            self._dead_letter(
+                stream, entry_id, {b"label": repr(label).encode()}, f"invalid label: {e}"
+            )
             return
         if not self.pending:
             self.pending.first_at = self.clock()
@@ -345,7 +365,9 @@ class LearnerProcess:
         self.pending.entries.append((stream, entry_id))
         self._newest_learned = max(self._newest_learned, _entry_ms(entry_id))
 
-    def _dead_letter(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
+    def _dead_letter(
+        self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str
+    ) -> None:
         kind = "invalid" if reason.startswith("invalid") else reason
         self.counters[kind] = self.counters.get(kind, 0) + 1
         self.metrics.rejected.labels(reason=kind).inc()
@@ -354,7 +376,9 @@ class LearnerProcess:
                 "stream": stream,
                 "entry": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
                 "reason": reason,
-                "fields": orjson.dumps({k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}),
+                "fields": orjson.dumps(
+                    {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
+                ),
             }
         )
         self._acks[stream].append(entry_id if isinstance(entry_id, bytes) else entry_id.encode())
@@ -386,7 +410,9 @@ class LearnerProcess:
         holdout = self.spec.learning.gate.holdout
         if holdout:
             self.gate_live = np.concatenate([self.gate_live, _loss(task, p_live, y)])[-holdout:]
-            self.gate_served = np.concatenate([self.gate_served, _loss(task, p_served, y)])[-holdout:]
+            self.gate_served = np.concatenate([self.gate_served, _loss(task, p_served, y)])[
+                -holdout:
+            ]
         rf = self.spec.learning.replay.fraction
         k = int(round(len(y) * rf / (1.0 - rf))) if self.replay.filled >= len(y) else 0
         Xr, yr = self.replay.sample(k)
@@ -407,7 +433,11 @@ class LearnerProcess:
             return True, {}
         live, served = float(self.gate_live.mean()), float(self.gate_served.mean())
         limit = served * (1.0 + self.spec.learning.gate.maxLossIncrease) + 1e-12
-        return live <= limit, {"holdout_loss": live, "served_loss": served, "holdout": len(self.gate_live)}
+        return live <= limit, {
+            "holdout_loss": live,
+            "served_loss": served,
+            "holdout": len(self.gate_live),
+        }
 
     # -- durability --------------------------------------------------------------------
     def _checkpoint(self, publish: bool = False, reason: str = "") -> None:
@@ -439,7 +469,12 @@ class LearnerProcess:
             meta = {"reason": reason or "checkpointEvery", "samples": c["samples"], **gate_info}
             meta.update({f"quality_{k}": v for k, v in self.quality.report().items()})
             self.store.publish(
-                self.revision, version, self.learner, meta, keep=self.spec.learning.keepVersions, pipe=pipe
+                self.revision,
+                version,
+                self.learner,
+                meta,
+                keep=self.spec.learning.keepVersions,
+                pipe=pipe,
             )
         pipe.hset(self.keys.rev(self.revision, "learner"), mapping=self.status())
         for d in self._dead:
@@ -510,12 +545,17 @@ class LearnerProcess:
         self.joiner.expire(self.clock())
         for rej in self.joiner.take_rejected():
             self._dead_letter(
-                self.keys.feedback, rej.feedback_id.encode(), {b"id": rej.prediction_id.encode()}, rej.reason
+                self.keys.feedback,
+                rej.feedback_id.encode(),
+                {b"id": rej.prediction_id.encode()},
+                rej.reason,
             )
         due = bool(self.pending) and self.clock() - self.pending.first_at >= ls.maxBatchDelay
         self._learn_pending(force=due)
         self._refresh_served()
-        if (self._dirty or self._dead) and self.clock() - self._last_checkpoint >= self.checkpoint_seconds:
+        if (
+            self._dirty or self._dead
+        ) and self.clock() - self._last_checkpoint >= self.checkpoint_seconds:
             self._checkpoint()
         self.metrics.pending.set(len(self.pending) + self.joiner.waiting)
         if self._newest_learned:
@@ -548,4 +588,3 @@ class LearnerProcess:
 
 def _loss(task: str, p: np.ndarray, y: np.ndarray) -> np.ndarray:
     return log_loss(p, y) if task == "binary" else (p - y) ** 2
-

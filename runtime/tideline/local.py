@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
 
 from tideline.embedded import EmbeddedRedis, free_port
 from tideline.simulate import SyntheticStream
@@ -31,7 +30,7 @@ from tideline.store import Keys, ModelStore
 TICK = 0.05
 
 
-def _learner_status(client: redis.Redis, keys: Keys, revision: str) -> dict[str, Any]:
+def _learner_status(client: Any, keys: Keys, revision: str) -> dict[str, Any]:
     raw = client.hgetall(keys.rev(revision, "learner"))
     status = {k.decode(): v.decode() for k, v in raw.items()}
     quality = orjson.loads(status.pop("quality", "{}"))
@@ -60,7 +59,9 @@ def run_local(
         metrics_port = free_port()
         print(f"redis      {server.url}", file=out)
         print(f"learner    metrics on http://127.0.0.1:{metrics_port}/metrics", file=out)
-        print(f"model      {model.namespace}/{model.name} revision {revision}", file=out, flush=True)
+        print(
+            f"model      {model.namespace}/{model.name} revision {revision}", file=out, flush=True
+        )
         learner = subprocess.Popen(
             [sys.executable, "-m", "tideline.cli", "--log-level", "WARNING", "learner",
              "--config", config_path, "--redis", server.url, "--port", str(metrics_port)],
@@ -84,13 +85,20 @@ def run_local(
                     wall = time.time()
                     for row, label in zip(rows, y.tolist(), strict=True):
                         if rng.random() < 0.5:
-                            pipe.xadd(keys.samples, {"data": orjson.dumps({"features": row, "label": label})})
+                            pipe.xadd(
+                                keys.samples,
+                                {"data": orjson.dumps({"features": row, "label": label})},
+                            )
                         else:
                             pid = uuid.uuid4().hex
                             pred = {"id": pid, "features": row, "ts": wall}
-                            pipe.xadd(keys.predictions, {"data": orjson.dumps(pred)}, maxlen=200_000)
+                            pipe.xadd(
+                                keys.predictions, {"data": orjson.dumps(pred)}, maxlen=200_000
+                            )
                             delay = float(rng.uniform(0.2, 2.0))
-                            heapq.heappush(due, (now + delay, sent, orjson.dumps({"id": pid, "label": label})))
+                            heapq.heappush(
+                                due, (now + delay, sent, orjson.dumps({"id": pid, "label": label}))
+                            )
                         sent += 1
                     pipe.execute()
                 if due and due[0][0] <= now:

@@ -12,14 +12,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 class LearnerMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.registry = registry = registry or CollectorRegistry()
-        self.samples = Counter("tideline_learner_samples", "Labelled samples learned", registry=registry)
+        self.samples = Counter(
+            "tideline_learner_samples", "Labelled samples learned", registry=registry
+        )
         self.batches = Counter("tideline_learner_batches", "Mini-batch updates", registry=registry)
         self.versions_published = Counter(
             "tideline_learner_versions_published", "Versions published", registry=registry
         )
-        self.versions = Gauge("tideline_learner_latest_version", "Newest version published", registry=registry)
+        self.versions = Gauge(
+            "tideline_learner_latest_version", "Newest version published", registry=registry
+        )
         self.gate_rejections = Counter(
-            "tideline_learner_gate_rejections", "Versions held back by the holdout gate", registry=registry
+            "tideline_learner_gate_rejections",
+            "Versions held back by the holdout gate",
+            registry=registry,
         )
         self.rejected = Counter(
             "tideline_learner_rejected",
@@ -28,13 +34,19 @@ class LearnerMetrics:
             registry=registry,
         )
         self.pending = Gauge(
-            "tideline_learner_pending", "Rows and labels read but not yet learned", registry=registry
+            "tideline_learner_pending",
+            "Rows and labels read but not yet learned",
+            registry=registry,
         )
         self.lag_seconds = Gauge(
-            "tideline_learner_lag_seconds", "Age of the newest stream entry learned", registry=registry
+            "tideline_learner_lag_seconds",
+            "Age of the newest stream entry learned",
+            registry=registry,
         )
         self.join_index = Gauge(
-            "tideline_learner_join_index", "Logged predictions held for the label join", registry=registry
+            "tideline_learner_join_index",
+            "Logged predictions held for the label join",
+            registry=registry,
         )
         self.update_seconds = Histogram(
             "tideline_learner_update_seconds",

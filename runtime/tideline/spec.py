@@ -430,7 +430,9 @@ def _model(o: _Obj) -> ModelSpec:
         ref = w.obj("configMapRef")
         cm = ref.string("name")
         ref.done()
-        warm = WarmStart(configMapName=cm, key=w.string("key", "baseline.json"), file=w.string("file"))
+        warm = WarmStart(
+            configMapName=cm, key=w.string("key", "baseline.json"), file=w.string("file")
+        )
         w.done()
         if warm.configMapName is None and warm.file is None:
             raise SpecError(w.path, "needs configMapRef.name or file")
@@ -585,7 +587,8 @@ def _rollout(o: _Obj) -> RolloutSpec:
         t.done()
     elif tr is not None and tr != "builtin":
         raise SpecError(
-            o.sub("trafficRouting"), f"must be builtin or {{gatewayAPI: {{httpRoute: NAME}}}} (got {tr!r})"
+            o.sub("trafficRouting"),
+            f"must be builtin or {{gatewayAPI: {{httpRoute: NAME}}}} (got {tr!r})",
         )
     out = RolloutSpec(
         steps=_steps(o.raw("steps"), o.sub("steps")),
@@ -599,7 +602,9 @@ def _rollout(o: _Obj) -> RolloutSpec:
 
 def _redis(o: _Obj) -> RedisSpec:
     s = o.obj("secretRef")
-    out = RedisSpec(url=o.string("url"), secretName=s.string("name"), secretKey=s.string("key", "url"))
+    out = RedisSpec(
+        url=o.string("url"), secretName=s.string("name"), secretKey=s.string("key", "url")
+    )
     s.done()
     o.done()
     return out

@@ -122,7 +122,7 @@ class ModelStore:
     """Versions and pointers of one model in Redis (see module docs)."""
 
     def __init__(self, client: redis.Redis, namespace: str, model: str) -> None:
-        self.r = client
+        self.r: Any = client  # bytes replies (see tideline.learner)
         self.keys = Keys(namespace, model)
         self._publish = client.register_script(_PUBLISH)
 
@@ -159,11 +159,21 @@ class ModelStore:
                 k.rev(revision, "vmeta"),
                 k.rev(revision, "pointers"),
             ],
-            args=[version, blob, orjson.dumps(info), keep, k.version_prefix(revision), k.events, event],
+            args=[
+                version,
+                blob,
+                orjson.dumps(info),
+                keep,
+                k.version_prefix(revision),
+                k.events,
+                event,
+            ],
             client=pipe if pipe is not None else self.r,
         )
 
-    def set_pointer(self, revision: str, name: str, version: int, *, pin: bool | None = None) -> None:
+    def set_pointer(
+        self, revision: str, name: str, version: int, *, pin: bool | None = None
+    ) -> None:
         """Point ``served`` (or another pointer) at a stored version; notify servers."""
         if name not in ("served", "lastGood", "latest"):
             raise StoreError(f"unknown pointer {name!r}")
@@ -175,7 +185,9 @@ class ModelStore:
             p.hset(self.keys.rev(revision, "pointers"), "pinned", "1" if pin else "0")
         p.publish(
             self.keys.events,
-            orjson.dumps({"event": "pointer", "revision": revision, "pointer": name, "version": version}),
+            orjson.dumps(
+                {"event": "pointer", "revision": revision, "pointer": name, "version": version}
+            ),
         )
         p.execute()
 

@@ -15,10 +15,10 @@ import orjson
 import pytest
 import yaml
 
+from tests.helpers import FRAUD_FEATURES, manifest
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
 from tideline.store import Keys
-from tests.helpers import FRAUD_FEATURES, manifest
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,9 @@ def _status(r, keys: Keys, revision: str) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items() if k != b"quality"}
 
 
-def test_kill_9_at_random_moments_loses_and_repeats_nothing(r, redis_server, tmp_path: Path) -> None:
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(
+    r, redis_server, tmp_path: Path
+) -> None:
     doc = manifest(learning={"checkpointEvery": 2000, "maxBatchDelay": "50ms"})
     config = tmp_path / "model.yaml"
     config.write_text(yaml.safe_dump(doc))
@@ -57,12 +59,17 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(r, redis_server, tmp
             pipe = r.pipeline(transaction=False)
             for i in range(chunk * 500, (chunk + 1) * 500):
                 if i % 2 == 0:  # a labelled sample
-                    pipe.xadd(keys.samples, {"data": orjson.dumps({"features": rows[i], "label": labels[i]})})
+                    pipe.xadd(
+                        keys.samples,
+                        {"data": orjson.dumps({"features": rows[i], "label": labels[i]})},
+                    )
                 else:  # a logged prediction, and its label through feedback
                     pid = uuid.uuid4().hex
                     pred = {"id": pid, "features": rows[i], "ts": time.time()}
                     pipe.xadd(keys.predictions, {"data": orjson.dumps(pred)})
-                    pipe.xadd(keys.feedback, {"data": orjson.dumps({"id": pid, "label": labels[i]})})
+                    pipe.xadd(
+                        keys.feedback, {"data": orjson.dumps({"id": pid, "label": labels[i]})}
+                    )
             pipe.execute()
             time.sleep(rnd.uniform(0.0, 0.15))
             if chunk in kill_at:

@@ -9,13 +9,13 @@ import numpy as np
 import orjson
 import pytest
 
+from tests.helpers import FRAUD_FEATURES, manifest
 from tideline.evaluate import prequential, scores
 from tideline.learn import make_learner
 from tideline.learner import LearnerProcess
 from tideline.simulate import SyntheticStream
 from tideline.spec import SpecError, parse
 from tideline.store import learner_to_blob
-from tests.helpers import FRAUD_FEATURES, manifest
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +72,12 @@ def test_feedback_is_joined_with_the_prediction_log_in_any_order(r) -> None:
     k = p.keys
     # label before its prediction is logged, and the other way round
     r.xadd(k.feedback, {"data": orjson.dumps({"id": "p1", "label": 1})})
-    r.xadd(k.predictions, {"data": orjson.dumps({"id": "p1", "features": {"amount": 5.0}, "ts": now})})
-    r.xadd(k.predictions, {"data": orjson.dumps({"id": "p2", "features": {"amount": 1.0}, "ts": now})})
+    r.xadd(
+        k.predictions, {"data": orjson.dumps({"id": "p1", "features": {"amount": 5.0}, "ts": now})}
+    )
+    r.xadd(
+        k.predictions, {"data": orjson.dumps({"id": "p2", "features": {"amount": 1.0}, "ts": now})}
+    )
     r.xadd(k.feedback, {"data": orjson.dumps({"id": "p2", "label": 0})})
     _run_until(p, lambda: p.counters["samples"] == 2)
     assert p.counters["label_sum"] == 1.0
@@ -83,7 +87,9 @@ def test_feedback_is_joined_with_the_prediction_log_in_any_order(r) -> None:
 def test_late_unmatched_and_invalid_entries_go_to_the_dead_letter_stream(r) -> None:
     p = _proc(r, learning={"labelWindow": "1s", "maxBatchDelay": "20ms"})
     k = p.keys
-    r.xadd(k.predictions, {"data": orjson.dumps({"id": "old", "features": {}, "ts": time.time() - 5})})
+    r.xadd(
+        k.predictions, {"data": orjson.dumps({"id": "old", "features": {}, "ts": time.time() - 5})}
+    )
     r.xadd(k.feedback, {"data": orjson.dumps({"id": "old", "label": 1})})  # 5 s after: late
     r.xadd(k.feedback, {"data": orjson.dumps({"id": "never-logged", "label": 1})})
     r.xadd(k.samples, {"data": orjson.dumps({"features": {"amount": 1}, "label": 3})})  # not 0/1
@@ -93,9 +99,7 @@ def test_late_unmatched_and_invalid_entries_go_to_the_dead_letter_stream(r) -> N
     while r.xlen(k.deadletter) < 5:
         assert time.monotonic() < deadline, p.counters
         p.step(block_ms=50)
-    reasons = sorted(
-        e[1][b"reason"].decode().split(":")[0] for e in r.xrange(k.deadletter)
-    )
+    reasons = sorted(e[1][b"reason"].decode().split(":")[0] for e in r.xrange(k.deadletter))
     assert reasons == ["invalid", "invalid", "invalid label", "late", "unmatched"]
     assert p.counters["samples"] == 0
     assert r.xpending(k.samples, p.group)["pending"] == 0
@@ -144,7 +148,12 @@ def test_warm_start_from_a_baseline_file(r, tmp_path: Path) -> None:
     base.learn_many(base.schema.encode(rows), y)
     path = tmp_path / "baseline.tdl"
     path.write_bytes(learner_to_blob(base))
-    model = {"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES, "warmStart": {"file": str(path)}}
+    model = {
+        "task": "binary",
+        "algorithm": "sgd",
+        "features": FRAUD_FEATURES,
+        "warmStart": {"file": str(path)},
+    }
     p = _proc(r, model=model)
     v0, _ = p.store.load(p.revision, 0)
     X = base.schema.encode(rows[:50])
@@ -155,8 +164,15 @@ def test_warm_start_from_an_incompatible_baseline_names_the_field(r, tmp_path: P
     other = make_learner({"task": "binary", "algorithm": "sgd", "features": [{"name": "z"}]})
     path = tmp_path / "baseline.tdl"
     path.write_bytes(learner_to_blob(other))
-    model = {"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES, "warmStart": {"file": str(path)}}
-    with pytest.raises(SpecError, match="spec.model.warmStart: .* another task, algorithm or feature list"):
+    model = {
+        "task": "binary",
+        "algorithm": "sgd",
+        "features": FRAUD_FEATURES,
+        "warmStart": {"file": str(path)},
+    }
+    with pytest.raises(
+        SpecError, match="spec.model.warmStart: .* another task, algorithm or feature list"
+    ):
         _proc(r, model=model)
     path.write_bytes(b"garbage")
     with pytest.raises(SpecError, match="not a tideline snapshot"):

@@ -6,9 +6,9 @@ import numpy as np
 import orjson
 import pytest
 
+from tests.helpers import FRAUD_FEATURES
 from tideline.learn import make_learner
 from tideline.store import ModelStore, StoreError
-from tests.helpers import FRAUD_FEATURES
 
 pytestmark = pytest.mark.integration
 

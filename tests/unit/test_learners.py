@@ -35,7 +35,9 @@ IDS = [f"{a}-{t}-{p.get('optimizer', 'default')}" for a, t, p in LEARNERS]
 
 
 def _make(algorithm: str, task: str, params: dict):
-    return make_learner({"task": task, "algorithm": algorithm, "features": FEATURES, "params": params})
+    return make_learner(
+        {"task": task, "algorithm": algorithm, "features": FEATURES, "params": params}
+    )
 
 
 def _data(task: str, n: int = 600, seed: int = 0):

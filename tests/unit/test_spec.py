@@ -22,7 +22,11 @@ def test_every_example_parses(path: Path) -> None:
 
 def test_defaults_are_those_of_the_design() -> None:
     s = parse(manifest()).spec
-    assert (s.learning.batchSize, s.learning.maxBatchDelay, s.learning.checkpointEvery) == (64, 0.5, 5000)
+    assert (s.learning.batchSize, s.learning.maxBatchDelay, s.learning.checkpointEvery) == (
+        64,
+        0.5,
+        5000,
+    )
     assert (s.learning.replay.size, s.learning.replay.fraction) == (10_000, 0.2)
     assert (s.learning.keepVersions, s.learning.labelWindow) == (20, 1800.0)
     assert (s.learning.gate.holdout, s.learning.gate.maxLossIncrease) == (2000, 0.02)
@@ -48,27 +52,104 @@ def _with(path: str, value: object) -> dict:
 
 
 BAD = [
-    ("a batch size of zero", "spec.learning.batchSize", 0, "spec.learning.batchSize: must be >= 1 (got 0)"),
+    (
+        "a batch size of zero",
+        "spec.learning.batchSize",
+        0,
+        "spec.learning.batchSize: must be >= 1 (got 0)",
+    ),
     ("a batch size that is not an integer", "spec.learning.batchSize", 2.5, "must be an integer"),
-    ("an unknown algorithm", "spec.model.algorithm", "xgboost", "spec.model.algorithm: must be one of sgd, ftrl, forest"),
-    ("an unknown task", "spec.model.task", "ranking", "spec.model.task: must be one of binary, regression"),
-    ("a misspelt field, with a suggestion", "spec.learning.batchsize", 10, "spec.learning.batchsize: unknown field (did you mean batchSize?)"),
-    ("a duration without a unit it knows", "spec.learning.labelWindow", "3 weeks", "spec.learning.labelWindow: must be a duration"),
-    ("a replay fraction of one", "spec.learning.replay.fraction", 1.0, "spec.learning.replay.fraction: must be <= 0.9"),
-    ("a numeric feature with a text default", "spec.model.features[0].default", "zero", "spec.model.features[0].default: must be a number"),
-    ("too many categorical buckets", "spec.model.features[2].buckets", 1 << 30, "spec.model.features[2].buckets: must be <="),
-    ("an unknown hyperparameter", "spec.model.params", {"learningrate": 0.1}, "spec.model.params.learningrate: unknown field (did you mean learningRate?)"),
+    (
+        "an unknown algorithm",
+        "spec.model.algorithm",
+        "xgboost",
+        "spec.model.algorithm: must be one of sgd, ftrl, forest",
+    ),
+    (
+        "an unknown task",
+        "spec.model.task",
+        "ranking",
+        "spec.model.task: must be one of binary, regression",
+    ),
+    (
+        "a misspelt field, with a suggestion",
+        "spec.learning.batchsize",
+        10,
+        "spec.learning.batchsize: unknown field (did you mean batchSize?)",
+    ),
+    (
+        "a duration without a unit it knows",
+        "spec.learning.labelWindow",
+        "3 weeks",
+        "spec.learning.labelWindow: must be a duration",
+    ),
+    (
+        "a replay fraction of one",
+        "spec.learning.replay.fraction",
+        1.0,
+        "spec.learning.replay.fraction: must be <= 0.9",
+    ),
+    (
+        "a numeric feature with a text default",
+        "spec.model.features[0].default",
+        "zero",
+        "spec.model.features[0].default: must be a number",
+    ),
+    (
+        "too many categorical buckets",
+        "spec.model.features[2].buckets",
+        1 << 30,
+        "spec.model.features[2].buckets: must be <=",
+    ),
+    (
+        "an unknown hyperparameter",
+        "spec.model.params",
+        {"learningrate": 0.1},
+        "spec.model.params.learningrate: unknown field (did you mean learningRate?)",
+    ),
     ("a negative L2", "spec.model.params", {"l2": -1}, "spec.model.params.l2: must be >= 0"),
-    ("a weight over 100", "spec.rollout.steps", [{"setWeight": 120}], "spec.rollout.steps[0].setWeight: must be <= 100"),
-    ("a step with two actions", "spec.rollout.steps", [{"setWeight": 5, "pause": "1s"}], "spec.rollout.steps[0]: must have exactly one"),
-    ("a fallback that is neither lastGood nor a value", "spec.serving.fallback", "zero", "spec.serving.fallback: must be lastGood"),
-    ("a policy that does not exist", "spec.guardrails.onConceptDrift", "panic", "spec.guardrails.onConceptDrift: must be one of"),
-    ("NaN as a threshold", "spec.drift.features.threshold", math.nan, "spec.drift.features.threshold: must be finite"),
-    ("a boolean where a number goes", "spec.serving.replicas", True, "spec.serving.replicas: must be a number"),
+    (
+        "a weight over 100",
+        "spec.rollout.steps",
+        [{"setWeight": 120}],
+        "spec.rollout.steps[0].setWeight: must be <= 100",
+    ),
+    (
+        "a step with two actions",
+        "spec.rollout.steps",
+        [{"setWeight": 5, "pause": "1s"}],
+        "spec.rollout.steps[0]: must have exactly one",
+    ),
+    (
+        "a fallback that is neither lastGood nor a value",
+        "spec.serving.fallback",
+        "zero",
+        "spec.serving.fallback: must be lastGood",
+    ),
+    (
+        "a policy that does not exist",
+        "spec.guardrails.onConceptDrift",
+        "panic",
+        "spec.guardrails.onConceptDrift: must be one of",
+    ),
+    (
+        "NaN as a threshold",
+        "spec.drift.features.threshold",
+        math.nan,
+        "spec.drift.features.threshold: must be finite",
+    ),
+    (
+        "a boolean where a number goes",
+        "spec.serving.replicas",
+        True,
+        "spec.serving.replicas: must be a number",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(
+    ("path", "value", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
 def test_a_bad_field_is_named_in_the_error(path: str, value: object, message: str) -> None:
     with pytest.raises(SpecError) as e:
         parse(_with(path, value))
@@ -117,7 +198,9 @@ def test_pause_without_duration_waits_for_a_manual_promote() -> None:
 def test_revision_changes_with_what_is_learned_and_not_with_serving() -> None:
     base = parse(manifest()).spec
     assert revision(replace(base, serving=replace(base.serving, replicas=9))) == revision(base)
-    assert revision(replace(base, guardrails=replace(base.guardrails, maxErrorRate=0.5))) == revision(base)
+    assert revision(
+        replace(base, guardrails=replace(base.guardrails, maxErrorRate=0.5))
+    ) == revision(base)
     changed = copy.deepcopy(manifest())
     changed["spec"]["model"]["params"] = {"l2": 0.5}
     assert revision(parse(changed).spec) != revision(base)

@@ -19,38 +19,46 @@ State = dict[str, np.ndarray]
 
 
 class Standardizer:
-    """Online mean/variance of the numeric columns (Chan et al.'s batch merge)."""
+    """Online mean and variance of the numeric columns (Chan et al.'s batch merge).
+
+    The batch is centred on the running mean before its sums are taken, so the
+    one-pass sums stay exact for features whose mean dwarfs their spread
+    (timestamps, amounts in cents).
+    """
 
     def __init__(self, width: int) -> None:
         self.n = 0.0
         self.mean = np.zeros(width)
         self.m2 = np.zeros(width)
+        self.scale = np.ones(width)  # 1 / standard deviation, kept in step with m2
 
-    def update(self, X: np.ndarray) -> None:
-        n_b = X.shape[0]
-        if n_b == 0:
-            return
-        if n_b == 1:
-            # Welford's single step, cheaper than the batch merge below.
-            self.n += 1.0
-            delta = X[0] - self.mean
-            self.mean += delta / self.n
-            self.m2 += delta * (X[0] - self.mean)
-            return
-        mean_b = X.mean(axis=0)
-        m2_b = ((X - mean_b) ** 2).sum(axis=0)
-        n = self.n + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta**2 * (self.n * n_b / n)
-        self.n = n
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    def _rescale(self) -> None:
         if self.n < 2:
-            return X - self.mean
+            self.scale = np.ones_like(self.mean)
+            return
         std = np.sqrt(self.m2 / self.n)
         std[std < 1e-12] = 1.0
-        return (X - self.mean) / std
+        self.scale = 1.0 / std
+
+    def update_transform(self, X: np.ndarray) -> np.ndarray:
+        """Fold the batch into the statistics; return it standardised with the new ones."""
+        n_b = X.shape[0]
+        Xc = X - self.mean
+        ones = np.ones(n_b)
+        s1 = ones @ Xc
+        s2 = ones @ (Xc * Xc)
+        n = self.n + n_b
+        shift = s1 / n
+        self.m2 = self.m2 + (s2 - s1 * s1 / n_b) + (s1 / n_b) ** 2 * (self.n * n_b / n)
+        self.mean = self.mean + shift
+        self.n = n
+        self._rescale()
+        Xc -= shift
+        Xc *= self.scale
+        return Xc
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean) * self.scale
 
     def get_state(self) -> State:
         return {"scaler.n": np.array(self.n), "scaler.mean": self.mean, "scaler.m2": self.m2}
@@ -59,16 +67,21 @@ class Standardizer:
         self.n = float(state["scaler.n"])
         self.mean = np.array(state["scaler.mean"], dtype=np.float64)
         self.m2 = np.array(state["scaler.m2"], dtype=np.float64)
+        self._rescale()
 
 
 def check_targets(task: str, y: Any) -> np.ndarray:
     """Targets as float64; binary labels must be 0/1 (or booleans)."""
     y = np.asarray(y, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(y)):
+    if task == "binary":
+        if np.count_nonzero(y * (1.0 - y)):  # also true for NaN and inf
+            if not np.all(np.isfinite(y)):
+                raise ValueError("labels must be finite numbers")
+            bad = y[(y != 0.0) & (y != 1.0)][0]
+            raise ValueError(f"binary labels must be 0 or 1 (got {bad:g})")
+        return y
+    if not np.isfinite(y @ y):
         raise ValueError("labels must be finite numbers")
-    if task == "binary" and not np.all((y == 0.0) | (y == 1.0)):
-        bad = y[(y != 0.0) & (y != 1.0)][0]
-        raise ValueError(f"binary labels must be 0 or 1 (got {bad:g})")
     return y
 
 
@@ -97,10 +110,11 @@ class Learner:
     def _init_state(self) -> None:
         raise NotImplementedError
 
-    def _learn(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _learn(self, X: np.ndarray, Xs: np.ndarray, y: np.ndarray) -> None:
+        """Update from raw rows ``X`` and their standardised numeric columns ``Xs``."""
         raise NotImplementedError
 
-    def _predict(self, X: np.ndarray) -> np.ndarray:
+    def _predict(self, X: np.ndarray, Xs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def _get_state(self) -> State:
@@ -130,8 +144,8 @@ class Learner:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
         if X.shape[0] == 0:
             return
-        self._scaler.update(X[:, self.schema.num_idx])
-        self._learn(X, y)
+        Xs = self._scaler.update_transform(self._numeric(X))
+        self._learn(X, Xs, y)
         self._n_seen += X.shape[0]
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
@@ -139,7 +153,7 @@ class Learner:
         X = self.schema.check_matrix(X)
         if X.shape[0] == 0:
             return np.zeros(0)
-        return self._predict(X)
+        return self._predict(X, self._scaler.transform(self._numeric(X)))
 
     def learn_one(self, x: Mapping[str, Any], y: float) -> None:
         self.learn_many(self.schema.encode_one(x), np.array([y], dtype=np.float64))
@@ -147,8 +161,8 @@ class Learner:
     def predict_one(self, x: Mapping[str, Any]) -> float:
         return float(self.predict_many(self.schema.encode_one(x))[0])
 
-    def standardize(self, X: np.ndarray) -> np.ndarray:
-        return self._scaler.transform(X[:, self.schema.num_idx])
+    def _numeric(self, X: np.ndarray) -> np.ndarray:
+        return X if self.schema.all_numeric else X[:, self.schema.num_idx]
 
     def clone(self) -> Learner:
         """A fresh, untrained learner with the same hyperparameters."""

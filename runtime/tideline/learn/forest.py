@@ -51,8 +51,8 @@ def _rng_state(rng: np.random.Generator) -> np.ndarray:
     )
 
 
-def _set_rng_state(rng: np.random.Generator, a: np.ndarray) -> None:
-    a = [int(v) for v in a]
+def _set_rng_state(rng: np.random.Generator, arr: np.ndarray) -> None:
+    a = [int(v) for v in arr]
     rng.bit_generator.state = {
         "bit_generator": "PCG64",
         "state": {"state": (a[0] << 64) | a[1], "inc": (a[2] << 64) | a[3]},
@@ -124,13 +124,13 @@ class ForestLearner(Learner):
         ]
         self._resets = 0
 
-    def _predict(self, X: np.ndarray) -> np.ndarray:
+    def _predict(self, X: np.ndarray, Xs: np.ndarray) -> np.ndarray:
         out = np.zeros(X.shape[0])
         for t in self._trees:
             out += t.value(t.route(X))
         return out / len(self._trees)
 
-    def _learn(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _learn(self, X: np.ndarray, Xs: np.ndarray, y: np.ndarray) -> None:
         rate = float(self.params.get("poissonRate", 6.0))
         weights = self._rng.poisson(rate, size=(len(self._trees), X.shape[0])).astype(np.float64)
         for i, t in enumerate(self._trees):
@@ -153,7 +153,9 @@ class ForestLearner(Learner):
         t.err[2] += len(e)
         return bool(t.err[2] > 2.0 / _SLOW and t.err[0] > 1.5 * t.err[1] + 0.02)
 
-    def _buffer(self, t: _Tree, X: np.ndarray, y: np.ndarray, w: np.ndarray, leaves: np.ndarray) -> None:
+    def _buffer(
+        self, t: _Tree, X: np.ndarray, y: np.ndarray, w: np.ndarray, leaves: np.ndarray
+    ) -> None:
         max_depth = int(self.params.get("maxDepth", 12))
         keep = (w > 0) & (t.depth[leaves] < max_depth)
         m = int(keep.sum())
@@ -209,7 +211,10 @@ class ForestLearner(Learner):
 
     # -- state ----------------------------------------------------------------------
     def _get_state(self) -> State:
-        state: State = {"forest.rng": _rng_state(self._rng), "forest.resets": np.array(self._resets)}
+        state: State = {
+            "forest.rng": _rng_state(self._rng),
+            "forest.resets": np.array(self._resets),
+        }
         for i, t in enumerate(self._trees):
             for f in _Tree.FIELDS:
                 state[f"forest.{i}.{f}"] = getattr(t, f)[: t.size]

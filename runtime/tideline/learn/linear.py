@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from scipy.linalg.lapack import dposv
 
 from tideline.learn.base import Learner, State
 
@@ -43,7 +44,8 @@ _EPS = 1e-12
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
+    # The tanh form never overflows and is cheaper than 1 / (1 + exp(-z)) with a clip.
+    return 0.5 + 0.5 * np.tanh(0.5 * z)
 
 
 class LinearLearner(Learner):
@@ -73,10 +75,10 @@ class LinearLearner(Learner):
                 self._zc = np.zeros(c)
 
     # -- design ---------------------------------------------------------------------
-    def _design(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _design(self, X: np.ndarray, Xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Dense block [standardised numerics, 1] and the (row, bucket) pairs of categoricals."""
-        A = np.empty((X.shape[0], len(self.schema.num_idx) + 1))
-        A[:, :-1] = self.standardize(X)
+        A = np.empty((X.shape[0], Xs.shape[1] + 1))
+        A[:, :-1] = Xs
         A[:, -1] = 1.0
         if not len(self.schema.cat_idx):
             return A, _EMPTY_INT, _EMPTY_INT
@@ -95,13 +97,13 @@ class LinearLearner(Learner):
     def _link(self, z: np.ndarray) -> np.ndarray:
         return _sigmoid(z) if self.task == "binary" else z
 
-    def _predict(self, X: np.ndarray) -> np.ndarray:
-        A, rows, cols = self._design(X)
+    def _predict(self, X: np.ndarray, Xs: np.ndarray) -> np.ndarray:
+        A, rows, cols = self._design(X, Xs)
         return self._link(self._margin(A, rows, cols))
 
     # -- learning ---------------------------------------------------------------------
-    def _learn(self, X: np.ndarray, y: np.ndarray) -> None:
-        A, rows, cols = self._design(X)
+    def _learn(self, X: np.ndarray, Xs: np.ndarray, y: np.ndarray) -> None:
+        A, rows, cols = self._design(X, Xs)
         p = self._link(self._margin(A, rows, cols))
         r = p - y  # d loss / d margin, for both the logistic and the squared loss
         n = X.shape[0]
@@ -123,11 +125,17 @@ class LinearLearner(Learner):
         decay = float(self.params.get("forgetting", 1.0)) ** n
         # Forget towards the prior, not towards zero, so an unused direction
         # never becomes infinitely soft.
-        P = self._P * decay + (A.T * h) @ A
-        P[np.diag_indices_from(P)] += (1.0 - decay) * prior + l2 * n
-        self._P = P
+        P = self._P
+        P *= decay
+        P += (A.T * h) @ A
+        P.flat[:: P.shape[0] + 1] += (1.0 - decay) * prior + l2 * n
         g = g + l2 * n * self._w
-        self._w -= np.linalg.solve(P, g)
+        # P is symmetric positive definite (prior + curvature): a Cholesky solve.
+        # LAPACK's dposv directly costs a third of np.linalg.solve's checks.
+        _, step, info = dposv(P, g)
+        if info != 0:  # pragma: no cover - only if P lost definiteness to rounding
+            step = np.linalg.lstsq(P, g, rcond=None)[0]
+        self._w -= step
         if gc is not None:
             Pc = self._Pc * decay + (1.0 - decay) * prior + l2 * n
             Pc += np.bincount(cols, weights=h[rows], minlength=len(Pc))

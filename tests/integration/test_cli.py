@@ -1,0 +1,70 @@
+"""The `tideline` command as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from tests.helpers import manifest
+
+ROOT = Path(__file__).parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "runtime")}
+
+
+def _tideline(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tideline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"learning": {"batchSize": 0}}, "spec.learning.batchSize: must be >= 1 (got 0)"),
+        ({"serving": {"timeout": "fast"}}, "spec.serving.timeout: must be a duration"),
+    ],
+    ids=["a zero batch size", "a timeout that is not a duration"],
+)
+def test_a_bad_manifest_exits_2_naming_the_field(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(manifest(**change)))
+    out = _tideline("learner", "--config", str(path), "--redis", "redis://127.0.0.1:1/0")
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_an_unreachable_redis_is_reported_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(manifest()))
+    out = _tideline("learner", "--config", str(path), "--redis", "redis://127.0.0.1:1/0")
+    assert out.returncode == 3
+    assert "cannot reach redis" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.integration
+def test_run_learns_a_simulated_stream_with_drift_on_an_embedded_redis() -> None:
+    out = _tideline(
+        "run", "examples/fraud.yaml", "--duration", "8s", "--rate", "2000/s", "--drift-at", "4s"
+    )
+    assert out.returncode == 0, out.stderr
+    summary = orjson.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["samples_learned"] > 8000
+    assert summary["labels_sent_late"] > 3000  # half the labels came back through feedback
+    assert summary["versions_published"] >= 3
+    assert summary["dead_letters"] == 0
+    assert "concept drift injected" in out.stdout
+    assert summary["quality"]["accuracy"] > 0.6
