@@ -87,9 +87,9 @@ class RollingMetrics:
 
     def update(self, p: np.ndarray, y: np.ndarray) -> None:
         p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        self.total += len(p)
         if len(p) >= self.window:
             p, y = p[-self.window :], y[-self.window :]
-        self.total += len(p)
         slots = (self._pos + np.arange(len(p))) % self.window
         self._p[slots] = p
         self._y[slots] = y

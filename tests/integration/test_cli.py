@@ -68,3 +68,51 @@ def test_run_learns_a_simulated_stream_with_drift_on_an_embedded_redis() -> None
     assert summary["dead_letters"] == 0
     assert "concept drift injected" in out.stdout
     assert summary["quality"]["accuracy"] > 0.6
+
+
+@pytest.mark.integration
+def test_the_learner_serves_prometheus_metrics(redis_server, tmp_path: Path) -> None:
+    import time
+    import urllib.request
+
+    from tideline.embedded import free_port
+    from tideline.store import Keys
+
+    doc = manifest(learning={"maxBatchDelay": "20ms"})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    keys = Keys("test", "m")
+    client = redis_server.client()
+    client.flushall()
+    for i in range(300):
+        client.xadd(
+            keys.samples, {"data": orjson.dumps({"features": {"amount": i % 7}, "label": i % 2})}
+        )
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tideline.cli", "learner", "--config", str(path),
+         "--redis", redis_server.url, "--port", str(port)],
+        env=ENV, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                body = (
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                    .read()
+                    .decode()
+                )
+                if "tideline_learner_samples_total 300.0" in body:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "metrics never showed 300 samples"
+            time.sleep(0.2)
+        assert "tideline_learner_batches_total" in body
+        assert "tideline_learner_update_seconds_bucket" in body
+        assert "tideline_learner_latest_version" in body
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert proc.returncode == 0  # a SIGTERM is a clean stop

@@ -177,3 +177,17 @@ def test_newton_adapts_after_an_abrupt_drift() -> None:
     assert right_after < before - 0.1  # the drift is real
     # ...and 8,000 samples later the model is as good as one that never saw the old concept.
     assert recovered > new_concept_only - 0.01
+
+
+def test_forest_regrows_its_trees_after_an_abrupt_drift_and_not_before() -> None:
+    feats = [{"name": f"x{i}"} for i in range(6)]
+    s = SyntheticStream(feats, "binary", seed=2, drift_at=8000)
+    X, _, y = s.take_arrays(16_000)
+    m = make_learner({"algorithm": "forest", "features": feats})
+    p = prequential(m, X[:8000], y[:8000], batch_size=64)
+    assert m._resets == 0  # no false alarm on 8,000 stationary samples
+    p2 = prequential(m, X[8000:], y[8000:], batch_size=64)
+    assert m._resets >= m.params["nTrees"] // 2
+    before = scores("binary", p[-2000:], y[6000:8000])["accuracy"]
+    after = scores("binary", p2[-2000:], y[-2000:])["accuracy"]
+    assert after > before - 0.05

@@ -9,9 +9,10 @@ as extremely randomised trees do) and splits on the one that most reduces
 the squared error, if it reduces it by at least ``minGain`` (relative).
 Squared error is the Gini impurity for 0/1 labels, so one criterion serves
 both tasks. A leaf predicts the mean of its labels, shrunk towards its
-parent's. Each tree watches its own prequential error: when a fast-moving
-average climbs well above a slow one (concept drift), the tree is regrown
-from scratch, as ARF replaces a tree whose drift detector fired.
+parent's. Each tree watches its own prequential error with a Page-Hinkley
+test (its 0/1 error for ``binary``, its squared error over the label
+variance for ``regression``): when the test fires (concept drift), the tree
+is regrown from scratch, as ARF replaces a tree whose drift detector fired.
 
 Everything is vectorised over the rows of a batch; trees are flat arrays
 (feature, threshold, children, counts), so the state round-trips as arrays.
@@ -39,7 +40,8 @@ from tideline.learn.base import Learner, State
 
 _BUFFER = 2048  # samples kept per tree for growing leaves
 _SHRINK = 1.0  # pseudo-count pulling a leaf's mean towards its parent's
-_FAST, _SLOW = 0.02, 0.002  # error averages that tell a tree it has drifted
+# Page-Hinkley on each tree's error (river's defaults): tolerance, alarm level, warm-up.
+_PH_DELTA, _PH_LAMBDA, _PH_MIN = 0.005, 50.0, 30
 
 
 def _rng_state(rng: np.random.Generator) -> np.ndarray:
@@ -82,7 +84,7 @@ class _Tree:
         self.bw = np.zeros(_BUFFER)
         self.bleaf = np.full(_BUFFER, -1, dtype=np.int64)
         self.bpos = 0
-        self.err = np.array([0.0, 0.0, 0.0])  # fast average, slow average, samples seen
+        self.err = np.array([0.0, 0.0, 0.0, 0.0])  # Page-Hinkley: n, mean, sum, min of sum
 
     def grow(self, need: int) -> None:
         cap = len(self.feat)
@@ -123,6 +125,7 @@ class ForestLearner(Learner):
             _Tree(self.schema.width, self._root_prior) for _ in range(int(p.get("nTrees", 10)))
         ]
         self._resets = 0
+        self._y_n = self._y_mean = self._y_m2 = 0.0
 
     def _predict(self, X: np.ndarray, Xs: np.ndarray) -> np.ndarray:
         out = np.zeros(X.shape[0])
@@ -131,6 +134,15 @@ class ForestLearner(Learner):
         return out / len(self._trees)
 
     def _learn(self, X: np.ndarray, Xs: np.ndarray, y: np.ndarray) -> None:
+        if self.task == "regression":  # label variance, to scale the drift test's errors
+            n_b = len(y)
+            mean_b = float(y.mean())
+            m2_b = float(((y - mean_b) ** 2).sum())
+            n = self._y_n + n_b
+            delta = mean_b - self._y_mean
+            self._y_mean += delta * n_b / n
+            self._y_m2 += m2_b + delta**2 * self._y_n * n_b / n
+            self._y_n = n
         rate = float(self.params.get("poissonRate", 6.0))
         weights = self._rng.poisson(rate, size=(len(self._trees), X.shape[0])).astype(np.float64)
         for i, t in enumerate(self._trees):
@@ -145,13 +157,19 @@ class ForestLearner(Learner):
             self._buffer(t, X, y, w, leaves)
 
     def _drifted(self, t: _Tree, pred: np.ndarray, y: np.ndarray) -> bool:
-        # Exponential averages of the squared error, updated in closed form for a batch.
-        e = (pred - y) ** 2
-        for alpha, k in ((_FAST, 0), (_SLOW, 1)):
-            decay = (1.0 - alpha) ** np.arange(len(e) - 1, -1, -1)
-            t.err[k] = t.err[k] * (1.0 - alpha) ** len(e) + alpha * float(decay @ e)
-        t.err[2] += len(e)
-        return bool(t.err[2] > 2.0 / _SLOW and t.err[0] > 1.5 * t.err[1] + 0.02)
+        """Page-Hinkley over the batch, vectorised; the same as feeding errors one by one."""
+        if self.task == "binary":
+            e = ((pred >= 0.5) != (y >= 0.5)).astype(np.float64)
+        else:
+            var = self._y_m2 / self._y_n if self._y_n > 1 else 1.0
+            e = np.minimum((pred - y) ** 2 / max(var, 1e-12), 4.0)
+        n0, mean0, sum0, min0 = t.err
+        n = n0 + np.arange(1, len(e) + 1)
+        means = (mean0 * n0 + np.cumsum(e)) / n
+        sums = sum0 + np.cumsum(e - means - _PH_DELTA)
+        mins = np.minimum(np.minimum.accumulate(sums), min0)
+        t.err[:] = (n[-1], means[-1], sums[-1], mins[-1])
+        return bool(np.any((sums - mins > _PH_LAMBDA) & (n >= _PH_MIN)))
 
     def _buffer(
         self, t: _Tree, X: np.ndarray, y: np.ndarray, w: np.ndarray, leaves: np.ndarray
@@ -214,6 +232,7 @@ class ForestLearner(Learner):
         state: State = {
             "forest.rng": _rng_state(self._rng),
             "forest.resets": np.array(self._resets),
+            "forest.y": np.array([self._y_n, self._y_mean, self._y_m2]),
         }
         for i, t in enumerate(self._trees):
             for f in _Tree.FIELDS:
@@ -227,6 +246,7 @@ class ForestLearner(Learner):
     def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
         _set_rng_state(self._rng, state["forest.rng"])
         self._resets = int(state["forest.resets"])
+        self._y_n, self._y_mean, self._y_m2 = (float(v) for v in state["forest.y"])
         for i, t in enumerate(self._trees):
             size = len(state[f"forest.{i}.feat"])
             t.size = 1

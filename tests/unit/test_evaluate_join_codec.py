@@ -1,0 +1,119 @@
+"""Metrics, the delayed-feedback join, the array format and the replay buffer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tideline import codec
+from tideline.evaluate import RollingMetrics, calibration_error, log_loss, ramp_size, scores
+from tideline.join import Joiner
+from tideline.learner import Replay
+
+
+def test_scores_match_their_definitions() -> None:
+    p = np.array([0.9, 0.2, 0.6, 0.4])
+    y = np.array([1.0, 0.0, 0.0, 1.0])
+    s = scores("binary", p, y)
+    assert s["accuracy"] == 0.5
+    assert s["logloss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.4])))
+    r = scores("regression", np.array([1.0, 2.0]), np.array([2.0, 4.0]))
+    assert (r["mae"], r["rmse"]) == (1.5, pytest.approx(np.sqrt(2.5)))
+
+
+def test_calibration_error_is_zero_when_confidence_matches_frequency() -> None:
+    p = np.full(10, 0.35)
+    y = np.array([1, 0, 0, 1, 0, 0, 1, 0, 0, 0], dtype=float)  # 30 % positives in the 0.3-0.4 bin
+    assert calibration_error(p, y) == pytest.approx(0.05)
+    assert calibration_error(np.full(4, 0.75), np.array([1.0, 1.0, 1.0, 0.0])) == pytest.approx(0.0)
+
+
+def test_log_loss_is_finite_at_certainty() -> None:
+    assert np.isfinite(log_loss(np.array([0.0, 1.0]), np.array([1.0, 0.0]))).all()
+
+
+def test_rolling_metrics_keep_only_the_window() -> None:
+    m = RollingMetrics("binary", window=100)
+    m.update(np.ones(150), np.zeros(150))  # 150 wrong
+    m.update(np.ones(60), np.ones(60))  # then 60 right
+    rep = m.report()
+    assert rep["count"] == 100 and rep["accuracy"] == pytest.approx(0.6)
+    assert m.total == 210
+
+
+def test_the_ramp_doubles_up_to_the_batch_size() -> None:
+    sizes, n = [], 0
+    while n < 300:
+        sizes.append(ramp_size(n, 64))
+        n += sizes[-1]
+    assert sizes[:8] == [1, 2, 4, 8, 16, 32, 64, 64]
+
+
+def test_the_join_index_is_bounded() -> None:
+    j = Joiner(label_window=1e9, max_predictions=3)
+    for i in range(5):
+        j.add_prediction(f"p{i}", {}, ts=float(i))
+    assert len(j) == 3 and j.evicted == 2
+
+
+def test_waiting_labels_give_up_after_the_window() -> None:
+    j = Joiner(label_window=10.0)
+    assert j.add_feedback("f1", "ghost", 1, now=0.0) == []
+    j.expire(now=5.0)
+    assert j.take_rejected() == [] and j.waiting == 1
+    j.expire(now=11.0)
+    [rej] = j.take_rejected()
+    assert (rej.feedback_id, rej.reason) == ("f1", "unmatched")
+    assert j.waiting == 0
+
+
+def test_two_labels_for_one_prediction_are_both_joined() -> None:
+    j = Joiner(label_window=10.0)
+    j.add_feedback("f1", "p", 1, now=1.0)
+    j.add_feedback("f2", "p", 0, now=1.5)
+    joined = j.add_prediction("p", {"a": 1}, ts=1.0)
+    assert [x.feedback_id for x in joined] == ["f1", "f2"]
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b"PK\x03\x04 a zip file", "bad magic"),
+        (codec.MAGIC + b"\x05\x00\x00\x00{not", "bad header"),
+        (codec.encode({"a": np.arange(4.0)})[:-8], "runs past the end"),
+    ],
+    ids=["another format", "a broken header", "a truncated array"],
+)
+def test_bad_blobs_are_refused(blob: bytes, message: str) -> None:
+    with pytest.raises(codec.CodecError, match=message):
+        codec.decode(blob)
+
+
+def test_object_arrays_are_never_stored() -> None:
+    with pytest.raises(codec.CodecError, match="not storable"):
+        codec.encode({"o": np.array([{"a": 1}], dtype=object)})
+
+
+def test_the_codec_keeps_dtypes_shapes_and_big_endian_input() -> None:
+    arrays = {
+        "f": np.arange(6.0).reshape(2, 3),
+        "i": np.array([1, -2], dtype=np.int64),
+        "b": np.array([True, False]),
+        "be": np.arange(3, dtype=">f8"),
+        "scalar": np.array(3.5),
+    }
+    out, _ = codec.decode(codec.encode(arrays))
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(out[k], v)
+        assert out[k].shape == v.shape
+
+
+def test_replay_keeps_recent_samples_more_often_than_old_ones() -> None:
+    rb = Replay(size=100, width=1, seed=0)
+    for t in range(50):
+        rb.add(np.full((20, 1), float(t)), np.zeros(20))
+    ages = 49 - rb.X[:, 0]
+    assert rb.filled == 100
+    assert np.mean(ages < 10) > 0.8  # most of the buffer is from the last 200 samples
+    X, _ = rb.sample(30)
+    assert X.shape == (30, 1)
