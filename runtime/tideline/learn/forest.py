@@ -127,13 +127,13 @@ class ForestLearner(Learner):
         self._resets = 0
         self._y_n = self._y_mean = self._y_m2 = 0.0
 
-    def _predict(self, X: np.ndarray, Xs: np.ndarray) -> np.ndarray:
+    def _predict(self, X: np.ndarray, A: np.ndarray) -> np.ndarray:
         out = np.zeros(X.shape[0])
         for t in self._trees:
             out += t.value(t.route(X))
         return out / len(self._trees)
 
-    def _learn(self, X: np.ndarray, Xs: np.ndarray, y: np.ndarray) -> None:
+    def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> None:
         if self.task == "regression":  # label variance, to scale the drift test's errors
             n_b = len(y)
             mean_b = float(y.mean())

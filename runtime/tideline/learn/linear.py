@@ -75,40 +75,38 @@ class LinearLearner(Learner):
                 self._zc = np.zeros(c)
 
     # -- design ---------------------------------------------------------------------
-    def _design(self, X: np.ndarray, Xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Dense block [standardised numerics, 1] and the (row, bucket) pairs of categoricals."""
-        A = np.empty((X.shape[0], Xs.shape[1] + 1))
-        A[:, :-1] = Xs
-        A[:, -1] = 1.0
+    def _categorical(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (row, bucket) pairs of the categorical features that have a value."""
         if not len(self.schema.cat_idx):
-            return A, _EMPTY_INT, _EMPTY_INT
+            return _EMPTY_INT, _EMPTY_INT
         idx = X[:, self.schema.cat_idx].astype(np.int64)
         valid = idx >= 0
         rows = np.nonzero(valid)[0]
         cols = (idx + self.schema.cat_offsets)[valid]
-        return A, rows, cols
+        return rows, cols
 
     def _margin(self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        z = A @ self._w
+        z = self._w @ A
         if len(cols):
-            z += np.bincount(rows, weights=self._wc[cols], minlength=A.shape[0])
+            z += np.bincount(rows, weights=self._wc[cols], minlength=A.shape[1])
         return z
 
     def _link(self, z: np.ndarray) -> np.ndarray:
         return _sigmoid(z) if self.task == "binary" else z
 
-    def _predict(self, X: np.ndarray, Xs: np.ndarray) -> np.ndarray:
-        A, rows, cols = self._design(X, Xs)
+    def _predict(self, X: np.ndarray, A: np.ndarray) -> np.ndarray:
+        rows, cols = self._categorical(X)
         return self._link(self._margin(A, rows, cols))
 
     # -- learning ---------------------------------------------------------------------
-    def _learn(self, X: np.ndarray, Xs: np.ndarray, y: np.ndarray) -> None:
-        A, rows, cols = self._design(X, Xs)
+    def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> None:
+        # A is the transposed design: one row per coordinate, one column per sample.
+        rows, cols = self._categorical(X)
         p = self._link(self._margin(A, rows, cols))
         r = p - y  # d loss / d margin, for both the logistic and the squared loss
         n = X.shape[0]
         c = self.schema.n_cat_total
-        g = A.T @ r
+        g = A @ r
         gc = np.bincount(cols, weights=r[rows], minlength=c) if len(cols) else None
         l2 = float(self.params.get("l2", 0.0))
         if self.optimizer == "newton":
@@ -127,7 +125,7 @@ class LinearLearner(Learner):
         # never becomes infinitely soft.
         P = self._P
         P *= decay
-        P += (A.T * h) @ A
+        P += (A * h) @ A.T
         P.flat[:: P.shape[0] + 1] += (1.0 - decay) * prior + l2 * n
         g = g + l2 * n * self._w
         # P is symmetric positive definite (prior + curvature): a Cholesky solve.
@@ -172,7 +170,7 @@ class LinearLearner(Learner):
             shrunk = np.sign(z) * np.maximum(np.abs(z) - l1, 0.0)
             w[:] = -shrunk / ((beta + np.sqrt(G)) / alpha + l2)
 
-        step(self._w, self._z, self._G, g, (r**2) @ (A**2))
+        step(self._w, self._z, self._G, g, (A * A) @ (r * r))
         if gc is not None:
             g2c = np.bincount(cols, weights=r[rows] ** 2, minlength=len(gc))
             step(self._wc, self._zc, self._Gc, gc, g2c)
