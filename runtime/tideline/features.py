@@ -40,6 +40,17 @@ def bucket_of(value: str, buckets: int) -> int:
     return zlib.crc32(value.encode()) % buckets
 
 
+class FeatureError(ValueError):
+    """A row value of the wrong type; the message starts with its path (``instances[3].amount``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+_NUMBER_TYPES = (int, float)
+
+
 @dataclass
 class FeatureSchema:
     features: tuple[Feature, ...]
@@ -51,6 +62,8 @@ class FeatureSchema:
         self.num_idx = np.flatnonzero(self.numeric)
         self.cat_idx = np.flatnonzero(~self.numeric)
         self.all_numeric = bool(self.numeric.all())
+        self._name_set = frozenset(self.names)
+        self._bucket_cache: list[dict[str, float]] = [{} for _ in self.features]
         self.buckets = np.array([f.buckets for f in self.features if f.type == "categorical"])
         self.cat_offsets = np.concatenate([[0], np.cumsum(self.buckets)[:-1]]).astype(np.int64)
         self.n_cat_total = int(self.buckets.sum()) if len(self.buckets) else 0
@@ -131,6 +144,140 @@ class FeatureSchema:
 
     def encode_one(self, row: Mapping[str, Any]) -> np.ndarray:
         return self.encode([row])
+
+    def encode_strict(self, rows: Sequence[Any], path: str = "instances") -> np.ndarray:
+        """Encode request rows, refusing values of the wrong type (for the HTTP API).
+
+        A row is a dict (missing features take their defaults, counted; unknown
+        names are counted) or a list in schema order. A numeric feature must be
+        a finite number (or a bool); a categorical one a string or an integer.
+        Raises :class:`FeatureError` naming the first bad value.
+
+        The work is done a column at a time: a request of 64 rows costs a few
+        list comprehensions and one numpy conversion per feature.
+        """
+        n = len(rows)
+        width = len(self.features)
+        if n and not isinstance(rows[0], Mapping):
+            return self._encode_lists(rows, path)
+        if n <= 8:
+            return self._encode_few(rows, path)
+        X = np.empty((n, width), dtype=np.float64)
+        if not all(type(row) is dict for row in rows):
+            for i, row in enumerate(rows):
+                if not isinstance(row, Mapping):
+                    raise FeatureError(
+                        f"{path}[{i}]", "every row must be an object of features (like the first)"
+                    )
+        names = self._name_set
+        for row in rows:
+            if not row.keys() <= names:
+                self.unknown_fields += sum(1 for k in row if k not in names)
+        for j, f in enumerate(self.features):
+            col = [row.get(f.name) for row in rows]
+            self._fill_column(X, j, col, path, named=True)
+        return X
+
+    def _encode_few(self, rows: Sequence[Any], path: str) -> np.ndarray:
+        """A handful of rows: plain Python per cell beats numpy's per-call overhead."""
+        out = []
+        names = self._name_set
+        for i, row in enumerate(rows):
+            if type(row) is not dict:
+                if not isinstance(row, Mapping):
+                    raise FeatureError(
+                        f"{path}[{i}]", "every row must be an object of features (like the first)"
+                    )
+            elif not row.keys() <= names:
+                self.unknown_fields += sum(1 for k in row if k not in names)
+            vals = []
+            for j, f in enumerate(self.features):
+                v = row.get(f.name)
+                t = type(v)
+                if f.type == "numeric":
+                    if t is float or t is int:
+                        if v - v != 0:  # inf or nan
+                            raise FeatureError(
+                                f"{path}[{i}].{f.name}", f"must be finite (got {v!r})"
+                            )
+                        vals.append(v)
+                        continue
+                elif t is str:
+                    cache = self._bucket_cache[j]
+                    code = cache.get(v)
+                    if code is None:
+                        code = cache[v] = bucket_of(v, f.buckets)
+                    vals.append(code)
+                    continue
+                tmp = np.empty((1, len(self.features)))
+                self._fill_column(tmp, j, [v], path, named=True, offset=i)
+                vals.append(tmp[0, j])
+            out.append(vals)
+        return np.array(out, dtype=np.float64).reshape(len(rows), len(self.features))
+
+    def _encode_lists(self, rows: Sequence[Any], path: str) -> np.ndarray:
+        width = len(self.features)
+        for i, row in enumerate(rows):
+            if not isinstance(row, list | tuple) or len(row) != width:
+                raise FeatureError(
+                    f"{path}[{i}]",
+                    f"must be an object or a list of {width} values in the order {self.names}",
+                )
+        X = np.empty((len(rows), width), dtype=np.float64)
+        for j in range(width):
+            self._fill_column(X, j, [row[j] for row in rows], path, named=False)
+        return X
+
+    def _fill_column(
+        self, X: np.ndarray, j: int, col: list[Any], path: str, named: bool, offset: int = 0
+    ) -> None:
+        f = self.features[j]
+
+        def where(i: int) -> str:
+            return f"{path}[{offset + i}].{f.name}" if named else f"{path}[{offset + i}][{j}]"
+
+        if f.type == "numeric":
+            try:
+                arr = np.array(col, dtype=np.float64)  # None -> nan
+            except (TypeError, ValueError):
+                arr = None
+            if arr is None or arr.ndim != 1:
+                for i, v in enumerate(col):
+                    if v is not None and not isinstance(v, _NUMBER_TYPES):
+                        raise FeatureError(where(i), f"must be a number (got {v!r})") from None
+                raise FeatureError(where(0), "must be a number")  # pragma: no cover
+            if str in set(map(type, col)):  # numpy parses "3.5"; the API does not
+                i = next(i for i, v in enumerate(col) if isinstance(v, str))
+                raise FeatureError(where(i), f"must be a number (got {col[i]!r})")
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                for i in np.flatnonzero(bad).tolist():
+                    if col[i] is not None:
+                        raise FeatureError(where(i), f"must be finite (got {col[i]!r})")
+                self.missing[j] += int(bad.sum())
+                arr[bad] = self._defaults[j]
+            X[:, j] = arr
+            return
+        cache = self._bucket_cache[j]
+        codes = [cache.get(v) if type(v) is str else None for v in col]
+        if None in codes:
+            for i, v in enumerate(col):
+                if codes[i] is not None:
+                    continue
+                if v is None:
+                    self.missing[j] += 1
+                    codes[i] = self._defaults[j]
+                elif isinstance(v, str):
+                    if len(cache) > 100_000:  # bounded: a flood of new values resets it
+                        cache.clear()
+                    codes[i] = cache[v] = bucket_of(v, f.buckets)
+                elif isinstance(v, bool):
+                    codes[i] = bucket_of("true" if v else "false", f.buckets)
+                elif isinstance(v, int):
+                    codes[i] = bucket_of(str(v), f.buckets)
+                else:
+                    raise FeatureError(where(i), f"must be a string or an integer (got {v!r})")
+        X[:, j] = codes
 
     def check_matrix(self, X: np.ndarray) -> np.ndarray:
         """Validate a matrix given directly (e.g. to ``learn_many``)."""

@@ -5,7 +5,9 @@ its revision's consumer group:
 
 * ``samples``: labelled rows, ``{"features": {...}, "label": y}``;
 * ``feedback``: ``{"id": prediction_id, "label": y}``, joined with the
-  prediction log within ``labelWindow`` (:mod:`tideline.join`).
+  prediction log within ``labelWindow`` (:mod:`tideline.join`). The servers
+  log one entry per request and track: ``{"ts", "track", "revision",
+  "version", "rows": [{"id", "features", "score"}, ...]}``.
 
 and updates the model in mini-batches (``batchSize`` or ``maxBatchDelay``,
 whichever comes first; a fresh model ramps its batch from 1 up, see
@@ -296,14 +298,20 @@ class LearnerProcess:
         for entry_id, fields in entries:
             self._pred_cursor = entry_id
             try:
-                p = _decode(fields)
-                joined = self.joiner.add_prediction(
-                    str(p["id"]), p.get("features") or {}, float(p.get("ts", _entry_ms(entry_id)))
-                )
+                entry = _decode(fields)
+                ts = float(entry.get("ts", _entry_ms(entry_id)))
+                rows = entry["rows"]
+                if not isinstance(rows, list):
+                    continue
             except (ValueError, KeyError, TypeError):
                 continue  # a malformed log entry is the server's bug; the monitor counts them
-            for j in joined:
-                self._add_row(j.features, j.label, self.keys.feedback, j.feedback_id.encode())
+            if entry.get("track") == "shadow":
+                continue  # the same request is logged for its answering track too
+            for p in rows:
+                if not isinstance(p, dict) or "id" not in p:
+                    continue
+                for j in self.joiner.add_prediction(str(p["id"]), p.get("features") or {}, ts):
+                    self._add_row(j.features, j.label, self.keys.feedback, j.feedback_id.encode())
 
     def _read(self, block_ms: int) -> None:
         self._read_predictions()

@@ -6,6 +6,8 @@ processes' metrics can live in one test process without clashing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -57,3 +59,76 @@ class LearnerMetrics:
 
     def serve(self, port: int) -> None:
         start_http_server(port, addr="0.0.0.0", registry=self.registry)
+
+
+class ServerMetrics:
+    LATENCY_BUCKETS = (
+        0.0005,
+        0.001,
+        0.002,
+        0.003,
+        0.005,
+        0.0075,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        1.0,
+    )
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.registry = registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "tideline_server_requests",
+            "HTTP requests",
+            ["route", "track", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "tideline_server_request_seconds",
+            "Time to answer a request",
+            ["route", "track"],
+            buckets=self.LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "tideline_server_predictions", "Rows predicted", ["track"], registry=registry
+        )
+        self.fallbacks = Counter(
+            "tideline_server_fallbacks",
+            "Answers given by the fallback",
+            ["reason"],
+            registry=registry,
+        )
+        self.served_version = Gauge(
+            "tideline_server_served_version", "Version being served", ["track"], registry=registry
+        )
+        self.model_age = Gauge(
+            "tideline_server_model_age_seconds",
+            "Age of the served version (staleness)",
+            registry=registry,
+        )
+        self.log_dropped = Counter(
+            "tideline_server_log_dropped",
+            "Prediction log entries dropped because the queue was full (Redis unreachable)",
+            registry=registry,
+        )
+        self.missing = Gauge(
+            "tideline_server_missing_values",
+            "Request values missing (the feature's default was used), by feature",
+            ["feature"],
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def request(self, route: str, track: str, status: int, seconds: float) -> None:
+        key = (route, track, status)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = self._children[key] = (
+                self.requests.labels(route=route, track=track, status=str(status)),
+                self.latency.labels(route=route, track=track),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)

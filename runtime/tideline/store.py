@@ -66,6 +66,20 @@ class Keys:
     def deadletter(self) -> str:
         return f"{self.prefix}:deadletter"
 
+    @property
+    def routing(self) -> str:
+        """Hash written by the operator: stable, canary, weight, shadow, canaryURL."""
+        return f"{self.prefix}:routing"
+
+    @property
+    def servers(self) -> str:
+        """Hash: one field per server instance, its per-track counters and latencies."""
+        return f"{self.prefix}:servers"
+
+    @property
+    def health(self) -> str:
+        return f"{self.prefix}:health"
+
     def rev(self, revision: str, name: str) -> str:
         return f"{self.prefix}:rev:{revision}:{name}"
 

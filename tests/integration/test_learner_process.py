@@ -36,6 +36,17 @@ def _push_samples(r, p: LearnerProcess, n: int, seed: int = 0, drift_at: int | N
     return rows, y
 
 
+def _log_entry(ts: float, *rows: tuple[str, dict]) -> bytes:
+    """A prediction log entry as the servers write it."""
+    return orjson.dumps(
+        {
+            "ts": ts,
+            "track": "stable",
+            "rows": [{"id": i, "features": f, "score": 0.5} for i, f in rows],
+        }
+    )
+
+
 def _run_until(p: LearnerProcess, cond, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -72,12 +83,8 @@ def test_feedback_is_joined_with_the_prediction_log_in_any_order(r) -> None:
     k = p.keys
     # label before its prediction is logged, and the other way round
     r.xadd(k.feedback, {"data": orjson.dumps({"id": "p1", "label": 1})})
-    r.xadd(
-        k.predictions, {"data": orjson.dumps({"id": "p1", "features": {"amount": 5.0}, "ts": now})}
-    )
-    r.xadd(
-        k.predictions, {"data": orjson.dumps({"id": "p2", "features": {"amount": 1.0}, "ts": now})}
-    )
+    r.xadd(k.predictions, {"data": _log_entry(now, ("p1", {"amount": 5.0}))})
+    r.xadd(k.predictions, {"data": _log_entry(now, ("p2", {"amount": 1.0}))})
     r.xadd(k.feedback, {"data": orjson.dumps({"id": "p2", "label": 0})})
     _run_until(p, lambda: p.counters["samples"] == 2)
     assert p.counters["label_sum"] == 1.0
@@ -87,9 +94,7 @@ def test_feedback_is_joined_with_the_prediction_log_in_any_order(r) -> None:
 def test_late_unmatched_and_invalid_entries_go_to_the_dead_letter_stream(r) -> None:
     p = _proc(r, learning={"labelWindow": "1s", "maxBatchDelay": "20ms"})
     k = p.keys
-    r.xadd(
-        k.predictions, {"data": orjson.dumps({"id": "old", "features": {}, "ts": time.time() - 5})}
-    )
+    r.xadd(k.predictions, {"data": _log_entry(time.time() - 5, ("old", {}))})
     r.xadd(k.feedback, {"data": orjson.dumps({"id": "old", "label": 1})})  # 5 s after: late
     r.xadd(k.feedback, {"data": orjson.dumps({"id": "never-logged", "label": 1})})
     r.xadd(k.samples, {"data": orjson.dumps({"features": {"amount": 1}, "label": 3})})  # not 0/1

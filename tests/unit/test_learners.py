@@ -191,3 +191,12 @@ def test_forest_regrows_its_trees_after_an_abrupt_drift_and_not_before() -> None
     before = scores("binary", p[-2000:], y[6000:8000])["accuracy"]
     after = scores("binary", p2[-2000:], y[-2000:])["accuracy"]
     assert after > before - 0.05
+
+
+def test_the_serving_predictor_agrees_with_predict_many(spec) -> None:
+    m = _make(*spec)
+    rows, y = _data(spec[1], 500)
+    X = m.schema.encode(rows + [{}])  # the last row has no values at all
+    for i in range(0, 400, 50):
+        m.learn_many(X[i : i + 50], y[i : i + 50])
+    np.testing.assert_allclose(m.predictor()(X), m.predict_many(X), rtol=1e-9, atol=1e-12)

@@ -8,7 +8,7 @@ format the model store writes (never pickle).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -181,6 +181,14 @@ class Learner:
 
     def _numeric(self, X: np.ndarray) -> np.ndarray:
         return X if self.schema.all_numeric else X[:, self.schema.num_idx]
+
+    def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
+        """A frozen prediction function for serving (rows encoded by the schema).
+
+        Learners may fold their preprocessing into it; the learner must not
+        learn while the function is in use.
+        """
+        return self.predict_many
 
     def clone(self) -> Learner:
         """A fresh, untrained learner with the same hyperparameters."""

@@ -33,7 +33,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from scipy.linalg.lapack import dposv
@@ -174,6 +174,28 @@ class LinearLearner(Learner):
         if gc is not None:
             g2c = np.bincount(cols, weights=r[rows] ** 2, minlength=len(gc))
             step(self._wc, self._zc, self._Gc, gc, g2c)
+
+    def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
+        """Predictions with the standardisation folded into the weights: one product per batch."""
+        sch = self.schema
+        scaled = self._w[:-1] * self._scaler.scale
+        v = np.zeros(sch.width)
+        v[sch.num_idx] = scaled
+        c = float(self._w[-1] - scaled @ self._scaler.mean)
+        binary = self.task == "binary"
+        cat_idx, offsets = sch.cat_idx, sch.cat_offsets
+        wc = np.append(self._wc, 0.0)  # index -1 (no value) reads the trailing 0
+        has_cat = len(cat_idx) > 0
+
+        def predict(X: np.ndarray) -> np.ndarray:
+            z = X @ v + c
+            if has_cat:
+                idx = X[:, cat_idx].astype(np.int64)
+                idx = np.where(idx >= 0, idx + offsets, -1)
+                z += wc[idx].sum(axis=1)
+            return 0.5 + 0.5 * np.tanh(0.5 * z) if binary else z
+
+        return predict
 
     # -- state ----------------------------------------------------------------------
     _STATE = {

@@ -1,0 +1,1 @@
+"""The prediction server: KServe V1 and Open Inference Protocol V2 over a data plane."""

@@ -1,0 +1,391 @@
+"""HTTP only: KServe V1, Open Inference Protocol V2, feedback and learning routes.
+
+Routes parse the body (orjson on the raw bytes: no pydantic model on the
+hot path, which costs a typical FastAPI predict app half its throughput),
+call the data plane, and answer. Domain errors become HTTP codes in one
+place, :func:`_error`; nothing a client sends can produce a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+from tideline.serve.dataplane import (
+    BadRequest,
+    DataPlane,
+    DataPlaneError,
+    Result,
+    TooLarge,
+    Unavailable,
+    Unprocessable,
+)
+
+log = logging.getLogger("tideline.server")
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server settings; each can be set as ``TIDELINE_<NAME>`` in the environment."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_rows: int = 10_000
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Settings:
+        kw: dict[str, Any] = {}
+        for name, default in (("max_body_bytes", cls.max_body_bytes), ("max_rows", cls.max_rows)):
+            raw = env.get(f"TIDELINE_{name.upper()}")
+            if raw is not None:
+                try:
+                    kw[name] = type(default)(raw)
+                except ValueError:
+                    raise ValueError(
+                        f"TIDELINE_{name.upper()}: must be an integer (got {raw!r})"
+                    ) from None
+        return cls(**kw)
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type=JSON)
+
+
+def _error(exc: DataPlaneError) -> Response:
+    return _json({"error": exc.message}, exc.status)
+
+
+async def _body(request: Request, settings: Settings) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+        raise TooLarge(f"body of {length} bytes is over the limit of {settings.max_body_bytes}")
+    raw = await request.body()
+    if len(raw) > settings.max_body_bytes:
+        raise TooLarge(f"body of {len(raw)} bytes is over the limit of {settings.max_body_bytes}")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"body is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("body must be a JSON object")
+    return doc
+
+
+def _label(task: str, value: Any, path: str) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise Unprocessable(f"{path}: must be a finite number (got {value!r})")
+    if task == "binary" and value not in (0, 1):
+        raise Unprocessable(f"{path}: a binary label must be 0 or 1 (got {value!r})")
+    return float(value)
+
+
+def _v2_rows(dp: DataPlane, doc: dict[str, Any]) -> list[Any]:
+    """Rows in schema order from V2 input tensors: one per feature, or one [n, features] tensor."""
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest("inputs: must be a non-empty list of tensors")
+    assert dp.stable is not None
+    names = dp.stable.schema.names
+    tensors: dict[str, list[Any]] = {}
+    for i, t in enumerate(inputs):
+        if not isinstance(t, dict):
+            raise BadRequest(f"inputs[{i}]: must be an object with name, shape, datatype and data")
+        name, shape, data = t.get("name"), t.get("shape"), t.get("data")
+        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise Unprocessable(f"inputs[{i}].shape: must be a list of sizes")
+        if not isinstance(data, list):
+            raise Unprocessable(f"inputs[{i}].data: must be a list")
+        flat = data
+        if data and isinstance(data[0], list):
+            flat = [v for row in data for v in (row if isinstance(row, list) else [row])]
+        size = math.prod(shape)
+        if len(flat) != size:
+            raise Unprocessable(
+                f"inputs[{i}].data: holds {len(flat)} values, shape {shape} needs {size}"
+            )
+        if len(inputs) == 1 and len(shape) == 2 and shape[1] == len(names) and name not in names:
+            return [flat[r * shape[1] : (r + 1) * shape[1]] for r in range(shape[0])]
+        if name not in names:
+            raise Unprocessable(
+                f"inputs[{i}].name: {name!r} is not a feature of this model ({names})"
+            )
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise Unprocessable(f"inputs[{i}].shape: a feature tensor has shape [n] or [n, 1]")
+        tensors[name] = flat
+    sizes = {len(v) for v in tensors.values()}
+    if len(sizes) != 1:
+        raise Unprocessable("inputs: every feature tensor must hold the same number of rows")
+    n = sizes.pop()
+    cols = [tensors.get(f, [None] * n) for f in names]
+    return [list(r) for r in zip(*cols, strict=True)]
+
+
+def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAPI:
+    """The server's ASGI app; the data plane is started and stopped with it."""
+    settings = settings or Settings()
+    dp = dataplane
+    dp.max_rows = settings.max_rows
+    metrics = dp.metrics
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await dp.start()
+        yield
+        await dp.stop()
+
+    app = FastAPI(
+        title="tideline",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @app.exception_handler(DataPlaneError)
+    async def domain_error(_: Request, exc: DataPlaneError) -> Response:
+        return _error(exc)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:  # pragma: no cover - a bug
+        log.exception("unexpected error")
+        return _json({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+    def finish(route: str, result: Result | None, started: float, status: int) -> None:
+        seconds = time.perf_counter() - started
+        track = result.tracks[0] if result is not None else "none"
+        metrics.request(route, track, status, seconds)
+        if result is not None:
+            metrics.predictions.labels(track=track).inc(len(result.predictions))
+            dp.observe(track, seconds, len(result.predictions), status >= 500, result.fallback)
+
+    async def predict(request: Request, name: str, route: str, v2: bool) -> Response:
+        started = time.perf_counter()
+        try:
+            dp.check_model(name)
+            doc = await _body(request, settings)
+            key = request.headers.get("x-tideline-key")
+            forced = request.headers.get("x-tideline-track")
+            if v2:
+                if dp.stable is None:
+                    raise Unavailable("no model version is loaded yet")
+                rows = _v2_rows(dp, doc)
+                params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
+                ids = params.get("ids")
+            else:
+                rows = doc.get("instances")
+                if rows is None:
+                    raise BadRequest('instances: required (KServe V1: {"instances": [...]})')
+                ids = doc.get("ids")
+            if ids is not None and not isinstance(ids, list):
+                raise Unprocessable("ids: must be a list")
+            target = dp.wants_forward(key) if forced is None else None
+            if target == "canary":
+                try:
+                    return _json(await dp.forward(request.url.path, await request.body(), "canary"))
+                except (Unavailable, OSError) as e:
+                    log.warning("canary unreachable (%s): answering from stable", e)
+                    metrics.fallbacks.labels(reason="canary-unreachable").inc()
+            path = "inputs" if v2 else "instances"
+            result = dp.predict(rows, key=key, ids=ids, forced_track=forced, path=path)
+            if target == "shadow":
+                body = await request.body()
+                asyncio.get_running_loop().create_task(_shadow(dp, request.url.path, body))
+        except DataPlaneError as e:
+            finish(route, None, started, e.status)
+            return _error(e)
+        finish(route, result, started, 200)
+        if v2:
+            return _json(
+                {
+                    "model_name": dp.name,
+                    "model_version": str(result.version) if result.version is not None else None,
+                    "id": str(doc.get("id")) if doc.get("id") is not None else result.ids[0],
+                    "outputs": [
+                        {
+                            "name": "predict",
+                            "datatype": "FP64",
+                            "shape": [len(result.predictions)],
+                            "data": result.predictions,
+                        }
+                    ],
+                    "parameters": {
+                        "ids": result.ids,
+                        "revision": result.revision,
+                        "tracks": result.tracks,
+                        "fallback": result.fallback,
+                    },
+                }
+            )
+        return _json(
+            {
+                "predictions": result.predictions,
+                "ids": result.ids,
+                "model_version": result.version,
+                "revision": result.revision,
+                "tracks": result.tracks,
+                "fallback": result.fallback,
+            }
+        )
+
+    @app.post("/v1/models/{name}:predict")
+    async def v1_predict(name: str, request: Request) -> Response:
+        return await predict(request, name, "v1/predict", v2=False)
+
+    @app.post("/v2/models/{name}/infer")
+    async def v2_infer(name: str, request: Request) -> Response:
+        return await predict(request, name, "v2/infer", v2=True)
+
+    @app.post("/v1/models/{name}/feedback", status_code=202)
+    async def feedback(name: str, request: Request) -> Response:
+        """``{"id": ..., "label": ...}`` or ``{"feedback": [{"id", "label"}, ...]}``."""
+        dp.check_model(name)
+        doc = await _body(request, settings)
+        items = doc.get("feedback", [doc]) if "feedback" in doc else [doc]
+        if not isinstance(items, list) or not items:
+            raise BadRequest("feedback: must be a non-empty list of {id, label}")
+        if len(items) > settings.max_rows:
+            raise TooLarge(f"feedback: {len(items)} items is over the limit of {settings.max_rows}")
+        entries = []
+        for i, item in enumerate(items):
+            where = f"feedback[{i}]" if "feedback" in doc else "body"
+            if not isinstance(item, dict) or "id" not in item or "label" not in item:
+                raise Unprocessable(f"{where}: needs id and label")
+            if not isinstance(item["id"], str | int) or isinstance(item["id"], bool):
+                raise Unprocessable(f"{where}.id: must be the prediction id (a string)")
+            label = _label(dp.spec.model.task, item["label"], f"{where}.label")
+            entries.append(orjson.dumps({"id": str(item["id"]), "label": label, "ts": time.time()}))
+        await dp.write_stream(dp.keys.feedback, entries)
+        metrics.request("v1/feedback", "none", 202, 0.0)
+        return _json({"accepted": len(entries)}, 202)
+
+    @app.post("/v1/models/{name}:learn", status_code=202)
+    async def learn(name: str, request: Request) -> Response:
+        """``{"instances": [...], "labels": [...]}``: labelled rows for the learner."""
+        dp.check_model(name)
+        doc = await _body(request, settings)
+        rows, labels = doc.get("instances"), doc.get("labels")
+        if not isinstance(rows, list) or not isinstance(labels, list):
+            raise BadRequest("instances and labels: both required, as lists")
+        if len(rows) != len(labels):
+            raise Unprocessable(f"labels: {len(labels)} labels for {len(rows)} instances")
+        if dp.stable is not None:
+            dp.encode(
+                dp.stable, rows
+            )  # type errors are the client's to fix: 422 now, not a dead letter later
+        elif len(rows) > settings.max_rows:
+            raise TooLarge(f"instances: {len(rows)} rows is over the limit of {settings.max_rows}")
+        task = dp.spec.model.task
+        names = (
+            dp.stable.schema.names
+            if dp.stable is not None
+            else [f.name for f in dp.spec.model.features]
+        )
+        entries = []
+        for i, (row, y) in enumerate(zip(rows, labels, strict=True)):
+            features = row if isinstance(row, dict) else dict(zip(names, row, strict=False))
+            entries.append(
+                orjson.dumps({"features": features, "label": _label(task, y, f"labels[{i}]")})
+            )
+        await dp.write_stream(dp.keys.samples, entries)
+        metrics.request("v1/learn", "none", 202, 0.0)
+        return _json({"accepted": len(entries)}, 202)
+
+    @app.get("/v1/models/{name}")
+    async def v1_status(name: str) -> Response:
+        dp.check_model(name)
+        return _json({"name": dp.name, "ready": dp.ready})
+
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        return _json({"ready": dp.ready}, 200 if dp.ready else 503)
+
+    @app.get("/v2/models/{name}/ready")
+    async def model_ready(name: str) -> Response:
+        dp.check_model(name)
+        return _json({"name": dp.name, "ready": dp.ready}, 200 if dp.ready else 503)
+
+    @app.get("/v2/models/{name}")
+    async def metadata(name: str) -> Response:
+        dp.check_model(name)
+        s = dp.stable
+        features = s.schema.describe() if s else [f.to_dict() for f in dp.spec.model.features]
+        return _json(
+            {
+                "name": dp.name,
+                "versions": [str(s.version)] if s else [],
+                "platform": "tideline",
+                "inputs": [
+                    {
+                        "name": f["name"],
+                        "datatype": "FP64" if f["type"] == "numeric" else "BYTES",
+                        "shape": [-1],
+                    }
+                    for f in features
+                ],
+                "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
+                "parameters": {
+                    "task": dp.spec.model.task,
+                    "algorithm": dp.spec.model.algorithm,
+                    "revision": s.revision if s else dp.routing.stable,
+                    "features": features,
+                },
+            }
+        )
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        metrics.model_age.set(dp.model_age())
+        if dp.stable is not None:
+            sch = dp.stable.schema
+            for name, count in zip(sch.names, sch.missing.tolist(), strict=True):
+                metrics.missing.labels(feature=name).set(count)
+        registry = metrics.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # --workers N: add every worker up
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app for ``uvicorn --factory`` (one per worker): config and Redis from the environment."""
+    from tideline.metrics import ServerMetrics
+    from tideline.spec import parse
+
+    env = dict(os.environ)
+    model = parse(env["TIDELINE_CONFIG"])
+    settings = Settings.from_env(env)
+    dp = DataPlane(
+        model,
+        env["TIDELINE_REDIS_URL"],
+        metrics=ServerMetrics(None),
+        max_rows=settings.max_rows,
+    )
+    return create_app(dp, settings)
+
+
+async def _shadow(dp: DataPlane, path: str, body: bytes) -> None:
+    try:
+        await dp.forward(path, body, "shadow")
+    except (Unavailable, OSError) as e:
+        log.debug("shadow canary unreachable (%s)", e)

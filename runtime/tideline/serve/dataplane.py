@@ -1,0 +1,618 @@
+"""The data plane behind the HTTP routes: versions, routing, fallback, logging.
+
+The routes in :mod:`tideline.serve.api` only parse and answer HTTP; this
+module does the rest, and never waits on Redis on the request path:
+
+* **Versions.** The served version of the stable revision (and of a canary
+  revision running the same image) is loaded off the request path, in a
+  thread, when a pub/sub event or the 1 s poll says its pointer moved; the
+  new model replaces the old with one attribute assignment, so a request
+  sees either the old model or the new one, never half of one.
+* **Routing.** The operator writes ``tideline:{ns}:{model}:routing``
+  (stable and canary revisions, canary weight, shadow, canary URL). A
+  request goes to the canary when the hash of its routing key (header
+  ``x-tideline-key``, or ``spec.serving.routingKey`` per row) falls under the
+  weight, so one entity always sees one track; without a key, at random by
+  weight. A shadow canary answers too, but only its log sees it.
+* **Fallback.** Past ``spec.serving.timeout``, or without a model, the
+  answer is the ``lastGood`` version's (or the fixed ``fallback.value``),
+  flagged in the response and in metrics.
+* **Logging.** Every answered request appends one entry per track to an
+  in-memory queue; a background task writes the queue to the capped
+  ``predictions`` stream in pipelined batches. Through a Redis outage the
+  queue holds up to ``log_queue`` entries (the oldest are dropped and
+  counted beyond that) while the server keeps answering from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from tideline import codec
+from tideline.features import FeatureError, FeatureSchema
+from tideline.learn import Learner, make_learner
+from tideline.metrics import ServerMetrics
+from tideline.spec import OnlineModel
+from tideline.store import Keys
+
+log = logging.getLogger("tideline.server")
+
+
+# --------------------------------------------------------------------------- errors
+class DataPlaneError(Exception):
+    """A request the data plane refuses; ``status`` is the HTTP code the API answers."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(DataPlaneError):
+    status = 400
+
+
+class ModelNotFound(DataPlaneError):
+    status = 404
+
+
+class TooLarge(DataPlaneError):
+    status = 413
+
+
+class Unprocessable(DataPlaneError):
+    status = 422
+
+
+class Unavailable(DataPlaneError):
+    status = 503
+
+
+# --------------------------------------------------------------------------- state
+@dataclass(frozen=True)
+class Loaded:
+    """One version of one revision, ready to answer."""
+
+    revision: str
+    version: int
+    learner: Learner
+    predict: Callable[[np.ndarray], np.ndarray]
+    created: float  # when the learner published it
+
+    @property
+    def schema(self) -> FeatureSchema:
+        return self.learner.schema
+
+
+@dataclass(frozen=True)
+class Routing:
+    stable: str
+    canary: str | None = None
+    weight: int = 0  # percent of traffic to the canary
+    shadow: bool = False
+    canary_url: str | None = None  # set when the canary runs another image
+
+
+@dataclass
+class Result:
+    predictions: list[float]
+    ids: list[str]
+    version: int | None
+    revision: str | None
+    tracks: list[str]
+    fallback: bool = False
+    fallback_reason: str | None = None
+
+
+@dataclass
+class TrackStats:
+    """What a server reports per track every second, for the monitor and operator."""
+
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    predictions: int = 0
+    latencies: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=4096)
+    )
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.fromiter(self.latencies, dtype=np.float64)
+        out: dict[str, Any] = {
+            "requests": self.requests,
+            "errors": self.errors,
+            "fallbacks": self.fallbacks,
+            "predictions": self.predictions,
+        }
+        if len(lat):
+            p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+            out.update({"p50": float(p50), "p95": float(p95), "p99": float(p99)})
+        return out
+
+
+def route_hash(key: str) -> int:
+    """A stable hash of a routing key in [0, 10000): the same on every replica.
+
+    >>> route_hash("user-42") == route_hash("user-42"), 0 <= route_hash("x") < 10000
+    (True, True)
+    """
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 10_000
+
+
+def load_blob(blob: bytes, created_fallback: float = 0.0) -> tuple[Learner, dict[str, Any]]:
+    arrays, meta = codec.decode(blob)
+    learner = make_learner(meta["model"])
+    learner.set_state(arrays)
+    return learner, meta
+
+
+# --------------------------------------------------------------------------- data plane
+class DataPlane:
+    def __init__(
+        self,
+        model: OnlineModel,
+        redis_url: str,
+        *,
+        metrics: ServerMetrics | None = None,
+        instance: str | None = None,
+        poll_interval: float = 1.0,
+        log_flush_interval: float = 0.005,
+        log_queue: int = 100_000,
+        log_maxlen: int = 1_000_000,
+        max_rows: int = 10_000,
+    ) -> None:
+        self.model = model
+        self.name = model.name
+        self.spec = model.spec
+        self.keys = Keys(model.namespace, model.name)
+        self.redis_url = redis_url
+        self.metrics = metrics or ServerMetrics(None)
+        self.instance = instance or os.environ.get("HOSTNAME") or f"server-{os.getpid()}"
+        self.poll_interval = poll_interval
+        self.log_flush_interval = log_flush_interval
+        self.log_maxlen = log_maxlen
+        self.max_rows = max_rows
+        self.routing = Routing(stable=model.revision)
+        self.stable: Loaded | None = None
+        self.canary: Loaded | None = None
+        self.last_good: Loaded | None = None
+        self.warmed = False
+        self._log: collections.deque[dict[bytes, bytes]] = collections.deque(maxlen=log_queue)
+        self._log_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._r: Any = None  # redis.asyncio.Redis; bytes replies (see tideline.learner)
+        self._http: httpx.AsyncClient | None = None
+        prefix = os.urandom(4).hex()
+        self._ids = (f"{prefix}{n:x}" for n in itertools.count(1))
+        self._rng = random.Random()
+        self._per_row = 2e-6  # running estimate of prediction time per row
+        self.stats: dict[str, TrackStats] = collections.defaultdict(TrackStats)
+        self._reload_lock = asyncio.Lock()
+
+    # -- life cycle ----------------------------------------------------------------------
+    @property
+    def r(self) -> Any:
+        assert self._r is not None, "DataPlane.start() first"
+        return self._r
+
+    async def start(self) -> None:
+        self._r = aioredis.Redis.from_url(
+            self.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        self._http = httpx.AsyncClient(timeout=max(self.spec.serving.timeout * 20, 1.0))
+        try:
+            await self.refresh()
+        except (redis.exceptions.RedisError, OSError) as e:
+            log.warning("redis unavailable at start (%s); will retry", e)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._subscribe(), name="tideline-subscribe"),
+            loop.create_task(self._poll(), name="tideline-poll"),
+            loop.create_task(self._flush_log(), name="tideline-log"),
+            loop.create_task(self._report(), name="tideline-report"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=2.0)
+            for t in stuck:
+                log.warning("task %s did not stop", t.get_name())
+        self._tasks = []
+        try:  # what is queued is written, if Redis is there
+            await asyncio.wait_for(self._write_log(), timeout=2.0)
+        except (redis.exceptions.RedisError, OSError, TimeoutError):
+            log.warning("redis unavailable at stop: %d prediction log entries lost", len(self._log))
+        if self._http is not None:
+            await self._http.aclose()
+        if self._r is not None:
+            await self._r.aclose()
+
+    @property
+    def ready(self) -> bool:
+        return self.stable is not None and self.warmed
+
+    # -- versions --------------------------------------------------------------------------
+    async def refresh(self) -> None:
+        """Read routing and pointers; load whatever version changed (off the request path)."""
+        async with self._reload_lock:
+            raw = await self.r.hgetall(self.keys.routing)
+            routing = self._parse_routing(raw)
+            stable = await self._load_pointer(routing.stable, "served", self.stable)
+            last_good = await self._load_pointer(routing.stable, "lastGood", self.last_good)
+            canary = None
+            if routing.canary and not routing.canary_url:
+                canary = await self._load_pointer(routing.canary, "served", self.canary)
+            self.routing = routing
+            if stable is not None and stable is not self.stable:
+                self._warm_up(stable)
+                self.stable = stable
+                self.metrics.served_version.labels(track="stable").set(stable.version)
+                log.info("serving %s v%d", stable.revision, stable.version)
+            self.last_good = last_good
+            self.canary = canary
+            if canary is not None:
+                self.metrics.served_version.labels(track="canary").set(canary.version)
+
+    def _parse_routing(self, raw: dict[bytes, bytes]) -> Routing:
+        if not raw:
+            return Routing(stable=self.model.revision)
+        get = {k.decode(): v.decode() for k, v in raw.items()}
+        try:
+            weight = min(max(int(get.get("weight", "0")), 0), 100)
+        except ValueError:
+            weight = 0
+        return Routing(
+            stable=get.get("stable") or self.model.revision,
+            canary=get.get("canary") or None,
+            weight=weight,
+            shadow=get.get("shadow") == "1",
+            canary_url=get.get("canaryURL") or None,
+        )
+
+    async def _load_pointer(
+        self, revision: str, pointer: str, current: Loaded | None
+    ) -> Loaded | None:
+        v = await self.r.hget(self.keys.rev(revision, "pointers"), pointer)
+        if v is None:
+            return current if current is not None and current.revision == revision else None
+        version = int(v)
+        if current is not None and current.revision == revision and current.version == version:
+            return current
+        for held in (self.stable, self.canary, self.last_good):
+            if held is not None and held.revision == revision and held.version == version:
+                return held
+        blob = await self.r.get(self.keys.version(revision, version))
+        if blob is None:
+            log.warning("%s v%d is named by %s but not stored", revision, version, pointer)
+            return current
+        learner, meta = await asyncio.to_thread(load_blob, blob)
+        return Loaded(
+            revision, version, learner, learner.predictor(), float(meta.get("created", 0.0))
+        )
+
+    def _warm_up(self, loaded: Loaded) -> None:
+        sch = loaded.schema
+        loaded.predict(sch.encode([{}]))
+        sch.missing[:] = 0  # the warm-up row is not traffic
+        self.warmed = True
+
+    async def _subscribe(self) -> None:
+        while True:
+            pubsub = self.r.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.events)
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except (redis.exceptions.RedisError, OSError) as e:
+                log.debug("pub/sub lost (%s)", e)
+                await asyncio.sleep(self.poll_interval)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pubsub.aclose())
+
+    async def _poll(self) -> None:
+        """Polling backs pub/sub up: a missed message costs at most one interval."""
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except (
+                redis.exceptions.RedisError,
+                OSError,
+                codec.CodecError,
+                KeyError,
+                ValueError,
+            ) as e:
+                log.debug("refresh failed (%s)", e)
+
+    # -- predicting ------------------------------------------------------------------------
+    def _route(self, n: int, key: str | None, rows: Sequence[Any]) -> np.ndarray | None:
+        """A boolean mask of the rows that go to the canary (None: all stable)."""
+        rt = self.routing
+        if not rt.canary or rt.weight <= 0 or rt.shadow:
+            return None
+        if self.canary is None and not rt.canary_url:
+            return None
+        threshold = rt.weight * 100
+        feature = self.spec.serving.routingKey
+        if feature is not None and rows and isinstance(rows[0], dict):
+            return np.array([route_hash(str(r.get(feature))) < threshold for r in rows], dtype=bool)
+        hit = (
+            route_hash(key) < threshold
+            if key is not None
+            else self._rng.random() * 10_000 < threshold
+        )
+        return np.full(n, hit, dtype=bool)
+
+    def check_model(self, name: str) -> None:
+        if name != self.name:
+            raise ModelNotFound(
+                f"model {name!r} is not served here (this server serves {self.name!r})"
+            )
+
+    def encode(self, loaded: Loaded, rows: Sequence[Any], path: str = "instances") -> np.ndarray:
+        if not isinstance(rows, list):
+            raise BadRequest(f"{path}: must be a list of rows")
+        if not rows:
+            raise BadRequest(f"{path}: must hold at least one row")
+        if len(rows) > self.max_rows:
+            raise TooLarge(f"{path}: {len(rows)} rows is over the limit of {self.max_rows}")
+        try:
+            return loaded.schema.encode_strict(rows, path)
+        except FeatureError as e:
+            raise Unprocessable(str(e)) from None
+
+    def _fallback(self, X: np.ndarray) -> tuple[np.ndarray, int | None, str | None]:
+        fb = self.spec.serving.fallback
+        if fb == "lastGood":
+            lg = self.last_good or self.stable
+            if lg is not None:
+                return lg.predict(X), lg.version, lg.revision
+            raise Unavailable("no model is loaded yet and the fallback is lastGood")
+        return np.full(X.shape[0], float(fb)), None, None
+
+    def predict(
+        self,
+        rows: Sequence[Any],
+        *,
+        key: str | None = None,
+        ids: Sequence[Any] | None = None,
+        forced_track: str | None = None,
+        path: str = "instances",
+    ) -> Result:
+        """Answer a request's rows (the hot path: nothing here waits on the network)."""
+        stable = self.stable
+        if stable is None:
+            if self.spec.serving.fallback != "lastGood":
+                n = len(rows) if isinstance(rows, list) else 0
+                if not n:
+                    raise BadRequest(f"{path}: must be a non-empty list of rows")
+                self.metrics.fallbacks.labels(reason="no-model").inc()
+                value = float(self.spec.serving.fallback)
+                return Result(
+                    [value] * n, self._new_ids(n, ids), None, None, ["stable"] * n, True, "no-model"
+                )
+            raise Unavailable("no model version is loaded yet")
+        X = self.encode(stable, rows, path)
+        n = X.shape[0]
+        if ids is not None and len(ids) != n:
+            raise Unprocessable(f"ids: {len(ids)} ids for {n} rows")
+        out_ids = self._new_ids(n, ids)
+        t0 = time.perf_counter()
+        preds = stable.predict(X)
+        elapsed = time.perf_counter() - t0
+        self._per_row = 0.9 * self._per_row + 0.1 * elapsed / n
+        track = forced_track or "stable"
+        tracks = [track] * n
+        result = Result(preds.tolist(), out_ids, stable.version, stable.revision, tracks)
+        canary_mask = self._route(n, key, rows) if forced_track is None else None
+        canary = self.canary
+        if canary_mask is not None and canary is not None and canary_mask.any():
+            Xc = (
+                X if canary.schema.names == stable.schema.names else self.encode(canary, rows, path)
+            )
+            cpred = canary.predict(Xc[canary_mask])
+            for i, p in zip(np.flatnonzero(canary_mask).tolist(), cpred.tolist(), strict=True):
+                result.predictions[i] = p
+                result.tracks[i] = "canary"
+        if elapsed > self.spec.serving.timeout:
+            fb, v, rev = self._fallback(X)
+            result.predictions = fb.tolist()
+            result.version, result.revision = v, rev
+            result.fallback, result.fallback_reason = True, "timeout"
+            self.metrics.fallbacks.labels(reason="timeout").inc()
+        self._queue_log(rows, result)
+        if self.routing.shadow and self.canary is not None and forced_track is None:
+            shadow = self.canary
+            Xs = (
+                X if shadow.schema.names == stable.schema.names else self.encode(shadow, rows, path)
+            )
+            self._queue_log_track(
+                rows, out_ids, shadow.predict(Xs).tolist(), shadow, "shadow", range(n)
+            )
+        return result
+
+    def _new_ids(self, n: int, given: Sequence[Any] | None) -> list[str]:
+        if given is not None:
+            return [str(i) for i in given]
+        return [next(self._ids) for _ in range(n)]
+
+    # -- canary in another image: forwarded ---------------------------------------------
+    async def forward(self, path: str, body: bytes, track: str) -> dict[str, Any]:
+        rt = self.routing
+        assert rt.canary_url is not None and self._http is not None
+        resp = await self._http.post(
+            f"{rt.canary_url}{path}",
+            content=body,
+            headers={"content-type": "application/json", "x-tideline-track": track},
+        )
+        if resp.status_code != 200:
+            raise Unavailable(f"canary answered {resp.status_code}")
+        return orjson.loads(resp.content)
+
+    def wants_forward(self, key: str | None) -> str | None:
+        """For a canary in another image: 'canary' or 'shadow' when this request goes there too."""
+        rt = self.routing
+        if not rt.canary or not rt.canary_url:
+            return None
+        if rt.shadow:
+            return "shadow"
+        if rt.weight <= 0:
+            return None
+        hit = (
+            route_hash(key) < rt.weight * 100
+            if key is not None
+            else self._rng.random() * 100 < rt.weight
+        )
+        return "canary" if hit else None
+
+    # -- logging ---------------------------------------------------------------------------
+    def _queue_log(self, rows: Sequence[Any], result: Result) -> None:
+        by_track: dict[str, list[int]] = {}
+        for i, t in enumerate(result.tracks):
+            by_track.setdefault(t, []).append(i)
+        for track, idx in by_track.items():
+            loaded = self.canary if track == "canary" else self.stable
+            if result.fallback:
+                loaded = None
+            self._queue_log_track(
+                rows, result.ids, result.predictions, loaded, track, idx, result.fallback_reason
+            )
+
+    def _queue_log_track(
+        self,
+        rows: Sequence[Any],
+        ids: Sequence[str],
+        scores: Sequence[float],
+        loaded: Loaded | None,
+        track: str,
+        idx: Sequence[int],
+        fallback: str | None = None,
+    ) -> None:
+        names = None
+        if loaded is not None and rows and not isinstance(rows[0], dict):
+            names = loaded.schema.names
+        entry = {
+            "revision": loaded.revision if loaded else None,
+            "version": loaded.version if loaded else None,
+            "track": track,
+            "ts": time.time(),
+            "fallback": fallback,
+            "rows": [
+                {
+                    "id": ids[i],
+                    "features": rows[i]
+                    if names is None
+                    else dict(zip(names, rows[i], strict=False)),
+                    "score": scores[i],
+                }
+                for i in idx
+            ],
+        }
+        if len(self._log) == self._log.maxlen:
+            self.metrics.log_dropped.inc()
+        self._log.append({b"data": orjson.dumps(entry)})
+        self._log_event.set()
+
+    async def _write_log(self) -> None:
+        while self._log:
+            batch = [self._log.popleft() for _ in range(min(len(self._log), 500))]
+            pipe = self.r.pipeline(transaction=False)
+            for e in batch:
+                pipe.xadd(self.keys.predictions, e, maxlen=self.log_maxlen, approximate=True)
+            try:
+                await pipe.execute()
+            except (redis.exceptions.RedisError, OSError):
+                self._log.extendleft(reversed(batch))  # keep them for the next try
+                raise
+
+    async def _flush_log(self) -> None:
+        backoff = self.log_flush_interval
+        while True:
+            await self._log_event.wait()
+            self._log_event.clear()
+            await asyncio.sleep(self.log_flush_interval)  # gather a batch
+            try:
+                await self._write_log()
+                backoff = self.log_flush_interval
+            except asyncio.CancelledError:
+                raise
+            except (redis.exceptions.RedisError, OSError) as e:
+                log.debug("prediction log not written (%s); %d queued", e, len(self._log))
+                self._log_event.set()
+                backoff = min(backoff * 2, 2.0)
+                await asyncio.sleep(backoff)
+
+    # -- feedback and learning ----------------------------------------------------------
+    async def write_stream(self, stream: str, entries: list[bytes]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for e in entries:
+            pipe.xadd(stream, {b"data": e})
+        try:
+            await pipe.execute()
+        except (redis.exceptions.RedisError, OSError) as e:
+            raise Unavailable(
+                f"cannot reach redis to store the entries ({e}); nothing was stored, retry"
+            ) from None
+
+    # -- reporting -------------------------------------------------------------------------
+    def observe(self, track: str, seconds: float, n: int, error: bool, fallback: bool) -> None:
+        st = self.stats[track]
+        st.requests += 1
+        st.predictions += n
+        st.errors += int(error)
+        st.fallbacks += int(fallback)
+        st.latencies.append(seconds)
+
+    async def _report(self) -> None:
+        """Every second: this server's counters and latency percentiles per track, in Redis."""
+        while True:
+            await asyncio.sleep(1.0)
+            stable, canary = self.stable, self.canary
+            report = {
+                "ts": time.time(),
+                "stable": {"revision": stable.revision, "version": stable.version}
+                if stable
+                else None,
+                "canary": {"revision": canary.revision, "version": canary.version}
+                if canary
+                else None,
+                "tracks": {t: s.summary() for t, s in self.stats.items()},
+                "logQueue": len(self._log),
+            }
+            try:
+                await self.r.hset(self.keys.servers, self.instance, orjson.dumps(report))
+            except asyncio.CancelledError:
+                raise
+            except (redis.exceptions.RedisError, OSError):
+                pass
+
+    def model_age(self) -> float:
+        s = self.stable
+        return time.time() - s.created if s is not None and s.created else 0.0

@@ -1,0 +1,370 @@
+"""The prediction server: every route and error through httpx, against a real redis-server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers import FRAUD_FEATURES, manifest
+from tideline.embedded import EmbeddedRedis
+from tideline.learn import make_learner
+from tideline.metrics import ServerMetrics
+from tideline.serve.api import Settings, create_app
+from tideline.serve.dataplane import DataPlane, route_hash
+from tideline.simulate import SyntheticStream
+from tideline.spec import parse
+from tideline.store import ModelStore
+
+pytestmark = pytest.mark.integration
+
+ROWS = [{"amount": 12.5, "hour": 3, "merchant": "m-1"}, {"amount": 0.5, "merchant": "m-2"}]
+
+
+def _trained(seed: int = 0, n: int = 2000, **model):
+    spec = {"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES, **model}
+    m = make_learner(spec)
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=seed).take(n)
+    m.learn_many(m.schema.encode(rows), y)
+    return m
+
+
+def _wait(cond, timeout: float = 5.0, step: float = 0.02) -> float:
+    start = time.monotonic()
+    while not cond():
+        assert time.monotonic() - start < timeout, "condition not met in time"
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+class Served:
+    """A model published in Redis and a running app with its data plane."""
+
+    def __init__(self, url: str, doc: dict, settings: Settings | None = None) -> None:
+        self.model = parse(doc)
+        self.url = url
+        self.dp = DataPlane(self.model, url, metrics=ServerMetrics(None), poll_interval=0.2)
+        self.app = create_app(self.dp, settings)
+        self.client = TestClient(self.app)
+
+
+@pytest.fixture
+def served(r, redis_server) -> Iterator[Served]:
+    s = Served(redis_server.url, manifest(name="fraud"))
+    store = ModelStore(r, "test", "fraud")
+    store.publish(s.model.revision, 0, _trained())
+    with s.client:
+        _wait(lambda: s.dp.ready)
+        yield s
+
+
+def _log_entries(r, s: Served) -> list[dict]:
+    return [orjson.loads(e[1][b"data"]) for e in r.xrange(s.dp.keys.predictions)]
+
+
+# --------------------------------------------------------------------------- routes
+def test_v1_predict_answers_with_ids_version_and_revision(served: Served) -> None:
+    resp = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert len(body["predictions"]) == 2 and all(0 <= p <= 1 for p in body["predictions"])
+    assert len(set(body["ids"])) == 2
+    assert (body["model_version"], body["revision"]) == (0, served.model.revision)
+    assert body["tracks"] == ["stable", "stable"] and body["fallback"] is False
+    # the same rows given as arrays in schema order get the same answers
+    arrays = [[12.5, 3, "m-1"], [0.5, None, "m-2"]]
+    again = served.client.post("/v1/models/fraud:predict", json={"instances": arrays}).json()
+    assert again["predictions"] == body["predictions"]
+
+
+def test_v1_predict_matches_the_learner(served: Served) -> None:
+    learner = _trained()
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=9).take(64)
+    body = served.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
+    np.testing.assert_allclose(
+        body["predictions"], learner.predict_many(learner.schema.encode(rows)), rtol=1e-9
+    )
+
+
+def test_v2_infer_with_one_tensor_per_feature_and_with_one_matrix(served: Served) -> None:
+    per_feature = {
+        "id": "req-1",
+        "inputs": [
+            {"name": "amount", "shape": [2], "datatype": "FP64", "data": [12.5, 0.5]},
+            {"name": "hour", "shape": [2], "datatype": "FP64", "data": [3, 12]},
+            {"name": "merchant", "shape": [2], "datatype": "BYTES", "data": ["m-1", "m-2"]},
+        ],
+    }
+    resp = served.client.post("/v2/models/fraud/infer", json=per_feature)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["model_name"] == "fraud" and body["id"] == "req-1" and body["model_version"] == "0"
+    out = body["outputs"][0]
+    assert out["name"] == "predict" and out["shape"] == [2] and len(out["data"]) == 2
+    matrix = {"inputs": [{"name": "input", "shape": [2, 3], "datatype": "BYTES",
+                          "data": [[12.5, 3, "m-1"], [0.5, 12, "m-2"]]}]}  # fmt: skip
+    assert (
+        served.client.post("/v2/models/fraud/infer", json=matrix).json()["outputs"][0]["data"]
+        == out["data"]
+    )
+
+
+def test_health_readiness_and_metadata(served: Served) -> None:
+    c = served.client
+    assert c.get("/v2/health/live").json() == {"live": True}
+    assert c.get("/v2/health/ready").status_code == 200
+    assert c.get("/v2/models/fraud/ready").json()["ready"] is True
+    assert c.get("/v1/models/fraud").json() == {"name": "fraud", "ready": True}
+    meta = c.get("/v2/models/fraud").json()
+    assert meta["versions"] == ["0"] and meta["platform"] == "tideline"
+    assert [i["name"] for i in meta["inputs"]] == ["amount", "hour", "merchant"]
+    assert [i["datatype"] for i in meta["inputs"]] == ["FP64", "FP64", "BYTES"]
+    assert meta["parameters"]["task"] == "binary"
+
+
+def test_feedback_and_learn_write_the_learner_streams(served: Served, r) -> None:
+    c, k = served.client, served.dp.keys
+    ids = c.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["ids"]
+    resp = c.post("/v1/models/fraud/feedback", json={"id": ids[0], "label": 1})
+    assert resp.status_code == 202 and resp.json() == {"accepted": 1}
+    batch = {"feedback": [{"id": ids[1], "label": 0}, {"id": ids[0], "label": True}]}
+    assert c.post("/v1/models/fraud/feedback", json=batch).json() == {"accepted": 2}
+    fb = [orjson.loads(e[1][b"data"]) for e in r.xrange(k.feedback)]
+    assert [(f["id"], f["label"]) for f in fb] == [(ids[0], 1.0), (ids[1], 0.0), (ids[0], 1.0)]
+    resp = c.post("/v1/models/fraud:learn", json={"instances": ROWS, "labels": [1, 0]})
+    assert resp.status_code == 202 and resp.json() == {"accepted": 2}
+    samples = [orjson.loads(e[1][b"data"]) for e in r.xrange(k.samples)]
+    assert samples[0] == {"features": ROWS[0], "label": 1.0}
+
+
+def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
+    body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    _wait(lambda: len(_log_entries(r, served)) == 1)
+    [entry] = _log_entries(r, served)
+    assert (entry["track"], entry["revision"], entry["version"]) == (
+        "stable",
+        served.model.revision,
+        0,
+    )
+    assert [row["id"] for row in entry["rows"]] == body["ids"]
+    assert [row["score"] for row in entry["rows"]] == body["predictions"]
+    assert entry["rows"][0]["features"] == ROWS[0]
+    assert abs(entry["ts"] - time.time()) < 5
+
+
+def test_metrics_count_requests_predictions_and_missing_values(served: Served) -> None:
+    served.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+    text = served.client.get("/metrics").text
+    assert (
+        'tideline_server_requests_total{route="v1/predict",status="200",track="stable"} 1.0' in text
+    )
+    assert 'tideline_server_predictions_total{track="stable"} 2.0' in text
+    assert 'tideline_server_missing_values{feature="hour"} 1.0' in text
+    assert "tideline_server_request_seconds_bucket" in text
+    assert 'tideline_server_served_version{track="stable"} 0.0' in text
+
+
+# --------------------------------------------------------------------------- errors
+BAD = [
+    ("an unknown model", "/v1/models/other:predict", {"instances": ROWS}, 404, "'other' is not served here"),
+    ("no instances", "/v1/models/fraud:predict", {"rows": ROWS}, 400, "instances: required"),
+    ("instances that are not a list", "/v1/models/fraud:predict", {"instances": 5}, 400, "instances: must be a list"),
+    ("no rows at all", "/v1/models/fraud:predict", {"instances": []}, 400, "at least one row"),
+    ("text where a number goes", "/v1/models/fraud:predict",
+     {"instances": [ROWS[0], {"amount": "lots"}]}, 422, "instances[1].amount: must be a number (got 'lots')"),
+    ("a list where a category goes", "/v1/models/fraud:predict",
+     {"instances": [{"merchant": ["a"]}]}, 422, "instances[0].merchant: must be a string or an integer"),
+    ("a row of the wrong length", "/v1/models/fraud:predict",
+     {"instances": [[1.0, 2.0]]}, 422, "instances[0]: must be an object or a list of 3 values"),
+    ("ids that do not match the rows", "/v1/models/fraud:predict",
+     {"instances": ROWS, "ids": ["a"]}, 422, "ids: 1 ids for 2 rows"),
+    ("a V2 tensor for no feature", "/v2/models/fraud/infer",
+     {"inputs": [{"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}, 422,
+     "inputs[0].name: 'colour' is not a feature"),
+    ("a V2 tensor whose data does not fill its shape", "/v2/models/fraud/infer",
+     {"inputs": [{"name": "amount", "shape": [3], "datatype": "FP64", "data": [1.0]}]}, 422,
+     "inputs[0].data: holds 1 values, shape [3] needs 3"),
+    ("feedback without a label", "/v1/models/fraud/feedback", {"id": "x"}, 422, "body: needs id and label"),
+    ("a binary label of 2", "/v1/models/fraud/feedback", {"id": "x", "label": 2}, 422,
+     "body.label: a binary label must be 0 or 1"),
+    ("learn with fewer labels than rows", "/v1/models/fraud:learn",
+     {"instances": ROWS, "labels": [1]}, 422, "labels: 1 labels for 2 instances"),
+    ("learn with a bad row", "/v1/models/fraud:learn",
+     {"instances": [{"hour": "noon"}], "labels": [1]}, 422, "instances[0].hour: must be a number"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
+def test_bad_requests_get_a_4xx_naming_the_field(
+    served: Served, path: str, body: dict, status: int, message: str
+) -> None:
+    resp = served.client.post(path, json=body)
+    assert resp.status_code == status
+    assert message in resp.json()["error"]
+
+
+def test_malformed_json_infinity_and_oversized_bodies(served: Served, redis_server) -> None:
+    c = served.client
+    resp = c.post(
+        "/v1/models/fraud:predict",
+        content=b'{"instances": [',
+        headers={"content-type": "application/json"},
+    )
+    assert resp.status_code == 400 and "not valid JSON" in resp.json()["error"]
+    resp = c.post("/v1/models/fraud:predict", content=b'{"instances": [{"amount": NaN}]}')
+    assert resp.status_code == 400
+    resp = c.post("/v1/models/fraud:predict", content=b'{"instances": [{"amount": 1e999}]}')
+    assert resp.status_code in (400, 422)
+    small = Served(
+        redis_server.url, manifest(name="fraud"), Settings(max_body_bytes=200, max_rows=3)
+    )
+    with small.client:
+        _wait(lambda: small.dp.ready)
+        resp = small.client.post("/v1/models/fraud:predict", json={"instances": [ROWS[0]] * 20})
+        assert resp.status_code == 413 and "over the limit of 200" in resp.json()["error"]
+        resp = small.client.post("/v1/models/fraud:predict", json={"instances": [{}] * 4})
+        assert resp.status_code == 413 and "4 rows is over the limit of 3" in resp.json()["error"]
+
+
+# --------------------------------------------------------------------------- behaviour
+def test_not_ready_until_a_version_is_loaded_then_ready(r, redis_server) -> None:
+    s = Served(redis_server.url, manifest(name="fraud"))
+    with s.client:
+        assert s.client.get("/v2/health/ready").status_code == 503
+        resp = s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+        assert resp.status_code == 503 and "no model version is loaded" in resp.json()["error"]
+        ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
+        _wait(lambda: s.client.get("/v2/health/ready").status_code == 200, timeout=3)
+
+
+def test_a_new_served_version_is_live_within_a_second(served: Served, r) -> None:
+    store = ModelStore(r, "test", "fraud")
+    newer = _trained(seed=5, n=5000)
+    before = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    store.publish(served.model.revision, 1, newer)
+    took = _wait(
+        lambda: (
+            served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()[
+                "model_version"
+            ]
+            == 1
+        ),
+        timeout=1.0,
+        step=0.01,
+    )
+    after = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    assert after["predictions"] != before["predictions"]
+    np.testing.assert_allclose(
+        after["predictions"], newer.predict_many(newer.schema.encode(ROWS)), rtol=1e-9
+    )
+    assert took < 1.0
+    # a rollback (pointer moved back) is picked up the same way
+    store.set_pointer(served.model.revision, "served", 0, pin=True)
+    _wait(
+        lambda: (
+            served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()[
+                "model_version"
+            ]
+            == 0
+        ),
+        timeout=1.0,
+    )
+
+
+def _with_canary(served: Served, r, weight: int, shadow: bool = False) -> str:
+    store = ModelStore(r, "test", "fraud")
+    store.publish("canaryrev", 0, _trained(seed=3, params={"l2": 0.5}))
+    r.hset(served.dp.keys.routing, mapping={
+        "stable": served.model.revision, "canary": "canaryrev", "weight": weight, "shadow": int(shadow)})  # fmt: skip
+    _wait(lambda: served.dp.canary is not None and served.dp.routing.weight == weight, timeout=2)
+    return "canaryrev"
+
+
+def test_the_split_follows_the_weight_and_each_key_sticks_to_its_track(served: Served, r) -> None:
+    _with_canary(served, r, weight=30)
+    keys = [f"user-{i}" for i in range(10_000)]
+    on_canary = sum(route_hash(k) < 3000 for k in keys)
+    assert abs(on_canary / len(keys) - 0.30) < 0.02
+    c = served.client
+    tracks = {}
+    for k in keys[:300]:
+        body = c.post(
+            "/v1/models/fraud:predict", json={"instances": [ROWS[0]]}, headers={"x-tideline-key": k}
+        ).json()
+        tracks[k] = body["tracks"][0]
+        assert body["revision"] == served.model.revision  # the response names the stable revision
+    assert 0.2 < sum(t == "canary" for t in tracks.values()) / 300 < 0.4
+    for k in keys[:50]:  # the same entity, the same track, every time
+        body = c.post(
+            "/v1/models/fraud:predict", json={"instances": [ROWS[0]]}, headers={"x-tideline-key": k}
+        ).json()
+        assert body["tracks"][0] == tracks[k]
+
+
+def test_a_routing_feature_splits_rows_of_one_request(r, redis_server) -> None:
+    doc = manifest(name="fraud", serving={"routingKey": "merchant"})
+    s = Served(redis_server.url, doc)
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
+    with s.client:
+        _wait(lambda: s.dp.ready)
+        _with_canary(s, r, weight=50)
+        rows = [{"amount": 1.0, "merchant": f"m-{i}"} for i in range(200)]
+        body = s.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
+        expect = ["canary" if route_hash(f"m-{i}") < 5000 else "stable" for i in range(200)]
+        assert body["tracks"] == expect
+
+
+def test_shadow_mirrors_without_answering(served: Served, r) -> None:
+    _with_canary(served, r, weight=100, shadow=True)
+    body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    assert body["tracks"] == ["stable", "stable"]
+    _wait(lambda: len(_log_entries(r, served)) == 2)
+    entries = {e["track"]: e for e in _log_entries(r, served)}
+    assert set(entries) == {"stable", "shadow"}
+    assert entries["shadow"]["revision"] == "canaryrev"
+    assert [x["id"] for x in entries["shadow"]["rows"]] == body["ids"]
+    assert [x["score"] for x in entries["shadow"]["rows"]] != body["predictions"]
+
+
+def test_past_the_timeout_the_fixed_fallback_answers_and_is_flagged(r, redis_server) -> None:
+    doc = manifest(name="fraud", serving={"timeout": "0.1ms", "fallback": {"value": 0.25}})
+    doc["spec"]["model"] = {"task": "binary", "algorithm": "forest", "features": FRAUD_FEATURES}
+    s = Served(redis_server.url, doc)
+    forest = make_learner(doc["spec"]["model"])
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(3000)
+    forest.learn_many(forest.schema.encode(rows), y)
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, forest)
+    with s.client:
+        _wait(lambda: s.dp.ready)
+        body = s.client.post("/v1/models/fraud:predict", json={"instances": rows[:2000]}).json()
+        assert body["fallback"] is True and set(body["predictions"]) == {0.25}
+        assert (
+            'tideline_server_fallbacks_total{reason="timeout"} 1.0' in s.client.get("/metrics").text
+        )
+
+
+def test_through_a_redis_outage_it_keeps_serving_and_logs_afterwards(r) -> None:
+    own = EmbeddedRedis().start()
+    port = own.port
+    s = Served(own.url, manifest(name="fraud"))
+    ModelStore(own.client(), "test", "fraud").publish(s.model.revision, 0, _trained())
+    try:
+        with s.client:
+            _wait(lambda: s.dp.ready)
+            own.stop()  # Redis is gone
+            for _ in range(5):
+                resp = s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+                assert resp.status_code == 200 and resp.json()["model_version"] == 0
+            resp = s.client.post("/v1/models/fraud/feedback", json={"id": "x", "label": 1})
+            assert resp.status_code == 503 and "nothing was stored" in resp.json()["error"]
+            assert s.client.get("/v2/health/ready").status_code == 200
+            own = EmbeddedRedis(port=port).start()  # back, empty
+            _wait(lambda: own.client().xlen(s.dp.keys.predictions) == 5, timeout=10)
+    finally:
+        own.stop()
