@@ -24,8 +24,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# numpy is measured without the machine's OPENBLAS_* overrides (they slow a
+# current OpenBLAS); bench/serve.py needs wrk (Debian: apt-get install wrk).
 bench: $(STAMP)
-	$(PY) bench/learners.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) bench/learners.py
+	command -v wrk >/dev/null || apt-get install -y -q wrk
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

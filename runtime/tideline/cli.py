@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--warm-start-revision", help="start from this revision's latest version")
     lp.set_defaults(func=cmd_learner)
 
+    sp = sub.add_parser("server", help="serve predictions over HTTP (KServe V1, Open Inference V2)")
+    sp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")
+    sp.add_argument("--redis", required=True, help="redis://host:port/db")
+    sp.add_argument("--port", type=int, default=8080)
+    sp.add_argument("--host", default="0.0.0.0")
+    sp.add_argument("--workers", type=int, default=1, help="processes (one per core)")
+    sp.set_defaults(func=cmd_server)
+
     rp = sub.add_parser(
         "run", help="run the loop locally: embedded Redis, learner, simulated traffic"
     )

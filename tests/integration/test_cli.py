@@ -120,3 +120,50 @@ def test_the_learner_serves_prometheus_metrics(redis_server, tmp_path: Path) -> 
         proc.terminate()
         proc.wait(20)
     assert proc.returncode == 0  # a SIGTERM is a clean stop
+
+
+@pytest.mark.integration
+def test_tideline_server_serves_a_published_version_and_stops_cleanly(redis_server, tmp_path: Path) -> None:
+    import time
+    import urllib.request
+
+    from tideline.embedded import free_port
+    from tideline.learn import make_learner
+    from tideline.spec import parse
+    from tideline.store import ModelStore
+
+    doc = manifest(name="fraud")
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    model = parse(doc)
+    client = redis_server.client()
+    client.flushall()
+    ModelStore(client, "test", "fraud").publish(model.revision, 0, make_learner(model.spec.model.to_dict()))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tideline.cli", "server", "--config", str(path),
+         "--redis", redis_server.url, "--port", str(port)],
+        env=ENV, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server never became ready"
+                time.sleep(0.1)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/models/fraud:predict",
+            data=orjson.dumps({"instances": [{"amount": 3.0}]}),
+            headers={"content-type": "application/json"},
+        )
+        body = orjson.loads(urllib.request.urlopen(req, timeout=5).read())
+        assert body["predictions"] == [0.5] and body["model_version"] == 0  # v0 knows nothing yet
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why
+    assert proc.returncode in (0, -15), err
+    assert "Application shutdown complete" in err

@@ -1,0 +1,149 @@
+"""tideline's server against a bare Starlette app and a typical FastAPI app, side by side.
+
+Each app runs as one uvicorn worker (uvloop, httptools) pinned to CPU 0;
+wrk runs pinned to CPU 1 (Redis, for tideline's prediction log, shares CPU
+1). For 1 and 64 rows per request and 1, 16 and 64 connections it reports
+requests/s, predictions/s and p50/p95/p99 latency. Run with ``make bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from tideline.embedded import EmbeddedRedis, free_port
+from tideline.learn import make_learner
+from tideline.simulate import SyntheticStream
+from tideline.spec import parse
+from tideline.store import ModelStore
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "fraud.yaml"
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("{body}"):read("*a")
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout))
+end
+"""
+
+
+def pinned(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else []
+
+
+def wait_ready(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError as e:
+            if e.code != 503:  # it answers: up (503 is "not ready yet")
+                return
+            time.sleep(0.1)
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} never answered")
+
+
+def start(cmd: list[str], port: int, ready_path: str, env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [*pinned(0), *cmd], env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_ready(f"http://127.0.0.1:{port}{ready_path}")
+    return proc
+
+
+def wrk(url: str, body: Path, conns: int, seconds: int, tmp: Path) -> dict:
+    script = tmp / f"post-{body.stem}.lua"
+    script.write_text(LUA.format(body=body))
+    out = subprocess.run(
+        [*pinned(1), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
+    assert m, out
+    n, dur_us, p50, p95, p99, errors = (int(g) for g in m.groups())
+    return {"rps": n / (dur_us / 1e6), "p50_ms": p50 / 1000, "p95_ms": p95 / 1000, "p99_ms": p99 / 1000, "errors": errors}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench/serve.py needs wrk (Debian: apt-get install wrk)")
+    model = parse(EXAMPLE)
+    rows, _ = SyntheticStream([f.to_dict() for f in model.spec.model.features], "binary", seed=1).take(64)
+    results: list[dict] = []
+    with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        learner = make_learner(model.spec.model.to_dict())
+        data, y = SyntheticStream([f.to_dict() for f in model.spec.model.features], "binary", seed=2).take(5000)
+        learner.learn_many(learner.schema.encode(data), y)
+        ModelStore(redis_server.client(), model.namespace, model.name).publish(model.revision, 0, learner)
+        bodies = {}
+        for n in (1, 64):
+            bodies[n] = tmp / f"rows{n}.json"
+            bodies[n].write_bytes(orjson.dumps({"instances": rows[:n]}))
+        uvicorn = [sys.executable, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools",
+                   "--no-access-log", "--log-level", "warning", "--app-dir", str(ROOT / "bench" / "apps")]  # fmt: skip
+        apps = {
+            "bare Starlette (constant)": lambda p: start([*uvicorn, "--port", str(p), "starlette_const:app"], p, "/404"),
+            "FastAPI + pydantic + numpy": lambda p: start([*uvicorn, "--port", str(p), "fastapi_typical:app"], p, "/docs"),
+            "tideline server": lambda p: start(
+                [sys.executable, "-m", "tideline.cli", "--log-level", "WARNING", "server", "--config", str(EXAMPLE),
+                 "--redis", redis_server.url, "--port", str(p)], p, "/v2/health/ready"),  # fmt: skip
+        }
+        for name, launch in apps.items():
+            port = free_port()
+            proc = launch(port)
+            try:
+                url = f"http://127.0.0.1:{port}/v1/models/fraud:predict"
+                wrk(url, bodies[1], 16, 2, tmp)  # warm up
+                for n in (1, 64):
+                    for conns in (1, 16, 64):
+                        r = wrk(url, bodies[n], conns, args.seconds, tmp)
+                        r.update({"app": name, "rows": n, "conns": conns, "predictions_per_s": r["rps"] * n})
+                        results.append(r)
+                        print(f"{name:28} rows={n:<3} conns={conns:<3} {r['rps']:9,.0f} req/s "
+                              f"{r['predictions_per_s']:11,.0f} pred/s  p50 {r['p50_ms']:.2f} ms  "
+                              f"p95 {r['p95_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}",
+                              flush=True)  # fmt: skip
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    print("\n| app | rows | conns | req/s | predictions/s | p50 ms | p95 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['app']} | {r['rows']} | {r['conns']} | {r['rps']:,.0f} | {r['predictions_per_s']:,.0f} | "
+              f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} |")  # fmt: skip
+    base = {(r["rows"], r["conns"]): r["rps"] for r in results if r["app"].startswith("bare")}
+    print("\ntideline / bare Starlette, requests/s: " + ", ".join(
+        f"{rows} row(s) x {c} conns: {r['rps'] / base[(rows, c)]:.2f}"
+        for r in results if r["app"] == "tideline server" for rows, c in [(r["rows"], r["conns"])]))  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
