@@ -44,7 +44,11 @@ end
 
 
 def pinned(cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else []
+    return (
+        ["taskset", "-c", str(cpu)]
+        if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
+        else []
+    )
 
 
 def wait_ready(url: str, timeout: float = 30.0) -> None:
@@ -64,7 +68,10 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 
 def start(cmd: list[str], port: int, ready_path: str, env: dict | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [*pinned(0), *cmd], env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*pinned(0), *cmd],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_ready(f"http://127.0.0.1:{port}{ready_path}")
     return proc
@@ -82,7 +89,13 @@ def wrk(url: str, body: Path, conns: int, seconds: int, tmp: Path) -> dict:
     m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
     assert m, out
     n, dur_us, p50, p95, p99, errors = (int(g) for g in m.groups())
-    return {"rps": n / (dur_us / 1e6), "p50_ms": p50 / 1000, "p95_ms": p95 / 1000, "p99_ms": p99 / 1000, "errors": errors}
+    return {
+        "rps": n / (dur_us / 1e6),
+        "p50_ms": p50 / 1000,
+        "p95_ms": p95 / 1000,
+        "p99_ms": p99 / 1000,
+        "errors": errors,
+    }
 
 
 def main() -> None:
@@ -93,14 +106,20 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("bench/serve.py needs wrk (Debian: apt-get install wrk)")
     model = parse(EXAMPLE)
-    rows, _ = SyntheticStream([f.to_dict() for f in model.spec.model.features], "binary", seed=1).take(64)
+    rows, _ = SyntheticStream(
+        [f.to_dict() for f in model.spec.model.features], "binary", seed=1
+    ).take(64)
     results: list[dict] = []
     with EmbeddedRedis() as redis_server, tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         learner = make_learner(model.spec.model.to_dict())
-        data, y = SyntheticStream([f.to_dict() for f in model.spec.model.features], "binary", seed=2).take(5000)
+        data, y = SyntheticStream(
+            [f.to_dict() for f in model.spec.model.features], "binary", seed=2
+        ).take(5000)
         learner.learn_many(learner.schema.encode(data), y)
-        ModelStore(redis_server.client(), model.namespace, model.name).publish(model.revision, 0, learner)
+        ModelStore(redis_server.client(), model.namespace, model.name).publish(
+            model.revision, 0, learner
+        )
         bodies = {}
         for n in (1, 64):
             bodies[n] = tmp / f"rows{n}.json"
@@ -108,11 +127,30 @@ def main() -> None:
         uvicorn = [sys.executable, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools",
                    "--no-access-log", "--log-level", "warning", "--app-dir", str(ROOT / "bench" / "apps")]  # fmt: skip
         apps = {
-            "bare Starlette (constant)": lambda p: start([*uvicorn, "--port", str(p), "starlette_const:app"], p, "/404"),
-            "FastAPI + pydantic + numpy": lambda p: start([*uvicorn, "--port", str(p), "fastapi_typical:app"], p, "/docs"),
+            "bare Starlette (constant)": lambda p: start(
+                [*uvicorn, "--port", str(p), "starlette_const:app"], p, "/404"
+            ),
+            "FastAPI + pydantic + numpy": lambda p: start(
+                [*uvicorn, "--port", str(p), "fastapi_typical:app"], p, "/docs"
+            ),
             "tideline server": lambda p: start(
-                [sys.executable, "-m", "tideline.cli", "--log-level", "WARNING", "server", "--config", str(EXAMPLE),
-                 "--redis", redis_server.url, "--port", str(p)], p, "/v2/health/ready"),  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "tideline.cli",
+                    "--log-level",
+                    "WARNING",
+                    "server",
+                    "--config",
+                    str(EXAMPLE),
+                    "--redis",
+                    redis_server.url,
+                    "--port",
+                    str(p),
+                ],
+                p,
+                "/v2/health/ready",
+            ),  # fmt: skip
         }
         for name, launch in apps.items():
             port = free_port()
@@ -123,7 +161,14 @@ def main() -> None:
                 for n in (1, 64):
                     for conns in (1, 16, 64):
                         r = wrk(url, bodies[n], conns, args.seconds, tmp)
-                        r.update({"app": name, "rows": n, "conns": conns, "predictions_per_s": r["rps"] * n})
+                        r.update(
+                            {
+                                "app": name,
+                                "rows": n,
+                                "conns": conns,
+                                "predictions_per_s": r["rps"] * n,
+                            }
+                        )
                         results.append(r)
                         print(f"{name:28} rows={n:<3} conns={conns:<3} {r['rps']:9,.0f} req/s "
                               f"{r['predictions_per_s']:11,.0f} pred/s  p50 {r['p50_ms']:.2f} ms  "

@@ -19,6 +19,7 @@ Examples
 from __future__ import annotations
 
 import math
+import operator
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -173,10 +174,32 @@ class FeatureSchema:
         for row in rows:
             if not row.keys() <= names:
                 self.unknown_fields += sum(1 for k in row if k not in names)
-        for j, f in enumerate(self.features):
-            col = [row.get(f.name) for row in rows]
+        fast = len(self.num_idx) > 0 and self._fast_numeric(X, rows)
+        for j in self.cat_idx.tolist() if fast else range(width):
+            name = self.names[j]
+            col = [row.get(name) for row in rows]
             self._fill_column(X, j, col, path, named=True)
         return X
+
+    def _fast_numeric(self, X: np.ndarray, rows: Sequence[Any]) -> bool:
+        """All numeric columns in one conversion, when every value is a present number.
+
+        Returns False (and writes nothing) when a value is missing or not a
+        number; the column-wise path then handles, counts or refuses it.
+        """
+        getters = [operator.itemgetter(self.names[j]) for j in self.num_idx]
+        try:
+            block = [[g(row) for g in getters] for row in rows]
+        except KeyError:
+            return False
+        A = np.array(block)
+        if A.dtype.kind not in "fiub" or A.ndim != 2:  # None, text or nested values
+            return False
+        A = A.astype(np.float64, copy=False)
+        if not np.isfinite(A).all():
+            return False
+        X[:, self.num_idx] = A
+        return True
 
     def _encode_few(self, rows: Sequence[Any], path: str) -> np.ndarray:
         """A handful of rows: plain Python per cell beats numpy's per-call overhead."""

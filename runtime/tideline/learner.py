@@ -6,8 +6,8 @@ its revision's consumer group:
 * ``samples``: labelled rows, ``{"features": {...}, "label": y}``;
 * ``feedback``: ``{"id": prediction_id, "label": y}``, joined with the
   prediction log within ``labelWindow`` (:mod:`tideline.join`). The servers
-  log one entry per request and track: ``{"ts", "track", "revision",
-  "version", "rows": [{"id", "features", "score"}, ...]}``.
+  log one entry per request and track, columnar: ``{"ts", "track",
+  "revision", "version", "ids": [...], "scores": [...], "rows": [features, ...]}``.
 
 and updates the model in mini-batches (``batchSize`` or ``maxBatchDelay``,
 whichever comes first; a fresh model ramps its batch from 1 up, see
@@ -300,17 +300,17 @@ class LearnerProcess:
             try:
                 entry = _decode(fields)
                 ts = float(entry.get("ts", _entry_ms(entry_id)))
-                rows = entry["rows"]
-                if not isinstance(rows, list):
+                ids, rows = entry["ids"], entry["rows"]
+                if not isinstance(ids, list) or not isinstance(rows, list):
                     continue
             except (ValueError, KeyError, TypeError):
                 continue  # a malformed log entry is the server's bug; the monitor counts them
             if entry.get("track") == "shadow":
                 continue  # the same request is logged for its answering track too
-            for p in rows:
-                if not isinstance(p, dict) or "id" not in p:
+            for pid, features in zip(ids, rows, strict=False):
+                if not isinstance(features, dict):
                     continue
-                for j in self.joiner.add_prediction(str(p["id"]), p.get("features") or {}, ts):
+                for j in self.joiner.add_prediction(str(pid), features, ts):
                     self._add_row(j.features, j.label, self.keys.feedback, j.feedback_id.encode())
 
     def _read(self, block_ms: int) -> None:

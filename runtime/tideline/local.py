@@ -91,7 +91,7 @@ def run_local(
                             )
                         else:
                             pid = uuid.uuid4().hex
-                            pred = {"id": pid, "features": row, "ts": wall}
+                            pred = {"ts": wall, "track": "stable", "ids": [pid], "rows": [row]}
                             pipe.xadd(
                                 keys.predictions, {"data": orjson.dumps(pred)}, maxlen=200_000
                             )

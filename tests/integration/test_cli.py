@@ -67,7 +67,9 @@ def test_run_learns_a_simulated_stream_with_drift_on_an_embedded_redis() -> None
     assert summary["events_sent"] > 4000
     assert summary["samples_learned"] > 0.4 * summary["events_sent"]
     assert summary["labels_sent_late"] > 0.3 * summary["events_sent"]
-    assert summary["versions_published"] >= 1 + summary["samples_learned"] // 5000 - 1  # v0, one per 5,000 (one may be in flight)
+    assert (
+        summary["versions_published"] >= 1 + summary["samples_learned"] // 5000 - 1
+    )  # v0, one per 5,000 (one may be in flight)
     assert summary["versions_published"] >= 2
     assert summary["dead_letters"] == 0
     assert "concept drift injected" in out.stdout
@@ -123,7 +125,9 @@ def test_the_learner_serves_prometheus_metrics(redis_server, tmp_path: Path) -> 
 
 
 @pytest.mark.integration
-def test_tideline_server_serves_a_published_version_and_stops_cleanly(redis_server, tmp_path: Path) -> None:
+def test_tideline_server_serves_a_published_version_and_stops_cleanly(
+    redis_server, tmp_path: Path
+) -> None:
     import time
     import urllib.request
 
@@ -138,7 +142,9 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(redis_serv
     model = parse(doc)
     client = redis_server.client()
     client.flushall()
-    ModelStore(client, "test", "fraud").publish(model.revision, 0, make_learner(model.spec.model.to_dict()))
+    ModelStore(client, "test", "fraud").publish(
+        model.revision, 0, make_learner(model.spec.model.to_dict())
+    )
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tideline.cli", "server", "--config", str(path),

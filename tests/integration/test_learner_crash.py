@@ -65,7 +65,7 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(
                     )
                 else:  # a logged prediction, and its label through feedback
                     pid = uuid.uuid4().hex
-                    pred = {"ts": time.time(), "rows": [{"id": pid, "features": rows[i]}]}
+                    pred = {"ts": time.time(), "ids": [pid], "rows": [rows[i]]}
                     pipe.xadd(keys.predictions, {"data": orjson.dumps(pred)})
                     pipe.xadd(
                         keys.feedback, {"data": orjson.dumps({"id": pid, "label": labels[i]})}

@@ -42,7 +42,9 @@ def _log_entry(ts: float, *rows: tuple[str, dict]) -> bytes:
         {
             "ts": ts,
             "track": "stable",
-            "rows": [{"id": i, "features": f, "score": 0.5} for i, f in rows],
+            "ids": [i for i, _ in rows],
+            "scores": [0.5] * len(rows),
+            "rows": [f for _, f in rows],
         }
     )
 

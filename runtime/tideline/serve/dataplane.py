@@ -148,6 +148,9 @@ class TrackStats:
         return out
 
 
+_SUFFIXES = [str(i) for i in range(10_000)]
+
+
 def route_hash(key: str) -> int:
     """A stable hash of a routing key in [0, 10000): the same on every replica.
 
@@ -195,13 +198,15 @@ class DataPlane:
         self.canary: Loaded | None = None
         self.last_good: Loaded | None = None
         self.warmed = False
-        self._log: collections.deque[dict[bytes, bytes]] = collections.deque(maxlen=log_queue)
+        self._log: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=log_queue)
         self._log_event = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._r: Any = None  # redis.asyncio.Redis; bytes replies (see tideline.learner)
         self._http: httpx.AsyncClient | None = None
-        prefix = os.urandom(4).hex()
-        self._ids = (f"{prefix}{n:x}" for n in itertools.count(1))
+        # Prediction ids: a random prefix per process, a counter per request, the
+        # row's index: unique across replicas, and cheap (no uuid per row).
+        self._id_prefix = os.urandom(4).hex()
+        self._requests = itertools.count(1)
         self._rng = random.Random()
         self._per_row = 2e-6  # running estimate of prediction time per row
         self.stats: dict[str, TrackStats] = collections.defaultdict(TrackStats)
@@ -454,14 +459,19 @@ class DataPlane:
                 X if shadow.schema.names == stable.schema.names else self.encode(shadow, rows, path)
             )
             self._queue_log_track(
-                rows, out_ids, shadow.predict(Xs).tolist(), shadow, "shadow", range(n)
+                rows, out_ids, shadow.predict(Xs).tolist(), shadow, "shadow", None
             )
         return result
 
     def _new_ids(self, n: int, given: Sequence[Any] | None) -> list[str]:
         if given is not None:
             return [str(i) for i in given]
-        return [next(self._ids) for _ in range(n)]
+        base = f"{self._id_prefix}{next(self._requests):x}-"
+        return (
+            [base + s for s in _SUFFIXES[:n]]
+            if n <= len(_SUFFIXES)
+            else [f"{base}{i}" for i in range(n)]
+        )
 
     # -- canary in another image: forwarded ---------------------------------------------
     async def forward(self, path: str, body: bytes, track: str) -> dict[str, Any]:
@@ -494,13 +504,18 @@ class DataPlane:
 
     # -- logging ---------------------------------------------------------------------------
     def _queue_log(self, rows: Sequence[Any], result: Result) -> None:
-        by_track: dict[str, list[int]] = {}
-        for i, t in enumerate(result.tracks):
-            by_track.setdefault(t, []).append(i)
-        for track, idx in by_track.items():
-            loaded = self.canary if track == "canary" else self.stable
-            if result.fallback:
-                loaded = None
+        tracks = result.tracks
+        if tracks[0] == tracks[-1] and (len(tracks) < 3 or len(set(tracks)) == 1):
+            groups: list[tuple[str, Sequence[int] | None]] = [(tracks[0], None)]
+        else:
+            by_track: dict[str, list[int]] = {}
+            for i, t in enumerate(tracks):
+                by_track.setdefault(t, []).append(i)
+            groups = list(by_track.items())
+        for track, idx in groups:
+            loaded = (
+                None if result.fallback else (self.canary if track == "canary" else self.stable)
+            )
             self._queue_log_track(
                 rows, result.ids, result.predictions, loaded, track, idx, result.fallback_reason
             )
@@ -512,40 +527,51 @@ class DataPlane:
         scores: Sequence[float],
         loaded: Loaded | None,
         track: str,
-        idx: Sequence[int],
+        idx: Sequence[int] | None,
         fallback: str | None = None,
     ) -> None:
-        names = None
-        if loaded is not None and rows and not isinstance(rows[0], dict):
-            names = loaded.schema.names
-        entry = {
-            "revision": loaded.revision if loaded else None,
-            "version": loaded.version if loaded else None,
-            "track": track,
-            "ts": time.time(),
-            "fallback": fallback,
-            "rows": [
-                {
-                    "id": ids[i],
-                    "features": rows[i]
-                    if names is None
-                    else dict(zip(names, rows[i], strict=False)),
-                    "score": scores[i],
-                }
-                for i in idx
-            ],
-        }
+        """Queue one log entry; it is serialised later, by the writer, off the request's time."""
         if len(self._log) == self._log.maxlen:
             self.metrics.log_dropped.inc()
-        self._log.append({b"data": orjson.dumps(entry)})
+        names = self.stable.schema.names if self.stable is not None else None
+        self._log.append((time.time(), track, loaded, fallback, rows, ids, scores, idx, names))
         self._log_event.set()
+
+    @staticmethod
+    def _serialise(item: tuple[Any, ...]) -> dict[bytes, bytes]:
+        """A log entry, columnar: ``{"ts", "track", "revision", "version", "ids", "scores", "rows"}``."""
+        ts, track, loaded, fallback, rows, ids, scores, idx, names = item
+        if idx is not None:
+            rows, ids, scores = (
+                [rows[i] for i in idx],
+                [ids[i] for i in idx],
+                [scores[i] for i in idx],
+            )
+        if rows and not isinstance(rows[0], dict) and names is not None:
+            rows = [dict(zip(names, r, strict=False)) for r in rows]
+        entry = {
+            "ts": ts,
+            "track": track,
+            "revision": loaded.revision if loaded else None,
+            "version": loaded.version if loaded else None,
+            "fallback": fallback,
+            "ids": ids,
+            "scores": scores,
+            "rows": rows,
+        }
+        return {b"data": orjson.dumps(entry)}
 
     async def _write_log(self) -> None:
         while self._log:
             batch = [self._log.popleft() for _ in range(min(len(self._log), 500))]
             pipe = self.r.pipeline(transaction=False)
-            for e in batch:
-                pipe.xadd(self.keys.predictions, e, maxlen=self.log_maxlen, approximate=True)
+            for item in batch:
+                pipe.xadd(
+                    self.keys.predictions,
+                    self._serialise(item),
+                    maxlen=self.log_maxlen,
+                    approximate=True,
+                )
             try:
                 await pipe.execute()
             except (redis.exceptions.RedisError, OSError):
