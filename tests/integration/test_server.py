@@ -368,3 +368,55 @@ def test_through_a_redis_outage_it_keeps_serving_and_logs_afterwards(r) -> None:
             _wait(lambda: own.client().xlen(s.dp.keys.predictions) == 5, timeout=10)
     finally:
         own.stop()
+
+
+@pytest.fixture
+def other_image_canary(r, redis_server) -> Iterator[tuple[Served, str]]:
+    """A second server, for a canary revision whose image differs, on a real port."""
+    import threading
+
+    import uvicorn
+
+    from tideline.embedded import free_port
+
+    doc = manifest(name="fraud", image="tideline:canary")
+    canary = Served(redis_server.url, doc)
+    ModelStore(r, "test", "fraud").publish(canary.model.revision, 0, _trained(seed=4))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(canary.app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    _wait(lambda: server.started and canary.dp.ready, timeout=10)
+    yield canary, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_a_canary_in_another_image_gets_its_share_forwarded(
+    served: Served, r, other_image_canary
+) -> None:
+    canary, url = other_image_canary
+    r.hset(served.dp.keys.routing, mapping={
+        "stable": served.model.revision, "canary": canary.model.revision, "weight": 100, "canaryURL": url})  # fmt: skip
+    _wait(lambda: served.dp.routing.canary_url == url, timeout=2)
+    body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    assert body["revision"] == canary.model.revision and body["tracks"] == ["canary", "canary"]
+    _wait(lambda: any(e["track"] == "canary" for e in _log_entries(r, served)))
+    assert {e["revision"] for e in _log_entries(r, served)} == {canary.model.revision}
+
+
+def test_a_shadow_canary_in_another_image_sees_the_traffic_but_never_answers(
+    served: Served, r, other_image_canary
+) -> None:
+    canary, url = other_image_canary
+    r.hset(served.dp.keys.routing, mapping={
+        "stable": served.model.revision, "canary": canary.model.revision, "weight": 0, "shadow": 1,
+        "canaryURL": url})  # fmt: skip
+    _wait(lambda: served.dp.routing.shadow, timeout=2)
+    body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    assert body["revision"] == served.model.revision and body["tracks"] == ["stable", "stable"]
+    _wait(lambda: {e["track"] for e in _log_entries(r, served)} == {"stable", "shadow"})
+    shadow = next(e for e in _log_entries(r, served) if e["track"] == "shadow")
+    assert shadow["revision"] == canary.model.revision

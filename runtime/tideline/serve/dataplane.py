@@ -120,6 +120,7 @@ class Result:
     tracks: list[str]
     fallback: bool = False
     fallback_reason: str | None = None
+    models: dict[str, Loaded] = field(default_factory=dict)  # which model answered each track
 
 
 @dataclass
@@ -262,6 +263,10 @@ class DataPlane:
         async with self._reload_lock:
             raw = await self.r.hgetall(self.keys.routing)
             routing = self._parse_routing(raw)
+            if routing.canary_url and routing.canary == self.model.revision:
+                # This server runs the canary's own image: it answers with its
+                # revision what the stable servers forward to it, and splits nothing.
+                routing = Routing(stable=self.model.revision)
             stable = await self._load_pointer(routing.stable, "served", self.stable)
             last_good = await self._load_pointer(routing.stable, "lastGood", self.last_good)
             canary = None
@@ -436,6 +441,7 @@ class DataPlane:
         track = forced_track or "stable"
         tracks = [track] * n
         result = Result(preds.tolist(), out_ids, stable.version, stable.revision, tracks)
+        result.models[track] = stable
         canary_mask = self._route(n, key, rows) if forced_track is None else None
         canary = self.canary
         if canary_mask is not None and canary is not None and canary_mask.any():
@@ -443,6 +449,7 @@ class DataPlane:
                 X if canary.schema.names == stable.schema.names else self.encode(canary, rows, path)
             )
             cpred = canary.predict(Xc[canary_mask])
+            result.models["canary"] = canary
             for i, p in zip(np.flatnonzero(canary_mask).tolist(), cpred.tolist(), strict=True):
                 result.predictions[i] = p
                 result.tracks[i] = "canary"
@@ -513,9 +520,7 @@ class DataPlane:
                 by_track.setdefault(t, []).append(i)
             groups = list(by_track.items())
         for track, idx in groups:
-            loaded = (
-                None if result.fallback else (self.canary if track == "canary" else self.stable)
-            )
+            loaded = None if result.fallback else result.models.get(track)
             self._queue_log_track(
                 rows, result.ids, result.predictions, loaded, track, idx, result.fallback_reason
             )

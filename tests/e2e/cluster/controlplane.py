@@ -1,0 +1,264 @@
+"""A real Kubernetes control plane on loopback, started and stopped by the test suite.
+
+etcd, kube-apiserver (RBAC, a static admin token, service-account signing
+keys, an openssl-made CA), kube-controller-manager, kube-scheduler, and kwok
+managing one fake node, so pods reach Running without a kubelet. The
+binaries come from ``build.sh`` beside this file (built from Go modules,
+cached). Every process is stopped by pid on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+NODE = {
+    "apiVersion": "v1",
+    "kind": "Node",
+    "metadata": {
+        "name": "kwok-node-0",
+        "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
+        "labels": {
+            "kubernetes.io/hostname": "kwok-node-0",
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "type": "kwok",
+        },
+    },
+    "status": {
+        "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+        "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def build() -> Path:
+    """Build (or find cached) binaries; returns their directory."""
+    start = time.monotonic()
+    out = subprocess.run(["bash", str(HERE / "build.sh")], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"building the control plane failed:\n{out.stderr[-4000:]}")
+    took = time.monotonic() - start
+    if took > 5:
+        print(f"\n[e2e] control plane built from Go modules in {took:.0f}s")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+class ControlPlane:
+    def __init__(self, bin_dir: Path | None = None) -> None:
+        self.bin = bin_dir or build()
+        self.dir = Path(tempfile.mkdtemp(prefix="tideline-e2e-"))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.kubeconfig = self.dir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    # -- pieces --------------------------------------------------------------------------
+    def _certs(self) -> None:
+        d = self.dir
+        _openssl("genrsa", "-out", "ca.key", "2048", cwd=d)
+        _openssl("req", "-x509", "-new", "-nodes", "-key", "ca.key", "-subj", "/CN=tideline-e2e-ca",
+                 "-days", "2", "-out", "ca.crt", cwd=d)  # fmt: skip
+        (d / "san.cnf").write_text(
+            "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,IP:10.0.0.1,"
+            "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+        )
+        _openssl("genrsa", "-out", "apiserver.key", "2048", cwd=d)
+        _openssl(
+            "req",
+            "-new",
+            "-key",
+            "apiserver.key",
+            "-subj",
+            "/CN=kube-apiserver",
+            "-out",
+            "apiserver.csr",
+            cwd=d,
+        )
+        _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-days", "2", "-extfile", "san.cnf", "-extensions", "ext", "-out", "apiserver.crt", cwd=d)  # fmt: skip
+        _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
+        _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
+        (d / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+
+    def _kubeconfig(self, path: Path, token: str) -> None:
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "e2e",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.dir / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [{"name": "user", "user": {"token": token}}],
+            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "user"}}],
+            "current-context": "e2e",
+        }
+        path.write_text(yaml.safe_dump(cfg))
+
+    def kubeconfig_for(self, token: str, name: str) -> Path:
+        """A kubeconfig that authenticates with another token (e.g. a ServiceAccount's)."""
+        path = self.dir / f"kubeconfig-{name}"
+        self._kubeconfig(path, token)
+        return path
+
+    def _start(self, name: str, args: list[str]) -> None:
+        log = (self.dir / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def _wait(self, what: str, check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    tail = (self.dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(
+                        f"{name} exited ({p.returncode}) while waiting for {what}:\n{tail}"
+                    )
+            try:
+                if check():
+                    return
+            except (OSError, subprocess.SubprocessError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"timed out waiting for {what}; logs in {self.dir}")
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return subprocess.run(
+            [str(self.bin / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> ControlPlane:
+        d, b = self.dir, self.bin
+        self._certs()
+        self._kubeconfig(self.kubeconfig, self.token)
+        etcd_client, etcd_peer = free_port(), free_port()
+        self._start("etcd", [
+            str(b / "etcd"), "--data-dir", str(d / "etcd"), "--name", "e2e",
+            "--listen-client-urls", f"http://127.0.0.1:{etcd_client}",
+            "--advertise-client-urls", f"http://127.0.0.1:{etcd_client}",
+            "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+            "--initial-cluster", f"e2e=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync", "--quota-backend-bytes", str(2 * 1024**3),
+        ])  # fmt: skip
+        self._start("kube-apiserver", [
+            str(b / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+            "--bind-address=127.0.0.1", f"--secure-port={self.port}",
+            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={d / 'apiserver.crt'}", f"--tls-private-key-file={d / 'apiserver.key'}",
+            f"--client-ca-file={d / 'ca.crt'}",
+            f"--token-auth-file={d / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            f"--service-account-key-file={d / 'sa.pub'}",
+            f"--service-account-signing-key-file={d / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
+        ])  # fmt: skip
+        self._wait(
+            "kube-apiserver",
+            lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
+            120,
+        )
+        self._start("kube-controller-manager", [
+            str(b / "kube-controller-manager"), f"--kubeconfig={self.kubeconfig}",
+            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+            f"--service-account-private-key-file={d / 'sa.key'}", f"--root-ca-file={d / 'ca.crt'}",
+            "--use-service-account-credentials=false", "--controllers=*",
+            "--concurrent-gc-syncs=10",
+        ])  # fmt: skip
+        self._start("kube-scheduler", [
+            str(b / "kube-scheduler"), f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",
+            "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+        ])  # fmt: skip
+        self._start("kwok", [
+            str(b / "kwok"), f"--kubeconfig={self.kubeconfig}", "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--cidr=10.1.0.0/16", "--node-ip=10.1.0.1", f"--server-address=127.0.0.1:{free_port()}",
+        ])  # fmt: skip
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(NODE))
+        self._wait(
+            "the fake node to be Ready",
+            lambda: (
+                "True"
+                in self.kubectl(
+                    "get",
+                    "node",
+                    "kwok-node-0",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                    check=False,
+                ).stdout
+            ),  # fmt: skip
+        )
+        self._wait(
+            "the default ServiceAccount",
+            lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+        )
+        return self
+
+    def stop(self) -> None:
+        for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            p = self.procs.get(name)
+            if p is None or p.poll() is not None:
+                continue
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.procs.clear()
+        if os.environ.get("TIDELINE_E2E_KEEP") != "1":
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> ControlPlane:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
