@@ -64,6 +64,8 @@ class FeatureSchema:
         self.cat_idx = np.flatnonzero(~self.numeric)
         self.all_numeric = bool(self.numeric.all())
         self._name_set = frozenset(self.names)
+        num_names = [self.names[j] for j in self.num_idx]
+        self._num_getter = operator.itemgetter(*num_names) if num_names else None
         self._bucket_cache: list[dict[str, float]] = [{} for _ in self.features]
         self.buckets = np.array([f.buckets for f in self.features if f.type == "categorical"])
         self.cat_offsets = np.concatenate([[0], np.cumsum(self.buckets)[:-1]]).astype(np.int64)
@@ -164,18 +166,20 @@ class FeatureSchema:
         if n <= 8:
             return self._encode_few(rows, path)
         X = np.empty((n, width), dtype=np.float64)
-        if not all(type(row) is dict for row in rows):
+        if set(map(type, rows)) != {dict}:
             for i, row in enumerate(rows):
                 if not isinstance(row, Mapping):
                     raise FeatureError(
                         f"{path}[{i}]", "every row must be an object of features (like the first)"
                     )
         names = self._name_set
-        for row in rows:
-            if not row.keys() <= names:
+        if not names.issuperset(set().union(*rows)):  # the usual case costs one C-level union
+            for row in rows:
                 self.unknown_fields += sum(1 for k in row if k not in names)
         fast = len(self.num_idx) > 0 and self._fast_numeric(X, rows)
         for j in self.cat_idx.tolist() if fast else range(width):
+            if fast and self._fast_categorical(X, j, rows):
+                continue
             name = self.names[j]
             col = [row.get(name) for row in rows]
             self._fill_column(X, j, col, path, named=True)
@@ -187,18 +191,32 @@ class FeatureSchema:
         Returns False (and writes nothing) when a value is missing or not a
         number; the column-wise path then handles, counts or refuses it.
         """
-        getters = [operator.itemgetter(self.names[j]) for j in self.num_idx]
         try:
-            block = [[g(row) for g in getters] for row in rows]
+            block = list(map(self._num_getter, rows))  # one C call per row
         except KeyError:
             return False
         A = np.array(block)
+        if A.ndim == 1:  # a single numeric feature: itemgetter returned scalars
+            A = A.reshape(-1, 1)
         if A.dtype.kind not in "fiub" or A.ndim != 2:  # None, text or nested values
             return False
         A = A.astype(np.float64, copy=False)
         if not np.isfinite(A).all():
             return False
         X[:, self.num_idx] = A
+        return True
+
+    def _fast_categorical(self, X: np.ndarray, j: int, rows: Sequence[Any]) -> bool:
+        """A categorical column whose every value is a string seen before: cached codes only."""
+        try:
+            codes = list(
+                map(self._bucket_cache[j].get, map(operator.itemgetter(self.names[j]), rows))
+            )
+        except (KeyError, TypeError):  # missing, or unhashable
+            return False
+        if None in codes:
+            return False
+        X[:, j] = codes
         return True
 
     def _encode_few(self, rows: Sequence[Any], path: str) -> np.ndarray:

@@ -199,4 +199,8 @@ def test_the_serving_predictor_agrees_with_predict_many(spec) -> None:
     X = m.schema.encode(rows + [{}])  # the last row has no values at all
     for i in range(0, 400, 50):
         m.learn_many(X[i : i + 50], y[i : i + 50])
-    np.testing.assert_allclose(m.predictor()(X), m.predict_many(X), rtol=1e-9, atol=1e-12)
+    predict = m.predictor()
+    np.testing.assert_allclose(predict(X), m.predict_many(X), rtol=1e-9, atol=1e-12)
+    for i in (0, 1, len(X) - 1):  # one or two rows take a path of their own
+        np.testing.assert_allclose(predict(X[i : i + 1]), m.predict_many(X[i : i + 1]), rtol=1e-9)
+        np.testing.assert_allclose(predict(X[i : i + 2]), m.predict_many(X[i : i + 2]), rtol=1e-9)

@@ -33,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -187,7 +188,27 @@ class LinearLearner(Learner):
         wc = np.append(self._wc, 0.0)  # index -1 (no value) reads the trailing 0
         has_cat = len(cat_idx) > 0
 
+        num = [(j, float(v[j])) for j in sch.num_idx.tolist()]
+        cats = list(zip(cat_idx.tolist(), offsets.tolist(), strict=True))
+        wc_list = wc.tolist()
+
+        def predict_few(X: np.ndarray) -> np.ndarray:
+            # One or two rows: plain floats beat numpy's per-call overhead 4 to 1.
+            out = []
+            for row in X.tolist():
+                z = c
+                for j, w in num:
+                    z += w * row[j]
+                for j, off in cats:
+                    k = int(row[j])
+                    if k >= 0:
+                        z += wc_list[k + off]
+                out.append(0.5 + 0.5 * math.tanh(0.5 * z) if binary else z)
+            return np.array(out)
+
         def predict(X: np.ndarray) -> np.ndarray:
+            if X.shape[0] <= 2:
+                return predict_few(X)
             z = X @ v + c
             if has_cat:
                 idx = X[:, cat_idx].astype(np.int64)
