@@ -191,8 +191,11 @@ class FeatureSchema:
         Returns False (and writes nothing) when a value is missing or not a
         number; the column-wise path then handles, counts or refuses it.
         """
+        getter = self._num_getter
+        if getter is None:
+            return False
         try:
-            block = list(map(self._num_getter, rows))  # one C call per row
+            block = list(map(getter, rows))  # one C call per row
         except KeyError:
             return False
         A = np.array(block)
