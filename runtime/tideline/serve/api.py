@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -234,6 +235,12 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await dp.start()
+        # Everything loaded so far (FastAPI, numpy, the model) lives as long as the
+        # process: move it out of the collector's sight, so a full collection scans
+        # only what requests allocate. Full collections over the whole heap were
+        # the p99 at 64 connections (50 ms pauses).
+        gc.collect()
+        gc.freeze()
         yield
         await dp.stop()
 

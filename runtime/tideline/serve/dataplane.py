@@ -543,40 +543,46 @@ class DataPlane:
         self._log_event.set()
 
     @staticmethod
-    def _serialise(item: tuple[Any, ...]) -> dict[bytes, bytes]:
-        """A log entry, columnar: ``{"ts", "track", "revision", "version", "ids", "scores", "rows"}``."""
-        ts, track, loaded, fallback, rows, ids, scores, idx, names = item
-        if idx is not None:
-            rows, ids, scores = (
-                [rows[i] for i in idx],
-                [ids[i] for i in idx],
-                [scores[i] for i in idx],
-            )
-        if rows and not isinstance(rows[0], dict) and names is not None:
-            rows = [dict(zip(names, r, strict=False)) for r in rows]
-        entry = {
-            "ts": ts,
-            "track": track,
-            "revision": loaded.revision if loaded else None,
-            "version": loaded.version if loaded else None,
-            "fallback": fallback,
-            "ids": ids,
-            "scores": scores,
-            "rows": rows,
-        }
-        return {b"data": orjson.dumps(entry)}
+    def _serialise(items: list[tuple[Any, ...]]) -> list[dict[bytes, bytes]]:
+        """Log entries, columnar, one per (track, model, fallback) for a whole batch of requests.
+
+        ``{"ts", "track", "revision", "version", "fallback", "ids", "scores", "rows"}``,
+        ``ts`` being the first request's time: merging a flush's requests into one
+        entry makes one XADD out of dozens.
+        """
+        groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for ts, track, loaded, fallback, rows, ids, scores, idx, names in items:
+            if idx is not None:
+                rows = [rows[i] for i in idx]
+                ids = [ids[i] for i in idx]
+                scores = [scores[i] for i in idx]
+            if rows and not isinstance(rows[0], dict) and names is not None:
+                rows = [dict(zip(names, r, strict=False)) for r in rows]
+            key = (track, id(loaded), fallback)
+            entry = groups.get(key)
+            if entry is None:
+                groups[key] = {
+                    "ts": ts,
+                    "track": track,
+                    "revision": loaded.revision if loaded else None,
+                    "version": loaded.version if loaded else None,
+                    "fallback": fallback,
+                    "ids": list(ids),
+                    "scores": list(scores),
+                    "rows": list(rows),
+                }
+            else:
+                entry["ids"] += ids
+                entry["scores"] += scores
+                entry["rows"] += rows
+        return [{b"data": orjson.dumps(e)} for e in groups.values()]
 
     async def _write_log(self) -> None:
         while self._log:
             batch = [self._log.popleft() for _ in range(min(len(self._log), 500))]
             pipe = self.r.pipeline(transaction=False)
-            for item in batch:
-                pipe.xadd(
-                    self.keys.predictions,
-                    self._serialise(item),
-                    maxlen=self.log_maxlen,
-                    approximate=True,
-                )
+            for entry in self._serialise(batch):
+                pipe.xadd(self.keys.predictions, entry, maxlen=self.log_maxlen, approximate=True)
             try:
                 await pipe.execute()
             except (redis.exceptions.RedisError, OSError):
