@@ -62,6 +62,17 @@ def _entry_ms(entry_id: bytes | str) -> float:
     return int(s.split("-", 1)[0]) / 1000.0
 
 
+def log_rows(entry: dict[str, Any]) -> list[Any]:
+    """The feature rows of a prediction-log entry (``rows``, or the ``requests``' instances)."""
+    rows = entry.get("rows")
+    if rows is None:
+        rows = [r for req in entry.get("requests") or () if isinstance(req, dict)
+                for r in req.get("instances") or ()]  # fmt: skip
+    if not isinstance(rows, list):
+        raise ValueError("'rows' must be a list")
+    return rows
+
+
 def _decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
     data = fields.get(b"data")
     if data is None:
@@ -300,8 +311,8 @@ class LearnerProcess:
             try:
                 entry = _decode(fields)
                 ts = float(entry.get("ts", _entry_ms(entry_id)))
-                ids, rows = entry["ids"], entry["rows"]
-                if not isinstance(ids, list) or not isinstance(rows, list):
+                ids, rows = entry["ids"], log_rows(entry)
+                if not isinstance(ids, list):
                     continue
             except (ValueError, KeyError, TypeError):
                 continue  # a malformed log entry is the server's bug; the monitor counts them

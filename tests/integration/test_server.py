@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from tests.helpers import FRAUD_FEATURES, manifest
 from tideline.embedded import EmbeddedRedis
 from tideline.learn import make_learner
+from tideline.learner import log_rows
 from tideline.metrics import ServerMetrics
 from tideline.serve.api import Settings, create_app
 from tideline.serve.dataplane import DataPlane, route_hash
@@ -152,7 +153,7 @@ def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
     )
     assert entry["ids"] == body["ids"]
     assert entry["scores"] == body["predictions"]
-    assert entry["rows"] == ROWS
+    assert log_rows(entry) == ROWS  # the request body, logged as it came
     assert abs(entry["ts"] - time.time()) < 5
 
 
@@ -424,3 +425,27 @@ def test_a_shadow_canary_in_another_image_sees_the_traffic_but_never_answers(
     _wait(lambda: {e["track"] for e in _log_entries(r, served)} == {"stable", "shadow"})
     shadow = next(e for e in _log_entries(r, served) if e["track"] == "shadow")
     assert shadow["revision"] == canary.model.revision
+
+
+def test_the_learner_joins_feedback_with_what_the_server_logged(served: Served, r) -> None:
+    from tideline.learner import LearnerProcess
+
+    c = served.client
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=8).take(40)
+    ids = []
+    for i in range(0, 40, 10):  # dict rows (logged as the request came) and list rows
+        body = {"instances": rows[i : i + 10]} if i < 20 else {
+            "instances": [[r["amount"], r["hour"], r["merchant"]] for r in rows[i : i + 10]]}  # fmt: skip
+        ids += c.post("/v1/models/fraud:predict", json=body).json()["ids"]
+    _wait(lambda: sum(len(e["ids"]) for e in _log_entries(r, served)) == 40)
+    feedback = [{"id": i, "label": label} for i, label in zip(ids, y.tolist(), strict=True)]
+    assert c.post("/v1/models/fraud/feedback", json={"feedback": feedback}).json() == {"accepted": 40}
+    learner = LearnerProcess(served.model, r, checkpoint_seconds=0.0)
+    learner.start()
+    deadline = time.monotonic() + 10
+    while learner.counters["samples"] < 40:
+        assert time.monotonic() < deadline, learner.counters
+        learner.step(block_ms=10)
+    learner.flush()
+    assert learner.counters["label_sum"] == y.sum()
+    assert r.xlen(served.dp.keys.deadletter) == 0

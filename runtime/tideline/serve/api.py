@@ -301,7 +301,9 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                     log.warning("canary unreachable (%s): answering from stable", e)
                     metrics.fallbacks.labels(reason="canary-unreachable").inc()
             path = "inputs" if v2 else "instances"
-            result = dp.predict(rows, key=key, ids=ids, forced_track=forced, path=path)
+            result = dp.predict(
+                rows, key=key, ids=ids, forced_track=forced, path=path, raw=None if v2 else raw
+            )
             if target == "shadow":
                 asyncio.get_running_loop().create_task(_shadow(dp, url_path, raw))
         except DataPlaneError as e:

@@ -415,8 +415,14 @@ class DataPlane:
         ids: Sequence[Any] | None = None,
         forced_track: str | None = None,
         path: str = "instances",
+        raw: bytes | None = None,
     ) -> Result:
-        """Answer a request's rows (the hot path: nothing here waits on the network)."""
+        """Answer a request's rows (the hot path: nothing here waits on the network).
+
+        ``raw``, when given, is the request body whose ``instances`` are ``rows``:
+        the log then carries those bytes as they came instead of serialising the
+        rows again.
+        """
         stable = self.stable
         if stable is None:
             if self.spec.serving.fallback != "lastGood":
@@ -459,7 +465,7 @@ class DataPlane:
             result.version, result.revision = v, rev
             result.fallback, result.fallback_reason = True, "timeout"
             self.metrics.fallbacks.labels(reason="timeout").inc()
-        self._queue_log(rows, result)
+        self._queue_log(rows, result, raw)
         if self.routing.shadow and self.canary is not None and forced_track is None:
             shadow = self.canary
             Xs = (
@@ -510,7 +516,7 @@ class DataPlane:
         return "canary" if hit else None
 
     # -- logging ---------------------------------------------------------------------------
-    def _queue_log(self, rows: Sequence[Any], result: Result) -> None:
+    def _queue_log(self, rows: Sequence[Any], result: Result, raw: bytes | None = None) -> None:
         tracks = result.tracks
         if tracks[0] == tracks[-1] and (len(tracks) < 3 or len(set(tracks)) == 1):
             groups: list[tuple[str, Sequence[int] | None]] = [(tracks[0], None)]
@@ -519,10 +525,20 @@ class DataPlane:
             for i, t in enumerate(tracks):
                 by_track.setdefault(t, []).append(i)
             groups = list(by_track.items())
+            raw = None  # rows go to two tracks: each entry names its own
+        if raw is not None and not isinstance(rows[0], dict):
+            raw = None
         for track, idx in groups:
             loaded = None if result.fallback else result.models.get(track)
             self._queue_log_track(
-                rows, result.ids, result.predictions, loaded, track, idx, result.fallback_reason
+                rows,
+                result.ids,
+                result.predictions,
+                loaded,
+                track,
+                idx,
+                result.fallback_reason,
+                raw,
             )
 
     def _queue_log_track(
@@ -534,12 +550,13 @@ class DataPlane:
         track: str,
         idx: Sequence[int] | None,
         fallback: str | None = None,
+        raw: bytes | None = None,
     ) -> None:
         """Queue one log entry; it is serialised later, by the writer, off the request's time."""
         if len(self._log) == self._log.maxlen:
             self.metrics.log_dropped.inc()
         names = self.stable.schema.names if self.stable is not None else None
-        self._log.append((time.time(), track, loaded, fallback, rows, ids, scores, idx, names))
+        self._log.append((time.time(), track, loaded, fallback, rows, ids, scores, idx, names, raw))
         self._log_event.set()
 
     @staticmethod
@@ -548,34 +565,45 @@ class DataPlane:
 
         ``{"ts", "track", "revision", "version", "fallback", "ids", "scores", "rows"}``,
         ``ts`` being the first request's time: merging a flush's requests into one
-        entry makes one XADD out of dozens.
+        entry makes one XADD out of dozens. Requests whose body is at hand are not
+        serialised again: the entry holds ``"requests": [body, ...]`` instead of
+        ``"rows"``, the rows being each body's ``instances``, in order.
         """
         groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for ts, track, loaded, fallback, rows, ids, scores, idx, names in items:
+        for ts, track, loaded, fallback, rows, ids, scores, idx, names, raw in items:
             if idx is not None:
                 rows = [rows[i] for i in idx]
                 ids = [ids[i] for i in idx]
                 scores = [scores[i] for i in idx]
-            if rows and not isinstance(rows[0], dict) and names is not None:
+            if raw is None and rows and not isinstance(rows[0], dict) and names is not None:
                 rows = [dict(zip(names, r, strict=False)) for r in rows]
-            key = (track, id(loaded), fallback)
+            key = (track, id(loaded), fallback, raw is not None)
             entry = groups.get(key)
             if entry is None:
-                groups[key] = {
+                entry = groups[key] = {
                     "ts": ts,
                     "track": track,
                     "revision": loaded.revision if loaded else None,
                     "version": loaded.version if loaded else None,
                     "fallback": fallback,
-                    "ids": list(ids),
-                    "scores": list(scores),
-                    "rows": list(rows),
+                    "ids": [],
+                    "scores": [],
+                    "rows" if raw is None else "requests": [],
                 }
-            else:
-                entry["ids"] += ids
-                entry["scores"] += scores
+            entry["ids"] += ids
+            entry["scores"] += scores
+            if raw is None:
                 entry["rows"] += rows
-        return [{b"data": orjson.dumps(e)} for e in groups.values()]
+            else:
+                entry["requests"].append(raw)
+        out = []
+        for entry in groups.values():
+            bodies = entry.pop("requests", None)
+            data = orjson.dumps(entry)
+            if bodies is not None:  # splice the request bodies in as they are (valid JSON)
+                data = b"".join([data[:-1], b',"requests":[', b",".join(bodies), b"]}"])
+            out.append({b"data": data})
+        return out
 
     async def _write_log(self) -> None:
         while self._log:
