@@ -439,7 +439,9 @@ def test_the_learner_joins_feedback_with_what_the_server_logged(served: Served, 
         ids += c.post("/v1/models/fraud:predict", json=body).json()["ids"]
     _wait(lambda: sum(len(e["ids"]) for e in _log_entries(r, served)) == 40)
     feedback = [{"id": i, "label": label} for i, label in zip(ids, y.tolist(), strict=True)]
-    assert c.post("/v1/models/fraud/feedback", json={"feedback": feedback}).json() == {"accepted": 40}
+    assert c.post("/v1/models/fraud/feedback", json={"feedback": feedback}).json() == {
+        "accepted": 40
+    }
     learner = LearnerProcess(served.model, r, checkpoint_seconds=0.0)
     learner.start()
     deadline = time.monotonic() + 10
