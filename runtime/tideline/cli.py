@@ -59,6 +59,20 @@ def cmd_learner(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from tideline.metrics import MonitorMetrics
+    from tideline.monitor import Monitor
+
+    model = _load(args.config)
+    metrics = MonitorMetrics(None)
+    if args.port:
+        metrics.serve(args.port)
+    mon = Monitor(model, redis.Redis.from_url(args.redis), metrics=metrics)
+    mon.start()
+    mon.run(_stop_on_signals())
+    return 0
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     import os
     import tempfile
@@ -120,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--revision", help="revision to learn (default: the manifest's own)")
     lp.add_argument("--warm-start-revision", help="start from this revision's latest version")
     lp.set_defaults(func=cmd_learner)
+
+    mp = sub.add_parser("monitor", help="watch quality and drift; write the health summary")
+    mp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")
+    mp.add_argument("--redis", required=True, help="redis://host:port/db")
+    mp.add_argument("--port", type=int, default=0, help="port for /metrics (0: none)")
+    mp.set_defaults(func=cmd_monitor)
 
     sp = sub.add_parser("server", help="serve predictions over HTTP (KServe V1, Open Inference V2)")
     sp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")

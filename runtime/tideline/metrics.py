@@ -132,3 +132,52 @@ class ServerMetrics:
             )
         pair[0].inc()
         pair[1].observe(seconds)
+
+
+class MonitorMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.registry = registry = registry or CollectorRegistry()
+        self.accuracy = Gauge(
+            "tideline_online_accuracy",
+            "Accuracy on delayed labels (rolling window)",
+            ["track"],
+            registry=registry,
+        )
+        self.logloss = Gauge(
+            "tideline_online_logloss", "Log-loss on delayed labels", ["track"], registry=registry
+        )
+        self.rmse = Gauge(
+            "tideline_online_rmse", "RMSE on delayed labels", ["track"], registry=registry
+        )
+        self.labelled = Gauge(
+            "tideline_labelled", "Predictions with a label so far", ["track"], registry=registry
+        )
+        self.feature_drift = Gauge(
+            "tideline_drift_psi", "Feature drift score (PSI or KS) against the reference", ["feature"],
+            registry=registry,
+        )  # fmt: skip
+        self.prediction_drift = Gauge(
+            "tideline_drift_prediction_score",
+            "Prediction drift score against the reference",
+            registry=registry,
+        )
+        self.drift_detected = Gauge(
+            "tideline_drift_detected",
+            "1 while drift of this kind is detected",
+            ["kind"],
+            registry=registry,
+        )
+        self.drift_events = Counter(
+            "tideline_drift_events", "Drift detections", ["kind"], registry=registry
+        )
+        self.label_lag = Gauge(
+            "tideline_label_lag_seconds", "Median delay of labels", registry=registry
+        )
+        self.bad_log_entries = Counter(
+            "tideline_monitor_bad_log_entries",
+            "Prediction-log entries that could not be read",
+            registry=registry,
+        )
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, addr="0.0.0.0", registry=self.registry)

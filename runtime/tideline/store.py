@@ -78,7 +78,13 @@ class Keys:
 
     @property
     def health(self) -> str:
+        """The monitor's health summary (JSON), rewritten every analysis interval."""
         return f"{self.prefix}:health"
+
+    @property
+    def driftlog(self) -> str:
+        """Stream of drift events (concept, features, predictions) for later analysis."""
+        return f"{self.prefix}:driftlog"
 
     def rev(self, revision: str, name: str) -> str:
         return f"{self.prefix}:rev:{revision}:{name}"

@@ -1,0 +1,392 @@
+"""Streaming drift detectors, river's shape, fed one value at a time or a numpy batch at once.
+
+Every detector has ``update(x)`` (one observation), ``update_many(xs)``
+(a batch; returns the offsets in the batch at which drift fired, and leaves
+the detector exactly as feeding ``xs`` one by one would) and a read-only
+``drift_detected`` telling whether the last update fired.
+
+* :class:`ADWIN` (Bifet and Gavaldà, 2007): an adaptive window over a stream
+  of errors; it drops the older part of the window when the means of the two
+  parts differ by more than the bound. Like river's, it checks every
+  ``clock`` observations; the window lives in blocks of ``clock`` values with
+  prefix sums, and cuts are tested at geometrically spaced block boundaries
+  (where ADWIN's exponential histogram has its buckets). A batch tests all
+  its block ends at once.
+* :class:`PageHinkley` (Page, 1954): a cumulative test for an increase of the
+  mean (an error rate going up), river's parameters.
+* :class:`PSI` and :class:`KS`: feature (or prediction) drift of a window
+  against a reference window (the first ``window`` observations), over
+  several features at once. PSI uses ten bins at the reference's deciles;
+  KS is the two-sample Kolmogorov-Smirnov statistic. Both are evaluated
+  every ``check_every`` observations and fire above ``threshold``.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(7)
+>>> errors = np.concatenate([rng.random(5000) < 0.1, rng.random(5000) < 0.4]).astype(float)
+>>> d = ADWIN()
+>>> fired = d.update_many(errors)
+>>> len(fired) >= 1 and 5000 <= fired[0] < 5400
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+class ADWIN:
+    """Adaptive windowing over a bounded stream of values (typically 0/1 errors).
+
+    Parameters
+    ----------
+    delta
+        Confidence: smaller means fewer false alarms and longer delays.
+    clock
+        Observations per block; drift is tested each time a block completes.
+    max_blocks
+        Bound on the window (``max_blocks * clock`` observations).
+    """
+
+    def __init__(self, delta: float = 0.002, clock: int = 32, max_blocks: int = 8192) -> None:
+        self.delta = delta
+        self.clock = clock
+        self.max_blocks = max_blocks
+        self._pending: list[float] = []  # values of the block being filled
+        cap = 2 * max_blocks + 1
+        self._s1 = np.zeros(cap)  # prefix sums over blocks: s1[i] = sum of blocks [0, i)
+        self._s2 = np.zeros(cap)
+        self._start = 0  # first block of the window
+        self._end = 0  # one past the last block
+        self._drift = False
+        self.n_detections = 0
+        ratios = np.unique(np.floor(1.25 ** np.arange(0, 64)).astype(np.int64))
+        self._cuts = ratios[ratios <= max_blocks]  # distances (in blocks) from the newest end
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._drift
+
+    @property
+    def width(self) -> int:
+        return (self._end - self._start) * self.clock + len(self._pending)
+
+    @property
+    def estimation(self) -> float:
+        blocks = self._end - self._start
+        total = self._s1[self._end] - self._s1[self._start] + sum(self._pending)
+        n = blocks * self.clock + len(self._pending)
+        return float(total / n) if n else 0.0
+
+    def update(self, x: float) -> None:
+        self._pending.append(float(x))
+        self._drift = False
+        if len(self._pending) == self.clock:
+            block = np.array(self._pending)
+            self._pending = []
+            self._drift = self._add_blocks(block.reshape(1, -1)) == [0]
+
+    def update_many(self, xs: Any) -> np.ndarray:
+        xs = np.asarray(xs, dtype=np.float64).ravel()
+        fired: list[int] = []
+        i = 0
+        self._drift = False
+        # finish the block being filled, one value at a time
+        while self._pending and i < len(xs):
+            self.update(xs[i])
+            if self._drift:
+                fired.append(i)
+            i += 1
+        whole = (len(xs) - i) // self.clock
+        if whole:
+            blocks = xs[i : i + whole * self.clock].reshape(whole, self.clock)
+            for b in self._add_blocks(blocks):
+                fired.append(i + (b + 1) * self.clock - 1)
+            self._drift = bool(fired) and fired[-1] == i + whole * self.clock - 1
+            i += whole * self.clock
+        while i < len(xs):
+            self.update(xs[i])
+            if self._drift:
+                fired.append(i)
+            i += 1
+        return np.array(fired, dtype=np.int64)
+
+    # -- internals -------------------------------------------------------------------------
+    def _compact(self, extra: int) -> None:
+        if self._end + extra < len(self._s1):
+            return
+        s1 = self._s1[self._start : self._end + 1] - self._s1[self._start]
+        s2 = self._s2[self._start : self._end + 1] - self._s2[self._start]
+        cap = max(len(self._s1), 2 * (len(s1) + extra) + 1)
+        self._s1 = np.zeros(cap)
+        self._s2 = np.zeros(cap)
+        self._s1[: len(s1)] = s1
+        self._s2[: len(s2)] = s2
+        self._end -= self._start
+        self._start = 0
+
+    def _add_blocks(self, blocks: np.ndarray) -> list[int]:
+        """Append blocks; returns the indices (within ``blocks``) after which a cut happened."""
+        fired: list[int] = []
+        done = 0
+        while done < len(blocks):
+            chunk = blocks[done:]
+            self._compact(len(chunk))
+            e = self._end
+            self._s1[e + 1 : e + 1 + len(chunk)] = self._s1[e] + np.cumsum(chunk.sum(axis=1))
+            self._s2[e + 1 : e + 1 + len(chunk)] = self._s2[e] + np.cumsum(
+                (chunk * chunk).sum(axis=1)
+            )
+            hit = self._first_cut(e + 1, e + len(chunk))
+            if hit is None:
+                self._end = e + len(chunk)
+                self._bound()
+                break
+            t, cut_at = hit
+            self._end = t
+            fired.append(done + (t - e - 1))
+            self.n_detections += 1
+            self._start = cut_at
+            while (h := self._first_cut(self._end, self._end)) is not None:  # cut while it holds
+                self._start = h[1]
+            self._bound()
+            done += t - e
+        return fired
+
+    def _bound(self) -> None:
+        if self._end - self._start > self.max_blocks:
+            self._start = self._end - self.max_blocks
+
+    def _first_cut(self, first_end: int, last_end: int) -> tuple[int, int] | None:
+        """The first block end in [first_end, last_end] at which some cut fires, and the cut."""
+        ends = np.arange(first_end, last_end + 1)
+        start = self._start
+        k = self._cuts[self._cuts < (last_end - start)]
+        if not len(k):
+            return None
+        cut = ends[:, None] - k[None, :]  # block index where the recent part begins
+        valid = cut > start
+        cut = np.where(valid, cut, start + 1)
+        with np.errstate(divide="ignore", invalid="ignore"):  # invalid cuts are masked out
+            return self._test(ends, cut, valid, start)
+
+    def _test(
+        self, ends: np.ndarray, cut: np.ndarray, valid: np.ndarray, start: int
+    ) -> tuple[int, int] | None:
+        b = self.clock
+        n0 = (cut - start) * b
+        n1 = (ends[:, None] - cut) * b
+        s_all = self._s1[ends] - self._s1[start]
+        q_all = self._s2[ends] - self._s2[start]
+        n_all = (ends - start) * b
+        s0 = self._s1[cut] - self._s1[start]
+        s1 = s_all[:, None] - s0
+        mean_all = s_all / n_all
+        var = np.maximum(q_all / n_all - mean_all**2, 0.0)[:, None]
+        m_recip = 1.0 / n0 + 1.0 / n1
+        dd = np.log(2.0 * np.log(n_all)[:, None] / self.delta)
+        eps = np.sqrt(2.0 * m_recip * var * dd) + (2.0 / 3.0) * dd * m_recip
+        hit = valid & (np.abs(s0 / n0 - s1 / n1) > eps)
+        rows = np.flatnonzero(hit.any(axis=1))
+        if not len(rows):
+            return None
+        r = int(rows[0])
+        # Drop as much of the old part as the test allows: the latest firing cut.
+        cuts_here = cut[r][hit[r]]
+        return int(ends[r]), int(cuts_here.max())
+
+
+class PageHinkley:
+    """The Page-Hinkley test for an increase of the mean (river's defaults).
+
+    ``sum`` fades by ``alpha`` per observation; drift fires when it rises more
+    than ``threshold`` above its minimum, after ``min_instances``.
+    """
+
+    def __init__(
+        self,
+        min_instances: int = 30,
+        delta: float = 0.005,
+        threshold: float = 50.0,
+        alpha: float = 1 - 0.0001,
+    ) -> None:
+        self.min_instances = min_instances
+        self.delta = delta
+        self.threshold = threshold
+        self.alpha = alpha
+        self._reset()
+        self._drift = False
+        self.n_detections = 0
+
+    def _reset(self) -> None:
+        self._n = 0
+        self._mean = 0.0
+        self._sum = 0.0
+        self._min = math.inf
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._drift
+
+    def update(self, x: float) -> None:
+        self.update_many(np.array([x], dtype=np.float64))
+
+    def update_many(self, xs: Any) -> np.ndarray:
+        xs = np.asarray(xs, dtype=np.float64).ravel()
+        fired: list[int] = []
+        i = 0
+        self._drift = False
+        while i < len(xs):
+            chunk = xs[i : i + 4096]  # alpha**-4096 stays well inside float range
+            n = self._n + np.arange(1, len(chunk) + 1)
+            means = (self._mean * self._n + np.cumsum(chunk)) / n
+            d = chunk - means - self.delta
+            # s_t = alpha * s_{t-1} + d_t, in closed form over the chunk
+            powers = self.alpha ** np.arange(1, len(chunk) + 1)
+            sums = powers * (self._sum + np.cumsum(d / powers))
+            mins = np.minimum(np.minimum.accumulate(sums), self._min)
+            hit = np.flatnonzero((sums - mins > self.threshold) & (n >= self.min_instances))
+            if len(hit):
+                j = int(hit[0])
+                fired.append(i + j)
+                self.n_detections += 1
+                self._reset()
+                i += j + 1
+                self._drift = i == len(xs)
+                continue
+            self._n, self._mean, self._sum, self._min = (
+                int(n[-1]),
+                float(means[-1]),
+                float(sums[-1]),
+                float(mins[-1]),
+            )
+            i += len(chunk)
+        return np.array(fired, dtype=np.int64)
+
+
+class _WindowDrift:
+    """Shared machinery of PSI and KS: a reference window, a sliding current window."""
+
+    def __init__(
+        self,
+        n_features: int = 1,
+        window: int = 5000,
+        threshold: float = 0.2,
+        check_every: int = 100,
+    ) -> None:
+        self.n_features = n_features
+        self.window = window
+        self.threshold = threshold
+        self.check_every = check_every
+        self._ref: list[np.ndarray] = []
+        self._ref_n = 0
+        self.reference: np.ndarray | None = None  # (window, features) once full
+        self._cur = np.zeros((window, n_features))
+        self._cur_n = 0  # observations in the current window (<= window)
+        self._pos = 0
+        self._since = 0  # observations since the last check
+        self._drift = False
+        self.scores = np.zeros(n_features)  # the statistic per feature at the last check
+        self.n_detections = 0
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._drift
+
+    def set_reference(self, reference: np.ndarray) -> None:
+        """A reference from elsewhere (e.g. the warm-start baseline's sample)."""
+        ref = np.asarray(reference, dtype=np.float64).reshape(-1, self.n_features)
+        self.reference = ref
+        self._prepare(ref)
+
+    def _prepare(self, ref: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _score(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def update(self, x: Any) -> None:
+        self.update_many(np.asarray(x, dtype=np.float64).reshape(1, self.n_features))
+
+    def update_many(self, xs: Any) -> np.ndarray:
+        xs = np.asarray(xs, dtype=np.float64).reshape(-1, self.n_features)
+        fired: list[int] = []
+        self._drift = False
+        i = 0
+        if self.reference is None:
+            take = min(self.window - self._ref_n, len(xs))
+            self._ref.append(xs[:take])
+            self._ref_n += take
+            i = take
+            if self._ref_n == self.window:
+                self.set_reference(np.concatenate(self._ref))
+                self._ref = []
+        while i < len(xs):
+            step = min(self.check_every - self._since, len(xs) - i)
+            chunk = xs[i : i + step]
+            slots = (self._pos + np.arange(len(chunk))) % self.window
+            self._cur[slots] = chunk
+            self._pos = int((self._pos + len(chunk)) % self.window)
+            self._cur_n = min(self.window, self._cur_n + len(chunk))
+            self._since += len(chunk)
+            i += step
+            if self._since == self.check_every:
+                self._since = 0
+                self.scores = self._score()
+                if (self.scores > self.threshold).any():
+                    fired.append(i - 1)
+                    self.n_detections += 1
+                    self._drift = i == len(xs)
+        return np.array(fired, dtype=np.int64)
+
+
+class PSI(_WindowDrift):
+    """Population stability index per feature, ten bins at the reference's deciles."""
+
+    bins = 10
+
+    def _prepare(self, ref: np.ndarray) -> None:
+        qs = np.quantile(ref, np.linspace(0, 1, self.bins + 1)[1:-1], axis=0).T  # (features, 9)
+        self._edges = qs
+        self._ref_p = self._proportions(ref, len(ref))
+
+    def _proportions(self, X: np.ndarray, n: int) -> np.ndarray:
+        out = np.empty((self.n_features, self.bins))
+        for j in range(self.n_features):
+            idx = np.searchsorted(self._edges[j], X[:n, j], side="right")
+            out[j] = np.bincount(idx, minlength=self.bins)
+        out = (out + 0.5) / (
+            n + 0.5 * self.bins
+        )  # smoothed: an empty bin is not infinitely surprising
+        return out
+
+    def _score(self) -> np.ndarray:
+        if self._cur_n < self.window // 2:
+            return np.zeros(self.n_features)
+        cur = self._proportions(self._cur, self._cur_n)
+        ref = self._ref_p
+        return ((cur - ref) * np.log(cur / ref)).sum(axis=1)
+
+
+class KS(_WindowDrift):
+    """Two-sample Kolmogorov-Smirnov statistic per feature, current window vs reference."""
+
+    def _prepare(self, ref: np.ndarray) -> None:
+        self._ref_sorted = np.sort(ref, axis=0)
+
+    def _score(self) -> np.ndarray:
+        if self._cur_n < self.window // 2:
+            return np.zeros(self.n_features)
+        cur = np.sort(self._cur[: self._cur_n], axis=0)
+        out = np.empty(self.n_features)
+        nr, nc = len(self._ref_sorted), len(cur)
+        for j in range(self.n_features):
+            both = np.concatenate([self._ref_sorted[:, j], cur[:, j]])
+            f_ref = np.searchsorted(self._ref_sorted[:, j], both, side="right") / nr
+            f_cur = np.searchsorted(cur[:, j], both, side="right") / nc
+            out[j] = np.abs(f_ref - f_cur).max()
+        return out

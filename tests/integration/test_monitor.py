@@ -1,0 +1,166 @@
+"""The monitor against a real redis-server: quality per track, drift, health, and no stolen entries."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import orjson
+import pytest
+
+from tests.helpers import FRAUD_FEATURES, manifest
+from tideline.learn import make_learner
+from tideline.learner import LearnerProcess
+from tideline.monitor import Monitor
+from tideline.simulate import SyntheticStream
+from tideline.spec import parse
+from tideline.store import Keys, ModelStore
+
+pytestmark = pytest.mark.integration
+
+
+def _model(**spec):
+    spec.setdefault("rollout", {"analysis": {"interval": "100ms"}})
+    return parse(manifest(name="fraud", **spec))
+
+
+def _trained(model, rows, y):
+    m = make_learner(model.spec.model.to_dict())
+    m.learn_many(m.schema.encode(rows), y)
+    return m
+
+
+def _log(r, model, track, revision, version, ids, rows, scores):
+    entry = {"ts": time.time(), "track": track, "revision": revision, "version": version,
+             "ids": ids, "scores": scores, "rows": rows}  # fmt: skip
+    r.xadd(keys(model).predictions, {"data": orjson.dumps(entry)})
+
+
+def keys(model) -> Keys:
+    return Keys(model.namespace, model.name)
+
+
+def test_learner_only_models_are_watched_from_labelled_samples(r) -> None:
+    model = _model()
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(3000)
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained(model, rows, y))
+    mon = Monitor(model, r)
+    mon.start()
+    test_rows, test_y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(1000)
+    pipe = r.pipeline()
+    for row, label in zip(test_rows, test_y.tolist(), strict=True):
+        pipe.xadd(keys(model).samples, {"data": orjson.dumps({"features": row, "label": label})})
+    pipe.execute()
+    for _ in range(5):
+        mon.step(block_ms=50)
+    health = mon.write()
+    stable = health["tracks"]["stable"]
+    assert stable["labelled"] == 1000 and stable["version"] == 0
+    served = make_learner(model.spec.model.to_dict())
+    served.set_state(ModelStore(r, "test", "fraud").load(model.revision, 0)[0].get_state())
+    expected = np.mean((served.predict_many(served.schema.encode(test_rows)) >= 0.5) == test_y)
+    assert stable["accuracy"] == pytest.approx(expected)
+    assert orjson.loads(r.get(keys(model).health))["tracks"]["stable"]["labelled"] == 1000
+
+
+def test_feedback_gives_each_track_its_own_accuracy(r) -> None:
+    model = _model()
+    mon = Monitor(model, r)
+    mon.start()
+    k = keys(model)
+    rng = np.random.default_rng(0)
+    labels = (rng.random(400) < 0.5).astype(float)
+    # the stable track is right 90 % of the time, the canary 60 %
+    for track, right in (("stable", 0.9), ("canary", 0.6)):
+        ids = [f"{track}-{i}" for i in range(400)]
+        good = rng.random(400) < right
+        scores = np.where(good, labels, 1 - labels) * 0.8 + 0.1
+        _log(r, model, track, model.revision if track == "stable" else "canaryrev", 0, ids,
+             [{"amount": 1.0}] * 400, scores.tolist())  # fmt: skip
+        pipe = r.pipeline()
+        for i, label in zip(ids, labels.tolist(), strict=True):
+            pipe.xadd(k.feedback, {"data": orjson.dumps({"id": i, "label": label})})
+        pipe.execute()
+    for _ in range(5):
+        mon.step(block_ms=50)
+    h = mon.write()
+    assert h["tracks"]["stable"]["labelled"] == 400 and h["tracks"]["canary"]["labelled"] == 400
+    assert h["tracks"]["stable"]["accuracy"] > 0.85 and h["tracks"]["canary"]["accuracy"] < 0.7
+    assert "canaryrev:0" in h["versions"]
+    assert h["labelLag"]["p50"] >= 0
+
+
+def test_concept_drift_is_flagged_when_the_errors_rise(r) -> None:
+    model = _model()
+    mon = Monitor(model, r)
+    mon.start()
+    k = keys(model)
+    rng = np.random.default_rng(3)
+    n = 8000
+    labels = (rng.random(n) < 0.5).astype(float)
+    wrong = np.concatenate([rng.random(n // 2) < 0.1, rng.random(n // 2) < 0.4])
+    scores = np.where(wrong, 1 - labels, labels) * 0.8 + 0.1
+    ids = [f"p{i}" for i in range(n)]
+    for i in range(0, n, 500):
+        _log(r, model, "stable", model.revision, 0, ids[i : i + 500], [{"amount": 1.0}] * 500,
+             scores[i : i + 500].tolist())  # fmt: skip
+        pipe = r.pipeline()
+        for j in range(i, i + 500):
+            pipe.xadd(k.feedback, {"data": orjson.dumps({"id": ids[j], "label": float(labels[j])})})
+        pipe.execute()
+        mon.step(block_ms=20)
+        if i == n // 2 - 500:
+            assert mon.write()["drift"]["concept"]["detected"] is False
+    h = mon.write()
+    assert h["drift"]["concept"]["detected"] is True
+    assert h["drift"]["concept"]["last"]["version"] == 0
+    kinds = [orjson.loads(e[1][b"data"])["kind"] for e in r.xrange(k.driftlog)]
+    assert "concept" in kinds
+
+
+def test_feature_drift_names_the_feature(r) -> None:
+    model = _model(drift={"features": {"method": "psi", "window": 1000}})
+    mon = Monitor(model, r)
+    mon.start()
+    rng = np.random.default_rng(5)
+    for i in range(8):
+        shift = 2.0 if i >= 4 else 0.0
+        rows = [
+            {"amount": float(a + shift), "hour": float(h)} for a, h in rng.normal(size=(500, 2))
+        ]
+        _log(
+            r,
+            model,
+            "stable",
+            model.revision,
+            0,
+            [f"{i}-{j}" for j in range(500)],
+            rows,
+            [0.5] * 500,
+        )
+        mon.step(block_ms=10)
+    h = mon.write()
+    assert h["drift"]["features"]["detected"] == ["amount"]
+    assert h["drift"]["features"]["scores"]["hour"] < 0.2
+
+
+def test_the_monitor_takes_nothing_from_the_learner(r) -> None:
+    model = _model(learning={"maxBatchDelay": "20ms"})
+    learner = LearnerProcess(model, r, checkpoint_seconds=0.0)
+    learner.start()
+    mon = Monitor(model, r)
+    mon.start()
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=2).take(500)
+    pipe = r.pipeline()
+    for row, label in zip(rows, y.tolist(), strict=True):
+        pipe.xadd(keys(model).samples, {"data": orjson.dumps({"features": row, "label": label})})
+    pipe.execute()
+    for _ in range(5):
+        mon.step(block_ms=20)
+    deadline = time.monotonic() + 10
+    while learner.counters["samples"] < 500:
+        assert time.monotonic() < deadline
+        learner.step(block_ms=10)
+    learner.flush()
+    assert learner.counters["samples"] == 500
+    assert mon.tracks["stable"].labelled == 500

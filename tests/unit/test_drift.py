@@ -1,0 +1,113 @@
+"""Drift detectors: exact detection indices on seeded streams, batches equal to one-by-one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tideline.drift import ADWIN, KS, PSI, PageHinkley
+
+
+def _errors(seed: int, before: float, after: float, n: int = 10_000, at: int = 5_000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.random(at) < before, rng.random(n - at) < after]).astype(float)
+
+
+def _one_by_one(detector, xs) -> list[int]:
+    fired = []
+    for i, x in enumerate(xs):
+        detector.update(x)
+        if detector.drift_detected:
+            fired.append(i)
+    return fired
+
+
+CONCEPT = [
+    ("ADWIN on an abrupt rise of the error rate from 0.1 to 0.3", ADWIN, 7, 0.1, 0.3, [5119]),
+    ("ADWIN on a rise from 0.1 to 0.4", ADWIN, 7, 0.1, 0.4, [5119]),
+    ("Page-Hinkley on a rise from 0.1 to 0.4", PageHinkley, 7, 0.1, 0.4, [5134]),
+    ("Page-Hinkley on a rise from 0.1 to 0.3", PageHinkley, 7, 0.1, 0.3, [5186]),
+]
+
+
+@pytest.mark.parametrize(("cls", "seed", "before", "after", "expected"), [c[1:] for c in CONCEPT],
+                         ids=[c[0] for c in CONCEPT])  # fmt: skip
+def test_concept_detectors_fire_at_pinned_indices(cls, seed, before, after, expected) -> None:
+    xs = _errors(seed, before, after)
+    assert cls().update_many(xs).tolist() == expected
+    assert _one_by_one(cls(), xs) == expected
+
+
+@pytest.mark.parametrize(
+    ("cls", "n"),
+    [(ADWIN, 300_000), (PageHinkley, 30_000)],
+    ids=[
+        "ADWIN over 300,000 observations",
+        "Page-Hinkley over 30,000 (its fading sum wanders further)",
+    ],
+)
+def test_no_alarm_on_a_long_stationary_stream(cls, n) -> None:
+    xs = _errors(3, 0.2, 0.2, n=n, at=n // 2)
+    assert cls().update_many(xs).tolist() == []
+
+
+@pytest.mark.parametrize("cls", [ADWIN, PageHinkley], ids=["ADWIN", "Page-Hinkley"])
+def test_batches_of_any_size_leave_the_state_feeding_one_by_one_leaves(cls) -> None:
+    xs = _errors(11, 0.1, 0.5, n=20_000, at=6_000)
+    single = cls()
+    expected = _one_by_one(single, xs)
+    batched = cls()
+    rng = np.random.default_rng(0)
+    fired, i = [], 0
+    while i < len(xs):
+        k = int(rng.integers(1, 700))
+        fired += (batched.update_many(xs[i : i + k]) + i).tolist()
+        i += k
+    assert fired == expected
+    if cls is ADWIN:
+        assert (batched.width, batched.estimation) == (
+            single.width,
+            pytest.approx(single.estimation),
+        )
+
+
+def test_adwin_forgets_the_old_concept() -> None:
+    d = ADWIN()
+    d.update_many(_errors(7, 0.1, 0.4, n=20_000))
+    assert d.width < 15_000  # the part before the change is gone
+    assert d.estimation == pytest.approx(0.4, abs=0.03)
+
+
+def _features(seed: int, shift_at: int, n: int = 20_000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    x[shift_at:, 2] += 0.6  # one feature's mean moves
+    return x
+
+
+@pytest.mark.parametrize(("cls", "expected_first"), [(PSI, 15099), (KS, 15299)], ids=["PSI", "KS"])
+def test_feature_drift_is_found_in_the_feature_that_moved(cls, expected_first) -> None:
+    d = cls(n_features=4, window=5000, threshold=0.2)
+    fired = d.update_many(_features(5, 11_000))
+    assert fired[0] == expected_first
+    assert int(np.argmax(d.scores)) == 2
+    assert (d.scores[[0, 1, 3]] < 0.1).all()
+
+
+@pytest.mark.parametrize("cls", [PSI, KS], ids=["PSI", "KS"])
+def test_feature_detectors_stay_quiet_without_a_change(cls) -> None:
+    d = cls(n_features=4, window=5000)
+    assert d.update_many(_features(6, shift_at=10**9, n=60_000)).tolist() == []
+
+
+@pytest.mark.parametrize("cls", [PSI, KS], ids=["PSI", "KS"])
+def test_feature_detectors_batch_equals_one_by_one(cls) -> None:
+    xs = _features(8, 7_000, n=12_000)
+    one = cls(n_features=4, window=2000)
+    expected = [i for i, row in enumerate(xs) if (one.update(row) or one.drift_detected)]
+    many = cls(n_features=4, window=2000)
+    got = []
+    for i in range(0, len(xs), 777):
+        got += (many.update_many(xs[i : i + 777]) + i).tolist()
+    assert got == expected and expected
+    np.testing.assert_array_equal(one.scores, many.scores)
