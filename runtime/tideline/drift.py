@@ -27,7 +27,7 @@ Examples
 >>> errors = np.concatenate([rng.random(5000) < 0.1, rng.random(5000) < 0.4]).astype(float)
 >>> d = ADWIN()
 >>> fired = d.update_many(errors)
->>> len(fired) >= 1 and 5000 <= fired[0] < 5400
+>>> bool(len(fired) >= 1 and 5000 <= fired[0] < 5400)
 True
 """
 
