@@ -269,26 +269,40 @@ class PageHinkley:
 
 
 class _WindowDrift:
-    """Shared machinery of PSI and KS: a reference window, a sliding current window."""
+    """Shared machinery of PSI and KS: reference bins, a sliding window's bin counts.
+
+    The bins are the reference's quantiles. The current window is kept as the
+    bin index of each of its observations (a ring), and its histogram is
+    updated incrementally: each check costs the observations since the last
+    one, not the whole window.
+    """
+
+    bins = 10
 
     def __init__(
         self,
         n_features: int = 1,
         window: int = 5000,
         threshold: float = 0.2,
-        check_every: int = 100,
+        check_every: int | None = None,
     ) -> None:
+        # Checked every 5 % of the window: the statistic cannot move much faster.
+        check_every = check_every or max(1, window // 20)
+        if not 1 <= check_every <= window:
+            raise ValueError(f"check_every must be between 1 and window ({window})")
         self.n_features = n_features
         self.window = window
         self.threshold = threshold
         self.check_every = check_every
         self._ref: list[np.ndarray] = []
         self._ref_n = 0
-        self.reference: np.ndarray | None = None  # (window, features) once full
-        self._cur = np.zeros((window, n_features))
+        self.reference: np.ndarray | None = None  # (observations, features) once full
+        self._idx = np.zeros((window, n_features), dtype=np.int64)  # ring of bin indices
+        self._counts = np.zeros((n_features, self.bins))
         self._cur_n = 0  # observations in the current window (<= window)
         self._pos = 0
         self._since = 0  # observations since the last check
+        self._offsets = np.arange(n_features) * self.bins
         self._drift = False
         self.scores = np.zeros(n_features)  # the statistic per feature at the last check
         self.n_detections = 0
@@ -301,10 +315,24 @@ class _WindowDrift:
         """A reference from elsewhere (e.g. the warm-start baseline's sample)."""
         ref = np.asarray(reference, dtype=np.float64).reshape(-1, self.n_features)
         self.reference = ref
-        self._prepare(ref)
+        qs = np.linspace(0, 1, self.bins + 1)[1:-1]
+        self._edges = np.quantile(ref, qs, axis=0).T  # (features, bins - 1)
+        counts = np.stack([np.bincount(b, minlength=self.bins) for b in self._bin(ref).T])
+        self._ref_p = (counts + 0.5) / (len(ref) + 0.5 * self.bins)
 
-    def _prepare(self, ref: np.ndarray) -> None:
-        raise NotImplementedError
+    def _bin(self, X: np.ndarray) -> np.ndarray:
+        # Feature-major, so each search runs over a contiguous column (3x faster).
+        Xt = np.ascontiguousarray(X.T)
+        out = np.empty(Xt.shape, dtype=np.int64)
+        for j in range(self.n_features):
+            out[j] = np.searchsorted(self._edges[j], Xt[j], side="right")
+        return out.T
+
+    def _histogram(self, idx: np.ndarray) -> np.ndarray:
+        flat = (idx + self._offsets).ravel()
+        return np.bincount(flat, minlength=self.n_features * self.bins).reshape(
+            self.n_features, self.bins
+        )
 
     def _score(self) -> np.ndarray:
         raise NotImplementedError
@@ -325,14 +353,22 @@ class _WindowDrift:
             if self._ref_n == self.window:
                 self.set_reference(np.concatenate(self._ref))
                 self._ref = []
+        if i >= len(xs):
+            return np.array(fired, dtype=np.int64)
+        idx_all = self._bin(xs[i:])
+        base = i
         while i < len(xs):
             step = min(self.check_every - self._since, len(xs) - i)
-            chunk = xs[i : i + step]
-            slots = (self._pos + np.arange(len(chunk))) % self.window
-            self._cur[slots] = chunk
-            self._pos = int((self._pos + len(chunk)) % self.window)
-            self._cur_n = min(self.window, self._cur_n + len(chunk))
-            self._since += len(chunk)
+            idx = idx_all[i - base : i - base + step]
+            slots = (self._pos + np.arange(step)) % self.window
+            if self._cur_n + step > self.window:  # the oldest leave the window
+                leaving = self._cur_n + step - self.window
+                self._counts -= self._histogram(self._idx[slots[step - leaving :]])
+            self._idx[slots] = idx
+            self._counts += self._histogram(idx)
+            self._pos = int((self._pos + step) % self.window)
+            self._cur_n = min(self.window, self._cur_n + step)
+            self._since += step
             i += step
             if self._since == self.check_every:
                 self._since = 0
@@ -349,44 +385,30 @@ class PSI(_WindowDrift):
 
     bins = 10
 
-    def _prepare(self, ref: np.ndarray) -> None:
-        qs = np.quantile(ref, np.linspace(0, 1, self.bins + 1)[1:-1], axis=0).T  # (features, 9)
-        self._edges = qs
-        self._ref_p = self._proportions(ref, len(ref))
-
-    def _proportions(self, X: np.ndarray, n: int) -> np.ndarray:
-        out = np.empty((self.n_features, self.bins))
-        for j in range(self.n_features):
-            idx = np.searchsorted(self._edges[j], X[:n, j], side="right")
-            out[j] = np.bincount(idx, minlength=self.bins)
-        out = (out + 0.5) / (
-            n + 0.5 * self.bins
-        )  # smoothed: an empty bin is not infinitely surprising
-        return out
-
     def _score(self) -> np.ndarray:
         if self._cur_n < self.window // 2:
             return np.zeros(self.n_features)
-        cur = self._proportions(self._cur, self._cur_n)
+        cur = (self._counts + 0.5) / (
+            self._cur_n + 0.5 * self.bins
+        )  # an empty bin is not infinitely surprising
         ref = self._ref_p
-        return ((cur - ref) * np.log(cur / ref)).sum(axis=1)
+        return np.asarray(((cur - ref) * np.log(cur / ref)).sum(axis=1))
 
 
 class KS(_WindowDrift):
-    """Two-sample Kolmogorov-Smirnov statistic per feature, current window vs reference."""
+    """Kolmogorov-Smirnov statistic per feature, current window vs reference.
 
-    def _prepare(self, ref: np.ndarray) -> None:
-        self._ref_sorted = np.sort(ref, axis=0)
+    Computed on 100 bins at the reference's percentiles (the largest gap
+    between the two empirical distribution functions at those points), so a
+    check costs the same whatever the window.
+    """
+
+    bins = 100
 
     def _score(self) -> np.ndarray:
         if self._cur_n < self.window // 2:
             return np.zeros(self.n_features)
-        cur = np.sort(self._cur[: self._cur_n], axis=0)
-        out = np.empty(self.n_features)
-        nr, nc = len(self._ref_sorted), len(cur)
-        for j in range(self.n_features):
-            both = np.concatenate([self._ref_sorted[:, j], cur[:, j]])
-            f_ref = np.searchsorted(self._ref_sorted[:, j], both, side="right") / nr
-            f_cur = np.searchsorted(cur[:, j], both, side="right") / nc
-            out[j] = np.abs(f_ref - f_cur).max()
-        return out
+        ref_cdf = np.cumsum(self._ref_p, axis=1)
+        ref_cdf /= ref_cdf[:, -1:]
+        cur_cdf = np.cumsum(self._counts, axis=1) / self._cur_n
+        return np.asarray(np.abs(ref_cdf - cur_cdf).max(axis=1))
