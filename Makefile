@@ -28,6 +28,7 @@ lint: $(STAMP)
 # current OpenBLAS); bench/serve.py needs wrk (Debian: apt-get install wrk).
 bench: $(STAMP)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) bench/learners.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) bench/drift.py
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(PY) bench/serve.py
 

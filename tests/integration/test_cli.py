@@ -173,3 +173,55 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why
     assert proc.returncode in (0, -15), err
     assert "Application shutdown complete" in err
+
+
+@pytest.mark.integration
+def test_tideline_monitor_writes_health_and_serves_metrics(redis_server, tmp_path: Path) -> None:
+    import time
+    import urllib.request
+
+    from tideline.embedded import free_port
+    from tideline.learn import make_learner
+    from tideline.simulate import SyntheticStream
+    from tideline.spec import parse
+    from tideline.store import Keys, ModelStore
+
+    doc = manifest(name="fraud", rollout={"analysis": {"interval": "200ms"}})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    model = parse(doc)
+    client = redis_server.client()
+    client.flushall()
+    ModelStore(client, "test", "fraud").publish(
+        model.revision, 0, make_learner(model.spec.model.to_dict())
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tideline.cli", "monitor", "--config", str(path),
+         "--redis", redis_server.url, "--port", str(port)],
+        env=ENV, cwd=ROOT,
+    )  # fmt: skip
+    keys = Keys("test", "fraud")
+    try:
+        deadline = time.monotonic() + 30
+        while client.get(keys.health) is None:  # it has started and written a first summary
+            assert time.monotonic() < deadline, "no health summary"
+            time.sleep(0.1)
+        rows, y = SyntheticStream(model.spec.model.to_dict()["features"], "binary", seed=1).take(
+            300
+        )
+        for row, label in zip(rows, y.tolist(), strict=True):
+            client.xadd(keys.samples, {"data": orjson.dumps({"features": row, "label": label})})
+        while (
+            orjson.loads(client.get(keys.health))["tracks"].get("stable", {}).get("labelled") != 300
+        ):
+            assert time.monotonic() < deadline, client.get(keys.health)
+            time.sleep(0.1)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'tideline_labelled{track="stable"} 300.0' in body
+        assert 'tideline_online_accuracy{track="stable"}' in body
+        assert 'tideline_drift_detected{kind="concept"} 0.0' in body
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert proc.returncode == 0
