@@ -1,0 +1,278 @@
+"""Pure manifest builders: an OnlineModel (and the operator's settings) in, Kubernetes objects out.
+
+Each ``build_<child>(model, ...)`` returns a plain dict; the handlers adopt
+it (ownerReferences) and apply it. Nothing here touches the network, so
+every builder is unit tested on its own. Names, labels and the hardened pod
+template are decided here, once.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from tideline.spec import OnlineModel
+
+CONFIG_PATH = "/etc/tideline"
+HTTP_PORT = 8080
+METRICS_PORT = 9100
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The operator's own settings (from the Helm values, through its environment)."""
+
+    image: str = "ghcr.io/tideline/runtime:0.1.0"
+    redis_url: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+
+
+def labels(model: OnlineModel, component: str, revision: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "tideline",
+        "app.kubernetes.io/instance": model.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "tideline",
+        "app.kubernetes.io/managed-by": "tideline-operator",
+        "tideline.dev/model": model.name,
+        "tideline.dev/component": component,
+    }
+    if revision:
+        out["tideline.dev/revision"] = revision
+    return out
+
+
+def selector(model: OnlineModel, component: str, revision: str | None = None) -> dict[str, str]:
+    out = {"tideline.dev/model": model.name, "tideline.dev/component": component}
+    if revision:
+        out["tideline.dev/revision"] = revision
+    return out
+
+
+def config_map_name(model: OnlineModel, revision: str) -> str:
+    return f"{model.name}-{revision}"
+
+
+def image_of(model: OnlineModel, settings: Settings) -> str:
+    return model.spec.image or settings.image
+
+
+def _redis_env(model: OnlineModel, settings: Settings) -> dict[str, Any]:
+    r = model.spec.redis
+    if r.secretName:
+        return {"name": "TIDELINE_REDIS_URL",
+                "valueFrom": {"secretKeyRef": {"name": r.secretName, "key": r.secretKey}}}  # fmt: skip
+    url = r.url or settings.redis_url
+    if not url:
+        raise ValueError("spec.redis: no url or secretRef, and the operator has no default Redis")
+    return {"name": "TIDELINE_REDIS_URL", "value": url}
+
+
+SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _container(
+    model: OnlineModel, settings: Settings, revision: str, role: str, args: list[str], ports: list[dict[str, Any]],
+    probes: dict[str, Any], resources: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "name": role,
+        "image": image_of(model, settings),
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": [
+            role,
+            "--config",
+            f"{CONFIG_PATH}/model.yaml",
+            "--redis",
+            "$(TIDELINE_REDIS_URL)",
+            *args,
+        ],
+        "env": [_redis_env(model, settings), {"name": "TIDELINE_REVISION", "value": revision}],
+        "ports": ports,
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_PATH, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],  # fmt: skip
+        "securityContext": copy.deepcopy(SECURITY_CONTEXT),
+        "resources": resources,
+        **probes,
+    }
+
+
+def _pod(
+    model: OnlineModel, revision: str, component: str, container: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": labels(model, component, revision)},
+        "spec": {
+            "containers": [container],
+            "volumes": [
+                {"name": "config", "configMap": {"name": config_map_name(model, revision)}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+            "securityContext": {"runAsNonRoot": True, "fsGroup": 10001},
+            "automountServiceAccountToken": False,
+        },
+    }
+
+
+def _deployment(name: str, model: OnlineModel, component: str, revision: str | None, replicas: int,
+                pod: dict[str, Any], strategy: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": model.namespace,
+            "labels": labels(model, component, revision),
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector(model, component, revision)},
+            "strategy": strategy,
+            "template": pod,
+        },
+    }
+
+
+# --------------------------------------------------------------------------- builders
+def build_config_map(model: OnlineModel, manifest: dict[str, Any], revision: str) -> dict[str, Any]:
+    """The manifest every process of one revision reads (``--config``), status stripped."""
+    doc = {k: v for k, v in manifest.items() if k in ("apiVersion", "kind", "spec")}
+    doc["metadata"] = {"name": model.name, "namespace": model.namespace}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": config_map_name(model, revision),
+            "namespace": model.namespace,
+            "labels": labels(model, "config", revision),
+        },  # fmt: skip
+        "data": {"model.yaml": yaml.safe_dump(doc, sort_keys=False)},
+    }
+
+
+def build_learner(model: OnlineModel, settings: Settings, revision: str,
+                  warm_start_from: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """One learner per revision: 1 replica, Recreate (two learners must never share a group)."""
+    args = ["--port", str(METRICS_PORT), "--revision", revision]
+    if warm_start_from:
+        args += ["--warm-start-revision", warm_start_from]
+    probe = {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10}
+    container = _container(
+        model, settings, revision, "learner", args,
+        [{"name": "metrics", "containerPort": METRICS_PORT}],
+        {"livenessProbe": {**probe, "initialDelaySeconds": 10}, "readinessProbe": probe},
+        {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+    )  # fmt: skip
+    return _deployment(f"{model.name}-learner-{revision}", model, "learner", revision, 1,
+                       _pod(model, revision, "learner", container), {"type": "Recreate"})  # fmt: skip
+
+
+def build_server(
+    model: OnlineModel, settings: Settings, revision: str, replicas: int | None = None
+) -> dict[str, Any]:
+    http = {"port": "http"}
+    container = _container(
+        model, settings, revision, "server", ["--port", str(HTTP_PORT)],
+        [{"name": "http", "containerPort": HTTP_PORT}],
+        {"readinessProbe": {"httpGet": {**http, "path": "/v2/health/ready"}, "periodSeconds": 2},
+         "livenessProbe": {"httpGet": {**http, "path": "/v2/health/live"}, "periodSeconds": 10,
+                           "initialDelaySeconds": 5}},
+        {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+    )  # fmt: skip
+    n = model.spec.serving.replicas if replicas is None else replicas
+    return _deployment(
+        f"{model.name}-server-{revision}", model, "server", revision, n, _pod(model, revision, "server", container),
+        {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+    )  # fmt: skip
+
+
+def build_service(model: OnlineModel, revision: str, canary: bool = False) -> dict[str, Any]:
+    """``<name>`` always selects the stable revision's servers; ``<name>-canary`` a canary's."""
+    name = f"{model.name}-canary" if canary else model.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": model.namespace,
+            "labels": labels(model, "server", revision),
+        },
+        "spec": {
+            "selector": selector(model, "server", revision),
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def build_monitor(model: OnlineModel, settings: Settings, revision: str) -> dict[str, Any]:
+    probe = {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10}
+    container = _container(
+        model, settings, revision, "monitor", ["--port", str(METRICS_PORT)],
+        [{"name": "metrics", "containerPort": METRICS_PORT}],
+        {"livenessProbe": {**probe, "initialDelaySeconds": 10}, "readinessProbe": probe},
+        {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    )  # fmt: skip
+    dep = _deployment(f"{model.name}-monitor", model, "monitor", None, 1,
+                      _pod(model, revision, "monitor", container), {"type": "Recreate"})  # fmt: skip
+    return dep
+
+
+def build_pdb(model: OnlineModel) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": f"{model.name}-server",
+            "namespace": model.namespace,
+            "labels": labels(model, "server"),
+        },  # fmt: skip
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(model, "server")}},
+    }
+
+
+def build_hpa(model: OnlineModel, revision: str) -> dict[str, Any] | None:
+    a = model.spec.serving.autoscaling
+    if a is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": f"{model.name}-server",
+            "namespace": model.namespace,
+            "labels": labels(model, "server", revision),
+        },  # fmt: skip
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": f"{model.name}-server-{revision}",
+            },
+            "minReplicas": a.minReplicas,
+            "maxReplicas": a.maxReplicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": a.targetCPUUtilizationPercentage,
+                        },
+                    },
+                }
+            ],  # fmt: skip
+        },
+    }

@@ -1,0 +1,107 @@
+"""Every builder on its own: names, labels, selectors, hardening."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.helpers import manifest
+from tideline.spec import parse
+from tideline_operator.builders import (
+    Settings,
+    build_config_map,
+    build_hpa,
+    build_learner,
+    build_monitor,
+    build_pdb,
+    build_server,
+    build_service,
+)
+
+SETTINGS = Settings(image="registry.local/tideline:1", redis_url="redis://redis:6379/0")
+DOC = manifest(name="fraud")
+MODEL = parse(DOC)
+REV = MODEL.revision
+
+
+def _pod(dep):
+    return dep["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda: build_learner(MODEL, SETTINGS, REV), lambda: build_server(MODEL, SETTINGS, REV),
+     lambda: build_monitor(MODEL, SETTINGS, REV)],
+    ids=["the learner", "the server", "the monitor"],
+)  # fmt: skip
+def test_every_container_is_hardened_probed_and_limited(build) -> None:
+    dep = build()
+    [c] = _pod(dep)["containers"]
+    sc = c["securityContext"]
+    assert (
+        sc["runAsNonRoot"]
+        and sc["readOnlyRootFilesystem"]
+        and sc["capabilities"] == {"drop": ["ALL"]}
+    )
+    assert sc["allowPrivilegeEscalation"] is False
+    assert "readinessProbe" in c and "livenessProbe" in c
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert c["image"] == "registry.local/tideline:1"
+    assert {"name": "TIDELINE_REDIS_URL", "value": "redis://redis:6379/0"} in c["env"]
+    labels = dep["metadata"]["labels"]
+    assert (
+        labels["tideline.dev/model"] == "fraud"
+        and labels["app.kubernetes.io/managed-by"] == "tideline-operator"
+    )
+    # the selector matches the pod template's labels
+    sel = dep["spec"]["selector"]["matchLabels"]
+    assert sel.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_the_learner_is_one_recreated_replica_per_revision_that_can_warm_start() -> None:
+    dep = build_learner(MODEL, SETTINGS, REV, warm_start_from="oldrev")
+    assert dep["metadata"]["name"] == f"fraud-learner-{REV}"
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    args = _pod(dep)["containers"][0]["args"]
+    assert args[:2] == ["learner", "--config"] and args[-2:] == ["--warm-start-revision", "oldrev"]
+    assert dep["spec"]["template"]["metadata"]["labels"]["tideline.dev/revision"] == REV
+
+
+def test_the_service_named_after_the_model_selects_the_stable_revision() -> None:
+    svc = build_service(MODEL, REV)
+    assert svc["metadata"]["name"] == "fraud"
+    assert svc["spec"]["selector"] == {"tideline.dev/model": "fraud", "tideline.dev/component": "server",
+                                       "tideline.dev/revision": REV}  # fmt: skip
+    assert build_service(MODEL, "canrev", canary=True)["metadata"]["name"] == "fraud-canary"
+
+
+def test_the_server_takes_its_replicas_from_the_spec_and_rolls_without_downtime() -> None:
+    dep = build_server(parse(manifest(name="fraud", serving={"replicas": 5})), SETTINGS, REV)
+    assert dep["spec"]["replicas"] == 5
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    probe = _pod(dep)["containers"][0]["readinessProbe"]["httpGet"]
+    assert probe["path"] == "/v2/health/ready"
+
+
+def test_the_config_map_holds_the_manifest_the_processes_read() -> None:
+    cm = build_config_map(MODEL, {**DOC, "status": {"phase": "Healthy"}}, REV)
+    doc = yaml.safe_load(cm["data"]["model.yaml"])
+    assert "status" not in doc and parse(doc).revision == REV
+    assert cm["metadata"]["name"] == f"fraud-{REV}"
+
+
+def test_redis_from_a_secret_and_no_redis_at_all() -> None:
+    m = parse(manifest(name="fraud", redis={"secretRef": {"name": "redis-auth", "key": "url"}}))
+    env = _pod(build_server(m, SETTINGS, REV))["containers"][0]["env"][0]
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "url"}
+    with pytest.raises(ValueError, match="spec.redis: no url or secretRef"):
+        build_server(MODEL, Settings(redis_url=None), REV)
+
+
+def test_pdb_and_hpa() -> None:
+    assert build_pdb(MODEL)["spec"]["maxUnavailable"] == 1
+    assert build_hpa(MODEL, REV) is None
+    m = parse(manifest(name="fraud", serving={"autoscaling": {"minReplicas": 2, "maxReplicas": 8}}))
+    hpa = build_hpa(m, REV)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"fraud-server-{REV}"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
