@@ -1,0 +1,385 @@
+"""The OnlineModel CustomResourceDefinition, written out to ``crds/onlinemodel.yaml``.
+
+Built here from the same hyperparameter table the runtime's parser uses
+(:data:`tideline.spec.PARAMS`), so bounds cannot drift apart; a test walks
+the schema and checks the parser agrees field by field (defaults, enums,
+bounds). Regenerate with ``python -m tideline_operator.crd > crds/onlinemodel.yaml``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+
+from tideline.spec import (
+    ALGORITHMS,
+    CONCEPT_METHODS,
+    CONCEPT_POLICIES,
+    DRIFT_METHODS,
+    FEATURE_TYPES,
+    OPTIMIZERS,
+    PARAMS,
+    TASKS,
+)
+
+DURATION = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h|d)?$"
+
+
+# Groups every parsed spec has: defaulted to {} so the API server fills their fields too.
+DEFAULTED = {
+    "How the learner updates and publishes", "Replay buffer against forgetting",
+    "A version is published only if it passes", "Prediction servers", "Drift detection",
+    "Feature drift against a reference window", "Prediction drift", "Concept drift on the joined error stream",
+    "Automatic model-version rollback", "Canary of a new revision", "What a canary must hold to advance",
+}  # fmt: skip
+
+
+def _obj(description: str, properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    out = {"type": "object", "description": description, "properties": properties, **extra}
+    if description in DEFAULTED:
+        out["default"] = {}
+    return out
+
+
+def _num(description: str, default: float | None = None, minimum: float | None = None,
+         maximum: float | None = None, integer: bool = False) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {"type": "integer" if integer else "number", "description": description}
+    if default is not None:
+        out["default"] = default
+    if minimum is not None:
+        out["minimum"] = minimum
+    if maximum is not None:
+        out["maximum"] = maximum
+    return out
+
+
+def _enum(description: str, values: tuple[str, ...], default: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "string", "description": description, "enum": list(values)}
+    if default is not None:
+        out["default"] = default
+    return out
+
+
+def _duration(description: str, default: str) -> dict[str, Any]:
+    return {"type": "string", "description": f"{description} (like 500ms, 10s, 30m, 1h)",
+            "pattern": DURATION, "default": default}  # fmt: skip
+
+
+def _params() -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for algorithm, table in PARAMS.items():
+        for name, (default, lo, hi) in table.items():
+            if name == "optimizer":
+                props[name] = _enum("sgd's update rule", OPTIMIZERS)
+                continue
+            if name in props:
+                props[name]["description"] += f", {algorithm}"
+                continue
+            props[name] = _num(
+                f"hyperparameter of {algorithm}", None, lo, hi, integer=isinstance(default, int)
+            )
+    return _obj("Hyperparameters of the algorithm (defaults depend on it; see the README)", props)
+
+
+def spec_schema() -> dict[str, Any]:
+    feature = _obj(
+        "One feature of the typed schema",
+        {
+            "name": {
+                "type": "string",
+                "description": "Feature name (the key in request rows)",
+                "minLength": 1,
+            },
+            "type": _enum(
+                "numeric (standardised online) or categorical (hashed)", FEATURE_TYPES, "numeric"
+            ),
+            "default": {
+                "x-kubernetes-int-or-string": True,
+                "description": "Value used when the feature is missing",
+            },
+            "buckets": _num(
+                "Hash buckets of a categorical feature", None, 2, 1 << 20, integer=True
+            ),
+        },
+        required=["name"],
+    )
+    return _obj(
+        "What to learn and serve, and how to roll it out",
+        {
+            "image": {"type": "string", "description": "Runtime image (default: the operator's)"},
+            "model": _obj(
+                "The model: task, algorithm, features",
+                {
+                    "task": _enum("What is predicted", TASKS, "binary"),
+                    "algorithm": _enum("The online learner", ALGORITHMS, "sgd"),
+                    "features": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": feature,
+                        "description": "The typed feature schema, in order",
+                    },  # fmt: skip
+                    "params": _params(),
+                    "warmStart": _obj(
+                        "A batch-trained baseline snapshot to start from",
+                        {
+                            "configMapRef": _obj(
+                                "ConfigMap holding the snapshot",
+                                {"name": {"type": "string", "description": "ConfigMap name"}},
+                            ),  # fmt: skip
+                            "key": {
+                                "type": "string",
+                                "description": "Key in the ConfigMap",
+                                "default": "baseline.json",
+                            },
+                            "file": {
+                                "type": "string",
+                                "description": "A path instead (local runs)",
+                            },
+                        },
+                    ),
+                },
+                required=["features"],
+            ),
+            "learning": _obj(
+                "How the learner updates and publishes",
+                {
+                    "batchSize": _num("Largest mini-batch", 64, 1, 100_000, integer=True),
+                    "maxBatchDelay": _duration("Learn a partial batch after this long", "500ms"),
+                    "replay": _obj(
+                        "Replay buffer against forgetting",
+                        {
+                            "size": _num("Samples kept", 10_000, 0, 10_000_000, integer=True),
+                            "fraction": _num(
+                                "Share of each update that is replayed", 0.2, 0.0, 0.9
+                            ),
+                        },
+                    ),  # fmt: skip
+                    "checkpointEvery": _num(
+                        "Updates between published versions", 5000, 1, None, integer=True
+                    ),
+                    "keepVersions": _num("Versions kept per revision", 20, 2, 10_000, integer=True),
+                    "labelWindow": _duration(
+                        "How long a logged prediction waits for its label", "30m"
+                    ),
+                    "gate": _obj(
+                        "A version is published only if it passes",
+                        {
+                            "holdout": _num(
+                                "Latest samples the gate compares on",
+                                2000,
+                                0,
+                                1_000_000,
+                                integer=True,
+                            ),
+                            "maxLossIncrease": _num(
+                                "Relative loss increase allowed over the served version", 0.02, 0.0
+                            ),
+                        },
+                    ),  # fmt: skip
+                },
+            ),
+            "serving": _obj(
+                "Prediction servers",
+                {
+                    "replicas": _num("Server replicas", 2, 0, 1000, integer=True),
+                    "timeout": _duration("Past it, the fallback answers", "10ms"),
+                    "fallback": {
+                        "x-kubernetes-preserve-unknown-fields": True,
+                        "description": "lastGood, or {value: N}",
+                        "default": "lastGood",
+                    },  # fmt: skip
+                    "routingKey": {
+                        "type": "string",
+                        "description": "Feature that keys the canary split",
+                    },
+                    "autoscaling": _obj(
+                        "A HorizontalPodAutoscaler for the servers",
+                        {
+                            "minReplicas": _num("Minimum", 1, 1, 1000, integer=True),
+                            "maxReplicas": _num("Maximum", 10, 1, 1000, integer=True),
+                            "targetCPUUtilizationPercentage": _num(
+                                "CPU target", 70, 1, 100, integer=True
+                            ),
+                        },
+                    ),  # fmt: skip
+                },
+            ),
+            "drift": _obj(
+                "Drift detection",
+                {
+                    "features": _obj(
+                        "Feature drift against a reference window",
+                        {
+                            "method": _enum("Statistic", DRIFT_METHODS, "psi"),
+                            "threshold": _num("Alarm above", 0.2, 0.0),
+                            "window": _num(
+                                "Reference and current window size",
+                                5000,
+                                10,
+                                10_000_000,
+                                integer=True,
+                            ),
+                        },
+                    ),  # fmt: skip
+                    "predictions": _obj(
+                        "Prediction drift",
+                        {
+                            "method": _enum("Statistic", DRIFT_METHODS, "psi"),
+                            "threshold": _num("Alarm above", 0.2, 0.0),
+                            "window": _num("Window size", 5000, 10, 10_000_000, integer=True),
+                        },
+                    ),  # fmt: skip
+                    "concept": _obj(
+                        "Concept drift on the joined error stream",
+                        {
+                            "method": _enum("Detector", CONCEPT_METHODS, "adwin"),
+                            "delta": _num("Detector confidence", 0.002, 1e-12, 1.0),
+                        },
+                    ),  # fmt: skip
+                },
+            ),
+            "guardrails": _obj(
+                "Automatic model-version rollback",
+                {
+                    "maxAccuracyDrop": _num(
+                        "Below lastGood's accuracy by more: roll back", 0.05, 0.0, 1.0
+                    ),
+                    "onConceptDrift": _enum(
+                        "What concept drift does", CONCEPT_POLICIES, "rollback"
+                    ),
+                    "maxErrorRate": _num(
+                        "Server error rate above which to roll back", 0.01, 0.0, 1.0
+                    ),
+                },
+            ),
+            "rollout": _obj(
+                "Canary of a new revision",
+                {
+                    "steps": {
+                        "type": "array",
+                        "description": "setWeight, pause (a duration, or {} for a manual promote), analysis",
+                        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    },
+                    "analysis": _obj(
+                        "What a canary must hold to advance",
+                        {
+                            "interval": _duration("Analysis period", "10s"),
+                            "minSamples": _num(
+                                "Canary labels before a verdict", 500, 0, None, integer=True
+                            ),
+                            "maxAccuracyDrop": _num(
+                                "Canary below stable by more: a failure", 0.01, 0.0, 1.0
+                            ),
+                            "maxErrorRate": _num(
+                                "Canary error rate above: a failure", 0.01, 0.0, 1.0
+                            ),
+                            "maxP95Latency": _duration(
+                                "Canary p95 latency above: a failure", "10ms"
+                            ),
+                            "failureLimit": _num("Failures that abort", 2, 1, 1000, integer=True),
+                        },
+                    ),  # fmt: skip
+                    "shadow": {
+                        "type": "boolean",
+                        "description": "Mirror instead of split",
+                        "default": False,
+                    },
+                    "trafficRouting": {
+                        "x-kubernetes-preserve-unknown-fields": True,
+                        "default": "builtin",
+                        "description": "builtin, or {gatewayAPI: {httpRoute: NAME}}",
+                    },  # fmt: skip
+                },
+            ),
+            "redis": _obj(
+                "Where the streams and versions live",
+                {
+                    "url": {"type": "string", "description": "redis://host:port/db"},
+                    "secretRef": _obj(
+                        "A Secret holding the URL",
+                        {
+                            "name": {"type": "string", "description": "Secret name"},
+                            "key": {"type": "string", "description": "Key", "default": "url"},
+                        },
+                    ),
+                },
+            ),  # fmt: skip
+        },
+        required=["model"],
+    )
+
+
+COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
+    {"name": "Canary-Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
+    {"name": "Served", "type": "integer", "jsonPath": ".status.servedVersion"},
+    {"name": "Accuracy", "type": "number", "jsonPath": ".status.onlineAccuracy"},
+    {"name": "Drift", "type": "string", "jsonPath": ".status.drift"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision", "priority": 1},
+    {"name": "Latest", "type": "integer", "jsonPath": ".status.latestVersion", "priority": 1},
+    {"name": "LastGood", "type": "integer", "jsonPath": ".status.lastGoodVersion", "priority": 1},
+]
+
+
+def build_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "onlinemodels.tideline.dev"},
+        "spec": {
+            "group": "tideline.dev",
+            "scope": "Namespaced",
+            "names": {
+                "kind": "OnlineModel",
+                "plural": "onlinemodels",
+                "singular": "onlinemodel",
+                "shortNames": ["om"],
+                "categories": ["tideline"],
+            },  # fmt: skip
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.serving.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                        },  # fmt: skip
+                    },
+                    "additionalPrinterColumns": COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": _obj(
+                            "An online-learning model: learner, servers, drift monitor, canary and guardrails",
+                            {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                    "description": "Written by the operator",
+                                },  # fmt: skip
+                            },
+                            required=["spec"],
+                        )
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `python -m tideline_operator.crd`; do not edit by hand.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(render())

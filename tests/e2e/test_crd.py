@@ -1,0 +1,69 @@
+"""The CRD on a real kube-apiserver: established, examples accepted, bad specs refused naming the field."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.cluster.controlplane import ControlPlane
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def crd(cluster: ControlPlane) -> ControlPlane:
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "onlinemodel.yaml"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/onlinemodels.tideline.dev", "--timeout=60s"
+    )
+    return cluster
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_is_accepted_with_its_defaults_filled(crd: ControlPlane, path: Path) -> None:
+    crd.kubectl("apply", "-f", str(path))
+    name = yaml.safe_load(path.read_text())["metadata"]["name"]
+    obj = json.loads(crd.kubectl("get", "om", name, "-o", "json").stdout)
+    assert obj["spec"]["learning"]["batchSize"] >= 1  # defaulted by the API server where unset
+    assert obj["spec"]["guardrails"]["onConceptDrift"] in ("rollback", "pause", "alert")
+    crd.kubectl("delete", "om", name, "--wait=false")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"learning": {"batchSize": 0}}, "spec.learning.batchSize"),
+        ({"model": {"algorithm": "xgboost", "features": [{"name": "a"}]}}, "spec.model.algorithm"),
+        ({"drift": {"concept": {"method": "cusum"}}}, "spec.drift.concept.method"),
+        ({"learning": {"labelWindow": "three weeks"}}, "spec.learning.labelWindow"),
+    ],
+    ids=[
+        "a zero batch size",
+        "an unknown algorithm",
+        "an unknown concept detector",
+        "a duration without a unit",
+    ],
+)
+def test_kubectl_refuses_a_bad_spec_naming_the_field(
+    crd: ControlPlane, change: dict, field: str
+) -> None:
+    doc = {"apiVersion": "tideline.dev/v1alpha1", "kind": "OnlineModel", "metadata": {"name": "bad"},
+           "spec": {"model": {"features": [{"name": "a"}]}, **change}}  # fmt: skip
+    out = crd.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc), check=False)
+    assert out.returncode != 0
+    assert field in out.stderr
+
+
+def test_printer_columns_and_short_name(crd: ControlPlane) -> None:
+    crd.kubectl("apply", "-f", str(EXAMPLES[0]))
+    time.sleep(0.2)
+    header = crd.kubectl("get", "om").stdout.splitlines()[0].split()
+    assert header[:4] == ["NAME", "PHASE", "STABLE", "CANARY-WEIGHT"] and "AGE" in header
+    wide = crd.kubectl("get", "om", "-o", "wide").stdout.splitlines()[0].split()
+    assert "LASTGOOD" in wide

@@ -1,0 +1,130 @@
+"""The CRD is generated, committed as generated, and agrees with the runtime's parser field by field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import manifest
+from tideline.spec import PARAMS, SpecError, parse, parse_duration
+from tideline_operator.crd import build_crd, render
+
+ROOT = Path(__file__).parents[3]
+SPEC = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+
+def test_the_committed_crd_is_the_generated_one() -> None:
+    assert (ROOT / "crds" / "onlinemodel.yaml").read_text() == render()
+
+
+def _leaves(
+    node: dict[str, Any], path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    out = []
+    for name, sub in (node.get("properties") or {}).items():
+        if sub.get("type") == "object" and "properties" in sub:
+            out += _leaves(sub, (*path, name))
+        elif sub.get("type") != "array":
+            out.append(((*path, name), sub))
+    return out
+
+
+LEAVES = _leaves(SPEC)
+
+
+# Optional objects need these siblings to be valid at all.
+COMPANIONS = {
+    ("model", "warmStart"): {"file": "/baseline.tdl"},
+    ("serving", "autoscaling"): {"maxReplicas": 1000},
+}
+# Where the parser keeps a field under another name.
+RENAMED = {
+    ("redis", "secretRef", "key"): ("redis", "secretKey"),
+    ("model", "warmStart", "configMapRef", "name"): ("model", "warmStart", "configMapName"),
+}
+
+
+def _doc(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    doc = manifest()
+    spec = doc["spec"]
+    for parent, siblings in COMPANIONS.items():
+        if path[: len(parent)] == parent:
+            node = spec
+            for k in parent:
+                node = node.setdefault(k, {})
+            for k, v in siblings.items():
+                if k != path[-1]:
+                    node[k] = v
+    if path[:2] == ("model", "params"):  # a hyperparameter belongs to one algorithm (or more)
+        spec["model"]["algorithm"] = next(a for a, t in PARAMS.items() if path[2] in t)
+    node = spec
+    for k in path[:-1]:
+        node = node.setdefault(k, {})
+    node[path[-1]] = value
+    return doc
+
+
+def _parsed(spec: Any, path: tuple[str, ...]) -> Any:
+    path = RENAMED.get(path, path)
+    node = spec
+    for k in path:
+        node = node[k] if isinstance(node, dict) else getattr(node, k)
+    return node
+
+
+def _id(leaf: tuple[tuple[str, ...], dict]) -> str:
+    return "spec." + ".".join(leaf[0])
+
+
+WITH_DEFAULT = [
+    leaf
+    for leaf in LEAVES
+    if "default" in leaf[1] and leaf[0][-1] not in ("fallback", "trafficRouting")
+]
+
+
+@pytest.mark.parametrize(("path", "schema"), WITH_DEFAULT, ids=[_id(x) for x in WITH_DEFAULT])
+def test_the_parser_applies_the_crd_default(path: tuple[str, ...], schema: dict) -> None:
+    # the parent object present but empty: the default fills the field
+    doc = _doc(path, None)
+    node = doc["spec"]
+    for k in path[:-1]:
+        node = node[k]
+    del node[path[-1]]
+    parsed = _parsed(parse(doc).spec, path)
+    default = schema["default"]
+    if schema.get("pattern"):
+        default = parse_duration(default)
+    assert parsed == default
+
+
+BOUNDED = [(p, s, k) for p, s in LEAVES for k in ("minimum", "maximum") if k in s]
+
+
+@pytest.mark.parametrize(
+    ("path", "schema", "bound"), BOUNDED, ids=[f"{_id(x)} {x[2]}" for x in BOUNDED]
+)
+def test_the_parser_refuses_what_the_crd_bounds_refuse(
+    path: tuple[str, ...], schema: dict, bound: str
+) -> None:
+    edge = schema[bound]
+    step = 1 if schema["type"] == "integer" else max(abs(edge) * 0.5, 1e-6)
+    outside = edge - step if bound == "minimum" else edge + step
+    with pytest.raises(SpecError, match=r"spec\." + r"\.".join(path)):
+        parse(_doc(path, outside))
+    parse(_doc(path, edge))  # the bound itself is fine
+
+
+ENUMS = [(p, s) for p, s in LEAVES if "enum" in s]
+
+
+@pytest.mark.parametrize(("path", "schema"), ENUMS, ids=[_id(x) for x in ENUMS])
+def test_the_parser_takes_every_crd_enum_value_and_nothing_else(
+    path: tuple[str, ...], schema: dict
+) -> None:
+    for value in schema["enum"]:
+        assert _parsed(parse(_doc(path, value)).spec, path) == value
+    with pytest.raises(SpecError, match=r"spec\." + r"\.".join(path)):
+        parse(_doc(path, "not-a-choice"))
