@@ -125,8 +125,11 @@ def test_the_learner_serves_prometheus_metrics(redis_server, tmp_path: Path) -> 
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    "workers", [1, 2], ids=["one worker", "two workers sharing the port and the metrics"]
+)
 def test_tideline_server_serves_a_published_version_and_stops_cleanly(
-    redis_server, tmp_path: Path
+    redis_server, tmp_path: Path, workers: int
 ) -> None:
     import time
     import urllib.request
@@ -148,8 +151,9 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tideline.cli", "server", "--config", str(path),
-         "--redis", redis_server.url, "--port", str(port)],
-        env=ENV, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+         "--redis", redis_server.url, "--port", str(port), "--workers", str(workers)],
+        env={k: v for k, v in ENV.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, cwd=ROOT,
+        stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -165,8 +169,17 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
             data=orjson.dumps({"instances": [{"amount": 3.0}]}),
             headers={"content-type": "application/json"},
         )
-        body = orjson.loads(urllib.request.urlopen(req, timeout=5).read())
-        assert body["predictions"] == [0.5] and body["model_version"] == 0  # v0 knows nothing yet
+        for _ in range(6):
+            body = orjson.loads(urllib.request.urlopen(req, timeout=5).read())
+            assert (
+                body["predictions"] == [0.5] and body["model_version"] == 0
+            )  # v0 knows nothing yet
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        )
+        assert (
+            'tideline_server_predictions_total{track="stable"} 6.0' in metrics
+        )  # every worker counted
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
