@@ -17,6 +17,23 @@ ROOT = Path(__file__).parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "runtime")}
 
 
+def _published(redis_server, tmp_path: Path, doc: dict):  # type: ignore[no-untyped-def]
+    """The manifest written to a file, a clean Redis, and the model's untrained v0 published."""
+    from tideline.learn import make_learner
+    from tideline.spec import parse
+    from tideline.store import ModelStore
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    model = parse(doc)
+    client = redis_server.client()
+    client.flushall()
+    ModelStore(client, model.namespace, model.name).publish(
+        model.revision, 0, make_learner(model.spec.model.to_dict())
+    )
+    return path, model, client
+
+
 def _tideline(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tideline.cli", *args],
@@ -135,19 +152,8 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
     import urllib.request
 
     from tideline.embedded import free_port
-    from tideline.learn import make_learner
-    from tideline.spec import parse
-    from tideline.store import ModelStore
 
-    doc = manifest(name="fraud")
-    path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    model = parse(doc)
-    client = redis_server.client()
-    client.flushall()
-    ModelStore(client, "test", "fraud").publish(
-        model.revision, 0, make_learner(model.spec.model.to_dict())
-    )
+    path, model, client = _published(redis_server, tmp_path, manifest(name="fraud"))
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tideline.cli", "server", "--config", str(path),
@@ -194,20 +200,11 @@ def test_tideline_monitor_writes_health_and_serves_metrics(redis_server, tmp_pat
     import urllib.request
 
     from tideline.embedded import free_port
-    from tideline.learn import make_learner
     from tideline.simulate import SyntheticStream
-    from tideline.spec import parse
-    from tideline.store import Keys, ModelStore
+    from tideline.store import Keys
 
     doc = manifest(name="fraud", rollout={"analysis": {"interval": "200ms"}})
-    path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    model = parse(doc)
-    client = redis_server.client()
-    client.flushall()
-    ModelStore(client, "test", "fraud").publish(
-        model.revision, 0, make_learner(model.spec.model.to_dict())
-    )
+    path, model, client = _published(redis_server, tmp_path, doc)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tideline.cli", "monitor", "--config", str(path),
