@@ -451,3 +451,19 @@ def test_the_learner_joins_feedback_with_what_the_server_logged(served: Served, 
     learner.flush()
     assert learner.counters["label_sum"] == y.sum()
     assert r.xlen(served.dp.keys.deadletter) == 0
+
+
+def test_the_prediction_log_keeps_one_label_window(r, redis_server) -> None:
+    s = Served(redis_server.url, manifest(name="fraud", learning={"labelWindow": "1s"}))
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
+    with s.client:
+        _wait(lambda: s.dp.ready)
+        s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+        _wait(lambda: r.xlen(s.dp.keys.predictions) == 1)
+        time.sleep(1.2)
+        s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+        _wait(
+            lambda: (
+                r.xlen(s.dp.keys.predictions) == 1 and _log_entries(r, s)[0]["ts"] > time.time() - 1
+            )
+        )

@@ -180,7 +180,7 @@ class DataPlane:
         poll_interval: float = 1.0,
         log_flush_interval: float = 0.005,
         log_queue: int = 100_000,
-        log_maxlen: int = 1_000_000,
+        log_maxlen: int = 100_000,
         max_rows: int = 10_000,
     ) -> None:
         self.model = model
@@ -608,9 +608,13 @@ class DataPlane:
     async def _write_log(self) -> None:
         while self._log:
             batch = [self._log.popleft() for _ in range(min(len(self._log), 500))]
+            horizon = f"{int((time.time() - self.spec.learning.labelWindow) * 1000)}-0"
             pipe = self.r.pipeline(transaction=False)
             for entry in self._serialise(batch):
-                pipe.xadd(self.keys.predictions, entry, maxlen=self.log_maxlen, approximate=True)
+                # The learner and the monitor need labelWindow of log, no more: trim by
+                # time. (An entry holds a whole flush of requests, so a count of
+                # entries says little about memory; the count cap is kept as well.)
+                pipe.xadd(self.keys.predictions, entry, minid=horizon, approximate=False)
             try:
                 await pipe.execute()
             except (redis.exceptions.RedisError, OSError):
@@ -673,6 +677,7 @@ class DataPlane:
             }
             try:
                 await self.r.hset(self.keys.servers, self.instance, orjson.dumps(report))
+                await self.r.xtrim(self.keys.predictions, maxlen=self.log_maxlen, approximate=True)
             except asyncio.CancelledError:
                 raise
             except (redis.exceptions.RedisError, OSError):
