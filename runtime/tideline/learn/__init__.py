@@ -15,7 +15,8 @@ from typing import Any
 
 from tideline.learn.base import Learner
 from tideline.learn.linear import FTRLLearner, LinearLearner
-from tideline.spec import ALGORITHMS, TASKS, _features, _Obj, _params
+from tideline.spec import _model as read_model
+from tideline.spec import _Obj
 
 __all__ = ["Learner", "LinearLearner", "FTRLLearner", "ForestLearner", "make_learner"]
 
@@ -37,11 +38,5 @@ def make_learner(model_spec: Mapping[str, Any]) -> Learner:
 
     Raises :class:`tideline.spec.SpecError` naming the field that is wrong.
     """
-    o = _Obj(model_spec, "spec.model")
-    task = o.enum("task", TASKS, "binary")
-    algorithm = o.enum("algorithm", ALGORITHMS, "sgd")
-    features = _features(o.raw("features"), o.sub("features"))
-    params = _params(algorithm, o.obj("params"))
-    o.raw("warmStart")
-    o.done()
-    return _registry()[algorithm]([f.to_dict() for f in features], task, **params)
+    m = read_model(_Obj(model_spec, "spec.model"))  # the manifest parser's own reading
+    return _registry()[m.algorithm]([f.to_dict() for f in m.features], m.task, **m.params)

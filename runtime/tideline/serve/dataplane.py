@@ -47,10 +47,10 @@ import redis.exceptions
 
 from tideline import codec
 from tideline.features import FeatureError, FeatureSchema
-from tideline.learn import Learner, make_learner
+from tideline.learn import Learner
 from tideline.metrics import ServerMetrics
 from tideline.spec import OnlineModel
-from tideline.store import Keys
+from tideline.store import Keys, learner_from_blob
 
 log = logging.getLogger("tideline.server")
 
@@ -159,13 +159,6 @@ def route_hash(key: str) -> int:
     (True, True)
     """
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 10_000
-
-
-def load_blob(blob: bytes, created_fallback: float = 0.0) -> tuple[Learner, dict[str, Any]]:
-    arrays, meta = codec.decode(blob)
-    learner = make_learner(meta["model"])
-    learner.set_state(arrays)
-    return learner, meta
 
 
 # --------------------------------------------------------------------------- data plane
@@ -315,7 +308,7 @@ class DataPlane:
         if blob is None:
             log.warning("%s v%d is named by %s but not stored", revision, version, pointer)
             return current
-        learner, meta = await asyncio.to_thread(load_blob, blob)
+        learner, meta = await asyncio.to_thread(learner_from_blob, blob)
         return Loaded(
             revision, version, learner, learner.predictor(), float(meta.get("created", 0.0))
         )
