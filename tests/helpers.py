@@ -23,3 +23,13 @@ def manifest(name: str = "m", **spec: object) -> dict:
         "metadata": {"name": name, "namespace": "test"},
         "spec": base,
     }
+
+
+def push_samples(r, stream: str, rows: list, labels) -> None:  # type: ignore[no-untyped-def]
+    """Labelled rows onto a samples stream, as `POST :learn` writes them."""
+    import orjson
+
+    pipe = r.pipeline(transaction=False)
+    for row, label in zip(rows, list(labels), strict=True):
+        pipe.xadd(stream, {"data": orjson.dumps({"features": row, "label": float(label)})})
+    pipe.execute()

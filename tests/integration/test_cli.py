@@ -11,7 +11,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.helpers import manifest
+from tests.helpers import manifest, push_samples
 
 ROOT = Path(__file__).parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "runtime")}
@@ -220,8 +220,7 @@ def test_tideline_monitor_writes_health_and_serves_metrics(redis_server, tmp_pat
         rows, y = SyntheticStream(model.spec.model.to_dict()["features"], "binary", seed=1).take(
             300
         )
-        for row, label in zip(rows, y.tolist(), strict=True):
-            client.xadd(keys.samples, {"data": orjson.dumps({"features": row, "label": label})})
+        push_samples(client, keys.samples, rows, y)
         while (
             orjson.loads(client.get(keys.health))["tracks"].get("stable", {}).get("labelled") != 300
         ):

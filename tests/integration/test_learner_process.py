@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, manifest
+from tests.helpers import FRAUD_FEATURES, manifest, push_samples
 from tideline.evaluate import prequential, scores
 from tideline.learn import make_learner
 from tideline.learner import LearnerProcess
@@ -29,10 +29,7 @@ def _proc(r, **spec) -> LearnerProcess:
 
 def _push_samples(r, p: LearnerProcess, n: int, seed: int = 0, drift_at: int | None = None):
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=seed, drift_at=drift_at).take(n)
-    pipe = r.pipeline(transaction=False)
-    for row, label in zip(rows, y.tolist(), strict=True):
-        pipe.xadd(p.keys.samples, {"data": orjson.dumps({"features": row, "label": label})})
-    pipe.execute()
+    push_samples(r, p.keys.samples, rows, y)
     return rows, y
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, manifest
+from tests.helpers import FRAUD_FEATURES, manifest, push_samples
 from tideline.learn import make_learner
 from tideline.learner import LearnerProcess
 from tideline.monitor import Monitor
@@ -47,17 +47,13 @@ def test_learner_only_models_are_watched_from_labelled_samples(r) -> None:
     mon = Monitor(model, r)
     mon.start()
     test_rows, test_y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(1000)
-    pipe = r.pipeline()
-    for row, label in zip(test_rows, test_y.tolist(), strict=True):
-        pipe.xadd(keys(model).samples, {"data": orjson.dumps({"features": row, "label": label})})
-    pipe.execute()
+    push_samples(r, keys(model).samples, test_rows, test_y)
     for _ in range(5):
         mon.step(block_ms=50)
     health = mon.write()
     stable = health["tracks"]["stable"]
     assert stable["labelled"] == 1000 and stable["version"] == 0
-    served = make_learner(model.spec.model.to_dict())
-    served.set_state(ModelStore(r, "test", "fraud").load(model.revision, 0)[0].get_state())
+    served, _ = ModelStore(r, "test", "fraud").load(model.revision, 0)
     expected = np.mean((served.predict_many(served.schema.encode(test_rows)) >= 0.5) == test_y)
     assert stable["accuracy"] == pytest.approx(expected)
     assert orjson.loads(r.get(keys(model).health))["tracks"]["stable"]["labelled"] == 1000
@@ -151,10 +147,7 @@ def test_the_monitor_takes_nothing_from_the_learner(r) -> None:
     mon = Monitor(model, r)
     mon.start()
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=2).take(500)
-    pipe = r.pipeline()
-    for row, label in zip(rows, y.tolist(), strict=True):
-        pipe.xadd(keys(model).samples, {"data": orjson.dumps({"features": row, "label": label})})
-    pipe.execute()
+    push_samples(r, keys(model).samples, rows, y)
     for _ in range(5):
         mon.step(block_ms=20)
     deadline = time.monotonic() + 10
