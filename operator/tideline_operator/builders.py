@@ -276,3 +276,20 @@ def build_hpa(model: OnlineModel, revision: str) -> dict[str, Any] | None:
             ],  # fmt: skip
         },
     }
+
+
+def build_service_monitor(model: OnlineModel) -> dict[str, Any]:
+    """Prometheus Operator scraping of the servers' ``/metrics`` (only when its CRD exists)."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": model.name,
+            "namespace": model.namespace,
+            "labels": labels(model, "server"),
+        },
+        "spec": {
+            "selector": {"matchLabels": selector(model, "server")},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+        },
+    }

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,13 +52,15 @@ class Observed:
     annotations: dict[str, str] = field(default_factory=dict)
     served: int | None = None  # stable revision's pointers
     last_good: int | None = None
+    latest: int | None = None
     replicas_ready: bool = True
+    ready_replicas: int = 0  # stable servers ready (the scale subresource's status)
     generation: int = 1
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # start-canary | set-weight | promote | remove-revision | rollback | pause-learning | event
+    kind: str  # start-canary | set-weight | promote | remove-revision | rollback | unpin | pause-learning | event
     args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -147,13 +150,23 @@ def guardrail_breach(
 
 
 # --------------------------------------------------------------------------- decide
-def _condition(kind: str, ok: bool, reason: str, message: str, now: float) -> dict[str, Any]:
+def _condition(
+    previous: list[dict[str, Any]], kind: str, ok: bool, reason: str, message: str, now: float
+) -> dict[str, Any]:
+    """A Kubernetes condition; its lastTransitionTime moves only when its status does."""
+    status = "True" if ok else "False"
+    before = next((c for c in previous if c.get("type") == kind), None)
+    since = (
+        before["lastTransitionTime"]
+        if before and before.get("status") == status and before.get("lastTransitionTime")
+        else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    )
     return {
         "type": kind,
-        "status": "True" if ok else "False",
+        "status": status,
         "reason": reason,
         "message": message,
-        "at": now,
+        "lastTransitionTime": since,
     }
 
 
@@ -172,6 +185,9 @@ def decide(
         st["servedVersion"] = observed.served
     if observed.last_good is not None:
         st["lastGoodVersion"] = observed.last_good
+    if observed.latest is not None:
+        st["latestVersion"] = observed.latest
+    st["replicas"] = observed.ready_replicas
 
     # -- first deploy: the spec's revision is stable
     if not st.get("stableRevision"):
@@ -219,6 +235,24 @@ def decide(
     _guardrails(spec, st, ann, health, now, actions)
     _phase(spec, st, observed, health, now)
     return Decision(st, actions)
+
+
+def invalid(
+    status: dict[str, Any] | None, path: str, reason: str, generation: int, now: float
+) -> dict[str, Any]:
+    """The status of a spec that can never work: Degraded, naming the field; nothing else moves."""
+    st: dict[str, Any] = copy.deepcopy(status or {})
+    before = st.get("conditions") or []
+    st["observedGeneration"] = generation
+    st["phase"] = "Degraded"
+    message = f"{path}: {reason}"
+    kept = [c for c in before if c.get("type") not in ("Ready", "Degraded")]
+    st["conditions"] = [
+        _condition(before, "Ready", False, "InvalidSpec", message, now),
+        *kept,
+        _condition(before, "Degraded", True, "InvalidSpec", message, now),
+    ]
+    return st
 
 
 def _aborted_for(st: dict[str, Any], revision: str) -> bool:
@@ -327,6 +361,19 @@ def _guardrails(
         _rollback(st, rev, int(target), "rolled back by annotation", now, actions)
         return
     reason = guardrail_breach(spec, st, health, now)
+    if reason is None and st.get("pinned") and _recovered(spec, st, health, now):
+        latest = st["latestVersion"]
+        actions.append(Action("unpin", {"revision": rev, "version": latest}))
+        actions.append(
+            Action(
+                "event",
+                {"type": "Normal", "reason": "Unpinned",
+                 "message": f"serving v{latest}, learned after the rollback to v{st['servedVersion']}"},
+            )
+        )  # fmt: skip
+        st["servedVersion"] = latest
+        st["pinned"] = False
+        return
     if reason is None:
         concept = ((health or {}).get("drift") or {}).get("concept") or {}
         if (
@@ -346,12 +393,32 @@ def _guardrails(
     _rollback(st, rev, st["lastGoodVersion"], reason, now, actions)
 
 
+def _recovered(spec: Spec, st: dict[str, Any], health: dict[str, Any] | None, now: float) -> bool:
+    """After a rollback, serve the learner again once it published past the bad version.
+
+    The learner was reset to the version rolled back to; a version newer than
+    the newest one at the rollback was learned since, and passed the holdout
+    gate against the served one. It is served once one analysis interval
+    went by and no concept drift is flagged any more.
+    """
+    rb = st.get("lastRollback") or {}
+    latest, newest_then = st.get("latestVersion"), rb.get("latest")
+    if latest is None or newest_then is None or latest <= newest_then:
+        return False
+    if now - float(rb.get("at", now)) < spec.rollout.analysis.interval:
+        return False
+    concept = ((health or {}).get("drift") or {}).get("concept") or {}
+    return not concept.get("detected")
+
+
 def _rollback(
     st: dict[str, Any], rev: str, to: int, reason: str, now: float, actions: list[Action]
 ) -> None:
     frm = st.get("servedVersion")
-    st["lastRollback"] = {"at": now, "revision": rev, "from": frm, "to": to, "reason": reason}
+    st["lastRollback"] = {"at": now, "revision": rev, "from": frm, "to": to, "reason": reason,
+                          "latest": st.get("latestVersion", frm)}  # fmt: skip
     st["servedVersion"] = to
+    st["pinned"] = True
     actions.append(Action("rollback", {"revision": rev, "from": frm, "to": to, "reason": reason}))
     actions.append(
         Action(
@@ -389,11 +456,29 @@ def _phase(
         or (drift.get("features") or {}).get("detected")
         or (drift.get("predictions") or {}).get("detected")
     )
+    before = st.get("conditions") or []
     st["conditions"] = [
-        _condition("Ready", observed.replicas_ready and not aborted, "ReplicasReady" if observed.replicas_ready else "ReplicasNotReady", "", now),
-        _condition("Progressing", canary is not None, "CanaryInProgress" if canary else "Stable",
+        _condition(before, "Ready", observed.replicas_ready and not aborted, "ReplicasReady" if observed.replicas_ready else "ReplicasNotReady", "", now),
+        _condition(before, "Progressing", canary is not None, "CanaryInProgress" if canary else "Stable",
                    f"step {step} weight {st.get('canaryWeight', 0)}" if canary else "", now),
-        _condition("Degraded", bool(aborted), "RolloutAborted" if aborted else "AsExpected",
+        _condition(before, "Degraded", bool(aborted), "RolloutAborted" if aborted else "AsExpected",
                    aborted["reason"] if aborted else "", now),
-        _condition("Drifting", drifting, "DriftDetected" if drifting else "NoDrift", "", now),
+        _condition(before, "Drifting", drifting, "DriftDetected" if drifting else "NoDrift", _drift_summary(drift), now),
     ]  # fmt: skip
+    st["drift"] = _drift_summary(drift) or "none"
+    accuracy = (((health or {}).get("tracks") or {}).get("stable") or {}).get("accuracy")
+    if accuracy is not None:
+        st["onlineAccuracy"] = round(float(accuracy), 4)
+
+
+def _drift_summary(drift: dict[str, Any]) -> str:
+    """What drifts, in a few words: ``concept``, ``features: amount,hour``, ``predictions``."""
+    parts = []
+    if (drift.get("concept") or {}).get("detected"):
+        parts.append("concept")
+    features = (drift.get("features") or {}).get("detected")
+    if features:
+        parts.append("features: " + ",".join(features))
+    if (drift.get("predictions") or {}).get("detected"):
+        parts.append("predictions")
+    return "; ".join(parts)

@@ -1,7 +1,7 @@
 """``tideline``: the runtime image's entry point.
 
 ``tideline learner --config FILE --redis URL [--port N]`` runs the learner of
-one OnlineModel (FILE is the manifest a user applies). ``tideline run FILE``
+one OnlineModel (FILE is the manifest a user applies). ``tideline operator`` runs the Kubernetes operator. ``tideline run FILE``
 runs the loop locally on an embedded Redis with simulated traffic.
 A bad manifest or flag exits with status 2 and a message naming the field.
 """
@@ -120,6 +120,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary["samples_learned"] > 0 else 1
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Run the kopf operator (out of cluster it uses the current kubeconfig)."""
+    import kopf
+    from prometheus_client import start_http_server
+
+    import tideline_operator.handlers  # noqa: F401  (registers the handlers)
+
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        standalone=args.standalone,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tideline", description=__doc__.splitlines()[0])
     p.add_argument("--log-level", default="INFO")
@@ -148,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="0.0.0.0")
     sp.add_argument("--workers", type=int, default=1, help="processes (one per core)")
     sp.set_defaults(func=cmd_server)
+
+    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    op.add_argument(
+        "--namespace", action="append", help="watch this namespace (repeatable; default: all)"
+    )
+    op.add_argument("--standalone", action="store_true", help="no peering (one replica, tests)")
+    op.add_argument("--peering", default="tideline", help="kopf peering object name (HA)")
+    op.add_argument("--metrics-port", type=int, default=9100, help="port for /metrics (0: none)")
+    op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint")
+    op.set_defaults(func=cmd_operator)
 
     rp = sub.add_parser(
         "run", help="run the loop locally: embedded Redis, learner, simulated traffic"

@@ -1,0 +1,96 @@
+"""kopf handlers, kept thin: configuration, one index, one timer per OnlineModel.
+
+The timer does a whole turn (:meth:`Reconciler.turn`) and hands kopf the
+status patch; there are no create/update handlers, so kopf keeps no
+last-handled-configuration annotation on the resource and writes nothing
+besides its finalizer (timers need it to stop cleanly on deletion) and the
+status. A new or changed OnlineModel is picked up on the timer's first run
+(at once) or next tick (``TIDELINE_OPERATOR_INTERVAL``, 1 s by default).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from tideline_operator.builders import Settings
+from tideline_operator.kube import Kube
+from tideline_operator.reconcile import ChildState, ModelMemory, Reconciler, status_patch
+
+GROUP, VERSION, PLURAL = "tideline.dev", "v1alpha1", "onlinemodels"
+INTERVAL = float(os.environ.get("TIDELINE_OPERATOR_INTERVAL", "1"))
+MANAGED: dict[str, Any] = {
+    "app.kubernetes.io/managed-by": "tideline-operator",
+    "tideline.dev/model": kopf.PRESENT,
+}
+
+
+def settings_from_env() -> Settings:
+    return Settings(
+        image=os.environ.get("TIDELINE_RUNTIME_IMAGE", Settings.image),
+        redis_url=os.environ.get("TIDELINE_REDIS_URL") or None,
+        image_pull_policy=os.environ.get("TIDELINE_IMAGE_PULL_POLICY", Settings.image_pull_policy),
+    )
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = "tideline.dev/finalizer"
+    # kopf's own log lines become Events only when they are warnings; the
+    # operator posts its own Events (Deployed, CanaryStarted, RolledBack, ...).
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.execution.max_workers = int(os.environ.get("TIDELINE_OPERATOR_WORKERS", "16"))
+    if "reconciler" not in memo:
+        memo["reconciler"] = Reconciler(Kube.from_environment(), settings_from_env())
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def deployments(
+    *,
+    namespace: str | None,
+    name: str,
+    labels: Mapping[str, str],
+    spec: kopf.Spec,
+    status: kopf.Status,
+    **_: Any,
+) -> dict[tuple[str | None, str], ChildState]:
+    return {
+        (namespace, labels["tideline.dev/model"]): ChildState(
+            name=name,
+            component=labels.get("tideline.dev/component", ""),
+            revision=labels.get("tideline.dev/revision"),
+            replicas=int(spec.get("replicas", 1) or 0),
+            ready=int(status.get("readyReplicas", 0) or 0),
+        )
+    }
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=0)
+def turn(
+    *,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    patch: kopf.Patch,
+    **kwargs: Any,
+) -> None:
+    index: kopf.Index[tuple[str | None, str], ChildState] = kwargs["deployments"]
+    reconciler: Reconciler = memo["reconciler"]
+    mem = memo.setdefault("model", ModelMemory())
+    before = mem.status if mem.status is not None else dict(body.get("status") or {})
+
+    def event(kind: str, reason: str, message: str) -> None:
+        kopf.event(body, type=kind, reason=reason, message=message)
+
+    children = list(index.get((namespace, name), []))
+    new = reconciler.turn(copy.deepcopy(dict(body)), mem, children, event)
+    if new is not None:
+        patch.status.update(status_patch(before, new))

@@ -1,0 +1,430 @@
+"""One turn of one model: observe, decide, apply, record.
+
+The kopf timer in :mod:`tideline_operator.handlers` calls
+:meth:`Reconciler.turn` every few seconds per OnlineModel. A turn
+
+1. parses the spec (a spec that can never work becomes a Degraded
+   condition naming the field, and nothing else happens);
+2. observes: the stable revision's pointers, the routing hash and the
+   monitor's health summary in Redis, and the model's Deployments (from a
+   kopf index, not an API call);
+3. calls the pure :func:`tideline_operator.rollout.decide`;
+4. applies its actions: Redis pointers and learner controls for rollbacks,
+   Kubernetes Events; then brings the children and the routing hash to what
+   the new status implies (level-based, so a restarted operator converges
+   from the status alone) - an object is applied only when it differs from
+   what this process applied last, and server-side apply of an unchanged
+   object changes nothing at the API;
+5. returns the status to write, or ``None`` when nothing changed, so a
+   re-applied manifest (GitOps) causes no writes at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+import yaml
+from prometheus_client import Counter, Histogram
+
+from tideline.spec import OnlineModel, SpecError, parse
+from tideline.store import Keys, ModelStore, StoreError
+from tideline_operator import builders
+from tideline_operator.builders import Settings
+from tideline_operator.kube import REVISION_KINDS, Kube
+from tideline_operator.rollout import Action, Observed, decide, invalid
+
+log = logging.getLogger("tideline.operator")
+
+RECONCILES = Counter("tideline_operator_reconciles_total", "Model turns", ["result"])
+ACTIONS = Counter("tideline_operator_actions_total", "Decided actions applied", ["kind"])
+ROLLBACKS = Counter("tideline_operator_rollbacks_total", "Served versions rolled back")
+ABORTS = Counter("tideline_operator_aborts_total", "Canaries aborted")
+PROMOTIONS = Counter("tideline_operator_promotions_total", "Canaries promoted")
+APPLIES = Counter("tideline_operator_applies_total", "Child objects applied", ["kind"])
+DECISION = Histogram(
+    "tideline_operator_decision_seconds",
+    "Observe + decide + apply, per model turn",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+EventFn = Callable[[str, str, str], None]  # type, reason, message
+
+
+@dataclass
+class ModelMemory:
+    """What one model's turns remember in this process (lost on restart, by design)."""
+
+    applied: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> hash
+    models: dict[str, tuple[OnlineModel, dict[str, Any]]] = field(default_factory=dict)
+    status: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ChildState:
+    """A Deployment of the model, as the kopf index saw it."""
+
+    name: str
+    component: str
+    revision: str | None
+    replicas: int
+    ready: int
+
+
+def _digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def warm_start_compatible(a: OnlineModel, b: OnlineModel) -> bool:
+    """A canary can start from stable's weights when task, algorithm and features agree."""
+    ma, mb = a.spec.model, b.spec.model
+    return (ma.task, ma.algorithm, ma.features) == (mb.task, mb.algorithm, mb.features)
+
+
+def route_weights(route: dict[str, Any], stable: str, canary: str, weight: int, port: int) -> list[dict[str, Any]]:  # fmt: skip
+    """An HTTPRoute's rules with the stable/canary Services weighted ``100 - weight`` / ``weight``.
+
+    Rules that name neither Service are left as they are.
+    """
+    rules = copy.deepcopy((route.get("spec") or {}).get("rules") or [])
+    for rule in rules:
+        refs = rule.get("backendRefs") or []
+        names = {r.get("name") for r in refs}
+        if stable not in names and canary not in names:
+            continue
+        refs = [r for r in refs if r.get("name") != canary]
+        for r in refs:
+            if r.get("name") == stable:
+                r["weight"] = 100 - weight
+        if weight > 0:
+            refs.append({"name": canary, "port": port, "weight": weight})
+        rule["backendRefs"] = refs
+    return rules
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        redis_factory: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.clock = clock
+        self._redis: dict[str, Any] = {}
+        self._redis_factory = redis_factory or (
+            lambda url: redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        )
+        self._apis: dict[tuple[str, str], bool] = {}
+
+    # -- helpers ----------------------------------------------------------------------
+    def redis_for(self, model: OnlineModel) -> Any:
+        r = model.spec.redis
+        if r.secretName:
+            secret = self.kube.get("v1", "Secret", model.namespace, r.secretName)
+            data = (secret or {}).get("data") or {}
+            if r.secretKey not in data:
+                raise SpecError(
+                    "spec.redis.secretRef",
+                    f"secret {r.secretName!r} has no key {r.secretKey!r}",
+                )
+            url = base64.b64decode(data[r.secretKey]).decode()
+        else:
+            url = r.url or self.settings.redis_url or ""
+        if not url:
+            raise SpecError("spec.redis", "no url or secretRef, and the operator has no default")
+        if url not in self._redis:
+            self._redis[url] = self._redis_factory(url)
+        return self._redis[url]
+
+    def has_api(self, group_version: str, plural: str) -> bool:
+        key = (group_version, plural)
+        if key not in self._apis:
+            self._apis[key] = self.kube.has_api(group_version, plural)
+        return self._apis[key]
+
+    def model_of(self, model: OnlineModel, manifest: dict[str, Any], rev: str,
+                 mem: ModelMemory) -> tuple[OnlineModel, dict[str, Any]]:  # fmt: skip
+        """The manifest a revision runs: the spec now, or the one its ConfigMap keeps."""
+        if rev == model.revision:
+            return model, manifest
+        if rev not in mem.models:
+            cm = self.kube.get("v1", "ConfigMap", model.namespace, f"{model.name}-{rev}")
+            if cm is None:
+                log.warning("%s: revision %s has no ConfigMap; using the spec", model.name, rev)
+                return model, manifest
+            doc = yaml.safe_load(cm["data"]["model.yaml"])
+            mem.models[rev] = (parse(doc), doc)
+        return mem.models[rev]
+
+    # -- observe ----------------------------------------------------------------------
+    def observe(self, model: OnlineModel, status: dict[str, Any], r: Any) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, str]]:  # fmt: skip
+        keys = Keys(model.namespace, model.name)
+        stable = status.get("stableRevision") or model.revision
+        try:
+            p = r.pipeline(transaction=False)
+            p.hgetall(keys.rev(stable, "pointers"))
+            p.get(keys.health)
+            p.hgetall(keys.routing)
+            pointers, health, routing = p.execute()
+        except redis.RedisError as e:
+            log.warning("%s/%s: Redis unavailable: %s", model.namespace, model.name, e)
+            return {}, None, {}
+        ptr = {k.decode(): int(v) for k, v in pointers.items() if k != b"pinned"}
+        return (
+            ptr,
+            orjson.loads(health) if health else None,
+            {k.decode(): v.decode() for k, v in routing.items()},
+        )
+
+    # -- the turn ---------------------------------------------------------------------
+    def turn(
+        self,
+        body: dict[str, Any],
+        mem: ModelMemory,
+        children: Iterable[ChildState],
+        event: EventFn,
+    ) -> dict[str, Any] | None:
+        """One model's turn; the status to write, or None when it did not change."""
+        start = time.perf_counter()
+        now = self.clock()
+        meta = body["metadata"]
+        generation = int(meta.get("generation") or 1)
+        before = mem.status if mem.status is not None else _own(body.get("status") or {})
+        manifest: dict[str, Any] = {
+            k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body
+        }
+        try:
+            model = parse(manifest)
+            r = self.redis_for(model)
+            new = self._turn(
+                model, manifest, before, mem, list(children), r, event, now, generation
+            )
+            RECONCILES.labels("ok").inc()
+        except SpecError as e:
+            new = invalid(before, e.path, e.reason, generation, now)
+            if not _same(before, new):
+                event("Warning", "InvalidSpec", str(e))
+            RECONCILES.labels("invalid").inc()
+        DECISION.observe(time.perf_counter() - start)
+        if _same(before, new):
+            return None
+        mem.status = new
+        return new
+
+    def _turn(self, model: OnlineModel, manifest: dict[str, Any], before: dict[str, Any],
+              mem: ModelMemory, children: list[ChildState], r: Any, event: EventFn, now: float,
+              generation: int) -> dict[str, Any]:  # fmt: skip
+        pointers, health, routing = self.observe(model, before, r)
+        stable_rev = before.get("stableRevision") or model.revision
+        servers = [c for c in children if c.component == "server" and c.revision == stable_rev]
+        ready = sum(c.ready for c in servers)
+        want = sum(c.replicas for c in servers)
+        others_ready = all(c.ready >= c.replicas for c in children if c.component != "server")
+        observed = Observed(
+            revision=model.revision,
+            annotations=dict(manifest["metadata"].get("annotations") or {}),
+            served=pointers.get("served"),
+            last_good=pointers.get("lastGood"),
+            latest=pointers.get("latest"),
+            replicas_ready=bool(servers) and ready >= want and others_ready,
+            ready_replicas=ready,
+            generation=generation,
+        )
+        decision = decide(model.spec, before, observed, health, now)
+        st = decision.status
+        for action in decision.actions:
+            self._act(model, action, r, event)
+        self._children(model, manifest, st, mem, children)
+        self._routing(model, manifest, st, mem, routing, r)
+        return st
+
+    # -- actions ----------------------------------------------------------------------
+    def _act(self, model: OnlineModel, a: Action, r: Any, event: EventFn) -> None:
+        ACTIONS.labels(a.kind).inc()
+        store = ModelStore(r, model.namespace, model.name)
+        keys = store.keys
+        try:
+            if a.kind == "event":
+                event(a.args["type"], a.args["reason"], a.args["message"])
+            elif a.kind == "rollback":
+                ROLLBACKS.inc()
+                store.set_pointer(a.args["revision"], "served", int(a.args["to"]), pin=True)
+                control = keys.rev(a.args["revision"], "control")
+                if model.spec.guardrails.onConceptDrift == "pause" and "drift" in a.args["reason"]:
+                    r.hset(control, "paused", "1")
+                else:
+                    r.hset(control, "resetTo", str(a.args["to"]))
+            elif a.kind == "unpin":
+                store.set_pointer(a.args["revision"], "served", int(a.args["version"]), pin=False)
+            elif a.kind == "pause-learning":
+                r.hset(
+                    keys.rev(a.args["revision"], "control"),
+                    "paused",
+                    "1" if a.args["paused"] else "0",
+                )
+            elif a.kind == "promote":
+                PROMOTIONS.inc()
+            # start-canary, set-weight, remove-revision: the children and the routing
+            # hash follow the new status (see _children: a removed revision goes after
+            # its successor's objects are applied, so `<name>` always has servers).
+        except (StoreError, redis.RedisError) as e:
+            log.warning("%s/%s: %s failed: %s", model.namespace, model.name, a.kind, e)
+            event("Warning", "ActionFailed", f"{a.kind}: {e}")
+        if a.kind == "event" and a.args.get("reason") == "RolloutAborted":
+            ABORTS.inc()
+
+    def remove_revision(self, model: OnlineModel, revision: str) -> None:
+        """Delete a revision's Deployments, ConfigMap and canary Service.
+
+        The stable Service ``<name>`` is re-pointed at the new stable revision
+        by the same turn, never removed.
+        """
+        selector = f"tideline.dev/model={model.name},tideline.dev/revision={revision}"
+        for api_version, kind in REVISION_KINDS:
+            for obj in self.kube.list(api_version, kind, model.namespace, selector):
+                name = obj["metadata"]["name"]
+                if not (kind == "Service" and name == model.name):
+                    self.kube.delete(api_version, kind, model.namespace, name)
+
+    # -- level-based children and routing ---------------------------------------------
+    def desired(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
+                mem: ModelMemory) -> list[dict[str, Any]]:  # fmt: skip
+        s = self.settings
+        stable_rev = st["stableRevision"]
+        stable, stable_manifest = self.model_of(model, manifest, stable_rev, mem)
+        replicas = None if model.spec.serving.autoscaling else model.spec.serving.replicas
+        server = builders.build_server(stable, s, stable_rev, replicas or 0)
+        if replicas is None:
+            server["spec"].pop("replicas")
+        out = [
+            builders.build_config_map(stable, stable_manifest, stable_rev),
+            builders.build_learner(stable, s, stable_rev),
+            server,
+            builders.build_service(model, stable_rev),
+            builders.build_monitor(stable, s, stable_rev),
+            builders.build_pdb(model),
+        ]
+        hpa = builders.build_hpa(model, stable_rev)
+        if hpa is not None:
+            out.append(hpa)
+        if self.has_api("monitoring.coreos.com/v1", "servicemonitors"):
+            out.append(builders.build_service_monitor(model))
+        canary_rev = st.get("canaryRevision")
+        if canary_rev and not st.get("aborted"):
+            warm = stable_rev if warm_start_compatible(stable, model) else None
+            out += [
+                builders.build_config_map(model, manifest, canary_rev),
+                builders.build_learner(model, s, canary_rev, warm_start_from=warm),
+            ]
+            if self.canary_pods(model, stable):
+                out += [
+                    builders.build_server(model, s, canary_rev, max(1, model.spec.serving.replicas // 2)),
+                    builders.build_service(model, canary_rev, canary=True),
+                ]  # fmt: skip
+        return out
+
+    def canary_pods(self, canary: OnlineModel, stable: OnlineModel) -> bool:
+        """A canary has its own servers when its image differs or a Gateway splits traffic."""
+        s = self.settings
+        return (
+            builders.image_of(canary, s) != builders.image_of(stable, s)
+            or canary.spec.rollout.trafficRouting != "builtin"
+        )
+
+    def _children(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
+                  mem: ModelMemory, children: list[ChildState]) -> None:  # fmt: skip
+        owner = _owner(manifest)
+        desired = self.desired(model, manifest, st, mem)
+        for obj in desired:
+            obj["metadata"]["ownerReferences"] = [owner]
+            key = (obj["kind"], obj["metadata"]["name"])
+            digest = _digest(obj)
+            if mem.applied.get(key) == digest:
+                continue
+            self.kube.apply(obj)
+            APPLIES.labels(obj["kind"]).inc()
+            mem.applied[key] = digest
+        active = {st["stableRevision"]} | (
+            {st["canaryRevision"]} if st.get("canaryRevision") and not st.get("aborted") else set()
+        )
+        for rev in {c.revision for c in children if c.revision} - active:
+            self.remove_revision(model, rev)
+            mem.applied.clear()  # re-apply once: a no-op at the API for what is unchanged
+            mem.models.pop(rev, None)
+
+    def _routing(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
+                 mem: ModelMemory, current: dict[str, str], r: Any) -> None:  # fmt: skip
+        canary = st.get("canaryRevision") if not st.get("aborted") else None
+        weight = int(st.get("canaryWeight") or 0) if canary else 0
+        stable, _ = self.model_of(model, manifest, st["stableRevision"], mem)
+        url = ""
+        if canary and self.canary_pods(model, stable):
+            url = f"http://{model.name}-canary.{model.namespace}.svc:{builders.HTTP_PORT}"
+        want = {
+            "stable": st["stableRevision"],
+            "canary": canary or "",
+            "weight": str(weight),
+            "shadow": "1" if canary and model.spec.rollout.shadow else "0",
+            "canaryURL": url,
+        }
+        if current != want:
+            try:
+                r.hset(Keys(model.namespace, model.name).routing, mapping=want)
+            except redis.RedisError as e:
+                log.warning("%s/%s: routing not written: %s", model.namespace, model.name, e)
+        route = model.spec.rollout.trafficRouting
+        if route != "builtin" and self.has_api("gateway.networking.k8s.io/v1", "httproutes"):
+            self._gateway(model, route, weight)
+
+    def _gateway(self, model: OnlineModel, route_name: str, weight: int) -> None:
+        route = self.kube.get(
+            "gateway.networking.k8s.io/v1", "HTTPRoute", model.namespace, route_name
+        )
+        if route is None:
+            raise SpecError("spec.rollout.trafficRouting.gatewayAPI.httpRoute",
+                            f"HTTPRoute {route_name!r} does not exist")  # fmt: skip
+        rules = route_weights(route, model.name, f"{model.name}-canary", weight, builders.HTTP_PORT)
+        if rules != (route.get("spec") or {}).get("rules"):
+            self.kube.merge_patch(route, {"spec": {"rules": rules}})
+
+
+def _owner(manifest: dict[str, Any]) -> dict[str, Any]:
+    md = manifest["metadata"]
+    return {
+        "apiVersion": manifest["apiVersion"],
+        "kind": manifest["kind"],
+        "name": md["name"],
+        "uid": md["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _own(status: dict[str, Any]) -> dict[str, Any]:
+    """The operator's part of a status read back from the API (kopf keeps its own keys)."""
+    return {k: v for k, v in status.items() if k != "kopf"}
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return _own(a) == _own(b)
+
+
+def status_patch(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch from ``before`` to ``after``: removed keys become null."""
+    patch: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
+    for k in before:
+        if k not in after and k != "kopf":
+            patch[k] = None
+    return patch

@@ -1,0 +1,277 @@
+"""A model's turn against a real Redis and an in-memory Kubernetes API.
+
+The real API server is the e2e suite's; here a dict stands in for it so each
+turn's applies, deletes and Redis writes can be counted exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from tests.helpers import manifest
+from tideline.learn import make_learner
+from tideline.spec import parse
+from tideline.store import Keys, ModelStore
+from tideline_operator.builders import Settings
+from tideline_operator.reconcile import ChildState, ModelMemory, Reconciler, route_weights
+from tideline_operator.rollout import ROLLBACK_TO
+
+pytestmark = pytest.mark.integration
+
+
+class FakeKube:
+    """The API calls :class:`Reconciler` makes, on a dict keyed by (kind, name)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.applied: list[tuple[str, str]] = []
+        self.deleted: list[tuple[str, str]] = []
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        key = (obj["kind"], obj["metadata"]["name"])
+        self.objects[key] = copy.deepcopy(obj)
+        self.applied.append(key)
+        return obj
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+        return self.objects.get((kind, name))
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict]:
+        want = dict(kv.split("=") for kv in selector.split(","))
+        return [
+            o
+            for (k, _), o in self.objects.items()
+            if k == kind and all(o["metadata"]["labels"].get(a) == b for a, b in want.items())
+        ]
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self.deleted.append((kind, name))
+        return self.objects.pop((kind, name), None) is not None
+
+    def has_api(self, group_version: str, plural: str) -> bool:
+        return False
+
+    def children(self, ready: bool = True) -> list[ChildState]:
+        """The Deployments as the kopf index would report them."""
+        out = []
+        for (kind, name), o in self.objects.items():
+            if kind == "Deployment":
+                lb = o["metadata"]["labels"]
+                n = o["spec"].get("replicas", 1)
+                out.append(ChildState(name, lb["tideline.dev/component"],
+                                      lb.get("tideline.dev/revision"), n, n if ready else 0))  # fmt: skip
+        return out
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def setup(r: redis.Redis) -> tuple[Reconciler, FakeKube, Clock, list, ModelMemory]:
+    """A reconciler, its API, its clock, the Events it posted, one model's memory."""
+    kube, clock = FakeKube(), Clock()
+    url = f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0"
+    rec = Reconciler(kube, Settings(image="img:1", redis_url=url), clock=clock)  # type: ignore[arg-type]
+    return rec, kube, clock, [], ModelMemory()
+
+
+def _body(m: dict, generation: int = 1) -> dict:
+    b = copy.deepcopy(m)
+    b["metadata"].update({"uid": "u-1", "generation": generation})
+    return b
+
+
+ROLLOUT = {
+    "steps": [{"setWeight": 20}, {"pause": "30s"}, {"setWeight": 50}],
+    "analysis": {"interval": "5s", "minSamples": 100},
+}
+
+
+def _turn(setup: tuple, body: dict, ready: bool = True) -> dict | None:
+    rec, kube, clock, events, mem = setup
+    return rec.turn(body, mem, kube.children(ready),
+                    lambda t, reason, msg: events.append((t, reason, msg)))  # fmt: skip
+
+
+def test_the_first_turn_builds_every_child_and_the_second_changes_nothing(setup, r) -> None:
+    rec, kube, clock, events, _ = setup
+    body = _body(manifest("fraud", rollout=ROLLOUT))
+    st = _turn(setup, body, ready=False)
+    rev = parse(manifest("fraud")).revision
+    assert st is not None and st["stableRevision"] == rev and st["phase"] == "Progressing"
+    kinds = sorted(k for k, _ in kube.applied)
+    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Deployment",
+                     "PodDisruptionBudget", "Service"]  # fmt: skip
+    owner = kube.objects[("Service", "fraud")]["metadata"]["ownerReferences"][0]
+    assert owner["uid"] == "u-1" and owner["controller"] is True
+    assert r.hgetall(Keys("test", "fraud").routing)[b"stable"] == rev.encode()
+    assert ("Normal", "Deployed", f"revision {rev}") in events
+
+    clock.now += 1
+    st = _turn(setup, body)  # replicas became ready
+    assert st is not None and st["phase"] == "Healthy"
+    applied = len(kube.applied)
+    for _ in range(3):
+        clock.now += 1
+        assert _turn(setup, body) is None, "an unchanged model writes no status"
+    assert len(kube.applied) == applied, "and applies nothing"
+
+
+def _publish(r: redis.Redis, m: dict, rev: str, versions: int) -> None:
+    store = ModelStore(r, "test", m["metadata"]["name"])
+    learner = make_learner(m["spec"]["model"])
+    for v in range(1, versions + 1):
+        store.publish(rev, v, learner)
+
+
+def _health(now: float, stable: dict | None = None, versions: dict | None = None,
+            canary: dict | None = None) -> bytes:  # fmt: skip
+    tracks = {"stable": stable or {}}
+    if canary is not None:
+        tracks["canary"] = canary
+    return orjson.dumps({"ts": now, "tracks": tracks, "versions": versions or {}, "drift": {}})
+
+
+def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setup, r) -> None:
+    rec, kube, clock, events, _ = setup
+    m = manifest("fraud", rollout=ROLLOUT, guardrails={"maxAccuracyDrop": 0.05})
+    rev = parse(m).revision
+    _publish(r, m, rev, 7)  # served 7, lastGood 6
+    body = _body(m)
+    _turn(setup, body)
+    keys = Keys("test", "fraud")
+    r.set(keys.health, _health(clock.now, stable={"accuracy": 0.80, "window": 500},
+                               versions={f"{rev}:6": {"accuracy": 0.90}}))  # fmt: skip
+    start = time.perf_counter()
+    st = _turn(setup, body)
+    took = time.perf_counter() - start
+    assert st is not None and st["servedVersion"] == 6 and st["pinned"] is True
+    assert st["lastRollback"]["from"] == 7 and st["lastRollback"]["to"] == 6
+    assert "accuracy 0.800" in st["lastRollback"]["reason"]
+    ptr = ModelStore(r, "test", "fraud").pointers(rev)
+    assert ptr["served"] == 6 and ptr["pinned"] is True
+    assert r.hget(keys.rev(rev, "control"), "resetTo") == b"6"
+    assert any(reason == "RolledBack" for _, reason, _ in events)
+    print(f"\n[reconcile] breach in Redis -> served pinned in one turn of {took * 1000:.1f} ms")
+
+    # the learner publishes v8 after the reset; once the interval passed, v8 is served
+    ModelStore(r, "test", "fraud").publish(rev, 8, make_learner(m["spec"]["model"]))
+    clock.now += 6
+    r.set(keys.health, _health(clock.now, stable={"accuracy": 0.90, "window": 500}))
+    st = _turn(setup, body)
+    assert st is not None and st["servedVersion"] == 8 and not st["pinned"]
+    assert ModelStore(r, "test", "fraud").pointers(rev)["served"] == 8
+
+
+def test_rollback_by_annotation_points_served_at_the_named_version(setup, r) -> None:
+    m = manifest("fraud", rollout=ROLLOUT)
+    rev = parse(m).revision
+    _publish(r, m, rev, 5)
+    body = _body(m)
+    _turn(setup, body)
+    body["metadata"]["annotations"] = {ROLLBACK_TO: "2"}
+    st = _turn(setup, body)
+    assert st is not None and st["servedVersion"] == 2
+    assert ModelStore(r, "test", "fraud").pointers(rev)["served"] == 2
+
+
+def test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable(setup, r) -> None:
+    rec, kube, clock, events, _ = setup
+    m = manifest("fraud", rollout=ROLLOUT)
+    old = parse(m).revision
+    _turn(setup, _body(m))
+    m2 = copy.deepcopy(m)
+    m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
+    new = parse(m2).revision
+    st = _turn(setup, _body(m2, generation=2))
+    assert st is not None and st["canaryRevision"] == new and st["canaryWeight"] == 20
+    learner = kube.objects[("Deployment", f"fraud-learner-{new}")]
+    args = learner["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--warm-start-revision", old]
+    assert ("Deployment", f"fraud-server-{new}") not in kube.objects, "same image: in process"
+    routing = r.hgetall(Keys("test", "fraud").routing)
+    assert routing[b"canary"] == new.encode() and routing[b"weight"] == b"20"
+    assert routing[b"canaryURL"] == b""
+
+    # the stable ConfigMap keeps the stable revision's manifest, not the new spec
+    cm = kube.objects[("ConfigMap", f"fraud-{old}")]["data"]["model.yaml"]
+    assert "adagrad" not in cm
+
+    # pause 30 s, then weight 50, then promotion
+    healthy = _health(
+        clock.now, stable={"accuracy": 0.9}, canary={"accuracy": 0.9, "labelled": 500}
+    )
+    r.set(Keys("test", "fraud").health, healthy)
+    clock.now += 31
+    r.set(Keys("test", "fraud").health, _health(clock.now, stable={"accuracy": 0.9},
+                                                canary={"accuracy": 0.9, "labelled": 500}))  # fmt: skip
+    st = _turn(setup, _body(m2, generation=2))
+    assert st is not None and st["stableRevision"] == new and st.get("canaryRevision") is None
+    st = _turn(setup, _body(m2, generation=2))  # the next turn sees the old Deployments go
+    assert ("Deployment", f"fraud-learner-{old}") in kube.deleted
+    assert ("ConfigMap", f"fraud-{old}") in kube.deleted
+    assert ("Service", "fraud") not in kube.deleted
+    svc = kube.objects[("Service", "fraud")]
+    assert svc["spec"]["selector"]["tideline.dev/revision"] == new
+    assert r.hget(Keys("test", "fraud").routing, "stable") == new.encode()
+    assert any(reason == "Promoted" for _, reason, _ in events)
+
+
+def test_a_canary_with_another_image_gets_its_own_servers_and_service(setup, r) -> None:
+    rec, kube, clock, events, _ = setup
+    m = manifest("fraud", rollout=ROLLOUT)
+    _turn(setup, _body(m))
+    m2 = copy.deepcopy(m)
+    m2["spec"]["image"] = "img:2"
+    new = parse(m2).revision
+    _turn(setup, _body(m2, generation=2))
+    server = kube.objects[("Deployment", f"fraud-server-{new}")]
+    assert server["spec"]["template"]["spec"]["containers"][0]["image"] == "img:2"
+    assert (
+        kube.objects[("Service", "fraud-canary")]["spec"]["selector"]["tideline.dev/revision"]
+        == new
+    )
+    url = r.hget(Keys("test", "fraud").routing, "canaryURL")
+    assert url == b"http://fraud-canary.test.svc:8080"
+
+
+def test_a_spec_the_parser_rejects_is_degraded_naming_the_field(setup, r) -> None:
+    rec, kube, clock, events, _ = setup
+    m = manifest("fraud")
+    m["spec"]["model"]["params"] = {"learningRate": -1}
+    st = _turn(setup, _body(m))
+    assert st is not None and st["phase"] == "Degraded"
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert (
+        degraded["reason"] == "InvalidSpec"
+        and "spec.model.params.learningRate" in degraded["message"]
+    )
+    assert kube.applied == []
+    assert events and events[0][1] == "InvalidSpec"
+    assert _turn(setup, _body(m)) is None, "and it is not retried into new writes"
+
+
+def test_gateway_weights_split_between_the_stable_and_canary_services() -> None:
+    route = {"spec": {"rules": [
+        {"matches": [{"path": {"value": "/"}}], "backendRefs": [{"name": "fraud", "port": 8080}]},
+        {"backendRefs": [{"name": "other", "port": 80}]},
+    ]}}  # fmt: skip
+    rules = route_weights(route, "fraud", "fraud-canary", 30, 8080)
+    assert rules[0]["backendRefs"] == [
+        {"name": "fraud", "port": 8080, "weight": 70},
+        {"name": "fraud-canary", "port": 8080, "weight": 30},
+    ]
+    assert rules[1] == route["spec"]["rules"][1]
+    back = route_weights({"spec": {"rules": rules}}, "fraud", "fraud-canary", 0, 8080)
+    assert back[0]["backendRefs"] == [{"name": "fraud", "port": 8080, "weight": 100}]

@@ -1,0 +1,99 @@
+"""The Helm chart's static parts: the CRD copy, the Argo CD health check, the dashboard."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from lupa import LuaRuntime
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / "charts" / "tideline"
+
+
+def test_the_chart_carries_an_identical_copy_of_the_crd() -> None:
+    assert (CHART / "crds" / "onlinemodel.yaml").read_bytes() == (
+        ROOT / "crds" / "onlinemodel.yaml"
+    ).read_bytes(), "copy crds/onlinemodel.yaml to charts/tideline/crds/"
+
+
+def _health(obj: dict) -> dict:
+    lua = LuaRuntime(unpack_returned_tuples=True)
+    # Argo CD hands the check the object as a Lua table; JSON -> Lua the same way.
+    to_table = lua.eval(
+        """
+        function(convert, value)
+          local function walk(v)
+            if python.builtins.isinstance(v, python.builtins.dict) then
+              local t = {}
+              for k in python.iter(v) do t[k] = walk(v[k]) end
+              return t
+            elseif python.builtins.isinstance(v, python.builtins.list) then
+              local t = {}
+              for i = 0, python.builtins.len(v) - 1 do t[i + 1] = walk(v[i]) end
+              return t
+            end
+            return v
+          end
+          return walk(value)
+        end
+        """
+    )
+    lua.globals().obj = to_table(None, obj)
+    script = (CHART / "argocd" / "health.lua").read_text()
+    result = lua.execute(script)
+    return {"status": result["status"], "message": result["message"]}
+
+
+def _om(generation: int = 3, **status: object) -> dict:
+    return {"metadata": {"name": "fraud", "generation": generation}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("obj", "health", "says"),
+    [
+        pytest.param({"metadata": {"name": "fraud", "generation": 1}}, "Progressing",
+                     "Waiting for the tideline operator", id="a new resource without status waits for the operator"),
+        pytest.param(_om(3, phase="Healthy", observedGeneration=2), "Progressing",
+                     "generation 3", id="a status older than the spec is progressing, whatever it says"),
+        pytest.param(_om(phase="Healthy", observedGeneration=3, stableRevision="abc", servedVersion=7),
+                     "Healthy", "abc version 7", id="healthy names the revision and version served"),
+        pytest.param(_om(phase="Progressing", observedGeneration=3, canaryRevision="def", canaryWeight=10),
+                     "Progressing", "def at weight 10", id="a canary is progressing with its weight"),
+        pytest.param(_om(phase="Paused", observedGeneration=3, currentStep=2), "Suspended",
+                     "step 2", id="an indefinite pause is suspended until promoted"),
+        pytest.param(_om(phase="Degraded", observedGeneration=3, conditions=[
+            {"type": "Ready", "status": "False", "message": ""},
+            {"type": "Degraded", "status": "True", "message": "analysis failed on accuracy"}]),
+            "Degraded", "analysis failed on accuracy", id="degraded carries the Degraded condition's reason"),
+        pytest.param(_om(phase="Sideways", observedGeneration=3), "Unknown", "Sideways",
+                     id="an unknown phase is unknown, not healthy"),
+    ],
+)  # fmt: skip
+def test_the_argo_cd_health_check(obj: dict, health: str, says: str) -> None:
+    got = _health(obj)
+    assert got["status"] == health
+    assert says in got["message"]
+
+
+def _metric_names() -> set[str]:
+    names = set()
+    for path in [*(ROOT / "runtime").rglob("*.py"), *(ROOT / "operator").rglob("*.py")]:
+        names |= set(re.findall(r'"(tideline_[a-z_]+)"', path.read_text()))
+    return names
+
+
+def test_every_dashboard_query_names_a_metric_the_code_exports() -> None:
+    dash = json.loads((CHART / "dashboards" / "tideline.json").read_text())
+    exported = _metric_names()
+    queried = {
+        re.sub(r"_(total|bucket|count|sum)$", "", m)
+        for p in dash["panels"]
+        for t in p["targets"]
+        for m in re.findall(r"tideline_[a-z_]+", t["expr"])
+    }
+    assert len(queried) >= 15
+    missing = {q for q in queried if q not in exported and f"{q}_total" not in exported}
+    assert not missing, f"dashboard queries metrics nobody exports: {sorted(missing)}"
