@@ -44,11 +44,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # kopf's own log lines become Events only when they are warnings; the
     # operator posts its own Events (Deployed, CanaryStarted, RolledBack, ...).
     settings.posting.level = logging.WARNING
+    # "Timer 'turn' succeeded", per model per tick, is noise; failures still log.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.execution.max_workers = int(os.environ.get("TIDELINE_OPERATOR_WORKERS", "16"))
+    workers = int(os.environ.get("TIDELINE_OPERATOR_WORKERS", "16"))
+    settings.execution.max_workers = workers
     if "reconciler" not in memo:
-        memo["reconciler"] = Reconciler(Kube.from_environment(), settings_from_env())
+        memo["reconciler"] = Reconciler(Kube.from_environment(workers), settings_from_env())
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)

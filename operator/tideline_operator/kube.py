@@ -58,12 +58,15 @@ class Kube:
         self.timeout = timeout
 
     @classmethod
-    def from_environment(cls) -> Kube:
+    def from_environment(cls, connections: int = 16) -> Kube:
+        """In cluster with the pod's ServiceAccount, else from the kubeconfig."""
         try:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        return cls(client.ApiClient())
+        conf = client.Configuration.get_default_copy()
+        conf.connection_pool_maxsize = connections  # one per worker thread
+        return cls(client.ApiClient(conf))
 
     # -- plumbing ---------------------------------------------------------------------
     def request(

@@ -65,8 +65,11 @@ class ModelMemory:
     """What one model's turns remember in this process (lost on restart, by design)."""
 
     applied: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> hash
+    desired_key: tuple[Any, ...] | None = None  # what the children were last built from
+    desired_at: float = 0.0
     models: dict[str, tuple[OnlineModel, dict[str, Any]]] = field(default_factory=dict)
     status: dict[str, Any] | None = None
+    parsed: tuple[Any, OnlineModel] | None = None  # ((uid, generation), the parsed spec)
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,10 @@ class Reconciler:
         settings: Settings,
         clock: Callable[[], float] = time.time,
         redis_factory: Callable[[str], Any] | None = None,
+        resync: float = 60.0,
     ) -> None:
         self.kube = kube
+        self.resync = resync
         self.settings = settings
         self.clock = clock
         self._redis: dict[str, Any] = {}
@@ -206,7 +211,10 @@ class Reconciler:
             k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body
         }
         try:
-            model = parse(manifest)
+            key = (meta.get("uid"), generation)
+            if mem.parsed is None or mem.parsed[0] != key:
+                mem.parsed = (key, parse(manifest))  # the spec changes only with generation
+            model = mem.parsed[1]
             r = self.redis_for(model)
             new = self._turn(
                 model, manifest, before, mem, list(children), r, event, now, generation
@@ -345,9 +353,21 @@ class Reconciler:
 
     def _children(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
                   mem: ModelMemory, children: list[ChildState]) -> None:  # fmt: skip
+        # Children depend on the spec and the revisions only: rebuild them when those
+        # change, and every `resync` seconds (re-creating what someone deleted).
+        md = manifest["metadata"]
+        key = (md.get("uid"), md.get("generation"), st["stableRevision"],
+               st.get("canaryRevision"), bool(st.get("aborted")))  # fmt: skip
+        now = self.clock()
+        if key != mem.desired_key or now - mem.desired_at >= self.resync:
+            self._apply_desired(model, manifest, st, mem)
+            mem.desired_key, mem.desired_at = key, now
+        self._remove_stale(model, st, mem, children)
+
+    def _apply_desired(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
+                       mem: ModelMemory) -> None:  # fmt: skip
         owner = _owner(manifest)
-        desired = self.desired(model, manifest, st, mem)
-        for obj in desired:
+        for obj in self.desired(model, manifest, st, mem):
             obj["metadata"]["ownerReferences"] = [owner]
             key = (obj["kind"], obj["metadata"]["name"])
             digest = _digest(obj)
@@ -356,12 +376,16 @@ class Reconciler:
             self.kube.apply(obj)
             APPLIES.labels(obj["kind"]).inc()
             mem.applied[key] = digest
+
+    def _remove_stale(self, model: OnlineModel, st: dict[str, Any], mem: ModelMemory,
+                      children: list[ChildState]) -> None:  # fmt: skip
         active = {st["stableRevision"]} | (
             {st["canaryRevision"]} if st.get("canaryRevision") and not st.get("aborted") else set()
         )
         for rev in {c.revision for c in children if c.revision} - active:
             self.remove_revision(model, rev)
             mem.applied.clear()  # re-apply once: a no-op at the API for what is unchanged
+            mem.desired_key = None
             mem.models.pop(rev, None)
 
     def _routing(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],

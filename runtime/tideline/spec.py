@@ -28,6 +28,7 @@ tideline.spec.SpecError: spec.learning.batchSize: must be >= 1 (got 0)
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -260,7 +261,7 @@ class OnlineModel:
     namespace: str
     spec: Spec
 
-    @property
+    @functools.cached_property
     def revision(self) -> str:
         return revision(self.spec)
 

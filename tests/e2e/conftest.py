@@ -1,15 +1,156 @@
-"""The e2e suite's control plane: one per test session, built and started here."""
+"""The e2e suite's control plane, the chart installed on it, and the operator running.
+
+One control plane per test session. The chart is installed with ``helm
+install``; the operator then runs out of cluster as a subprocess
+authenticated with a token of the chart's own ServiceAccount, so a verb
+missing from the chart's RBAC fails the tests that need it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import redis
 
-from tests.e2e.cluster.controlplane import ControlPlane
+from tests.e2e.cluster.controlplane import ControlPlane, free_port
+from tideline.embedded import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE, NAMESPACE = "tideline", "tideline-system"
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ControlPlane]:
     with ControlPlane() as cp:
         yield cp
+
+
+def until(check: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> float:
+    """Seconds until ``check()`` is truthy; fails the test past ``timeout``."""
+    start = time.monotonic()
+    while True:
+        try:
+            if check():
+                return time.monotonic() - start
+        except (subprocess.CalledProcessError, OSError, KeyError, IndexError, TypeError):
+            pass
+        assert time.monotonic() - start < timeout, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.2)
+
+
+def get(cp: ControlPlane, *args: str) -> dict:
+    return json.loads(cp.kubectl("get", *args, "-o", "json").stdout)
+
+
+@dataclass
+class Installed:
+    cluster: ControlPlane
+    redis: EmbeddedRedis
+    kubeconfig: Path  # the chart's ServiceAccount's
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return helm(self.cluster, *args, check=check)
+
+
+def helm(cp: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(cp.bin / "helm"), f"--kubeconfig={cp.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="package")
+def e2e_redis() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="package")
+def installed(cluster: ControlPlane, e2e_redis: EmbeddedRedis) -> Installed:
+    helm(cluster, "install", RELEASE, str(ROOT / "charts" / "tideline"),
+         "--namespace", NAMESPACE, "--create-namespace", "--set", f"redis.url={e2e_redis.url}")  # fmt: skip
+    sa = RELEASE  # the release name contains the chart's: the full name is the release's
+    token = cluster.kubectl("create", "token", sa, "-n", NAMESPACE, "--duration=2h").stdout.strip()
+    return Installed(cluster, e2e_redis, cluster.kubeconfig_for(token, "operator"))
+
+
+class Operator:
+    """`tideline operator` as a subprocess, with the chart's ServiceAccount's kubeconfig."""
+
+    def __init__(self, installed: Installed, log: Path) -> None:
+        self.installed = installed
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
+
+    def start(self) -> Operator:
+        self.metrics_port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.installed.kubeconfig),
+            "TIDELINE_REDIS_URL": self.installed.redis.url,
+            "TIDELINE_OPERATOR_INTERVAL": "0.5",
+            "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT / 'runtime'}",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tideline.cli", "--log-level=INFO", "operator",
+             f"--peering={RELEASE}", f"--metrics-port={self.metrics_port}",
+             f"--liveness=http://127.0.0.1:{free_port()}/healthz"],
+            env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_mib(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as resp:
+            return resp.read().decode()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+@pytest.fixture(scope="package")
+def operator(installed: Installed) -> Iterator[Operator]:
+    op = Operator(installed, installed.cluster.dir / "operator.log").start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def rc(e2e_redis: EmbeddedRedis) -> Iterator[redis.Redis]:
+    client = e2e_redis.client()
+    yield client
+    client.close()

@@ -36,8 +36,8 @@ NODE = {
         },
     },
     "status": {
-        "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
-        "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+        "allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "3000"},
+        "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "3000"},
     },
 }
 
@@ -207,6 +207,9 @@ class ControlPlane:
             f"--service-account-private-key-file={d / 'sa.key'}", f"--root-ca-file={d / 'ca.crt'}",
             "--use-service-account-credentials=false", "--controllers=*",
             "--concurrent-gc-syncs=10",
+            # kwok's node heartbeats lag when hundreds of fake pods keep a 2-core machine
+            # busy; the node lifecycle controller would then mark every pod unready for good.
+            "--node-monitor-grace-period=1h",
         ])  # fmt: skip
         self._start("kube-scheduler", [
             str(b / "kube-scheduler"), f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",

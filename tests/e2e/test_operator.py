@@ -1,0 +1,391 @@
+"""The operator on a real control plane: install, apply, GitOps, canary, rollback, bad input,
+resilience, scale. The tests play the monitor by writing health summaries to Redis."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+import yaml
+
+from tests.e2e.conftest import NAMESPACE, ROOT, Installed, Operator, get, until
+from tests.helpers import manifest
+from tideline.learn import make_learner
+from tideline.spec import parse
+from tideline.store import Keys, ModelStore
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+CHILD_KINDS = ["configmap", "deployment", "service", "poddisruptionbudget"]
+
+
+def _ns(installed: Installed, name: str) -> str:
+    installed.cluster.kubectl("create", "namespace", name, check=False)
+    return name
+
+
+def _apply(installed: Installed, doc: dict | str, *extra: str) -> None:
+    text = doc if isinstance(doc, str) else yaml.safe_dump(doc)
+    installed.cluster.kubectl("apply", *extra, "-f", "-", input=text)
+
+
+def _om(installed: Installed, ns: str, name: str) -> dict:
+    return get(installed.cluster, "om", name, "-n", ns)
+
+
+def _status(installed: Installed, ns: str, name: str) -> dict:
+    return _om(installed, ns, name).get("status") or {}
+
+
+def _owned(installed: Installed, ns: str, name: str) -> list[dict]:
+    items = get(installed.cluster, ",".join(CHILD_KINDS), "-n", ns,
+                "-l", f"tideline.dev/model={name}")["items"]  # fmt: skip
+    return items
+
+
+def _model(name: str, ns: str, **spec: object) -> dict:
+    m = manifest(name, **spec)
+    m["metadata"]["namespace"] = ns
+    m["spec"].setdefault("serving", {"replicas": 1})
+    return m
+
+
+def _health(now: float, stable: dict | None = None, canary: dict | None = None,
+            versions: dict | None = None) -> bytes:  # fmt: skip
+    tracks = {"stable": stable or {}}
+    if canary is not None:
+        tracks["canary"] = canary
+    return orjson.dumps({"ts": now, "tracks": tracks, "versions": versions or {}, "drift": {}})
+
+
+def _stable_then_canary(installed: Installed, ns: str, name: str, rollout: dict) -> tuple[str, str]:
+    """Apply a model, wait for its stable revision, change its params: (old, new) revisions."""
+    m = _model(name, ns, rollout=rollout)
+    _apply(installed, m)
+    until(lambda: _status(installed, ns, name).get("stableRevision"), 60, "stable")
+    m2 = copy.deepcopy(m)
+    m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
+    _apply(installed, m2)
+    return parse(m).revision, parse(m2).revision
+
+
+def _events(installed: Installed, ns: str, reason: str) -> list[dict]:
+    items = get(installed.cluster, "events", "-n", ns)["items"]
+    return [e for e in items if e.get("reason") == reason]
+
+
+# --------------------------------------------------------------------------- 1. helm install
+def test_helm_install_creates_the_crd_rbac_and_operator_and_the_operator_runs_with_its_token(
+    installed: Installed, operator: Operator
+) -> None:
+    cp = installed.cluster
+    crd = get(cp, "crd", "onlinemodels.tideline.dev")
+    assert any(c["type"] == "Established" and c["status"] == "True"
+               for c in crd["status"]["conditions"])  # fmt: skip
+    get(cp, "crd", "clusterkopfpeerings.kopf.dev")
+    role = get(cp, "clusterrole", "tideline")
+    assert any("onlinemodels/status" in r.get("resources", []) for r in role["rules"])
+    get(cp, "clusterrolebinding", "tideline")
+    dep = get(cp, "deployment", "tideline", "-n", NAMESPACE)
+    sc = dep["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+    # the operator's identity is the chart's ServiceAccount, and it cannot do more than the chart grants
+    who = cp.kubectl("auth", "whoami", "-o", "json", kubeconfig=installed.kubeconfig)
+    assert json.loads(who.stdout)["status"]["userInfo"]["username"] == (
+        f"system:serviceaccount:{NAMESPACE}:tideline"
+    )
+    denied = cp.kubectl("get", "secrets", "-A", kubeconfig=installed.kubeconfig, check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+    until(
+        lambda: "tideline_operator_reconciles_total" in operator.metrics(), 30, "operator metrics"
+    )
+    assert operator.alive(), operator.tail()
+
+
+# --------------------------------------------------------------------------- 2. examples
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_each_example_gets_its_owned_children_running_and_reports_ready(
+    installed: Installed, operator: Operator, path: Path
+) -> None:
+    cp = installed.cluster
+    ns = _ns(installed, "e2e-examples")
+    doc = yaml.safe_load(path.read_text())
+    name = doc["metadata"]["name"]
+    start = time.monotonic()
+    cp.kubectl("apply", "-n", ns, "-f", str(path))
+    om = _om(installed, ns, name)
+    children = until(lambda: len(_owned(installed, ns, name)) >= 6, 60, "children")
+    items = _owned(installed, ns, name)
+    kinds = sorted(i["kind"] for i in items)
+    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Deployment",
+                     "PodDisruptionBudget", "Service"]  # fmt: skip
+    for i in items:
+        refs = i["metadata"]["ownerReferences"]
+        assert refs[0]["uid"] == om["metadata"]["uid"] and refs[0]["controller"] is True
+        assert i["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "tideline-operator"
+
+    def pods_running() -> bool:
+        pods = get(cp, "pods", "-n", ns, "-l", f"tideline.dev/model={name}")["items"]
+        want = doc["spec"].get("serving", {}).get("replicas", 2) + 2
+        return len(pods) >= want and all(p["status"].get("phase") == "Running" for p in pods)
+
+    until(pods_running, 90, "pods Running on the fake node")
+    until(lambda: _status(installed, ns, name).get("phase") == "Healthy", 60, "phase Healthy")
+    took = time.monotonic() - start
+    st = _status(installed, ns, name)
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    assert st["observedGeneration"] == om["metadata"]["generation"]
+    row = cp.kubectl("get", "om", name, "-n", ns, "--no-headers").stdout.split()
+    assert row[0] == name and row[1] == "Healthy" and row[2] == st["stableRevision"]
+    wide = cp.kubectl("get", "om", name, "-n", ns, "-o", "wide").stdout.splitlines()[0]
+    for column in ("PHASE", "STABLE", "CANARY-WEIGHT", "SERVED", "ACCURACY", "DRIFT", "AGE",
+                   "LATEST", "LASTGOOD"):  # fmt: skip
+        assert column in wide
+    print(f"\n[e2e] {path.name}: apply -> children {children:.1f}s, -> Healthy {took:.1f}s")
+
+
+# --------------------------------------------------------------------------- 3. GitOps
+def test_reapplying_the_same_manifest_changes_nothing_and_the_operator_never_writes_spec(
+    installed: Installed, operator: Operator
+) -> None:
+    ns = _ns(installed, "e2e-gitops")
+    m = _model("gitops", ns)
+    _apply(installed, m, "--server-side", "--field-manager=argocd-controller")
+    until(lambda: _status(installed, ns, "gitops").get("phase") == "Healthy", 90, "Healthy")
+    time.sleep(2)  # let the last status write settle
+    before = get(installed.cluster, "om", "gitops", "-n", ns, "--show-managed-fields")
+    children = {i["metadata"]["name"]: i["metadata"]["resourceVersion"]
+                for i in _owned(installed, ns, "gitops")}  # fmt: skip
+    for _ in range(3):
+        _apply(installed, m, "--server-side", "--field-manager=argocd-controller")
+        time.sleep(1.5)
+    after = get(installed.cluster, "om", "gitops", "-n", ns, "--show-managed-fields")
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], (
+        "no status flapping: nothing wrote the object"
+    )
+    assert after["status"] == before["status"]
+    now = {i["metadata"]["name"]: i["metadata"]["resourceVersion"]
+           for i in _owned(installed, ns, "gitops")}  # fmt: skip
+    assert now == children, "no child was updated"
+    for entry in after["metadata"]["managedFields"]:
+        fields = json.dumps(entry.get("fieldsV1", {}))
+        if '"f:spec"' in fields:
+            assert entry["manager"] == "argocd-controller", entry["manager"]
+
+
+# --------------------------------------------------------------------------- 4. canary
+CANARY_ROLLOUT = {
+    "steps": [{"setWeight": 20}, {"pause": "2s"}, {"analysis": {}}, {"setWeight": 60}, {"pause": "2s"}],
+    "analysis": {"interval": "1s", "minSamples": 50, "maxAccuracyDrop": 0.02, "failureLimit": 2},
+}  # fmt: skip
+
+
+def _weights_seen(rc: redis.Redis, keys: Keys, seconds: float) -> list[int]:
+    seen: list[int] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        w = rc.hget(keys.routing, "weight")
+        if w is not None and (not seen or seen[-1] != int(w)):
+            seen.append(int(w))
+        time.sleep(0.05)
+    return seen
+
+
+def test_a_changed_model_rolls_out_as_a_canary_that_follows_the_steps_and_is_promoted(
+    installed: Installed, operator: Operator, rc: redis.Redis
+) -> None:
+    cp = installed.cluster
+    ns = _ns(installed, "e2e-canary")
+    old, new = _stable_then_canary(installed, ns, "ctr", CANARY_ROLLOUT)
+    keys = Keys(ns, "ctr")
+    until(lambda: _status(installed, ns, "ctr").get("canaryRevision") == new, 30, "canary")
+    learner = get(cp, "deployment", f"ctr-learner-{new}", "-n", ns)
+    args = learner["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--warm-start-revision", old]
+    # the analysis step waits for labels: no data is not a failure
+    rc.set(keys.health, _health(time.time(), stable={"accuracy": 0.9},
+                                canary={"accuracy": 0.9, "labelled": 10}))  # fmt: skip
+    seen = _weights_seen(rc, keys, 4.0)
+    assert seen and seen[-1] == 20, seen
+    st = _status(installed, ns, "ctr")
+    assert st["phase"] == "Progressing" and st["analysis"]["outcome"] == "inconclusive"
+
+    weights: list[int] = []
+
+    def play_monitor() -> bool:
+        rc.set(keys.health, _health(time.time(), stable={"accuracy": 0.9},
+                                    canary={"accuracy": 0.91, "labelled": 500}))  # fmt: skip
+        weights.append(int(rc.hget(keys.routing, "weight") or 0))
+        return _status(installed, ns, "ctr").get("stableRevision") == new
+
+    until(play_monitor, 30, "promotion")
+    assert 60 in weights, weights
+    assert rc.hget(keys.routing, "stable") == new.encode()
+    svc = get(cp, "service", "ctr", "-n", ns)
+    assert svc["spec"]["selector"]["tideline.dev/revision"] == new
+    until(lambda: not get(cp, "deployments", "-n", ns, "-l", f"tideline.dev/revision={old}")["items"],
+          30, "old revision removed")  # fmt: skip
+    assert _events(installed, ns, "Promoted")
+
+
+def test_a_canary_that_loses_accuracy_aborts_to_weight_zero_with_a_degraded_condition(
+    installed: Installed, operator: Operator, rc: redis.Redis
+) -> None:
+    ns = _ns(installed, "e2e-abort")
+    m = _model("ads", ns, rollout=CANARY_ROLLOUT)
+    _apply(installed, m)
+    until(lambda: _status(installed, ns, "ads").get("stableRevision"), 60, "stable")
+    keys = Keys(ns, "ads")
+    m2 = copy.deepcopy(m)
+    m2["spec"]["model"]["params"] = {"optimizer": "sgd", "learningRate": 0.5}
+    _apply(installed, m2)
+
+    def play_monitor() -> bool:
+        rc.set(keys.health, _health(time.time(), stable={"accuracy": 0.90},
+                                    canary={"accuracy": 0.85, "labelled": 500}))  # fmt: skip
+        return _status(installed, ns, "ads").get("phase") == "Degraded"
+
+    until(play_monitor, 30, "abort")
+    st = _status(installed, ns, "ads")
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and "accuracy" in degraded["message"]
+    assert st["canaryWeight"] == 0 and rc.hget(keys.routing, "weight") == b"0"
+    assert rc.hget(keys.routing, "canary") == b""
+    assert st["stableRevision"] == parse(m).revision, "stable untouched"
+    assert _om(installed, ns, "ads")["spec"]["model"]["params"]["learningRate"] == 0.5, (
+        "the spec is not edited"
+    )
+    assert _events(installed, ns, "RolloutAborted")
+
+
+@pytest.mark.parametrize(("annotation", "expect"), [("promote", "stable"), ("abort", "aborted")])
+def test_annotations_promote_or_abort_a_canary_at_once(
+    installed: Installed, operator: Operator, annotation: str, expect: str
+) -> None:
+    cp = installed.cluster
+    ns = _ns(installed, f"e2e-{annotation}")
+    rollout = {**CANARY_ROLLOUT, "steps": [{"setWeight": 10}, {"pause": {}}]}
+    _, new = _stable_then_canary(installed, ns, "rec", rollout)
+    until(lambda: _status(installed, ns, "rec").get("phase") == "Paused", 30, "Paused")
+    cp.kubectl("annotate", "om", "rec", "-n", ns, f"tideline.dev/{annotation}=true")
+    if expect == "stable":
+        until(lambda: _status(installed, ns, "rec").get("stableRevision") == new, 30, "promoted")
+    else:
+        until(lambda: (_status(installed, ns, "rec").get("aborted") or {}).get("revision") == new,
+              30, "aborted")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- 5. rollback
+def test_a_guardrail_breach_pins_served_to_last_good_within_5_seconds_with_an_event(
+    installed: Installed, operator: Operator, rc: redis.Redis
+) -> None:
+    ns = _ns(installed, "e2e-rollback")
+    m = _model("fraud", ns, guardrails={"maxAccuracyDrop": 0.05},
+               rollout={"analysis": {"interval": "2s", "minSamples": 100}})  # fmt: skip
+    rev = parse(m).revision
+    store = ModelStore(rc, ns, "fraud")
+    learner = make_learner(m["spec"]["model"])
+    for v in range(1, 6):
+        store.publish(rev, v, learner)  # served 5, lastGood 4
+    _apply(installed, m)
+    until(lambda: _status(installed, ns, "fraud").get("servedVersion") == 5, 60, "served v5")
+    keys = Keys(ns, "fraud")
+    start = time.monotonic()
+    rc.set(keys.health, _health(time.time(), stable={"accuracy": 0.80, "window": 1000},
+                                versions={f"{rev}:4": {"accuracy": 0.92}}))  # fmt: skip
+    took = until(lambda: store.pointers(rev).get("served") == 4, 5.0, "served -> lastGood")
+    assert store.pointers(rev)["pinned"] is True
+    assert rc.hget(keys.rev(rev, "control"), "resetTo") == b"4"
+    until(lambda: (_status(installed, ns, "fraud").get("lastRollback") or {}).get("to") == 4, 10,
+          "status.lastRollback")  # fmt: skip
+    rb = _status(installed, ns, "fraud")["lastRollback"]
+    assert rb["from"] == 5 and "accuracy" in rb["reason"]
+    until(lambda: _events(installed, ns, "RolledBack"), 10, "RolledBack event")
+    rollbacks = [line for line in operator.metrics().splitlines()
+                 if line.startswith("tideline_operator_rollbacks_total ")]  # fmt: skip
+    assert rollbacks and float(rollbacks[0].split()[1]) >= 1
+    print(f"\n[e2e] breach in Redis -> served switched to lastGood in {took:.2f}s "
+          f"({time.monotonic() - start:.2f}s to status)")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- 6. bad input
+def test_bad_specs_are_refused_or_degraded_and_other_models_keep_reconciling(
+    installed: Installed, operator: Operator
+) -> None:
+    cp = installed.cluster
+    ns = _ns(installed, "e2e-bad")
+    bad = _model("bad-schema", ns)
+    bad["spec"]["learning"] = {"batchSize": 0}
+    out = cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert out.returncode != 0 and "spec.learning.batchSize" in out.stderr
+    only_operator = _model("bad-params", ns)  # a schema cannot say "names are unique"
+    only_operator["spec"]["model"]["features"].append({"name": "amount", "type": "numeric"})
+    _apply(installed, only_operator)
+    until(lambda: _status(installed, ns, "bad-params").get("phase") == "Degraded", 30, "Degraded")
+    cond = next(c for c in _status(installed, ns, "bad-params")["conditions"]
+                if c["type"] == "Degraded")  # fmt: skip
+    assert cond["reason"] == "InvalidSpec" and "spec.model.features[3].name" in cond["message"]
+    assert "duplicate feature name 'amount'" in cond["message"]
+    assert not _owned(installed, ns, "bad-params")
+    _apply(installed, _model("good", ns))
+    until(lambda: _status(installed, ns, "good").get("phase") == "Healthy", 90, "the good one")
+
+
+# --------------------------------------------------------------------------- 7. resilience
+def test_a_restarted_operator_resumes_the_canary_and_deleting_the_model_collects_children(
+    installed: Installed, operator: Operator, rc: redis.Redis
+) -> None:
+    cp = installed.cluster
+    ns = _ns(installed, "e2e-resilience")
+    rollout = {**CANARY_ROLLOUT, "steps": [{"setWeight": 30}, {"pause": "6s"}, {"setWeight": 70},
+                                           {"pause": {}}]}  # fmt: skip
+    _, new = _stable_then_canary(installed, ns, "res", rollout)
+    until(lambda: _status(installed, ns, "res").get("canaryWeight") == 30, 30, "weight 30")
+    operator.stop()
+    time.sleep(7)  # the pause runs out while nobody watches
+    operator.start()
+    until(lambda: _status(installed, ns, "res").get("phase") == "Paused", 30, "resumed to step 4")
+    st = _status(installed, ns, "res")
+    assert st["canaryRevision"] == new and st["canaryWeight"] == 70
+    assert rc.hget(Keys(ns, "res").routing, "weight") == b"70"
+
+    cp.kubectl("delete", "om", "res", "-n", ns, "--wait=true", "--timeout=60s")
+    until(lambda: not _owned(installed, ns, "res"), 60, "children garbage-collected")
+
+
+# --------------------------------------------------------------------------- 8. scale
+@pytest.mark.timeout(1500)
+def test_two_hundred_models_applied_at_once_reach_healthy(
+    installed: Installed, operator: Operator
+) -> None:
+    cp = installed.cluster
+    ns = _ns(installed, "e2e-scale")
+    n = 200
+    docs = [_model(f"m{i:03d}", ns) for i in range(n)]
+    start = time.monotonic()
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+    def healthy() -> int:
+        items = get(cp, "om", "-n", ns)["items"]
+        return sum((i.get("status") or {}).get("phase") == "Healthy" for i in items)
+
+    last = [0]
+
+    def all_healthy() -> bool:
+        last[0] = healthy()
+        return last[0] == n
+
+    try:
+        until(all_healthy, 900, f"{n} models Healthy")
+    finally:
+        took = time.monotonic() - start
+        print(f"\n[e2e] {n} OnlineModels: {last[0]} Healthy after {took:.0f}s; "
+              f"operator RSS {operator.rss_mib():.0f} MiB")  # fmt: skip
+    cp.kubectl("delete", "namespace", ns, "--wait=false")
