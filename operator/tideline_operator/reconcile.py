@@ -367,7 +367,14 @@ class Reconciler:
     def _apply_desired(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
                        mem: ModelMemory) -> None:  # fmt: skip
         owner = _owner(manifest)
-        for obj in self.desired(model, manifest, st, mem):
+        desired = self.desired(model, manifest, st, mem)
+        canary_service = ("Service", f"{model.name}-canary")
+        # a promoted canary's Service goes: its revision lives on as stable behind `<name>`
+        if canary_service not in {
+            (o["kind"], o["metadata"]["name"]) for o in desired
+        } and self.kube.delete("v1", "Service", model.namespace, canary_service[1]):
+            mem.applied.pop(canary_service, None)
+        for obj in desired:
             obj["metadata"]["ownerReferences"] = [owner]
             key = (obj["kind"], obj["metadata"]["name"])
             digest = _digest(obj)

@@ -79,6 +79,9 @@ def e2e_redis() -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture(scope="package")
 def installed(cluster: ControlPlane, e2e_redis: EmbeddedRedis) -> Installed:
+    third_party = ROOT / "tests" / "e2e" / "cluster" / "third-party-crds.yaml"
+    cluster.kubectl("apply", "-f", str(third_party))
+    cluster.kubectl("wait", "--for=condition=Established", "-f", str(third_party))
     helm(cluster, "install", RELEASE, str(ROOT / "charts" / "tideline"),
          "--namespace", NAMESPACE, "--create-namespace", "--set", f"redis.url={e2e_redis.url}")  # fmt: skip
     sa = RELEASE  # the release name contains the chart's: the full name is the release's

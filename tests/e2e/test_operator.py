@@ -134,6 +134,8 @@ def test_each_example_gets_its_owned_children_running_and_reports_ready(
         want = doc["spec"].get("serving", {}).get("replicas", 2) + 2
         return len(pods) >= want and all(p["status"].get("phase") == "Running" for p in pods)
 
+    sm = get(cp, "servicemonitor", name, "-n", ns)  # its CRD exists in this cluster
+    assert sm["metadata"]["ownerReferences"][0]["uid"] == om["metadata"]["uid"]
     until(pods_running, 90, "pods Running on the fake node")
     until(lambda: _status(installed, ns, name).get("phase") == "Healthy", 60, "phase Healthy")
     took = time.monotonic() - start
@@ -280,6 +282,55 @@ def test_annotations_promote_or_abort_a_canary_at_once(
     else:
         until(lambda: (_status(installed, ns, "rec").get("aborted") or {}).get("revision") == new,
               30, "aborted")  # fmt: skip
+
+
+def test_with_gateway_api_routing_the_canary_gets_its_own_servers_and_the_httproute_its_weights(
+    installed: Installed, operator: Operator, rc: redis.Redis
+) -> None:
+    cp = installed.cluster
+    ns = _ns(installed, "e2e-gateway")
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "shop", "namespace": ns},
+             "spec": {"parentRefs": [{"name": "gw"}],
+                      "rules": [{"backendRefs": [{"name": "gw", "port": 8080}]}]}}  # fmt: skip
+    _apply(installed, route)
+    rollout = {**CANARY_ROLLOUT, "steps": [{"setWeight": 25}, {"pause": {}}],
+               "trafficRouting": {"gatewayAPI": {"httpRoute": "shop"}}}  # fmt: skip
+    old, new = _stable_then_canary(installed, ns, "gw", rollout)
+
+    def refs() -> list[dict]:
+        return get(cp, "httproute", "shop", "-n", ns)["spec"]["rules"][0]["backendRefs"]
+
+    until(lambda: len(refs()) == 2, 30, "the canary's backendRef")
+    assert refs() == [{"name": "gw", "port": 8080, "weight": 75},
+                      {"name": "gw-canary", "port": 8080, "weight": 25}]  # fmt: skip
+    get(cp, "deployment", f"gw-server-{new}", "-n", ns)
+    assert get(cp, "service", "gw-canary", "-n", ns)["spec"]["selector"][
+        "tideline.dev/revision"] == new  # fmt: skip
+    assert (
+        rc.hget(Keys(ns, "gw").routing, "canaryURL") == f"http://gw-canary.{ns}.svc:8080".encode()
+    )
+    cp.kubectl("annotate", "om", "gw", "-n", ns, "tideline.dev/promote=true")
+    until(lambda: refs() == [{"name": "gw", "port": 8080, "weight": 100}], 30, "weights back")
+    until(lambda: cp.kubectl("get", "service", "gw-canary", "-n", ns, check=False).returncode,
+          30, "the canary Service removed")  # fmt: skip
+    assert get(cp, "service", "gw", "-n", ns)["spec"]["selector"]["tideline.dev/revision"] == new
+    assert not get(cp, "deployments", "-n", ns, "-l", f"tideline.dev/revision={old}")["items"]
+
+
+def test_kubectl_scale_sets_the_server_replicas_through_the_scale_subresource(
+    installed: Installed, operator: Operator
+) -> None:
+    cp = installed.cluster
+    ns = _ns(installed, "e2e-scale-sub")
+    m = _model("sc", ns)
+    rev = parse(m).revision
+    _apply(installed, m)
+    until(lambda: _status(installed, ns, "sc").get("replicas") == 1, 60, "1 ready server")
+    cp.kubectl("scale", "om", "sc", "-n", ns, "--replicas=3")
+    until(lambda: get(cp, "deployment", f"sc-server-{rev}", "-n", ns)["spec"]["replicas"] == 3,
+          30, "server Deployment scaled")  # fmt: skip
+    until(lambda: _status(installed, ns, "sc").get("replicas") == 3, 60, "status.replicas")
 
 
 # --------------------------------------------------------------------------- 5. rollback
