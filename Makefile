@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/tideline run examples/fraud.yaml --duration 30s --rate 3000/s --drift-at 15s
+	$(VENV)/bin/tideline run examples/fraud.yaml --duration 90s --rate 2000/s --drift-at 20s --canary-at 50s
 
 test: lint
 	$(PY) -m pytest

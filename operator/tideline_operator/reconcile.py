@@ -389,7 +389,12 @@ class Reconciler:
         active = {st["stableRevision"]} | (
             {st["canaryRevision"]} if st.get("canaryRevision") and not st.get("aborted") else set()
         )
-        for rev in {c.revision for c in children if c.revision} - active:
+        stale = {c.revision for c in children if c.revision} - active
+        servers = [c for c in children if c.component == "server"
+                   and c.revision == st["stableRevision"]]  # fmt: skip
+        if stale and not (servers and all(c.ready >= c.replicas for c in servers)):
+            return  # a promoted revision's servers first become ready; the old ones answer meanwhile
+        for rev in stale:
             self.remove_revision(model, rev)
             mem.applied.clear()  # re-apply once: a no-op at the API for what is unchanged
             mem.desired_key = None

@@ -130,13 +130,20 @@ def guardrail_breach(
     served, last_good = status.get("servedVersion"), status.get("lastGoodVersion")
     rev = status.get("stableRevision")
     if served is not None and last_good is not None and served != last_good:
-        good = (health.get("versions") or {}).get(f"{rev}:{last_good}") or {}
-        acc, good_acc = stable.get("accuracy"), good.get("accuracy")
+        versions = health.get("versions") or {}
+        good = versions.get(f"{rev}:{last_good}") or {}
+        # the served version's own record when the monitor has one; the stable track's
+        # window (which may mix versions) otherwise
+        if f"{rev}:{served}" in versions:
+            mine = versions[f"{rev}:{served}"]
+            acc, n = mine.get("accuracy"), int(mine.get("labelled", 0))
+        else:
+            acc, n = stable.get("accuracy"), int(stable.get("window", stable.get("labelled", 0)))
+        good_acc = good.get("accuracy")
         if (
             acc is not None
             and good_acc is not None
-            and int(stable.get("window", stable.get("labelled", 0)))
-            >= spec.rollout.analysis.minSamples
+            and n >= spec.rollout.analysis.minSamples
             and good_acc - acc > g.maxAccuracyDrop
         ):
             return f"accuracy {acc:.3f} is {good_acc - acc:.3f} below lastGood v{last_good}'s {good_acc:.3f}"

@@ -116,7 +116,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         ) from None
     if per_second <= 0:
         raise SpecError("--rate", "must be > 0")
-    summary = run_local(model, args.file, duration=duration, rate=per_second, drift_at=drift_at)
+    canary_at = parse_duration(args.canary_at, "--canary-at") if args.canary_at else None
+    import threading
+    from pathlib import Path
+
+    import yaml
+
+    from tideline.local import install_signal_stop
+
+    stop = threading.Event()
+    install_signal_stop(stop)
+    manifest = yaml.safe_load(Path(args.file).read_text())
+    summary = run_local(model, manifest, duration=duration, rate=per_second, drift_at=drift_at,
+                        canary_at=canary_at, report=Path(args.report) if args.report else None,
+                        stop=stop)  # fmt: skip
     return 0 if summary["samples_learned"] > 0 else 1
 
 
@@ -179,12 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     op.set_defaults(func=cmd_operator)
 
     rp = sub.add_parser(
-        "run", help="run the loop locally: embedded Redis, learner, simulated traffic"
+        "run", help="run the whole loop locally: Redis, learner, servers, monitor, operator"
     )
     rp.add_argument("file", help="OnlineModel manifest (YAML), e.g. examples/fraud.yaml")
     rp.add_argument("--duration", default="30s")
     rp.add_argument("--rate", default="2000/s", help="labelled events per second")
     rp.add_argument("--drift-at", default=None, help="inject concept drift at this time, e.g. 15s")
+    rp.add_argument("--canary-at", default=None, help="apply a new revision at this time, e.g. 40s")
+    rp.add_argument("--report", default="tideline-report.html", help="HTML report ('' for none)")
     rp.set_defaults(func=cmd_run)
     return p
 

@@ -203,10 +203,29 @@ class LearnerProcess:
         self.paused = False
 
     # -- start-up ----------------------------------------------------------------------
+    def _group_start(self, stream: str) -> str:
+        """Where a new consumer group starts: the whole retained stream, or - for a
+        learner warm-started from another revision - where that revision's learner is,
+        since the snapshot it starts from has learned what came before."""
+        if not self.warm_start_revision:
+            return "0"
+        source = self.keys.learner_group(self.warm_start_revision).encode()
+        try:
+            groups = self.r.xinfo_groups(stream)
+        except redis.ResponseError:
+            return "0"
+        for g in groups:
+            if g.get("name") in (source, source.decode()):
+                last = g.get("last-delivered-id")
+                return last.decode() if isinstance(last, bytes) else str(last)
+        return "0"
+
     def start(self) -> None:
         for stream in (self.keys.samples, self.keys.feedback):
             try:
-                self.r.xgroup_create(stream, self.group, id="0", mkstream=True)
+                self.r.xgroup_create(
+                    stream, self.group, id=self._group_start(stream), mkstream=True
+                )
             except redis.ResponseError as e:
                 if "BUSYGROUP" not in str(e):
                     raise

@@ -1,158 +1,449 @@
-"""``tideline run``: the learning loop on one machine, without a cluster.
+"""``tideline run``: the whole loop on one machine, without a cluster.
 
-Starts a real Redis (:mod:`tideline.embedded`) and the learner as a child
-process - the same ``tideline learner`` a pod runs - then plays traffic from
-:class:`tideline.simulate.SyntheticStream`: half the events arrive as
-labelled samples, half as logged predictions whose labels come back later
-and out of order through the feedback stream, as chargebacks do. Progress
-is printed once a second; a JSON summary is the last line.
+Starts a real Redis (:mod:`tideline.embedded`) and the operator's own
+reconcile loop (:class:`tideline_operator.reconcile.Reconciler`, ``decide``
+included) against a :class:`tideline.cluster.ProcessCluster`, so the
+learner, the servers and the monitor run as the same ``tideline learner|
+server|monitor`` processes a pod runs, on loopback ports. A simulator sends
+prediction requests over HTTP and the labels later, out of order, through
+the feedback endpoint; a concept drift is injected at ``drift_at`` and a
+new revision applied at ``canary_at``. The rollout runs on the demo's
+timescale (seconds instead of minutes; printed at the start).
+
+A line per second (a live table on a terminal) shows versions, accuracy
+per track, drift, the canary and latency; rollbacks and promotions are
+printed as they happen. At the end: a summary in words, a report (HTML with
+plots) and the summary as JSON on the last line.
 """
 
 from __future__ import annotations
 
+import copy
 import heapq
-import os
+import http.client
 import signal
-import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import orjson
+import redis
 
-from tideline.embedded import EmbeddedRedis, free_port
+from tideline.cluster import ProcessCluster, post_json
+from tideline.embedded import EmbeddedRedis
 from tideline.simulate import SyntheticStream
-from tideline.spec import OnlineModel
-from tideline.store import Keys, ModelStore
+from tideline.spec import OnlineModel, parse
+from tideline.store import Keys
 
-TICK = 0.05
+TICK = 0.02
+ROWS_PER_REQUEST = 32
+DEMO_ROLLOUT = {
+    "steps": [{"setWeight": 25}, {"pause": "4s"}, {"analysis": {}}, {"setWeight": 50},
+              {"pause": "4s"}],
+    "analysis": {"interval": "2s", "minSamples": 300, "maxAccuracyDrop": 0.03,
+                 "maxErrorRate": 0.05, "maxP95Latency": "1s", "failureLimit": 3},
+}  # fmt: skip
 
 
-def _learner_status(client: Any, keys: Keys, revision: str) -> dict[str, Any]:
-    raw = client.hgetall(keys.rev(revision, "learner"))
-    status = {k.decode(): v.decode() for k, v in raw.items()}
-    quality = orjson.loads(status.pop("quality", "{}"))
-    return {**status, "quality": quality}
+@dataclass
+class Event:
+    t: float
+    kind: str
+    reason: str
+    message: str
+
+
+@dataclass
+class History:
+    """One sample a second, for the live view, the report and the summary."""
+
+    t: list[float] = field(default_factory=list)
+    acc: dict[str, list[float]] = field(default_factory=lambda: {"stable": [], "canary": []})
+    p50: list[float] = field(default_factory=list)
+    p95: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    rps: list[float] = field(default_factory=list)
+
+
+class Simulator:
+    """Prediction requests over HTTP; the labels later and out of order through feedback."""
+
+    def __init__(self, model: OnlineModel, rate: float, drift_at: float | None, seed: int) -> None:
+        features = [f.to_dict() for f in model.spec.model.features]
+        drift_sample = int(drift_at * rate) if drift_at is not None else None
+        self.stream = SyntheticStream(
+            features, model.spec.model.task, seed=seed, drift_at=drift_sample
+        )
+        self.rng = np.random.default_rng(seed)
+        self.rate = rate
+        self.name = model.name
+        self.sent = self.predictions = self.labels_sent = self.errors = self.fallbacks = 0
+        self.tracks: dict[str, int] = {}
+        self.latencies: list[float] = []
+        self.due: list[tuple[float, int, dict[str, Any]]] = []
+        self.conns: dict[int, http.client.HTTPConnection] = {}
+        self._n = 0
+
+    def _conn(self, port: int) -> http.client.HTTPConnection:
+        if port not in self.conns:
+            self.conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        return self.conns[port]
+
+    def _post(self, port: int, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
+        try:
+            return post_json(port, path, body, headers, conn=self._conn(port))
+        except (OSError, http.client.HTTPException):
+            self.conns.pop(port, None)
+            return 0, None
+
+    def step(self, elapsed: float, now: float, ports: list[int]) -> None:
+        if not ports:
+            return
+        n = int(elapsed * self.rate) - self.sent
+        while n > 0:
+            k = min(n, ROWS_PER_REQUEST)
+            rows, y = self.stream.take(k)
+            self.sent += k
+            n -= k
+            port = ports[self._n % len(ports)]
+            self._n += 1
+            start = time.perf_counter()
+            key = uuid.uuid4().hex[:12]  # one entity per request: it sticks to one track
+            status, out = self._post(port, f"/v1/models/{self.name}:predict", {"instances": rows},
+                                     {"x-tideline-key": key})  # fmt: skip
+            self.latencies.append(time.perf_counter() - start)
+            if status != 200 or out is None:
+                self.errors += 1
+                continue
+            self.predictions += len(rows)
+            tracks = out.get("tracks") or ["stable"] * len(rows)
+            for track in tracks if isinstance(tracks, list) else [tracks] * len(rows):
+                self.tracks[track] = self.tracks.get(track, 0) + 1
+            self.fallbacks += int(bool(out.get("fallback")))
+            for pid, label in zip(out["ids"], y.tolist(), strict=True):
+                delay = float(self.rng.uniform(0.3, 2.5))  # late, and out of order
+                heapq.heappush(self.due, (now + delay, self._n, {"id": pid, "label": label}))
+                self._n += 1
+        ready: list[dict[str, Any]] = []
+        while self.due and self.due[0][0] <= now and len(ready) < 2000:
+            ready.append(heapq.heappop(self.due)[2])
+        if ready:
+            port = ports[self._n % len(ports)]
+            status, _ = self._post(port, f"/v1/models/{self.name}/feedback", {"feedback": ready})
+            if status == 202:
+                self.labels_sent += len(ready)
+            else:
+                self.errors += 1
+
+    def take_latencies(self) -> list[float]:
+        out, self.latencies = self.latencies, []
+        return out
+
+
+class OperatorLoop(threading.Thread):
+    """The operator's per-model turn, every half second, against the process cluster."""
+
+    def __init__(self, manifest: dict[str, Any], cluster: ProcessCluster, redis_url: str,
+                 on_event: Callable[[str, str, str], None]) -> None:  # fmt: skip
+        super().__init__(daemon=True, name="operator")
+        from tideline_operator.builders import Settings
+        from tideline_operator.reconcile import ModelMemory, Reconciler
+
+        self.cluster = cluster
+        self.reconciler = Reconciler(cluster, Settings(image="local", redis_url=redis_url))  # type: ignore[arg-type]
+        self.mem = ModelMemory()
+        self.body = copy.deepcopy(manifest)
+        self.body["metadata"].update({"uid": uuid.uuid4().hex, "generation": 1})
+        self.on_event = on_event
+        self.status: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.error: BaseException | None = None
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        """A new spec, as `kubectl apply` would: the generation moves on."""
+        with self.lock:
+            gen = self.body["metadata"]["generation"] + 1
+            self.body["spec"] = copy.deepcopy(manifest["spec"])
+            self.body["metadata"]["generation"] = gen
+
+    def turn(self) -> None:
+        with self.lock:
+            body = copy.deepcopy(self.body)
+        new = self.reconciler.turn(body, self.mem, self.cluster.children(), self.on_event)
+        if new is not None:
+            self.status = new
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(0.5):
+                self.turn()
+        except BaseException as e:  # surfaced by the main loop
+            self.error = e
+
+
+def _health(client: Any, keys: Keys) -> dict[str, Any]:
+    raw = client.get(keys.health)
+    return orjson.loads(raw) if raw else {}
+
+
+def _learned(client: Any, keys: Keys) -> tuple[int, int]:
+    """Samples learned and versions published, over every revision that ran."""
+    samples = versions = 0
+    for key in client.scan_iter(f"{keys.prefix}:rev:*:learner"):
+        st = client.hgetall(key)
+        samples += int(st.get(b"samples", 0))
+        versions += int(st.get(b"next_version", 0))
+    return samples, versions
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) * 1000 if xs else float("nan")
 
 
 def run_local(
     model: OnlineModel,
-    config_path: str,
+    manifest: dict[str, Any],
     *,
     duration: float,
     rate: float,
     drift_at: float | None = None,
+    canary_at: float | None = None,
     seed: int = 7,
-    out: Any = None,
+    out: TextIO | None = None,
+    report: Path | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     out = out or sys.stdout
-    revision = model.revision
+    stop = stop or threading.Event()
+    manifest = copy.deepcopy(manifest)
+    manifest["spec"]["rollout"] = {**manifest["spec"].get("rollout", {}), **DEMO_ROLLOUT}
+    model = parse(manifest)
     keys = Keys(model.namespace, model.name)
-    features = [f.to_dict() for f in model.spec.model.features]
-    drift_sample = int(drift_at * rate) if drift_at is not None else None
-    stream = SyntheticStream(features, model.spec.model.task, seed=seed, drift_at=drift_sample)
-    rng = np.random.default_rng(seed)
+    events: list[Event] = []
+    history = History()
+    start = time.monotonic()
+    live = _LiveView(out, duration)
+
+    def on_event(kind: str, reason: str, message: str) -> None:
+        events.append(Event(time.monotonic() - start, kind, reason, message))
+        live.event(events[-1])
+
+    workdir = Path(tempfile.mkdtemp(prefix="tideline-run-"))
     with EmbeddedRedis() as server:
-        client = server.client()
-        metrics_port = free_port()
-        print(f"redis      {server.url}", file=out)
-        print(f"learner    metrics on http://127.0.0.1:{metrics_port}/metrics", file=out)
-        print(
-            f"model      {model.namespace}/{model.name} revision {revision}", file=out, flush=True
-        )
-        learner = subprocess.Popen(
-            [sys.executable, "-m", "tideline.cli", "--log-level", "WARNING", "learner",
-             "--config", config_path, "--redis", server.url, "--port", str(metrics_port)],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        store = ModelStore(client, model.namespace, model.name)
-        sent = labels_sent = 0
-        due: list[tuple[float, int, bytes]] = []  # (time, tiebreak, feedback json)
-        start = time.monotonic()
-        next_print = start + 1.0
-        drift_printed = False
+        client: Any = redis.Redis.from_url(server.url)
+        cluster = ProcessCluster(workdir, server.url)
+        loop = OperatorLoop(manifest, cluster, server.url, on_event)
+        sim = Simulator(model, rate, drift_at, seed)
+        live.header(model, server.url, workdir, drift_at, canary_at)
+        canary_applied = drift_marked = False
         try:
-            while (now := time.monotonic()) - start < duration:
-                if learner.poll() is not None:
-                    raise RuntimeError(f"the learner exited with status {learner.returncode}")
-                target = int((now - start) * rate)
-                n = target - sent
-                if n > 0:
-                    rows, y = stream.take(n)
-                    pipe = client.pipeline(transaction=False)
-                    wall = time.time()
-                    for row, label in zip(rows, y.tolist(), strict=True):
-                        if rng.random() < 0.5:
-                            pipe.xadd(
-                                keys.samples,
-                                {"data": orjson.dumps({"features": row, "label": label})},
-                            )
-                        else:
-                            pid = uuid.uuid4().hex
-                            pred = {"ts": wall, "track": "stable", "ids": [pid], "rows": [row]}
-                            pipe.xadd(
-                                keys.predictions, {"data": orjson.dumps(pred)}, maxlen=200_000
-                            )
-                            delay = float(rng.uniform(0.2, 2.0))
-                            heapq.heappush(
-                                due, (now + delay, sent, orjson.dumps({"id": pid, "label": label}))
-                            )
-                        sent += 1
-                    pipe.execute()
-                if due and due[0][0] <= now:
-                    pipe = client.pipeline(transaction=False)
-                    while due and due[0][0] <= now:
-                        _, _, body = heapq.heappop(due)
-                        pipe.xadd(keys.feedback, {"data": body})
-                        labels_sent += 1
-                    pipe.execute()
-                if drift_at is not None and not drift_printed and now - start >= drift_at:
-                    print(f"{now - start:6.1f}s  >>> concept drift injected", file=out, flush=True)
-                    drift_printed = True
-                if now >= next_print:
-                    next_print += 1.0
-                    st = _learner_status(client, keys, revision)
-                    ptr = store.pointers(revision)
-                    q = st.get("quality", {})
-                    acc = q.get("accuracy", q.get("rmse", float("nan")))
-                    print(
-                        f"{now - start:6.1f}s  sent {sent:>8}  learned {st.get('samples', '0'):>8}  "
-                        f"versions latest={ptr.get('latest', '-')} served={ptr.get('served', '-')} "
-                        f"lastGood={ptr.get('lastGood', '-')}  "
-                        f"{'accuracy' if 'accuracy' in q else 'rmse'} {acc:.3f}  "
-                        f"gate-rejections {st.get('gate_rejections', '0')}",
-                        file=out,
-                        flush=True,
+            loop.turn()  # the first turn starts the processes
+            loop.start()
+            _wait_ready(cluster, stop, live)
+            start = time.monotonic()
+            next_sample = start + 1.0
+            while not stop.is_set() and (now := time.monotonic()) - start < duration:
+                if loop.error is not None:
+                    raise loop.error
+                dead = cluster.failed()
+                if dead:
+                    raise RuntimeError("a process exited:\n" + dead[0])
+                elapsed = now - start
+                sim.step(elapsed, now, cluster.endpoints("server"))
+                if drift_at is not None and not drift_marked and elapsed >= drift_at:
+                    drift_marked = True
+                    on_event("Normal", "DriftInjected", "the simulator changed the concept")
+                if canary_at is not None and not canary_applied and elapsed >= canary_at:
+                    canary_applied = True
+                    changed = copy.deepcopy(manifest)
+                    learning = changed["spec"].setdefault("learning", {})
+                    learning["batchSize"] = 2 * int(learning.get("batchSize", 64))
+                    loop.apply(changed)
+                    on_event(
+                        "Normal",
+                        "Applied",
+                        f"learning.batchSize -> {learning['batchSize']}: a new revision",
                     )
+                if now >= next_sample:
+                    next_sample += 1.0
+                    _sample(history, client, keys, sim, elapsed)
+                    live.line(history, loop.status, _health(client, keys), sim, elapsed)
                 time.sleep(TICK)
         finally:
-            learner.send_signal(signal.SIGTERM)
-            try:
-                learner.wait(15)
-            except subprocess.TimeoutExpired:
-                learner.kill()
-                learner.wait()
-        st = _learner_status(client, keys, revision)
-        ptr = store.pointers(revision)
+            loop.stopped.set()
+            loop.join(5)
+            cluster.stop()
+        samples, versions = _learned(client, keys)
+        drift_log = [orjson.loads(f[b"data"]) for _, f in client.xrange(keys.driftlog)]
+        concept = sum(d.get("kind") == "concept" for d in drift_log)
         summary = {
             "model": f"{model.namespace}/{model.name}",
-            "revision": revision,
-            "events_sent": sent,
-            "labels_sent_late": labels_sent,
-            "samples_learned": int(st.get("samples", 0)),
-            "versions_published": int(st.get("next_version", 0)),
-            "gate_rejections": int(st.get("gate_rejections", 0)),
-            "dead_letters": int(client.xlen(keys.deadletter)),
-            "pointers": ptr,
-            "quality": st.get("quality", {}),
+            "seconds": round(time.monotonic() - start, 1),
+            "predictions_served": sim.predictions,
+            "predictions_by_track": sim.tracks,
+            "labels_sent": sim.labels_sent,
+            "samples_learned": samples,
+            "versions_published": versions,
+            "drift_events": len(drift_log),  # concept, features, predictions
+            "concept_drift_events": int(concept),
+            "rollbacks": sum(e.reason == "RolledBack" for e in events),
+            "promotions": sum(e.reason == "Promoted" for e in events),
+            "aborts": sum(e.reason == "RolloutAborted" for e in events),
+            "request_errors": sim.errors,
+            "stable_revision": loop.status.get("stableRevision"),
+            "phase": loop.status.get("phase"),
+            "events": [f"{e.t:.1f}s {e.reason}: {e.message}" for e in events],
+            "workdir": str(workdir),
         }
+        client.close()
+    if report is not None:
+        from tideline.report import write_report
+
+        write_report(report, history, events, summary, drift_at)
+        summary["report"] = str(report)
+    live.summary(summary)
+    return summary
+
+
+def _wait_ready(cluster: ProcessCluster, stop: threading.Event, live: _LiveView, timeout: float = 60.0) -> None:  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        dead = cluster.failed()
+        if dead:
+            raise RuntimeError("a process exited:\n" + dead[0])
+        if cluster.endpoints("server"):
+            live.ready(cluster)
+            return
+        time.sleep(0.1)
+    if not stop.is_set():
+        raise RuntimeError(f"no server became ready within {timeout:.0f}s; logs in {cluster.dir}")
+
+
+def _sample(history: History, client: Any, keys: Keys, sim: Simulator, t: float) -> None:
+    tracks = _health(client, keys).get("tracks") or {}
+    history.t.append(t)
+    for track in ("stable", "canary"):
+        acc = (tracks.get(track) or {}).get("accuracy")
+        history.acc[track].append(float(acc) if acc is not None else float("nan"))
+    lat = sim.take_latencies()
+    history.p50.append(_pct(lat, 50))
+    history.p95.append(_pct(lat, 95))
+    history.p99.append(_pct(lat, 99))
+    history.rps.append(float(sim.predictions))
+
+
+class _LiveView:
+    """Plain lines; a live table when writing to a terminal (rich)."""
+
+    def __init__(self, out: TextIO, duration: float) -> None:
+        self.out = out
+        self.duration = duration
+        self.tty = out.isatty()
+        self._last_predictions = 0
+        self._live: Any = None
+        self._events: list[str] = []
+        self._lock = threading.Lock()  # events come from the operator's thread
+
+    def print(self, text: str) -> None:
+        with self._lock:
+            if self._live is not None:
+                self._live.console.print(text)
+            else:
+                print(text, file=self.out, flush=True)
+
+    def header(self, model: OnlineModel, redis_url: str, workdir: Path, drift_at: float | None,
+               canary_at: float | None) -> None:  # fmt: skip
+        self.print(f"tideline run: {model.namespace}/{model.name} ({model.spec.model.algorithm}, "
+                   f"{model.spec.model.task}), revision {model.revision}")  # fmt: skip
+        self.print(f"redis      {redis_url}")
+        self.print(f"processes  logs under {workdir}/logs")
+        self.print("rollout    on the demo's timescale: steps setWeight 25, pause 4s, analysis, "
+                   "setWeight 50, pause 4s; analysis every 2s")  # fmt: skip
+        plan = []
+        if drift_at is not None:
+            plan.append(f"concept drift at {drift_at:.0f}s")
+        if canary_at is not None:
+            plan.append(f"a new revision at {canary_at:.0f}s")
+        if plan:
+            self.print("plan       " + ", ".join(plan))
+
+    def ready(self, cluster: ProcessCluster) -> None:
+        for name, w in sorted(cluster.workloads.items()):
+            ports = ", ".join(f"127.0.0.1:{p.port}" for p in w.procs)
+            self.print(f"started    {name:<32} {ports}")
+        if self.tty:
+            from rich.live import Live
+
+            self._live = Live(auto_refresh=False, console=None)
+            self._live.start()
+
+    def event(self, e: Event) -> None:
+        text = f"{e.t:6.1f}s  >>> {e.reason}: {e.message}"
+        self._events.append(text)
+        self.print(text)
+
+    def line(self, history: History, status: dict[str, Any], health: dict[str, Any],
+             sim: Simulator, t: float) -> None:  # fmt: skip
+        rps = sim.predictions - self._last_predictions
+        self._last_predictions = sim.predictions
+        drift = status.get("drift", "-")
+        canary = (f"canary {status['canaryRevision']} w={status.get('canaryWeight', 0)} "
+                  f"step {status.get('currentStep')}" if status.get("canaryRevision")
+                  and not status.get("aborted") else "no canary")  # fmt: skip
+        fmt = lambda x: "  -  " if x != x else f"{x:.3f}"  # noqa: E731  (nan -> dash)
+        row = (f"{t:6.1f}s  {status.get('phase', '-'):<11} served v{status.get('servedVersion', '-')} "
+               f"latest v{status.get('latestVersion', '-')} lastGood v{status.get('lastGoodVersion', '-')}  "
+               f"acc stable {fmt(history.acc['stable'][-1])} canary {fmt(history.acc['canary'][-1])}  "
+               f"{canary}  drift {drift}  {rps:>5} pred/s  p95 {history.p95[-1]:.1f} ms")  # fmt: skip
+        if self._live is None:
+            self.print(row)
+            return
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        table = Table(title=f"tideline run - {t:.0f}s of {self.duration:.0f}s", expand=True)
+        for col in ("phase", "served", "latest", "lastGood", "acc stable", "acc canary",
+                    "canary", "drift", "pred/s", "p95 ms"):  # fmt: skip
+            table.add_column(col)
+        table.add_row(str(status.get("phase", "-")), f"v{status.get('servedVersion', '-')}",
+                      f"v{status.get('latestVersion', '-')}", f"v{status.get('lastGoodVersion', '-')}",
+                      fmt(history.acc["stable"][-1]), fmt(history.acc["canary"][-1]), canary,
+                      str(drift), str(rps), f"{history.p95[-1]:.1f}")  # fmt: skip
+        from rich.console import Group
+
+        self._live.update(Group(table, ProgressBar(total=self.duration, completed=t),
+                                *self._events[-6:]), refresh=True)  # fmt: skip
+
+    def summary(self, s: dict[str, Any]) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
         print(
-            f"\nlearned {summary['samples_learned']} of {sent} events "
-            f"({labels_sent} through delayed feedback), published {summary['versions_published']} versions, "
-            f"{summary['gate_rejections']} held back by the gate, {summary['dead_letters']} dead letters.",
-            file=out,
+            f"\n{s['predictions_served']} predictions served over HTTP ({s['predictions_by_track']}), "
+            f"{s['labels_sent']} labels sent late through feedback, {s['samples_learned']} samples "
+            f"learned, {s['versions_published']} versions published; {s['concept_drift_events']} "
+            f"concept-drift events, {s['rollbacks']} rollbacks, {s['promotions']} promotions, "
+            f"{s['aborts']} aborted canaries; phase {s['phase']}.",
+            file=self.out,
         )
-        print(orjson.dumps(summary).decode(), file=out, flush=True)
-        return summary
+        if s.get("report"):
+            print(f"report: {s['report']}", file=self.out)
+        print(orjson.dumps(s).decode(), file=self.out, flush=True)
+
+
+def install_signal_stop(stop: threading.Event) -> None:
+    """Ctrl-C and SIGTERM end the run cleanly (every child stopped, ports freed)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

@@ -73,24 +73,30 @@ def test_an_unreachable_redis_is_reported_without_a_traceback(tmp_path: Path) ->
 
 
 @pytest.mark.integration
-def test_run_learns_a_simulated_stream_with_drift_on_an_embedded_redis() -> None:
-    out = _tideline(
-        "run", "examples/fraud.yaml", "--duration", "8s", "--rate", "2000/s", "--drift-at", "4s"
-    )
+def test_run_serves_learns_and_stops_every_process_it_started(tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    out = _tideline("run", "examples/fraud.yaml", "--duration", "8s", "--rate", "1000/s",
+                    "--drift-at", "4s", "--report", str(report))  # fmt: skip
     assert out.returncode == 0, out.stderr
     summary = orjson.loads(out.stdout.strip().splitlines()[-1])
-    # Half the events are labelled samples, half come back as delayed feedback;
-    # a loaded machine sends and learns fewer, so the bounds are relative.
-    assert summary["events_sent"] > 4000
-    assert summary["samples_learned"] > 0.4 * summary["events_sent"]
-    assert summary["labels_sent_late"] > 0.3 * summary["events_sent"]
-    assert (
-        summary["versions_published"] >= 1 + summary["samples_learned"] // 5000 - 1
-    )  # v0, one per 5,000 (one may be in flight)
-    assert summary["versions_published"] >= 2
-    assert summary["dead_letters"] == 0
-    assert "concept drift injected" in out.stdout
-    assert summary["quality"]["accuracy"] > 0.6
+    assert summary["predictions_served"] > 3000 and summary["request_errors"] == 0
+    assert summary["labels_sent"] > 0.5 * summary["predictions_served"]
+    assert summary["samples_learned"] > 0 and summary["versions_published"] >= 2
+    assert "DriftInjected" in out.stdout and "started    fraud-server-" in out.stdout
+    assert "<img" in report.read_text()
+    assert not _processes_under(summary["workdir"]), "no stray processes"
+
+
+def _processes_under(workdir: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if workdir in text:
+            found.append(text)
+    return found
 
 
 @pytest.mark.integration

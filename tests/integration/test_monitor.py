@@ -87,7 +87,8 @@ def test_feedback_gives_each_track_its_own_accuracy(r) -> None:
 
 
 def test_concept_drift_is_flagged_when_the_errors_rise(r) -> None:
-    model = _model()
+    # the flag holds for 10 analysis intervals: 20 s, longer than this test on a busy machine
+    model = _model(rollout={"analysis": {"interval": "2s"}})
     mon = Monitor(model, r)
     mon.start()
     k = keys(model)
