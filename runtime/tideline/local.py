@@ -394,31 +394,32 @@ class _LiveView:
              sim: Simulator, t: float) -> None:  # fmt: skip
         rps = sim.predictions - self._last_predictions
         self._last_predictions = sim.predictions
-        drift = status.get("drift", "-")
-        canary = (f"canary {status['canaryRevision']} w={status.get('canaryWeight', 0)} "
+        scores = ((health.get("drift") or {}).get("features") or {}).get("scores") or {}
+        top = max(scores.items(), key=lambda kv: kv[1], default=None)
+        drift = f"{status.get('drift', '-')}" + (f" (max PSI {top[0]} {top[1]:.2f})" if top else "")
+        canary = (f"{status['canaryRevision']} weight {status.get('canaryWeight', 0)}% "
                   f"step {status.get('currentStep')}" if status.get("canaryRevision")
-                  and not status.get("aborted") else "no canary")  # fmt: skip
-        fmt = lambda x: "  -  " if x != x else f"{x:.3f}"  # noqa: E731  (nan -> dash)
-        row = (f"{t:6.1f}s  {status.get('phase', '-'):<11} served v{status.get('servedVersion', '-')} "
-               f"latest v{status.get('latestVersion', '-')} lastGood v{status.get('lastGoodVersion', '-')}  "
-               f"acc stable {fmt(history.acc['stable'][-1])} canary {fmt(history.acc['canary'][-1])}  "
-               f"{canary}  drift {drift}  {rps:>5} pred/s  p95 {history.p95[-1]:.1f} ms")  # fmt: skip
+                  and not status.get("aborted") else "none")  # fmt: skip
+        fmt = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731  (nan -> dash)
+        versions = (f"served v{status.get('servedVersion', '-')} latest v{status.get('latestVersion', '-')} "
+                    f"lastGood v{status.get('lastGoodVersion', '-')}")  # fmt: skip
+        accuracy = (
+            f"stable {fmt(history.acc['stable'][-1])} canary {fmt(history.acc['canary'][-1])}"
+        )
+        traffic = f"{rps} predictions/s, p95 {history.p95[-1]:.1f} ms"
         if self._live is None:
-            self.print(row)
+            self.print(f"{t:6.1f}s  {status.get('phase', '-'):<11} {versions}  acc {accuracy}  "
+                       f"canary {canary}  drift {drift}  {traffic}")  # fmt: skip
             return
+        from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
 
-        table = Table(title=f"tideline run - {t:.0f}s of {self.duration:.0f}s", expand=True)
-        for col in ("phase", "served", "latest", "lastGood", "acc stable", "acc canary",
-                    "canary", "drift", "pred/s", "p95 ms"):  # fmt: skip
-            table.add_column(col)
-        table.add_row(str(status.get("phase", "-")), f"v{status.get('servedVersion', '-')}",
-                      f"v{status.get('latestVersion', '-')}", f"v{status.get('lastGoodVersion', '-')}",
-                      fmt(history.acc["stable"][-1]), fmt(history.acc["canary"][-1]), canary,
-                      str(drift), str(rps), f"{history.p95[-1]:.1f}")  # fmt: skip
-        from rich.console import Group
-
+        table = Table(title=f"tideline run - {t:.0f}s of {self.duration:.0f}s", show_header=False)
+        for key, value in (("phase", str(status.get("phase", "-"))), ("versions", versions),
+                           ("online accuracy", accuracy), ("canary", canary), ("drift", drift),
+                           ("traffic", traffic)):  # fmt: skip
+            table.add_row(key, value)
         self._live.update(Group(table, ProgressBar(total=self.duration, completed=t),
                                 *self._events[-6:]), refresh=True)  # fmt: skip
 

@@ -16,6 +16,7 @@ from tideline_operator.builders import (
     build_pdb,
     build_server,
     build_service,
+    build_service_monitor,
 )
 
 SETTINGS = Settings(image="registry.local/tideline:1", redis_url="redis://redis:6379/0")
@@ -105,3 +106,14 @@ def test_pdb_and_hpa() -> None:
     hpa = build_hpa(m, REV)
     assert hpa["spec"]["scaleTargetRef"]["name"] == f"fraud-server-{REV}"
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+
+
+def test_the_service_monitor_scrapes_the_servers_of_every_revision() -> None:
+    sm = build_service_monitor(MODEL)
+    stable, canary = build_service(MODEL, REV), build_service(MODEL, "other", canary=True)
+    want = sm["spec"]["selector"]["matchLabels"]
+    for svc in (stable, canary):
+        labels = svc["metadata"]["labels"]
+        assert all(labels[k] == v for k, v in want.items())
+    assert sm["spec"]["endpoints"][0]["port"] == stable["spec"]["ports"][0]["name"]
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
