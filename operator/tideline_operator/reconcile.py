@@ -252,6 +252,9 @@ class Reconciler:
         )
         decision = decide(model.spec, before, observed, health, now)
         st = decision.status
+        if any(a.kind == "promote" for a in decision.actions):
+            # the promoted learner keeps its arguments: no restart at promotion
+            st["stableWarmStart"] = st.pop("canaryWarmStart", None)
         for action in decision.actions:
             self._act(model, action, r, event)
         self._children(model, manifest, st, mem, children)
@@ -318,7 +321,9 @@ class Reconciler:
             server["spec"].pop("replicas")
         out = [
             builders.build_config_map(stable, stable_manifest, stable_rev),
-            builders.build_learner(stable, s, stable_rev),
+            builders.build_learner(
+                stable, s, stable_rev, warm_start_from=st.get("stableWarmStart")
+            ),
             server,
             builders.build_service(model, stable_rev),
             builders.build_monitor(stable, s, stable_rev),
@@ -332,6 +337,7 @@ class Reconciler:
         canary_rev = st.get("canaryRevision")
         if canary_rev and not st.get("aborted"):
             warm = stable_rev if warm_start_compatible(stable, model) else None
+            st["canaryWarmStart"] = warm
             out += [
                 builders.build_config_map(model, manifest, canary_rev),
                 builders.build_learner(model, s, canary_rev, warm_start_from=warm),

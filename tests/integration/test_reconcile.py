@@ -199,6 +199,7 @@ def test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable(setup, r
     learner = kube.objects[("Deployment", f"fraud-learner-{new}")]
     args = learner["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[-2:] == ["--warm-start-revision", old]
+    canary_template = copy.deepcopy(learner["spec"]["template"])
     assert ("Deployment", f"fraud-server-{new}") not in kube.objects, "same image: in process"
     routing = r.hgetall(Keys("test", "fraud").routing)
     assert routing[b"canary"] == new.encode() and routing[b"weight"] == b"20"
@@ -226,6 +227,8 @@ def test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable(setup, r
     assert svc["spec"]["selector"]["tideline.dev/revision"] == new
     assert r.hget(Keys("test", "fraud").routing, "stable") == new.encode()
     assert any(reason == "Promoted" for _, reason, _ in events)
+    promoted = kube.objects[("Deployment", f"fraud-learner-{new}")]["spec"]["template"]
+    assert promoted == canary_template, "the promoted learner is not restarted"
 
 
 def test_a_canary_with_another_image_gets_its_own_servers_and_service(setup, r) -> None:
