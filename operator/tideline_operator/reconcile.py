@@ -272,11 +272,9 @@ class Reconciler:
             elif a.kind == "rollback":
                 ROLLBACKS.inc()
                 store.set_pointer(a.args["revision"], "served", int(a.args["to"]), pin=True)
-                control = keys.rev(a.args["revision"], "control")
-                if model.spec.guardrails.onConceptDrift == "pause" and "drift" in a.args["reason"]:
-                    r.hset(control, "paused", "1")
-                else:
-                    r.hset(control, "resetTo", str(a.args["to"]))
+                # the learner goes on from the version served again (the pause policy
+                # arrives as its own pause-learning action)
+                r.hset(keys.rev(a.args["revision"], "control"), "resetTo", str(a.args["to"]))
             elif a.kind == "unpin":
                 store.set_pointer(a.args["revision"], "served", int(a.args["version"]), pin=False)
             elif a.kind == "pause-learning":
