@@ -20,7 +20,13 @@ import kopf
 
 from tideline_operator.builders import Settings
 from tideline_operator.kube import Kube
-from tideline_operator.reconcile import ChildState, ModelMemory, Reconciler, status_patch
+from tideline_operator.reconcile import (
+    ChildState,
+    ModelMemory,
+    Reconciler,
+    current_status,
+    status_patch,
+)
 
 GROUP, VERSION, PLURAL = "tideline.dev", "v1alpha1", "onlinemodels"
 INTERVAL = float(os.environ.get("TIDELINE_OPERATOR_INTERVAL", "1"))
@@ -88,7 +94,7 @@ def turn(
     index: kopf.Index[tuple[str | None, str], ChildState] = kwargs["deployments"]
     reconciler: Reconciler = memo["reconciler"]
     mem = memo.setdefault("model", ModelMemory())
-    before = mem.status if mem.status is not None else dict(body.get("status") or {})
+    before = current_status(body, mem)
 
     def event(kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message)

@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,7 @@ class ModelMemory:
     applied: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> hash
     desired_key: tuple[Any, ...] | None = None  # what the children were last built from
     desired_at: float = 0.0
+    route_at: tuple[int, float] | None = None  # HTTPRoute weight last written, and when
     models: dict[str, tuple[OnlineModel, dict[str, Any]]] = field(default_factory=dict)
     status: dict[str, Any] | None = None
     parsed: tuple[Any, OnlineModel] | None = None  # ((uid, generation), the parsed spec)
@@ -132,19 +133,13 @@ class Reconciler:
             lambda url: redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         )
         self._apis: dict[tuple[str, str], bool] = {}
+        self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}  # -> (read at, url)
 
     # -- helpers ----------------------------------------------------------------------
     def redis_for(self, model: OnlineModel) -> Any:
         r = model.spec.redis
         if r.secretName:
-            secret = self.kube.get("v1", "Secret", model.namespace, r.secretName)
-            data = (secret or {}).get("data") or {}
-            if r.secretKey not in data:
-                raise SpecError(
-                    "spec.redis.secretRef",
-                    f"secret {r.secretName!r} has no key {r.secretKey!r}",
-                )
-            url = base64.b64decode(data[r.secretKey]).decode()
+            url = self._secret_url(model.namespace, r.secretName, r.secretKey)
         else:
             url = r.url or self.settings.redis_url or ""
         if not url:
@@ -152,6 +147,20 @@ class Reconciler:
         if url not in self._redis:
             self._redis[url] = self._redis_factory(url)
         return self._redis[url]
+
+    def _secret_url(self, namespace: str, name: str, key: str) -> str:
+        """A Redis URL from a Secret, read again every `resync` seconds (not every turn)."""
+        cached = self._secrets.get((namespace, name, key))
+        now = self.clock()
+        if cached is not None and now - cached[0] < self.resync:
+            return cached[1]
+        secret = self.kube.get("v1", "Secret", namespace, name)
+        data = (secret or {}).get("data") or {}
+        if key not in data:
+            raise SpecError("spec.redis.secretRef", f"secret {name!r} has no key {key!r}")
+        url = base64.b64decode(data[key]).decode()
+        self._secrets[(namespace, name, key)] = (now, url)
+        return url
 
     def has_api(self, group_version: str, plural: str) -> bool:
         key = (group_version, plural)
@@ -206,7 +215,7 @@ class Reconciler:
         now = self.clock()
         meta = body["metadata"]
         generation = int(meta.get("generation") or 1)
-        before = mem.status if mem.status is not None else _own(body.get("status") or {})
+        before = current_status(body, mem)
         manifest: dict[str, Any] = {
             k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body
         }
@@ -425,8 +434,15 @@ class Reconciler:
             except redis.RedisError as e:
                 log.warning("%s/%s: routing not written: %s", model.namespace, model.name, e)
         route = model.spec.rollout.trafficRouting
-        if route != "builtin" and self.has_api("gateway.networking.k8s.io/v1", "httproutes"):
+        last = mem.route_at
+        due = last is None or last[0] != weight or self.clock() - last[1] >= self.resync
+        if (
+            route != "builtin"
+            and due
+            and self.has_api("gateway.networking.k8s.io/v1", "httproutes")
+        ):
             self._gateway(model, route, weight)
+            mem.route_at = (weight, self.clock())
 
     def _gateway(self, model: OnlineModel, route_name: str, weight: int) -> None:
         route = self.kube.get(
@@ -450,6 +466,11 @@ def _owner(manifest: dict[str, Any]) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def current_status(body: Mapping[str, Any], mem: ModelMemory) -> dict[str, Any]:
+    """The status a turn starts from: the last one this process wrote, else the object's."""
+    return mem.status if mem.status is not None else _own(dict(body.get("status") or {}))
 
 
 def _own(status: dict[str, Any]) -> dict[str, Any]:

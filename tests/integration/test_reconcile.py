@@ -32,6 +32,7 @@ class FakeKube:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.applied: list[tuple[str, str]] = []
         self.deleted: list[tuple[str, str]] = []
+        self.reads: list[tuple[str, str]] = []
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         key = (obj["kind"], obj["metadata"]["name"])
@@ -40,6 +41,7 @@ class FakeKube:
         return obj
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+        self.reads.append((kind, name))
         return self.objects.get((kind, name))
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict]:
@@ -278,3 +280,20 @@ def test_gateway_weights_split_between_the_stable_and_canary_services() -> None:
     assert rules[1] == route["spec"]["rules"][1]
     back = route_weights({"spec": {"rules": rules}}, "fraud", "fraud-canary", 0, 8080)
     assert back[0]["backendRefs"] == [{"name": "fraud", "port": 8080, "weight": 100}]
+
+
+def test_the_redis_url_from_a_secret_is_read_once_per_resync_not_every_turn(setup, r) -> None:
+    import base64
+
+    rec, kube, clock, events, _ = setup
+    url = f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0"
+    kube.objects[("Secret", "redis")] = {"data": {"url": base64.b64encode(url.encode()).decode()}}
+    body = _body(manifest("fraud", redis={"secretRef": {"name": "redis"}}))
+    for _ in range(5):
+        clock.now += 1
+        _turn(setup, body)
+    assert kube.reads.count(("Secret", "redis")) == 1
+    assert r.hget(Keys("test", "fraud").routing, "stable") is not None, "it reached that Redis"
+    clock.now += rec.resync
+    _turn(setup, body)
+    assert kube.reads.count(("Secret", "redis")) == 2
