@@ -15,7 +15,6 @@ from __future__ import annotations
 import builtins
 import copy
 import http.client
-import json
 import os
 import signal
 import subprocess
@@ -215,16 +214,3 @@ class ProcessCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(p.popen.pid, signal.SIGKILL)
                 p.popen.wait()
-
-
-def post_json(port: int, path: str, body: Any, headers: dict[str, str] | None = None,
-              conn: http.client.HTTPConnection | None = None) -> tuple[int, Any]:  # fmt: skip
-    """POST JSON on loopback; returns (status, parsed body)."""
-    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("POST", path, body=json.dumps(body),
-              headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
-    resp = c.getresponse()
-    data = resp.read()
-    if conn is None:
-        c.close()
-    return resp.status, json.loads(data) if data else None

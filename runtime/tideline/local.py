@@ -36,7 +36,7 @@ import numpy as np
 import orjson
 import redis
 
-from tideline.cluster import ProcessCluster, post_json
+from tideline.cluster import ProcessCluster
 from tideline.embedded import EmbeddedRedis
 from tideline.simulate import SyntheticStream
 from tideline.spec import OnlineModel, parse
@@ -69,7 +69,6 @@ class History:
     p50: list[float] = field(default_factory=list)
     p95: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
-    rps: list[float] = field(default_factory=list)
 
 
 class Simulator:
@@ -84,7 +83,7 @@ class Simulator:
         self.rng = np.random.default_rng(seed)
         self.rate = rate
         self.name = model.name
-        self.sent = self.predictions = self.labels_sent = self.errors = self.fallbacks = 0
+        self.sent = self.predictions = self.labels_sent = self.errors = 0
         self.tracks: dict[str, int] = {}
         self.latencies: list[float] = []
         self.due: list[tuple[float, int, dict[str, Any]]] = []
@@ -97,8 +96,14 @@ class Simulator:
         return self.conns[port]
 
     def _post(self, port: int, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
+        """POST JSON on a kept-alive loopback connection: (status, parsed body), or (0, None)."""
         try:
-            return post_json(port, path, body, headers, conn=self._conn(port))
+            conn = self._conn(port)
+            conn.request("POST", path, body=orjson.dumps(body),
+                         headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, orjson.loads(data) if data else None
         except (OSError, http.client.HTTPException):
             self.conns.pop(port, None)
             return 0, None
@@ -126,7 +131,6 @@ class Simulator:
             tracks = out.get("tracks") or ["stable"] * len(rows)
             for track in tracks if isinstance(tracks, list) else [tracks] * len(rows):
                 self.tracks[track] = self.tracks.get(track, 0) + 1
-            self.fallbacks += int(bool(out.get("fallback")))
             for pid, label in zip(out["ids"], y.tolist(), strict=True):
                 delay = float(self.rng.uniform(0.3, 2.5))  # late, and out of order
                 heapq.heappush(self.due, (now + delay, self._n, {"id": pid, "label": label}))
@@ -274,8 +278,9 @@ def run_local(
                     )
                 if now >= next_sample:
                     next_sample += 1.0
-                    _sample(history, client, keys, sim, elapsed)
-                    live.line(history, loop.status, _health(client, keys), sim, elapsed)
+                    health = _health(client, keys)
+                    _sample(history, health, sim, elapsed)
+                    live.line(history, loop.status, health, sim, elapsed)
                 time.sleep(TICK)
         finally:
             loop.stopped.set()
@@ -327,8 +332,8 @@ def _wait_ready(cluster: ProcessCluster, stop: threading.Event, live: _LiveView,
         raise RuntimeError(f"no server became ready within {timeout:.0f}s; logs in {cluster.dir}")
 
 
-def _sample(history: History, client: Any, keys: Keys, sim: Simulator, t: float) -> None:
-    tracks = _health(client, keys).get("tracks") or {}
+def _sample(history: History, health: dict[str, Any], sim: Simulator, t: float) -> None:
+    tracks = health.get("tracks") or {}
     history.t.append(t)
     for track in ("stable", "canary"):
         acc = (tracks.get(track) or {}).get("accuracy")
@@ -337,7 +342,6 @@ def _sample(history: History, client: Any, keys: Keys, sim: Simulator, t: float)
     history.p50.append(_pct(lat, 50))
     history.p95.append(_pct(lat, 95))
     history.p99.append(_pct(lat, 99))
-    history.rps.append(float(sim.predictions))
 
 
 class _LiveView:
