@@ -33,3 +33,14 @@ def push_samples(r, stream: str, rows: list, labels) -> None:  # type: ignore[no
     for row, label in zip(rows, list(labels), strict=True):
         pipe.xadd(stream, {"data": orjson.dumps({"features": row, "label": float(label)})})
     pipe.execute()
+
+
+def health_summary(now: float, *, stable: dict | None = None, canary: dict | None = None,
+                   versions: dict | None = None) -> bytes:  # fmt: skip
+    """A monitor health summary (JSON) with the given tracks, for playing the monitor."""
+    import orjson
+
+    tracks = {"stable": stable or {}}
+    if canary is not None:
+        tracks["canary"] = canary
+    return orjson.dumps({"ts": now, "tracks": tracks, "versions": versions or {}, "drift": {}})

@@ -47,7 +47,8 @@ class Workload:
     procs: list[Proc] = field(default_factory=list)
 
 
-def _matches(labels: dict[str, str], selector: str) -> bool:
+def matches_selector(labels: dict[str, str], selector: str) -> bool:
+    """Whether labels satisfy an equality-based selector such as ``a=b,c=d``."""
     want = dict(kv.split("=", 1) for kv in selector.split(",") if kv)
     return all(labels.get(k) == v for k, v in want.items())
 
@@ -84,7 +85,7 @@ class ProcessCluster:
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:  # fmt: skip
         return [o for (k, _), o in self.objects.items()
-                if k == kind and _matches(o["metadata"].get("labels") or {}, selector)]  # fmt: skip
+                if k == kind and matches_selector(o["metadata"].get("labels") or {}, selector)]  # fmt: skip
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         with self.lock:

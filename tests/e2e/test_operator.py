@@ -8,13 +8,12 @@ import json
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 import redis
 import yaml
 
 from tests.e2e.conftest import NAMESPACE, ROOT, Installed, Operator, get, until
-from tests.helpers import manifest
+from tests.helpers import health_summary, manifest
 from tideline.learn import make_learner
 from tideline.spec import parse
 from tideline.store import Keys, ModelStore
@@ -53,14 +52,6 @@ def _model(name: str, ns: str, **spec: object) -> dict:
     m["metadata"]["namespace"] = ns
     m["spec"].setdefault("serving", {"replicas": 1})
     return m
-
-
-def _health(now: float, stable: dict | None = None, canary: dict | None = None,
-            versions: dict | None = None) -> bytes:  # fmt: skip
-    tracks = {"stable": stable or {}}
-    if canary is not None:
-        tracks["canary"] = canary
-    return orjson.dumps({"ts": now, "tracks": tracks, "versions": versions or {}, "drift": {}})
 
 
 def _stable_then_canary(installed: Installed, ns: str, name: str, rollout: dict) -> tuple[str, str]:
@@ -212,7 +203,7 @@ def test_a_changed_model_rolls_out_as_a_canary_that_follows_the_steps_and_is_pro
     args = learner["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[-2:] == ["--warm-start-revision", old]
     # the analysis step waits for labels: no data is not a failure
-    rc.set(keys.health, _health(time.time(), stable={"accuracy": 0.9},
+    rc.set(keys.health, health_summary(time.time(), stable={"accuracy": 0.9},
                                 canary={"accuracy": 0.9, "labelled": 10}))  # fmt: skip
     seen = _weights_seen(rc, keys, 4.0)
     assert seen and seen[-1] == 20, seen
@@ -222,7 +213,7 @@ def test_a_changed_model_rolls_out_as_a_canary_that_follows_the_steps_and_is_pro
     weights: list[int] = []
 
     def play_monitor() -> bool:
-        rc.set(keys.health, _health(time.time(), stable={"accuracy": 0.9},
+        rc.set(keys.health, health_summary(time.time(), stable={"accuracy": 0.9},
                                     canary={"accuracy": 0.91, "labelled": 500}))  # fmt: skip
         weights.append(int(rc.hget(keys.routing, "weight") or 0))
         return _status(installed, ns, "ctr").get("stableRevision") == new
@@ -250,7 +241,7 @@ def test_a_canary_that_loses_accuracy_aborts_to_weight_zero_with_a_degraded_cond
     _apply(installed, m2)
 
     def play_monitor() -> bool:
-        rc.set(keys.health, _health(time.time(), stable={"accuracy": 0.90},
+        rc.set(keys.health, health_summary(time.time(), stable={"accuracy": 0.90},
                                     canary={"accuracy": 0.85, "labelled": 500}))  # fmt: skip
         return _status(installed, ns, "ads").get("phase") == "Degraded"
 
@@ -349,7 +340,7 @@ def test_a_guardrail_breach_pins_served_to_last_good_within_5_seconds_with_an_ev
     until(lambda: _status(installed, ns, "fraud").get("servedVersion") == 5, 60, "served v5")
     keys = Keys(ns, "fraud")
     start = time.monotonic()
-    rc.set(keys.health, _health(time.time(), stable={"accuracy": 0.80, "window": 1000},
+    rc.set(keys.health, health_summary(time.time(), stable={"accuracy": 0.80, "window": 1000},
                                 versions={f"{rev}:4": {"accuracy": 0.92}}))  # fmt: skip
     took = until(lambda: store.pointers(rev).get("served") == 4, 5.0, "served -> lastGood")
     assert store.pointers(rev)["pinned"] is True

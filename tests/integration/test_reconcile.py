@@ -10,11 +10,11 @@ import copy
 import time
 from typing import Any
 
-import orjson
 import pytest
 import redis
 
-from tests.helpers import manifest
+from tests.helpers import health_summary, manifest
+from tideline.cluster import matches_selector
 from tideline.learn import make_learner
 from tideline.spec import parse
 from tideline.store import Keys, ModelStore
@@ -45,11 +45,10 @@ class FakeKube:
         return self.objects.get((kind, name))
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict]:
-        want = dict(kv.split("=") for kv in selector.split(","))
         return [
             o
             for (k, _), o in self.objects.items()
-            if k == kind and all(o["metadata"]["labels"].get(a) == b for a, b in want.items())
+            if k == kind and matches_selector(o["metadata"]["labels"], selector)
         ]
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
@@ -137,14 +136,6 @@ def _publish(r: redis.Redis, m: dict, rev: str, versions: int) -> None:
         store.publish(rev, v, learner)
 
 
-def _health(now: float, stable: dict | None = None, versions: dict | None = None,
-            canary: dict | None = None) -> bytes:  # fmt: skip
-    tracks = {"stable": stable or {}}
-    if canary is not None:
-        tracks["canary"] = canary
-    return orjson.dumps({"ts": now, "tracks": tracks, "versions": versions or {}, "drift": {}})
-
-
 def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setup, r) -> None:
     rec, kube, clock, events, _ = setup
     m = manifest("fraud", rollout=ROLLOUT, guardrails={"maxAccuracyDrop": 0.05})
@@ -153,7 +144,7 @@ def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setu
     body = _body(m)
     _turn(setup, body)
     keys = Keys("test", "fraud")
-    r.set(keys.health, _health(clock.now, stable={"accuracy": 0.80, "window": 500},
+    r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.80, "window": 500},
                                versions={f"{rev}:6": {"accuracy": 0.90}}))  # fmt: skip
     start = time.perf_counter()
     st = _turn(setup, body)
@@ -170,7 +161,7 @@ def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setu
     # the learner publishes v8 after the reset; once the interval passed, v8 is served
     ModelStore(r, "test", "fraud").publish(rev, 8, make_learner(m["spec"]["model"]))
     clock.now += 6
-    r.set(keys.health, _health(clock.now, stable={"accuracy": 0.90, "window": 500}))
+    r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.90, "window": 500}))
     st = _turn(setup, body)
     assert st is not None and st["servedVersion"] == 8 and not st["pinned"]
     assert ModelStore(r, "test", "fraud").pointers(rev)["served"] == 8
@@ -212,12 +203,8 @@ def test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable(setup, r
     assert "adagrad" not in cm
 
     # pause 30 s, then weight 50, then promotion
-    healthy = _health(
-        clock.now, stable={"accuracy": 0.9}, canary={"accuracy": 0.9, "labelled": 500}
-    )
-    r.set(Keys("test", "fraud").health, healthy)
     clock.now += 31
-    r.set(Keys("test", "fraud").health, _health(clock.now, stable={"accuracy": 0.9},
+    r.set(Keys("test", "fraud").health, health_summary(clock.now, stable={"accuracy": 0.9},
                                                 canary={"accuracy": 0.9, "labelled": 500}))  # fmt: skip
     st = _turn(setup, _body(m2, generation=2))
     assert st is not None and st["stableRevision"] == new and st.get("canaryRevision") is None
