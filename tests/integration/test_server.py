@@ -91,6 +91,41 @@ def test_v1_predict_matches_the_learner(served: Served) -> None:
     )
 
 
+FULL = [{"amount": 12.5, "hour": 3.0, "merchant": "m-1"}, {"amount": 0.5, "hour": 22.0, "merchant": "m-2"}]  # fmt: skip
+ATYPICAL = [
+    ("a missing feature", [{"amount": 12.5, "merchant": "m-1"}]),
+    ("a null", [{"amount": 12.5, "hour": None, "merchant": "m-1"}]),
+    ("an unknown name", [{**FULL[0], "colour": "red"}]),
+    ("a bool for a number", [{**FULL[0], "hour": True}]),
+    ("an integer for a category", [{**FULL[0], "merchant": 7}]),
+    ("rows as arrays", [[12.5, 3.0, "m-1"]]),
+]
+
+
+def test_typed_rows_take_the_fast_path_and_answer_as_the_general_one(served: Served) -> None:
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=4).take(64)
+    for n in (1, 5, 64):  # the per-cell path (up to 8 rows) and the per-column one
+        raw = orjson.dumps({"instances": rows[:n]})
+        fast = served.dp.decode_v1(raw)
+        assert fast is not None and fast[1] is None
+        np.testing.assert_array_equal(fast[0], served.dp.stable.schema.encode(rows[:n]))
+        typed = served.client.post("/v1/models/fraud:predict", content=raw).json()
+        # an unknown name in the first row sends the request down the general path
+        general = [{**rows[0], "note": "x"}, *rows[1:n]]
+        assert served.dp.decode_v1(orjson.dumps({"instances": general})) is None
+        slow = served.client.post("/v1/models/fraud:predict", json={"instances": general}).json()
+        assert typed["predictions"] == slow["predictions"]
+    ids = served.dp.decode_v1(orjson.dumps({"instances": FULL, "ids": ["a", 7]}))
+    assert ids is not None and ids[1] == ["a", 7]
+
+
+@pytest.mark.parametrize("rows", [a[1] for a in ATYPICAL], ids=[a[0] for a in ATYPICAL])
+def test_what_the_fast_path_cannot_read_the_general_path_answers(served: Served, rows) -> None:
+    assert served.dp.decode_v1(orjson.dumps({"instances": rows})) is None
+    resp = served.client.post("/v1/models/fraud:predict", json={"instances": rows})
+    assert resp.status_code == 200 and len(resp.json()["predictions"]) == 1
+
+
 def test_v2_infer_with_one_tensor_per_feature_and_with_one_matrix(served: Served) -> None:
     per_feature = {
         "id": "req-1",
@@ -315,15 +350,27 @@ def test_a_routing_feature_splits_rows_of_one_request(r, redis_server) -> None:
     with s.client:
         _wait(lambda: s.dp.ready)
         _with_canary(s, r, weight=50)
-        rows = [{"amount": 1.0, "merchant": f"m-{i}"} for i in range(200)]
-        body = s.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
         expect = ["canary" if route_hash(f"m-{i}") < 5000 else "stable" for i in range(200)]
-        assert body["tracks"] == expect
+        for hour in (None, 3.0):  # the general path (a missing feature), then the fast one
+            rows = [{"amount": 1.0, "merchant": f"m-{i}"} for i in range(200)]
+            if hour is not None:
+                rows = [{**row, "hour": hour} for row in rows]
+            assert (s.dp.decode_v1(orjson.dumps({"instances": rows})) is None) == (hour is None)
+            r.delete(s.dp.keys.predictions)
+            body = s.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
+            assert body["tracks"] == expect
+            # each track's log entry holds its own rows
+            _wait(lambda: len(_log_entries(r, s)) == 2)
+            for e in _log_entries(r, s):
+                mine = [i for i, t in enumerate(expect) if t == e["track"]]
+                assert log_rows(e) == [rows[i] for i in mine]
+                assert e["ids"] == [body["ids"][i] for i in mine]
 
 
-def test_shadow_mirrors_without_answering(served: Served, r) -> None:
+@pytest.mark.parametrize("rows", [ROWS, FULL], ids=["general path", "fast path"])
+def test_shadow_mirrors_without_answering(served: Served, r, rows) -> None:
     _with_canary(served, r, weight=100, shadow=True)
-    body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    body = served.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
     assert body["tracks"] == ["stable", "stable"]
     _wait(lambda: len(_log_entries(r, served)) == 2)
     entries = {e["track"]: e for e in _log_entries(r, served)}
@@ -331,6 +378,7 @@ def test_shadow_mirrors_without_answering(served: Served, r) -> None:
     assert entries["shadow"]["revision"] == "canaryrev"
     assert entries["shadow"]["ids"] == body["ids"]
     assert entries["shadow"]["scores"] != body["predictions"]
+    assert log_rows(entries["shadow"]) == log_rows(entries["stable"]) == rows
 
 
 def test_past_the_timeout_the_fixed_fallback_answers_and_is_flagged(r, redis_server) -> None:

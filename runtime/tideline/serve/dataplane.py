@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
@@ -204,6 +205,7 @@ class DataPlane:
         self._rng = random.Random()
         self._per_row = 2e-6  # running estimate of prediction time per row
         self.stats: dict[str, TrackStats] = collections.defaultdict(TrackStats)
+        self._v1_decoders: dict[tuple[tuple[str, str], ...], msgspec.json.Decoder[Any]] = {}
         self._reload_lock = asyncio.Lock()
 
     # -- life cycle ----------------------------------------------------------------------
@@ -355,7 +357,9 @@ class DataPlane:
                 log.debug("refresh failed (%s)", e)
 
     # -- predicting ------------------------------------------------------------------------
-    def _route(self, n: int, key: str | None, rows: Sequence[Any]) -> np.ndarray | None:
+    def _route(
+        self, n: int, key: str | None, all_rows: Callable[[], Sequence[Any]]
+    ) -> np.ndarray | None:
         """A boolean mask of the rows that go to the canary (None: all stable)."""
         rt = self.routing
         if not rt.canary or rt.weight <= 0 or rt.shadow:
@@ -364,6 +368,7 @@ class DataPlane:
             return None
         threshold = rt.weight * 100
         feature = self.spec.serving.routingKey
+        rows = all_rows() if feature is not None else None
         if feature is not None and rows and isinstance(rows[0], dict):
             return np.array([route_hash(str(r.get(feature))) < threshold for r in rows], dtype=bool)
         hit = (
@@ -391,6 +396,36 @@ class DataPlane:
         except FeatureError as e:
             raise Unprocessable(str(e)) from None
 
+    def decode_v1(self, raw: bytes) -> tuple[np.ndarray, list[Any] | None] | None:
+        """The usual V1 body, decoded straight into the stable schema's matrix (the fast path).
+
+        ``{"instances": [{feature: value, ...}, ...], "ids": [...]}`` with every
+        feature present and typed as the schema says: one msgspec decode into
+        typed structs, then a column at a time into the matrix, with no dict per
+        row. Returns None for anything else (rows as lists, missing or null
+        values, unknown names, wrong types, a bad body): the general path then
+        reads it, and counts, defaults or names the offending field.
+        """
+        stable = self.stable
+        if stable is None:
+            return None
+        schema = stable.schema
+        decoder = self._v1_decoders.get(schema.signature)
+        if decoder is None:
+            body = msgspec.defstruct(
+                "V1Request",
+                [("instances", list[schema.row_type()]), ("ids", list[str | int] | None, None)],  # type: ignore[misc]
+            )
+            decoder = self._v1_decoders[schema.signature] = msgspec.json.Decoder(body)
+        try:
+            doc = decoder.decode(raw)
+        except msgspec.MsgspecError:
+            return None
+        rows = doc.instances
+        if not rows or len(rows) > self.max_rows:
+            return None
+        return schema.encode_typed(rows), doc.ids
+
     def _fallback(self, X: np.ndarray) -> tuple[np.ndarray, int | None, str | None]:
         fb = self.spec.serving.fallback
         if fb == "lastGood":
@@ -402,22 +437,35 @@ class DataPlane:
 
     def predict(
         self,
-        rows: Sequence[Any],
+        rows: Sequence[Any] | None,
         *,
         key: str | None = None,
         ids: Sequence[Any] | None = None,
         forced_track: str | None = None,
         path: str = "instances",
         raw: bytes | None = None,
+        X: np.ndarray | None = None,
     ) -> Result:
         """Answer a request's rows (the hot path: nothing here waits on the network).
 
         ``raw``, when given, is the request body whose ``instances`` are ``rows``:
         the log then carries those bytes as they came instead of serialising the
-        rows again.
+        rows again. ``X``, when given, is those rows already encoded for the
+        stable schema (:meth:`decode_v1`); ``rows`` may then be None, and are
+        read from ``raw`` only if something needs them (a per-row routing key,
+        a canary with other features).
         """
+
+        def all_rows() -> Sequence[Any]:
+            nonlocal rows
+            if rows is None:
+                assert raw is not None, "rows, or the body they came in"
+                rows = orjson.loads(raw)["instances"]
+            return rows
+
         stable = self.stable
         if stable is None:
+            rows = all_rows()
             if self.spec.serving.fallback != "lastGood":
                 n = len(rows) if isinstance(rows, list) else 0
                 if not n:
@@ -428,7 +476,8 @@ class DataPlane:
                     [value] * n, self._new_ids(n, ids), None, None, ["stable"] * n, True, "no-model"
                 )
             raise Unavailable("no model version is loaded yet")
-        X = self.encode(stable, rows, path)
+        if X is None:
+            X = self.encode(stable, all_rows(), path)
         n = X.shape[0]
         if ids is not None and len(ids) != n:
             raise Unprocessable(f"ids: {len(ids)} ids for {n} rows")
@@ -441,11 +490,13 @@ class DataPlane:
         tracks = [track] * n
         result = Result(preds.tolist(), out_ids, stable.version, stable.revision, tracks)
         result.models[track] = stable
-        canary_mask = self._route(n, key, rows) if forced_track is None else None
+        canary_mask = self._route(n, key, all_rows) if forced_track is None else None
         canary = self.canary
         if canary_mask is not None and canary is not None and canary_mask.any():
             Xc = (
-                X if canary.schema.names == stable.schema.names else self.encode(canary, rows, path)
+                X
+                if canary.schema.names == stable.schema.names
+                else self.encode(canary, all_rows(), path)
             )
             cpred = canary.predict(Xc[canary_mask])
             result.models["canary"] = canary
@@ -458,14 +509,16 @@ class DataPlane:
             result.version, result.revision = v, rev
             result.fallback, result.fallback_reason = True, "timeout"
             self.metrics.fallbacks.labels(reason="timeout").inc()
-        self._queue_log(rows, result, raw)
+        logged_raw = self._queue_log(rows, result, raw)
         if self.routing.shadow and self.canary is not None and forced_track is None:
             shadow = self.canary
             Xs = (
-                X if shadow.schema.names == stable.schema.names else self.encode(shadow, rows, path)
+                X
+                if shadow.schema.names == stable.schema.names
+                else self.encode(shadow, all_rows(), path)
             )
             self._queue_log_track(
-                rows, out_ids, shadow.predict(Xs).tolist(), shadow, "shadow", None
+                rows, out_ids, shadow.predict(Xs).tolist(), shadow, "shadow", None, raw=logged_raw
             )
         return result
 
@@ -509,8 +562,11 @@ class DataPlane:
         return "canary" if hit else None
 
     # -- logging ---------------------------------------------------------------------------
-    def _queue_log(self, rows: Sequence[Any], result: Result, raw: bytes | None = None) -> None:
-        tracks = result.tracks
+    def _queue_log(
+        self, rows: Sequence[Any] | None, result: Result, raw: bytes | None = None
+    ) -> bytes | None:
+        """Queue a request's log entries; returns ``raw`` if they carry it (rows read from it)."""
+        body, tracks = raw, result.tracks
         if tracks[0] == tracks[-1] and (len(tracks) < 3 or len(set(tracks)) == 1):
             groups: list[tuple[str, Sequence[int] | None]] = [(tracks[0], None)]
         else:
@@ -519,8 +575,11 @@ class DataPlane:
                 by_track.setdefault(t, []).append(i)
             groups = list(by_track.items())
             raw = None  # rows go to two tracks: each entry names its own
-        if raw is not None and not isinstance(rows[0], dict):
+        if raw is not None and rows is not None and not isinstance(rows[0], dict):
             raw = None
+        if raw is None and rows is None:  # decoded by the fast path, logged row by row
+            assert body is not None
+            rows = orjson.loads(body)["instances"]
         for track, idx in groups:
             loaded = None if result.fallback else result.models.get(track)
             self._queue_log_track(
@@ -533,10 +592,11 @@ class DataPlane:
                 result.fallback_reason,
                 raw,
             )
+        return raw
 
     def _queue_log_track(
         self,
-        rows: Sequence[Any],
+        rows: Sequence[Any] | None,
         ids: Sequence[str],
         scores: Sequence[float],
         loaded: Loaded | None,
