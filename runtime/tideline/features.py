@@ -183,16 +183,19 @@ class FeatureSchema:
                     values[j] = code if code is not None else self._codes(j, [values[j]])[0]
                 out.append(values)
             return np.array(out, dtype=np.float64)
-        X = np.empty((n, len(self.features)), dtype=np.float64)
-        for j, name in enumerate(self.names):
-            column = map(operator.attrgetter(name), rows)
-            if self.numeric[j]:
-                X[:, j] = np.fromiter(column, dtype=np.float64, count=n)
-            else:
-                X[:, j] = self._codes(j, list(column))
-        return X
+        columns: list[Sequence[Any]] = (
+            list(zip(*map(self._all_getter, rows)))  # one C call per row, one transposition
+            if len(self.features) > 1
+            else [list(map(self._all_getter, rows))]
+        )
+        XT = np.empty((len(self.features), n), dtype=np.float64)
+        for j in self.num_idx.tolist():
+            XT[j] = np.fromiter(columns[j], dtype=np.float64, count=n)
+        for j in self.cat_idx.tolist():
+            XT[j] = self._codes(j, columns[j])
+        return XT.T
 
-    def _codes(self, j: int, values: list[str]) -> list[float]:
+    def _codes(self, j: int, values: Sequence[str]) -> list[float]:
         """Bucket codes of a column of strings, through the bounded per-feature cache."""
         cache = self._bucket_cache[j]
         codes = list(map(cache.get, values))

@@ -120,18 +120,22 @@ class ServerMetrics:
             ["feature"],
             registry=registry,
         )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
-    def request(self, route: str, track: str, status: int, seconds: float) -> None:
+    def request(self, route: str, track: str, status: int, seconds: float, rows: int = 0) -> None:
+        """One answered request (and its ``rows`` predictions); labelled children are cached."""
         key = (route, track, status)
-        pair = self._children.get(key)
-        if pair is None:
-            pair = self._children[key] = (
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
                 self.requests.labels(route=route, track=track, status=str(status)),
                 self.latency.labels(route=route, track=track),
+                self.predictions.labels(track=track) if status < 400 and track != "none" else None,
             )
-        pair[0].inc()
-        pair[1].observe(seconds)
+        children[0].inc()
+        children[1].observe(seconds)
+        if rows and children[2] is not None:
+            children[2].inc(rows)
 
 
 class MonitorMetrics:

@@ -277,10 +277,12 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
     def finish(route: str, result: Result | None, started: float, status: int) -> None:
         seconds = time.perf_counter() - started
         track = result.tracks[0] if result is not None else "none"
-        metrics.request(route, track, status, seconds)
-        if result is not None:
-            metrics.predictions.labels(track=track).inc(len(result.predictions))
-            dp.observe(track, seconds, len(result.predictions), status >= 500, result.fallback)
+        if result is None:
+            metrics.request(route, track, status, seconds)
+        else:
+            n = len(result.predictions)
+            metrics.request(route, track, status, seconds, n)
+            dp.observe(track, seconds, n, status >= 500, result.fallback)
 
     async def predict(
         name: str, raw: bytes, headers: Any, url_path: str, v2: bool
