@@ -270,6 +270,60 @@ class PageHinkley:
         return np.array(fired, dtype=np.int64)
 
 
+class _EdgeGrid:
+    """``searchsorted(edges, x, side="right")`` by a uniform grid over the edges' range.
+
+    A value's grid cell says, from a table, how many edges are surely below
+    it and which few (at most ``k``) might be: a gather and ``k``
+    comparisons per value instead of a binary search (about 4x faster for
+    KS's 99 edges). The table counts edges below the cell *before* the
+    value's and up to the cell after it, so a value that rounding puts one
+    cell off is still counted exactly.
+    """
+
+    def __init__(
+        self, lo: float, inv_width: float, cells: int, table: np.ndarray, base: np.ndarray
+    ) -> None:
+        self.lo, self.inv_width, self.cells = lo, inv_width, cells
+        self.table = table  # (k, cells + 2): the edges to compare with, NaN past the last
+        self.base = base  # (cells + 2,): edges surely below a value of that cell
+
+    @classmethod
+    def build(cls, edges: np.ndarray, max_k: int = 8) -> _EdgeGrid | None:
+        """A grid with at most ``max_k`` comparisons per value, or None (then: binary search)."""
+        lo, hi = float(edges[0]), float(edges[-1])
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+            return None
+        for cells in (4 * len(edges), 16 * len(edges), 64 * len(edges)):
+            width = (hi - lo) / cells
+            # cell c of a value: floor((x - lo) / width) clipped to [-1, cells]; row c + 1
+            starts = lo + (np.arange(-1, cells + 1) - 1) * width
+            ends = lo + (np.arange(-1, cells + 1) + 2) * width
+            base = np.searchsorted(edges, starts, side="left")
+            base[0] = 0
+            top = np.searchsorted(edges, ends, side="right")
+            top[-1] = len(edges)
+            k = int((top - base).max())
+            if k <= max_k:
+                padded = np.concatenate([edges, np.full(max(k, 1), np.nan)])  # never <= x
+                table = padded[base[None, :] + np.arange(max(k, 1))[:, None]]
+                return cls(lo, 1.0 / width, cells, table, base)
+        return None
+
+    def search(self, x: np.ndarray) -> np.ndarray:
+        if np.isnan(x).any():
+            x = np.where(np.isnan(x), np.inf, x)  # NaN sorts last, as in searchsorted
+        c = x - self.lo
+        c *= self.inv_width
+        np.clip(c, -1, self.cells, out=c)
+        c += 1
+        rows = c.astype(np.intp)
+        out = self.base.take(rows)
+        for edges in self.table:
+            out += edges.take(rows) <= x
+        return out
+
+
 class _WindowDrift:
     """Shared machinery of PSI and KS: reference bins, a sliding window's bin counts.
 
@@ -319,6 +373,7 @@ class _WindowDrift:
         self.reference = ref
         qs = np.linspace(0, 1, self.bins + 1)[1:-1]
         self._edges = np.quantile(ref, qs, axis=0).T  # (features, bins - 1)
+        self._grids = [_EdgeGrid.build(e) for e in self._edges] if self.bins > 16 else []
         counts = np.stack([np.bincount(b, minlength=self.bins) for b in self._bin(ref).T])
         self._ref_p = (counts + 0.5) / (len(ref) + 0.5 * self.bins)
 
@@ -333,6 +388,8 @@ class _WindowDrift:
                 for e in self._edges[j]:
                     acc += ~(Xt[j] < e)  # = searchsorted(side="right"), NaN last as there
                 out[j] = acc
+            elif self._grids[j] is not None:
+                out[j] = self._grids[j].search(Xt[j])
             else:
                 out[j] = np.searchsorted(self._edges[j], Xt[j], side="right")
         return out.T

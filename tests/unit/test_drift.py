@@ -111,3 +111,35 @@ def test_feature_detectors_batch_equals_one_by_one(cls) -> None:
         got += (many.update_many(xs[i : i + 777]) + i).tolist()
     assert got == expected and expected
     np.testing.assert_array_equal(one.scores, many.scores)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        lambda rng: rng.normal(size=5000),
+        lambda rng: rng.lognormal(0, 2, 5000),
+        lambda rng: rng.exponential(1, 5000) * 1e6,
+        lambda rng: np.concatenate([np.zeros(2500), rng.normal(size=2500)]),
+        lambda rng: rng.integers(0, 24, 5000).astype(float),  # duplicate edges
+        lambda rng: np.full(5000, 3.0),  # one value: no grid, binary search
+    ],
+    ids=["normal", "lognormal", "exponential", "half zeros", "integers", "constant"],
+)
+def test_ks_bins_every_value_as_a_binary_search_does(reference) -> None:
+    rng = np.random.default_rng(7)
+    ref = reference(rng)
+    ks = KS(n_features=1, window=len(ref))
+    ks.update_many(ref.reshape(-1, 1))
+    edges = ks._edges[0]
+    x = np.concatenate(
+        [
+            rng.choice(ref, 20_000),
+            rng.normal(ref.mean(), 3 * ref.std() + 1, 5000),
+            edges,
+            np.nextafter(edges, np.inf),
+            np.nextafter(edges, -np.inf),
+            [np.nan, np.inf, -np.inf],
+        ]
+    )
+    expected = np.searchsorted(edges, x, side="right")
+    np.testing.assert_array_equal(ks._bin(x.reshape(-1, 1))[:, 0], expected)
