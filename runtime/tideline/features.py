@@ -184,7 +184,7 @@ class FeatureSchema:
                 out.append(values)
             return np.array(out, dtype=np.float64)
         columns: list[Sequence[Any]] = (
-            list(zip(*map(self._all_getter, rows)))  # one C call per row, one transposition
+            list(zip(*map(self._all_getter, rows), strict=True))  # a C call per row, one zip
             if len(self.features) > 1
             else [list(map(self._all_getter, rows))]
         )
