@@ -388,8 +388,8 @@ class _WindowDrift:
                 for e in self._edges[j]:
                     acc += ~(Xt[j] < e)  # = searchsorted(side="right"), NaN last as there
                 out[j] = acc
-            elif self._grids[j] is not None:
-                out[j] = self._grids[j].search(Xt[j])
+            elif (grid := self._grids[j]) is not None:
+                out[j] = grid.search(Xt[j])
             else:
                 out[j] = np.searchsorted(self._edges[j], Xt[j], side="right")
         return out.T
