@@ -48,7 +48,7 @@ from tideline.learn import Learner, make_learner
 from tideline.learn.base import check_targets
 from tideline.metrics import LearnerMetrics
 from tideline.spec import OnlineModel, SpecError
-from tideline.store import ModelStore, StoreError, learner_from_blob
+from tideline.store import ModelStore, Reference, StoreError, learner_from_blob
 
 log = logging.getLogger("tideline.learner")
 
@@ -307,6 +307,13 @@ class LearnerProcess:
                 )
             self.learner.set_state(base.get_state())
             log.info("warm start from %s (%d samples)", source, base.n_seen)
+            # the baseline's drift reference becomes this revision's: drift is measured
+            # from the first prediction, not after a window of traffic
+            reference = (
+                self.warm_start_revision and self.store.reference(self.warm_start_revision)
+            ) or Reference.of_snapshot(blob, source)
+            if reference is not None and self.store.save_reference(self.revision, reference):
+                log.info("drift reference from %s (%d rows)", source, len(reference.features))
         self._checkpoint(publish=True, reason="initial")
 
     def _rebuild_join_index(self) -> None:

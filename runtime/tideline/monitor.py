@@ -38,7 +38,7 @@ from tideline.learn import Learner
 from tideline.learner import log_rows
 from tideline.metrics import MonitorMetrics
 from tideline.spec import OnlineModel
-from tideline.store import ModelStore, StoreError
+from tideline.store import ModelStore, Reference, StoreError
 
 log = logging.getLogger("tideline.monitor")
 
@@ -93,6 +93,7 @@ class Monitor:
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
         self._stable_revision = model.revision
+        self._reference_revision: str | None = None  # whose drift reference the detectors hold
         self._last_write = 0.0
         self._counts = {"predictions": 0, "labels": 0}
         self._rates = {"predictions": 0.0, "labels": 0.0}
@@ -100,12 +101,20 @@ class Monitor:
         self._last_rate_at = clock()
 
     def _new_detectors(self) -> None:
+        self._new_feature_detector()
+        self._new_version_detectors()
+
+    def _new_feature_detector(self) -> None:
+        """Feature drift is the traffic's, not a version's: one detector per stable revision."""
+        d = self.spec.drift.features
+        cls = PSI if d.method == "psi" else KS
+        self.feature_drift = cls(max(len(self.feature_names), 1), d.window, d.threshold)
+        self._reference_stored = False
+
+    def _new_version_detectors(self) -> None:
+        """Prediction and concept drift start again with each served version."""
         d = self.spec.drift
-        fcls = PSI if d.features.method == "psi" else KS
         pcls = PSI if d.predictions.method == "psi" else KS
-        self.feature_drift = fcls(
-            max(len(self.feature_names), 1), d.features.window, d.features.threshold
-        )
         self.prediction_drift = pcls(1, d.predictions.window, d.predictions.threshold)
         if d.concept.method == "adwin":
             self.concept: ADWIN | PageHinkley = ADWIN(delta=d.concept.delta)
@@ -175,10 +184,12 @@ class Monitor:
             for j in self.joiner.add_prediction(str(pid), {"row": row, "score": score, **meta}, ts):
                 self._on_label(j.features, j.label, j.prediction_ts, self.clock())
         if track == "stable" and rows and isinstance(rows[0], dict):
+            if self._reference_revision is None and e.get("revision"):
+                self._use_reference(str(e["revision"]))  # until the routing names one
             pairs = list(zip(self.feature_names, self.feature_defaults, strict=True))
             X = np.array([[_num(r.get(f), d) for f, d in pairs] for r in rows])
             if self.feature_names:
-                self._drift_event("features", self.feature_drift.update_many(X), self.feature_drift)
+                self._feature_drift(X)
             s = np.array([_num(x, 0.5) for x in scores]).reshape(-1, 1)
             self._drift_event(
                 "predictions", self.prediction_drift.update_many(s), self.prediction_drift
@@ -278,8 +289,7 @@ class Monitor:
         t.revision, t.version = self._served_key
         self._score("stable", self._served_key[0], self._served_key[1], p, y)
         if self.feature_names:
-            Xn = X[:, served.schema.num_idx]
-            self._drift_event("features", self.feature_drift.update_many(Xn), self.feature_drift)
+            self._feature_drift(X[:, served.schema.num_idx])
         self._drift_event(
             "predictions",
             self.prediction_drift.update_many(p.reshape(-1, 1)),
@@ -300,10 +310,44 @@ class Monitor:
             except StoreError:
                 return self._served
             if self._served_key is not None:
-                # a new version is served: its reference windows start now
-                self._new_detectors()
+                # a new version is served: its prediction reference window starts now
+                self._new_version_detectors()
             self._served_key = key
+        self._use_reference(key[0])
         return self._served
+
+    def _use_reference(self, revision: str) -> None:
+        """When the stable revision changes: its stored drift reference, if it has one.
+
+        A revision warm-started from a baseline has the baseline's (see
+        :class:`tideline.store.Reference`), so drift shows from the first
+        prediction; otherwise the first window of traffic becomes the
+        reference, and is stored for the revisions that warm-start from it.
+        """
+        if revision == self._reference_revision:
+            return
+        self._reference_revision = revision
+        self._new_feature_detector()
+        ref = self.store.reference(revision)
+        if ref is None:
+            return
+        if ref.names == self.feature_names and len(ref.features):
+            self.feature_drift.set_reference(ref.features)
+            self._reference_stored = True
+        if ref.scores is not None and len(ref.scores) and self.prediction_drift.reference is None:
+            self.prediction_drift.set_reference(ref.scores.reshape(-1, 1))
+        log.info("drift reference of %s: %s (%d rows)", revision, ref.source, len(ref.features))
+
+    def _feature_drift(self, X: np.ndarray) -> None:
+        self._drift_event("features", self.feature_drift.update_many(X), self.feature_drift)
+        ref = self.feature_drift.reference
+        if ref is not None and not self._reference_stored and self._reference_revision:
+            self._reference_stored = True
+            with contextlib.suppress(redis.RedisError):
+                self.store.save_reference(
+                    self._reference_revision,
+                    Reference(self.feature_names, ref, None, "the monitor's first window"),
+                )
 
     def _drift_event(self, kind: str, fired: np.ndarray, detector: PSI | KS) -> None:
         if len(fired):
@@ -420,6 +464,9 @@ class Monitor:
         }
 
     def write(self) -> dict[str, Any]:
+        with contextlib.suppress(redis.RedisError):  # the stable revision, for its drift reference
+            stable = self.r.hget(self.keys.routing, "stable")
+            self._use_reference(stable.decode() if stable else self._stable_revision)
         now = self.clock()
         dt = max(now - self._last_rate_at, 1e-9)
         self._rates = {k: (self._counts[k] - self._last_counts[k]) / dt for k in self._counts}

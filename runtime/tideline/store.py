@@ -19,6 +19,11 @@ Publishing is one Lua script, so a version, its pointers, the retention of
 notification happen atomically, and can share a MULTI with the learner's
 checkpoint and stream acks. When ``pinned`` is set on a revision (after a
 rollback), publishing moves ``latest`` only.
+
+A revision may also hold a drift ``reference`` (:class:`Reference`): the
+feature statistics the monitor compares traffic with. It comes from the
+warm-start baseline (a snapshot file written with one, or the revision it
+warm-started from), or else the monitor records its first window there.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 
@@ -211,7 +217,20 @@ class ModelStore:
         )
         p.execute()
 
+    def save_reference(self, revision: str, reference: Reference) -> bool:
+        """Store a revision's drift reference unless it has one; True when this one was stored."""
+        return bool(self.r.set(self.keys.rev(revision, "reference"), reference.to_blob(), nx=True))
+
     # -- reading ----------------------------------------------------------------------
+    def reference(self, revision: str) -> Reference | None:
+        blob = self.r.get(self.keys.rev(revision, "reference"))
+        if blob is None:
+            return None
+        try:
+            return Reference.from_blob(blob)
+        except (codec.CodecError, KeyError, ValueError, TypeError):
+            return None
+
     def pointers(self, revision: str) -> dict[str, int | bool]:
         raw = self.r.hgetall(self.keys.rev(revision, "pointers"))
         out: dict[str, int | bool] = {}
@@ -245,10 +264,69 @@ class ModelStore:
 def learner_from_blob(blob: bytes) -> tuple[Learner, dict[str, Any]]:
     arrays, meta = codec.decode(blob)
     learner = make_learner(meta["model"])
-    learner.set_state(arrays)
+    learner.set_state({k: v for k, v in arrays.items() if not k.startswith("reference.")})
     return learner, meta
 
 
-def learner_to_blob(learner: Learner, meta: Mapping[str, Any] | None = None) -> bytes:
-    """The snapshot format, e.g. for a batch-trained warm-start baseline file."""
-    return codec.encode(learner.get_state(), {"model": learner.spec(), **(meta or {})})
+def learner_to_blob(
+    learner: Learner, meta: Mapping[str, Any] | None = None, reference: Reference | None = None
+) -> bytes:
+    """The snapshot format, e.g. for a batch-trained warm-start baseline file.
+
+    With a ``reference`` (a sample of the rows it was trained on, and its
+    scores), a revision warm-started from this snapshot measures drift
+    against it from its first prediction on.
+    """
+    arrays = dict(learner.get_state())
+    header = {"model": learner.spec(), **(meta or {})}
+    if reference is not None:
+        arrays["reference.features"] = reference.features
+        if reference.scores is not None:
+            arrays["reference.scores"] = reference.scores
+        header["reference"] = {"names": reference.names, "source": reference.source}
+    return codec.encode(arrays, header)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What drift is measured against: numeric feature rows (named columns), maybe scores.
+
+    >>> ref = Reference(["amount"], np.array([[1.0], [2.0]]), np.array([0.1, 0.9]), "baseline")
+    >>> Reference.from_blob(ref.to_blob()).names, Reference.from_blob(ref.to_blob()).scores.tolist()
+    (['amount'], [0.1, 0.9])
+    """
+
+    names: list[str]
+    features: np.ndarray  # (rows, len(names))
+    scores: np.ndarray | None
+    source: str
+
+    MAX_ROWS = 10_000  # a reference window is at most this long (drift.*.window)
+
+    def __post_init__(self) -> None:
+        if self.features.ndim != 2 or self.features.shape[1] != len(self.names):
+            raise ValueError(f"reference features must have shape (rows, {len(self.names)})")
+        if self.scores is not None and len(self.scores) != len(self.features):
+            raise ValueError("reference scores must have one score per row")
+
+    def to_blob(self) -> bytes:
+        arrays = {"features": self.features[-self.MAX_ROWS :]}
+        if self.scores is not None:
+            arrays["scores"] = self.scores[-self.MAX_ROWS :]
+        return codec.encode(arrays, {"names": self.names, "source": self.source})
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> Reference:
+        arrays, meta = codec.decode(blob)
+        return cls(list(meta["names"]), arrays["features"], arrays.get("scores"), meta["source"])
+
+    @classmethod
+    def of_snapshot(cls, blob: bytes, source: str) -> Reference | None:
+        """The reference a snapshot carries (see :func:`learner_to_blob`), if any."""
+        arrays, meta = codec.decode(blob)
+        ref = meta.get("reference")
+        if not isinstance(ref, dict) or "reference.features" not in arrays:
+            return None
+        return cls(
+            list(ref["names"]), arrays["reference.features"], arrays.get("reference.scores"), source
+        )

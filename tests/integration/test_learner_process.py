@@ -15,7 +15,7 @@ from tideline.learn import make_learner
 from tideline.learner import LearnerProcess
 from tideline.simulate import SyntheticStream
 from tideline.spec import SpecError, parse
-from tideline.store import learner_to_blob
+from tideline.store import ModelStore, Reference, learner_to_blob
 
 pytestmark = pytest.mark.integration
 
@@ -162,6 +162,42 @@ def test_warm_start_from_a_baseline_file(r, tmp_path: Path) -> None:
     v0, _ = p.store.load(p.revision, 0)
     X = base.schema.encode(rows[:50])
     np.testing.assert_array_equal(v0.predict_many(X), base.predict_many(X))
+
+
+def test_a_baseline_reference_becomes_the_revision_s_and_a_warm_started_revision_s(
+    r, tmp_path: Path
+) -> None:
+    base = make_learner({"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES})
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=0).take(3000)
+    X = base.schema.encode(rows)
+    base.learn_many(X, y)
+    ref = Reference(["amount", "hour"], X[:, :2], base.predict_many(X), "batch job 2026-11-01")
+    path = tmp_path / "baseline.tdl"
+    path.write_bytes(learner_to_blob(base, reference=ref))
+    model = {
+        "task": "binary",
+        "algorithm": "sgd",
+        "features": FRAUD_FEATURES,
+        "warmStart": {"file": str(path)},
+    }
+    p = _proc(r, model=model)
+    got = p.store.reference(p.revision)
+    assert got is not None and got.names == ["amount", "hour"] and got.source == str(path)
+    np.testing.assert_array_equal(got.features, ref.features)
+    np.testing.assert_array_equal(got.scores, ref.scores)
+    # a canary revision warm-started from this one inherits it
+    other = parse(manifest(model={**model, "params": {"l2": 0.1}}))
+    assert other.revision != p.revision
+    canary = LearnerProcess(other, r, checkpoint_seconds=0.0, warm_start_revision=p.revision)
+    canary.start()
+    inherited = canary.store.reference(other.revision)
+    assert inherited is not None
+    np.testing.assert_array_equal(inherited.features, ref.features)
+    # a baseline without one leaves the revision without one
+    path.write_bytes(learner_to_blob(base))
+    plain = parse(manifest(name="plain", model=model))
+    LearnerProcess(plain, r, checkpoint_seconds=0.0).start()
+    assert ModelStore(r, plain.namespace, plain.name).reference(plain.revision) is None
 
 
 def test_warm_start_from_an_incompatible_baseline_names_the_field(r, tmp_path: Path) -> None:

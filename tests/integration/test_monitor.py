@@ -14,7 +14,7 @@ from tideline.learner import LearnerProcess
 from tideline.monitor import Monitor
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
-from tideline.store import Keys, ModelStore
+from tideline.store import Keys, ModelStore, Reference
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +139,54 @@ def test_feature_drift_names_the_feature(r) -> None:
     h = mon.write()
     assert h["drift"]["features"]["detected"] == ["amount"]
     assert h["drift"]["features"]["scores"]["hour"] < 0.2
+
+
+def _log_shifted(r, model, mon, batches: int, shift: float, seed: int, version: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for i in range(batches):
+        rows = [
+            {"amount": float(a + shift), "hour": float(h)} for a, h in rng.normal(size=(250, 2))
+        ]
+        ids = [f"{seed}-{i}-{j}" for j in range(250)]
+        _log(r, model, "stable", model.revision, version, ids, rows, [0.5] * 250)
+        mon.step(block_ms=10)
+
+
+@pytest.mark.parametrize("baseline", [True, False], ids=["baseline reference", "none"])
+def test_a_baseline_reference_shows_drift_in_the_first_window(r, baseline: bool) -> None:
+    model = _model(drift={"features": {"method": "ks", "threshold": 0.2, "window": 1000}})
+    if baseline:
+        ref = np.random.default_rng(1).normal(size=(1000, 2))
+        ModelStore(r, "test", "fraud").save_reference(
+            model.revision, Reference(["amount", "hour"], ref, None, "baseline")
+        )
+    mon = Monitor(model, r)
+    mon.start()
+    mon.write()  # the stable revision, and its reference
+    _log_shifted(r, model, mon, batches=6, shift=1.5, seed=2)  # traffic shifted from the start
+    h = mon.write()
+    # against the baseline the shift shows; without one, the shifted traffic is the reference
+    assert h["drift"]["features"]["detected"] == (["amount"] if baseline else [])
+
+
+def test_the_first_window_is_stored_and_outlives_new_versions(r) -> None:
+    model = _model(drift={"features": {"method": "psi", "window": 1000}})
+    store = ModelStore(r, "test", "fraud")
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(500)
+    store.publish(model.revision, 0, _trained(model, rows, y))
+    mon = Monitor(model, r)
+    mon.start()
+    mon.write()
+    _log_shifted(r, model, mon, batches=4, shift=0.0, seed=3)
+    stored = store.reference(model.revision)
+    assert stored is not None and stored.source == "the monitor's first window"
+    assert stored.features.shape == (1000, 2)
+    # a new served version: prediction and concept detectors restart, the feature reference stays
+    store.publish(model.revision, 1, _trained(model, rows, y))
+    assert mon._served_model() is not None and mon._served_key == (model.revision, 1)
+    np.testing.assert_array_equal(mon.feature_drift.reference, stored.features)
+    _log_shifted(r, model, mon, batches=6, shift=2.0, seed=4, version=1)
+    assert mon.write()["drift"]["features"]["detected"] == ["amount"]
 
 
 def test_the_monitor_takes_nothing_from_the_learner(r) -> None:

@@ -1,8 +1,9 @@
 """HTTP only: KServe V1, Open Inference Protocol V2, feedback and learning routes.
 
-Routes parse the body (orjson on the raw bytes: no pydantic model on the
-hot path, which costs a typical FastAPI predict app half its throughput),
-call the data plane, and answer. Domain errors become HTTP codes in one
+Routes parse the body (msgspec into typed rows for the usual V1 body,
+orjson for the rest: no pydantic model on the hot path, which costs a
+typical FastAPI predict app half its throughput), call the data plane, and
+answer. Domain errors become HTTP codes in one
 place, :func:`_error`; nothing a client sends can produce a 500.
 """
 
