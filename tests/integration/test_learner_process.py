@@ -146,18 +146,24 @@ def test_pause_and_reset_by_control_hash(r) -> None:
     _run_until(p, lambda: p.counters["samples"] == 700)
 
 
-def test_warm_start_from_a_baseline_file(r, tmp_path: Path) -> None:
+def _baseline(tmp_path: Path):
+    """A batch-trained learner, the file it is written to, and a model warm-started from it."""
     base = make_learner({"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES})
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=0).take(3000)
     base.learn_many(base.schema.encode(rows), y)
     path = tmp_path / "baseline.tdl"
-    path.write_bytes(learner_to_blob(base))
     model = {
         "task": "binary",
         "algorithm": "sgd",
         "features": FRAUD_FEATURES,
         "warmStart": {"file": str(path)},
     }
+    return base, rows, path, model
+
+
+def test_warm_start_from_a_baseline_file(r, tmp_path: Path) -> None:
+    base, rows, path, model = _baseline(tmp_path)
+    path.write_bytes(learner_to_blob(base))
     p = _proc(r, model=model)
     v0, _ = p.store.load(p.revision, 0)
     X = base.schema.encode(rows[:50])
@@ -167,19 +173,10 @@ def test_warm_start_from_a_baseline_file(r, tmp_path: Path) -> None:
 def test_a_baseline_reference_becomes_the_revision_s_and_a_warm_started_revision_s(
     r, tmp_path: Path
 ) -> None:
-    base = make_learner({"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES})
-    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=0).take(3000)
+    base, rows, path, model = _baseline(tmp_path)
     X = base.schema.encode(rows)
-    base.learn_many(X, y)
     ref = Reference(["amount", "hour"], X[:, :2], base.predict_many(X), "batch job 2026-11-01")
-    path = tmp_path / "baseline.tdl"
     path.write_bytes(learner_to_blob(base, reference=ref))
-    model = {
-        "task": "binary",
-        "algorithm": "sgd",
-        "features": FRAUD_FEATURES,
-        "warmStart": {"file": str(path)},
-    }
     p = _proc(r, model=model)
     got = p.store.reference(p.revision)
     assert got is not None and got.names == ["amount", "hour"] and got.source == str(path)
