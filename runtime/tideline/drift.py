@@ -324,6 +324,48 @@ class _EdgeGrid:
         return out
 
 
+class _EdgeGrids:
+    """Every feature's :class:`_EdgeGrid` in one table: a batch binned in a dozen numpy calls.
+
+    The tables sit end to end (``start``: each feature's first row), ``base``
+    already counts the feature's offset, so the search yields flat bin ids.
+    A batch goes through in blocks of about 10k values, whose temporaries stay
+    in the cache: 1.12M rows/s for 20 features against 0.92M one feature at a
+    time and 0.73M for the whole batch at once (window 5000, batches of 10k,
+    medians of 5 interleaved runs).
+    """
+
+    def __init__(self, grids: list[_EdgeGrid], bins: int) -> None:
+        k = max(g.table.shape[0] for g in grids)
+        sizes = [g.cells + 2 for g in grids]
+        self.start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+        self.lo = np.array([g.lo for g in grids])
+        self.inv_width = np.array([g.inv_width for g in grids])
+        self.cells = np.array([float(g.cells) for g in grids])
+        self.base = np.concatenate([g.base + j * bins for j, g in enumerate(grids)])
+        self.table = np.full((k, sum(sizes)), np.nan)
+        self.block = max(16, 10_240 // len(grids))
+        for g, start, size in zip(grids, self.start.tolist(), sizes, strict=True):
+            self.table[: g.table.shape[0], start : start + size] = g.table
+
+    def search(self, X: np.ndarray) -> np.ndarray:
+        b = self.block
+        if len(X) > b:
+            return np.concatenate([self.search(X[i : i + b]) for i in range(0, len(X), b)])
+        if np.isnan(X).any():
+            X = np.where(np.isnan(X), np.inf, X)  # NaN sorts last, as in searchsorted
+        c = X - self.lo
+        c *= self.inv_width
+        np.clip(c, -1, self.cells, out=c)
+        c += 1
+        rows = c.astype(np.intp)
+        rows += self.start
+        out = self.base.take(rows)
+        for edges in self.table:
+            out += edges.take(rows) <= X
+        return out
+
+
 class _WindowDrift:
     """Shared machinery of PSI and KS: reference bins, a sliding window's bin counts.
 
@@ -353,7 +395,8 @@ class _WindowDrift:
         self._ref: list[np.ndarray] = []
         self._ref_n = 0
         self.reference: np.ndarray | None = None  # (observations, features) once full
-        self._idx = np.zeros((window, n_features), dtype=np.int64)  # ring of bin indices
+        # ring of the window's bins, as flat ids (bin + feature * bins), oldest at _pos once full
+        self._ring = np.zeros((window, n_features), dtype=np.int64)
         self._counts = np.zeros((n_features, self.bins))
         self._cur_n = 0  # observations in the current window (<= window)
         self._pos = 0
@@ -374,10 +417,25 @@ class _WindowDrift:
         qs = np.linspace(0, 1, self.bins + 1)[1:-1]
         self._edges = np.quantile(ref, qs, axis=0).T  # (features, bins - 1)
         self._grids = [_EdgeGrid.build(e) for e in self._edges] if self.bins > 16 else []
+        self._grid_set = (
+            _EdgeGrids(self._grids, self.bins)  # type: ignore[arg-type]
+            if self._grids and all(g is not None for g in self._grids)
+            else None
+        )
         counts = np.stack([np.bincount(b, minlength=self.bins) for b in self._bin(ref).T])
         self._ref_p = (counts + 0.5) / (len(ref) + 0.5 * self.bins)
 
     def _bin(self, X: np.ndarray) -> np.ndarray:
+        """The bin of each value, ``(rows, features)``."""
+        return self._flat_bins(X) - self._offsets
+
+    def _flat_bins(self, X: np.ndarray) -> np.ndarray:
+        """Each value's bin as a flat id (``bin + feature * bins``), C-ordered ``(rows, features)``."""
+        if self._grid_set is not None:
+            return self._grid_set.search(X)
+        return np.ascontiguousarray(self._bin_by_feature(X)) + self._offsets
+
+    def _bin_by_feature(self, X: np.ndarray) -> np.ndarray:
         # Feature-major, so each search runs over a contiguous column (3x faster).
         Xt = np.ascontiguousarray(X.T)
         out = np.empty(Xt.shape, dtype=np.int64)
@@ -394,11 +452,29 @@ class _WindowDrift:
                 out[j] = np.searchsorted(self._edges[j], Xt[j], side="right")
         return out.T
 
-    def _histogram(self, idx: np.ndarray) -> np.ndarray:
-        flat = (idx + self._offsets).ravel()
-        return np.bincount(flat, minlength=self.n_features * self.bins).reshape(
+    def _histogram(self, flat: np.ndarray) -> np.ndarray:
+        return np.bincount(flat.ravel(), minlength=self.n_features * self.bins).reshape(
             self.n_features, self.bins
         )
+
+    def _push(self, flat: np.ndarray) -> None:
+        """Add a step's rows (flat bin ids) to the window; the oldest leave once it is full.
+
+        The ring fills from slot 0, so a slot is occupied when it is below
+        ``_cur_n``; a step writes at most two contiguous runs of slots.
+        """
+        step, pos, window = len(flat), self._pos, self.window
+        first = min(step, window - pos)
+        for start, stop, src in ((pos, pos + first, 0), (0, step - first, first)):
+            if stop <= start:
+                continue
+            occupied = min(stop, self._cur_n)
+            if occupied > start:
+                self._counts -= self._histogram(self._ring[start:occupied])
+            self._ring[start:stop] = flat[src : src + stop - start]
+        self._counts += self._histogram(flat)
+        self._pos = (pos + step) % window
+        self._cur_n = min(window, self._cur_n + step)
 
     def _score(self) -> np.ndarray:
         raise NotImplementedError
@@ -421,19 +497,11 @@ class _WindowDrift:
                 self._ref = []
         if i >= len(xs):
             return np.array(fired, dtype=np.int64)
-        idx_all = self._bin(xs[i:])
+        flat = self._flat_bins(xs[i:])
         base = i
         while i < len(xs):
             step = min(self.check_every - self._since, len(xs) - i)
-            idx = idx_all[i - base : i - base + step]
-            slots = (self._pos + np.arange(step)) % self.window
-            if self._cur_n + step > self.window:  # the oldest leave the window
-                leaving = self._cur_n + step - self.window
-                self._counts -= self._histogram(self._idx[slots[step - leaving :]])
-            self._idx[slots] = idx
-            self._counts += self._histogram(idx)
-            self._pos = int((self._pos + step) % self.window)
-            self._cur_n = min(self.window, self._cur_n + step)
+            self._push(flat[i - base : i - base + step])
             self._since += step
             i += step
             if self._since == self.check_every:
@@ -471,10 +539,15 @@ class KS(_WindowDrift):
 
     bins = 100
 
+    def set_reference(self, reference: np.ndarray) -> None:
+        super().set_reference(reference)
+        self._ref_cdf = np.cumsum(self._ref_p, axis=1)
+        self._ref_cdf /= self._ref_cdf[:, -1:]
+
     def _score(self) -> np.ndarray:
         if self._cur_n < self.window // 2:
             return np.zeros(self.n_features)
-        ref_cdf = np.cumsum(self._ref_p, axis=1)
-        ref_cdf /= ref_cdf[:, -1:]
-        cur_cdf = np.cumsum(self._counts, axis=1) / self._cur_n
-        return np.asarray(np.abs(ref_cdf - cur_cdf).max(axis=1))
+        cur_cdf = np.cumsum(self._counts, axis=1)
+        cur_cdf /= self._cur_n
+        cur_cdf -= self._ref_cdf
+        return np.asarray(np.abs(cur_cdf, out=cur_cdf).max(axis=1))
