@@ -310,19 +310,6 @@ class _EdgeGrid:
                 return cls(lo, 1.0 / width, cells, table, base)
         return None
 
-    def search(self, x: np.ndarray) -> np.ndarray:
-        if np.isnan(x).any():
-            x = np.where(np.isnan(x), np.inf, x)  # NaN sorts last, as in searchsorted
-        c = x - self.lo
-        c *= self.inv_width
-        np.clip(c, -1, self.cells, out=c)
-        c += 1
-        rows = c.astype(np.intp)
-        out = self.base.take(rows)
-        for edges in self.table:
-            out += edges.take(rows) <= x
-        return out
-
 
 class _EdgeGrids:
     """Every feature's :class:`_EdgeGrid` in one table: a batch binned in a dozen numpy calls.
@@ -416,12 +403,14 @@ class _WindowDrift:
         self.reference = ref
         qs = np.linspace(0, 1, self.bins + 1)[1:-1]
         self._edges = np.quantile(ref, qs, axis=0).T  # (features, bins - 1)
-        self._grids = [_EdgeGrid.build(e) for e in self._edges] if self.bins > 16 else []
+        grids = [_EdgeGrid.build(e) for e in self._edges] if self.bins > 16 else []
+        # every feature at once when each has a grid, else each its own way
         self._grid_set = (
-            _EdgeGrids(self._grids, self.bins)  # type: ignore[arg-type]
-            if self._grids and all(g is not None for g in self._grids)
+            _EdgeGrids(grids, self.bins)  # type: ignore[arg-type]
+            if grids and all(g is not None for g in grids)
             else None
         )
+        self._grids = [_EdgeGrids([g], 0) if g is not None else None for g in grids]
         counts = np.stack([np.bincount(b, minlength=self.bins) for b in self._bin(ref).T])
         self._ref_p = (counts + 0.5) / (len(ref) + 0.5 * self.bins)
 
@@ -447,7 +436,7 @@ class _WindowDrift:
                     acc += ~(Xt[j] < e)  # = searchsorted(side="right"), NaN last as there
                 out[j] = acc
             elif (grid := self._grids[j]) is not None:
-                out[j] = grid.search(Xt[j])
+                out[j] = grid.search(Xt[j].reshape(-1, 1))[:, 0]
             else:
                 out[j] = np.searchsorted(self._edges[j], Xt[j], side="right")
         return out.T

@@ -143,3 +143,16 @@ def test_ks_bins_every_value_as_a_binary_search_does(reference) -> None:
     )
     expected = np.searchsorted(edges, x, side="right")
     np.testing.assert_array_equal(ks._bin(x.reshape(-1, 1))[:, 0], expected)
+
+
+def test_ks_bins_a_feature_without_a_grid_beside_one_with_a_grid() -> None:
+    rng = np.random.default_rng(8)
+    ref = np.column_stack([rng.normal(size=3000), np.full(3000, 2.0)])  # the second is constant
+    ks = KS(n_features=2, window=len(ref))
+    ks.update_many(ref)
+    assert ks._grid_set is None and ks._grids[0] is not None and ks._grids[1] is None
+    x = np.column_stack([rng.normal(size=5000), rng.choice([1.0, 2.0, 3.0, np.nan], 5000)])
+    expected = np.column_stack(
+        [np.searchsorted(ks._edges[j], x[:, j], side="right") for j in (0, 1)]
+    )
+    np.testing.assert_array_equal(ks._bin(x), expected)
