@@ -97,6 +97,7 @@ async def _body(request: Request, settings: Settings) -> Any:
     return _parse(await _read(request, settings), settings)
 
 
+_READ_HEADERS = frozenset({b"content-length", b"x-tideline-key", b"x-tideline-track"})
 _PREDICT = re.compile(r"^/v1/models/([^/]+):predict$|^/v2/models/([^/]+)/infer$")
 
 
@@ -127,7 +128,10 @@ class FastPredict:
         self.settings = settings
 
     async def __call__(self, m: re.Match[str], scope: Any, receive: Any, send: Any) -> None:
-        headers = _Headers(scope["headers"])
+        # ASGI gives header names lowercased; only these three are read
+        headers = {
+            k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _READ_HEADERS
+        }
         limit = self.settings.max_body_bytes
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -170,22 +174,6 @@ class FastPredict:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _Headers:
-    """Case-insensitive lookups in ASGI's raw header list (only what the handler asks for)."""
-
-    __slots__ = ("_raw",)
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._raw = raw
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        key = name.encode()
-        for k, v in self._raw:
-            if k.lower() == key:
-                return v.decode("latin-1")
-        return default
 
 
 def _label(task: str, value: Any, path: str) -> float:
@@ -486,6 +474,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        metrics.flush()
         metrics.model_age.set(dp.model_age())
         if dp.stable is not None:
             sch = dp.stable.schema

@@ -716,6 +716,7 @@ class DataPlane:
         """Every second: this server's counters and latency percentiles per track, in Redis."""
         while True:
             await asyncio.sleep(1.0)
+            self.metrics.flush()  # other workers' scrapes read these (--workers N)
             stable, canary = self.stable, self.canary
             report = {
                 "ts": time.time(),

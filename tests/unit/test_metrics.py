@@ -1,0 +1,60 @@
+"""Server metrics: requests noted cheaply, added up in flush, exported as plain observe would."""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from tideline.metrics import ServerMetrics
+
+
+def _samples(registry: CollectorRegistry, name: str) -> dict[tuple, float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for m in registry.collect()
+        for s in m.samples
+        if s.name.startswith(name) and not s.name.endswith("_created")
+    }
+
+
+def test_flushed_requests_export_as_one_observe_per_request() -> None:
+    rng = np.random.default_rng(3)
+    seconds = np.concatenate(
+        [rng.exponential(0.004, 500), ServerMetrics.LATENCY_BUCKETS, [0.0, 5.0]]
+    )
+    m = ServerMetrics(None)
+    plain = CollectorRegistry()
+    h = Histogram("tideline_server_request_seconds", "x", ["route", "track"],
+                  buckets=ServerMetrics.LATENCY_BUCKETS, registry=plain)  # fmt: skip
+    for i, s in enumerate(seconds.tolist()):
+        track = "canary" if i % 3 == 0 else "stable"
+        m.request("v1/predict", track, 200, s, rows=2)
+        h.labels(route="v1/predict", track=track).observe(s)
+    assert _samples(m.registry, "tideline_server_requests") == {}  # nothing until flushed
+    m.flush()
+    got, want = _samples(m.registry, "tideline_server_request_seconds"), _samples(plain, "tideline")
+    assert got.keys() == want.keys()
+    for key, value in want.items():  # bucket counts exactly, the sum up to rounding
+        if key[0].endswith("_sum"):
+            assert abs(got[key] - value) <= 1e-9 * max(1.0, abs(value))
+        else:
+            assert got[key] == value, key
+    canary = sum(1 for i in range(len(seconds)) if i % 3 == 0)
+    text = generate_latest(m.registry).decode()
+    assert (
+        f'tideline_server_requests_total{{route="v1/predict",status="200",track="canary"}} '
+        f"{float(canary)}" in text
+    )
+    assert (
+        f'tideline_server_predictions_total{{track="stable"}} {2.0 * (len(seconds) - canary)}'
+        in text
+    )
+
+
+def test_the_pending_list_is_bounded() -> None:
+    m = ServerMetrics(None)
+    for _ in range(ServerMetrics.PENDING + 10):
+        m.request("v1/predict", "stable", 200, 0.001, rows=1)
+    assert len(m._pending) == 10
+    text = generate_latest(m.registry).decode()
+    assert f'tideline_server_predictions_total{{track="stable"}} {ServerMetrics.PENDING}.0' in text
