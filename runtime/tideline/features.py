@@ -67,7 +67,9 @@ class FeatureSchema:
         self._name_set = frozenset(self.names)
         num_names = [self.names[j] for j in self.num_idx]
         self._num_getter = operator.itemgetter(*num_names) if num_names else None
-        self._all_getter = operator.attrgetter(*self.names)
+        # typed rows (row_type) name their fields f0, f1, ...: a feature's name need not be
+        # an identifier ("distance-km", "user.age"), and attrgetter would split on the dot
+        self._all_getter = operator.attrgetter(*(f"f{j}" for j in range(len(self.features))))
         self._bucket_cache: list[dict[str, float]] = [{} for _ in self.features]
         self.buckets = np.array([f.buckets for f in self.features if f.type == "categorical"])
         self.cat_offsets = np.concatenate([[0], np.cumsum(self.buckets)[:-1]]).astype(np.int64)
@@ -166,9 +168,17 @@ class FeatureSchema:
         >>> s.encode_typed(rows).tolist() == s.encode([{"amount": 2, "country": "fr"}]).tolist()
         True
         """
-        fields = [(f.name, float if f.type == "numeric" else str) for f in self.features]
+        fields = [
+            (f"f{j}", float if f.type == "numeric" else str) for j, f in enumerate(self.features)
+        ]
         # gc=False: a row holds only numbers and strings, so the collector need not track it
-        return msgspec.defstruct("Row", fields, forbid_unknown_fields=True, gc=False)
+        return msgspec.defstruct(
+            "Row",
+            fields,
+            rename={f"f{j}": f.name for j, f in enumerate(self.features)},
+            forbid_unknown_fields=True,
+            gc=False,
+        )
 
     def encode_typed(self, rows: Sequence[Any]) -> np.ndarray:
         """Encode rows decoded with :meth:`row_type` (every value present and of its type)."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import numpy as np
 import pytest
 
 from tideline import codec
 from tideline.evaluate import prequential, scores
+from tideline.features import FeatureSchema
 from tideline.learn import make_learner
 from tideline.simulate import SyntheticStream
 from tideline.spec import SpecError
@@ -204,3 +206,18 @@ def test_the_serving_predictor_agrees_with_predict_many(spec) -> None:
     for i in (0, 1, len(X) - 1):  # one or two rows take a path of their own
         np.testing.assert_allclose(predict(X[i : i + 1]), m.predict_many(X[i : i + 1]), rtol=1e-9)
         np.testing.assert_allclose(predict(X[i : i + 2]), m.predict_many(X[i : i + 2]), rtol=1e-9)
+
+
+def test_typed_rows_read_features_whose_names_are_not_identifiers() -> None:
+    schema = FeatureSchema.from_spec(
+        [
+            {"name": "user.age"},
+            {"name": "distance-km"},
+            {"name": "class"},
+            {"name": "shop name", "type": "categorical", "buckets": 16},
+        ]
+    )
+    row = {"user.age": 31.0, "distance-km": 2.5, "class": 1, "shop name": "north"}
+    for n in (1, 20):  # the per-cell and the per-column paths
+        rows = msgspec.json.decode(msgspec.json.encode([row] * n), type=list[schema.row_type()])
+        np.testing.assert_array_equal(schema.encode_typed(rows), schema.encode([row] * n))
