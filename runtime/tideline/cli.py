@@ -14,10 +14,11 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import redis
 
-from tideline.spec import OnlineModel, SpecError, parse, parse_duration
+from tideline.spec import OnlineModel, SpecError, load_manifest, parse, parse_duration
 
 
 def _load(path: str) -> OnlineModel:
@@ -106,7 +107,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from tideline.local import run_local
 
-    model = _load(args.file)
+    manifest = load_manifest(args.file)
+    parse(manifest)  # a bad manifest fails here, naming the field, before the flags are read
     duration = parse_duration(args.duration, "--duration")
     drift_at = parse_duration(args.drift_at, "--drift-at") if args.drift_at else None
     rate = args.rate.removesuffix("/s")
@@ -119,19 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if per_second <= 0:
         raise SpecError("--rate", "must be > 0")
     canary_at = parse_duration(args.canary_at, "--canary-at") if args.canary_at else None
-    import threading
-    from pathlib import Path
-
-    import yaml
-
-    from tideline.local import install_signal_stop
-
-    stop = threading.Event()
-    install_signal_stop(stop)
-    manifest = yaml.safe_load(Path(args.file).read_text())
-    summary = run_local(model, manifest, duration=duration, rate=per_second, drift_at=drift_at,
+    summary = run_local(manifest, duration=duration, rate=per_second, drift_at=drift_at,
                         canary_at=canary_at, report=Path(args.report) if args.report else None,
-                        stop=stop)  # fmt: skip
+                        stop=_stop_on_signals())  # fmt: skip
     return 0 if summary["samples_learned"] > 0 else 1
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import heapq
 import http.client
-import signal
 import sys
 import tempfile
 import threading
@@ -213,7 +212,6 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def run_local(
-    model: OnlineModel,
     manifest: dict[str, Any],
     *,
     duration: float,
@@ -442,13 +440,3 @@ class _LiveView:
         if s.get("report"):
             print(f"report: {s['report']}", file=self.out)
         print(orjson.dumps(s).decode(), file=self.out, flush=True)
-
-
-def install_signal_stop(stop: threading.Event) -> None:
-    """Ctrl-C and SIGTERM end the run cleanly (every child stopped, ports freed)."""
-
-    def handler(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)

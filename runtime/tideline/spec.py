@@ -611,6 +611,21 @@ def _redis(o: _Obj) -> RedisSpec:
     return out
 
 
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    """The one OnlineModel document of a YAML file (others, e.g. a Namespace, are skipped)."""
+    path = Path(path)
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except OSError as e:
+        raise SpecError(str(path), f"cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(str(path), f"not valid YAML: {e}") from None
+    models = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
+    if len(models) != 1:
+        raise SpecError(str(path), f"must hold exactly one {KIND} (found {len(models)})")
+    return models[0]
+
+
 def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
     """Read an OnlineModel manifest (a mapping, or a path to a YAML file).
 
@@ -620,17 +635,7 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         naming the path of the first field that is wrong.
     """
     if isinstance(manifest, str | Path):
-        path = Path(manifest)
-        try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        except OSError as e:
-            raise SpecError(str(path), f"cannot read: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise SpecError(str(path), f"not valid YAML: {e}") from None
-        models = [d for d in docs if isinstance(d, Mapping) and d.get("kind") == KIND]
-        if len(models) != 1:
-            raise SpecError(str(path), f"must hold exactly one {KIND} (found {len(models)})")
-        manifest = models[0]
+        manifest = load_manifest(manifest)
     root = _Obj(manifest, "")
     api = root.raw("apiVersion")
     if api != API_VERSION:

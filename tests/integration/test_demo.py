@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_demo_shows_learning_a_drift_a_rollback_and_a_promoted_canary(tmp_path: Path) -> None:
     manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
     out = io.StringIO()
-    summary = run_local(parse(manifest), manifest, duration=70, rate=1500, drift_at=15,
+    summary = run_local(manifest, duration=70, rate=1500, drift_at=15,
                         canary_at=40, out=out, report=tmp_path / "report.html")  # fmt: skip
     text = out.getvalue()
     print(text[-3000:])

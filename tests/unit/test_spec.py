@@ -6,9 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import manifest
-from tideline.spec import SpecError, parse, parse_duration, revision
+from tideline.spec import SpecError, load_manifest, parse, parse_duration, revision
 
 EXAMPLES = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))
 
@@ -205,3 +206,14 @@ def test_revision_changes_with_what_is_learned_and_not_with_serving() -> None:
     changed["spec"]["model"]["params"] = {"l2": 0.5}
     assert revision(parse(changed).spec) != revision(base)
     assert revision(replace(base, image="other:1")) != revision(base)
+
+
+def test_a_file_may_hold_other_documents_beside_its_one_online_model(tmp_path) -> None:
+    path = tmp_path / "model.yaml"
+    doc = yaml.safe_dump(manifest(name="fraud"))
+    path.write_text(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: ml}}\n---\n{doc}")
+    assert load_manifest(path)["metadata"]["name"] == "fraud"
+    assert parse(path).name == "fraud"
+    path.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: ml}\n")
+    with pytest.raises(SpecError, match="must hold exactly one OnlineModel"):
+        load_manifest(path)
