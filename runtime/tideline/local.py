@@ -310,7 +310,7 @@ def run_local(
     if report is not None:
         from tideline.report import write_report
 
-        write_report(report, history, events, summary, drift_at)
+        write_report(report, history, events, summary)
         summary["report"] = str(report)
     live.summary(summary)
     return summary

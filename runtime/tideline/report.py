@@ -41,25 +41,31 @@ def _marks(ax: Any, events: list[Any]) -> None:
             seen.add(label)
 
 
-def write_report(path: Path, history: Any, events: list[Any], summary: dict[str, Any],
-                 drift_at: float | None) -> Path:  # fmt: skip
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    for track, color in (("stable", "tab:blue"), ("canary", "tab:purple")):
-        ax.plot(history.t, history.acc[track], label=f"{track} accuracy", color=color)
+def _plot(t: list[float], lines: list[tuple[str, list[float], str | None]], events: list[Any],
+          ylabel: str, legend: str, height: float) -> str:  # fmt: skip
+    """One time series plot (label, values, colour per line) with the events marked, as PNG."""
+    fig, ax = plt.subplots(figsize=(10, height))
+    for label, values, color in lines:
+        ax.plot(t, values, label=label, color=color)
     _marks(ax, events)
     ax.set_xlabel("seconds")
-    ax.set_ylabel("online accuracy (delayed labels)")
-    ax.legend(loc="lower left", fontsize=8)
-    accuracy = _png(fig)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc=legend, fontsize=8)
+    return _png(fig)
 
-    fig, ax = plt.subplots(figsize=(10, 3.0))
-    for name, series in (("p50", history.p50), ("p95", history.p95), ("p99", history.p99)):
-        ax.plot(history.t, series, label=name)
-    _marks(ax, events)
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("request latency (ms)")
-    ax.legend(loc="upper left", fontsize=8)
-    latency = _png(fig)
+
+def write_report(path: Path, history: Any, events: list[Any], summary: dict[str, Any]) -> Path:
+    accuracy = _plot(
+        history.t,
+        [(f"{track} accuracy", history.acc[track], color)
+         for track, color in (("stable", "tab:blue"), ("canary", "tab:purple"))],
+        events, "online accuracy (delayed labels)", "lower left", 3.6,
+    )  # fmt: skip
+    latency = _plot(
+        history.t,
+        [("p50", history.p50, None), ("p95", history.p95, None), ("p99", history.p99, None)],
+        events, "request latency (ms)", "upper left", 3.0,
+    )  # fmt: skip
 
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
                    for k, v in summary.items() if k != "events")  # fmt: skip
