@@ -410,8 +410,13 @@ class _WindowDrift:
             if grids and all(g is not None for g in grids)
             else None
         )
-        self._grids = [_EdgeGrids([g], 0) if g is not None else None for g in grids]
-        counts = np.stack([np.bincount(b, minlength=self.bins) for b in self._bin(ref).T])
+        # one feature at a time only when some feature has no grid (a constant reference)
+        self._grids = (
+            [_EdgeGrids([g], 0) if g is not None else None for g in grids]
+            if self._grid_set is None
+            else []
+        )
+        counts = self._histogram(self._flat_bins(ref))
         self._ref_p = (counts + 0.5) / (len(ref) + 0.5 * self.bins)
 
     def _bin(self, X: np.ndarray) -> np.ndarray:
