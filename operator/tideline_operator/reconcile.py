@@ -266,8 +266,8 @@ class Reconciler:
             st["stableWarmStart"] = st.pop("canaryWarmStart", None)
         for action in decision.actions:
             self._act(model, action, r, event)
-        self._children(model, manifest, st, mem, children)
-        self._routing(model, manifest, st, mem, routing, r)
+        self._children(model, manifest, st, mem, children, now)
+        self._routing(model, manifest, st, mem, routing, r, now)
         return st
 
     # -- actions ----------------------------------------------------------------------
@@ -365,13 +365,12 @@ class Reconciler:
         )
 
     def _children(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
-                  mem: ModelMemory, children: list[ChildState]) -> None:  # fmt: skip
+                  mem: ModelMemory, children: list[ChildState], now: float) -> None:  # fmt: skip
         # Children depend on the spec and the revisions only: rebuild them when those
         # change, and every `resync` seconds (re-creating what someone deleted).
         md = manifest["metadata"]
         key = (md.get("uid"), md.get("generation"), st["stableRevision"],
                st.get("canaryRevision"), bool(st.get("aborted")))  # fmt: skip
-        now = self.clock()
         if key != mem.desired_key or now - mem.desired_at >= self.resync:
             self._apply_desired(model, manifest, st, mem)
             mem.desired_key, mem.desired_at = key, now
@@ -414,7 +413,7 @@ class Reconciler:
             mem.models.pop(rev, None)
 
     def _routing(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
-                 mem: ModelMemory, current: dict[str, str], r: Any) -> None:  # fmt: skip
+                 mem: ModelMemory, current: dict[str, str], r: Any, now: float) -> None:  # fmt: skip
         canary = st.get("canaryRevision") if not st.get("aborted") else None
         weight = int(st.get("canaryWeight") or 0) if canary else 0
         stable, _ = self.model_of(model, manifest, st["stableRevision"], mem)
@@ -435,14 +434,14 @@ class Reconciler:
                 log.warning("%s/%s: routing not written: %s", model.namespace, model.name, e)
         route = model.spec.rollout.trafficRouting
         last = mem.route_at
-        due = last is None or last[0] != weight or self.clock() - last[1] >= self.resync
+        due = last is None or last[0] != weight or now - last[1] >= self.resync
         if (
             route != "builtin"
             and due
             and self.has_api("gateway.networking.k8s.io/v1", "httproutes")
         ):
             self._gateway(model, route, weight)
-            mem.route_at = (weight, self.clock())
+            mem.route_at = (weight, now)
 
     def _gateway(self, model: OnlineModel, route_name: str, weight: int) -> None:
         route = self.kube.get(
