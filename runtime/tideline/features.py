@@ -59,6 +59,8 @@ class FeatureSchema:
 
     def __post_init__(self) -> None:
         self.names = [f.name for f in self.features]
+        # names and types: two schemas with the same signature read the same rows
+        self.signature = tuple((f.name, f.type) for f in self.features)
         self.index = {n: i for i, n in enumerate(self.names)}
         self.numeric = np.array([f.type == "numeric" for f in self.features], dtype=bool)
         self.num_idx = np.flatnonzero(self.numeric)
@@ -148,11 +150,6 @@ class FeatureSchema:
             if len(row) > len(names):
                 self.unknown_fields += sum(1 for k in row if k not in self.index)
         return X
-
-    @property
-    def signature(self) -> tuple[tuple[str, str], ...]:
-        """Names and types: two schemas with the same signature read the same rows."""
-        return tuple((f.name, f.type) for f in self.features)
 
     def row_type(self) -> type[msgspec.Struct]:
         """A msgspec Struct for a strictly typed row, to decode request bodies straight into.
