@@ -78,8 +78,11 @@ class ServerMetrics:
         1.0,
     )
 
-    def __init__(self, registry: CollectorRegistry | None) -> None:
+    def __init__(self, registry: CollectorRegistry | None, *, batch: bool = True) -> None:
         self.registry = registry = registry or CollectorRegistry()
+        # With --workers N a scrape reads every worker's counts from their files, and
+        # cannot ask the other workers to flush first: they then count as they go.
+        self.batch = batch
         self.requests = Counter(
             "tideline_server_requests",
             "HTTP requests",
@@ -132,11 +135,31 @@ class ServerMetrics:
         prometheus_client takes a lock and walks the buckets for every
         observation (a fifth of a one-row request's time); requests are noted
         in a list instead, and added up per label set in :meth:`flush`, which
-        the server calls every second and before every scrape.
+        the server calls every second and before every scrape. Unbatched
+        (several workers), it is counted at once.
         """
+        if not self.batch:
+            children = self._children_of((route, track, status))
+            children[0].inc()
+            children[1].observe(seconds)
+            if rows and children[2] is not None:
+                children[2].inc(rows)
+            return
         self._pending.append((route, track, status, seconds, rows))
         if len(self._pending) >= self.PENDING:
             self.flush()
+
+    def _children_of(self, key: tuple[str, str, int]) -> tuple[Any, Any, Any]:
+        """The labelled counter, histogram and predictions counter of (route, track, status)."""
+        children = self._children.get(key)
+        if children is None:
+            route, track, status = key
+            children = self._children[key] = (
+                self.requests.labels(route=route, track=track, status=str(status)),
+                self.latency.labels(route=route, track=track),
+                self.predictions.labels(track=track) if status < 400 and track != "none" else None,
+            )
+        return children
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -146,16 +169,7 @@ class ServerMetrics:
             group[0].append(seconds)
             group[1].append(rows)
         for key, (latencies, row_counts) in groups.items():
-            children = self._children.get(key)
-            if children is None:
-                route, track, status = key
-                children = self._children[key] = (
-                    self.requests.labels(route=route, track=track, status=str(status)),
-                    self.latency.labels(route=route, track=track),
-                    self.predictions.labels(track=track)
-                    if status < 400 and track != "none"
-                    else None,
-                )
+            children = self._children_of(key)
             children[0].inc(len(latencies))
             _observe_many(children[1], latencies)
             predicted = sum(row_counts)

@@ -58,3 +58,16 @@ def test_the_pending_list_is_bounded() -> None:
     assert len(m._pending) == 10
     text = generate_latest(m.registry).decode()
     assert f'tideline_server_predictions_total{{track="stable"}} {ServerMetrics.PENDING}.0' in text
+
+
+def test_unbatched_metrics_count_each_request_at_once() -> None:
+    """--workers N: a scrape reads every worker's files and cannot make the others flush."""
+    m = ServerMetrics(None, batch=False)
+    m.request("v1/predict", "stable", 200, 0.001, rows=3)
+    assert not m._pending
+    text = generate_latest(m.registry).decode()
+    assert 'tideline_server_predictions_total{track="stable"} 3.0' in text
+    assert (
+        'tideline_server_request_seconds_bucket{le="0.001",route="v1/predict",track="stable"} 1.0'
+        in text
+    )

@@ -501,7 +501,7 @@ def app_from_env() -> FastAPI:
     dp = DataPlane(
         model,
         env["TIDELINE_REDIS_URL"],
-        metrics=ServerMetrics(None),
+        metrics=ServerMetrics(None, batch=not env.get("PROMETHEUS_MULTIPROC_DIR")),
         max_rows=settings.max_rows,
     )
     return create_app(dp, settings)
