@@ -221,3 +221,51 @@ def test_typed_rows_read_features_whose_names_are_not_identifiers() -> None:
     for n in (1, 20):  # the per-cell and the per-column paths
         rows = msgspec.json.decode(msgspec.json.encode([row] * n), type=list[schema.row_type()])
         np.testing.assert_array_equal(schema.encode_typed(rows), schema.encode([row] * n))
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        [{"name": "a"}],
+        [{"name": "c", "type": "categorical", "buckets": 8}],
+        [{"name": "a"}, {"name": "b"}, {"name": "z"}],
+        [
+            {"name": "c", "type": "categorical", "buckets": 8},
+            {"name": "a"},
+            {"name": "d", "type": "categorical", "buckets": 1024},
+            {"name": "b"},
+        ],
+    ],
+    ids=["one-numeric", "one-categorical", "numeric", "interleaved"],
+)
+def test_typed_rows_encode_as_the_general_path_does(features) -> None:
+    schema = FeatureSchema.from_spec(features)
+    typed = list[schema.row_type()]  # type: ignore[misc]
+    rng = np.random.default_rng(7)
+    for n in (1, 3, 64):
+        for _ in range(2):  # the second time, the categories are in the cache
+            rows = [
+                {
+                    f["name"]: f"v{rng.integers(40)}"
+                    if f.get("type") == "categorical"
+                    else float(rng.normal())
+                    for f in features
+                }
+                for _ in range(n)
+            ]
+            decoded = msgspec.json.decode(msgspec.json.encode(rows), type=typed)
+            X = schema.encode_typed(decoded)
+            np.testing.assert_array_equal(X, schema.encode(rows))
+            assert X.shape == (n, len(features)) and X.flags.writeable
+
+
+def test_the_category_cache_is_bounded_and_reset_by_a_flood() -> None:
+    schema = FeatureSchema.from_spec([{"name": "c", "type": "categorical", "buckets": 64}])
+    typed = list[schema.row_type()]  # type: ignore[misc]
+    seen = 0
+    for start in range(0, 140_000, 20_000):  # 140k distinct values, 20k at a time
+        rows = [{"c": f"user-{i}"} for i in range(start, start + 20_000)]
+        decoded = msgspec.json.decode(msgspec.json.encode(rows), type=typed)
+        np.testing.assert_array_equal(schema.encode_typed(decoded), schema.encode(rows))
+        seen += len(rows)
+    assert seen == 140_000 and len(schema._bucket_cache[0]) <= 100_000
