@@ -206,15 +206,29 @@ class LinearLearner(Learner):
                 out.append(0.5 + 0.5 * math.tanh(0.5 * z) if binary else z)
             return np.array(out)
 
+        # For batches: a zero slot before each categorical feature's weights, so a
+        # code of -1 (no value) reads 0 with no test; for a binary task the weights
+        # are halved ahead, sigmoid(z) being 0.5 + 0.5 * tanh(z / 2).
+        half = 0.5 if binary else 1.0
+        vh, ch = v * half, c * half
+        wc_pad = np.insert(self._wc, offsets, 0.0) * half
+        pad_offsets = offsets + np.arange(1, len(cat_idx) + 1)
+        ones = np.ones(len(cat_idx))
+
         def predict(X: np.ndarray) -> np.ndarray:
             if X.shape[0] <= 2:
                 return predict_few(X)
-            z = X @ v + c
+            z = X @ vh
+            z += ch
             if has_cat:
-                idx = X[:, cat_idx].astype(np.int64)
-                idx = np.where(idx >= 0, idx + offsets, -1)
-                z += wc[idx].sum(axis=1)
-            return 0.5 + 0.5 * np.tanh(0.5 * z) if binary else z
+                idx = X[:, cat_idx].astype(np.intp)
+                idx += pad_offsets
+                z += wc_pad.take(idx) @ ones
+            if binary:
+                np.tanh(z, out=z)
+                z *= 0.5
+                z += 0.5
+            return z
 
         return predict
 
