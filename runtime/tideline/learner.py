@@ -7,7 +7,8 @@ its revision's consumer group:
 * ``feedback``: ``{"id": prediction_id, "label": y}``, joined with the
   prediction log within ``labelWindow`` (:mod:`tideline.join`). The servers
   log one entry per request and track, columnar: ``{"ts", "track",
-  "revision", "version", "ids": [...], "scores": [...], "rows": [features, ...]}``.
+  "revision", "version", "ids": [...], "scores": [...], "rows": [features, ...]}``
+  (ids the server generated as runs, :func:`log_ids`).
 
 and updates the model in mini-batches (``batchSize`` or ``maxBatchDelay``,
 whichever comes first; a fresh model ramps its batch from 1 up, see
@@ -71,6 +72,30 @@ def log_rows(entry: dict[str, Any]) -> list[Any]:
     if not isinstance(rows, list):
         raise ValueError("'rows' must be a list")
     return rows
+
+
+def log_ids(entry: dict[str, Any]) -> list[Any]:
+    """The prediction ids of a log entry, in row order.
+
+    ``ids`` holds ids, and the ids a server generated for a request as a run,
+    ``[prefix, n]``: ``prefix + "0"`` up to ``prefix + str(n - 1)``.
+
+    >>> log_ids({"ids": ["a", ["7f-", 3], "b"]})
+    ['a', '7f-0', '7f-1', '7f-2', 'b']
+    """
+    ids = entry["ids"]
+    if not isinstance(ids, list):
+        raise ValueError("'ids' must be a list")
+    if not any(isinstance(i, list) for i in ids):
+        return ids
+    out: list[Any] = []
+    for i in ids:
+        if isinstance(i, list):
+            prefix, n = i
+            out += [f"{prefix}{k}" for k in range(n)]
+        else:
+            out.append(i)
+    return out
 
 
 def _decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
@@ -337,9 +362,7 @@ class LearnerProcess:
             try:
                 entry = _decode(fields)
                 ts = float(entry.get("ts", _entry_ms(entry_id)))
-                ids, rows = entry["ids"], log_rows(entry)
-                if not isinstance(ids, list):
-                    continue
+                ids, rows = log_ids(entry), log_rows(entry)
             except (ValueError, KeyError, TypeError):
                 continue  # a malformed log entry is the server's bug; the monitor counts them
             if entry.get("track") == "shadow":

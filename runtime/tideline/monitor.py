@@ -35,7 +35,7 @@ from tideline.drift import ADWIN, KS, PSI, PageHinkley
 from tideline.evaluate import RollingMetrics
 from tideline.join import Joiner
 from tideline.learn import Learner
-from tideline.learner import log_rows
+from tideline.learner import log_ids, log_rows
 from tideline.metrics import MonitorMetrics
 from tideline.spec import OnlineModel
 from tideline.store import ModelStore, Reference, StoreError
@@ -163,7 +163,7 @@ class Monitor:
                 n += 1
                 try:
                     e = orjson.loads(fields[b"data"])
-                    rows, ids, scores = log_rows(e), e["ids"], e["scores"]
+                    rows, ids, scores = log_rows(e), log_ids(e), e["scores"]
                 except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
                     self.metrics.bad_log_entries.inc()
                     continue

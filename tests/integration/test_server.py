@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from tests.helpers import FRAUD_FEATURES, manifest
 from tideline.embedded import EmbeddedRedis
 from tideline.learn import make_learner
-from tideline.learner import log_rows
+from tideline.learner import log_ids, log_rows
 from tideline.metrics import ServerMetrics
 from tideline.serve.api import Settings, create_app
 from tideline.serve.dataplane import DataPlane, route_hash
@@ -186,7 +186,8 @@ def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
         served.model.revision,
         0,
     )
-    assert entry["ids"] == body["ids"]
+    assert log_ids(entry) == body["ids"]
+    assert entry["ids"] == [[body["ids"][0][:-1], 2]]  # generated ids, logged as a run
     assert entry["scores"] == body["predictions"]
     assert log_rows(entry) == ROWS  # the request body, logged as it came
     assert abs(entry["ts"] - time.time()) < 5
@@ -364,7 +365,7 @@ def test_a_routing_feature_splits_rows_of_one_request(r, redis_server) -> None:
             for e in _log_entries(r, s):
                 mine = [i for i, t in enumerate(expect) if t == e["track"]]
                 assert log_rows(e) == [rows[i] for i in mine]
-                assert e["ids"] == [body["ids"][i] for i in mine]
+                assert log_ids(e) == [body["ids"][i] for i in mine]
 
 
 @pytest.mark.parametrize("rows", [ROWS, FULL], ids=["general path", "fast path"])
@@ -376,7 +377,7 @@ def test_shadow_mirrors_without_answering(served: Served, r, rows) -> None:
     entries = {e["track"]: e for e in _log_entries(r, served)}
     assert set(entries) == {"stable", "shadow"}
     assert entries["shadow"]["revision"] == "canaryrev"
-    assert entries["shadow"]["ids"] == body["ids"]
+    assert log_ids(entries["shadow"]) == body["ids"]
     assert entries["shadow"]["scores"] != body["predictions"]
     assert log_rows(entries["shadow"]) == log_rows(entries["stable"]) == rows
 
@@ -415,7 +416,7 @@ def test_through_a_redis_outage_it_keeps_serving_and_logs_afterwards(r) -> None:
             assert s.client.get("/v2/health/ready").status_code == 200
             own = EmbeddedRedis(port=port).start()  # back, empty
             logged = lambda: sum(  # noqa: E731 - every row of the 5 requests, however merged
-                len(orjson.loads(e[1][b"data"])["ids"])
+                len(log_ids(orjson.loads(e[1][b"data"])))
                 for e in own.client().xrange(s.dp.keys.predictions)
             )
             _wait(lambda: logged() == 10, timeout=10)
@@ -485,7 +486,7 @@ def test_the_learner_joins_feedback_with_what_the_server_logged(served: Served, 
         body = {"instances": rows[i : i + 10]} if i < 20 else {
             "instances": [[r["amount"], r["hour"], r["merchant"]] for r in rows[i : i + 10]]}  # fmt: skip
         ids += c.post("/v1/models/fraud:predict", json=body).json()["ids"]
-    _wait(lambda: sum(len(e["ids"]) for e in _log_entries(r, served)) == 40)
+    _wait(lambda: sum(len(log_ids(e)) for e in _log_entries(r, served)) == 40)
     feedback = [{"id": i, "label": label} for i, label in zip(ids, y.tolist(), strict=True)]
     assert c.post("/v1/models/fraud/feedback", json={"feedback": feedback}).json() == {
         "accepted": 40

@@ -34,6 +34,7 @@ from tideline.serve.dataplane import (
     TooLarge,
     Unavailable,
     Unprocessable,
+    ids_json,
 )
 
 log = logging.getLogger("tideline.server")
@@ -336,7 +337,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                         }
                     ],
                     "parameters": {
-                        "ids": result.ids,
+                        "ids": ids_json(result.ids),
                         "revision": result.revision,
                         "tracks": result.tracks,
                         "fallback": result.fallback,
@@ -346,7 +347,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         return 200, orjson.dumps(
             {
                 "predictions": result.predictions,
-                "ids": result.ids,
+                "ids": ids_json(result.ids),
                 "model_version": result.version,
                 "revision": result.revision,
                 "tracks": result.tracks,

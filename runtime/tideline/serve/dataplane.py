@@ -112,10 +112,59 @@ class Routing:
     canary_url: str | None = None  # set when the canary runs another image
 
 
+_SUFFIXES = [str(i) for i in range(10_000)]
+
+
+class GeneratedIds(Sequence[str]):
+    """The ids this server gave a request's rows: ``prefix + str(i)`` for each row i.
+
+    Kept as the prefix and the count: the response writes them with one string
+    join, and the prediction log carries ``[prefix, n]`` in place of n strings
+    (:func:`tideline.learner.log_ids` expands it). Indexing builds the list,
+    once, for whoever needs single ids (a canary split, a shadow log).
+
+    >>> ids = GeneratedIds("ab1-", 3)
+    >>> list(ids), ids[-1], ids.json()
+    (['ab1-0', 'ab1-1', 'ab1-2'], 'ab1-2', b'["ab1-0","ab1-1","ab1-2"]')
+    """
+
+    __slots__ = ("prefix", "n", "_list")
+
+    def __init__(self, prefix: str, n: int) -> None:
+        self.prefix, self.n = prefix, n  # prefix: hex digits and '-', nothing to escape
+        self._list: list[str] | None = None
+
+    def _suffixes(self) -> Sequence[str]:
+        return _SUFFIXES[: self.n] if self.n <= len(_SUFFIXES) else [str(i) for i in range(self.n)]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> Any:
+        if self._list is None:
+            p = self.prefix
+            self._list = [p + s for s in self._suffixes()]
+        return self._list[i]
+
+    def json(self) -> bytes:
+        """The ids as a JSON array."""
+        p = self.prefix
+        return ('["' + p + ('","' + p).join(self._suffixes()) + '"]').encode()
+
+    def run(self) -> list[Any]:
+        """The ids as the prediction log writes them."""
+        return [self.prefix, self.n]
+
+
+def ids_json(ids: Sequence[str]) -> Any:
+    """Ids as orjson writes them into a response: generated ones through one join."""
+    return orjson.Fragment(ids.json()) if isinstance(ids, GeneratedIds) else ids
+
+
 @dataclass
 class Result:
     predictions: list[float]
-    ids: list[str]
+    ids: Sequence[str]
     version: int | None
     revision: str | None
     tracks: list[str]
@@ -148,9 +197,6 @@ class TrackStats:
             p50, p95, p99 = np.percentile(lat, [50, 95, 99])
             out.update({"p50": float(p50), "p95": float(p95), "p99": float(p99)})
         return out
-
-
-_SUFFIXES = [str(i) for i in range(10_000)]
 
 
 def route_hash(key: str) -> int:
@@ -522,15 +568,10 @@ class DataPlane:
             )
         return result
 
-    def _new_ids(self, n: int, given: Sequence[Any] | None) -> list[str]:
+    def _new_ids(self, n: int, given: Sequence[Any] | None) -> Sequence[str]:
         if given is not None:
             return [str(i) for i in given]
-        base = f"{self._id_prefix}{next(self._requests):x}-"
-        return (
-            [base + s for s in _SUFFIXES[:n]]
-            if n <= len(_SUFFIXES)
-            else [f"{base}{i}" for i in range(n)]
-        )
+        return GeneratedIds(f"{self._id_prefix}{next(self._requests):x}-", n)
 
     # -- canary in another image: forwarded ---------------------------------------------
     async def forward(self, path: str, body: bytes, track: str) -> dict[str, Any]:
@@ -620,7 +661,8 @@ class DataPlane:
         ``ts`` being the first request's time: merging a flush's requests into one
         entry makes one XADD out of dozens. Requests whose body is at hand are not
         serialised again: the entry holds ``"requests": [body, ...]`` instead of
-        ``"rows"``, the rows being each body's ``instances``, in order.
+        ``"rows"``, the rows being each body's ``instances``, in order. Ids the
+        server generated are written as a run, ``[prefix, n]``, among the others.
         """
         groups: dict[tuple[Any, ...], dict[str, Any]] = {}
         for ts, track, loaded, fallback, rows, ids, scores, idx, names, raw in items:
@@ -643,7 +685,10 @@ class DataPlane:
                     "scores": [],
                     "rows" if raw is None else "requests": [],
                 }
-            entry["ids"] += ids
+            if isinstance(ids, GeneratedIds):
+                entry["ids"].append(ids.run())
+            else:
+                entry["ids"] += ids
             entry["scores"] += scores
             if raw is None:
                 entry["rows"] += rows
@@ -654,7 +699,12 @@ class DataPlane:
             bodies = entry.pop("requests", None)
             data = orjson.dumps(entry)
             if bodies is not None:  # splice the request bodies in as they are (valid JSON)
-                data = b"".join([data[:-1], b',"requests":[', b",".join(bodies), b"]}"])
+                parts = [b""] * (2 * len(bodies) + 1)
+                parts[0] = data[:-1] + b',"requests":['
+                parts[1::2] = bodies
+                parts[2:-1:2] = [b","] * (len(bodies) - 1)
+                parts[-1] = b"]}"
+                data = b"".join(parts)  # each body is copied once
             out.append({b"data": data})
         return out
 
