@@ -245,7 +245,7 @@ class FeatureSchema:
             for row in rows:
                 self.unknown_fields += sum(1 for k in row if k not in names)
         fast = len(self.num_idx) > 0 and self._fast_numeric(X, rows)
-        for j in self.cat_idx.tolist() if fast else range(width):
+        for j in self._cat_list if fast else range(width):
             if fast and self._fast_categorical(X, j, rows):
                 continue
             name = self.names[j]

@@ -185,35 +185,31 @@ class LinearLearner(Learner):
         c = float(self._w[-1] - scaled @ self._scaler.mean)
         binary = self.task == "binary"
         cat_idx, offsets = sch.cat_idx, sch.cat_offsets
-        wc = np.append(self._wc, 0.0)  # index -1 (no value) reads the trailing 0
         has_cat = len(cat_idx) > 0
-
-        num = [(j, float(v[j])) for j in sch.num_idx.tolist()]
-        cats = list(zip(cat_idx.tolist(), offsets.tolist(), strict=True))
-        wc_list = wc.tolist()
-
-        def predict_few(X: np.ndarray) -> np.ndarray:
-            # One or two rows: plain floats beat numpy's per-call overhead 4 to 1.
-            out = []
-            for row in X.tolist():
-                z = c
-                for j, w in num:
-                    z += w * row[j]
-                for j, off in cats:
-                    k = int(row[j])
-                    if k >= 0:
-                        z += wc_list[k + off]
-                out.append(0.5 + 0.5 * math.tanh(0.5 * z) if binary else z)
-            return np.array(out)
-
-        # For batches: a zero slot before each categorical feature's weights, so a
-        # code of -1 (no value) reads 0 with no test; for a binary task the weights
-        # are halved ahead, sigmoid(z) being 0.5 + 0.5 * tanh(z / 2).
+        # A zero slot before each categorical feature's weights, so a code of -1 (no
+        # value) reads 0 with no test; for a binary task the weights are halved
+        # ahead, sigmoid(z) being 0.5 + 0.5 * tanh(z / 2).
         half = 0.5 if binary else 1.0
         vh, ch = v * half, c * half
         wc_pad = np.insert(self._wc, offsets, 0.0) * half
         pad_offsets = offsets + np.arange(1, len(cat_idx) + 1)
         ones = np.ones(len(cat_idx))
+
+        num = [(j, float(vh[j])) for j in sch.num_idx.tolist()]
+        cats = list(zip(cat_idx.tolist(), pad_offsets.tolist(), strict=True))
+        wc_list = wc_pad.tolist()
+
+        def predict_few(X: np.ndarray) -> np.ndarray:
+            # One or two rows: plain floats beat numpy's per-call overhead 4 to 1.
+            out = []
+            for row in X.tolist():
+                z = ch
+                for j, w in num:
+                    z += w * row[j]
+                for j, off in cats:
+                    z += wc_list[int(row[j]) + off]
+                out.append(0.5 + 0.5 * math.tanh(z) if binary else z)
+            return np.array(out)
 
         def predict(X: np.ndarray) -> np.ndarray:
             if X.shape[0] <= 2:
