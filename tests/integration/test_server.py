@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import orjson
@@ -19,7 +21,7 @@ from tideline.serve.api import Settings, create_app
 from tideline.serve.dataplane import DataPlane, route_hash
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
-from tideline.store import ModelStore
+from tideline.store import Keys, ModelStore
 
 pytestmark = pytest.mark.integration
 
@@ -191,6 +193,46 @@ def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
     assert entry["scores"] == body["predictions"]
     assert log_rows(entry) == ROWS  # the request body, logged as it came
     assert abs(entry["ts"] - time.time()) < 5
+
+
+def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
+    """Requests answered while a write is under way wait for the next flush (one XADD a flush)."""
+    model = parse(manifest(name="fraud"))
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
+
+    async def scenario() -> tuple[int, list[str]]:
+        dp = DataPlane(model, redis_server.url, log_flush_interval=60)  # no flush of its own
+        await dp.start()
+        real = dp.r.pipeline
+        arrived: list[Any] = []
+
+        def pipeline(**kw):  # a real pipeline; two requests come in while the first executes
+            pipe = real(**kw)
+            execute = pipe.execute
+
+            async def with_requests_arriving():
+                if not arrived:
+                    arrived.extend(dp.predict(ROWS) for _ in range(2))
+                return await execute()
+
+            pipe.execute = with_requests_arriving
+            return pipe
+
+        try:
+            ids = [i for _ in range(3) for i in dp.predict(ROWS).ids]
+            dp.r.pipeline = pipeline
+            await dp._write_log()
+            dp.r.pipeline = real
+            return len(dp._log), ids
+        finally:
+            await dp.stop()
+
+    left, ids = asyncio.run(scenario())
+    assert left == 2  # still queued when the write returned
+    stream = Keys("test", "fraud").predictions
+    first, *rest = [orjson.loads(e[1][b"data"]) for e in r.xrange(stream)]
+    assert log_ids(first) == ids  # the three queued before, in one entry
+    assert len(rest) == 1 and len(log_ids(rest[0])) == 4  # the two late ones, at stop
 
 
 def test_metrics_count_requests_predictions_and_missing_values(served: Served) -> None:

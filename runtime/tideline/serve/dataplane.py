@@ -709,8 +709,13 @@ class DataPlane:
         return out
 
     async def _write_log(self) -> None:
-        while self._log:
-            batch = [self._log.popleft() for _ in range(min(len(self._log), 500))]
+        # What is queued now, no more: requests answered while this writes wait
+        # for the next flush. (Writing until the queue is empty degenerated into
+        # an XADD per request whenever requests came faster than Redis answered.)
+        left = len(self._log)
+        while left:
+            batch = [self._log.popleft() for _ in range(min(left, 500))]
+            left -= len(batch)
             horizon = f"{int((time.time() - self.spec.learning.labelWindow) * 1000)}-0"
             pipe = self.r.pipeline(transaction=False)
             for entry in self._serialise(batch):
