@@ -333,7 +333,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                             "name": "predict",
                             "datatype": "FP64",
                             "shape": [len(result.predictions)],
-                            "data": result.predictions,
+                            "data": orjson.Fragment(result.predictions_json()),
                         }
                     ],
                     "parameters": {
@@ -346,7 +346,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             )
         return 200, orjson.dumps(
             {
-                "predictions": result.predictions,
+                "predictions": orjson.Fragment(result.predictions_json()),
                 "ids": ids_json(result.ids),
                 "model_version": result.version,
                 "revision": result.revision,

@@ -171,6 +171,18 @@ class Result:
     fallback: bool = False
     fallback_reason: str | None = None
     models: dict[str, Loaded] = field(default_factory=dict)  # which model answered each track
+    _json: bytes | None = field(default=None, repr=False)
+
+    def predictions_json(self) -> bytes:
+        """The predictions as a JSON array, written once for both the log and the response.
+
+        Formatting floats is most of what serialising a prediction costs: the
+        log entry and the answer share these bytes. (Call it once the
+        predictions are final: the bytes are kept.)
+        """
+        if self._json is None:
+            self._json = orjson.dumps(self.predictions)
+        return self._json
 
 
 @dataclass
@@ -629,7 +641,7 @@ class DataPlane:
             self._queue_log_track(
                 rows,
                 result.ids,
-                result.predictions,
+                result.predictions if idx is not None else result.predictions_json(),
                 loaded,
                 track,
                 idx,
@@ -642,14 +654,18 @@ class DataPlane:
         self,
         rows: Sequence[Any] | None,
         ids: Sequence[str],
-        scores: Sequence[float],
+        scores: Sequence[float] | bytes,
         loaded: Loaded | None,
         track: str,
         idx: Sequence[int] | None,
         fallback: str | None = None,
         raw: bytes | None = None,
     ) -> None:
-        """Queue one log entry; it is serialised later, by the writer, off the request's time."""
+        """Queue one log entry; it is serialised later, by the writer, off the request's time.
+
+        ``scores`` are a JSON array already written (all the request's rows) or
+        the floats (the rows ``idx`` picks).
+        """
         if len(self._log) == self._log.maxlen:
             self.metrics.log_dropped.inc()
         names = self.stable.schema.names if self.stable is not None else None
@@ -672,7 +688,7 @@ class DataPlane:
             if idx is not None:
                 rows = [rows[i] for i in idx]
                 ids = [ids[i] for i in idx]
-                scores = [scores[i] for i in idx]
+                scores = [scores[i] for i in idx]  # type: ignore[index]
             if raw is None and rows and not isinstance(rows[0], dict) and names is not None:
                 rows = [dict(zip(names, r, strict=False)) for r in rows]
             key = (track, id(loaded), fallback, raw is not None)
@@ -692,13 +708,17 @@ class DataPlane:
                 entry["ids"].append(ids.run())
             else:
                 entry["ids"] += ids
-            entry["scores"] += scores
+            entry["scores"].append(scores if isinstance(scores, bytes) else orjson.dumps(scores))
             if raw is None:
                 entry["rows"] += rows
             else:
                 entry["requests"].append(raw)
         out = []
         for entry in groups.values():
+            arrays = entry["scores"]  # one JSON array per request: spliced into one
+            entry["scores"] = orjson.Fragment(
+                b"[" + b",".join([a[1:-1] for a in arrays if len(a) > 2]) + b"]"
+            )
             bodies = entry.pop("requests", None)
             data = orjson.dumps(entry)
             if bodies is not None:  # splice the request bodies in as they are (valid JSON)
