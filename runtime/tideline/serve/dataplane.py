@@ -737,7 +737,10 @@ class DataPlane:
         # an XADD per request whenever requests came faster than Redis answered.)
         left = len(self._log)
         while left:
-            batch = [self._log.popleft() for _ in range(min(left, 500))]
+            # 100 requests at a time: serialising them holds the loop ~1.5 ms at
+            # 64 rows a request (500 held it up to 8 ms, stalling every request
+            # in flight); the fixed cost of a write is ~4k instructions a request.
+            batch = [self._log.popleft() for _ in range(min(left, 100))]
             left -= len(batch)
             horizon = f"{int((time.time() - self.spec.learning.labelWindow) * 1000)}-0"
             pipe = self.r.pipeline(transaction=False)
