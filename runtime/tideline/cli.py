@@ -98,6 +98,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         access_log=False,
         # Nothing reads the client's address, so X-Forwarded-* parsing is wasted work.
         proxy_headers=False,
+        # No "server: uvicorn" on every answer: a header less to check and write,
+        # and nothing said about the stack behind the port.
+        server_header=False,
         log_level=args.log_level.lower(),
         timeout_graceful_shutdown=5,
     )

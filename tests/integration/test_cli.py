@@ -182,7 +182,9 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
             headers={"content-type": "application/json"},
         )
         for _ in range(6):
-            body = orjson.loads(urllib.request.urlopen(req, timeout=5).read())
+            resp = urllib.request.urlopen(req, timeout=5)
+            assert resp.headers["date"] and resp.headers["server"] is None  # no stack banner
+            body = orjson.loads(resp.read())
             assert (
                 body["predictions"] == [0.5] and body["model_version"] == 0
             )  # v0 knows nothing yet
