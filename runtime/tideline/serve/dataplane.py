@@ -688,7 +688,7 @@ class DataPlane:
             if idx is not None:
                 rows = [rows[i] for i in idx]
                 ids = [ids[i] for i in idx]
-                scores = [scores[i] for i in idx]  # type: ignore[index]
+                scores = [scores[i] for i in idx]
             if raw is None and rows and not isinstance(rows[0], dict) and names is not None:
                 rows = [dict(zip(names, r, strict=False)) for r in rows]
             key = (track, id(loaded), fallback, raw is not None)
