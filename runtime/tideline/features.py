@@ -151,17 +151,21 @@ class FeatureSchema:
                 self.unknown_fields += sum(1 for k in row if k not in self.index)
         return X
 
-    def row_type(self) -> type[msgspec.Struct]:
+    def row_type(self, arrays: bool = False) -> type[msgspec.Struct]:
         """A msgspec Struct for a strictly typed row, to decode request bodies straight into.
 
         Every feature present, numbers as JSON numbers (finite: JSON has no NaN,
         and msgspec refuses what overflows a double), categories as strings, no
         other names. Anything else (a missing or null value, a number as text,
         an unknown name) fails to decode, and the caller falls back to
-        :meth:`encode_strict`, which counts, defaults or names it.
+        :meth:`encode_strict`, which counts, defaults or names it. With
+        ``arrays``, a row is a JSON array of every feature's value in schema order.
 
         >>> s = FeatureSchema.from_spec([{"name": "amount"}, {"name": "country", "type": "categorical"}])
         >>> rows = msgspec.json.decode(b'[{"amount": 2, "country": "fr"}]', type=list[s.row_type()])
+        >>> s.encode_typed(rows).tolist() == s.encode([{"amount": 2, "country": "fr"}]).tolist()
+        True
+        >>> rows = msgspec.json.decode(b'[[2, "fr"]]', type=list[s.row_type(arrays=True)])
         >>> s.encode_typed(rows).tolist() == s.encode([{"amount": 2, "country": "fr"}]).tolist()
         True
         """
@@ -177,6 +181,7 @@ class FeatureSchema:
             rename={f"f{j}": f.name for j, f in enumerate(self.features)},
             forbid_unknown_fields=True,
             gc=False,
+            array_like=arrays,
         )
 
     def encode_typed(self, rows: Sequence[Any]) -> np.ndarray:

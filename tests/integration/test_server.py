@@ -100,7 +100,7 @@ ATYPICAL = [
     ("an unknown name", [{**FULL[0], "colour": "red"}]),
     ("a bool for a number", [{**FULL[0], "hour": True}]),
     ("an integer for a category", [{**FULL[0], "merchant": 7}]),
-    ("rows as arrays", [[12.5, 3.0, "m-1"]]),
+    ("an array with a null", [[12.5, None, "m-1"]]),
 ]
 
 
@@ -109,7 +109,7 @@ def test_typed_rows_take_the_fast_path_and_answer_as_the_general_one(served: Ser
     for n in (1, 5, 64):  # the per-cell path (up to 8 rows) and the per-column one
         raw = orjson.dumps({"instances": rows[:n]})
         fast = served.dp.decode_v1(raw)
-        assert fast is not None and fast[1] is None
+        assert fast is not None and fast[1] is None and fast[2] is None  # no ids; dict rows
         np.testing.assert_array_equal(fast[0], served.dp.stable.schema.encode(rows[:n]))
         typed = served.client.post("/v1/models/fraud:predict", content=raw).json()
         # an unknown name in the first row sends the request down the general path
@@ -119,6 +119,20 @@ def test_typed_rows_take_the_fast_path_and_answer_as_the_general_one(served: Ser
         assert typed["predictions"] == slow["predictions"]
     ids = served.dp.decode_v1(orjson.dumps({"instances": FULL, "ids": ["a", 7]}))
     assert ids is not None and ids[1] == ["a", 7]
+
+
+def test_rows_as_arrays_take_the_fast_path_and_are_logged_by_name(served: Served, r) -> None:
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=5).take(64)
+    arrays = [[row[name] for name in served.dp.stable.schema.names] for row in rows]
+    fast = served.dp.decode_v1(orjson.dumps({"instances": arrays}))
+    assert fast is not None and fast[2] == arrays
+    np.testing.assert_array_equal(fast[0], served.dp.stable.schema.encode(rows))
+    by_position = served.client.post("/v1/models/fraud:predict", json={"instances": arrays})
+    by_name = served.client.post("/v1/models/fraud:predict", json={"instances": rows})
+    assert by_position.json()["predictions"] == by_name.json()["predictions"]
+    _wait(lambda: sum(len(log_ids(e)) for e in _log_entries(r, served)) == 128)
+    [entry] = [e for e in _log_entries(r, served) if "rows" in e]  # the arrays, named
+    assert log_rows(entry) == rows and log_ids(entry) == by_position.json()["ids"]
 
 
 @pytest.mark.parametrize("rows", [a[1] for a in ATYPICAL], ids=[a[0] for a in ATYPICAL])

@@ -288,8 +288,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             fast = None if v2 else dp.decode_v1(raw)  # both callers refused an oversized body
             X = None
             if fast is not None:
-                X, ids = fast
-                rows = None
+                X, ids, rows = fast  # rows: None for feature dicts, lists for arrays
             elif v2:
                 doc = _parse(raw, settings)
                 if dp.stable is None:

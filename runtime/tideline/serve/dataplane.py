@@ -45,6 +45,7 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
+from msgspec.structs import astuple
 
 from tideline import codec
 from tideline.features import FeatureError, FeatureSchema
@@ -266,7 +267,7 @@ class DataPlane:
         self._rng = random.Random()
         self._per_row = 2e-6  # running estimate of prediction time per row
         self.stats: dict[str, TrackStats] = collections.defaultdict(TrackStats)
-        self._v1_decoders: dict[tuple[tuple[str, str], ...], msgspec.json.Decoder[Any]] = {}
+        self._v1_decoders: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
         self._reload_lock = asyncio.Lock()
 
     # -- life cycle ----------------------------------------------------------------------
@@ -457,35 +458,50 @@ class DataPlane:
         except FeatureError as e:
             raise Unprocessable(str(e)) from None
 
-    def decode_v1(self, raw: bytes) -> tuple[np.ndarray, list[Any] | None] | None:
+    def decode_v1(
+        self, raw: bytes
+    ) -> tuple[np.ndarray, list[Any] | None, list[list[Any]] | None] | None:
         """The usual V1 body, decoded straight into the stable schema's matrix (the fast path).
 
         ``{"instances": [{feature: value, ...}, ...], "ids": [...]}`` with every
-        feature present and typed as the schema says: one msgspec decode into
-        typed structs, then a column at a time into the matrix, with no dict per
-        row. Returns None for anything else (rows as lists, missing or null
-        values, unknown names, wrong types, a bad body): the general path then
-        reads it, and counts, defaults or names the offending field.
+        feature present and typed as the schema says, or the rows as arrays of
+        every value in schema order: one msgspec decode into typed structs,
+        then one pass into the matrix, with no dict per row. Returns (matrix,
+        ids, rows): rows are None for feature dicts (the log keeps the body as
+        it came) and lists for arrays (the log names their values). Returns
+        None for anything else (missing or null values, unknown names, wrong
+        types, short arrays, a bad body): the general path then reads it, and
+        counts, defaults or names the offending field.
         """
         stable = self.stable
         if stable is None:
             return None
         schema = stable.schema
-        decoder = self._v1_decoders.get(schema.signature)
-        if decoder is None:
-            body = msgspec.defstruct(
-                "V1Request",
-                [("instances", list[schema.row_type()]), ("ids", list[str | int] | None, None)],  # type: ignore[misc]
+        decoders = self._v1_decoders.get(schema.signature)
+        if decoders is None:  # feature dicts first (the usual body), then arrays
+            decoders = self._v1_decoders[schema.signature] = tuple(
+                msgspec.json.Decoder(
+                    msgspec.defstruct(
+                        "V1Request",
+                        [
+                            ("instances", list[schema.row_type(arrays)]),  # type: ignore[misc]
+                            ("ids", list[str | int] | None, None),
+                        ],
+                    )
+                )
+                for arrays in (False, True)
             )
-            decoder = self._v1_decoders[schema.signature] = msgspec.json.Decoder(body)
-        try:
-            doc = decoder.decode(raw)
-        except msgspec.MsgspecError:
-            return None
-        rows = doc.instances
-        if not rows or len(rows) > self.max_rows:
-            return None
-        return schema.encode_typed(rows), doc.ids
+        for arrays, decoder in enumerate(decoders):
+            try:
+                doc = decoder.decode(raw)
+            except msgspec.MsgspecError:
+                continue
+            rows = doc.instances
+            if not rows or len(rows) > self.max_rows:
+                return None
+            listed = [list(astuple(r)) for r in rows] if arrays else None
+            return schema.encode_typed(rows), doc.ids, listed
+        return None
 
     def _fallback(self, X: np.ndarray) -> tuple[np.ndarray, int | None, str | None]:
         fb = self.spec.serving.fallback
