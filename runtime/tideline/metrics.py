@@ -63,6 +63,8 @@ class LearnerMetrics:
 
 
 class ServerMetrics:
+    TRACKS = ("stable", "canary")
+    FALLBACK_REASONS = ("timeout", "no-model", "canary-unreachable")
     LATENCY_BUCKETS = (
         0.0005,
         0.001,
@@ -124,6 +126,12 @@ class ServerMetrics:
             ["feature"],
             registry=registry,
         )
+        # Label values known ahead are exported at 0 from the start: a rate() or an
+        # alert on them has a series before the first prediction or fallback.
+        for track in self.TRACKS:
+            self.predictions.labels(track=track)
+        for reason in self.FALLBACK_REASONS:
+            self.fallbacks.labels(reason=reason)
         self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         self._pending: list[tuple[str, str, int, float, int]] = []
 

@@ -51,6 +51,14 @@ def test_flushed_requests_export_as_one_observe_per_request() -> None:
     )
 
 
+def test_predictions_and_fallbacks_are_exported_at_zero_before_any_happen() -> None:
+    text = generate_latest(ServerMetrics(None).registry).decode()
+    for track in ("stable", "canary"):
+        assert f'tideline_server_predictions_total{{track="{track}"}} 0.0' in text
+    for reason in ("timeout", "no-model", "canary-unreachable"):
+        assert f'tideline_server_fallbacks_total{{reason="{reason}"}} 0.0' in text
+
+
 def test_the_pending_list_is_bounded() -> None:
     m = ServerMetrics(None)
     for _ in range(ServerMetrics.PENDING + 10):
