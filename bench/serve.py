@@ -6,7 +6,9 @@ shape); a hand-tuned FastAPI route (raw body, orjson, numpy); tideline's
 server. Each runs as one uvicorn worker (uvloop, httptools) pinned to CPU 0;
 wrk runs pinned to CPU 1, and so does Redis (tideline's prediction log). For
 1 and 64 rows per request and 1, 16 and 64 connections it reports
-requests/s, predictions/s and p50/p95/p99 latency.
+requests/s, predictions/s, p50/p95/p99 latency, and predictions per second
+of the server's own CPU time (read from /proc: what a request costs,
+whatever else the machine ran in that minute).
 
 The machine is shared and its speed drifts from minute to minute, so the
 apps take turns: every configuration is run ``--rounds`` times, the apps in
@@ -86,20 +88,32 @@ def start(cmd: list[str], port: int, ready_path: str, env: dict | None = None) -
     return proc
 
 
-def wrk(url: str, body: Path, conns: int, seconds: int, tmp: Path) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, body: Path, conns: int, seconds: int, tmp: Path, pid: int | None = None) -> dict:
+    """A wrk run; with the server's ``pid``, also the server's CPU time over the run."""
     script = tmp / f"post-{body.stem}.lua"
     script.write_text(LUA.format(body=body))
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         [*pinned(1), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
     m = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
     assert m, out
     n, dur_us, p50, p95, p99, errors = (int(g) for g in m.groups())
     return {
         "rps": n / (dur_us / 1e6),
+        # requests per second of the server's own CPU time: less swayed than
+        # req/s by whatever else runs on a shared machine
+        "per_cpu_s": n / cpu if cpu > 0 else 0.0,
         "p50_ms": p50 / 1000,
         "p95_ms": p95 / 1000,
         "p99_ms": p99 / 1000,
@@ -155,11 +169,12 @@ def main() -> None:
                 [*tideline, "--port", str(p)], p, "/v2/health/ready"
             ),
         }
-        urls = {}
+        urls, pids = {}, {}
         try:
             for name, launch in apps.items():
                 port = free_port()
                 procs.append(launch(port))
+                pids[name] = procs[-1].pid  # taskset execs the server: the same pid
                 urls[name] = f"http://127.0.0.1:{port}/v1/models/fraud:predict"
                 wrk(urls[name], bodies[1], 16, 2, tmp)  # warm up
             names = list(apps)
@@ -168,7 +183,7 @@ def main() -> None:
                     for rnd in range(args.rounds):
                         k = rnd % len(names)
                         for name in names[k:] + names[:k]:
-                            r = wrk(urls[name], bodies[n], conns, args.seconds, tmp)
+                            r = wrk(urls[name], bodies[n], conns, args.seconds, tmp, pids[name])
                             r.update({"app": name, "rows": n, "conns": conns, "round": rnd,
                                       "predictions_per_s": r["rps"] * n})  # fmt: skip
                             runs.append(r)
@@ -200,28 +215,31 @@ def report(runs: list[dict], rounds: int) -> None:
     configs = sorted({(r["rows"], r["conns"]) for r in runs})
     apps = list(dict.fromkeys(r["app"] for r in runs))
     print(f"\nMedian of {rounds} rounds.\n")
-    print("| app | rows | conns | req/s | predictions/s | p50 ms | p95 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| app | rows | conns | req/s | predictions/s | predictions per server CPU-s "
+          "| p50 ms | p95 ms | p99 ms |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for app in apps:
         for rows, conns in configs:
             r = median_run(runs, app, rows, conns)
             print(f"| {app} | {rows} | {conns} | {r['rps']:,.0f} | {r['predictions_per_s']:,.0f} | "
+                  f"{r['per_cpu_s'] * rows:,.0f} | "
                   f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} |")  # fmt: skip
-    at = {(r["app"], r["rows"], r["conns"], r["round"]): r["rps"] for r in runs}
-    for other in ("bare Starlette (constant)", "FastAPI hand-tuned (orjson)"):
-        parts = []
-        for rows, conns in configs:
-            ratios = sorted(
-                at[("tideline server", rows, conns, k)] / at[(other, rows, conns, k)]
-                for k in range(rounds)
+    for metric, what in (("rps", "requests/s"), ("per_cpu_s", "requests per server CPU-second")):
+        at = {(r["app"], r["rows"], r["conns"], r["round"]): r[metric] for r in runs}
+        for other in ("bare Starlette (constant)", "FastAPI hand-tuned (orjson)"):
+            parts = []
+            for rows, conns in configs:
+                ratios = sorted(
+                    at[("tideline server", rows, conns, k)] / at[(other, rows, conns, k)]
+                    for k in range(rounds)
+                )
+                parts.append(
+                    f"{rows} row(s) x {conns} conns: {ratios[len(ratios) // 2]:.2f} "
+                    f"({ratios[0]:.2f}-{ratios[-1]:.2f})"
+                )
+            print(
+                f"\ntideline / {other}, {what}, median (range) of the rounds: " + ", ".join(parts)
             )
-            parts.append(
-                f"{rows} row(s) x {conns} conns: {ratios[len(ratios) // 2]:.2f} "
-                f"({ratios[0]:.2f}-{ratios[-1]:.2f})"
-            )
-        print(
-            f"\ntideline / {other}, requests/s, median (range) of the rounds: " + ", ".join(parts)
-        )
 
 
 if __name__ == "__main__":
