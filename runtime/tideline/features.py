@@ -187,7 +187,8 @@ class FeatureSchema:
     def encode_typed(self, rows: Sequence[Any]) -> np.ndarray:
         """Encode rows decoded with :meth:`row_type` (every value present and of its type).
 
-        The rows' values are laid out row-major in one list (a C call per row),
+        A row may also be those values already taken out, in schema order (a
+        tuple or list from :func:`msgspec.structs.astuple`). The rows' values are laid out row-major in one list (a C call per row),
         each categorical column is replaced by its codes through a strided
         slice, and ``struct`` packs the list into the matrix's buffer: every
         step is one C loop, with no Python-level work per cell and none of
@@ -195,7 +196,9 @@ class FeatureSchema:
         much per value as ``struct``).
         """
         n, width = len(rows), len(self.features)
-        flat: list[Any] = list(chain.from_iterable(map(msgspec.structs.astuple, rows)))
+        taken_out = bool(rows) and isinstance(rows[0], tuple | list)
+        values = rows if taken_out else map(msgspec.structs.astuple, rows)
+        flat: list[Any] = list(chain.from_iterable(values))
         for j in self._cat_list:
             flat[j::width] = self._codes(j, flat[j::width])
         X = np.empty((n, width), dtype=np.float64)

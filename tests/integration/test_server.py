@@ -106,7 +106,7 @@ ATYPICAL = [
 
 def test_typed_rows_take_the_fast_path_and_answer_as_the_general_one(served: Served) -> None:
     rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=4).take(64)
-    for n in (1, 5, 64):  # the per-cell path (up to 8 rows) and the per-column one
+    for n in (1, 5, 64):
         raw = orjson.dumps({"instances": rows[:n]})
         fast = served.dp.decode_v1(raw)
         assert fast is not None and fast[1] is None and fast[2] is None  # no ids; dict rows

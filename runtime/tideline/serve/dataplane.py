@@ -499,8 +499,10 @@ class DataPlane:
             rows = doc.instances
             if not rows or len(rows) > self.max_rows:
                 return None
-            listed = [list(astuple(r)) for r in rows] if arrays else None
-            return schema.encode_typed(rows), doc.ids, listed
+            if not arrays:
+                return schema.encode_typed(rows), doc.ids, None
+            listed = [list(astuple(r)) for r in rows]  # taken out once: the matrix and the log
+            return schema.encode_typed(listed), doc.ids, listed
         return None
 
     def _fallback(self, X: np.ndarray) -> tuple[np.ndarray, int | None, str | None]:
