@@ -249,6 +249,34 @@ def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
     assert len(rest) == 1 and len(log_ids(rest[0])) == 4  # the two late ones, at stop
 
 
+def test_a_log_write_stopped_while_serialising_keeps_every_entry(r, redis_server) -> None:
+    """Cancelled between two chunks of 100 requests: all go back to the queue, in order."""
+    model = parse(manifest(name="fraud"))
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
+
+    async def scenario() -> tuple[list[str], list[str], int]:
+        dp = DataPlane(model, redis_server.url, log_flush_interval=60)  # no flush of its own
+        await dp.start()
+        try:
+            ids = [i for _ in range(250) for i in dp.predict(ROWS).ids]
+            writing = asyncio.get_running_loop().create_task(dp._write_log())
+            await asyncio.sleep(0)  # the writer serialises 100, then lets the loop go
+            assert len(dp._log) == 150
+            writing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await writing
+            queued = [i for entry in dp._log for i in entry[5]]
+            return ids, queued, r.xlen(Keys("test", "fraud").predictions)
+        finally:
+            await dp.stop()
+
+    ids, queued, written = asyncio.run(scenario())
+    assert written == 0
+    assert queued == ids  # all 250 requests, in the order they came
+    entries = [orjson.loads(e[1][b"data"]) for e in r.xrange(Keys("test", "fraud").predictions)]
+    assert [i for e in entries for i in log_ids(e)] == ids  # written at stop
+
+
 def test_metrics_count_requests_predictions_and_missing_values(served: Served) -> None:
     served.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
     text = served.client.get("/metrics").text
