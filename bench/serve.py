@@ -14,7 +14,12 @@ The machine is shared and its speed drifts from minute to minute, so the
 apps take turns: every configuration is run ``--rounds`` times, the apps in
 a rotating order within each round, and the tables give each app's median
 round; the ratios are taken within a round (same minute) and their median
-given. Run with ``make bench``.
+given.
+
+Then ``--workers``: tideline's server with one worker and with two, neither
+pinned (nor wrk and Redis), at 1 and 64 rows and 64 connections, taking
+turns the same way. On a 2-core machine the load generator shares the cores
+with the workers, so the ratio is a floor. Run with ``make bench``.
 """
 
 from __future__ import annotations
@@ -77,10 +82,10 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} never answered")
 
 
-def start(cmd: list[str], port: int, ready_path: str, env: dict | None = None) -> subprocess.Popen:
+def start(cmd: list[str], port: int, ready_path: str, cpu: int | None = 0) -> subprocess.Popen:
+    """A server started (on CPU ``cpu``, or anywhere for None) and answering ``ready_path``."""
     proc = subprocess.Popen(
-        [*pinned(0), *cmd],
-        env={**os.environ, **(env or {})},
+        [*(pinned(cpu) if cpu is not None else []), *cmd],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -94,13 +99,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, body: Path, conns: int, seconds: int, tmp: Path, pid: int | None = None) -> dict:
-    """A wrk run; with the server's ``pid``, also the server's CPU time over the run."""
+def wrk(
+    url: str,
+    body: Path,
+    conns: int,
+    seconds: int,
+    tmp: Path,
+    pid: int | None = None,
+    cpu: int | None = 1,
+) -> dict:
+    """A wrk run (on CPU ``cpu``); with the server's ``pid``, also the server's CPU time."""
     script = tmp / f"post-{body.stem}.lua"
     script.write_text(LUA.format(body=body))
     cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
-        [*pinned(1), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script), url],
+        [
+            *(pinned(cpu) if cpu is not None else []),
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{seconds}s",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -193,13 +215,56 @@ def main() -> None:
                               f"{r['predictions_per_s']:11,.0f} pred/s  p50 {r['p50_ms']:.2f} ms  "
                               f"p95 {r['p95_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}",
                               flush=True)  # fmt: skip
+            report(runs, args.rounds)
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+            procs.clear()
+            if os.cpu_count() and os.cpu_count() > 1:
+                if redis_server.proc is not None:
+                    os.sched_setaffinity(redis_server.proc.pid, os.sched_getaffinity(0))
+                workers = {}
+                for n in (1, 2):
+                    port = free_port()
+                    procs.append(start([*tideline, "--port", str(port), "--workers", str(n)],
+                                       port, "/v2/health/ready", cpu=None))  # fmt: skip
+                    workers[n] = f"http://127.0.0.1:{port}/v1/models/fraud:predict"
+                    wrk(workers[n], bodies[64], 16, 2, tmp, cpu=None)  # warm up
+                runs += scaling(workers, bodies, tmp, args)
         finally:
             for proc in procs:
                 proc.terminate()
                 proc.wait(10)
-    report(runs, args.rounds)
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=2))
+
+
+def scaling(
+    urls: dict[int, str], bodies: dict[int, Path], tmp: Path, args: argparse.Namespace
+) -> list[dict]:
+    """``--workers`` 1 and 2, nothing pinned, taking turns: requests/s and their ratio."""
+    runs = []
+    print("\n--workers, nothing pinned, 64 connections, median of the rounds:\n")
+    print("| rows | workers | req/s | predictions/s | p50 ms | p95 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for n in (1, 64):
+        for rnd in range(args.rounds):
+            for w in (1, 2) if rnd % 2 == 0 else (2, 1):
+                r = wrk(urls[w], bodies[n], 64, args.seconds, tmp, cpu=None)
+                r.update({"app": f"tideline server, {w} worker(s), unpinned", "workers": w,
+                          "rows": n, "conns": 64, "round": rnd,
+                          "predictions_per_s": r["rps"] * n})  # fmt: skip
+                runs.append(r)
+        for w in (1, 2):
+            r = median_run(runs, f"tideline server, {w} worker(s), unpinned", n, 64)
+            print(f"| {n} | {w} | {r['rps']:,.0f} | {r['predictions_per_s']:,.0f} | "
+                  f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} |")  # fmt: skip
+    for n in (1, 64):
+        at = {(r["workers"], r["round"]): r["rps"] for r in runs if r["rows"] == n}
+        ratios = sorted(at[(2, k)] / at[(1, k)] for k in range(args.rounds))
+        print(f"\n2 workers / 1, requests/s, {n} row(s): median {ratios[len(ratios) // 2]:.2f} "
+              f"({ratios[0]:.2f}-{ratios[-1]:.2f})")  # fmt: skip
+    return runs
 
 
 def median_run(runs: list[dict], app: str, rows: int, conns: int) -> dict:
