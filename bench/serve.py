@@ -148,6 +148,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=4, help="length of one wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each app per configuration")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument(
+        "--configs",
+        type=configs,
+        default=configs("1x1,1x16,1x64,64x1,64x16,64x64"),
+        help="rows x connections to run, e.g. 1x64,64x16 (--workers: those at 64 connections)",
+    )
+    ap.add_argument("--no-workers", action="store_true", help="skip --workers 2 against 1")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/serve.py needs wrk (Debian: apt-get install wrk)")
@@ -200,27 +207,27 @@ def main() -> None:
                 urls[name] = f"http://127.0.0.1:{port}/v1/models/fraud:predict"
                 wrk(urls[name], bodies[1], 16, 2, tmp)  # warm up
             names = list(apps)
-            for n in (1, 64):
-                for conns in (1, 16, 64):
-                    for rnd in range(args.rounds):
-                        k = rnd % len(names)
-                        for name in names[k:] + names[:k]:
-                            r = wrk(urls[name], bodies[n], conns, args.seconds, tmp, pids[name])
-                            r.update({"app": name, "rows": n, "conns": conns, "round": rnd,
-                                      "predictions_per_s": r["rps"] * n})  # fmt: skip
-                            runs.append(r)
-                    for name in names:
-                        r = median_run(runs, name, n, conns)
-                        print(f"{name:28} rows={n:<3} conns={conns:<3} {r['rps']:9,.0f} req/s "
-                              f"{r['predictions_per_s']:11,.0f} pred/s  p50 {r['p50_ms']:.2f} ms  "
-                              f"p95 {r['p95_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}",
-                              flush=True)  # fmt: skip
+            for n, conns in args.configs:
+                for rnd in range(args.rounds):
+                    k = rnd % len(names)
+                    for name in names[k:] + names[:k]:
+                        r = wrk(urls[name], bodies[n], conns, args.seconds, tmp, pids[name])
+                        r.update({"app": name, "rows": n, "conns": conns, "round": rnd,
+                                  "predictions_per_s": r["rps"] * n})  # fmt: skip
+                        runs.append(r)
+                for name in names:
+                    r = median_run(runs, name, n, conns)
+                    print(f"{name:28} rows={n:<3} conns={conns:<3} {r['rps']:9,.0f} req/s "
+                          f"{r['predictions_per_s']:11,.0f} pred/s  p50 {r['p50_ms']:.2f} ms  "
+                          f"p95 {r['p95_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}",
+                          flush=True)  # fmt: skip
             report(runs, args.rounds)
             for proc in procs:
                 proc.terminate()
                 proc.wait(10)
             procs.clear()
-            if os.cpu_count() and os.cpu_count() > 1:
+            scaled = sorted({n for n, conns in args.configs if conns == 64})
+            if scaled and not args.no_workers and os.cpu_count() and os.cpu_count() > 1:
                 if redis_server.proc is not None:
                     os.sched_setaffinity(redis_server.proc.pid, os.sched_getaffinity(0))
                 workers = {}
@@ -230,7 +237,7 @@ def main() -> None:
                                        port, "/v2/health/ready", cpu=None))  # fmt: skip
                     workers[n] = f"http://127.0.0.1:{port}/v1/models/fraud:predict"
                     wrk(workers[n], bodies[64], 16, 2, tmp, cpu=None)  # warm up
-                runs += scaling(workers, bodies, tmp, args)
+                runs += scaling(workers, bodies, scaled, tmp, args)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -239,15 +246,30 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(runs, indent=2))
 
 
+def configs(text: str) -> list[tuple[int, int]]:
+    """``1x64,64x16`` -> [(1, 64), (64, 16)]: rows per request (1 or 64) x connections."""
+    out = []
+    for part in text.split(","):
+        rows, _, conns = part.partition("x")
+        if rows not in ("1", "64") or not conns.isdigit() or int(conns) < 1:
+            raise argparse.ArgumentTypeError(f"{part!r}: want ROWSxCONNS, ROWS 1 or 64")
+        out.append((int(rows), int(conns)))
+    return out
+
+
 def scaling(
-    urls: dict[int, str], bodies: dict[int, Path], tmp: Path, args: argparse.Namespace
+    urls: dict[int, str],
+    bodies: dict[int, Path],
+    rows: list[int],
+    tmp: Path,
+    args: argparse.Namespace,
 ) -> list[dict]:
     """``--workers`` 1 and 2, nothing pinned, taking turns: requests/s and their ratio."""
     runs = []
     print("\n--workers, nothing pinned, 64 connections, median of the rounds:\n")
     print("| rows | workers | req/s | predictions/s | p50 ms | p95 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
-    for n in (1, 64):
+    for n in rows:
         for rnd in range(args.rounds):
             for w in (1, 2) if rnd % 2 == 0 else (2, 1):
                 r = wrk(urls[w], bodies[n], 64, args.seconds, tmp, cpu=None)
@@ -259,7 +281,7 @@ def scaling(
             r = median_run(runs, f"tideline server, {w} worker(s), unpinned", n, 64)
             print(f"| {n} | {w} | {r['rps']:,.0f} | {r['predictions_per_s']:,.0f} | "
                   f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} |")  # fmt: skip
-    for n in (1, 64):
+    for n in rows:
         at = {(r["workers"], r["round"]): r["rps"] for r in runs if r["rows"] == n}
         ratios = sorted(at[(2, k)] / at[(1, k)] for k in range(args.rounds))
         print(f"\n2 workers / 1, requests/s, {n} row(s): median {ratios[len(ratios) // 2]:.2f} "
