@@ -265,7 +265,6 @@ class DataPlane:
         self._id_prefix = os.urandom(4).hex()
         self._requests = itertools.count(1)
         self._rng = random.Random()
-        self._per_row = 2e-6  # running estimate of prediction time per row
         self.stats: dict[str, TrackStats] = collections.defaultdict(TrackStats)
         self._v1_decoders: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
         self._reload_lock = asyncio.Lock()
@@ -564,7 +563,6 @@ class DataPlane:
         t0 = time.perf_counter()
         preds = stable.predict(X)
         elapsed = time.perf_counter() - t0
-        self._per_row = 0.9 * self._per_row + 0.1 * elapsed / n
         track = forced_track or "stable"
         tracks = [track] * n
         result = Result(preds.tolist(), out_ids, stable.version, stable.revision, tracks)
