@@ -28,6 +28,9 @@ class Settings:
     image: str = "ghcr.io/tideline/runtime:0.1.0"
     redis_url: str | None = None
     image_pull_policy: str = "IfNotPresent"
+    # a removed revision's Redis keys go this long after its objects: by then its pods,
+    # which may write a last checkpoint as they stop (30 s grace by default), are gone
+    retired_grace: float = 120.0
 
 
 def labels(model: OnlineModel, component: str, revision: str | None = None) -> dict[str, str]:

@@ -41,6 +41,9 @@ def settings_from_env() -> Settings:
         image=os.environ.get("TIDELINE_RUNTIME_IMAGE", Settings.image),
         redis_url=os.environ.get("TIDELINE_REDIS_URL") or None,
         image_pull_policy=os.environ.get("TIDELINE_IMAGE_PULL_POLICY", Settings.image_pull_policy),
+        retired_grace=float(
+            os.environ.get("TIDELINE_RETIRED_GRACE_SECONDS", Settings.retired_grace)
+        ),
     )
 
 

@@ -183,7 +183,8 @@ class Reconciler:
         return mem.models[rev]
 
     # -- observe ----------------------------------------------------------------------
-    def observe(self, model: OnlineModel, status: dict[str, Any], r: Any) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, str]]:  # fmt: skip
+    def observe(self, model: OnlineModel, status: dict[str, Any], r: Any) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, str], dict[str, float]]:  # fmt: skip
+        """The stable pointers, the health summary, the routing hash, the retired revisions."""
         keys = Keys(model.namespace, model.name)
         stable = status.get("stableRevision") or model.revision
         try:
@@ -191,15 +192,17 @@ class Reconciler:
             p.hgetall(keys.rev(stable, "pointers"))
             p.get(keys.health)
             p.hgetall(keys.routing)
-            pointers, health, routing = p.execute()
+            p.zrange(keys.retired, 0, -1, withscores=True)
+            pointers, health, routing, retired = p.execute()
         except redis.RedisError as e:
             log.warning("%s/%s: Redis unavailable: %s", model.namespace, model.name, e)
-            return {}, None, {}
+            return {}, None, {}, {}
         ptr = {k.decode(): int(v) for k, v in pointers.items() if k != b"pinned"}
         return (
             ptr,
             orjson.loads(health) if health else None,
             {k.decode(): v.decode() for k, v in routing.items()},
+            {rev.decode(): at for rev, at in retired},
         )
 
     # -- the turn ---------------------------------------------------------------------
@@ -243,7 +246,7 @@ class Reconciler:
     def _turn(self, model: OnlineModel, manifest: dict[str, Any], before: dict[str, Any],
               mem: ModelMemory, children: list[ChildState], r: Any, event: EventFn, now: float,
               generation: int) -> dict[str, Any]:  # fmt: skip
-        pointers, health, routing = self.observe(model, before, r)
+        pointers, health, routing, retired = self.observe(model, before, r)
         stable_rev = before.get("stableRevision") or model.revision
         servers = [c for c in children if c.component == "server" and c.revision == stable_rev]
         ready = sum(c.ready for c in servers)
@@ -265,13 +268,16 @@ class Reconciler:
             # the promoted learner keeps its arguments: no restart at promotion
             st["stableWarmStart"] = st.pop("canaryWarmStart", None)
         for action in decision.actions:
-            self._act(model, action, r, event)
-        self._children(model, manifest, st, mem, children, now)
+            self._act(model, action, r, event, retired)
+        removed = self._children(model, manifest, st, mem, children, now)
         self._routing(model, manifest, st, mem, routing, r, now)
+        if removed or retired:
+            self._forget_retired(model, st, r, removed, retired, now)
         return st
 
     # -- actions ----------------------------------------------------------------------
-    def _act(self, model: OnlineModel, a: Action, r: Any, event: EventFn) -> None:
+    def _act(self, model: OnlineModel, a: Action, r: Any, event: EventFn,
+             retired: Mapping[str, float]) -> None:  # fmt: skip
         ACTIONS.labels(a.kind).inc()
         store = ModelStore(r, model.namespace, model.name)
         keys = store.keys
@@ -294,6 +300,10 @@ class Reconciler:
                 )
             elif a.kind == "promote":
                 PROMOTIONS.inc()
+            elif a.kind == "start-canary" and a.args["revision"] in retired:
+                # a revision back (a reverted spec) starts afresh, warm from the stable,
+                # not from what it had learned when it left
+                store.forget(a.args["revision"])
             # start-canary, set-weight, remove-revision: the children and the routing
             # hash follow the new status (see _children: a removed revision goes after
             # its successor's objects are applied, so `<name>` always has servers).
@@ -302,6 +312,23 @@ class Reconciler:
             event("Warning", "ActionFailed", f"{a.kind}: {e}")
         if a.kind == "event" and a.args.get("reason") == "RolloutAborted":
             ABORTS.inc()
+
+    def _forget_retired(self, model: OnlineModel, st: dict[str, Any], r: Any, removed: set[str],
+                        retired: Mapping[str, float], now: float) -> None:  # fmt: skip
+        """Note the revisions removed this turn; forget those removed a grace ago."""
+        store = ModelStore(r, model.namespace, model.name)
+        active = {st["stableRevision"], st.get("canaryRevision")}
+        try:
+            for rev in removed:
+                store.retire(rev, now)
+            for rev, at in retired.items():
+                if rev not in active and now - at >= self.settings.retired_grace:
+                    n = store.forget(rev)
+                    log.info("%s/%s: revision %s forgotten (%d keys)",
+                             model.namespace, model.name, rev, n)  # fmt: skip
+        except redis.RedisError as e:
+            log.warning("%s/%s: retired revisions not cleaned up: %s",
+                        model.namespace, model.name, e)  # fmt: skip
 
     def remove_revision(self, model: OnlineModel, revision: str) -> None:
         """Delete a revision's Deployments, ConfigMap and canary Service.
@@ -365,7 +392,8 @@ class Reconciler:
         )
 
     def _children(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
-                  mem: ModelMemory, children: list[ChildState], now: float) -> None:  # fmt: skip
+                  mem: ModelMemory, children: list[ChildState], now: float) -> set[str]:  # fmt: skip
+        """Apply what the status wants; the revisions whose objects were removed."""
         # Children depend on the spec and the revisions only: rebuild them when those
         # change, and every `resync` seconds (re-creating what someone deleted).
         md = manifest["metadata"]
@@ -374,7 +402,7 @@ class Reconciler:
         if key != mem.desired_key or now - mem.desired_at >= self.resync:
             self._apply_desired(model, manifest, st, mem)
             mem.desired_key, mem.desired_at = key, now
-        self._remove_stale(model, st, mem, children)
+        return self._remove_stale(model, st, mem, children)
 
     def _apply_desired(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
                        mem: ModelMemory) -> None:  # fmt: skip
@@ -397,7 +425,7 @@ class Reconciler:
             mem.applied[key] = digest
 
     def _remove_stale(self, model: OnlineModel, st: dict[str, Any], mem: ModelMemory,
-                      children: list[ChildState]) -> None:  # fmt: skip
+                      children: list[ChildState]) -> set[str]:  # fmt: skip
         active = {st["stableRevision"]} | (
             {st["canaryRevision"]} if st.get("canaryRevision") and not st.get("aborted") else set()
         )
@@ -405,12 +433,14 @@ class Reconciler:
         servers = [c for c in children if c.component == "server"
                    and c.revision == st["stableRevision"]]  # fmt: skip
         if stale and not (servers and all(c.ready >= c.replicas for c in servers)):
-            return  # a promoted revision's servers first become ready; the old ones answer meanwhile
+            # a promoted revision's servers first become ready; the old ones answer meanwhile
+            return set()
         for rev in stale:
             self.remove_revision(model, rev)
             mem.applied.clear()  # re-apply once: a no-op at the API for what is unchanged
             mem.desired_key = None
             mem.models.pop(rev, None)
+        return stale
 
     def _routing(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
                  mem: ModelMemory, current: dict[str, str], r: Any, now: float) -> None:  # fmt: skip

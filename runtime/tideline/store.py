@@ -24,10 +24,17 @@ A revision may also hold a drift ``reference`` (:class:`Reference`): the
 feature statistics the monitor compares traffic with. It comes from the
 warm-start baseline (a snapshot file written with one, or the revision it
 warm-started from), or else the monitor records its first window there.
+
+A revision the operator removes (promoted over, aborted, replaced) is
+``retire``d; once its pods are surely gone the operator ``forget``s it:
+every key under ``rev:{revision}:`` and its learner's consumer groups. A
+revision that comes back later (a reverted spec) then starts afresh from
+the stable one instead of resuming what it had learned when it left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,6 +98,11 @@ class Keys:
     def driftlog(self) -> str:
         """Stream of drift events (concept, features, predictions) for later analysis."""
         return f"{self.prefix}:driftlog"
+
+    @property
+    def retired(self) -> str:
+        """Sorted set: revisions the operator removed -> when; their keys go after a grace."""
+        return f"{self.prefix}:retired"
 
     def rev(self, revision: str, name: str) -> str:
         return f"{self.prefix}:rev:{revision}:{name}"
@@ -220,6 +232,32 @@ class ModelStore:
     def save_reference(self, revision: str, reference: Reference) -> bool:
         """Store a revision's drift reference unless it has one; True when this one was stored."""
         return bool(self.r.set(self.keys.rev(revision, "reference"), reference.to_blob(), nx=True))
+
+    def retire(self, revision: str, at: float) -> None:
+        """Note that ``revision`` left at ``at`` (kept if already noted: the first time counts)."""
+        self.r.zadd(self.keys.retired, {revision: at}, nx=True)
+
+    def retired(self) -> dict[str, float]:
+        """Revisions retired and not yet forgotten -> when they were retired."""
+        return {m.decode(): t for m, t in self.r.zrange(self.keys.retired, 0, -1, withscores=True)}
+
+    def forget(self, revision: str) -> int:
+        """Delete a revision's keys and its learner's consumer groups; the number of keys deleted."""
+        k = self.keys
+        removed = 0
+        batch: list[bytes] = []
+        for key in self.r.scan_iter(match=f"{k.prefix}:rev:{revision}:*", count=1000):
+            batch.append(key)
+            if len(batch) == 500:
+                removed += self.r.unlink(*batch)
+                batch = []
+        if batch:
+            removed += self.r.unlink(*batch)
+        for stream in (k.samples, k.feedback):
+            with contextlib.suppress(redis.ResponseError):  # no such stream
+                self.r.xgroup_destroy(stream, k.learner_group(revision))
+        self.r.zrem(k.retired, revision)
+        return removed
 
     # -- reading ----------------------------------------------------------------------
     def reference(self, revision: str) -> Reference | None:

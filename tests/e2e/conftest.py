@@ -105,6 +105,7 @@ class Operator:
             "KUBECONFIG": str(self.installed.kubeconfig),
             "TIDELINE_REDIS_URL": self.installed.redis.url,
             "TIDELINE_OPERATOR_INTERVAL": "0.5",
+            "TIDELINE_RETIRED_GRACE_SECONDS": "2",
             "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT / 'runtime'}",
         }
         self.proc = subprocess.Popen(

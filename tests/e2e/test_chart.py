@@ -67,3 +67,4 @@ def test_the_operator_gets_the_default_redis_from_the_values(cluster: ControlPla
     }
     assert env["TIDELINE_REDIS_URL"] == "redis://r:6379/0"
     assert env["TIDELINE_RUNTIME_IMAGE"] == "ghcr.io/tideline/runtime:0.1.0"
+    assert env["TIDELINE_RETIRED_GRACE_SECONDS"] == "120"

@@ -198,6 +198,11 @@ def test_a_changed_model_rolls_out_as_a_canary_that_follows_the_steps_and_is_pro
     ns = _ns(installed, "e2e-canary")
     old, new = _stable_then_canary(installed, ns, "ctr", CANARY_ROLLOUT)
     keys = Keys(ns, "ctr")
+    # what the learners would have left (the fake node runs none)
+    model = parse(_model("ctr", ns, rollout=CANARY_ROLLOUT))
+    for rev in (old, new):
+        ModelStore(rc, ns, "ctr").publish(rev, 0, make_learner(model.spec.model.to_dict()))
+    rc.set(keys.rev(old, "checkpoint"), b"state")
     until(lambda: _status(installed, ns, "ctr").get("canaryRevision") == new, 30, "canary")
     learner = get(cp, "deployment", f"ctr-learner-{new}", "-n", ns)
     args = learner["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -226,6 +231,9 @@ def test_a_changed_model_rolls_out_as_a_canary_that_follows_the_steps_and_is_pro
     until(lambda: not get(cp, "deployments", "-n", ns, "-l", f"tideline.dev/revision={old}")["items"],
           30, "old revision removed")  # fmt: skip
     assert _events(installed, ns, "Promoted")
+    # its Redis keys go once the grace (2 s here) has passed; the new revision's stay
+    until(lambda: not rc.keys(f"{keys.prefix}:rev:{old}:*"), 30, "old revision's keys deleted")
+    assert rc.hget(keys.rev(new, "pointers"), "served") == b"0"
 
 
 def test_a_canary_that_loses_accuracy_aborts_to_weight_zero_with_a_degraded_condition(

@@ -220,6 +220,69 @@ def test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable(setup, r
     assert promoted == canary_template, "the promoted learner is not restarted"
 
 
+def _promoted(setup: tuple, r: redis.Redis) -> tuple[dict, dict, str, str]:
+    """A model whose revision ``old`` (with versions, a checkpoint and a learner group in
+    Redis) was promoted over by ``new`` and whose objects just went: (m, m2, old, new)."""
+    _, kube, _, _, _ = setup
+    keys = Keys("test", "fraud")
+    m = manifest("fraud", rollout={"steps": [{"setWeight": 50}, {"pause": {}}]})
+    old = parse(m).revision
+    _publish(r, m, old, 2)
+    r.set(keys.rev(old, "checkpoint"), b"state")
+    r.xgroup_create(keys.samples, keys.learner_group(old), id="0", mkstream=True)
+    _turn(setup, _body(m))
+    m2 = copy.deepcopy(m)
+    m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
+    new = parse(m2).revision
+    _publish(r, m2, new, 1)
+    _turn(setup, _body(m2, generation=2))
+    promote = _body(m2, generation=2)
+    promote["metadata"]["annotations"] = {"tideline.dev/promote": "true"}
+    st = _turn(setup, promote)
+    assert st is not None and st["stableRevision"] == new
+    _turn(setup, _body(m2, generation=2))  # the old Deployments go
+    assert ("Deployment", f"fraud-learner-{old}") in kube.deleted
+    return m, m2, old, new
+
+
+def _keys_of(r: redis.Redis, revision: str) -> list[bytes]:
+    return sorted(r.keys(f"tideline:test:fraud:rev:{revision}:*"))
+
+
+def test_a_removed_revisions_redis_keys_go_a_grace_after_its_objects(setup, r) -> None:
+    rec, _, clock, _, _ = setup
+    _, m2, old, new = _promoted(setup, r)
+    keys = Keys("test", "fraud")
+    kept = _keys_of(r, new)
+    assert len(_keys_of(r, old)) == 6  # versions 1-2, versions, vmeta, pointers, checkpoint
+    assert ModelStore(r, "test", "fraud").retired() == {old: clock.now}
+    clock.now += rec.settings.retired_grace - 1  # its pods may still be stopping
+    _turn(setup, _body(m2, generation=2))
+    assert len(_keys_of(r, old)) == 6
+    clock.now += 1
+    _turn(setup, _body(m2, generation=2))
+    assert _keys_of(r, old) == [] and _keys_of(r, new) == kept
+    assert ModelStore(r, "test", "fraud").retired() == {}
+    assert [g["name"] for g in r.xinfo_groups(keys.samples)] == []
+
+
+def test_a_revision_that_comes_back_starts_afresh_from_the_stable(setup, r) -> None:
+    """A reverted spec: the old revision's learner warm-starts from the stable again instead
+    of resuming the checkpoint it left behind."""
+    _, kube, clock, _, _ = setup
+    m, _, old, new = _promoted(setup, r)
+    clock.now += 5  # well within the grace
+    st = _turn(setup, _body(m, generation=3))
+    assert st is not None and st["canaryRevision"] == old
+    assert _keys_of(r, old) == []
+    assert ModelStore(r, "test", "fraud").retired() == {}
+    learner = kube.objects[("Deployment", f"fraud-learner-{old}")]
+    assert learner["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == [
+        "--warm-start-revision",
+        new,
+    ]
+
+
 def test_a_canary_with_another_image_gets_its_own_servers_and_service(setup, r) -> None:
     rec, kube, clock, events, _ = setup
     m = manifest("fraud", rollout=ROLLOUT)

@@ -102,3 +102,32 @@ def test_pointing_at_a_missing_version_is_refused(r) -> None:
         store.set_pointer("rev", "served", 7)
     with pytest.raises(StoreError, match="unknown pointer"):
         store.set_pointer("rev", "best", 0)
+
+
+def test_forgetting_a_revision_deletes_its_keys_and_learner_groups_and_nothing_else(r) -> None:
+    store = ModelStore(r, "ns", "m")
+    other = ModelStore(r, "ns", "m2")  # same revision name, another model
+    m, _ = _learner()
+    for v in range(3):
+        store.publish("old", v, m)
+        store.publish("new", v, m)
+    other.publish("old", 0, m)
+    k = store.keys
+    r.set(k.rev("old", "checkpoint"), b"x")
+    r.hset(k.rev("old", "control"), "paused", "0")
+    for stream in (k.samples, k.feedback):
+        for rev in ("old", "new"):
+            r.xgroup_create(stream, k.learner_group(rev), id="0", mkstream=True)
+    store.retire("old", 100.0)
+    store.retire("old", 200.0)  # the first retirement counts
+    assert store.retired() == {"old": 100.0}
+    kept = {key for key in r.keys("*") if b":old:" not in key or b":m2:" in key}
+    kept.remove(k.retired.encode())  # emptied, so gone
+
+    assert store.forget("old") == 8  # 3 versions, versions, vmeta, pointers, checkpoint, control
+    assert set(r.keys("*")) == kept
+    assert store.retired() == {}
+    for stream in (k.samples, k.feedback):
+        assert [g["name"] for g in r.xinfo_groups(stream)] == [k.learner_group("new").encode()]
+    assert store.versions("new") == [0, 1, 2] and other.versions("old") == [0]
+    assert store.forget("old") == 0  # twice is harmless
