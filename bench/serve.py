@@ -59,10 +59,11 @@ end
 """
 
 
-def pinned(cpu: int) -> list[str]:
+def pinned(cpu: int | None) -> list[str]:
+    """The command prefix that runs on CPU ``cpu`` (nothing for None, or one CPU)."""
     return (
         ["taskset", "-c", str(cpu)]
-        if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
+        if cpu is not None and shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
         else []
     )
 
@@ -85,7 +86,7 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 def start(cmd: list[str], port: int, ready_path: str, cpu: int | None = 0) -> subprocess.Popen:
     """A server started (on CPU ``cpu``, or anywhere for None) and answering ``ready_path``."""
     proc = subprocess.Popen(
-        [*(pinned(cpu) if cpu is not None else []), *cmd],
+        [*pinned(cpu), *cmd],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -114,7 +115,7 @@ def wrk(
     cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         [
-            *(pinned(cpu) if cpu is not None else []),
+            *pinned(cpu),
             "wrk",
             "-t1",
             f"-c{conns}",

@@ -317,6 +317,7 @@ class Reconciler:
                         retired: Mapping[str, float], now: float) -> None:  # fmt: skip
         """Note the revisions removed this turn; forget those removed a grace ago."""
         store = ModelStore(r, model.namespace, model.name)
+        # an aborted canary keeps its keys (to look into) until the spec moves on
         active = {st["stableRevision"], st.get("canaryRevision")}
         try:
             for rev in removed:

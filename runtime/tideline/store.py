@@ -25,8 +25,8 @@ feature statistics the monitor compares traffic with. It comes from the
 warm-start baseline (a snapshot file written with one, or the revision it
 warm-started from), or else the monitor records its first window there.
 
-A revision the operator removes (promoted over, aborted, replaced) is
-``retire``d; once its pods are surely gone the operator ``forget``s it:
+A revision the operator removes (promoted over, replaced, reverted away
+from) is ``retire``d; once its pods are surely gone the operator ``forget``s it:
 every key under ``rev:{revision}:`` and its learner's consumer groups. A
 revision that comes back later (a reverted spec) then starts afresh from
 the stable one instead of resuming what it had learned when it left.
