@@ -277,6 +277,47 @@ def test_a_log_write_stopped_while_serialising_keeps_every_entry(r, redis_server
     assert [i for e in entries for i in log_ids(e)] == ids  # written at stop
 
 
+def test_stop_ends_the_background_tasks_even_when_redis_py_swallows_a_cancellation(
+    r, redis_server
+) -> None:
+    """redis-py can turn a cancellation that lands as a read times out into a TimeoutError
+    (redis/redis-py#2551): the pub/sub loop took it for a lost connection and went on, so
+    the event loop's shutdown waited for it forever."""
+    model = parse(manifest(name="fraud"))
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
+
+    async def scenario() -> list[str]:
+        dp = DataPlane(model, redis_server.url)
+        await dp.start()
+        real = dp.r.pubsub
+
+        def pubsub(**kw):
+            ps = real(**kw)
+            get_message = ps.get_message
+
+            async def swallowing(**kw):
+                try:
+                    return await get_message(**kw)
+                except asyncio.CancelledError:
+                    raise TimeoutError("timed out") from None
+
+            ps.get_message = swallowing
+            return ps
+
+        dp.r.pubsub = pubsub
+        await asyncio.sleep(1.5)  # the loop is in a get_message of the new kind
+        tasks = list(dp._tasks)
+        await asyncio.wait_for(dp.stop(), timeout=10)
+        left = [t.get_name() for t in tasks if not t.done()]
+        dp.r.pubsub = real  # whatever is left can be cancelled now, not to hang this test
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks, timeout=5)
+        return left
+
+    assert asyncio.run(scenario()) == []
+
+
 def test_metrics_count_requests_predictions_and_missing_values(served: Served) -> None:
     served.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
     text = served.client.get("/metrics").text

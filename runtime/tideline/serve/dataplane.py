@@ -258,6 +258,10 @@ class DataPlane:
         self._log: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=log_queue)
         self._log_event = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        # The background loops also end on this, not only on cancellation: redis-py can
+        # turn a cancellation that lands as a read times out into a TimeoutError
+        # (redis/redis-py#2551), which they take for a lost connection and retry.
+        self._stopping = False
         self._r: Any = None  # redis.asyncio.Redis; bytes replies (see tideline.learner)
         self._http: httpx.AsyncClient | None = None
         # Prediction ids: a random prefix per process, a counter per request, the
@@ -285,6 +289,7 @@ class DataPlane:
         except (redis.exceptions.RedisError, OSError) as e:
             log.warning("redis unavailable at start (%s); will retry", e)
         loop = asyncio.get_running_loop()
+        self._stopping = False
         self._tasks = [
             loop.create_task(self._subscribe(), name="tideline-subscribe"),
             loop.create_task(self._poll(), name="tideline-poll"),
@@ -293,6 +298,7 @@ class DataPlane:
         ]
 
     async def stop(self) -> None:
+        self._stopping = True
         for t in self._tasks:
             t.cancel()
         if self._tasks:
@@ -383,11 +389,11 @@ class DataPlane:
         self.warmed = True
 
     async def _subscribe(self) -> None:
-        while True:
+        while not self._stopping:
             pubsub = self.r.pubsub()
             try:
                 await pubsub.subscribe(self.keys.events)
-                while True:
+                while not self._stopping:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg.get("type") == "message":
                         await self.refresh()
@@ -397,12 +403,12 @@ class DataPlane:
                 log.debug("pub/sub lost (%s)", e)
                 await asyncio.sleep(self.poll_interval)
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(pubsub.aclose())
+                with contextlib.suppress(Exception):  # bounded: stopping must not wait on it
+                    await asyncio.wait_for(asyncio.shield(pubsub.aclose()), timeout=2.0)
 
     async def _poll(self) -> None:
         """Polling backs pub/sub up: a missed message costs at most one interval."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.poll_interval)
             try:
                 await self.refresh()
@@ -785,7 +791,7 @@ class DataPlane:
 
     async def _flush_log(self) -> None:
         backoff = self.log_flush_interval
-        while True:
+        while not self._stopping:
             await self._log_event.wait()
             self._log_event.clear()
             await asyncio.sleep(self.log_flush_interval)  # gather a batch
@@ -823,7 +829,7 @@ class DataPlane:
 
     async def _report(self) -> None:
         """Every second: this server's counters and latency percentiles per track, in Redis."""
-        while True:
+        while not self._stopping:
             await asyncio.sleep(1.0)
             self.metrics.flush()  # other workers' scrapes read these (--workers N)
             stable, canary = self.stable, self.canary
