@@ -277,6 +277,31 @@ def test_a_log_write_stopped_while_serialising_keeps_every_entry(r, redis_server
     assert [i for e in entries for i in log_ids(e)] == ids  # written at stop
 
 
+def test_the_prediction_log_is_capped_in_predictions_not_entries(r, redis_server) -> None:
+    """An entry holds a flush of requests: the cap of log_maxlen counts their rows."""
+    model = parse(manifest(name="fraud"))
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
+
+    async def scenario() -> list[list[str]]:
+        dp = DataPlane(model, redis_server.url, log_flush_interval=60, log_maxlen=640)
+        await dp.start()
+        try:
+            flushes = []
+            for _ in range(30):  # 30 entries of two requests of 32 rows
+                flushes.append([i for _ in range(2) for i in dp.predict(ROWS * 16).ids])
+                await dp._write_log()
+            await dp._trim_log()
+            return flushes
+        finally:
+            await dp.stop()
+
+    flushes = asyncio.run(scenario())
+    entries = [orjson.loads(e[1][b"data"]) for e in r.xrange(Keys("test", "fraud").predictions)]
+    assert len(entries) == 10  # 640 predictions (a count cap of entries kept all 30)
+    assert [log_ids(e) for e in entries] == flushes[-10:]  # the newest
+    assert sum(len(log_rows(e)) for e in entries) == 640
+
+
 def test_stop_ends_the_background_tasks_even_when_redis_py_swallows_a_cancellation(
     r, redis_server
 ) -> None:
