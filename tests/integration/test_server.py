@@ -302,6 +302,32 @@ def test_the_prediction_log_is_capped_in_predictions_not_entries(r, redis_server
     assert sum(len(log_rows(e)) for e in entries) == 640
 
 
+def test_the_log_queue_is_bounded_in_bytes_and_keeps_the_newest(r, redis_server) -> None:
+    """Through an outage the queue drops its oldest entries past log_queue_bytes, counted."""
+    model = parse(manifest(name="fraud"))
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
+    body = orjson.dumps({"instances": ROWS * 8})  # 16 rows, read by the general path
+
+    async def scenario() -> tuple[list[list[str]], int, int, float]:
+        dp = DataPlane(
+            model, redis_server.url, log_flush_interval=60, log_queue_bytes=10 * len(body)
+        )
+        await dp.start()
+        try:
+            requests = [dp.predict(ROWS * 8, raw=body).ids for _ in range(25)]
+            queued, held = len(dp._log), dp._log_bytes
+            dropped = dp.metrics.registry.get_sample_value("tideline_server_log_dropped_total")
+            await dp._write_log()
+            return [list(ids) for ids in requests], queued, held, dropped or 0.0
+        finally:
+            await dp.stop()
+
+    requests, queued, held, dropped = asyncio.run(scenario())
+    assert (queued, held, dropped) == (10, 10 * len(body), 15)
+    entries = [orjson.loads(e[1][b"data"]) for e in r.xrange(Keys("test", "fraud").predictions)]
+    assert [i for e in entries for i in log_ids(e)] == [i for ids in requests[-10:] for i in ids]
+
+
 def test_stop_ends_the_background_tasks_even_when_redis_py_swallows_a_cancellation(
     r, redis_server
 ) -> None:

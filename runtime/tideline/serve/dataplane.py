@@ -20,8 +20,9 @@ module does the rest, and never waits on Redis on the request path:
 * **Logging.** Every answered request appends one entry per track to an
   in-memory queue; a background task writes the queue to the capped
   ``predictions`` stream in pipelined batches. Through a Redis outage the
-  queue holds up to ``log_queue`` entries (the oldest are dropped and
-  counted beyond that) while the server keeps answering from memory.
+  queue holds up to ``log_queue`` entries and about ``log_queue_bytes`` of
+  them (the oldest are dropped and counted beyond that) while the server
+  keeps answering from memory.
 """
 
 from __future__ import annotations
@@ -237,6 +238,9 @@ class DataPlane:
         # 1% of a core at any load, with the log 20 ms behind the answers.
         log_flush_interval: float = 0.02,
         log_queue: int = 100_000,
+        # 100k requests of 64 rows would be 1.1 GB of bodies: a Redis outage must
+        # not take the pod's memory with it
+        log_queue_bytes: int = 256 << 20,
         # Predictions the stream keeps, about (the oldest go first), besides
         # labelWindow's trim by time: at 64 rows of six features a request,
         # about 180 MB of Redis.
@@ -259,7 +263,9 @@ class DataPlane:
         self.canary: Loaded | None = None
         self.last_good: Loaded | None = None
         self.warmed = False
-        self._log: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=log_queue)
+        self.log_queue, self.log_queue_bytes = log_queue, log_queue_bytes
+        self._log: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._log_bytes = 0  # what the queued entries hold, about (see _entry_size)
         self._log_event = asyncio.Event()
         # Rows and entries this server wrote to the stream, decayed every second:
         # an entry holds a flush of requests, so the count cap is in entries of
@@ -697,11 +703,25 @@ class DataPlane:
         ``scores`` are a JSON array already written (all the request's rows) or
         the floats (the rows ``idx`` picks).
         """
-        if len(self._log) == self._log.maxlen:
-            self.metrics.log_dropped.inc()
         names = self.stable.schema.names if self.stable is not None else None
-        self._log.append((time.time(), track, loaded, fallback, rows, ids, scores, idx, names, raw))
+        entry = (time.time(), track, loaded, fallback, rows, ids, scores, idx, names, raw)
+        queue = self._log
+        queue.append(entry)
+        self._log_bytes += self._entry_size(entry)
+        while len(queue) > 1 and (
+            len(queue) > self.log_queue or self._log_bytes > self.log_queue_bytes
+        ):
+            self._log_bytes -= self._entry_size(queue.popleft())
+            self.metrics.log_dropped.inc()
         self._log_event.set()
+
+    @staticmethod
+    def _entry_size(entry: tuple[Any, ...]) -> int:
+        """Bytes a queued entry holds, about: its request body, or 256 a row without one."""
+        raw = entry[9]
+        if raw is not None:
+            return len(raw)
+        return 256 * len(entry[5] if entry[7] is None else entry[7])  # its ids, or idx of them
 
     @staticmethod
     def _serialise(items: list[tuple[Any, ...]]) -> list[dict[bytes, bytes]]:
@@ -785,6 +805,7 @@ class DataPlane:
                 taken += batch
                 for item in batch:
                     rows += len(item[5]) if item[7] is None else len(item[7])  # ids or idx
+                    self._log_bytes -= self._entry_size(item)
                 for entry in self._serialise(batch):
                     entries += 1
                     # The learner and the monitor need labelWindow of log, no more: trim
@@ -794,15 +815,19 @@ class DataPlane:
                 if left:
                     await asyncio.sleep(0)
         except asyncio.CancelledError:  # stopped while serialising: nothing was sent
-            self._log.extendleft(reversed(taken))
+            self._put_back(taken)
             raise
         try:
             await pipe.execute()
         except (redis.exceptions.RedisError, OSError):
-            self._log.extendleft(reversed(taken))  # keep them for the next try
+            self._put_back(taken)  # keep them for the next try
             raise
         self._logged_rows += rows
         self._logged_entries += entries
+
+    def _put_back(self, taken: list[tuple[Any, ...]]) -> None:
+        self._log.extendleft(reversed(taken))
+        self._log_bytes += sum(map(self._entry_size, taken))
 
     async def _trim_log(self) -> None:
         # Exact: an approximate trim drops only whole nodes of 100 entries, and 100
