@@ -809,8 +809,8 @@ class DataPlane:
                 for entry in self._serialise(batch):
                     entries += 1
                     # The learner and the monitor need labelWindow of log, no more: trim
-                    # by time. (An entry holds a whole flush of requests, so a count of
-                    # entries says little about memory; the count cap is kept as well.)
+                    # by time. (The cap in predictions is applied every second, by
+                    # _trim_log: XADD takes one trim, and MINID rules out MAXLEN.)
                     pipe.xadd(self.keys.predictions, entry, minid=horizon, approximate=False)
                 if left:
                     await asyncio.sleep(0)
