@@ -716,12 +716,15 @@ class DataPlane:
         self._log_event.set()
 
     @staticmethod
+    def _entry_rows(entry: tuple[Any, ...]) -> int:
+        """Rows a queued entry logs: all its ids, or the ones its idx picks."""
+        return len(entry[5] if entry[7] is None else entry[7])
+
+    @staticmethod
     def _entry_size(entry: tuple[Any, ...]) -> int:
         """Bytes a queued entry holds, about: its request body, or 256 a row without one."""
         raw = entry[9]
-        if raw is not None:
-            return len(raw)
-        return 256 * len(entry[5] if entry[7] is None else entry[7])  # its ids, or idx of them
+        return len(raw) if raw is not None else 256 * DataPlane._entry_rows(entry)
 
     @staticmethod
     def _serialise(items: list[tuple[Any, ...]]) -> list[dict[bytes, bytes]]:
@@ -804,7 +807,7 @@ class DataPlane:
                 left -= len(batch)
                 taken += batch
                 for item in batch:
-                    rows += len(item[5]) if item[7] is None else len(item[7])  # ids or idx
+                    rows += self._entry_rows(item)
                     self._log_bytes -= self._entry_size(item)
                 for entry in self._serialise(batch):
                     entries += 1
