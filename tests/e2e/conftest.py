@@ -30,7 +30,11 @@ RELEASE, NAMESPACE = "tideline", "tideline-system"
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ControlPlane]:
-    with ControlPlane() as cp:
+    try:
+        cp = ControlPlane()
+    except RuntimeError as e:  # not built: `make e2e-bin` names what failed
+        pytest.fail(str(e), pytrace=False)
+    with cp:
         yield cp
 
 

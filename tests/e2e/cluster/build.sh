@@ -8,6 +8,10 @@
 # module with its published v0.X.Y builds fine. Binaries are cached under
 # ~/.cache/tideline-e2e/<version>/bin, so later runs skip all of this.
 #
+# `make e2e-bin` runs it before pytest starts (a cold build takes 7-17 minutes
+# on 2 cores, far past a test's timeout); the suite only finds the binaries,
+# with `build.sh --find`, which builds nothing and fails naming what is missing.
+#
 # Prints the directory holding the binaries on its last line.
 set -euo pipefail
 
@@ -20,15 +24,31 @@ BIN=$CACHE/bin
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 export GOPATH=${GOPATH:-$HOME/go}
 
+ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
 need() { for b in "$@"; do [ -x "$BIN/$b" ] || return 1; done; }
-if need etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm; then
+if need "${ALL[@]}"; then
   echo "$BIN"
   exit 0
 fi
-command -v go >/dev/null || { echo "go is needed to build the e2e control plane" >&2; exit 1; }
+if [ "${1:-}" = --find ]; then
+  missing=(); for b in "${ALL[@]}"; do [ -x "$BIN/$b" ] || missing+=("$b"); done
+  echo "the e2e control plane is not built (missing in $BIN: ${missing[*]}): run \`make e2e-bin\`" >&2
+  exit 1
+fi
+command -v go >/dev/null || { echo "make e2e-bin: go (>= 1.24) is needed to build the e2e control plane" >&2; exit 1; }
 mkdir -p "$BIN" "$CACHE/src"
 start=$(date +%s)
-log() { echo "[build $(($(date +%s) - start))s] $*" >&2; }
+step="start"
+log() { step="$*"; echo "[build $(($(date +%s) - start))s] $*" >&2; }
+# Any failing command names the step it broke and the way to retry, once.
+trap 'echo "make e2e-bin: building the e2e control plane failed at: $step (after $(($(date +%s) - start))s; output above)" >&2' ERR
+# quiet CMD...: run CMD with its output kept aside, shown only if it fails.
+quiet() {
+  local out
+  out=$(mktemp)
+  if ! "$@" >"$out" 2>&1; then tail -n 40 "$out" >&2; rm -f "$out"; return 1; fi
+  rm -f "$out"
+}
 
 # --- kubernetes: wrapper module with the staging replaces read from the release's go.mod
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
@@ -94,7 +114,7 @@ import "os"
 
 func main() { etcdmain.Main(os.Args) }
 GO
-  (cd "$esrc" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 && go mod tidy >/dev/null 2>&1 && \
+  (cd "$esrc" && quiet go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && quiet go mod tidy && \
     go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" .)
 fi
 
