@@ -56,7 +56,9 @@ def find_binaries() -> Path:
     """
     out = subprocess.run(["bash", str(HERE / "build.sh"), "--find"], capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip() or "the e2e control plane is not built: run `make e2e-bin`")
+        raise RuntimeError(
+            out.stderr.strip() or "the e2e control plane is not built: run `make e2e-bin`"
+        )
     return Path(out.stdout.strip().splitlines()[-1])
 
 
