@@ -50,12 +50,23 @@ class ADWIN:
         Observations per block; drift is tested each time a block completes.
     max_blocks
         Bound on the window (``max_blocks * clock`` observations).
+    direction
+        Which changes are reported: ``"both"`` (ADWIN's own test), ``"up"``
+        (the mean rose: an error rate going up, what concept drift means) or
+        ``"down"``. The window adapts to every change either way: a falling
+        error rate (a model that is learning) drops the old part silently, so
+        a later rise is measured against the recent level.
     """
 
-    def __init__(self, delta: float = 0.002, clock: int = 32, max_blocks: int = 8192) -> None:
+    def __init__(
+        self, delta: float = 0.002, clock: int = 32, max_blocks: int = 8192, direction: str = "both"
+    ) -> None:
+        if direction not in ("both", "up", "down"):
+            raise ValueError(f"direction must be both, up or down (got {direction!r})")
         self.delta = delta
         self.clock = clock
         self.max_blocks = max_blocks
+        self.direction = direction
         self._pending: list[float] = []  # values of the block being filled
         cap = 2 * max_blocks + 1
         self._s1 = np.zeros(cap)  # prefix sums over blocks: s1[i] = sum of blocks [0, i)
@@ -148,10 +159,11 @@ class ADWIN:
                 self._end = e + len(chunk)
                 self._bound()
                 break
-            t, cut_at = hit
+            t, cut_at, rose = hit
             self._end = t
-            fired.append(done + (t - e - 1))
-            self.n_detections += 1
+            if self.direction == "both" or rose == (self.direction == "up"):
+                fired.append(done + (t - e - 1))
+                self.n_detections += 1
             self._start = cut_at
             while (h := self._first_cut(self._end, self._end)) is not None:  # cut while it holds
                 self._start = h[1]
@@ -163,8 +175,9 @@ class ADWIN:
         if self._end - self._start > self.max_blocks:
             self._start = self._end - self.max_blocks
 
-    def _first_cut(self, first_end: int, last_end: int) -> tuple[int, int] | None:
-        """The first block end in [first_end, last_end] at which some cut fires, and the cut."""
+    def _first_cut(self, first_end: int, last_end: int) -> tuple[int, int, bool] | None:
+        """The first block end in [first_end, last_end] at which some cut fires, the cut, and
+        whether the recent part's mean is the higher one."""
         ends = np.arange(first_end, last_end + 1)
         start = self._start
         k = self._cuts[self._cuts < (last_end - start)]
@@ -178,7 +191,7 @@ class ADWIN:
 
     def _test(
         self, ends: np.ndarray, cut: np.ndarray, valid: np.ndarray, start: int
-    ) -> tuple[int, int] | None:
+    ) -> tuple[int, int, bool] | None:
         b = self.clock
         n0 = (cut - start) * b
         n1 = (ends[:, None] - cut) * b
@@ -192,14 +205,15 @@ class ADWIN:
         m_recip = 1.0 / n0 + 1.0 / n1
         dd = np.log(2.0 * np.log(n_all)[:, None] / self.delta)
         eps = np.sqrt(2.0 * m_recip * var * dd) + (2.0 / 3.0) * dd * m_recip
-        hit = valid & (np.abs(s0 / n0 - s1 / n1) > eps)
+        diff = s1 / n1 - s0 / n0  # recent minus old
+        hit = valid & (np.abs(diff) > eps)
         rows = np.flatnonzero(hit.any(axis=1))
         if not len(rows):
             return None
         r = int(rows[0])
         # Drop as much of the old part as the test allows: the latest firing cut.
-        cuts_here = cut[r][hit[r]]
-        return int(ends[r]), int(cuts_here.max())
+        j = int(np.flatnonzero(hit[r])[np.argmax(cut[r][hit[r]])])
+        return int(ends[r]), int(cut[r, j]), bool(diff[r, j] > 0)
 
 
 class PageHinkley:

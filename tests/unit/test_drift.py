@@ -78,6 +78,35 @@ def test_adwin_forgets_the_old_concept() -> None:
     assert d.estimation == pytest.approx(0.4, abs=0.03)
 
 
+CONCEPT_DIRECTION = [
+    (
+        "ADWIN up: an error rate that falls (a model learning) is no concept drift",
+        ADWIN(direction="up"),
+        0.4,
+        0.1,
+        [],
+    ),
+    ("ADWIN up: an error rate that rises is", ADWIN(direction="up"), 0.1, 0.4, [5119]),
+    ("ADWIN both: a fall fires too (ADWIN's own test)", ADWIN(), 0.4, 0.1, [5087]),
+    ("ADWIN down: only the fall fires", ADWIN(direction="down"), 0.1, 0.4, []),
+    ("Page-Hinkley: a fall is no increase", PageHinkley(), 0.2, 0.05, []),
+]
+
+
+@pytest.mark.parametrize(("detector", "before", "after", "expected"), [c[1:] for c in CONCEPT_DIRECTION],
+                         ids=[c[0] for c in CONCEPT_DIRECTION])  # fmt: skip
+def test_concept_drift_is_the_error_going_up(detector, before, after, expected) -> None:
+    assert detector.update_many(_errors(7, before, after)).tolist() == expected
+
+
+def test_adwin_up_still_drops_the_old_part_after_a_fall_so_a_later_rise_is_found_soon() -> None:
+    rng = np.random.default_rng(2)
+    xs = np.concatenate([rng.random(n) < p for n, p in ((5000, 0.4), (5000, 0.1), (5000, 0.3))])
+    d = ADWIN(direction="up")
+    fired = d.update_many(xs.astype(float)).tolist()
+    assert len(fired) == 1 and 10_000 <= fired[0] < 10_600, fired
+
+
 def _features(seed: int, shift_at: int, n: int = 20_000) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 4))
