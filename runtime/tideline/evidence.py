@@ -1,0 +1,259 @@
+"""Paired comparisons of two model versions on the same labelled samples, safe to look at often.
+
+Every automatic decision (roll back, prove a version, unpin, judge a canary)
+compares a candidate with the served version on the *same* samples: for
+each labelled sample both are scored, and the difference of their quality
+``d_i`` (accuracy: ``correct_candidate - correct_served`` in {-1, 0, 1};
+regression: ``sq_err_served - sq_err_candidate``) is one paired observation.
+Pairing removes what the two have in common (the sample's difficulty), so
+a 3-point difference shows on far fewer samples than comparing two
+accuracies measured on different traffic.
+
+The operator looks at the comparison every analysis interval, forever. A
+fixed-sample test (a z-test, McNemar's) checked again at every look rejects a
+true null eventually: at 50 looks its false alarm rate is several times its
+nominal alpha. So the interval on the mean difference is a *confidence
+sequence*: it holds at every sample count at once with probability
+``1 - alpha``, however often it is read and whenever one stops. We use the
+Gaussian-mixture asymptotic confidence sequence of Waudby-Smith, Arnold, Wu,
+Ramdas and Zhou (2021, "Time-uniform central limit theory and asymptotic
+confidence sequences", Theorem 2.2), with the sample variance plugged in::
+
+    radius_t = sqrt( 2 (t v rho^2 + 1) / (t^2 rho^2) * log( sqrt(t v rho^2 + 1) / alpha ) )
+
+where ``v`` is the sample variance of ``d`` and ``rho`` tunes where the
+sequence is tightest (``rho^2 = (-2 log alpha + log(-2 log alpha + 1)) / t_opt``).
+It uses the empirical variance (two versions that agree on most samples have
+a small one, so it is far tighter than Hoeffding's bound on [-1, 1]) and needs
+no cap on the number of looks, unlike an alpha-spending plan.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> p = Paired()
+>>> # the candidate is right where the served version is wrong on 10 % of samples, the reverse on 4 %
+>>> d = rng.choice([1.0, -1.0, 0.0], size=3000, p=[0.10, 0.04, 0.86])
+>>> p.update(d)
+>>> lo, hi = p.interval()
+>>> bool(lo > 0), round(p.mean, 3)
+(True, 0.069)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tideline.evaluate import scores
+
+ALPHA = 0.05  # two-sided: each decision (better / worse) errs with at most 2.5 % over all looks
+T_OPT = 2000  # the confidence sequence is tightest near this many samples
+
+
+def cs_radius(n: int, variance: float, alpha: float = ALPHA, t_opt: int = T_OPT) -> float:
+    """Half-width of the time-uniform confidence sequence after ``n`` paired samples.
+
+    >>> round(cs_radius(2000, 0.1), 4)
+    0.0273
+    >>> cs_radius(0, 0.1)
+    inf
+    """
+    if n <= 0:
+        return math.inf
+    la = -2.0 * math.log(alpha)
+    rho2 = (la + math.log(la + 1.0)) / t_opt
+    tv = n * variance * rho2 + 1.0
+    return math.sqrt(2.0 * tv / (n * n * rho2) * math.log(math.sqrt(tv) / alpha))
+
+
+class Paired:
+    """Running sums of paired differences ``d`` (candidate minus reference), and their interval.
+
+    ``reference`` optionally accumulates the reference's own loss (regression:
+    its squared error), so a difference can be read relative to it.
+    """
+
+    __slots__ = ("n", "_s", "_ss", "_ref")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._s = 0.0
+        self._ss = 0.0
+        self._ref = 0.0
+
+    def update(self, d: np.ndarray, reference_loss: np.ndarray | None = None) -> None:
+        d = np.asarray(d, dtype=np.float64)
+        self.n += len(d)
+        self._s += float(d.sum())
+        self._ss += float(d @ d)
+        if reference_loss is not None:
+            self._ref += float(np.sum(reference_loss))
+
+    @property
+    def mean(self) -> float:
+        return self._s / self.n if self.n else 0.0
+
+    @property
+    def variance(self) -> float:
+        if self.n < 2:
+            return 1.0  # no estimate yet: the largest a difference in [-1, 1] can have
+        m = self.mean
+        return max(self._ss / self.n - m * m, 0.0) * self.n / (self.n - 1)
+
+    @property
+    def reference_loss(self) -> float:
+        """Mean loss of the reference over the pair's samples (0 when not recorded)."""
+        return self._ref / self.n if self.n else 0.0
+
+    def interval(self, alpha: float = ALPHA) -> tuple[float, float]:
+        """The confidence sequence's interval for the mean difference now (valid at every look)."""
+        r = cs_radius(self.n, self.variance, alpha)
+        return self.mean - r, self.mean + r
+
+
+class Constant:
+    """The best constant answer on a window (binary: its majority class; regression: its mean).
+
+    A cold model's first version is proven against it: a version that cannot
+    beat a constant has learned nothing worth rolling back to.
+    """
+
+    schema = None
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def predict_many(self, X: Any) -> np.ndarray:
+        return np.full(len(X), self.value)
+
+
+class CommonWindow:
+    """The last ``size`` labelled samples, every loaded candidate's predictions on them, and
+    the paired comparison of each candidate with a reference (the served version).
+
+    A candidate is any object with ``predict_many(X)`` and ``schema`` (whose
+    ``encode(rows)`` gives its X; None for :class:`Constant`). When a
+    candidate is added it is scored on the whole window at once; each later
+    batch is scored by every candidate. A comparison opens when first asked
+    for, seeded with the window's samples, and then grows with every new
+    batch: a growing sequence of paired samples, which is what the
+    confidence sequence's guarantee is about.
+
+    Examples
+    --------
+    >>> w = CommonWindow("binary", size=100)
+    >>> w.add_samples([{}] * 4, np.array([1.0, 1.0, 0.0, 1.0]))
+    >>> w.add_candidate("one", Constant(1.0)); w.add_candidate("zero", Constant(0.0))
+    >>> round(w.score("one")["accuracy"], 2), w.compare("zero", "one").mean
+    (0.75, -0.5)
+    """
+
+    def __init__(self, task: str, size: int) -> None:
+        self.task = task
+        self.size = size
+        self._rows: list[Any] = [None] * size
+        self._y = np.zeros(size)
+        self._pos = 0
+        self.count = 0  # samples in the window
+        self.total = 0  # samples ever added
+        self._candidates: dict[Hashable, Any] = {}
+        self._preds: dict[Hashable, np.ndarray] = {}
+        self._pairs: dict[tuple[Hashable, Hashable], Paired] = {}
+
+    # -- samples and candidates ---------------------------------------------------------
+    def add_samples(self, rows: Sequence[Any], y: np.ndarray) -> None:
+        """Append labelled rows; every candidate scores them, every open comparison grows."""
+        rows, y = list(rows)[-self.size :], np.asarray(y, dtype=np.float64)[-self.size :]
+        n = len(rows)
+        if n == 0:
+            return
+        slots = (self._pos + np.arange(n)) % self.size
+        for s, row in zip(slots.tolist(), rows, strict=True):
+            self._rows[s] = row
+        self._y[slots] = y
+        self._pos = int((self._pos + n) % self.size)
+        self.count = min(self.count + n, self.size)
+        self.total += n
+        new = {key: self._predict(c, rows) for key, c in self._candidates.items()}
+        for key, p in new.items():
+            self._preds[key][slots] = p
+        for (a, b), pair in self._pairs.items():
+            d, ref = self._difference(new[a], new[b], y)
+            pair.update(d, ref)
+
+    def add_candidate(self, key: Hashable, candidate: Any) -> None:
+        """Score ``candidate`` on the whole window (replacing one of the same key)."""
+        self.drop(key)
+        self._candidates[key] = candidate
+        preds = np.zeros(self.size)
+        idx = self._order()
+        if len(idx):
+            preds[idx] = self._predict(candidate, [self._rows[i] for i in idx])
+        self._preds[key] = preds
+
+    def drop(self, key: Hashable) -> None:
+        self._candidates.pop(key, None)
+        self._preds.pop(key, None)
+        for pair in [p for p in self._pairs if key in p]:
+            del self._pairs[pair]
+
+    def keep_only(self, keys: set[Hashable]) -> None:
+        for key in [k for k in self._candidates if k not in keys]:
+            self.drop(key)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._candidates
+
+    # -- reading ------------------------------------------------------------------------
+    def labels(self) -> np.ndarray:
+        """The window's labels, oldest first."""
+        return self._y[self._order()]
+
+    def score(self, key: Hashable) -> dict[str, float]:
+        """The candidate's quality on the window (see :func:`tideline.evaluate.scores`)."""
+        idx = self._order()
+        return scores(self.task, self._preds[key][idx], self._y[idx])
+
+    def compare(self, candidate: Hashable, reference: Hashable) -> Paired:
+        """The growing paired comparison of ``candidate`` with ``reference`` (opened if new)."""
+        pair = self._pairs.get((candidate, reference))
+        if pair is None:
+            pair = self._pairs[(candidate, reference)] = Paired()
+            idx = self._order()
+            d, ref = self._difference(self._preds[candidate][idx], self._preds[reference][idx],
+                                      self._y[idx])  # fmt: skip
+            pair.update(d, ref)
+        return pair
+
+    def relative(self, pair: Paired) -> tuple[float, float, float]:
+        """(difference, lower, upper) in the task's decision units (see :class:`Paired`)."""
+        lo, hi = pair.interval()
+        if self.task == "binary":
+            return pair.mean, lo, hi
+        scale = max(pair.reference_loss, 1e-12)
+        return pair.mean / scale, lo / scale, hi / scale
+
+    # -- internals ----------------------------------------------------------------------
+    def _order(self) -> np.ndarray:
+        """Slots of the window's samples, oldest first."""
+        if self.count < self.size:
+            return np.arange(self.count)
+        return (self._pos + np.arange(self.size)) % self.size
+
+    def _predict(self, candidate: Any, rows: Sequence[Any]) -> np.ndarray:
+        if candidate.schema is None:
+            return np.asarray(candidate.predict_many(rows), dtype=np.float64)
+        X = candidate.schema.encode(rows)
+        return np.asarray(candidate.predict_many(X), dtype=np.float64)
+
+    def _difference(self, pa: np.ndarray, pb: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+        """Paired differences (a's quality minus b's) and b's loss (regression)."""
+        if self.task == "binary":
+            right = y >= 0.5
+            return ((pa >= 0.5) == right).astype(np.float64) - ((pb >= 0.5) == right), None
+        eb = (pb - y) ** 2
+        return eb - (pa - y) ** 2, eb
