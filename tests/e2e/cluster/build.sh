@@ -58,7 +58,11 @@ src=$CACHE/src/kubernetes
 mkdir -p "$src"
 if ! need kube-apiserver kube-controller-manager kube-scheduler kubectl; then
   log "kubernetes $K8S_VERSION (staging modules at $staging_version)"
-  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+  if ! json=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION"); then
+    echo "$json" | sed -n 's/.*"Error": "\(.*\)".*/go: \1/p' >&2  # go reports it in the JSON
+    false
+  fi
+  gomod=$(echo "$json" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
   goversion=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$gomod" | head -1)
   {
     echo "module tideline.dev/e2e/kubernetes"
