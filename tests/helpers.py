@@ -36,11 +36,33 @@ def push_samples(r, stream: str, rows: list, labels) -> None:  # type: ignore[no
 
 
 def health_summary(now: float, *, stable: dict | None = None, canary: dict | None = None,
-                   versions: dict | None = None) -> bytes:  # fmt: skip
-    """A monitor health summary (JSON) with the given tracks, for playing the monitor."""
-    import orjson
+                   versions: dict | None = None, quality: dict | None = None,
+                   served_labelled: int = 5000) -> bytes:  # fmt: skip
+    """A monitor health summary with the given tracks and evidence, for playing the monitor.
 
-    tracks = {"stable": stable or {}}
+    ``quality``: role -> ``(revision, version)`` for ``served``, and
+    ``(revision, version, difference, half_width, samples)`` for the others:
+    the candidate's quality minus served's on the same samples, and its interval.
+    """
+    from tideline import health as h
+
+    tracks = {"stable": h.TrackHealth(**(stable or {}))}
     if canary is not None:
-        tracks["canary"] = canary
-    return orjson.dumps({"ts": now, "tracks": tracks, "versions": versions or {}, "drift": {}})
+        tracks["canary"] = h.TrackHealth(**canary)
+    candidates = {}
+    for role, t in (quality or {}).items():
+        vs = None
+        if len(t) == 5:
+            vs = h.Comparison(samples=t[4], difference=t[2], lower=t[2] - t[3], upper=t[2] + t[3])
+        candidates[role] = h.Candidate(
+            revision=t[0], version=t[1], samples=2000, vs_served=vs,
+            served_labelled=served_labelled if role == "served" else 0,
+        )  # fmt: skip
+    return h.encode(
+        h.Health(
+            ts=now,
+            tracks=tracks,
+            versions={k: h.VersionHealth(**v) for k, v in (versions or {}).items()},
+            quality=h.Quality(window=2000, candidates=candidates) if candidates else None,
+        )
+    )

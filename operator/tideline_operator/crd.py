@@ -247,7 +247,9 @@ def spec_schema() -> dict[str, Any]:
                         "Below lastGood's accuracy by more: roll back", 0.05, 0.0, 1.0
                     ),
                     "onConceptDrift": _enum(
-                        "What concept drift does", CONCEPT_POLICIES, "rollback"
+                        "What concept drift (the error went up) does: adapt (learn faster for a while), rollback (only to a proven version that is better on the same samples, else adapt), pause learning, or alert",
+                        CONCEPT_POLICIES,
+                        "adapt",
                     ),
                     "maxErrorRate": _num(
                         "Server error rate above which to roll back", 0.01, 0.0, 1.0

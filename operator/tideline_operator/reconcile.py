@@ -31,11 +31,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis
 import yaml
 from prometheus_client import Counter, Histogram
 
+from tideline import health as h
 from tideline.spec import OnlineModel, SpecError, parse
 from tideline.store import Keys, ModelStore, StoreError
 from tideline_operator import builders
@@ -183,7 +183,7 @@ class Reconciler:
         return mem.models[rev]
 
     # -- observe ----------------------------------------------------------------------
-    def observe(self, model: OnlineModel, status: dict[str, Any], r: Any) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, str], dict[str, float]]:  # fmt: skip
+    def observe(self, model: OnlineModel, status: dict[str, Any], r: Any) -> tuple[dict[str, Any], h.Health | None, dict[str, str], dict[str, float]]:  # fmt: skip
         """The stable pointers, the health summary, the routing hash, the retired revisions."""
         keys = Keys(model.namespace, model.name)
         stable = status.get("stableRevision") or model.revision
@@ -200,7 +200,7 @@ class Reconciler:
         ptr = {k.decode(): int(v) for k, v in pointers.items() if k != b"pinned"}
         return (
             ptr,
-            orjson.loads(health) if health else None,
+            h.decode(health),  # None when missing or not a summary: decisions wait
             {k.decode(): v.decode() for k, v in routing.items()},
             {rev.decode(): at for rev, at in retired},
         )
@@ -292,6 +292,11 @@ class Reconciler:
                 r.hset(keys.rev(a.args["revision"], "control"), "resetTo", str(a.args["to"]))
             elif a.kind == "unpin":
                 store.set_pointer(a.args["revision"], "served", int(a.args["version"]), pin=False)
+            elif a.kind == "prove":
+                store.set_pointer(a.args["revision"], "lastGood", int(a.args["version"]))
+            elif a.kind == "adapt":
+                # the learner adapts faster for a while (see LearnerProcess._control)
+                r.hset(keys.rev(a.args["revision"], "control"), "adapt", repr(a.args["at"]))
             elif a.kind == "pause-learning":
                 r.hset(
                     keys.rev(a.args["revision"], "control"),

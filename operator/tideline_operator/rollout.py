@@ -8,17 +8,36 @@ writes the status once. Everything here is unit tested without an API.
 
 What it decides:
 
+Every judgement of quality rests on the monitor's evidence
+(:class:`tideline.health.Quality`): candidates scored on the *same* recent
+labelled samples, each compared with the served version by a confidence
+sequence that stays valid however often it is read.
+
 * **Canary.** A new revision (the spec's hash changed) starts a canary; the
   ``rollout.steps`` advance (``setWeight``, ``pause``, ``analysis``) while
-  the analysis holds: canary accuracy on delayed labels against the stable
-  track's, error rate and p95 latency (``rollout.analysis``). Analysis with
-  too few labels waits: no data is not a failure. ``failureLimit`` failures
-  abort: weight 0, the canary removed, phase Degraded naming the metric,
-  stable untouched. After the last step the canary is promoted.
-* **Guardrails.** Within the stable revision: accuracy more than
-  ``guardrails.maxAccuracyDrop`` below the lastGood version's, an error rate
-  over ``maxErrorRate``, or concept drift (with ``onConceptDrift: rollback``)
-  pin ``served`` to ``lastGood`` and reset the learner to it.
+  the analysis holds: the canary's served version is not significantly
+  worse than stable's by more than ``analysis.maxAccuracyDrop`` on the same
+  samples, its servers' error rate and p95 latency are within bounds.
+  Fewer than ``minSamples`` common samples wait: no data is not a failure.
+  ``failureLimit`` failures abort: weight 0, the canary removed, phase
+  Degraded naming the metric, stable untouched. After the last step the
+  canary is promoted.
+* **Proof.** A served version becomes ``lastGood`` once it was served on
+  ``analysis.minSamples`` labels and is not significantly worse than the
+  previous ``lastGood`` on the common window (the first one: significantly
+  better than the best constant answer). v0 of a cold model never is.
+* **Guardrails.** ``lastGood`` significantly better than the served version
+  by more than ``guardrails.maxAccuracyDrop`` on the same samples (bad
+  updates, poisoned labels), or a server error rate over ``maxErrorRate``,
+  pins ``served`` to ``lastGood`` and resets the learner to it. Without a
+  proven version nothing can be rolled back to: the condition says so.
+  Concept drift (the error went up: the world changed) is no reason to go
+  back in time, old versions are as wrong as the new: ``onConceptDrift:
+  adapt`` (default) has the learner adapt faster for a while, ``rollback``
+  rolls back only if a proven version is significantly better on the same
+  samples (else adapts), ``pause`` stops learning, ``alert`` only says so.
+  After a rollback the learner's newer version is served again once it is
+  not significantly worse than the pinned one on the same samples.
 * **Manual control** by annotation: promote, abort, pause/resume learning,
   roll back to a version.
 * **Phase**, derived in priority order, never set ad hoc: aborted ->
@@ -34,6 +53,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tideline.health import Comparison, Health, Quality
 from tideline.spec import Spec
 
 ANNOTATION_PREFIX = "tideline.dev/"
@@ -41,6 +61,7 @@ PROMOTE = ANNOTATION_PREFIX + "promote"
 ABORT = ANNOTATION_PREFIX + "abort"
 PAUSE_LEARNING = ANNOTATION_PREFIX + "pause-learning"
 ROLLBACK_TO = ANNOTATION_PREFIX + "rollback-to"
+MIN_PAIRED = 100  # paired samples before a comparison may roll back (the variance needs some)
 
 
 # --------------------------------------------------------------------------- inputs / outputs
@@ -60,7 +81,7 @@ class Observed:
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # start-canary | set-weight | promote | remove-revision | rollback | unpin | pause-learning | event
+    kind: str  # start-canary | set-weight | promote | remove-revision | rollback | unpin | prove | adapt | pause-learning | event
     args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,82 +99,172 @@ class AnalysisResult:
 
 
 # --------------------------------------------------------------------------- analysis
-def analyze(spec: Spec, health: dict[str, Any] | None, now: float) -> AnalysisResult:
-    """Canary against stable on the monitor's latest summary."""
+def evidence(spec: Spec, health: Health | None, now: float) -> Quality | None:
+    """The monitor's common-window evidence, if its summary is fresh enough to act on."""
+    if health is None or not health.fresh(now, spec.rollout.analysis.interval):
+        return None
+    return health.quality
+
+
+def _units(spec: Spec) -> str:
+    return "accuracy" if spec.model.task == "binary" else "relative MSE"
+
+
+def _said(c: Comparison) -> str:
+    return f"{c.difference:+.3f} [{c.lower:+.3f}, {c.upper:+.3f}] on {c.samples} paired samples"
+
+
+def analyze(spec: Spec, health: Health | None, now: float) -> AnalysisResult:
+    """Canary against stable: quality on the same labelled samples, and its servers' health."""
     a = spec.rollout.analysis
-    if not health or now - float(health.get("ts", 0)) > 3 * a.interval:
+    if health is None or not health.fresh(now, a.interval):
         return AnalysisResult("inconclusive", None, "no fresh health summary from the monitor")
-    tracks = health.get("tracks") or {}
-    canary, stable = tracks.get("canary") or {}, tracks.get("stable") or {}
-    labelled = int(canary.get("labelled", 0))
-    if labelled < a.minSamples:
+    c = health.quality.get("canary") if health.quality else None
+    vs = c.vs_served if c is not None else None
+    if vs is None or vs.samples < a.minSamples:
+        n = vs.samples if vs is not None else 0
         return AnalysisResult(
-            "inconclusive", None, f"canary has {labelled} of {a.minSamples} labelled samples"
+            "inconclusive", None, f"canary scored on {n} of {a.minSamples} common labelled samples"
         )
-    if spec.model.task == "binary":
-        c_acc, s_acc = canary.get("accuracy"), stable.get("accuracy")
-        if c_acc is not None and s_acc is not None and s_acc - c_acc > a.maxAccuracyDrop:
-            return AnalysisResult(
-                "fail",
-                "accuracy",
-                f"canary accuracy {c_acc:.3f} is {s_acc - c_acc:.3f} below stable's {s_acc:.3f}",
-            )
-    else:
-        c_rmse, s_rmse = canary.get("rmse"), stable.get("rmse")
-        if c_rmse is not None and s_rmse is not None and c_rmse > s_rmse * (1 + a.maxAccuracyDrop):
-            return AnalysisResult(
-                "fail", "rmse", f"canary RMSE {c_rmse:.4g} is above stable's {s_rmse:.4g}"
-            )
-    err = canary.get("errorRate")
-    if err is not None and err > a.maxErrorRate:
+    metric = "accuracy" if spec.model.task == "binary" else "rmse"
+    if vs.worse(a.maxAccuracyDrop):
         return AnalysisResult(
-            "fail", "errorRate", f"canary error rate {err:.3f} is over {a.maxErrorRate}"
+            "fail",
+            metric,
+            f"canary v{c.version if c else '?'} is worse than stable's served version by more "
+            f"than {a.maxAccuracyDrop} ({_units(spec)}): {_said(vs)}",
         )
-    p95 = canary.get("p95Latency")
+    canary = health.track("canary")
+    if canary.error_rate is not None and canary.error_rate > a.maxErrorRate:
+        return AnalysisResult(
+            "fail",
+            "errorRate",
+            f"canary error rate {canary.error_rate:.3f} is over {a.maxErrorRate}",
+        )
+    p95 = canary.p95_latency
     if p95 is not None and p95 > a.maxP95Latency:
         return AnalysisResult(
             "fail",
             "p95Latency",
             f"canary p95 latency {p95 * 1000:.1f} ms is over {a.maxP95Latency * 1000:.1f} ms",
         )
-    return AnalysisResult("pass", None, f"canary holds on {labelled} labelled samples")
+    return AnalysisResult("pass", None, f"canary holds: {_said(vs)}")
 
 
 def guardrail_breach(
-    spec: Spec, status: dict[str, Any], health: dict[str, Any] | None, now: float
+    spec: Spec, status: dict[str, Any], health: Health | None, now: float
 ) -> str | None:
-    """Why the stable revision's served version must go back to lastGood, if it must."""
+    """Why the stable revision's served version must go back to lastGood, if it must.
+
+    Only a proven ``lastGood`` that is significantly better than the served
+    version on the same samples, by more than ``maxAccuracyDrop`` (by any
+    amount while concept drift is flagged and ``onConceptDrift`` is
+    ``rollback``), or a server error rate over ``maxErrorRate``.
+    """
     g = spec.guardrails
-    if not health or now - float(health.get("ts", 0)) > 3 * spec.rollout.analysis.interval:
-        return None
-    stable = (health.get("tracks") or {}).get("stable") or {}
     served, last_good = status.get("servedVersion"), status.get("lastGoodVersion")
-    rev = status.get("stableRevision")
-    if served is not None and last_good is not None and served != last_good:
-        versions = health.get("versions") or {}
-        good = versions.get(f"{rev}:{last_good}") or {}
-        # the served version's own record when the monitor has one; the stable track's
-        # window (which may mix versions) otherwise
-        if f"{rev}:{served}" in versions:
-            mine = versions[f"{rev}:{served}"]
-            acc, n = mine.get("accuracy"), int(mine.get("labelled", 0))
-        else:
-            acc, n = stable.get("accuracy"), int(stable.get("window", stable.get("labelled", 0)))
-        good_acc = good.get("accuracy")
-        if (
-            acc is not None
-            and good_acc is not None
-            and n >= spec.rollout.analysis.minSamples
-            and good_acc - acc > g.maxAccuracyDrop
-        ):
-            return f"accuracy {acc:.3f} is {good_acc - acc:.3f} below lastGood v{last_good}'s {good_acc:.3f}"
-    err = stable.get("errorRate")
-    if err is not None and err > g.maxErrorRate and served != last_good:
+    if last_good is None or served is None or served == last_good:
+        return None
+    q = evidence(spec, health, now)
+    if q is None or health is None:
+        return None
+    good = q.get("lastGood")
+    vs = good.vs_served if good is not None and good.version == last_good else None
+    margin = g.maxAccuracyDrop
+    if health.drift.concept.detected and g.onConceptDrift == "rollback":
+        margin = 0.0
+    if vs is not None and vs.samples >= MIN_PAIRED and vs.better(margin):
+        return (
+            f"lastGood v{last_good} beats served v{served} by more than {margin} "
+            f"({_units(spec)}) on the same samples: {_said(vs)}"
+        )
+    err = health.track("stable").error_rate
+    if err is not None and err > g.maxErrorRate:
         return f"error rate {err:.3f} is over {g.maxErrorRate}"
-    concept = (health.get("drift") or {}).get("concept") or {}
-    if concept.get("detected") and g.onConceptDrift == "rollback" and served != last_good:
-        return f"concept drift detected ({concept.get('method')})"
     return None
+
+
+def proven(spec: Spec, status: dict[str, Any], health: Health | None, now: float) -> int | None:
+    """The served version, if it has just proven itself good enough to be ``lastGood``."""
+    q = evidence(spec, health, now)
+    served, last_good = status.get("servedVersion"), status.get("lastGoodVersion")
+    if q is None or served is None or served == last_good or status.get("pinned"):
+        return None
+    c = q.get("served")
+    if c is None or c.version != served or c.revision != status.get("stableRevision"):
+        return None
+    if served == 0 and q.get("baseline") is None:
+        return None  # a cold model's v0 learned nothing: never a rollback target
+    n = spec.rollout.analysis.minSamples
+    if c.served_labelled < n:
+        return None
+    if last_good is None:
+        k = q.get("constant")
+        vs = k.vs_served if k is not None else None
+        ok = vs is not None and vs.samples >= n and vs.worse(0.0)
+    else:
+        g = q.get("lastGood")
+        vs = g.vs_served if g is not None and g.version == last_good else None
+        ok = vs is not None and vs.samples >= n and not vs.better(0.0)
+    return int(served) if ok else None
+
+
+def quality_condition(
+    spec: Spec, status: dict[str, Any], health: Health | None, now: float
+) -> tuple[bool, str, str]:
+    """The ModelQuality condition: (ok, reason, message)."""
+    q = evidence(spec, health, now)
+    served, last_good = status.get("servedVersion"), status.get("lastGoodVersion")
+    if q is None or health is None:
+        return True, "NoEvidence", "no fresh evidence from the monitor"
+    good, base = q.get("lastGood"), q.get("baseline")
+    if (
+        good is not None
+        and good.vs_served is not None
+        and served != last_good
+        and good.vs_served.better()
+    ):
+        return (
+            False,
+            "WorseThanLastGood",
+            f"lastGood v{last_good} vs served v{served}: {_said(good.vs_served)}",
+        )
+    if base is not None and base.vs_served is not None and base.vs_served.better():
+        return (
+            False,
+            "WorseThanBaseline",
+            f"baseline v{base.version} vs served v{served}: {_said(base.vs_served)}",
+        )
+    if health.drift.concept.detected and spec.guardrails.onConceptDrift in ("adapt", "rollback"):
+        return True, "Adapting", "concept drift: the learner adapts faster for a while"
+    if last_good is None:
+        return True, "NoProvenVersion", "no version proven on labels yet: nothing to roll back to"
+    return True, "OK", f"served v{served}, lastGood v{last_good}"
+
+
+def quality_status(q: Quality | None) -> dict[str, Any] | None:
+    """``status.quality``: each candidate on the common window, and against served."""
+    if q is None:
+        return None
+    out: dict[str, Any] = {"samples": q.window, "source": q.source}
+    for role in ("served", "lastGood", "baseline", "canary", "latest"):
+        c = q.get(role)
+        if c is None:
+            continue
+        row: dict[str, Any] = {"version": c.version}
+        for k in ("accuracy", "rmse"):
+            v = getattr(c, k)
+            if v is not None:
+                row[k] = round(v, 4)
+        if c.vs_served is not None:
+            row["vsServed"] = {
+                "difference": round(c.vs_served.difference, 4),
+                "lower": round(c.vs_served.lower, 4),
+                "upper": round(c.vs_served.upper, 4),
+                "samples": c.vs_served.samples,
+            }
+        out[role] = row
+    return out
 
 
 # --------------------------------------------------------------------------- decide
@@ -181,17 +292,19 @@ def decide(
     spec: Spec,
     status: dict[str, Any] | None,
     observed: Observed,
-    health: dict[str, Any] | None,
+    health: Health | None,
     now: float,
 ) -> Decision:
     st: dict[str, Any] = copy.deepcopy(status or {})
     actions: list[Action] = []
     ann = observed.annotations
     st["observedGeneration"] = observed.generation
-    if observed.served is not None:
+    if observed.served is not None:  # the pointers were read: lastGood may be absent
         st["servedVersion"] = observed.served
-    if observed.last_good is not None:
-        st["lastGoodVersion"] = observed.last_good
+        if observed.last_good is not None:
+            st["lastGoodVersion"] = observed.last_good
+        else:
+            st.pop("lastGoodVersion", None)
     if observed.latest is not None:
         st["latestVersion"] = observed.latest
     st["replicas"] = observed.ready_replicas
@@ -282,6 +395,8 @@ def _promote(st: dict[str, Any], now: float, actions: list[Action], why: str) ->
     old, new = st["stableRevision"], st["canaryRevision"]
     st.update({"stableRevision": new, "canaryRevision": None, "canaryWeight": 0, "currentStep": None,
                "pauseStartedAt": None, "analysisFailures": 0, "promotedAt": now})  # fmt: skip
+    for k in ("servedVersion", "lastGoodVersion", "latestVersion", "pinned", "lastConceptAt"):
+        st.pop(k, None)  # the old revision's: the next turn reads the new one's pointers
     actions.append(Action("promote", {"revision": new, "previous": old}))
     actions.append(Action("set-weight", {"canary": None, "weight": 0, "shadow": False}))
     actions.append(Action("remove-revision", {"revision": old}))
@@ -293,7 +408,7 @@ def _promote(st: dict[str, Any], now: float, actions: list[Action], why: str) ->
 
 
 def _advance(
-    spec: Spec, st: dict[str, Any], ann: dict[str, str], health: dict[str, Any] | None, now: float,
+    spec: Spec, st: dict[str, Any], ann: dict[str, str], health: Health | None, now: float,
     actions: list[Action],
 ) -> None:  # fmt: skip
     r = spec.rollout
@@ -354,7 +469,7 @@ def _advance(
 
 
 def _guardrails(
-    spec: Spec, st: dict[str, Any], ann: dict[str, str], health: dict[str, Any] | None, now: float,
+    spec: Spec, st: dict[str, Any], ann: dict[str, str], health: Health | None, now: float,
     actions: list[Action],
 ) -> None:  # fmt: skip
     rev = st["stableRevision"]
@@ -362,51 +477,93 @@ def _guardrails(
     if paused != bool(st.get("learningPaused")):
         st["learningPaused"] = paused
         actions.append(Action("pause-learning", {"revision": rev, "paused": paused}))
-    target = ann.get(ROLLBACK_TO)
-    if target is not None and target.isdigit() and st.get("manualRollbackTo") != int(target):
-        st["manualRollbackTo"] = int(target)
-        _rollback(st, rev, int(target), "rolled back by annotation", now, actions)
+    target = _version_number(ann.get(ROLLBACK_TO))
+    if target is not None and st.get("manualRollbackTo") != target:
+        st["manualRollbackTo"] = target
+        _rollback(st, rev, target, "rolled back by annotation", now, actions)
         return
+    _concept(spec, st, health, now, actions)
     reason = guardrail_breach(spec, st, health, now)
-    if reason is None and st.get("pinned") and _recovered(spec, st, health, now):
+    if reason is not None:
+        _rollback(st, rev, st["lastGoodVersion"], reason, now, actions)
+        return
+    if st.get("pinned") and _recovered(spec, st, health, now):
         latest = st["latestVersion"]
         actions.append(Action("unpin", {"revision": rev, "version": latest}))
         actions.append(
             Action(
                 "event",
                 {"type": "Normal", "reason": "Unpinned",
-                 "message": f"serving v{latest}, learned after the rollback to v{st['servedVersion']}"},
+                 "message": f"serving v{latest}, learned after the rollback to v{st['servedVersion']}, "
+                            "not worse on the same samples"},
             )
         )  # fmt: skip
         st["servedVersion"] = latest
         st["pinned"] = False
         return
-    if reason is None:
-        concept = ((health or {}).get("drift") or {}).get("concept") or {}
-        if (
-            concept.get("detected")
-            and spec.guardrails.onConceptDrift == "pause"
-            and not st.get("learningPaused")
-        ):
-            st["learningPaused"] = True
-            actions.append(Action("pause-learning", {"revision": rev, "paused": True}))
+    good = proven(spec, st, health, now)
+    if good is not None:
+        first = st.get("lastGoodVersion") is None
+        st["lastGoodVersion"] = good
+        actions.append(Action("prove", {"revision": rev, "version": good}))
+        if first:
             actions.append(
                 Action(
                     "event",
-                    {"type": "Warning", "reason": "ConceptDrift", "message": "learning paused"},
+                    {"type": "Normal", "reason": "Proven",
+                     "message": f"v{good} is the first version proven on labels: a rollback target"},
                 )
-            )
+            )  # fmt: skip
+
+
+def _version_number(value: str | None) -> int | None:
+    """A version from an annotation: ASCII digits only (``'²'.isdigit()`` is true)."""
+    if value is None or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
+
+
+def _concept(
+    spec: Spec, st: dict[str, Any], health: Health | None, now: float, actions: list[Action]
+) -> None:
+    """React once to each concept-drift episode, as ``onConceptDrift`` says."""
+    if health is None or not health.fresh(now, spec.rollout.analysis.interval):
         return
-    _rollback(st, rev, st["lastGoodVersion"], reason, now, actions)
+    c = health.drift.concept
+    if not c.detected or c.last is None or st.get("lastConceptAt") == c.last.ts:
+        return
+    st["lastConceptAt"] = c.last.ts
+    rev = st["stableRevision"]
+    policy = spec.guardrails.onConceptDrift
+    where = (
+        f"error rate rose ({c.method}) at v{c.last.version}"
+        if c.last.version is not None
+        else f"error rate rose ({c.method})"
+    )
+    if policy in ("adapt", "rollback"):
+        actions.append(Action("adapt", {"revision": rev, "at": c.last.ts}))
+        message = f"{where}: the learner adapts faster for a while"
+        if policy == "rollback":
+            message += " (and rolls back if a proven version is better on the same samples)"
+    elif policy == "pause":
+        message = f"{where}: learning paused"
+        if not st.get("learningPaused"):
+            st["learningPaused"] = True
+            actions.append(Action("pause-learning", {"revision": rev, "paused": True}))
+    else:
+        message = f"{where}: alert only"
+    actions.append(
+        Action("event", {"type": "Warning", "reason": "ConceptDrift", "message": message})
+    )
 
 
-def _recovered(spec: Spec, st: dict[str, Any], health: dict[str, Any] | None, now: float) -> bool:
-    """After a rollback, serve the learner again once it published past the bad version.
+def _recovered(spec: Spec, st: dict[str, Any], health: Health | None, now: float) -> bool:
+    """After a rollback, serve the learner again once it is not worse on the same samples.
 
     The learner was reset to the version rolled back to; a version newer than
-    the newest one at the rollback was learned since, and passed the holdout
-    gate against the served one. It is served once one analysis interval
-    went by and no concept drift is flagged any more.
+    the newest one at the rollback was learned since. It is served again
+    once one analysis interval went by and it is not significantly worse than
+    the pinned version on at least ``minSamples`` common samples.
     """
     rb = st.get("lastRollback") or {}
     latest, newest_then = st.get("latestVersion"), rb.get("latest")
@@ -414,8 +571,11 @@ def _recovered(spec: Spec, st: dict[str, Any], health: dict[str, Any] | None, no
         return False
     if now - float(rb.get("at", now)) < spec.rollout.analysis.interval:
         return False
-    concept = ((health or {}).get("drift") or {}).get("concept") or {}
-    return not concept.get("detected")
+    q = evidence(spec, health, now)
+    c = q.get("latest") if q is not None else None
+    if c is None or c.version != latest or c.vs_served is None:
+        return False
+    return c.vs_served.samples >= spec.rollout.analysis.minSamples and not c.vs_served.worse(0.0)
 
 
 def _rollback(
@@ -436,7 +596,7 @@ def _rollback(
 
 
 def _phase(
-    spec: Spec, st: dict[str, Any], observed: Observed, health: dict[str, Any] | None, now: float
+    spec: Spec, st: dict[str, Any], observed: Observed, health: Health | None, now: float
 ) -> None:
     aborted = st.get("aborted")
     canary = st.get("canaryRevision")
@@ -448,7 +608,9 @@ def _phase(
         and spec.rollout.steps[step].pause is not None
         and math.isinf(spec.rollout.steps[step].pause or 0)
     )
-    if aborted:
+    quality_ok, quality_reason, quality_message = quality_condition(spec, st, health, now)
+    worse = not quality_ok
+    if aborted or worse:
         phase = "Degraded"
     elif paused:
         phase = "Paused"
@@ -457,35 +619,27 @@ def _phase(
     else:
         phase = "Healthy"
     st["phase"] = phase
-    drift = (health or {}).get("drift") or {}
-    drifting = bool(
-        (drift.get("concept") or {}).get("detected")
-        or (drift.get("features") or {}).get("detected")
-        or (drift.get("predictions") or {}).get("detected")
+    fresh = (
+        health if health is not None and health.fresh(now, spec.rollout.analysis.interval) else None
     )
+    drift = fresh.drift.summary() if fresh is not None else ""
+    drifting = bool(drift)
+    degraded_reason = "RolloutAborted" if aborted else quality_reason if worse else "AsExpected"
+    degraded_message = aborted["reason"] if aborted else quality_message if worse else ""
     before = st.get("conditions") or []
     st["conditions"] = [
         _condition(before, "Ready", observed.replicas_ready and not aborted, "ReplicasReady" if observed.replicas_ready else "ReplicasNotReady", "", now),
         _condition(before, "Progressing", canary is not None, "CanaryInProgress" if canary else "Stable",
                    f"step {step} weight {st.get('canaryWeight', 0)}" if canary else "", now),
-        _condition(before, "Degraded", bool(aborted), "RolloutAborted" if aborted else "AsExpected",
-                   aborted["reason"] if aborted else "", now),
-        _condition(before, "Drifting", drifting, "DriftDetected" if drifting else "NoDrift", _drift_summary(drift), now),
+        _condition(before, "Degraded", bool(aborted) or worse, degraded_reason, degraded_message, now),
+        _condition(before, "Drifting", drifting, "DriftDetected" if drifting else "NoDrift", drift, now),
+        _condition(before, "ModelQuality", quality_ok, quality_reason, quality_message, now),
     ]  # fmt: skip
-    st["drift"] = _drift_summary(drift) or "none"
-    accuracy = (((health or {}).get("tracks") or {}).get("stable") or {}).get("accuracy")
-    if accuracy is not None:
-        st["onlineAccuracy"] = round(float(accuracy), 4)
-
-
-def _drift_summary(drift: dict[str, Any]) -> str:
-    """What drifts, in a few words: ``concept``, ``features: amount,hour``, ``predictions``."""
-    parts = []
-    if (drift.get("concept") or {}).get("detected"):
-        parts.append("concept")
-    features = (drift.get("features") or {}).get("detected")
-    if features:
-        parts.append("features: " + ",".join(features))
-    if (drift.get("predictions") or {}).get("detected"):
-        parts.append("predictions")
-    return "; ".join(parts)
+    st["drift"] = drift or "none"
+    if fresh is not None:
+        accuracy = fresh.track("stable").accuracy
+        if accuracy is not None:
+            st["onlineAccuracy"] = round(float(accuracy), 4)
+        quality = quality_status(fresh.quality)
+        if quality is not None:
+            st["quality"] = quality

@@ -97,6 +97,10 @@ class RollingMetrics:
         self._full = self._full or end >= self.window
         self._pos = end % self.window
 
+    def labels(self) -> np.ndarray:
+        """The labels in the window (in slot order)."""
+        return self._y[: self.window if self._full else self._pos]
+
     def report(self) -> dict[str, Any]:
         n = self.window if self._full else self._pos
         return scores(self.task, self._p[:n], self._y[:n])

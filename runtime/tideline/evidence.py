@@ -162,6 +162,9 @@ class CommonWindow:
         self.total = 0  # samples ever added
         self._candidates: dict[Hashable, Any] = {}
         self._preds: dict[Hashable, np.ndarray] = {}
+        # the window's rows encoded once per schema (candidates of a revision share one)
+        self._X: dict[str, np.ndarray] = {}
+        self._schemas: dict[Hashable, str | None] = {}  # candidate -> its schema's key
         self._pairs: dict[tuple[Hashable, Hashable], Paired] = {}
 
     # -- samples and candidates ---------------------------------------------------------
@@ -178,7 +181,14 @@ class CommonWindow:
         self._pos = int((self._pos + n) % self.size)
         self.count = min(self.count + n, self.size)
         self.total += n
-        new = {key: self._predict(c, rows) for key, c in self._candidates.items()}
+        encoded: dict[str, np.ndarray] = {}
+        for key, c in self._candidates.items():
+            sk = self._schemas[key]
+            if sk is not None and sk not in encoded:
+                encoded[sk] = c.schema.encode(rows)
+                self._X[sk][slots] = encoded[sk]
+        new = {key: self._predict(c, rows, encoded.get(self._schemas[key] or ""))
+               for key, c in self._candidates.items()}  # fmt: skip
         for key, p in new.items():
             self._preds[key][slots] = p
         for (a, b), pair in self._pairs.items():
@@ -191,12 +201,22 @@ class CommonWindow:
         self._candidates[key] = candidate
         preds = np.zeros(self.size)
         idx = self._order()
+        sk = self._schemas[key] = _schema_key(candidate)
+        if sk is not None and sk not in self._X:
+            X = np.zeros((self.size, candidate.schema.width))
+            if len(idx):
+                X[idx] = candidate.schema.encode([self._rows[i] for i in idx])
+            self._X[sk] = X
         if len(idx):
-            preds[idx] = self._predict(candidate, [self._rows[i] for i in idx])
+            rows = [self._rows[i] for i in idx]
+            preds[idx] = self._predict(
+                candidate, rows, self._X[sk][idx] if sk is not None else None
+            )
         self._preds[key] = preds
 
     def drop(self, key: Hashable) -> None:
         self._candidates.pop(key, None)
+        self._schemas.pop(key, None)
         self._preds.pop(key, None)
         for pair in [p for p in self._pairs if key in p]:
             del self._pairs[pair]
@@ -204,6 +224,9 @@ class CommonWindow:
     def keep_only(self, keys: set[Hashable]) -> None:
         for key in [k for k in self._candidates if k not in keys]:
             self.drop(key)
+        used = set(self._schemas.values())
+        for sk in [k for k in self._X if k not in used]:
+            del self._X[sk]
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._candidates
@@ -244,10 +267,13 @@ class CommonWindow:
             return np.arange(self.count)
         return (self._pos + np.arange(self.size)) % self.size
 
-    def _predict(self, candidate: Any, rows: Sequence[Any]) -> np.ndarray:
+    def _predict(
+        self, candidate: Any, rows: Sequence[Any], X: np.ndarray | None = None
+    ) -> np.ndarray:
         if candidate.schema is None:
             return np.asarray(candidate.predict_many(rows), dtype=np.float64)
-        X = candidate.schema.encode(rows)
+        if X is None:
+            X = candidate.schema.encode(rows)
         return np.asarray(candidate.predict_many(X), dtype=np.float64)
 
     def _difference(self, pa: np.ndarray, pb: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
@@ -257,3 +283,8 @@ class CommonWindow:
             return ((pa >= 0.5) == right).astype(np.float64) - ((pb >= 0.5) == right), None
         eb = (pb - y) ** 2
         return eb - (pa - y) ** 2, eb
+
+
+def _schema_key(candidate: Any) -> str | None:
+    """What a candidate's rows are encoded by (None: it takes rows as they are)."""
+    return None if candidate.schema is None else repr(candidate.schema.describe())

@@ -56,6 +56,7 @@ log = logging.getLogger("tideline.learner")
 CONSUMER = "learner"
 CHECKPOINT_SECONDS = 1.0
 WARM_START_DIR = "/etc/tideline/warm-start"
+ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner.soften)
 
 
 def _entry_ms(entry_id: bytes | str) -> float:
@@ -158,6 +159,10 @@ class Replay:
         idx = self.rng.integers(0, self.filled, size=k)
         return self.X[idx], self.y[idx]
 
+    def clear(self) -> None:
+        """Forget every stored sample (after concept drift they speak for a world that is gone)."""
+        self.filled = 0
+
     def get_state(self) -> dict[str, np.ndarray]:
         return {"replay.X": self.X[: self.filled], "replay.y": self.y[: self.filled]}
 
@@ -189,6 +194,7 @@ class LearnerProcess:
         self.r: Any = client
         self.revision = revision or model.revision
         self.warm_start_revision = warm_start_revision
+        self._warm_source = ""  # where v0 came from, when it was warm-started
         self.store = ModelStore(client, model.namespace, model.name)
         self.keys = self.store.keys
         self.group = self.keys.learner_group(self.revision)
@@ -290,7 +296,9 @@ class LearnerProcess:
     def _warm_start_blob(self) -> tuple[bytes | None, str]:
         if self.warm_start_revision:
             try:
-                v = self.store.pointers(self.warm_start_revision)["latest"]
+                # the version stable serves: after a rollback its latest may be the bad one
+                ptr = self.store.pointers(self.warm_start_revision)
+                v = ptr.get("served", ptr["latest"])
                 return self.r.get(self.keys.version(self.warm_start_revision, int(v))), (
                     f"revision {self.warm_start_revision} v{v}"
                 )
@@ -331,6 +339,7 @@ class LearnerProcess:
                     f"{source} was learned with another task, algorithm or feature list",
                 )
             self.learner.set_state(base.get_state())
+            self._warm_source = source
             log.info("warm start from %s (%d samples)", source, base.n_seen)
             # the baseline's drift reference becomes this revision's: drift is measured
             # from the first prediction, not after a window of traffic
@@ -535,6 +544,8 @@ class LearnerProcess:
         pipe.set(self.keys.rev(self.revision, "checkpoint"), blob)
         if version is not None:
             meta = {"reason": reason or "checkpointEvery", "samples": c["samples"], **gate_info}
+            if reason == "initial" and self._warm_source:
+                meta["warmStart"] = self._warm_source
             meta.update({f"quality_{k}": v for k, v in self.quality.report().items()})
             self.store.publish(
                 self.revision,
@@ -543,6 +554,11 @@ class LearnerProcess:
                 meta,
                 keep=self.spec.learning.keepVersions,
                 pipe=pipe,
+                # a snapshot given in the spec was proven offline; a copy of another
+                # revision's latest version was not, and has to prove itself here
+                baseline=reason == "initial"
+                and bool(self._warm_source)
+                and not self.warm_start_revision,
             )
         pipe.hset(self.keys.rev(self.revision, "learner"), mapping=self.status())
         for d in self._dead:
@@ -580,9 +596,11 @@ class LearnerProcess:
             log.warning("served version %s of %s is gone", v, self.revision)
 
     def _control(self) -> None:
-        """Operator commands: pause/resume learning, reset to a version (after a rollback)."""
+        """Operator commands: pause/resume learning, adapt to concept drift, reset to a version."""
         ctl = self.r.hgetall(self.keys.rev(self.revision, "control"))
         self.paused = ctl.get(b"paused") == b"1"
+        if ctl.get(b"adapt") is not None:
+            self._adapt()
         reset = ctl.get(b"resetTo")
         if reset is None:
             return
@@ -597,6 +615,19 @@ class LearnerProcess:
             self.counters["since_publish"] = 0
             log.info("reset %s to version %s", self.revision, reset.decode())
         self.r.hdel(self.keys.rev(self.revision, "control"), "resetTo")
+        self._dirty = True
+
+    def _adapt(self) -> None:
+        """Concept drift: the replay buffer goes and past confidence is softened (``ADAPT_KEEP``),
+        so the next updates move the model as much as a young one's would."""
+        self._learn_pending(force=True)
+        self.replay.clear()
+        self.learner.soften(ADAPT_KEEP)
+        self.gate_live = self.gate_served = np.zeros(0)  # the old holdout judged the old world
+        self.counters["adaptations"] = self.counters.get("adaptations", 0) + 1
+        log.info("adapting %s to concept drift: replay cleared, confidence kept at %.0f %%",
+                 self.revision, ADAPT_KEEP * 100)  # fmt: skip
+        self.r.hdel(self.keys.rev(self.revision, "control"), "adapt")
         self._dirty = True
 
     # -- loop --------------------------------------------------------------------------

@@ -12,27 +12,51 @@ It reads, without taking anything from the learner:
 * the servers' per-track counters and latency percentiles (``servers``).
 
 Every ``spec.rollout.analysis.interval`` it writes ``tideline:{ns}:{model}:health``
-(JSON, see :meth:`Monitor.summary`) and publishes a ``health`` event; drift
-events also go to the ``driftlog`` stream for later analysis. State is
+(:class:`tideline.health.Health`) and publishes a ``health`` event. State is
 bounded: rolling windows, a capped join index, fixed-size detectors.
+
+**Evidence.** The labelled samples also fill a common window
+(:class:`tideline.evidence.CommonWindow`): every candidate version - served,
+lastGood, latest, the canary's served one, the warm-start baseline and the
+best constant - is scored on the same samples and compared with the served
+version by a paired confidence sequence. The window takes the labels of
+served predictions (feedback) when there are any; a model that gets none
+(learner-only) is judged on its labelled samples. Training data that
+arrives through ``samples`` next to feedback (backfills, ``:learn``) is
+learned but does not judge versions: a producer that sends wrong labels
+must not be able to make the versions that learned them look good.
+
+**Drift signals are events with hysteresis**, not levels: one ``driftlog``
+entry (and one count of ``tideline_drift_events``) when a signal goes over
+its threshold, one when it clears (feature and prediction scores below 80 %
+of the threshold; concept drift ten analysis intervals after it last fired).
+Concept drift is the error rate going *up* (ADWIN told the direction,
+Page-Hinkley one-sided): a model that is learning is no change of the world.
+The prediction-drift reference is the served version's own first window of
+scores, started again for each new served version, so a learning model does
+not flag itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import redis
 
+from tideline import health as h
 from tideline.drift import ADWIN, KS, PSI, PageHinkley
 from tideline.evaluate import RollingMetrics
+from tideline.evidence import ALPHA, CommonWindow, Constant
 from tideline.join import Joiner
 from tideline.learn import Learner
 from tideline.learner import log_ids, log_rows
@@ -43,6 +67,9 @@ from tideline.store import ModelStore, Reference, StoreError
 log = logging.getLogger("tideline.monitor")
 
 GROUP = "monitor"
+FEEDBACK_QUIET = 60.0  # seconds without feedback before labelled samples judge versions
+CLEAR_BELOW = 0.8  # a drift score clears below this share of its threshold
+CONCEPT_HOLD = 10  # analysis intervals after its last firing that concept drift stays on
 
 
 @dataclass
@@ -87,11 +114,21 @@ class Monitor:
         self.feature_names = [f.name for f in numeric]
         self.feature_defaults = [float(f.default or 0.0) for f in numeric]
         self._new_detectors()
-        self.concept_events: list[dict[str, Any]] = []
+        minimum = self.spec.rollout.analysis.minSamples
+        self.evidence = CommonWindow(self.task, min(max(4 * minimum, 2000), 20_000))
+        self._evidence_rows: list[Any] = []
+        self._evidence_y: list[float] = []
+        self._roles: dict[str, tuple[Any, ...]] = {}
+        self._warm_started: dict[str, bool] = {}  # revision -> its v0 is a warm-start baseline
+        self._last_feedback = -math.inf
+        self._drifting = {"features": False, "predictions": False, "concept": False}
+        self._concept_fired_at = -math.inf
+        self.concept_events: list[h.ConceptEvent] = []
         self.label_lags: list[float] = []
         self._cursor: bytes | str = "$"
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
+        self._scores_key: tuple[Any, Any] | None = None  # whose scores prediction drift holds
         self._stable_revision = model.revision
         self._reference_revision: str | None = None  # whose drift reference the detectors hold
         self._last_write = 0.0
@@ -103,6 +140,7 @@ class Monitor:
     def _new_detectors(self) -> None:
         self._new_feature_detector()
         self._new_version_detectors()
+        self._new_concept_detector()
 
     def _new_feature_detector(self) -> None:
         """Feature drift is the traffic's, not a version's: one detector per stable revision."""
@@ -112,14 +150,18 @@ class Monitor:
         self._reference_stored = False
 
     def _new_version_detectors(self) -> None:
-        """Prediction and concept drift start again with each served version."""
+        """Prediction drift starts again with each served version: its reference is its own scores."""
         d = self.spec.drift
         pcls = PSI if d.predictions.method == "psi" else KS
         self.prediction_drift = pcls(1, d.predictions.window, d.predictions.threshold)
-        if d.concept.method == "adwin":
-            self.concept: ADWIN | PageHinkley = ADWIN(delta=d.concept.delta)
+
+    def _new_concept_detector(self) -> None:
+        """Concept drift watches the stable revision's error across its versions, for rises only."""
+        d = self.spec.drift.concept
+        if d.method == "adwin":
+            self.concept: ADWIN | PageHinkley = ADWIN(delta=d.delta, direction="up")
         else:
-            self.concept = PageHinkley()
+            self.concept = PageHinkley()  # one-sided: it tests for an increase of the mean
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -184,6 +226,7 @@ class Monitor:
             for j in self.joiner.add_prediction(str(pid), {"row": row, "score": score, **meta}, ts):
                 self._on_label(j.features, j.label, j.prediction_ts, self.clock())
         if track == "stable" and rows and isinstance(rows[0], dict):
+            self._scores_of((e.get("revision"), e.get("version")))
             if self._reference_revision is None and e.get("revision"):
                 self._use_reference(str(e["revision"]))  # until the routing names one
             pairs = list(zip(self.feature_names, self.feature_defaults, strict=True))
@@ -191,9 +234,8 @@ class Monitor:
             if self.feature_names:
                 self._feature_drift(X)
             s = np.array([_num(x, 0.5) for x in scores]).reshape(-1, 1)
-            self._drift_event(
-                "predictions", self.prediction_drift.update_many(s), self.prediction_drift
-            )
+            self.prediction_drift.update_many(s)
+            self._drift_edge("predictions", self.prediction_drift, ["score"])
 
     def _on_label(self, pred: dict[str, Any], label: Any, pred_ts: float, now: float) -> None:
         try:
@@ -202,6 +244,11 @@ class Monitor:
         except (TypeError, ValueError, KeyError):
             return
         self._counts["labels"] += 1
+        row = pred.get("row")
+        if isinstance(row, dict):
+            self._evidence_rows.append(row)
+            self._evidence_y.append(y)
+            self._last_feedback = now
         self.label_lags.append(max(0.0, now - pred_ts))
         if len(self.label_lags) > 1000:
             del self.label_lags[:500]
@@ -223,23 +270,37 @@ class Monitor:
                 if self.task == "binary"
                 else self._reg_error(p, y)
             )
-            fired = self.concept.update_many(err)
-            if len(fired):
-                event = {
-                    "ts": self.clock(),
-                    "revision": revision,
-                    "version": version,
-                    "method": self.spec.drift.concept.method,
-                }
-                self.concept_events.append(event)
-                self.concept_events = self.concept_events[-20:]
-                self._log_event("concept", event)
+            if len(self.concept.update_many(err)):
+                self._concept_fired(revision, version)
+
+    def _concept_fired(self, revision: Any, version: Any) -> None:
+        now = self.clock()
+        self._concept_fired_at = now
+        if self._drifting["concept"]:
+            return  # still the same episode: one event per episode
+        self._drifting["concept"] = True
+        event = h.ConceptEvent(
+            ts=now,
+            method=self.spec.drift.concept.method,
+            revision=str(revision) if revision is not None else None,
+            version=int(version) if isinstance(version, int) else None,
+        )
+        self.concept_events = [*self.concept_events[-19:], event]
+        self._log_event("concept", {"state": "detected", **msgspec.to_builtins(event)})
 
     def _reg_error(self, p: np.ndarray, y: np.ndarray) -> np.ndarray:
-        # a regression error "counts" when it is larger than the window's typical error
-        rep = self._track("stable").quality.report()
-        scale = rep.get("mae") or 1.0
-        return (np.abs(p - y) > 2 * scale).astype(float)
+        """A regression error "counts" when it is larger than the labels' own spread.
+
+        The spread of the labels does not depend on the model, so a model that
+        is learning only makes such errors rarer; a scale taken from the
+        model's own recent errors would shrink as it learns and turn its
+        progress into a rising rate (a false "concept drift").
+        """
+        labels = self._track("stable").quality.labels()
+        scale = float(np.std(labels)) if len(labels) >= 30 else 0.0
+        if scale <= 0.0:
+            return np.zeros(len(y))
+        return (np.abs(p - y) > scale).astype(float)
 
     def _read_labels(self, block_ms: int) -> None:
         resp = self.r.xreadgroup(
@@ -264,6 +325,12 @@ class Monitor:
             else:
                 self._on_samples(entries)
             self.r.xack(stream, GROUP, *ids)  # the monitor's own group: the learner's is untouched
+        self._flush_evidence()
+
+    def _flush_evidence(self) -> None:
+        if self._evidence_rows:
+            self.evidence.add_samples(self._evidence_rows, np.array(self._evidence_y))
+            self._evidence_rows, self._evidence_y = [], []
 
     def _on_samples(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Labelled samples: the served version scores them (learner-only models are watched too)."""
@@ -283,6 +350,9 @@ class Monitor:
         X = served.schema.encode(rows)
         p = served.predict_many(X)
         y = np.array(labels)
+        if self.clock() - self._last_feedback > FEEDBACK_QUIET:
+            self._evidence_rows += rows
+            self._evidence_y += labels
         self._counts["labels"] += len(y)
         assert self._served_key is not None
         t = self._track("stable")
@@ -290,11 +360,8 @@ class Monitor:
         self._score("stable", self._served_key[0], self._served_key[1], p, y)
         if self.feature_names:
             self._feature_drift(X[:, served.schema.num_idx])
-        self._drift_event(
-            "predictions",
-            self.prediction_drift.update_many(p.reshape(-1, 1)),
-            self.prediction_drift,
-        )
+        self.prediction_drift.update_many(p.reshape(-1, 1))
+        self._drift_edge("predictions", self.prediction_drift, ["score"])
 
     def _served_model(self) -> Learner | None:
         raw = self.r.hgetall(self.keys.routing)
@@ -309,12 +376,17 @@ class Monitor:
                 self._served, _ = self.store.load(*key)
             except StoreError:
                 return self._served
-            if self._served_key is not None:
-                # a new version is served: its prediction reference window starts now
-                self._new_version_detectors()
+            self._scores_of(key)
             self._served_key = key
         self._use_reference(key[0])
         return self._served
+
+    def _scores_of(self, key: tuple[Any, Any]) -> None:
+        """Prediction drift follows the served version: a new one starts its own reference."""
+        if key != self._scores_key:
+            if self._scores_key is not None:
+                self._new_version_detectors()
+            self._scores_key = key
 
     def _use_reference(self, revision: str) -> None:
         """When the stable revision changes: its stored drift reference, if it has one.
@@ -326,6 +398,8 @@ class Monitor:
         """
         if revision == self._reference_revision:
             return
+        if self._reference_revision is not None:
+            self._new_concept_detector()  # a new stable revision: its own error history
         self._reference_revision = revision
         self._new_feature_detector()
         ref = self.store.reference(revision)
@@ -334,12 +408,11 @@ class Monitor:
         if ref.names == self.feature_names and len(ref.features):
             self.feature_drift.set_reference(ref.features)
             self._reference_stored = True
-        if ref.scores is not None and len(ref.scores) and self.prediction_drift.reference is None:
-            self.prediction_drift.set_reference(ref.scores.reshape(-1, 1))
         log.info("drift reference of %s: %s (%d rows)", revision, ref.source, len(ref.features))
 
     def _feature_drift(self, X: np.ndarray) -> None:
-        self._drift_event("features", self.feature_drift.update_many(X), self.feature_drift)
+        self.feature_drift.update_many(X)
+        self._drift_edge("features", self.feature_drift, self.feature_names)
         ref = self.feature_drift.reference
         if ref is not None and not self._reference_stored and self._reference_revision:
             self._reference_stored = True
@@ -349,18 +422,29 @@ class Monitor:
                     Reference(self.feature_names, ref, None, "the monitor's first window"),
                 )
 
-    def _drift_event(self, kind: str, fired: np.ndarray, detector: PSI | KS) -> None:
-        if len(fired):
-            names = self.feature_names if kind == "features" else ["score"]
+    def _drift_edge(self, kind: str, detector: PSI | KS, names: list[str]) -> None:
+        """One event when a score goes over its threshold, one when all are back below 80 % of it."""
+        scores = detector.scores
+        on = self._drifting[kind]
+        if not on and detector.reference is not None and bool((scores > detector.threshold).any()):
+            self._drifting[kind] = True
             top = {
-                n: float(s)
-                for n, s in zip(names, detector.scores, strict=False)
-                if s > detector.threshold
+                n: float(x) for n, x in zip(names, scores, strict=False) if x > detector.threshold
             }
-            self._log_event(kind, {"ts": self.clock(), "scores": top})
+            self._log_event(kind, {"state": "detected", "ts": self.clock(), "scores": top})
+        elif on and bool((scores < CLEAR_BELOW * detector.threshold).all()):
+            self._drifting[kind] = False
+            self._log_event(kind, {"state": "cleared", "ts": self.clock()}, count=False)
 
-    def _log_event(self, kind: str, event: dict[str, Any]) -> None:
-        self.metrics.drift_events.labels(kind=kind).inc()
+    def _concept_edge(self) -> None:
+        hold = CONCEPT_HOLD * self.spec.rollout.analysis.interval
+        if self._drifting["concept"] and self.clock() - self._concept_fired_at > hold:
+            self._drifting["concept"] = False
+            self._log_event("concept", {"state": "cleared", "ts": self.clock()}, count=False)
+
+    def _log_event(self, kind: str, event: dict[str, Any], count: bool = True) -> None:
+        if count:
+            self.metrics.drift_events.labels(kind=kind).inc()
         with contextlib.suppress(redis.RedisError):
             self.r.xadd(
                 self.keys.driftlog,
@@ -392,120 +476,207 @@ class Monitor:
             agg["errorRate"] = agg["errors"] / agg["requests"] if agg["requests"] else 0.0
         return out
 
-    def summary(self) -> dict[str, Any]:
-        """The health summary: per track and version quality, drift, servers, lag, throughput."""
+    def summary(self) -> h.Health:
+        """The health summary: per track and version quality, evidence, drift, servers, lag."""
         now = self.clock()
         servers = self._servers()
-        tracks = {}
-        for name, t in self.tracks.items():
-            tracks[name] = {
-                "revision": t.revision,
-                "version": t.version,
-                "labelled": t.labelled,
-                "predictions": t.predictions,
-                **{k: v for k, v in t.quality.report().items() if k != "count"},
-                "window": t.quality.report().get("count", 0),
-                **{
-                    k if k not in ("p50", "p95", "p99") else f"{k}Latency": v
-                    for k, v in servers.get(name, {}).items()
-                },
-            }
-        for name, agg in servers.items():
-            if name not in tracks:
-                tracks[name] = {
-                    k if k not in ("p50", "p95", "p99") else f"{k}Latency": v
-                    for k, v in agg.items()
-                }
+        tracks: dict[str, h.TrackHealth] = {}
+        for name in {*self.tracks, *servers}:
+            t = self.tracks.get(name)
+            q = t.quality.report() if t is not None else {}
+            agg = servers.get(name, {})
+            tracks[name] = h.TrackHealth(
+                revision=t.revision if t else None,
+                version=t.version if t else None,
+                labelled=t.labelled if t else 0,
+                predictions=t.predictions if t else 0,
+                window=int(q.get("count", 0)),
+                **_metrics(q),
+                requests=int(agg.get("requests", 0)),
+                errors=int(agg.get("errors", 0)),
+                fallbacks=int(agg.get("fallbacks", 0)),
+                error_rate=agg.get("errorRate"),
+                p50_latency=agg.get("p50"),
+                p95_latency=agg.get("p95"),
+                p99_latency=agg.get("p99"),
+            )
         lags = np.array(self.label_lags) if self.label_lags else None
-        last = self.concept_events[-1] if self.concept_events else None
+        d = self.spec.drift
         feature_scores = dict(
             zip(self.feature_names, self.feature_drift.scores.tolist(), strict=False)
         )
-        return {
-            "ts": now,
-            "model": f"{self.model.namespace}/{self.model.name}",
-            "tracks": tracks,
-            "versions": {
-                k: {
-                    "labelled": v.labelled,
-                    **{q: x for q, x in v.quality.report().items() if q != "count"},
-                }
+        return h.Health(
+            ts=now,
+            model=f"{self.model.namespace}/{self.model.name}",
+            tracks=tracks,
+            versions={
+                k: h.VersionHealth(labelled=v.labelled, **_metrics(v.quality.report()))
                 for k, v in self.versions.items()
             },
-            "drift": {
-                "features": {
-                    "method": self.spec.drift.features.method,
-                    "scores": feature_scores,
-                    "detected": sorted(
-                        n
-                        for n, s in feature_scores.items()
-                        if s > self.spec.drift.features.threshold
-                    ),
-                },
-                "predictions": {
-                    "method": self.spec.drift.predictions.method,
-                    "score": float(self.prediction_drift.scores[0]),
-                    "detected": bool(
-                        self.prediction_drift.scores[0] > self.spec.drift.predictions.threshold
-                    ),
-                },
-                "concept": {
-                    "method": self.spec.drift.concept.method,
-                    "detected": last is not None
-                    and now - last["ts"] < 10 * self.spec.rollout.analysis.interval,
-                    "last": last,
-                    "count": len(self.concept_events),
-                },
-            },
-            "labelLag": {"p50": float(np.median(lags)), "p95": float(np.percentile(lags, 95))}
+            drift=h.Drift(
+                features=h.FeatureDrift(
+                    method=d.features.method,
+                    scores=feature_scores,
+                    detected=sorted(
+                        n for n, x in feature_scores.items() if x > d.features.threshold
+                    )
+                    if self._drifting["features"]
+                    else [],
+                ),
+                predictions=h.PredictionDrift(
+                    method=d.predictions.method,
+                    score=float(self.prediction_drift.scores[0]),
+                    detected=self._drifting["predictions"],
+                ),
+                concept=h.ConceptDrift(
+                    method=d.concept.method,
+                    detected=self._drifting["concept"],
+                    last=self.concept_events[-1] if self.concept_events else None,
+                    count=len(self.concept_events),
+                ),
+            ),
+            label_lag=h.LabelLag(p50=float(np.median(lags)), p95=float(np.percentile(lags, 95)))
             if lags is not None
             else None,
-            "throughput": dict(self._rates),
-        }
+            throughput=dict(self._rates),
+            quality=self._quality(),
+        )
 
-    def write(self) -> dict[str, Any]:
+    # -- evidence ------------------------------------------------------------------------------
+    def _refresh_candidates(self) -> None:
+        """Load the versions the operator may choose between; the window scores each once."""
+        r = self.r
+        pipe = r.pipeline(transaction=False)
+        pipe.hgetall(self.keys.routing)
+        pipe.hgetall(self.keys.rev(self._stable_revision, "pointers"))
+        routing, pointers = pipe.execute()
+        stable = (routing.get(b"stable") or self._stable_revision.encode()).decode()
+        if stable != self._stable_revision:
+            self._stable_revision = stable
+            pointers = r.hgetall(self.keys.rev(stable, "pointers"))
+        roles: dict[str, tuple[Any, ...]] = {}
+        for role, name in (("served", b"served"), ("lastGood", b"lastGood"), ("latest", b"latest")):
+            if pointers.get(name) is not None:
+                roles[role] = (stable, int(pointers[name]))
+        canary = (routing.get(b"canary") or b"").decode()
+        if canary:
+            v = r.hget(self.keys.rev(canary, "pointers"), "served")
+            if v is not None:
+                roles["canary"] = (canary, int(v))
+        if self._is_warm_started(stable):
+            roles["baseline"] = (stable, 0)
+        if "served" not in roles:
+            self._roles = {}
+            return
+        roles["constant"] = ("constant",)
+        for role, key in list(roles.items()):
+            if key in self.evidence:
+                continue
+            if key == ("constant",):
+                y = self.evidence.labels()
+                value = float(np.mean(y)) if len(y) else 0.5
+                if self.task == "binary":
+                    value = 1.0 if value >= 0.5 else 0.0
+                self.evidence.add_candidate(key, Constant(value))
+                continue
+            try:
+                learner, _ = self.store.load(*key)
+            except StoreError:
+                del roles[role]
+                continue
+            self.evidence.add_candidate(key, learner)
+        self.evidence.keep_only(set(roles.values()))
+        self._roles = roles
+
+    def _is_warm_started(self, revision: str) -> bool:
+        """Whether the revision's v0 is a warm-start baseline (cached: v0 never changes)."""
+        known = self._warm_started.get(revision)
+        if known is None:
+            raw = self.r.hget(self.keys.rev(revision, "vmeta"), "0")
+            if raw is None:
+                return False
+            try:
+                known = bool(orjson.loads(raw).get("warmStart"))
+            except (orjson.JSONDecodeError, AttributeError):
+                known = False
+            self._warm_started[revision] = known
+        return known
+
+    def _quality(self) -> h.Quality | None:
+        roles = self._roles
+        if "served" not in roles:
+            return None
+        w = self.evidence
+        served = roles["served"]
+        out: dict[str, h.Candidate] = {}
+        for role, key in roles.items():
+            rep = w.score(key)
+            v = self.versions.get(f"{key[0]}:{key[1]}") if len(key) == 2 else None
+            c = h.Candidate(
+                revision=key[0] if len(key) == 2 else None,
+                version=key[1] if len(key) == 2 else None,
+                samples=int(rep.get("count", 0)),
+                accuracy=rep.get("accuracy"),
+                logloss=rep.get("logloss"),
+                rmse=rep.get("rmse"),
+                served_labelled=v.labelled if v is not None else 0,
+            )
+            if key != served and w.count:
+                pair = w.compare(key, served)
+                diff, lo, hi = w.relative(pair)
+                c.vs_served = h.Comparison(samples=pair.n, difference=diff, lower=lo, upper=hi)
+            out[role] = c
+        recent = self.clock() - self._last_feedback <= FEEDBACK_QUIET
+        return h.Quality(
+            window=w.count,
+            source="feedback" if recent else "samples",
+            alpha=ALPHA,
+            candidates=out,
+        )
+
+    def write(self) -> h.Health:
         with contextlib.suppress(redis.RedisError):  # the stable revision, for its drift reference
             stable = self.r.hget(self.keys.routing, "stable")
             self._use_reference(stable.decode() if stable else self._stable_revision)
+        with contextlib.suppress(redis.RedisError):
+            self._refresh_candidates()
+        self._concept_edge()
         now = self.clock()
         dt = max(now - self._last_rate_at, 1e-9)
         self._rates = {k: (self._counts[k] - self._last_counts[k]) / dt for k in self._counts}
         self._last_counts, self._last_rate_at = dict(self._counts), now
         s = self.summary()
         pipe = self.r.pipeline(transaction=False)
-        pipe.set(self.keys.health, orjson.dumps(s))
-        pipe.publish(self.keys.events, orjson.dumps({"event": "health", "ts": s["ts"]}))
+        pipe.set(self.keys.health, h.encode(s))
+        pipe.publish(self.keys.events, orjson.dumps({"event": "health", "ts": s.ts}))
         pipe.execute()
         self._export(s)
         self._last_write = now
         return s
 
-    def _export(self, s: dict[str, Any]) -> None:
+    def _export(self, s: h.Health) -> None:
         m = self.metrics
-        for name, t in s["tracks"].items():
-            if "accuracy" in t:
-                m.accuracy.labels(track=name).set(t["accuracy"])
-            if "logloss" in t:
-                m.logloss.labels(track=name).set(t["logloss"])
-            if "rmse" in t:
-                m.rmse.labels(track=name).set(t["rmse"])
-            m.labelled.labels(track=name).set(t.get("labelled", 0))
-        for feature, score in s["drift"]["features"]["scores"].items():
+        for name, t in s.tracks.items():
+            if t.accuracy is not None:
+                m.accuracy.labels(track=name).set(t.accuracy)
+            if t.logloss is not None:
+                m.logloss.labels(track=name).set(t.logloss)
+            if t.rmse is not None:
+                m.rmse.labels(track=name).set(t.rmse)
+            m.labelled.labels(track=name).set(t.labelled)
+        for feature, score in s.drift.features.scores.items():
             m.feature_drift.labels(feature=feature).set(score)
-        m.prediction_drift.set(s["drift"]["predictions"]["score"])
-        m.drift_detected.labels(kind="features").set(
-            float(bool(s["drift"]["features"]["detected"]))
-        )
-        m.drift_detected.labels(kind="predictions").set(
-            float(s["drift"]["predictions"]["detected"])
-        )
-        m.drift_detected.labels(kind="concept").set(float(s["drift"]["concept"]["detected"]))
-        if s["labelLag"]:
-            m.label_lag.set(s["labelLag"]["p50"])
+        m.prediction_drift.set(s.drift.predictions.score)
+        m.drift_detected.labels(kind="features").set(float(bool(s.drift.features.detected)))
+        m.drift_detected.labels(kind="predictions").set(float(s.drift.predictions.detected))
+        m.drift_detected.labels(kind="concept").set(float(s.drift.concept.detected))
+        if s.label_lag:
+            m.label_lag.set(s.label_lag.p50)
 
     # -- loop ------------------------------------------------------------------------------------
     def step(self, block_ms: int = 200) -> None:
         self._read_log()
+        self._flush_evidence()
         self._read_labels(block_ms)
         self.joiner.expire(self.clock())
         self.joiner.take_rejected()
@@ -526,3 +697,8 @@ def _num(v: Any, default: float) -> float:
     if isinstance(v, int | float) and v == v and abs(v) != float("inf"):
         return float(v)
     return default
+
+
+def _metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The quality figures of a :func:`tideline.evaluate.scores` report, without its count."""
+    return {k: float(v) for k, v in report.items() if k != "count"}

@@ -48,7 +48,7 @@ ALGORITHMS = ("sgd", "ftrl", "forest")
 FEATURE_TYPES = ("numeric", "categorical")
 DRIFT_METHODS = ("psi", "ks")
 CONCEPT_METHODS = ("adwin", "page-hinkley")
-CONCEPT_POLICIES = ("rollback", "pause", "alert")
+CONCEPT_POLICIES = ("adapt", "rollback", "pause", "alert")
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -197,7 +197,7 @@ class DriftSpec:
 @dataclass(frozen=True)
 class Guardrails:
     maxAccuracyDrop: float = 0.05
-    onConceptDrift: Literal["rollback", "pause", "alert"] = "rollback"
+    onConceptDrift: Literal["adapt", "rollback", "pause", "alert"] = "adapt"
     maxErrorRate: float = 0.01
 
 
@@ -531,7 +531,7 @@ def _drift(o: _Obj) -> DriftSpec:
 def _guardrails(o: _Obj) -> Guardrails:
     out = Guardrails(
         maxAccuracyDrop=o.number("maxAccuracyDrop", 0.05, 0.0, 1.0),
-        onConceptDrift=o.enum("onConceptDrift", CONCEPT_POLICIES, "rollback"),
+        onConceptDrift=o.enum("onConceptDrift", CONCEPT_POLICIES, "adapt"),
         maxErrorRate=o.number("maxErrorRate", 0.01, 0.0, 1.0),
     )
     o.done()

@@ -11,8 +11,14 @@ it holds, and three pointers:
 ``served``
     the version prediction servers answer with (normally ``latest``);
 ``lastGood``
-    the version ``served`` pointed at before the newest advance: the one a
-    guardrail rolls back to.
+    a version *proven* on labels: the operator sets it once a served version
+    was served on enough labelled samples and was not significantly worse
+    than the previous ``lastGood`` on the same samples (see
+    :mod:`tideline_operator.rollout`). It is the one a guardrail rolls back
+    to. Publishing never moves it, with one exception: the first version of
+    a revision warm-started from a ``spec.model.warmStart`` snapshot (a
+    baseline proven offline) starts as ``lastGood``. A cold model has none
+    until one is proven.
 
 Publishing is one Lua script, so a version, its pointers, the retention of
 ``keepVersions`` (never deleting a version a pointer names) and the pub/sub
@@ -118,7 +124,7 @@ class Keys:
 
 
 # KEYS: blob, versions zset, vmeta hash, pointers hash; ARGV: version, blob, meta json,
-# keep, version key prefix, channel, event json.
+# keep, version key prefix, channel, event json, baseline ("1": lastGood unless one is set).
 _PUBLISH = """
 local v = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2])
@@ -128,9 +134,8 @@ redis.call('HSET', KEYS[4], 'latest', ARGV[1])
 local pinned = redis.call('HGET', KEYS[4], 'pinned')
 local served = redis.call('HGET', KEYS[4], 'served')
 local moved = 0
+if ARGV[8] == '1' then redis.call('HSETNX', KEYS[4], 'lastGood', ARGV[1]) end
 if pinned ~= '1' then
-  if served and served ~= ARGV[1] then redis.call('HSET', KEYS[4], 'lastGood', served) end
-  if not served then redis.call('HSET', KEYS[4], 'lastGood', ARGV[1]) end
   redis.call('HSET', KEYS[4], 'served', ARGV[1])
   moved = 1
 end
@@ -174,11 +179,13 @@ class ModelStore:
         *,
         keep: int = 20,
         pipe: redis.client.Pipeline | None = None,
+        baseline: bool = False,
     ) -> None:
         """Store ``learner`` as ``version`` of ``revision`` and move the pointers.
 
         With ``pipe`` the write joins that pipeline (and its MULTI) instead of
-        running at once.
+        running at once. ``baseline``: a warm-start snapshot proven offline,
+        ``lastGood`` unless the revision has one.
         """
         info = {
             "version": version,
@@ -205,6 +212,7 @@ class ModelStore:
                 k.version_prefix(revision),
                 k.events,
                 event,
+                "1" if baseline else "0",
             ],
             client=pipe if pipe is not None else self.r,
         )

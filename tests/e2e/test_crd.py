@@ -31,7 +31,7 @@ def test_every_example_is_accepted_with_its_defaults_filled(crd: ControlPlane, p
     name = yaml.safe_load(path.read_text())["metadata"]["name"]
     obj = json.loads(crd.kubectl("get", "om", name, "-o", "json").stdout)
     assert obj["spec"]["learning"]["batchSize"] >= 1  # defaulted by the API server where unset
-    assert obj["spec"]["guardrails"]["onConceptDrift"] in ("rollback", "pause", "alert")
+    assert obj["spec"]["guardrails"]["onConceptDrift"] in ("adapt", "rollback", "pause", "alert")
     crd.kubectl("delete", "om", name, "--wait=false")
 
 

@@ -209,7 +209,7 @@ def test_a_changed_model_rolls_out_as_a_canary_that_follows_the_steps_and_is_pro
     assert args[-2:] == ["--warm-start-revision", old]
     # the analysis step waits for labels: no data is not a failure
     rc.set(keys.health, health_summary(time.time(), stable={"accuracy": 0.9},
-                                canary={"accuracy": 0.9, "labelled": 10}))  # fmt: skip
+                                       quality={"served": (old, 0), "canary": (new, 0, 0.0, 0.3, 10)}))  # fmt: skip
     seen = _weights_seen(rc, keys, 4.0)
     assert seen and seen[-1] == 20, seen
     st = _status(installed, ns, "ctr")
@@ -219,7 +219,7 @@ def test_a_changed_model_rolls_out_as_a_canary_that_follows_the_steps_and_is_pro
 
     def play_monitor() -> bool:
         rc.set(keys.health, health_summary(time.time(), stable={"accuracy": 0.9},
-                                    canary={"accuracy": 0.91, "labelled": 500}))  # fmt: skip
+                                           quality={"served": (old, 0), "canary": (new, 0, 0.01, 0.02, 500)}))  # fmt: skip
         weights.append(int(rc.hget(keys.routing, "weight") or 0))
         return _status(installed, ns, "ctr").get("stableRevision") == new
 
@@ -248,9 +248,12 @@ def test_a_canary_that_loses_accuracy_aborts_to_weight_zero_with_a_degraded_cond
     m2["spec"]["model"]["params"] = {"optimizer": "sgd", "learningRate": 0.5}
     _apply(installed, m2)
 
+    old, new = parse(m).revision, parse(m2).revision
+
     def play_monitor() -> bool:
+        # on the same 500 labelled samples the canary is surely 4-6 points worse
         rc.set(keys.health, health_summary(time.time(), stable={"accuracy": 0.90},
-                                    canary={"accuracy": 0.85, "labelled": 500}))  # fmt: skip
+                                           quality={"served": (old, 0), "canary": (new, 0, -0.05, 0.01, 500)}))  # fmt: skip
         return _status(installed, ns, "ads").get("phase") == "Degraded"
 
     until(play_monitor, 30, "abort")
@@ -343,13 +346,15 @@ def test_a_guardrail_breach_pins_served_to_last_good_within_5_seconds_with_an_ev
     store = ModelStore(rc, ns, "fraud")
     learner = make_learner(m["spec"]["model"])
     for v in range(1, 6):
-        store.publish(rev, v, learner)  # served 5, lastGood 4
+        store.publish(rev, v, learner)  # served 5
+    store.set_pointer(rev, "lastGood", 4)  # proven on labels earlier
     _apply(installed, m)
     until(lambda: _status(installed, ns, "fraud").get("servedVersion") == 5, 60, "served v5")
     keys = Keys(ns, "fraud")
     start = time.monotonic()
+    # on the same 1000 labelled samples lastGood v4 is 12 points more accurate than v5
     rc.set(keys.health, health_summary(time.time(), stable={"accuracy": 0.80, "window": 1000},
-                                versions={f"{rev}:4": {"accuracy": 0.92}}))  # fmt: skip
+                                       quality={"served": (rev, 5), "lastGood": (rev, 4, 0.12, 0.03, 1000)}))  # fmt: skip
     took = until(lambda: store.pointers(rev).get("served") == 4, 5.0, "served -> lastGood")
     assert store.pointers(rev)["pinned"] is True
     assert rc.hget(keys.rev(rev, "control"), "resetTo") == b"4"

@@ -54,9 +54,9 @@ def _run_until(p: LearnerProcess, cond, timeout: float = 20.0) -> None:
     p.flush()
 
 
-def test_publishes_version_zero_at_start(r) -> None:
+def test_publishes_version_zero_at_start_and_a_cold_v0_is_no_last_good(r) -> None:
     p = _proc(r)
-    assert p.store.pointers(p.revision) == {"latest": 0, "served": 0, "lastGood": 0}
+    assert p.store.pointers(p.revision) == {"latest": 0, "served": 0}
     assert p.store.load(p.revision, 0)[0].n_seen == 0
 
 
@@ -165,9 +165,11 @@ def test_warm_start_from_a_baseline_file(r, tmp_path: Path) -> None:
     base, rows, path, model = _baseline(tmp_path)
     path.write_bytes(learner_to_blob(base))
     p = _proc(r, model=model)
-    v0, _ = p.store.load(p.revision, 0)
+    v0, meta = p.store.load(p.revision, 0)
     X = base.schema.encode(rows[:50])
     np.testing.assert_array_equal(v0.predict_many(X), base.predict_many(X))
+    # a snapshot given in the spec was proven offline: a rollback target from the start
+    assert p.store.pointers(p.revision)["lastGood"] == 0 and meta["warmStart"] == str(path)
 
 
 def test_a_baseline_reference_becomes_the_revision_s_and_a_warm_started_revision_s(
@@ -187,6 +189,8 @@ def test_a_baseline_reference_becomes_the_revision_s_and_a_warm_started_revision
     assert other.revision != p.revision
     canary = LearnerProcess(other, r, checkpoint_seconds=0.0, warm_start_revision=p.revision)
     canary.start()
+    # a copy of another revision's served version proves itself again here
+    assert "lastGood" not in canary.store.pointers(other.revision)
     inherited = canary.store.reference(other.revision)
     assert inherited is not None
     np.testing.assert_array_equal(inherited.features, ref.features)

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from tests.helpers import FRAUD_FEATURES, manifest, push_samples
+from tideline import health as health_summary
 from tideline.learn import make_learner
 from tideline.learner import LearnerProcess
 from tideline.monitor import Monitor
@@ -36,6 +37,11 @@ def _log(r, model, track, revision, version, ids, rows, scores):
     r.xadd(keys(model).predictions, {"data": orjson.dumps(entry)})
 
 
+def _written(mon: Monitor) -> dict:
+    """The summary the monitor writes, as a reader of the JSON in Redis sees it."""
+    return orjson.loads(health_summary.encode(mon.write()))
+
+
 def keys(model) -> Keys:
     return Keys(model.namespace, model.name)
 
@@ -50,7 +56,7 @@ def test_learner_only_models_are_watched_from_labelled_samples(r) -> None:
     push_samples(r, keys(model).samples, test_rows, test_y)
     for _ in range(5):
         mon.step(block_ms=50)
-    health = mon.write()
+    health = _written(mon)
     stable = health["tracks"]["stable"]
     assert stable["labelled"] == 1000 and stable["version"] == 0
     served, _ = ModelStore(r, "test", "fraud").load(model.revision, 0)
@@ -79,7 +85,7 @@ def test_feedback_gives_each_track_its_own_accuracy(r) -> None:
         pipe.execute()
     for _ in range(5):
         mon.step(block_ms=50)
-    h = mon.write()
+    h = _written(mon)
     assert h["tracks"]["stable"]["labelled"] == 400 and h["tracks"]["canary"]["labelled"] == 400
     assert h["tracks"]["stable"]["accuracy"] > 0.85 and h["tracks"]["canary"]["accuracy"] < 0.7
     assert "canaryrev:0" in h["versions"]
@@ -91,11 +97,24 @@ def test_concept_drift_is_flagged_when_the_errors_rise(r) -> None:
     model = _model(rollout={"analysis": {"interval": "2s"}})
     mon = Monitor(model, r)
     mon.start()
+    before = []
+    _errors_then(r, model, mon, 0.1, 0.4,
+                 at_half=lambda: before.append(_written(mon)["drift"]["concept"]["detected"]))  # fmt: skip
+    assert before == [False]
+    h = _written(mon)
+    assert h["drift"]["concept"]["detected"] is True
+    assert h["drift"]["concept"]["last"]["version"] == 0
+    kinds = [orjson.loads(e[1][b"data"])["kind"] for e in r.xrange(keys(model).driftlog)]
+    assert "concept" in kinds
+
+
+def _errors_then(r, model, mon, before: float, after: float, n: int = 8000, at_half=None) -> None:
+    """Log n stable predictions wrong at rate ``before`` then ``after``, with their labels;
+    ``at_half()`` is called once the first half is in."""
     k = keys(model)
     rng = np.random.default_rng(3)
-    n = 8000
     labels = (rng.random(n) < 0.5).astype(float)
-    wrong = np.concatenate([rng.random(n // 2) < 0.1, rng.random(n // 2) < 0.4])
+    wrong = np.concatenate([rng.random(n // 2) < before, rng.random(n // 2) < after])
     scores = np.where(wrong, 1 - labels, labels) * 0.8 + 0.1
     ids = [f"p{i}" for i in range(n)]
     for i in range(0, n, 500):
@@ -106,13 +125,97 @@ def test_concept_drift_is_flagged_when_the_errors_rise(r) -> None:
             pipe.xadd(k.feedback, {"data": orjson.dumps({"id": ids[j], "label": float(labels[j])})})
         pipe.execute()
         mon.step(block_ms=20)
-        if i == n // 2 - 500:
-            assert mon.write()["drift"]["concept"]["detected"] is False
-    h = mon.write()
-    assert h["drift"]["concept"]["detected"] is True
-    assert h["drift"]["concept"]["last"]["version"] == 0
-    kinds = [orjson.loads(e[1][b"data"])["kind"] for e in r.xrange(k.driftlog)]
-    assert "concept" in kinds
+        if at_half is not None and i == n // 2 - 500:
+            at_half()
+
+
+def test_concept_drift_is_one_event_when_it_starts_and_one_when_it_clears(r) -> None:
+    now = [1000.0]
+    model = _model(rollout={"analysis": {"interval": "2s"}})
+    mon = Monitor(model, r, clock=lambda: now[0])
+    mon.start()
+    _errors_then(r, model, mon, 0.1, 0.4)
+    assert _written(mon)["drift"]["concept"]["detected"] is True
+    now[0] += 5.0  # still within 10 intervals of the last firing
+    assert _written(mon)["drift"]["concept"]["detected"] is True
+    now[0] += 20.0
+    assert _written(mon)["drift"]["concept"]["detected"] is False
+    log = [orjson.loads(e[1][b"data"]) for e in r.xrange(keys(model).driftlog)]
+    assert [(e["kind"], e["state"]) for e in log] == [
+        ("concept", "detected"),
+        ("concept", "cleared"),
+    ]
+    assert mon.metrics.drift_events.labels(kind="concept")._value.get() == 1
+
+
+def test_a_model_whose_error_falls_is_no_concept_drift(r) -> None:
+    model = _model(rollout={"analysis": {"interval": "2s"}})
+    mon = Monitor(model, r)
+    mon.start()
+    _errors_then(r, model, mon, 0.4, 0.1)
+    assert _written(mon)["drift"]["concept"]["detected"] is False
+    assert r.xlen(keys(model).driftlog) == 0
+
+
+def _versions(r, model):
+    """v1 learned the truth, v2 learned it with every label flipped (a poisoned update);
+    the stream they learned from goes on (the same concept)."""
+    stream = SyntheticStream(FRAUD_FEATURES, "binary", seed=1)
+    rows, y = stream.take(3000)
+    store = ModelStore(r, model.namespace, model.name)
+    store.publish(model.revision, 1, _trained(model, rows, y))
+    store.publish(model.revision, 2, _trained(model, rows, 1.0 - y))
+    store.set_pointer(model.revision, "lastGood", 1)
+    return store, stream
+
+
+def test_versions_are_compared_on_the_same_feedback_labels(r) -> None:
+    model = _model(rollout={"analysis": {"interval": "100ms", "minSamples": 200}})
+    store, stream = _versions(r, model)
+    served, _ = store.load(model.revision, 2)
+    mon = Monitor(model, r)
+    mon.start()
+    test_rows, test_y = stream.take(1500)
+    ids = [f"q{i}" for i in range(1500)]
+    scores = served.predict_many(served.schema.encode(test_rows)).tolist()
+    _log(r, model, "stable", model.revision, 2, ids, test_rows, scores)
+    pipe = r.pipeline()
+    for i, label in zip(ids, test_y.tolist(), strict=True):
+        pipe.xadd(keys(model).feedback, {"data": orjson.dumps({"id": i, "label": label})})
+    pipe.execute()
+    mon.step(block_ms=50)
+    mon.write()  # loads the candidates: served v2, lastGood v1, the best constant
+    # a producer gone wrong teaches flipped labels through samples: they do not judge versions
+    push_samples(r, keys(model).samples, test_rows[:500], 1.0 - test_y[:500])
+    mon.step(block_ms=50)
+    q = _written(mon)["quality"]
+    assert q["window"] == 1500 and q["source"] == "feedback"
+    c = q["candidates"]
+    assert (c["served"]["version"], c["lastGood"]["version"]) == (2, 1)
+    assert c["served"]["servedLabelled"] == 2000  # its feedback and the samples it scored
+    good = c["lastGood"]["vsServed"]
+    # the same 1500 samples, both versions scored on them; lastGood surely better
+    assert good["samples"] == 1500 and good["lower"] > 0.2
+    v1, _ = store.load(model.revision, 1)
+    acc1 = np.mean((v1.predict_many(v1.schema.encode(test_rows)) >= 0.5) == test_y)
+    acc2 = np.mean((np.array(scores) >= 0.5) == test_y)
+    assert c["lastGood"]["accuracy"] == pytest.approx(acc1)
+    assert good["difference"] == pytest.approx(acc1 - acc2)
+    assert c["constant"]["vsServed"]["samples"] == 1500
+
+
+def test_a_learner_only_model_is_judged_on_its_labelled_samples(r) -> None:
+    model = _model(rollout={"analysis": {"interval": "100ms", "minSamples": 200}})
+    _, stream = _versions(r, model)
+    mon = Monitor(model, r)
+    mon.start()
+    mon.write()
+    test_rows, test_y = stream.take(800)
+    push_samples(r, keys(model).samples, test_rows, test_y)
+    mon.step(block_ms=50)
+    q = _written(mon)["quality"]
+    assert q["window"] == 800 and q["source"] == "samples"
+    assert q["candidates"]["lastGood"]["vsServed"]["lower"] > 0.2
 
 
 def test_feature_drift_names_the_feature(r) -> None:
@@ -136,7 +239,7 @@ def test_feature_drift_names_the_feature(r) -> None:
             [0.5] * 500,
         )
         mon.step(block_ms=10)
-    h = mon.write()
+    h = _written(mon)
     assert h["drift"]["features"]["detected"] == ["amount"]
     assert h["drift"]["features"]["scores"]["hour"] < 0.2
 
@@ -164,7 +267,7 @@ def test_a_baseline_reference_shows_drift_in_the_first_window(r, baseline: bool)
     mon.start()
     mon.write()  # the stable revision, and its reference
     _log_shifted(r, model, mon, batches=6, shift=1.5, seed=2)  # traffic shifted from the start
-    h = mon.write()
+    h = _written(mon)
     # against the baseline the shift shows; without one, the shifted traffic is the reference
     assert h["drift"]["features"]["detected"] == (["amount"] if baseline else [])
 
@@ -186,7 +289,7 @@ def test_the_first_window_is_stored_and_outlives_new_versions(r) -> None:
     assert mon._served_model() is not None and mon._served_key == (model.revision, 1)
     np.testing.assert_array_equal(mon.feature_drift.reference, stored.features)
     _log_shifted(r, model, mon, batches=6, shift=2.0, seed=4, version=1)
-    assert mon.write()["drift"]["features"]["detected"] == ["amount"]
+    assert _written(mon)["drift"]["features"]["detected"] == ["amount"]
 
 
 def test_the_monitor_takes_nothing_from_the_learner(r) -> None:

@@ -140,31 +140,58 @@ def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setu
     rec, kube, clock, events, _ = setup
     m = manifest("fraud", rollout=ROLLOUT, guardrails={"maxAccuracyDrop": 0.05})
     rev = parse(m).revision
-    _publish(r, m, rev, 7)  # served 7, lastGood 6
+    _publish(r, m, rev, 7)  # served 7
+    ModelStore(r, "test", "fraud").set_pointer(rev, "lastGood", 6)  # proven earlier
     body = _body(m)
     _turn(setup, body)
     keys = Keys("test", "fraud")
+    # on the same 500 labelled samples, lastGood v6 is 10 points more accurate than v7
     r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.80, "window": 500},
-                               versions={f"{rev}:6": {"accuracy": 0.90}}))  # fmt: skip
+                                      quality={"served": (rev, 7), "lastGood": (rev, 6, 0.10, 0.03, 500)}))  # fmt: skip
     start = time.perf_counter()
     st = _turn(setup, body)
     took = time.perf_counter() - start
     assert st is not None and st["servedVersion"] == 6 and st["pinned"] is True
     assert st["lastRollback"]["from"] == 7 and st["lastRollback"]["to"] == 6
-    assert "accuracy 0.800" in st["lastRollback"]["reason"]
+    assert "lastGood v6 beats served v7" in st["lastRollback"]["reason"]
     ptr = ModelStore(r, "test", "fraud").pointers(rev)
     assert ptr["served"] == 6 and ptr["pinned"] is True
     assert r.hget(keys.rev(rev, "control"), "resetTo") == b"6"
     assert any(reason == "RolledBack" for _, reason, _ in events)
     print(f"\n[reconcile] breach in Redis -> served pinned in one turn of {took * 1000:.1f} ms")
 
-    # the learner publishes v8 after the reset; once the interval passed, v8 is served
+    # the learner publishes v8 after the reset; still surely worse: it stays pinned
     ModelStore(r, "test", "fraud").publish(rev, 8, make_learner(m["spec"]["model"]))
     clock.now += 6
-    r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.90, "window": 500}))
+    r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.90, "window": 500},
+                                      quality={"served": (rev, 6), "lastGood": (rev, 6),
+                                               "latest": (rev, 8, -0.2, 0.03, 500)}))  # fmt: skip
     st = _turn(setup, body)
-    assert st is not None and st["servedVersion"] == 8 and not st["pinned"]
-    assert ModelStore(r, "test", "fraud").pointers(rev)["served"] == 8
+    assert st is None or st["servedVersion"] == 6
+    # v9, not worse than v6 on the same samples: served again
+    ModelStore(r, "test", "fraud").publish(rev, 9, make_learner(m["spec"]["model"]))
+    clock.now += 6
+    r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.90, "window": 500},
+                                      quality={"served": (rev, 6), "lastGood": (rev, 6),
+                                               "latest": (rev, 9, 0.0, 0.03, 500)}))  # fmt: skip
+    st = _turn(setup, body)
+    assert st is not None and st["servedVersion"] == 9 and not st["pinned"]
+    assert ModelStore(r, "test", "fraud").pointers(rev)["served"] == 9
+
+
+def test_a_version_proven_on_labels_becomes_last_good_in_redis(setup, r) -> None:
+    rec, kube, clock, events, _ = setup
+    m = manifest("fraud", rollout=ROLLOUT)
+    rev = parse(m).revision
+    _publish(r, m, rev, 3)  # a cold model: no lastGood
+    body = _body(m)
+    _turn(setup, body)
+    r.set(Keys("test", "fraud").health, health_summary(clock.now, quality={
+        "served": (rev, 3), "constant": (None, None, -0.3, 0.03, 1000)}))  # fmt: skip
+    st = _turn(setup, body)
+    assert st is not None and st["lastGoodVersion"] == 3
+    assert ModelStore(r, "test", "fraud").pointers(rev)["lastGood"] == 3
+    assert any(reason == "Proven" for _, reason, _ in events)
 
 
 def test_rollback_by_annotation_points_served_at_the_named_version(setup, r) -> None:
@@ -205,7 +232,7 @@ def test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable(setup, r
     # pause 30 s, then weight 50, then promotion
     clock.now += 31
     r.set(Keys("test", "fraud").health, health_summary(clock.now, stable={"accuracy": 0.9},
-                                                canary={"accuracy": 0.9, "labelled": 500}))  # fmt: skip
+                                                quality={"served": (old, 0), "canary": (new, 0, 0.0, 0.01, 500)}))  # fmt: skip
     st = _turn(setup, _body(m2, generation=2))
     assert st is not None and st["stableRevision"] == new and st.get("canaryRevision") is None
     st = _turn(setup, _body(m2, generation=2))  # the next turn sees the old Deployments go

@@ -43,14 +43,26 @@ def test_a_published_version_loads_back_identical(r) -> None:
     assert store.version_meta("rev1", 0)["note"] == "first"
 
 
-def test_publishing_advances_served_and_keeps_the_previous_as_last_good(r) -> None:
+def test_publishing_advances_served_and_never_makes_a_version_last_good_by_itself(r) -> None:
     store = ModelStore(r, "ns", "m")
     m, _ = _learner()
     store.publish("rev", 0, m)
-    assert store.pointers("rev") == {"latest": 0, "served": 0, "lastGood": 0}
+    assert store.pointers("rev") == {"latest": 0, "served": 0}  # a cold v0 is no rollback target
     store.publish("rev", 1, m)
+    store.set_pointer("rev", "lastGood", 1)  # proven (by the operator)
     store.publish("rev", 2, m)
     assert store.pointers("rev") == {"latest": 2, "served": 2, "lastGood": 1}
+
+
+def test_a_warm_start_baseline_starts_as_last_good_unless_one_is_set(r) -> None:
+    store = ModelStore(r, "ns", "m")
+    m, _ = _learner()
+    store.publish("rev", 0, m, baseline=True)
+    store.publish("rev", 1, m)
+    assert store.pointers("rev") == {"latest": 1, "served": 1, "lastGood": 0}
+    store.set_pointer("rev", "lastGood", 1)
+    store.publish("rev", 2, m, baseline=True)
+    assert store.pointers("rev")["lastGood"] == 1
 
 
 def test_a_pinned_revision_moves_only_latest(r) -> None:
@@ -58,6 +70,7 @@ def test_a_pinned_revision_moves_only_latest(r) -> None:
     m, _ = _learner()
     for v in range(3):
         store.publish("rev", v, m)
+    store.set_pointer("rev", "lastGood", 1)
     store.set_pointer("rev", "served", 1, pin=True)
     store.publish("rev", 3, m)
     p = store.pointers("rev")

@@ -78,3 +78,36 @@ def test_identical_versions_get_a_zero_centred_interval_and_the_reference_loss_i
     lo, hi = p.interval()
     assert lo < 0 < hi and p.mean == 0.0
     assert p.reference_loss == 2.0
+
+
+def test_the_common_window_scores_every_candidate_on_the_same_samples_and_grows_each_comparison() -> (
+    None
+):
+    from tideline.evidence import CommonWindow, Constant
+    from tideline.learn import make_learner
+    from tideline.simulate import SyntheticStream
+
+    feats = [{"name": "a"}, {"name": "b"}, {"name": "c", "type": "categorical"}]
+    stream = SyntheticStream(feats, "binary", seed=4)
+    rows, y = stream.take(3000)
+    good = make_learner({"algorithm": "sgd", "features": feats})
+    good.learn_many(good.schema.encode(rows), y)
+    bad = make_learner({"algorithm": "sgd", "features": feats})
+    bad.learn_many(bad.schema.encode(rows), 1.0 - y)
+    w = CommonWindow("binary", size=1000)
+    test_rows, test_y = stream.take(1500)
+    w.add_samples(test_rows[:600], test_y[:600])
+    w.add_candidate("good", good)
+    w.add_candidate("bad", bad)
+    w.add_candidate("constant", Constant(1.0))
+    first = w.compare("good", "bad")
+    assert first.n == 600
+    w.add_samples(test_rows[600:], test_y[600:])  # the window keeps 1000; the comparison grows
+    pair = w.compare("good", "bad")
+    assert pair is first and pair.n == 1500 and w.count == 1000
+    right = lambda m: (m.predict_many(m.schema.encode(test_rows)) >= 0.5) == test_y  # noqa: E731
+    assert pair.mean == pytest.approx(np.mean(right(good).astype(float) - right(bad)))
+    assert w.score("good")["accuracy"] == pytest.approx(np.mean(right(good)[500:]))
+    assert w.relative(pair)[1] > 0.3  # surely better
+    w.keep_only({"good", "constant"})
+    assert "bad" not in w and "good" in w

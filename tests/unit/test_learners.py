@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tideline import codec
-from tideline.evaluate import prequential, scores
+from tideline.evaluate import log_loss, prequential, scores
 from tideline.features import FeatureSchema
 from tideline.learn import make_learner
 from tideline.simulate import SyntheticStream
@@ -269,3 +269,34 @@ def test_the_category_cache_is_bounded_and_reset_by_a_flood() -> None:
         np.testing.assert_array_equal(schema.encode_typed(decoded), schema.encode(rows))
         seen += len(rows)
     assert seen == 140_000 and len(schema._bucket_cache[0]) <= 100_000
+
+
+@pytest.mark.parametrize("optimizer", ["newton", "adagrad", "ftrl"])
+def test_softening_keeps_predictions_and_makes_the_next_updates_move_further(optimizer) -> None:
+    feats = [{"name": f"x{i}"} for i in range(4)] + [{"name": "c", "type": "categorical"}]
+    s = SyntheticStream(feats, "binary", seed=3)
+    rows, y = s.take(7000)
+    algorithm = "ftrl" if optimizer == "ftrl" else "sgd"
+    params = {} if optimizer == "ftrl" else {"optimizer": optimizer}
+    m = make_learner({"algorithm": algorithm, "features": feats, "params": params})
+    X = m.schema.encode(rows)
+    for i in range(0, 5000, 32):
+        m.learn_many(X[i : i + 32], y[i : i + 32])
+    soft = m.copy()
+    soft.soften(0.05)
+    np.testing.assert_allclose(soft.predict_many(X[5000:]), m.predict_many(X[5000:]), atol=1e-12)
+    # the world flips: with the same 96 samples the softened learner moves further towards it
+    before = m.predict_many(X[6000:])
+    for i in range(5000, 5096, 32):
+        m.learn_many(X[i : i + 32], 1.0 - y[i : i + 32])
+        soft.learn_many(X[i : i + 32], 1.0 - y[i : i + 32])
+    moved = [float(np.mean(np.abs(x.predict_many(X[6000:]) - before))) for x in (m, soft)]
+    assert moved[1] > 1.5 * moved[0], moved
+    loss = [float(np.mean(log_loss(x.predict_many(X[6000:]), 1.0 - y[6000:]))) for x in (m, soft)]
+    assert loss[1] < loss[0], loss
+
+
+def test_soften_refuses_a_share_outside_zero_to_one() -> None:
+    m = make_learner({"algorithm": "sgd", "features": [{"name": "x"}]})
+    with pytest.raises(ValueError, match="keep"):
+        m.soften(0.0)

@@ -35,7 +35,7 @@ def test_defaults_are_those_of_the_design() -> None:
     assert (s.drift.features.method, s.drift.concept.method) == ("psi", "adwin")
     assert [st.setWeight or st.pause for st in s.rollout.steps] == [10, 60.0, 50, 60.0]
     assert s.rollout.trafficRouting == "builtin"
-    assert s.guardrails.onConceptDrift == "rollback"
+    assert s.guardrails.onConceptDrift == "adapt"
 
 
 def _with(path: str, value: object) -> dict:

@@ -190,6 +190,24 @@ class Learner:
         """
         return self.predict_many
 
+    def soften(self, keep: float) -> None:
+        """Keep only ``keep`` (0..1] of the confidence in what was learned; predictions do not move.
+
+        After concept drift, old samples speak for a world that is gone: a
+        learner that held on to them would need as many new samples to move.
+        Softening makes the next updates count as if the learner had seen a
+        ``keep`` fraction of its past (the rest is forgotten towards the
+        prior), so it adapts at the speed of a young model from where it
+        stands. Learners that keep no such confidence (a forest's leaves
+        re-estimate from their own counts) leave it as is.
+        """
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"keep must be in (0, 1] (got {keep})")
+        self._soften(keep)
+
+    def _soften(self, keep: float) -> None:
+        return None
+
     def clone(self) -> Learner:
         """A fresh, untrained learner with the same hyperparameters."""
         return type(self)(self.schema.describe(), self.task, **self.params)

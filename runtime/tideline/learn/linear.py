@@ -236,6 +236,32 @@ class LinearLearner(Learner):
         "ftrl": ("_w", "_wc", "_G", "_Gc", "_z", "_zc"),
     }
 
+    def _soften(self, keep: float) -> None:
+        if self.optimizer == "newton":
+            prior = float(self.params.get("priorPrecision", 3.0))
+            self._P *= keep
+            self._P.flat[:: self._P.shape[0] + 1] += (1.0 - keep) * prior
+            self._Pc = self._Pc * keep + (1.0 - keep) * prior
+        elif self.optimizer == "adagrad":
+            self._G *= keep
+            self._Gc *= keep
+        elif self.optimizer == "ftrl":
+            self._soften_ftrl(keep)
+
+    def _soften_ftrl(self, keep: float) -> None:
+        """Scale FTRL's squared-gradient sums; move z so that the weights stay where they are."""
+        alpha = float(self.params.get("alpha", 0.1))
+        beta = float(self.params.get("beta", 1.0))
+        l1 = float(self.params.get("l1", 0.1))
+        l2 = float(self.params.get("l2", 1.0))
+        for z, G in ((self._z, self._G), (self._zc, self._Gc)):
+            before = (beta + np.sqrt(G)) / alpha + l2
+            G *= keep
+            after = (beta + np.sqrt(G)) / alpha + l2
+            shrunk = np.maximum(np.abs(z) - l1, 0.0)
+            live = shrunk > 0
+            z[live] = np.sign(z[live]) * (shrunk[live] * after[live] / before[live] + l1)
+
     def _get_state(self) -> State:
         return {f"linear.{a[1:]}": getattr(self, a) for a in self._STATE[self.optimizer]}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import manifest
+from tideline import health as h
 from tideline.spec import parse
 from tideline_operator.rollout import ABORT, PROMOTE, ROLLBACK_TO, Observed, analyze, decide
 
@@ -23,21 +24,33 @@ def _spec(**rollout):
     return parse(doc).spec
 
 
-def _health(now, canary=None, stable=None, versions=None, drift=None):
-    return {
-        "ts": now,
-        "tracks": {
-            "stable": stable or {"accuracy": 0.90, "labelled": 5000, "window": 2000},
-            **({"canary": canary} if canary else {}),
+def _vs(difference, half=0.01, samples=2000):
+    """A paired comparison with served: the difference and its interval's half-width."""
+    return h.Comparison(samples=samples, difference=difference, lower=difference - half,
+                        upper=difference + half)  # fmt: skip
+
+
+def _health(now, canary_track=None, stable=None, concept=None, served=("old", 7), served_labelled=5000,
+            **versus):  # fmt: skip
+    """A health summary. ``versus``: role -> (version, Comparison with served) for the
+    candidates lastGood, latest, canary, baseline, constant."""
+    candidates = {"served": h.Candidate(revision=served[0], version=served[1],
+                                        served_labelled=served_labelled, samples=2000)}  # fmt: skip
+    for role, (version, vs) in versus.items():
+        rev = "new" if role == "canary" else served[0]
+        candidates[role] = h.Candidate(revision=rev if version is not None else None,
+                                       version=version, samples=2000, vs_served=vs)  # fmt: skip
+    return h.Health(
+        ts=now,
+        tracks={
+            "stable": h.TrackHealth(
+                **(stable or {"accuracy": 0.90, "labelled": 5000, "window": 2000})
+            ),
+            **({"canary": h.TrackHealth(**canary_track)} if canary_track else {}),
         },  # fmt: skip
-        "versions": versions or {},
-        "drift": drift
-        or {
-            "concept": {"detected": False},
-            "features": {"detected": []},
-            "predictions": {"detected": False},
-        },
-    }
+        drift=h.Drift(concept=concept or h.ConceptDrift()),
+        quality=h.Quality(window=2000, candidates=candidates),
+    )
 
 
 def _kinds(decision):
@@ -73,9 +86,9 @@ def test_the_pause_holds_the_weight_until_its_time_is_up() -> None:
     assert d.status["canaryWeight"] == 50 and d.status["currentStep"] == 3
 
 
-def test_waits_when_the_canary_has_fewer_than_min_samples_labels() -> None:
+def test_waits_when_the_canary_has_fewer_than_min_samples_common_labels() -> None:
     st = _canary_status(step=3, weight=50)
-    health = _health(200.0, canary={"accuracy": 0.5, "labelled": 100})
+    health = _health(200.0, canary=(2, _vs(-0.5, half=0.1, samples=100)))
     d = decide(_spec(), st, Observed(revision="new"), health, now=200.0)
     assert d.status["currentStep"] == 3 and d.status["analysis"]["outcome"] == "inconclusive"
     assert d.status["analysisFailures"] == 0 and "100 of 500" in d.status["analysis"]["message"]
@@ -83,7 +96,7 @@ def test_waits_when_the_canary_has_fewer_than_min_samples_labels() -> None:
 
 def test_a_passing_analysis_step_moves_on_and_the_last_step_promotes() -> None:
     st = _canary_status(step=3, weight=50)
-    health = _health(200.0, canary={"accuracy": 0.905, "labelled": 800})
+    health = _health(200.0, canary=(2, _vs(0.005)))
     d = decide(_spec(), st, Observed(revision="new"), health, now=200.0)
     assert d.status["stableRevision"] == "new" and d.status["canaryRevision"] is None
     assert "promote" in _kinds(d)
@@ -91,11 +104,11 @@ def test_a_passing_analysis_step_moves_on_and_the_last_step_promotes() -> None:
     assert removed == ["old"] and d.status["phase"] == "Healthy"
 
 
-def test_aborts_when_canary_accuracy_stays_2_points_below_stable_for_failure_limit_intervals() -> (
+def test_aborts_when_the_canary_is_significantly_3_points_worse_for_failure_limit_intervals() -> (
     None
 ):
     st = _canary_status(step=3, weight=50)
-    bad = {"accuracy": 0.88, "labelled": 800}
+    bad = (2, _vs(-0.03))  # [-0.04, -0.02]: surely more than maxAccuracyDrop (0.01) worse
     d = decide(_spec(), st, Observed(revision="new"), _health(200.0, canary=bad), now=200.0)
     assert d.status["analysisFailures"] == 1 and not d.status.get("aborted")
     d = decide(_spec(), d.status, Observed(revision="new"), _health(205.0, canary=bad), now=205.0)
@@ -112,10 +125,27 @@ def test_aborts_when_canary_accuracy_stays_2_points_below_stable_for_failure_lim
 
 
 @pytest.mark.parametrize(
+    ("vs", "outcome"),
+    [
+        (_vs(-0.02, half=0.03), "pass"),
+        (_vs(-0.015, half=0.004), "fail"),
+        (_vs(0.02, half=0.01), "pass"),
+    ],
+    ids=[
+        "a canary 2 points worse on noisy evidence passes: two slices' noise is no failure",
+        "a canary surely 1.1-1.9 points worse fails (maxAccuracyDrop 0.01)",
+        "a canary surely better passes",
+    ],
+)
+def test_the_canary_is_judged_on_the_paired_comparison_not_a_raw_difference(vs, outcome) -> None:
+    assert analyze(_spec(), _health(100.0, canary=(2, vs)), now=100.0).outcome == outcome
+
+
+@pytest.mark.parametrize(
     ("canary", "metric"),
     [
-        ({"accuracy": 0.9, "labelled": 800, "errorRate": 0.05}, "errorRate"),
-        ({"accuracy": 0.9, "labelled": 800, "p95Latency": 0.050}, "p95Latency"),
+        ({"error_rate": 0.05}, "errorRate"),
+        ({"p95_latency": 0.050}, "p95Latency"),
     ],
     ids=[
         "fails on a canary error rate over maxErrorRate",
@@ -123,11 +153,13 @@ def test_aborts_when_canary_accuracy_stays_2_points_below_stable_for_failure_lim
     ],
 )
 def test_analysis_fails_on_the_metric_that_broke(canary, metric) -> None:
-    assert analyze(_spec(), _health(100.0, canary=canary), now=100.0).metric == metric
+    health = _health(100.0, canary=(2, _vs(0.0)))
+    health.tracks["canary"] = h.TrackHealth(**canary)
+    assert analyze(_spec(), health, now=100.0).metric == metric
 
 
 def test_a_stale_health_summary_is_inconclusive_not_a_failure() -> None:
-    res = analyze(_spec(), _health(100.0, canary={"accuracy": 0.1, "labelled": 9000}), now=200.0)
+    res = analyze(_spec(), _health(100.0, canary=(2, _vs(-0.5))), now=200.0)
     assert res.outcome == "inconclusive"
 
 
@@ -152,43 +184,160 @@ def test_pause_without_duration_waits_for_promote_in_phase_paused() -> None:
     assert d.status["phase"] == "Paused" and d.status["canaryWeight"] == 20
 
 
-def test_guardrail_rolls_back_when_accuracy_drops_below_last_good() -> None:
-    st = {"stableRevision": "r"}
-    health = _health(100.0, stable={"accuracy": 0.80, "labelled": 3000, "window": 2000},
-                     versions={"r:6": {"accuracy": 0.90}})  # fmt: skip
-    d = decide(_spec(), st, Observed(revision="r", served=7, last_good=6), health, now=100.0)
-    rb = next(a for a in d.actions if a.kind == "rollback")
-    assert rb.args["from"] == 7 and rb.args["to"] == 6 and "below lastGood v6" in rb.args["reason"]
+def _kinds_args(d, kind):
+    return [a.args for a in d.actions if a.kind == kind]
+
+
+def test_guardrail_rolls_back_when_last_good_is_surely_better_by_more_than_max_accuracy_drop() -> (
+    None
+):
+    st = {"stableRevision": "old"}
+    health = _health(100.0, lastGood=(6, _vs(0.20, half=0.03)))
+    d = decide(_spec(), st, Observed(revision="old", served=7, last_good=6), health, now=100.0)
+    (rb,) = _kinds_args(d, "rollback")
+    assert rb["from"] == 7 and rb["to"] == 6 and "lastGood v6 beats served v7" in rb["reason"]
     assert d.status["lastRollback"]["to"] == 6 and d.status["lastRollback"]["at"] == 100.0
     # once served is lastGood, no second rollback
-    d = decide(_spec(), d.status, Observed(revision="r", served=6, last_good=6), health, now=101.0)
+    d = decide(
+        _spec(), d.status, Observed(revision="old", served=6, last_good=6), health, now=101.0
+    )
     assert "rollback" not in _kinds(d)
 
 
 @pytest.mark.parametrize(
+    ("vs", "quality"),
+    [
+        (_vs(0.04, half=0.01), ("False", "WorseThanLastGood")),
+        (_vs(0.08, half=0.1), ("True", "OK")),
+        (_vs(-0.02, half=0.01), ("True", "OK")),
+    ],
+    ids=[
+        "lastGood surely better, but by less than maxAccuracyDrop: no rollback, quality says so",
+        "lastGood 8 points better on too few samples to be sure: no rollback",
+        "served surely better than lastGood: nothing to do",
+    ],
+)
+def test_no_rollback_without_evidence_that_it_helps(vs, quality) -> None:
+    health = _health(100.0, lastGood=(6, vs))
+    d = decide(_spec(), {"stableRevision": "old"}, Observed(revision="old", served=7, last_good=6),
+               health, now=100.0)  # fmt: skip
+    assert "rollback" not in _kinds(d)
+    cond = next(c for c in d.status["conditions"] if c["type"] == "ModelQuality")
+    assert (cond["status"], cond["reason"]) == quality
+    assert (d.status["phase"] == "Degraded") == (quality[0] == "False")
+
+
+def test_a_cold_model_never_rolls_back_to_v0_and_says_it_has_no_proven_version() -> None:
+    # pointers as a cold model's publish leaves them: served and latest, no lastGood
+    health = _health(100.0, constant=(None, _vs(0.1)), stable={"accuracy": 0.4, "error_rate": 0.5})
+    d = decide(_spec(), {"stableRevision": "old"}, Observed(revision="old", served=3, latest=3),
+               health, now=100.0)  # fmt: skip
+    assert "rollback" not in _kinds(d) and "prove" not in _kinds(d)
+    cond = next(c for c in d.status["conditions"] if c["type"] == "ModelQuality")
+    assert cond["reason"] == "NoProvenVersion"
+
+
+@pytest.mark.parametrize(
+    ("served", "labelled", "versus", "proven"),
+    [
+        (7, 5000, {"lastGood": (5, _vs(-0.01, half=0.02))}, 7),
+        (7, 300, {"lastGood": (5, _vs(-0.01, half=0.02))}, None),
+        (7, 5000, {"lastGood": (5, _vs(0.03, half=0.01))}, None),
+        (3, 5000, {"constant": (None, _vs(-0.2, half=0.02))}, 3),
+        (3, 5000, {"constant": (None, _vs(-0.01, half=0.02))}, None),
+        (0, 5000, {"constant": (None, _vs(-0.2, half=0.02))}, None),
+        (0, 5000, {"constant": (None, _vs(-0.2, half=0.02)), "baseline": (0, None)}, 0),
+    ],
+    ids=[
+        "served on 5000 labels and not worse than lastGood: proven",
+        "served on 300 of minSamples 500 labels: not yet",
+        "surely worse than lastGood: never proven",
+        "the first proof of a cold model: surely better than the best constant",
+        "a cold model's version no better than a constant is not proven",
+        "a cold model's v0 is never proven",
+        "a warm-start baseline's v0 may be",
+    ],
+)
+def test_last_good_means_proven_on_labels(served, labelled, versus, proven) -> None:
+    last_good = versus["lastGood"][0] if "lastGood" in versus else None
+    health = _health(100.0, served=("old", served), served_labelled=labelled, **versus)
+    obs = Observed(revision="old", served=served, latest=served, last_good=last_good)
+    d = decide(_spec(), {"stableRevision": "old"}, obs, health, now=100.0)
+    got = [a["version"] for a in _kinds_args(d, "prove")]
+    assert got == ([proven] if proven is not None else [])
+    if proven is not None:
+        assert d.status["lastGoodVersion"] == proven
+        assert ("Proven" in [a["reason"] for a in _kinds_args(d, "event")]) == (last_good is None)
+
+
+def _concept(ts=99.0):
+    return h.ConceptDrift(detected=True, method="adwin",
+                          last=h.ConceptEvent(ts=ts, method="adwin", revision="old", version=7))  # fmt: skip
+
+
+@pytest.mark.parametrize(
     ("policy", "expect"),
-    [("rollback", "rollback"), ("pause", "pause-learning"), ("alert", None)],
-    ids=["concept drift rolls back under onConceptDrift rollback",
+    [("adapt", "adapt"), ("rollback", "adapt"), ("pause", "pause-learning"), ("alert", None)],
+    ids=["concept drift makes the learner adapt under onConceptDrift adapt (the default)",
+         "concept drift adapts under onConceptDrift rollback when no proven version is better",
          "concept drift pauses learning under onConceptDrift pause",
          "concept drift only shows under onConceptDrift alert"],
 )  # fmt: skip
-def test_concept_drift_policy(policy, expect) -> None:
+def test_concept_drift_policy_reacts_once_per_episode_and_never_rolls_back_alone(
+    policy, expect
+) -> None:
     spec = parse(manifest(guardrails={"onConceptDrift": policy})).spec
-    health = _health(100.0, drift={"concept": {"detected": True, "method": "adwin"}})
-    d = decide(
-        spec,
-        {"stableRevision": "r"},
-        Observed(revision="r", served=3, last_good=2),
-        health,
-        now=100.0,
-    )
+    # every version is as wrong as the next: lastGood is no better on the same samples
+    health = _health(100.0, concept=_concept(), lastGood=(6, _vs(0.0, half=0.02)))
+    obs = Observed(revision="old", served=7, last_good=6)
+    d = decide(spec, {"stableRevision": "old"}, obs, health, now=100.0)
     kinds = _kinds(d)
+    assert "rollback" not in kinds
     if expect:
         assert expect in kinds
     else:
-        assert "rollback" not in kinds and "pause-learning" not in kinds
+        assert "adapt" not in kinds and "pause-learning" not in kinds
+    events = [a["reason"] for a in _kinds_args(d, "event")]
+    assert events == ["ConceptDrift"]
     drifting = next(c for c in d.status["conditions"] if c["type"] == "Drifting")
     assert drifting["status"] == "True"
+    again = decide(
+        spec, d.status, obs, _health(101.0, concept=_concept(), lastGood=(6, _vs(0.0))), now=101.0
+    )
+    assert "adapt" not in _kinds(again) and "event" not in _kinds(again)
+
+
+def test_under_on_concept_drift_rollback_any_sure_gain_of_a_proven_version_rolls_back() -> None:
+    spec = parse(manifest(guardrails={"onConceptDrift": "rollback"})).spec
+    health = _health(100.0, concept=_concept(), lastGood=(6, _vs(0.02, half=0.01)))
+    d = decide(spec, {"stableRevision": "old"}, Observed(revision="old", served=7, last_good=6),
+               health, now=100.0)  # fmt: skip
+    assert [a["to"] for a in _kinds_args(d, "rollback")] == [6]
+    adapt = parse(manifest()).spec  # adapt: the same 2 points are under maxAccuracyDrop
+    d = decide(adapt, {"stableRevision": "old"}, Observed(revision="old", served=7, last_good=6),
+               health, now=100.0)  # fmt: skip
+    assert "rollback" not in _kinds(d)
+
+
+@pytest.mark.parametrize(
+    ("vs", "unpinned"),
+    [(_vs(-0.005, half=0.01), True), (_vs(-0.3, half=0.02), False)],
+    ids=["the learner's newer version, not worse than the pinned one on the same samples, is served",
+         "a newer version still surely worse (labels still poisoned) stays unserved"],
+)  # fmt: skip
+def test_unpin_on_evidence(vs, unpinned) -> None:
+    st = {"stableRevision": "old", "pinned": True, "servedVersion": 6, "lastGoodVersion": 6,
+          "lastRollback": {"at": 50.0, "from": 8, "to": 6, "latest": 8}}  # fmt: skip
+    health = _health(100.0, served=("old", 6), latest=(9, vs))
+    d = decide(_spec(), st, Observed(revision="old", served=6, last_good=6, latest=9), health,
+               now=100.0)  # fmt: skip
+    assert ([a["version"] for a in _kinds_args(d, "unpin")] == [9]) == unpinned
+
+
+def test_a_rollback_annotation_that_is_no_ascii_number_is_ignored() -> None:
+    obs = Observed(revision="r", served=9, last_good=8, annotations={ROLLBACK_TO: "\u00b2"})
+    d = decide(_spec(), {"stableRevision": "r"}, obs, None, now=50.0)
+    assert "rollback" not in _kinds(d)
 
 
 def test_rollback_to_a_version_by_annotation_happens_once() -> None:

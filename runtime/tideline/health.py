@@ -1,0 +1,207 @@
+"""The health summary: what the monitor writes every analysis interval and the operator reads.
+
+One declared, typed shape (msgspec Structs, camelCase on the wire) shared
+by both sides, so neither picks a dict apart by hand; the freshness rule
+lives here too (:meth:`Health.fresh`). Stored as JSON at
+``tideline:{ns}:{model}:health``.
+
+Quality comes in two kinds:
+
+* ``tracks`` and ``versions``: what each traffic track (stable, canary,
+  shadow) and each served version scored on the labels of its *own*
+  predictions. Good for dashboards; not for comparing versions, since two
+  versions served at different times saw different traffic.
+* ``quality``: the evidence behind automatic decisions. Every candidate
+  (``served``, ``lastGood``, ``latest``, ``canary``, ``baseline``, and
+  ``constant``, the best constant answer) is scored on the *same* window of
+  recent labelled samples, and compared with the served version on them by
+  a paired confidence sequence (:mod:`tideline.evidence`), valid however
+  often it is read.
+
+Examples
+--------
+>>> h = Health(ts=10.0, model="default/fraud")
+>>> decode(encode(h)).fresh(now=12.0, interval=1.0), h.fresh(now=14.0, interval=1.0)
+(True, False)
+>>> decode(b"not json") is None
+True
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class _Struct(msgspec.Struct, rename="camel", kw_only=True):
+    pass
+
+
+class _Sparse(_Struct, omit_defaults=True):
+    """Figures that are absent until measured (no label yet: no accuracy) are left out."""
+
+
+class _Metrics(_Sparse):
+    """Quality on labels (see :func:`tideline.evaluate.scores`): binary or regression figures."""
+
+    accuracy: float | None = None
+    logloss: float | None = None
+    calibration: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
+
+
+class TrackHealth(_Metrics):
+    """One traffic track: the quality of its own labelled predictions, and its servers' counters."""
+
+    revision: str | None = None
+    version: int | None = None
+    labelled: int = 0
+    predictions: int = 0
+    window: int = 0
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    error_rate: float | None = None
+    p50_latency: float | None = None
+    p95_latency: float | None = None
+    p99_latency: float | None = None
+
+
+class VersionHealth(_Metrics):
+    """One version, on the labels of the predictions it served."""
+
+    labelled: int = 0
+
+
+class Comparison(_Struct):
+    """A candidate against the served version on the same samples.
+
+    ``difference`` is the candidate's quality minus the served version's:
+    accuracy points for ``binary``, the relative reduction of the squared
+    error for ``regression`` (0.05: 5 % lower MSE). ``lower`` and ``upper``
+    bound it at the confidence sequence's level, at every look.
+    """
+
+    samples: int
+    difference: float
+    lower: float
+    upper: float
+
+    def better(self, margin: float = 0.0) -> bool:
+        """The candidate is significantly better than served, by more than ``margin``."""
+        return self.lower > margin
+
+    def worse(self, margin: float = 0.0) -> bool:
+        """The candidate is significantly worse than served, by more than ``margin``."""
+        return self.upper < -margin
+
+
+class Candidate(_Sparse):
+    """A version scored on the common window (``revision`` and ``version`` None: the constant)."""
+
+    revision: str | None = None
+    version: int | None = None
+    samples: int = 0
+    accuracy: float | None = None
+    logloss: float | None = None
+    rmse: float | None = None
+    served_labelled: int = 0  # labels of the predictions it made while served
+    vs_served: Comparison | None = None
+
+
+class Quality(_Struct):
+    """Every candidate on the same recent labelled samples (see the module docs)."""
+
+    window: int = 0  # labelled samples in the common window now
+    source: str = "feedback"  # feedback (labels of served predictions) or samples
+    alpha: float = 0.05
+    candidates: dict[str, Candidate] = {}
+
+    def get(self, role: str) -> Candidate | None:
+        return self.candidates.get(role)
+
+
+class FeatureDrift(_Struct):
+    method: str = "psi"
+    scores: dict[str, float] = {}
+    detected: list[str] = []
+
+
+class PredictionDrift(_Struct):
+    method: str = "psi"
+    score: float = 0.0
+    detected: bool = False
+
+
+class ConceptEvent(_Struct):
+    ts: float
+    method: str
+    revision: str | None = None
+    version: int | None = None
+
+
+class ConceptDrift(_Struct):
+    """Concept drift (the error went up): ``detected`` from an event until it clears."""
+
+    method: str = "adwin"
+    detected: bool = False
+    last: ConceptEvent | None = None
+    count: int = 0
+
+
+class Drift(_Struct):
+    features: FeatureDrift = msgspec.field(default_factory=FeatureDrift)
+    predictions: PredictionDrift = msgspec.field(default_factory=PredictionDrift)
+    concept: ConceptDrift = msgspec.field(default_factory=ConceptDrift)
+
+    def summary(self) -> str:
+        """What drifts, in a few words: ``concept``, ``features: amount,hour``, ``predictions``."""
+        parts = []
+        if self.concept.detected:
+            parts.append("concept")
+        if self.features.detected:
+            parts.append("features: " + ",".join(self.features.detected))
+        if self.predictions.detected:
+            parts.append("predictions")
+        return "; ".join(parts)
+
+
+class LabelLag(_Struct):
+    p50: float
+    p95: float
+
+
+class Health(_Struct):
+    ts: float
+    model: str = ""
+    tracks: dict[str, TrackHealth] = {}
+    versions: dict[str, VersionHealth] = {}  # "revision:version" -> its quality
+    drift: Drift = msgspec.field(default_factory=Drift)
+    label_lag: LabelLag | None = None
+    throughput: dict[str, float] = {}
+    quality: Quality | None = None
+
+    def fresh(self, now: float, interval: float) -> bool:
+        """Written within the last three analysis intervals: decisions may rest on it."""
+        return now - self.ts <= 3 * interval
+
+    def track(self, name: str) -> TrackHealth:
+        return self.tracks.get(name) or TrackHealth()
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Health)
+
+
+def encode(health: Health) -> bytes:
+    return _encoder.encode(health)
+
+
+def decode(raw: bytes | str | None) -> Health | None:
+    """The summary, or None when there is none or it is not one (never raises)."""
+    if not raw:
+        return None
+    try:
+        return _decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
