@@ -124,8 +124,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if per_second <= 0:
         raise SpecError("--rate", "must be > 0")
     canary_at = parse_duration(args.canary_at, "--canary-at") if args.canary_at else None
+    poison_at = parse_duration(args.poison_at, "--poison-at") if args.poison_at else None
+    poison_for = parse_duration(args.poison_for, "--poison-for")
     summary = run_local(manifest, duration=duration, rate=per_second, drift_at=drift_at,
-                        canary_at=canary_at, report=Path(args.report) if args.report else None,
+                        canary_at=canary_at, poison_at=poison_at, poison_for=poison_for,
+                        report=Path(args.report) if args.report else None,
                         stop=_stop_on_signals())  # fmt: skip
     return 0 if summary["samples_learned"] > 0 else 1
 
@@ -196,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--rate", default="2000/s", help="labelled events per second")
     rp.add_argument("--drift-at", default=None, help="inject concept drift at this time, e.g. 15s")
     rp.add_argument("--canary-at", default=None, help="apply a new revision at this time, e.g. 40s")
+    rp.add_argument("--poison-at", default=None,
+                    help="from this time a label producer sends flipped labels through :learn, e.g. 35s")  # fmt: skip
+    rp.add_argument("--poison-for", default="10s", help="how long the poisoning lasts")
     rp.add_argument("--report", default="tideline-report.html", help="HTML report ('' for none)")
     rp.set_defaults(func=cmd_run)
     return p

@@ -6,9 +6,20 @@ included) against a :class:`tideline.cluster.ProcessCluster`, so the
 learner, the servers and the monitor run as the same ``tideline learner|
 server|monitor`` processes a pod runs, on loopback ports. A simulator sends
 prediction requests over HTTP and the labels later, out of order, through
-the feedback endpoint; a concept drift is injected at ``drift_at`` and a
-new revision applied at ``canary_at``. The rollout runs on the demo's
-timescale (seconds instead of minutes; printed at the start).
+the feedback endpoint; a concept drift is injected at ``drift_at``, a
+label poisoning at ``poison_at`` and a new revision applied at
+``canary_at``. The rollout runs on the demo's timescale (seconds instead of
+minutes; printed at the start).
+
+The poisoning is a label producer gone wrong: for ``poison_for`` seconds it
+sends every request's rows again through ``:learn`` with their labels
+flipped, twice over, so the learner learns garbage faster than the truth.
+The feedback (the outcome of what was served) stays true: the monitor
+judges versions on it, sees the learner's new versions lose against the
+proven ``lastGood`` on the same samples, and the operator rolls back.
+
+``accuracy_timeline`` is what clients got: the accuracy of the predictions
+answered in each second, against their true labels (binary models).
 
 A line per second (a live table on a terminal) shows versions, accuracy
 per track, drift, the canary and latency; rollbacks and promotions are
@@ -65,6 +76,7 @@ class History:
 
     t: list[float] = field(default_factory=list)
     acc: dict[str, list[float]] = field(default_factory=lambda: {"stable": [], "canary": []})
+    served: list[float] = field(default_factory=list)  # what clients got, second by second
     p50: list[float] = field(default_factory=list)
     p95: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
@@ -73,11 +85,16 @@ class History:
 class Simulator:
     """Prediction requests over HTTP; the labels later and out of order through feedback."""
 
-    def __init__(self, model: OnlineModel, rate: float, drift_at: float | None, seed: int) -> None:
+    def __init__(self, model: OnlineModel, rate: float, drift_at: float | None, seed: int,
+                 poison: tuple[float, float] | None = None) -> None:  # fmt: skip
         features = [f.to_dict() for f in model.spec.model.features]
+        self.binary = model.spec.model.task == "binary"
+        self.poison = poison  # (from, until) in seconds of the run
+        self.poisoned = 0  # flipped labels sent
+        self.hits: dict[int, list[int]] = {}  # second -> [right, answered]
         drift_sample = int(drift_at * rate) if drift_at is not None else None
         self.stream = SyntheticStream(
-            features, model.spec.model.task, seed=seed, drift_at=drift_sample
+            features, model.spec.model.task, seed=seed, drift_at=drift_sample, same_difficulty=True
         )
         self.rng = np.random.default_rng(seed)
         self.rate = rate
@@ -127,6 +144,18 @@ class Simulator:
                 self.errors += 1
                 continue
             self.predictions += len(rows)
+            if self.binary and isinstance(out.get("predictions"), list):
+                right = int(
+                    np.sum((np.asarray(out["predictions"], dtype=float) >= 0.5) == (y >= 0.5))
+                )
+                tally = self.hits.setdefault(int(elapsed), [0, 0])
+                tally[0] += right
+                tally[1] += len(rows)
+            if self.poison is not None and self.poison[0] <= elapsed < self.poison[1]:
+                flipped = (1.0 - y).tolist() if self.binary else (-y).tolist()
+                status, _ = self._post(port, f"/v1/models/{self.name}:learn",
+                                       {"instances": rows + rows, "labels": flipped + flipped})  # fmt: skip
+                self.poisoned += 2 * len(rows) if status in (200, 202) else 0
             tracks = out.get("tracks") or ["stable"] * len(rows)
             for track in tracks if isinstance(tracks, list) else [tracks] * len(rows):
                 self.tracks[track] = self.tracks.get(track, 0) + 1
@@ -144,6 +173,12 @@ class Simulator:
                 self.labels_sent += len(ready)
             else:
                 self.errors += 1
+
+    def accuracy_timeline(self) -> list[float | None]:
+        """Accuracy of the predictions answered in each second (None: none answered)."""
+        last = max(self.hits, default=-1)
+        return [round(self.hits[i][0] / self.hits[i][1], 4) if self.hits.get(i, [0, 0])[1] else None
+                for i in range(last + 1)]  # fmt: skip
 
     def take_latencies(self) -> list[float]:
         out, self.latencies = self.latencies, []
@@ -197,6 +232,16 @@ def _health(client: Any, keys: Keys) -> dict[str, Any]:
     return orjson.loads(raw) if raw else {}
 
 
+def _by_reason(rollbacks: list[Event]) -> dict[str, int]:
+    """Rollbacks counted by what triggered them: accuracy, errorRate or manual."""
+    out: dict[str, int] = {}
+    for e in rollbacks:
+        kind = ("manual" if "annotation" in e.message else "errorRate" if "error rate" in e.message
+                else "accuracy")  # fmt: skip
+        out[kind] = out.get(kind, 0) + 1
+    return out
+
+
 def _learned(client: Any, keys: Keys) -> tuple[int, int]:
     """Samples learned and versions published, over every revision that ran."""
     samples = versions = 0
@@ -218,6 +263,8 @@ def run_local(
     rate: float,
     drift_at: float | None = None,
     canary_at: float | None = None,
+    poison_at: float | None = None,
+    poison_for: float = 10.0,
     seed: int = 7,
     out: TextIO | None = None,
     report: Path | None = None,
@@ -243,9 +290,10 @@ def run_local(
         client: Any = redis.Redis.from_url(server.url)
         cluster = ProcessCluster(workdir, server.url)
         loop = OperatorLoop(manifest, cluster, server.url, on_event)
-        sim = Simulator(model, rate, drift_at, seed)
-        live.header(model, server.url, workdir, drift_at, canary_at)
-        canary_applied = drift_marked = False
+        poison = (poison_at, poison_at + poison_for) if poison_at is not None else None
+        sim = Simulator(model, rate, drift_at, seed, poison)
+        live.header(model, server.url, workdir, drift_at, canary_at, poison)
+        canary_applied = drift_marked = poison_marked = poison_ended = False
         try:
             loop.turn()  # the first turn starts the processes
             loop.start()
@@ -263,6 +311,13 @@ def run_local(
                 if drift_at is not None and not drift_marked and elapsed >= drift_at:
                     drift_marked = True
                     on_event("Normal", "DriftInjected", "the simulator changed the concept")
+                if poison is not None and not poison_marked and elapsed >= poison[0]:
+                    poison_marked = True
+                    on_event("Warning", "PoisonInjected",
+                             f"a label producer sends flipped labels through :learn for {poison_for:.0f}s")  # fmt: skip
+                if poison is not None and not poison_ended and elapsed >= poison[1]:
+                    poison_ended = True
+                    on_event("Normal", "PoisonEnded", "the flipped labels stop")
                 if canary_at is not None and not canary_applied and elapsed >= canary_at:
                     canary_applied = True
                     changed = copy.deepcopy(manifest)
@@ -277,7 +332,7 @@ def run_local(
                 if now >= next_sample:
                     next_sample += 1.0
                     health = _health(client, keys)
-                    _sample(history, health, sim, elapsed)
+                    _sample(history, health, loop.status, sim, elapsed)
                     live.line(history, loop.status, health, sim, elapsed)
                 time.sleep(TICK)
         finally:
@@ -286,7 +341,11 @@ def run_local(
             cluster.stop()
         samples, versions = _learned(client, keys)
         drift_log = [orjson.loads(f[b"data"]) for _, f in client.xrange(keys.driftlog)]
-        concept = sum(d.get("kind") == "concept" for d in drift_log)
+        detected = [d for d in drift_log if d.get("state", "detected") == "detected"]
+        concept = sum(d.get("kind") == "concept" for d in detected)
+        timeline = sim.accuracy_timeline()
+        answered = [a for a in timeline if a is not None]
+        rollbacks = [e for e in events if e.reason == "RolledBack"]
         summary = {
             "model": f"{model.namespace}/{model.name}",
             "seconds": round(time.monotonic() - start, 1),
@@ -295,15 +354,22 @@ def run_local(
             "labels_sent": sim.labels_sent,
             "samples_learned": samples,
             "versions_published": versions,
-            "drift_events": len(drift_log),  # concept, features, predictions
+            "drift_events": len(detected),  # concept, features, predictions going over
             "concept_drift_events": int(concept),
-            "rollbacks": sum(e.reason == "RolledBack" for e in events),
+            "rollbacks": len(rollbacks),
+            "rollbacks_by_reason": _by_reason(rollbacks),
+            "poisoned_labels_sent": sim.poisoned,
             "promotions": sum(e.reason == "Promoted" for e in events),
             "aborts": sum(e.reason == "RolloutAborted" for e in events),
             "request_errors": sim.errors,
             "stable_revision": loop.status.get("stableRevision"),
             "phase": loop.status.get("phase"),
-            "events": [f"{e.t:.1f}s {e.reason}: {e.message}" for e in events],
+            "events": [
+                {"t": round(e.t, 1), "type": e.kind, "reason": e.reason, "message": e.message}
+                for e in events
+            ],  # fmt: skip
+            "accuracy_timeline": timeline,
+            "served_accuracy_mean": round(float(np.mean(answered)), 4) if answered else None,
             "workdir": str(workdir),
         }
         client.close()
@@ -330,12 +396,18 @@ def _wait_ready(cluster: ProcessCluster, stop: threading.Event, live: _LiveView,
         raise RuntimeError(f"no server became ready within {timeout:.0f}s; logs in {cluster.dir}")
 
 
-def _sample(history: History, health: dict[str, Any], sim: Simulator, t: float) -> None:
+def _sample(history: History, health: dict[str, Any], status: dict[str, Any], sim: Simulator,
+            t: float) -> None:  # fmt: skip
     tracks = health.get("tracks") or {}
     history.t.append(t)
+    canary = bool(status.get("canaryRevision")) and not status.get("aborted")
     for track in ("stable", "canary"):
         acc = (tracks.get(track) or {}).get("accuracy")
+        if track == "canary" and not canary:
+            acc = None  # a track is drawn only while it exists
         history.acc[track].append(float(acc) if acc is not None else float("nan"))
+    served = sim.hits.get(int(t) - 1)
+    history.served.append(served[0] / served[1] if served and served[1] else float("nan"))
     lat = sim.take_latencies()
     history.p50.append(_pct(lat, 50))
     history.p95.append(_pct(lat, 95))
@@ -362,7 +434,7 @@ class _LiveView:
                 print(text, file=self.out, flush=True)
 
     def header(self, model: OnlineModel, redis_url: str, workdir: Path, drift_at: float | None,
-               canary_at: float | None) -> None:  # fmt: skip
+               canary_at: float | None, poison: tuple[float, float] | None = None) -> None:  # fmt: skip
         self.print(f"tideline run: {model.namespace}/{model.name} ({model.spec.model.algorithm}, "
                    f"{model.spec.model.task}), revision {model.revision}")  # fmt: skip
         self.print(f"redis      {redis_url}")
@@ -372,6 +444,8 @@ class _LiveView:
         plan = []
         if drift_at is not None:
             plan.append(f"concept drift at {drift_at:.0f}s")
+        if poison is not None:
+            plan.append(f"label poisoning {poison[0]:.0f}s-{poison[1]:.0f}s")
         if canary_at is not None:
             plan.append(f"a new revision at {canary_at:.0f}s")
         if plan:
@@ -433,8 +507,9 @@ class _LiveView:
             f"\n{s['predictions_served']} predictions served over HTTP ({s['predictions_by_track']}), "
             f"{s['labels_sent']} labels sent late through feedback, {s['samples_learned']} samples "
             f"learned, {s['versions_published']} versions published; {s['concept_drift_events']} "
-            f"concept-drift events, {s['rollbacks']} rollbacks, {s['promotions']} promotions, "
-            f"{s['aborts']} aborted canaries; phase {s['phase']}.",
+            f"concept-drift events, {s['rollbacks']} rollbacks {s['rollbacks_by_reason'] or ''}, "
+            f"{s['promotions']} promotions, {s['aborts']} aborted canaries; served accuracy "
+            f"{s['served_accuracy_mean']} on average; phase {s['phase']}.",
             file=self.out,
         )
         if s.get("report"):

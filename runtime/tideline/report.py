@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 MARKS = {"DriftInjected": ("tab:red", "drift"), "RolledBack": ("tab:orange", "rollback"),
          "Promoted": ("tab:green", "promotion"), "CanaryStarted": ("tab:purple", "canary"),
-         "RolloutAborted": ("black", "abort")}  # fmt: skip
+         "RolloutAborted": ("black", "abort"), "PoisonInjected": ("tab:brown", "poisoning"),
+         "PoisonEnded": ("tab:olive", "poisoning ends"), "Unpinned": ("tab:cyan", "unpin")}  # fmt: skip
 
 
 def _png(fig: Any) -> str:
@@ -57,8 +58,9 @@ def _plot(t: list[float], lines: list[tuple[str, list[float], str | None]], even
 def write_report(path: Path, history: Any, events: list[Any], summary: dict[str, Any]) -> Path:
     accuracy = _plot(
         history.t,
-        [(f"{track} accuracy", history.acc[track], color)
-         for track, color in (("stable", "tab:blue"), ("canary", "tab:purple"))],
+        [(f"{track} accuracy (monitor, rolling)", history.acc[track], color)
+         for track, color in (("stable", "tab:blue"), ("canary", "tab:purple"))]
+        + [("served accuracy (each second, true labels)", history.served, "tab:gray")],
         events, "online accuracy (delayed labels)", "lower left", 3.6,
     )  # fmt: skip
     latency = _plot(
@@ -68,8 +70,9 @@ def write_report(path: Path, history: Any, events: list[Any], summary: dict[str,
     )  # fmt: skip
 
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in summary.items() if k != "events")  # fmt: skip
-    log = "".join(f"<li>{html.escape(e)}</li>" for e in summary.get("events", []))
+                   for k, v in summary.items() if k not in ("events", "accuracy_timeline"))  # fmt: skip
+    log = "".join(f"<li>{e['t']:.1f}s {html.escape(e['reason'])}: {html.escape(e['message'])}</li>"
+                  for e in summary.get("events", []))  # fmt: skip
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>tideline run: {html.escape(summary["model"])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td{{padding:2px 12px}}</style>

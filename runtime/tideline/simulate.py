@@ -5,7 +5,10 @@ from 200 values with a Zipf-like skew (a few merchants or sites dominate, as
 in real traffic). The label follows a random concept: a linear score on the
 numeric features, one effect per categorical value, and one interaction, so
 a forest has something a linear model cannot find. At ``drift_at`` the
-concept is replaced by another (abrupt concept drift).
+concept is replaced by another (abrupt concept drift): a new random one, or
+with ``same_difficulty`` the old one's effects shuffled and their signs
+flipped at random, so the new world is as learnable as the old (a recovery
+can then be measured against the accuracy before the drift).
 
 Examples
 --------
@@ -35,7 +38,9 @@ class SyntheticStream:
         seed: int = 0,
         drift_at: int | None = None,
         noise: float = 0.1,
+        same_difficulty: bool = False,
     ) -> None:
+        self.same_difficulty = same_difficulty
         self.features = [dict(f) for f in features]
         self.task = task
         self.drift_at = drift_at
@@ -60,6 +65,13 @@ class SyntheticStream:
             "bias": r.normal(0, 0.3),
             "pair": r.normal(0, 1.0),
         }
+
+    def _shuffled(self) -> dict[str, Any]:
+        """The same effects, moved to other features and categories, signs flipped at random."""
+        r, c = self.rng, self.concept
+        w = r.permutation(c["w"]) * r.choice([-1.0, 1.0], size=len(c["w"]))
+        cat = np.array([r.permutation(row) for row in c["cat"]]).reshape(c["cat"].shape)
+        return {"w": w, "cat": -cat, "bias": -c["bias"], "pair": -c["pair"]}
 
     def take(self, n: int) -> tuple[list[dict[str, Any]], np.ndarray]:
         """The next ``n`` rows (dicts) and their labels."""
@@ -87,7 +99,7 @@ class SyntheticStream:
             y[start:end] = self._label(Z[start:end], C[start:end])
             self.seen += end - start
             if self.drift_at is not None and self.seen == self.drift_at:
-                self.concept = self._concept()
+                self.concept = self._shuffled() if self.same_difficulty else self._concept()
             start = end
         return X, C, y
 
