@@ -44,9 +44,9 @@ import redis
 
 from tideline import codec
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
-from tideline.join import Joiner
+from tideline.join import Joiner, prediction_id
 from tideline.learn import Learner, make_learner
-from tideline.learn.base import check_targets
+from tideline.learn.base import NonFiniteUpdate, check_targets
 from tideline.metrics import LearnerMetrics
 from tideline.spec import OnlineModel, SpecError
 from tideline.store import ModelStore, Reference, StoreError, learner_from_blob
@@ -57,6 +57,9 @@ CONSUMER = "learner"
 CHECKPOINT_SECONDS = 1.0
 WARM_START_DIR = "/etc/tideline/warm-start"
 ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner.soften)
+# A samples entry delivered this often and never acknowledged killed every learner that
+# read it (each start reads the pending entries again, twice counted): dead-lettered.
+MAX_DELIVERIES = 10
 
 
 def _entry_ms(entry_id: bytes | str) -> float:
@@ -229,6 +232,7 @@ class LearnerProcess:
         self._dirty = False
         # First re-read our own unacknowledged entries (after a restart), from these ids.
         self._history: dict[str, str] | None = {self.keys.samples: "0", self.keys.feedback: "0"}
+        self._skip: set[bytes] = set()  # pending entries dead-lettered as poison pills
         self._pred_cursor: bytes | str = b"0-0"
         self._newest_learned = 0.0
         self.paused = False
@@ -261,6 +265,7 @@ class LearnerProcess:
                 if "BUSYGROUP" not in str(e):
                     raise
         self._claim_orphans()
+        self._poison_pills()
         if not self._restore_checkpoint():
             self._initial_version()
         self._rebuild_join_index()
@@ -277,6 +282,35 @@ class LearnerProcess:
                 )
                 if cursor in (b"0-0", "0-0"):
                     break
+
+    def _poison_pills(self) -> None:
+        """Dead-letter the samples entries that were delivered ``MAX_DELIVERIES`` times unlearned.
+
+        A row whose processing raises is dead-lettered where it raises (see
+        :meth:`_learn_pending`); this catches what kills the process instead
+        (a crash, the OOM killer), which would otherwise come back at every
+        start: a crash loop on one entry.
+        """
+        stream = self.keys.samples
+        start = "-"
+        while True:
+            rows = self.r.xpending_range(stream, self.group, min=start, max="+", count=1000)
+            for row in rows:
+                n = int(row["times_delivered"])
+                if n < MAX_DELIVERIES:
+                    continue
+                eid = row["message_id"]
+                found = self.r.xrange(stream, eid, eid)
+                fields = found[0][1] if found else {}
+                self._dead_letter(
+                    stream, eid, fields, f"poison: delivered {n} times, never learned"
+                )
+                self._skip.add(eid)
+                self._dirty = True
+            if len(rows) < 1000:
+                return
+            last = rows[-1]["message_id"]
+            start = "(" + (last.decode() if isinstance(last, bytes) else last)
 
     def _restore_checkpoint(self) -> bool:
         blob = self.r.get(self.keys.rev(self.revision, "checkpoint"))
@@ -397,6 +431,8 @@ class LearnerProcess:
             for entry_id, fields in entries:
                 if history is not None:
                     history[stream] = entry_id.decode()
+                    if entry_id in self._skip:
+                        continue
                 if stream == self.keys.samples:
                     self._on_sample(entry_id, fields)
                 else:
@@ -418,7 +454,9 @@ class LearnerProcess:
     def _on_feedback(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
             d = _decode(fields)
-            pred_id, label = str(d["id"]), d["label"]
+            pred_id, label = prediction_id(d["id"]), d["label"]
+            if isinstance(label, bool) or not isinstance(label, int | float):
+                raise ValueError(f"'label' must be a number (got {type(label).__name__})")
         except (ValueError, KeyError, TypeError) as e:
             self._dead_letter(self.keys.feedback, entry_id, fields, f"invalid: {e}")
             return
@@ -445,7 +483,7 @@ class LearnerProcess:
     def _dead_letter(
         self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str
     ) -> None:
-        kind = "invalid" if reason.startswith("invalid") else reason
+        kind = "invalid" if reason.startswith("invalid") else reason.split(":", 1)[0]
         self.counters[kind] = self.counters.get(kind, 0) + 1
         self.metrics.rejected.labels(reason=kind).inc()
         self._dead.append(
@@ -469,16 +507,27 @@ class LearnerProcess:
                 return
             X = np.vstack(self.pending.rows[:size])
             y = np.array(self.pending.labels[:size])
-            self._learn_batch(X, y)
-            for stream, entry_id in self.pending.entries[:size]:
-                self._acks[stream].append(entry_id)
+            refused = self._learn_batch(X, y)
+            for i, (stream, entry_id) in enumerate(self.pending.entries[:size]):
+                if i in refused:
+                    self._dead_letter(stream, entry_id, {b"row": orjson.dumps(X[i].tolist()),
+                                      b"label": repr(float(y[i])).encode()}, refused[i])  # fmt: skip
+                else:
+                    self._acks[stream].append(entry_id)
             del self.pending.rows[:size], self.pending.labels[:size], self.pending.entries[:size]
             if self.counters["since_publish"] >= self.spec.learning.checkpointEvery:
                 self._checkpoint()  # a version is due: publish (if gated) right at this batch
             if self.pending:
                 self.pending.first_at = self.clock()
 
-    def _learn_batch(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _learn_batch(self, X: np.ndarray, y: np.ndarray) -> dict[int, str]:
+        """Test, then train on a batch; the rows refused (index -> reason), learned without them.
+
+        An update that would make the model non-finite, or that raises, is not
+        applied: the batch is learned again row by row, and the rows that
+        still fail are refused (dead-lettered by the caller) - one hostile
+        row must not stop learning, nor come back at every restart.
+        """
         t0 = time.perf_counter()
         task = self.spec.model.task
         p_live = self.learner.predict_many(X)
@@ -493,7 +542,15 @@ class LearnerProcess:
         rf = self.spec.learning.replay.fraction
         k = int(round(len(y) * rf / (1.0 - rf))) if self.replay.filled >= len(y) else 0
         Xr, yr = self.replay.sample(k)
-        self.learner.learn_many(np.vstack([X, Xr]) if k else X, np.concatenate([y, yr]) if k else y)
+        refused: dict[int, str] = {}
+        try:
+            self.learner.learn_many(
+                np.vstack([X, Xr]) if k else X, np.concatenate([y, yr]) if k else y
+            )
+        except Exception:  # a hostile row, or a bug it hits: find it, learn the rest
+            refused = self._learn_rows(X, y)
+            keep = np.array([i not in refused for i in range(len(y))])
+            X, y = X[keep], y[keep]
         self.replay.add(X, y)
         self.counters["samples"] += len(y)
         self.counters["label_sum"] += float(y.sum())
@@ -503,6 +560,19 @@ class LearnerProcess:
         self.metrics.samples.inc(len(y))
         self.metrics.batches.inc()
         self.metrics.update_seconds.observe(time.perf_counter() - t0)
+        return refused
+
+    def _learn_rows(self, X: np.ndarray, y: np.ndarray) -> dict[int, str]:
+        refused: dict[int, str] = {}
+        for i in range(len(y)):
+            try:
+                self.learner.learn_many(X[i : i + 1], y[i : i + 1])
+            except NonFiniteUpdate:
+                refused[i] = "nonfinite: the update would make the model non-finite"
+            except Exception as e:
+                log.exception("learning a row failed; it is dead-lettered")
+                refused[i] = f"poison: {type(e).__name__}: {e}"[:500]
+        return refused
 
     def gate(self) -> tuple[bool, dict[str, float]]:
         """Whether the live learner may be published: its holdout loss vs the served version's."""

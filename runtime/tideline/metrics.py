@@ -252,6 +252,11 @@ class MonitorMetrics:
             "Prediction-log entries that could not be read",
             registry=registry,
         )
+        self.step_errors = Counter(
+            "tideline_monitor_step_errors",
+            "Monitor turns that raised: what they read is skipped, the monitor goes on",
+            registry=registry,
+        )
 
     def serve(self, port: int) -> None:
         start_http_server(port, addr="0.0.0.0", registry=self.registry)

@@ -691,6 +691,13 @@ class Monitor:
             except redis.ConnectionError as e:
                 log.warning("redis unavailable (%s); retrying", e)
                 time.sleep(1.0)
+            except Exception:
+                # a poison pill (an entry no code path expected): what this turn read is
+                # skipped - its entries stay unacknowledged in the monitor's own group, the
+                # learner's is untouched - and the monitor goes on, never a crash loop
+                log.exception("a monitor turn failed; what it read is skipped")
+                self.metrics.step_errors.inc()
+                time.sleep(0.1)
 
 
 def _num(v: Any, default: float) -> float:

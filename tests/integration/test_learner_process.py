@@ -229,3 +229,64 @@ def test_a_restart_resumes_from_the_checkpoint(r) -> None:
     assert again.counters["samples"] == 700
     for k, v in state.items():
         np.testing.assert_array_equal(again.learner.get_state()[k], v, err_msg=k)
+
+
+def _dead_letters(r, p: LearnerProcess) -> list[dict]:
+    return [{k.decode(): v.decode() for k, v in f.items()} for _, f in r.xrange(p.keys.deadletter)]
+
+
+def test_huge_values_are_learned_finitely_and_every_later_sample_is_learned(r) -> None:
+    p = _proc(r)
+    _push_samples(r, p, 500, seed=1)
+    hostile = [{"amount": 1e308, "hour": 3, "merchant": "m-1"},
+               {"amount": -1e200, "hour": 1e300, "merchant": "m-2"}]  # fmt: skip
+    push_samples(r, p.keys.samples, hostile, [1.0, 0.0])
+    rows, y = _push_samples(r, p, 1500, seed=2)
+    _run_until(p, lambda: p.counters["samples"] + p.counters.get("nonfinite", 0) == 2002)
+    assert r.xpending(p.keys.samples, p.group)["pending"] == 0
+    assert p.counters["samples"] == 2002, "the huge rows were clipped and learned, not refused"
+    assert np.isfinite(p.learner.predict_many(p.schema.encode(rows + hostile))).all()
+    assert p.store.pointers(p.revision)["latest"] >= 3  # checkpoints and versions went on
+    v, _ = p.store.load(p.revision, "latest")
+    assert np.isfinite(v.predict_many(v.schema.encode(rows))).all()
+
+
+def test_a_row_whose_learning_raises_is_dead_lettered_and_the_rest_of_its_batch_learned(
+    r, monkeypatch
+) -> None:
+    p = _proc(r)
+    learn = p.learner.learn_many
+
+    def fragile(X, y):  # a bug one row's content reaches
+        if (X[:, 0] == 13.0).any():
+            raise RuntimeError("cannot learn 13")
+        return learn(X, y)
+
+    monkeypatch.setattr(p.learner, "learn_many", fragile)
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=3).take(300)
+    rows[150]["amount"] = 13.0
+    push_samples(r, p.keys.samples, rows, y)
+    _run_until(p, lambda: p.counters["samples"] == 299)
+    dead = _dead_letters(r, p)
+    assert len(dead) == 1 and dead[0]["reason"].startswith("poison: RuntimeError: cannot learn 13")
+    assert r.xpending(p.keys.samples, p.group)["pending"] == 0
+    assert p.counters["label_sum"] == pytest.approx(float(y.sum() - y[150]))
+
+
+def test_an_entry_that_killed_every_learner_that_read_it_is_dead_lettered_at_start(r) -> None:
+    m = parse(manifest(learning={"checkpointEvery": 500, "maxBatchDelay": "20ms"}))
+    first = LearnerProcess(m, r, checkpoint_seconds=0.0)
+    first.start()
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=4).take(50)
+    push_samples(r, first.keys.samples, rows, y)
+    # the learners that read the entries died before acknowledging them: each start reads
+    # the pending entries again
+    r.xreadgroup(first.group, "learner", {first.keys.samples: ">"}, count=1)
+    for _ in range(9):
+        r.xreadgroup(first.group, "learner", {first.keys.samples: "0"}, count=1)
+    p = LearnerProcess(m, r, checkpoint_seconds=0.0)
+    p.start()
+    _run_until(p, lambda: p.counters["samples"] == 49)
+    dead = _dead_letters(r, p)
+    assert len(dead) == 1 and dead[0]["reason"].startswith("poison: delivered 1")  # 10, +1 claimed
+    assert r.xpending(p.keys.samples, p.group)["pending"] == 0

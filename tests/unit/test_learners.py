@@ -300,3 +300,63 @@ def test_soften_refuses_a_share_outside_zero_to_one() -> None:
     m = make_learner({"algorithm": "sgd", "features": [{"name": "x"}]})
     with pytest.raises(ValueError, match="keep"):
         m.soften(0.0)
+
+
+HOSTILE = [
+    ("sgd", "binary", {}), ("sgd", "binary", {"optimizer": "adagrad"}),
+    ("sgd", "binary", {"optimizer": "sgd"}), ("ftrl", "binary", {}), ("forest", "binary", {}),
+    ("sgd", "regression", {}), ("forest", "regression", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("algorithm", "task", "params"), HOSTILE,
+                         ids=[f"{a} {t} {p.get('optimizer', '')}".strip() for a, t, p in HOSTILE])  # fmt: skip
+def test_one_huge_value_neither_poisons_the_state_nor_the_predictions(
+    algorithm, task, params
+) -> None:
+    feats = [{"name": "amount"}, {"name": "hour"}, {"name": "m", "type": "categorical"}]
+    rows, y = SyntheticStream(feats, task, seed=9).take(4000)
+    clean = make_learner(
+        {"task": task, "algorithm": algorithm, "features": feats, "params": params}
+    )
+    hit = clean.clone()
+    X = clean.schema.encode(rows)
+    for i in range(0, 3000, 50):
+        for m in (clean, hit):
+            m.learn_many(X[i : i + 50], y[i : i + 50])
+    huge = [{"amount": v, "hour": -v, "m": "m-1"} for v in (1e308, 1e200, -1e308)]
+    for row in huge:
+        hit.learn_one(row, 1.0)
+        assert np.isfinite(hit.predict_one(row))
+    for i in range(3000, 3500, 50):
+        for m in (clean, hit):
+            m.learn_many(X[i : i + 50], y[i : i + 50])
+    p_clean, p_hit = clean.predict_many(X[3500:]), hit.predict_many(X[3500:])
+    assert np.isfinite(p_hit).all() and np.isfinite(hit.predictor()(X[3500:])).all()
+    if task == "binary":
+        acc = [scores(task, p, y[3500:])["accuracy"] for p in (p_clean, p_hit)]
+        assert acc[1] > acc[0] - 0.05, acc
+    else:
+        rmse = [scores(task, p, y[3500:])["rmse"] for p in (p_clean, p_hit)]
+        assert rmse[1] < rmse[0] * 1.2, rmse
+
+
+def test_a_regression_label_past_the_limit_is_refused_and_an_update_that_would_go_non_finite_is_not_applied() -> (
+    None
+):
+    from tideline.learn.base import NonFiniteUpdate
+
+    feats = [{"name": "x"}]
+    m = make_learner({"task": "regression", "algorithm": "sgd", "features": feats,
+                      "params": {"optimizer": "sgd", "learningRate": 1e300}})  # fmt: skip
+    with pytest.raises(ValueError, match="labels must be within"):
+        m.learn_one({"x": 1.0}, 1e300)
+    m.learn_one({"x": 1.0}, 1.0)
+    before = m.get_state()
+    with pytest.raises(NonFiniteUpdate):
+        for _ in range(5):
+            m.learn_one({"x": 3.0}, 1e14)
+    after = m.get_state()
+    assert all(np.isfinite(v).all() for v in after.values())
+    assert np.isfinite(m.predict_one({"x": 2.0}))
+    assert after.keys() == before.keys()

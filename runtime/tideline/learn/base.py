@@ -8,6 +8,7 @@ format the model store writes (never pickle).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,15 @@ from tideline.features import FeatureSchema
 
 State = dict[str, np.ndarray]
 
+RAW_LIMIT = 1e12  # |value| a numeric feature may take before its statistics exist
+CLIP_SD = 8.0  # afterwards, values are clipped to the mean +- this many standard deviations
+WARMUP = 20  # rows before the running statistics are trusted for clipping
+LABEL_LIMIT = 1e15  # |label| of a regression target
+
+
+class NonFiniteUpdate(ValueError):
+    """An update that would have made the learned state non-finite; it was not applied."""
+
 
 class Standardizer:
     """Online mean and variance of the numeric columns (Chan et al.'s batch merge).
@@ -24,6 +34,12 @@ class Standardizer:
     The batch is centred on the running mean before its sums are taken, so the
     one-pass sums stay exact for features whose mean dwarfs their spread
     (timestamps, amounts in cents).
+
+    Values are winsorised before they touch the statistics or the model: to
+    the running mean +- ``CLIP_SD`` standard deviations once ``WARMUP`` rows
+    were seen, to +-``RAW_LIMIT`` before. One row with ``amount: 1e308`` (a
+    careless client, or an attacker) would otherwise turn the variance, and
+    with it every weight, into inf and NaN for good.
     """
 
     def __init__(self, width: int) -> None:
@@ -40,12 +56,22 @@ class Standardizer:
         std[std < 1e-12] = 1.0
         self.scale = 1.0 / std
 
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The range each numeric value is clipped to now (see the class docs)."""
+        if self.n >= WARMUP:
+            reach = CLIP_SD / self.scale
+            return self.mean - reach, self.mean + reach
+        limit = np.full_like(self.mean, RAW_LIMIT)
+        return -limit, limit
+
     def _design(self, X: np.ndarray) -> np.ndarray:
         # Feature-major, so every broadcast below runs along a contiguous row of
         # n values rather than n short rows (3x faster for 20 features).
         A = np.empty((X.shape[1] + 1, X.shape[0]))
         A[:-1] = X.T
         A[-1] = 1.0
+        lo, hi = self.bounds()
+        np.clip(A[:-1], lo[:, None], hi[:, None], out=A[:-1])
         return A
 
     def update_design(self, X: np.ndarray) -> np.ndarray:
@@ -98,8 +124,11 @@ def check_targets(task: str, y: Any) -> np.ndarray:
             bad = y[(y != 0.0) & (y != 1.0)][0]
             raise ValueError(f"binary labels must be 0 or 1 (got {bad:g})")
         return y
-    if not np.isfinite(y @ y):
+    top = float(np.max(np.abs(y))) if len(y) else 0.0
+    if not math.isfinite(top):
         raise ValueError("labels must be finite numbers")
+    if top > LABEL_LIMIT:
+        raise ValueError(f"labels must be within +-{LABEL_LIMIT:g}")
     return y
 
 
@@ -162,9 +191,28 @@ class Learner:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
         if X.shape[0] == 0:
             return
+        scaler = self._scaler.get_state()
+        undo = self._undo(X)
         A = self._scaler.update_design(self._numeric(X))
-        self._learn(X, A, y)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked right below
+            self._learn(X, A, y)
+        if not self._finite(X):
+            # refused, not applied: the state is what it was before this batch
+            self._scaler.set_state({k: np.array(v, copy=True) for k, v in scaler.items()})
+            self._restore(undo)
+            raise NonFiniteUpdate("the update would make the model non-finite; it was not applied")
         self._n_seen += X.shape[0]
+
+    def _undo(self, X: np.ndarray) -> Any:
+        """What :meth:`_restore` needs to take back an update on ``X`` (cheap: what it touches)."""
+        return None
+
+    def _restore(self, undo: Any) -> None:
+        return None
+
+    def _finite(self, X: np.ndarray) -> bool:
+        """Whether the state an update on ``X`` touched is finite."""
+        return True
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Probability of class 1 (binary) or the predicted value (regression)."""

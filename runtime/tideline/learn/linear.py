@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 from scipy.linalg.lapack import dposv
@@ -195,7 +196,12 @@ class LinearLearner(Learner):
         pad_offsets = offsets + np.arange(1, len(cat_idx) + 1)
         ones = np.ones(len(cat_idx))
 
-        num = [(j, float(vh[j])) for j in sch.num_idx.tolist()]
+        # values are clipped where training clips them (see Standardizer): a huge input
+        # answers like the largest one the model knows, never inf or NaN
+        lo_num, hi_num = self._scaler.bounds()
+        lo, hi = np.full(sch.width, -np.inf), np.full(sch.width, np.inf)
+        lo[sch.num_idx], hi[sch.num_idx] = lo_num, hi_num
+        num = [(j, float(vh[j]), float(lo[j]), float(hi[j])) for j in sch.num_idx.tolist()]
         cats = list(zip(cat_idx.tolist(), pad_offsets.tolist(), strict=True))
         wc_list = wc_pad.tolist()
 
@@ -204,8 +210,9 @@ class LinearLearner(Learner):
             out = []
             for row in X.tolist():
                 z = ch
-                for j, w in num:
-                    z += w * row[j]
+                for j, w, a, b in num:
+                    x = row[j]
+                    z += w * (a if x < a else b if x > b else x)
                 for j, off in cats:
                     z += wc_list[int(row[j]) + off]
                 out.append(0.5 + 0.5 * math.tanh(z) if binary else z)
@@ -214,7 +221,7 @@ class LinearLearner(Learner):
         def predict(X: np.ndarray) -> np.ndarray:
             if X.shape[0] <= 2:
                 return predict_few(X)
-            z = X @ vh
+            z = np.clip(X, lo, hi) @ vh
             z += ch
             if has_cat:
                 idx = X[:, cat_idx].astype(np.intp)
@@ -235,6 +242,24 @@ class LinearLearner(Learner):
         "sgd": ("_w", "_wc"),
         "ftrl": ("_w", "_wc", "_G", "_Gc", "_z", "_zc"),
     }
+
+    def _undo(self, X: np.ndarray) -> Any:
+        _, cols = self._categorical(X)
+        cols = np.unique(cols)
+        return cols, {a: (getattr(self, a)[cols].copy() if a.endswith("c") else getattr(self, a).copy())
+                      for a in self._STATE[self.optimizer]}  # fmt: skip
+
+    def _restore(self, undo: Any) -> None:
+        cols, saved = undo
+        for a, value in saved.items():
+            if a.endswith("c"):
+                getattr(self, a)[cols] = value
+            else:
+                setattr(self, a, value)
+
+    def _finite(self, X: np.ndarray) -> bool:
+        _, cols = self._categorical(X)
+        return bool(np.isfinite(self._w).all() and np.isfinite(self._wc[cols]).all())
 
     def _soften(self, keep: float) -> None:
         if self.optimizer == "newton":
