@@ -106,6 +106,11 @@ class Keys:
         return f"{self.prefix}:driftlog"
 
     @property
+    def forward_token(self) -> str:
+        """A random token the model's servers share: a forwarded request carries it."""
+        return f"{self.prefix}:forward-token"
+
+    @property
     def retired(self) -> str:
         """Sorted set: revisions the operator removed -> when; their keys go after a grace."""
         return f"{self.prefix}:retired"

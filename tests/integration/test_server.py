@@ -209,6 +209,41 @@ def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
     assert abs(entry["ts"] - time.time()) < 5
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast path", "general path"])
+def test_a_caller_cannot_choose_its_track_only_a_forwarding_server_can(
+    served: Served, r, fast
+) -> None:
+    c = served.client
+    body = {"instances": FULL if fast else ROWS}
+    for i in range(30):  # the canary (there is none), and made-up tracks
+        track = "canary" if i % 2 else f"made-up-{i}"
+        assert c.post("/v1/models/fraud:predict", json=body,
+                      headers={"x-tideline-track": track}).status_code == 200  # fmt: skip
+    _wait(
+        lambda: sum(len(log_ids(e)) for e in _log_entries(r, served)) == 30 * len(body["instances"])
+    )
+    assert {e["track"] for e in _log_entries(r, served)} == {"stable"}
+    metrics = c.get("/metrics").text
+    assert "made-up" not in metrics
+    canary = [line for line in metrics.splitlines()
+              if 'track="canary"' in line and not line.startswith("#") and "_created" not in line]  # fmt: skip
+    assert canary and all(float(line.split()[-1]) == 0.0 for line in canary), canary
+    # a request forwarded by one of the model's servers carries the shared token
+    token = r.get(served.dp.keys.forward_token).decode()
+    assert len(token) == 64
+    assert served.dp.trusted_track("canary", token) == "canary"
+    assert served.dp.trusted_track("canary", "0" * 64) is None
+    assert served.dp.trusted_track("made-up", token) is None
+
+
+def test_generated_prediction_ids_carry_64_random_bits_per_request(served: Served) -> None:
+    ids = [served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["ids"]
+           for _ in range(3)]  # fmt: skip
+    secrets = [i[0].split("-")[1] for i in ids]
+    assert all(len(x) == 16 and int(x, 16) >= 0 for x in secrets) and len(set(secrets)) == 3
+    assert [i[-1].rsplit("-", 1)[1] for i in ids] == ["1", "1", "1"]  # the row's index ends it
+
+
 def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
     """Requests answered while a write is under way wait for the next flush (one XADD a flush)."""
     model = parse(manifest(name="fraud"))
@@ -434,6 +469,22 @@ def test_malformed_json_infinity_and_oversized_bodies(served: Served, redis_serv
     assert resp.status_code == 400
     resp = c.post("/v1/models/fraud:predict", content=b'{"instances": [{"amount": 1e999}]}')
     assert resp.status_code in (400, 422)
+    for route in (
+        "/v1/models/fraud:predict",
+        "/v2/models/fraud/infer",
+        "/v1/models/fraud/feedback",
+        "/v1/models/fraud:learn",
+    ):  # invalid UTF-8, in a key and in a value
+        for body in (b'{"instances":[{"\xff":1}]}', b'{"instances":[{"merchant":"\xff"}]}'):
+            resp = c.post(route, content=body)
+            assert resp.status_code == 400 and "UTF-8" in resp.json()["error"], (route, resp.text)
+    resp = c.post(
+        "/v1/models/fraud:predict", json={"instances": [{"amount": 1e300, "hour": -1e308}]}
+    )
+    assert resp.status_code == 200 and 0.0 <= resp.json()["predictions"][0] <= 1.0
+    counted = [line for line in c.get("/metrics").text.splitlines()
+               if line.startswith('tideline_server_requests_total{route="v1/predict"') and 'status="400"' in line]  # fmt: skip
+    assert counted and float(counted[0].split()[-1]) >= 2, "bad bodies are counted"
     small = Served(
         redis_server.url, manifest(name="fraud"), Settings(max_body_bytes=200, max_rows=3)
     )
@@ -589,6 +640,8 @@ def test_through_a_redis_outage_it_keeps_serving_and_logs_afterwards(r) -> None:
                 assert resp.status_code == 200 and resp.json()["model_version"] == 0
             resp = s.client.post("/v1/models/fraud/feedback", json={"id": "x", "label": 1})
             assert resp.status_code == 503 and "nothing was stored" in resp.json()["error"]
+            # the detail (an address, an errno) stays in the log
+            assert str(port) not in resp.text and "Errno" not in resp.text
             assert s.client.get("/v2/health/ready").status_code == 200
             own = EmbeddedRedis(port=port).start()  # back, empty
             logged = lambda: sum(  # noqa: E731 - every row of the 5 requests, however merged

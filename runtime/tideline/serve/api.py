@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
+from tideline.join import prediction_id
 from tideline.serve.dataplane import (
     BadRequest,
     DataPlane,
@@ -98,7 +99,9 @@ async def _body(request: Request, settings: Settings) -> Any:
     return _parse(await _read(request, settings), settings)
 
 
-_READ_HEADERS = frozenset({b"content-length", b"x-tideline-key", b"x-tideline-track"})
+_READ_HEADERS = frozenset(
+    {b"content-length", b"x-tideline-key", b"x-tideline-track", b"x-tideline-forwarded"}
+)
 _PREDICT = re.compile(r"^/v1/models/([^/]+):predict$|^/v2/models/([^/]+)/infer$")
 
 
@@ -130,7 +133,7 @@ class FastPredict:
         self.settings = settings
 
     async def __call__(self, m: re.Match[str], scope: Any, receive: Any, send: Any) -> None:
-        # ASGI gives header names lowercased; only these three are read
+        # ASGI gives header names lowercased; only these are read
         headers = {
             k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _READ_HEADERS
         }
@@ -284,7 +287,9 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         try:
             dp.check_model(name)
             key = headers.get("x-tideline-key")
-            forced = headers.get("x-tideline-track")
+            forced = dp.trusted_track(
+                headers.get("x-tideline-track"), headers.get("x-tideline-forwarded")
+            )
             fast = None if v2 else dp.decode_v1(raw)  # both callers refused an oversized body
             X = None
             if fast is not None:
@@ -390,7 +395,11 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             if not isinstance(item["id"], str | int) or isinstance(item["id"], bool):
                 raise Unprocessable(f"{where}.id: must be the prediction id (a string)")
             label = _label(dp.spec.model.task, item["label"], f"{where}.label")
-            entries.append(orjson.dumps({"id": str(item["id"]), "label": label, "ts": time.time()}))
+            try:
+                pid = prediction_id(item["id"])
+            except ValueError as e:
+                raise Unprocessable(f"{where}.id: {e}") from None
+            entries.append(orjson.dumps({"id": pid, "label": label, "ts": time.time()}))
         await dp.write_stream(dp.keys.feedback, entries)
         metrics.request("v1/feedback", "none", 202, 0.0)
         return _json({"accepted": len(entries)}, 202)

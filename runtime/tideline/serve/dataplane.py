@@ -31,11 +31,13 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import hmac
 import itertools
 import logging
 import math
 import os
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -279,10 +281,16 @@ class DataPlane:
         self._stopping = False
         self._r: Any = None  # redis.asyncio.Redis; bytes replies (see tideline.learner)
         self._http: httpx.AsyncClient | None = None
-        # Prediction ids: a random prefix per process, a counter per request, the
-        # row's index: unique across replicas, and cheap (no uuid per row).
+        # Prediction ids: a random prefix per process and a counter per request (unique
+        # across replicas), 64 random bits per request (an id cannot be guessed: a label
+        # needs the id its prediction was answered with), the row's index. Cheap: the
+        # random bits come from one os.urandom call per 1024 requests, no uuid per row.
         self._id_prefix = os.urandom(4).hex()
         self._requests = itertools.count(1)
+        self._random, self._random_at = "", 0
+        # A track is chosen by this model's routing, never by a caller: only a request
+        # forwarded by one of its own servers (it carries this token) may name one.
+        self._forward_token: str | None = None
         self._rng = random.Random()
         self.stats: dict[str, TrackStats] = collections.defaultdict(TrackStats)
         self._v1_decoders: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
@@ -338,6 +346,11 @@ class DataPlane:
     async def refresh(self) -> None:
         """Read routing and pointers; load whatever version changed (off the request path)."""
         async with self._reload_lock:
+            if self._forward_token is None:
+                # one token per model, shared by its servers through Redis: the first sets it
+                await self.r.set(self.keys.forward_token, secrets.token_hex(32), nx=True)
+                token = await self.r.get(self.keys.forward_token)
+                self._forward_token = token.decode() if token else None
             raw = await self.r.hgetall(self.keys.routing)
             routing = self._parse_routing(raw)
             if routing.canary_url and routing.canary == self.model.revision:
@@ -514,7 +527,9 @@ class DataPlane:
         for arrays, decoder in enumerate(decoders):
             try:
                 doc = decoder.decode(raw)
-            except msgspec.MsgspecError:
+            except (msgspec.MsgspecError, UnicodeDecodeError):
+                # msgspec raises UnicodeDecodeError for invalid UTF-8 in a key: the general
+                # path refuses the body with a 400 that says so
                 continue
             rows = doc.instances
             if not rows or len(rows) > self.max_rows:
@@ -623,7 +638,11 @@ class DataPlane:
     def _new_ids(self, n: int, given: Sequence[Any] | None) -> Sequence[str]:
         if given is not None:
             return [str(i) for i in given]
-        return GeneratedIds(f"{self._id_prefix}{next(self._requests):x}-", n)
+        at = self._random_at
+        if at >= len(self._random):
+            self._random, at = os.urandom(8 * 1024).hex(), 0
+        secret, self._random_at = self._random[at : at + 16], at + 16
+        return GeneratedIds(f"{self._id_prefix}{next(self._requests):x}-{secret}-", n)
 
     # -- canary in another image: forwarded ---------------------------------------------
     async def forward(self, path: str, body: bytes, track: str) -> dict[str, Any]:
@@ -632,11 +651,25 @@ class DataPlane:
         resp = await self._http.post(
             f"{rt.canary_url}{path}",
             content=body,
-            headers={"content-type": "application/json", "x-tideline-track": track},
+            headers={
+                "content-type": "application/json",
+                "x-tideline-track": track,
+                "x-tideline-forwarded": self._forward_token or "",
+            },  # fmt: skip
         )
         if resp.status_code != 200:
             raise Unavailable(f"canary answered {resp.status_code}")
         return orjson.loads(resp.content)
+
+    def trusted_track(self, track: str | None, token: str | None) -> str | None:
+        """The track a request names, if one of this model's servers forwarded it; else None.
+
+        Tracks are a closed set (metrics and health are labelled by them), and a
+        caller who could set its own track could fail any canary's analysis.
+        """
+        if track not in ("canary", "shadow") or not token or self._forward_token is None:
+            return None
+        return track if hmac.compare_digest(token, self._forward_token) else None
 
     def wants_forward(self, key: str | None) -> str | None:
         """For a canary in another image: 'canary' or 'shadow' when this request goes there too."""
@@ -877,9 +910,9 @@ class DataPlane:
         try:
             await pipe.execute()
         except (redis.exceptions.RedisError, OSError) as e:
-            raise Unavailable(
-                f"cannot reach redis to store the entries ({e}); nothing was stored, retry"
-            ) from None
+            # the detail (an address, an errno) is for the log, not for any caller
+            log.warning("storing %d entries on %s failed: %s", len(entries), stream, e)
+            raise Unavailable("store unavailable: nothing was stored, retry") from None
 
     # -- reporting -------------------------------------------------------------------------
     def observe(self, track: str, seconds: float, n: int, error: bool, fallback: bool) -> None:
