@@ -36,7 +36,7 @@ import yaml
 from prometheus_client import Counter, Histogram
 
 from tideline import health as h
-from tideline.spec import OnlineModel, SpecError, parse
+from tideline.spec import OnlineModel, SpecError, check_redis_url, parse
 from tideline.store import Keys, ModelStore, StoreError
 from tideline_operator import builders
 from tideline_operator.builders import Settings
@@ -82,6 +82,21 @@ class ChildState:
     revision: str | None
     replicas: int
     ready: int
+
+
+class ResourceExists(Exception):
+    """A child's name is taken by an object this OnlineModel does not own: it is left alone."""
+
+    def __init__(self, kind: str, name: str, model: str) -> None:
+        super().__init__(f"{kind} {name!r} exists and is not owned by OnlineModel {model!r}: "
+                         "it is left alone; delete or rename it")  # fmt: skip
+        self.kind, self.name = kind, name
+
+
+def owned_by(obj: Mapping[str, Any] | None, uid: str | None) -> bool:
+    """Whether ``obj`` names the object with ``uid`` among its owners."""
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return uid is not None and any(r.get("uid") == uid for r in refs)
 
 
 def _digest(obj: dict[str, Any]) -> str:
@@ -144,6 +159,7 @@ class Reconciler:
             url = r.url or self.settings.redis_url or ""
         if not url:
             raise SpecError("spec.redis", "no url or secretRef, and the operator has no default")
+        check_redis_url(url, "spec.redis.secretRef" if r.secretName else "spec.redis.url")
         if url not in self._redis:
             self._redis[url] = self._redis_factory(url)
         return self._redis[url]
@@ -237,6 +253,13 @@ class Reconciler:
             if not _same(before, new):
                 event("Warning", "InvalidSpec", str(e))
             RECONCILES.labels("invalid").inc()
+        except ResourceExists as e:
+            # as the Deployment controller does with a ReplicaSet it does not own: no
+            # take-over, no delete; the turn retries until the name is free
+            new = invalid(before, f"{e.kind} {e.name}", str(e), generation, now, "ResourceExists")
+            if not _same(before, new):
+                event("Warning", "ResourceExists", str(e))
+            RECONCILES.labels("conflict").inc()
         DECISION.observe(time.perf_counter() - start)
         if _same(before, new):
             return None
@@ -336,17 +359,18 @@ class Reconciler:
             log.warning("%s/%s: retired revisions not cleaned up: %s",
                         model.namespace, model.name, e)  # fmt: skip
 
-    def remove_revision(self, model: OnlineModel, revision: str) -> None:
-        """Delete a revision's Deployments, ConfigMap and canary Service.
+    def remove_revision(self, model: OnlineModel, revision: str, uid: str | None) -> None:
+        """Delete a revision's Deployments, ConfigMap and canary Service (those it owns).
 
         The stable Service ``<name>`` is re-pointed at the new stable revision
-        by the same turn, never removed.
+        by the same turn, never removed. An object with the labels that this
+        OnlineModel does not own is not touched.
         """
         selector = f"tideline.dev/model={model.name},tideline.dev/revision={revision}"
         for api_version, kind in REVISION_KINDS:
             for obj in self.kube.list(api_version, kind, model.namespace, selector):
                 name = obj["metadata"]["name"]
-                if not (kind == "Service" and name == model.name):
+                if not (kind == "Service" and name == model.name) and owned_by(obj, uid):
                     self.kube.delete(api_version, kind, model.namespace, name)
 
     # -- level-based children and routing ---------------------------------------------
@@ -408,30 +432,36 @@ class Reconciler:
         if key != mem.desired_key or now - mem.desired_at >= self.resync:
             self._apply_desired(model, manifest, st, mem)
             mem.desired_key, mem.desired_at = key, now
-        return self._remove_stale(model, st, mem, children)
+        return self._remove_stale(model, st, mem, children, md.get("uid"))
 
     def _apply_desired(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
                        mem: ModelMemory) -> None:  # fmt: skip
         owner = _owner(manifest)
+        uid = owner["uid"]
         desired = self.desired(model, manifest, st, mem)
         canary_service = ("Service", f"{model.name}-canary")
         # a promoted canary's Service goes: its revision lives on as stable behind `<name>`
-        if canary_service not in {
-            (o["kind"], o["metadata"]["name"]) for o in desired
-        } and self.kube.delete("v1", "Service", model.namespace, canary_service[1]):
-            mem.applied.pop(canary_service, None)
+        if canary_service not in {(o["kind"], o["metadata"]["name"]) for o in desired}:
+            existing = self.kube.get("v1", "Service", model.namespace, canary_service[1])
+            if owned_by(existing, uid) and self.kube.delete(
+                "v1", "Service", model.namespace, canary_service[1]
+            ):
+                mem.applied.pop(canary_service, None)
         for obj in desired:
             obj["metadata"]["ownerReferences"] = [owner]
             key = (obj["kind"], obj["metadata"]["name"])
             digest = _digest(obj)
             if mem.applied.get(key) == digest:
                 continue
+            existing = self.kube.get(obj["apiVersion"], obj["kind"], model.namespace, key[1])
+            if existing is not None and not owned_by(existing, uid):
+                raise ResourceExists(obj["kind"], key[1], model.name)
             self.kube.apply(obj)
             APPLIES.labels(obj["kind"]).inc()
             mem.applied[key] = digest
 
     def _remove_stale(self, model: OnlineModel, st: dict[str, Any], mem: ModelMemory,
-                      children: list[ChildState]) -> set[str]:  # fmt: skip
+                      children: list[ChildState], uid: str | None) -> set[str]:  # fmt: skip
         active = {st["stableRevision"]} | (
             {st["canaryRevision"]} if st.get("canaryRevision") and not st.get("aborted") else set()
         )
@@ -442,7 +472,7 @@ class Reconciler:
             # a promoted revision's servers first become ready; the old ones answer meanwhile
             return set()
         for rev in stale:
-            self.remove_revision(model, rev)
+            self.remove_revision(model, rev, uid)
             mem.applied.clear()  # re-apply once: a no-op at the API for what is unchanged
             mem.desired_key = None
             mem.models.pop(rev, None)

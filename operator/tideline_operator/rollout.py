@@ -358,9 +358,11 @@ def decide(
 
 
 def invalid(
-    status: dict[str, Any] | None, path: str, reason: str, generation: int, now: float
-) -> dict[str, Any]:
-    """The status of a spec that can never work: Degraded, naming the field; nothing else moves."""
+    status: dict[str, Any] | None, path: str, reason: str, generation: int, now: float,
+    why: str = "InvalidSpec",
+) -> dict[str, Any]:  # fmt: skip
+    """A status for a turn that cannot proceed: Degraded, naming the field (``InvalidSpec``)
+    or the object in the way (``ResourceExists``); nothing else moves."""
     st: dict[str, Any] = copy.deepcopy(status or {})
     before = st.get("conditions") or []
     st["observedGeneration"] = generation
@@ -368,9 +370,9 @@ def invalid(
     message = f"{path}: {reason}"
     kept = [c for c in before if c.get("type") not in ("Ready", "Degraded")]
     st["conditions"] = [
-        _condition(before, "Ready", False, "InvalidSpec", message, now),
+        _condition(before, "Ready", False, why, message, now),
         *kept,
-        _condition(before, "Degraded", True, "InvalidSpec", message, now),
+        _condition(before, "Degraded", True, why, message, now),
     ]
     return st
 

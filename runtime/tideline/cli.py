@@ -18,7 +18,14 @@ from pathlib import Path
 
 import redis
 
-from tideline.spec import OnlineModel, SpecError, load_manifest, parse, parse_duration
+from tideline.spec import (
+    OnlineModel,
+    SpecError,
+    check_redis_url,
+    load_manifest,
+    parse,
+    parse_duration,
+)
 
 
 def _load(path: str) -> OnlineModel:
@@ -216,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if getattr(args, "redis", None):
+            check_redis_url(args.redis, "--redis")
         return int(args.func(args))
     except SpecError as e:
         print(f"tideline: {e}", file=sys.stderr)

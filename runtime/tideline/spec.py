@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -49,6 +50,11 @@ FEATURE_TYPES = ("numeric", "categorical")
 DRIFT_METHODS = ("psi", "ks")
 CONCEPT_METHODS = ("adwin", "page-hinkley")
 CONCEPT_POLICIES = ("adapt", "rollback", "pause", "alert")
+# A model's size is bounded by its spec: the sgd learner's Newton step keeps a dense
+# matrix over the numeric features, and every categorical bucket holds weights
+# (100,000 features would ask for 74.5 GiB).
+MAX_FEATURES = 2000
+MAX_BUCKETS = 1 << 22
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -292,7 +298,7 @@ class _Obj:
         return _Obj(self.raw(key), self.sub(key))
 
     def done(self) -> None:
-        unknown = sorted(set(self.value) - self.seen)
+        unknown = sorted(set(self.value) - self.seen, key=str)  # keys of mixed types too
         if unknown:
             key = unknown[0]
             hint = difflib.get_close_matches(str(key), sorted(self.seen), n=1)
@@ -385,6 +391,8 @@ def _features(raw: Any, path: str) -> tuple[Feature, ...]:
         raise SpecError(path, "required: at least one feature")
     if not isinstance(raw, list) or not raw:
         raise SpecError(path, "must be a non-empty list of features")
+    if len(raw) > MAX_FEATURES:
+        raise SpecError(path, f"at most {MAX_FEATURES} features (got {len(raw)})")
     out: list[Feature] = []
     names: set[str] = set()
     for i, item in enumerate(raw):
@@ -406,6 +414,11 @@ def _features(raw: Any, path: str) -> tuple[Feature, ...]:
             buckets = o.number("buckets", 1024, 2, 1 << 20, integer=True)
         o.done()
         out.append(Feature(name=name, type=ftype, default=default, buckets=buckets))
+    total = sum(f.buckets for f in out if f.type == "categorical")
+    if total > MAX_BUCKETS:
+        raise SpecError(
+            path, f"the categorical features' buckets add up to {total}, over {MAX_BUCKETS}"
+        )
     return tuple(out)
 
 
@@ -601,10 +614,36 @@ def _rollout(o: _Obj) -> RolloutSpec:
     return out
 
 
+def check_redis_url(url: str, path: str) -> str:
+    """A Redis URL redis-py can use, or a SpecError naming what is wrong with it.
+
+    >>> check_redis_url("redis://cache:6379/2", "spec.redis.url")
+    'redis://cache:6379/2'
+    >>> check_redis_url("http://x", "--redis")
+    Traceback (most recent call last):
+    ...
+    tideline.spec.SpecError: --redis: must be a redis://, rediss:// or unix:// URL (got 'http://x')
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+        raise SpecError(path, f"must be a redis://, rediss:// or unix:// URL (got {url!r})")
+    db = parts.path.strip("/") if parts.scheme != "unix" else ""
+    if db and not db.isdigit():
+        raise SpecError(path, f"the database after the host must be a number (got {db!r})")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is no number
+    except ValueError:
+        raise SpecError(path, f"the port must be a number (got {url!r})") from None
+    return url
+
+
 def _redis(o: _Obj) -> RedisSpec:
     s = o.obj("secretRef")
+    url = o.string("url")
     out = RedisSpec(
-        url=o.string("url"), secretName=s.string("name"), secretKey=s.string("key", "url")
+        url=check_redis_url(url, o.sub("url")) if url else None,
+        secretName=s.string("name"),
+        secretKey=s.string("key", "url"),
     )
     s.done()
     o.done()
@@ -664,6 +703,12 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         redis=_redis(s.obj("redis")),
     )
     s.done()
+    fb = spec.serving.fallback
+    if spec.model.task == "binary" and not isinstance(fb, str) and not 0.0 <= fb <= 1.0:
+        raise SpecError(
+            "spec.serving.fallback.value",
+            f"must be a probability in [0, 1] for a binary model (got {fb:g})",
+        )
     return OnlineModel(name=name, namespace=namespace, spec=spec)
 
 

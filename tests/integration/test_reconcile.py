@@ -374,3 +374,32 @@ def test_the_redis_url_from_a_secret_is_read_once_per_resync_not_every_turn(setu
     clock.now += rec.resync
     _turn(setup, body)
     assert kube.reads.count(("Secret", "redis")) == 2
+
+
+def test_objects_it_does_not_own_are_never_taken_over_nor_deleted(setup, r) -> None:
+    rec, kube, clock, events, _ = setup
+    foreign = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "fraud", "namespace": "test", "labels": {"app": "theirs"}},
+               "spec": {"selector": {"app": "theirs"}}}  # fmt: skip
+    kube.objects[("Service", "fraud")] = copy.deepcopy(foreign)
+    theirs_canary = copy.deepcopy(foreign)
+    theirs_canary["metadata"]["name"] = "fraud-canary"
+    kube.objects[("Service", "fraud-canary")] = theirs_canary
+    body = _body(manifest("fraud", rollout=ROLLOUT))
+    st = _turn(setup, body)
+    assert st is not None and st["phase"] == "Degraded"
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "ResourceExists" and "Service 'fraud'" in degraded["message"]
+    assert kube.objects[("Service", "fraud")]["spec"] == {"selector": {"app": "theirs"}}
+    assert ("Service", "fraud-canary") not in kube.deleted
+    assert any(reason == "ResourceExists" for _, reason, _ in events)
+    # the name is freed: the model is deployed; the other canary Service is still left alone
+    del kube.objects[("Service", "fraud")]
+    clock.now += 1
+    st = _turn(setup, body)
+    assert st is not None and st["phase"] == "Healthy"
+    assert kube.objects[("Service", "fraud")]["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert ("Service", "fraud-canary") in kube.objects and (
+        "Service",
+        "fraud-canary",
+    ) not in kube.deleted

@@ -145,7 +145,17 @@ BAD = [
         True,
         "spec.serving.replicas: must be a number",
     ),
-]
+    ("unknown keys of mixed types", "spec.learning", {"batchsize": 8, 1: "x"}, "spec.learning.1: unknown field"),
+    ("a Redis URL that is not one", "spec.redis.url", "http://x", "spec.redis.url: must be a redis://"),
+    ("a Redis database that is no number", "spec.redis.url", "redis://h/abc", "must be a number (got 'abc')"),
+    ("a fallback that is no probability for a binary model", "spec.serving.fallback", {"value": 2},
+     "spec.serving.fallback.value: must be a probability in [0, 1]"),
+    ("more features than any model should hold", "spec.model.features",
+     [{"name": f"f{i}"} for i in range(100_000)], "spec.model.features: at most 2000 features"),
+    ("more buckets than any model should hold", "spec.model.features",
+     [{"name": f"c{i}", "type": "categorical", "buckets": 1 << 20} for i in range(5)],
+     "buckets add up to 5242880, over 4194304"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
