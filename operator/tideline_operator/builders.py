@@ -63,15 +63,41 @@ def image_of(model: OnlineModel, settings: Settings) -> str:
     return model.spec.image or settings.image
 
 
-def _redis_env(model: OnlineModel, settings: Settings) -> dict[str, Any]:
+def redis_secret_name(model: OnlineModel) -> str:
+    return f"{model.name}-redis"
+
+
+def _redis_env(model: OnlineModel) -> dict[str, Any]:
+    """The Redis URL as an env var from a Secret: never a plain value in the Deployment
+    (``kubectl get deploy -o yaml`` shows those), never in argv (``ps`` shows that)."""
+    r = model.spec.redis
+    name, key = (r.secretName, r.secretKey) if r.secretName else (redis_secret_name(model), "url")
+    return {"name": "TIDELINE_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+
+
+def build_redis_secret(model: OnlineModel, settings: Settings) -> dict[str, Any] | None:
+    """The model's own Secret with its Redis URL, unless ``spec.redis.secretRef`` names one.
+
+    The URL is ``spec.redis.url`` or the operator's (which may itself come from a
+    Secret in the operator's namespace, one a pod elsewhere cannot reference).
+    """
     r = model.spec.redis
     if r.secretName:
-        return {"name": "TIDELINE_REDIS_URL",
-                "valueFrom": {"secretKeyRef": {"name": r.secretName, "key": r.secretKey}}}  # fmt: skip
+        return None
     url = r.url or settings.redis_url
     if not url:
         raise ValueError("spec.redis: no url or secretRef, and the operator has no default Redis")
-    return {"name": "TIDELINE_REDIS_URL", "value": url}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": redis_secret_name(model),
+            "namespace": model.namespace,
+            "labels": labels(model, "redis-credentials"),
+        },
+        "type": "Opaque",
+        "stringData": {"url": url},
+    }
 
 
 SECURITY_CONTEXT = {
@@ -92,15 +118,8 @@ def _container(
         "name": role,
         "image": image_of(model, settings),
         "imagePullPolicy": settings.image_pull_policy,
-        "args": [
-            role,
-            "--config",
-            f"{CONFIG_PATH}/model.yaml",
-            "--redis",
-            "$(TIDELINE_REDIS_URL)",
-            *args,
-        ],
-        "env": [_redis_env(model, settings), {"name": "TIDELINE_REVISION", "value": revision}],
+        "args": [role, "--config", f"{CONFIG_PATH}/model.yaml", *args],  # Redis: from the env
+        "env": [_redis_env(model), {"name": "TIDELINE_REVISION", "value": revision}],
         "ports": ports,
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_PATH, "readOnly": True},

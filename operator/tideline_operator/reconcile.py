@@ -396,6 +396,9 @@ class Reconciler:
         hpa = builders.build_hpa(model, stable_rev)
         if hpa is not None:
             out.append(hpa)
+        secret = builders.build_redis_secret(model, s)
+        if secret is not None:
+            out.insert(0, secret)  # before the pods that read it
         if self.has_api("monitoring.coreos.com/v1", "servicemonitors"):
             out.append(builders.build_service_monitor(model))
         canary_rev = st.get("canaryRevision")

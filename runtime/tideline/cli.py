@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -26,6 +27,8 @@ from tideline.spec import (
     parse,
     parse_duration,
 )
+
+REDIS_HELP = "redis://host:port/db (default: $TIDELINE_REDIS_URL; pods set that from a Secret)"
 
 
 def _load(path: str) -> OnlineModel:
@@ -82,7 +85,6 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    import os
     import tempfile
 
     import uvicorn
@@ -168,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "learner", help="learn one revision of an OnlineModel from its Redis streams"
     )
     lp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")
-    lp.add_argument("--redis", required=True, help="redis://host:port/db")
+    lp.add_argument("--redis", default=None, help=REDIS_HELP)
     lp.add_argument("--port", type=int, default=0, help="port for /metrics (0: none)")
     lp.add_argument("--revision", help="revision to learn (default: the manifest's own)")
     lp.add_argument("--warm-start-revision", help="start from this revision's latest version")
@@ -176,13 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     mp = sub.add_parser("monitor", help="watch quality and drift; write the health summary")
     mp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")
-    mp.add_argument("--redis", required=True, help="redis://host:port/db")
+    mp.add_argument("--redis", default=None, help=REDIS_HELP)
     mp.add_argument("--port", type=int, default=0, help="port for /metrics (0: none)")
     mp.set_defaults(func=cmd_monitor)
 
     sp = sub.add_parser("server", help="serve predictions over HTTP (KServe V1, Open Inference V2)")
     sp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")
-    sp.add_argument("--redis", required=True, help="redis://host:port/db")
+    sp.add_argument("--redis", default=None, help=REDIS_HELP)
     sp.add_argument("--port", type=int, default=8080)
     sp.add_argument("--host", default="0.0.0.0")
     sp.add_argument("--workers", type=int, default=1, help="processes (one per core)")
@@ -223,7 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        if getattr(args, "redis", None):
+        if hasattr(args, "redis"):
+            # from the environment (a Secret in a pod), so the URL is not in the process list
+            args.redis = args.redis or os.environ.get("TIDELINE_REDIS_URL")
+            if not args.redis:
+                raise SpecError("--redis", "required (or TIDELINE_REDIS_URL in the environment)")
             check_redis_url(args.redis, "--redis")
         return int(args.func(args))
     except SpecError as e:

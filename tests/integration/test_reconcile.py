@@ -113,7 +113,7 @@ def test_the_first_turn_builds_every_child_and_the_second_changes_nothing(setup,
     assert st is not None and st["stableRevision"] == rev and st["phase"] == "Progressing"
     kinds = sorted(k for k, _ in kube.applied)
     assert kinds == ["ConfigMap", "Deployment", "Deployment", "Deployment",
-                     "PodDisruptionBudget", "Service"]  # fmt: skip
+                     "PodDisruptionBudget", "Secret", "Service"]  # fmt: skip
     owner = kube.objects[("Service", "fraud")]["metadata"]["ownerReferences"][0]
     assert owner["uid"] == "u-1" and owner["controller"] is True
     assert r.hgetall(Keys("test", "fraud").routing)[b"stable"] == rev.encode()

@@ -43,9 +43,12 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: [configmaps, services]
   verbs: [get, list, create, patch, delete]
+{{- /* secrets: get reads spec.redis.secretRef's URL; create and patch write each model's
+own <name>-redis Secret (the operator's Redis URL, for its pods' secretKeyRef). Every
+child kind has get: nothing is applied over an object the OnlineModel does not own. */}}
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, create, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, create, patch]

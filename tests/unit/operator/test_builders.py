@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -14,6 +16,7 @@ from tideline_operator.builders import (
     build_learner,
     build_monitor,
     build_pdb,
+    build_redis_secret,
     build_server,
     build_service,
     build_service_monitor,
@@ -48,7 +51,10 @@ def test_every_container_is_hardened_probed_and_limited(build) -> None:
     assert "readinessProbe" in c and "livenessProbe" in c
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     assert c["image"] == "registry.local/tideline:1"
-    assert {"name": "TIDELINE_REDIS_URL", "value": "redis://redis:6379/0"} in c["env"]
+    # the Redis URL comes from a Secret: not in the Deployment, not in argv
+    assert {"name": "TIDELINE_REDIS_URL",
+            "valueFrom": {"secretKeyRef": {"name": "fraud-redis", "key": "url"}}} in c["env"]  # fmt: skip
+    assert "redis://" not in json.dumps(dep) and not any("redis" in a for a in c["args"])
     labels = dep["metadata"]["labels"]
     assert (
         labels["tideline.dev/model"] == "fraud"
@@ -95,8 +101,12 @@ def test_redis_from_a_secret_and_no_redis_at_all() -> None:
     m = parse(manifest(name="fraud", redis={"secretRef": {"name": "redis-auth", "key": "url"}}))
     env = _pod(build_server(m, SETTINGS, REV))["containers"][0]["env"][0]
     assert env["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "url"}
+    assert build_redis_secret(m, SETTINGS) is None  # the user's Secret: nothing of ours
+    own = build_redis_secret(MODEL, SETTINGS)
+    assert own is not None and own["metadata"]["name"] == "fraud-redis"
+    assert own["stringData"] == {"url": "redis://redis:6379/0"}
     with pytest.raises(ValueError, match="spec.redis: no url or secretRef"):
-        build_server(MODEL, Settings(redis_url=None), REV)
+        build_redis_secret(MODEL, Settings(redis_url=None))
 
 
 def test_pdb_and_hpa() -> None:
