@@ -56,10 +56,19 @@ class ADWIN:
         ``"down"``. The window adapts to every change either way: a falling
         error rate (a model that is learning) drops the old part silently, so
         a later rise is measured against the recent level.
+    min_change
+        A change smaller than this (in the mean, e.g. 0.05 of an error rate)
+        is adapted to silently: significant, but too small to call the world
+        changed (a new model version a point worse is not concept drift).
     """
 
     def __init__(
-        self, delta: float = 0.002, clock: int = 32, max_blocks: int = 8192, direction: str = "both"
+        self,
+        delta: float = 0.002,
+        clock: int = 32,
+        max_blocks: int = 8192,
+        direction: str = "both",
+        min_change: float = 0.0,
     ) -> None:
         if direction not in ("both", "up", "down"):
             raise ValueError(f"direction must be both, up or down (got {direction!r})")
@@ -67,6 +76,7 @@ class ADWIN:
         self.clock = clock
         self.max_blocks = max_blocks
         self.direction = direction
+        self.min_change = min_change
         self._pending: list[float] = []  # values of the block being filled
         cap = 2 * max_blocks + 1
         self._s1 = np.zeros(cap)  # prefix sums over blocks: s1[i] = sum of blocks [0, i)
@@ -159,9 +169,10 @@ class ADWIN:
                 self._end = e + len(chunk)
                 self._bound()
                 break
-            t, cut_at, rose = hit
+            t, cut_at, change = hit
             self._end = t
-            if self.direction == "both" or rose == (self.direction == "up"):
+            wanted = self.direction == "both" or (change > 0) == (self.direction == "up")
+            if wanted and abs(change) >= self.min_change:
                 fired.append(done + (t - e - 1))
                 self.n_detections += 1
             self._start = cut_at
@@ -175,9 +186,9 @@ class ADWIN:
         if self._end - self._start > self.max_blocks:
             self._start = self._end - self.max_blocks
 
-    def _first_cut(self, first_end: int, last_end: int) -> tuple[int, int, bool] | None:
+    def _first_cut(self, first_end: int, last_end: int) -> tuple[int, int, float] | None:
         """The first block end in [first_end, last_end] at which some cut fires, the cut, and
-        whether the recent part's mean is the higher one."""
+        the change of the mean there (recent minus old)."""
         ends = np.arange(first_end, last_end + 1)
         start = self._start
         k = self._cuts[self._cuts < (last_end - start)]
@@ -191,7 +202,7 @@ class ADWIN:
 
     def _test(
         self, ends: np.ndarray, cut: np.ndarray, valid: np.ndarray, start: int
-    ) -> tuple[int, int, bool] | None:
+    ) -> tuple[int, int, float] | None:
         b = self.clock
         n0 = (cut - start) * b
         n1 = (ends[:, None] - cut) * b
@@ -213,7 +224,7 @@ class ADWIN:
         r = int(rows[0])
         # Drop as much of the old part as the test allows: the latest firing cut.
         j = int(np.flatnonzero(hit[r])[np.argmax(cut[r][hit[r]])])
-        return int(ends[r]), int(cut[r, j]), bool(diff[r, j] > 0)
+        return int(ends[r]), int(cut[r, j]), float(diff[r, j])
 
 
 class PageHinkley:

@@ -70,6 +70,7 @@ GROUP = "monitor"
 FEEDBACK_QUIET = 60.0  # seconds without feedback before labelled samples judge versions
 CLEAR_BELOW = 0.8  # a drift score clears below this share of its threshold
 CONCEPT_HOLD = 10  # analysis intervals after its last firing that concept drift stays on
+CONCEPT_MIN_RISE = 0.05  # the error rate must rise this much (and surely) to be concept drift
 
 
 @dataclass
@@ -159,7 +160,11 @@ class Monitor:
         """Concept drift watches the stable revision's error across its versions, for rises only."""
         d = self.spec.drift.concept
         if d.method == "adwin":
-            self.concept: ADWIN | PageHinkley = ADWIN(delta=d.delta, direction="up")
+            # a rise of 5 points of error or more: smaller ones (a version a point worse
+            # than the last) are adapted to silently, not called a change of the world
+            self.concept: ADWIN | PageHinkley = ADWIN(
+                delta=d.delta, direction="up", min_change=CONCEPT_MIN_RISE
+            )
         else:
             self.concept = PageHinkley()  # one-sided: it tests for an increase of the mean
 
