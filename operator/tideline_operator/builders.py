@@ -18,6 +18,7 @@ from tideline.spec import OnlineModel
 
 CONFIG_PATH = "/etc/tideline"
 HTTP_PORT = 8080
+WARM_START_DIR = "/etc/tideline/warm-start"  # where the learner reads a configMapRef baseline
 METRICS_PORT = 9100
 
 
@@ -197,8 +198,17 @@ def build_learner(model: OnlineModel, settings: Settings, revision: str,
         {"livenessProbe": {**probe, "initialDelaySeconds": 10}, "readinessProbe": probe},
         {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
     )  # fmt: skip
+    pod = _pod(model, revision, "learner", container)
+    ws = model.spec.model.warmStart
+    if ws is not None and ws.configMapName:
+        # the baseline snapshot, read from /etc/tideline/warm-start/<key> (the only key mounted)
+        pod["spec"]["volumes"].append({"name": "warm-start", "configMap": {
+            "name": ws.configMapName, "items": [{"key": ws.key, "path": ws.key}]}})  # fmt: skip
+        container["volumeMounts"].append(
+            {"name": "warm-start", "mountPath": WARM_START_DIR, "readOnly": True}
+        )
     return _deployment(f"{model.name}-learner-{revision}", model, "learner", revision, 1,
-                       _pod(model, revision, "learner", container), {"type": "Recreate"})  # fmt: skip
+                       pod, {"type": "Recreate"})  # fmt: skip
 
 
 def build_server(

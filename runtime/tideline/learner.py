@@ -60,6 +60,7 @@ ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner
 # A samples entry delivered this often and never acknowledged killed every learner that
 # read it (each start reads the pending entries again, twice counted): dead-lettered.
 MAX_DELIVERIES = 10
+MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec allows
 
 
 def _entry_ms(entry_id: bytes | str) -> float:
@@ -349,9 +350,17 @@ class LearnerProcess:
             else Path(os.environ.get("TIDELINE_WARM_START_DIR", WARM_START_DIR)) / ws.key
         )
         try:
-            return path.read_bytes(), str(path)
+            if not path.is_file():  # /dev/zero would be read forever
+                raise SpecError("spec.model.warmStart", f"{path} is not a regular file")
+            with path.open("rb") as f:
+                blob = f.read(MAX_SNAPSHOT_BYTES + 1)
         except OSError as e:
             raise SpecError("spec.model.warmStart", f"cannot read {path}: {e.strerror}") from None
+        if len(blob) > MAX_SNAPSHOT_BYTES:
+            raise SpecError(
+                "spec.model.warmStart", f"{path} is over {MAX_SNAPSHOT_BYTES >> 20} MiB"
+            )
+        return blob, str(path)
 
     def _initial_version(self) -> None:
         blob, source = self._warm_start_blob()

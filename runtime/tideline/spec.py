@@ -50,6 +50,7 @@ FEATURE_TYPES = ("numeric", "categorical")
 DRIFT_METHODS = ("psi", "ks")
 CONCEPT_METHODS = ("adwin", "page-hinkley")
 CONCEPT_POLICIES = ("adapt", "rollback", "pause", "alert")
+_CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 # A model's size is bounded by its spec: the sgd learner's Newton step keeps a dense
 # matrix over the numeric features, and every categorical bucket holds weights
 # (100,000 features would ask for 74.5 GiB).
@@ -447,6 +448,12 @@ def _model(o: _Obj) -> ModelSpec:
         warm = WarmStart(
             configMapName=cm, key=w.string("key", "baseline.json"), file=w.string("file")
         )
+        if not _CONFIG_MAP_KEY.fullmatch(warm.key) or warm.key in (".", ".."):
+            # a ConfigMap key names a file in the mount, nothing outside it
+            raise SpecError(
+                w.sub("key"),
+                f"must be a ConfigMap key ([-._a-zA-Z0-9]+), not a path (got {warm.key!r})",
+            )
         w.done()
         if warm.configMapName is None and warm.file is None:
             raise SpecError(w.path, "needs configMapRef.name or file")

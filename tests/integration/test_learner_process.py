@@ -290,3 +290,19 @@ def test_an_entry_that_killed_every_learner_that_read_it_is_dead_lettered_at_sta
     dead = _dead_letters(r, p)
     assert len(dead) == 1 and dead[0]["reason"].startswith("poison: delivered 1")  # 10, +1 claimed
     assert r.xpending(p.keys.samples, p.group)["pending"] == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/dev/zero", "/tmp"], ids=["a device read forever", "a directory"]
+)
+def test_a_warm_start_file_that_is_no_regular_file_is_refused_at_once(r, path: str) -> None:
+    model = {
+        "task": "binary",
+        "algorithm": "sgd",
+        "features": FRAUD_FEATURES,
+        "warmStart": {"file": path},
+    }
+    start = time.monotonic()
+    with pytest.raises(SpecError, match="is not a regular file"):
+        _proc(r, model=model)
+    assert time.monotonic() - start < 5

@@ -127,3 +127,20 @@ def test_the_service_monitor_scrapes_the_servers_of_every_revision() -> None:
         assert all(labels[k] == v for k, v in want.items())
     assert sm["spec"]["endpoints"][0]["port"] == stable["spec"]["ports"][0]["name"]
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_a_config_map_baseline_is_mounted_for_the_learner_and_only_its_key() -> None:
+    m = parse(manifest(name="fraud", model={"features": [{"name": "amount"}],
+                                            "warmStart": {"configMapRef": {"name": "base"}, "key": "v3.tdl"}}))  # fmt: skip
+    pod = _pod(build_learner(m, SETTINGS, REV))
+    vol = next(v for v in pod["volumes"] if v["name"] == "warm-start")
+    assert vol["configMap"] == {"name": "base", "items": [{"key": "v3.tdl", "path": "v3.tdl"}]}
+    mount = next(v for v in pod["containers"][0]["volumeMounts"] if v["name"] == "warm-start")
+    assert mount == {
+        "name": "warm-start",
+        "mountPath": "/etc/tideline/warm-start",
+        "readOnly": True,
+    }
+    assert all(
+        v["name"] != "warm-start" for v in _pod(build_server(m, SETTINGS, REV))["spec"]["volumes"]
+    )
