@@ -142,5 +142,5 @@ def test_a_config_map_baseline_is_mounted_for_the_learner_and_only_its_key() -> 
         "readOnly": True,
     }
     assert all(
-        v["name"] != "warm-start" for v in _pod(build_server(m, SETTINGS, REV))["spec"]["volumes"]
+        v["name"] != "warm-start" for v in _pod(build_server(m, SETTINGS, REV))["volumes"]
     )
