@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,8 @@ import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import FRAUD_FEATURES, manifest
 from tideline.embedded import EmbeddedRedis
@@ -745,3 +748,47 @@ def test_the_prediction_log_keeps_one_label_window(r, redis_server) -> None:
                 r.xlen(s.dp.keys.predictions) == 1 and _log_entries(r, s)[0]["ts"] > time.time() - 1
             )
         )
+
+
+# --------------------------------------------------------------------------- fuzzed bodies
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=16,
+)  # fmt: skip
+
+
+def _dumps(value: object) -> bytes:
+    """JSON as a careless client writes it: big integers, NaN and Infinity included."""
+    return json.dumps(value).encode()
+
+
+_row = st.dictionaries(st.sampled_from(["amount", "hour", "merchant", "x", ""]), _json, max_size=4)
+_bodies = st.one_of(
+    st.binary(max_size=200),
+    _json.map(_dumps),
+    st.fixed_dictionaries({"instances": st.lists(_row | _json, max_size=4)},
+                          optional={"ids": _json, "labels": _json}).map(_dumps),
+    st.fixed_dictionaries({"inputs": st.lists(st.fixed_dictionaries(
+        {"name": _json | st.sampled_from(["amount", "merchant"]), "shape": _json,
+         "datatype": _json | st.sampled_from(["FP32", "BYTES", "INT64"]), "data": _json}), max_size=3)},
+        optional={"id": _json, "parameters": _json, "outputs": _json}).map(_dumps),
+    st.fixed_dictionaries({"id": _json, "label": _json}).map(_dumps),
+    st.fixed_dictionaries({"feedback": st.lists(st.fixed_dictionaries({"id": _json, "label": _json}),
+                                                max_size=3)}).map(_dumps),
+)  # fmt: skip
+ROUTES = ["/v1/models/fraud:predict", "/v2/models/fraud/infer", "/v1/models/fraud/feedback",
+          "/v1/models/fraud:learn"]  # fmt: skip
+
+
+@settings(derandomize=True, max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@given(route=st.sampled_from(ROUTES), body=_bodies)
+def test_any_body_on_any_route_gets_an_answer_never_a_5xx(
+    served: Served, route: str, body: bytes
+) -> None:
+    resp = served.client.post(route, content=body, headers={"content-type": "application/json"})
+    assert resp.status_code < 500, (route, body, resp.text)
+    if resp.status_code >= 400:
+        err = resp.json()["error"]
+        assert isinstance(err, str) and err, (route, body, resp.text)

@@ -141,6 +141,4 @@ def test_a_config_map_baseline_is_mounted_for_the_learner_and_only_its_key() -> 
         "mountPath": "/etc/tideline/warm-start",
         "readOnly": True,
     }
-    assert all(
-        v["name"] != "warm-start" for v in _pod(build_server(m, SETTINGS, REV))["volumes"]
-    )
+    assert all(v["name"] != "warm-start" for v in _pod(build_server(m, SETTINGS, REV))["volumes"])
