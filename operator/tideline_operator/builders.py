@@ -211,6 +211,14 @@ def build_learner(model: OnlineModel, settings: Settings, revision: str,
                        pod, {"type": "Recreate"})  # fmt: skip
 
 
+def _feedback_auth_env(model: OnlineModel) -> list[dict[str, Any]]:
+    auth = model.spec.serving.feedbackAuth
+    if auth is None:
+        return []
+    return [{"name": "TIDELINE_FEEDBACK_TOKEN",
+             "valueFrom": {"secretKeyRef": {"name": auth.name, "key": auth.key}}}]  # fmt: skip
+
+
 def build_server(
     model: OnlineModel, settings: Settings, revision: str, replicas: int | None = None
 ) -> dict[str, Any]:
@@ -223,6 +231,7 @@ def build_server(
                            "initialDelaySeconds": 5}},
         {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
     )  # fmt: skip
+    container["env"] += _feedback_auth_env(model)
     n = model.spec.serving.replicas if replicas is None else replicas
     return _deployment(
         f"{model.name}-server-{revision}", model, "server", revision, n, _pod(model, revision, "server", container),

@@ -194,6 +194,23 @@ def spec_schema() -> dict[str, Any]:
                         "type": "string",
                         "description": "Feature that keys the canary split",
                     },
+                    "feedbackAuth": _obj(
+                        "A token the write routes (feedback, :learn) require as "
+                        "Authorization: Bearer <token>",
+                        {
+                            "secretRef": _obj(
+                                "The Secret holding the token",
+                                {
+                                    "name": {"type": "string", "description": "Secret name"},
+                                    "key": {
+                                        "type": "string",
+                                        "description": "Key",
+                                        "default": "token",
+                                    },
+                                },
+                            ),
+                        },
+                    ),  # fmt: skip
                     "autoscaling": _obj(
                         "A HorizontalPodAutoscaler for the servers",
                         {

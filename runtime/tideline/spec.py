@@ -173,12 +173,20 @@ class Autoscaling:
 
 
 @dataclass(frozen=True)
+class SecretKey:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
 class ServingSpec:
     replicas: int = 2
     timeout: float = 0.010
     fallback: Literal["lastGood"] | float = "lastGood"
     routingKey: str | None = None
     autoscaling: Autoscaling | None = None
+    # a token the write routes (feedback, :learn) require: Authorization: Bearer <token>
+    feedbackAuth: SecretKey | None = None
 
 
 @dataclass(frozen=True)
@@ -511,7 +519,15 @@ def _serving(o: _Obj) -> ServingSpec:
         a.done()
         if auto.maxReplicas < auto.minReplicas:
             raise SpecError(a.sub("maxReplicas"), "must be >= minReplicas")
+    auth = None
+    if o.raw("feedbackAuth") is not None:
+        fa = o.obj("feedbackAuth")
+        ref = fa.obj("secretRef")
+        auth = SecretKey(ref.string("name", required=True), ref.string("key", "token"))
+        ref.done()
+        fa.done()
     out = ServingSpec(
+        feedbackAuth=auth,
         replicas=o.number("replicas", 2, 0, 1000, integer=True),
         timeout=o.duration("timeout", 0.010, 0.0001, 60),
         fallback=fallback,

@@ -792,3 +792,31 @@ def test_any_body_on_any_route_gets_an_answer_never_a_5xx(
     if resp.status_code >= 400:
         err = resp.json()["error"]
         assert isinstance(err, str) and err, (route, body, resp.text)
+
+
+def test_with_feedback_auth_only_a_bearer_of_the_token_may_teach_the_model(r, redis_server) -> None:
+    s = Served(redis_server.url, manifest(name="fraud"), Settings(feedback_token="s3cret-t0ken"))
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
+    learn = {"instances": ROWS, "labels": [1, 0]}
+    with s.client as c:
+        _wait(lambda: s.dp.ready)
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic s3cret-t0ken"},
+                        {"authorization": "s3cret-t0ken"}):  # fmt: skip
+            for route, body in (("/v1/models/fraud/feedback", {"id": "x", "label": 1}),
+                                ("/v1/models/fraud:learn", learn)):  # fmt: skip
+                resp = c.post(route, json=body, headers=headers)
+                assert resp.status_code == 401 and "Bearer" in resp.json()["error"], (
+                    route,
+                    headers,
+                )
+        assert r.xlen(s.dp.keys.feedback) == 0 and r.xlen(s.dp.keys.samples) == 0, "nothing stored"
+        good = {"authorization": "Bearer s3cret-t0ken"}
+        assert (
+            c.post(
+                "/v1/models/fraud/feedback", json={"id": "x", "label": 1}, headers=good
+            ).status_code
+            == 202
+        )
+        assert c.post("/v1/models/fraud:learn", json=learn, headers=good).status_code == 202
+        # predictions need no token
+        assert c.post("/v1/models/fraud:predict", json={"instances": ROWS}).status_code == 200

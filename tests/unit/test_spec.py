@@ -152,6 +152,8 @@ BAD = [
      "spec.serving.fallback.value: must be a probability in [0, 1]"),
     ("more features than any model should hold", "spec.model.features",
      [{"name": f"f{i}"} for i in range(100_000)], "spec.model.features: at most 2000 features"),
+    ("feedbackAuth without a Secret name", "spec.serving.feedbackAuth", {"secretRef": {}},
+     "spec.serving.feedbackAuth.secretRef.name: required"),
     ("a warm-start key that is a path", "spec.model.warmStart", {"configMapRef": {"name": "b"}, "key": "/etc/hostname"},
      "spec.model.warmStart.key: must be a ConfigMap key"),
     ("a warm-start key that climbs out", "spec.model.warmStart", {"configMapRef": {"name": "b"}, "key": ".."},

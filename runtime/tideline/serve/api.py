@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from tideline.serve.dataplane import (
     DataPlaneError,
     Result,
     TooLarge,
+    Unauthorized,
     Unavailable,
     Unprocessable,
     ids_json,
@@ -49,10 +51,12 @@ class Settings:
 
     max_body_bytes: int = 8 * 1024 * 1024
     max_rows: int = 10_000
+    # when set, feedback and :learn answer only with "Authorization: Bearer <token>"
+    feedback_token: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"feedback_token": env.get("TIDELINE_FEEDBACK_TOKEN") or None}
         for name, default in (("max_body_bytes", cls.max_body_bytes), ("max_rows", cls.max_rows)):
             raw = env.get(f"TIDELINE_{name.upper()}")
             if raw is not None:
@@ -63,6 +67,21 @@ class Settings:
                         f"TIDELINE_{name.upper()}: must be an integer (got {raw!r})"
                     ) from None
         return cls(**kw)
+
+
+def _authorised(request: Request, settings: Settings) -> None:
+    """Who may teach the model: with ``spec.serving.feedbackAuth``, only a bearer of its token."""
+    token = settings.feedback_token
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    ):
+        raise Unauthorized(
+            "this route needs Authorization: Bearer <token> (spec.serving.feedbackAuth)"
+        )
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -381,6 +400,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
     async def feedback(name: str, request: Request) -> Response:
         """``{"id": ..., "label": ...}`` or ``{"feedback": [{"id", "label"}, ...]}``."""
         dp.check_model(name)
+        _authorised(request, settings)
         doc = await _body(request, settings)
         items = doc.get("feedback", [doc]) if "feedback" in doc else [doc]
         if not isinstance(items, list) or not items:
@@ -408,6 +428,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
     async def learn(name: str, request: Request) -> Response:
         """``{"instances": [...], "labels": [...]}``: labelled rows for the learner."""
         dp.check_model(name)
+        _authorised(request, settings)
         doc = await _body(request, settings)
         rows, labels = doc.get("instances"), doc.get("labels")
         if not isinstance(rows, list) or not isinstance(labels, list):

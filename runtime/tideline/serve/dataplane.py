@@ -76,6 +76,10 @@ class BadRequest(DataPlaneError):
     status = 400
 
 
+class Unauthorized(DataPlaneError):
+    status = 401
+
+
 class ModelNotFound(DataPlaneError):
     status = 404
 

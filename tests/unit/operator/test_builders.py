@@ -142,3 +142,14 @@ def test_a_config_map_baseline_is_mounted_for_the_learner_and_only_its_key() -> 
         "readOnly": True,
     }
     assert all(v["name"] != "warm-start" for v in _pod(build_server(m, SETTINGS, REV))["volumes"])
+
+
+def test_feedback_auth_gives_the_servers_the_token_from_its_secret() -> None:
+    m = parse(
+        manifest(name="fraud", serving={"feedbackAuth": {"secretRef": {"name": "labels-auth"}}})
+    )
+    env = _pod(build_server(m, SETTINGS, REV))["containers"][0]["env"]
+    assert {"name": "TIDELINE_FEEDBACK_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "labels-auth", "key": "token"}}} in env  # fmt: skip
+    assert all(e["name"] != "TIDELINE_FEEDBACK_TOKEN"
+               for e in _pod(build_server(MODEL, SETTINGS, REV))["containers"][0]["env"])  # fmt: skip

@@ -38,11 +38,14 @@ LEAVES = _leaves(SPEC)
 COMPANIONS = {
     ("model", "warmStart"): {"file": "/baseline.tdl"},
     ("serving", "autoscaling"): {"maxReplicas": 1000},
+    ("serving", "feedbackAuth", "secretRef"): {"name": "labels-auth"},
 }
 # Where the parser keeps a field under another name.
 RENAMED = {
     ("redis", "secretRef", "key"): ("redis", "secretKey"),
     ("model", "warmStart", "configMapRef", "name"): ("model", "warmStart", "configMapName"),
+    ("serving", "feedbackAuth", "secretRef", "key"): ("serving", "feedbackAuth", "key"),
+    ("serving", "feedbackAuth", "secretRef", "name"): ("serving", "feedbackAuth", "name"),
 }
 
 
