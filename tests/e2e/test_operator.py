@@ -393,6 +393,51 @@ def test_bad_specs_are_refused_or_degraded_and_other_models_keep_reconciling(
     until(lambda: _status(installed, ns, "good").get("phase") == "Healthy", 90, "the good one")
 
 
+def test_objects_it_does_not_own_are_left_alone_and_credentials_stay_out_of_sight(
+    installed: Installed, operator: Operator
+) -> None:
+    cp = installed.cluster
+    ns = _ns(installed, "e2e-owner")
+    for name in ("theirs", "theirs-canary"):  # a team's own Services, with the model's names
+        cp.kubectl("create", "service", "clusterip", name, "--tcp=80:8080", "-n", ns)
+    _apply(installed, _model("theirs", ns))
+
+    def degraded() -> bool:
+        cond = next(
+            c for c in _status(installed, ns, "theirs")["conditions"] if c["type"] == "Degraded"
+        )
+        return cond["status"] == "True" and cond["reason"] == "ResourceExists"
+
+    until(degraded, 60, "Degraded with ResourceExists")
+    cond = next(
+        c for c in _status(installed, ns, "theirs")["conditions"] if c["type"] == "Degraded"
+    )
+    assert "Service 'theirs'" in cond["message"]
+    svc = get(cp, "service", "theirs", "-n", ns)
+    assert svc["spec"]["selector"] == {"app": "theirs"} and not svc["metadata"].get(
+        "ownerReferences"
+    )
+    until(lambda: _events(installed, ns, "ResourceExists"), 20, "ResourceExists event")
+    # the name freed: the model deploys; the other Service is never deleted nor taken
+    cp.kubectl("delete", "service", "theirs", "-n", ns)
+    until(lambda: _status(installed, ns, "theirs").get("phase") == "Healthy", 90, "Healthy")
+    canary = get(cp, "service", "theirs-canary", "-n", ns)
+    assert not canary["metadata"].get("ownerReferences")
+    # the Redis URL is in the model's own Secret, read through secretKeyRef: not in any
+    # Deployment (kubectl get -o yaml shows those) nor in any container's args
+    deployments = get(cp, "deployments", "-n", ns, "-l", "tideline.dev/model=theirs")["items"]
+    assert len(deployments) == 3
+    text = json.dumps(deployments)
+    assert installed.redis.url not in text and "redis://" not in text
+    for d in deployments:
+        [c] = d["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["TIDELINE_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "theirs-redis"
+        assert not any("redis" in a for a in c["args"])
+    secret = get(cp, "secret", "theirs-redis", "-n", ns)
+    assert secret["metadata"]["ownerReferences"][0]["name"] == "theirs"
+
+
 # --------------------------------------------------------------------------- 7. resilience
 def test_a_restarted_operator_resumes_the_canary_and_deleting_the_model_collects_children(
     installed: Installed, operator: Operator, rc: redis.Redis
