@@ -239,6 +239,23 @@ def test_a_caller_cannot_choose_its_track_only_a_forwarding_server_can(
     assert served.dp.trusted_track("made-up", token) is None
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "status", "message"),
+    [
+        ("/v1/models/fraud:predict", {"instances": ROWS, "ids": [None, "b"]}, 422, "ids[0]: an id must be a string or an integer (got null)"),
+        ("/v1/models/fraud:predict", {"instances": ROWS, "ids": ["a", "x" * 300]}, 422, "ids[1]: an id must be at most 256"),
+        ("/v1/models/fraud:predict", {"instances": ROWS, "ids": [{"a": 1}, "b"]}, 422, "ids[0]: an id must be a string or an integer (got dict)"),
+        ("/v2/models/fraud/infer", {"id": {}, "inputs": [{"name": "amount", "shape": [1], "datatype": "FP64", "data": [1.0]}]}, 400, "id: must be a string (got dict)"),
+    ],
+    ids=["a null id", "an id of 300 characters", "an object as an id", "a V2 request id that is an object"],
+)  # fmt: skip
+def test_client_ids_are_strings_or_integers_never_python_text(
+    served: Served, route, body, status, message
+) -> None:
+    resp = served.client.post(route, json=body)
+    assert resp.status_code == status and message in resp.json()["error"], resp.text
+
+
 def test_generated_prediction_ids_carry_64_random_bits_per_request(served: Served) -> None:
     ids = [served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["ids"]
            for _ in range(3)]  # fmt: skip

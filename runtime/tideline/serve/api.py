@@ -328,6 +328,14 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 ids = doc.get("ids")
             if ids is not None and not isinstance(ids, list):
                 raise Unprocessable("ids: must be a list")
+            if ids is not None:  # a client's own ids: as the join keys them (rare: no cost else)
+                for i, given in enumerate(ids):
+                    try:
+                        prediction_id(given)
+                    except ValueError as e:
+                        raise Unprocessable(f"ids[{i}]: {e}") from None
+            if v2 and doc.get("id") is not None and not isinstance(doc.get("id"), str):
+                raise BadRequest(f"id: must be a string (got {type(doc.get('id')).__name__})")
             target = dp.wants_forward(key) if forced is None else None
             if target == "canary":
                 try:
