@@ -68,3 +68,35 @@ def test_the_operator_gets_the_default_redis_from_the_values(cluster: ControlPla
     assert env["TIDELINE_REDIS_URL"] == "redis://r:6379/0"
     assert env["TIDELINE_RUNTIME_IMAGE"] == "ghcr.io/tideline/runtime:0.1.0"
     assert env["TIDELINE_RETIRED_GRACE_SECONDS"] == "120"
+
+
+def test_the_bundled_redis_has_a_generated_password_and_only_tideline_reaches_it(
+    cluster: ControlPlane,
+) -> None:
+    out = helm(cluster, "template", "t", CHART, "--set", "redis.bundled.enabled=true")
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    secret = by[("Secret", "t-tideline-redis-auth")]["stringData"]
+    assert len(secret["password"]) == 32 and secret["url"].startswith(
+        f"redis://:{secret['password']}@"
+    )
+    redis = by[("Deployment", "t-tideline-redis")]["spec"]["template"]["spec"]["containers"][0]
+    assert redis["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    operator = by[("Deployment", "t-tideline")]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in operator["env"]}
+    assert env["TIDELINE_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "t-tideline-redis-auth",
+        "key": "url",
+    }
+    assert "redis://" not in yaml.safe_dump(by[("Deployment", "t-tideline")])
+    policy = by[("NetworkPolicy", "t-tideline-redis")]["spec"]
+    assert policy["ingress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    assert {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "tideline"}},
+    } in policy["ingress"][0]["from"]
+    assert by[("NetworkPolicy", "t-tideline")]["spec"]["ingress"] == [
+        {"ports": [{"port": 9100, "protocol": "TCP"}]}
+    ]
+    two = helm(cluster, "template", "t", CHART, "--set", "redis.bundled.enabled=true").stdout
+    assert secret["password"] not in two, "a template run without a cluster generates anew"
