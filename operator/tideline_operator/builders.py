@@ -9,6 +9,7 @@ template are decided here, once.
 from __future__ import annotations
 
 import copy
+import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,36 @@ class Settings:
     # a removed revision's Redis keys go this long after its objects: by then its pods,
     # which may write a last checkpoint as they stop (30 s grace by default), are gone
     retired_grace: float = 120.0
+    # What a platform team lets an OnlineModel choose: image patterns (fnmatch-style
+    # globs; empty: any image) and whether spec.redis.secretRef may name a Secret.
+    allowed_images: tuple[str, ...] = ()
+    allow_redis_secret_ref: bool = True
+
+
+def policy_violation(model: OnlineModel, settings: Settings) -> tuple[str, str] | None:
+    """(field, why) when the spec asks for what the operator's policy forbids, else None.
+
+    >>> from tideline.spec import parse
+    >>> m = parse({"apiVersion": "tideline.dev/v1alpha1", "kind": "OnlineModel",
+    ...            "metadata": {"name": "m"}, "spec": {"image": "docker.io/evil:1",
+    ...            "model": {"features": [{"name": "x"}]}}})
+    >>> policy_violation(m, Settings(allowed_images=("registry.corp/ml/*",)))
+    ('spec.image', "'docker.io/evil:1' matches none of the allowed images: registry.corp/ml/*")
+    """
+    image = model.spec.image
+    if (
+        image is not None
+        and settings.allowed_images
+        and not any(fnmatch.fnmatchcase(image, p) for p in settings.allowed_images)
+    ):
+        allowed = ", ".join(settings.allowed_images)
+        return "spec.image", f"{image!r} matches none of the allowed images: {allowed}"
+    if model.spec.redis.secretName and not settings.allow_redis_secret_ref:
+        return (
+            "spec.redis.secretRef",
+            "naming a Secret is not allowed here (policy.allowRedisSecretRef)",
+        )
+    return None
 
 
 def labels(model: OnlineModel, component: str, revision: str | None = None) -> dict[str, str]:

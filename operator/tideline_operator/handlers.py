@@ -44,6 +44,10 @@ def settings_from_env() -> Settings:
         retired_grace=float(
             os.environ.get("TIDELINE_RETIRED_GRACE_SECONDS", Settings.retired_grace)
         ),
+        allowed_images=tuple(
+            p.strip() for p in os.environ.get("TIDELINE_ALLOWED_IMAGES", "").split(",") if p.strip()
+        ),
+        allow_redis_secret_ref=os.environ.get("TIDELINE_ALLOW_REDIS_SECRET_REF", "true") == "true",
     )
 
 

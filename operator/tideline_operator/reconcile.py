@@ -84,6 +84,10 @@ class ChildState:
     ready: int
 
 
+class PolicyViolation(SpecError):
+    """The spec asks for what the operator's policy forbids (an image, a Secret)."""
+
+
 class ResourceExists(Exception):
     """A child's name is taken by an object this OnlineModel does not own: it is left alone."""
 
@@ -243,11 +247,19 @@ class Reconciler:
             if mem.parsed is None or mem.parsed[0] != key:
                 mem.parsed = (key, parse(manifest))  # the spec changes only with generation
             model = mem.parsed[1]
+            broken = builders.policy_violation(model, self.settings)
+            if broken is not None:
+                raise PolicyViolation(*broken)
             r = self.redis_for(model)
             new = self._turn(
                 model, manifest, before, mem, list(children), r, event, now, generation
             )
             RECONCILES.labels("ok").inc()
+        except PolicyViolation as e:
+            new = invalid(before, e.path, e.reason, generation, now, "PolicyViolation")
+            if not _same(before, new):
+                event("Warning", "PolicyViolation", str(e))
+            RECONCILES.labels("policy").inc()
         except SpecError as e:
             new = invalid(before, e.path, e.reason, generation, now)
             if not _same(before, new):

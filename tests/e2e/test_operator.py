@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -436,6 +437,46 @@ def test_objects_it_does_not_own_are_left_alone_and_credentials_stay_out_of_sigh
         assert not any("redis" in a for a in c["args"])
     secret = get(cp, "secret", "theirs-redis", "-n", ns)
     assert secret["metadata"]["ownerReferences"][0]["name"] == "theirs"
+
+
+def test_a_platform_policy_refuses_foreign_images_and_secrets_at_admission(
+    installed: Installed, operator: Operator
+) -> None:
+    from tests.e2e.conftest import NAMESPACE, RELEASE, ROOT
+
+    chart = str(ROOT / "charts" / "tideline")
+    ns = _ns(installed, "e2e-policy")
+
+    def apply(doc: dict) -> subprocess.CompletedProcess[str]:
+        # a server-side dry run: admission runs on every try, nothing is stored
+        return installed.cluster.kubectl("apply", "--dry-run=server", "-f", "-",
+                                         input=yaml.safe_dump(doc), check=False)  # fmt: skip
+
+    bad = _model("foreign", ns)
+    bad["spec"]["image"] = "docker.io/someone/tideline:latest"
+    secret = _model("secretive", ns, redis={"secretRef": {"name": "their-redis"}})
+    secret["spec"]["image"] = "registry.corp/ml/tideline:1"
+    good = _model("allowed", ns)
+    good["spec"]["image"] = "registry.corp/ml/tideline:1"
+    installed.helm("upgrade", RELEASE, chart, "-n", NAMESPACE, "--reuse-values",
+                   "--set", "policy.allowedImages={registry.corp/ml/*}",
+                   "--set", "policy.allowRedisSecretRef=false")  # fmt: skip
+    try:
+        until(lambda: "spec.image must match one of: registry.corp/ml/*" in apply(bad).stderr,
+              90, "the ValidatingAdmissionPolicy to refuse the image")  # fmt: skip
+        out = apply(secret)
+        assert out.returncode != 0 and "spec.redis.secretRef is not allowed" in out.stderr
+        assert apply(good).returncode == 0
+    finally:
+        # back to the values the suite installed with
+        installed.helm("upgrade", RELEASE, chart, "-n", NAMESPACE, "--reset-values",
+                       "--set", f"redis.url={installed.redis.url}")  # fmt: skip
+    names = [
+        p["metadata"]["name"]
+        for p in get(installed.cluster, "validatingadmissionpolicies")["items"]
+    ]
+    assert not [n for n in names if n.startswith(RELEASE)], names
+    until(lambda: apply(bad).returncode == 0, 90, "images free again")
 
 
 # --------------------------------------------------------------------------- 7. resilience

@@ -403,3 +403,27 @@ def test_objects_it_does_not_own_are_never_taken_over_nor_deleted(setup, r) -> N
         "Service",
         "fraud-canary",
     ) not in kube.deleted
+
+
+def test_a_spec_against_the_platform_policy_is_degraded_and_nothing_is_built(r) -> None:
+    kube, clock = FakeKube(), Clock()
+    url = f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0"
+    rec = Reconciler(kube, Settings(image="img:1", redis_url=url, allowed_images=("registry.corp/ml/*",),  # type: ignore[arg-type]
+                                    allow_redis_secret_ref=False), clock=clock)  # fmt: skip
+    setup = (rec, kube, clock, [], ModelMemory())
+    m = manifest("fraud", rollout=ROLLOUT)
+    m["spec"]["image"] = "docker.io/someone/tideline:latest"
+    st = _turn(setup, _body(m))
+    assert st is not None and st["phase"] == "Degraded" and not kube.applied
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "PolicyViolation" and degraded["message"].startswith(
+        "spec.image: "
+    )
+    m["spec"]["image"] = "registry.corp/ml/tideline:2"
+    m["spec"]["redis"] = {"secretRef": {"name": "their-redis"}}
+    st = _turn(setup, _body(m, generation=2))
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "PolicyViolation" and "spec.redis.secretRef" in degraded["message"]
+    del m["spec"]["redis"]
+    st = _turn(setup, _body(m, generation=3))
+    assert st is not None and st["phase"] != "Degraded" and kube.applied
