@@ -100,3 +100,17 @@ def test_the_bundled_redis_has_a_generated_password_and_only_tideline_reaches_it
     ]
     two = helm(cluster, "template", "t", CHART, "--set", "redis.bundled.enabled=true").stdout
     assert secret["password"] not in two, "a template run without a cluster generates anew"
+
+
+def test_watch_namespaces_alone_gives_namespaced_roles_and_no_cluster_wide_write(
+    cluster: ControlPlane,
+) -> None:
+    out = helm(cluster, "template", "t", CHART, "--set", "watchNamespaces={team-a,team-b}")
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    [cluster_role] = [d for d in docs if d["kind"] == "ClusterRole"]
+    verbs = {v for rule in cluster_role["rules"] for v in rule["verbs"]}
+    assert verbs <= {"list", "watch"}, "cluster-wide: discovery only"
+    secrets = next(rule for rule in roles[0]["rules"] if "secrets" in rule["resources"])
+    assert set(secrets["verbs"]) == {"get", "create", "patch"}

@@ -30,16 +30,32 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{/* The operator's rules: its resource, the children it builds, events, kopf's own needs. */}}
+{{- /* "true" when RBAC is namespaced: rbac.namespaced when set, else whenever
+watchNamespaces names namespaces (least privilege by default). */}}
+{{- define "tideline.namespaced" -}}
+{{- if kindIs "bool" .Values.rbac.namespaced -}}
+{{- if .Values.rbac.namespaced }}true{{ end -}}
+{{- else if .Values.watchNamespaces -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{- define "tideline.rules" -}}
+{{- /* onlinemodels: watched (list, watch) and read; patch for kopf's finalizer only
+(the operator never edits spec); status: written once per changed turn. */}}
 - apiGroups: [tideline.dev]
   resources: [onlinemodels]
   verbs: [get, list, watch, patch]
 - apiGroups: [tideline.dev]
   resources: [onlinemodels/status]
   verbs: [get, patch]
+{{- /* deployments: the model's learner, servers and monitor - watched for readiness,
+applied (create, patch), a removed revision's deleted; get checks ownership first. */}}
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
+{{- /* configmaps (a revision's resolved spec) and services (stable, canary): applied,
+listed by revision label and deleted with a removed revision; get checks ownership. */}}
 - apiGroups: [""]
   resources: [configmaps, services]
   verbs: [get, list, create, patch, delete]
@@ -49,6 +65,8 @@ child kind has get: nothing is applied over an object the OnlineModel does not o
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create, patch]
+{{- /* the servers' PodDisruptionBudget, optional HPA and ServiceMonitor: applied
+(get checks ownership); they go with the OnlineModel by garbage collection. */}}
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, create, patch]
@@ -58,12 +76,15 @@ child kind has get: nothing is applied over an object the OnlineModel does not o
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [get, create, patch]
+{{- /* the user's HTTPRoute named by trafficRouting.gatewayAPI: its weights patched. */}}
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
   verbs: [get, patch]
+{{- /* Events: Deployed, CanaryStarted, Promoted, RolledBack, ... */}}
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create]
+{{- /* kopf's peering: replicas agree on which one is active. */}}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   verbs: [list, watch, patch, get]
