@@ -256,6 +256,25 @@ def test_client_ids_are_strings_or_integers_never_python_text(
     assert resp.status_code == status and message in resp.json()["error"], resp.text
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "headers", "status", "message"),
+    [
+        ("/v1/models/fraud:predict", b'{"instances": [{"amount": 1}]}', {"content-type": "text/plain"}, 415, "content-type text/plain is not JSON"),
+        ("/v1/models/fraud/feedback", b'{"id": "a", "label": 1}', {"content-type": "multipart/form-data; boundary=x"}, 415, "is not JSON"),
+        ("/v1/models/fraud:predict", b'{"instances": [{"amount": 1}], "instances": [{"amount": 2}]}', {}, 400, "instances: given twice"),
+        ("/v1/models/fraud:learn", b'{"instances": [{"amount": 1}], "labels": [1], "labels": [0]}', {}, 400, "labels: given twice"),
+        ("/v2/models/fraud/infer", b'{"inputs": [{"name": "amount", "shape": [true], "datatype": "FP64", "data": [1.0]}]}', {}, 422, "inputs[0].shape"),
+    ],
+    ids=["a text/plain predict", "a multipart feedback", "instances given twice", "labels given twice",
+         "a V2 shape of booleans"],
+)  # fmt: skip
+def test_what_is_not_one_json_document_of_the_protocol_is_refused(
+    served: Served, route, body, headers, status, message
+) -> None:
+    resp = served.client.post(route, content=body, headers=headers)
+    assert resp.status_code == status and message in resp.json()["error"], resp.text
+
+
 def test_generated_prediction_ids_carry_64_random_bits_per_request(served: Served) -> None:
     ids = [served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["ids"]
            for _ in range(3)]  # fmt: skip

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import json
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ from tideline.serve.dataplane import (
     Unauthorized,
     Unavailable,
     Unprocessable,
+    UnsupportedMediaType,
     ids_json,
 )
 
@@ -92,13 +94,45 @@ def _error(exc: DataPlaneError) -> Response:
     return _json({"error": exc.message}, exc.status)
 
 
+def _media_type(content_type: str | None) -> None:
+    """A body that says it is text or a form upload is not JSON: 415 (a missing type, JSON,
+    or curl's default form type with a JSON body are read as JSON)."""
+    if content_type:
+        kind = content_type.split(";", 1)[0].strip().lower()
+        if kind.startswith(("text/", "multipart/")):
+            raise UnsupportedMediaType(f"content-type {kind} is not JSON: send application/json")
+
+
+_TOP_KEYS = (b'"instances"', b'"inputs"', b'"labels"', b'"ids"', b'"feedback"')
+
+
+def _no_duplicate_keys(raw: bytes) -> None:
+    """Refuse a body that names a key twice in one object (JSON parsers keep the last one
+    silently). Cheap: the careful parse runs only when a key of the protocol appears twice."""
+    if not any(raw.count(k) > 1 for k in _TOP_KEYS):
+        return
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for k, _ in items:
+            if k in seen:
+                raise BadRequest(f"{k}: given twice in one object")
+            seen.add(k)
+        return dict(items)
+
+    with contextlib.suppress(ValueError):  # not JSON at all: the parser says so later
+        json.loads(raw, object_pairs_hook=pairs)
+
+
 async def _read(request: Request, settings: Settings) -> bytes:
+    _media_type(request.headers.get("content-type"))
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
         raise TooLarge(f"body of {length} bytes is over the limit of {settings.max_body_bytes}")
     raw = await request.body()
     if len(raw) > settings.max_body_bytes:
         raise TooLarge(f"body of {len(raw)} bytes is over the limit of {settings.max_body_bytes}")
+    _no_duplicate_keys(raw)
     return raw
 
 
@@ -119,8 +153,9 @@ async def _body(request: Request, settings: Settings) -> Any:
 
 
 _READ_HEADERS = frozenset(
-    {b"content-length", b"x-tideline-key", b"x-tideline-track", b"x-tideline-forwarded"}
-)
+    {b"content-length", b"content-type", b"x-tideline-key", b"x-tideline-track",
+     b"x-tideline-forwarded"}
+)  # fmt: skip
 _PREDICT = re.compile(r"^/v1/models/([^/]+):predict$|^/v2/models/([^/]+)/infer$")
 
 
@@ -222,7 +257,9 @@ def _v2_rows(dp: DataPlane, doc: dict[str, Any]) -> list[Any]:
         if not isinstance(t, dict):
             raise BadRequest(f"inputs[{i}]: must be an object with name, shape, datatype and data")
         name, shape, data = t.get("name"), t.get("shape"), t.get("data")
-        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        if not isinstance(shape, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+        ):
             raise Unprocessable(f"inputs[{i}].shape: must be a list of sizes")
         if not isinstance(data, list):
             raise Unprocessable(f"inputs[{i}].data: must be a list")
@@ -305,6 +342,8 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         started = time.perf_counter()
         try:
             dp.check_model(name)
+            _media_type(headers.get("content-type"))
+            _no_duplicate_keys(raw)
             key = headers.get("x-tideline-key")
             forced = dp.trusted_track(
                 headers.get("x-tideline-track"), headers.get("x-tideline-forwarded")

@@ -76,6 +76,10 @@ class BadRequest(DataPlaneError):
     status = 400
 
 
+class UnsupportedMediaType(DataPlaneError):
+    status = 415
+
+
 class Unauthorized(DataPlaneError):
     status = 401
 
