@@ -263,6 +263,10 @@ def build_server(
         {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
     )  # fmt: skip
     container["env"] += _feedback_auth_env(model)
+    labels_port = model.spec.serving.labelsPort
+    if labels_port is not None:  # feedback and :learn answer there only
+        container["args"] += ["--write-port", str(labels_port)]
+        container["ports"].append({"name": "labels", "containerPort": labels_port})
     n = model.spec.serving.replicas if replicas is None else replicas
     return _deployment(
         f"{model.name}-server-{revision}", model, "server", revision, n, _pod(model, revision, "server", container),
@@ -283,9 +287,43 @@ def build_service(model: OnlineModel, revision: str, canary: bool = False) -> di
         },
         "spec": {
             "selector": selector(model, "server", revision),
-            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}],
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]
+            + (
+                [{"name": "labels", "port": model.spec.serving.labelsPort, "targetPort": "labels"}]
+                if model.spec.serving.labelsPort is not None
+                else []
+            ),
         },
     }
+
+
+def build_network_policy(model: OnlineModel) -> dict[str, Any] | None:
+    """Who may reach the model's servers (``spec.serving.networkPolicy``), port by port.
+
+    Predictions (and ``/metrics``) on the HTTP port from ``predictFrom``; labels on
+    ``labelsPort`` from ``labelsFrom``; a list not given admits anyone.
+    """
+    policy = model.spec.serving.networkPolicy
+    if policy is None:
+        return None
+
+    def rule(port: int, peers: tuple[dict[str, Any], ...] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"ports": [{"port": port, "protocol": "TCP"}]}
+        if peers is not None:
+            out["from"] = [copy.deepcopy(p) for p in peers]
+        return out
+
+    ingress = [rule(HTTP_PORT, policy.predictFrom)]
+    if model.spec.serving.labelsPort is not None:
+        ingress.append(rule(model.spec.serving.labelsPort, policy.labelsFrom))
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{model.name}-server", "namespace": model.namespace,
+                     "labels": labels(model, "server")},
+        "spec": {"podSelector": {"matchLabels": selector(model, "server")},
+                 "policyTypes": ["Ingress"], "ingress": ingress},
+    }  # fmt: skip
 
 
 def build_monitor(model: OnlineModel, settings: Settings, revision: str) -> dict[str, Any]:

@@ -194,6 +194,36 @@ def spec_schema() -> dict[str, Any]:
                         "type": "string",
                         "description": "Feature that keys the canary split",
                     },
+                    "labelsPort": _num(
+                        "A port of their own for feedback and :learn (a NetworkPolicy can "
+                        "then admit labels from few)",
+                        None,
+                        1024,
+                        65535,
+                        integer=True,
+                    ),
+                    "networkPolicy": _obj(
+                        "Who may reach the servers: NetworkPolicy peers per port "
+                        "(a list not given admits anyone)",
+                        {
+                            "predictFrom": {
+                                "type": "array",
+                                "description": "Peers that may predict",
+                                "items": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                },
+                            },
+                            "labelsFrom": {
+                                "type": "array",
+                                "description": "Peers that may send labels (labelsPort)",
+                                "items": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                },
+                            },
+                        },
+                    ),
                     "feedbackAuth": _obj(
                         "A token the write routes (feedback, :learn) require as "
                         "Authorization: Bearer <token>",

@@ -34,6 +34,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "Secret"): Kind("/api/v1", "secrets"),
     ("apps/v1", "Deployment"): Kind("/apis/apps/v1", "deployments"),
     ("policy/v1", "PodDisruptionBudget"): Kind("/apis/policy/v1", "poddisruptionbudgets"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): Kind(
+        "/apis/networking.k8s.io/v1", "networkpolicies"
+    ),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): Kind(
         "/apis/autoscaling/v2", "horizontalpodautoscalers"
     ),

@@ -411,6 +411,9 @@ class Reconciler:
         secret = builders.build_redis_secret(model, s)
         if secret is not None:
             out.insert(0, secret)  # before the pods that read it
+        policy = builders.build_network_policy(model)
+        if policy is not None:
+            out.append(policy)
         if self.has_api("monitoring.coreos.com/v1", "servicemonitors"):
             out.append(builders.build_service_monitor(model))
         canary_rev = st.get("canaryRevision")

@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -96,7 +97,11 @@ def cmd_server(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tideline-metrics-")
     # uvloop and httptools: the fastest event loop and HTTP parser uvicorn offers
     # (about 1.6x the requests/s of asyncio + h11 on the serving benchmark).
-    uvicorn.run(
+    if args.write_port is not None:
+        if args.write_port == args.port:
+            raise SpecError("--write-port", "must differ from --port")
+        os.environ["TIDELINE_WRITE_PORT"] = str(args.write_port)
+    config = uvicorn.Config(
         "tideline.serve.api:app_from_env",
         factory=True,
         host=args.host,
@@ -113,7 +118,33 @@ def cmd_server(args: argparse.Namespace) -> int:
         log_level=args.log_level.lower(),
         timeout_graceful_shutdown=5,
     )
+    # One socket per port, shared by every worker: predictions on --port, and with
+    # --write-port the routes that teach the model on a port of their own (so a
+    # NetworkPolicy can admit predictions from many and labels from few).
+    sockets = [config.bind_socket()]
+    if args.write_port is not None:
+        sockets.append(_bind(args.host, args.write_port))
+    if args.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=sockets).run()
+    else:
+        uvicorn.Server(config).run(sockets=sockets)
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket as uvicorn binds its own (reusable, inherited by workers)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise SpecError("--write-port", f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -188,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=8080)
     sp.add_argument("--host", default="0.0.0.0")
     sp.add_argument("--workers", type=int, default=1, help="processes (one per core)")
+    sp.add_argument("--write-port", type=int, default=None,
+                    help="serve feedback and :learn on this port only (default: with predictions)")  # fmt: skip
     sp.set_defaults(func=cmd_server)
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")

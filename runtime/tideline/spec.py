@@ -187,6 +187,17 @@ class ServingSpec:
     autoscaling: Autoscaling | None = None
     # a token the write routes (feedback, :learn) require: Authorization: Bearer <token>
     feedbackAuth: SecretKey | None = None
+    # a port of their own for the write routes (a NetworkPolicy can then tell them apart)
+    labelsPort: int | None = None
+    networkPolicy: NetworkPolicySpec | None = None
+
+
+@dataclass(frozen=True)
+class NetworkPolicySpec:
+    """Who may reach the model's servers: NetworkPolicyPeers (None: anyone) per port."""
+
+    predictFrom: tuple[dict[str, Any], ...] | None = None
+    labelsFrom: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -333,7 +344,7 @@ class _Obj:
     def number(
         self,
         key: str,
-        default: float,
+        default: float | None,
         lo: float | None = None,
         hi: float | None = None,
         *,
@@ -526,8 +537,26 @@ def _serving(o: _Obj) -> ServingSpec:
         auth = SecretKey(ref.string("name", required=True), ref.string("key", "token"))
         ref.done()
         fa.done()
+    labels_port = o.number("labelsPort", None, 1024, 65535, integer=True)
+    if labels_port in (8080, 9100):
+        raise SpecError(
+            o.sub("labelsPort"),
+            f"must differ from the servers' ports 8080 and 9100 (got {labels_port})",
+        )
+    policy = None
+    if o.raw("networkPolicy") is not None:
+        np_ = o.obj("networkPolicy")
+        policy = NetworkPolicySpec(_peers(np_, "predictFrom"), _peers(np_, "labelsFrom"))
+        np_.done()
+        if policy.labelsFrom is not None and labels_port is None:
+            raise SpecError(
+                np_.sub("labelsFrom"),
+                "needs spec.serving.labelsPort (labels share the predict port otherwise)",
+            )
     out = ServingSpec(
         feedbackAuth=auth,
+        labelsPort=labels_port,
+        networkPolicy=policy,
         replicas=o.number("replicas", 2, 0, 1000, integer=True),
         timeout=o.duration("timeout", 0.010, 0.0001, 60),
         fallback=fallback,
@@ -658,6 +687,32 @@ def check_redis_url(url: str, path: str) -> str:
     except ValueError:
         raise SpecError(path, f"the port must be a number (got {url!r})") from None
     return url
+
+
+_PEER_KEYS = ("podSelector", "namespaceSelector", "ipBlock")
+
+
+def _peers(o: _Obj, key: str) -> tuple[dict[str, Any], ...] | None:
+    """A list of NetworkPolicyPeers, as Kubernetes takes them; None when not given."""
+    raw = o.raw(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise SpecError(
+            o.sub(key),
+            "must be a list of NetworkPolicy peers (podSelector, namespaceSelector, ipBlock)",
+        )
+    for i, peer in enumerate(raw):
+        if not isinstance(peer, Mapping) or not peer:
+            raise SpecError(f"{o.sub(key)}[{i}]", "must be a NetworkPolicy peer object")
+        for k, v in peer.items():
+            if k not in _PEER_KEYS:
+                raise SpecError(
+                    f"{o.sub(key)}[{i}].{k}", f"unknown field (a peer has {', '.join(_PEER_KEYS)})"
+                )
+            if not isinstance(v, Mapping):
+                raise SpecError(f"{o.sub(key)}[{i}].{k}", "must be an object")
+    return tuple(dict(p) for p in raw)
 
 
 def _redis(o: _Obj) -> RedisSpec:

@@ -401,7 +401,9 @@ def test_objects_it_does_not_own_are_left_alone_and_credentials_stay_out_of_sigh
     ns = _ns(installed, "e2e-owner")
     for name in ("theirs", "theirs-canary"):  # a team's own Services, with the model's names
         cp.kubectl("create", "service", "clusterip", name, "--tcp=80:8080", "-n", ns)
-    _apply(installed, _model("theirs", ns))
+    ops = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}
+    _apply(installed, _model("theirs", ns, serving={"replicas": 1, "labelsPort": 8081,
+                                                    "networkPolicy": {"labelsFrom": [ops]}}))  # fmt: skip
 
     def degraded() -> bool:
         cond = next(
@@ -421,7 +423,10 @@ def test_objects_it_does_not_own_are_left_alone_and_credentials_stay_out_of_sigh
     until(lambda: _events(installed, ns, "ResourceExists"), 20, "ResourceExists event")
     # the name freed: the model deploys; the other Service is never deleted nor taken
     cp.kubectl("delete", "service", "theirs", "-n", ns)
-    until(lambda: _status(installed, ns, "theirs").get("phase") == "Healthy", 90, "Healthy")
+    try:
+        until(lambda: _status(installed, ns, "theirs").get("phase") == "Healthy", 90, "Healthy")
+    except AssertionError:
+        raise AssertionError(f"{_status(installed, ns, 'theirs')}\n{operator.tail()}") from None
     canary = get(cp, "service", "theirs-canary", "-n", ns)
     assert not canary["metadata"].get("ownerReferences")
     # the Redis URL is in the model's own Secret, read through secretKeyRef: not in any
@@ -437,6 +442,11 @@ def test_objects_it_does_not_own_are_left_alone_and_credentials_stay_out_of_sigh
         assert not any("redis" in a for a in c["args"])
     secret = get(cp, "secret", "theirs-redis", "-n", ns)
     assert secret["metadata"]["ownerReferences"][0]["name"] == "theirs"
+    # predictions from anyone on 8080, labels from the ops namespace only on 8081
+    policy = get(cp, "networkpolicy", "theirs-server", "-n", ns)
+    assert policy["metadata"]["ownerReferences"][0]["name"] == "theirs"
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]},
+                                         {"ports": [{"port": 8081, "protocol": "TCP"}], "from": [ops]}]  # fmt: skip
 
 
 def test_a_platform_policy_refuses_foreign_images_and_secrets_at_admission(

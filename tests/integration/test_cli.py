@@ -155,15 +155,17 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
     redis_server, tmp_path: Path, workers: int
 ) -> None:
     import time
+    import urllib.error
     import urllib.request
 
     from tideline.embedded import free_port
 
     path, model, client = _published(redis_server, tmp_path, manifest(name="fraud"))
-    port = free_port()
+    port, labels_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tideline.cli", "server", "--config", str(path),
-         "--redis", redis_server.url, "--port", str(port), "--workers", str(workers)],
+         "--redis", redis_server.url, "--port", str(port), "--workers", str(workers),
+         "--write-port", str(labels_port)],
         env={k: v for k, v in ENV.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, cwd=ROOT,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -194,6 +196,19 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
         assert (
             'tideline_server_predictions_total{track="stable"} 6.0' in metrics
         )  # every worker counted
+        # labels only on the write port: a NetworkPolicy can admit them from few
+        label = orjson.dumps({"id": body["ids"][0], "label": 1})
+
+        def post(p: int) -> int:
+            req = urllib.request.Request(f"http://127.0.0.1:{p}/v1/models/fraud/feedback", data=label,
+                                         headers={"content-type": "application/json"})  # fmt: skip
+            try:
+                return urllib.request.urlopen(req, timeout=5).status
+            except urllib.error.HTTPError as e:
+                assert e.code != 404 or f"port {labels_port}" in e.read().decode()
+                return e.code
+
+        assert [post(port), post(labels_port)] == [404, 202]
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)

@@ -76,6 +76,11 @@ child kind has get: nothing is applied over an object the OnlineModel does not o
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [get, create, patch]
+{{- /* spec.serving.networkPolicy: who may reach the model's servers, applied (get
+checks ownership); it goes with the OnlineModel by garbage collection. */}}
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, create, patch]
 {{- /* the user's HTTPRoute named by trafficRouting.gatewayAPI: its weights patched. */}}
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]

@@ -33,6 +33,7 @@ from tideline.serve.dataplane import (
     BadRequest,
     DataPlane,
     DataPlaneError,
+    ModelNotFound,
     Result,
     TooLarge,
     Unauthorized,
@@ -55,10 +56,14 @@ class Settings:
     max_rows: int = 10_000
     # when set, feedback and :learn answer only with "Authorization: Bearer <token>"
     feedback_token: str | None = None
+    # when set, feedback and :learn answer only on this port (the server listens on both)
+    write_port: int | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:
-        kw: dict[str, Any] = {"feedback_token": env.get("TIDELINE_FEEDBACK_TOKEN") or None}
+        port = env.get("TIDELINE_WRITE_PORT")
+        kw: dict[str, Any] = {"feedback_token": env.get("TIDELINE_FEEDBACK_TOKEN") or None,
+                              "write_port": int(port) if port and port.isdigit() else None}  # fmt: skip
         for name, default in (("max_body_bytes", cls.max_body_bytes), ("max_rows", cls.max_rows)):
             raw = env.get(f"TIDELINE_{name.upper()}")
             if raw is not None:
@@ -72,7 +77,12 @@ class Settings:
 
 
 def _authorised(request: Request, settings: Settings) -> None:
-    """Who may teach the model: with ``spec.serving.feedbackAuth``, only a bearer of its token."""
+    """Who may teach the model: with ``spec.serving.feedbackAuth``, only a bearer of its token;
+    with a write port, only through it."""
+    if settings.write_port is not None:
+        server = request.scope.get("server") or (None, None)
+        if server[1] != settings.write_port:
+            raise ModelNotFound(f"labels are taken on port {settings.write_port}, not this one")
     token = settings.feedback_token
     if token is None:
         return

@@ -15,6 +15,7 @@ from tideline_operator.builders import (
     build_hpa,
     build_learner,
     build_monitor,
+    build_network_policy,
     build_pdb,
     build_redis_secret,
     build_server,
@@ -153,3 +154,44 @@ def test_feedback_auth_gives_the_servers_the_token_from_its_secret() -> None:
             "valueFrom": {"secretKeyRef": {"name": "labels-auth", "key": "token"}}} in env  # fmt: skip
     assert all(e["name"] != "TIDELINE_FEEDBACK_TOKEN"
                for e in _pod(build_server(MODEL, SETTINGS, REV))["containers"][0]["env"])  # fmt: skip
+
+
+def test_labels_on_a_port_of_their_own_and_a_policy_per_port() -> None:
+    ops = {"namespaceSelector": {"matchLabels": {"team": "fraud-ops"}}}
+    web = {"podSelector": {"matchLabels": {"app": "checkout"}}}
+    m = parse(manifest(name="fraud", serving={"labelsPort": 8081, "networkPolicy": {
+        "predictFrom": [web], "labelsFrom": [ops]}}))  # fmt: skip
+    [c] = _pod(build_server(m, SETTINGS, REV))["containers"]
+    assert c["args"][-2:] == ["--write-port", "8081"]
+    assert {"name": "labels", "containerPort": 8081} in c["ports"]
+    assert {"name": "labels", "port": 8081, "targetPort": "labels"} in build_service(m, REV)[
+        "spec"
+    ]["ports"]
+    policy = build_network_policy(m)
+    assert policy is not None and policy["spec"]["podSelector"]["matchLabels"] == {
+        "tideline.dev/model": "fraud", "tideline.dev/component": "server"}  # fmt: skip
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"port": 8080, "protocol": "TCP"}], "from": [web]},
+        {"ports": [{"port": 8081, "protocol": "TCP"}], "from": [ops]},
+    ]
+    assert build_network_policy(MODEL) is None
+    open_predict = parse(manifest(name="fraud", serving={"networkPolicy": {}}))
+    assert build_network_policy(open_predict)["spec"]["ingress"] == [
+        {"ports": [{"port": 8080, "protocol": "TCP"}]}
+    ]
+
+
+def test_the_client_knows_the_path_of_every_kind_the_builders_make() -> None:
+    from tideline_operator.kube import KINDS
+
+    m = parse(manifest(name="fraud", serving={"labelsPort": 8081, "networkPolicy": {},
+                                              "autoscaling": {"maxReplicas": 4}}))  # fmt: skip
+    made = [build_config_map(m, manifest(name="fraud"), REV), build_learner(m, SETTINGS, REV),
+            build_server(m, SETTINGS, REV), build_service(m, REV), build_monitor(m, SETTINGS, REV),
+            build_pdb(m), build_hpa(m, REV), build_service_monitor(m), build_network_policy(m),
+            build_redis_secret(m, SETTINGS)]  # fmt: skip
+    assert all(o is not None and (o["apiVersion"], o["kind"]) in KINDS for o in made), [
+        (o["apiVersion"], o["kind"])
+        for o in made
+        if o and (o["apiVersion"], o["kind"]) not in KINDS
+    ]
