@@ -275,6 +275,29 @@ def test_what_is_not_one_json_document_of_the_protocol_is_refused(
     assert resp.status_code == status and message in resp.json()["error"], resp.text
 
 
+def test_a_v2_error_names_the_tensor_element_the_client_sent(served: Served) -> None:
+    per_feature = {"inputs": [
+        {"name": "merchant", "shape": [2], "datatype": "BYTES", "data": ["m-1", "m-2"]},
+        {"name": "amount", "shape": [2], "datatype": "FP64", "data": [1.0, "x"]},
+    ]}  # fmt: skip
+    resp = served.client.post("/v2/models/fraud/infer", json=per_feature)
+    assert resp.status_code in (400, 422) and resp.json()["error"].startswith(
+        "inputs[1] (amount).data[1]"
+    ), resp.text
+    names = served.dp.stable.schema.names
+    row = [1.0 if n != "merchant" else "m-1" for n in names]
+    bad = list(row)
+    bad[names.index("amount")] = "x"
+    matrix = {
+        "inputs": [
+            {"name": "rows", "shape": [2, len(names)], "datatype": "BYTES", "data": row + bad}
+        ]
+    }
+    resp = served.client.post("/v2/models/fraud/infer", json=matrix)
+    k = len(names) + names.index("amount")
+    assert resp.json()["error"].startswith(f"inputs[0] (rows).data[{k}]"), resp.text
+
+
 def test_generated_prediction_ids_carry_64_random_bits_per_request(served: Served) -> None:
     ids = [served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["ids"]
            for _ in range(3)]  # fmt: skip

@@ -19,7 +19,7 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,14 +255,20 @@ def _label(task: str, value: Any, path: str) -> float:
     return float(value)
 
 
-def _v2_rows(dp: DataPlane, doc: dict[str, Any]) -> list[Any]:
-    """Rows in schema order from V2 input tensors: one per feature, or one [n, features] tensor."""
+_ROW_CELL = re.compile(r"^inputs\[(\d+)\]\[(\d+)\]")
+
+
+def _v2_rows(dp: DataPlane, doc: dict[str, Any]) -> tuple[list[Any], Callable[[str], str]]:
+    """Rows in schema order from V2 input tensors: one per feature, or one [n, features] tensor;
+    and what turns an error about ``inputs[row][column]`` into one about the tensor's element
+    the client sent (``inputs[2] (country).data[5]``)."""
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("inputs: must be a non-empty list of tensors")
     assert dp.stable is not None
     names = dp.stable.schema.names
     tensors: dict[str, list[Any]] = {}
+    where: dict[str, int] = {}  # feature -> index of its tensor in inputs
     for i, t in enumerate(inputs):
         if not isinstance(t, dict):
             raise BadRequest(f"inputs[{i}]: must be an object with name, shape, datatype and data")
@@ -282,7 +288,15 @@ def _v2_rows(dp: DataPlane, doc: dict[str, Any]) -> list[Any]:
                 f"inputs[{i}].data: holds {len(flat)} values, shape {shape} needs {size}"
             )
         if len(inputs) == 1 and len(shape) == 2 and shape[1] == len(names) and name not in names:
-            return [flat[r * shape[1] : (r + 1) * shape[1]] for r in range(shape[0])]
+            width = shape[1]
+
+            def in_matrix(message: str, tensor: str = str(name), width: int = width) -> str:
+                def place(m: re.Match[str]) -> str:
+                    return f"inputs[0] ({tensor}).data[{int(m[1]) * width + int(m[2])}]"
+
+                return _ROW_CELL.sub(place, message)
+
+            return [flat[r * width : (r + 1) * width] for r in range(shape[0])], in_matrix
         if name not in names:
             raise Unprocessable(
                 f"inputs[{i}].name: {name!r} is not a feature of this model ({names})"
@@ -290,12 +304,21 @@ def _v2_rows(dp: DataPlane, doc: dict[str, Any]) -> list[Any]:
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise Unprocessable(f"inputs[{i}].shape: a feature tensor has shape [n] or [n, 1]")
         tensors[name] = flat
+        where[name] = i
     sizes = {len(v) for v in tensors.values()}
     if len(sizes) != 1:
         raise Unprocessable("inputs: every feature tensor must hold the same number of rows")
     n = sizes.pop()
     cols = [tensors.get(f, [None] * n) for f in names]
-    return [list(r) for r in zip(*cols, strict=True)]
+
+    def per_feature(message: str) -> str:
+        def place(m: re.Match[str]) -> str:
+            feature = names[int(m[2])]
+            return f"inputs[{where.get(feature, '?')}] ({feature}).data[{m[1]}]"
+
+        return _ROW_CELL.sub(place, message)
+
+    return [list(r) for r in zip(*cols, strict=True)], per_feature
 
 
 def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAPI:
@@ -350,6 +373,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         """The predict and infer routes: (status, JSON body). Used by the route and the fast path."""
         route = "v2/infer" if v2 else "v1/predict"
         started = time.perf_counter()
+        locate: Callable[[str], str] | None = None  # V2: a row's cell -> the tensor's element
         try:
             dp.check_model(name)
             _media_type(headers.get("content-type"))
@@ -366,7 +390,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 doc = _parse(raw, settings)
                 if dp.stable is None:
                     raise Unavailable("no model version is loaded yet")
-                rows = _v2_rows(dp, doc)
+                rows, locate = _v2_rows(dp, doc)
                 params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
                 ids = params.get("ids")
             else:
@@ -400,7 +424,8 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 asyncio.get_running_loop().create_task(_shadow(dp, url_path, raw))
         except DataPlaneError as e:
             finish(route, None, started, e.status)
-            return e.status, orjson.dumps({"error": e.message})
+            message = locate(e.message) if locate is not None else e.message
+            return e.status, orjson.dumps({"error": message})
         finish(route, result, started, 200)
         if v2:
             return 200, orjson.dumps(
