@@ -338,7 +338,12 @@ class Monitor:
             self._evidence_rows, self._evidence_y = [], []
 
     def _on_samples(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Labelled samples: the served version scores them (learner-only models are watched too)."""
+        """Labelled samples: the served version scores them, for a model that gets no feedback
+        (learner-only models are watched too). Next to feedback they are training data only:
+        quality, concept drift and evidence are the feedback's, the outcome of what was served
+        (a producer sending wrong labels through :learn must not read as the model failing)."""
+        if self.clock() - self._last_feedback <= FEEDBACK_QUIET:
+            return
         served = self._served_model()
         if served is None:
             return
@@ -355,9 +360,8 @@ class Monitor:
         X = served.schema.encode(rows)
         p = served.predict_many(X)
         y = np.array(labels)
-        if self.clock() - self._last_feedback > FEEDBACK_QUIET:
-            self._evidence_rows += rows
-            self._evidence_y += labels
+        self._evidence_rows += rows
+        self._evidence_y += labels
         self._counts["labels"] += len(y)
         assert self._served_key is not None
         t = self._track("stable")

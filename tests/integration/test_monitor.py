@@ -188,11 +188,13 @@ def test_versions_are_compared_on_the_same_feedback_labels(r) -> None:
     # a producer gone wrong teaches flipped labels through samples: they do not judge versions
     push_samples(r, keys(model).samples, test_rows[:500], 1.0 - test_y[:500])
     mon.step(block_ms=50)
-    q = _written(mon)["quality"]
+    written = _written(mon)
+    q = written["quality"]
     assert q["window"] == 1500 and q["source"] == "feedback"
+    assert written["tracks"]["stable"]["labelled"] == 1500, "the flipped samples judge nothing"
     c = q["candidates"]
     assert (c["served"]["version"], c["lastGood"]["version"]) == (2, 1)
-    assert c["served"]["servedLabelled"] == 2000  # its feedback and the samples it scored
+    assert c["served"]["servedLabelled"] == 1500  # its feedback; the samples beside it are training data
     good = c["lastGood"]["vsServed"]
     # the same 1500 samples, both versions scored on them; lastGood surely better
     assert good["samples"] == 1500 and good["lower"] > 0.2
