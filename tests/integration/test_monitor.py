@@ -194,7 +194,8 @@ def test_versions_are_compared_on_the_same_feedback_labels(r) -> None:
     assert written["tracks"]["stable"]["labelled"] == 1500, "the flipped samples judge nothing"
     c = q["candidates"]
     assert (c["served"]["version"], c["lastGood"]["version"]) == (2, 1)
-    assert c["served"]["servedLabelled"] == 1500  # its feedback; the samples beside it are training data
+    # its feedback; the samples beside it are training data
+    assert c["served"]["servedLabelled"] == 1500
     good = c["lastGood"]["vsServed"]
     # the same 1500 samples, both versions scored on them; lastGood surely better
     assert good["samples"] == 1500 and good["lower"] > 0.2
