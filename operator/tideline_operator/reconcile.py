@@ -256,26 +256,30 @@ class Reconciler:
             )
             RECONCILES.labels("ok").inc()
         except PolicyViolation as e:
-            new = invalid(before, e.path, e.reason, generation, now, "PolicyViolation")
-            if not _same(before, new):
-                event("Warning", "PolicyViolation", str(e))
-            RECONCILES.labels("policy").inc()
+            new = self._refused(before, e.path, e.reason, "PolicyViolation", "policy", str(e),
+                                generation, now, event)  # fmt: skip
         except SpecError as e:
-            new = invalid(before, e.path, e.reason, generation, now)
-            if not _same(before, new):
-                event("Warning", "InvalidSpec", str(e))
-            RECONCILES.labels("invalid").inc()
+            new = self._refused(before, e.path, e.reason, "InvalidSpec", "invalid", str(e),
+                                generation, now, event)  # fmt: skip
         except ResourceExists as e:
             # as the Deployment controller does with a ReplicaSet it does not own: no
             # take-over, no delete; the turn retries until the name is free
-            new = invalid(before, f"{e.kind} {e.name}", str(e), generation, now, "ResourceExists")
-            if not _same(before, new):
-                event("Warning", "ResourceExists", str(e))
-            RECONCILES.labels("conflict").inc()
+            new = self._refused(before, f"{e.kind} {e.name}", str(e), "ResourceExists", "conflict",
+                                str(e), generation, now, event)  # fmt: skip
         DECISION.observe(time.perf_counter() - start)
         if _same(before, new):
             return None
         mem.status = new
+        return new
+
+    @staticmethod
+    def _refused(before: dict[str, Any], path: str, reason: str, why: str, result: str,
+                 message: str, generation: int, now: float, event: EventFn) -> dict[str, Any]:  # fmt: skip
+        """A turn that cannot proceed: Degraded for ``why``, one Event when that is news."""
+        new = invalid(before, path, reason, generation, now, why)
+        if not _same(before, new):
+            event("Warning", why, message)
+        RECONCILES.labels(result).inc()
         return new
 
     def _turn(self, model: OnlineModel, manifest: dict[str, Any], before: dict[str, Any],

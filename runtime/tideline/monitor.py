@@ -332,6 +332,10 @@ class Monitor:
             self.r.xack(stream, GROUP, *ids)  # the monitor's own group: the learner's is untouched
         self._flush_evidence()
 
+    def _feedback_flows(self) -> bool:
+        """Feedback came within FEEDBACK_QUIET: it alone judges (samples are training data)."""
+        return self.clock() - self._last_feedback <= FEEDBACK_QUIET
+
     def _flush_evidence(self) -> None:
         if self._evidence_rows:
             self.evidence.add_samples(self._evidence_rows, np.array(self._evidence_y))
@@ -342,7 +346,7 @@ class Monitor:
         (learner-only models are watched too). Next to feedback they are training data only:
         quality, concept drift and evidence are the feedback's, the outcome of what was served
         (a producer sending wrong labels through :learn must not read as the model failing)."""
-        if self.clock() - self._last_feedback <= FEEDBACK_QUIET:
+        if self._feedback_flows():
             return
         served = self._served_model()
         if served is None:
@@ -635,7 +639,7 @@ class Monitor:
                 diff, lo, hi = w.relative(pair)
                 c.vs_served = h.Comparison(samples=pair.n, difference=diff, lower=lo, upper=hi)
             out[role] = c
-        recent = self.clock() - self._last_feedback <= FEEDBACK_QUIET
+        recent = self._feedback_flows()
         return h.Quality(
             window=w.count,
             source="feedback" if recent else "samples",
