@@ -142,14 +142,12 @@ def _no_duplicate_keys(raw: bytes, keys: tuple[bytes, ...] = _TOP_KEYS) -> None:
 
 
 async def _read(request: Request, settings: Settings) -> bytes:
-    _media_type(request.headers.get("content-type"))
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
         raise TooLarge(f"body of {length} bytes is over the limit of {settings.max_body_bytes}")
     raw = await request.body()
     if len(raw) > settings.max_body_bytes:
         raise TooLarge(f"body of {len(raw)} bytes is over the limit of {settings.max_body_bytes}")
-    _no_duplicate_keys(raw)
     return raw
 
 
@@ -166,7 +164,11 @@ def _parse(raw: bytes, settings: Settings) -> Any:
 
 
 async def _body(request: Request, settings: Settings) -> Any:
-    return _parse(await _read(request, settings), settings)
+    """The JSON document of a write route (predict and infer check theirs in ``predict``)."""
+    _media_type(request.headers.get("content-type"))
+    raw = await _read(request, settings)
+    _no_duplicate_keys(raw)
+    return _parse(raw, settings)
 
 
 _READ_HEADERS = frozenset(
