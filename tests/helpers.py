@@ -35,6 +35,49 @@ def push_samples(r, stream: str, rows: list, labels) -> None:  # type: ignore[no
     pipe.execute()
 
 
+class LoggedRequest:
+    """A request as a server logs it (:mod:`tideline.predlog`), for tests without a server.
+
+    Each has a log of its own (a fresh server process), so any time may be given.
+    ``ids`` are the client's own (indexed); else they are generated, as a server would.
+    """
+
+    def __init__(self, rows: list, *, ts: float | None = None, ids: list | None = None,
+                 scores: list | None = None, track: str = "stable", revision: str = "rev",
+                 version: int = 0) -> None:  # fmt: skip
+        import os
+        import time
+
+        from tideline import predlog
+
+        self.rows = rows
+        self.ts = time.time() if ts is None else ts
+        self.instance = os.urandom(predlog.INSTANCE_HEX // 2).hex()
+        self.entry = f"{int(self.ts * 1000)}-0"
+        self.secret = os.urandom(predlog.SECRET_HEX // 2).hex()
+        self.client_ids = ids
+        prefix = predlog.id_prefix(self.instance, self.entry, self.secret)
+        self.ids = list(ids) if ids is not None else [f"{prefix}{i}" for i in range(len(rows))]
+        self.meta = predlog.Meta(secret=self.secret, track=track, models={track: (revision, version)},
+                                 ids=ids)  # fmt: skip
+        self.scores = scores if scores is not None else [0.5] * len(rows)
+
+    def write(self, pipe, keys) -> LoggedRequest:  # type: ignore[no-untyped-def]
+        """Add the entry (and its index fields) to a client or pipeline."""
+        import orjson
+
+        from tideline import predlog
+
+        fields = predlog.encode(self.meta, orjson.dumps(self.scores), rows=self.rows)
+        pipe.xadd(keys.log(self.instance), fields, id=self.entry)
+        pipe.zadd(keys.logs, {self.instance: self.ts})
+        if self.client_ids:
+            where = f"{self.instance} {self.entry} "
+            mapping = {i: f"{where}{k}" for k, i in enumerate(self.client_ids)}
+            pipe.hset(keys.log_ids(predlog.bucket(self.ts)), mapping=mapping)
+        return self
+
+
 def health_summary(now: float, *, stable: dict | None = None, canary: dict | None = None,
                    versions: dict | None = None, quality: dict | None = None,
                    served_labelled: int = 5000) -> bytes:  # fmt: skip

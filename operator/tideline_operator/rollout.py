@@ -242,6 +242,36 @@ def quality_condition(
     return True, "OK", f"served v{served}, lastGood v{last_good}"
 
 
+def log_capacity_condition(health: Health | None) -> tuple[bool, str, str]:
+    """The LogCapacity condition: can the Redis in use hold labelWindow of prediction log?
+
+    False only on a measurement that says it cannot (reason ``Insufficient``):
+    labels older than what fits would find nothing to join with.
+    """
+    cap = health.log if health is not None else None
+    if cap is None or cap.fits is None:
+        return True, "NotMeasured", cap.summary() if cap is not None else "no estimate yet"
+    if cap.fits:
+        return True, "Fits", cap.summary()
+    return False, "Insufficient", cap.summary() + ": raise maxmemory or shorten labelWindow"
+
+
+def log_status(health: Health | None) -> dict[str, Any] | None:
+    """``status.log``: the prediction log's needs, as the monitor measured them."""
+    cap = health.log if health is not None else None
+    if cap is None:
+        return None
+    out: dict[str, Any] = {"predictionsPerSecond": cap.rate, "windowSeconds": cap.window,
+                           "heldBytes": int(cap.held), "redisUsedBytes": int(cap.used)}  # fmt: skip
+    if cap.bytes_per_prediction is not None:
+        out["bytesPerPrediction"] = cap.bytes_per_prediction
+    if cap.need is not None:
+        out["needBytes"] = int(cap.need)
+    if cap.limit:
+        out["redisLimitBytes"], out["redisLimitSource"] = int(cap.limit), cap.limit_source
+    return out
+
+
 def quality_status(q: Quality | None) -> dict[str, Any] | None:
     """``status.quality``: each candidate on the common window, and against served."""
     if q is None:
@@ -629,6 +659,7 @@ def _phase(
     degraded_reason = "RolloutAborted" if aborted else quality_reason if worse else "AsExpected"
     degraded_message = aborted["reason"] if aborted else quality_message if worse else ""
     before = st.get("conditions") or []
+    log_ok, log_reason, log_message = log_capacity_condition(fresh)
     st["conditions"] = [
         _condition(before, "Ready", observed.replicas_ready and not aborted, "ReplicasReady" if observed.replicas_ready else "ReplicasNotReady", "", now),
         _condition(before, "Progressing", canary is not None, "CanaryInProgress" if canary else "Stable",
@@ -636,6 +667,7 @@ def _phase(
         _condition(before, "Degraded", bool(aborted) or worse, degraded_reason, degraded_message, now),
         _condition(before, "Drifting", drifting, "DriftDetected" if drifting else "NoDrift", drift, now),
         _condition(before, "ModelQuality", quality_ok, quality_reason, quality_message, now),
+        _condition(before, "LogCapacity", log_ok, log_reason, log_message, now),
     ]  # fmt: skip
     st["drift"] = drift or "none"
     if fresh is not None:
@@ -645,3 +677,6 @@ def _phase(
         quality = quality_status(fresh.quality)
         if quality is not None:
             st["quality"] = quality
+        log_needs = log_status(fresh)
+        if log_needs is not None:
+            st["log"] = log_needs

@@ -171,6 +171,51 @@ class LabelLag(_Struct):
     p95: float
 
 
+class LogCapacity(_Sparse):
+    """What the prediction log needs in Redis at this rate, and what Redis has.
+
+    ``need = rate x window x bytes_per_prediction``, ``window`` being
+    ``labelWindow`` and a grace (:func:`tideline.predlog.retention`). It fits
+    when Redis's memory without the log as it is now, plus what the log needs,
+    stays under 90 % of the limit (``maxmemory``, or the host's memory when
+    none is set).
+    """
+
+    rate: float = 0.0  # predictions logged a second (smoothed over about a minute)
+    window: float = 0.0  # seconds of log kept
+    bytes_per_prediction: float | None = None  # measured on the log as it is
+    need: float | None = None  # bytes the log needs at this rate, window full
+    held: float = 0.0  # bytes the log holds now
+    used: float = 0.0  # Redis's used memory
+    limit: float | None = None
+    limit_source: str = "maxmemory"  # or "system" when no maxmemory is set
+    fits: bool | None = None  # None until measured
+
+    def summary(self) -> str:
+        """The condition's message: the formula with its numbers."""
+        if self.need is None or self.bytes_per_prediction is None:
+            return "not measured yet: no prediction logged"
+        limit = _bytes(self.limit) if self.limit else "unknown"
+        return (
+            f"{self.rate:,.0f} predictions/s x {self.window:,.0f} s x "
+            f"{self.bytes_per_prediction:,.0f} B = {_bytes(self.need)} of log "
+            f"(holds {_bytes(self.held)} now); Redis uses {_bytes(self.used)} of "
+            f"{limit} ({self.limit_source})"
+        )
+
+
+def _bytes(n: float) -> str:
+    """
+    >>> _bytes(1536), _bytes(3.2e9)
+    ('1.5 KiB', '3.0 GiB')
+    """
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 class Health(_Struct):
     ts: float
     model: str = ""
@@ -180,6 +225,7 @@ class Health(_Struct):
     label_lag: LabelLag | None = None
     throughput: dict[str, float] = {}
     quality: Quality | None = None
+    log: LogCapacity | None = None
 
     def fresh(self, now: float, interval: float) -> bool:
         """Written within the last three analysis intervals: decisions may rest on it."""

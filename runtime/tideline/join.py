@@ -1,42 +1,49 @@
-"""Delayed-feedback join: labels meet the predictions they are about.
+"""Delayed-feedback join: labels meet the predictions they are about, in Redis.
 
-Servers log every prediction (id, features, time) to a capped stream; label
-producers later send ``{"id": ..., "label": ...}``. A label may arrive before
-its prediction has been read (out of order), or long after (fraud labels come
-in hours). The :class:`Joiner` holds logged predictions for ``label_window``
-seconds and labels whose prediction it has not seen yet for as long; a label
-whose prediction is older than the window is *late*, one whose prediction
-never shows up within the window is *unmatched*. Both are reported, never
-silently dropped. Memory is bounded by the window and by ``max_predictions``;
-labels waiting for their prediction by ``max_waiting`` (count) and
-``max_waiting_bytes``: past either, a new label is *unmatched* at once (a
-flood of labels for ids that never existed must not grow the process).
+Servers log every request (:mod:`tideline.predlog`); label producers later
+send ``{"id": ..., "label": ...}``. A :class:`LogJoin` finds each label's
+prediction in the log by its id - a generated id names its log entry, a
+client's own id is looked up in the log's index - so what a reader holds in
+memory does not grow with traffic or with ``labelWindow``: a label is joined
+whenever it comes within the window, at any prediction rate.
 
-A prediction takes one label: the first wins, a later one for the same id
-within the window is a *duplicate* (10,000 copies of one wrong label must
-not be learned 10,000 times). The prediction's features are dropped once
-joined; its id and time stay until the window ends.
+* A label more than ``labelWindow`` after its prediction is *late* (the
+  label's time is its arrival on the feedback stream; a generated id
+  carries the prediction's time, so no lookup is needed to say so).
+* A label whose prediction is not in the log yet (it may overtake the
+  server's write by a few milliseconds, or a Redis outage may hold the
+  server's log back) waits, in memory, bounded by ``max_waiting`` (count)
+  and ``max_waiting_bytes``, and is looked up again with a growing delay.
+  Past either bound, a new label is *unmatched* at once (a flood of labels
+  for ids that never existed must not grow the process); so is one that
+  waited the whole window, and one whose server's log has gone past where
+  its prediction would be (a made-up id).
+* A prediction takes one label: the first wins, a later one is a
+  *duplicate*. The marks live in Redis (``taken:{reader}:{bucket}``), so
+  they hold across restarts; a reader that acknowledges what it learned in
+  a transaction (the learner) writes the marks in that same transaction
+  (:meth:`LogJoin.commit`), and until then holds them in memory.
 
-Examples
---------
->>> j = Joiner(label_window=60.0)
->>> j.add_feedback("f1", "p1", 1.0, now=10.0)          # label first: held
-[]
->>> j.add_prediction("p1", {"amount": 3.0}, ts=9.0)
-[Joined(feedback_id='f1', features={'amount': 3.0}, label=1.0, prediction_ts=9.0)]
->>> j.add_feedback("f2", "p1", 0.0, now=100.0)         # 91 s after the prediction
-[]
->>> [(r.feedback_id, r.reason) for r in j.take_rejected()]
-[('f2', 'late')]
+Every rejection is reported (:meth:`LogJoin.take_rejected`), never dropped.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
+from tideline import predlog
+from tideline.predlog import Entry, Location
+from tideline.store import Keys
+
 MAX_ID_LENGTH = 256
+ENTRY_CACHE = 512  # decoded log entries kept: labels for one request tend to come together
+RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between lookups of a waiting label
 
 
 def prediction_id(value: Any) -> str:
@@ -60,10 +67,22 @@ def prediction_id(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Joined:
+    """A label with its prediction: the log entry and the row in it."""
+
     feedback_id: str
-    features: dict[str, Any]
     label: Any
-    prediction_ts: float
+    received: float  # when the label arrived (seconds)
+    where: Location
+    entry: Entry
+
+    @property
+    def ts(self) -> float:
+        """When the prediction was made."""
+        return self.where.ts
+
+    @property
+    def features(self) -> dict[str, Any]:
+        return self.entry.row(self.where.row)
 
 
 @dataclass(frozen=True)
@@ -71,128 +90,245 @@ class Rejected:
     feedback_id: str
     prediction_id: str
     label: Any
-    reason: str  # "late" | "unmatched" | "duplicate"
+    reason: str  # "late", "unmatched" or "duplicate", perhaps with ": detail"
 
 
-class Joiner:
+@dataclass
+class _Label:
+    feedback_id: str
+    prediction_id: str
+    label: Any
+    received: float
+    delay: float = RETRY_FIRST
+    next_try: float = 0.0
+    where: Location | None = field(default=None)
+
+    @property
+    def size(self) -> int:
+        return len(self.prediction_id) + len(self.feedback_id) + 200  # strings and objects
+
+
+def _id_le(a: str, b: str) -> bool:
+    """Stream entry id a <= b."""
+    am, _, aseq = a.partition("-")
+    bm, _, bseq = b.partition("-")
+    return (int(am), int(aseq or 0)) <= (int(bm), int(bseq or 0))
+
+
+class LogJoin:
+    """Joins labels with the prediction log in Redis for one reader (see module docs)."""
+
     def __init__(
         self,
+        client: redis.Redis,
+        keys: Keys,
         label_window: float,
-        max_predictions: int = 1_000_000,
+        reader: str,
+        *,
         max_waiting: int = 100_000,
         max_waiting_bytes: int = 32 << 20,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.r: Any = client
+        self.keys = keys
         self.label_window = label_window
-        self.max_predictions = max_predictions
-        self.max_waiting = max_waiting
-        self.max_waiting_bytes = max_waiting_bytes
-        self._waiting_count = 0
+        self.retention = predlog.retention(label_window)
+        self.reader = reader
+        self.max_waiting, self.max_waiting_bytes = max_waiting, max_waiting_bytes
+        self.clock = clock
+        self._new: list[_Label] = []
+        self._waiting: list[_Label] = []
         self._waiting_bytes = 0
-        self.overflow = 0  # labels refused because the waiting room was full
-        # prediction id -> (ts, features); insertion order is time order (stream order).
-        # Joined predictions keep (ts, None): a later label for one is a duplicate.
-        self._predictions: OrderedDict[str, tuple[float, dict[str, Any] | None]] = OrderedDict()
-        # prediction id -> [(feedback id, label, received)] waiting for their prediction.
-        self._waiting: dict[str, list[tuple[str, Any, float]]] = {}
-        # Ids (only) of predictions that aged out, kept one more window, so that a
-        # label for one is reported as late rather than unmatched.
-        self._expired: OrderedDict[str, float] = OrderedDict()
+        self._held: set[str] = set()  # predictions joined here, not yet marked in Redis
+        self._cache: collections.OrderedDict[tuple[str, str], Entry] = collections.OrderedDict()
         self._rejected: list[Rejected] = []
-        self.evicted = 0
-
-    def __len__(self) -> int:
-        return len(self._predictions)
+        self.overflow = 0  # labels refused because the waiting room was full
+        self.lookups = 0  # log entries read from Redis (the cache missed)
 
     @property
     def waiting(self) -> int:
-        return self._waiting_count
+        return len(self._waiting)
 
-    @staticmethod
-    def _size(pred_id: str, feedback_id: str) -> int:
-        return len(pred_id) + len(feedback_id) + 120  # the strings, a tuple, a list slot
-
-    def _wait(self, feedback_id: str, pred_id: str, label: Any, now: float) -> None:
-        size = self._size(pred_id, feedback_id)
-        if (self._waiting_count >= self.max_waiting
-                or self._waiting_bytes + size > self.max_waiting_bytes):  # fmt: skip
-            self.overflow += 1
-            self._rejected.append(Rejected(feedback_id, pred_id, label, "unmatched"))
-            return
-        self._waiting.setdefault(pred_id, []).append((feedback_id, label, now))
-        self._waiting_count += 1
-        self._waiting_bytes += size
-
-    def _unwait(self, pred_id: str, items: list[tuple[str, Any, float]]) -> None:
-        self._waiting_count -= len(items)
-        self._waiting_bytes -= sum(self._size(pred_id, fid) for fid, _, _ in items)
-
-    def add_prediction(self, pred_id: str, features: dict[str, Any], ts: float) -> list[Joined]:
-        self._predictions[pred_id] = (ts, features)
-        self._predictions.move_to_end(pred_id)
-        if len(self._predictions) > self.max_predictions:
-            self._predictions.popitem(last=False)
-            self.evicted += 1
-        out: list[Joined] = []
-        waited = self._waiting.pop(pred_id, [])
-        self._unwait(pred_id, waited)
-        for fid, label, received in waited:
-            if received - ts > self.label_window:
-                self._rejected.append(Rejected(fid, pred_id, label, "late"))
-            elif out:
-                self._rejected.append(Rejected(fid, pred_id, label, "duplicate"))
-            else:
-                out.append(Joined(fid, features, label, ts))
-                self._predictions[pred_id] = (ts, None)
-        return out
-
-    def add_feedback(self, feedback_id: str, pred_id: str, label: Any, now: float) -> list[Joined]:
-        hit = self._predictions.get(pred_id)
-        if hit is None and pred_id in self._expired:
-            self._rejected.append(Rejected(feedback_id, pred_id, label, "late"))
-            return []
-        if hit is None:
-            self._wait(feedback_id, pred_id, label, now)
-            return []
-        ts, features = hit
-        if now - ts > self.label_window:
-            self._rejected.append(Rejected(feedback_id, pred_id, label, "late"))
-            return []
-        if features is None:
-            self._rejected.append(Rejected(feedback_id, pred_id, label, "duplicate"))
-            return []
-        self._predictions[pred_id] = (ts, None)
-        return [Joined(feedback_id, features, label, ts)]
-
-    def expire(self, now: float) -> None:
-        """Forget predictions older than the window; give up on labels that waited as long."""
-        horizon = now - self.label_window
-        while self._predictions:
-            pid, (ts, _) = next(iter(self._predictions.items()))
-            if ts >= horizon:
-                break
-            del self._predictions[pid]
-            self._expired[pid] = now
-            if len(self._expired) > self.max_predictions:
-                self._expired.popitem(last=False)
-        while self._expired:
-            pid, expired_at = next(iter(self._expired.items()))
-            if expired_at >= horizon:
-                break
-            del self._expired[pid]
-        for pid in [p for p, items in self._waiting.items() if items[0][2] < horizon]:
-            keep = []
-            items = self._waiting.pop(pid)
-            self._unwait(pid, items)
-            for fid, label, received in items:
-                if received < horizon:
-                    self._rejected.append(Rejected(fid, pid, label, "unmatched"))
-                else:
-                    keep.append((fid, label, received))
-            if keep:
-                self._waiting[pid] = keep
-                self._waiting_count += len(keep)
-                self._waiting_bytes += sum(self._size(pid, fid) for fid, _, _ in keep)
+    def add(self, feedback_id: str, pred_id: str, label: Any, received: float) -> None:
+        """A label to join at the next :meth:`resolve`."""
+        self._new.append(_Label(feedback_id, pred_id, label, received))
 
     def take_rejected(self) -> list[Rejected]:
         out, self._rejected = self._rejected, []
         return out
+
+    def _reject(self, item: _Label, reason: str) -> None:
+        self._rejected.append(Rejected(item.feedback_id, item.prediction_id, item.label, reason))
+
+    # -- resolving -----------------------------------------------------------------------
+    def resolve(self) -> list[Joined]:
+        """Join the labels added since, and the waiting ones that are due; in label order."""
+        now = self.clock()
+        items, self._new = self._new, []
+        if self._waiting and any(w.next_try <= now for w in self._waiting):
+            due = [w for w in self._waiting if w.next_try <= now]
+            self._waiting = [w for w in self._waiting if w.next_try > now]
+            self._waiting_bytes = sum(w.size for w in self._waiting)
+            items = due + items
+        if not items:
+            return []
+        located = self._locate(items, now)
+        entries, taken = self._read(located)
+        out: list[Joined] = []
+        misses: list[_Label] = []
+        for item in located:
+            where = item.where
+            assert where is not None
+            entry = entries.get((where.instance, where.entry))
+            if entry is None:
+                misses.append(item)
+            elif where.secret is not None and entry.meta.secret != where.secret:
+                self._reject(item, "unmatched: the id's secret is not its prediction's")
+            elif where.row >= len(entry):
+                self._reject(item, "unmatched: no such row in the request")
+            elif where.key in self._held or where.key in taken:
+                self._reject(item, "duplicate")
+            else:
+                self._held.add(where.key)
+                out.append(Joined(item.feedback_id, item.label, item.received, where, entry))
+        if misses:
+            self._missed(misses, now)
+        return out
+
+    def _locate(self, items: list[_Label], now: float) -> list[_Label]:
+        """Where each label's prediction is: from its id, or from the index of clients' ids."""
+        located: list[_Label] = []
+        clients: list[_Label] = []
+        for item in items:
+            where = item.where or predlog.parse_id(item.prediction_id)
+            if where is None:
+                clients.append(item)
+            elif self._in_window(item, where):
+                item.where = where
+                located.append(item)
+        if clients:
+            pipe = self.r.pipeline(transaction=False)
+            names = [c.prediction_id for c in clients]
+            order = predlog.buckets(now, self.label_window)
+            for b in order:
+                pipe.hmget(self.keys.log_ids(b), names)
+            found = pipe.execute()
+            for i, item in enumerate(clients):
+                hit = next((f[i] for f in found if f[i] is not None), None)
+                where = Location.from_key(hit.decode()) if hit is not None else None
+                if where is None:
+                    self._wait(item, now, None)
+                elif self._in_window(item, where):
+                    item.where = where
+                    located.append(item)
+        return located
+
+    def _in_window(self, item: _Label, where: Location) -> bool:
+        if item.received - where.ts > self.label_window:
+            self._reject(item, "late")
+            return False
+        if where.ts > item.received + predlog.FUTURE_SECONDS:
+            self._reject(item, "unmatched: the id names a time to come")
+            return False
+        return True
+
+    def _read(self, located: list[_Label]) -> tuple[dict[tuple[str, str], Entry], set[str]]:
+        """The log entries the labels name (cached or read) and which predictions are taken."""
+        entries: dict[tuple[str, str], Entry] = {}
+        want: list[tuple[str, str]] = []
+        marks: dict[int, list[str]] = {}
+        for item in located:
+            where = item.where
+            assert where is not None
+            k = (where.instance, where.entry)
+            hit = self._cache.get(k)
+            if hit is not None:
+                self._cache.move_to_end(k)
+                entries[k] = hit
+            elif k not in entries and k not in want:
+                want.append(k)
+            if where.key not in self._held:
+                marks.setdefault(predlog.bucket(where.ts), []).append(where.key)
+        if not want and not marks:
+            return entries, set()
+        pipe = self.r.pipeline(transaction=False)
+        for instance, entry_id in want:
+            pipe.xrange(self.keys.log(instance), entry_id, entry_id, count=1)
+        for b, names in marks.items():
+            pipe.smismember(self.keys.taken(self.reader, b), names)
+        replies = pipe.execute()
+        self.lookups += len(want)
+        for k, found in zip(want, replies, strict=False):
+            if not found:
+                continue
+            try:
+                entry = predlog.decode(found[0][1])
+            except ValueError:
+                continue  # not an entry a server wrote: as if it were not there
+            entries[k] = self._cache[k] = entry
+            if len(self._cache) > ENTRY_CACHE:
+                self._cache.popitem(last=False)
+        taken: set[str] = set()
+        for (_, names), flags in zip(marks.items(), replies[len(want) :], strict=True):
+            taken.update(n for n, f in zip(names, flags, strict=True) if f)
+        return entries, taken
+
+    def _missed(self, misses: list[_Label], now: float) -> None:
+        """Labels whose entry is not in the log: still to come, gone, or never there."""
+        instances = sorted({m.where.instance for m in misses if m.where is not None})
+        pipe = self.r.pipeline(transaction=False)
+        for instance in instances:
+            pipe.xrevrange(self.keys.log(instance), "+", "-", count=1)
+        tops = {
+            i: (found[0][0].decode() if found else None)
+            for i, found in zip(instances, pipe.execute(), strict=True)
+        }
+        for item in misses:
+            where = item.where
+            assert where is not None
+            top = tops[where.instance]
+            if top is not None and _id_le(where.entry, top):
+                # the server has written past it: the entry was trimmed, or never was
+                if now - where.ts > self.retention - 1.0:
+                    self._reject(
+                        item, "late: the prediction left the log before the label was read"
+                    )
+                else:
+                    self._reject(item, "unmatched: no such prediction in the log")
+            else:
+                self._wait(item, now, where)
+
+    def _wait(self, item: _Label, now: float, where: Location | None) -> None:
+        since = where.ts if where is not None else item.received
+        if now - since > self.label_window:
+            self._reject(item, "unmatched")
+            return
+        if (len(self._waiting) >= self.max_waiting
+                or self._waiting_bytes + item.size > self.max_waiting_bytes):  # fmt: skip
+            self.overflow += 1
+            self._reject(item, "unmatched: too many labels wait for their prediction")
+            return
+        # looked up again later and later, and once more as the window closes
+        item.next_try = min(now + item.delay, since + self.label_window + 0.001)
+        item.delay = min(item.delay * 2, RETRY_MAX)
+        self._waiting.append(item)
+        self._waiting_bytes += item.size
+
+    # -- marks ---------------------------------------------------------------------------
+    def commit(self, pipe: Any, joined: list[Location]) -> None:
+        """Mark these predictions taken, in Redis, with the commands added to ``pipe``."""
+        by_bucket: dict[int, list[str]] = {}
+        for where in joined:
+            by_bucket.setdefault(predlog.bucket(where.ts), []).append(where.key)
+        for b, names in by_bucket.items():
+            key = self.keys.taken(self.reader, b)
+            pipe.sadd(key, *names)
+            pipe.expireat(key, int((b + 1) * predlog.BUCKET_SECONDS + self.retention) + 1)
+
+    def committed(self, joined: list[Location]) -> None:
+        """The marks :meth:`commit` added are in Redis: no need to hold them here."""
+        self._held.difference_update(w.key for w in joined)
+
+    def release(self, where: Location) -> None:
+        """A joined label was not taken after all (it is dead-lettered): the next may join."""
+        self._held.discard(where.key)

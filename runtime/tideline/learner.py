@@ -5,10 +5,9 @@ its revision's consumer group:
 
 * ``samples``: labelled rows, ``{"features": {...}, "label": y}``;
 * ``feedback``: ``{"id": prediction_id, "label": y}``, joined with the
-  prediction log within ``labelWindow`` (:mod:`tideline.join`). The servers
-  log one entry per request and track, columnar: ``{"ts", "track",
-  "revision", "version", "ids": [...], "scores": [...], "rows": [features, ...]}``
-  (ids the server generated as runs, :func:`log_ids`).
+  prediction the id names in the servers' prediction log, within
+  ``labelWindow`` (:mod:`tideline.join`, :mod:`tideline.predlog`): the
+  learner holds nothing per prediction.
 
 and updates the model in mini-batches (``batchSize`` or ``maxBatchDelay``,
 whichever comes first; a fresh model ramps its batch from 1 up, see
@@ -44,10 +43,11 @@ import redis
 
 from tideline import codec
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
-from tideline.join import Joiner, prediction_id
+from tideline.join import Joined, LogJoin, prediction_id
 from tideline.learn import Learner, make_learner
 from tideline.learn.base import NonFiniteUpdate, check_targets
 from tideline.metrics import LearnerMetrics
+from tideline.predlog import Location
 from tideline.spec import OnlineModel, SpecError
 from tideline.store import ModelStore, Reference, StoreError, learner_from_blob
 
@@ -68,41 +68,6 @@ def _entry_ms(entry_id: bytes | str) -> float:
     return int(s.split("-", 1)[0]) / 1000.0
 
 
-def log_rows(entry: dict[str, Any]) -> list[Any]:
-    """The feature rows of a prediction-log entry (``rows``, or the ``requests``' instances)."""
-    rows = entry.get("rows")
-    if rows is None:
-        rows = [r for req in entry.get("requests") or () if isinstance(req, dict)
-                for r in req.get("instances") or ()]  # fmt: skip
-    if not isinstance(rows, list):
-        raise ValueError("'rows' must be a list")
-    return rows
-
-
-def log_ids(entry: dict[str, Any]) -> list[Any]:
-    """The prediction ids of a log entry, in row order.
-
-    ``ids`` holds ids, and the ids a server generated for a request as a run,
-    ``[prefix, n]``: ``prefix + "0"`` up to ``prefix + str(n - 1)``.
-
-    >>> log_ids({"ids": ["a", ["7f-", 3], "b"]})
-    ['a', '7f-0', '7f-1', '7f-2', 'b']
-    """
-    ids = entry["ids"]
-    if not isinstance(ids, list):
-        raise ValueError("'ids' must be a list")
-    if not any(isinstance(i, list) for i in ids):
-        return ids
-    out: list[Any] = []
-    for i in ids:
-        if isinstance(i, list):
-            prefix, n = i
-            out += [f"{prefix}{k}" for k in range(n)]
-        else:
-            out.append(i)
-    return out
-
-
 def _decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
     data = fields.get(b"data")
     if data is None:
@@ -120,6 +85,7 @@ class Pending:
     rows: list[np.ndarray] = field(default_factory=list)
     labels: list[float] = field(default_factory=list)
     entries: list[tuple[str, bytes]] = field(default_factory=list)  # (stream, entry id)
+    marks: list[Location | None] = field(default_factory=list)  # a joined label's prediction
     first_at: float = 0.0
 
     def __len__(self) -> int:
@@ -209,7 +175,8 @@ class LearnerProcess:
         self.learner: Learner = make_learner(self.spec.model.to_dict())
         self.schema = self.learner.schema
         self.replay = Replay(ls.replay.size, self.schema.width)
-        self.joiner = Joiner(ls.labelWindow)
+        self.join = LogJoin(client, self.keys, ls.labelWindow, self.group)
+        self._marks: list[Location] = []  # predictions joined and learned, marked at checkpoint
         self.pending = Pending()
         self.quality = RollingMetrics(self.spec.model.task, window=max(ls.gate.holdout, 1000))
         self.gate_live = np.zeros(0)  # prequential losses of the live learner (holdout window)
@@ -225,6 +192,7 @@ class LearnerProcess:
             "gate_rejections": 0,
             "late": 0,
             "unmatched": 0,
+            "duplicate": 0,
             "invalid": 0,
         }
         self._acks: dict[str, list[bytes]] = {self.keys.samples: [], self.keys.feedback: []}
@@ -234,7 +202,6 @@ class LearnerProcess:
         # First re-read our own unacknowledged entries (after a restart), from these ids.
         self._history: dict[str, str] | None = {self.keys.samples: "0", self.keys.feedback: "0"}
         self._skip: set[bytes] = set()  # pending entries dead-lettered as poison pills
-        self._pred_cursor: bytes | str = b"0-0"
         self._newest_learned = 0.0
         self.paused = False
 
@@ -269,7 +236,6 @@ class LearnerProcess:
         self._poison_pills()
         if not self._restore_checkpoint():
             self._initial_version()
-        self._rebuild_join_index()
         self._refresh_served()
         self.metrics.versions.set(self.counters["next_version"] - 1)
 
@@ -393,40 +359,8 @@ class LearnerProcess:
                 log.info("drift reference from %s (%d rows)", source, len(reference.features))
         self._checkpoint(publish=True, reason="initial")
 
-    def _rebuild_join_index(self) -> None:
-        """Re-read the prediction log of the last labelWindow (it is not checkpointed)."""
-        since_ms = int((self.clock() - self.spec.learning.labelWindow) * 1000)
-        self._pred_cursor = f"{max(since_ms, 0)}-0"
-        while self._read_predictions() == 5000:
-            pass
-
-    def _read_predictions(self) -> int:
-        n = 0
-        for _, entries in self.r.xread({self.keys.predictions: self._pred_cursor}, count=5000):
-            self._index_predictions(entries)
-            n += len(entries)
-        return n
-
     # -- reading -----------------------------------------------------------------------
-    def _index_predictions(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        for entry_id, fields in entries:
-            self._pred_cursor = entry_id
-            try:
-                entry = _decode(fields)
-                ts = float(entry.get("ts", _entry_ms(entry_id)))
-                ids, rows = log_ids(entry), log_rows(entry)
-            except (ValueError, KeyError, TypeError):
-                continue  # a malformed log entry is the server's bug; the monitor counts them
-            if entry.get("track") == "shadow":
-                continue  # the same request is logged for its answering track too
-            for pid, features in zip(ids, rows, strict=False):
-                if not isinstance(features, dict):
-                    continue
-                for j in self.joiner.add_prediction(str(pid), features, ts):
-                    self._add_row(j.features, j.label, self.keys.feedback, j.feedback_id.encode())
-
     def _read(self, block_ms: int) -> None:
-        self._read_predictions()
         history = self._history
         streams = history or {self.keys.samples: ">", self.keys.feedback: ">"}
         count = max(self.spec.learning.batchSize * 4, 256)
@@ -448,6 +382,15 @@ class LearnerProcess:
                     self._on_feedback(entry_id, fields)
         if history is not None and got == 0:
             self._history = None  # our unacknowledged entries are back in memory: now new ones
+        for j in self.join.resolve():
+            self._on_joined(j)
+        for rej in self.join.take_rejected():
+            self._dead_letter(
+                self.keys.feedback,
+                rej.feedback_id.encode(),
+                {b"id": rej.prediction_id.encode()},
+                rej.reason,
+            )
 
     def _on_sample(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
@@ -466,14 +409,32 @@ class LearnerProcess:
             pred_id, label = prediction_id(d["id"]), d["label"]
             if isinstance(label, bool) or not isinstance(label, int | float):
                 raise ValueError(f"'label' must be a number (got {type(label).__name__})")
+            check_targets(self.spec.model.task, [float(label)])  # before it takes the prediction
         except (ValueError, KeyError, TypeError) as e:
             self._dead_letter(self.keys.feedback, entry_id, fields, f"invalid: {e}")
             return
         # The label's arrival time is its stream id: the same after a restart.
-        for j in self.joiner.add_feedback(entry_id.decode(), pred_id, label, _entry_ms(entry_id)):
-            self._add_row(j.features, j.label, self.keys.feedback, entry_id)
+        self.join.add(entry_id.decode(), pred_id, label, _entry_ms(entry_id))
 
-    def _add_row(self, features: dict[str, Any], label: Any, stream: str, entry_id: bytes) -> None:
+    def _on_joined(self, j: Joined) -> None:
+        entry_id = j.feedback_id.encode()
+        try:
+            features = j.features
+        except (ValueError, TypeError, IndexError) as e:
+            self.join.release(j.where)
+            self._dead_letter(self.keys.feedback, entry_id, {b"id": j.where.key.encode()},
+                              f"invalid: the logged prediction cannot be read: {e}")  # fmt: skip
+            return
+        self._add_row(features, j.label, self.keys.feedback, entry_id, j.where)
+
+    def _add_row(
+        self,
+        features: dict[str, Any],
+        label: Any,
+        stream: str,
+        entry_id: bytes,
+        mark: Location | None = None,
+    ) -> None:
         try:
             y = float(check_targets(self.spec.model.task, [float(label)])[0])
         except (TypeError, ValueError) as e:
@@ -487,6 +448,7 @@ class LearnerProcess:
         self.pending.labels.append(y)
         # Acked only once the batch holding this row is learned and checkpointed.
         self.pending.entries.append((stream, entry_id))
+        self.pending.marks.append(mark)
         self._newest_learned = max(self._newest_learned, _entry_ms(entry_id))
 
     def _dead_letter(
@@ -523,7 +485,10 @@ class LearnerProcess:
                                       b"label": repr(float(y[i])).encode()}, refused[i])  # fmt: skip
                 else:
                     self._acks[stream].append(entry_id)
+            # learned or refused, the label took its prediction: marked with the acks
+            self._marks += [m for m in self.pending.marks[:size] if m is not None]
             del self.pending.rows[:size], self.pending.labels[:size], self.pending.entries[:size]
+            del self.pending.marks[:size]
             if self.counters["since_publish"] >= self.spec.learning.checkpointEvery:
                 self._checkpoint()  # a version is due: publish (if gated) right at this batch
             if self.pending:
@@ -645,7 +610,10 @@ class LearnerProcess:
         for stream, ids in self._acks.items():
             if ids:
                 pipe.xack(stream, self.group, *ids)
+        self.join.commit(pipe, self._marks)
         pipe.execute()
+        self.join.committed(self._marks)
+        self._marks = []
         self._dead.clear()
         for ids in self._acks.values():
             ids.clear()
@@ -720,14 +688,6 @@ class LearnerProcess:
             time.sleep(block_ms / 1000)
             return
         self._read(block_ms)
-        self.joiner.expire(self.clock())
-        for rej in self.joiner.take_rejected():
-            self._dead_letter(
-                self.keys.feedback,
-                rej.feedback_id.encode(),
-                {b"id": rej.prediction_id.encode()},
-                rej.reason,
-            )
         due = bool(self.pending) and self.clock() - self.pending.first_at >= ls.maxBatchDelay
         self._learn_pending(force=due)
         self._refresh_served()
@@ -735,10 +695,10 @@ class LearnerProcess:
             self._dirty or self._dead
         ) and self.clock() - self._last_checkpoint >= self.checkpoint_seconds:
             self._checkpoint()
-        self.metrics.pending.set(len(self.pending) + self.joiner.waiting)
+        self.metrics.pending.set(len(self.pending) + self.join.waiting)
         if self._newest_learned:
             self.metrics.lag_seconds.set(max(0.0, self.clock() - self._newest_learned))
-        self.metrics.join_index.set(len(self.joiner))
+        self.metrics.join_waiting.set(self.join.waiting)
 
     def flush(self) -> None:
         """Learn whatever is buffered and checkpoint now (used on a clean stop)."""

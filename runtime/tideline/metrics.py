@@ -46,9 +46,9 @@ class LearnerMetrics:
             "Age of the newest stream entry learned",
             registry=registry,
         )
-        self.join_index = Gauge(
-            "tideline_learner_join_index",
-            "Logged predictions held for the label join",
+        self.join_waiting = Gauge(
+            "tideline_learner_join_waiting",
+            "Labels waiting for their prediction to reach the log",
             registry=registry,
         )
         self.update_seconds = Histogram(

@@ -2,8 +2,9 @@
 
 It reads, without taking anything from the learner:
 
-* the prediction log (``XREAD`` from its own cursor), for what each track
-  answered, the features it saw and its scores;
+* the prediction log (every server process's stream, :mod:`tideline.predlog`,
+  ``XREAD`` from its own cursors, from the time it started), for what each
+  track answered, the features it saw and its scores;
 * ``feedback`` and ``samples`` through its own consumer group (``monitor``):
   every consumer group gets every entry, so the learner's group loses
   nothing. Feedback is joined with the log (:mod:`tideline.join`); labelled
@@ -13,7 +14,8 @@ It reads, without taking anything from the learner:
 
 Every ``spec.rollout.analysis.interval`` it writes ``tideline:{ns}:{model}:health``
 (:class:`tideline.health.Health`) and publishes a ``health`` event. State is
-bounded: rolling windows, a capped join index, fixed-size detectors.
+bounded: rolling windows, fixed-size detectors; the label join holds nothing
+per prediction (:class:`tideline.join.LogJoin`).
 
 **Evidence.** The labelled samples also fill a common window
 (:class:`tideline.evidence.CommonWindow`): every candidate version - served,
@@ -54,12 +56,12 @@ import orjson
 import redis
 
 from tideline import health as h
+from tideline import predlog
 from tideline.drift import ADWIN, KS, PSI, PageHinkley
 from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
-from tideline.join import Joiner
+from tideline.join import Joined, LogJoin
 from tideline.learn import Learner
-from tideline.learner import log_ids, log_rows
 from tideline.metrics import MonitorMetrics
 from tideline.spec import OnlineModel
 from tideline.store import ModelStore, Reference, StoreError
@@ -108,7 +110,8 @@ class Monitor:
         self.clock = clock
         self.window = window
         self.task = self.spec.model.task
-        self.joiner = Joiner(self.spec.learning.labelWindow, max_predictions=200_000)
+        # the log is in real time (stream ids), whatever clock the analysis runs on
+        self.join = LogJoin(client, self.keys, self.spec.learning.labelWindow, GROUP)
         self.tracks: dict[str, TrackState] = {}
         self.versions: dict[str, TrackState] = {}  # "revision:version" -> quality
         numeric = [f for f in self.spec.model.features if f.type == "numeric"]
@@ -126,7 +129,14 @@ class Monitor:
         self._concept_fired_at = -math.inf
         self.concept_events: list[h.ConceptEvent] = []
         self.label_lags: list[float] = []
-        self._cursor: bytes | str = "$"
+        self._cursors: dict[str, str] = {}  # server process -> where its log was read to
+        self._log_start = "0-0"  # the log is read from the monitor's start on
+        self._logs_listed = -math.inf
+        self.list_logs_every = 1.0  # seconds: a new server's log is followed this soon
+        self._log_rows = self._log_entries = 0  # read from the log: rows a logged request holds
+        self._log_rate: float | None = None  # predictions/s, smoothed (about a minute)
+        self._capacity: h.LogCapacity | None = None
+        self._capacity_at = -math.inf
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
         self._scores_key: tuple[Any, Any] | None = None  # whose scores prediction drift holds
@@ -176,11 +186,9 @@ class Monitor:
             except redis.ResponseError as e:
                 if "BUSYGROUP" not in str(e):
                     raise
-        # the predictions of the last labelWindow, so labels arriving now find them
-        since = int((self.clock() - self.spec.learning.labelWindow) * 1000)
-        self._cursor = f"{max(since, 0)}-0"
-        while self._read_log(count=5000) == 5000:
-            pass
+        # Labels find their predictions in Redis (LogJoin): nothing of the log is read
+        # again at start; traffic is followed from now on.
+        self._log_start = f"{int(self.clock() * 1000)}-0"
 
     # -- reading -----------------------------------------------------------------------------
     def _track(self, name: str) -> TrackState:
@@ -202,64 +210,137 @@ class Monitor:
             )
         return v
 
+    def _list_logs(self) -> None:
+        """The server processes writing a prediction log now (listed again every second)."""
+        now = self.clock()
+        if now - self._logs_listed < self.list_logs_every:
+            return
+        self._logs_listed = now
+        since = now - predlog.retention(self.spec.learning.labelWindow)
+        live = [m.decode() for m in self.r.zrangebyscore(self.keys.logs, since, "+inf")]
+        self._cursors = {i: self._cursors.get(i, self._log_start) for i in live}
+
     def _read_log(self, count: int = 5000) -> int:
+        self._list_logs()
+        if not self._cursors:
+            return 0
         n = 0
-        for _, entries in self.r.xread({self.keys.predictions: self._cursor}, count=count) or []:
+        streams = {self.keys.log(i): c for i, c in self._cursors.items()}
+        for stream, entries in self.r.xread(streams, count=count) or []:
+            instance = stream.decode().rsplit(":", 1)[1]
             for entry_id, fields in entries:
-                self._cursor = entry_id
+                self._cursors[instance] = entry_id.decode()
                 n += 1
                 try:
-                    e = orjson.loads(fields[b"data"])
-                    rows, ids, scores = log_rows(e), log_ids(e), e["scores"]
-                except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
+                    e = predlog.decode(fields)
+                    rows, scores = e.rows, e.scores
+                except (ValueError, TypeError, orjson.JSONDecodeError):
                     self.metrics.bad_log_entries.inc()
                     continue
-                self._on_predictions(e, rows, ids, scores)
+                self._log_rows += len(scores)
+                self._log_entries += 1
+                self._on_predictions(e, int(entry_id.split(b"-")[0]) / 1000.0, rows, scores)
         return n
 
-    def _on_predictions(
-        self, e: dict[str, Any], rows: list[Any], ids: list[Any], scores: list[Any]
-    ) -> None:
-        track = str(e.get("track") or "stable")
-        t = self._track(track)
-        t.predictions += len(ids)
-        t.revision, t.version = e.get("revision"), e.get("version")
-        self._counts["predictions"] += len(ids)
-        ts = float(e.get("ts") or self.clock())
-        meta = {"track": track, "revision": e.get("revision"), "version": e.get("version")}
-        for pid, row, score in zip(ids, rows, scores, strict=False):
-            for j in self.joiner.add_prediction(str(pid), {"row": row, "score": score, **meta}, ts):
-                self._on_label(j.features, j.label, j.prediction_ts, self.clock())
-        if track == "stable" and rows and isinstance(rows[0], dict):
-            self._scores_of((e.get("revision"), e.get("version")))
-            if self._reference_revision is None and e.get("revision"):
-                self._use_reference(str(e["revision"]))  # until the routing names one
-            pairs = list(zip(self.feature_names, self.feature_defaults, strict=True))
-            X = np.array([[_num(r.get(f), d) for f, d in pairs] for r in rows])
-            if self.feature_names:
-                self._feature_drift(X)
-            s = np.array([_num(x, 0.5) for x in scores]).reshape(-1, 1)
-            self.prediction_drift.update_many(s)
-            self._drift_edge("predictions", self.prediction_drift, ["score"])
+    def _log_capacity(self, now: float) -> h.LogCapacity | None:
+        """What the log needs in Redis at this rate for its window, measured every 10 s."""
+        rate = self._rates["predictions"]
+        a = min(1.0, self.spec.rollout.analysis.interval / 60.0)
+        self._log_rate = rate if self._log_rate is None else (1 - a) * self._log_rate + a * rate
+        if now - self._capacity_at < 10.0:
+            return self._capacity
+        self._capacity_at = now
+        window = predlog.retention(self.spec.learning.labelWindow)
+        streams = [self.keys.log(i) for i in self._cursors]
+        index = [
+            self.keys.log_ids(b)
+            for b in predlog.buckets(time.time(), self.spec.learning.labelWindow)
+        ]
+        pipe = self.r.pipeline(transaction=False)
+        for key in streams + index:
+            pipe.memory_usage(key)
+        for key in streams:
+            pipe.xlen(key)
+        pipe.info("memory")
+        replies = pipe.execute()
+        sizes = replies[: len(streams) + len(index)]
+        entries = sum(replies[len(sizes) : len(sizes) + len(streams)])
+        info = replies[-1]
+        held = float(sum(x or 0 for x in sizes))
+        per_entry = self._log_rows / self._log_entries if self._log_entries else 0.0
+        held_predictions = entries * per_entry
+        cap = h.LogCapacity(rate=round(self._log_rate, 1), window=window, held=held,
+                            used=float(info.get("used_memory", 0)))  # fmt: skip
+        maxmemory = float(info.get("maxmemory", 0))
+        system = float(info.get("total_system_memory", 0))
+        cap.limit, cap.limit_source = (maxmemory, "maxmemory") if maxmemory else (
+            system or None, "system")  # fmt: skip
+        if held_predictions >= 1:
+            cap.bytes_per_prediction = round(held / held_predictions, 1)
+            cap.need = round(self._log_rate * window * cap.bytes_per_prediction)
+            if cap.limit:
+                cap.fits = cap.used - held + cap.need <= 0.9 * cap.limit
+        self._capacity = cap
+        return cap
 
-    def _on_label(self, pred: dict[str, Any], label: Any, pred_ts: float, now: float) -> None:
+    def _on_predictions(
+        self, e: predlog.Entry, ts: float, rows: list[Any], scores: list[Any]
+    ) -> None:
+        n = len(scores)
+        self._counts["predictions"] += n
+        tracks = e.meta.tracks or [e.meta.track] * n
+        for track in sorted(set(tracks)):
+            t = self._track(track)
+            t.predictions += n if e.meta.tracks is None else tracks.count(track)
+            t.revision, t.version = e.model(track)
+        if e.meta.shadow is not None:
+            t = self._track("shadow")
+            t.predictions += n
+            t.revision, t.version = e.meta.shadow[0], e.meta.shadow[1]
+        stable = [i for i in range(min(n, len(rows))) if tracks[i] == "stable"]
+        if not stable:
+            return
+        revision, version = e.model("stable")
+        self._scores_of((revision, version))
+        if self._reference_revision is None and revision:
+            self._use_reference(str(revision))  # until the routing names one
+        if self.feature_names:
+            try:
+                picked = [e.row(i) for i in stable]
+            except ValueError:
+                self.metrics.bad_log_entries.inc()
+                return
+            pairs = list(zip(self.feature_names, self.feature_defaults, strict=True))
+            X = np.array([[_num(r.get(f), d) for f, d in pairs] for r in picked])
+            self._feature_drift(X)
+        s = np.array([_num(scores[i], 0.5) for i in stable]).reshape(-1, 1)
+        self.prediction_drift.update_many(s)
+        self._drift_edge("predictions", self.prediction_drift, ["score"])
+
+    def _on_label(self, j: Joined) -> None:
+        e, i = j.entry, j.where.row
         try:
-            y = float(label)
-            p = float(pred["score"])
-        except (TypeError, ValueError, KeyError):
+            y = float(j.label)
+            p = float(e.score(i))
+            row = e.row(i)
+        except (TypeError, ValueError, IndexError):
+            self.metrics.bad_log_entries.inc()
             return
         self._counts["labels"] += 1
-        row = pred.get("row")
-        if isinstance(row, dict):
-            self._evidence_rows.append(row)
-            self._evidence_y.append(y)
-            self._last_feedback = now
-        self.label_lags.append(max(0.0, now - pred_ts))
+        self._evidence_rows.append(row)
+        self._evidence_y.append(y)
+        self._last_feedback = j.received
+        self.label_lags.append(max(0.0, j.received - j.ts))
         if len(self.label_lags) > 1000:
             del self.label_lags[:500]
-        self._score(
-            pred["track"], pred.get("revision"), pred.get("version"), np.array([p]), np.array([y])
-        )
+        track = e.track(i)
+        revision, version = e.model(track)
+        self._score(track, revision, version, np.array([p]), np.array([y]))
+        shadow = e.meta.shadow
+        if shadow is not None and i < len(shadow[2]):  # a shadow answered the same row
+            self._score(
+                "shadow", shadow[0], shadow[1], np.array([float(shadow[2][i])]), np.array([y])
+            )
 
     def _score(self, track: str, revision: Any, version: Any, p: np.ndarray, y: np.ndarray) -> None:
         t = self._track(track)
@@ -315,8 +396,9 @@ class Monitor:
             count=5000,
             block=block_ms,
         )
+        acks: dict[bytes, list[bytes]] = {}
         for stream, entries in resp or []:
-            ids = [eid for eid, _ in entries]
+            acks[stream] = [eid for eid, _ in entries]
             if stream.decode() == self.keys.feedback:
                 for entry_id, fields in entries:
                     try:
@@ -325,11 +407,19 @@ class Monitor:
                     except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
                         continue
                     received = int(entry_id.split(b"-")[0]) / 1000
-                    for j in self.joiner.add_feedback(entry_id.decode(), pid, label, received):
-                        self._on_label(j.features, j.label, j.prediction_ts, received)
+                    self.join.add(entry_id.decode(), pid, label, received)
             else:
                 self._on_samples(entries)
-            self.r.xack(stream, GROUP, *ids)  # the monitor's own group: the learner's is untouched
+        joined = self.join.resolve()
+        for j in joined:
+            self._on_label(j)
+        self.join.take_rejected()  # the learner dead-letters them
+        pipe = self.r.pipeline(transaction=False)
+        self.join.commit(pipe, [j.where for j in joined])
+        for stream, ids in acks.items():  # the monitor's own group: the learner's is untouched
+            pipe.xack(stream, GROUP, *ids)
+        pipe.execute()
+        self.join.committed([j.where for j in joined])
         self._flush_evidence()
 
     def _feedback_flows(self) -> bool:
@@ -553,6 +643,7 @@ class Monitor:
             else None,
             throughput=dict(self._rates),
             quality=self._quality(),
+            log=self._capacity,
         )
 
     # -- evidence ------------------------------------------------------------------------------
@@ -658,6 +749,8 @@ class Monitor:
         dt = max(now - self._last_rate_at, 1e-9)
         self._rates = {k: (self._counts[k] - self._last_counts[k]) / dt for k in self._counts}
         self._last_counts, self._last_rate_at = dict(self._counts), now
+        with contextlib.suppress(redis.RedisError):
+            self._log_capacity(now)
         s = self.summary()
         pipe = self.r.pipeline(transaction=False)
         pipe.set(self.keys.health, h.encode(s))
@@ -691,8 +784,6 @@ class Monitor:
         self._read_log()
         self._flush_evidence()
         self._read_labels(block_ms)
-        self.joiner.expire(self.clock())
-        self.joiner.take_rejected()
         if self.clock() - self._last_write >= self.spec.rollout.analysis.interval:
             self.write()
 

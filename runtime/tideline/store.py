@@ -77,9 +77,22 @@ class Keys:
     def feedback(self) -> str:
         return f"{self.prefix}:feedback"
 
+    def log(self, instance: str) -> str:
+        """Stream: one server process's prediction log (see :mod:`tideline.predlog`)."""
+        return f"{self.prefix}:log:{instance}"
+
     @property
-    def predictions(self) -> str:
-        return f"{self.prefix}:predictions"
+    def logs(self) -> str:
+        """Sorted set: the server processes that write a prediction log -> their last write."""
+        return f"{self.prefix}:logs"
+
+    def log_ids(self, bucket: int) -> str:
+        """Hash: the clients' own prediction ids of one bucket of time -> where their rows are."""
+        return f"{self.prefix}:log-ids:{bucket}"
+
+    def taken(self, reader: str, bucket: int) -> str:
+        """Set: the predictions (of one bucket of time) a reader joined a label with."""
+        return f"{self.prefix}:taken:{reader}:{bucket}"
 
     @property
     def deadletter(self) -> str:

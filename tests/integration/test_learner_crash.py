@@ -15,7 +15,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.helpers import FRAUD_FEATURES, manifest
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
 from tideline.store import Keys
@@ -53,7 +53,7 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(
     kill_at = sorted(rnd.sample(range(1, 40), 6))  # chunk numbers after which we kill -9
 
     proc = _start(config, redis_server.url)
-    kills = 0
+    kills = duplicates = 0
     try:
         for chunk in range(40):
             pipe = r.pipeline(transaction=False)
@@ -63,13 +63,15 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(
                         keys.samples,
                         {"data": orjson.dumps({"features": rows[i], "label": labels[i]})},
                     )
-                else:  # a logged prediction, and its label through feedback
-                    pid = uuid.uuid4().hex
-                    pred = {"ts": time.time(), "ids": [pid], "rows": [rows[i]]}
-                    pipe.xadd(keys.predictions, {"data": orjson.dumps(pred)})
-                    pipe.xadd(
-                        keys.feedback, {"data": orjson.dumps({"id": pid, "label": labels[i]})}
-                    )
+                else:  # a logged prediction (a generated id, or the client's), and its label
+                    given = [uuid.uuid4().hex] if i % 4 == 1 else None
+                    [pid] = LoggedRequest([rows[i]], ids=given).write(pipe, keys).ids
+                    label = {"id": pid, "label": labels[i]}
+                    pipe.xadd(keys.feedback, {"data": orjson.dumps(label)})
+                    if i % 10 == 3:  # and a second label, the other way: never learned
+                        duplicates += 1
+                        again = {"id": pid, "label": 1 - labels[i]}
+                        pipe.xadd(keys.feedback, {"data": orjson.dumps(again)})
             pipe.execute()
             time.sleep(rnd.uniform(0.0, 0.15))
             if chunk in kill_at:
@@ -92,6 +94,7 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(
     assert status["label_sum"] == y.sum()
     assert r.xpending(keys.samples, keys.learner_group(model.revision))["pending"] == 0
     assert r.xpending(keys.feedback, keys.learner_group(model.revision))["pending"] == 0
-    assert r.xlen(keys.deadletter) == 0
+    reasons = [e[1][b"reason"] for e in r.xrange(keys.deadletter)]
+    assert duplicates == 2000 and reasons == [b"duplicate"] * duplicates
     # v0, then one version per 2,000 updates, or a gate rejection in its place
     assert status["next_version"] + status["gate_rejections"] >= 10, status

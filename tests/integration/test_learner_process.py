@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, manifest, push_samples
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, push_samples
 from tideline.evaluate import prequential, scores
 from tideline.learn import make_learner
 from tideline.learner import LearnerProcess
@@ -31,19 +31,6 @@ def _push_samples(r, p: LearnerProcess, n: int, seed: int = 0, drift_at: int | N
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=seed, drift_at=drift_at).take(n)
     push_samples(r, p.keys.samples, rows, y)
     return rows, y
-
-
-def _log_entry(ts: float, *rows: tuple[str, dict]) -> bytes:
-    """A prediction log entry as the servers write it."""
-    return orjson.dumps(
-        {
-            "ts": ts,
-            "track": "stable",
-            "ids": [i for i, _ in rows],
-            "scores": [0.5] * len(rows),
-            "rows": [f for _, f in rows],
-        }
-    )
 
 
 def _run_until(p: LearnerProcess, cond, timeout: float = 20.0) -> None:
@@ -76,25 +63,89 @@ def test_learns_every_sample_acks_them_and_publishes_versions(r) -> None:
     assert int(status[b"samples"]) == 2000
 
 
-def test_feedback_is_joined_with_the_prediction_log_in_any_order(r) -> None:
+@pytest.mark.parametrize("client_ids", [False, True], ids=["generated ids", "the client's ids"])
+def test_feedback_is_joined_with_the_prediction_log_in_any_order(r, client_ids) -> None:
     p = _proc(r)
-    now = time.time()
     k = p.keys
+    first = LoggedRequest([{"amount": 5.0}], ids=["p1"] if client_ids else None)
+    second = LoggedRequest([{"amount": 1.0}], ids=["p2"] if client_ids else None)
     # label before its prediction is logged, and the other way round
-    r.xadd(k.feedback, {"data": orjson.dumps({"id": "p1", "label": 1})})
-    r.xadd(k.predictions, {"data": _log_entry(now, ("p1", {"amount": 5.0}))})
-    r.xadd(k.predictions, {"data": _log_entry(now, ("p2", {"amount": 1.0}))})
-    r.xadd(k.feedback, {"data": orjson.dumps({"id": "p2", "label": 0})})
+    r.xadd(k.feedback, {"data": orjson.dumps({"id": first.ids[0], "label": 1})})
+    for _ in range(3):
+        p.step(block_ms=5)
+    assert p.join.waiting == 1 and p.counters["unmatched"] == 0
+    first.write(r, k)
+    second.write(r, k)
+    r.xadd(k.feedback, {"data": orjson.dumps({"id": second.ids[0], "label": 0})})
     _run_until(p, lambda: p.counters["samples"] == 2)
     assert p.counters["label_sum"] == 1.0
     assert r.xpending(k.feedback, p.group)["pending"] == 0
 
 
+def test_a_label_is_joined_at_any_age_within_the_window_whatever_came_in_between(r) -> None:
+    """Nothing per prediction in the learner: a label finds a prediction 10 minutes and
+    100,000 predictions back (logged as 64-row requests), and one past the window is late."""
+    p = _proc(r, learning={"labelWindow": "15m", "maxBatchDelay": "20ms"})
+    k = p.keys
+    now = time.time()
+    old = LoggedRequest([{"amount": 3.0, "hour": 1.0}], ts=now - 600).write(r, k)
+    too_old = LoggedRequest([{"amount": 4.0}], ts=now - 901).write(r, k)
+    pipe = r.pipeline(transaction=False)
+    for i in range(100_000 // 64):
+        LoggedRequest([{"amount": float(i)}] * 64, ts=now - 600 + i * 0.3).write(pipe, k)
+    pipe.execute()
+    for pid in (old.ids[0], too_old.ids[0]):
+        r.xadd(k.feedback, {"data": orjson.dumps({"id": pid, "label": 1})})
+    _run_until(p, lambda: p.counters["samples"] + p.counters["late"] == 2)
+    assert (p.counters["samples"], p.counters["late"]) == (1, 1)
+    [dead] = r.xrange(k.deadletter)
+    assert (
+        dead[1][b"reason"] == b"late" and orjson.loads(dead[1][b"fields"])["id"] == too_old.ids[0]
+    )
+    assert p.join.lookups <= 2 and p.join.waiting == 0  # one read of one entry, no scan
+
+
+def test_a_prediction_takes_one_label_across_restarts(r) -> None:
+    """The first label wins; a second, even after the learner restarted, is a duplicate."""
+    p = _proc(r)
+    k = p.keys
+    req = LoggedRequest([{"amount": 1.0}, {"amount": 2.0}]).write(r, k)
+    for label in (1, 0):
+        r.xadd(k.feedback, {"data": orjson.dumps({"id": req.ids[0], "label": label})})
+    _run_until(p, lambda: p.counters["samples"] + p.counters["duplicate"] == 2)
+    again = _proc(r)  # a new process: nothing in memory
+    assert again.counters["samples"] == 1
+    r.xadd(k.feedback, {"data": orjson.dumps({"id": req.ids[0], "label": 0})})
+    r.xadd(k.feedback, {"data": orjson.dumps({"id": req.ids[1], "label": 0})})
+    _run_until(again, lambda: again.counters["samples"] + again.counters["duplicate"] == 4)
+    assert (again.counters["samples"], again.counters["duplicate"]) == (2, 2)
+    assert again.counters["label_sum"] == 1.0  # the first label of the first row, and 0
+
+
+def test_a_made_up_id_is_unmatched_without_waiting(r) -> None:
+    """An id of the generated form whose server logged past it, or whose secret is wrong."""
+    p = _proc(r)
+    k = p.keys
+    real = LoggedRequest([{"amount": 1.0}]).write(r, k)
+    instance, entry, secret, _ = real.instance, real.entry, real.secret, real.ids[0]
+    ms = int(entry.split("-")[0])
+    forged = [
+        f"{instance}-{ms}-0-{'0' * 16}-0",  # the wrong secret
+        f"{instance}-{ms - 5}-0-{secret}-0",  # before the last entry: it would be there
+        f"{instance}-{ms}-0-{secret}-7",  # no such row
+    ]
+    for pid in forged:
+        r.xadd(k.feedback, {"data": orjson.dumps({"id": pid, "label": 1})})
+    for _ in range(3):
+        p.step(block_ms=5)
+    assert p.counters["unmatched"] == 3 and p.join.waiting == 0 and p.counters["samples"] == 0
+
+
 def test_late_unmatched_and_invalid_entries_go_to_the_dead_letter_stream(r) -> None:
     p = _proc(r, learning={"labelWindow": "1s", "maxBatchDelay": "20ms"})
     k = p.keys
-    r.xadd(k.predictions, {"data": _log_entry(time.time() - 5, ("old", {}))})
-    r.xadd(k.feedback, {"data": orjson.dumps({"id": "old", "label": 1})})  # 5 s after: late
+    old = LoggedRequest([{}], ts=time.time() - 5).write(r, k)
+    r.xadd(k.feedback, {"data": orjson.dumps({"id": old.ids[0], "label": 1})})  # 5 s after: late
     r.xadd(k.feedback, {"data": orjson.dumps({"id": "never-logged", "label": 1})})
     r.xadd(k.samples, {"data": orjson.dumps({"features": {"amount": 1}, "label": 3})})  # not 0/1
     r.xadd(k.samples, {"data": b"{not json"})

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, manifest, push_samples
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, push_samples
 from tideline import health as health_summary
 from tideline.learn import make_learner
 from tideline.learner import LearnerProcess
@@ -32,9 +32,16 @@ def _trained(model, rows, y):
 
 
 def _log(r, model, track, revision, version, ids, rows, scores):
-    entry = {"ts": time.time(), "track": track, "revision": revision, "version": version,
-             "ids": ids, "scores": scores, "rows": rows}  # fmt: skip
-    r.xadd(keys(model).predictions, {"data": orjson.dumps(entry)})
+    """A request of len(ids) rows, logged as a server logs it (with the client's own ids)."""
+    scores = [float(x) for x in scores]
+    LoggedRequest(rows, ids=ids, scores=scores, track=track, revision=revision, version=version
+                  ).write(r, keys(model))  # fmt: skip
+
+
+def _monitor(model, r, **kw) -> Monitor:
+    mon = Monitor(model, r, **kw)
+    mon.list_logs_every = 0.0  # each test's requests come from a server of their own
+    return mon
 
 
 def _written(mon: Monitor) -> dict:
@@ -50,7 +57,7 @@ def test_learner_only_models_are_watched_from_labelled_samples(r) -> None:
     model = _model()
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(3000)
     ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained(model, rows, y))
-    mon = Monitor(model, r)
+    mon = _monitor(model, r)
     mon.start()
     test_rows, test_y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(1000)
     push_samples(r, keys(model).samples, test_rows, test_y)
@@ -67,7 +74,7 @@ def test_learner_only_models_are_watched_from_labelled_samples(r) -> None:
 
 def test_feedback_gives_each_track_its_own_accuracy(r) -> None:
     model = _model()
-    mon = Monitor(model, r)
+    mon = _monitor(model, r)
     mon.start()
     k = keys(model)
     rng = np.random.default_rng(0)
@@ -95,7 +102,7 @@ def test_feedback_gives_each_track_its_own_accuracy(r) -> None:
 def test_concept_drift_is_flagged_when_the_errors_rise(r) -> None:
     # the flag holds for 10 analysis intervals: 20 s, longer than this test on a busy machine
     model = _model(rollout={"analysis": {"interval": "2s"}})
-    mon = Monitor(model, r)
+    mon = _monitor(model, r)
     mon.start()
     before = []
     _errors_then(r, model, mon, 0.1, 0.4,
@@ -132,7 +139,7 @@ def _errors_then(r, model, mon, before: float, after: float, n: int = 8000, at_h
 def test_concept_drift_is_one_event_when_it_starts_and_one_when_it_clears(r) -> None:
     now = [1000.0]
     model = _model(rollout={"analysis": {"interval": "2s"}})
-    mon = Monitor(model, r, clock=lambda: now[0])
+    mon = _monitor(model, r, clock=lambda: now[0])
     mon.start()
     _errors_then(r, model, mon, 0.1, 0.4)
     assert _written(mon)["drift"]["concept"]["detected"] is True
@@ -150,7 +157,7 @@ def test_concept_drift_is_one_event_when_it_starts_and_one_when_it_clears(r) -> 
 
 def test_a_model_whose_error_falls_is_no_concept_drift(r) -> None:
     model = _model(rollout={"analysis": {"interval": "2s"}})
-    mon = Monitor(model, r)
+    mon = _monitor(model, r)
     mon.start()
     _errors_then(r, model, mon, 0.4, 0.1)
     assert _written(mon)["drift"]["concept"]["detected"] is False
@@ -173,7 +180,7 @@ def test_versions_are_compared_on_the_same_feedback_labels(r) -> None:
     model = _model(rollout={"analysis": {"interval": "100ms", "minSamples": 200}})
     store, stream = _versions(r, model)
     served, _ = store.load(model.revision, 2)
-    mon = Monitor(model, r)
+    mon = _monitor(model, r)
     mon.start()
     test_rows, test_y = stream.take(1500)
     ids = [f"q{i}" for i in range(1500)]
@@ -210,7 +217,7 @@ def test_versions_are_compared_on_the_same_feedback_labels(r) -> None:
 def test_a_learner_only_model_is_judged_on_its_labelled_samples(r) -> None:
     model = _model(rollout={"analysis": {"interval": "100ms", "minSamples": 200}})
     _, stream = _versions(r, model)
-    mon = Monitor(model, r)
+    mon = _monitor(model, r)
     mon.start()
     mon.write()
     test_rows, test_y = stream.take(800)
@@ -223,7 +230,7 @@ def test_a_learner_only_model_is_judged_on_its_labelled_samples(r) -> None:
 
 def test_feature_drift_names_the_feature(r) -> None:
     model = _model(drift={"features": {"method": "psi", "window": 1000}})
-    mon = Monitor(model, r)
+    mon = _monitor(model, r)
     mon.start()
     rng = np.random.default_rng(5)
     for i in range(8):
@@ -266,7 +273,7 @@ def test_a_baseline_reference_shows_drift_in_the_first_window(r, baseline: bool)
         ModelStore(r, "test", "fraud").save_reference(
             model.revision, Reference(["amount", "hour"], ref, None, "baseline")
         )
-    mon = Monitor(model, r)
+    mon = _monitor(model, r)
     mon.start()
     mon.write()  # the stable revision, and its reference
     _log_shifted(r, model, mon, batches=6, shift=1.5, seed=2)  # traffic shifted from the start
@@ -280,7 +287,7 @@ def test_the_first_window_is_stored_and_outlives_new_versions(r) -> None:
     store = ModelStore(r, "test", "fraud")
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(500)
     store.publish(model.revision, 0, _trained(model, rows, y))
-    mon = Monitor(model, r)
+    mon = _monitor(model, r)
     mon.start()
     mon.write()
     _log_shifted(r, model, mon, batches=4, shift=0.0, seed=3)
@@ -299,7 +306,7 @@ def test_the_monitor_takes_nothing_from_the_learner(r) -> None:
     model = _model(learning={"maxBatchDelay": "20ms"})
     learner = LearnerProcess(model, r, checkpoint_seconds=0.0)
     learner.start()
-    mon = Monitor(model, r)
+    mon = _monitor(model, r)
     mon.start()
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=2).take(500)
     push_samples(r, keys(model).samples, rows, y)
@@ -312,3 +319,37 @@ def test_the_monitor_takes_nothing_from_the_learner(r) -> None:
     learner.flush()
     assert learner.counters["samples"] == 500
     assert mon.tracks["stable"].labelled == 500
+
+
+def test_the_log_s_needs_in_redis_are_measured_and_compared_with_maxmemory(r) -> None:
+    """rate x window x bytes per prediction, against what the Redis in use can hold."""
+    from tideline_operator.rollout import log_capacity_condition
+
+    model = _model(learning={"labelWindow": "30m"})
+    mon = _monitor(model, r)
+    mon.start()
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=2).take(64)
+    for i in range(80):
+        _log(r, model, "stable", model.revision, 0, [f"p{i}-{j}" for j in range(64)], rows,
+             [0.5] * 64)  # fmt: skip
+    limit = r.config_get("maxmemory")["maxmemory"]
+    try:
+        r.config_set("maxmemory", r.info("memory")["used_memory"] + (64 << 20))
+        mon.step(block_ms=5)
+        cap = mon.write().log
+        assert cap is not None and cap.limit_source == "maxmemory"
+        assert cap.window == 1980.0  # 30 min and a grace of 3 min
+        assert 20 < cap.bytes_per_prediction < 400  # an entry of 64 rows of three features
+        assert cap.need == pytest.approx(cap.rate * cap.window * cap.bytes_per_prediction, rel=0.01)
+        assert cap.rate > 0 and cap.fits is False  # thousands a second for 33 min: no
+        ok, reason, message = log_capacity_condition(_decoded(mon))
+        assert (ok, reason) == (False, "Insufficient") and "predictions/s x 1,980 s" in message
+    finally:
+        r.config_set("maxmemory", limit)
+
+
+def _decoded(mon: Monitor) -> health_summary.Health:
+    """The summary as the operator reads it from Redis."""
+    h = health_summary.decode(mon.r.get(mon.keys.health))
+    assert h is not None
+    return h

@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import FRAUD_FEATURES, manifest
+from tideline import predlog
 from tideline.embedded import EmbeddedRedis
 from tideline.learn import make_learner
-from tideline.learner import log_ids, log_rows
 from tideline.metrics import ServerMetrics
+from tideline.serve import dataplane
 from tideline.serve.api import Settings, create_app
 from tideline.serve.dataplane import DataPlane, route_hash
 from tideline.simulate import SyntheticStream
@@ -68,8 +69,32 @@ def served(r, redis_server) -> Iterator[Served]:
         yield s
 
 
-def _log_entries(r, s: Served) -> list[dict]:
-    return [orjson.loads(e[1][b"data"]) for e in r.xrange(s.dp.keys.predictions)]
+def _log_entries(r, s: Served | DataPlane, every_server: bool = False) -> list[dict]:
+    """The server's prediction log (or every server's), an entry a request, in plain terms."""
+    dp = s.dp if isinstance(s, Served) else s
+    only = None if every_server else dp.log_instance
+    return [_plain(name, eid, e) for name, eid, e in predlog.read(r, dp.keys, only)]
+
+
+def _plain(instance: str, eid: str, e: predlog.Entry) -> dict:
+    tracks = e.meta.tracks or [e.meta.track] * len(e)
+    return {
+        "entry": eid,
+        "ts": int(eid.split("-")[0]) / 1000,
+        "track": e.meta.track,
+        "tracks": tracks,
+        "revision": e.model(e.meta.track)[0],
+        "version": e.model(e.meta.track)[1],
+        "ids": e.ids(instance, eid),
+        "scores": e.scores,
+        "rows": [e.row(i) for i in range(len(e))],
+        "meta": e.meta,
+    }
+
+
+def _logged(r, s: Served | DataPlane) -> int:
+    """Predictions in the server's log."""
+    return sum(len(e["ids"]) for e in _log_entries(r, s))
 
 
 # --------------------------------------------------------------------------- routes
@@ -133,9 +158,9 @@ def test_rows_as_arrays_take_the_fast_path_and_are_logged_by_name(served: Served
     by_position = served.client.post("/v1/models/fraud:predict", json={"instances": arrays})
     by_name = served.client.post("/v1/models/fraud:predict", json={"instances": rows})
     assert by_position.json()["predictions"] == by_name.json()["predictions"]
-    _wait(lambda: sum(len(log_ids(e)) for e in _log_entries(r, served)) == 128)
-    [entry] = [e for e in _log_entries(r, served) if "rows" in e]  # the arrays, named
-    assert log_rows(entry) == rows and log_ids(entry) == by_position.json()["ids"]
+    _wait(lambda: _logged(r, served) == 128)
+    [entry] = [e for e in _log_entries(r, served) if e["meta"].names]  # the arrays, named
+    assert entry["rows"] == rows and entry["ids"] == by_position.json()["ids"]
 
 
 @pytest.mark.parametrize("rows", [a[1] for a in ATYPICAL], ids=[a[0] for a in ATYPICAL])
@@ -205,10 +230,14 @@ def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
         served.model.revision,
         0,
     )
-    assert log_ids(entry) == body["ids"]
-    assert entry["ids"] == [[body["ids"][0][:-1], 2]]  # generated ids, logged as a run
+    assert entry["ids"] == body["ids"]
+    # a generated id names its log entry (no index): the server's log, the entry, the row
+    where = predlog.parse_id(body["ids"][1])
+    assert where is not None and (where.instance, where.entry, where.row) == (
+        served.dp.log_instance, entry["entry"], 1)  # fmt: skip
+    assert entry["meta"].ids is None  # generated ids are not written
     assert entry["scores"] == body["predictions"]
-    assert log_rows(entry) == ROWS  # the request body, logged as it came
+    assert entry["rows"] == ROWS  # the request body, logged as it came
     assert abs(entry["ts"] - time.time()) < 5
 
 
@@ -222,9 +251,7 @@ def test_a_caller_cannot_choose_its_track_only_a_forwarding_server_can(
         track = "canary" if i % 2 else f"made-up-{i}"
         assert c.post("/v1/models/fraud:predict", json=body,
                       headers={"x-tideline-track": track}).status_code == 200  # fmt: skip
-    _wait(
-        lambda: sum(len(log_ids(e)) for e in _log_entries(r, served)) == 30 * len(body["instances"])
-    )
+    _wait(lambda: _logged(r, served) == 30 * len(body["instances"]))
     assert {e["track"] for e in _log_entries(r, served)} == {"stable"}
     metrics = c.get("/metrics").text
     assert "made-up" not in metrics
@@ -301,7 +328,7 @@ def test_a_v2_error_names_the_tensor_element_the_client_sent(served: Served) -> 
 def test_generated_prediction_ids_carry_64_random_bits_per_request(served: Served) -> None:
     ids = [served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["ids"]
            for _ in range(3)]  # fmt: skip
-    secrets = [i[0].split("-")[1] for i in ids]
+    secrets = [i[0].split("-")[3] for i in ids]
     assert all(len(x) == 16 and int(x, 16) >= 0 for x in secrets) and len(set(secrets)) == 3
     assert [i[-1].rsplit("-", 1)[1] for i in ids] == ["1", "1", "1"]  # the row's index ends it
 
@@ -321,10 +348,10 @@ def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
             pipe = real(**kw)
             execute = pipe.execute
 
-            async def with_requests_arriving():
+            async def with_requests_arriving(**kw):
                 if not arrived:
                     arrived.extend(dp.predict(ROWS) for _ in range(2))
-                return await execute()
+                return await execute(**kw)
 
             pipe.execute = with_requests_arriving
             return pipe
@@ -340,10 +367,9 @@ def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
 
     left, ids = asyncio.run(scenario())
     assert left == 2  # still queued when the write returned
-    stream = Keys("test", "fraud").predictions
-    first, *rest = [orjson.loads(e[1][b"data"]) for e in r.xrange(stream)]
-    assert log_ids(first) == ids  # the three queued before, in one entry
-    assert len(rest) == 1 and len(log_ids(rest[0])) == 4  # the two late ones, at stop
+    entries = predlog.read(r, Keys("test", "fraud"))
+    assert len(entries) == 5  # the three queued before, then the two late ones, at stop
+    assert [i for name, eid, e in entries[:3] for i in e.ids(name, eid)] == ids
 
 
 def test_a_log_write_stopped_while_serialising_keeps_every_entry(r, redis_server) -> None:
@@ -362,41 +388,16 @@ def test_a_log_write_stopped_while_serialising_keeps_every_entry(r, redis_server
             writing.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await writing
-            queued = [i for entry in dp._log for i in entry[5]]
-            return ids, queued, r.xlen(Keys("test", "fraud").predictions)
+            queued = [q.entry for q in dp._log]
+            return ids, queued, len(predlog.read(r, dp.keys, dp.log_instance))
         finally:
             await dp.stop()
 
     ids, queued, written = asyncio.run(scenario())
     assert written == 0
-    assert queued == ids  # all 250 requests, in the order they came
-    entries = [orjson.loads(e[1][b"data"]) for e in r.xrange(Keys("test", "fraud").predictions)]
-    assert [i for e in entries for i in log_ids(e)] == ids  # written at stop
-
-
-def test_the_prediction_log_is_capped_in_predictions_not_entries(r, redis_server) -> None:
-    """An entry holds a flush of requests: the cap of log_maxlen counts their rows."""
-    model = parse(manifest(name="fraud"))
-    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
-
-    async def scenario() -> list[list[str]]:
-        dp = DataPlane(model, redis_server.url, log_flush_interval=60, log_maxlen=640)
-        await dp.start()
-        try:
-            flushes = []
-            for _ in range(30):  # 30 entries of two requests of 32 rows
-                flushes.append([i for _ in range(2) for i in dp.predict(ROWS * 16).ids])
-                await dp._write_log()
-            await dp._trim_log()
-            return flushes
-        finally:
-            await dp.stop()
-
-    flushes = asyncio.run(scenario())
-    entries = [orjson.loads(e[1][b"data"]) for e in r.xrange(Keys("test", "fraud").predictions)]
-    assert len(entries) == 10  # 640 predictions (a count cap of entries kept all 30)
-    assert [log_ids(e) for e in entries] == flushes[-10:]  # the newest
-    assert sum(len(log_rows(e)) for e in entries) == 640
+    entries = [(name, eid, e) for name, eid, e in predlog.read(r, Keys("test", "fraud"))]
+    assert queued == [eid for _, eid, _ in entries]  # all 250 requests, in the order they came
+    assert [i for name, eid, e in entries for i in e.ids(name, eid)] == ids  # written at stop
 
 
 def test_the_log_queue_is_bounded_in_bytes_and_keeps_the_newest(r, redis_server) -> None:
@@ -421,8 +422,10 @@ def test_the_log_queue_is_bounded_in_bytes_and_keeps_the_newest(r, redis_server)
 
     requests, queued, held, dropped = asyncio.run(scenario())
     assert (queued, held, dropped) == (10, 10 * len(body), 15)
-    entries = [orjson.loads(e[1][b"data"]) for e in r.xrange(Keys("test", "fraud").predictions)]
-    assert [i for e in entries for i in log_ids(e)] == [i for ids in requests[-10:] for i in ids]
+    entries = predlog.read(r, Keys("test", "fraud"))
+    assert [i for name, eid, e in entries for i in e.ids(name, eid)] == [
+        i for ids in requests[-10:] for i in ids
+    ]
 
 
 def test_stop_ends_the_background_tasks_even_when_redis_py_swallows_a_cancellation(
@@ -646,15 +649,14 @@ def test_a_routing_feature_splits_rows_of_one_request(r, redis_server) -> None:
             if hour is not None:
                 rows = [{**row, "hour": hour} for row in rows]
             assert (s.dp.decode_v1(orjson.dumps({"instances": rows})) is None) == (hour is None)
-            r.delete(s.dp.keys.predictions)
+            r.delete(s.dp.keys.log(s.dp.log_instance))
             body = s.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
             assert body["tracks"] == expect
-            # each track's log entry holds its own rows
-            _wait(lambda: len(_log_entries(r, s)) == 2)
-            for e in _log_entries(r, s):
-                mine = [i for i, t in enumerate(expect) if t == e["track"]]
-                assert log_rows(e) == [rows[i] for i in mine]
-                assert log_ids(e) == [body["ids"][i] for i in mine]
+            # one entry for the request, each row with its track and the model that answered
+            _wait(lambda: len(_log_entries(r, s)) == 1)
+            [e] = _log_entries(r, s)
+            assert e["tracks"] == expect and e["rows"] == rows and e["ids"] == body["ids"]
+            assert e["meta"].models == {"stable": (s.model.revision, 0), "canary": ("canaryrev", 0)}
 
 
 @pytest.mark.parametrize("rows", [ROWS, FULL], ids=["general path", "fast path"])
@@ -662,13 +664,12 @@ def test_shadow_mirrors_without_answering(served: Served, r, rows) -> None:
     _with_canary(served, r, weight=100, shadow=True)
     body = served.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
     assert body["tracks"] == ["stable", "stable"]
-    _wait(lambda: len(_log_entries(r, served)) == 2)
-    entries = {e["track"]: e for e in _log_entries(r, served)}
-    assert set(entries) == {"stable", "shadow"}
-    assert entries["shadow"]["revision"] == "canaryrev"
-    assert log_ids(entries["shadow"]) == body["ids"]
-    assert entries["shadow"]["scores"] != body["predictions"]
-    assert log_rows(entries["shadow"]) == log_rows(entries["stable"]) == rows
+    _wait(lambda: len(_log_entries(r, served)) == 1)
+    [e] = _log_entries(r, served)  # the shadow's scores ride in the request's entry
+    assert e["tracks"] == ["stable", "stable"] and e["ids"] == body["ids"]
+    assert e["scores"] == body["predictions"] and e["rows"] == rows
+    revision, version, scores = e["meta"].shadow
+    assert (revision, version) == ("canaryrev", 0) and scores != body["predictions"]
 
 
 def test_past_the_timeout_the_fixed_fallback_answers_and_is_flagged(r, redis_server) -> None:
@@ -706,11 +707,7 @@ def test_through_a_redis_outage_it_keeps_serving_and_logs_afterwards(r) -> None:
             assert str(port) not in resp.text and "Errno" not in resp.text
             assert s.client.get("/v2/health/ready").status_code == 200
             own = EmbeddedRedis(port=port).start()  # back, empty
-            logged = lambda: sum(  # noqa: E731 - every row of the 5 requests, however merged
-                len(log_ids(orjson.loads(e[1][b"data"])))
-                for e in own.client().xrange(s.dp.keys.predictions)
-            )
-            _wait(lambda: logged() == 10, timeout=10)
+            _wait(lambda: _logged(own.client(), s) == 10, timeout=10)
     finally:
         own.stop()
 
@@ -748,8 +745,11 @@ def test_a_canary_in_another_image_gets_its_share_forwarded(
     _wait(lambda: served.dp.routing.canary_url == url, timeout=2)
     body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
     assert body["revision"] == canary.model.revision and body["tracks"] == ["canary", "canary"]
-    _wait(lambda: any(e["track"] == "canary" for e in _log_entries(r, served)))
-    assert {e["revision"] for e in _log_entries(r, served)} == {canary.model.revision}
+    # logged by the canary's server, in its own log, under the ids it answered with
+    _wait(lambda: any(e["track"] == "canary" for e in _log_entries(r, served, True)))
+    [e] = _log_entries(r, served, every_server=True)
+    assert e["revision"] == canary.model.revision and e["ids"] == body["ids"]
+    assert _log_entries(r, served) == []
 
 
 def test_a_shadow_canary_in_another_image_sees_the_traffic_but_never_answers(
@@ -762,8 +762,8 @@ def test_a_shadow_canary_in_another_image_sees_the_traffic_but_never_answers(
     _wait(lambda: served.dp.routing.shadow, timeout=2)
     body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
     assert body["revision"] == served.model.revision and body["tracks"] == ["stable", "stable"]
-    _wait(lambda: {e["track"] for e in _log_entries(r, served)} == {"stable", "shadow"})
-    shadow = next(e for e in _log_entries(r, served) if e["track"] == "shadow")
+    _wait(lambda: {e["track"] for e in _log_entries(r, served, True)} == {"stable", "shadow"})
+    shadow = next(e for e in _log_entries(r, served, True) if e["track"] == "shadow")
     assert shadow["revision"] == canary.model.revision
 
 
@@ -777,7 +777,7 @@ def test_the_learner_joins_feedback_with_what_the_server_logged(served: Served, 
         body = {"instances": rows[i : i + 10]} if i < 20 else {
             "instances": [[r["amount"], r["hour"], r["merchant"]] for r in rows[i : i + 10]]}  # fmt: skip
         ids += c.post("/v1/models/fraud:predict", json=body).json()["ids"]
-    _wait(lambda: sum(len(log_ids(e)) for e in _log_entries(r, served)) == 40)
+    _wait(lambda: _logged(r, served) == 40)
     feedback = [{"id": i, "label": label} for i, label in zip(ids, y.tolist(), strict=True)]
     assert c.post("/v1/models/fraud/feedback", json={"feedback": feedback}).json() == {
         "accepted": 40
@@ -793,20 +793,33 @@ def test_the_learner_joins_feedback_with_what_the_server_logged(served: Served, 
     assert r.xlen(served.dp.keys.deadletter) == 0
 
 
-def test_the_prediction_log_keeps_one_label_window(r, redis_server) -> None:
-    s = Served(redis_server.url, manifest(name="fraud", learning={"labelWindow": "1s"}))
-    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
-    with s.client:
-        _wait(lambda: s.dp.ready)
-        s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
-        _wait(lambda: r.xlen(s.dp.keys.predictions) == 1)
-        time.sleep(1.2)
-        s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
-        _wait(
-            lambda: (
-                r.xlen(s.dp.keys.predictions) == 1 and _log_entries(r, s)[0]["ts"] > time.time() - 1
-            )
-        )
+def test_the_prediction_log_keeps_the_label_window_and_a_grace(
+    r, redis_server, monkeypatch
+) -> None:
+    """Trimmed by time, whatever the rate: labelWindow (10 min) and a grace (60 s) of requests."""
+    model = parse(manifest(name="fraud", learning={"labelWindow": "10m"}))
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
+
+    async def scenario() -> tuple[list[str], list[str], DataPlane]:
+        dp = DataPlane(model, redis_server.url, log_flush_interval=60)
+        await dp.start()
+        now = time.time()
+        try:
+            monkeypatch.setattr(dataplane.time, "time", lambda: now - 661)
+            gone = list(dp.predict(ROWS).ids)
+            monkeypatch.setattr(dataplane.time, "time", lambda: now - 659)
+            kept = list(dp.predict(ROWS).ids)
+            monkeypatch.undo()
+            await dp._write_log()
+            return gone, kept, dp
+        finally:
+            await dp.stop()
+
+    gone, kept, dp = asyncio.run(scenario())
+    assert [i for e in _log_entries(r, dp) for i in e["ids"]] == kept
+    # the stream of a server that is gone expires with its last entry
+    assert 660 < r.ttl(dp.keys.log(dp.log_instance)) <= 720
+    assert r.zscore(dp.keys.logs, dp.log_instance) is not None
 
 
 # --------------------------------------------------------------------------- fuzzed bodies

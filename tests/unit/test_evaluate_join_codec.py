@@ -7,7 +7,6 @@ import pytest
 
 from tideline import codec
 from tideline.evaluate import RollingMetrics, calibration_error, log_loss, ramp_size, scores
-from tideline.join import Joiner
 from tideline.learner import Replay
 
 
@@ -47,38 +46,6 @@ def test_the_ramp_doubles_up_to_the_batch_size() -> None:
         sizes.append(ramp_size(n, 64))
         n += sizes[-1]
     assert sizes[:8] == [1, 2, 4, 8, 16, 32, 64, 64]
-
-
-def test_the_join_index_is_bounded() -> None:
-    j = Joiner(label_window=1e9, max_predictions=3)
-    for i in range(5):
-        j.add_prediction(f"p{i}", {}, ts=float(i))
-    assert len(j) == 3 and j.evicted == 2
-
-
-def test_waiting_labels_give_up_after_the_window() -> None:
-    j = Joiner(label_window=10.0)
-    assert j.add_feedback("f1", "ghost", 1, now=0.0) == []
-    j.expire(now=5.0)
-    assert j.take_rejected() == [] and j.waiting == 1
-    j.expire(now=11.0)
-    [rej] = j.take_rejected()
-    assert (rej.feedback_id, rej.reason) == ("f1", "unmatched")
-    assert j.waiting == 0
-
-
-def test_a_prediction_takes_one_label_the_first_and_later_ones_are_duplicates() -> None:
-    j = Joiner(label_window=10.0)
-    j.add_feedback("f1", "p", 1, now=1.0)
-    j.add_feedback("f2", "p", 0, now=1.5)
-    joined = j.add_prediction("p", {"a": 1}, ts=1.0)
-    assert [x.feedback_id for x in joined] == ["f1"]
-    assert j.add_feedback("f3", "p", 0, now=2.0) == []  # after the join, too
-    j.add_prediction("q", {"a": 2}, ts=2.0)
-    assert [x.feedback_id for x in j.add_feedback("g1", "q", 1, now=3.0)] == ["g1"]
-    assert j.add_feedback("g2", "q", 1, now=3.5) == []
-    assert [(r.feedback_id, r.reason) for r in j.take_rejected()] == [
-        ("f2", "duplicate"), ("f3", "duplicate"), ("g2", "duplicate")]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -123,22 +90,3 @@ def test_replay_keeps_recent_samples_more_often_than_old_ones() -> None:
     assert np.mean(ages < 10) > 0.8  # most of the buffer is from the last 200 samples
     X, _ = rb.sample(30)
     assert X.shape == (30, 1)
-
-
-def test_labels_waiting_for_predictions_are_capped_and_the_overflow_is_unmatched_at_once() -> None:
-    from tideline.join import Joiner
-
-    j = Joiner(label_window=60.0, max_waiting=100, max_waiting_bytes=1 << 20)
-    for i in range(300):  # a flood of labels for ids that were never predicted
-        assert j.add_feedback(f"f{i}", f"never-{i}", 1.0, now=10.0) == []
-    assert j.waiting == 100 and j.overflow == 200
-    rejected = j.take_rejected()
-    assert len(rejected) == 200 and {r.reason for r in rejected} == {"unmatched"}
-    assert j.add_prediction("never-5", {"a": 1.0}, ts=10.5)[0].feedback_id == "f5"
-    assert j.waiting == 99  # a joined label leaves the room
-    j.expire(now=200.0)
-    assert j.waiting == 0 and len(j.take_rejected()) == 99
-    small = Joiner(label_window=60.0, max_waiting_bytes=1000)
-    for i in range(20):
-        small.add_feedback(f"f{i}", "x" * 200, 1.0, now=1.0)
-    assert small.waiting == 3 and small.overflow == 17  # bounded in bytes too

@@ -17,12 +17,13 @@ module does the rest, and never waits on Redis on the request path:
 * **Fallback.** Past ``spec.serving.timeout``, or without a model, the
   answer is the ``lastGood`` version's (or the fixed ``fallback.value``),
   flagged in the response and in metrics.
-* **Logging.** Every answered request appends one entry per track to an
-  in-memory queue; a background task writes the queue to the capped
-  ``predictions`` stream in pipelined batches. Through a Redis outage the
-  queue holds up to ``log_queue`` entries and about ``log_queue_bytes`` of
-  them (the oldest are dropped and counted beyond that) while the server
-  keeps answering from memory.
+* **Logging.** Every answered request appends one entry to an in-memory
+  queue; a background task writes the queue to this process's prediction
+  log (:mod:`tideline.predlog`: a stream kept for ``labelWindow``, each
+  entry under the id its rows' prediction ids name) in pipelined batches.
+  Through a Redis outage the queue holds up to ``log_queue`` entries and
+  about ``log_queue_bytes`` of them (the oldest are dropped and counted
+  beyond that) while the server keeps answering from memory.
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ import collections
 import contextlib
 import hashlib
 import hmac
-import itertools
 import logging
-import math
 import os
 import random
 import secrets
@@ -51,7 +50,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from msgspec.structs import astuple
 
-from tideline import codec
+from tideline import codec, predlog
 from tideline.features import FeatureError, FeatureSchema
 from tideline.learn import Learner
 from tideline.metrics import ServerMetrics
@@ -132,9 +131,9 @@ class GeneratedIds(Sequence[str]):
     """The ids this server gave a request's rows: ``prefix + str(i)`` for each row i.
 
     Kept as the prefix and the count: the response writes them with one string
-    join, and the prediction log carries ``[prefix, n]`` in place of n strings
-    (:func:`tideline.learner.log_ids` expands it). Indexing builds the list,
-    once, for whoever needs single ids (a canary split, a shadow log).
+    join, and the prediction log needs none of them (the prefix names the log
+    entry, :func:`tideline.predlog.parse_id`). Indexing builds the list, once,
+    for whoever needs single ids.
 
     >>> ids = GeneratedIds("ab1-", 3)
     >>> list(ids), ids[-1], ids.json()
@@ -164,10 +163,6 @@ class GeneratedIds(Sequence[str]):
         p = self.prefix
         return ('["' + p + ('","' + p).join(self._suffixes()) + '"]').encode()
 
-    def run(self) -> list[Any]:
-        """The ids as the prediction log writes them."""
-        return [self.prefix, self.n]
-
 
 def ids_json(ids: Sequence[str]) -> Any:
     """Ids as orjson writes them into a response: generated ones through one join."""
@@ -184,6 +179,8 @@ class Result:
     fallback: bool = False
     fallback_reason: str | None = None
     models: dict[str, Loaded] = field(default_factory=dict)  # which model answered each track
+    entry: str = ""  # the prediction log entry of the request (predlog)
+    secret: str = ""
     _json: bytes | None = field(default=None, repr=False)
 
     def predictions_json(self) -> bytes:
@@ -224,6 +221,24 @@ class TrackStats:
         return out
 
 
+@dataclass(slots=True)
+class Logged:
+    """A request's prediction log entry, queued until the writer sends it."""
+
+    entry: str  # the stream entry id its prediction ids name
+    meta: predlog.Meta
+    scores: bytes  # the JSON array the response carried
+    rows: Sequence[Any] | None  # the rows, when there is no body to log as it came
+    body: bytes | None
+    size: int  # bytes it holds, about: its body, or 256 a row without one
+
+    def rows_json(self) -> list[Any] | None:
+        """The rows to serialise (None when the body is logged instead)."""
+        if self.body is not None:
+            return None
+        return list(self.rows or ())
+
+
 def route_hash(key: str) -> int:
     """A stable hash of a routing key in [0, 10000): the same on every replica.
 
@@ -251,10 +266,6 @@ class DataPlane:
         # 100k requests of 64 rows would be 1.1 GB of bodies: a Redis outage must
         # not take the pod's memory with it
         log_queue_bytes: int = 256 << 20,
-        # Predictions the stream keeps, about (the oldest go first), besides
-        # labelWindow's trim by time: at 64 rows of six features a request,
-        # about 180 MB of Redis.
-        log_maxlen: int = 1_000_000,
         max_rows: int = 10_000,
     ) -> None:
         self.model = model
@@ -266,7 +277,6 @@ class DataPlane:
         self.instance = instance or os.environ.get("HOSTNAME") or f"server-{os.getpid()}"
         self.poll_interval = poll_interval
         self.log_flush_interval = log_flush_interval
-        self.log_maxlen = log_maxlen
         self.max_rows = max_rows
         self.routing = Routing(stable=model.revision)
         self.stable: Loaded | None = None
@@ -274,14 +284,9 @@ class DataPlane:
         self.last_good: Loaded | None = None
         self.warmed = False
         self.log_queue, self.log_queue_bytes = log_queue, log_queue_bytes
-        self._log: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._log_bytes = 0  # what the queued entries hold, about (see _entry_size)
+        self._log: collections.deque[Logged] = collections.deque()
+        self._log_bytes = 0  # what the queued entries hold, about (see Logged.size)
         self._log_event = asyncio.Event()
-        # Rows and entries this server wrote to the stream, decayed every second:
-        # an entry holds a flush of requests, so the count cap is in entries of
-        # the current size (log_maxlen counts rows, not entries)
-        self._logged_rows = 0.0
-        self._logged_entries = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
         # The background loops also end on this, not only on cancellation: redis-py can
         # turn a cancellation that lands as a read times out into a TimeoutError
@@ -289,12 +294,14 @@ class DataPlane:
         self._stopping = False
         self._r: Any = None  # redis.asyncio.Redis; bytes replies (see tideline.learner)
         self._http: httpx.AsyncClient | None = None
-        # Prediction ids: a random prefix per process and a counter per request (unique
-        # across replicas), 64 random bits per request (an id cannot be guessed: a label
-        # needs the id its prediction was answered with), the row's index. Cheap: the
-        # random bits come from one os.urandom call per 1024 requests, no uuid per row.
-        self._id_prefix = os.urandom(4).hex()
-        self._requests = itertools.count(1)
+        # Prediction ids name the log entry of their request (tideline.predlog): this
+        # process's log (48 random bits, unique across replicas), the entry id (the
+        # request's time in ms and a sequence, strictly increasing), 64 random bits
+        # per request (an id cannot be guessed: a label needs the id its prediction
+        # was answered with), the row's index. Cheap: the random bits come from one
+        # os.urandom call per 1024 requests, no uuid per row.
+        self.log_instance = os.urandom(predlog.INSTANCE_HEX // 2).hex()
+        self._last_ms, self._seq = 0, 0
         self._random, self._random_at = "", 0
         # A track is chosen by this model's routing, never by a caller: only a request
         # forwarded by one of its own servers (it carries this token) may name one.
@@ -594,22 +601,29 @@ class DataPlane:
                     raise BadRequest(f"{path}: must be a non-empty list of rows")
                 self.metrics.fallbacks.labels(reason="no-model").inc()
                 value = float(self.spec.serving.fallback)
-                return Result(
-                    [value] * n, self._new_ids(n, ids), None, None, ["stable"] * n, True, "no-model"
-                )
+                out_ids, _, _ = self._new_ids(n, ids)
+                return Result([value] * n, out_ids, None, None, ["stable"] * n, True, "no-model")
             raise Unavailable("no model version is loaded yet")
         if X is None:
             X = self.encode(stable, all_rows(), path)
         n = X.shape[0]
         if ids is not None and len(ids) != n:
             raise Unprocessable(f"ids: {len(ids)} ids for {n} rows")
-        out_ids = self._new_ids(n, ids)
+        out_ids, entry, secret = self._new_ids(n, ids)
         t0 = time.perf_counter()
         preds = stable.predict(X)
         elapsed = time.perf_counter() - t0
         track = forced_track or "stable"
         tracks = [track] * n
-        result = Result(preds.tolist(), out_ids, stable.version, stable.revision, tracks)
+        result = Result(
+            preds.tolist(),
+            out_ids,
+            stable.version,
+            stable.revision,
+            tracks,
+            entry=entry,
+            secret=secret,
+        )
         result.models[track] = stable
         canary_mask = self._route(n, key, all_rows) if forced_track is None else None
         canary = self.canary
@@ -630,27 +644,32 @@ class DataPlane:
             result.version, result.revision = v, rev
             result.fallback, result.fallback_reason = True, "timeout"
             self.metrics.fallbacks.labels(reason="timeout").inc()
-        logged_raw = self._queue_log(rows, result, raw)
+        shadow = None
         if self.routing.shadow and self.canary is not None and forced_track is None:
-            shadow = self.canary
-            Xs = (
-                X
-                if shadow.schema.names == stable.schema.names
-                else self.encode(shadow, all_rows(), path)
-            )
-            self._queue_log_track(
-                rows, out_ids, shadow.predict(Xs).tolist(), shadow, "shadow", None, raw=logged_raw
-            )
+            sh = self.canary  # its scores go in the request's log entry: labels judge it too
+            Xs = X if sh.schema.names == stable.schema.names else self.encode(sh, all_rows(), path)
+            shadow = (sh.revision, sh.version, sh.predict(Xs).tolist())
+        self._queue_log(rows, result, raw, shadow)
         return result
 
-    def _new_ids(self, n: int, given: Sequence[Any] | None) -> Sequence[str]:
-        if given is not None:
-            return [str(i) for i in given]
+    def _new_ids(self, n: int, given: Sequence[Any] | None) -> tuple[Sequence[str], str, str]:
+        """A request's ids (the client's, or generated), its log entry id and its secret."""
+        ms = int(time.time() * 1000)
+        if ms > self._last_ms:
+            self._last_ms, self._seq = ms, 0
+        else:  # the same millisecond, or the clock went back: the stream needs a greater id
+            self._seq += 1
+        entry = f"{self._last_ms}-{self._seq}"
         at = self._random_at
         if at >= len(self._random):
             self._random, at = os.urandom(8 * 1024).hex(), 0
-        secret, self._random_at = self._random[at : at + 16], at + 16
-        return GeneratedIds(f"{self._id_prefix}{next(self._requests):x}-{secret}-", n)
+        secret, self._random_at = (
+            self._random[at : at + predlog.SECRET_HEX],
+            at + predlog.SECRET_HEX,
+        )
+        if given is not None:
+            return [str(i) for i in given], entry, secret
+        return GeneratedIds(predlog.id_prefix(self.log_instance, entry, secret), n), entry, secret
 
     # -- canary in another image: forwarded ---------------------------------------------
     async def forward(self, path: str, body: bytes, track: str) -> dict[str, Any]:
@@ -697,201 +716,115 @@ class DataPlane:
 
     # -- logging ---------------------------------------------------------------------------
     def _queue_log(
-        self, rows: Sequence[Any] | None, result: Result, raw: bytes | None = None
-    ) -> bytes | None:
-        """Queue a request's log entries; returns ``raw`` if they carry it (rows read from it)."""
-        body, tracks = raw, result.tracks
-        if tracks[0] == tracks[-1] and (len(tracks) < 3 or len(set(tracks)) == 1):
-            groups: list[tuple[str, Sequence[int] | None]] = [(tracks[0], None)]
-        else:
-            by_track: dict[str, list[int]] = {}
-            for i, t in enumerate(tracks):
-                by_track.setdefault(t, []).append(i)
-            groups = list(by_track.items())
-            raw = None  # rows go to two tracks: each entry names its own
-        if raw is not None and rows is not None and not isinstance(rows[0], dict):
-            raw = None
-        if raw is None and rows is None:  # decoded by the fast path, logged row by row
-            assert body is not None
-            rows = orjson.loads(body)["instances"]
-        for track, idx in groups:
-            loaded = None if result.fallback else result.models.get(track)
-            self._queue_log_track(
-                rows,
-                result.ids,
-                result.predictions if idx is not None else result.predictions_json(),
-                loaded,
-                track,
-                idx,
-                result.fallback_reason,
-                raw,
-            )
-        return raw
-
-    def _queue_log_track(
         self,
         rows: Sequence[Any] | None,
-        ids: Sequence[str],
-        scores: Sequence[float] | bytes,
-        loaded: Loaded | None,
-        track: str,
-        idx: Sequence[int] | None,
-        fallback: str | None = None,
-        raw: bytes | None = None,
+        result: Result,
+        raw: bytes | None,
+        shadow: tuple[str, int, list[float]] | None = None,
     ) -> None:
-        """Queue one log entry; it is serialised later, by the writer, off the request's time.
+        """Queue the request's log entry; the writer sends it later, off the request's time.
 
-        ``scores`` are a JSON array already written (all the request's rows) or
-        the floats (the rows ``idx`` picks).
+        The entry holds the request body as it came when there is one (rows are
+        its ``instances``), else the rows; rows given as arrays are named by the
+        stable schema's feature names.
         """
-        names = self.stable.schema.names if self.stable is not None else None
-        entry = (time.time(), track, loaded, fallback, rows, ids, scores, idx, names, raw)
+        tracks = result.tracks
+        one_track = tracks[0] == tracks[-1] and (len(tracks) < 3 or len(set(tracks)) == 1)
+        stable = self.stable
+        arrays = rows is not None and len(rows) > 0 and not isinstance(rows[0], dict)
+        meta = predlog.Meta(
+            secret=result.secret,
+            track=tracks[0],
+            tracks=None if one_track else tracks,
+            models={}
+            if result.fallback
+            else {t: (m.revision, m.version) for t, m in result.models.items()},  # fmt: skip
+            fallback=result.fallback_reason,
+            ids=None if isinstance(result.ids, GeneratedIds) else list(result.ids),
+            names=list(stable.schema.names) if arrays and stable is not None else None,
+            shadow=shadow,
+        )
+        size = len(raw) if raw is not None else 256 * len(tracks)
         queue = self._log
-        queue.append(entry)
-        self._log_bytes += self._entry_size(entry)
+        queue.append(Logged(result.entry, meta, result.predictions_json(), rows, raw, size))
+        self._log_bytes += size
         while len(queue) > 1 and (
             len(queue) > self.log_queue or self._log_bytes > self.log_queue_bytes
         ):
-            self._log_bytes -= self._entry_size(queue.popleft())
+            self._log_bytes -= queue.popleft().size
             self.metrics.log_dropped.inc()
         self._log_event.set()
 
-    @staticmethod
-    def _entry_rows(entry: tuple[Any, ...]) -> int:
-        """Rows a queued entry logs: all its ids, or the ones its idx picks."""
-        return len(entry[5] if entry[7] is None else entry[7])
-
-    @staticmethod
-    def _entry_size(entry: tuple[Any, ...]) -> int:
-        """Bytes a queued entry holds, about: its request body, or 256 a row without one."""
-        raw = entry[9]
-        return len(raw) if raw is not None else 256 * DataPlane._entry_rows(entry)
-
-    @staticmethod
-    def _serialise(items: list[tuple[Any, ...]]) -> list[dict[bytes, bytes]]:
-        """Log entries, columnar, one per (track, model, fallback) for a whole batch of requests.
-
-        ``{"ts", "track", "revision", "version", "fallback", "ids", "scores", "rows"}``,
-        ``ts`` being the first request's time: merging a flush's requests into one
-        entry makes one XADD out of dozens. Requests whose body is at hand are not
-        serialised again: the entry holds ``"requests": [body, ...]`` instead of
-        ``"rows"``, the rows being each body's ``instances``, in order. Ids the
-        server generated are written as a run, ``[prefix, n]``, among the others.
-        """
-        groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for ts, track, loaded, fallback, rows, ids, scores, idx, names, raw in items:
-            if idx is not None:
-                rows = [rows[i] for i in idx]
-                ids = [ids[i] for i in idx]
-                scores = [scores[i] for i in idx]
-            if raw is None and rows and not isinstance(rows[0], dict) and names is not None:
-                rows = [dict(zip(names, r, strict=False)) for r in rows]
-            key = (track, id(loaded), fallback, raw is not None)
-            entry = groups.get(key)
-            if entry is None:
-                entry = groups[key] = {
-                    "ts": ts,
-                    "track": track,
-                    "revision": loaded.revision if loaded else None,
-                    "version": loaded.version if loaded else None,
-                    "fallback": fallback,
-                    "ids": [],
-                    "scores": [],
-                    "rows" if raw is None else "requests": [],
-                }
-            if isinstance(ids, GeneratedIds):
-                entry["ids"].append(ids.run())
-            else:
-                entry["ids"] += ids
-            entry["scores"].append(scores if isinstance(scores, bytes) else orjson.dumps(scores))
-            if raw is None:
-                entry["rows"] += rows
-            else:
-                entry["requests"].append(raw)
-        out = []
-        for entry in groups.values():
-            arrays = entry["scores"]  # one JSON array per request: spliced into one
-            entry["scores"] = orjson.Fragment(
-                b"[" + b",".join([a[1:-1] for a in arrays if len(a) > 2]) + b"]"
-            )
-            bodies = entry.pop("requests", None)
-            data = orjson.dumps(entry)
-            if bodies is not None:  # splice the request bodies in as they are (valid JSON)
-                parts = [b""] * (2 * len(bodies) + 1)
-                parts[0] = data[:-1] + b',"requests":['
-                parts[1::2] = bodies
-                parts[2:-1:2] = [b","] * (len(bodies) - 1)
-                parts[-1] = b"]}"
-                data = b"".join(parts)  # each body is copied once
-            out.append({b"data": data})
-        return out
+    def _index_ids(self, pipe: Any, batch: list[Logged], expire_at: dict[int, int]) -> None:
+        """The clients' own ids of a batch: one field each in their bucket of the index."""
+        window = predlog.retention(self.spec.learning.labelWindow)
+        by_bucket: dict[int, dict[str, str]] = {}
+        for q in batch:
+            if q.meta.ids is None:
+                continue
+            b = predlog.bucket(int(q.entry.split("-", 1)[0]) / 1000.0)
+            where = f"{self.log_instance} {q.entry} "
+            by_bucket.setdefault(b, {}).update({i: f"{where}{k}" for k, i in enumerate(q.meta.ids)})
+            expire_at[b] = int((b + 1) * predlog.BUCKET_SECONDS + window) + 1
+        for b, mapping in by_bucket.items():
+            pipe.hset(self.keys.log_ids(b), mapping=mapping)
 
     async def _write_log(self) -> None:
         # What is queued now, no more: requests answered while this writes wait
         # for the next flush. (Writing until the queue is empty degenerated into
-        # an XADD per request whenever requests came faster than Redis answered.)
+        # a round trip per request whenever requests came faster than Redis answered.)
         left = len(self._log)
         if not left:
             return
-        taken: list[tuple[Any, ...]] = []
-        rows = entries = 0
-        horizon = f"{int((time.time() - self.spec.learning.labelWindow) * 1000)}-0"
+        taken: list[Logged] = []
+        now = time.time()
+        keep = predlog.retention(self.spec.learning.labelWindow)
+        # The readers need labelWindow of log and a grace, no more: trimmed by time.
+        horizon = f"{int((now - keep) * 1000)}-0"
+        stream = self.keys.log(self.log_instance)
+        expire_at: dict[int, int] = {}
         pipe = self.r.pipeline(transaction=False)
         try:
             while left:
-                # Serialised 100 requests at a time, with the loop let go in between:
-                # at 64 rows a request 100 take ~1.5 ms (500 held the loop up to 8 ms,
-                # stalling every request in flight). One round trip for them all: a
-                # round trip per 100 fell behind 10k requests/s when Redis was slow,
-                # and the queue, grown to 17k entries, made full collections of 15-25 ms.
+                # Serialised 100 requests at a time, with the loop let go in between
+                # (500 held the loop up to 8 ms, stalling every request in flight).
+                # One round trip for them all: a round trip per 100 fell behind 10k
+                # requests/s when Redis was slow.
                 batch = [self._log.popleft() for _ in range(min(left, 100))]
                 left -= len(batch)
                 taken += batch
-                for item in batch:
-                    rows += self._entry_rows(item)
-                    self._log_bytes -= self._entry_size(item)
-                for entry in self._serialise(batch):
-                    entries += 1
-                    # The learner and the monitor need labelWindow of log, no more: trim
-                    # by time. (The cap in predictions is applied every second, by
-                    # _trim_log: XADD takes one trim, and MINID rules out MAXLEN.)
-                    pipe.xadd(self.keys.predictions, entry, minid=horizon, approximate=False)
+                for q in batch:
+                    self._log_bytes -= q.size
+                    fields = predlog.encode(q.meta, q.scores, rows=q.rows_json(), body=q.body)
+                    pipe.xadd(stream, fields, id=q.entry, minid=horizon, approximate=False)
+                self._index_ids(pipe, batch, expire_at)
                 if left:
                     await asyncio.sleep(0)
         except asyncio.CancelledError:  # stopped while serialising: nothing was sent
             self._put_back(taken)
             raise
+        for b, at in expire_at.items():
+            pipe.expireat(self.keys.log_ids(b), at)
+        # a stream whose server is gone goes once its last entry is out of the window
+        pipe.expire(stream, int(keep) + 60)
+        pipe.zadd(self.keys.logs, {self.log_instance: now})
         try:
-            await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
         except (redis.exceptions.RedisError, OSError):
             self._put_back(taken)  # keep them for the next try
             raise
-        self._logged_rows += rows
-        self._logged_entries += entries
+        # An entry id already in the stream was written by a try that failed later
+        # (a lost connection after some commands ran): it is there, not an error.
+        errors = [
+            e for e in replies if isinstance(e, Exception) and "equal or smaller" not in str(e)
+        ]
+        if errors:
+            self._put_back(taken)
+            raise errors[0]
 
-    def _put_back(self, taken: list[tuple[Any, ...]]) -> None:
+    def _put_back(self, taken: list[Logged]) -> None:
         self._log.extendleft(reversed(taken))
-        self._log_bytes += sum(map(self._entry_size, taken))
-
-    async def _trim_log(self) -> None:
-        # Exact: an approximate trim drops only whole nodes of 100 entries, and 100
-        # entries of a flush each can hold far more than log_maxlen rows.
-        await self.r.xtrim(self.keys.predictions, maxlen=self.log_trim_length(), approximate=False)
-        self._logged_rows *= 0.98
-        self._logged_entries *= 0.98
-
-    def log_trim_length(self) -> int:
-        """Entries the prediction stream keeps: about ``log_maxlen`` predictions.
-
-        An entry holds a flush's requests, so its size follows the load: the
-        rows per entry this server wrote lately (a half-life of about 35 s)
-        turn the cap in rows into a count of entries. Replicas behind one
-        Service see the same mix of requests and agree, near enough. Before
-        this server wrote anything, an entry counts as one row.
-        """
-        if self._logged_rows < 1:
-            return self.log_maxlen
-        return max(1, math.ceil(self.log_maxlen * self._logged_entries / self._logged_rows))
+        self._log_bytes += sum(q.size for q in taken)
 
     async def _flush_log(self) -> None:
         backoff = self.log_flush_interval
@@ -948,9 +881,10 @@ class DataPlane:
                 "tracks": {t: s.summary() for t, s in self.stats.items()},
                 "logQueue": len(self._log),
             }
+            gone = time.time() - predlog.retention(self.spec.learning.labelWindow) - 60
             try:
                 await self.r.hset(self.keys.servers, self.instance, orjson.dumps(report))
-                await self._trim_log()
+                await self.r.zremrangebyscore(self.keys.logs, "-inf", gone)
             except asyncio.CancelledError:
                 raise
             except (redis.exceptions.RedisError, OSError):

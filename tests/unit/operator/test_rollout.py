@@ -7,7 +7,16 @@ import pytest
 from tests.helpers import manifest
 from tideline import health as h
 from tideline.spec import parse
-from tideline_operator.rollout import ABORT, PROMOTE, ROLLBACK_TO, Observed, analyze, decide
+from tideline_operator.rollout import (
+    ABORT,
+    PROMOTE,
+    ROLLBACK_TO,
+    Observed,
+    analyze,
+    decide,
+    log_capacity_condition,
+    log_status,
+)
 
 STEPS = [
     {"setWeight": 10},
@@ -359,3 +368,36 @@ def test_decide_never_mutates_its_inputs() -> None:
     before = repr(st)
     decide(_spec(), st, Observed(revision="new"), None, now=1.0)
     assert repr(st) == before
+
+
+def _measured(limit: float, fits: bool) -> h.LogCapacity:
+    """3,000 predictions/s for 33 minutes at 60 bytes each: 356 MB of log."""
+    return h.LogCapacity(rate=3000.0, window=1980.0, bytes_per_prediction=60.0, need=356.4e6,
+                         held=1e6, used=50e6, limit=limit, fits=fits)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cap", "expected"),
+    [
+        (None, (True, "NotMeasured")),
+        (h.LogCapacity(rate=0.0, window=1980.0), (True, "NotMeasured")),
+        (_measured(1e9, True), (True, "Fits")),
+        (_measured(256e6, False), (False, "Insufficient")),
+    ],
+    ids=[
+        "no summary from the monitor: no estimate, not a failure",
+        "nothing logged yet: not measured",
+        "3000/s for 33 min at 60 B fits in 1 GB",
+        "the same in 256 MB does not, and the condition says what to change",
+    ],
+)
+def test_the_log_capacity_condition_says_the_formula_with_its_numbers(cap, expected) -> None:
+    health = h.Health(ts=0.0, log=cap) if cap is not None else None
+    ok, reason, message = log_capacity_condition(health)
+    assert (ok, reason) == expected
+    if cap is not None and cap.need:
+        assert message.startswith("3,000 predictions/s x 1,980 s x 60 B = 339.9 MiB of log")
+        assert ("raise maxmemory" in message) == (not ok)
+        status = log_status(health)
+        assert status is not None
+        assert (status["needBytes"], status["bytesPerPrediction"]) == (356400000, 60.0)

@@ -1,0 +1,244 @@
+"""The prediction log: what the servers answered, kept for ``labelWindow``, found by id.
+
+A label (``{"id": ..., "label": ...}`` on the feedback stream) is joined
+with the prediction it is about. Nothing about a prediction is kept in the
+learner's or the monitor's memory for that: the log lives in Redis, and a
+prediction id says where its row is.
+
+* Each server process writes its own stream, ``log:{instance}``, one entry
+  per request, under an entry id it chooses itself: ``{ms}-{seq}``, the
+  request's time in milliseconds and a sequence number (strictly increasing
+  in each process, as a stream requires).
+* The ids it gives a request's rows name that entry:
+  ``{instance}-{ms}-{seq}-{secret}-{row}``. A label for one is one
+  ``XRANGE log:{instance} {ms}-{seq} {ms}-{seq}``: no index, no scan. The
+  secret (64 random bits per request, also in the entry) makes ids
+  impossible to guess; the time makes a late label known without any
+  lookup.
+* Ids a client chose (``"ids": [...]`` in a request) are indexed: a hash per
+  ``BUCKET_SECONDS`` of time, ``log-ids:{bucket}``, from each id to
+  ``"{instance} {entry} {row}"``; a label for one reads the few buckets the
+  window spans, the newest first.
+* The streams are trimmed by time (``MINID``), and expire as a whole when
+  their server is gone: the log holds ``retention(labelWindow)`` of traffic
+  (``labelWindow`` and a grace for a reader that is behind), whatever the
+  rate. The sorted set ``logs`` names the streams, by last write, for
+  readers that follow all of them (the monitor).
+
+An entry is three fields: ``m``, the metadata (JSON); ``s``, the scores (a
+JSON array, the bytes the response carried); and ``b``, the request body as
+it came (the rows are its ``instances``), or ``r``, the rows as a JSON array
+(objects, or arrays of values in the order of ``m.names``).
+
+Examples
+--------
+>>> loc = parse_id("0a1b2c3d4e5f-1764500000000-3-00112233445566ff-17")
+>>> loc.instance, loc.entry, loc.row, loc.ts
+('0a1b2c3d4e5f', '1764500000000-3', 17, 1764500000.0)
+>>> parse_id("order-42") is None  # a client's own id: looked up in the index
+True
+>>> meta = b'{"models":{"stable":["r1",4]},"names":["amount","country"]}'
+>>> e = decode({b"m": meta, b"s": b"[0.25,0.75]", b"r": b'[[1.0,"de"],[2.0,"fr"]]'})
+>>> e.row(1), e.score(1), e.track(1), e.model("stable")
+({'amount': 2.0, 'country': 'fr'}, 0.75, 'stable', ('r1', 4))
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import orjson
+
+BUCKET_SECONDS = 300  # the client-id index: one hash per five minutes of predictions
+INSTANCE_HEX = 12  # hex digits of a server process's name (48 random bits)
+SECRET_HEX = 16  # hex digits of a request's secret (64 random bits)
+FUTURE_SECONDS = 60.0  # clocks of servers and readers may differ this much
+
+_GENERATED = re.compile(r"([0-9a-f]{12})-([0-9]{1,15})-([0-9]{1,9})-([0-9a-f]{16})-([0-9]{1,9})")
+
+
+def retention(label_window: float) -> float:
+    """Seconds the log keeps: the window, and a grace for a reader that is behind.
+
+    A label that arrived in time is judged on when it arrived, but its
+    prediction must still be in the log when the learner reads it; a
+    learner up to the grace behind loses nothing.
+
+    >>> retention(1800.0), retention(30.0)
+    (1980.0, 90.0)
+    """
+    return label_window + max(60.0, 0.1 * label_window)
+
+
+def bucket(ts: float) -> int:
+    """The index bucket of a time (seconds)."""
+    return int(ts // BUCKET_SECONDS)
+
+
+def buckets(now: float, label_window: float) -> list[int]:
+    """The index buckets a label arriving at ``now`` may find its prediction in, newest first."""
+    newest = bucket(now + FUTURE_SECONDS)
+    oldest = bucket(now - retention(label_window))
+    return list(range(newest, oldest - 1, -1))
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a prediction's row is: a server's stream, an entry, a row of it."""
+
+    instance: str
+    entry: str  # the stream entry id, "{ms}-{seq}"
+    row: int
+    secret: str | None = None  # given by a generated id; a client's id has none
+
+    @property
+    def ts(self) -> float:
+        """The prediction's time (seconds), from the entry id."""
+        return int(self.entry.split("-", 1)[0]) / 1000.0
+
+    @property
+    def key(self) -> str:
+        """A compact name of the prediction (the de-duplication marks use it)."""
+        return f"{self.instance} {self.entry} {self.row}"
+
+    @classmethod
+    def from_key(cls, text: str) -> Location | None:
+        """The location an index value names (``"{instance} {entry} {row}"``)."""
+        parts = text.split(" ")
+        if len(parts) != 3 or not parts[2].isdecimal() or "-" not in parts[1]:
+            return None
+        return cls(parts[0], parts[1], int(parts[2]))
+
+
+def parse_id(pred_id: str) -> Location | None:
+    """The location a generated prediction id names; None for any other id."""
+    m = _GENERATED.fullmatch(pred_id)
+    if m is None:
+        return None
+    instance, ms, seq, secret, row = m.groups()
+    return Location(instance, f"{ms}-{seq}", int(row), secret)
+
+
+def id_prefix(instance: str, entry: str, secret: str) -> str:
+    """What a request's generated ids start with; row i's id is the prefix and ``str(i)``."""
+    return f"{instance}-{entry}-{secret}-"
+
+
+class Meta(msgspec.Struct, omit_defaults=True):
+    """An entry's metadata: who answered which rows, and how to read them."""
+
+    secret: str = ""
+    track: str = "stable"  # every row's track, unless ``tracks`` names them one by one
+    tracks: list[str] | None = None
+    models: dict[str, tuple[str, int]] = {}  # track -> (revision, version)
+    fallback: str | None = None  # why a fallback answered, if one did
+    ids: list[str] | None = None  # the client's own ids, if it gave them
+    names: list[str] | None = None  # feature names of rows written as arrays
+    shadow: tuple[str, int, list[float]] | None = None  # (revision, version, scores)
+
+
+_meta_decoder = msgspec.json.Decoder(Meta)
+
+
+class Entry:
+    """One logged request, decoded as far as it is read (rows only when asked for)."""
+
+    __slots__ = ("meta", "_scores", "_rows", "_raw_rows", "_body")
+
+    def __init__(self, meta: Meta, scores: bytes, rows: bytes | None, body: bytes | None) -> None:
+        self.meta = meta
+        self._scores: list[Any] | bytes = scores
+        self._raw_rows, self._body = rows, body
+        self._rows: list[Any] | None = None
+
+    @property
+    def scores(self) -> list[Any]:
+        scores = self._scores
+        if isinstance(scores, bytes):
+            scores = self._scores = orjson.loads(scores)
+        if not isinstance(scores, list):
+            raise ValueError("an entry's scores must be a list")
+        return scores
+
+    @property
+    def rows(self) -> list[Any]:
+        """The rows as logged: feature objects, or arrays in the order of ``meta.names``."""
+        if self._rows is None:
+            if self._raw_rows is not None:
+                rows = orjson.loads(self._raw_rows)
+            else:
+                body = orjson.loads(self._body or b"{}")
+                rows = body.get("instances") if isinstance(body, dict) else None
+            if not isinstance(rows, list):
+                raise ValueError("an entry's rows must be a list")
+            self._rows = rows
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Row i's features as an object (arrays are named by ``meta.names``)."""
+        r = self.rows[i]
+        if isinstance(r, dict):
+            return r
+        if isinstance(r, list) and self.meta.names is not None:
+            return dict(zip(self.meta.names, r, strict=False))
+        raise ValueError(f"row {i} is neither an object nor a named array")
+
+    def ids(self, instance: str, entry_id: str) -> list[str]:
+        """The prediction ids of the rows: the client's, or those the server generated."""
+        if self.meta.ids is not None:
+            return self.meta.ids
+        prefix = id_prefix(instance, entry_id, self.meta.secret)
+        return [f"{prefix}{i}" for i in range(len(self))]
+
+    def score(self, i: int) -> Any:
+        return self.scores[i]
+
+    def track(self, i: int) -> str:
+        t = self.meta.tracks
+        return t[i] if t is not None and i < len(t) else self.meta.track
+
+    def model(self, track: str) -> tuple[str | None, int | None]:
+        rv = self.meta.models.get(track)
+        return (rv[0], rv[1]) if rv is not None else (None, None)
+
+
+def decode(fields: dict[bytes, bytes]) -> Entry:
+    """An entry from its stream fields; ``ValueError`` when it is not one."""
+    try:
+        meta = _meta_decoder.decode(fields[b"m"])
+        scores = fields[b"s"]
+    except (KeyError, msgspec.DecodeError) as e:
+        raise ValueError(f"not a prediction log entry: {e}") from None
+    return Entry(meta, scores, fields.get(b"r"), fields.get(b"b"))
+
+
+def encode(
+    meta: Meta, scores: bytes, *, rows: list[Any] | None = None, body: bytes | None = None
+) -> dict[bytes, bytes]:
+    """The stream fields of an entry: the body as it came, or the rows serialised once."""
+    fields = {b"m": msgspec.json.encode(meta), b"s": scores}
+    if body is not None:
+        fields[b"b"] = body
+    else:
+        fields[b"r"] = orjson.dumps(rows or [])
+    return fields
+
+
+def read(client: Any, keys: Any, instance: str | None = None) -> list[tuple[str, str, Entry]]:
+    """Every entry of one server process's log, or of all of them: (instance, entry id, entry).
+
+    For tools and tests; readers of traffic follow the streams (the monitor)
+    or read single entries by id (:class:`tideline.join.LogJoin`).
+    """
+    names = [instance] if instance else [m.decode() for m in client.zrange(keys.logs, 0, -1)]
+    out = []
+    for name in names:
+        for entry_id, fields in client.xrange(keys.log(name)):
+            out.append((name, entry_id.decode(), decode(fields)))
+    return out

@@ -1,0 +1,99 @@
+"""The label join against a real redis-server: found by id, bounded, first label wins."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.helpers import LoggedRequest
+from tideline.join import LogJoin
+from tideline.store import Keys
+
+pytestmark = pytest.mark.integration
+
+KEYS = Keys("test", "fraud")
+
+
+def _join(r, clock=None, **kw) -> LogJoin:
+    return LogJoin(r, KEYS, 60.0, "reader", clock=clock or time.time, **kw)
+
+
+def test_labels_for_the_rows_of_one_request_read_its_entry_once(r) -> None:
+    req = LoggedRequest([{"amount": float(i)} for i in range(64)]).write(r, KEYS)
+    j = _join(r)
+    for i, pid in enumerate(req.ids):
+        j.add(f"f{i}", pid, i % 2, time.time())
+    joined = j.resolve()
+    assert [x.features["amount"] for x in joined] == [float(i) for i in range(64)]
+    assert all(x.ts == pytest.approx(req.ts, abs=1e-3) for x in joined)
+    assert j.lookups == 1 and j.take_rejected() == []
+
+
+def test_a_label_waits_for_its_prediction_with_growing_delays_and_gives_up_after_the_window(
+    r,
+) -> None:
+    now = [time.time()]
+    j = _join(r, clock=lambda: now[0])
+    j.add("f1", "ghost", 1, now[0])
+    start, lookups = now[0], []
+    while j.waiting or not lookups:
+        before = r.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+        assert j.resolve() == []
+        if r.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0) > before:
+            lookups.append(now[0] - start)
+        now[0] += 0.1
+    [rej] = j.take_rejected()
+    assert (rej.feedback_id, rej.reason) == ("f1", "unmatched")
+    assert 60.0 <= lookups[-1] <= 60.2  # the whole window, no more
+    gaps = [b - a for a, b in zip(lookups, lookups[1:-1], strict=False)]
+    assert gaps == sorted(gaps) and gaps[-1] == pytest.approx(5.0, abs=0.15)  # growing, capped
+    late = LoggedRequest([{"amount": 1.0}]).write(r, KEYS)
+    j.add("f2", late.ids[0], 1, now[0])  # logged just now: found at once
+    assert [x.feedback_id for x in j.resolve()] == ["f2"]
+
+
+def test_labels_waiting_are_capped_in_count_and_bytes_and_the_overflow_is_unmatched(r) -> None:
+    j = _join(r, max_waiting=100, max_waiting_bytes=1 << 20)
+    for i in range(300):  # a flood of labels for ids that were never predicted
+        j.add(f"f{i}", f"never-{i}", 1.0, time.time())
+    assert j.resolve() == []
+    assert j.waiting == 100 and j.overflow == 200
+    rejected = j.take_rejected()
+    assert len(rejected) == 200 and {r.reason.split(":")[0] for r in rejected} == {"unmatched"}
+    small = _join(r, max_waiting_bytes=2000)
+    for i in range(20):
+        small.add(f"f{i}", "x" * 200, 1.0, time.time())
+    small.resolve()
+    assert small.waiting == 4 and small.overflow == 16  # bounded in bytes too
+
+
+def test_a_prediction_takes_one_label_held_until_committed_then_in_redis(r) -> None:
+    req = LoggedRequest([{"amount": 1.0}, {"amount": 2.0}]).write(r, KEYS)
+    j = _join(r)
+    j.add("f1", req.ids[0], 1, time.time())
+    j.add("f2", req.ids[0], 0, time.time())  # in the same batch
+    [first] = j.resolve()
+    j.add("f3", req.ids[0], 0, time.time())  # held in memory, not committed yet
+    assert j.resolve() == []
+    pipe = r.pipeline(transaction=True)
+    j.commit(pipe, [first.where])
+    pipe.execute()
+    j.committed([first.where])
+    other = _join(r)  # another process of the same reader: the mark is in Redis
+    other.add("f4", req.ids[0], 0, time.time())
+    other.add("f5", req.ids[1], 0, time.time())
+    assert [x.feedback_id for x in other.resolve()] == ["f5"]
+    assert [x.reason for x in j.take_rejected() + other.take_rejected()] == ["duplicate"] * 3
+    third = LogJoin(r, KEYS, 60.0, "another reader")  # each reader takes each label once
+    third.add("f6", req.ids[0], 0, time.time())
+    assert len(third.resolve()) == 1
+
+
+def test_a_client_id_given_twice_joins_its_newest_prediction(r) -> None:
+    LoggedRequest([{"amount": 1.0}], ids=["order-7"], ts=time.time() - 400).write(r, KEYS)
+    LoggedRequest([{"amount": 2.0}], ids=["order-7"]).write(r, KEYS)
+    j = LogJoin(r, KEYS, 1800.0, "reader")
+    j.add("f1", "order-7", 1, time.time())
+    [x] = j.resolve()
+    assert x.features == {"amount": 2.0}
