@@ -42,6 +42,7 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(PY) bench/serve.py
 	$(PY) bench/guardrails.py
+	$(PY) bench/labels.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -45,7 +45,7 @@ from tideline import codec
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
 from tideline.join import Joined, LogJoin, prediction_id
 from tideline.learn import Learner, make_learner
-from tideline.learn.base import NonFiniteUpdate, check_targets
+from tideline.learn.base import NonFiniteUpdate, check_target
 from tideline.metrics import LearnerMetrics
 from tideline.predlog import Location
 from tideline.spec import OnlineModel, SpecError
@@ -363,7 +363,8 @@ class LearnerProcess:
     def _read(self, block_ms: int) -> None:
         history = self._history
         streams = history or {self.keys.samples: ">", self.keys.feedback: ">"}
-        count = max(self.spec.learning.batchSize * 4, 256)
+        # a few thousand entries a read: fewer round trips, bounded memory
+        count = max(self.spec.learning.batchSize * 4, 2000)
         resp = self.r.xreadgroup(
             self.group, CONSUMER, streams, count=count, block=None if history else block_ms
         )
@@ -401,7 +402,13 @@ class LearnerProcess:
         except (ValueError, KeyError, TypeError) as e:
             self._dead_letter(self.keys.samples, entry_id, fields, f"invalid: {e}")
             return
-        self._add_row(features, label, self.keys.samples, entry_id)
+        try:
+            y = check_target(self.spec.model.task, label)
+        except (TypeError, ValueError) as e:
+            self._dead_letter(self.keys.samples, entry_id, {b"label": repr(label).encode()},
+                              f"invalid label: {e}")  # fmt: skip
+            return
+        self._add_row(features, y, self.keys.samples, entry_id)
 
     def _on_feedback(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
@@ -409,7 +416,7 @@ class LearnerProcess:
             pred_id, label = prediction_id(d["id"]), d["label"]
             if isinstance(label, bool) or not isinstance(label, int | float):
                 raise ValueError(f"'label' must be a number (got {type(label).__name__})")
-            check_targets(self.spec.model.task, [float(label)])  # before it takes the prediction
+            label = check_target(self.spec.model.task, label)  # before it takes the prediction
         except (ValueError, KeyError, TypeError) as e:
             self._dead_letter(self.keys.feedback, entry_id, fields, f"invalid: {e}")
             return
@@ -428,20 +435,10 @@ class LearnerProcess:
         self._add_row(features, j.label, self.keys.feedback, entry_id, j.where)
 
     def _add_row(
-        self,
-        features: dict[str, Any],
-        label: Any,
-        stream: str,
-        entry_id: bytes,
+        self, features: dict[str, Any], y: float, stream: str, entry_id: bytes,
         mark: Location | None = None,
-    ) -> None:
-        try:
-            y = float(check_targets(self.spec.model.task, [float(label)])[0])
-        except (TypeError, ValueError) as e:
-            self._dead_letter(
-                stream, entry_id, {b"label": repr(label).encode()}, f"invalid label: {e}"
-            )
-            return
+    ) -> None:  # fmt: skip
+        """A row with its checked label, for the next mini-batch."""
         if not self.pending:
             self.pending.first_at = self.clock()
         self.pending.rows.append(self.schema.encode_one(features)[0])

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -94,12 +95,12 @@ class Location:
     row: int
     secret: str | None = None  # given by a generated id; a client's id has none
 
-    @property
+    @cached_property
     def ts(self) -> float:
         """The prediction's time (seconds), from the entry id."""
         return int(self.entry.split("-", 1)[0]) / 1000.0
 
-    @property
+    @cached_property
     def key(self) -> str:
         """A compact name of the prediction (the de-duplication marks use it)."""
         return f"{self.instance} {self.entry} {self.row}"

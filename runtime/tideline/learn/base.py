@@ -132,6 +132,28 @@ def check_targets(task: str, y: Any) -> np.ndarray:
     return y
 
 
+def check_target(task: str, value: Any) -> float:
+    """One target as :func:`check_targets` takes many, without an array (the per-entry path).
+
+    >>> check_target("binary", True), check_target("regression", -2.5)
+    (1.0, -2.5)
+    >>> check_target("binary", 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: binary labels must be 0 or 1 (got 3)
+    """
+    y = float(value)
+    if task == "binary" and (y == 0.0 or y == 1.0):
+        return y
+    if not math.isfinite(y):
+        raise ValueError("labels must be finite numbers")
+    if task == "binary":
+        raise ValueError(f"binary labels must be 0 or 1 (got {y:g})")
+    if abs(y) > LABEL_LIMIT:
+        raise ValueError(f"labels must be within +-{LABEL_LIMIT:g}")
+    return y
+
+
 class Learner:
     """Base class: schema handling, standardisation, one/many dispatch."""
 
