@@ -70,6 +70,7 @@ class Loop:
         self.port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.workdir = workdir
+        self._conn: http.client.HTTPConnection | None = None
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONPATH": RUNTIME, "TIDELINE_REDIS_URL": self.redis.url}
@@ -94,7 +95,7 @@ class Loop:
             time.sleep(0.2)
 
     def post(self, path: str, body: Any, method: str = "POST") -> tuple[int, Any]:
-        conn = getattr(self, "_conn", None)
+        conn = self._conn
         if conn is None:
             conn = self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         data = orjson.dumps(body) if body is not None else None
@@ -172,7 +173,7 @@ def _soak(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
                 heapq.heappush(
                     due, (now + rng.uniform(*args.delay), n, {"id": pid, "label": label})
                 )
-        batch = []
+        batch: list[dict[str, Any]] = []
         while due and due[0][0] <= now and len(batch) < 1000:
             batch.append(heapq.heappop(due)[2])
         if batch:
@@ -199,7 +200,7 @@ def _soak(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while loop.learned() < sent and time.monotonic() < deadline:
         time.sleep(0.5)
-    dead = {}
+    dead: dict[str, int] = {}
     key = f"tideline:{loop.model.namespace}:{loop.model.name}:deadletter"
     for _, fields in loop.r.xrange(key):
         reason = fields[b"reason"].decode().split(":")[0]
