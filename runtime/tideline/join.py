@@ -16,8 +16,8 @@ whenever it comes within the window, at any prediction rate.
   and ``max_waiting_bytes``, and is looked up again with a growing delay.
   Past either bound, a new label is *unmatched* at once (a flood of labels
   for ids that never existed must not grow the process); so is one that
-  waited the whole window, and one whose server's log has gone past where
-  its prediction would be (a made-up id).
+  waited the window (at most ``MAX_WAIT``), and one whose server's log has
+  gone past where its prediction would be (a made-up id).
 * A prediction takes one label: the first wins, a later one is a
   *duplicate*. The marks live in Redis (``taken:{reader}:{bucket}``), so
   they hold across restarts; a reader that acknowledges what it learned in
@@ -44,6 +44,11 @@ from tideline.store import Keys
 MAX_ID_LENGTH = 256
 ENTRY_CACHE = 512  # decoded log entries kept: labels for one request tend to come together
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between lookups of a waiting label
+INDEX_CHUNK = 12  # index buckets (an hour) asked at a time for clients' own ids
+# A label waits for its prediction to be logged this long at most (or labelWindow, if
+# shorter): a server writes its log every 20 ms, or, through a Redis outage, once Redis
+# is back; a label for an id that was never logged must not hold memory for days.
+MAX_WAIT = 600.0
 
 
 def prediction_id(value: Any) -> str:
@@ -206,22 +211,38 @@ class LogJoin:
             elif self._in_window(item, where):
                 item.where = where
                 located.append(item)
-        if clients:
+        for item, hit in zip(clients, self._index(clients, now), strict=True):
+            where = Location.from_key(hit) if hit is not None else None
+            if where is None:
+                self._wait(item, now, None)
+            elif self._in_window(item, where):
+                item.where = where
+                located.append(item)
+        return located
+
+    def _index(self, clients: list[_Label], now: float) -> list[str | None]:
+        """Where the clients' own ids are logged: the index buckets, newest first, a few at a
+        time, each asked only for the ids not found yet (a window of days has hundreds)."""
+        out: list[str | None] = [None] * len(clients)
+        left = list(range(len(clients)))
+        order = predlog.buckets(now, self.label_window)
+        for at in range(0, len(order), INDEX_CHUNK):
+            if not left:
+                break
+            names = [clients[i].prediction_id for i in left]
             pipe = self.r.pipeline(transaction=False)
-            names = [c.prediction_id for c in clients]
-            order = predlog.buckets(now, self.label_window)
-            for b in order:
+            for b in order[at : at + INDEX_CHUNK]:
                 pipe.hmget(self.keys.log_ids(b), names)
             found = pipe.execute()
-            for i, item in enumerate(clients):
-                hit = next((f[i] for f in found if f[i] is not None), None)
-                where = Location.from_key(hit.decode()) if hit is not None else None
-                if where is None:
-                    self._wait(item, now, None)
-                elif self._in_window(item, where):
-                    item.where = where
-                    located.append(item)
-        return located
+            still = []
+            for k, i in enumerate(left):
+                hit = next((f[k] for f in found if f[k] is not None), None)
+                if hit is None:
+                    still.append(i)
+                else:
+                    out[i] = hit.decode()
+            left = still
+        return out
 
     def _in_window(self, item: _Label, where: Location) -> bool:
         if item.received - where.ts > self.label_window:
@@ -300,7 +321,8 @@ class LogJoin:
 
     def _wait(self, item: _Label, now: float, where: Location | None) -> None:
         since = where.ts if where is not None else item.received
-        if now - since > self.label_window:
+        patience = min(self.label_window, MAX_WAIT)
+        if now - since > patience:
             self._reject(item, "unmatched")
             return
         if (len(self._waiting) >= self.max_waiting
@@ -309,7 +331,7 @@ class LogJoin:
             self._reject(item, "unmatched: too many labels wait for their prediction")
             return
         # looked up again later and later, and once more as the window closes
-        item.next_try = min(now + item.delay, since + self.label_window + 0.001)
+        item.next_try = min(now + item.delay, since + patience + 0.001)
         item.delay = min(item.delay * 2, RETRY_MAX)
         self._waiting.append(item)
         self._waiting_bytes += item.size

@@ -49,7 +49,7 @@ def test_a_label_waits_for_its_prediction_with_growing_delays_and_gives_up_after
     gaps = [b - a for a, b in zip(lookups, lookups[1:-1], strict=False)]
     assert gaps == sorted(gaps) and gaps[-1] == pytest.approx(5.0, abs=0.15)  # growing, capped
     late = LoggedRequest([{"amount": 1.0}]).write(r, KEYS)
-    j.add("f2", late.ids[0], 1, now[0])  # logged just now: found at once
+    j.add("f2", late.ids[0], 1, time.time())  # logged just now: found at once
     assert [x.feedback_id for x in j.resolve()] == ["f2"]
 
 
@@ -97,3 +97,23 @@ def test_a_client_id_given_twice_joins_its_newest_prediction(r) -> None:
     j.add("f1", "order-7", 1, time.time())
     [x] = j.resolve()
     assert x.features == {"amount": 2.0}
+
+
+def _calls(r, command: str) -> int:
+    return r.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0)
+
+
+def test_in_a_window_of_days_a_client_id_is_looked_for_back_in_time_only_as_far_as_needed(
+    r,
+) -> None:
+    LoggedRequest([{"amount": 1.0}], ids=["day-old"], ts=time.time() - 30 * 3600).write(r, KEYS)
+    LoggedRequest([{"amount": 2.0}], ids=["fresh"]).write(r, KEYS)
+    j = LogJoin(r, KEYS, 2 * 86400.0, "reader")
+    j.add("f1", "fresh", 0, time.time())
+    before = _calls(r, "hmget")
+    assert [x.features["amount"] for x in j.resolve()] == [2.0]
+    assert _calls(r, "hmget") - before == 12  # the newest hour of buckets, no more
+    j.add("f2", "day-old", 1, time.time())
+    before = _calls(r, "hmget")
+    assert [x.features["amount"] for x in j.resolve()] == [1.0]
+    assert 30 * 12 <= _calls(r, "hmget") - before <= 32 * 12  # 30 hours back, of 48
