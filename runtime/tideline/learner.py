@@ -61,6 +61,7 @@ ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner
 # read it (each start reads the pending entries again, twice counted): dead-lettered.
 MAX_DELIVERIES = 10
 MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec allows
+TRIM_SECONDS = 10.0  # how often the label streams lose what every group acknowledged
 
 
 def _entry_ms(entry_id: bytes | str) -> float:
@@ -203,6 +204,7 @@ class LearnerProcess:
         self._history: dict[str, str] | None = {self.keys.samples: "0", self.keys.feedback: "0"}
         self._skip: set[bytes] = set()  # pending entries dead-lettered as poison pills
         self._newest_learned = 0.0
+        self._last_trim = clock()
         self.paused = False
 
     # -- start-up ----------------------------------------------------------------------
@@ -629,6 +631,29 @@ class LearnerProcess:
             "updated": f"{self.clock():.3f}",
         }
 
+    def _trim_streams(self) -> None:
+        """Drop what every consumer group has acknowledged from ``samples`` and ``feedback``.
+
+        Each group (a learner per revision, the monitor) keeps what it has not
+        acknowledged; a group that is behind holds the stream back, never loses
+        an entry. Without this the two streams would grow for as long as labels
+        come.
+        """
+        self._last_trim = self.clock()
+        for stream in (self.keys.samples, self.keys.feedback):
+            floor: str | None = None
+            for g in self.r.xinfo_groups(stream):
+                if g["pending"]:
+                    point = self.r.xpending(stream, g["name"])["min"]
+                else:
+                    point = g["last-delivered-id"]
+                point = point.decode() if isinstance(point, bytes) else str(point)
+                if floor is None or _id_key(point) < _id_key(floor):
+                    floor = point
+            if floor is not None and floor != "0-0":
+                # whole nodes only (~): cheap, and never past the floor
+                self.r.xtrim(stream, minid=floor, approximate=True)
+
     def _refresh_served(self) -> None:
         v = self.store.pointers(self.revision).get("served")
         if v is None or v == self.served_version:
@@ -692,6 +717,8 @@ class LearnerProcess:
             self._dirty or self._dead
         ) and self.clock() - self._last_checkpoint >= self.checkpoint_seconds:
             self._checkpoint()
+        if self.clock() - self._last_trim >= TRIM_SECONDS:
+            self._trim_streams()
         self.metrics.pending.set(len(self.pending) + self.join.waiting)
         if self._newest_learned:
             self.metrics.lag_seconds.set(max(0.0, self.clock() - self._newest_learned))
@@ -719,6 +746,11 @@ class LearnerProcess:
             self.flush()
         except redis.ConnectionError:
             log.warning("redis unavailable at stop; unacked entries will be re-read on restart")
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _loss(task: str, p: np.ndarray, y: np.ndarray) -> np.ndarray:

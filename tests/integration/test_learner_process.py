@@ -357,3 +357,20 @@ def test_a_warm_start_file_that_is_no_regular_file_is_refused_at_once(r, path: s
     with pytest.raises(SpecError, match="is not a regular file"):
         _proc(r, model=model)
     assert time.monotonic() - start < 5
+
+
+def test_the_label_streams_lose_only_what_every_consumer_group_acknowledged(r) -> None:
+    p = _proc(r)
+    k = p.keys
+    r.xgroup_create(k.samples, "slow", id="0")  # a reader that is behind (a stopped monitor)
+    _push_samples(r, p, 3000)
+    _run_until(p, lambda: p.counters["samples"] == 3000)
+    p._trim_streams()
+    assert r.xlen(k.samples) == 3000  # the slow group has read nothing yet
+    [(_, entries)] = r.xreadgroup("slow", "c", {k.samples: ">"}, count=2500)
+    ids = [entry_id for entry_id, _ in entries]
+    r.xack(k.samples, "slow", *ids[:2000])  # 2,000 acknowledged, 500 read and pending
+    p._trim_streams()
+    oldest = r.xrange(k.samples, count=1)[0][0]
+    assert 1000 <= r.xlen(k.samples) <= 1100  # trimmed by whole nodes of 100 entries
+    assert ids[1899] <= oldest <= ids[2000]  # the slow group's oldest pending entry is kept
