@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test e2e e2e-bin lint bench clean
+.PHONY: demo test e2e e2e-bin image lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv"; exit 1; }
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/tideline run examples/fraud.yaml --duration 90s --rate 2000/s --drift-at 20s --poison-at 35s --canary-at 60s
 
-test: lint e2e-bin
+test: lint e2e-bin image
 	$(PY) -m pytest
+
+# The runtime image (docker, or daemonless: mmdebstrap + buildah), its archive and SBOM
+# in dist/; the image tests run its entry points from the unpacked archive.
+image: $(STAMP)
+	PY=$(PY) image/build.sh
 
 # The e2e tests' control plane (kube-apiserver, etcd, kwok, helm...), built from
 # Go modules into ~/.cache/tideline-e2e (TIDELINE_E2E_CACHE) as its own step:

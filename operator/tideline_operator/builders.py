@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+import tideline
 from tideline.spec import OnlineModel
 
 CONFIG_PATH = "/etc/tideline"
@@ -27,7 +28,7 @@ METRICS_PORT = 9100
 class Settings:
     """The operator's own settings (from the Helm values, through its environment)."""
 
-    image: str = "ghcr.io/tideline/runtime:0.1.0"
+    image: str = f"{tideline.IMAGE}:{tideline.__version__}"  # what `make image` tags
     redis_url: str | None = None
     image_pull_policy: str = "IfNotPresent"
     # a removed revision's Redis keys go this long after its objects: by then its pods,

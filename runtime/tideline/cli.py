@@ -20,6 +20,7 @@ from pathlib import Path
 
 import redis
 
+import tideline
 from tideline.spec import (
     OnlineModel,
     SpecError,
@@ -148,7 +149,13 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tideline.local import run_local
+    try:
+        from tideline.local import run_local
+    except ImportError as e:  # the runtime image leaves the demo's libraries out
+        raise RuntimeError(
+            f"tideline run needs the demo extras ({e.name} is missing): "
+            "pip install 'tideline[demo]'"
+        ) from None
 
     manifest = load_manifest(args.file)
     parse(manifest)  # a bad manifest fails here, naming the field, before the flags are read
@@ -195,6 +202,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tideline", description=__doc__.splitlines()[0])
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--version", action="version", version=f"tideline {tideline.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     lp = sub.add_parser(

@@ -641,18 +641,21 @@ class LearnerProcess:
         """
         self._last_trim = self.clock()
         for stream in (self.keys.samples, self.keys.feedback):
-            floor: str | None = None
-            for g in self.r.xinfo_groups(stream):
+            try:
+                groups = self.r.xinfo_groups(stream)
+            except redis.ResponseError:  # no such stream (deleted by hand): nothing to trim
+                continue
+            floor: tuple[int, int] | None = None
+            for g in groups:
+                point = g["last-delivered-id"]
                 if g["pending"]:
-                    point = self.r.xpending(stream, g["name"])["min"]
-                else:
-                    point = g["last-delivered-id"]
-                point = point.decode() if isinstance(point, bytes) else str(point)
-                if floor is None or _id_key(point) < _id_key(floor):
-                    floor = point
-            if floor is not None and floor != "0-0":
+                    # (acknowledged meanwhile, there is no oldest pending: last-delivered holds)
+                    point = self.r.xpending(stream, g["name"]).get("min") or point
+                key = _id_key(point.decode() if isinstance(point, bytes) else str(point))
+                floor = key if floor is None else min(floor, key)
+            if floor is not None and floor != (0, 0):
                 # whole nodes only (~): cheap, and never past the floor
-                self.r.xtrim(stream, minid=floor, approximate=True)
+                self.r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True)
 
     def _refresh_served(self) -> None:
         v = self.store.pointers(self.revision).get("served")

@@ -7,6 +7,7 @@ import yaml
 from kubernetes_validate import validate
 from kubernetes_validate.utils import ValidationError
 
+import tideline
 from tests.e2e.cluster.controlplane import ControlPlane
 from tests.e2e.conftest import ROOT, helm
 
@@ -66,7 +67,11 @@ def test_the_operator_gets_the_default_redis_from_the_values(cluster: ControlPla
         e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["TIDELINE_REDIS_URL"] == "redis://r:6379/0"
-    assert env["TIDELINE_RUNTIME_IMAGE"] == "ghcr.io/tideline/runtime:0.1.0"
+    # the image `make image` tags, named in one place (tideline.IMAGE, tideline.__version__)
+    assert env["TIDELINE_RUNTIME_IMAGE"] == f"{tideline.IMAGE}:{tideline.__version__}"
+    assert (
+        dep["spec"]["template"]["spec"]["containers"][0]["image"] == env["TIDELINE_RUNTIME_IMAGE"]
+    )
     assert env["TIDELINE_RETIRED_GRACE_SECONDS"] == "120"
 
 

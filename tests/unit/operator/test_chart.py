@@ -19,6 +19,21 @@ def test_the_chart_carries_an_identical_copy_of_the_crd() -> None:
     ).read_bytes(), "copy crds/onlinemodel.yaml to charts/tideline/crds/"
 
 
+def test_the_chart_and_the_operator_name_the_image_make_image_tags() -> None:
+    import yaml
+
+    import tideline
+    from tideline_operator.builders import Settings
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert values["image"]["repository"] == tideline.IMAGE
+    assert chart["appVersion"] == tideline.__version__  # the tag when image.tag is empty
+    assert Settings().image == f"{tideline.IMAGE}:{tideline.__version__}"
+    build = (ROOT / "image" / "build.sh").read_text()
+    assert "tideline.IMAGE" in build and "tideline.__version__" in build  # read, not repeated
+
+
 def _health(obj: dict) -> dict:
     lua = LuaRuntime(unpack_returned_tuples=True)
     # Argo CD hands the check the object as a Lua table; JSON -> Lua the same way.
