@@ -206,7 +206,18 @@ def _soak(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
         reason = fields[b"reason"].decode().split(":")[0]
         dead[reason] = dead.get(reason, 0) + 1
     return {"samples": samples, "labels_sent": sent, "learned": loop.learned(),
-            "deadletters": dead, "errors": errors, "first_labels_at": first_joined}  # fmt: skip
+            "deadletters": dead, "errors": errors, "first_labels_at": first_joined,
+            "redis_mb_by_key": _by_family(loop)}  # fmt: skip
+
+
+def _by_family(loop: Loop) -> dict[str, float]:
+    """Redis memory by kind of key (log, log-ids, taken, feedback, ...), MiB, at the end."""
+    prefix = f"tideline:{loop.model.namespace}:{loop.model.name}:"
+    out: dict[str, float] = {}
+    for key in loop.r.scan_iter(prefix + "*", count=1000):
+        family = key.decode()[len(prefix) :].split(":")[0]
+        out[family] = out.get(family, 0.0) + (loop.r.memory_usage(key, samples=0) or 0) / 2**20
+    return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
 def join_rate(args: argparse.Namespace, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -284,12 +295,14 @@ def main() -> None:
             "monitor_mb": [warm["monitor_mb"], last["monitor_mb"]],
             "server_mb": [warm["server_mb"], last["server_mb"]],
             "redis_mb_last_2_min": [full[0]["redis_mb"], last["redis_mb"]],
+            # the log's growth per prediction while the window fills (nothing trimmed yet)
             "log_bytes_per_prediction": round(
-                last["log_mb"]
+                (s[4]["log_mb"] - s[1]["log_mb"])
                 * 2**20
-                / max(1.0, min(last["predictions"], args.rate * _seconds(args.window, 60.0))),
+                / max(1, s[4]["predictions"] - s[1]["predictions"]),
                 1,
             ),  # fmt: skip
+            "redis_mb_by_key": report["soak"]["redis_mb_by_key"],
             "labels": {
                 "sent": report["soak"]["labels_sent"],
                 "learned": report["soak"]["learned"],
@@ -297,12 +310,6 @@ def main() -> None:
             },  # fmt: skip
         }
     print(json.dumps({k: v for k, v in report.items() if k != "soak"}, indent=1))
-
-
-def _seconds(window: str, grace: float) -> float:
-    """Seconds of log a window keeps (the window and the grace): '2m' -> 180."""
-    value = float(window[:-1]) * {"s": 1, "m": 60, "h": 3600}[window[-1]]
-    return value + max(grace, 0.1 * value)
 
 
 if __name__ == "__main__":

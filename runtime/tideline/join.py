@@ -19,7 +19,8 @@ whenever it comes within the window, at any prediction rate.
   waited the window (at most ``MAX_WAIT``), and one whose server's log has
   gone past where its prediction would be (a made-up id).
 * A prediction takes one label: the first wins, a later one is a
-  *duplicate*. The marks live in Redis (``taken:{reader}:{bucket}``), so
+  *duplicate*. The marks live in Redis (``taken:{reader}:{slice}``, dropped
+  with the predictions they mark from the log), so
   they hold across restarts; a reader that acknowledges what it learned in
   a transaction (the learner) writes the marks in that same transaction
   (:meth:`LogJoin.commit`), and until then holds them in memory.
@@ -138,6 +139,9 @@ class LogJoin:
         self.keys = keys
         self.label_window = label_window
         self.retention = predlog.retention(label_window)
+        # The marks of a prediction go with it from the log: kept in sets per slice of
+        # time, an eighth of the retention (10 s to 5 min), each dropped whole.
+        self.mark_seconds = int(min(300.0, max(10.0, self.retention / 8)))
         self.reader = reader
         self.max_waiting, self.max_waiting_bytes = max_waiting, max_waiting_bytes
         self.clock = clock
@@ -269,14 +273,14 @@ class LogJoin:
             elif k not in entries and k not in want:
                 want.append(k)
             if where.key not in self._held:
-                marks.setdefault(predlog.bucket(where.ts), []).append(where.key)
+                marks.setdefault(self._slice(where), []).append(where.key)
         if not want and not marks:
             return entries, set()
         pipe = self.r.pipeline(transaction=False)
         for instance, entry_id in want:
             pipe.xrange(self.keys.log(instance), entry_id, entry_id, count=1)
         for b, names in marks.items():
-            pipe.smismember(self.keys.taken(self.reader, b), names)
+            pipe.smismember(self._marks_key(b), names)
         replies = pipe.execute()
         self.lookups += len(want)
         for k, found in zip(want, replies, strict=False):
@@ -339,13 +343,19 @@ class LogJoin:
     # -- marks ---------------------------------------------------------------------------
     def commit(self, pipe: Any, joined: list[Location]) -> None:
         """Mark these predictions taken, in Redis, with the commands added to ``pipe``."""
-        by_bucket: dict[int, list[str]] = {}
+        by_slice: dict[int, list[str]] = {}
         for where in joined:
-            by_bucket.setdefault(predlog.bucket(where.ts), []).append(where.key)
-        for b, names in by_bucket.items():
-            key = self.keys.taken(self.reader, b)
+            by_slice.setdefault(self._slice(where), []).append(where.key)
+        for b, names in by_slice.items():
+            key = self._marks_key(b)
             pipe.sadd(key, *names)
-            pipe.expireat(key, int((b + 1) * predlog.BUCKET_SECONDS + self.retention) + 1)
+            pipe.expireat(key, int((b + 1) * self.mark_seconds + self.retention) + 1)
+
+    def _slice(self, where: Location) -> int:
+        return int(where.ts // self.mark_seconds)
+
+    def _marks_key(self, b: int) -> str:
+        return self.keys.taken(self.reader, f"{self.mark_seconds}s:{b}")
 
     def committed(self, joined: list[Location]) -> None:
         """The marks :meth:`commit` added are in Redis: no need to hold them here."""

@@ -90,9 +90,9 @@ class Keys:
         """Hash: the clients' own prediction ids of one bucket of time -> where their rows are."""
         return f"{self.prefix}:log-ids:{bucket}"
 
-    def taken(self, reader: str, bucket: int) -> str:
-        """Set: the predictions (of one bucket of time) a reader joined a label with."""
-        return f"{self.prefix}:taken:{reader}:{bucket}"
+    def taken(self, reader: str, part: str) -> str:
+        """Set: the predictions (of one slice of time) a reader joined a label with."""
+        return f"{self.prefix}:taken:{reader}:{part}"
 
     @property
     def deadletter(self) -> str:
