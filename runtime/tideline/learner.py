@@ -654,8 +654,10 @@ class LearnerProcess:
                 key = _id_key(point.decode() if isinstance(point, bytes) else str(point))
                 floor = key if floor is None else min(floor, key)
             if floor is not None and floor != (0, 0):
-                # whole nodes only (~): cheap, and never past the floor
-                self.r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True)
+                # whole nodes only (~): cheap, and never past the floor. LIMIT 0: an
+                # approximate trim stops after 10,000 entries by default, fewer than
+                # 10 s of labels at 3,000/s (the stream grew without end in bench/labels.py)
+                self.r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True, limit=0)
 
     def _refresh_served(self) -> None:
         v = self.store.pointers(self.revision).get("served")

@@ -83,7 +83,9 @@ def _unpack(archive: Path, root: Path) -> dict:
                     target = root / path.parent
                     if target.is_dir():
                         for child in target.iterdir():
-                            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                            shutil.rmtree(
+                                child
+                            ) if child.is_dir() and not child.is_symlink() else child.unlink()
                 elif path.name.startswith(".wh."):
                     target = root / path.parent / path.name[4:]
                     if target.is_dir() and not target.is_symlink():
