@@ -353,3 +353,25 @@ def _decoded(mon: Monitor) -> health_summary.Health:
     h = health_summary.decode(mon.r.get(mon.keys.health))
     assert h is not None
     return h
+
+
+def test_copies_of_a_label_are_scored_once_across_monitor_restarts(r) -> None:
+    """10 copies of one wrong label must not count as 10 labelled predictions (nor after a restart)."""
+    model = _model()
+    mon = _monitor(model, r)
+    mon.start()
+    k = keys(model)
+    req = LoggedRequest([{"amount": 1.0}, {"amount": 2.0}], scores=[0.9, 0.9],
+                        revision=model.revision).write(r, k)  # fmt: skip
+    for _ in range(10):
+        r.xadd(k.feedback, {"data": orjson.dumps({"id": req.ids[0], "label": 0.0})})
+    for _ in range(3):
+        mon.step(block_ms=20)
+    assert _written(mon)["tracks"]["stable"]["labelled"] == 1
+    again = _monitor(model, r)  # a new monitor process: the marks are in Redis
+    again.start()
+    for pid in (req.ids[0], req.ids[1]):
+        r.xadd(k.feedback, {"data": orjson.dumps({"id": pid, "label": 1.0})})
+    for _ in range(3):
+        again.step(block_ms=20)
+    assert _written(again)["tracks"]["stable"]["labelled"] == 1  # only the second row's
