@@ -38,7 +38,8 @@ def push_samples(r, stream: str, rows: list, labels) -> None:  # type: ignore[no
 class LoggedRequest:
     """A request as a server logs it (:mod:`tideline.predlog`), for tests without a server.
 
-    Each has a log of its own (a fresh server process), so any time may be given.
+    Each has a log of its own (a fresh server process; the request alone in its entry),
+    so any time may be given.
     ``ids`` are the client's own (indexed); else they are generated, as a server would.
     """
 
@@ -56,7 +57,7 @@ class LoggedRequest:
         self.entry = f"{int(self.ts * 1000)}-0"
         self.secret = os.urandom(predlog.SECRET_HEX // 2).hex()
         self.client_ids = ids
-        prefix = predlog.id_prefix(self.instance, self.entry, self.secret)
+        prefix = predlog.id_prefix(self.instance, self.entry, 0, self.secret)
         self.ids = list(ids) if ids is not None else [f"{prefix}{i}" for i in range(len(rows))]
         self.meta = predlog.Meta(secret=self.secret, track=track, models={track: (revision, version)},
                                  ids=ids)  # fmt: skip
@@ -68,11 +69,12 @@ class LoggedRequest:
 
         from tideline import predlog
 
-        fields = predlog.encode(self.meta, orjson.dumps(self.scores), rows=self.rows)
+        fields = predlog.encode([self.meta], [orjson.dumps(self.scores)],
+                                [orjson.dumps({"instances": self.rows})])  # fmt: skip
         pipe.xadd(keys.log(self.instance), fields, id=self.entry)
         pipe.zadd(keys.logs, {self.instance: self.ts})
         if self.client_ids:
-            where = f"{self.instance} {self.entry} "
+            where = f"{self.instance} {self.entry} 0 "
             mapping = {i: f"{where}{k}" for k, i in enumerate(self.client_ids)}
             pipe.hset(keys.log_ids(predlog.bucket(self.ts)), mapping=mapping)
         return self

@@ -39,11 +39,11 @@ from typing import Any
 import redis
 
 from tideline import predlog
-from tideline.predlog import Entry, Location
+from tideline.predlog import Batch, Entry, Location
 from tideline.store import Keys
 
 MAX_ID_LENGTH = 256
-ENTRY_CACHE = 512  # decoded log entries kept: labels for one request tend to come together
+ENTRY_CACHE = 512  # decoded log entries kept: labels for one batch tend to come together
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between lookups of a waiting label
 INDEX_CHUNK = 12  # index buckets (an hour) asked at a time for clients' own ids
 # A label waits for its prediction to be logged this long at most (or labelWindow, if
@@ -114,6 +114,14 @@ class _Label:
         return len(self.prediction_id) + len(self.feedback_id) + 200  # strings and objects
 
 
+def _rows(entry: Entry) -> int:
+    """Rows a logged request answered (0 when its entry cannot be read)."""
+    try:
+        return len(entry)
+    except (ValueError, TypeError):
+        return 0
+
+
 def _id_le(a: str, b: str) -> bool:
     """Stream entry id a <= b."""
     am, _, aseq = a.partition("-")
@@ -149,7 +157,7 @@ class LogJoin:
         self._waiting: list[_Label] = []
         self._waiting_bytes = 0
         self._held: set[str] = set()  # predictions joined here, not yet marked in Redis
-        self._cache: collections.OrderedDict[tuple[str, str], Entry] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[tuple[str, str], Batch] = collections.OrderedDict()
         self._rejected: list[Rejected] = []
         self.overflow = 0  # labels refused because the waiting room was full
         self.lookups = 0  # log entries read from Redis (the cache missed)
@@ -188,12 +196,16 @@ class LogJoin:
         for item in located:
             where = item.where
             assert where is not None
-            entry = entries.get((where.instance, where.entry))
-            if entry is None:
+            batch = entries.get((where.instance, where.entry))
+            if batch is None:
                 misses.append(item)
+                continue
+            entry = batch.request(where.request) if where.request < len(batch) else None
+            if entry is None:
+                self._reject(item, "unmatched: no such request in the entry")
             elif where.secret is not None and entry.meta.secret != where.secret:
                 self._reject(item, "unmatched: the id's secret is not its prediction's")
-            elif where.row >= len(entry):
+            elif where.row >= _rows(entry):
                 self._reject(item, "unmatched: no such row in the request")
             elif where.key in self._held or where.key in taken:
                 self._reject(item, "duplicate")
@@ -257,9 +269,9 @@ class LogJoin:
             return False
         return True
 
-    def _read(self, located: list[_Label]) -> tuple[dict[tuple[str, str], Entry], set[str]]:
+    def _read(self, located: list[_Label]) -> tuple[dict[tuple[str, str], Batch], set[str]]:
         """The log entries the labels name (cached or read) and which predictions are taken."""
-        entries: dict[tuple[str, str], Entry] = {}
+        entries: dict[tuple[str, str], Batch] = {}
         want: list[tuple[str, str]] = []
         marks: dict[int, list[str]] = {}
         for item in located:

@@ -133,7 +133,7 @@ class Monitor:
         self._log_start = "0-0"  # the log is read from the monitor's start on
         self._logs_listed = -math.inf
         self.list_logs_every = 1.0  # seconds: a new server's log is followed this soon
-        self._log_rows = self._log_entries = 0  # read from the log: rows a logged request holds
+        self._log_rows = self._log_entries = 0  # read from the log: rows a stream entry holds
         self._log_rate: float | None = None  # predictions/s, smoothed (about a minute)
         self._capacity: h.LogCapacity | None = None
         self._capacity_at = -math.inf
@@ -232,14 +232,20 @@ class Monitor:
                 self._cursors[instance] = entry_id.decode()
                 n += 1
                 try:
-                    e = predlog.decode(fields)
-                    rows, scores = e.rows, e.scores
-                except (ValueError, TypeError, orjson.JSONDecodeError):
+                    batch = predlog.decode(fields)
+                except ValueError:
                     self.metrics.bad_log_entries.inc()
                     continue
-                self._log_rows += len(scores)
                 self._log_entries += 1
-                self._on_predictions(e, int(entry_id.split(b"-")[0]) / 1000.0, rows, scores)
+                for k in range(len(batch)):
+                    e = batch.request(k)
+                    try:
+                        rows, scores = e.rows, e.scores
+                    except (ValueError, TypeError, orjson.JSONDecodeError):
+                        self.metrics.bad_log_entries.inc()
+                        continue
+                    self._log_rows += len(scores)
+                    self._on_predictions(e, rows, scores)
         return n
 
     def _log_capacity(self, now: float) -> h.LogCapacity | None:
@@ -283,9 +289,7 @@ class Monitor:
         self._capacity = cap
         return cap
 
-    def _on_predictions(
-        self, e: predlog.Entry, ts: float, rows: list[Any], scores: list[Any]
-    ) -> None:
+    def _on_predictions(self, e: predlog.Entry, rows: list[Any], scores: list[Any]) -> None:
         n = len(scores)
         self._counts["predictions"] += n
         tracks = e.meta.tracks or [e.meta.track] * n

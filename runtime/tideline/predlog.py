@@ -5,19 +5,21 @@ with the prediction it is about. Nothing about a prediction is kept in the
 learner's or the monitor's memory for that: the log lives in Redis, and a
 prediction id says where its row is.
 
-* Each server process writes its own stream, ``log:{instance}``, one entry
-  per request, under an entry id it chooses itself: ``{ms}-{seq}``, the
-  request's time in milliseconds and a sequence number (strictly increasing
-  in each process, as a stream requires).
-* The ids it gives a request's rows name that entry:
-  ``{instance}-{ms}-{seq}-{secret}-{row}``. A label for one is one
-  ``XRANGE log:{instance} {ms}-{seq} {ms}-{seq}``: no index, no scan. The
-  secret (64 random bits per request, also in the entry) makes ids
+* Each server process writes its own stream, ``log:{instance}``. An entry
+  holds a batch of requests (up to ``BATCH_ROWS`` rows or ``BATCH_BYTES``,
+  within ``BATCH_MS``; a larger request has one of its own), under an entry id the server
+  chooses: ``{ms}-{seq}``, the time of its first request in milliseconds
+  and a sequence number (strictly increasing in each process, as a stream
+  requires). One XADD carries dozens of single-row requests.
+* The ids a server gives a request's rows name that entry and the request's
+  place in it: ``{instance}-{ms}-{seq}-{k}-{secret}-{row}``. A label for one
+  is one ``XRANGE log:{instance} {ms}-{seq} {ms}-{seq}``: no index, no scan.
+  The secret (64 random bits per request, also in the entry) makes ids
   impossible to guess; the time makes a late label known without any
   lookup.
 * Ids a client chose (``"ids": [...]`` in a request) are indexed: a hash per
   ``BUCKET_SECONDS`` of time, ``log-ids:{bucket}``, from each id to
-  ``"{instance} {entry} {row}"``; a label for one reads the few buckets the
+  ``"{instance} {entry} {k} {row}"``; a label for one reads the buckets the
   window spans, the newest first.
 * The streams are trimmed by time (``MINID``), and expire as a whole when
   their server is gone: the log holds ``retention(labelWindow)`` of traffic
@@ -25,20 +27,22 @@ prediction id says where its row is.
   rate. The sorted set ``logs`` names the streams, by last write, for
   readers that follow all of them (the monitor).
 
-An entry is three fields: ``m``, the metadata (JSON); ``s``, the scores (a
-JSON array, the bytes the response carried); and ``b``, the request body as
-it came (the rows are its ``instances``), or ``r``, the rows as a JSON array
-(objects, or arrays of values in the order of ``m.names``).
+An entry is three fields, each a JSON array with an element per request:
+``m``, the metadata (:class:`Meta`); ``s``, the scores (the bytes each
+response carried); and ``b``, the request bodies as they came (rows are
+their ``instances``: objects, or arrays of values in the order of
+``Meta.names``).
 
 Examples
 --------
->>> loc = parse_id("0a1b2c3d4e5f-1764500000000-3-00112233445566ff-17")
->>> loc.instance, loc.entry, loc.row, loc.ts
-('0a1b2c3d4e5f', '1764500000000-3', 17, 1764500000.0)
+>>> loc = parse_id("0a1b2c3d4e5f-1764500000000-3-2-00112233445566ff-17")
+>>> loc.instance, loc.entry, loc.request, loc.row, loc.ts
+('0a1b2c3d4e5f', '1764500000000-3', 2, 17, 1764500000.0)
 >>> parse_id("order-42") is None  # a client's own id: looked up in the index
 True
->>> meta = b'{"models":{"stable":["r1",4]},"names":["amount","country"]}'
->>> e = decode({b"m": meta, b"s": b"[0.25,0.75]", b"r": b'[[1.0,"de"],[2.0,"fr"]]'})
+>>> fields = encode([Meta(models={"stable": ("r1", 4)}, names=["amount", "country"])],
+...                 [b"[0.25,0.75]"], [b'{"instances":[[1.0,"de"],[2.0,"fr"]]}'])
+>>> e = decode(fields).request(0)
 >>> e.row(1), e.score(1), e.track(1), e.model("stable")
 ({'amount': 2.0, 'country': 'fr'}, 0.75, 'stable', ('r1', 4))
 """
@@ -54,11 +58,16 @@ import msgspec
 import orjson
 
 BUCKET_SECONDS = 300  # the client-id index: one hash per five minutes of predictions
+BATCH_ROWS = 64  # rows an entry takes from several requests (a larger request: its own)
+BATCH_BYTES = 64 << 10
+BATCH_MS = 1000  # an entry's requests are this close in time to the first (its id's time)
 INSTANCE_HEX = 12  # hex digits of a server process's name (48 random bits)
 SECRET_HEX = 16  # hex digits of a request's secret (64 random bits)
 FUTURE_SECONDS = 60.0  # clocks of servers and readers may differ this much
 
-_GENERATED = re.compile(r"([0-9a-f]{12})-([0-9]{1,15})-([0-9]{1,9})-([0-9a-f]{16})-([0-9]{1,9})")
+_GENERATED = re.compile(
+    r"([0-9a-f]{12})-([0-9]{1,15})-([0-9]{1,9})-([0-9]{1,6})-([0-9a-f]{16})-([0-9]{1,9})"
+)
 
 
 def retention(label_window: float) -> float:
@@ -88,30 +97,32 @@ def buckets(now: float, label_window: float) -> list[int]:
 
 @dataclass(frozen=True)
 class Location:
-    """Where a prediction's row is: a server's stream, an entry, a row of it."""
+    """Where a prediction's row is: a server's stream, an entry, a request in it, a row."""
 
     instance: str
     entry: str  # the stream entry id, "{ms}-{seq}"
+    request: int
     row: int
     secret: str | None = None  # given by a generated id; a client's id has none
 
     @cached_property
     def ts(self) -> float:
-        """The prediction's time (seconds), from the entry id."""
+        """The time of the entry's first request (seconds), from the entry id."""
         return int(self.entry.split("-", 1)[0]) / 1000.0
 
     @cached_property
     def key(self) -> str:
         """A compact name of the prediction (the de-duplication marks use it)."""
-        return f"{self.instance} {self.entry} {self.row}"
+        return f"{self.instance} {self.entry} {self.request} {self.row}"
 
     @classmethod
     def from_key(cls, text: str) -> Location | None:
-        """The location an index value names (``"{instance} {entry} {row}"``)."""
+        """The location an index value names (``"{instance} {entry} {k} {row}"``)."""
         parts = text.split(" ")
-        if len(parts) != 3 or not parts[2].isdecimal() or "-" not in parts[1]:
+        if (len(parts) != 4 or "-" not in parts[1] or not parts[2].isdecimal()
+                or not parts[3].isdecimal()):  # fmt: skip
             return None
-        return cls(parts[0], parts[1], int(parts[2]))
+        return cls(parts[0], parts[1], int(parts[2]), int(parts[3]))
 
 
 def parse_id(pred_id: str) -> Location | None:
@@ -119,13 +130,13 @@ def parse_id(pred_id: str) -> Location | None:
     m = _GENERATED.fullmatch(pred_id)
     if m is None:
         return None
-    instance, ms, seq, secret, row = m.groups()
-    return Location(instance, f"{ms}-{seq}", int(row), secret)
+    instance, ms, seq, k, secret, row = m.groups()
+    return Location(instance, f"{ms}-{seq}", int(k), int(row), secret)
 
 
-def id_prefix(instance: str, entry: str, secret: str) -> str:
-    """What a request's generated ids start with; row i's id is the prefix and ``str(i)``."""
-    return f"{instance}-{entry}-{secret}-"
+def id_prefix(instance: str, entry: str, k: int, secret: str) -> str:
+    """What the generated ids of request k of an entry start with; row i's adds ``str(i)``."""
+    return f"{instance}-{entry}-{k}-{secret}-"
 
 
 class Meta(msgspec.Struct, omit_defaults=True):
@@ -141,45 +152,72 @@ class Meta(msgspec.Struct, omit_defaults=True):
     shadow: tuple[str, int, list[float]] | None = None  # (revision, version, scores)
 
 
-_meta_decoder = msgspec.json.Decoder(Meta)
+_metas_decoder = msgspec.json.Decoder(list[Meta])
+_metas_encoder = msgspec.json.Encoder()
+
+
+class Batch:
+    """One stream entry: the requests of a batch, decoded as far as they are read."""
+
+    __slots__ = ("metas", "_scores", "_bodies")
+
+    def __init__(self, metas: list[Meta], scores: bytes, bodies: bytes) -> None:
+        self.metas = metas
+        self._scores: list[Any] | bytes = scores
+        self._bodies: list[Any] | bytes = bodies
+
+    def __len__(self) -> int:
+        return len(self.metas)
+
+    def _column(self, name: str) -> list[Any]:
+        raw = getattr(self, name)
+        if isinstance(raw, bytes):
+            raw = orjson.loads(raw)
+            if not isinstance(raw, list) or len(raw) != len(self.metas):
+                raise ValueError(f"an entry's {name[1:]} must be a list of one per request")
+            setattr(self, name, raw)
+        return raw
+
+    def request(self, k: int) -> Entry:
+        """Request k of the batch (``IndexError`` when there is none)."""
+        if not 0 <= k < len(self.metas):
+            raise IndexError(f"no request {k} in the entry")
+        return Entry(self, k)
 
 
 class Entry:
-    """One logged request, decoded as far as it is read (rows only when asked for)."""
+    """One logged request of a batch: its metadata, scores and rows."""
 
-    __slots__ = ("meta", "_scores", "_rows", "_raw_rows", "_body")
+    __slots__ = ("batch", "k", "meta")
 
-    def __init__(self, meta: Meta, scores: bytes, rows: bytes | None, body: bytes | None) -> None:
-        self.meta = meta
-        self._scores: list[Any] | bytes = scores
-        self._raw_rows, self._body = rows, body
-        self._rows: list[Any] | None = None
+    def __init__(self, batch: Batch, k: int) -> None:
+        self.batch, self.k, self.meta = batch, k, batch.metas[k]
 
     @property
     def scores(self) -> list[Any]:
-        scores = self._scores
-        if isinstance(scores, bytes):
-            scores = self._scores = orjson.loads(scores)
+        scores = self.batch._column("_scores")[self.k]
         if not isinstance(scores, list):
-            raise ValueError("an entry's scores must be a list")
+            raise ValueError("a request's scores must be a list")
         return scores
 
     @property
     def rows(self) -> list[Any]:
         """The rows as logged: feature objects, or arrays in the order of ``meta.names``."""
-        if self._rows is None:
-            if self._raw_rows is not None:
-                rows = orjson.loads(self._raw_rows)
-            else:
-                body = orjson.loads(self._body or b"{}")
-                rows = body.get("instances") if isinstance(body, dict) else None
-            if not isinstance(rows, list):
-                raise ValueError("an entry's rows must be a list")
-            self._rows = rows
-        return self._rows
+        body = self.batch._column("_bodies")[self.k]
+        rows = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise ValueError("a logged request's instances must be a list")
+        return rows
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def ids(self, instance: str, entry_id: str) -> list[str]:
+        """The prediction ids of the rows: the client's, or those the server generated."""
+        if self.meta.ids is not None:
+            return self.meta.ids
+        prefix = id_prefix(instance, entry_id, self.k, self.meta.secret)
+        return [f"{prefix}{i}" for i in range(len(self))]
 
     def row(self, i: int) -> dict[str, Any]:
         """Row i's features as an object (arrays are named by ``meta.names``)."""
@@ -189,13 +227,6 @@ class Entry:
         if isinstance(r, list) and self.meta.names is not None:
             return dict(zip(self.meta.names, r, strict=False))
         raise ValueError(f"row {i} is neither an object nor a named array")
-
-    def ids(self, instance: str, entry_id: str) -> list[str]:
-        """The prediction ids of the rows: the client's, or those the server generated."""
-        if self.meta.ids is not None:
-            return self.meta.ids
-        prefix = id_prefix(instance, entry_id, self.meta.secret)
-        return [f"{prefix}{i}" for i in range(len(self))]
 
     def score(self, i: int) -> Any:
         return self.scores[i]
@@ -209,30 +240,27 @@ class Entry:
         return (rv[0], rv[1]) if rv is not None else (None, None)
 
 
-def decode(fields: dict[bytes, bytes]) -> Entry:
+def decode(fields: dict[bytes, bytes]) -> Batch:
     """An entry from its stream fields; ``ValueError`` when it is not one."""
     try:
-        meta = _meta_decoder.decode(fields[b"m"])
-        scores = fields[b"s"]
-    except (KeyError, msgspec.DecodeError) as e:
+        metas = _metas_decoder.decode(fields[b"m"])
+        return Batch(metas, fields[b"s"], fields[b"b"])
+    except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as e:
         raise ValueError(f"not a prediction log entry: {e}") from None
-    return Entry(meta, scores, fields.get(b"r"), fields.get(b"b"))
 
 
-def encode(
-    meta: Meta, scores: bytes, *, rows: list[Any] | None = None, body: bytes | None = None
-) -> dict[bytes, bytes]:
-    """The stream fields of an entry: the body as it came, or the rows serialised once."""
-    fields = {b"m": msgspec.json.encode(meta), b"s": scores}
-    if body is not None:
-        fields[b"b"] = body
-    else:
-        fields[b"r"] = orjson.dumps(rows or [])
-    return fields
+def encode(metas: list[Meta], scores: list[bytes], bodies: list[bytes]) -> dict[bytes, bytes]:
+    """The stream fields of an entry: per request its metadata, scores and body (JSON bytes,
+    spliced as they are: a request's body and scores are not serialised again)."""
+    return {
+        b"m": _metas_encoder.encode(metas),
+        b"s": b"[" + b",".join(scores) + b"]",
+        b"b": b"[" + b",".join(bodies) + b"]",
+    }
 
 
 def read(client: Any, keys: Any, instance: str | None = None) -> list[tuple[str, str, Entry]]:
-    """Every entry of one server process's log, or of all of them: (instance, entry id, entry).
+    """Every request in one server process's log, or in all of them: (instance, entry id, request).
 
     For tools and tests; readers of traffic follow the streams (the monitor)
     or read single entries by id (:class:`tideline.join.LogJoin`).
@@ -241,5 +269,6 @@ def read(client: Any, keys: Any, instance: str | None = None) -> list[tuple[str,
     out = []
     for name in names:
         for entry_id, fields in client.xrange(keys.log(name)):
-            out.append((name, entry_id.decode(), decode(fields)))
+            batch = decode(fields)
+            out += [(name, entry_id.decode(), batch.request(k)) for k in range(len(batch))]
     return out

@@ -130,15 +130,16 @@ def test_a_made_up_id_is_unmatched_without_waiting(r) -> None:
     instance, entry, secret, _ = real.instance, real.entry, real.secret, real.ids[0]
     ms = int(entry.split("-")[0])
     forged = [
-        f"{instance}-{ms}-0-{'0' * 16}-0",  # the wrong secret
-        f"{instance}-{ms - 5}-0-{secret}-0",  # before the last entry: it would be there
-        f"{instance}-{ms}-0-{secret}-7",  # no such row
+        f"{instance}-{ms}-0-0-{'0' * 16}-0",  # the wrong secret
+        f"{instance}-{ms - 5}-0-0-{secret}-0",  # before the last entry: it would be there
+        f"{instance}-{ms}-0-0-{secret}-7",  # no such row
+        f"{instance}-{ms}-0-3-{secret}-0",  # no such request in the entry
     ]
     for pid in forged:
         r.xadd(k.feedback, {"data": orjson.dumps({"id": pid, "label": 1})})
     for _ in range(3):
         p.step(block_ms=5)
-    assert p.counters["unmatched"] == 3 and p.join.waiting == 0 and p.counters["samples"] == 0
+    assert p.counters["unmatched"] == 4 and p.join.waiting == 0 and p.counters["samples"] == 0
 
 
 def test_late_unmatched_and_invalid_entries_go_to_the_dead_letter_stream(r) -> None:

@@ -328,7 +328,7 @@ def test_a_v2_error_names_the_tensor_element_the_client_sent(served: Served) -> 
 def test_generated_prediction_ids_carry_64_random_bits_per_request(served: Served) -> None:
     ids = [served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["ids"]
            for _ in range(3)]  # fmt: skip
-    secrets = [i[0].split("-")[3] for i in ids]
+    secrets = [i[0].split("-")[4] for i in ids]  # instance-ms-seq-request-secret-row
     assert all(len(x) == 16 and int(x, 16) >= 0 for x in secrets) and len(set(secrets)) == 3
     assert [i[-1].rsplit("-", 1)[1] for i in ids] == ["1", "1", "1"]  # the row's index ends it
 
@@ -361,7 +361,7 @@ def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
             dp.r.pipeline = pipeline
             await dp._write_log()
             dp.r.pipeline = real
-            return len(dp._log), ids
+            return dp._log_requests, ids  # in a batch of their own
         finally:
             await dp.stop()
 
@@ -373,7 +373,7 @@ def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
 
 
 def test_a_log_write_stopped_while_serialising_keeps_every_entry(r, redis_server) -> None:
-    """Cancelled between two chunks of 100 requests: all go back to the queue, in order."""
+    """Cancelled between two chunks of 100 entries: all go back to the queue, in order."""
     model = parse(manifest(name="fraud"))
     ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
 
@@ -381,14 +381,16 @@ def test_a_log_write_stopped_while_serialising_keeps_every_entry(r, redis_server
         dp = DataPlane(model, redis_server.url, log_flush_interval=60)  # no flush of its own
         await dp.start()
         try:
-            ids = [i for _ in range(250) for i in dp.predict(ROWS).ids]
+            # 64 rows a request: an entry each (a batch holds up to 64 rows)
+            ids = [i for _ in range(250) for i in dp.predict(ROWS * 32).ids]
+            assert len(dp._log) == 250
             writing = asyncio.get_running_loop().create_task(dp._write_log())
             await asyncio.sleep(0)  # the writer serialises 100, then lets the loop go
             assert len(dp._log) == 150
             writing.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await writing
-            queued = [q.entry for q in dp._log]
+            queued = [q.entry for q in dp._log for _ in q.metas]
             return ids, queued, len(predlog.read(r, dp.keys, dp.log_instance))
         finally:
             await dp.stop()
@@ -413,7 +415,7 @@ def test_the_log_queue_is_bounded_in_bytes_and_keeps_the_newest(r, redis_server)
         await dp.start()
         try:
             requests = [dp.predict(ROWS * 8, raw=body).ids for _ in range(25)]
-            queued, held = len(dp._log), dp._log_bytes
+            queued, held = dp._log_requests, dp._log_bytes
             dropped = dp.metrics.registry.get_sample_value("tideline_server_log_dropped_total")
             await dp._write_log()
             return [list(ids) for ids in requests], queued, held, dropped or 0.0
@@ -421,10 +423,11 @@ def test_the_log_queue_is_bounded_in_bytes_and_keeps_the_newest(r, redis_server)
             await dp.stop()
 
     requests, queued, held, dropped = asyncio.run(scenario())
-    assert (queued, held, dropped) == (10, 10 * len(body), 15)
+    # whole entries go, the oldest first (an entry holds 4 of these 16-row requests)
+    assert 10 - 4 < queued <= 10 and held == queued * len(body) and dropped == 25 - queued
     entries = predlog.read(r, Keys("test", "fraud"))
     assert [i for name, eid, e in entries for i in e.ids(name, eid)] == [
-        i for ids in requests[-10:] for i in ids
+        i for ids in requests[-queued:] for i in ids
     ]
 
 

@@ -179,8 +179,8 @@ class Result:
     fallback: bool = False
     fallback_reason: str | None = None
     models: dict[str, Loaded] = field(default_factory=dict)  # which model answered each track
-    entry: str = ""  # the prediction log entry of the request (predlog)
-    secret: str = ""
+    secret: str = ""  # the request's secret, in its log entry
+    slot: tuple[LogBatch, int] | None = None  # where the request is logged (predlog)
     _json: bytes | None = field(default=None, repr=False)
 
     def predictions_json(self) -> bytes:
@@ -221,22 +221,30 @@ class TrackStats:
         return out
 
 
+_EMPTY_BODY = b'{"instances":[]}'
+
+
 @dataclass(slots=True)
-class Logged:
-    """A request's prediction log entry, queued until the writer sends it."""
+class LogBatch:
+    """Requests logged in one stream entry (:mod:`tideline.predlog`), queued for the writer.
 
-    entry: str  # the stream entry id its prediction ids name
-    meta: predlog.Meta
-    scores: bytes  # the JSON array the response carried
-    rows: Sequence[Any] | None  # the rows, when there is no body to log as it came
-    body: bytes | None
-    size: int  # bytes it holds, about: its body, or 256 a row without one
+    A request takes its slot when its ids are made (they name the slot) and
+    fills it when it is answered; a slot whose request failed in between
+    stays an empty request.
+    """
 
-    def rows_json(self) -> list[Any] | None:
-        """The rows to serialise (None when the body is logged instead)."""
-        if self.body is not None:
-            return None
-        return list(self.rows or ())
+    entry: str  # the stream entry id the prediction ids name
+    metas: list[predlog.Meta] = field(default_factory=list)
+    scores: list[bytes] = field(default_factory=list)  # the JSON arrays the responses carried
+    bodies: list[Any] = field(default_factory=list)  # bodies as they came, or the rows
+    rows: int = 0
+    size: int = 0  # bytes it holds, about: its bodies, or 256 a row without one
+    closed: bool = False  # full: the next request starts another batch
+
+    def fields(self) -> dict[bytes, bytes]:
+        bodies = [b if isinstance(b, bytes) else orjson.dumps({"instances": list(b)})
+                  for b in self.bodies]  # fmt: skip
+        return predlog.encode(self.metas, self.scores, bodies)
 
 
 def route_hash(key: str) -> int:
@@ -284,8 +292,10 @@ class DataPlane:
         self.last_good: Loaded | None = None
         self.warmed = False
         self.log_queue, self.log_queue_bytes = log_queue, log_queue_bytes
-        self._log: collections.deque[Logged] = collections.deque()
-        self._log_bytes = 0  # what the queued entries hold, about (see Logged.size)
+        self._log: collections.deque[LogBatch] = collections.deque()
+        self._log_bytes = 0  # what the queued batches hold, about (see LogBatch.size)
+        self._log_requests = 0  # requests in the queued batches
+        self._open: LogBatch | None = None  # the batch new requests join
         self._log_event = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         # The background loops also end on this, not only on cancellation: redis-py can
@@ -347,7 +357,7 @@ class DataPlane:
         try:  # what is queued is written, if Redis is there
             await asyncio.wait_for(self._write_log(), timeout=2.0)
         except (redis.exceptions.RedisError, OSError, TimeoutError):
-            log.warning("redis unavailable at stop: %d prediction log entries lost", len(self._log))
+            log.warning("redis unavailable at stop: %d logged requests lost", self._log_requests)
         if self._http is not None:
             await self._http.aclose()
         if self._r is not None:
@@ -601,15 +611,18 @@ class DataPlane:
                     raise BadRequest(f"{path}: must be a non-empty list of rows")
                 self.metrics.fallbacks.labels(reason="no-model").inc()
                 value = float(self.spec.serving.fallback)
-                out_ids, _, _ = self._new_ids(n, ids)
-                return Result([value] * n, out_ids, None, None, ["stable"] * n, True, "no-model")
+                out_ids, slot, secret = self._new_ids(n, ids)
+                result = Result([value] * n, out_ids, None, None, ["stable"] * n, True,
+                                "no-model", secret=secret, slot=slot)  # fmt: skip
+                self._queue_log(rows, result, raw)
+                return result
             raise Unavailable("no model version is loaded yet")
         if X is None:
             X = self.encode(stable, all_rows(), path)
         n = X.shape[0]
         if ids is not None and len(ids) != n:
             raise Unprocessable(f"ids: {len(ids)} ids for {n} rows")
-        out_ids, entry, secret = self._new_ids(n, ids)
+        out_ids, slot, secret = self._new_ids(n, ids)
         t0 = time.perf_counter()
         preds = stable.predict(X)
         elapsed = time.perf_counter() - t0
@@ -621,7 +634,7 @@ class DataPlane:
             stable.version,
             stable.revision,
             tracks,
-            entry=entry,
+            slot=slot,
             secret=secret,
         )
         result.models[track] = stable
@@ -652,14 +665,26 @@ class DataPlane:
         self._queue_log(rows, result, raw, shadow)
         return result
 
-    def _new_ids(self, n: int, given: Sequence[Any] | None) -> tuple[Sequence[str], str, str]:
-        """A request's ids (the client's, or generated), its log entry id and its secret."""
+    def _new_ids(
+        self, n: int, given: Sequence[Any] | None
+    ) -> tuple[Sequence[str], tuple[LogBatch, int], str]:
+        """A request's ids (the client's, or generated), its slot in the log and its secret."""
+        batch = self._open
         ms = int(time.time() * 1000)
-        if ms > self._last_ms:
-            self._last_ms, self._seq = ms, 0
-        else:  # the same millisecond, or the clock went back: the stream needs a greater id
-            self._seq += 1
-        entry = f"{self._last_ms}-{self._seq}"
+        if (batch is None or batch.closed or ms - self._last_ms > predlog.BATCH_MS
+                or (batch.rows + n > predlog.BATCH_ROWS and batch.metas)):  # fmt: skip
+            if ms > self._last_ms:
+                self._last_ms, self._seq = ms, 0
+            else:  # the same millisecond, or the clock went back: the stream needs a greater id
+                self._seq += 1
+            batch = self._open = LogBatch(f"{self._last_ms}-{self._seq}")
+            self._log.append(batch)
+        k = len(batch.metas)
+        batch.metas.append(predlog.Meta())  # an empty request until it is answered
+        batch.scores.append(b"[]")
+        batch.bodies.append(_EMPTY_BODY)
+        batch.rows += n
+        self._log_requests += 1
         at = self._random_at
         if at >= len(self._random):
             self._random, at = os.urandom(8 * 1024).hex(), 0
@@ -668,8 +693,9 @@ class DataPlane:
             at + predlog.SECRET_HEX,
         )
         if given is not None:
-            return [str(i) for i in given], entry, secret
-        return GeneratedIds(predlog.id_prefix(self.log_instance, entry, secret), n), entry, secret
+            return [str(i) for i in given], (batch, k), secret
+        prefix = predlog.id_prefix(self.log_instance, batch.entry, k, secret)
+        return GeneratedIds(prefix, n), (batch, k), secret
 
     # -- canary in another image: forwarded ---------------------------------------------
     async def forward(self, path: str, body: bytes, track: str) -> dict[str, Any]:
@@ -722,17 +748,17 @@ class DataPlane:
         raw: bytes | None,
         shadow: tuple[str, int, list[float]] | None = None,
     ) -> None:
-        """Queue the request's log entry; the writer sends it later, off the request's time.
-
-        The entry holds the request body as it came when there is one (rows are
-        its ``instances``), else the rows; rows given as arrays are named by the
-        stable schema's feature names.
-        """
+        """Fill the request's slot in its log batch; the writer sends it later, off the
+        request's time. The body is logged as it came when there is one (rows are its
+        ``instances``), else the rows; rows given as arrays are named by the stable
+        schema's feature names."""
+        assert result.slot is not None
+        batch, k = result.slot
         tracks = result.tracks
         one_track = tracks[0] == tracks[-1] and (len(tracks) < 3 or len(set(tracks)) == 1)
         stable = self.stable
         arrays = rows is not None and len(rows) > 0 and not isinstance(rows[0], dict)
-        meta = predlog.Meta(
+        batch.metas[k] = predlog.Meta(
             secret=result.secret,
             track=tracks[0],
             tracks=None if one_track else tracks,
@@ -744,28 +770,37 @@ class DataPlane:
             names=list(stable.schema.names) if arrays and stable is not None else None,
             shadow=shadow,
         )
+        batch.scores[k] = result.predictions_json()
+        batch.bodies[k] = raw if raw is not None else (rows if rows is not None else [])
         size = len(raw) if raw is not None else 256 * len(tracks)
-        queue = self._log
-        queue.append(Logged(result.entry, meta, result.predictions_json(), rows, raw, size))
+        batch.size += size
+        if batch.size >= predlog.BATCH_BYTES:
+            batch.closed = True
         self._log_bytes += size
+        queue = self._log
         while len(queue) > 1 and (
-            len(queue) > self.log_queue or self._log_bytes > self.log_queue_bytes
+            self._log_requests > self.log_queue or self._log_bytes > self.log_queue_bytes
         ):
-            self._log_bytes -= queue.popleft().size
-            self.metrics.log_dropped.inc()
+            dropped = queue.popleft()
+            self._log_bytes -= dropped.size
+            self._log_requests -= len(dropped.metas)
+            self.metrics.log_dropped.inc(len(dropped.metas))
         self._log_event.set()
 
-    def _index_ids(self, pipe: Any, batch: list[Logged], expire_at: dict[int, int]) -> None:
-        """The clients' own ids of a batch: one field each in their bucket of the index."""
+    def _index_ids(self, pipe: Any, batches: list[LogBatch], expire_at: dict[int, int]) -> None:
+        """The clients' own ids in these batches: one field each in their bucket of the index."""
         window = predlog.retention(self.spec.learning.labelWindow)
         by_bucket: dict[int, dict[str, str]] = {}
-        for q in batch:
-            if q.meta.ids is None:
-                continue
-            b = predlog.bucket(int(q.entry.split("-", 1)[0]) / 1000.0)
-            where = f"{self.log_instance} {q.entry} "
-            by_bucket.setdefault(b, {}).update({i: f"{where}{k}" for k, i in enumerate(q.meta.ids)})
-            expire_at[b] = int((b + 1) * predlog.BUCKET_SECONDS + window) + 1
+        for q in batches:
+            for k, meta in enumerate(q.metas):
+                if meta.ids is None:
+                    continue
+                b = predlog.bucket(int(q.entry.split("-", 1)[0]) / 1000.0)
+                where = f"{self.log_instance} {q.entry} {k} "
+                by_bucket.setdefault(b, {}).update(
+                    {i: f"{where}{row}" for row, i in enumerate(meta.ids)}
+                )
+                expire_at[b] = int((b + 1) * predlog.BUCKET_SECONDS + window) + 1
         for b, mapping in by_bucket.items():
             pipe.hset(self.keys.log_ids(b), mapping=mapping)
 
@@ -776,7 +811,7 @@ class DataPlane:
         left = len(self._log)
         if not left:
             return
-        taken: list[Logged] = []
+        taken: list[LogBatch] = []
         now = time.time()
         keep = predlog.retention(self.spec.learning.labelWindow)
         # The readers need labelWindow of log and a grace, no more: trimmed by time.
@@ -794,9 +829,11 @@ class DataPlane:
                 left -= len(batch)
                 taken += batch
                 for q in batch:
+                    if q is self._open:  # requests answered from now on go to a new batch
+                        self._open = None
                     self._log_bytes -= q.size
-                    fields = predlog.encode(q.meta, q.scores, rows=q.rows_json(), body=q.body)
-                    pipe.xadd(stream, fields, id=q.entry, minid=horizon, approximate=False)
+                    self._log_requests -= len(q.metas)
+                    pipe.xadd(stream, q.fields(), id=q.entry, minid=horizon, approximate=False)
                 self._index_ids(pipe, batch, expire_at)
                 if left:
                     await asyncio.sleep(0)
@@ -822,9 +859,10 @@ class DataPlane:
             self._put_back(taken)
             raise errors[0]
 
-    def _put_back(self, taken: list[Logged]) -> None:
+    def _put_back(self, taken: list[LogBatch]) -> None:
         self._log.extendleft(reversed(taken))
         self._log_bytes += sum(q.size for q in taken)
+        self._log_requests += sum(len(q.metas) for q in taken)
 
     async def _flush_log(self) -> None:
         backoff = self.log_flush_interval
@@ -879,7 +917,7 @@ class DataPlane:
                 if canary
                 else None,
                 "tracks": {t: s.summary() for t, s in self.stats.items()},
-                "logQueue": len(self._log),
+                "logQueue": self._log_requests,
             }
             gone = time.time() - predlog.retention(self.spec.learning.labelWindow) - 60
             try:
