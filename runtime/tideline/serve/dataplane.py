@@ -17,11 +17,11 @@ module does the rest, and never waits on Redis on the request path:
 * **Fallback.** Past ``spec.serving.timeout``, or without a model, the
   answer is the ``lastGood`` version's (or the fixed ``fallback.value``),
   flagged in the response and in metrics.
-* **Logging.** Every answered request appends one entry to an in-memory
-  queue; a background task writes the queue to this process's prediction
-  log (:mod:`tideline.predlog`: a stream kept for ``labelWindow``, each
-  entry under the id its rows' prediction ids name) in pipelined batches.
-  Through a Redis outage the queue holds up to ``log_queue`` entries and
+* **Logging.** Every answered request takes a slot in a batch of the
+  in-memory queue (its ids name the slot); a background task writes the
+  queue to this process's prediction log (:mod:`tideline.predlog`: a stream
+  kept for ``labelWindow``, a batch an entry) in pipelined round trips.
+  Through a Redis outage the queue holds up to ``log_queue`` requests and
   about ``log_queue_bytes`` of them (the oldest are dropped and counted
   beyond that) while the server keeps answering from memory.
 """
