@@ -43,7 +43,9 @@ from tideline.predlog import Batch, Entry, Location
 from tideline.store import Keys
 
 MAX_ID_LENGTH = 256
-ENTRY_CACHE = 512  # decoded log entries kept: labels for one batch tend to come together
+# Log entries kept once read (labels for one batch tend to come together), bounded by
+# the bytes they came as (decoded rows take a few times that): entries hold up to 64 KiB.
+ENTRY_CACHE_BYTES = 8 << 20
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between lookups of a waiting label
 INDEX_CHUNK = 12  # index buckets (an hour) asked at a time for clients' own ids
 # A label waits for its prediction to be logged this long at most (or labelWindow, if
@@ -157,7 +159,10 @@ class LogJoin:
         self._waiting: list[_Label] = []
         self._waiting_bytes = 0
         self._held: set[str] = set()  # predictions joined here, not yet marked in Redis
-        self._cache: collections.OrderedDict[tuple[str, str], Batch] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[tuple[str, str], tuple[Batch, int]] = (
+            collections.OrderedDict()
+        )
+        self._cache_bytes = 0
         self._rejected: list[Rejected] = []
         self.overflow = 0  # labels refused because the waiting room was full
         self.lookups = 0  # log entries read from Redis (the cache missed)
@@ -281,7 +286,7 @@ class LogJoin:
             hit = self._cache.get(k)
             if hit is not None:
                 self._cache.move_to_end(k)
-                entries[k] = hit
+                entries[k] = hit[0]
             elif k not in entries and k not in want:
                 want.append(k)
             if where.key not in self._held:
@@ -298,13 +303,17 @@ class LogJoin:
         for k, found in zip(want, replies, strict=False):
             if not found:
                 continue
+            fields = found[0][1]
             try:
-                entry = predlog.decode(found[0][1])
+                entry = predlog.decode(fields)
             except ValueError:
                 continue  # not an entry a server wrote: as if it were not there
-            entries[k] = self._cache[k] = entry
-            if len(self._cache) > ENTRY_CACHE:
-                self._cache.popitem(last=False)
+            size = sum(map(len, fields.values()))
+            entries[k] = entry
+            self._cache[k] = (entry, size)
+            self._cache_bytes += size
+            while self._cache_bytes > ENTRY_CACHE_BYTES and len(self._cache) > 1:
+                self._cache_bytes -= self._cache.popitem(last=False)[1][1]
         taken: set[str] = set()
         for (_, names), flags in zip(marks.items(), replies[len(want) :], strict=True):
             taken.update(n for n, f in zip(names, flags, strict=True) if f)

@@ -27,11 +27,11 @@ prediction id says where its row is.
   rate. The sorted set ``logs`` names the streams, by last write, for
   readers that follow all of them (the monitor).
 
-An entry is three fields, each a JSON array with an element per request:
-``m``, the metadata (:class:`Meta`); ``s``, the scores (the bytes each
-response carried); and ``b``, the request bodies as they came (rows are
-their ``instances``: objects, or arrays of values in the order of
-``Meta.names``).
+An entry's fields: ``m``, the requests' metadata (a JSON array of
+:class:`Meta`), and per request k, ``s{k}``, its scores (the bytes the
+response carried), and ``b{k}``, its body as it came (rows are its
+``instances``: objects, or arrays of values in the order of ``Meta.names``).
+A reader parses only the request a label names.
 
 Examples
 --------
@@ -157,26 +157,27 @@ _metas_encoder = msgspec.json.Encoder()
 
 
 class Batch:
-    """One stream entry: the requests of a batch, decoded as far as they are read."""
+    """One stream entry: the requests of a batch, each decoded only when it is read."""
 
-    __slots__ = ("metas", "_scores", "_bodies")
+    __slots__ = ("metas", "_fields", "_decoded")
 
-    def __init__(self, metas: list[Meta], scores: bytes, bodies: bytes) -> None:
+    def __init__(self, metas: list[Meta], fields: dict[bytes, bytes]) -> None:
         self.metas = metas
-        self._scores: list[Any] | bytes = scores
-        self._bodies: list[Any] | bytes = bodies
+        self._fields = fields
+        self._decoded: dict[bytes, Any] = {}
 
     def __len__(self) -> int:
         return len(self.metas)
 
-    def _column(self, name: str) -> list[Any]:
-        raw = getattr(self, name)
-        if isinstance(raw, bytes):
-            raw = orjson.loads(raw)
-            if not isinstance(raw, list) or len(raw) != len(self.metas):
-                raise ValueError(f"an entry's {name[1:]} must be a list of one per request")
-            setattr(self, name, raw)
-        return raw
+    def _field(self, name: bytes) -> Any:
+        """A request's scores (``s{k}``) or body (``b{k}``), parsed once."""
+        value = self._decoded.get(name)
+        if value is None:
+            raw = self._fields.get(name)
+            if raw is None:
+                raise ValueError(f"the entry has no field {name.decode()}")
+            value = self._decoded[name] = orjson.loads(raw)
+        return value
 
     def request(self, k: int) -> Entry:
         """Request k of the batch (``IndexError`` when there is none)."""
@@ -195,7 +196,7 @@ class Entry:
 
     @property
     def scores(self) -> list[Any]:
-        scores = self.batch._column("_scores")[self.k]
+        scores = self.batch._field(b"s%d" % self.k)
         if not isinstance(scores, list):
             raise ValueError("a request's scores must be a list")
         return scores
@@ -203,7 +204,7 @@ class Entry:
     @property
     def rows(self) -> list[Any]:
         """The rows as logged: feature objects, or arrays in the order of ``meta.names``."""
-        body = self.batch._column("_bodies")[self.k]
+        body = self.batch._field(b"b%d" % self.k)
         rows = body.get("instances") if isinstance(body, dict) else None
         if not isinstance(rows, list):
             raise ValueError("a logged request's instances must be a list")
@@ -243,20 +244,20 @@ class Entry:
 def decode(fields: dict[bytes, bytes]) -> Batch:
     """An entry from its stream fields; ``ValueError`` when it is not one."""
     try:
-        metas = _metas_decoder.decode(fields[b"m"])
-        return Batch(metas, fields[b"s"], fields[b"b"])
+        return Batch(_metas_decoder.decode(fields[b"m"]), fields)
     except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as e:
         raise ValueError(f"not a prediction log entry: {e}") from None
 
 
 def encode(metas: list[Meta], scores: list[bytes], bodies: list[bytes]) -> dict[bytes, bytes]:
-    """The stream fields of an entry: per request its metadata, scores and body (JSON bytes,
-    spliced as they are: a request's body and scores are not serialised again)."""
-    return {
-        b"m": _metas_encoder.encode(metas),
-        b"s": b"[" + b",".join(scores) + b"]",
-        b"b": b"[" + b",".join(bodies) + b"]",
-    }
+    """The stream fields of an entry: the requests' metadata, and per request k its scores
+    (``s{k}``) and body (``b{k}``), the JSON bytes as they are (not serialised again; a
+    reader parses only the request it needs)."""
+    fields = {b"m": _metas_encoder.encode(metas)}
+    for k, (score, body) in enumerate(zip(scores, bodies, strict=True)):
+        fields[b"s%d" % k] = score
+        fields[b"b%d" % k] = body
+    return fields
 
 
 def read(client: Any, keys: Any, instance: str | None = None) -> list[tuple[str, str, Entry]]:
