@@ -68,8 +68,9 @@ def _unpack(archive: Path, root: Path) -> dict:
     """A docker-archive's layers, in order, whiteouts applied; returns the image config."""
     with tarfile.open(archive) as outer:
         manifest_ = json.load(outer.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
-        # the name kind, k3d and ctr import it under: what a pod's image names
-        assert manifest_["RepoTags"] == [f"docker.io/{tideline.IMAGE}:{tideline.__version__}"]
+        # the name kind, k3d and ctr import it under: what a pod's image names (buildah adds
+        # its local name, localhost/..., too)
+        assert f"docker.io/{tideline.IMAGE}:{tideline.__version__}" in manifest_["RepoTags"]
         config = json.load(outer.extractfile(manifest_["Config"]))  # type: ignore[arg-type]
         layers_dir = root.parent / "layers"
         layers_dir.mkdir()
