@@ -124,13 +124,6 @@ def _rows(entry: Entry) -> int:
         return 0
 
 
-def _id_le(a: str, b: str) -> bool:
-    """Stream entry id a <= b."""
-    am, _, aseq = a.partition("-")
-    bm, _, bseq = b.partition("-")
-    return (int(am), int(aseq or 0)) <= (int(bm), int(bseq or 0))
-
-
 class LogJoin:
     """Joins labels with the prediction log in Redis for one reader (see module docs)."""
 
@@ -333,7 +326,7 @@ class LogJoin:
             where = item.where
             assert where is not None
             top = tops[where.instance]
-            if top is not None and _id_le(where.entry, top):
+            if top is not None and predlog.entry_order(where.entry) <= predlog.entry_order(top):
                 # the server has written past it: the entry was trimmed, or never was
                 if now - where.ts > self.retention - 1.0:
                     self._reject(

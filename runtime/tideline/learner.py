@@ -47,7 +47,7 @@ from tideline.join import Joined, LogJoin, prediction_id
 from tideline.learn import Learner, make_learner
 from tideline.learn.base import NonFiniteUpdate, check_target
 from tideline.metrics import LearnerMetrics
-from tideline.predlog import Location
+from tideline.predlog import Location, entry_order
 from tideline.spec import OnlineModel, SpecError
 from tideline.store import ModelStore, Reference, StoreError, learner_from_blob
 
@@ -651,7 +651,7 @@ class LearnerProcess:
                 if g["pending"]:
                     # (acknowledged meanwhile, there is no oldest pending: last-delivered holds)
                     point = self.r.xpending(stream, g["name"]).get("min") or point
-                key = _id_key(point.decode() if isinstance(point, bytes) else str(point))
+                key = entry_order(point.decode() if isinstance(point, bytes) else str(point))
                 floor = key if floor is None else min(floor, key)
             if floor is not None and floor != (0, 0):
                 # whole nodes only (~): cheap, and never past the floor. LIMIT 0: an
@@ -751,11 +751,6 @@ class LearnerProcess:
             self.flush()
         except redis.ConnectionError:
             log.warning("redis unavailable at stop; unacked entries will be re-read on restart")
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _loss(task: str, p: np.ndarray, y: np.ndarray) -> np.ndarray:

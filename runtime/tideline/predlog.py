@@ -83,6 +83,16 @@ def retention(label_window: float) -> float:
     return label_window + max(60.0, 0.1 * label_window)
 
 
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a sortable key (ids compare as numbers, not as text).
+
+    >>> entry_order("1764500000000-39") < entry_order("1764500000000-134")
+    True
+    """
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def bucket(ts: float) -> int:
     """The index bucket of a time (seconds)."""
     return int(ts // BUCKET_SECONDS)

@@ -13,6 +13,7 @@ from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, push_samples
 from tideline.evaluate import prequential, scores
 from tideline.learn import make_learner
 from tideline.learner import LearnerProcess
+from tideline.predlog import entry_order
 from tideline.simulate import SyntheticStream
 from tideline.spec import SpecError, parse
 from tideline.store import ModelStore, Reference, learner_to_blob
@@ -376,8 +377,7 @@ def test_the_label_streams_lose_only_what_every_consumer_group_acknowledged(r) -
     assert 5000 <= r.xlen(k.samples) <= 5100  # trimmed by whole nodes of 100 entries
 
     def key(entry_id: bytes) -> tuple[int, int]:
-        ms, seq = entry_id.split(b"-")
-        return int(ms), int(seq)
+        return entry_order(entry_id.decode())
 
     # the slow group's oldest pending entry is kept
     assert key(ids[19_899]) <= key(oldest) <= key(ids[20_000])
