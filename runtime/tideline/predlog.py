@@ -150,7 +150,7 @@ def id_prefix(instance: str, entry: str, k: int, secret: str) -> str:
 
 
 class Meta(msgspec.Struct, omit_defaults=True):
-    """An entry's metadata: who answered which rows, and how to read them."""
+    """A logged request's metadata: who answered which rows, and how to read them."""
 
     secret: str = ""
     track: str = "stable"  # every row's track, unless ``tracks`` names them one by one
