@@ -26,7 +26,7 @@ def manifest(name: str = "m", **spec: object) -> dict:
 
 
 def push_samples(r, stream: str, rows: list, labels) -> None:  # type: ignore[no-untyped-def]
-    """Labelled rows onto a samples stream, as `POST :learn` writes them."""
+    """Labelled rows onto a samples stream, an entry each (a producer's one-row entries)."""
     import orjson
 
     pipe = r.pipeline(transaction=False)

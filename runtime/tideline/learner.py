@@ -28,12 +28,13 @@ reason, in the same transaction: nothing is dropped silently.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from tideline.learn import Learner, make_learner
 from tideline.learn.base import NonFiniteUpdate, check_target
 from tideline.metrics import LearnerMetrics
 from tideline.predlog import Location, entry_order
+from tideline.samples import SampleDecoder
 from tideline.spec import OnlineModel, SpecError
 from tideline.store import ModelStore, Reference, StoreError, learner_from_blob
 
@@ -80,17 +82,59 @@ def _decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 @dataclass
-class Pending:
-    """Rows decoded and waiting for the next mini-batch, with their stream entries."""
+class Run:
+    """An entry's rows waiting in :class:`Pending`: learned together, acknowledged together."""
 
-    rows: list[np.ndarray] = field(default_factory=list)
-    labels: list[float] = field(default_factory=list)
-    entries: list[tuple[str, bytes]] = field(default_factory=list)  # (stream, entry id)
-    marks: list[Location | None] = field(default_factory=list)  # a joined label's prediction
-    first_at: float = 0.0
+    stream: str
+    entry: bytes
+    rows: int
+    mark: Location | None = None  # a joined label's prediction
+
+
+class Pending:
+    """Rows decoded and waiting for the next mini-batch, as blocks, with their entries.
+
+    Rows come in blocks (a read's matrix) and leave in mini-batches of whole
+    entries, so a packed entry is never split across a checkpoint.
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.blocks: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
+        self.runs: collections.deque[Run] = collections.deque()
+        self.rows = 0
+        self.first_at = 0.0
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return self.rows
+
+    def add(self, X: np.ndarray, y: np.ndarray, runs: list[Run]) -> None:
+        if len(y):
+            self.blocks.append((X, y))
+            self.runs.extend(runs)
+            self.rows += len(y)
+
+    def take(self, size: int) -> tuple[np.ndarray, np.ndarray, list[Run]]:
+        """The first whole entries holding at least ``size`` rows (or all there are)."""
+        runs: list[Run] = []
+        n = 0
+        while self.runs and n < size:
+            run = self.runs.popleft()
+            runs.append(run)
+            n += run.rows
+        xs, ys, need = [], [], n
+        while need:
+            X, y = self.blocks.popleft()
+            if len(y) > need:
+                self.blocks.appendleft((X[need:], y[need:]))
+                X, y = X[:need], y[:need]
+            xs.append(X)
+            ys.append(y)
+            need -= len(y)
+        self.rows -= n
+        if len(xs) == 1:
+            return xs[0], ys[0], runs
+        return np.vstack(xs), np.concatenate(ys), runs
 
 
 class Replay:
@@ -178,7 +222,8 @@ class LearnerProcess:
         self.replay = Replay(ls.replay.size, self.schema.width)
         self.join = LogJoin(client, self.keys, ls.labelWindow, self.group)
         self._marks: list[Location] = []  # predictions joined and learned, marked at checkpoint
-        self.pending = Pending()
+        self.pending = Pending(self.schema.width)
+        self.samples = SampleDecoder(self.schema, self.spec.model.task)
         self.quality = RollingMetrics(self.spec.model.task, window=max(ls.gate.holdout, 1000))
         self.gate_live = np.zeros(0)  # prequential losses of the live learner (holdout window)
         self.gate_served = np.zeros(0)  # losses of the served version on the same samples
@@ -374,19 +419,17 @@ class LearnerProcess:
         for stream, entries in resp or []:
             stream = stream.decode()
             got += len(entries)
-            for entry_id, fields in entries:
-                if history is not None:
-                    history[stream] = entry_id.decode()
-                    if entry_id in self._skip:
-                        continue
-                if stream == self.keys.samples:
-                    self._on_sample(entry_id, fields)
-                else:
+            if history is not None and entries:
+                history[stream] = entries[-1][0].decode()
+                entries = [e for e in entries if e[0] not in self._skip]
+            if stream == self.keys.samples:
+                self._on_samples(entries)
+            else:
+                for entry_id, fields in entries:
                     self._on_feedback(entry_id, fields)
         if history is not None and got == 0:
             self._history = None  # our unacknowledged entries are back in memory: now new ones
-        for j in self.join.resolve():
-            self._on_joined(j)
+        self._on_joined(self.join.resolve())
         for rej in self.join.take_rejected():
             self._dead_letter(
                 self.keys.feedback,
@@ -395,22 +438,18 @@ class LearnerProcess:
                 rej.reason,
             )
 
-    def _on_sample(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        try:
-            d = _decode(fields)
-            features, label = d["features"], d["label"]
-            if not isinstance(features, dict):
-                raise ValueError("'features' must be an object")
-        except (ValueError, KeyError, TypeError) as e:
-            self._dead_letter(self.keys.samples, entry_id, fields, f"invalid: {e}")
-            return
-        try:
-            y = check_target(self.spec.model.task, label)
-        except (TypeError, ValueError) as e:
-            self._dead_letter(self.keys.samples, entry_id, {b"label": repr(label).encode()},
-                              f"invalid label: {e}")  # fmt: skip
-            return
-        self._add_row(features, y, self.keys.samples, entry_id)
+    def _on_samples(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """A read of ``samples``: its rows to the next mini-batches, what is refused to the
+        dead letters (an entry whose every row is refused is acknowledged with them)."""
+        stream = self.keys.samples
+        d = self.samples.decode(entries)
+        runs = {eid: Run(stream, eid, n) for eid, n in d.runs}
+        for r in d.refused:
+            run = runs.get(r.entry)
+            # an entry with rows to learn is acknowledged with them
+            self._dead_letter(stream, r.entry, r.fields, r.reason, ack=run is None)
+        if len(d):
+            self._pend(d.X, d.y, list(runs.values()))
 
     def _on_feedback(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
@@ -425,34 +464,38 @@ class LearnerProcess:
         # The label's arrival time is its stream id: the same after a restart.
         self.join.add(entry_id.decode(), pred_id, label, _entry_ms(entry_id))
 
-    def _on_joined(self, j: Joined) -> None:
-        entry_id = j.feedback_id.encode()
-        try:
-            features = j.features
-        except (ValueError, TypeError, IndexError) as e:
-            self.join.release(j.where)
-            self._dead_letter(self.keys.feedback, entry_id, {b"id": j.where.key.encode()},
-                              f"invalid: the logged prediction cannot be read: {e}")  # fmt: skip
-            return
-        self._add_row(features, j.label, self.keys.feedback, entry_id, j.where)
+    def _on_joined(self, joined: list[Joined]) -> None:
+        """Labels joined with their logged predictions: their rows, one block."""
+        rows: list[dict[str, Any]] = []
+        labels: list[float] = []
+        runs: list[Run] = []
+        for j in joined:
+            entry_id = j.feedback_id.encode()
+            try:
+                features = j.features
+            except (ValueError, TypeError, IndexError) as e:
+                self.join.release(j.where)
+                self._dead_letter(self.keys.feedback, entry_id, {b"id": j.where.key.encode()},
+                                  f"invalid: the logged prediction cannot be read: {e}")  # fmt: skip
+                continue
+            rows.append(features)
+            labels.append(j.label)
+            runs.append(Run(self.keys.feedback, entry_id, 1, j.where))
+        if rows:
+            self._pend(self.schema.encode(rows), np.array(labels, dtype=np.float64), runs)
 
-    def _add_row(
-        self, features: dict[str, Any], y: float, stream: str, entry_id: bytes,
-        mark: Location | None = None,
-    ) -> None:  # fmt: skip
-        """A row with its checked label, for the next mini-batch."""
+    def _pend(self, X: np.ndarray, y: np.ndarray, runs: list[Run]) -> None:
+        """Rows with their checked labels, for the next mini-batches."""
         if not self.pending:
             self.pending.first_at = self.clock()
-        self.pending.rows.append(self.schema.encode_one(features)[0])
-        self.pending.labels.append(y)
-        # Acked only once the batch holding this row is learned and checkpointed.
-        self.pending.entries.append((stream, entry_id))
-        self.pending.marks.append(mark)
-        self._newest_learned = max(self._newest_learned, _entry_ms(entry_id))
+        # acknowledged only once the batch holding them is learned and checkpointed
+        self.pending.add(X, y, runs)
+        self._newest_learned = max(self._newest_learned, _entry_ms(runs[-1].entry))
 
     def _dead_letter(
-        self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str
-    ) -> None:
+        self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str,
+        ack: bool = True,
+    ) -> None:  # fmt: skip
         kind = "invalid" if reason.startswith("invalid") else reason.split(":", 1)[0]
         self.counters[kind] = self.counters.get(kind, 0) + 1
         self.metrics.rejected.labels(reason=kind).inc()
@@ -466,7 +509,10 @@ class LearnerProcess:
                 ),
             }
         )
-        self._acks[stream].append(entry_id if isinstance(entry_id, bytes) else entry_id.encode())
+        if ack:
+            self._acks[stream].append(
+                entry_id if isinstance(entry_id, bytes) else entry_id.encode()
+            )
 
     # -- learning ----------------------------------------------------------------------
     def _learn_pending(self, force: bool) -> None:
@@ -475,19 +521,23 @@ class LearnerProcess:
             size = ramp_size(self.learner.n_seen, bs)
             if len(self.pending) < size and not force:
                 return
-            X = np.vstack(self.pending.rows[:size])
-            y = np.array(self.pending.labels[:size])
+            X, y, runs = self.pending.take(size)
             refused = self._learn_batch(X, y)
-            for i, (stream, entry_id) in enumerate(self.pending.entries[:size]):
-                if i in refused:
-                    self._dead_letter(stream, entry_id, {b"row": orjson.dumps(X[i].tolist()),
-                                      b"label": repr(float(y[i])).encode()}, refused[i])  # fmt: skip
-                else:
-                    self._acks[stream].append(entry_id)
-            # learned or refused, the label took its prediction: marked with the acks
-            self._marks += [m for m in self.pending.marks[:size] if m is not None]
-            del self.pending.rows[:size], self.pending.labels[:size], self.pending.entries[:size]
-            del self.pending.marks[:size]
+            at = 0
+            for run in runs:
+                for i in range(at, at + run.rows):
+                    if i in refused:
+                        row = {
+                            b"row": orjson.dumps(X[i].tolist()),
+                            b"label": repr(float(y[i])).encode(),
+                        }
+                        self._dead_letter(run.stream, run.entry, row, refused[i], ack=False)
+                at += run.rows
+                # learned or refused, its rows are done with: the entry is acknowledged, and a
+                # joined label's prediction taken, with the next checkpoint
+                self._acks[run.stream].append(run.entry)
+                if run.mark is not None:
+                    self._marks.append(run.mark)
             if self.counters["since_publish"] >= self.spec.learning.checkpointEvery:
                 self._checkpoint()  # a version is due: publish (if gated) right at this batch
             if self.pending:

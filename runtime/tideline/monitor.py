@@ -56,7 +56,7 @@ import orjson
 import redis
 
 from tideline import health as h
-from tideline import predlog
+from tideline import predlog, samples
 from tideline.drift import ADWIN, KS, PSI, PageHinkley
 from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
@@ -445,14 +445,7 @@ class Monitor:
         served = self._served_model()
         if served is None:
             return
-        rows, labels = [], []
-        for _, fields in entries:
-            try:
-                d = orjson.loads(fields[b"data"])
-                rows.append(d["features"] if isinstance(d["features"], dict) else {})
-                labels.append(float(d["label"]))
-            except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
-                continue
+        rows, labels = samples.rows_of(entries)
         if not rows:
             return
         X = served.schema.encode(rows)

@@ -57,21 +57,29 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(
     try:
         for chunk in range(40):
             pipe = r.pipeline(transaction=False)
-            for i in range(chunk * 500, (chunk + 1) * 500):
-                if i % 2 == 0:  # a labelled sample
-                    pipe.xadd(
-                        keys.samples,
-                        {"data": orjson.dumps({"features": rows[i], "label": labels[i]})},
-                    )
-                else:  # a logged prediction (a generated id, or the client's), and its label
-                    given = [uuid.uuid4().hex] if i % 4 == 1 else None
-                    [pid] = LoggedRequest([rows[i]], ids=given).write(pipe, keys).ids
-                    label = {"id": pid, "label": labels[i]}
-                    pipe.xadd(keys.feedback, {"data": orjson.dumps(label)})
-                    if i % 10 == 3:  # and a second label, the other way: never learned
-                        duplicates += 1
-                        again = {"id": pid, "label": 1 - labels[i]}
-                        pipe.xadd(keys.feedback, {"data": orjson.dumps(again)})
+            # labelled samples: one-row entries and packed ones (1 to 64 rows, as :learn writes)
+            even = list(range(chunk * 500, (chunk + 1) * 500, 2))
+            while even:
+                n = rnd.choice([1, 1, 7, 64])
+                take, even = even[:n], even[n:]
+                if len(take) == 1:
+                    data = {"features": rows[take[0]], "label": labels[take[0]]}
+                else:
+                    data = {
+                        "instances": [rows[i] for i in take],
+                        "labels": [labels[i] for i in take],
+                    }
+                pipe.xadd(keys.samples, {"data": orjson.dumps(data)})
+            for i in range(chunk * 500 + 1, (chunk + 1) * 500, 2):
+                # a logged prediction (a generated id, or the client's), and its label
+                given = [uuid.uuid4().hex] if i % 4 == 1 else None
+                [pid] = LoggedRequest([rows[i]], ids=given).write(pipe, keys).ids
+                label = {"id": pid, "label": labels[i]}
+                pipe.xadd(keys.feedback, {"data": orjson.dumps(label)})
+                if i % 10 == 3:  # and a second label, the other way: never learned
+                    duplicates += 1
+                    again = {"id": pid, "label": 1 - labels[i]}
+                    pipe.xadd(keys.feedback, {"data": orjson.dumps(again)})
             pipe.execute()
             time.sleep(rnd.uniform(0.0, 0.15))
             if chunk in kill_at:

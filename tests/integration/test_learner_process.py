@@ -143,6 +143,23 @@ def test_a_made_up_id_is_unmatched_without_waiting(r) -> None:
     assert p.counters["unmatched"] == 4 and p.join.waiting == 0 and p.counters["samples"] == 0
 
 
+def test_packed_entries_are_learned_whole_and_a_bad_row_in_one_is_dead_lettered_alone(r) -> None:
+    p = _proc(r)
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=3).take(640)
+    for at in range(0, 640, 64):  # ten entries of 64 rows, as :learn writes them
+        labels = y[at : at + 64].tolist()
+        if at == 128:
+            labels[5] = 2  # not 0/1
+        data = {"instances": rows[at : at + 64], "labels": labels}
+        r.xadd(p.keys.samples, {"data": orjson.dumps(data)})
+    _run_until(p, lambda: p.counters["samples"] == 639)
+    assert p.counters["label_sum"] == y.sum() - y[128 + 5]
+    assert r.xpending(p.keys.samples, p.group)["pending"] == 0
+    [(_, dead)] = r.xrange(p.keys.deadletter)
+    assert dead[b"reason"].startswith(b"invalid label: binary labels must be 0 or 1 (got 2)")
+    assert orjson.loads(orjson.loads(dead[b"fields"])["row"])["features"] == rows[133]
+
+
 def test_late_unmatched_and_invalid_entries_go_to_the_dead_letter_stream(r) -> None:
     p = _proc(r, learning={"labelWindow": "1s", "maxBatchDelay": "20ms"})
     k = p.keys

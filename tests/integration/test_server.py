@@ -218,7 +218,7 @@ def test_feedback_and_learn_write_the_learner_streams(served: Served, r) -> None
     resp = c.post("/v1/models/fraud:learn", json={"instances": ROWS, "labels": [1, 0]})
     assert resp.status_code == 202 and resp.json() == {"accepted": 2}
     samples = [orjson.loads(e[1][b"data"]) for e in r.xrange(k.samples)]
-    assert samples[0] == {"features": ROWS[0], "label": 1.0}
+    assert samples == [{"instances": ROWS, "labels": [1.0, 0.0]}], "one packed entry a request"
 
 
 def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:

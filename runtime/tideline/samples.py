@@ -1,0 +1,234 @@
+"""The ``samples`` stream: labelled rows for the learner, one per entry or many (packed).
+
+An entry has one field, ``data``, a JSON object in one of two shapes:
+
+* one row: ``{"features": {"amount": 12.5, "country": "fr"}, "label": 1}``
+* packed: ``{"instances": [{...}, {...}], "labels": [1, 0]}`` - the body the
+  ``:learn`` route takes, written as one entry per request.
+
+An entry is learned whole (its rows in one mini-batch, acknowledged together),
+so a learner killed at any moment learns each of its rows exactly once.
+
+Readers decode a whole read at once (:class:`SampleDecoder`): when every entry
+has every feature, typed as the schema says, and a number for a label, the
+read is one msgspec decode into typed rows and one pass into the matrix, with
+no dict per row. Anything else (a missing or null value, a number as text, an
+unknown name, a bad label, not JSON) is read entry by entry, and each row is
+defaulted and counted, or refused with its reason, as it always was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+
+from tideline.features import FeatureSchema
+from tideline.learn.base import check_target, check_targets
+
+Entries = Sequence[tuple[bytes, Mapping[bytes, bytes]]]
+
+
+def pack(rows: Sequence[Mapping[str, Any]], labels: Sequence[float]) -> bytes:
+    """A packed entry's ``data``: rows (feature objects) and their labels."""
+    return orjson.dumps({"instances": list(rows), "labels": list(labels)})
+
+
+def one(features: Mapping[str, Any], label: float) -> bytes:
+    """A one-row entry's ``data``."""
+    return orjson.dumps({"features": features, "label": label})
+
+
+def rows_of(entries: Entries) -> tuple[list[dict[str, Any]], list[float]]:
+    """The rows (feature objects) and numeric labels of these entries, both shapes, skipping
+    what cannot be read - for readers that score samples (the learner refuses them)."""
+    rows: list[dict[str, Any]] = []
+    labels: list[float] = []
+    for _, fields in entries:
+        try:
+            doc = orjson.loads(fields[b"data"])
+            if "instances" in doc:
+                xs, ys = doc["instances"], doc["labels"]
+                if len(xs) != len(ys):
+                    continue
+            else:
+                xs, ys = [doc["features"]], [doc["label"]]
+            for row, label in zip(xs, ys, strict=True):
+                y = float(label)
+                if isinstance(row, dict) and math.isfinite(y):
+                    rows.append(row)
+                    labels.append(y)
+        except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
+            continue
+    return rows, labels
+
+
+@dataclass
+class Refused:
+    """A row (or a whole entry, ``row`` None) that cannot be learned, and why."""
+
+    entry: bytes
+    row: int | None
+    reason: str
+    fields: dict[bytes, bytes]
+
+
+@dataclass
+class Decoded:
+    """What a read of the stream holds: rows to learn, entry by entry, and what is refused.
+
+    ``runs`` has one ``(entry id, rows)`` per entry with rows to learn, in
+    stream order; the rows of ``X``/``y`` are theirs, in that order. An entry
+    whose every row is refused has no run (it is acknowledged with its dead
+    letters); one with some rows refused has a run for the rest.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    runs: list[tuple[bytes, int]]
+    refused: list[Refused] = field(default_factory=list)
+    fast: bool = False  # the whole read took the typed path
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class SampleDecoder:
+    """Decodes reads of the ``samples`` stream into matrices for one schema and task."""
+
+    def __init__(self, schema: FeatureSchema, task: str) -> None:
+        self.schema, self.task = schema, task
+        row = schema.row_type()
+        one_t = msgspec.defstruct("Sample", [("features", row), ("label", float)])
+        packed_t = msgspec.defstruct(
+            "Samples",
+            [("instances", list[row]), ("labels", list[float])],  # type: ignore[valid-type]
+        )
+        self._one = msgspec.json.Decoder(one_t)
+        self._packed = msgspec.json.Decoder(packed_t)
+        self._many_one = msgspec.json.Decoder(list[one_t])  # type: ignore[valid-type]
+        self._many_packed = msgspec.json.Decoder(list[packed_t])  # type: ignore[valid-type]
+
+    def decode(self, entries: Entries) -> Decoded:
+        """The rows of these entries (see :class:`Decoded`)."""
+        if not entries:
+            return Decoded(np.zeros((0, self.schema.width)), np.zeros(0), [])
+        fast = self._bulk(entries)
+        if fast is not None:
+            return fast
+        blocks: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        runs: list[tuple[bytes, int]] = []
+        refused: list[Refused] = []
+        for entry_id, fields in entries:
+            X, y = self._entry(entry_id, fields, refused)
+            if len(y):
+                blocks.append(X)
+                labels.append(y)
+                runs.append((entry_id, len(y)))
+        if not blocks:
+            return Decoded(np.zeros((0, self.schema.width)), np.zeros(0), [], refused)
+        return Decoded(np.vstack(blocks), np.concatenate(labels), runs, refused)
+
+    # -- the typed path: a whole read in one decode ---------------------------------------
+    def _bulk(self, entries: Entries) -> Decoded | None:
+        try:
+            body = b"[" + b",".join([fields[b"data"] for _, fields in entries]) + b"]"
+        except (KeyError, TypeError):
+            return None
+        schema = self.schema
+        try:
+            docs: list[Any] = self._many_one.decode(body)
+        except (msgspec.MsgspecError, UnicodeDecodeError):
+            pass
+        else:
+            y = np.fromiter((d.label for d in docs), np.float64, len(docs))
+            if not _labels_ok(self.task, y):
+                return None
+            X = schema.encode_typed([d.features for d in docs])
+            return Decoded(X, y, [(eid, 1) for eid, _ in entries], fast=True)
+        try:
+            packs: list[Any] = self._many_packed.decode(body)
+        except (msgspec.MsgspecError, UnicodeDecodeError):
+            return None
+        if any(len(p.instances) != len(p.labels) or not p.labels for p in packs):
+            return None
+        y = np.fromiter((v for p in packs for v in p.labels), np.float64)
+        if not _labels_ok(self.task, y):
+            return None
+        X = schema.encode_typed([r for p in packs for r in p.instances])
+        runs = [(eid, len(p.labels)) for (eid, _), p in zip(entries, packs, strict=True)]
+        return Decoded(X, y, runs, fast=True)
+
+    # -- the general path: an entry at a time --------------------------------------------
+    def _entry(
+        self, entry_id: bytes, fields: Mapping[bytes, bytes], refused: list[Refused]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        empty = np.zeros((0, self.schema.width)), np.zeros(0)
+
+        def refuse(reason: str, row: int | None = None, what: Any = None) -> None:
+            kept = dict(fields) if what is None else {b"row": orjson.dumps(what)}
+            refused.append(Refused(entry_id, row, reason, kept))
+
+        data = fields.get(b"data")
+        if data is None:
+            refuse("invalid: entry has no 'data' field")
+            return empty
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            refuse(f"invalid: {e}")
+            return empty
+        if not isinstance(doc, dict):
+            refuse("invalid: 'data' must be a JSON object")
+            return empty
+        if "instances" in doc or "labels" in doc:
+            rows, labels = doc.get("instances"), doc.get("labels")
+            if not isinstance(rows, list) or not isinstance(labels, list):
+                refuse("invalid: a packed entry needs 'instances' and 'labels', both lists")
+                return empty
+            if len(rows) != len(labels) or not rows:
+                refuse(f"invalid: {len(labels)} labels for {len(rows)} instances")
+                return empty
+            packed = True
+        elif "features" in doc and "label" in doc:
+            rows, labels, packed = [doc["features"]], [doc["label"]], False
+        else:
+            refuse("invalid: 'data' needs 'features' and 'label' (or 'instances' and 'labels')")
+            return empty
+        keep: list[dict[str, Any]] = []
+        ys: list[float] = []
+        for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
+            at = i if packed else None
+            where = f"instances[{i}]" if packed else "'features'"
+            if not isinstance(row, dict):
+                refuse(f"invalid: {where} must be an object", at,
+                       {"features": row, "label": label} if packed else None)  # fmt: skip
+                continue
+            try:
+                y = check_target(self.task, label)
+            except (TypeError, ValueError) as e:
+                if packed:
+                    refuse(f"invalid label: {e}", at, {"features": row, "label": repr(label)})
+                else:
+                    refused.append(Refused(entry_id, None, f"invalid label: {e}",
+                                           {b"label": repr(label).encode()}))  # fmt: skip
+                continue
+            keep.append(row)
+            ys.append(y)
+        if not keep:
+            return empty
+        return self.schema.encode(keep), np.array(ys)
+
+
+def _labels_ok(task: str, y: np.ndarray) -> bool:
+    try:
+        check_targets(task, y)
+    except ValueError:
+        return False
+    return True
