@@ -62,6 +62,9 @@ ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner
 # A samples entry delivered this often and never acknowledged killed every learner that
 # read it (each start reads the pending entries again, twice counted): dead-lettered.
 MAX_DELIVERIES = 10
+# rows learned between checkpoints at most, as mini-batches (the served version scores
+# them at once; a checkpoint never falls inside one, so a packed entry is learned whole)
+BLOCK_ROWS = 4096
 MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec allows
 TRIM_SECONDS = 10.0  # how often the label streams lose what every group acknowledged
 
@@ -516,21 +519,37 @@ class LearnerProcess:
 
     # -- learning ----------------------------------------------------------------------
     def _learn_pending(self, force: bool) -> None:
+        """Learn the pending rows in mini-batches of ``batchSize`` (a short last one when forced).
+
+        Rows are taken in blocks of whole entries (up to ``BLOCK_ROWS``), learned a
+        mini-batch at a time, and checkpointed only between blocks: a packed entry is
+        never half learned at a checkpoint. The served version's scores of a block (for
+        the gate) are one prediction: it does not change within the block.
+        """
         bs = self.spec.learning.batchSize
         while self.pending:
             size = ramp_size(self.learner.n_seen, bs)
             if len(self.pending) < size and not force:
                 return
-            X, y, runs = self.pending.take(size)
-            refused = self._learn_batch(X, y)
+            # full mini-batches, up to a block, and no further than the next version is due
+            due = self.spec.learning.checkpointEvery - self.counters["since_publish"]
+            block = min(len(self.pending) // size, BLOCK_ROWS // size, -(-due // size))
+            X, y, runs = self.pending.take(max(1, block) * size)
+            p_served = self.served.predict_many(X) if self.served is not None else None
+            refused: dict[int, str] = {}
+            a = 0
+            while a < len(y):  # (a fresh model's batches grow: see ramp_size)
+                b = min(a + ramp_size(self.learner.n_seen, bs), len(y))
+                ps = p_served[a:b] if p_served is not None else None
+                for i, reason in self._learn_batch(X[a:b], y[a:b], ps).items():
+                    refused[a + i] = reason
+                a = b
             at = 0
             for run in runs:
-                for i in range(at, at + run.rows):
+                for i in range(at, at + run.rows) if refused else ():
                     if i in refused:
-                        row = {
-                            b"row": orjson.dumps(X[i].tolist()),
-                            b"label": repr(float(y[i])).encode(),
-                        }
+                        row = {b"row": orjson.dumps(X[i].tolist()),
+                               b"label": repr(float(y[i])).encode()}  # fmt: skip
                         self._dead_letter(run.stream, run.entry, row, refused[i], ack=False)
                 at += run.rows
                 # learned or refused, its rows are done with: the entry is acknowledged, and a
@@ -539,11 +558,13 @@ class LearnerProcess:
                 if run.mark is not None:
                     self._marks.append(run.mark)
             if self.counters["since_publish"] >= self.spec.learning.checkpointEvery:
-                self._checkpoint()  # a version is due: publish (if gated) right at this batch
+                self._checkpoint()  # a version is due: publish (if gated) right at this block
             if self.pending:
                 self.pending.first_at = self.clock()
 
-    def _learn_batch(self, X: np.ndarray, y: np.ndarray) -> dict[int, str]:
+    def _learn_batch(
+        self, X: np.ndarray, y: np.ndarray, p_served: np.ndarray | None = None
+    ) -> dict[int, str]:
         """Test, then train on a batch; the rows refused (index -> reason), learned without them.
 
         An update that would make the model non-finite, or that raises, is not
@@ -554,7 +575,8 @@ class LearnerProcess:
         t0 = time.perf_counter()
         task = self.spec.model.task
         p_live = self.learner.predict_many(X)
-        p_served = self.served.predict_many(X) if self.served is not None else p_live
+        if p_served is None:
+            p_served = self.served.predict_many(X) if self.served is not None else p_live
         self.quality.update(p_live, y)
         holdout = self.spec.learning.gate.holdout
         if holdout:
