@@ -44,6 +44,7 @@ import redis
 
 from tideline import codec
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
+from tideline.features import FeatureError
 from tideline.join import Joined, LogJoin, prediction_id
 from tideline.learn import Learner, make_learner
 from tideline.learn.base import NonFiniteUpdate, check_target
@@ -485,7 +486,11 @@ class LearnerProcess:
             labels.append(j.label)
             runs.append(Run(self.keys.feedback, entry_id, 1, j.where))
         if rows:
-            self._pend(self.schema.encode(rows), np.array(labels, dtype=np.float64), runs)
+            try:  # column-wise when every value has its type (the usual case)
+                X = self.schema.encode_strict(rows)
+            except FeatureError:  # else cell by cell: a bad value defaulted and counted
+                X = self.schema.encode(rows)
+            self._pend(X, np.array(labels, dtype=np.float64), runs)
 
     def _pend(self, X: np.ndarray, y: np.ndarray, runs: list[Run]) -> None:
         """Rows with their checked labels, for the next mini-batches."""

@@ -50,8 +50,7 @@ True
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -114,22 +113,22 @@ class Location:
     request: int
     row: int
     secret: str | None = None  # given by a generated id; a client's id has none
+    # the time of the entry's first request (seconds), from the entry id
+    ts: float = field(init=False, compare=False, repr=False)
+    # a compact name of the prediction (the de-duplication marks use it)
+    key: str = field(init=False, compare=False, repr=False)
 
-    @cached_property
-    def ts(self) -> float:
-        """The time of the entry's first request (seconds), from the entry id."""
-        return int(self.entry.split("-", 1)[0]) / 1000.0
-
-    @cached_property
-    def key(self) -> str:
-        """A compact name of the prediction (the de-duplication marks use it)."""
-        return f"{self.instance} {self.entry} {self.request} {self.row}"
+    def __post_init__(self) -> None:
+        # computed once here: functools.cached_property takes a lock at every read (3.11)
+        object.__setattr__(self, "ts", int(self.entry.split("-", 1)[0]) / 1000.0)
+        object.__setattr__(self, "key", f"{self.instance} {self.entry} {self.request} {self.row}")
 
     @classmethod
     def from_key(cls, text: str) -> Location | None:
         """The location an index value names (``"{instance} {entry} {k} {row}"``)."""
         parts = text.split(" ")
-        if (len(parts) != 4 or "-" not in parts[1] or not parts[2].isdecimal()
+        if (len(parts) != 4 or not parts[1].split("-", 1)[0].isdecimal() or "-" not in parts[1]
+                or not parts[2].isdecimal()
                 or not parts[3].isdecimal()):  # fmt: skip
             return None
         return cls(parts[0], parts[1], int(parts[2]), int(parts[3]))
