@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) bench/serve.py
 	$(PY) bench/guardrails.py
 	$(PY) bench/labels.py
+	$(PY) bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,211 @@
+"""The ingestion path: labelled samples from the ``samples`` stream into the learner.
+
+examples/fraud.yaml (batchSize 64), ``--n`` (200,000) labelled rows already in
+the stream, side by side in one run on an embedded redis-server:
+
+* **redis-py**: XREADGROUP 1,000 + ``orjson.loads`` of every entry + XACK,
+  nothing learned - with hiredis (a dependency; redis-py uses it when it is
+  installed) and with redis-py's own Python parser;
+* **tideline learner**: the ``tideline learner`` process, from the first
+  sample learned to the last (its checkpointed counter, polled every 10 ms),
+  from one-row entries and from packed entries of 64 rows (what ``:learn``
+  writes);
+* **learn_many alone**: the model's update on encoded batches of 64 and 256;
+* **freshness**: ``--rate`` (10,000) one-row labels a second for ``--seconds``
+  (10) to a running learner; for each label, the time from its entry in the
+  stream to the first version published (and served: nothing pins it here)
+  that learned it - p50 and p95.
+
+Run with ``make bench`` or ``python bench/ingest.py``; ``PYTHONPATH=<other
+checkout>/runtime`` measures another version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+import yaml
+from labels import RUNTIME, Loop  # the processes, started with the CLI
+from redis._parsers import _RESP2Parser
+
+from tideline.learn import make_learner
+from tideline.simulate import SyntheticStream
+from tideline.store import Keys
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _keys(loop: Loop) -> Keys:
+    return Keys(loop.model.namespace, loop.model.name)
+
+
+def _fill(r: redis.Redis, stream: str, rows: list[Any], y: np.ndarray, packed: int = 1) -> None:
+    pipe = r.pipeline(transaction=False)
+    labels = y.tolist()
+    for i in range(0, len(rows), packed):
+        if packed == 1:
+            data = {"features": rows[i], "label": labels[i]}
+        else:
+            data = {"instances": rows[i : i + packed], "labels": labels[i : i + packed]}
+        pipe.xadd(stream, {"data": orjson.dumps(data)})
+        if len(pipe) >= 2000:
+            pipe.execute()
+    pipe.execute()
+
+
+def raw_loop(loop: Loop, rows: list[Any], y: np.ndarray, hiredis: bool) -> float:
+    """Entries a second through redis-py alone: read, parse, acknowledge."""
+    stream = f"bench:raw:{int(hiredis)}"
+    _fill(loop.r, stream, rows, y)
+    extra = {} if hiredis else {"parser_class": _RESP2Parser}
+    c = redis.Redis.from_url(loop.redis.url, **extra)
+    c.xgroup_create(stream, "g", id="0")
+    n, t0 = 0, time.perf_counter()
+    while n < len(rows):
+        resp = c.xreadgroup("g", "c", {stream: ">"}, count=1000)
+        for _, entries in resp:
+            for _, fields in entries:
+                orjson.loads(fields[b"data"])
+            c.xack(stream, "g", *[eid for eid, _ in entries])
+            n += len(entries)
+    seconds = time.perf_counter() - t0
+    c.delete(stream)
+    return n / seconds
+
+
+def learner_rate(loop: Loop, rows: list[Any], y: np.ndarray, packed: int) -> float:
+    """Samples a second through ``tideline learner``, first learned to last."""
+    base = loop.learned()
+    _fill(loop.r, _keys(loop).samples, rows, y, packed)
+    proc = loop.start("learner")
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + 600
+    while True:
+        n = loop.learned() - base
+        now = time.perf_counter()
+        if first is None and n > 0:
+            first = (now, n)
+        if n >= len(rows):
+            break
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{n} of {len(rows)} learned")
+        time.sleep(0.01)
+    proc.terminate()
+    proc.wait(20)
+    assert first is not None
+    return (n - first[1]) / max(now - first[0], 1e-9)
+
+
+def learn_many_rate(manifest: dict[str, Any], rows: list[Any], y: np.ndarray, bs: int) -> float:
+    learner = make_learner(manifest["spec"]["model"])
+    X = learner.schema.encode(rows)
+    t0 = time.perf_counter()
+    for i in range(0, len(y), bs):
+        learner.learn_many(X[i : i + bs], y[i : i + bs])
+    return len(y) / (time.perf_counter() - t0)
+
+
+def freshness(loop: Loop, rate: float, seconds: float, rows: list[Any], y: np.ndarray) -> dict:
+    """From a label's entry in the stream to the first version published that learned it."""
+    proc = loop.start("learner")
+    pubsub = loop.r.pubsub()
+    pubsub.subscribe(_keys(loop).events)
+    versions: list[tuple[float, int]] = []  # (time seen, samples learned)
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            msg = pubsub.get_message(timeout=0.05)
+            if msg and msg["type"] == "message":
+                doc = orjson.loads(msg["data"])
+                if doc.get("event") == "version" and doc.get("revision") == loop.model.revision:
+                    versions.append((time.time(), int(doc.get("samples", 0))))
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(2.0)  # started: v0 published, the group read from the end
+    base = loop.learned()
+    sent: list[tuple[int, float]] = []  # (labels sent so far, when)
+    chunk = max(1, int(rate / 100))
+    stream, n, labels = _keys(loop).samples, 0, y.tolist()
+    start = time.perf_counter()
+    while n < rate * seconds:
+        pipe = loop.r.pipeline(transaction=False)
+        for i in range(n, n + chunk):
+            data = {"features": rows[i % len(rows)], "label": labels[i % len(rows)]}
+            pipe.xadd(stream, {"data": orjson.dumps(data)})
+        pipe.execute()
+        n += chunk
+        sent.append((n, time.time()))
+        time.sleep(max(0.0, start + n / rate - time.perf_counter()))
+    deadline = time.monotonic() + 30
+    while (not versions or versions[-1][1] - base < n) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    listener.join()
+    proc.terminate()
+    proc.wait(20)
+    ages: list[float] = []
+    v = 0
+    for count, at in sent:  # a chunk's labels are the sent[count - chunk, count) ones
+        while v < len(versions) and versions[v][1] - base < count:
+            v += 1
+        if v < len(versions):
+            ages += [versions[v][0] - at] * chunk
+    return {
+        "labels": n,
+        "versions": len(versions),
+        "p50_s": round(float(np.percentile(ages, 50)), 3) if ages else None,
+        "p95_s": round(float(np.percentile(ages, 95)), 3) if ages else None,
+        "after_the_last_version": n - len(ages),  # fewer than checkpointEvery: no version yet
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--rate", type=float, default=10_000.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
+    manifest["metadata"]["namespace"] = "bench"
+    features = [f for f in manifest["spec"]["model"]["features"]]
+    rows, y = SyntheticStream(features, "binary", seed=3).take(args.n)
+    print(f"tideline from {RUNTIME}")
+    table: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="tideline-bench-ingest-") as d:
+        loop = Loop(manifest, Path(d))
+        try:
+            table["redis-py XREADGROUP 1000 + orjson + XACK, hiredis"] = raw_loop(
+                loop, rows, y, True
+            )
+            table["the same, redis-py's Python parser"] = raw_loop(loop, rows, y, False)
+            first = loop.start("learner")  # v0 published and the group made, then stopped
+            time.sleep(2.0)
+            first.terminate()
+            first.wait(20)
+            table["tideline learner, one-row entries"] = learner_rate(loop, rows, y, 1)
+            table["tideline learner, packed entries of 64 rows"] = learner_rate(loop, rows, y, 64)
+            table["learn_many alone, batches of 64"] = learn_many_rate(manifest, rows, y, 64)
+            table["learn_many alone, batches of 256"] = learn_many_rate(manifest, rows, y, 256)
+            for name, value in table.items():
+                print(f"| {name} | {value:,.0f} |", flush=True)
+            fresh = freshness(loop, args.rate, args.seconds, rows, y)
+        finally:
+            loop.stop()
+    print(f"freshness at {args.rate:,.0f} labels/s: {json.dumps(fresh)}")
+    print(json.dumps({"samples_per_second": {k: round(v) for k, v in table.items()},
+                      "freshness": fresh}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
