@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) bench/guardrails.py
 	$(PY) bench/labels.py
 	$(PY) bench/ingest.py
+	$(PY) bench/clients.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

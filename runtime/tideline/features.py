@@ -106,6 +106,10 @@ class FeatureSchema:
         return [f.to_dict() for f in self.features]
 
     @property
+    def name_set(self) -> frozenset[str]:
+        return self._name_set
+
+    @property
     def width(self) -> int:
         return len(self.features)
 

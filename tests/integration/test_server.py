@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -143,7 +144,8 @@ def test_typed_rows_take_the_fast_path_and_answer_as_the_general_one(served: Ser
         # an unknown name in the first row sends the request down the general path
         general = [{**rows[0], "note": "x"}, *rows[1:n]]
         assert served.dp.decode_v1(orjson.dumps({"instances": general})) is None
-        slow = served.client.post("/v1/models/fraud:predict", json={"instances": general}).json()
+        slow = served.client.post("/v1/models/fraud:predict", json={"instances": general},
+                                  headers={"X-Tideline-Unknown-Features": "ignore"}).json()  # fmt: skip
         assert typed["predictions"] == slow["predictions"]
     ids = served.dp.decode_v1(orjson.dumps({"instances": FULL, "ids": ["a", 7]}))
     assert ids is not None and ids[1] == ["a", 7]
@@ -166,7 +168,8 @@ def test_rows_as_arrays_take_the_fast_path_and_are_logged_by_name(served: Served
 @pytest.mark.parametrize("rows", [a[1] for a in ATYPICAL], ids=[a[0] for a in ATYPICAL])
 def test_what_the_fast_path_cannot_read_the_general_path_answers(served: Served, rows) -> None:
     assert served.dp.decode_v1(orjson.dumps({"instances": rows})) is None
-    resp = served.client.post("/v1/models/fraud:predict", json={"instances": rows})
+    ignore = {"X-Tideline-Unknown-Features": "ignore"}  # (an unknown name is refused else)
+    resp = served.client.post("/v1/models/fraud:predict", json={"instances": rows}, headers=ignore)
     assert resp.status_code == 200 and len(resp.json()["predictions"]) == 1
 
 
@@ -290,7 +293,7 @@ def test_client_ids_are_strings_or_integers_never_python_text(
         ("/v1/models/fraud/feedback", b'{"id": "a", "label": 1}', {"content-type": "multipart/form-data; boundary=x"}, 415, "is not JSON"),
         ("/v1/models/fraud:predict", b'{"instances": [{"amount": 1}], "instances": [{"amount": 2}]}', {}, 400, "instances: given twice"),
         ("/v1/models/fraud:learn", b'{"instances": [{"amount": 1}], "labels": [1], "labels": [0]}', {}, 400, "labels: given twice"),
-        ("/v2/models/fraud/infer", b'{"inputs": [{"name": "amount", "shape": [true], "datatype": "FP64", "data": [1.0]}]}', {}, 422, "inputs[0].shape"),
+        ("/v2/models/fraud/infer", b'{"inputs": [{"name": "amount", "shape": [true], "datatype": "FP64", "data": [1.0]}]}', {}, 400, "inputs[0] (amount).shape"),
     ],
     ids=["a text/plain predict", "a multipart feedback", "instances given twice", "labels given twice",
          "a V2 shape of booleans"],
@@ -499,11 +502,11 @@ BAD = [
     ("ids that do not match the rows", "/v1/models/fraud:predict",
      {"instances": ROWS, "ids": ["a"]}, 422, "ids: 1 ids for 2 rows"),
     ("a V2 tensor for no feature", "/v2/models/fraud/infer",
-     {"inputs": [{"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}, 422,
-     "inputs[0].name: 'colour' is not a feature"),
+     {"inputs": [{"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}, 400,
+     "inputs[0] (colour).name: 'colour' is not a feature"),
     ("a V2 tensor whose data does not fill its shape", "/v2/models/fraud/infer",
-     {"inputs": [{"name": "amount", "shape": [3], "datatype": "FP64", "data": [1.0]}]}, 422,
-     "inputs[0].data: holds 1 values, shape [3] needs 3"),
+     {"inputs": [{"name": "amount", "shape": [3], "datatype": "FP64", "data": [1.0]}]}, 400,
+     "inputs[0] (amount).data: holds 1 values, shape [3] needs 3"),
     ("feedback without a label", "/v1/models/fraud/feedback", {"id": "x"}, 422, "body: needs id and label"),
     ("a binary label of 2", "/v1/models/fraud/feedback", {"id": "x", "label": 2}, 422,
      "body.label: a binary label must be 0 or 1"),
@@ -564,11 +567,41 @@ def test_malformed_json_infinity_and_oversized_bodies(served: Served, redis_serv
         assert resp.status_code == 413 and "4 rows is over the limit of 3" in resp.json()["error"]
 
 
+def test_kserve_v1_routes_and_inputs_in_both_forms(served: Served) -> None:
+    c = served.client
+    assert c.get("/").json() == {"status": "alive"}
+    assert c.get("/v1/models").json() == {"models": ["fraud"]}
+    resp = c.post("/v1/models/fraud:explain", json={"instances": ROWS})
+    assert resp.status_code == 501 and "explanations are not served" in resp.json()["error"]
+    expected = c.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["predictions"]
+    as_rows = c.post("/v1/models/fraud:predict", json={"inputs": ROWS}).json()
+    columns = {"amount": [12.5, 0.5], "hour": [3, None], "merchant": ["m-1", "m-2"]}
+    as_columns = c.post("/v1/models/fraud:predict", json={"inputs": columns}).json()
+    assert as_rows["predictions"] == expected == as_columns["predictions"]
+    ragged = c.post("/v1/models/fraud:predict", json={"inputs": {"amount": [1.0], "hour": [1, 2]}})
+    assert ragged.status_code == 400 and "the same length" in ragged.json()["error"]
+    # unrouted: the protocol's error shape, not FastAPI's {"detail": ...}
+    assert c.get("/v1/models/fraud/nothing").json() == {"error": "no such route"}
+
+
+def test_an_unknown_feature_name_is_refused_unless_the_request_says_ignore(served: Served) -> None:
+    c = served.client
+    rows = [ROWS[0], {**ROWS[1], "amout": 3.0}]  # a typo: the amount would silently default
+    resp = c.post("/v1/models/fraud:predict", json={"instances": rows})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"].startswith("instances[1].amout: not a feature of this model")
+    ok = c.post("/v1/models/fraud:predict", json={"instances": rows},
+                headers={"X-Tideline-Unknown-Features": "ignore"})  # fmt: skip
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 2
+
+
 # --------------------------------------------------------------------------- behaviour
 def test_not_ready_until_a_version_is_loaded_then_ready(r, redis_server) -> None:
     s = Served(redis_server.url, manifest(name="fraud"))
     with s.client:
         assert s.client.get("/v2/health/ready").status_code == 503
+        assert s.client.get("/v1/models/fraud").status_code == 503  # KServe V1 readiness
+        assert s.client.get("/").json() == {"status": "alive"}  # (live, not ready)
         resp = s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
         assert resp.status_code == 503 and "no model version is loaded" in resp.json()["error"]
         ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
@@ -715,28 +748,35 @@ def test_through_a_redis_outage_it_keeps_serving_and_logs_afterwards(r) -> None:
         own.stop()
 
 
-@pytest.fixture
-def other_image_canary(r, redis_server) -> Iterator[tuple[Served, str]]:
-    """A second server, for a canary revision whose image differs, on a real port."""
+@contextlib.contextmanager
+def listening(s: Served) -> Iterator[str]:
+    """A served app on a real port (uvicorn in a thread), ready: its base URL."""
     import threading
 
     import uvicorn
 
     from tideline.embedded import free_port
 
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(s.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: server.started and s.dp.ready, timeout=10)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def other_image_canary(r, redis_server) -> Iterator[tuple[Served, str]]:
+    """A second server, for a canary revision whose image differs, on a real port."""
     doc = manifest(name="fraud", image="tideline:canary")
     canary = Served(redis_server.url, doc)
     ModelStore(r, "test", "fraud").publish(canary.model.revision, 0, _trained(seed=4))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(canary.app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    _wait(lambda: server.started and canary.dp.ready, timeout=10)
-    yield canary, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with listening(canary) as url:
+        yield canary, url
 
 
 def test_a_canary_in_another_image_gets_its_share_forwarded(

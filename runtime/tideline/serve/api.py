@@ -19,7 +19,7 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +27,11 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tideline import samples
+from tideline import __version__, samples
 from tideline.join import prediction_id
+from tideline.serve import oip
 from tideline.serve.dataplane import (
     BadRequest,
     DataPlane,
@@ -173,10 +175,17 @@ async def _body(request: Request, settings: Settings) -> Any:
 
 
 _READ_HEADERS = frozenset(
-    {b"content-length", b"content-type", b"x-tideline-key", b"x-tideline-track",
-     b"x-tideline-forwarded"}
+    {b"content-length", b"content-type", b"content-encoding", b"x-tideline-key",
+     b"x-tideline-track", b"x-tideline-forwarded", b"inference-header-content-length",
+     b"x-tideline-unknown-features"}
 )  # fmt: skip
-_PREDICT = re.compile(r"^/v1/models/([^/]+):predict$|^/v2/models/([^/]+)/infer$")
+_PREDICT = re.compile(
+    r"^/v1/models/([^/]+):predict$|^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$"
+)
+
+Answer = tuple[int, bytes, dict[str, str]]  # status, body, headers beyond the content type
+# a request's headers that say how to read its body: passed on to a canary with it
+_FORWARDED = ("content-encoding", "inference-header-content-length", "x-tideline-unknown-features")
 
 
 class ServerApp(FastAPI):
@@ -213,10 +222,12 @@ class FastPredict:
         }
         limit = self.settings.max_body_bytes
         length = headers.get("content-length")
+        extra: dict[str, str] = {}
         if length is not None and length.isdigit() and int(length) > limit:
-            status, body = (
+            status, body, extra = (
                 413,
                 orjson.dumps({"error": f"body of {length} bytes is over the limit of {limit}"}),
+                {},
             )
         else:
             chunks = []
@@ -233,25 +244,25 @@ class FastPredict:
                 more = msg.get("more_body", False)
             raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if size > limit:
-                status, body = (
+                status, body, extra = (
                     413,
                     orjson.dumps({"error": f"body of {size} bytes is over the limit of {limit}"}),
+                    {},
                 )
             else:
                 v2 = m.group(2) is not None
-                status, body = await self.handler(
-                    m.group(2) if v2 else m.group(1), raw, headers, scope["path"], v2
+                status, body, extra = await self.handler(
+                    m.group(2) if v2 else m.group(1), raw, headers, scope["path"], v2, m.group(3)
                 )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        head = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if status == 200 and extra:
+            head = [(k.encode(), v.encode()) for k, v in extra.items()] + head[
+                1 if "content-type" in extra else 0 :
+            ]
+        await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -265,70 +276,17 @@ def _label(task: str, value: Any, path: str) -> float:
     return float(value)
 
 
-_ROW_CELL = re.compile(r"^inputs\[(\d+)\]\[(\d+)\]")
-
-
-def _v2_rows(dp: DataPlane, doc: dict[str, Any]) -> tuple[list[Any], Callable[[str], str]]:
-    """Rows in schema order from V2 input tensors: one per feature, or one [n, features] tensor;
-    and what turns an error about ``inputs[row][column]`` into one about the tensor's element
-    the client sent (``inputs[2] (country).data[5]``)."""
-    inputs = doc.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise BadRequest("inputs: must be a non-empty list of tensors")
-    assert dp.stable is not None
-    names = dp.stable.schema.names
-    tensors: dict[str, list[Any]] = {}
-    where: dict[str, int] = {}  # feature -> index of its tensor in inputs
-    for i, t in enumerate(inputs):
-        if not isinstance(t, dict):
-            raise BadRequest(f"inputs[{i}]: must be an object with name, shape, datatype and data")
-        name, shape, data = t.get("name"), t.get("shape"), t.get("data")
-        if not isinstance(shape, list) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
-        ):
-            raise Unprocessable(f"inputs[{i}].shape: must be a list of sizes")
-        if not isinstance(data, list):
-            raise Unprocessable(f"inputs[{i}].data: must be a list")
-        flat = data
-        if data and isinstance(data[0], list):
-            flat = [v for row in data for v in (row if isinstance(row, list) else [row])]
-        size = math.prod(shape)
-        if len(flat) != size:
-            raise Unprocessable(
-                f"inputs[{i}].data: holds {len(flat)} values, shape {shape} needs {size}"
-            )
-        if len(inputs) == 1 and len(shape) == 2 and shape[1] == len(names) and name not in names:
-            width = shape[1]
-
-            def in_matrix(message: str, tensor: str = str(name), width: int = width) -> str:
-                def place(m: re.Match[str]) -> str:
-                    return f"inputs[0] ({tensor}).data[{int(m[1]) * width + int(m[2])}]"
-
-                return _ROW_CELL.sub(place, message)
-
-            return [flat[r * width : (r + 1) * width] for r in range(shape[0])], in_matrix
-        if name not in names:
-            raise Unprocessable(
-                f"inputs[{i}].name: {name!r} is not a feature of this model ({names})"
-            )
-        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise Unprocessable(f"inputs[{i}].shape: a feature tensor has shape [n] or [n, 1]")
-        tensors[name] = flat
-        where[name] = i
-    sizes = {len(v) for v in tensors.values()}
-    if len(sizes) != 1:
-        raise Unprocessable("inputs: every feature tensor must hold the same number of rows")
-    n = sizes.pop()
-    cols = [tensors.get(f, [None] * n) for f in names]
-
-    def per_feature(message: str) -> str:
-        def place(m: re.Match[str]) -> str:
-            feature = names[int(m[2])]
-            return f"inputs[{where.get(feature, '?')}] ({feature}).data[{m[1]}]"
-
-        return _ROW_CELL.sub(place, message)
-
-    return [list(r) for r in zip(*cols, strict=True)], per_feature
+def _v1_inputs(inputs: Any) -> list[Any]:
+    """V1 ``inputs``: a list of rows (as ``instances``), or columns ``{feature: [values]}``."""
+    if isinstance(inputs, list):
+        return inputs
+    if not isinstance(inputs, dict) or not inputs:
+        raise BadRequest("inputs: a list of rows, or an object of columns {feature: [values]}")
+    sizes = {k: len(v) if isinstance(v, list) else -1 for k, v in inputs.items()}
+    if min(sizes.values()) < 0 or len(set(sizes.values())) != 1:
+        raise BadRequest(f"inputs: every column must be a list of the same length (got {sizes})")
+    names = list(inputs)
+    return [dict(zip(names, r, strict=True)) for r in zip(*inputs.values(), strict=True)]
 
 
 def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAPI:
@@ -358,6 +316,15 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         redoc_url=None,
     )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        # unrouted paths and methods: the protocols' error shape, not FastAPI's {"detail"}
+        message = {404: "no such route", 405: "method not allowed on this route"}.get(
+            exc.status_code, str(exc.detail)
+        )
+        return Response(orjson.dumps({"error": message}), status_code=exc.status_code,
+                        headers=exc.headers, media_type=JSON)  # fmt: skip
+
     @app.exception_handler(DataPlaneError)
     async def domain_error(_: Request, exc: DataPlaneError) -> Response:
         return _error(exc)
@@ -378,106 +345,123 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             dp.observe(track, seconds, n, status >= 500, result.fallback)
 
     async def predict(
-        name: str, raw: bytes, headers: Any, url_path: str, v2: bool
-    ) -> tuple[int, bytes]:
-        """The predict and infer routes: (status, JSON body). Used by the route and the fast path."""
+        name: str, raw: bytes, headers: Any, url_path: str, v2: bool, version: str | None = None
+    ) -> Answer:
+        """The predict and infer routes: (status, body, headers). Used by the routes and the
+        fast path."""
         route = "v2/infer" if v2 else "v1/predict"
         started = time.perf_counter()
-        locate: Callable[[str], str] | None = None  # V2: a row's cell -> the tensor's element
+        req: oip.Request | None = None
         try:
             dp.check_model(name)
+            if version is not None:
+                dp.check_version(version)
             _media_type(headers.get("content-type"))
-            _no_duplicate_keys(raw, _V2_KEYS if v2 else _V1_KEYS)
             key = headers.get("x-tideline-key")
             forced = dp.trusted_track(
                 headers.get("x-tideline-track"), headers.get("x-tideline-forwarded")
             )
-            fast = None if v2 else dp.decode_v1(raw)  # both callers refused an oversized body
             X = None
-            if fast is not None:
-                X, ids, rows = fast  # rows: None for feature dicts, lists for arrays
-            elif v2:
-                doc = _parse(raw, settings)
+            logged: bytes | None = None if v2 else raw  # the body the log keeps, if it can
+            if v2:
+                body = oip.decompress(raw, headers.get("content-encoding"))
+                if oip.HEADER not in headers:
+                    _no_duplicate_keys(body, _V2_KEYS)
                 if dp.stable is None:
                     raise Unavailable("no model version is loaded yet")
-                rows, locate = _v2_rows(dp, doc)
-                params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
-                ids = params.get("ids")
+                req = oip.parse(body, headers.get(oip.HEADER))
+                rows: Any = oip.rows(req, dp.stable.schema)
+                ids = req.ids
             else:
-                doc = _parse(raw, settings)
-                rows = doc.get("instances")
-                if rows is None:
-                    raise BadRequest('instances: required (KServe V1: {"instances": [...]})')
-                ids = doc.get("ids")
+                _no_duplicate_keys(raw, _V1_KEYS)
+                fast = dp.decode_v1(raw)  # both callers refused an oversized body
+                if fast is not None:
+                    X, ids, rows = fast  # rows: None for feature dicts, lists for arrays
+                else:
+                    doc = _parse(raw, settings)
+                    rows = doc.get("instances")
+                    if rows is None and "inputs" in doc:  # V1's other form: rows, or columns
+                        rows = _v1_inputs(doc["inputs"])
+                        logged = None  # the log reads "instances": it keeps the rows instead
+                    if rows is None:
+                        raise BadRequest('instances: required (KServe V1: {"instances": [...]})')
+                    ids = doc.get("ids")
             if ids is not None and not isinstance(ids, list):
                 raise Unprocessable("ids: must be a list")
             if ids is not None:  # a client's own ids: as the join keys them (rare: no cost else)
-                _no_duplicate_keys(raw, (b'"ids"',))
+                if not v2:
+                    _no_duplicate_keys(raw, (b'"ids"',))
                 for i, given in enumerate(ids):
                     try:
                         prediction_id(given)
                     except ValueError as e:
                         raise Unprocessable(f"ids[{i}]: {e}") from None
-            if v2 and doc.get("id") is not None and not isinstance(doc.get("id"), str):
-                raise BadRequest(f"id: must be a string (got {type(doc.get('id')).__name__})")
             target = dp.wants_forward(key) if forced is None else None
             if target == "canary":
+                passed = {k: headers[k] for k in _FORWARDED if k in headers}
                 try:
-                    return 200, orjson.dumps(await dp.forward(url_path, raw, "canary"))
+                    content, back = await dp.forward(url_path, raw, "canary", passed)
+                    return 200, content, back
                 except (Unavailable, OSError) as e:
                     log.warning("canary unreachable (%s): answering from stable", e)
                     metrics.fallbacks.labels(reason="canary-unreachable").inc()
             path = "inputs" if v2 else "instances"
             result = dp.predict(
-                rows, key=key, ids=ids, forced_track=forced, path=path, raw=None if v2 else raw, X=X
-            )
+                rows, key=key, ids=ids, forced_track=forced, path=path, raw=logged, X=X,
+                unknown_ok=headers.get("x-tideline-unknown-features", "").lower() == "ignore",
+            )  # fmt: skip
             if target == "shadow":
-                asyncio.get_running_loop().create_task(_shadow(dp, url_path, raw))
+                passed = {k: headers[k] for k in _FORWARDED if k in headers}
+                asyncio.get_running_loop().create_task(_shadow(dp, url_path, raw, passed))
         except DataPlaneError as e:
-            finish(route, None, started, e.status)
-            message = locate(e.message) if locate is not None else e.message
-            return e.status, orjson.dumps({"error": message})
+            # the Open Inference Protocol answers 400 to every request it cannot take
+            status = 400 if v2 and e.status == 422 else e.status
+            finish(route, None, started, status)
+            return status, orjson.dumps({"error": e.message}), {}
         finish(route, result, started, 200)
-        if v2:
-            return 200, orjson.dumps(
-                {
-                    "model_name": dp.name,
-                    "model_version": str(result.version) if result.version is not None else None,
-                    "id": str(doc.get("id")) if doc.get("id") is not None else result.ids[0],
-                    "outputs": [
-                        {
-                            "name": "predict",
-                            "datatype": "FP64",
-                            "shape": [len(result.predictions)],
-                            "data": orjson.Fragment(result.predictions_json()),
-                        }
-                    ],
-                    "parameters": {
-                        "ids": ids_json(result.ids),
-                        "revision": result.revision,
-                        "tracks": result.tracks,
-                        "fallback": result.fallback,
-                    },
-                }
+        if req is not None:
+            body, header_length = oip.answer(
+                req,
+                model=dp.name,
+                version=result.version,
+                predictions=result.predictions_json(),
+                n=len(result.predictions),
+                ids=[str(i) for i in result.ids],
+                tracks=result.tracks,
+                revision=result.revision,
+                fallback=result.fallback,
             )
-        return 200, orjson.dumps(
-            {
-                "predictions": orjson.Fragment(result.predictions_json()),
-                "ids": ids_json(result.ids),
-                "model_version": result.version,
-                "revision": result.revision,
-                "tracks": result.tracks,
-                "fallback": result.fallback,
-            }
+            if header_length is None:
+                return 200, body, {}
+            return 200, body, {"content-type": "application/octet-stream",
+                               "inference-header-content-length": str(header_length)}  # fmt: skip
+        return (
+            200,
+            orjson.dumps(
+                {
+                    "predictions": orjson.Fragment(result.predictions_json()),
+                    "ids": ids_json(result.ids),
+                    "model_version": result.version,
+                    "revision": result.revision,
+                    "tracks": result.tracks,
+                    "fallback": result.fallback,
+                }
+            ),
+            {},
         )
 
-    async def predict_route(request: Request, name: str, v2: bool) -> Response:
+    async def predict_route(
+        request: Request, name: str, v2: bool, version: str | None = None
+    ) -> Response:
         try:
             raw = await _read(request, settings)
         except DataPlaneError as e:
             return _error(e)
-        status, body = await predict(name, raw, request.headers, request.url.path, v2)
-        return Response(body, status_code=status, media_type=JSON)
+        status, body, extra = await predict(
+            name, raw, request.headers, request.url.path, v2, version
+        )
+        return Response(body, status_code=status, headers=extra or None,
+                        media_type=None if "content-type" in extra else JSON)  # fmt: skip
 
     app.fast_predict = FastPredict(predict, settings)
 
@@ -488,6 +472,10 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
     @app.post("/v2/models/{name}/infer")
     async def v2_infer(name: str, request: Request) -> Response:
         return await predict_route(request, name, v2=True)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def v2_infer_version(name: str, version: str, request: Request) -> Response:
+        return await predict_route(request, name, v2=True, version=version)
 
     @app.post("/v1/models/{name}/feedback", status_code=202)
     async def feedback(name: str, request: Request) -> Response:
@@ -553,7 +541,21 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
     @app.get("/v1/models/{name}")
     async def v1_status(name: str) -> Response:
         dp.check_model(name)
-        return _json({"name": dp.name, "ready": dp.ready})
+        return _json({"name": dp.name, "ready": dp.ready}, 200 if dp.ready else 503)
+
+    @app.get("/v1/models")
+    async def v1_models() -> Response:
+        return _json({"models": [dp.name]})
+
+    @app.get("/")
+    async def v1_live() -> Response:  # KServe V1 liveness (the kserve SDK's is_server_live)
+        return _json({"status": "alive"})
+
+    @app.post("/v1/models/{name}:explain")
+    async def v1_explain(name: str) -> Response:
+        dp.check_model(name)
+        return _json({"error": "explanations are not served for this model (tideline serves "
+                               ":predict and V2 infer)"}, 501)  # fmt: skip
 
     @app.get("/v2/health/live")
     async def live() -> Response:
@@ -563,38 +565,61 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
     async def ready() -> Response:
         return _json({"ready": dp.ready}, 200 if dp.ready else 503)
 
+    @app.get("/v2")
+    async def server_metadata() -> Response:
+        return _json({"name": "tideline", "version": __version__,
+                      "extensions": ["binary_tensor_data"]})  # fmt: skip
+
     @app.get("/v2/models/{name}/ready")
     async def model_ready(name: str) -> Response:
         dp.check_model(name)
         return _json({"name": dp.name, "ready": dp.ready}, 200 if dp.ready else 503)
 
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def version_ready(name: str, version: str) -> Response:
+        dp.check_model(name)
+        dp.check_version(version)
+        return _json({"name": dp.name, "ready": dp.ready}, 200 if dp.ready else 503)
+
+    def model_metadata() -> dict[str, Any]:
+        s = dp.stable
+        features = s.schema.describe() if s else [f.to_dict() for f in dp.spec.model.features]
+        return {
+            "name": dp.name,
+            "versions": [str(s.version)] if s else [],
+            "platform": "tideline",
+            "inputs": [
+                {
+                    "name": f["name"],
+                    "datatype": "FP64" if f["type"] == "numeric" else "BYTES",
+                    "shape": [-1],
+                }
+                for f in features
+            ],
+            "outputs": [
+                {"name": "predict", "datatype": "FP64", "shape": [-1]},
+                {"name": "ids", "datatype": "BYTES", "shape": [-1]},
+                {"name": "tracks", "datatype": "BYTES", "shape": [-1]},
+            ],
+            # values are strings, numbers or booleans (OIP parameters): the features as JSON
+            "parameters": {
+                "task": dp.spec.model.task,
+                "algorithm": dp.spec.model.algorithm,
+                "revision": s.revision if s else dp.routing.stable,
+                "features": orjson.dumps(features).decode(),
+            },
+        }
+
     @app.get("/v2/models/{name}")
     async def metadata(name: str) -> Response:
         dp.check_model(name)
-        s = dp.stable
-        features = s.schema.describe() if s else [f.to_dict() for f in dp.spec.model.features]
-        return _json(
-            {
-                "name": dp.name,
-                "versions": [str(s.version)] if s else [],
-                "platform": "tideline",
-                "inputs": [
-                    {
-                        "name": f["name"],
-                        "datatype": "FP64" if f["type"] == "numeric" else "BYTES",
-                        "shape": [-1],
-                    }
-                    for f in features
-                ],
-                "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
-                "parameters": {
-                    "task": dp.spec.model.task,
-                    "algorithm": dp.spec.model.algorithm,
-                    "revision": s.revision if s else dp.routing.stable,
-                    "features": features,
-                },
-            }
-        )
+        return _json(model_metadata())
+
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def version_metadata(name: str, version: str) -> Response:
+        dp.check_model(name)
+        dp.check_version(version)
+        return _json(model_metadata())
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -630,8 +655,8 @@ def app_from_env() -> FastAPI:
     return create_app(dp, settings)
 
 
-async def _shadow(dp: DataPlane, path: str, body: bytes) -> None:
+async def _shadow(dp: DataPlane, path: str, body: bytes, headers: dict[str, str]) -> None:
     try:
-        await dp.forward(path, body, "shadow")
+        await dp.forward(path, body, "shadow", headers)
     except (Unavailable, OSError) as e:
         log.debug("shadow canary unreachable (%s)", e)

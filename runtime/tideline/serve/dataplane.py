@@ -164,6 +164,10 @@ class GeneratedIds(Sequence[str]):
         return ('["' + p + ('","' + p).join(self._suffixes()) + '"]').encode()
 
 
+# an answer's headers a forwarding server passes on (binary infer answers need them)
+_PASSED_ON = frozenset({"content-type", "inference-header-content-length"})
+
+
 def ids_json(ids: Sequence[str]) -> Any:
     """Ids as orjson writes them into a response: generated ones through one join."""
     return orjson.Fragment(ids.json()) if isinstance(ids, GeneratedIds) else ids
@@ -504,6 +508,38 @@ class DataPlane:
                 f"model {name!r} is not served here (this server serves {self.name!r})"
             )
 
+    def _known_names(self, rows: Sequence[Any], path: str) -> None:
+        """Every name in these feature objects is a feature of a served model (the stable
+        one's, or a canary's: a canary may add a feature clients already send)."""
+        if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
+            return
+        known = self.stable.schema.name_set if self.stable is not None else frozenset()
+        if self.canary is not None:
+            known = known | self.canary.schema.name_set
+        try:
+            extra = set().union(*rows) - known  # one C-level pass (the usual case: empty)
+        except TypeError:  # a row that is not an object: the encoder names it
+            return
+        if not extra:
+            return
+        i, name = next((i, k) for i, r in enumerate(rows) if isinstance(r, dict) for k in r
+                       if k in extra)  # fmt: skip
+        names = self.stable.schema.names if self.stable is not None else []
+        raise BadRequest(
+            f"{path}[{i}].{name}: not a feature of this model ({', '.join(names)}); send the "
+            "header X-Tideline-Unknown-Features: ignore to have unknown names ignored (counted)"
+        )
+
+    def check_version(self, version: str) -> None:
+        """A version named in a route: the one served now (the unversioned routes always are)."""
+        served = self.stable.version if self.stable is not None else None
+        if version != str(served):
+            raise ModelNotFound(
+                f"version {version!r} of {self.name!r} is not served here (serving "
+                f"{served if served is not None else 'none yet'}; a model learning online moves "
+                "to new versions: the unversioned route answers with the served one)"
+            )
+
     def encode(self, loaded: Loaded, rows: Sequence[Any], path: str = "instances") -> np.ndarray:
         if not isinstance(rows, list):
             raise BadRequest(f"{path}: must be a list of rows")
@@ -584,8 +620,12 @@ class DataPlane:
         path: str = "instances",
         raw: bytes | None = None,
         X: np.ndarray | None = None,
+        unknown_ok: bool = False,
     ) -> Result:
         """Answer a request's rows (the hot path: nothing here waits on the network).
+
+        A feature name no served model knows is refused (a typo would otherwise be
+        a default, silently), unless ``unknown_ok``: then it is ignored and counted.
 
         ``raw``, when given, is the request body whose ``instances`` are ``rows``:
         the log then carries those bytes as they came instead of serialising the
@@ -617,7 +657,9 @@ class DataPlane:
                 self._queue_log(rows, result, raw)
                 return result
             raise Unavailable("no model version is loaded yet")
-        if X is None:
+        if X is None:  # (the typed fast path admits no unknown name)
+            if not unknown_ok:
+                self._known_names(all_rows(), path)
             X = self.encode(stable, all_rows(), path)
         n = X.shape[0]
         if ids is not None and len(ids) != n:
@@ -698,7 +740,13 @@ class DataPlane:
         return GeneratedIds(prefix, n), (batch, k), secret
 
     # -- canary in another image: forwarded ---------------------------------------------
-    async def forward(self, path: str, body: bytes, track: str) -> dict[str, Any]:
+    async def forward(
+        self, path: str, body: bytes, track: str, headers: dict[str, str] | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """The canary's answer to a request (its body, and the headers to pass on).
+
+        ``headers``: the request's own that say how to read its body (a binary
+        infer request's header length, its content encoding)."""
         rt = self.routing
         assert rt.canary_url is not None and self._http is not None
         resp = await self._http.post(
@@ -706,13 +754,15 @@ class DataPlane:
             content=body,
             headers={
                 "content-type": "application/json",
+                **(headers or {}),
                 "x-tideline-track": track,
                 "x-tideline-forwarded": self._forward_token or "",
             },  # fmt: skip
         )
         if resp.status_code != 200:
             raise Unavailable(f"canary answered {resp.status_code}")
-        return orjson.loads(resp.content)
+        passed = {k: v for k, v in resp.headers.items() if k.lower() in _PASSED_ON}
+        return resp.content, passed
 
     def trusted_track(self, track: str | None, token: str | None) -> str | None:
         """The track a request names, if one of this model's servers forwarded it; else None.
