@@ -18,13 +18,16 @@ from tideline.spec import (
     CONCEPT_METHODS,
     CONCEPT_POLICIES,
     DRIFT_METHODS,
+    DURATION_PATTERN,
     FEATURE_TYPES,
+    MAX_FEATURES,
     OPTIMIZERS,
     PARAMS,
     TASKS,
 )
 
-DURATION = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h|d)?$"
+DURATION = DURATION_PATTERN
+NUMBER_TEXT = r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 
 
 # Groups every parsed spec has: defaulted to {} so the API server fills their fields too.
@@ -63,8 +66,9 @@ def _enum(description: str, values: tuple[str, ...], default: str | None = None)
 
 
 def _duration(description: str, default: str) -> dict[str, Any]:
-    return {"type": "string", "description": f"{description} (like 500ms, 10s, 30m, 1h)",
-            "pattern": DURATION, "default": default}  # fmt: skip
+    # text like 500ms, or whole seconds (the parser takes both)
+    return {"x-kubernetes-int-or-string": True, "pattern": DURATION, "default": default,
+            "description": f"{description} (like 500ms, 10s, 30m, 1h)"}  # fmt: skip
 
 
 def _params() -> dict[str, Any]:
@@ -91,13 +95,17 @@ def spec_schema() -> dict[str, Any]:
                 "type": "string",
                 "description": "Feature name (the key in request rows)",
                 "minLength": 1,
+                "maxLength": 253,
             },
             "type": _enum(
                 "numeric (standardised online) or categorical (hashed)", FEATURE_TYPES, "numeric"
             ),
             "default": {
-                "x-kubernetes-int-or-string": True,
-                "description": "Value used when the feature is missing",
+                # a number (12.5) for a numeric feature, text or an integer for a categorical
+                # one: no single OpenAPI type, nor in CEL's sight; the parser checks it
+                "x-kubernetes-preserve-unknown-fields": True,
+                "description": "Value used when the feature is missing: a number for a numeric "
+                "feature, a string (or integer) for a categorical one",
             },
             "buckets": _num(
                 "Hash buckets of a categorical feature", None, 2, 1 << 20, integer=True
@@ -105,6 +113,13 @@ def spec_schema() -> dict[str, Any]:
         },
         required=["name"],
     )
+    feature["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.buckets) || self.type == 'categorical'",
+            "message": "buckets: only a categorical feature has buckets",
+            "fieldPath": ".buckets",
+        },
+    ]
     return _obj(
         "What to learn and serve, and how to roll it out",
         {
@@ -117,6 +132,10 @@ def spec_schema() -> dict[str, Any]:
                     "features": {
                         "type": "array",
                         "minItems": 1,
+                        "maxItems": MAX_FEATURES,
+                        # names are unique: the API server refuses a second one
+                        "x-kubernetes-list-type": "map",
+                        "x-kubernetes-list-map-keys": ["name"],
                         "items": feature,
                         "description": "The typed feature schema, in order",
                     },  # fmt: skip
@@ -308,8 +327,36 @@ def spec_schema() -> dict[str, Any]:
                 {
                     "steps": {
                         "type": "array",
+                        "maxItems": 100,
                         "description": "setWeight, pause (a duration, or {} for a manual promote), analysis",
-                        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        "items": {
+                            "type": "object",
+                            "description": "One step: exactly one of setWeight, pause, analysis",
+                            "properties": {
+                                "setWeight": _num(
+                                    "Canary share of traffic, %", None, 0, 100, integer=True
+                                ),  # fmt: skip
+                                "pause": {
+                                    # a duration, or {} (manual promote): the parser checks it
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                    "description": "A duration, or {} to wait for a manual promote",
+                                },
+                                "analysis": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                    "description": "Wait for the analysis to pass",
+                                },
+                            },
+                            "x-kubernetes-validations": [
+                                {
+                                    # (pause, a value of no single type, is out of CEL's
+                                    # sight: the parser refuses a step with it and another)
+                                    "rule": "!(has(self.setWeight) && has(self.analysis))",
+                                    "message": "a step has exactly one of setWeight, pause, "
+                                    "analysis",
+                                },
+                            ],
+                        },
                     },
                     "analysis": _obj(
                         "What a canary must hold to advance",
@@ -360,6 +407,86 @@ def spec_schema() -> dict[str, Any]:
     )
 
 
+def status_schema() -> dict[str, Any]:
+    """What the operator writes: its fields typed (a patch with ``phase: Helthy`` is refused),
+    the rest (kopf's own bookkeeping) kept."""
+
+    def scalar(kind: str, description: str, **extra: Any) -> dict[str, Any]:
+        return {"type": kind, "description": description, "nullable": True, **extra}
+
+    def record(description: str) -> dict[str, Any]:
+        return {"type": "object", "description": description, "nullable": True,
+                "x-kubernetes-preserve-unknown-fields": True}  # fmt: skip
+
+    condition = {
+        "type": "object",
+        "required": ["type", "status"],
+        "properties": {
+            "type": {
+                "type": "string",
+                "description": "Ready, Progressing, Degraded, Drifting, ModelQuality, LogCapacity",
+                "maxLength": 316,
+            },  # fmt: skip
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+            "reason": {"type": "string", "maxLength": 1024},
+            "message": {"type": "string", "maxLength": 32768},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+        },
+    }
+    return {
+        "type": "object",
+        "description": "Written by the operator",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "properties": {
+            "phase": {
+                "type": "string",
+                "enum": ["Progressing", "Healthy", "Paused", "Degraded"],
+                "description": "Progressing, Healthy, Paused (a manual step) or Degraded",
+            },  # fmt: skip
+            "observedGeneration": scalar(
+                "integer", "The spec generation this status is of", format="int64", minimum=0
+            ),  # fmt: skip
+            "conditions": {
+                "type": "array",
+                "items": condition,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "description": "Ready, Progressing, Degraded, Drifting, ModelQuality, LogCapacity",
+            },
+            "stableRevision": scalar("string", "The revision serving the traffic"),
+            "canaryRevision": scalar("string", "The revision in a canary, if any"),
+            "canaryWeight": scalar("integer", "Canary share of traffic, %", minimum=0, maximum=100),
+            "currentStep": scalar("integer", "The canary's step", minimum=0),
+            "pauseStartedAt": scalar("number", "When the current pause began (Unix seconds)"),
+            "analysisFailures": scalar("integer", "Failed analyses of this canary", minimum=0),
+            "lastAnalysisAt": scalar("number", "Unix seconds"),
+            "servedVersion": scalar("integer", "The version the servers answer with", minimum=0),
+            "latestVersion": scalar("integer", "The newest published version", minimum=0),
+            "lastGoodVersion": scalar("integer", "The last version proven on labels", minimum=0),
+            "replicas": scalar("integer", "Ready server replicas (scale subresource)", minimum=0),
+            "selector": scalar("string", "The stable servers' pods (scale subresource)"),
+            "onlineAccuracy": scalar(
+                "number", "Served accuracy on joined labels", minimum=0, maximum=1
+            ),  # fmt: skip
+            "drift": scalar("string", "What drifts, or none"),
+            "learningPaused": scalar("boolean", "Learning paused (annotation or policy)"),
+            "pinned": scalar("boolean", "A rollback pinned the served version"),
+            "manualRollbackTo": scalar(
+                "integer", "The version an annotation rolled back to", minimum=0
+            ),  # fmt: skip
+            "lastConceptAt": scalar("number", "The last concept drift (Unix seconds)"),
+            "aborted": record("The canary aborted: revision, reason, at"),
+            "lastRollback": record("The last rollback: at, revision, from, to, reason"),
+            "analysis": record("The last canary analysis"),
+            "quality": record("Served, lastGood and constant accuracy on the same labels"),
+            "log": record("The prediction log's needs: rate, window, bytes"),
+            "stableWarmStart": scalar("string", "The revision the stable learner started from"),
+            "canaryWarmStart": scalar("string", "The revision the canary learner started from"),
+        },
+    }
+
+
 COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
@@ -399,6 +526,7 @@ def build_crd() -> dict[str, Any]:
                         "scale": {
                             "specReplicasPath": ".spec.serving.replicas",
                             "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
                         },  # fmt: skip
                     },
                     "additionalPrinterColumns": COLUMNS,
@@ -410,11 +538,7 @@ def build_crd() -> dict[str, Any]:
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema(),
-                                "status": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                    "description": "Written by the operator",
-                                },  # fmt: skip
+                                "status": status_schema(),
                             },
                             required=["spec"],
                         )

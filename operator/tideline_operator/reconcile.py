@@ -303,6 +303,11 @@ class Reconciler:
         )
         decision = decide(model.spec, before, observed, health, now)
         st = decision.status
+        # the stable servers' pods, for the scale subresource (an HPA on the OnlineModel)
+        st["selector"] = ",".join(
+            f"{k}={v}"
+            for k, v in builders.selector(model, "server", st.get("stableRevision")).items()
+        )
         if any(a.kind == "promote" for a in decision.actions):
             # the promoted learner keeps its arguments: no restart at promotion
             st["stableWarmStart"] = st.pop("canaryWarmStart", None)

@@ -58,7 +58,9 @@ MAX_FEATURES = 2000
 MAX_BUCKETS = 1 << 22
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+# a duration as text; the CRD's pattern is this one, so both accept and refuse the same
+DURATION_PATTERN = r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$"
+_DURATION = re.compile(DURATION_PATTERN)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -424,7 +426,13 @@ def _features(raw: Any, path: str) -> tuple[Feature, ...]:
         ftype = o.enum("type", FEATURE_TYPES, "numeric")
         default: float | str | None
         if ftype == "numeric":
-            default = o.number("default", 0.0)
+            d = o.raw("default")
+            if isinstance(d, str):  # "12.5": the form a schema of int-or-string once needed
+                try:
+                    d = float(d)
+                except ValueError:
+                    raise SpecError(o.sub("default"), f"must be a number (got {d!r})") from None
+            default = _check_number(o.sub("default"), d, None, None) if d is not None else 0.0
             buckets = 1024
         else:
             d = o.raw("default")

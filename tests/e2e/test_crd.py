@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.e2e.cluster.controlplane import ControlPlane
+from tideline.spec import parse
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
@@ -42,12 +43,26 @@ def test_every_example_is_accepted_with_its_defaults_filled(crd: ControlPlane, p
         ({"model": {"algorithm": "xgboost", "features": [{"name": "a"}]}}, "spec.model.algorithm"),
         ({"drift": {"concept": {"method": "cusum"}}}, "spec.drift.concept.method"),
         ({"learning": {"labelWindow": "three weeks"}}, "spec.learning.labelWindow"),
+        ({"model": {"features": [{"name": "a", "buckets": 8}]}}, "spec.model.features[0].buckets"),
+        (
+            {"model": {"features": [{"name": "a"}, {"name": "a"}]}},
+            'duplicate entries for key [name="a"]',
+        ),
+        (
+            {"model": {"features": [{"name": "a", "typ": "categorical"}]}},
+            ".typ: field not declared",
+        ),
+        ({"rollout": {"steps": [{"setweight": 10}]}}, "steps[0].setweight: field not declared"),
     ],
     ids=[
         "a zero batch size",
         "an unknown algorithm",
         "an unknown concept detector",
         "a duration without a unit",
+        "buckets on a numeric feature",
+        "a feature named twice",
+        "a typo in a feature",
+        "a typo in a step",
     ],
 )
 def test_kubectl_refuses_a_bad_spec_naming_the_field(
@@ -55,7 +70,7 @@ def test_kubectl_refuses_a_bad_spec_naming_the_field(
 ) -> None:
     doc = {"apiVersion": "tideline.dev/v1alpha1", "kind": "OnlineModel", "metadata": {"name": "bad"},
            "spec": {"model": {"features": [{"name": "a"}]}, **change}}  # fmt: skip
-    out = crd.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc), check=False)
+    out = crd.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(doc), check=False)
     assert out.returncode != 0
     assert field in out.stderr
 
@@ -67,3 +82,36 @@ def test_printer_columns_and_short_name(crd: ControlPlane) -> None:
     assert header[:4] == ["NAME", "PHASE", "STABLE", "CANARY-WEIGHT"] and "AGE" in header
     wide = crd.kubectl("get", "om", "-o", "wide").stdout.splitlines()[0].split()
     assert "LASTGOOD" in wide
+
+
+def test_what_the_parser_takes_the_api_server_takes(crd: ControlPlane) -> None:
+    """A fractional default, durations with a space or in whole seconds, every kind of pause."""
+    spec = {"model": {"features": [{"name": "amount", "default": 12.5},
+                                   {"name": "country", "type": "categorical", "default": "fr"}]},
+            "learning": {"maxBatchDelay": "500 ms", "labelWindow": 600},
+            "rollout": {"steps": [{"setWeight": 10}, {"pause": "60s"}, {"pause": 30}, {"pause": {}},
+                                  {"analysis": {}}]}}  # fmt: skip
+    doc = {"apiVersion": "tideline.dev/v1alpha1", "kind": "OnlineModel",
+           "metadata": {"name": "takes"}, "spec": spec}  # fmt: skip
+    parse(doc)  # the parser takes it
+    crd.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(doc))
+    obj = json.loads(crd.kubectl("get", "om", "takes", "-o", "json").stdout)
+    assert obj["spec"]["model"]["features"][0]["default"] == 12.5
+    crd.kubectl("delete", "om", "takes", "--wait=false")
+
+
+def test_the_status_is_typed_and_keeps_what_it_does_not_know(crd: ControlPlane) -> None:
+    doc = {"apiVersion": "tideline.dev/v1alpha1", "kind": "OnlineModel",
+           "metadata": {"name": "typed"}, "spec": {"model": {"features": [{"name": "a"}]}}}  # fmt: skip
+    crd.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    for bad, field in (({"phase": "Helthy"}, "status.phase"),
+                       ({"observedGeneration": "one"}, "status.observedGeneration")):  # fmt: skip
+        out = crd.kubectl("patch", "om", "typed", "--subresource=status", "--type=merge",
+                          "-p", json.dumps({"status": bad}), check=False)  # fmt: skip
+        assert out.returncode != 0 and field in out.stderr
+    good = {"phase": "Healthy", "observedGeneration": 1, "kopf": {"progress": {}}}
+    crd.kubectl("patch", "om", "typed", "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": good}))  # fmt: skip
+    obj = json.loads(crd.kubectl("get", "om", "typed", "-o", "json").stdout)
+    assert obj["status"]["phase"] == "Healthy" and "kopf" in obj["status"]
+    crd.kubectl("delete", "om", "typed", "--wait=false")

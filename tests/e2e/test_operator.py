@@ -381,17 +381,28 @@ def test_bad_specs_are_refused_or_degraded_and_other_models_keep_reconciling(
     bad["spec"]["learning"] = {"batchSize": 0}
     out = cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(bad), check=False)
     assert out.returncode != 0 and "spec.learning.batchSize" in out.stderr
-    only_operator = _model("bad-params", ns)  # a schema cannot say "names are unique"
-    only_operator["spec"]["model"]["features"].append({"name": "amount", "type": "numeric"})
+    twice = _model("bad-names", ns)  # names are a map's keys: the API server refuses a second
+    twice["spec"]["model"]["features"].append({"name": "amount", "type": "numeric"})
+    out = cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(twice), check=False)
+    assert out.returncode != 0 and 'features[3]: Duplicate value: {"name":"amount"}' in out.stderr
+    only_operator = _model("bad-params", ns)  # a default of no single type: the parser's to check
+    only_operator["spec"]["model"]["features"].append({"name": "extra", "default": "abc"})
     _apply(installed, only_operator)
     until(lambda: _status(installed, ns, "bad-params").get("phase") == "Degraded", 30, "Degraded")
     cond = next(c for c in _status(installed, ns, "bad-params")["conditions"]
                 if c["type"] == "Degraded")  # fmt: skip
-    assert cond["reason"] == "InvalidSpec" and "spec.model.features[3].name" in cond["message"]
-    assert "duplicate feature name 'amount'" in cond["message"]
+    assert cond["reason"] == "InvalidSpec" and "spec.model.features[3].default" in cond["message"]
+    assert "must be a number (got 'abc')" in cond["message"]
     assert not _owned(installed, ns, "bad-params")
     _apply(installed, _model("good", ns))
     until(lambda: _status(installed, ns, "good").get("phase") == "Healthy", 90, "the good one")
+    # the scale subresource names the stable servers' pods: an HPA on the model can work
+    scale = json.loads(cp.kubectl("get", "om", "good", "-n", ns, "--subresource=scale",
+                                  "-o", "json").stdout)  # fmt: skip
+    revision = _status(installed, ns, "good")["stableRevision"]
+    assert scale["spec"]["replicas"] == 1 and scale["status"]["selector"] == (
+        f"tideline.dev/model=good,tideline.dev/component=server,tideline.dev/revision={revision}"
+    )
 
 
 def test_objects_it_does_not_own_are_left_alone_and_credentials_stay_out_of_sight(

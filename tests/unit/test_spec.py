@@ -238,3 +238,13 @@ def test_a_file_may_hold_other_documents_beside_its_one_online_model(tmp_path) -
     path.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: ml}\n")
     with pytest.raises(SpecError, match="must hold exactly one OnlineModel"):
         load_manifest(path)
+
+
+def test_a_numeric_default_may_be_fractional_or_quoted_and_nothing_else() -> None:
+    def default(value: object) -> object:
+        doc = manifest(model={"features": [{"name": "a", "default": value}]})
+        return parse(doc).spec.model.features[0].default
+
+    assert default(12.5) == 12.5 and default("12.5") == 12.5 and default(3) == 3
+    with pytest.raises(SpecError, match=r"spec\.model\.features\[0\]\.default: must be a number"):
+        default("abc")
