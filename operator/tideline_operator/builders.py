@@ -167,18 +167,29 @@ def _container(
 def _pod(
     model: OnlineModel, revision: str, component: str, container: dict[str, Any]
 ) -> dict[str, Any]:
-    return {
-        "metadata": {"labels": labels(model, component, revision)},
-        "spec": {
-            "containers": [container],
-            "volumes": [
-                {"name": "config", "configMap": {"name": config_map_name(model, revision)}},
-                {"name": "tmp", "emptyDir": {}},
-            ],
-            "securityContext": {"runAsNonRoot": True, "fsGroup": 10001},
-            "automountServiceAccountToken": False,
-        },
+    """A component's pod; ``spec.pods`` (shared, then the component's own) places it, sets
+    its resources (else the container's defaults) and its image pull secrets."""
+    settings = model.spec.pods.of(component)
+    if settings.resources is not None:
+        container["resources"] = copy.deepcopy(settings.resources)
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": config_map_name(model, revision)}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+        "securityContext": {"runAsNonRoot": True, "fsGroup": 10001},
+        "automountServiceAccountToken": False,
     }
+    if settings.nodeSelector is not None:
+        spec["nodeSelector"] = dict(settings.nodeSelector)
+    if settings.tolerations is not None:
+        spec["tolerations"] = copy.deepcopy(list(settings.tolerations))
+    if settings.affinity is not None:
+        spec["affinity"] = copy.deepcopy(settings.affinity)
+    if settings.imagePullSecrets is not None:
+        spec["imagePullSecrets"] = [{"name": n} for n in settings.imagePullSecrets]
+    return {"metadata": {"labels": labels(model, component, revision)}, "spec": spec}
 
 
 def _deployment(name: str, model: OnlineModel, component: str, revision: str | None, replicas: int,

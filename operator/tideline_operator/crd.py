@@ -15,6 +15,7 @@ import yaml
 
 from tideline.spec import (
     ALGORITHMS,
+    COMPONENTS,
     CONCEPT_METHODS,
     CONCEPT_POLICIES,
     DRIFT_METHODS,
@@ -85,6 +86,69 @@ def _params() -> dict[str, Any]:
                 f"hyperparameter of {algorithm}", None, lo, hi, integer=isinstance(default, int)
             )
     return _obj("Hyperparameters of the algorithm (defaults depend on it; see the README)", props)
+
+
+def _pod_schema(component: str | None) -> dict[str, Any]:
+    """``spec.pods`` (shared: no resources) or ``spec.pods.<component>``: Kubernetes' shapes."""
+    quantity = {"x-kubernetes-int-or-string": True,
+                "pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"}  # fmt: skip
+    amounts = {"type": "object", "additionalProperties": quantity}
+    props: dict[str, Any] = {
+        "nodeSelector": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Node labels the pods must run on",
+        },  # fmt: skip
+        "tolerations": {
+            "type": "array",
+            "maxItems": 100,
+            "description": "Taints the pods tolerate",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"type": "string", "enum": ["Exists", "Equal"]},
+                    "value": {"type": "string"},
+                    "effect": {
+                        "type": "string",
+                        "enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"],
+                    },  # fmt: skip
+                    "tolerationSeconds": {"type": "integer", "format": "int64"},
+                },
+            },
+        },
+        "affinity": {
+            "type": "object",
+            "description": "Node and pod (anti-)affinity, as in a pod spec",
+            "properties": {
+                k: {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                for k in ("nodeAffinity", "podAffinity", "podAntiAffinity")
+            },
+        },
+        "imagePullSecrets": {
+            "type": "array",
+            "maxItems": 20,
+            "description": "Secrets to pull the runtime image with (a private registry)",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string", "minLength": 1}},
+            },  # fmt: skip
+        },
+    }
+    if component is None:
+        return {
+            "type": "object",
+            "description": "Where the model's pods run: settings for every component, and per "
+            "component (learner, server, monitor) over them",
+            "properties": {**props, **{c: _pod_schema(c) for c in COMPONENTS}},
+        }
+    props["resources"] = {
+        "type": "object",
+        "description": f"The {component}'s requests and limits (replace the defaults)",
+        "properties": {"requests": amounts, "limits": amounts},
+    }
+    return {"type": "object", "description": f"The {component}'s pods", "properties": props}
 
 
 def spec_schema() -> dict[str, Any]:
@@ -402,6 +466,7 @@ def spec_schema() -> dict[str, Any]:
                     ),
                 },
             ),  # fmt: skip
+            "pods": _pod_schema(None),
         },
         required=["model"],
     )

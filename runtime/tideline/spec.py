@@ -271,6 +271,45 @@ class RedisSpec:
     secretKey: str = "url"
 
 
+COMPONENTS = ("learner", "server", "monitor")
+_QUANTITY = re.compile(
+    r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
+)
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """Where a component's pods run and what they ask for (Kubernetes' own shapes, as JSON).
+
+    ``None`` means unset: the component's own, or ``spec.pods``', or the operator's
+    defaults apply."""
+
+    resources: dict[str, Any] | None = None
+    nodeSelector: dict[str, str] | None = None
+    tolerations: tuple[dict[str, Any], ...] | None = None
+    affinity: dict[str, Any] | None = None
+    imagePullSecrets: tuple[str, ...] | None = None
+
+    def over(self, base: PodSpec) -> PodSpec:
+        """These settings, each falling back to ``base``'s where unset."""
+        return PodSpec(**{k: v if v is not None else getattr(base, k)
+                          for k, v in self.__dict__.items()})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PodsSpec:
+    """``spec.pods``: settings for every component's pods, and per component."""
+
+    all: PodSpec = field(default_factory=PodSpec)
+    learner: PodSpec = field(default_factory=PodSpec)
+    server: PodSpec = field(default_factory=PodSpec)
+    monitor: PodSpec = field(default_factory=PodSpec)
+
+    def of(self, component: str) -> PodSpec:
+        own: PodSpec = getattr(self, component)
+        return own.over(self.all)
+
+
 @dataclass(frozen=True)
 class Spec:
     model: ModelSpec
@@ -281,6 +320,7 @@ class Spec:
     guardrails: Guardrails = field(default_factory=Guardrails)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     redis: RedisSpec = field(default_factory=RedisSpec)
+    pods: PodsSpec = field(default_factory=PodsSpec)
 
 
 @dataclass(frozen=True)
@@ -406,6 +446,86 @@ def parse_duration(value: Any, path: str = "duration") -> float:
         if m:
             return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     raise SpecError(path, f"must be a duration like 500ms, 10s, 30m (got {value!r})")
+
+
+def _pods(o: _Obj) -> PodsSpec:
+    """``spec.pods``: the shared settings, and ``learner``/``server``/``monitor`` over them
+    (resources per component only: each needs its own)."""
+    parts = {c: _pod(o.obj(c), resources=True) for c in COMPONENTS}
+    shared = _pod(o, resources=False, extra=COMPONENTS)
+    return PodsSpec(all=shared, **parts)
+
+
+def _pod(o: _Obj, *, resources: bool, extra: tuple[str, ...] = ()) -> PodSpec:
+    for key in extra:
+        o.raw(key)  # read by the caller
+    res = None
+    if resources and o.raw("resources") is not None:
+        r = o.obj("resources")
+        res = {}
+        for kind in ("requests", "limits"):
+            q = r.obj(kind)
+            amounts = {}
+            for name, amount in q.value.items():
+                q.raw(name)
+                if (
+                    isinstance(amount, bool)
+                    or not isinstance(amount, str | int | float)
+                    or not (_QUANTITY.match(str(amount)))
+                ):
+                    raise SpecError(q.sub(str(name)), f"must be a quantity like 500m, 2 or 1Gi "
+                                    f"(got {amount!r})")  # fmt: skip
+                amounts[str(name)] = amount
+            q.done()
+            if amounts:
+                res[kind] = amounts
+        r.done()
+    selector = None
+    if o.raw("nodeSelector") is not None:
+        ns = o.obj("nodeSelector")
+        selector = {}
+        for k in list(ns.value):
+            selector[str(k)] = ns.string(str(k), required=True)
+        ns.done()
+    tolerations = None
+    if o.raw("tolerations") is not None:
+        raw = o.raw("tolerations")
+        if not isinstance(raw, list):
+            raise SpecError(o.sub("tolerations"), "must be a list of tolerations")
+        items = []
+        for i, t in enumerate(raw):
+            to = _Obj(t, f"{o.sub('tolerations')}[{i}]")
+            for key in ("key", "value"):
+                to.string(key)
+            to.enum("operator", ("Exists", "Equal"), "Equal")
+            effect = to.raw("effect")
+            if effect is not None and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+                raise SpecError(to.sub("effect"), "must be one of NoSchedule, PreferNoSchedule, "
+                                f"NoExecute (got {effect!r})")  # fmt: skip
+            to.number("tolerationSeconds", None, integer=True)
+            to.done()
+            items.append(dict(t))
+        tolerations = tuple(items)
+    affinity = None
+    if o.raw("affinity") is not None:
+        af = o.obj("affinity")
+        for key in ("nodeAffinity", "podAffinity", "podAntiAffinity"):
+            af.obj(key)  # objects; their insides are Kubernetes' to check
+        af.done()
+        affinity = dict(af.value)
+    secrets = None
+    if o.raw("imagePullSecrets") is not None:
+        raw = o.raw("imagePullSecrets")
+        if not isinstance(raw, list):
+            raise SpecError(o.sub("imagePullSecrets"), "must be a list of {name}")
+        names = []
+        for i, ref in enumerate(raw):
+            ro = _Obj(ref, f"{o.sub('imagePullSecrets')}[{i}]")
+            names.append(ro.string("name", required=True))
+            ro.done()
+        secrets = tuple(names)
+    o.done()
+    return PodSpec(res, selector, tolerations, affinity, secrets)
 
 
 def _features(raw: Any, path: str) -> tuple[Feature, ...]:
@@ -787,6 +907,7 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         guardrails=_guardrails(s.obj("guardrails")),
         rollout=_rollout(s.obj("rollout")),
         redis=_redis(s.obj("redis")),
+        pods=_pods(s.obj("pods")),
     )
     s.done()
     fb = spec.serving.fallback

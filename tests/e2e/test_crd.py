@@ -53,6 +53,11 @@ def test_every_example_is_accepted_with_its_defaults_filled(crd: ControlPlane, p
             ".typ: field not declared",
         ),
         ({"rollout": {"steps": [{"setweight": 10}]}}, "steps[0].setweight: field not declared"),
+        (
+            {"pods": {"server": {"resources": {"requests": {"cpu": "lots"}}}}},
+            "spec.pods.server.resources.requests.cpu",
+        ),
+        ({"pods": {"tolerations": [{"effect": "Sometimes"}]}}, "spec.pods.tolerations[0].effect"),
     ],
     ids=[
         "a zero batch size",
@@ -63,6 +68,8 @@ def test_every_example_is_accepted_with_its_defaults_filled(crd: ControlPlane, p
         "a feature named twice",
         "a typo in a feature",
         "a typo in a step",
+        "a quantity that is none",
+        "an unknown taint effect",
     ],
 )
 def test_kubectl_refuses_a_bad_spec_naming_the_field(
@@ -90,7 +97,12 @@ def test_what_the_parser_takes_the_api_server_takes(crd: ControlPlane) -> None:
                                    {"name": "country", "type": "categorical", "default": "fr"}]},
             "learning": {"maxBatchDelay": "500 ms", "labelWindow": 600},
             "rollout": {"steps": [{"setWeight": 10}, {"pause": "60s"}, {"pause": 30}, {"pause": {}},
-                                  {"analysis": {}}]}}  # fmt: skip
+                                  {"analysis": {}}]},
+            "pods": {"nodeSelector": {"pool": "ml"}, "imagePullSecrets": [{"name": "regcred"}],
+                     "server": {"resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
+                                              "limits": {"cpu": 2}},
+                                "tolerations": [{"key": "gpu", "operator": "Exists"}]},
+                     "learner": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}}}}  # fmt: skip
     doc = {"apiVersion": "tideline.dev/v1alpha1", "kind": "OnlineModel",
            "metadata": {"name": "takes"}, "spec": spec}  # fmt: skip
     parse(doc)  # the parser takes it

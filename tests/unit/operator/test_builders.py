@@ -195,3 +195,48 @@ def test_the_client_knows_the_path_of_every_kind_the_builders_make() -> None:
         for o in made
         if o and (o["apiVersion"], o["kind"]) not in KINDS
     ]
+
+
+def test_spec_pods_place_and_size_each_component_and_change_no_revision() -> None:
+    gpu = {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
+    pods = {
+        "nodeSelector": {"pool": "ml"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "server": {"resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
+                                 "limits": {"cpu": 2, "memory": "1Gi"}},
+                   "tolerations": [gpu], "nodeSelector": {"pool": "serving"}},
+        "learner": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}},
+    }  # fmt: skip
+    model = parse(manifest(name="fraud", pods=pods))
+    assert model.revision == REV  # where pods run is not what is learned
+    server = _pod(build_server(model, SETTINGS, REV))
+    assert server["nodeSelector"] == {"pool": "serving"} and server["tolerations"] == [gpu]
+    assert server["imagePullSecrets"] == [{"name": "regcred"}]
+    assert server["containers"][0]["resources"]["requests"] == {"cpu": "250m", "memory": "256Mi"}
+    learner = _pod(build_learner(model, SETTINGS, REV))
+    assert learner["nodeSelector"] == {"pool": "ml"} and "nodeAffinity" in learner["affinity"]
+    assert learner["imagePullSecrets"] == [{"name": "regcred"}] and "tolerations" not in learner
+    assert learner["containers"][0]["resources"]["requests"]["cpu"] == "500m"  # the default
+    monitor = _pod(build_monitor(model, SETTINGS, REV))
+    assert monitor["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+@pytest.mark.parametrize(
+    ("pods", "message"),
+    [
+        (
+            {"server": {"resources": {"requests": {"cpu": "lots"}}}},
+            "spec.pods.server.resources.requests.cpu: must be a quantity",
+        ),
+        ({"resources": {"requests": {"cpu": 1}}}, "spec.pods.resources: unknown field"),
+        ({"tolerations": [{"effect": "Sometimes"}]}, "spec.pods.tolerations[0].effect"),
+        ({"imagePullSecrets": ["regcred"]}, "spec.pods.imagePullSecrets[0]: must be an object"),
+        ({"scheduler": {}}, "spec.pods.scheduler: unknown field"),
+    ],
+    ids=["a bad quantity", "resources shared", "a bad effect", "a bare secret name", "a typo"],
+)
+def test_spec_pods_errors_name_the_field(pods: dict, message: str) -> None:
+    from tideline.spec import SpecError
+
+    with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse(manifest(name="fraud", pods=pods))
