@@ -107,25 +107,30 @@ class ServerMetrics:
             ["reason"],
             registry=registry,
         )
+        # With --workers N each worker writes its own value; a scrape reports one per
+        # server: the oldest version a live worker serves, and its age (a stale worker shows)
         self.served_version = Gauge(
-            "tideline_server_served_version", "Version being served", ["track"], registry=registry
-        )
+            "tideline_server_served_version", "Version being served (the oldest of the workers')",
+            ["track"], registry=registry, multiprocess_mode="livemin",
+        )  # fmt: skip
         self.model_age = Gauge(
             "tideline_server_model_age_seconds",
-            "Age of the served version (staleness)",
+            "Age of the served version (staleness; the oldest of the workers')",
             registry=registry,
+            multiprocess_mode="livemax",
         )
         self.log_dropped = Counter(
             "tideline_server_log_dropped",
             "Prediction log entries dropped because the queue was full (Redis unreachable)",
             registry=registry,
         )
-        self.missing = Gauge(
+        self.missing = Counter(
             "tideline_server_missing_values",
             "Request values missing (the feature's default was used), by feature",
             ["feature"],
             registry=registry,
         )
+        self._missing_of: tuple[Any, Any] | None = None  # (schema, its counts already added)
         # Label values known ahead are exported at 0 from the start: a rate() or an
         # alert on them has a series before the first prediction or fallback.
         for track in self.TRACKS:
@@ -138,6 +143,18 @@ class ServerMetrics:
         self._noted = 0
 
     PENDING = 4096  # requests noted before they are added up without being asked to
+
+    def count_missing(self, schema: Any) -> None:
+        """Add the served schema's missing values counted since the last call to the counter
+        (a newly loaded version's schema counts from zero)."""
+        counts = schema.missing.copy()
+        if self._missing_of is None or self._missing_of[0] is not schema:
+            self._missing_of = (schema, counts * 0)
+        base = self._missing_of[1]
+        for name, delta in zip(schema.names, (counts - base).tolist(), strict=True):
+            if delta > 0:
+                self.missing.labels(feature=name).inc(delta)
+        self._missing_of = (schema, counts)
 
     def request(self, route: str, track: str, status: int, seconds: float, rows: int = 0) -> None:
         """One answered request (and its ``rows`` predictions), noted for :meth:`flush`.

@@ -202,6 +202,16 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
         assert (
             'tideline_server_predictions_total{track="stable"} 6.0' in metrics
         )  # every worker counted
+        # missing values too (each worker adds its own every second); one served version and
+        # age per server, not a series per worker
+        missing = 'tideline_server_missing_values_total{feature="hour"} 6.0'
+        while missing not in metrics:
+            assert time.monotonic() < deadline + 10, metrics
+            time.sleep(0.2)
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        ours = [line for line in metrics.splitlines() if line.startswith(
+            ("tideline_server_served_version{", "tideline_server_model_age_seconds "))]  # fmt: skip
+        assert len(ours) == 2 and not any("pid=" in line for line in ours), ours
         # labels only on the write port: a NetworkPolicy can admit them from few
         label = orjson.dumps({"id": body["ids"][0], "label": 1})
 

@@ -482,7 +482,7 @@ def test_metrics_count_requests_predictions_and_missing_values(served: Served) -
         'tideline_server_requests_total{route="v1/predict",status="200",track="stable"} 1.0' in text
     )
     assert 'tideline_server_predictions_total{track="stable"} 2.0' in text
-    assert 'tideline_server_missing_values{feature="hour"} 1.0' in text
+    assert 'tideline_server_missing_values_total{feature="hour"} 1.0' in text
     assert "tideline_server_request_seconds_bucket" in text
     assert 'tideline_server_served_version{track="stable"} 0.0' in text
 

@@ -626,9 +626,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         metrics.flush()
         metrics.model_age.set(dp.model_age())
         if dp.stable is not None:
-            sch = dp.stable.schema
-            for name, count in zip(sch.names, sch.missing.tolist(), strict=True):
-                metrics.missing.labels(feature=name).set(count)
+            metrics.count_missing(dp.stable.schema)
         registry = metrics.registry
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # --workers N: add every worker up
             registry = CollectorRegistry()

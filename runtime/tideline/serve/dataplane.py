@@ -958,6 +958,9 @@ class DataPlane:
             await asyncio.sleep(1.0)
             self.metrics.flush()  # other workers' scrapes read these (--workers N)
             stable, canary = self.stable, self.canary
+            if stable is not None:
+                self.metrics.count_missing(stable.schema)
+                self.metrics.model_age.set(self.model_age())
             report = {
                 "ts": time.time(),
                 "stable": {"revision": stable.revision, "version": stable.version}
