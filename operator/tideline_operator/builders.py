@@ -189,7 +189,14 @@ def _pod(
         spec["affinity"] = copy.deepcopy(settings.affinity)
     if settings.imagePullSecrets is not None:
         spec["imagePullSecrets"] = [{"name": n} for n in settings.imagePullSecrets]
-    return {"metadata": {"labels": labels(model, component, revision)}, "spec": spec}
+    # for a Prometheus without the Prometheus Operator (its usual scrape config reads these)
+    port = container["ports"][0]["containerPort"]
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+              "prometheus.io/path": "/metrics"}  # fmt: skip
+    return {
+        "metadata": {"labels": labels(model, component, revision), "annotations": scrape},
+        "spec": spec,
+    }
 
 
 def _deployment(name: str, model: OnlineModel, component: str, revision: str | None, replicas: int,
@@ -396,6 +403,33 @@ def build_hpa(model: OnlineModel, revision: str) -> dict[str, Any] | None:
                     },
                 }
             ],  # fmt: skip
+        },
+    }
+
+
+def build_pod_monitor(model: OnlineModel) -> dict[str, Any]:
+    """Prometheus Operator scraping of the learners' and the monitor's ``/metrics`` (the
+    accuracy, drift and learner series the dashboard reads), when its CRD exists."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {
+            "name": model.name,
+            "namespace": model.namespace,
+            "labels": labels(model, "metrics"),
+        },
+        "spec": {
+            "selector": {
+                "matchLabels": {"tideline.dev/model": model.name},
+                "matchExpressions": [
+                    {
+                        "key": "tideline.dev/component",
+                        "operator": "In",
+                        "values": ["learner", "monitor"],
+                    }
+                ],  # fmt: skip
+            },
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
         },
     }
 

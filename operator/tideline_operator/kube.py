@@ -43,6 +43,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): Kind(
         "/apis/monitoring.coreos.com/v1", "servicemonitors"
     ),
+    ("monitoring.coreos.com/v1", "PodMonitor"): Kind(
+        "/apis/monitoring.coreos.com/v1", "podmonitors"
+    ),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind(
         "/apis/gateway.networking.k8s.io/v1", "httproutes"
     ),

@@ -425,6 +425,8 @@ class Reconciler:
             out.append(policy)
         if self.has_api("monitoring.coreos.com/v1", "servicemonitors"):
             out.append(builders.build_service_monitor(model))
+        if self.has_api("monitoring.coreos.com/v1", "podmonitors"):
+            out.append(builders.build_pod_monitor(model))
         canary_rev = st.get("canaryRevision")
         if canary_rev and not st.get("aborted"):
             warm = stable_rev if warm_start_compatible(stable, model) else None

@@ -225,44 +225,103 @@ def _observe_many(histogram: Any, values: list[float]) -> None:
     histogram._sum.inc(float(seconds.sum()))
 
 
+class _Renamed:
+    """A metric under its name and, for one release, under the name it had: both move together."""
+
+    def __init__(self, *metrics: Any) -> None:
+        self.metrics = metrics
+
+    def labels(self, **kw: str) -> _Renamed:
+        return _Renamed(*(m.labels(**kw) for m in self.metrics))
+
+    def set(self, value: float) -> None:
+        for m in self.metrics:
+            m.set(value)
+
+    def inc(self, amount: float = 1.0) -> None:
+        for m in self.metrics:
+            m.inc(amount)
+
+
 class MonitorMetrics:
+    """The monitor's metrics, ``tideline_monitor_*``. The names they had before
+    (``tideline_online_accuracy``, ``tideline_drift_psi``, ...) are exported too, for one
+    release, so dashboards and alerts written against them keep working meanwhile."""
+
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.registry = registry = registry or CollectorRegistry()
-        self.accuracy = Gauge(
+
+        def both(kind: Any, name: str, old: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+            return _Renamed(
+                kind(f"tideline_monitor_{name}", doc, list(labels), registry=registry),
+                kind(
+                    old,
+                    f"{doc} (deprecated: tideline_monitor_{name})",
+                    list(labels),
+                    registry=registry,
+                ),  # fmt: skip
+            )
+
+        self.accuracy = both(
+            Gauge,
+            "tideline_monitor_accuracy",
             "tideline_online_accuracy",
             "Accuracy on delayed labels (rolling window)",
-            ["track"],
-            registry=registry,
+            ("track",),
         )
-        self.logloss = Gauge(
-            "tideline_online_logloss", "Log-loss on delayed labels", ["track"], registry=registry
+        self.logloss = both(
+            Gauge,
+            "tideline_monitor_logloss",
+            "tideline_online_logloss",
+            "Log-loss on delayed labels",
+            ("track",),
         )
-        self.rmse = Gauge(
-            "tideline_online_rmse", "RMSE on delayed labels", ["track"], registry=registry
+        self.rmse = both(
+            Gauge,
+            "tideline_monitor_rmse",
+            "tideline_online_rmse",
+            "RMSE on delayed labels",
+            ("track",),
         )
-        self.labelled = Gauge(
-            "tideline_labelled", "Predictions with a label so far", ["track"], registry=registry
+        self.labelled = both(
+            Gauge,
+            "tideline_monitor_labelled",
+            "tideline_labelled",
+            "Predictions with a label so far",
+            ("track",),
         )
-        self.feature_drift = Gauge(
-            "tideline_drift_psi", "Feature drift score (PSI or KS) against the reference", ["feature"],
-            registry=registry,
-        )  # fmt: skip
-        self.prediction_drift = Gauge(
+        self.feature_drift = both(
+            Gauge,
+            "tideline_monitor_feature_drift",
+            "tideline_drift_psi",
+            "Feature drift score (PSI or KS) against the reference",
+            ("feature",),
+        )
+        self.prediction_drift = both(
+            Gauge,
+            "tideline_monitor_prediction_drift",
             "tideline_drift_prediction_score",
             "Prediction drift score against the reference",
-            registry=registry,
         )
-        self.drift_detected = Gauge(
+        self.drift_detected = both(
+            Gauge,
+            "tideline_monitor_drift_detected",
             "tideline_drift_detected",
             "1 while drift of this kind is detected",
-            ["kind"],
-            registry=registry,
+            ("kind",),
         )
-        self.drift_events = Counter(
-            "tideline_drift_events", "Drift detections", ["kind"], registry=registry
+        self.drift_events = both(
+            Counter,
+            "tideline_monitor_drift_events",
+            "tideline_drift_events",
+            "Drift detections",
+            ("kind",),
         )
-        self.label_lag = Gauge(
-            "tideline_label_lag_seconds", "Median delay of labels", registry=registry
+        self.label_lag = both(
+            Gauge,
+            "tideline_monitor_label_lag_seconds",
+            "tideline_label_lag_seconds",
+            "Median delay of labels",
         )
         self.bad_log_entries = Counter(
             "tideline_monitor_bad_log_entries",

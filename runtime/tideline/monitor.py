@@ -29,7 +29,7 @@ learned but does not judge versions: a producer that sends wrong labels
 must not be able to make the versions that learned them look good.
 
 **Drift signals are events with hysteresis**, not levels: one ``driftlog``
-entry (and one count of ``tideline_drift_events``) when a signal goes over
+entry (and one count of ``tideline_monitor_drift_events``) when a signal goes over
 its threshold, one when it clears (feature and prediction scores below 80 %
 of the threshold; concept drift ten analysis intervals after it last fired).
 Concept drift is the error rate going *up* (ADWIN told the direction,

@@ -128,6 +128,10 @@ def test_each_example_gets_its_owned_children_running_and_reports_ready(
 
     sm = get(cp, "servicemonitor", name, "-n", ns)  # its CRD exists in this cluster
     assert sm["metadata"]["ownerReferences"][0]["uid"] == om["metadata"]["uid"]
+    # the learners' and the monitor's metrics (accuracy, drift) are scraped too
+    pm = get(cp, "podmonitor", name, "-n", ns)
+    assert pm["metadata"]["ownerReferences"][0]["uid"] == om["metadata"]["uid"]
+    assert pm["spec"]["selector"]["matchExpressions"][0]["values"] == ["learner", "monitor"]
     until(pods_running, 90, "pods Running on the fake node")
     until(lambda: _status(installed, ns, name).get("phase") == "Healthy", 60, "phase Healthy")
     took = time.monotonic() - start

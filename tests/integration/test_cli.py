@@ -266,9 +266,12 @@ def test_tideline_monitor_writes_health_and_serves_metrics(redis_server, tmp_pat
             assert time.monotonic() < deadline, client.get(keys.health)
             time.sleep(0.1)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'tideline_monitor_labelled{track="stable"} 300.0' in body
+        assert 'tideline_monitor_accuracy{track="stable"}' in body
+        assert 'tideline_monitor_drift_detected{kind="concept"} 0.0' in body
+        # the names of the release before, for this release (dashboards written against them)
         assert 'tideline_labelled{track="stable"} 300.0' in body
         assert 'tideline_online_accuracy{track="stable"}' in body
-        assert 'tideline_drift_detected{kind="concept"} 0.0' in body
     finally:
         proc.terminate()
         proc.wait(20)

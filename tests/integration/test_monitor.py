@@ -152,7 +152,7 @@ def test_concept_drift_is_one_event_when_it_starts_and_one_when_it_clears(r) -> 
         ("concept", "detected"),
         ("concept", "cleared"),
     ]
-    assert mon.metrics.drift_events.labels(kind="concept")._value.get() == 1
+    assert mon.metrics.drift_events.labels(kind="concept").metrics[0]._value.get() == 1
 
 
 def test_a_model_whose_error_falls_is_no_concept_drift(r) -> None:

@@ -74,7 +74,7 @@ child kind has get: nothing is applied over an object the OnlineModel does not o
   resources: [horizontalpodautoscalers]
   verbs: [get, create, patch]
 - apiGroups: [monitoring.coreos.com]
-  resources: [servicemonitors]
+  resources: [servicemonitors, podmonitors]
   verbs: [get, create, patch]
 {{- /* spec.serving.networkPolicy: who may reach the model's servers, applied (get
 checks ownership); it goes with the OnlineModel by garbage collection. */}}

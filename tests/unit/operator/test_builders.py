@@ -17,6 +17,7 @@ from tideline_operator.builders import (
     build_monitor,
     build_network_policy,
     build_pdb,
+    build_pod_monitor,
     build_redis_secret,
     build_server,
     build_service,
@@ -119,6 +120,27 @@ def test_pdb_and_hpa() -> None:
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
 
 
+def test_learners_and_the_monitor_are_scraped_by_pod_monitor_or_annotations() -> None:
+    pm = build_pod_monitor(MODEL)
+    sel = pm["spec"]["selector"]
+    for dep in (build_learner(MODEL, SETTINGS, REV), build_monitor(MODEL, SETTINGS, REV)):
+        pod = dep["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        assert all(labels[k] == v for k, v in sel["matchLabels"].items())
+        assert labels["tideline.dev/component"] in sel["matchExpressions"][0]["values"]
+        port = pod["spec"]["containers"][0]["ports"][0]
+        assert pm["spec"]["podMetricsEndpoints"][0]["port"] == port["name"]
+        ann = pod["metadata"]["annotations"]
+        assert ann["prometheus.io/scrape"] == "true"
+        assert ann["prometheus.io/port"] == str(port["containerPort"])
+    server = build_server(MODEL, SETTINGS, REV)["spec"]["template"]
+    assert (
+        server["metadata"]["labels"]["tideline.dev/component"]
+        not in sel["matchExpressions"][0]["values"]
+    )
+    assert server["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+
+
 def test_the_service_monitor_scrapes_the_servers_of_every_revision() -> None:
     sm = build_service_monitor(MODEL)
     stable, canary = build_service(MODEL, REV), build_service(MODEL, "other", canary=True)
@@ -188,7 +210,8 @@ def test_the_client_knows_the_path_of_every_kind_the_builders_make() -> None:
                                               "autoscaling": {"maxReplicas": 4}}))  # fmt: skip
     made = [build_config_map(m, manifest(name="fraud"), REV), build_learner(m, SETTINGS, REV),
             build_server(m, SETTINGS, REV), build_service(m, REV), build_monitor(m, SETTINGS, REV),
-            build_pdb(m), build_hpa(m, REV), build_service_monitor(m), build_network_policy(m),
+            build_pdb(m), build_hpa(m, REV), build_service_monitor(m), build_pod_monitor(m),
+            build_network_policy(m),
             build_redis_secret(m, SETTINGS)]  # fmt: skip
     assert all(o is not None and (o["apiVersion"], o["kind"]) in KINDS for o in made), [
         (o["apiVersion"], o["kind"])
