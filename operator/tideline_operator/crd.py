@@ -8,6 +8,8 @@ bounds). Regenerate with ``python -m tideline_operator.crd > crds/onlinemodel.ya
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from typing import Any
 
@@ -566,7 +568,36 @@ COLUMNS = [
 ]
 
 
+SCHEMA_ANNOTATION = "tideline.dev/schema"
+
+
+def schema_hash(crd: dict[str, Any]) -> str:
+    """A short hash of a CRD's spec: the operator compares the installed CRD's with its own."""
+    blob = json.dumps(crd["spec"], sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
 def build_crd() -> dict[str, Any]:
+    crd = _crd()
+    crd["metadata"]["annotations"] = {SCHEMA_ANNOTATION: schema_hash(crd)}
+    return crd
+
+
+def outdated(annotations: dict[str, str] | None) -> str | None:
+    """Why the installed CRD is not this release's (None when it is): Helm installs ``crds/``
+    once and never upgrades it."""
+    fix = "apply this release's: kubectl apply --server-side -f crds/onlinemodel.yaml"
+    if annotations is None:
+        return f"the OnlineModel CRD is not installed: {fix}"
+    want = build_crd()["metadata"]["annotations"][SCHEMA_ANNOTATION]
+    have = annotations.get(SCHEMA_ANNOTATION)
+    if have != want:
+        return (f"the OnlineModel CRD in the cluster (schema {have or 'unmarked'}) is not this "
+                f"release's (schema {want}); Helm does not upgrade CRDs: {fix}")  # fmt: skip
+    return None
+
+
+def _crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from prometheus_client import Gauge
 
 from tideline_operator.builders import Settings
+from tideline_operator.crd import outdated
 from tideline_operator.kube import Kube
 from tideline_operator.reconcile import (
     ChildState,
@@ -29,6 +31,11 @@ from tideline_operator.reconcile import (
 )
 
 GROUP, VERSION, PLURAL = "tideline.dev", "v1alpha1", "onlinemodels"
+CRD_OUTDATED = Gauge(
+    "tideline_operator_crd_outdated",
+    "1 when the cluster's OnlineModel CRD is not this release's (-1: it could not be read)",
+)
+log = logging.getLogger("tideline.operator")
 INTERVAL = float(os.environ.get("TIDELINE_OPERATOR_INTERVAL", "1"))
 MANAGED: dict[str, Any] = {
     "app.kubernetes.io/managed-by": "tideline-operator",
@@ -65,6 +72,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = workers
     if "reconciler" not in memo:
         memo["reconciler"] = Reconciler(Kube.from_environment(workers), settings_from_env())
+    _check_crd(memo["reconciler"].kube)
+
+
+def _check_crd(kube: Kube) -> None:
+    """Say so, loudly, when the cluster's OnlineModel CRD is not this release's (Helm installs
+    ``crds/`` once and never upgrades it): fields this operator writes would be refused."""
+    try:
+        why = outdated(kube.crd_annotations(f"{PLURAL}.{GROUP}"))
+    except Exception as e:  # noqa: BLE001 - a check, never a reason not to start
+        log.warning("could not read the OnlineModel CRD to check its version: %s", e)
+        CRD_OUTDATED.set(-1)
+        return
+    CRD_OUTDATED.set(1 if why else 0)
+    if why:
+        log.warning("%s", why)
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)

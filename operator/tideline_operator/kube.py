@@ -152,6 +152,17 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    def crd_annotations(self, name: str) -> dict[str, str] | None:
+        """A CRD's annotations (None when it is not installed); through ``list``, the verb
+        the operator's role has on CRDs."""
+        out = self.request(
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            query=[("fieldSelector", f"metadata.name={name}")],
+        )
+        items = out.get("items") or []
+        return dict(items[0]["metadata"].get("annotations") or {}) if items else None
+
     def has_api(self, group_version: str, plural: str) -> bool:
         """Whether the cluster serves a resource (ServiceMonitor, HTTPRoute: only when installed)."""
         try:

@@ -85,8 +85,20 @@ def test_the_bundled_redis_has_a_generated_password_and_only_tideline_reaches_it
     assert len(secret["password"]) == 32 and secret["url"].startswith(
         f"redis://:{secret['password']}@"
     )
-    redis = by[("Deployment", "t-tideline-redis")]["spec"]["template"]["spec"]["containers"][0]
+    redis_pod = by[("Deployment", "t-tideline-redis")]["spec"]["template"]
+    redis = redis_pod["spec"]["containers"][0]
     assert redis["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    # as a platform team's checks want it: no API token, probed, limited, labelled as itself
+    assert redis_pod["spec"]["automountServiceAccountToken"] is False
+    assert redis["livenessProbe"]["tcpSocket"] and redis["readinessProbe"]["tcpSocket"]
+    assert redis_pod["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"
+    for kind, name in (("Deployment", "t-tideline-redis"), ("Service", "t-tideline-redis"),
+                       ("Secret", "t-tideline-redis-auth")):  # fmt: skip
+        assert by[(kind, name)]["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"
+    op_pod = by[("Deployment", "t-tideline")]["spec"]["template"]["spec"]
+    assert op_pod["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    for pod in (redis_pod["spec"], op_pod):
+        assert all(c["resources"]["limits"]["cpu"] for c in pod["containers"])
     operator = by[("Deployment", "t-tideline")]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in operator["env"]}
     assert env["TIDELINE_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {

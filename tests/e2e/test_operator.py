@@ -97,6 +97,9 @@ def test_helm_install_creates_the_crd_rbac_and_operator_and_the_operator_runs_wi
         lambda: "tideline_operator_reconciles_total" in operator.metrics(), 30, "operator metrics"
     )
     assert operator.alive(), operator.tail()
+    # the chart installed this release's CRD: the operator read it (with its list-only role)
+    assert "tideline_operator_crd_outdated 0.0" in operator.metrics()
+    assert "could not read the OnlineModel CRD" not in operator.tail(100_000)
 
 
 # --------------------------------------------------------------------------- 2. examples

@@ -15,6 +15,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{- /* The release's labels for one component: (list $ "redis"). */}}
+{{- define "tideline.labelsFor" -}}
+{{- $ := index . 0 -}}
+app.kubernetes.io/name: tideline
+app.kubernetes.io/instance: {{ $.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+app.kubernetes.io/version: {{ $.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" $.Chart.Name $.Chart.Version }}
+{{- end -}}
+
 {{- define "tideline.selector" -}}
 app.kubernetes.io/name: tideline
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -131,3 +131,16 @@ def test_the_parser_takes_every_crd_enum_value_and_nothing_else(
         assert _parsed(parse(_doc(path, value)).spec, path) == value
     with pytest.raises(SpecError, match=r"spec\." + r"\.".join(path)):
         parse(_doc(path, "not-a-choice"))
+
+
+def test_an_installed_crd_of_another_release_is_named_with_the_way_to_upgrade() -> None:
+    from tideline_operator.crd import SCHEMA_ANNOTATION, outdated, schema_hash
+
+    crd = build_crd()
+    mine = crd["metadata"]["annotations"][SCHEMA_ANNOTATION]
+    assert (
+        mine == schema_hash({"spec": crd["spec"]}) and outdated({SCHEMA_ANNOTATION: mine}) is None
+    )
+    why = outdated({SCHEMA_ANNOTATION: "0123456789ab"})
+    assert why is not None and "Helm does not upgrade CRDs" in why and "kubectl apply" in why
+    assert "unmarked" in (outdated({}) or "") and "not installed" in (outdated(None) or "")
