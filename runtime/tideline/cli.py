@@ -34,6 +34,16 @@ from tideline.spec import (
 REDIS_HELP = "redis://host:port/db (default: $TIDELINE_REDIS_URL; pods set that from a Secret)"
 
 
+def _where(url: str | None) -> str:
+    """A Redis URL's host and port, never its credentials."""
+    from urllib.parse import urlsplit
+
+    if not url:
+        return "?"
+    parts = urlsplit(url)
+    return parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+
+
 def _load(path: str) -> OnlineModel:
     return parse(path)
 
@@ -191,6 +201,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     import tideline_operator.handlers  # noqa: F401  (registers the handlers)
 
+    _kube_credentials()
     if args.metrics_port:
         start_http_server(args.metrics_port)
     kopf.run(
@@ -203,14 +214,53 @@ def cmd_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Defaults(argparse.HelpFormatter):
+    """Help that shows each option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            action.default not in (None, False, argparse.SUPPRESS)
+            and action.option_strings
+            and "default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _kube_credentials() -> None:
+    """Credentials to reach a cluster, or a one-line reason to stop (kopf would retry forever)."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+        return
+    except config.ConfigException:
+        pass
+    try:
+        config.load_kube_config()
+    except (config.ConfigException, OSError) as e:
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise RuntimeError(
+            f"no Kubernetes credentials: not in a pod, and no usable kubeconfig at {where} ({e})"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tideline", description=__doc__.splitlines()[0])
-    p.add_argument("--log-level", default="INFO")
+    p = argparse.ArgumentParser(
+        prog="tideline",
+        description="tideline: online-learning models on Kubernetes. One command per "
+        "process of a model (learner, monitor, server), the operator, and a local run of "
+        "the whole loop.",
+    )
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--version", action="version", version=f"tideline {tideline.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     lp = sub.add_parser(
-        "learner", help="learn one revision of an OnlineModel from its Redis streams"
+        "learner",
+        formatter_class=_Defaults,
+        help="learn one revision of an OnlineModel from its Redis streams",
     )
     lp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")
     lp.add_argument("--redis", default=None, help=REDIS_HELP)
@@ -219,23 +269,33 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--warm-start-revision", help="start from this revision's latest version")
     lp.set_defaults(func=cmd_learner)
 
-    mp = sub.add_parser("monitor", help="watch quality and drift; write the health summary")
+    mp = sub.add_parser(
+        "monitor",
+        formatter_class=_Defaults,
+        help="watch quality and drift; write the health summary",
+    )
     mp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")
     mp.add_argument("--redis", default=None, help=REDIS_HELP)
     mp.add_argument("--port", type=int, default=0, help="port for /metrics (0: none)")
     mp.set_defaults(func=cmd_monitor)
 
-    sp = sub.add_parser("server", help="serve predictions over HTTP (KServe V1, Open Inference V2)")
+    sp = sub.add_parser(
+        "server",
+        formatter_class=_Defaults,
+        help="serve predictions over HTTP (KServe V1, Open Inference V2)",
+    )
     sp.add_argument("--config", required=True, help="OnlineModel manifest (YAML)")
     sp.add_argument("--redis", default=None, help=REDIS_HELP)
-    sp.add_argument("--port", type=int, default=8080)
-    sp.add_argument("--host", default="0.0.0.0")
+    sp.add_argument("--port", type=int, default=8080, help="port for predictions and /metrics")
+    sp.add_argument("--host", default="0.0.0.0", help="address to listen on")
     sp.add_argument("--workers", type=int, default=1, help="processes (one per core)")
     sp.add_argument("--write-port", type=int, default=None,
                     help="serve feedback and :learn on this port only (default: with predictions)")  # fmt: skip
     sp.set_defaults(func=cmd_server)
 
-    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    op = sub.add_parser(
+        "operator", formatter_class=_Defaults, help="run the Kubernetes operator (kopf)"
+    )
     op.add_argument(
         "--namespace", action="append", help="watch this namespace (repeatable; default: all)"
     )
@@ -246,10 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     op.set_defaults(func=cmd_operator)
 
     rp = sub.add_parser(
-        "run", help="run the whole loop locally: Redis, learner, servers, monitor, operator"
+        "run",
+        formatter_class=_Defaults,
+        help="run the whole loop locally: Redis, learner, servers, monitor, operator",
     )
     rp.add_argument("file", help="OnlineModel manifest (YAML), e.g. examples/fraud.yaml")
-    rp.add_argument("--duration", default="30s")
+    rp.add_argument("--duration", default="30s", help="how long the run lasts")
     rp.add_argument("--rate", default="2000/s", help="labelled events per second")
     rp.add_argument("--drift-at", default=None, help="inject concept drift at this time, e.g. 15s")
     rp.add_argument("--canary-at", default=None, help="apply a new revision at this time, e.g. 40s")
@@ -282,6 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except redis.ConnectionError as e:
         print(f"tideline: cannot reach redis: {e}", file=sys.stderr)
+        return 3
+    except redis.TimeoutError:
+        print(f"tideline: redis at {_where(args.redis)} accepted the connection but did not "
+              "answer in time: is a Redis listening there? (a TLS one needs rediss://)",
+              file=sys.stderr)  # fmt: skip
+        return 3
+    except redis.RedisError as e:  # refused credentials, a read-only replica, ...
+        print(f"tideline: redis at {_where(args.redis)}: {e}", file=sys.stderr)
         return 3
     except RuntimeError as e:
         print(f"tideline: {e}", file=sys.stderr)

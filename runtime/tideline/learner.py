@@ -819,14 +819,14 @@ class LearnerProcess:
             try:
                 self.step()
                 backoff = 0.1
-            except redis.ConnectionError as e:
+            except (redis.ConnectionError, redis.TimeoutError) as e:
                 # Nothing is acked until a checkpoint lands, so waiting loses nothing.
                 log.warning("redis unavailable (%s); retrying in %.1fs", e, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         try:
             self.flush()
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.TimeoutError):
             log.warning("redis unavailable at stop; unacked entries will be re-read on restart")
 
 

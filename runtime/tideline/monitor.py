@@ -789,7 +789,7 @@ class Monitor:
         while not stop.is_set():
             try:
                 self.step()
-            except redis.ConnectionError as e:
+            except (redis.ConnectionError, redis.TimeoutError) as e:
                 log.warning("redis unavailable (%s); retrying", e)
                 time.sleep(1.0)
             except Exception:

@@ -72,6 +72,45 @@ def test_an_unreachable_redis_is_reported_without_a_traceback(tmp_path: Path) ->
     assert "cannot reach redis" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_a_redis_that_never_answers_is_one_line_in_bounded_time(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(manifest()))
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel does), never answers
+    port = silent.getsockname()[1]
+    try:
+        start = time.monotonic()
+        out = _tideline("learner", "--config", str(path), "--redis", f"redis://u:s3cret@127.0.0.1:{port}/0",
+                        timeout=30)  # fmt: skip
+        took = time.monotonic() - start
+    finally:
+        silent.close()
+    assert out.returncode == 3 and took < 20, (took, out.stderr)
+    assert f"redis at 127.0.0.1:{port} accepted the connection but did not answer" in out.stderr
+    assert "Traceback" not in out.stderr and "s3cret" not in out.stderr
+
+
+def test_the_operator_without_credentials_stops_with_one_line(tmp_path: Path) -> None:
+    env = {
+        **ENV,
+        "KUBECONFIG": str(tmp_path / "none"),
+        "PYTHONPATH": f"{ROOT / 'runtime'}:{ROOT / 'operator'}",
+    }
+    out = subprocess.run([sys.executable, "-m", "tideline.cli", "operator", "--metrics-port", "0"],
+                         capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 1 and "no Kubernetes credentials" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_help_is_plain_text_and_shows_defaults() -> None:
+    top = _tideline("--help").stdout
+    assert "``" not in top and "online-learning models on Kubernetes" in top
+    server = _tideline("server", "--help").stdout
+    assert "(default: 8080)" in server and "(default: 1)" in server
+
+
 @pytest.mark.integration
 def test_run_serves_learns_and_stops_every_process_it_started(tmp_path: Path) -> None:
     report = tmp_path / "report.html"
