@@ -19,8 +19,8 @@ redis-server:
   next to the same learner learning as many labelled samples (``samples``
   stream, one entry each) in the same run.
 
-The script speaks only HTTP, the CLI and Redis, so it measures any version of
-tideline: ``PYTHONPATH=<other checkout>/runtime python bench/labels.py``.
+The script speaks only HTTP, the CLI and Redis (with the keys of the tideline it
+imports), so it measures any version of tideline: ``PYTHONPATH=<other checkout>/runtime python bench/labels.py``.
 Run with ``make bench`` or ``python bench/labels.py --minutes 2``.
 """
 
@@ -46,6 +46,7 @@ import tideline
 from tideline.embedded import EmbeddedRedis, free_port
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
+from tideline.store import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = str(Path(tideline.__file__).resolve().parents[1])  # the tideline under test
@@ -67,6 +68,7 @@ class Loop:
         self.config = workdir / "model.yaml"
         self.config.write_text(yaml.safe_dump(manifest))
         self.model = parse(manifest)
+        self.keys = Keys(self.model.namespace, self.model.name)  # the version under test's
         self.port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.workdir = workdir
@@ -108,13 +110,12 @@ class Loop:
             raise
 
     def learned(self) -> int:
-        raw = self.r.hget(f"tideline:{self.model.namespace}:{self.model.name}:rev:"
-                          f"{self.model.revision}:learner", "samples")  # fmt: skip
+        raw = self.r.hget(self.keys.rev(self.model.revision, "learner"), "samples")
         return int(raw or 0)
 
     def log_bytes(self) -> int:
         """Bytes the prediction log holds: every key of it (streams, indexes), by MEMORY USAGE."""
-        prefix = f"tideline:{self.model.namespace}:{self.model.name}:"
+        prefix = self.keys.prefix + ":"
         total = 0
         for pattern in ("log:*", "log-ids:*", "predictions"):
             for key in self.r.scan_iter(prefix + pattern, count=1000):
@@ -201,7 +202,7 @@ def _soak(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
     while loop.learned() < sent and time.monotonic() < deadline:
         time.sleep(0.5)
     dead: dict[str, int] = {}
-    key = f"tideline:{loop.model.namespace}:{loop.model.name}:deadletter"
+    key = loop.keys.deadletter
     for _, fields in loop.r.xrange(key):
         reason = fields[b"reason"].decode().split(":")[0]
         dead[reason] = dead.get(reason, 0) + 1
@@ -212,7 +213,7 @@ def _soak(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
 
 def _by_family(loop: Loop) -> dict[str, float]:
     """Redis memory by kind of key (log, log-ids, taken, feedback, ...), MiB, at the end."""
-    prefix = f"tideline:{loop.model.namespace}:{loop.model.name}:"
+    prefix = loop.keys.prefix + ":"
     out: dict[str, float] = {}
     for key in loop.r.scan_iter(prefix + "*", count=1000):
         family = key.decode()[len(prefix) :].split(":")[0]
@@ -244,7 +245,7 @@ def _join_rate(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
     time.sleep(1.0)  # the server's log writes lag its answers by 20 ms
     learner.terminate()
     learner.wait(20)
-    k = f"tideline:{loop.model.namespace}:{loop.model.name}"
+    k = loop.keys.prefix
     base = loop.learned()
     out = {}
     for kind in ("samples", "feedback"):

@@ -37,7 +37,7 @@ from prometheus_client import Counter, Histogram
 
 from tideline import health as h
 from tideline.spec import OnlineModel, SpecError, check_redis_url, parse
-from tideline.store import Keys, ModelStore, StoreError
+from tideline.store import Keys, ModelStore, StoreError, migrate_keys
 from tideline_operator import builders
 from tideline_operator.builders import Settings
 from tideline_operator.kube import REVISION_KINDS, Kube
@@ -71,6 +71,7 @@ class ModelMemory:
     models: dict[str, tuple[OnlineModel, dict[str, Any]]] = field(default_factory=dict)
     status: dict[str, Any] | None = None
     parsed: tuple[Any, OnlineModel] | None = None  # ((uid, generation), the parsed spec)
+    migrated: bool = False  # the model's keys were looked at for the old layout
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,12 @@ class Reconciler:
     def _turn(self, model: OnlineModel, manifest: dict[str, Any], before: dict[str, Any],
               mem: ModelMemory, children: list[ChildState], r: Any, event: EventFn, now: float,
               generation: int) -> dict[str, Any]:  # fmt: skip
+        if not mem.migrated:
+            try:
+                migrate_keys(r, Keys(model.namespace, model.name))
+                mem.migrated = True
+            except redis.RedisError as e:  # the turn goes on; the next one tries again
+                log.warning("%s/%s: keys not migrated: %s", model.namespace, model.name, e)
         pointers, health, routing, retired = self.observe(model, before, r)
         stable_rev = before.get("stableRevision") or model.revision
         servers = [c for c in children if c.component == "server" and c.revision == stable_rev]

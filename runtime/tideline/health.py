@@ -3,7 +3,7 @@
 One declared, typed shape (msgspec Structs, camelCase on the wire) shared
 by both sides, so neither picks a dict apart by hand; the freshness rule
 lives here too (:meth:`Health.fresh`). Stored as JSON at
-``tideline:{ns}:{model}:health``.
+``tideline:{<ns>/<model>}:health``.
 
 Quality comes in two kinds:
 

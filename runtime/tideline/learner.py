@@ -52,7 +52,7 @@ from tideline.metrics import LearnerMetrics
 from tideline.predlog import Location, entry_order
 from tideline.samples import SampleDecoder
 from tideline.spec import OnlineModel, SpecError
-from tideline.store import ModelStore, Reference, StoreError, learner_from_blob
+from tideline.store import ModelStore, Reference, StoreError, learner_from_blob, migrate_keys
 
 log = logging.getLogger("tideline.learner")
 
@@ -275,6 +275,9 @@ class LearnerProcess:
         return "0"
 
     def start(self) -> None:
+        moved = migrate_keys(self.r, self.keys)
+        if moved:
+            log.info("moved %d keys of %s to the hash-tagged layout", moved, self.keys.prefix)
         for stream in (self.keys.samples, self.keys.feedback):
             try:
                 self.r.xgroup_create(

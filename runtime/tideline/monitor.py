@@ -12,7 +12,7 @@ It reads, without taking anything from the learner:
   HTTP traffic at all (learner-only) is still watched;
 * the servers' per-track counters and latency percentiles (``servers``).
 
-Every ``spec.rollout.analysis.interval`` it writes ``tideline:{ns}:{model}:health``
+Every ``spec.rollout.analysis.interval`` it writes ``tideline:{<ns>/<model>}:health``
 (:class:`tideline.health.Health`) and publishes a ``health`` event. State is
 bounded: rolling windows, fixed-size detectors; the label join holds nothing
 per prediction (:class:`tideline.join.LogJoin`).
@@ -64,7 +64,7 @@ from tideline.join import Joined, LogJoin
 from tideline.learn import Learner
 from tideline.metrics import MonitorMetrics
 from tideline.spec import OnlineModel
-from tideline.store import ModelStore, Reference, StoreError
+from tideline.store import ModelStore, Reference, StoreError, migrate_keys
 
 log = logging.getLogger("tideline.monitor")
 
@@ -180,6 +180,7 @@ class Monitor:
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
+        migrate_keys(self.r, self.keys)
         for stream in (self.keys.feedback, self.keys.samples):
             try:
                 self.r.xgroup_create(stream, GROUP, id="$", mkstream=True)

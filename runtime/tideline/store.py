@@ -1,6 +1,6 @@
 """The Redis model store: versioned snapshots, pointers, retention, notifications.
 
-Keys are namespaced ``tideline:{namespace}:{model}:...`` (see :class:`Keys`).
+Keys are ``tideline:{<namespace>/<model>}:...``, one hash tag per model (see :class:`Keys`).
 Per revision the store keeps numbered versions (``v0, v1, ...``: blobs in
 the :mod:`tideline.codec` array format, self-describing: the ``spec.model``
 they were learned with travels in the header), a sorted set of the versions
@@ -56,13 +56,24 @@ from tideline.learn import Learner, make_learner
 
 @dataclass(frozen=True)
 class Keys:
-    """Every Redis key of one model; revision-scoped keys take the revision."""
+    """Every Redis key of one model; revision-scoped keys take the revision.
+
+    Every key of a model carries one hash tag, ``{namespace/model}``, so a Redis
+    Cluster keeps them in one slot: the transaction that acknowledges stream
+    entries with the checkpoint, and the script that publishes a version, touch
+    several keys at once (across slots a cluster refuses them with CROSSSLOT).
+    """
 
     namespace: str
     model: str
 
     @property
     def prefix(self) -> str:
+        return f"tideline:{{{self.namespace}/{self.model}}}"
+
+    @property
+    def legacy_prefix(self) -> str:
+        """The prefix before hash tags (``tideline:{ns}:{model}``): see :func:`migrate_keys`."""
         return f"tideline:{self.namespace}:{self.model}"
 
     @property
@@ -139,6 +150,29 @@ class Keys:
 
     def learner_group(self, revision: str) -> str:
         return f"learner-{revision}"
+
+
+def migrate_keys(r: Any, keys: Keys) -> int:
+    """Move a model's keys from the layout before hash tags to :class:`Keys`'s; the number moved.
+
+    Run by every process of a model at its start: the first to run moves them
+    (``RENAMENX``: a key another process moved meanwhile, or one that exists
+    under the new name already, is left alone). A few well-known keys say
+    whether there is anything to move, so a model without old keys costs no scan.
+    """
+    old = keys.legacy_prefix + ":"
+    probe = [old + name for name in ("samples", "feedback", "routing", "health", "retired")]
+    if not r.exists(*probe):  # (a learner makes both streams at its first start)
+        return 0
+    new = keys.prefix + ":"
+    moved = 0
+    for key in list(r.scan_iter(match=old + "*", count=1000)):
+        name = key.decode() if isinstance(key, bytes) else key
+        try:
+            moved += bool(r.renamenx(name, new + name[len(old) :]))
+        except redis.ResponseError:  # moved by another process meanwhile
+            continue
+    return moved
 
 
 # KEYS: blob, versions zset, vmeta hash, pointers hash; ARGV: version, blob, meta json,

@@ -301,6 +301,24 @@ def test_a_restart_resumes_from_the_checkpoint(r) -> None:
         np.testing.assert_array_equal(again.learner.get_state()[k], v, err_msg=k)
 
 
+def test_keys_of_the_layout_before_hash_tags_are_moved_and_learning_resumes(r) -> None:
+    p = _proc(r)
+    _push_samples(r, p, 700)
+    _run_until(p, lambda: p.counters["samples"] == 700)
+    state = p.learner.get_state()
+    new, old = p.keys.prefix + ":", p.keys.legacy_prefix + ":"
+    for key in list(r.scan_iter(match="tideline:{*", count=1000)):  # as an old release left them
+        r.rename(key, old + key.decode()[len(new) :])
+    assert not list(r.scan_iter(match="tideline:{*")) and r.exists(old + "samples")
+    r.xadd(old + "samples", {"data": orjson.dumps({"features": {"amount": 1.0}, "label": 1})})
+    again = _proc(r)  # moves them, resumes from the checkpoint, learns what was pending
+    assert again.counters["samples"] == 700 and not list(r.scan_iter(match=old + "*"))
+    for k, v in state.items():
+        np.testing.assert_array_equal(again.learner.get_state()[k], v, err_msg=k)
+    _run_until(again, lambda: again.counters["samples"] == 701)
+    assert again.store.pointers(again.revision)["latest"] >= 1
+
+
 def _dead_letters(r, p: LearnerProcess) -> list[dict]:
     return [{k.decode(): v.decode() for k, v in f.items()} for _, f in r.xrange(p.keys.deadletter)]
 

@@ -8,7 +8,7 @@ module does the rest, and never waits on Redis on the request path:
   thread, when a pub/sub event or the 1 s poll says its pointer moved; the
   new model replaces the old with one attribute assignment, so a request
   sees either the old model or the new one, never half of one.
-* **Routing.** The operator writes ``tideline:{ns}:{model}:routing``
+* **Routing.** The operator writes ``tideline:{<ns>/<model>}:routing``
   (stable and canary revisions, canary weight, shadow, canary URL). A
   request goes to the canary when the hash of its routing key (header
   ``x-tideline-key``, or ``spec.serving.routingKey`` per row) falls under the
