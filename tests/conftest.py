@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tideline.embedded import EmbeddedRedis
+from tideline.embedded import EmbeddedCluster, EmbeddedRedis
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +22,18 @@ def r(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedCluster]:
+    """A real Redis Cluster (three primaries) for the tests that run on both kinds."""
+    with EmbeddedCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["one redis", "redis cluster"])
+def backend(request: pytest.FixtureRequest) -> EmbeddedRedis | EmbeddedCluster:
+    """The same test on a single Redis and on a Redis Cluster (``.url``, ``.client()``)."""
+    name = "redis_server" if request.param == "one redis" else "redis_cluster"
+    server: EmbeddedRedis | EmbeddedCluster = request.getfixturevalue(name)
+    return server

@@ -37,7 +37,7 @@ from prometheus_client import Counter, Histogram
 
 from tideline import health as h
 from tideline.spec import OnlineModel, SpecError, check_redis_url, parse
-from tideline.store import Keys, ModelStore, StoreError, migrate_keys
+from tideline.store import Keys, ModelStore, StoreError, connect, migrate_keys
 from tideline_operator import builders
 from tideline_operator.builders import Settings
 from tideline_operator.kube import REVISION_KINDS, Kube
@@ -150,7 +150,7 @@ class Reconciler:
         self.clock = clock
         self._redis: dict[str, Any] = {}
         self._redis_factory = redis_factory or (
-            lambda url: redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            lambda url: connect(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         )
         self._apis: dict[tuple[str, str], bool] = {}
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}  # -> (read at, url)

@@ -30,6 +30,7 @@ from tideline.spec import (
     parse,
     parse_duration,
 )
+from tideline.store import connect
 
 REDIS_HELP = "redis://host:port/db (default: $TIDELINE_REDIS_URL; pods set that from a Secret)"
 
@@ -64,7 +65,7 @@ def cmd_learner(args: argparse.Namespace) -> int:
     from tideline.metrics import LearnerMetrics
 
     model = _load(args.config)
-    client = redis.Redis.from_url(args.redis)
+    client = connect(args.redis)
     metrics = LearnerMetrics(None)
     if args.port:
         metrics.serve(args.port)
@@ -91,7 +92,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     metrics = MonitorMetrics(None)
     if args.port:
         metrics.serve(args.port)
-    mon = Monitor(model, redis.Redis.from_url(args.redis), metrics=metrics)
+    mon = Monitor(model, connect(args.redis), metrics=metrics)
     mon.start()
     mon.run(_stop_on_signals())
     return 0

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -38,12 +39,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 above) is free too: at most 55535."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20_000, 55_000)
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 class EmbeddedRedis:
     """Start with ``with EmbeddedRedis() as r: r.url``; stopped (and its files removed) on exit."""
 
-    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
-        self.port = port or free_port()
+    def __init__(
+        self, port: int | None = None, *, appendonly: bool = False, cluster: bool = False
+    ) -> None:
+        self.port = port or (free_cluster_port() if cluster else free_port())
         self.appendonly = appendonly
+        self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -66,6 +86,9 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file",
+                     str(Path(self._dir.name) / "nodes.conf")]  # fmt: skip
         log = Path(self._dir.name) / "redis.log"
         self.proc = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -94,6 +117,56 @@ class EmbeddedRedis:
             self._dir = None
 
     def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedCluster:
+    """A Redis Cluster of three primaries on loopback (no replicas), slots split evenly.
+
+    ``url`` names the first node; a cluster client finds the others from it.
+    """
+
+    def __init__(self, nodes: int = 3) -> None:
+        self.nodes = [EmbeddedRedis(cluster=True) for _ in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def client(self) -> Any:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(self.url)
+
+    def start(self, timeout: float = 30.0) -> EmbeddedCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [n.client() for n in self.nodes]
+            per = 16384 // len(clients)
+            for i, c in enumerate(clients):
+                hi = 16383 if i == len(clients) - 1 else (i + 1) * per - 1
+                c.execute_command("CLUSTER ADDSLOTS", *range(i * per, hi + 1))
+            for c in clients[1:]:
+                c.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port)
+            deadline = time.monotonic() + timeout
+            while not all(c.cluster("INFO")["cluster_state"] == "ok" for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the cluster was not ok within {timeout}s")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> EmbeddedCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -52,7 +52,14 @@ from tideline.metrics import LearnerMetrics
 from tideline.predlog import Location, entry_order
 from tideline.samples import SampleDecoder
 from tideline.spec import OnlineModel, SpecError
-from tideline.store import ModelStore, Reference, StoreError, learner_from_blob, migrate_keys
+from tideline.store import (
+    ModelStore,
+    Reference,
+    StoreError,
+    learner_from_blob,
+    migrate_keys,
+    transaction,
+)
 
 log = logging.getLogger("tideline.learner")
 
@@ -663,7 +670,7 @@ class LearnerProcess:
         arrays["gate.live"] = self.gate_live
         arrays["gate.served"] = self.gate_served
         blob = codec.encode(arrays, {"counters": c, "revision": self.revision})
-        pipe = self.r.pipeline(transaction=True)
+        pipe = transaction(self.r, self.keys.prefix)  # (on a cluster: the model's node)
         pipe.set(self.keys.rev(self.revision, "checkpoint"), blob)
         if version is not None:
             meta = {"reason": reason or "checkpointEvery", "samples": c["samples"], **gate_info}

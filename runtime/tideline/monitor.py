@@ -64,7 +64,14 @@ from tideline.join import Joined, LogJoin
 from tideline.learn import Learner
 from tideline.metrics import MonitorMetrics
 from tideline.spec import OnlineModel
-from tideline.store import ModelStore, Reference, StoreError, migrate_keys
+from tideline.store import (
+    ModelStore,
+    Reference,
+    StoreError,
+    migrate_keys,
+    node_info,
+    transaction,
+)
 
 log = logging.getLogger("tideline.monitor")
 
@@ -268,11 +275,10 @@ class Monitor:
             pipe.memory_usage(key)
         for key in streams:
             pipe.xlen(key)
-        pipe.info("memory")
         replies = pipe.execute()
         sizes = replies[: len(streams) + len(index)]
-        entries = sum(replies[len(sizes) : len(sizes) + len(streams)])
-        info = replies[-1]
+        entries = sum(replies[len(sizes) :])
+        info = node_info(self.r, self.keys.logs, "memory")  # on a cluster: the model's node
         held = float(sum(x or 0 for x in sizes))
         per_entry = self._log_rows / self._log_entries if self._log_entries else 0.0
         held_predictions = entries * per_entry
@@ -750,7 +756,7 @@ class Monitor:
         with contextlib.suppress(redis.RedisError):
             self._log_capacity(now)
         s = self.summary()
-        pipe = self.r.pipeline(transaction=False)
+        pipe = transaction(self.r, self.keys.prefix)  # (a cluster's pipeline takes no PUBLISH)
         pipe.set(self.keys.health, h.encode(s))
         pipe.publish(self.keys.events, orjson.dumps({"event": "health", "ts": s.ts}))
         pipe.execute()

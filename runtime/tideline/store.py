@@ -152,6 +152,50 @@ class Keys:
         return f"learner-{revision}"
 
 
+def is_cluster(url: str, **kw: Any) -> bool:
+    """Whether the Redis at ``url`` is a Redis Cluster node (``INFO cluster``)."""
+    probe = redis.Redis.from_url(url, **kw)
+    try:
+        return bool(probe.info("cluster").get("cluster_enabled"))
+    finally:
+        probe.close()
+
+
+def connect(url: str, **kw: Any) -> Any:
+    """A client for the Redis at ``url``: ``redis.Redis``, or ``RedisCluster`` when it is a
+    cluster node (the one URL finds the rest of the cluster)."""
+    if is_cluster(url, **kw):
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, **kw)
+    return redis.Redis.from_url(url, **kw)
+
+
+def connect_async(url: str, **kw: Any) -> Any:
+    """:func:`connect` for asyncio (asked once, at start, whether it is a cluster)."""
+    import redis.asyncio as aioredis
+
+    if is_cluster(url, **kw):
+        return aioredis.RedisCluster.from_url(url, **kw)
+    return aioredis.Redis.from_url(url, **kw)
+
+
+def transaction(r: Any, key: str) -> Any:
+    """A MULTI/EXEC pipeline for commands on one model's keys (one hash slot). On a cluster,
+    on the node holding that slot: redis-py's cluster pipeline refuses scripts and PUBLISH
+    in a transaction, the node itself takes them (a MOVED while slots move fails it whole)."""
+    if hasattr(r, "get_node_from_key"):
+        return r.get_redis_connection(r.get_node_from_key(key)).pipeline(transaction=True)
+    return r.pipeline(transaction=True)
+
+
+def node_info(r: Any, key: str, section: str) -> dict[str, Any]:
+    """``INFO section`` of the server holding ``key`` (on a cluster, of its node only)."""
+    if hasattr(r, "get_node_from_key"):
+        return dict(r.info(section, target_nodes=r.get_node_from_key(key)))
+    return dict(r.info(section))
+
+
 def migrate_keys(r: Any, keys: Keys) -> int:
     """Move a model's keys from the layout before hash tags to :class:`Keys`'s; the number moved.
 
@@ -277,7 +321,7 @@ class ModelStore:
             raise StoreError(f"unknown pointer {name!r}")
         if not self.r.exists(self.keys.version(revision, version)):
             raise StoreError(f"revision {revision} has no version {version}")
-        p = self.r.pipeline(transaction=True)
+        p = transaction(self.r, self.keys.prefix)
         p.hset(self.keys.rev(revision, "pointers"), name, version)
         if pin is not None:
             p.hset(self.keys.rev(revision, "pointers"), "pinned", "1" if pin else "0")

@@ -273,7 +273,7 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
 
 
 @pytest.mark.integration
-def test_tideline_monitor_writes_health_and_serves_metrics(redis_server, tmp_path: Path) -> None:
+def test_tideline_monitor_writes_health_and_serves_metrics(backend, tmp_path: Path) -> None:
     import time
     import urllib.request
 
@@ -282,11 +282,11 @@ def test_tideline_monitor_writes_health_and_serves_metrics(redis_server, tmp_pat
     from tideline.store import Keys
 
     doc = manifest(name="fraud", rollout={"analysis": {"interval": "200ms"}})
-    path, model, client = _published(redis_server, tmp_path, doc)
+    path, model, client = _published(backend, tmp_path, doc)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tideline.cli", "monitor", "--config", str(path),
-         "--redis", redis_server.url, "--port", str(port)],
+         "--redis", backend.url, "--port", str(port)],
         env=ENV, cwd=ROOT,
     )  # fmt: skip
     keys = Keys("test", "fraud")

@@ -39,9 +39,9 @@ def _status(r, keys: Keys, revision: str) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items() if k != b"quality"}
 
 
-def test_kill_9_at_random_moments_loses_and_repeats_nothing(
-    r, redis_server, tmp_path: Path
-) -> None:
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(backend, tmp_path: Path) -> None:
+    r = backend.client()
+    r.flushall()
     doc = manifest(learning={"checkpointEvery": 2000, "maxBatchDelay": "50ms"})
     config = tmp_path / "model.yaml"
     config.write_text(yaml.safe_dump(doc))
@@ -52,7 +52,7 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(
     rnd = random.Random(5)
     kill_at = sorted(rnd.sample(range(1, 40), 6))  # chunk numbers after which we kill -9
 
-    proc = _start(config, redis_server.url)
+    proc = _start(config, backend.url)
     kills = duplicates = 0
     try:
         for chunk in range(40):
@@ -86,7 +86,7 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
-                proc = _start(config, redis_server.url)
+                proc = _start(config, backend.url)
         deadline = time.monotonic() + 90
         while _status(r, keys, model.revision).get("samples", 0) < len(y):
             assert proc.poll() is None, "the learner died"

@@ -46,7 +46,6 @@ import httpx
 import msgspec
 import numpy as np
 import orjson
-import redis.asyncio as aioredis
 import redis.exceptions
 from msgspec.structs import astuple
 
@@ -55,7 +54,7 @@ from tideline.features import FeatureError, FeatureSchema
 from tideline.learn import Learner
 from tideline.metrics import ServerMetrics
 from tideline.spec import OnlineModel
-from tideline.store import Keys, learner_from_blob
+from tideline.store import Keys, connect_async, learner_from_blob
 
 log = logging.getLogger("tideline.server")
 
@@ -332,9 +331,7 @@ class DataPlane:
         return self._r
 
     async def start(self) -> None:
-        self._r = aioredis.Redis.from_url(
-            self.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
+        self._r = connect_async(self.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._http = httpx.AsyncClient(timeout=max(self.spec.serving.timeout * 20, 1.0))
         try:
             await self.refresh()
