@@ -608,6 +608,24 @@ def test_not_ready_until_a_version_is_loaded_then_ready(r, redis_server) -> None
         _wait(lambda: s.client.get("/v2/health/ready").status_code == 200, timeout=3)
 
 
+def test_with_no_version_loaded_v1_and_v2_answer_alike(r, redis_server) -> None:
+    """The fallback value when the spec names one; 503 when it says lastGood - on both routes."""
+    v2 = {"inputs": [{"name": "amount", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]}]}
+    for fallback, status in (({"value": 0.3}, 200), ("lastGood", 503)):
+        s = Served(redis_server.url, manifest(name="fraud", serving={"fallback": fallback}))
+        with s.client:
+            one = s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+            two = s.client.post("/v2/models/fraud/infer", json=v2)
+            assert one.status_code == two.status_code == status, (one.text, two.text)
+            if status == 200:
+                assert one.json()["predictions"] == [0.3, 0.3] and one.json()["fallback"] is True
+                out = {o["name"]: o for o in two.json()["outputs"]}
+                assert out["predict"]["data"] == [0.3, 0.3]
+                assert two.json()["parameters"]["fallback"] is True
+            else:
+                assert "no model version is loaded" in two.json()["error"]
+
+
 def test_a_new_served_version_is_live_within_a_second(served: Served, r) -> None:
     store = ModelStore(r, "test", "fraud")
     newer = _trained(seed=5, n=5000)

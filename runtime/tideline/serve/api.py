@@ -367,10 +367,11 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 body = oip.decompress(raw, headers.get("content-encoding"))
                 if oip.HEADER not in headers:
                     _no_duplicate_keys(body, _V2_KEYS)
-                if dp.stable is None:
-                    raise Unavailable("no model version is loaded yet")
                 req = oip.parse(body, headers.get(oip.HEADER))
-                rows: Any = oip.rows(req, dp.stable.schema)
+                # with no version loaded, the spec's features read the rows: the fallback
+                # answers them (or 503 with lastGood), as on the V1 route
+                schema = dp.stable.schema if dp.stable is not None else dp.spec_schema
+                rows: Any = oip.rows(req, schema)
                 ids = req.ids
             else:
                 _no_duplicate_keys(raw, _V1_KEYS)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -526,6 +527,11 @@ class DataPlane:
             f"{path}[{i}].{name}: not a feature of this model ({', '.join(names)}); send the "
             "header X-Tideline-Unknown-Features: ignore to have unknown names ignored (counted)"
         )
+
+    @functools.cached_property
+    def spec_schema(self) -> FeatureSchema:
+        """The features the spec names (rows read before any version is loaded)."""
+        return FeatureSchema.from_spec(self.spec.model.features)
 
     def check_version(self, version: str) -> None:
         """A version named in a route: the one served now (the unversioned routes always are)."""
