@@ -445,7 +445,7 @@ class _WindowDrift:
         self._ref_p = (counts + 0.5) / (len(ref) + 0.5 * self.bins)
 
     def _bin(self, X: np.ndarray) -> np.ndarray:
-        """The bin of each value, ``(rows, features)``."""
+        """The bin of each value, ``(rows, features)`` (what the tests check binning with)."""
         return self._flat_bins(X) - self._offsets
 
     def _flat_bins(self, X: np.ndarray) -> np.ndarray:

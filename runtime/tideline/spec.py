@@ -528,6 +528,12 @@ def _pod(o: _Obj, *, resources: bool, extra: tuple[str, ...] = ()) -> PodSpec:
     return PodSpec(res, selector, tolerations, affinity, secrets)
 
 
+def parse_model(value: Mapping[str, Any], path: str = "spec.model") -> ModelSpec:
+    """``spec.model`` alone, read as the manifest parser reads it (defaults filled in);
+    :class:`SpecError` names the field that is wrong."""
+    return _model(_Obj(value, path))
+
+
 def _features(raw: Any, path: str) -> tuple[Feature, ...]:
     if raw is None:
         raise SpecError(path, "required: at least one feature")

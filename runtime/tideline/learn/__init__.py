@@ -15,8 +15,7 @@ from typing import Any
 
 from tideline.learn.base import Learner
 from tideline.learn.linear import FTRLLearner, LinearLearner
-from tideline.spec import _model as read_model
-from tideline.spec import _Obj
+from tideline.spec import parse_model
 
 __all__ = ["Learner", "LinearLearner", "FTRLLearner", "ForestLearner", "make_learner"]
 
@@ -38,5 +37,5 @@ def make_learner(model_spec: Mapping[str, Any]) -> Learner:
 
     Raises :class:`tideline.spec.SpecError` naming the field that is wrong.
     """
-    m = read_model(_Obj(model_spec, "spec.model"))  # the manifest parser's own reading
+    m = parse_model(model_spec)  # the manifest parser's own reading
     return _registry()[m.algorithm]([f.to_dict() for f in m.features], m.task, **m.params)

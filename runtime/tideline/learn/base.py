@@ -154,6 +154,13 @@ def check_target(task: str, value: Any) -> float:
     return y
 
 
+def default_params(algorithm: str) -> dict[str, Any]:
+    """An algorithm's hyperparameters as ``spec.model.params`` defaults them."""
+    from tideline.spec import PARAMS
+
+    return {k: default for k, (default, _, _) in PARAMS.get(algorithm, {}).items()}
+
+
 class Learner:
     """Base class: schema handling, standardisation, one/many dispatch."""
 
@@ -167,7 +174,8 @@ class Learner:
     ) -> None:
         self.features = features
         self.task = task
-        self.params = params
+        # the parser's defaults (tideline.spec.PARAMS), one table for both ways of building
+        self.params = {**default_params(self.algorithm), **params}
         self.schema = (
             features if isinstance(features, FeatureSchema) else FeatureSchema.from_spec(features)
         )

@@ -119,11 +119,9 @@ class ForestLearner(Learner):
 
     def _init_state(self) -> None:
         p = self.params
-        self._rng = np.random.default_rng(int(p.get("seed", 42)))
+        self._rng = np.random.default_rng(int(p["seed"]))
         self._root_prior = 0.5 if self.task == "binary" else 0.0
-        self._trees = [
-            _Tree(self.schema.width, self._root_prior) for _ in range(int(p.get("nTrees", 10)))
-        ]
+        self._trees = [_Tree(self.schema.width, self._root_prior) for _ in range(int(p["nTrees"]))]
         self._resets = 0
         self._y_n = self._y_mean = self._y_m2 = 0.0
 
@@ -143,7 +141,7 @@ class ForestLearner(Learner):
             self._y_mean += delta * n_b / n
             self._y_m2 += m2_b + delta**2 * self._y_n * n_b / n
             self._y_n = n
-        rate = float(self.params.get("poissonRate", 6.0))
+        rate = float(self.params["poissonRate"])
         weights = self._rng.poisson(rate, size=(len(self._trees), X.shape[0])).astype(np.float64)
         for i, t in enumerate(self._trees):
             leaves = t.route(X)
@@ -174,7 +172,7 @@ class ForestLearner(Learner):
     def _buffer(
         self, t: _Tree, X: np.ndarray, y: np.ndarray, w: np.ndarray, leaves: np.ndarray
     ) -> None:
-        max_depth = int(self.params.get("maxDepth", 12))
+        max_depth = int(self.params["maxDepth"])
         keep = (w > 0) & (t.depth[leaves] < max_depth)
         m = int(keep.sum())
         if m == 0:
@@ -185,7 +183,7 @@ class ForestLearner(Learner):
         t.by[slots] = y[keep]
         t.bw[slots] = w[keep]
         t.bleaf[slots] = leaves[keep]
-        grace = float(self.params.get("gracePeriod", 50))
+        grace = float(self.params["gracePeriod"])
         touched = np.unique(leaves[keep])
         buffered = np.bincount(t.bleaf[t.bleaf >= 0], weights=t.bw[t.bleaf >= 0], minlength=t.size)
         for leaf in touched[buffered[touched] >= np.maximum(grace, t.tries[touched])]:
@@ -194,7 +192,7 @@ class ForestLearner(Learner):
     def _try_split(self, t: _Tree, leaf: int, grace: float) -> None:
         rows = np.flatnonzero(t.bleaf == leaf)
         Xl, yl, wl = t.bx[rows], t.by[rows], t.bw[rows]
-        k = int(self.params.get("nCandidates", 8))
+        k = int(self.params["nCandidates"])
         feats = self._rng.integers(0, Xl.shape[1], size=k)
         lo, hi = Xl[:, feats].min(axis=0), Xl[:, feats].max(axis=0)
         thr = lo + self._rng.random(k) * (hi - lo)
@@ -210,7 +208,7 @@ class ForestLearner(Learner):
         sse_tot = q_tot - s_tot**2 / n_tot
         best = int(np.argmin(sse))
         gain = (sse_tot - sse[best]) / sse_tot if sse_tot > 1e-12 else 0.0
-        if not np.isfinite(sse[best]) or gain < float(self.params.get("minGain", 0.05)):
+        if not np.isfinite(sse[best]) or gain < float(self.params["minGain"]):
             t.tries[leaf] = n_tot + grace  # try again once as many new samples arrived
             return
         t.grow(2)
@@ -258,7 +256,3 @@ class ForestLearner(Learner):
                 getattr(t, f)[:] = state[f"forest.{i}.{f}"]
             t.bpos = int(state[f"forest.{i}.bpos"])
             t.err = np.array(state[f"forest.{i}.err"], dtype=np.float64)
-
-    @property
-    def n_nodes(self) -> int:
-        return sum(t.size for t in self._trees)

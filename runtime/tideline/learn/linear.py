@@ -57,7 +57,7 @@ class LinearLearner(Learner):
     optimizers = ("newton", "adagrad", "sgd", "ftrl")
 
     def _init_state(self) -> None:
-        self.optimizer = self.params.get("optimizer", "newton")
+        self.optimizer = self.params["optimizer"]
         if self.optimizer not in self.optimizers:
             raise ValueError(f"optimizer must be one of {self.optimizers}")
         k = len(self.schema.num_idx) + 1  # numeric weights + bias (last)
@@ -65,7 +65,7 @@ class LinearLearner(Learner):
         self._w = np.zeros(k)
         self._wc = np.zeros(c)
         if self.optimizer == "newton":
-            prior = float(self.params.get("priorPrecision", 3.0))
+            prior = float(self.params["priorPrecision"])
             self._P = np.eye(k) * prior
             self._Pc = np.full(c, prior)
         elif self.optimizer in ("adagrad", "ftrl"):
@@ -110,7 +110,7 @@ class LinearLearner(Learner):
         c = self.schema.n_cat_total
         g = A @ r
         gc = np.bincount(cols, weights=r[rows], minlength=c) if len(cols) else None
-        l2 = float(self.params.get("l2", 0.0))
+        l2 = float(self.params["l2"])
         if self.optimizer == "newton":
             self._newton(A, rows, cols, p, g, gc, n, l2)
         elif self.optimizer == "ftrl":
@@ -121,8 +121,8 @@ class LinearLearner(Learner):
     def _newton(self, A, rows, cols, p, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
         h = p * (1.0 - p) if self.task == "binary" else np.ones_like(p)
         h = np.maximum(h, 1e-4)
-        prior = float(self.params.get("priorPrecision", 3.0))
-        decay = float(self.params.get("forgetting", 1.0)) ** n
+        prior = float(self.params["priorPrecision"])
+        decay = float(self.params["forgetting"]) ** n
         # Forget towards the prior, not towards zero, so an unused direction
         # never becomes infinitely soft.
         P = self._P
@@ -143,7 +143,7 @@ class LinearLearner(Learner):
             self._wc -= (gc + l2 * n * self._wc) / Pc
 
     def _gradient(self, A, rows, cols, r, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
-        lr = float(self.params.get("learningRate", 0.1))
+        lr = float(self.params["learningRate"])
         g = g / n + l2 * self._w
         if self.optimizer == "adagrad":
             self._G += g**2
@@ -159,10 +159,10 @@ class LinearLearner(Learner):
                 self._wc -= lr * gc
 
     def _ftrl(self, A, rows, cols, r, g, gc) -> None:  # type: ignore[no-untyped-def]
-        alpha = float(self.params.get("alpha", 0.1))
-        beta = float(self.params.get("beta", 1.0))
-        l1 = float(self.params.get("l1", 0.1))
-        l2 = float(self.params.get("l2", 1.0))
+        alpha = float(self.params["alpha"])
+        beta = float(self.params["beta"])
+        l1 = float(self.params["l1"])
+        l2 = float(self.params["l2"])
 
         def step(w: np.ndarray, z: np.ndarray, G: np.ndarray, g: np.ndarray, g2: np.ndarray):  # type: ignore[no-untyped-def]
             G_new = G + g2
@@ -264,7 +264,7 @@ class LinearLearner(Learner):
 
     def _soften(self, keep: float) -> None:
         if self.optimizer == "newton":
-            prior = float(self.params.get("priorPrecision", 3.0))
+            prior = float(self.params["priorPrecision"])
             self._P *= keep
             self._P.flat[:: self._P.shape[0] + 1] += (1.0 - keep) * prior
             self._Pc = self._Pc * keep + (1.0 - keep) * prior
@@ -276,10 +276,10 @@ class LinearLearner(Learner):
 
     def _soften_ftrl(self, keep: float) -> None:
         """Scale FTRL's squared-gradient sums; move z so that the weights stay where they are."""
-        alpha = float(self.params.get("alpha", 0.1))
-        beta = float(self.params.get("beta", 1.0))
-        l1 = float(self.params.get("l1", 0.1))
-        l2 = float(self.params.get("l2", 1.0))
+        alpha = float(self.params["alpha"])
+        beta = float(self.params["beta"])
+        l1 = float(self.params["l1"])
+        l2 = float(self.params["l2"])
         for z, G in ((self._z, self._G), (self._zc, self._Gc)):
             before = (beta + np.sqrt(G)) / alpha + l2
             G *= keep
