@@ -2,7 +2,7 @@
 
 A model's keys share one hash tag, so its transactions (the checkpoint's MULTI
 with the publish script) land on one node. Tests written for one Redis are run
-here again with ``r`` and ``served`` on the cluster; the kill -9 test and the
+here again with ``r``, ``served`` and the operator's ``setup`` on the cluster; the kill -9 test and the
 monitor's CLI test run on both through the ``backend`` fixture.
 """
 
@@ -20,6 +20,14 @@ from tests.integration.test_learner_process import (  # noqa: F401 (run here on 
     test_packed_entries_are_learned_whole_and_a_bad_row_in_one_is_dead_lettered_alone,
     test_pause_and_reset_by_control_hash,
     test_the_label_streams_lose_only_what_every_consumer_group_acknowledged,
+)
+from tests.integration.test_reconcile import (  # noqa: F401 (run here on the cluster)
+    Clock,
+    FakeKube,
+    test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner,
+    test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable,
+    test_a_removed_revisions_redis_keys_go_a_grace_after_its_objects,
+    test_rollback_by_annotation_points_served_at_the_named_version,
 )
 from tests.integration.test_server import (  # noqa: F401 (run here on the cluster)
     Served,
@@ -44,6 +52,17 @@ def r(redis_cluster) -> Iterator:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture
+def setup(r, redis_cluster) -> tuple:
+    """The operator's reconciler on the cluster (an in-memory Kubernetes API)."""
+    from tideline_operator.builders import Settings
+    from tideline_operator.reconcile import ModelMemory, Reconciler
+
+    kube, clock = FakeKube(), Clock()
+    rec = Reconciler(kube, Settings(image="img:1", redis_url=redis_cluster.url), clock=clock)  # type: ignore[arg-type]
+    return rec, kube, clock, [], ModelMemory()
 
 
 @pytest.fixture

@@ -273,7 +273,7 @@ def _promoted(setup: tuple, r: redis.Redis) -> tuple[dict, dict, str, str]:
 
 
 def _keys_of(r: redis.Redis, revision: str) -> list[bytes]:
-    return sorted(r.keys(Keys("test", "fraud").rev(revision, "*")))
+    return sorted(r.scan_iter(match=Keys("test", "fraud").rev(revision, "*")))
 
 
 def test_a_removed_revisions_redis_keys_go_a_grace_after_its_objects(setup, r) -> None:
