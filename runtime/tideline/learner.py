@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -260,9 +259,6 @@ class LearnerProcess:
         # First re-read our own unacknowledged entries (after a restart), from these ids.
         self._history: dict[str, str] | None = {self.keys.samples: "0", self.keys.feedback: "0"}
         self._skip: set[bytes] = set()  # pending entries dead-lettered as poison pills
-        self._ahead: queue.Queue[Any] | None = None  # reads done ahead (see run)
-        self._ahead_stop: threading.Event | None = None
-        self._reader: threading.Thread | None = None
         self._newest_learned = 0.0
         self._last_trim = clock()
         self.paused = False
@@ -425,51 +421,14 @@ class LearnerProcess:
         self._checkpoint(publish=True, reason="initial")
 
     # -- reading -----------------------------------------------------------------------
-    def _xread(self, streams: dict[str, str], block_ms: int | None) -> Any:
-        # a few thousand entries a read: fewer round trips, bounded memory
-        count = max(self.spec.learning.batchSize * 4, 2000)
-        return self.r.xreadgroup(self.group, CONSUMER, streams, count=count, block=block_ms)
-
-    def _read_ahead(self, stop: threading.Event) -> None:
-        """New entries read while the main loop learns the ones before (see :meth:`run`).
-
-        Entries read ahead are delivered, not acknowledged: a learner stopped or killed
-        with some in this queue reads them again at its next start, like any pending."""
-        assert self._ahead is not None
-        streams = {self.keys.samples: ">", self.keys.feedback: ">"}
-        while not stop.is_set():
-            try:
-                got: Any = self._xread(streams, 100)
-            except Exception as e:  # noqa: BLE001 - handed to the main loop, which decides
-                got = e
-            while not stop.is_set():
-                try:
-                    self._ahead.put(got, timeout=0.1)  # bounded: a paused learner reads no further
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(got, Exception):
-                stop.wait(0.1)
-
     def _read(self, block_ms: int) -> None:
         history = self._history
-        if history is None and self._ahead_stop is not None and self._ahead is None:
-            # only once our pending entries are read again: until then a read ahead of new
-            # ones would put them in the pending list the history read walks (read twice)
-            self._ahead = queue.Queue(maxsize=1)
-            self._reader = threading.Thread(target=self._read_ahead, args=(self._ahead_stop,),
-                                            daemon=True, name="tideline-read-ahead")  # fmt: skip
-            self._reader.start()
-        if history is None and self._ahead is not None:
-            try:
-                resp = self._ahead.get(timeout=block_ms / 1000)
-            except queue.Empty:
-                resp = None
-            if isinstance(resp, Exception):
-                raise resp
-        else:
-            streams = history or {self.keys.samples: ">", self.keys.feedback: ">"}
-            resp = self._xread(streams, None if history else block_ms)
+        streams = history or {self.keys.samples: ">", self.keys.feedback: ">"}
+        # a few thousand entries a read: fewer round trips, bounded memory
+        count = max(self.spec.learning.batchSize * 4, 2000)
+        resp = self.r.xreadgroup(
+            self.group, CONSUMER, streams, count=count, block=None if history else block_ms
+        )
         got = 0
         for stream, entries in resp or []:
             stream = stream.decode()
@@ -864,19 +823,7 @@ class LearnerProcess:
             self._checkpoint()
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """Learn until ``stop``; new entries are read by a thread of their own, so the round
-        trip to Redis overlaps the learning of what came before (one read ahead at most)."""
         stop = stop or threading.Event()
-        self._ahead_stop = threading.Event()  # the reader starts with the first new read
-        try:
-            self._run(stop)
-        finally:
-            self._ahead_stop.set()
-            if self._reader is not None:
-                self._reader.join(5)
-            self._ahead_stop = self._ahead = self._reader = None
-
-    def _run(self, stop: threading.Event) -> None:
         backoff = 0.1
         while not stop.is_set():
             try:
