@@ -538,8 +538,8 @@ class LearnerProcess:
 
         Rows are taken in blocks of whole entries (up to ``BLOCK_ROWS``), learned a
         mini-batch at a time, and checkpointed only between blocks: a packed entry is
-        never half learned at a checkpoint. The served version's scores of a block (for
-        the gate) are one prediction: it does not change within the block.
+        never half learned at a checkpoint. A block's scores (quality, the gate) are
+        added up once, at its end.
         """
         bs = self.spec.learning.batchSize
         while self.pending:
@@ -550,15 +550,16 @@ class LearnerProcess:
             due = self.spec.learning.checkpointEvery - self.counters["since_publish"]
             block = min(len(self.pending) // size, BLOCK_ROWS // size, -(-due // size))
             X, y, runs = self.pending.take(max(1, block) * size)
-            p_served = self.served.predict_many(X) if self.served is not None else None
             refused: dict[int, str] = {}
+            p_live = np.empty(len(y))  # each batch tested before it is learned (prequential)
             a = 0
             while a < len(y):  # (a fresh model's batches grow: see ramp_size)
                 b = min(a + ramp_size(self.learner.n_seen, bs), len(y))
-                ps = p_served[a:b] if p_served is not None else None
-                for i, reason in self._learn_batch(X[a:b], y[a:b], ps).items():
+                p_live[a:b] = self.learner.predict_many(X[a:b])
+                for i, reason in self._learn_batch(X[a:b], y[a:b]).items():
                     refused[a + i] = reason
                 a = b
+            self._score(X, y, p_live)
             at = 0
             for run in runs:
                 for i in range(at, at + run.rows) if refused else ():
@@ -577,10 +578,22 @@ class LearnerProcess:
             if self.pending:
                 self.pending.first_at = self.clock()
 
-    def _learn_batch(
-        self, X: np.ndarray, y: np.ndarray, p_served: np.ndarray | None = None
-    ) -> dict[int, str]:
-        """Test, then train on a batch; the rows refused (index -> reason), learned without them.
+    def _score(self, X: np.ndarray, y: np.ndarray, p_live: np.ndarray) -> None:
+        """A block's prequential scores (the live learner's, each batch's before it was
+        learned) into the rolling quality and the gate's holdout, beside the served
+        version's scores of the same rows (one prediction: it does not change in a block)."""
+        self.quality.update(p_live, y)
+        holdout = self.spec.learning.gate.holdout
+        if not holdout:
+            return
+        task = self.spec.model.task
+        p_served = self.served.predict_many(X) if self.served is not None else p_live
+        self.gate_live = np.concatenate([self.gate_live, _loss(task, p_live, y)])[-holdout:]
+        self.gate_served = np.concatenate([self.gate_served, _loss(task, p_served, y)])[-holdout:]
+
+    def _learn_batch(self, X: np.ndarray, y: np.ndarray) -> dict[int, str]:
+        """Train on a batch (tested by the caller); the rows refused (index -> reason),
+        learned without them.
 
         An update that would make the model non-finite, or that raises, is not
         applied: the batch is learned again row by row, and the rows that
@@ -588,17 +601,6 @@ class LearnerProcess:
         row must not stop learning, nor come back at every restart.
         """
         t0 = time.perf_counter()
-        task = self.spec.model.task
-        p_live = self.learner.predict_many(X)
-        if p_served is None:
-            p_served = self.served.predict_many(X) if self.served is not None else p_live
-        self.quality.update(p_live, y)
-        holdout = self.spec.learning.gate.holdout
-        if holdout:
-            self.gate_live = np.concatenate([self.gate_live, _loss(task, p_live, y)])[-holdout:]
-            self.gate_served = np.concatenate([self.gate_served, _loss(task, p_served, y)])[
-                -holdout:
-            ]
         rf = self.spec.learning.replay.fraction
         k = int(round(len(y) * rf / (1.0 - rf))) if self.replay.filled >= len(y) else 0
         Xr, yr = self.replay.sample(k)
