@@ -352,13 +352,13 @@ def _column(t: Tensor, schema: FeatureSchema, j: int, at: Sequence[int]) -> list
     col = vals[np.asarray(at, dtype=np.intp)]
     if f.type == "numeric":
         return col.astype(np.float64).tolist()
-    if col.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(col) | (col != np.round(col)))
+    if col.dtype.kind == "f":  # an integer as a category: exact in a double up to 2**53
+        bad = np.flatnonzero(~np.isfinite(col) | (col != np.round(col)) | (np.abs(col) > 2**53))
         if len(bad):
             k = at[int(bad[0])]
             raise BadRequest(
                 f"{t.where(k)} ({f.name}): a categorical value given as a number must be an "
-                f"integer (got {vals[k]!r})"
+                f"integer (got {float(vals[k])!r})"
             )
         return col.astype(np.int64).tolist()
     if col.dtype.kind == "b":
