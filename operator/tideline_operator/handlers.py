@@ -71,8 +71,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     workers = int(os.environ.get("TIDELINE_OPERATOR_WORKERS", "16"))
     settings.execution.max_workers = workers
     if "reconciler" not in memo:
-        memo["reconciler"] = Reconciler(Kube.from_environment(workers), settings_from_env())
-    _check_crd(memo["reconciler"].kube)
+        kube = Kube.from_environment(workers)
+        memo["reconciler"] = Reconciler(kube, settings_from_env())
+        _check_crd(kube)
 
 
 def _check_crd(kube: Kube) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -54,6 +54,27 @@ KINDS: dict[tuple[str, str], Kind] = {
 # What a revision's children are, for removing a revision; owned objects go
 # with the OnlineModel itself through garbage collection.
 REVISION_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")]
+
+
+class KubeAPI(Protocol):
+    """What the reconciler asks of a Kubernetes API: :class:`Kube` against a real one, the
+    local demo's process-backed stand-in (:mod:`tideline.cluster`), a test's dict."""
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None: ...
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, selector: str
+    ) -> list[dict[str, Any]]: ...
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
+
+    def merge_patch(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]: ...
+
+    def has_api(self, group_version: str, plural: str) -> bool: ...
 
 
 class Kube:

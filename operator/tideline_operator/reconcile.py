@@ -40,7 +40,7 @@ from tideline.spec import OnlineModel, SpecError, check_redis_url, parse
 from tideline.store import Keys, ModelStore, StoreError, connect, migrate_keys
 from tideline_operator import builders
 from tideline_operator.builders import Settings
-from tideline_operator.kube import REVISION_KINDS, Kube
+from tideline_operator.kube import REVISION_KINDS, KubeAPI
 from tideline_operator.rollout import Action, Observed, decide, invalid
 
 log = logging.getLogger("tideline.operator")
@@ -138,7 +138,7 @@ def route_weights(route: dict[str, Any], stable: str, canary: str, weight: int, 
 class Reconciler:
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeAPI,
         settings: Settings,
         clock: Callable[[], float] = time.time,
         redis_factory: Callable[[str], Any] | None = None,

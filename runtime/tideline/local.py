@@ -195,7 +195,7 @@ class OperatorLoop(threading.Thread):
         from tideline_operator.reconcile import ModelMemory, Reconciler
 
         self.cluster = cluster
-        self.reconciler = Reconciler(cluster, Settings(image="local", redis_url=redis_url))  # type: ignore[arg-type]
+        self.reconciler = Reconciler(cluster, Settings(image="local", redis_url=redis_url))
         self.mem = ModelMemory()
         self.body = copy.deepcopy(manifest)
         self.body["metadata"].update({"uid": uuid.uuid4().hex, "generation": 1})
