@@ -109,8 +109,7 @@ class Pending:
     entries, so a packed entry is never split across a checkpoint.
     """
 
-    def __init__(self, width: int) -> None:
-        self.width = width
+    def __init__(self) -> None:
         self.blocks: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
         self.runs: collections.deque[Run] = collections.deque()
         self.rows = 0
@@ -233,7 +232,7 @@ class LearnerProcess:
         self.replay = Replay(ls.replay.size, self.schema.width)
         self.join = LogJoin(client, self.keys, ls.labelWindow, self.group)
         self._marks: list[Location] = []  # predictions joined and learned, marked at checkpoint
-        self.pending = Pending(self.schema.width)
+        self.pending = Pending()
         self.samples = SampleDecoder(self.schema, self.spec.model.task)
         self.quality = RollingMetrics(self.spec.model.task, window=max(ls.gate.holdout, 1000))
         self.gate_live = np.zeros(0)  # prequential losses of the live learner (holdout window)

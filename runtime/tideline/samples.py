@@ -109,8 +109,6 @@ class SampleDecoder:
             "Samples",
             [("instances", list[row]), ("labels", list[float])],  # type: ignore[valid-type]
         )
-        self._one = msgspec.json.Decoder(one_t)
-        self._packed = msgspec.json.Decoder(packed_t)
         self._many_one = msgspec.json.Decoder(list[one_t])  # type: ignore[valid-type]
         self._many_packed = msgspec.json.Decoder(list[packed_t])  # type: ignore[valid-type]
 

@@ -8,7 +8,7 @@ import pytest
 
 from tideline.features import FeatureSchema
 from tideline.serve import oip
-from tideline.serve.dataplane import BadRequest
+from tideline.serve.dataplane import BadRequest, Result
 
 SCHEMA = FeatureSchema.from_spec([{"name": "amount"}, {"name": "merchant", "type": "categorical"}])
 
@@ -103,9 +103,8 @@ def test_a_binary_answer_is_read_back_as_tritonclient_reads_it() -> None:
     req = oip.parse(orjson.dumps({"inputs": [{"name": "amount", "datatype": "FP64", "shape": [2],
                                               "data": [1.0, 2.0]}],
                                   "parameters": {"binary_data_output": True}}), None)  # fmt: skip
-    body, length = oip.answer(req, model="fraud", version=3, predictions=b"[0.25,0.75]", n=2,
-                              ids=["a-0", "a-1"], tracks=["stable", "canary"], revision="r",
-                              fallback=False)  # fmt: skip
+    result = Result([0.25, 0.75], ["a-0", "a-1"], 3, "r", ["stable", "canary"])
+    body, length = oip.answer(req, result, "fraud")
     assert length is not None
     head = orjson.loads(body[:length])
     assert all(isinstance(v, str | int | float | bool) for v in head["parameters"].values())

@@ -255,13 +255,10 @@ class FastPredict:
                     m.group(2) if v2 else m.group(1), raw, headers, scope["path"], v2, m.group(3)
                 )
         head = [
-            (b"content-type", b"application/json"),
+            (b"content-type", extra.get("content-type", JSON).encode()),
             (b"content-length", str(len(body)).encode()),
+            *((k.encode(), v.encode()) for k, v in extra.items() if k != "content-type"),
         ]
-        if status == 200 and extra:
-            head = [(k.encode(), v.encode()) for k, v in extra.items()] + head[
-                1 if "content-type" in extra else 0 :
-            ]
         await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": body})
 
@@ -398,8 +395,9 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                     except ValueError as e:
                         raise Unprocessable(f"ids[{i}]: {e}") from None
             target = dp.wants_forward(key) if forced is None else None
+            # the headers that say how to read the body go with it to a canary
+            passed = {k: headers[k] for k in _FORWARDED if k in headers} if target else {}
             if target == "canary":
-                passed = {k: headers[k] for k in _FORWARDED if k in headers}
                 try:
                     content, back = await dp.forward(url_path, raw, "canary", passed)
                     return 200, content, back
@@ -412,7 +410,6 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 unknown_ok=headers.get("x-tideline-unknown-features", "").lower() == "ignore",
             )  # fmt: skip
             if target == "shadow":
-                passed = {k: headers[k] for k in _FORWARDED if k in headers}
                 asyncio.get_running_loop().create_task(_shadow(dp, url_path, raw, passed))
         except DataPlaneError as e:
             # the Open Inference Protocol answers 400 to every request it cannot take
@@ -421,17 +418,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             return status, orjson.dumps({"error": e.message}), {}
         finish(route, result, started, 200)
         if req is not None:
-            body, header_length = oip.answer(
-                req,
-                model=dp.name,
-                version=result.version,
-                predictions=result.predictions_json(),
-                n=len(result.predictions),
-                ids=[str(i) for i in result.ids],
-                tracks=result.tracks,
-                revision=result.revision,
-                fallback=result.fallback,
-            )
+            body, header_length = oip.answer(req, result, dp.name)
             if header_length is None:
                 return 200, body, {}
             return 200, body, {"content-type": "application/octet-stream",

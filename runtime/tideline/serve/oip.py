@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 from tideline.features import FeatureSchema
-from tideline.serve.dataplane import BadRequest
+from tideline.serve.dataplane import BadRequest, Result
 
 # OIP datatypes and their little-endian layouts (BF16 has no numpy type: refused)
 DTYPES: dict[str, str | None] = {
@@ -367,31 +367,22 @@ def _column(t: Tensor, schema: FeatureSchema, j: int, at: Sequence[int]) -> list
 
 
 # -- answers ---------------------------------------------------------------------------
-def answer(
-    req: Request,
-    *,
-    model: str,
-    version: int | None,
-    predictions: bytes,
-    n: int,
-    ids: Sequence[str],
-    tracks: Sequence[str],
-    revision: str | None,
-    fallback: bool,
-) -> tuple[bytes, int | None]:
+def answer(req: Request, result: Result, model: str) -> tuple[bytes, int | None]:
     """The infer answer's body, and the length of its JSON header when binary data follows."""
     wanted = req.outputs if req.outputs is not None else dict.fromkeys(OUTPUTS, req.binary_output)
+    ids = [str(i) for i in result.ids]
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name, binary in wanted.items():
         if name == "predict":
-            out: dict[str, Any] = {"name": name, "datatype": "FP64", "shape": [n]}
+            out: dict[str, Any] = {"name": name, "datatype": "FP64",
+                                   "shape": [len(result.predictions)]}  # fmt: skip
             if binary:
-                data = np.asarray(orjson.loads(predictions), dtype="<f8").tobytes()
-            else:
-                out["data"] = orjson.Fragment(predictions)
+                data = np.asarray(result.predictions, dtype="<f8").tobytes()
+            else:  # the bytes the prediction log keeps too
+                out["data"] = orjson.Fragment(result.predictions_json())
         else:
-            values = list(ids) if name == "ids" else list(tracks)
+            values = ids if name == "ids" else list(result.tracks)
             out = {"name": name, "datatype": "BYTES", "shape": [len(values)]}
             if binary:
                 data = b"".join(len(b).to_bytes(4, "little") + b
@@ -405,9 +396,9 @@ def answer(
     head = orjson.dumps(
         {
             "model_name": model,
-            "model_version": str(version) if version is not None else None,
+            "model_version": str(result.version) if result.version is not None else None,
             "id": req.id if req.id is not None else (ids[0] if ids else ""),
-            "parameters": {"revision": revision or "", "fallback": fallback},
+            "parameters": {"revision": result.revision or "", "fallback": result.fallback},
             "outputs": outputs,
         }
     )
