@@ -148,9 +148,8 @@ class ServerMetrics:
         """Add the served schema's missing values counted since the last call to the counter
         (a newly loaded version's schema counts from zero)."""
         counts = schema.missing.copy()
-        if self._missing_of is None or self._missing_of[0] is not schema:
-            self._missing_of = (schema, counts * 0)
-        base = self._missing_of[1]
+        seen = self._missing_of
+        base = seen[1] if seen is not None and seen[0] is schema else 0
         for name, delta in zip(schema.names, (counts - base).tolist(), strict=True):
             if delta > 0:
                 self.missing.labels(feature=name).inc(delta)

@@ -359,6 +359,15 @@ class _Obj:
     def obj(self, key: str) -> _Obj:
         return _Obj(self.raw(key), self.sub(key))
 
+    def objects(self, key: str, what: str) -> list[_Obj] | None:
+        """A list of objects, each read at its own path (``key[i]``); None when absent."""
+        raw = self.raw(key)
+        if raw is None:
+            return None
+        if not isinstance(raw, list):
+            raise SpecError(self.sub(key), f"must be a list of {what}")
+        return [_Obj(item, f"{self.sub(key)}[{i}]") for i, item in enumerate(raw)]
+
     def done(self) -> None:
         unknown = sorted(set(self.value) - self.seen, key=str)  # keys of mixed types too
         if unknown:
@@ -488,13 +497,8 @@ def _pod(o: _Obj, *, resources: bool, extra: tuple[str, ...] = ()) -> PodSpec:
             selector[str(k)] = ns.string(str(k), required=True)
         ns.done()
     tolerations = None
-    if o.raw("tolerations") is not None:
-        raw = o.raw("tolerations")
-        if not isinstance(raw, list):
-            raise SpecError(o.sub("tolerations"), "must be a list of tolerations")
-        items = []
-        for i, t in enumerate(raw):
-            to = _Obj(t, f"{o.sub('tolerations')}[{i}]")
+    if (items := o.objects("tolerations", "tolerations")) is not None:
+        for to in items:
             for key in ("key", "value"):
                 to.string(key)
             to.enum("operator", ("Exists", "Equal"), "Equal")
@@ -504,8 +508,7 @@ def _pod(o: _Obj, *, resources: bool, extra: tuple[str, ...] = ()) -> PodSpec:
                                 f"NoExecute (got {effect!r})")  # fmt: skip
             to.number("tolerationSeconds", None, integer=True)
             to.done()
-            items.append(dict(t))
-        tolerations = tuple(items)
+        tolerations = tuple(dict(to.value) for to in items)
     affinity = None
     if o.raw("affinity") is not None:
         af = o.obj("affinity")
@@ -514,16 +517,10 @@ def _pod(o: _Obj, *, resources: bool, extra: tuple[str, ...] = ()) -> PodSpec:
         af.done()
         affinity = dict(af.value)
     secrets = None
-    if o.raw("imagePullSecrets") is not None:
-        raw = o.raw("imagePullSecrets")
-        if not isinstance(raw, list):
-            raise SpecError(o.sub("imagePullSecrets"), "must be a list of {name}")
-        names = []
-        for i, ref in enumerate(raw):
-            ro = _Obj(ref, f"{o.sub('imagePullSecrets')}[{i}]")
-            names.append(ro.string("name", required=True))
+    if (refs := o.objects("imagePullSecrets", "{name}")) is not None:
+        secrets = tuple(ro.string("name", required=True) for ro in refs)
+        for ro in refs:
             ro.done()
-        secrets = tuple(names)
     o.done()
     return PodSpec(res, selector, tolerations, affinity, secrets)
 
