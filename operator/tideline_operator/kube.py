@@ -56,6 +56,15 @@ KINDS: dict[tuple[str, str], Kind] = {
 REVISION_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")]
 
 
+def load_credentials() -> None:
+    """The pod's ServiceAccount in a cluster, else the kubeconfig (``ConfigException`` or
+    ``OSError`` when there is neither)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
 class KubeAPI(Protocol):
     """What the reconciler asks of a Kubernetes API: :class:`Kube` against a real one, the
     local demo's process-backed stand-in (:mod:`tideline.cluster`), a test's dict."""
@@ -87,10 +96,7 @@ class Kube:
     @classmethod
     def from_environment(cls, connections: int = 16) -> Kube:
         """In cluster with the pod's ServiceAccount, else from the kubeconfig."""
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
+        load_credentials()
         conf = client.Configuration.get_default_copy()
         conf.connection_pool_maxsize = connections  # one per worker thread
         return cls(client.ApiClient(conf))

@@ -231,16 +231,13 @@ class _Defaults(argparse.HelpFormatter):
 
 def _kube_credentials() -> None:
     """Credentials to reach a cluster, or a one-line reason to stop (kopf would retry forever)."""
-    from kubernetes import config
+    from kubernetes.config import ConfigException
+
+    from tideline_operator.kube import load_credentials
 
     try:
-        config.load_incluster_config()
-        return
-    except config.ConfigException:
-        pass
-    try:
-        config.load_kube_config()
-    except (config.ConfigException, OSError) as e:
+        load_credentials()  # as the operator's client will
+    except (ConfigException, OSError) as e:
         where = os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise RuntimeError(
             f"no Kubernetes credentials: not in a pod, and no usable kubeconfig at {where} ({e})"
