@@ -26,11 +26,13 @@ from tideline.spec import (
     MAX_FEATURES,
     OPTIMIZERS,
     PARAMS,
+    QUANTITY_PATTERN,
+    TAINT_EFFECTS,
     TASKS,
+    TOLERATION_OPERATORS,
 )
 
 DURATION = DURATION_PATTERN
-NUMBER_TEXT = r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 
 
 # Groups every parsed spec has: defaulted to {} so the API server fills their fields too.
@@ -92,8 +94,7 @@ def _params() -> dict[str, Any]:
 
 def _pod_schema(component: str | None) -> dict[str, Any]:
     """``spec.pods`` (shared: no resources) or ``spec.pods.<component>``: Kubernetes' shapes."""
-    quantity = {"x-kubernetes-int-or-string": True,
-                "pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"}  # fmt: skip
+    quantity = {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}
     amounts = {"type": "object", "additionalProperties": quantity}
     props: dict[str, Any] = {
         "nodeSelector": {
@@ -109,12 +110,9 @@ def _pod_schema(component: str | None) -> dict[str, Any]:
                 "type": "object",
                 "properties": {
                     "key": {"type": "string"},
-                    "operator": {"type": "string", "enum": ["Exists", "Equal"]},
+                    "operator": {"type": "string", "enum": list(TOLERATION_OPERATORS)},
                     "value": {"type": "string"},
-                    "effect": {
-                        "type": "string",
-                        "enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"],
-                    },  # fmt: skip
+                    "effect": {"type": "string", "enum": list(TAINT_EFFECTS)},
                     "tolerationSeconds": {"type": "integer", "format": "int64"},
                 },
             },

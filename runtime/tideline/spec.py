@@ -272,9 +272,11 @@ class RedisSpec:
 
 
 COMPONENTS = ("learner", "server", "monitor")
-_QUANTITY = re.compile(
-    r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
-)
+# a Kubernetes quantity (500m, 2, 1Gi); the CRD's pattern is this one
+QUANTITY_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
+_QUANTITY = re.compile(QUANTITY_PATTERN)
+TOLERATION_OPERATORS = ("Exists", "Equal")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
 @dataclass(frozen=True)
@@ -501,11 +503,11 @@ def _pod(o: _Obj, *, resources: bool, extra: tuple[str, ...] = ()) -> PodSpec:
         for to in items:
             for key in ("key", "value"):
                 to.string(key)
-            to.enum("operator", ("Exists", "Equal"), "Equal")
+            to.enum("operator", TOLERATION_OPERATORS, "Equal")
             effect = to.raw("effect")
-            if effect is not None and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-                raise SpecError(to.sub("effect"), "must be one of NoSchedule, PreferNoSchedule, "
-                                f"NoExecute (got {effect!r})")  # fmt: skip
+            if effect is not None and effect not in TAINT_EFFECTS:
+                raise SpecError(to.sub("effect"), f"must be one of {', '.join(TAINT_EFFECTS)} "
+                                f"(got {effect!r})")  # fmt: skip
             to.number("tolerationSeconds", None, integer=True)
             to.done()
         tolerations = tuple(dict(to.value) for to in items)
