@@ -263,62 +263,62 @@ class MonitorMetrics:
 
         self.accuracy = both(
             Gauge,
-            "tideline_monitor_accuracy",
+            "accuracy",
             "tideline_online_accuracy",
             "Accuracy on delayed labels (rolling window)",
             ("track",),
         )
         self.logloss = both(
             Gauge,
-            "tideline_monitor_logloss",
+            "logloss",
             "tideline_online_logloss",
             "Log-loss on delayed labels",
             ("track",),
         )
         self.rmse = both(
             Gauge,
-            "tideline_monitor_rmse",
+            "rmse",
             "tideline_online_rmse",
             "RMSE on delayed labels",
             ("track",),
         )
         self.labelled = both(
             Gauge,
-            "tideline_monitor_labelled",
+            "labelled",
             "tideline_labelled",
             "Predictions with a label so far",
             ("track",),
         )
         self.feature_drift = both(
             Gauge,
-            "tideline_monitor_feature_drift",
+            "feature_drift",
             "tideline_drift_psi",
             "Feature drift score (PSI or KS) against the reference",
             ("feature",),
         )
         self.prediction_drift = both(
             Gauge,
-            "tideline_monitor_prediction_drift",
+            "prediction_drift",
             "tideline_drift_prediction_score",
             "Prediction drift score against the reference",
         )
         self.drift_detected = both(
             Gauge,
-            "tideline_monitor_drift_detected",
+            "drift_detected",
             "tideline_drift_detected",
             "1 while drift of this kind is detected",
             ("kind",),
         )
         self.drift_events = both(
             Counter,
-            "tideline_monitor_drift_events",
+            "drift_events",
             "tideline_drift_events",
             "Drift detections",
             ("kind",),
         )
         self.label_lag = both(
             Gauge,
-            "tideline_monitor_label_lag_seconds",
+            "label_lag_seconds",
             "tideline_label_lag_seconds",
             "Median delay of labels",
         )

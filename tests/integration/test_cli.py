@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import manifest, push_samples
 
@@ -305,12 +306,18 @@ def test_tideline_monitor_writes_health_and_serves_metrics(backend, tmp_path: Pa
             assert time.monotonic() < deadline, client.get(keys.health)
             time.sleep(0.1)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        assert 'tideline_monitor_labelled{track="stable"} 300.0' in body
-        assert 'tideline_monitor_accuracy{track="stable"}' in body
-        assert 'tideline_monitor_drift_detected{kind="concept"} 0.0' in body
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body)
+            for s in family.samples
+        }
+        stable, concept = (("track", "stable"),), (("kind", "concept"),)
+        assert samples[("tideline_monitor_labelled", stable)] == 300.0
+        assert 0.0 <= samples[("tideline_monitor_accuracy", stable)] <= 1.0
+        assert samples[("tideline_monitor_drift_detected", concept)] == 0.0
         # the names of the release before, for this release (dashboards written against them)
-        assert 'tideline_labelled{track="stable"} 300.0' in body
-        assert 'tideline_online_accuracy{track="stable"}' in body
+        assert samples[("tideline_labelled", stable)] == 300.0
+        assert ("tideline_online_accuracy", stable) in samples
     finally:
         proc.terminate()
         proc.wait(20)
