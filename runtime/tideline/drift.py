@@ -14,6 +14,9 @@ the detector exactly as feeding ``xs`` one by one would) and a read-only
   its block ends at once.
 * :class:`PageHinkley` (Page, 1954): a cumulative test for an increase of the
   mean (an error rate going up), river's parameters.
+* :class:`EventOrder`: holds values until they can be released in the order
+  of their event time (a label's prediction time), for a detector that reads
+  order, as ADWIN does, fed by labels that come late and out of order.
 * :class:`PSI` and :class:`KS`: feature (or prediction) drift of a window
   against a reference window (the first ``window`` observations), over
   several features at once. PSI uses ten bins at the reference's deciles;
@@ -33,6 +36,7 @@ True
 
 from __future__ import annotations
 
+import collections
 import math
 from typing import Any
 
@@ -293,6 +297,83 @@ class PageHinkley:
             )
             i += len(chunk)
         return np.array(fired, dtype=np.int64)
+
+
+class EventOrder:
+    """Values put back in the order of their event time, for a detector that reads order.
+
+    Labels come late and out of order (a chargeback days after the payment, a
+    label that waited for its prediction's log entry), and a model's versions
+    follow one another meanwhile: in arrival order, the late labels of an
+    older, worse version read as the error rising again. Here a value is held
+    until the *watermark* passes its event time, then released in event-time
+    order. The watermark is the newest event time seen, less how far out of
+    order values have been coming (the ``quantile`` of the last ``recent``
+    values' lateness); it never goes back. A value behind what was already
+    released is *late*: counted in ``late``, not released (put in now, it
+    would sit among newer values). Past ``max_held`` values, the oldest are
+    released early, so memory stays bounded when labels come days late.
+
+    >>> o = EventOrder()
+    >>> for ts, v in [(1.0, 0.0), (3.0, 1.0), (2.0, 0.0), (4.0, 1.0)]:
+    ...     o.add(ts, [v], "v1")
+    >>> values, tags = o.release()
+    >>> values.tolist(), o.held  # 2.0 came one second behind 3.0: the last second waits
+    ([0.0, 0.0, 1.0], 1)
+    >>> o.add(1.5, [1.0], "v0"); o.late
+    1
+    """
+
+    def __init__(
+        self, quantile: float = 0.99, recent: int = 1000, max_held: int = 1_000_000
+    ) -> None:
+        self.quantile = quantile
+        self.max_held = max_held
+        self.late = 0
+        self._ts: list[float] = []
+        self._values: list[float] = []
+        self._tags: list[Any] = []
+        self._lateness: collections.deque[float] = collections.deque(maxlen=recent)
+        self._newest = -math.inf
+        self._released_to = -math.inf
+
+    @property
+    def held(self) -> int:
+        return len(self._ts)
+
+    def add(self, ts: float, values: Any, tag: Any) -> None:
+        """Values that share an event time (a request's rows) and a tag (the model that answered)."""
+        if ts < self._released_to:
+            self.late += len(values)
+            return
+        self._lateness.append(max(0.0, self._newest - ts))
+        self._newest = max(self._newest, ts)
+        for v in values:
+            self._ts.append(ts)
+            self._values.append(float(v))
+            self._tags.append(tag)
+
+    def release(self) -> tuple[np.ndarray, list[Any]]:
+        """The values the watermark passed, in event-time order, and their tags."""
+        if not self._ts:
+            return np.empty(0), []
+        hold = float(np.quantile(np.fromiter(self._lateness, float), self.quantile))
+        mark = max(self._released_to, self._newest - hold)
+        ts = np.array(self._ts)
+        order = np.argsort(ts, kind="stable")
+        n = int(np.searchsorted(ts[order], mark, side="right"))
+        n = max(n, len(ts) - self.max_held)
+        if n == 0:
+            return np.empty(0), []
+        out = order[:n]
+        self._released_to = max(mark, float(ts[out[-1]]))
+        values = np.array(self._values)[out]
+        tags = [self._tags[i] for i in out.tolist()]
+        keep = order[n:].tolist()
+        self._ts = [self._ts[i] for i in keep]
+        self._values = [self._values[i] for i in keep]
+        self._tags = [self._tags[i] for i in keep]
+        return values, tags
 
 
 class _EdgeGrid:

@@ -141,12 +141,17 @@ class ConceptEvent(_Struct):
 
 
 class ConceptDrift(_Struct):
-    """Concept drift (the error went up): ``detected`` from an event until it clears."""
+    """Concept drift (the error went up): ``detected`` from an event until it clears.
+
+    ``late`` counts labels that came after the detector had gone past their
+    prediction time (errors reach it in prediction order): scored, not fed to it.
+    """
 
     method: str = "adwin"
     detected: bool = False
     last: ConceptEvent | None = None
     count: int = 0
+    late: int = 0
 
 
 class Drift(_Struct):

@@ -34,6 +34,9 @@ its threshold, one when it clears (feature and prediction scores below 80 %
 of the threshold; concept drift ten analysis intervals after it last fired).
 Concept drift is the error rate going *up* (ADWIN told the direction,
 Page-Hinkley one-sided): a model that is learning is no change of the world.
+The errors reach the detector in the order of the predictions they judge,
+not of the labels' arrival (:class:`tideline.drift.EventOrder`): the late
+labels of an older, worse version are no rise of the error.
 The prediction-drift reference is the served version's own first window of
 scores, started again for each new served version, so a learning model does
 not flag itself.
@@ -57,7 +60,7 @@ import redis
 
 from tideline import health as h
 from tideline import predlog, samples
-from tideline.drift import ADWIN, KS, PSI, PageHinkley
+from tideline.drift import ADWIN, KS, PSI, EventOrder, PageHinkley
 from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
 from tideline.join import Joined, LogJoin
@@ -135,6 +138,8 @@ class Monitor:
         self._drifting = {"features": False, "predictions": False, "concept": False}
         self._concept_fired_at = -math.inf
         self.concept_events: list[h.ConceptEvent] = []
+        # labels come late and out of order: their errors reach the detector in prediction order
+        self._concept_order = EventOrder()
         self.label_lags: list[float] = []
         self._cursors: dict[str, str] = {}  # server process -> where its log was read to
         self._log_start = "0-0"  # the log is read from the monitor's start on
@@ -346,14 +351,15 @@ class Monitor:
             del self.label_lags[:500]
         track = e.track(i)
         revision, version = e.model(track)
-        self._score(track, revision, version, np.array([p]), np.array([y]))
+        self._score(track, revision, version, np.array([p]), np.array([y]), j.ts)
         shadow = e.meta.shadow
         if shadow is not None and i < len(shadow[2]):  # a shadow answered the same row
-            self._score(
-                "shadow", shadow[0], shadow[1], np.array([float(shadow[2][i])]), np.array([y])
-            )
+            p_shadow = np.array([float(shadow[2][i])])
+            self._score("shadow", shadow[0], shadow[1], p_shadow, np.array([y]), j.ts)
 
-    def _score(self, track: str, revision: Any, version: Any, p: np.ndarray, y: np.ndarray) -> None:
+    def _score(
+        self, track: str, revision: Any, version: Any, p: np.ndarray, y: np.ndarray, ts: float
+    ) -> None:
         t = self._track(track)
         t.quality.update(p, y)
         t.labelled += len(y)
@@ -367,8 +373,24 @@ class Monitor:
                 if self.task == "binary"
                 else self._reg_error(p, y)
             )
-            if len(self.concept.update_many(err)):
-                self._concept_fired(revision, version)
+            self._concept_order.add(ts, err, (revision, version))
+
+    def _concept_update(self) -> None:
+        """Feed the concept detector the errors the watermark released, in prediction order.
+
+        Errors of another stable revision than the one watched are left out (its
+        late labels after a promotion say nothing of the new one).
+        """
+        err, models = self._concept_order.release()
+        if not len(err):
+            return
+        watched = self._reference_revision
+        if watched is not None:
+            mine = np.array([m[0] in (None, watched) for m in models])
+            if not mine.all():
+                err, models = err[mine], [m for m, k in zip(models, mine, strict=True) if k]
+        for i in self.concept.update_many(err).tolist():
+            self._concept_fired(*models[i])
 
     def _concept_fired(self, revision: Any, version: Any) -> None:
         now = self.clock()
@@ -424,6 +446,7 @@ class Monitor:
         joined = self.join.resolve()
         for j in joined:
             self._on_label(j)
+        self._concept_update()
         self.join.take_rejected()  # the learner dead-letters them
         pipe = self.r.pipeline(transaction=False)
         self.join.commit(pipe, [j.where for j in joined])
@@ -464,7 +487,8 @@ class Monitor:
         assert self._served_key is not None
         t = self._track("stable")
         t.revision, t.version = self._served_key
-        self._score("stable", self._served_key[0], self._served_key[1], p, y)
+        arrived = int(entries[-1][0].split(b"-")[0]) / 1000  # samples: their arrival is their time
+        self._score("stable", self._served_key[0], self._served_key[1], p, y, arrived)
         if self.feature_names:
             self._feature_drift(X[:, served.schema.num_idx])
         self.prediction_drift.update_many(p.reshape(-1, 1))
@@ -640,6 +664,7 @@ class Monitor:
                     detected=self._drifting["concept"],
                     last=self.concept_events[-1] if self.concept_events else None,
                     count=len(self.concept_events),
+                    late=self._concept_order.late,
                 ),
             ),
             label_lag=h.LabelLag(p50=float(np.median(lags)), p95=float(np.percentile(lags, 95)))

@@ -164,6 +164,69 @@ def test_a_model_whose_error_falls_is_no_concept_drift(r) -> None:
     assert r.xlen(keys(model).driftlog) == 0
 
 
+def _answered(r, model, wrong: np.ndarray, versions: np.ndarray, start: float) -> dict:
+    """Requests of 100 rows, one every 0.25 s from ``start`` (seconds ago), wrong where
+    ``wrong`` says, each answered by the version ``versions`` names; their labels by id."""
+    now = time.time()
+    rng = np.random.default_rng(5)
+    labels = (rng.random(len(wrong)) < 0.5).astype(float)
+    scores = np.where(wrong, 1 - labels, labels) * 0.8 + 0.1
+    ids = [f"p{i}" for i in range(len(wrong))]
+    for k, i in enumerate(range(0, len(wrong), 100)):
+        LoggedRequest([{"amount": 1.0}] * 100, ts=now - start + 0.25 * k, ids=ids[i : i + 100],
+                      scores=scores[i : i + 100].tolist(), revision=model.revision,
+                      version=int(versions[i])).write(r, keys(model))  # fmt: skip
+    return dict(zip(ids, labels.tolist(), strict=True))
+
+
+def _send_labels(r, model, mon, labels: dict, ids: list[str]) -> dict:
+    """The labels of ``ids``, in that order; the monitor reads them all; its summary."""
+    pipe = r.pipeline()
+    for i in ids:
+        pipe.xadd(keys(model).feedback, {"data": orjson.dumps({"id": i, "label": labels[i]})})
+    pipe.execute()
+    for _ in range(20):
+        mon.step(block_ms=20)
+        h = _written(mon)
+        if h["tracks"]["stable"]["labelled"] == len(ids):
+            return h
+    raise AssertionError(f"{h['tracks']['stable']['labelled']} of {len(ids)} labels read")
+
+
+@pytest.mark.parametrize(
+    ("v0", "v1", "drift"), [(0.5, 0.1, False), (0.1, 0.5, True)], ids=["better", "worse"]
+)
+def test_the_late_labels_of_an_older_version_are_no_rise_of_the_error(r, v0, v1, drift) -> None:
+    # v0 (wrong at rate v0) answered 4,000 rows, then v1 (at rate v1) 4,000; the labels of
+    # v0's last 1,000 come after all of v1's (in arrival order: v0, v1, v0 again)
+    model = _model(rollout={"analysis": {"interval": "2s"}})
+    mon = _monitor(model, r)
+    mon.start()
+    rng = np.random.default_rng(4)
+    wrong = np.concatenate([rng.random(4000) < v0, rng.random(4000) < v1])
+    labels = _answered(r, model, wrong, np.repeat([0, 1], 4000), start=30)
+    ids = list(labels)
+    h = _send_labels(r, model, mon, labels, ids[:3000] + ids[4000:] + ids[3000:4000])
+    concept = h["drift"]["concept"]
+    assert concept["detected"] is drift, concept
+    if drift:
+        assert concept["last"]["version"] == 1
+
+
+def test_a_rise_of_the_error_is_found_when_its_labels_come_out_of_order(r) -> None:
+    model = _model(rollout={"analysis": {"interval": "2s"}})
+    mon = _monitor(model, r)
+    mon.start()
+    rng = np.random.default_rng(6)
+    wrong = np.concatenate([rng.random(4000) < 0.1, rng.random(4000) < 0.4])
+    labels = _answered(r, model, wrong, np.zeros(8000, dtype=int), start=30)
+    ids = list(labels)
+    # each label 0 to 5 s after its prediction (20 requests): arrival order is that time
+    arrival = np.arange(8000) // 100 * 0.25 + rng.uniform(0, 5, 8000)
+    h = _send_labels(r, model, mon, labels, [ids[i] for i in np.argsort(arrival)])
+    assert h["drift"]["concept"]["detected"] is True
+
+
 def _versions(r, model):
     """v1 learned the truth, v2 learned it with every label flipped (a poisoned update);
     the stream they learned from goes on (the same concept)."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tideline.drift import ADWIN, KS, PSI, PageHinkley
+from tideline.drift import ADWIN, KS, PSI, EventOrder, PageHinkley
 
 
 def _errors(seed: int, before: float, after: float, n: int = 10_000, at: int = 5_000) -> np.ndarray:
@@ -204,3 +206,52 @@ def test_ks_bins_a_feature_without_a_grid_beside_one_with_a_grid() -> None:
         [np.searchsorted(ks._edges[j], x[:, j], side="right") for j in (0, 1)]
     )
     np.testing.assert_array_equal(ks._bin(x), expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 100, allow_nan=False), st.integers(1, 3), st.booleans()),
+        max_size=60,
+    ),
+    st.integers(1, 50),
+)
+def test_event_order_releases_in_event_time_and_loses_nothing_unseen(arrivals, max_held) -> None:
+    o = EventOrder(max_held=max_held)
+    released: list[float] = []
+    added = 0
+    for ts, n, release in arrivals:
+        o.add(ts, [ts] * n, ("rev", n))  # each value is its own event time
+        added += n
+        if release:
+            values, tags = o.release()
+            assert len(tags) == len(values)
+            released += values.tolist()
+            assert o.held <= max_held
+    assert released == sorted(released), "never an older value after a newer one"
+    assert len(released) + o.late + o.held == added
+
+
+def test_event_order_waits_as_long_as_values_have_been_coming_late() -> None:
+    o = EventOrder(quantile=0.99)
+    rng = np.random.default_rng(1)
+    ts = np.arange(10_000) * 0.001  # a prediction each ms ...
+    arrival = ts + rng.uniform(0, 2.0, len(ts))  # ... its label 0 to 2 s later
+    for i in np.argsort(arrival):
+        o.add(float(ts[i]), [float(ts[i])], None)
+    values, _ = o.release()
+    assert list(values) == sorted(values)
+    assert 0.02 * len(ts) <= o.held <= 0.25 * len(ts)  # the last ~2 s wait for stragglers
+    assert o.late == 0
+    o.add(float(values[-1]) - 0.5, [0.0], None)  # behind what was released: late
+    assert o.late == 1
+
+
+def test_event_order_holds_at_most_max_held_values() -> None:
+    o = EventOrder(max_held=100)
+    for k in range(1000):
+        o.add(float(k), [1.0], None)
+        o.add(float(k) - 500.0, [1.0], None)  # lateness of 500 s: a watermark far behind
+    values, _ = o.release()
+    assert o.held == 100 and len(values) == 1900
+    assert list(values) == sorted(values)
