@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test e2e e2e-bin image lint bench clean
+.PHONY: demo test e2e e2e-bin kafka-bin image lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv"; exit 1; }
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/tideline run examples/fraud.yaml --duration 90s --rate 2000/s --drift-at 20s --poison-at 35s --canary-at 60s
 
-test: lint e2e-bin image
+test: lint e2e-bin kafka-bin image
 	$(PY) -m pytest
 
 # The runtime image (docker, or daemonless: mmdebstrap + buildah), its archive and SBOM
@@ -29,6 +29,12 @@ image: $(STAMP)
 # the tests only find it.
 e2e-bin:
 	bash tests/e2e/cluster/build.sh >/dev/null
+
+# The Kafka broker the tests start (one KRaft node on loopback): Apache Kafka's jars
+# from Maven Central into ~/.cache/tideline-e2e/kafka-<version>/libs, about 10 s the
+# first time; run by the machine's Java.
+kafka-bin:
+	bash tests/kafka/build.sh >/dev/null
 
 e2e: $(STAMP) e2e-bin
 	$(PY) -m pytest -m e2e tests/e2e

@@ -1,4 +1,5 @@
-"""Shared fixtures: one real redis-server for the whole session, a clean db per test."""
+"""Shared fixtures: one real redis-server for the whole session (a clean db per test), a
+Redis Cluster and a Kafka broker when a test asks for them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tideline.embedded import EmbeddedCluster, EmbeddedRedis
+from tideline.embedded import EmbeddedCluster, EmbeddedKafka, EmbeddedRedis
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +38,10 @@ def backend(request: pytest.FixtureRequest) -> EmbeddedRedis | EmbeddedCluster:
     name = "redis_server" if request.param == "one redis" else "redis_cluster"
     server: EmbeddedRedis | EmbeddedCluster = request.getfixturevalue(name)
     return server
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[EmbeddedKafka]:
+    """A real Kafka broker (one KRaft node, jars from `make kafka-bin`) for the session."""
+    with EmbeddedKafka() as broker:
+        yield broker

@@ -111,3 +111,17 @@ def health_summary(now: float, *, stable: dict | None = None, canary: dict | Non
             quality=h.Quality(window=2000, candidates=candidates) if candidates else None,
         )
     )
+
+
+def produce(bootstrap: str, topic: str, values: list, partitions: int = 1) -> None:
+    """Messages onto a Kafka topic (acks=all), spread over its partitions round-robin;
+    a value that is not bytes is sent as JSON."""
+    import orjson
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for i, v in enumerate(values):
+        p.produce(topic, v if isinstance(v, bytes) else orjson.dumps(v), partition=i % partitions)
+        if i % 10_000 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0, "messages left unsent"

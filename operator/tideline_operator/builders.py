@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 import tideline
-from tideline.spec import OnlineModel
+from tideline.spec import KAFKA_PASSWORD_ENV, OnlineModel
 
 CONFIG_PATH = "/etc/tideline"
 HTTP_PORT = 8080
@@ -108,6 +108,15 @@ def _redis_env(model: OnlineModel) -> dict[str, Any]:
     return {"name": "TIDELINE_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
 
 
+def _kafka_env(model: OnlineModel) -> list[dict[str, Any]]:
+    """The Kafka SASL password, from the Secret ``spec.source.kafka.sasl.secretRef`` names."""
+    k = model.spec.source.kafka
+    if k is None or k.sasl is None:
+        return []
+    ref = k.sasl.password
+    return [{"name": KAFKA_PASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]  # fmt: skip
+
+
 def build_redis_secret(model: OnlineModel, settings: Settings) -> dict[str, Any] | None:
     """The model's own Secret with its Redis URL, unless ``spec.redis.secretRef`` names one.
 
@@ -152,7 +161,11 @@ def _container(
         "image": image_of(model, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "args": [role, "--config", f"{CONFIG_PATH}/model.yaml", *args],  # Redis: from the env
-        "env": [_redis_env(model), {"name": "TIDELINE_REVISION", "value": revision}],
+        "env": [
+            _redis_env(model),
+            {"name": "TIDELINE_REVISION", "value": revision},
+            *_kafka_env(model),
+        ],  # fmt: skip
         "ports": ports,
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_PATH, "readOnly": True},

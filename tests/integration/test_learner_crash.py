@@ -1,4 +1,5 @@
-"""kill -9 the learner process again and again: nothing lost, nothing learned twice."""
+"""kill -9 the learner process again and again: nothing lost, nothing learned twice, whether
+its samples and labels come from Redis streams or Kafka topics."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, produce
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
 from tideline.store import Keys
@@ -39,10 +40,11 @@ def _status(r, keys: Keys, revision: str) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items() if k != b"quality"}
 
 
-def test_kill_9_at_random_moments_loses_and_repeats_nothing(backend, tmp_path: Path) -> None:
-    r = backend.client()
-    r.flushall()
-    doc = manifest(learning={"checkpointEvery": 2000, "maxBatchDelay": "50ms"})
+def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, list[float]]:
+    """20,000 labelled samples and labels, in 40 chunks, the learner killed -9 after six of
+    them: ``send(samples, feedback)`` writes a chunk (one-row and packed samples, labels of
+    predictions logged to Redis, a second label for one in five: never learned). The
+    learner's status at the end, and the labels."""
     config = tmp_path / "model.yaml"
     config.write_text(yaml.safe_dump(doc))
     model = parse(doc)
@@ -51,43 +53,39 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(backend, tmp_path: P
     labels = y.tolist()
     rnd = random.Random(5)
     kill_at = sorted(rnd.sample(range(1, 40), 6))  # chunk numbers after which we kill -9
-
-    proc = _start(config, backend.url)
+    proc = _start(config, url)
     kills = duplicates = 0
     try:
         for chunk in range(40):
-            pipe = r.pipeline(transaction=False)
+            samples, feedback = [], []
             # labelled samples: one-row entries and packed ones (1 to 64 rows, as :learn writes)
             even = list(range(chunk * 500, (chunk + 1) * 500, 2))
             while even:
                 n = rnd.choice([1, 1, 7, 64])
                 take, even = even[:n], even[n:]
                 if len(take) == 1:
-                    data = {"features": rows[take[0]], "label": labels[take[0]]}
+                    samples.append({"features": rows[take[0]], "label": labels[take[0]]})
                 else:
-                    data = {
-                        "instances": [rows[i] for i in take],
-                        "labels": [labels[i] for i in take],
-                    }
-                pipe.xadd(keys.samples, {"data": orjson.dumps(data)})
+                    samples.append({"instances": [rows[i] for i in take],
+                                    "labels": [labels[i] for i in take]})  # fmt: skip
+            pipe = r.pipeline(transaction=False)
             for i in range(chunk * 500 + 1, (chunk + 1) * 500, 2):
                 # a logged prediction (a generated id, or the client's), and its label
                 given = [uuid.uuid4().hex] if i % 4 == 1 else None
                 [pid] = LoggedRequest([rows[i]], ids=given).write(pipe, keys).ids
-                label = {"id": pid, "label": labels[i]}
-                pipe.xadd(keys.feedback, {"data": orjson.dumps(label)})
+                feedback.append({"id": pid, "label": labels[i]})
                 if i % 10 == 3:  # and a second label, the other way: never learned
                     duplicates += 1
-                    again = {"id": pid, "label": 1 - labels[i]}
-                    pipe.xadd(keys.feedback, {"data": orjson.dumps(again)})
+                    feedback.append({"id": pid, "label": 1 - labels[i]})
             pipe.execute()
+            send(samples, feedback)
             time.sleep(rnd.uniform(0.0, 0.15))
             if chunk in kill_at:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
-                proc = _start(config, backend.url)
-        deadline = time.monotonic() + 90
+                proc = _start(config, url)
+        deadline = time.monotonic() + 120
         while _status(r, keys, model.revision).get("samples", 0) < len(y):
             assert proc.poll() is None, "the learner died"
             assert time.monotonic() < deadline, str(_status(r, keys, model.revision))
@@ -96,13 +94,55 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(backend, tmp_path: P
         status = _status(r, keys, model.revision)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
+        proc.wait(30)
     assert kills == 6
-    assert status["samples"] == len(y)
-    assert status["label_sum"] == y.sum()
-    assert r.xpending(keys.samples, keys.learner_group(model.revision))["pending"] == 0
-    assert r.xpending(keys.feedback, keys.learner_group(model.revision))["pending"] == 0
     reasons = [e[1][b"reason"] for e in r.xrange(keys.deadletter)]
     assert duplicates == 2000 and reasons == [b"duplicate"] * duplicates
     # v0, then one version per 2,000 updates, or a gate rejection in its place
     assert status["next_version"] + status["gate_rejections"] >= 10, status
+    return status, labels
+
+
+LEARNING = {"checkpointEvery": 2000, "maxBatchDelay": "50ms"}
+
+
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(backend, tmp_path: Path) -> None:
+    r = backend.client()
+    r.flushall()
+    doc = manifest(learning=LEARNING)
+    model = parse(doc)
+    keys = Keys(model.namespace, model.name)
+
+    def send(samples: list, feedback: list) -> None:
+        pipe = r.pipeline(transaction=False)
+        for stream, values in ((keys.samples, samples), (keys.feedback, feedback)):
+            for v in values:
+                pipe.xadd(stream, {"data": orjson.dumps(v)})
+        pipe.execute()
+
+    status, labels = _kill_9_run(r, backend.url, doc, tmp_path, send)
+    assert status["samples"] == len(labels) and status["label_sum"] == sum(labels)
+    assert r.xpending(keys.samples, keys.learner_group(model.revision))["pending"] == 0
+    assert r.xpending(keys.feedback, keys.learner_group(model.revision))["pending"] == 0
+
+
+def test_kill_9_with_kafka_topics_loses_and_repeats_nothing(
+    redis_server, kafka_broker, tmp_path: Path
+) -> None:
+    r = redis_server.client()
+    r.flushall()
+    topics = {
+        "samples": f"crash-{uuid.uuid4().hex[:8]}",
+        "feedback": f"crash-labels-{uuid.uuid4().hex[:8]}",
+    }
+    for t in topics.values():
+        kafka_broker.create_topic(t, 3)
+    doc = manifest(learning=LEARNING, source={"kafka": {
+        "bootstrapServers": kafka_broker.bootstrap, "topics": topics, "startFrom": "earliest"}})  # fmt: skip
+
+    def send(samples: list, feedback: list) -> None:
+        produce(kafka_broker.bootstrap, topics["samples"], samples, partitions=3)
+        produce(kafka_broker.bootstrap, topics["feedback"], feedback, partitions=3)
+
+    status, labels = _kill_9_run(r, redis_server.url, doc, tmp_path, send)
+    assert status["samples"] == len(labels) and status["label_sum"] == sum(labels)

@@ -402,12 +402,12 @@ def test_the_label_streams_lose_only_what_every_consumer_group_acknowledged(r) -
     r.xgroup_create(k.samples, "slow", id="0")  # a reader that is behind (a stopped monitor)
     _push_samples(r, p, 25_000)
     _run_until(p, lambda: p.counters["samples"] == 25_000)
-    p._trim_streams()
+    p.source.trim()
     assert r.xlen(k.samples) == 25_000  # the slow group has read nothing yet
     [(_, entries)] = r.xreadgroup("slow", "c", {k.samples: ">"}, count=22_000)
     ids = [entry_id for entry_id, _ in entries]
     r.xack(k.samples, "slow", *ids[:20_000])  # 20,000 acknowledged, 2,000 read and pending
-    p._trim_streams()  # more than an approximate trim's default LIMIT (10,000) at once
+    p.source.trim()  # more than an approximate trim's default LIMIT (10,000) at once
     oldest = r.xrange(k.samples, count=1)[0][0]
     assert 5000 <= r.xlen(k.samples) <= 5100  # trimmed by whole nodes of 100 entries
 

@@ -178,6 +178,19 @@ def test_feedback_auth_gives_the_servers_the_token_from_its_secret() -> None:
                for e in _pod(build_server(MODEL, SETTINGS, REV))["containers"][0]["env"])  # fmt: skip
 
 
+@pytest.mark.parametrize("build", [build_learner, build_server, build_monitor])
+def test_a_kafka_sasl_password_reaches_every_component_from_its_secret(build) -> None:
+    kafka = {"bootstrapServers": "kafka:9092", "topics": {"feedback": "fraud-labels"},
+             "securityProtocol": "SASL_SSL",
+             "sasl": {"username": "fraud", "secretRef": {"name": "kafka-fraud"}}}  # fmt: skip
+    m = parse(manifest(name="fraud", source={"kafka": kafka}))
+    env = _pod(build(m, SETTINGS, m.revision))["containers"][0]["env"]
+    assert {"name": "TIDELINE_KAFKA_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "kafka-fraud", "key": "password"}}} in env  # fmt: skip
+    plain = _pod(build(MODEL, SETTINGS, REV))["containers"][0]["env"]
+    assert all(e["name"] != "TIDELINE_KAFKA_PASSWORD" for e in plain)
+
+
 def test_labels_on_a_port_of_their_own_and_a_policy_per_port() -> None:
     ops = {"namespaceSelector": {"matchLabels": {"team": "fraud-ops"}}}
     web = {"podSelector": {"matchLabels": {"app": "checkout"}}}

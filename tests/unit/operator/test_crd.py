@@ -39,13 +39,28 @@ COMPANIONS = {
     ("model", "warmStart"): {"file": "/baseline.tdl"},
     ("serving", "autoscaling"): {"maxReplicas": 1000},
     ("serving", "feedbackAuth", "secretRef"): {"name": "labels-auth"},
+    ("source", "kafka"): {"bootstrapServers": "kafka:9092", "topics": {"samples": "fraud"}},
+    ("source", "kafka", "sasl"): {"username": "tideline"},
+    ("source", "kafka", "sasl", "secretRef"): {"name": "kafka-auth"},
 }
+# Fields a field needs elsewhere: SASL credentials go with a SASL protocol, and back.
+SASL = {"securityProtocol": "SASL_PLAINTEXT"}
 # Where the parser keeps a field under another name.
 RENAMED = {
     ("redis", "secretRef", "key"): ("redis", "secretKey"),
     ("model", "warmStart", "configMapRef", "name"): ("model", "warmStart", "configMapName"),
     ("serving", "feedbackAuth", "secretRef", "key"): ("serving", "feedbackAuth", "key"),
     ("serving", "feedbackAuth", "secretRef", "name"): ("serving", "feedbackAuth", "name"),
+    ("source", "kafka", "topics", "samples"): ("source", "kafka", "samples"),
+    ("source", "kafka", "topics", "feedback"): ("source", "kafka", "feedback"),
+    ("source", "kafka", "sasl", "secretRef", "name"): (
+        "source",
+        "kafka",
+        "sasl",
+        "password",
+        "name",
+    ),
+    ("source", "kafka", "sasl", "secretRef", "key"): ("source", "kafka", "sasl", "password", "key"),
 }
 
 
@@ -66,6 +81,12 @@ def _doc(path: tuple[str, ...], value: Any) -> dict[str, Any]:
     for k in path[:-1]:
         node = node.setdefault(k, {})
     node[path[-1]] = value
+    kafka = spec.get("source", {}).get("kafka", {})
+    if "sasl" in kafka:
+        kafka.update(SASL)
+        kafka["sasl"].setdefault("secretRef", {"name": "kafka-auth"})
+    elif str(kafka.get("securityProtocol")).startswith("SASL"):
+        kafka["sasl"] = {"username": "tideline", "secretRef": {"name": "kafka-auth"}}
     return doc
 
 

@@ -1,0 +1,244 @@
+"""Kafka topics as a model's source of labelled samples and feedback (``spec.source.kafka``).
+
+Clients are confluent-kafka's (librdkafka). The learner does not let Kafka
+keep its place: :class:`KafkaTopics` assigns itself every partition of the
+topics and keeps, per partition, how far it has read (``to``) and which
+offsets below that are read but not done yet (``open``: rows waiting for a
+mini-batch, labels waiting for their prediction's log entry). That state is
+written in the checkpoint's transaction with the model that learned the rest;
+on start the learner seeks to the oldest open offset and skips what it had
+done, so a ``kill -9`` anywhere learns every message exactly once. The same
+position is committed to the consumer group ``<groupId>.learner.<revision>``
+after each checkpoint, so the usual consumer-lag tools see the learner.
+
+A message's value is what a Redis stream entry's ``data`` field holds
+(``{"features": {...}, "label": y}``, packed ``{"instances": [...],
+"labels": [...]}``, or ``{"id": ..., "label": y}`` on the feedback topic); its
+time is the message's timestamp.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tideline.sources import Entries, Refusal
+from tideline.spec import KAFKA_PASSWORD_ENV, KafkaSource, OnlineModel
+
+log = logging.getLogger("tideline.kafka")
+
+DISCOVER_SECONDS = 30.0  # how often new partitions (and topics created late) are looked for
+
+
+def client_config(k: KafkaSource, **extra: Any) -> dict[str, Any]:
+    """librdkafka's settings for ``spec.source.kafka`` (the SASL password from the environment)."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": k.bootstrapServers,
+        "security.protocol": k.securityProtocol,
+        "logger": logging.getLogger("tideline.kafka.client"),
+    }
+    if k.sasl is not None:
+        password = os.environ.get(KAFKA_PASSWORD_ENV)
+        if not password:
+            raise RuntimeError(
+                f"spec.source.kafka.sasl: {KAFKA_PASSWORD_ENV} is not set (the operator sets it from "
+                f"Secret {k.sasl.password.name}, key {k.sasl.password.key})"
+            )
+        conf.update({"sasl.mechanism": k.sasl.mechanism, "sasl.username": k.sasl.username,
+                     "sasl.password": password})  # fmt: skip
+    return conf | extra
+
+
+def group_prefix(model: OnlineModel) -> str:
+    k = model.spec.source.kafka
+    return (k.groupId if k and k.groupId else None) or f"tideline.{model.namespace}.{model.name}"
+
+
+@dataclass
+class Position:
+    """How far a partition is read (``to``: the next offset) and what below it is not done."""
+
+    to: int
+    open: set[int] = field(default_factory=set)
+
+    @property
+    def committed(self) -> int:
+        """Where a restart reads from: everything before it is done."""
+        return min(self.open) if self.open else self.to
+
+
+def _entry(ts_ms: int, partition: int, offset: int) -> bytes:
+    return f"{ts_ms}-{partition}.{offset}".encode()
+
+
+def _where(entry: bytes) -> tuple[int, int]:
+    partition, offset = entry.split(b"-", 1)[1].split(b".")
+    return int(partition), int(offset)
+
+
+class KafkaTopics:
+    """A learner's samples and feedback topics, exactly once through the checkpoint."""
+
+    def __init__(
+        self, model: OnlineModel, revision: str, *, warm_state: Any = None, consumer: Any = None
+    ) -> None:
+        k = model.spec.source.kafka
+        assert k is not None, "spec.source.kafka"
+        self.kafka = k
+        self.samples = k.samples or ""
+        self.feedback = k.feedback or ""
+        self.topics = [t for t in (k.samples, k.feedback) if t]
+        self.group = f"{group_prefix(model)}.learner.{revision}"
+        self.warm_state = warm_state
+        self._consumer = consumer
+        self.positions: dict[tuple[str, int], Position] = {}
+        self._resumed = False
+        self._assigned: set[tuple[str, int]] = set()
+        self._last_discovery = 0.0
+        self._last_committed: dict[tuple[str, int], int] = {}
+
+    @property
+    def consumer(self) -> Any:
+        if self._consumer is None:
+            from confluent_kafka import Consumer
+
+            self._consumer = Consumer(
+                client_config(
+                    self.kafka,
+                    **{
+                        "group.id": self.group,
+                        "enable.auto.commit": False,
+                        "enable.auto.offset.store": False,
+                        # an offset past the retention (deleted meanwhile): the oldest kept
+                        "auto.offset.reset": "earliest",
+                        "enable.partition.eof": False,
+                    },
+                )
+            )
+        return self._consumer
+
+    # -- start-up ----------------------------------------------------------------------
+    def start(self, state: Any = None) -> list[Refusal]:
+        if state:
+            self._resumed = True
+            self.positions = _positions(state)
+        elif self.warm_state:
+            # where the revision this one was warm-started from is: its snapshot learned the rest
+            self.positions = {tp: Position(p.committed) for tp, p in _positions(self.warm_state).items()}  # fmt: skip
+            self._resumed = True
+        self._discover()
+        return []
+
+    def _discover(self) -> None:
+        """Assign every partition of the topics; a partition seen for the first time starts
+        where ``startFrom`` says (for a model's first learner) or at its beginning (a partition
+        or topic created since the learner started: all of it is new)."""
+        from confluent_kafka import TopicPartition
+
+        self._last_discovery = time.monotonic()
+        meta = self.consumer.list_topics(timeout=10)
+        first = not self._assigned
+        new = []
+        for topic in self.topics:
+            t = meta.topics.get(topic)
+            if t is None or t.error is not None:
+                log.warning(
+                    "topic %s not found yet; looking again in %.0fs", topic, DISCOVER_SECONDS
+                )
+                continue
+            for partition in sorted(t.partitions):
+                tp = (topic, partition)
+                if tp in self._assigned:
+                    continue
+                pos = self.positions.get(tp)
+                if pos is None:
+                    lo, hi = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10)
+                    latest = not self._resumed and self.kafka.startFrom == "latest"
+                    pos = self.positions[tp] = Position(hi if latest else lo)
+                # what was open at the checkpoint is read again; what was done, skipped
+                new.append(TopicPartition(topic, partition, pos.committed))
+                self._assigned.add(tp)
+        self._resumed = True  # from now on, a partition seen first is new
+        if new and first:
+            self.consumer.assign(new)
+        elif new:
+            self.consumer.incremental_assign(new)
+
+    # -- reading -----------------------------------------------------------------------
+    def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
+        msgs = self.consumer.consume(num_messages=count, timeout=block_ms / 1000)
+        out: dict[str, Entries] = {}
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.fatal():
+                    raise RuntimeError(f"kafka: {err.str()}")
+                log.warning("kafka: %s", err.str())
+                continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            pos = self.positions.get((topic, partition))
+            if pos is None:
+                continue
+            if offset < pos.to:
+                if offset not in pos.open:
+                    continue  # done before the restart
+            else:
+                pos.to = offset + 1
+                pos.open.add(offset)
+            kind, ts = m.timestamp()
+            ms = ts if kind and ts > 0 else int(time.time() * 1000)
+            value = m.value()
+            fields = {b"data": value} if value is not None else {}
+            out.setdefault(topic, []).append((_entry(ms, partition, offset), fields))
+        return list(out.items())
+
+    def done(self, stream: str, entry: bytes) -> None:
+        partition, offset = _where(entry)
+        pos = self.positions.get((stream, partition))
+        if pos is not None:
+            pos.open.discard(offset)
+
+    # -- durability --------------------------------------------------------------------
+    def state(self) -> Any:
+        return {
+            f"{topic}/{partition}": {"to": p.to, "open": sorted(p.open)}
+            for (topic, partition), p in self.positions.items()
+        }
+
+    def commit(self, pipe: Any) -> None:
+        pass  # the positions are in the checkpoint itself (state)
+
+    def committed(self) -> None:
+        """Tell Kafka too (for consumer-lag tools; the learner reads its own from Redis)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        now = {tp: p.committed for tp, p in self.positions.items()}
+        changed = [TopicPartition(t, part, off) for (t, part), off in now.items()
+                   if self._last_committed.get((t, part)) != off]  # fmt: skip
+        if not changed:
+            return
+        try:
+            self.consumer.commit(offsets=changed, asynchronous=True)
+            self._last_committed = now
+        except KafkaException as e:  # a broker away: the next checkpoint tells it again
+            log.warning("kafka: committing offsets failed: %s", e)
+
+    def maintain(self) -> None:
+        if time.monotonic() - self._last_discovery >= DISCOVER_SECONDS:
+            self._discover()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+def _positions(state: Any) -> dict[tuple[str, int], Position]:
+    out = {}
+    for key, p in state.items():
+        topic, _, partition = key.rpartition("/")
+        out[(topic, int(partition))] = Position(int(p["to"]), {int(o) for o in p["open"]})
+    return out

@@ -1,0 +1,223 @@
+"""Where a learner's labelled samples and feedback come from: Redis streams or Kafka topics.
+
+A learner reads entries - ``(entry id, {b"data": json})`` - from two streams,
+``samples`` and ``feedback``, and says which it is done with (learned or
+dead-lettered). What it is done with is made durable only inside the
+checkpoint's MULTI/EXEC, with the model state that learned it, so a
+``kill -9`` anywhere loses nothing and learns nothing twice:
+
+* :class:`RedisStreams` (the default): a consumer group per revision; done
+  entries are acknowledged (XACK) in the checkpoint's transaction, and after a
+  restart the group's pending entries are read again first.
+* :class:`tideline.kafka.KafkaTopics`: the consumed positions are part of the
+  checkpoint itself (:meth:`LabelSource.state`); on start the learner seeks to
+  them.
+
+An entry id's first part is its arrival time in milliseconds (``"{ms}-..."``),
+whichever the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import redis
+
+from tideline.predlog import entry_order
+from tideline.store import Keys
+
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+# (stream, entry id, fields, reason): an entry to dead-letter before anything is read
+Refusal = tuple[str, bytes, dict[bytes, bytes], str]
+
+# A samples entry delivered this often and never acknowledged killed every learner that
+# read it (each start reads the pending entries again, twice counted): dead-lettered.
+MAX_DELIVERIES = 10
+
+
+class LabelSource(Protocol):
+    """What a learner reads labelled samples and feedback through."""
+
+    samples: str  # the streams' names, as runs and dead letters name them
+    feedback: str
+
+    def start(self, state: Any) -> list[Refusal]:
+        """Ready to read, from ``state`` (the checkpoint's, or None); entries to dead-letter."""
+
+    def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
+        """Up to ``count`` entries per stream, waiting up to ``block_ms`` for the first."""
+
+    def done(self, stream: str, entry: bytes) -> None:
+        """The entry is learned or dead-lettered: durable with the next checkpoint."""
+
+    def state(self) -> Any:
+        """What the checkpoint keeps of the source (JSON), with the entries done so far."""
+
+    def commit(self, pipe: Any) -> None:
+        """Add what makes the done entries durable to the checkpoint's transaction."""
+
+    def committed(self) -> None:
+        """The checkpoint's transaction ran."""
+
+    def maintain(self) -> None:
+        """Now and then (every few seconds): housekeeping."""
+
+    def close(self) -> None: ...
+
+
+class RedisStreams:
+    """The model's ``samples`` and ``feedback`` Redis streams, through the revision's group."""
+
+    def __init__(self, client: Any, keys: Keys, group: str, warm_group: str | None) -> None:
+        self.r = client
+        self.keys = keys
+        self.group = group
+        self.consumer = "learner"
+        self.warm_group = warm_group
+        self.samples = keys.samples
+        self.feedback = keys.feedback
+        self._acks: dict[str, list[bytes]] = {self.samples: [], self.feedback: []}
+        self._flushing: dict[str, list[bytes]] = {self.samples: [], self.feedback: []}
+        # First re-read our own unacknowledged entries (after a restart), from these ids.
+        self._history: dict[str, str] | None = {self.samples: "0", self.feedback: "0"}
+        self._skip: set[bytes] = set()  # pending entries dead-lettered as poison pills
+
+    # -- start-up ----------------------------------------------------------------------
+    def _group_start(self, stream: str) -> str:
+        """Where a new consumer group starts: the whole retained stream, or - for a
+        learner warm-started from another revision - where that revision's learner is,
+        since the snapshot it starts from has learned what came before."""
+        if not self.warm_group:
+            return "0"
+        source = self.warm_group.encode()
+        try:
+            groups = self.r.xinfo_groups(stream)
+        except redis.ResponseError:
+            return "0"
+        for g in groups:
+            if g.get("name") in (source, source.decode()):
+                last = g.get("last-delivered-id")
+                return last.decode() if isinstance(last, bytes) else str(last)
+        return "0"
+
+    def start(self, state: Any = None) -> list[Refusal]:
+        for stream in (self.samples, self.feedback):
+            try:
+                self.r.xgroup_create(
+                    stream, self.group, id=self._group_start(stream), mkstream=True
+                )
+            except redis.ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+        self._claim_orphans()
+        return list(self._poison_pills())
+
+    def _claim_orphans(self) -> None:
+        """Take over entries a learner under another consumer name read but never acked."""
+        for stream in (self.samples, self.feedback):
+            cursor = "0-0"
+            while True:
+                cursor, _, *_ = self.r.xautoclaim(
+                    stream, self.group, self.consumer, min_idle_time=0, start_id=cursor,
+                    count=1000,
+                )  # fmt: skip
+                if cursor in (b"0-0", "0-0"):
+                    break
+
+    def _poison_pills(self) -> Iterable[Refusal]:
+        """The samples entries that were delivered ``MAX_DELIVERIES`` times unlearned.
+
+        A row whose processing raises is dead-lettered where it raises; this
+        catches what kills the process instead (a crash, the OOM killer), which
+        would otherwise come back at every start: a crash loop on one entry.
+        """
+        stream = self.samples
+        start = "-"
+        while True:
+            rows = self.r.xpending_range(stream, self.group, min=start, max="+", count=1000)
+            for row in rows:
+                n = int(row["times_delivered"])
+                if n < MAX_DELIVERIES:
+                    continue
+                eid = row["message_id"]
+                found = self.r.xrange(stream, eid, eid)
+                fields = found[0][1] if found else {}
+                self._skip.add(eid)
+                yield stream, eid, fields, f"poison: delivered {n} times, never learned"
+            if len(rows) < 1000:
+                return
+            last = rows[-1]["message_id"]
+            start = "(" + (last.decode() if isinstance(last, bytes) else last)
+
+    # -- reading -----------------------------------------------------------------------
+    def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
+        history = self._history
+        streams = history or {self.samples: ">", self.feedback: ">"}
+        resp = self.r.xreadgroup(
+            self.group, self.consumer, streams, count=count, block=None if history else block_ms
+        )
+        out: list[tuple[str, Entries]] = []
+        got = 0
+        for raw, entries in resp or []:
+            stream = raw.decode()
+            got += len(entries)
+            if history is not None and entries:
+                history[stream] = entries[-1][0].decode()
+                entries = [e for e in entries if e[0] not in self._skip]
+            out.append((stream, entries))
+        if history is not None and got == 0:
+            self._history = None  # our unacknowledged entries are back in memory: now new ones
+        return out
+
+    def done(self, stream: str, entry: bytes) -> None:
+        self._acks[stream].append(entry)
+
+    # -- durability --------------------------------------------------------------------
+    def state(self) -> Any:
+        return None  # the group's pending entries are the state
+
+    def commit(self, pipe: Any) -> None:
+        for stream, ids in self._acks.items():
+            if ids:
+                pipe.xack(stream, self.group, *ids)
+        # acknowledged only if this transaction runs; kept for the next one otherwise
+        self._flushing = {s: list(ids) for s, ids in self._acks.items()}
+
+    def committed(self) -> None:
+        for stream, ids in self._flushing.items():
+            del self._acks[stream][: len(ids)]
+            ids.clear()
+
+    def maintain(self) -> None:
+        self.trim()
+
+    def trim(self) -> None:
+        """Drop what every consumer group has acknowledged from ``samples`` and ``feedback``.
+
+        Each group (a learner per revision, the monitor) keeps what it has not
+        acknowledged; a group that is behind holds the stream back, never loses
+        an entry. Without this the two streams would grow for as long as labels
+        come.
+        """
+        for stream in (self.samples, self.feedback):
+            try:
+                groups = self.r.xinfo_groups(stream)
+            except redis.ResponseError:  # no such stream (deleted by hand): nothing to trim
+                continue
+            floor: tuple[int, int] | None = None
+            for g in groups:
+                point = g["last-delivered-id"]
+                if g["pending"]:
+                    # (acknowledged meanwhile, there is no oldest pending: last-delivered holds)
+                    point = self.r.xpending(stream, g["name"]).get("min") or point
+                key = entry_order(point.decode() if isinstance(point, bytes) else str(point))
+                floor = key if floor is None else min(floor, key)
+            if floor is not None and floor != (0, 0):
+                # whole nodes only (~): cheap, and never past the floor. LIMIT 0: an
+                # approximate trim stops after 10,000 entries by default, fewer than
+                # 10 s of labels at 3,000/s (the stream grew without end in bench/labels.py)
+                self.r.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=True, limit=0)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,167 @@
+"""Kafka topics as the source (spec.source.kafka), against a real broker the suite starts."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, produce
+from tideline.learner import LearnerProcess
+from tideline.simulate import SyntheticStream
+from tideline.spec import parse
+from tideline.store import Keys
+
+pytestmark = pytest.mark.integration
+
+
+def _doc(kafka_broker, topics: dict, **kafka) -> dict:
+    return manifest(
+        learning={"checkpointEvery": 2000, "maxBatchDelay": "20ms"},
+        source={"kafka": {"bootstrapServers": kafka_broker.bootstrap, "topics": topics,
+                          "startFrom": "earliest", **kafka}},
+    )  # fmt: skip
+
+
+def _topics(kafka_broker, partitions: int = 3) -> dict:
+    name = uuid.uuid4().hex[:8]
+    topics = {"samples": f"samples-{name}", "feedback": f"feedback-{name}"}
+    for t in topics.values():
+        kafka_broker.create_topic(t, partitions)
+    return topics
+
+
+def _samples(n: int, seed: int = 0) -> tuple[list, list]:
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=seed).take(n)
+    return rows, y.tolist()
+
+
+def _one_row(rows: list, labels: list) -> list:
+    return [{"features": x, "label": y} for x, y in zip(rows, labels, strict=True)]
+
+
+def _run_until(p: LearnerProcess, cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out; counters={p.counters}"
+        p.step(block_ms=20)
+    p.flush()
+
+
+def _committed(kafka_broker, group: str, topic: str, partitions: int) -> list[int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": group})
+    try:
+        got = c.committed([TopicPartition(topic, i) for i in range(partitions)], timeout=10)
+        return [tp.offset for tp in got]
+    finally:
+        c.close()
+
+
+def test_samples_and_feedback_are_learned_from_topics_and_the_group_sees_the_offsets(
+    r, kafka_broker
+) -> None:
+    topics = _topics(kafka_broker)
+    model = parse(_doc(kafka_broker, topics))
+    keys = Keys(model.namespace, model.name)
+    rows, labels = _samples(3000)
+    # one-row and packed messages on the samples topic
+    packed = [{"instances": rows[i : i + 50], "labels": labels[i : i + 50]}
+              for i in range(1000, 2000, 50)]  # fmt: skip
+    produce(kafka_broker.bootstrap, topics["samples"],
+            _one_row(rows[:1000], labels[:1000]) + packed, partitions=3)  # fmt: skip
+    # predictions logged by a server (to Redis), their labels on the feedback topic
+    pipe = r.pipeline(transaction=False)
+    ids = [LoggedRequest([row]).write(pipe, keys).ids[0] for row in rows[2000:]]
+    pipe.execute()
+    produce(kafka_broker.bootstrap, topics["feedback"],
+            [{"id": i, "label": y} for i, y in zip(ids, labels[2000:], strict=True)],
+            partitions=3)  # fmt: skip
+
+    p = LearnerProcess(model, r, checkpoint_seconds=0.0)
+    p.start()
+    _run_until(p, lambda: p.counters["samples"] == 3000)
+    assert p.counters["label_sum"] == sum(labels)
+    assert p.store.pointers(p.revision)["latest"] >= 1
+    # the position is in the checkpoint; the consumer group is told too (lag tools)
+    p.source.committed()
+    group = f"tideline.test.m.learner.{p.revision}"
+    assert sum(_committed(kafka_broker, group, topics["samples"], 3)) == 1000 + len(packed)
+    assert sum(_committed(kafka_broker, group, topics["feedback"], 3)) == 1000
+
+
+def test_the_first_learner_starts_at_the_end_of_the_topics_and_a_restart_resumes(
+    r, kafka_broker
+) -> None:
+    topics = _topics(kafka_broker, partitions=2)
+    model = parse(_doc(kafka_broker, topics, startFrom="latest"))
+    rows, labels = _samples(600)
+    produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[:100], labels[:100]), 2)
+
+    p = LearnerProcess(model, r, checkpoint_seconds=0.0)
+    p.start()  # before it: not this model's to learn
+    produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[100:300], labels[100:300]), 2)
+    _run_until(p, lambda: p.counters["samples"] == 200)
+    p.run(stop=_set())  # a clean stop: flushed, closed
+
+    produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[300:], labels[300:]), 2)
+    again = LearnerProcess(model, r, checkpoint_seconds=0.0)
+    again.start()
+    _run_until(again, lambda: again.counters["samples"] == 500)
+    time.sleep(0.5)
+    again.step(block_ms=50)
+    assert again.counters["samples"] == 500
+    assert again.counters["label_sum"] == sum(labels[100:])
+
+
+def _set() -> threading.Event:
+    stop = threading.Event()
+    stop.set()
+    return stop
+
+
+def test_bad_messages_go_to_the_dead_letters_naming_where_they_were(r, kafka_broker) -> None:
+    topics = _topics(kafka_broker, partitions=1)
+    model = parse(_doc(kafka_broker, topics))
+    keys = Keys(model.namespace, model.name)
+    rows, labels = _samples(10)
+    values = [*_one_row(rows[:5], labels[:5]), b"not json", {"features": rows[5], "label": 7},
+              {"features": rows[6]}, *_one_row(rows[7:], labels[7:])]  # fmt: skip
+    produce(kafka_broker.bootstrap, topics["samples"], values)
+    produce(kafka_broker.bootstrap, topics["feedback"], [{"label": 1}])
+    p = LearnerProcess(model, r, checkpoint_seconds=0.0)
+    p.start()
+    _run_until(p, lambda: p.counters["samples"] == 8 and r.xlen(keys.deadletter) == 4)
+    dead = [{k.decode(): v.decode() for k, v in f.items()} for _, f in r.xrange(keys.deadletter)]
+    where = sorted((d["stream"], d["entry"].split("-", 1)[1]) for d in dead)
+    assert where == [(topics["feedback"], "0.0"), (topics["samples"], "0.5"),
+                     (topics["samples"], "0.6"), (topics["samples"], "0.7")]  # fmt: skip
+    assert all(d["reason"].startswith("invalid") for d in dead), dead
+    assert p.counters["label_sum"] == sum(labels[:5]) + sum(labels[7:])
+
+
+def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(r, kafka_broker) -> None:
+    topics = _topics(kafka_broker, partitions=2)
+    model = parse(_doc(kafka_broker, topics))
+    rows, labels = _samples(6000, seed=3)
+    p = LearnerProcess(model, r, checkpoint_seconds=0.0)
+    p.start()
+    stop = threading.Event()
+    runner = threading.Thread(target=p.run, args=(stop,))
+    runner.start()
+    try:
+        produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[:3000], labels[:3000]), 2)
+        kafka_broker.restart()
+        produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[3000:], labels[3000:]), 2)
+        deadline = time.monotonic() + 60
+        while p.counters["samples"] < 6000:
+            assert runner.is_alive() and time.monotonic() < deadline, p.counters
+            time.sleep(0.1)
+        time.sleep(1.0)  # anything read twice would show by now
+    finally:
+        stop.set()
+        runner.join(30)
+    assert p.counters["samples"] == 6000 and p.counters["label_sum"] == sum(labels)
