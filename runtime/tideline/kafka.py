@@ -169,31 +169,23 @@ class KafkaTopics:
 
     # -- reading -----------------------------------------------------------------------
     def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
-        msgs = self.consumer.consume(num_messages=count, timeout=block_ms / 1000)
-        out: dict[str, Entries] = {}
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.fatal():
-                    raise RuntimeError(f"kafka: {err.str()}")
-                log.warning("kafka: %s", err.str())
-                continue
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
-            pos = self.positions.get((topic, partition))
-            if pos is None:
-                continue
-            if offset < pos.to:
-                if offset not in pos.open:
-                    continue  # done before the restart
-            else:
-                pos.to = offset + 1
-                pos.open.add(offset)
-            kind, ts = m.timestamp()
-            ms = ts if kind and ts > 0 else int(time.time() * 1000)
-            value = m.value()
-            fields = {b"data": value} if value is not None else {}
-            out.setdefault(topic, []).append((_entry(ms, partition, offset), fields))
-        return list(out.items())
+        out = []
+        for topic, entries in _as_entries(self.consumer.consume(count, block_ms / 1000)).items():
+            mine: Entries = []
+            for entry, fields in entries:
+                partition, offset = _where(entry)
+                pos = self.positions.get((topic, partition))
+                if pos is None:
+                    continue
+                if offset < pos.to:
+                    if offset not in pos.open:
+                        continue  # done before the restart
+                else:
+                    pos.to = offset + 1
+                    pos.open.add(offset)
+                mine.append((entry, fields))
+            out.append((topic, mine))
+        return out
 
     def done(self, stream: str, entry: bytes) -> None:
         partition, offset = _where(entry)
@@ -242,3 +234,81 @@ def _positions(state: Any) -> dict[tuple[str, int], Position]:
         topic, _, partition = key.rpartition("/")
         out[(topic, int(partition))] = Position(int(p["to"]), {int(o) for o in p["open"]})
     return out
+
+
+def _as_entries(msgs: list[Any]) -> dict[str, Entries]:
+    """Messages as stream entries by topic: ``(b"<ms>-<partition>.<offset>", {b"data": value})``."""
+    out: dict[str, Entries] = {}
+    for m in msgs:
+        err = m.error()
+        if err is not None:
+            if err.fatal():
+                raise RuntimeError(f"kafka: {err.str()}")
+            log.warning("kafka: %s", err.str())
+            continue
+        kind, ts = m.timestamp()
+        ms = ts if kind and ts > 0 else int(time.time() * 1000)
+        value = m.value()
+        fields = {b"data": value} if value is not None else {}
+        out.setdefault(m.topic(), []).append((_entry(ms, m.partition(), m.offset()), fields))
+    return out
+
+
+class KafkaFollower:
+    """The monitor's view of the topics: its own consumer group (``<groupId>.monitor``),
+    from the end of the topics when the group is new, offsets committed once handled."""
+
+    def __init__(self, model: OnlineModel, consumer: Any = None) -> None:
+        k = model.spec.source.kafka
+        assert k is not None, "spec.source.kafka"
+        self.kafka = k
+        self.samples = k.samples or ""
+        self.feedback = k.feedback or ""
+        self.group = f"{group_prefix(model)}.monitor"
+        self._consumer = consumer
+        self._pending = False
+
+    def start(self) -> None:
+        """Every partition of the topics, from the group's committed offset, else the end
+        (assigned here, not by a group rebalance: reading starts now, not a moment later)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = Consumer(client_config(self.kafka, **{
+                "group.id": self.group, "enable.auto.commit": False,
+                "auto.offset.reset": "latest", "enable.partition.eof": False}))  # fmt: skip
+        c = self._consumer
+        meta = c.list_topics(timeout=10)
+        tps = [TopicPartition(topic, p)
+               for topic in (self.samples, self.feedback) if topic and topic in meta.topics
+               for p in sorted(meta.topics[topic].partitions)]  # fmt: skip
+        assign = []
+        for tp in c.committed(tps, timeout=10) if tps else []:
+            if tp.offset < 0:  # never committed: the end, now
+                tp.offset = c.get_watermark_offsets(tp, timeout=10)[1]
+            assign.append(tp)
+        c.assign(assign)
+
+    def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
+        assert self._consumer is not None, "start() first"
+        msgs = self._consumer.consume(num_messages=count, timeout=block_ms / 1000)
+        self._pending = self._pending or bool(msgs)
+        return list(_as_entries(msgs).items())
+
+    def ack(self, pipe: Any) -> None:
+        pass
+
+    def acked(self) -> None:
+        from confluent_kafka import KafkaException
+
+        if self._pending and self._consumer is not None:
+            try:
+                self._consumer.commit(asynchronous=True)  # what consume() returned so far
+                self._pending = False
+            except KafkaException as e:
+                log.warning("kafka: committing the monitor's offsets failed: %s", e)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

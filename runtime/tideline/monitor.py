@@ -66,6 +66,7 @@ from tideline.evidence import ALPHA, CommonWindow, Constant
 from tideline.join import Joined, LogJoin
 from tideline.learn import Learner
 from tideline.metrics import MonitorMetrics
+from tideline.sources import Follower, RedisFollower
 from tideline.spec import OnlineModel
 from tideline.store import (
     ModelStore,
@@ -122,6 +123,7 @@ class Monitor:
         self.task = self.spec.model.task
         # the log is in real time (stream ids), whatever clock the analysis runs on
         self.join = LogJoin(client, self.keys, self.spec.learning.labelWindow, GROUP)
+        self.labels = self._follower()  # the labels: Redis streams or Kafka topics
         self.tracks: dict[str, TrackState] = {}
         self.versions: dict[str, TrackState] = {}  # "revision:version" -> quality
         numeric = [f for f in self.spec.model.features if f.type == "numeric"]
@@ -191,14 +193,16 @@ class Monitor:
             self.concept = PageHinkley()  # one-sided: it tests for an increase of the mean
 
     # -- start -------------------------------------------------------------------------------
+    def _follower(self) -> Follower:
+        if self.spec.source.kafka is None:
+            return RedisFollower(self.r, self.keys, GROUP)
+        from tideline.kafka import KafkaFollower
+
+        return KafkaFollower(self.model)
+
     def start(self) -> None:
         migrate_keys(self.r, self.keys)
-        for stream in (self.keys.feedback, self.keys.samples):
-            try:
-                self.r.xgroup_create(stream, GROUP, id="$", mkstream=True)
-            except redis.ResponseError as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
+        self.labels.start()
         # Labels find their predictions in Redis (LogJoin): nothing of the log is read
         # again at start; traffic is followed from now on.
         self._log_start = f"{int(self.clock() * 1000)}-0"
@@ -422,17 +426,8 @@ class Monitor:
         return (np.abs(p - y) > scale).astype(float)
 
     def _read_labels(self, block_ms: int) -> None:
-        resp = self.r.xreadgroup(
-            GROUP,
-            "monitor",
-            {self.keys.feedback: ">", self.keys.samples: ">"},
-            count=5000,
-            block=block_ms,
-        )
-        acks: dict[bytes, list[bytes]] = {}
-        for stream, entries in resp or []:
-            acks[stream] = [eid for eid, _ in entries]
-            if stream.decode() == self.keys.feedback:
+        for stream, entries in self.labels.read(5000, block_ms):
+            if stream == self.labels.feedback:
                 for entry_id, fields in entries:
                     try:
                         d = orjson.loads(fields[b"data"])
@@ -450,9 +445,9 @@ class Monitor:
         self.join.take_rejected()  # the learner dead-letters them
         pipe = self.r.pipeline(transaction=False)
         self.join.commit(pipe, [j.where for j in joined])
-        for stream, ids in acks.items():  # the monitor's own group: the learner's is untouched
-            pipe.xack(stream, GROUP, *ids)
+        self.labels.ack(pipe)
         pipe.execute()
+        self.labels.acked()
         self.join.committed([j.where for j in joined])
         self._flush_evidence()
 
@@ -831,6 +826,7 @@ class Monitor:
                 log.exception("a monitor turn failed; what it read is skipped")
                 self.metrics.step_errors.inc()
                 time.sleep(0.1)
+        self.labels.close()
 
 
 def _num(v: Any, default: float) -> float:

@@ -221,3 +221,61 @@ class RedisStreams:
 
     def close(self) -> None:
         pass
+
+
+class Follower(Protocol):
+    """What a reader that only watches (the monitor) follows the labels through: from
+    now on, each read acknowledged once handled (nothing of it is learned)."""
+
+    samples: str
+    feedback: str
+
+    def start(self) -> None: ...
+
+    def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]: ...
+
+    def ack(self, pipe: Any) -> None:
+        """What was read is handled: in ``pipe`` (Redis), or with :meth:`acked` (Kafka)."""
+
+    def acked(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RedisFollower:
+    """A consumer group of its own on the model's streams, started at the streams' end."""
+
+    def __init__(self, client: Any, keys: Keys, group: str) -> None:
+        self.r = client
+        self.group = group
+        self.samples = keys.samples
+        self.feedback = keys.feedback
+        self._read: dict[str, list[bytes]] = {}
+
+    def start(self) -> None:
+        for stream in (self.feedback, self.samples):
+            try:
+                self.r.xgroup_create(stream, self.group, id="$", mkstream=True)
+            except redis.ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+
+    def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
+        resp = self.r.xreadgroup(
+            self.group, self.group, {self.feedback: ">", self.samples: ">"},
+            count=count, block=block_ms,
+        )  # fmt: skip
+        out = [(stream.decode(), entries) for stream, entries in resp or []]
+        self._read = {stream: [eid for eid, _ in entries] for stream, entries in out}
+        return out
+
+    def ack(self, pipe: Any) -> None:
+        for stream, ids in self._read.items():  # its own group: the learner's is untouched
+            if ids:
+                pipe.xack(stream, self.group, *ids)
+
+    def acked(self) -> None:
+        self._read = {}
+
+    def close(self) -> None:
+        pass

@@ -165,3 +165,33 @@ def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(r, kafka_broker) 
         stop.set()
         runner.join(30)
     assert p.counters["samples"] == 6000 and p.counters["label_sum"] == sum(labels)
+
+
+def test_the_monitor_judges_the_served_predictions_on_the_feedback_topic(r, kafka_broker) -> None:
+    from tideline.monitor import Monitor
+
+    topics = _topics(kafka_broker, partitions=2)
+    model = parse(_doc(kafka_broker, topics))
+    keys = Keys(model.namespace, model.name)
+    rows, labels = _samples(400, seed=4)
+    before = LoggedRequest(rows[:100]).write(r, keys).ids
+    produce(kafka_broker.bootstrap, topics["feedback"],  # before the monitor: not its to judge
+            [{"id": i, "label": y} for i, y in zip(before, labels[:100], strict=True)], 2)  # fmt: skip
+    mon = Monitor(model, r)
+    mon.list_logs_every = 0.0
+    mon.start()
+    # right for 3 of 4 predictions
+    scores = [y if i % 4 else 1.0 - y for i, y in enumerate(labels[100:])]
+    ids = LoggedRequest(rows[100:], scores=scores, revision=model.revision).write(r, keys).ids
+    produce(kafka_broker.bootstrap, topics["feedback"],
+            [{"id": i, "label": y} for i, y in zip(ids, labels[100:], strict=True)], 2)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while mon.tracks.get("stable") is None or mon.tracks["stable"].labelled < 300:
+        assert time.monotonic() < deadline, mon.tracks
+        mon.step(block_ms=50)
+    for _ in range(3):
+        mon.step(block_ms=50)
+    stable = mon.tracks["stable"]
+    assert stable.labelled == 300
+    assert stable.quality.report()["accuracy"] == pytest.approx(0.75)
+    mon.labels.close()
