@@ -19,9 +19,12 @@ time is the message's timestamp.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,3 +315,66 @@ class KafkaFollower:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+
+
+class KafkaWriter:
+    """The servers' feedback and ``:learn`` onto the topics: acks=all, idempotent, each
+    request answered once every message of it is stored (or failed: then 503, retry)."""
+
+    def __init__(self, model: OnlineModel, timeout: float = 5.0) -> None:
+        from confluent_kafka import Producer
+
+        k = model.spec.source.kafka
+        assert k is not None, "spec.source.kafka"
+        self.samples, self.feedback = k.samples, k.feedback
+        self.producer = Producer(client_config(k, **{
+            "acks": "all", "enable.idempotence": True, "linger.ms": 2,
+            # a broker away this long: the request is answered 503 (retry), not held
+            "message.timeout.ms": int(timeout * 1000)}))  # fmt: skip
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="tideline-kafka", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        """Delivery reports are served here, off the event loop."""
+        while not self._stopping.is_set():
+            self.producer.poll(0.05)
+
+    async def write(self, topic: str, values: list[bytes]) -> None:
+        """Every value a message; returns once all are stored, raises ``KafkaError`` if any
+        is not (a broker away past the timeout, a topic that does not exist)."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in values]
+
+        def delivered(fut: asyncio.Future[None], err: Any) -> None:
+            if fut.done():
+                return
+            if err is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(KafkaError(str(err)))
+
+        def report(fut: asyncio.Future[None]) -> Callable[[Any, Any], None]:
+            def on_delivery(err: Any, _msg: Any) -> None:
+                # called on the polling thread: the future is settled on the loop's
+                loop.call_soon_threadsafe(delivered, fut, err)
+
+            return on_delivery
+
+        for fut, value in zip(futures, values, strict=True):
+            try:
+                self.producer.produce(topic, value, on_delivery=report(fut))
+            except BufferError:  # the local queue is full: the brokers are away or slow
+                delivered(fut, "the producer's queue is full")
+        await asyncio.gather(*futures)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._thread.join(timeout)
+        left = self.producer.flush(timeout)
+        if left:
+            log.warning("kafka: %d messages not delivered at stop", left)
+
+
+class KafkaError(Exception):
+    """A message was not stored."""

@@ -195,3 +195,43 @@ def test_the_monitor_judges_the_served_predictions_on_the_feedback_topic(r, kafk
     assert stable.labelled == 300
     assert stable.quality.report()["accuracy"] == pytest.approx(0.75)
     mon.labels.close()
+
+
+def test_the_servers_feedback_and_learn_are_produced_and_learned_and_an_outage_is_a_503(
+    r, redis_server, kafka_broker
+) -> None:
+    from tests.integration.test_server import Served, _trained, _wait
+    from tideline.store import ModelStore
+
+    topics = _topics(kafka_broker, partitions=2)
+    doc = _doc(kafka_broker, topics)
+    doc["metadata"]["name"] = "fraud"
+    s = Served(redis_server.url, doc)
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
+    rows, labels = _samples(60, seed=9)
+    with s.client as c:
+        _wait(lambda: s.dp.ready)
+        ids = c.post("/v1/models/fraud:predict", json={"instances": rows[:40]}).json()["ids"]
+        feedback = [{"id": i, "label": y} for i, y in zip(ids, labels[:40], strict=True)]
+        got = c.post("/v1/models/fraud/feedback", json={"feedback": feedback})
+        assert got.status_code == 202 and got.json() == {"accepted": 40}
+        learn = {"instances": rows[40:50], "labels": labels[40:50]}
+        assert c.post("/v1/models/fraud:learn", json=learn).status_code == 202
+
+        kafka_broker.stop(keep=True)  # the brokers away: answered 503 within the timeout
+        try:
+            late = {"instances": rows[50:], "labels": labels[50:]}
+            t0 = time.monotonic()
+            away = c.post("/v1/models/fraud:learn", json=late)
+            assert away.status_code == 503 and "retry" in away.json()["error"], away.text
+            assert time.monotonic() - t0 < 15
+        finally:
+            kafka_broker.start()
+        assert c.post("/v1/models/fraud:learn", json=late).status_code == 202  # the retry
+
+    learner = LearnerProcess(s.model, r, checkpoint_seconds=0.0)
+    learner.start()
+    _run_until(learner, lambda: learner.counters["samples"] >= 60)
+    learner.step(block_ms=200)
+    assert learner.counters["samples"] == 60 and learner.counters["label_sum"] == sum(labels)
+    learner.source.close()

@@ -489,7 +489,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             except ValueError as e:
                 raise Unprocessable(f"{where}.id: {e}") from None
             entries.append(orjson.dumps({"id": pid, "label": label, "ts": time.time()}))
-        await dp.write_stream(dp.keys.feedback, entries)
+        await dp.write_labels("feedback", entries)
         metrics.request("v1/feedback", "none", 202, 0.0)
         return _json({"accepted": len(entries)}, 202)
 
@@ -522,7 +522,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         features = [row if isinstance(row, dict) else dict(zip(names, row, strict=False))
                     for row in rows]  # fmt: skip
         # one packed entry per request: learned whole, acknowledged whole
-        await dp.write_stream(dp.keys.samples, [samples.pack(features, checked)])
+        await dp.write_labels("samples", [samples.pack(features, checked)])
         metrics.request("v1/learn", "none", 202, 0.0)
         return _json({"accepted": len(rows)}, 202)
 

@@ -324,6 +324,7 @@ class DataPlane:
         self.stats: dict[str, TrackStats] = collections.defaultdict(TrackStats)
         self._v1_decoders: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
         self._reload_lock = asyncio.Lock()
+        self._kafka: Any = None  # the labels' producer, with spec.source.kafka (made when used)
 
     # -- life cycle ----------------------------------------------------------------------
     @property
@@ -362,6 +363,8 @@ class DataPlane:
             log.warning("redis unavailable at stop: %d logged requests lost", self._log_requests)
         if self._http is not None:
             await self._http.aclose()
+        if self._kafka is not None:
+            await asyncio.to_thread(self._kafka.close)
         if self._r is not None:
             await self._r.aclose()
 
@@ -935,7 +938,14 @@ class DataPlane:
                 await asyncio.sleep(backoff)
 
     # -- feedback and learning ----------------------------------------------------------
-    async def write_stream(self, stream: str, entries: list[bytes]) -> None:
+    async def write_labels(self, kind: str, entries: list[bytes]) -> None:
+        """Labelled samples (``kind`` samples) or feedback for the learner and the monitor:
+        onto the model's Redis stream, or its Kafka topic (``spec.source.kafka``)."""
+        kafka = self.spec.source.kafka
+        if kafka is not None:
+            await self._produce(kind, getattr(kafka, kind), entries)
+            return
+        stream = self.keys.samples if kind == "samples" else self.keys.feedback
         pipe = self.r.pipeline(transaction=False)
         for e in entries:
             pipe.xadd(stream, {b"data": e})
@@ -945,6 +955,23 @@ class DataPlane:
             # the detail (an address, an errno) is for the log, not for any caller
             log.warning("storing %d entries on %s failed: %s", len(entries), stream, e)
             raise Unavailable("store unavailable: nothing was stored, retry") from None
+
+    async def _produce(self, kind: str, topic: str | None, entries: list[bytes]) -> None:
+        from tideline.kafka import KafkaError, KafkaWriter
+
+        if topic is None:
+            raise ModelNotFound(
+                f"this model learns from Kafka and has no {kind} topic "
+                f"(spec.source.kafka.topics.{kind})"
+            )
+        if self._kafka is None:
+            self._kafka = KafkaWriter(self.model)
+        try:
+            await self._kafka.write(topic, entries)
+        except KafkaError as e:
+            log.warning("producing %d messages to %s failed: %s", len(entries), topic, e)
+            # a label sent twice is learned once (the second is a duplicate): retrying is safe
+            raise Unavailable("the Kafka brokers did not store it all in time: retry") from None
 
     # -- reporting -------------------------------------------------------------------------
     def observe(self, track: str, seconds: float, n: int, error: bool, fallback: bool) -> None:
