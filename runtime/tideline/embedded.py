@@ -197,6 +197,8 @@ class EmbeddedKafka:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.controller_port = free_port()
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -244,10 +246,15 @@ class EmbeddedKafka:
                 + "\n"
             )
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
-                check=True, capture_output=True, timeout=timeout,
+            fmt = subprocess.run(
+                # (an id may start with "-": given with "=", it is no option)
+                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                           "-c", str(props)),
+                capture_output=True, timeout=timeout, text=True,
             )  # fmt: skip
+            if fmt.returncode != 0:
+                raise RuntimeError(f"formatting the Kafka broker's storage failed: "
+                                   f"{(fmt.stdout + fmt.stderr)[-2000:]}")  # fmt: skip
         log = home / "broker.log"
         self.proc = subprocess.Popen(
             self._java("kafka.Kafka", str(props)), stdout=log.open("ab"), stderr=subprocess.STDOUT
