@@ -114,14 +114,20 @@ def health_summary(now: float, *, stable: dict | None = None, canary: dict | Non
 
 
 def produce(bootstrap: str, topic: str, values: list, partitions: int = 1) -> None:
-    """Messages onto a Kafka topic (acks=all), spread over its partitions round-robin;
-    a value that is not bytes is sent as JSON."""
+    """Messages onto a Kafka topic (acks=all), a value that is not bytes as JSON. Labels
+    (``{"id": ...}``) are keyed by their prediction's id, as a producer should key them: the
+    labels of one prediction share a partition, so the first sent is the first read (and
+    wins). Anything else is spread over the partitions round-robin."""
     import orjson
     from confluent_kafka import Producer
 
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
     for i, v in enumerate(values):
-        p.produce(topic, v if isinstance(v, bytes) else orjson.dumps(v), partition=i % partitions)
+        value = v if isinstance(v, bytes) else orjson.dumps(v)
+        if isinstance(v, dict) and "id" in v:
+            p.produce(topic, value, key=str(v["id"]).encode())
+        else:
+            p.produce(topic, value, partition=i % partitions)
         if i % 10_000 == 0:
             p.poll(0)
     assert p.flush(30) == 0, "messages left unsent"

@@ -589,6 +589,12 @@ def status_schema() -> dict[str, Any]:
             "servedVersion": scalar("integer", "The version the servers answer with", minimum=0),
             "latestVersion": scalar("integer", "The newest published version", minimum=0),
             "lastGoodVersion": scalar("integer", "The last version proven on labels", minimum=0),
+            "learnerLag": scalar(
+                "integer",
+                "Samples and labels the stable learner has not "
+                "learned yet (Kafka: the topics' end less its position)",
+                minimum=0,
+            ),  # fmt: skip
             "replicas": scalar("integer", "Ready server replicas (scale subresource)", minimum=0),
             "selector": scalar("string", "The stable servers' pods (scale subresource)"),
             "onlineAccuracy": scalar(
@@ -623,6 +629,7 @@ COLUMNS = [
     {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision", "priority": 1},
     {"name": "Latest", "type": "integer", "jsonPath": ".status.latestVersion", "priority": 1},
     {"name": "LastGood", "type": "integer", "jsonPath": ".status.lastGoodVersion", "priority": 1},
+    {"name": "Lag", "type": "integer", "jsonPath": ".status.learnerLag", "priority": 1},
 ]
 
 

@@ -72,6 +72,7 @@ class ModelMemory:
     status: dict[str, Any] | None = None
     parsed: tuple[Any, OnlineModel] | None = None  # ((uid, generation), the parsed spec)
     migrated: bool = False  # the model's keys were looked at for the old layout
+    lag_at: float = -1e18  # when status.learnerLag was last written
 
 
 @dataclass(frozen=True)
@@ -204,8 +205,9 @@ class Reconciler:
         return mem.models[rev]
 
     # -- observe ----------------------------------------------------------------------
-    def observe(self, model: OnlineModel, status: dict[str, Any], r: Any) -> tuple[dict[str, Any], h.Health | None, dict[str, str], dict[str, float]]:  # fmt: skip
-        """The stable pointers, the health summary, the routing hash, the retired revisions."""
+    def observe(self, model: OnlineModel, status: dict[str, Any], r: Any) -> tuple[dict[str, Any], h.Health | None, dict[str, str], dict[str, float], int | None]:  # fmt: skip
+        """The stable pointers, the health summary, the routing hash, the retired revisions,
+        and how many records the stable learner is behind (None: not known)."""
         keys = Keys(model.namespace, model.name)
         stable = status.get("stableRevision") or model.revision
         try:
@@ -214,16 +216,18 @@ class Reconciler:
             p.get(keys.health)
             p.hgetall(keys.routing)
             p.zrange(keys.retired, 0, -1, withscores=True)
-            pointers, health, routing, retired = p.execute()
+            p.hget(keys.rev(stable, "learner"), "lag")
+            pointers, health, routing, retired, lag = p.execute()
         except redis.RedisError as e:
             log.warning("%s/%s: Redis unavailable: %s", model.namespace, model.name, e)
-            return {}, None, {}, {}
+            return {}, None, {}, {}, None
         ptr = {k.decode(): int(v) for k, v in pointers.items() if k != b"pinned"}
         return (
             ptr,
             h.decode(health),  # None when missing or not a summary: decisions wait
             {k.decode(): v.decode() for k, v in routing.items()},
             {rev.decode(): at for rev, at in retired},
+            int(lag) if lag is not None and lag.isdigit() else None,
         )
 
     # -- the turn ---------------------------------------------------------------------
@@ -292,7 +296,7 @@ class Reconciler:
                 mem.migrated = True
             except redis.RedisError as e:  # the turn goes on; the next one tries again
                 log.warning("%s/%s: keys not migrated: %s", model.namespace, model.name, e)
-        pointers, health, routing, retired = self.observe(model, before, r)
+        pointers, health, routing, retired, lag = self.observe(model, before, r)
         stable_rev = before.get("stableRevision") or model.revision
         servers = [c for c in children if c.component == "server" and c.revision == stable_rev]
         ready = sum(c.ready for c in servers)
@@ -315,6 +319,10 @@ class Reconciler:
             f"{k}={v}"
             for k, v in builders.selector(model, "server", st.get("stableRevision")).items()
         )
+        if lag is not None and now - mem.lag_at >= model.spec.rollout.analysis.interval:
+            # records the stable learner is behind: refreshed each analysis interval, not
+            # each turn (a status write a second per model would be churn for nothing)
+            st["learnerLag"], mem.lag_at = lag, now
         if any(a.kind == "promote" for a in decision.actions):
             # the promoted learner keeps its arguments: no restart at promotion
             st["stableWarmStart"] = st.pop("canaryWarmStart", None)

@@ -225,6 +225,20 @@ class KafkaTopics:
         if time.monotonic() - self._last_discovery >= DISCOVER_SECONDS:
             self._discover()
 
+    def lag(self) -> int | None:
+        """The end of each partition (as the last fetch saw it) less the learner's position."""
+        from confluent_kafka import TopicPartition
+
+        total = 0
+        for (topic, partition), pos in self.positions.items():
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high < 0:
+                return None  # nothing fetched from it yet
+            total += max(0, high - pos.committed)
+        return total
+
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
@@ -340,9 +354,10 @@ class KafkaWriter:
         while not self._stopping.is_set():
             self.producer.poll(0.05)
 
-    async def write(self, topic: str, values: list[bytes]) -> None:
-        """Every value a message; returns once all are stored, raises ``KafkaError`` if any
-        is not (a broker away past the timeout, a topic that does not exist)."""
+    async def write(self, topic: str, values: list[bytes], keys: list[bytes] | None = None) -> None:
+        """Every value a message (with its key, if given); returns once all are stored,
+        raises ``KafkaError`` if any is not (a broker away past the timeout, a topic that
+        does not exist)."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in values]
 
@@ -361,9 +376,10 @@ class KafkaWriter:
 
             return on_delivery
 
-        for fut, value in zip(futures, values, strict=True):
+        for i, (fut, value) in enumerate(zip(futures, values, strict=True)):
             try:
-                self.producer.produce(topic, value, on_delivery=report(fut))
+                key = keys[i] if keys is not None else None
+                self.producer.produce(topic, value, key=key, on_delivery=report(fut))
             except BufferError:  # the local queue is full: the brokers are away or slow
                 delivered(fut, "the producer's queue is full")
         await asyncio.gather(*futures)

@@ -647,12 +647,22 @@ class LearnerProcess:
             log.info("published %s v%d after %d samples", self.revision, version, c["samples"])
 
     def status(self) -> dict[str, str]:
-        """What the learner reports in ``rev:{revision}:learner`` at every checkpoint."""
-        return {
+        """What the learner reports in ``rev:{revision}:learner`` at every checkpoint: its
+        counters, rolling quality and how far behind its source it is (``lag``: records,
+        ``lagSeconds``: since the newest sample learned arrived)."""
+        lag = self.source.lag()
+        if lag is not None:
+            self.metrics.lag_records.set(lag)
+        behind = max(0.0, self.clock() - self._newest_learned) if self._newest_learned else 0.0
+        out = {
             **{k: str(v) for k, v in self.counters.items()},
             "quality": orjson.dumps(self.quality.report()).decode(),
             "updated": f"{self.clock():.3f}",
+            "lagSeconds": f"{behind:.3f}",
         }
+        if lag is not None:
+            out["lag"] = str(lag)
+        return out
 
     def _refresh_served(self) -> None:
         v = self.store.pointers(self.revision).get("served")

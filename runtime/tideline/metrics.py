@@ -46,6 +46,12 @@ class LearnerMetrics:
             "Age of the newest stream entry learned",
             registry=registry,
         )
+        self.lag_records = Gauge(
+            "tideline_learner_lag_records",
+            "Samples and labels not learned yet: not read, or read and not checkpointed "
+            "(Kafka: each partition's end less the learner's position)",
+            registry=registry,
+        )
         self.join_waiting = Gauge(
             "tideline_learner_join_waiting",
             "Labels waiting for their prediction to reach the log",

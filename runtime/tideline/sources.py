@@ -34,6 +34,9 @@ Refusal = tuple[str, bytes, dict[bytes, bytes], str]
 # A samples entry delivered this often and never acknowledged killed every learner that
 # read it (each start reads the pending entries again, twice counted): dead-lettered.
 MAX_DELIVERIES = 10
+# Redis < 7 does not count a group's undelivered entries: counted by reading their ids,
+# at most this many (a lag reported as this is "at least")
+LAG_COUNT_CAP = 10_000
 
 
 class LabelSource(Protocol):
@@ -62,6 +65,10 @@ class LabelSource(Protocol):
 
     def maintain(self) -> None:
         """Now and then (every few seconds): housekeeping."""
+
+    def lag(self) -> int | None:
+        """Entries not done yet - not read, or read and not durable - as consumer-lag tools
+        count them (None: not known now)."""
 
     def close(self) -> None: ...
 
@@ -191,6 +198,25 @@ class RedisStreams:
 
     def maintain(self) -> None:
         self.trim()
+
+    def lag(self) -> int | None:
+        total = 0
+        for stream in (self.samples, self.feedback):
+            try:
+                groups = self.r.xinfo_groups(stream)
+            except redis.ResponseError:
+                continue
+            mine = [g for g in groups if g["name"] in (self.group, self.group.encode())]
+            if not mine:
+                return None
+            g = mine[0]
+            undelivered = g.get("lag")  # Redis >= 7 counts it; else it is counted here
+            if undelivered is None:
+                last = g["last-delivered-id"]
+                after = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+                undelivered = len(self.r.xrange(stream, after, "+", count=LAG_COUNT_CAP))
+            total += int(undelivered) + int(g["pending"])
+        return total
 
     def trim(self) -> None:
         """Drop what every consumer group has acknowledged from ``samples`` and ``feedback``.

@@ -235,3 +235,21 @@ def test_the_servers_feedback_and_learn_are_produced_and_learned_and_an_outage_i
     learner.step(block_ms=200)
     assert learner.counters["samples"] == 60 and learner.counters["label_sum"] == sum(labels)
     learner.source.close()
+
+
+def test_the_learner_reports_how_many_records_it_is_behind(r, kafka_broker) -> None:
+    topics = _topics(kafka_broker, partitions=2)
+    model = parse(_doc(kafka_broker, topics))
+    rows, labels = _samples(800)
+    produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[:500], labels[:500]), 2)
+    p = LearnerProcess(model, r, checkpoint_seconds=0.0)
+    p.start()
+    _run_until(p, lambda: p.counters["samples"] == 500)
+    assert p.status()["lag"] == "0"
+    produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[500:], labels[500:]), 2)
+    deadline = time.monotonic() + 10  # the partitions' ends as the consumer's fetches see them
+    while p.status().get("lag") != "300":
+        assert time.monotonic() < deadline, p.status().get("lag")
+        time.sleep(0.1)
+    _run_until(p, lambda: p.counters["samples"] == 800)
+    assert p.status()["lag"] == "0" and p.metrics.lag_records._value.get() == 0

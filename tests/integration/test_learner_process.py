@@ -416,3 +416,11 @@ def test_the_label_streams_lose_only_what_every_consumer_group_acknowledged(r) -
 
     # the slow group's oldest pending entry is kept
     assert key(ids[19_899]) <= key(oldest) <= key(ids[20_000])
+
+
+def test_the_learner_reports_how_many_entries_it_is_behind(r) -> None:
+    p = _proc(r)
+    _push_samples(r, p, 200)
+    assert p.status()["lag"] == "200"  # none read yet
+    _run_until(p, lambda: p.counters["samples"] == 200)
+    assert p.status()["lag"] == "0"

@@ -194,6 +194,23 @@ def test_a_version_proven_on_labels_becomes_last_good_in_redis(setup, r) -> None
     assert any(reason == "Proven" for _, reason, _ in events)
 
 
+def test_the_stable_learner_s_lag_is_in_status_refreshed_each_analysis_interval(setup, r) -> None:
+    rec, kube, clock, events, _ = setup
+    m = manifest("fraud", rollout=ROLLOUT)  # analysis every 5 s
+    rev = parse(m).revision
+    body = _body(m)
+    _turn(setup, body)
+    learner = Keys("test", "fraud").rev(rev, "learner")
+    r.hset(learner, "lag", 1200)
+    clock.now += 1
+    assert (_turn(setup, body) or {}).get("learnerLag") == 1200
+    r.hset(learner, "lag", 300)
+    clock.now += 1
+    assert _turn(setup, body) is None, "not a status write a second"
+    clock.now += 5
+    assert (_turn(setup, body) or {}).get("learnerLag") == 300
+
+
 def test_rollback_by_annotation_points_served_at_the_named_version(setup, r) -> None:
     m = manifest("fraud", rollout=ROLLOUT)
     rev = parse(m).revision

@@ -476,7 +476,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             raise BadRequest("feedback: must be a non-empty list of {id, label}")
         if len(items) > settings.max_rows:
             raise TooLarge(f"feedback: {len(items)} items is over the limit of {settings.max_rows}")
-        entries = []
+        entries, ids = [], []
         for i, item in enumerate(items):
             where = f"feedback[{i}]" if "feedback" in doc else "body"
             if not isinstance(item, dict) or "id" not in item or "label" not in item:
@@ -489,7 +489,8 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             except ValueError as e:
                 raise Unprocessable(f"{where}.id: {e}") from None
             entries.append(orjson.dumps({"id": pid, "label": label, "ts": time.time()}))
-        await dp.write_labels("feedback", entries)
+            ids.append(pid)
+        await dp.write_labels("feedback", entries, ids)
         metrics.request("v1/feedback", "none", 202, 0.0)
         return _json({"accepted": len(entries)}, 202)
 

@@ -938,12 +938,17 @@ class DataPlane:
                 await asyncio.sleep(backoff)
 
     # -- feedback and learning ----------------------------------------------------------
-    async def write_labels(self, kind: str, entries: list[bytes]) -> None:
+    async def write_labels(
+        self, kind: str, entries: list[bytes], ids: list[str] | None = None
+    ) -> None:
         """Labelled samples (``kind`` samples) or feedback for the learner and the monitor:
-        onto the model's Redis stream, or its Kafka topic (``spec.source.kafka``)."""
+        onto the model's Redis stream, or its Kafka topic (``spec.source.kafka``), a label
+        keyed by its prediction's ``ids`` (one partition for one prediction's labels: the
+        first sent is the first read, and wins)."""
         kafka = self.spec.source.kafka
         if kafka is not None:
-            await self._produce(kind, getattr(kafka, kind), entries)
+            keys = [i.encode() for i in ids] if ids is not None else None
+            await self._produce(kind, getattr(kafka, kind), entries, keys)
             return
         stream = self.keys.samples if kind == "samples" else self.keys.feedback
         pipe = self.r.pipeline(transaction=False)
@@ -956,7 +961,9 @@ class DataPlane:
             log.warning("storing %d entries on %s failed: %s", len(entries), stream, e)
             raise Unavailable("store unavailable: nothing was stored, retry") from None
 
-    async def _produce(self, kind: str, topic: str | None, entries: list[bytes]) -> None:
+    async def _produce(
+        self, kind: str, topic: str | None, entries: list[bytes], keys: list[bytes] | None
+    ) -> None:
         from tideline.kafka import KafkaError, KafkaWriter
 
         if topic is None:
@@ -967,7 +974,7 @@ class DataPlane:
         if self._kafka is None:
             self._kafka = KafkaWriter(self.model)
         try:
-            await self._kafka.write(topic, entries)
+            await self._kafka.write(topic, entries, keys)
         except KafkaError as e:
             log.warning("producing %d messages to %s failed: %s", len(entries), topic, e)
             # a label sent twice is learned once (the second is a duplicate): retrying is safe
