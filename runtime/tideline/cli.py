@@ -191,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_local(manifest, duration=duration, rate=per_second, drift_at=drift_at,
                         canary_at=canary_at, poison_at=poison_at, poison_for=poison_for,
                         report=Path(args.report) if args.report else None,
-                        stop=_stop_on_signals())  # fmt: skip
+                        stop=_stop_on_signals(), source=args.source)  # fmt: skip
     return 0 if summary["samples_learned"] > 0 else 1
 
 
@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="from this time a label producer sends flipped labels through :learn, e.g. 35s")  # fmt: skip
     rp.add_argument("--poison-for", default="10s", help="how long the poisoning lasts")
     rp.add_argument("--report", default="tideline-report.html", help="HTML report ('' for none)")
+    rp.add_argument("--source", choices=("redis", "kafka"), default="redis",
+                    help="where the labels go: the model's Redis streams, or the topics of a "
+                         "Kafka broker started for the run (its jars: make kafka-bin)")  # fmt: skip
     rp.set_defaults(func=cmd_run)
     return p
 

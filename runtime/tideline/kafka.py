@@ -55,6 +55,41 @@ def client_config(k: KafkaSource, **extra: Any) -> dict[str, Any]:
     return conf | extra
 
 
+def retrying(call: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """``call()``, again while Kafka says the error is retriable (a group coordinator not
+    elected yet on a fresh cluster, a leader moving) or it timed out, for up to ``timeout``."""
+    from confluent_kafka import KafkaError as Error
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout
+    wait = 0.1
+    while True:
+        try:
+            return call()
+        except KafkaException as e:
+            err = e.args[0] if e.args else None
+            passing = isinstance(err, Error) and (err.retriable() or err.code() in (
+                Error._TIMED_OUT, Error._TRANSPORT, Error.NOT_COORDINATOR,
+                Error.COORDINATOR_NOT_AVAILABLE, Error.COORDINATOR_LOAD_IN_PROGRESS,
+                Error.LEADER_NOT_AVAILABLE))  # fmt: skip
+            if not passing or time.monotonic() + wait > deadline:
+                raise
+            log.info("kafka: %s: %s; retrying", what, err)
+            time.sleep(wait)
+            wait = min(wait * 2, 2.0)
+
+
+def ends(consumer: Any, tp: Any) -> tuple[int, int]:
+    """A partition's first and next offsets, asked of its leader."""
+
+    def ask() -> tuple[int, int]:
+        lo, hi = consumer.get_watermark_offsets(tp, timeout=10)
+        return int(lo), int(hi)
+
+    result: tuple[int, int] = retrying(ask, "the partitions' ends")
+    return result
+
+
 def group_prefix(model: OnlineModel) -> str:
     k = model.spec.source.kafka
     return (k.groupId if k and k.groupId else None) or f"tideline.{model.namespace}.{model.name}"
@@ -142,7 +177,7 @@ class KafkaTopics:
         from confluent_kafka import TopicPartition
 
         self._last_discovery = time.monotonic()
-        meta = self.consumer.list_topics(timeout=10)
+        meta = retrying(lambda: self.consumer.list_topics(timeout=10), "listing the topics")
         first = not self._assigned
         new = []
         for topic in self.topics:
@@ -158,7 +193,7 @@ class KafkaTopics:
                     continue
                 pos = self.positions.get(tp)
                 if pos is None:
-                    lo, hi = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10)
+                    lo, hi = ends(self.consumer, TopicPartition(*tp))
                     latest = not self._resumed and self.kafka.startFrom == "latest"
                     pos = self.positions[tp] = Position(hi if latest else lo)
                 # what was open at the checkpoint is read again; what was done, skipped
@@ -295,14 +330,17 @@ class KafkaFollower:
                 "group.id": self.group, "enable.auto.commit": False,
                 "auto.offset.reset": "latest", "enable.partition.eof": False}))  # fmt: skip
         c = self._consumer
-        meta = c.list_topics(timeout=10)
+        meta = retrying(lambda: c.list_topics(timeout=10), "listing the topics")
         tps = [TopicPartition(topic, p)
                for topic in (self.samples, self.feedback) if topic and topic in meta.topics
                for p in sorted(meta.topics[topic].partitions)]  # fmt: skip
         assign = []
-        for tp in c.committed(tps, timeout=10) if tps else []:
+        committed = (
+            retrying(lambda: c.committed(tps, timeout=10), "the group's offsets") if tps else []
+        )
+        for tp in committed:
             if tp.offset < 0:  # never committed: the end, now
-                tp.offset = c.get_watermark_offsets(tp, timeout=10)[1]
+                tp.offset = ends(c, tp)[1]
             assign.append(tp)
         c.assign(assign)
 

@@ -11,6 +11,12 @@ label poisoning at ``poison_at`` and a new revision applied at
 ``canary_at``. The rollout runs on the demo's timescale (seconds instead of
 minutes; printed at the start).
 
+With ``source="kafka"`` (``tideline run --source kafka``) a Kafka broker is
+started too (:class:`tideline.embedded.EmbeddedKafka`: the jars ``make
+kafka-bin`` resolves, and Java) and the model's samples and feedback go
+through its topics: the servers produce the labels, the learner and the
+monitor consume them.
+
 The poisoning is a label producer gone wrong: for ``poison_for`` seconds it
 sends every request's rows again through ``:learn`` with their labels
 flipped, twice over, so the learner learns garbage faster than the truth.
@@ -29,6 +35,7 @@ plots) and the summary as JSON on the last line.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import heapq
 import http.client
@@ -47,7 +54,7 @@ import orjson
 import redis
 
 from tideline.cluster import ProcessCluster
-from tideline.embedded import EmbeddedRedis
+from tideline.embedded import EmbeddedKafka, EmbeddedRedis
 from tideline.simulate import SyntheticStream
 from tideline.spec import OnlineModel, parse
 from tideline.store import Keys
@@ -269,9 +276,36 @@ def run_local(
     out: TextIO | None = None,
     report: Path | None = None,
     stop: threading.Event | None = None,
+    source: str = "redis",
 ) -> dict[str, Any]:
     out = out or sys.stdout
     stop = stop or threading.Event()
+    with contextlib.ExitStack() as resources:
+        if source == "kafka":  # the labels through a Kafka broker of its own
+            broker = resources.enter_context(EmbeddedKafka())
+            manifest = with_kafka(manifest, broker)
+        return _run(manifest, duration=duration, rate=rate, drift_at=drift_at,
+                    canary_at=canary_at, poison_at=poison_at, poison_for=poison_for, seed=seed,
+                    out=out, report=report, stop=stop)  # fmt: skip
+
+
+def with_kafka(manifest: dict[str, Any], broker: EmbeddedKafka) -> dict[str, Any]:
+    """The manifest with its samples and feedback on topics of ``broker`` (3 partitions)."""
+    name = manifest["metadata"]["name"]
+    topics = {"samples": f"{name}-samples", "feedback": f"{name}-feedback"}
+    for topic in topics.values():
+        broker.create_topic(topic, 3)
+    manifest = copy.deepcopy(manifest)
+    manifest["spec"]["source"] = {"kafka": {"bootstrapServers": broker.bootstrap,
+                                            "topics": topics, "startFrom": "earliest"}}  # fmt: skip
+    return manifest
+
+
+def _run(
+    manifest: dict[str, Any], *, duration: float, rate: float, drift_at: float | None,
+    canary_at: float | None, poison_at: float | None, poison_for: float, seed: int,
+    out: TextIO, report: Path | None, stop: threading.Event,
+) -> dict[str, Any]:  # fmt: skip
     manifest = copy.deepcopy(manifest)
     manifest["spec"]["rollout"] = {**manifest["spec"].get("rollout", {}), **DEMO_ROLLOUT}
     model = parse(manifest)
@@ -348,6 +382,7 @@ def run_local(
         rollbacks = [e for e in events if e.reason == "RolledBack"]
         summary = {
             "model": f"{model.namespace}/{model.name}",
+            "source": "kafka" if model.spec.source.kafka else "redis",  # where the labels went
             "seconds": round(time.monotonic() - start, 1),
             "predictions_served": sim.predictions,
             "predictions_by_track": sim.tracks,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, produce
 from tideline.learner import LearnerProcess
@@ -253,3 +255,17 @@ def test_the_learner_reports_how_many_records_it_is_behind(r, kafka_broker) -> N
         time.sleep(0.1)
     _run_until(p, lambda: p.counters["samples"] == 800)
     assert p.status()["lag"] == "0" and p.metrics.lag_records._value.get() == 0
+
+
+@pytest.mark.timeout(180)
+def test_tideline_run_with_source_kafka_learns_the_labels_through_the_topics() -> None:
+    import io
+
+    from tideline.local import run_local
+
+    doc = yaml.safe_load((Path(__file__).parents[2] / "examples" / "fraud.yaml").read_text())
+    summary = run_local(doc, duration=12, rate=800, source="kafka", out=io.StringIO())
+    assert summary["source"] == "kafka"  # (a learner of a Kafka model reads no Redis stream)
+    assert summary["request_errors"] == 0 and summary["labels_sent"] > 5000
+    # the servers produced them, the learner consumed them (its lag: well under a second)
+    assert summary["samples_learned"] >= 0.9 * summary["labels_sent"], summary
