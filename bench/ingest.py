@@ -11,6 +11,11 @@ the stream, side by side in one run on an embedded redis-server:
   from one-row entries and from packed entries of 64 rows (what ``:learn``
   writes);
 * **learn_many alone**: the model's update on encoded batches of 64 and 256;
+* **Kafka** (``spec.source.kafka``, a broker of its own: the jars ``make
+  kafka-bin`` resolves): confluent-kafka ``consume(num_messages=1000)`` +
+  ``orjson.loads`` of every message, nothing learned; and the ``tideline
+  learner`` of the same model with its samples on a topic of 3 partitions,
+  one-row messages and packed ones of 64 rows;
 * **freshness**: ``--rate`` (10,000) one-row labels a second for ``--seconds``
   (10) to a running learner; for each label, the time from its entry in the
   stream to the first version published (and served: nothing pins it here)
@@ -82,10 +87,62 @@ def raw_loop(loop: Loop, rows: list[Any], y: np.ndarray, hiredis: bool) -> float
     return n / seconds
 
 
-def learner_rate(loop: Loop, rows: list[Any], y: np.ndarray, packed: int) -> float:
-    """Samples a second through ``tideline learner``, first learned to last."""
+def _values(rows: list[Any], y: np.ndarray, packed: int) -> list[bytes]:
+    labels = y.tolist()
+    if packed == 1:
+        return [
+            orjson.dumps({"features": x, "label": v}) for x, v in zip(rows, labels, strict=True)
+        ]
+    return [orjson.dumps({"instances": rows[i : i + packed], "labels": labels[i : i + packed]})
+            for i in range(0, len(rows), packed)]  # fmt: skip
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1 << 20})
+    for i, v in enumerate(values):
+        while True:
+            try:
+                p.produce(topic, v)
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 10_000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+
+
+def kafka_raw(bootstrap: str, topic: str, n: int) -> float:
+    """Messages a second through confluent-kafka alone: consume 1,000 at a time, parse."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-raw",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    c.subscribe([topic])
+    got, t0 = 0, None
+    while got < n:
+        msgs = c.consume(num_messages=1000, timeout=1.0)
+        if msgs and t0 is None:
+            t0 = time.perf_counter()
+        for m in msgs:
+            orjson.loads(m.value())
+        got += len(msgs)
+    seconds = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    return got / max(seconds, 1e-9)
+
+
+def learner_rate(
+    loop: Loop, rows: list[Any], y: np.ndarray, packed: int, fill: Any = None
+) -> float:
+    """Samples a second through ``tideline learner``, first learned to last (``fill`` puts
+    the samples where the learner reads them: the model's stream, unless given)."""
     base = loop.learned()
-    _fill(loop.r, _keys(loop).samples, rows, y, packed)
+    if fill is None:
+        _fill(loop.r, _keys(loop).samples, rows, y, packed)
+    else:
+        fill(_values(rows, y, packed))
     proc = loop.start("learner")
     first: tuple[float, int] | None = None
     deadline = time.monotonic() + 600
@@ -170,6 +227,40 @@ def freshness(loop: Loop, rate: float, seconds: float, rows: list[Any], y: np.nd
     }
 
 
+def kafka_rows(manifest: dict[str, Any], rows: list[Any], y: np.ndarray) -> dict[str, float]:
+    """The same samples on Kafka topics (3 partitions): consumed raw, and learned."""
+    from tideline.embedded import EmbeddedKafka
+    from tideline.local import with_kafka
+
+    out: dict[str, float] = {}
+    with (
+        EmbeddedKafka() as broker,
+        tempfile.TemporaryDirectory(prefix="tideline-bench-kafka-") as d,
+    ):
+        broker.create_topic("bench-raw", 3)
+        _produce(broker.bootstrap, "bench-raw", _values(rows, y, 1))
+        out["confluent-kafka consume(1000) + orjson, one-row messages"] = kafka_raw(
+            broker.bootstrap, "bench-raw", len(rows)
+        )
+        for packed, name in ((1, "one-row messages"), (64, "packed messages of 64 rows")):
+            doc = with_kafka(manifest, broker)  # (the same topics for both: learned in turn)
+            topic = doc["spec"]["source"]["kafka"]["topics"]["samples"]
+            loop = Loop(doc, Path(d))
+            try:
+                first = loop.start("learner")  # v0 published, the topics' ends taken, stopped
+                time.sleep(3.0)
+                first.terminate()
+                first.wait(20)
+                out[f"tideline learner from a Kafka topic, {name}"] = learner_rate(
+                    loop, rows, y, packed, fill=lambda v, t=topic: _produce(broker.bootstrap, t, v)
+                )
+            finally:
+                loop.stop()
+            broker.stop(keep=False)
+            broker.start()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
@@ -202,6 +293,9 @@ def main() -> None:
             fresh = freshness(loop, args.rate, args.seconds, rows, y)
         finally:
             loop.stop()
+    table.update(kafka_rows(manifest, rows, y))
+    for name in [k for k in table if "Kafka" in k or "topic" in k]:
+        print(f"| {name} | {table[name]:,.0f} |", flush=True)
     print(f"freshness at {args.rate:,.0f} labels/s: {json.dumps(fresh)}")
     print(json.dumps({"samples_per_second": {k: round(v) for k, v in table.items()},
                       "freshness": fresh}, indent=1))  # fmt: skip

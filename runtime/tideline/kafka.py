@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tideline.sources import Entries, Refusal
+from tideline.sources import MAX_DELIVERIES, Entries, Refusal
 from tideline.spec import KAFKA_PASSWORD_ENV, KafkaSource, OnlineModel
 
 log = logging.getLogger("tideline.kafka")
@@ -121,7 +121,13 @@ class KafkaTopics:
     """A learner's samples and feedback topics, exactly once through the checkpoint."""
 
     def __init__(
-        self, model: OnlineModel, revision: str, *, warm_state: Any = None, consumer: Any = None
+        self,
+        model: OnlineModel,
+        revision: str,
+        *,
+        warm_state: Any = None,
+        consumer: Any = None,
+        starts: tuple[Any, str] | None = None,
     ) -> None:
         k = model.spec.source.kafka
         assert k is not None, "spec.source.kafka"
@@ -132,6 +138,11 @@ class KafkaTopics:
         self.group = f"{group_prefix(model)}.learner.{revision}"
         self.warm_state = warm_state
         self._consumer = consumer
+        # (a Redis client, a hash): per samples partition, the offset learners resumed at and
+        # how many in a row read it there (a message that kills every learner that reads it)
+        self._starts = starts
+        self._lives: dict[str, str] = {}
+        self._resume: dict[tuple[str, int], int] = {}  # where this one resumed, until read
         self.positions: dict[tuple[str, int], Position] = {}
         self._resumed = False
         self._assigned: set[tuple[str, int]] = set()
@@ -168,7 +179,64 @@ class KafkaTopics:
             self.positions = {tp: Position(p.committed) for tp, p in _positions(self.warm_state).items()}  # fmt: skip
             self._resumed = True
         self._discover()
-        return []
+        return self._poison_pills()
+
+    def _poison_pills(self) -> list[Refusal]:
+        """The samples messages that ``MAX_DELIVERIES`` learners in a row read at the place
+        they resumed at and never got past (a crash, the OOM killer on that message):
+        dead-lettered, so the learner does not crash-loop on one message. Labels are left
+        alone (one may wait for its prediction's log entry across restarts)."""
+        if self._starts is None or not self.samples:
+            return []
+        r, key = self._starts
+        self._lives = {k.decode(): v.decode() for k, v in r.hgetall(key).items()}
+        refused: list[Refusal] = []
+        for (topic, partition), pos in self.positions.items():
+            if topic != self.samples:
+                continue
+            at = pos.committed
+            self._resume[(topic, partition)] = at
+            if self._reads(topic, partition, at) >= MAX_DELIVERIES:
+                fields = self._fetch(topic, partition, at)
+                n = self._reads(topic, partition, at)
+                refused.append((topic, _entry(int(time.time() * 1000), partition, at), fields,
+                                f"poison: read by {n} learners in a row, none got past it"))  # fmt: skip
+                pos.open.discard(at)  # done: with the dead letter, at the next checkpoint
+                pos.to = max(pos.to, at + 1)
+                del self._resume[(topic, partition)]
+        return refused
+
+    def _reads(self, topic: str, partition: int, offset: int) -> int:
+        """How many learners in a row read this message where they resumed."""
+        at, _, n = self._lives.get(f"{topic}/{partition}", "").partition(":")
+        return int(n) if at == str(offset) and n.isdigit() else 0
+
+    def _count_read(self, topic: str, partition: int, offset: int) -> None:
+        """This learner read the message it resumed at: one more life that did (before it
+        learns it: a crash on it must count)."""
+        if self._starts is None or self._resume.get((topic, partition)) != offset:
+            return
+        del self._resume[(topic, partition)]
+        r, key = self._starts
+        n = self._reads(topic, partition, offset) + 1
+        r.hset(key, f"{topic}/{partition}", f"{offset}:{n}")
+
+    def _fetch(self, topic: str, partition: int, offset: int) -> dict[bytes, bytes]:
+        """One message's fields (what the dead letter shows of it), by a consumer of its own."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer(
+            client_config(self.kafka, **{"group.id": self.group, "enable.auto.commit": False})
+        )
+        try:
+            c.assign([TopicPartition(topic, partition, offset)])
+            for m in c.consume(num_messages=1, timeout=10):
+                value = m.value()
+                if m.error() is None and m.offset() == offset and value is not None:
+                    return {b"data": value}
+            return {}
+        finally:
+            c.close()
 
     def _discover(self) -> None:
         """Assign every partition of the topics; a partition seen for the first time starts
@@ -221,6 +289,8 @@ class KafkaTopics:
                 else:
                     pos.to = offset + 1
                     pos.open.add(offset)
+                if self._resume:
+                    self._count_read(topic, partition, offset)
                 mine.append((entry, fields))
             out.append((topic, mine))
         return out

@@ -268,8 +268,8 @@ class LearnerProcess:
 
         # a revision warm-started from another starts where that one's learner is
         warm_meta = self._checkpoint_meta(warm) if warm else None
-        return KafkaTopics(self.model, self.revision,
-                           warm_state=(warm_meta or {}).get("source"))  # fmt: skip
+        return KafkaTopics(self.model, self.revision, warm_state=(warm_meta or {}).get("source"),
+                           starts=(self.r, self.keys.rev(self.revision, "kafka-starts")))  # fmt: skip
 
     def start(self) -> None:
         moved = migrate_keys(self.r, self.keys)

@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -269,3 +270,33 @@ def test_tideline_run_with_source_kafka_learns_the_labels_through_the_topics() -
     assert summary["request_errors"] == 0 and summary["labels_sent"] > 5000
     # the servers produced them, the learner consumed them (its lag: well under a second)
     assert summary["samples_learned"] >= 0.9 * summary["labels_sent"], summary
+
+
+def test_a_message_that_killed_every_learner_that_read_it_is_dead_lettered(
+    r, kafka_broker, monkeypatch
+) -> None:
+    from tideline.sources import MAX_DELIVERIES
+
+    topics = _topics(kafka_broker, partitions=1)
+    model = parse(_doc(kafka_broker, topics))
+    keys = Keys(model.namespace, model.name)
+    rows, labels = _samples(6)
+    produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows, labels))
+    with monkeypatch.context() as m:  # learners that die on the first message, unlearned
+        m.setattr(LearnerProcess, "_learn_pending", lambda self, force: None)
+        for _ in range(MAX_DELIVERIES):
+            dying = LearnerProcess(model, r, checkpoint_seconds=0.0)
+            dying.start()
+            deadline = time.monotonic() + 10
+            while len(dying.pending) < 6:
+                assert time.monotonic() < deadline, len(dying.pending)
+                dying.step(block_ms=50)
+            dying.source.close()
+    p = LearnerProcess(model, r, checkpoint_seconds=0.0)
+    p.start()
+    _run_until(p, lambda: p.counters["samples"] == 5)
+    [(_, dead)] = r.xrange(keys.deadletter)
+    assert dead[b"stream"].decode() == topics["samples"] and dead[b"entry"].endswith(b"-0.0")
+    assert dead[b"reason"].startswith(b"poison: read by 10 learners")
+    assert orjson.loads(orjson.loads(dead[b"fields"])["data"])["features"] == rows[0]
+    assert p.counters["label_sum"] == sum(labels[1:])
