@@ -255,6 +255,7 @@ class LearnerProcess:
         self._dirty = False
         self._newest_learned = 0.0
         self._last_maintain = clock()
+        self._lag: int | None = None  # records behind the source, as last measured
         self.paused = False
 
     # -- start-up ----------------------------------------------------------------------
@@ -282,6 +283,7 @@ class LearnerProcess:
         if meta is None:
             self._initial_version()
         self._refresh_served()
+        self.measure_lag()
         self.metrics.versions.set(self.counters["next_version"] - 1)
 
     def _checkpoint_meta(self, revision: str) -> dict[str, Any] | None:
@@ -650,9 +652,7 @@ class LearnerProcess:
         """What the learner reports in ``rev:{revision}:learner`` at every checkpoint: its
         counters, rolling quality and how far behind its source it is (``lag``: records,
         ``lagSeconds``: since the newest sample learned arrived)."""
-        lag = self.source.lag()
-        if lag is not None:
-            self.metrics.lag_records.set(lag)
+        lag = self._lag
         behind = max(0.0, self.clock() - self._newest_learned) if self._newest_learned else 0.0
         out = {
             **{k: str(v) for k, v in self.counters.items()},
@@ -663,6 +663,14 @@ class LearnerProcess:
         if lag is not None:
             out["lag"] = str(lag)
         return out
+
+    def measure_lag(self) -> int | None:
+        """How far behind its source the learner is, in records (asked every
+        ``MAINTAIN_SECONDS``: on Redis < 7 it reads the undelivered entries' ids)."""
+        self._lag = self.source.lag()
+        if self._lag is not None:
+            self.metrics.lag_records.set(self._lag)
+        return self._lag
 
     def _refresh_served(self) -> None:
         v = self.store.pointers(self.revision).get("served")
@@ -730,6 +738,7 @@ class LearnerProcess:
         if self.clock() - self._last_maintain >= MAINTAIN_SECONDS:
             self._last_maintain = self.clock()
             self.source.maintain()
+            self.measure_lag()
         self.metrics.pending.set(len(self.pending) + self.join.waiting)
         if self._newest_learned:
             self.metrics.lag_seconds.set(max(0.0, self.clock() - self._newest_learned))

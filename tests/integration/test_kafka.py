@@ -248,14 +248,15 @@ def test_the_learner_reports_how_many_records_it_is_behind(r, kafka_broker) -> N
     p = LearnerProcess(model, r, checkpoint_seconds=0.0)
     p.start()
     _run_until(p, lambda: p.counters["samples"] == 500)
-    assert p.status()["lag"] == "0"
+    assert p.measure_lag() == 0
     produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[500:], labels[500:]), 2)
     deadline = time.monotonic() + 10  # the partitions' ends as the consumer's fetches see them
-    while p.status().get("lag") != "300":
-        assert time.monotonic() < deadline, p.status().get("lag")
+    while p.measure_lag() != 300:
+        assert time.monotonic() < deadline, p.measure_lag()
         time.sleep(0.1)
+    assert p.status()["lag"] == "300" and p.metrics.lag_records._value.get() == 300
     _run_until(p, lambda: p.counters["samples"] == 800)
-    assert p.status()["lag"] == "0" and p.metrics.lag_records._value.get() == 0
+    assert p.measure_lag() == 0 and p.status()["lag"] == "0"
 
 
 @pytest.mark.timeout(180)
