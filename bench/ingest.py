@@ -7,9 +7,9 @@ the stream, side by side in one run on an embedded redis-server:
   nothing learned - with hiredis (a dependency; redis-py uses it when it is
   installed) and with redis-py's own Python parser;
 * **tideline learner**: the ``tideline learner`` process, from the first
-  sample learned to the last (its checkpointed counter, polled every 10 ms),
-  from one-row entries and from packed entries of 64 rows (what ``:learn``
-  writes);
+  sample learned to the last (its ``tideline_learner_samples_total``, polled
+  every 50 ms), from one-row entries and from packed entries of 64 rows (what
+  ``:learn`` writes; three times ``--n`` of them, so the run lasts seconds);
 * **learn_many alone**: the model's update on encoded batches of 64 and 256;
 * **Kafka** (``spec.source.kafka``, a broker of its own: the jars ``make
   kafka-bin`` resolves): confluent-kafka ``consume(num_messages=1000)`` +
@@ -32,6 +32,7 @@ import json
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ import yaml
 from labels import RUNTIME, Loop  # the processes, started with the CLI
 from redis._parsers import _RESP2Parser
 
+from tideline.embedded import free_port
 from tideline.learn import make_learner
 from tideline.simulate import SyntheticStream
 from tideline.store import Keys
@@ -138,16 +140,18 @@ def learner_rate(
 ) -> float:
     """Samples a second through ``tideline learner``, first learned to last (``fill`` puts
     the samples where the learner reads them: the model's stream, unless given)."""
-    base = loop.learned()
     if fill is None:
         _fill(loop.r, _keys(loop).samples, rows, y, packed)
     else:
         fill(_values(rows, y, packed))
-    proc = loop.start("learner")
+    port = free_port()
+    proc = loop.start("learner", "--port", str(port))
     first: tuple[float, int] | None = None
     deadline = time.monotonic() + 600
     while True:
-        n = loop.learned() - base
+        # the learner's own counter, per mini-batch (its Redis hash moves once a checkpoint,
+        # a second: too coarse for a run of a second or two)
+        n = _learned(port)
         now = time.perf_counter()
         if first is None and n > 0:
             first = (now, n)
@@ -155,11 +159,23 @@ def learner_rate(
             break
         if time.monotonic() > deadline or proc.poll() is not None:
             raise RuntimeError(f"{n} of {len(rows)} learned")
-        time.sleep(0.01)
+        time.sleep(0.05)
     proc.terminate()
     proc.wait(20)
     assert first is not None
     return (n - first[1]) / max(now - first[0], 1e-9)
+
+
+def _learned(port: int) -> int:
+    """``tideline_learner_samples_total`` from the learner's /metrics (0 before it answers)."""
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    except OSError:
+        return 0
+    for line in body.decode().splitlines():
+        if line.startswith("tideline_learner_samples_total "):
+            return int(float(line.split()[1]))
+    return 0
 
 
 def learn_many_rate(manifest: dict[str, Any], rows: list[Any], y: np.ndarray, bs: int) -> float:
@@ -243,6 +259,7 @@ def kafka_rows(manifest: dict[str, Any], rows: list[Any], y: np.ndarray) -> dict
             broker.bootstrap, "bench-raw", len(rows)
         )
         for packed, name in ((1, "one-row messages"), (64, "packed messages of 64 rows")):
+            n = 1 if packed == 1 else 3  # (packed: three times the rows, a run of seconds)
             doc = with_kafka(manifest, broker)  # (the same topics for both: learned in turn)
             topic = doc["spec"]["source"]["kafka"]["topics"]["samples"]
             loop = Loop(doc, Path(d))
@@ -252,8 +269,9 @@ def kafka_rows(manifest: dict[str, Any], rows: list[Any], y: np.ndarray) -> dict
                 first.terminate()
                 first.wait(20)
                 out[f"tideline learner from a Kafka topic, {name}"] = learner_rate(
-                    loop, rows, y, packed, fill=lambda v, t=topic: _produce(broker.bootstrap, t, v)
-                )
+                    loop, rows * n, np.tile(y, n), packed,
+                    fill=lambda v, t=topic: _produce(broker.bootstrap, t, v),
+                )  # fmt: skip
             finally:
                 loop.stop()
             broker.stop(keep=False)
@@ -285,7 +303,12 @@ def main() -> None:
             first.terminate()
             first.wait(20)
             table["tideline learner, one-row entries"] = learner_rate(loop, rows, y, 1)
-            table["tideline learner, packed entries of 64 rows"] = learner_rate(loop, rows, y, 64)
+            table["tideline learner, packed entries of 64 rows"] = learner_rate(
+                loop,
+                rows * 3,
+                np.tile(y, 3),
+                64,  # three times the rows: a run of seconds
+            )
             table["learn_many alone, batches of 64"] = learn_many_rate(manifest, rows, y, 64)
             table["learn_many alone, batches of 256"] = learn_many_rate(manifest, rows, y, 256)
             for name, value in table.items():
@@ -293,9 +316,10 @@ def main() -> None:
             fresh = freshness(loop, args.rate, args.seconds, rows, y)
         finally:
             loop.stop()
-    table.update(kafka_rows(manifest, rows, y))
-    for name in [k for k in table if "Kafka" in k or "topic" in k]:
-        print(f"| {name} | {table[name]:,.0f} |", flush=True)
+    kafka = kafka_rows(manifest, rows, y)
+    table.update(kafka)
+    for name, value in kafka.items():
+        print(f"| {name} | {value:,.0f} |", flush=True)
     print(f"freshness at {args.rate:,.0f} labels/s: {json.dumps(fresh)}")
     print(json.dumps({"samples_per_second": {k: round(v) for k, v in table.items()},
                       "freshness": fresh}, indent=1))  # fmt: skip
