@@ -424,3 +424,27 @@ def test_the_learner_reports_how_many_entries_it_is_behind(r) -> None:
     assert p.measure_lag() == 200 and p.status()["lag"] == "200"  # none read yet
     _run_until(p, lambda: p.counters["samples"] == 200)
     assert p.measure_lag() == 0
+
+
+def test_connections_cut_while_a_read_is_in_flight_lose_and_repeat_nothing(r) -> None:
+    import threading
+
+    p = _proc(r)
+    stop = threading.Event()
+    runner = threading.Thread(target=p.run, args=(stop,))
+    runner.start()
+    try:
+        rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=5).take(6000)
+        for i in range(0, 6000, 1000):
+            push_samples(r, p.keys.samples, rows[i : i + 1000], y[i : i + 1000])
+            time.sleep(0.05)
+            r.client_kill_filter(_type="normal", skipme=True)  # the learner's, reads in flight
+        deadline = time.monotonic() + 30
+        while p.counters["samples"] < 6000:
+            assert runner.is_alive() and time.monotonic() < deadline, p.counters
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        runner.join(20)
+    assert p.counters["samples"] == 6000 and p.counters["label_sum"] == y.sum()
