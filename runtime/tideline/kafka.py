@@ -55,6 +55,16 @@ def client_config(k: KafkaSource, **extra: Any) -> dict[str, Any]:
     return conf | extra
 
 
+def consumer(k: KafkaSource, group: str, reset: str, **extra: Any) -> Any:
+    """A consumer in ``group`` that commits only when told, from ``reset`` where it has no
+    position, and never reports a partition's end as a message."""
+    from confluent_kafka import Consumer
+
+    return Consumer(client_config(k, **{
+        "group.id": group, "enable.auto.commit": False, "auto.offset.reset": reset,
+        "enable.partition.eof": False, **extra}))  # fmt: skip
+
+
 def retrying(call: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
     """``call()``, again while Kafka says the error is retriable (a group coordinator not
     elected yet on a fresh cluster, a leader moving) or it timed out, for up to ``timeout``."""
@@ -126,7 +136,6 @@ class KafkaTopics:
         revision: str,
         *,
         warm_state: Any = None,
-        consumer: Any = None,
         starts: tuple[Any, str] | None = None,
     ) -> None:
         k = model.spec.source.kafka
@@ -137,7 +146,7 @@ class KafkaTopics:
         self.topics = [t for t in (k.samples, k.feedback) if t]
         self.group = f"{group_prefix(model)}.learner.{revision}"
         self.warm_state = warm_state
-        self._consumer = consumer
+        self._consumer: Any = None
         # (a Redis client, a hash): per samples partition, the offset learners resumed at and
         # how many in a row read it there (a message that kills every learner that reads it)
         self._starts = starts
@@ -152,21 +161,9 @@ class KafkaTopics:
     @property
     def consumer(self) -> Any:
         if self._consumer is None:
-            from confluent_kafka import Consumer
-
-            self._consumer = Consumer(
-                client_config(
-                    self.kafka,
-                    **{
-                        "group.id": self.group,
-                        "enable.auto.commit": False,
-                        "enable.auto.offset.store": False,
-                        # an offset past the retention (deleted meanwhile): the oldest kept
-                        "auto.offset.reset": "earliest",
-                        "enable.partition.eof": False,
-                    },
-                )
-            )
+            # an offset past the retention (deleted meanwhile): the oldest kept
+            self._consumer = consumer(self.kafka, self.group, "earliest",
+                                      **{"enable.auto.offset.store": False})  # fmt: skip
         return self._consumer
 
     # -- start-up ----------------------------------------------------------------------
@@ -223,11 +220,9 @@ class KafkaTopics:
 
     def _fetch(self, topic: str, partition: int, offset: int) -> dict[bytes, bytes]:
         """One message's fields (what the dead letter shows of it), by a consumer of its own."""
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
-        c = Consumer(
-            client_config(self.kafka, **{"group.id": self.group, "enable.auto.commit": False})
-        )
+        c = consumer(self.kafka, self.group, "earliest")
         try:
             c.assign([TopicPartition(topic, partition, offset)])
             for m in c.consume(num_messages=1, timeout=10):
@@ -238,14 +233,16 @@ class KafkaTopics:
         finally:
             c.close()
 
-    def _discover(self) -> None:
+    def _discover(self, patience: float = 60.0) -> None:
         """Assign every partition of the topics; a partition seen for the first time starts
         where ``startFrom`` says (for a model's first learner) or at its beginning (a partition
         or topic created since the learner started: all of it is new)."""
         from confluent_kafka import TopicPartition
 
         self._last_discovery = time.monotonic()
-        meta = retrying(lambda: self.consumer.list_topics(timeout=10), "listing the topics")
+        meta = retrying(
+            lambda: self.consumer.list_topics(timeout=10), "listing the topics", patience
+        )
         first = not self._assigned
         new = []
         for topic in self.topics:
@@ -327,8 +324,14 @@ class KafkaTopics:
             log.warning("kafka: committing offsets failed: %s", e)
 
     def maintain(self) -> None:
+        from confluent_kafka import KafkaException
+
         if time.monotonic() - self._last_discovery >= DISCOVER_SECONDS:
-            self._discover()
+            try:
+                self._discover(patience=5.0)  # (the loop is not held up for long)
+            except KafkaException as e:  # brokers away: what is assigned goes on; again later
+                self._last_discovery = time.monotonic()
+                log.warning("kafka: looking for new partitions failed: %s", e)
 
     def lag(self) -> int | None:
         """The end of each partition (as the last fetch saw it) less the learner's position."""
@@ -380,25 +383,23 @@ class KafkaFollower:
     """The monitor's view of the topics: its own consumer group (``<groupId>.monitor``),
     from the end of the topics when the group is new, offsets committed once handled."""
 
-    def __init__(self, model: OnlineModel, consumer: Any = None) -> None:
+    def __init__(self, model: OnlineModel) -> None:
         k = model.spec.source.kafka
         assert k is not None, "spec.source.kafka"
         self.kafka = k
         self.samples = k.samples or ""
         self.feedback = k.feedback or ""
         self.group = f"{group_prefix(model)}.monitor"
-        self._consumer = consumer
+        self._consumer: Any = None
         self._pending = False
 
     def start(self) -> None:
         """Every partition of the topics, from the group's committed offset, else the end
         (assigned here, not by a group rebalance: reading starts now, not a moment later)."""
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
         if self._consumer is None:
-            self._consumer = Consumer(client_config(self.kafka, **{
-                "group.id": self.group, "enable.auto.commit": False,
-                "auto.offset.reset": "latest", "enable.partition.eof": False}))  # fmt: skip
+            self._consumer = consumer(self.kafka, self.group, "latest")
         c = self._consumer
         meta = retrying(lambda: c.list_topics(timeout=10), "listing the topics")
         tps = [TopicPartition(topic, p)

@@ -13,13 +13,14 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+
+from tideline.embedded import free_port  # (below the ephemeral range)
 
 HERE = Path(__file__).resolve().parent
 NODE = {
@@ -40,12 +41,6 @@ NODE = {
         "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "3000"},
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_binaries() -> Path:
