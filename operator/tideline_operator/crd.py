@@ -373,6 +373,13 @@ def spec_schema() -> dict[str, Any]:
                             "delta": _num("Detector confidence", 0.002, 1e-12, 1.0),
                         },
                     ),  # fmt: skip
+                    "sampleRate": _num(
+                        "The share of logged requests the feature and prediction drift "
+                        "detectors read (quality and concept drift read every labelled one)",
+                        1.0,
+                        0.0001,
+                        1.0,
+                    ),  # fmt: skip
                 },
             ),
             "guardrails": _obj(

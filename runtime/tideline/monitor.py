@@ -49,6 +49,7 @@ import logging
 import math
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,10 +255,15 @@ class Monitor:
                     self.metrics.bad_log_entries.inc()
                     continue
                 self._log_entries += 1
+                rate = self.spec.drift.sampleRate
                 for k in range(len(batch)):
                     e = batch.request(k)
+                    # drift reads a share of the requests (drift.sampleRate), the same share
+                    # for every monitor: a request's rows are decoded only when it is read
+                    read = rate >= 1.0 or _sampled(stream, entry_id, k, rate)
                     try:
-                        rows, scores = e.rows, e.scores
+                        scores = e.scores
+                        rows = e.rows if read else None
                     except (ValueError, TypeError, orjson.JSONDecodeError):
                         self.metrics.bad_log_entries.inc()
                         continue
@@ -305,7 +311,9 @@ class Monitor:
         self._capacity = cap
         return cap
 
-    def _on_predictions(self, e: predlog.Entry, rows: list[Any], scores: list[Any]) -> None:
+    def _on_predictions(self, e: predlog.Entry, rows: list[Any] | None, scores: list[Any]) -> None:
+        """A logged request: counted; its rows and scores to the drift detectors unless it
+        is not in the sample (``rows`` None)."""
         n = len(scores)
         self._counts["predictions"] += n
         tracks = e.meta.tracks or [e.meta.track] * n
@@ -317,13 +325,16 @@ class Monitor:
             t = self._track("shadow")
             t.predictions += n
             t.revision, t.version = e.meta.shadow[0], e.meta.shadow[1]
-        stable = [i for i in range(min(n, len(rows))) if tracks[i] == "stable"]
+        stable = [i for i in range(min(n, len(rows) if rows is not None else n))
+                  if tracks[i] == "stable"]  # fmt: skip
         if not stable:
             return
         revision, version = e.model("stable")
         self._scores_of((revision, version))
         if self._reference_revision is None and revision:
             self._use_reference(str(revision))  # until the routing names one
+        if rows is None:
+            return  # not in the drift sample
         if self.feature_names:
             try:
                 picked = [e.row(i) for i in stable]
@@ -827,6 +838,13 @@ class Monitor:
                 self.metrics.step_errors.inc()
                 time.sleep(0.1)
         self.labels.close()
+
+
+def _sampled(stream: bytes, entry_id: bytes, k: int, rate: float) -> bool:
+    """Whether request ``k`` of a log entry is in the drift sample: a hash of where it is
+    logged (the server's log, the entry, the request), so the share is ``rate`` whatever
+    the traffic's shape, and the same for every reader."""
+    return zlib.crc32(b"%s %s %d" % (stream, entry_id, k)) < rate * 4294967296.0
 
 
 def _num(v: Any, default: float) -> float:

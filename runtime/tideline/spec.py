@@ -220,6 +220,9 @@ class DriftSpec:
     features: DistributionDrift = field(default_factory=DistributionDrift)
     predictions: DistributionDrift = field(default_factory=DistributionDrift)
     concept: ConceptDrift = field(default_factory=ConceptDrift)
+    # the share of logged requests whose rows and scores the feature and prediction drift
+    # detectors read (counts, quality and concept drift read every labelled prediction)
+    sampleRate: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -767,6 +770,7 @@ def _drift(o: _Obj) -> DriftSpec:
         features=_distribution(o.obj("features"), window=True),
         predictions=_distribution(o.obj("predictions"), window=True),
         concept=concept,
+        sampleRate=o.number("sampleRate", 1.0, 0.0001, 1.0),
     )
     o.done()
     return out

@@ -438,3 +438,29 @@ def test_copies_of_a_label_are_scored_once_across_monitor_restarts(r) -> None:
     for _ in range(3):
         again.step(block_ms=20)
     assert _written(again)["tracks"]["stable"]["labelled"] == 1  # only the second row's
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.1])
+def test_drift_reads_the_sample_rate_s_share_of_requests_and_counts_them_all(r, rate) -> None:
+    model = _model(drift={"sampleRate": rate})
+    mon = _monitor(model, r)
+    mon.start()
+    fed: list[int] = []
+    mon._feature_drift = lambda X: fed.append(len(X))  # type: ignore[method-assign]
+    rows = [{"amount": float(i), "hour": 3.0} for i in range(5)]
+    time.sleep(0.01)  # (the monitor follows the log from after the millisecond it started)
+    pipe = r.pipeline(transaction=False)
+    for _ in range(400):  # 400 requests of 5 rows
+        LoggedRequest(rows, revision=model.revision).write(pipe, keys(model))
+    pipe.execute()
+    deadline = time.monotonic() + 20
+    while mon.tracks.get("stable") is None or mon.tracks["stable"].predictions < 2000:
+        assert time.monotonic() < deadline
+        mon.step(block_ms=10)
+    mon.step(block_ms=10)
+    assert mon.tracks["stable"].predictions == 2000  # every request counted
+    requests = len(fed)
+    if rate == 1.0:
+        assert requests == 400 and sum(fed) == 2000
+    else:
+        assert 20 <= requests <= 65, requests  # ~40 of 400
