@@ -163,7 +163,8 @@ class KafkaTopics:
         if self._consumer is None:
             # an offset past the retention (deleted meanwhile): the oldest kept
             self._consumer = consumer(self.kafka, self.group, "earliest",
-                                      **{"enable.auto.offset.store": False})  # fmt: skip
+                                      **{"enable.auto.offset.store": False,
+                                         "on_commit": self._on_commit})  # fmt: skip
         return self._consumer
 
     # -- start-up ----------------------------------------------------------------------
@@ -322,6 +323,14 @@ class KafkaTopics:
             self._last_committed = now
         except KafkaException as e:  # a broker away: the next checkpoint tells it again
             log.warning("kafka: committing offsets failed: %s", e)
+
+    def _on_commit(self, err: Any, partitions: list[Any]) -> None:
+        """An offset commit's result (served by consume): a failed one is sent again at the
+        next checkpoint (a group coordinator not elected yet, a broker away)."""
+        failed = err is not None or any(tp.error is not None for tp in partitions)
+        if failed:
+            log.warning("kafka: committing offsets failed (%s); again at the next checkpoint", err)
+            self._last_committed = {}
 
     def maintain(self) -> None:
         from confluent_kafka import KafkaException
