@@ -156,7 +156,7 @@ class KafkaTopics:
         self._resumed = False
         self._assigned: set[tuple[str, int]] = set()
         self._last_discovery = 0.0
-        self._last_committed: dict[tuple[str, int], int] = {}
+        self._confirmed: dict[tuple[str, int], int] = {}  # what the group holds, as it said
 
     @property
     def consumer(self) -> Any:
@@ -310,27 +310,29 @@ class KafkaTopics:
         pass  # the positions are in the checkpoint itself (state)
 
     def committed(self) -> None:
-        """Tell Kafka too (for consumer-lag tools; the learner reads its own from Redis)."""
+        """Tell Kafka too (for consumer-lag tools; the learner reads its own from Redis):
+        every partition whose position the group has not confirmed yet, again at each
+        checkpoint until it does (commits are asynchronous; one may fail, or land after a
+        newer one)."""
         from confluent_kafka import KafkaException, TopicPartition
 
-        now = {tp: p.committed for tp, p in self.positions.items()}
-        changed = [TopicPartition(t, part, off) for (t, part), off in now.items()
-                   if self._last_committed.get((t, part)) != off]  # fmt: skip
-        if not changed:
+        behind = [TopicPartition(t, part, p.committed) for (t, part), p in self.positions.items()
+                  if self._confirmed.get((t, part)) != p.committed]  # fmt: skip
+        if not behind:
             return
         try:
-            self.consumer.commit(offsets=changed, asynchronous=True)
-            self._last_committed = now
+            self.consumer.commit(offsets=behind, asynchronous=True)
         except KafkaException as e:  # a broker away: the next checkpoint tells it again
             log.warning("kafka: committing offsets failed: %s", e)
 
     def _on_commit(self, err: Any, partitions: list[Any]) -> None:
-        """An offset commit's result (served by consume): a failed one is sent again at the
-        next checkpoint (a group coordinator not elected yet, a broker away)."""
-        failed = err is not None or any(tp.error is not None for tp in partitions)
-        if failed:
-            log.warning("kafka: committing offsets failed (%s); again at the next checkpoint", err)
-            self._last_committed = {}
+        """An offset commit's result (served by consume): what the group now holds; what
+        failed is sent again at the next checkpoint (a coordinator not elected yet)."""
+        if err is not None:
+            log.info("kafka: committing offsets failed (%s); again at the next checkpoint", err)
+        for tp in partitions:
+            if tp.error is None and err is None:
+                self._confirmed[(tp.topic, tp.partition)] = tp.offset
 
     def maintain(self) -> None:
         from confluent_kafka import KafkaException
