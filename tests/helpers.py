@@ -131,3 +131,15 @@ def produce(bootstrap: str, topic: str, values: list, partitions: int = 1) -> No
         if i % 10_000 == 0:
             p.poll(0)
     assert p.flush(30) == 0, "messages left unsent"
+
+
+def learn_until(p, cond, timeout: float = 20.0, block_ms: int = 5) -> None:  # type: ignore[no-untyped-def]
+    """Step a LearnerProcess until ``cond()`` holds (failing with its counters after
+    ``timeout`` seconds), then flush it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out; counters={p.counters}"
+        p.step(block_ms=block_ms)
+    p.flush()

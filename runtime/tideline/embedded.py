@@ -78,6 +78,18 @@ def free_cluster_port() -> int:
     return free_port(span=10_000)
 
 
+def _end(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``grace`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class EmbeddedRedis:
     """Start with ``with EmbeddedRedis() as r: r.url``; stopped (and its files removed) on exit."""
 
@@ -127,13 +139,7 @@ class EmbeddedRedis:
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _end(self.proc, grace=5)
         self.proc = None
         if self._dir:
             self._dir.cleanup()
@@ -316,13 +322,7 @@ class EmbeddedKafka:
         self.start()
 
     def stop(self, keep: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _end(self.proc, grace=20)
         self.proc = None
         if self._dir and not keep:
             self._dir.cleanup()

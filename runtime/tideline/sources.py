@@ -39,6 +39,15 @@ MAX_DELIVERIES = 10
 LAG_COUNT_CAP = 10_000
 
 
+def _group(r: Any, stream: str, group: str, at: str) -> None:
+    """The consumer group on the stream (and the stream), from ``at`` if it is new."""
+    try:
+        r.xgroup_create(stream, group, id=at, mkstream=True)
+    except redis.ResponseError as e:
+        if "BUSYGROUP" not in str(e):
+            raise
+
+
 class LabelSource(Protocol):
     """What a learner reads labelled samples and feedback through."""
 
@@ -113,13 +122,7 @@ class RedisStreams:
 
     def start(self, state: Any = None) -> list[Refusal]:
         for stream in (self.samples, self.feedback):
-            try:
-                self.r.xgroup_create(
-                    stream, self.group, id=self._group_start(stream), mkstream=True
-                )
-            except redis.ResponseError as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
+            _group(self.r, stream, self.group, self._group_start(stream))
         self._claim_orphans()
         return list(self._poison_pills())
 
@@ -325,11 +328,7 @@ class RedisFollower:
 
     def start(self) -> None:
         for stream in (self.feedback, self.samples):
-            try:
-                self.r.xgroup_create(stream, self.group, id="$", mkstream=True)
-            except redis.ResponseError as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
+            _group(self.r, stream, self.group, "$")
 
     def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
         resp = self.r.xreadgroup(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -11,7 +12,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, produce
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, learn_until, manifest, produce
 from tideline.learner import LearnerProcess
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
@@ -45,12 +46,7 @@ def _one_row(rows: list, labels: list) -> list:
     return [{"features": x, "label": y} for x, y in zip(rows, labels, strict=True)]
 
 
-def _run_until(p: LearnerProcess, cond, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out; counters={p.counters}"
-        p.step(block_ms=20)
-    p.flush()
+_run_until = functools.partial(learn_until, timeout=30.0, block_ms=20)
 
 
 def _committed(kafka_broker, group: str, topic: str, partitions: int) -> list[int]:

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, push_samples
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, learn_until, manifest, push_samples
 from tideline.evaluate import prequential, scores
 from tideline.learn import make_learner
 from tideline.learner import LearnerProcess
@@ -34,14 +34,6 @@ def _push_samples(r, p: LearnerProcess, n: int, seed: int = 0, drift_at: int | N
     return rows, y
 
 
-def _run_until(p: LearnerProcess, cond, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out; counters={p.counters}"
-        p.step(block_ms=5)
-    p.flush()
-
-
 def test_publishes_version_zero_at_start_and_a_cold_v0_is_no_last_good(r) -> None:
     p = _proc(r)
     assert p.store.pointers(p.revision) == {"latest": 0, "served": 0}
@@ -51,7 +43,7 @@ def test_publishes_version_zero_at_start_and_a_cold_v0_is_no_last_good(r) -> Non
 def test_learns_every_sample_acks_them_and_publishes_versions(r) -> None:
     p = _proc(r)
     rows, y = _push_samples(r, p, 2000)
-    _run_until(p, lambda: p.counters["samples"] == 2000)
+    learn_until(p, lambda: p.counters["samples"] == 2000)
     assert p.counters["label_sum"] == y.sum()
     assert r.xpending(p.keys.samples, p.group)["pending"] == 0
     assert p.store.pointers(p.revision)["latest"] >= 3  # v0 + one per 500 updates
@@ -78,7 +70,7 @@ def test_feedback_is_joined_with_the_prediction_log_in_any_order(r, client_ids) 
     first.write(r, k)
     second.write(r, k)
     r.xadd(k.feedback, {"data": orjson.dumps({"id": second.ids[0], "label": 0})})
-    _run_until(p, lambda: p.counters["samples"] == 2)
+    learn_until(p, lambda: p.counters["samples"] == 2)
     assert p.counters["label_sum"] == 1.0
     assert r.xpending(k.feedback, p.group)["pending"] == 0
 
@@ -97,7 +89,7 @@ def test_a_label_is_joined_at_any_age_within_the_window_whatever_came_in_between
     pipe.execute()
     for pid in (old.ids[0], too_old.ids[0]):
         r.xadd(k.feedback, {"data": orjson.dumps({"id": pid, "label": 1})})
-    _run_until(p, lambda: p.counters["samples"] + p.counters["late"] == 2)
+    learn_until(p, lambda: p.counters["samples"] + p.counters["late"] == 2)
     assert (p.counters["samples"], p.counters["late"]) == (1, 1)
     [dead] = r.xrange(k.deadletter)
     assert (
@@ -113,12 +105,12 @@ def test_a_prediction_takes_one_label_across_restarts(r) -> None:
     req = LoggedRequest([{"amount": 1.0}, {"amount": 2.0}]).write(r, k)
     for label in (1, 0):
         r.xadd(k.feedback, {"data": orjson.dumps({"id": req.ids[0], "label": label})})
-    _run_until(p, lambda: p.counters["samples"] + p.counters["duplicate"] == 2)
+    learn_until(p, lambda: p.counters["samples"] + p.counters["duplicate"] == 2)
     again = _proc(r)  # a new process: nothing in memory
     assert again.counters["samples"] == 1
     r.xadd(k.feedback, {"data": orjson.dumps({"id": req.ids[0], "label": 0})})
     r.xadd(k.feedback, {"data": orjson.dumps({"id": req.ids[1], "label": 0})})
-    _run_until(again, lambda: again.counters["samples"] + again.counters["duplicate"] == 4)
+    learn_until(again, lambda: again.counters["samples"] + again.counters["duplicate"] == 4)
     assert (again.counters["samples"], again.counters["duplicate"]) == (2, 2)
     assert again.counters["label_sum"] == 1.0  # the first label of the first row, and 0
 
@@ -152,7 +144,7 @@ def test_packed_entries_are_learned_whole_and_a_bad_row_in_one_is_dead_lettered_
             labels[5] = 2  # not 0/1
         data = {"instances": rows[at : at + 64], "labels": labels}
         r.xadd(p.keys.samples, {"data": orjson.dumps(data)})
-    _run_until(p, lambda: p.counters["samples"] == 639)
+    learn_until(p, lambda: p.counters["samples"] == 639)
     assert p.counters["label_sum"] == y.sum() - y[128 + 5]
     assert r.xpending(p.keys.samples, p.group)["pending"] == 0
     [(_, dead)] = r.xrange(p.keys.deadletter)
@@ -194,7 +186,7 @@ def test_the_gate_holds_back_a_version_that_is_worse_than_the_served_one(r) -> N
         learning={"checkpointEvery": 300, "gate": {"holdout": 300, "maxLossIncrease": 0.0}},
     )
     _push_samples(r, p, 1500)
-    _run_until(p, lambda: p.counters["samples"] == 1500)
+    learn_until(p, lambda: p.counters["samples"] == 1500)
     assert p.counters["gate_rejections"] >= 3
     assert p.store.pointers(p.revision)["latest"] == 0
 
@@ -202,7 +194,7 @@ def test_the_gate_holds_back_a_version_that_is_worse_than_the_served_one(r) -> N
 def test_pause_and_reset_by_control_hash(r) -> None:
     p = _proc(r)
     _push_samples(r, p, 600)
-    _run_until(p, lambda: p.counters["samples"] == 600)
+    learn_until(p, lambda: p.counters["samples"] == 600)
     control = p.keys.rev(p.revision, "control")
     r.hset(control, "paused", "1")
     _push_samples(r, p, 100, seed=1)
@@ -213,7 +205,7 @@ def test_pause_and_reset_by_control_hash(r) -> None:
     p._control()
     assert p.learner.n_seen == 0  # back to v0's state
     assert not r.hexists(control, "resetTo")
-    _run_until(p, lambda: p.counters["samples"] == 700)
+    learn_until(p, lambda: p.counters["samples"] == 700)
 
 
 def _baseline(tmp_path: Path):
@@ -293,7 +285,7 @@ def test_warm_start_from_an_incompatible_baseline_names_the_field(r, tmp_path: P
 def test_a_restart_resumes_from_the_checkpoint(r) -> None:
     p = _proc(r)
     _push_samples(r, p, 700)
-    _run_until(p, lambda: p.counters["samples"] == 700)
+    learn_until(p, lambda: p.counters["samples"] == 700)
     state = p.learner.get_state()
     again = _proc(r)
     assert again.counters["samples"] == 700
@@ -304,7 +296,7 @@ def test_a_restart_resumes_from_the_checkpoint(r) -> None:
 def test_keys_of_the_layout_before_hash_tags_are_moved_and_learning_resumes(r) -> None:
     p = _proc(r)
     _push_samples(r, p, 700)
-    _run_until(p, lambda: p.counters["samples"] == 700)
+    learn_until(p, lambda: p.counters["samples"] == 700)
     state = p.learner.get_state()
     new, old = p.keys.prefix + ":", p.keys.legacy_prefix + ":"
     for key in list(r.scan_iter(match="tideline:{*", count=1000)):  # as an old release left them
@@ -315,7 +307,7 @@ def test_keys_of_the_layout_before_hash_tags_are_moved_and_learning_resumes(r) -
     assert again.counters["samples"] == 700 and not list(r.scan_iter(match=old + "*"))
     for k, v in state.items():
         np.testing.assert_array_equal(again.learner.get_state()[k], v, err_msg=k)
-    _run_until(again, lambda: again.counters["samples"] == 701)
+    learn_until(again, lambda: again.counters["samples"] == 701)
     assert again.store.pointers(again.revision)["latest"] >= 1
 
 
@@ -330,7 +322,7 @@ def test_huge_values_are_learned_finitely_and_every_later_sample_is_learned(r) -
                {"amount": -1e200, "hour": 1e300, "merchant": "m-2"}]  # fmt: skip
     push_samples(r, p.keys.samples, hostile, [1.0, 0.0])
     rows, y = _push_samples(r, p, 1500, seed=2)
-    _run_until(p, lambda: p.counters["samples"] + p.counters.get("nonfinite", 0) == 2002)
+    learn_until(p, lambda: p.counters["samples"] + p.counters.get("nonfinite", 0) == 2002)
     assert r.xpending(p.keys.samples, p.group)["pending"] == 0
     assert p.counters["samples"] == 2002, "the huge rows were clipped and learned, not refused"
     assert np.isfinite(p.learner.predict_many(p.schema.encode(rows + hostile))).all()
@@ -354,7 +346,7 @@ def test_a_row_whose_learning_raises_is_dead_lettered_and_the_rest_of_its_batch_
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=3).take(300)
     rows[150]["amount"] = 13.0
     push_samples(r, p.keys.samples, rows, y)
-    _run_until(p, lambda: p.counters["samples"] == 299)
+    learn_until(p, lambda: p.counters["samples"] == 299)
     dead = _dead_letters(r, p)
     assert len(dead) == 1 and dead[0]["reason"].startswith("poison: RuntimeError: cannot learn 13")
     assert r.xpending(p.keys.samples, p.group)["pending"] == 0
@@ -374,7 +366,7 @@ def test_an_entry_that_killed_every_learner_that_read_it_is_dead_lettered_at_sta
         r.xreadgroup(first.group, "learner", {first.keys.samples: "0"}, count=1)
     p = LearnerProcess(m, r, checkpoint_seconds=0.0)
     p.start()
-    _run_until(p, lambda: p.counters["samples"] == 49)
+    learn_until(p, lambda: p.counters["samples"] == 49)
     dead = _dead_letters(r, p)
     assert len(dead) == 1 and dead[0]["reason"].startswith("poison: delivered 1")  # 10, +1 claimed
     assert r.xpending(p.keys.samples, p.group)["pending"] == 0
@@ -401,7 +393,7 @@ def test_the_label_streams_lose_only_what_every_consumer_group_acknowledged(r) -
     k = p.keys
     r.xgroup_create(k.samples, "slow", id="0")  # a reader that is behind (a stopped monitor)
     _push_samples(r, p, 25_000)
-    _run_until(p, lambda: p.counters["samples"] == 25_000)
+    learn_until(p, lambda: p.counters["samples"] == 25_000)
     p.source.trim()
     assert r.xlen(k.samples) == 25_000  # the slow group has read nothing yet
     [(_, entries)] = r.xreadgroup("slow", "c", {k.samples: ">"}, count=22_000)
@@ -422,7 +414,7 @@ def test_the_learner_reports_how_many_entries_it_is_behind(r) -> None:
     p = _proc(r)
     _push_samples(r, p, 200)
     assert p.measure_lag() == 200 and p.status()["lag"] == "200"  # none read yet
-    _run_until(p, lambda: p.counters["samples"] == 200)
+    learn_until(p, lambda: p.counters["samples"] == 200)
     assert p.measure_lag() == 0
 
 
