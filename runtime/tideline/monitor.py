@@ -243,6 +243,7 @@ class Monitor:
         if not self._cursors:
             return 0
         n = 0
+        rate = self.spec.drift.sampleRate
         streams = {self.keys.log(i): c for i, c in self._cursors.items()}
         for stream, entries in self.r.xread(streams, count=count) or []:
             instance = stream.decode().rsplit(":", 1)[1]
@@ -255,7 +256,6 @@ class Monitor:
                     self.metrics.bad_log_entries.inc()
                     continue
                 self._log_entries += 1
-                rate = self.spec.drift.sampleRate
                 for k in range(len(batch)):
                     e = batch.request(k)
                     # drift reads a share of the requests (drift.sampleRate), the same share
