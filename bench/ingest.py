@@ -32,7 +32,6 @@ import json
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ import numpy as np
 import orjson
 import redis
 import yaml
-from labels import RUNTIME, Loop  # the processes, started with the CLI
+from labels import RUNTIME, Loop, learned_total  # the processes, started with the CLI
 from redis._parsers import _RESP2Parser
 
 from tideline.embedded import free_port
@@ -151,7 +150,7 @@ def learner_rate(
     while True:
         # the learner's own counter, per mini-batch (its Redis hash moves once a checkpoint,
         # a second: too coarse for a run of a second or two)
-        n = _learned(port)
+        n = learned_total(port)
         now = time.perf_counter()
         if first is None and n > 0:
             first = (now, n)
@@ -164,18 +163,6 @@ def learner_rate(
     proc.wait(20)
     assert first is not None
     return (n - first[1]) / max(now - first[0], 1e-9)
-
-
-def _learned(port: int) -> int:
-    """``tideline_learner_samples_total`` from the learner's /metrics (0 before it answers)."""
-    try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-    except OSError:
-        return 0
-    for line in body.decode().splitlines():
-        if line.startswith("tideline_learner_samples_total "):
-            return int(float(line.split()[1]))
-    return 0
 
 
 def learn_many_rate(manifest: dict[str, Any], rows: list[Any], y: np.ndarray, bs: int) -> float:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -73,24 +73,27 @@ def prediction_id(value: Any) -> str:
     return text
 
 
+Mark = tuple[int, str]  # a joined prediction: (its slice of time, its key)
+
+
 @dataclass(frozen=True)
 class Joined:
-    """A label with its prediction: the log entry and the row in it."""
+    """Labels with their predictions: rows of one logged request, in the labels' order."""
 
-    feedback_id: str
-    label: Any
-    received: float  # when the label arrived (seconds)
-    where: Location
-    entry: Entry
+    entry: Entry  # the logged request
+    ts: float  # when it was made (seconds)
+    rows: list[int]  # the rows the labels are about
+    labels: list[Any]
+    feedback_ids: list[str]
+    received: list[float]  # when each label arrived (seconds)
+    marks: list[Mark]  # the predictions this takes (see :meth:`LogJoin.commit`)
 
-    @property
-    def ts(self) -> float:
-        """When the prediction was made."""
-        return self.where.ts
+    def __len__(self) -> int:
+        return len(self.rows)
 
-    @property
-    def features(self) -> dict[str, Any]:
-        return self.entry.row(self.where.row)
+    def features(self) -> list[dict[str, Any]]:
+        """The labelled rows' features, as objects (``ValueError`` when the entry's are not)."""
+        return self.entry.pick(self.rows)
 
 
 @dataclass(frozen=True)
@@ -103,17 +106,34 @@ class Rejected:
 
 @dataclass
 class _Label:
+    """A label waiting for its prediction to be logged."""
+
     feedback_id: str
     prediction_id: str
     label: Any
     received: float
     delay: float = RETRY_FIRST
     next_try: float = 0.0
-    where: Location | None = field(default=None)
 
     @property
     def size(self) -> int:
         return len(self.prediction_id) + len(self.feedback_id) + 200  # strings and objects
+
+
+# a label as it is resolved: (feedback id, prediction id, label, received, row, waited)
+_Item = tuple[str, str, Any, float, int, "_Label | None"]
+
+
+class _Request:
+    """The labels of one resolve that name one logged request, and where it is."""
+
+    __slots__ = ("instance", "entry", "k", "secret", "ts", "key", "items")
+
+    def __init__(self, instance: str, entry: str, k: int, secret: str | None) -> None:
+        self.instance, self.entry, self.k, self.secret = instance, entry, k, secret
+        self.ts = int(entry.split("-", 1)[0]) / 1000.0
+        self.key = f"{instance} {entry} {k} "  # a row's key adds its number
+        self.items: list[_Item] = []
 
 
 def _rows(entry: Entry) -> int:
@@ -122,6 +142,12 @@ def _rows(entry: Entry) -> int:
         return len(entry)
     except (ValueError, TypeError):
         return 0
+
+
+def _request(head: str) -> _Request | None:
+    """The request a generated id's head names (:func:`tideline.predlog.parse_head`)."""
+    where = predlog.parse_head(head)
+    return _Request(*where) if where is not None else None
 
 
 class LogJoin:
@@ -148,7 +174,7 @@ class LogJoin:
         self.reader = reader
         self.max_waiting, self.max_waiting_bytes = max_waiting, max_waiting_bytes
         self.clock = clock
-        self._new: list[_Label] = []
+        self._new: list[tuple[str, str, Any, float]] = []
         self._waiting: list[_Label] = []
         self._waiting_bytes = 0
         self._held: set[str] = set()  # predictions joined here, not yet marked in Redis
@@ -166,75 +192,134 @@ class LogJoin:
 
     def add(self, feedback_id: str, pred_id: str, label: Any, received: float) -> None:
         """A label to join at the next :meth:`resolve`."""
-        self._new.append(_Label(feedback_id, pred_id, label, received))
+        self._new.append((feedback_id, pred_id, label, received))
 
     def take_rejected(self) -> list[Rejected]:
         out, self._rejected = self._rejected, []
         return out
 
-    def _reject(self, item: _Label, reason: str) -> None:
-        self._rejected.append(Rejected(item.feedback_id, item.prediction_id, item.label, reason))
+    def _reject(self, item: _Item, reason: str) -> None:
+        self._rejected.append(Rejected(item[0], item[1], item[2], reason))
 
     # -- resolving -----------------------------------------------------------------------
     def resolve(self) -> list[Joined]:
-        """Join the labels added since, and the waiting ones that are due; in label order."""
+        """Join the labels added since, and the waiting ones that are due: a :class:`Joined`
+        per logged request they name, each request's labels in the order they came."""
         now = self.clock()
-        items, self._new = self._new, []
+        new, self._new = self._new, []
+        due: list[_Label] = []
         if self._waiting and any(w.next_try <= now for w in self._waiting):
             due = [w for w in self._waiting if w.next_try <= now]
             self._waiting = [w for w in self._waiting if w.next_try > now]
             self._waiting_bytes = sum(w.size for w in self._waiting)
-            items = due + items
-        if not items:
+        if not new and not due:
             return []
-        located = self._locate(items, now)
-        entries, taken = self._read(located)
+        requests = self._locate(due, new, now)
+        entries, taken = self._read(requests)
         out: list[Joined] = []
-        misses: list[_Label] = []
-        for item in located:
-            where = item.where
-            assert where is not None
-            batch = entries.get((where.instance, where.entry))
+        misses: list[_Request] = []
+        for req in requests:
+            batch = entries.get((req.instance, req.entry))
             if batch is None:
-                misses.append(item)
+                misses.append(req)
                 continue
-            entry = batch.request(where.request) if where.request < len(batch) else None
-            if entry is None:
-                self._reject(item, "unmatched: no such request in the entry")
-            elif where.secret is not None and entry.meta.secret != where.secret:
-                self._reject(item, "unmatched: the id's secret is not its prediction's")
-            elif where.row >= _rows(entry):
-                self._reject(item, "unmatched: no such row in the request")
-            elif where.key in self._held or where.key in taken:
-                self._reject(item, "duplicate")
-            else:
-                self._held.add(where.key)
-                out.append(Joined(item.feedback_id, item.label, item.received, where, entry))
+            joined = self._match(req, batch, taken)
+            if joined is not None:
+                out.append(joined)
         if misses:
             self._missed(misses, now)
         return out
 
-    def _locate(self, items: list[_Label], now: float) -> list[_Label]:
-        """Where each label's prediction is: from its id, or from the index of clients' ids."""
-        located: list[_Label] = []
-        clients: list[_Label] = []
+    def _match(self, req: _Request, batch: Batch, taken: set[str]) -> Joined | None:
+        """The labels of a request that take their predictions; the rest rejected."""
+        try:
+            entry = batch.request(req.k)
+        except IndexError:
+            for item in req.items:
+                self._reject(item, "unmatched: no such request in the entry")
+            return None
+        if req.secret is not None and entry.meta.secret != req.secret:
+            for item in req.items:
+                self._reject(item, "unmatched: the id's secret is not its prediction's")
+            return None
+        n, held, b = _rows(entry), self._held, int(req.ts // self.mark_seconds)
+        rows: list[int] = []
+        labels: list[Any] = []
+        fids: list[str] = []
+        received: list[float] = []
+        marks: list[Mark] = []
+        for item in req.items:
+            row = item[4]
+            key = req.key + str(row)
+            if row >= n:
+                self._reject(item, "unmatched: no such row in the request")
+            elif key in held or key in taken:
+                self._reject(item, "duplicate")
+            else:
+                held.add(key)
+                rows.append(row)
+                labels.append(item[2])
+                fids.append(item[0])
+                received.append(item[3])
+                marks.append((b, key))
+        if not rows:
+            return None
+        return Joined(entry, req.ts, rows, labels, fids, received, marks)
+
+    def _locate(
+        self, due: list[_Label], new: list[tuple[str, str, Any, float]], now: float
+    ) -> list[_Request]:
+        """The requests the labels name: from a generated id's head (one parse a request),
+        or from the index of clients' ids; each label checked against the window."""
+        requests: dict[str, _Request | None] = {}
+        clients: list[_Item] = []
+        window, future = self.label_window, predlog.FUTURE_SECONDS
+        items: list[_Item] = [
+            (w.feedback_id, w.prediction_id, w.label, w.received, -1, w) for w in due
+        ]
+        items += [(f, p, y, t, -1, None) for f, p, y, t in new]
         for item in items:
-            where = item.where or predlog.parse_id(item.prediction_id)
-            if where is None:
+            head, _, row = item[1].rpartition("-")
+            req = requests.get(head, False) if predlog.is_row(row) else None
+            if req is False:
+                req = requests[head] = _request(head)
+            if req is None:
                 clients.append(item)
-            elif self._in_window(item, where):
-                item.where = where
-                located.append(item)
+                continue
+            assert isinstance(req, _Request)
+            if item[3] - req.ts <= window and req.ts <= item[3] + future:
+                req.items.append((*item[:4], int(row), item[5]))
+            else:
+                self._out_of_window(item, req)
+        out = [req for req in requests.values() if req is not None and req.items]
+        if clients:
+            out += self._locate_clients(clients, now)
+        return out
+
+    def _locate_clients(self, clients: list[_Item], now: float) -> list[_Request]:
+        requests: dict[str, _Request] = {}
         for item, hit in zip(clients, self._index(clients, now), strict=True):
             where = Location.from_key(hit) if hit is not None else None
             if where is None:
                 self._wait(item, now, None)
-            elif self._in_window(item, where):
-                item.where = where
-                located.append(item)
-        return located
+                continue
+            head = f"{where.instance} {where.entry} {where.request}"
+            req = requests.get(head)
+            if req is None:
+                req = requests[head] = _Request(where.instance, where.entry, where.request, None)
+            if item[3] - req.ts <= self.label_window and req.ts <= item[3] + predlog.FUTURE_SECONDS:
+                req.items.append((*item[:4], where.row, item[5]))
+            else:
+                self._out_of_window(item, req)
+        return list(requests.values())
 
-    def _index(self, clients: list[_Label], now: float) -> list[str | None]:
+    def _out_of_window(self, item: _Item, req: _Request) -> None:
+        if item[3] - req.ts > self.label_window:
+            self._reject(item, "late")
+        else:
+            self._reject(item, "unmatched: the id names a time to come")
+
+    def _index(self, clients: list[_Item], now: float) -> list[str | None]:
         """Where the clients' own ids are logged: the index buckets, newest first, a few at a
         time, each asked only for the ids not found yet (a window of days has hundreds)."""
         out: list[str | None] = [None] * len(clients)
@@ -243,7 +328,7 @@ class LogJoin:
         for at in range(0, len(order), INDEX_CHUNK):
             if not left:
                 break
-            names = [clients[i].prediction_id for i in left]
+            names = [clients[i][1] for i in left]
             pipe = self.r.pipeline(transaction=False)
             for b in order[at : at + INDEX_CHUNK]:
                 pipe.hmget(self.keys.log_ids(b), names)
@@ -258,32 +343,26 @@ class LogJoin:
             left = still
         return out
 
-    def _in_window(self, item: _Label, where: Location) -> bool:
-        if item.received - where.ts > self.label_window:
-            self._reject(item, "late")
-            return False
-        if where.ts > item.received + predlog.FUTURE_SECONDS:
-            self._reject(item, "unmatched: the id names a time to come")
-            return False
-        return True
-
-    def _read(self, located: list[_Label]) -> tuple[dict[tuple[str, str], Batch], set[str]]:
-        """The log entries the labels name (cached or read) and which predictions are taken."""
+    def _read(self, requests: list[_Request]) -> tuple[dict[tuple[str, str], Batch], set[str]]:
+        """The log entries the requests are in (cached or read), and which of the labelled
+        predictions are taken."""
         entries: dict[tuple[str, str], Batch] = {}
         want: list[tuple[str, str]] = []
         marks: dict[int, list[str]] = {}
-        for item in located:
-            where = item.where
-            assert where is not None
-            k = (where.instance, where.entry)
+        held = self._held
+        for req in requests:
+            k = (req.instance, req.entry)
             hit = self._cache.get(k)
             if hit is not None:
                 self._cache.move_to_end(k)
                 entries[k] = hit[0]
             elif k not in entries and k not in want:
                 want.append(k)
-            if where.key not in self._held:
-                marks.setdefault(self._slice(where), []).append(where.key)
+            keys = [req.key + str(item[4]) for item in req.items]
+            marks.setdefault(int(req.ts // self.mark_seconds), []).extend(
+                key for key in keys if key not in held
+            )
+        marks = {b: names for b, names in marks.items() if names}
         if not want and not marks:
             return entries, set()
         pipe = self.r.pipeline(transaction=False)
@@ -298,12 +377,12 @@ class LogJoin:
                 continue
             fields = found[0][1]
             try:
-                entry = predlog.decode(fields)
+                batch = predlog.decode(fields)
             except ValueError:
                 continue  # not an entry a server wrote: as if it were not there
             size = sum(map(len, fields.values()))
-            entries[k] = entry
-            self._cache[k] = (entry, size)
+            entries[k] = batch
+            self._cache[k] = (batch, size)
             self._cache_bytes += size
             while self._cache_bytes > ENTRY_CACHE_BYTES and len(self._cache) > 1:
                 self._cache_bytes -= self._cache.popitem(last=False)[1][1]
@@ -312,9 +391,9 @@ class LogJoin:
             taken.update(n for n, f in zip(names, flags, strict=True) if f)
         return entries, taken
 
-    def _missed(self, misses: list[_Label], now: float) -> None:
-        """Labels whose entry is not in the log: still to come, gone, or never there."""
-        instances = sorted({m.where.instance for m in misses if m.where is not None})
+    def _missed(self, misses: list[_Request], now: float) -> None:
+        """Requests whose entry is not in the log: still to come, gone, or never there."""
+        instances = sorted({req.instance for req in misses})
         pipe = self.r.pipeline(transaction=False)
         for instance in instances:
             pipe.xrevrange(self.keys.log(instance), "+", "-", count=1)
@@ -322,59 +401,57 @@ class LogJoin:
             i: (found[0][0].decode() if found else None)
             for i, found in zip(instances, pipe.execute(), strict=True)
         }
-        for item in misses:
-            where = item.where
-            assert where is not None
-            top = tops[where.instance]
-            if top is not None and predlog.entry_order(where.entry) <= predlog.entry_order(top):
+        for req in misses:
+            top = tops[req.instance]
+            if top is not None and predlog.entry_order(req.entry) <= predlog.entry_order(top):
                 # the server has written past it: the entry was trimmed, or never was
-                if now - where.ts > self.retention - 1.0:
-                    self._reject(
-                        item, "late: the prediction left the log before the label was read"
-                    )
+                if now - req.ts > self.retention - 1.0:
+                    reason = "late: the prediction left the log before the label was read"
                 else:
-                    self._reject(item, "unmatched: no such prediction in the log")
+                    reason = "unmatched: no such prediction in the log"
+                for item in req.items:
+                    self._reject(item, reason)
             else:
-                self._wait(item, now, where)
+                for item in req.items:
+                    self._wait(item, now, req.ts)
 
-    def _wait(self, item: _Label, now: float, where: Location | None) -> None:
-        since = where.ts if where is not None else item.received
+    def _wait(self, item: _Item, now: float, logged: float | None) -> None:
+        """Look for a label's prediction again later (``logged``: its time, if the id says)."""
+        since = logged if logged is not None else item[3]
         patience = min(self.label_window, MAX_WAIT)
         if now - since > patience:
             self._reject(item, "unmatched")
             return
+        w = item[5] or _Label(*item[:4])
         if (len(self._waiting) >= self.max_waiting
-                or self._waiting_bytes + item.size > self.max_waiting_bytes):  # fmt: skip
+                or self._waiting_bytes + w.size > self.max_waiting_bytes):  # fmt: skip
             self.overflow += 1
             self._reject(item, "unmatched: too many labels wait for their prediction")
             return
         # looked up again later and later, and once more as the window closes
-        item.next_try = min(now + item.delay, since + patience + 0.001)
-        item.delay = min(item.delay * 2, RETRY_MAX)
-        self._waiting.append(item)
-        self._waiting_bytes += item.size
+        w.next_try = min(now + w.delay, since + patience + 0.001)
+        w.delay = min(w.delay * 2, RETRY_MAX)
+        self._waiting.append(w)
+        self._waiting_bytes += w.size
 
     # -- marks ---------------------------------------------------------------------------
-    def commit(self, pipe: Any, joined: list[Location]) -> None:
+    def commit(self, pipe: Any, marks: list[Mark]) -> None:
         """Mark these predictions taken, in Redis, with the commands added to ``pipe``."""
         by_slice: dict[int, list[str]] = {}
-        for where in joined:
-            by_slice.setdefault(self._slice(where), []).append(where.key)
+        for b, key in marks:
+            by_slice.setdefault(b, []).append(key)
         for b, names in by_slice.items():
             key = self._marks_key(b)
             pipe.sadd(key, *names)
             pipe.expireat(key, int((b + 1) * self.mark_seconds + self.retention) + 1)
 
-    def _slice(self, where: Location) -> int:
-        return int(where.ts // self.mark_seconds)
-
     def _marks_key(self, b: int) -> str:
         return self.keys.taken(self.reader, f"{self.mark_seconds}s:{b}")
 
-    def committed(self, joined: list[Location]) -> None:
+    def committed(self, marks: list[Mark]) -> None:
         """The marks :meth:`commit` added are in Redis: no need to hold them here."""
-        self._held.difference_update(w.key for w in joined)
+        self._held.difference_update(key for _, key in marks)
 
-    def release(self, where: Location) -> None:
-        """A joined label was not taken after all (it is dead-lettered): the next may join."""
-        self._held.discard(where.key)
+    def release(self, marks: list[Mark]) -> None:
+        """Joined labels were not taken after all (they are dead-lettered): the next may join."""
+        self._held.difference_update(key for _, key in marks)

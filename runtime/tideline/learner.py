@@ -46,11 +46,10 @@ import redis
 from tideline import codec
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
 from tideline.features import FeatureError
-from tideline.join import Joined, LogJoin, prediction_id
+from tideline.join import Joined, LogJoin, Mark, prediction_id
 from tideline.learn import Learner, make_learner
 from tideline.learn.base import NonFiniteUpdate, check_target
 from tideline.metrics import LearnerMetrics
-from tideline.predlog import Location
 from tideline.samples import SampleDecoder
 from tideline.sources import LabelSource, RedisStreams
 from tideline.spec import OnlineModel, SpecError
@@ -97,7 +96,7 @@ class Run:
     stream: str
     entry: bytes
     rows: int
-    mark: Location | None = None  # a joined label's prediction
+    mark: Mark | None = None  # a joined label's prediction
 
 
 class Pending:
@@ -229,7 +228,7 @@ class LearnerProcess:
         self.schema = self.learner.schema
         self.replay = Replay(ls.replay.size, self.schema.width)
         self.join = LogJoin(client, self.keys, ls.labelWindow, self.group)
-        self._marks: list[Location] = []  # predictions joined and learned, marked at checkpoint
+        self._marks: list[Mark] = []  # predictions joined and learned, marked at checkpoint
         self.pending = Pending()
         self.samples = SampleDecoder(self.schema, self.spec.model.task)
         self.quality = RollingMetrics(self.spec.model.task, window=max(ls.gate.holdout, 1000))
@@ -379,8 +378,7 @@ class LearnerProcess:
             if stream == self.source.samples:
                 self._on_samples(entries)
             else:
-                for entry_id, fields in entries:
-                    self._on_feedback(entry_id, fields)
+                self._on_feedback(entries)
         self._on_joined(self.join.resolve())
         for rej in self.join.take_rejected():
             self._dead_letter(
@@ -403,36 +401,43 @@ class LearnerProcess:
         if len(d):
             self._pend(d.X, d.y, list(runs.values()))
 
-    def _on_feedback(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        try:
-            d = _decode(fields)
-            pred_id, label = prediction_id(d["id"]), d["label"]
-            if isinstance(label, bool) or not isinstance(label, int | float):
-                raise ValueError(f"'label' must be a number (got {type(label).__name__})")
-            label = check_target(self.spec.model.task, label)  # before it takes the prediction
-        except (ValueError, KeyError, TypeError) as e:
-            self._dead_letter(self.source.feedback, entry_id, fields, f"invalid: {e}")
-            return
-        # The label's arrival time is its stream id: the same after a restart.
-        self.join.add(entry_id.decode(), pred_id, label, _entry_ms(entry_id))
+    def _on_feedback(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """A read of ``feedback``: each label to the join, an invalid one to the dead letters."""
+        task, add = self.spec.model.task, self.join.add
+        for entry_id, fields in entries:
+            try:
+                d = _decode(fields)
+                pred_id, label = prediction_id(d["id"]), d["label"]
+                if isinstance(label, bool) or not isinstance(label, int | float):
+                    raise ValueError(f"'label' must be a number (got {type(label).__name__})")
+                label = check_target(task, label)  # before it takes the prediction
+            except (ValueError, KeyError, TypeError) as e:
+                self._dead_letter(self.source.feedback, entry_id, fields, f"invalid: {e}")
+                continue
+            # The label's arrival time is its stream id: the same after a restart.
+            fid = entry_id.decode()
+            add(fid, pred_id, label, int(fid.split("-", 1)[0]) / 1000.0)
 
     def _on_joined(self, joined: list[Joined]) -> None:
         """Labels joined with their logged predictions: their rows, one block."""
         rows: list[dict[str, Any]] = []
         labels: list[float] = []
         runs: list[Run] = []
+        stream = self.source.feedback
         for j in joined:
-            entry_id = j.feedback_id.encode()
             try:
-                features = j.features
+                rows += j.features()
             except (ValueError, TypeError, IndexError) as e:
-                self.join.release(j.where)
-                self._dead_letter(self.source.feedback, entry_id, {b"id": j.where.key.encode()},
-                                  f"invalid: the logged prediction cannot be read: {e}")  # fmt: skip
+                self.join.release(j.marks)
+                for fid, (_, key) in zip(j.feedback_ids, j.marks, strict=True):
+                    self._dead_letter(stream, fid.encode(), {b"id": key.encode()},
+                                      f"invalid: the logged prediction cannot be read: {e}")  # fmt: skip
                 continue
-            rows.append(features)
-            labels.append(j.label)
-            runs.append(Run(self.source.feedback, entry_id, 1, j.where))
+            labels += j.labels
+            runs += [
+                Run(stream, fid.encode(), 1, mark)
+                for fid, mark in zip(j.feedback_ids, j.marks, strict=True)
+            ]
         if rows:
             try:  # column-wise when every value has its type (the usual case)
                 X = self.schema.encode_strict(rows)

@@ -349,28 +349,35 @@ class Monitor:
         self._drift_edge("predictions", self.prediction_drift, ["score"])
 
     def _on_label(self, j: Joined) -> None:
-        e, i = j.entry, j.where.row
+        """Labels of one logged request: its tracks' and versions' quality, the concept
+        detector (in prediction order), the evidence the guardrails judge."""
+        e = j.entry
         try:
-            y = float(j.label)
-            p = float(e.score(i))
-            row = e.row(i)
+            y = np.array(j.labels, dtype=np.float64)
+            scores = e.scores
+            p = np.array([float(scores[i]) for i in j.rows])
+            rows = j.features()
         except (TypeError, ValueError, IndexError):
             self.metrics.bad_log_entries.inc()
             return
-        self._counts["labels"] += 1
-        self._evidence_rows.append(row)
-        self._evidence_y.append(y)
-        self._last_feedback = j.received
-        self.label_lags.append(max(0.0, j.received - j.ts))
+        self._counts["labels"] += len(y)
+        self._evidence_rows += rows
+        self._evidence_y += y.tolist()
+        self._last_feedback = max(self._last_feedback, *j.received)
+        self.label_lags += [max(0.0, t - j.ts) for t in j.received]
         if len(self.label_lags) > 1000:
-            del self.label_lags[:500]
-        track = e.track(i)
-        revision, version = e.model(track)
-        self._score(track, revision, version, np.array([p]), np.array([y]), j.ts)
+            del self.label_lags[:-500]
+        tracks = [e.track(i) for i in j.rows] if e.meta.tracks is not None else None
+        for track in sorted(set(tracks)) if tracks is not None else [e.meta.track]:
+            at = slice(None) if tracks is None else [t == track for t in tracks]
+            revision, version = e.model(track)
+            self._score(track, revision, version, p[at], y[at], j.ts)
         shadow = e.meta.shadow
-        if shadow is not None and i < len(shadow[2]):  # a shadow answered the same row
-            p_shadow = np.array([float(shadow[2][i])])
-            self._score("shadow", shadow[0], shadow[1], p_shadow, np.array([y]), j.ts)
+        if shadow is not None:  # a shadow answered the same rows
+            pick = [n for n, i in enumerate(j.rows) if i < len(shadow[2])]
+            p_shadow = np.array([float(shadow[2][j.rows[n]]) for n in pick])
+            if pick:
+                self._score("shadow", shadow[0], shadow[1], p_shadow, y[pick], j.ts)
 
     def _score(
         self, track: str, revision: Any, version: Any, p: np.ndarray, y: np.ndarray, ts: float
@@ -445,6 +452,8 @@ class Monitor:
                         pid, label = str(d["id"]), d["label"]
                     except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
                         continue
+                    if isinstance(label, bool) or not isinstance(label, int | float):
+                        continue  # the learner dead-letters it
                     received = int(entry_id.split(b"-")[0]) / 1000
                     self.join.add(entry_id.decode(), pid, label, received)
             else:
@@ -455,11 +464,12 @@ class Monitor:
         self._concept_update()
         self.join.take_rejected()  # the learner dead-letters them
         pipe = self.r.pipeline(transaction=False)
-        self.join.commit(pipe, [j.where for j in joined])
+        marks = [m for j in joined for m in j.marks]
+        self.join.commit(pipe, marks)
         self.labels.ack(pipe)
         pipe.execute()
         self.labels.acked()
-        self.join.committed([j.where for j in joined])
+        self.join.committed(marks)
         self._flush_evidence()
 
     def _feedback_flows(self) -> bool:

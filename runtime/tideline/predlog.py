@@ -64,9 +64,9 @@ INSTANCE_HEX = 12  # hex digits of a server process's name (48 random bits)
 SECRET_HEX = 16  # hex digits of a request's secret (64 random bits)
 FUTURE_SECONDS = 60.0  # clocks of servers and readers may differ this much
 
-_GENERATED = re.compile(
-    r"([0-9a-f]{12})-([0-9]{1,15})-([0-9]{1,9})-([0-9]{1,6})-([0-9a-f]{16})-([0-9]{1,9})"
-)
+# a generated id is a head naming a request, and ``-{row}``
+_HEAD = re.compile(r"([0-9a-f]{12})-([0-9]{1,15})-([0-9]{1,9})-([0-9]{1,6})-([0-9a-f]{16})")
+is_row = re.compile(r"[0-9]{1,9}").fullmatch  # whether the last part of an id is a row number
 
 
 def retention(label_window: float) -> float:
@@ -134,13 +134,21 @@ class Location:
         return cls(parts[0], parts[1], int(parts[2]), int(parts[3]))
 
 
-def parse_id(pred_id: str) -> Location | None:
-    """The location a generated prediction id names; None for any other id."""
-    m = _GENERATED.fullmatch(pred_id)
+def parse_head(head: str) -> tuple[str, str, int, str] | None:
+    """The request a generated id's head (all but ``-{row}``) names: its server's instance,
+    its entry, its place in the entry, its secret; None for any other text."""
+    m = _HEAD.fullmatch(head)
     if m is None:
         return None
-    instance, ms, seq, k, secret, row = m.groups()
-    return Location(instance, f"{ms}-{seq}", int(k), int(row), secret)
+    instance, ms, seq, k, secret = m.groups()
+    return instance, f"{ms}-{seq}", int(k), secret
+
+
+def parse_id(pred_id: str) -> Location | None:
+    """The location a generated prediction id names; None for any other id."""
+    head, _, row = pred_id.rpartition("-")
+    where = parse_head(head) if is_row(row) else None
+    return Location(*where[:3], int(row), where[3]) if where is not None else None
 
 
 def id_prefix(instance: str, entry: str, k: int, secret: str) -> str:
@@ -237,6 +245,14 @@ class Entry:
         if isinstance(r, list) and self.meta.names is not None:
             return dict(zip(self.meta.names, r, strict=False))
         raise ValueError(f"row {i} is neither an object nor a named array")
+
+    def pick(self, rows: list[int]) -> list[dict[str, Any]]:
+        """Those rows' features as objects (:meth:`row` of each, the whole list at once)."""
+        logged = self.rows
+        out = [logged[i] for i in rows]
+        if all(type(r) is dict for r in out):
+            return out
+        return [self.row(i) for i in rows]
 
     def score(self, i: int) -> Any:
         return self.scores[i]

@@ -24,9 +24,10 @@ def test_labels_for_the_rows_of_one_request_read_its_entry_once(r) -> None:
     j = _join(r)
     for i, pid in enumerate(req.ids):
         j.add(f"f{i}", pid, i % 2, time.time())
-    joined = j.resolve()
-    assert [x.features["amount"] for x in joined] == [float(i) for i in range(64)]
-    assert all(x.ts == pytest.approx(req.ts, abs=1e-3) for x in joined)
+    [joined] = j.resolve()  # one request: its labels together, in the order they came
+    assert [x["amount"] for x in joined.features()] == [float(i) for i in range(64)]
+    assert joined.feedback_ids == [f"f{i}" for i in range(64)] and joined.labels[:3] == [0, 1, 0]
+    assert joined.ts == pytest.approx(req.ts, abs=1e-3)
     assert j.lookups == 1 and j.take_rejected() == []
 
 
@@ -50,7 +51,7 @@ def test_a_label_waits_for_its_prediction_with_growing_delays_and_gives_up_after
     assert gaps == sorted(gaps) and gaps[-1] == pytest.approx(5.0, abs=0.15)  # growing, capped
     late = LoggedRequest([{"amount": 1.0}]).write(r, KEYS)
     j.add("f2", late.ids[0], 1, time.time())  # logged just now: found at once
-    assert [x.feedback_id for x in j.resolve()] == ["f2"]
+    assert [x.feedback_ids for x in j.resolve()] == [["f2"]]
 
 
 def test_labels_waiting_are_capped_in_count_and_bytes_and_the_overflow_is_unmatched(r) -> None:
@@ -74,16 +75,17 @@ def test_a_prediction_takes_one_label_held_until_committed_then_in_redis(r) -> N
     j.add("f1", req.ids[0], 1, time.time())
     j.add("f2", req.ids[0], 0, time.time())  # in the same batch
     [first] = j.resolve()
+    assert first.feedback_ids == ["f1"]
     j.add("f3", req.ids[0], 0, time.time())  # held in memory, not committed yet
     assert j.resolve() == []
     pipe = r.pipeline(transaction=True)
-    j.commit(pipe, [first.where])
+    j.commit(pipe, first.marks)
     pipe.execute()
-    j.committed([first.where])
+    j.committed(first.marks)
     other = _join(r)  # another process of the same reader: the mark is in Redis
     other.add("f4", req.ids[0], 0, time.time())
     other.add("f5", req.ids[1], 0, time.time())
-    assert [x.feedback_id for x in other.resolve()] == ["f5"]
+    assert [x.feedback_ids for x in other.resolve()] == [["f5"]]
     assert [x.reason for x in j.take_rejected() + other.take_rejected()] == ["duplicate"] * 3
     third = LogJoin(r, KEYS, 60.0, "another reader")  # each reader takes each label once
     third.add("f6", req.ids[0], 0, time.time())
@@ -96,7 +98,7 @@ def test_a_client_id_given_twice_joins_its_newest_prediction(r) -> None:
     j = LogJoin(r, KEYS, 1800.0, "reader")
     j.add("f1", "order-7", 1, time.time())
     [x] = j.resolve()
-    assert x.features == {"amount": 2.0}
+    assert x.features() == [{"amount": 2.0}]
 
 
 def _calls(r, command: str) -> int:
@@ -111,9 +113,30 @@ def test_in_a_window_of_days_a_client_id_is_looked_for_back_in_time_only_as_far_
     j = LogJoin(r, KEYS, 2 * 86400.0, "reader")
     j.add("f1", "fresh", 0, time.time())
     before = _calls(r, "hmget")
-    assert [x.features["amount"] for x in j.resolve()] == [2.0]
+    assert [x.features() for x in j.resolve()] == [[{"amount": 2.0}]]
     assert _calls(r, "hmget") - before == 12  # the newest hour of buckets, no more
     j.add("f2", "day-old", 1, time.time())
     before = _calls(r, "hmget")
-    assert [x.features["amount"] for x in j.resolve()] == [1.0]
+    assert [x.features() for x in j.resolve()] == [[{"amount": 1.0}]]
     assert 30 * 12 <= _calls(r, "hmget") - before <= 32 * 12  # 30 hours back, of 48
+
+
+def test_labels_of_interleaved_requests_are_joined_per_request_each_entry_read_once(r) -> None:
+    reqs = [LoggedRequest([{"amount": float(10 * k + i)} for i in range(4)]).write(r, KEYS)
+            for k in range(3)]  # fmt: skip
+    j = _join(r)
+    for i in (3, 0, 2):
+        for k, req in enumerate(reqs):
+            j.add(f"f{k}.{i}", req.ids[i], 1, time.time())
+    j.add("g", reqs[1].ids[0][:-1] + "9", 1, time.time())  # no row 9 in that request
+    j.add("h", reqs[2].ids[3], 0, time.time())  # the second label of a row in the same read
+    j.add("u", reqs[0].ids[0][:-1] + "\u0663", 1, time.time())  # not an ASCII row number
+    joined = j.resolve()
+    assert [x.features() for x in joined] == [
+        [{"amount": 10.0 * k + i} for i in (3, 0, 2)] for k in range(3)
+    ]
+    assert [x.feedback_ids for x in joined][1] == ["f1.3", "f1.0", "f1.2"]
+    assert j.lookups == 3
+    reasons = {x.feedback_id: x.reason for x in j.take_rejected()}
+    assert reasons == {"g": "unmatched: no such row in the request", "h": "duplicate"}
+    assert j.waiting == 1  # "u" is no generated id: looked for among clients' ids, later again
