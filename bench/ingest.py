@@ -42,10 +42,10 @@ import yaml
 from labels import RUNTIME, Loop, learned_total  # the processes, started with the CLI
 from redis._parsers import _RESP2Parser
 
+from tideline.contracts import Keys
 from tideline.embedded import free_port
 from tideline.learn import make_learner
 from tideline.simulate import SyntheticStream
-from tideline.store import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 

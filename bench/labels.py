@@ -45,10 +45,10 @@ import orjson
 import yaml
 
 import tideline
+from tideline.contracts import Keys
 from tideline.embedded import EmbeddedRedis, free_port
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
-from tideline.store import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = str(Path(tideline.__file__).resolve().parents[1])  # the tideline under test
@@ -124,7 +124,7 @@ class Loop:
             raise
 
     def learned(self) -> int:
-        raw = self.r.hget(self.keys.rev(self.model.revision, "learner"), "samples")
+        raw = self.r.hget(self.keys.learner(self.model.revision), "samples")
         return int(raw or 0)
 
     def log_bytes(self) -> int:

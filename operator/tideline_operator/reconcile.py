@@ -36,8 +36,9 @@ import yaml
 from prometheus_client import Counter, Histogram
 
 from tideline import health as h
+from tideline.contracts import Keys, Pointers
 from tideline.spec import OnlineModel, SpecError, check_redis_url, parse
-from tideline.store import Keys, ModelStore, StoreError, connect, migrate_keys
+from tideline.store import ModelStore, StoreError, connect, migrate_keys
 from tideline_operator import builders
 from tideline_operator.builders import Settings
 from tideline_operator.kube import REVISION_KINDS, KubeAPI
@@ -205,25 +206,24 @@ class Reconciler:
         return mem.models[rev]
 
     # -- observe ----------------------------------------------------------------------
-    def observe(self, model: OnlineModel, status: dict[str, Any], r: Any) -> tuple[dict[str, Any], h.Health | None, dict[str, str], dict[str, float], int | None]:  # fmt: skip
+    def observe(self, model: OnlineModel, status: dict[str, Any], r: Any) -> tuple[Pointers, h.Health | None, dict[str, str], dict[str, float], int | None]:  # fmt: skip
         """The stable pointers, the health summary, the routing hash, the retired revisions,
         and how many records the stable learner is behind (None: not known)."""
         keys = Keys(model.namespace, model.name)
         stable = status.get("stableRevision") or model.revision
         try:
             p = r.pipeline(transaction=False)
-            p.hgetall(keys.rev(stable, "pointers"))
+            p.hgetall(keys.pointers(stable))
             p.get(keys.health)
             p.hgetall(keys.routing)
             p.zrange(keys.retired, 0, -1, withscores=True)
-            p.hget(keys.rev(stable, "learner"), "lag")
+            p.hget(keys.learner(stable), "lag")
             pointers, health, routing, retired, lag = p.execute()
         except redis.RedisError as e:
             log.warning("%s/%s: Redis unavailable: %s", model.namespace, model.name, e)
-            return {}, None, {}, {}, None
-        ptr = {k.decode(): int(v) for k, v in pointers.items() if k != b"pinned"}
+            return Pointers(), None, {}, {}, None
         return (
-            ptr,
+            Pointers.from_hash(pointers),
             h.decode(health),  # None when missing or not a summary: decisions wait
             {k.decode(): v.decode() for k, v in routing.items()},
             {rev.decode(): at for rev, at in retired},
@@ -305,9 +305,9 @@ class Reconciler:
         observed = Observed(
             revision=model.revision,
             annotations=dict(manifest["metadata"].get("annotations") or {}),
-            served=pointers.get("served"),
-            last_good=pointers.get("lastGood"),
-            latest=pointers.get("latest"),
+            served=pointers.served,
+            last_good=pointers.lastGood,
+            latest=pointers.latest,
             replicas_ready=bool(servers) and ready >= want and others_ready,
             ready_replicas=ready,
             generation=generation,
@@ -348,17 +348,17 @@ class Reconciler:
                 store.set_pointer(a.args["revision"], "served", int(a.args["to"]), pin=True)
                 # the learner goes on from the version served again (the pause policy
                 # arrives as its own pause-learning action)
-                r.hset(keys.rev(a.args["revision"], "control"), "resetTo", str(a.args["to"]))
+                r.hset(keys.control(a.args["revision"]), "resetTo", str(a.args["to"]))
             elif a.kind == "unpin":
                 store.set_pointer(a.args["revision"], "served", int(a.args["version"]), pin=False)
             elif a.kind == "prove":
                 store.set_pointer(a.args["revision"], "lastGood", int(a.args["version"]))
             elif a.kind == "adapt":
                 # the learner adapts faster for a while (see LearnerProcess._control)
-                r.hset(keys.rev(a.args["revision"], "control"), "adapt", repr(a.args["at"]))
+                r.hset(keys.control(a.args["revision"]), "adapt", repr(a.args["at"]))
             elif a.kind == "pause-learning":
                 r.hset(
-                    keys.rev(a.args["revision"], "control"),
+                    keys.control(a.args["revision"]),
                     "paused",
                     "1" if a.args["paused"] else "0",
                 )

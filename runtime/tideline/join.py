@@ -39,10 +39,9 @@ from typing import Any
 import redis
 
 from tideline import predlog
+from tideline.contracts import Keys
 from tideline.predlog import Batch, Entry, Location
-from tideline.store import Keys
 
-MAX_ID_LENGTH = 256
 # Log entries kept once read (labels for one batch tend to come together), bounded by
 # the bytes they came as (decoded rows take a few times that): entries hold up to 64 KiB.
 ENTRY_CACHE_BYTES = 8 << 20
@@ -52,25 +51,6 @@ INDEX_CHUNK = 12  # index buckets (an hour) asked at a time for clients' own ids
 # shorter): a server writes its log every 20 ms, or, through a Redis outage, once Redis
 # is back; a label for an id that was never logged must not hold memory for days.
 MAX_WAIT = 600.0
-
-
-def prediction_id(value: Any) -> str:
-    """A prediction id as the join keys it: a string or an integer, at most 256 characters.
-
-    >>> prediction_id(42), prediction_id("9f2c-0")
-    ('42', '9f2c-0')
-    >>> prediction_id(None)
-    Traceback (most recent call last):
-    ...
-    ValueError: an id must be a string or an integer (got null)
-    """
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        name = "null" if value is None else type(value).__name__
-        raise ValueError(f"an id must be a string or an integer (got {name})")
-    text = str(value)
-    if len(text) > MAX_ID_LENGTH:
-        raise ValueError(f"an id must be at most {MAX_ID_LENGTH} characters (got {len(text)})")
-    return text
 
 
 Mark = tuple[int, str]  # a joined prediction: (its slice of time, its key)

@@ -44,9 +44,10 @@ import orjson
 import redis
 
 from tideline import codec
+from tideline.contracts import decode_feedback
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
 from tideline.features import FeatureError
-from tideline.join import Joined, LogJoin, Mark, prediction_id
+from tideline.join import Joined, LogJoin, Mark
 from tideline.learn import Learner, make_learner
 from tideline.learn.base import NonFiniteUpdate, check_target
 from tideline.metrics import LearnerMetrics
@@ -77,16 +78,6 @@ MAINTAIN_SECONDS = 10.0  # how often the source is tidied (streams trimmed, part
 def _entry_ms(entry_id: bytes | str) -> float:
     s = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(s.split("-", 1)[0]) / 1000.0
-
-
-def _decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
-    data = fields.get(b"data")
-    if data is None:
-        raise ValueError("entry has no 'data' field")
-    out = orjson.loads(data)
-    if not isinstance(out, dict):
-        raise ValueError("'data' must be a JSON object")
-    return out
 
 
 @dataclass
@@ -269,7 +260,7 @@ class LearnerProcess:
         # a revision warm-started from another starts where that one's learner is
         warm_meta = self._checkpoint_meta(warm) if warm else None
         return KafkaTopics(self.model, self.revision, warm_state=(warm_meta or {}).get("source"),
-                           starts=(self.r, self.keys.rev(self.revision, "kafka-starts")))  # fmt: skip
+                           starts=(self.r, self.keys.kafka_starts(self.revision)))  # fmt: skip
 
     def start(self) -> None:
         moved = migrate_keys(self.r, self.keys)
@@ -286,12 +277,12 @@ class LearnerProcess:
         self.metrics.versions.set(self.counters["next_version"] - 1)
 
     def _checkpoint_meta(self, revision: str) -> dict[str, Any] | None:
-        blob = self.r.get(self.keys.rev(revision, "checkpoint"))
+        blob = self.r.get(self.keys.checkpoint(revision))
         return codec.decode(blob)[1] if blob is not None else None
 
     def _restore_checkpoint(self) -> dict[str, Any] | None:
         """The checkpoint's state back in the learner; its meta (None: there is none)."""
-        blob = self.r.get(self.keys.rev(self.revision, "checkpoint"))
+        blob = self.r.get(self.keys.checkpoint(self.revision))
         if blob is None:
             return None
         arrays, meta = codec.decode(blob)
@@ -307,17 +298,14 @@ class LearnerProcess:
 
     def _warm_start_blob(self) -> tuple[bytes | None, str]:
         if self.warm_start_revision:
-            try:
-                # the version stable serves: after a rollback its latest may be the bad one
-                ptr = self.store.pointers(self.warm_start_revision)
-                v = ptr.get("served", ptr["latest"])
-                return self.r.get(self.keys.version(self.warm_start_revision, int(v))), (
+            # the version stable serves: after a rollback its latest may be the bad one
+            ptr = self.store.pointers(self.warm_start_revision)
+            v = ptr.served if ptr.served is not None else ptr.latest
+            if v is not None:
+                return self.r.get(self.keys.version(self.warm_start_revision, v)), (
                     f"revision {self.warm_start_revision} v{v}"
                 )
-            except KeyError:
-                log.warning(
-                    "revision %s has no version to warm-start from", self.warm_start_revision
-                )
+            log.warning("revision %s has no version to warm-start from", self.warm_start_revision)
         ws = self.spec.model.warmStart
         if ws is None:
             return None, ""
@@ -406,17 +394,14 @@ class LearnerProcess:
         task, add = self.spec.model.task, self.join.add
         for entry_id, fields in entries:
             try:
-                d = _decode(fields)
-                pred_id, label = prediction_id(d["id"]), d["label"]
-                if isinstance(label, bool) or not isinstance(label, int | float):
-                    raise ValueError(f"'label' must be a number (got {type(label).__name__})")
-                label = check_target(task, label)  # before it takes the prediction
-            except (ValueError, KeyError, TypeError) as e:
+                f = decode_feedback(fields.get(b"data"))
+                label = check_target(task, f.label)  # before it takes the prediction
+            except ValueError as e:
                 self._dead_letter(self.source.feedback, entry_id, fields, f"invalid: {e}")
                 continue
             # The label's arrival time is its stream id: the same after a restart.
             fid = entry_id.decode()
-            add(fid, pred_id, label, int(fid.split("-", 1)[0]) / 1000.0)
+            add(fid, f.id, label, int(fid.split("-", 1)[0]) / 1000.0)
 
     def _on_joined(self, joined: list[Joined]) -> None:
         """Labels joined with their logged predictions: their rows, one block."""
@@ -617,7 +602,7 @@ class LearnerProcess:
             arrays, {"counters": c, "revision": self.revision, "source": self.source.state()}
         )
         pipe = transaction(self.r, self.keys.prefix)  # (on a cluster: the model's node)
-        pipe.set(self.keys.rev(self.revision, "checkpoint"), blob)
+        pipe.set(self.keys.checkpoint(self.revision), blob)
         if version is not None:
             meta = {"reason": reason or "checkpointEvery", "samples": c["samples"], **gate_info}
             if reason == "initial" and self._warm_source:
@@ -636,7 +621,7 @@ class LearnerProcess:
                 and bool(self._warm_source)
                 and not self.warm_start_revision,
             )
-        pipe.hset(self.keys.rev(self.revision, "learner"), mapping=self.status())
+        pipe.hset(self.keys.learner(self.revision), mapping=self.status())
         for d in self._dead:
             pipe.xadd(self.keys.deadletter, d, maxlen=100_000, approximate=True)
         self.source.commit(pipe)
@@ -678,7 +663,7 @@ class LearnerProcess:
         return self._lag
 
     def _refresh_served(self) -> None:
-        v = self.store.pointers(self.revision).get("served")
+        v = self.store.pointers(self.revision).served
         if v is None or v == self.served_version:
             return
         try:
@@ -689,7 +674,7 @@ class LearnerProcess:
 
     def _control(self) -> None:
         """Operator commands: pause/resume learning, adapt to concept drift, reset to a version."""
-        ctl = self.r.hgetall(self.keys.rev(self.revision, "control"))
+        ctl = self.r.hgetall(self.keys.control(self.revision))
         self.paused = ctl.get(b"paused") == b"1"
         if ctl.get(b"adapt") is not None:
             self._adapt()
@@ -706,7 +691,7 @@ class LearnerProcess:
             self.gate_live = self.gate_served = np.zeros(0)
             self.counters["since_publish"] = 0
             log.info("reset %s to version %s", self.revision, reset.decode())
-        self.r.hdel(self.keys.rev(self.revision, "control"), "resetTo")
+        self.r.hdel(self.keys.control(self.revision), "resetTo")
         self._dirty = True
 
     def _adapt(self) -> None:
@@ -719,7 +704,7 @@ class LearnerProcess:
         self.counters["adaptations"] = self.counters.get("adaptations", 0) + 1
         log.info("adapting %s to concept drift: replay cleared, confidence kept at %.0f %%",
                  self.revision, ADAPT_KEEP * 100)  # fmt: skip
-        self.r.hdel(self.keys.rev(self.revision, "control"), "adapt")
+        self.r.hdel(self.keys.control(self.revision), "adapt")
         self._dirty = True
 
     # -- loop --------------------------------------------------------------------------

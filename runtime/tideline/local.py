@@ -54,10 +54,10 @@ import orjson
 import redis
 
 from tideline.cluster import ProcessCluster
+from tideline.contracts import Keys
 from tideline.embedded import EmbeddedKafka, EmbeddedRedis
 from tideline.simulate import SyntheticStream
 from tideline.spec import OnlineModel, parse
-from tideline.store import Keys
 
 TICK = 0.02
 ROWS_PER_REQUEST = 32
@@ -252,7 +252,7 @@ def _by_reason(rollbacks: list[Event]) -> dict[str, int]:
 def _learned(client: Any, keys: Keys) -> tuple[int, int]:
     """Samples learned and versions published, over every revision that ran."""
     samples = versions = 0
-    for key in client.scan_iter(f"{keys.prefix}:rev:*:learner"):
+    for key in client.scan_iter(keys.learner("*")):
         st = client.hgetall(key)
         samples += int(st.get(b"samples", 0))
         versions += int(st.get(b"next_version", 0))

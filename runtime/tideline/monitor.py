@@ -61,6 +61,7 @@ import redis
 
 from tideline import health as h
 from tideline import predlog, samples
+from tideline.contracts import Pointers, decode_feedback
 from tideline.drift import ADWIN, KS, PSI, EventOrder, PageHinkley
 from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
@@ -448,14 +449,11 @@ class Monitor:
             if stream == self.labels.feedback:
                 for entry_id, fields in entries:
                     try:
-                        d = orjson.loads(fields[b"data"])
-                        pid, label = str(d["id"]), d["label"]
-                    except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
-                        continue
-                    if isinstance(label, bool) or not isinstance(label, int | float):
+                        f = decode_feedback(fields.get(b"data"))
+                    except ValueError:
                         continue  # the learner dead-letters it
                     received = int(entry_id.split(b"-")[0]) / 1000
-                    self.join.add(entry_id.decode(), pid, label, received)
+                    self.join.add(entry_id.decode(), f.id, f.label, received)
             else:
                 self._on_samples(entries)
         joined = self.join.resolve()
@@ -514,10 +512,10 @@ class Monitor:
         raw = self.r.hgetall(self.keys.routing)
         if raw.get(b"stable"):
             self._stable_revision = raw[b"stable"].decode()
-        v = self.r.hget(self.keys.rev(self._stable_revision, "pointers"), "served")
+        v = Pointers.from_hash(self.r.hgetall(self.keys.pointers(self._stable_revision))).served
         if v is None:
             return None
-        key = (self._stable_revision, int(v))
+        key = (self._stable_revision, v)
         if key != self._served_key:
             try:
                 self._served, _ = self.store.load(*key)
@@ -697,21 +695,23 @@ class Monitor:
         r = self.r
         pipe = r.pipeline(transaction=False)
         pipe.hgetall(self.keys.routing)
-        pipe.hgetall(self.keys.rev(self._stable_revision, "pointers"))
-        routing, pointers = pipe.execute()
+        pipe.hgetall(self.keys.pointers(self._stable_revision))
+        routing, raw = pipe.execute()
         stable = (routing.get(b"stable") or self._stable_revision.encode()).decode()
         if stable != self._stable_revision:
             self._stable_revision = stable
-            pointers = r.hgetall(self.keys.rev(stable, "pointers"))
+            raw = r.hgetall(self.keys.pointers(stable))
+        pointers = Pointers.from_hash(raw)
         roles: dict[str, tuple[Any, ...]] = {}
-        for role, name in (("served", b"served"), ("lastGood", b"lastGood"), ("latest", b"latest")):
-            if pointers.get(name) is not None:
-                roles[role] = (stable, int(pointers[name]))
+        for role in Pointers.NAMES:
+            v = pointers.get(role)
+            if v is not None:
+                roles[role] = (stable, v)
         canary = (routing.get(b"canary") or b"").decode()
         if canary:
-            v = r.hget(self.keys.rev(canary, "pointers"), "served")
+            v = Pointers.from_hash(r.hgetall(self.keys.pointers(canary))).served
             if v is not None:
-                roles["canary"] = (canary, int(v))
+                roles["canary"] = (canary, v)
         if self._is_warm_started(stable):
             roles["baseline"] = (stable, 0)
         if "served" not in roles:
@@ -741,7 +741,7 @@ class Monitor:
         """Whether the revision's v0 is a warm-start baseline (cached: v0 never changes)."""
         known = self._warm_started.get(revision)
         if known is None:
-            raw = self.r.hget(self.keys.rev(revision, "vmeta"), "0")
+            raw = self.r.hget(self.keys.vmeta(revision), "0")
             if raw is None:
                 return False
             try:

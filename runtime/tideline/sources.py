@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 import redis
 
+from tideline.contracts import Keys
 from tideline.predlog import entry_order
-from tideline.store import Keys
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 # (stream, entry id, fields, reason): an entry to dead-letter before anything is read

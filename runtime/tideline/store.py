@@ -51,105 +51,8 @@ import orjson
 import redis
 
 from tideline import codec
+from tideline.contracts import Keys, Pointers
 from tideline.learn import Learner, make_learner
-
-
-@dataclass(frozen=True)
-class Keys:
-    """Every Redis key of one model; revision-scoped keys take the revision.
-
-    Every key of a model carries one hash tag, ``{namespace/model}``, so a Redis
-    Cluster keeps them in one slot: the transaction that acknowledges stream
-    entries with the checkpoint, and the script that publishes a version, touch
-    several keys at once (across slots a cluster refuses them with CROSSSLOT).
-    """
-
-    namespace: str
-    model: str
-
-    @property
-    def prefix(self) -> str:
-        return f"tideline:{{{self.namespace}/{self.model}}}"
-
-    @property
-    def legacy_prefix(self) -> str:
-        """The prefix before hash tags (``tideline:{ns}:{model}``): see :func:`migrate_keys`."""
-        return f"tideline:{self.namespace}:{self.model}"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}:events"
-
-    @property
-    def samples(self) -> str:
-        return f"{self.prefix}:samples"
-
-    @property
-    def feedback(self) -> str:
-        return f"{self.prefix}:feedback"
-
-    def log(self, instance: str) -> str:
-        """Stream: one server process's prediction log (see :mod:`tideline.predlog`)."""
-        return f"{self.prefix}:log:{instance}"
-
-    @property
-    def logs(self) -> str:
-        """Sorted set: the server processes that write a prediction log -> their last write."""
-        return f"{self.prefix}:logs"
-
-    def log_ids(self, bucket: int) -> str:
-        """Hash: the clients' own prediction ids of one bucket of time -> where their rows are."""
-        return f"{self.prefix}:log-ids:{bucket}"
-
-    def taken(self, reader: str, part: str) -> str:
-        """Set: the predictions (of one slice of time) a reader joined a label with."""
-        return f"{self.prefix}:taken:{reader}:{part}"
-
-    @property
-    def deadletter(self) -> str:
-        return f"{self.prefix}:deadletter"
-
-    @property
-    def routing(self) -> str:
-        """Hash written by the operator: stable, canary, weight, shadow, canaryURL."""
-        return f"{self.prefix}:routing"
-
-    @property
-    def servers(self) -> str:
-        """Hash: one field per server instance, its per-track counters and latencies."""
-        return f"{self.prefix}:servers"
-
-    @property
-    def health(self) -> str:
-        """The monitor's health summary (JSON), rewritten every analysis interval."""
-        return f"{self.prefix}:health"
-
-    @property
-    def driftlog(self) -> str:
-        """Stream of drift events (concept, features, predictions) for later analysis."""
-        return f"{self.prefix}:driftlog"
-
-    @property
-    def forward_token(self) -> str:
-        """A random token the model's servers share: a forwarded request carries it."""
-        return f"{self.prefix}:forward-token"
-
-    @property
-    def retired(self) -> str:
-        """Sorted set: revisions the operator removed -> when; their keys go after a grace."""
-        return f"{self.prefix}:retired"
-
-    def rev(self, revision: str, name: str) -> str:
-        return f"{self.prefix}:rev:{revision}:{name}"
-
-    def version(self, revision: str, version: int) -> str:
-        return f"{self.version_prefix(revision)}{version}"
-
-    def version_prefix(self, revision: str) -> str:
-        return f"{self.prefix}:rev:{revision}:v:"
-
-    def learner_group(self, revision: str) -> str:
-        return f"learner-{revision}"
 
 
 def is_cluster(url: str, **kw: Any) -> bool:
@@ -296,9 +199,9 @@ class ModelStore:
         self._publish(
             keys=[
                 k.version(revision, version),
-                k.rev(revision, "versions"),
-                k.rev(revision, "vmeta"),
-                k.rev(revision, "pointers"),
+                k.versions(revision),
+                k.vmeta(revision),
+                k.pointers(revision),
             ],
             args=[
                 version,
@@ -322,9 +225,9 @@ class ModelStore:
         if not self.r.exists(self.keys.version(revision, version)):
             raise StoreError(f"revision {revision} has no version {version}")
         p = transaction(self.r, self.keys.prefix)
-        p.hset(self.keys.rev(revision, "pointers"), name, version)
+        p.hset(self.keys.pointers(revision), name, version)
         if pin is not None:
-            p.hset(self.keys.rev(revision, "pointers"), "pinned", "1" if pin else "0")
+            p.hset(self.keys.pointers(revision), "pinned", "1" if pin else "0")
         p.publish(
             self.keys.events,
             orjson.dumps(
@@ -335,7 +238,7 @@ class ModelStore:
 
     def save_reference(self, revision: str, reference: Reference) -> bool:
         """Store a revision's drift reference unless it has one; True when this one was stored."""
-        return bool(self.r.set(self.keys.rev(revision, "reference"), reference.to_blob(), nx=True))
+        return bool(self.r.set(self.keys.reference(revision), reference.to_blob(), nx=True))
 
     def retire(self, revision: str, at: float) -> None:
         """Note that ``revision`` left at ``at`` (kept if already noted: the first time counts)."""
@@ -350,7 +253,7 @@ class ModelStore:
         k = self.keys
         removed = 0
         batch: list[bytes] = []
-        for key in self.r.scan_iter(match=f"{k.prefix}:rev:{revision}:*", count=1000):
+        for key in self.r.scan_iter(match=f"{k.rev_prefix(revision)}*", count=1000):
             batch.append(key)
             if len(batch) == 500:
                 removed += self.r.unlink(*batch)
@@ -365,7 +268,7 @@ class ModelStore:
 
     # -- reading ----------------------------------------------------------------------
     def reference(self, revision: str) -> Reference | None:
-        blob = self.r.get(self.keys.rev(revision, "reference"))
+        blob = self.r.get(self.keys.reference(revision))
         if blob is None:
             return None
         try:
@@ -373,19 +276,14 @@ class ModelStore:
         except (codec.CodecError, KeyError, ValueError, TypeError):
             return None
 
-    def pointers(self, revision: str) -> dict[str, int | bool]:
-        raw = self.r.hgetall(self.keys.rev(revision, "pointers"))
-        out: dict[str, int | bool] = {}
-        for k, v in raw.items():
-            key = k.decode()
-            out[key] = v == b"1" if key == "pinned" else int(v)
-        return out
+    def pointers(self, revision: str) -> Pointers:
+        return Pointers.from_hash(self.r.hgetall(self.keys.pointers(revision)))
 
     def versions(self, revision: str) -> list[int]:
-        return [int(v) for v in self.r.zrange(self.keys.rev(revision, "versions"), 0, -1)]
+        return [int(v) for v in self.r.zrange(self.keys.versions(revision), 0, -1)]
 
     def version_meta(self, revision: str, version: int) -> dict[str, Any]:
-        raw = self.r.hget(self.keys.rev(revision, "vmeta"), str(version))
+        raw = self.r.hget(self.keys.vmeta(revision), str(version))
         if raw is None:
             raise StoreError(f"revision {revision} has no version {version}")
         return orjson.loads(raw)
@@ -394,7 +292,7 @@ class ModelStore:
         """A learner rebuilt from a stored version (a number or a pointer name)."""
         if isinstance(version, str):
             v = self.pointers(revision).get(version)
-            if v is None or isinstance(v, bool):
+            if v is None:
                 raise StoreError(f"revision {revision} has no {version} pointer")
             version = v
         blob = self.r.get(self.keys.version(revision, version))

@@ -15,9 +15,10 @@ import yaml
 
 from tests.e2e.conftest import NAMESPACE, ROOT, Installed, Operator, get, until
 from tests.helpers import health_summary, manifest
+from tideline.contracts import Keys
 from tideline.learn import make_learner
 from tideline.spec import parse
-from tideline.store import Keys, ModelStore
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -210,7 +211,7 @@ def test_a_changed_model_rolls_out_as_a_canary_that_follows_the_steps_and_is_pro
     model = parse(_model("ctr", ns, rollout=CANARY_ROLLOUT))
     for rev in (old, new):
         ModelStore(rc, ns, "ctr").publish(rev, 0, make_learner(model.spec.model.to_dict()))
-    rc.set(keys.rev(old, "checkpoint"), b"state")
+    rc.set(keys.checkpoint(old), b"state")
     until(lambda: _status(installed, ns, "ctr").get("canaryRevision") == new, 30, "canary")
     learner = get(cp, "deployment", f"ctr-learner-{new}", "-n", ns)
     args = learner["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -241,7 +242,7 @@ def test_a_changed_model_rolls_out_as_a_canary_that_follows_the_steps_and_is_pro
     assert _events(installed, ns, "Promoted")
     # its Redis keys go once the grace (2 s here) has passed; the new revision's stay
     until(lambda: not rc.keys(f"{keys.prefix}:rev:{old}:*"), 30, "old revision's keys deleted")
-    assert rc.hget(keys.rev(new, "pointers"), "served") == b"0"
+    assert rc.hget(keys.pointers(new), "served") == b"0"
 
 
 def test_a_canary_that_loses_accuracy_aborts_to_weight_zero_with_a_degraded_condition(
@@ -363,9 +364,9 @@ def test_a_guardrail_breach_pins_served_to_last_good_within_5_seconds_with_an_ev
     # on the same 1000 labelled samples lastGood v4 is 12 points more accurate than v5
     rc.set(keys.health, health_summary(time.time(), stable={"accuracy": 0.80, "window": 1000},
                                        quality={"served": (rev, 5), "lastGood": (rev, 4, 0.12, 0.03, 1000)}))  # fmt: skip
-    took = until(lambda: store.pointers(rev).get("served") == 4, 5.0, "served -> lastGood")
-    assert store.pointers(rev)["pinned"] is True
-    assert rc.hget(keys.rev(rev, "control"), "resetTo") == b"4"
+    took = until(lambda: store.pointers(rev).served == 4, 5.0, "served -> lastGood")
+    assert store.pointers(rev).pinned is True
+    assert rc.hget(keys.control(rev), "resetTo") == b"4"
     until(lambda: (_status(installed, ns, "fraud").get("lastRollback") or {}).get("to") == 4, 10,
           "status.lastRollback")  # fmt: skip
     rb = _status(installed, ns, "fraud")["lastRollback"]

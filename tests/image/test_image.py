@@ -26,10 +26,11 @@ import yaml
 
 import tideline
 from tests.helpers import FRAUD_FEATURES, manifest, push_samples
+from tideline.contracts import Keys
 from tideline.embedded import free_port
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
-from tideline.store import Keys, ModelStore
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.image
 
@@ -181,7 +182,7 @@ def test_learner_server_and_monitor_from_the_image_learn_serve_and_watch(
         rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=3).take(1000)
         push_samples(r, keys.samples, rows, y)
         store = ModelStore(r, model.namespace, model.name)
-        _wait(lambda: store.pointers(model.revision).get("latest", 0) >= 1)
+        _wait(lambda: (store.pointers(model.revision).latest or 0) >= 1)
         base = f"http://127.0.0.1:{port}"
         _wait(lambda: _ok(f"{base}/v2/models/imaged/ready"))
         v1 = httpx.post(f"{base}/v1/models/imaged:predict", json={"instances": rows[:3]})

@@ -150,8 +150,8 @@ def test_the_learner_serves_prometheus_metrics(redis_server, tmp_path: Path) -> 
     import time
     import urllib.request
 
+    from tideline.contracts import Keys
     from tideline.embedded import free_port
-    from tideline.store import Keys
 
     doc = manifest(learning={"maxBatchDelay": "20ms"})
     path = tmp_path / "m.yaml"
@@ -278,9 +278,9 @@ def test_tideline_monitor_writes_health_and_serves_metrics(backend, tmp_path: Pa
     import time
     import urllib.request
 
+    from tideline.contracts import Keys
     from tideline.embedded import free_port
     from tideline.simulate import SyntheticStream
-    from tideline.store import Keys
 
     doc = manifest(name="fraud", rollout={"analysis": {"interval": "200ms"}})
     path, model, client = _published(backend, tmp_path, doc)

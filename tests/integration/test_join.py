@@ -7,8 +7,8 @@ import time
 import pytest
 
 from tests.helpers import LoggedRequest
+from tideline.contracts import Keys
 from tideline.join import LogJoin
-from tideline.store import Keys
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from tests.helpers import FRAUD_FEATURES, LoggedRequest, learn_until, manifest, produce
+from tideline.contracts import Keys
 from tideline.learner import LearnerProcess
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
-from tideline.store import Keys
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def test_samples_and_feedback_are_learned_from_topics_and_the_group_sees_the_off
     p.start()
     _run_until(p, lambda: p.counters["samples"] == 3000)
     assert p.counters["label_sum"] == sum(labels)
-    assert p.store.pointers(p.revision)["latest"] >= 1
+    assert p.store.pointers(p.revision).latest >= 1
     # the position is in the checkpoint; the consumer group is told too (lag tools), after
     # each checkpoint, asynchronously
     group = f"tideline.test.m.learner.{p.revision}"

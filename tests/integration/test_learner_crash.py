@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, produce
+from tideline.contracts import Keys
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
-from tideline.store import Keys
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def _start(config: Path, url: str) -> subprocess.Popen:
 
 
 def _status(r, keys: Keys, revision: str) -> dict[str, float]:
-    raw = r.hgetall(keys.rev(revision, "learner"))
+    raw = r.hgetall(keys.learner(revision))
     return {k.decode(): float(v) for k, v in raw.items() if k != b"quality"}
 
 

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from tests.helpers import FRAUD_FEATURES, LoggedRequest, learn_until, manifest, push_samples
+from tideline.contracts import Pointers
 from tideline.evaluate import prequential, scores
 from tideline.learn import make_learner
 from tideline.learner import LearnerProcess
@@ -36,7 +37,7 @@ def _push_samples(r, p: LearnerProcess, n: int, seed: int = 0, drift_at: int | N
 
 def test_publishes_version_zero_at_start_and_a_cold_v0_is_no_last_good(r) -> None:
     p = _proc(r)
-    assert p.store.pointers(p.revision) == {"latest": 0, "served": 0}
+    assert p.store.pointers(p.revision) == Pointers(latest=0, served=0)
     assert p.store.load(p.revision, 0)[0].n_seen == 0
 
 
@@ -46,13 +47,13 @@ def test_learns_every_sample_acks_them_and_publishes_versions(r) -> None:
     learn_until(p, lambda: p.counters["samples"] == 2000)
     assert p.counters["label_sum"] == y.sum()
     assert r.xpending(p.keys.samples, p.group)["pending"] == 0
-    assert p.store.pointers(p.revision)["latest"] >= 3  # v0 + one per 500 updates
+    assert p.store.pointers(p.revision).latest >= 3  # v0 + one per 500 updates
     # As accurate, test-then-train, as the same learner fed directly (replay aside).
     direct = make_learner(p.spec.model.to_dict())
     expected = scores("binary", prequential(direct, direct.schema.encode(rows), y), y)["accuracy"]
     assert p.quality.report()["accuracy"] > expected - 0.02
     assert expected > max(y.mean(), 1 - y.mean())
-    status = r.hgetall(p.keys.rev(p.revision, "learner"))
+    status = r.hgetall(p.keys.learner(p.revision))
     assert int(status[b"samples"]) == 2000
 
 
@@ -188,14 +189,14 @@ def test_the_gate_holds_back_a_version_that_is_worse_than_the_served_one(r) -> N
     _push_samples(r, p, 1500)
     learn_until(p, lambda: p.counters["samples"] == 1500)
     assert p.counters["gate_rejections"] >= 3
-    assert p.store.pointers(p.revision)["latest"] == 0
+    assert p.store.pointers(p.revision).latest == 0
 
 
 def test_pause_and_reset_by_control_hash(r) -> None:
     p = _proc(r)
     _push_samples(r, p, 600)
     learn_until(p, lambda: p.counters["samples"] == 600)
-    control = p.keys.rev(p.revision, "control")
+    control = p.keys.control(p.revision)
     r.hset(control, "paused", "1")
     _push_samples(r, p, 100, seed=1)
     for _ in range(5):
@@ -231,7 +232,7 @@ def test_warm_start_from_a_baseline_file(r, tmp_path: Path) -> None:
     X = base.schema.encode(rows[:50])
     np.testing.assert_array_equal(v0.predict_many(X), base.predict_many(X))
     # a snapshot given in the spec was proven offline: a rollback target from the start
-    assert p.store.pointers(p.revision)["lastGood"] == 0 and meta["warmStart"] == str(path)
+    assert p.store.pointers(p.revision).lastGood == 0 and meta["warmStart"] == str(path)
 
 
 def test_a_baseline_reference_becomes_the_revision_s_and_a_warm_started_revision_s(
@@ -252,7 +253,7 @@ def test_a_baseline_reference_becomes_the_revision_s_and_a_warm_started_revision
     canary = LearnerProcess(other, r, checkpoint_seconds=0.0, warm_start_revision=p.revision)
     canary.start()
     # a copy of another revision's served version proves itself again here
-    assert "lastGood" not in canary.store.pointers(other.revision)
+    assert canary.store.pointers(other.revision).lastGood is None
     inherited = canary.store.reference(other.revision)
     assert inherited is not None
     np.testing.assert_array_equal(inherited.features, ref.features)
@@ -308,7 +309,7 @@ def test_keys_of_the_layout_before_hash_tags_are_moved_and_learning_resumes(r) -
     for k, v in state.items():
         np.testing.assert_array_equal(again.learner.get_state()[k], v, err_msg=k)
     learn_until(again, lambda: again.counters["samples"] == 701)
-    assert again.store.pointers(again.revision)["latest"] >= 1
+    assert again.store.pointers(again.revision).latest >= 1
 
 
 def _dead_letters(r, p: LearnerProcess) -> list[dict]:
@@ -326,7 +327,7 @@ def test_huge_values_are_learned_finitely_and_every_later_sample_is_learned(r) -
     assert r.xpending(p.keys.samples, p.group)["pending"] == 0
     assert p.counters["samples"] == 2002, "the huge rows were clipped and learned, not refused"
     assert np.isfinite(p.learner.predict_many(p.schema.encode(rows + hostile))).all()
-    assert p.store.pointers(p.revision)["latest"] >= 3  # checkpoints and versions went on
+    assert p.store.pointers(p.revision).latest >= 3  # checkpoints and versions went on
     v, _ = p.store.load(p.revision, "latest")
     assert np.isfinite(v.predict_many(v.schema.encode(rows))).all()
 

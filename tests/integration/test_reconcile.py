@@ -15,9 +15,10 @@ import redis
 
 from tests.helpers import health_summary, manifest
 from tideline.cluster import matches_selector
+from tideline.contracts import Keys
 from tideline.learn import make_learner
 from tideline.spec import parse
-from tideline.store import Keys, ModelStore
+from tideline.store import ModelStore
 from tideline_operator.builders import Settings
 from tideline_operator.reconcile import ChildState, ModelMemory, Reconciler, route_weights
 from tideline_operator.rollout import ROLLBACK_TO
@@ -155,8 +156,8 @@ def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setu
     assert st["lastRollback"]["from"] == 7 and st["lastRollback"]["to"] == 6
     assert "lastGood v6 beats served v7" in st["lastRollback"]["reason"]
     ptr = ModelStore(r, "test", "fraud").pointers(rev)
-    assert ptr["served"] == 6 and ptr["pinned"] is True
-    assert r.hget(keys.rev(rev, "control"), "resetTo") == b"6"
+    assert ptr.served == 6 and ptr.pinned is True
+    assert r.hget(keys.control(rev), "resetTo") == b"6"
     assert any(reason == "RolledBack" for _, reason, _ in events)
     print(f"\n[reconcile] breach in Redis -> served pinned in one turn of {took * 1000:.1f} ms")
 
@@ -176,7 +177,7 @@ def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setu
                                                "latest": (rev, 9, 0.0, 0.03, 500)}))  # fmt: skip
     st = _turn(setup, body)
     assert st is not None and st["servedVersion"] == 9 and not st["pinned"]
-    assert ModelStore(r, "test", "fraud").pointers(rev)["served"] == 9
+    assert ModelStore(r, "test", "fraud").pointers(rev).served == 9
 
 
 def test_a_version_proven_on_labels_becomes_last_good_in_redis(setup, r) -> None:
@@ -190,7 +191,7 @@ def test_a_version_proven_on_labels_becomes_last_good_in_redis(setup, r) -> None
         "served": (rev, 3), "constant": (None, None, -0.3, 0.03, 1000)}))  # fmt: skip
     st = _turn(setup, body)
     assert st is not None and st["lastGoodVersion"] == 3
-    assert ModelStore(r, "test", "fraud").pointers(rev)["lastGood"] == 3
+    assert ModelStore(r, "test", "fraud").pointers(rev).lastGood == 3
     assert any(reason == "Proven" for _, reason, _ in events)
 
 
@@ -200,7 +201,7 @@ def test_the_stable_learner_s_lag_is_in_status_refreshed_each_analysis_interval(
     rev = parse(m).revision
     body = _body(m)
     _turn(setup, body)
-    learner = Keys("test", "fraud").rev(rev, "learner")
+    learner = Keys("test", "fraud").learner(rev)
     r.hset(learner, "lag", 1200)
     clock.now += 1
     assert (_turn(setup, body) or {}).get("learnerLag") == 1200
@@ -220,7 +221,7 @@ def test_rollback_by_annotation_points_served_at_the_named_version(setup, r) -> 
     body["metadata"]["annotations"] = {ROLLBACK_TO: "2"}
     st = _turn(setup, body)
     assert st is not None and st["servedVersion"] == 2
-    assert ModelStore(r, "test", "fraud").pointers(rev)["served"] == 2
+    assert ModelStore(r, "test", "fraud").pointers(rev).served == 2
 
 
 def test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable(setup, r) -> None:
@@ -272,7 +273,7 @@ def _promoted(setup: tuple, r: redis.Redis) -> tuple[dict, dict, str, str]:
     m = manifest("fraud", rollout={"steps": [{"setWeight": 50}, {"pause": {}}]})
     old = parse(m).revision
     _publish(r, m, old, 2)
-    r.set(keys.rev(old, "checkpoint"), b"state")
+    r.set(keys.checkpoint(old), b"state")
     r.xgroup_create(keys.samples, keys.learner_group(old), id="0", mkstream=True)
     _turn(setup, _body(m))
     m2 = copy.deepcopy(m)
@@ -290,7 +291,7 @@ def _promoted(setup: tuple, r: redis.Redis) -> tuple[dict, dict, str, str]:
 
 
 def _keys_of(r: redis.Redis, revision: str) -> list[bytes]:
-    return sorted(r.scan_iter(match=Keys("test", "fraud").rev(revision, "*")))
+    return sorted(r.scan_iter(match=Keys("test", "fraud").rev_prefix(revision) + "*"))
 
 
 def test_a_removed_revisions_redis_keys_go_a_grace_after_its_objects(setup, r) -> None:

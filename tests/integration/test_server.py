@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import FRAUD_FEATURES, manifest
 from tideline import predlog
+from tideline.contracts import Keys
 from tideline.embedded import EmbeddedRedis
 from tideline.learn import make_learner
 from tideline.metrics import ServerMetrics
@@ -26,7 +27,7 @@ from tideline.serve.api import Settings, create_app
 from tideline.serve.dataplane import DataPlane, route_hash
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
-from tideline.store import Keys, ModelStore
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.integration
 

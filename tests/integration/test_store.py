@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from tests.helpers import FRAUD_FEATURES
+from tideline.contracts import Pointers
 from tideline.learn import make_learner
 from tideline.store import ModelStore, StoreError
 
@@ -47,11 +48,11 @@ def test_publishing_advances_served_and_never_makes_a_version_last_good_by_itsel
     store = ModelStore(r, "ns", "m")
     m, _ = _learner()
     store.publish("rev", 0, m)
-    assert store.pointers("rev") == {"latest": 0, "served": 0}  # a cold v0 is no rollback target
+    assert store.pointers("rev") == Pointers(latest=0, served=0)  # a cold v0 is no rollback target
     store.publish("rev", 1, m)
     store.set_pointer("rev", "lastGood", 1)  # proven (by the operator)
     store.publish("rev", 2, m)
-    assert store.pointers("rev") == {"latest": 2, "served": 2, "lastGood": 1}
+    assert store.pointers("rev") == Pointers(latest=2, served=2, lastGood=1)
 
 
 def test_a_warm_start_baseline_starts_as_last_good_unless_one_is_set(r) -> None:
@@ -59,10 +60,10 @@ def test_a_warm_start_baseline_starts_as_last_good_unless_one_is_set(r) -> None:
     m, _ = _learner()
     store.publish("rev", 0, m, baseline=True)
     store.publish("rev", 1, m)
-    assert store.pointers("rev") == {"latest": 1, "served": 1, "lastGood": 0}
+    assert store.pointers("rev") == Pointers(latest=1, served=1, lastGood=0)
     store.set_pointer("rev", "lastGood", 1)
     store.publish("rev", 2, m, baseline=True)
-    assert store.pointers("rev")["lastGood"] == 1
+    assert store.pointers("rev").lastGood == 1
 
 
 def test_a_pinned_revision_moves_only_latest(r) -> None:
@@ -74,10 +75,10 @@ def test_a_pinned_revision_moves_only_latest(r) -> None:
     store.set_pointer("rev", "served", 1, pin=True)
     store.publish("rev", 3, m)
     p = store.pointers("rev")
-    assert (p["latest"], p["served"], p["lastGood"], p["pinned"]) == (3, 1, 1, True)
+    assert p == Pointers(latest=3, served=1, lastGood=1, pinned=True)
     store.set_pointer("rev", "served", 3, pin=False)
     store.publish("rev", 4, m)
-    assert store.pointers("rev")["served"] == 4
+    assert store.pointers("rev").served == 4
 
 
 def test_retention_keeps_the_newest_and_every_pointer_target(r) -> None:
@@ -126,8 +127,8 @@ def test_forgetting_a_revision_deletes_its_keys_and_learner_groups_and_nothing_e
         store.publish("new", v, m)
     other.publish("old", 0, m)
     k = store.keys
-    r.set(k.rev("old", "checkpoint"), b"x")
-    r.hset(k.rev("old", "control"), "paused", "0")
+    r.set(k.checkpoint("old"), b"x")
+    r.hset(k.control("old"), "paused", "0")
     for stream in (k.samples, k.feedback):
         for rev in ("old", "new"):
             r.xgroup_create(stream, k.learner_group(rev), id="0", mkstream=True)

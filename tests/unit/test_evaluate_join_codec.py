@@ -95,12 +95,12 @@ def test_replay_keeps_recent_samples_more_often_than_old_ones() -> None:
 def test_every_key_of_a_model_is_in_one_redis_cluster_slot() -> None:
     from redis.crc import key_slot
 
-    from tideline.store import Keys
+    from tideline.contracts import Keys
 
     k = Keys("risk", "fraud")
     keys = [k.events, k.samples, k.feedback, k.log("a1b2c3"), k.logs, k.log_ids(12), k.taken("learner-x", "10s:5"),
             k.deadletter, k.routing, k.servers, k.health, k.driftlog, k.forward_token, k.retired,
-            k.rev("f2b7345303", "pointers"), k.rev("f2b7345303", "checkpoint"), k.version("f2b7345303", 7)]  # fmt: skip
+            k.pointers("f2b7345303"), k.checkpoint("f2b7345303"), k.version("f2b7345303", 7)]  # fmt: skip
     assert len({key_slot(key.encode()) for key in keys}) == 1
     other = Keys("risk", "ads")
     assert key_slot(other.samples.encode()) != key_slot(k.samples.encode())  # models spread

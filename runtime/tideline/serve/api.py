@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tideline import __version__, samples
-from tideline.join import prediction_id
+from tideline.contracts import Feedback, prediction_id
 from tideline.serve import oip
 from tideline.serve.dataplane import (
     BadRequest,
@@ -488,7 +488,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 pid = prediction_id(item["id"])
             except ValueError as e:
                 raise Unprocessable(f"{where}.id: {e}") from None
-            entries.append(orjson.dumps({"id": pid, "label": label, "ts": time.time()}))
+            entries.append(Feedback(pid, label, time.time()).encode())
             ids.append(pid)
         await dp.write_labels("feedback", entries, ids)
         metrics.request("v1/feedback", "none", 202, 0.0)

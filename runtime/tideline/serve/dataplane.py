@@ -51,11 +51,12 @@ import redis.exceptions
 from msgspec.structs import astuple
 
 from tideline import codec, predlog
+from tideline.contracts import Keys, Pointers
 from tideline.features import FeatureError, FeatureSchema
 from tideline.learn import Learner
 from tideline.metrics import ServerMetrics
 from tideline.spec import OnlineModel
-from tideline.store import Keys, connect_async, learner_from_blob
+from tideline.store import connect_async, learner_from_blob
 
 log = logging.getLogger("tideline.server")
 
@@ -422,10 +423,11 @@ class DataPlane:
     async def _load_pointer(
         self, revision: str, pointer: str, current: Loaded | None
     ) -> Loaded | None:
-        v = await self.r.hget(self.keys.rev(revision, "pointers"), pointer)
-        if v is None:
+        version = Pointers.from_hash(await self.r.hgetall(self.keys.pointers(revision))).get(
+            pointer
+        )
+        if version is None:
             return current if current is not None and current.revision == revision else None
-        version = int(v)
         if current is not None and current.revision == revision and current.version == version:
             return current
         for held in (self.stable, self.canary, self.last_good):

@@ -1,0 +1,270 @@
+"""What crosses a process boundary, typed: Redis keys, the pointers hash, stream payloads.
+
+The servers, the learner, the monitor and the operator run apart and meet
+in Redis (or Kafka). Each shape they share is declared here once, with its
+reading and writing next to it, and nothing here does I/O (an import-linter
+contract keeps it so):
+
+* :class:`Keys`: every Redis key of a model and of its revisions, as
+  functions (no string assembly elsewhere);
+* :class:`Pointers`: a revision's pointers hash (``latest``, ``served``,
+  ``lastGood``, ``pinned``);
+* :class:`Feedback`: a label on the feedback stream (or topic);
+* the prediction log's entries are :mod:`tideline.predlog`'s, the samples
+  stream's payloads :mod:`tideline.samples`'s.
+
+>>> Pointers.from_hash({b"latest": b"7", b"served": b"6", b"pinned": b"1"})
+Pointers(latest=7, served=6, lastGood=None, pinned=True)
+>>> decode_feedback(b'{"id": 42, "label": 1}')
+Feedback(id='42', label=1.0, ts=None)
+>>> decode_feedback(b'{"id": "p-1", "label": "yes"}')
+Traceback (most recent call last):
+...
+ValueError: 'label' must be a number (got str)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import orjson
+
+MAX_ID_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key of one model; revision-scoped keys take the revision.
+
+    Every key of a model carries one hash tag, ``{namespace/model}``, so a Redis
+    Cluster keeps them in one slot: the transaction that acknowledges stream
+    entries with the checkpoint, and the script that publishes a version, touch
+    several keys at once (across slots a cluster refuses them with CROSSSLOT).
+    """
+
+    namespace: str
+    model: str
+
+    @property
+    def prefix(self) -> str:
+        return f"tideline:{{{self.namespace}/{self.model}}}"
+
+    @property
+    def legacy_prefix(self) -> str:
+        """The prefix before hash tags (``tideline:{ns}:{model}``): see :func:`migrate_keys`."""
+        return f"tideline:{self.namespace}:{self.model}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def samples(self) -> str:
+        return f"{self.prefix}:samples"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.prefix}:feedback"
+
+    def log(self, instance: str) -> str:
+        """Stream: one server process's prediction log (see :mod:`tideline.predlog`)."""
+        return f"{self.prefix}:log:{instance}"
+
+    @property
+    def logs(self) -> str:
+        """Sorted set: the server processes that write a prediction log -> their last write."""
+        return f"{self.prefix}:logs"
+
+    def log_ids(self, bucket: int) -> str:
+        """Hash: the clients' own prediction ids of one bucket of time -> where their rows are."""
+        return f"{self.prefix}:log-ids:{bucket}"
+
+    def taken(self, reader: str, part: str) -> str:
+        """Set: the predictions (of one slice of time) a reader joined a label with."""
+        return f"{self.prefix}:taken:{reader}:{part}"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}:deadletter"
+
+    @property
+    def routing(self) -> str:
+        """Hash written by the operator: stable, canary, weight, shadow, canaryURL."""
+        return f"{self.prefix}:routing"
+
+    @property
+    def servers(self) -> str:
+        """Hash: one field per server instance, its per-track counters and latencies."""
+        return f"{self.prefix}:servers"
+
+    @property
+    def health(self) -> str:
+        """The monitor's health summary (JSON), rewritten every analysis interval."""
+        return f"{self.prefix}:health"
+
+    @property
+    def driftlog(self) -> str:
+        """Stream of drift events (concept, features, predictions) for later analysis."""
+        return f"{self.prefix}:driftlog"
+
+    @property
+    def forward_token(self) -> str:
+        """A random token the model's servers share: a forwarded request carries it."""
+        return f"{self.prefix}:forward-token"
+
+    @property
+    def retired(self) -> str:
+        """Sorted set: revisions the operator removed -> when; their keys go after a grace."""
+        return f"{self.prefix}:retired"
+
+    # -- a revision's keys ------------------------------------------------------------
+    def _rev(self, revision: str, name: str) -> str:
+        return f"{self.prefix}:rev:{revision}:{name}"
+
+    def rev_prefix(self, revision: str) -> str:
+        """What every key of a revision starts with (the operator forgets them all at once)."""
+        return f"{self.prefix}:rev:{revision}:"
+
+    def pointers(self, revision: str) -> str:
+        """Hash: the revision's pointers (:class:`Pointers`)."""
+        return self._rev(revision, "pointers")
+
+    def versions(self, revision: str) -> str:
+        """Sorted set: the versions stored, by number."""
+        return self._rev(revision, "versions")
+
+    def vmeta(self, revision: str) -> str:
+        """Hash: version -> what the learner said of it when it published it (JSON)."""
+        return self._rev(revision, "vmeta")
+
+    def checkpoint(self, revision: str) -> str:
+        """The learner's checkpoint: the model and what it had read (:mod:`tideline.codec`)."""
+        return self._rev(revision, "checkpoint")
+
+    def learner(self, revision: str) -> str:
+        """Hash: the learner's status (samples, batches, lag, ...), every checkpoint."""
+        return self._rev(revision, "learner")
+
+    def control(self, revision: str) -> str:
+        """Hash: the operator's requests to the learner (adapt, pause)."""
+        return self._rev(revision, "control")
+
+    def reference(self, revision: str) -> str:
+        """The drift reference: the feature statistics the monitor compares traffic with."""
+        return self._rev(revision, "reference")
+
+    def kafka_starts(self, revision: str) -> str:
+        """Hash: per Kafka partition, where the learner resumed and how often in a row."""
+        return self._rev(revision, "kafka-starts")
+
+    def version(self, revision: str, version: int) -> str:
+        return f"{self.version_prefix(revision)}{version}"
+
+    def version_prefix(self, revision: str) -> str:
+        return f"{self.rev_prefix(revision)}v:"
+
+    def learner_group(self, revision: str) -> str:
+        return f"learner-{revision}"
+
+
+@dataclass(frozen=True)
+class Pointers:
+    """A revision's pointers (see :mod:`tideline.store`): versions by role, and whether a
+    rollback pinned ``served`` (publishing then moves ``latest`` only)."""
+
+    latest: int | None = None
+    served: int | None = None
+    lastGood: int | None = None  # noqa: N815 - the hash field's name
+    pinned: bool = False
+
+    NAMES = ("latest", "served", "lastGood")
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[bytes, bytes]) -> Pointers:
+        """From the hash as Redis returns it (a field that is not a number is ignored)."""
+        out: dict[str, Any] = {}
+        for k, v in raw.items():
+            name = k.decode()
+            if name == "pinned":
+                out["pinned"] = v == b"1"
+            elif name in cls.NAMES and v.isdigit():
+                out[name] = int(v)
+        return cls(**out)
+
+    def get(self, name: str) -> int | None:
+        """The version a pointer names (``KeyError`` for a name that is no pointer)."""
+        if name not in self.NAMES:
+            raise KeyError(name)
+        value: int | None = getattr(self, name)
+        return value
+
+
+class Feedback(msgspec.Struct, frozen=True):
+    """A label on the feedback stream: ``{"id": <prediction id>, "label": <number>}``, and
+    ``ts``, when the server took it (seconds; producers may leave it out)."""
+
+    id: str
+    label: float
+    ts: float | None = None
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"id": self.id, "label": self.label, "ts": self.ts})
+
+
+class _Wire(msgspec.Struct):
+    id: str | int
+    label: float
+    ts: float | None = None
+
+
+_feedback = msgspec.json.Decoder(_Wire)
+
+
+def prediction_id(value: Any) -> str:
+    """A prediction id as the join keys it: a string or an integer, at most 256 characters.
+
+    >>> prediction_id(42), prediction_id("9f2c-0")
+    ('42', '9f2c-0')
+    >>> prediction_id(None)
+    Traceback (most recent call last):
+    ...
+    ValueError: an id must be a string or an integer (got null)
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        name = "null" if value is None else type(value).__name__
+        raise ValueError(f"an id must be a string or an integer (got {name})")
+    text = str(value)
+    if len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"an id must be at most {MAX_ID_LENGTH} characters (got {len(text)})")
+    return text
+
+
+def decode_feedback(data: bytes | None) -> Feedback:
+    """A feedback payload; ``ValueError`` naming what is wrong (the label's range is the
+    task's to check)."""
+    if data is None:
+        raise ValueError("entry has no 'data' field")
+    try:  # typed, in one pass (the usual case)
+        w = _feedback.decode(data)
+        return Feedback(prediction_id(w.id), w.label, w.ts)
+    except msgspec.DecodeError:
+        pass
+    try:  # else in steps, to say what is wrong
+        d = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"'data' is not JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError("'data' must be a JSON object")
+    for name in ("id", "label"):
+        if name not in d:
+            raise ValueError(f"'data' has no {name!r}")
+    label = d["label"]
+    if isinstance(label, bool) or not isinstance(label, int | float):
+        raise ValueError(f"'label' must be a number (got {type(label).__name__})")
+    ts = d.get("ts")
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
+        raise ValueError(f"'ts' must be a number (got {type(ts).__name__})")
+    return Feedback(prediction_id(d["id"]), float(label), ts)
