@@ -13,12 +13,13 @@ redis-server:
   each process's memory when the first labels are joined and at the end, Redis's
   growth over the last two minutes (the window full), bytes of Redis per
   logged prediction.
-* **join rate**: ``--join`` (200,000) predictions logged through the server (64
-  rows a request), their labels put on the feedback stream, then a learner
+* **join rate**: ``--join`` (200,000) rows predicted twice through the server (64
+  rows a request; a prediction takes one label), labels put on the feedback stream, then a learner
   started: labels joined and learned a second, from its start to the last one,
-  and steady (from the first learned to 90 %, polled every 20 ms), next to the
-  same learner learning as many labelled samples (``samples`` stream, one entry
-  each) in the same run.
+  and steady (from the first learned to 90 %, polled every 20 ms): labels one an
+  entry, and packed 64 an entry (what a server writes for a ``/feedback``
+  request of 64), next to the same learner learning as many labelled samples
+  (``samples`` stream, one entry each) in the same run.
 
 The script speaks only HTTP, the CLI and Redis (with the keys of the tideline it
 imports), so it measures any version of tideline: ``PYTHONPATH=<other checkout>/runtime python bench/labels.py``.
@@ -250,23 +251,32 @@ def _join_rate(args: argparse.Namespace, loop: Loop) -> dict[str, Any]:
     features = [f.to_dict() for f in loop.model.spec.model.features]
     rows, y = SyntheticStream(features, "binary", seed=3).take(args.join)
     labels = y.tolist()
-    ids: list[str] = []
-    for i in range(0, args.join, 64):
-        status, body = loop.post(f"/v1/models/{loop.model.name}:predict",
-                                 {"instances": rows[i : i + 64]})  # fmt: skip
-        assert status == 200, body
-        ids += body["ids"]
+    ids: list[str] = []  # the rows predicted twice: a prediction takes one label
+    for _ in range(2):
+        for i in range(0, args.join, 64):
+            status, body = loop.post(f"/v1/models/{loop.model.name}:predict",
+                                     {"instances": rows[i : i + 64]})  # fmt: skip
+            assert status == 200, body
+            ids += body["ids"]
     time.sleep(1.0)  # the server's log writes lag its answers by 20 ms
     learner.terminate()
     learner.wait(20)
     k = loop.keys.prefix
     out = {}
-    for kind in ("samples", "feedback"):
+    for kind in ("samples", "feedback", "feedback packed"):
+        stream = kind.split()[0]
         pipe = loop.r.pipeline(transaction=False)
-        for i in range(args.join):
-            data = ({"features": rows[i], "label": labels[i]} if kind == "samples"
-                    else {"id": ids[i], "label": labels[i]})  # fmt: skip
-            pipe.xadd(f"{k}:{kind}", {"data": orjson.dumps(data)})
+        step = 64 if kind == "feedback packed" else 1
+        at = args.join if step > 1 else 0  # the second predictions' ids
+        for i in range(0, args.join, step):
+            if kind == "samples":
+                data: Any = {"features": rows[i], "label": labels[i]}
+            elif step == 1:
+                data = {"id": ids[at + i], "label": labels[i]}
+            else:  # what the servers write for a /feedback request of 64 labels
+                data = {"feedback": [{"id": ids[at + j], "label": labels[j]}
+                                     for j in range(i, min(i + step, args.join))]}  # fmt: skip
+            pipe.xadd(f"{k}:{stream}", {"data": orjson.dumps(data)})
             if len(pipe) >= 5000:
                 pipe.execute()
         pipe.execute()

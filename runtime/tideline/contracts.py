@@ -9,7 +9,9 @@ contract keeps it so):
   functions (no string assembly elsewhere);
 * :class:`Pointers`: a revision's pointers hash (``latest``, ``served``,
   ``lastGood``, ``pinned``);
-* :class:`Feedback`: a label on the feedback stream (or topic);
+* :class:`Feedback`: a label on the feedback stream (or topic), alone in its
+  entry (``{"id", "label"}``) or packed (``{"feedback": [{"id", "label"}, ...]}``,
+  the body ``/feedback`` takes, up to ``MAX_PACKED_LABELS``);
 * the prediction log's entries are :mod:`tideline.predlog`'s, the samples
   stream's payloads :mod:`tideline.samples`'s.
 
@@ -33,6 +35,7 @@ import msgspec
 import orjson
 
 MAX_ID_LENGTH = 256
+MAX_PACKED_LABELS = 10_000  # labels in one feedback entry (the server's request limit)
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,12 @@ class _Wire(msgspec.Struct):
     ts: float | None = None
 
 
+class _Packed(msgspec.Struct):
+    feedback: list[_Wire]
+
+
 _feedback = msgspec.json.Decoder(_Wire)
+_packed = msgspec.json.Decoder(_Packed)
 
 
 def prediction_id(value: Any) -> str:
@@ -243,8 +251,8 @@ def prediction_id(value: Any) -> str:
 
 
 def decode_feedback(data: bytes | None) -> Feedback:
-    """A feedback payload; ``ValueError`` naming what is wrong (the label's range is the
-    task's to check)."""
+    """A feedback payload of one label; ``ValueError`` naming what is wrong (the label's
+    range is the task's to check)."""
     if data is None:
         raise ValueError("entry has no 'data' field")
     try:  # typed, in one pass (the usual case)
@@ -252,12 +260,62 @@ def decode_feedback(data: bytes | None) -> Feedback:
         return Feedback(prediction_id(w.id), w.label, w.ts)
     except msgspec.DecodeError:
         pass
-    try:  # else in steps, to say what is wrong
+    return _checked(_object(data))
+
+
+# a label of a packed entry, or why it cannot be one (and the item as it came)
+Item = Feedback | tuple[str, Any]
+
+
+def decode_feedback_entry(data: bytes | None) -> list[Item] | None:
+    """The labels of a packed feedback entry (``{"feedback": [...]}``), each a
+    :class:`Feedback` or ``(why not, the item)``; None for an entry of one label (read it
+    with :func:`decode_feedback`). ``ValueError`` when the entry as a whole is wrong.
+
+    >>> decode_feedback_entry(b'{"feedback": [{"id": "a", "label": 1}, {"id": "b"}]}')
+    [Feedback(id='a', label=1.0, ts=None), ("'data' has no 'label'", {'id': 'b'})]
+    >>> decode_feedback_entry(b'{"id": "a", "label": 1}') is None
+    True
+    """
+    if data is None or b'"feedback"' not in data:
+        return None
+    try:
+        ws = _packed.decode(data).feedback
+        if 0 < len(ws) <= MAX_PACKED_LABELS:
+            return [Feedback(prediction_id(w.id), w.label, w.ts) for w in ws]
+    except (msgspec.DecodeError, ValueError):
+        pass
+    d = _object(data)
+    if "feedback" not in d:
+        return None
+    items = d["feedback"]
+    if not isinstance(items, list) or not items:
+        raise ValueError("'feedback' must be a non-empty list of {id, label}")
+    if len(items) > MAX_PACKED_LABELS:
+        raise ValueError(f"'feedback' holds {len(items)} labels, over {MAX_PACKED_LABELS}")
+    out: list[Item] = []
+    for item in items:
+        try:
+            if not isinstance(item, dict):
+                raise ValueError("a label must be an object {id, label}")
+            out.append(_checked(item))
+        except ValueError as e:
+            out.append((str(e), item))
+    return out
+
+
+def _object(data: bytes) -> dict[str, Any]:
+    try:
         d = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise ValueError(f"'data' is not JSON: {e}") from None
     if not isinstance(d, dict):
         raise ValueError("'data' must be a JSON object")
+    return d
+
+
+def _checked(d: dict[str, Any]) -> Feedback:
+    """A label from its JSON object, or ``ValueError`` naming what is wrong."""
     for name in ("id", "label"):
         if name not in d:
             raise ValueError(f"'data' has no {name!r}")

@@ -4,8 +4,10 @@ One learner runs per active revision. It consumes two streams - Redis
 streams through its revision's consumer group, or Kafka topics
 (``spec.source.kafka``; :mod:`tideline.sources`):
 
-* ``samples``: labelled rows, ``{"features": {...}, "label": y}``;
-* ``feedback``: ``{"id": prediction_id, "label": y}``, joined with the
+* ``samples``: labelled rows, ``{"features": {...}, "label": y}``, or packed
+  (:mod:`tideline.samples`);
+* ``feedback``: ``{"id": prediction_id, "label": y}``, or packed
+  (``{"feedback": [...]}``, :mod:`tideline.contracts`), joined with the
   prediction the id names in the servers' prediction log, within
   ``labelWindow`` (:mod:`tideline.join`, :mod:`tideline.predlog`): the
   learner holds nothing per prediction.
@@ -17,7 +19,9 @@ samples. Every entry it consumes is acknowledged (or, from Kafka, its offset
 recorded) only inside the same MULTI/EXEC that writes the checkpoint holding
 the update it fed: after a ``kill -9`` anywhere, the restarted learner resumes
 from the checkpoint and re-reads exactly the entries not done, so no labelled
-sample is lost or learned twice. Every ``checkpointEvery`` updates a version is published, in
+sample is lost or learned twice (a packed feedback entry is acknowledged with
+its last label; the checkpoint says which of its labels were done, see
+:class:`OpenEntries`). Every ``checkpointEvery`` updates a version is published, in
 that same transaction, if it passes the holdout gate: its prequential loss on
 the latest ``gate.holdout`` samples may exceed the served version's by at
 most ``gate.maxLossIncrease`` (relative).
@@ -34,17 +38,18 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import redis
 
 from tideline import codec
-from tideline.contracts import decode_feedback
+from tideline.contracts import decode_feedback, decode_feedback_entry
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
 from tideline.features import FeatureError
 from tideline.join import Joined, LogJoin, Mark
@@ -88,6 +93,43 @@ class Run:
     entry: bytes
     rows: int
     mark: Mark | None = None  # a joined label's prediction
+
+
+class OpenEntries:
+    """Feedback entries of many labels, acknowledged once every label in them is done
+    (learned, or dead-lettered); until then which are done is part of the checkpoint, so
+    an entry read again after a restart has only the rest learned. A label of such an
+    entry is named ``{entry}/{i}``.
+    """
+
+    def __init__(self, restored: Mapping[str, list[int]] | None = None) -> None:
+        self._open: dict[bytes, tuple[int, set[int]]] = {}
+        self._restored = {e.encode(): set(done) for e, done in (restored or {}).items()}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def begin(self, entry: bytes, n: int) -> set[int]:
+        """An entry of ``n`` labels read; the ones done before a restart (skip them)."""
+        done = self._restored.pop(entry, set())
+        self._open[entry] = (n, done)
+        return set(done)
+
+    def done(self, label: bytes) -> bytes | None:
+        """A label done; its entry when that was the last one (to acknowledge)."""
+        entry, _, i = label.rpartition(b"/")
+        n, done = self._open[entry]
+        done.add(int(i))
+        if len(done) < n:
+            return None
+        del self._open[entry]
+        return entry
+
+    def state(self) -> dict[str, list[int]]:
+        """The open entries' done labels (and those restored, not read again yet)."""
+        out = {e.decode(): sorted(d) for e, d in self._restored.items()}
+        out.update((e.decode(), sorted(d)) for e, (_, d) in self._open.items() if d)
+        return out
 
 
 class Pending:
@@ -221,6 +263,7 @@ class LearnerProcess:
         self.join = LogJoin(client, self.keys, ls.labelWindow, self.group)
         self._marks: list[Mark] = []  # predictions joined and learned, marked at checkpoint
         self.pending = Pending()
+        self.open_entries = OpenEntries()
         self.samples = SampleDecoder(self.schema, self.spec.model.task)
         self.quality = RollingMetrics(self.spec.model.task, window=max(ls.gate.holdout, 1000))
         self.gate_live = np.zeros(0)  # prequential losses of the live learner (holdout window)
@@ -291,6 +334,7 @@ class LearnerProcess:
         self.gate_live = arrays["gate.live"]
         self.gate_served = arrays["gate.served"]
         self.counters.update(meta["counters"])
+        self.open_entries = OpenEntries(meta.get("packed"))
         log.info(
             "resumed %s from checkpoint at %d samples", self.revision, self.counters["samples"]
         )
@@ -390,18 +434,38 @@ class LearnerProcess:
             self._pend(d.X, d.y, list(runs.values()))
 
     def _on_feedback(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """A read of ``feedback``: each label to the join, an invalid one to the dead letters."""
-        task, add = self.spec.model.task, self.join.add
+        """A read of ``feedback``: each label to the join, an invalid one to the dead letters
+        (of a packed entry, that label alone)."""
+        task, add, stream = self.spec.model.task, self.join.add, self.source.feedback
         for entry_id, fields in entries:
+            data = fields.get(b"data")
             try:
-                f = decode_feedback(fields.get(b"data"))
-                label = check_target(task, f.label)  # before it takes the prediction
+                packed = decode_feedback_entry(data)
+                if packed is None:
+                    f = decode_feedback(data)
+                    label = check_target(task, f.label)  # before it takes the prediction
             except ValueError as e:
-                self._dead_letter(self.source.feedback, entry_id, fields, f"invalid: {e}")
+                self._dead_letter(stream, entry_id, fields, f"invalid: {e}")
                 continue
             # The label's arrival time is its stream id: the same after a restart.
             fid = entry_id.decode()
-            add(fid, f.id, label, int(fid.split("-", 1)[0]) / 1000.0)
+            received = int(fid.split("-", 1)[0]) / 1000.0
+            if packed is None:
+                add(fid, f.id, label, received)
+                continue
+            done = self.open_entries.begin(entry_id, len(packed))
+            for i, item in enumerate(packed):
+                if i in done:
+                    continue
+                name = f"{fid}/{i}"
+                try:
+                    if isinstance(item, tuple):
+                        raise ValueError(item[0])
+                    add(name, item.id, check_target(task, item.label), received)
+                except ValueError as e:
+                    raw = item[1] if isinstance(item, tuple) else msgspec.to_builtins(item)
+                    self._dead_letter(stream, name.encode(), {b"data": orjson.dumps(raw)},
+                                      f"invalid: {e}")  # fmt: skip
 
     def _on_joined(self, joined: list[Joined]) -> None:
         """Labels joined with their logged predictions: their rows, one block."""
@@ -456,7 +520,17 @@ class LearnerProcess:
             }
         )
         if ack:
-            self.source.done(stream, entry_id if isinstance(entry_id, bytes) else entry_id.encode())
+            self._done(stream, entry_id if isinstance(entry_id, bytes) else entry_id.encode())
+
+    def _done(self, stream: str, entry: bytes) -> None:
+        """An entry is done with (learned or dead-lettered): acknowledged at the next
+        checkpoint; a label of a packed entry, once the entry's last label is."""
+        if b"/" in entry:  # (stream entry ids and Kafka offsets have none)
+            whole = self.open_entries.done(entry)
+            if whole is None:
+                return
+            entry = whole
+        self.source.done(stream, entry)
 
     # -- learning ----------------------------------------------------------------------
     def _learn_pending(self, force: bool) -> None:
@@ -496,7 +570,7 @@ class LearnerProcess:
                 at += run.rows
                 # learned or refused, its rows are done with: the entry is acknowledged, and a
                 # joined label's prediction taken, with the next checkpoint
-                self.source.done(run.stream, run.entry)
+                self._done(run.stream, run.entry)
                 if run.mark is not None:
                     self._marks.append(run.mark)
             if self.counters["since_publish"] >= self.spec.learning.checkpointEvery:
@@ -598,9 +672,10 @@ class LearnerProcess:
         arrays["gate.live"] = self.gate_live
         arrays["gate.served"] = self.gate_served
         # the source's position is part of the state: it moves with what was learned
-        blob = codec.encode(
-            arrays, {"counters": c, "revision": self.revision, "source": self.source.state()}
-        )
+        state = {"counters": c, "revision": self.revision, "source": self.source.state()}
+        if len(self.open_entries):
+            state["packed"] = self.open_entries.state()  # packed entries' labels done
+        blob = codec.encode(arrays, state)
         pipe = transaction(self.r, self.keys.prefix)  # (on a cluster: the model's node)
         pipe.set(self.keys.checkpoint(self.revision), blob)
         if version is not None:

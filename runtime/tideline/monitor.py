@@ -61,7 +61,7 @@ import redis
 
 from tideline import health as h
 from tideline import predlog, samples
-from tideline.contracts import Pointers, decode_feedback
+from tideline.contracts import Pointers, decode_feedback, decode_feedback_entry
 from tideline.drift import ADWIN, KS, PSI, EventOrder, PageHinkley
 from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
@@ -448,12 +448,18 @@ class Monitor:
         for stream, entries in self.labels.read(5000, block_ms):
             if stream == self.labels.feedback:
                 for entry_id, fields in entries:
-                    try:
-                        f = decode_feedback(fields.get(b"data"))
+                    data = fields.get(b"data")
+                    try:  # what is not a label the learner dead-letters
+                        packed = decode_feedback_entry(data)
+                        labels = [decode_feedback(data)] if packed is None else packed
                     except ValueError:
-                        continue  # the learner dead-letters it
+                        continue
                     received = int(entry_id.split(b"-")[0]) / 1000
-                    self.join.add(entry_id.decode(), f.id, f.label, received)
+                    fid = entry_id.decode()
+                    for i, f in enumerate(labels):
+                        if not isinstance(f, tuple):
+                            name = fid if packed is None else f"{fid}/{i}"
+                            self.join.add(name, f.id, f.label, received)
             else:
                 self._on_samples(entries)
         joined = self.join.resolve()

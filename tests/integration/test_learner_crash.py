@@ -113,9 +113,18 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(backend, tmp_path: P
     model = parse(doc)
     keys = Keys(model.namespace, model.name)
 
+    rnd = random.Random(9)
+
     def send(samples: list, feedback: list) -> None:
+        # labels one an entry, and packed ones (1 to 64, as the server's /feedback writes):
+        # a packed entry's labels are learned across checkpoints, so kills fall between them
+        packed = []
+        while feedback:
+            n = rnd.choice([1, 1, 7, 64])
+            take, feedback = feedback[:n], feedback[n:]
+            packed.append(take[0] if n == 1 else {"feedback": take})
         pipe = r.pipeline(transaction=False)
-        for stream, values in ((keys.samples, samples), (keys.feedback, feedback)):
+        for stream, values in ((keys.samples, samples), (keys.feedback, packed)):
             for v in values:
                 pipe.xadd(stream, {"data": orjson.dumps(v)})
         pipe.execute()

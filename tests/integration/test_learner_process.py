@@ -116,6 +116,31 @@ def test_a_prediction_takes_one_label_across_restarts(r) -> None:
     assert again.counters["label_sum"] == 1.0  # the first label of the first row, and 0
 
 
+def test_a_packed_feedback_entry_is_acknowledged_when_its_last_label_is_done_and_a_restart_learns_only_the_rest(
+    r,
+) -> None:
+    p = _proc(r)
+    k = p.keys
+    now = LoggedRequest([{"amount": 1.0}, {"amount": 2.0}]).write(r, k)
+    later = LoggedRequest([{"amount": 3.0}])  # its label comes before its log entry
+    labels = [{"id": now.ids[0], "label": 1}, {"id": "x"}, {"id": later.ids[0], "label": 1},
+              {"id": now.ids[1], "label": 0}]  # fmt: skip
+    eid = r.xadd(k.feedback, {"data": orjson.dumps({"feedback": labels})}).decode()
+    learn_until(p, lambda: p.counters["samples"] == 2 and p.counters["invalid"] == 1)
+    p.flush()
+    [dead] = r.xrange(k.deadletter)
+    assert dead[1][b"entry"].decode() == f"{eid}/1" and b"has no 'label'" in dead[1][b"reason"]
+    assert orjson.loads(orjson.loads(dead[1][b"fields"])["data"]) == {"id": "x"}
+    assert r.xpending(k.feedback, p.group)["pending"] == 1  # a label still waits
+    again = _proc(r)  # as after a crash: the entry is read again
+    later.write(r, k)
+    learn_until(again, lambda: again.counters["samples"] == 3)
+    again.flush()
+    assert again.counters["label_sum"] == 2.0 and again.counters["invalid"] == 1
+    assert r.xlen(k.deadletter) == 1 and again.counters["duplicate"] == 0  # nothing twice
+    assert r.xpending(k.feedback, again.group)["pending"] == 0
+
+
 def test_a_made_up_id_is_unmatched_without_waiting(r) -> None:
     """An id of the generated form whose server logged past it, or whose secret is wrong."""
     p = _proc(r)

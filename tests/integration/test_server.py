@@ -217,8 +217,10 @@ def test_feedback_and_learn_write_the_learner_streams(served: Served, r) -> None
     assert resp.status_code == 202 and resp.json() == {"accepted": 1}
     batch = {"feedback": [{"id": ids[1], "label": 0}, {"id": ids[0], "label": True}]}
     assert c.post("/v1/models/fraud/feedback", json=batch).json() == {"accepted": 2}
-    fb = [orjson.loads(e[1][b"data"]) for e in r.xrange(k.feedback)]
-    assert [(f["id"], f["label"]) for f in fb] == [(ids[0], 1.0), (ids[1], 0.0), (ids[0], 1.0)]
+    one, packed = [orjson.loads(e[1][b"data"]) for e in r.xrange(k.feedback)]
+    assert (one["id"], one["label"]) == (ids[0], 1.0)
+    pairs = [(f["id"], f["label"]) for f in packed["feedback"]]
+    assert pairs == [(ids[1], 0.0), (ids[0], 1.0)], "a request's labels: one packed entry"
     resp = c.post("/v1/models/fraud:learn", json={"instances": ROWS, "labels": [1, 0]})
     assert resp.status_code == 202 and resp.json() == {"accepted": 2}
     samples = [orjson.loads(e[1][b"data"]) for e in r.xrange(k.samples)]

@@ -946,13 +946,16 @@ class DataPlane:
         """Labelled samples (``kind`` samples) or feedback for the learner and the monitor:
         onto the model's Redis stream, or its Kafka topic (``spec.source.kafka``), a label
         keyed by its prediction's ``ids`` (one partition for one prediction's labels: the
-        first sent is the first read, and wins)."""
+        first sent is the first read, and wins). On Redis a request's labels are one packed
+        entry (:func:`tideline.contracts.decode_feedback_entry`)."""
         kafka = self.spec.source.kafka
         if kafka is not None:
             keys = [i.encode() for i in ids] if ids is not None else None
             await self._produce(kind, getattr(kafka, kind), entries, keys)
             return
         stream = self.keys.samples if kind == "samples" else self.keys.feedback
+        if kind == "feedback" and len(entries) > 1:  # one entry of them all: one read, one ack
+            entries = [b'{"feedback":[' + b",".join(entries) + b"]}"]
         pipe = self.r.pipeline(transaction=False)
         for e in entries:
             pipe.xadd(stream, {b"data": e})
