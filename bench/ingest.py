@@ -226,7 +226,7 @@ def freshness(loop: Loop, rate: float, seconds: float, rows: list[Any], y: np.nd
         "versions": len(versions),
         "p50_s": round(float(np.percentile(ages, 50)), 3) if ages else None,
         "p95_s": round(float(np.percentile(ages, 95)), 3) if ages else None,
-        "after_the_last_version": n - len(ages),  # fewer than checkpointEvery: no version yet
+        "after_the_last_version": n - len(ages),  # fewer than publishEvery: no version yet
     }
 
 

@@ -143,3 +143,8 @@ def learn_until(p, cond, timeout: float = 20.0, block_ms: int = 5) -> None:  # t
         assert time.monotonic() < deadline, f"timed out; counters={p.counters}"
         p.step(block_ms=block_ms)
     p.flush()
+
+
+def retired(r, keys) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """A model's revisions retired and not yet forgotten -> when."""
+    return {m.decode(): t for m, t in r.zrange(keys.retired, 0, -1, withscores=True)}

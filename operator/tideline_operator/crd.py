@@ -244,9 +244,22 @@ def spec_schema() -> dict[str, Any]:
                             ),
                         },
                     ),  # fmt: skip
+                    # no default here: a default would stand beside an old manifest's
+                    # checkpointEvery (the parser defaults it: 5000)
+                    "publishEvery": _num(
+                        "Updates between published versions (default 5000)",
+                        None,
+                        1,
+                        None,
+                        integer=True,
+                    ),  # fmt: skip
                     "checkpointEvery": _num(
-                        "Updates between published versions", 5000, 1, None, integer=True
-                    ),
+                        "Deprecated: publishEvery's old name (read, reported in the status)",
+                        None,
+                        1,
+                        None,
+                        integer=True,
+                    ),  # fmt: skip
                     "keepVersions": _num("Versions kept per revision", 20, 2, 10_000, integer=True),
                     "labelWindow": _duration(
                         "How long a logged prediction waits for its label", "30m"

@@ -669,6 +669,11 @@ def _phase(
         _condition(before, "ModelQuality", quality_ok, quality_reason, quality_message, now),
         _condition(before, "LogCapacity", log_ok, log_reason, log_message, now),
     ]  # fmt: skip
+    if spec.deprecated:  # read as ever, until the manifest is rewritten
+        names = "; ".join(f"{old} is deprecated: write {new}" for old, new in spec.deprecated)
+        st["conditions"].append(
+            _condition(before, "Deprecated", True, "DeprecatedField", names, now)
+        )
     st["drift"] = drift or "none"
     if fresh is not None:
         accuracy = fresh.track("stable").accuracy

@@ -525,10 +525,6 @@ class _WindowDrift:
         counts = self._histogram(self._flat_bins(ref))
         self._ref_p = (counts + 0.5) / (len(ref) + 0.5 * self.bins)
 
-    def _bin(self, X: np.ndarray) -> np.ndarray:
-        """The bin of each value, ``(rows, features)`` (what the tests check binning with)."""
-        return self._flat_bins(X) - self._offsets
-
     def _flat_bins(self, X: np.ndarray) -> np.ndarray:
         """Each value's bin as a flat id (``bin + feature * bins``), C-ordered ``(rows, features)``."""
         if self._grid_set is not None:

@@ -21,7 +21,7 @@ the update it fed: after a ``kill -9`` anywhere, the restarted learner resumes
 from the checkpoint and re-reads exactly the entries not done, so no labelled
 sample is lost or learned twice (a packed feedback entry is acknowledged with
 its last label; the checkpoint says which of its labels were done, see
-:class:`OpenEntries`). Every ``checkpointEvery`` updates a version is published, in
+:class:`OpenEntries`). Every ``publishEvery`` updates a version is published, in
 that same transaction, if it passes the holdout gate: its prequential loss on
 the latest ``gate.holdout`` samples may exceed the served version's by at
 most ``gate.maxLossIncrease`` (relative).
@@ -547,7 +547,7 @@ class LearnerProcess:
             if len(self.pending) < size and not force:
                 return
             # full mini-batches, up to a block, and no further than the next version is due
-            due = self.spec.learning.checkpointEvery - self.counters["since_publish"]
+            due = self.spec.learning.publishEvery - self.counters["since_publish"]
             block = min(len(self.pending) // size, BLOCK_ROWS // size, -(-due // size))
             X, y, runs = self.pending.take(max(1, block) * size)
             refused: dict[int, str] = {}
@@ -573,7 +573,7 @@ class LearnerProcess:
                 self._done(run.stream, run.entry)
                 if run.mark is not None:
                     self._marks.append(run.mark)
-            if self.counters["since_publish"] >= self.spec.learning.checkpointEvery:
+            if self.counters["since_publish"] >= self.spec.learning.publishEvery:
                 self._checkpoint()  # a version is due: publish (if gated) right at this block
             if self.pending:
                 self.pending.first_at = self.clock()
@@ -656,7 +656,7 @@ class LearnerProcess:
         gate_info: dict[str, float] = {}
         if publish:
             version = c["next_version"]
-        elif c["since_publish"] >= self.spec.learning.checkpointEvery:
+        elif c["since_publish"] >= self.spec.learning.publishEvery:
             ok, gate_info = self.gate()
             c["since_publish"] = 0
             if ok:
@@ -679,7 +679,7 @@ class LearnerProcess:
         pipe = transaction(self.r, self.keys.prefix)  # (on a cluster: the model's node)
         pipe.set(self.keys.checkpoint(self.revision), blob)
         if version is not None:
-            meta = {"reason": reason or "checkpointEvery", "samples": c["samples"], **gate_info}
+            meta = {"reason": reason or "publishEvery", "samples": c["samples"], **gate_info}
             if reason == "initial" and self._warm_source:
                 meta["warmStart"] = self._warm_source
             meta.update({f"quality_{k}": v for k, v in self.quality.report().items()})

@@ -747,11 +747,10 @@ class Monitor:
         """Whether the revision's v0 is a warm-start baseline (cached: v0 never changes)."""
         known = self._warm_started.get(revision)
         if known is None:
-            raw = self.r.hget(self.keys.vmeta(revision), "0")
-            if raw is None:
-                return False
             try:
-                known = bool(orjson.loads(raw).get("warmStart"))
+                known = bool(self.store.version_meta(revision, 0).get("warmStart"))
+            except StoreError:
+                return False  # no v0 yet
             except (orjson.JSONDecodeError, AttributeError):
                 known = False
             self._warm_started[revision] = known

@@ -161,7 +161,7 @@ class LearningSpec:
     batchSize: int = 64
     maxBatchDelay: float = 0.5
     replay: Replay = field(default_factory=Replay)
-    checkpointEvery: int = 5000
+    publishEvery: int = 5000  # updates between published versions (was checkpointEvery)
     keepVersions: int = 20
     labelWindow: float = 1800.0
     gate: Gate = field(default_factory=Gate)
@@ -372,6 +372,8 @@ class Spec:
     redis: RedisSpec = field(default_factory=RedisSpec)
     pods: PodsSpec = field(default_factory=PodsSpec)
     source: SourceSpec = field(default_factory=SourceSpec)
+    # fields read under a name that is going away: (path, what to write instead)
+    deprecated: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -662,7 +664,7 @@ def _model(o: _Obj) -> ModelSpec:
     return ModelSpec(task, algorithm, features, params, warm)
 
 
-def _learning(o: _Obj) -> LearningSpec:
+def _learning(o: _Obj, deprecated: list[tuple[str, str]]) -> LearningSpec:
     r = o.obj("replay")
     replay = Replay(
         size=r.number("size", 10_000, 0, 10_000_000, integer=True),
@@ -679,13 +681,28 @@ def _learning(o: _Obj) -> LearningSpec:
         batchSize=o.number("batchSize", 64, 1, 100_000, integer=True),
         maxBatchDelay=o.duration("maxBatchDelay", 0.5, 0.001, 3600),
         replay=replay,
-        checkpointEvery=o.number("checkpointEvery", 5000, 1, None, integer=True),
+        publishEvery=_publish_every(o, deprecated),
         keepVersions=o.number("keepVersions", 20, 2, 10_000, integer=True),
         labelWindow=o.duration("labelWindow", 1800.0, 0.001, 30 * 86400),
         gate=gate,
     )
     o.done()
     return out
+
+
+def _publish_every(o: _Obj, deprecated: list[tuple[str, str]]) -> int:
+    """``publishEvery``, or its old name ``checkpointEvery`` (read, and reported deprecated:
+    checkpoints are written every second whatever it says; it sets how often a version is
+    published)."""
+    if o.raw("checkpointEvery") is None:
+        return int(o.number("publishEvery", 5000, 1, None, integer=True))
+    old = int(o.number("checkpointEvery", 5000, 1, None, integer=True))
+    if o.raw("publishEvery") not in (None, old):
+        raise SpecError(
+            o.sub("checkpointEvery"), "is publishEvery's old name: give only publishEvery"
+        )
+    deprecated.append((o.sub("checkpointEvery"), o.sub("publishEvery")))
+    return old
 
 
 def _serving(o: _Obj) -> ServingSpec:
@@ -1014,10 +1031,11 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
     s = _Obj(root.raw("spec"), "spec")
     if s.raw("model") is None:
         raise SpecError("spec.model", "required")
+    deprecated: list[tuple[str, str]] = []
     spec = Spec(
         model=_model(s.obj("model")),
         image=s.string("image"),
-        learning=_learning(s.obj("learning")),
+        learning=_learning(s.obj("learning"), deprecated),
         serving=_serving(s.obj("serving")),
         drift=_drift(s.obj("drift")),
         guardrails=_guardrails(s.obj("guardrails")),
@@ -1025,6 +1043,7 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         redis=_redis(s.obj("redis")),
         pods=_pods(s.obj("pods")),
         source=_source(s.obj("source")),
+        deprecated=tuple(deprecated),
     )
     s.done()
     fb = spec.serving.fallback
@@ -1048,11 +1067,14 @@ def revision(spec: Spec) -> str:
     >>> len(r), revision(replace(m.spec, serving=replace(m.spec.serving, replicas=7))) == r
     (10, True)
     """
+    learning = asdict(spec.learning)
+    # hashed under its first name: renaming a field must not make every model a new revision
+    learning["checkpointEvery"] = learning.pop("publishEvery")
     material = {
         "image": spec.image,
         "model": spec.model.to_dict()
         | {"warmStart": asdict(spec.model.warmStart) if spec.model.warmStart else None},
-        "learning": asdict(spec.learning),
+        "learning": learning,
     }
     kafka = spec.source.kafka
     if kafka is not None:  # other topics are other data (brokers and credentials are not)

@@ -244,10 +244,6 @@ class ModelStore:
         """Note that ``revision`` left at ``at`` (kept if already noted: the first time counts)."""
         self.r.zadd(self.keys.retired, {revision: at}, nx=True)
 
-    def retired(self) -> dict[str, float]:
-        """Revisions retired and not yet forgotten -> when they were retired."""
-        return {m.decode(): t for m, t in self.r.zrange(self.keys.retired, 0, -1, withscores=True)}
-
     def forget(self, revision: str) -> int:
         """Delete a revision's keys and its learner's consumer groups; the number of keys deleted."""
         k = self.keys

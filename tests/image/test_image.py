@@ -147,7 +147,7 @@ def test_the_image_holds_no_compiler_no_pip_and_not_the_demo_s_libraries(image) 
 
 @pytest.fixture
 def model_file(image) -> Iterator[tuple[dict, str]]:
-    doc = manifest(name="imaged", learning={"checkpointEvery": 200, "maxBatchDelay": "20ms"},
+    doc = manifest(name="imaged", learning={"publishEvery": 200, "maxBatchDelay": "20ms"},
                    rollout={"analysis": {"interval": "500ms"}})  # fmt: skip
     path = image.root / "tmp" / "model.yaml"
     path.write_text(yaml.safe_dump(doc))

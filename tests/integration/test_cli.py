@@ -119,7 +119,7 @@ def test_run_serves_learns_and_stops_every_process_it_started(tmp_path: Path) ->
     # 5,000 it fell due after the drift, and whether the gate (the live learner's loss on the
     # last 2,000 labels vs the untrained v1's) let it out was up to the timing of the run
     doc = yaml.safe_load((ROOT / "examples/fraud.yaml").read_text())
-    doc["spec"]["learning"]["checkpointEvery"] = 1000
+    doc["spec"]["learning"]["publishEvery"] = 1000
     (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(doc))
     out = _tideline("run", str(tmp_path / "fraud.yaml"), "--duration", "8s", "--rate", "1000/s",
                     "--drift-at", "4s", "--report", str(report))  # fmt: skip

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 def _doc(kafka_broker, topics: dict, **kafka) -> dict:
     return manifest(
-        learning={"checkpointEvery": 2000, "maxBatchDelay": "20ms"},
+        learning={"publishEvery": 2000, "maxBatchDelay": "20ms"},
         source={"kafka": {"bootstrapServers": kafka_broker.bootstrap, "topics": topics,
                           "startFrom": "earliest", **kafka}},
     )  # fmt: skip

@@ -103,7 +103,7 @@ def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, lis
     return status, labels
 
 
-LEARNING = {"checkpointEvery": 2000, "maxBatchDelay": "50ms"}
+LEARNING = {"publishEvery": 2000, "maxBatchDelay": "50ms"}
 
 
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(backend, tmp_path: Path) -> None:

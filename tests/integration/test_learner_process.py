@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def _proc(r, **spec) -> LearnerProcess:
-    spec.setdefault("learning", {"checkpointEvery": 500, "maxBatchDelay": "20ms"})
+    spec.setdefault("learning", {"publishEvery": 500, "maxBatchDelay": "20ms"})
     p = LearnerProcess(parse(manifest(**spec)), r, checkpoint_seconds=0.0)
     p.start()
     return p
@@ -209,7 +209,7 @@ def test_the_gate_holds_back_a_version_that_is_worse_than_the_served_one(r) -> N
             "features": FRAUD_FEATURES,
             "params": {"optimizer": "sgd", "learningRate": 500.0},
         },
-        learning={"checkpointEvery": 300, "gate": {"holdout": 300, "maxLossIncrease": 0.0}},
+        learning={"publishEvery": 300, "gate": {"holdout": 300, "maxLossIncrease": 0.0}},
     )
     _push_samples(r, p, 1500)
     learn_until(p, lambda: p.counters["samples"] == 1500)
@@ -380,7 +380,7 @@ def test_a_row_whose_learning_raises_is_dead_lettered_and_the_rest_of_its_batch_
 
 
 def test_an_entry_that_killed_every_learner_that_read_it_is_dead_lettered_at_start(r) -> None:
-    m = parse(manifest(learning={"checkpointEvery": 500, "maxBatchDelay": "20ms"}))
+    m = parse(manifest(learning={"publishEvery": 500, "maxBatchDelay": "20ms"}))
     first = LearnerProcess(m, r, checkpoint_seconds=0.0)
     first.start()
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=4).take(50)

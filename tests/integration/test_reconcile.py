@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.helpers import health_summary, manifest
+from tests.helpers import health_summary, manifest, retired
 from tideline.cluster import matches_selector
 from tideline.contracts import Keys
 from tideline.learn import make_learner
@@ -300,14 +300,14 @@ def test_a_removed_revisions_redis_keys_go_a_grace_after_its_objects(setup, r) -
     keys = Keys("test", "fraud")
     kept = _keys_of(r, new)
     assert len(_keys_of(r, old)) == 6  # versions 1-2, versions, vmeta, pointers, checkpoint
-    assert ModelStore(r, "test", "fraud").retired() == {old: clock.now}
+    assert retired(r, Keys("test", "fraud")) == {old: clock.now}
     clock.now += rec.settings.retired_grace - 1  # its pods may still be stopping
     _turn(setup, _body(m2, generation=2))
     assert len(_keys_of(r, old)) == 6
     clock.now += 1
     _turn(setup, _body(m2, generation=2))
     assert _keys_of(r, old) == [] and _keys_of(r, new) == kept
-    assert ModelStore(r, "test", "fraud").retired() == {}
+    assert retired(r, Keys("test", "fraud")) == {}
     assert [g["name"] for g in r.xinfo_groups(keys.samples)] == []
 
 
@@ -320,7 +320,7 @@ def test_a_revision_that_comes_back_starts_afresh_from_the_stable(setup, r) -> N
     st = _turn(setup, _body(m, generation=3))
     assert st is not None and st["canaryRevision"] == old
     assert _keys_of(r, old) == []
-    assert ModelStore(r, "test", "fraud").retired() == {}
+    assert retired(r, Keys("test", "fraud")) == {}
     learner = kube.objects[("Deployment", f"fraud-learner-{old}")]
     assert learner["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == [
         "--warm-start-revision",

@@ -23,7 +23,7 @@ def test_every_example_parses(path: Path) -> None:
 
 def test_defaults_are_those_of_the_design() -> None:
     s = parse(manifest()).spec
-    assert (s.learning.batchSize, s.learning.maxBatchDelay, s.learning.checkpointEvery) == (
+    assert (s.learning.batchSize, s.learning.maxBatchDelay, s.learning.publishEvery) == (
         64,
         0.5,
         5000,
@@ -248,3 +248,20 @@ def test_a_numeric_default_may_be_fractional_or_quoted_and_nothing_else() -> Non
     assert default(12.5) == 12.5 and default("12.5") == 12.5 and default(3) == 3
     with pytest.raises(SpecError, match=r"spec\.model\.features\[0\]\.default: must be a number"):
         default("abc")
+
+
+def test_checkpoint_every_is_read_as_publish_every_reported_deprecated_and_hashed_the_same() -> (
+    None
+):
+    old = parse(manifest(learning={"checkpointEvery": 700}))
+    new = parse(manifest(learning={"publishEvery": 700}))
+    assert old.spec.learning.publishEvery == new.spec.learning.publishEvery == 700
+    assert old.spec.deprecated == (("spec.learning.checkpointEvery", "spec.learning.publishEvery"),)
+    assert new.spec.deprecated == ()
+    # the rename makes no model a new revision (a rollout of every model at upgrade)
+    assert old.revision == new.revision
+    fraud = load_manifest(Path(__file__).parents[2] / "examples" / "fraud.yaml")
+    assert parse(fraud).revision == "d6567a8af9"  # as hashed before the rename
+    with pytest.raises(SpecError) as e:
+        parse(manifest(learning={"checkpointEvery": 700, "publishEvery": 800}))  # (the same: fine)
+    assert e.value.path == "spec.learning.checkpointEvery" and "old name" in e.value.reason

@@ -401,3 +401,16 @@ def test_the_log_capacity_condition_says_the_formula_with_its_numbers(cap, expec
         status = log_status(health)
         assert status is not None
         assert (status["needBytes"], status["bytesPerPrediction"]) == (356400000, 60.0)
+
+
+def test_a_deprecated_field_is_a_condition_naming_it_and_its_new_name() -> None:
+    doc = manifest(learning={"checkpointEvery": 700})
+    d = decide(parse(doc).spec, None, Observed(revision="r1"), None, now=100.0)
+    [c] = [c for c in d.status["conditions"] if c["type"] == "Deprecated"]
+    assert (c["status"], c["reason"]) == ("True", "DeprecatedField")
+    assert (
+        c["message"]
+        == "spec.learning.checkpointEvery is deprecated: write spec.learning.publishEvery"
+    )
+    d = decide(_spec(), None, Observed(revision="r1"), None, now=100.0)
+    assert "Deprecated" not in [c["type"] for c in d.status["conditions"]]
