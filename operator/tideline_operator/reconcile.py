@@ -42,7 +42,7 @@ from tideline.store import ModelStore, StoreError, connect, migrate_keys
 from tideline_operator import builders
 from tideline_operator.builders import Settings
 from tideline_operator.kube import REVISION_KINDS, KubeAPI
-from tideline_operator.rollout import Action, Observed, decide, invalid
+from tideline_operator.rollout import Action, Observed, RolloutStatus, decide, invalid
 
 log = logging.getLogger("tideline.operator")
 
@@ -206,11 +206,11 @@ class Reconciler:
         return mem.models[rev]
 
     # -- observe ----------------------------------------------------------------------
-    def observe(self, model: OnlineModel, status: dict[str, Any], r: Any) -> tuple[Pointers, h.Health | None, dict[str, str], dict[str, float], int | None]:  # fmt: skip
+    def observe(self, model: OnlineModel, status: RolloutStatus, r: Any) -> tuple[Pointers, h.Health | None, dict[str, str], dict[str, float], int | None]:  # fmt: skip
         """The stable pointers, the health summary, the routing hash, the retired revisions,
         and how many records the stable learner is behind (None: not known)."""
         keys = Keys(model.namespace, model.name)
-        stable = status.get("stableRevision") or model.revision
+        stable = status.stableRevision or model.revision
         try:
             p = r.pipeline(transaction=False)
             p.hgetall(keys.pointers(stable))
@@ -243,7 +243,8 @@ class Reconciler:
         now = self.clock()
         meta = body["metadata"]
         generation = int(meta.get("generation") or 1)
-        before = current_status(body, mem)
+        before = current_status(body, mem)  # the resource's: typed here, and back at the end
+        was = RolloutStatus.from_status(before)
         manifest: dict[str, Any] = {
             k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body
         }
@@ -256,40 +257,39 @@ class Reconciler:
             if broken is not None:
                 raise PolicyViolation(*broken)
             r = self.redis_for(model)
-            new = self._turn(
-                model, manifest, before, mem, list(children), r, event, now, generation
-            )
+            new = self._turn(model, manifest, was, mem, list(children), r, event, now, generation)
             RECONCILES.labels("ok").inc()
         except PolicyViolation as e:
-            new = self._refused(before, e.path, e.reason, "PolicyViolation", "policy", str(e),
+            new = self._refused(was, e.path, e.reason, "PolicyViolation", "policy", str(e),
                                 generation, now, event)  # fmt: skip
         except SpecError as e:
-            new = self._refused(before, e.path, e.reason, "InvalidSpec", "invalid", str(e),
+            new = self._refused(was, e.path, e.reason, "InvalidSpec", "invalid", str(e),
                                 generation, now, event)  # fmt: skip
         except ResourceExists as e:
             # as the Deployment controller does with a ReplicaSet it does not own: no
             # take-over, no delete; the turn retries until the name is free
-            new = self._refused(before, f"{e.kind} {e.name}", str(e), "ResourceExists", "conflict",
+            new = self._refused(was, f"{e.kind} {e.name}", str(e), "ResourceExists", "conflict",
                                 str(e), generation, now, event)  # fmt: skip
         DECISION.observe(time.perf_counter() - start)
-        if _same(before, new):
+        status = new.to_status()
+        if _same(before, status):
             return None
-        mem.status = new
-        return new
+        mem.status = status
+        return status
 
     @staticmethod
-    def _refused(before: dict[str, Any], path: str, reason: str, why: str, result: str,
-                 message: str, generation: int, now: float, event: EventFn) -> dict[str, Any]:  # fmt: skip
+    def _refused(before: RolloutStatus, path: str, reason: str, why: str, result: str,
+                 message: str, generation: int, now: float, event: EventFn) -> RolloutStatus:  # fmt: skip
         """A turn that cannot proceed: Degraded for ``why``, one Event when that is news."""
         new = invalid(before, path, reason, generation, now, why)
-        if not _same(before, new):
+        if new != before:
             event("Warning", why, message)
         RECONCILES.labels(result).inc()
         return new
 
-    def _turn(self, model: OnlineModel, manifest: dict[str, Any], before: dict[str, Any],
+    def _turn(self, model: OnlineModel, manifest: dict[str, Any], before: RolloutStatus,
               mem: ModelMemory, children: list[ChildState], r: Any, event: EventFn, now: float,
-              generation: int) -> dict[str, Any]:  # fmt: skip
+              generation: int) -> RolloutStatus:  # fmt: skip
         if not mem.migrated:
             try:
                 migrate_keys(r, Keys(model.namespace, model.name))
@@ -297,7 +297,7 @@ class Reconciler:
             except redis.RedisError as e:  # the turn goes on; the next one tries again
                 log.warning("%s/%s: keys not migrated: %s", model.namespace, model.name, e)
         pointers, health, routing, retired, lag = self.observe(model, before, r)
-        stable_rev = before.get("stableRevision") or model.revision
+        stable_rev = before.stableRevision or model.revision
         servers = [c for c in children if c.component == "server" and c.revision == stable_rev]
         ready = sum(c.ready for c in servers)
         want = sum(c.replicas for c in servers)
@@ -315,17 +315,20 @@ class Reconciler:
         decision = decide(model.spec, before, observed, health, now)
         st = decision.status
         # the stable servers' pods, for the scale subresource (an HPA on the OnlineModel)
-        st["selector"] = ",".join(
-            f"{k}={v}"
-            for k, v in builders.selector(model, "server", st.get("stableRevision")).items()
+        st.selector = ",".join(
+            f"{k}={v}" for k, v in builders.selector(model, "server", st.stableRevision).items()
         )
         if lag is not None and now - mem.lag_at >= model.spec.rollout.analysis.interval:
             # records the stable learner is behind: refreshed each analysis interval, not
             # each turn (a status write a second per model would be churn for nothing)
-            st["learnerLag"], mem.lag_at = lag, now
+            st.learnerLag, mem.lag_at = lag, now
         if any(a.kind == "promote" for a in decision.actions):
             # the promoted learner keeps its arguments: no restart at promotion
-            st["stableWarmStart"] = st.pop("canaryWarmStart", None)
+            st.stableWarmStart, st.canaryWarmStart = st.canaryWarmStart, None
+        elif st.canaryRevision and not st.aborted:
+            # a canary's learner starts from the stable revision's when its model can
+            stable, _ = self.model_of(model, manifest, st.stable, mem)
+            st.canaryWarmStart = st.stable if warm_start_compatible(stable, model) else None
         for action in decision.actions:
             self._act(model, action, r, event, retired)
         removed = self._children(model, manifest, st, mem, children, now)
@@ -377,12 +380,12 @@ class Reconciler:
         if a.kind == "event" and a.args.get("reason") == "RolloutAborted":
             ABORTS.inc()
 
-    def _forget_retired(self, model: OnlineModel, st: dict[str, Any], r: Any, removed: set[str],
+    def _forget_retired(self, model: OnlineModel, st: RolloutStatus, r: Any, removed: set[str],
                         retired: Mapping[str, float], now: float) -> None:  # fmt: skip
         """Note the revisions removed this turn; forget those removed a grace ago."""
         store = ModelStore(r, model.namespace, model.name)
         # an aborted canary keeps its keys (to look into) until the spec moves on
-        active = {st["stableRevision"], st.get("canaryRevision")}
+        active = {st.stableRevision, st.canaryRevision}
         try:
             for rev in removed:
                 store.retire(rev, now)
@@ -410,10 +413,11 @@ class Reconciler:
                     self.kube.delete(api_version, kind, model.namespace, name)
 
     # -- level-based children and routing ---------------------------------------------
-    def desired(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
+    def desired(self, model: OnlineModel, manifest: dict[str, Any], st: RolloutStatus,
                 mem: ModelMemory) -> list[dict[str, Any]]:  # fmt: skip
+        """The objects the model's status asks for (read, never written here)."""
         s = self.settings
-        stable_rev = st["stableRevision"]
+        stable_rev = st.stable
         stable, stable_manifest = self.model_of(model, manifest, stable_rev, mem)
         replicas = None if model.spec.serving.autoscaling else model.spec.serving.replicas
         server = builders.build_server(stable, s, stable_rev, replicas or 0)
@@ -421,9 +425,7 @@ class Reconciler:
             server["spec"].pop("replicas")
         out = [
             builders.build_config_map(stable, stable_manifest, stable_rev),
-            builders.build_learner(
-                stable, s, stable_rev, warm_start_from=st.get("stableWarmStart")
-            ),
+            builders.build_learner(stable, s, stable_rev, warm_start_from=st.stableWarmStart),
             server,
             builders.build_service(model, stable_rev),
             builders.build_monitor(stable, s, stable_rev),
@@ -442,13 +444,11 @@ class Reconciler:
             out.append(builders.build_service_monitor(model))
         if self.has_api("monitoring.coreos.com/v1", "podmonitors"):
             out.append(builders.build_pod_monitor(model))
-        canary_rev = st.get("canaryRevision")
-        if canary_rev and not st.get("aborted"):
-            warm = stable_rev if warm_start_compatible(stable, model) else None
-            st["canaryWarmStart"] = warm
+        canary_rev = st.canaryRevision
+        if canary_rev and not st.aborted:
             out += [
                 builders.build_config_map(model, manifest, canary_rev),
-                builders.build_learner(model, s, canary_rev, warm_start_from=warm),
+                builders.build_learner(model, s, canary_rev, warm_start_from=st.canaryWarmStart),
             ]
             if self.canary_pods(model, stable):
                 out += [
@@ -465,20 +465,20 @@ class Reconciler:
             or canary.spec.rollout.trafficRouting != "builtin"
         )
 
-    def _children(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
+    def _children(self, model: OnlineModel, manifest: dict[str, Any], st: RolloutStatus,
                   mem: ModelMemory, children: list[ChildState], now: float) -> set[str]:  # fmt: skip
         """Apply what the status wants; the revisions whose objects were removed."""
         # Children depend on the spec and the revisions only: rebuild them when those
         # change, and every `resync` seconds (re-creating what someone deleted).
         md = manifest["metadata"]
-        key = (md.get("uid"), md.get("generation"), st["stableRevision"],
-               st.get("canaryRevision"), bool(st.get("aborted")))  # fmt: skip
+        key = (md.get("uid"), md.get("generation"), st.stableRevision,
+               st.canaryRevision, bool(st.aborted))  # fmt: skip
         if key != mem.desired_key or now - mem.desired_at >= self.resync:
             self._apply_desired(model, manifest, st, mem)
             mem.desired_key, mem.desired_at = key, now
         return self._remove_stale(model, st, mem, children, md.get("uid"))
 
-    def _apply_desired(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
+    def _apply_desired(self, model: OnlineModel, manifest: dict[str, Any], st: RolloutStatus,
                        mem: ModelMemory) -> None:  # fmt: skip
         owner = _owner(manifest)
         uid = owner["uid"]
@@ -504,14 +504,14 @@ class Reconciler:
             APPLIES.labels(obj["kind"]).inc()
             mem.applied[key] = digest
 
-    def _remove_stale(self, model: OnlineModel, st: dict[str, Any], mem: ModelMemory,
+    def _remove_stale(self, model: OnlineModel, st: RolloutStatus, mem: ModelMemory,
                       children: list[ChildState], uid: str | None) -> set[str]:  # fmt: skip
-        active = {st["stableRevision"]} | (
-            {st["canaryRevision"]} if st.get("canaryRevision") and not st.get("aborted") else set()
+        active = {st.stableRevision} | (
+            {st.canaryRevision} if st.canaryRevision and not st.aborted else set()
         )
         stale = {c.revision for c in children if c.revision} - active
         servers = [c for c in children if c.component == "server"
-                   and c.revision == st["stableRevision"]]  # fmt: skip
+                   and c.revision == st.stableRevision]  # fmt: skip
         if stale and not (servers and all(c.ready >= c.replicas for c in servers)):
             # a promoted revision's servers first become ready; the old ones answer meanwhile
             return set()
@@ -522,16 +522,16 @@ class Reconciler:
             mem.models.pop(rev, None)
         return stale
 
-    def _routing(self, model: OnlineModel, manifest: dict[str, Any], st: dict[str, Any],
+    def _routing(self, model: OnlineModel, manifest: dict[str, Any], st: RolloutStatus,
                  mem: ModelMemory, current: dict[str, str], r: Any, now: float) -> None:  # fmt: skip
-        canary = st.get("canaryRevision") if not st.get("aborted") else None
-        weight = int(st.get("canaryWeight") or 0) if canary else 0
-        stable, _ = self.model_of(model, manifest, st["stableRevision"], mem)
+        canary = st.canaryRevision if not st.aborted else None
+        weight = int(st.canaryWeight or 0) if canary else 0
+        stable, _ = self.model_of(model, manifest, st.stable, mem)
         url = ""
         if canary and self.canary_pods(model, stable):
             url = f"http://{model.name}-canary.{model.namespace}.svc:{builders.HTTP_PORT}"
         want = {
-            "stable": st["stableRevision"],
+            "stable": st.stableRevision,
             "canary": canary or "",
             "weight": str(weight),
             "shadow": "1" if canary and model.spec.rollout.shadow else "0",

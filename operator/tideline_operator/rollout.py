@@ -47,11 +47,13 @@ sequence that stays valid however often it is read.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from tideline.health import Comparison, Health, Quality
 from tideline.spec import Spec
@@ -85,9 +87,114 @@ class Action:
     args: dict[str, Any] = field(default_factory=dict)
 
 
+class Condition(msgspec.Struct):
+    """A Kubernetes condition (``status.conditions[]``)."""
+
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str = ""
+    message: str = ""
+    lastTransitionTime: str | None = None  # noqa: N815 - the API's names, as written
+
+
+class Aborted(msgspec.Struct):
+    """A canary that was aborted: which, why, when (Unix seconds)."""
+
+    revision: str = ""
+    reason: str = ""
+    at: float = 0.0
+
+
+class Rollback(msgspec.Struct):
+    """The last rollback: from and to which version, why, and the newest version then."""
+
+    at: float = 0.0
+    revision: str = ""
+    from_: int | None = msgspec.field(default=None, name="from")
+    to: int | None = None
+    reason: str = ""
+    latest: int | None = None
+
+
+class AnalysisRecord(msgspec.Struct):
+    """The last canary analysis."""
+
+    outcome: str = "inconclusive"  # pass | fail | inconclusive
+    metric: str | None = None
+    message: str = ""
+    at: float = 0.0
+
+
+class RolloutStatus(msgspec.Struct, kw_only=True):
+    """The operator's part of an OnlineModel's status, typed (argo-rollouts keeps its status
+    the same way). Read from and written to the resource only at the reconcile edges
+    (:meth:`from_status`, :meth:`to_status`); an absent field is None. The CRD's status
+    schema (``tideline_operator.crd.status_schema``) names the same fields."""
+
+    phase: str | None = None
+    observedGeneration: int | None = None  # noqa: N815 - the resource's field names
+    conditions: list[Condition] = msgspec.field(default_factory=list)
+    stableRevision: str | None = None  # noqa: N815
+    canaryRevision: str | None = None  # noqa: N815
+    canaryWeight: int | None = None  # noqa: N815
+    currentStep: int | None = None  # noqa: N815
+    pauseStartedAt: float | None = None  # noqa: N815
+    analysisFailures: int | None = None  # noqa: N815
+    lastAnalysisAt: float | None = None  # noqa: N815
+    analysis: AnalysisRecord | None = None
+    aborted: Aborted | None = None
+    promotedAt: float | None = None  # noqa: N815
+    servedVersion: int | None = None  # noqa: N815
+    latestVersion: int | None = None  # noqa: N815
+    lastGoodVersion: int | None = None  # noqa: N815
+    pinned: bool | None = None
+    lastRollback: Rollback | None = None  # noqa: N815
+    manualRollbackTo: int | None = None  # noqa: N815
+    learningPaused: bool | None = None  # noqa: N815
+    lastConceptAt: float | None = None  # noqa: N815
+    replicas: int | None = None
+    selector: str | None = None
+    learnerLag: int | None = None  # noqa: N815
+    onlineAccuracy: float | None = None  # noqa: N815
+    drift: str | None = None
+    quality: dict[str, Any] | None = None
+    log: dict[str, Any] | None = None
+    stableWarmStart: str | None = None  # noqa: N815
+    canaryWarmStart: str | None = None  # noqa: N815
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> RolloutStatus:
+        """From the resource's status (fields of others, e.g. kopf's, are left out; a field
+        of ours that cannot be read, edited by hand, is left out too: the turn rewrites it)."""
+        raw = dict(status or {})
+        while True:
+            try:
+                return msgspec.convert(raw, cls, strict=False)
+            except msgspec.ValidationError as e:
+                bad = str(e).rpartition("- at `$.")[2].split(".")[0].split("[")[0].rstrip("`")
+                if bad not in raw:
+                    raise
+                del raw[bad]
+
+    def to_status(self) -> dict[str, Any]:
+        """As the resource's status holds it: JSON types, an absent field left out."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        return {k: v for k, v in out.items() if v is not None}
+
+    @property
+    def stable(self) -> str:
+        """The stable revision (every turn's decision sets it)."""
+        if self.stableRevision is None:
+            raise ValueError("the status names no stable revision yet")
+        return self.stableRevision
+
+    def copy(self) -> RolloutStatus:
+        return msgspec.convert(msgspec.to_builtins(self), RolloutStatus)
+
+
 @dataclass
 class Decision:
-    status: dict[str, Any]
+    status: RolloutStatus
     actions: list[Action]
 
 
@@ -152,7 +259,7 @@ def analyze(spec: Spec, health: Health | None, now: float) -> AnalysisResult:
 
 
 def guardrail_breach(
-    spec: Spec, status: dict[str, Any], health: Health | None, now: float
+    spec: Spec, status: RolloutStatus, health: Health | None, now: float
 ) -> str | None:
     """Why the stable revision's served version must go back to lastGood, if it must.
 
@@ -162,7 +269,7 @@ def guardrail_breach(
     ``rollback``), or a server error rate over ``maxErrorRate``.
     """
     g = spec.guardrails
-    served, last_good = status.get("servedVersion"), status.get("lastGoodVersion")
+    served, last_good = status.servedVersion, status.lastGoodVersion
     if last_good is None or served is None or served == last_good:
         return None
     q = evidence(spec, health, now)
@@ -184,14 +291,14 @@ def guardrail_breach(
     return None
 
 
-def proven(spec: Spec, status: dict[str, Any], health: Health | None, now: float) -> int | None:
+def proven(spec: Spec, status: RolloutStatus, health: Health | None, now: float) -> int | None:
     """The served version, if it has just proven itself good enough to be ``lastGood``."""
     q = evidence(spec, health, now)
-    served, last_good = status.get("servedVersion"), status.get("lastGoodVersion")
-    if q is None or served is None or served == last_good or status.get("pinned"):
+    served, last_good = status.servedVersion, status.lastGoodVersion
+    if q is None or served is None or served == last_good or status.pinned:
         return None
     c = q.get("served")
-    if c is None or c.version != served or c.revision != status.get("stableRevision"):
+    if c is None or c.version != served or c.revision != status.stableRevision:
         return None
     if served == 0 and q.get("baseline") is None:
         return None  # a cold model's v0 learned nothing: never a rollback target
@@ -210,11 +317,11 @@ def proven(spec: Spec, status: dict[str, Any], health: Health | None, now: float
 
 
 def quality_condition(
-    spec: Spec, status: dict[str, Any], health: Health | None, now: float
+    spec: Spec, status: RolloutStatus, health: Health | None, now: float
 ) -> tuple[bool, str, str]:
     """The ModelQuality condition: (ok, reason, message)."""
     q = evidence(spec, health, now)
-    served, last_good = status.get("servedVersion"), status.get("lastGoodVersion")
+    served, last_good = status.servedVersion, status.lastGoodVersion
     if q is None or health is None:
         return True, "NoEvidence", "no fresh evidence from the monitor"
     good, base = q.get("lastGood"), q.get("baseline")
@@ -299,49 +406,43 @@ def quality_status(q: Quality | None) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------- decide
 def _condition(
-    previous: list[dict[str, Any]], kind: str, ok: bool, reason: str, message: str, now: float
-) -> dict[str, Any]:
+    previous: list[Condition], kind: str, ok: bool, reason: str, message: str, now: float
+) -> Condition:
     """A Kubernetes condition; its lastTransitionTime moves only when its status does."""
     status = "True" if ok else "False"
-    before = next((c for c in previous if c.get("type") == kind), None)
+    before = next((c for c in previous if c.type == kind), None)
     since = (
-        before["lastTransitionTime"]
-        if before and before.get("status") == status and before.get("lastTransitionTime")
+        before.lastTransitionTime
+        if before and before.status == status and before.lastTransitionTime
         else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     )
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since,
-    }
+    return Condition(kind, status, reason, message, since)
 
 
 def decide(
     spec: Spec,
-    status: dict[str, Any] | None,
+    status: RolloutStatus | None,
     observed: Observed,
     health: Health | None,
     now: float,
 ) -> Decision:
-    st: dict[str, Any] = copy.deepcopy(status or {})
+    st = status.copy() if status is not None else RolloutStatus()
     actions: list[Action] = []
     ann = observed.annotations
-    st["observedGeneration"] = observed.generation
+    st.observedGeneration = observed.generation
     if observed.served is not None:  # the pointers were read: lastGood may be absent
-        st["servedVersion"] = observed.served
+        st.servedVersion = observed.served
         if observed.last_good is not None:
-            st["lastGoodVersion"] = observed.last_good
+            st.lastGoodVersion = observed.last_good
         else:
-            st.pop("lastGoodVersion", None)
+            st.lastGoodVersion = None
     if observed.latest is not None:
-        st["latestVersion"] = observed.latest
-    st["replicas"] = observed.ready_replicas
+        st.latestVersion = observed.latest
+    st.replicas = observed.ready_replicas
 
     # -- first deploy: the spec's revision is stable
-    if not st.get("stableRevision"):
-        st["stableRevision"] = observed.revision
+    if not st.stableRevision:
+        st.stableRevision = observed.revision
         actions.append(
             Action(
                 "event",
@@ -353,18 +454,18 @@ def decide(
             )
         )
 
-    canary = st.get("canaryRevision")
+    canary = st.canaryRevision
     # -- a new revision: a canary (a newer one replaces a canary in flight)
-    if observed.revision not in (st["stableRevision"], canary) and not _aborted_for(
+    if observed.revision not in (st.stableRevision, canary) and not _aborted_for(
         st, observed.revision
     ):
         if canary:
             actions.append(Action("remove-revision", {"revision": canary}))
-        canary = st["canaryRevision"] = observed.revision
-        st.update({"currentStep": 0, "canaryWeight": 0, "pauseStartedAt": None, "analysisFailures": 0,
-                   "lastAnalysisAt": None, "aborted": None})  # fmt: skip
+        canary = st.canaryRevision = observed.revision
+        st.currentStep, st.canaryWeight, st.pauseStartedAt = 0, 0, None
+        st.analysisFailures, st.lastAnalysisAt, st.aborted = 0, None, None
         actions.append(
-            Action("start-canary", {"revision": canary, "warmStartFrom": st["stableRevision"]})
+            Action("start-canary", {"revision": canary, "warmStartFrom": st.stableRevision})
         )
         actions.append(
             Action(
@@ -372,14 +473,14 @@ def decide(
                 {"type": "Normal", "reason": "CanaryStarted", "message": f"revision {canary}"},
             )
         )
-    elif observed.revision == st["stableRevision"] and canary:
+    elif observed.revision == st.stableRevision and canary:
         # the spec went back to the stable revision: the canary goes
         actions.append(Action("remove-revision", {"revision": canary}))
         actions.append(Action("set-weight", {"canary": None, "weight": 0, "shadow": False}))
-        st.update({"canaryRevision": None, "canaryWeight": 0, "currentStep": None, "aborted": None})
+        st.canaryRevision, st.canaryWeight, st.currentStep, st.aborted = None, 0, None, None
         canary = None
 
-    if canary and not st.get("aborted"):
+    if canary and not st.aborted:
         _advance(spec, st, ann, health, now, actions)
 
     _guardrails(spec, st, ann, health, now, actions)
@@ -388,18 +489,18 @@ def decide(
 
 
 def invalid(
-    status: dict[str, Any] | None, path: str, reason: str, generation: int, now: float,
+    status: RolloutStatus | None, path: str, reason: str, generation: int, now: float,
     why: str = "InvalidSpec",
-) -> dict[str, Any]:  # fmt: skip
+) -> RolloutStatus:  # fmt: skip
     """A status for a turn that cannot proceed: Degraded, naming the field (``InvalidSpec``)
     or the object in the way (``ResourceExists``); nothing else moves."""
-    st: dict[str, Any] = copy.deepcopy(status or {})
-    before = st.get("conditions") or []
-    st["observedGeneration"] = generation
-    st["phase"] = "Degraded"
+    st = status.copy() if status is not None else RolloutStatus()
+    before = st.conditions
+    st.observedGeneration = generation
+    st.phase = "Degraded"
     message = f"{path}: {reason}"
-    kept = [c for c in before if c.get("type") not in ("Ready", "Degraded")]
-    st["conditions"] = [
+    kept = [c for c in before if c.type not in ("Ready", "Degraded")]
+    st.conditions = [
         _condition(before, "Ready", False, why, message, now),
         *kept,
         _condition(before, "Degraded", True, why, message, now),
@@ -407,15 +508,15 @@ def invalid(
     return st
 
 
-def _aborted_for(st: dict[str, Any], revision: str) -> bool:
-    ab = st.get("aborted") or {}
-    return bool(ab.get("revision") == revision)
+def _aborted_for(st: RolloutStatus, revision: str) -> bool:
+    return st.aborted is not None and st.aborted.revision == revision
 
 
-def _abort(st: dict[str, Any], reason: str, now: float, actions: list[Action]) -> None:
-    canary = st["canaryRevision"]
-    st["aborted"] = {"revision": canary, "reason": reason, "at": now}
-    st["canaryWeight"] = 0
+def _abort(st: RolloutStatus, reason: str, now: float, actions: list[Action]) -> None:
+    canary = st.canaryRevision
+    assert canary is not None
+    st.aborted = Aborted(canary, reason, now)
+    st.canaryWeight = 0
     actions.append(Action("set-weight", {"canary": None, "weight": 0, "shadow": False}))
     actions.append(Action("remove-revision", {"revision": canary}))
     actions.append(
@@ -423,12 +524,13 @@ def _abort(st: dict[str, Any], reason: str, now: float, actions: list[Action]) -
     )
 
 
-def _promote(st: dict[str, Any], now: float, actions: list[Action], why: str) -> None:
-    old, new = st["stableRevision"], st["canaryRevision"]
-    st.update({"stableRevision": new, "canaryRevision": None, "canaryWeight": 0, "currentStep": None,
-               "pauseStartedAt": None, "analysisFailures": 0, "promotedAt": now})  # fmt: skip
-    for k in ("servedVersion", "lastGoodVersion", "latestVersion", "pinned", "lastConceptAt"):
-        st.pop(k, None)  # the old revision's: the next turn reads the new one's pointers
+def _promote(st: RolloutStatus, now: float, actions: list[Action], why: str) -> None:
+    old, new = st.stableRevision, st.canaryRevision
+    st.stableRevision, st.canaryRevision, st.canaryWeight, st.currentStep = new, None, 0, None
+    st.pauseStartedAt, st.analysisFailures, st.promotedAt = None, 0, now
+    # the old revision's: the next turn reads the new one's pointers
+    st.servedVersion = st.lastGoodVersion = st.latestVersion = None
+    st.pinned = st.lastConceptAt = None
     actions.append(Action("promote", {"revision": new, "previous": old}))
     actions.append(Action("set-weight", {"canary": None, "weight": 0, "shadow": False}))
     actions.append(Action("remove-revision", {"revision": old}))
@@ -440,7 +542,7 @@ def _promote(st: dict[str, Any], now: float, actions: list[Action], why: str) ->
 
 
 def _advance(
-    spec: Spec, st: dict[str, Any], ann: dict[str, str], health: Health | None, now: float,
+    spec: Spec, st: RolloutStatus, ann: dict[str, str], health: Health | None, now: float,
     actions: list[Action],
 ) -> None:  # fmt: skip
     r = spec.rollout
@@ -451,92 +553,87 @@ def _advance(
         _promote(st, now, actions, "promoted by annotation")
         return
     # background analysis, every interval, for the whole canary
-    last = st.get("lastAnalysisAt")
+    last = st.lastAnalysisAt
     if last is None or now - last >= r.analysis.interval:
-        st["lastAnalysisAt"] = now
+        st.lastAnalysisAt = now
         res = analyze(spec, health, now)
-        st["analysis"] = {
-            "outcome": res.outcome,
-            "metric": res.metric,
-            "message": res.message,
-            "at": now,
-        }
+        st.analysis = AnalysisRecord(res.outcome, res.metric, res.message, now)
         if res.outcome == "fail":
-            st["analysisFailures"] = st.get("analysisFailures", 0) + 1
-            if st["analysisFailures"] >= r.analysis.failureLimit:
+            st.analysisFailures = (st.analysisFailures or 0) + 1
+            if st.analysisFailures >= r.analysis.failureLimit:
                 _abort(st, f"analysis failed on {res.metric}: {res.message}", now, actions)
                 return
     while True:
-        i = st.get("currentStep") or 0
+        i = st.currentStep or 0
         if i >= len(r.steps):
             _promote(st, now, actions, "all steps done")
             return
         step = r.steps[i]
         if step.setWeight is not None:
-            if st.get("canaryWeight") != step.setWeight:
-                st["canaryWeight"] = step.setWeight
-            st["currentStep"] = i + 1
+            if st.canaryWeight != step.setWeight:
+                st.canaryWeight = step.setWeight
+            st.currentStep = i + 1
             continue
         if step.pause is not None:
-            started = st.get("pauseStartedAt")
+            started = st.pauseStartedAt
             if started is None:
-                st["pauseStartedAt"] = started = now
+                st.pauseStartedAt = started = now
             if math.isinf(step.pause) or now - started < step.pause:
                 break
-            st["pauseStartedAt"] = None
-            st["currentStep"] = i + 1
+            st.pauseStartedAt = None
+            st.currentStep = i + 1
             continue
         # an analysis step: pass to go on, inconclusive to wait
-        outcome = (st.get("analysis") or {}).get("outcome")
-        if outcome == "pass":
-            st["currentStep"] = i + 1
+        if st.analysis is not None and st.analysis.outcome == "pass":
+            st.currentStep = i + 1
             continue
         break
     actions.append(
         Action(
             "set-weight",
-            {"canary": st["canaryRevision"], "weight": st["canaryWeight"], "shadow": r.shadow},
+            {"canary": st.canaryRevision, "weight": st.canaryWeight, "shadow": r.shadow},
         )
     )
 
 
 def _guardrails(
-    spec: Spec, st: dict[str, Any], ann: dict[str, str], health: Health | None, now: float,
+    spec: Spec, st: RolloutStatus, ann: dict[str, str], health: Health | None, now: float,
     actions: list[Action],
 ) -> None:  # fmt: skip
-    rev = st["stableRevision"]
+    rev = st.stableRevision
+    assert rev is not None  # decide set it
     paused = ann.get(PAUSE_LEARNING) == "true"
-    if paused != bool(st.get("learningPaused")):
-        st["learningPaused"] = paused
+    if paused != bool(st.learningPaused):
+        st.learningPaused = paused
         actions.append(Action("pause-learning", {"revision": rev, "paused": paused}))
     target = _version_number(ann.get(ROLLBACK_TO))
-    if target is not None and st.get("manualRollbackTo") != target:
-        st["manualRollbackTo"] = target
+    if target is not None and st.manualRollbackTo != target:
+        st.manualRollbackTo = target
         _rollback(st, rev, target, "rolled back by annotation", now, actions)
         return
     _concept(spec, st, health, now, actions)
     reason = guardrail_breach(spec, st, health, now)
-    if reason is not None:
-        _rollback(st, rev, st["lastGoodVersion"], reason, now, actions)
+    if reason is not None and st.lastGoodVersion is not None:
+        _rollback(st, rev, st.lastGoodVersion, reason, now, actions)
         return
-    if st.get("pinned") and _recovered(spec, st, health, now):
-        latest = st["latestVersion"]
+    if st.pinned and _recovered(spec, st, health, now):
+        latest = st.latestVersion
         actions.append(Action("unpin", {"revision": rev, "version": latest}))
         actions.append(
             Action(
                 "event",
                 {"type": "Normal", "reason": "Unpinned",
-                 "message": f"serving v{latest}, learned after the rollback to v{st['servedVersion']}, "
+                 "message": f"serving v{latest}, learned after the rollback to v{st.servedVersion}, "
                             "not worse on the same samples"},
             )
         )  # fmt: skip
-        st["servedVersion"] = latest
-        st["pinned"] = False
+        st.servedVersion = latest
+        st.pinned = False
         return
     good = proven(spec, st, health, now)
     if good is not None:
-        first = st.get("lastGoodVersion") is None
-        st["lastGoodVersion"] = good
+        first = st.lastGoodVersion is None
+        st.lastGoodVersion = good
         actions.append(Action("prove", {"revision": rev, "version": good}))
         if first:
             actions.append(
@@ -556,16 +653,16 @@ def _version_number(value: str | None) -> int | None:
 
 
 def _concept(
-    spec: Spec, st: dict[str, Any], health: Health | None, now: float, actions: list[Action]
+    spec: Spec, st: RolloutStatus, health: Health | None, now: float, actions: list[Action]
 ) -> None:
     """React once to each concept-drift episode, as ``onConceptDrift`` says."""
     if health is None or not health.fresh(now, spec.rollout.analysis.interval):
         return
     c = health.drift.concept
-    if not c.detected or c.last is None or st.get("lastConceptAt") == c.last.ts:
+    if not c.detected or c.last is None or st.lastConceptAt == c.last.ts:
         return
-    st["lastConceptAt"] = c.last.ts
-    rev = st["stableRevision"]
+    st.lastConceptAt = c.last.ts
+    rev = st.stableRevision
     policy = spec.guardrails.onConceptDrift
     where = (
         f"error rate rose ({c.method}) at v{c.last.version}"
@@ -579,8 +676,8 @@ def _concept(
             message += " (and rolls back if a proven version is better on the same samples)"
     elif policy == "pause":
         message = f"{where}: learning paused"
-        if not st.get("learningPaused"):
-            st["learningPaused"] = True
+        if not st.learningPaused:
+            st.learningPaused = True
             actions.append(Action("pause-learning", {"revision": rev, "paused": True}))
     else:
         message = f"{where}: alert only"
@@ -589,7 +686,7 @@ def _concept(
     )
 
 
-def _recovered(spec: Spec, st: dict[str, Any], health: Health | None, now: float) -> bool:
+def _recovered(spec: Spec, st: RolloutStatus, health: Health | None, now: float) -> bool:
     """After a rollback, serve the learner again once it is not worse on the same samples.
 
     The learner was reset to the version rolled back to; a version newer than
@@ -597,11 +694,11 @@ def _recovered(spec: Spec, st: dict[str, Any], health: Health | None, now: float
     once one analysis interval went by and it is not significantly worse than
     the pinned version on at least ``minSamples`` common samples.
     """
-    rb = st.get("lastRollback") or {}
-    latest, newest_then = st.get("latestVersion"), rb.get("latest")
-    if latest is None or newest_then is None or latest <= newest_then:
+    rb = st.lastRollback
+    latest = st.latestVersion
+    if rb is None or latest is None or rb.latest is None or latest <= rb.latest:
         return False
-    if now - float(rb.get("at", now)) < spec.rollout.analysis.interval:
+    if now - rb.at < spec.rollout.analysis.interval:
         return False
     q = evidence(spec, health, now)
     c = q.get("latest") if q is not None else None
@@ -611,13 +708,13 @@ def _recovered(spec: Spec, st: dict[str, Any], health: Health | None, now: float
 
 
 def _rollback(
-    st: dict[str, Any], rev: str, to: int, reason: str, now: float, actions: list[Action]
+    st: RolloutStatus, rev: str, to: int, reason: str, now: float, actions: list[Action]
 ) -> None:
-    frm = st.get("servedVersion")
-    st["lastRollback"] = {"at": now, "revision": rev, "from": frm, "to": to, "reason": reason,
-                          "latest": st.get("latestVersion", frm)}  # fmt: skip
-    st["servedVersion"] = to
-    st["pinned"] = True
+    frm = st.servedVersion
+    latest = st.latestVersion if st.latestVersion is not None else frm
+    st.lastRollback = Rollback(now, rev, frm, to, reason, latest)
+    st.servedVersion = to
+    st.pinned = True
     actions.append(Action("rollback", {"revision": rev, "from": frm, "to": to, "reason": reason}))
     actions.append(
         Action(
@@ -628,11 +725,11 @@ def _rollback(
 
 
 def _phase(
-    spec: Spec, st: dict[str, Any], observed: Observed, health: Health | None, now: float
+    spec: Spec, st: RolloutStatus, observed: Observed, health: Health | None, now: float
 ) -> None:
-    aborted = st.get("aborted")
-    canary = st.get("canaryRevision")
-    step = st.get("currentStep")
+    aborted = st.aborted
+    canary = st.canaryRevision
+    step = st.currentStep
     paused = (
         canary is not None
         and step is not None
@@ -650,20 +747,20 @@ def _phase(
         phase = "Progressing"
     else:
         phase = "Healthy"
-    st["phase"] = phase
+    st.phase = phase
     fresh = (
         health if health is not None and health.fresh(now, spec.rollout.analysis.interval) else None
     )
     drift = fresh.drift.summary() if fresh is not None else ""
     drifting = bool(drift)
     degraded_reason = "RolloutAborted" if aborted else quality_reason if worse else "AsExpected"
-    degraded_message = aborted["reason"] if aborted else quality_message if worse else ""
-    before = st.get("conditions") or []
+    degraded_message = aborted.reason if aborted else quality_message if worse else ""
+    before = st.conditions or []
     log_ok, log_reason, log_message = log_capacity_condition(fresh)
-    st["conditions"] = [
+    st.conditions = [
         _condition(before, "Ready", observed.replicas_ready and not aborted, "ReplicasReady" if observed.replicas_ready else "ReplicasNotReady", "", now),
         _condition(before, "Progressing", canary is not None, "CanaryInProgress" if canary else "Stable",
-                   f"step {step} weight {st.get('canaryWeight', 0)}" if canary else "", now),
+                   f"step {step} weight {st.canaryWeight or 0}" if canary else "", now),
         _condition(before, "Degraded", bool(aborted) or worse, degraded_reason, degraded_message, now),
         _condition(before, "Drifting", drifting, "DriftDetected" if drifting else "NoDrift", drift, now),
         _condition(before, "ModelQuality", quality_ok, quality_reason, quality_message, now),
@@ -671,17 +768,15 @@ def _phase(
     ]  # fmt: skip
     if spec.deprecated:  # read as ever, until the manifest is rewritten
         names = "; ".join(f"{old} is deprecated: write {new}" for old, new in spec.deprecated)
-        st["conditions"].append(
-            _condition(before, "Deprecated", True, "DeprecatedField", names, now)
-        )
-    st["drift"] = drift or "none"
+        st.conditions.append(_condition(before, "Deprecated", True, "DeprecatedField", names, now))
+    st.drift = drift or "none"
     if fresh is not None:
         accuracy = fresh.track("stable").accuracy
         if accuracy is not None:
-            st["onlineAccuracy"] = round(float(accuracy), 4)
+            st.onlineAccuracy = round(float(accuracy), 4)
         quality = quality_status(fresh.quality)
         if quality is not None:
-            st["quality"] = quality
+            st.quality = quality
         log_needs = log_status(fresh)
         if log_needs is not None:
-            st["log"] = log_needs
+            st.log = log_needs

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import pytest
 
 from tests.helpers import manifest
@@ -11,12 +14,29 @@ from tideline_operator.rollout import (
     ABORT,
     PROMOTE,
     ROLLBACK_TO,
+    Action,
     Observed,
+    RolloutStatus,
     analyze,
-    decide,
     log_capacity_condition,
     log_status,
 )
+from tideline_operator.rollout import decide as typed_decide
+
+
+@dataclass
+class Seen:
+    status: dict[str, Any]  # as the resource holds it
+    actions: list[Action]
+
+
+def decide(spec, status, observed, health, now) -> Seen:
+    """decide() on a status as the resource holds it, through RolloutStatus both ways (as
+    the reconciler does at its edges)."""
+    typed = RolloutStatus.from_status(status) if status is not None else None
+    d = typed_decide(spec, typed, observed, health, now)
+    return Seen(d.status.to_status(), d.actions)
+
 
 STEPS = [
     {"setWeight": 10},
@@ -107,7 +127,7 @@ def test_a_passing_analysis_step_moves_on_and_the_last_step_promotes() -> None:
     st = _canary_status(step=3, weight=50)
     health = _health(200.0, canary=(2, _vs(0.005)))
     d = decide(_spec(), st, Observed(revision="new"), health, now=200.0)
-    assert d.status["stableRevision"] == "new" and d.status["canaryRevision"] is None
+    assert d.status["stableRevision"] == "new" and d.status.get("canaryRevision") is None
     assert "promote" in _kinds(d)
     removed = [a.args["revision"] for a in d.actions if a.kind == "remove-revision"]
     assert removed == ["old"] and d.status["phase"] == "Healthy"
@@ -359,7 +379,7 @@ def test_rollback_to_a_version_by_annotation_happens_once() -> None:
 
 def test_reverting_the_spec_to_the_stable_revision_removes_the_canary() -> None:
     d = decide(_spec(), _canary_status(step=2, weight=10), Observed(revision="old"), None, now=10.0)
-    assert d.status["canaryRevision"] is None and d.status["phase"] == "Healthy"
+    assert d.status.get("canaryRevision") is None and d.status["phase"] == "Healthy"
     assert [a.args["revision"] for a in d.actions if a.kind == "remove-revision"] == ["new"]
 
 
@@ -414,3 +434,21 @@ def test_a_deprecated_field_is_a_condition_naming_it_and_its_new_name() -> None:
     )
     d = decide(_spec(), None, Observed(revision="r1"), None, now=100.0)
     assert "Deprecated" not in [c["type"] for c in d.status["conditions"]]
+
+
+def test_the_typed_status_reads_and_writes_the_resource_s_status_unchanged() -> None:
+    d = decide(_spec(), _canary_status(step=1, weight=10), Observed(revision="new"), None, now=5.0)
+    st = RolloutStatus.from_status({**d.status, "kopf": {"progress": {}}})  # kopf's: not ours
+    assert st.to_status() == d.status and st.stable == "old"
+    assert st.conditions[0].type == "Ready" and st.canaryWeight == 10
+    rb = RolloutStatus.from_status({"lastRollback": {"at": 1, "revision": "r", "from": 7, "to": 6,
+                                                     "reason": "x", "latest": 7}})  # fmt: skip
+    assert (rb.lastRollback.from_, rb.lastRollback.to) == (7, 6)  # type: ignore[union-attr]
+    assert rb.to_status()["lastRollback"]["from"] == 7
+    with pytest.raises(ValueError, match="no stable revision"):
+        _ = RolloutStatus().stable
+    # a field edited by hand into what it cannot be: left out (the turn writes it again)
+    odd = RolloutStatus.from_status({"stableRevision": "a", "canaryWeight": "lots", "aborted": 3,
+                                     "lastRollback": {"at": 5}})  # fmt: skip
+    assert (odd.stable, odd.canaryWeight, odd.aborted) == ("a", None, None)
+    assert odd.lastRollback is not None and odd.lastRollback.at == 5.0
