@@ -156,6 +156,9 @@ class Monitor:
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
         self._scores_key: tuple[Any, Any] | None = None  # whose scores prediction drift holds
+        # stable rows and scores read from the log, for the drift detectors in one block
+        self._drift_rows: list[dict[str, Any]] = []
+        self._drift_scores: list[Any] = []
         self._stable_revision = model.revision
         self._reference_revision: str | None = None  # whose drift reference the detectors hold
         self._last_write = 0.0
@@ -270,6 +273,7 @@ class Monitor:
                         continue
                     self._log_rows += len(scores)
                     self._on_predictions(e, rows, scores)
+        self._drift_block()
         return n
 
     def _log_capacity(self, now: float) -> h.LogCapacity | None:
@@ -331,23 +335,34 @@ class Monitor:
         if not stable:
             return
         revision, version = e.model("stable")
+        new_reference = self._reference_revision is None and bool(revision)
+        if (revision, version) != self._scores_key or new_reference:
+            self._drift_block()  # what was read goes to the detectors it was read for
         self._scores_of((revision, version))
-        if self._reference_revision is None and revision:
+        if new_reference:
             self._use_reference(str(revision))  # until the routing names one
         if rows is None:
             return  # not in the drift sample
         if self.feature_names:
             try:
-                picked = [e.row(i) for i in stable]
+                self._drift_rows += e.pick(stable)
             except ValueError:
                 self.metrics.bad_log_entries.inc()
                 return
-            pairs = list(zip(self.feature_names, self.feature_defaults, strict=True))
-            X = np.array([[_num(r.get(f), d) for f, d in pairs] for r in picked])
+        self._drift_scores += [scores[i] for i in stable]
+
+    def _drift_block(self) -> None:
+        """The stable rows and scores read since, to the drift detectors: a column at a time."""
+        rows, scores = self._drift_rows, self._drift_scores
+        if rows:
+            X = np.empty((len(rows), len(self.feature_names)))
+            for j, (f, d) in enumerate(zip(self.feature_names, self.feature_defaults, strict=True)):
+                X[:, j] = _numbers([r.get(f) for r in rows], d)
             self._feature_drift(X)
-        s = np.array([_num(scores[i], 0.5) for i in stable]).reshape(-1, 1)
-        self.prediction_drift.update_many(s)
-        self._drift_edge("predictions", self.prediction_drift, ["score"])
+        if scores:
+            self.prediction_drift.update_many(_numbers(scores, 0.5).reshape(-1, 1))
+            self._drift_edge("predictions", self.prediction_drift, ["score"])
+        self._drift_rows, self._drift_scores = [], []
 
     def _on_label(self, j: Joined) -> None:
         """Labels of one logged request: its tracks' and versions' quality, the concept
@@ -860,6 +875,20 @@ def _sampled(stream: bytes, entry_id: bytes, k: int, rate: float) -> bool:
     logged (the server's log, the entry, the request), so the share is ``rate`` whatever
     the traffic's shape, and the same for every reader."""
     return zlib.crc32(b"%s %s %d" % (stream, entry_id, k)) < rate * 4294967296.0
+
+
+_NUMBER_TYPES = {float, int, bool, type(None)}
+
+
+def _numbers(values: list[Any], default: float) -> np.ndarray:
+    """:func:`_num` of each value: column-wise when every one is a number or missing (the
+    server checked the rows it logged), else one by one."""
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        with contextlib.suppress(OverflowError):
+            x = np.array(values, dtype=np.float64)  # None: NaN
+            x[~np.isfinite(x)] = default
+            return x
+    return np.array([_num(v, default) for v in values], dtype=np.float64)
 
 
 def _num(v: Any, default: float) -> float:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tests.helpers import manifest
 from tideline import health as h
 from tideline.spec import SpecError, parse
-from tideline_operator.rollout import ABORT, PROMOTE, ROLLBACK_TO, Observed, decide
+from tideline_operator.rollout import ABORT, PROMOTE, ROLLBACK_TO, Observed, RolloutStatus, decide
 
 SEEDED = settings(derandomize=True, max_examples=400, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
@@ -155,7 +155,7 @@ def test_decide_never_raises_and_keeps_its_invariants(policy, sequence) -> None:
                           rollout={"steps": [{"setWeight": 10}, {"pause": "5s"}, {"analysis": {}},
                                              {"setWeight": 50}],
                                    "analysis": {"interval": "2s", "minSamples": 100}})).spec  # fmt: skip
-    status: dict[str, Any] | None = None
+    status: RolloutStatus | None = None
     now = 1000.0
     for d in sequence:
         now += d["dt"]
@@ -165,9 +165,10 @@ def test_decide_never_raises_and_keeps_its_invariants(policy, sequence) -> None:
         decision = decide(spec, status, obs, _health(now, d), now)
         assert status == before, "decide never mutates its input"
         st_ = decision.status
-        assert st_["phase"] in ("Healthy", "Progressing", "Paused", "Degraded")
-        assert 0 <= int(st_.get("canaryWeight") or 0) <= 100
-        types = [c["type"] for c in st_["conditions"]]
+        assert st_.phase in ("Healthy", "Progressing", "Paused", "Degraded")
+        assert 0 <= int(st_.canaryWeight or 0) <= 100
+        assert RolloutStatus.from_status(st_.to_status()) == st_  # the resource's status holds it
+        types = [c.type for c in st_.conditions]
         assert len(types) == len(set(types))
         for a in decision.actions:
             if a.kind == "rollback":
@@ -177,3 +178,12 @@ def test_decide_never_raises_and_keeps_its_invariants(policy, sequence) -> None:
             if a.kind == "prove":  # the served version, and never a cold v0 (no baseline here)
                 assert a.args["version"] == d["served"] and a.args["version"] != 0
         status = st_
+
+
+@SEEDED
+@given(st.lists(st.one_of(st.floats(), st.integers(-(2**62), 2**62), st.booleans(), st.none(),
+                          st.text(max_size=3)), max_size=40), st.floats(-5, 5))  # fmt: skip
+def test_the_monitor_reads_a_column_of_logged_values_as_it_reads_each(values, default) -> None:
+    from tideline.monitor import _num, _numbers
+
+    assert _numbers(values, default).tolist() == [_num(v, default) for v in values]
