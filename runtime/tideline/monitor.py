@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import operator
 import threading
 import time
 import zlib
@@ -156,9 +157,11 @@ class Monitor:
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
         self._scores_key: tuple[Any, Any] | None = None  # whose scores prediction drift holds
-        # stable rows and scores read from the log, for the drift detectors in one block
-        self._drift_rows: list[dict[str, Any]] = []
+        # stable rows' features (a list per feature) and scores read from the log, for the
+        # drift detectors in one block
+        self._drift_columns: list[list[Any]] = [[] for _ in self.feature_names]
         self._drift_scores: list[Any] = []
+        self._drift_body = _drift_body(self.feature_names)
         self._stable_revision = model.revision
         self._reference_revision: str | None = None  # whose drift reference the detectors hold
         self._last_write = 0.0
@@ -267,12 +270,11 @@ class Monitor:
                     read = rate >= 1.0 or _sampled(stream, entry_id, k, rate)
                     try:
                         scores = e.scores
-                        rows = e.rows if read else None
                     except (ValueError, TypeError, orjson.JSONDecodeError):
                         self.metrics.bad_log_entries.inc()
                         continue
                     self._log_rows += len(scores)
-                    self._on_predictions(e, rows, scores)
+                    self._on_predictions(e, read, scores)
         self._drift_block()
         return n
 
@@ -316,9 +318,9 @@ class Monitor:
         self._capacity = cap
         return cap
 
-    def _on_predictions(self, e: predlog.Entry, rows: list[Any] | None, scores: list[Any]) -> None:
-        """A logged request: counted; its rows and scores to the drift detectors unless it
-        is not in the sample (``rows`` None)."""
+    def _on_predictions(self, e: predlog.Entry, read: bool, scores: list[Any]) -> None:
+        """A logged request: counted; its rows and scores to the drift detectors when it is
+        in the sample (``read``)."""
         n = len(scores)
         self._counts["predictions"] += n
         tracks = e.meta.tracks or [e.meta.track] * n
@@ -330,8 +332,7 @@ class Monitor:
             t = self._track("shadow")
             t.predictions += n
             t.revision, t.version = e.meta.shadow[0], e.meta.shadow[1]
-        stable = [i for i in range(min(n, len(rows) if rows is not None else n))
-                  if tracks[i] == "stable"]  # fmt: skip
+        stable = [i for i in range(n) if tracks[i] == "stable"]
         if not stable:
             return
         revision, version = e.model("stable")
@@ -341,28 +342,49 @@ class Monitor:
         self._scores_of((revision, version))
         if new_reference:
             self._use_reference(str(revision))  # until the routing names one
-        if rows is None:
+        if not read:
             return  # not in the drift sample
         if self.feature_names:
             try:
-                self._drift_rows += e.pick(stable)
-            except ValueError:
+                stable = self._drift_features(e, stable)
+            except (ValueError, TypeError, orjson.JSONDecodeError):
                 self.metrics.bad_log_entries.inc()
                 return
         self._drift_scores += [scores[i] for i in stable]
 
+    def _drift_features(self, e: predlog.Entry, stable: list[int]) -> list[int]:
+        """The drift features of a request's stable rows, onto their columns: decoded typed
+        from the body as it came (objects of numbers), else from its rows one by one. The
+        rows read (a body of fewer rows than scores has no more)."""
+        columns = self._drift_columns
+        try:
+            typed: list[Any] = self._drift_body.decode(e.body).instances
+        except msgspec.DecodeError:
+            n = len(e.rows)
+            stable = [i for i in stable if i < n]
+            picked = e.pick(stable)
+            for column, f in zip(columns, self.feature_names, strict=True):
+                column += [r.get(f) for r in picked]
+            return stable
+        if len(stable) != len(typed) or stable[-1] != len(typed) - 1:
+            stable = [i for i in stable if i < len(typed)]
+            typed = [typed[i] for i in stable]
+        for j, column in enumerate(columns):
+            column += map(operator.attrgetter(f"f{j}"), typed)
+        return stable
+
     def _drift_block(self) -> None:
         """The stable rows and scores read since, to the drift detectors: a column at a time."""
-        rows, scores = self._drift_rows, self._drift_scores
-        if rows:
-            X = np.empty((len(rows), len(self.feature_names)))
-            for j, (f, d) in enumerate(zip(self.feature_names, self.feature_defaults, strict=True)):
-                X[:, j] = _numbers([r.get(f) for r in rows], d)
+        columns, scores = self._drift_columns, self._drift_scores
+        if columns and columns[0]:
+            X = np.empty((len(columns[0]), len(columns)))
+            for j, (column, d) in enumerate(zip(columns, self.feature_defaults, strict=True)):
+                X[:, j] = _numbers(column, d)
             self._feature_drift(X)
         if scores:
             self.prediction_drift.update_many(_numbers(scores, 0.5).reshape(-1, 1))
             self._drift_edge("predictions", self.prediction_drift, ["score"])
-        self._drift_rows, self._drift_scores = [], []
+        self._drift_columns, self._drift_scores = [[] for _ in self.feature_names], []
 
     def _on_label(self, j: Joined) -> None:
         """Labels of one logged request: its tracks' and versions' quality, the concept
@@ -878,6 +900,20 @@ def _sampled(stream: bytes, entry_id: bytes, k: int, rate: float) -> bool:
 
 
 _NUMBER_TYPES = {float, int, bool, type(None)}
+
+
+def _drift_body(names: list[str]) -> msgspec.json.Decoder[Any]:
+    """A decoder of a logged body straight to the drift features' values: rows that are
+    objects, each feature a number, null or missing (other names ignored). Anything else
+    fails to decode, and the rows are read one by one (:func:`_num`)."""
+    row = msgspec.defstruct(
+        "DriftRow",
+        [(f"f{j}", float | None, None) for j in range(len(names))],
+        rename={f"f{j}": name for j, name in enumerate(names)},
+        gc=False,
+    )
+    body = msgspec.defstruct("DriftBody", [("instances", list[row])])  # type: ignore[valid-type]
+    return msgspec.json.Decoder(body)
 
 
 def _numbers(values: list[Any], default: float) -> np.ndarray:

@@ -219,6 +219,14 @@ class Entry:
         return scores
 
     @property
+    def body(self) -> bytes:
+        """The request's body as it came (JSON bytes), for a reader with a typed decoder."""
+        raw = self.batch._fields.get(b"b%d" % self.k)
+        if raw is None:
+            raise ValueError(f"the entry has no field b{self.k}")
+        return raw
+
+    @property
     def rows(self) -> list[Any]:
         """The rows as logged: feature objects, or arrays in the order of ``meta.names``."""
         body = self.batch._field(b"b%d" % self.k)

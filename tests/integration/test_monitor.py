@@ -466,3 +466,28 @@ def test_drift_reads_the_sample_rate_s_share_of_requests_and_counts_them_all(r, 
         assert requests == 400
     else:
         assert 20 <= requests <= 65, requests  # ~40 of 400
+
+
+def test_drift_reads_a_logged_body_typed_or_row_by_row_to_the_same_values(r) -> None:
+    """Objects of numbers are decoded straight to columns; arrays, a value of another type,
+    a missing one take the general path: the detectors get the same numbers in order."""
+    model = _model()  # numeric features: amount (default 0) and hour (default 12)
+    mon = _monitor(model, r)
+    mon.start()
+    fed: list[np.ndarray] = []
+    mon._feature_drift = lambda X: fed.append(X)  # type: ignore[method-assign]
+    time.sleep(0.01)
+    typed = [{"amount": 1.0, "hour": 3, "merchant": "m1"}, {"amount": 2.5}]
+    odd = [{"amount": True, "hour": "9"}, {"amount": None, "hour": 4.0}]
+    req = LoggedRequest(typed, revision=model.revision)
+    arrays = LoggedRequest([[7.0, 5.0, "m2"]], revision=model.revision)
+    arrays.meta.names = ["amount", "hour", "merchant"]
+    pipe = r.pipeline(transaction=False)
+    for logged in (req, LoggedRequest(odd, revision=model.revision), arrays):
+        logged.write(pipe, keys(model))
+    pipe.execute()
+    while mon.tracks.get("stable") is None or mon.tracks["stable"].predictions < 5:
+        mon.step(block_ms=10)
+    rows = np.concatenate(fed)
+    got = sorted(map(tuple, rows.tolist()))  # (logs of three servers: read in any order)
+    assert got == sorted([(1.0, 3.0), (2.5, 12.0), (1.0, 12.0), (0.0, 4.0), (7.0, 5.0)])
