@@ -16,6 +16,12 @@ the stream, side by side in one run on an embedded redis-server:
   ``orjson.loads`` of every message, nothing learned; and the ``tideline
   learner`` of the same model with its samples on a topic of 3 partitions,
   one-row messages and packed ones of 64 rows;
+* **the prediction log**: the ``tideline server`` process answering 64-row
+  requests for ``--log-seconds`` (5; wrk, 64 connections), every one logged, and
+  then the monitor reading that whole log alone, in full and at
+  ``drift.sampleRate`` 0.1: the log's writer and its reader side by side (the
+  learner reads the log only by id, one entry for a request's labels:
+  bench/labels.py measures that join);
 * **freshness**: ``--rate`` (10,000) one-row labels a second for ``--seconds``
   (10) to a running learner; for each label, the time from its entry in the
   stream to the first version published (and served: nothing pins it here)
@@ -28,6 +34,7 @@ checkout>/runtime`` measures another version.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import threading
@@ -230,6 +237,43 @@ def freshness(loop: Loop, rate: float, seconds: float, rows: list[Any], y: np.nd
     }
 
 
+def log_rates(loop: Loop, rows: list[Any], seconds: int, tmp: Path) -> dict[str, float]:
+    """The prediction log's writer and its reader, in one run: the ``tideline server``
+    process answering 64-row requests (wrk, 64 connections, ``seconds``), every one logged;
+    then the monitor reading that whole log, alone, in full and at ``drift.sampleRate``
+    0.1 (predictions per second of each)."""
+    from serve import wrk  # the load generator bench/serve.py drives the servers with
+
+    from tideline.monitor import Monitor
+    from tideline.spec import parse
+
+    loop.server()
+    body = tmp / "rows64.json"
+    body.write_bytes(orjson.dumps({"instances": rows[:64]}))
+    url = f"http://127.0.0.1:{loop.port}/v1/models/{loop.model.name}:predict"
+    served = wrk(url, body, 64, seconds, tmp, cpu=None)
+    time.sleep(1.0)  # the server's last log writes
+    keys = _keys(loop)
+    logged = sum(
+        loop.r.xlen(keys.log(m.decode())) for m in loop.r.zrange(keys.logs, 0, -1)
+    )  # an entry a 64-row request
+    out = {"tideline server, predictions logged (one worker, 64 rows a request)":
+           served["rps"] * 64}  # fmt: skip
+    for rate in (1.0, 0.1):
+        doc = copy.deepcopy(loop.manifest)
+        doc["spec"].setdefault("drift", {})["sampleRate"] = rate
+        mon = Monitor(parse(doc), loop.r)
+        mon.list_logs_every = 0.0  # (not started: it reads the log from its beginning)
+        t0 = time.perf_counter()
+        while mon._read_log() > 0:
+            pass
+        seconds_read = time.perf_counter() - t0
+        assert mon._counts["predictions"] == logged * 64, (mon._counts, logged)
+        name = "monitor reading that log" + (", in full" if rate == 1.0 else f", sampleRate {rate}")
+        out[name] = logged * 64 / seconds_read
+    return out
+
+
 def kafka_rows(manifest: dict[str, Any], rows: list[Any], y: np.ndarray) -> dict[str, float]:
     """The same samples on Kafka topics (3 partitions): consumed raw, and learned."""
     from tideline.embedded import EmbeddedKafka
@@ -271,6 +315,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--rate", type=float, default=10_000.0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--log-seconds", type=int, default=5)
     args = ap.parse_args()
     manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
     manifest["metadata"]["namespace"] = "bench"
@@ -301,6 +346,10 @@ def main() -> None:
             for name, value in table.items():
                 print(f"| {name} | {value:,.0f} |", flush=True)
             fresh = freshness(loop, args.rate, args.seconds, rows, y)
+            log = log_rates(loop, rows, args.log_seconds, Path(d))
+            table.update(log)
+            for name, value in log.items():
+                print(f"| {name} | {value:,.0f} |", flush=True)
         finally:
             loop.stop()
     kafka = kafka_rows(manifest, rows, y)

@@ -78,6 +78,7 @@ class Loop:
     """Redis, and the model's processes started with the CLI."""
 
     def __init__(self, manifest: dict[str, Any], workdir: Path) -> None:
+        self.manifest = manifest
         self.redis = EmbeddedRedis().start()
         self.r = self.redis.client()
         self.config = workdir / "model.yaml"
