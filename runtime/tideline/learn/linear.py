@@ -43,6 +43,7 @@ from scipy.linalg.lapack import dposv
 from tideline.learn.base import Learner, State
 
 _EPS = 1e-12
+UNDO_ALL_BUCKETS = 8192  # categorical weights copied whole to take an update back, up to this
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -62,6 +63,7 @@ class LinearLearner(Learner):
             raise ValueError(f"optimizer must be one of {self.optimizers}")
         k = len(self.schema.num_idx) + 1  # numeric weights + bias (last)
         c = self.schema.n_cat_total
+        self._update_categorical: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._w = np.zeros(k)
         self._wc = np.zeros(c)
         if self.optimizer == "newton":
@@ -77,15 +79,27 @@ class LinearLearner(Learner):
                 self._zc = np.zeros(c)
 
     # -- design ---------------------------------------------------------------------
-    def _categorical(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The (row, bucket) pairs of the categorical features that have a value."""
+    def _categorical(self, X: np.ndarray, update: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The (row, bucket) pairs of the categorical features that have a value. Within an
+        update (``update``) they are worked out once: it asks to guard, learn and check."""
         if not len(self.schema.cat_idx):
             return _EMPTY_INT, _EMPTY_INT
+        last = self._update_categorical
+        if update and last is not None and last[0] is X:
+            return last[1], last[2]
         idx = X[:, self.schema.cat_idx].astype(np.int64)
         valid = idx >= 0
         rows = np.nonzero(valid)[0]
         cols = (idx + self.schema.cat_offsets)[valid]
+        if update:
+            self._update_categorical = (X, rows, cols)
         return rows, cols
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        try:
+            super().learn_many(X, y)
+        finally:
+            self._update_categorical = None  # (the batch is not held on to)
 
     def _margin(self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         z = self._w @ A
@@ -103,7 +117,7 @@ class LinearLearner(Learner):
     # -- learning ---------------------------------------------------------------------
     def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> None:
         # A is the transposed design: one row per coordinate, one column per sample.
-        rows, cols = self._categorical(X)
+        rows, cols = self._categorical(X, update=True)
         p = self._link(self._margin(A, rows, cols))
         r = p - y  # d loss / d margin, for both the logistic and the squared loss
         n = X.shape[0]
@@ -245,8 +259,10 @@ class LinearLearner(Learner):
     }
 
     def _undo(self, X: np.ndarray) -> Any:
-        _, cols = self._categorical(X)
-        cols = np.unique(cols)
+        # the buckets the batch touches; all of them when there are few (a copy is cheaper)
+        cols: Any = slice(None)
+        if self._wc.size > UNDO_ALL_BUCKETS:
+            cols = np.unique(self._categorical(X, update=True)[1])
         return cols, {a: (getattr(self, a)[cols].copy() if a.endswith("c") else getattr(self, a).copy())
                       for a in self._STATE[self.optimizer]}  # fmt: skip
 
@@ -259,7 +275,7 @@ class LinearLearner(Learner):
                 setattr(self, a, value)
 
     def _finite(self, X: np.ndarray) -> bool:
-        _, cols = self._categorical(X)
+        _, cols = self._categorical(X, update=True)
         return bool(np.isfinite(self._w).all() and np.isfinite(self._wc[cols]).all())
 
     def _soften(self, keep: float) -> None:
