@@ -77,7 +77,9 @@ ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner
 # them at once; a checkpoint never falls inside one, so a packed entry is learned whole)
 BLOCK_ROWS = 4096
 MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec allows
-MAINTAIN_SECONDS = 10.0  # how often the source is tidied (streams trimmed, partitions found)
+MAINTAIN_SECONDS = 10.0
+READ_BYTES = 1 << 20  # a read of the source: about this many bytes of entries
+MIN_READ_ENTRIES, MAX_READ_ENTRIES = 16, 2000  # how often the source is tidied (streams trimmed, partitions found)
 
 
 def _entry_ms(entry_id: bytes | str) -> float:
@@ -264,6 +266,7 @@ class LearnerProcess:
         self._marks: list[Mark] = []  # predictions joined and learned, marked at checkpoint
         self.pending = Pending()
         self.open_entries = OpenEntries()
+        self._read_count = 128  # entries, then as many as make READ_BYTES
         self.samples = SampleDecoder(self.schema, self.spec.model.task)
         self.quality = RollingMetrics(self.spec.model.task, window=max(ls.gate.holdout, 1000))
         self.gate_live = np.zeros(0)  # prequential losses of the live learner (holdout window)
@@ -404,13 +407,20 @@ class LearnerProcess:
 
     # -- reading -----------------------------------------------------------------------
     def _read(self, block_ms: int) -> None:
-        # a few thousand entries a read: fewer round trips, bounded memory
-        count = max(self.spec.learning.batchSize * 4, 2000)
-        for stream, entries in self.source.read(count, block_ms):
+        # Up to a few thousand entries a read (fewer round trips), and about READ_BYTES of
+        # them: Redis makes the next reply while this one is learned, and a reply of 2,000
+        # packed entries (13 MB) would keep the learner waiting for it instead.
+        n = size = 0
+        for stream, entries in self.source.read(self._read_count, block_ms):
+            n += len(entries)
+            size += sum(len(fields.get(b"data") or b"") for _, fields in entries)
             if stream == self.source.samples:
                 self._on_samples(entries)
             else:
                 self._on_feedback(entries)
+        if n:
+            fit = READ_BYTES * n / max(size, 1)
+            self._read_count = int(min(MAX_READ_ENTRIES, max(MIN_READ_ENTRIES, fit)))
         self._on_joined(self.join.resolve())
         for rej in self.join.take_rejected():
             self._dead_letter(
