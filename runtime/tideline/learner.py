@@ -77,9 +77,9 @@ ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner
 # them at once; a checkpoint never falls inside one, so a packed entry is learned whole)
 BLOCK_ROWS = 4096
 MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec allows
-MAINTAIN_SECONDS = 10.0
+MAINTAIN_SECONDS = 10.0  # how often the source is tidied (streams trimmed, partitions found)
 READ_BYTES = 1 << 20  # a read of the source: about this many bytes of entries
-MIN_READ_ENTRIES, MAX_READ_ENTRIES = 16, 2000  # how often the source is tidied (streams trimmed, partitions found)
+MIN_READ_ENTRIES, MAX_READ_ENTRIES = 16, 2000
 
 
 def _entry_ms(entry_id: bytes | str) -> float:
