@@ -74,7 +74,7 @@ def served(r, redis_server) -> Iterator[Served]:
 def _log_entries(r, s: Served | DataPlane, every_server: bool = False) -> list[dict]:
     """The server's prediction log (or every server's), an entry a request, in plain terms."""
     dp = s.dp if isinstance(s, Served) else s
-    only = None if every_server else dp.log_instance
+    only = None if every_server else dp.log.instance
     return [_plain(name, eid, e) for name, eid, e in predlog.read(r, dp.keys, only)]
 
 
@@ -240,7 +240,7 @@ def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
     # a generated id names its log entry (no index): the server's log, the entry, the row
     where = predlog.parse_id(body["ids"][1])
     assert where is not None and (where.instance, where.entry, where.row) == (
-        served.dp.log_instance, entry["entry"], 1)  # fmt: skip
+        served.dp.log.instance, entry["entry"], 1)  # fmt: skip
     assert entry["meta"].ids is None  # generated ids are not written
     assert entry["scores"] == body["predictions"]
     assert entry["rows"] == ROWS  # the request body, logged as it came
@@ -365,9 +365,9 @@ def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
         try:
             ids = [i for _ in range(3) for i in dp.predict(ROWS).ids]
             dp.r.pipeline = pipeline
-            await dp._write_log()
+            await dp.log.write(dp.r)
             dp.r.pipeline = real
-            return dp._log_requests, ids  # in a batch of their own
+            return dp.log.requests, ids  # in a batch of their own
         finally:
             await dp.stop()
 
@@ -389,15 +389,15 @@ def test_a_log_write_stopped_while_serialising_keeps_every_entry(r, redis_server
         try:
             # 64 rows a request: an entry each (a batch holds up to 64 rows)
             ids = [i for _ in range(250) for i in dp.predict(ROWS * 32).ids]
-            assert len(dp._log) == 250
-            writing = asyncio.get_running_loop().create_task(dp._write_log())
+            assert len(dp.log.queue) == 250
+            writing = asyncio.get_running_loop().create_task(dp.log.write(dp.r))
             await asyncio.sleep(0)  # the writer serialises 100, then lets the loop go
-            assert len(dp._log) == 150
+            assert len(dp.log.queue) == 150
             writing.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await writing
-            queued = [q.entry for q in dp._log for _ in q.metas]
-            return ids, queued, len(predlog.read(r, dp.keys, dp.log_instance))
+            queued = [q.entry for q in dp.log.queue for _ in q.metas]
+            return ids, queued, len(predlog.read(r, dp.keys, dp.log.instance))
         finally:
             await dp.stop()
 
@@ -421,9 +421,9 @@ def test_the_log_queue_is_bounded_in_bytes_and_keeps_the_newest(r, redis_server)
         await dp.start()
         try:
             requests = [dp.predict(ROWS * 8, raw=body).ids for _ in range(25)]
-            queued, held = dp._log_requests, dp._log_bytes
+            queued, held = dp.log.requests, dp.log.bytes
             dropped = dp.metrics.registry.get_sample_value("tideline_server_log_dropped_total")
-            await dp._write_log()
+            await dp.log.write(dp.r)
             return [list(ids) for ids in requests], queued, held, dropped or 0.0
         finally:
             await dp.stop()
@@ -706,7 +706,7 @@ def test_a_routing_feature_splits_rows_of_one_request(r, redis_server) -> None:
             if hour is not None:
                 rows = [{**row, "hour": hour} for row in rows]
             assert (s.dp.decode_v1(orjson.dumps({"instances": rows})) is None) == (hour is None)
-            r.delete(s.dp.keys.log(s.dp.log_instance))
+            r.delete(s.dp.keys.log(s.dp.log.instance))
             body = s.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
             assert body["tracks"] == expect
             # one entry for the request, each row with its track and the model that answered
@@ -874,7 +874,7 @@ def test_the_prediction_log_keeps_the_label_window_and_a_grace(
             monkeypatch.setattr(dataplane.time, "time", lambda: now - 659)
             kept = list(dp.predict(ROWS).ids)
             monkeypatch.undo()
-            await dp._write_log()
+            await dp.log.write(dp.r)
             return gone, kept, dp
         finally:
             await dp.stop()
@@ -882,8 +882,8 @@ def test_the_prediction_log_keeps_the_label_window_and_a_grace(
     gone, kept, dp = asyncio.run(scenario())
     assert [i for e in _log_entries(r, dp) for i in e["ids"]] == kept
     # the stream of a server that is gone expires with its last entry
-    assert 660 < r.ttl(dp.keys.log(dp.log_instance)) <= 720
-    assert r.zscore(dp.keys.logs, dp.log_instance) is not None
+    assert 660 < r.ttl(dp.keys.log(dp.log.instance)) <= 720
+    assert r.zscore(dp.keys.logs, dp.log.instance) is not None
 
 
 # --------------------------------------------------------------------------- fuzzed bodies

@@ -43,8 +43,8 @@ from tideline.serve.dataplane import (
     Unavailable,
     Unprocessable,
     UnsupportedMediaType,
-    ids_json,
 )
+from tideline.serve.logwriter import ids_json
 
 log = logging.getLogger("tideline.server")
 

@@ -17,13 +17,11 @@ module does the rest, and never waits on Redis on the request path:
 * **Fallback.** Past ``spec.serving.timeout``, or without a model, the
   answer is the ``lastGood`` version's (or the fixed ``fallback.value``),
   flagged in the response and in metrics.
-* **Logging.** Every answered request takes a slot in a batch of the
-  in-memory queue (its ids name the slot); a background task writes the
-  queue to this process's prediction log (:mod:`tideline.predlog`: a stream
-  kept for ``labelWindow``, a batch an entry) in pipelined round trips.
-  Through a Redis outage the queue holds up to ``log_queue`` requests and
-  about ``log_queue_bytes`` of them (the oldest are dropped and counted
-  beyond that) while the server keeps answering from memory.
+* **Logging.** Every answered request is logged, off the request path
+  (:class:`tideline.serve.logwriter.PredictionLog`: its ids name its slot in
+  this process's log; through a Redis outage the queue holds up to
+  ``log_queue`` requests and about ``log_queue_bytes`` of them, the oldest
+  dropped and counted beyond that, while the server keeps answering).
 """
 
 from __future__ import annotations
@@ -55,6 +53,7 @@ from tideline.contracts import Keys, Pointers
 from tideline.features import FeatureError, FeatureSchema
 from tideline.learn import Learner
 from tideline.metrics import ServerMetrics
+from tideline.serve.logwriter import GeneratedIds, PredictionLog, Slot
 from tideline.spec import OnlineModel
 from tideline.store import connect_async, learner_from_blob
 
@@ -125,53 +124,8 @@ class Routing:
     canary_url: str | None = None  # set when the canary runs another image
 
 
-_SUFFIXES = [str(i) for i in range(10_000)]
-
-
-class GeneratedIds(Sequence[str]):
-    """The ids this server gave a request's rows: ``prefix + str(i)`` for each row i.
-
-    Kept as the prefix and the count: the response writes them with one string
-    join, and the prediction log needs none of them (the prefix names the log
-    entry, :func:`tideline.predlog.parse_id`). Indexing builds the list, once,
-    for whoever needs single ids.
-
-    >>> ids = GeneratedIds("ab1-", 3)
-    >>> list(ids), ids[-1], ids.json()
-    (['ab1-0', 'ab1-1', 'ab1-2'], 'ab1-2', b'["ab1-0","ab1-1","ab1-2"]')
-    """
-
-    __slots__ = ("prefix", "n", "_list")
-
-    def __init__(self, prefix: str, n: int) -> None:
-        self.prefix, self.n = prefix, n  # prefix: hex digits and '-', nothing to escape
-        self._list: list[str] | None = None
-
-    def _suffixes(self) -> Sequence[str]:
-        return _SUFFIXES[: self.n] if self.n <= len(_SUFFIXES) else [str(i) for i in range(self.n)]
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: Any) -> Any:
-        if self._list is None:
-            p = self.prefix
-            self._list = [p + s for s in self._suffixes()]
-        return self._list[i]
-
-    def json(self) -> bytes:
-        """The ids as a JSON array."""
-        p = self.prefix
-        return ('["' + p + ('","' + p).join(self._suffixes()) + '"]').encode()
-
-
 # an answer's headers a forwarding server passes on (binary infer answers need them)
 _PASSED_ON = frozenset({"content-type", "inference-header-content-length"})
-
-
-def ids_json(ids: Sequence[str]) -> Any:
-    """Ids as orjson writes them into a response: generated ones through one join."""
-    return orjson.Fragment(ids.json()) if isinstance(ids, GeneratedIds) else ids
 
 
 @dataclass
@@ -185,7 +139,7 @@ class Result:
     fallback_reason: str | None = None
     models: dict[str, Loaded] = field(default_factory=dict)  # which model answered each track
     secret: str = ""  # the request's secret, in its log entry
-    slot: tuple[LogBatch, int] | None = None  # where the request is logged (predlog)
+    slot: Slot | None = None  # where the request is logged (predlog)
     _json: bytes | None = field(default=None, repr=False)
 
     def predictions_json(self) -> bytes:
@@ -226,32 +180,6 @@ class TrackStats:
         return out
 
 
-_EMPTY_BODY = b'{"instances":[]}'
-
-
-@dataclass(slots=True)
-class LogBatch:
-    """Requests logged in one stream entry (:mod:`tideline.predlog`), queued for the writer.
-
-    A request takes its slot when its ids are made (they name the slot) and
-    fills it when it is answered; a slot whose request failed in between
-    stays an empty request.
-    """
-
-    entry: str  # the stream entry id the prediction ids name
-    metas: list[predlog.Meta] = field(default_factory=list)
-    scores: list[bytes] = field(default_factory=list)  # the JSON arrays the responses carried
-    bodies: list[Any] = field(default_factory=list)  # bodies as they came, or the rows
-    rows: int = 0
-    size: int = 0  # bytes it holds, about: its bodies, or 256 a row without one
-    closed: bool = False  # full: the next request starts another batch
-
-    def fields(self) -> dict[bytes, bytes]:
-        bodies = [b if isinstance(b, bytes) else orjson.dumps({"instances": list(b)})
-                  for b in self.bodies]  # fmt: skip
-        return predlog.encode(self.metas, self.scores, bodies)
-
-
 def route_hash(key: str) -> int:
     """A stable hash of a routing key in [0, 10000): the same on every replica.
 
@@ -271,13 +199,8 @@ class DataPlane:
         metrics: ServerMetrics | None = None,
         instance: str | None = None,
         poll_interval: float = 1.0,
-        # A write to Redis costs ~0.4M instructions (redis-py) and two system
-        # calls however many requests it carries: one every 20 ms keeps that near
-        # 1% of a core at any load, with the log 20 ms behind the answers.
-        log_flush_interval: float = 0.02,
+        log_flush_interval: float = 0.02,  # see PredictionLog
         log_queue: int = 100_000,
-        # 100k requests of 64 rows would be 1.1 GB of bodies: a Redis outage must
-        # not take the pod's memory with it
         log_queue_bytes: int = 256 << 20,
         max_rows: int = 10_000,
     ) -> None:
@@ -289,19 +212,15 @@ class DataPlane:
         self.metrics = metrics or ServerMetrics(None)
         self.instance = instance or os.environ.get("HOSTNAME") or f"server-{os.getpid()}"
         self.poll_interval = poll_interval
-        self.log_flush_interval = log_flush_interval
         self.max_rows = max_rows
         self.routing = Routing(stable=model.revision)
         self.stable: Loaded | None = None
         self.canary: Loaded | None = None
         self.last_good: Loaded | None = None
         self.warmed = False
-        self.log_queue, self.log_queue_bytes = log_queue, log_queue_bytes
-        self._log: collections.deque[LogBatch] = collections.deque()
-        self._log_bytes = 0  # what the queued batches hold, about (see LogBatch.size)
-        self._log_requests = 0  # requests in the queued batches
-        self._open: LogBatch | None = None  # the batch new requests join
-        self._log_event = asyncio.Event()
+        self.log = PredictionLog(self.keys, self.spec.learning.labelWindow, self.metrics,
+                                 flush_interval=log_flush_interval, max_requests=log_queue,
+                                 max_bytes=log_queue_bytes)  # fmt: skip
         self._tasks: list[asyncio.Task[Any]] = []
         # The background loops also end on this, not only on cancellation: redis-py can
         # turn a cancellation that lands as a read times out into a TimeoutError
@@ -309,15 +228,6 @@ class DataPlane:
         self._stopping = False
         self._r: Any = None  # redis.asyncio.Redis; bytes replies (see tideline.learner)
         self._http: httpx.AsyncClient | None = None
-        # Prediction ids name the log entry of their request (tideline.predlog): this
-        # process's log (48 random bits, unique across replicas), the entry id (the
-        # request's time in ms and a sequence, strictly increasing), 64 random bits
-        # per request (an id cannot be guessed: a label needs the id its prediction
-        # was answered with), the row's index. Cheap: the random bits come from one
-        # os.urandom call per 1024 requests, no uuid per row.
-        self.log_instance = os.urandom(predlog.INSTANCE_HEX // 2).hex()
-        self._last_ms, self._seq = 0, 0
-        self._random, self._random_at = "", 0
         # A track is chosen by this model's routing, never by a caller: only a request
         # forwarded by one of its own servers (it carries this token) may name one.
         self._forward_token: str | None = None
@@ -341,16 +251,16 @@ class DataPlane:
         except (redis.exceptions.RedisError, OSError) as e:
             log.warning("redis unavailable at start (%s); will retry", e)
         loop = asyncio.get_running_loop()
-        self._stopping = False
+        self._stopping = self.log.stopping = False
         self._tasks = [
             loop.create_task(self._subscribe(), name="tideline-subscribe"),
             loop.create_task(self._poll(), name="tideline-poll"),
-            loop.create_task(self._flush_log(), name="tideline-log"),
+            loop.create_task(self.log.run(self.r), name="tideline-log"),
             loop.create_task(self._report(), name="tideline-report"),
         ]
 
     async def stop(self) -> None:
-        self._stopping = True
+        self._stopping = self.log.stopping = True
         for t in self._tasks:
             t.cancel()
         if self._tasks:
@@ -359,9 +269,9 @@ class DataPlane:
                 log.warning("task %s did not stop", t.get_name())
         self._tasks = []
         try:  # what is queued is written, if Redis is there
-            await asyncio.wait_for(self._write_log(), timeout=2.0)
+            await asyncio.wait_for(self.log.write(self.r), timeout=2.0)
         except (redis.exceptions.RedisError, OSError, TimeoutError):
-            log.warning("redis unavailable at stop: %d logged requests lost", self._log_requests)
+            log.warning("redis unavailable at stop: %d logged requests lost", self.log.requests)
         if self._http is not None:
             await self._http.aclose()
         if self._kafka is not None:
@@ -659,7 +569,7 @@ class DataPlane:
                     raise BadRequest(f"{path}: must be a non-empty list of rows")
                 self.metrics.fallbacks.labels(reason="no-model").inc()
                 value = float(self.spec.serving.fallback)
-                out_ids, slot, secret = self._new_ids(n, ids)
+                out_ids, slot, secret = self.log.slot(n, ids)
                 result = Result([value] * n, out_ids, None, None, ["stable"] * n, True,
                                 "no-model", secret=secret, slot=slot)  # fmt: skip
                 self._queue_log(rows, result, raw)
@@ -672,7 +582,7 @@ class DataPlane:
         n = X.shape[0]
         if ids is not None and len(ids) != n:
             raise Unprocessable(f"ids: {len(ids)} ids for {n} rows")
-        out_ids, slot, secret = self._new_ids(n, ids)
+        out_ids, slot, secret = self.log.slot(n, ids)
         t0 = time.perf_counter()
         preds = stable.predict(X)
         elapsed = time.perf_counter() - t0
@@ -714,38 +624,6 @@ class DataPlane:
             shadow = (sh.revision, sh.version, sh.predict(Xs).tolist())
         self._queue_log(rows, result, raw, shadow)
         return result
-
-    def _new_ids(
-        self, n: int, given: Sequence[Any] | None
-    ) -> tuple[Sequence[str], tuple[LogBatch, int], str]:
-        """A request's ids (the client's, or generated), its slot in the log and its secret."""
-        batch = self._open
-        ms = int(time.time() * 1000)
-        if (batch is None or batch.closed or ms - self._last_ms > predlog.BATCH_MS
-                or (batch.rows + n > predlog.BATCH_ROWS and batch.metas)):  # fmt: skip
-            if ms > self._last_ms:
-                self._last_ms, self._seq = ms, 0
-            else:  # the same millisecond, or the clock went back: the stream needs a greater id
-                self._seq += 1
-            batch = self._open = LogBatch(f"{self._last_ms}-{self._seq}")
-            self._log.append(batch)
-        k = len(batch.metas)
-        batch.metas.append(predlog.Meta())  # an empty request until it is answered
-        batch.scores.append(b"[]")
-        batch.bodies.append(_EMPTY_BODY)
-        batch.rows += n
-        self._log_requests += 1
-        at = self._random_at
-        if at >= len(self._random):
-            self._random, at = os.urandom(8 * 1024).hex(), 0
-        secret, self._random_at = (
-            self._random[at : at + predlog.SECRET_HEX],
-            at + predlog.SECRET_HEX,
-        )
-        if given is not None:
-            return [str(i) for i in given], (batch, k), secret
-        prefix = predlog.id_prefix(self.log_instance, batch.entry, k, secret)
-        return GeneratedIds(prefix, n), (batch, k), secret
 
     # -- canary in another image: forwarded ---------------------------------------------
     async def forward(
@@ -806,17 +684,16 @@ class DataPlane:
         raw: bytes | None,
         shadow: tuple[str, int, list[float]] | None = None,
     ) -> None:
-        """Fill the request's slot in its log batch; the writer sends it later, off the
-        request's time. The body is logged as it came when there is one (rows are its
+        """Fill the request's slot in the log (:class:`PredictionLog`): who answered, with
+        what. The body is logged as it came when there is one (rows are its
         ``instances``), else the rows; rows given as arrays are named by the stable
         schema's feature names."""
         assert result.slot is not None
-        batch, k = result.slot
         tracks = result.tracks
         one_track = tracks[0] == tracks[-1] and (len(tracks) < 3 or len(set(tracks)) == 1)
         stable = self.stable
         arrays = rows is not None and len(rows) > 0 and not isinstance(rows[0], dict)
-        batch.metas[k] = predlog.Meta(
+        meta = predlog.Meta(
             secret=result.secret,
             track=tracks[0],
             tracks=None if one_track else tracks,
@@ -828,116 +705,9 @@ class DataPlane:
             names=list(stable.schema.names) if arrays and stable is not None else None,
             shadow=shadow,
         )
-        batch.scores[k] = result.predictions_json()
-        batch.bodies[k] = raw if raw is not None else (rows if rows is not None else [])
+        body = raw if raw is not None else (rows if rows is not None else [])
         size = len(raw) if raw is not None else 256 * len(tracks)
-        batch.size += size
-        if batch.size >= predlog.BATCH_BYTES:
-            batch.closed = True
-        self._log_bytes += size
-        queue = self._log
-        while len(queue) > 1 and (
-            self._log_requests > self.log_queue or self._log_bytes > self.log_queue_bytes
-        ):
-            dropped = queue.popleft()
-            self._log_bytes -= dropped.size
-            self._log_requests -= len(dropped.metas)
-            self.metrics.log_dropped.inc(len(dropped.metas))
-        self._log_event.set()
-
-    def _index_ids(self, pipe: Any, batches: list[LogBatch], expire_at: dict[int, int]) -> None:
-        """The clients' own ids in these batches: one field each in their bucket of the index."""
-        window = predlog.retention(self.spec.learning.labelWindow)
-        by_bucket: dict[int, dict[str, str]] = {}
-        for q in batches:
-            for k, meta in enumerate(q.metas):
-                if meta.ids is None:
-                    continue
-                b = predlog.bucket(int(q.entry.split("-", 1)[0]) / 1000.0)
-                where = f"{self.log_instance} {q.entry} {k} "
-                by_bucket.setdefault(b, {}).update(
-                    {i: f"{where}{row}" for row, i in enumerate(meta.ids)}
-                )
-                expire_at[b] = int((b + 1) * predlog.BUCKET_SECONDS + window) + 1
-        for b, mapping in by_bucket.items():
-            pipe.hset(self.keys.log_ids(b), mapping=mapping)
-
-    async def _write_log(self) -> None:
-        # What is queued now, no more: requests answered while this writes wait
-        # for the next flush. (Writing until the queue is empty degenerated into
-        # a round trip per request whenever requests came faster than Redis answered.)
-        left = len(self._log)
-        if not left:
-            return
-        taken: list[LogBatch] = []
-        now = time.time()
-        keep = predlog.retention(self.spec.learning.labelWindow)
-        # The readers need labelWindow of log and a grace, no more: trimmed by time.
-        horizon = f"{int((now - keep) * 1000)}-0"
-        stream = self.keys.log(self.log_instance)
-        expire_at: dict[int, int] = {}
-        pipe = self.r.pipeline(transaction=False)
-        try:
-            while left:
-                # Serialised 100 requests at a time, with the loop let go in between
-                # (500 held the loop up to 8 ms, stalling every request in flight).
-                # One round trip for them all: a round trip per 100 fell behind 10k
-                # requests/s when Redis was slow.
-                batch = [self._log.popleft() for _ in range(min(left, 100))]
-                left -= len(batch)
-                taken += batch
-                for q in batch:
-                    if q is self._open:  # requests answered from now on go to a new batch
-                        self._open = None
-                    self._log_bytes -= q.size
-                    self._log_requests -= len(q.metas)
-                    pipe.xadd(stream, q.fields(), id=q.entry, minid=horizon, approximate=False)
-                self._index_ids(pipe, batch, expire_at)
-                if left:
-                    await asyncio.sleep(0)
-        except asyncio.CancelledError:  # stopped while serialising: nothing was sent
-            self._put_back(taken)
-            raise
-        for b, at in expire_at.items():
-            pipe.expireat(self.keys.log_ids(b), at)
-        # a stream whose server is gone goes once its last entry is out of the window
-        pipe.expire(stream, int(keep) + 60)
-        pipe.zadd(self.keys.logs, {self.log_instance: now})
-        try:
-            replies = await pipe.execute(raise_on_error=False)
-        except (redis.exceptions.RedisError, OSError):
-            self._put_back(taken)  # keep them for the next try
-            raise
-        # An entry id already in the stream was written by a try that failed later
-        # (a lost connection after some commands ran): it is there, not an error.
-        errors = [
-            e for e in replies if isinstance(e, Exception) and "equal or smaller" not in str(e)
-        ]
-        if errors:
-            self._put_back(taken)
-            raise errors[0]
-
-    def _put_back(self, taken: list[LogBatch]) -> None:
-        self._log.extendleft(reversed(taken))
-        self._log_bytes += sum(q.size for q in taken)
-        self._log_requests += sum(len(q.metas) for q in taken)
-
-    async def _flush_log(self) -> None:
-        backoff = self.log_flush_interval
-        while not self._stopping:
-            await self._log_event.wait()
-            self._log_event.clear()
-            await asyncio.sleep(self.log_flush_interval)  # gather a batch
-            try:
-                await self._write_log()
-                backoff = self.log_flush_interval
-            except asyncio.CancelledError:
-                raise
-            except (redis.exceptions.RedisError, OSError) as e:
-                log.debug("prediction log not written (%s); %d queued", e, len(self._log))
-                self._log_event.set()
-                backoff = min(backoff * 2, 2.0)
-                await asyncio.sleep(backoff)
+        self.log.fill(result.slot, meta, result.predictions_json(), body, size)
 
     # -- feedback and learning ----------------------------------------------------------
     async def write_labels(
@@ -1012,7 +782,7 @@ class DataPlane:
                 if canary
                 else None,
                 "tracks": {t: s.summary() for t, s in self.stats.items()},
-                "logQueue": self._log_requests,
+                "logQueue": self.log.requests,
             }
             gone = time.time() - predlog.retention(self.spec.learning.labelWindow) - 60
             try:
