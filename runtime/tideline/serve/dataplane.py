@@ -123,6 +123,15 @@ class Routing:
     shadow: bool = False
     canary_url: str | None = None  # set when the canary runs another image
 
+    def to_canary(self, key: str | None, rng: random.Random) -> bool:
+        """Whether a request (or a row) with this routing key goes to the canary: by the
+        key's hash, the same on every replica; without a key, at random, by the weight.
+        One rule for the canaries answered here and those forwarded to another image."""
+        threshold = self.weight * 100  # of 10,000
+        if key is not None:
+            return route_hash(key) < threshold
+        return rng.random() * 10_000 < threshold
+
 
 # an answer's headers a forwarding server passes on (binary infer answers need them)
 _PASSED_ON = frozenset({"content-type", "inference-header-content-length"})
@@ -403,17 +412,13 @@ class DataPlane:
             return None
         if self.canary is None and not rt.canary_url:
             return None
-        threshold = rt.weight * 100
         feature = self.spec.serving.routingKey
         rows = all_rows() if feature is not None else None
         if feature is not None and rows and isinstance(rows[0], dict):
-            return np.array([route_hash(str(r.get(feature))) < threshold for r in rows], dtype=bool)
-        hit = (
-            route_hash(key) < threshold
-            if key is not None
-            else self._rng.random() * 10_000 < threshold
-        )
-        return np.full(n, hit, dtype=bool)
+            return np.array(
+                [rt.to_canary(str(r.get(feature)), self._rng) for r in rows], dtype=bool
+            )
+        return np.full(n, rt.to_canary(key, self._rng), dtype=bool)
 
     def check_model(self, name: str) -> None:
         if name != self.name:
@@ -669,12 +674,7 @@ class DataPlane:
             return "shadow"
         if rt.weight <= 0:
             return None
-        hit = (
-            route_hash(key) < rt.weight * 100
-            if key is not None
-            else self._rng.random() * 100 < rt.weight
-        )
-        return "canary" if hit else None
+        return "canary" if rt.to_canary(key, self._rng) else None
 
     # -- logging ---------------------------------------------------------------------------
     def _queue_log(
