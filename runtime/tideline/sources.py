@@ -230,8 +230,10 @@ class RedisStreams:
             return raw
         streams = raw.items() if isinstance(raw, dict) else raw
         return [
-            [stream, [(e[0], {e[1][0]: e[1][1]} if len(e[1]) == 2 else _pairs(e[1]))
-                      for e in entries]]  # fmt: skip
+            [
+                stream,
+                [(e[0], {e[1][0]: e[1][1]} if len(e[1]) == 2 else _pairs(e[1])) for e in entries],
+            ]  # fmt: skip
             for stream, entries in streams
         ]
 
