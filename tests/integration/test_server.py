@@ -24,7 +24,8 @@ from tideline.learn import make_learner
 from tideline.metrics import ServerMetrics
 from tideline.serve import dataplane
 from tideline.serve.api import Settings, create_app
-from tideline.serve.dataplane import DataPlane, route_hash
+from tideline.serve.dataplane import DataPlane
+from tideline.serve.versions import route_hash
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
 from tideline.store import ModelStore

@@ -4,16 +4,16 @@ The routes in :mod:`tideline.serve.api` only parse and answer HTTP; this
 module does the rest, and never waits on Redis on the request path:
 
 * **Versions.** The served version of the stable revision (and of a canary
-  revision running the same image) is loaded off the request path, in a
-  thread, when a pub/sub event or the 1 s poll says its pointer moved; the
-  new model replaces the old with one attribute assignment, so a request
-  sees either the old model or the new one, never half of one.
+  revision running the same image) is loaded off the request path
+  (:class:`tideline.serve.versions.ModelVersions`), and replaces the old with
+  one attribute assignment: a request sees the old model or the new one.
 * **Routing.** The operator writes ``tideline:{<ns>/<model>}:routing``
   (stable and canary revisions, canary weight, shadow, canary URL). A
   request goes to the canary when the hash of its routing key (header
   ``x-tideline-key``, or ``spec.serving.routingKey`` per row) falls under the
   weight, so one entity always sees one track; without a key, at random by
-  weight. A shadow canary answers too, but only its log sees it.
+  weight (:meth:`tideline.serve.versions.Routing.to_canary`). A shadow
+  canary answers too, but only its log sees it.
 * **Fallback.** Past ``spec.serving.timeout``, or without a model, the
   answer is the ``lastGood`` version's (or the fixed ``fallback.value``),
   flagged in the response and in metrics.
@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
-import hashlib
 import hmac
 import logging
 import os
@@ -48,14 +46,14 @@ import orjson
 import redis.exceptions
 from msgspec.structs import astuple
 
-from tideline import codec, predlog
-from tideline.contracts import Keys, Pointers
+from tideline import predlog
+from tideline.contracts import Keys
 from tideline.features import FeatureError, FeatureSchema
-from tideline.learn import Learner
 from tideline.metrics import ServerMetrics
 from tideline.serve.logwriter import GeneratedIds, PredictionLog, Slot
+from tideline.serve.versions import Loaded, ModelVersions, Routing
 from tideline.spec import OnlineModel
-from tideline.store import connect_async, learner_from_blob
+from tideline.store import connect_async
 
 log = logging.getLogger("tideline.server")
 
@@ -100,39 +98,6 @@ class Unavailable(DataPlaneError):
 
 
 # --------------------------------------------------------------------------- state
-@dataclass(frozen=True)
-class Loaded:
-    """One version of one revision, ready to answer."""
-
-    revision: str
-    version: int
-    learner: Learner
-    predict: Callable[[np.ndarray], np.ndarray]
-    created: float  # when the learner published it
-
-    @property
-    def schema(self) -> FeatureSchema:
-        return self.learner.schema
-
-
-@dataclass(frozen=True)
-class Routing:
-    stable: str
-    canary: str | None = None
-    weight: int = 0  # percent of traffic to the canary
-    shadow: bool = False
-    canary_url: str | None = None  # set when the canary runs another image
-
-    def to_canary(self, key: str | None, rng: random.Random) -> bool:
-        """Whether a request (or a row) with this routing key goes to the canary: by the
-        key's hash, the same on every replica; without a key, at random, by the weight.
-        One rule for the canaries answered here and those forwarded to another image."""
-        threshold = self.weight * 100  # of 10,000
-        if key is not None:
-            return route_hash(key) < threshold
-        return rng.random() * 10_000 < threshold
-
-
 # an answer's headers a forwarding server passes on (binary infer answers need them)
 _PASSED_ON = frozenset({"content-type", "inference-header-content-length"})
 
@@ -189,15 +154,6 @@ class TrackStats:
         return out
 
 
-def route_hash(key: str) -> int:
-    """A stable hash of a routing key in [0, 10000): the same on every replica.
-
-    >>> route_hash("user-42") == route_hash("user-42"), 0 <= route_hash("x") < 10000
-    (True, True)
-    """
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 10_000
-
-
 # --------------------------------------------------------------------------- data plane
 class DataPlane:
     def __init__(
@@ -220,13 +176,8 @@ class DataPlane:
         self.redis_url = redis_url
         self.metrics = metrics or ServerMetrics(None)
         self.instance = instance or os.environ.get("HOSTNAME") or f"server-{os.getpid()}"
-        self.poll_interval = poll_interval
         self.max_rows = max_rows
-        self.routing = Routing(stable=model.revision)
-        self.stable: Loaded | None = None
-        self.canary: Loaded | None = None
-        self.last_good: Loaded | None = None
-        self.warmed = False
+        self.versions = ModelVersions(model, self.keys, self.metrics, poll_interval)
         self.log = PredictionLog(self.keys, self.spec.learning.labelWindow, self.metrics,
                                  flush_interval=log_flush_interval, max_requests=log_queue,
                                  max_bytes=log_queue_bytes)  # fmt: skip
@@ -243,7 +194,6 @@ class DataPlane:
         self._rng = random.Random()
         self.stats: dict[str, TrackStats] = collections.defaultdict(TrackStats)
         self._v1_decoders: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
-        self._reload_lock = asyncio.Lock()
         self._kafka: Any = None  # the labels' producer, with spec.source.kafka (made when used)
 
     # -- life cycle ----------------------------------------------------------------------
@@ -260,16 +210,18 @@ class DataPlane:
         except (redis.exceptions.RedisError, OSError) as e:
             log.warning("redis unavailable at start (%s); will retry", e)
         loop = asyncio.get_running_loop()
-        self._stopping = self.log.stopping = False
+        self._stopping = self.log.stopping = self.versions.stopping = False
         self._tasks = [
-            loop.create_task(self._subscribe(), name="tideline-subscribe"),
-            loop.create_task(self._poll(), name="tideline-poll"),
+            loop.create_task(
+                self.versions.subscribe(self.r, self.refresh), name="tideline-subscribe"
+            ),
+            loop.create_task(self.versions.poll(self.refresh), name="tideline-poll"),
             loop.create_task(self.log.run(self.r), name="tideline-log"),
             loop.create_task(self._report(), name="tideline-report"),
         ]
 
     async def stop(self) -> None:
-        self._stopping = self.log.stopping = True
+        self._stopping = self.log.stopping = self.versions.stopping = True
         for t in self._tasks:
             t.cancel()
         if self._tasks:
@@ -290,117 +242,33 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self.stable is not None and self.warmed
+        return self.stable is not None and self.versions.warmed
 
-    # -- versions --------------------------------------------------------------------------
+    # -- versions (tideline.serve.versions): read on the request path, swapped off it -----
+    @property
+    def stable(self) -> Loaded | None:
+        return self.versions.stable
+
+    @property
+    def canary(self) -> Loaded | None:
+        return self.versions.canary
+
+    @property
+    def last_good(self) -> Loaded | None:
+        return self.versions.last_good
+
+    @property
+    def routing(self) -> Routing:
+        return self.versions.routing
+
     async def refresh(self) -> None:
-        """Read routing and pointers; load whatever version changed (off the request path)."""
-        async with self._reload_lock:
-            if self._forward_token is None:
-                # one token per model, shared by its servers through Redis: the first sets it
-                await self.r.set(self.keys.forward_token, secrets.token_hex(32), nx=True)
-                token = await self.r.get(self.keys.forward_token)
-                self._forward_token = token.decode() if token else None
-            raw = await self.r.hgetall(self.keys.routing)
-            routing = self._parse_routing(raw)
-            if routing.canary_url and routing.canary == self.model.revision:
-                # This server runs the canary's own image: it answers with its
-                # revision what the stable servers forward to it, and splits nothing.
-                routing = Routing(stable=self.model.revision)
-            stable = await self._load_pointer(routing.stable, "served", self.stable)
-            last_good = await self._load_pointer(routing.stable, "lastGood", self.last_good)
-            canary = None
-            if routing.canary and not routing.canary_url:
-                canary = await self._load_pointer(routing.canary, "served", self.canary)
-            self.routing = routing
-            if stable is not None and stable is not self.stable:
-                self._warm_up(stable)
-                self.stable = stable
-                self.metrics.served_version.labels(track="stable").set(stable.version)
-                log.info("serving %s v%d", stable.revision, stable.version)
-            self.last_good = last_good
-            self.canary = canary
-            if canary is not None:
-                self.metrics.served_version.labels(track="canary").set(canary.version)
-
-    def _parse_routing(self, raw: dict[bytes, bytes]) -> Routing:
-        if not raw:
-            return Routing(stable=self.model.revision)
-        get = {k.decode(): v.decode() for k, v in raw.items()}
-        try:
-            weight = min(max(int(get.get("weight", "0")), 0), 100)
-        except ValueError:
-            weight = 0
-        return Routing(
-            stable=get.get("stable") or self.model.revision,
-            canary=get.get("canary") or None,
-            weight=weight,
-            shadow=get.get("shadow") == "1",
-            canary_url=get.get("canaryURL") or None,
-        )
-
-    async def _load_pointer(
-        self, revision: str, pointer: str, current: Loaded | None
-    ) -> Loaded | None:
-        version = Pointers.from_hash(await self.r.hgetall(self.keys.pointers(revision))).get(
-            pointer
-        )
-        if version is None:
-            return current if current is not None and current.revision == revision else None
-        if current is not None and current.revision == revision and current.version == version:
-            return current
-        for held in (self.stable, self.canary, self.last_good):
-            if held is not None and held.revision == revision and held.version == version:
-                return held
-        blob = await self.r.get(self.keys.version(revision, version))
-        if blob is None:
-            log.warning("%s v%d is named by %s but not stored", revision, version, pointer)
-            return current
-        learner, meta = await asyncio.to_thread(learner_from_blob, blob)
-        return Loaded(
-            revision, version, learner, learner.predictor(), float(meta.get("created", 0.0))
-        )
-
-    def _warm_up(self, loaded: Loaded) -> None:
-        sch = loaded.schema
-        loaded.predict(sch.encode([{}]))
-        sch.missing[:] = 0  # the warm-up row is not traffic
-        self.warmed = True
-
-    async def _subscribe(self) -> None:
-        while not self._stopping:
-            pubsub = self.r.pubsub()
-            try:
-                await pubsub.subscribe(self.keys.events)
-                while not self._stopping:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
-                        await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except (redis.exceptions.RedisError, OSError) as e:
-                log.debug("pub/sub lost (%s)", e)
-                await asyncio.sleep(self.poll_interval)
-            finally:
-                with contextlib.suppress(Exception):  # bounded: stopping must not wait on it
-                    await asyncio.wait_for(asyncio.shield(pubsub.aclose()), timeout=2.0)
-
-    async def _poll(self) -> None:
-        """Polling backs pub/sub up: a missed message costs at most one interval."""
-        while not self._stopping:
-            await asyncio.sleep(self.poll_interval)
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except (
-                redis.exceptions.RedisError,
-                OSError,
-                codec.CodecError,
-                KeyError,
-                ValueError,
-            ) as e:
-                log.debug("refresh failed (%s)", e)
+        """The versions and routing read again; the servers' shared forwarding token, once."""
+        if self._forward_token is None:
+            # one token per model, shared by its servers through Redis: the first sets it
+            await self.r.set(self.keys.forward_token, secrets.token_hex(32), nx=True)
+            token = await self.r.get(self.keys.forward_token)
+            self._forward_token = token.decode() if token else None
+        await self.versions.refresh(self.r)
 
     # -- predicting ------------------------------------------------------------------------
     def _route(

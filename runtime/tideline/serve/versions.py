@@ -1,0 +1,200 @@
+"""The model versions a server answers with, and the routing between them.
+
+The operator writes ``tideline:{<ns>/<model>}:routing`` (stable and canary
+revisions, canary weight, shadow, canary URL) and moves the revisions'
+pointers; the learner publishes versions. :class:`ModelVersions` reads both
+off the request path - when a pub/sub event says something moved, and every
+``poll_interval`` in case an event was missed - loads a version that changed
+in a thread, and swaps it in with one attribute assignment, so a request sees
+the old model or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis.exceptions
+
+from tideline import codec
+from tideline.contracts import Keys, Pointers
+from tideline.features import FeatureSchema
+from tideline.learn import Learner
+from tideline.metrics import ServerMetrics
+from tideline.spec import OnlineModel
+from tideline.store import learner_from_blob
+
+log = logging.getLogger("tideline.server")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One version of one revision, ready to answer."""
+
+    revision: str
+    version: int
+    learner: Learner
+    predict: Callable[[np.ndarray], np.ndarray]
+    created: float  # when the learner published it
+
+    @property
+    def schema(self) -> FeatureSchema:
+        return self.learner.schema
+
+
+def route_hash(key: str) -> int:
+    """A stable hash of a routing key in [0, 10000): the same on every replica.
+
+    >>> route_hash("user-42") == route_hash("user-42"), 0 <= route_hash("x") < 10000
+    (True, True)
+    """
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 10_000
+
+
+@dataclass(frozen=True)
+class Routing:
+    stable: str
+    canary: str | None = None
+    weight: int = 0  # percent of traffic to the canary
+    shadow: bool = False
+    canary_url: str | None = None  # set when the canary runs another image
+
+    def to_canary(self, key: str | None, rng: random.Random) -> bool:
+        """Whether a request (or a row) with this routing key goes to the canary: by the
+        key's hash, the same on every replica; without a key, at random, by the weight.
+        One rule for the canaries answered here and those forwarded to another image."""
+        threshold = self.weight * 100  # of 10,000
+        if key is not None:
+            return route_hash(key) < threshold
+        return rng.random() * 10_000 < threshold
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes], default_stable: str) -> Routing:
+        """From the routing hash the operator writes (none yet: all to ``default_stable``)."""
+        if not raw:
+            return cls(stable=default_stable)
+        get = {k.decode(): v.decode() for k, v in raw.items()}
+        try:
+            weight = min(max(int(get.get("weight", "0")), 0), 100)
+        except ValueError:
+            weight = 0
+        return cls(
+            stable=get.get("stable") or default_stable,
+            canary=get.get("canary") or None,
+            weight=weight,
+            shadow=get.get("shadow") == "1",
+            canary_url=get.get("canaryURL") or None,
+        )
+
+
+class ModelVersions:
+    """The stable revision's served and lastGood versions, a canary's served one, and the
+    routing (see module docs)."""
+
+    def __init__(
+        self, model: OnlineModel, keys: Keys, metrics: ServerMetrics, poll_interval: float
+    ) -> None:
+        self.model = model
+        self.keys = keys
+        self.metrics = metrics
+        self.poll_interval = poll_interval
+        self.routing = Routing(stable=model.revision)
+        self.stable: Loaded | None = None
+        self.canary: Loaded | None = None
+        self.last_good: Loaded | None = None
+        self.warmed = False
+        self.stopping = False  # the loops end on it (see DataPlane.stop)
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, r: Any) -> None:
+        """Read routing and pointers; load whatever version changed (off the request path)."""
+        async with self._lock:
+            routing = Routing.from_hash(await r.hgetall(self.keys.routing), self.model.revision)
+            if routing.canary_url and routing.canary == self.model.revision:
+                # This server runs the canary's own image: it answers with its
+                # revision what the stable servers forward to it, and splits nothing.
+                routing = Routing(stable=self.model.revision)
+            stable = await self._load_pointer(r, routing.stable, "served", self.stable)
+            last_good = await self._load_pointer(r, routing.stable, "lastGood", self.last_good)
+            canary = None
+            if routing.canary and not routing.canary_url:
+                canary = await self._load_pointer(r, routing.canary, "served", self.canary)
+            self.routing = routing
+            if stable is not None and stable is not self.stable:
+                self._warm_up(stable)
+                self.stable = stable
+                self.metrics.served_version.labels(track="stable").set(stable.version)
+                log.info("serving %s v%d", stable.revision, stable.version)
+            self.last_good = last_good
+            self.canary = canary
+            if canary is not None:
+                self.metrics.served_version.labels(track="canary").set(canary.version)
+
+    async def _load_pointer(
+        self, r: Any, revision: str, pointer: str, current: Loaded | None
+    ) -> Loaded | None:
+        version = Pointers.from_hash(await r.hgetall(self.keys.pointers(revision))).get(pointer)
+        if version is None:
+            return current if current is not None and current.revision == revision else None
+        if current is not None and current.revision == revision and current.version == version:
+            return current
+        for held in (self.stable, self.canary, self.last_good):
+            if held is not None and held.revision == revision and held.version == version:
+                return held
+        blob = await r.get(self.keys.version(revision, version))
+        if blob is None:
+            log.warning("%s v%d is named by %s but not stored", revision, version, pointer)
+            return current
+        learner, meta = await asyncio.to_thread(learner_from_blob, blob)
+        return Loaded(
+            revision, version, learner, learner.predictor(), float(meta.get("created", 0.0))
+        )
+
+    def _warm_up(self, loaded: Loaded) -> None:
+        sch = loaded.schema
+        loaded.predict(sch.encode([{}]))
+        sch.missing[:] = 0  # the warm-up row is not traffic
+        self.warmed = True
+
+    async def subscribe(self, r: Any, refresh: Callable[[], Awaitable[None]]) -> None:
+        """``refresh`` at every event of the model (a version published, a pointer moved)."""
+        while not self.stopping:
+            pubsub = r.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.events)
+                while not self.stopping:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        await refresh()
+            except asyncio.CancelledError:
+                raise
+            except (redis.exceptions.RedisError, OSError) as e:
+                log.debug("pub/sub lost (%s)", e)
+                await asyncio.sleep(self.poll_interval)
+            finally:
+                with contextlib.suppress(Exception):  # bounded: stopping must not wait on it
+                    await asyncio.wait_for(asyncio.shield(pubsub.aclose()), timeout=2.0)
+
+    async def poll(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Polling backs pub/sub up: a missed message costs at most one interval."""
+        while not self.stopping:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await refresh()
+            except asyncio.CancelledError:
+                raise
+            except (
+                redis.exceptions.RedisError,
+                OSError,
+                codec.CodecError,
+                KeyError,
+                ValueError,
+            ) as e:
+                log.debug("refresh failed (%s)", e)
