@@ -346,7 +346,7 @@ class EventOrder:
         if ts < self._released_to:
             self.late += len(values)
             return
-        self._lateness.extend([max(0.0, self._newest - ts)] * len(values))  # each value's
+        self._lateness.append(max(0.0, self._newest - ts))
         self._newest = max(self._newest, ts)
         for v in values:
             self._ts.append(ts)

@@ -145,6 +145,7 @@ class Monitor:
         self.concept_events: list[h.ConceptEvent] = []
         # labels come late and out of order: their errors reach the detector in prediction order
         self._concept_order = EventOrder()
+        self._concept_new: list[tuple[float, float, float, Any]] = []  # (came, ts, error, model)
         self.label_lags: list[float] = []
         self._cursors: dict[str, str] = {}  # server process -> where its log was read to
         self._log_start = "0-0"  # the log is read from the monitor's start on
@@ -409,7 +410,12 @@ class Monitor:
         for track in sorted(set(tracks)) if tracks is not None else [e.meta.track]:
             at = slice(None) if tracks is None else [t == track for t in tracks]
             revision, version = e.model(track)
-            self._score(track, revision, version, p[at], y[at], j.ts)
+            received = (
+                j.received
+                if tracks is None
+                else [r for r, t in zip(j.received, tracks, strict=True) if t == track]
+            )
+            self._score(track, revision, version, p[at], y[at], j.ts, received)
         shadow = e.meta.shadow
         if shadow is not None:  # a shadow answered the same rows
             pick = [n for n, i in enumerate(j.rows) if i < len(shadow[2])]
@@ -418,8 +424,9 @@ class Monitor:
                 self._score("shadow", shadow[0], shadow[1], p_shadow, y[pick], j.ts)
 
     def _score(
-        self, track: str, revision: Any, version: Any, p: np.ndarray, y: np.ndarray, ts: float
-    ) -> None:
+        self, track: str, revision: Any, version: Any, p: np.ndarray, y: np.ndarray, ts: float,
+        received: list[float] | None = None,
+    ) -> None:  # fmt: skip
         t = self._track(track)
         t.quality.update(p, y)
         t.labelled += len(y)
@@ -433,7 +440,23 @@ class Monitor:
                 if self.task == "binary"
                 else self._reg_error(p, y)
             )
-            self._concept_order.add(ts, err, (revision, version))
+            if received is None:
+                self._concept_order.add(ts, err, (revision, version))
+            else:  # labels: to the detector's ordering in the order they came (see _concept_add)
+                tag = (revision, version)
+                self._concept_new += [
+                    (r, ts, e, tag) for r, e in zip(received, err.tolist(), strict=True)
+                ]
+
+    def _concept_add(self) -> None:
+        """A read's labelled errors to the detector's ordering one by one, in the order the
+        labels came (the join hands them over a logged request at a time): how far out of
+        order labels come is measured on their arrival, as it happens."""
+        new, self._concept_new = self._concept_new, []
+        new.sort(key=lambda item: item[0])  # (stable: labels of one instant keep their order)
+        add = self._concept_order.add
+        for _, ts, err, tag in new:
+            add(ts, (err,), tag)
 
     def _concept_update(self) -> None:
         """Feed the concept detector the errors the watermark released, in prediction order.
@@ -502,6 +525,7 @@ class Monitor:
         joined = self.join.resolve()
         for j in joined:
             self._on_label(j)
+        self._concept_add()
         self._concept_update()
         self.join.take_rejected()  # the learner dead-letters them
         pipe = self.r.pipeline(transaction=False)
