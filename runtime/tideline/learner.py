@@ -108,9 +108,6 @@ class OpenEntries:
         self._open: dict[bytes, tuple[int, set[int]]] = {}
         self._restored = {e.encode(): set(done) for e, done in (restored or {}).items()}
 
-    def __len__(self) -> int:
-        return len(self._open)
-
     def begin(self, entry: bytes, n: int) -> set[int]:
         """An entry of ``n`` labels read; the ones done before a restart (skip them)."""
         done = self._restored.pop(entry, set())
@@ -683,8 +680,9 @@ class LearnerProcess:
         arrays["gate.served"] = self.gate_served
         # the source's position is part of the state: it moves with what was learned
         state = {"counters": c, "revision": self.revision, "source": self.source.state()}
-        if len(self.open_entries):
-            state["packed"] = self.open_entries.state()  # packed entries' labels done
+        packed = self.open_entries.state()  # packed entries' labels done (restored ones too)
+        if packed:
+            state["packed"] = packed
         blob = codec.encode(arrays, state)
         pipe = transaction(self.r, self.keys.prefix)  # (on a cluster: the model's node)
         pipe.set(self.keys.checkpoint(self.revision), blob)

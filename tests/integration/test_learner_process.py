@@ -132,6 +132,8 @@ def test_a_packed_feedback_entry_is_acknowledged_when_its_last_label_is_done_and
     assert dead[1][b"entry"].decode() == f"{eid}/1" and b"has no 'label'" in dead[1][b"reason"]
     assert orjson.loads(orjson.loads(dead[1][b"fields"])["data"]) == {"id": "x"}
     assert r.xpending(k.feedback, p.group)["pending"] == 1  # a label still waits
+    between = _proc(r)  # restarted, and checkpointed before it read the entry again
+    between._checkpoint()
     again = _proc(r)  # as after a crash: the entry is read again
     later.write(r, k)
     learn_until(again, lambda: again.counters["samples"] == 3)
