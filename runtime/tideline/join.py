@@ -107,13 +107,14 @@ _Item = tuple[str, str, Any, float, int, "_Label | None"]
 class _Request:
     """The labels of one resolve that name one logged request, and where it is."""
 
-    __slots__ = ("instance", "entry", "k", "secret", "ts", "key", "items")
+    __slots__ = ("instance", "entry", "k", "secret", "ts", "key", "items", "keys")
 
     def __init__(self, instance: str, entry: str, k: int, secret: str | None) -> None:
         self.instance, self.entry, self.k, self.secret = instance, entry, k, secret
         self.ts = int(entry.split("-", 1)[0]) / 1000.0
         self.key = f"{instance} {entry} {k} "  # a row's key adds its number
         self.items: list[_Item] = []
+        self.keys: list[str] = []  # each item's prediction (its key: the marks')
 
 
 def _rows(entry: Entry) -> int:
@@ -228,9 +229,8 @@ class LogJoin:
         fids: list[str] = []
         received: list[float] = []
         marks: list[Mark] = []
-        for item in req.items:
+        for item, key in zip(req.items, req.keys, strict=True):
             row = item[4]
-            key = req.key + str(row)
             if row >= n:
                 self._reject(item, "unmatched: no such row in the request")
             elif key in held or key in taken:
@@ -253,7 +253,6 @@ class LogJoin:
         or from the index of clients' ids; each label checked against the window."""
         requests: dict[str, _Request | None] = {}
         clients: list[_Item] = []
-        window, future = self.label_window, predlog.FUTURE_SECONDS
         items: list[_Item] = [
             (w.feedback_id, w.prediction_id, w.label, w.received, -1, w) for w in due
         ]
@@ -267,10 +266,7 @@ class LogJoin:
                 clients.append(item)
                 continue
             assert isinstance(req, _Request)
-            if item[3] - req.ts <= window and req.ts <= item[3] + future:
-                req.items.append((*item[:4], int(row), item[5]))
-            else:
-                self._out_of_window(item, req)
+            self._place(req, item, int(row))
         out = [req for req in requests.values() if req is not None and req.items]
         if clients:
             out += self._locate_clients(clients, now)
@@ -287,17 +283,18 @@ class LogJoin:
             req = requests.get(head)
             if req is None:
                 req = requests[head] = _Request(where.instance, where.entry, where.request, None)
-            if item[3] - req.ts <= self.label_window and req.ts <= item[3] + predlog.FUTURE_SECONDS:
-                req.items.append((*item[:4], where.row, item[5]))
-            else:
-                self._out_of_window(item, req)
-        return list(requests.values())
+            self._place(req, item, where.row)
+        return [req for req in requests.values() if req.items]
 
-    def _out_of_window(self, item: _Item, req: _Request) -> None:
+    def _place(self, req: _Request, item: _Item, row: int) -> None:
+        """A label to its request's, if it came within the window of the request's time."""
         if item[3] - req.ts > self.label_window:
             self._reject(item, "late")
-        else:
+        elif req.ts > item[3] + predlog.FUTURE_SECONDS:
             self._reject(item, "unmatched: the id names a time to come")
+        else:
+            req.items.append((*item[:4], row, item[5]))
+            req.keys.append(req.key + str(row))
 
     def _index(self, clients: list[_Item], now: float) -> list[str | None]:
         """Where the clients' own ids are logged: the index buckets, newest first, a few at a
@@ -338,9 +335,8 @@ class LogJoin:
                 entries[k] = hit[0]
             elif k not in entries and k not in want:
                 want.append(k)
-            keys = [req.key + str(item[4]) for item in req.items]
             marks.setdefault(int(req.ts // self.mark_seconds), []).extend(
-                key for key in keys if key not in held
+                key for key in req.keys if key not in held
             )
         marks = {b: names for b, names in marks.items() if names}
         if not want and not marks:
