@@ -111,7 +111,7 @@ class _Request:
 
     def __init__(self, instance: str, entry: str, k: int, secret: str | None) -> None:
         self.instance, self.entry, self.k, self.secret = instance, entry, k, secret
-        self.ts = int(entry.split("-", 1)[0]) / 1000.0
+        self.ts = predlog.entry_seconds(entry)
         self.key = f"{instance} {entry} {k} "  # a row's key adds its number
         self.items: list[_Item] = []
         self.keys: list[str] = []  # each item's prediction (its key: the marks')

@@ -48,7 +48,7 @@ import numpy as np
 import orjson
 import redis
 
-from tideline import codec
+from tideline import codec, predlog
 from tideline.contracts import decode_feedback, decode_feedback_entry
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
 from tideline.features import FeatureError
@@ -80,11 +80,6 @@ MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec
 MAINTAIN_SECONDS = 10.0  # how often the source is tidied (streams trimmed, partitions found)
 READ_BYTES = 1 << 20  # a read of the source: about this many bytes of entries
 MIN_READ_ENTRIES, MAX_READ_ENTRIES = 16, 2000
-
-
-def _entry_ms(entry_id: bytes | str) -> float:
-    s = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(s.split("-", 1)[0]) / 1000.0
 
 
 @dataclass
@@ -456,7 +451,7 @@ class LearnerProcess:
                 continue
             # The label's arrival time is its stream id: the same after a restart.
             fid = entry_id.decode()
-            received = int(fid.split("-", 1)[0]) / 1000.0
+            received = predlog.entry_seconds(fid)
             if packed is None:
                 add(fid, f.id, label, received)
                 continue
@@ -507,7 +502,7 @@ class LearnerProcess:
             self.pending.first_at = self.clock()
         # acknowledged only once the batch holding them is learned and checkpointed
         self.pending.add(X, y, runs)
-        self._newest_learned = max(self._newest_learned, _entry_ms(runs[-1].entry))
+        self._newest_learned = max(self._newest_learned, predlog.entry_seconds(runs[-1].entry))
 
     def _dead_letter(
         self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str,

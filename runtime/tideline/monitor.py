@@ -514,7 +514,7 @@ class Monitor:
                         labels = [decode_feedback(data)] if packed is None else packed
                     except ValueError:
                         continue
-                    received = int(entry_id.split(b"-")[0]) / 1000
+                    received = predlog.entry_seconds(entry_id)
                     fid = entry_id.decode()
                     for i, f in enumerate(labels):
                         if not isinstance(f, tuple):
@@ -568,7 +568,7 @@ class Monitor:
         assert self._served_key is not None
         t = self._track("stable")
         t.revision, t.version = self._served_key
-        arrived = int(entries[-1][0].split(b"-")[0]) / 1000  # samples: their arrival is their time
+        arrived = predlog.entry_seconds(entries[-1][0])  # samples: their arrival is their time
         self._score("stable", self._served_key[0], self._served_key[1], p, y, arrived)
         if self.feature_names:
             self._feature_drift(X[:, served.schema.num_idx])

@@ -92,6 +92,18 @@ def entry_order(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def entry_seconds(entry_id: str | bytes) -> float:
+    """When a stream entry was added (its id's milliseconds), in seconds; a Kafka message's
+    entry id (``{ms}-{partition}.{offset}``) too.
+
+    >>> entry_seconds("1764500000123-7"), entry_seconds(b"1764500000000-2.15")
+    (1764500000.123, 1764500000.0)
+    """
+    if isinstance(entry_id, bytes):
+        return int(entry_id.split(b"-", 1)[0]) / 1000.0
+    return int(entry_id.split("-", 1)[0]) / 1000.0
+
+
 def bucket(ts: float) -> int:
     """The index bucket of a time (seconds)."""
     return int(ts // BUCKET_SECONDS)
@@ -120,7 +132,7 @@ class Location:
 
     def __post_init__(self) -> None:
         # computed once here: functools.cached_property takes a lock at every read (3.11)
-        object.__setattr__(self, "ts", int(self.entry.split("-", 1)[0]) / 1000.0)
+        object.__setattr__(self, "ts", entry_seconds(self.entry))
         object.__setattr__(self, "key", f"{self.instance} {self.entry} {self.request} {self.row}")
 
     @classmethod

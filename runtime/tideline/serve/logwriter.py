@@ -196,7 +196,7 @@ class PredictionLog:
             for k, meta in enumerate(q.metas):
                 if meta.ids is None:
                     continue
-                b = predlog.bucket(int(q.entry.split("-", 1)[0]) / 1000.0)
+                b = predlog.bucket(predlog.entry_seconds(q.entry))
                 where = f"{self.instance} {q.entry} {k} "
                 by_bucket.setdefault(b, {}).update(
                     {i: f"{where}{row}" for row, i in enumerate(meta.ids)}
