@@ -304,6 +304,20 @@ def decode_feedback_entry(data: bytes | None) -> list[Item] | None:
     return out
 
 
+def feedback_labels(entry: str, data: bytes | None) -> tuple[bool, list[tuple[str, Item]]]:
+    """A feedback entry's labels, each named - the entry's id, or ``{entry}/{i}`` in a packed
+    entry - and whether it is packed. ``ValueError`` when the entry as a whole is wrong (an
+    entry of one label that is wrong is); a packed entry's wrong label is ``(why, item)``.
+
+    >>> feedback_labels("7-0", b'{"feedback": [{"id": "a", "label": 1}, {"id": "b"}]}')[1]
+    [('7-0/0', Feedback(id='a', label=1.0, ts=None)), ('7-0/1', ("'data' has no 'label'", {'id': 'b'}))]
+    """
+    packed = decode_feedback_entry(data)
+    if packed is None:
+        return False, [(entry, decode_feedback(data))]
+    return True, [(f"{entry}/{i}", item) for i, item in enumerate(packed)]
+
+
 def _object(data: bytes) -> dict[str, Any]:
     try:
         d = orjson.loads(data)

@@ -49,7 +49,7 @@ import orjson
 import redis
 
 from tideline import codec, predlog
-from tideline.contracts import decode_feedback, decode_feedback_entry
+from tideline.contracts import feedback_labels
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
 from tideline.features import FeatureError
 from tideline.join import Joined, LogJoin, Mark
@@ -440,31 +440,27 @@ class LearnerProcess:
         (of a packed entry, that label alone)."""
         task, add, stream = self.spec.model.task, self.join.add, self.source.feedback
         for entry_id, fields in entries:
-            data = fields.get(b"data")
+            fid = entry_id.decode()
             try:
-                packed = decode_feedback_entry(data)
-                if packed is None:
-                    f = decode_feedback(data)
-                    label = check_target(task, f.label)  # before it takes the prediction
+                packed, labels = feedback_labels(fid, fields.get(b"data"))
             except ValueError as e:
                 self._dead_letter(stream, entry_id, fields, f"invalid: {e}")
                 continue
             # The label's arrival time is its stream id: the same after a restart.
-            fid = entry_id.decode()
             received = predlog.entry_seconds(fid)
-            if packed is None:
-                add(fid, f.id, label, received)
-                continue
-            done = self.open_entries.begin(entry_id, len(packed))
-            for i, item in enumerate(packed):
+            done = self.open_entries.begin(entry_id, len(labels)) if packed else set()
+            for i, (name, item) in enumerate(labels):
                 if i in done:
                     continue
-                name = f"{fid}/{i}"
                 try:
                     if isinstance(item, tuple):
                         raise ValueError(item[0])
+                    # the label checked before it takes the prediction
                     add(name, item.id, check_target(task, item.label), received)
                 except ValueError as e:
+                    if not packed:  # the entry is the label
+                        self._dead_letter(stream, entry_id, fields, f"invalid: {e}")
+                        continue
                     raw = item[1] if isinstance(item, tuple) else msgspec.to_builtins(item)
                     self._dead_letter(stream, name.encode(), {b"data": orjson.dumps(raw)},
                                       f"invalid: {e}")  # fmt: skip

@@ -62,7 +62,7 @@ import redis
 
 from tideline import health as h
 from tideline import predlog, samples
-from tideline.contracts import Pointers, decode_feedback, decode_feedback_entry
+from tideline.contracts import Pointers, feedback_labels
 from tideline.drift import ADWIN, KS, PSI, EventOrder, PageHinkley
 from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
@@ -508,17 +508,13 @@ class Monitor:
         for stream, entries in self.labels.read(5000, block_ms):
             if stream == self.labels.feedback:
                 for entry_id, fields in entries:
-                    data = fields.get(b"data")
                     try:  # what is not a label the learner dead-letters
-                        packed = decode_feedback_entry(data)
-                        labels = [decode_feedback(data)] if packed is None else packed
+                        _, labels = feedback_labels(entry_id.decode(), fields.get(b"data"))
                     except ValueError:
                         continue
                     received = predlog.entry_seconds(entry_id)
-                    fid = entry_id.decode()
-                    for i, f in enumerate(labels):
+                    for name, f in labels:
                         if not isinstance(f, tuple):
-                            name = fid if packed is None else f"{fid}/{i}"
                             self.join.add(name, f.id, f.label, received)
             else:
                 self._on_samples(entries)
