@@ -25,6 +25,7 @@ from tideline.metrics import ServerMetrics
 from tideline.serve import dataplane
 from tideline.serve.api import Settings, create_app
 from tideline.serve.dataplane import DataPlane
+from tideline.serve.protocols import V1
 from tideline.serve.versions import route_hash
 from tideline.simulate import SyntheticStream
 from tideline.spec import parse
@@ -60,6 +61,11 @@ class Served:
         self.dp = DataPlane(self.model, url, metrics=ServerMetrics(None), poll_interval=0.2)
         self.app = create_app(self.dp, settings)
         self.client = TestClient(self.app)
+
+    def typed(self, raw: bytes) -> tuple | None:
+        """The V1 fast path's reading of a body (None: the general path reads it)."""
+        assert self.dp.stable is not None
+        return V1(max_rows=10_000).typed(raw, self.dp.stable.schema)
 
 
 @pytest.fixture
@@ -139,24 +145,24 @@ def test_typed_rows_take_the_fast_path_and_answer_as_the_general_one(served: Ser
     rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=4).take(64)
     for n in (1, 5, 64):
         raw = orjson.dumps({"instances": rows[:n]})
-        fast = served.dp.decode_v1(raw)
+        fast = served.typed(raw)
         assert fast is not None and fast[1] is None and fast[2] is None  # no ids; dict rows
         np.testing.assert_array_equal(fast[0], served.dp.stable.schema.encode(rows[:n]))
         typed = served.client.post("/v1/models/fraud:predict", content=raw).json()
         # an unknown name in the first row sends the request down the general path
         general = [{**rows[0], "note": "x"}, *rows[1:n]]
-        assert served.dp.decode_v1(orjson.dumps({"instances": general})) is None
+        assert served.typed(orjson.dumps({"instances": general})) is None
         slow = served.client.post("/v1/models/fraud:predict", json={"instances": general},
                                   headers={"X-Tideline-Unknown-Features": "ignore"}).json()  # fmt: skip
         assert typed["predictions"] == slow["predictions"]
-    ids = served.dp.decode_v1(orjson.dumps({"instances": FULL, "ids": ["a", 7]}))
+    ids = served.typed(orjson.dumps({"instances": FULL, "ids": ["a", 7]}))
     assert ids is not None and ids[1] == ["a", 7]
 
 
 def test_rows_as_arrays_take_the_fast_path_and_are_logged_by_name(served: Served, r) -> None:
     rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=5).take(64)
     arrays = [[row[name] for name in served.dp.stable.schema.names] for row in rows]
-    fast = served.dp.decode_v1(orjson.dumps({"instances": arrays}))
+    fast = served.typed(orjson.dumps({"instances": arrays}))
     assert fast is not None and fast[2] == arrays
     np.testing.assert_array_equal(fast[0], served.dp.stable.schema.encode(rows))
     by_position = served.client.post("/v1/models/fraud:predict", json={"instances": arrays})
@@ -169,7 +175,7 @@ def test_rows_as_arrays_take_the_fast_path_and_are_logged_by_name(served: Served
 
 @pytest.mark.parametrize("rows", [a[1] for a in ATYPICAL], ids=[a[0] for a in ATYPICAL])
 def test_what_the_fast_path_cannot_read_the_general_path_answers(served: Served, rows) -> None:
-    assert served.dp.decode_v1(orjson.dumps({"instances": rows})) is None
+    assert served.typed(orjson.dumps({"instances": rows})) is None
     ignore = {"X-Tideline-Unknown-Features": "ignore"}  # (an unknown name is refused else)
     resp = served.client.post("/v1/models/fraud:predict", json={"instances": rows}, headers=ignore)
     assert resp.status_code == 200 and len(resp.json()["predictions"]) == 1
@@ -706,7 +712,7 @@ def test_a_routing_feature_splits_rows_of_one_request(r, redis_server) -> None:
             rows = [{"amount": 1.0, "merchant": f"m-{i}"} for i in range(200)]
             if hour is not None:
                 rows = [{**row, "hour": hour} for row in rows]
-            assert (s.dp.decode_v1(orjson.dumps({"instances": rows})) is None) == (hour is None)
+            assert (s.typed(orjson.dumps({"instances": rows})) is None) == (hour is None)
             r.delete(s.dp.keys.log(s.dp.log.instance))
             body = s.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
             assert body["tracks"] == expect

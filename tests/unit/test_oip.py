@@ -8,7 +8,8 @@ import pytest
 
 from tideline.features import FeatureSchema
 from tideline.serve import oip
-from tideline.serve.dataplane import BadRequest, Result
+from tideline.serve.dataplane import Result
+from tideline.serve.errors import BadRequest
 
 SCHEMA = FeatureSchema.from_spec([{"name": "amount"}, {"name": "merchant", "type": "categorical"}])
 

@@ -1,10 +1,12 @@
 """HTTP only: KServe V1, Open Inference Protocol V2, feedback and learning routes.
 
-Routes parse the body (msgspec into typed rows for the usual V1 body,
-orjson for the rest: no pydantic model on the hot path, which costs a
-typical FastAPI predict app half its throughput), call the data plane, and
-answer. Domain errors become HTTP codes in one
-place, :func:`_error`; nothing a client sends can produce a 500.
+A predict route reads the body with its protocol (:mod:`tideline.serve.protocols`:
+msgspec into typed rows for the usual V1 body, orjson for the rest; no
+pydantic model on the hot path, which costs a typical FastAPI predict app
+half its throughput), calls the data plane, and answers in the protocol's
+shape. A refusal (:class:`tideline.serve.errors.RequestError`) becomes its
+HTTP status in the route's protocol (``Protocol.status``) or, on the other
+routes, in the exception handler; nothing a client sends can produce a 500.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import contextlib
 import gc
 import hmac
-import json
 import logging
 import math
 import os
@@ -31,20 +32,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tideline import __version__, samples
 from tideline.contracts import Feedback, prediction_id
-from tideline.serve import oip
-from tideline.serve.dataplane import (
+from tideline.serve.dataplane import DataPlane, Result
+from tideline.serve.errors import (
     BadRequest,
-    DataPlane,
-    DataPlaneError,
     ModelNotFound,
-    Result,
+    RequestError,
     TooLarge,
     Unauthorized,
     Unavailable,
     Unprocessable,
     UnsupportedMediaType,
 )
-from tideline.serve.logwriter import ids_json
+from tideline.serve.protocols import V1, V2, Answer, no_duplicate_keys, parse_object
 
 log = logging.getLogger("tideline.server")
 
@@ -103,7 +102,7 @@ def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type=JSON)
 
 
-def _error(exc: DataPlaneError) -> Response:
+def _error(exc: RequestError) -> Response:
     return _json({"error": exc.message}, exc.status)
 
 
@@ -116,34 +115,6 @@ def _media_type(content_type: str | None) -> None:
             raise UnsupportedMediaType(f"content-type {kind} is not JSON: send application/json")
 
 
-_TOP_KEYS = (b'"instances"', b'"inputs"', b'"labels"', b'"ids"', b'"feedback"')
-_V1_KEYS = (b'"instances"',)  # "ids" is looked for only when a body has ids
-_V2_KEYS = (b'"inputs"', b'"parameters"', b'"outputs"')
-
-
-def _no_duplicate_keys(raw: bytes, keys: tuple[bytes, ...] = _TOP_KEYS) -> None:
-    """Refuse a body that names a key twice in one object (JSON parsers keep the last one
-    silently). Cheap: a scan for a second occurrence of each of the route's keys (about 2 us
-    for a 64-row body), and the careful parse only when one appears twice."""
-    for k in keys:
-        first = raw.find(k)
-        if first >= 0 and raw.find(k, first + len(k)) >= 0:
-            break
-    else:
-        return
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for k, _ in items:
-            if k in seen:
-                raise BadRequest(f"{k}: given twice in one object")
-            seen.add(k)
-        return dict(items)
-
-    with contextlib.suppress(ValueError):  # not JSON at all: the parser says so later
-        json.loads(raw, object_pairs_hook=pairs)
-
-
 async def _read(request: Request, settings: Settings) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
@@ -154,24 +125,12 @@ async def _read(request: Request, settings: Settings) -> bytes:
     return raw
 
 
-def _parse(raw: bytes, settings: Settings) -> Any:
-    if len(raw) > settings.max_body_bytes:
-        raise TooLarge(f"body of {len(raw)} bytes is over the limit of {settings.max_body_bytes}")
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise BadRequest(f"body is not valid JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("body must be a JSON object")
-    return doc
-
-
 async def _body(request: Request, settings: Settings) -> Any:
     """The JSON document of a write route (predict and infer check theirs in ``predict``)."""
     _media_type(request.headers.get("content-type"))
     raw = await _read(request, settings)
-    _no_duplicate_keys(raw)
-    return _parse(raw, settings)
+    no_duplicate_keys(raw)
+    return parse_object(raw)
 
 
 _READ_HEADERS = frozenset(
@@ -183,7 +142,6 @@ _PREDICT = re.compile(
     r"^/v1/models/([^/]+):predict$|^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$"
 )
 
-Answer = tuple[int, bytes, dict[str, str]]  # status, body, headers beyond the content type
 # a request's headers that say how to read its body: passed on to a canary with it
 _FORWARDED = ("content-encoding", "inference-header-content-length", "x-tideline-unknown-features")
 
@@ -273,19 +231,6 @@ def _label(task: str, value: Any, path: str) -> float:
     return float(value)
 
 
-def _v1_inputs(inputs: Any) -> list[Any]:
-    """V1 ``inputs``: a list of rows (as ``instances``), or columns ``{feature: [values]}``."""
-    if isinstance(inputs, list):
-        return inputs
-    if not isinstance(inputs, dict) or not inputs:
-        raise BadRequest("inputs: a list of rows, or an object of columns {feature: [values]}")
-    sizes = {k: len(v) if isinstance(v, list) else -1 for k, v in inputs.items()}
-    if min(sizes.values()) < 0 or len(set(sizes.values())) != 1:
-        raise BadRequest(f"inputs: every column must be a list of the same length (got {sizes})")
-    names = list(inputs)
-    return [dict(zip(names, r, strict=True)) for r in zip(*inputs.values(), strict=True)]
-
-
 def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAPI:
     """The server's ASGI app; the data plane is started and stopped with it."""
     settings = settings or Settings()
@@ -322,8 +267,8 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         return Response(orjson.dumps({"error": message}), status_code=exc.status_code,
                         headers=exc.headers, media_type=JSON)  # fmt: skip
 
-    @app.exception_handler(DataPlaneError)
-    async def domain_error(_: Request, exc: DataPlaneError) -> Response:
+    @app.exception_handler(RequestError)
+    async def domain_error(_: Request, exc: RequestError) -> Response:
         return _error(exc)
 
     @app.exception_handler(Exception)
@@ -341,14 +286,15 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             metrics.request(route, track, status, seconds, n)
             dp.observe(track, seconds, n, status >= 500, result.fallback)
 
+    protocols = {False: V1(settings.max_rows), True: V2()}
+
     async def predict(
         name: str, raw: bytes, headers: Any, url_path: str, v2: bool, version: str | None = None
     ) -> Answer:
         """The predict and infer routes: (status, body, headers). Used by the routes and the
         fast path."""
-        route = "v2/infer" if v2 else "v1/predict"
+        proto = protocols[v2]
         started = time.perf_counter()
-        req: oip.Request | None = None
         try:
             dp.check_model(name)
             if version is not None:
@@ -358,42 +304,10 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             forced = dp.trusted_track(
                 headers.get("x-tideline-track"), headers.get("x-tideline-forwarded")
             )
-            X = None
-            logged: bytes | None = None if v2 else raw  # the body the log keeps, if it can
-            if v2:
-                body = oip.decompress(raw, headers.get("content-encoding"))
-                if oip.HEADER not in headers:
-                    _no_duplicate_keys(body, _V2_KEYS)
-                req = oip.parse(body, headers.get(oip.HEADER))
-                # with no version loaded, the spec's features read the rows: the fallback
-                # answers them (or 503 with lastGood), as on the V1 route
-                schema = dp.stable.schema if dp.stable is not None else dp.spec_schema
-                rows: Any = oip.rows(req, schema)
-                ids = req.ids
-            else:
-                _no_duplicate_keys(raw, _V1_KEYS)
-                fast = dp.decode_v1(raw)  # both callers refused an oversized body
-                if fast is not None:
-                    X, ids, rows = fast  # rows: None for feature dicts, lists for arrays
-                else:
-                    doc = _parse(raw, settings)
-                    rows = doc.get("instances")
-                    if rows is None and "inputs" in doc:  # V1's other form: rows, or columns
-                        rows = _v1_inputs(doc["inputs"])
-                        logged = None  # the log reads "instances": it keeps the rows instead
-                    if rows is None:
-                        raise BadRequest('instances: required (KServe V1: {"instances": [...]})')
-                    ids = doc.get("ids")
-            if ids is not None and not isinstance(ids, list):
-                raise Unprocessable("ids: must be a list")
-            if ids is not None:  # a client's own ids: as the join keys them (rare: no cost else)
-                if not v2:
-                    _no_duplicate_keys(raw, (b'"ids"',))
-                for i, given in enumerate(ids):
-                    try:
-                        prediction_id(given)
-                    except ValueError as e:
-                        raise Unprocessable(f"ids[{i}]: {e}") from None
+            stable = dp.stable
+            # with no version loaded, the spec's features read the rows
+            schema = stable.schema if stable is not None else dp.spec_schema
+            req = proto.decode(raw, headers, schema, stable is not None)
             target = dp.wants_forward(key) if forced is None else None
             # the headers that say how to read the body go with it to a canary
             passed = {k: headers[k] for k in _FORWARDED if k in headers} if target else {}
@@ -404,46 +318,26 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 except (Unavailable, OSError) as e:
                     log.warning("canary unreachable (%s): answering from stable", e)
                     metrics.fallbacks.labels(reason="canary-unreachable").inc()
-            path = "inputs" if v2 else "instances"
             result = dp.predict(
-                rows, key=key, ids=ids, forced_track=forced, path=path, raw=logged, X=X,
+                req.rows, key=key, ids=req.ids, forced_track=forced, path=proto.path,
+                raw=req.logged, X=req.X,
                 unknown_ok=headers.get("x-tideline-unknown-features", "").lower() == "ignore",
             )  # fmt: skip
             if target == "shadow":
                 asyncio.get_running_loop().create_task(_shadow(dp, url_path, raw, passed))
-        except DataPlaneError as e:
-            # the Open Inference Protocol answers 400 to every request it cannot take
-            status = 400 if v2 and e.status == 422 else e.status
-            finish(route, None, started, status)
+        except RequestError as e:
+            status = proto.status(e)
+            finish(proto.route, None, started, status)
             return status, orjson.dumps({"error": e.message}), {}
-        finish(route, result, started, 200)
-        if req is not None:
-            body, header_length = oip.answer(req, result, dp.name)
-            if header_length is None:
-                return 200, body, {}
-            return 200, body, {"content-type": "application/octet-stream",
-                               "inference-header-content-length": str(header_length)}  # fmt: skip
-        return (
-            200,
-            orjson.dumps(
-                {
-                    "predictions": orjson.Fragment(result.predictions_json()),
-                    "ids": ids_json(result.ids),
-                    "model_version": result.version,
-                    "revision": result.revision,
-                    "tracks": result.tracks,
-                    "fallback": result.fallback,
-                }
-            ),
-            {},
-        )
+        finish(proto.route, result, started, 200)
+        return proto.answer(req, result, dp.name)
 
     async def predict_route(
         request: Request, name: str, v2: bool, version: str | None = None
     ) -> Response:
         try:
             raw = await _read(request, settings)
-        except DataPlaneError as e:
+        except RequestError as e:
             return _error(e)
         status, body, extra = await predict(
             name, raw, request.headers, request.url.path, v2, version

@@ -40,61 +40,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import msgspec
 import numpy as np
 import orjson
 import redis.exceptions
-from msgspec.structs import astuple
 
 from tideline import predlog
 from tideline.contracts import Keys
 from tideline.features import FeatureError, FeatureSchema
 from tideline.metrics import ServerMetrics
+from tideline.serve.errors import (
+    BadRequest,
+    ModelNotFound,
+    TooLarge,
+    Unavailable,
+    Unprocessable,
+)
 from tideline.serve.logwriter import GeneratedIds, PredictionLog, Slot
 from tideline.serve.versions import Loaded, ModelVersions, Routing
 from tideline.spec import OnlineModel
 from tideline.store import connect_async
 
 log = logging.getLogger("tideline.server")
-
-
-# --------------------------------------------------------------------------- errors
-class DataPlaneError(Exception):
-    """A request the data plane refuses; ``status`` is the HTTP code the API answers."""
-
-    status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class BadRequest(DataPlaneError):
-    status = 400
-
-
-class UnsupportedMediaType(DataPlaneError):
-    status = 415
-
-
-class Unauthorized(DataPlaneError):
-    status = 401
-
-
-class ModelNotFound(DataPlaneError):
-    status = 404
-
-
-class TooLarge(DataPlaneError):
-    status = 413
-
-
-class Unprocessable(DataPlaneError):
-    status = 422
-
-
-class Unavailable(DataPlaneError):
-    status = 503
 
 
 # --------------------------------------------------------------------------- state
@@ -154,6 +120,22 @@ class TrackStats:
         return out
 
 
+class _Rows:
+    """A request's rows: as given, or read from its body the first time something needs them."""
+
+    __slots__ = ("given", "raw")
+
+    def __init__(self, rows: Sequence[Any] | None, raw: bytes | None) -> None:
+        self.given = rows
+        self.raw = raw
+
+    def rows(self) -> Sequence[Any]:
+        if self.given is None:
+            assert self.raw is not None, "rows, or the body they came in"
+            self.given = orjson.loads(self.raw)["instances"]
+        return self.given
+
+
 # --------------------------------------------------------------------------- data plane
 class DataPlane:
     def __init__(
@@ -193,7 +175,6 @@ class DataPlane:
         self._forward_token: str | None = None
         self._rng = random.Random()
         self.stats: dict[str, TrackStats] = collections.defaultdict(TrackStats)
-        self._v1_decoders: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
         self._kafka: Any = None  # the labels' producer, with spec.source.kafka (made when used)
 
     # -- life cycle ----------------------------------------------------------------------
@@ -343,55 +324,6 @@ class DataPlane:
         except FeatureError as e:
             raise Unprocessable(str(e)) from None
 
-    def decode_v1(
-        self, raw: bytes
-    ) -> tuple[np.ndarray, list[Any] | None, list[list[Any]] | None] | None:
-        """The usual V1 body, decoded straight into the stable schema's matrix (the fast path).
-
-        ``{"instances": [{feature: value, ...}, ...], "ids": [...]}`` with every
-        feature present and typed as the schema says, or the rows as arrays of
-        every value in schema order: one msgspec decode into typed structs,
-        then one pass into the matrix, with no dict per row. Returns (matrix,
-        ids, rows): rows are None for feature dicts (the log keeps the body as
-        it came) and lists for arrays (the log names their values). Returns
-        None for anything else (missing or null values, unknown names, wrong
-        types, short arrays, a bad body): the general path then reads it, and
-        counts, defaults or names the offending field.
-        """
-        stable = self.stable
-        if stable is None:
-            return None
-        schema = stable.schema
-        decoders = self._v1_decoders.get(schema.signature)
-        if decoders is None:  # feature dicts first (the usual body), then arrays
-            decoders = self._v1_decoders[schema.signature] = tuple(
-                msgspec.json.Decoder(
-                    msgspec.defstruct(
-                        "V1Request",
-                        [
-                            ("instances", list[schema.row_type(arrays)]),  # type: ignore[misc]
-                            ("ids", list[str | int] | None, None),
-                        ],
-                    )
-                )
-                for arrays in (False, True)
-            )
-        for arrays, decoder in enumerate(decoders):
-            try:
-                doc = decoder.decode(raw)
-            except (msgspec.MsgspecError, UnicodeDecodeError):
-                # msgspec raises UnicodeDecodeError for invalid UTF-8 in a key: the general
-                # path refuses the body with a 400 that says so
-                continue
-            rows = doc.instances
-            if not rows or len(rows) > self.max_rows:
-                return None
-            if not arrays:
-                return schema.encode_typed(rows), doc.ids, None
-            listed = [list(astuple(r)) for r in rows]  # taken out once: the matrix and the log
-            return schema.encode_typed(listed), doc.ids, listed
-        return None
-
     def _fallback(self, X: np.ndarray) -> tuple[np.ndarray, int | None, str | None]:
         fb = self.spec.serving.fallback
         if fb == "lastGood":
@@ -421,37 +353,18 @@ class DataPlane:
         ``raw``, when given, is the request body whose ``instances`` are ``rows``:
         the log then carries those bytes as they came instead of serialising the
         rows again. ``X``, when given, is those rows already encoded for the
-        stable schema (:meth:`decode_v1`); ``rows`` may then be None, and are
-        read from ``raw`` only if something needs them (a per-row routing key,
-        a canary with other features).
+        stable schema (:meth:`tideline.serve.protocols.V1.typed`); ``rows`` may
+        then be None, and are read from ``raw`` only if something needs them (a
+        per-row routing key, a canary with other features).
         """
-
-        def all_rows() -> Sequence[Any]:
-            nonlocal rows
-            if rows is None:
-                assert raw is not None, "rows, or the body they came in"
-                rows = orjson.loads(raw)["instances"]
-            return rows
-
+        body = _Rows(rows, raw)
         stable = self.stable
         if stable is None:
-            rows = all_rows()
-            if self.spec.serving.fallback != "lastGood":
-                n = len(rows) if isinstance(rows, list) else 0
-                if not n:
-                    raise BadRequest(f"{path}: must be a non-empty list of rows")
-                self.metrics.fallbacks.labels(reason="no-model").inc()
-                value = float(self.spec.serving.fallback)
-                out_ids, slot, secret = self.log.slot(n, ids)
-                result = Result([value] * n, out_ids, None, None, ["stable"] * n, True,
-                                "no-model", secret=secret, slot=slot)  # fmt: skip
-                self._queue_log(rows, result, raw)
-                return result
-            raise Unavailable("no model version is loaded yet")
+            return self._without_model(body, ids, path, raw)
         if X is None:  # (the typed fast path admits no unknown name)
             if not unknown_ok:
-                self._known_names(all_rows(), path)
-            X = self.encode(stable, all_rows(), path)
+                self._known_names(body.rows(), path)
+            X = self.encode(stable, body.rows(), path)
         n = X.shape[0]
         if ids is not None and len(ids) != n:
             raise Unprocessable(f"ids: {len(ids)} ids for {n} rows")
@@ -460,43 +373,71 @@ class DataPlane:
         preds = stable.predict(X)
         elapsed = time.perf_counter() - t0
         track = forced_track or "stable"
-        tracks = [track] * n
-        result = Result(
-            preds.tolist(),
-            out_ids,
-            stable.version,
-            stable.revision,
-            tracks,
-            slot=slot,
-            secret=secret,
-        )
+        result = Result(preds.tolist(), out_ids, stable.version, stable.revision, [track] * n,
+                        slot=slot, secret=secret)  # fmt: skip
         result.models[track] = stable
-        canary_mask = self._route(n, key, all_rows) if forced_track is None else None
-        canary = self.canary
-        if canary_mask is not None and canary is not None and canary_mask.any():
-            Xc = (
-                X
-                if canary.schema.names == stable.schema.names
-                else self.encode(canary, all_rows(), path)
-            )
-            cpred = canary.predict(Xc[canary_mask])
-            result.models["canary"] = canary
-            for i, p in zip(np.flatnonzero(canary_mask).tolist(), cpred.tolist(), strict=True):
-                result.predictions[i] = p
-                result.tracks[i] = "canary"
+        shadow = None
+        if forced_track is None:  # (a forwarded request was routed by the server it came to)
+            self._canary_rows(result, X, key, body, path)
+            shadow = self._shadow_scores(X, body, path)
         if elapsed > self.spec.serving.timeout:
-            fb, v, rev = self._fallback(X)
+            fb, result.version, result.revision = self._fallback(X)
             result.predictions = fb.tolist()
-            result.version, result.revision = v, rev
             result.fallback, result.fallback_reason = True, "timeout"
             self.metrics.fallbacks.labels(reason="timeout").inc()
-        shadow = None
-        if self.routing.shadow and self.canary is not None and forced_track is None:
-            sh = self.canary  # its scores go in the request's log entry: labels judge it too
-            Xs = X if sh.schema.names == stable.schema.names else self.encode(sh, all_rows(), path)
-            shadow = (sh.revision, sh.version, sh.predict(Xs).tolist())
-        self._queue_log(rows, result, raw, shadow)
+        self._queue_log(body.given, result, raw, shadow)
         return result
+
+    def _without_model(
+        self, body: _Rows, ids: Sequence[Any] | None, path: str, raw: bytes | None
+    ) -> Result:
+        """No version is loaded yet: the fixed fallback value answers (``lastGood``: 503)."""
+        if self.spec.serving.fallback == "lastGood":
+            raise Unavailable("no model version is loaded yet")
+        rows = body.rows()
+        n = len(rows) if isinstance(rows, list) else 0
+        if not n:
+            raise BadRequest(f"{path}: must be a non-empty list of rows")
+        if n > self.max_rows:
+            raise TooLarge(f"{path}: {n} rows is over the limit of {self.max_rows}")
+        if ids is not None and len(ids) != n:
+            raise Unprocessable(f"ids: {len(ids)} ids for {n} rows")
+        self.metrics.fallbacks.labels(reason="no-model").inc()
+        out_ids, slot, secret = self.log.slot(n, ids)
+        result = Result([float(self.spec.serving.fallback)] * n, out_ids, None, None,
+                        ["stable"] * n, True, "no-model", secret=secret, slot=slot)  # fmt: skip
+        self._queue_log(rows, result, raw)
+        return result
+
+    def _for(self, loaded: Loaded, X: np.ndarray, body: _Rows, path: str) -> np.ndarray:
+        """The rows for another served version: ``X`` when it reads the same features."""
+        stable = self.stable
+        if stable is not None and loaded.schema.names == stable.schema.names:
+            return X
+        return self.encode(loaded, body.rows(), path)
+
+    def _canary_rows(
+        self, result: Result, X: np.ndarray, key: str | None, body: _Rows, path: str
+    ) -> None:
+        """The rows routing sends to an in-process canary, answered by it."""
+        canary = self.canary
+        mask = self._route(X.shape[0], key, body.rows)
+        if mask is None or canary is None or not mask.any():
+            return
+        scores = canary.predict(self._for(canary, X, body, path)[mask])
+        result.models["canary"] = canary
+        for i, p in zip(np.flatnonzero(mask).tolist(), scores.tolist(), strict=True):
+            result.predictions[i] = p
+            result.tracks[i] = "canary"
+
+    def _shadow_scores(
+        self, X: np.ndarray, body: _Rows, path: str
+    ) -> tuple[str, int, list[float]] | None:
+        """A shadow canary's scores: they go in the request's log entry (labels judge it too)."""
+        sh = self.canary
+        if not self.routing.shadow or sh is None:
+            return None
+        return sh.revision, sh.version, sh.predict(self._for(sh, X, body, path)).tolist()
 
     # -- canary in another image: forwarded ---------------------------------------------
     async def forward(
