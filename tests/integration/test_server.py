@@ -632,6 +632,13 @@ def test_with_no_version_loaded_v1_and_v2_answer_alike(r, redis_server) -> None:
                 out = {o["name"]: o for o in two.json()["outputs"]}
                 assert out["predict"]["data"] == [0.3, 0.3]
                 assert two.json()["parameters"]["fallback"] is True
+                # and refuse alike what a loaded model would refuse: a wrong count of ids
+                one = s.client.post("/v1/models/fraud:predict",
+                                    json={"instances": ROWS, "ids": ["a"]})  # fmt: skip
+                two = s.client.post("/v2/models/fraud/infer",
+                                    json={**v2, "parameters": {"ids": ["a"]}})  # fmt: skip
+                assert (one.status_code, two.status_code) == (422, 400), (one.text, two.text)
+                assert "1 ids for 2 rows" in one.json()["error"] == two.json()["error"]
             else:
                 assert "no model version is loaded" in two.json()["error"]
 
