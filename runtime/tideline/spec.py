@@ -27,6 +27,7 @@ tideline.spec.SpecError: spec.learning.batchSize: must be >= 1 (got 0)
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import hashlib
@@ -73,35 +74,61 @@ class SpecError(ValueError):
         self.reason = message
 
 
-# Per-algorithm hyperparameters: name -> (default, lower bound, upper bound).
-# Bounds are inclusive; None means unbounded on that side.
-PARAMS: dict[str, dict[str, tuple[Any, float | None, float | None]]] = {
-    "sgd": {
-        "learningRate": (0.1, 0.0, None),
-        "l2": (1.0e-4, 0.0, None),
-        # "newton": a diagonal-plus-dense second-order step (see tideline.learn.linear);
-        # "adagrad": per-coordinate rates; "sgd": a fixed rate.
-        "optimizer": ("newton", None, None),
-        "forgetting": (0.999, 0.5, 1.0),
-        "priorPrecision": (3.0, 1.0e-6, None),
-    },
-    "ftrl": {
-        "alpha": (0.1, 1.0e-9, None),
-        "beta": (1.0, 0.0, None),
-        "l1": (0.1, 0.0, None),
-        "l2": (1.0, 0.0, None),
-    },
-    "forest": {
-        "nTrees": (10, 1, 200),
-        "maxDepth": (12, 1, 30),
-        "gracePeriod": (50, 1, None),
-        "nCandidates": (8, 1, 256),
-        "minGain": (0.05, 0.0, None),
-        "poissonRate": (6.0, 0.0, None),
-        "seed": (42, 0, None),
-    },
-}
+# Per-algorithm hyperparameters, typed: the one table of their defaults and bounds (the
+# parser, the CRD and the learners read it). Bounds are inclusive; None: unbounded that side.
+def _param(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    return field(default=default, metadata={"lo": lo, "hi": hi})
+
+
 OPTIMIZERS = ("sgd", "adagrad", "newton")
+
+
+@dataclass(frozen=True)
+class SGDParams:
+    """``spec.model.params`` of ``algorithm: sgd`` (:class:`tideline.learn.LinearLearner`)."""
+
+    learningRate: float = _param(0.1, 0.0)
+    l2: float = _param(1.0e-4, 0.0)
+    # "newton": a diagonal-plus-dense second-order step (see tideline.learn.linear);
+    # "adagrad": per-coordinate rates; "sgd": a fixed rate.
+    optimizer: Literal["sgd", "adagrad", "newton"] = "newton"
+    forgetting: float = _param(0.999, 0.5, 1.0)
+    priorPrecision: float = _param(3.0, 1.0e-6)
+
+
+@dataclass(frozen=True)
+class FTRLParams:
+    """``spec.model.params`` of ``algorithm: ftrl`` (FTRL-Proximal, per coordinate)."""
+
+    alpha: float = _param(0.1, 1.0e-9)
+    beta: float = _param(1.0, 0.0)
+    l1: float = _param(0.1, 0.0)
+    l2: float = _param(1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class ForestParams:
+    """``spec.model.params`` of ``algorithm: forest`` (:class:`tideline.learn.ForestLearner`)."""
+
+    nTrees: int = _param(10, 1, 200)
+    maxDepth: int = _param(12, 1, 30)
+    gracePeriod: int = _param(50, 1)
+    nCandidates: int = _param(8, 1, 256)
+    minGain: float = _param(0.05, 0.0)
+    poissonRate: float = _param(6.0, 0.0)
+    seed: int = _param(42, 0)
+
+
+Params = SGDParams | FTRLParams | ForestParams
+PARAM_TYPES: dict[str, type[SGDParams] | type[FTRLParams] | type[ForestParams]] = {
+    "sgd": SGDParams, "ftrl": FTRLParams, "forest": ForestParams,
+}  # fmt: skip
+# name -> (default, lower bound, upper bound), per algorithm: the table above, flat
+PARAMS: dict[str, dict[str, tuple[Any, float | None, float | None]]] = {
+    algorithm: {f.name: (f.default, f.metadata.get("lo"), f.metadata.get("hi"))
+                for f in dataclasses.fields(cls)}
+    for algorithm, cls in PARAM_TYPES.items()
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -130,7 +157,7 @@ class ModelSpec:
     task: Literal["binary", "regression"]
     algorithm: Literal["sgd", "ftrl", "forest"]
     features: tuple[Feature, ...]
-    params: Mapping[str, Any]
+    params: Params
     warmStart: WarmStart | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,7 +166,7 @@ class ModelSpec:
             "task": self.task,
             "algorithm": self.algorithm,
             "features": [f.to_dict() for f in self.features],
-            "params": dict(self.params),
+            "params": dataclasses.asdict(self.params),
         }
         return d
 
@@ -626,15 +653,17 @@ def _features(raw: Any, path: str) -> tuple[Feature, ...]:
     return tuple(out)
 
 
-def _params(algorithm: str, o: _Obj) -> dict[str, Any]:
+def _params(algorithm: str, o: _Obj) -> Params:
     out: dict[str, Any] = {}
     for key, (default, lo, hi) in PARAMS[algorithm].items():
         if key == "optimizer":
             out[key] = o.enum(key, OPTIMIZERS, default)
         else:
-            out[key] = o.number(key, default, lo, hi, integer=isinstance(default, int))
+            integer = isinstance(default, int)
+            value = o.number(key, default, lo, hi, integer=integer)
+            out[key] = int(value) if integer else float(value)
     o.done()
-    return out
+    return PARAM_TYPES[algorithm](**out)
 
 
 def _model(o: _Obj) -> ModelSpec:

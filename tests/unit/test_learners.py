@@ -150,6 +150,28 @@ def test_make_learner_names_the_bad_field() -> None:
         make_learner({"algorithm": "sgd"})
 
 
+def test_learners_take_the_specs_typed_parameters_and_its_defaults() -> None:
+    """One table of defaults (tideline.spec's parameter types): a learner built without the
+    parser has the defaults a manifest gets, and refuses another algorithm's or unknown ones."""
+    from tideline.learn import ForestLearner, FTRLLearner, LinearLearner
+    from tideline.spec import PARAM_TYPES, ForestParams, SGDParams
+
+    for cls in (LinearLearner, FTRLLearner, ForestLearner):
+        direct = cls(FEATURES, "binary")
+        parsed = make_learner({"algorithm": cls.algorithm, "features": FEATURES})
+        assert direct.params == parsed.params == PARAM_TYPES[cls.algorithm]()
+        assert direct.spec()["params"] == parsed.spec()["params"]
+    tuned = LinearLearner(FEATURES, "binary", SGDParams(learningRate=0.5), optimizer="sgd")
+    assert (tuned.params.learningRate, tuned.optimizer) == (0.5, "sgd")
+    assert make_learner(tuned.spec()).params == tuned.params  # the spec round trip
+    assert isinstance(make_learner({"algorithm": "sgd", "features": FEATURES,
+                                    "params": {"learningRate": 1}}).params.learningRate, float)  # fmt: skip
+    with pytest.raises(TypeError, match="LinearLearner takes SGDParams, not ForestParams"):
+        LinearLearner(FEATURES, "binary", ForestParams())
+    with pytest.raises(TypeError, match="learningrate"):
+        LinearLearner(FEATURES, "binary", learningrate=0.5)
+
+
 def test_ftrl_l1_makes_weights_sparse() -> None:
     feats = [{"name": f"x{i}"} for i in range(20)]
     m = make_learner({"algorithm": "ftrl", "features": feats, "params": {"l1": 50.0}})
@@ -189,7 +211,7 @@ def test_forest_regrows_its_trees_after_an_abrupt_drift_and_not_before() -> None
     p = prequential(m, X[:8000], y[:8000], batch_size=64)
     assert m._resets == 0  # no false alarm on 8,000 stationary samples
     p2 = prequential(m, X[8000:], y[8000:], batch_size=64)
-    assert m._resets >= m.params["nTrees"] // 2
+    assert m._resets >= m.params.nTrees // 2
     before = scores("binary", p[-2000:], y[6000:8000])["accuracy"]
     after = scores("binary", p2[-2000:], y[-2000:])["accuracy"]
     assert after > before - 0.05

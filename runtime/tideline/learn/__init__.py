@@ -38,4 +38,4 @@ def make_learner(model_spec: Mapping[str, Any]) -> Learner:
     Raises :class:`tideline.spec.SpecError` naming the field that is wrong.
     """
     m = parse_model(model_spec)  # the manifest parser's own reading
-    return _registry()[m.algorithm]([f.to_dict() for f in m.features], m.task, **m.params)
+    return _registry()[m.algorithm]([f.to_dict() for f in m.features], m.task, m.params)

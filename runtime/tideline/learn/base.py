@@ -8,6 +8,7 @@ format the model store writes (never pickle).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tideline.features import FeatureSchema
+from tideline.spec import Params
 
 State = dict[str, np.ndarray]
 
@@ -154,28 +156,30 @@ def check_target(task: str, value: Any) -> float:
     return y
 
 
-def default_params(algorithm: str) -> dict[str, Any]:
-    """An algorithm's hyperparameters as ``spec.model.params`` defaults them."""
-    from tideline.spec import PARAMS
-
-    return {k: default for k, (default, _, _) in PARAMS.get(algorithm, {}).items()}
-
-
 class Learner:
     """Base class: schema handling, standardisation, one/many dispatch."""
 
     algorithm = "base"
+    params_type: type[Params]
 
     def __init__(
         self,
         features: Sequence[Mapping[str, Any]] | FeatureSchema,
         task: str = "binary",
-        **params: Any,
+        params: Params | None = None,
+        **overrides: Any,
     ) -> None:
+        """``params``: the algorithm's typed hyperparameters (:data:`tideline.spec.PARAM_TYPES`;
+        their defaults when None), ``overrides`` replacing some by name."""
         self.features = features
         self.task = task
-        # the parser's defaults (tideline.spec.PARAMS), one table for both ways of building
-        self.params = {**default_params(self.algorithm), **params}
+        params = params if params is not None else self.params_type()
+        if not isinstance(params, self.params_type):
+            raise TypeError(
+                f"{type(self).__name__} takes {self.params_type.__name__}, not "
+                f"{type(params).__name__}"
+            )
+        self.params = dataclasses.replace(params, **overrides) if overrides else params
         self.schema = (
             features if isinstance(features, FeatureSchema) else FeatureSchema.from_spec(features)
         )
@@ -211,7 +215,7 @@ class Learner:
             "task": self.task,
             "algorithm": self.algorithm,
             "features": self.schema.describe(),
-            "params": dict(self.params),
+            "params": dataclasses.asdict(self.params),
         }
 
     def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -288,7 +292,7 @@ class Learner:
 
     def clone(self) -> Learner:
         """A fresh, untrained learner with the same hyperparameters."""
-        return type(self)(self.schema.describe(), self.task, **self.params)
+        return type(self)(self.schema.describe(), self.task, self.params)
 
     def get_state(self) -> State:
         state = {"n_seen": np.array(self._n_seen, dtype=np.int64)}

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from tideline.learn.base import Learner, State
+from tideline.spec import ForestParams
 
 _BUFFER = 2048  # samples kept per tree for growing leaves
 _SHRINK = 1.0  # pseudo-count pulling a leaf's mean towards its parent's
@@ -116,12 +117,14 @@ class ForestLearner(Learner):
     """Online extremely randomised forest with online bagging (see module docs)."""
 
     algorithm = "forest"
+    params_type = ForestParams
+    params: ForestParams
 
     def _init_state(self) -> None:
         p = self.params
-        self._rng = np.random.default_rng(int(p["seed"]))
+        self._rng = np.random.default_rng(p.seed)
         self._root_prior = 0.5 if self.task == "binary" else 0.0
-        self._trees = [_Tree(self.schema.width, self._root_prior) for _ in range(int(p["nTrees"]))]
+        self._trees = [_Tree(self.schema.width, self._root_prior) for _ in range(p.nTrees)]
         self._resets = 0
         self._y_n = self._y_mean = self._y_m2 = 0.0
 
@@ -141,7 +144,7 @@ class ForestLearner(Learner):
             self._y_mean += delta * n_b / n
             self._y_m2 += m2_b + delta**2 * self._y_n * n_b / n
             self._y_n = n
-        rate = float(self.params["poissonRate"])
+        rate = self.params.poissonRate
         weights = self._rng.poisson(rate, size=(len(self._trees), X.shape[0])).astype(np.float64)
         for i, t in enumerate(self._trees):
             leaves = t.route(X)
@@ -172,7 +175,7 @@ class ForestLearner(Learner):
     def _buffer(
         self, t: _Tree, X: np.ndarray, y: np.ndarray, w: np.ndarray, leaves: np.ndarray
     ) -> None:
-        max_depth = int(self.params["maxDepth"])
+        max_depth = self.params.maxDepth
         keep = (w > 0) & (t.depth[leaves] < max_depth)
         m = int(keep.sum())
         if m == 0:
@@ -183,7 +186,7 @@ class ForestLearner(Learner):
         t.by[slots] = y[keep]
         t.bw[slots] = w[keep]
         t.bleaf[slots] = leaves[keep]
-        grace = float(self.params["gracePeriod"])
+        grace = self.params.gracePeriod
         touched = np.unique(leaves[keep])
         buffered = np.bincount(t.bleaf[t.bleaf >= 0], weights=t.bw[t.bleaf >= 0], minlength=t.size)
         for leaf in touched[buffered[touched] >= np.maximum(grace, t.tries[touched])]:
@@ -192,7 +195,7 @@ class ForestLearner(Learner):
     def _try_split(self, t: _Tree, leaf: int, grace: float) -> None:
         rows = np.flatnonzero(t.bleaf == leaf)
         Xl, yl, wl = t.bx[rows], t.by[rows], t.bw[rows]
-        k = int(self.params["nCandidates"])
+        k = self.params.nCandidates
         feats = self._rng.integers(0, Xl.shape[1], size=k)
         lo, hi = Xl[:, feats].min(axis=0), Xl[:, feats].max(axis=0)
         thr = lo + self._rng.random(k) * (hi - lo)
@@ -208,7 +211,7 @@ class ForestLearner(Learner):
         sse_tot = q_tot - s_tot**2 / n_tot
         best = int(np.argmin(sse))
         gain = (sse_tot - sse[best]) / sse_tot if sse_tot > 1e-12 else 0.0
-        if not np.isfinite(sse[best]) or gain < float(self.params["minGain"]):
+        if not np.isfinite(sse[best]) or gain < self.params.minGain:
             t.tries[leaf] = n_tot + grace  # try again once as many new samples arrived
             return
         t.grow(2)

@@ -41,6 +41,7 @@ import numpy as np
 from scipy.linalg.lapack import dposv
 
 from tideline.learn.base import Learner, State
+from tideline.spec import OPTIMIZERS, FTRLParams, SGDParams
 
 _EPS = 1e-12
 UNDO_ALL_BUCKETS = 8192  # categorical weights copied whole to take an update back, up to this
@@ -55,19 +56,20 @@ class LinearLearner(Learner):
     """A generalised linear model with a choice of update rule (see module docs)."""
 
     algorithm = "sgd"
-    optimizers = ("newton", "adagrad", "sgd", "ftrl")
+    params_type: type[SGDParams] | type[FTRLParams] = SGDParams
+    params: Any  # SGDParams here, FTRLParams in FTRLLearner (its optimizer is "ftrl")
 
     def _init_state(self) -> None:
-        self.optimizer = self.params["optimizer"]
-        if self.optimizer not in self.optimizers:
-            raise ValueError(f"optimizer must be one of {self.optimizers}")
+        self.optimizer = getattr(self.params, "optimizer", "ftrl")
+        if self.optimizer not in ("newton", "adagrad", "sgd", "ftrl"):
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
         k = len(self.schema.num_idx) + 1  # numeric weights + bias (last)
         c = self.schema.n_cat_total
         self._update_categorical: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._w = np.zeros(k)
         self._wc = np.zeros(c)
         if self.optimizer == "newton":
-            prior = float(self.params["priorPrecision"])
+            prior = self.params.priorPrecision
             self._P = np.eye(k) * prior
             self._Pc = np.full(c, prior)
         elif self.optimizer in ("adagrad", "ftrl"):
@@ -124,7 +126,7 @@ class LinearLearner(Learner):
         c = self.schema.n_cat_total
         g = A @ r
         gc = np.bincount(cols, weights=r[rows], minlength=c) if len(cols) else None
-        l2 = float(self.params["l2"])
+        l2 = self.params.l2
         if self.optimizer == "newton":
             self._newton(A, rows, cols, p, g, gc, n, l2)
         elif self.optimizer == "ftrl":
@@ -135,8 +137,8 @@ class LinearLearner(Learner):
     def _newton(self, A, rows, cols, p, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
         h = p * (1.0 - p) if self.task == "binary" else np.ones_like(p)
         h = np.maximum(h, 1e-4)
-        prior = float(self.params["priorPrecision"])
-        decay = float(self.params["forgetting"]) ** n
+        prior = self.params.priorPrecision
+        decay = self.params.forgetting**n
         # Forget towards the prior, not towards zero, so an unused direction
         # never becomes infinitely soft.
         P = self._P
@@ -157,7 +159,7 @@ class LinearLearner(Learner):
             self._wc -= (gc + l2 * n * self._wc) / Pc
 
     def _gradient(self, A, rows, cols, r, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
-        lr = float(self.params["learningRate"])
+        lr = self.params.learningRate
         g = g / n + l2 * self._w
         if self.optimizer == "adagrad":
             self._G += g**2
@@ -173,10 +175,10 @@ class LinearLearner(Learner):
                 self._wc -= lr * gc
 
     def _ftrl(self, A, rows, cols, r, g, gc) -> None:  # type: ignore[no-untyped-def]
-        alpha = float(self.params["alpha"])
-        beta = float(self.params["beta"])
-        l1 = float(self.params["l1"])
-        l2 = float(self.params["l2"])
+        alpha = self.params.alpha
+        beta = self.params.beta
+        l1 = self.params.l1
+        l2 = self.params.l2
 
         def step(w: np.ndarray, z: np.ndarray, G: np.ndarray, g: np.ndarray, g2: np.ndarray):  # type: ignore[no-untyped-def]
             G_new = G + g2
@@ -280,7 +282,7 @@ class LinearLearner(Learner):
 
     def _soften(self, keep: float) -> None:
         if self.optimizer == "newton":
-            prior = float(self.params["priorPrecision"])
+            prior = self.params.priorPrecision
             self._P *= keep
             self._P.flat[:: self._P.shape[0] + 1] += (1.0 - keep) * prior
             self._Pc = self._Pc * keep + (1.0 - keep) * prior
@@ -292,10 +294,10 @@ class LinearLearner(Learner):
 
     def _soften_ftrl(self, keep: float) -> None:
         """Scale FTRL's squared-gradient sums; move z so that the weights stay where they are."""
-        alpha = float(self.params["alpha"])
-        beta = float(self.params["beta"])
-        l1 = float(self.params["l1"])
-        l2 = float(self.params["l2"])
+        alpha = self.params.alpha
+        beta = self.params.beta
+        l1 = self.params.l1
+        l2 = self.params.l2
         for z, G in ((self._z, self._G), (self._zc, self._Gc)):
             before = (beta + np.sqrt(G)) / alpha + l2
             G *= keep
@@ -326,19 +328,7 @@ class LinearLearner(Learner):
 
 class FTRLLearner(LinearLearner):
     algorithm = "ftrl"
-
-    def _init_state(self) -> None:
-        self.params = {**self.params, "optimizer": "ftrl"}
-        super()._init_state()
-
-    def clone(self) -> Learner:
-        params = {k: v for k, v in self.params.items() if k != "optimizer"}
-        return type(self)(self.schema.describe(), self.task, **params)
-
-    def spec(self) -> dict:  # type: ignore[type-arg]
-        s = super().spec()
-        s["params"].pop("optimizer", None)
-        return s
+    params_type = FTRLParams
 
 
 _EMPTY_INT = np.zeros(0, dtype=np.int64)
