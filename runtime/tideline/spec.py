@@ -659,9 +659,7 @@ def _params(algorithm: str, o: _Obj) -> Params:
         if key == "optimizer":
             out[key] = o.enum(key, OPTIMIZERS, default)
         else:
-            integer = isinstance(default, int)
-            value = o.number(key, default, lo, hi, integer=integer)
-            out[key] = int(value) if integer else float(value)
+            out[key] = o.number(key, default, lo, hi, integer=isinstance(default, int))
     o.done()
     return PARAM_TYPES[algorithm](**out)
 

@@ -164,8 +164,6 @@ def test_learners_take_the_specs_typed_parameters_and_its_defaults() -> None:
     tuned = LinearLearner(FEATURES, "binary", SGDParams(learningRate=0.5), optimizer="sgd")
     assert (tuned.params.learningRate, tuned.optimizer) == (0.5, "sgd")
     assert make_learner(tuned.spec()).params == tuned.params  # the spec round trip
-    assert isinstance(make_learner({"algorithm": "sgd", "features": FEATURES,
-                                    "params": {"learningRate": 1}}).params.learningRate, float)  # fmt: skip
     with pytest.raises(TypeError, match="LinearLearner takes SGDParams, not ForestParams"):
         LinearLearner(FEATURES, "binary", ForestParams())
     with pytest.raises(TypeError, match="learningrate"):
