@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tideline.local import run_local
+from tideline.demo.local import run_local
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERT = {"onConceptDrift": "alert", "maxAccuracyDrop": 1.0}

@@ -49,10 +49,10 @@ import yaml
 from labels import RUNTIME, Loop, learned_total  # the processes, started with the CLI
 from redis._parsers import _RESP2Parser
 
+from tideline.algorithms import make_learner
 from tideline.contracts import Keys
-from tideline.embedded import free_port
-from tideline.learn import make_learner
-from tideline.simulate import SyntheticStream
+from tideline.demo.embedded import free_port
+from tideline.demo.simulate import SyntheticStream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,7 +244,7 @@ def log_rates(loop: Loop, rows: list[Any], seconds: int, tmp: Path) -> dict[str,
     0.1 (predictions per second of each)."""
     from serve import wrk  # the load generator bench/serve.py drives the servers with
 
-    from tideline.monitor import Monitor
+    from tideline.pods.monitor import Monitor
     from tideline.spec import parse
 
     loop.server()
@@ -276,8 +276,8 @@ def log_rates(loop: Loop, rows: list[Any], seconds: int, tmp: Path) -> dict[str,
 
 def kafka_rows(manifest: dict[str, Any], rows: list[Any], y: np.ndarray) -> dict[str, float]:
     """The same samples on Kafka topics (3 partitions): consumed raw, and learned."""
-    from tideline.embedded import EmbeddedKafka
-    from tideline.local import with_kafka
+    from tideline.demo.embedded import EmbeddedKafka
+    from tideline.demo.local import with_kafka
 
     out: dict[str, float] = {}
     with (

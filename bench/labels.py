@@ -47,8 +47,8 @@ import yaml
 
 import tideline
 from tideline.contracts import Keys
-from tideline.embedded import EmbeddedRedis, free_port
-from tideline.simulate import SyntheticStream
+from tideline.demo.embedded import EmbeddedRedis, free_port
+from tideline.demo.simulate import SyntheticStream
 from tideline.spec import parse
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,9 +31,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
 from sklearn.preprocessing import StandardScaler
 
+from tideline.algorithms import make_learner
+from tideline.demo.simulate import SyntheticStream
 from tideline.evaluate import prequential
-from tideline.learn import make_learner
-from tideline.simulate import SyntheticStream
 
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
 

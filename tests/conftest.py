@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tideline.embedded import EmbeddedCluster, EmbeddedKafka, EmbeddedRedis
+from tideline.demo.embedded import EmbeddedCluster, EmbeddedKafka, EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

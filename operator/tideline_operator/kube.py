@@ -67,7 +67,7 @@ def load_credentials() -> None:
 
 class KubeAPI(Protocol):
     """What the reconciler asks of a Kubernetes API: :class:`Kube` against a real one, the
-    local demo's process-backed stand-in (:mod:`tideline.cluster`), a test's dict."""
+    local demo's process-backed stand-in (:mod:`tideline.demo.cluster`), a test's dict."""
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
 

@@ -37,8 +37,8 @@ from prometheus_client import Counter, Histogram
 
 from tideline import health as h
 from tideline.contracts import Keys, Pointers
+from tideline.pods.store import ModelStore, StoreError, connect, migrate_keys
 from tideline.spec import OnlineModel, SpecError, check_redis_url, parse
-from tideline.store import ModelStore, StoreError, connect, migrate_keys
 from tideline_operator import builders
 from tideline_operator.builders import Settings
 from tideline_operator.kube import REVISION_KINDS, KubeAPI

@@ -22,6 +22,7 @@ from pathlib import Path
 import redis
 
 import tideline
+from tideline.pods.store import connect
 from tideline.spec import (
     OnlineModel,
     SpecError,
@@ -30,7 +31,6 @@ from tideline.spec import (
     parse,
     parse_duration,
 )
-from tideline.store import connect
 
 REDIS_HELP = "redis://host:port/db (default: $TIDELINE_REDIS_URL; pods set that from a Secret)"
 
@@ -61,8 +61,8 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_learner(args: argparse.Namespace) -> int:
-    from tideline.learner import LearnerProcess
-    from tideline.metrics import LearnerMetrics
+    from tideline.pods.learner import LearnerProcess
+    from tideline.pods.metrics import LearnerMetrics
 
     model = _load(args.config)
     client = connect(args.redis)
@@ -85,8 +85,8 @@ def cmd_learner(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from tideline.metrics import MonitorMetrics
-    from tideline.monitor import Monitor
+    from tideline.pods.metrics import MonitorMetrics
+    from tideline.pods.monitor import Monitor
 
     model = _load(args.config)
     metrics = MonitorMetrics(None)
@@ -115,7 +115,7 @@ def cmd_server(args: argparse.Namespace) -> int:
             raise SpecError("--write-port", "must differ from --port")
         os.environ["TIDELINE_WRITE_PORT"] = str(args.write_port)
     config = uvicorn.Config(
-        "tideline.serve.api:app_from_env",
+        "tideline.pods.server.api:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,
@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"tideline run needs the demo extras ({', '.join(missing)} missing): "
             "pip install 'tideline[demo]'"
         )
-    from tideline.local import run_local
+    from tideline.demo.local import run_local
 
     manifest = load_manifest(args.file)
     parse(manifest)  # a bad manifest fails here, naming the field, before the flags are read

@@ -175,7 +175,7 @@ class Keys:
 
 @dataclass(frozen=True)
 class Pointers:
-    """A revision's pointers (see :mod:`tideline.store`): versions by role, and whether a
+    """A revision's pointers (see :mod:`tideline.pods.store`): versions by role, and whether a
     rollback pinned ``served`` (publishing then moves ``latest`` only)."""
 
     latest: int | None = None

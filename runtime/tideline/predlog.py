@@ -309,7 +309,7 @@ def read(client: Any, keys: Any, instance: str | None = None) -> list[tuple[str,
     """Every request in one server process's log, or in all of them: (instance, entry id, request).
 
     For tools and tests; readers of traffic follow the streams (the monitor)
-    or read single entries by id (:class:`tideline.join.LogJoin`).
+    or read single entries by id (:class:`tideline.pods.join.LogJoin`).
     """
     names = [instance] if instance else [m.decode() for m in client.zrange(keys.logs, 0, -1)]
     out = []

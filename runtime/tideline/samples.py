@@ -28,8 +28,8 @@ import msgspec
 import numpy as np
 import orjson
 
+from tideline.algorithms.base import check_target, check_targets
 from tideline.features import FeatureSchema
-from tideline.learn.base import check_target, check_targets
 
 Entries = Sequence[tuple[bytes, Mapping[bytes, bytes]]]
 

@@ -85,11 +85,11 @@ OPTIMIZERS = ("sgd", "adagrad", "newton")
 
 @dataclass(frozen=True)
 class SGDParams:
-    """``spec.model.params`` of ``algorithm: sgd`` (:class:`tideline.learn.LinearLearner`)."""
+    """``spec.model.params`` of ``algorithm: sgd`` (:class:`tideline.algorithms.LinearLearner`)."""
 
     learningRate: float = _param(0.1, 0.0)
     l2: float = _param(1.0e-4, 0.0)
-    # "newton": a diagonal-plus-dense second-order step (see tideline.learn.linear);
+    # "newton": a diagonal-plus-dense second-order step (see tideline.algorithms.linear);
     # "adagrad": per-coordinate rates; "sgd": a fixed rate.
     optimizer: Literal["sgd", "adagrad", "newton"] = "newton"
     forgetting: float = _param(0.999, 0.5, 1.0)
@@ -108,7 +108,7 @@ class FTRLParams:
 
 @dataclass(frozen=True)
 class ForestParams:
-    """``spec.model.params`` of ``algorithm: forest`` (:class:`tideline.learn.ForestLearner`)."""
+    """``spec.model.params`` of ``algorithm: forest`` (:class:`tideline.algorithms.ForestLearner`)."""
 
     nTrees: int = _param(10, 1, 200)
     maxDepth: int = _param(12, 1, 30)
@@ -161,7 +161,7 @@ class ModelSpec:
     warmStart: WarmStart | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The mapping :func:`tideline.learn.make_learner` takes, defaults resolved."""
+        """The mapping :func:`tideline.algorithms.make_learner` takes, defaults resolved."""
         d: dict[str, Any] = {
             "task": self.task,
             "algorithm": self.algorithm,

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from tests.e2e.cluster.controlplane import ControlPlane, free_port
-from tideline.embedded import EmbeddedRedis
+from tideline.demo.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE, NAMESPACE = "tideline", "tideline-system"

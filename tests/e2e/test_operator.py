@@ -15,10 +15,10 @@ import yaml
 
 from tests.e2e.conftest import NAMESPACE, ROOT, Installed, Operator, get, until
 from tests.helpers import health_summary, manifest
+from tideline.algorithms import make_learner
 from tideline.contracts import Keys
-from tideline.learn import make_learner
+from tideline.pods.store import ModelStore
 from tideline.spec import parse
-from tideline.store import ModelStore
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -27,10 +27,10 @@ import yaml
 import tideline
 from tests.helpers import FRAUD_FEATURES, manifest, push_samples
 from tideline.contracts import Keys
-from tideline.embedded import free_port
-from tideline.simulate import SyntheticStream
+from tideline.demo.embedded import free_port
+from tideline.demo.simulate import SyntheticStream
+from tideline.pods.store import ModelStore
 from tideline.spec import parse
-from tideline.store import ModelStore
 
 pytestmark = pytest.mark.image
 

@@ -20,9 +20,9 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "runtime")}
 
 def _published(redis_server, tmp_path: Path, doc: dict):  # type: ignore[no-untyped-def]
     """The manifest written to a file, a clean Redis, and the model's untrained v0 published."""
-    from tideline.learn import make_learner
+    from tideline.algorithms import make_learner
+    from tideline.pods.store import ModelStore
     from tideline.spec import parse
-    from tideline.store import ModelStore
 
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -151,7 +151,7 @@ def test_the_learner_serves_prometheus_metrics(redis_server, tmp_path: Path) -> 
     import urllib.request
 
     from tideline.contracts import Keys
-    from tideline.embedded import free_port
+    from tideline.demo.embedded import free_port
 
     doc = manifest(learning={"maxBatchDelay": "20ms"})
     path = tmp_path / "m.yaml"
@@ -204,7 +204,7 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
     import urllib.error
     import urllib.request
 
-    from tideline.embedded import free_port
+    from tideline.demo.embedded import free_port
 
     path, model, client = _published(redis_server, tmp_path, manifest(name="fraud"))
     port, labels_port = free_port(), free_port()
@@ -279,8 +279,8 @@ def test_tideline_monitor_writes_health_and_serves_metrics(backend, tmp_path: Pa
     import urllib.request
 
     from tideline.contracts import Keys
-    from tideline.embedded import free_port
-    from tideline.simulate import SyntheticStream
+    from tideline.demo.embedded import free_port
+    from tideline.demo.simulate import SyntheticStream
 
     doc = manifest(name="fraud", rollout={"analysis": {"interval": "200ms"}})
     path, model, client = _published(backend, tmp_path, doc)

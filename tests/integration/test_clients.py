@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import manifest
 from tests.integration.test_server import Served, _trained, _wait, listening
-from tideline.store import ModelStore
+from tideline.pods.store import ModelStore
 
 pytestmark = pytest.mark.integration
 ROWS = [

@@ -41,7 +41,7 @@ from tests.integration.test_store import (  # noqa: F401 (run here on the cluste
     test_a_published_version_loads_back_identical,
     test_forgetting_a_revision_deletes_its_keys_and_learner_groups_and_nothing_else,
 )
-from tideline.store import ModelStore
+from tideline.pods.store import ModelStore
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.integration.test_cli import _processes_under
-from tideline.local import run_local
+from tideline.demo.local import run_local
 from tideline.spec import parse
 
 pytestmark = pytest.mark.integration

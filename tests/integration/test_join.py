@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import LoggedRequest
 from tideline.contracts import Keys
-from tideline.join import LogJoin
+from tideline.pods.join import LogJoin
 
 pytestmark = pytest.mark.integration
 

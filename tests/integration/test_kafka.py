@@ -14,8 +14,8 @@ import yaml
 
 from tests.helpers import FRAUD_FEATURES, LoggedRequest, learn_until, manifest, produce
 from tideline.contracts import Keys
-from tideline.learner import LearnerProcess
-from tideline.simulate import SyntheticStream
+from tideline.demo.simulate import SyntheticStream
+from tideline.pods.learner import LearnerProcess
 from tideline.spec import parse
 
 pytestmark = pytest.mark.integration
@@ -171,7 +171,7 @@ def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(r, kafka_broker) 
 
 
 def test_the_monitor_judges_the_served_predictions_on_the_feedback_topic(r, kafka_broker) -> None:
-    from tideline.monitor import Monitor
+    from tideline.pods.monitor import Monitor
 
     topics = _topics(kafka_broker, partitions=2)
     model = parse(_doc(kafka_broker, topics))
@@ -204,7 +204,7 @@ def test_the_servers_feedback_and_learn_are_produced_and_learned_and_an_outage_i
     r, redis_server, kafka_broker
 ) -> None:
     from tests.integration.test_server import Served, _trained, _wait
-    from tideline.store import ModelStore
+    from tideline.pods.store import ModelStore
 
     topics = _topics(kafka_broker, partitions=2)
     doc = _doc(kafka_broker, topics)
@@ -263,7 +263,7 @@ def test_the_learner_reports_how_many_records_it_is_behind(r, kafka_broker) -> N
 def test_tideline_run_with_source_kafka_learns_the_labels_through_the_topics() -> None:
     import io
 
-    from tideline.local import run_local
+    from tideline.demo.local import run_local
 
     doc = yaml.safe_load((Path(__file__).parents[2] / "examples" / "fraud.yaml").read_text())
     summary = run_local(doc, duration=12, rate=800, source="kafka", out=io.StringIO())
@@ -276,7 +276,7 @@ def test_tideline_run_with_source_kafka_learns_the_labels_through_the_topics() -
 def test_a_message_that_killed_every_learner_that_read_it_is_dead_lettered(
     r, kafka_broker, monkeypatch
 ) -> None:
-    from tideline.sources import MAX_DELIVERIES
+    from tideline.pods.sources import MAX_DELIVERIES
 
     topics = _topics(kafka_broker, partitions=1)
     model = parse(_doc(kafka_broker, topics))

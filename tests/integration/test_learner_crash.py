@@ -18,7 +18,7 @@ import yaml
 
 from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, produce
 from tideline.contracts import Keys
-from tideline.simulate import SyntheticStream
+from tideline.demo.simulate import SyntheticStream
 from tideline.spec import parse
 
 pytestmark = pytest.mark.integration

@@ -10,14 +10,14 @@ import orjson
 import pytest
 
 from tests.helpers import FRAUD_FEATURES, LoggedRequest, learn_until, manifest, push_samples
+from tideline.algorithms import make_learner
 from tideline.contracts import Pointers
+from tideline.demo.simulate import SyntheticStream
 from tideline.evaluate import prequential, scores
-from tideline.learn import make_learner
-from tideline.learner import LearnerProcess
+from tideline.pods.learner import LearnerProcess
+from tideline.pods.store import ModelStore, Reference, learner_to_blob
 from tideline.predlog import entry_order
-from tideline.simulate import SyntheticStream
 from tideline.spec import SpecError, parse
-from tideline.store import ModelStore, Reference, learner_to_blob
 
 pytestmark = pytest.mark.integration
 

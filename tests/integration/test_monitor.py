@@ -10,13 +10,13 @@ import pytest
 
 from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, push_samples
 from tideline import health as health_summary
+from tideline.algorithms import make_learner
 from tideline.contracts import Keys
-from tideline.learn import make_learner
-from tideline.learner import LearnerProcess
-from tideline.monitor import Monitor
-from tideline.simulate import SyntheticStream
+from tideline.demo.simulate import SyntheticStream
+from tideline.pods.learner import LearnerProcess
+from tideline.pods.monitor import Monitor
+from tideline.pods.store import ModelStore, Reference
 from tideline.spec import parse
-from tideline.store import ModelStore, Reference
 
 pytestmark = pytest.mark.integration
 

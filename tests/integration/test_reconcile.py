@@ -14,11 +14,11 @@ import pytest
 import redis
 
 from tests.helpers import health_summary, manifest, retired
-from tideline.cluster import matches_selector
+from tideline.algorithms import make_learner
 from tideline.contracts import Keys
-from tideline.learn import make_learner
+from tideline.demo.cluster import matches_selector
+from tideline.pods.store import ModelStore
 from tideline.spec import parse
-from tideline.store import ModelStore
 from tideline_operator.builders import Settings
 from tideline_operator.reconcile import ChildState, ModelMemory, Reconciler, route_weights
 from tideline_operator.rollout import ROLLBACK_TO

@@ -18,18 +18,18 @@ from hypothesis import strategies as st
 
 from tests.helpers import FRAUD_FEATURES, manifest
 from tideline import predlog
+from tideline.algorithms import make_learner
 from tideline.contracts import Keys
-from tideline.embedded import EmbeddedRedis
-from tideline.learn import make_learner
-from tideline.metrics import ServerMetrics
-from tideline.serve import dataplane
-from tideline.serve.api import Settings, create_app
-from tideline.serve.dataplane import DataPlane
-from tideline.serve.protocols import V1
-from tideline.serve.versions import route_hash
-from tideline.simulate import SyntheticStream
+from tideline.demo.embedded import EmbeddedRedis
+from tideline.demo.simulate import SyntheticStream
+from tideline.pods.metrics import ServerMetrics
+from tideline.pods.server import dataplane
+from tideline.pods.server.api import Settings, create_app
+from tideline.pods.server.dataplane import DataPlane
+from tideline.pods.server.protocols import V1
+from tideline.pods.server.versions import route_hash
+from tideline.pods.store import ModelStore
 from tideline.spec import parse
-from tideline.store import ModelStore
 
 pytestmark = pytest.mark.integration
 
@@ -790,7 +790,7 @@ def listening(s: Served) -> Iterator[str]:
 
     import uvicorn
 
-    from tideline.embedded import free_port
+    from tideline.demo.embedded import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(s.app, host="127.0.0.1", port=port, log_level="warning"))
@@ -846,7 +846,7 @@ def test_a_shadow_canary_in_another_image_sees_the_traffic_but_never_answers(
 
 
 def test_the_learner_joins_feedback_with_what_the_server_logged(served: Served, r) -> None:
-    from tideline.learner import LearnerProcess
+    from tideline.pods.learner import LearnerProcess
 
     c = served.client
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=8).take(40)

@@ -7,9 +7,9 @@ import orjson
 import pytest
 
 from tests.helpers import FRAUD_FEATURES, retired
+from tideline.algorithms import make_learner
 from tideline.contracts import Pointers
-from tideline.learn import make_learner
-from tideline.store import ModelStore, StoreError
+from tideline.pods.store import ModelStore, StoreError
 
 pytestmark = pytest.mark.integration
 

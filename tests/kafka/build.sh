@@ -4,7 +4,7 @@
 # (TIDELINE_E2E_CACHE), beside the e2e control plane. `make kafka-bin` runs it before
 # pytest starts; `build.sh --find` builds nothing and fails naming what is missing.
 # The broker itself runs from those jars with the machine's Java (>= 17):
-# tideline.embedded.EmbeddedKafka.
+# tideline.demo.embedded.EmbeddedKafka.
 #
 # Prints the directory holding the jars on its last line.
 set -euo pipefail

@@ -83,9 +83,9 @@ def test_identical_versions_get_a_zero_centred_interval_and_the_reference_loss_i
 def test_the_common_window_scores_every_candidate_on_the_same_samples_and_grows_each_comparison() -> (
     None
 ):
+    from tideline.algorithms import make_learner
+    from tideline.demo.simulate import SyntheticStream
     from tideline.evidence import CommonWindow, Constant
-    from tideline.learn import make_learner
-    from tideline.simulate import SyntheticStream
 
     feats = [{"name": "a"}, {"name": "b"}, {"name": "c", "type": "categorical"}]
     stream = SyntheticStream(feats, "binary", seed=4)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tideline import codec
+from tideline.algorithms import make_learner
+from tideline.demo.simulate import SyntheticStream
 from tideline.evaluate import log_loss, prequential, scores
 from tideline.features import FeatureSchema
-from tideline.learn import make_learner
-from tideline.simulate import SyntheticStream
 from tideline.spec import SpecError
 
 FEATURES = [
@@ -153,7 +153,7 @@ def test_make_learner_names_the_bad_field() -> None:
 def test_learners_take_the_specs_typed_parameters_and_its_defaults() -> None:
     """One table of defaults (tideline.spec's parameter types): a learner built without the
     parser has the defaults a manifest gets, and refuses another algorithm's or unknown ones."""
-    from tideline.learn import ForestLearner, FTRLLearner, LinearLearner
+    from tideline.algorithms import ForestLearner, FTRLLearner, LinearLearner
     from tideline.spec import PARAM_TYPES, ForestParams, SGDParams
 
     for cls in (LinearLearner, FTRLLearner, ForestLearner):
@@ -364,7 +364,7 @@ def test_one_huge_value_neither_poisons_the_state_nor_the_predictions(
 def test_a_regression_label_past_the_limit_is_refused_and_an_update_that_would_go_non_finite_is_not_applied() -> (
     None
 ):
-    from tideline.learn.base import NonFiniteUpdate
+    from tideline.algorithms.base import NonFiniteUpdate
 
     feats = [{"name": "x"}]
     m = make_learner({"task": "regression", "algorithm": "sgd", "features": feats,

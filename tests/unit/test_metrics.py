@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from tideline.metrics import ServerMetrics
+from tideline.pods.metrics import ServerMetrics
 
 
 def _samples(registry: CollectorRegistry, name: str) -> dict[tuple, float]:

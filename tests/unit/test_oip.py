@@ -7,9 +7,9 @@ import orjson
 import pytest
 
 from tideline.features import FeatureSchema
-from tideline.serve import oip
-from tideline.serve.dataplane import Result
-from tideline.serve.errors import BadRequest
+from tideline.pods.server import oip
+from tideline.pods.server.dataplane import Result
+from tideline.pods.server.errors import BadRequest
 
 SCHEMA = FeatureSchema.from_spec([{"name": "amount"}, {"name": "merchant", "type": "categorical"}])
 

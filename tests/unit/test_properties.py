@@ -184,6 +184,6 @@ def test_decide_never_raises_and_keeps_its_invariants(policy, sequence) -> None:
 @given(st.lists(st.one_of(st.floats(), st.integers(-(2**62), 2**62), st.booleans(), st.none(),
                           st.text(max_size=3)), max_size=40), st.floats(-5, 5))  # fmt: skip
 def test_the_monitor_reads_a_column_of_logged_values_as_it_reads_each(values, default) -> None:
-    from tideline.monitor import _num, _numbers
+    from tideline.pods.monitor import _num, _numbers
 
     assert _numbers(values, default).tolist() == [_num(v, default) for v in values]

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import FRAUD_FEATURES
+from tideline.demo.simulate import SyntheticStream
 from tideline.features import FeatureSchema
 from tideline.samples import SampleDecoder, one, pack
-from tideline.simulate import SyntheticStream
 
 SCHEMA = FeatureSchema.from_spec(FRAUD_FEATURES)
 

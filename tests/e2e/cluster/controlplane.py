@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from tideline.embedded import free_port  # (below the ephemeral range)
+from tideline.demo.embedded import free_port  # (below the ephemeral range)
 
 HERE = Path(__file__).resolve().parent
 NODE = {

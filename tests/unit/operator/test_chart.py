@@ -81,7 +81,7 @@ def _metric_names() -> set[str]:
     from prometheus_client import REGISTRY
 
     import tideline_operator.handlers  # noqa: F401 - registers the operator's metrics
-    from tideline.metrics import LearnerMetrics, MonitorMetrics, ServerMetrics
+    from tideline.pods.metrics import LearnerMetrics, MonitorMetrics, ServerMetrics
 
     registries = [m(None).registry for m in (LearnerMetrics, ServerMetrics, MonitorMetrics)]
     # a family's name (a labelled metric has no sample before its first label)

@@ -20,7 +20,7 @@ Everything is vectorised over the rows of a batch; trees are flat arrays
 Examples
 --------
 >>> import numpy as np
->>> from tideline.learn import make_learner
+>>> from tideline.algorithms import make_learner
 >>> m = make_learner({"task": "binary", "algorithm": "forest",
 ...                   "features": [{"name": "a"}, {"name": "b"}]})
 >>> rng = np.random.default_rng(1)
@@ -36,7 +36,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from tideline.learn.base import Learner, State
+from tideline.algorithms.base import Learner, State
 from tideline.spec import ForestParams
 
 _BUFFER = 2048  # samples kept per tree for growing leaves

@@ -1,24 +1,24 @@
 """The data plane behind the HTTP routes: versions, routing, fallback, logging.
 
-The routes in :mod:`tideline.serve.api` only parse and answer HTTP; this
+The routes in :mod:`tideline.pods.server.api` only parse and answer HTTP; this
 module does the rest, and never waits on Redis on the request path:
 
 * **Versions.** The served version of the stable revision (and of a canary
   revision running the same image) is loaded off the request path
-  (:class:`tideline.serve.versions.ModelVersions`), and replaces the old with
+  (:class:`tideline.pods.server.versions.ModelVersions`), and replaces the old with
   one attribute assignment: a request sees the old model or the new one.
 * **Routing.** The operator writes ``tideline:{<ns>/<model>}:routing``
   (stable and canary revisions, canary weight, shadow, canary URL). A
   request goes to the canary when the hash of its routing key (header
   ``x-tideline-key``, or ``spec.serving.routingKey`` per row) falls under the
   weight, so one entity always sees one track; without a key, at random by
-  weight (:meth:`tideline.serve.versions.Routing.to_canary`). A shadow
+  weight (:meth:`tideline.pods.server.versions.Routing.to_canary`). A shadow
   canary answers too, but only its log sees it.
 * **Fallback.** Past ``spec.serving.timeout``, or without a model, the
   answer is the ``lastGood`` version's (or the fixed ``fallback.value``),
   flagged in the response and in metrics.
 * **Logging.** Every answered request is logged, off the request path
-  (:class:`tideline.serve.logwriter.PredictionLog`: its ids name its slot in
+  (:class:`tideline.pods.server.logwriter.PredictionLog`: its ids name its slot in
   this process's log; through a Redis outage the queue holds up to
   ``log_queue`` requests and about ``log_queue_bytes`` of them, the oldest
   dropped and counted beyond that, while the server keeps answering).
@@ -47,18 +47,18 @@ import redis.exceptions
 from tideline import predlog
 from tideline.contracts import Keys
 from tideline.features import FeatureError, FeatureSchema
-from tideline.metrics import ServerMetrics
-from tideline.serve.errors import (
+from tideline.pods.metrics import ServerMetrics
+from tideline.pods.server.errors import (
     BadRequest,
     ModelNotFound,
     TooLarge,
     Unavailable,
     Unprocessable,
 )
-from tideline.serve.logwriter import GeneratedIds, PredictionLog, Slot
-from tideline.serve.versions import Loaded, ModelVersions, Routing
+from tideline.pods.server.logwriter import GeneratedIds, PredictionLog, Slot
+from tideline.pods.server.versions import Loaded, ModelVersions, Routing
+from tideline.pods.store import connect_async
 from tideline.spec import OnlineModel
-from tideline.store import connect_async
 
 log = logging.getLogger("tideline.server")
 
@@ -168,7 +168,7 @@ class DataPlane:
         # turn a cancellation that lands as a read times out into a TimeoutError
         # (redis/redis-py#2551), which they take for a lost connection and retry.
         self._stopping = False
-        self._r: Any = None  # redis.asyncio.Redis; bytes replies (see tideline.learner)
+        self._r: Any = None  # redis.asyncio.Redis; bytes replies (see tideline.pods.learner)
         self._http: httpx.AsyncClient | None = None
         # A track is chosen by this model's routing, never by a caller: only a request
         # forwarded by one of its own servers (it carries this token) may name one.
@@ -225,7 +225,7 @@ class DataPlane:
     def ready(self) -> bool:
         return self.stable is not None and self.versions.warmed
 
-    # -- versions (tideline.serve.versions): read on the request path, swapped off it -----
+    # -- versions (tideline.pods.server.versions): read on the request path, swapped off it -----
     @property
     def stable(self) -> Loaded | None:
         return self.versions.stable
@@ -353,7 +353,7 @@ class DataPlane:
         ``raw``, when given, is the request body whose ``instances`` are ``rows``:
         the log then carries those bytes as they came instead of serialising the
         rows again. ``X``, when given, is those rows already encoded for the
-        stable schema (:meth:`tideline.serve.protocols.V1.typed`); ``rows`` may
+        stable schema (:meth:`tideline.pods.server.protocols.V1.typed`); ``rows`` may
         then be None, and are read from ``raw`` only if something needs them (a
         per-row routing key, a canary with other features).
         """
@@ -548,7 +548,7 @@ class DataPlane:
     async def _produce(
         self, kind: str, topic: str | None, entries: list[bytes], keys: list[bytes] | None
     ) -> None:
-        from tideline.kafka import KafkaError, KafkaWriter
+        from tideline.pods.kafka import KafkaError, KafkaWriter
 
         if topic is None:
             raise ModelNotFound(

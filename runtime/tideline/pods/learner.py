@@ -2,14 +2,14 @@
 
 One learner runs per active revision. It consumes two streams - Redis
 streams through its revision's consumer group, or Kafka topics
-(``spec.source.kafka``; :mod:`tideline.sources`):
+(``spec.source.kafka``; :mod:`tideline.pods.sources`):
 
 * ``samples``: labelled rows, ``{"features": {...}, "label": y}``, or packed
   (:mod:`tideline.samples`);
 * ``feedback``: ``{"id": prediction_id, "label": y}``, or packed
   (``{"feedback": [...]}``, :mod:`tideline.contracts`), joined with the
   prediction the id names in the servers' prediction log, within
-  ``labelWindow`` (:mod:`tideline.join`, :mod:`tideline.predlog`): the
+  ``labelWindow`` (:mod:`tideline.pods.join`, :mod:`tideline.predlog`): the
   learner holds nothing per prediction.
 
 and updates the model in mini-batches (``batchSize`` or ``maxBatchDelay``,
@@ -49,17 +49,15 @@ import orjson
 import redis
 
 from tideline import codec, predlog
+from tideline.algorithms import Learner, make_learner
+from tideline.algorithms.base import NonFiniteUpdate, check_target
 from tideline.contracts import feedback_labels
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
 from tideline.features import FeatureError
-from tideline.join import Joined, LogJoin, Mark
-from tideline.learn import Learner, make_learner
-from tideline.learn.base import NonFiniteUpdate, check_target
-from tideline.metrics import LearnerMetrics
-from tideline.samples import SampleDecoder
-from tideline.sources import LabelSource, RedisStreams
-from tideline.spec import OnlineModel, SpecError
-from tideline.store import (
+from tideline.pods.join import Joined, LogJoin, Mark
+from tideline.pods.metrics import LearnerMetrics
+from tideline.pods.sources import LabelSource, RedisStreams
+from tideline.pods.store import (
     ModelStore,
     Reference,
     StoreError,
@@ -67,8 +65,10 @@ from tideline.store import (
     migrate_keys,
     transaction,
 )
+from tideline.samples import SampleDecoder
+from tideline.spec import OnlineModel, SpecError
 
-log = logging.getLogger("tideline.learner")
+log = logging.getLogger("tideline.pods.learner")
 
 CHECKPOINT_SECONDS = 1.0
 WARM_START_DIR = "/etc/tideline/warm-start"
@@ -293,7 +293,7 @@ class LearnerProcess:
             return RedisStreams(
                 self.r, self.keys, self.group, self.keys.learner_group(warm) if warm else None
             )
-        from tideline.kafka import KafkaTopics
+        from tideline.pods.kafka import KafkaTopics
 
         # a revision warm-started from another starts where that one's learner is
         warm_meta = self._checkpoint_meta(warm) if warm else None

@@ -3,7 +3,7 @@
 Each reads a request body into a :class:`Decoded` request the data plane
 answers (rows, or the stable schema's matrix already; the client's ids;
 the body the prediction log may keep as it came), writes the data plane's
-:class:`~tideline.serve.dataplane.Result` in its own shape, and gives the
+:class:`~tideline.pods.server.dataplane.Result` in its own shape, and gives the
 HTTP status of a refusal. Neither needs a model version loaded: without one,
 rows are read by the spec's features and the data plane gives both the same
 answer (the fixed fallback, or 503 with ``lastGood``).
@@ -14,7 +14,7 @@ V1 bodies::
     {"instances": [[value, ...], ...]}                           rows as arrays, in feature order
     {"inputs": [...]} or {"inputs": {feature: [values]}}         rows, or columns
 
-V2 bodies are infer requests, JSON or with binary tensor data (:mod:`tideline.serve.oip`).
+V2 bodies are infer requests, JSON or with binary tensor data (:mod:`tideline.pods.server.oip`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from msgspec.structs import astuple
 
 from tideline.contracts import prediction_id
 from tideline.features import FeatureSchema
-from tideline.serve import oip
-from tideline.serve.dataplane import Result
-from tideline.serve.errors import BadRequest, RequestError, Unprocessable
-from tideline.serve.logwriter import ids_json
+from tideline.pods.server import oip
+from tideline.pods.server.dataplane import Result
+from tideline.pods.server.errors import BadRequest, RequestError, Unprocessable
+from tideline.pods.server.logwriter import ids_json
 
 Answer = tuple[int, bytes, dict[str, str]]  # status, body, headers beyond the content type
 

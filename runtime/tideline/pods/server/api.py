@@ -1,10 +1,10 @@
 """HTTP only: KServe V1, Open Inference Protocol V2, feedback and learning routes.
 
-A predict route reads the body with its protocol (:mod:`tideline.serve.protocols`:
+A predict route reads the body with its protocol (:mod:`tideline.pods.server.protocols`:
 msgspec into typed rows for the usual V1 body, orjson for the rest; no
 pydantic model on the hot path, which costs a typical FastAPI predict app
 half its throughput), calls the data plane, and answers in the protocol's
-shape. A refusal (:class:`tideline.serve.errors.RequestError`) becomes its
+shape. A refusal (:class:`tideline.pods.server.errors.RequestError`) becomes its
 HTTP status in the route's protocol (``Protocol.status``) or, on the other
 routes, in the exception handler; nothing a client sends can produce a 500.
 """
@@ -32,8 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tideline import __version__, samples
 from tideline.contracts import Feedback, prediction_id
-from tideline.serve.dataplane import DataPlane, Result
-from tideline.serve.errors import (
+from tideline.pods.server.dataplane import DataPlane, Result
+from tideline.pods.server.errors import (
     BadRequest,
     ModelNotFound,
     RequestError,
@@ -43,7 +43,7 @@ from tideline.serve.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from tideline.serve.protocols import V1, V2, Answer, no_duplicate_keys, parse_object
+from tideline.pods.server.protocols import V1, V2, Answer, no_duplicate_keys, parse_object
 
 log = logging.getLogger("tideline.server")
 
@@ -521,7 +521,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
 
 def app_from_env() -> FastAPI:
     """The app for ``uvicorn --factory`` (one per worker): config and Redis from the environment."""
-    from tideline.metrics import ServerMetrics
+    from tideline.pods.metrics import ServerMetrics
     from tideline.spec import parse
 
     env = dict(os.environ)

@@ -30,8 +30,8 @@ import numpy as np
 import orjson
 
 from tideline.features import FeatureSchema
-from tideline.serve.dataplane import Result
-from tideline.serve.errors import BadRequest
+from tideline.pods.server.dataplane import Result
+from tideline.pods.server.errors import BadRequest
 
 # OIP datatypes and their little-endian layouts (BF16 has no numpy type: refused)
 DTYPES: dict[str, str | None] = {

@@ -7,7 +7,7 @@ It reads, without taking anything from the learner:
   track answered, the features it saw and its scores;
 * ``feedback`` and ``samples`` through its own consumer group (``monitor``):
   every consumer group gets every entry, so the learner's group loses
-  nothing. Feedback is joined with the log (:mod:`tideline.join`); labelled
+  nothing. Feedback is joined with the log (:mod:`tideline.pods.join`); labelled
   samples are scored by the served version itself, so a model that gets no
   HTTP traffic at all (learner-only) is still watched;
 * the servers' per-track counters and latency percentiles (``servers``).
@@ -15,7 +15,7 @@ It reads, without taking anything from the learner:
 Every ``spec.rollout.analysis.interval`` it writes ``tideline:{<ns>/<model>}:health``
 (:class:`tideline.health.Health`) and publishes a ``health`` event. State is
 bounded: rolling windows, fixed-size detectors; the label join holds nothing
-per prediction (:class:`tideline.join.LogJoin`).
+per prediction (:class:`tideline.pods.join.LogJoin`).
 
 **Evidence.** The labelled samples also fill a common window
 (:class:`tideline.evidence.CommonWindow`): every candidate version - served,
@@ -62,16 +62,15 @@ import redis
 
 from tideline import health as h
 from tideline import predlog, samples
+from tideline.algorithms import Learner
 from tideline.contracts import Pointers, feedback_labels
 from tideline.drift import ADWIN, KS, PSI, EventOrder, PageHinkley
 from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
-from tideline.join import Joined, LogJoin
-from tideline.learn import Learner
-from tideline.metrics import MonitorMetrics
-from tideline.sources import Follower, RedisFollower
-from tideline.spec import OnlineModel
-from tideline.store import (
+from tideline.pods.join import Joined, LogJoin
+from tideline.pods.metrics import MonitorMetrics
+from tideline.pods.sources import Follower, RedisFollower
+from tideline.pods.store import (
     ModelStore,
     Reference,
     StoreError,
@@ -79,8 +78,9 @@ from tideline.store import (
     node_info,
     transaction,
 )
+from tideline.spec import OnlineModel
 
-log = logging.getLogger("tideline.monitor")
+log = logging.getLogger("tideline.pods.monitor")
 
 GROUP = "monitor"
 FEEDBACK_QUIET = 60.0  # seconds without feedback before labelled samples judge versions
@@ -205,7 +205,7 @@ class Monitor:
     def _follower(self) -> Follower:
         if self.spec.source.kafka is None:
             return RedisFollower(self.r, self.keys, GROUP)
-        from tideline.kafka import KafkaFollower
+        from tideline.pods.kafka import KafkaFollower
 
         return KafkaFollower(self.model)
 
@@ -600,7 +600,7 @@ class Monitor:
         """When the stable revision changes: its stored drift reference, if it has one.
 
         A revision warm-started from a baseline has the baseline's (see
-        :class:`tideline.store.Reference`), so drift shows from the first
+        :class:`tideline.pods.store.Reference`), so drift shows from the first
         prediction; otherwise the first window of traffic becomes the
         reference, and is stored for the revisions that warm-start from it.
         """

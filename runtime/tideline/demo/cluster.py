@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tideline.embedded import free_port
+from tideline.demo.embedded import free_port
 
 
 @dataclass

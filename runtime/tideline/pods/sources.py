@@ -9,7 +9,7 @@ checkpoint's MULTI/EXEC, with the model state that learned it, so a
 * :class:`RedisStreams` (the default): a consumer group per revision; done
   entries are acknowledged (XACK) in the checkpoint's transaction, and after a
   restart the group's pending entries are read again first.
-* :class:`tideline.kafka.KafkaTopics`: the consumed positions are part of the
+* :class:`tideline.pods.kafka.KafkaTopics`: the consumed positions are part of the
   checkpoint itself (:meth:`LabelSource.state`); on start the learner seeks to
   them.
 

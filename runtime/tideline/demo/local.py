@@ -1,8 +1,8 @@
 """``tideline run``: the whole loop on one machine, without a cluster.
 
-Starts a real Redis (:mod:`tideline.embedded`) and the operator's own
+Starts a real Redis (:mod:`tideline.demo.embedded`) and the operator's own
 reconcile loop (:class:`tideline_operator.reconcile.Reconciler`, ``decide``
-included) against a :class:`tideline.cluster.ProcessCluster`, so the
+included) against a :class:`tideline.demo.cluster.ProcessCluster`, so the
 learner, the servers and the monitor run as the same ``tideline learner|
 server|monitor`` processes a pod runs, on loopback ports. A simulator sends
 prediction requests over HTTP and the labels later, out of order, through
@@ -12,7 +12,7 @@ label poisoning at ``poison_at`` and a new revision applied at
 minutes; printed at the start).
 
 With ``source="kafka"`` (``tideline run --source kafka``) a Kafka broker is
-started too (:class:`tideline.embedded.EmbeddedKafka`: the jars ``make
+started too (:class:`tideline.demo.embedded.EmbeddedKafka`: the jars ``make
 kafka-bin`` resolves, and Java) and the model's samples and feedback go
 through its topics: the servers produce the labels, the learner and the
 monitor consume them.
@@ -53,10 +53,10 @@ import numpy as np
 import orjson
 import redis
 
-from tideline.cluster import ProcessCluster
 from tideline.contracts import Keys
-from tideline.embedded import EmbeddedKafka, EmbeddedRedis
-from tideline.simulate import SyntheticStream
+from tideline.demo.cluster import ProcessCluster
+from tideline.demo.embedded import EmbeddedKafka, EmbeddedRedis
+from tideline.demo.simulate import SyntheticStream
 from tideline.spec import OnlineModel, parse
 
 TICK = 0.02
@@ -409,7 +409,7 @@ def _run(
         }
         client.close()
     if report is not None:
-        from tideline.report import write_report
+        from tideline.demo.report import write_report
 
         write_report(report, history, events, summary)
         summary["report"] = str(report)

@@ -1,7 +1,7 @@
 """What a request can be refused for, as the HTTP status each protocol answers it with.
 
 The data plane and the protocol decoders raise these; the routes turn one
-into an answer in one place (:meth:`tideline.serve.protocols.Protocol.status`:
+into an answer in one place (:meth:`tideline.pods.server.protocols.Protocol.status`:
 the Open Inference Protocol answers 400 where KServe V1 answers 422).
 """
 

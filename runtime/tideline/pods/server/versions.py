@@ -24,12 +24,12 @@ import numpy as np
 import redis.exceptions
 
 from tideline import codec
+from tideline.algorithms import Learner
 from tideline.contracts import Keys, Pointers
 from tideline.features import FeatureSchema
-from tideline.learn import Learner
-from tideline.metrics import ServerMetrics
+from tideline.pods.metrics import ServerMetrics
+from tideline.pods.store import learner_from_blob
 from tideline.spec import OnlineModel
-from tideline.store import learner_from_blob
 
 log = logging.getLogger("tideline.server")
 

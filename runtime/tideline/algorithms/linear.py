@@ -21,7 +21,7 @@ forward pass:
 Examples
 --------
 >>> import numpy as np
->>> from tideline.learn import make_learner
+>>> from tideline.algorithms import make_learner
 >>> m = make_learner({"task": "binary", "algorithm": "sgd",
 ...                   "features": [{"name": "a"}, {"name": "b"}]})
 >>> rng = np.random.default_rng(0)
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg.lapack import dposv
 
-from tideline.learn.base import Learner, State
+from tideline.algorithms.base import Learner, State
 from tideline.spec import OPTIMIZERS, FTRLParams, SGDParams
 
 _EPS = 1e-12

@@ -51,8 +51,8 @@ import orjson
 import redis
 
 from tideline import codec
+from tideline.algorithms import Learner, make_learner
 from tideline.contracts import Keys, Pointers
-from tideline.learn import Learner, make_learner
 
 
 def is_cluster(url: str, **kw: Any) -> bool:
@@ -164,7 +164,7 @@ class ModelStore:
     """Versions and pointers of one model in Redis (see module docs)."""
 
     def __init__(self, client: redis.Redis, namespace: str, model: str) -> None:
-        self.r: Any = client  # bytes replies (see tideline.learner)
+        self.r: Any = client  # bytes replies (see tideline.pods.learner)
         self.keys = Keys(namespace, model)
         self._publish = client.register_script(_PUBLISH)
 

@@ -26,7 +26,7 @@ import redis.exceptions
 
 from tideline import predlog
 from tideline.contracts import Keys
-from tideline.metrics import ServerMetrics
+from tideline.pods.metrics import ServerMetrics
 
 log = logging.getLogger("tideline.server")
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tideline.learn.base import Learner
-from tideline.learn.linear import FTRLLearner, LinearLearner
+from tideline.algorithms.base import Learner
+from tideline.algorithms.linear import FTRLLearner, LinearLearner
 from tideline.spec import parse_model
 
 __all__ = ["Learner", "LinearLearner", "FTRLLearner", "ForestLearner", "make_learner"]
 
 
 def _registry() -> dict[str, type[Learner]]:
-    from tideline.learn.forest import ForestLearner
+    from tideline.algorithms.forest import ForestLearner
 
     return {"sgd": LinearLearner, "ftrl": FTRLLearner, "forest": ForestLearner}
 
