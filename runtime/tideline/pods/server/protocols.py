@@ -40,7 +40,7 @@ from tideline.pods.server.logwriter import ids_json
 Answer = tuple[int, bytes, dict[str, str]]  # status, body, headers beyond the content type
 
 
-@dataclass
+@dataclass(slots=True)
 class Decoded:
     """A predict request as the data plane takes it."""
 
