@@ -77,6 +77,32 @@ def test_learn_many_on_a_batch_of_one_equals_learn_one(spec) -> None:
     np.testing.assert_array_equal(one.predict_many(X), many.predict_many(X))
 
 
+def test_learn_predict_many_tests_a_batch_then_learns_it_as_learn_many_does(spec) -> None:
+    """Prequential test-then-train in one call: the state afterwards is learn_many's, and the
+    predictions are the model's before the batch (a linear learner's forward pass has taken in
+    the batch's feature values for its standardisation, never its labels)."""
+    both, plain = _make(*spec), _make(*spec)
+    rows, y = _data(spec[1], 2600)
+    X = both.schema.encode(rows)
+    for a in range(0, 2000, 100):
+        both.learn_many(X[a : a + 100], y[a : a + 100])
+        plain.learn_many(X[a : a + 100], y[a : a + 100])
+    for a in range(2000, 2600, 64):
+        Xb, yb = X[a : a + 64], y[a : a + 64]
+        before = plain.predict_many(Xb[:48])
+        other = both.copy().learn_predict_many(Xb, 1.0 - yb if spec[1] == "binary" else yb + 5, 48)
+        p = both.learn_predict_many(Xb, yb, 48)  # (the rest: replayed rows, not scored)
+        plain.learn_many(Xb, yb)
+        assert p.shape == (min(48, len(yb)),)
+        np.testing.assert_array_equal(p, other)  # the labels played no part
+        if both.predicts_in_update:
+            np.testing.assert_allclose(p, before, atol=0.02)
+        else:
+            np.testing.assert_array_equal(p, before)
+    for k, v in plain.get_state().items():
+        np.testing.assert_array_equal(both.get_state()[k], v, err_msg=k)
+
+
 def test_state_round_trips_exactly_through_the_store_format(spec) -> None:
     m = _make(*spec)
     rows, y = _data(spec[1], 800)

@@ -191,8 +191,9 @@ class Learner:
     def _init_state(self) -> None:
         raise NotImplementedError
 
-    def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> None:
-        """Update from raw rows ``X`` and the transposed design ``A`` (see ``Standardizer``)."""
+    def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Update from raw rows ``X`` and the transposed design ``A`` (see ``Standardizer``);
+        the rows' predictions before the update, if it made them (``predicts_in_update``)."""
         raise NotImplementedError
 
     def _predict(self, X: np.ndarray, A: np.ndarray) -> np.ndarray:
@@ -219,23 +220,45 @@ class Learner:
         }
 
     def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        self._update(X, y)
+
+    def learn_predict_many(self, X: np.ndarray, y: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Predict the first ``n`` rows (all when None) with the model as it stands, then
+        learn every row: prequential test-then-train of a mini-batch.
+
+        A learner whose update makes these predictions in its own forward pass
+        (the linear ones) shares it; their standardisation has then taken in the
+        batch's feature values (never its labels), as the update does.
+        """
+        n = X.shape[0] if n is None else n
+        if not self.predicts_in_update:
+            before = self.predict_many(X[:n])
+            self._update(X, y)
+            return before
+        p = self._update(X, y)
+        return p[:n] if p is not None else np.zeros(0)
+
+    predicts_in_update = False  # whether _learn returns the batch's predictions before it
+
+    def _update(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
         X = self.schema.check_matrix(X)
         y = check_targets(self.task, y)
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
         if X.shape[0] == 0:
-            return
+            return None
         scaler = self._scaler.get_state()
         undo = self._undo(X)
         A = self._scaler.update_design(self._numeric(X))
         with np.errstate(over="ignore", invalid="ignore"):  # checked right below
-            self._learn(X, A, y)
+            p = self._learn(X, A, y)
         if not self._finite(X):
             # refused, not applied: the state is what it was before this batch
             self._scaler.set_state({k: np.array(v, copy=True) for k, v in scaler.items()})
             self._restore(undo)
             raise NonFiniteUpdate("the update would make the model non-finite; it was not applied")
         self._n_seen += X.shape[0]
+        return p
 
     def _undo(self, X: np.ndarray) -> Any:
         """What :meth:`_restore` needs to take back an update on ``X`` (cheap: what it touches)."""

@@ -97,9 +97,11 @@ class LinearLearner(Learner):
             self._update_categorical = (X, rows, cols)
         return rows, cols
 
-    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+    predicts_in_update = True
+
+    def _update(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
         try:
-            super().learn_many(X, y)
+            return super()._update(X, y)
         finally:
             self._update_categorical = None  # (the batch is not held on to)
 
@@ -117,7 +119,7 @@ class LinearLearner(Learner):
         return self._link(self._margin(A, rows, cols))
 
     # -- learning ---------------------------------------------------------------------
-    def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> None:
+    def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> np.ndarray:
         # A is the transposed design: one row per coordinate, one column per sample.
         rows, cols = self._categorical(X, update=True)
         p = self._link(self._margin(A, rows, cols))
@@ -133,6 +135,7 @@ class LinearLearner(Learner):
             self._ftrl(A, rows, cols, r, g, gc)
         else:
             self._gradient(A, rows, cols, r, g, gc, n, l2)
+        return p
 
     def _newton(self, A, rows, cols, p, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
         h = p * (1.0 - p) if self.task == "binary" else np.ones_like(p)

@@ -548,15 +548,7 @@ class LearnerProcess:
             due = self.spec.learning.publishEvery - self.counters["since_publish"]
             block = min(len(self.pending) // size, BLOCK_ROWS // size, -(-due // size))
             X, y, runs = self.pending.take(max(1, block) * size)
-            refused: dict[int, str] = {}
-            p_live = np.empty(len(y))  # each batch tested before it is learned (prequential)
-            a = 0
-            while a < len(y):  # (a fresh model's batches grow: see ramp_size)
-                b = min(a + ramp_size(self.learner.n_seen, bs), len(y))
-                p_live[a:b] = self.learner.predict_many(X[a:b])
-                for i, reason in self._learn_batch(X[a:b], y[a:b]).items():
-                    refused[a + i] = reason
-                a = b
+            p_live, refused = self._learn_block(X, y)
             self._score(X, y, p_live)
             at = 0
             for run in runs:
@@ -589,38 +581,58 @@ class LearnerProcess:
         self.gate_live = np.concatenate([self.gate_live, _loss(task, p_live, y)])[-holdout:]
         self.gate_served = np.concatenate([self.gate_served, _loss(task, p_served, y)])[-holdout:]
 
-    def _learn_batch(self, X: np.ndarray, y: np.ndarray) -> dict[int, str]:
-        """Train on a batch (tested by the caller); the rows refused (index -> reason),
-        learned without them.
+    def _learn_block(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+        """Learn a block a mini-batch at a time, each tested before it is learned (its
+        predictions are returned: prequential), with past samples replayed beside it; and
+        the rows refused (index -> reason), the rest learned without them.
 
-        An update that would make the model non-finite, or that raises, is not
-        applied: the batch is learned again row by row, and the rows that
-        still fail are refused (dead-lettered by the caller) - one hostile
-        row must not stop learning, nor come back at every restart.
+        Replayed samples are drawn for the whole block at once, from what was learned
+        before it; the block's rows join the replay buffer at its end. An update that
+        would make the model non-finite, or that raises, is not applied: that batch is
+        learned again row by row, and the rows that still fail are refused (dead-lettered
+        by the caller) - one hostile row must not stop learning, nor come back at every
+        restart.
         """
-        t0 = time.perf_counter()
+        bs = self.spec.learning.batchSize
+        n, seen = len(y), self.learner.n_seen
+        bounds: list[tuple[int, int]] = []
+        while not bounds or bounds[-1][1] < n:  # (a fresh model's batches grow: see ramp_size)
+            a = bounds[-1][1] if bounds else 0
+            bounds.append((a, min(a + ramp_size(seen + a, bs), n)))
         rf = self.spec.learning.replay.fraction
-        k = int(round(len(y) * rf / (1.0 - rf))) if self.replay.filled >= len(y) else 0
-        Xr, yr = self.replay.sample(k)
+        ks = [int(round((b - a) * rf / (1.0 - rf))) if self.replay.filled >= b - a else 0
+              for a, b in bounds]  # fmt: skip
+        Xr, yr = self.replay.sample(sum(ks))
+        p_live = np.empty(n)
         refused: dict[int, str] = {}
-        try:
-            self.learner.learn_many(
-                np.vstack([X, Xr]) if k else X, np.concatenate([y, yr]) if k else y
-            )
-        except Exception:  # a hostile row, or a bug it hits: find it, learn the rest
-            refused = self._learn_rows(X, y)
-            keep = np.array([i not in refused for i in range(len(y))])
+        r = 0
+        for (a, b), k in zip(bounds, ks, strict=True):
+            t0 = time.perf_counter()
+            Xb, yb = X[a:b], y[a:b]
+            if k:
+                Xb, yb = np.vstack([Xb, Xr[r : r + k]]), np.concatenate([yb, yr[r : r + k]])
+                r += k
+            try:
+                p_live[a:b] = self.learner.learn_predict_many(Xb, yb, b - a)
+            except Exception:  # a hostile row, or a bug it hits: find it, learn the rest
+                p_live[a:b] = self.learner.predict_many(X[a:b])
+                for i, reason in self._learn_rows(X[a:b], y[a:b]).items():
+                    refused[a + i] = reason
+            self.metrics.update_seconds.observe(time.perf_counter() - t0)
+        if refused:
+            keep = np.ones(n, dtype=bool)
+            keep[list(refused)] = False
             X, y = X[keep], y[keep]
         self.replay.add(X, y)
-        self.counters["samples"] += len(y)
-        self.counters["label_sum"] += float(y.sum())
-        self.counters["batches"] += 1
-        self.counters["since_publish"] += len(y)
+        c = self.counters
+        c["samples"] += len(y)
+        c["label_sum"] += float(y.sum())
+        c["batches"] += len(bounds)
+        c["since_publish"] += len(y)
         self._dirty = True
         self.metrics.samples.inc(len(y))
-        self.metrics.batches.inc()
-        self.metrics.update_seconds.observe(time.perf_counter() - t0)
-        return refused
+        self.metrics.batches.inc(len(bounds))
+        return p_live, refused
 
     def _learn_rows(self, X: np.ndarray, y: np.ndarray) -> dict[int, str]:
         refused: dict[int, str] = {}
