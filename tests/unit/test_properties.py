@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -187,3 +188,20 @@ def test_the_monitor_reads_a_column_of_logged_values_as_it_reads_each(values, de
     from tideline.pods.monitor import _num, _numbers
 
     assert _numbers(values, default).tolist() == [_num(v, default) for v in values]
+
+
+@SEEDED
+@given(st.lists(st.lists(st.one_of(st.floats(), st.integers(-(2**53), 2**53), st.none()),
+                         min_size=3, max_size=3), min_size=1, max_size=30),
+       st.lists(st.floats(-5, 5), min_size=3, max_size=3))  # fmt: skip
+def test_the_monitor_reads_typed_logged_rows_as_it_reads_each_value(rows, defaults) -> None:
+    from tideline.pods.monitor import _drift_body, _num, _typed_rows
+
+    names = ["a", "b", "c"]
+    objects = [{k: v for k, v in zip(names, row, strict=True) if v is not None} for row in rows]
+    # (a value JSON cannot hold, inf or NaN, is logged as null: the server writes JSON)
+    body = orjson.dumps({"instances": objects}, option=orjson.OPT_SERIALIZE_NUMPY)
+    typed = _drift_body(names).decode(body).instances
+    want = [[_num(o.get(k), d) for k, d in zip(names, defaults, strict=True)]
+            for o in orjson.loads(body)["instances"]]  # fmt: skip
+    assert _typed_rows(typed, defaults).tolist() == want

@@ -47,12 +47,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import operator
+import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -160,7 +161,8 @@ class Monitor:
         self._scores_key: tuple[Any, Any] | None = None  # whose scores prediction drift holds
         # stable rows' features (a list per feature) and scores read from the log, for the
         # drift detectors in one block
-        self._drift_columns: list[list[Any]] = [[] for _ in self.feature_names]
+        self._drift_columns: list[list[Any]] = [[] for _ in self.feature_names]  # row by row
+        self._drift_typed: list[Any] = []  # rows decoded typed (DriftRow structs)
         self._drift_scores: list[Any] = []
         self._drift_body = _drift_body(self.feature_names)
         self._stable_revision = model.revision
@@ -333,7 +335,10 @@ class Monitor:
             t = self._track("shadow")
             t.predictions += n
             t.revision, t.version = e.meta.shadow[0], e.meta.shadow[1]
-        stable = [i for i in range(n) if tracks[i] == "stable"]
+        if e.meta.tracks is None:  # (the usual request: one track answered all its rows)
+            stable: Sequence[int] = range(n) if e.meta.track == "stable" else ()
+        else:
+            stable = [i for i in range(n) if tracks[i] == "stable"]
         if not stable:
             return
         revision, version = e.model("stable")
@@ -351,9 +356,9 @@ class Monitor:
             except (ValueError, TypeError, orjson.JSONDecodeError):
                 self.metrics.bad_log_entries.inc()
                 return
-        self._drift_scores += [scores[i] for i in stable]
+        self._drift_scores += scores if len(stable) == n else [scores[i] for i in stable]
 
-    def _drift_features(self, e: predlog.Entry, stable: list[int]) -> list[int]:
+    def _drift_features(self, e: predlog.Entry, stable: Sequence[int]) -> Sequence[int]:
         """The drift features of a request's stable rows, onto their columns: decoded typed
         from the body as it came (objects of numbers), else from its rows one by one. The
         rows read (a body of fewer rows than scores has no more)."""
@@ -370,22 +375,25 @@ class Monitor:
         if len(stable) != len(typed) or stable[-1] != len(typed) - 1:
             stable = [i for i in stable if i < len(typed)]
             typed = [typed[i] for i in stable]
-        for j, column in enumerate(columns):
-            column += map(operator.attrgetter(f"f{j}"), typed)
+        self._drift_typed += typed
         return stable
 
     def _drift_block(self) -> None:
         """The stable rows and scores read since, to the drift detectors: a column at a time."""
-        columns, scores = self._drift_columns, self._drift_scores
+        columns, typed, scores = self._drift_columns, self._drift_typed, self._drift_scores
+        blocks = [_typed_rows(typed, self.feature_defaults)] if typed else []
         if columns and columns[0]:
             X = np.empty((len(columns[0]), len(columns)))
             for j, (column, d) in enumerate(zip(columns, self.feature_defaults, strict=True)):
                 X[:, j] = _numbers(column, d)
-            self._feature_drift(X)
+            blocks.append(X)
+        if blocks:
+            self._feature_drift(blocks[0] if len(blocks) == 1 else np.vstack(blocks))
         if scores:
             self.prediction_drift.update_many(_numbers(scores, 0.5).reshape(-1, 1))
             self._drift_edge("predictions", self.prediction_drift, ["score"])
         self._drift_columns, self._drift_scores = [[] for _ in self.feature_names], []
+        self._drift_typed = []
 
     def _on_label(self, j: Joined) -> None:
         """Labels of one logged request: its tracks' and versions' quality, the concept
@@ -934,6 +942,24 @@ def _drift_body(names: list[str]) -> msgspec.json.Decoder[Any]:
     )
     body = msgspec.defstruct("DriftBody", [("instances", list[row])])  # type: ignore[valid-type]
     return msgspec.json.Decoder(body)
+
+
+def _typed_rows(rows: list[Any], defaults: list[float]) -> np.ndarray:
+    """Rows decoded by :func:`_drift_body` as a matrix, a missing or non-finite value its
+    feature's default: the values laid out flat by C calls (a tuple a row) and packed into
+    the matrix's buffer by ``struct`` (:meth:`tideline.features.FeatureSchema.encode_typed`
+    does the same), with no Python-level work per value."""
+    n, width = len(rows), len(defaults)
+    flat = list(chain.from_iterable(map(msgspec.structs.astuple, rows)))
+    if None in flat:  # (missing values: NaN, then their defaults)
+        X = np.array(flat, dtype=np.float64).reshape(n, width)
+    else:
+        X = np.empty((n, width), dtype=np.float64)
+        struct.pack_into(f"{n * width}d", X.data, 0, *flat)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        X[bad] = np.broadcast_to(np.asarray(defaults, dtype=np.float64), X.shape)[bad]
+    return X
 
 
 def _numbers(values: list[Any], default: float) -> np.ndarray:
