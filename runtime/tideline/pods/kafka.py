@@ -119,7 +119,7 @@ class Position:
 
 
 def _entry(ts_ms: int, partition: int, offset: int) -> bytes:
-    return f"{ts_ms}-{partition}.{offset}".encode()
+    return b"%d-%d.%d" % (ts_ms, partition, offset)
 
 
 def _where(entry: bytes) -> tuple[int, int]:
@@ -157,6 +157,7 @@ class KafkaTopics:
         self._assigned: set[tuple[str, int]] = set()
         self._last_discovery = 0.0
         self._confirmed: dict[tuple[str, int], int] = {}  # what the group holds, as it said
+        self._where: dict[bytes, tuple[Position, int]] = {}  # an entry read and not done yet
 
     @property
     def consumer(self) -> Any:
@@ -273,31 +274,48 @@ class KafkaTopics:
 
     # -- reading -----------------------------------------------------------------------
     def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
-        out = []
-        for topic, entries in _as_entries(self.consumer.consume(count, block_ms / 1000)).items():
-            mine: Entries = []
-            for entry, fields in entries:
-                partition, offset = _where(entry)
-                pos = self.positions.get((topic, partition))
-                if pos is None:
-                    continue
-                if offset < pos.to:
-                    if offset not in pos.open:
-                        continue  # done before the restart
-                else:
-                    pos.to = offset + 1
-                    pos.open.add(offset)
-                if self._resume:
-                    self._count_read(topic, partition, offset)
-                mine.append((entry, fields))
-            out.append((topic, mine))
-        return out
+        """The messages of one ``consume`` as entries, by topic; one already done (before a
+        restart) left out. A message at a time, with no work it does not need: a one-row
+        message costs about as much here as learning it."""
+        out: dict[str, Entries] = {}
+        positions, where, resume = self.positions, self._where, self._resume
+        now_ms = 0
+        for m in self.consumer.consume(count, block_ms / 1000):
+            if m.error() is not None:
+                _consume_error(m.error())
+                continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            pos = positions.get((topic, partition))
+            if pos is None:
+                continue
+            if offset < pos.to:
+                if offset not in pos.open:
+                    continue  # done before the restart
+            else:
+                pos.to = offset + 1
+                pos.open.add(offset)
+            if resume:
+                self._count_read(topic, partition, offset)
+            kind, ms = m.timestamp()
+            if not kind or ms <= 0:
+                ms = now_ms = now_ms or int(time.time() * 1000)
+            entry = _entry(ms, partition, offset)
+            where[entry] = (pos, offset)
+            value = m.value()
+            entries = out.get(topic)
+            if entries is None:
+                entries = out[topic] = []
+            entries.append((entry, {b"data": value} if value is not None else {}))
+        return list(out.items())
 
     def done(self, stream: str, entry: bytes) -> None:
-        partition, offset = _where(entry)
-        pos = self.positions.get((stream, partition))
-        if pos is not None:
-            pos.open.discard(offset)
+        found = self._where.pop(entry, None)
+        if found is None:  # (not read by this process: a dead letter found at start)
+            partition, offset = _where(entry)
+            pos = self.positions.get((stream, partition))
+            found = (pos, offset) if pos is not None else None
+        if found is not None:
+            found[0].open.discard(found[1])
 
     # -- durability --------------------------------------------------------------------
     def state(self) -> Any:
@@ -372,15 +390,20 @@ def _positions(state: Any) -> dict[tuple[str, int], Position]:
     return out
 
 
+def _consume_error(err: Any) -> None:
+    """A message that is an error: a fatal one stops the process, the rest are logged."""
+    if err.fatal():
+        raise RuntimeError(f"kafka: {err.str()}")
+    log.warning("kafka: %s", err.str())
+
+
 def _as_entries(msgs: list[Any]) -> dict[str, Entries]:
     """Messages as stream entries by topic: ``(b"<ms>-<partition>.<offset>", {b"data": value})``."""
     out: dict[str, Entries] = {}
     for m in msgs:
         err = m.error()
         if err is not None:
-            if err.fatal():
-                raise RuntimeError(f"kafka: {err.str()}")
-            log.warning("kafka: %s", err.str())
+            _consume_error(err)
             continue
         kind, ts = m.timestamp()
         ms = ts if kind and ts > 0 else int(time.time() * 1000)

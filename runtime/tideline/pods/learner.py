@@ -405,7 +405,11 @@ class LearnerProcess:
         n = size = 0
         for stream, entries in self.source.read(self._read_count, block_ms):
             n += len(entries)
-            size += sum(len(fields.get(b"data") or b"") for _, fields in entries)
+            # (sized from a few of them: an estimate is all the next read's count needs)
+            some = entries[:: max(1, len(entries) // 16)]
+            size += (
+                len(entries) * sum(len(f.get(b"data") or b"") for _, f in some) // max(len(some), 1)
+            )
             if stream == self.source.samples:
                 self._on_samples(entries)
             else:
