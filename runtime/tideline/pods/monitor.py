@@ -326,19 +326,19 @@ class Monitor:
         in the sample (``read``)."""
         n = len(scores)
         self._counts["predictions"] += n
-        tracks = e.meta.tracks or [e.meta.track] * n
-        for track in sorted(set(tracks)):
+        tracks = e.meta.tracks or None  # (None: one track answered every row)
+        for track in sorted(set(tracks)) if tracks is not None else (e.meta.track,):
             t = self._track(track)
-            t.predictions += n if e.meta.tracks is None else tracks.count(track)
+            t.predictions += n if tracks is None else tracks.count(track)
             t.revision, t.version = e.model(track)
         if e.meta.shadow is not None:
             t = self._track("shadow")
             t.predictions += n
             t.revision, t.version = e.meta.shadow[0], e.meta.shadow[1]
-        if e.meta.tracks is None:  # (the usual request: one track answered all its rows)
+        if tracks is None:  # (the usual request: one track answered all its rows)
             stable: Sequence[int] = range(n) if e.meta.track == "stable" else ()
         else:
-            stable = [i for i in range(n) if tracks[i] == "stable"]
+            stable = [i for i in range(n) if i < len(tracks) and tracks[i] == "stable"]
         if not stable:
             return
         revision, version = e.model("stable")
