@@ -951,11 +951,11 @@ def _typed_rows(rows: list[Any], defaults: list[float]) -> np.ndarray:
     does the same), with no Python-level work per value."""
     n, width = len(rows), len(defaults)
     flat = list(chain.from_iterable(map(msgspec.structs.astuple, rows)))
-    if None in flat:  # (missing values: NaN, then their defaults)
-        X = np.array(flat, dtype=np.float64).reshape(n, width)
-    else:
-        X = np.empty((n, width), dtype=np.float64)
+    X = np.empty((n, width), dtype=np.float64)
+    try:
         struct.pack_into(f"{n * width}d", X.data, 0, *flat)
+    except struct.error:  # a missing value (None): NaN, then its default
+        X = np.array(flat, dtype=np.float64).reshape(n, width)
     bad = ~np.isfinite(X)
     if bad.any():
         X[bad] = np.broadcast_to(np.asarray(defaults, dtype=np.float64), X.shape)[bad]
