@@ -10,6 +10,8 @@ the stream, side by side in one run on an embedded redis-server:
   sample learned to the last (its ``tideline_learner_samples_total``, polled
   every 50 ms), from one-row entries and from packed entries of 64 rows (what
   ``:learn`` writes; three times ``--n`` of them, so the run lasts seconds);
+  and steady, from the first learned to 90 % (the last mini-batch of a finite
+  stream waits up to ``maxBatchDelay``, 500 ms here, for rows that never come);
 * **learn_many alone**: the model's update on encoded batches of 64 and 256;
 * **Kafka** (``spec.source.kafka``, a broker of its own: the jars ``make
   kafka-bin`` resolves): confluent-kafka ``consume(num_messages=1000)`` +
@@ -143,9 +145,11 @@ def kafka_raw(bootstrap: str, topic: str, n: int) -> float:
 
 def learner_rate(
     loop: Loop, rows: list[Any], y: np.ndarray, packed: int, fill: Any = None
-) -> float:
-    """Samples a second through ``tideline learner``, first learned to last (``fill`` puts
-    the samples where the learner reads them: the model's stream, unless given)."""
+) -> tuple[float, float]:
+    """Samples a second through ``tideline learner``: first learned to last, and steady (first
+    learned to 90 %: without the last mini-batch's wait of up to ``maxBatchDelay`` for rows
+    that never come, at the end of a finite stream). ``fill`` puts the samples where the
+    learner reads them: the model's stream, unless given."""
     if fill is None:
         _fill(loop.r, _keys(loop).samples, rows, y, packed)
     else:
@@ -153,6 +157,7 @@ def learner_rate(
     port = free_port()
     proc = loop.start("learner", "--port", str(port))
     first: tuple[float, int] | None = None
+    steady: tuple[float, int] | None = None
     deadline = time.monotonic() + 600
     while True:
         # the learner's own counter, per mini-batch (its Redis hash moves once a checkpoint,
@@ -161,6 +166,8 @@ def learner_rate(
         now = time.perf_counter()
         if first is None and n > 0:
             first = (now, n)
+        if steady is None and n >= 0.9 * len(rows):
+            steady = (now, n)
         if n >= len(rows):
             break
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -168,8 +175,9 @@ def learner_rate(
         time.sleep(0.05)
     proc.terminate()
     proc.wait(20)
-    assert first is not None
-    return (n - first[1]) / max(now - first[0], 1e-9)
+    assert first is not None and steady is not None
+    return ((n - first[1]) / max(now - first[0], 1e-9),
+            (steady[1] - first[1]) / max(steady[0] - first[0], 1e-9))  # fmt: skip
 
 
 def learn_many_rate(manifest: dict[str, Any], rows: list[Any], y: np.ndarray, bs: int) -> float:
@@ -299,10 +307,12 @@ def kafka_rows(manifest: dict[str, Any], rows: list[Any], y: np.ndarray) -> dict
                 time.sleep(3.0)
                 first.terminate()
                 first.wait(20)
-                out[f"tideline learner from a Kafka topic, {name}"] = learner_rate(
+                whole, steady = learner_rate(
                     loop, rows * n, np.tile(y, n), packed,
                     fill=lambda v, t=topic: _produce(broker.bootstrap, t, v),
                 )  # fmt: skip
+                out[f"tideline learner from a Kafka topic, {name}"] = whole
+                out[f"tideline learner from a Kafka topic, {name}, steady"] = steady
             finally:
                 loop.stop()
             broker.stop(keep=False)
@@ -334,13 +344,12 @@ def main() -> None:
             time.sleep(2.0)
             first.terminate()
             first.wait(20)
-            table["tideline learner, one-row entries"] = learner_rate(loop, rows, y, 1)
-            table["tideline learner, packed entries of 64 rows"] = learner_rate(
-                loop,
-                rows * 3,
-                np.tile(y, 3),
-                64,  # three times the rows: a run of seconds
-            )
+            for name, n, packed in (("one-row entries", 1, 1),
+                                    # packed: three times the rows, a run of seconds
+                                    ("packed entries of 64 rows", 3, 64)):  # fmt: skip
+                whole, steady = learner_rate(loop, rows * n, np.tile(y, n), packed)
+                table[f"tideline learner, {name}"] = whole
+                table[f"tideline learner, {name}, steady"] = steady
             table["learn_many alone, batches of 64"] = learn_many_rate(manifest, rows, y, 64)
             table["learn_many alone, batches of 256"] = learn_many_rate(manifest, rows, y, 256)
             for name, value in table.items():
