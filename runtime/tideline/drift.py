@@ -553,28 +553,6 @@ class _WindowDrift:
             self.n_features, self.bins
         )
 
-    def _push(self, flat: np.ndarray) -> None:
-        """Add a step's rows (flat bin ids) to the window; the oldest leave once it is full.
-
-        The ring fills from slot 0, so a slot is occupied when it is below
-        ``_cur_n``; a step writes at most two contiguous runs of slots.
-        """
-        step, pos, window = len(flat), self._pos, self.window
-        first = min(step, window - pos)
-        for start, stop, src in ((pos, pos + first, 0), (0, step - first, first)):
-            if stop <= start:
-                continue
-            occupied = min(stop, self._cur_n)
-            if occupied > start:
-                self._counts -= self._histogram(self._ring[start:occupied])
-            self._ring[start:stop] = flat[src : src + stop - start]
-        self._counts += self._histogram(flat)
-        self._pos = (pos + step) % window
-        self._cur_n = min(window, self._cur_n + step)
-
-    def _score(self) -> np.ndarray:
-        raise NotImplementedError
-
     def update(self, x: Any) -> None:
         self.update_many(np.asarray(x, dtype=np.float64).reshape(1, self.n_features))
 
@@ -593,21 +571,64 @@ class _WindowDrift:
                 self._ref = []
         if i >= len(xs):
             return np.array(fired, dtype=np.int64)
-        flat = self._flat_bins(xs[i:])
-        base = i
-        while i < len(xs):
-            step = min(self.check_every - self._since, len(xs) - i)
-            self._push(flat[i - base : i - base + step])
-            self._since += step
-            i += step
-            if self._since == self.check_every:
-                self._since = 0
-                self.scores = self._score()
-                if (self.scores > self.threshold).any():
-                    fired.append(i - 1)
-                    self.n_detections += 1
-                    self._drift = i == len(xs)
-        return np.array(fired, dtype=np.int64)
+        return self._steps(self._flat_bins(xs[i:]), i)
+
+    def _steps(self, flat: np.ndarray, base: int) -> np.ndarray:
+        """Push these rows (flat bin ids) through the window, checking every ``check_every``;
+        the indices (``base`` + row) at which a check fired.
+
+        All checks of a block at once, as stepping row by row would give them: the window
+        at each check is a run of the rows that came (those in the window, then these),
+        so one ``bincount`` of those rows by segment between the checks' window bounds,
+        added up, gives every check's counts.
+        """
+        W, C, m = self.window, self.check_every, len(flat)
+        old = (
+            self._ring[: self._cur_n]
+            if self._cur_n < W
+            else np.concatenate([self._ring[self._pos :], self._ring[: self._pos]])
+        )
+        seq = np.concatenate([old, flat])  # the rows in the order they came
+        n0, total = len(old), len(old) + m
+        ends = n0 + np.arange(C - self._since, m + 1, C)  # (a check after row end - 1)
+        fired = np.zeros(0, dtype=np.int64)
+        if len(ends):
+            starts = np.maximum(ends - W, 0)
+            bounds = np.unique(np.concatenate([starts, ends]))
+            width = self.n_features * self.bins
+            segment = np.searchsorted(bounds, np.arange(total), side="right")
+            upto = np.cumsum(  # upto[s]: the counts of the rows before bounds[s]
+                np.bincount((segment[:, None] * width + seq).ravel(),
+                            minlength=(len(bounds) + 1) * width).reshape(-1, width),
+                axis=0,
+            )  # fmt: skip
+            counts = upto[np.searchsorted(bounds, ends)] - upto[np.searchsorted(bounds, starts)]
+            scores = self._scores(
+                counts.reshape(-1, self.n_features, self.bins).astype(np.float64), ends - starts
+            )
+            hit: np.ndarray = np.asarray((scores > self.threshold).any(axis=1))
+            fired = base + ends[hit] - n0 - 1
+            self.n_detections += len(fired)
+            self.scores = scores[-1]
+            self._drift = bool(hit[-1]) and ends[-1] == total
+        # the window's state as row by row would leave it
+        self._pos = (self._pos + m) % W
+        if total < W:
+            self._ring[n0:total] = flat
+        else:
+            self._ring[:] = np.roll(seq[-W:], self._pos, axis=0)
+        self._cur_n = min(W, total)
+        self._counts = self._histogram(seq[-self._cur_n :]).astype(np.float64)
+        self._since = (self._since + m) % C
+        return fired
+
+    def _score(self) -> np.ndarray:
+        return self._scores(self._counts[None], np.array([self._cur_n]))[0]
+
+    def _scores(self, counts: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """The statistic per feature of windows of these counts ``(checks, features, bins)``
+        and sizes ``(checks,)``: ``(checks, features)``."""
+        raise NotImplementedError
 
 
 class PSI(_WindowDrift):
@@ -615,14 +636,13 @@ class PSI(_WindowDrift):
 
     bins = 10
 
-    def _score(self) -> np.ndarray:
-        if self._cur_n < self.window // 2:
-            return np.zeros(self.n_features)
-        cur = (self._counts + 0.5) / (
-            self._cur_n + 0.5 * self.bins
-        )  # an empty bin is not infinitely surprising
+    def _scores(self, counts: np.ndarray, n: np.ndarray) -> np.ndarray:
+        # an empty bin is not infinitely surprising
+        cur = (counts + 0.5) / (n[:, None, None] + 0.5 * self.bins)
         ref = self._ref_p
-        return np.asarray(((cur - ref) * np.log(cur / ref)).sum(axis=1))
+        out = ((cur - ref) * np.log(cur / ref)).sum(axis=2)
+        out[n < self.window // 2] = 0.0
+        return out
 
 
 class KS(_WindowDrift):
@@ -640,10 +660,10 @@ class KS(_WindowDrift):
         self._ref_cdf = np.cumsum(self._ref_p, axis=1)
         self._ref_cdf /= self._ref_cdf[:, -1:]
 
-    def _score(self) -> np.ndarray:
-        if self._cur_n < self.window // 2:
-            return np.zeros(self.n_features)
-        cur_cdf = np.cumsum(self._counts, axis=1)
-        cur_cdf /= self._cur_n
+    def _scores(self, counts: np.ndarray, n: np.ndarray) -> np.ndarray:
+        cur_cdf = np.cumsum(counts, axis=2)
+        cur_cdf /= n[:, None, None]
         cur_cdf -= self._ref_cdf
-        return np.asarray(np.abs(cur_cdf, out=cur_cdf).max(axis=1))
+        out = np.abs(cur_cdf, out=cur_cdf).max(axis=2)
+        out[n < self.window // 2] = 0.0
+        return out

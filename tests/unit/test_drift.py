@@ -255,3 +255,36 @@ def test_event_order_holds_at_most_max_held_values() -> None:
     values, _ = o.release()
     assert o.held == 100 and len(values) == 1900
     assert list(values) == sorted(values)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.sampled_from([PSI, KS]), st.integers(0, 10**6), st.sampled_from([40, 100]),
+       st.sampled_from([1, 3, 7, 20, 100]), st.lists(st.integers(1, 400), min_size=1, max_size=8),
+       st.floats(0.0, 3.0))  # fmt: skip
+def test_feature_detectors_check_every_window_as_a_plain_recount_would(
+    cls, seed, window, check_every, blocks, shift
+) -> None:
+    """Each check's window recounted from scratch (its rows binned, counted, scored): the same
+    checks fire, with the same scores, whatever blocks the rows come in."""
+    check_every = min(check_every, window)
+    rng = np.random.default_rng(seed)
+    n = window + sum(blocks)
+    xs = rng.normal(size=(n, 2))
+    xs[n // 2 :, 1] += shift  # a feature that moves (or not) halfway
+    d = cls(n_features=2, window=window, threshold=0.1, check_every=check_every)
+    got, at = d.update_many(xs[:window]).tolist(), window  # (the reference)
+    for b in blocks:
+        got += (d.update_many(xs[at : at + b]) + at).tolist()
+        at += b
+    ref = cls(n_features=2, window=window, threshold=0.1, check_every=check_every)
+    ref.update_many(xs[:window])
+    post = xs[window:]
+    want, last = [], np.zeros(2)
+    for t in range(check_every, len(post) + 1, check_every):
+        rows = post[max(0, t - window) : t]
+        counts = ref._histogram(ref._flat_bins(rows)).astype(float)
+        last = ref._scores(counts[None], np.array([len(rows)]))[0]
+        if (last > 0.1).any():
+            want.append(window + t - 1)
+    assert got == want
+    np.testing.assert_array_equal(d.scores, last)

@@ -70,7 +70,7 @@ from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.metrics import MonitorMetrics
-from tideline.pods.sources import Follower, RedisFollower
+from tideline.pods.sources import Follower, RedisFollower, xread
 from tideline.pods.store import (
     ModelStore,
     Reference,
@@ -255,7 +255,7 @@ class Monitor:
         n = 0
         rate = self.spec.drift.sampleRate
         streams = {self.keys.log(i): c for i, c in self._cursors.items()}
-        for stream, entries in self.r.xread(streams, count=count) or []:
+        for stream, entries in xread(self.r, streams, count) or []:
             instance = stream.decode().rsplit(":", 1)[1]
             for entry_id, fields in entries:
                 self._cursors[instance] = entry_id.decode()

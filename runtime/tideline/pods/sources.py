@@ -82,6 +82,25 @@ class LabelSource(Protocol):
     def close(self) -> None: ...
 
 
+def xread(client: Any, streams: dict[str, str], count: int) -> Any:
+    """``XREAD COUNT count STREAMS ...`` as redis-py's ``xread`` answers it, the reply read
+    straight (:meth:`RedisStreams._parse`; redis-py's callback costs a function call an
+    entry). On a Redis Cluster, redis-py's own."""
+    if not hasattr(client, "connection_pool"):  # RedisCluster: it routes each key
+        return client.xread(streams, count=count)
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_command("XREAD", "COUNT", count, "STREAMS", *streams, *streams.values())
+        raw = conn.read_response()
+    except BaseException:
+        conn.disconnect()  # a reply half read is never read by the next command
+        raise
+    finally:
+        pool.release(conn)
+    return RedisStreams._parse(raw)
+
+
 def _pairs(flat: Any) -> dict[bytes, bytes]:
     """``[k1, v1, k2, v2, ...]`` (None: a deleted entry's) as a dict."""
     return dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
