@@ -577,48 +577,54 @@ class _WindowDrift:
         """Push these rows (flat bin ids) through the window, checking every ``check_every``;
         the indices (``base`` + row) at which a check fired.
 
-        All checks of a block at once, as stepping row by row would give them: the window
-        at each check is a run of the rows that came (those in the window, then these),
-        so one ``bincount`` of those rows by segment between the checks' window bounds,
-        added up, gives every check's counts.
+        All checks of a block at once, as stepping row by row would give them. Each check's
+        window is the window before the block, plus the block's rows up to the check, less
+        the rows that left (the window's oldest, then the block's own): one ``bincount`` of
+        those rows by segment between the checks' bounds, summed, gives every check's counts.
+        The work is in the block's rows and as many of the window's oldest, not the window.
         """
-        W, C, m = self.window, self.check_every, len(flat)
-        old = (
-            self._ring[: self._cur_n]
-            if self._cur_n < W
-            else np.concatenate([self._ring[self._pos :], self._ring[: self._pos]])
-        )
-        seq = np.concatenate([old, flat])  # the rows in the order they came
-        n0, total = len(old), len(old) + m
+        W, C, m, n0 = self.window, self.check_every, len(flat), self._cur_n
         ends = n0 + np.arange(C - self._since, m + 1, C)  # (a check after row end - 1)
+        ends = np.append(ends, n0 + m)  # (and the window after the block: the state)
+        starts = np.maximum(ends - W, 0)
+        # the window's oldest rows that leave during the block, in the order they came
+        k_old = min(n0, int(starts.max()))
+        at = np.arange(k_old) if n0 < W else (self._pos + np.arange(k_old)) % W
+        seq = np.concatenate([self._ring[at], flat])  # (rows n0.. of the stream: at k_old..)
+
+        def place(x: np.ndarray) -> np.ndarray:  # a stream position's place in seq
+            return np.where(x <= k_old, x, x - n0 + k_old)
+
+        bounds = np.unique(np.concatenate([place(starts), place(ends), [k_old]]))
+        width = self.n_features * self.bins
+        segment = np.searchsorted(bounds, np.arange(len(seq)), side="right")
+        upto = np.cumsum(  # upto[s]: the counts of seq's rows before bounds[s]
+            np.bincount((segment[:, None] * width + seq).ravel(),
+                        minlength=(len(bounds) + 1) * width).reshape(-1, width),
+            axis=0,
+        )  # fmt: skip
+        before = self._counts.reshape(-1).astype(np.int64)  # the window of n0 rows
+        at_old = upto[np.searchsorted(bounds, k_old)]
+
+        def prefix(x: np.ndarray) -> np.ndarray:  # the counts of the stream's first x rows
+            got = upto[np.searchsorted(bounds, place(x))]
+            return np.where((x > k_old)[:, None], before + got - at_old, got)
+
+        counts = (prefix(ends) - prefix(starts)).reshape(-1, self.n_features, self.bins)
         fired = np.zeros(0, dtype=np.int64)
-        if len(ends):
-            starts = np.maximum(ends - W, 0)
-            bounds = np.unique(np.concatenate([starts, ends]))
-            width = self.n_features * self.bins
-            segment = np.searchsorted(bounds, np.arange(total), side="right")
-            upto = np.cumsum(  # upto[s]: the counts of the rows before bounds[s]
-                np.bincount((segment[:, None] * width + seq).ravel(),
-                            minlength=(len(bounds) + 1) * width).reshape(-1, width),
-                axis=0,
-            )  # fmt: skip
-            counts = upto[np.searchsorted(bounds, ends)] - upto[np.searchsorted(bounds, starts)]
-            scores = self._scores(
-                counts.reshape(-1, self.n_features, self.bins).astype(np.float64), ends - starts
-            )
+        if len(ends) > 1:
+            scores = self._scores(counts[:-1].astype(np.float64), (ends - starts)[:-1])
             hit: np.ndarray = np.asarray((scores > self.threshold).any(axis=1))
-            fired = base + ends[hit] - n0 - 1
+            fired = base + ends[:-1][hit] - n0 - 1
             self.n_detections += len(fired)
             self.scores = scores[-1]
-            self._drift = bool(hit[-1]) and ends[-1] == total
+            self._drift = bool(hit[-1]) and ends[-2] == n0 + m
         # the window's state as row by row would leave it
+        keep = min(m, W)
+        self._ring[(self._pos + np.arange(m - keep, m)) % W] = flat[m - keep :]
         self._pos = (self._pos + m) % W
-        if total < W:
-            self._ring[n0:total] = flat
-        else:
-            self._ring[:] = np.roll(seq[-W:], self._pos, axis=0)
-        self._cur_n = min(W, total)
-        self._counts = self._histogram(seq[-self._cur_n :]).astype(np.float64)
+        self._cur_n = min(W, n0 + m)
+        self._counts = counts[-1].astype(np.float64)
         self._since = (self._since + m) % C
         return fired
 
