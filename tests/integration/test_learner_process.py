@@ -219,6 +219,24 @@ def test_the_gate_holds_back_a_version_that_is_worse_than_the_served_one(r) -> N
     assert p.store.pointers(p.revision).latest == 0
 
 
+def test_the_gate_judges_against_the_version_served_as_stored(r) -> None:
+    """The learner's served model (the gate's yardstick) is the served version as the store
+    holds it: a copy of its own when it published that one, a load when another is served."""
+    p = _proc(r)
+    _push_samples(r, p, 1600)
+    learn_until(p, lambda: p.counters["samples"] == 1600)
+    p.step(block_ms=5)  # (the pointers are read a step after the publish)
+    latest = p.store.pointers(p.revision).served
+    assert latest is not None and latest >= 3 and p.served_version == latest
+    for v in (latest, 1):  # then pinned back to an older one (a rollback)
+        p.store.set_pointer(p.revision, "served", v, pin=True)
+        p.step(block_ms=5)
+        stored, _ = p.store.load(p.revision, v)
+        assert p.served_version == v and p.served is not p.learner
+        for k, a in stored.get_state().items():
+            np.testing.assert_array_equal(p.served.get_state()[k], a, err_msg=k)
+
+
 def test_pause_and_reset_by_control_hash(r) -> None:
     p = _proc(r)
     _push_samples(r, p, 600)

@@ -51,7 +51,7 @@ import redis
 from tideline import codec, predlog
 from tideline.algorithms import Learner, make_learner
 from tideline.algorithms.base import NonFiniteUpdate, check_target
-from tideline.contracts import feedback_labels
+from tideline.contracts import Pointers, feedback_labels
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
 from tideline.features import FeatureError
 from tideline.pods.join import Joined, LogJoin, Mark
@@ -265,6 +265,7 @@ class LearnerProcess:
         self.gate_served = np.zeros(0)  # losses of the served version on the same samples
         self.served: Learner | None = None
         self.served_version = -1
+        self._published: tuple[int, Learner] | None = None  # the version last published
         self.counters: dict[str, Any] = {
             "samples": 0,
             "label_sum": 0.0,
@@ -724,6 +725,7 @@ class LearnerProcess:
         self._dirty = False
         self._last_checkpoint = self.clock()
         if version is not None:
+            self._published = (version, self.learner.copy())  # (served next, as a rule)
             self.metrics.versions_published.inc()
             self.metrics.versions.set(version)
             log.info("published %s v%d after %d samples", self.revision, version, c["samples"])
@@ -752,19 +754,30 @@ class LearnerProcess:
             self.metrics.lag_records.set(self._lag)
         return self._lag
 
-    def _refresh_served(self) -> None:
-        v = self.store.pointers(self.revision).served
+    def _refresh_served(self, pointers: dict[bytes, bytes] | None = None) -> None:
+        """The served version, for the gate: loaded when it moves (a copy of the learner's own
+        when it moved to the version this learner just published: the usual case)."""
+        if pointers is None:
+            pointers = self.r.hgetall(self.keys.pointers(self.revision))
+        v = Pointers.from_hash(pointers).served
         if v is None or v == self.served_version:
             return
+        published = self._published
+        if published is not None and published[0] <= v:
+            self._published = None
+            if published[0] == v:
+                self.served, self.served_version = published[1], v
+                return
         try:
             self.served, _ = self.store.load(self.revision, int(v))
             self.served_version = int(v)
         except StoreError:
             log.warning("served version %s of %s is gone", v, self.revision)
 
-    def _control(self) -> None:
+    def _control(self, ctl: dict[bytes, bytes] | None = None) -> None:
         """Operator commands: pause/resume learning, adapt to concept drift, reset to a version."""
-        ctl = self.r.hgetall(self.keys.control(self.revision))
+        if ctl is None:
+            ctl = self.r.hgetall(self.keys.control(self.revision))
         self.paused = ctl.get(b"paused") == b"1"
         if ctl.get(b"adapt") is not None:
             self._adapt()
@@ -803,14 +816,18 @@ class LearnerProcess:
         ls = self.spec.learning
         if block_ms is None:
             block_ms = max(1, int(ls.maxBatchDelay * 1000))
-        self._control()
+        pipe = self.r.pipeline(transaction=False)  # (one round trip: both of the model's slot)
+        pipe.hgetall(self.keys.control(self.revision))
+        pipe.hgetall(self.keys.pointers(self.revision))
+        ctl, pointers = pipe.execute()
+        self._control(ctl)
         if self.paused:
             time.sleep(block_ms / 1000)
             return
         self._read(block_ms)
         due = bool(self.pending) and self.clock() - self.pending.first_at >= ls.maxBatchDelay
         self._learn_pending(force=due)
-        self._refresh_served()
+        self._refresh_served(pointers)
         if (
             self._dirty or self._dead
         ) and self.clock() - self._last_checkpoint >= self.checkpoint_seconds:
