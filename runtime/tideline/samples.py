@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -156,10 +157,10 @@ class SampleDecoder:
             return None
         if any(len(p.instances) != len(p.labels) or not p.labels for p in packs):
             return None
-        y = np.fromiter((v for p in packs for v in p.labels), np.float64)
+        y = np.array(list(chain.from_iterable(p.labels for p in packs)), dtype=np.float64)
         if not _labels_ok(self.task, y):
             return None
-        X = schema.encode_typed([r for p in packs for r in p.instances])
+        X = schema.encode_typed(list(chain.from_iterable(p.instances for p in packs)))
         runs = [(eid, len(p.labels)) for (eid, _), p in zip(entries, packs, strict=True)]
         return Decoded(X, y, runs, fast=True)
 
