@@ -65,6 +65,18 @@ def consumer(k: KafkaSource, group: str, reset: str, **extra: Any) -> Any:
         "enable.partition.eof": False, **extra}))  # fmt: skip
 
 
+def consume(c: Any, count: int, timeout: float) -> list[Any]:
+    """Up to ``count`` messages: those fetched already, or, when there are none, those that
+    come within ``timeout`` of the first - as ``XREAD BLOCK`` answers. (``consume(count,
+    timeout)`` alone waits for all ``count`` or the whole timeout: every read of a topic
+    that brings fewer would wait it out.)"""
+    msgs: list[Any] = c.consume(count, 0)
+    if msgs or timeout <= 0:
+        return msgs
+    msgs = c.consume(1, timeout)
+    return msgs + c.consume(count - 1, 0) if msgs and count > 1 else msgs
+
+
 def retrying(call: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
     """``call()``, again while Kafka says the error is retriable (a group coordinator not
     elected yet on a fresh cluster, a leader moving) or it timed out, for up to ``timeout``."""
@@ -280,7 +292,7 @@ class KafkaTopics:
         out: dict[str, Entries] = {}
         positions, where, resume = self.positions, self._where, self._resume
         now_ms = 0
-        for m in self.consumer.consume(count, block_ms / 1000):
+        for m in consume(self.consumer, count, block_ms / 1000):
             if m.error() is not None:
                 _consume_error(m.error())
                 continue
@@ -451,7 +463,7 @@ class KafkaFollower:
 
     def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
         assert self._consumer is not None, "start() first"
-        msgs = self._consumer.consume(num_messages=count, timeout=block_ms / 1000)
+        msgs = consume(self._consumer, count, block_ms / 1000)
         self._pending = self._pending or bool(msgs)
         return list(_as_entries(msgs).items())
 
