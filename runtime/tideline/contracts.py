@@ -260,7 +260,7 @@ def decode_feedback(data: bytes | None) -> Feedback:
         return Feedback(prediction_id(w.id), w.label, w.ts)
     except msgspec.DecodeError:
         pass
-    return _checked(_object(data))
+    return _checked(json_object(data))
 
 
 # a label of a packed entry, or why it cannot be one (and the item as it came)
@@ -285,7 +285,7 @@ def decode_feedback_entry(data: bytes | None) -> list[Item] | None:
             return [Feedback(prediction_id(w.id), w.label, w.ts) for w in ws]
     except (msgspec.DecodeError, ValueError):
         pass
-    d = _object(data)
+    d = json_object(data)
     if "feedback" not in d:
         return None
     items = d["feedback"]
@@ -318,13 +318,15 @@ def feedback_labels(entry: str, data: bytes | None) -> tuple[bool, list[tuple[st
     return True, [(f"{entry}/{i}", item) for i, item in enumerate(packed)]
 
 
-def _object(data: bytes) -> dict[str, Any]:
+def json_object(data: bytes, what: str = "'data'") -> dict[str, Any]:
+    """A JSON object from bytes, or ``ValueError`` naming ``what`` it was read from (a stream
+    entry's ``'data'``, a request's body)."""
     try:
         d = orjson.loads(data)
     except orjson.JSONDecodeError as e:
-        raise ValueError(f"'data' is not JSON: {e}") from None
+        raise ValueError(f"{what} is not valid JSON: {e}") from None
     if not isinstance(d, dict):
-        raise ValueError("'data' must be a JSON object")
+        raise ValueError(f"{what} must be a JSON object")
     return d
 
 

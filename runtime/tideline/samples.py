@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 
 from tideline.algorithms.base import check_target, check_targets
+from tideline.contracts import json_object
 from tideline.features import FeatureSchema
 
 Entries = Sequence[tuple[bytes, Mapping[bytes, bytes]]]
@@ -179,12 +180,9 @@ class SampleDecoder:
             refuse("invalid: entry has no 'data' field")
             return empty
         try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError as e:
+            doc = json_object(data)
+        except ValueError as e:
             refuse(f"invalid: {e}")
-            return empty
-        if not isinstance(doc, dict):
-            refuse("invalid: 'data' must be a JSON object")
             return empty
         if "instances" in doc or "labels" in doc:
             rows, labels = doc.get("instances"), doc.get("labels")

@@ -12,7 +12,7 @@ from tideline.contracts import Feedback, Pointers, decode_feedback
     ("data", "message"),
     [
         (None, "entry has no 'data' field"),
-        (b"{not json", "'data' is not JSON"),
+        (b"{not json", "'data' is not valid JSON"),
         (b"[1, 2]", "'data' must be a JSON object"),
         (b'{"label": 1}', "'data' has no 'id'"),
         (b'{"id": "p"}', "'data' has no 'label'"),

@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 from msgspec.structs import astuple
 
-from tideline.contracts import prediction_id
+from tideline.contracts import json_object, prediction_id
 from tideline.features import FeatureSchema
 from tideline.pods.server import oip
 from tideline.pods.server.dataplane import Result
@@ -55,12 +55,9 @@ class Decoded:
 def parse_object(raw: bytes) -> dict[str, Any]:
     """A JSON object from a body (its size checked by the caller)."""
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise BadRequest(f"body is not valid JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("body must be a JSON object")
-    return doc
+        return json_object(raw, "body")
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
 
 
 WRITE_KEYS = (b'"instances"', b'"inputs"', b'"labels"', b'"ids"', b'"feedback"')
