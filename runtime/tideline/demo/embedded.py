@@ -306,7 +306,7 @@ class EmbeddedKafka:
     def _admin(self) -> Any:
         from confluent_kafka.admin import AdminClient
 
-        quiet = logging.getLogger("tideline.demo.embedded.kafka")  # librdkafka's logs, not stderr's
+        quiet = logging.getLogger("tideline.embedded.kafka")  # librdkafka's logs, not stderr's
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": quiet}
         return AdminClient(conf)
 

@@ -31,7 +31,7 @@ from typing import Any
 from tideline.pods.sources import MAX_DELIVERIES, Entries, Refusal
 from tideline.spec import KAFKA_PASSWORD_ENV, KafkaSource, OnlineModel
 
-log = logging.getLogger("tideline.pods.kafka")
+log = logging.getLogger("tideline.kafka")
 
 DISCOVER_SECONDS = 30.0  # how often new partitions (and topics created late) are looked for
 
@@ -41,7 +41,7 @@ def client_config(k: KafkaSource, **extra: Any) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": k.bootstrapServers,
         "security.protocol": k.securityProtocol,
-        "logger": logging.getLogger("tideline.pods.kafka.client"),
+        "logger": logging.getLogger("tideline.kafka.client"),
     }
     if k.sasl is not None:
         password = os.environ.get(KAFKA_PASSWORD_ENV)

@@ -68,7 +68,7 @@ from tideline.pods.store import (
 from tideline.samples import SampleDecoder
 from tideline.spec import OnlineModel, SpecError
 
-log = logging.getLogger("tideline.pods.learner")
+log = logging.getLogger("tideline.learner")
 
 CHECKPOINT_SECONDS = 1.0
 WARM_START_DIR = "/etc/tideline/warm-start"

@@ -81,7 +81,7 @@ from tideline.pods.store import (
 )
 from tideline.spec import OnlineModel
 
-log = logging.getLogger("tideline.pods.monitor")
+log = logging.getLogger("tideline.monitor")
 
 GROUP = "monitor"
 FEEDBACK_QUIET = 60.0  # seconds without feedback before labelled samples judge versions
