@@ -291,7 +291,6 @@ class KafkaTopics:
         message costs about as much here as learning it."""
         out: dict[str, Entries] = {}
         positions, where, resume = self.positions, self._where, self._resume
-        now_ms = 0
         for m in consume(self.consumer, count, block_ms / 1000):
             if m.error() is not None:
                 _consume_error(m.error())
@@ -308,16 +307,12 @@ class KafkaTopics:
                 pos.open.add(offset)
             if resume:
                 self._count_read(topic, partition, offset)
-            kind, ms = m.timestamp()
-            if not kind or ms <= 0:
-                ms = now_ms = now_ms or int(time.time() * 1000)
-            entry = _entry(ms, partition, offset)
+            entry, fields = _as_entry(m)
             where[entry] = (pos, offset)
-            value = m.value()
             entries = out.get(topic)
             if entries is None:
                 entries = out[topic] = []
-            entries.append((entry, {b"data": value} if value is not None else {}))
+            entries.append((entry, fields))
         return list(out.items())
 
     def done(self, stream: str, entry: bytes) -> None:
@@ -409,19 +404,23 @@ def _consume_error(err: Any) -> None:
     log.warning("kafka: %s", err.str())
 
 
+def _as_entry(m: Any) -> tuple[bytes, dict[bytes, bytes]]:
+    """A message as a stream entry: ``(b"<ms>-<partition>.<offset>", {b"data": value})``."""
+    kind, ts = m.timestamp()
+    ms = ts if kind and ts > 0 else int(time.time() * 1000)
+    value = m.value()
+    return _entry(ms, m.partition(), m.offset()), ({b"data": value} if value is not None else {})
+
+
 def _as_entries(msgs: list[Any]) -> dict[str, Entries]:
-    """Messages as stream entries by topic: ``(b"<ms>-<partition>.<offset>", {b"data": value})``."""
+    """Messages as stream entries by topic (:func:`_as_entry`)."""
     out: dict[str, Entries] = {}
     for m in msgs:
         err = m.error()
         if err is not None:
             _consume_error(err)
             continue
-        kind, ts = m.timestamp()
-        ms = ts if kind and ts > 0 else int(time.time() * 1000)
-        value = m.value()
-        fields = {b"data": value} if value is not None else {}
-        out.setdefault(m.topic(), []).append((_entry(ms, m.partition(), m.offset()), fields))
+        out.setdefault(m.topic(), []).append(_as_entry(m))
     return out
 
 
