@@ -84,8 +84,7 @@ class LabelSource(Protocol):
 
 def xread(client: Any, streams: dict[str, str], count: int) -> Any:
     """``XREAD COUNT count STREAMS ...`` as redis-py's ``xread`` answers it, the reply read
-    straight (:meth:`RedisStreams._parse`; redis-py's callback costs a function call an
-    entry). On a Redis Cluster, redis-py's own."""
+    straight (:func:`_entries`). On a Redis Cluster, redis-py's own."""
     if not hasattr(client, "connection_pool"):  # RedisCluster: it routes each key
         return client.xread(streams, count=count)
     pool = client.connection_pool
@@ -98,7 +97,24 @@ def xread(client: Any, streams: dict[str, str], count: int) -> Any:
         raise
     finally:
         pool.release(conn)
-    return RedisStreams._parse(raw)
+    return _entries(raw)
+
+
+def _entries(raw: Any) -> Any:
+    """An XREAD or XREADGROUP reply (a map on RESP3, pairs on RESP2) as redis-py gives it:
+    ``[[stream, [(id, fields), ...]], ...]``, each entry's fields made a dict directly
+    (redis-py's callback costs a function call an entry: a fifth of reading one-row
+    entries)."""
+    if not raw:
+        return raw
+    streams = raw.items() if isinstance(raw, dict) else raw
+    return [
+        [
+            stream,
+            [(e[0], {e[1][0]: e[1][1]} if len(e[1]) == 2 else _pairs(e[1])) for e in entries],
+        ]  # fmt: skip
+        for stream, entries in streams
+    ]
 
 
 def _pairs(flat: Any) -> dict[bytes, bytes]:
@@ -224,7 +240,7 @@ class RedisStreams:
             self._drop()
             raise
         self._in_flight = False
-        resp = self._parse(raw)
+        resp = _entries(raw)
         if resp:  # more may be waiting: ask now, take it at the next read
             self._send(count, block_ms)
         return resp
@@ -238,23 +254,6 @@ class RedisStreams:
             self._drop()
             raise
         self._in_flight = True
-
-    @staticmethod
-    def _parse(raw: Any) -> Any:
-        """An XREADGROUP reply (a map on RESP3, pairs on RESP2) as redis-py gives it:
-        ``[[stream, [(id, fields), ...]], ...]``, each entry's fields made a dict directly
-        (redis-py's callback costs a function call an entry: a fifth of reading one-row
-        entries)."""
-        if not raw:
-            return raw
-        streams = raw.items() if isinstance(raw, dict) else raw
-        return [
-            [
-                stream,
-                [(e[0], {e[1][0]: e[1][1]} if len(e[1]) == 2 else _pairs(e[1])) for e in entries],
-            ]  # fmt: skip
-            for stream, entries in streams
-        ]
 
     def _drop(self) -> None:
         """A connection whose reply is lost is closed, never reused."""
