@@ -754,12 +754,10 @@ class LearnerProcess:
             self.metrics.lag_records.set(self._lag)
         return self._lag
 
-    def _refresh_served(self, pointers: dict[bytes, bytes] | None = None) -> None:
+    def _refresh_served(self, pointers: Pointers | None = None) -> None:
         """The served version, for the gate: loaded when it moves (a copy of the learner's own
         when it moved to the version this learner just published: the usual case)."""
-        if pointers is None:
-            pointers = self.r.hgetall(self.keys.pointers(self.revision))
-        v = Pointers.from_hash(pointers).served
+        v = (pointers if pointers is not None else self.store.pointers(self.revision)).served
         if v is None or v == self.served_version:
             return
         published = self._published
@@ -827,7 +825,7 @@ class LearnerProcess:
         self._read(block_ms)
         due = bool(self.pending) and self.clock() - self.pending.first_at >= ls.maxBatchDelay
         self._learn_pending(force=due)
-        self._refresh_served(pointers)
+        self._refresh_served(Pointers.from_hash(pointers))
         if (
             self._dirty or self._dead
         ) and self.clock() - self._last_checkpoint >= self.checkpoint_seconds:
