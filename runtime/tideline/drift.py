@@ -628,9 +628,6 @@ class _WindowDrift:
         self._since = (self._since + m) % C
         return fired
 
-    def _score(self) -> np.ndarray:
-        return self._scores(self._counts[None], np.array([self._cur_n]))[0]
-
     def _scores(self, counts: np.ndarray, n: np.ndarray) -> np.ndarray:
         """The statistic per feature of windows of these counts ``(checks, features, bins)``
         and sizes ``(checks,)``: ``(checks, features)``."""
