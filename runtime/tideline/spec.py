@@ -37,7 +37,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -80,7 +80,8 @@ def _param(default: Any, lo: float | None = None, hi: float | None = None) -> An
     return field(default=default, metadata={"lo": lo, "hi": hi})
 
 
-OPTIMIZERS = ("sgd", "adagrad", "newton")
+Optimizer = Literal["sgd", "adagrad", "newton"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class SGDParams:
     l2: float = _param(1.0e-4, 0.0)
     # "newton": a diagonal-plus-dense second-order step (see tideline.algorithms.linear);
     # "adagrad": per-coordinate rates; "sgd": a fixed rate.
-    optimizer: Literal["sgd", "adagrad", "newton"] = "newton"
+    optimizer: Optimizer = "newton"
     forgetting: float = _param(0.999, 0.5, 1.0)
     priorPrecision: float = _param(3.0, 1.0e-6)
 

@@ -61,7 +61,7 @@ class LinearLearner(Learner):
 
     def _init_state(self) -> None:
         self.optimizer = getattr(self.params, "optimizer", "ftrl")
-        if self.optimizer not in ("newton", "adagrad", "sgd", "ftrl"):
+        if self.optimizer not in (*OPTIMIZERS, "ftrl"):  # (ftrl: FTRLLearner's own)
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
         k = len(self.schema.num_idx) + 1  # numeric weights + bias (last)
         c = self.schema.n_cat_total
