@@ -136,6 +136,13 @@ class _Rows:
         return self.given
 
 
+def _ids_for(n: int, ids: Sequence[Any] | None) -> int:
+    """``n``, when a client's ids (if any) name that many rows."""
+    if ids is not None and len(ids) != n:
+        raise Unprocessable(f"ids: {len(ids)} ids for {n} rows")
+    return n
+
+
 # --------------------------------------------------------------------------- data plane
 class DataPlane:
     def __init__(
@@ -312,13 +319,19 @@ class DataPlane:
                 "to new versions: the unversioned route answers with the served one)"
             )
 
-    def encode(self, loaded: Loaded, rows: Sequence[Any], path: str = "instances") -> np.ndarray:
+    def _count(self, rows: Any, path: str, ids: Sequence[Any] | None = None) -> int:
+        """How many rows a request holds, refusing what no model would answer: not a list,
+        none, over the limit, or another count of ids."""
         if not isinstance(rows, list):
             raise BadRequest(f"{path}: must be a list of rows")
         if not rows:
             raise BadRequest(f"{path}: must hold at least one row")
         if len(rows) > self.max_rows:
             raise TooLarge(f"{path}: {len(rows)} rows is over the limit of {self.max_rows}")
+        return _ids_for(len(rows), ids)
+
+    def encode(self, loaded: Loaded, rows: Sequence[Any], path: str = "instances") -> np.ndarray:
+        self._count(rows, path)
         try:
             return loaded.schema.encode_strict(rows, path)
         except FeatureError as e:
@@ -365,9 +378,7 @@ class DataPlane:
             if not unknown_ok:
                 self._known_names(body.rows(), path)
             X = self.encode(stable, body.rows(), path)
-        n = X.shape[0]
-        if ids is not None and len(ids) != n:
-            raise Unprocessable(f"ids: {len(ids)} ids for {n} rows")
+        n = _ids_for(X.shape[0], ids)
         out_ids, slot, secret = self.log.slot(n, ids)
         t0 = time.perf_counter()
         preds = stable.predict(X)
@@ -395,13 +406,7 @@ class DataPlane:
         if self.spec.serving.fallback == "lastGood":
             raise Unavailable("no model version is loaded yet")
         rows = body.rows()
-        n = len(rows) if isinstance(rows, list) else 0
-        if not n:
-            raise BadRequest(f"{path}: must be a non-empty list of rows")
-        if n > self.max_rows:
-            raise TooLarge(f"{path}: {n} rows is over the limit of {self.max_rows}")
-        if ids is not None and len(ids) != n:
-            raise Unprocessable(f"ids: {len(ids)} ids for {n} rows")
+        n = self._count(rows, path, ids)
         self.metrics.fallbacks.labels(reason="no-model").inc()
         out_ids, slot, secret = self.log.slot(n, ids)
         result = Result([float(self.spec.serving.fallback)] * n, out_ids, None, None,
