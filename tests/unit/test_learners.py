@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tideline import codec
 from tideline.algorithms import make_learner
@@ -101,6 +104,78 @@ def test_learn_predict_many_tests_a_batch_then_learns_it_as_learn_many_does(spec
             np.testing.assert_array_equal(p, before)
     for k, v in plain.get_state().items():
         np.testing.assert_array_equal(both.get_state()[k], v, err_msg=k)
+
+
+def test_learn_predict_batches_is_learn_predict_many_of_each_batch_in_turn(spec) -> None:
+    """The block path (one design and one finite check for the whole block) learns what the
+    batches learned one at a time would, from a fresh model's growing batches on."""
+    block, each = _make(*spec), _make(*spec)
+    rows, y = _data(spec[1], 1500)
+    X = block.schema.encode(rows)
+    X[::97, 0] *= 40.0  # values past the clipping bounds, now and then
+    for edges in ([0, 1, 3, 7, 15, 31], [31, 95, 159, 223, 287, 300], list(range(300, 1501, 48))):
+        a0, end = edges[0], edges[-1]
+        p = block.learn_predict_batches(X[a0:end], y[a0:end], np.array(edges) - a0)
+        expected = [each.learn_predict_many(X[a:b], y[a:b]) for a, b in pairwise(edges)]
+        np.testing.assert_allclose(p, np.concatenate(expected), rtol=1e-9, atol=1e-9)
+    assert block.n_seen == each.n_seen == 1500
+    for k, v in each.get_state().items():
+        np.testing.assert_allclose(block.get_state()[k], v, rtol=1e-7, atol=1e-9, err_msg=k)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=12),
+    prior=st.integers(0, 60),
+    seed=st.integers(0, 2**32 - 1),
+    tail=st.sampled_from([0.1, 1.0, 3.0]),  # the spread of the log of each value: 3 clips often
+    offset=st.sampled_from([0.0, 1e6, 1.7e12]),
+)
+def test_the_standardizer_folds_a_block_of_batches_in_as_it_folds_each(
+    sizes, prior, seed, tail, offset
+) -> None:
+    from tideline.algorithms.base import Standardizer
+
+    rng = np.random.default_rng(seed)
+    rows = prior + sum(sizes)
+    X = offset + rng.choice([-1.0, 1.0], size=(rows, 3)) * np.exp(tail * rng.normal(size=(rows, 3)))
+    X[:, 2] = offset + 2.5  # a column of one value
+    block, each = Standardizer(3), Standardizer(3)
+    if prior:
+        block.update_design(X[:prior])
+        each.update_design(X[:prior])
+    edges = np.cumsum([0, *sizes])
+    A = block.update_designs(X[prior:], edges)
+    expected = np.hstack([each.update_design(X[prior + a : prior + b])
+                          for a, b in pairwise(edges)])  # fmt: skip
+    assert block.n == each.n
+    np.testing.assert_allclose(block.mean, each.mean, rtol=1e-12)
+    np.testing.assert_allclose(block.m2, each.m2, rtol=1e-6, atol=1e-6 * (1 + abs(offset)))
+    # (standardised values of a column whose mean dwarfs its spread differ by rounding)
+    np.testing.assert_allclose(A, expected, rtol=1e-6, atol=1e-6 * (1 + abs(offset) * 1e-6))
+
+
+def test_learn_predict_batches_is_all_or_nothing(spec) -> None:
+    from tideline.algorithms.base import NonFiniteUpdate
+
+    m = _make(*spec)
+    rows, y = _data(spec[1], 1000)
+    X = m.schema.encode(rows)
+    m.learn_many(X[:200], y[:200])
+    before = m.copy().get_state()
+    edges = np.arange(200, 1001, 50) - 200
+    bad_y = y[200:].copy()
+    bad_y[500] = 0.5 if spec[1] == "binary" else np.inf
+    with pytest.raises(ValueError, match="labels"):
+        m.learn_predict_batches(X[200:], bad_y, edges)
+    if spec[0] != "forest":  # (a tree sends a NaN down one side: nothing to refuse)
+        bad_X = X[200:].copy()
+        bad_X[700, 0] = np.nan
+        with pytest.raises(NonFiniteUpdate):
+            m.learn_predict_batches(bad_X, y[200:], edges)
+    assert m.n_seen == 200
+    for k, v in before.items():
+        np.testing.assert_array_equal(m.get_state()[k], v, err_msg=k)
 
 
 def test_state_round_trips_exactly_through_the_store_format(spec) -> None:

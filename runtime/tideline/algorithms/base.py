@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -23,19 +24,23 @@ State = dict[str, np.ndarray]
 RAW_LIMIT = 1e12  # |value| a numeric feature may take before its statistics exist
 CLIP_SD = 8.0  # afterwards, values are clipped to the mean +- this many standard deviations
 WARMUP = 20  # rows before the running statistics are trusted for clipping
+_CLIPPED_PASSES = 2  # Standardizer.update_designs: passes over a block before batch by batch
 LABEL_LIMIT = 1e15  # |label| of a regression target
 
 
 class NonFiniteUpdate(ValueError):
     """An update that would have made the learned state non-finite; it was not applied."""
 
+    def __init__(self) -> None:
+        super().__init__("the update would make the model non-finite; it was not applied")
+
 
 class Standardizer:
     """Online mean and variance of the numeric columns (Chan et al.'s batch merge).
 
-    The batch is centred on the running mean before its sums are taken, so the
-    one-pass sums stay exact for features whose mean dwarfs their spread
-    (timestamps, amounts in cents).
+    A batch's squares are summed about its own mean before they are merged, so
+    the sums stay exact for features whose mean dwarfs their spread
+    (timestamps, amounts in cents), from the first batch on.
 
     Values are winsorised before they touch the statistics or the model: to
     the running mean +- ``CLIP_SD`` standard deviations once ``WARMUP`` rows
@@ -85,19 +90,102 @@ class Standardizer:
         n_b = X.shape[0]
         A = self._design(X)
         Xc = A[:-1]
-        Xc -= self.mean[:, None]
-        s1 = Xc @ A[-1]
-        s2 = (Xc * Xc) @ A[-1]
+        c = (Xc @ A[-1]) / n_b  # the batch's mean
+        Xc -= c[:, None]
         n = self.n + n_b
-        shift = s1 / n
-        # Chan et al.'s merge, simplified for a batch centred on the old mean.
-        self.m2 = self.m2 + (s2 - s1 * shift)
-        self.mean = self.mean + shift
+        delta = c - self.mean
+        # Chan et al.'s merge of (n, mean, m2) with the batch's own
+        self.m2 = self.m2 + (Xc * Xc) @ A[-1] + delta * delta * (self.n * n_b / n)
+        self.mean = self.mean + delta * (n_b / n)
         self.n = n
         self._rescale()
-        Xc -= shift[:, None]
+        Xc += (c - self.mean)[:, None]
         Xc *= self.scale[:, None]
         return A
+
+    def update_designs(self, X: np.ndarray, edges: np.ndarray) -> np.ndarray:
+        """:meth:`update_design` of consecutive batches in one pass: batch ``i`` is rows
+        ``edges[i]:edges[i + 1]`` of ``X`` (none empty), folded in and standardised in turn.
+
+        The statistics after every batch come from running sums of the batches'
+        own (count, mean, squares about the mean) (Chan et al.'s merge, in
+        prefix form), so the per-batch work is a few array operations over the
+        whole block. Clipping makes a batch depend on the
+        statistics before it: the sums are taken on the values as they are, and
+        the first batch with a value outside its bounds (from the exact
+        statistics before it) is clipped and the sums taken again from there, so
+        the result is :meth:`update_design`'s, batch by batch, up to rounding. A
+        block that clips again and again (heavy tails) has its remaining batches
+        folded in one at a time, as :meth:`update_design` does.
+        """
+        X = X.copy()  # (a batch's values are clipped in place)
+        m, k = len(edges) - 1, X.shape[1]
+        sizes = np.diff(edges)
+        means, scales = np.empty((m, k)), np.empty((m, k))
+        n0, mean0, m20 = self.n, self.mean, self.m2
+        s = 0  # the first batch whose statistics are not known yet
+        for _ in range(_CLIPPED_PASSES):
+            at = edges[s:] - edges[s]  # batches s.. within the rows from edges[s]
+            with np.errstate(over="ignore", invalid="ignore"):  # (past a value to clip)
+                # each batch's mean and squares about it; the means' sums taken from a
+                # point near them (the first batch's), the rows before s with their own
+                size = sizes[s:, None].astype(np.float64)
+                means_b = np.add.reduceat(X[edges[s] :], at[:-1], axis=0) / size
+                per_row = np.repeat(np.arange(m - s), sizes[s:])
+                D = X[edges[s] :] - means_b[per_row]
+                e = means_b - means_b[0]
+                before = mean0 - means_b[0]
+                w1 = n0 * before + np.cumsum(size * e, axis=0)
+                w2 = n0 * before * before + np.cumsum(size * e * e, axis=0)
+                q = np.cumsum(np.add.reduceat(D * D, at[:-1], axis=0), axis=0)
+                n = n0 + at[1:, None].astype(np.float64)
+                mean = means_b[0] + w1 / n
+                m2 = np.maximum(m20 + q + w2 - w1 * w1 / n, 0.0)
+            std = np.sqrt(m2 / n)
+            std[(std < 1e-12) | (n < 2)] = 1.0  # (as _rescale)
+            means[s:], scales[s:] = mean, 1.0 / std
+            # each batch's bounds: the statistics before it (the first: those before s)
+            n_before = np.concatenate([[n0], n[:-1, 0]])
+            centre = np.vstack([mean0, mean[:-1]])
+            reach = np.vstack([self._reach(n0, m20), CLIP_SD * std[:-1]])
+            young = (n_before < WARMUP)[:, None]  # (within RAW_LIMIT of zero instead)
+            lo = np.where(young, -RAW_LIMIT, centre - reach)
+            hi = np.where(young, RAW_LIMIT, centre + reach)
+            out = (X[edges[s] :] < lo[per_row]) | (X[edges[s] :] > hi[per_row])
+            if not out.any():
+                self.n, self.mean, self.m2 = float(n[-1, 0]), mean[-1].copy(), m2[-1].copy()
+                self.scale = scales[-1].copy()
+                per_row = np.repeat(np.arange(m), sizes)
+                A = np.empty((k + 1, X.shape[0]))
+                A[:-1] = ((X - means[per_row]) * scales[per_row]).T
+                A[-1] = 1.0
+                return A
+            f = s + int(per_row[np.argmax(out.any(axis=1))])  # the first batch to clip
+            rows = slice(edges[f], edges[f + 1])
+            np.clip(X[rows], lo[f - s], hi[f - s], out=X[rows])
+            if f > s:
+                n0, mean0, m20 = float(n[f - s - 1, 0]), mean[f - s - 1], m2[f - s - 1]
+            s = f
+        # batches s.. one at a time, from the statistics before s
+        self.n, self.mean, self.m2 = n0, mean0.copy(), m20.copy()
+        self._rescale()
+        A = np.empty((k + 1, X.shape[0]))
+        if s:
+            per_row = np.repeat(np.arange(s), sizes[:s])
+            A[:-1, : edges[s]] = ((X[: edges[s]] - means[per_row]) * scales[per_row]).T
+            A[-1, : edges[s]] = 1.0
+        for a, b in zip(edges[s:-1], edges[s + 1 :], strict=True):
+            A[:, a:b] = self.update_design(X[a:b])
+        return A
+
+    @staticmethod
+    def _reach(n: float, m2: np.ndarray) -> np.ndarray:
+        """``CLIP_SD`` standard deviations of statistics over ``n`` rows (as :meth:`bounds`)."""
+        if n < 2:
+            return np.full_like(m2, CLIP_SD)
+        std = np.sqrt(np.maximum(m2, 0.0) / n)
+        std[std < 1e-12] = 1.0
+        return CLIP_SD * std
 
     def design(self, X: np.ndarray) -> np.ndarray:
         """The design ``[standardised X, 1]``, transposed, with the current statistics."""
@@ -240,6 +328,28 @@ class Learner:
 
     predicts_in_update = False  # whether _learn returns the batch's predictions before it
 
+    def learn_predict_batches(self, X: np.ndarray, y: np.ndarray, edges: np.ndarray) -> np.ndarray:
+        """:meth:`learn_predict_many` of consecutive mini-batches in turn (batch ``i`` is rows
+        ``edges[i]:edges[i + 1]``, none empty, from ``edges[0] == 0`` to the last row): every
+        row's prediction before its batch was learned.
+
+        All or nothing: when a batch cannot be learned (a bad value, or an update
+        that would make the model non-finite) the error is raised and the state is
+        what it was before the first batch; the caller may then learn them one by one.
+        Learners that can share work between the batches do so (the linear ones).
+        """
+        saved = self._snapshot()
+        try:
+            return np.concatenate(
+                [self.learn_predict_many(X[a:b], y[a:b]) for a, b in pairwise(edges.tolist())]
+            )
+        except Exception:
+            self.set_state(saved)
+            raise
+
+    def _snapshot(self) -> State:
+        return {k: np.array(v, copy=True) for k, v in self.get_state().items()}
+
     def _update(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
         X = self.schema.check_matrix(X)
         y = check_targets(self.task, y)
@@ -256,7 +366,7 @@ class Learner:
             # refused, not applied: the state is what it was before this batch
             self._scaler.set_state({k: np.array(v, copy=True) for k, v in scaler.items()})
             self._restore(undo)
-            raise NonFiniteUpdate("the update would make the model non-finite; it was not applied")
+            raise NonFiniteUpdate
         self._n_seen += X.shape[0]
         return p
 
@@ -331,7 +441,7 @@ class Learner:
     def copy(self) -> Learner:
         """A learner with the same hyperparameters and the same learned state."""
         other = self.clone()
-        other.set_state({k: np.array(v, copy=True) for k, v in self.get_state().items()})
+        other.set_state(self._snapshot())
         return other
 
     def __repr__(self) -> str:

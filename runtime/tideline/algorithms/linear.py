@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 from scipy.linalg.lapack import dposv
 
-from tideline.algorithms.base import Learner, State
+from tideline.algorithms.base import Learner, NonFiniteUpdate, State, check_targets
 from tideline.spec import OPTIMIZERS, FTRLParams, SGDParams
 
 _EPS = 1e-12
@@ -122,9 +123,40 @@ class LinearLearner(Learner):
     def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> np.ndarray:
         # A is the transposed design: one row per coordinate, one column per sample.
         rows, cols = self._categorical(X, update=True)
+        return self._step(A, rows, cols, y)
+
+    def learn_predict_batches(self, X: np.ndarray, y: np.ndarray, edges: np.ndarray) -> np.ndarray:
+        """The batches' designs and categorical buckets are worked out once for the block
+        (:meth:`Standardizer.update_designs`), and the finite check made once at its end;
+        each batch then costs its update alone."""
+        X = self.schema.check_matrix(X)
+        y = check_targets(self.task, y)
+        if X.shape[0] != y.shape[0] or edges[0] != 0 or X.shape[0] != edges[-1]:
+            raise ValueError(f"X has {X.shape[0]} rows, y {y.shape[0]}, the batches {edges[-1]}")
+        saved = self._snapshot()
+        try:
+            A = self._scaler.update_designs(self._numeric(X), edges)
+            rows, cols = self._categorical(X)
+            cut = np.searchsorted(rows, edges).tolist()  # (rows ascend)
+            p = np.empty(len(y))
+            with np.errstate(over="ignore", invalid="ignore"):  # checked right below
+                for i, (a, b) in enumerate(pairwise(edges.tolist())):
+                    r0, r1 = cut[i], cut[i + 1]
+                    p[a:b] = self._step(A[:, a:b], rows[r0:r1] - a, cols[r0:r1], y[a:b])
+            if not (np.isfinite(self._w).all() and np.isfinite(self._wc).all()):
+                raise NonFiniteUpdate
+        except Exception:
+            self.set_state(saved)
+            raise
+        self._n_seen += X.shape[0]
+        return p
+
+    def _step(self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """One mini-batch's update from its transposed design and its (row, bucket) pairs;
+        its predictions before it."""
         p = self._link(self._margin(A, rows, cols))
         r = p - y  # d loss / d margin, for both the logistic and the squared loss
-        n = X.shape[0]
+        n = A.shape[1]
         c = self.schema.n_cat_total
         g = A @ r
         gc = np.bincount(cols, weights=r[rows], minlength=c) if len(cols) else None

@@ -592,11 +592,12 @@ class LearnerProcess:
         the rows refused (index -> reason), the rest learned without them.
 
         Replayed samples are drawn for the whole block at once, from what was learned
-        before it; the block's rows join the replay buffer at its end. An update that
-        would make the model non-finite, or that raises, is not applied: that batch is
-        learned again row by row, and the rows that still fail are refused (dead-lettered
-        by the caller) - one hostile row must not stop learning, nor come back at every
-        restart.
+        before it; the block's rows join the replay buffer at its end. The batches are
+        handed to the learner together (``learn_predict_batches``: all or nothing). When
+        that fails they are learned again one by one: an update that would make the
+        model non-finite, or that raises, is not applied, that batch is learned row by
+        row, and the rows that still fail are refused (dead-lettered by the caller) -
+        one hostile row must not stop learning, nor come back at every restart.
         """
         bs = self.spec.learning.batchSize
         n, seen = len(y), self.learner.n_seen
@@ -608,22 +609,24 @@ class LearnerProcess:
         ks = [int(round((b - a) * rf / (1.0 - rf))) if self.replay.filled >= b - a else 0
               for a, b in bounds]  # fmt: skip
         Xr, yr = self.replay.sample(sum(ks))
-        p_live = np.empty(n)
         refused: dict[int, str] = {}
-        r = 0
-        for (a, b), k in zip(bounds, ks, strict=True):
-            t0 = time.perf_counter()
-            Xb, yb = X[a:b], y[a:b]
-            if k:
-                Xb, yb = np.vstack([Xb, Xr[r : r + k]]), np.concatenate([yb, yr[r : r + k]])
+        t0 = time.perf_counter()
+        try:  # the whole block at once, each batch followed by its replayed rows
+            order, r = [], n  # (rows of X, then of Xr, stacked below it)
+            for (a, b), k in zip(bounds, ks, strict=True):
+                order += [np.arange(a, b), np.arange(r, r + k)]
                 r += k
-            try:
-                p_live[a:b] = self.learner.learn_predict_many(Xb, yb, b - a)
-            except Exception:  # a hostile row, or a bug it hits: find it, learn the rest
-                p_live[a:b] = self.learner.predict_many(X[a:b])
-                for i, reason in self._learn_rows(X[a:b], y[a:b]).items():
-                    refused[a + i] = reason
-            self.metrics.update_seconds.observe(time.perf_counter() - t0)
+            rows = np.concatenate(order)
+            edges = np.cumsum([0] + [b - a + k for (a, b), k in zip(bounds, ks, strict=True)])
+            p = self.learner.learn_predict_batches(
+                np.vstack([X, Xr])[rows], np.concatenate([y, yr])[rows], edges
+            )
+            p_live = p[rows < n]
+        except Exception:  # a hostile row, or a bug it hits: find it batch by batch
+            p_live = self._learn_batches(X, y, bounds, ks, Xr, yr, refused)
+        per_batch = (time.perf_counter() - t0) / len(bounds)
+        for _ in bounds:
+            self.metrics.update_seconds.observe(per_batch)
         if refused:
             keep = np.ones(n, dtype=bool)
             keep[list(refused)] = False
@@ -638,6 +641,33 @@ class LearnerProcess:
         self.metrics.samples.inc(len(y))
         self.metrics.batches.inc(len(bounds))
         return p_live, refused
+
+    def _learn_batches(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        bounds: list[tuple[int, int]],
+        ks: list[int],
+        Xr: np.ndarray,
+        yr: np.ndarray,
+        refused: dict[int, str],
+    ) -> np.ndarray:
+        """A block one mini-batch at a time (each with its ``ks`` replayed rows); a batch that
+        cannot be learned is learned row by row, and the rows that fail go to ``refused``."""
+        p_live = np.empty(len(y))
+        r = 0
+        for (a, b), k in zip(bounds, ks, strict=True):
+            Xb, yb = X[a:b], y[a:b]
+            if k:
+                Xb, yb = np.vstack([Xb, Xr[r : r + k]]), np.concatenate([yb, yr[r : r + k]])
+                r += k
+            try:
+                p_live[a:b] = self.learner.learn_predict_many(Xb, yb, b - a)
+            except Exception:  # a hostile row, or a bug it hits: find it, learn the rest
+                p_live[a:b] = self.learner.predict_many(X[a:b])
+                for i, reason in self._learn_rows(X[a:b], y[a:b]).items():
+                    refused[a + i] = reason
+        return p_live
 
     def _learn_rows(self, X: np.ndarray, y: np.ndarray) -> dict[int, str]:
         refused: dict[int, str] = {}
