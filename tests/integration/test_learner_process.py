@@ -381,14 +381,20 @@ def test_a_row_whose_learning_raises_is_dead_lettered_and_the_rest_of_its_batch_
     r, monkeypatch
 ) -> None:
     p = _proc(r)
-    learn = p.learner._update  # what learn_many and learn_predict_many both run
 
-    def fragile(X, y):  # a bug one row's content reaches
-        if (X[:, 0] == 13.0).any():
-            raise RuntimeError("cannot learn 13")
-        return learn(X, y)
+    def fragile(learn):  # a bug one row's content reaches
+        def update(X, y, *rest):
+            if (X[:, 0] == 13.0).any():
+                raise RuntimeError("cannot learn 13")
+            return learn(X, y, *rest)
 
-    monkeypatch.setattr(p.learner, "_update", fragile)
+        return update
+
+    # _update: what learn_many and learn_predict_many run; and the block's path
+    monkeypatch.setattr(p.learner, "_update", fragile(p.learner._update))
+    monkeypatch.setattr(
+        p.learner, "learn_predict_batches", fragile(p.learner.learn_predict_batches)
+    )
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=3).take(300)
     rows[150]["amount"] = 13.0
     push_samples(r, p.keys.samples, rows, y)
