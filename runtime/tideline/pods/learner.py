@@ -76,6 +76,7 @@ ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner
 # rows learned between checkpoints at most, as mini-batches (the served version scores
 # them at once; a checkpoint never falls inside one, so a packed entry is learned whole)
 BLOCK_ROWS = 4096
+PUBLISHED_KEPT = 4  # copies of the versions last published, for the gate (served soon)
 MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec allows
 MAINTAIN_SECONDS = 10.0  # how often the source is tidied (streams trimmed, partitions found)
 READ_BYTES = 1 << 20  # a read of the source: about this many bytes of entries
@@ -265,7 +266,8 @@ class LearnerProcess:
         self.gate_served = np.zeros(0)  # losses of the served version on the same samples
         self.served: Learner | None = None
         self.served_version = -1
-        self._published: tuple[int, Learner] | None = None  # the version last published
+        # copies of the versions last published, until the served pointer reaches them
+        self._published: dict[int, Learner] = {}
         self.counters: dict[str, Any] = {
             "samples": 0,
             "label_sum": 0.0,
@@ -755,7 +757,9 @@ class LearnerProcess:
         self._dirty = False
         self._last_checkpoint = self.clock()
         if version is not None:
-            self._published = (version, self.learner.copy())  # (served next, as a rule)
+            self._published[version] = self.learner.copy()  # (served next, as a rule)
+            if len(self._published) > PUBLISHED_KEPT:  # (a pinned pointer stays behind)
+                del self._published[min(self._published)]
             self.metrics.versions_published.inc()
             self.metrics.versions.set(version)
             log.info("published %s v%d after %d samples", self.revision, version, c["samples"])
@@ -786,16 +790,15 @@ class LearnerProcess:
 
     def _refresh_served(self, pointers: Pointers | None = None) -> None:
         """The served version, for the gate: loaded when it moves (a copy of the learner's own
-        when it moved to the version this learner just published: the usual case)."""
+        when it moved to a version this learner published lately: the usual case)."""
         v = (pointers if pointers is not None else self.store.pointers(self.revision)).served
         if v is None or v == self.served_version:
             return
-        published = self._published
-        if published is not None and published[0] <= v:
-            self._published = None
-            if published[0] == v:
-                self.served, self.served_version = published[1], v
-                return
+        mine = self._published.get(v)
+        self._published = {k: m for k, m in self._published.items() if k > v}
+        if mine is not None:
+            self.served, self.served_version = mine, v
+            return
         try:
             self.served, _ = self.store.load(self.revision, int(v))
             self.served_version = int(v)
