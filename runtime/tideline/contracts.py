@@ -147,6 +147,11 @@ class Keys:
         """The learner's checkpoint: the model and what it had read (:mod:`tideline.codec`)."""
         return self._rev(revision, "checkpoint")
 
+    def replay(self, revision: str) -> str:
+        """The learner's replay buffer (:mod:`tideline.codec`), saved with a checkpoint at most
+        once a checkpoint period (its samples need not be the checkpoint's to the row)."""
+        return self._rev(revision, "replay")
+
     def learner(self, revision: str) -> str:
         """Hash: the learner's status (samples, batches, lag, ...), every checkpoint."""
         return self._rev(revision, "learner")

@@ -339,6 +339,34 @@ def test_a_restart_resumes_from_the_checkpoint(r) -> None:
         np.testing.assert_array_equal(again.learner.get_state()[k], v, err_msg=k)
 
 
+def test_the_replay_buffer_is_saved_once_a_checkpoint_period_and_at_a_clean_stop(r) -> None:
+    from tideline import codec
+
+    model = parse(manifest(learning={"publishEvery": 100, "maxBatchDelay": "20ms"}))
+    p = LearnerProcess(model, r, checkpoint_seconds=3600.0)
+    p.start()  # (its first checkpoint saves the empty buffer)
+    _push_samples(r, p, 700)
+    deadline = time.monotonic() + 20.0
+    while p.counters["samples"] < 700 and time.monotonic() < deadline:
+        p.step(block_ms=5)  # (learn_until flushes: a clean stop)
+    assert p.store.pointers(p.revision).latest >= 3  # a checkpoint with each version...
+    saved, _ = codec.decode(r.get(p.keys.replay(p.revision)))
+    assert len(saved["replay.y"]) == 0  # ...and the buffer not with them, within the period
+    p.flush()  # a clean stop
+    again = LearnerProcess(model, r)
+    again.start()
+    assert again.counters["samples"] == 700 and again.replay.filled == p.replay.filled == 700
+    np.testing.assert_array_equal(again.replay.get_state()["replay.X"], p.replay.X[:700])
+    # a checkpoint written with the buffer inside it (as before it had a key of its own)
+    arrays, meta = codec.decode(r.get(p.keys.checkpoint(p.revision)))
+    arrays.update(p.replay.get_state())
+    r.set(p.keys.checkpoint(p.revision), codec.encode(arrays, meta))
+    r.delete(p.keys.replay(p.revision))
+    again = LearnerProcess(model, r)
+    again.start()
+    assert again.replay.filled == 700
+
+
 def test_keys_of_the_layout_before_hash_tags_are_moved_and_learning_resumes(r) -> None:
     p = _proc(r)
     _push_samples(r, p, 700)

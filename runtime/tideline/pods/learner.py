@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import threading
 import time
@@ -283,6 +284,7 @@ class LearnerProcess:
         self.source = self._source()
         self._dead: list[dict[str, Any]] = []
         self._last_checkpoint = 0.0
+        self._replay_saved = -math.inf  # when the replay buffer was last saved
         self._dirty = False
         self._newest_learned = 0.0
         self._last_maintain = clock()
@@ -328,7 +330,11 @@ class LearnerProcess:
             return None
         arrays, meta = codec.decode(blob)
         self.learner.set_state({k[8:]: v for k, v in arrays.items() if k.startswith("learner.")})
-        self.replay.set_state(arrays)
+        if "replay.y" not in arrays:  # (saved beside the checkpoint; inside it before)
+            saved = self.r.get(self.keys.replay(self.revision))
+            arrays.update(codec.decode(saved)[0] if saved is not None else {})
+        if "replay.y" in arrays:
+            self.replay.set_state(arrays)
         self.gate_live = arrays["gate.live"]
         self.gate_served = arrays["gate.served"]
         self.counters.update(meta["counters"])
@@ -696,8 +702,14 @@ class LearnerProcess:
         }
 
     # -- durability --------------------------------------------------------------------
-    def _checkpoint(self, publish: bool = False, reason: str = "") -> None:
-        """Write state, version (if due and gated), dead letters and acks in one MULTI."""
+    def _checkpoint(self, publish: bool = False, reason: str = "", final: bool = False) -> None:
+        """Write state, version (if due and gated), dead letters and acks in one MULTI.
+
+        The replay buffer (10,000 rows by default, most of a checkpoint's bytes) goes
+        with it at most once a checkpoint period, and at the ``final`` one: a learner
+        publishing many versions a second does not write it with each of them. Replay is
+        a sample of what was learned; one a period old changes no count and loses no row.
+        """
         c = self.counters
         version = None
         gate_info: dict[str, float] = {}
@@ -715,7 +727,6 @@ class LearnerProcess:
         if version is not None:
             c["next_version"] += 1
         arrays = {f"learner.{k}": v for k, v in self.learner.get_state().items()}
-        arrays.update(self.replay.get_state())
         arrays["gate.live"] = self.gate_live
         arrays["gate.served"] = self.gate_served
         # the source's position is part of the state: it moves with what was learned
@@ -726,6 +737,9 @@ class LearnerProcess:
         blob = codec.encode(arrays, state)
         pipe = transaction(self.r, self.keys.prefix)  # (on a cluster: the model's node)
         pipe.set(self.keys.checkpoint(self.revision), blob)
+        replay = final or self.clock() - self._replay_saved >= self.checkpoint_seconds
+        if replay:
+            pipe.set(self.keys.replay(self.revision), codec.encode(self.replay.get_state()))
         if version is not None:
             meta = {"reason": reason or "publishEvery", "samples": c["samples"], **gate_info}
             if reason == "initial" and self._warm_source:
@@ -756,6 +770,8 @@ class LearnerProcess:
         self._dead.clear()
         self._dirty = False
         self._last_checkpoint = self.clock()
+        if replay:
+            self._replay_saved = self._last_checkpoint
         if version is not None:
             self._published[version] = self.learner.copy()  # (served next, as a rule)
             if len(self._published) > PUBLISHED_KEPT:  # (a pinned pointer stays behind)
@@ -833,6 +849,7 @@ class LearnerProcess:
         so the next updates move the model as much as a young one's would."""
         self._learn_pending(force=True)
         self.replay.clear()
+        self._replay_saved = -math.inf  # (saved at the next checkpoint: the old one is gone)
         self.learner.soften(ADAPT_KEEP)
         self.gate_live = self.gate_served = np.zeros(0)  # the old holdout judged the old world
         self.counters["adaptations"] = self.counters.get("adaptations", 0) + 1
@@ -876,7 +893,7 @@ class LearnerProcess:
         """Learn whatever is buffered and checkpoint now (used on a clean stop)."""
         self._learn_pending(force=True)
         if self._dirty or self._dead:
-            self._checkpoint()
+            self._checkpoint(final=True)
 
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
