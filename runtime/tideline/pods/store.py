@@ -166,7 +166,6 @@ class ModelStore:
     def __init__(self, client: redis.Redis, namespace: str, model: str) -> None:
         self.r: Any = client  # bytes replies (see tideline.pods.learner)
         self.keys = Keys(namespace, model)
-        self._publish = client.register_script(_PUBLISH)
 
     # -- writing ----------------------------------------------------------------------
     def publish(
@@ -196,24 +195,23 @@ class ModelStore:
         blob = codec.encode(learner.get_state(), {"model": learner.spec(), **info})
         event = orjson.dumps({"event": "version", **info})
         k = self.keys
-        self._publish(
-            keys=[
-                k.version(revision, version),
-                k.versions(revision),
-                k.vmeta(revision),
-                k.pointers(revision),
-            ],
-            args=[
-                version,
-                blob,
-                orjson.dumps(info),
-                keep,
-                k.version_prefix(revision),
-                k.events,
-                event,
-                "1" if baseline else "0",
-            ],
-            client=pipe if pipe is not None else self.r,
+        # EVAL, not a registered script's EVALSHA: in a pipeline redis-py asks SCRIPT EXISTS
+        # first, a round trip more at every publish (Redis caches the script either way)
+        (pipe if pipe is not None else self.r).eval(
+            _PUBLISH,
+            4,
+            k.version(revision, version),
+            k.versions(revision),
+            k.vmeta(revision),
+            k.pointers(revision),
+            version,
+            blob,
+            orjson.dumps(info),
+            keep,
+            k.version_prefix(revision),
+            k.events,
+            event,
+            "1" if baseline else "0",
         )
 
     def set_pointer(
