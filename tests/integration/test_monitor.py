@@ -441,6 +441,26 @@ def test_copies_of_a_label_are_scored_once_across_monitor_restarts(r) -> None:
     assert _written(again)["tracks"]["stable"]["labelled"] == 1  # only the second row's
 
 
+def test_a_busy_log_is_read_on_without_waiting_for_labels(r) -> None:
+    from tideline.pods.monitor import LOG_READ
+
+    model = _model()
+    mon = _monitor(model, r)
+    mon.start()
+    waits: list[int] = []
+    read = mon.labels.read
+    mon.labels.read = lambda count, block_ms: waits.append(block_ms) or read(count, block_ms)
+    time.sleep(0.01)  # (the monitor follows the log from after the millisecond it started)
+    pipe = r.pipeline(transaction=False)
+    for _ in range(LOG_READ + 10):
+        LoggedRequest([{"amount": 1.0}], revision=model.revision).write(pipe, keys(model))
+    pipe.execute()
+    mon.step(block_ms=50)  # a full read: more may be waiting, labels are only looked at
+    mon.step(block_ms=50)  # nothing more: labels are waited for
+    assert waits == [0, 50]
+    assert mon.tracks["stable"].predictions == LOG_READ + 10
+
+
 @pytest.mark.parametrize("rate", [1.0, 0.1])
 def test_drift_reads_the_sample_rate_s_share_of_requests_and_counts_them_all(r, rate) -> None:
     model = _model(drift={"sampleRate": rate})

@@ -88,6 +88,9 @@ FEEDBACK_QUIET = 60.0  # seconds without feedback before labelled samples judge 
 CLEAR_BELOW = 0.8  # a drift score clears below this share of its threshold
 CONCEPT_HOLD = 10  # analysis intervals after its last firing that concept drift stays on
 CONCEPT_MIN_RISE = 0.05  # the error rate must rise this much (and surely) to be concept drift
+# log entries a read takes: small enough that a read's rows, typed values and scores stay in
+# the processor's caches (5,000 entries of 64 rows read 15-20 % slower per prediction)
+LOG_READ = 256
 
 
 @dataclass
@@ -248,7 +251,7 @@ class Monitor:
         live = [m.decode() for m in self.r.zrangebyscore(self.keys.logs, since, "+inf")]
         self._cursors = {i: self._cursors.get(i, self._log_start) for i in live}
 
-    def _read_log(self, count: int = 5000) -> int:
+    def _read_log(self, count: int = LOG_READ) -> int:
         self._list_logs()
         if not self._cursors:
             return 0
@@ -896,9 +899,9 @@ class Monitor:
 
     # -- loop ------------------------------------------------------------------------------------
     def step(self, block_ms: int = 200) -> None:
-        self._read_log()
+        busy = self._read_log() >= LOG_READ  # (then more is waiting: labels are not waited for)
         self._flush_evidence()
-        self._read_labels(block_ms)
+        self._read_labels(0 if busy else block_ms)
         if self.clock() - self._last_write >= self.spec.rollout.analysis.interval:
             self.write()
 

@@ -343,7 +343,9 @@ class Follower(Protocol):
 
     def start(self) -> None: ...
 
-    def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]: ...
+    def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
+        """Up to ``count`` entries per stream, waiting up to ``block_ms`` for the first (0: not
+        at all)."""
 
     def ack(self, pipe: Any) -> None:
         """What was read is handled: in ``pipe`` (Redis), or with :meth:`acked` (Kafka)."""
@@ -370,7 +372,7 @@ class RedisFollower:
     def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
         resp = self.r.xreadgroup(
             self.group, self.group, {self.feedback: ">", self.samples: ">"},
-            count=count, block=block_ms,
+            count=count, block=block_ms or None,  # (BLOCK 0 would wait for ever)
         )  # fmt: skip
         out = [(stream.decode(), entries) for stream, entries in resp or []]
         self._read = {stream: [eid for eid, _ in entries] for stream, entries in out}
