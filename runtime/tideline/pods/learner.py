@@ -590,6 +590,7 @@ class LearnerProcess:
         if not holdout:
             return
         task = self.spec.model.task
+        X, y, p_live = X[-holdout:], y[-holdout:], p_live[-holdout:]  # (all the holdout keeps)
         p_served = self.served.predict_many(X) if self.served is not None else p_live
         self.gate_live = np.concatenate([self.gate_live, _loss(task, p_live, y)])[-holdout:]
         self.gate_served = np.concatenate([self.gate_served, _loss(task, p_served, y)])[-holdout:]
