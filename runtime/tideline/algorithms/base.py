@@ -56,12 +56,7 @@ class Standardizer:
         self.scale = np.ones(width)  # 1 / standard deviation, kept in step with m2
 
     def _rescale(self) -> None:
-        if self.n < 2:
-            self.scale = np.ones_like(self.mean)
-            return
-        std = np.sqrt(self.m2 / self.n)
-        std[std < 1e-12] = 1.0
-        self.scale = 1.0 / std
+        self.scale = 1.0 / _std(self.m2, self.n)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """The range each numeric value is clipped to now (see the class docs)."""
@@ -95,7 +90,10 @@ class Standardizer:
         n = self.n + n_b
         delta = c - self.mean
         # Chan et al.'s merge of (n, mean, m2) with the batch's own
-        self.m2 = self.m2 + (Xc * Xc) @ A[-1] + delta * delta * (self.n * n_b / n)
+        m2 = (Xc * Xc) @ A[-1]
+        m2 += self.m2
+        m2 += delta * delta * (self.n * n_b / n)
+        self.m2 = m2
         self.mean = self.mean + delta * (n_b / n)
         self.n = n
         self._rescale()
@@ -110,13 +108,13 @@ class Standardizer:
         The statistics after every batch come from running sums of the batches'
         own (count, mean, squares about the mean) (Chan et al.'s merge, in
         prefix form), so the per-batch work is a few array operations over the
-        whole block. Clipping makes a batch depend on the
-        statistics before it: the sums are taken on the values as they are, and
-        the first batch with a value outside its bounds (from the exact
-        statistics before it) is clipped and the sums taken again from there, so
-        the result is :meth:`update_design`'s, batch by batch, up to rounding. A
-        block that clips again and again (heavy tails) has its remaining batches
-        folded in one at a time, as :meth:`update_design` does.
+        whole block. Clipping makes a batch depend on the statistics before it:
+        the sums are taken on the values as they are, and the first batch with a
+        value outside its bounds (from the exact statistics before it) is clipped
+        and the sums taken again from there, so the result is
+        :meth:`update_design`'s, batch by batch, up to rounding. A block that
+        clips again and again (heavy tails) has its remaining batches folded in
+        one at a time, as :meth:`update_design` does.
         """
         X = X.copy()  # (a batch's values are clipped in place)
         m, k = len(edges) - 1, X.shape[1]
@@ -141,13 +139,12 @@ class Standardizer:
                 n = n0 + at[1:, None].astype(np.float64)
                 mean = means_b[0] + w1 / n
                 m2 = np.maximum(m20 + q + w2 - w1 * w1 / n, 0.0)
-            std = np.sqrt(m2 / n)
-            std[(std < 1e-12) | (n < 2)] = 1.0  # (as _rescale)
+            std = _std(m2, n)
             means[s:], scales[s:] = mean, 1.0 / std
             # each batch's bounds: the statistics before it (the first: those before s)
             n_before = np.concatenate([[n0], n[:-1, 0]])
             centre = np.vstack([mean0, mean[:-1]])
-            reach = np.vstack([self._reach(n0, m20), CLIP_SD * std[:-1]])
+            reach = CLIP_SD * np.vstack([_std(m20, n0), std[:-1]])
             young = (n_before < WARMUP)[:, None]  # (within RAW_LIMIT of zero instead)
             lo = np.where(young, -RAW_LIMIT, centre - reach)
             hi = np.where(young, RAW_LIMIT, centre + reach)
@@ -178,15 +175,6 @@ class Standardizer:
             A[:, a:b] = self.update_design(X[a:b])
         return A
 
-    @staticmethod
-    def _reach(n: float, m2: np.ndarray) -> np.ndarray:
-        """``CLIP_SD`` standard deviations of statistics over ``n`` rows (as :meth:`bounds`)."""
-        if n < 2:
-            return np.full_like(m2, CLIP_SD)
-        std = np.sqrt(np.maximum(m2, 0.0) / n)
-        std[std < 1e-12] = 1.0
-        return CLIP_SD * std
-
     def design(self, X: np.ndarray) -> np.ndarray:
         """The design ``[standardised X, 1]``, transposed, with the current statistics."""
         A = self._design(X)
@@ -202,6 +190,20 @@ class Standardizer:
         self.mean = np.array(state["scaler.mean"], dtype=np.float64)
         self.m2 = np.array(state["scaler.m2"], dtype=np.float64)
         self._rescale()
+
+
+def _std(m2: np.ndarray, n: Any) -> np.ndarray:
+    """Standard deviations from sums of squares ``m2`` over ``n`` rows (a number, or one per
+    row of ``m2``): 1 where there is no spread to scale by, or fewer than two rows."""
+    if isinstance(n, float):  # (a batch at a time: as few numpy calls as can be)
+        if n < 2:
+            return np.ones_like(m2)
+        std = np.sqrt(m2 / n)
+        std[std < 1e-12] = 1.0
+        return std
+    std = np.sqrt(m2 / np.maximum(n, 1.0))
+    std[(std < 1e-12) | (n < 2)] = 1.0
+    return std
 
 
 def check_targets(task: str, y: Any) -> np.ndarray:
