@@ -4,10 +4,12 @@ Redis Cluster and a Kafka broker when a test asks for them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from tests.helpers import tls_certs
 from tideline.demo.embedded import EmbeddedCluster, EmbeddedKafka, EmbeddedRedis
 
 
@@ -41,7 +43,14 @@ def backend(request: pytest.FixtureRequest) -> EmbeddedRedis | EmbeddedCluster:
 
 
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[EmbeddedKafka]:
-    """A real Kafka broker (one KRaft node, jars from `make kafka-bin`) for the session."""
-    with EmbeddedKafka() as broker:
+def kafka_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The test broker's TLS listener's CA and certificates, and a client's (tls_certs)."""
+    return tls_certs(tmp_path_factory.mktemp("kafka-tls"))
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(kafka_certs: dict[str, Path]) -> Iterator[EmbeddedKafka]:
+    """A real Kafka broker (one KRaft node, jars from `make kafka-bin`) for the session; a
+    second listener (``bootstrap_tls``) takes TLS clients with a certificate from its CA."""
+    with EmbeddedKafka(tls=(kafka_certs["broker.pem"], kafka_certs["ca.crt"])) as broker:
         yield broker

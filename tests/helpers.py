@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 FRAUD_FEATURES = [
     {"name": "amount", "type": "numeric", "default": 0.0},
@@ -131,6 +132,28 @@ def produce(bootstrap: str, topic: str, values: list, partitions: int = 1) -> No
         if i % 10_000 == 0:
             p.poll(0)
     assert p.flush(30) == 0, "messages left unsent"
+
+
+def tls_certs(d: Path) -> dict[str, Path]:
+    """A CA, and a broker certificate (for 127.0.0.1) and a client certificate it signed, made
+    with openssl in ``d``: ``ca.crt``, ``broker.pem`` (key and certificate, as Kafka's PEM
+    keystore takes them), ``client.crt``, ``client.key``."""
+    import subprocess
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+            "-subj", "/CN=tideline-test-ca", "-days", "2", "-out", "ca.crt")  # fmt: skip
+    (d / "san.cnf").write_text("[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("broker", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                "-subj", f"/CN={name}", "-out", f"{name}.csr")  # fmt: skip
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-extensions", "ext",
+                "-out", f"{name}.crt")  # fmt: skip
+    (d / "broker.pem").write_text((d / "broker.key").read_text() + (d / "broker.crt").read_text())
+    return {name: d / name for name in ("ca.crt", "broker.pem", "client.crt", "client.key")}
 
 
 def learn_until(p, cond, timeout: float = 20.0, block_ms: int = 5) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 import tideline
-from tideline.spec import KAFKA_PASSWORD_ENV, OnlineModel
+from tideline.spec import KAFKA_PASSWORD_ENV, KAFKA_TLS_ENV, OnlineModel
 
 CONFIG_PATH = "/etc/tideline"
 HTTP_PORT = 8080
@@ -109,12 +109,16 @@ def _redis_env(model: OnlineModel) -> dict[str, Any]:
 
 
 def _kafka_env(model: OnlineModel) -> list[dict[str, Any]]:
-    """The Kafka SASL password, from the Secret ``spec.source.kafka.sasl.secretRef`` names."""
+    """The Kafka SASL password and TLS certificates, from the Secrets
+    ``spec.source.kafka.sasl.secretRef`` and ``tls.*SecretRef`` name."""
     k = model.spec.source.kafka
-    if k is None or k.sasl is None:
+    if k is None:
         return []
-    ref = k.sasl.password
-    return [{"name": KAFKA_PASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]  # fmt: skip
+    refs = [(KAFKA_PASSWORD_ENV, k.sasl.password)] if k.sasl is not None else []
+    if k.tls is not None:
+        refs += [(KAFKA_TLS_ENV[what], ref) for what, ref in k.tls.refs().items()]
+    return [{"name": env, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+            for env, ref in refs]  # fmt: skip
 
 
 def build_redis_secret(model: OnlineModel, settings: Settings) -> dict[str, Any] | None:

@@ -536,6 +536,30 @@ def _source_schema() -> dict[str, Any]:
                 },
                 required=["username", "secretRef"],
             ),
+            "tls": _obj(
+                "Certificates (PEM) in Secrets, with SSL or SASL_SSL",
+                {
+                    f"{name}SecretRef": _obj(
+                        what,
+                        {**secret, "key": {"type": "string", "description": "Key", "default": key}},
+                        required=["name"],
+                    )  # fmt: skip
+                    for name, key, what in (
+                        (
+                            "ca",
+                            "ca.crt",
+                            "The CA the brokers' certificates are checked against "
+                            "(default: the image's public CAs)",
+                        ),
+                        (
+                            "cert",
+                            "user.crt",
+                            "The client's certificate (mutual TLS; with keySecretRef)",
+                        ),
+                        ("key", "user.key", "The client certificate's private key"),
+                    )  # fmt: skip
+                },
+            ),
             "startFrom": _enum(
                 "Where a model's first learner starts on a topic", START_FROM, "latest"
             ),  # fmt: skip

@@ -306,6 +306,12 @@ KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # the SASL password reaches the pods in this variable (the operator sets it from the Secret)
 KAFKA_PASSWORD_ENV = "TIDELINE_KAFKA_PASSWORD"
+# and the TLS certificates (PEM) in these: the brokers' CA, the client's certificate and key
+KAFKA_TLS_ENV = {
+    "ca": "TIDELINE_KAFKA_CA",
+    "cert": "TIDELINE_KAFKA_CERT",
+    "key": "TIDELINE_KAFKA_KEY",
+}
 START_FROM = ("latest", "earliest")
 # a Kafka topic name, as the broker checks it
 TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
@@ -323,6 +329,22 @@ class KafkaSasl:
 
 
 @dataclass(frozen=True)
+class KafkaTls:
+    """``spec.source.kafka.tls``: certificates (PEM) in Secrets, for SSL and SASL_SSL. ``ca``:
+    the CA the brokers' certificates are checked against (a cluster's own, such as Strimzi's
+    ``<cluster>-cluster-ca-cert``), instead of the image's public ones; ``cert`` and ``key``:
+    the client's own, for brokers that authenticate clients by certificate (mutual TLS)."""
+
+    ca: SecretKey | None = None
+    cert: SecretKey | None = None
+    key: SecretKey | None = None
+
+    def refs(self) -> dict[str, SecretKey]:
+        """The Secrets given, by what they hold (``ca``, ``cert``, ``key``)."""
+        return {k: v for k, v in (("ca", self.ca), ("cert", self.cert), ("key", self.key)) if v}
+
+
+@dataclass(frozen=True)
 class KafkaSource:
     """``spec.source.kafka``: the labelled samples and the feedback come from Kafka topics.
 
@@ -336,6 +358,7 @@ class KafkaSource:
     groupId: str | None = None  # default: tideline.<namespace>.<name>
     securityProtocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl: KafkaSasl | None = None
+    tls: KafkaTls | None = None
     startFrom: Literal["latest", "earliest"] = "latest"
 
 
@@ -1003,6 +1026,26 @@ def _source(o: _Obj) -> SourceSpec:
             f"{'required' if sasl is None else 'only used'} with securityProtocol "
             f"SASL_PLAINTEXT or SASL_SSL (got {protocol})",
         )
+    tls = None
+    if k.raw("tls") is not None:
+        if not protocol.endswith("SSL"):
+            raise SpecError(k.sub("tls"), f"only used with securityProtocol SSL or SASL_SSL "
+                                          f"(got {protocol})")  # fmt: skip
+        a = k.obj("tls")
+        refs = {}
+        for name, default in (("ca", "ca.crt"), ("cert", "user.crt"), ("key", "user.key")):
+            if a.raw(f"{name}SecretRef") is not None:
+                ref = a.obj(f"{name}SecretRef")
+                refs[name] = SecretKey(
+                    ref.string("name", required=True), ref.string("key", default)
+                )
+                ref.done()
+        if ("cert" in refs) != ("key" in refs):
+            missing = "keySecretRef" if "cert" in refs else "certSecretRef"
+            raise SpecError(a.sub(missing), "required with the other: a client certificate "
+                                            "and its key come together")  # fmt: skip
+        a.done()
+        tls = KafkaTls(**refs)
     out = KafkaSource(
         bootstrapServers=servers,
         samples=topics["samples"],
@@ -1010,6 +1053,7 @@ def _source(o: _Obj) -> SourceSpec:
         groupId=k.string("groupId"),
         securityProtocol=protocol,
         sasl=sasl,
+        tls=tls,
         startFrom=k.enum("startFrom", START_FROM, "latest"),
     )
     k.done()

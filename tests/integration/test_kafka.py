@@ -60,6 +60,33 @@ def _committed(kafka_broker, group: str, topic: str, partitions: int) -> list[in
         c.close()
 
 
+def test_samples_are_learned_over_mutual_tls_with_the_cluster_s_own_ca(
+    r, kafka_broker, kafka_certs, monkeypatch
+) -> None:
+    """A broker whose certificate comes from its cluster's own CA (Strimzi's, say) and that
+    takes only clients with a certificate: the CA, certificate and key reach the learner
+    as the operator passes them, from Secrets through the environment."""
+    topics = _topics(kafka_broker, partitions=1)
+    refs = {"caSecretRef": {"name": "cluster-ca-cert"}, "certSecretRef": {"name": "learner"},
+            "keySecretRef": {"name": "learner"}}  # fmt: skip
+    doc = _doc(kafka_broker, topics, securityProtocol="SSL", tls=refs)
+    doc["spec"]["source"]["kafka"]["bootstrapServers"] = kafka_broker.bootstrap_tls
+    model = parse(doc)
+    for env, name in (("TIDELINE_KAFKA_CA", "ca.crt"), ("TIDELINE_KAFKA_CERT", "client.crt"),
+                      ("TIDELINE_KAFKA_KEY", "client.key")):  # fmt: skip
+        monkeypatch.setenv(env, kafka_certs[name].read_text())
+    rows, labels = _samples(500)
+    produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows, labels))
+    p = LearnerProcess(model, r)
+    p.start()
+    _run_until(p, lambda: p.counters["samples"] == 500)
+    assert p.counters["label_sum"] == sum(labels)
+    p.source.close()
+    monkeypatch.delenv("TIDELINE_KAFKA_KEY")  # a Secret not mounted: the field is named
+    with pytest.raises(RuntimeError, match=r"tls\.keySecretRef: TIDELINE_KAFKA_KEY is not set"):
+        LearnerProcess(model, r, revision="again").start()
+
+
 def test_samples_and_feedback_are_learned_from_topics_and_the_group_sees_the_offsets(
     r, kafka_broker
 ) -> None:

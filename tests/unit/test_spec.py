@@ -166,6 +166,18 @@ BAD = [
     ("more buckets than any model should hold", "spec.model.features",
      [{"name": f"c{i}", "type": "categorical", "buckets": 1 << 20} for i in range(5)],
      "buckets add up to 5242880, over 4194304"),
+    ("certificates without TLS", "spec.source",
+     {"kafka": {"bootstrapServers": "k:9093", "topics": {"samples": "s"},
+                "tls": {"caSecretRef": {"name": "ca"}}}},
+     "spec.source.kafka.tls: only used with securityProtocol SSL or SASL_SSL (got PLAINTEXT)"),
+    ("a client certificate without its key", "spec.source",
+     {"kafka": {"bootstrapServers": "k:9093", "topics": {"samples": "s"}, "securityProtocol": "SSL",
+                "tls": {"certSecretRef": {"name": "user"}}}},
+     "spec.source.kafka.tls.keySecretRef: required with the other"),
+    ("a CA Secret without a name", "spec.source",
+     {"kafka": {"bootstrapServers": "k:9093", "topics": {"samples": "s"}, "securityProtocol": "SSL",
+                "tls": {"caSecretRef": {"key": "ca.crt"}}}},
+     "spec.source.kafka.tls.caSecretRef.name: required"),
 ]  # fmt: skip
 
 

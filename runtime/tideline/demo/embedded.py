@@ -218,19 +218,30 @@ def kafka_libs() -> Path:
 class EmbeddedKafka:
     """One Apache Kafka node in KRaft mode (broker and controller) on loopback, for
     ``tideline run --source kafka`` and the test suite: ``with EmbeddedKafka() as k:
-    k.bootstrap``. ``restart()`` stops and starts it on the same port and data."""
+    k.bootstrap``. ``restart()`` stops and starts it on the same port and data.
 
-    def __init__(self, port: int | None = None) -> None:
+    ``tls``: (a PEM file with the broker's private key and certificate chain, the PEM
+    of the CA its clients' certificates must come from) - a second listener,
+    ``k.bootstrap_tls``, that speaks TLS and takes only clients with a certificate.
+    """
+
+    def __init__(self, port: int | None = None, tls: tuple[Path, Path] | None = None) -> None:
         self.port = port or free_port()
-        self.controller_port = free_port()
-        while self.controller_port == self.port:
-            self.controller_port = free_port()
+        others: set[int] = set()
+        while len(others) < 2:
+            others |= {free_port()} - {self.port}
+        self.controller_port, self.tls_port = sorted(others)
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def bootstrap_tls(self) -> str:
+        return f"127.0.0.1:{self.tls_port}"
 
     def _java(self, *args: str) -> list[str]:
         java = shutil.which("java")
@@ -247,18 +258,25 @@ class EmbeddedKafka:
         home = Path(self._dir.name)
         props = home / "server.properties"
         if fresh:
+            ssl = f",SSL://127.0.0.1:{self.tls_port}" if self.tls else ""
+            tls = [] if self.tls is None else [
+                "ssl.keystore.type=PEM", f"ssl.keystore.location={self.tls[0]}",
+                "ssl.truststore.type=PEM", f"ssl.truststore.location={self.tls[1]}",
+                "ssl.client.auth=required"]  # fmt: skip
             props.write_text(
                 "\n".join(
                     [
                         "process.roles=broker,controller",
                         "node.id=1",
                         f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                        f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                        f"listeners=PLAINTEXT://127.0.0.1:{self.port}{ssl},"
                         f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                        f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                        f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}{ssl}",
                         "controller.listener.names=CONTROLLER",
                         "inter.broker.listener.name=PLAINTEXT",
-                        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,"
+                        "CONTROLLER:PLAINTEXT",
+                        *tls,
                         f"log.dirs={home / 'data'}",
                         "offsets.topic.replication.factor=1",
                         "offsets.topic.num.partitions=4",

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tideline.pods.sources import MAX_DELIVERIES, Entries, Refusal
-from tideline.spec import KAFKA_PASSWORD_ENV, KafkaSource, OnlineModel
+from tideline.spec import KAFKA_PASSWORD_ENV, KAFKA_TLS_ENV, KafkaSource, OnlineModel
 
 log = logging.getLogger("tideline.kafka")
 
@@ -52,7 +52,19 @@ def client_config(k: KafkaSource, **extra: Any) -> dict[str, Any]:
             )
         conf.update({"sasl.mechanism": k.sasl.mechanism, "sasl.username": k.sasl.username,
                      "sasl.password": password})  # fmt: skip
+    for what, ref in (k.tls.refs() if k.tls is not None else {}).items():
+        pem = os.environ.get(KAFKA_TLS_ENV[what])
+        if not pem:
+            raise RuntimeError(
+                f"spec.source.kafka.tls.{what}SecretRef: {KAFKA_TLS_ENV[what]} is not set (the "
+                f"operator sets it from Secret {ref.name}, key {ref.key})"
+            )
+        conf[_TLS_CONF[what]] = pem
     return conf | extra
+
+
+# librdkafka's settings that take a PEM text (not a file) for each of spec.source.kafka.tls
+_TLS_CONF = {"ca": "ssl.ca.pem", "cert": "ssl.certificate.pem", "key": "ssl.key.pem"}
 
 
 def consumer(k: KafkaSource, group: str, reset: str, **extra: Any) -> Any:

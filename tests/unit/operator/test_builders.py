@@ -191,6 +191,24 @@ def test_a_kafka_sasl_password_reaches_every_component_from_its_secret(build) ->
     assert all(e["name"] != "TIDELINE_KAFKA_PASSWORD" for e in plain)
 
 
+@pytest.mark.parametrize("build", [build_learner, build_server, build_monitor])
+def test_kafka_tls_certificates_reach_every_component_from_their_secrets(build) -> None:
+    kafka = {"bootstrapServers": "kafka:9093", "topics": {"samples": "fraud"},
+             "securityProtocol": "SSL",
+             "tls": {"caSecretRef": {"name": "my-cluster-cluster-ca-cert"},
+                     "certSecretRef": {"name": "fraud-user"},
+                     "keySecretRef": {"name": "fraud-user"}}}  # fmt: skip
+    m = parse(manifest(name="fraud", source={"kafka": kafka}))
+    env = _pod(build(m, SETTINGS, m.revision))["containers"][0]["env"]
+    for name, secret, key in (("TIDELINE_KAFKA_CA", "my-cluster-cluster-ca-cert", "ca.crt"),
+                              ("TIDELINE_KAFKA_CERT", "fraud-user", "user.crt"),
+                              ("TIDELINE_KAFKA_KEY", "fraud-user", "user.key")):  # fmt: skip
+        assert {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} in env
+    assert all(e["name"] != "TIDELINE_KAFKA_PASSWORD" for e in env)
+    assert m.revision == parse(manifest(name="fraud", source={"kafka": {
+        "bootstrapServers": "kafka:9092", "topics": {"samples": "fraud"}}})).revision  # fmt: skip
+
+
 def test_labels_on_a_port_of_their_own_and_a_policy_per_port() -> None:
     ops = {"namespaceSelector": {"matchLabels": {"team": "fraud-ops"}}}
     web = {"podSelector": {"matchLabels": {"app": "checkout"}}}

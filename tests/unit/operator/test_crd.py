@@ -42,6 +42,9 @@ COMPANIONS = {
     ("source", "kafka"): {"bootstrapServers": "kafka:9092", "topics": {"samples": "fraud"}},
     ("source", "kafka", "sasl"): {"username": "tideline"},
     ("source", "kafka", "sasl", "secretRef"): {"name": "kafka-auth"},
+    ("source", "kafka", "tls", "caSecretRef"): {"name": "kafka-ca"},
+    ("source", "kafka", "tls", "certSecretRef"): {"name": "kafka-user"},
+    ("source", "kafka", "tls", "keySecretRef"): {"name": "kafka-user"},
 }
 # Fields a field needs elsewhere: SASL credentials go with a SASL protocol, and back.
 SASL = {"securityProtocol": "SASL_PLAINTEXT"}
@@ -61,6 +64,11 @@ RENAMED = {
         "name",
     ),
     ("source", "kafka", "sasl", "secretRef", "key"): ("source", "kafka", "sasl", "password", "key"),
+    **{
+        ("source", "kafka", "tls", f"{what}SecretRef", leaf): ("source", "kafka", "tls", what, leaf)
+        for what in ("ca", "cert", "key")
+        for leaf in ("name", "key")
+    },
 }
 
 
@@ -87,6 +95,12 @@ def _doc(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         kafka["sasl"].setdefault("secretRef", {"name": "kafka-auth"})
     elif str(kafka.get("securityProtocol")).startswith("SASL"):
         kafka["sasl"] = {"username": "tideline", "secretRef": {"name": "kafka-auth"}}
+    tls = kafka.get("tls")
+    if tls is not None:  # certificates go with TLS, and a client's certificate with its key
+        kafka["securityProtocol"] = "SASL_SSL" if "sasl" in kafka else "SSL"
+        if "certSecretRef" in tls or "keySecretRef" in tls:
+            for ref in ("certSecretRef", "keySecretRef"):
+                tls.setdefault(ref, {"name": "kafka-user"})
     return doc
 
 
