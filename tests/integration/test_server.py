@@ -618,6 +618,24 @@ def test_not_ready_until_a_version_is_loaded_then_ready(r, redis_server) -> None
         _wait(lambda: s.client.get("/v2/health/ready").status_code == 200, timeout=3)
 
 
+def test_learn_refuses_a_bad_row_before_any_version_is_loaded_as_after(r, redis_server) -> None:
+    """With no version loaded, the spec's features read a :learn request's rows: a value of
+    the wrong type is a 422 naming it, not a dead letter later."""
+    s = Served(redis_server.url, manifest(name="fraud"), Settings(max_rows=3))
+    with s.client:
+        assert s.dp.stable is None
+        for body, status, message in (
+            ({"instances": [{"hour": "noon"}], "labels": [1]}, 422, "instances[0].hour: must be a number"),
+            ({"instances": [], "labels": []}, 400, "instances: must hold at least one row"),
+            ({"instances": [{}] * 4, "labels": [1] * 4}, 413, "4 rows is over the limit of 3"),
+        ):  # fmt: skip
+            resp = s.client.post("/v1/models/fraud:learn", json=body)
+            assert resp.status_code == status and message in resp.json()["error"], resp.text
+        assert r.xlen(Keys("test", "fraud").samples) == 0
+        resp = s.client.post("/v1/models/fraud:learn", json={"instances": ROWS, "labels": [1, 0]})
+        assert resp.status_code == 202 and r.xlen(Keys("test", "fraud").samples) == 1
+
+
 def test_with_no_version_loaded_v1_and_v2_answer_alike(r, redis_server) -> None:
     """The fallback value when the spec names one; 503 when it says lastGood - on both routes."""
     v2 = {"inputs": [{"name": "amount", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]}]}

@@ -399,22 +399,12 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             raise BadRequest("instances and labels: both required, as lists")
         if len(rows) != len(labels):
             raise Unprocessable(f"labels: {len(labels)} labels for {len(rows)} instances")
-        if dp.stable is not None:
-            dp.encode(
-                dp.stable, rows
-            )  # type errors are the client's to fix: 422 now, not a dead letter later
-        elif len(rows) > settings.max_rows:
-            raise TooLarge(f"instances: {len(rows)} rows is over the limit of {settings.max_rows}")
-        task = dp.spec.model.task
-        names = (
-            dp.stable.schema.names
-            if dp.stable is not None
-            else [f.name for f in dp.spec.model.features]
-        )
-        checked = [_label(task, y, f"labels[{i}]") for i, y in enumerate(labels)]
-        if not rows:
-            raise BadRequest("instances: must not be empty")
-        features = [row if isinstance(row, dict) else dict(zip(names, row, strict=False))
+        # type errors are the client's to fix: 422 now, not a dead letter later (with no
+        # version loaded yet, the spec's features read the rows)
+        schema = dp.stable.schema if dp.stable is not None else dp.spec_schema
+        dp.encode(schema, rows)
+        checked = [_label(dp.spec.model.task, y, f"labels[{i}]") for i, y in enumerate(labels)]
+        features = [row if isinstance(row, dict) else dict(zip(schema.names, row, strict=False))
                     for row in rows]  # fmt: skip
         # one packed entry per request: learned whole, acknowledged whole
         await dp.write_labels("samples", [samples.pack(features, checked)])

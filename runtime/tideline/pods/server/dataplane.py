@@ -330,10 +330,14 @@ class DataPlane:
             raise TooLarge(f"{path}: {len(rows)} rows is over the limit of {self.max_rows}")
         return _ids_for(len(rows), ids)
 
-    def encode(self, loaded: Loaded, rows: Sequence[Any], path: str = "instances") -> np.ndarray:
+    def encode(
+        self, schema: FeatureSchema, rows: Sequence[Any], path: str = "instances"
+    ) -> np.ndarray:
+        """A request's rows as ``schema`` reads them: what no model would answer is a 400 or
+        413 (:meth:`_count`), a value of the wrong type a 422 naming it."""
         self._count(rows, path)
         try:
-            return loaded.schema.encode_strict(rows, path)
+            return schema.encode_strict(rows, path)
         except FeatureError as e:
             raise Unprocessable(str(e)) from None
 
@@ -377,7 +381,7 @@ class DataPlane:
         if X is None:  # (the typed fast path admits no unknown name)
             if not unknown_ok:
                 self._known_names(body.rows(), path)
-            X = self.encode(stable, body.rows(), path)
+            X = self.encode(stable.schema, body.rows(), path)
         n = _ids_for(X.shape[0], ids)
         out_ids, slot, secret = self.log.slot(n, ids)
         t0 = time.perf_counter()
@@ -419,7 +423,7 @@ class DataPlane:
         stable = self.stable
         if stable is not None and loaded.schema.names == stable.schema.names:
             return X
-        return self.encode(loaded, body.rows(), path)
+        return self.encode(loaded.schema, body.rows(), path)
 
     def _canary_rows(
         self, result: Result, X: np.ndarray, key: str | None, body: _Rows, path: str
