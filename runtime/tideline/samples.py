@@ -34,6 +34,7 @@ from tideline.contracts import json_object
 from tideline.features import FeatureSchema
 
 Entries = Sequence[tuple[bytes, Mapping[bytes, bytes]]]
+LARGE_ENTRY_BYTES = 1024  # entries of a read larger than this on average: decoded one by one
 
 
 def pack(rows: Sequence[Mapping[str, Any]], labels: Sequence[float]) -> bytes:
@@ -113,6 +114,8 @@ class SampleDecoder:
         )
         self._many_one = msgspec.json.Decoder(list[one_t])  # type: ignore[valid-type]
         self._many_packed = msgspec.json.Decoder(list[packed_t])  # type: ignore[valid-type]
+        self._one = msgspec.json.Decoder(one_t)
+        self._packed = msgspec.json.Decoder(packed_t)
 
     def decode(self, entries: Entries) -> Decoded:
         """The rows of these entries (see :class:`Decoded`)."""
@@ -138,12 +141,19 @@ class SampleDecoder:
     # -- the typed path: a whole read in one decode ---------------------------------------
     def _bulk(self, entries: Entries) -> Decoded | None:
         try:
-            body = b"[" + b",".join([fields[b"data"] for _, fields in entries]) + b"]"
+            datas = [fields[b"data"] for _, fields in entries]
+            size = sum(map(len, datas))
         except (KeyError, TypeError):
             return None
         schema = self.schema
+        # small entries (one row each) joined into one document, decoded in one call;
+        # large ones (packed) decoded one by one, without copying a read's megabyte again
+        joined = size < LARGE_ENTRY_BYTES * len(datas)
+        body = b"[" + b",".join(datas) + b"]" if joined else b""
         try:
-            docs: list[Any] = self._many_one.decode(body)
+            docs: list[Any] = (
+                self._many_one.decode(body) if joined else list(map(self._one.decode, datas))
+            )
         except (msgspec.MsgspecError, UnicodeDecodeError):
             pass
         else:
@@ -153,7 +163,9 @@ class SampleDecoder:
             X = schema.encode_typed([d.features for d in docs])
             return Decoded(X, y, [(eid, 1) for eid, _ in entries], fast=True)
         try:
-            packs: list[Any] = self._many_packed.decode(body)
+            packs: list[Any] = (
+                self._many_packed.decode(body) if joined else list(map(self._packed.decode, datas))
+            )
         except (msgspec.MsgspecError, UnicodeDecodeError):
             return None
         if any(len(p.instances) != len(p.labels) or not p.labels for p in packs):

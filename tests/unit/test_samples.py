@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import FRAUD_FEATURES
+from tideline import samples
 from tideline.demo.simulate import SyntheticStream
 from tideline.features import FeatureSchema
 from tideline.samples import SampleDecoder, one, pack
@@ -17,6 +19,13 @@ SCHEMA = FeatureSchema.from_spec(FRAUD_FEATURES)
 
 def _entries(datas: list[bytes]) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return [(b"%d-0" % (i + 1), {b"data": d}) for i, d in enumerate(datas)]
+
+
+@pytest.fixture(params=[1 << 30, 0], ids=["joined", "one by one"], autouse=True)
+def entry_decoding(request, monkeypatch):  # type: ignore[no-untyped-def]
+    """Every test with a read's entries decoded joined in one document, and one by one (what
+    entries larger than LARGE_ENTRY_BYTES on average take)."""
+    monkeypatch.setattr(samples, "LARGE_ENTRY_BYTES", request.param)
 
 
 def test_typed_reads_take_the_fast_path_and_match_the_general_encoding() -> None:
