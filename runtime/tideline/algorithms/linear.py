@@ -40,17 +40,13 @@ from typing import Any
 
 import numpy as np
 from scipy.linalg.lapack import dposv
+from scipy.special import expit
 
 from tideline.algorithms.base import Learner, NonFiniteUpdate, State, check_targets
 from tideline.spec import OPTIMIZERS, FTRLParams, SGDParams
 
 _EPS = 1e-12
 UNDO_ALL_BUCKETS = 8192  # categorical weights copied whole to take an update back, up to this
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # The tanh form never overflows and is cheaper than 1 / (1 + exp(-z)) with a clip.
-    return 0.5 + 0.5 * np.tanh(0.5 * z)
 
 
 class LinearLearner(Learner):
@@ -113,7 +109,9 @@ class LinearLearner(Learner):
         return z
 
     def _link(self, z: np.ndarray) -> np.ndarray:
-        return _sigmoid(z) if self.task == "binary" else z
+        # expit: the logistic function as one ufunc (it never overflows); a mini-batch's
+        # 0.5 + 0.5 * tanh(z / 2) took three numpy calls, three times as long
+        return expit(z) if self.task == "binary" else z
 
     def _predict(self, X: np.ndarray, A: np.ndarray) -> np.ndarray:
         rows, cols = self._categorical(X)
