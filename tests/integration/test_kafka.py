@@ -87,6 +87,28 @@ def test_samples_are_learned_over_mutual_tls_with_the_cluster_s_own_ca(
         LearnerProcess(model, r, revision="again").start()
 
 
+class _Counting:
+    """A consumer whose commits are counted."""
+
+    def __init__(self, inner, calls: list) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.calls = inner, calls
+
+    def commit(self, *a, **k):  # type: ignore[no-untyped-def]
+        self.calls.append(time.monotonic())
+        return self.inner.commit(*a, **k)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+
+def _counted(f, calls: list):  # type: ignore[no-untyped-def]
+    def counted(*a, **k):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return f(*a, **k)
+
+    return counted
+
+
 def test_samples_and_feedback_are_learned_from_topics_and_the_group_sees_the_offsets(
     r, kafka_broker
 ) -> None:
@@ -109,11 +131,18 @@ def test_samples_and_feedback_are_learned_from_topics_and_the_group_sees_the_off
 
     p = LearnerProcess(model, r, checkpoint_seconds=0.0)
     p.start()
+    commits: list[float] = []
+    checkpoints: list[int] = []
+    p.source._consumer = _Counting(p.source.consumer, commits)
+    p._checkpoint = _counted(p._checkpoint, checkpoints)  # type: ignore[method-assign]
+    started = time.monotonic()
     _run_until(p, lambda: p.counters["samples"] == 3000)
     assert p.counters["label_sum"] == sum(labels)
     assert p.store.pointers(p.revision).latest >= 1
-    # the position is in the checkpoint; the consumer group is told too (lag tools), after
-    # each checkpoint, asynchronously
+    # the position is in the checkpoint; the consumer group is told too (lag tools),
+    # asynchronously, after a checkpoint at most once a second
+    assert len(commits) <= time.monotonic() - started + 2 < len(checkpoints), (commits, checkpoints)
+    p.source._consumer = p.source._consumer.inner
     group = f"tideline.test.m.learner.{p.revision}"
     want = {"samples": 1000 + len(packed), "feedback": 1000}
     deadline = time.monotonic() + 20

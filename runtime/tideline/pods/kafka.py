@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -34,6 +35,7 @@ from tideline.spec import KAFKA_PASSWORD_ENV, KAFKA_TLS_ENV, KafkaSource, Online
 log = logging.getLogger("tideline.kafka")
 
 DISCOVER_SECONDS = 30.0  # how often new partitions (and topics created late) are looked for
+COMMIT_SECONDS = 1.0  # how often the group is told the learner's positions, at most
 
 
 def client_config(k: KafkaSource, **extra: Any) -> dict[str, Any]:
@@ -187,6 +189,7 @@ class KafkaTopics:
         self._assigned: set[tuple[str, int]] = set()
         self._last_discovery = 0.0
         self._confirmed: dict[tuple[str, int], int] = {}  # what the group holds, as it said
+        self._told_at = -math.inf  # when the group was last told the positions
         self._where: dict[bytes, tuple[Position, int]] = {}  # an entry read and not done yet
 
     @property
@@ -352,13 +355,18 @@ class KafkaTopics:
     def commit(self, pipe: Any) -> None:
         pass  # the positions are in the checkpoint itself (state)
 
-    def committed(self) -> None:
+    def committed(self, now: bool = False) -> None:
         """Tell Kafka too (for consumer-lag tools; the learner reads its own from Redis):
-        every partition whose position the group has not confirmed yet, again at each
-        checkpoint until it does (commits are asynchronous; one may fail, or land after a
-        newer one)."""
+        every partition whose position the group has not confirmed yet, again after later
+        checkpoints until it does (commits are asynchronous; one may fail, or land after a
+        newer one). At most once a ``COMMIT_SECONDS`` (``now``: at once): a learner
+        checkpointing a hundred times a second sent as many commits, and the broker's group
+        coordinator spent 40 % of its work writing them."""
         from confluent_kafka import KafkaException, TopicPartition
 
+        if not now and time.monotonic() - self._told_at < COMMIT_SECONDS:
+            return
+        self._told_at = time.monotonic()
         behind = [TopicPartition(t, part, p.committed) for (t, part), p in self.positions.items()
                   if self._confirmed.get((t, part)) != p.committed]  # fmt: skip
         if not behind:
@@ -403,6 +411,7 @@ class KafkaTopics:
 
     def close(self) -> None:
         if self._consumer is not None:
+            self.committed(now=True)  # (the consumer's close waits for the commit's answer)
             self._consumer.close()
             self._consumer = None
 
