@@ -1041,9 +1041,9 @@ def _source(o: _Obj) -> SourceSpec:
                 )
                 ref.done()
         if ("cert" in refs) != ("key" in refs):
-            missing = "keySecretRef" if "cert" in refs else "certSecretRef"
-            raise SpecError(a.sub(missing), "required with the other: a client certificate "
-                                            "and its key come together")  # fmt: skip
+            missing, given = ("key", "cert") if "cert" in refs else ("cert", "key")
+            raise SpecError(a.sub(f"{missing}SecretRef"), f"required with {given}SecretRef: a "
+                            "client certificate and its key come together")  # fmt: skip
         a.done()
         tls = KafkaTls(**refs)
     out = KafkaSource(

@@ -173,7 +173,7 @@ BAD = [
     ("a client certificate without its key", "spec.source",
      {"kafka": {"bootstrapServers": "k:9093", "topics": {"samples": "s"}, "securityProtocol": "SSL",
                 "tls": {"certSecretRef": {"name": "user"}}}},
-     "spec.source.kafka.tls.keySecretRef: required with the other"),
+     "spec.source.kafka.tls.keySecretRef: required with certSecretRef"),
     ("a CA Secret without a name", "spec.source",
      {"kafka": {"bootstrapServers": "k:9093", "topics": {"samples": "s"}, "securityProtocol": "SSL",
                 "tls": {"caSecretRef": {"key": "ca.crt"}}}},
