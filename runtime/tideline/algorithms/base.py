@@ -149,28 +149,23 @@ class Standardizer:
             lo = np.where(young, -RAW_LIMIT, centre - reach)
             hi = np.where(young, RAW_LIMIT, centre + reach)
             out = (X[edges[s] :] < lo[per_row]) | (X[edges[s] :] > hi[per_row])
-            if not out.any():
-                self.n, self.mean, self.m2 = float(n[-1, 0]), mean[-1].copy(), m2[-1].copy()
-                self.scale = scales[-1].copy()
-                per_row = np.repeat(np.arange(m), sizes)
-                A = np.empty((k + 1, X.shape[0]))
-                A[:-1] = ((X - means[per_row]) * scales[per_row]).T
-                A[-1] = 1.0
-                return A
-            f = s + int(per_row[np.argmax(out.any(axis=1))])  # the first batch to clip
-            rows = slice(edges[f], edges[f + 1])
-            np.clip(X[rows], lo[f - s], hi[f - s], out=X[rows])
+            # the first batch to clip (none: every batch's statistics are known)
+            f = s + int(per_row[np.argmax(out.any(axis=1))]) if out.any() else m
+            if f < m:
+                rows = slice(edges[f], edges[f + 1])
+                np.clip(X[rows], lo[f - s], hi[f - s], out=X[rows])
             if f > s:
                 n0, mean0, m20 = float(n[f - s - 1, 0]), mean[f - s - 1], m2[f - s - 1]
             s = f
-        # batches s.. one at a time, from the statistics before s
+            if s == m:
+                break
+        # batches before s from their statistics; s.. one at a time, from those before s
         self.n, self.mean, self.m2 = n0, mean0.copy(), m20.copy()
         self._rescale()
         A = np.empty((k + 1, X.shape[0]))
-        if s:
-            per_row = np.repeat(np.arange(s), sizes[:s])
-            A[:-1, : edges[s]] = ((X[: edges[s]] - means[per_row]) * scales[per_row]).T
-            A[-1, : edges[s]] = 1.0
+        per_row = np.repeat(np.arange(s), sizes[:s])
+        A[:-1, : edges[s]] = ((X[: edges[s]] - means[per_row]) * scales[per_row]).T
+        A[-1, : edges[s]] = 1.0
         for a, b in zip(edges[s:-1], edges[s + 1 :], strict=True):
             A[:, a:b] = self.update_design(X[a:b])
         return A
