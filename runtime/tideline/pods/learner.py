@@ -618,21 +618,20 @@ class LearnerProcess:
         ks = [int(round((b - a) * rf / (1.0 - rf))) if self.replay.filled >= b - a else 0
               for a, b in bounds]  # fmt: skip
         Xr, yr = self.replay.sample(sum(ks))
+        # the block's batches end to end, each followed by its replayed rows
+        order, r = [], n  # (rows of X, then of Xr, stacked below it)
+        for (a, b), k in zip(bounds, ks, strict=True):
+            order += [np.arange(a, b), np.arange(r, r + k)]
+            r += k
+        rows = np.concatenate(order)
+        Xs, ys = np.vstack([X, Xr])[rows], np.concatenate([y, yr])[rows]
+        edges = np.cumsum([0] + [b - a + k for (a, b), k in zip(bounds, ks, strict=True)])
         refused: dict[int, str] = {}
         t0 = time.perf_counter()
-        try:  # the whole block at once, each batch followed by its replayed rows
-            order, r = [], n  # (rows of X, then of Xr, stacked below it)
-            for (a, b), k in zip(bounds, ks, strict=True):
-                order += [np.arange(a, b), np.arange(r, r + k)]
-                r += k
-            rows = np.concatenate(order)
-            edges = np.cumsum([0] + [b - a + k for (a, b), k in zip(bounds, ks, strict=True)])
-            p = self.learner.learn_predict_batches(
-                np.vstack([X, Xr])[rows], np.concatenate([y, yr])[rows], edges
-            )
-            p_live = p[rows < n]
+        try:
+            p_live = self.learner.learn_predict_batches(Xs, ys, edges)[rows < n]
         except Exception:  # a hostile row, or a bug it hits: find it batch by batch
-            p_live = self._learn_batches(X, y, bounds, ks, Xr, yr, refused)
+            p_live = self._learn_batches(X, y, bounds, Xs, ys, edges, refused)
         per_batch = (time.perf_counter() - t0) / len(bounds)
         for _ in bounds:
             self.metrics.update_seconds.observe(per_batch)
@@ -656,22 +655,18 @@ class LearnerProcess:
         X: np.ndarray,
         y: np.ndarray,
         bounds: list[tuple[int, int]],
-        ks: list[int],
-        Xr: np.ndarray,
-        yr: np.ndarray,
+        Xs: np.ndarray,
+        ys: np.ndarray,
+        edges: np.ndarray,
         refused: dict[int, str],
     ) -> np.ndarray:
-        """A block one mini-batch at a time (each with its ``ks`` replayed rows); a batch that
-        cannot be learned is learned row by row, and the rows that fail go to ``refused``."""
+        """A block one mini-batch at a time (batch i: rows ``edges[i]:edges[i + 1]`` of ``Xs``,
+        rows ``bounds[i]`` of ``X`` and then their replayed ones); a batch that cannot be
+        learned is learned row by row, and the rows that fail go to ``refused``."""
         p_live = np.empty(len(y))
-        r = 0
-        for (a, b), k in zip(bounds, ks, strict=True):
-            Xb, yb = X[a:b], y[a:b]
-            if k:
-                Xb, yb = np.vstack([Xb, Xr[r : r + k]]), np.concatenate([yb, yr[r : r + k]])
-                r += k
+        for (a, b), e0, e1 in zip(bounds, edges[:-1], edges[1:], strict=True):
             try:
-                p_live[a:b] = self.learner.learn_predict_many(Xb, yb, b - a)
+                p_live[a:b] = self.learner.learn_predict_many(Xs[e0:e1], ys[e0:e1], b - a)
             except Exception:  # a hostile row, or a bug it hits: find it, learn the rest
                 p_live[a:b] = self.learner.predict_many(X[a:b])
                 for i, reason in self._learn_rows(X[a:b], y[a:b]).items():
