@@ -347,11 +347,17 @@ class Learner:
     def _snapshot(self) -> State:
         return {k: np.array(v, copy=True) for k, v in self.get_state().items()}
 
-    def _update(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    def _checked(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and targets as an update takes them: the schema's width, the task's labels,
+        as many of each."""
         X = self.schema.check_matrix(X)
         y = check_targets(self.task, y)
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
+        return X, y
+
+    def _update(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        X, y = self._checked(X, y)
         if X.shape[0] == 0:
             return None
         scaler = self._scaler.get_state()

@@ -42,7 +42,7 @@ import numpy as np
 from scipy.linalg.lapack import dposv
 from scipy.special import expit
 
-from tideline.algorithms.base import Learner, NonFiniteUpdate, State, check_targets
+from tideline.algorithms.base import Learner, NonFiniteUpdate, State
 from tideline.spec import OPTIMIZERS, FTRLParams, SGDParams
 
 _EPS = 1e-12
@@ -127,10 +127,9 @@ class LinearLearner(Learner):
         """The batches' designs and categorical buckets are worked out once for the block
         (:meth:`Standardizer.update_designs`), and the finite check made once at its end;
         each batch then costs its update alone."""
-        X = self.schema.check_matrix(X)
-        y = check_targets(self.task, y)
-        if X.shape[0] != y.shape[0] or edges[0] != 0 or X.shape[0] != edges[-1]:
-            raise ValueError(f"X has {X.shape[0]} rows, y {y.shape[0]}, the batches {edges[-1]}")
+        X, y = self._checked(X, y)
+        if edges[0] != 0 or edges[-1] != X.shape[0]:
+            raise ValueError(f"batches from row {edges[0]} to {edges[-1]} of {X.shape[0]} rows")
         saved = self._snapshot()
         try:
             A = self._scaler.update_designs(self._numeric(X), edges)
