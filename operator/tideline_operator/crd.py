@@ -25,6 +25,7 @@ from tideline.spec import (
     DURATION_PATTERN,
     FEATURE_TYPES,
     KAFKA_PROTOCOLS,
+    KAFKA_TLS_KEYS,
     MAX_FEATURES,
     OPTIMIZERS,
     PARAMS,
@@ -541,22 +542,24 @@ def _source_schema() -> dict[str, Any]:
                 {
                     f"{name}SecretRef": _obj(
                         what,
-                        {**secret, "key": {"type": "string", "description": "Key", "default": key}},
+                        {
+                            **secret,
+                            "key": {
+                                "type": "string",
+                                "description": "Key",
+                                "default": KAFKA_TLS_KEYS[name],
+                            },
+                        },
                         required=["name"],
                     )  # fmt: skip
-                    for name, key, what in (
+                    for name, what in (
                         (
                             "ca",
-                            "ca.crt",
                             "The CA the brokers' certificates are checked against "
                             "(default: the image's public CAs)",
                         ),
-                        (
-                            "cert",
-                            "user.crt",
-                            "The client's certificate (mutual TLS; with keySecretRef)",
-                        ),
-                        ("key", "user.key", "The client certificate's private key"),
+                        ("cert", "The client's certificate (mutual TLS; with keySecretRef)"),
+                        ("key", "The client certificate's private key"),
                     )  # fmt: skip
                 },
             ),

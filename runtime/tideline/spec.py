@@ -312,6 +312,8 @@ KAFKA_TLS_ENV = {
     "cert": "TIDELINE_KAFKA_CERT",
     "key": "TIDELINE_KAFKA_KEY",
 }
+# the key of each tls.<what>SecretRef when none is given (what Strimzi's Secrets hold)
+KAFKA_TLS_KEYS = {"ca": "ca.crt", "cert": "user.crt", "key": "user.key"}
 START_FROM = ("latest", "earliest")
 # a Kafka topic name, as the broker checks it
 TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
@@ -1033,7 +1035,7 @@ def _source(o: _Obj) -> SourceSpec:
                                           f"(got {protocol})")  # fmt: skip
         a = k.obj("tls")
         refs = {}
-        for name, default in (("ca", "ca.crt"), ("cert", "user.crt"), ("key", "user.key")):
+        for name, default in KAFKA_TLS_KEYS.items():
             if a.raw(f"{name}SecretRef") is not None:
                 ref = a.obj(f"{name}SecretRef")
                 refs[name] = SecretKey(
