@@ -360,8 +360,8 @@ class KafkaTopics:
         every partition whose position the group has not confirmed yet, again after later
         checkpoints until it does (commits are asynchronous; one may fail, or land after a
         newer one). At most once a ``COMMIT_SECONDS`` (``now``: at once): a learner
-        checkpointing a hundred times a second sent as many commits, and the broker's group
-        coordinator spent 40 % of its work writing them."""
+        checkpointing a hundred times a second sent as many commits, and writing them was more
+        than half the broker's work (0.35 s of CPU a second of learning; 0.14 s without)."""
         from confluent_kafka import KafkaException, TopicPartition
 
         if not now and time.monotonic() - self._told_at < COMMIT_SECONDS:
