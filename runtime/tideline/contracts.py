@@ -119,6 +119,12 @@ class Keys:
         return f"{self.prefix}:forward-token"
 
     @property
+    def epoch(self) -> str:
+        """String: a token the operator writes once (``SET NX``) and keeps in the status; when
+        it is gone the store lost keys (restarted empty, flushed, evicted): a store reset."""
+        return f"{self.prefix}:epoch"
+
+    @property
     def retired(self) -> str:
         """Sorted set: revisions the operator removed -> when; their keys go after a grace."""
         return f"{self.prefix}:retired"
@@ -157,7 +163,7 @@ class Keys:
         return self._rev(revision, "learner")
 
     def control(self, revision: str) -> str:
-        """Hash: the operator's requests to the learner (adapt, pause)."""
+        """Hash: the operator's requests to the learner (adapt, pause, :class:`StartWord`)."""
         return self._rev(revision, "control")
 
     def reference(self, revision: str) -> str:
@@ -208,6 +214,49 @@ class Pointers:
             raise KeyError(name)
         value: int | None = getattr(self, name)
         return value
+
+
+# The environment variable that makes a learner with no checkpoint and no stored version wait
+# for the operator's StartWord before it publishes a v0 (the operator's learner Deployments set
+# it; a learner run by hand starts at once, as before).
+AWAIT_START_ENV = "TIDELINE_AWAIT_START"
+
+
+@dataclass(frozen=True)
+class StartWord:
+    """The operator's word to a learner that finds neither a checkpoint nor a stored version
+    (field ``start`` of ``rev:{revision}:control``).
+
+    ``after`` is None for a revision the operator never saw a version of (a first deploy:
+    publish v0 as ever). After a store reset it is the newest version the operator's status
+    recorded: the learner numbers on from there (``after + 1``), never back to v0, and does
+    not make a cold model the served one.
+
+    >>> StartWord.decode(StartWord(after=20).encode()), StartWord.decode(b"fresh")
+    (StartWord(after=20), StartWord(after=None))
+    >>> StartWord.decode(None) is None, StartWord.decode(b"after:x") is None
+    (True, True)
+    """
+
+    after: int | None = None
+
+    FIELD = "start"
+
+    def encode(self) -> str:
+        return "fresh" if self.after is None else f"after:{self.after}"
+
+    @classmethod
+    def decode(cls, raw: bytes | str | None) -> StartWord | None:
+        """The word as the control hash holds it; None when there is none, or not one."""
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        if text == "fresh":
+            return cls()
+        kind, _, n = text.partition(":")
+        if kind == "after" and n.isascii() and n.isdigit():
+            return cls(after=int(n))
+        return None
 
 
 class Feedback(msgspec.Struct, frozen=True):

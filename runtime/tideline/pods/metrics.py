@@ -6,10 +6,38 @@ processes' metrics can live in one test process without clashing.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import make_server
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+# (alive, why): a process's liveness, answered on its metrics port at /healthz
+LivenessCheck = Callable[[], tuple[bool, str]]
+
+
+def serve_metrics(
+    port: int, registry: CollectorRegistry, alive: LivenessCheck | None = None
+) -> ThreadingWSGIServer:
+    """The metrics at ``/metrics`` (any path but ``/healthz``, as prometheus_client's own
+    server), and ``GET /healthz``: 200 while ``alive`` says so, else 503 with its reason (the
+    pod's liveness probe), in a daemon thread."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        ok, why = alive() if alive is not None else (True, "no liveness check")
+        start_response("200 OK" if ok else "503 Service Unavailable",
+                       [("Content-Type", "text/plain; charset=utf-8")])  # fmt: skip
+        return [why.encode() + b"\n"]
+
+    httpd = make_server("0.0.0.0", port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics").start()
+    return httpd
 
 
 class LearnerMetrics:
@@ -64,8 +92,8 @@ class LearnerMetrics:
             registry=registry,
         )
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="0.0.0.0", registry=self.registry)
+    def serve(self, port: int, alive: LivenessCheck | None = None) -> None:
+        serve_metrics(port, self.registry, alive)
 
 
 class ServerMetrics:
@@ -339,5 +367,5 @@ class MonitorMetrics:
             registry=registry,
         )
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="0.0.0.0", registry=self.registry)
+    def serve(self, port: int, alive: LivenessCheck | None = None) -> None:
+        serve_metrics(port, self.registry, alive)
