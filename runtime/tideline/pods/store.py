@@ -156,6 +156,37 @@ return moved
 """
 
 
+# KEYS: blob, versions zset, vmeta hash, pointers hash; ARGV: version, blob, meta json, then
+# pointer field/value pairs. Puts back what is missing and nothing else (SET NX, HSETNX): a
+# process that held a version through a store reset returns it without overwriting what
+# another process restored first. Returns 1 when the blob itself was missing.
+_RESTORE = """
+local put = redis.call('SET', KEYS[1], ARGV[2], 'NX')
+redis.call('ZADD', KEYS[2], 'NX', tonumber(ARGV[1]), ARGV[1])
+redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[3])
+for i = 4, #ARGV, 2 do redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) end
+if put then return 1 end
+return 0
+"""
+
+
+def restore_args(
+    keys: Keys, revision: str, version: int, blob: bytes, meta: Mapping[str, Any],
+    pointers: Mapping[str, int | bool],
+) -> tuple[Any, ...]:  # fmt: skip
+    """The arguments of an ``EVAL`` that puts a held version back in a store that lost it,
+    with the pointers given (``{"served": 20, "pinned": True}``) where the hash has none:
+    ``r.eval(*restore_args(...))``, with a client sync or async."""
+    fields: list[Any] = []
+    for name, value in pointers.items():
+        fields += [name, ("1" if value else "0") if isinstance(value, bool) else str(value)]
+    return (
+        _RESTORE, 4, keys.version(revision, version), keys.versions(revision),
+        keys.vmeta(revision), keys.pointers(revision), version, blob, orjson.dumps(dict(meta)),
+        *fields,
+    )  # fmt: skip
+
+
 class StoreError(RuntimeError):
     """A version or pointer that the store does not hold."""
 
@@ -233,6 +264,14 @@ class ModelStore:
             ),
         )
         p.execute()
+
+    def restore(
+        self, revision: str, version: int, blob: bytes, meta: Mapping[str, Any],
+        pointers: Mapping[str, int | bool],
+    ) -> bool:  # fmt: skip
+        """Put back a version this process holds, and the pointers missing (see
+        :func:`restore_args`); True when the version itself was missing."""
+        return bool(self.r.eval(*restore_args(self.keys, revision, version, blob, meta, pointers)))
 
     def save_reference(self, revision: str, reference: Reference) -> bool:
         """Store a revision's drift reference unless it has one; True when this one was stored."""
