@@ -15,8 +15,9 @@ contract keeps it so):
 * the prediction log's entries are :mod:`tideline.predlog`'s, the samples
   stream's payloads :mod:`tideline.samples`'s.
 
->>> Pointers.from_hash({b"latest": b"7", b"served": b"6", b"pinned": b"1"})
-Pointers(latest=7, served=6, lastGood=None, pinned=True)
+>>> p = Pointers.from_hash({b"latest": b"7", b"served": b"6", b"pinned": b"1"})
+>>> p.latest, p.served, p.lastGood, p.pinned
+(7, 6, None, True)
 >>> decode_feedback(b'{"id": 42, "label": 1}')
 Feedback(id='42', label=1.0, ts=None)
 >>> decode_feedback(b'{"id": "p-1", "label": "yes"}')
@@ -27,6 +28,7 @@ ValueError: 'label' must be a number (got str)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -187,14 +189,30 @@ class Keys:
 @dataclass(frozen=True)
 class Pointers:
     """A revision's pointers (see :mod:`tideline.pods.store`): versions by role, and whether a
-    rollback pinned ``served`` (publishing then moves ``latest`` only)."""
+    rollback pinned ``served`` (publishing then moves ``latest`` only).
+
+    Beside ``pinned`` the operator writes the pin's details (``pinFrom``, ``pinTo``, ``pinAt``,
+    ``pinReason``, ``pinLatest``: its ``lastRollback``), before the pin itself: an operator
+    that crashed after the rollback, before writing its status, reads them back and unpins as
+    the first one would (issue 30). They mean something only while ``pinned`` is set.
+
+    >>> Pointers.from_hash({b"served": b"4", b"pinned": b"1", **Pointers.pin_hash(
+    ...     from_=9, to=4, at=120.5, reason="lastGood v4 beats served v9", latest=9)}).pinFrom
+    9
+    """
 
     latest: int | None = None
     served: int | None = None
     lastGood: int | None = None  # noqa: N815 - the hash field's name
     pinned: bool = False
+    pinFrom: int | None = None  # noqa: N815 - the hash fields' names
+    pinTo: int | None = None  # noqa: N815
+    pinAt: float | None = None  # noqa: N815
+    pinReason: str = ""  # noqa: N815
+    pinLatest: int | None = None  # noqa: N815
 
     NAMES = ("latest", "served", "lastGood")
+    PIN_VERSIONS = ("pinFrom", "pinTo", "pinLatest")
 
     @classmethod
     def from_hash(cls, raw: Mapping[bytes, bytes]) -> Pointers:
@@ -204,9 +222,27 @@ class Pointers:
             name = k.decode()
             if name == "pinned":
                 out["pinned"] = v == b"1"
-            elif name in cls.NAMES and v.isdigit():
+            elif name in cls.NAMES + cls.PIN_VERSIONS and v.isdigit():
                 out[name] = int(v)
+            elif name == "pinReason":
+                out[name] = v.decode(errors="replace")
+            elif name == "pinAt":
+                with contextlib.suppress(ValueError):
+                    out[name] = float(v)
         return cls(**out)
+
+    @staticmethod
+    def pin_hash(
+        *, from_: int | None, to: int, at: float, reason: str, latest: int | None
+    ) -> dict[bytes, bytes]:
+        """The pin's details as the hash holds them (an unknown version is left out)."""
+        out = {b"pinTo": b"%d" % to, b"pinAt": repr(float(at)).encode(),
+               b"pinReason": reason.encode()}  # fmt: skip
+        if from_ is not None:
+            out[b"pinFrom"] = b"%d" % from_
+        if latest is not None:
+            out[b"pinLatest"] = b"%d" % latest
+        return out
 
     def get(self, name: str) -> int | None:
         """The version a pointer names (``KeyError`` for a name that is no pointer)."""
