@@ -596,7 +596,8 @@ def status_schema() -> dict[str, Any]:
         "properties": {
             "type": {
                 "type": "string",
-                "description": "Ready, Progressing, Degraded, Drifting, ModelQuality, LogCapacity",
+                "description": "Ready, Progressing, Degraded, Drifting, ModelQuality, LogCapacity, "
+                "StoreDurable, StoreReset",
                 "maxLength": 316,
             },  # fmt: skip
             "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
@@ -624,7 +625,8 @@ def status_schema() -> dict[str, Any]:
                 "items": condition,
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["type"],
-                "description": "Ready, Progressing, Degraded, Drifting, ModelQuality, LogCapacity",
+                "description": "Ready, Progressing, Degraded, Drifting, ModelQuality, LogCapacity, "
+                "StoreDurable, StoreReset",
             },
             "stableRevision": scalar("string", "The revision serving the traffic"),
             "canaryRevision": scalar("string", "The revision in a canary, if any"),
@@ -661,6 +663,12 @@ def status_schema() -> dict[str, Any]:
             "log": record("The prediction log's needs: rate, window, bytes"),
             "stableWarmStart": scalar("string", "The revision the stable learner started from"),
             "canaryWarmStart": scalar("string", "The revision the canary learner started from"),
+            "storeEpoch": scalar(
+                "string", "The store's epoch token: when Redis no longer holds it, it lost keys"
+            ),  # fmt: skip
+            "storeReset": record(
+                "The last store reset: at, cause, message, the versions lost, recoveredAt"
+            ),  # fmt: skip
         },
     }
 

@@ -5,9 +5,10 @@ The kopf timer in :mod:`tideline_operator.handlers` calls
 
 1. parses the spec (a spec that can never work becomes a Degraded
    condition naming the field, and nothing else happens);
-2. observes: the stable revision's pointers, the routing hash and the
-   monitor's health summary in Redis, and the model's Deployments (from a
-   kopf index, not an API call);
+2. observes: the stable revision's pointers, the routing hash, the
+   monitor's health summary and the store's epoch token in Redis (and, once
+   a resync, Redis's eviction and persistence settings), and the model's
+   Deployments (from a kopf index, not an API call);
 3. calls the pure :func:`tideline_operator.rollout.decide`;
 4. applies its actions: Redis pointers and learner controls for rollbacks,
    Kubernetes Events; then brings the children and the routing hash to what
@@ -36,13 +37,23 @@ import yaml
 from prometheus_client import Counter, Histogram
 
 from tideline import health as h
-from tideline.contracts import Keys, Pointers
+from tideline.contracts import Keys, Pointers, StartWord
 from tideline.pods.store import ModelStore, StoreError, connect, migrate_keys
 from tideline.spec import OnlineModel, SpecError, check_redis_url, parse
 from tideline_operator import builders
 from tideline_operator.builders import Settings
 from tideline_operator.kube import REVISION_KINDS, KubeAPI
-from tideline_operator.rollout import Action, Observed, RolloutStatus, decide, invalid
+from tideline_operator.rollout import (
+    Action,
+    Observed,
+    Rollback,
+    RolloutStatus,
+    StoreConfig,
+    StoreSeen,
+    decide,
+    invalid,
+    restorable,
+)
 
 log = logging.getLogger("tideline.operator")
 
@@ -74,6 +85,19 @@ class ModelMemory:
     parsed: tuple[Any, OnlineModel] | None = None  # ((uid, generation), the parsed spec)
     migrated: bool = False  # the model's keys were looked at for the old layout
     lag_at: float = -1e18  # when status.learnerLag was last written
+
+
+@dataclass(frozen=True)
+class Sight:
+    """What :meth:`Reconciler.observe` read in Redis, in one round trip."""
+
+    pointers: Pointers = field(default_factory=Pointers)  # the stable revision's
+    empty: bool = True  # the stable revision has no pointers hash at all
+    health: h.Health | None = None
+    routing: dict[str, str] = field(default_factory=dict)
+    retired: dict[str, float] = field(default_factory=dict)
+    lag: int | None = None  # records the stable learner is behind (None: not known)
+    store: StoreSeen | None = None  # None: Redis could not be read
 
 
 @dataclass(frozen=True)
@@ -156,6 +180,7 @@ class Reconciler:
         )
         self._apis: dict[tuple[str, str], bool] = {}
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}  # -> (read at, url)
+        self._configs: dict[int, tuple[float, StoreConfig]] = {}  # id(client) -> (read at, it)
 
     # -- helpers ----------------------------------------------------------------------
     def redis_for(self, model: OnlineModel) -> Any:
@@ -206,11 +231,15 @@ class Reconciler:
         return mem.models[rev]
 
     # -- observe ----------------------------------------------------------------------
-    def observe(self, model: OnlineModel, status: RolloutStatus, r: Any) -> tuple[Pointers, h.Health | None, dict[str, str], dict[str, float], int | None]:  # fmt: skip
+    def observe(self, model: OnlineModel, status: RolloutStatus, r: Any) -> Sight:
         """The stable pointers, the health summary, the routing hash, the retired revisions,
-        and how many records the stable learner is behind (None: not known)."""
+        the stable learner's lag, and what a store reset would change: the epoch token, the
+        active revisions' StartWords and whether they have pointers, and whether the
+        lastGood version the status names (:func:`restorable`) is still stored."""
         keys = Keys(model.namespace, model.name)
         stable = status.stableRevision or model.revision
+        canary = status.canaryRevision if not status.aborted else None
+        good = restorable(status)
         try:
             p = r.pipeline(transaction=False)
             p.hgetall(keys.pointers(stable))
@@ -218,17 +247,61 @@ class Reconciler:
             p.hgetall(keys.routing)
             p.zrange(keys.retired, 0, -1, withscores=True)
             p.hget(keys.learner(stable), "lag")
-            pointers, health, routing, retired, lag = p.execute()
+            p.get(keys.epoch)
+            p.hget(keys.control(stable), StartWord.FIELD)
+            if canary:
+                p.exists(keys.pointers(canary))
+                p.hget(keys.control(canary), StartWord.FIELD)
+            if good is not None:
+                p.exists(keys.version(stable, good))
+            pointers, health, routing, retired, lag, epoch, word, *more = p.execute()
         except redis.RedisError as e:
             log.warning("%s/%s: Redis unavailable: %s", model.namespace, model.name, e)
-            return Pointers(), None, {}, {}, None
-        return (
-            Pointers.from_hash(pointers),
-            h.decode(health),  # None when missing or not a summary: decisions wait
-            {k.decode(): v.decode() for k, v in routing.items()},
-            {rev.decode(): at for rev, at in retired},
-            int(lag) if lag is not None and lag.isdigit() else None,
+            return Sight()
+        words = {stable: StartWord.decode(word)}
+        empty = {stable} if not pointers else set()
+        if canary:
+            has, canary_word, *more = more
+            words[canary] = StartWord.decode(canary_word)
+            if not has:
+                empty.add(canary)
+        return Sight(
+            pointers=Pointers.from_hash(pointers),
+            empty=not pointers,
+            health=h.decode(health),  # None when missing or not a summary: decisions wait
+            routing={k.decode(): v.decode() for k, v in routing.items()},
+            retired={rev.decode(): at for rev, at in retired},
+            lag=int(lag) if lag is not None and lag.isdigit() else None,
+            store=StoreSeen(
+                epoch=epoch.decode() if epoch is not None else None,
+                kept=bool(more and more[0]),
+                words=words,
+                empty=frozenset(empty),
+            ),
         )
+
+    def store_config(self, r: Any, now: float) -> StoreConfig | None:
+        """Redis's eviction policy and persistence, read once a resync per Redis (not every
+        turn); None while Redis cannot be reached."""
+        cached = self._configs.get(id(r))
+        if cached is not None and now - cached[0] < self.resync:
+            return cached[1]
+        try:
+            got: dict[str, str] = {}
+            for name in ("maxmemory-policy", "appendonly", "save"):  # one a call: Redis < 7
+                got.update({str(k): str(v) for k, v in r.config_get(name).items()})
+            config = StoreConfig(
+                policy=got.get("maxmemory-policy", "noeviction"),
+                appendonly=got.get("appendonly") == "yes",
+                save=got.get("save", ""),
+            )
+        except redis.ResponseError:  # CONFIG refused or renamed (a managed Redis): not an error
+            config = StoreConfig(readable=False)
+        except redis.RedisError as e:
+            log.warning("Redis configuration not read: %s", e)
+            return None
+        self._configs[id(r)] = (now, config)
+        return config
 
     # -- the turn ---------------------------------------------------------------------
     def turn(
@@ -296,7 +369,8 @@ class Reconciler:
                 mem.migrated = True
             except redis.RedisError as e:  # the turn goes on; the next one tries again
                 log.warning("%s/%s: keys not migrated: %s", model.namespace, model.name, e)
-        pointers, health, routing, retired, lag = self.observe(model, before, r)
+        sight = self.observe(model, before, r)
+        pointers, health, retired, lag = sight.pointers, sight.health, sight.retired, sight.lag
         stable_rev = before.stableRevision or model.revision
         servers = [c for c in children if c.component == "server" and c.revision == stable_rev]
         ready = sum(c.ready for c in servers)
@@ -308,9 +382,15 @@ class Reconciler:
             served=pointers.served,
             last_good=pointers.lastGood,
             latest=pointers.latest,
+            pinned=None if sight.empty else pointers.pinned,
+            pin=_pin(pointers, stable_rev),
+            routed_stable=sight.routing.get("stable"),
             replicas_ready=bool(servers) and ready >= want and others_ready,
             ready_replicas=ready,
             generation=generation,
+            store=sight.store,
+            # (not asked of a Redis that did not answer this turn: the last reading stands)
+            store_config=self.store_config(r, now) if sight.store is not None else None,
         )
         decision = decide(model.spec, before, observed, health, now)
         st = decision.status
@@ -322,17 +402,14 @@ class Reconciler:
             # records the stable learner is behind: refreshed each analysis interval, not
             # each turn (a status write a second per model would be churn for nothing)
             st.learnerLag, mem.lag_at = lag, now
-        if any(a.kind == "promote" for a in decision.actions):
-            # the promoted learner keeps its arguments: no restart at promotion
-            st.stableWarmStart, st.canaryWarmStart = st.canaryWarmStart, None
-        elif st.canaryRevision and not st.aborted:
+        if st.canaryRevision and not st.aborted:
             # a canary's learner starts from the stable revision's when its model can
             stable, _ = self.model_of(model, manifest, st.stable, mem)
             st.canaryWarmStart = st.stable if warm_start_compatible(stable, model) else None
         for action in decision.actions:
             self._act(model, action, r, event, retired)
         removed = self._children(model, manifest, st, mem, children, now)
-        self._routing(model, manifest, st, mem, routing, r, now)
+        self._routing(model, manifest, st, mem, sight.routing, r, now)
         if removed or retired:
             self._forget_retired(model, st, r, removed, retired, now)
         return st
@@ -348,6 +425,12 @@ class Reconciler:
                 event(a.args["type"], a.args["reason"], a.args["message"])
             elif a.kind == "rollback":
                 ROLLBACKS.inc()
+                rb: Rollback = a.args["pin"]
+                # the pin's details first, then the pin: a loop that restarts before the
+                # status is written reads them back and unpins as this one would
+                r.hset(keys.pointers(a.args["revision"]), mapping=Pointers.pin_hash(
+                    from_=rb.from_, to=int(a.args["to"]), at=rb.at, reason=rb.reason,
+                    latest=rb.latest))  # fmt: skip
                 store.set_pointer(a.args["revision"], "served", int(a.args["to"]), pin=True)
                 # the learner goes on from the version served again (the pause policy
                 # arrives as its own pause-learning action)
@@ -367,6 +450,19 @@ class Reconciler:
                 )
             elif a.kind == "promote":
                 PROMOTIONS.inc()
+            elif a.kind == "epoch":
+                r.set(keys.epoch, a.args["token"], nx=True)
+            elif a.kind == "restore-last-good":
+                store.set_pointer(a.args["revision"], "lastGood", int(a.args["version"]))
+            elif a.kind == "start-word":
+                # HSET, not HSETNX: decide compared the word with the one read this turn,
+                # so a word in place is not written again and a stale one is corrected
+                word: StartWord | None = a.args["word"]
+                control = keys.control(a.args["revision"])
+                if word is None:
+                    r.hdel(control, StartWord.FIELD)
+                else:
+                    r.hset(control, StartWord.FIELD, word.encode())
             elif a.kind == "start-canary" and a.args["revision"] in retired:
                 # a revision back (a reverted spec) starts afresh, warm from the stable,
                 # not from what it had learned when it left
@@ -563,6 +659,14 @@ class Reconciler:
         rules = route_weights(route, model.name, f"{model.name}-canary", weight, builders.HTTP_PORT)
         if rules != (route.get("spec") or {}).get("rules"):
             self.kube.merge_patch(route, {"spec": {"rules": rules}})
+
+
+def _pin(pointers: Pointers, revision: str) -> Rollback | None:
+    """The rollback that pinned ``served``, as it wrote itself beside the pin."""
+    if not pointers.pinned or pointers.pinTo is None or pointers.pinAt is None:
+        return None
+    return Rollback(pointers.pinAt, revision, pointers.pinFrom, pointers.pinTo,
+                    pointers.pinReason, pointers.pinLatest)  # fmt: skip
 
 
 def _owner(manifest: dict[str, Any]) -> dict[str, Any]:

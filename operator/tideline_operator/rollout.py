@@ -40,9 +40,23 @@ sequence that stays valid however often it is read.
   not significantly worse than the pinned one on the same samples.
 * **Manual control** by annotation: promote, abort, pause/resume learning,
   roll back to a version.
-* **Phase**, derived in priority order, never set ad hoc: aborted ->
-  Degraded; paused -> Paused; canary or replicas not ready -> Progressing;
-  else Healthy.
+* **A store that lost keys** (restarted empty, flushed, evicted; issue 30): the
+  epoch token the status keeps is gone, latest went back or lastGood vanished.
+  One StoreReset event, a StoreReset condition saying what was lost, Degraded
+  until a version is served again (and a lastGood exists again, if one was
+  lost); lastGood comes back from the status when its version is still
+  stored. Learners that find nothing stored wait for a StartWord: ``after:N``
+  (the status's latest) for stable, ``fresh`` on a first deploy or a canary.
+  Redis's eviction policy and persistence are a StoreDurable condition (a
+  warning, not Degraded).
+* **An operator that stopped mid-turn** (its actions applied, its status not
+  written) is picked up from the store: a pin found there that the status
+  lacks is adopted with its details (the rollback writes them beside it) and
+  unpinned as the first loop would; a routing hash that already names the
+  canary stable is a promotion done. No action and no event twice.
+* **Phase**, derived in priority order, never set ad hoc: aborted, worse
+  than a proven version or a store reset -> Degraded; paused -> Paused; canary
+  or replicas not ready -> Progressing; else Healthy.
 """
 
 from __future__ import annotations
@@ -55,6 +69,7 @@ from typing import Any
 
 import msgspec
 
+from tideline.contracts import StartWord
 from tideline.health import Comparison, Health, Quality
 from tideline.spec import Spec
 
@@ -68,6 +83,29 @@ MIN_PAIRED = 100  # paired samples before a comparison may roll back (the varian
 
 # --------------------------------------------------------------------------- inputs / outputs
 @dataclass(frozen=True)
+class StoreSeen:
+    """What a turn read of the store besides the stable revision's pointers."""
+
+    epoch: str | None = None  # the token at ``Keys.epoch``; None: there is none
+    kept: bool = False  # the version ``restorable(status)`` names is still stored
+    # the active revisions looked at (stable, and the canary the status names) -> the
+    # StartWord their control hash holds, and those of them with no pointers at all
+    words: Mapping[str, StartWord | None] = field(default_factory=dict)
+    empty: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Redis's configuration as ``CONFIG GET`` read it; not ``readable`` where CONFIG is refused
+    (a managed Redis often renames or forbids it)."""
+
+    readable: bool = True
+    policy: str = "noeviction"  # maxmemory-policy
+    appendonly: bool = False
+    save: str = ""  # the RDB save points; "" for none
+
+
+@dataclass(frozen=True)
 class Observed:
     """What the loop saw this turn, besides the spec and the health summary."""
 
@@ -76,14 +114,21 @@ class Observed:
     served: int | None = None  # stable revision's pointers
     last_good: int | None = None
     latest: int | None = None
+    pinned: bool | None = None  # the stable pointers' pin (None: not read)
+    pin: Rollback | None = None  # the rollback that pinned, as it wrote itself beside the pin
+    routed_stable: str | None = None  # the revision the routing hash names stable
     replicas_ready: bool = True
     ready_replicas: int = 0  # stable servers ready (the scale subresource's status)
     generation: int = 1
+    store: StoreSeen | None = None  # None: the store could not be read this turn
+    store_config: StoreConfig | None = None  # None: not known (not read yet, or unreachable)
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # start-canary | set-weight | promote | remove-revision | rollback | unpin | prove | adapt | pause-learning | event
+    # start-canary | set-weight | promote | remove-revision | rollback | unpin | prove | adapt |
+    # pause-learning | event | epoch | restore-last-good | start-word
+    kind: str
     args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -114,6 +159,23 @@ class Rollback(msgspec.Struct):
     to: int | None = None
     reason: str = ""
     latest: int | None = None
+
+
+class StoreReset(msgspec.Struct):
+    """The last time the store lost keys: what was noticed, what the status held then (the
+    versions lost), and when a version was served again (and a lastGood, if one was lost)."""
+
+    at: float = 0.0
+    cause: str = ""
+    message: str = ""
+    latest: int | None = None
+    served: int | None = None
+    lastGood: int | None = None  # noqa: N815 - the status's names
+    recoveredAt: float | None = None  # noqa: N815
+
+    @property
+    def active(self) -> bool:
+        return self.recoveredAt is None
 
 
 class AnalysisRecord(msgspec.Struct):
@@ -161,6 +223,8 @@ class RolloutStatus(msgspec.Struct, kw_only=True):
     log: dict[str, Any] | None = None
     stableWarmStart: str | None = None  # noqa: N815
     canaryWarmStart: str | None = None  # noqa: N815
+    storeEpoch: str | None = None  # noqa: N815
+    storeReset: StoreReset | None = None  # noqa: N815
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> RolloutStatus:
@@ -363,6 +427,44 @@ def log_capacity_condition(health: Health | None) -> tuple[bool, str, str]:
     return False, "Insufficient", cap.summary() + ": raise maxmemory or shorten labelWindow"
 
 
+def durable_condition(config: StoreConfig) -> tuple[bool | None, str, str]:
+    """The StoreDurable condition: can the store lose what it holds? A warning, not Degraded:
+    the model runs, but a full Redis may evict versions, pointers and consumer groups, and
+    a restart of one without persistence loses every version (issue 30)."""
+    if not config.readable:
+        return None, "ConfigNotReadable", (
+            "CONFIG GET is refused (a managed Redis?): eviction policy and persistence unknown; "
+            "tideline needs maxmemory-policy noeviction and AOF or RDB persistence"
+        )  # fmt: skip
+    persistent = config.appendonly or bool(config.save.strip())
+    kept = "appendonly yes" if config.appendonly else f"save '{config.save}'" if persistent else ""
+    if config.policy != "noeviction":
+        also = "" if persistent else "; and nothing is persisted (appendonly no, no save points)"
+        return False, "EvictionPolicy", (
+            f"maxmemory-policy is {config.policy}: a full Redis evicts keys - versions, "
+            f"pointers, consumer groups - silently; set noeviction{also}"
+        )  # fmt: skip
+    if not persistent:
+        return False, "NotPersistent", (
+            "appendonly no and no save points: a restart of Redis loses every version, pointer "
+            "and consumer group; turn on appendonly (or save)"
+        )  # fmt: skip
+    return True, "Durable", f"maxmemory-policy noeviction, {kept}"
+
+
+def _resetting(reset: StoreReset, st: RolloutStatus) -> str:
+    waits = "a version is served again"
+    if reset.lastGood is not None:
+        waits += " and a lastGood exists again"
+    out = f"{reset.message}; Degraded until {waits}"
+    latest = st.latestVersion
+    if st.servedVersion is None and latest is not None and latest != reset.latest:
+        # the learner numbered on from a cold model (nothing held one): never served alone
+        out += (f"; v{latest} is a cold model, not served: serve it by hand "
+                f"(annotate {ROLLBACK_TO}={latest}) or put Redis's data back")  # fmt: skip
+    return out
+
+
 def log_status(health: Health | None) -> dict[str, Any] | None:
     """``status.log``: the prediction log's needs, as the monitor measured them."""
     cap = health.log if health is not None else None
@@ -406,10 +508,11 @@ def quality_status(q: Quality | None) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------- decide
 def _condition(
-    previous: list[Condition], kind: str, ok: bool, reason: str, message: str, now: float
+    previous: list[Condition], kind: str, ok: bool | None, reason: str, message: str, now: float
 ) -> Condition:
-    """A Kubernetes condition; its lastTransitionTime moves only when its status does."""
-    status = "True" if ok else "False"
+    """A Kubernetes condition (``ok`` None: Unknown); its lastTransitionTime moves only when
+    its status does."""
+    status = "Unknown" if ok is None else "True" if ok else "False"
     before = next((c for c in previous if c.type == kind), None)
     since = (
         before.lastTransitionTime
@@ -430,14 +533,17 @@ def decide(
     actions: list[Action] = []
     ann = observed.annotations
     st.observedGeneration = observed.generation
-    if observed.served is not None:  # the pointers were read: lastGood may be absent
+    # before the pointers overwrite the status: what it held is what a store reset lost
+    _store_reset(st, observed, now, actions)
+    if observed.served is not None or observed.store is not None:
+        # the pointers were read: lastGood (and after a store reset, served) may be absent;
+        # latest stays as the status had it, the version a learner numbers on from
         st.servedVersion = observed.served
-        if observed.last_good is not None:
-            st.lastGoodVersion = observed.last_good
-        else:
-            st.lastGoodVersion = None
+        st.lastGoodVersion = observed.last_good
     if observed.latest is not None:
         st.latestVersion = observed.latest
+    _restore_last_good(st, observed, actions)
+    _adopt_pin(st, observed, now)
     st.replicas = observed.ready_replicas
 
     # -- first deploy: the spec's revision is stable
@@ -455,6 +561,11 @@ def decide(
         )
 
     canary = st.canaryRevision
+    if canary and not st.aborted and observed.routed_stable == canary:
+        # a turn promoted it and wrote the routing hash, then the operator stopped before
+        # writing its status: the promotion is done (no second promote, no second event)
+        _promote(st, now, actions, "", announce=False)
+        canary = None
     # -- a new revision: a canary (a newer one replaces a canary in flight)
     if observed.revision not in (st.stableRevision, canary) and not _aborted_for(
         st, observed.revision
@@ -484,8 +595,142 @@ def decide(
         _advance(spec, st, ann, health, now, actions)
 
     _guardrails(spec, st, ann, health, now, actions)
+    _store_recovered(st, now, actions)
+    _start_words(st, observed, actions)
     _phase(spec, st, observed, health, now)
     return Decision(st, actions)
+
+
+def restorable(status: RolloutStatus) -> int | None:
+    """The lastGood version a turn looks for in the store: the one a store reset lost while
+    it is not back, else the status's (:attr:`StoreSeen.kept` says whether it is stored)."""
+    reset = status.storeReset
+    if reset is not None and reset.active and reset.lastGood is not None:
+        return reset.lastGood
+    return status.lastGoodVersion
+
+
+def _store_reset(st: RolloutStatus, observed: Observed, now: float, actions: list[Action]) -> None:
+    """Notice a store that lost keys (restarted empty, flushed, evicted): a Warning event
+    once per reset, and ``status.storeReset`` saying what was lost (issue 30).
+
+    The epoch token the status keeps is gone or another: the store lost keys. Without
+    the token a reset shows too, while none is being recovered from: latest went back
+    from the status's, or lastGood vanished (publishing never moves it back; a pointers
+    hash evicted alone, as allkeys-lru does, leaves the token in place).
+    """
+    seen = observed.store
+    if seen is None:  # not read this turn: nothing is known to be lost
+        return
+    cause = None
+    if seen.epoch is None or seen.epoch != st.storeEpoch:
+        if st.storeEpoch is not None:
+            cause = "the epoch token is gone" if seen.epoch is None else "the epoch token changed"
+        if seen.epoch is None:
+            # SET NX: a token another writer put first would read as a reset next turn, but
+            # only one operator writes it (kopf's peering keeps one active)
+            st.storeEpoch = f"{int(now * 1e6):x}"
+            actions.append(Action("epoch", {"token": st.storeEpoch}))
+        else:
+            st.storeEpoch = seen.epoch
+    before = st.storeReset
+    ongoing = before is not None and before.active
+    latest, served, good = st.latestVersion, st.servedVersion, st.lastGoodVersion
+    if cause is None and not ongoing:
+        if latest is not None and (observed.latest is None or observed.latest < latest):
+            cause = f"latest went back from v{latest} to {_v(observed.latest)}"
+        elif good is not None and observed.last_good is None:
+            cause = f"lastGood v{good} vanished"
+    if cause is None:
+        return
+    if good is None and before is not None and ongoing:
+        good = before.lastGood  # lost by the reset before this one, and not back yet
+    lost = [f"{name} {_v(was)} -> {_v(now_)}"
+            for name, was, now_ in (("latest", latest, observed.latest),
+                                    ("served", served, observed.served))
+            if was is not None and was != now_]  # fmt: skip
+    if good is not None and observed.last_good != good:
+        lost.append(
+            f"lastGood v{good} restored from the status (its version is still stored)"
+            if seen.kept
+            else f"lastGood v{good} gone with its version: a version must be proven again"
+        )
+    message = f"the store lost keys ({cause}): " + (", ".join(lost) or "no pointer of ours")
+    st.storeReset = StoreReset(now, cause, message, latest, served, good)
+    actions.append(Action("event", {"type": "Warning", "reason": "StoreReset", "message": message}))
+
+
+def _v(version: int | None) -> str:
+    return "none" if version is None else f"v{version}"
+
+
+def _restore_last_good(st: RolloutStatus, observed: Observed, actions: list[Action]) -> None:
+    """After a store reset, lastGood from the status when its version is still stored: the
+    proof stands (no second "first version proven")."""
+    reset, seen = st.storeReset, observed.store
+    if reset is None or not reset.active or seen is None or reset.lastGood is None:
+        return
+    if st.lastGoodVersion is None and seen.kept:
+        st.lastGoodVersion = reset.lastGood
+        rev = st.stableRevision or observed.revision
+        actions.append(Action("restore-last-good", {"revision": rev, "version": reset.lastGood}))
+
+
+def _store_recovered(st: RolloutStatus, now: float, actions: list[Action]) -> None:
+    """A store reset is over once a version is served again, and a lastGood exists again if
+    one was lost."""
+    reset = st.storeReset
+    if reset is None or not reset.active or st.servedVersion is None:
+        return
+    if reset.lastGood is not None and st.lastGoodVersion is None:
+        return
+    reset.recoveredAt = now
+    good = f", lastGood v{st.lastGoodVersion}" if st.lastGoodVersion is not None else ""
+    actions.append(
+        Action("event", {"type": "Normal", "reason": "StoreRecovered",
+                         "message": f"serving v{st.servedVersion}{good} again"})
+    )  # fmt: skip
+
+
+def _adopt_pin(st: RolloutStatus, observed: Observed, now: float) -> None:
+    """The store's pin is the truth: a turn that rolled back (or unpinned) and stopped before
+    its status was written left it there. A restarted loop adopts it - no second RolledBack
+    event - and unpins as the first one would (issue 30)."""
+    if observed.pinned is None or observed.pinned == bool(st.pinned):
+        return
+    st.pinned = observed.pinned
+    if not observed.pinned:
+        return
+    rev = st.stableRevision or observed.revision
+    # without its details: a pin a learner set on a cold model after a store reset, or one
+    # put back by a process that held it
+    pin = observed.pin or Rollback(now, rev, None, observed.served,
+                                   "pinned in the store, without a rollback's details",
+                                   observed.latest)  # fmt: skip
+    st.lastRollback = pin
+    target = _version_number(observed.annotations.get(ROLLBACK_TO))
+    if target is not None and target == pin.to:
+        st.manualRollbackTo = target  # the annotation's rollback is the one adopted
+
+
+def _start_words(st: RolloutStatus, observed: Observed, actions: list[Action]) -> None:
+    """The StartWord to each active revision with no pointers (learners that find nothing
+    stored wait for it): stable numbers on after the status's latest, a canary starts fresh.
+    Written while the revision has no pointers, cleared once it has: a word left behind
+    would start a later learner wrong after an eviction."""
+    seen = observed.store
+    if seen is None:
+        return
+    words = {st.stable: StartWord(after=st.latestVersion)}
+    if st.canaryRevision and not st.aborted:
+        words[st.canaryRevision] = StartWord()
+    for rev, word in words.items():
+        had = seen.words.get(rev)
+        if rev in seen.empty or rev not in seen.words:  # not looked at: a canary just started
+            if had != word:
+                actions.append(Action("start-word", {"revision": rev, "word": word}))
+        elif had is not None:
+            actions.append(Action("start-word", {"revision": rev, "word": None}))
 
 
 def invalid(
@@ -524,21 +769,28 @@ def _abort(st: RolloutStatus, reason: str, now: float, actions: list[Action]) ->
     )
 
 
-def _promote(st: RolloutStatus, now: float, actions: list[Action], why: str) -> None:
+def _promote(
+    st: RolloutStatus, now: float, actions: list[Action], why: str, announce: bool = True
+) -> None:
+    """The canary becomes stable; ``announce``: the promote action and the Promoted event
+    (not for a promotion a crashed turn applied already)."""
     old, new = st.stableRevision, st.canaryRevision
     st.stableRevision, st.canaryRevision, st.canaryWeight, st.currentStep = new, None, 0, None
     st.pauseStartedAt, st.analysisFailures, st.promotedAt = None, 0, now
     # the old revision's: the next turn reads the new one's pointers
     st.servedVersion = st.lastGoodVersion = st.latestVersion = None
     st.pinned = st.lastConceptAt = None
-    actions.append(Action("promote", {"revision": new, "previous": old}))
+    # the promoted learner keeps its arguments: no restart at promotion
+    st.stableWarmStart, st.canaryWarmStart = st.canaryWarmStart, None
+    if announce:
+        actions.append(Action("promote", {"revision": new, "previous": old}))
     actions.append(Action("set-weight", {"canary": None, "weight": 0, "shadow": False}))
     actions.append(Action("remove-revision", {"revision": old}))
-    actions.append(
-        Action(
-            "event", {"type": "Normal", "reason": "Promoted", "message": f"revision {new} ({why})"}
-        )
-    )
+    if announce:
+        actions.append(
+            Action("event", {"type": "Normal", "reason": "Promoted",
+                             "message": f"revision {new} ({why})"})
+        )  # fmt: skip
 
 
 def _advance(
@@ -635,14 +887,16 @@ def _guardrails(
         first = st.lastGoodVersion is None
         st.lastGoodVersion = good
         actions.append(Action("prove", {"revision": rev, "version": good}))
+        reset = st.storeReset
+        if first and reset is not None and reset.active and reset.lastGood is not None:
+            # the store lost the proven one: not the first, and the reset may now be over
+            message = f"v{good} is proven on labels: a rollback target again after the store reset"
+        else:
+            message = f"v{good} is the first version proven on labels: a rollback target"
         if first:
             actions.append(
-                Action(
-                    "event",
-                    {"type": "Normal", "reason": "Proven",
-                     "message": f"v{good} is the first version proven on labels: a rollback target"},
-                )
-            )  # fmt: skip
+                Action("event", {"type": "Normal", "reason": "Proven", "message": message})
+            )
 
 
 def _version_number(value: str | None) -> int | None:
@@ -715,7 +969,8 @@ def _rollback(
     st.lastRollback = Rollback(now, rev, frm, to, reason, latest)
     st.servedVersion = to
     st.pinned = True
-    actions.append(Action("rollback", {"revision": rev, "from": frm, "to": to, "reason": reason}))
+    actions.append(Action("rollback", {"revision": rev, "from": frm, "to": to, "reason": reason,
+                                       "pin": st.lastRollback}))  # fmt: skip
     actions.append(
         Action(
             "event",
@@ -739,7 +994,9 @@ def _phase(
     )
     quality_ok, quality_reason, quality_message = quality_condition(spec, st, health, now)
     worse = not quality_ok
-    if aborted or worse:
+    reset = st.storeReset
+    resetting = reset is not None and reset.active
+    if aborted or worse or resetting:
         phase = "Degraded"
     elif paused:
         phase = "Paused"
@@ -753,10 +1010,20 @@ def _phase(
     )
     drift = fresh.drift.summary() if fresh is not None else ""
     drifting = bool(drift)
-    degraded_reason = "RolloutAborted" if aborted else quality_reason if worse else "AsExpected"
-    degraded_message = aborted.reason if aborted else quality_message if worse else ""
+    if aborted:
+        degraded_reason, degraded_message = "RolloutAborted", aborted.reason
+    elif resetting and reset is not None:
+        degraded_reason, degraded_message = "StoreReset", _resetting(reset, st)
+    elif worse:
+        degraded_reason, degraded_message = quality_reason, quality_message
+    else:
+        degraded_reason, degraded_message = "AsExpected", ""
     before = st.conditions or []
-    log_ok, log_reason, log_message = log_capacity_condition(fresh)
+    kept = {c.type: c for c in before}
+    # stale health (a monitor that cannot write, e.g. Redis full) keeps the last measurement
+    log_capacity = kept.get("LogCapacity") if fresh is None else None
+    if log_capacity is None:
+        log_capacity = _condition(before, "LogCapacity", *log_capacity_condition(fresh), now)
     st.conditions = [
         _condition(before, "Ready", observed.replicas_ready and not aborted, "ReplicasReady" if observed.replicas_ready else "ReplicasNotReady", "", now),
         _condition(before, "Progressing", canary is not None, "CanaryInProgress" if canary else "Stable",
@@ -764,8 +1031,21 @@ def _phase(
         _condition(before, "Degraded", bool(aborted) or worse, degraded_reason, degraded_message, now),
         _condition(before, "Drifting", drifting, "DriftDetected" if drifting else "NoDrift", drift, now),
         _condition(before, "ModelQuality", quality_ok, quality_reason, quality_message, now),
-        _condition(before, "LogCapacity", log_ok, log_reason, log_message, now),
+        log_capacity,
     ]  # fmt: skip
+    if observed.store_config is not None:
+        st.conditions.append(
+            _condition(before, "StoreDurable", *durable_condition(observed.store_config), now)
+        )
+    elif "StoreDurable" in kept:  # not read this turn: as last read
+        st.conditions.append(kept["StoreDurable"])
+    if reset is not None:
+        st.conditions.append(
+            _condition(before, "StoreReset", True, "StoreReset", _resetting(reset, st), now)
+            if resetting
+            else _condition(before, "StoreReset", False, "Recovered",
+                            f"recovered from: {reset.message}", now)
+        )  # fmt: skip
     if spec.deprecated:  # read as ever, until the manifest is rewritten
         names = "; ".join(f"{old} is deprecated: write {new}" for old, new in spec.deprecated)
         st.conditions.append(_condition(before, "Deprecated", True, "DeprecatedField", names, now))

@@ -319,7 +319,9 @@ def test_a_revision_that_comes_back_starts_afresh_from_the_stable(setup, r) -> N
     clock.now += 5  # well within the grace
     st = _turn(setup, _body(m, generation=3))
     assert st is not None and st["canaryRevision"] == old
-    assert _keys_of(r, old) == []
+    # forgotten: nothing is left of it but the word to start afresh (StartWord)
+    control = Keys("test", "fraud").control(old)
+    assert _keys_of(r, old) == [control.encode()] and r.hgetall(control) == {b"start": b"fresh"}
     assert retired(r, Keys("test", "fraud")) == {}
     learner = kube.objects[("Deployment", f"fraud-learner-{old}")]
     assert learner["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == [
@@ -445,3 +447,184 @@ def test_a_spec_against_the_platform_policy_is_degraded_and_nothing_is_built(r) 
     del m["spec"]["redis"]
     st = _turn(setup, _body(m, generation=3))
     assert st is not None and st["phase"] != "Degraded" and kube.applied
+
+
+def _events(events: list, reason: str) -> int:
+    return sum(1 for _, why, _ in events if why == reason)
+
+
+def test_an_operator_that_stops_after_the_rolling_back_turn_unpins_as_without_the_stop(
+    setup, r
+) -> None:
+    """The rolling-back turn applied its actions, then the operator stopped before its status
+    was written: a new operator (fresh memory) goes on from the old status and the store."""
+    rec, kube, clock, events, mem = setup
+    m = manifest("fraud", rollout=ROLLOUT, guardrails={"maxAccuracyDrop": 0.05})
+    rev = parse(m).revision
+    keys = Keys("test", "fraud")
+    _publish(r, m, rev, 7)
+    ModelStore(r, "test", "fraud").set_pointer(rev, "lastGood", 6)
+    body = _body(m)
+    _turn(setup, body)
+    written = copy.deepcopy(mem.status)  # what the API holds
+    r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.80, "window": 500},
+                                      quality={"served": (rev, 7), "lastGood": (rev, 6, 0.10, 0.03, 500)}))  # fmt: skip
+    rolled = _turn(setup, body)
+    assert rolled is not None and rolled["pinned"] is True  # ... and never written
+
+    again = Reconciler(kube, rec.settings, clock=clock)
+    restarted = (again, kube, clock, events, ModelMemory())
+    body["status"] = written
+    ModelStore(r, "test", "fraud").publish(rev, 8, make_learner(m["spec"]["model"]))
+    clock.now += 6
+    r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.90, "window": 500},
+                                      quality={"served": (rev, 6), "lastGood": (rev, 6),
+                                               "latest": (rev, 8, -0.2, 0.03, 500)}))  # fmt: skip
+    st = _turn(restarted, body)
+    assert st is not None and st["pinned"] is True and st["servedVersion"] == 6
+    assert st["lastRollback"] == rolled["lastRollback"], "read back from the store"
+    ModelStore(r, "test", "fraud").publish(rev, 9, make_learner(m["spec"]["model"]))
+    clock.now += 6
+    r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.90, "window": 500},
+                                      quality={"served": (rev, 6), "lastGood": (rev, 6),
+                                               "latest": (rev, 9, 0.0, 0.03, 500)}))  # fmt: skip
+    st = _turn(restarted, body)
+    assert st is not None and st["servedVersion"] == 9 and not st["pinned"]
+    assert ModelStore(r, "test", "fraud").pointers(rev).served == 9
+    assert (_events(events, "RolledBack"), _events(events, "Unpinned")) == (1, 1)
+
+
+def test_an_operator_that_stops_after_the_promoting_turn_promotes_once(setup, r) -> None:
+    rec, kube, clock, events, mem = setup
+    m = manifest("fraud", rollout={"steps": [{"setWeight": 50}, {"pause": {}}]})
+    _turn(setup, _body(m))
+    m2 = copy.deepcopy(m)
+    m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
+    new = parse(m2).revision
+    _turn(setup, _body(m2, generation=2))
+    written = copy.deepcopy(mem.status)
+    template = copy.deepcopy(kube.objects[("Deployment", f"fraud-learner-{new}")]["spec"])
+    promote = _body(m2, generation=2)
+    promote["metadata"]["annotations"] = {"tideline.dev/promote": "true"}
+    assert (_turn(setup, promote) or {})["stableRevision"] == new  # ... and never written
+
+    again = Reconciler(kube, rec.settings, clock=clock)
+    promote["status"] = written  # the annotation is still there
+    clock.now += 1
+    st = again.turn(promote, ModelMemory(), kube.children(),
+                    lambda t, reason, msg: events.append((t, reason, msg)))  # fmt: skip
+    assert st is not None and st["stableRevision"] == new and st.get("canaryRevision") is None
+    assert _events(events, "Promoted") == 1
+    learner = kube.objects[("Deployment", f"fraud-learner-{new}")]["spec"]
+    assert learner == template, "the promoted learner keeps its arguments"
+
+
+def test_a_store_restarted_empty_is_noticed_and_what_can_be_is_restored(setup, r) -> None:
+    rec, kube, clock, events, mem = setup
+    m = manifest("fraud", rollout=ROLLOUT)
+    rev = parse(m).revision
+    keys = Keys("test", "fraud")
+    store = ModelStore(r, "test", "fraud")
+    _publish(r, m, rev, 7)
+    store.set_pointer(rev, "lastGood", 6)
+    body = _body(m)
+    st = _turn(setup, body)
+    assert st is not None and r.get(keys.epoch).decode() == st["storeEpoch"]
+    token = st["storeEpoch"]
+    assert r.hget(keys.control(rev), "start") is None, "a revision with pointers needs no word"
+    held = {v: r.get(keys.version(rev, v)) for v in (6, 7)}  # what the servers hold
+
+    r.flushall()  # Redis restarted without persistence
+    clock.now += 1
+    st = _turn(setup, body)
+    assert st is not None and st["phase"] == "Degraded"
+    [cond] = [c for c in st["conditions"] if c["type"] == "StoreReset"]
+    assert (cond["status"], cond["reason"]) == ("True", "StoreReset")
+    assert cond["message"].startswith("the store lost keys (the epoch token is gone): "
+                                      "latest v7 -> none, served v7 -> none, lastGood v6 gone")  # fmt: skip
+    assert r.get(keys.epoch).decode() == st["storeEpoch"] != token, "a new token, kept"
+    assert r.hget(keys.control(rev), "start") == b"after:7", "the learner numbers on after v7"
+    clock.now += 1
+    _turn(setup, body)
+    assert _events(events, "StoreReset") == 1, "once per reset"
+
+    # a server puts back the versions it held (tideline.pods.store.restore)
+    for v, blob in held.items():
+        store.restore(rev, v, blob, {}, {"served": 7, "latest": 7} if v == 7 else {})
+    clock.now += 1
+    st = _turn(setup, body)
+    assert st is not None and st["phase"] == "Healthy" and st["lastGoodVersion"] == 6
+    assert store.pointers(rev).lastGood == 6, "lastGood restored from the status"
+    [cond] = [c for c in st["conditions"] if c["type"] == "StoreReset"]
+    assert (cond["status"], cond["reason"]) == ("False", "Recovered")
+    assert r.hget(keys.control(rev), "start") is None, "the word goes once pointers are back"
+    assert _events(events, "Proven") == 0 and _events(events, "StoreRecovered") == 1
+
+
+def test_a_pointers_hash_evicted_alone_is_a_store_reset_and_last_good_comes_back(setup, r) -> None:
+    """allkeys-lru evicted the pointers hash (not the token, not the versions): noticed, and
+    no "v6 is the first version proven" - lastGood comes back from the status at once."""
+    rec, kube, clock, events, _ = setup
+    m = manifest("fraud", rollout=ROLLOUT)
+    rev = parse(m).revision
+    keys = Keys("test", "fraud")
+    _publish(r, m, rev, 7)
+    ModelStore(r, "test", "fraud").set_pointer(rev, "lastGood", 6)
+    body = _body(m)
+    _turn(setup, body)
+    r.delete(keys.pointers(rev))
+    clock.now += 1
+    st = _turn(setup, body)
+    assert st is not None and st["phase"] == "Degraded" and st["lastGoodVersion"] == 6
+    assert "(latest went back from v7 to none)" in st["storeReset"]["message"]
+    assert ModelStore(r, "test", "fraud").pointers(rev).lastGood == 6
+    assert r.hget(keys.control(rev), "start") == b"after:7"
+    # the learner publishes v8 (after v7, as told): served again, the reset is over
+    ModelStore(r, "test", "fraud").publish(rev, 8, make_learner(m["spec"]["model"]))
+    clock.now += 1
+    st = _turn(setup, body)
+    assert st is not None and st["phase"] == "Healthy" and st["servedVersion"] == 8
+    assert (_events(events, "StoreReset"), _events(events, "Proven")) == (1, 0)
+
+
+def _durable(st: dict | None) -> tuple[str, str]:
+    [c] = [c for c in (st or {}).get("conditions", []) if c["type"] == "StoreDurable"]
+    return c["status"], c["reason"]
+
+
+def test_redis_settings_are_read_once_a_resync_and_warned_of_in_a_condition(setup, r) -> None:
+    rec, kube, clock, events, mem = setup
+    body = _body(manifest("fraud", rollout=ROLLOUT))
+    st = _turn(setup, body)
+    assert _durable(st) == ("False", "NotPersistent"), "the test server saves nothing"
+    assert st is not None and st["phase"] != "Degraded", "a warning, not Degraded"
+    try:
+        r.config_set("maxmemory-policy", "allkeys-lru")
+        clock.now += 1
+        assert _durable(mem.status) == ("False", "NotPersistent"), "not read every turn"
+        _turn(setup, body)
+        assert _durable(mem.status) == ("False", "NotPersistent")
+        clock.now += rec.resync
+        assert _durable(_turn(setup, body)) == ("False", "EvictionPolicy")
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("save", "3600 1")
+        clock.now += rec.resync
+        assert _durable(_turn(setup, body)) == ("True", "Durable")
+    finally:
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("save", "")
+
+
+def test_a_redis_that_refuses_config_leaves_durability_unknown_without_an_error(r) -> None:
+    port = r.connection_pool.connection_kwargs["port"]
+    r.execute_command("ACL", "SETUSER", "managed", "on", ">pw", "~*", "&*", "+@all", "-config")
+    try:
+        kube, clock = FakeKube(), Clock()
+        url = f"redis://managed:pw@127.0.0.1:{port}/0"
+        rec = Reconciler(kube, Settings(image="img:1", redis_url=url), clock=clock)  # type: ignore[arg-type]
+        events: list = []
+        st = _turn((rec, kube, clock, events, ModelMemory()), _body(manifest("fraud")))
+        assert _durable(st) == ("Unknown", "ConfigNotReadable")
+        assert [why for _, why, _ in events] == ["Deployed"]
+    finally:
+        r.execute_command("ACL", "DELUSER", "managed")

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.helpers import manifest
 from tideline import health as h
+from tideline.contracts import StartWord
 from tideline.spec import parse
 from tideline_operator.rollout import (
     ABORT,
@@ -16,8 +18,12 @@ from tideline_operator.rollout import (
     ROLLBACK_TO,
     Action,
     Observed,
+    Rollback,
     RolloutStatus,
+    StoreConfig,
+    StoreSeen,
     analyze,
+    durable_condition,
     log_capacity_condition,
     log_status,
 )
@@ -452,3 +458,277 @@ def test_the_typed_status_reads_and_writes_the_resource_s_status_unchanged() -> 
                                      "lastRollback": {"at": 5}})  # fmt: skip
     assert (odd.stable, odd.canaryWeight, odd.aborted) == ("a", None, None)
     assert odd.lastRollback is not None and odd.lastRollback.at == 5.0
+
+
+# --------------------------------------------------------------------------- surviving a crash
+PIN = Rollback(at=50.0, revision="old", from_=8, to=6, reason="lastGood v6 beats served v8",
+               latest=8)  # fmt: skip
+_BEFORE_ROLLBACK = {"stableRevision": "old", "servedVersion": 8, "lastGoodVersion": 6,
+                    "latestVersion": 8}  # fmt: skip
+_PINNED = {**_BEFORE_ROLLBACK, "servedVersion": 6, "pinned": True,
+           "lastRollback": {"at": 50.0, "revision": "old", "from": 8, "to": 6,
+                            "reason": "lastGood v6 beats served v8", "latest": 8}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "observed", "pinned", "last_rollback", "manual"),
+    [
+        (_BEFORE_ROLLBACK,
+         Observed(revision="old", served=6, last_good=6, latest=8, pinned=True, pin=PIN),
+         True, PIN, None),
+        (_BEFORE_ROLLBACK,
+         Observed(revision="old", served=6, last_good=6, latest=8, pinned=True),
+         True, Rollback(at=100.0, revision="old", to=6, reason="pinned in the store, without a rollback's details",
+                        latest=8), None),
+        (_BEFORE_ROLLBACK,
+         Observed(revision="old", served=6, last_good=6, latest=8, pinned=True,
+                  pin=Rollback(50.0, "old", 8, 6, "rolled back by annotation", 8),
+                  annotations={ROLLBACK_TO: "6"}),
+         True, Rollback(50.0, "old", 8, 6, "rolled back by annotation", 8), 6),
+        (_PINNED,
+         Observed(revision="old", served=9, last_good=6, latest=9, pinned=False),
+         False, _PINNED["lastRollback"], None),
+    ],
+    ids=[
+        "a pin in the store the status lacks (the rolling-back turn's status was never written) "
+        "is adopted with its details: no second rollback, no second RolledBack event",
+        "a pin without its details (put back by a server after a store reset) is adopted with "
+        "what the pointers say",
+        "a pin by the rollback-to annotation is adopted with the annotation: it does not roll "
+        "back again",
+        "an unpin the status lacks (the unpinning turn's status was never written) is adopted: "
+        "no second unpin, no second Unpinned event",
+    ],
+)  # fmt: skip
+def test_a_restarted_loop_adopts_the_pin_it_finds_in_the_store(
+    status, observed, pinned, last_rollback, manual
+) -> None:
+    # v9, learned since, not worse than the pinned v6: what the unpinning turn acted on
+    health = _health(100.0, served=("old", 6), latest=(9, _vs(0.0)))
+    d = decide(_spec(), status, observed, health, now=100.0)
+    assert _kinds(d) == [], "no rollback, no unpin, no event"
+    assert d.status.get("pinned", False) is pinned
+    expected = (
+        last_rollback if isinstance(last_rollback, dict) else msgspec.to_builtins(last_rollback)
+    )
+    assert d.status["lastRollback"] == expected
+    assert d.status.get("manualRollbackTo") == manual
+
+
+def test_an_adopted_pin_unpins_on_evidence_as_the_first_loop_would() -> None:
+    adopted = decide(_spec(), _BEFORE_ROLLBACK, Observed(revision="old", served=6, last_good=6,
+                     latest=8, pinned=True, pin=PIN), None, now=100.0).status  # fmt: skip
+    health = _health(110.0, served=("old", 6), latest=(9, _vs(0.0, half=0.01)))
+    d = decide(_spec(), adopted, Observed(revision="old", served=6, last_good=6, latest=9,
+                                          pinned=True, pin=PIN), health, now=110.0)  # fmt: skip
+    assert [a["version"] for a in _kinds_args(d, "unpin")] == [9]
+    assert [a["reason"] for a in _kinds_args(d, "event")] == ["Unpinned"]
+
+
+@pytest.mark.parametrize(
+    ("routed_stable", "promoted_again"),
+    [("new", False), ("old", True)],
+    ids=[
+        "the routing hash names the canary stable (the promoting turn's status was never "
+        "written): the promotion is done, no second promote, no second Promoted event",
+        "the routing hash names the old stable: the canary is promoted as ever",
+    ],
+)
+def test_a_promotion_a_crashed_turn_applied_is_recognised(routed_stable, promoted_again) -> None:
+    st = _canary_status(step=3, weight=50, canaryWarmStart="old")
+    health = _health(200.0, canary=(2, _vs(0.005)))
+    obs = Observed(revision="new", routed_stable=routed_stable)
+    d = decide(_spec(), st, obs, health, now=200.0)
+    assert d.status["stableRevision"] == "new" and d.status.get("canaryRevision") is None
+    assert d.status["stableWarmStart"] == "old", "the promoted learner keeps its arguments"
+    assert ("promote" in _kinds(d)) is promoted_again
+    events = [a["reason"] for a in _kinds_args(d, "event")]
+    assert events == (["Promoted"] if promoted_again else [])
+
+
+# --------------------------------------------------------------------------- a store reset
+_HELD = {"stableRevision": "old", "storeEpoch": "e1", "latestVersion": 20, "servedVersion": 18,
+         "lastGoodVersion": 6}  # fmt: skip
+
+
+def _store(epoch="e1", kept=False, empty=("old",), words=None) -> StoreSeen:
+    return StoreSeen(epoch=epoch, kept=kept, empty=frozenset(empty),
+                     words=words if words is not None else {"old": None})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("observed", "events", "condition", "phase", "message"),
+    [
+        (Observed(revision="old", store=_store(epoch=None)),
+         ["StoreReset"], ("True", "StoreReset"), "Degraded",
+         "the store lost keys (the epoch token is gone): latest v20 -> none, served v18 -> none, "
+         "lastGood v6 gone with its version: a version must be proven again"),
+        (Observed(revision="old", store=_store(epoch="e2")),
+         ["StoreReset"], ("True", "StoreReset"), "Degraded", "(the epoch token changed)"),
+        (Observed(revision="old", store=_store()),
+         ["StoreReset"], ("True", "StoreReset"), "Degraded", "(latest went back from v20 to none)"),
+        (Observed(revision="old", served=3, latest=3, store=_store(empty=())),
+         ["StoreReset"], ("True", "StoreReset"), "Degraded", "latest v20 -> v3, served v18 -> v3"),
+        (Observed(revision="old", served=18, latest=20, store=_store(kept=True, empty=())),
+         ["StoreReset", "StoreRecovered"], ("False", "Recovered"), "Healthy",
+         "(lastGood v6 vanished): lastGood v6 restored from the status"),
+        (Observed(revision="old", served=21, latest=21, last_good=6, store=_store(empty=())),
+         [], None, "Healthy", None),
+    ],
+    ids=[
+        "the epoch token gone: one StoreReset event, Degraded, the condition says what was lost",
+        "another epoch token (another store's, or a replaced one): the same",
+        "the pointers hash evicted alone (the token is in place): latest going back is the fault",
+        "a learner that numbered again from v0 (latest v3 after v20): the fault",
+        "lastGood vanished, its version still stored: restored from the status without a Proven "
+        "event, and as a version is served the store has recovered at once",
+        "latest going forward with lastGood in place is no reset",
+    ],
+)  # fmt: skip
+def test_a_store_that_lost_keys_is_noticed(observed, events, condition, phase, message) -> None:
+    d = decide(_spec(), _HELD, observed, None, now=100.0)
+    assert [a["reason"] for a in _kinds_args(d, "event")] == events
+    assert d.status["phase"] == phase
+    got = next((c for c in d.status["conditions"] if c["type"] == "StoreReset"), None)
+    assert (got["status"], got["reason"]) == condition if condition else got is None
+    if message:
+        assert message in d.status["storeReset"]["message"]
+        degraded = next(c for c in d.status["conditions"] if c["type"] == "Degraded")
+        assert (degraded["reason"] == "StoreReset") == (phase == "Degraded")
+    restored = [a["version"] for a in _kinds_args(d, "restore-last-good")]
+    assert restored == ([6] if observed.store.kept and observed.last_good is None else [])
+    assert "prove" not in _kinds(d)
+
+
+@pytest.mark.parametrize(
+    ("status", "epoch", "written", "kept"),
+    [
+        ({"stableRevision": "old"}, None, True, None),
+        ({"stableRevision": "old"}, "e7", False, "e7"),
+        ({"stableRevision": "old", "storeEpoch": "e7"}, "e7", False, "e7"),
+    ],
+    ids=[
+        "no token anywhere: one is written (SET NX) and kept in the status",
+        "a token in the store the status lacks (an operator before this one) is kept, no reset",
+        "the same token in both: nothing to do",
+    ],
+)
+def test_the_epoch_token_is_written_once_and_kept_in_the_status(status, epoch, written, kept):
+    obs = Observed(revision="old", store=_store(epoch=epoch, empty=(), words={"old": None}))
+    d = decide(_spec(), status, obs, None, now=100.0)
+    tokens = [a["token"] for a in _kinds_args(d, "epoch")]
+    assert len(tokens) == int(written) and "storeReset" not in d.status
+    assert d.status["storeEpoch"] == (tokens[0] if written else kept)
+
+
+def test_a_store_reset_is_reported_once_and_recovers_once_served_and_proven_again() -> None:
+    spec = _spec()
+    d = decide(spec, _HELD, Observed(revision="old", store=_store(epoch=None)), None, now=100.0)
+    token = d.status["storeEpoch"]
+    assert token != "e1" and [a["token"] for a in _kinds_args(d, "epoch")] == [token]
+    # still empty: no second event, the learner's word stays as written
+    empty = Observed(revision="old", store=_store(epoch=token, words={"old": StartWord(20)}))
+    d = decide(spec, d.status, empty, None, now=101.0)
+    assert _kinds(d) == [] and d.status["phase"] == "Degraded"
+    # a server put back v18 (its held version); v6 is gone with its blob: still Degraded
+    back = Observed(revision="old", served=18, latest=21, store=_store(epoch=token, empty=()))
+    d = decide(spec, d.status, back, None, now=102.0)
+    assert d.status["phase"] == "Degraded" and "restore-last-good" not in _kinds(d)
+    assert "prove" not in _kinds(d) and d.status["latestVersion"] == 21
+    # v18 proven on labels again: the reset is over, and the proof is not "the first"
+    health = _health(103.0, served=("old", 18), constant=(None, _vs(-0.2, half=0.02)))
+    d = decide(spec, d.status, back, health, now=103.0)
+    assert [a["version"] for a in _kinds_args(d, "prove")] == [18]
+    events = {a["reason"]: a["message"] for a in _kinds_args(d, "event")}
+    assert set(events) == {"Proven", "StoreRecovered"}
+    assert "again after the store reset" in events["Proven"]
+    cond = next(c for c in d.status["conditions"] if c["type"] == "StoreReset")
+    assert (cond["status"], cond["reason"]) == ("False", "Recovered")
+    assert d.status["phase"] == "Healthy" and d.status["storeReset"]["recoveredAt"] == 103.0
+
+
+@pytest.mark.parametrize(
+    ("status", "observed", "words"),
+    [
+        (None, Observed(revision="r1", store=StoreSeen(empty=frozenset({"r1"}), words={"r1": None})),
+         {"r1": StartWord()}),
+        ({**_HELD, "storeEpoch": None},
+         Observed(revision="old", store=_store(epoch=None)), {"old": StartWord(after=20)}),
+        ({**_HELD, "storeReset": {"at": 1.0, "latest": 20}},
+         Observed(revision="old", store=_store(words={"old": StartWord(after=20)})), {}),
+        ({"stableRevision": "old", "latestVersion": 20},
+         Observed(revision="new", served=20, latest=20,
+                  store=_store(empty=(), words={"old": None})),
+         {"new": StartWord()}),
+        ({"stableRevision": "old", "latestVersion": 21},
+         Observed(revision="old", served=21, latest=21,
+                  store=_store(empty=(), words={"old": StartWord(after=20)})),
+         {"old": None}),
+    ],
+    ids=[
+        "a first deploy's learner is told to start fresh",
+        "after a store reset the stable learner numbers on after the status's latest",
+        "a word already given is not written again",
+        "a canary started this turn starts fresh (stable has pointers: no word)",
+        "a revision with pointers again has its word cleared: no stale word after an eviction",
+    ],
+)  # fmt: skip
+def test_learners_with_nothing_stored_get_their_start_word(status, observed, words) -> None:
+    d = decide(_spec(), status, observed, None, now=100.0)
+    assert {a["revision"]: a["word"] for a in _kinds_args(d, "start-word")} == words
+
+
+# --------------------------------------------------------------------------- the store's settings
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (StoreConfig(policy="noeviction", appendonly=True), (True, "Durable")),
+        (StoreConfig(policy="noeviction", save="3600 1 300 100"), (True, "Durable")),
+        (StoreConfig(policy="allkeys-lru", appendonly=True), (False, "EvictionPolicy")),
+        (StoreConfig(policy="volatile-lru"), (False, "EvictionPolicy")),
+        (StoreConfig(policy="noeviction"), (False, "NotPersistent")),
+        (StoreConfig(readable=False), (None, "ConfigNotReadable")),
+    ],
+    ids=[
+        "noeviction with AOF is durable",
+        "noeviction with RDB save points is durable",
+        "allkeys-lru may evict versions, pointers and groups: a warning",
+        "any policy but noeviction is",
+        "no AOF and no save points: a restart loses everything",
+        "CONFIG refused (a managed Redis): Unknown, not an error",
+    ],
+)
+def test_the_store_durable_condition_warns_of_eviction_and_no_persistence(config, expected):
+    ok, reason, message = durable_condition(config)
+    assert (ok, reason) == expected and message
+    d = decide(_spec(), {"stableRevision": "r"}, Observed(revision="r", store_config=config),
+               None, now=1.0)  # fmt: skip
+    cond = next(c for c in d.status["conditions"] if c["type"] == "StoreDurable")
+    assert cond["status"] == {True: "True", False: "False", None: "Unknown"}[ok]
+    assert d.status["phase"] == "Healthy", "a warning, not Degraded"
+    # a turn that did not read the settings keeps what the last one read
+    d = decide(_spec(), d.status, Observed(revision="r"), None, now=2.0)
+    assert next(c for c in d.status["conditions"] if c["type"] == "StoreDurable") == cond
+
+
+def test_log_capacity_keeps_its_last_measurement_while_the_health_is_stale() -> None:
+    measured = h.Health(ts=100.0, log=_measured(256e6, False))
+    d = decide(_spec(), {"stableRevision": "r"}, Observed(revision="r"), measured, now=100.0)
+    cond = next(c for c in d.status["conditions"] if c["type"] == "LogCapacity")
+    assert cond["reason"] == "Insufficient"
+    # Redis is full: the monitor writes no summary; the last one goes stale
+    later = decide(_spec(), d.status, Observed(revision="r"), measured, now=1000.0)
+    assert next(c for c in later.status["conditions"] if c["type"] == "LogCapacity") == cond
+    assert later.status["log"] == d.status["log"]
+
+
+def test_a_cold_model_published_after_a_store_reset_is_named_and_not_served_alone() -> None:
+    d = decide(_spec(), _HELD, Observed(revision="old", store=_store(epoch=None)), None, now=1.0)
+    # nothing held v18: the learner published v21, cold, as latest only and pinned
+    cold = Observed(revision="old", latest=21, pinned=True,
+                    store=_store(epoch=d.status["storeEpoch"], empty=()))  # fmt: skip
+    d = decide(_spec(), d.status, cold, None, now=2.0)
+    assert d.status["phase"] == "Degraded" and "unpin" not in _kinds(d)
+    [cond] = [c for c in d.status["conditions"] if c["type"] == "StoreReset"]
+    assert "v21 is a cold model, not served: serve it by hand (annotate " in cond["message"]
+    assert d.status["pinned"] is True and _kinds(d) == []
