@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 import tideline
+from tideline.contracts import AWAIT_START_ENV
 from tideline.spec import KAFKA_PASSWORD_ENV, KAFKA_TLS_ENV, OnlineModel
 
 CONFIG_PATH = "/etc/tideline"
@@ -235,6 +236,33 @@ def _deployment(name: str, model: OnlineModel, component: str, revision: str | N
     }
 
 
+def _turn_probes() -> dict[str, Any]:
+    """The learner's and the monitor's probes: ``GET /healthz`` on the metrics port, which
+    answers 503 once the process's last successful turn is more than 60 s old
+    (``tideline.pods.liveness.MAX_AGE``), not a TCP check (issue 30: a process whose every
+    turn fails holds its port open, and a TCP probe calls it alive for ever).
+
+    * startup: up to 60 s (30 x 2 s) to open the port (imports, the config, the first
+      connection); liveness and readiness begin after it, with no fixed initial delay.
+    * liveness: three failures 10 s apart. The first 503 comes within 10 s of the turn
+      going 60 s stale, so a process is restarted 80-90 s after its last good turn: a
+      Redis restart, a failover or a long block of learning (tens of seconds) is ridden
+      out; one that never recovers is not alive for ever. A learner waiting for the
+      operator's StartWord is alive and counts each read of the control hash as a good
+      turn. A 5 s timeout: a learner busy in a large update answers late, not never.
+    * readiness: the same answer, two failures 5 s apart. Nothing routes traffic to these
+      pods; their readiness is the OnlineModel's ``Ready`` condition (phase Progressing
+      when not), so a process gone stale stops counting as ready within ~10 s instead of
+      being called Healthy until the restart.
+    """
+    healthz = {"httpGet": {"path": "/healthz", "port": "metrics"}, "timeoutSeconds": 5}
+    return {
+        "startupProbe": {**healthz, "periodSeconds": 2, "failureThreshold": 30},
+        "livenessProbe": {**healthz, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {**healthz, "periodSeconds": 5, "failureThreshold": 2},
+    }
+
+
 # --------------------------------------------------------------------------- builders
 def build_config_map(model: OnlineModel, manifest: dict[str, Any], revision: str) -> dict[str, Any]:
     """The manifest every process of one revision reads (``--config``), status stripped."""
@@ -258,13 +286,15 @@ def build_learner(model: OnlineModel, settings: Settings, revision: str,
     args = ["--port", str(METRICS_PORT), "--revision", revision]
     if warm_start_from:
         args += ["--warm-start-revision", warm_start_from]
-    probe = {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10}
     container = _container(
         model, settings, revision, "learner", args,
-        [{"name": "metrics", "containerPort": METRICS_PORT}],
-        {"livenessProbe": {**probe, "initialDelaySeconds": 10}, "readinessProbe": probe},
+        [{"name": "metrics", "containerPort": METRICS_PORT}], _turn_probes(),
         {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
     )  # fmt: skip
+    # With nothing stored, wait for the operator's StartWord before publishing a v0: a
+    # learner restarted after a store reset must not serve an untrained v0 over a model
+    # that had versions (issue 30). A learner run by hand starts at once.
+    container["env"].append({"name": AWAIT_START_ENV, "value": "1"})
     pod = _pod(model, revision, "learner", container)
     ws = model.spec.model.warmStart
     if ws is not None and ws.configMapName:
@@ -363,11 +393,9 @@ def build_network_policy(model: OnlineModel) -> dict[str, Any] | None:
 
 
 def build_monitor(model: OnlineModel, settings: Settings, revision: str) -> dict[str, Any]:
-    probe = {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10}
     container = _container(
         model, settings, revision, "monitor", ["--port", str(METRICS_PORT)],
-        [{"name": "metrics", "containerPort": METRICS_PORT}],
-        {"livenessProbe": {**probe, "initialDelaySeconds": 10}, "readinessProbe": probe},
+        [{"name": "metrics", "containerPort": METRICS_PORT}], _turn_probes(),
         {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
     )  # fmt: skip
     dep = _deployment(f"{model.name}-monitor", model, "monitor", None, 1,

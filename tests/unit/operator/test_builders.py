@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 from tests.helpers import manifest
+from tideline.contracts import AWAIT_START_ENV
+from tideline.pods.liveness import MAX_AGE
 from tideline.spec import parse
 from tideline_operator.builders import (
     Settings,
@@ -74,6 +76,50 @@ def test_the_learner_is_one_recreated_replica_per_revision_that_can_warm_start()
     args = _pod(dep)["containers"][0]["args"]
     assert args[:2] == ["learner", "--config"] and args[-2:] == ["--warm-start-revision", "oldrev"]
     assert dep["spec"]["template"]["metadata"]["labels"]["tideline.dev/revision"] == REV
+
+
+PROBED = {"the learner": build_learner, "the monitor": build_monitor}
+
+
+@pytest.mark.parametrize("build", PROBED.values(), ids=PROBED.keys())
+def test_learner_and_monitor_probes_read_the_age_of_the_last_good_turn_not_a_port(build) -> None:
+    [c] = _pod(build(MODEL, SETTINGS, REV))["containers"]
+    metrics = next(p for p in c["ports"] if p["name"] == "metrics")
+    assert metrics["containerPort"] == 9100
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        probe = c[kind]
+        assert "tcpSocket" not in probe, kind
+        assert probe["httpGet"] == {"path": "/healthz", "port": "metrics"}, kind
+        assert "initialDelaySeconds" not in probe, "the startup probe covers the start"
+
+
+@pytest.mark.parametrize("build", PROBED.values(), ids=PROBED.keys())
+def test_a_stale_process_is_restarted_after_a_minute_and_a_half_at_most_never_before_one(
+    build,
+) -> None:
+    [c] = _pod(build(MODEL, SETTINGS, REV))["containers"]
+    live = c["livenessProbe"]
+    period, failures = live["periodSeconds"], live["failureThreshold"]
+    # /healthz answers 503 once the last good turn is MAX_AGE old; the first failing probe
+    # comes within one period of that, the restart failureThreshold probes later
+    earliest = MAX_AGE + (failures - 1) * period
+    latest = MAX_AGE + failures * period
+    assert earliest >= 60 and latest <= 90, (earliest, latest)
+    assert failures >= 2, "one slow answer is not a dead process"
+    assert live["timeoutSeconds"] >= 5
+    # not ready well before the restart: the OnlineModel stops being called Ready
+    ready = c["readinessProbe"]
+    assert ready["periodSeconds"] * ready["failureThreshold"] < failures * period
+    start = c["startupProbe"]
+    assert start["periodSeconds"] * start["failureThreshold"] >= 60, "time to import and connect"
+
+
+def test_only_the_learner_waits_for_the_operators_start_word() -> None:
+    env = _pod(build_learner(MODEL, SETTINGS, REV))["containers"][0]["env"]
+    assert {"name": AWAIT_START_ENV, "value": "1"} in env
+    assert AWAIT_START_ENV == "TIDELINE_AWAIT_START"
+    for other in (build_server(MODEL, SETTINGS, REV), build_monitor(MODEL, SETTINGS, REV)):
+        assert all(e["name"] != AWAIT_START_ENV for e in _pod(other)["containers"][0]["env"])
 
 
 def test_the_service_named_after_the_model_selects_the_stable_revision() -> None:
