@@ -105,3 +105,19 @@ checks ownership); it goes with the OnlineModel by garbage collection. */}}
   resources: [kopfpeerings]
   verbs: [list, watch, patch, get]
 {{- end -}}
+
+{{- /* The bundled Redis: its name (StatefulSet, Service, NetworkPolicy), its Secret's, and
+the labels selecting its pod (one set, for the StatefulSet, its pod, the Service and the
+NetworkPolicy). */}}
+{{- define "tideline.redisName" -}}
+{{- printf "%s-redis" (include "tideline.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tideline.redisSecret" -}}
+{{- printf "%s-redis-auth" (include "tideline.fullname" .) -}}
+{{- end -}}
+
+{{- define "tideline.redisSelector" -}}
+app.kubernetes.io/name: tideline-redis
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
