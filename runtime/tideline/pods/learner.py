@@ -29,11 +29,30 @@ most ``gate.maxLossIncrease`` (relative).
 Bad entries (unparseable, a label that is not 0/1 for a binary task, a
 label too late for the window) go to the ``deadletter`` stream with the
 reason, in the same transaction: nothing is dropped silently.
+
+The store may lose keys under a running learner (Redis restarted empty, flushed,
+or evicting): a reply that says its consumer group is gone (``NOGROUP``) makes the
+groups again where this process had read to, and a checkpoint that finds the
+previous one gone (an ``EXISTS`` in its transaction; a version due then is not
+published into the empty store) means a store reset. The learner then puts back
+what it holds - the served version, ``lastGood`` when it has a copy, the versions
+it published last, with their numbers, and the pointers as it last read them
+(:meth:`tideline.pods.store.ModelStore.restore`: nothing another process put back
+first is overwritten) - writes its checkpoint from memory and numbers on
+(``storeResetAt`` and ``restored`` in its status). A learner that starts without a
+checkpoint resumes from its revision's served version when the store holds one
+(``resumedFrom``), never publishing a cold v0 over a model that had versions; with
+nothing stored and ``TIDELINE_AWAIT_START=1`` it waits for the operator's
+:class:`tideline.contracts.StartWord`. Redis refusing writes for want of memory
+(``OOM``) is waited out like a lost connection. A turn that fails is retried with
+a backoff; :class:`tideline.pods.liveness.Liveness` ends :meth:`LearnerProcess.run`
+after too many in a row, so the process exits non-zero instead of failing quietly.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import math
 import os
@@ -52,18 +71,20 @@ import redis
 from tideline import codec, predlog
 from tideline.algorithms import Learner, make_learner
 from tideline.algorithms.base import NonFiniteUpdate, check_target
-from tideline.contracts import Pointers, feedback_labels
+from tideline.contracts import AWAIT_START_ENV, Pointers, StartWord, feedback_labels
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
 from tideline.features import FeatureError
 from tideline.pods.join import Joined, LogJoin, Mark
+from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import LearnerMetrics
-from tideline.pods.sources import LabelSource, RedisStreams
+from tideline.pods.sources import LabelSource, RedisStreams, group_gone
 from tideline.pods.store import (
     ModelStore,
     Reference,
     StoreError,
     learner_from_blob,
     migrate_keys,
+    node_info,
     transaction,
 )
 from tideline.samples import SampleDecoder
@@ -82,6 +103,8 @@ MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec
 MAINTAIN_SECONDS = 10.0  # how often the source is tidied (streams trimmed, partitions found)
 READ_BYTES = 1 << 20  # a read of the source: about this many bytes of entries
 MIN_READ_ENTRIES, MAX_READ_ENTRIES = 16, 2000
+AWAIT_POLL_SECONDS = 0.5  # how often a learner waiting for the operator's StartWord asks
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0  # seconds between turns that fail, doubling
 
 
 @dataclass
@@ -237,6 +260,7 @@ class LearnerProcess:
         metrics: LearnerMetrics | None = None,
         clock: Callable[[], float] = time.time,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        liveness: Liveness | None = None,
     ) -> None:
         self.model = model
         self.spec = model.spec
@@ -269,6 +293,18 @@ class LearnerProcess:
         self.served_version = -1
         # copies of the versions last published, until the served pointer reaches them
         self._published: dict[int, Learner] = {}
+        # the versions held (published, served, lastGood), as stored: blob and metadata, to
+        # put back after a store reset; and the pointers as last read (or as publishing here
+        # moved them)
+        self._blobs: dict[int, tuple[bytes, dict[str, Any]]] = {}
+        self._pointers = Pointers()
+        self._checkpointed = False  # a checkpoint of this learner's is in the store
+        self._regroup = False  # a reply said a consumer group is gone
+        self._reset = False  # the store lost this learner's checkpoint: put back what it holds
+        self._due: str | None = None  # a version's reason, not published into a reset store
+        self._notes: dict[str, str] = {}  # status fields: storeResetAt, restored, resumedFrom
+        self._oom = False  # Redis refused a write for want of memory (logged once)
+        self.liveness = liveness or Liveness()
         self.counters: dict[str, Any] = {
             "samples": 0,
             "label_sum": 0.0,
@@ -305,16 +341,20 @@ class LearnerProcess:
         return KafkaTopics(self.model, self.revision, warm_state=(warm_meta or {}).get("source"),
                            starts=(self.r, self.keys.kafka_starts(self.revision)))  # fmt: skip
 
-    def start(self) -> None:
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Ready to learn: the checkpoint back in memory, or a first state (see
+        :meth:`_first_state`; a learner told to wait for the operator's word returns when
+        ``stop`` is set, with nothing published)."""
         moved = migrate_keys(self.r, self.keys)
         if moved:
             log.info("moved %d keys of %s to the hash-tagged layout", moved, self.keys.prefix)
         meta = self._restore_checkpoint()
+        self._checkpointed = meta is not None
         for stream, entry, fields, reason in self.source.start(meta and meta.get("source")):
             self._dead_letter(stream, entry, fields, reason)
             self._dirty = True
         if meta is None:
-            self._initial_version()
+            self._first_state(stop or threading.Event())
         self._refresh_served()
         self.measure_lag()
         self.metrics.versions.set(self.counters["next_version"] - 1)
@@ -375,7 +415,79 @@ class LearnerProcess:
             )
         return blob, str(path)
 
-    def _initial_version(self) -> None:
+    def _first_state(self, stop: threading.Event) -> None:
+        """Where a learner without a checkpoint starts.
+
+        From its revision's served version when the store holds one (the checkpoint alone
+        was evicted, or a server put the version back after a store reset): a cold v0
+        published over a model that had versions would be served. Else, with
+        ``TIDELINE_AWAIT_START=1`` (the operator's Deployments), it waits for the
+        operator's :class:`StartWord`: ``fresh`` (a first deploy) publishes v0;
+        ``after:N`` (the store lost versions up to N) publishes v(N+1) - a warm start as
+        usual, a cold model as ``latest`` only, pinned, never served. Without it, v0 at once.
+        """
+        if self._resume_from_served():
+            return
+        if os.environ.get(AWAIT_START_ENV) != "1":
+            self._initial_version()
+            return
+        word = self._await_start(stop)
+        if word is None:  # stopped, or resumed from a version that appeared meanwhile
+            return
+        if word.after is not None:
+            self.counters["next_version"] = word.after + 1
+            self._notes["startedAfter"] = str(word.after)
+        self._initial_version(after=word.after)
+
+    def _resume_from_served(self) -> bool:
+        """The served version's state as the learner's, if the store holds it; numbering on
+        after the newest version stored. True when it did."""
+        ptr = self.store.pointers(self.revision)
+        if ptr.served is None:
+            return False
+        blob = self.r.get(self.keys.version(self.revision, ptr.served))
+        if blob is None:
+            return False
+        base, header = learner_from_blob(blob)
+        self.learner.set_state(base.get_state())
+        saved = self.r.get(self.keys.replay(self.revision))  # (a sample of the past, if left)
+        if saved is not None:
+            self.replay.set_state(codec.decode(saved)[0])
+        stored = [*self.store.versions(self.revision), ptr.served]
+        stored += [v for v in (ptr.latest, ptr.lastGood) if v is not None]
+        self.counters["next_version"] = max(stored) + 1
+        self.counters["samples"] = int(header.get("samples", 0))
+        self._pointers = ptr
+        self._notes["resumedFrom"] = f"v{ptr.served}"
+        log.warning("%s has no checkpoint: resumed from its served version v%d (%d samples); "
+                    "the next version is v%d", self.revision, ptr.served, base.n_seen,
+                    self.counters["next_version"])  # fmt: skip
+        self._checkpoint()  # (publishes nothing: no update since)
+        return True
+
+    def _await_start(self, stop: threading.Event) -> StartWord | None:
+        """The operator's word in the control hash, asked every ``AWAIT_POLL_SECONDS``; None
+        when ``stop`` is set first, or when a served version appeared and was resumed from.
+        A learner waiting is alive (its liveness beats), not failing."""
+        log.info("%s has no checkpoint and no stored version: waiting for the operator's "
+                 "word (%s)", self.revision, AWAIT_START_ENV)  # fmt: skip
+        control = self.keys.control(self.revision)
+        while not stop.is_set():
+            if self._resume_from_served():
+                return None
+            word = StartWord.decode(self.r.hget(control, StartWord.FIELD))
+            if word is not None:
+                log.info("%s starts on the operator's word: %s", self.revision, word.encode())
+                return word
+            self.liveness.beat()
+            stop.wait(AWAIT_POLL_SECONDS)
+        return None
+
+    def _initial_version(self, after: int | None = None) -> None:
+        """The first version: v0 (or v(after + 1) after a store reset the operator saw),
+        from the warm start if there is one. A cold model after a store reset is published
+        as ``latest`` only, pinned: servers keep what they hold, and the operator or a user
+        serves it when they choose."""
         blob, source = self._warm_start_blob()
         if blob is not None:
             try:
@@ -404,7 +516,13 @@ class LearnerProcess:
             ) or Reference.of_snapshot(blob, source)
             if reference is not None and self.store.save_reference(self.revision, reference):
                 log.info("drift reference from %s (%d rows)", source, len(reference.features))
-        self._checkpoint(publish=True, reason="initial")
+        cold = after is not None and blob is None
+        self._checkpoint(publish=True, reason="initial", pin=cold)
+        if cold:
+            log.warning("%s published a cold model as v%d, latest only and pinned (the store "
+                        "lost versions up to v%d): nothing serves it until it is served by "
+                        "hand or proven", self.revision, self.counters["next_version"] - 1,
+                        after)  # fmt: skip
 
     # -- reading -----------------------------------------------------------------------
     def _read(self, block_ms: int) -> None:
@@ -698,15 +816,24 @@ class LearnerProcess:
         }
 
     # -- durability --------------------------------------------------------------------
-    def _checkpoint(self, publish: bool = False, reason: str = "", final: bool = False) -> None:
+    def _checkpoint(
+        self, publish: bool = False, reason: str = "", final: bool = False, pin: bool = False
+    ) -> None:
         """Write state, version (if due and gated), dead letters and acks in one MULTI.
 
         The replay buffer (10,000 rows by default, most of a checkpoint's bytes) goes
         with it at most once a checkpoint period, and at the ``final`` one: a learner
         publishing many versions a second does not write it with each of them. Replay is
         a sample of what was learned; one a period old changes no count and loses no row.
+        ``pin``: the version is published pinned (``latest`` only; see :meth:`_initial_version`).
+
+        A transaction refused whole (Redis out of memory, a lost connection) raises with the
+        counters as they were: the version due is due again, under the same number. One
+        that finds a consumer group or its own previous checkpoint gone is recovered from
+        (:meth:`_recover`) before anything else is published.
         """
         c = self.counters
+        before = c["next_version"], c["since_publish"], c["gate_rejections"]
         version = None
         gate_info: dict[str, float] = {}
         if publish:
@@ -722,6 +849,19 @@ class LearnerProcess:
                 log.info("gate rejected a version: %s", gate_info)
         if version is not None:
             c["next_version"] += 1
+        try:
+            self._write_checkpoint(version, reason, gate_info, final, pin)
+        except BaseException:
+            c["next_version"], c["since_publish"], c["gate_rejections"] = before
+            raise
+        if self._regroup or self._reset:
+            self._recover()
+
+    def _write_checkpoint(
+        self, version: int | None, reason: str, gate_info: dict[str, float], final: bool,
+        pin: bool,
+    ) -> None:  # fmt: skip
+        c = self.counters
         arrays = {f"learner.{k}": v for k, v in self.learner.get_state().items()}
         arrays["gate.live"] = self.gate_live
         arrays["gate.served"] = self.gate_served
@@ -731,55 +871,156 @@ class LearnerProcess:
         if packed:
             state["packed"] = packed
         blob = codec.encode(arrays, state)
+        checkpoint = self.keys.checkpoint(self.revision)
         pipe = transaction(self.r, self.keys.prefix)  # (on a cluster: the model's node)
-        pipe.set(self.keys.checkpoint(self.revision), blob)
-        replay = final or self.clock() - self._replay_saved >= self.checkpoint_seconds
-        if replay:
-            pipe.set(self.keys.replay(self.revision), codec.encode(self.replay.get_state()))
+        pipe.exists(checkpoint)  # (reply 0: gone since the last one - a store reset)
+        at, held, baseline = -1, None, False
         if version is not None:
             meta = {"reason": reason or "publishEvery", "samples": c["samples"], **gate_info}
             if reason == "initial" and self._warm_source:
                 meta["warmStart"] = self._warm_source
             meta.update({f"quality_{k}": v for k, v in self.quality.report().items()})
-            self.store.publish(
+            if pin:
+                pipe.hset(self.keys.pointers(self.revision), "pinned", "1")
+            # a snapshot given in the spec was proven offline; a copy of another
+            # revision's latest version was not, and has to prove itself here
+            baseline = (
+                reason == "initial" and bool(self._warm_source) and not self.warm_start_revision
+            )
+            at = len(pipe)
+            held = self.store.publish(
                 self.revision,
                 version,
                 self.learner,
                 meta,
                 keep=self.spec.learning.keepVersions,
                 pipe=pipe,
-                # a snapshot given in the spec was proven offline; a copy of another
-                # revision's latest version was not, and has to prove itself here
-                baseline=reason == "initial"
-                and bool(self._warm_source)
-                and not self.warm_start_revision,
+                baseline=baseline,
+                # never into a store that lost the previous checkpoint: what this learner
+                # holds goes back first (the served pointer, a pin)
+                guard=checkpoint if self._checkpointed else None,
             )
+        pipe.set(checkpoint, blob)
+        replay = final or self.clock() - self._replay_saved >= self.checkpoint_seconds
+        if replay:
+            pipe.set(self.keys.replay(self.revision), codec.encode(self.replay.get_state()))
         pipe.hset(self.keys.learner(self.revision), mapping=self.status())
         for d in self._dead:
             pipe.xadd(self.keys.deadletter, d, maxlen=100_000, approximate=True)
         self.source.commit(pipe)
         self.join.commit(pipe, self._marks)
-        pipe.execute()
+        # (a command's error is a reply: the rest of the transaction ran)
+        replies = pipe.execute(raise_on_error=False)
+        errors = [e for e in replies if isinstance(e, Exception)]
+        gone = [e for e in errors if isinstance(e, redis.ResponseError) and group_gone(e)]
+        if len(gone) < len(errors):
+            raise next(e for e in errors if e not in gone)
+        if gone:  # acknowledged into no group: made again where this learner read to
+            self._regroup = True
+        if self._checkpointed and not replies[0]:
+            self._reset = True
+        self._checkpointed = True
         self.source.committed()
         self.join.committed(self._marks)
         self._marks = []
         self._dead.clear()
         self._dirty = False
         self._last_checkpoint = self.clock()
+        if self._oom:
+            self._oom = False
+            log.info("redis takes writes again: %s checkpointed", self.revision)
         if replay:
             self._replay_saved = self._last_checkpoint
-        if version is not None:
-            self._published[version] = self.learner.copy()  # (served next, as a rule)
-            if len(self._published) > PUBLISHED_KEPT:  # (a pinned pointer stays behind)
-                del self._published[min(self._published)]
-            self.metrics.versions_published.inc()
-            self.metrics.versions.set(version)
-            log.info("published %s v%d after %d samples", self.revision, version, c["samples"])
+        if version is None or held is None:
+            return
+        if replies[at] == -1:  # the store lost its keys: published after what is held is back
+            c["next_version"] = version
+            self._due = reason or "publishEvery"
+            return
+        self._published[version] = self.learner.copy()  # (served next, as a rule)
+        if len(self._published) > PUBLISHED_KEPT:  # (a pinned pointer stays behind)
+            del self._published[min(self._published)]
+        self._blobs[version] = held
+        p = self._pointers
+        pinned = p.pinned or pin
+        self._pointers = dataclasses.replace(
+            p,
+            latest=version,
+            served=p.served if pinned else version,
+            lastGood=version if baseline and p.lastGood is None else p.lastGood,
+            pinned=pinned,
+        )
+        self._prune_held()
+        self.metrics.versions_published.inc()
+        self.metrics.versions.set(version)
+        log.info("published %s v%d after %d samples", self.revision, version, c["samples"])
+
+    def _prune_held(self) -> None:
+        """Keep the blobs of the versions this learner could have to put back: those it
+        published lately, the served one, and ``lastGood`` (when it holds it already)."""
+        keep = {*self._published, self.served_version, self._pointers.lastGood}
+        for v in [v for v in self._blobs if v not in keep]:
+            del self._blobs[v]
+
+    def _recover(self) -> None:
+        """A consumer group gone, or the store's keys: the groups made again (see
+        :meth:`tideline.pods.sources.RedisStreams.regroup`), and after a store reset what
+        this learner holds put back, its checkpoint written from memory, and a version
+        that was due published under its number."""
+        if self._regroup:
+            if isinstance(self.source, RedisStreams):
+                self.source.regroup()
+            if self._checkpointed and not self.r.exists(self.keys.checkpoint(self.revision)):
+                self._reset = True
+            self._regroup = False
+        if not self._reset:
+            return
+        restored = self._restore_held()
+        now = self.clock()
+        self._notes["storeResetAt"] = f"{now:.3f}"
+        self._notes["restored"] = ",".join(f"v{v}" for v in restored)
+        p = self._pointers
+        log.warning("the store lost %s's keys (restarted empty, flushed or evicting): put back "
+                    "%s, and the pointers as last read (latest %s, served %s, lastGood %s, "
+                    "pinned %s); the next version is v%d", self.revision,
+                    self._notes["restored"] or "nothing missing", p.latest, p.served,
+                    p.lastGood, p.pinned, self.counters["next_version"])  # fmt: skip
+        self._replay_saved = -math.inf  # (its key went too)
+        self._reset = False
+        self._checkpointed = False  # (this one is the first in the store as it is now)
+        due, self._due = self._due, None
+        self._checkpoint(publish=due is not None, reason=due or "")
+
+    def _restore_held(self) -> list[int]:
+        """The versions held put back with the pointers naming them (as last read); the
+        ones whose blob was missing."""
+        if isinstance(self.source, RedisStreams):
+            self.source.regroup()  # (gone with the rest)
+        p = self._pointers
+        restored: list[int] = []
+        first = True
+        for v in sorted(self._blobs):
+            blob, meta = self._blobs[v]
+            pointers: dict[str, int | float | str | bool] = {
+                n: v for n in Pointers.NAMES if p.get(n) == v
+            }
+            if first and p.latest is not None:
+                pointers["pinned"] = p.pinned  # (before anything is published again)
+                if p.pinned:  # and why, for an operator that reads the pin back
+                    pin = {"pinFrom": p.pinFrom, "pinTo": p.pinTo, "pinAt": p.pinAt,
+                           "pinReason": p.pinReason, "pinLatest": p.pinLatest}  # fmt: skip
+                    pointers.update({k: x for k, x in pin.items() if x not in (None, "")})
+                first = False
+            if self.store.restore(self.revision, v, blob, meta, pointers):
+                restored.append(v)
+        return restored
 
     def status(self) -> dict[str, str]:
         """What the learner reports in ``rev:{revision}:learner`` at every checkpoint: its
         counters, rolling quality and how far behind its source it is (``lag``: records,
-        ``lagSeconds``: since the newest sample learned arrived)."""
+        ``lagSeconds``: since the newest sample learned arrived); after a store reset,
+        ``storeResetAt`` and the versions it put back (``restored``: ``v18,v20,v21``); when
+        it started from its served version for want of a checkpoint, ``resumedFrom``."""
         lag = self._lag
         behind = max(0.0, self.clock() - self._newest_learned) if self._newest_learned else 0.0
         out = {
@@ -787,6 +1028,7 @@ class LearnerProcess:
             "quality": orjson.dumps(self.quality.report()).decode(),
             "updated": f"{self.clock():.3f}",
             "lagSeconds": f"{behind:.3f}",
+            **self._notes,
         }
         if lag is not None:
             out["lag"] = str(lag)
@@ -803,19 +1045,26 @@ class LearnerProcess:
     def _refresh_served(self, pointers: Pointers | None = None) -> None:
         """The served version, for the gate: loaded when it moves (a copy of the learner's own
         when it moved to a version this learner published lately: the usual case)."""
-        v = (pointers if pointers is not None else self.store.pointers(self.revision)).served
+        ptr = pointers if pointers is not None else self.store.pointers(self.revision)
+        if ptr.latest is not None:  # (none: a store reset, noticed elsewhere; kept as known)
+            self._pointers = ptr
+        v = ptr.served
         if v is None or v == self.served_version:
             return
         mine = self._published.get(v)
         self._published = {k: m for k, m in self._published.items() if k > v}
         if mine is not None:
             self.served, self.served_version = mine, v
+            self._prune_held()
             return
-        try:
-            self.served, _ = self.store.load(self.revision, int(v))
-            self.served_version = int(v)
-        except StoreError:
+        blob = self.r.get(self.keys.version(self.revision, v))
+        if blob is None:
             log.warning("served version %s of %s is gone", v, self.revision)
+            return
+        self.served, header = learner_from_blob(blob)
+        self.served_version = v
+        self._blobs[v] = (blob, {k: x for k, x in header.items() if k != "model"})
+        self._prune_held()
 
     def _control(self, ctl: dict[bytes, bytes] | None = None) -> None:
         """Operator commands: pause/resume learning, adapt to concept drift, reset to a version."""
@@ -856,7 +1105,24 @@ class LearnerProcess:
 
     # -- loop --------------------------------------------------------------------------
     def step(self, block_ms: int | None = None) -> None:
-        """One turn: read, learn what is due, checkpoint (and maybe publish) when due."""
+        """One turn: read, learn what is due, checkpoint (and maybe publish) when due.
+
+        A reply that says a consumer group is gone (``NOGROUP``, anywhere in the turn)
+        makes the groups again and, when the store lost more, puts back what the learner
+        holds (:meth:`_recover`); a recovery cut short is taken up at the next turn.
+        """
+        if self._regroup or self._reset:
+            self._recover()
+        try:
+            self._turn(block_ms)
+        except redis.ResponseError as e:
+            if not group_gone(e):
+                raise
+            log.warning("a consumer group of %s is gone (%s): made again", self.revision, e)
+            self._regroup = True
+            self._recover()
+
+    def _turn(self, block_ms: int | None) -> None:
         ls = self.spec.learning
         if block_ms is None:
             block_ms = max(1, int(ls.maxBatchDelay * 1000))
@@ -891,24 +1157,70 @@ class LearnerProcess:
         if self._dirty or self._dead:
             self._checkpoint(final=True)
 
-    def run(self, stop: threading.Event | None = None) -> None:
+    def run(self, stop: threading.Event | None = None) -> bool:
+        """Turns until ``stop`` is set, then a last checkpoint; True then.
+
+        A turn that fails is retried after a backoff (0.1 s doubling up to 5 s): a lost
+        connection, Redis refusing writes for want of memory (logged once an episode, with
+        its ``maxmemory``; learning goes on in memory, and nothing is acknowledged until a
+        checkpoint lands, so waiting loses nothing), or anything else (logged with its
+        traceback). The :class:`Liveness` hears of every turn; after ``max_failures`` failed
+        in a row this returns False: the process is to exit non-zero, not fail quietly.
+        """
         stop = stop or threading.Event()
-        backoff = 0.1
+        backoff = BACKOFF_MIN
+        alive = True
         while not stop.is_set():
             try:
                 self.step()
-                backoff = 0.1
-            except (redis.ConnectionError, redis.TimeoutError) as e:
-                # Nothing is acked until a checkpoint lands, so waiting loses nothing.
-                log.warning("redis unavailable (%s); retrying in %.1fs", e, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception as e:
+                self._failed_turn(e, backoff)
+                if self.liveness.failed(e):
+                    log.error("%d turns of %s failed in a row (the last: %s): the learner exits",
+                              self.liveness.failures, self.revision, e)  # fmt: skip
+                    alive = False
+                    break
+                stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            else:
+                self.liveness.beat()
+                backoff = BACKOFF_MIN
         try:
             self.flush()
-        except (redis.ConnectionError, redis.TimeoutError):
-            log.warning("redis unavailable at stop; unacked entries will be re-read on restart")
+        except redis.RedisError as e:
+            log.warning("no checkpoint at stop (%s): unacknowledged entries are read again "
+                        "at the next start", e)  # fmt: skip
         finally:
             self.source.close()
+        return alive
+
+    def _failed_turn(self, e: Exception, backoff: float) -> None:
+        if isinstance(e, (redis.ConnectionError, redis.TimeoutError)):
+            log.warning("redis unavailable (%s); retrying in %.1fs", e, backoff)
+        elif isinstance(e, redis.ResponseError) and out_of_memory(e):
+            if not self._oom:  # once an episode: until a checkpoint lands
+                self._oom = True
+                log.warning("redis refuses writes: out of memory (%s); %s learns on in memory "
+                            "and checkpoints when it can, nothing acknowledged until then",
+                            self._memory(), self.revision)  # fmt: skip
+        else:
+            log.exception("a turn of %s failed; retrying in %.1fs", self.revision, backoff)
+
+    def _memory(self) -> str:
+        """Redis's memory limit and use, as ``INFO memory`` tells them (a read: not refused)."""
+        try:
+            info = node_info(self.r, self.keys.prefix, "memory")
+        except redis.RedisError:
+            return "maxmemory unknown"
+        return (f"maxmemory {info.get('maxmemory_human', '?')}, policy "
+                f"{info.get('maxmemory_policy', '?')}, used {info.get('used_memory_human', '?')}")  # fmt: skip
+
+
+def out_of_memory(e: redis.ResponseError) -> bool:
+    """Whether Redis refused a command for want of memory (``OOM``: ``maxmemory`` reached
+    under ``noeviction``; inside MULTI the transaction is refused whole, EXECABORT, and
+    nothing of it applied; inside a script, the script's error names it)."""
+    return isinstance(e, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(e)
 
 
 def _loss(task: str, p: np.ndarray, y: np.ndarray) -> np.ndarray:

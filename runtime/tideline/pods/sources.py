@@ -15,6 +15,11 @@ checkpoint's MULTI/EXEC, with the model state that learned it, so a
 
 An entry id's first part is its arrival time in milliseconds (``"{ms}-..."``),
 whichever the source.
+
+A consumer group can vanish under a running reader (Redis restarted empty, flushed,
+or evicting keys under ``allkeys-lru``): a reply that says so (:func:`group_gone`)
+makes it again where the reader had read to (:meth:`RedisStreams.regroup`,
+:meth:`RedisFollower.regroup`), and reading goes on.
 """
 
 from __future__ import annotations
@@ -37,6 +42,16 @@ MAX_DELIVERIES = 10
 # Redis < 7 does not count a group's undelivered entries: counted by reading their ids,
 # at most this many (a lag reported as this is "at least")
 LAG_COUNT_CAP = 10_000
+
+
+def group_gone(e: redis.ResponseError) -> bool:
+    """Whether a reply says a consumer group (or its stream) is gone: ``NOGROUP`` (the store
+    restarted empty, was flushed, evicted the stream or the group, or someone destroyed it),
+    or ``UNBLOCKED`` (Redis >= 7 ends a blocked read whose stream was deleted). Inside a
+    pipeline redis-py puts the command before the reply's text: the word is looked for
+    anywhere in it."""
+    text = str(e)
+    return "NOGROUP" in text or text.startswith("UNBLOCKED") or " UNBLOCKED " in text
 
 
 def _group(r: Any, stream: str, group: str, at: str) -> None:
@@ -138,6 +153,8 @@ class RedisStreams:
         # First re-read our own unacknowledged entries (after a restart), from these ids.
         self._history: dict[str, str] | None = {self.samples: "0", self.feedback: "0"}
         self._skip: set[bytes] = set()  # pending entries dead-lettered as poison pills
+        # the newest entry id read of each stream: where a group lost is made again
+        self._newest: dict[str, str] = {}
         self._cluster = not hasattr(client, "connection_pool")  # (RedisCluster has none)
         self._conn: Any = None  # the reading connection, with a read in flight or not
         self._in_flight = False
@@ -215,6 +232,8 @@ class RedisStreams:
         for raw, entries in resp or []:
             stream = raw.decode()
             got += len(entries)
+            if entries:
+                self._newest[stream] = entries[-1][0].decode()
             if history is not None and entries:
                 history[stream] = entries[-1][0].decode()
                 entries = [e for e in entries if e[0] not in self._skip]
@@ -261,6 +280,22 @@ class RedisStreams:
             self._conn.disconnect()
             self.r.connection_pool.release(self._conn)
         self._conn, self._in_flight = None, False
+
+    def regroup(self) -> None:
+        """The revision's consumer groups again, after a reply said one is gone (:func:`group_gone`).
+
+        Each is made at the newest entry this process has read of its stream, or at
+        ``0`` when it read none: entries added after a store restarted empty have later
+        ids (their first part is the time), and a group evicted or destroyed alone must
+        not deliver the whole stream again. Entries read and not yet acknowledged stay
+        in memory and are learned; their acknowledgement then finds nothing pending,
+        which is what it would have made so. A read in flight is dropped: its reply
+        (an error, or entries of a group that is gone) is never read.
+        """
+        self._drop()
+        self._history = None  # a new group has no pending entries
+        for stream in (self.samples, self.feedback):
+            _group(self.r, stream, self.group, self._newest.get(stream, "0"))
 
     def done(self, stream: str, entry: bytes) -> None:
         self._acks[stream].append(entry)
@@ -356,7 +391,16 @@ class Follower(Protocol):
 
 
 class RedisFollower:
-    """A consumer group of its own on the model's streams, started at the streams' end."""
+    """A consumer group of its own on the model's streams, started at the streams' end.
+
+    At start it first reads again the entries it had read and not acknowledged
+    (``XREADGROUP ... 0``, as :class:`RedisStreams` does for a learner): a reader
+    killed between a read and its acknowledgement would otherwise leave them pending
+    for ever, and the oldest pending entry of every group is where
+    :meth:`RedisStreams.trim` stops. A read that finds the group gone (``NOGROUP``: the
+    store restarted empty, evicted or flushed it) makes it again, at the newest entry it
+    read (else at the streams' end), and goes on.
+    """
 
     def __init__(self, client: Any, keys: Keys, group: str) -> None:
         self.r = client
@@ -364,18 +408,60 @@ class RedisFollower:
         self.samples = keys.samples
         self.feedback = keys.feedback
         self._read: dict[str, list[bytes]] = {}
+        self._newest: dict[str, str] = {}
+        # own pending entries first (after a restart), from these ids; then new ones
+        self._history: dict[str, str] | None = None
 
     def start(self) -> None:
         for stream in (self.feedback, self.samples):
             _group(self.r, stream, self.group, "$")
+        self._history = {self.feedback: "0", self.samples: "0"}
+
+    def regroup(self) -> None:
+        """The group again, at the newest entry read of each stream (else at its end)."""
+        self._history = None
+        for stream in (self.feedback, self.samples):
+            _group(self.r, stream, self.group, self._newest.get(stream, "$"))
 
     def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
-        resp = self.r.xreadgroup(
-            self.group, self.group, {self.feedback: ">", self.samples: ">"},
-            count=count, block=block_ms or None,  # (BLOCK 0 would wait for ever)
-        )  # fmt: skip
-        out = [(stream.decode(), entries) for stream, entries in resp or []]
-        self._read = {stream: [eid for eid, _ in entries] for stream, entries in out}
+        self._read = {}
+        try:
+            if self._history is not None:
+                out = self._read_history(count, self._history)
+                if out:
+                    return out
+                self._history = None  # what was pending is handled: new entries from now on
+            resp = self.r.xreadgroup(
+                self.group, self.group, {self.feedback: ">", self.samples: ">"},
+                count=count, block=block_ms or None,  # (BLOCK 0 would wait for ever)
+            )  # fmt: skip
+        except redis.ResponseError as e:
+            if not group_gone(e):
+                raise
+            self.regroup()
+            return []
+        out = []
+        for raw, entries in resp or []:
+            stream = raw.decode()
+            if entries:
+                self._newest[stream] = entries[-1][0].decode()
+                self._read[stream] = [eid for eid, _ in entries]
+                out.append((stream, entries))
+        return out
+
+    def _read_history(self, count: int, history: dict[str, str]) -> list[tuple[str, Entries]]:
+        """The next of this reader's own pending entries (none: all read again)."""
+        resp = self.r.xreadgroup(self.group, self.group, dict(history), count=count)
+        out: list[tuple[str, Entries]] = []
+        for raw, entries in resp or []:
+            stream = raw.decode()
+            if not entries:
+                continue
+            history[stream] = self._newest[stream] = entries[-1][0].decode()
+            self._read[stream] = [eid for eid, _ in entries]
+            # an entry trimmed since it was read comes back without fields: acknowledged with
+            # the rest, nothing to hand on
+            out.append((stream, [(eid, f) for eid, f in entries if f]))
         return out
 
     def ack(self, pipe: Any) -> None:

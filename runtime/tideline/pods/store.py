@@ -122,9 +122,13 @@ def migrate_keys(r: Any, keys: Keys) -> int:
     return moved
 
 
-# KEYS: blob, versions zset, vmeta hash, pointers hash; ARGV: version, blob, meta json,
-# keep, version key prefix, channel, event json, baseline ("1": lastGood unless one is set).
+# KEYS: blob, versions zset, vmeta hash, pointers hash, and maybe a guard key; ARGV: version,
+# blob, meta json, keep, version key prefix, channel, event json, baseline ("1": lastGood
+# unless one is set). With a guard key that does not exist nothing is done and -1 returned: a
+# learner's checkpoint names its own, so a version is never published into a store that lost
+# its keys before the learner has put back what it holds (see tideline.pods.learner).
 _PUBLISH = """
+if #KEYS > 4 and redis.call('EXISTS', KEYS[5]) == 0 then return -1 end
 local v = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], v, ARGV[1])
@@ -172,13 +176,15 @@ return 0
 
 def restore_args(
     keys: Keys, revision: str, version: int, blob: bytes, meta: Mapping[str, Any],
-    pointers: Mapping[str, int | bool],
+    pointers: Mapping[str, int | float | str | bool],
 ) -> tuple[Any, ...]:  # fmt: skip
     """The arguments of an ``EVAL`` that puts a held version back in a store that lost it,
     with the pointers given (``{"served": 20, "pinned": True}``) where the hash has none:
     ``r.eval(*restore_args(...))``, with a client sync or async."""
     fields: list[Any] = []
     for name, value in pointers.items():
+        if isinstance(value, float):
+            value = repr(value)  # (a time: every digit)
         fields += [name, ("1" if value else "0") if isinstance(value, bool) else str(value)]
     return (
         _RESTORE, 4, keys.version(revision, version), keys.versions(revision),
@@ -209,12 +215,20 @@ class ModelStore:
         keep: int = 20,
         pipe: redis.client.Pipeline | None = None,
         baseline: bool = False,
-    ) -> None:
+        guard: str | None = None,
+    ) -> tuple[bytes, dict[str, Any]]:
         """Store ``learner`` as ``version`` of ``revision`` and move the pointers.
 
         With ``pipe`` the write joins that pipeline (and its MULTI) instead of
         running at once. ``baseline``: a warm-start snapshot proven offline,
-        ``lastGood`` unless the revision has one.
+        ``lastGood`` unless the revision has one. ``guard``: a key (of the model's) that
+        must exist, else nothing is published (the script's reply is -1).
+
+        Returns
+        -------
+        tuple of (bytes, dict)
+            The version's blob and its metadata as stored, for a process that keeps a
+            copy to :meth:`restore` after a store reset.
         """
         info = {
             "version": version,
@@ -228,13 +242,12 @@ class ModelStore:
         k = self.keys
         # EVAL, not a registered script's EVALSHA: in a pipeline redis-py asks SCRIPT EXISTS
         # first, a round trip more at every publish (Redis caches the script either way)
+        keys = [k.version(revision, version), k.versions(revision), k.vmeta(revision),
+                k.pointers(revision), *([guard] if guard else [])]  # fmt: skip
         (pipe if pipe is not None else self.r).eval(
             _PUBLISH,
-            4,
-            k.version(revision, version),
-            k.versions(revision),
-            k.vmeta(revision),
-            k.pointers(revision),
+            len(keys),
+            *keys,
             version,
             blob,
             orjson.dumps(info),
@@ -244,6 +257,7 @@ class ModelStore:
             event,
             "1" if baseline else "0",
         )
+        return blob, info
 
     def set_pointer(
         self, revision: str, name: str, version: int, *, pin: bool | None = None
@@ -267,7 +281,7 @@ class ModelStore:
 
     def restore(
         self, revision: str, version: int, blob: bytes, meta: Mapping[str, Any],
-        pointers: Mapping[str, int | bool],
+        pointers: Mapping[str, int | float | str | bool],
     ) -> bool:  # fmt: skip
         """Put back a version this process holds, and the pointers missing (see
         :func:`restore_args`); True when the version itself was missing."""
