@@ -91,7 +91,9 @@ def _end(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
 
 
 class EmbeddedRedis:
-    """Start with ``with EmbeddedRedis() as r: r.url``; stopped (and its files removed) on exit."""
+    """Start with ``with EmbeddedRedis() as r: r.url``; stopped (and its files removed) on exit.
+    ``restart()`` stops and starts it on the same port and directory (with ``appendonly``,
+    its data back from the AOF)."""
 
     def __init__(
         self, port: int | None = None, *, appendonly: bool = False, cluster: bool = False
@@ -110,7 +112,8 @@ class EmbeddedRedis:
         return redis.Redis.from_url(self.url)
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        self._dir = tempfile.TemporaryDirectory(prefix="tideline-redis-")
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="tideline-redis-")
         args = [
             redis_server_binary(),
             "--port", str(self.port),
@@ -125,7 +128,7 @@ class EmbeddedRedis:
             args += ["--cluster-enabled", "yes", "--cluster-config-file",
                      str(Path(self._dir.name) / "nodes.conf")]  # fmt: skip
         log = Path(self._dir.name) / "redis.log"
-        self.proc = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -138,10 +141,14 @@ class EmbeddedRedis:
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
 
-    def stop(self) -> None:
+    def restart(self) -> None:
+        self.stop(keep=True)
+        self.start()
+
+    def stop(self, keep: bool = False) -> None:
         _end(self.proc, grace=5)
         self.proc = None
-        if self._dir:
+        if self._dir and not keep:
             self._dir.cleanup()
             self._dir = None
 
