@@ -79,6 +79,9 @@ ABORT = ANNOTATION_PREFIX + "abort"
 PAUSE_LEARNING = ANNOTATION_PREFIX + "pause-learning"
 ROLLBACK_TO = ANNOTATION_PREFIX + "rollback-to"
 MIN_PAIRED = 100  # paired samples before a comparison may roll back (the variance needs some)
+# answers of a canary's servers before their error rate may fail an analysis (two errors in
+# the first ten are no rate)
+MIN_REQUESTS = 100
 
 
 # --------------------------------------------------------------------------- inputs / outputs
@@ -290,6 +293,21 @@ def analyze(spec: Spec, health: Health | None, now: float) -> AnalysisResult:
     a = spec.rollout.analysis
     if health is None or not health.fresh(now, a.interval):
         return AnalysisResult("inconclusive", None, "no fresh health summary from the monitor")
+    # The servers' health first: a canary whose servers fail answers nothing to label, so
+    # waiting for minSamples labels would wait for ever (the canary's errors are its own
+    # answers, not labels: they need no common window)
+    canary = health.track("canary")
+    if (
+        canary.error_rate is not None
+        and canary.requests >= MIN_REQUESTS
+        and canary.error_rate > a.maxErrorRate
+    ):
+        return AnalysisResult(
+            "fail",
+            "errorRate",
+            f"canary error rate {canary.error_rate:.3f} is over {a.maxErrorRate} "
+            f"({canary.errors} of {canary.requests} answers)",
+        )
     c = health.quality.get("canary") if health.quality else None
     vs = c.vs_served if c is not None else None
     if vs is None or vs.samples < a.minSamples:
@@ -304,13 +322,6 @@ def analyze(spec: Spec, health: Health | None, now: float) -> AnalysisResult:
             metric,
             f"canary v{c.version if c else '?'} is worse than stable's served version by more "
             f"than {a.maxAccuracyDrop} ({_units(spec)}): {_said(vs)}",
-        )
-    canary = health.track("canary")
-    if canary.error_rate is not None and canary.error_rate > a.maxErrorRate:
-        return AnalysisResult(
-            "fail",
-            "errorRate",
-            f"canary error rate {canary.error_rate:.3f} is over {a.maxErrorRate}",
         )
     p95 = canary.p95_latency
     if p95 is not None and p95 > a.maxP95Latency:

@@ -179,7 +179,7 @@ def test_the_canary_is_judged_on_the_paired_comparison_not_a_raw_difference(vs, 
 @pytest.mark.parametrize(
     ("canary", "metric"),
     [
-        ({"error_rate": 0.05}, "errorRate"),
+        ({"error_rate": 0.05, "requests": 400, "errors": 20}, "errorRate"),
         ({"p95_latency": 0.050}, "p95Latency"),
     ],
     ids=[
@@ -191,6 +191,27 @@ def test_analysis_fails_on_the_metric_that_broke(canary, metric) -> None:
     health = _health(100.0, canary=(2, _vs(0.0)))
     health.tracks["canary"] = h.TrackHealth(**canary)
     assert analyze(_spec(), health, now=100.0).metric == metric
+
+
+@pytest.mark.parametrize(
+    ("canary", "outcome"),
+    [
+        ({"requests": 200, "errors": 200, "error_rate": 1.0}, "fail"),
+        ({"requests": 20, "errors": 20, "error_rate": 1.0}, "inconclusive"),
+        ({"requests": 200, "errors": 1, "error_rate": 0.005}, "inconclusive"),
+    ],
+    ids=[
+        "a canary whose servers fail every answer fails before a single label is scored",
+        "twenty failed answers are too few to call a rate: the analysis waits",
+        "an error rate under maxErrorRate without labels waits for the labels",
+    ],
+)
+def test_a_canary_s_errors_are_judged_without_waiting_for_labels(canary, outcome) -> None:
+    health = _health(100.0, canary=(2, None))  # no common window: nothing it answered was labelled
+    health.tracks["canary"] = h.TrackHealth(**canary)
+    res = analyze(_spec(), health, now=100.0)
+    assert res.outcome == outcome
+    assert (res.metric == "errorRate") == (outcome == "fail")
 
 
 def test_a_stale_health_summary_is_inconclusive_not_a_failure() -> None:
