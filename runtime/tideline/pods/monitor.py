@@ -13,9 +13,18 @@ It reads, without taking anything from the learner:
 * the servers' per-track counters and latency percentiles (``servers``).
 
 Every ``spec.rollout.analysis.interval`` it writes ``tideline:{<ns>/<model>}:health``
-(:class:`tideline.health.Health`) and publishes a ``health`` event. State is
-bounded: rolling windows, fixed-size detectors; the label join holds nothing
-per prediction (:class:`tideline.pods.join.LogJoin`).
+(:class:`tideline.health.Health`) and publishes a ``health`` event; and at once
+when the pointers name a version its evidence has not scored yet (looked at
+four times a second), so a version just served is judged then, not an
+interval later, and when the served version has just been served on
+``minSamples`` labels (what its proof waits for). State is bounded: rolling windows, fixed-size detectors; the
+label join holds nothing per prediction (:class:`tideline.pods.join.LogJoin`).
+
+**No quiet death.** Each turn that worked beats a
+:class:`tideline.pods.liveness.Liveness` (the pod's ``/healthz``); a turn that
+raises - Redis gone, a group gone, a health write refused - counts a failure,
+and :meth:`Monitor.run` returns False after ``max_failures`` in a row, for
+the process to exit non-zero.
 
 **Evidence.** The labelled samples also fill a common window
 (:class:`tideline.evidence.CommonWindow`): every candidate version - served,
@@ -69,6 +78,7 @@ from tideline.drift import ADWIN, KS, PSI, EventOrder, PageHinkley
 from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
 from tideline.pods.join import Joined, LogJoin
+from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import MonitorMetrics
 from tideline.pods.sources import Follower, RedisFollower, xread
 from tideline.pods.store import (
@@ -91,6 +101,9 @@ CONCEPT_MIN_RISE = 0.05  # the error rate must rise this much (and surely) to be
 # log entries a read takes: small enough that a read's rows, typed values and scores stay in
 # the processor's caches (5,000 entries of 64 rows read 15-20 % slower per prediction)
 LOG_READ = 256
+MEASURE_SHARE = 0.01  # of the time at most spent measuring the log's size (MEMORY USAGE)
+VERSIONS_EVERY = 0.25  # seconds between two looks at the pointers for a version to judge
+FAILED_WAIT = 2.0  # seconds at most between failed turns: 30 in a row take about a minute
 
 
 @dataclass
@@ -118,8 +131,10 @@ class Monitor:
         metrics: MonitorMetrics | None = None,
         clock: Callable[[], float] = time.time,
         window: int = 2000,
+        liveness: Liveness | None = None,
     ) -> None:
         self.model = model
+        self.liveness = liveness or Liveness()  # beaten by each turn that worked (see run)
         self.spec = model.spec
         self.r: Any = client
         self.store = ModelStore(client, model.namespace, model.name)
@@ -141,7 +156,11 @@ class Monitor:
         self.evidence = CommonWindow(self.task, min(max(4 * minimum, 2000), 20_000))
         self._evidence_rows: list[Any] = []
         self._evidence_y: list[float] = []
-        self._roles: dict[str, tuple[Any, ...]] = {}
+        self._roles: dict[str, tuple[Any, ...]] = {}  # role -> the version scored for it
+        self._named: dict[str, tuple[Any, ...]] = {}  # role -> version, as last read
+        self._versions_looked = -math.inf
+        # the served version and its labelled answers, as the last write showed them
+        self._served_written: tuple[tuple[Any, ...] | None, int] = (None, 0)
         self._warm_started: dict[str, bool] = {}  # revision -> its v0 is a warm-start baseline
         self._last_feedback = -math.inf
         self._drifting = {"features": False, "predictions": False, "concept": False}
@@ -157,8 +176,9 @@ class Monitor:
         self.list_logs_every = 1.0  # seconds: a new server's log is followed this soon
         self._log_rows = self._log_entries = 0  # read from the log: rows a stream entry holds
         self._log_rate: float | None = None  # predictions/s, smoothed (about a minute)
-        self._capacity: h.LogCapacity | None = None
-        self._capacity_at = -math.inf
+        self._capacity: h.LogCapacity | None = None  # the last measurement (see _log_capacity)
+        self._capacity_next = -math.inf  # when the log's size is measured next
+        self._bytes_per_prediction: float | None = None
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
         self._scores_key: tuple[Any, Any] | None = None  # whose scores prediction drift holds
@@ -285,13 +305,25 @@ class Monitor:
         return n
 
     def _log_capacity(self, now: float) -> h.LogCapacity | None:
-        """What the log needs in Redis at this rate for its window, measured every 10 s."""
+        """What the log needs in Redis at this rate for its window, measured once an analysis
+        interval at most, and never more than ``MEASURE_SHARE`` of the time.
+
+        Each live log stream is measured exactly (``MEMORY USAGE key SAMPLES 0``: every
+        node's bytes, not five nodes' average times the node count): a sampled estimate
+        of a log whose first entries are small said 15 MB held at 207 B/prediction while
+        48 padded bodies held 339 MB (issue 30). The id index's hashes keep Redis's
+        sampling: their fields are ids and places of one bounded size, and counting
+        millions of them exactly would hold Redis for as long. The measurement kept is
+        the last one made: a turn that fails (Redis refusing the health write when it is
+        full) leaves it as it was, and a log that holds nothing for a while keeps the
+        bytes-per-prediction figure measured last.
+        """
         rate = self._rates["predictions"]
         a = min(1.0, self.spec.rollout.analysis.interval / 60.0)
         self._log_rate = rate if self._log_rate is None else (1 - a) * self._log_rate + a * rate
-        if now - self._capacity_at < 10.0:
+        if now < self._capacity_next:
             return self._capacity
-        self._capacity_at = now
+        began = time.perf_counter()
         window = predlog.retention(self.spec.learning.labelWindow)
         streams = [self.keys.log(i) for i in self._cursors]
         index = [
@@ -299,7 +331,9 @@ class Monitor:
             for b in predlog.buckets(time.time(), self.spec.learning.labelWindow)
         ]
         pipe = self.r.pipeline(transaction=False)
-        for key in streams + index:
+        for key in streams:
+            pipe.memory_usage(key, samples=0)
+        for key in index:
             pipe.memory_usage(key)
         for key in streams:
             pipe.xlen(key)
@@ -307,6 +341,8 @@ class Monitor:
         sizes = replies[: len(streams) + len(index)]
         entries = sum(replies[len(sizes) :])
         info = node_info(self.r, self.keys.logs, "memory")  # on a cluster: the model's node
+        took = time.perf_counter() - began
+        self._capacity_next = now + max(self.spec.rollout.analysis.interval, took / MEASURE_SHARE)
         held = float(sum(x or 0 for x in sizes))
         per_entry = self._log_rows / self._log_entries if self._log_entries else 0.0
         held_predictions = entries * per_entry
@@ -317,7 +353,9 @@ class Monitor:
         cap.limit, cap.limit_source = (maxmemory, "maxmemory") if maxmemory else (
             system or None, "system")  # fmt: skip
         if held_predictions >= 1:
-            cap.bytes_per_prediction = round(held / held_predictions, 1)
+            self._bytes_per_prediction = round(held / held_predictions, 1)
+        if self._bytes_per_prediction is not None:
+            cap.bytes_per_prediction = self._bytes_per_prediction
             cap.need = round(self._log_rate * window * cap.bytes_per_prediction)
             if cap.limit:
                 cap.fits = cap.used - held + cap.need <= 0.9 * cap.limit
@@ -764,8 +802,9 @@ class Monitor:
         )
 
     # -- evidence ------------------------------------------------------------------------------
-    def _refresh_candidates(self) -> None:
-        """Load the versions the operator may choose between; the window scores each once."""
+    def _named_roles(self) -> dict[str, tuple[Any, ...]]:
+        """The versions the operator may choose between, as the pointers name them now (two
+        round trips; a third when a canary runs). Empty while nothing is served."""
         r = self.r
         pipe = r.pipeline(transaction=False)
         pipe.hgetall(self.keys.routing)
@@ -789,9 +828,42 @@ class Monitor:
         if self._is_warm_started(stable):
             roles["baseline"] = (stable, 0)
         if "served" not in roles:
+            return {}
+        roles["constant"] = ("constant",)
+        return roles
+
+    def _versions_moved(self, now: float) -> bool:
+        """Whether the pointers name other versions than the evidence last scored (looked at
+        every ``VERSIONS_EVERY`` seconds): a version just served is judged now, not at the
+        next analysis interval."""
+        if now - self._versions_looked < VERSIONS_EVERY:
+            return False
+        self._versions_looked = now
+        return self._named_roles() != self._named
+
+    def _served_countable(self) -> bool:
+        """Whether the served version has reached ``minSamples`` labels of its own answers
+        since the last write showed it with fewer: the count its proof waits for.
+
+        A version is proven (made ``lastGood``) only on a summary that shows it served on
+        ``minSamples`` labels while it is still the served one. Written only once an
+        interval, a learner publishing every 2 s had no version proven in the 20 s after a
+        concept drift: ``lastGood`` stayed a version of the old world, and a poisoning was
+        rolled back only once it fell below that (3.3 s, and to a version worse than the
+        poisoned one; issue 30).
+        """
+        key, written = self._served_written
+        v = self.versions.get(f"{key[0]}:{key[1]}") if key is not None and len(key) == 2 else None
+        n = self.spec.rollout.analysis.minSamples
+        return v is not None and v.labelled >= n > written
+
+    def _refresh_candidates(self) -> None:
+        """Load the versions the operator may choose between; the window scores each once."""
+        self._named = self._named_roles()
+        roles = dict(self._named)  # (less those that cannot be loaded)
+        if not roles:
             self._roles = {}
             return
-        roles["constant"] = ("constant",)
         for role, key in list(roles.items()):
             if key in self.evidence:
                 continue
@@ -876,6 +948,9 @@ class Monitor:
         pipe.execute()
         self._export(s)
         self._last_write = now
+        served = self._roles.get("served")
+        v = self.versions.get(f"{served[0]}:{served[1]}") if served is not None else None
+        self._served_written = (served, v.labelled if v is not None else 0)
         return s
 
     def _export(self, s: h.Health) -> None:
@@ -899,28 +974,60 @@ class Monitor:
 
     # -- loop ------------------------------------------------------------------------------------
     def step(self, block_ms: int = 200) -> None:
+        """One turn: read the log and the labels; write health once an analysis interval, and
+        at once when the pointers name a version the evidence has not scored, or when the
+        served version has just become countable for its proof (:meth:`_served_countable`).
+
+        A poisoned version served just after a write was judged at the next one: up to an
+        interval late (2.0-2.7 s of poisoned answers, not 1, with the demo's 2 s; issue 30).
+        """
         busy = self._read_log() >= LOG_READ  # (then more is waiting: labels are not waited for)
         self._flush_evidence()
         self._read_labels(0 if busy else block_ms)
-        if self.clock() - self._last_write >= self.spec.rollout.analysis.interval:
+        now = self.clock()
+        if (
+            now - self._last_write >= self.spec.rollout.analysis.interval
+            or self._served_countable()
+            or self._versions_moved(now)
+        ):
             self.write()
 
-    def run(self, stop: threading.Event | None = None) -> None:
+    def run(self, stop: threading.Event | None = None) -> bool:
+        """Turn until ``stop`` is set (True), or until ``max_failures`` turns failed in a row
+        (False: the caller exits non-zero and Kubernetes restarts the pod, and counts it).
+
+        Each turn that did its work (a read, a health write when one was due) beats
+        :attr:`liveness`; each that raised - a connection refused, a consumer group gone,
+        Redis refusing the health write when it is full, a poison entry - counts a failure
+        and waits before the next (0.1 s, doubling, at most ``FAILED_WAIT``). A poison
+        entry costs the turn that read it: its log cursor has moved past it, its label
+        entries stay unacknowledged in the monitor's own group (the learner's is
+        untouched), and the next turn reads on. A store that fails every turn is no quiet
+        death: after Redis came back empty, a monitor that logged every failure and went
+        on wrote no health for good while its port (a TCP probe) said alive (issue 30).
+        """
         stop = stop or threading.Event()
+        live = self.liveness
+        alive = True
         while not stop.is_set():
             try:
                 self.step()
-            except (redis.ConnectionError, redis.TimeoutError) as e:
-                log.warning("redis unavailable (%s); retrying", e)
-                time.sleep(1.0)
-            except Exception:
-                # a poison pill (an entry no code path expected): what this turn read is
-                # skipped - its entries stay unacknowledged in the monitor's own group, the
-                # learner's is untouched - and the monitor goes on, never a crash loop
-                log.exception("a monitor turn failed; what it read is skipped")
+            except Exception as e:
                 self.metrics.step_errors.inc()
-                time.sleep(0.1)
+                if isinstance(e, redis.ConnectionError | redis.TimeoutError):
+                    log.warning("redis unavailable (%s); retrying", e)
+                else:
+                    log.exception("a monitor turn failed; what it read is skipped")
+                if live.failed(e):
+                    log.error("%d monitor turns failed in a row, the last: %s; exiting",
+                              live.failures, live.last_error)  # fmt: skip
+                    alive = False
+                    break
+                stop.wait(min(FAILED_WAIT, 0.1 * 2 ** min(live.failures - 1, 16)))
+            else:
+                live.beat()
         self.labels.close()
+        return alive
 
 
 def _sampled(stream: bytes, entry_id: bytes, k: int, rate: float) -> bool:
