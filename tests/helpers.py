@@ -64,6 +64,18 @@ class LoggedRequest:
                                  ids=ids)  # fmt: skip
         self.scores = scores if scores is not None else [0.5] * len(rows)
 
+    def answered(self, pipe, keys) -> LoggedRequest:  # type: ignore[no-untyped-def]
+        """What a server has written by the time it answers, before its log entry: its log
+        listed in ``logs``, the client's ids bound in the index."""
+        from tideline import predlog
+
+        pipe.zadd(keys.logs, {self.instance: self.ts})
+        if self.client_ids:
+            where = f"{self.instance} {self.entry} 0 "
+            mapping = {i: f"{where}{k}" for k, i in enumerate(self.client_ids)}
+            pipe.hset(keys.log_ids(predlog.bucket(self.ts)), mapping=mapping)
+        return self
+
     def write(self, pipe, keys) -> LoggedRequest:  # type: ignore[no-untyped-def]
         """Add the entry (and its index fields) to a client or pipeline."""
         import orjson

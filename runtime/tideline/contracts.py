@@ -87,6 +87,11 @@ class Keys:
         """Hash: the clients' own prediction ids of one bucket of time -> where their rows are."""
         return f"{self.prefix}:log-ids:{bucket}"
 
+    def log_claim(self, pred_id: str) -> str:
+        """String: a client's own prediction id, held for the log's window by the request it
+        was bound to (see :data:`tideline.predlog.BIND`)."""
+        return f"{self.prefix}:log-claim:{pred_id}"
+
     def taken(self, reader: str, part: str) -> str:
         """Set: the predictions (of one slice of time) a reader joined a label with."""
         return f"{self.prefix}:taken:{reader}:{part}"

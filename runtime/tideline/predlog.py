@@ -20,7 +20,13 @@ prediction id says where its row is.
 * Ids a client chose (``"ids": [...]`` in a request) are indexed: a hash per
   ``BUCKET_SECONDS`` of time, ``log-ids:{bucket}``, from each id to
   ``"{instance} {entry} {k} {row}"``; a label for one reads the buckets the
-  window spans, the newest first.
+  window spans, the newest first. An id names one prediction in its window:
+  the server binds a request's ids before it answers (:data:`BIND`, all of
+  them or none, each held by a claim that lasts the window), and a request
+  naming an id held already is refused. (Bound by the writer
+  later, a second request's id replaced the first's, and the first caller's
+  label joined the second caller's row.) So a label for a client's id that
+  is in no bucket names no prediction: it is unmatched at once.
 * The streams are trimmed by time (``MINID``), and expire as a whole when
   their server is gone: the log holds ``retention(labelWindow)`` of traffic
   (``labelWindow`` and a grace for a reader that is behind), whatever the
@@ -32,6 +38,14 @@ An entry's fields: ``m``, the requests' metadata (a JSON array of
 response carried), and ``b{k}``, its body as it came (rows are its
 ``instances``: objects, or arrays of values in the order of ``Meta.names``).
 A reader parses only the request a label names.
+
+The log holds what was predicted, not what was sent (:func:`bounded`): a
+body is kept as it came while it is within ``row_bytes(features)`` a row;
+past that (whitespace, keys no model reads, values no row needs) its rows
+are written again compactly, and a row still over the limit is logged as
+``null`` and named in ``Meta.cut``: its label is *unmatched*, never joined
+with a row it did not come with. (48 one-row requests padded to 8 MiB each
+held 385 MB for the window when bodies were kept whatever their size.)
 
 Examples
 --------
@@ -50,6 +64,7 @@ True
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +78,10 @@ BATCH_MS = 1000  # an entry's requests are this close in time to the first (its 
 INSTANCE_HEX = 12  # hex digits of a server process's name (48 random bits)
 SECRET_HEX = 16  # hex digits of a request's secret (64 random bits)
 FUTURE_SECONDS = 60.0  # clocks of servers and readers may differ this much
+# A logged row's bytes at most, per feature of the model and a floor: a row of numbers takes
+# ~20-40 bytes a feature, a categorical value a few dozen; 256 leaves room for long names
+# and values and still bounds what a request may make the log hold (see bounded).
+ROW_BYTES_FLOOR, ROW_BYTES_PER_FEATURE = 2048, 256
 
 # a generated id is a head naming a request, and ``-{row}``
 _HEAD = re.compile(r"([0-9a-f]{12})-([0-9]{1,15})-([0-9]{1,9})-([0-9]{1,6})-([0-9a-f]{16})")
@@ -80,6 +99,58 @@ def retention(label_window: float) -> float:
     (1980.0, 90.0)
     """
     return label_window + max(60.0, 0.1 * label_window)
+
+
+def row_bytes(features: int) -> int:
+    """The bytes a logged row may take, for a model of ``features`` features.
+
+    >>> row_bytes(10), row_bytes(2000)
+    (4608, 514048)
+    """
+    return ROW_BYTES_FLOOR + ROW_BYTES_PER_FEATURE * features
+
+
+def bounded(body: bytes | Sequence[Any], n: int, limit: int) -> tuple[bytes, list[int] | None]:
+    """A request's body as the log keeps it, and the rows cut from it (None: none).
+
+    ``body`` is the request's body as it came (its rows are its ``instances``)
+    or its rows; ``n`` the rows it was answered for; ``limit`` a row's bytes at
+    most (:func:`row_bytes`). A body within ``n * limit`` bytes is kept as it
+    is (the usual case: one comparison). A larger one is written again: its
+    rows compactly, each alone, and a row still over ``limit`` as ``null``,
+    its place listed; what is kept is then at most ``n * limit`` bytes and a
+    little, whatever was sent.
+
+    >>> bounded(b'{"instances":[{"a":1}]}', 1, 64)
+    (b'{"instances":[{"a":1}]}', None)
+    >>> padded = b'{"instances":[{"a":1},' + b" " * 200 + b'{"a":"' + b"x" * 100 + b'"}]}'
+    >>> bounded(padded, 2, 64)
+    (b'{"instances":[{"a":1},null]}', [1])
+    """
+    if isinstance(body, bytes):
+        if len(body) <= n * limit:
+            return body, None
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:  # (the server read it: not to be seen)
+            doc = None
+        rows = doc.get("instances") if isinstance(doc, dict) else None
+        if not isinstance(rows, list):
+            rows = []
+    else:
+        rows = body if isinstance(body, list) else list(body)
+        whole = orjson.dumps({"instances": rows})
+        if len(whole) <= n * limit:
+            return whole, None
+    parts: list[bytes] = []
+    cut: list[int] = []
+    for i in range(n):
+        part = orjson.dumps(rows[i]) if i < len(rows) else b"null"
+        if len(part) > limit or part == b"null":
+            cut.append(i)
+            part = b"null"
+        parts.append(part)
+    return b'{"instances":[' + b",".join(parts) + b"]}", cut or None
 
 
 def entry_order(entry_id: str) -> tuple[int, int]:
@@ -146,6 +217,48 @@ class Location:
         return cls(parts[0], parts[1], int(parts[2]), int(parts[3]))
 
 
+# Binds a request's own ids to its rows, unless another request holds one of them. KEYS: a
+# claim per id (Keys.log_claim: one string each, so the check costs the same whatever the
+# window; a look through the index's buckets cost 23 ms of Redis a request with a window of
+# 30 days), then the index bucket of the request's time. ARGV: how long a claim holds (ms),
+# when the bucket expires (unix seconds), the prefix of a row's location ("{instance}
+# {entry} {k} "), then the ids. Returns the ids held already (none: all are now the
+# request's: claimed, and in the index). HSET takes the ids a thousand at a time: Lua's
+# unpack() stops near 8,000 values, and a request may carry 10,000 rows.
+BIND = """
+local n = #KEYS - 1
+local taken = {}
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 1 then taken[#taken + 1] = ARGV[3 + i] end
+end
+if #taken > 0 then return taken end
+local own = KEYS[n + 1]
+for i = 1, n do redis.call('SET', KEYS[i], ARGV[3] .. (i - 1), 'PX', ARGV[1]) end
+for at = 1, n, 1000 do
+  local fields = {}
+  for i = at, math.min(at + 999, n) do
+    fields[#fields + 1] = ARGV[3 + i]
+    fields[#fields + 1] = ARGV[3] .. (i - 1)
+  end
+  redis.call('HSET', own, unpack(fields))
+end
+redis.call('EXPIREAT', own, ARGV[2])
+return taken
+"""
+
+
+def bind_args(
+    keys: Any, instance: str, entry: str, k: int, ids: Sequence[str], label_window: float
+) -> tuple[list[str], list[Any]]:
+    """:data:`BIND`'s keys and arguments for request k of an entry."""
+    own = bucket(entry_seconds(entry))
+    window = retention(label_window)
+    expire_at = int((own + 1) * BUCKET_SECONDS + window) + 1
+    names = [keys.log_claim(i) for i in ids]
+    names.append(keys.log_ids(own))
+    return names, [int(window * 1000), expire_at, f"{instance} {entry} {k} ", *ids]
+
+
 def parse_head(head: str) -> tuple[str, str, int, str] | None:
     """The request a generated id's head (all but ``-{row}``) names: its server's instance,
     its entry, its place in the entry, its secret; None for any other text."""
@@ -179,6 +292,7 @@ class Meta(msgspec.Struct, omit_defaults=True):
     ids: list[str] | None = None  # the client's own ids, if it gave them
     names: list[str] | None = None  # feature names of rows written as arrays
     shadow: tuple[str, int, list[float]] | None = None  # (revision, version, scores)
+    cut: list[int] | None = None  # rows over the log's size limit, logged as null (bounded)
 
 
 _metas_decoder = msgspec.json.Decoder(list[Meta])
@@ -264,6 +378,8 @@ class Entry:
             return r
         if isinstance(r, list) and self.meta.names is not None:
             return dict(zip(self.meta.names, r, strict=False))
+        if r is None and self.meta.cut is not None and i in self.meta.cut:
+            raise ValueError(f"row {i} was not logged: over the log's size limit for a row")
         raise ValueError(f"row {i} is neither an object nor a named array")
 
     def pick(self, rows: list[int]) -> list[dict[str, Any]]:

@@ -36,12 +36,14 @@ def test_a_label_waits_for_its_prediction_with_growing_delays_and_gives_up_after
 ) -> None:
     now = [time.time()]
     j = _join(r, clock=lambda: now[0])
-    j.add("f1", "ghost", 1, now[0])
+    unwritten = LoggedRequest([{"amount": 1.0}], ts=now[0])  # its server is listed, not its entry
+    r.zadd(KEYS.logs, {unwritten.instance: now[0]})
+    j.add("f1", unwritten.ids[0], 1, now[0])
     start, lookups = now[0], []
     while j.waiting or not lookups:
-        before = _calls(r, "hmget")
+        before = _calls(r, "xrange")
         assert j.resolve() == []
-        if _calls(r, "hmget") > before:
+        if _calls(r, "xrange") > before:
             lookups.append(now[0] - start)
         now[0] += 0.1
     [rej] = j.take_rejected()
@@ -55,16 +57,19 @@ def test_a_label_waits_for_its_prediction_with_growing_delays_and_gives_up_after
 
 
 def test_labels_waiting_are_capped_in_count_and_bytes_and_the_overflow_is_unmatched(r) -> None:
+    # a flood of labels for predictions a listed server has not logged (yet)
+    unwritten = LoggedRequest([{"amount": 1.0}] * 300)
+    r.zadd(KEYS.logs, {unwritten.instance: time.time()})
     j = _join(r, max_waiting=100, max_waiting_bytes=1 << 20)
-    for i in range(300):  # a flood of labels for ids that were never predicted
-        j.add(f"f{i}", f"never-{i}", 1.0, time.time())
+    for i, pid in enumerate(unwritten.ids):
+        j.add(f"f{i}", pid, 1.0, time.time())
     assert j.resolve() == []
     assert j.waiting == 100 and j.overflow == 200
     rejected = j.take_rejected()
     assert len(rejected) == 200 and {r.reason.split(":")[0] for r in rejected} == {"unmatched"}
     small = _join(r, max_waiting_bytes=2000)
     for i in range(20):
-        small.add(f"f{i}", "x" * 200, 1.0, time.time())
+        small.add("x" * 200, unwritten.ids[i], 1.0, time.time())
     small.resolve()
     assert small.waiting == 4 and small.overflow == 16  # bounded in bytes too
 
@@ -138,5 +143,6 @@ def test_labels_of_interleaved_requests_are_joined_per_request_each_entry_read_o
     assert [x.feedback_ids for x in joined][1] == ["f1.3", "f1.0", "f1.2"]
     assert j.lookups == 3
     reasons = {x.feedback_id: x.reason for x in j.take_rejected()}
-    assert reasons == {"g": "unmatched: no such row in the request", "h": "duplicate"}
-    assert j.waiting == 1  # "u" is no generated id: looked for among clients' ids, later again
+    assert reasons == {"g": "unmatched: no such row in the request", "h": "duplicate",
+                       "u": "unmatched: no prediction has this id"}  # fmt: skip
+    assert j.waiting == 0  # "u" is no generated id, and no client's id in the index either

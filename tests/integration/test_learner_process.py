@@ -63,7 +63,8 @@ def test_feedback_is_joined_with_the_prediction_log_in_any_order(r, client_ids) 
     k = p.keys
     first = LoggedRequest([{"amount": 5.0}], ids=["p1"] if client_ids else None)
     second = LoggedRequest([{"amount": 1.0}], ids=["p2"] if client_ids else None)
-    # label before its prediction is logged, and the other way round
+    # label before its prediction is logged (but after it was answered), and the other way round
+    first.answered(r, k)
     r.xadd(k.feedback, {"data": orjson.dumps({"id": first.ids[0], "label": 1})})
     for _ in range(3):
         p.step(block_ms=5)
@@ -122,7 +123,7 @@ def test_a_packed_feedback_entry_is_acknowledged_when_its_last_label_is_done_and
     p = _proc(r)
     k = p.keys
     now = LoggedRequest([{"amount": 1.0}, {"amount": 2.0}]).write(r, k)
-    later = LoggedRequest([{"amount": 3.0}])  # its label comes before its log entry
+    later = LoggedRequest([{"amount": 3.0}]).answered(r, k)  # its label comes before its entry
     labels = [{"id": now.ids[0], "label": 1}, {"id": "x"}, {"id": later.ids[0], "label": 1},
               {"id": now.ids[1], "label": 0}]  # fmt: skip
     eid = r.xadd(k.feedback, {"data": orjson.dumps({"feedback": labels})}).decode()

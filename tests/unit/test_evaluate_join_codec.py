@@ -99,7 +99,7 @@ def test_every_key_of_a_model_is_in_one_redis_cluster_slot() -> None:
 
     k = Keys("risk", "fraud")
     keys = [k.events, k.samples, k.feedback, k.log("a1b2c3"), k.logs, k.log_ids(12), k.taken("learner-x", "10s:5"),
-            k.deadletter, k.routing, k.servers, k.health, k.driftlog, k.forward_token, k.retired,
+            k.log_claim("order-{42}"), k.deadletter, k.routing, k.servers, k.health, k.driftlog, k.forward_token, k.retired,
             k.pointers("f2b7345303"), k.checkpoint("f2b7345303"), k.version("f2b7345303", 7)]  # fmt: skip
     assert len({key_slot(key.encode()) for key in keys}) == 1
     other = Keys("risk", "ads")

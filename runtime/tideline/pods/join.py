@@ -18,6 +18,15 @@ whenever it comes within the window, at any prediction rate.
   for ids that never existed must not grow the process); so is one that
   waited the window (at most ``MAX_WAIT``), and one whose server's log has
   gone past where its prediction would be (a made-up id).
+* Only a label that may be genuine waits: one for a generated id of a
+  server whose log is listed (``logs``: a server lists it before it answers,
+  and while it lives). A generated id naming a server that is not (a made-up
+  instance), and a client's own id that is in no index bucket (a server
+  binds those before it answers: :meth:`tideline.pods.server.logwriter.PredictionLog.bind`),
+  are *unmatched* at once. (They waited ``MAX_WAIT`` each, and 110,000 of
+  them filled the waiting room and pushed a genuine label out.)
+* A row the log did not keep (over its size limit: ``Meta.cut``) takes no
+  label: *unmatched*, never joined with other features.
 * A prediction takes one label: the first wins, a later one is a
   *duplicate*. The marks live in Redis (``taken:{reader}:{slice}``, dropped
   with the predictions they mark from the log), so
@@ -224,6 +233,7 @@ class LogJoin:
                 self._reject(item, "unmatched: the id's secret is not its prediction's")
             return None
         n, held, b = _rows(entry), self._held, int(req.ts // self.mark_seconds)
+        cut = entry.meta.cut
         rows: list[int] = []
         labels: list[Any] = []
         fids: list[str] = []
@@ -233,6 +243,8 @@ class LogJoin:
             row = item[4]
             if row >= n:
                 self._reject(item, "unmatched: no such row in the request")
+            elif cut is not None and row in cut:
+                self._reject(item, "unmatched: the row was over the log's size limit, not logged")
             elif key in held or key in taken:
                 self._reject(item, "duplicate")
             else:
@@ -276,8 +288,8 @@ class LogJoin:
         requests: dict[str, _Request] = {}
         for item, hit in zip(clients, self._index(clients, now), strict=True):
             where = Location.from_key(hit) if hit is not None else None
-            if where is None:
-                self._wait(item, now, None)
+            if where is None:  # bound before its prediction was answered: there is none
+                self._reject(item, "unmatched: no prediction has this id")
                 continue
             head = f"{where.instance} {where.entry} {where.request}"
             req = requests.get(head)
@@ -371,15 +383,27 @@ class LogJoin:
         """Requests whose entry is not in the log: still to come, gone, or never there."""
         instances = sorted({req.instance for req in misses})
         pipe = self.r.pipeline(transaction=False)
+        pipe.zmscore(self.keys.logs, instances)
         for instance in instances:
             pipe.xrevrange(self.keys.log(instance), "+", "-", count=1)
+        listed, *found = pipe.execute()
+        known = {i for i, score in zip(instances, listed, strict=True) if score is not None}
         tops = {
-            i: (found[0][0].decode() if found else None)
-            for i, found in zip(instances, pipe.execute(), strict=True)
+            i: (top[0][0].decode() if top else None)
+            for i, top in zip(instances, found, strict=True)
         }
         for req in misses:
             top = tops[req.instance]
-            if top is not None and predlog.entry_order(req.entry) <= predlog.entry_order(top):
+            if req.instance not in known and top is None:
+                # no server writes that log, and it holds nothing: a made-up instance, or a
+                # server gone with its log (then it may be late). Never a wait: see above.
+                if now - req.ts > self.retention - 1.0:
+                    reason = "late: the prediction left the log before the label was read"
+                else:
+                    reason = "unmatched: no server writes the log the id names"
+                for item in req.items:
+                    self._reject(item, reason)
+            elif top is not None and predlog.entry_order(req.entry) <= predlog.entry_order(top):
                 # the server has written past it: the entry was trimmed, or never was
                 if now - req.ts > self.retention - 1.0:
                     reason = "late: the prediction left the log before the label was read"

@@ -29,30 +29,42 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from tideline import __version__, samples
 from tideline.contracts import Feedback, prediction_id
 from tideline.pods.server.dataplane import DataPlane, Result
 from tideline.pods.server.errors import (
     BadRequest,
+    ForwardFailed,
     ModelNotFound,
     RequestError,
     TooLarge,
     Unauthorized,
-    Unavailable,
     Unprocessable,
     UnsupportedMediaType,
 )
 from tideline.pods.server.protocols import V1, V2, Answer, no_duplicate_keys, parse_object
+from tideline.spec import OnlineModel, SpecError
 
 log = logging.getLogger("tideline.server")
 
 JSON = "application/json"
 
 
+# The environment variable that holds spec.serving.feedbackAuth's token (the operator fills it
+# from the Secret the spec names; ``tideline run`` makes one up).
+FEEDBACK_TOKEN_ENV = "TIDELINE_FEEDBACK_TOKEN"
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Server settings; each can be set as ``TIDELINE_<NAME>`` in the environment."""
+    """Server settings; each can be set as ``TIDELINE_<NAME>`` in the environment.
+
+    The limits at the door (``max_header_bytes``, ``header_timeout``,
+    ``idle_timeout``, ``max_concurrency``, and ``max_body_bytes`` while a body
+    streams) are described in :mod:`tideline.pods.server.limits`.
+    """
 
     max_body_bytes: int = 8 * 1024 * 1024
     max_rows: int = 10_000
@@ -60,22 +72,48 @@ class Settings:
     feedback_token: str | None = None
     # when set, feedback and :learn answer only on this port (the server listens on both)
     write_port: int | None = None
+    # nginx's large_client_header_buffers is 4 x 8 KiB; a gateway's headers and a bearer
+    # token fit many times over
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0  # seconds for a request's line and headers (slowloris)
+    idle_timeout: float = 5.0  # seconds a connection waits for a request (uvicorn's keep-alive)
+    max_concurrency: int = 1024  # requests in flight per worker: 503 past it
+
+    LIMITS = ("max_body_bytes", "max_rows", "max_header_bytes", "header_timeout",
+              "idle_timeout", "max_concurrency")  # fmt: skip
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:
         port = env.get("TIDELINE_WRITE_PORT")
-        kw: dict[str, Any] = {"feedback_token": env.get("TIDELINE_FEEDBACK_TOKEN") or None,
+        kw: dict[str, Any] = {"feedback_token": (env.get(FEEDBACK_TOKEN_ENV) or "").strip() or None,
                               "write_port": int(port) if port and port.isdigit() else None}  # fmt: skip
-        for name, default in (("max_body_bytes", cls.max_body_bytes), ("max_rows", cls.max_rows)):
+        for name in cls.LIMITS:
             raw = env.get(f"TIDELINE_{name.upper()}")
-            if raw is not None:
-                try:
-                    kw[name] = type(default)(raw)
-                except ValueError:
-                    raise ValueError(
-                        f"TIDELINE_{name.upper()}: must be an integer (got {raw!r})"
-                    ) from None
+            if raw is None:
+                continue
+            kind = type(getattr(cls, name))
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = 0
+            if not value > 0:  # (also NaN)
+                what = "an integer" if kind is int else "a number of seconds"
+                raise ValueError(f"TIDELINE_{name.upper()}: must be {what} > 0 (got {raw!r})")
+            kw[name] = value
         return cls(**kw)
+
+
+def check_feedback_auth(model: OnlineModel, settings: Settings) -> None:
+    """Refuse to serve a model whose spec asks for ``feedbackAuth`` without its token: with
+    none, the write routes would take labels from anyone (fail closed, issue 30)."""
+    auth = model.spec.serving.feedbackAuth
+    if auth is not None and not settings.feedback_token:
+        raise SpecError(
+            "spec.serving.feedbackAuth",
+            f"is set, but {FEEDBACK_TOKEN_ENV} is empty or missing in the environment: the "
+            "server does not start rather than take labels without a token (in a pod the "
+            f"operator sets it from key {auth.key!r} of Secret {auth.name!r})",
+        )
 
 
 def _authorised(request: Request, settings: Settings) -> None:
@@ -103,7 +141,10 @@ def _json(doc: Any, status: int = 200) -> Response:
 
 
 def _error(exc: RequestError) -> Response:
-    return _json({"error": exc.message}, exc.status)
+    resp = _json({"error": exc.message}, exc.status)
+    if isinstance(exc, TooLarge):  # the rest of the body is not read: the connection ends
+        resp.headers["connection"] = "close"
+    return resp
 
 
 def _media_type(content_type: str | None) -> None:
@@ -116,13 +157,23 @@ def _media_type(content_type: str | None) -> None:
 
 
 async def _read(request: Request, settings: Settings) -> bytes:
+    """A request's body, counted as it streams: :class:`TooLarge` the moment it passes the
+    limit (a chunked body says no length up front), not once it is all held."""
+    limit = settings.max_body_bytes
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-        raise TooLarge(f"body of {length} bytes is over the limit of {settings.max_body_bytes}")
-    raw = await request.body()
-    if len(raw) > settings.max_body_bytes:
-        raise TooLarge(f"body of {len(raw)} bytes is over the limit of {settings.max_body_bytes}")
-    return raw
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise TooLarge(f"body of {length} bytes is over the limit of {limit}")
+    chunks = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"body over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # (gone, or closed by the limits: no one reads this answer)
+        raise BadRequest("the client left before its body was read") from None
+    return b"".join(chunks)
 
 
 async def _body(request: Request, settings: Settings) -> Any:
@@ -132,6 +183,10 @@ async def _body(request: Request, settings: Settings) -> Any:
     no_duplicate_keys(raw)
     return parse_object(raw)
 
+
+# A scope key: a refusal the connection's protocol made (status, message) for the app to
+# answer and count (tideline.pods.server.limits)
+REFUSED = "tideline.refused"
 
 _READ_HEADERS = frozenset(
     {b"content-length", b"content-type", b"content-encoding", b"x-tideline-key",
@@ -157,21 +212,43 @@ class ServerApp(FastAPI):
     """
 
     fast_predict: FastPredict | None = None
+    # counts a refusal made at the door (status, path): see tideline.pods.server.limits
+    on_refused: Any = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and self.fast_predict:
-            m = _PREDICT.match(scope["path"])
-            if m is not None:
-                return await self.fast_predict(m, scope, receive, send)
+        if scope["type"] == "http":
+            refused = scope.get(REFUSED)
+            if refused is not None:
+                return await self._refuse(scope, send, *refused)
+            if scope["method"] == "POST" and self.fast_predict:
+                m = _PREDICT.match(scope["path"])
+                if m is not None:
+                    return await self.fast_predict(m, scope, receive, send)
         await super().__call__(scope, receive, send)
+
+    async def _refuse(self, scope: Any, send: Any, status: int, message: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(status, scope["path"])
+        await _send(send, status, orjson.dumps({"error": message}), {"connection": "close"})
+
+
+async def _send(send: Any, status: int, body: bytes, extra: dict[str, str]) -> None:
+    head = [
+        (b"content-type", extra.get("content-type", JSON).encode()),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode(), v.encode()) for k, v in extra.items() if k != "content-type"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
 
 
 class FastPredict:
     """Plain ASGI for POST predict and infer: read the body, call the handler, answer."""
 
-    def __init__(self, handler: Any, settings: Settings) -> None:
+    def __init__(self, handler: Any, settings: Settings, on_refused: Any = None) -> None:
         self.handler = handler
         self.settings = settings
+        self.on_refused = on_refused  # (status, path): a body refused as too large, counted
 
     async def __call__(self, m: re.Match[str], scope: Any, receive: Any, send: Any) -> None:
         # ASGI gives header names lowercased; only these are read
@@ -180,45 +257,35 @@ class FastPredict:
         }
         limit = self.settings.max_body_bytes
         length = headers.get("content-length")
-        extra: dict[str, str] = {}
         if length is not None and length.isdigit() and int(length) > limit:
-            status, body, extra = (
-                413,
-                orjson.dumps({"error": f"body of {length} bytes is over the limit of {limit}"}),
-                {},
+            return await self._too_large(
+                scope, send, f"body of {length} bytes is over the limit of {limit}"
             )
-        else:
-            chunks = []
-            size = 0
-            more = True
-            while more:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    return
-                chunk = msg.get("body", b"")
-                size += len(chunk)
-                if size <= limit:
-                    chunks.append(chunk)
-                more = msg.get("more_body", False)
-            raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            if size > limit:
-                status, body, extra = (
-                    413,
-                    orjson.dumps({"error": f"body of {size} bytes is over the limit of {limit}"}),
-                    {},
-                )
-            else:
-                v2 = m.group(2) is not None
-                status, body, extra = await self.handler(
-                    m.group(2) if v2 else m.group(1), raw, headers, scope["path"], v2, m.group(3)
-                )
-        head = [
-            (b"content-type", extra.get("content-type", JSON).encode()),
-            (b"content-length", str(len(body)).encode()),
-            *((k.encode(), v.encode()) for k, v in extra.items() if k != "content-type"),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": head})
-        await send({"type": "http.response.body", "body": body})
+        chunks = []
+        size = 0
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:  # refused now, as it streams: the rest is never read
+                return await self._too_large(scope, send, f"body over the limit of {limit} bytes")
+            chunks.append(chunk)
+            more = msg.get("more_body", False)
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        v2 = m.group(2) is not None
+        status, body, extra = await self.handler(
+            m.group(2) if v2 else m.group(1), raw, headers, scope["path"], v2, m.group(3)
+        )
+        await _send(send, status, body, extra)
+
+    async def _too_large(self, scope: Any, send: Any, message: str) -> None:
+        """413, and the connection closed: the rest of the body is not read (nor waited for)."""
+        if self.on_refused is not None:
+            self.on_refused(413, scope["path"])
+        await _send(send, 413, orjson.dumps({"error": message}), {"connection": "close"})
 
 
 def _label(task: str, value: Any, path: str) -> float:
@@ -235,6 +302,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
     """The server's ASGI app; the data plane is started and stopped with it."""
     settings = settings or Settings()
     dp = dataplane
+    check_feedback_auth(dp.model, settings)
     dp.max_rows = settings.max_rows
     metrics = dp.metrics
 
@@ -276,15 +344,28 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         log.exception("unexpected error")
         return _json({"error": f"internal error: {type(exc).__name__}"}, 500)
 
-    def finish(route: str, result: Result | None, started: float, status: int) -> None:
+    def finish(route: str, result: Result | None, started: float, status: int, track: str) -> None:
+        """Count an answer: in metrics, and in the servers' stats by its status (every answer
+        counts, refusals and failures too: see :class:`~.dataplane.TrackStats`). An answer
+        with no result counts on the track the request was forwarded for, else stable."""
         seconds = time.perf_counter() - started
-        track = result.tracks[0] if result is not None else "none"
         if result is None:
-            metrics.request(route, track, status, seconds)
+            metrics.request(route, "none", status, seconds)
+            dp.observe(track, seconds, 0, status)
         else:
             n = len(result.predictions)
-            metrics.request(route, track, status, seconds, n)
-            dp.observe(track, seconds, n, status >= 500, result.fallback)
+            metrics.request(route, result.tracks[0], status, seconds, n)
+            dp.observe(result.tracks[0], seconds, n, status, result.fallback)
+
+    warned = [0.0]  # when a failed forward was last logged (a storm is one line per 10 s)
+
+    def forward_failed(e: ForwardFailed, track: str) -> None:
+        if not e.counted_there:
+            dp.forward_failed(track)
+        now = time.monotonic()
+        if now - warned[0] >= 10.0:
+            warned[0] = now
+            log.warning("%s (%s): answering from stable", e.message, track)
 
     protocols = {False: V1(settings.max_rows), True: V2()}
 
@@ -295,6 +376,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         fast path."""
         proto = protocols[v2]
         started = time.perf_counter()
+        forced: str | None = None
         try:
             dp.check_model(name)
             if version is not None:
@@ -315,22 +397,36 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 try:
                     content, back = await dp.forward(url_path, raw, "canary", passed)
                     return 200, content, back
-                except (Unavailable, OSError) as e:
-                    log.warning("canary unreachable (%s): answering from stable", e)
+                except ForwardFailed as e:
+                    forward_failed(e, "canary")
                     metrics.fallbacks.labels(reason="canary-unreachable").inc()
             result = dp.predict(
                 req.rows, key=key, ids=req.ids, forced_track=forced, path=proto.path,
                 raw=req.logged, X=req.X,
                 unknown_ok=headers.get("x-tideline-unknown-features", "").lower() == "ignore",
             )  # fmt: skip
+            if req.ids is not None and forced != "shadow":
+                # a client's own ids are bound to this prediction before it is answered (409
+                # when another holds one); a forwarded shadow's belong to the stable answer
+                await dp.log.bind(dp.r, result.slot)
             if target == "shadow":
-                asyncio.get_running_loop().create_task(_shadow(dp, url_path, raw, passed))
+                asyncio.get_running_loop().create_task(shadow(url_path, raw, passed))
         except RequestError as e:
             status = proto.status(e)
-            finish(proto.route, None, started, status)
+            finish(proto.route, None, started, status, forced or "stable")
             return status, orjson.dumps({"error": e.message}), {}
-        finish(proto.route, result, started, 200)
+        except Exception as e:  # a bug, or a team's model that raised: that answer, counted
+            log.exception("predicting failed")
+            finish(proto.route, None, started, 500, forced or "stable")
+            return 500, orjson.dumps({"error": f"internal error: {type(e).__name__}"}), {}
+        finish(proto.route, result, started, 200, forced or "stable")
         return proto.answer(req, result, dp.name)
+
+    async def shadow(path: str, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            await dp.forward(path, body, "shadow", headers)
+        except ForwardFailed as e:
+            forward_failed(e, "shadow")
 
     async def predict_route(
         request: Request, name: str, v2: bool, version: str | None = None
@@ -338,6 +434,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         try:
             raw = await _read(request, settings)
         except RequestError as e:
+            refused_at_door(e.status, request.url.path)
             return _error(e)
         status, body, extra = await predict(
             name, raw, request.headers, request.url.path, v2, version
@@ -345,7 +442,19 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         return Response(body, status_code=status, headers=extra or None,
                         media_type=None if "content-type" in extra else JSON)  # fmt: skip
 
-    app.fast_predict = FastPredict(predict, settings)
+    def refused_at_door(status: int, path: str) -> None:
+        """A predict request refused before it was read (too large, its headers too large,
+        over the concurrency limit): counted on the stable track, refused or shed."""
+        if _PREDICT.match(path) is not None:
+            metrics.request("v2/infer" if path.startswith("/v2/") else "v1/predict", "none",
+                            status, 0.0)  # fmt: skip
+            if status == 503:
+                dp.stats["stable"].shed += 1
+            else:
+                dp.observe("stable", 0.0, 0, status)
+
+    app.fast_predict = FastPredict(predict, settings, refused_at_door)
+    app.on_refused = refused_at_door
 
     @app.post("/v1/models/{name}:predict")
     async def v1_predict(name: str, request: Request) -> Response:
@@ -524,10 +633,3 @@ def app_from_env() -> FastAPI:
         max_rows=settings.max_rows,
     )
     return create_app(dp, settings)
-
-
-async def _shadow(dp: DataPlane, path: str, body: bytes, headers: dict[str, str]) -> None:
-    try:
-        await dp.forward(path, body, "shadow", headers)
-    except (Unavailable, OSError) as e:
-        log.debug("shadow canary unreachable (%s)", e)

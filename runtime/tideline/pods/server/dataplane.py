@@ -50,6 +50,7 @@ from tideline.features import FeatureError, FeatureSchema
 from tideline.pods.metrics import ServerMetrics
 from tideline.pods.server.errors import (
     BadRequest,
+    ForwardFailed,
     ModelNotFound,
     TooLarge,
     Unavailable,
@@ -96,10 +97,31 @@ class Result:
 
 @dataclass
 class TrackStats:
-    """What a server reports per track every second, for the monitor and operator."""
+    """What a server reports per track every second, for the monitor and operator.
+
+    Every answer on a predict route counts, once (issue 30: only 200s did, so
+    ``maxErrorRate`` and a canary's error check never saw a server fail):
+
+    ``requests``
+        requests the track answered or failed: 2xx, and 5xx (503 with no version
+        loaded, a model that raised, the store or a canary that failed);
+    ``errors``
+        the 5xx among them, and the calls forwarded to a canary in another image
+        that failed (:meth:`DataPlane.forward_failed`); ``errors / requests`` is
+        the error rate ``maxErrorRate`` and the canary analysis read;
+    ``refused``
+        4xx: a request the client has to fix (bad input, too large, unknown model
+        or version). Neither a request nor an error: bad input from one client
+        must not trip a guardrail that rolls a model back;
+    ``shed``
+        503s past the concurrency limit (:mod:`tideline.pods.server.limits`):
+        an overload, which no model version causes or cures, so not an error.
+    """
 
     requests: int = 0
     errors: int = 0
+    refused: int = 0
+    shed: int = 0
     fallbacks: int = 0
     predictions: int = 0
     latencies: collections.deque[float] = field(
@@ -111,6 +133,8 @@ class TrackStats:
         out: dict[str, Any] = {
             "requests": self.requests,
             "errors": self.errors,
+            "refused": self.refused,
+            "shed": self.shed,
             "fallbacks": self.fallbacks,
             "predictions": self.predictions,
         }
@@ -169,7 +193,8 @@ class DataPlane:
         self.versions = ModelVersions(model, self.keys, self.metrics, poll_interval)
         self.log = PredictionLog(self.keys, self.spec.learning.labelWindow, self.metrics,
                                  flush_interval=log_flush_interval, max_requests=log_queue,
-                                 max_bytes=log_queue_bytes)  # fmt: skip
+                                 max_bytes=log_queue_bytes,
+                                 row_bytes=predlog.row_bytes(len(self.spec.model.features)))  # fmt: skip
         self._tasks: list[asyncio.Task[Any]] = []
         # The background loops also end on this, not only on cancellation: redis-py can
         # turn a cancellation that lands as a read times out into a TimeoutError
@@ -250,12 +275,15 @@ class DataPlane:
         return self.versions.routing
 
     async def refresh(self) -> None:
-        """The versions and routing read again; the servers' shared forwarding token, once."""
-        if self._forward_token is None:
-            # one token per model, shared by its servers through Redis: the first sets it
-            await self.r.set(self.keys.forward_token, secrets.token_hex(32), nx=True)
-            token = await self.r.get(self.keys.forward_token)
-            self._forward_token = token.decode() if token else None
+        """The versions and routing read again, and the servers' shared forwarding token."""
+        # One token per model, shared by its servers through Redis: the first sets it. A
+        # server that holds one puts it back in a store that lost it (NX: the first back
+        # wins, and every server takes the store's), so forwarding survives a store reset.
+        await self.r.set(
+            self.keys.forward_token, self._forward_token or secrets.token_hex(32), nx=True
+        )
+        token = await self.r.get(self.keys.forward_token)
+        self._forward_token = token.decode() if token else self._forward_token
         await self.versions.refresh(self.r)
 
     # -- predicting ------------------------------------------------------------------------
@@ -452,24 +480,28 @@ class DataPlane:
     async def forward(
         self, path: str, body: bytes, track: str, headers: dict[str, str] | None = None
     ) -> tuple[bytes, dict[str, str]]:
-        """The canary's answer to a request (its body, and the headers to pass on).
+        """The canary's answer to a request (its body, and the headers to pass on);
+        :class:`ForwardFailed` when there is none.
 
         ``headers``: the request's own that say how to read its body (a binary
         infer request's header length, its content encoding)."""
         rt = self.routing
         assert rt.canary_url is not None and self._http is not None
-        resp = await self._http.post(
-            f"{rt.canary_url}{path}",
-            content=body,
-            headers={
-                "content-type": "application/json",
-                **(headers or {}),
-                "x-tideline-track": track,
-                "x-tideline-forwarded": self._forward_token or "",
-            },  # fmt: skip
-        )
+        try:
+            resp = await self._http.post(
+                f"{rt.canary_url}{path}",
+                content=body,
+                headers={
+                    "content-type": "application/json",
+                    **(headers or {}),
+                    "x-tideline-track": track,
+                    "x-tideline-forwarded": self._forward_token or "",
+                },  # fmt: skip
+            )
+        except httpx.HTTPError as e:  # refused, reset, timed out: no answer at all
+            raise ForwardFailed(f"canary unreachable ({type(e).__name__})", None) from None
         if resp.status_code != 200:
-            raise Unavailable(f"canary answered {resp.status_code}")
+            raise ForwardFailed(f"canary answered {resp.status_code}", resp.status_code)
         passed = {k: v for k, v in resp.headers.items() if k.lower() in _PASSED_ON}
         return resp.content, passed
 
@@ -574,13 +606,29 @@ class DataPlane:
             raise Unavailable("the Kafka brokers did not store it all in time: retry") from None
 
     # -- reporting -------------------------------------------------------------------------
-    def observe(self, track: str, seconds: float, n: int, error: bool, fallback: bool) -> None:
+    def observe(
+        self, track: str, seconds: float, n: int, status: int, fallback: bool = False
+    ) -> None:
+        """One answer of a predict route, by its HTTP status (see :class:`TrackStats`)."""
+        st = self.stats[track]
+        if status < 400:
+            st.requests += 1
+            st.predictions += n
+            st.fallbacks += fallback
+            st.latencies.append(seconds)  # (the latency of answers: a fast 503 is no speed-up)
+        elif status < 500:
+            st.refused += 1
+        else:
+            st.requests += 1
+            st.errors += 1
+
+    def forward_failed(self, track: str) -> None:
+        """A call forwarded to a canary in another image that got no answer, or a refusal
+        (the stable servers took the request): an error of that track, counted here since
+        the canary's servers never counted it. (A 5xx they answer, they count themselves.)"""
         st = self.stats[track]
         st.requests += 1
-        st.predictions += n
-        st.errors += int(error)
-        st.fallbacks += int(fallback)
-        st.latencies.append(seconds)
+        st.errors += 1
 
     async def _report(self) -> None:
         """Every second: this server's counters and latency percentiles per track, in Redis."""

@@ -34,6 +34,10 @@ class ModelNotFound(RequestError):
     status = 404
 
 
+class Conflict(RequestError):
+    status = 409
+
+
 class TooLarge(RequestError):
     status = 413
 
@@ -44,3 +48,17 @@ class Unprocessable(RequestError):
 
 class Unavailable(RequestError):
     status = 503
+
+
+class ForwardFailed(Unavailable):
+    """A call forwarded to a canary in another image that got no 200: ``answered`` is the
+    status the canary answered, None when none came (refused, reset, timed out)."""
+
+    def __init__(self, message: str, answered: int | None) -> None:
+        super().__init__(message)
+        self.answered = answered
+
+    @property
+    def counted_there(self) -> bool:
+        """Whether the canary's servers counted it themselves (a 5xx they answered)."""
+        return self.answered is not None and self.answered >= 500

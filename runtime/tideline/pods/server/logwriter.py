@@ -8,6 +8,14 @@ lookup for a label later) and fills it when it is answered
 empty request. Every ``flush_interval`` the writer sends what is queued, in one
 round trip, and trims the stream to ``labelWindow`` and a grace. Through a Redis
 outage the queue is bounded (requests and bytes): the oldest entries go, counted.
+A body is logged within ``row_bytes`` a row (:func:`tideline.predlog.bounded`).
+
+A request that names its own ids has them bound to its slot before it is
+answered (:meth:`PredictionLog.bind`: one round trip, for those requests only);
+an id another request holds in its window is refused (409), and the slot
+emptied. Until the bind is answered its entry, and every later one, waits in
+the queue: a stream takes its ids in order, and a refused request must not be
+written.
 """
 
 from __future__ import annotations
@@ -27,11 +35,13 @@ import redis.exceptions
 from tideline import predlog
 from tideline.contracts import Keys
 from tideline.pods.metrics import ServerMetrics
+from tideline.pods.server.errors import Conflict, Unavailable, Unprocessable
 
 log = logging.getLogger("tideline.server")
 
 _SUFFIXES = [str(i) for i in range(10_000)]
 _EMPTY_BODY = b'{"instances":[]}'
+REGISTER_EVERY = 30.0  # seconds: an idle server's log is listed again this often (see run)
 
 
 class GeneratedIds(Sequence[str]):
@@ -84,13 +94,25 @@ class LogBatch:
     metas: list[predlog.Meta] = field(default_factory=list)
     scores: list[bytes] = field(default_factory=list)  # the JSON arrays the responses carried
     bodies: list[Any] = field(default_factory=list)  # bodies as they came, or the rows
+    counts: list[int] = field(default_factory=list)  # rows of each request
     rows: int = 0
     size: int = 0  # bytes it holds, about: its bodies, or 256 a row without one
     closed: bool = False  # full: the next request starts another batch
+    binding: int = 0  # requests whose own ids are being bound (PredictionLog.bind)
+    # a body is rows, or over its rows' limit: written again (else bodies go as they came)
+    rewrite: bool = False
 
-    def fields(self) -> dict[bytes, bytes]:
-        bodies = [b if isinstance(b, bytes) else orjson.dumps({"instances": list(b)})
-                  for b in self.bodies]  # fmt: skip
+    def fields(self, row_bytes: int) -> dict[bytes, bytes]:
+        """The entry's stream fields, each body within ``row_bytes`` a row (the rows cut
+        from one named in its request's metadata)."""
+        if not self.rewrite:  # (the usual entry: bodies that came within their limit)
+            return predlog.encode(self.metas, self.scores, self.bodies)
+        bodies = []
+        for k, (body, n) in enumerate(zip(self.bodies, self.counts, strict=True)):
+            kept, cut = predlog.bounded(body, n, row_bytes)
+            if cut is not None:
+                self.metas[k].cut = cut
+            bodies.append(kept)
         return predlog.encode(self.metas, self.scores, bodies)
 
 
@@ -114,12 +136,14 @@ class PredictionLog:
         # 100k requests of 64 rows would be 1.1 GB of bodies: a Redis outage must
         # not take the pod's memory with it
         max_bytes: int = 256 << 20,
+        row_bytes: int = predlog.row_bytes(64),  # a logged row at most (predlog.row_bytes)
     ) -> None:
         self.keys = keys
         self.label_window = label_window
         self.metrics = metrics
         self.flush_interval = flush_interval
         self.max_requests, self.max_bytes = max_requests, max_bytes
+        self.row_bytes = row_bytes
         self.queue: collections.deque[LogBatch] = collections.deque()
         self.bytes = 0  # what the queued batches hold, about (see LogBatch.size)
         self.requests = 0  # requests in the queued batches
@@ -153,6 +177,7 @@ class PredictionLog:
         batch.metas.append(predlog.Meta())  # an empty request until it is answered
         batch.scores.append(b"[]")
         batch.bodies.append(_EMPTY_BODY)
+        batch.counts.append(n)
         batch.rows += n
         self.requests += 1
         at = self._random_at
@@ -175,6 +200,8 @@ class PredictionLog:
         batch.metas[k] = meta
         batch.scores[k] = scores
         batch.bodies[k] = body
+        if type(body) is not bytes or len(body) > batch.counts[k] * self.row_bytes:
+            batch.rewrite = True  # (predlog.bounded)
         batch.size += size
         if batch.size >= predlog.BATCH_BYTES:
             batch.closed = True
@@ -188,22 +215,57 @@ class PredictionLog:
         self._event.set()
 
     # -- writing -----------------------------------------------------------------------
-    def _index_ids(self, pipe: Any, batches: list[LogBatch], expire_at: dict[int, int]) -> None:
-        """The clients' own ids in these batches: one field each in their bucket of the index."""
-        window = predlog.retention(self.label_window)
-        by_bucket: dict[int, dict[str, str]] = {}
-        for q in batches:
-            for k, meta in enumerate(q.metas):
-                if meta.ids is None:
-                    continue
-                b = predlog.bucket(predlog.entry_seconds(q.entry))
-                where = f"{self.instance} {q.entry} {k} "
-                by_bucket.setdefault(b, {}).update(
-                    {i: f"{where}{row}" for row, i in enumerate(meta.ids)}
-                )
-                expire_at[b] = int((b + 1) * predlog.BUCKET_SECONDS + window) + 1
-        for b, mapping in by_bucket.items():
-            pipe.hset(self.keys.log_ids(b), mapping=mapping)
+    async def bind(self, r: Any, slot: Slot | None) -> None:
+        """Bind a request's own ids to its rows before it is answered (``r``: an asyncio
+        client): one round trip, for requests that name their ids (no other pays it).
+
+        Refused, the request's slot is emptied (nothing of it is logged): ``Conflict``
+        when another request holds one of its ids in the window (:data:`tideline.predlog.BIND`),
+        ``Unprocessable`` for an id given twice, ``Unavailable`` when Redis does not
+        answer (ids the store cannot check are not answered for; the server's own ids
+        need no store)."""
+        assert slot is not None, "a request's slot in the log"
+        batch, k = slot
+        ids = batch.metas[k].ids
+        assert ids is not None, "a request with its own ids"
+        if len(set(ids)) < len(ids):  # (rare: a set of the ids is all it costs else)
+            self._empty(slot)
+            seen: set[str] = set()
+            for i, x in enumerate(ids):
+                if x in seen:
+                    raise Unprocessable(f"ids[{i}]: {x!r} is given twice in the request")
+                seen.add(x)
+        names, args = predlog.bind_args(self.keys, self.instance, batch.entry, k, ids,
+                                        self.label_window)  # fmt: skip
+        batch.binding += 1  # the writer holds the entry (and what follows) until it is answered
+        try:
+            taken = await r.eval(predlog.BIND, len(names), *names, *args)
+        except (redis.exceptions.RedisError, OSError) as e:
+            log.warning("binding %d client ids failed: %s", len(ids), e)
+            self._empty(slot)
+            raise Unavailable(
+                "store unavailable: a request's own ids are bound to it before it is answered; "
+                "retry, or send no ids (the server's own need no store)"
+            ) from None
+        finally:
+            batch.binding -= 1
+            self._event.set()
+        if taken:
+            self._empty(slot)
+            first = taken[0].decode()
+            more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+            window = int(predlog.retention(self.label_window))
+            raise Conflict(
+                f"ids[{ids.index(first)}]: {first!r}{more} already names another prediction; an "
+                f"id names one prediction for labelWindow and a grace ({window} s)"
+            )
+
+    def _empty(self, slot: Slot) -> None:
+        """A request's slot as a request that was never answered: nothing of it is logged."""
+        batch, k = slot
+        batch.metas[k] = predlog.Meta()
+        batch.scores[k] = b"[]"
+        batch.bodies[k] = _EMPTY_BODY
 
     async def write(self, r: Any) -> None:
         """Send what is queued now to Redis (``r``: an asyncio client), in one round trip;
@@ -211,7 +273,11 @@ class PredictionLog:
         # What is queued now, no more: requests answered while this writes wait
         # for the next flush. (Writing until the queue is empty degenerated into
         # a round trip per request whenever requests came faster than Redis answered.)
-        left = len(self.queue)
+        left = 0  # the batches before the first that waits for a bind (see bind)
+        for q in self.queue:
+            if q.binding:
+                break
+            left += 1
         if not left:
             return
         taken: list[LogBatch] = []
@@ -220,7 +286,6 @@ class PredictionLog:
         # The readers need labelWindow of log and a grace, no more: trimmed by time.
         horizon = f"{int((now - keep) * 1000)}-0"
         stream = self.keys.log(self.instance)
-        expire_at: dict[int, int] = {}
         pipe = r.pipeline(transaction=False)
         try:
             while left:
@@ -228,23 +293,26 @@ class PredictionLog:
                 # (500 held the loop up to 8 ms, stalling every request in flight).
                 # One round trip for them all: a round trip per 100 fell behind 10k
                 # requests/s when Redis was slow.
-                batch = [self.queue.popleft() for _ in range(min(left, 100))]
-                left -= len(batch)
+                batch: list[LogBatch] = []
+                while left and self.queue and len(batch) < 100:
+                    if self.queue[0].binding:  # (a request came to it in the pause below)
+                        left = 0
+                        break
+                    batch.append(self.queue.popleft())
+                    left -= 1
                 taken += batch
                 for q in batch:
                     if q is self._open:  # requests answered from now on go to a new batch
                         self._open = None
                     self.bytes -= q.size
                     self.requests -= len(q.metas)
-                    pipe.xadd(stream, q.fields(), id=q.entry, minid=horizon, approximate=False)
-                self._index_ids(pipe, batch, expire_at)
+                    pipe.xadd(stream, q.fields(self.row_bytes), id=q.entry, minid=horizon,
+                              approximate=False)  # fmt: skip
                 if left:
                     await asyncio.sleep(0)
         except asyncio.CancelledError:  # stopped while serialising: nothing was sent
             self._put_back(taken)
             raise
-        for b, at in expire_at.items():
-            pipe.expireat(self.keys.log_ids(b), at)
         # a stream whose server is gone goes once its last entry is out of the window
         pipe.expire(stream, int(keep) + 60)
         pipe.zadd(self.keys.logs, {self.instance: now})
@@ -267,12 +335,27 @@ class PredictionLog:
         self.bytes += sum(q.size for q in taken)
         self.requests += sum(len(q.metas) for q in taken)
 
+    async def _register(self, r: Any) -> None:
+        """This server's log in the registry of logs (``logs``), as written to now."""
+        try:
+            await r.zadd(self.keys.logs, {self.instance: time.time()})
+        except (redis.exceptions.RedisError, OSError) as e:
+            log.debug("prediction log not registered (%s)", e)
+
     async def run(self, r: Any) -> None:
         """The writer: what is queued, every ``flush_interval``, until ``stopping``; through
         a Redis outage, again and again, backing off up to 2 s."""
+        await self._register(r)
         backoff = self.flush_interval
         while not self.stopping:
-            await self._event.wait()
+            try:
+                await asyncio.wait_for(self._event.wait(), REGISTER_EVERY)
+            except TimeoutError:
+                # Readers take a server that is not in the log's registry for one that never
+                # was (tideline.pods.join: its labels are unmatched at once): an idle server
+                # stays listed, and a new one is listed before its first write.
+                await self._register(r)
+                continue
             self._event.clear()
             await asyncio.sleep(self.flush_interval)  # gather a batch
             try:

@@ -7,6 +7,19 @@ off the request path - when a pub/sub event says something moved, and every
 ``poll_interval`` in case an event was missed - loads a version that changed
 in a thread, and swaps it in with one attribute assignment, so a request sees
 the old model or the new one, never half of one.
+
+A server never loses, and never lowers, what it serves (issue 30: a store
+restarted empty had a learner publish an untrained v0, which was served):
+
+* it keeps the version it holds when the pointers or the routing vanish;
+* when the ``served`` pointer of a revision it serves, or that version's
+  blob, is gone from the store, it puts the version back (blob, metadata,
+  and the pointers missing: :func:`tideline.pods.store.restore_args`, which
+  never overwrites), so a learner that restarts resumes from it; likewise
+  the ``lastGood`` version it holds;
+* it does not swap a version that learned something for a cold one of the
+  same revision (``n_seen`` 0, no ``warmStart``) unless the revision is
+  ``pinned``, the operator's explicit choice (a rollback, a serve).
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +41,7 @@ from tideline.algorithms import Learner
 from tideline.contracts import Keys, Pointers
 from tideline.features import FeatureSchema
 from tideline.pods.metrics import ServerMetrics
-from tideline.pods.store import learner_from_blob
+from tideline.pods.store import learner_from_blob, restore_args
 from tideline.spec import OnlineModel
 
 log = logging.getLogger("tideline.server")
@@ -43,10 +56,19 @@ class Loaded:
     learner: Learner
     predict: Callable[[np.ndarray], np.ndarray]
     created: float  # when the learner published it
+    # The snapshot as stored, and its metadata: what this server puts back in a store that
+    # lost it (a restart, a flush, an eviction), so the version outlives the store's copy.
+    blob: bytes = b""
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def schema(self) -> FeatureSchema:
         return self.learner.schema
+
+    @property
+    def learned(self) -> bool:
+        """Whether this version learned anything: samples seen, or a warm-start baseline."""
+        return int(self.meta.get("n_seen", 1)) > 0 or "warmStart" in self.meta
 
 
 def route_hash(key: str) -> int:
@@ -111,21 +133,34 @@ class ModelVersions:
         self.last_good: Loaded | None = None
         self.warmed = False
         self.stopping = False  # the loops end on it (see DataPlane.stop)
+        self._refused: set[tuple[str, int]] = set()  # cold versions not served (warned once)
+        self._pinned: dict[str, bool] = {}  # per revision, as last read with a served pointer
         self._lock = asyncio.Lock()
 
     async def refresh(self, r: Any) -> None:
-        """Read routing and pointers; load whatever version changed (off the request path)."""
+        """Read routing and pointers; load whatever version changed (off the request path);
+        put back what this server holds and the store lost."""
         async with self._lock:
             routing = Routing.from_hash(await r.hgetall(self.keys.routing), self.model.revision)
             if routing.canary_url and routing.canary == self.model.revision:
                 # This server runs the canary's own image: it answers with its
                 # revision what the stable servers forward to it, and splits nothing.
                 routing = Routing(stable=self.model.revision)
-            stable = await self._load_pointer(r, routing.stable, "served", self.stable)
-            last_good = await self._load_pointer(r, routing.stable, "lastGood", self.last_good)
+            pointers = await self._pointers(r, routing.stable)
+            await self._restore(r, routing.stable, pointers, self.stable, self.last_good)
+            stable = await self._load_pointer(r, routing.stable, pointers, "served", self.stable)
+            last_good = await self._load_pointer(
+                r, routing.stable, pointers, "lastGood", self.last_good
+            )
             canary = None
             if routing.canary and not routing.canary_url:
-                canary = await self._load_pointer(r, routing.canary, "served", self.canary)
+                canary_pointers = await self._pointers(r, routing.canary)
+                await self._restore(r, routing.canary, canary_pointers, self.canary, None)
+                canary = await self._load_pointer(
+                    r, routing.canary, canary_pointers, "served", self.canary
+                )
+                canary = await self._kept(r, self.canary, canary, canary_pointers)
+            stable = await self._kept(r, self.stable, stable, pointers)
             self.routing = routing
             if stable is not None and stable is not self.stable:
                 self._warm_up(stable)
@@ -137,10 +172,73 @@ class ModelVersions:
             if canary is not None:
                 self.metrics.served_version.labels(track="canary").set(canary.version)
 
-    async def _load_pointer(
-        self, r: Any, revision: str, pointer: str, current: Loaded | None
+    async def _pointers(self, r: Any, revision: str) -> Pointers:
+        return Pointers.from_hash(await r.hgetall(self.keys.pointers(revision)))
+
+    async def _kept(
+        self, r: Any, held: Loaded | None, new: Loaded | None, pointers: Pointers
     ) -> Loaded | None:
-        version = Pointers.from_hash(await r.hgetall(self.keys.pointers(revision))).get(pointer)
+        """``new``, unless it is a cold version of the revision ``held`` is of and ``held``
+        learned something: a learner that lost its state (a store reset) publishes a v0,
+        and only the operator may make one served (a pinned revision: a rollback, a serve).
+        The version kept is put back in the store if it lost it (without pointers: the
+        operator may pin it again)."""
+        if (
+            held is None
+            or new is None
+            or new is held
+            or new.revision != held.revision
+            or new.learned
+            or not held.learned
+            or pointers.pinned
+        ):
+            return new
+        if (new.revision, new.version) not in self._refused:
+            self._refused.add((new.revision, new.version))
+            log.warning(
+                "%s v%d is a cold model (it learned nothing) and %s v%d learned: keeping v%d "
+                "(a cold version is served only when the operator pins it)",
+                new.revision, new.version, held.revision, held.version, held.version,
+            )  # fmt: skip
+        if held.blob and not await r.exists(self.keys.version(held.revision, held.version)):
+            await r.eval(*restore_args(self.keys, held.revision, held.version, held.blob,
+                                       held.meta, {}))  # fmt: skip
+        return held
+
+    async def _restore(
+        self, r: Any, revision: str, pointers: Pointers, served: Loaded | None,
+        last_good: Loaded | None,
+    ) -> None:  # fmt: skip
+        """Put back the versions this server holds of ``revision`` that the store lost: the
+        served one when the ``served`` pointer or its blob is gone (with ``served`` and
+        ``latest``, and ``pinned`` when it was), the ``lastGood`` one when its blob is gone
+        (with ``lastGood``). Nothing present is overwritten (SET NX, HSETNX)."""
+        for held, names in ((served, ("served", "latest")), (last_good, ("lastGood",))):
+            if held is None or held.revision != revision or not held.blob:
+                continue
+            named = pointers.get(names[0])
+            if named is not None and named != held.version:
+                continue  # the store names another version: not this server's to undo
+            if named is not None and await r.exists(self.keys.version(revision, held.version)):
+                continue
+            put: dict[str, int | bool] = dict.fromkeys(names, held.version)
+            if names[0] == "served" and self._pinned.get(revision):
+                put["pinned"] = True  # a rollback in force stays in force
+            blob_missing = await r.eval(
+                *restore_args(self.keys, revision, held.version, held.blob, held.meta, put)
+            )
+            log.warning(
+                "the store lost %s v%d (%s): put back what this server holds%s", revision,
+                held.version, "pointer" if named is None else "blob",
+                "" if blob_missing else " (its blob was back already)",
+            )  # fmt: skip
+        if pointers.served is not None:
+            self._pinned[revision] = pointers.pinned
+
+    async def _load_pointer(
+        self, r: Any, revision: str, pointers: Pointers, pointer: str, current: Loaded | None
+    ) -> Loaded | None:
+        version = pointers.get(pointer)
         if version is None:
             return current if current is not None and current.revision == revision else None
         if current is not None and current.revision == revision and current.version == version:
@@ -153,9 +251,10 @@ class ModelVersions:
             log.warning("%s v%d is named by %s but not stored", revision, version, pointer)
             return current
         learner, meta = await asyncio.to_thread(learner_from_blob, blob)
-        return Loaded(
-            revision, version, learner, learner.predictor(), float(meta.get("created", 0.0))
-        )
+        meta.pop("model", None)  # (the spec travels in the blob; the version's meta is the rest)
+        meta.pop("reference", None)
+        return Loaded(revision, version, learner, learner.predictor(),
+                      float(meta.get("created", 0.0)), blob, meta)  # fmt: skip
 
     def _warm_up(self, loaded: Loaded) -> None:
         sch = loaded.schema
