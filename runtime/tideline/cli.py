@@ -61,41 +61,48 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_learner(args: argparse.Namespace) -> int:
+    """The learner; exit status 1 when its turns failed too often in a row (a restart is
+    the remedy Kubernetes has, and it counts them), 0 at a clean stop."""
     from tideline.pods.learner import LearnerProcess
+    from tideline.pods.liveness import Liveness
     from tideline.pods.metrics import LearnerMetrics
 
     model = _load(args.config)
     client = connect(args.redis)
     metrics = LearnerMetrics(None)
-    if args.port:
-        metrics.serve(args.port)
+    liveness = Liveness()
+    if args.port:  # /healthz: the age of the last good turn (the pod's liveness probe)
+        metrics.serve(args.port, liveness.check)
     proc = LearnerProcess(
         model,
         client,
         revision=args.revision,
         warm_start_revision=args.warm_start_revision,
         metrics=metrics,
+        liveness=liveness,
     )
-    proc.start()
+    stop = _stop_on_signals()
+    proc.start(stop)  # (may wait for the operator's word: TIDELINE_AWAIT_START)
     logging.getLogger("tideline").info(
         "learner %s/%s revision %s ready", model.namespace, model.name, proc.revision
     )
-    proc.run(_stop_on_signals())
-    return 0
+    return 0 if proc.run(stop) else 1
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    """The monitor; exit status 1 when its turns failed too often in a row, 0 at a clean stop."""
+    from tideline.pods.liveness import Liveness
     from tideline.pods.metrics import MonitorMetrics
     from tideline.pods.monitor import Monitor
 
     model = _load(args.config)
     metrics = MonitorMetrics(None)
-    if args.port:
-        metrics.serve(args.port)
-    mon = Monitor(model, connect(args.redis), metrics=metrics)
+    liveness = Liveness()
+    if args.port:  # /healthz: the age of the last good turn (the pod's liveness probe)
+        metrics.serve(args.port, liveness.check)
+    mon = Monitor(model, connect(args.redis), metrics=metrics, liveness=liveness)
     mon.start()
-    mon.run(_stop_on_signals())
-    return 0
+    return 0 if mon.run(_stop_on_signals()) else 1
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -103,9 +110,21 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    _load(args.config)  # a bad manifest fails here, naming the field, before any worker starts
+    from tideline.pods.server.api import Settings, check_feedback_auth
+
+    model = _load(args.config)  # a bad manifest fails here, naming the field, before any worker
     os.environ["TIDELINE_CONFIG"] = args.config
     os.environ["TIDELINE_REDIS_URL"] = args.redis
+    # the limits at the door: a flag wins over the environment, which the workers read
+    for name in Settings.LIMITS:
+        value = getattr(args, name, None)
+        if value is not None:
+            os.environ[f"TIDELINE_{name.upper()}"] = str(value)
+    try:
+        settings = Settings.from_env(dict(os.environ))
+    except ValueError as e:
+        raise SpecError("environment", str(e)) from None
+    check_feedback_auth(model, settings)  # fail closed: no token, no server
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tideline-metrics-")
     # uvloop and httptools: the fastest event loop and HTTP parser uvicorn offers
@@ -121,7 +140,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with the limits uvicorn lacks (header block, header and idle timeouts)
+        http="tideline.pods.server.limits:GuardedProtocol",
+        timeout_keep_alive=settings.idle_timeout,  # type: ignore[arg-type]  # (seconds)
         access_log=False,
         # Nothing reads the client's address, so X-Forwarded-* parsing is wasted work.
         proxy_headers=False,
@@ -289,6 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1, help="processes (one per core)")
     sp.add_argument("--write-port", type=int, default=None,
                     help="serve feedback and :learn on this port only (default: with predictions)")  # fmt: skip
+    # the limits at the door (tideline.pods.server.limits); unset: $TIDELINE_<NAME>, else the
+    # server's default (not imported here: every command would pay for the server's imports)
+    for flag, kind, what in (
+        ("max-body-bytes", int, "bytes of a request body: 413 past it (8 MiB)"),
+        ("max-header-bytes", int, "bytes of a request line and headers: 431 past it (64 KiB)"),
+        ("header-timeout", float, "seconds to send a request's headers: 408 past it (10)"),
+        ("idle-timeout", float, "seconds a connection may wait for a request (5)"),
+        ("max-concurrency", int, "requests in flight per worker: 503 past it (1024)"),
+    ):
+        sp.add_argument(f"--{flag}", dest=flag.replace("-", "_"), type=kind, default=None,
+                        help=f"{what}; default: $TIDELINE_{flag.replace('-', '_').upper()}")  # fmt: skip
     sp.set_defaults(func=cmd_server)
 
     op = sub.add_parser(

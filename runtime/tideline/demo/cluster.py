@@ -6,8 +6,9 @@ the operator's own reconcile code - ``decide`` included - without a cluster.
 A ConfigMap becomes a directory of files; a Deployment becomes ``replicas``
 child processes running its container's arguments (``tideline learner ...``,
 ``tideline server ...``, ``tideline monitor ...``) with the config path,
-the Redis URL and the ports rewritten for loopback; Services, budgets and
-autoscalers are recorded and otherwise ignored.
+the Redis URL and the ports rewritten for loopback, and the environment a
+Secret would fill taken from ``secrets``; Services, budgets and autoscalers
+are recorded and otherwise ignored.
 """
 
 from __future__ import annotations
@@ -54,9 +55,15 @@ def matches_selector(labels: dict[str, str], selector: str) -> bool:
 
 
 class ProcessCluster:
-    def __init__(self, workdir: Path, redis_url: str) -> None:
+    def __init__(
+        self, workdir: Path, redis_url: str, secrets: dict[str, dict[str, str]] | None = None
+    ) -> None:
         self.dir = workdir
         self.redis_url = redis_url
+        # Secrets by name, then key: what a container's env reads with secretKeyRef (one
+        # that names none here is left unset, and the process decides: a server whose
+        # spec has feedbackAuth refuses to start without its token)
+        self.secrets = secrets or {}
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.workloads: dict[str, Workload] = {}
         self.lock = threading.RLock()  # the operator's thread applies, the main one reads
@@ -174,6 +181,11 @@ class ProcessCluster:
             else:
                 args.append(a.replace("$(TIDELINE_REDIS_URL)", self.redis_url))
         env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        for e in container.get("env", []):
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            value = self.secrets.get(ref["name"], {}).get(ref["key"]) if ref else None
+            if value is not None:
+                env[e["name"]] = value
         env["TIDELINE_REDIS_URL"] = self.redis_url
         log = self.dir / "logs" / f"{obj['metadata']['name']}-{index}.log"
         popen = subprocess.Popen(

@@ -39,6 +39,7 @@ import contextlib
 import copy
 import heapq
 import http.client
+import secrets
 import sys
 import tempfile
 import threading
@@ -93,7 +94,9 @@ class Simulator:
     """Prediction requests over HTTP; the labels later and out of order through feedback."""
 
     def __init__(self, model: OnlineModel, rate: float, drift_at: float | None, seed: int,
-                 poison: tuple[float, float] | None = None) -> None:  # fmt: skip
+                 poison: tuple[float, float] | None = None, token: str | None = None) -> None:  # fmt: skip
+        # spec.serving.feedbackAuth's token: the label producers send it (feedback, :learn)
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         features = [f.to_dict() for f in model.spec.model.features]
         self.binary = model.spec.model.task == "binary"
         self.poison = poison  # (from, until) in seconds of the run
@@ -161,7 +164,8 @@ class Simulator:
             if self.poison is not None and self.poison[0] <= elapsed < self.poison[1]:
                 flipped = (1.0 - y).tolist() if self.binary else (-y).tolist()
                 status, _ = self._post(port, f"/v1/models/{self.name}:learn",
-                                       {"instances": rows + rows, "labels": flipped + flipped})  # fmt: skip
+                                       {"instances": rows + rows, "labels": flipped + flipped},
+                                       self.auth)  # fmt: skip
                 self.poisoned += 2 * len(rows) if status in (200, 202) else 0
             tracks = out.get("tracks") or ["stable"] * len(rows)
             for track in tracks if isinstance(tracks, list) else [tracks] * len(rows):
@@ -175,7 +179,8 @@ class Simulator:
             ready.append(heapq.heappop(self.due)[2])
         if ready:
             port = ports[self._n % len(ports)]
-            status, _ = self._post(port, f"/v1/models/{self.name}/feedback", {"feedback": ready})
+            status, _ = self._post(port, f"/v1/models/{self.name}/feedback", {"feedback": ready},
+                                   self.auth)  # fmt: skip
             if status == 202:
                 self.labels_sent += len(ready)
             else:
@@ -322,10 +327,15 @@ def _run(
     workdir = Path(tempfile.mkdtemp(prefix="tideline-run-"))
     with EmbeddedRedis() as server:
         client: Any = redis.Redis.from_url(server.url)
-        cluster = ProcessCluster(workdir, server.url)
+        # With spec.serving.feedbackAuth the servers refuse to start without a token: the run
+        # makes one up, puts it in the Secret the spec names, and its label producers send it.
+        auth = model.spec.serving.feedbackAuth
+        token = secrets.token_urlsafe(32) if auth is not None else None
+        cluster = ProcessCluster(workdir, server.url,
+                                 {auth.name: {auth.key: token}} if auth and token else None)  # fmt: skip
         loop = OperatorLoop(manifest, cluster, server.url, on_event)
         poison = (poison_at, poison_at + poison_for) if poison_at is not None else None
-        sim = Simulator(model, rate, drift_at, seed, poison)
+        sim = Simulator(model, rate, drift_at, seed, poison, token)
         live.header(model, server.url, workdir, drift_at, canary_at, poison)
         canary_applied = drift_marked = poison_marked = poison_ended = False
         try:
