@@ -1,7 +1,9 @@
 """The data plane behind the HTTP routes: versions, routing, fallback, logging.
 
 The routes in :mod:`tideline.pods.server.api` only parse and answer HTTP; this
-module does the rest, and never waits on Redis on the request path:
+module does the rest, and waits on Redis on the request path only for a request that
+brings its own prediction ids (one round trip binds them before the answer, so no other
+request can take them; generated ids need none):
 
 * **Versions.** The served version of the stable revision (and of a canary
   revision running the same image) is loaded off the request path
@@ -21,7 +23,12 @@ module does the rest, and never waits on Redis on the request path:
   (:class:`tideline.pods.server.logwriter.PredictionLog`: its ids name its slot in
   this process's log; through a Redis outage the queue holds up to
   ``log_queue`` requests and about ``log_queue_bytes`` of them, the oldest
-  dropped and counted beyond that, while the server keeps answering).
+  dropped and counted beyond that, while the server keeps answering). A row is
+  logged within a size (:func:`tideline.predlog.row_bytes`): the log holds what
+  was predicted, not whatever padding was sent.
+* **Counting.** Every answer counts on its track in the ``servers`` hash the
+  monitor reads: ``errors`` (5xx, and calls forwarded to a canary that failed),
+  ``refused`` (4xx: the client's to fix), ``shed`` (503 past the concurrency limit).
 """
 
 from __future__ import annotations
