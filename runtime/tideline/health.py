@@ -51,7 +51,23 @@ class _Metrics(_Sparse):
 
 
 class TrackHealth(_Metrics):
-    """One traffic track: the quality of its own labelled predictions, and its servers' counters."""
+    """One traffic track: the quality of its own labelled predictions, and its servers' counters.
+
+    ``labelled`` and ``predictions`` count since the monitor started; ``window`` is
+    the labelled predictions the quality figures are computed on.
+
+    The servers' counters (``requests``, ``errors``, ``refused``, ``shed``,
+    ``fallbacks``; what each counts: :class:`tideline.pods.server.dataplane.TrackStats`)
+    are *recent*, not totals: what the track's servers counted over the last
+    ``counted_over`` seconds, the window ``error_rate`` (``errors / requests``)
+    is computed on (:class:`tideline.pods.monitor.ServerCounters`: an analysis
+    interval or more, reaching back to 100 requests, ten minutes or six intervals
+    at most). So the request count a reader compares with a minimum is the one
+    the rate rests on, and a server that starts failing after a million good
+    answers shows it within an interval. ``error_rate`` is None when the window holds no request.
+    (Summaries written before ``refused``, ``shed`` and ``counted_over`` existed
+    decode with 0 and None; their ``requests`` and ``errors`` were totals.)
+    """
 
     revision: str | None = None
     version: int | None = None
@@ -60,7 +76,10 @@ class TrackHealth(_Metrics):
     window: int = 0
     requests: int = 0
     errors: int = 0
+    refused: int = 0
+    shed: int = 0
     fallbacks: int = 0
+    counted_over: float | None = None  # seconds the servers' counters and error_rate cover
     error_rate: float | None = None
     p50_latency: float | None = None
     p95_latency: float | None = None

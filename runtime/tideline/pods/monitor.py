@@ -10,7 +10,9 @@ It reads, without taking anything from the learner:
   nothing. Feedback is joined with the log (:mod:`tideline.pods.join`); labelled
   samples are scored by the served version itself, so a model that gets no
   HTTP traffic at all (learner-only) is still watched;
-* the servers' per-track counters and latency percentiles (``servers``).
+* the servers' per-track counters and latency percentiles (``servers``), turned
+  from each server's totals into what the servers counted over a recent window
+  (:class:`ServerCounters`), so the error rate shows a late burst of errors.
 
 Every ``spec.rollout.analysis.interval`` it writes ``tideline:{<ns>/<model>}:health``
 (:class:`tideline.health.Health`) and publishes a ``health`` event; and at once
@@ -53,6 +55,7 @@ not flag itself.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -104,6 +107,15 @@ LOG_READ = 256
 MEASURE_SHARE = 0.01  # of the time at most spent measuring the log's size (MEMORY USAGE)
 VERSIONS_EVERY = 0.25  # seconds between two looks at the pointers for a version to judge
 FAILED_WAIT = 2.0  # seconds at most between failed turns: 30 in a row take about a minute
+# The servers' counters (ServerCounters): a server's report older than this no longer counts
+SERVER_GONE = 30.0
+# The window the error rate is computed on: at least an analysis interval and two of the
+# servers' reports (one a second: DataPlane._report), reaching back until it holds this many
+# requests (rollout.MIN_REQUESTS: a rate the canary analysis may judge, and one error in a
+# quiet minute is no 5 % rate), never further back than ten minutes or six analysis
+# intervals. (Reaching back dilutes nothing: it stops at 100 requests.)
+RATE_REQUESTS, RATE_SHORTEST, RATE_LONGEST = 100, 2.0, 600.0
+COUNTERS = ("requests", "errors", "refused", "shed", "fallbacks")  # (TrackStats.summary)
 
 
 @dataclass
@@ -120,6 +132,157 @@ class TrackState:
 
     def __post_init__(self) -> None:
         self.quality = RollingMetrics(self.task, self.window)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """One track's servers over a recent window: counters summed over the servers, the
+    worst server's latency percentiles (each server's own, over its recent answers)."""
+
+    requests: int = 0
+    errors: int = 0
+    refused: int = 0
+    shed: int = 0
+    fallbacks: int = 0
+    seconds: float | None = None  # what the counters cover (None: nothing read twice yet)
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+
+class ServerCounters:
+    """The servers' per-track counters over a recent window, from their reports' totals.
+
+    Each server process reports the totals it counted since it started
+    (``tideline:{<ns>/<model>}:servers``, one field a server). A rate of totals
+    hid a late burst: after a million good answers, a server that fails every
+    request showed 1 % errors after 10,000 failures, and ``maxErrorRate`` and the
+    canary analysis waited for it. So each read is turned into what every server
+    counted *since the read before* (its totals less those it reported then), and
+    a track's counters are the sum of the newest reads that span at least
+    ``shortest`` seconds and hold at least ``min_requests`` requests, or all the
+    reads of the last ``longest`` seconds when those hold fewer.
+
+    A server whose totals went down started again: what it reports is what it
+    counted since (never a negative count). A server first seen after the first
+    read started since the read before: its totals count. At the first read
+    nothing does (the totals may be days old): the window starts there. A
+    server whose report is older than ``SERVER_GONE`` no longer counts, and what
+    it counted before stays in the window it came in.
+
+    Pure: fed the hash as read and the time, it reads no clock and no network.
+
+    Examples
+    --------
+    >>> c = ServerCounters(interval=10.0)
+    >>> def report(ts, requests, errors):
+    ...     return orjson.dumps({"ts": ts, "tracks": {"stable": {
+    ...         "requests": requests, "errors": errors, "p95": 0.004}}})
+    >>> c.update({b"pod-a": report(100.0, 1_000_000, 0)}, now=100.0)["stable"].error_rate
+    >>> got = c.update({b"pod-a": report(110.0, 1_000_500, 500)}, now=110.0)["stable"]
+    >>> got.requests, got.errors, got.error_rate, got.seconds, got.p95
+    (500, 500, 1.0, 10.0, 0.004)
+    >>> got = c.update({b"pod-a": report(120.0, 300, 30)}, now=120.0)["stable"]  # restarted
+    >>> got.requests, got.errors, got.error_rate
+    (300, 30, 0.1)
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        min_requests: int = RATE_REQUESTS,
+        shortest: float = RATE_SHORTEST,
+        longest: float = RATE_LONGEST,
+    ) -> None:
+        self.interval = interval
+        self.min_requests = min_requests
+        self.shortest = max(interval, shortest)
+        self.longest = max(6 * interval, longest, self.shortest)
+        self._totals: dict[bytes, dict[str, tuple[int, ...]]] = {}  # server -> track -> totals
+        self._read_at: float | None = None
+        # reads in the window: (the read before's time, this one's, what each track counted)
+        self._reads: collections.deque[tuple[float, float, dict[str, tuple[int, ...]]]] = (
+            collections.deque()
+        )
+
+    def update(self, reports: dict[bytes, bytes], now: float) -> dict[str, Counted]:
+        """The servers' hash as read at ``now``: each track's counters over its window."""
+        first, since = self._read_at is None, self._read_at
+        counted: dict[str, list[int]] = {}
+        latency: dict[str, dict[str, float]] = {}
+        totals: dict[bytes, dict[str, tuple[int, ...]]] = {}
+        for server, raw in reports.items():
+            report = _server_report(raw)
+            if report is None:  # not a report: the server keeps what it had
+                if server in self._totals:
+                    totals[server] = self._totals[server]
+                continue
+            ts, tracks = report
+            totals[server] = {t: n for t, (n, _) in tracks.items()}
+            if now - ts > SERVER_GONE:
+                continue  # gone: what it counts no longer does (its totals kept, if it is back)
+            before = self._totals.get(server, {})
+            for track, (n, lat) in tracks.items():
+                was = before.get(track)
+                if was is None:  # new since the read before (a server, or a track of one)
+                    delta = (0,) * len(n) if first else n
+                elif any(a < b for a, b in zip(n, was, strict=True)):
+                    delta = n  # started again: its totals are what it counted since
+                else:
+                    delta = tuple(a - b for a, b in zip(n, was, strict=True))
+                acc = counted.setdefault(track, [0] * len(COUNTERS))
+                for j, d in enumerate(delta):
+                    acc[j] += d
+                worst = latency.setdefault(track, {})
+                for k, v in lat.items():
+                    worst[k] = max(worst.get(k, 0.0), v)
+        self._totals, self._read_at = totals, now
+        if since is not None:
+            self._reads.append((since, now, {t: tuple(c) for t, c in counted.items()}))
+        while len(self._reads) > 1 and self._reads[0][0] < now - self.longest:
+            self._reads.popleft()  # (the newest read stays, however long it took)
+        tracks_counted = {t for _, _, c in self._reads for t in c}
+        return {t: self._window(t, latency.get(t, {})) for t in {*latency, *tracks_counted}}
+
+    def _window(self, track: str, latency: dict[str, float]) -> Counted:
+        """The newest reads of a track spanning ``shortest`` seconds and ``min_requests``."""
+        sums = [0] * len(COUNTERS)
+        start = end = None
+        for since, at, counted in reversed(self._reads):
+            end = at if end is None else end
+            start = since
+            for j, d in enumerate(counted.get(track, ())):
+                sums[j] += d
+            if end - start >= self.shortest and sums[0] >= self.min_requests:
+                break
+        seconds = None if start is None or end is None else round(end - start, 3)
+        requests, errors, refused, shed, fallbacks = sums  # (in the order of COUNTERS)
+        return Counted(requests, errors, refused, shed, fallbacks, seconds,
+                       latency.get("p50"), latency.get("p95"), latency.get("p99"))  # fmt: skip
+
+
+def _server_report(
+    raw: bytes,
+) -> tuple[float, dict[str, tuple[tuple[int, ...], dict[str, float]]]] | None:
+    """A server's report (:meth:`tideline.pods.server.dataplane.DataPlane._report`): when it
+    was written, and per track its totals (``COUNTERS``) and latency percentiles; None when
+    it is not one."""
+    try:
+        rep = orjson.loads(raw)
+        ts = float(rep.get("ts", 0))
+        tracks = {}
+        for track, s in (rep.get("tracks") or {}).items():
+            n = tuple(max(0, int(s.get(k, 0))) for k in COUNTERS)
+            lat = {k: float(s[k]) for k in ("p50", "p95", "p99") if k in s}
+            tracks[str(track)] = (n, lat)
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, OverflowError):
+        return None
+    return ts, tracks
 
 
 class Monitor:
@@ -188,6 +351,7 @@ class Monitor:
         self._drift_typed: list[Any] = []  # rows decoded typed (DriftRow structs)
         self._drift_scores: list[Any] = []
         self._drift_body = _drift_body(self.feature_names)
+        self._drift_body_cut = _drift_body(self.feature_names, cut=True)  # (rows may be null)
         self._stable_revision = model.revision
         self._reference_revision: str | None = None  # whose drift reference the detectors hold
         self._last_write = 0.0
@@ -195,6 +359,7 @@ class Monitor:
         self._rates = {"predictions": 0.0, "labels": 0.0}
         self._last_counts = dict(self._counts)
         self._last_rate_at = clock()
+        self.servers = ServerCounters(self.spec.rollout.analysis.interval)
 
     def _new_detectors(self) -> None:
         self._new_feature_detector()
@@ -364,7 +529,10 @@ class Monitor:
 
     def _on_predictions(self, e: predlog.Entry, read: bool, scores: list[Any]) -> None:
         """A logged request: counted; its rows and scores to the drift detectors when it is
-        in the sample (``read``)."""
+        in the sample (``read``). Rows cut from the log (``Meta.cut``: over its size limit
+        for a row, logged as null) are left out of drift, features and scores: the other
+        rows of the request still count (its drift was lost whole when a null row failed
+        to read)."""
         n = len(scores)
         self._counts["predictions"] += n
         tracks = e.meta.tracks or None  # (None: one track answered every row)
@@ -391,6 +559,10 @@ class Monitor:
             self._use_reference(str(revision))  # until the routing names one
         if not read:
             return  # not in the drift sample
+        if e.meta.cut is not None:  # rows over the log's size limit, logged as null
+            stable = _without(stable, e.meta.cut)
+            if not stable:
+                return
         if self.feature_names:
             try:
                 stable = self._drift_features(e, stable)
@@ -404,8 +576,9 @@ class Monitor:
         from the body as it came (objects of numbers), else from its rows one by one. The
         rows read (a body of fewer rows than scores has no more)."""
         columns = self._drift_columns
+        decoder = self._drift_body if e.meta.cut is None else self._drift_body_cut
         try:
-            typed: list[Any] = self._drift_body.decode(e.body).instances
+            typed: list[Any] = decoder.decode(e.body).instances
         except msgspec.DecodeError:
             n = len(e.rows)
             stable = [i for i in stable if i < n]
@@ -416,6 +589,8 @@ class Monitor:
         if len(stable) != len(typed) or stable[-1] != len(typed) - 1:
             stable = [i for i in stable if i < len(typed)]
             typed = [typed[i] for i in stable]
+        if e.meta.cut is not None and any(r is None for r in typed):
+            raise ValueError("a null row the log's cut rows do not name")
         self._drift_typed += typed
         return stable
 
@@ -711,27 +886,9 @@ class Monitor:
             )
 
     # -- summary -------------------------------------------------------------------------------
-    def _servers(self) -> dict[str, dict[str, Any]]:
-        """Servers' reports, summed per track (latency: the worst server's percentiles)."""
-        out: dict[str, dict[str, Any]] = {}
-        now = self.clock()
-        for _, raw in self.r.hgetall(self.keys.servers).items():
-            try:
-                rep = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if now - float(rep.get("ts", 0)) > 30:  # a server gone for 30 s no longer counts
-                continue
-            for track, s in (rep.get("tracks") or {}).items():
-                agg = out.setdefault(track, {"requests": 0, "errors": 0, "fallbacks": 0})
-                for k in ("requests", "errors", "fallbacks"):
-                    agg[k] += int(s.get(k, 0))
-                for k in ("p50", "p95", "p99"):
-                    if k in s:
-                        agg[k] = max(agg.get(k, 0.0), float(s[k]))
-        for agg in out.values():
-            agg["errorRate"] = agg["errors"] / agg["requests"] if agg["requests"] else 0.0
-        return out
+    def _servers(self) -> dict[str, Counted]:
+        """The servers' per-track counters over a recent window (:class:`ServerCounters`)."""
+        return self.servers.update(self.r.hgetall(self.keys.servers), self.clock())
 
     def summary(self) -> h.Health:
         """The health summary: per track and version quality, evidence, drift, servers, lag."""
@@ -741,7 +898,7 @@ class Monitor:
         for name in {*self.tracks, *servers}:
             t = self.tracks.get(name)
             q = t.quality.report() if t is not None else {}
-            agg = servers.get(name, {})
+            c = servers.get(name) or Counted()
             tracks[name] = h.TrackHealth(
                 revision=t.revision if t else None,
                 version=t.version if t else None,
@@ -749,13 +906,16 @@ class Monitor:
                 predictions=t.predictions if t else 0,
                 window=int(q.get("count", 0)),
                 **_metrics(q),
-                requests=int(agg.get("requests", 0)),
-                errors=int(agg.get("errors", 0)),
-                fallbacks=int(agg.get("fallbacks", 0)),
-                error_rate=agg.get("errorRate"),
-                p50_latency=agg.get("p50"),
-                p95_latency=agg.get("p95"),
-                p99_latency=agg.get("p99"),
+                requests=c.requests,
+                errors=c.errors,
+                refused=c.refused,
+                shed=c.shed,
+                fallbacks=c.fallbacks,
+                counted_over=c.seconds,
+                error_rate=c.error_rate,
+                p50_latency=c.p50,
+                p95_latency=c.p95,
+                p99_latency=c.p99,
             )
         lags = np.array(self.label_lags) if self.label_lags else None
         d = self.spec.drift
@@ -1040,18 +1200,29 @@ def _sampled(stream: bytes, entry_id: bytes, k: int, rate: float) -> bool:
 _NUMBER_TYPES = {float, int, bool, type(None)}
 
 
-def _drift_body(names: list[str]) -> msgspec.json.Decoder[Any]:
+def _drift_body(names: list[str], cut: bool = False) -> msgspec.json.Decoder[Any]:
     """A decoder of a logged body straight to the drift features' values: rows that are
-    objects, each feature a number, null or missing (other names ignored). Anything else
-    fails to decode, and the rows are read one by one (:func:`_num`)."""
-    row = msgspec.defstruct(
+    objects, each feature a number, null or missing (other names ignored); with ``cut``,
+    rows may be null too (a body with rows cut, :func:`tideline.predlog.bounded`).
+    Anything else fails to decode, and the rows are read one by one (:func:`_num`)."""
+    row: Any = msgspec.defstruct(
         "DriftRow",
         [(f"f{j}", float | None, None) for j in range(len(names))],
         rename={f"f{j}": name for j, name in enumerate(names)},
         gc=False,
     )
-    body = msgspec.defstruct("DriftBody", [("instances", list[row])])  # type: ignore[valid-type]
+    body = msgspec.defstruct("DriftBody", [("instances", list[row | None] if cut else list[row])])
     return msgspec.json.Decoder(body)
+
+
+def _without(rows: Sequence[int], cut: list[int]) -> list[int]:
+    """Rows of a request less those cut from its log entry (logged as null: nothing to read).
+
+    >>> _without(range(4), [1, 3])
+    [0, 2]
+    """
+    gone = set(cut)
+    return [i for i in rows if i not in gone]
 
 
 def _typed_rows(rows: list[Any], defaults: list[float]) -> np.ndarray:
