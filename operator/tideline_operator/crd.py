@@ -666,6 +666,11 @@ def status_schema() -> dict[str, Any]:
             "storeEpoch": scalar(
                 "string", "The store's epoch token: when Redis no longer holds it, it lost keys"
             ),  # fmt: skip
+            "storeRestores": scalar(
+                "integer",
+                "How often a process had put back what the store lost, when last read",
+                minimum=0,
+            ),  # fmt: skip
             "storeReset": record(
                 "The last store reset: at, cause, message, the versions lost, recoveredAt"
             ),  # fmt: skip

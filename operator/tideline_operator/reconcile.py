@@ -248,13 +248,14 @@ class Reconciler:
             p.zrange(keys.retired, 0, -1, withscores=True)
             p.hget(keys.learner(stable), "lag")
             p.get(keys.epoch)
+            p.get(keys.restores)
             p.hget(keys.control(stable), StartWord.FIELD)
             if canary:
                 p.exists(keys.pointers(canary))
                 p.hget(keys.control(canary), StartWord.FIELD)
             if good is not None:
                 p.exists(keys.version(stable, good))
-            pointers, health, routing, retired, lag, epoch, word, *more = p.execute()
+            pointers, health, routing, retired, lag, epoch, restores, word, *more = p.execute()
         except redis.RedisError as e:
             log.warning("%s/%s: Redis unavailable: %s", model.namespace, model.name, e)
             return Sight()
@@ -274,6 +275,7 @@ class Reconciler:
             lag=int(lag) if lag is not None and lag.isdigit() else None,
             store=StoreSeen(
                 epoch=epoch.decode() if epoch is not None else None,
+                restores=int(restores) if restores is not None and restores.isdigit() else 0,
                 kept=bool(more and more[0]),
                 words=words,
                 empty=frozenset(empty),

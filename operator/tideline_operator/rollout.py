@@ -90,6 +90,7 @@ class StoreSeen:
     """What a turn read of the store besides the stable revision's pointers."""
 
     epoch: str | None = None  # the token at ``Keys.epoch``; None: there is none
+    restores: int = 0  # ``Keys.restores``: how often a process put back what the store lost
     kept: bool = False  # the version ``restorable(status)`` names is still stored
     # the active revisions looked at (stable, and the canary the status names) -> the
     # StartWord their control hash holds, and those of them with no pointers at all
@@ -227,6 +228,7 @@ class RolloutStatus(msgspec.Struct, kw_only=True):
     stableWarmStart: str | None = None  # noqa: N815
     canaryWarmStart: str | None = None  # noqa: N815
     storeEpoch: str | None = None  # noqa: N815
+    storeRestores: int | None = None  # noqa: N815
     storeReset: StoreReset | None = None  # noqa: N815
 
     @classmethod
@@ -360,9 +362,11 @@ def guardrail_breach(
             f"lastGood v{last_good} beats served v{served} by more than {margin} "
             f"({_units(spec)}) on the same samples: {_said(vs)}"
         )
-    err = health.track("stable").error_rate
-    if err is not None and err > g.maxErrorRate:
-        return f"error rate {err:.3f} is over {g.maxErrorRate}"
+    s = health.track("stable")
+    # (the monitor counts answers over a recent window; a rate of a few answers is no rate)
+    if s.error_rate is not None and s.requests >= MIN_REQUESTS and s.error_rate > g.maxErrorRate:
+        return (f"error rate {s.error_rate:.3f} is over {g.maxErrorRate} "
+                f"({s.errors} of {s.requests} answers)")  # fmt: skip
     return None
 
 
@@ -628,7 +632,9 @@ def _store_reset(st: RolloutStatus, observed: Observed, now: float, actions: lis
     The epoch token the status keeps is gone or another: the store lost keys. Without
     the token a reset shows too, while none is being recovered from: latest went back
     from the status's, or lastGood vanished (publishing never moves it back; a pointers
-    hash evicted alone, as allkeys-lru does, leaves the token in place).
+    hash evicted alone, as allkeys-lru does, leaves the token in place), or the restores
+    count moved: a server or a learner put back what the store lost before this turn
+    looked (an evicted pointers hash is back within a second, as it was).
     """
     seen = observed.store
     if seen is None:  # not read this turn: nothing is known to be lost
@@ -647,11 +653,15 @@ def _store_reset(st: RolloutStatus, observed: Observed, now: float, actions: lis
     before = st.storeReset
     ongoing = before is not None and before.active
     latest, served, good = st.latestVersion, st.servedVersion, st.lastGoodVersion
+    restored = st.storeRestores is not None and seen.restores > st.storeRestores
+    st.storeRestores = seen.restores  # (a count that went down went with the store: the epoch)
     if cause is None and not ongoing:
         if latest is not None and (observed.latest is None or observed.latest < latest):
             cause = f"latest went back from v{latest} to {_v(observed.latest)}"
         elif good is not None and observed.last_good is None:
             cause = f"lastGood v{good} vanished"
+        elif restored:
+            cause = "a server or the learner put back what the store had lost"
     if cause is None:
         return
     if good is None and before is not None and ongoing:
@@ -659,14 +669,16 @@ def _store_reset(st: RolloutStatus, observed: Observed, now: float, actions: lis
     lost = [f"{name} {_v(was)} -> {_v(now_)}"
             for name, was, now_ in (("latest", latest, observed.latest),
                                     ("served", served, observed.served))
-            if was is not None and was != now_]  # fmt: skip
+            if was is not None and (now_ is None or now_ < was)]  # fmt: skip
     if good is not None and observed.last_good != good:
         lost.append(
             f"lastGood v{good} restored from the status (its version is still stored)"
             if seen.kept
             else f"lastGood v{good} gone with its version: a version must be proven again"
         )
-    message = f"the store lost keys ({cause}): " + (", ".join(lost) or "no pointer of ours")
+    message = f"the store lost keys ({cause}): " + (
+        ", ".join(lost) or "every pointer was back before the operator looked"
+    )
     st.storeReset = StoreReset(now, cause, message, latest, served, good)
     actions.append(Action("event", {"type": "Warning", "reason": "StoreReset", "message": message}))
 
@@ -1039,7 +1051,7 @@ def _phase(
         _condition(before, "Ready", observed.replicas_ready and not aborted, "ReplicasReady" if observed.replicas_ready else "ReplicasNotReady", "", now),
         _condition(before, "Progressing", canary is not None, "CanaryInProgress" if canary else "Stable",
                    f"step {step} weight {st.canaryWeight or 0}" if canary else "", now),
-        _condition(before, "Degraded", bool(aborted) or worse, degraded_reason, degraded_message, now),
+        _condition(before, "Degraded", bool(aborted) or worse or resetting, degraded_reason, degraded_message, now),
         _condition(before, "Drifting", drifting, "DriftDetected" if drifting else "NoDrift", drift, now),
         _condition(before, "ModelQuality", quality_ok, quality_reason, quality_message, now),
         log_capacity,

@@ -132,6 +132,14 @@ class Keys:
         return f"{self.prefix}:epoch"
 
     @property
+    def restores(self) -> str:
+        """String: a count the restore script raises each time a process puts back what the
+        store lost (a version, a pointer): the operator reads it, so a loss repaired before it
+        looked (an evicted pointers hash that a server put back within a second) is still a
+        store reset it reports."""
+        return f"{self.prefix}:restores"
+
+    @property
     def retired(self) -> str:
         """Sorted set: revisions the operator removed -> when; their keys go after a grace."""
         return f"{self.prefix}:retired"

@@ -126,7 +126,7 @@ def _health(now: float, d: dict[str, Any]) -> h.Health | None:
         detected=d["concept"], last=h.ConceptEvent(ts=d["concept_ts"], method="adwin", version=d["served"])
         if d["concept"] else None,
     )  # fmt: skip
-    return h.Health(ts=now - d["age"], tracks={"stable": h.TrackHealth(error_rate=d["err"]),
+    return h.Health(ts=now - d["age"], tracks={"stable": h.TrackHealth(error_rate=d["err"], requests=1000),
                                                "canary": h.TrackHealth(p95_latency=d["p95"])},
                     drift=h.Drift(concept=concept), quality=h.Quality(candidates=cands))  # fmt: skip
 

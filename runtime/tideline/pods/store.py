@@ -160,15 +160,18 @@ return moved
 """
 
 
-# KEYS: blob, versions zset, vmeta hash, pointers hash; ARGV: version, blob, meta json, then
-# pointer field/value pairs. Puts back what is missing and nothing else (SET NX, HSETNX): a
-# process that held a version through a store reset returns it without overwriting what
-# another process restored first. Returns 1 when the blob itself was missing.
+# KEYS: blob, versions zset, vmeta hash, pointers hash, restores counter; ARGV: version,
+# blob, meta json, then pointer field/value pairs. Puts back what is missing and nothing else
+# (SET NX, HSETNX): a process that held a version through a store reset returns it without
+# overwriting what another process restored first. What it put back raises the restores
+# count (the operator reports it). Returns 1 when the blob itself was missing.
 _RESTORE = """
 local put = redis.call('SET', KEYS[1], ARGV[2], 'NX')
-redis.call('ZADD', KEYS[2], 'NX', tonumber(ARGV[1]), ARGV[1])
+local changed = put and 1 or 0
+changed = changed + redis.call('ZADD', KEYS[2], 'NX', tonumber(ARGV[1]), ARGV[1])
+for i = 4, #ARGV, 2 do changed = changed + redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) end
 redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[3])
-for i = 4, #ARGV, 2 do redis.call('HSETNX', KEYS[4], ARGV[i], ARGV[i + 1]) end
+if changed > 0 then redis.call('INCR', KEYS[5]) end
 if put then return 1 end
 return 0
 """
@@ -187,8 +190,9 @@ def restore_args(
             value = repr(value)  # (a time: every digit)
         fields += [name, ("1" if value else "0") if isinstance(value, bool) else str(value)]
     return (
-        _RESTORE, 4, keys.version(revision, version), keys.versions(revision),
-        keys.vmeta(revision), keys.pointers(revision), version, blob, orjson.dumps(dict(meta)),
+        _RESTORE, 5, keys.version(revision, version), keys.versions(revision),
+        keys.vmeta(revision), keys.pointers(revision), keys.restores, version, blob,
+        orjson.dumps(dict(meta)),
         *fields,
     )  # fmt: skip
 

@@ -214,6 +214,26 @@ def test_a_canary_s_errors_are_judged_without_waiting_for_labels(canary, outcome
     assert (res.metric == "errorRate") == (outcome == "fail")
 
 
+@pytest.mark.parametrize(
+    ("stable", "rolled_back"),
+    [
+        ({"requests": 500, "errors": 100, "error_rate": 0.2}, True),
+        ({"requests": 3, "errors": 1, "error_rate": 0.33}, False),
+        ({"requests": 500, "errors": 2, "error_rate": 0.004}, False),
+    ],
+    ids=[
+        "stable's servers failing a fifth of 500 recent answers roll back to lastGood",
+        "one error in three answers is no rate: nothing happens",
+        "an error rate under maxErrorRate is no breach",
+    ],
+)
+def test_stable_s_error_rate_rolls_back_only_on_enough_answers(stable, rolled_back) -> None:
+    health = _health(100.0, stable={"accuracy": 0.9, **stable})
+    d = decide(_spec(), {"stableRevision": "old", "lastGoodVersion": 5},
+               Observed(revision="old", served=7, last_good=5, latest=7), health, now=100.0)  # fmt: skip
+    assert ("rollback" in _kinds(d)) == rolled_back
+
+
 def test_a_stale_health_summary_is_inconclusive_not_a_failure() -> None:
     res = analyze(_spec(), _health(100.0, canary=(2, _vs(-0.5))), now=200.0)
     assert res.outcome == "inconclusive"
@@ -285,7 +305,11 @@ def test_no_rollback_without_evidence_that_it_helps(vs, quality) -> None:
 
 def test_a_cold_model_never_rolls_back_to_v0_and_says_it_has_no_proven_version() -> None:
     # pointers as a cold model's publish leaves them: served and latest, no lastGood
-    health = _health(100.0, constant=(None, _vs(0.1)), stable={"accuracy": 0.4, "error_rate": 0.5})
+    health = _health(
+        100.0,
+        constant=(None, _vs(0.1)),
+        stable={"accuracy": 0.4, "error_rate": 0.5, "requests": 1000},
+    )
     d = decide(_spec(), {"stableRevision": "old"}, Observed(revision="old", served=3, latest=3),
                health, now=100.0)  # fmt: skip
     assert "rollback" not in _kinds(d) and "prove" not in _kinds(d)
@@ -572,8 +596,8 @@ _HELD = {"stableRevision": "old", "storeEpoch": "e1", "latestVersion": 20, "serv
          "lastGoodVersion": 6}  # fmt: skip
 
 
-def _store(epoch="e1", kept=False, empty=("old",), words=None) -> StoreSeen:
-    return StoreSeen(epoch=epoch, kept=kept, empty=frozenset(empty),
+def _store(epoch="e1", kept=False, empty=("old",), words=None, restores=0) -> StoreSeen:
+    return StoreSeen(epoch=epoch, kept=kept, empty=frozenset(empty), restores=restores,
                      words=words if words is not None else {"old": None})  # fmt: skip
 
 
@@ -616,9 +640,38 @@ def test_a_store_that_lost_keys_is_noticed(observed, events, condition, phase, m
         assert message in d.status["storeReset"]["message"]
         degraded = next(c for c in d.status["conditions"] if c["type"] == "Degraded")
         assert (degraded["reason"] == "StoreReset") == (phase == "Degraded")
+        # `kubectl wait --for=condition=Degraded` fires when the phase says so
+        assert degraded["status"] == ("True" if phase == "Degraded" else "False")
     restored = [a["version"] for a in _kinds_args(d, "restore-last-good")]
     assert restored == ([6] if observed.store.kept and observed.last_good is None else [])
     assert "prove" not in _kinds(d)
+
+
+@pytest.mark.parametrize(
+    ("held", "restores", "events"),
+    [
+        (2, 3, ["StoreReset", "StoreRecovered"]),
+        (3, 3, []),
+        (None, 3, []),
+    ],
+    ids=[
+        "a loss repaired before the operator looked (a server put the pointers back) is a reset",
+        "the restores count where the status left it: nothing happened",
+        "a count the status has not read yet (an operator before this one) is taken, no reset",
+    ],
+)
+def test_a_loss_repaired_before_the_operator_looked_is_still_reported(held, restores, events):
+    status = {**_HELD, "storeRestores": held}
+    obs = Observed(revision="old", served=18, latest=20, last_good=6,
+                   store=_store(empty=(), restores=restores))  # fmt: skip
+    d = decide(_spec(), status, obs, None, now=100.0)
+    assert [a["reason"] for a in _kinds_args(d, "event")] == events
+    assert d.status["storeRestores"] == restores
+    if events:
+        assert d.status["storeReset"]["message"] == (
+            "the store lost keys (a server or the learner put back what the store had lost): "
+            "every pointer was back before the operator looked"
+        )
 
 
 @pytest.mark.parametrize(
