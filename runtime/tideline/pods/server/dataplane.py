@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import hmac
 import logging
@@ -195,7 +196,10 @@ class DataPlane:
         self.keys = Keys(model.namespace, model.name)
         self.redis_url = redis_url
         self.metrics = metrics or ServerMetrics(None)
-        self.instance = instance or os.environ.get("HOSTNAME") or f"server-{os.getpid()}"
+        # this process's field in the servers hash: the pod's name and the process's, since
+        # `tideline server --workers N` runs N of them in a pod, each counting its own answers
+        # (with the pod's name alone they overwrote one another's totals)
+        self.instance = instance or f"{os.environ.get('HOSTNAME') or 'server'}-{os.getpid()}"
         self.max_rows = max_rows
         self.versions = ModelVersions(model, self.keys, self.metrics, poll_interval)
         self.log = PredictionLog(self.keys, self.spec.learning.labelWindow, self.metrics,
@@ -253,6 +257,10 @@ class DataPlane:
             await asyncio.wait_for(self.log.write(self.r), timeout=2.0)
         except (redis.exceptions.RedisError, OSError, TimeoutError):
             log.warning("redis unavailable at stop: %d logged requests lost", self.log.requests)
+        with contextlib.suppress(redis.exceptions.RedisError, OSError, TimeoutError):
+            # a process that stops takes its counters with it (the monitor keeps what it
+            # counted of them): the hash holds the processes that answer, not every one that did
+            await asyncio.wait_for(self.r.hdel(self.keys.servers, self.instance), timeout=1.0)
         if self._http is not None:
             await self._http.aclose()
         if self._kafka is not None:
