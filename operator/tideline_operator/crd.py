@@ -711,7 +711,7 @@ def build_crd() -> dict[str, Any]:
 def outdated(annotations: dict[str, str] | None) -> str | None:
     """Why the installed CRD is not this release's (None when it is): Helm installs ``crds/``
     once and never upgrades it."""
-    fix = "apply this release's: kubectl apply --server-side -f crds/onlinemodel.yaml"
+    fix = "apply this release's: kubectl apply --server-side --force-conflicts -f crds/onlinemodel.yaml"
     if annotations is None:
         return f"the OnlineModel CRD is not installed: {fix}"
     want = build_crd()["metadata"]["annotations"][SCHEMA_ANNOTATION]

@@ -19,7 +19,10 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 @pytest.fixture(scope="module")
 def crd(cluster: ControlPlane) -> ControlPlane:
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "onlinemodel.yaml"))
+    # as the README's upgrade does: the chart's tests installed the CRD with helm (which then
+    # owns .spec.versions), and a server-side apply over it needs --force-conflicts
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                    str(ROOT / "crds" / "onlinemodel.yaml"))  # fmt: skip
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/onlinemodels.tideline.dev", "--timeout=60s"
     )
