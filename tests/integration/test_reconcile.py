@@ -10,6 +10,7 @@ import copy
 import time
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -628,3 +629,44 @@ def test_a_redis_that_refuses_config_leaves_durability_unknown_without_an_error(
         assert [why for _, why, _ in events] == ["Deployed"]
     finally:
         r.execute_command("ACL", "DELUSER", "managed")
+
+
+def test_a_canary_whose_servers_fail_is_aborted_on_errors(setup, r) -> None:
+    """The monitor windows the servers' counters, the analysis judges the canary's errors before
+    any label (it answers nothing to label), and failureLimit failures abort it."""
+    from tideline.pods.monitor import Monitor
+
+    rec, kube, clock, events, _ = setup
+    rollout = {"steps": [{"setWeight": 20}, {"pause": "10m"}],
+               "analysis": {"interval": "5s", "minSamples": 100, "failureLimit": 2}}  # fmt: skip
+    m = manifest("fraud", rollout=rollout)
+    _turn(setup, _body(m))
+    m2 = copy.deepcopy(m)
+    m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
+    new = parse(m2).revision
+    st = _turn(setup, _body(m2, generation=2))
+    assert st is not None and st["canaryRevision"] == new
+    mon = Monitor(parse(m), r, clock=clock)
+    keys = Keys("test", "fraud")
+
+    def report(stable: int, canary: int) -> None:
+        """One server's totals: every stable answer fine, every canary answer a 5xx."""
+        tracks = {"stable": {"requests": stable, "errors": 0},
+                  "canary": {"requests": canary, "errors": canary}}  # fmt: skip
+        r.hset(keys.servers, "server-a", orjson.dumps({"ts": clock.now, "tracks": tracks}))
+
+    report(10_000, 0)  # what the server counted before the monitor started: not the window's
+    mon.write()
+    aborted = None
+    for i in range(1, 5):
+        clock.now += 5
+        report(10_000 + 800 * i, 200 * i)
+        mon.write()
+        st = _turn(setup, _body(m2, generation=2)) or st
+        if st.get("aborted"):
+            aborted = i
+            break
+    assert aborted == 2, f"aborted after {aborted} analyses, failureLimit is 2: {st}"
+    assert "errorRate" in st["aborted"]["reason"] and st["phase"] == "Degraded"
+    assert [reason for _, reason, _ in events].count("RolloutAborted") == 1
+    assert st["stableRevision"] != new and r.hget(keys.routing, "weight") == b"0"
