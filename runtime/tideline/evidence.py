@@ -165,7 +165,8 @@ class CommonWindow:
         # the window's rows encoded once per schema (candidates of a revision share one)
         self._X: dict[str, np.ndarray] = {}
         self._schemas: dict[Hashable, str | None] = {}  # candidate -> its schema's key
-        self._pairs: dict[tuple[Hashable, Hashable], Paired] = {}
+        # (candidate, reference, since) -> their comparison (see compare)
+        self._pairs: dict[tuple[Hashable, Hashable, int], Paired] = {}
 
     # -- samples and candidates ---------------------------------------------------------
     def add_samples(self, rows: Sequence[Any], y: np.ndarray) -> None:
@@ -191,7 +192,7 @@ class CommonWindow:
                for key, c in self._candidates.items()}  # fmt: skip
         for key, p in new.items():
             self._preds[key][slots] = p
-        for (a, b), pair in self._pairs.items():
+        for (a, b, _), pair in self._pairs.items():
             d, ref = self._difference(new[a], new[b], y)
             pair.update(d, ref)
 
@@ -218,7 +219,7 @@ class CommonWindow:
         self._candidates.pop(key, None)
         self._schemas.pop(key, None)
         self._preds.pop(key, None)
-        for pair in [p for p in self._pairs if key in p]:
+        for pair in [p for p in self._pairs if key in p[:2]]:
             del self._pairs[pair]
 
     def keep_only(self, keys: set[Hashable]) -> None:
@@ -228,6 +229,11 @@ class CommonWindow:
         for sk in [k for k in self._X if k not in used]:
             del self._X[sk]
 
+    def keep_since(self, since: set[int]) -> None:
+        """Close the comparisons opened on later samples (``since`` > 0) at other points."""
+        for pair in [p for p in self._pairs if p[2] and p[2] not in since]:
+            del self._pairs[pair]
+
     def __contains__(self, key: Hashable) -> bool:
         return key in self._candidates
 
@@ -236,17 +242,31 @@ class CommonWindow:
         """The window's labels, oldest first."""
         return self._y[self._order()]
 
-    def score(self, key: Hashable) -> dict[str, float]:
-        """The candidate's quality on the window (see :func:`tideline.evaluate.scores`)."""
-        idx = self._order()
+    def score(self, key: Hashable, last: int | None = None) -> dict[str, float]:
+        """The candidate's quality on the window, or on its ``last`` newest samples (see
+        :func:`tideline.evaluate.scores`)."""
+        idx = self._order() if last is None else self._newest(last)
         return scores(self.task, self._preds[key][idx], self._y[idx])
 
-    def compare(self, candidate: Hashable, reference: Hashable) -> Paired:
-        """The growing paired comparison of ``candidate`` with ``reference`` (opened if new)."""
-        pair = self._pairs.get((candidate, reference))
+    def compare(self, candidate: Hashable, reference: Hashable, since: int = 0) -> Paired:
+        """The growing paired comparison of ``candidate`` with ``reference`` (opened if new),
+        on the samples added after the first ``since`` (:attr:`total` then): 0 for all of
+        them, seeded with the window; ``total`` now for those to come only. A comparison
+        opened after some of its samples left the window is seeded with those still in it.
+
+        >>> w = CommonWindow("binary", size=10)
+        >>> w.add_candidate("one", Constant(1.0)); w.add_candidate("zero", Constant(0.0))
+        >>> w.add_samples([{}] * 3, np.array([1.0, 1.0, 1.0]))
+        >>> fresh = w.compare("zero", "one", since=w.total)
+        >>> w.add_samples([{}], np.array([0.0]))
+        >>> w.compare("zero", "one").n, fresh.n, fresh.mean
+        (4, 1, 1.0)
+        """
+        key = (candidate, reference, since)
+        pair = self._pairs.get(key)
         if pair is None:
-            pair = self._pairs[(candidate, reference)] = Paired()
-            idx = self._order()
+            pair = self._pairs[key] = Paired()
+            idx = self._newest(self.total - since)
             d, ref = self._difference(self._preds[candidate][idx], self._preds[reference][idx],
                                       self._y[idx])  # fmt: skip
             pair.update(d, ref)
@@ -266,6 +286,12 @@ class CommonWindow:
         if self.count < self.size:
             return np.arange(self.count)
         return (self._pos + np.arange(self.size)) % self.size
+
+    def _newest(self, n: int) -> np.ndarray:
+        """Slots of the window's ``n`` newest samples (those of them it holds), oldest first."""
+        idx = self._order()
+        n = max(0, min(n, len(idx)))
+        return idx[len(idx) - n :]
 
     def _predict(
         self, candidate: Any, rows: Sequence[Any], X: np.ndarray | None = None

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tideline.evidence import ALPHA, Paired, cs_radius
+from tideline.evidence import ALPHA, CommonWindow, Constant, Paired, cs_radius
 
 
 def _alarm_rates(
@@ -111,3 +111,20 @@ def test_the_common_window_scores_every_candidate_on_the_same_samples_and_grows_
     assert w.relative(pair)[1] > 0.3  # surely better
     w.keep_only({"good", "constant"})
     assert "bad" not in w and "good" in w
+
+
+def test_a_comparison_opened_since_a_point_holds_only_the_samples_that_came_after_it() -> None:
+    w = CommonWindow("binary", size=6)
+    w.add_candidate("one", Constant(1.0))
+    w.add_candidate("zero", Constant(0.0))
+    w.add_samples([{}] * 4, np.array([1.0, 1.0, 1.0, 1.0]))
+    since = w.total
+    fresh, whole = w.compare("zero", "one", since=since), w.compare("zero", "one")
+    w.add_samples([{}] * 4, np.array([0.0, 0.0, 0.0, 0.0]))
+    assert (whole.n, whole.mean) == (8, 0.0)
+    assert (fresh.n, fresh.mean) == (4, 1.0), "the labels since the point alone"
+    assert w.score("one", last=4)["accuracy"] == 0.0 and w.score("one")["accuracy"] == 2 / 6
+    # opened late, it is seeded with the samples since the point the window still holds
+    assert w.compare("one", "zero", since=since).n == 4
+    w.keep_since(set())
+    assert w.compare("zero", "one", since=since) is not fresh
