@@ -12,11 +12,21 @@ Quality comes in two kinds:
   predictions. Good for dashboards; not for comparing versions, since two
   versions served at different times saw different traffic.
 * ``quality``: the evidence behind automatic decisions. Every candidate
-  (``served``, ``lastGood``, ``latest``, ``canary``, ``baseline``, and
-  ``constant``, the best constant answer) is scored on the *same* window of
-  recent labelled samples, and compared with the served version on them by
-  a paired confidence sequence (:mod:`tideline.evidence`), valid however
-  often it is read.
+  (``served``, ``lastGood``, ``latest``, ``recent``, ``canary``,
+  ``baseline``, and ``constant``, the best constant answer) is scored on the
+  *same* window of recent labelled samples, and compared with the served
+  version on them by a paired confidence sequence (:mod:`tideline.evidence`),
+  valid however often it is read. ``recent`` is the newest version of the
+  stable revision served on ``minSamples`` labels of its own answers, served
+  or not now: a learner that publishes every few seconds replaces a version
+  before its labels come, so the served one alone would never be proven. It
+  is compared with ``lastGood`` and ``constant`` too (:attr:`Candidate.versus`).
+  While a rollback pins the served version, ``pin`` says how the labels that
+  came since agree with it, and ``latest`` is compared with it on those labels
+  alone (:attr:`Candidate.since_pin`).
+
+Summaries written before ``recent``, ``versus``, ``since_pin`` and ``pin``
+existed decode without them.
 
 Examples
 --------
@@ -126,6 +136,28 @@ class Candidate(_Sparse):
     rmse: float | None = None
     served_labelled: int = 0  # labels of the predictions it made while served
     vs_served: Comparison | None = None
+    # against other roles on the same samples (this candidate minus that role): the
+    # ``recent`` candidate's proof reads ``lastGood`` and ``constant``
+    versus: dict[str, Comparison] = {}
+    # ``latest`` against the pinned served version on the labels that came after the pin only
+    since_pin: Comparison | None = None
+
+
+class PinEvidence(_Sparse):
+    """How the labels agree with the version a rollback pinned, before the pin and since.
+
+    ``error_before`` is the pinned version's error on the common window when the
+    monitor saw the pin (binary: 1 - accuracy; regression: mean squared error),
+    ``error_since`` its error on the ``samples`` labels that came since. The
+    pinned version does not learn: a rise is the labels' (they lie, or the
+    world changed), not the model's.
+    """
+
+    at: float | None = None  # the pin's time, as the pointers say (``pinAt``; None: not said)
+    version: int | None = None
+    samples: int = 0
+    error_before: float | None = None
+    error_since: float | None = None
 
 
 class Quality(_Struct):
@@ -135,6 +167,7 @@ class Quality(_Struct):
     source: str = "feedback"  # feedback (labels of served predictions) or samples
     alpha: float = 0.05
     candidates: dict[str, Candidate] = {}
+    pin: PinEvidence | None = None  # while a rollback pins the served version
 
     def get(self, role: str) -> Candidate | None:
         return self.candidates.get(role)

@@ -30,9 +30,14 @@ the process to exit non-zero.
 
 **Evidence.** The labelled samples also fill a common window
 (:class:`tideline.evidence.CommonWindow`): every candidate version - served,
-lastGood, latest, the canary's served one, the warm-start baseline and the
-best constant - is scored on the same samples and compared with the served
-version by a paired confidence sequence. The window takes the labels of
+lastGood, latest, recent (the newest version of the stable revision served on
+``minSamples`` labels of its own answers, still stored, served now or not), the
+canary's served one, the warm-start baseline and the best constant - is scored
+on the same samples and compared with the served version by a paired
+confidence sequence; recent with lastGood and the constant too (what its proof
+reads). While a rollback pins the served version, latest is also compared
+with it on the labels that came after the pin alone, and the pinned version's
+error on those is set beside its error when the pin came (what an unpin reads). The window takes the labels of
 served predictions (feedback) when there are any; a model that gets none
 (learner-only) is judged on its labelled samples. Training data that
 arrives through ``samples`` next to feedback (backfills, ``:learn``) is
@@ -321,6 +326,13 @@ class Monitor:
         self._evidence_y: list[float] = []
         self._roles: dict[str, tuple[Any, ...]] = {}  # role -> the version scored for it
         self._named: dict[str, tuple[Any, ...]] = {}  # role -> version, as last read
+        # the stable revision's versions served on minSamples labels, newest first (recent)
+        self._recent: list[tuple[Any, ...]] = []
+        # the pin as the pointers name it: (pinAt or None, the pinned version); None: no pin
+        self._pin_named: tuple[float | None, int] | None = None
+        # the pin the evidence follows: (as named, the window's total then, the pinned
+        # version's error on the window then)
+        self._pin: tuple[tuple[float | None, int], int, float | None] | None = None
         self._versions_looked = -math.inf
         # the served version and its labelled answers, as the last write showed them
         self._served_written: tuple[tuple[Any, ...] | None, int] = (None, 0)
@@ -980,6 +992,20 @@ class Monitor:
             v = pointers.get(role)
             if v is not None:
                 roles[role] = (stable, v)
+        self._pin_named = (
+            (pointers.pinAt, pointers.served)
+            if pointers.pinned and pointers.served is not None
+            else None
+        )
+        n = self.spec.rollout.analysis.minSamples
+        counted = sorted(
+            (v.version for v in self.versions.values()
+             if v.revision == stable and isinstance(v.version, int) and v.labelled >= n),
+            reverse=True,
+        )  # fmt: skip
+        self._recent = [(stable, v) for v in counted]
+        if counted:
+            roles["recent"] = self._recent[0]
         canary = (routing.get(b"canary") or b"").decode()
         if canary:
             v = Pointers.from_hash(r.hgetall(self.keys.pointers(canary))).served
@@ -999,7 +1025,8 @@ class Monitor:
         if now - self._versions_looked < VERSIONS_EVERY:
             return False
         self._versions_looked = now
-        return self._named_roles() != self._named
+        pin = self._pin[0] if self._pin is not None else None
+        return self._named_roles() != self._named or self._pin_named != pin
 
     def _served_countable(self) -> bool:
         """Whether the served version has reached ``minSamples`` labels of its own answers
@@ -1022,7 +1049,7 @@ class Monitor:
         self._named = self._named_roles()
         roles = dict(self._named)  # (less those that cannot be loaded)
         if not roles:
-            self._roles = {}
+            self._roles, self._pin = {}, None
             return
         for role, key in list(roles.items()):
             if key in self.evidence:
@@ -1034,14 +1061,44 @@ class Monitor:
                     value = 1.0 if value >= 0.5 else 0.0
                 self.evidence.add_candidate(key, Constant(value))
                 continue
-            try:
-                learner, _ = self.store.load(*key)
-            except StoreError:
+            loaded = self._load(key)
+            if loaded is None and role == "recent":
+                # a version the learner no longer keeps: the newest of the others it does
+                for older in self._recent[1:]:
+                    if older in self.evidence or self._load(older) is not None:
+                        roles[role] = older
+                        break
+            elif loaded is None:
                 del roles[role]
-                continue
-            self.evidence.add_candidate(key, learner)
+        roles = {role: key for role, key in roles.items() if key in self.evidence}
         self.evidence.keep_only(set(roles.values()))
         self._roles = roles
+        self._follow_pin()
+
+    def _load(self, key: tuple[Any, ...]) -> Any:
+        """A stored version into the window (scored on it once); None when it is not stored."""
+        try:
+            learner, _ = self.store.load(*key)
+        except StoreError:
+            return None
+        self.evidence.add_candidate(key, learner)
+        return learner
+
+    def _follow_pin(self) -> None:
+        """A rollback's pin, as the pointers name it: from when it is seen, ``latest`` is also
+        compared with the pinned version on the labels that come after it alone, and the
+        pinned version's error on them is set against its error on the window then (the
+        operator's unpin reads both: :func:`tideline_operator.rollout._recovered`)."""
+        named, served = self._pin_named, self._roles.get("served")
+        if named is None:
+            self._pin = None
+        elif self._pin is None or self._pin[0] != named:
+            self._pin = None
+            if served is not None and served[1] == named[1]:
+                w = self.evidence
+                before = _error(self.task, w.score(served)) if w.count else None
+                self._pin = (named, w.total, before)
+        self.evidence.keep_since({self._pin[1]} if self._pin is not None else set())
 
     def _is_warm_started(self, revision: str) -> bool:
         """Whether the revision's v0 is a warm-start baseline (cached: v0 never changes)."""
@@ -1076,16 +1133,43 @@ class Monitor:
                 served_labelled=v.labelled if v is not None else 0,
             )
             if key != served and w.count:
-                pair = w.compare(key, served)
-                diff, lo, hi = w.relative(pair)
-                c.vs_served = h.Comparison(samples=pair.n, difference=diff, lower=lo, upper=hi)
+                c.vs_served = self._comparison(key, served)
+            if role == "recent" and w.count:
+                for other in ("lastGood", "constant"):
+                    against = roles.get(other)
+                    if against is not None and against != key:
+                        c.versus[other] = self._comparison(key, against)
+            if role == "latest" and self._pin is not None and key != served:
+                c.since_pin = self._comparison(key, served, since=self._pin[1])
             out[role] = c
-        recent = self._feedback_flows()
+        flows = self._feedback_flows()
         return h.Quality(
             window=w.count,
-            source="feedback" if recent else "samples",
+            source="feedback" if flows else "samples",
             alpha=ALPHA,
             candidates=out,
+            pin=self._pin_evidence(served),
+        )
+
+    def _comparison(self, key: Any, reference: Any, since: int = 0) -> h.Comparison:
+        w = self.evidence
+        pair = w.compare(key, reference, since)
+        diff, lo, hi = w.relative(pair)
+        return h.Comparison(samples=pair.n, difference=diff, lower=lo, upper=hi)
+
+    def _pin_evidence(self, served: tuple[Any, ...]) -> h.PinEvidence | None:
+        """The pinned version's error before the pin and on the labels that came since."""
+        if self._pin is None or served[1] != self._pin[0][1]:
+            return None
+        (at, version), since, before = self._pin
+        w = self.evidence
+        k = min(w.total - since, w.count)
+        return h.PinEvidence(
+            at=at,
+            version=version,
+            samples=k,
+            error_before=before,
+            error_since=_error(self.task, w.score(served, last=k)) if k else None,
         )
 
     def write(self) -> h.Health:
@@ -1258,6 +1342,16 @@ def _num(v: Any, default: float) -> float:
     if isinstance(v, int | float) and v == v and abs(v) != float("inf"):
         return float(v)
     return default
+
+
+def _error(task: str, report: dict[str, Any]) -> float | None:
+    """A :func:`tideline.evaluate.scores` report's error: 1 - accuracy, or the mean squared
+    error (regression)."""
+    if task == "binary":
+        accuracy = report.get("accuracy")
+        return None if accuracy is None else 1.0 - float(accuracy)
+    rmse = report.get("rmse")
+    return None if rmse is None else float(rmse) ** 2
 
 
 def _metrics(report: dict[str, Any]) -> dict[str, float]:
