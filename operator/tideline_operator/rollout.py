@@ -22,10 +22,12 @@ sequence that stays valid however often it is read.
   ``failureLimit`` failures abort: weight 0, the canary removed, phase
   Degraded naming the metric, stable untouched. After the last step the
   canary is promoted.
-* **Proof.** A served version becomes ``lastGood`` once it was served on
-  ``analysis.minSamples`` labels and is not significantly worse than the
-  previous ``lastGood`` on the common window (the first one: significantly
-  better than the best constant answer). v0 of a cold model never is.
+* **Proof.** A version becomes ``lastGood`` once it was served on
+  ``analysis.minSamples`` labels of its own answers and is not significantly
+  worse than the previous ``lastGood`` on the common window (the first one:
+  significantly better than the best constant answer), whether it is still
+  the served one or was replaced before its labels came (the monitor's
+  ``recent`` candidate). lastGood moves forward only. v0 of a cold model never is.
 * **Guardrails.** ``lastGood`` significantly better than the served version
   by more than ``guardrails.maxAccuracyDrop`` on the same samples (bad
   updates, poisoned labels), or a server error rate over ``maxErrorRate``,
@@ -36,8 +38,11 @@ sequence that stays valid however often it is read.
   adapt`` (default) has the learner adapt faster for a while, ``rollback``
   rolls back only if a proven version is significantly better on the same
   samples (else adapts), ``pause`` stops learning, ``alert`` only says so.
-  After a rollback the learner's newer version is served again once it is
-  not significantly worse than the pinned one on the same samples.
+  After a rollback the learner's newer version is served again once, for
+  ``RECOVER_HOLD`` intervals in a row, the labels that came since agree with
+  the pinned version as they did before it and, on those labels, the newer
+  version is surely not worse than the pinned one by ``maxAccuracyDrop``
+  (:func:`_recovered` says why each).
 * **Manual control** by annotation: promote, abort, pause/resume learning,
   roll back to a version.
 * **A store that lost keys** (restarted empty, flushed, evicted; issue 30): the
@@ -70,7 +75,7 @@ from typing import Any
 import msgspec
 
 from tideline.contracts import StartWord
-from tideline.health import Comparison, Health, Quality
+from tideline.health import Candidate, Comparison, Health, Quality
 from tideline.spec import Spec
 
 ANNOTATION_PREFIX = "tideline.dev/"
@@ -82,6 +87,9 @@ MIN_PAIRED = 100  # paired samples before a comparison may roll back (the varian
 # answers of a canary's servers before their error rate may fail an analysis (two errors in
 # the first ten are no rate)
 MIN_REQUESTS = 100
+# analysis intervals the evidence for unpinning must hold, turn after turn, before the
+# learner is served again (see _recovered)
+RECOVER_HOLD = 2
 
 
 # --------------------------------------------------------------------------- inputs / outputs
@@ -154,8 +162,10 @@ class Aborted(msgspec.Struct):
     at: float = 0.0
 
 
-class Rollback(msgspec.Struct):
-    """The last rollback: from and to which version, why, and the newest version then."""
+class Rollback(msgspec.Struct, omit_defaults=True):
+    """The last rollback: from and to which version, why, and the newest version then; and
+    since when the evidence for serving the learner again has held (see :func:`_recovered`;
+    not in the store's pin: a restarted loop waits the hold again)."""
 
     at: float = 0.0
     revision: str = ""
@@ -163,6 +173,7 @@ class Rollback(msgspec.Struct):
     to: int | None = None
     reason: str = ""
     latest: int | None = None
+    recovering: float | None = None
 
 
 class StoreReset(msgspec.Struct):
@@ -371,28 +382,74 @@ def guardrail_breach(
 
 
 def proven(spec: Spec, status: RolloutStatus, health: Health | None, now: float) -> int | None:
-    """The served version, if it has just proven itself good enough to be ``lastGood``."""
+    """The newest version that has just proven itself good enough to be ``lastGood``.
+
+    Two candidates: the served version, and the monitor's ``recent`` one - the
+    newest version of the stable revision served on ``minSamples`` labels of
+    its own answers, served now or not. A learner that publishes every few
+    seconds (or labels that come minutes late) replaces a version before its
+    labels come: proving only the served one proved nothing new, and after a
+    concept drift lastGood stayed a version of the old world (a rollback then
+    landed on one scoring 0.46 in the new one). A candidate is proven when it
+    was served on ``minSamples`` labels and is not significantly worse than
+    ``lastGood`` on at least ``minSamples`` common samples (the first proof:
+    significantly better than the best constant answer). lastGood moves
+    forward only: never to a version older than it, nor to one the last
+    rollback undid (newer than the version rolled back to, up to the newest
+    then). Nothing is proven while a rollback pins ``served``. v0 of a cold
+    model never is.
+    """
     q = evidence(spec, health, now)
-    served, last_good = status.servedVersion, status.lastGoodVersion
-    if q is None or served is None or served == last_good or status.pinned:
+    last_good = status.lastGoodVersion
+    if q is None or status.pinned:
         return None
-    c = q.get("served")
-    if c is None or c.version != served or c.revision != status.stableRevision:
-        return None
-    if served == 0 and q.get("baseline") is None:
-        return None  # a cold model's v0 learned nothing: never a rollback target
     n = spec.rollout.analysis.minSamples
-    if c.served_labelled < n:
-        return None
+    rb = status.lastRollback
+    best: int | None = None
+    for role in ("served", "recent"):
+        c = q.get(role)
+        if c is None or c.version is None or c.revision != status.stableRevision:
+            continue
+        v = int(c.version)
+        if role == "served" and v != status.servedVersion:
+            continue  # (the monitor's summary is older than the pointers)
+        if (last_good is not None and v <= last_good) or (best is not None and v <= best):
+            continue  # forward only
+        if v == 0 and q.get("baseline") is None:
+            continue  # a cold model's v0 learned nothing: never a rollback target
+        if (
+            rb is not None
+            and rb.to is not None
+            and rb.latest is not None
+            and rb.to < v <= rb.latest
+        ):
+            continue  # learned in the run the rollback undid
+        if c.served_labelled < n:
+            continue
+        if _proof(q, role, c, last_good, n):
+            best = v
+    return best
+
+
+def _proof(q: Quality, role: str, c: Candidate, last_good: int | None, n: int) -> bool:
+    """The candidate against lastGood (or, for the first proof, the best constant) on at
+    least ``n`` common samples: the served one as the others compare with it, ``recent``
+    as it compares with them (:attr:`tideline.health.Candidate.versus`)."""
     if last_good is None:
-        k = q.get("constant")
-        vs = k.vs_served if k is not None else None
-        ok = vs is not None and vs.samples >= n and vs.worse(0.0)
-    else:
-        g = q.get("lastGood")
-        vs = g.vs_served if g is not None and g.version == last_good else None
-        ok = vs is not None and vs.samples >= n and not vs.better(0.0)
-    return int(served) if ok else None
+        if role == "served":
+            k = q.get("constant")
+            vs = k.vs_served if k is not None else None
+            return vs is not None and vs.samples >= n and vs.worse(0.0)
+        vs = c.versus.get("constant")
+        return vs is not None and vs.samples >= n and vs.better(0.0)
+    g = q.get("lastGood")
+    if g is None or g.version != last_good:
+        return False
+    if role == "served":
+        vs = g.vs_served
+        return vs is not None and vs.samples >= n and not vs.better(0.0)
+    vs = c.versus.get("lastGood")
+    return vs is not None and vs.samples >= n and not vs.worse(0.0)
 
 
 def quality_condition(
@@ -501,7 +558,7 @@ def quality_status(q: Quality | None) -> dict[str, Any] | None:
     if q is None:
         return None
     out: dict[str, Any] = {"samples": q.window, "source": q.source}
-    for role in ("served", "lastGood", "baseline", "canary", "latest"):
+    for role in ("served", "lastGood", "recent", "baseline", "canary", "latest"):
         c = q.get(role)
         if c is None:
             continue
@@ -898,8 +955,9 @@ def _guardrails(
             Action(
                 "event",
                 {"type": "Normal", "reason": "Unpinned",
-                 "message": f"serving v{latest}, learned after the rollback to v{st.servedVersion}, "
-                            "not worse on the same samples"},
+                 "message": f"serving v{latest}, learned after the rollback to v{st.servedVersion}: "
+                            "surely within maxAccuracyDrop of it on the labels since, which agree "
+                            "with it as before"},
             )
         )  # fmt: skip
         st.servedVersion = latest
@@ -964,24 +1022,92 @@ def _concept(
 
 
 def _recovered(spec: Spec, st: RolloutStatus, health: Health | None, now: float) -> bool:
-    """After a rollback, serve the learner again once it is not worse on the same samples.
+    """After a rollback, serve the learner again once the evidence says it is safe.
 
     The learner was reset to the version rolled back to; a version newer than
-    the newest one at the rollback was learned since. It is served again
-    once one analysis interval went by and it is not significantly worse than
-    the pinned version on at least ``minSamples`` common samples.
+    the newest one at the rollback was learned since. Before, it was served
+    again once it was not *significantly* worse than the pinned version on
+    ``minSamples`` common samples: while a poisoning went on, the newest
+    version had learned only a little of it, no evidence said it was worse,
+    it was served, learned more and was rolled back again. What the evidence
+    can tell, and what it cannot:
+
+    * Labels that lie are no evidence about anything scored on them. A
+      version that learned the lie agrees with them; the pinned version, which
+      learns nothing, disagrees with them more than it did. So the pinned
+      version's error on the labels that came since the pin (the monitor's
+      ``pin`` evidence) must be back within ``guardrails.maxAccuracyDrop`` of
+      its error on the window when the pin came (regression: relative): until
+      then the labels, or the world, are not what they were, and nothing
+      judged on them may unpin. (Labels that lie from before the rollback to
+      the end cannot be told from a changed world: the pin holds, and an
+      annotation serves a version by hand.)
+    * Honest labels while the learner's *training* data is poisoned (the
+      demo's ``:learn`` poisoning) do judge it: the newest version must be
+      shown *not worse* than the pinned one by more than the guardrail's
+      margin - the lower bound of its difference above ``-maxAccuracyDrop``,
+      and not significantly worse at all - on at least ``minSamples`` labels
+      that came after the pin (``latest``'s ``since_pin``), not merely lack
+      evidence that it is worse. The rollback fires on the mirror of that
+      bound, so the two cannot answer the same evidence both ways.
+    * A version learned while the poisoning still goes on looks fine at
+      first and worse with every version after. So all of this must hold at
+      every turn for ``RECOVER_HOLD`` analysis intervals (a turn where it does
+      not starts the hold again, ``lastRollback.recovering`` keeps its start):
+      a poisoning that goes on shows in a newer version within it.
+
+    A summary that gives neither ``since_pin`` nor ``pin`` (a monitor older than
+    them, during an upgrade) is judged by the rule it was written for: one
+    interval after the rollback, ``latest`` not significantly worse than the
+    pinned version on ``minSamples`` common samples.
     """
     rb = st.lastRollback
     latest = st.latestVersion
     if rb is None or latest is None or rb.latest is None or latest <= rb.latest:
         return False
-    if now - rb.at < spec.rollout.analysis.interval:
-        return False
     q = evidence(spec, health, now)
     c = q.get("latest") if q is not None else None
-    if c is None or c.version != latest or c.vs_served is None:
+    if q is not None and q.pin is None and c is not None and c.since_pin is None:
+        vs = c.vs_served
+        return (
+            c.version == latest
+            and now - rb.at >= spec.rollout.analysis.interval
+            and vs is not None
+            and vs.samples >= spec.rollout.analysis.minSamples
+            and not vs.worse(0.0)
+        )
+    if not _recovery_holds(spec, st, health, now, latest):
+        rb.recovering = None
         return False
-    return c.vs_served.samples >= spec.rollout.analysis.minSamples and not c.vs_served.worse(0.0)
+    if rb.recovering is None:
+        rb.recovering = now
+    return now - rb.recovering >= RECOVER_HOLD * spec.rollout.analysis.interval
+
+
+def _recovery_holds(
+    spec: Spec, st: RolloutStatus, health: Health | None, now: float, latest: int
+) -> bool:
+    """This turn's evidence for :func:`_recovered` (all but the hold)."""
+    q = evidence(spec, health, now)
+    c = q.get("latest") if q is not None else None
+    if q is None or c is None or c.version != latest:
+        return False
+    n = spec.rollout.analysis.minSamples
+    margin = spec.guardrails.maxAccuracyDrop
+    pin = q.pin
+    if pin is None or pin.version != st.servedVersion or pin.samples < n:
+        return False
+    if pin.error_before is None or pin.error_since is None:
+        return False
+    allowed = (
+        pin.error_before + margin
+        if spec.model.task == "binary"
+        else pin.error_before * (1 + margin)
+    )
+    if pin.error_since > allowed:
+        return False  # the labels disagree with the pinned version more than before
+    vs = c.since_pin
+    return vs is not None and vs.samples >= n and vs.lower > -margin and not vs.worse(0.0)
 
 
 def _rollback(

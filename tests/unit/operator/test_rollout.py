@@ -350,6 +350,67 @@ def test_last_good_means_proven_on_labels(served, labelled, versus, proven) -> N
         assert ("Proven" in [a["reason"] for a in _kinds_args(d, "event")]) == (last_good is None)
 
 
+def _with_recent(health, version, labelled, status_pinned=False, **versus):
+    """``health`` with the monitor's ``recent`` candidate: ``version`` served on ``labelled``
+    labels of its own answers, compared with other roles (``versus``: role -> Comparison)."""
+    health.quality.candidates["recent"] = h.Candidate(
+        revision="old", version=version, samples=2000, served_labelled=labelled, versus=versus,
+        vs_served=_vs(0.0))  # fmt: skip
+    return health
+
+
+@pytest.mark.parametrize(
+    ("status", "served", "recent", "last_good", "proven"),
+    [
+        ({}, (12, 100), (10, 600, {"lastGood": _vs(-0.01, half=0.02)}), 6, 10),
+        ({}, (12, 100), (10, 600, {"lastGood": _vs(-0.05, half=0.02)}), 6, None),
+        ({}, (12, 100), (10, 300, {"lastGood": _vs(0.0, half=0.02)}), 6, None),
+        ({}, (12, 100), (5, 600, {"lastGood": _vs(0.0, half=0.02)}), 6, None),
+        ({}, (12, 100), (10, 600, {"lastGood": _vs(0.0, half=0.02, samples=300)}), 6, None),
+        ({}, (12, 5000), (10, 600, {"lastGood": _vs(0.0, half=0.02)}), 6, 12),
+        ({}, (12, 100), (10, 600, {"constant": _vs(0.2, half=0.02)}), None, 10),
+        ({}, (12, 100), (10, 600, {"constant": _vs(0.01, half=0.02)}), None, None),
+        ({}, (3, 100), (0, 600, {"constant": _vs(0.2, half=0.02)}), None, None),
+        ({"lastRollback": {"at": 50.0, "from": 8, "to": 6, "latest": 8}}, (12, 100),
+         (7, 600, {"lastGood": _vs(0.0, half=0.02)}), 6, None),
+        ({"pinned": True}, (6, 100), (10, 600, {"lastGood": _vs(0.0, half=0.02)}), 6, None),
+    ],
+    ids=[
+        "a version replaced before its labels came, served on minSamples of them and not worse "
+        "than lastGood on the same samples, is proven though no longer served",
+        "the recent version surely worse than lastGood is not proven",
+        "the recent version served on fewer than minSamples labels of its own is not proven yet",
+        "lastGood moves forward only: a recent version older than lastGood is not proven",
+        "fewer than minSamples common samples against lastGood: not proven yet",
+        "the served version and the recent one both proven: lastGood is the newer, served",
+        "the first proof of a replaced version: surely better than the best constant",
+        "a replaced version no better than a constant is no first proof",
+        "a cold model's v0 is never proven, served or replaced",
+        "a version the last rollback undid (learned between the version rolled back to and the "
+        "newest then) is never proven",
+        "nothing is proven while a rollback pins served",
+    ],
+)  # fmt: skip
+def test_a_replaced_version_is_proven_on_the_labels_of_its_own_answers(
+    status, served, recent, last_good, proven
+) -> None:
+    version, labelled, versus = recent
+    extra = {"lastGood": (last_good, _vs(0.0, half=0.02))} if last_good is not None else {}
+    if "constant" in versus:
+        extra["constant"] = (None, _vs(-0.2, half=0.02))
+    health = _health(100.0, served=("old", served[0]), served_labelled=served[1], **extra)
+    _with_recent(health, version, labelled, **versus)
+    st = {"stableRevision": "old", **status}
+    obs = Observed(revision="old", served=served[0], latest=12, last_good=last_good,
+                   pinned=status.get("pinned", False))  # fmt: skip
+    d = decide(_spec(), st, obs, health, now=100.0)
+    got = [a["version"] for a in _kinds_args(d, "prove")]
+    assert got == ([proven] if proven is not None else [])
+    if proven is not None:
+        assert d.status["lastGoodVersion"] == proven
+        assert ("Proven" in [a["reason"] for a in _kinds_args(d, "event")]) == (last_good is None)
+
+
 def _concept(ts=99.0):
     return h.ConceptDrift(detected=True, method="adwin",
                           last=h.ConceptEvent(ts=ts, method="adwin", revision="old", version=7))  # fmt: skip
@@ -399,19 +460,72 @@ def test_under_on_concept_drift_rollback_any_sure_gain_of_a_proven_version_rolls
     assert "rollback" not in _kinds(d)
 
 
+_PIN_STATUS = {"stableRevision": "old", "pinned": True, "servedVersion": 6, "lastGoodVersion": 6,
+               "lastRollback": {"at": 50.0, "from": 8, "to": 6, "latest": 8}}  # fmt: skip
+_GOOD = (_vs(-0.005, half=0.01), h.PinEvidence(at=50.0, version=6, samples=2000,
+                                               error_before=0.10, error_since=0.11))  # fmt: skip
+
+
+def _pinned_health(now, since_pin, pin, vs_served=None):
+    """A summary while v6 is pinned: v9, learned since, against it on the labels since the
+    pin (``since_pin``), and how those labels agree with v6 (``pin``)."""
+    health = _health(now, served=("old", 6), latest=(9, vs_served or _vs(0.0)))
+    assert health.quality is not None
+    health.quality.candidates["latest"].since_pin = since_pin
+    health.quality.pin = pin
+    return health
+
+
 @pytest.mark.parametrize(
-    ("vs", "unpinned"),
-    [(_vs(-0.005, half=0.01), True), (_vs(-0.3, half=0.02), False)],
-    ids=["the learner's newer version, not worse than the pinned one on the same samples, is served",
-         "a newer version still surely worse (labels still poisoned) stays unserved"],
+    ("turns", "unpinned_at"),
+    [
+        ([(100.0, *_GOOD), (110.0, *_GOOD), (120.0, *_GOOD)], 120.0),
+        ([(100.0, _vs(-0.02, half=0.06), _GOOD[1]), (120.0, _vs(-0.02, half=0.06), _GOOD[1])],
+         None),
+        ([(100.0, _vs(-0.005, half=0.01, samples=300), _GOOD[1]),
+          (120.0, _vs(-0.005, half=0.01, samples=300), _GOOD[1])], None),
+        ([(100.0, _vs(0.10, half=0.01), h.PinEvidence(at=50.0, version=6, samples=2000,
+                                                       error_before=0.10, error_since=0.30)),
+          (120.0, _vs(0.10, half=0.01), h.PinEvidence(at=50.0, version=6, samples=2000,
+                                                       error_before=0.10, error_since=0.30))],
+         None),
+        ([(100.0, _vs(-0.3, half=0.02), _GOOD[1]), (120.0, _vs(-0.3, half=0.02), _GOOD[1])], None),
+        ([(100.0, *_GOOD), (110.0, _vs(-0.2, half=0.02), _GOOD[1]), (120.0, *_GOOD),
+          (130.0, *_GOOD), (140.0, *_GOOD)], 140.0),
+        ([(100.0, _GOOD[0], None), (120.0, _GOOD[0], None)], None),
+        ([(100.0, None, None)], 100.0),
+        ([(55.0, None, None)], None),
+    ],
+    ids=[
+        "v9 surely within maxAccuracyDrop of the pinned v6 on the labels since the pin, which "
+        "agree with v6 as before it, for two analysis intervals in a row: served again",
+        "v9 not significantly worse but not surely within the margin either (absence of "
+        "evidence): stays unserved",
+        "fewer than minSamples labels since the pin: stays unserved",
+        "labels since the pin disagree with the pinned v6 far more than before (they lie, or the "
+        "world changed): v9 scoring better on them proves nothing and stays unserved",
+        "v9 surely worse (it learned a poisoning that goes on): stays unserved",
+        "a newer version worse in between (the poisoning goes on) starts the hold again: served "
+        "two intervals after the evidence holds again, not at once",
+        "a monitor that says nothing of the labels since the pin while it compares since it: "
+        "stays unserved",
+        "a monitor older than the pin's evidence is judged by the rule it was written for: "
+        "not significantly worse on the common window, an interval after the rollback",
+        "... and not within an interval of the rollback",
+    ],
 )  # fmt: skip
-def test_unpin_on_evidence(vs, unpinned) -> None:
-    st = {"stableRevision": "old", "pinned": True, "servedVersion": 6, "lastGoodVersion": 6,
-          "lastRollback": {"at": 50.0, "from": 8, "to": 6, "latest": 8}}  # fmt: skip
-    health = _health(100.0, served=("old", 6), latest=(9, vs))
-    d = decide(_spec(), st, Observed(revision="old", served=6, last_good=6, latest=9), health,
-               now=100.0)  # fmt: skip
-    assert ([a["version"] for a in _kinds_args(d, "unpin")] == [9]) == unpinned
+def test_unpin_on_evidence(turns, unpinned_at) -> None:
+    status, got = _PIN_STATUS, None
+    for now, since_pin, pin in turns:
+        health = _pinned_health(now, since_pin, pin, vs_served=_vs(-0.005, half=0.01))
+        d = decide(_spec(), status, Observed(revision="old", served=6, last_good=6, latest=9),
+                   health, now=now)  # fmt: skip
+        status = d.status
+        if _kinds_args(d, "unpin"):
+            assert [a["version"] for a in _kinds_args(d, "unpin")] == [9]
+            got = now
+            break
+    assert got == unpinned_at
 
 
 def test_a_rollback_annotation_that_is_no_ascii_number_is_ignored() -> None:
@@ -563,9 +677,10 @@ def test_a_restarted_loop_adopts_the_pin_it_finds_in_the_store(
 def test_an_adopted_pin_unpins_on_evidence_as_the_first_loop_would() -> None:
     adopted = decide(_spec(), _BEFORE_ROLLBACK, Observed(revision="old", served=6, last_good=6,
                      latest=8, pinned=True, pin=PIN), None, now=100.0).status  # fmt: skip
-    health = _health(110.0, served=("old", 6), latest=(9, _vs(0.0, half=0.01)))
-    d = decide(_spec(), adopted, Observed(revision="old", served=6, last_good=6, latest=9,
-                                          pinned=True, pin=PIN), health, now=110.0)  # fmt: skip
+    obs = Observed(revision="old", served=6, last_good=6, latest=9, pinned=True, pin=PIN)
+    d = decide(_spec(), adopted, obs, _pinned_health(110.0, *_GOOD), now=110.0)
+    assert _kinds(d) == [] and d.status["lastRollback"]["recovering"] == 110.0
+    d = decide(_spec(), d.status, obs, _pinned_health(130.0, *_GOOD), now=130.0)
     assert [a["version"] for a in _kinds_args(d, "unpin")] == [9]
     assert [a["reason"] for a in _kinds_args(d, "event")] == ["Unpinned"]
 
