@@ -9,6 +9,14 @@ child processes running its container's arguments (``tideline learner ...``,
 the Redis URL and the ports rewritten for loopback, and the environment a
 Secret would fill taken from ``secrets``; Services, budgets and autoscalers
 are recorded and otherwise ignored.
+
+The restart policy is Kubernetes' (``restartPolicy: Always``): a process that
+exits on its own is started again in its place by :meth:`ProcessCluster.restart_exited`
+(the caller's loop plays the kubelet) after a back-off that doubles with each
+exit of that process - :data:`BACKOFF` seconds first, :data:`BACKOFF_CAP` at most,
+back to the first once it ran :data:`BACKOFF_RESET` seconds (the demo's timescale,
+where a kubelet waits 10 s to 5 minutes). Each exit is a :class:`Restart` in
+:attr:`ProcessCluster.restarts`, and a process's restarts are counted on it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,10 @@ from typing import Any
 
 from tideline.demo.embedded import free_port
 
+BACKOFF = 1.0  # seconds before the first restart of a process that exited
+BACKOFF_CAP = 16.0  # doubled with each exit, up to this
+BACKOFF_RESET = 60.0  # a process that ran this long starts over from BACKOFF
+
 
 @dataclass
 class Proc:
@@ -38,6 +50,23 @@ class Proc:
     ready: bool = False
     checked: float = 0.0
     stopping: bool = False  # stopped on purpose: its exit is no failure
+    started: float = field(default_factory=time.monotonic)
+    restarts: int = 0  # how many times this process (its place in the Deployment) restarted
+    backoff: float = 0.0  # the wait before this one's restart, once it exits
+    due: float | None = None  # exited: when it is started again
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A process that exited on its own, and when it is started again."""
+
+    t: float  # monotonic, when its exit was seen
+    workload: str
+    index: int
+    code: int | None
+    tail: str  # its log's last lines
+    backoff: float  # seconds until it is started again
+    count: int  # its restarts, this one included
 
 
 @dataclass
@@ -66,6 +95,7 @@ class ProcessCluster:
         self.secrets = secrets or {}
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.workloads: dict[str, Workload] = {}
+        self.restarts: builtins.list[Restart] = []  # each exit seen, in order
         self.lock = threading.RLock()  # the operator's thread applies, the main one reads
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -136,6 +166,38 @@ class ProcessCluster:
                 if p.popen.poll() is not None and not p.stopping:
                     tail = p.log.read_text(errors="replace")[-1500:]
                     out.append(f"{name} exited with {p.popen.returncode}:\n{tail}")
+        return out
+
+    def restart_exited(self, now: float | None = None) -> builtins.list[Restart]:
+        """The restart policy, one look: a process seen exited on its own is recorded (and
+        returned) with its back-off; one whose back-off is over is started again."""
+        now = time.monotonic() if now is None else now
+        seen = []
+        with self.lock:
+            for name, w in self.workloads.items():
+                for i, p in enumerate(w.procs):
+                    if p.stopping or p.popen.poll() is None:
+                        continue
+                    if p.due is None:
+                        ran = now - p.started
+                        p.backoff = (BACKOFF if ran >= BACKOFF_RESET or not p.backoff
+                                     else min(2 * p.backoff, BACKOFF_CAP))  # fmt: skip
+                        p.due = now + p.backoff
+                        tail = p.log.read_text(errors="replace")[-3000:]
+                        seen.append(Restart(now, name, i, p.popen.returncode, tail, p.backoff,
+                                            p.restarts + 1))  # fmt: skip
+                    elif now >= p.due:
+                        new = self._start(w.obj, i)
+                        new.restarts, new.backoff = p.restarts + 1, p.backoff
+                        w.procs[i] = new
+            self.restarts += seen
+        return seen
+
+    def restart_counts(self) -> dict[str, int]:
+        """Restarts by Deployment, as ``kubectl get pods`` shows them (summed over its pods)."""
+        out: dict[str, int] = {}
+        for r in self.restarts:
+            out[r.workload] = out.get(r.workload, 0) + 1
         return out
 
     def stop(self) -> None:

@@ -29,7 +29,9 @@ answered in each second, against their true labels (binary models).
 
 A line per second (a live table on a terminal) shows versions, accuracy
 per track, drift, the canary and latency; rollbacks and promotions are
-printed as they happen. At the end: a summary in words, a report (HTML with
+printed as they happen. A process that exits is started again after a
+back-off, as Kubernetes restarts a pod's container (``BackOff`` events;
+:meth:`ProcessCluster.restart_exited`), and the summary counts the restarts. At the end: a summary in words, a report (HTML with
 plots) and the summary as JSON on the last line.
 """
 
@@ -264,6 +266,15 @@ def _learned(client: Any, keys: Keys) -> tuple[int, int]:
     return samples, versions
 
 
+def _restarts(counts: dict[str, int]) -> str:
+    """``no process restarted``, or the restarts by Deployment."""
+    if not counts:
+        return "no process restarted"
+    n = sum(counts.values())
+    by = ", ".join(f"{name} {k}" for name, k in sorted(counts.items()))
+    return f"{n} process restart{'s' if n > 1 else ''} ({by})"
+
+
 def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) * 1000 if xs else float("nan")
 
@@ -347,9 +358,10 @@ def _run(
             while not stop.is_set() and (now := time.monotonic()) - start < duration:
                 if loop.error is not None:
                     raise loop.error
-                dead = cluster.failed()
-                if dead:
-                    raise RuntimeError("a process exited:\n" + dead[0])
+                for r in cluster.restart_exited(now):  # Kubernetes' restart policy
+                    on_event("Warning", "BackOff",
+                             f"{r.workload} (process {r.index}) exited with {r.code}: started "
+                             f"again in {r.backoff:.0f}s (restart {r.count}); logs in {cluster.dir}/logs")  # fmt: skip
                 elapsed = now - start
                 sim.step(elapsed, now, cluster.endpoints("server"))
                 if drift_at is not None and not drift_marked and elapsed >= drift_at:
@@ -407,6 +419,7 @@ def _run(
             "promotions": sum(e.reason == "Promoted" for e in events),
             "aborts": sum(e.reason == "RolloutAborted" for e in events),
             "request_errors": sim.errors,
+            "restarts": cluster.restart_counts(),  # processes that exited, by Deployment
             "stable_revision": loop.status.get("stableRevision"),
             "phase": loop.status.get("phase"),
             "events": [
@@ -553,7 +566,8 @@ class _LiveView:
             f"{s['labels_sent']} labels sent late through feedback, {s['samples_learned']} samples "
             f"learned, {s['versions_published']} versions published; {s['concept_drift_events']} "
             f"concept-drift events, {s['rollbacks']} rollbacks {s['rollbacks_by_reason'] or ''}, "
-            f"{s['promotions']} promotions, {s['aborts']} aborted canaries; served accuracy "
+            f"{s['promotions']} promotions, {s['aborts']} aborted canaries; "
+            f"{_restarts(s['restarts'])}; served accuracy "
             f"{s['served_accuracy_mean']} on average; phase {s['phase']}.",
             file=self.out,
         )
