@@ -1,5 +1,5 @@
-"""Issue 30's faults on the whole loop, as ``tideline run`` drives it (tests/loop.py): a real
-redis-server, the operator's own Reconciler over the demo's ProcessCluster (learner, two
+"""Issue 30's faults on the whole loop, as ``tideline run`` drives it (tideline.demo.harness): a
+real redis-server, the operator's own Reconciler over the demo's ProcessCluster (learner, two
 servers, monitor as the processes a pod runs), the demo's simulator sending predictions and
 their labels. Each test breaks the store or a process under traffic and watches what
 clients were served, the Reconciler's events and status, and the store."""
@@ -17,8 +17,8 @@ import pytest
 import redis
 import yaml
 
-from tests.loop import Loop
 from tideline.contracts import Pointers
+from tideline.demo.harness import Loop
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

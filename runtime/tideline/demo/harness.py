@@ -1,4 +1,4 @@
-"""The whole loop as ``tideline run`` drives it, for tests that break it while it runs.
+"""The whole loop as ``tideline run`` drives it, for tests and benchmarks that break it.
 
 :class:`Loop` starts an :class:`~tideline.demo.embedded.EmbeddedRedis`, the
 demo's operator stand-in (:class:`tideline.demo.local.OperatorLoop`: the
@@ -15,14 +15,21 @@ the demo's rollout timescale. What a test reads while it runs:
 * ``events``: the Reconciler's events; ``status``: the status it last wrote, ``statuses``
   each one it wrote (seen four times a second);
 * ``metas``: what the store said of each version (``n_seen``), each distinct one seen;
-* ``restarts``: processes that exited and were started again - the
-  ProcessCluster has no restart policy, so the loop plays Kubernetes' (a
-  pod's container restarted in place, at once).
+* ``restarts``: processes that exited, started again by the ProcessCluster's
+  restart policy (Kubernetes': after a back-off), which the traffic thread plays;
+* ``sim.refused_labels``, ``sim.failed``: labels the servers did not take, and
+  prediction requests not answered 200.
+
+``operator.crash_after = "RolledBack"`` plays the operator's own crash: the
+turn that emits that event is lost before its status is written, and the
+next turn is a new operator process's (a new Reconciler and ModelMemory),
+from the status written before it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import threading
 import time
@@ -36,7 +43,7 @@ import orjson
 import redis
 
 from tideline.contracts import Keys, Pointers
-from tideline.demo.cluster import ProcessCluster
+from tideline.demo.cluster import ProcessCluster, Restart
 from tideline.demo.embedded import EmbeddedRedis
 from tideline.demo.local import (
     DEMO_ROLLOUT,
@@ -75,28 +82,65 @@ class Event:
 
 
 class WatchedSimulator(Simulator):
-    """The demo's simulator, keeping what each prediction was answered with."""
+    """The demo's simulator, keeping what each prediction was answered with, and counting
+    the labels the servers did not take and the predictions not answered."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.answers: list[Answer] = []
+        self.refused_labels = 0  # feedback labels not accepted (202)
+        self.failed = 0  # prediction requests not answered 200
 
     def _post(self, port: int, path: str, body: Any,
               headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
         status, out = super()._post(port, path, body, headers)
-        if status == 200 and path.endswith(":predict") and isinstance(out, dict):
-            version = out.get("model_version")
-            self.answers.append(Answer(time.monotonic(), out.get("revision"),
-                                       int(version) if version is not None else None))  # fmt: skip
+        if path.endswith(":predict"):
+            if status == 200 and isinstance(out, dict):
+                version = out.get("model_version")
+                self.answers.append(Answer(time.monotonic(), out.get("revision"),
+                                           int(version) if version is not None else None))  # fmt: skip
+            else:
+                self.failed += 1
+        elif path.endswith("/feedback") and status != 202:
+            self.refused_labels += len(body["feedback"])
         return status, out
 
 
-@dataclass
-class Restart:
-    t: float
-    workload: str
-    code: int | None
-    tail: str
+class CrashingOperator(OperatorLoop):
+    """The demo's operator loop, which can lose a turn as a crashed operator process does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.crash_after: str | None = None  # an event's reason: the turn emitting it crashes
+        self.crashes: list[float] = []  # monotonic
+
+    def turn(self) -> None:
+        from tideline_operator.reconcile import ModelMemory, Reconciler
+
+        with self.lock:
+            body = copy.deepcopy(self.body)
+        reasons: list[str] = []
+
+        def event(kind: str, reason: str, message: str) -> None:
+            reasons.append(reason)
+            self.on_event(kind, reason, message)
+
+        new = self.reconciler.turn(body, self.mem, self.cluster.children(), event)
+        if self.crash_after is not None and self.crash_after in reasons:
+            # its events are out, its status never written: a new process starts from the
+            # status the resource holds
+            self.crash_after = None
+            self.crashes.append(time.monotonic())
+            self.reconciler = Reconciler(self.cluster, self.reconciler.settings)
+            self.mem = ModelMemory()
+            with self.lock:
+                self.body["status"] = copy.deepcopy(self.status)
+            return
+        if new is not None:
+            self.status = new
+            with self.lock:
+                if "status" in self.body:  # (read from the resource since the crash)
+                    self.body["status"] = copy.deepcopy(new)
 
 
 @dataclass
@@ -107,9 +151,9 @@ class Loop:
     manifest: dict[str, Any]
     rate: float = 1000.0
     seed: int = 7
+    drift_at: float | None = None  # seconds of traffic: the simulator's concept drift
     events: list[Event] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
-    restarts: list[Restart] = field(default_factory=list)
     metas: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
     statuses: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # each one written
 
@@ -131,9 +175,9 @@ class Loop:
         try:
             self.client: Any = redis.Redis.from_url(self.redis.url, socket_timeout=2.0)
             self.cluster = ProcessCluster(self.workdir, self.redis.url)
-            self.operator = OperatorLoop(self.manifest, self.cluster, self.redis.url,
-                                         self._event)  # fmt: skip
-            self.sim = WatchedSimulator(self.model, self.rate, None, self.seed)
+            self.operator = CrashingOperator(self.manifest, self.cluster, self.redis.url,
+                                             self._event)  # fmt: skip
+            self.sim = WatchedSimulator(self.model, self.rate, self.drift_at, self.seed)
             self.operator.turn()  # the first turn starts the processes
             self.operator.start()
             _wait_ready(self.cluster, self.stop, _LiveView(io.StringIO(), 0.0))
@@ -169,23 +213,12 @@ class Loop:
             while not self.stop.wait(TICK):
                 now = time.monotonic()
                 self.sim.step(now - self.start, now, self.cluster.endpoints("server"))
-                self._restart_exited()
+                self.cluster.restart_exited(now)
                 if now >= next_sample:
                     next_sample = now + 0.25
                     self._sample(now)
         except BaseException as e:  # surfaced by check()
             self.driver_error = e
-
-    def _restart_exited(self) -> None:
-        with self.cluster.lock:
-            for name, w in self.cluster.workloads.items():
-                for i, p in enumerate(w.procs):
-                    if p.popen.poll() is not None and not p.stopping:
-                        tail = p.log.read_text(errors="replace")[-3000:]
-                        self.restarts.append(
-                            Restart(time.monotonic(), name, p.popen.returncode, tail)
-                        )
-                        w.procs[i] = self.cluster._start(w.obj, i)
 
     def _sample(self, now: float) -> None:
         status = self.operator.status
@@ -239,6 +272,10 @@ class Loop:
 
     def elapsed(self, t: float | None = None) -> float:
         return (time.monotonic() if t is None else t) - self.start
+
+    @property
+    def restarts(self) -> list[Restart]:
+        return self.cluster.restarts
 
     @property
     def status(self) -> dict[str, Any]:
