@@ -38,7 +38,7 @@ from prometheus_client import Counter, Histogram
 
 from tideline import health as h
 from tideline.contracts import Keys, Pointers, StartWord
-from tideline.pods.store import ModelStore, StoreError, connect, migrate_keys
+from tideline.pods.store import ModelStore, StoreError, connect, migrate_keys, node_info
 from tideline.spec import OnlineModel, SpecError, check_redis_url, parse
 from tideline_operator import builders
 from tideline_operator.builders import Settings
@@ -98,6 +98,21 @@ class Sight:
     retired: dict[str, float] = field(default_factory=dict)
     lag: int | None = None  # records the stable learner is behind (None: not known)
     store: StoreSeen | None = None  # None: Redis could not be read
+
+
+FULL_READ = 2.0  # seconds between readings of Redis's OOM replies, per model
+FULL_HOLD = 10.0  # seconds after the last refusal that Redis still counts as full
+
+
+@dataclass
+class FullWatch:
+    """What a Reconciler last read of one Redis's refusals for want of memory."""
+
+    read_at: float = -1e18
+    count: int | None = None  # its OOM replies since it started, when last read
+    grew_at: float = -1e18  # when that count last grew
+    refused: int = 0  # refusals seen in this episode
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -181,6 +196,7 @@ class Reconciler:
         self._apis: dict[tuple[str, str], bool] = {}
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}  # -> (read at, url)
         self._configs: dict[int, tuple[float, StoreConfig]] = {}  # id(client) -> (read at, it)
+        self._full: dict[tuple[int, str], FullWatch] = {}  # (id(client), model) -> what was read
 
     # -- helpers ----------------------------------------------------------------------
     def redis_for(self, model: OnlineModel) -> Any:
@@ -305,6 +321,38 @@ class Reconciler:
         self._configs[id(r)] = (now, config)
         return config
 
+    def store_full(self, r: Any, keys: Keys, now: float) -> str | None:
+        """Whether the Redis holding the model refuses writes for want of memory: its count of
+        OOM replies (``INFO errorstats``, Redis >= 6.2) grew within ``FULL_HOLD`` seconds, or it
+        uses all of its maxmemory. Read every ``FULL_READ`` seconds, not every turn. The
+        message for the condition, or None."""
+        w = self._full.setdefault((id(r), keys.prefix), FullWatch())
+        if now - w.read_at >= FULL_READ:
+            try:
+                errors = node_info(r, keys.prefix, "errorstats")
+                memory = node_info(r, keys.prefix, "memory")
+            except redis.RedisError:
+                return w.message if now - w.grew_at <= FULL_HOLD else None
+            oom = errors.get("errorstat_OOM")
+            count = int(oom.get("count", 0)) if isinstance(oom, dict) else 0
+            if w.count is not None and count > w.count:
+                w.grew_at, w.refused = now, w.refused + count - w.count
+            elif now - w.grew_at > FULL_HOLD:
+                w.refused = 0
+            w.count, w.read_at = count, now
+            used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+            at_limit = limit > 0 and used >= limit
+            policy = memory.get("maxmemory_policy", "")
+            w.message = (
+                f"Redis refuses writes for want of memory ({w.refused} refused lately; used "
+                f"{used >> 20} MiB of maxmemory {limit >> 20} MiB, {policy}): labels wait, the "
+                "learner and the monitor wait; raise maxmemory, or shorten labelWindow or "
+                "keepVersions"
+            )
+            if at_limit and now - w.grew_at > FULL_HOLD and policy == "noeviction":
+                w.grew_at = now  # (full, whether or not a write was refused yet)
+        return w.message if now - w.grew_at <= FULL_HOLD else None
+
     # -- the turn ---------------------------------------------------------------------
     def turn(
         self,
@@ -393,6 +441,9 @@ class Reconciler:
             store=sight.store,
             # (not asked of a Redis that did not answer this turn: the last reading stands)
             store_config=self.store_config(r, now) if sight.store is not None else None,
+            store_full=self.store_full(r, Keys(model.namespace, model.name), now)
+            if sight.store is not None
+            else None,
         )
         decision = decide(model.spec, before, observed, health, now)
         st = decision.status

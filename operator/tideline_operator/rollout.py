@@ -134,6 +134,9 @@ class Observed:
     generation: int = 1
     store: StoreSeen | None = None  # None: the store could not be read this turn
     store_config: StoreConfig | None = None  # None: not known (not read yet, or unreachable)
+    # Redis refusing writes for want of memory (OOM replies lately), said as the condition
+    # says it; None: not refusing (or not known)
+    store_full: str | None = None
 
 
 @dataclass(frozen=True)
@@ -669,8 +672,21 @@ def decide(
     _guardrails(spec, st, ann, health, now, actions)
     _store_recovered(st, now, actions)
     _start_words(st, observed, actions)
+    _store_full(st, observed, actions)
     _phase(spec, st, observed, health, now)
     return Decision(st, actions)
+
+
+def _store_full(st: RolloutStatus, observed: Observed, actions: list[Action]) -> None:
+    """One event when Redis starts refusing writes for want of memory (the learner waits, the
+    monitor cannot write its health, labels are refused), one when it accepts them again."""
+    was = any(c.type == "StoreFull" and c.status == "True" for c in st.conditions or [])
+    full = observed.store_full
+    if full and not was:
+        actions.append(Action("event", {"type": "Warning", "reason": "StoreFull", "message": full}))
+    elif was and not full and observed.store is not None:  # (read this turn, and not refusing)
+        actions.append(Action("event", {"type": "Normal", "reason": "StoreAccepting",
+                                        "message": "Redis accepts writes again"}))  # fmt: skip
 
 
 def restorable(status: RolloutStatus) -> int | None:
@@ -1145,7 +1161,11 @@ def _phase(
     worse = not quality_ok
     reset = st.storeReset
     resetting = reset is not None and reset.active
-    if aborted or worse or resetting:
+    full = observed.store_full
+    if observed.store is None:  # the store not read this turn: as last seen
+        prev = next((c for c in st.conditions or [] if c.type == "StoreFull"), None)
+        full = prev.message if prev is not None and prev.status == "True" else None
+    if aborted or worse or resetting or full:
         phase = "Degraded"
     elif paused:
         phase = "Paused"
@@ -1161,6 +1181,8 @@ def _phase(
     drifting = bool(drift)
     if aborted:
         degraded_reason, degraded_message = "RolloutAborted", aborted.reason
+    elif full:
+        degraded_reason, degraded_message = "StoreFull", full
     elif resetting and reset is not None:
         degraded_reason, degraded_message = "StoreReset", _resetting(reset, st)
     elif worse:
@@ -1177,7 +1199,7 @@ def _phase(
         _condition(before, "Ready", observed.replicas_ready and not aborted, "ReplicasReady" if observed.replicas_ready else "ReplicasNotReady", "", now),
         _condition(before, "Progressing", canary is not None, "CanaryInProgress" if canary else "Stable",
                    f"step {step} weight {st.canaryWeight or 0}" if canary else "", now),
-        _condition(before, "Degraded", bool(aborted) or worse or resetting, degraded_reason, degraded_message, now),
+        _condition(before, "Degraded", bool(aborted or worse or resetting or full), degraded_reason, degraded_message, now),
         _condition(before, "Drifting", drifting, "DriftDetected" if drifting else "NoDrift", drift, now),
         _condition(before, "ModelQuality", quality_ok, quality_reason, quality_message, now),
         log_capacity,
@@ -1188,6 +1210,12 @@ def _phase(
         )
     elif "StoreDurable" in kept:  # not read this turn: as last read
         st.conditions.append(kept["StoreDurable"])
+    if full or "StoreFull" in kept:  # (shown once Redis was ever full: then as it is now)
+        st.conditions.append(
+            _condition(before, "StoreFull", True, "OutOfMemory", full, now)
+            if full
+            else _condition(before, "StoreFull", False, "Accepting", "Redis accepts writes", now)
+        )
     if reset is not None:
         st.conditions.append(
             _condition(before, "StoreReset", True, "StoreReset", _resetting(reset, st), now)

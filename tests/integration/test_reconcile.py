@@ -670,3 +670,39 @@ def test_a_canary_whose_servers_fail_is_aborted_on_errors(setup, r) -> None:
     assert "errorRate" in st["aborted"]["reason"] and st["phase"] == "Degraded"
     assert [reason for _, reason, _ in events].count("RolloutAborted") == 1
     assert st["stableRevision"] != new and r.hget(keys.routing, "weight") == b"0"
+
+
+def test_a_redis_that_refuses_writes_for_want_of_memory_is_named_in_an_event(setup, r) -> None:
+    """A full Redis under noeviction refuses labels and stops the learner and the monitor: the
+    model says so (StoreFull, Degraded) instead of going quiet, and says when it is over."""
+    from tideline_operator import reconcile
+
+    rec, kube, clock, events, _ = setup
+    body = _body(manifest("fraud", rollout=ROLLOUT))
+    _turn(setup, body)
+    clock.now += 5
+    _turn(setup, body)
+    assert "StoreFull" not in [reason for _, reason, _ in events]
+    used = int(r.info("memory")["used_memory"])
+    policy = r.config_get("maxmemory-policy")["maxmemory-policy"]
+    try:
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", str(used + 64 * 1024))
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            r.set("a label that does not fit", b"x" * (1 << 20))
+        clock.now += reconcile.FULL_READ
+        st = _turn(setup, body)
+        assert st is not None and st["phase"] == "Degraded", st
+        full = next(c for c in st["conditions"] if c["type"] == "StoreFull")
+        assert (full["status"], full["reason"]) == ("True", "OutOfMemory")
+        assert "refuses writes for want of memory" in full["message"], full
+        assert [reason for _, reason, _ in events].count("StoreFull") == 1
+    finally:
+        r.config_set("maxmemory", "0")
+        r.config_set("maxmemory-policy", policy)
+    clock.now += reconcile.FULL_HOLD + reconcile.FULL_READ
+    st = _turn(setup, body)
+    assert st is not None and st["phase"] == "Healthy", st
+    full = next(c for c in st["conditions"] if c["type"] == "StoreFull")
+    assert (full["status"], full["reason"]) == ("False", "Accepting")
+    assert [reason for _, reason, _ in events].count("StoreAccepting") == 1

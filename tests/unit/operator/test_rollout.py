@@ -921,3 +921,43 @@ def test_a_cold_model_published_after_a_store_reset_is_named_and_not_served_alon
     [cond] = [c for c in d.status["conditions"] if c["type"] == "StoreReset"]
     assert "v21 is a cold model, not served: serve it by hand (annotate " in cond["message"]
     assert d.status["pinned"] is True and _kinds(d) == []
+
+
+_FULL = {"type": "StoreFull", "status": "True", "reason": "OutOfMemory", "message": "full",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("conditions", "observed", "events", "condition", "phase"),
+    [
+        ([], Observed(revision="old", served=7, latest=7, store=_store(empty=()),
+                      store_full="Redis refuses writes"),
+         ["StoreFull"], ("True", "OutOfMemory"), "Degraded"),
+        ([_FULL], Observed(revision="old", served=7, latest=7, store=_store(empty=()),
+                           store_full="Redis refuses writes"),
+         [], ("True", "OutOfMemory"), "Degraded"),
+        ([_FULL], Observed(revision="old", served=7, latest=7, store=_store(empty=())),
+         ["StoreAccepting"], ("False", "Accepting"), "Healthy"),
+        ([_FULL], Observed(revision="old", served=7, latest=7),
+         [], ("True", "OutOfMemory"), "Degraded"),
+        ([], Observed(revision="old", served=7, latest=7, store=_store(empty=())),
+         [], None, "Healthy"),
+    ],
+    ids=[
+        "Redis starts refusing writes: one StoreFull event, the condition, Degraded",
+        "still refusing: no second event",
+        "accepting again: one StoreAccepting event, the condition False, Healthy",
+        "the store not read this turn: the condition as last seen, no event",
+        "a Redis never full shows no StoreFull condition",
+    ],
+)  # fmt: skip
+def test_a_redis_that_refuses_writes_is_said_once_and_its_end_too(
+    conditions, observed, events, condition, phase
+) -> None:
+    status = {"stableRevision": "old", "storeEpoch": "e1", "latestVersion": 7,
+              "servedVersion": 7, "conditions": conditions}  # fmt: skip
+    d = decide(_spec(), status, observed, None, now=100.0)
+    assert [a["reason"] for a in _kinds_args(d, "event")] == events
+    got = next((c for c in d.status["conditions"] if c["type"] == "StoreFull"), None)
+    assert (got["status"], got["reason"]) == condition if condition else got is None
+    assert d.status["phase"] == phase
