@@ -85,12 +85,7 @@ class LoggedRequest:
         fields = predlog.encode([self.meta], [orjson.dumps(self.scores)],
                                 [orjson.dumps({"instances": self.rows})])  # fmt: skip
         pipe.xadd(keys.log(self.instance), fields, id=self.entry)
-        pipe.zadd(keys.logs, {self.instance: self.ts})
-        if self.client_ids:
-            where = f"{self.instance} {self.entry} 0 "
-            mapping = {i: f"{where}{k}" for k, i in enumerate(self.client_ids)}
-            pipe.hset(keys.log_ids(predlog.bucket(self.ts)), mapping=mapping)
-        return self
+        return self.answered(pipe, keys)
 
 
 def health_summary(now: float, *, stable: dict | None = None, canary: dict | None = None,

@@ -394,23 +394,18 @@ class LogJoin:
         }
         for req in misses:
             top = tops[req.instance]
+            gone = now - req.ts > self.retention - 1.0  # (then it is late, whatever else)
+            late = "late: the prediction left the log before the label was read"
             if req.instance not in known and top is None:
                 # no server writes that log, and it holds nothing: a made-up instance, or a
                 # server gone with its log (then it may be late). Never a wait: see above.
-                if now - req.ts > self.retention - 1.0:
-                    reason = "late: the prediction left the log before the label was read"
-                else:
-                    reason = "unmatched: no server writes the log the id names"
                 for item in req.items:
-                    self._reject(item, reason)
+                    self._reject(item, late if gone else "unmatched: no server writes the log "
+                                 "the id names")  # fmt: skip
             elif top is not None and predlog.entry_order(req.entry) <= predlog.entry_order(top):
                 # the server has written past it: the entry was trimmed, or never was
-                if now - req.ts > self.retention - 1.0:
-                    reason = "late: the prediction left the log before the label was read"
-                else:
-                    reason = "unmatched: no such prediction in the log"
                 for item in req.items:
-                    self._reject(item, reason)
+                    self._reject(item, late if gone else "unmatched: no such prediction in the log")
             else:
                 for item in req.items:
                     self._wait(item, now, req.ts)
