@@ -83,6 +83,9 @@ PROMOTE = ANNOTATION_PREFIX + "promote"
 ABORT = ANNOTATION_PREFIX + "abort"
 PAUSE_LEARNING = ANNOTATION_PREFIX + "pause-learning"
 ROLLBACK_TO = ANNOTATION_PREFIX + "rollback-to"
+# seconds after a store reset that what processes put back (the restores count) is that reset's
+# repair, not another loss: the learner and the servers find the loss at their own pace
+RESET_GRACE = 30.0
 MIN_PAIRED = 100  # paired samples before a comparison may roll back (the variance needs some)
 # answers of a canary's servers before their error rate may fail an analysis (two errors in
 # the first ten are no rate)
@@ -726,7 +729,11 @@ def _store_reset(st: RolloutStatus, observed: Observed, now: float, actions: lis
     before = st.storeReset
     ongoing = before is not None and before.active
     latest, served, good = st.latestVersion, st.servedVersion, st.lastGoodVersion
-    restored = st.storeRestores is not None and seen.restores > st.storeRestores
+    restored = (
+        st.storeRestores is not None
+        and seen.restores > st.storeRestores
+        and (before is None or now - before.at >= RESET_GRACE)
+    )
     st.storeRestores = seen.restores  # (a count that went down went with the store: the epoch)
     if cause is None and not ongoing:
         if latest is not None and (observed.latest is None or observed.latest < latest):

@@ -961,3 +961,15 @@ def test_a_redis_that_refuses_writes_is_said_once_and_its_end_too(
     got = next((c for c in d.status["conditions"] if c["type"] == "StoreFull"), None)
     assert (got["status"], got["reason"]) == condition if condition else got is None
     assert d.status["phase"] == phase
+
+
+def test_what_processes_put_back_after_a_reset_is_that_reset_s_repair_not_another() -> None:
+    reset = {"at": 90.0, "cause": "the epoch token is gone", "message": "m", "latest": 20,
+             "served": 18, "lastGood": 6, "recoveredAt": 95.0}  # fmt: skip
+    status = {**_HELD, "storeRestores": 0, "storeReset": reset}
+    obs = Observed(revision="old", served=18, latest=21, last_good=6,
+                   store=_store(empty=(), restores=4))  # fmt: skip
+    d = decide(_spec(), status, obs, None, now=100.0)
+    assert [a["reason"] for a in _kinds_args(d, "event")] == []
+    d = decide(_spec(), status, obs, None, now=90.0 + 31.0)
+    assert [a["reason"] for a in _kinds_args(d, "event")] == ["StoreReset", "StoreRecovered"]
