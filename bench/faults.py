@@ -22,8 +22,33 @@ feedback) on examples/fraud.yaml, and breaks it under traffic - issue 30's table
 * ``drift-then-poison``: a concept drift at ``--drift-at``, the poisoning
   ``--poison-after`` seconds later (2,000 predictions/s, fraud.yaml as it is): rolled back
   within 2 s of the poisoning, even when it is first read as concept drift? Over seeds.
+* ``allkeys-lru``: ``maxmemory`` set to ``--evict-to`` of what Redis uses, under
+  ``allkeys-lru``, for ``--full-for`` seconds, then lifted: keys evicted, ``StoreReset``
+  and ``StoreDurable`` seen, no second "first version proven".
+* ``operator-restart-after-promotion``: a new revision applied (as ``tideline run
+  --canary-at`` does), and the operator's turn that promotes its canary lost before its
+  status is written: exactly one ``Promoted``?
 
-The others run at 1,000 predictions/s with a version every 4,000 samples, and break the
+And at the door, each on a ``tideline server`` process (its default limits) on a Redis
+of its own (examples/fraud.yaml, a trained version published), what the row is about:
+
+* ``503-storm``: ``--storm`` predictions with no version loaded (a fresh store; a
+  ``tideline monitor`` beside it): the errors in the servers hash and the monitor's
+  health error rate.
+* ``padded-body``: 48 one-row predictions padded to just under 8 MiB: the bytes the
+  log holds (``MEMORY USAGE``) against the bytes sent.
+* ``id-reuse``: a client id reused by another request: refused, and the first caller's
+  label joins its own row?
+* ``forged-ids``: ``--forged`` labels naming a server log that does not exist, then a
+  genuine label whose prediction is logged after it came (the learner's join, the
+  default waiting room): the forged unmatched at once, the genuine joined?
+* ``empty-token``: ``feedbackAuth`` in the spec, the token empty: the exit status.
+* ``big-chunked-body``: 96 MiB chunked to ``/feedback``: what the server read before its
+  413 (``rchar``), and its resident memory after.
+* ``idle-and-slow-connections``: 200 idle connections and 100 slowloris ones (a header
+  line a second): how many are still open after 15 s, and a 4 MB header block's answer.
+
+The other whole-loop ones run at 1,000 predictions/s with a version every 4,000 samples, and break the
 loop once a version is proven on labels and a trained one served. Reported per run:
 served accuracy (what clients got, against their true labels) in the 5 s before the
 fault, during it (to its recovery: the event that says so, the rollback, or the process
@@ -32,7 +57,8 @@ a poisoning; what was lost - versions the store held that were gone at the end, 
 (kept, or gone at some point, and back or not at the end), labels the servers refused, predictions not answered,
 answers from a cold version (one that learned nothing), process restarts - the
 Reconciler's events from the fault on, and a note of the scenario's own measure.
-``python bench/faults.py --scenarios all --seeds 1`` runs each once (about 4 minutes);
+``python bench/faults.py --scenarios all --seeds 1`` runs each once (about 6 minutes: the
+whole-loop ones 30-55 s each, those at the door 1-20 s);
 ``--scenarios drift-then-poison --seeds 20`` about 15.
 """
 
@@ -40,21 +66,37 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import http.client
 import logging
 import os
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 import redis
 import yaml
 
+from tideline import health, predlog
+from tideline.algorithms import make_learner
+from tideline.contracts import Keys
+from tideline.demo.embedded import EmbeddedRedis, free_port
 from tideline.demo.harness import Loop
+from tideline.demo.local import DEMO_ROLLOUT
+from tideline.demo.simulate import SyntheticStream
+from tideline.pods.join import LogJoin
+from tideline.pods.store import ModelStore
+from tideline.spec import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = 2.0  # seconds from a poisoning to its rollback
@@ -121,7 +163,8 @@ class Fault:
             )
         run.labels_refused = loop.sim.refused_labels - self.refused
         run.predictions_failed = loop.sim.failed - self.failed
-        run.cold_answers = sum(1 for a in loop.sim.answers if a.t >= self.at
+        run.cold_answers = sum(1 for a in loop.sim.answers if a.t >= self.at  # (the revision
+                               and a.revision in (None, loop.revision)  # the store's metas hold)
                                and a.version is not None and loop.cold(a.version))  # fmt: skip
         run.restarts = [f"{r.workload} (exit {r.code})" for r in loop.restarts[self.restarts :]]
         run.events = Counter(e.reason for e in loop.events if e.t >= self.at)
@@ -321,9 +364,404 @@ def drift_then_poison(loop: Loop, run: Run, args: argparse.Namespace) -> None:
     )
 
 
+def allkeys_lru(loop: Loop, run: Run, args: argparse.Namespace) -> None:
+    _proven(loop)
+    was = loop.client.config_get("maxmemory*")
+    evicted = int(loop.client.info("stats")["evicted_keys"])
+    fault = Fault(loop, run)
+    used = int(loop.client.info("memory")["used_memory"])
+    loop.client.config_set("maxmemory-policy", "allkeys-lru")
+    loop.client.config_set("maxmemory", int(used * args.evict_to))
+    durable: set[str] = set()
+    end = time.monotonic() + args.full_for
+    while time.monotonic() < end:
+        loop.wait(0.2)
+        st = loop.condition("StoreDurable")
+        durable.add(f"{st['status']}/{st['reason']}" if st else "none")
+    loop.client.config_set("maxmemory", was.get("maxmemory", "0"))
+    loop.client.config_set("maxmemory-policy", was.get("maxmemory-policy", "noeviction"))
+    lifted = time.monotonic()
+    evicted = int(loop.client.info("stats")["evicted_keys"]) - evicted
+    reset = _first(loop, "StoreReset", fault.at, 3)
+    recovered = _first(loop, "StoreRecovered", fault.at, 30) if reset is not None else None
+    first = [e for e in loop.reasons("Proven", fault.at) if "first version" in e.message]
+    run.note = (f"maxmemory {used * args.evict_to / 2**20:.1f} MiB ({args.evict_to:.0%} of what was "
+                f"used) for {args.full_for:.0f} s: {evicted} keys evicted; StoreDurable while evicting "
+                f"{'/'.join(sorted(durable))}; StoreReset {_after(reset, fault.at)}, StoreRecovered "
+                f"{_after(recovered, fault.at)}; 'first version proven' again: "
+                f"{'yes' if first else 'no'}")  # fmt: skip
+    fault.end(recovered or lifted)
+
+
+def operator_restart_after_promotion(loop: Loop, run: Run, args: argparse.Namespace) -> None:
+    _proven(loop)
+    loop.operator.crash_after = "Promoted"
+    fault = Fault(loop, run)
+    changed = copy.deepcopy(loop.manifest)  # a new revision, as tideline run --canary-at makes
+    learning = changed["spec"].setdefault("learning", {})
+    learning["batchSize"] = 2 * int(learning.get("batchSize", 64))
+    loop.operator.apply(changed)
+    promoted = _first(loop, "Promoted", fault.at, args.promote_within)
+    loop.wait(5)  # the restarted operator's turns
+    crashed = loop.operator.crashes[0] if loop.operator.crashes else None
+    stable = loop.client.hget(loop.keys.routing, "stable")
+    run.note = (f"canary applied; Promoted {_after(promoted, fault.at)} "
+                f"x{len(loop.reasons('Promoted', fault.at))}, the operator restarted "
+                f"{_after(crashed, fault.at)} from the status before; stable at the end: "
+                f"{'the new revision' if stable and stable.decode() != loop.revision else 'the old one'}")  # fmt: skip
+    fault.end(promoted or time.monotonic())
+
+
+# -- the server at its door: a `tideline server` process on a Redis of its own -------------
+PREDICT = "/v1/models/fraud:predict"
+FEEDBACK = "/v1/models/fraud/feedback"
+ROW = {"amount": 12.5, "hour": 3.0, "distance_km": 4.0, "account_age_days": 90.0,
+       "merchant": "m-7", "country": "fr"}  # fmt: skip
+
+
+class Door:
+    """``with Door(tmp) as d:`` a ``tideline server`` process (one worker, its default limits)
+    on an :class:`EmbeddedRedis` of its own, serving examples/fraud.yaml (with the demo's
+    rollout timescale) - a trained version published first unless not ``trained``; with
+    ``monitor``, a ``tideline monitor`` process beside it."""
+
+    def __init__(self, tmp: Path, *, trained: bool = True, monitor: bool = False) -> None:
+        manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
+        manifest["spec"]["rollout"] = {**manifest["spec"]["rollout"], **DEMO_ROLLOUT}
+        self.model = parse(manifest)
+        self.keys = Keys(self.model.namespace, self.model.name)
+        self.config = tmp / "fraud.yaml"
+        self.config.write_text(yaml.safe_dump(manifest))
+        self.trained, self.monitor = trained, monitor
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Door:
+        self.redis = EmbeddedRedis().start()
+        self.client: Any = redis.Redis.from_url(self.redis.url, socket_timeout=10.0)
+        try:
+            if self.trained:
+                learner = make_learner(self.model.spec.model.to_dict())
+                rows, y = SyntheticStream([f.to_dict() for f in self.model.spec.model.features],
+                                          "binary", seed=0).take(2000)  # fmt: skip
+                learner.learn_many(learner.schema.encode(rows), y)
+                ModelStore(self.client, self.model.namespace, self.model.name).publish(
+                    self.model.revision, 1, learner
+                )
+            self.port = free_port()
+            self.server = self.start("server", "--port", str(self.port))
+            if self.monitor:
+                self.start("monitor")
+            deadline = time.monotonic() + 30
+            while self.get("/v2/health/live") != 200:
+                if self.server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"tideline server did not start (exit {self.server.poll()})"
+                    )
+                time.sleep(0.1)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def start(self, command: str, *flags: str, env: dict[str, str] | None = None,
+              log: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tideline.cli", "--log-level", "WARNING", command,
+             "--config", str(self.config), "--redis", self.redis.url, *flags],
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        self.client.close()
+        self.redis.stop()
+
+    def _http(self, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            with contextlib.suppress(orjson.JSONDecodeError):
+                return resp.status, orjson.loads(data) if data else None
+            return resp.status, data
+        except (OSError, http.client.HTTPException):
+            return 0, None
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> int:
+        return self._http("GET", path)[0]
+
+    def post(self, path: str, body: Any) -> tuple[int, Any]:
+        raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        return self._http("POST", path, raw, {"content-type": "application/json"})
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def tracks(self) -> dict[str, dict[str, int]]:
+        """The servers hash's per-track counters, summed over the server processes."""
+        out: dict[str, dict[str, int]] = {}
+        for raw in self.client.hvals(self.keys.servers):
+            for track, c in orjson.loads(raw).get("tracks", {}).items():
+                mine = out.setdefault(track, {})
+                for k in ("requests", "errors", "refused", "shed"):
+                    mine[k] = mine.get(k, 0) + int(c.get(k, 0))
+        return out
+
+    def logs_bytes(self) -> int:
+        """What the servers' prediction logs hold in Redis (``MEMORY USAGE ... SAMPLES 0``)."""
+        return sum(int(self.client.memory_usage(self.keys.log(i.decode()), samples=0) or 0)
+                   for i in self.client.zrange(self.keys.logs, 0, -1))  # fmt: skip
+
+
+def _rss(pid: int) -> int:
+    """A process's resident memory, bytes."""
+    for text in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if text.startswith("VmRSS:"):
+            return int(text.split()[1]) * 1024
+    return 0
+
+
+def _read_bytes(pid: int) -> int:
+    """Bytes a process has read from files and sockets (``rchar``)."""
+    for text in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if text.startswith("rchar:"):
+            return int(text.split()[1])
+    return 0
+
+
+def _until(cond: Callable[[], Any], timeout: float) -> Any:
+    """Poll ``cond`` until it is truthy (returned) or ``timeout`` s pass (its last value)."""
+    deadline = time.monotonic() + timeout
+    while not (got := cond()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return got
+
+
+def _status(answer: bytes) -> str:
+    return answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/1.1 ") else "closed"
+
+
+def _answer(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """What the server sends before it closes the connection (or ``timeout`` s pass)."""
+    sock.settimeout(timeout)
+    got = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            got += chunk
+    return got
+
+
+def storm_503(tmp: Path, run: Run, args: argparse.Namespace) -> None:
+    with Door(tmp, trained=False, monitor=True) as d:
+        codes = Counter(d.post(PREDICT, {"instances": [ROW]})[0] for _ in range(args.storm))
+
+        def seen() -> tuple[dict[str, int], Any] | None:
+            stable = d.tracks().get("stable", {})
+            h = health.decode(d.client.get(d.keys.health))
+            t = h.track("stable") if h is not None else None
+            ok = stable.get("errors", 0) >= args.storm and t is not None and t.errors > 0
+            return (stable, t) if ok else None
+
+        got = _until(seen, 15)
+        stable = d.tracks().get("stable", {})
+        h = health.decode(d.client.get(d.keys.health))
+        t = h.track("stable") if h is not None else None
+    answers = ", ".join(f"{n} x{c}" for c, n in sorted(codes.items()))
+    rate = "no health" if t is None else (
+        f"error rate {t.error_rate if t.error_rate is None else f'{t.error_rate:.2f}'} "
+        f"({t.errors} errors of {t.requests} requests)")  # fmt: skip
+    run.note = (f"{args.storm} predictions with no version loaded: answered {answers}; the servers "
+                f"hash: {stable.get('requests', 0)} requests, {stable.get('errors', 0)} errors; "
+                f"the monitor's health: {rate}{'' if got else ' (not all within 15 s)'}")  # fmt: skip
+
+
+def padded_body(tmp: Path, run: Run, args: argparse.Namespace) -> None:
+    with Door(tmp) as d:
+        used = int(d.client.info("memory")["used_memory"])
+        sent, codes = 0, Counter[int]()
+        for i in range(48):  # one row each, whitespace to just under the 8 MiB body limit
+            row = orjson.dumps({**ROW, "amount": float(i)})
+            pad = b" " * ((8 << 20) - 1024 - len(row))
+            body = b'{"instances":[' + pad + row + b"]}"
+            sent += len(body)
+            codes[d.post(PREDICT, body)[0]] += 1
+        _until(lambda: d.client.zcard(d.keys.logs) and d.logs_bytes() > 0, 5)
+        time.sleep(1)  # the log writer's last flush
+        held = d.logs_bytes()
+        grew = int(d.client.info("memory")["used_memory"]) - used
+    answers = ", ".join(f"{n} x{c}" for c, n in sorted(codes.items()))
+    run.note = (f"48 one-row predictions, {sent / 2**20:.0f} MiB sent (answered {answers}): the log "
+                f"holds {held / 1024:.1f} KiB (MEMORY USAGE), {held / 48:.0f} B a prediction; "
+                f"Redis used memory {grew / 1024:+.0f} KiB")  # fmt: skip
+
+
+def id_reuse(tmp: Path, run: Run, args: argparse.Namespace) -> None:
+    victim = {**ROW, "merchant": "m-victim"}
+    attacker = {**ROW, "amount": 999.0, "merchant": "m-attacker"}
+    with Door(tmp) as d:
+        first, _ = d.post(PREDICT, {"instances": [victim], "ids": ["order-42"]})
+        second, why = d.post(PREDICT, {"instances": [attacker], "ids": ["order-42"]})
+        join = LogJoin(d.client, d.keys, d.model.spec.learning.labelWindow, "bench")
+        join.add("label-1", "order-42", 1, time.time())  # the first caller's label
+        joined = _until(join.resolve, 5) or []
+    rows = [x.features() for x in joined]
+    whose = ("its own row" if rows == [[victim]] else "the other caller's row"
+             if rows == [[attacker]] else f"{rows or 'nothing'}")  # fmt: skip
+    error = (why.get("error", "") if isinstance(why, dict) else "").split(";")[0]
+    run.note = (f"ids ['order-42'] answered {first}; the same id from another request: {second}"
+                f"{f' ({error})' if error else ''}; the first caller's label joined {whose}")  # fmt: skip
+
+
+def forged_ids(tmp: Path, run: Run, args: argparse.Namespace) -> None:
+    manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
+    model = parse(manifest)
+    keys = Keys(model.namespace, model.name)
+    with EmbeddedRedis() as server:
+        r = server.client()
+        join = LogJoin(r, keys, model.spec.learning.labelWindow, "bench")  # the default room
+        now = time.time()
+        forged = os.urandom(predlog.INSTANCE_HEX // 2).hex()  # a log no server writes
+        prefix = predlog.id_prefix(forged, f"{int(now * 1000)}-0", 0,
+                                   os.urandom(predlog.SECRET_HEX // 2).hex())  # fmt: skip
+        began = time.monotonic()
+        for i in range(args.forged):
+            join.add(f"forged-{i}", f"{prefix}{i}", 1, now)
+        # a genuine prediction: answered (its log listed) before its log entry is written
+        instance = os.urandom(predlog.INSTANCE_HEX // 2).hex()
+        entry, secret = f"{int(time.time() * 1000)}-0", os.urandom(predlog.SECRET_HEX // 2).hex()
+        r.zadd(keys.logs, {instance: time.time()})
+        join.add("genuine", f"{predlog.id_prefix(instance, entry, 0, secret)}0", 1, time.time())
+        joined = join.resolve()
+        took = time.monotonic() - began
+        rejected = join.take_rejected()
+        waiting, overflow = join.waiting, join.overflow
+        meta = predlog.Meta(secret=secret, track="stable", models={"stable": (model.revision, 1)})
+        r.xadd(keys.log(instance), predlog.encode([meta], [orjson.dumps([0.5])],
+                                                  [orjson.dumps({"instances": [ROW]})]), id=entry)  # fmt: skip
+        later = time.monotonic()
+        joined += _until(join.resolve, 5) or []
+        late = time.monotonic() - later
+    reasons = Counter(x.reason for x in rejected)
+    run.note = (f"{args.forged:,} labels naming a log no server writes: {len(rejected):,} unmatched at "
+                f"the first resolve ({took:.1f} s with the adds; "
+                f"{'; '.join(f'{r!r} x{n}' for r, n in reasons.items())}), {waiting} waiting, "
+                f"{overflow} pushed out; the genuine label "
+                f"{'joined' if [x.feedback_ids for x in joined] == [['genuine']] else 'NOT joined'}"
+                f" {late:.1f} s after its prediction was logged")  # fmt: skip
+
+
+def empty_token(tmp: Path, run: Run, args: argparse.Namespace) -> None:
+    manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
+    manifest["spec"]["serving"]["feedbackAuth"] = {"secretRef": {"name": "fraud-labels"}}
+    config = tmp / "fraud.yaml"
+    config.write_text(yaml.safe_dump(manifest))
+    with EmbeddedRedis() as server:
+        out = subprocess.run(
+            [sys.executable, "-m", "tideline.cli", "server", "--config", str(config), "--redis",
+             server.url, "--port", str(free_port())],
+            env={**os.environ, "TIDELINE_FEEDBACK_TOKEN": ""}, capture_output=True, timeout=60,
+        )  # fmt: skip
+    last = (out.stderr.decode().strip().splitlines() or ["(nothing)"])[-1].split(": the ")[0]
+    run.note = (
+        f"tideline server with an empty TIDELINE_FEEDBACK_TOKEN: exit {out.returncode}: {last}"
+    )
+
+
+def big_chunked_body(tmp: Path, run: Run, args: argparse.Namespace) -> None:
+    total = 96 << 20
+    with Door(tmp) as d:
+        pid = d.server.pid
+        rss, read = _rss(pid), _read_bytes(pid)
+        sock = d.connect()
+        sock.sendall(f"POST {FEEDBACK} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+                     "\r\ntransfer-encoding: chunked\r\n\r\n".encode())  # fmt: skip
+        piece = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+        sent = 0
+        with contextlib.suppress(OSError):
+            while sent < total:
+                sock.sendall(piece)
+                sent += 65536
+        answer = _answer(sock)
+        sock.close()
+        time.sleep(0.5)
+        read, grew = _read_bytes(pid) - read, _rss(pid) - rss
+        ok = d.post(PREDICT, {"instances": [ROW]})[0]
+    run.note = (f"a 96 MiB chunked body to /feedback: {_status(answer)} after {sent / 2**20:.1f} MiB "
+                f"sent, {read / 2**20:.1f} MiB read by the server; its RSS {grew / 2**20:+.1f} MiB "
+                f"({rss / 2**20:.0f} MiB before); a prediction after: {ok}")  # fmt: skip
+
+
+def idle_and_slow_connections(tmp: Path, run: Run, args: argparse.Namespace) -> None:
+    with Door(tmp) as d:
+        idle = [d.connect() for _ in range(200)]
+        slow = [d.connect() for _ in range(100)]
+        for sock in slow:
+            sock.sendall(f"POST {PREDICT} HTTP/1.1\r\n".encode())
+        open_slow = set(range(len(slow)))
+        began = time.monotonic()
+        served = Counter[int]()
+        closed: dict[str, float] = {}  # all of a kind closed, s after they were opened
+        for i in range(15):  # a header line a second from each slow one, never the last
+            for k in list(open_slow):
+                try:
+                    slow[k].sendall(b"x-slow-%d: y\r\n" % i)
+                except OSError:
+                    open_slow.discard(k)
+            served[d.post(PREDICT, {"instances": [ROW]})[0]] += 1
+            time.sleep(max(0.0, began + i + 1 - time.monotonic()))
+            for kind, socks in (("idle", idle), ("slow", slow)):
+                if kind not in closed and not any(_open(sock) for sock in socks):
+                    closed[kind] = time.monotonic() - began
+        still = [sock for sock in idle + slow if _open(sock)]
+        n_idle = sum(1 for sock in idle if sock in still)
+        for sock in idle + slow:
+            sock.close()
+        big = d.connect()
+        with contextlib.suppress(OSError):
+            big.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * (4 << 20)
+                        + b"\r\n\r\n")  # fmt: skip
+        answer = _answer(big)
+        big.close()
+    answers = ", ".join(f"{n} x{c}" for c, n in sorted(served.items()))
+    run.note = (f"200 idle and 100 slowloris connections: after 15 s {n_idle} idle and "
+                f"{len(still) - n_idle} slow still open (all idle closed {_within(closed.get('idle'))}, all "
+                f"slow {_within(closed.get('slow'))}); predictions meanwhile answered {answers}; "
+                f"a 4 MB header block: {_status(answer)}")  # fmt: skip
+
+
+def _within(t: float | None) -> str:
+    return "never" if t is None else f"within {np.ceil(t):.0f} s"
+
+
+def _open(sock: socket.socket) -> bool:
+    """Whether the server has not closed the connection (nothing, or unread bytes, to read)."""
+    sock.setblocking(False)
+    try:
+        got = sock.recv(1 << 16)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+    return bool(got) and not got.startswith(b"HTTP/1.1 4")
+
+
 @dataclass(frozen=True)
 class Scenario:
-    play: Callable[[Loop, Run, argparse.Namespace], None]
+    play: Callable[[Any, Run, argparse.Namespace], None]  # a Loop, or a directory (not loop)
+    loop: bool = True  # the whole loop runs (served accuracy measured); else the play's own
     rate: float = 1000.0
     publish_every: int | None = 4000  # None: fraud.yaml's
     drift: bool = False
@@ -340,6 +778,15 @@ SCENARIOS = {
     "drift-then-poison": Scenario(
         drift_then_poison, rate=2000.0, publish_every=None, drift=True, poisons=True
     ),
+    "allkeys-lru": Scenario(allkeys_lru),
+    "operator-restart-after-promotion": Scenario(operator_restart_after_promotion),
+    "503-storm": Scenario(storm_503, loop=False),
+    "padded-body": Scenario(padded_body, loop=False),
+    "id-reuse": Scenario(id_reuse, loop=False),
+    "forged-ids": Scenario(forged_ids, loop=False),
+    "empty-token": Scenario(empty_token, loop=False),
+    "big-chunked-body": Scenario(big_chunked_body, loop=False),
+    "idle-and-slow-connections": Scenario(idle_and_slow_connections, loop=False),
 }
 
 
@@ -350,6 +797,12 @@ def play(name: str, seed: int, args: argparse.Namespace) -> Run:
         manifest["spec"]["learning"]["publishEvery"] = scenario.publish_every
     run = Run(name, seed)
     with tempfile.TemporaryDirectory(prefix="tideline-faults-") as tmp:
+        if not scenario.loop:
+            try:
+                scenario.play(Path(tmp), run, args)
+            except (AssertionError, OSError, redis.RedisError, subprocess.SubprocessError) as e:
+                run.note = (run.note + "; " if run.note else "") + f"failed: {e!r}"
+            return run
         loop = Loop(Path(tmp) / "cluster", manifest, rate=args.rate or scenario.rate, seed=seed,
                     drift_at=args.drift_at if scenario.drift else None)  # fmt: skip
         with loop:
@@ -382,6 +835,8 @@ def _events(r: Run) -> str:
 
 
 def line(r: Run) -> str:
+    if not SCENARIOS[r.scenario].loop:
+        return f"seed {r.seed}  {r.note}"
     delay = "" if not SCENARIOS[r.scenario].poisons else (
         f"  rollback {'-' if r.delay is None else f'{r.delay:.1f} s'}"
         f"{' (concept drift first)' if r.concept_first else ''}")  # fmt: skip
@@ -396,7 +851,12 @@ def table(rows: dict[str, list[Run]]) -> str:
             "versions lost", "lastGood", "labels refused", "predictions failed",
             "cold answers", "restarts", "events")  # fmt: skip
     out = [" | ".join(head), " | ".join("---" for _ in head)]
+    door = ["", "scenario | seeds | what happened", "--- | --- | ---"]
     for name, runs in rows.items():
+        if not SCENARIOS[name].loop:
+            notes = list(dict.fromkeys(r.note for r in runs))  # the distinct ones, in order
+            door.append(f"{name} | {len(runs)} | {' // '.join(notes)}")
+            continue
 
         def avg(key: str, runs: list[Run] = runs) -> str:
             xs = [getattr(r, key) for r in runs if getattr(r, key) is not None]
@@ -422,7 +882,7 @@ def table(rows: dict[str, list[Run]]) -> str:
             str(sum(len(r.restarts) for r in runs)),
             ", ".join(f"{k} {n}" for k, n in sorted(events.items())) or "none",
         ]))  # fmt: skip
-    return "\n".join(out)
+    return "\n".join((out if len(out) > 2 else []) + (door if len(door) > 3 else []))
 
 
 def main() -> None:
@@ -440,6 +900,12 @@ def main() -> None:
     ap.add_argument("--group-lead", type=float, default=5.0,
                     help="seconds the monitor's groups are gone before the poisoning")  # fmt: skip
     ap.add_argument("--full-for", type=float, default=5.0, help="seconds Redis is full")
+    ap.add_argument("--evict-to", type=float, default=0.8,
+                    help="allkeys-lru: maxmemory as a share of the memory Redis used")  # fmt: skip
+    ap.add_argument("--promote-within", type=float, default=60.0,
+                    help="seconds to wait for the canary's Promoted")  # fmt: skip
+    ap.add_argument("--storm", type=int, default=200, help="predictions in the 503 storm")
+    ap.add_argument("--forged", type=int, default=110_000, help="forged labels")
     ap.add_argument("--unpin-within", type=float, default=30.0,
                     help="seconds after the poisoning ends to wait for Unpinned")  # fmt: skip
     args = ap.parse_args()
