@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) bench/labels.py
 	$(PY) bench/ingest.py
 	$(PY) bench/clients.py
+	$(PY) bench/faults.py --scenarios all --seeds 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
