@@ -100,7 +100,7 @@ class Sight:
     store: StoreSeen | None = None  # None: Redis could not be read
 
 
-FULL_READ = 2.0  # seconds between readings of Redis's OOM replies, per model
+FULL_READ = 2.0  # seconds between readings of a Redis server's OOM replies (one for all its models)
 FULL_HOLD = 10.0  # seconds after the last refusal that Redis still counts as full
 
 
@@ -196,7 +196,8 @@ class Reconciler:
         self._apis: dict[tuple[str, str], bool] = {}
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}  # -> (read at, url)
         self._configs: dict[int, tuple[float, StoreConfig]] = {}  # id(client) -> (read at, it)
-        self._full: dict[tuple[int, str], FullWatch] = {}  # (id(client), model) -> what was read
+        # (id(client), the node holding the model's keys) -> what was read of its refusals
+        self._full: dict[tuple[int, str], FullWatch] = {}
 
     # -- helpers ----------------------------------------------------------------------
     def redis_for(self, model: OnlineModel) -> Any:
@@ -326,7 +327,10 @@ class Reconciler:
         OOM replies (``INFO errorstats``, Redis >= 6.2) grew within ``FULL_HOLD`` seconds, or it
         uses all of its maxmemory. Read every ``FULL_READ`` seconds, not every turn. The
         message for the condition, or None."""
-        w = self._full.setdefault((id(r), keys.prefix), FullWatch())
+        # one reading per Redis server, whatever number of models it holds (on a cluster, per
+        # node): every model of one Redis is refused alike
+        node = r.get_node_from_key(keys.prefix).name if hasattr(r, "get_node_from_key") else ""
+        w = self._full.setdefault((id(r), node), FullWatch())
         if now - w.read_at >= FULL_READ:
             try:
                 errors = node_info(r, keys.prefix, "errorstats")
