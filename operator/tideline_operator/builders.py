@@ -9,14 +9,15 @@ template are decided here, once.
 from __future__ import annotations
 
 import copy
-import fnmatch
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 import tideline
-from tideline.contracts import AWAIT_START_ENV
+from tideline.contracts import AWAIT_START_ENV, IMAGE_GID, IMAGE_UID
 from tideline.spec import KAFKA_PASSWORD_ENV, KAFKA_TLS_ENV, OnlineModel
 
 CONFIG_PATH = "/etc/tideline"
@@ -35,8 +36,9 @@ class Settings:
     # a removed revision's Redis keys go this long after its objects: by then its pods,
     # which may write a last checkpoint as they stop (30 s grace by default), are gone
     retired_grace: float = 120.0
-    # What a platform team lets an OnlineModel choose: image patterns (fnmatch-style
-    # globs; empty: any image) and whether spec.redis.secretRef may name a Secret.
+    # What a platform team lets an OnlineModel choose: image patterns (``*`` matches
+    # anything, see image_allowed; empty: any image) and whether spec.redis.secretRef may
+    # name a Secret.
     allowed_images: tuple[str, ...] = ()
     allow_redis_secret_ref: bool = True
 
@@ -55,7 +57,7 @@ def policy_violation(model: OnlineModel, settings: Settings) -> tuple[str, str] 
     if (
         image is not None
         and settings.allowed_images
-        and not any(fnmatch.fnmatchcase(image, p) for p in settings.allowed_images)
+        and not image_allowed(image, settings.allowed_images)
     ):
         allowed = ", ".join(settings.allowed_images)
         return "spec.image", f"{image!r} matches none of the allowed images: {allowed}"
@@ -65,6 +67,23 @@ def policy_violation(model: OnlineModel, settings: Settings) -> tuple[str, str] 
             "naming a Secret is not allowed here (policy.allowRedisSecretRef)",
         )
     return None
+
+
+def image_allowed(image: str, patterns: Iterable[str]) -> bool:
+    """Whether ``image`` matches one of ``patterns`` as a whole reference, tag or digest
+    included, where ``*`` matches anything and every other character only itself.
+
+    The chart's ValidatingAdmissionPolicy applies the same rule (``regexQuoteMeta``, then
+    ``\\*`` to ``.*``), so the API server and the operator never disagree; fnmatch, used
+    before, also read ``?`` and ``[...]`` as wildcards, which the policy does not.
+
+    >>> digest = "registry.corp/ml/runtime@sha256:" + "0" * 64
+    >>> image_allowed(digest, ["registry.corp/ml/*"])
+    True
+    >>> image_allowed(digest, ["registry.corp/ml/runtime:*"])  # tags only
+    False
+    """
+    return any(re.fullmatch(re.escape(p).replace(r"\*", ".*"), image) for p in patterns)
 
 
 def labels(model: OnlineModel, component: str, revision: str | None = None) -> dict[str, str]:
@@ -94,6 +113,8 @@ def config_map_name(model: OnlineModel, revision: str) -> str:
 
 
 def image_of(model: OnlineModel, settings: Settings) -> str:
+    """``spec.image``, else the operator's runtime image, verbatim: a tag or a digest
+    (``registry/repo@sha256:...``) reference alike, never parsed nor rewritten."""
     return model.spec.image or settings.image
 
 
@@ -147,9 +168,23 @@ def build_redis_secret(model: OnlineModel, settings: Settings) -> dict[str, Any]
     }
 
 
+# The pod runs as the runtime image's user and group (tideline.contracts.IMAGE_UID, the
+# Dockerfile's USER), the user the image is built and tested as - not a uid of the
+# builders' own (10001 until real pods came to the suite). fsGroup: mounted volumes are
+# the group's.
+POD_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": IMAGE_UID,
+    "runAsGroup": IMAGE_GID,
+    "fsGroup": IMAGE_GID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# Nothing is written but /tmp (an emptyDir; the image's HOME): the root filesystem is
+# read-only, and the config (and a warm-start baseline) are read-only mounts.
 SECURITY_CONTEXT = {
     "runAsNonRoot": True,
-    "runAsUser": 10001,
+    "runAsUser": IMAGE_UID,
+    "runAsGroup": IMAGE_GID,
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
@@ -196,7 +231,7 @@ def _pod(
             {"name": "config", "configMap": {"name": config_map_name(model, revision)}},
             {"name": "tmp", "emptyDir": {}},
         ],
-        "securityContext": {"runAsNonRoot": True, "fsGroup": 10001},
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "automountServiceAccountToken": False,
     }
     if settings.nodeSelector is not None:

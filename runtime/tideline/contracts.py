@@ -13,7 +13,9 @@ contract keeps it so):
   entry (``{"id", "label"}``) or packed (``{"feedback": [{"id", "label"}, ...]}``,
   the body ``/feedback`` takes, up to ``MAX_PACKED_LABELS``);
 * the prediction log's entries are :mod:`tideline.predlog`'s, the samples
-  stream's payloads :mod:`tideline.samples`'s.
+  stream's payloads :mod:`tideline.samples`'s;
+* between the image and the pods that run it: the user it runs as
+  (``IMAGE_UID``, ``IMAGE_GID``).
 
 >>> p = Pointers.from_hash({b"latest": b"7", b"served": b"6", b"pinned": b"1"})
 >>> p.latest, p.served, p.lastGood, p.pinned
@@ -269,6 +271,13 @@ class Pointers:
 # for the operator's StartWord before it publishes a v0 (the operator's learner Deployments set
 # it; a learner run by hand starts at once, as before).
 AWAIT_START_ENV = "TIDELINE_AWAIT_START"
+
+# The user and group the runtime image runs as (the Dockerfile's `USER 65532:65532`). The
+# operator's model pods and the chart's operator pod (values podSecurityContext) run as
+# them, so a pod's processes are the image's user: they read what the image holds and own
+# what they write (/tmp, an emptyDir, the only writable path under a read-only root).
+IMAGE_UID = 65532
+IMAGE_GID = 65532
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,17 @@ app.kubernetes.io/component: operator
 {{- default (include "tideline.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{- /* The operator's image: repository@digest when image.digest is set (a digest no push
+can move), else repository:tag (the appVersion when no tag). */}}
 {{- define "tideline.image" -}}
+{{- with .Values.image.digest -}}
+{{- if not (regexMatch "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$" .) -}}
+{{- fail (printf "image.digest %q is no digest: write it as sha256:<64 hex digits>" .) -}}
+{{- end -}}
+{{- printf "%s@%s" $.Values.image.repository . -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The operator's rules: its resource, the children it builds, events, kopf's own needs. */}}
@@ -115,6 +124,17 @@ NetworkPolicy). */}}
 
 {{- define "tideline.redisSecret" -}}
 {{- printf "%s-redis-auth" (include "tideline.fullname" .) -}}
+{{- end -}}
+
+{{- /* The namespaces whose model pods may reach the bundled Redis, a JSON list: the
+release's, watchNamespaces, and redis.bundled.clientNamespaces - unset, `default` when the
+operator watches every namespace (the quick start's models land there), none otherwise. */}}
+{{- define "tideline.redisClientNamespaces" -}}
+{{- $extra := .Values.redis.bundled.clientNamespaces -}}
+{{- if kindIs "invalid" $extra -}}
+{{- $extra = ternary (list) (list "default") (not (empty .Values.watchNamespaces)) -}}
+{{- end -}}
+{{- concat (list .Release.Namespace) (.Values.watchNamespaces | default list) $extra | compact | uniq | toJson -}}
 {{- end -}}
 
 {{- define "tideline.redisSelector" -}}

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.helpers import manifest
-from tideline.contracts import AWAIT_START_ENV
+from tideline.contracts import AWAIT_START_ENV, IMAGE_GID, IMAGE_UID
 from tideline.pods.liveness import MAX_AGE
 from tideline.spec import parse
 from tideline_operator.builders import (
@@ -24,6 +24,7 @@ from tideline_operator.builders import (
     build_server,
     build_service,
     build_service_monitor,
+    policy_violation,
 )
 
 SETTINGS = Settings(image="registry.local/tideline:1", redis_url="redis://redis:6379/0")
@@ -67,6 +68,84 @@ def test_every_container_is_hardened_probed_and_limited(build) -> None:
     # the selector matches the pod template's labels
     sel = dep["spec"]["selector"]["matchLabels"]
     assert sel.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+WARM = parse(manifest(name="fraud", model={"features": [{"name": "amount"}],
+                                         "warmStart": {"configMapRef": {"name": "base"}}}))  # fmt: skip
+POD_BUILDS = {
+    "the learner": lambda: build_learner(MODEL, SETTINGS, REV),
+    "a learner warm-starting from a config map": lambda: build_learner(WARM, SETTINGS, REV),
+    "the server": lambda: build_server(MODEL, SETTINGS, REV),
+    "the monitor": lambda: build_monitor(MODEL, SETTINGS, REV),
+}
+
+
+@pytest.mark.parametrize("build", POD_BUILDS.values(), ids=POD_BUILDS.keys())
+def test_model_pods_run_as_the_images_user_and_write_nothing_but_an_emptydir_tmp(build) -> None:
+    """The image is ``USER 65532:65532`` (IMAGE_UID); a pod run as another uid (10001, until
+    real pods) is a stranger to what the image owns and to what it wrote itself."""
+    pod = _pod(build())
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": IMAGE_UID,
+        "runAsGroup": IMAGE_GID,
+        "fsGroup": IMAGE_GID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert (IMAGE_UID, IMAGE_GID) == (65532, 65532)
+    [c] = pod["containers"]
+    assert c["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": IMAGE_UID,
+        "runAsGroup": IMAGE_GID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    # under the read-only root, /tmp (the image's HOME and tempfile's directory) is the one
+    # writable path: an emptyDir; every other mount is read-only
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    writable = [m for m in c["volumeMounts"] if not m.get("readOnly")]
+    assert [m["mountPath"] for m in writable] == ["/tmp"]
+    assert volumes[writable[0]["name"]] == {"name": writable[0]["name"], "emptyDir": {}}
+
+
+DIGEST = "registry.corp/ml/tideline@sha256:" + "0123456789abcdef" * 4
+
+
+def test_a_digest_reference_reaches_every_pod_unchanged() -> None:
+    pinned = parse(manifest(name="fraud", image=DIGEST))
+    for dep in (build_learner(pinned, SETTINGS, REV), build_server(pinned, SETTINGS, REV),
+                build_monitor(pinned, SETTINGS, REV)):  # fmt: skip
+        assert _pod(dep)["containers"][0]["image"] == DIGEST
+    # the operator's own runtime image (the chart's image.digest) when the spec names none
+    by_digest = Settings(image=DIGEST, redis_url="redis://redis:6379/0")
+    assert _pod(build_server(MODEL, by_digest, REV))["containers"][0]["image"] == DIGEST
+
+
+IMAGE_POLICY = {
+    "a digest under an allowed registry path": (DIGEST, ["registry.corp/ml/*"], True),
+    "a tag under an allowed registry path": ("registry.corp/ml/x:1", ["registry.corp/ml/*"], True),
+    "a digest against a pattern for tags only": (DIGEST, ["registry.corp/ml/tideline:*"], False),
+    "a digest allowed by its own exact reference": (DIGEST, [DIGEST], True),
+    "a digest allowed by a digest pattern": (DIGEST, ["registry.corp/ml/tideline@sha256:*"], True),
+    "an image elsewhere": ("docker.io/evil@sha256:" + "0" * 64, ["registry.corp/ml/*"], False),
+    "a prefix of the pattern is not the pattern": ("registry.corp/ml", ["registry.corp/ml/*"], False),
+    # the chart's ValidatingAdmissionPolicy quotes every character but *: so does the operator
+    "a ? in a pattern is a ?, not any character": ("registry.corp/ml/ab", ["registry.corp/ml/a?"], False),
+    "[...] in a pattern is itself, not a set": ("registry.corp/ml/a", ["registry.corp/ml/[ab]"], False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("image", "patterns", "allowed"), IMAGE_POLICY.values(),
+                         ids=IMAGE_POLICY.keys())  # fmt: skip
+def test_allowed_images_match_the_whole_reference_tag_or_digest(
+    image: str, patterns: list[str], allowed: bool
+) -> None:
+    m = parse(manifest(name="fraud", image=image))
+    verdict = policy_violation(m, Settings(allowed_images=tuple(patterns)))
+    assert (verdict is None) is allowed, verdict
 
 
 def test_the_learner_is_one_recreated_replica_per_revision_that_can_warm_start() -> None:

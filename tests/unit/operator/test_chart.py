@@ -36,6 +36,24 @@ def test_the_chart_and_the_operator_name_the_image_make_image_tags() -> None:
     assert "tideline.IMAGE" in build and "tideline.__version__" in build  # read, not repeated
 
 
+def test_the_image_the_operator_pod_and_the_model_pods_run_as_one_user() -> None:
+    """Dockerfile's USER, the chart's podSecurityContext and the builders (IMAGE_UID): one
+    user, so a pod's processes read what the image holds and own what they write."""
+    from tideline.contracts import IMAGE_GID, IMAGE_UID
+
+    [user] = re.findall(r"^USER (\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert user == f"{IMAGE_UID}:{IMAGE_GID}"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    pod = values["podSecurityContext"]
+    ids = (pod["runAsUser"], pod["runAsGroup"], pod["fsGroup"])
+    assert ids == (IMAGE_UID, IMAGE_GID, IMAGE_GID)
+    assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = values["securityContext"]
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+
+
 def _health(obj: dict) -> dict:
     lua = LuaRuntime(unpack_returned_tuples=True)
     # Argo CD hands the check the object as a Lua table; JSON -> Lua the same way.
