@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -232,8 +233,24 @@ def cmd_operator(args: argparse.Namespace) -> int:
         standalone=args.standalone,
         peering_name=args.peering,
         liveness_endpoint=args.liveness or None,
+        identity=_peering_identity(),
     )
     return 0
+
+
+def _peering_identity() -> Any:  # kopf's Identity (a str; not exported)
+    """This replica's name among its peers: kopf's own (``POD_ID``, the chart sets it to the
+    pod's name; else ``user@host/...``), except where the uid has no name (an image run as
+    a uid with no passwd entry: ``getpass.getuser`` raises), then ``uid<N>@host/<pid>``."""
+    import getpass
+
+    if os.environ.get("POD_ID"):
+        return None  # kopf reads it itself
+    try:
+        getpass.getuser()
+        return None
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}@{socket.gethostname()}/{os.getpid()}"
 
 
 class _Defaults(argparse.HelpFormatter):

@@ -67,6 +67,11 @@ VALUES = {
         "--set", "redis.bundled.enabled=true", "--set", "redis.bundled.persistence.storageClassName=fast",
         "--set", "redis.bundled.maxmemory=",
     ],
+    "bundled redis for named namespaces and a namespace selector, images by digest": [
+        "--set", "redis.bundled.enabled=true", "--set", "redis.bundled.clientNamespaces={ml,ml-2}",
+        "--set", "redis.bundled.clientNamespaceSelector.matchLabels.team=ml",
+        "--set", "image.digest=sha256:" + "0" * 64, "--set", "redis.bundled.image=redis@sha256:" + "0" * 64,
+    ],
     "namespaced RBAC": [
         "--set", "rbac.namespaced=true", "--set", "watchNamespaces={team-a,team-b}",
         "--set", "redis.existingSecret=redis-url",
@@ -153,10 +158,7 @@ def test_the_bundled_redis_has_a_generated_password_and_only_tideline_reaches_it
     assert "redis://" not in yaml.safe_dump(by[("Deployment", "t-tideline")])
     policy = by[("NetworkPolicy", "t-tideline-redis")]["spec"]
     assert policy["ingress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]
-    assert {
-        "namespaceSelector": {},
-        "podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "tideline"}},
-    } in policy["ingress"][0]["from"]
+    # who gets in: test_the_bundled_redis_admits_the_operator_and_model_pods_of_named_namespaces
     assert by[("NetworkPolicy", "t-tideline")]["spec"]["ingress"] == [
         {"ports": [{"port": 9100, "protocol": "TCP"}]}
     ]
@@ -241,6 +243,10 @@ def test_the_notes_warn_when_redis_keeps_nothing_and_name_the_claim_when_it_does
     assert "loses every model's versions" in lost
     kept = notes()
     assert "WARNING" not in kept and "data-t-tideline-redis-0 (8Gi" in kept
+    # which namespaces' models reach it (the release's, default, and no other unless named)
+    assert "admits the model pods of these namespaces only: default." in kept
+    named = notes("--set", "redis.bundled.clientNamespaces={ml}")
+    assert "admits the model pods of these namespaces only: default, ml." in named
 
 
 def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen[bytes], redis.Redis]:
@@ -300,3 +306,202 @@ def test_watch_namespaces_alone_gives_namespaced_roles_and_no_cluster_wide_write
     assert verbs <= {"list", "watch"}, "cluster-wide: discovery only"
     secrets = next(rule for rule in roles[0]["rules"] if "secrets" in rule["resources"])
     assert set(secrets["verbs"]) == {"get", "create", "patch"}
+
+
+# --------------------------------------------------------------------------- who reaches Redis
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector's verdict ({} selects everything)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        if not {"In": key in labels and labels[key] in values,
+                "NotIn": key not in labels or labels[key] not in values,
+                "Exists": key in labels, "DoesNotExist": key not in labels}[op]:  # fmt: skip
+            return False
+    return True
+
+
+def _admits(
+    policy: dict, pod_ns: str, pod_labels: dict[str, str], ns_labels: dict[str, str]
+) -> bool:
+    """Whether a NetworkPolicy's ingress admits a pod (on any port), as the API defines its
+    peers: a podSelector alone means the policy's namespace; a namespaceSelector names
+    namespaces by their labels (which always include kubernetes.io/metadata.name)."""
+    ns_labels = {**ns_labels, "kubernetes.io/metadata.name": pod_ns}
+    for rule in policy["spec"]["ingress"]:
+        if "from" not in rule:
+            return True
+        for peer in rule["from"]:
+            if "namespaceSelector" in peer:
+                ns_ok = _selects(peer["namespaceSelector"], ns_labels)
+            else:
+                ns_ok = pod_ns == policy["metadata"]["namespace"]
+            if ns_ok and _selects(peer.get("podSelector", {}), pod_labels):
+                return True
+    return False
+
+
+def _model_pods(namespace: str) -> list[dict[str, str]]:
+    """The labels of the pods the operator builds for examples/fraud.yaml in ``namespace``."""
+    from tideline.spec import parse
+    from tideline_operator.builders import Settings, build_learner, build_monitor, build_server
+
+    doc = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
+    assert "namespace" not in doc["metadata"], "kubectl apply puts it in the current namespace"
+    doc["metadata"]["namespace"] = namespace
+    model, settings = parse(doc), Settings(redis_url="redis://r:6379/0")
+    return [build(model, settings, model.revision)["spec"]["template"]["metadata"]["labels"]
+            for build in (build_learner, build_server, build_monitor)]  # fmt: skip
+
+
+RELEASE_NS = "tideline-system"
+OPERATOR = {"app.kubernetes.io/name": "tideline", "app.kubernetes.io/instance": "t",
+            "app.kubernetes.io/component": "operator"}  # fmt: skip
+FORGED = {"app.kubernetes.io/part-of": "tideline", "app.kubernetes.io/managed-by": "tideline-operator",
+          "app.kubernetes.io/instance": "t", "tideline.dev/component": "server"}  # fmt: skip
+# (values, pod namespace, pod labels or "model" for fraud's pods there, namespace labels, admitted)
+REACH = {
+    "the operator": ([], RELEASE_NS, OPERATOR, {}, True),
+    "the quick start's model in default, with default values": ([], "default", "model", {}, True),
+    "a model in the release's namespace": ([], RELEASE_NS, "model", {}, True),
+    "a pod labelled as a model's in a namespace nobody named": ([], "team-x", FORGED, {}, False),
+    "the operator's labels in another namespace": ([], "team-x", OPERATOR, {}, False),
+    "an unlabelled pod in the release's namespace": ([], RELEASE_NS, {"app": "x"}, {}, False),
+    "an unlabelled pod in default": ([], "default", {"app": "x"}, {}, False),
+    "a model in a watched namespace": (["--set", "watchNamespaces={team-a}"], "team-a", "model", {}, True),
+    "default, once watchNamespaces names the namespaces":
+        (["--set", "watchNamespaces={team-a}"], "default", "model", {}, False),
+    "a model in a namespace of clientNamespaces":
+        (["--set", "redis.bundled.clientNamespaces={ml,ml-2}"], "ml-2", "model", {}, True),
+    "default, once clientNamespaces lists others":
+        (["--set", "redis.bundled.clientNamespaces={ml}"], "default", "model", {}, False),
+    "default with clientNamespaces empty":
+        (["--set-json", "redis.bundled.clientNamespaces=[]"],
+         "default", "model", {}, False),
+    "a model in a namespace the clientNamespaceSelector picks":
+        (["--set", "redis.bundled.clientNamespaceSelector.matchLabels.tideline\\.dev/models=yes"],
+         "team-y", "model", {"tideline.dev/models": "yes"}, True),
+    "a namespace the clientNamespaceSelector does not pick":
+        (["--set", "redis.bundled.clientNamespaceSelector.matchLabels.tideline\\.dev/models=yes"],
+         "team-z", "model", {}, False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "namespace", "pod", "ns_labels", "admitted"), REACH.values(),
+                         ids=REACH.keys())  # fmt: skip
+def test_the_bundled_redis_admits_the_operator_and_model_pods_of_named_namespaces(
+    helm_bin: Path, args: list[str], namespace: str, pod: dict | str, ns_labels: dict,
+    admitted: bool,
+) -> None:  # fmt: skip
+    """Not every pod labelled part-of: tideline anywhere (a label anyone can set): the
+    operator, and the operator's model pods in the namespaces an admin named."""
+    policy = render(helm_bin, "--namespace", RELEASE_NS, *BUNDLED, *args)[
+        ("NetworkPolicy", "t-tideline-redis")
+    ]
+    for peer in (p for rule in policy["spec"]["ingress"] for p in rule["from"]):
+        assert peer.get("namespaceSelector") != {}, "every namespace"
+    pods = _model_pods(namespace) if pod == "model" else [pod]
+    for labels in pods:
+        assert _admits(policy, namespace, labels, ns_labels) is admitted, labels
+
+
+# --------------------------------------------------------------------------- who the pods are
+def test_the_operator_pod_runs_as_the_images_user_with_only_tmp_writable(helm_bin: Path) -> None:
+    from tideline.contracts import IMAGE_GID, IMAGE_UID
+
+    pod = render(helm_bin)[("Deployment", "t-tideline")]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_GID,
+        "fsGroup": IMAGE_GID, "seccompProfile": {"type": "RuntimeDefault"},
+    }  # fmt: skip
+    [c] = pod["containers"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    assert [m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")] == ["/tmp"]
+    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+
+
+def test_each_operator_replica_is_named_among_its_peers_by_its_pods_name(helm_bin: Path) -> None:
+    """kopf names a peer ``user@host`` unless POD_ID is set, and the image's uid has no
+    passwd entry: on a real kubelet the operator died at start (getpwuid: uid not found)."""
+    pod = render(helm_bin)[("Deployment", "t-tideline")]["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    [pod_id] = [e for e in c["env"] if e["name"] == "POD_ID"]
+    assert pod_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+# --------------------------------------------------------------------------- images by digest
+SHA = "sha256:" + "0123456789abcdef" * 4
+
+
+def _operator(helm_bin: Path, *args: str) -> tuple[str, dict[str, str | None]]:
+    dep = render(helm_bin, *args)[("Deployment", "t-tideline")]
+    [c] = dep["spec"]["template"]["spec"]["containers"]
+    return c["image"], {e["name"]: e.get("value") for e in c["env"]}
+
+
+DIGESTS = {
+    "image.digest pins the operator and, through it, the model pods": (
+        ["--set", f"image.digest={SHA}"], f"{tideline.IMAGE}@{SHA}", f"{tideline.IMAGE}@{SHA}",
+    ),
+    "a digest wins over a tag": (
+        ["--set", "image.tag=9.9", "--set", f"image.digest={SHA}", "--set", "image.repository=reg/x"],
+        f"reg/x@{SHA}", f"reg/x@{SHA}",
+    ),
+    "without a digest, the tag": (["--set", "image.tag=9.9"], f"{tideline.IMAGE}:9.9", f"{tideline.IMAGE}:9.9"),
+    "runtimeImage by digest reaches the model pods unchanged": (
+        ["--set", f"runtimeImage=reg/ml/runtime@{SHA}"],
+        f"{tideline.IMAGE}:{tideline.__version__}", f"reg/ml/runtime@{SHA}",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "operator", "runtime"), DIGESTS.values(), ids=DIGESTS.keys())
+def test_images_by_digest(helm_bin: Path, args: list[str], operator: str, runtime: str) -> None:
+    image, env = _operator(helm_bin, *args)
+    assert image == operator and env["TIDELINE_RUNTIME_IMAGE"] == runtime
+
+
+def test_a_digest_that_is_none_is_refused_with_a_message(helm_bin: Path) -> None:
+    for digest in ("latest", "sha256:abc", f"@{SHA}"):
+        out = helm(helm_bin, "template", "t", CHART, "--set", f"image.digest={digest}", check=False)
+        assert out.returncode != 0 and "is no digest: write it as sha256:" in out.stderr, digest
+
+
+def test_the_bundled_redis_takes_an_image_by_digest(helm_bin: Path) -> None:
+    ref = f"redis:7.4-alpine@{SHA}"
+    sts = render(helm_bin, *BUNDLED, "--set", f"redis.bundled.image={ref}")[
+        ("StatefulSet", "t-tideline-redis")
+    ]
+    assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == ref
+
+
+VAP_IMAGES = [
+    f"registry.corp/ml/tideline@{SHA}", "registry.corp/ml/tideline:1", f"docker.io/evil@{SHA}",
+    f"registry.corp/pinned/x@{SHA}", "registry.corp/pinned/x:1", "registry.corp/ml", "registry.corp/mlx:1",
+    "registry.corp/q/ab",
+]  # fmt: skip
+
+
+def test_the_admission_policy_and_the_operator_agree_on_tags_and_digests(helm_bin: Path) -> None:
+    """The API server's verdict (the CEL policy's regular expressions) and the operator's
+    (image_allowed) on the same images, digests among them."""
+    import re
+
+    from tideline_operator.builders import image_allowed
+
+    allowed = ["registry.corp/ml/*", "registry.corp/pinned/x@sha256:*", "registry.corp/q/a?"]
+    out = render(helm_bin, "--set", f"policy.allowedImages={{{','.join(allowed)}}}",
+                 "--api-versions", "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy")  # fmt: skip
+    [rule] = [v for v in out[("ValidatingAdmissionPolicy", "t-tideline-policy")]["spec"]["validations"]
+              if "spec.image" in v["message"]]  # fmt: skip
+    # `!has(object.spec.image) || ["^...$", ...].exists(p, object.spec.image.matches(p))`
+    patterns = yaml.safe_load(re.search(r"(\[.*\])\.exists", rule["expression"]).group(1))
+    assert len(patterns) == len(allowed)
+    api = {i: any(re.search(p, i) for p in patterns) for i in VAP_IMAGES}  # CEL matches(): RE2
+    operator = {i: image_allowed(i, allowed) for i in VAP_IMAGES}
+    assert api == operator
+    assert api[f"registry.corp/ml/tideline@{SHA}"] and api[f"registry.corp/pinned/x@{SHA}"]
+    assert not api["registry.corp/pinned/x:1"] and not api[f"docker.io/evil@{SHA}"]
