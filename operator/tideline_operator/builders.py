@@ -192,6 +192,19 @@ SECURITY_CONTEXT = {
 }
 
 
+# Each component's resources when spec.pods names none: requests near what one pod uses
+# at a steady load (bench/pods.py measures RSS and CPU at idle and at 1,000 predictions/s
+# on real pods), so a model with 2 servers and a canary fits a 2-core node beside the
+# operator and its Redis; memory limits well above that, no CPU limit (no throttling of a
+# busy server: it takes what the node has spare). A server requesting a whole core left
+# the second replica of examples/fraud.yaml Pending on a 2-core node.
+DEFAULT_RESOURCES: dict[str, dict[str, Any]] = {
+    "learner": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
+    "server": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    "monitor": {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"memory": "1Gi"}},
+}
+
+
 def _container(
     model: OnlineModel, settings: Settings, revision: str, role: str, args: list[str], ports: list[dict[str, Any]],
     probes: dict[str, Any], resources: dict[str, Any],
@@ -324,7 +337,7 @@ def build_learner(model: OnlineModel, settings: Settings, revision: str,
     container = _container(
         model, settings, revision, "learner", args,
         [{"name": "metrics", "containerPort": METRICS_PORT}], _turn_probes(),
-        {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        copy.deepcopy(DEFAULT_RESOURCES["learner"]),
     )  # fmt: skip
     # With nothing stored, wait for the operator's StartWord before publishing a v0: a
     # learner restarted after a store reset must not serve an untrained v0 over a model
@@ -361,7 +374,7 @@ def build_server(
         {"readinessProbe": {"httpGet": {**http, "path": "/v2/health/ready"}, "periodSeconds": 2},
          "livenessProbe": {"httpGet": {**http, "path": "/v2/health/live"}, "periodSeconds": 10,
                            "initialDelaySeconds": 5}},
-        {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        copy.deepcopy(DEFAULT_RESOURCES["server"]),
     )  # fmt: skip
     container["env"] += _feedback_auth_env(model)
     labels_port = model.spec.serving.labelsPort
@@ -431,7 +444,7 @@ def build_monitor(model: OnlineModel, settings: Settings, revision: str) -> dict
     container = _container(
         model, settings, revision, "monitor", ["--port", str(METRICS_PORT)],
         [{"name": "metrics", "containerPort": METRICS_PORT}], _turn_probes(),
-        {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        copy.deepcopy(DEFAULT_RESOURCES["monitor"]),
     )  # fmt: skip
     dep = _deployment(f"{model.name}-monitor", model, "monitor", None, 1,
                       _pod(model, revision, "monitor", container), {"type": "Recreate"})  # fmt: skip

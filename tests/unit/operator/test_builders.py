@@ -12,6 +12,7 @@ from tideline.contracts import AWAIT_START_ENV, IMAGE_GID, IMAGE_UID
 from tideline.pods.liveness import MAX_AGE
 from tideline.spec import parse
 from tideline_operator.builders import (
+    DEFAULT_RESOURCES,
     Settings,
     build_config_map,
     build_hpa,
@@ -395,7 +396,7 @@ def test_spec_pods_place_and_size_each_component_and_change_no_revision() -> Non
     learner = _pod(build_learner(model, SETTINGS, REV))
     assert learner["nodeSelector"] == {"pool": "ml"} and "nodeAffinity" in learner["affinity"]
     assert learner["imagePullSecrets"] == [{"name": "regcred"}] and "tolerations" not in learner
-    assert learner["containers"][0]["resources"]["requests"]["cpu"] == "500m"  # the default
+    assert learner["containers"][0]["resources"] == DEFAULT_RESOURCES["learner"]  # the default
     monitor = _pod(build_monitor(model, SETTINGS, REV))
     assert monitor["imagePullSecrets"] == [{"name": "regcred"}]
 
@@ -419,3 +420,34 @@ def test_spec_pods_errors_name_the_field(pods: dict, message: str) -> None:
 
     with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse(manifest(name="fraud", pods=pods))
+
+
+def _millicores(q: str) -> int:
+    return int(q[:-1]) if q.endswith("m") else int(float(q) * 1000)
+
+
+def test_the_default_requests_of_a_model_and_its_canary_fit_a_2_core_node_beside_the_chart() -> (
+    None
+):
+    """examples/fraud.yaml (2 servers) with a canary revision (its learner and a server)
+    beside the chart's operator and bundled Redis: a 2-core node schedules them all (a
+    server asking a whole core left the second replica Pending on a real 2-core node)."""
+    from pathlib import Path
+
+    doc = yaml.safe_load((Path(__file__).parents[3] / "examples" / "fraud.yaml").read_text())
+    doc["metadata"]["namespace"] = "default"
+    model = parse(doc)
+    pods = [build_learner(model, SETTINGS, "a"), build_server(model, SETTINGS, "a"),
+            build_monitor(model, SETTINGS, "a"), build_learner(model, SETTINGS, "b"),
+            build_server(model, SETTINGS, "b", replicas=1)]  # fmt: skip
+    cpu = sum(
+        _millicores(c["resources"]["requests"]["cpu"]) * d["spec"]["replicas"]
+        for d in pods
+        for c in d["spec"]["template"]["spec"]["containers"]
+    )
+    values = yaml.safe_load(
+        (Path(__file__).parents[3] / "charts" / "tideline" / "values.yaml").read_text()
+    )
+    cpu += _millicores(values["resources"]["requests"]["cpu"])
+    cpu += _millicores(values["redis"]["bundled"]["resources"]["requests"]["cpu"])
+    assert cpu <= 2000, f"{cpu}m of requests"
