@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test e2e e2e-bin kafka-bin image lint bench clean
+.PHONY: demo test e2e e2e-bin kafka-bin image lint bench clean cluster cluster-down
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv"; exit 1; }
@@ -23,18 +23,30 @@ test: lint e2e-bin kafka-bin image
 image: $(STAMP)
 	PY=$(PY) image/build.sh
 
-# The e2e tests' control plane (kube-apiserver, etcd, kwok, helm...), built from
-# Go modules into ~/.cache/tideline-e2e (TIDELINE_E2E_CACHE) as its own step:
-# 7-17 minutes the first time on 2 cores, with `[build 120s] ...` progress lines;
-# the tests only find it.
+# The e2e tests' cluster, built into ~/.cache/tideline-e2e (TIDELINE_E2E_CACHE) as its
+# own step: the control plane and node from Go modules (kube-apiserver, etcd, kubelet,
+# kube-proxy, the CNI plugins, a lean CoreDNS, kwok, helm...), pause from its C source,
+# then the node's pause and redis images (mmdebstrap + buildah archives for
+# `ctr images import`). 10-20 minutes the first time on 2 cores, with `[build 120s] ...`
+# and `[images 20s] ...` progress lines; the tests only find it.
 e2e-bin:
 	bash tests/e2e/cluster/build.sh >/dev/null
+	bash tests/e2e/cluster/images.sh >/dev/null
 
 # The Kafka broker the tests start (one KRaft node on loopback): Apache Kafka's jars
 # from Maven Central into ~/.cache/tideline-e2e/kafka-<version>/libs, about 10 s the
 # first time; run by the machine's Java.
 kafka-bin:
 	bash tests/kafka/build.sh >/dev/null
+
+# The suite's one-node cluster (a real kubelet, containerd, CNI, kube-proxy, CoreDNS) for
+# a person to try tideline by hand: runs until Ctrl-C, then removes everything it made.
+# `make cluster-down` removes what a killed one left (namespaces, links, mounts, cgroups).
+cluster: $(STAMP) e2e-bin image
+	$(PY) -m tests.e2e.cluster.up
+
+cluster-down: $(STAMP)
+	$(PY) -m tests.e2e.cluster.up --down
 
 e2e: $(STAMP) e2e-bin
 	$(PY) -m pytest -m e2e tests/e2e

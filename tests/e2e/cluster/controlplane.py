@@ -62,17 +62,38 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 class ControlPlane:
-    def __init__(self, bin_dir: Path | None = None) -> None:
+    """``address``: where the API server listens and what it advertises (loopback, or the
+    host's end of a real node's link, so pods reach it through the ``kubernetes``
+    Service); ``fake_node``: kwok and its node, for a cluster without a kubelet."""
+
+    def __init__(
+        self,
+        bin_dir: Path | None = None,
+        *,
+        address: str = "127.0.0.1",
+        service_cidr: str = "10.0.0.0/24",
+        fake_node: bool = True,
+    ) -> None:
         self.bin = bin_dir or find_binaries()
         self.dir = Path(tempfile.mkdtemp(prefix="tideline-e2e-"))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.token = secrets.token_hex(16)
+        self.address = address
+        self.service_cidr = service_cidr
+        self.fake_node = fake_node
         self.port = free_port()
         self.kubeconfig = self.dir / "kubeconfig"
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.address}:{self.port}"
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        """The ``kubernetes`` Service's cluster IP: the range's first address."""
+        import ipaddress
+
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
 
     # -- pieces --------------------------------------------------------------------------
     def _certs(self) -> None:
@@ -81,7 +102,8 @@ class ControlPlane:
         _openssl("req", "-x509", "-new", "-nodes", "-key", "ca.key", "-subj", "/CN=tideline-e2e-ca",
                  "-days", "2", "-out", "ca.crt", cwd=d)  # fmt: skip
         (d / "san.cnf").write_text(
-            "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,IP:10.0.0.1,"
+            "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,"
+            f"IP:{self.address},IP:{self.kubernetes_service_ip},"
             "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
         )
         _openssl("genrsa", "-out", "apiserver.key", "2048", cwd=d)
@@ -179,8 +201,10 @@ class ControlPlane:
         self._start("kube-apiserver", [
             str(b / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.port}",
-            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--bind-address={self.address}", f"--secure-port={self.port}",
+            f"--advertise-address={self.address}",
+            # on loopback no pod calls the API through the kubernetes Service
+            "--endpoint-reconciler-type=" + ("none" if self.fake_node else "lease"),
             f"--tls-cert-file={d / 'apiserver.crt'}", f"--tls-private-key-file={d / 'apiserver.key'}",
             f"--client-ca-file={d / 'ca.crt'}",
             f"--token-auth-file={d / 'tokens.csv'}",
@@ -188,7 +212,8 @@ class ControlPlane:
             f"--service-account-key-file={d / 'sa.pub'}",
             f"--service-account-signing-key-file={d / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={self.service_cidr}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",  # logs, exec
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",
             "--profiling=false",
@@ -212,8 +237,17 @@ class ControlPlane:
             str(b / "kube-scheduler"), f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
         ])  # fmt: skip
+        if self.fake_node:
+            self._start_fake_node()
+        self._wait(
+            "the default ServiceAccount",
+            lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+        )
+        return self
+
+    def _start_fake_node(self) -> None:
         self._start("kwok", [
-            str(b / "kwok"), f"--kubeconfig={self.kubeconfig}", "--manage-all-nodes=false",
+            str(self.bin / "kwok"), f"--kubeconfig={self.kubeconfig}", "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--cidr=10.1.0.0/16", "--node-ip=10.1.0.1", f"--server-address=127.0.0.1:{free_port()}",
         ])  # fmt: skip
@@ -232,11 +266,6 @@ class ControlPlane:
                 ).stdout
             ),  # fmt: skip
         )
-        self._wait(
-            "the default ServiceAccount",
-            lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
-        )
-        return self
 
     def stop(self) -> None:
         for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):

@@ -1,0 +1,608 @@
+"""A real one-node Kubernetes cluster, started and torn down by the test suite.
+
+The node lives in a network namespace of its own: containerd (with runc and
+the CNI bridge, host-local, loopback and portmap plugins), the kubelet,
+kube-proxy (iptables mode) and CoreDNS all run inside it, so every bridge,
+veth, route and iptables rule they make goes when the namespace goes. One
+veth pair links it to the host; the control plane (``ControlPlane`` bound to
+the host's end) and the tests reach pods and Services over it, and nothing
+else is touched on the host but that link and one route. Every address is in
+198.18.0.0/15, the range reserved for network benchmarks:
+
+- 198.19.255.1: the host's end of the link (the API server listens there)
+- 198.19.255.2: the node (the kubelet, cluster DNS)
+- 198.18.0.0/24: pods, on the node's bridge (gateway .1)
+- 198.18.128.0/24: Services (``kubernetes`` is .1)
+
+Every image a pod runs is built here (``make e2e-bin``: ``images.sh``, and
+``make image`` for the runtime image) and imported with ``ctr images
+import``; nothing is pulled. ``Node.stop`` kills every process and container,
+unmounts what they mounted, removes the cgroups, namespaces, link and route,
+and puts back the kernel settings the kubelet changes, also after a failure
+(it runs from ``__exit__`` and is safe to call twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import yaml
+
+from tests.e2e.cluster.controlplane import HERE, ControlPlane, find_binaries
+from tideline.demo.embedded import free_port
+
+HOST_ADDRESS = "198.19.255.1"
+NODE_ADDRESS = "198.19.255.2"
+LINK_PREFIX = 30
+POD_CIDR = "198.18.0.0/24"
+POD_GATEWAY = "198.18.0.1"
+SERVICE_CIDR = "198.18.128.0/24"
+ROUTED = "198.18.0.0/16"  # pods and Services, through the node
+NODE_NAME = "tideline-node"
+CLUSTER_DOMAIN = "cluster.local"
+PAUSE_IMAGE = "tideline.dev/e2e/pause:3.10"
+REDIS_IMAGE = "tideline.dev/e2e/redis:7"
+# the kernel settings the kubelet sets (vm.overcommit_memory and the like): put back on stop
+KUBELET_SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+NODE_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "iptables", "conntrack", "nsenter")
+
+
+def find_images() -> Path:
+    """The directory of the images ``make e2e-bin`` built (pause, redis); never builds."""
+    out = subprocess.run(
+        ["bash", str(HERE / "images.sh"), "--find"], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip() or "the e2e images are not built: run `make e2e-bin`")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def resolve(name: str, server: str = NODE_ADDRESS, timeout: float = 3.0) -> str | None:
+    """The first A record cluster DNS answers for ``name`` (a plain UDP query), else None."""
+    import socket
+    import struct
+
+    query = struct.pack(">HHHHHH", secrets.randbits(16), 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    query += struct.pack(">HH", 1, 1)  # A, IN
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(query, (server, 53))
+        answer = s.recv(4096)
+    if struct.unpack(">H", answer[6:8])[0] == 0:
+        return None
+    return socket.inet_ntoa(answer[-4:])  # the last record: one A answer, no extra sections
+
+
+def missing_tools() -> list[str]:
+    return [t for t in NODE_TOOLS if shutil.which(t) is None]
+
+
+def _run(
+    *args: str, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, capture_output=True, text=True, check=check, input=input, timeout=120
+    )
+
+
+class Node:
+    """The node's network namespace, its link to the host, and its processes."""
+
+    def __init__(
+        self, cp: ControlPlane, images: list[Path], *, log: Callable[[str], None] = print
+    ) -> None:
+        self.cp = cp
+        self.bin = cp.bin
+        self.images = images
+        self.say = log
+        suffix = secrets.token_hex(3)
+        self.netns = f"tideline-{suffix}"
+        self.host_link = f"tl{suffix}"
+        self.dir = Path(tempfile.mkdtemp(prefix="tideline-node-"))
+        self.cgroup = f"tideline-{suffix}"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.sysctls: dict[str, str] = {}
+        self.netns_before: set[str] = set()
+        self.socket = self.dir / "containerd.sock"
+        self.dns_health = free_port()
+        self.kubelet_healthz = free_port()
+        self.proxy_healthz = free_port()
+        self.started = False
+
+    # -- network --------------------------------------------------------------------------
+    def network(self) -> None:
+        """The namespace, the veth pair and the route: before the API server binds the host's end."""
+        self.netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+        taken = _run("ip", "-o", "addr", "show", "to", HOST_ADDRESS).stdout.strip()
+        if taken:
+            raise RuntimeError(
+                f"{HOST_ADDRESS} is already on this host ({taken.split()[1]}): another node is "
+                "running (make cluster-down stops it)"
+            )
+        ns = self.netns
+        _run("ip", "netns", "add", ns)
+        _run(
+            "ip", "link", "add", self.host_link, "type", "veth", "peer", "name", "eth0", "netns", ns
+        )
+        _run("ip", "addr", "add", f"{HOST_ADDRESS}/{LINK_PREFIX}", "dev", self.host_link)
+        _run("ip", "link", "set", self.host_link, "up")
+        _run("ip", "-n", ns, "addr", "add", f"{NODE_ADDRESS}/{LINK_PREFIX}", "dev", "eth0")
+        _run("ip", "-n", ns, "link", "set", "eth0", "up")
+        _run("ip", "-n", ns, "link", "set", "lo", "up")
+        _run("ip", "route", "add", ROUTED, "via", NODE_ADDRESS, "dev", self.host_link)
+        # a default route out of the node leads back to the host, which forwards nothing
+        _run("ip", "-n", ns, "route", "add", "default", "via", HOST_ADDRESS)
+        for key, value in (
+            ("net.ipv4.ip_forward", "1"),
+            ("net.bridge.bridge-nf-call-iptables", "1"),  # Services between pods on one bridge
+        ):
+            self.in_node("sysctl", "-qw", f"{key}={value}")
+
+    def in_node(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """A command in the node's network namespace (and the host's mounts)."""
+        return _run("nsenter", f"--net=/run/netns/{self.netns}", "--", *args, check=check)
+
+    # -- processes ------------------------------------------------------------------------
+    def _start(self, name: str, args: list[str]) -> None:
+        log = (self.dir / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.netns}", "--", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _wait(self, what: str, check: Callable[[], object], timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    tail = (self.dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(
+                        f"{name} exited ({p.returncode}) while waiting for {what}:\n{tail}"
+                    )
+            try:
+                if check():
+                    return
+            except (OSError, subprocess.SubprocessError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"timed out waiting for {what}; logs in {self.dir}")
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run("ctr", f"--address={self.socket}", "--namespace=k8s.io", *args, check=check)
+
+    def _containerd(self) -> None:
+        d = self.dir
+        (d / "cni" / "net.d").mkdir(parents=True)
+        conflist = {
+            "cniVersion": "1.0.0",
+            "name": "tideline",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": False,  # nothing leaves the node: no NAT to the host
+                    "hairpinMode": True,  # a pod reaching itself through its Service
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": POD_CIDR, "gateway": POD_GATEWAY}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(d / "cni" / "ipam"),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
+        (d / "cni" / "net.d" / "10-tideline.conflist").write_text(json.dumps(conflist, indent=2))
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        (d / "containerd.toml").write_text(
+            f"""version = 2
+root = "{d}/containerd/root"
+state = "{d}/containerd/state"
+[grpc]
+  address = "{self.socket}"
+[ttrpc]
+  address = "{self.socket}.ttrpc"
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  disable_hugetlb_controller = true
+  # no CAP_SYS_RESOURCE here (a sandboxed root): no oom_score_adj below containerd's own
+  restrict_oom_score_adj = true
+  [{cri}.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [{cri}.cni]
+    bin_dir = "{self.bin / "cni"}"
+    conf_dir = "{d}/cni/net.d"
+"""
+        )
+        self._start("containerd", ["containerd", f"--config={d / 'containerd.toml'}"])
+        self._wait("containerd", lambda: self.ctr("version", check=False).returncode == 0, 60)
+        for archive in self.images:
+            started = time.monotonic()
+            self.ctr("images", "import", "--no-unpack", str(archive))
+            self.say(f"[node] imported {archive.name} in {time.monotonic() - started:.1f}s")
+
+    def _cgroups(self) -> None:
+        """The kubelet's cgroup root, in every v1 hierarchy (cpuset needs its cpus and mems)."""
+        for hierarchy in self._hierarchies():
+            path = hierarchy / self.cgroup
+            path.mkdir(exist_ok=True)
+            if hierarchy.name == "cpuset":
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    (path / f).write_text((hierarchy / f).read_text())
+
+    @staticmethod
+    def _hierarchies() -> list[Path]:
+        return [
+            p
+            for p in CGROUP_ROOT.iterdir()
+            if p.is_dir() and not p.is_symlink() and p.name != "unified"
+        ]
+
+    def _kubelet(self) -> None:
+        d = self.dir
+        (d / "resolv.conf").write_text("")  # pods resolve through cluster DNS only
+        for key in KUBELET_SYSCTLS:
+            self.sysctls[key] = Path("/proc/sys", key).read_text().strip()
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "containerRuntimeEndpoint": f"unix://{self.socket}",
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": f"/{self.cgroup}",
+            "failCgroupV1": False,
+            "failSwapOn": False,
+            "address": NODE_ADDRESS,
+            "port": free_port(),
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": self.kubelet_healthz,
+            # the API server reaches the kubelet (logs, exec) over the link, unauthenticated:
+            # a test node on a private link
+            "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
+            "authorization": {"mode": "AlwaysAllow"},
+            "clusterDNS": [NODE_ADDRESS],
+            "clusterDomain": CLUSTER_DOMAIN,
+            "resolvConf": str(d / "resolv.conf"),
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "1%",
+                "imagefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+            },
+            # the imported images can't be pulled again: never collect them
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "serializeImagePulls": False,
+            "rotateCertificates": False,
+            "staticPodPath": "",
+            "maxPods": 110,
+            "nodeStatusReportFrequency": "10s",
+        }
+        (d / "kubelet.yaml").write_text(yaml.safe_dump(config))
+        self._start("kubelet", [
+            str(self.bin / "kubelet"), f"--config={d / 'kubelet.yaml'}",
+            f"--kubeconfig={self.cp.kubeconfig}", f"--hostname-override={NODE_NAME}",
+            f"--node-ip={NODE_ADDRESS}", f"--root-dir={d / 'kubelet'}",
+            f"--cert-dir={d / 'kubelet' / 'pki'}", "--v=1",
+        ])  # fmt: skip
+
+    def _kube_proxy(self) -> None:
+        d = self.dir
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "mode": "iptables",
+            "clientConnection": {"kubeconfig": str(self.cp.kubeconfig)},
+            "hostnameOverride": NODE_NAME,
+            "clusterCIDR": POD_CIDR,
+            "bindAddress": NODE_ADDRESS,
+            "healthzBindAddress": f"127.0.0.1:{self.proxy_healthz}",
+            "metricsBindAddress": f"127.0.0.1:{free_port()}",
+            # leave the host's conntrack table settings alone (they are not per namespace)
+            "conntrack": {
+                "maxPerCore": 0,
+                "min": 0,
+                "tcpEstablishedTimeout": "0s",
+                "tcpCloseWaitTimeout": "0s",
+            },
+        }
+        (d / "kube-proxy.yaml").write_text(yaml.safe_dump(config))
+        self._start(
+            "kube-proxy", [str(self.bin / "kube-proxy"), f"--config={d / 'kube-proxy.yaml'}"]
+        )
+
+    def _dns(self) -> None:
+        d = self.dir
+        (d / "Corefile").write_text(
+            f""".:53 {{
+    errors
+    health 127.0.0.1:{self.dns_health}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa {{
+        kubeconfig {self.cp.kubeconfig} e2e
+        pods insecure
+        fallthrough in-addr.arpa
+    }}
+    cache 5
+    loadbalance
+}}
+"""
+        )
+        self._start("coredns", [str(self.bin / "coredns"), "-conf", str(d / "Corefile")])
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self) -> Node:
+        self.started = True
+        self._cgroups()
+        self._containerd()
+        self._kubelet()
+        self._kube_proxy()
+        self._dns()
+        self._wait("the node to be Ready", self.ready, 120)
+        service = self.cp.kubernetes_service_ip
+        self._wait(
+            "cluster DNS", lambda: resolve(f"kubernetes.default.svc.{CLUSTER_DOMAIN}") == service
+        )
+        return self
+
+    def ready(self) -> bool:
+        out = self.cp.kubectl(
+            "get", "node", NODE_NAME, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            check=False,
+        )  # fmt: skip
+        return out.stdout.strip() == "True"
+
+    def stop(self) -> None:
+        for name in ("coredns", "kube-proxy", "kubelet"):
+            self._stop(name)
+        self._kill_containers()
+        self._stop("containerd")
+        self._unmount()
+        self._remove_cgroups()
+        for key, value in self.sysctls.items():
+            with contextlib.suppress(OSError):
+                Path("/proc/sys", key).write_text(value)
+        self.sysctls.clear()
+        for ns in self._pod_netns():
+            _run("umount", "-l", f"/run/netns/{ns}", check=False)
+            _run("ip", "netns", "delete", ns, check=False)
+        _run("ip", "route", "del", ROUTED, check=False)
+        _run("ip", "link", "del", self.host_link, check=False)
+        _run("ip", "netns", "delete", self.netns, check=False)
+        if os.environ.get("TIDELINE_E2E_KEEP") != "1":
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _stop(self, name: str) -> None:
+        p = self.procs.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+    def _kill_containers(self) -> None:
+        """Every shim of this node's containerd, and so every container (their process groups)."""
+        for pid in self._pids(lambda cmd: "containerd-shim" in cmd and str(self.socket) in cmd):
+            for sig in (signal.SIGKILL,):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(os.getpgid(pid), sig)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+        # the containers themselves: any process left in the node's cgroups
+        for hierarchy in self._hierarchies():
+            root = hierarchy / self.cgroup
+            if not root.exists():
+                continue
+            for procs in root.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError):
+                    for pid in procs.read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+
+    @staticmethod
+    def _pids(match: Callable[[str], bool]) -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmd = Path("/proc", entry, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if match(cmd):
+                pids.append(int(entry))
+        return pids
+
+    def _unmount(self) -> None:
+        """Everything mounted under the node's directory, deepest first."""
+        mounts = []
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(str(self.dir)):
+                mounts.append(point)
+        for point in sorted(set(mounts), key=len, reverse=True):
+            _run("umount", "-l", point, check=False)
+
+    def _remove_cgroups(self) -> None:
+        deadline = time.monotonic() + 10
+        for hierarchy in self._hierarchies():
+            root = hierarchy / self.cgroup
+            if not root.exists():
+                continue
+            dirs = sorted(
+                (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+            )
+            for path in [*dirs, root]:
+                while True:
+                    try:
+                        path.rmdir()
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.1)
+
+    def _pod_netns(self) -> list[str]:
+        if not os.path.isdir("/run/netns"):
+            return []
+        return [
+            n
+            for n in os.listdir("/run/netns")
+            if n.startswith("cni-") and n not in self.netns_before
+        ]
+
+    def __enter__(self) -> Node:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def sweep(log: Callable[[str], None] = print, keep: Path | None = None) -> list[str]:
+    """What an earlier node left when its run was killed before ``stop`` (kill -9 of pytest,
+    a lost machine): its processes, containers, mounts, cgroups, namespaces, link and route,
+    found by their names. Returns what it removed."""
+    removed: list[str] = []
+    tmp = Path(tempfile.gettempdir())
+    dirs = [str(p) for p in tmp.glob("tideline-node-*") if p != keep]
+    if dirs:
+        for pid in Node._pids(lambda cmd: any(d in cmd for d in dirs)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                removed.append(f"process {pid}")
+    for hierarchy in Node._hierarchies():
+        for root in hierarchy.glob("tideline-*"):
+            for procs in root.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    for pid in procs.read_text().split():
+                        os.kill(int(pid), signal.SIGKILL)
+    time.sleep(0.2 if removed else 0)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines()[::-1]:
+        point = line.split()[4]
+        if any(point.startswith(d) for d in dirs) or point.startswith("/run/netns/tideline-"):
+            _run("umount", "-l", point, check=False)
+            removed.append(f"mount {point}")
+    for hierarchy in Node._hierarchies():
+        for root in hierarchy.glob("tideline-*"):
+            for path in sorted(
+                (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+            ):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            with contextlib.suppress(OSError):
+                root.rmdir()
+                removed.append(f"cgroup {root}")
+    links = _run("ip", "-o", "link", "show", check=False).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith("tl") and len(name) == 8:
+            _run("ip", "link", "del", name, check=False)
+            removed.append(f"link {name}")
+    if _run("ip", "route", "show", ROUTED, check=False).stdout.strip():
+        _run("ip", "route", "del", ROUTED, check=False)
+        removed.append(f"route {ROUTED}")
+    for ns in _run("ip", "netns", "list", check=False).stdout.split("\n"):
+        name = ns.split(" ")[0]
+        # the node's, and pods' left with no process in them
+        empty = (
+            name.startswith("cni-")
+            and not _run("ip", "netns", "pids", name, check=False).stdout.strip()
+        )
+        if name.startswith("tideline-") or empty:
+            _run("umount", "-l", f"/run/netns/{name}", check=False)
+            _run("ip", "netns", "delete", name, check=False)
+            removed.append(f"netns {name}")
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+    for item in removed:
+        log(f"[node] removed what an earlier run left: {item}")
+    return removed
+
+
+class RealCluster:
+    """The control plane on the host's end of the link, and the node behind it."""
+
+    def __init__(
+        self, images: list[Path] | None = None, *, log: Callable[[str], None] = print
+    ) -> None:
+        missing = missing_tools()
+        if missing:
+            raise RuntimeError(
+                f"the real node needs {', '.join(missing)} (apt-get install containerd runc "
+                "iptables conntrack util-linux)"
+            )
+        self.say = log
+        bin_dir = find_binaries()
+        extra = images or []
+        self.images = [*sorted(find_images().glob("*.tar")), *extra]
+        self.cp = ControlPlane(
+            bin_dir, address=HOST_ADDRESS, service_cidr=SERVICE_CIDR, fake_node=False
+        )
+        self.node = Node(self.cp, self.images, log=log)
+
+    def start(self) -> RealCluster:
+        started = time.monotonic()
+        sweep(self.say, keep=self.node.dir)
+        self.node.network()
+        self.cp.start()
+        self.say(f"[node] control plane up in {time.monotonic() - started:.1f}s")
+        self.node.start()
+        self.say(f"[node] {NODE_NAME} Ready in {time.monotonic() - started:.1f}s")
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.node.stop()
+        finally:
+            self.cp.stop()
+
+    def __enter__(self) -> RealCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def real_cluster(images: list[Path] | None = None) -> Iterator[RealCluster]:
+    with RealCluster(images) as rc:
+        yield rc

@@ -1,0 +1,280 @@
+"""tideline on real pods: the chart installed with ``helm install``, examples/fraud.yaml
+applied, every pod started by a kubelet from the runtime image under the chart's and the
+builders' securityContext, predictions through the model's Service, a kill -9 the kubelet
+repairs, and nothing left after the model and the release are deleted.
+
+The tests run in order and build on each other (one model, one release), as a person
+trying tideline would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.cluster.node import RealCluster
+from tests.e2e.pods.conftest import (
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    Release,
+    all_ready,
+    explain,
+    get,
+    pods,
+    until,
+)
+from tests.helpers import FRAUD_FEATURES
+from tideline.contracts import Keys
+from tideline.demo.simulate import SyntheticStream
+
+pytestmark = pytest.mark.e2e
+
+MODEL, MODEL_NS = "fraud", "default"
+COMPONENTS = ("learner", "server", "monitor")
+SELECTOR = f"app.kubernetes.io/instance={MODEL}"
+
+
+def model(real: RealCluster) -> dict[str, Any]:
+    return get(real, "onlinemodel", MODEL, "-n", MODEL_NS)
+
+
+def service_url(real: RealCluster, name: str = MODEL) -> str:
+    svc = get(real, "service", name, "-n", MODEL_NS)
+    port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "http")
+    return f"http://{svc['spec']['clusterIP']}:{port}"
+
+
+def container_pid(real: RealCluster, pod: dict[str, Any], container: str) -> int:
+    """The host pid of a pod's container's first process (containerd's task)."""
+    [status] = [s for s in pod["status"]["containerStatuses"] if s["name"] == container]
+    cid = status["containerID"].removeprefix("containerd://")
+    for line in real.node.ctr("tasks", "ls").stdout.splitlines()[1:]:
+        task, pid, *_ = line.split()
+        if task == cid:
+            return int(pid)
+    raise AssertionError(f"no task for {pod['metadata']['name']}/{container} ({cid})")
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def root_mount_options(pid: int) -> list[str]:
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == "/":
+            return fields[5].split(",")
+    raise AssertionError(f"no root mount for pid {pid}")
+
+
+@pytest.fixture(scope="module")
+def fraud(release: Release) -> Release:
+    real = release.real
+    started = time.monotonic()
+    real.cp.kubectl("apply", "-n", MODEL_NS, "-f", str(ROOT / "examples" / "fraud.yaml"))
+    try:
+        for component, n in (("learner", 1), ("server", 2), ("monitor", 1)):
+            until(lambda c=component, n=n: all_ready(real, MODEL_NS, f"{SELECTOR},app.kubernetes.io/component={c}", n),
+                  180, f"the {component} pods Ready")  # fmt: skip
+    except AssertionError:
+        print(explain(real, MODEL_NS))
+        raise
+    print(
+        f"\n[pods] apply fraud.yaml -> learner, 2 servers, monitor Ready: {time.monotonic() - started:.1f}s"
+    )
+    return release
+
+
+def test_helm_install_runs_every_pod_non_root_read_only_without_capabilities(
+    fraud: Release,
+) -> None:
+    real = fraud.real
+    checked = []
+    for namespace, selector in (
+        (NAMESPACE, f"app.kubernetes.io/instance={RELEASE}"),  # the operator and Redis
+        (MODEL_NS, SELECTOR),
+    ):
+        for pod in pods(real, namespace, selector):
+            for spec in pod["spec"]["containers"]:
+                pid = container_pid(real, pod, spec["name"])
+                status = proc_status(pid)
+                uid = status["Uid"].split()
+                assert uid[0] != "0" and len(set(uid)) == 1, (
+                    pod["metadata"]["name"],
+                    status["Uid"],
+                )
+                assert int(status["CapEff"], 16) == 0, (pod["metadata"]["name"], status["CapEff"])
+                assert status["NoNewPrivs"] == "1", pod["metadata"]["name"]
+                assert "ro" in root_mount_options(pid), pod["metadata"]["name"]
+                checked.append((pod["metadata"]["name"], uid[0]))
+    names = " ".join(n for n, _ in checked)
+    assert "operator" in names or RELEASE in names
+    assert all(f"{MODEL}-{c}" in names for c in COMPONENTS), names
+    print(f"\n[pods] uids: {sorted(set(checked))}")
+    policies = {p["metadata"]["name"] for p in get(real, "networkpolicy", "-A")["items"]}
+    # the chart's (the operator's metrics, the bundled Redis); fraud.yaml asks for none
+    assert {RELEASE, f"{RELEASE}-redis"} <= policies, policies
+
+
+def test_predictions_and_labels_through_the_models_service(fraud: Release) -> None:
+    real = fraud.real
+    url = service_url(real)
+    stream = SyntheticStream(FRAUD_FEATURES, "binary", seed=3)
+    with httpx.Client(base_url=url, timeout=10) as http:
+        rows, _ = stream.take(4)
+        v1 = http.post(f"/v1/models/{MODEL}:predict", json={"instances": rows})
+        assert v1.status_code == 200, v1.text
+        assert len(v1.json()["predictions"]) == 4
+        # labelled rows for the learner through the Service, until a version is published
+        spec = model(real)["spec"]
+        publish_every = spec["learning"]["publishEvery"]
+        sent = 0
+        while sent < publish_every + 500:
+            rows, y = stream.take(500)
+            r = http.post(
+                f"/v1/models/{MODEL}:learn", json={"instances": rows, "labels": y.tolist()}
+            )
+            assert r.status_code == 202, r.text
+            sent += len(rows)
+
+        def served() -> int:
+            answer = http.post(f"/v1/models/{MODEL}:predict", json={"instances": rows[:1]}).json()
+            return int(answer["model_version"] or 0)
+
+        took = until(lambda: served() >= 1, 120, "a published version served")
+        print(
+            f"\n[pods] {sent} labelled rows -> v{served()} served through the Service in {took:.1f}s"
+        )
+        # V2 (Open Inference Protocol) through the same Service
+        inputs = [
+            {
+                "name": k,
+                "shape": [1],
+                "datatype": "BYTES" if isinstance(v, str) else "FP64",
+                "data": [v],
+            }
+            for k, v in rows[0].items()
+        ]
+        v2 = http.post(f"/v2/models/{MODEL}/infer", json={"inputs": inputs})
+        assert v2.status_code == 200, v2.text
+        assert v2.json()["model_version"] not in (None, "0")
+        # labels of logged predictions through /feedback
+        rows, y = stream.take(200)
+        answer = http.post(f"/v1/models/{MODEL}:predict", json={"instances": rows}).json()
+        fb = http.post(f"/v1/models/{MODEL}/feedback", json={"feedback": [
+            {"id": i, "label": int(label)} for i, label in zip(answer["ids"], y, strict=True)]})  # fmt: skip
+        assert fb.status_code == 202 and fb.json()["accepted"] == 200, fb.text
+    status = model(real)["status"]
+    until(
+        lambda: int(model(real)["status"].get("servedVersion") or 0) >= 1,
+        60,
+        "status.servedVersion",
+    )
+    table = real.cp.kubectl("get", "om", MODEL, "-n", MODEL_NS).stdout
+    print(f"\n{table}")
+    header, row = table.splitlines()[:2]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]  # fixed-width columns, some empty
+    shown = {
+        header[a:b].strip(): row[a:b].strip()
+        for a, b in zip(starts, [*starts[1:], None], strict=True)
+    }
+    assert shown["STABLE"] == status["stableRevision"] and int(shown["SERVED"]) >= 1, table
+
+
+def test_kill_9_of_the_learner_is_restarted_by_the_kubelet_and_counts_stay_exact(
+    fraud: Release,
+) -> None:
+    real = fraud.real
+    revision = model(real)["status"]["stableRevision"]
+    keys = Keys(MODEL_NS, MODEL)
+    r = fraud.redis()
+    selector = f"{SELECTOR},app.kubernetes.io/component=learner"
+    [pod] = pods(real, MODEL_NS, selector)
+    restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+
+    def learned() -> dict[str, float]:
+        raw = r.hgetall(keys.learner(revision))
+        return {k.decode(): float(v) for k, v in raw.items() if k != b"quality"}
+
+    def settled() -> dict[str, float]:  # the learner caught up: no change in 3 s
+        first = learned()
+        time.sleep(3)
+        return first if learned() == first and first["samples"] > 0 else {}
+
+    before = settled()
+    until(lambda: before or before.update(settled()), 60, "the learner caught up")
+    stream = SyntheticStream(FRAUD_FEATURES, "binary", seed=17)
+    url = service_url(real)
+    total, label_sum = 0, 0
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for chunk in range(20):
+            rows, y = stream.take(250)
+            answer = http.post(
+                f"/v1/models/{MODEL}:learn", json={"instances": rows, "labels": y.tolist()}
+            )
+            assert answer.status_code == 202, answer.text
+            total += len(rows)
+            label_sum += int(y.sum())
+            if chunk == 6:
+                pid = container_pid(real, pod, "learner")
+                os.kill(pid, signal.SIGKILL)
+    until(lambda: pods(real, MODEL_NS, selector)[0]["status"]["containerStatuses"][0]["restartCount"] > restarts,
+          60, "the kubelet to restart the learner")  # fmt: skip
+    took = until(lambda: all_ready(real, MODEL_NS, selector, 1), 120, "the restarted learner Ready")
+    until(lambda: learned()["samples"] >= before["samples"] + total, 120, "every sample learned")
+    time.sleep(2)  # had anything been learned twice, it would show by now
+    after = learned()
+    assert after["samples"] == before["samples"] + total, (before, after, total)
+    assert after["label_sum"] == before["label_sum"] + label_sum, (before, after, label_sum)
+    print(
+        f"\n[pods] learner killed -9: restarted and Ready in {took:.1f}s, {total} samples counted once"
+    )
+
+
+def test_deleting_the_model_and_the_release_leaves_nothing_of_tideline(fraud: Release) -> None:
+    real = fraud.real
+    kinds = "deployments,replicasets,pods,services,configmaps,secrets,networkpolicies,poddisruptionbudgets"
+    real.cp.kubectl("delete", "onlinemodel", MODEL, "-n", MODEL_NS, "--wait=true", "--timeout=120s")
+
+    def children() -> list[str]:
+        out = real.cp.kubectl("get", kinds, "-n", MODEL_NS, "-l", SELECTOR, "-o", "name").stdout
+        return out.split()
+
+    took = until(lambda: children() == [], 120, f"every child of {MODEL} gone")
+    print(f"\n[pods] delete om {MODEL}: every child gone in {took:.1f}s")
+    fraud.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "120s")
+    leftover_kinds = f"{kinds},statefulsets,serviceaccounts,roles,rolebindings"
+    cluster_kinds = "clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings"
+
+    def leftovers() -> list[str]:
+        label = f"app.kubernetes.io/instance={RELEASE}"
+        found = real.cp.kubectl(
+            "get", leftover_kinds, "-A", "-l", label, "-o", "name"
+        ).stdout.split()
+        found += real.cp.kubectl("get", cluster_kinds, "-l", label, "-o", "name").stdout.split()
+        found += [
+            f"pod/{p['metadata']['name']}"
+            for p in pods(real, "", "app.kubernetes.io/part-of=tideline")
+        ]
+        return found
+
+    until(lambda: leftovers() == [], 120, "nothing of the release left")
+    # kept on purpose: the CRD (helm never deletes a chart's CRDs: every model would go
+    # with it) and the Redis claim (persistentVolumeClaimRetentionPolicy Retain)
+    kept = real.cp.kubectl("get", "pvc", "-n", NAMESPACE, "-o", "name").stdout.split()
+    assert kept == [f"persistentvolumeclaim/data-{RELEASE}-redis-0"], kept
+    # and on the node, no container of theirs still running (they were the only pods)
+    until(
+        lambda: real.node.ctr("tasks", "ls", "-q").stdout.split() == [],
+        60,
+        "every container stopped",
+    )
