@@ -6,20 +6,19 @@ kube-proxy (iptables mode) and CoreDNS all run inside it, so every bridge,
 veth, route and iptables rule they make goes when the namespace goes. One
 veth pair links it to the host; the control plane (``ControlPlane`` bound to
 the host's end) and the tests reach pods and Services over it, and nothing
-else is touched on the host but that link and one route. Every address is in
-198.18.0.0/15, the range reserved for network benchmarks:
-
-- 198.19.255.1: the host's end of the link (the API server listens there)
-- 198.19.255.2: the node (the kubelet, cluster DNS)
-- 198.18.0.0/24: pods, on the node's bridge (gateway .1)
-- 198.18.128.0/24: Services (``kubernetes`` is .1)
+else is touched on the host but that link and two routes. Every address is in
+198.18.0.0/15, the range reserved for network benchmarks; each node takes a
+``Slot`` of its own (its addresses, names and directory), so several can run
+side by side (the tests, a bench, ``make cluster``).
 
 Every image a pod runs is built here (``make e2e-bin``: ``images.sh``, and
 ``make image`` for the runtime image) and imported with ``ctr images
 import``; nothing is pulled. ``Node.stop`` kills every process and container,
-unmounts what they mounted, removes the cgroups, namespaces, link and route,
-and puts back the kernel settings the kubelet changes, also after a failure
-(it runs from ``__exit__`` and is safe to call twice).
+unmounts what they mounted, removes the cgroups, namespaces, link and routes,
+and puts back the kernel settings the kubelet changes (when the last node
+stops), also after a failure (it runs from ``__exit__`` and is safe to call
+twice); what a killed run left is swept when its slot is next claimed, or by
+``make cluster-down``.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -41,13 +41,8 @@ import yaml
 from tests.e2e.cluster.controlplane import HERE, ControlPlane, find_binaries
 from tideline.demo.embedded import free_port
 
-HOST_ADDRESS = "198.19.255.1"
-NODE_ADDRESS = "198.19.255.2"
+SLOTS = 32  # nodes that may run side by side on one machine (tests, a bench, make cluster)
 LINK_PREFIX = 30
-POD_CIDR = "198.18.0.0/24"
-POD_GATEWAY = "198.18.0.1"
-SERVICE_CIDR = "198.18.128.0/24"
-ROUTED = "198.18.0.0/16"  # pods and Services, through the node
 NODE_NAME = "tideline-node"
 CLUSTER_DOMAIN = "cluster.local"
 PAUSE_IMAGE = "tideline.dev/e2e/pause:3.10"
@@ -61,8 +56,82 @@ KUBELET_SYSCTLS = (
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 )
+SYSCTLS_SAVED = Path(tempfile.gettempdir()) / "tideline-node-sysctls.json"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NODE_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "iptables", "conntrack", "nsenter")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One node's addresses and names; slot ``k`` of ``SLOTS``:
+
+    - 198.19.255.(4k+1): the host's end of the link (the API server listens there)
+    - 198.19.255.(4k+2): the node (the kubelet, cluster DNS)
+    - 198.18.k.0/24: pods, on the node's bridge (gateway .1)
+    - 198.18.(128+k).0/24: Services (``kubernetes`` is .1)
+    """
+
+    k: int
+
+    @property
+    def host(self) -> str:
+        return f"198.19.255.{4 * self.k + 1}"
+
+    @property
+    def node(self) -> str:
+        return f"198.19.255.{4 * self.k + 2}"
+
+    @property
+    def pods(self) -> str:
+        return f"198.18.{self.k}.0/24"
+
+    @property
+    def gateway(self) -> str:
+        return f"198.18.{self.k}.1"
+
+    @property
+    def services(self) -> str:
+        return f"198.18.{128 + self.k}.0/24"
+
+    @property
+    def routed(self) -> tuple[str, str]:  # through the node, from the host
+        return self.pods, self.services
+
+    @property
+    def name(self) -> str:  # of its network namespace and cgroup
+        return f"tideline-n{self.k}"
+
+    @property
+    def link(self) -> str:  # the host's end
+        return f"tln{self.k}"
+
+    @property
+    def dir(self) -> Path:
+        return Path(tempfile.gettempdir()) / f"tideline-node-{self.k}"
+
+    def owner(self) -> int | None:
+        """The pid of the process that holds the slot, if it still runs."""
+        try:
+            pid = int((self.dir / "owner").read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    @classmethod
+    def claim(cls, log: Callable[[str], None] = print) -> Slot:
+        """The first slot free, or held by a process gone (what it left is swept first)."""
+        for k in range(SLOTS):
+            slot = cls(k)
+            if slot.dir.exists() and slot.owner() is None:
+                sweep(slot, log)
+            try:
+                slot.dir.mkdir()
+            except FileExistsError:
+                continue
+            (slot.dir / "owner").write_text(str(os.getpid()))
+            return slot
+        raise RuntimeError(f"all {SLOTS} node slots are held by running processes")
 
 
 def find_images() -> Path:
@@ -75,7 +144,7 @@ def find_images() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def resolve(name: str, server: str = NODE_ADDRESS, timeout: float = 3.0) -> str | None:
+def resolve(name: str, server: str, timeout: float = 3.0) -> str | None:
     """The first A record cluster DNS answers for ``name`` (a plain UDP query), else None."""
     import socket
     import struct
@@ -108,20 +177,24 @@ class Node:
     """The node's network namespace, its link to the host, and its processes."""
 
     def __init__(
-        self, cp: ControlPlane, images: list[Path], *, log: Callable[[str], None] = print
+        self,
+        cp: ControlPlane,
+        slot: Slot,
+        images: list[Path],
+        *,
+        log: Callable[[str], None] = print,
     ) -> None:
         self.cp = cp
+        self.slot = slot
         self.bin = cp.bin
         self.images = images
         self.say = log
-        suffix = secrets.token_hex(3)
-        self.netns = f"tideline-{suffix}"
-        self.host_link = f"tl{suffix}"
-        self.dir = Path(tempfile.mkdtemp(prefix="tideline-node-"))
-        self.cgroup = f"tideline-{suffix}"
+        self.netns = slot.name
+        self.host_link = slot.link
+        self.dir = slot.dir
+        self.cgroup = slot.name
+        self.address = slot.node
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.sysctls: dict[str, str] = {}
-        self.netns_before: set[str] = set()
         self.socket = self.dir / "containerd.sock"
         self.dns_health = free_port()
         self.kubelet_healthz = free_port()
@@ -131,26 +204,27 @@ class Node:
     # -- network --------------------------------------------------------------------------
     def network(self) -> None:
         """The namespace, the veth pair and the route: before the API server binds the host's end."""
-        self.netns_before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-        taken = _run("ip", "-o", "addr", "show", "to", HOST_ADDRESS).stdout.strip()
+        slot = self.slot
+        taken = _run("ip", "-o", "addr", "show", "to", slot.host).stdout.strip()
         if taken:
             raise RuntimeError(
-                f"{HOST_ADDRESS} is already on this host ({taken.split()[1]}): another node is "
-                "running (make cluster-down stops it)"
+                f"{slot.host} is already on this host ({taken.split()[1]}), yet its slot was "
+                "free: `make cluster-down` removes what a killed node left"
             )
         ns = self.netns
         _run("ip", "netns", "add", ns)
         _run(
             "ip", "link", "add", self.host_link, "type", "veth", "peer", "name", "eth0", "netns", ns
         )
-        _run("ip", "addr", "add", f"{HOST_ADDRESS}/{LINK_PREFIX}", "dev", self.host_link)
+        _run("ip", "addr", "add", f"{slot.host}/{LINK_PREFIX}", "dev", self.host_link)
         _run("ip", "link", "set", self.host_link, "up")
-        _run("ip", "-n", ns, "addr", "add", f"{NODE_ADDRESS}/{LINK_PREFIX}", "dev", "eth0")
+        _run("ip", "-n", ns, "addr", "add", f"{slot.node}/{LINK_PREFIX}", "dev", "eth0")
         _run("ip", "-n", ns, "link", "set", "eth0", "up")
         _run("ip", "-n", ns, "link", "set", "lo", "up")
-        _run("ip", "route", "add", ROUTED, "via", NODE_ADDRESS, "dev", self.host_link)
+        for cidr in slot.routed:
+            _run("ip", "route", "add", cidr, "via", slot.node, "dev", self.host_link)
         # a default route out of the node leads back to the host, which forwards nothing
-        _run("ip", "-n", ns, "route", "add", "default", "via", HOST_ADDRESS)
+        _run("ip", "-n", ns, "route", "add", "default", "via", slot.host)
         for key, value in (
             ("net.ipv4.ip_forward", "1"),
             ("net.bridge.bridge-nf-call-iptables", "1"),  # Services between pods on one bridge
@@ -206,7 +280,7 @@ class Node:
                     "hairpinMode": True,  # a pod reaching itself through its Service
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": POD_CIDR, "gateway": POD_GATEWAY}]],
+                        "ranges": [[{"subnet": self.slot.pods, "gateway": self.slot.gateway}]],
                         "routes": [{"dst": "0.0.0.0/0"}],
                         "dataDir": str(d / "cni" / "ipam"),
                     },
@@ -268,8 +342,9 @@ state = "{d}/containerd/state"
     def _kubelet(self) -> None:
         d = self.dir
         (d / "resolv.conf").write_text("")  # pods resolve through cluster DNS only
-        for key in KUBELET_SYSCTLS:
-            self.sysctls[key] = Path("/proc/sys", key).read_text().strip()
+        if not SYSCTLS_SAVED.exists():  # the first node running: what to put back at the end
+            saved = {key: Path("/proc/sys", key).read_text().strip() for key in KUBELET_SYSCTLS}
+            SYSCTLS_SAVED.write_text(json.dumps(saved))
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
@@ -278,7 +353,7 @@ state = "{d}/containerd/state"
             "cgroupRoot": f"/{self.cgroup}",
             "failCgroupV1": False,
             "failSwapOn": False,
-            "address": NODE_ADDRESS,
+            "address": self.address,
             "port": free_port(),
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
@@ -287,7 +362,7 @@ state = "{d}/containerd/state"
             # a test node on a private link
             "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
             "authorization": {"mode": "AlwaysAllow"},
-            "clusterDNS": [NODE_ADDRESS],
+            "clusterDNS": [self.address],
             "clusterDomain": CLUSTER_DOMAIN,
             "resolvConf": str(d / "resolv.conf"),
             "evictionHard": {
@@ -309,7 +384,7 @@ state = "{d}/containerd/state"
         self._start("kubelet", [
             str(self.bin / "kubelet"), f"--config={d / 'kubelet.yaml'}",
             f"--kubeconfig={self.cp.kubeconfig}", f"--hostname-override={NODE_NAME}",
-            f"--node-ip={NODE_ADDRESS}", f"--root-dir={d / 'kubelet'}",
+            f"--node-ip={self.address}", f"--root-dir={d / 'kubelet'}",
             f"--cert-dir={d / 'kubelet' / 'pki'}", "--v=1",
         ])  # fmt: skip
 
@@ -321,8 +396,8 @@ state = "{d}/containerd/state"
             "mode": "iptables",
             "clientConnection": {"kubeconfig": str(self.cp.kubeconfig)},
             "hostnameOverride": NODE_NAME,
-            "clusterCIDR": POD_CIDR,
-            "bindAddress": NODE_ADDRESS,
+            "clusterCIDR": self.slot.pods,
+            "bindAddress": self.address,
             "healthzBindAddress": f"127.0.0.1:{self.proxy_healthz}",
             "metricsBindAddress": f"127.0.0.1:{free_port()}",
             # leave the host's conntrack table settings alone (they are not per namespace)
@@ -367,7 +442,8 @@ state = "{d}/containerd/state"
         self._wait("the node to be Ready", self.ready, 120)
         service = self.cp.kubernetes_service_ip
         self._wait(
-            "cluster DNS", lambda: resolve(f"kubernetes.default.svc.{CLUSTER_DOMAIN}") == service
+            "cluster DNS",
+            lambda: resolve(f"kubernetes.default.svc.{CLUSTER_DOMAIN}", self.address) == service,
         )
         return self
 
@@ -385,17 +461,16 @@ state = "{d}/containerd/state"
         self._stop("containerd")
         self._unmount()
         self._remove_cgroups()
-        for key, value in self.sysctls.items():
-            with contextlib.suppress(OSError):
-                Path("/proc/sys", key).write_text(value)
-        self.sysctls.clear()
-        for ns in self._pod_netns():
-            _run("umount", "-l", f"/run/netns/{ns}", check=False)
-            _run("ip", "netns", "delete", ns, check=False)
-        _run("ip", "route", "del", ROUTED, check=False)
+        _restore_sysctls()
+        _remove_empty_pod_netns()
+        for cidr in self.slot.routed:
+            _run("ip", "route", "del", cidr, check=False)
         _run("ip", "link", "del", self.host_link, check=False)
         _run("ip", "netns", "delete", self.netns, check=False)
-        if os.environ.get("TIDELINE_E2E_KEEP") != "1":
+        if os.environ.get("TIDELINE_E2E_KEEP") == "1":
+            (self.dir / "owner").unlink(missing_ok=True)  # the logs stay; the slot is free
+            self.dir.rename(self.dir.with_name(f"{self.dir.name}-kept-{int(time.time())}"))
+        else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _stop(self, name: str) -> None:
@@ -473,15 +548,6 @@ state = "{d}/containerd/state"
                             break
                         time.sleep(0.1)
 
-    def _pod_netns(self) -> list[str]:
-        if not os.path.isdir("/run/netns"):
-            return []
-        return [
-            n
-            for n in os.listdir("/run/netns")
-            if n.startswith("cni-") and n not in self.netns_before
-        ]
-
     def __enter__(self) -> Node:
         try:
             return self.start()
@@ -493,64 +559,84 @@ state = "{d}/containerd/state"
         self.stop()
 
 
-def sweep(log: Callable[[str], None] = print, keep: Path | None = None) -> list[str]:
-    """What an earlier node left when its run was killed before ``stop`` (kill -9 of pytest,
-    a lost machine): its processes, containers, mounts, cgroups, namespaces, link and route,
-    found by their names. Returns what it removed."""
-    removed: list[str] = []
-    tmp = Path(tempfile.gettempdir())
-    dirs = [str(p) for p in tmp.glob("tideline-node-*") if p != keep]
-    if dirs:
-        for pid in Node._pids(lambda cmd: any(d in cmd for d in dirs)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                removed.append(f"process {pid}")
-    for hierarchy in Node._hierarchies():
-        for root in hierarchy.glob("tideline-*"):
-            for procs in root.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError, ValueError):
-                    for pid in procs.read_text().split():
-                        os.kill(int(pid), signal.SIGKILL)
-    time.sleep(0.2 if removed else 0)
-    for line in Path("/proc/self/mountinfo").read_text().splitlines()[::-1]:
-        point = line.split()[4]
-        if any(point.startswith(d) for d in dirs) or point.startswith("/run/netns/tideline-"):
-            _run("umount", "-l", point, check=False)
-            removed.append(f"mount {point}")
-    for hierarchy in Node._hierarchies():
-        for root in hierarchy.glob("tideline-*"):
-            for path in sorted(
-                (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-            ):
-                with contextlib.suppress(OSError):
-                    path.rmdir()
+def _restore_sysctls() -> None:
+    """The kernel settings as they were before the first node, once no node runs."""
+    if any(Slot(k).owner() not in (None, os.getpid()) for k in range(SLOTS)):
+        return
+    with contextlib.suppress(OSError, ValueError):
+        for key, value in json.loads(SYSCTLS_SAVED.read_text()).items():
             with contextlib.suppress(OSError):
-                root.rmdir()
-                removed.append(f"cgroup {root}")
-    links = _run("ip", "-o", "link", "show", check=False).stdout
-    for line in links.splitlines():
-        name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith("tl") and len(name) == 8:
-            _run("ip", "link", "del", name, check=False)
-            removed.append(f"link {name}")
-    if _run("ip", "route", "show", ROUTED, check=False).stdout.strip():
-        _run("ip", "route", "del", ROUTED, check=False)
-        removed.append(f"route {ROUTED}")
-    for ns in _run("ip", "netns", "list", check=False).stdout.split("\n"):
-        name = ns.split(" ")[0]
-        # the node's, and pods' left with no process in them
-        empty = (
+                Path("/proc/sys", key).write_text(value)
+        SYSCTLS_SAVED.unlink()
+
+
+def _remove_empty_pod_netns() -> list[str]:
+    """Pods' network namespaces with no process left in them (their containers killed)."""
+    removed = []
+    for line in _run("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split(" ")[0]
+        if (
             name.startswith("cni-")
             and not _run("ip", "netns", "pids", name, check=False).stdout.strip()
-        )
-        if name.startswith("tideline-") or empty:
+        ):
             _run("umount", "-l", f"/run/netns/{name}", check=False)
             _run("ip", "netns", "delete", name, check=False)
             removed.append(f"netns {name}")
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
+    return removed
+
+
+def sweep(slot: Slot, log: Callable[[str], None] = print) -> list[str]:
+    """What a node left in ``slot`` when its run was killed before ``stop`` (kill -9 of
+    pytest, a lost session): its processes, containers, mounts, cgroups, namespaces, link
+    and routes, found by the slot's names. Returns what it removed."""
+    removed: list[str] = []
+    d = str(slot.dir)
+    for pid in Node._pids(lambda cmd: d + "/" in cmd):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            removed.append(f"process {pid}")
+    roots = [h / slot.name for h in Node._hierarchies() if (h / slot.name).exists()]
+    for root in roots:
+        for procs in root.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                for pid in procs.read_text().split():
+                    os.kill(int(pid), signal.SIGKILL)
+                    removed.append(f"process {pid}")
+    time.sleep(0.5 if removed else 0)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines()[::-1]:
+        point = line.split()[4]
+        if point.startswith(d + "/") or point == f"/run/netns/{slot.name}":
+            _run("umount", "-l", point, check=False)
+            removed.append(f"mount {point}")
+    for root in roots:
+        dirs = sorted(
+            (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+        )
+        for path in [*dirs, root]:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        removed.append(f"cgroup {root}")
+    if _run("ip", "link", "show", slot.link, check=False).returncode == 0:
+        _run("ip", "link", "del", slot.link, check=False)  # its routes go with it
+        removed.append(f"link {slot.link}")
+    if slot.name in _run("ip", "netns", "list", check=False).stdout.split():
+        _run("ip", "netns", "delete", slot.name, check=False)
+        removed.append(f"netns {slot.name}")
+    removed += _remove_empty_pod_netns()
+    shutil.rmtree(slot.dir, ignore_errors=True)
+    _restore_sysctls()
     for item in removed:
-        log(f"[node] removed what an earlier run left: {item}")
+        log(f"[node] removed what a killed node left: {item}")
+    return removed
+
+
+def sweep_all(log: Callable[[str], None] = print) -> list[str]:
+    """Every slot whose owner is gone (``make cluster-down``)."""
+    removed: list[str] = []
+    for k in range(SLOTS):
+        slot = Slot(k)
+        if slot.dir.exists() and slot.owner() is None:
+            removed += sweep(slot, log)
     return removed
 
 
@@ -570,14 +656,14 @@ class RealCluster:
         bin_dir = find_binaries()
         extra = images or []
         self.images = [*sorted(find_images().glob("*.tar")), *extra]
+        self.slot = Slot.claim(log)
         self.cp = ControlPlane(
-            bin_dir, address=HOST_ADDRESS, service_cidr=SERVICE_CIDR, fake_node=False
+            bin_dir, address=self.slot.host, service_cidr=self.slot.services, fake_node=False
         )
-        self.node = Node(self.cp, self.images, log=log)
+        self.node = Node(self.cp, self.slot, self.images, log=log)
 
     def start(self) -> RealCluster:
         started = time.monotonic()
-        sweep(self.say, keep=self.node.dir)
         self.node.network()
         self.cp.start()
         self.say(f"[node] control plane up in {time.monotonic() - started:.1f}s")

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import tideline
-from tests.e2e.cluster.node import REDIS_IMAGE, RealCluster, sweep
+from tests.e2e.cluster.node import REDIS_IMAGE, RealCluster, sweep_all
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.down:
-        removed = sweep()
+        removed = sweep_all()
         print(
             f"[node] {len(removed)} things removed" if removed else "[node] nothing left to remove"
         )
