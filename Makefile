@@ -69,6 +69,7 @@ bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/clients.py
 	$(PY) bench/faults.py --scenarios all --seeds 1
+	$(PY) -m bench.pods
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

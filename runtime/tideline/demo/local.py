@@ -96,7 +96,9 @@ class Simulator:
     """Prediction requests over HTTP; the labels later and out of order through feedback."""
 
     def __init__(self, model: OnlineModel, rate: float, drift_at: float | None, seed: int,
-                 poison: tuple[float, float] | None = None, token: str | None = None) -> None:  # fmt: skip
+                 poison: tuple[float, float] | None = None, token: str | None = None,
+                 host: str = "127.0.0.1") -> None:  # fmt: skip
+        self.host = host  # the servers' (loopback here; a Service's address on real pods)
         # spec.serving.feedbackAuth's token: the label producers send it (feedback, :learn)
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         features = [f.to_dict() for f in model.spec.model.features]
@@ -120,11 +122,11 @@ class Simulator:
 
     def _conn(self, port: int) -> http.client.HTTPConnection:
         if port not in self.conns:
-            self.conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            self.conns[port] = http.client.HTTPConnection(self.host, port, timeout=5)
         return self.conns[port]
 
     def _post(self, port: int, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
-        """POST JSON on a kept-alive loopback connection: (status, parsed body), or (0, None)."""
+        """POST JSON on a kept-alive connection: (status, parsed body), or (0, None)."""
         try:
             conn = self._conn(port)
             conn.request("POST", path, body=orjson.dumps(body),

@@ -365,6 +365,7 @@ state = "{d}/containerd/state"
             "clusterDNS": [self.address],
             "clusterDomain": CLUSTER_DOMAIN,
             "resolvConf": str(d / "resolv.conf"),
+            "podLogsDir": str(d / "pod-logs"),  # not /var/log/pods
             "evictionHard": {
                 "memory.available": "100Mi",
                 "nodefs.available": "1%",
@@ -463,6 +464,7 @@ state = "{d}/containerd/state"
         self._remove_cgroups()
         _restore_sysctls()
         _remove_empty_pod_netns()
+        _remove_stale_runtime_state(self.dir)
         for cidr in self.slot.routed:
             _run("ip", "route", "del", cidr, check=False)
         _run("ip", "link", "del", self.host_link, check=False)
@@ -570,6 +572,40 @@ def _restore_sysctls() -> None:
         SYSCTLS_SAVED.unlink()
 
 
+def _remove_stale_runtime_state(node_dir: Path) -> list[str]:
+    """What containerd and the kubelet keep at fixed paths on the host, left by containers
+    killed rather than stopped: shim sockets no process listens on (``/run/containerd/s``),
+    runc state of containers whose process is gone, and the kubelet's log links into
+    ``node_dir`` (``/var/log/containers``)."""
+    import socket
+
+    removed = []
+    shims = Path("/run/containerd/s")
+    for sock in shims.iterdir() if shims.is_dir() else []:
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(sock))
+            except ConnectionRefusedError:
+                sock.unlink(missing_ok=True)
+                removed.append(f"socket {sock}")
+            except OSError:
+                pass
+    runc = Path("/run/containerd/runc/k8s.io")
+    for state in runc.iterdir() if runc.is_dir() else []:
+        try:
+            pid = json.loads((state / "state.json").read_text())["init_process_pid"]
+            os.kill(int(pid), 0)
+        except (OSError, KeyError, ValueError):
+            shutil.rmtree(state, ignore_errors=True)
+            removed.append(f"runc state {state}")
+    links = Path("/var/log/containers")
+    for link in links.iterdir() if links.is_dir() else []:
+        if link.is_symlink() and str(link.readlink()).startswith(f"{node_dir}/"):
+            link.unlink(missing_ok=True)
+            removed.append(f"log link {link}")
+    return removed
+
+
 def _remove_empty_pod_netns() -> list[str]:
     """Pods' network namespaces with no process left in them (their containers killed)."""
     removed = []
@@ -623,6 +659,7 @@ def sweep(slot: Slot, log: Callable[[str], None] = print) -> list[str]:
         _run("ip", "netns", "delete", slot.name, check=False)
         removed.append(f"netns {slot.name}")
     removed += _remove_empty_pod_netns()
+    removed += _remove_stale_runtime_state(slot.dir)
     shutil.rmtree(slot.dir, ignore_errors=True)
     _restore_sysctls()
     for item in removed:

@@ -9,10 +9,13 @@ trying tideline would.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,10 +128,12 @@ def test_helm_install_runs_every_pod_non_root_read_only_without_capabilities(
     assert {RELEASE, f"{RELEASE}-redis"} <= policies, policies
 
 
-def test_predictions_and_labels_through_the_models_service(fraud: Release) -> None:
+def test_predictions_and_labels_through_the_models_service(
+    fraud: Release, traffic: Traffic
+) -> None:
     real = fraud.real
     url = service_url(real)
-    stream = SyntheticStream(FRAUD_FEATURES, "binary", seed=3)
+    stream = traffic.sim.stream
     with httpx.Client(base_url=url, timeout=10) as http:
         rows, _ = stream.take(4)
         v1 = http.post(f"/v1/models/{MODEL}:predict", json={"instances": rows})
@@ -191,7 +196,7 @@ def test_predictions_and_labels_through_the_models_service(fraud: Release) -> No
 
 
 def test_kill_9_of_the_learner_is_restarted_by_the_kubelet_and_counts_stay_exact(
-    fraud: Release,
+    fraud: Release, traffic: Traffic
 ) -> None:
     real = fraud.real
     revision = model(real)["status"]["stableRevision"]
@@ -212,7 +217,7 @@ def test_kill_9_of_the_learner_is_restarted_by_the_kubelet_and_counts_stay_exact
 
     before = settled()
     until(lambda: before or before.update(settled()), 60, "the learner caught up")
-    stream = SyntheticStream(FRAUD_FEATURES, "binary", seed=17)
+    stream = traffic.sim.stream
     url = service_url(real)
     total, label_sum = 0, 0
     with httpx.Client(base_url=url, timeout=10) as http:
@@ -238,6 +243,177 @@ def test_kill_9_of_the_learner_is_restarted_by_the_kubelet_and_counts_stay_exact
     print(
         f"\n[pods] learner killed -9: restarted and Ready in {took:.1f}s, {total} samples counted once"
     )
+
+
+# a changed revision (a slower forgetting) rolled out in steps short enough for a test; the
+# p95 bound is the 2-core test machine's, not a fraud team's
+CANARY_PATCH = {
+    "spec": {
+        "model": {"params": {"optimizer": "newton", "forgetting": 0.998}},
+        "rollout": {
+            "steps": [{"setWeight": 50}, {"pause": "10s"}, {"analysis": {}}],
+            "analysis": {"interval": "2s", "minSamples": 200, "maxAccuracyDrop": 0.05,
+                         "maxErrorRate": 0.01, "maxP95Latency": "200ms", "failureLimit": 3},
+        },
+    }
+}  # fmt: skip
+
+
+class Traffic:
+    """The demo's simulator against the model's Service: predictions, their labels late
+    through /feedback, a poisoning on demand (flipped labels through :learn)."""
+
+    def __init__(self, real: RealCluster, rate: float = 400.0) -> None:
+        from tideline.demo.local import Simulator
+        from tideline.spec import parse
+
+        doc = model(real)
+        doc["metadata"] = {"name": MODEL, "namespace": MODEL_NS}
+        svc = get(real, "service", MODEL, "-n", MODEL_NS)
+        self.port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "http")
+        self.sim = Simulator(parse(doc), rate, None, seed=23, host=svc["spec"]["clusterIP"])
+        self.start = time.monotonic()
+        self.poison_for: float | None = None
+
+    def run(
+        self, seconds: float, until: Callable[[], bool] | None = None, every: float = 1.0
+    ) -> bool:
+        """Traffic for ``seconds``, or until ``until()`` (checked each ``every`` s) holds; at
+        the rate from where the last run stopped (no burst for the time in between)."""
+        self.start = time.monotonic() - self.sim.sent / self.sim.rate
+        if self.poison_for is not None:
+            self.sim.poison, self.poison_for = (
+                (self.elapsed(), self.elapsed() + self.poison_for),
+                None,
+            )
+        deadline = time.monotonic() + seconds
+        checked = 0.0
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            self.sim.step(now - self.start, time.time(), [self.port])
+            if until is not None and now - checked >= every:
+                checked = now
+                try:
+                    if until():
+                        return True
+                except (subprocess.CalledProcessError, KeyError, TypeError, ValueError):
+                    pass
+            time.sleep(0.02)
+        return False
+
+    def poison(self, seconds: float) -> None:
+        """Flipped labels through :learn for the first ``seconds`` of the next run."""
+        self.poison_for = seconds
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+@pytest.fixture(scope="module")
+def traffic(fraud: Release) -> Traffic:
+    """One concept for the whole module: every labelled row comes from its stream."""
+    return Traffic(fraud.real)
+
+
+def test_a_canary_on_real_pods_splits_traffic_is_promoted_and_a_poisoning_is_rolled_back(
+    fraud: Release, traffic: Traffic
+) -> None:
+    real = fraud.real
+    old = model(real)["status"]["stableRevision"]
+    # a stable revision trained to its plateau, on the concept the traffic follows, to
+    # warm-start the canary from: the analysis pairs the canary's v0 (a copy of stable's
+    # served version) with stable's versions to come, and a stable still learning the
+    # concept would rightly win and abort the canary
+    with httpx.Client(base_url=service_url(real), timeout=10) as http:
+        for _ in range(40):
+            rows, y = traffic.sim.stream.take(500)
+            answer = http.post(
+                f"/v1/models/{MODEL}:learn", json={"instances": rows, "labels": y.tolist()}
+            )
+            assert answer.status_code == 202, answer.text
+    r, keys = fraud.redis(), Keys(MODEL_NS, MODEL)
+
+    def caught_up() -> bool:  # every row learned, and the newest version served
+        first = r.hget(keys.learner(old), "samples")
+        time.sleep(2)
+        pointers = r.hgetall(keys.pointers(old))
+        return (
+            first == r.hget(keys.learner(old), "samples")
+            and pointers[b"served"] == pointers[b"latest"]
+        )
+
+    until(caught_up, 120, "the learner caught up, its newest version served")
+    traffic.run(5)  # labelled traffic on the stable revision first
+    real.cp.kubectl(
+        "patch", "om", MODEL, "-n", MODEL_NS, "--type=merge", "-p", json.dumps(CANARY_PATCH)
+    )
+    status = lambda: model(real)["status"]  # noqa: E731
+    assert traffic.run(90, lambda: status().get("canaryRevision") not in (None, "", old)), status()
+    new = status()["canaryRevision"]
+    started = time.monotonic()
+    # the canary's pods started by the kubelet (its learner, warm-started from the stable's)
+    assert traffic.run(
+        120, lambda: all_ready(real, MODEL_NS, f"{SELECTOR},tideline.dev/revision={new}")
+    ), explain(real, MODEL_NS)
+    ready_in = time.monotonic() - started
+    # the Service's servers split the answers by weight: half to each track at setWeight 50
+    before = dict(traffic.sim.tracks)
+    assert traffic.run(60, lambda: status().get("canaryWeight") == 50), status()
+    traffic.run(8)
+    split = {k: v - before.get(k, 0) for k, v in traffic.sim.tracks.items()}
+    share = split.get("canary", 0) / max(1, sum(split.values()))
+    print(
+        f"\n[pods] canary {new}: pods Ready in {ready_in:.1f}s; at weight 50 it answered {share:.0%} of {sum(split.values())} rows"
+    )
+    assert 0.35 <= share <= 0.65, split
+    promoted = traffic.run(180, lambda: status().get("stableRevision") == new)
+    if not promoted:
+        print(json.dumps(status(), indent=1))
+    assert promoted, (json.dumps({k: status().get(k) for k in ("aborted", "analysis", "servedVersion", "latestVersion")}),
+                      traffic.sim.tracks, traffic.sim.errors, traffic.sim.accuracy_timeline()[-40:])  # fmt: skip
+    print(
+        f"[pods] promoted {time.monotonic() - started:.0f}s after the canary began; errors {traffic.sim.errors}"
+    )
+    until(
+        lambda: not pods(real, MODEL_NS, f"{SELECTOR},tideline.dev/revision={old}"),
+        120,
+        "the old revision's pods gone",
+    )
+    # a label producer gone wrong: flipped labels through :learn; the guardrail pins the
+    # servers to lastGood, and they answer from it
+    keys = Keys(MODEL_NS, MODEL)
+    r = fraud.redis()
+    assert not status().get("lastRollback"), status()["lastRollback"]  # none before it
+    served_before = int(r.hget(keys.pointers(new), "served") or 0)
+    wall = time.time()
+    traffic.poison(20)
+    rolled = traffic.run(150, lambda: (status().get("lastRollback") or {}).get("at", 0) >= wall)
+    if not rolled:
+        st = status()
+        conditions = [
+            (c["type"], c["status"], c.get("reason"), c.get("message"))
+            for c in st.get("conditions", [])
+        ]
+        health = r.get(keys.health)
+        raise AssertionError(
+            f"no rollback: poisoned {traffic.sim.poisoned} rows, errors {traffic.sim.errors}, "
+            f"accuracy by second {traffic.sim.accuracy_timeline()[-60:]}\n"
+            f"pointers {r.hgetall(keys.pointers(new))}\nconditions {conditions}\n"
+            f"status { ({k: v for k, v in st.items() if k != 'conditions'}) }\nhealth {health!r}"[
+                :8000
+            ]
+        )
+    pointers = {k.decode(): v.decode() for k, v in r.hgetall(keys.pointers(new)).items()}
+    rollback = status()["lastRollback"]
+    assert rollback["from"] > served_before, (rollback, served_before)  # a version learned since
+    print(f"[pods] poisoning rolled back {rollback['at'] - wall:.1f}s after it began: {rollback}")
+    assert pointers.get("pinned") == "1" and pointers["served"] == pointers["lastGood"], pointers
+    with httpx.Client(base_url=service_url(real), timeout=10) as http:
+        rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=5).take(20)
+        answers = [http.post(f"/v1/models/{MODEL}:predict", json={"instances": rows[i : i + 1]}).json()
+                   for i in range(20)]  # fmt: skip
+    versions = {int(a["model_version"]) for a in answers}
+    assert versions == {int(pointers["lastGood"])}, (versions, pointers)
 
 
 def test_deleting_the_model_and_the_release_leaves_nothing_of_tideline(fraud: Release) -> None:
