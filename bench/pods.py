@@ -59,21 +59,25 @@ import httpx
 import orjson
 import uvloop
 from tests.e2e.cluster.node import REDIS_IMAGE, RealCluster
-from tests.e2e.pods.conftest import (
+from tests.e2e.pods.kit import (
+    MODEL,
+    MODEL_NS,
     NAMESPACE,
     RELEASE,
     ROOT,
+    SELECTOR,
     Release,
     all_ready,
+    container_pid,
     explain,
     get,
     helm,
     pods,
     ready,
     redis_volume,
+    service_url,
     until,
 )
-from tests.e2e.pods.test_real_pods import MODEL, MODEL_NS, SELECTOR, container_pid, service_url
 
 import tideline
 from tideline.contracts import Keys

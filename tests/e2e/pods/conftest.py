@@ -9,30 +9,25 @@ hostPath PersistentVolume made here, as an administrator (or a provisioner) woul
 from __future__ import annotations
 
 import base64
-import json
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-import redis
 
-import tideline
 from tests.e2e.cluster.node import REDIS_IMAGE, RealCluster
-
-ROOT = Path(__file__).resolve().parents[3]
-RELEASE, NAMESPACE = "tideline", "tideline-system"
-REDIS_UID = 999  # the chart runs its Redis as 999
-
-
-def runtime_archive() -> Path:
-    archive = ROOT / "dist" / f"tideline-runtime-{tideline.__version__}.tar"
-    if not archive.exists():
-        pytest.fail(f"{archive} is not built: run `make image`", pytrace=False)
-    return archive
+from tests.e2e.pods.kit import (
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    Release,
+    all_ready,
+    explain,
+    get,
+    helm,
+    redis_volume,
+    runtime_archive,
+    until,
+)
 
 
 @pytest.fixture(scope="package")
@@ -43,95 +38,6 @@ def real() -> Iterator[RealCluster]:
         pytest.fail(str(e), pytrace=False)
     with rc:
         yield rc
-
-
-def until(check: Callable[[], object], timeout: float, what: str) -> float:
-    """Seconds until ``check()`` is truthy; fails the test past ``timeout``."""
-    start = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - start
-        except (subprocess.CalledProcessError, OSError, KeyError, IndexError, TypeError,
-                ValueError, redis.RedisError):  # fmt: skip
-            pass
-        assert time.monotonic() - start < timeout, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.5)
-
-
-def get(real: RealCluster, *args: str) -> dict[str, Any]:
-    return json.loads(real.cp.kubectl("get", *args, "-o", "json").stdout)
-
-
-def pods(real: RealCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
-    return get(real, "pods", "-n", namespace, "-l", selector)["items"]
-
-
-def ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return pod["status"].get("phase") == "Running" and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in conditions
-    )
-
-
-def all_ready(real: RealCluster, namespace: str, selector: str, n: int | None = None) -> bool:
-    found = [
-        p for p in pods(real, namespace, selector) if not p["metadata"].get("deletionTimestamp")
-    ]
-    return bool(found) and (n is None or len(found) == n) and all(ready(p) for p in found)
-
-
-def explain(real: RealCluster, namespace: str) -> str:
-    """What a timed-out wait shows: the pods, their events and the last log lines."""
-    out = [real.cp.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout]
-    out.append(real.cp.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp",
-                               check=False).stdout[-4000:])  # fmt: skip
-    for pod in pods(real, namespace, ""):
-        name = pod["metadata"]["name"]
-        log = real.cp.kubectl("logs", "-n", namespace, name, "--tail=30", check=False)
-        out.append(f"--- {name}\n{log.stdout}{log.stderr}")
-    return "\n".join(out)
-
-
-@dataclass
-class Release:
-    real: RealCluster
-    redis_password: str
-
-    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return helm(self.real, *args, check=check)
-
-    def redis_url(self) -> str:
-        svc = get(self.real, "service", "-n", NAMESPACE, f"{RELEASE}-redis")
-        return f"redis://:{self.redis_password}@{svc['spec']['clusterIP']}:6379/0"
-
-    def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url(), socket_timeout=10)
-
-
-def helm(real: RealCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(real.cp.bin / "helm"), f"--kubeconfig={real.cp.kubeconfig}", *args],
-        capture_output=True, text=True, check=check, timeout=300,
-    )  # fmt: skip
-
-
-def redis_volume(real: RealCluster) -> None:
-    """A hostPath PersistentVolume for the bundled Redis's claim, owned by its user."""
-    path = real.node.dir / "volumes" / "redis"
-    path.mkdir(parents=True)
-    import os
-
-    os.chown(path, REDIS_UID, REDIS_UID)
-    real.cp.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": "tideline-redis-data"},
-        "spec": {
-            "capacity": {"storage": "8Gi"}, "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
-            "hostPath": {"path": str(path), "type": "Directory"},
-        },
-    }))  # fmt: skip
 
 
 @pytest.fixture(scope="package")

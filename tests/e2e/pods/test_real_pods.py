@@ -17,21 +17,27 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.cluster.node import RealCluster
-from tests.e2e.pods.conftest import (
+from tests.e2e.pods.kit import (
+    COMPONENTS,
+    MODEL,
+    MODEL_NS,
     NAMESPACE,
     RELEASE,
     ROOT,
+    SELECTOR,
     Release,
     all_ready,
+    container_pid,
     explain,
     get,
+    model,
     pods,
+    service_url,
     until,
 )
 from tests.helpers import FRAUD_FEATURES
@@ -39,31 +45,6 @@ from tideline.contracts import Keys
 from tideline.demo.simulate import SyntheticStream
 
 pytestmark = pytest.mark.e2e
-
-MODEL, MODEL_NS = "fraud", "default"
-COMPONENTS = ("learner", "server", "monitor")
-SELECTOR = f"app.kubernetes.io/instance={MODEL}"
-
-
-def model(real: RealCluster) -> dict[str, Any]:
-    return get(real, "onlinemodel", MODEL, "-n", MODEL_NS)
-
-
-def service_url(real: RealCluster, name: str = MODEL) -> str:
-    svc = get(real, "service", name, "-n", MODEL_NS)
-    port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "http")
-    return f"http://{svc['spec']['clusterIP']}:{port}"
-
-
-def container_pid(real: RealCluster, pod: dict[str, Any], container: str) -> int:
-    """The host pid of a pod's container's first process (containerd's task)."""
-    [status] = [s for s in pod["status"]["containerStatuses"] if s["name"] == container]
-    cid = status["containerID"].removeprefix("containerd://")
-    for line in real.node.ctr("tasks", "ls").stdout.splitlines()[1:]:
-        task, pid, *_ = line.split()
-        if task == cid:
-            return int(pid)
-    raise AssertionError(f"no task for {pod['metadata']['name']}/{container} ({cid})")
 
 
 def proc_status(pid: int) -> dict[str, str]:
