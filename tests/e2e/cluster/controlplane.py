@@ -16,6 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -61,7 +62,52 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-class ControlPlane:
+class Supervisor:
+    """Processes started into one directory (a log each, ``<name>.log``), each in a session
+    of its own, stopped by process group; ``prefix`` runs them through a wrapper (nsenter
+    into a network namespace)."""
+
+    dir: Path
+    procs: dict[str, subprocess.Popen[bytes]]
+    prefix: tuple[str, ...] = ()
+
+    def _start(self, name: str, args: list[str]) -> None:
+        log = (self.dir / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            [*self.prefix, *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def _wait(self, what: str, check: Callable[[], object], timeout: float = 60.0) -> None:
+        """Until ``check()`` holds; fails at once, with its log, if a process exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    tail = (self.dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(
+                        f"{name} exited ({p.returncode}) while waiting for {what}:\n{tail}"
+                    )
+            try:
+                if check():
+                    return
+            except (OSError, subprocess.SubprocessError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"timed out waiting for {what}; logs in {self.dir}")
+
+    def _stop(self, name: str, grace: float = 10.0) -> None:
+        p = self.procs.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+class ControlPlane(Supervisor):
     """``address``: where the API server listens and what it advertises (loopback, or the
     host's end of a real node's link, so pods reach it through the ``kubernetes``
     Service); ``fake_node``: kwok and its node, for a cluster without a kubelet."""
@@ -148,29 +194,6 @@ class ControlPlane:
         path = self.dir / f"kubeconfig-{name}"
         self._kubeconfig(path, token)
         return path
-
-    def _start(self, name: str, args: list[str]) -> None:
-        log = (self.dir / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def _wait(self, what: str, check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, p in self.procs.items():
-                if p.poll() is not None:
-                    tail = (self.dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                    raise RuntimeError(
-                        f"{name} exited ({p.returncode}) while waiting for {what}:\n{tail}"
-                    )
-            try:
-                if check():
-                    return
-            except (OSError, subprocess.SubprocessError):
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"timed out waiting for {what}; logs in {self.dir}")
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -269,16 +292,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
-            p = self.procs.get(name)
-            if p is None or p.poll() is not None:
-                continue
-            os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        self.procs.clear()
+            self._stop(name)
         if os.environ.get("TIDELINE_E2E_KEEP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -32,13 +32,13 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from tests.e2e.cluster.controlplane import HERE, ControlPlane, find_binaries
+from tests.e2e.cluster.controlplane import HERE, ControlPlane, Supervisor, find_binaries
 from tideline.demo.embedded import free_port
 
 SLOTS = 32  # nodes that may run side by side on one machine (tests, a bench, make cluster)
@@ -173,8 +173,9 @@ def _run(
     )
 
 
-class Node:
-    """The node's network namespace, its link to the host, and its processes."""
+class Node(Supervisor):
+    """The node's network namespace, its link to the host, and its processes (run inside
+    the namespace, with the host's mounts)."""
 
     def __init__(
         self,
@@ -190,6 +191,7 @@ class Node:
         self.images = images
         self.say = log
         self.netns = slot.name
+        self.prefix = ("nsenter", f"--net=/run/netns/{slot.name}", "--")
         self.host_link = slot.link
         self.dir = slot.dir
         self.cgroup = slot.name
@@ -236,32 +238,6 @@ class Node:
         return _run("nsenter", f"--net=/run/netns/{self.netns}", "--", *args, check=check)
 
     # -- processes ------------------------------------------------------------------------
-    def _start(self, name: str, args: list[str]) -> None:
-        log = (self.dir / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.netns}", "--", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def _wait(self, what: str, check: Callable[[], object], timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, p in self.procs.items():
-                if p.poll() is not None:
-                    tail = (self.dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                    raise RuntimeError(
-                        f"{name} exited ({p.returncode}) while waiting for {what}:\n{tail}"
-                    )
-            try:
-                if check():
-                    return
-            except (OSError, subprocess.SubprocessError):
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"timed out waiting for {what}; logs in {self.dir}")
-
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run("ctr", f"--address={self.socket}", "--namespace=k8s.io", *args, check=check)
 
@@ -457,9 +433,9 @@ state = "{d}/containerd/state"
 
     def stop(self) -> None:
         for name in ("coredns", "kube-proxy", "kubelet"):
-            self._stop(name)
+            self._stop(name, grace=15)
         self._kill_containers()
-        self._stop("containerd")
+        self._stop("containerd", grace=15)
         self._unmount()
         self._remove_cgroups()
         _restore_sysctls()
@@ -474,17 +450,6 @@ state = "{d}/containerd/state"
             self.dir.rename(self.dir.with_name(f"{self.dir.name}-kept-{int(time.time())}"))
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _stop(self, name: str) -> None:
-        p = self.procs.pop(name, None)
-        if p is None or p.poll() is not None:
-            return
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
     def _kill_containers(self) -> None:
         """Every shim of this node's containerd, and so every container (their process groups)."""
@@ -723,9 +688,3 @@ class RealCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def real_cluster(images: list[Path] | None = None) -> Iterator[RealCluster]:
-    with RealCluster(images) as rc:
-        yield rc
