@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 import yaml
 
@@ -62,7 +63,28 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-class Supervisor:
+class Lifecycle:
+    """``with x:`` starts it and stops it, also when starting fails halfway (stop is safe
+    to call on what never started)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Supervisor(Lifecycle):
     """Processes started into one directory (a log each, ``<name>.log``), each in a session
     of its own, stopped by process group; ``prefix`` runs them through a wrapper (nsenter
     into a network namespace)."""
@@ -295,13 +317,3 @@ class ControlPlane(Supervisor):
             self._stop(name)
         if os.environ.get("TIDELINE_E2E_KEEP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> ControlPlane:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.cluster.controlplane import HERE, ControlPlane, Supervisor, find_binaries
+from tests.e2e.cluster.controlplane import HERE, ControlPlane, Lifecycle, Supervisor, find_binaries
 from tideline.demo.embedded import free_port
 
 SLOTS = 32  # nodes that may run side by side on one machine (tests, a bench, make cluster)
@@ -515,16 +515,6 @@ state = "{d}/containerd/state"
                             break
                         time.sleep(0.1)
 
-    def __enter__(self) -> Node:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def _restore_sysctls() -> None:
     """The kernel settings as they were before the first node, once no node runs."""
@@ -642,7 +632,7 @@ def sweep_all(log: Callable[[str], None] = print) -> list[str]:
     return removed
 
 
-class RealCluster:
+class RealCluster(Lifecycle):
     """The control plane on the host's end of the link, and the node behind it."""
 
     def __init__(
@@ -678,13 +668,3 @@ class RealCluster:
             self.node.stop()
         finally:
             self.cp.stop()
-
-    def __enter__(self) -> RealCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
