@@ -58,8 +58,9 @@ from typing import Any
 import httpx
 import orjson
 import uvloop
-from tests.e2e.cluster.node import REDIS_IMAGE, RealCluster
+from tests.e2e.cluster.node import RealCluster, runtime_archive
 from tests.e2e.pods.kit import (
+    COMPONENTS,
     MODEL,
     MODEL_NS,
     NAMESPACE,
@@ -71,22 +72,19 @@ from tests.e2e.pods.kit import (
     container_pid,
     explain,
     get,
-    helm,
+    install_chart,
     pods,
     ready,
-    redis_volume,
     service_url,
     until,
 )
 
-import tideline
 from tideline.contracts import Keys
 from tideline.demo.simulate import SyntheticStream
 from tideline.spec import parse
 
 EXAMPLE = ROOT / "examples" / "fraud.yaml"
 CGROUP = Path("/sys/fs/cgroup")
-COMPONENTS = {"learner": 1, "server": 2, "monitor": 1}  # examples/fraud.yaml's pods
 WARMUP = 3.0  # seconds of load before the window
 POLL = 0.25  # seconds between looks while waiting for the first prediction
 COMPONENT = "app.kubernetes.io/component"
@@ -97,11 +95,8 @@ MiB = 1 << 20
 # -- time to a first prediction ---------------------------------------------------------------
 def install(real: RealCluster) -> dict[str, float]:
     """``helm install`` with the bundled Redis: seconds to Redis Ready, to the operator Ready."""
-    redis_volume(real)
     started = time.monotonic()
-    helm(real, "install", RELEASE, str(ROOT / "charts" / "tideline"), "--namespace", NAMESPACE,
-         "--create-namespace", "--set", "redis.bundled.enabled=true",
-         "--set", f"redis.bundled.image={REDIS_IMAGE}")  # fmt: skip
+    install_chart(real)
     took = {"helm install returned": time.monotonic() - started}
     waiting = {"Redis": "app.kubernetes.io/component=redis",
                "operator": "app.kubernetes.io/component=operator"}  # fmt: skip
@@ -647,16 +642,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench/pods.py starts a real node: it needs root", file=sys.stderr)
         return 1
-    archive = ROOT / "dist" / f"tideline-runtime-{tideline.__version__}.tar"
-    if not archive.exists():
-        print(f"bench/pods.py: {archive} is not built (make image)", file=sys.stderr)
-        return 1
     began = time.monotonic()
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     try:
-        cluster = RealCluster([archive])
-    except RuntimeError as e:  # the e2e binaries not built, or a tool missing
+        cluster = RealCluster([runtime_archive()])
+    except RuntimeError as e:  # the image or the e2e binaries not built, or a tool missing
         print(f"bench/pods.py: {e}", file=sys.stderr)
         return 1
     try:

@@ -161,6 +161,16 @@ def resolve(name: str, server: str, timeout: float = 3.0) -> str | None:
     return socket.inet_ntoa(answer[-4:])  # the last record: one A answer, no extra sections
 
 
+def runtime_archive() -> Path:
+    """The runtime image's archive ``make image`` wrote (the pods' image); never builds."""
+    import tideline
+
+    archive = HERE.parents[2] / "dist" / f"tideline-runtime-{tideline.__version__}.tar"
+    if not archive.exists():
+        raise RuntimeError(f"{archive} is not built: run `make image`")
+    return archive
+
+
 def missing_tools() -> list[str]:
     return [t for t in NODE_TOOLS if shutil.which(t) is None]
 
@@ -432,88 +442,11 @@ state = "{d}/containerd/state"
         return out.stdout.strip() == "True"
 
     def stop(self) -> None:
-        for name in ("coredns", "kube-proxy", "kubelet"):
+        """The node's processes stopped in turn (the kubelet before containerd), then
+        everything else taken down as a killed run's would be (``teardown``)."""
+        for name in ("coredns", "kube-proxy", "kubelet", "containerd"):
             self._stop(name, grace=15)
-        self._kill_containers()
-        self._stop("containerd", grace=15)
-        self._unmount()
-        self._remove_cgroups()
-        _restore_sysctls()
-        _remove_empty_pod_netns()
-        _remove_stale_runtime_state(self.dir)
-        for cidr in self.slot.routed:
-            _run("ip", "route", "del", cidr, check=False)
-        _run("ip", "link", "del", self.host_link, check=False)
-        _run("ip", "netns", "delete", self.netns, check=False)
-        if os.environ.get("TIDELINE_E2E_KEEP") == "1":
-            (self.dir / "owner").unlink(missing_ok=True)  # the logs stay; the slot is free
-            self.dir.rename(self.dir.with_name(f"{self.dir.name}-kept-{int(time.time())}"))
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _kill_containers(self) -> None:
-        """Every shim of this node's containerd, and so every container (their process groups)."""
-        for pid in self._pids(lambda cmd: "containerd-shim" in cmd and str(self.socket) in cmd):
-            for sig in (signal.SIGKILL,):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(os.getpgid(pid), sig)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-        # the containers themselves: any process left in the node's cgroups
-        for hierarchy in self._hierarchies():
-            root = hierarchy / self.cgroup
-            if not root.exists():
-                continue
-            for procs in root.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError):
-                    for pid in procs.read_text().split():
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(int(pid), signal.SIGKILL)
-
-    @staticmethod
-    def _pids(match: Callable[[str], bool]) -> list[int]:
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                cmd = Path("/proc", entry, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if match(cmd):
-                pids.append(int(entry))
-        return pids
-
-    def _unmount(self) -> None:
-        """Everything mounted under the node's directory, deepest first."""
-        mounts = []
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            point = line.split()[4].replace("\\040", " ")
-            if point.startswith(str(self.dir)):
-                mounts.append(point)
-        for point in sorted(set(mounts), key=len, reverse=True):
-            _run("umount", "-l", point, check=False)
-
-    def _remove_cgroups(self) -> None:
-        deadline = time.monotonic() + 10
-        for hierarchy in self._hierarchies():
-            root = hierarchy / self.cgroup
-            if not root.exists():
-                continue
-            dirs = sorted(
-                (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-            )
-            for path in [*dirs, root]:
-                while True:
-                    try:
-                        path.rmdir()
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        if time.monotonic() > deadline:
-                            break
-                        time.sleep(0.1)
+        teardown(self.slot, keep_logs=os.environ.get("TIDELINE_E2E_KEEP") == "1")
 
 
 def _restore_sysctls() -> None:
@@ -576,13 +509,32 @@ def _remove_empty_pod_netns() -> list[str]:
     return removed
 
 
-def sweep(slot: Slot, log: Callable[[str], None] = print) -> list[str]:
-    """What a node left in ``slot`` when its run was killed before ``stop`` (kill -9 of
-    pytest, a lost session): its processes, containers, mounts, cgroups, namespaces, link
-    and routes, found by the slot's names. Returns what it removed."""
+def _pids(match: Callable[[str], bool]) -> list[int]:
+    """The processes whose command line ``match`` accepts."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path("/proc", entry, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if match(cmd):
+            pids.append(int(entry))
+    return pids
+
+
+def teardown(slot: Slot, keep_logs: bool = False) -> list[str]:
+    """Everything of the node in ``slot``, found by the slot's names: the processes that
+    name its directory (containerd's shims among them) and any left in its cgroups (the
+    containers), the mounts under its directory, its cgroups, namespace and link (its
+    routes go with it), pods' namespaces left empty, stale runtime state, its directory
+    (renamed, the logs in it kept, with ``keep_logs``); then the kernel settings, if no
+    other node runs. What ``Node.stop`` does once the processes are stopped, and what
+    ``sweep`` does after a killed run. Returns what it removed."""
     removed: list[str] = []
     d = str(slot.dir)
-    for pid in Node._pids(lambda cmd: d + "/" in cmd):
+    for pid in _pids(lambda cmd: d + "/" in cmd):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
             removed.append(f"process {pid}")
@@ -593,19 +545,27 @@ def sweep(slot: Slot, log: Callable[[str], None] = print) -> list[str]:
                 for pid in procs.read_text().split():
                     os.kill(int(pid), signal.SIGKILL)
                     removed.append(f"process {pid}")
-    time.sleep(0.5 if removed else 0)
-    for line in Path("/proc/self/mountinfo").read_text().splitlines()[::-1]:
-        point = line.split()[4]
+    for line in Path("/proc/self/mountinfo").read_text().splitlines()[::-1]:  # deepest first
+        point = line.split()[4].replace("\\040", " ")
         if point.startswith(d + "/") or point == f"/run/netns/{slot.name}":
             _run("umount", "-l", point, check=False)
             removed.append(f"mount {point}")
+    deadline = time.monotonic() + 10  # a killed process leaves its cgroup a moment later
     for root in roots:
         dirs = sorted(
             (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
         )
         for path in [*dirs, root]:
-            with contextlib.suppress(OSError):
-                path.rmdir()
+            while True:
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
         removed.append(f"cgroup {root}")
     if _run("ip", "link", "show", slot.link, check=False).returncode == 0:
         _run("ip", "link", "del", slot.link, check=False)  # its routes go with it
@@ -615,8 +575,19 @@ def sweep(slot: Slot, log: Callable[[str], None] = print) -> list[str]:
         removed.append(f"netns {slot.name}")
     removed += _remove_empty_pod_netns()
     removed += _remove_stale_runtime_state(slot.dir)
-    shutil.rmtree(slot.dir, ignore_errors=True)
+    if keep_logs:
+        (slot.dir / "owner").unlink(missing_ok=True)  # the slot is free
+        slot.dir.rename(slot.dir.with_name(f"{slot.dir.name}-kept-{int(time.time())}"))
+    else:
+        shutil.rmtree(slot.dir, ignore_errors=True)
     _restore_sysctls()
+    return removed
+
+
+def sweep(slot: Slot, log: Callable[[str], None] = print) -> list[str]:
+    """What a node left in ``slot`` when its run was killed before ``stop`` (kill -9 of
+    pytest, a lost session). Returns what it removed."""
+    removed = teardown(slot)
     for item in removed:
         log(f"[node] removed what a killed node left: {item}")
     return removed

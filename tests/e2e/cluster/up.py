@@ -14,8 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-import tideline
-from tests.e2e.cluster.node import REDIS_IMAGE, RealCluster, sweep_all
+from tests.e2e.cluster.node import REDIS_IMAGE, RealCluster, runtime_archive, sweep_all
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -32,15 +31,11 @@ def main(argv: list[str] | None = None) -> int:
             f"[node] {len(removed)} things removed" if removed else "[node] nothing left to remove"
         )
         return 0
-    archive = ROOT / "dist" / f"tideline-runtime-{tideline.__version__}.tar"
-    if not archive.exists():
-        print(f"make cluster: {archive} is not built (make image)", file=sys.stderr)
-        return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        cluster = RealCluster([archive])
+        cluster = RealCluster([runtime_archive()])
     except RuntimeError as e:
         print(f"make cluster: {e}", file=sys.stderr)
         return 1

@@ -14,18 +14,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.cluster.node import REDIS_IMAGE, RealCluster
+from tests.e2e.cluster.node import RealCluster, runtime_archive
 from tests.e2e.pods.kit import (
     NAMESPACE,
     RELEASE,
-    ROOT,
     Release,
     all_ready,
     explain,
     get,
-    helm,
-    redis_volume,
-    runtime_archive,
+    install_chart,
     until,
 )
 
@@ -43,11 +40,8 @@ def real() -> Iterator[RealCluster]:
 @pytest.fixture(scope="package")
 def release(real: RealCluster) -> Release:
     """``helm install`` with the bundled Redis; the operator pod Ready."""
-    redis_volume(real)
     started = time.monotonic()
-    helm(real, "install", RELEASE, str(ROOT / "charts" / "tideline"), "--namespace", NAMESPACE,
-         "--create-namespace", "--set", "redis.bundled.enabled=true",
-         "--set", f"redis.bundled.image={REDIS_IMAGE}")  # fmt: skip
+    install_chart(real)
     try:
         until(lambda: all_ready(real, NAMESPACE, "app.kubernetes.io/component=redis", 1), 120,
               "the bundled Redis Ready")  # fmt: skip

@@ -15,19 +15,11 @@ from typing import Any
 
 import redis
 
-import tideline
-from tests.e2e.cluster.node import RealCluster
+from tests.e2e.cluster.node import REDIS_IMAGE, RealCluster
 
 ROOT = Path(__file__).resolve().parents[3]
 RELEASE, NAMESPACE = "tideline", "tideline-system"
 REDIS_UID = 999  # the chart runs its Redis as 999
-
-
-def runtime_archive() -> Path:
-    archive = ROOT / "dist" / f"tideline-runtime-{tideline.__version__}.tar"
-    if not archive.exists():
-        raise RuntimeError(f"{archive} is not built: run `make image`")
-    return archive
 
 
 def until(check: Callable[[], object], timeout: float, what: str) -> float:
@@ -120,7 +112,7 @@ def redis_volume(real: RealCluster) -> None:
 
 
 MODEL, MODEL_NS = "fraud", "default"
-COMPONENTS = ("learner", "server", "monitor")
+COMPONENTS = {"learner": 1, "server": 2, "monitor": 1}  # examples/fraud.yaml's pods
 SELECTOR = f"app.kubernetes.io/instance={MODEL}"
 
 
@@ -143,3 +135,12 @@ def container_pid(real: RealCluster, pod: dict[str, Any], container: str) -> int
         if task == cid:
             return int(pid)
     raise AssertionError(f"no task for {pod['metadata']['name']}/{container} ({cid})")
+
+
+def install_chart(real: RealCluster) -> None:
+    """``helm install`` of the chart with its bundled Redis (its claim bound to a hostPath
+    volume made first); returns when helm does, before the pods are Ready."""
+    redis_volume(real)
+    helm(real, "install", RELEASE, str(ROOT / "charts" / "tideline"), "--namespace", NAMESPACE,
+         "--create-namespace", "--set", "redis.bundled.enabled=true",
+         "--set", f"redis.bundled.image={REDIS_IMAGE}")  # fmt: skip

@@ -66,7 +66,7 @@ def fraud(release: Release) -> Release:
     started = time.monotonic()
     real.cp.kubectl("apply", "-n", MODEL_NS, "-f", str(ROOT / "examples" / "fraud.yaml"))
     try:
-        for component, n in (("learner", 1), ("server", 2), ("monitor", 1)):
+        for component, n in COMPONENTS.items():
             until(lambda c=component, n=n: all_ready(real, MODEL_NS, f"{SELECTOR},app.kubernetes.io/component={c}", n),
                   180, f"the {component} pods Ready")  # fmt: skip
     except AssertionError:
