@@ -23,10 +23,13 @@ from tideline.spec import (
     CONCEPT_POLICIES,
     DRIFT_METHODS,
     DURATION_PATTERN,
+    EXTERNAL_ALGORITHMS,
+    EXTERNAL_REF,
     FEATURE_TYPES,
     KAFKA_PROTOCOLS,
     KAFKA_TLS_KEYS,
     MAX_FEATURES,
+    OBJECT_REF_PATTERN,
     OPTIMIZERS,
     PARAMS,
     QUANTITY_PATTERN,
@@ -96,6 +99,30 @@ def _params() -> dict[str, Any]:
                 f"hyperparameter of {algorithm}", None, lo, hi, integer=isinstance(default, int)
             )
     return _obj("Hyperparameters of the algorithm (defaults depend on it; see the README)", props)
+
+
+def _external(algorithm: str) -> dict[str, Any]:
+    """``spec.model.custom`` / ``spec.model.river``: what the model's pods load, and its
+    keyword arguments (any JSON: the parser checks their names)."""
+    ref = EXTERNAL_REF[algorithm]
+    what = {"custom": "A class of the learner contract (tideline.model)",
+            "river": "A function returning a River estimator, or an estimator"}[algorithm]  # fmt: skip
+    return _obj(
+        f"algorithm: {algorithm}: the model, loaded from the pods' image",
+        {
+            ref: {
+                "type": "string",
+                "pattern": OBJECT_REF_PATTERN,
+                "description": f"{what}, as package.module:Name",
+            },  # fmt: skip
+            "params": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "description": "Keyword arguments it is called with",
+            },  # fmt: skip
+        },
+        required=[ref],
+    )
 
 
 def _pod_schema(component: str | None) -> dict[str, Any]:
@@ -210,6 +237,7 @@ def spec_schema() -> dict[str, Any]:
                         "description": "The typed feature schema, in order",
                     },  # fmt: skip
                     "params": _params(),
+                    **{algorithm: _external(algorithm) for algorithm in EXTERNAL_ALGORITHMS},
                     "warmStart": _obj(
                         "A batch-trained baseline snapshot to start from",
                         {

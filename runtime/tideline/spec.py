@@ -46,7 +46,11 @@ API_VERSION = "tideline.dev/v1alpha1"
 KIND = "OnlineModel"
 
 TASKS = ("binary", "regression")
-ALGORITHMS = ("sgd", "ftrl", "forest")
+BUILTIN_ALGORITHMS = ("sgd", "ftrl", "forest")
+# a team's own learner (spec.model.custom) or a River estimator (spec.model.river), loaded in
+# the model's pods from their image; the operator never imports them
+EXTERNAL_ALGORITHMS = ("custom", "river")
+ALGORITHMS = (*BUILTIN_ALGORITHMS, *EXTERNAL_ALGORITHMS)
 FEATURE_TYPES = ("numeric", "categorical")
 DRIFT_METHODS = ("psi", "ks")
 CONCEPT_METHODS = ("adwin", "page-hinkley")
@@ -120,7 +124,29 @@ class ForestParams:
     seed: int = _param(42, 0)
 
 
-Params = SGDParams | FTRLParams | ForestParams
+@dataclass(frozen=True)
+class ExternalParams:
+    """``spec.model.custom`` (``algorithm: custom``: ``class``, a class of the learner
+    contract, :mod:`tideline.model`) or ``spec.model.river`` (``algorithm: river``:
+    ``pipeline``, a function that returns a River estimator): where it is, as
+    ``package.module:Name``, and the keyword arguments it is called with."""
+
+    ref: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, algorithm: str) -> dict[str, Any]:
+        """The manifest's own shape (``{class: ..., params: ...}`` or ``{pipeline: ...}``)."""
+        return {EXTERNAL_REF[algorithm]: self.ref, "params": dict(self.params)}
+
+
+# the field of spec.model.<algorithm> naming what to load
+EXTERNAL_REF = {"custom": "class", "river": "pipeline"}
+# package.module:Name (a dotted name after the colon reaches a nested attribute)
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+OBJECT_REF_PATTERN = rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$"
+_OBJECT_REF = re.compile(OBJECT_REF_PATTERN)
+
+Params = SGDParams | FTRLParams | ForestParams | ExternalParams
 PARAM_TYPES: dict[str, type[SGDParams] | type[FTRLParams] | type[ForestParams]] = {
     "sgd": SGDParams, "ftrl": FTRLParams, "forest": ForestParams,
 }  # fmt: skip
@@ -156,10 +182,15 @@ class WarmStart:
 @dataclass(frozen=True)
 class ModelSpec:
     task: Literal["binary", "regression"]
-    algorithm: Literal["sgd", "ftrl", "forest"]
+    algorithm: Literal["sgd", "ftrl", "forest", "custom", "river"]
     features: tuple[Feature, ...]
-    params: Params
+    params: Params  # ExternalParams for custom and river
     warmStart: WarmStart | None = None
+
+    @property
+    def external(self) -> bool:
+        """Whether the learner is code from the model's image (custom, river), not a built-in."""
+        return isinstance(self.params, ExternalParams)
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping :func:`tideline.algorithms.make_learner` takes, defaults resolved."""
@@ -167,8 +198,11 @@ class ModelSpec:
             "task": self.task,
             "algorithm": self.algorithm,
             "features": [f.to_dict() for f in self.features],
-            "params": dataclasses.asdict(self.params),
         }
+        if isinstance(self.params, ExternalParams):
+            d[self.algorithm] = self.params.to_dict(self.algorithm)
+        else:
+            d["params"] = dataclasses.asdict(self.params)
         return d
 
 
@@ -690,11 +724,45 @@ def _params(algorithm: str, o: _Obj) -> Params:
     return PARAM_TYPES[algorithm](**out)
 
 
+def _external(algorithm: str, o: _Obj) -> ExternalParams:
+    """``spec.model.custom`` or ``spec.model.river``: what to load and its arguments."""
+    key = EXTERNAL_REF[algorithm]
+    ref = o.string(key, required=True)
+    if not _OBJECT_REF.match(ref):
+        raise SpecError(o.sub(key), f"must be package.module:Name (got {ref!r})")
+    raw = o.raw("params")
+    if raw is not None and not isinstance(raw, Mapping):
+        raise SpecError(o.sub("params"), f"must be an object (got {type(raw).__name__})")
+    params = dict(raw or {})
+    for name in params:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise SpecError(f"{o.sub('params')}.{name}", "must be a Python identifier "
+                            "(the parameters are keyword arguments)")  # fmt: skip
+    try:  # JSON values only: what the manifest, the ConfigMap and the version header carry
+        json.dumps(params, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise SpecError(o.sub("params"), f"must hold JSON values ({e})") from None
+    o.done()
+    return ExternalParams(ref, params)
+
+
 def _model(o: _Obj) -> ModelSpec:
     task = o.enum("task", TASKS, "binary")
     algorithm = o.enum("algorithm", ALGORITHMS, "sgd")
     features = _features(o.raw("features"), o.sub("features"))
-    params = _params(algorithm, o.obj("params"))
+    params: Params
+    for other in EXTERNAL_ALGORITHMS:
+        if other != algorithm and o.raw(other) is not None:
+            raise SpecError(o.sub(other), f"only with algorithm: {other} (got {algorithm})")
+    if algorithm in EXTERNAL_ALGORITHMS:
+        if o.raw("params") is not None:
+            raise SpecError(o.sub("params"), f"algorithm {algorithm} takes its parameters in "
+                            f"spec.model.{algorithm}.params")  # fmt: skip
+        if o.raw(algorithm) is None:
+            raise SpecError(o.sub(algorithm), f"required with algorithm: {algorithm}")
+        params = _external(algorithm, o.obj(algorithm))
+    else:
+        params = _params(algorithm, o.obj("params"))
     warm = None
     if o.raw("warmStart") is not None:
         w = o.obj("warmStart")

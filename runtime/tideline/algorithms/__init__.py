@@ -21,9 +21,11 @@ __all__ = ["Learner", "LinearLearner", "FTRLLearner", "ForestLearner", "make_lea
 
 
 def _registry() -> dict[str, type[Learner]]:
+    from tideline.algorithms.external import CustomLearner, RiverLearner
     from tideline.algorithms.forest import ForestLearner
 
-    return {"sgd": LinearLearner, "ftrl": FTRLLearner, "forest": ForestLearner}
+    return {"sgd": LinearLearner, "ftrl": FTRLLearner, "forest": ForestLearner,
+            "custom": CustomLearner, "river": RiverLearner}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
@@ -35,7 +37,9 @@ def __getattr__(name: str) -> Any:
 def make_learner(model_spec: Mapping[str, Any]) -> Learner:
     """Build a learner from a ``spec.model`` mapping, defaults filled in.
 
-    Raises :class:`tideline.spec.SpecError` naming the field that is wrong.
+    Raises :class:`tideline.spec.SpecError` naming the field that is wrong, and for a
+    team's own model (``custom``, ``river``) :class:`tideline.algorithms.external.ModelLoadError`
+    when it cannot be imported or built.
     """
     m = parse_model(model_spec)  # the manifest parser's own reading
     return _registry()[m.algorithm]([f.to_dict() for f in m.features], m.task, m.params)

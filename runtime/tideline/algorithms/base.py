@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tideline import codec
 from tideline.features import FeatureSchema
 from tideline.spec import Params
 
@@ -242,10 +243,18 @@ def check_target(task: str, value: Any) -> float:
 
 
 class Learner:
-    """Base class: schema handling, standardisation, one/many dispatch."""
+    """What the loop runs - the learner process, the servers, the monitor - whatever the model:
+    schema handling, one/many dispatch, state as named arrays; and the base of the built-in
+    learners (standardisation, undo of a refused update).
+
+    The built-ins implement the public learner contract too (:mod:`tideline.model`:
+    ``learn``, ``predict``, ``save``, ``load``, ``learn_predict``, ``soften``); a team's
+    own model reaches the loop through :class:`tideline.algorithms.external.External`.
+    """
 
     algorithm = "base"
     params_type: type[Params]
+    rows = "matrix"  # (the learner contract's: built-ins take the encoded matrix)
 
     def __init__(
         self,
@@ -258,7 +267,7 @@ class Learner:
         their defaults when None), ``overrides`` replacing some by name."""
         self.features = features
         self.task = task
-        params = params if params is not None else self.params_type()
+        params = params if params is not None else self.params_type()  # type: ignore[call-arg]
         if not isinstance(params, self.params_type):
             raise TypeError(
                 f"{type(self).__name__} takes {self.params_type.__name__}, not "
@@ -399,6 +408,23 @@ class Learner:
 
     def _numeric(self, X: np.ndarray) -> np.ndarray:
         return X if self.schema.all_numeric else X[:, self.schema.num_idx]
+
+    # -- the public learner contract (tideline.model) ----------------------------------
+    def learn(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.learn_many(X, y)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_many(X)
+
+    def learn_predict(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self.learn_predict_many(X, y)
+
+    def save(self) -> bytes:
+        """The learned state in the array format (:mod:`tideline.codec`), never pickle."""
+        return codec.encode(self.get_state())
+
+    def load(self, state: bytes) -> None:
+        self.set_state(codec.decode(state)[0])
 
     def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
         """A frozen prediction function for serving (rows encoded by the schema).

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import manifest
-from tideline.spec import PARAMS, SpecError, parse, parse_duration
+from tideline.spec import EXTERNAL_REF, PARAMS, SpecError, parse, parse_duration
 from tideline_operator.crd import build_crd, render
 
 ROOT = Path(__file__).parents[3]
@@ -89,6 +89,8 @@ def _doc(path: tuple[str, ...], value: Any) -> dict[str, Any]:
     for k in path[:-1]:
         node = node.setdefault(k, {})
     node[path[-1]] = value
+    if path == ("model", "algorithm") and value in EXTERNAL_REF:  # what to load goes with it
+        spec["model"][value] = {EXTERNAL_REF[value]: "teams.model:Model"}
     kafka = spec.get("source", {}).get("kafka", {})
     if "sasl" in kafka:
         kafka.update(SASL)

@@ -1,0 +1,206 @@
+"""A team's own learner in the loop: any class of the learner contract (:mod:`tideline.model`),
+or a River estimator, run behind the interface the learner process, the servers and the
+monitor use for every model (:class:`tideline.algorithms.base.Learner`).
+
+The class is imported in the model's pods, from their image (``spec.image``: the team's
+image built ``FROM`` the runtime image); the operator never calls this. What cannot be
+loaded raises :class:`ModelLoadError` with a reason a condition can carry
+(``ImportFailed``, ``MissingMethod``, ``BadParams``) and the error's last line.
+
+The adapter checks what the model returns: scores of the wrong shape or not finite
+raise :class:`BadScores` (the version that gave them is not served). An update that
+raises leaves the model as it was before the block (:meth:`External.learn_predict_batches`
+saves the state first), so the learner process can learn the block again batch by batch
+and dead-letter the rows that fail, exactly once.
+
+Examples
+--------
+>>> from tideline.algorithms import make_learner
+>>> m = make_learner({"task": "binary", "algorithm": "custom", "features": [{"name": "x"}],
+...                   "custom": {"class": "tideline.model:Mean", "params": {}}})
+Traceback (most recent call last):
+...
+tideline.algorithms.external.ModelLoadError: ImportFailed: tideline.model has no attribute Mean
+"""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from tideline.algorithms.base import Learner, State
+from tideline.model import ModelInfo, as_dicts, missing_methods, rows_of
+from tideline.spec import ExternalParams
+
+STATE = "external.state"  # the model's own bytes (save()), as a uint8 array
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded: ``reason`` names what (a condition's reason), ``message``
+    is the error's last line."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason, self.message = reason, message
+
+
+class BadScores(ValueError):
+    """Scores a model returned that cannot be served (wrong shape, not finite)."""
+
+
+def last_line(e: BaseException) -> str:
+    """An exception as its traceback's last line (``ModuleNotFoundError: No module named 'x'``)."""
+    return traceback.format_exception_only(type(e), e)[-1].strip()
+
+
+def load_object(ref: str) -> Any:
+    """The object ``package.module:Name`` names (``Name`` may be dotted: an attribute's)."""
+    module, _, name = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+    except Exception as e:  # anything the module raises while it is imported
+        raise ModelLoadError("ImportFailed", last_line(e)) from e
+    for i, part in enumerate(name.split(".")):
+        if not hasattr(obj, part):
+            where = ".".join([module, *name.split(".")[:i]])
+            raise ModelLoadError("ImportFailed", f"{where} has no attribute {part}")
+        obj = getattr(obj, part)
+    return obj
+
+
+class External(Learner):
+    """A model of the learner contract behind the loop's interface (see the module docs)."""
+
+    params_type = ExternalParams
+    params: ExternalParams
+
+    def _make(self, info: ModelInfo) -> Any:
+        """A fresh model, untrained."""
+        raise NotImplementedError
+
+    def _init_state(self) -> None:
+        self.info = ModelInfo(self.task, self.schema.features)
+        self.model = self._make(self.info)
+        self._rows = rows_of(type(self.model))
+
+    def _input(self, X: np.ndarray) -> Any:
+        return as_dicts(self.info, X) if self._rows == "dicts" else X
+
+    def _scores(self, scores: Any, n: int) -> np.ndarray:
+        try:
+            p = np.asarray(scores, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise BadScores(f"{self.params.ref} returned scores that are not numbers ({e})") from e
+        if p.shape != (n,):
+            raise BadScores(f"{self.params.ref} returned scores of shape {p.shape} for {n} "
+                            f"rows (a {self.task} model gives ({n},))")  # fmt: skip
+        if not np.isfinite(p).all():
+            raise BadScores(f"{self.params.ref} returned a score that is not finite")
+        if self.task == "binary" and ((p < 0.0) | (p > 1.0)).any():
+            raise BadScores(f"{self.params.ref} returned a probability outside [0, 1]")
+        return p
+
+    # -- the loop's interface -----------------------------------------------------------
+    def _update(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        X, y = self._checked(X, y)
+        if X.shape[0]:
+            self.model.learn(self._input(X), y)
+            self._n_seen += X.shape[0]
+        return None
+
+    def learn_predict_many(self, X: np.ndarray, y: np.ndarray, n: int | None = None) -> np.ndarray:
+        X, y = self._checked(X, y)
+        n = X.shape[0] if n is None else n
+        if not X.shape[0]:
+            return np.zeros(0)
+        p = self._scores(self.model.learn_predict(self._input(X), y), X.shape[0])
+        self._n_seen += X.shape[0]
+        return p[:n]
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        X = self.schema.check_matrix(X)
+        if X.shape[0] == 0:
+            return np.zeros(0)
+        return self._scores(self.model.predict(self._input(X)), X.shape[0])
+
+    def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
+        return self.predict_many
+
+    def _soften(self, keep: float) -> None:
+        self.model.soften(keep)
+
+    def get_state(self) -> State:
+        blob = self.model.save()
+        if not isinstance(blob, bytes | bytearray | memoryview):
+            raise TypeError(f"{self.params.ref}.save() must return bytes, not "
+                            f"{type(blob).__name__}")  # fmt: skip
+        return {"n_seen": np.array(self._n_seen, dtype=np.int64),
+                STATE: np.frombuffer(bytes(blob), dtype=np.uint8)}  # fmt: skip
+
+    def set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Load a saved state into a fresh model (the contract's ``load``), as this one."""
+        model = self._make(self.info)
+        model.load(np.asarray(state[STATE], dtype=np.uint8).tobytes())
+        self.model, self._n_seen = model, int(state["n_seen"])
+
+    def spec(self) -> dict[str, Any]:
+        return {"task": self.task, "algorithm": self.algorithm,
+                "features": self.schema.describe(),
+                self.algorithm: self.params.to_dict(self.algorithm)}  # fmt: skip
+
+    def clone(self) -> Learner:
+        return type(self)(self.schema.describe(), self.task, self.params)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params.ref!r}, task={self.task!r})"
+
+
+class CustomLearner(External):
+    """``algorithm: custom``: ``spec.model.custom.class``, built with ``custom.params``."""
+
+    algorithm = "custom"
+
+    def _make(self, info: ModelInfo) -> Any:
+        cls = load_object(self.params.ref)
+        if not isinstance(cls, type):
+            raise ModelLoadError("ImportFailed", f"{self.params.ref} is not a class "
+                                 f"(a {type(cls).__name__})")  # fmt: skip
+        missing = missing_methods(cls)
+        if missing:
+            raise ModelLoadError("MissingMethod", f"{self.params.ref} has no "
+                                 f"{', '.join(missing)} (see tideline.model)")  # fmt: skip
+        try:
+            rows_of(cls)
+            return cls(info, **self.params.params)
+        except Exception as e:
+            raise ModelLoadError("BadParams", last_line(e)) from e
+
+
+class RiverLearner(External):
+    """``algorithm: river``: the estimator ``spec.model.river.pipeline`` makes (a function
+    called with ``river.params``, or an estimator, cloned), through
+    :class:`tideline.algorithms.river.RiverModel`."""
+
+    algorithm = "river"
+
+    def _make(self, info: ModelInfo) -> Any:
+        try:
+            from tideline.algorithms.river import RiverModel
+        except ImportError as e:  # river is an extra: tideline[river] in the team's image
+            raise ModelLoadError("ImportFailed", f"{last_line(e)} (install tideline[river] "
+                                 "in the model's image)") from e  # fmt: skip
+        make = load_object(self.params.ref)
+        try:
+            if hasattr(make, "clone") and not isinstance(make, type):  # an estimator itself
+                if self.params.params:
+                    raise TypeError(f"{self.params.ref} is an estimator: it takes no params")
+                estimator = make.clone()
+            else:
+                estimator = make(**self.params.params)
+            return RiverModel(info, estimator)
+        except Exception as e:
+            raise ModelLoadError("BadParams", last_line(e)) from e
