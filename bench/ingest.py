@@ -13,6 +13,10 @@ the stream, side by side in one run on an embedded redis-server:
   and steady, from the first learned to 90 % (the last mini-batch of a finite
   stream waits up to ``maxBatchDelay``, 500 ms here, for rows that never come);
 * **learn_many alone**: the model's update on encoded batches of 64 and 256;
+* **the learner's decoder alone** (``SampleDecoder.decode``, no Redis): the same
+  one-row samples with labels written 0/1 and true/false, in reads of the
+  learner's largest (``MAX_READ_ENTRIES``) shaped as XREADGROUP returns them, and
+  the ratio of the two (``--decode-only``: this alone);
 * **Kafka** (``spec.source.kafka``, a broker of its own: the jars ``make
   kafka-bin`` resolves): confluent-kafka ``consume(num_messages=1000)`` +
   ``orjson.loads`` of every message, nothing learned; and the ``tideline
@@ -55,6 +59,8 @@ from tideline.algorithms import make_learner
 from tideline.contracts import Keys
 from tideline.demo.embedded import free_port
 from tideline.demo.simulate import SyntheticStream
+from tideline.pods.learner import MAX_READ_ENTRIES
+from tideline.samples import SampleDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,6 +195,37 @@ def learn_many_rate(manifest: dict[str, Any], rows: list[Any], y: np.ndarray, bs
     for i in range(0, len(y), bs):
         learner.learn_many(X[i : i + bs], y[i : i + bs])
     return len(y) / (time.perf_counter() - t0)
+
+
+def decode_rates(
+    manifest: dict[str, Any], rows: list[Any], y: np.ndarray, repeat: int = 5
+) -> dict[str, float]:
+    """Rows a second through the learner's ``SampleDecoder`` alone, best of ``repeat``: the
+    same one-row samples with labels written 0/1 and true/false (the natural JSON of a binary
+    label), in reads of ``MAX_READ_ENTRIES`` entries shaped as XREADGROUP returns them. The
+    two are timed in turn within each repeat, so both see the same machine."""
+    model = manifest["spec"]["model"]
+    decoder = SampleDecoder(make_learner(model).schema, model["task"])
+    kinds = {"0/1": [int(v) for v in y], "true/false": [bool(v) for v in y]}
+    reads: dict[str, list[Any]] = {}
+    for name, labels in kinds.items():
+        entries = [(b"%d-0" % (i + 1), {b"data": orjson.dumps({"features": x, "label": v})})
+                   for i, (x, v) in enumerate(zip(rows, labels, strict=True))]  # fmt: skip
+        reads[name] = [entries[i : i + MAX_READ_ENTRIES]
+                       for i in range(0, len(entries), MAX_READ_ENTRIES)]  # fmt: skip
+    best = dict.fromkeys(kinds, float("inf"))
+    fast = dict.fromkeys(kinds, True)
+    for _ in range(repeat):
+        for name, each in reads.items():
+            t0 = time.perf_counter()
+            for read in each:
+                fast[name] &= decoder.decode(read).fast
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {
+        f"SampleDecoder.decode, one-row entries, labels {name} "
+        f"({'typed path' if fast[name] else 'entry by entry'})": len(rows) / best[name]
+        for name in kinds
+    }
 
 
 def freshness(loop: Loop, rate: float, seconds: float, rows: list[Any], y: np.ndarray) -> dict:
@@ -328,12 +365,20 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10_000.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--log-seconds", type=int, default=5)
+    ap.add_argument("--decode-only", action="store_true", help="the decoder's side by side alone")
     args = ap.parse_args()
     manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
     manifest["metadata"]["namespace"] = "bench"
     features = [f for f in manifest["spec"]["model"]["features"]]
     rows, y = SyntheticStream(features, "binary", seed=3).take(args.n)
     print(f"tideline from {RUNTIME}")
+    decoding = decode_rates(manifest, rows, y)
+    for name, value in decoding.items():
+        print(f"| {name} | {value:,.0f} |", flush=True)
+    numbers, booleans = decoding.values()
+    print(f"true/false labels decode at {booleans / numbers:.2f}x the rate of 0/1", flush=True)
+    if args.decode_only:
+        return
     table: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tideline-bench-ingest-") as d:
         loop = Loop(manifest, Path(d))
@@ -365,6 +410,7 @@ def main() -> None:
             loop.stop()
     kafka = kafka_rows(manifest, rows, y)
     table.update(kafka)
+    table.update(decoding)
     for name, value in kafka.items():
         print(f"| {name} | {value:,.0f} |", flush=True)
     print(f"freshness at {args.rate:,.0f} labels/s: {json.dumps(fresh)}")

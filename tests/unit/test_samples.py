@@ -98,3 +98,72 @@ def test_every_row_is_learned_or_refused_never_both_never_lost(docs: list[dict])
         == total
     )
     assert np.isfinite(d.X).all() and np.isfinite(d.y).all()
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["one-row entries", "packed entries"])
+@pytest.mark.parametrize(
+    ("task", "labels"),
+    [
+        pytest.param("binary", [True, False] * 4, id="binary labels written true/false"),
+        pytest.param("binary", [True, 0, 1.0, False] * 2,
+                     id="binary labels mixing booleans and numbers in one read"),
+        pytest.param("regression", [True, -2.5, False, 3] * 2,
+                     id="regression targets mixing booleans and numbers, a boolean as 1 or 0"),
+    ],
+)  # fmt: skip
+def test_boolean_labels_take_the_fast_path_and_read_as_the_general_path_reads_them(
+    task: str, labels: list[float], packed: bool
+) -> None:
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=4).take(len(labels))
+    if packed:
+        datas = [pack(rows[:3], labels[:3]), pack(rows[3:], labels[3:])]
+    else:
+        datas = [one(r, v) for r, v in zip(rows, labels, strict=True)]
+    dec = SampleDecoder(SCHEMA, task)
+    fast = dec.decode(_entries(datas))
+    # the same entries and one that is not JSON: the read goes entry by entry
+    general = dec.decode(_entries([*datas, b"{not json"]))
+    assert fast.fast and not general.fast
+    assert fast.runs == general.runs
+    np.testing.assert_array_equal(fast.X, general.X)
+    np.testing.assert_array_equal(fast.y, general.y)
+    assert fast.y.dtype == np.float64 and fast.y.tolist() == [float(v) for v in labels]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["one-row entries", "packed entries"])
+@pytest.mark.parametrize(
+    ("task", "bad", "reason"),
+    [
+        pytest.param("binary", 2, "binary labels must be 0 or 1 (got 2)",
+                     id="a binary label of 2"),
+        pytest.param("binary", "yes", "could not convert string to float: 'yes'",
+                     id="a binary label written as a word"),
+        pytest.param("binary", "true", "could not convert string to float: 'true'",
+                     id="a boolean written as text"),
+        pytest.param("binary", None,
+                     "float() argument must be a string or a real number, not 'NoneType'",
+                     id="a null binary label"),
+        pytest.param("regression", None,
+                     "float() argument must be a string or a real number, not 'NoneType'",
+                     id="a null regression target"),
+        pytest.param("regression", 1e16, "labels must be within +-1e+15",
+                     id="a regression target beyond the limit"),
+    ],
+)  # fmt: skip
+def test_a_bad_label_among_booleans_is_refused_with_its_reason_and_the_rest_learned(
+    task: str, bad: object, reason: str, packed: bool
+) -> None:
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=5).take(4)
+    labels = [True, bad, False, 1]
+    if packed:
+        datas = [orjson.dumps({"instances": rows, "labels": labels})]
+    else:
+        datas = [
+            orjson.dumps({"features": r, "label": v}) for r, v in zip(rows, labels, strict=True)
+        ]
+    d = SampleDecoder(SCHEMA, task).decode(_entries(datas))
+    assert not d.fast
+    where = (b"1-0", 1) if packed else (b"2-0", None)  # that row of the entry, or that entry
+    assert [(r.entry, r.row, r.reason) for r in d.refused] == [(*where, f"invalid label: {reason}")]
+    np.testing.assert_array_equal(d.X, SCHEMA.encode([rows[0], rows[2], rows[3]]))
+    assert d.y.tolist() == [1.0, 0.0, 1.0]
