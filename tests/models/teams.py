@@ -1,0 +1,102 @@
+"""Learners of the contract (:mod:`tideline.model`) as teams write them, and broken ones.
+
+The tests load them by reference (``tests.models.teams:Name``), as the pods do.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from river import linear_model, optim, preprocessing
+
+from tideline.model import ModelInfo, OnlineLearner
+
+IMPORTS = 0  # how many times this module was imported (a pod imports it once)
+IMPORTS += 1
+
+
+class Mean(OnlineLearner):
+    """The running mean of the label, whatever the row: the smallest honest learner."""
+
+    def __init__(self, info: ModelInfo, prior: float = 0.5) -> None:
+        self.n, self.mean = 0, float(prior)
+
+    def learn(self, X: Any, y: np.ndarray) -> None:
+        for v in y.tolist():
+            self.n += 1
+            self.mean += (v - self.mean) / self.n
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.full(len(X), self.mean)
+
+    def save(self) -> bytes:
+        return json.dumps([self.n, self.mean]).encode()
+
+    def load(self, state: bytes) -> None:
+        self.n, self.mean = json.loads(state)
+
+
+class DictMean(Mean):
+    """:class:`Mean` over rows as dicts, recording the keys and values it was given."""
+
+    rows = "dicts"
+
+    def __init__(self, info: ModelInfo, prior: float = 0.5) -> None:
+        super().__init__(info, prior)
+        self.seen: list[dict[str, Any]] = []
+
+    def learn(self, X: Any, y: np.ndarray) -> None:
+        self.seen.extend(X)
+        super().learn(X, y)
+
+
+class Faulty(Mean):
+    """Raises in ``learn`` on a row whose first value is 13, in ``predict`` on 99."""
+
+    def learn(self, X: Any, y: np.ndarray) -> None:
+        if (X[:, 0] == 13.0).any():
+            raise ValueError("unlucky row")
+        super().learn(X, y)
+
+    def predict(self, X: Any) -> np.ndarray:
+        if (X[:, 0] == 99.0).any():
+            raise RuntimeError("cannot score 99")
+        return super().predict(X)
+
+
+class Shapeless(Mean):
+    """Scores of the wrong shape."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.full((len(X), 2), 0.5)
+
+
+class NaNs(Mean):
+    def predict(self, X: Any) -> np.ndarray:
+        return np.full(len(X), np.nan)
+
+
+class NoSave:
+    """Not a learner: no ``save``."""
+
+    def __init__(self, info: ModelInfo) -> None: ...
+
+    def learn(self, X: Any, y: Any) -> None: ...
+
+    def predict(self, X: Any) -> Any: ...
+
+    def load(self, state: bytes) -> None: ...
+
+
+def scaled_logistic(lr: float = 0.05) -> Any:
+    """A River pipeline as teams write one."""
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression(optim.SGD(lr))
+
+
+def scaled_linear(lr: float = 0.01) -> Any:
+    return preprocessing.StandardScaler() | linear_model.LinearRegression(optim.SGD(lr))
+
+
+ESTIMATOR = linear_model.LogisticRegression()  # an estimator itself, not a factory
