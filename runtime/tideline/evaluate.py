@@ -3,7 +3,9 @@
 Every sample is predicted before it is learned, so the metric is an honest
 estimate of what a served model scores on data it has not seen. Metrics are
 computed over a bounded rolling window: accuracy, log-loss and expected
-calibration error for ``binary``; MAE and RMSE for ``regression``.
+calibration error for ``binary``; MAE and RMSE for ``regression``; for
+``multiclass`` (predictions ``(n, k)``, labels the class indices) accuracy,
+log-loss, the calibration error of the top class and each class's recall.
 
 Examples
 --------
@@ -39,6 +41,11 @@ def ramp_size(n_seen: int, batch_size: int) -> int:
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's log loss: of the probability of class 1 (``p`` of shape ``(n,)``, 0/1
+    labels), or of the label's probability (``(n, k)``, class indices)."""
+    if p.ndim == 2:
+        mine = p[np.arange(len(y)), y.astype(np.intp)]
+        return -np.log(np.clip(mine, _P_CLIP, 1.0))
     p = np.clip(p, _P_CLIP, 1.0 - _P_CLIP)
     return -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
 
@@ -53,11 +60,40 @@ def calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     return float(np.abs(conf - hits).sum() / len(p))
 
 
-def scores(task: str, p: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Quality of predictions ``p`` against labels ``y`` (no window)."""
+def recall(p: np.ndarray, y: np.ndarray) -> list[float | None]:
+    """Each class's recall (the share of its rows predicted as it), by class index; None for a
+    class with no rows.
+
+    >>> recall(np.array([[0.8, 0.2, 0.0], [0.6, 0.4, 0.0], [0.3, 0.7, 0.0]]), np.array([0, 1, 1]))
+    [1.0, 0.5, None]
+    """
+    k = p.shape[1]
+    y = y.astype(np.intp)
+    rows = np.bincount(y, minlength=k)
+    hits = np.bincount(y[p.argmax(axis=1) == y], minlength=k)
+    return [float(h / r) if r else None for h, r in zip(hits.tolist(), rows.tolist(), strict=True)]
+
+
+def scores(task: str, p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Quality of predictions ``p`` against labels ``y`` (no window).
+
+    >>> s = scores("multiclass", np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]), np.array([0, 1]))
+    >>> s["accuracy"], round(s["logloss"], 3), s["recall"]
+    (0.5, 0.78, [1.0, 0.0, None])
+    """
     n = len(y)
     if n == 0:
         return {"count": 0}
+    if task == "multiclass":
+        top = p.argmax(axis=1)
+        hit = (top == y).astype(np.float64)
+        return {
+            "count": n,
+            "accuracy": float(np.mean(hit)),
+            "logloss": float(np.mean(log_loss(p, y))),
+            "calibration": calibration_error(p[np.arange(n), top], hit),
+            "recall": recall(p, y),
+        }
     if task == "binary":
         return {
             "count": n,
@@ -74,12 +110,16 @@ def scores(task: str, p: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 class RollingMetrics:
-    """Metrics over the last ``window`` (prediction, label) pairs, in a ring buffer."""
+    """Metrics over the last ``window`` (prediction, label) pairs, in a ring buffer;
+    ``n_classes``: the number of classes of a multiclass task (predictions ``(n, k)``)."""
 
-    def __init__(self, task: str, window: int = 1000) -> None:
+    def __init__(self, task: str, window: int = 1000, n_classes: int = 0) -> None:
+        if (task == "multiclass") != (n_classes >= 2):
+            raise ValueError(f"n_classes: 2 or more with task multiclass, 0 with {task} "
+                             f"(got {n_classes})")  # fmt: skip
         self.task = task
         self.window = window
-        self._p = np.zeros(window)
+        self._p = np.zeros((window, n_classes) if n_classes else window)
         self._y = np.zeros(window)
         self._pos = 0
         self._full = False
@@ -109,8 +149,10 @@ class RollingMetrics:
 def prequential(
     learner: Any, X: np.ndarray, y: np.ndarray, batch_size: int = 64, ramp: bool = True
 ) -> np.ndarray:
-    """Test-then-train over a stream; returns the prediction made for every row before learning it."""
-    preds = np.empty(len(y))
+    """Test-then-train over a stream; returns the prediction made for every row before learning it
+    (``(n, k)`` for a multiclass learner)."""
+    k = getattr(learner, "n_classes", 0)
+    preds = np.empty((len(y), k) if k else len(y))
     i = 0
     while i < len(y):
         j = min(i + (ramp_size(i, batch_size) if ramp else batch_size), len(y))

@@ -45,7 +45,11 @@ import yaml
 API_VERSION = "tideline.dev/v1alpha1"
 KIND = "OnlineModel"
 
-TASKS = ("binary", "regression")
+TASKS = ("binary", "regression", "multiclass")
+# What the servers, the monitor and the rollout run; the library learns every task of TASKS.
+# The change that serves multiclass adds it here (see _refuse_unserved_task).
+SERVED_TASKS = ("binary", "regression")
+MAX_CLASSES = 1000  # spec.model.classes of a multiclass model
 BUILTIN_ALGORITHMS = ("sgd", "ftrl", "forest")
 # a team's own learner (spec.model.custom) or a River estimator (spec.model.river), loaded in
 # the model's pods from their image; the operator never imports them
@@ -61,6 +65,10 @@ _CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 # (100,000 features would ask for 74.5 GiB).
 MAX_FEATURES = 2000
 MAX_BUCKETS = 1 << 22
+# A multiclass linear model keeps its weights per class, so its size is bounded as a binary
+# model's largest is: classes x buckets <= MAX_BUCKETS, and for sgd's newton (a dense matrix
+# per class) classes x (numeric features + 1)^2 <= (MAX_FEATURES + 1)^2.
+MAX_NEWTON_SIZE = (MAX_FEATURES + 1) ** 2
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # a duration as text; the CRD's pattern is this one, so both accept and refuse the same
@@ -181,11 +189,13 @@ class WarmStart:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    task: Literal["binary", "regression"]
+    task: Literal["binary", "regression", "multiclass"]
     algorithm: Literal["sgd", "ftrl", "forest", "custom", "river"]
     features: tuple[Feature, ...]
     params: Params  # ExternalParams for custom and river
     warmStart: WarmStart | None = None
+    # multiclass: the class names, label i being classes[i] (None for the other tasks)
+    classes: tuple[str, ...] | None = None
 
     @property
     def external(self) -> bool:
@@ -199,6 +209,8 @@ class ModelSpec:
             "algorithm": self.algorithm,
             "features": [f.to_dict() for f in self.features],
         }
+        if self.classes is not None:  # (only then: a binary model's revision stays as it was)
+            d["classes"] = list(self.classes)
         if isinstance(self.params, ExternalParams):
             d[self.algorithm] = self.params.to_dict(self.algorithm)
         else:
@@ -763,6 +775,7 @@ def _model(o: _Obj) -> ModelSpec:
         params = _external(algorithm, o.obj(algorithm))
     else:
         params = _params(algorithm, o.obj("params"))
+    classes = _classes(o, task, algorithm, features, params)
     warm = None
     if o.raw("warmStart") is not None:
         w = o.obj("warmStart")
@@ -782,7 +795,47 @@ def _model(o: _Obj) -> ModelSpec:
         if warm.configMapName is None and warm.file is None:
             raise SpecError(w.path, "needs configMapRef.name or file")
     o.done()
-    return ModelSpec(task, algorithm, features, params, warm)
+    return ModelSpec(task, algorithm, features, params, warm, classes)
+
+
+def _classes(
+    o: _Obj, task: str, algorithm: str, features: tuple[Feature, ...], params: Params
+) -> tuple[str, ...] | None:
+    """``spec.model.classes``: a multiclass model's class names, label ``i`` naming
+    ``classes[i]``; refused for the other tasks, and where the model would outgrow the
+    bounds a binary model keeps (see ``MAX_NEWTON_SIZE``)."""
+    raw, path = o.raw("classes"), o.sub("classes")
+    if task != "multiclass":
+        if raw is not None:
+            raise SpecError(path, f"only with task: multiclass (got {task})")
+        return None
+    if algorithm in EXTERNAL_ALGORITHMS:  # (a team's model gives one score per row for now)
+        raise SpecError(o.sub("task"), "multiclass runs with the built-in algorithms "
+                        f"({', '.join(BUILTIN_ALGORITHMS)}), not yet {algorithm}")  # fmt: skip
+    if raw is None:
+        raise SpecError(path, "required with task: multiclass (the class names, label 0 first)")
+    if not isinstance(raw, list):
+        raise SpecError(path, f"must be a list of class names (got {type(raw).__name__})")
+    if not 2 <= len(raw) <= MAX_CLASSES:
+        raise SpecError(path, f"must name 2 to {MAX_CLASSES} classes (got {len(raw)})")
+    seen: set[str] = set()
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"{path}[{i}]", f"must be a non-empty string (got {name!r})")
+        if name in seen:
+            raise SpecError(f"{path}[{i}]", f"duplicate class {name!r}")
+        seen.add(name)
+    k = len(raw)
+    buckets = sum(f.buckets for f in features if f.type == "categorical")
+    if algorithm != "forest" and k * buckets > MAX_BUCKETS:
+        raise SpecError(path, f"{k} classes x {buckets} categorical buckets is {k * buckets} "
+                        f"weights per array, over {MAX_BUCKETS}: fewer buckets or classes")  # fmt: skip
+    numeric = sum(f.type == "numeric" for f in features) + 1  # (and the bias)
+    if getattr(params, "optimizer", None) == "newton" and k * numeric**2 > MAX_NEWTON_SIZE:
+        raise SpecError(path, f"sgd's newton keeps a {numeric}x{numeric} matrix per class: {k} "
+                        f"classes make {k * numeric**2} numbers, over {MAX_NEWTON_SIZE}; "
+                        "fewer numeric features or classes, or optimizer: adagrad")  # fmt: skip
+    return tuple(raw)
 
 
 def _learning(o: _Obj, deprecated: list[tuple[str, str]]) -> LearningSpec:
@@ -1188,6 +1241,7 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         deprecated=tuple(deprecated),
     )
     s.done()
+    _refuse_unserved_task(spec.model)
     fb = spec.serving.fallback
     if spec.model.task == "binary" and not isinstance(fb, str) and not 0.0 <= fb <= 1.0:
         raise SpecError(
@@ -1195,6 +1249,17 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
             f"must be a probability in [0, 1] for a binary model (got {fb:g})",
         )
     return OnlineModel(name=name, namespace=namespace, spec=spec)
+
+
+def _refuse_unserved_task(model: ModelSpec) -> None:
+    """A task the library learns but the servers, the monitor and the rollout cannot run yet
+    (multiclass: they read one score per row) is refused for a whole manifest;
+    :func:`parse_model` and :func:`tideline.algorithms.make_learner` take it. The change that
+    serves multiclass deletes this check (and ``SERVED_TASKS``)."""
+    if model.task not in SERVED_TASKS:
+        raise SpecError("spec.model.task", f"{model.task} is not served yet (the servers and "
+                        "the monitor read one score per row); it is learned by the library "
+                        "alone (tideline.algorithms.make_learner)")  # fmt: skip
 
 
 def revision(spec: Spec) -> str:

@@ -14,10 +14,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from tideline.algorithms.base import Learner
-from tideline.algorithms.linear import FTRLLearner, LinearLearner
+from tideline.algorithms.linear import (
+    MULTICLASS,
+    FTRLLearner,
+    LinearLearner,
+    OneVsRestFTRL,
+    SoftmaxLearner,
+)
 from tideline.spec import parse_model
 
-__all__ = ["Learner", "LinearLearner", "FTRLLearner", "ForestLearner", "make_learner"]
+__all__ = ["Learner", "LinearLearner", "FTRLLearner", "SoftmaxLearner", "OneVsRestFTRL",
+           "ForestLearner", "make_learner"]  # fmt: skip
 
 
 def _registry() -> dict[str, type[Learner]]:
@@ -42,4 +49,7 @@ def make_learner(model_spec: Mapping[str, Any]) -> Learner:
     when it cannot be imported or built.
     """
     m = parse_model(model_spec)  # the manifest parser's own reading
-    return _registry()[m.algorithm]([f.to_dict() for f in m.features], m.task, m.params)
+    cls = _registry()[m.algorithm]
+    if m.task == "multiclass":
+        cls = MULTICLASS.get(m.algorithm, cls)
+    return cls([f.to_dict() for f in m.features], m.task, m.params, classes=m.classes)

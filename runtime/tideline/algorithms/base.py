@@ -4,6 +4,12 @@
 attributes and round-trips through :meth:`Learner.get_state` /
 :meth:`Learner.set_state` as a flat mapping of named numpy arrays, the
 format the model store writes (never pickle).
+
+Scores and labels by task: ``binary``, a probability of class 1 per row
+(shape ``(n,)``) for 0/1 labels; ``regression``, the value (``(n,)``);
+``multiclass``, the probability of each of the ``k`` classes (``(n, k)``, rows
+summing to 1) for labels that are class indices ``0..k-1`` (as float64),
+index ``i`` naming ``classes[i]``.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -202,9 +208,23 @@ def _std(m2: np.ndarray, n: Any) -> np.ndarray:
     return std
 
 
-def check_targets(task: str, y: Any) -> np.ndarray:
-    """Targets as float64; binary labels must be 0/1 (or booleans)."""
+def check_targets(task: str, y: Any, n_classes: int = 0) -> np.ndarray:
+    """Targets as float64; binary labels must be 0/1 (or booleans), multiclass labels class
+    indices ``0..n_classes - 1``.
+
+    >>> check_targets("multiclass", [2, 0.0], n_classes=3).tolist()
+    [2.0, 0.0]
+    >>> check_targets("multiclass", [1, 3], n_classes=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: multiclass labels must be class indices 0 to 2 (got 3)
+    """
     y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if task == "multiclass":
+        bad = (y != np.floor(y)) | (y < 0.0) | (y >= _known_classes(n_classes))  # (NaN: first)
+        if bad.any():
+            _bad_class(float(y[bad][0]), n_classes)
+        return y
     if task == "binary":
         if np.count_nonzero(y * (1.0 - y)):  # also true for NaN and inf
             if not np.all(np.isfinite(y)):
@@ -220,7 +240,7 @@ def check_targets(task: str, y: Any) -> np.ndarray:
     return y
 
 
-def check_target(task: str, value: Any) -> float:
+def check_target(task: str, value: Any, n_classes: int = 0) -> float:
     """One target as :func:`check_targets` takes many, without an array (the per-entry path).
 
     >>> check_target("binary", True), check_target("regression", -2.5)
@@ -233,6 +253,10 @@ def check_target(task: str, value: Any) -> float:
     y = float(value)
     if task == "binary" and (y == 0.0 or y == 1.0):
         return y
+    if task == "multiclass":
+        if not (0.0 <= y < _known_classes(n_classes) and y == math.floor(y)):  # (NaN, inf too)
+            _bad_class(y, n_classes)
+        return y
     if not math.isfinite(y):
         raise ValueError("labels must be finite numbers")
     if task == "binary":
@@ -240,6 +264,20 @@ def check_target(task: str, value: Any) -> float:
     if abs(y) > LABEL_LIMIT:
         raise ValueError(f"labels must be within +-{LABEL_LIMIT:g}")
     return y
+
+
+def _known_classes(n_classes: int) -> int:
+    if n_classes < 2:
+        raise ValueError(
+            f"multiclass labels need the number of classes, 2 or more (got {n_classes})"
+        )
+    return n_classes
+
+
+def _bad_class(y: float, n_classes: int) -> NoReturn:
+    if not math.isfinite(y):
+        raise ValueError("labels must be finite numbers")
+    raise ValueError(f"multiclass labels must be class indices 0 to {n_classes - 1} (got {y:g})")
 
 
 class Learner:
@@ -261,12 +299,20 @@ class Learner:
         features: Sequence[Mapping[str, Any]] | FeatureSchema,
         task: str = "binary",
         params: Params | None = None,
+        *,
+        classes: Sequence[str] | None = None,
         **overrides: Any,
     ) -> None:
         """``params``: the algorithm's typed hyperparameters (:data:`tideline.spec.PARAM_TYPES`;
-        their defaults when None), ``overrides`` replacing some by name."""
+        their defaults when None), ``overrides`` replacing some by name; ``classes``: the class
+        names of a multiclass task (``spec.model.classes``), None for the others."""
         self.features = features
         self.task = task
+        self.classes = tuple(classes) if classes is not None else None
+        self.n_classes = len(self.classes) if self.classes is not None else 0  # (0: one score)
+        if (task == "multiclass") != (self.classes is not None) or self.n_classes == 1:
+            raise ValueError(f"classes: two or more with task multiclass, none with {task} "
+                             f"(got {self.classes})")  # fmt: skip
         params = params if params is not None else self.params_type()  # type: ignore[call-arg]
         if not isinstance(params, self.params_type):
             raise TypeError(
@@ -306,12 +352,15 @@ class Learner:
 
     def spec(self) -> dict[str, Any]:
         """The ``spec.model`` mapping this learner was made from."""
-        return {
+        out = {
             "task": self.task,
             "algorithm": self.algorithm,
             "features": self.schema.describe(),
             "params": dataclasses.asdict(self.params),
         }
+        if self.classes is not None:
+            out["classes"] = list(self.classes)
+        return out
 
     def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
         self._update(X, y)
@@ -330,7 +379,7 @@ class Learner:
             self._update(X, y)
             return before
         p = self._update(X, y)
-        return p[:n] if p is not None else np.zeros(0)
+        return p[:n] if p is not None else self._blank(0)
 
     predicts_in_update = False  # whether _learn returns the batch's predictions before it
 
@@ -360,7 +409,7 @@ class Learner:
         """Rows and targets as an update takes them: the schema's width, the task's labels,
         as many of each."""
         X = self.schema.check_matrix(X)
-        y = check_targets(self.task, y)
+        y = check_targets(self.task, y, self.n_classes)
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
         return X, y
@@ -394,17 +443,24 @@ class Learner:
         return True
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
-        """Probability of class 1 (binary) or the predicted value (regression)."""
+        """Probability of class 1 (binary), the predicted value (regression), shape ``(n,)``;
+        or the probability of each class (multiclass), shape ``(n, k)``."""
         X = self.schema.check_matrix(X)
         if X.shape[0] == 0:
-            return np.zeros(0)
+            return self._blank(0)
         return self._predict(X, self._scaler.design(self._numeric(X)))
+
+    def _blank(self, n: int) -> np.ndarray:
+        """Room for the scores of ``n`` rows, shaped as the task's (not initialised)."""
+        return np.empty((n, self.n_classes)) if self.n_classes else np.empty(n)
 
     def learn_one(self, x: Mapping[str, Any], y: float) -> None:
         self.learn_many(self.schema.encode_one(x), np.array([y], dtype=np.float64))
 
-    def predict_one(self, x: Mapping[str, Any]) -> float:
-        return float(self.predict_many(self.schema.encode_one(x))[0])
+    def predict_one(self, x: Mapping[str, Any]) -> Any:
+        """A float (binary, regression), or the classes' probabilities (multiclass)."""
+        p = self.predict_many(self.schema.encode_one(x))[0]
+        return p if self.n_classes else float(p)
 
     def _numeric(self, X: np.ndarray) -> np.ndarray:
         return X if self.schema.all_numeric else X[:, self.schema.num_idx]
@@ -454,7 +510,7 @@ class Learner:
 
     def clone(self) -> Learner:
         """A fresh, untrained learner with the same hyperparameters."""
-        return type(self)(self.schema.describe(), self.task, self.params)
+        return type(self)(self.schema.describe(), self.task, self.params, classes=self.classes)
 
     def get_state(self) -> State:
         state = {"n_seen": np.array(self._n_seen, dtype=np.int64)}

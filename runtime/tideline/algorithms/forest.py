@@ -10,9 +10,17 @@ the squared error, if it reduces it by at least ``minGain`` (relative).
 Squared error is the Gini impurity for 0/1 labels, so one criterion serves
 both tasks. A leaf predicts the mean of its labels, shrunk towards its
 parent's. Each tree watches its own prequential error with a Page-Hinkley
-test (its 0/1 error for ``binary``, its squared error over the label
-variance for ``regression``): when the test fires (concept drift), the tree
-is regrown from scratch, as ARF replaces a tree whose drift detector fired.
+test (its 0/1 error for ``binary`` and ``multiclass``, its squared error over
+the label variance for ``regression``): when the test fires (concept drift),
+the tree is regrown from scratch, as ARF replaces a tree whose drift
+detector fired.
+
+``multiclass`` (``k`` classes) is the same forest on one-hot labels: a node
+keeps its weighted count per class (``(nodes, k)``), the squared error of
+one-hot labels is again the Gini impurity (``n - sum_c s_c^2 / n``), and a
+leaf predicts its class frequencies shrunk towards its parent's (the root's
+towards the uniform ``1 / k``): probabilities that sum to 1, never 0 for a
+class. A class count per node makes a tree ``k`` times the binary one.
 
 Everything is vectorised over the rows of a batch; trees are flat arrays
 (feature, threshold, children, counts), so the state round-trips as arrays.
@@ -27,6 +35,15 @@ Examples
 >>> X = rng.uniform(-1, 1, size=(4000, 2)); y = ((X[:, 0] * X[:, 1]) > 0).astype(float)
 >>> for i in range(0, 4000, 64): m.learn_many(X[i:i + 64], y[i:i + 64])
 >>> float(np.mean((m.predict_many(X) > 0.5) == y)) > 0.9
+True
+
+Four classes, by quadrant:
+
+>>> m = make_learner({"task": "multiclass", "algorithm": "forest", "classes": list("abcd"),
+...                   "features": [{"name": "a"}, {"name": "b"}]})
+>>> y = (2 * (X[:, 0] > 0) + (X[:, 1] > 0)).astype(float)
+>>> for i in range(0, 4000, 64): m.learn_many(X[i:i + 64], y[i:i + 64])
+>>> float(np.mean(m.predict_many(X).argmax(axis=1) == y)) > 0.9
 True
 """
 
@@ -68,7 +85,9 @@ class _Tree:
     FIELDS = ("feat", "thr", "left", "right", "n", "s", "prior", "depth", "tries")
     BUFFER_FIELDS = ("bx", "by", "bw", "bleaf")
 
-    def __init__(self, width: int, root_prior: float) -> None:
+    def __init__(self, width: int, root_prior: float | np.ndarray) -> None:
+        """``root_prior``: a number, or the ``k`` classes' (multiclass: ``s`` and ``prior``
+        then keep ``k`` numbers a node)."""
         cap = 64
         self.size = 1
         self.feat = np.zeros(cap, dtype=np.int64)
@@ -76,8 +95,8 @@ class _Tree:
         self.left = np.full(cap, -1, dtype=np.int64)
         self.right = np.full(cap, -1, dtype=np.int64)
         self.n = np.zeros(cap)
-        self.s = np.zeros(cap)
-        self.prior = np.full(cap, root_prior)
+        self.s = np.zeros((cap, *np.shape(root_prior)))  # sum of labels (multiclass: per class)
+        self.prior = np.full((cap, *np.shape(root_prior)), root_prior)
         self.depth = np.zeros(cap, dtype=np.int64)
         self.tries = np.zeros(cap)  # buffered weight at which the leaf next tries to split
         self.bx = np.zeros((_BUFFER, width))
@@ -95,7 +114,7 @@ class _Tree:
         for name, fill in (("feat", 0), ("thr", 0.0), ("left", -1), ("right", -1), ("n", 0.0),
                            ("s", 0.0), ("prior", 0.0), ("depth", 0), ("tries", 0.0)):  # fmt: skip
             old = getattr(self, name)
-            arr = np.full(new, fill, dtype=old.dtype)
+            arr = np.full((new, *old.shape[1:]), fill, dtype=old.dtype)
             arr[:cap] = old
             setattr(self, name, arr)
 
@@ -110,7 +129,10 @@ class _Tree:
             node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
 
     def value(self, leaves: np.ndarray) -> np.ndarray:
-        return (self.s[leaves] + _SHRINK * self.prior[leaves]) / (self.n[leaves] + _SHRINK)
+        n = self.n[leaves] + _SHRINK
+        return (self.s[leaves] + _SHRINK * self.prior[leaves]) / (
+            n if self.s.ndim == 1 else n[:, None]
+        )
 
 
 class ForestLearner(Learner):
@@ -123,13 +145,16 @@ class ForestLearner(Learner):
     def _init_state(self) -> None:
         p = self.params
         self._rng = np.random.default_rng(p.seed)
-        self._root_prior = 0.5 if self.task == "binary" else 0.0
+        k = self.n_classes
+        self._root_prior: float | np.ndarray = (
+            np.full(k, 1.0 / k) if k else 0.5 if self.task == "binary" else 0.0
+        )
         self._trees = [_Tree(self.schema.width, self._root_prior) for _ in range(p.nTrees)]
         self._resets = 0
         self._y_n = self._y_mean = self._y_m2 = 0.0
 
     def _predict(self, X: np.ndarray, A: np.ndarray) -> np.ndarray:
-        out = np.zeros(X.shape[0])
+        out = np.zeros((X.shape[0], self.n_classes) if self.n_classes else X.shape[0])
         for t in self._trees:
             out += t.value(t.route(X))
         return out / len(self._trees)
@@ -154,13 +179,19 @@ class ForestLearner(Learner):
                 leaves = np.zeros(X.shape[0], dtype=np.int64)
             w = weights[i]
             t.n[: t.size] += np.bincount(leaves, weights=w, minlength=t.size)
-            t.s[: t.size] += np.bincount(leaves, weights=w * y, minlength=t.size)
+            if k := self.n_classes:  # each leaf's weight per class
+                at = leaves * k + y.astype(np.int64)
+                t.s[: t.size] += np.bincount(at, weights=w, minlength=t.size * k).reshape(-1, k)
+            else:
+                t.s[: t.size] += np.bincount(leaves, weights=w * y, minlength=t.size)
             self._buffer(t, X, y, w, leaves)
 
     def _drifted(self, t: _Tree, pred: np.ndarray, y: np.ndarray) -> bool:
         """Page-Hinkley over the batch, vectorised; the same as feeding errors one by one."""
         if self.task == "binary":
             e = ((pred >= 0.5) != (y >= 0.5)).astype(np.float64)
+        elif self.task == "multiclass":
+            e = (pred.argmax(axis=1) != y).astype(np.float64)
         else:
             var = self._y_m2 / self._y_n if self._y_n > 1 else 1.0
             e = np.minimum((pred - y) ** 2 / max(var, 1e-12), 4.0)
@@ -200,15 +231,12 @@ class ForestLearner(Learner):
         lo, hi = Xl[:, feats].min(axis=0), Xl[:, feats].max(axis=0)
         thr = lo + self._rng.random(k) * (hi - lo)
         go_left = Xl[:, feats] <= thr  # (rows, k)
-        n_tot, s_tot, q_tot = wl.sum(), wl @ yl, wl @ (yl * yl)
-        n_l = wl @ go_left
-        s_l = (wl * yl) @ go_left
-        q_l = (wl * yl * yl) @ go_left
-        n_r, s_r, q_r = n_tot - n_l, s_tot - s_l, q_tot - q_l
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sse = (q_l - s_l**2 / n_l) + (q_r - s_r**2 / n_r)
-        sse[(n_l < 1) | (n_r < 1) | (hi <= lo)] = np.inf
-        sse_tot = q_tot - s_tot**2 / n_tot
+        if self.n_classes:  # one-hot labels: their squared error is the Gini impurity
+            yl = np.eye(self.n_classes)[yl.astype(np.int64)]
+            sse, sse_tot, n_tot = _gini(yl, wl, go_left)
+        else:
+            sse, sse_tot, n_tot = _squared_error(yl, wl, go_left)
+        sse[hi <= lo] = np.inf
         best = int(np.argmin(sse))
         gain = (sse_tot - sse[best]) / sse_tot if sse_tot > 1e-12 else 0.0
         if not np.isfinite(sse[best]) or gain < self.params.minGain:
@@ -221,7 +249,7 @@ class ForestLearner(Learner):
         parent_mean = (t.s[leaf] + _SHRINK * t.prior[leaf]) / (t.n[leaf] + _SHRINK)
         for child, mask in ((a, go_left[:, best]), (b, ~go_left[:, best])):
             t.n[child] = wl[mask].sum()
-            t.s[child] = wl[mask] @ yl[mask]
+            t.s[child] = wl[mask] @ yl[mask]  # (multiclass: per class)
             t.prior[child] = parent_mean
             t.depth[child] = t.depth[leaf] + 1
             t.left[child] = t.right[child] = -1
@@ -259,3 +287,33 @@ class ForestLearner(Learner):
                 getattr(t, f)[:] = state[f"forest.{i}.{f}"]
             t.bpos = int(state[f"forest.{i}.bpos"])
             t.err = np.array(state[f"forest.{i}.err"], dtype=np.float64)
+
+
+def _squared_error(
+    y: np.ndarray, w: np.ndarray, go_left: np.ndarray
+) -> tuple[np.ndarray, float, float]:
+    """The weighted squared error of labels ``y`` about their mean on the two sides of each
+    candidate split (columns of ``go_left``; inf where a side is empty), at the node, and
+    the node's weight."""
+    n_tot, s_tot, q_tot = w.sum(), w @ y, w @ (y * y)
+    n_l = w @ go_left
+    s_l = (w * y) @ go_left
+    q_l = (w * y * y) @ go_left
+    n_r, s_r, q_r = n_tot - n_l, s_tot - s_l, q_tot - q_l
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sse = (q_l - s_l**2 / n_l) + (q_r - s_r**2 / n_r)
+    sse[(n_l < 1) | (n_r < 1)] = np.inf
+    return sse, q_tot - s_tot**2 / n_tot, n_tot
+
+
+def _gini(Y: np.ndarray, w: np.ndarray, go_left: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """:func:`_squared_error` of one-hot labels ``Y`` (rows, classes): ``n - sum_c s_c^2 / n``
+    a side, the Gini impurity times the side's weight."""
+    n_tot, s_tot = w.sum(), w @ Y
+    n_l = w @ go_left
+    s_l = (w[:, None] * Y).T @ go_left  # (classes, candidates)
+    n_r, s_r = n_tot - n_l, s_tot[:, None] - s_l
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sse = (n_l - (s_l**2).sum(axis=0) / n_l) + (n_r - (s_r**2).sum(axis=0) / n_r)
+    sse[(n_l < 1) | (n_r < 1)] = np.inf
+    return sse, n_tot - float(s_tot @ s_tot) / n_tot, n_tot

