@@ -2,7 +2,9 @@
 
 Children are written with server-side apply (one field manager, conflicts
 forced: the operator owns what it builds), so applying an unchanged object
-is a no-op at the API server: no new resourceVersion, no rollout. The kinds
+is a no-op at the API server: no new resourceVersion, no rollout. The one
+object made once and never written again - a model's signing key Secret - is
+created (``POST``: an object of that name already there is left as it is). The kinds
 the operator writes are listed in :data:`KINDS`; one generic request path
 serves them all instead of a typed call per kind.
 """
@@ -70,6 +72,8 @@ class KubeAPI(Protocol):
     local demo's process-backed stand-in (:mod:`tideline.demo.cluster`), a test's dict."""
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
 
     def get(
         self, api_version: str, kind: str, namespace: str, name: str
@@ -140,6 +144,22 @@ class Kube:
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",
         )
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create ``obj``; None when an object of its name exists already (409), which is left
+        as it is - never overwritten, unlike :meth:`apply`."""
+        md = obj["metadata"]
+        try:
+            return self.request(
+                "POST",
+                self.path(obj["apiVersion"], obj["kind"], md["namespace"]),
+                body=obj,
+                query=[("fieldManager", FIELD_MANAGER)],
+            )
+        except ApiException as e:
+            if e.status == 409:
+                return None
+            raise
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -44,7 +44,14 @@ checkpoint resumes from its revision's served version when the store holds one
 (``resumedFrom``), never publishing a cold v0 over a model that had versions; with
 nothing stored and ``TIDELINE_AWAIT_START=1`` it waits for the operator's
 :class:`tideline.contracts.StartWord`. Redis refusing writes for want of memory
-(``OOM``) is waited out like a lost connection. A turn that fails is retried with
+(``OOM``) is waited out like a lost connection. Every version, checkpoint and replay
+buffer it writes is signed, and each one it reads verified before it is decoded
+(:mod:`tideline.signing`): a checkpoint that does not verify is never resumed from - it is
+logged, counted and taken as missing (the served version, the entries not acknowledged
+read again); a served version that does not verify is not resumed from either, and the
+learner starts as after a store reset that lost the versions (``after:N``: numbered after
+the newest stored, a cold model ``latest`` only and pinned), without waiting for a word
+the operator only gives a store with no pointers. A turn that fails is retried with
 a backoff; :class:`tideline.pods.liveness.Liveness` ends :meth:`LearnerProcess.run`
 after too many in a row, so the process exits non-zero instead of failing quietly.
 """
@@ -68,7 +75,7 @@ import numpy as np
 import orjson
 import redis
 
-from tideline import codec, predlog
+from tideline import codec, predlog, signing
 from tideline.algorithms import Learner, make_learner
 from tideline.algorithms.base import NonFiniteUpdate, check_target
 from tideline.contracts import AWAIT_START_ENV, Pointers, StartWord, feedback_labels
@@ -85,9 +92,11 @@ from tideline.pods.store import (
     learner_from_blob,
     migrate_keys,
     node_info,
+    open_version,
     transaction,
 )
 from tideline.samples import SampleDecoder
+from tideline.signing import ForgedBlob, Opened, Sealing
 from tideline.spec import OnlineModel, SpecError
 
 log = logging.getLogger("tideline.learner")
@@ -270,10 +279,14 @@ class LearnerProcess:
         self.revision = revision or model.revision
         self.warm_start_revision = warm_start_revision
         self._warm_source = ""  # where v0 came from, when it was warm-started
-        self.store = ModelStore(client, model.namespace, model.name)
+        self.metrics = metrics or LearnerMetrics(None)
+        # what it writes is signed, what it reads verified (see tideline.signing)
+        sealing = Sealing.from_env(model.namespace, model.name, component="learner",
+                                   refused=self.metrics.forged_blobs.inc)  # fmt: skip
+        self.store = ModelStore(client, model.namespace, model.name, sealing)
         self.keys = self.store.keys
         self.group = self.keys.learner_group(self.revision)
-        self.metrics = metrics or LearnerMetrics(None)
+        self._refused_served: int | None = None  # a served version that did not verify
         self.clock = clock
         self.checkpoint_seconds = checkpoint_seconds
         ls = self.spec.learning
@@ -359,20 +372,46 @@ class LearnerProcess:
         self.measure_lag()
         self.metrics.versions.set(self.counters["next_version"] - 1)
 
+    def _opened(self, key: str, kind: str) -> Opened | None:
+        """A blob of the model's, verified; None when missing or refused (the sealing logs
+        and counts a refusal once)."""
+        raw = self.r.get(key)
+        if raw is None:
+            return None
+        try:
+            return self.store.sealing.open(raw, kind, key)
+        except ForgedBlob:
+            return None
+
     def _checkpoint_meta(self, revision: str) -> dict[str, Any] | None:
-        blob = self.r.get(self.keys.checkpoint(revision))
-        return codec.decode(blob)[1] if blob is not None else None
+        opened = self._opened(self.keys.checkpoint(revision), signing.CHECKPOINT)
+        return codec.decode(opened.blob)[1] if opened is not None else None
 
     def _restore_checkpoint(self) -> dict[str, Any] | None:
-        """The checkpoint's state back in the learner; its meta (None: there is none)."""
-        blob = self.r.get(self.keys.checkpoint(self.revision))
-        if blob is None:
+        """The checkpoint's state back in the learner; its meta (None: there is none, or
+        none that verifies: a refused checkpoint is never loaded, and is taken as missing)."""
+        key = self.keys.checkpoint(self.revision)
+        opened = self._opened(key, signing.CHECKPOINT)
+        if opened is not None and not opened.trusted:
+            try:  # (no key: unsigned state of the built-ins only)
+                signing.require_trusted(self.spec.model.algorithm, opened.trusted)
+            except ForgedBlob as e:
+                self.store.sealing.refuse(key, opened.blob, e)
+                opened = None
+        if opened is None:
+            if self.r.exists(key):
+                log.warning("%s's checkpoint was refused (see above): not resumed from; the "
+                            "learner starts as without one, and the entries it had not "
+                            "acknowledged are read again", self.revision)  # fmt: skip
             return None
-        arrays, meta = codec.decode(blob)
-        self.learner.set_state({k[8:]: v for k, v in arrays.items() if k.startswith("learner.")})
+        arrays, meta = codec.decode(opened.blob)
+        with signing.loading(opened.trusted):
+            self.learner.set_state(
+                {k[8:]: v for k, v in arrays.items() if k.startswith("learner.")}
+            )
         if "replay.y" not in arrays:  # (saved beside the checkpoint; inside it before)
-            saved = self.r.get(self.keys.replay(self.revision))
-            arrays.update(codec.decode(saved)[0] if saved is not None else {})
+            saved = self._opened(self.keys.replay(self.revision), signing.REPLAY)
+            arrays.update(codec.decode(saved.blob)[0] if saved is not None else {})
         if "replay.y" in arrays:
             self.replay.set_state(arrays)
         self.gate_live = arrays["gate.live"]
@@ -384,19 +423,27 @@ class LearnerProcess:
         )
         return dict(meta)
 
-    def _warm_start_blob(self) -> tuple[bytes | None, str]:
+    def _warm_start_blob(self) -> tuple[bytes | None, str, bool]:
+        """The snapshot to warm-start from, where it came from, and whether it is trusted:
+        another revision's version (verified: one refused is none), or the spec's file or
+        ConfigMap (written by the team: trusted like the manifest, read unsigned)."""
         if self.warm_start_revision:
             # the version stable serves: after a rollback its latest may be the bad one
             ptr = self.store.pointers(self.warm_start_revision)
             v = ptr.served if ptr.served is not None else ptr.latest
             if v is not None:
-                return self.r.get(self.keys.version(self.warm_start_revision, v)), (
-                    f"revision {self.warm_start_revision} v{v}"
-                )
+                key = self.keys.version(self.warm_start_revision, v)
+                source = f"revision {self.warm_start_revision} v{v}"
+                opened = self._opened(key, signing.VERSION)
+                if opened is not None:
+                    return opened.blob, source, opened.trusted
+                if not self.r.exists(key):
+                    return None, source, False
+            # (a version refused - logged - is no version: the spec's warm start, or none)
             log.warning("revision %s has no version to warm-start from", self.warm_start_revision)
         ws = self.spec.model.warmStart
         if ws is None:
-            return None, ""
+            return None, "", False
         path = (
             Path(ws.file)
             if ws.file
@@ -413,7 +460,7 @@ class LearnerProcess:
             raise SpecError(
                 "spec.model.warmStart", f"{path} is over {MAX_SNAPSHOT_BYTES >> 20} MiB"
             )
-        return blob, str(path)
+        return blob, str(path), True
 
     def _first_state(self, stop: threading.Event) -> None:
         """Where a learner without a checkpoint starts.
@@ -425,13 +472,16 @@ class LearnerProcess:
         operator's :class:`StartWord`: ``fresh`` (a first deploy) publishes v0;
         ``after:N`` (the store lost versions up to N) publishes v(N+1) - a warm start as
         usual, a cold model as ``latest`` only, pinned, never served. Without it, v0 at once.
+        A served version whose signature does not verify is not resumed from: the learner
+        starts ``after:N`` at once, with or without the operator (:meth:`_refused_word`).
         """
         if self._resume_from_served():
             return
-        if os.environ.get(AWAIT_START_ENV) != "1":
+        word = self._refused_word()
+        if word is None and os.environ.get(AWAIT_START_ENV) != "1":
             self._initial_version()
             return
-        word = self._await_start(stop)
+        word = word or self._await_start(stop)
         if word is None:  # stopped, or resumed from a version that appeared meanwhile
             return
         if word.after is not None:
@@ -445,14 +495,20 @@ class LearnerProcess:
         ptr = self.store.pointers(self.revision)
         if ptr.served is None:
             return False
-        blob = self.r.get(self.keys.version(self.revision, ptr.served))
+        key = self.keys.version(self.revision, ptr.served)
+        blob = self.r.get(key)
         if blob is None:
             return False
-        base, header = learner_from_blob(blob)
+        try:
+            base, header = open_version(self.store.sealing, blob, key)
+        except ForgedBlob:  # (logged and counted): never loaded, see _refused_word
+            self._refused_served = ptr.served
+            return False
         self.learner.set_state(base.get_state())
-        saved = self.r.get(self.keys.replay(self.revision))  # (a sample of the past, if left)
+        # (a sample of the past, if left)
+        saved = self._opened(self.keys.replay(self.revision), signing.REPLAY)
         if saved is not None:
-            self.replay.set_state(codec.decode(saved)[0])
+            self.replay.set_state(codec.decode(saved.blob)[0])
         stored = [*self.store.versions(self.revision), ptr.served]
         stored += [v for v in (ptr.latest, ptr.lastGood) if v is not None]
         self.counters["next_version"] = max(stored) + 1
@@ -465,6 +521,22 @@ class LearnerProcess:
         self._checkpoint()  # (publishes nothing: no update since)
         return True
 
+    def _refused_word(self) -> StartWord | None:
+        """When the served version was refused (its signature did not verify): the word the
+        learner gives itself - ``after:N``, N the newest version stored - as if the store had
+        lost the versions. The forged blob is left where it is, nothing is numbered over it,
+        and a cold model is published ``latest`` only and pinned (the operator gives no word
+        while the revision has pointers). None otherwise."""
+        if self._refused_served is None:
+            return None
+        ptr = self.store.pointers(self.revision)
+        stored = [*self.store.versions(self.revision), self._refused_served]
+        stored += [v for v in (ptr.latest, ptr.served, ptr.lastGood) if v is not None]
+        log.warning("%s's served version v%d was refused (see above): not resumed from; the "
+                    "learner starts after v%d", self.revision, self._refused_served,
+                    max(stored))  # fmt: skip
+        return StartWord(after=max(stored))
+
     def _await_start(self, stop: threading.Event) -> StartWord | None:
         """The operator's word in the control hash, asked every ``AWAIT_POLL_SECONDS``; None
         when ``stop`` is set first, or when a served version appeared and was resumed from.
@@ -475,7 +547,7 @@ class LearnerProcess:
         while not stop.is_set():
             if self._resume_from_served():
                 return None
-            word = StartWord.decode(self.r.hget(control, StartWord.FIELD))
+            word = self._refused_word() or StartWord.decode(self.r.hget(control, StartWord.FIELD))
             if word is not None:
                 log.info("%s starts on the operator's word: %s", self.revision, word.encode())
                 return word
@@ -488,10 +560,10 @@ class LearnerProcess:
         from the warm start if there is one. A cold model after a store reset is published
         as ``latest`` only, pinned: servers keep what they hold, and the operator or a user
         serves it when they choose."""
-        blob, source = self._warm_start_blob()
+        blob, source, trusted = self._warm_start_blob()
         if blob is not None:
             try:
-                base, _ = learner_from_blob(blob)
+                base, _ = learner_from_blob(blob, trusted=trusted)
             except (codec.CodecError, KeyError, ValueError) as e:
                 raise SpecError(
                     "spec.model.warmStart", f"{source} is not a tideline snapshot: {e}"
@@ -870,7 +942,7 @@ class LearnerProcess:
         packed = self.open_entries.state()  # packed entries' labels done (restored ones too)
         if packed:
             state["packed"] = packed
-        blob = codec.encode(arrays, state)
+        blob = self.store.sealing.seal(codec.encode(arrays, state), signing.CHECKPOINT)
         checkpoint = self.keys.checkpoint(self.revision)
         pipe = transaction(self.r, self.keys.prefix)  # (on a cluster: the model's node)
         pipe.exists(checkpoint)  # (reply 0: gone since the last one - a store reset)
@@ -903,7 +975,8 @@ class LearnerProcess:
         pipe.set(checkpoint, blob)
         replay = final or self.clock() - self._replay_saved >= self.checkpoint_seconds
         if replay:
-            pipe.set(self.keys.replay(self.revision), codec.encode(self.replay.get_state()))
+            saved = self.store.sealing.seal(codec.encode(self.replay.get_state()), signing.REPLAY)
+            pipe.set(self.keys.replay(self.revision), saved)
         pipe.hset(self.keys.learner(self.revision), mapping=self.status())
         for d in self._dead:
             pipe.xadd(self.keys.deadletter, d, maxlen=100_000, approximate=True)
@@ -1057,11 +1130,15 @@ class LearnerProcess:
             self.served, self.served_version = mine, v
             self._prune_held()
             return
-        blob = self.r.get(self.keys.version(self.revision, v))
+        key = self.keys.version(self.revision, v)
+        blob = self.r.get(key)
         if blob is None:
             log.warning("served version %s of %s is gone", v, self.revision)
             return
-        self.served, header = learner_from_blob(blob)
+        try:
+            self.served, header = open_version(self.store.sealing, blob, key)
+        except ForgedBlob:  # (logged and counted once): the gate keeps the one it had
+            return
         self.served_version = v
         self._blobs[v] = (blob, {k: x for k, x in header.items() if k != "model"})
         self._prune_held()
@@ -1078,7 +1155,7 @@ class LearnerProcess:
             return
         try:
             base, _ = self.store.load(self.revision, int(reset))
-        except (StoreError, ValueError):
+        except (StoreError, ValueError):  # (ForgedBlob is one: never loaded)
             log.warning("cannot reset %s to version %r", self.revision, reset)
         else:
             self._learn_pending(force=True)

@@ -31,6 +31,13 @@ feature statistics the monitor compares traffic with. It comes from the
 warm-start baseline (a snapshot file written with one, or the revision it
 warm-started from), or else the monitor records its first window there.
 
+Every blob the store writes - a version, a drift reference - is sealed by the process's
+:class:`tideline.signing.Sealing` (HMAC-SHA256 under the model's key, when it has one), and
+every blob it reads is verified before anything decodes it: a version that fails is never
+loaded (:class:`tideline.signing.ForgedBlob`, logged and counted once), a reference that
+fails is as good as none. A blob put back after a store reset keeps its signed bytes as
+they were (:func:`restore_args`).
+
 A revision the operator removes (promoted over, replaced, reverted away
 from) is ``retire``d; once its pods are surely gone the operator ``forget``s it:
 every key under ``rev:{revision}:`` and its learner's consumer groups. A
@@ -50,9 +57,11 @@ import numpy as np
 import orjson
 import redis
 
-from tideline import codec
+from tideline import codec, signing
 from tideline.algorithms import Learner, make_learner
 from tideline.contracts import Keys, Pointers
+from tideline.signing import ForgedBlob, Sealing
+from tideline.spec import parse_model
 
 
 def is_cluster(url: str, **kw: Any) -> bool:
@@ -183,7 +192,9 @@ def restore_args(
 ) -> tuple[Any, ...]:  # fmt: skip
     """The arguments of an ``EVAL`` that puts a held version back in a store that lost it,
     with the pointers given (``{"served": 20, "pinned": True}``) where the hash has none:
-    ``r.eval(*restore_args(...))``, with a client sync or async."""
+    ``r.eval(*restore_args(...))``, with a client sync or async. ``blob`` is the version as
+    it was stored, signature and all (what :meth:`ModelStore.publish` returned, or the
+    bytes read): put back byte for byte, it verifies as before."""
     fields: list[Any] = []
     for name, value in pointers.items():
         if isinstance(value, float):
@@ -202,11 +213,18 @@ class StoreError(RuntimeError):
 
 
 class ModelStore:
-    """Versions and pointers of one model in Redis (see module docs)."""
+    """Versions and pointers of one model in Redis (see module docs).
 
-    def __init__(self, client: redis.Redis, namespace: str, model: str) -> None:
+    ``sealing``: how blobs are signed and verified; by default the process's own, from
+    ``TIDELINE_SIGNING_KEY`` (:meth:`tideline.signing.Sealing.from_env`).
+    """
+
+    def __init__(
+        self, client: redis.Redis, namespace: str, model: str, sealing: Sealing | None = None
+    ) -> None:
         self.r: Any = client  # bytes replies (see tideline.pods.learner)
         self.keys = Keys(namespace, model)
+        self.sealing = sealing if sealing is not None else Sealing.from_env(namespace, model)
 
     # -- writing ----------------------------------------------------------------------
     def publish(
@@ -231,8 +249,8 @@ class ModelStore:
         Returns
         -------
         tuple of (bytes, dict)
-            The version's blob and its metadata as stored, for a process that keeps a
-            copy to :meth:`restore` after a store reset.
+            The version's blob (sealed) and its metadata as stored, for a process that
+            keeps a copy to :meth:`restore` after a store reset.
         """
         info = {
             "version": version,
@@ -241,7 +259,9 @@ class ModelStore:
             "n_seen": learner.n_seen,
             **(meta or {}),
         }
-        blob = codec.encode(learner.get_state(), {"model": learner.spec(), **info})
+        blob = self.sealing.seal(
+            codec.encode(learner.get_state(), {"model": learner.spec(), **info}), signing.VERSION
+        )
         event = orjson.dumps({"event": "version", **info})
         k = self.keys
         # EVAL, not a registered script's EVALSHA: in a pipeline redis-py asks SCRIPT EXISTS
@@ -293,7 +313,8 @@ class ModelStore:
 
     def save_reference(self, revision: str, reference: Reference) -> bool:
         """Store a revision's drift reference unless it has one; True when this one was stored."""
-        return bool(self.r.set(self.keys.reference(revision), reference.to_blob(), nx=True))
+        blob = self.sealing.seal(reference.to_blob(), signing.REFERENCE)
+        return bool(self.r.set(self.keys.reference(revision), blob, nx=True))
 
     def retire(self, revision: str, at: float) -> None:
         """Note that ``revision`` left at ``at`` (kept if already noted: the first time counts)."""
@@ -319,12 +340,14 @@ class ModelStore:
 
     # -- reading ----------------------------------------------------------------------
     def reference(self, revision: str) -> Reference | None:
-        blob = self.r.get(self.keys.reference(revision))
+        """A revision's drift reference; None when it has none, or none that verifies."""
+        key = self.keys.reference(revision)
+        blob = self.r.get(key)
         if blob is None:
             return None
         try:
-            return Reference.from_blob(blob)
-        except (codec.CodecError, KeyError, ValueError, TypeError):
+            return Reference.from_blob(self.sealing.open(blob, signing.REFERENCE, key).blob)
+        except (codec.CodecError, KeyError, ValueError, TypeError):  # (ForgedBlob included)
             return None
 
     def pointers(self, revision: str) -> Pointers:
@@ -340,29 +363,61 @@ class ModelStore:
         return orjson.loads(raw)
 
     def load(self, revision: str, version: int | str = "served") -> tuple[Learner, dict[str, Any]]:
-        """A learner rebuilt from a stored version (a number or a pointer name)."""
+        """A learner rebuilt from a stored version (a number or a pointer name).
+
+        Raises :class:`StoreError` when it is not stored, :class:`tideline.signing.ForgedBlob`
+        when its blob does not verify (nothing of it decoded).
+        """
         if isinstance(version, str):
             v = self.pointers(revision).get(version)
             if v is None:
                 raise StoreError(f"revision {revision} has no {version} pointer")
             version = v
-        blob = self.r.get(self.keys.version(revision, version))
+        key = self.keys.version(revision, version)
+        blob = self.r.get(key)
         if blob is None:
             raise StoreError(f"revision {revision} has no version {version}")
-        return learner_from_blob(blob)
+        return open_version(self.sealing, blob, key)
 
 
-def learner_from_blob(blob: bytes) -> tuple[Learner, dict[str, Any]]:
+def open_version(sealing: Sealing, blob: bytes, where: str) -> tuple[Learner, dict[str, Any]]:
+    """A version's learner and header from its blob as stored at ``where`` (its Redis key):
+    verified first (:meth:`tideline.signing.Sealing.open`), then rebuilt. A blob refused -
+    forged, unsigned where a key is set, or unsigned state of a learner that is not a
+    built-in - raises :class:`tideline.signing.ForgedBlob`, logged and counted once."""
+    opened = sealing.open(blob, signing.VERSION, where)
+    try:
+        return learner_from_blob(opened.blob, trusted=opened.trusted)
+    except ForgedBlob as e:
+        sealing.refuse(where, blob, e)
+        raise
+
+
+def learner_from_blob(blob: bytes, *, trusted: bool = False) -> tuple[Learner, dict[str, Any]]:
+    """A learner and its header from a snapshot blob (no envelope: :func:`open_version` takes
+    a stored one).
+
+    ``trusted``: the bytes verified with the model's key, or come from the team (a
+    warm-start file, trusted like the manifest). Untrusted bytes are loaded for the
+    built-in learners only, whose state is arrays (:func:`tideline.signing.require_trusted`:
+    :class:`tideline.signing.ForgedBlob` before ``make_learner`` runs); the learner's
+    state is set inside :func:`tideline.signing.loading`, so a learner whose state is code
+    can ask :func:`tideline.signing.loading_untrusted` too.
+    """
     arrays, meta = codec.decode(blob)
-    learner = make_learner(meta["model"])
-    learner.set_state({k: v for k, v in arrays.items() if not k.startswith("reference.")})
+    if not trusted:  # (read as make_learner reads it: an algorithm left out is the default)
+        signing.require_trusted(parse_model(meta["model"]).algorithm, trusted)
+    with signing.loading(trusted):
+        learner = make_learner(meta["model"])
+        learner.set_state({k: v for k, v in arrays.items() if not k.startswith("reference.")})
     return learner, meta
 
 
 def learner_to_blob(
     learner: Learner, meta: Mapping[str, Any] | None = None, reference: Reference | None = None
 ) -> bytes:
-    """The snapshot format, e.g. for a batch-trained warm-start baseline file.
+    """The snapshot format, e.g. for a batch-trained warm-start baseline file (unsigned: a
+    team's warm-start file is trusted like its manifest; the store seals what it writes).
 
     With a ``reference`` (a sample of the rows it was trained on, and its
     scores), a revision warm-started from this snapshot measures drift
