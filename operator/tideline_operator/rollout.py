@@ -59,9 +59,20 @@ sequence that stays valid however often it is read.
   lacks is adopted with its details (the rollback writes them beside it) and
   unpinned as the first loop would; a routing hash that already names the
   canary stable is a promotion done. No action and no event twice.
-* **Phase**, derived in priority order, never set ad hoc: aborted, worse
-  than a proven version or a store reset -> Degraded; paused -> Paused; canary
-  or replicas not ready -> Progressing; else Healthy.
+* **A model that cannot be loaded** (a team's own class that does not import,
+  lacks a method or refuses its params): the pods report it in the store
+  (:class:`tideline.contracts.ModelFault`), and the observation carries it in.
+  ``status.loadFaults`` keeps them, the ``ModelLoaded`` condition says them (False,
+  the reason, "<component> of revision <rev>: <the error's last line>"; True,
+  ``Loaded``, once none is left), each new one is a Warning event. A canary that has
+  one is aborted with it; a stable revision that has one is Degraded - and one whose
+  learner never loaded it (no version ever published) has nothing to protect: a new
+  revision replaces it at once, without the canary's steps (the fix of a typo in a
+  class's name).
+* **Phase**, derived in priority order, never set ad hoc: a stable model that
+  cannot be loaded, aborted, worse than a proven version or a store reset ->
+  Degraded; paused -> Paused; canary or replicas not ready -> Progressing; else
+  Healthy.
 """
 
 from __future__ import annotations
@@ -74,7 +85,7 @@ from typing import Any
 
 import msgspec
 
-from tideline.contracts import StartWord
+from tideline.contracts import COMPONENTS, MAX_FAULT_MESSAGE, ModelFault, StartWord
 from tideline.health import Candidate, Comparison, Health, Quality
 from tideline.spec import Spec
 
@@ -140,6 +151,9 @@ class Observed:
     # Redis refusing writes for want of memory (OOM replies lately), said as the condition
     # says it; None: not refusing (or not known)
     store_full: str | None = None
+    # what the pods of the stable revision and of the canary the status names reported they
+    # cannot load (``Keys.faults``); None: not read this turn
+    faults: tuple[ModelFault, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +261,7 @@ class RolloutStatus(msgspec.Struct, kw_only=True):
     storeEpoch: str | None = None  # noqa: N815
     storeRestores: int | None = None  # noqa: N815
     storeReset: StoreReset | None = None  # noqa: N815
+    loadFaults: list[ModelFault] | None = None  # noqa: N815
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> RolloutStatus:
@@ -669,8 +684,20 @@ def decide(
         st.canaryRevision, st.canaryWeight, st.currentStep, st.aborted = None, 0, None, None
         canary = None
 
+    _load_faults(st, observed, actions)
     if canary and not st.aborted:
-        _advance(spec, st, ann, health, now, actions)
+        broken = _faults_of(st, canary)
+        stuck = [f for f in _faults_of(st, st.stableRevision) if f.component == "learner"]
+        if broken:  # its pods crash-loop: no step can be judged, and it must not be promoted
+            _abort(st, f"the model cannot be loaded ({broken[0].reason}): {faults_said(broken)}",
+                   now, actions)  # fmt: skip
+        elif stuck and st.servedVersion is None and st.latestVersion is None:
+            # a stable revision whose learner never loaded its model never published, never
+            # served: the canary's steps would protect nothing
+            _promote(st, now, actions, f"revision {st.stableRevision} never loaded its model "
+                     f"({stuck[0].reason}): nothing to protect")  # fmt: skip
+        else:
+            _advance(spec, st, ann, health, now, actions)
 
     _guardrails(spec, st, ann, health, now, actions)
     _store_recovered(st, now, actions)
@@ -678,6 +705,63 @@ def decide(
     _store_full(st, observed, actions)
     _phase(spec, st, observed, health, now)
     return Decision(st, actions)
+
+
+def _load_faults(st: RolloutStatus, observed: Observed, actions: list[Action]) -> None:
+    """``status.loadFaults``: what the pods of the stable revision and of the canary reported
+    they cannot load (as last read, while the store cannot be). One Warning event per new
+    fault (its reason: ImportFailed, MissingMethod, BadParams), one Normal event when none
+    is left."""
+    if observed.faults is None:
+        return
+    revisions = [st.stableRevision, st.canaryRevision]
+    faults = sorted(
+        (_fit(f) for f in observed.faults if f.revision in revisions and f.component in COMPONENTS),
+        key=lambda f: (revisions.index(f.revision), COMPONENTS.index(f.component)),
+    )
+    before = st.loadFaults or []
+    for f in faults:
+        if not any(f.same(b) for b in before):
+            actions.append(Action("event", {"type": "Warning", "reason": f.reason,
+                                            "message": f.summary()}))  # fmt: skip
+    if before and not faults:
+        actions.append(Action("event", {"type": "Normal", "reason": "ModelLoaded",
+                                        "message": loaded_condition([])[2]}))  # fmt: skip
+    st.loadFaults = faults or None
+
+
+def _fit(f: ModelFault) -> ModelFault:
+    """A fault as the status may hold it (the CRD bounds its strings): what a pod wrote is
+    read, not trusted to be short."""
+    if len(f.message) <= MAX_FAULT_MESSAGE and len(f.reason) <= 64:
+        return f
+    return ModelFault(f.reason[:64], f.message[:MAX_FAULT_MESSAGE], f.component, f.revision, f.at)
+
+
+def _faults_of(st: RolloutStatus, revision: str | None) -> list[ModelFault]:
+    return [f for f in st.loadFaults or [] if f.revision == revision]
+
+
+def faults_said(faults: list[ModelFault]) -> str:
+    """The faults in one line, components that say the same grouped: ``learner and server
+    of revision 5f3a: ModuleNotFoundError: No module named 'teams'``."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for f in faults:
+        groups.setdefault((f.revision, f.message), []).append(f.component)
+    out = []
+    for (revision, message), components in groups.items():
+        who = components[0] if len(components) == 1 else (
+            f"{', '.join(components[:-1])} and {components[-1]}"
+        )  # fmt: skip
+        out.append(f"{who} of revision {revision}: {message}")
+    return "; ".join(out)
+
+
+def loaded_condition(faults: list[ModelFault]) -> tuple[bool, str, str]:
+    """The ModelLoaded condition: (ok, reason, message); its reason, the first fault's."""
+    if not faults:
+        return True, "Loaded", "no component of the model reports a model it cannot load"
+    return False, faults[0].reason, faults_said(faults)
 
 
 def _store_full(st: RolloutStatus, observed: Observed, actions: list[Action]) -> None:
@@ -1172,7 +1256,11 @@ def _phase(
     if observed.store is None:  # the store not read this turn: as last seen
         prev = next((c for c in st.conditions or [] if c.type == "StoreFull"), None)
         full = prev.message if prev is not None and prev.status == "True" else None
-    if aborted or worse or resetting or full:
+    # (a promotion this turn leaves the old stable's faults behind: the next turn reads anew)
+    st.loadFaults = [f for f in st.loadFaults or []
+                     if f.revision in (st.stableRevision, canary)] or None  # fmt: skip
+    unloadable = _faults_of(st, st.stableRevision)
+    if unloadable or aborted or worse or resetting or full:
         phase = "Degraded"
     elif paused:
         phase = "Paused"
@@ -1186,7 +1274,10 @@ def _phase(
     )
     drift = fresh.drift.summary() if fresh is not None else ""
     drifting = bool(drift)
-    if aborted:
+    if unloadable:
+        degraded_reason = unloadable[0].reason
+        degraded_message = f"the model cannot be loaded: {faults_said(unloadable)}"
+    elif aborted:
         degraded_reason, degraded_message = "RolloutAborted", aborted.reason
     elif full:
         degraded_reason, degraded_message = "StoreFull", full
@@ -1206,7 +1297,7 @@ def _phase(
         _condition(before, "Ready", observed.replicas_ready and not aborted, "ReplicasReady" if observed.replicas_ready else "ReplicasNotReady", "", now),
         _condition(before, "Progressing", canary is not None, "CanaryInProgress" if canary else "Stable",
                    f"step {step} weight {st.canaryWeight or 0}" if canary else "", now),
-        _condition(before, "Degraded", bool(aborted or worse or resetting or full), degraded_reason, degraded_message, now),
+        _condition(before, "Degraded", bool(unloadable or aborted or worse or resetting or full), degraded_reason, degraded_message, now),
         _condition(before, "Drifting", drifting, "DriftDetected" if drifting else "NoDrift", drift, now),
         _condition(before, "ModelQuality", quality_ok, quality_reason, quality_message, now),
         log_capacity,
@@ -1222,6 +1313,10 @@ def _phase(
             _condition(before, "StoreFull", True, "OutOfMemory", full, now)
             if full
             else _condition(before, "StoreFull", False, "Accepting", "Redis accepts writes", now)
+        )
+    if st.loadFaults or "ModelLoaded" in kept:  # (shown once a fault was ever seen)
+        st.conditions.append(
+            _condition(before, "ModelLoaded", *loaded_condition(st.loadFaults or []), now)
         )
     if reset is not None:
         st.conditions.append(

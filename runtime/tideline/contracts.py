@@ -14,6 +14,10 @@ contract keeps it so):
   the body ``/feedback`` takes, up to ``MAX_PACKED_LABELS``);
 * the prediction log's entries are :mod:`tideline.predlog`'s, the samples
   stream's payloads :mod:`tideline.samples`'s;
+* :class:`ModelFault`: a component (learner, server, monitor) that could not load its
+  revision's model, a team's own class that does not import, lacks a method or refuses
+  its params (field ``component`` of ``Keys.faults(revision)``; the operator's
+  ``ModelLoaded`` condition);
 * between the image and the pods that run it: the user it runs as
   (``IMAGE_UID``, ``IMAGE_GID``).
 
@@ -187,6 +191,12 @@ class Keys:
         """The drift reference: the feature statistics the monitor compares traffic with."""
         return self._rev(revision, "reference")
 
+    def faults(self, revision: str) -> str:
+        """Hash: component (``learner``, ``server``, ``monitor``) -> the :class:`ModelFault`
+        it reported when it could not load the revision's model; the field goes when that
+        component loads it again (and the hash with the revision's keys)."""
+        return self._rev(revision, "faults")
+
     def kafka_starts(self, revision: str) -> str:
         """Hash: per Kafka partition, where the learner resumed and how often in a row."""
         return self._rev(revision, "kafka-starts")
@@ -315,6 +325,69 @@ class StartWord:
         if kind == "after" and n.isascii() and n.isdigit():
             return cls(after=int(n))
         return None
+
+
+COMPONENTS = ("learner", "server", "monitor")  # the processes of a model's pods, in this order
+MAX_FAULT_MESSAGE = 1000  # characters of an error's last line kept (a condition, an Event)
+
+
+class ModelFault(msgspec.Struct, frozen=True):
+    """A component that could not load its revision's model: the field ``component`` of
+    :meth:`Keys.faults` (JSON), written by the component as it stops (or, for a version a
+    running server cannot load, as it keeps serving what it holds), deleted when it loads
+    the model again. ``reason``: ``ImportFailed``, ``MissingMethod`` or ``BadParams``
+    (:class:`tideline.algorithms.external.ModelLoadError`); ``message``: the error's last
+    line; ``at``: when it was first reported (a crash loop reporting the same fault again
+    keeps it).
+
+    >>> f = ModelFault("ImportFailed", "ModuleNotFoundError: No module named 'teams'",
+    ...                "learner", "5f3a", 120.0)
+    >>> ModelFault.decode(f.encode()) == f, f.summary()
+    (True, "learner of revision 5f3a: ModuleNotFoundError: No module named 'teams'")
+    >>> ModelFault.decode(b"{}") is None
+    True
+    """
+
+    reason: str
+    message: str
+    component: str
+    revision: str
+    at: float = 0.0
+
+    def encode(self) -> bytes:
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def decode(cls, raw: bytes | str | None) -> ModelFault | None:
+        """A fault as the hash holds it; None when it is not one (the reader skips it)."""
+        if raw is None:
+            return None
+        try:
+            return _fault.decode(raw)
+        except msgspec.DecodeError:
+            return None
+
+    @classmethod
+    def of_hash(cls, raw: Mapping[bytes, bytes]) -> list[ModelFault]:
+        """The faults of a :meth:`Keys.faults` hash, components in :data:`COMPONENTS` order."""
+        faults = [f for f in map(cls.decode, raw.values()) if f is not None]
+        return sorted(faults, key=lambda f: (_order(f.component), f.component))
+
+    def same(self, other: ModelFault) -> bool:
+        """The same fault, whenever it was reported."""
+        return (self.revision, self.component, self.reason, self.message) == (
+            other.revision, other.component, other.reason, other.message
+        )  # fmt: skip
+
+    def summary(self) -> str:
+        return f"{self.component} of revision {self.revision}: {self.message}"
+
+
+def _order(component: str) -> int:
+    return COMPONENTS.index(component) if component in COMPONENTS else len(COMPONENTS)
+
+
+_fault = msgspec.json.Decoder(ModelFault)
 
 
 class Feedback(msgspec.Struct, frozen=True):

@@ -16,7 +16,9 @@ import yaml
 from tests.e2e.conftest import NAMESPACE, ROOT, Installed, Operator, get, until
 from tests.helpers import health_summary, manifest
 from tideline.algorithms import make_learner
+from tideline.algorithms.external import ModelLoadError
 from tideline.contracts import Keys
+from tideline.pods import faults
 from tideline.pods.store import ModelStore
 from tideline.spec import parse
 
@@ -276,6 +278,76 @@ def test_a_canary_that_loses_accuracy_aborts_to_weight_zero_with_a_degraded_cond
         "the spec is not edited"
     )
     assert _events(installed, ns, "RolloutAborted")
+
+
+def _condition(installed: Installed, ns: str, name: str, kind: str) -> dict:
+    """The condition of that type ({} while there is none: a KeyError for `until`)."""
+    conditions = _status(installed, ns, name).get("conditions", [])
+    return next((c for c in conditions if c["type"] == kind), {})
+
+
+def test_a_model_its_pods_cannot_load_shows_as_model_loaded_false_and_aborts_its_canary(
+    installed: Installed, operator: Operator, rc: redis.Redis
+) -> None:
+    """What the pods write when a team's class cannot be loaded (tideline.pods.faults; the
+    fake node runs no pod: the test writes it as the learner would) is the ModelLoaded
+    condition with the reason and the error's last line, an Event, Degraded; a canary
+    with it is aborted."""
+    ns = _ns(installed, "e2e-model-faults")
+    m = _model("teamm", ns, rollout=CANARY_ROLLOUT)
+    _apply(installed, m)
+    until(lambda: _status(installed, ns, "teamm").get("phase") == "Healthy", 90, "Healthy")
+    keys, rev = Keys(ns, "teamm"), parse(m).revision
+    missing = ModelLoadError(
+        "MissingMethod", "fraud_team.model:Scorer has no save (see tideline.model)"
+    )
+    faults.report(rc, keys, faults.fault_of(missing, "learner", rev, time.time()))
+    faults.report(rc, keys, faults.fault_of(missing, "server", rev, time.time()))
+    said = f"learner and server of revision {rev}: fraud_team.model:Scorer has no save (see tideline.model)"
+    until(lambda: _condition(installed, ns, "teamm", "ModelLoaded")["status"] == "False", 30,
+          "ModelLoaded False")  # fmt: skip
+    loaded = _condition(installed, ns, "teamm", "ModelLoaded")
+    assert (loaded["reason"], loaded["message"]) == ("MissingMethod", said)
+    st = _status(installed, ns, "teamm")
+    assert st["phase"] == "Degraded"
+    degraded = _condition(installed, ns, "teamm", "Degraded")
+    assert (degraded["reason"], degraded["message"]) == (
+        "MissingMethod", f"the model cannot be loaded: {said}")  # fmt: skip
+    assert [f["component"] for f in st["loadFaults"]] == ["learner", "server"]
+    until(lambda: len(_events(installed, ns, "MissingMethod")) == 2, 20, "an Event per fault")
+    # the pods load it again (a fixed image): each clears its own
+    faults.clear(rc, keys, rev, "learner")
+    faults.clear(rc, keys, rev, "server")
+    until(lambda: _status(installed, ns, "teamm").get("phase") == "Healthy", 30, "Healthy again")
+    loaded = _condition(installed, ns, "teamm", "ModelLoaded")
+    assert (loaded["status"], loaded["reason"]) == ("True", "Loaded")
+    assert "loadFaults" not in _status(installed, ns, "teamm")
+    until(lambda: _events(installed, ns, "ModelLoaded"), 20, "the ModelLoaded Event")
+
+    # a canary whose learner cannot import the team's class: aborted with the reason
+    m2 = copy.deepcopy(m)
+    m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
+    _apply(installed, m2)
+    new = parse(m2).revision
+    until(lambda: _status(installed, ns, "teamm").get("canaryRevision") == new, 30, "canary")
+    gone = ModelLoadError("ImportFailed", "ModuleNotFoundError: No module named 'fraud_team'")
+    faults.report(rc, keys, faults.fault_of(gone, "learner", new, time.time()))
+    until(lambda: (_status(installed, ns, "teamm").get("aborted") or {}).get("revision") == new,
+          30, "aborted")  # fmt: skip
+    st = _status(installed, ns, "teamm")
+    line = f"learner of revision {new}: ModuleNotFoundError: No module named 'fraud_team'"
+    assert st["aborted"]["reason"] == f"the model cannot be loaded (ImportFailed): {line}"
+    assert st["phase"] == "Degraded" and st["stableRevision"] == rev and st["canaryWeight"] == 0
+    loaded = _condition(installed, ns, "teamm", "ModelLoaded")
+    assert (loaded["status"], loaded["reason"], loaded["message"]) == (
+        "False",
+        "ImportFailed",
+        line,
+    )
+    assert rc.hget(keys.routing, "weight") == b"0"
+    until(lambda: _events(installed, ns, "ImportFailed"), 20, "the ImportFailed Event")
+    until(lambda: not get(installed.cluster, "deployments", "-n", ns, "-l",
+                          f"tideline.dev/revision={new}")["items"], 30, "the canary's pods removed")  # fmt: skip
 
 
 @pytest.mark.parametrize(("annotation", "expect"), [("promote", "stable"), ("abort", "aborted")])

@@ -34,12 +34,21 @@ class FakeKube:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.applied: list[tuple[str, str]] = []
         self.deleted: list[tuple[str, str]] = []
+        self.created: list[tuple[str, str]] = []
         self.reads: list[tuple[str, str]] = []
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         key = (obj["kind"], obj["metadata"]["name"])
         self.objects[key] = copy.deepcopy(obj)
         self.applied.append(key)
+        return obj
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in self.objects:
+            return None
+        self.objects[key] = copy.deepcopy(obj)
+        self.created.append(key)
         return obj
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
@@ -706,3 +715,54 @@ def test_a_redis_that_refuses_writes_for_want_of_memory_is_named_in_an_event(set
     full = next(c for c in st["conditions"] if c["type"] == "StoreFull")
     assert (full["status"], full["reason"]) == ("False", "Accepting")
     assert [reason for _, reason, _ in events].count("StoreAccepting") == 1
+
+
+def test_a_model_its_pods_cannot_load_is_a_condition_an_event_and_for_a_canary_an_abort(
+    setup, r
+) -> None:
+    """The pods write what they cannot load (tideline.pods.faults); a turn reads it: the
+    stable revision Degraded with ModelLoaded False until the fault goes, a canary aborted."""
+    from tideline.algorithms.external import ModelLoadError
+    from tideline.pods import faults
+
+    rec, kube, clock, events, _ = setup
+    m = manifest("fraud", rollout=ROLLOUT)
+    rev = parse(m).revision
+    keys = Keys("test", "fraud")
+    _turn(setup, _body(m))
+    _publish(r, m, rev, 1)
+    error = ModelLoadError("ImportFailed", "ModuleNotFoundError: No module named 'teams'")
+    faults.report(r, keys, faults.fault_of(error, "monitor", rev, clock.now))
+    clock.now += 1
+    st = _turn(setup, _body(m))
+    assert st is not None and st["phase"] == "Degraded"
+    loaded = next(c for c in st["conditions"] if c["type"] == "ModelLoaded")
+    said = f"monitor of revision {rev}: ModuleNotFoundError: No module named 'teams'"
+    assert (loaded["status"], loaded["reason"], loaded["message"]) == (
+        "False",
+        "ImportFailed",
+        said,
+    )
+    assert ("Warning", "ImportFailed", said) in events
+    faults.clear(r, keys, rev, "monitor")  # the monitor started again, and loaded it
+    clock.now += 1
+    st = _turn(setup, _body(m))
+    assert st is not None and st["phase"] == "Healthy"
+    loaded = next(c for c in st["conditions"] if c["type"] == "ModelLoaded")
+    assert (loaded["status"], loaded["reason"]) == ("True", "Loaded")
+
+    m2 = copy.deepcopy(m)
+    m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
+    new = parse(m2).revision
+    st = _turn(setup, _body(m2, generation=2))
+    assert st is not None and st["canaryRevision"] == new
+    faults.report(r, keys, faults.fault_of(error, "learner", new, clock.now))
+    clock.now += 1
+    st = _turn(setup, _body(m2, generation=2))
+    assert st is not None and st["aborted"]["revision"] == new and st["phase"] == "Degraded"
+    assert (
+        "the model cannot be loaded (ImportFailed): learner of revision"
+        in (st["aborted"]["reason"])
+    )
+    assert ("Deployment", f"fraud-learner-{new}") in kube.deleted
+    assert r.hget(keys.routing, "weight") == b"0" and st["stableRevision"] == rev

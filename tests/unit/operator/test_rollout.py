@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import manifest
 from tideline import health as h
-from tideline.contracts import StartWord
+from tideline.contracts import MAX_FAULT_MESSAGE, ModelFault, StartWord
 from tideline.spec import parse
 from tideline_operator.rollout import (
     ABORT,
@@ -973,3 +973,148 @@ def test_what_processes_put_back_after_a_reset_is_that_reset_s_repair_not_anothe
     assert [a["reason"] for a in _kinds_args(d, "event")] == []
     d = decide(_spec(), status, obs, None, now=90.0 + 31.0)
     assert [a["reason"] for a in _kinds_args(d, "event")] == ["StoreReset", "StoreRecovered"]
+
+
+# --------------------------------------------------------------------------- a model that cannot be loaded
+def _fault(revision, component="learner", reason="ImportFailed",
+           message="ModuleNotFoundError: No module named 'teams'", at=90.0):  # fmt: skip
+    return ModelFault(reason, message, component, revision, at)
+
+
+_LOADED = {"stableRevision": "old", "storeEpoch": "e1", "servedVersion": 7, "latestVersion": 7}
+_NOT_LOADED = {"type": "ModelLoaded", "status": "False", "reason": "MissingMethod",
+               "message": "learner and server of revision old: teams.model:Scorer has no save "
+                          "(see tideline.model)", "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+_NO_SAVE = "teams.model:Scorer has no save (see tideline.model)"
+_STABLE_FAULTS = (_fault("old", "learner", "MissingMethod", _NO_SAVE),
+                  _fault("old", "server", "MissingMethod", _NO_SAVE))  # fmt: skip
+_REPORTED = {**_LOADED, "conditions": [_NOT_LOADED],
+             "loadFaults": [msgspec.to_builtins(f) for f in _STABLE_FAULTS]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "faults", "events", "condition", "phase", "degraded"),
+    [
+        (_LOADED, _STABLE_FAULTS, ["MissingMethod", "MissingMethod"],
+         ("False", "MissingMethod", f"learner and server of revision old: {_NO_SAVE}"),
+         "Degraded", ("MissingMethod", f"the model cannot be loaded: learner and server of revision old: {_NO_SAVE}")),
+        (_REPORTED, tuple(msgspec.structs.replace(f, at=99.0) for f in _STABLE_FAULTS), [],
+         ("False", "MissingMethod", f"learner and server of revision old: {_NO_SAVE}"),
+         "Degraded", ("MissingMethod", f"the model cannot be loaded: learner and server of revision old: {_NO_SAVE}")),
+        (_REPORTED, (_STABLE_FAULTS[0], _fault("old", "monitor", "BadParams", "TypeError: bad depth")),
+         ["BadParams"],
+         ("False", "MissingMethod", f"learner of revision old: {_NO_SAVE}; monitor of revision old: TypeError: bad depth"),
+         "Degraded", ("MissingMethod", f"the model cannot be loaded: learner of revision old: {_NO_SAVE}; "
+                                       "monitor of revision old: TypeError: bad depth")),
+        (_REPORTED, (), ["ModelLoaded"],
+         ("True", "Loaded", "no component of the model reports a model it cannot load"),
+         "Healthy", ("AsExpected", "")),
+        (_REPORTED, None, [],
+         ("False", "MissingMethod", f"learner and server of revision old: {_NO_SAVE}"),
+         "Degraded", ("MissingMethod", f"the model cannot be loaded: learner and server of revision old: {_NO_SAVE}")),
+        (_LOADED, (_fault("gone"),), [], None, "Healthy", ("AsExpected", "")),
+        (_LOADED, (), [], None, "Healthy", ("AsExpected", "")),
+    ],
+    ids=[
+        "the stable learner and servers cannot load the model: an event each, ModelLoaded False, Degraded",
+        "the same faults reported again by a crash loop: no second event",
+        "a new fault beside one already said: one event, both in the condition",
+        "no fault left: one ModelLoaded event, the condition True (Loaded), Healthy again",
+        "the store not read this turn: the faults as last seen, no event",
+        "a fault of a revision neither stable nor canary is not the model's",
+        "a model that always loaded shows no ModelLoaded condition",
+    ],
+)  # fmt: skip
+def test_a_stable_model_that_cannot_be_loaded_is_said_and_degraded_until_it_loads(
+    status, faults, events, condition, phase, degraded
+) -> None:
+    obs = Observed(revision="old", served=7, latest=7, store=_store(empty=()), faults=faults)
+    d = decide(_spec(), status, obs, None, now=100.0)
+    assert [a["reason"] for a in _kinds_args(d, "event")] == events
+    got = next((c for c in d.status["conditions"] if c["type"] == "ModelLoaded"), None)
+    assert (got["status"], got["reason"], got["message"]) == condition if condition else got is None
+    assert d.status["phase"] == phase
+    cond = next(c for c in d.status["conditions"] if c["type"] == "Degraded")
+    assert (cond["reason"], cond["message"]) == degraded
+    assert "rollback" not in _kinds(d) and d.status["stableRevision"] == "old"
+
+
+def test_a_canary_whose_model_cannot_be_loaded_aborts_with_the_reason_and_the_error() -> None:
+    status = {**_canary_status(step=1, weight=10, pauseStartedAt=95.0), **_LOADED}
+    obs = Observed(revision="new", served=7, latest=7, store=_store(empty=()),
+                   faults=(_fault("new"), _fault("new", "server")))  # fmt: skip
+    d = decide(_spec(), status, obs, None, now=100.0)
+    said = "learner and server of revision new: ModuleNotFoundError: No module named 'teams'"
+    assert d.status["aborted"]["revision"] == "new"
+    assert d.status["aborted"]["reason"] == f"the model cannot be loaded (ImportFailed): {said}"
+    assert d.status["canaryWeight"] == 0 and d.status["stableRevision"] == "old"
+    assert {"revision": "new"} in _kinds_args(d, "remove-revision")
+    assert [a["reason"] for a in _kinds_args(d, "event")] == [
+        "ImportFailed", "ImportFailed", "RolloutAborted"]  # fmt: skip
+    [loaded] = [c for c in d.status["conditions"] if c["type"] == "ModelLoaded"]
+    assert (loaded["status"], loaded["reason"], loaded["message"]) == (
+        "False",
+        "ImportFailed",
+        said,
+    )
+    [degraded] = [c for c in d.status["conditions"] if c["type"] == "Degraded"]
+    assert degraded["reason"] == "RolloutAborted" and said in degraded["message"]
+    assert d.status["phase"] == "Degraded"
+    # the next turns: aborted once, the fault said while the status names the canary
+    again = decide(_spec(), d.status, obs, None, now=110.0)
+    assert _kinds(again) == [] and again.status["aborted"] == d.status["aborted"]
+    # the spec moves on: a new canary, the old one's faults are no longer the model's
+    fixed = decide(_spec(), again.status, Observed(revision="fixed", served=7, latest=7,
+                                                   store=_store(empty=()), faults=()), None, 120.0)  # fmt: skip
+    assert fixed.status["canaryRevision"] == "fixed" and "aborted" not in fixed.status
+    [loaded] = [c for c in fixed.status["conditions"] if c["type"] == "ModelLoaded"]
+    assert (loaded["status"], loaded["reason"]) == ("True", "Loaded")
+
+
+def test_a_canary_that_cannot_load_is_not_promoted_by_annotation_either() -> None:
+    status = {**_canary_status(step=1, weight=10), **_LOADED}
+    obs = Observed(revision="new", annotations={PROMOTE: "true"}, served=7, latest=7,
+                   store=_store(empty=()), faults=(_fault("new", reason="BadParams",
+                                                          message="TypeError: bad depth"),))  # fmt: skip
+    d = decide(_spec(), status, obs, None, now=100.0)
+    assert d.status["stableRevision"] == "old" and d.status["aborted"]["revision"] == "new"
+    assert "promote" not in _kinds(d)
+
+
+@pytest.mark.parametrize(
+    ("status", "component", "promoted"),
+    [
+        ({"stableRevision": "old", "storeEpoch": "e1"}, "learner", True),
+        ({"stableRevision": "old", "storeEpoch": "e1", "latestVersion": 3}, "learner", False),
+        ({"stableRevision": "old", "storeEpoch": "e1"}, "monitor", False),
+    ],
+    ids=[
+        "a stable revision whose learner never loaded its model is replaced at once",
+        "one that published versions before it broke keeps the canary's steps",
+        "one whose learner loads it (only its monitor cannot) keeps the canary's steps",
+    ],
+)  # fmt: skip
+def test_a_new_revision_replaces_a_stable_one_that_never_loaded_its_model(
+    status, component, promoted
+) -> None:
+    obs = Observed(revision="new", store=_store(empty=("old",)), faults=(_fault("old", component),))
+    d = decide(_spec(), status, obs, None, now=100.0)
+    assert (d.status["stableRevision"] == "new") is promoted
+    assert ("promote" in _kinds(d)) is promoted
+    if promoted:
+        [event] = [a for a in _kinds_args(d, "event") if a["reason"] == "Promoted"]
+        assert (
+            "revision old never loaded its model (ImportFailed): nothing to protect"
+            in (event["message"])
+        )
+        assert "loadFaults" not in d.status  # the old revision's: not the model's any more
+    else:
+        assert d.status["canaryRevision"] == "new" and d.status["phase"] == "Degraded"
+
+
+def test_a_fault_longer_than_the_status_holds_is_cut() -> None:
+    obs = Observed(revision="old", served=7, latest=7, store=_store(empty=()),
+                   faults=(_fault("old", message="x" * 5000, reason="R" * 100),))  # fmt: skip
+    d = decide(_spec(), _LOADED, obs, None, now=100.0)
+    [f] = d.status["loadFaults"]
+    assert len(f["message"]) == MAX_FAULT_MESSAGE and len(f["reason"]) == 64

@@ -61,7 +61,13 @@ if phase ~= "Healthy" then
 end
 -- Healthy by phase; the conditions may still say otherwise
 local ready, quality, drifting = condition("Ready"), condition("ModelQuality"), condition("Drifting")
-if ready ~= nil and ready.status == "False" then
+local loaded = condition("ModelLoaded")
+if loaded ~= nil and loaded.status == "False" then
+  -- before Ready: pods that cannot load the model are never ready, and waiting would be wrong
+  hs.status = "Degraded"
+  hs.message = "The model cannot be loaded (" .. tostring(loaded.reason) .. "): "
+    .. said(loaded, "a component of the model says so")
+elseif ready ~= nil and ready.status == "False" then
   hs.status = "Progressing"
   hs.message = "Waiting for replicas: " .. said(ready, "not all ready")
 elseif status.pinned == true then
