@@ -6,6 +6,7 @@ The tests load them by reference (``tests.models.teams:Name``), as the pods do.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,34 @@ class Faulty(Mean):
         if (X[:, 0] == 99.0).any():
             raise RuntimeError("cannot score 99")
         return super().predict(X)
+
+
+class Sleepy(Mean):
+    """Sleeps ``nap`` seconds in ``predict`` on a row whose first value is 77 (a model that
+    hangs on some input); counts its calls across copies of itself, per process."""
+
+    calls = 0
+
+    def __init__(self, info: ModelInfo, prior: float = 0.5, nap: float = 0.5) -> None:
+        super().__init__(info, prior)
+        self.nap = nap
+
+    def predict(self, X: Any) -> np.ndarray:
+        type(self).calls += 1
+        if (X[:, 0] == 77.0).any():
+            time.sleep(self.nap)
+        return super().predict(X)
+
+
+class Moody(Mean):
+    """Good scores for most rows (the defaults a probe sends among them): NaN for a row whose
+    first value is 98, two scores a row for a request with a row whose first value is 97."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        p = super().predict(X)
+        if (X[:, 0] == 97.0).any():
+            return np.c_[p, p]
+        return np.where(X[:, 0] == 98.0, np.nan, p)
 
 
 class Shapeless(Mean):

@@ -355,7 +355,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         else:
             n = len(result.predictions)
             metrics.request(route, result.tracks[0], status, seconds, n)
-            dp.observe(result.tracks[0], seconds, n, status, result.fallback)
+            dp.observe(result.tracks[0], seconds, n, status, result.fallback, result.failed)
 
     warned = [0.0]  # when a failed forward was last logged (a storm is one line per 10 s)
 
@@ -400,11 +400,17 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 except ForwardFailed as e:
                     forward_failed(e, "canary")
                     metrics.fallbacks.labels(reason="canary-unreachable").inc()
-            result = dp.predict(
-                req.rows, key=key, ids=req.ids, forced_track=forced, path=proto.path,
-                raw=req.logged, X=req.X,
-                unknown_ok=headers.get("x-tideline-unknown-features", "").lower() == "ignore",
-            )  # fmt: skip
+            unknown_ok = headers.get("x-tideline-unknown-features", "").lower() == "ignore"
+            if dp.guarded:  # a team's model is loaded: its calls run in a thread, waited for
+                result = await dp.predict_guarded(
+                    req.rows, key=key, ids=req.ids, forced_track=forced, path=proto.path,
+                    raw=req.logged, X=req.X, unknown_ok=unknown_ok,
+                )  # fmt: skip
+            else:  # the built-ins: on the event loop (microseconds; a thread hop costs more)
+                result = dp.predict(
+                    req.rows, key=key, ids=req.ids, forced_track=forced, path=proto.path,
+                    raw=req.logged, X=req.X, unknown_ok=unknown_ok,
+                )  # fmt: skip
             if req.ids is not None and forced != "shadow":
                 # a client's own ids are bound to this prediction before it is answered (409
                 # when another holds one); a forwarded shadow's belong to the stable answer
@@ -415,7 +421,8 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             status = proto.status(e)
             finish(proto.route, None, started, status, forced or "stable")
             return status, orjson.dumps({"error": e.message}), {}
-        except Exception as e:  # a bug, or a team's model that raised: that answer, counted
+        except Exception as e:  # a bug: that answer, counted (a team's model that raises is
+            # answered by the data plane's fallback, or a 503 naming its error)
             log.exception("predicting failed")
             finish(proto.route, None, started, 500, forced or "stable")
             return 500, orjson.dumps({"error": f"internal error: {type(e).__name__}"}), {}

@@ -19,6 +19,11 @@ request can take them; generated ids need none):
 * **Fallback.** Past ``spec.serving.timeout``, or without a model, the
   answer is the ``lastGood`` version's (or the fixed ``fallback.value``),
   flagged in the response and in metrics.
+* **A team's model** (``algorithm: custom`` or ``river``) answers in a thread of its own,
+  waited for at most the timeout (:mod:`tideline.pods.server.usercode`): one that raises,
+  gives scores that cannot be served, runs past the timeout or is still stuck in a call
+  that did, costs that answer and no other (:meth:`DataPlane.predict_guarded`). The
+  built-in learners answer on the event loop, as they always did (:meth:`DataPlane.predict`).
 * **Logging.** Every answered request is logged, off the request path
   (:class:`tideline.pods.server.logwriter.PredictionLog`: its ids name its slot in
   this process's log; through a Redis outage the queue holds up to
@@ -65,6 +70,16 @@ from tideline.pods.server.errors import (
     Unprocessable,
 )
 from tideline.pods.server.logwriter import GeneratedIds, PredictionLog, Slot
+from tideline.pods.server.usercode import (
+    MODEL_ERROR,
+    TIMEOUT,
+    Call,
+    Failure,
+    FailureLog,
+    Workers,
+    error_line,
+    settled,
+)
 from tideline.pods.server.versions import Loaded, ModelVersions, Routing
 from tideline.pods.store import connect_async
 from tideline.spec import OnlineModel
@@ -87,6 +102,8 @@ class Result:
     fallback: bool = False
     fallback_reason: str | None = None
     models: dict[str, Loaded] = field(default_factory=dict)  # which model answered each track
+    # the tracks whose model failed on this request, and why (counted by DataPlane.observe)
+    failed: dict[str, str] | None = None
     secret: str = ""  # the request's secret, in its log entry
     slot: Slot | None = None  # where the request is logged (predlog)
     _json: bytes | None = field(default=None, repr=False)
@@ -114,9 +131,13 @@ class TrackStats:
         requests the track answered or failed: 2xx, and 5xx (503 with no version
         loaded, a model that raised, the store or a canary that failed);
     ``errors``
-        the 5xx among them, and the calls forwarded to a canary in another image
-        that failed (:meth:`DataPlane.forward_failed`); ``errors / requests`` is
-        the error rate ``maxErrorRate`` and the canary analysis read;
+        the 5xx among them, the calls forwarded to a canary in another image
+        that failed (:meth:`DataPlane.forward_failed`), the answers of a track's model
+        that raised or gave scores that cannot be served (the fallback answered: the
+        version is at fault all the same), and an in-process canary's calls that
+        failed in any way (the stable answered its rows, as for a canary in another
+        image); ``errors / requests`` is the error rate ``maxErrorRate`` and the
+        canary analysis read;
     ``refused``
         4xx: a request the client has to fix (bad input, too large, unknown model
         or version). Neither a request nor an error: bad input from one client
@@ -219,6 +240,11 @@ class DataPlane:
         self._rng = random.Random()
         self.stats: dict[str, TrackStats] = collections.defaultdict(TrackStats)
         self._kafka: Any = None  # the labels' producer, with spec.source.kafka (made when used)
+        # the threads of the loaded versions of a team's model (tideline.pods.server.usercode);
+        # ``guarded``: one is loaded, and requests are answered by predict_guarded
+        self.workers = Workers(self.spec.serving.timeout)
+        self.guarded = False
+        self._failures = FailureLog(log)  # a model's failures, once a minute each
 
     # -- life cycle ----------------------------------------------------------------------
     @property
@@ -261,6 +287,8 @@ class DataPlane:
             # a process that stops takes its counters with it (the monitor keeps what it
             # counted of them): the hash holds the processes that answer, not every one that did
             await asyncio.wait_for(self.r.hdel(self.keys.servers, self.instance), timeout=1.0)
+        self.workers.close()
+        self.guarded = False
         if self._http is not None:
             await self._http.aclose()
         if self._kafka is not None:
@@ -299,7 +327,10 @@ class DataPlane:
         )
         token = await self.r.get(self.keys.forward_token)
         self._forward_token = token.decode() if token else self._forward_token
-        await self.versions.refresh(self.r)
+        try:
+            await self.versions.refresh(self.r)
+        finally:  # (what is held decides, whatever part of the refresh failed)
+            self.guarded = self.workers.keep((self.stable, self.canary, self.last_good))
 
     # -- predicting ------------------------------------------------------------------------
     def _route(
@@ -441,10 +472,151 @@ class DataPlane:
         if elapsed > self.spec.serving.timeout:
             fb, result.version, result.revision = self._fallback(X)
             result.predictions = fb.tolist()
-            result.fallback, result.fallback_reason = True, "timeout"
-            self.metrics.fallbacks.labels(reason="timeout").inc()
+            result.fallback, result.fallback_reason = True, TIMEOUT
+            self.metrics.fallbacks.labels(reason=TIMEOUT).inc()
+            self.metrics.model_errors.labels(track=track, reason=TIMEOUT).inc()
         self._queue_log(body.given, result, raw, shadow)
         return result
+
+    async def predict_guarded(
+        self,
+        rows: Sequence[Any] | None,
+        *,
+        key: str | None = None,
+        ids: Sequence[Any] | None = None,
+        forced_track: str | None = None,
+        path: str = "instances",
+        raw: bytes | None = None,
+        X: np.ndarray | None = None,
+        unknown_ok: bool = False,
+    ) -> Result:
+        """:meth:`predict` while a team's model is loaded (:attr:`guarded`).
+
+        Its calls run in its thread (:mod:`tideline.pods.server.usercode`; a built-in's
+        on the event loop, as in :meth:`predict`), every model a request needs is asked
+        at once, and the request waits for them until ``spec.serving.timeout`` has
+        passed. A model that fails - it raised or gave scores that cannot be served
+        (``model-error``), ran past the timeout (``timeout``), or is still in a call
+        that did (``busy``) - costs that answer, counted
+        (``tideline_server_model_errors_total{track, reason}``) and logged once a minute:
+
+        * the stable's: the request's rows get the fallback, flagged with the reason,
+          as a timeout's always did. With ``fallback: lastGood`` the lastGood version
+          answers (given a timeout of its own); when it is the version that failed (or
+          none is loaded) or it fails too, the answer is :class:`Unavailable` (503)
+          naming why - the error's last line, never a traceback;
+        * the canary's: its rows keep the stable's answer (the stable scores every
+          row), and the call counts as an error of the canary track, as a call
+          forwarded to a canary in another image that fails does: its analysis sees it;
+        * the shadow's: the request is logged without shadow scores.
+
+        The request's log slot is taken once the models have answered: nothing awaits
+        after it, so the log's writer never sends a slot still waiting for its answer.
+        """
+        body = _Rows(rows, raw)
+        stable, canary = self.stable, self.canary
+        if stable is None:
+            return self._without_model(body, ids, path, raw)
+        if X is None:  # (the typed fast path admits no unknown name)
+            if not unknown_ok:
+                self._known_names(body.rows(), path)
+            X = self.encode(stable.schema, body.rows(), path)
+        n = _ids_for(X.shape[0], ids)
+        track = forced_track or "stable"
+        # what each model is asked (as _canary_rows and _shadow_scores choose), all encoded
+        # before any is asked: a row refused is refused before any model runs
+        todo: dict[str, tuple[Loaded, np.ndarray]] = {track: (stable, X)}
+        mask = None
+        if forced_track is None and canary is not None:
+            mask = self._route(n, key, body.rows)
+            if mask is not None and mask.any():
+                todo["canary"] = (canary, self._for(canary, X, body, path)[mask])
+            elif self.routing.shadow:
+                todo["shadow"] = (canary, self._for(canary, X, body, path))
+        timeout = self.spec.serving.timeout
+        deadline = time.perf_counter() + timeout
+        asked = {t: (loaded, self._ask(loaded, rows)) for t, (loaded, rows) in todo.items()}
+        answers: dict[str, np.ndarray] = {}
+        failed: dict[str, Failure] = {}
+        for t, (loaded, call) in asked.items():
+            got = await settled(call, deadline, timeout)
+            if isinstance(got, Failure):
+                failed[t] = got
+                self._model_failed(t, loaded, got)
+            else:
+                answers[t] = got
+        own = answers.get(track)
+        tracks = [track] * n
+        if own is None:  # the stable failed: the fallback answers every row (or no one can)
+            fb, version, revision = await self._fallback_after(stable, failed[track], X)
+            preds = fb.tolist()
+        else:
+            preds, version, revision = own.tolist(), stable.version, stable.revision
+            if "canary" in answers:
+                assert mask is not None
+                at = np.flatnonzero(mask).tolist()
+                for i, p in zip(at, answers["canary"].tolist(), strict=True):
+                    preds[i] = p
+                    tracks[i] = "canary"
+        out_ids, slot, secret = self.log.slot(n, ids)
+        result = Result(preds, out_ids, version, revision, tracks, slot=slot, secret=secret)
+        result.models[track] = stable
+        if own is None:
+            reason = failed[track].reason
+            result.fallback, result.fallback_reason = True, reason
+            self.metrics.fallbacks.labels(reason=reason).inc()
+        elif canary is not None and "canary" in answers:
+            result.models["canary"] = canary
+        result.failed = {t: f.reason for t, f in failed.items()} or None
+        shadow = None
+        if "shadow" in answers and canary is not None:
+            shadow = canary.revision, canary.version, answers["shadow"].tolist()
+        self._queue_log(body.given, result, raw, shadow)
+        return result
+
+    def _ask(self, loaded: Loaded, X: np.ndarray) -> Call:
+        """Ask ``loaded`` for the scores of ``X``: a team's model in its thread (await the call
+        with :func:`~tideline.pods.server.usercode.settled`), a built-in here and now."""
+        worker = self.workers.of(loaded)
+        if worker is not None:
+            return worker.submit(X)
+        t0 = time.perf_counter()
+        try:
+            scores = loaded.predict(X)
+        except Exception as e:  # (a bug of ours: answered like a team's model's, all the same)
+            return Failure(MODEL_ERROR, error_line(e))
+        timeout = self.spec.serving.timeout
+        if time.perf_counter() - t0 > timeout:
+            return Failure(TIMEOUT, f"answered past serving.timeout ({timeout * 1000:.4g} ms)")
+        return scores
+
+    def _model_failed(self, track: str, loaded: Loaded, failure: Failure) -> None:
+        """A model that failed a request: counted, and logged once a minute per message."""
+        self.metrics.model_errors.labels(track=track, reason=failure.reason).inc()
+        self._failures.note(f"{track} model {loaded.revision} v{loaded.version} failed "
+                            f"({failure.reason}): {failure.message}")  # fmt: skip
+
+    async def _fallback_after(
+        self, failed: Loaded, why: Failure, X: np.ndarray
+    ) -> tuple[np.ndarray, int | None, str | None]:
+        """The fallback's answer to rows the version ``failed`` could not answer (see
+        :meth:`predict_guarded`); :class:`Unavailable` naming why when it has none."""
+        fb = self.spec.serving.fallback
+        if fb != "lastGood":
+            return np.full(X.shape[0], float(fb)), None, None
+        cause = f"{why.reason}: {failed.revision} v{failed.version}: {why.message}"
+        lg = self.last_good
+        if lg is None:
+            raise Unavailable(f"{cause}; the fallback is lastGood, and none is loaded")
+        if lg is failed or (lg.revision, lg.version) == (failed.revision, failed.version):
+            raise Unavailable(f"{cause}; the fallback is lastGood, which is that version")
+        timeout = self.spec.serving.timeout
+        scores = await settled(self._ask(lg, X), time.perf_counter() + timeout, timeout)
+        if isinstance(scores, Failure):
+            self._model_failed("stable", lg, scores)
+            raise Unavailable(f"{cause}; the fallback, lastGood {lg.revision} v{lg.version}, "
+                              f"failed too ({scores.reason}: {scores.message})")  # fmt: skip
+        return scores, lg.version, lg.revision
 
     def _without_model(
         self, body: _Rows, ids: Sequence[Any] | None, path: str, raw: bytes | None
@@ -622,15 +794,23 @@ class DataPlane:
 
     # -- reporting -------------------------------------------------------------------------
     def observe(
-        self, track: str, seconds: float, n: int, status: int, fallback: bool = False
-    ) -> None:
-        """One answer of a predict route, by its HTTP status (see :class:`TrackStats`)."""
+        self, track: str, seconds: float, n: int, status: int, fallback: bool = False,
+        failed: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """One answer of a predict route, by its HTTP status (see :class:`TrackStats`);
+        ``failed``: the tracks whose model failed on it (:attr:`Result.failed`)."""
         st = self.stats[track]
         if status < 400:
             st.requests += 1
             st.predictions += n
             st.fallbacks += fallback
             st.latencies.append(seconds)  # (the latency of answers: a fast 503 is no speed-up)
+            if failed:
+                for t, reason in failed.items():
+                    if t == track and reason == MODEL_ERROR:  # a faulty version, whoever answered
+                        st.errors += 1
+                    elif t == "canary" and t != track:  # the stable answered the canary's rows
+                        self.forward_failed(t)
         elif status < 500:
             st.refused += 1
         else:

@@ -19,7 +19,12 @@ restarted empty had a learner publish an untrained v0, which was served):
   the ``lastGood`` version it holds;
 * it does not swap a version that learned something for a cold one of the
   same revision (``n_seen`` 0, no ``warmStart``) unless the revision is
-  ``pinned``, the operator's explicit choice (a rollback, a serve).
+  ``pinned``, the operator's explicit choice (a rollback, a serve);
+* it loads no version whose signature does not verify (:mod:`tideline.signing`: the
+  key is ``TIDELINE_SIGNING_KEY``): the blob is refused before anything decodes it,
+  logged and counted once (``tideline_forged_blobs_total{component="server"}``), and
+  the server keeps answering with what it holds. What it holds is kept as stored,
+  signature included, and put back byte for byte.
 """
 
 from __future__ import annotations
@@ -38,10 +43,14 @@ import redis.exceptions
 
 from tideline import codec
 from tideline.algorithms import Learner
+from tideline.algorithms.external import ModelLoadError
 from tideline.contracts import Keys, Pointers
 from tideline.features import FeatureSchema
+from tideline.pods.faults import VersionFaults
 from tideline.pods.metrics import ServerMetrics
-from tideline.pods.store import learner_from_blob, restore_args
+from tideline.pods.server import usercode
+from tideline.pods.store import open_version, restore_args
+from tideline.signing import ForgedBlob, Sealing
 from tideline.spec import OnlineModel
 
 log = logging.getLogger("tideline.server")
@@ -118,15 +127,21 @@ class Routing:
 
 class ModelVersions:
     """The stable revision's served and lastGood versions, a canary's served one, and the
-    routing (see module docs)."""
+    routing (see module docs). ``sealing``: how versions are verified; by default with the
+    key in the environment (:meth:`tideline.signing.Sealing.from_env`)."""
 
     def __init__(
-        self, model: OnlineModel, keys: Keys, metrics: ServerMetrics, poll_interval: float
-    ) -> None:
+        self, model: OnlineModel, keys: Keys, metrics: ServerMetrics, poll_interval: float,
+        sealing: Sealing | None = None,
+    ) -> None:  # fmt: skip
         self.model = model
         self.keys = keys
         self.metrics = metrics
+        self.sealing = sealing or Sealing.from_env(
+            keys.namespace, keys.model, component="server", refused=metrics.forged_blobs.inc
+        )
         self.poll_interval = poll_interval
+        self.faults = VersionFaults(keys)  # versions it cannot load (tideline.pods.faults)
         self.routing = Routing(stable=model.revision)
         self.stable: Loaded | None = None
         self.canary: Loaded | None = None
@@ -246,11 +261,26 @@ class ModelVersions:
         for held in (self.stable, self.canary, self.last_good):
             if held is not None and held.revision == revision and held.version == version:
                 return held
-        blob = await r.get(self.keys.version(revision, version))
+        if self.faults.failed_before(revision, version):
+            return current  # (it could not be loaded: reported once, not tried again)
+        key = self.keys.version(revision, version)
+        blob = await r.get(key)
         if blob is None:
             log.warning("%s v%d is named by %s but not stored", revision, version, pointer)
             return current
-        learner, meta = await asyncio.to_thread(learner_from_blob, blob)
+        try:  # (verified in the thread too: a large blob's HMAC is no work for the event loop)
+            learner, meta = await asyncio.to_thread(open_version, self.sealing, blob, key)
+        except ForgedBlob:  # logged and counted once by the sealing: keep what is held
+            return current
+        except ModelLoadError as e:  # a team's class that cannot be loaded: said, and kept
+            await self.faults.failed(r, revision, version, e)
+            return current
+        # a team's model answers a probe (in a thread of its own) before it serves
+        refused = await asyncio.to_thread(usercode.probe, learner)
+        if refused is not None:
+            await self.faults.failed(r, revision, version, ModelLoadError("BadScores", refused))
+            return current
+        await self.faults.loaded(r, revision)
         meta.pop("model", None)  # (the spec travels in the blob; the version's meta is the rest)
         meta.pop("reference", None)
         return Loaded(revision, version, learner, learner.predictor(),
@@ -258,7 +288,8 @@ class ModelVersions:
 
     def _warm_up(self, loaded: Loaded) -> None:
         sch = loaded.schema
-        loaded.predict(sch.encode([{}]))
+        if not usercode.is_team_model(loaded.learner):  # (probed already, in its own thread)
+            loaded.predict(sch.encode([{}]))
         sch.missing[:] = 0  # the warm-up row is not traffic
         self.warmed = True
 
