@@ -8,6 +8,7 @@ template are decided here, once.
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ import yaml
 
 import tideline
 from tideline.contracts import AWAIT_START_ENV, IMAGE_GID, IMAGE_UID
+from tideline.signing import KEY_ENV as SIGNING_KEY_ENV
 from tideline.spec import KAFKA_PASSWORD_ENV, KAFKA_TLS_ENV, OnlineModel
 
 CONFIG_PATH = "/etc/tideline"
@@ -168,6 +170,43 @@ def build_redis_secret(model: OnlineModel, settings: Settings) -> dict[str, Any]
     }
 
 
+def signing_secret_name(model: OnlineModel) -> str:
+    return f"{model.name}-tideline-signing"
+
+
+SIGNING_SECRET_KEY = "key"  # the field of the signing Secret holding the key
+
+
+def _signing_env(model: OnlineModel) -> dict[str, Any]:
+    """The model's signing key (:mod:`tideline.signing`), from the Secret the operator keeps:
+    every pod of the model, stable and canary alike, signs and verifies with the one key."""
+    ref = {"name": signing_secret_name(model), "key": SIGNING_SECRET_KEY}
+    return {"name": SIGNING_KEY_ENV, "valueFrom": {"secretKeyRef": ref}}
+
+
+def build_signing_secret(model: OnlineModel, key: str) -> dict[str, Any]:
+    """The model's signing key Secret (``key``: text, made by the caller - this module draws
+    nothing at random - from 32 random bytes as base64url).
+
+    Made once when missing and never written again (``immutable``: not even a stray apply
+    could rotate it), since every version stored was signed with it; it goes with the
+    OnlineModel. The value is text, not raw bytes, because it reaches the pods as an
+    environment variable, where a NUL byte cannot be.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": signing_secret_name(model),
+            "namespace": model.namespace,
+            "labels": labels(model, "signing-key"),
+        },
+        "type": "Opaque",
+        "immutable": True,
+        "data": {SIGNING_SECRET_KEY: base64.b64encode(key.encode()).decode()},
+    }
+
+
 # The pod runs as the runtime image's user and group (tideline.contracts.IMAGE_UID, the
 # Dockerfile's USER), the user the image is built and tested as - not a uid of the
 # builders' own (10001 until real pods came to the suite). fsGroup: mounted volumes are
@@ -215,9 +254,13 @@ def _container(
         "name": role,
         "image": image_of(model, settings),
         "imagePullPolicy": settings.image_pull_policy,
+        # a process that stops writes why to /dev/termination-log (a model that cannot be
+        # loaded: tideline.pods.faults); one that could not, its log's tail is the message
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "args": [role, "--config", f"{CONFIG_PATH}/model.yaml", *args],  # Redis: from the env
         "env": [
             _redis_env(model),
+            _signing_env(model),
             {"name": "TIDELINE_REVISION", "value": revision},
             *_kafka_env(model),
         ],  # fmt: skip

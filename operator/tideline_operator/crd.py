@@ -28,6 +28,7 @@ from tideline.spec import (
     FEATURE_TYPES,
     KAFKA_PROTOCOLS,
     KAFKA_TLS_KEYS,
+    MAX_CLASSES,
     MAX_FEATURES,
     OBJECT_REF_PATTERN,
     OPTIMIZERS,
@@ -236,6 +237,14 @@ def spec_schema() -> dict[str, Any]:
                         "items": feature,
                         "description": "The typed feature schema, in order",
                     },  # fmt: skip
+                    "classes": {
+                        "type": "array",
+                        "minItems": 2,
+                        "maxItems": MAX_CLASSES,
+                        "x-kubernetes-list-type": "set",  # (unique: the API server refuses a repeat)
+                        "items": {"type": "string", "minLength": 1},
+                        "description": "task: multiclass: the class names; label i names the i-th",
+                    },  # fmt: skip
                     "params": _params(),
                     **{algorithm: _external(algorithm) for algorithm in EXTERNAL_ALGORITHMS},
                     "warmStart": _obj(
@@ -258,6 +267,15 @@ def spec_schema() -> dict[str, Any]:
                     ),
                 },
                 required=["features"],
+                **{
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "has(self.classes) == (has(self.task) && self.task == 'multiclass')",
+                            "message": "classes: required with task: multiclass, and only with it",
+                            "fieldPath": ".classes",
+                        }
+                    ]
+                },
             ),
             "learning": _obj(
                 "How the learner updates and publishes",
@@ -625,7 +643,7 @@ def status_schema() -> dict[str, Any]:
             "type": {
                 "type": "string",
                 "description": "Ready, Progressing, Degraded, Drifting, ModelQuality, LogCapacity, "
-                "StoreDurable, StoreReset",
+                "StoreDurable, StoreReset, ModelLoaded",
                 "maxLength": 316,
             },  # fmt: skip
             "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
@@ -654,7 +672,7 @@ def status_schema() -> dict[str, Any]:
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["type"],
                 "description": "Ready, Progressing, Degraded, Drifting, ModelQuality, LogCapacity, "
-                "StoreDurable, StoreReset",
+                "StoreDurable, StoreReset, ModelLoaded",
             },
             "stableRevision": scalar("string", "The revision serving the traffic"),
             "canaryRevision": scalar("string", "The revision in a canary, if any"),
@@ -702,6 +720,24 @@ def status_schema() -> dict[str, Any]:
             "storeReset": record(
                 "The last store reset: at, cause, message, the versions lost, recoveredAt"
             ),  # fmt: skip
+            "loadFaults": {
+                "type": "array",
+                "nullable": True,
+                "description": "The model's pods that cannot load it (stable, canary): "
+                "reason (ImportFailed, MissingMethod, BadParams), the error's last line",
+                "items": {
+                    "type": "object",
+                    "required": ["reason", "message", "component", "revision"],
+                    "properties": {
+                        "reason": {"type": "string", "maxLength": 64},
+                        "message": {"type": "string", "maxLength": 4096},
+                        "component": {"type": "string", "maxLength": 64},
+                        "revision": {"type": "string", "maxLength": 253},
+                        "at": {"type": "number", "description": "First reported (Unix seconds)"},
+                    },
+                },
+                "maxItems": 16,
+            },
         },
     }
 

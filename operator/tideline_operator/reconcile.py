@@ -6,7 +6,8 @@ The kopf timer in :mod:`tideline_operator.handlers` calls
 1. parses the spec (a spec that can never work becomes a Degraded
    condition naming the field, and nothing else happens);
 2. observes: the stable revision's pointers, the routing hash, the
-   monitor's health summary and the store's epoch token in Redis (and, once
+   monitor's health summary, the store's epoch token and the faults of pods
+   that cannot load the model in Redis (and, once
    a resync, Redis's eviction and persistence settings), and the model's
    Deployments (from a kopf index, not an API call);
 3. calls the pure :func:`tideline_operator.rollout.decide`;
@@ -15,7 +16,9 @@ The kopf timer in :mod:`tideline_operator.handlers` calls
    the new status implies (level-based, so a restarted operator converges
    from the status alone) - an object is applied only when it differs from
    what this process applied last, and server-side apply of an unchanged
-   object changes nothing at the API;
+   object changes nothing at the API; the model's signing key Secret is
+   created when missing, before anything else, and never written again
+   (:meth:`Reconciler.signing_key`);
 5. returns the status to write, or ``None`` when nothing changed, so a
    re-applied manifest (GitOps) causes no writes at all.
 """
@@ -27,6 +30,7 @@ import copy
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,9 +41,9 @@ import yaml
 from prometheus_client import Counter, Histogram
 
 from tideline import health as h
-from tideline.contracts import Keys, Pointers, StartWord
+from tideline.contracts import Keys, ModelFault, Pointers, StartWord
 from tideline.pods.store import ModelStore, StoreError, connect, migrate_keys, node_info
-from tideline.spec import OnlineModel, SpecError, check_redis_url, parse
+from tideline.spec import ExternalParams, OnlineModel, SpecError, check_redis_url, parse
 from tideline_operator import builders
 from tideline_operator.builders import Settings
 from tideline_operator.kube import REVISION_KINDS, KubeAPI
@@ -98,6 +102,8 @@ class Sight:
     retired: dict[str, float] = field(default_factory=dict)
     lag: int | None = None  # records the stable learner is behind (None: not known)
     store: StoreSeen | None = None  # None: Redis could not be read
+    # what the stable revision's pods and the named canary's reported they cannot load
+    faults: tuple[ModelFault, ...] | None = None  # None: Redis could not be read
 
 
 FULL_READ = 2.0  # seconds between readings of a Redis server's OOM replies (one for all its models)
@@ -150,9 +156,18 @@ def _digest(obj: dict[str, Any]) -> str:
 
 
 def warm_start_compatible(a: OnlineModel, b: OnlineModel) -> bool:
-    """A canary can start from stable's weights when task, algorithm and features agree."""
+    """A canary can start from stable's weights when task, algorithm and features agree, and a
+    team's own model is the same class (its ``load`` takes the state with the new params).
+    A River estimator's state is the estimator itself, hyperparameters and all: warm-started
+    from stable's, a canary with other params would be stable's model again, so it starts
+    cold."""
     ma, mb = a.spec.model, b.spec.model
-    return (ma.task, ma.algorithm, ma.features) == (mb.task, mb.algorithm, mb.features)
+    if (ma.task, ma.algorithm, ma.features) != (mb.task, mb.algorithm, mb.features):
+        return False
+    pa, pb = ma.params, mb.params
+    if isinstance(pa, ExternalParams) and isinstance(pb, ExternalParams):
+        return pa == pb if ma.algorithm == "river" else pa.ref == pb.ref
+    return True
 
 
 def route_weights(route: dict[str, Any], stable: str, canary: str, weight: int, port: int) -> list[dict[str, Any]]:  # fmt: skip
@@ -251,12 +266,15 @@ class Reconciler:
     def observe(self, model: OnlineModel, status: RolloutStatus, r: Any) -> Sight:
         """The stable pointers, the health summary, the routing hash, the retired revisions,
         the stable learner's lag, and what a store reset would change: the epoch token, the
-        active revisions' StartWords and whether they have pointers, and whether the
-        lastGood version the status names (:func:`restorable`) is still stored."""
+        active revisions' StartWords and whether they have pointers, whether the
+        lastGood version the status names (:func:`restorable`) is still stored, and the
+        faults of the stable revision's pods and of the canary's the status names, aborted
+        or not (an aborted canary's say why while the status names it)."""
         keys = Keys(model.namespace, model.name)
         stable = status.stableRevision or model.revision
         canary = status.canaryRevision if not status.aborted else None
         good = restorable(status)
+        watched = [stable, *[rev for rev in (status.canaryRevision,) if rev and rev != stable]]
         try:
             p = r.pipeline(transaction=False)
             p.hgetall(keys.pointers(stable))
@@ -267,6 +285,8 @@ class Reconciler:
             p.get(keys.epoch)
             p.get(keys.restores)
             p.hget(keys.control(stable), StartWord.FIELD)
+            for rev in watched:
+                p.hgetall(keys.faults(rev))
             if canary:
                 p.exists(keys.pointers(canary))
                 p.hget(keys.control(canary), StartWord.FIELD)
@@ -276,6 +296,8 @@ class Reconciler:
         except redis.RedisError as e:
             log.warning("%s/%s: Redis unavailable: %s", model.namespace, model.name, e)
             return Sight()
+        faults = tuple(f for raw in more[: len(watched)] for f in ModelFault.of_hash(raw))
+        more = more[len(watched) :]
         words = {stable: StartWord.decode(word)}
         empty = {stable} if not pointers else set()
         if canary:
@@ -297,6 +319,7 @@ class Reconciler:
                 words=words,
                 empty=frozenset(empty),
             ),
+            faults=faults,
         )
 
     def store_config(self, r: Any, now: float) -> StoreConfig | None:
@@ -448,6 +471,7 @@ class Reconciler:
             store_full=self.store_full(r, Keys(model.namespace, model.name), now)
             if sight.store is not None
             else None,
+            faults=sight.faults,
         )
         decision = decide(model.spec, before, observed, health, now)
         st = decision.status
@@ -631,10 +655,39 @@ class Reconciler:
             mem.desired_key, mem.desired_at = key, now
         return self._remove_stale(model, st, mem, children, md.get("uid"))
 
+    def signing_key(self, model: OnlineModel, owner: dict[str, Any], mem: ModelMemory) -> None:
+        """The model's signing key Secret (:func:`builders.build_signing_secret`): created
+        when missing, with a new key of 32 random bytes; an existing one is never rewritten
+        - every version in the store was signed with its key. Looked at once per process
+        (and again after a revision's objects were removed), not every resync: a Secret
+        deleted by hand comes back at the operator's next start with a *new* key, and the
+        versions signed with the old one are refused from then on. One of that name that
+        this OnlineModel does not own is left alone (:class:`ResourceExists`)."""
+        name = builders.signing_secret_name(model)
+        seen = ("Secret", name)
+        if mem.applied.get(seen) == "exists":
+            return
+        existing = self.kube.get("v1", "Secret", model.namespace, name)
+        if existing is None:
+            obj = builders.build_signing_secret(model, secrets.token_urlsafe(32))
+            obj["metadata"]["ownerReferences"] = [owner]
+            existing = self.kube.create(obj)
+            if existing is None:  # made meanwhile (by another operator's turn): that one counts
+                existing = self.kube.get("v1", "Secret", model.namespace, name)
+            else:
+                APPLIES.labels("Secret").inc()
+                log.info("%s/%s: signing key Secret %s created", model.namespace, model.name, name)
+        if existing is None:  # (gone again meanwhile: the next pass makes it)
+            return
+        if not owned_by(existing, owner["uid"]):
+            raise ResourceExists("Secret", name, model.name)
+        mem.applied[seen] = "exists"
+
     def _apply_desired(self, model: OnlineModel, manifest: dict[str, Any], st: RolloutStatus,
                        mem: ModelMemory) -> None:  # fmt: skip
         owner = _owner(manifest)
         uid = owner["uid"]
+        self.signing_key(model, owner, mem)  # before the pods that read it
         desired = self.desired(model, manifest, st, mem)
         canary_service = ("Service", f"{model.name}-canary")
         # a promoted canary's Service goes: its revision lives on as stable behind `<name>`

@@ -3,7 +3,10 @@
 ``tideline learner --config FILE --redis URL [--port N]`` runs the learner of
 one OnlineModel (FILE is the manifest a user applies). ``tideline operator`` runs the Kubernetes operator. ``tideline run FILE``
 runs the loop locally on an embedded Redis with simulated traffic.
-A bad manifest or flag exits with status 2 and a message naming the field.
+A bad manifest or flag exits with status 2 and a message naming the field; a model that
+cannot be loaded (a team's own class: ``ImportFailed``, ``MissingMethod``, ``BadParams``)
+with status 4, the reason reported where the operator and ``kubectl describe`` show it
+(:mod:`tideline.pods.faults`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import Any
 import redis
 
 import tideline
+from tideline.algorithms.external import ModelLoadError
+from tideline.contracts import Keys
+from tideline.pods import faults
 from tideline.pods.store import connect
 from tideline.spec import (
     OnlineModel,
@@ -50,6 +56,44 @@ def _load(path: str) -> OnlineModel:
     return parse(path)
 
 
+def _check_signing_key(model: OnlineModel) -> None:
+    """``TIDELINE_SIGNING_KEY`` read before anything starts: a key too short to be one, or
+    none for a model whose learner's state is code, stops the process with status 2 (see
+    :mod:`tideline.signing`; the processes read it again when they build their stores)."""
+    from tideline import signing
+
+    try:
+        signing.check_environment(model.spec.model.algorithm)
+    except ValueError as e:
+        raise SpecError("environment", str(e)) from None
+
+
+def _model_loads(client: Any, model: OnlineModel, component: str) -> None:
+    """The model built once from the manifest (for a team's own model: its class imported,
+    its methods checked, its params taken), or :class:`tideline.pods.faults.StartFailed`
+    with the fault reported. The server and the monitor load versions only later: this
+    says at start what they would find then."""
+    from tideline.algorithms import make_learner
+
+    faults.loaded(client, Keys(model.namespace, model.name), component, model.revision,
+                  lambda: make_learner(model.spec.model.to_dict()))  # fmt: skip
+
+
+def _server_model_loads(url: str, model: OnlineModel) -> None:
+    """:func:`_model_loads` for the server, whose own Redis client is made by each worker:
+    one here, for the fault, that gives up quickly (a server rides out a Redis away at
+    its start: then the fault is logged and written as the termination message only)."""
+    try:
+        client = connect(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    except (redis.RedisError, OSError):
+        client = None
+    try:
+        _model_loads(client, model, "server")
+    finally:
+        if client is not None:
+            client.close()
+
+
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
 
@@ -63,24 +107,32 @@ def _stop_on_signals() -> threading.Event:
 
 def cmd_learner(args: argparse.Namespace) -> int:
     """The learner; exit status 1 when its turns failed too often in a row (a restart is
-    the remedy Kubernetes has, and it counts them), 0 at a clean stop."""
+    the remedy Kubernetes has, and it counts them), 4 when it cannot load the model, 0 at
+    a clean stop."""
     from tideline.pods.learner import LearnerProcess
     from tideline.pods.liveness import Liveness
     from tideline.pods.metrics import LearnerMetrics
 
     model = _load(args.config)
+    _check_signing_key(model)
     client = connect(args.redis)
     metrics = LearnerMetrics(None)
     liveness = Liveness()
     if args.port:  # /healthz: the age of the last good turn (the pod's liveness probe)
         metrics.serve(args.port, liveness.check)
-    proc = LearnerProcess(
-        model,
+    proc = faults.loaded(
         client,
-        revision=args.revision,
-        warm_start_revision=args.warm_start_revision,
-        metrics=metrics,
-        liveness=liveness,
+        Keys(model.namespace, model.name),
+        "learner",
+        args.revision or model.revision,
+        lambda: LearnerProcess(
+            model,
+            client,
+            revision=args.revision,
+            warm_start_revision=args.warm_start_revision,
+            metrics=metrics,
+            liveness=liveness,
+        ),
     )
     stop = _stop_on_signals()
     proc.start(stop)  # (may wait for the operator's word: TIDELINE_AWAIT_START)
@@ -91,17 +143,21 @@ def cmd_learner(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    """The monitor; exit status 1 when its turns failed too often in a row, 0 at a clean stop."""
+    """The monitor; exit status 1 when its turns failed too often in a row, 4 when it cannot
+    load the model, 0 at a clean stop."""
     from tideline.pods.liveness import Liveness
     from tideline.pods.metrics import MonitorMetrics
     from tideline.pods.monitor import Monitor
 
     model = _load(args.config)
+    _check_signing_key(model)
     metrics = MonitorMetrics(None)
     liveness = Liveness()
     if args.port:  # /healthz: the age of the last good turn (the pod's liveness probe)
         metrics.serve(args.port, liveness.check)
-    mon = Monitor(model, connect(args.redis), metrics=metrics, liveness=liveness)
+    client = connect(args.redis)
+    _model_loads(client, model, "monitor")  # (it loads versions later: the class loads now)
+    mon = Monitor(model, client, metrics=metrics, liveness=liveness)
     mon.start()
     return 0 if mon.run(_stop_on_signals()) else 1
 
@@ -114,6 +170,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     from tideline.pods.server.api import Settings, check_feedback_auth
 
     model = _load(args.config)  # a bad manifest fails here, naming the field, before any worker
+    _check_signing_key(model)
+    _server_model_loads(args.redis, model)  # so does a model that cannot be loaded
     os.environ["TIDELINE_CONFIG"] = args.config
     os.environ["TIDELINE_REDIS_URL"] = args.redis
     # the limits at the door: a flag wins over the environment, which the workers read
@@ -213,7 +271,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_local(manifest, duration=duration, rate=per_second, drift_at=drift_at,
                         canary_at=canary_at, poison_at=poison_at, poison_for=poison_for,
                         report=Path(args.report) if args.report else None,
-                        stop=_stop_on_signals(), source=args.source)  # fmt: skip
+                        stop=_stop_on_signals(), source=args.source,
+                        # a team's package beside its manifest (examples/custom/fraud_team)
+                        import_path=[Path(args.file).resolve().parent])  # fmt: skip
     return 0 if summary["samples_learned"] > 0 else 1
 
 
@@ -403,6 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except redis.RedisError as e:  # refused credentials, a read-only replica, ...
         print(f"tideline: redis at {_where(args.redis)}: {e}", file=sys.stderr)
         return 3
+    except faults.StartFailed:  # (logged, told to Redis, written as the termination message)
+        return faults.EXIT_STATUS
+    except ModelLoadError as e:  # (past its start: the component that raised it told no one)
+        print(f"tideline: {e}", file=sys.stderr)
+        return faults.EXIT_STATUS
     except RuntimeError as e:
         print(f"tideline: {e}", file=sys.stderr)
         return 1

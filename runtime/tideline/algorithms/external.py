@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tideline import signing
 from tideline.algorithms.base import Learner, State
 from tideline.model import ModelInfo, as_dicts, missing_methods, rows_of
 from tideline.spec import ExternalParams
@@ -142,7 +143,12 @@ class External(Learner):
                 STATE: np.frombuffer(bytes(blob), dtype=np.uint8)}  # fmt: skip
 
     def set_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Load a saved state into a fresh model (the contract's ``load``), as this one."""
+        """Load a saved state into a fresh model (the contract's ``load``), as this one; never
+        state that was neither verified nor trusted (:mod:`tideline.signing`): a team's
+        ``load`` may unpickle it."""
+        if signing.loading_untrusted():
+            raise signing.ForgedBlob(f"state of {self.params.ref} that was not verified: "
+                                     "not loaded")  # fmt: skip
         model = self._make(self.info)
         model.load(np.asarray(state[STATE], dtype=np.uint8).tobytes())
         self.model, self._n_seen = model, int(state["n_seen"])

@@ -7,8 +7,11 @@ A ConfigMap becomes a directory of files; a Deployment becomes ``replicas``
 child processes running its container's arguments (``tideline learner ...``,
 ``tideline server ...``, ``tideline monitor ...``) with the config path,
 the Redis URL and the ports rewritten for loopback, and the environment a
-Secret would fill taken from ``secrets``; Services, budgets and autoscalers
-are recorded and otherwise ignored.
+Secret would fill taken from ``secrets`` and from the Secrets the operator
+writes - the model's signing key among them, which the operator's own code
+makes when it finds none, so each run has a key of its own, handed to every
+process (:mod:`tideline.signing`); Services, budgets and autoscalers are
+recorded and otherwise ignored.
 
 The restart policy is Kubernetes' (``restartPolicy: Always``): a process that
 exits on its own is started again in its place by :meth:`ProcessCluster.restart_exited`
@@ -21,6 +24,7 @@ where a kubelet waits 10 s to 5 minutes). Each exit is a :class:`Restart` in
 
 from __future__ import annotations
 
+import base64
 import builtins
 import copy
 import http.client
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,11 +89,21 @@ def matches_selector(labels: dict[str, str], selector: str) -> bool:
 
 
 class ProcessCluster:
+    def _pythonpath(self) -> dict[str, str]:
+        if not self.import_path:
+            return {}
+        given = os.environ.get("PYTHONPATH")
+        return {"PYTHONPATH": os.pathsep.join([*self.import_path, *([given] if given else [])])}
+
     def __init__(
-        self, workdir: Path, redis_url: str, secrets: dict[str, dict[str, str]] | None = None
-    ) -> None:
+        self, workdir: Path, redis_url: str, secrets: dict[str, dict[str, str]] | None = None,
+        import_path: Sequence[Path] = (),
+    ) -> None:  # fmt: skip
+        """``import_path``: folders put first on the processes' ``PYTHONPATH`` (a team's
+        package beside its manifest, found as the team's image would find it)."""
         self.dir = workdir
         self.redis_url = redis_url
+        self.import_path = [str(p) for p in import_path]
         # Secrets by name, then key: what a container's env reads with secretKeyRef (one
         # that names none here is left unset, and the process decides: a server whose
         # spec has feedbackAuth refuses to start without its token)
@@ -104,11 +119,22 @@ class ProcessCluster:
         with self.lock:
             return self._apply(obj)
 
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """As the API server's create: None when an object of that name exists (kept as is)."""
+        with self.lock:
+            if (obj["kind"], obj["metadata"]["name"]) in self.objects:
+                return None
+            return self._apply(obj)
+
     def _apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(obj)
         key = (obj["kind"], obj["metadata"]["name"])
         self.objects[key] = obj
-        if obj["kind"] == "ConfigMap":
+        if obj["kind"] == "Secret":  # what a container's secretKeyRef reads from now on
+            values = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+            values.update(obj.get("stringData") or {})
+            self.secrets[key[1]] = {**self.secrets.get(key[1], {}), **values}
+        elif obj["kind"] == "ConfigMap":
             d = self.dir / obj["metadata"]["name"]
             d.mkdir(exist_ok=True)
             for name, text in (obj.get("data") or {}).items():
@@ -252,7 +278,7 @@ class ProcessCluster:
         log = self.dir / "logs" / f"{obj['metadata']['name']}-{index}.log"
         popen = subprocess.Popen(
             [sys.executable, "-m", "tideline.cli", "--log-level", "WARNING", *args],
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1", **self._pythonpath()},
             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         return Proc(popen, port, log, container["name"])

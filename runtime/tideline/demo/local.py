@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -114,6 +114,7 @@ class Simulator:
         self.rate = rate
         self.name = model.name
         self.sent = self.predictions = self.labels_sent = self.errors = 0
+        self.error_statuses: dict[str, int] = {}  # what the failed requests got, by route
         self.tracks: dict[str, int] = {}
         self.latencies: list[float] = []
         self.due: list[tuple[float, int, dict[str, Any]]] = []
@@ -155,7 +156,7 @@ class Simulator:
                                      {"x-tideline-key": key})  # fmt: skip
             self.latencies.append(time.perf_counter() - start)
             if status != 200 or out is None:
-                self.errors += 1
+                self._failed("predict", status)
                 continue
             self.predictions += len(rows)
             if self.binary and isinstance(out.get("predictions"), list):
@@ -188,7 +189,12 @@ class Simulator:
             if status == 202:
                 self.labels_sent += len(ready)
             else:
-                self.errors += 1
+                self._failed("feedback", status)
+
+    def _failed(self, route: str, status: int) -> None:
+        self.errors += 1
+        key = f"{route} {status}"
+        self.error_statuses[key] = self.error_statuses.get(key, 0) + 1
 
     def accuracy_timeline(self) -> list[float | None]:
         """Accuracy of the predictions answered in each second (None: none answered)."""
@@ -295,7 +301,10 @@ def run_local(
     report: Path | None = None,
     stop: threading.Event | None = None,
     source: str = "redis",
+    import_path: Sequence[Path] = (),
 ) -> dict[str, Any]:
+    """Run the loop on ``manifest``; ``import_path``: folders the processes import a team's
+    own model from (``tideline run`` gives the manifest's)."""
     out = out or sys.stdout
     stop = stop or threading.Event()
     with contextlib.ExitStack() as resources:
@@ -304,7 +313,7 @@ def run_local(
             manifest = with_kafka(manifest, broker)
         return _run(manifest, duration=duration, rate=rate, drift_at=drift_at,
                     canary_at=canary_at, poison_at=poison_at, poison_for=poison_for, seed=seed,
-                    out=out, report=report, stop=stop)  # fmt: skip
+                    out=out, report=report, stop=stop, import_path=import_path)  # fmt: skip
 
 
 def with_kafka(manifest: dict[str, Any], broker: EmbeddedKafka) -> dict[str, Any]:
@@ -322,7 +331,7 @@ def with_kafka(manifest: dict[str, Any], broker: EmbeddedKafka) -> dict[str, Any
 def _run(
     manifest: dict[str, Any], *, duration: float, rate: float, drift_at: float | None,
     canary_at: float | None, poison_at: float | None, poison_for: float, seed: int,
-    out: TextIO, report: Path | None, stop: threading.Event,
+    out: TextIO, report: Path | None, stop: threading.Event, import_path: Sequence[Path],
 ) -> dict[str, Any]:  # fmt: skip
     manifest = copy.deepcopy(manifest)
     manifest["spec"]["rollout"] = {**manifest["spec"].get("rollout", {}), **DEMO_ROLLOUT}
@@ -345,7 +354,8 @@ def _run(
         auth = model.spec.serving.feedbackAuth
         token = secrets.token_urlsafe(32) if auth is not None else None
         cluster = ProcessCluster(workdir, server.url,
-                                 {auth.name: {auth.key: token}} if auth and token else None)  # fmt: skip
+                                 {auth.name: {auth.key: token}} if auth and token else None,
+                                 import_path)  # fmt: skip
         loop = OperatorLoop(manifest, cluster, server.url, on_event)
         poison = (poison_at, poison_at + poison_for) if poison_at is not None else None
         sim = Simulator(model, rate, drift_at, seed, poison, token)
@@ -421,6 +431,7 @@ def _run(
             "promotions": sum(e.reason == "Promoted" for e in events),
             "aborts": sum(e.reason == "RolloutAborted" for e in events),
             "request_errors": sim.errors,
+            "request_errors_by_status": sim.error_statuses,
             "restarts": cluster.restart_counts(),  # processes that exited, by Deployment
             "stable_revision": loop.status.get("stableRevision"),
             "phase": loop.status.get("phase"),

@@ -40,6 +40,19 @@ def serve_metrics(
     return httpd
 
 
+def forged_blobs(registry: CollectorRegistry, component: str) -> Any:
+    """``tideline_forged_blobs_total{component}``: blobs read from Redis and refused for a
+    signature that does not verify (or none where one is required; see
+    :mod:`tideline.signing`), each distinct one counted once by each process. Not loaded:
+    any count is an alert - someone who is not the learner wrote to the model's Redis."""
+    return Counter(
+        "tideline_forged_blobs",
+        "Versions and checkpoints refused: their signature did not verify (never loaded)",
+        ["component"],
+        registry=registry,
+    ).labels(component=component)
+
+
 class LearnerMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.registry = registry = registry or CollectorRegistry()
@@ -91,6 +104,7 @@ class LearnerMetrics:
             buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5),
             registry=registry,
         )
+        self.forged_blobs = forged_blobs(registry, "learner")
 
     def serve(self, port: int, alive: LivenessCheck | None = None) -> None:
         serve_metrics(port, self.registry, alive)
@@ -98,7 +112,8 @@ class LearnerMetrics:
 
 class ServerMetrics:
     TRACKS = ("stable", "canary")
-    FALLBACK_REASONS = ("timeout", "no-model", "canary-unreachable")
+    FALLBACK_REASONS = ("timeout", "no-model", "canary-unreachable", "model-error", "busy")
+    MODEL_ERROR_REASONS = ("model-error", "timeout", "busy")  # (tideline.pods.server.usercode)
     LATENCY_BUCKETS = (
         0.0005,
         0.001,
@@ -141,6 +156,14 @@ class ServerMetrics:
             ["reason"],
             registry=registry,
         )
+        self.model_errors = Counter(
+            "tideline_server_model_errors",
+            "Predict calls a model failed, by track: it raised or gave scores that cannot be "
+            "served (model-error), ran past serving.timeout (timeout), or was still in a call "
+            "that had (busy); the fallback or the stable answered them",
+            ["track", "reason"],
+            registry=registry,
+        )
         # With --workers N each worker writes its own value; a scrape reports one per
         # server: the oldest version a live worker serves, and its age (a stale worker shows)
         self.served_version = Gauge(
@@ -153,6 +176,7 @@ class ServerMetrics:
             registry=registry,
             multiprocess_mode="livemax",
         )
+        self.forged_blobs = forged_blobs(registry, "server")
         self.log_dropped = Counter(
             "tideline_server_log_dropped",
             "Prediction log entries dropped because the queue was full (Redis unreachable)",
@@ -171,6 +195,9 @@ class ServerMetrics:
             self.predictions.labels(track=track)
         for reason in self.FALLBACK_REASONS:
             self.fallbacks.labels(reason=reason)
+        for track in (*self.TRACKS, "shadow"):
+            for reason in self.MODEL_ERROR_REASONS:
+                self.model_errors.labels(track=track, reason=reason)
         self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         # per (route, track, status): the latencies noted since the last flush, and rows
         self._pending: dict[tuple[str, str, int], tuple[list[float], list[int]]] = {}
@@ -366,6 +393,7 @@ class MonitorMetrics:
             "Monitor turns that raised: what they read is skipped, the monitor goes on",
             registry=registry,
         )
+        self.forged_blobs = forged_blobs(registry, "monitor")
 
     def serve(self, port: int, alive: LivenessCheck | None = None) -> None:
         serve_metrics(port, self.registry, alive)

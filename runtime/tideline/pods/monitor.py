@@ -81,10 +81,12 @@ import redis
 from tideline import health as h
 from tideline import predlog, samples
 from tideline.algorithms import Learner
+from tideline.algorithms.external import ModelLoadError
 from tideline.contracts import Pointers, feedback_labels
 from tideline.drift import ADWIN, KS, PSI, EventOrder, PageHinkley
 from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
+from tideline.pods import faults
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import MonitorMetrics
@@ -97,6 +99,7 @@ from tideline.pods.store import (
     node_info,
     transaction,
 )
+from tideline.signing import ForgedBlob, Sealing
 from tideline.spec import OnlineModel
 
 log = logging.getLogger("tideline.monitor")
@@ -305,9 +308,12 @@ class Monitor:
         self.liveness = liveness or Liveness()  # beaten by each turn that worked (see run)
         self.spec = model.spec
         self.r: Any = client
-        self.store = ModelStore(client, model.namespace, model.name)
-        self.keys = self.store.keys
         self.metrics = metrics or MonitorMetrics(None)
+        # versions are verified before they are scored (a forged one is skipped, counted)
+        sealing = Sealing.from_env(model.namespace, model.name, component="monitor",
+                                   refused=self.metrics.forged_blobs.inc)  # fmt: skip
+        self.store = ModelStore(client, model.namespace, model.name, sealing)
+        self.keys = self.store.keys
         self.clock = clock
         self.window = window
         self.task = self.spec.model.task
@@ -356,6 +362,7 @@ class Monitor:
         self._bytes_per_prediction: float | None = None
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
+        self._unloadable: set[tuple[Any, ...]] = set()  # versions this image cannot load
         self._scores_key: tuple[Any, Any] | None = None  # whose scores prediction drift holds
         # stable rows' features (a list per feature) and scores read from the log, for the
         # drift detectors in one block
@@ -815,10 +822,13 @@ class Monitor:
         if v is None:
             return None
         key = (self._stable_revision, v)
-        if key != self._served_key:
+        if key != self._served_key and key not in self._unloadable:
             try:
                 self._served, _ = self.store.load(*key)
-            except StoreError:
+            except (StoreError, ForgedBlob):  # (a forged one: logged and counted by the store)
+                return self._served
+            except ModelLoadError as e:
+                self._cannot_load(key, e)
                 return self._served
             self._scores_of(key)
             self._served_key = key
@@ -1077,12 +1087,26 @@ class Monitor:
 
     def _load(self, key: tuple[Any, ...]) -> Any:
         """A stored version into the window (scored on it once); None when it is not stored."""
+        if key in self._unloadable:
+            return None
         try:
             learner, _ = self.store.load(*key)
-        except StoreError:
+        except (StoreError, ForgedBlob):  # (a forged one: logged and counted by the store)
+            return None
+        except ModelLoadError as e:
+            self._cannot_load(key, e)
             return None
         self.evidence.add_candidate(key, learner)
         return learner
+
+    def _cannot_load(self, key: tuple[Any, ...], error: ModelLoadError) -> None:
+        """A version whose model this monitor's image cannot load (a canary's class in another
+        image): reported once as the monitor's fault of that revision (the operator's
+        ModelLoaded condition), not scored, not tried again - not a failed turn."""
+        self._unloadable.add(key)
+        fault = faults.fault_of(error, "monitor", str(key[0]), self.clock())
+        log.error("%s v%s cannot be loaded (%s): %s", key[0], key[1], fault.reason, fault.summary())
+        faults.report(self.r, self.keys, fault)
 
     def _follow_pin(self) -> None:
         """A rollback's pin, as the pointers name it: from when it is seen, ``latest`` is also

@@ -55,6 +55,8 @@ def test_every_container_is_hardened_probed_and_limited(build) -> None:
     )
     assert sc["allowPrivilegeEscalation"] is False
     assert "readinessProbe" in c and "livenessProbe" in c
+    # why it stopped: what it wrote to /dev/termination-log, else its log's tail
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     assert c["image"] == "registry.local/tideline:1"
     # the Redis URL comes from a Secret: not in the Deployment, not in argv

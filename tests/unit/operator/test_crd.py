@@ -48,6 +48,12 @@ COMPANIONS = {
 }
 # Fields a field needs elsewhere: SASL credentials go with a SASL protocol, and back.
 SASL = {"securityProtocol": "SASL_PLAINTEXT"}
+# Siblings an enum value needs: a multiclass model names its classes.
+VALUE_COMPANIONS = {(("model", "task"), "multiclass"): {"classes": ["cat", "dog", "fox"]}}
+# Enum values a whole manifest is refused for now, with the reason: the library learns a
+# multiclass model, the servers and the monitor do not run one yet (the change that serves
+# it deletes this, and the parser's check, together).
+NOT_SERVED = {(("model", "task"), "multiclass"): "spec.model.task: multiclass is not served yet"}
 # Where the parser keeps a field under another name.
 RENAMED = {
     ("redis", "secretRef", "key"): ("redis", "secretKey"),
@@ -89,6 +95,7 @@ def _doc(path: tuple[str, ...], value: Any) -> dict[str, Any]:
     for k in path[:-1]:
         node = node.setdefault(k, {})
     node[path[-1]] = value
+    node.update(VALUE_COMPANIONS.get((path, value), {}))
     if path == ("model", "algorithm") and value in EXTERNAL_REF:  # what to load goes with it
         spec["model"][value] = {EXTERNAL_REF[value]: "teams.model:Model"}
     kafka = spec.get("source", {}).get("kafka", {})
@@ -165,6 +172,10 @@ def test_the_parser_takes_every_crd_enum_value_and_nothing_else(
     path: tuple[str, ...], schema: dict
 ) -> None:
     for value in schema["enum"]:
+        if (path, value) in NOT_SERVED:
+            with pytest.raises(SpecError, match=NOT_SERVED[path, value]):
+                parse(_doc(path, value))
+            continue
         assert _parsed(parse(_doc(path, value)).spec, path) == value
     with pytest.raises(SpecError, match=r"spec\." + r"\.".join(path)):
         parse(_doc(path, "not-a-choice"))

@@ -1,0 +1,1 @@
+"""The fraud team's River pipelines, run by tideline (algorithm: river)."""
