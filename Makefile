@@ -22,6 +22,7 @@ test: lint e2e-bin kafka-bin image
 # in dist/; the image tests run its entry points from the unpacked archive.
 image: $(STAMP)
 	PY=$(PY) image/build.sh
+	PY=$(PY) image/team.sh
 
 # The e2e tests' cluster, built into ~/.cache/tideline-e2e (TIDELINE_E2E_CACHE) as its
 # own step: the control plane and node from Go modules (kube-apiserver, etcd, kubelet,

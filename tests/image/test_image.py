@@ -36,6 +36,9 @@ pytestmark = pytest.mark.image
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHIVE = ROOT / "dist" / f"tideline-runtime-{tideline.__version__}.tar"
+# a team's image FROM the runtime image (examples/custom/Dockerfile; image/team.sh)
+TEAM_ARCHIVE = ROOT / "dist" / f"tideline-team-example-{tideline.__version__}.tar"
+TEAM_TAG = f"tideline.dev/examples/fraud-team:{tideline.__version__}"
 UID = "65532"
 
 
@@ -65,13 +68,15 @@ class Image:
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
 
 
-def _unpack(archive: Path, root: Path) -> dict:
+def _unpack(archive: Path, root: Path, tag: str | None = None) -> dict:
     """A docker-archive's layers, in order, whiteouts applied; returns the image config."""
     with tarfile.open(archive) as outer:
         manifest_ = json.load(outer.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
         # the name kind, k3d and ctr import it under: what a pod's image names (buildah adds
         # its local name, localhost/..., too)
-        assert f"docker.io/{tideline.IMAGE}:{tideline.__version__}" in manifest_["RepoTags"]
+        assert (tag or f"docker.io/{tideline.IMAGE}:{tideline.__version__}") in manifest_[
+            "RepoTags"
+        ]
         config = json.load(outer.extractfile(manifest_["Config"]))  # type: ignore[arg-type]
         layers_dir = root.parent / "layers"
         layers_dir.mkdir()
@@ -102,15 +107,24 @@ def _unpack(archive: Path, root: Path) -> dict:
     return config
 
 
-@pytest.fixture(scope="session")
-def image(tmp_path_factory) -> Image:
-    if not ARCHIVE.is_file():
-        pytest.fail(f"{ARCHIVE.relative_to(ROOT)} is missing: run make image")
+def _image(tmp_path_factory, archive: Path, tag: str | None = None) -> Image:
+    if not archive.is_file():
+        pytest.fail(f"{archive.relative_to(ROOT)} is missing: run make image")
     if os.geteuid() != 0:
         pytest.fail("the image tests run its filesystem with chroot: run them as root")
     root = tmp_path_factory.mktemp("image") / "root"
     root.mkdir()
-    return Image(root, _unpack(ARCHIVE, root))
+    return Image(root, _unpack(archive, root, tag))
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory) -> Image:
+    return _image(tmp_path_factory, ARCHIVE)
+
+
+@pytest.fixture(scope="session")
+def team_image(tmp_path_factory) -> Image:
+    return _image(tmp_path_factory, TEAM_ARCHIVE, TEAM_TAG)
 
 
 def test_the_image_runs_tideline_as_uid_65532_with_nothing_to_write_outside_tmp(image) -> None:
@@ -218,3 +232,55 @@ def _ok(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_team_s_image_from_the_runtime_image_learns_and_serves_with_its_own_class(
+    team_image, r, redis_server, monkeypatch
+) -> None:
+    """examples/custom/Dockerfile as a team builds it: the runtime image and fraud_team; the
+    learner and the server import the class from the image's /opt/team, nothing else."""
+    image = team_image
+    doc = yaml.safe_load((ROOT / "examples" / "custom" / "fraud-custom.yaml").read_text())
+    doc["metadata"]["namespace"] = "test"
+    doc["spec"]["learning"].update(publishEvery=200, maxBatchDelay="20ms")
+    path = image.root / "tmp" / "model.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    path.chmod(0o644)
+    model = parse(doc)
+    keys = Keys(model.namespace, model.name)
+    key = "a-signing-key-for-the-image-test-0123"
+    env = {"TIDELINE_REDIS_URL": redis_server.url, "TIDELINE_SIGNING_KEY": key}
+    where = image.python("import fraud_team.model as m; print(m.__file__)")
+    assert where.stdout.strip() == "/opt/team/fraud_team/model.py", where.stderr
+    port = free_port()
+    procs = [image.run("learner", "--config", "/tmp/model.yaml", env=env),
+             image.run("server", "--config", "/tmp/model.yaml", "--port", str(port), env=env)]  # fmt: skip
+    try:
+        features = [f.to_dict() for f in model.spec.model.features]
+        rows, y = SyntheticStream(features, "binary", seed=5).take(2000)
+        push_samples(r, keys.samples, rows, y)
+        _wait(lambda: int(r.hget(keys.learner(model.revision), "samples") or 0) == 2000)
+        # this process reads the signed versions, and the class from the example's folder
+        monkeypatch.setenv("TIDELINE_SIGNING_KEY", key)
+        monkeypatch.syspath_prepend(str(ROOT / "examples" / "custom"))
+        store = ModelStore(r, model.namespace, model.name)
+        latest = store.pointers(model.revision).latest
+        assert latest is not None and latest >= 5
+        learner, meta = store.load(model.revision, latest)
+        assert meta["model"]["custom"]["class"] == "fraud_team.model:AdaGradLogistic"
+        assert type(learner.model).__name__ == "AdaGradLogistic" and learner.n_seen > 0
+        base = f"http://127.0.0.1:{port}"
+        _wait(lambda: _ok(f"{base}/v2/models/{model.name}/ready"))
+        got = httpx.post(f"{base}/v1/models/{model.name}:predict", json={"instances": rows[:4]})
+        assert got.status_code == 200, got.text
+        body = got.json()
+        served, _ = store.load(model.revision, int(body["model_version"]))
+        expected = served.predict_many(served.schema.encode(rows[:4])).tolist()
+        assert body["predictions"] == pytest.approx(expected, rel=1e-9)
+        assert all(p.poll() is None for p in procs), [p.returncode for p in procs]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(20)
+        path.unlink()
