@@ -23,7 +23,6 @@ from tideline.spec import (
     CONCEPT_POLICIES,
     DRIFT_METHODS,
     DURATION_PATTERN,
-    EXTERNAL_ALGORITHMS,
     EXTERNAL_REF,
     FEATURE_TYPES,
     KAFKA_PROTOCOLS,
@@ -123,6 +122,21 @@ def _external(algorithm: str) -> dict[str, Any]:
             },  # fmt: skip
         },
         required=[ref],
+    )
+
+
+def _vw() -> dict[str, Any]:
+    """``spec.model.vw``: Vowpal Wabbit's own arguments (the parser refuses those tideline owns,
+    :data:`tideline.spec.VW_REFUSED`; VW itself, in the pods, the ones it does not know)."""
+    return _obj(
+        "algorithm: vw: Vowpal Wabbit, from the pods' image (tideline[vw])",
+        {
+            "args": {
+                "type": "string",
+                "description": "VW's arguments (like -b 20 -q nc --l2 1e-6); tideline adds "
+                "--quiet, --save_resume, the link and the task's default loss",
+            },
+        },
     )
 
 
@@ -246,7 +260,8 @@ def spec_schema() -> dict[str, Any]:
                         "description": "task: multiclass: the class names; label i names the i-th",
                     },  # fmt: skip
                     "params": _params(),
-                    **{algorithm: _external(algorithm) for algorithm in EXTERNAL_ALGORITHMS},
+                    **{algorithm: _external(algorithm) for algorithm in EXTERNAL_REF},
+                    "vw": _vw(),
                     "warmStart": _obj(
                         "A batch-trained baseline snapshot to start from",
                         {

@@ -37,7 +37,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -51,9 +51,10 @@ TASKS = ("binary", "regression", "multiclass")
 SERVED_TASKS = ("binary", "regression")
 MAX_CLASSES = 1000  # spec.model.classes of a multiclass model
 BUILTIN_ALGORITHMS = ("sgd", "ftrl", "forest")
-# a team's own learner (spec.model.custom) or a River estimator (spec.model.river), loaded in
-# the model's pods from their image; the operator never imports them
-EXTERNAL_ALGORITHMS = ("custom", "river")
+# a team's own learner (spec.model.custom), a River estimator (spec.model.river) or Vowpal
+# Wabbit (spec.model.vw), loaded in the model's pods from their image; the operator never
+# imports them
+EXTERNAL_ALGORITHMS = ("custom", "river", "vw")
 ALGORITHMS = (*BUILTIN_ALGORITHMS, *EXTERNAL_ALGORITHMS)
 FEATURE_TYPES = ("numeric", "categorical")
 DRIFT_METHODS = ("psi", "ks")
@@ -154,7 +155,130 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 OBJECT_REF_PATTERN = rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$"
 _OBJECT_REF = re.compile(OBJECT_REF_PATTERN)
 
-Params = SGDParams | FTRLParams | ForestParams | ExternalParams
+
+@dataclass(frozen=True)
+class VWParams:
+    """``spec.model.vw`` (``algorithm: vw``): Vowpal Wabbit's own command-line arguments, as
+    one string (``--loss_function logistic -b 20 -q nc``). tideline adds what it owns:
+    ``--quiet``, ``--save_resume`` (with ``--preserve_performance_counters``), the link of the
+    loss (:data:`VW_LOSSES`), and the task's loss when none is given; it refuses the
+    arguments of :data:`VW_REFUSED`.
+
+    >>> VWParams("-b 20 --loss_function=squared").option("bit_precision")
+    '20'
+    >>> VWParams().loss("binary"), VWParams("--l2 1e-6").loss("regression")
+    ('logistic', 'squared')
+    """
+
+    args: str = ""
+
+    @property
+    def ref(self) -> str:
+        """How messages name the model (``vw --loss_function logistic``)."""
+        return f"vw {self.args}".rstrip()
+
+    def option(self, name: str) -> str | None:
+        """The value of VW's option ``name`` (its long name) as the last one given sets it;
+        None when absent (or a flag)."""
+        values = [a.value for a in vw_arguments(self.args) if a.name == name]
+        return values[-1] if values else None
+
+    def loss(self, task: str) -> str:
+        """The loss VW learns with: ``--loss_function`` as given, else the task's default
+        (the first of :data:`VW_LOSSES`)."""
+        return self.option("loss_function") or next(iter(VW_LOSSES[task]))
+
+    def to_dict(self, algorithm: str = "vw") -> dict[str, Any]:
+        """The manifest's own shape (``{args: ...}``)."""
+        return {"args": self.args}
+
+
+class VWArgument(NamedTuple):
+    name: str  # the option's long name (bit_precision for -b)
+    value: str | None  # attached (--name=v, -b18) or the word after it; None before an option
+    word: str  # as written
+
+
+# VW's one-letter options (VW 9.11), by their long names
+VW_SHORT = {"a": "audit", "b": "bit_precision", "c": "cache", "C": "constant", "d": "data",
+            "f": "final_regressor", "h": "help", "i": "initial_regressor", "k": "kill_cache",
+            "l": "learning_rate", "p": "predictions", "P": "progress", "q": "quadratic",
+            "r": "raw_predictions", "t": "testonly"}  # fmt: skip
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def vw_arguments(args: str) -> list[VWArgument]:
+    """VW's arguments in order, each option with the value attached to it or the word after
+    it. VW's parser alone knows which options are flags (``--adaptive``); this reading is
+    enough to see which options are given, and the values of those that take one.
+
+    >>> [(a.name, a.value) for a in vw_arguments("--loss_function=logistic -b18 --initial_weight -0.5")]
+    [('loss_function', 'logistic'), ('bit_precision', '18'), ('initial_weight', '-0.5')]
+    >>> vw_arguments("train.vw --adaptive")
+    Traceback (most recent call last):
+    ...
+    ValueError: must start with an option: VW reads a leading word as a data file (got 'train.vw')
+    """
+    out: list[VWArgument] = []
+    for word in args.split():
+        if word.startswith("-") and len(word) > 1 and not _NUMBER.match(word):
+            if word.startswith("--"):
+                name, eq, value = word[2:].partition("=")
+                out.append(VWArgument(name, value if eq else None, word))
+            else:
+                out.append(VWArgument(VW_SHORT.get(word[1], word[1]), word[2:] or None, word))
+        elif not out:
+            raise ValueError("must start with an option: VW reads a leading word as a data "
+                             f"file (got {word!r})")  # fmt: skip
+        elif out[-1].value is None:
+            out[-1] = out[-1]._replace(value=word)
+        # (else a vector option's next value, -q ab cd, or a word VW reads as a data file, as
+        # it does one after a flag that this reading took for a value: VW says so, at load)
+    return out
+
+
+# The losses of algorithm: vw by task, each with the link tideline sets for it: a binary
+# model serves the probability of class 1 (VW's logistic loss on labels -1/+1, through its
+# logistic link), a regression the value. The first is the task's default.
+VW_LOSSES: dict[str, dict[str, str]] = {
+    "binary": {"logistic": "logistic"},
+    "regression": {"squared": "identity", "classic": "identity", "quantile": "identity",
+                   "expectile": "identity", "poisson": "poisson"},
+}  # fmt: skip
+# -b: 2^24 weights, times VW's stride of up to 4 floats, is 256 MiB; more is more than a
+# learner pod is given (and -b 40 fails in VW's allocator, which writes to stderr).
+MAX_VW_BITS = 24
+# VW's arguments spec.model.vw.args refuses: tideline owns them, or they would break its loop.
+VW_REFUSED: dict[str, str] = {
+    **dict.fromkeys(
+        ("data", "cache", "cache_file", "kill_cache", "passes", "json", "dsjson", "csv",
+         "flatbuffer"),
+        "tideline feeds VW the stream's rows, in VW's text format, in one pass"),
+    **dict.fromkeys(
+        ("final_regressor", "initial_regressor", "save_resume", "predict_only_model",
+         "preserve_performance_counters", "save_per_pass"),
+        "tideline keeps the model's state (VW's own model bytes, with --save_resume)"),
+    **dict.fromkeys(
+        ("dictionary", "dictionary_path", "feature_mask", "input_feature_regularizer"),
+        "it reads files: a model is its arguments and its own bytes"),
+    **dict.fromkeys(
+        ("quiet", "progress", "audit", "audit_regressor", "predictions", "raw_predictions",
+         "readable_model", "invert_hash", "output_feature_regularizer_binary",
+         "output_feature_regularizer_text", "dump_json_weights_experimental", "extra_metrics",
+         "log_level", "log_output", "driver_output", "driver_output_off", "limit_output",
+         "help", "version"),
+        "it writes files or output: VW runs --quiet in tideline's pods"),
+    **dict.fromkeys(
+        ("daemon", "foreground", "port", "port_file", "pid_file", "num_children", "span_server",
+         "span_server_port", "unique_id", "total", "node", "sendto"),
+        "a VW server or cluster: tideline serves and scales the model"),
+    **dict.fromkeys(("testonly", "dry_run"), "VW would not learn"),
+    **dict.fromkeys(
+        ("link", "binary"),
+        "tideline sets the link from the loss (a binary model serves probabilities)"),
+}  # fmt: skip
+
+Params = SGDParams | FTRLParams | ForestParams | ExternalParams | VWParams
 PARAM_TYPES: dict[str, type[SGDParams] | type[FTRLParams] | type[ForestParams]] = {
     "sgd": SGDParams, "ftrl": FTRLParams, "forest": ForestParams,
 }  # fmt: skip
@@ -190,17 +314,18 @@ class WarmStart:
 @dataclass(frozen=True)
 class ModelSpec:
     task: Literal["binary", "regression", "multiclass"]
-    algorithm: Literal["sgd", "ftrl", "forest", "custom", "river"]
+    algorithm: Literal["sgd", "ftrl", "forest", "custom", "river", "vw"]
     features: tuple[Feature, ...]
-    params: Params  # ExternalParams for custom and river
+    params: Params  # ExternalParams for custom and river, VWParams for vw
     warmStart: WarmStart | None = None
     # multiclass: the class names, label i being classes[i] (None for the other tasks)
     classes: tuple[str, ...] | None = None
 
     @property
     def external(self) -> bool:
-        """Whether the learner is code from the model's image (custom, river), not a built-in."""
-        return isinstance(self.params, ExternalParams)
+        """Whether the learner is code from the model's image (custom, river, vw), not a
+        built-in."""
+        return isinstance(self.params, ExternalParams | VWParams)
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping :func:`tideline.algorithms.make_learner` takes, defaults resolved."""
@@ -211,7 +336,7 @@ class ModelSpec:
         }
         if self.classes is not None:  # (only then: a binary model's revision stays as it was)
             d["classes"] = list(self.classes)
-        if isinstance(self.params, ExternalParams):
+        if isinstance(self.params, ExternalParams | VWParams):
             d[self.algorithm] = self.params.to_dict(self.algorithm)
         else:
             d["params"] = dataclasses.asdict(self.params)
@@ -758,6 +883,34 @@ def _external(algorithm: str, o: _Obj) -> ExternalParams:
     return ExternalParams(ref, params)
 
 
+def _vw(task: str, o: _Obj) -> VWParams:
+    """``spec.model.vw``: VW's arguments, whitespace collapsed (so that spacing changes no
+    revision), refused when tideline owns them or they would break its loop."""
+    raw, path = o.raw("args"), o.sub("args")
+    o.done()
+    if raw is not None and not isinstance(raw, str):
+        raise SpecError(path, f"must be a string of VW's arguments (got {type(raw).__name__})")
+    params = VWParams(" ".join((raw or "").split()))
+    try:
+        arguments = vw_arguments(params.args)
+    except ValueError as e:
+        raise SpecError(path, str(e)) from None
+    for a in arguments:
+        if a.name in VW_REFUSED:
+            long = a.word.startswith("--")
+            shown = a.word.partition("=")[0] if long else f"{a.word[:2]} (--{a.name})"
+            raise SpecError(path, f"{shown} is refused: {VW_REFUSED[a.name]}")
+    losses = VW_LOSSES.get(task, {})  # (multiclass: refused with the task, below)
+    if losses and params.loss(task) not in losses:
+        which = ", ".join(losses) if len(losses) == 1 else f"one of {', '.join(losses)}"
+        raise SpecError(path, f"--loss_function {params.loss(task)} does not fit task {task}: "
+                        f"it learns with {which}")  # fmt: skip
+    bits = params.option("bit_precision")
+    if bits is not None and not (bits.isdigit() and 1 <= int(bits) <= MAX_VW_BITS):
+        raise SpecError(path, f"-b (--bit_precision) must be 1 to {MAX_VW_BITS} (got {bits})")
+    return params
+
+
 def _model(o: _Obj) -> ModelSpec:
     task = o.enum("task", TASKS, "binary")
     algorithm = o.enum("algorithm", ALGORITHMS, "sgd")
@@ -767,12 +920,16 @@ def _model(o: _Obj) -> ModelSpec:
         if other != algorithm and o.raw(other) is not None:
             raise SpecError(o.sub(other), f"only with algorithm: {other} (got {algorithm})")
     if algorithm in EXTERNAL_ALGORITHMS:
+        where = "args" if algorithm == "vw" else "params"
         if o.raw("params") is not None:
             raise SpecError(o.sub("params"), f"algorithm {algorithm} takes its parameters in "
-                            f"spec.model.{algorithm}.params")  # fmt: skip
-        if o.raw(algorithm) is None:
+                            f"spec.model.{algorithm}.{where}")  # fmt: skip
+        if algorithm == "vw":  # (optional: VW's defaults, with the task's loss)
+            params = _vw(task, o.obj("vw"))
+        elif o.raw(algorithm) is None:
             raise SpecError(o.sub(algorithm), f"required with algorithm: {algorithm}")
-        params = _external(algorithm, o.obj(algorithm))
+        else:
+            params = _external(algorithm, o.obj(algorithm))
     else:
         params = _params(algorithm, o.obj("params"))
     classes = _classes(o, task, algorithm, features, params)

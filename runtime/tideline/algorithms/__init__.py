@@ -28,11 +28,11 @@ __all__ = ["Learner", "LinearLearner", "FTRLLearner", "SoftmaxLearner", "OneVsRe
 
 
 def _registry() -> dict[str, type[Learner]]:
-    from tideline.algorithms.external import CustomLearner, RiverLearner
+    from tideline.algorithms.external import CustomLearner, RiverLearner, VWLearner
     from tideline.algorithms.forest import ForestLearner
 
     return {"sgd": LinearLearner, "ftrl": FTRLLearner, "forest": ForestLearner,
-            "custom": CustomLearner, "river": RiverLearner}  # fmt: skip
+            "custom": CustomLearner, "river": RiverLearner, "vw": VWLearner}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
@@ -45,7 +45,7 @@ def make_learner(model_spec: Mapping[str, Any]) -> Learner:
     """Build a learner from a ``spec.model`` mapping, defaults filled in.
 
     Raises :class:`tideline.spec.SpecError` naming the field that is wrong, and for a
-    team's own model (``custom``, ``river``) :class:`tideline.algorithms.external.ModelLoadError`
+    team's own model (``custom``, ``river``, ``vw``) :class:`tideline.algorithms.external.ModelLoadError`
     when it cannot be imported or built.
     """
     m = parse_model(model_spec)  # the manifest parser's own reading

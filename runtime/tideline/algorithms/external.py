@@ -1,6 +1,6 @@
 """A team's own learner in the loop: any class of the learner contract (:mod:`tideline.model`),
-or a River estimator, run behind the interface the learner process, the servers and the
-monitor use for every model (:class:`tideline.algorithms.base.Learner`).
+a River estimator or Vowpal Wabbit, run behind the interface the learner process, the
+servers and the monitor use for every model (:class:`tideline.algorithms.base.Learner`).
 
 The class is imported in the model's pods, from their image (``spec.image``: the team's
 image built ``FROM`` the runtime image); the operator never calls this. What cannot be
@@ -35,7 +35,7 @@ import numpy as np
 from tideline import signing
 from tideline.algorithms.base import Learner, State
 from tideline.model import ModelInfo, as_dicts, missing_methods, rows_of
-from tideline.spec import ExternalParams
+from tideline.spec import ExternalParams, VWParams
 
 STATE = "external.state"  # the model's own bytes (save()), as a uint8 array
 
@@ -76,8 +76,8 @@ def load_object(ref: str) -> Any:
 class External(Learner):
     """A model of the learner contract behind the loop's interface (see the module docs)."""
 
-    params_type = ExternalParams
-    params: ExternalParams
+    params_type: type[ExternalParams] | type[VWParams] = ExternalParams
+    params: ExternalParams | VWParams
 
     def _make(self, info: ModelInfo) -> Any:
         """A fresh model, untrained."""
@@ -169,6 +169,7 @@ class CustomLearner(External):
     """``algorithm: custom``: ``spec.model.custom.class``, built with ``custom.params``."""
 
     algorithm = "custom"
+    params: ExternalParams
 
     def _make(self, info: ModelInfo) -> Any:
         cls = load_object(self.params.ref)
@@ -192,6 +193,7 @@ class RiverLearner(External):
     :class:`tideline.algorithms.river.RiverModel`."""
 
     algorithm = "river"
+    params: ExternalParams
 
     def _make(self, info: ModelInfo) -> Any:
         try:
@@ -209,4 +211,24 @@ class RiverLearner(External):
                 estimator = make(**self.params.params)
             return RiverModel(info, estimator)
         except Exception as e:
+            raise ModelLoadError("BadParams", last_line(e)) from e
+
+
+class VWLearner(External):
+    """``algorithm: vw``: Vowpal Wabbit with ``spec.model.vw.args``, through
+    :class:`tideline.algorithms.vw.VWModel`."""
+
+    algorithm = "vw"
+    params_type = VWParams
+    params: VWParams
+
+    def _make(self, info: ModelInfo) -> Any:
+        try:
+            from tideline.algorithms.vw import VWModel
+        except ImportError as e:  # vowpalwabbit is an extra: tideline[vw] in the team's image
+            raise ModelLoadError("ImportFailed", f"{last_line(e)} (install tideline[vw] "
+                                 "in the model's image)") from e  # fmt: skip
+        try:
+            return VWModel(info, self.params.args)
+        except Exception as e:  # VW's own error (its last line), or arguments it cannot serve
             raise ModelLoadError("BadParams", last_line(e)) from e
