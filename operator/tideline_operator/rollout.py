@@ -69,6 +69,13 @@ sequence that stays valid however often it is read.
   learner never loaded it (no version ever published) has nothing to protect: a new
   revision replaces it at once, without the canary's steps (the fix of a typo in a
   class's name).
+* **A learner near its memory limit** (a team's own learner that grows without bound):
+  each learner writes its resident size, its container's limit and its state's size into
+  its status hash at every checkpoint (:mod:`tideline.memory`). The ``LearnerMemory``
+  condition, shown once one reported, is False (``NearLimit``) while the stable revision's
+  or the canary's uses 85 % of its limit (until below 80 % again), naming the sizes and
+  what to change; one Warning event when that starts, one Normal event when it ends. A
+  warning, not Degraded.
 * **Phase**, derived in priority order, never set ad hoc: a stable model that
   cannot be loaded, aborted, worse than a proven version or a store reset ->
   Degraded; paused -> Paused; canary or replicas not ready -> Progressing; else
@@ -87,6 +94,7 @@ import msgspec
 
 from tideline.contracts import COMPONENTS, MAX_FAULT_MESSAGE, ModelFault, StartWord
 from tideline.health import Candidate, Comparison, Health, Quality
+from tideline.memory import MemoryUse
 from tideline.spec import Spec
 
 ANNOTATION_PREFIX = "tideline.dev/"
@@ -154,6 +162,9 @@ class Observed:
     # what the pods of the stable revision and of the canary the status names reported they
     # cannot load (``Keys.faults``); None: not read this turn
     faults: tuple[ModelFault, ...] | None = None
+    # the memory the learners of those revisions last reported (their status hash); None: not
+    # read this turn
+    memory: tuple[MemoryUse, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -703,6 +714,7 @@ def decide(
     _store_recovered(st, now, actions)
     _start_words(st, observed, actions)
     _store_full(st, observed, actions)
+    _learner_memory(st, observed, actions)
     _phase(spec, st, observed, health, now)
     return Decision(st, actions)
 
@@ -774,6 +786,48 @@ def _store_full(st: RolloutStatus, observed: Observed, actions: list[Action]) ->
     elif was and not full and observed.store is not None:  # (read this turn, and not refusing)
         actions.append(Action("event", {"type": "Normal", "reason": "StoreAccepting",
                                         "message": "Redis accepts writes again"}))  # fmt: skip
+
+
+def memory_condition(uses: list[MemoryUse], was_near: bool) -> tuple[bool, str, str]:
+    """The LearnerMemory condition: (ok, reason, message). False, ``NearLimit``, while a learner
+    of the stable revision or of the canary uses 85 % of its container's memory limit or more
+    (and until it is below 80 % again: ``was_near``, the condition False before; see
+    :meth:`tideline.memory.MemoryUse.near`). A warning, not Degraded: the model runs, but a
+    team's own learner that grows without bound (a forest that keeps splitting, a table with
+    a row per entity) is killed for want of memory and restarted, again and again."""
+    near = [u for u in uses if u.near(was_near)]
+    if near:
+        return False, "NearLimit", (
+            "; ".join(u.summary() for u in near)
+            + ": raise spec.pods.learner.resources.limits.memory or bound the model"
+        )  # fmt: skip
+    return True, "Ok", "; ".join(u.summary() for u in uses)
+
+
+def _memory_seen(st: RolloutStatus, observed: Observed) -> list[MemoryUse]:
+    """What the learners of the stable revision and of the canary in flight reported."""
+    revisions = (st.stableRevision, None if st.aborted else st.canaryRevision)
+    return [u for u in observed.memory or () if u.revision in revisions]
+
+
+def _was_near(conditions: list[Condition]) -> bool:
+    return any(c.type == "LearnerMemory" and c.status == "False" for c in conditions)
+
+
+def _learner_memory(st: RolloutStatus, observed: Observed, actions: list[Action]) -> None:
+    """One Warning event when a learner comes near its memory limit, one Normal event when
+    none is near any more (hysteresis in :func:`memory_condition`: no event per turn at 85 %)."""
+    uses = _memory_seen(st, observed)
+    if not uses:  # (not read, or nothing reported: as last seen)
+        return
+    was = _was_near(st.conditions or [])
+    ok, _, message = memory_condition(uses, was)
+    if not ok and not was:
+        actions.append(Action("event", {"type": "Warning", "reason": "LearnerMemoryNearLimit",
+                                        "message": message}))  # fmt: skip
+    elif ok and was:
+        actions.append(Action("event", {"type": "Normal", "reason": "LearnerMemoryOk",
+                                        "message": message}))  # fmt: skip
 
 
 def restorable(status: RolloutStatus) -> int | None:
@@ -1314,6 +1368,12 @@ def _phase(
             if full
             else _condition(before, "StoreFull", False, "Accepting", "Redis accepts writes", now)
         )
+    uses = _memory_seen(st, observed)
+    if uses:  # (shown once a learner reported its memory; then as last reported)
+        ok, reason, message = memory_condition(uses, _was_near(before))
+        st.conditions.append(_condition(before, "LearnerMemory", ok, reason, message, now))
+    elif "LearnerMemory" in kept:
+        st.conditions.append(kept["LearnerMemory"])
     if st.loadFaults or "ModelLoaded" in kept:  # (shown once a fault was ever seen)
         st.conditions.append(
             _condition(before, "ModelLoaded", *loaded_condition(st.loadFaults or []), now)

@@ -105,6 +105,22 @@ class LearnerMetrics:
             registry=registry,
         )
         self.forged_blobs = forged_blobs(registry, "learner")
+        # a team's own learner can outgrow its container (tideline.memory): read at checkpoints
+        self.resident_bytes = Gauge(
+            "tideline_learner_resident_memory_bytes",
+            "The learner's resident set, at its last checkpoint",
+            registry=registry,
+        )
+        self.memory_limit_bytes = Gauge(
+            "tideline_learner_memory_limit_bytes",
+            "Its container's memory limit (cgroup memory.max); 0: none",
+            registry=registry,
+        )
+        self.state_bytes = Gauge(
+            "tideline_learner_state_bytes",
+            "Size of the learned state: the last checkpoint written",
+            registry=registry,
+        )
 
     def serve(self, port: int, alive: LivenessCheck | None = None) -> None:
         serve_metrics(port, self.registry, alive)

@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import manifest
 from tideline import health as h
 from tideline.contracts import MAX_FAULT_MESSAGE, ModelFault, StartWord
+from tideline.memory import MemoryUse
 from tideline.spec import parse
 from tideline_operator.rollout import (
     ABORT,
@@ -1118,3 +1119,87 @@ def test_a_fault_longer_than_the_status_holds_is_cut() -> None:
     d = decide(_spec(), _LOADED, obs, None, now=100.0)
     [f] = d.status["loadFaults"]
     assert len(f["message"]) == MAX_FAULT_MESSAGE and len(f["reason"]) == 64
+
+
+GIB, MIB = 1 << 30, 1 << 20
+
+
+def _memory(status: str, reason: str = "NearLimit") -> dict:
+    return {"type": "LearnerMemory", "status": status, "reason": reason, "message": "m",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+
+
+def _use(revision: str, share: float, state: int | None = 900 * MIB) -> MemoryUse:
+    return MemoryUse(revision, int(share * 2 * GIB), 2 * GIB, state)
+
+
+_ADVICE = ": raise spec.pods.learner.resources.limits.memory or bound the model"
+
+
+@pytest.mark.parametrize(
+    ("status", "memory", "events", "condition", "message"),
+    [
+        ({}, None, [], None, None),
+        ({}, (), [], None, None),
+        ({}, (_use("old", 0.5),), [], ("True", "Ok"),
+         "learner of revision old uses 1 GiB of its 2 GiB limit (50 %); its state is 900 MiB"),
+        ({}, (_use("old", 0.86),), ["LearnerMemoryNearLimit"], ("False", "NearLimit"),
+         "learner of revision old uses 1.7 GiB of its 2 GiB limit (86 %); its state is 900 MiB"
+         + _ADVICE),
+        ({"conditions": [_memory("False")]}, (_use("old", 0.9),), [], ("False", "NearLimit"),
+         None),
+        ({"conditions": [_memory("False")]}, (_use("old", 0.82),), [], ("False", "NearLimit"),
+         None),
+        ({"conditions": [_memory("False")]}, (_use("old", 0.7),), ["LearnerMemoryOk"],
+         ("True", "Ok"), None),
+        ({"conditions": [_memory("True", "Ok")]}, (_use("old", 0.82),), [], ("True", "Ok"),
+         None),
+        ({"conditions": [_memory("False")]}, None, [], ("False", "NearLimit"), "m"),
+        ({"conditions": [_memory("False")]}, (), [], ("False", "NearLimit"), "m"),
+        ({}, (MemoryUse("old", 3 * GIB),), [], ("True", "Ok"),
+         "learner of revision old uses 3 GiB with no memory limit"),
+        ({"canaryRevision": "new", "currentStep": 1, "canaryWeight": 10},
+         (_use("old", 0.4, None), _use("new", 0.95, 1900 * MIB)), ["LearnerMemoryNearLimit"],
+         ("False", "NearLimit"),
+         "learner of revision new uses 1.9 GiB of its 2 GiB limit (95 %); its state is 1.9 GiB"
+         + _ADVICE),
+        ({"canaryRevision": "new", "canaryWeight": 0,
+          "aborted": {"revision": "new", "reason": "r", "at": 1.0}},
+         (_use("old", 0.4, None), _use("new", 0.95)), [], ("True", "Ok"),
+         "learner of revision old uses 819 MiB of its 2 GiB limit (40 %)"),
+        ({}, (_use("gone", 0.95),), [], None, None),
+    ],
+    ids=[
+        "no reading (Redis not read) and never shown: no condition",
+        "no learner reported its memory yet: no condition",
+        "a learner at half its limit: True, Ok, with its sizes",
+        "a learner reaching 85 % of its limit: one Warning event, False, NearLimit, what to do",
+        "still near: no second event",
+        "between 80 % and 85 % after being near: still near (hysteresis), no event",
+        "below 80 % again: one Normal event, True, Ok",
+        "between 80 % and 85 % without being near first: still Ok",
+        "Redis not read this turn: the condition as last seen",
+        "the learner's reading gone from the store: the condition as last seen",
+        "a learner without a memory limit is never near it, and the message says so",
+        "a canary's learner near its limit is named alone, the stable one within it",
+        "an aborted canary's learner is no concern any more",
+        "a revision that is neither stable nor the canary is not looked at",
+    ],
+)  # fmt: skip
+def test_a_learner_near_its_memory_limit_is_said_once_with_its_sizes(
+    status, memory, events, condition, message
+) -> None:
+    status = {"stableRevision": "old", "storeEpoch": "e1", "latestVersion": 7,
+              "servedVersion": 7, **status}  # fmt: skip
+    revision = "new" if status.get("canaryRevision") else "old"
+    observed = Observed(revision=revision, served=7, latest=7, store=_store(empty=()),
+                        memory=memory)  # fmt: skip
+    d = decide(_spec(), status, observed, None, now=100.0)
+    said = [a for a in _kinds_args(d, "event") if a["reason"].startswith("LearnerMemory")]
+    assert [a["reason"] for a in said] == events
+    got = next((c for c in d.status["conditions"] if c["type"] == "LearnerMemory"), None)
+    assert (got["status"], got["reason"]) == condition if condition else got is None
+    if message is not None:
+        assert got is not None and got["message"] == message
+        assert all(a["message"] == message for a in said)
+    assert d.status["phase"] != "Degraded" or status.get("aborted"), "a warning, not Degraded"
