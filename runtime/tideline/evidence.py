@@ -136,7 +136,16 @@ class CommonWindow:
     the paired comparison of each candidate with a reference (the served version).
 
     A candidate is any object with ``predict_many(X)`` and ``schema`` (whose
-    ``encode(rows)`` gives its X; None for :class:`Constant`). When a
+    ``encode(rows)`` gives its X; None for :class:`Constant`).
+
+    **Out of sample.** Labels are training data too: the newer versions have
+    learned the window's older samples. Scored on them, a version that memorises
+    (a tree, a nearest-neighbour or lookup model) would look as good as its
+    memory and be proven, kept and promoted on its own training data. So each
+    sample carries when its label arrived (``t``) and each candidate when the
+    newest label it learned arrived (``learned_until``, from its version's
+    metadata): a candidate is scored only on samples that came after it, and a
+    comparison of two only on samples both have not learned. When a
     candidate is added it is scored on the whole window at once; each later
     batch is scored by every candidate. A comparison opens when first asked
     for, seeded with the window's samples, and then grows with every new
@@ -157,6 +166,7 @@ class CommonWindow:
         self.size = size
         self._rows: list[Any] = [None] * size
         self._y = np.zeros(size)
+        self._t = np.full(size, np.inf)  # when each sample's label arrived (seconds)
         self._pos = 0
         self.count = 0  # samples in the window
         self.total = 0  # samples ever added
@@ -165,20 +175,25 @@ class CommonWindow:
         # the window's rows encoded once per schema (candidates of a revision share one)
         self._X: dict[str, np.ndarray] = {}
         self._schemas: dict[Hashable, str | None] = {}  # candidate -> its schema's key
+        self._until: dict[Hashable, float] = {}  # candidate -> the newest label it learned
         # (candidate, reference, since) -> their comparison (see compare)
         self._pairs: dict[tuple[Hashable, Hashable, int], Paired] = {}
 
     # -- samples and candidates ---------------------------------------------------------
-    def add_samples(self, rows: Sequence[Any], y: np.ndarray) -> None:
-        """Append labelled rows; every candidate scores them, every open comparison grows."""
+    def add_samples(self, rows: Sequence[Any], y: np.ndarray, t: Any = None) -> None:
+        """Append labelled rows (``t``: when their labels arrived, seconds; None: after every
+        candidate); every candidate scores them, every open comparison grows with those its
+        two candidates have not learned."""
         rows, y = list(rows)[-self.size :], np.asarray(y, dtype=np.float64)[-self.size :]
         n = len(rows)
         if n == 0:
             return
+        t = np.full(n, np.inf) if t is None else np.asarray(t, dtype=np.float64)[-self.size :]
         slots = (self._pos + np.arange(n)) % self.size
         for s, row in zip(slots.tolist(), rows, strict=True):
             self._rows[s] = row
         self._y[slots] = y
+        self._t[slots] = t
         self._pos = int((self._pos + n) % self.size)
         self.count = min(self.count + n, self.size)
         self.total += n
@@ -193,13 +208,19 @@ class CommonWindow:
         for key, p in new.items():
             self._preds[key][slots] = p
         for (a, b, _), pair in self._pairs.items():
-            d, ref = self._difference(new[a], new[b], y)
+            fresh = self._fresh(a, t) & self._fresh(b, t)
+            d, ref = self._difference(new[a][fresh], new[b][fresh], y[fresh])
             pair.update(d, ref)
 
-    def add_candidate(self, key: Hashable, candidate: Any) -> None:
-        """Score ``candidate`` on the whole window (replacing one of the same key)."""
+    def add_candidate(
+        self, key: Hashable, candidate: Any, learned_until: float | None = None
+    ) -> None:
+        """Score ``candidate`` on the whole window (replacing one of the same key);
+        ``learned_until``: when the newest label it learned arrived (None: it learned none
+        of the stream's, as a constant or a baseline trained elsewhere)."""
         self.drop(key)
         self._candidates[key] = candidate
+        self._until[key] = -math.inf if learned_until is None else float(learned_until)
         preds = np.zeros(self.size)
         idx = self._order()
         sk = self._schemas[key] = _schema_key(candidate)
@@ -217,6 +238,7 @@ class CommonWindow:
 
     def drop(self, key: Hashable) -> None:
         self._candidates.pop(key, None)
+        self._until.pop(key, None)
         self._schemas.pop(key, None)
         self._preds.pop(key, None)
         for pair in [p for p in self._pairs if key in p[:2]]:
@@ -243,9 +265,10 @@ class CommonWindow:
         return self._y[self._order()]
 
     def score(self, key: Hashable, last: int | None = None) -> dict[str, float]:
-        """The candidate's quality on the window, or on its ``last`` newest samples (see
-        :func:`tideline.evaluate.scores`)."""
+        """The candidate's quality on the window's samples it has not learned, or on those of
+        its ``last`` newest samples (see :func:`tideline.evaluate.scores`)."""
         idx = self._order() if last is None else self._newest(last)
+        idx = idx[self._fresh(key, self._t[idx])]
         return scores(self.task, self._preds[key][idx], self._y[idx])
 
     def compare(self, candidate: Hashable, reference: Hashable, since: int = 0) -> Paired:
@@ -267,6 +290,8 @@ class CommonWindow:
         if pair is None:
             pair = self._pairs[key] = Paired()
             idx = self._newest(self.total - since)
+            t = self._t[idx]
+            idx = idx[self._fresh(candidate, t) & self._fresh(reference, t)]
             d, ref = self._difference(self._preds[candidate][idx], self._preds[reference][idx],
                                       self._y[idx])  # fmt: skip
             pair.update(d, ref)
@@ -281,6 +306,10 @@ class CommonWindow:
         return pair.mean / scale, lo / scale, hi / scale
 
     # -- internals ----------------------------------------------------------------------
+    def _fresh(self, key: Hashable, t: np.ndarray) -> np.ndarray:
+        """Which of the samples whose labels arrived at ``t`` ``key`` has not learned."""
+        return t > self._until.get(key, -math.inf)
+
     def _order(self) -> np.ndarray:
         """Slots of the window's samples, oldest first."""
         if self.count < self.size:

@@ -81,6 +81,7 @@ from tideline.algorithms.base import NonFiniteUpdate, check_target
 from tideline.contracts import AWAIT_START_ENV, Pointers, StartWord, feedback_labels
 from tideline.evaluate import RollingMetrics, log_loss, ramp_size
 from tideline.features import FeatureError
+from tideline.memory import MemoryUse, Probe
 from tideline.pods.join import Joined, LogJoin, Mark
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import LearnerMetrics
@@ -270,6 +271,7 @@ class LearnerProcess:
         clock: Callable[[], float] = time.time,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         liveness: Liveness | None = None,
+        memory: Probe | None = None,
     ) -> None:
         self.model = model
         self.spec = model.spec
@@ -329,6 +331,9 @@ class LearnerProcess:
             "unmatched": 0,
             "duplicate": 0,
             "invalid": 0,
+            # when the newest label the state has learned arrived (seconds, the streams' own
+            # clock): a version is scored only on labels after it (tideline.evidence)
+            "learned_until": 0.0,
         }
         self.source = self._source()
         self._dead: list[dict[str, Any]] = []
@@ -338,6 +343,9 @@ class LearnerProcess:
         self._newest_learned = 0.0
         self._last_maintain = clock()
         self._lag: int | None = None  # records behind the source, as last measured
+        self.memory = memory or Probe()  # where its memory and its container's limit are read
+        self._state_bytes: int | None = None  # the last checkpoint's size
+        self._near_limit = False  # its memory was near its limit (logged once an episode)
         self.paused = False
 
     # -- start-up ----------------------------------------------------------------------
@@ -513,6 +521,7 @@ class LearnerProcess:
         stored += [v for v in (ptr.latest, ptr.lastGood) if v is not None]
         self.counters["next_version"] = max(stored) + 1
         self.counters["samples"] = int(header.get("samples", 0))
+        self.counters["learned_until"] = float(header.get("learnedUntil", 0.0))
         self._pointers = ptr
         self._notes["resumedFrom"] = f"v{ptr.served}"
         log.warning("%s has no checkpoint: resumed from its served version v%d (%d samples); "
@@ -563,7 +572,7 @@ class LearnerProcess:
         blob, source, trusted = self._warm_start_blob()
         if blob is not None:
             try:
-                base, _ = learner_from_blob(blob, trusted=trusted)
+                base, header = learner_from_blob(blob, trusted=trusted)
             except (codec.CodecError, KeyError, ValueError) as e:
                 raise SpecError(
                     "spec.model.warmStart", f"{source} is not a tideline snapshot: {e}"
@@ -579,6 +588,8 @@ class LearnerProcess:
                     f"{source} was learned with another task, algorithm or feature list",
                 )
             self.learner.set_state(base.get_state())
+            # what stable's version had learned, this one has (a baseline file: none of it)
+            self.counters["learned_until"] = float(header.get("learnedUntil", 0.0))
             self._warm_source = source
             log.info("warm start from %s (%d samples)", source, base.n_seen)
             # the baseline's drift reference becomes this revision's: drift is measured
@@ -701,7 +712,10 @@ class LearnerProcess:
             self.pending.first_at = self.clock()
         # acknowledged only once the batch holding them is learned and checkpointed
         self.pending.add(X, y, runs)
-        self._newest_learned = max(self._newest_learned, predlog.entry_seconds(runs[-1].entry))
+        newest = max(predlog.entry_seconds(run.entry) for run in runs)
+        self._newest_learned = max(self._newest_learned, newest)
+        # (from when they are pending: a version is never said to lack what it learned)
+        self.counters["learned_until"] = max(self.counters["learned_until"], newest)
 
     def _dead_letter(
         self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str,
@@ -943,12 +957,14 @@ class LearnerProcess:
         if packed:
             state["packed"] = packed
         blob = self.store.sealing.seal(codec.encode(arrays, state), signing.CHECKPOINT)
+        self._state_bytes = len(blob)  # (the learned state's size, in the status)
         checkpoint = self.keys.checkpoint(self.revision)
         pipe = transaction(self.r, self.keys.prefix)  # (on a cluster: the model's node)
         pipe.exists(checkpoint)  # (reply 0: gone since the last one - a store reset)
         at, held, baseline = -1, None, False
         if version is not None:
-            meta = {"reason": reason or "publishEvery", "samples": c["samples"], **gate_info}
+            meta = {"reason": reason or "publishEvery", "samples": c["samples"],
+                    "learnedUntil": c["learned_until"], **gate_info}  # fmt: skip
             if reason == "initial" and self._warm_source:
                 meta["warmStart"] = self._warm_source
             meta.update({f"quality_{k}": v for k, v in self.quality.report().items()})
@@ -1093,7 +1109,8 @@ class LearnerProcess:
         counters, rolling quality and how far behind its source it is (``lag``: records,
         ``lagSeconds``: since the newest sample learned arrived); after a store reset,
         ``storeResetAt`` and the versions it put back (``restored``: ``v18,v20,v21``); when
-        it started from its served version for want of a checkpoint, ``resumedFrom``."""
+        it started from its served version for want of a checkpoint, ``resumedFrom``. And its
+        memory (:meth:`measure_memory`): ``rssBytes``, ``memoryLimitBytes``, ``stateBytes``."""
         lag = self._lag
         behind = max(0.0, self.clock() - self._newest_learned) if self._newest_learned else 0.0
         out = {
@@ -1105,7 +1122,29 @@ class LearnerProcess:
         }
         if lag is not None:
             out["lag"] = str(lag)
+        use = self.measure_memory()
+        if use is not None:
+            out.update(use.to_hash())
         return out
+
+    def measure_memory(self) -> MemoryUse | None:
+        """Its resident set, its container's memory limit and the size of its last checkpoint
+        (:mod:`tideline.memory`: a few small files read, at every checkpoint). A team's own
+        learner can grow until its container is killed for want of memory; the operator's
+        ``LearnerMemory`` condition says so before, and this log once an episode."""
+        use = self.memory(self.revision, self._state_bytes)
+        if use is None:
+            return None
+        self.metrics.resident_bytes.set(use.rss)
+        self.metrics.memory_limit_bytes.set(use.limit or 0)
+        if use.state is not None:
+            self.metrics.state_bytes.set(use.state)
+        near = use.near(self._near_limit)
+        if near and not self._near_limit:
+            log.warning("%s: raise spec.pods.learner.resources.limits.memory or bound the model, "
+                        "or the container is killed for want of memory", use.summary())  # fmt: skip
+        self._near_limit = near
+        return use
 
     def measure_lag(self) -> int | None:
         """How far behind its source the learner is, in records (asked every

@@ -330,6 +330,7 @@ class Monitor:
         self.evidence = CommonWindow(self.task, min(max(4 * minimum, 2000), 20_000))
         self._evidence_rows: list[Any] = []
         self._evidence_y: list[float] = []
+        self._evidence_t: list[float] = []  # when each label arrived: out-of-sample scoring
         self._roles: dict[str, tuple[Any, ...]] = {}  # role -> the version scored for it
         self._named: dict[str, tuple[Any, ...]] = {}  # role -> version, as last read
         # the stable revision's versions served on minSamples labels, newest first (recent)
@@ -645,6 +646,7 @@ class Monitor:
         self._counts["labels"] += len(y)
         self._evidence_rows += rows
         self._evidence_y += y.tolist()
+        self._evidence_t += j.received
         self._last_feedback = max(self._last_feedback, *j.received)
         self.label_lags += [max(0.0, t - j.ts) for t in j.received]
         if len(self.label_lags) > 1000:
@@ -782,8 +784,9 @@ class Monitor:
 
     def _flush_evidence(self) -> None:
         if self._evidence_rows:
-            self.evidence.add_samples(self._evidence_rows, np.array(self._evidence_y))
-            self._evidence_rows, self._evidence_y = [], []
+            self.evidence.add_samples(self._evidence_rows, np.array(self._evidence_y),
+                                      np.array(self._evidence_t))  # fmt: skip
+            self._evidence_rows, self._evidence_y, self._evidence_t = [], [], []
 
     def _on_samples(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Labelled samples: the served version scores them, for a model that gets no feedback
@@ -795,7 +798,12 @@ class Monitor:
         served = self._served_model()
         if served is None:
             return
-        rows, labels = samples.rows_of(entries)
+        rows, labels, arrived_at = [], [], []
+        for entry in entries:  # (samples: their arrival is their labels')
+            got, ys = samples.rows_of([entry])
+            rows += got
+            labels += ys
+            arrived_at += [predlog.entry_seconds(entry[0])] * len(got)
         if not rows:
             return
         X = served.schema.encode(rows)
@@ -803,6 +811,7 @@ class Monitor:
         y = np.array(labels)
         self._evidence_rows += rows
         self._evidence_y += labels
+        self._evidence_t += arrived_at
         self._counts["labels"] += len(y)
         assert self._served_key is not None
         t = self._track("stable")
@@ -1090,13 +1099,14 @@ class Monitor:
         if key in self._unloadable:
             return None
         try:
-            learner, _ = self.store.load(*key)
+            learner, meta = self.store.load(*key)
         except (StoreError, ForgedBlob):  # (a forged one: logged and counted by the store)
             return None
         except ModelLoadError as e:
             self._cannot_load(key, e)
             return None
-        self.evidence.add_candidate(key, learner)
+        # scored only on the labels it has not learned (tideline.evidence: out of sample)
+        self.evidence.add_candidate(key, learner, meta.get("learnedUntil"))
         return learner
 
     def _cannot_load(self, key: tuple[Any, ...], error: ModelLoadError) -> None:
