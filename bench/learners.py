@@ -21,6 +21,30 @@ And for ``multiclass`` (``--part multiclass``; both parts by default):
    in batches of 256 against River's one-vs-rest LogisticRegression and ARF
    one by one.
 
+And for a team's River pipeline (``--part river``):
+
+5. The River adapter in the learner process against River's own loop, on the same
+   Redis stream (one-row entries of examples/river/fraud-river.yaml's features and two
+   more numbers: 6 numeric, 2 categorical) and the same pipeline
+   (``fraud_river.pipelines:scaled_logistic``: StandardScaler and one-hot into a
+   LogisticRegression): River's loop as a team writes it (XREADGROUP, ``orjson.loads``,
+   ``predict_proba_one`` then ``learn_one`` each row, XACK), tideline's
+   :class:`~tideline.pods.learner.LearnerProcess` (in this process, the manifest's
+   learning with replay off: the same rows learned once), and River's bare loop over
+   parsed dicts (no Redis) as the ceiling. ``--profile`` prints where the learner's time
+   goes.
+
+And for Vowpal Wabbit (``--part vw``):
+
+6. ``algorithm: vw`` (VW's defaults, logistic loss) against VW alone through its own
+   Python binding on the same rows: prequential accuracy on the binary streams of table 1,
+   beside tideline's ``sgd``; and samples/s learned on the synthetic stream (20 numeric
+   features): VW alone building its text lines from the rows and learning them
+   (``Workspace.learn``), VW alone on lines built beforehand (VW's ceiling), and the
+   adapter: ``learn_many`` in batches of 256, and ``learn_predict_batches`` on blocks of
+   1,000 rows in batches of 64 (the learner process's call: each row scored before it is
+   learned, the state saved before each block).
+
 Timings are the best of ``--repeat`` runs (the machine is shared and noisy);
 the ratios against River are what to read. Run with ``make bench``.
 """
@@ -28,15 +52,26 @@ the ratios against River are what to read. Run with ``make bench``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import cProfile
+import dataclasses
+import io
 import json
 import os
 import platform
+import pstats
+import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
+import yaml
 from river import datasets, forest, linear_model, multiclass, preprocessing
 from river.datasets import synth
 from sklearn.exceptions import ConvergenceWarning
@@ -44,10 +79,18 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.preprocessing import StandardScaler
 
 from tideline.algorithms import make_learner
+from tideline.algorithms.river import RiverModel
+from tideline.contracts import Keys
+from tideline.demo.embedded import EmbeddedRedis
 from tideline.demo.simulate import SyntheticStream
 from tideline.evaluate import prequential
+from tideline.features import bucket_of
+from tideline.pods.learner import MAX_READ_ENTRIES, LearnerProcess
+from tideline.signing import KEY_ENV
+from tideline.spec import parse
 
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- streams
@@ -380,21 +423,282 @@ def print_multiclass(repeat: int) -> dict[str, Any]:
     return {"accuracy": rows, "throughput": tp}
 
 
+# --------------------------------------------------------------------------- the River adapter
+RIVER_EXAMPLE = ROOT / "examples" / "river"  # fraud-river.yaml, and its package fraud_river
+EXTRA_NUMBERS = [{"name": "tx_last_hour", "type": "numeric", "default": 1.0},
+                 {"name": "avg_amount_30d", "type": "numeric", "default": 50.0}]  # fmt: skip
+CONTENDERS = {
+    "bare": "River's bare loop over the parsed dicts (the ceiling)",
+    "river": "River's own loop on the Redis stream (XREADGROUP, orjson, XACK)",
+    "learner": "tideline learner, algorithm: river (fraud-river.yaml's learning, replay off)",
+    "learner_no_gate": "tideline learner, the same without the gate's holdout",
+}
+
+
+def river_manifest(gate: bool = True) -> dict[str, Any]:
+    """examples/river/fraud-river.yaml with two more numeric features (6 numeric, 2
+    categorical) and replay off (replayed rows are learned again: River's loop has none);
+    ``gate=False``: no holdout either (the served version scores no rows)."""
+    doc = yaml.safe_load((RIVER_EXAMPLE / "fraud-river.yaml").read_text())
+    doc["spec"]["model"]["features"] += copy.deepcopy(EXTRA_NUMBERS)
+    doc["spec"]["learning"]["replay"] = {"size": 0, "fraction": 0.0}
+    if not gate:
+        doc["spec"]["learning"]["gate"]["holdout"] = 0
+    return doc
+
+
+def river_pipeline() -> Any:
+    """The manifest's pipeline, called as the learner calls it (``river.params``)."""
+    from fraud_river.pipelines import scaled_logistic  # (examples/river, on sys.path)
+
+    return scaled_logistic(**river_manifest()["spec"]["model"]["river"]["params"])
+
+
+def river_rows(n: int) -> tuple[list[dict[str, Any]], list[float]]:
+    """Rows of the manifest's features, and labels. Categories that share a bucket of the
+    learner's hashing are one (the first seen names them all): both loops then learn the
+    same categories. (The synthetic stream has 200 countries and the manifest 64 buckets:
+    River's own loop would learn 406 weights to the learner's 270, at 0.7x its speed - River's
+    LogisticRegression costs grow with its weights.)"""
+    features = river_manifest()["spec"]["model"]["features"]
+    rows, y = SyntheticStream(features, "binary", seed=4).take(n)
+    buckets = {f["name"]: f["buckets"] for f in features if f.get("type") == "categorical"}
+    first: dict[tuple[str, int], str] = {}
+    for row in rows:
+        for name, b in buckets.items():
+            row[name] = first.setdefault((name, bucket_of(row[name], b)), row[name])
+    return rows, y.tolist()
+
+
+@dataclass
+class Run:
+    """One contender's run: rows/s by the wall clock and by this process's CPU time, and the
+    shares of its wall time spent in River's calls learning the rows (``predict_proba_one``
+    then ``learn_one``, each row: the same work in every loop) and in more River calls than
+    those (the gate's: the served version scoring the rows)."""
+
+    wall: float
+    cpu: float
+    river: float = 1.0
+    gate: float = 0.0
+
+
+class Clock:
+    """Wall-clock and CPU seconds of this process since it was made."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def run(self, n: int, river: float | None = None, gate: float = 0.0) -> Run:
+        """The run of ``n`` rows until now, ``river`` (``gate``) seconds of it in River's calls."""
+        wall = time.perf_counter() - self.wall
+        cpu = time.process_time() - self.cpu
+        return Run(n / wall, n / cpu, wall if river is None else river / wall, gate / wall)
+
+
+@contextlib.contextmanager
+def river_calls(spent: dict[str, float]) -> Iterator[None]:
+    """Seconds in :class:`~tideline.algorithms.river.RiverModel`'s ``learn_predict`` (River's
+    calls learning a mini-batch, and the adapter's loop around them) and ``predict`` (the
+    gate's), added to ``spent`` while the block runs: the bench's own wrappers, taken off
+    after."""
+    saved = {name: getattr(RiverModel, name) for name in ("learn_predict", "predict")}
+
+    def timed(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
+        def call(self: RiverModel, *args: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return f(self, *args)
+            finally:
+                spent[name] += time.perf_counter() - t
+
+        return call
+
+    for name, f in saved.items():
+        setattr(RiverModel, name, timed(name, f))
+    try:
+        yield
+    finally:
+        for name, f in saved.items():
+            setattr(RiverModel, name, f)
+
+
+def river_redis_loop(r: Any, stream: str, n: int) -> Run:
+    """River's own loop around the stream, as a team writes it."""
+    model, group = river_pipeline(), "team-loop"
+    r.xgroup_create(stream, group, id="0")
+    clock, done, inside = Clock(), 0, 0.0
+    while done < n:
+        for _, entries in r.xreadgroup(
+            group, "c", {stream: ">"}, count=MAX_READ_ENTRIES, block=100
+        ):
+            for _, fields in entries:
+                d = orjson.loads(fields[b"data"])
+                x, label = d["features"], d["label"] == 1.0
+                t = time.perf_counter()
+                model.predict_proba_one(x)  # (prequential: scored, then learned)
+                model.learn_one(x, label)
+                inside += time.perf_counter() - t
+            r.xack(stream, group, *[eid for eid, _ in entries])
+            done += len(entries)
+    return clock.run(n, inside)
+
+
+def river_bare_loop(dicts: list[dict[str, Any]], labels: list[float]) -> Run:
+    model, clock = river_pipeline(), Clock()
+    for x, label in zip(dicts, labels, strict=True):
+        model.predict_proba_one(x)
+        model.learn_one(x, label == 1.0)
+    return clock.run(len(dicts))
+
+
+def learner_process(r: Any, doc: dict[str, Any], n: int, profile: cProfile.Profile | None = None
+                    ) -> tuple[Run, LearnerProcess]:  # fmt: skip
+    """tideline's learner over the stream, in this process, from its start (v0 published) to
+    its last checkpoint, every row learned."""
+    p = LearnerProcess(parse(doc), r)
+    p.start()
+    spent = {"learn_predict": 0.0, "predict": 0.0}
+    with river_calls(spent):
+        if profile is not None:
+            profile.enable()
+        clock = Clock()
+        while p.counters["samples"] + len(p.pending) < n:
+            p.step(block_ms=1)
+        p.flush()  # (the rows short of a mini-batch, and the last checkpoint)
+        run = clock.run(n, spent["learn_predict"], spent["predict"])
+        if profile is not None:
+            profile.disable()
+    assert p.counters["samples"] == n, p.counters
+    return run, p
+
+
+def river_adapter_table(repeat: int, n: int = 20_000, profile: bool = False) -> dict[str, Any]:
+    os.environ.setdefault(KEY_ENV, "a-signing-key-for-the-benchmark")  # (a River model is signed)
+    sys.path.insert(0, str(RIVER_EXAMPLE))
+    doc, doc_no_gate = river_manifest(), river_manifest(gate=False)
+    model = parse(doc)
+    # (one model, two revisions: the learners read the same stream, each with its group)
+    assert parse(doc_no_gate).revision != model.revision
+    stream = Keys(model.namespace, model.name).samples
+    rows, labels = river_rows(n)
+    dicts = [orjson.loads(orjson.dumps(x)) for x in rows]  # (as River's loop parses them)
+    runs: dict[str, list[Run]] = {k: [] for k in CONTENDERS}
+    prof = cProfile.Profile() if profile else None
+    agreement = 0.0
+    with EmbeddedRedis() as server:
+        r = server.client()
+
+        def fill() -> None:
+            """The stream afresh: the rows as one-row entries, as a producer writes them."""
+            r.flushall()
+            pipe = r.pipeline(transaction=False)
+            for x, label in zip(rows, labels, strict=True):
+                pipe.xadd(stream, {"data": orjson.dumps({"features": x, "label": label})})
+            pipe.execute()
+
+        for i in range(repeat):
+            fill()
+            # the contenders in turn, in another order each round (the machine is noisy)
+            order = list(CONTENDERS)
+            for who in order[i % 4 :] + order[: i % 4]:
+                if who == "river":
+                    runs[who].append(river_redis_loop(r, stream, n))
+                elif who == "bare":
+                    runs[who].append(river_bare_loop(dicts, labels))
+                else:
+                    run, p = learner_process(r, doc if who == "learner" else doc_no_gate, n)
+                    runs[who].append(run)
+                    if who == "learner":  # (it learned what River learns alone)
+                        own = river_pipeline()
+                        for x, label in zip(dicts, labels, strict=True):
+                            own.learn_one(x, label == 1.0)
+                        probe = rows[:2000]
+                        mine = p.learner.predict_many(p.schema.encode(probe))
+                        theirs = np.array([own.predict_proba_one(x)[True] for x in probe])
+                        agreement = float(np.mean(np.abs(mine - theirs)))
+                    del p
+        if prof is not None:  # (a run of its own: cProfile slows what it watches)
+            fill()
+            learner_process(r, doc, n, prof)
+    out: dict[str, Any] = {"rows": n, "mean_abs_score_difference": agreement,
+                           "runs": {k: [dataclasses.asdict(x) for x in v] for k, v in runs.items()}}  # fmt: skip
+    # A ratio of rates is read as the median of a round's (its runs follow each other, and
+    # share more of the machine's noise than the best ones do); and, steadier still, from
+    # the shares of time in River's calls, measured within each run: River's calls do the
+    # same work in both loops, so the loops' speeds are as those shares.
+    river, bare = runs["river"], runs["bare"]
+    out["ratios"] = {k: {
+        "wall": float(np.median([a.wall / b.wall for a, b in zip(v, river, strict=True)])),
+        "cpu": float(np.median([a.cpu / b.cpu for a, b in zip(v, river, strict=True)])),
+        "shares": float(np.median([x.river for x in v]) / np.median([x.river for x in river])),
+        "bare wall": float(np.median([a.wall / b.wall for a, b in zip(v, bare, strict=True)])),
+        "bare shares": float(np.median([x.river for x in v])),  # (bare River: all of it)
+    } for k, v in runs.items()}  # fmt: skip
+    if prof is not None:
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats("tideline/", 30)
+        out["profile"] = text.getvalue()
+    return out
+
+
+def print_river_adapter(repeat: int, profile: bool = False) -> dict[str, Any]:
+    res = river_adapter_table(repeat, profile=profile)
+    print(f"\n## A River pipeline in the learner process, {res['rows']:,} rows "
+          f"(predict_proba_one + learn_one each row; best of {repeat}, every run listed)\n")  # fmt: skip
+    print("| loop | rows/s (wall) | runs (wall) | rows/s (CPU) | time in River's calls (gate's) "
+          "| vs River's loop on Redis: wall, CPU (median a round); from the shares "
+          "| vs bare River: wall; from the shares |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for k, name in CONTENDERS.items():
+        v, q = res["runs"][k], res["ratios"][k]
+        walls = ", ".join(f"{x['wall']:,.0f}" for x in v)
+        river = np.median([x["river"] for x in v]) * 100
+        gate = np.median([x["gate"] for x in v]) * 100
+        share = "(all)" if k == "bare" else f"{river:.0f} %" + (f" ({gate:.0f} %)" if gate else "")
+        vs_river = f"{q['wall']:.2f}x, {q['cpu']:.2f}x" + (
+            "" if k == "bare" else f"; {q['shares']:.2f}x"
+        )
+        vs_bare = "" if k == "bare" else f"{q['bare wall']:.2f}x; {q['bare shares']:.2f}x"
+        print(f"| {name} | {max(x['wall'] for x in v):,.0f} | {walls} "
+              f"| {max(x['cpu'] for x in v):,.0f} | {share} | {vs_river} | {vs_bare} |")  # fmt: skip
+    print("\nFrom the shares: the ratio of the shares of time spent in River's calls, each "
+          "measured within its run (the machine's noise cancels out): the same calls learn the "
+          "same rows in every loop, so the loops' speeds are as these shares. The gate's share "
+          "is the served version scoring the rows again, for the holdout.")  # fmt: skip
+    print(f"\nThe learner's model against River's own after the same rows: mean |score "
+          f"difference| {res['mean_abs_score_difference']:.2g} on 2,000 rows")  # fmt: skip
+    if profile:
+        print(
+            "\n### Where the learner's time goes (cProfile, a run of its own: tideline's "
+            "functions by cumulative time)\n"
+        )
+        print("```\n" + res["profile"].strip() + "\n```")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", help="also write the results to this file")
-    ap.add_argument("--part", choices=["all", "binary", "multiclass"], default="all",
-                    help="the binary tables (1, 2), the multiclass ones (3, 4), or all")  # fmt: skip
+    ap.add_argument("--part", choices=["all", "binary", "multiclass", "river", "vw"],
+                    default="all", help="the binary tables (1, 2), the multiclass ones (3, 4), "
+                    "the River adapter's (5), Vowpal Wabbit's (6), or all")  # fmt: skip
+    ap.add_argument("--profile", action="store_true",
+                    help="with the River adapter's table: where the learner's time goes")  # fmt: skip
     args = ap.parse_args()
     print(f"# tideline learner benchmark ({platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, numpy {np.__version__}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})\n")  # fmt: skip
     results: dict[str, Any] = {}
-    if args.part != "multiclass":
+    if args.part in ("all", "binary"):
         results |= binary_tables(args.repeat)
-    if args.part != "binary":
+    if args.part in ("all", "multiclass"):
         results["multiclass"] = print_multiclass(args.repeat)
+    if args.part in ("all", "river"):
+        results["river_adapter"] = print_river_adapter(args.repeat, args.profile)
+    if args.part in ("all", "vw"):
+        results["vw"] = print_vw(args.repeat)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
@@ -429,6 +733,116 @@ def binary_tables(repeat: int) -> dict[str, Any]:
     for k, v in tp.items():
         print(f"| {k} | {v:,.0f} | {v / river:.1f}x | {v / arf:.1f}x |")
     return {"accuracy": acc_rows, "throughput": tp}
+
+
+# --------------------------------------------------------------------------- Vowpal Wabbit
+VW_ARGS = "--loss_function logistic --link logistic --quiet"  # (what the adapter adds)
+
+
+def vw_lines(names: list[str], X: np.ndarray, y: np.ndarray | None = None) -> list[str]:
+    """Rows as a team writes them for VW by hand: ``label |n name:value ...``."""
+    fmt = " |n " + " ".join(f"{n}:%.9g" for n in names)
+    lines = [fmt % tuple(row) for row in X.tolist()]
+    if y is None:
+        return lines
+    return [("1" if v == 1.0 else "-1") + line for v, line in zip(y.tolist(), lines, strict=True)]
+
+
+def vw_alone_preq(names: list[str], X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from vowpalwabbit import Workspace
+
+    ws, out = Workspace(VW_ARGS), []
+    for line in vw_lines(names, X, y):
+        ex = ws.parse(line)
+        ws.learn(ex)
+        out.append(ex.get_simplelabel_prediction())
+        ws.finish_example(ex)
+    return np.array(out)
+
+
+def vw_adapter(names: list[str]) -> Any:
+    return make_learner({"task": "binary", "algorithm": "vw", "vw": {"args": ""},
+                         "features": [{"name": n} for n in names]})  # fmt: skip
+
+
+def vw_table(repeat: int) -> dict[str, Any]:
+    from vowpalwabbit import Workspace
+
+    rows = []
+    for name, make in STREAMS.items():
+        names, X, y = make()
+        alone = vw_alone_preq(names, X, y)
+        t = time.perf_counter()
+        p = vw_adapter(names).learn_predict_batches(X, y, np.r_[np.arange(0, len(y), 64), len(y)])
+        rate = len(y) / (time.perf_counter() - t)
+        sgd, sgd_rate = tideline_preq("sgd", names, X, y)
+        rows.append({"stream": name, "vw_alone": acc(alone, y), "tideline_vw": acc(p, y),
+                     "identical": bool(np.array_equal(p, alone)), "tideline_sgd": sgd,
+                     "tideline_vw_rate": rate, "tideline_sgd_rate": sgd_rate})  # fmt: skip
+    names, X, y = drift_stream()
+    n = len(y)
+
+    def alone() -> int:
+        ws = Workspace(VW_ARGS)
+        for line in vw_lines(names, X, y):
+            ws.learn(line)
+        return n
+
+    built = vw_lines(names, X, y)
+
+    def alone_built() -> int:
+        ws = Workspace(VW_ARGS)
+        for line in built:
+            ws.learn(line)
+        return n
+
+    def adapter() -> int:
+        m = vw_adapter(names)
+        for i in range(0, n, 256):
+            m.learn_many(X[i : i + 256], y[i : i + 256])
+        return n
+
+    def adapter_blocks() -> int:
+        m = vw_adapter(names)
+        for i in range(0, n, 1000):
+            m.learn_predict_batches(X[i : i + 1000], y[i : i + 1000], np.r_[0:1000:64, 1000])
+        return n
+
+    rates = {"VW alone, lines built from the rows": best_rate(alone, repeat),
+             "VW alone, lines built beforehand": best_rate(alone_built, repeat),
+             "tideline vw: learn_many (256)": best_rate(adapter, repeat),
+             "tideline vw: learn_predict_batches (1,000 in 64s)": best_rate(adapter_blocks, repeat)}  # fmt: skip
+    m = vw_adapter(names)
+    m.learn_many(X, y)
+    t = time.perf_counter()
+    for _ in range(20):
+        m.set_state(m.get_state())
+    state_ms = (time.perf_counter() - t) / 20 * 1e3
+    return {"accuracy": rows, "learn": rates, "state_round_trip_ms": state_ms,
+            "state_bytes": int(m.get_state()["external.state"].nbytes)}  # fmt: skip
+
+
+def print_vw(repeat: int) -> dict[str, Any]:
+    res = vw_table(repeat)
+    print("\n## Vowpal Wabbit: prequential accuracy (%), VW's defaults, logistic loss\n")
+    print("| stream | VW alone | tideline vw | the same scores | tideline sgd | vw samples/s "
+          "| sgd samples/s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for r in res["accuracy"]:
+        print(f"| {r['stream']} | {r['vw_alone'] * 100:.2f} | {r['tideline_vw'] * 100:.2f} | "
+              f"{'yes' if r['identical'] else 'no'} | {r['tideline_sgd'] * 100:.2f} | "
+              f"{r['tideline_vw_rate']:,.0f} | {r['tideline_sgd_rate']:,.0f} |")  # fmt: skip
+    alone = res["learn"]["VW alone, lines built from the rows"]
+    print(f"\n## Vowpal Wabbit: learn, 20 numeric features (samples/s, best of {repeat})\n")
+    print("| how | samples/s | vs VW alone |")
+    print("|---|---|---|")
+    for k, v in res["learn"].items():
+        print(f"| {k} | {v:,.0f} | {v / alone:.2f}x |")
+    print(
+        f"\nState: {res['state_bytes']:,} bytes; get_state + set_state "
+        f"{res['state_round_trip_ms']:.2f} ms"
+    )
+    return res
 
 
 if __name__ == "__main__":

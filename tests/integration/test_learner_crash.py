@@ -1,5 +1,7 @@
 """kill -9 the learner process again and again: nothing lost, nothing learned twice, whether
-its samples and labels come from Redis streams or Kafka topics."""
+its samples and labels come from Redis streams or Kafka topics, and whether it learns a
+built-in, a team's own class or a River pipeline: for the last two, the model's own state,
+as the next learner resumes it, holds every sample exactly once."""
 
 from __future__ import annotations
 
@@ -11,23 +13,31 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import yaml
 
 from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, produce
+from tests.models.teams import Tally
+from tideline.algorithms import Learner, make_learner
 from tideline.contracts import Keys
 from tideline.demo.simulate import SyntheticStream
+from tideline.pods.learner import LearnerProcess
+from tideline.signing import KEY_ENV
 from tideline.spec import parse
 
 pytestmark = pytest.mark.integration
 
-RUNTIME = str(Path(__file__).parents[2] / "runtime")
+ROOT = Path(__file__).parents[2]
+PYTHONPATH = f"{ROOT / 'runtime'}:{ROOT}"  # (the team's classes: tests.models.teams)
+KEY = "a-signing-key-for-the-crash-tests"  # (a model that is not a built-in is signed)
 
 
 def _start(config: Path, url: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": RUNTIME}
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     return subprocess.Popen(
         [sys.executable, "-m", "tideline.cli", "--log-level", "WARNING", "learner",
          "--config", str(config), "--redis", url],
@@ -36,15 +46,26 @@ def _start(config: Path, url: str) -> subprocess.Popen:
 
 
 def _status(r, keys: Keys, revision: str) -> dict[str, float]:
-    raw = r.hgetall(keys.learner(revision))
-    return {k.decode(): float(v) for k, v in raw.items() if k != b"quality"}
+    """The learner's status fields that are numbers (its counters among them)."""
+    out = {}
+    for k, v in r.hgetall(keys.learner(revision)).items():
+        try:
+            out[k.decode()] = float(v)
+        except ValueError:  # (quality, and a field it leaves empty: memoryLimitBytes)
+            continue
+    return out
 
 
-def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, list[float]]:
+def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, list, list[float]]:
     """20,000 labelled samples and labels, in 40 chunks, the learner killed -9 after six of
     them: ``send(samples, feedback)`` writes a chunk (one-row and packed samples, labels of
     predictions logged to Redis, a second label for one in five: never learned). The
-    learner's status at the end, and the labels."""
+    learner's status at the end, the rows and their labels.
+
+    Each learner killed has learned and checkpointed rows of its own first, and is killed at
+    a random moment after the next chunk is sent (while it reads, learns or checkpoints it):
+    a learner killed while it starts (importing a team's model takes a second or two, more
+    than a chunk) would prove nothing."""
     config = tmp_path / "model.yaml"
     config.write_text(yaml.safe_dump(doc))
     model = parse(doc)
@@ -55,8 +76,19 @@ def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, lis
     kill_at = sorted(rnd.sample(range(1, 40), 6))  # chunk numbers after which we kill -9
     proc = _start(config, url)
     kills = duplicates = 0
+    learned = [0.0]  # samples checkpointed when each learner started, and at the end
+
+    def learned_since_start() -> None:
+        deadline = time.monotonic() + 60
+        while _status(r, keys, model.revision).get("samples", 0.0) <= learned[-1]:
+            assert proc.poll() is None, "the learner died"
+            assert time.monotonic() < deadline, "the learner learned nothing"
+            time.sleep(0.02)
+
     try:
         for chunk in range(40):
+            if chunk in kill_at:
+                learned_since_start()
             samples, feedback = [], []
             # labelled samples: one-row entries and packed ones (1 to 64 rows, as :learn writes)
             even = list(range(chunk * 500, (chunk + 1) * 500, 2))
@@ -84,6 +116,7 @@ def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, lis
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
+                learned.append(_status(r, keys, model.revision).get("samples", 0.0))
                 proc = _start(config, url)
         deadline = time.monotonic() + 120
         while _status(r, keys, model.revision).get("samples", 0) < len(y):
@@ -95,21 +128,90 @@ def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, lis
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    assert kills == 6
+    assert kills == 6 and learned == sorted(set(learned)), learned  # (each learned some)
     reasons = [e[1][b"reason"] for e in r.xrange(keys.deadletter)]
     assert duplicates == 2000 and reasons == [b"duplicate"] * duplicates
     # v0, then one version per 2,000 updates, or a gate rejection in its place
     assert status["next_version"] + status["gate_rejections"] >= 10, status
-    return status, labels
+    return status, rows, labels
 
 
 LEARNING = {"publishEvery": 2000, "maxBatchDelay": "50ms"}
+# A team's own models (besides the manifest's built-in, sgd), whose state counts exactly what
+# they learned (tests.models.teams): they learn without replay (replayed rows are learned
+# again, by design), so their state must hold each sample of the stream once.
+OWN_MODELS = {
+    "custom": {"algorithm": "custom",
+               "custom": {"class": "tests.models.teams:Tally", "params": {"feature": "merchant"}}},
+    "river": {"algorithm": "river", "river": {"pipeline": "tests.models.teams:target_counts"}},
+}  # fmt: skip
 
 
-def test_kill_9_at_random_moments_loses_and_repeats_nothing(backend, tmp_path: Path) -> None:
+def _doc(algorithm: str, monkeypatch: pytest.MonkeyPatch, **spec: Any) -> dict:
+    """The crash tests' manifest for ``sgd`` or a model of ``OWN_MODELS`` (and the key that one
+    needs, in this process's environment and so the learners')."""
+    if algorithm == "sgd":
+        return manifest(learning=LEARNING, **spec)
+    doc = manifest(learning={**LEARNING, "replay": {"size": 0, "fraction": 0.0}}, **spec)
+    doc["spec"]["model"].update(OWN_MODELS[algorithm])
+    monkeypatch.setenv(KEY_ENV, KEY)
+    return doc
+
+
+def _counts(learner: Learner) -> tuple[int, object]:
+    """What a team's model says it learned, from its own state: how many samples, and its
+    exact counts (a :class:`Tally`'s, or those of the River pipeline's ``target_counts``:
+    per merchant, the samples and positive labels; its regression's updates)."""
+    model = learner.model  # type: ignore[attr-defined]
+    if isinstance(model, Tally):
+        return sum(model.n), (model.n, model.positives, model.fingerprint)
+    positives, n = model.estimator["TransformerUnion"].transformers.values()
+    # (TargetAgg's groups: a defaultdict, in which a prediction for a value not learned yet
+    # leaves a count of 0)
+    per_value = {k: (positives._groups[k].get(), c.get()) for k, c in n._groups.items() if c.get()}
+    learned = model.estimator["LogisticRegression"].optimizer.n_iterations
+    return learned, (learned, per_value)
+
+
+def _check_learned(client, doc: dict, rows: list, labels: list[float]) -> None:  # type: ignore[no-untyped-def]
+    """The model's own state holds each sample once: as a learner resumes it from the
+    checkpoint (verified with the key), it is that of the model learning the stream alone;
+    and each version published holds as many samples as the learner had counted then."""
+    model = parse(doc)
+    if model.spec.model.algorithm not in OWN_MODELS:
+        return  # (a built-in: its replay learns rows again; the counters say it all)
+    p = LearnerProcess(model, client)
+    p.start()  # as the next learner would
+    p.source.close()
+    alone = make_learner(model.spec.model.to_dict())
+    alone.learn_many(alone.schema.encode(rows), np.array(labels))
+    assert p.learner.n_seen == len(labels) and p.counters["samples"] == len(labels)
+    assert _counts(p.learner) == _counts(alone)
+    versions = p.store.versions(p.revision)
+    assert len(versions) >= 5, versions
+    for v in versions:
+        learner, meta = p.store.load(p.revision, v)
+        assert _counts(learner)[0] == learner.n_seen == meta["samples"], v
+
+
+@pytest.mark.parametrize(
+    ("backend", "algorithm"),
+    [
+        pytest.param("one redis", "sgd", id="a built-in model on one redis"),
+        pytest.param("redis cluster", "sgd", id="a built-in model on a redis cluster"),
+        # (a team's model on one Redis only: what a cluster changes - where the keys live - is
+        # the same for every model, and each case takes 15-20 s on two cores)
+        pytest.param("one redis", "custom", id="a team's own class on one redis"),
+        pytest.param("one redis", "river", id="a River pipeline on one redis"),
+    ],
+    indirect=["backend"],
+)
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(
+    backend, algorithm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     r = backend.client()
     r.flushall()
-    doc = manifest(learning=LEARNING)
+    doc = _doc(algorithm, monkeypatch)
     model = parse(doc)
     keys = Keys(model.namespace, model.name)
 
@@ -129,14 +231,19 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(backend, tmp_path: P
                 pipe.xadd(stream, {"data": orjson.dumps(v)})
         pipe.execute()
 
-    status, labels = _kill_9_run(r, backend.url, doc, tmp_path, send)
+    status, rows, labels = _kill_9_run(r, backend.url, doc, tmp_path, send)
     assert status["samples"] == len(labels) and status["label_sum"] == sum(labels)
     assert r.xpending(keys.samples, keys.learner_group(model.revision))["pending"] == 0
     assert r.xpending(keys.feedback, keys.learner_group(model.revision))["pending"] == 0
+    _check_learned(r, doc, rows, labels)
 
 
+@pytest.mark.parametrize(
+    "algorithm",
+    [pytest.param("sgd", id="a built-in model"), pytest.param("custom", id="a team's own class")],
+)
 def test_kill_9_with_kafka_topics_loses_and_repeats_nothing(
-    redis_server, kafka_broker, tmp_path: Path
+    redis_server, kafka_broker, algorithm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     r = redis_server.client()
     r.flushall()
@@ -146,12 +253,13 @@ def test_kill_9_with_kafka_topics_loses_and_repeats_nothing(
     }
     for t in topics.values():
         kafka_broker.create_topic(t, 3)
-    doc = manifest(learning=LEARNING, source={"kafka": {
+    doc = _doc(algorithm, monkeypatch, source={"kafka": {
         "bootstrapServers": kafka_broker.bootstrap, "topics": topics, "startFrom": "earliest"}})  # fmt: skip
 
     def send(samples: list, feedback: list) -> None:
         produce(kafka_broker.bootstrap, topics["samples"], samples, partitions=3)
         produce(kafka_broker.bootstrap, topics["feedback"], feedback, partitions=3)
 
-    status, labels = _kill_9_run(r, redis_server.url, doc, tmp_path, send)
+    status, rows, labels = _kill_9_run(r, redis_server.url, doc, tmp_path, send)
     assert status["samples"] == len(labels) and status["label_sum"] == sum(labels)
+    _check_learned(r, doc, rows, labels)

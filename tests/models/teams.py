@@ -5,12 +5,13 @@ The tests load them by reference (``tests.models.teams:Name``), as the pods do.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
 
 import numpy as np
-from river import linear_model, optim, preprocessing
+from river import feature_extraction, linear_model, optim, preprocessing, stats
 
 from tideline.model import ModelInfo, OnlineLearner
 
@@ -51,6 +52,43 @@ class DictMean(Mean):
     def learn(self, X: Any, y: np.ndarray) -> None:
         self.seen.extend(X)
         super().learn(X, y)
+
+
+class Tally(OnlineLearner):
+    """Counts what it learns, exactly: the samples and their labels' sum per bucket of one
+    categorical feature (the last: missing), and a fingerprint of the rows (see
+    :func:`fingerprint`). A sample learned twice or never shows in them."""
+
+    def __init__(self, info: ModelInfo, feature: str) -> None:
+        self.feature = feature
+        self._column = info.names.index(feature)
+        buckets = info.features[self._column].buckets
+        self.n, self.positives, self.fingerprint = [0] * (buckets + 1), [0] * (buckets + 1), 0
+
+    def learn(self, X: Any, y: np.ndarray) -> None:
+        for b, label in zip(X[:, self._column].astype(int).tolist(), y.tolist(), strict=True):
+            self.n[b] += 1  # (a missing value, -1, counts in the last)
+            self.positives[b] += int(label)
+        self.fingerprint = (self.fingerprint + fingerprint(X, y)) % 2**64
+
+    def predict(self, X: Any) -> np.ndarray:
+        b = X[:, self._column].astype(int)
+        return (np.array(self.positives)[b] + 1.0) / (np.array(self.n)[b] + 2.0)
+
+    def save(self) -> bytes:
+        return json.dumps([self.n, self.positives, self.fingerprint]).encode()
+
+    def load(self, state: bytes) -> None:
+        self.n, self.positives, self.fingerprint = json.loads(state)
+
+
+def fingerprint(X: np.ndarray, y: np.ndarray) -> int:
+    """The sum of a 64-bit hash of each row and its label, mod 2**64: the same for two sets
+    of samples that hold the same ones as many times; a lost sample and a repeated one
+    cancel out only if they are the same (or with a chance of 2**-64)."""
+    rows = np.c_[np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)]
+    return sum(int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+               for row in rows) % 2**64  # fmt: skip
 
 
 class Faulty(Mean):
@@ -126,6 +164,16 @@ def scaled_logistic(lr: float = 0.05) -> Any:
 
 def scaled_linear(lr: float = 0.01) -> Any:
     return preprocessing.StandardScaler() | linear_model.LinearRegression(optim.SGD(lr))
+
+
+def target_counts(by: str = "merchant") -> Any:
+    """A River pipeline whose state counts exactly what it learned: per value of ``by`` (a
+    categorical feature every row has), the samples and the positive labels (``TargetAgg``
+    with ``stats.Count`` and ``stats.Sum``); the regression on top, its updates
+    (``optimizer.n_iterations``)."""
+    agg = feature_extraction.TargetAgg
+    return ((agg(by, stats.Sum()) + agg(by, stats.Count())) | preprocessing.StandardScaler()
+            | linear_model.LogisticRegression(optim.SGD(0.01)))  # fmt: skip
 
 
 ESTIMATOR = linear_model.LogisticRegression()  # an estimator itself, not a factory
