@@ -18,7 +18,9 @@ The kopf timer in :mod:`tideline_operator.handlers` calls
    what this process applied last, and server-side apply of an unchanged
    object changes nothing at the API; the model's signing key Secret is
    created when missing, before anything else, and never written again
-   (:meth:`Reconciler.signing_key`);
+   (:meth:`Reconciler.signing_key`) - and a key just made first adopts the
+   store's unsigned blobs of built-in learners (:meth:`Reconciler.adopt`):
+   no pod gets the key before they are sealed with it;
 5. returns the status to write, or ``None`` when nothing changed, so a
    re-applied manifest (GitOps) causes no writes at all.
 """
@@ -42,8 +44,18 @@ from prometheus_client import Counter, Histogram
 
 from tideline import health as h
 from tideline.contracts import Keys, ModelFault, Pointers, StartWord
-from tideline.pods.store import ModelStore, StoreError, connect, migrate_keys, node_info
-from tideline.spec import ExternalParams, OnlineModel, SpecError, check_redis_url, parse
+from tideline.memory import FIELDS as MEMORY_FIELDS
+from tideline.memory import MemoryUse
+from tideline.pods.store import (
+    ModelStore,
+    StoreError,
+    adopt_unsigned,
+    connect,
+    migrate_keys,
+    node_info,
+)
+from tideline.signing import KEY_ENV, Signer
+from tideline.spec import ExternalParams, OnlineModel, SpecError, VWParams, check_redis_url, parse
 from tideline_operator import builders
 from tideline_operator.builders import Settings
 from tideline_operator.kube import REVISION_KINDS, KubeAPI
@@ -75,6 +87,21 @@ DECISION = Histogram(
 
 EventFn = Callable[[str, str, str], None]  # type, reason, message
 
+# How long after a model's key was made (and its store first swept) every turn seals again
+# what pods without the key wrote meanwhile: they run until their Deployment replaces them,
+# a learner's last checkpoint written at its SIGTERM (terminationGracePeriodSeconds: 30 s).
+ADOPT_SECONDS = 120.0
+
+
+@dataclass
+class Adoption:
+    """A signing key this process made, and the sealing with it of the unsigned blobs the
+    model's store holds from before (:meth:`Reconciler.adopt`)."""
+
+    signer: Signer  # (its repr never shows the key)
+    until: float | None = None  # sweeps go on until then; None: none succeeded, the pods wait
+    said: bool = False  # that Redis could not be reached for it was logged
+
 
 @dataclass
 class ModelMemory:
@@ -89,6 +116,7 @@ class ModelMemory:
     parsed: tuple[Any, OnlineModel] | None = None  # ((uid, generation), the parsed spec)
     migrated: bool = False  # the model's keys were looked at for the old layout
     lag_at: float = -1e18  # when status.learnerLag was last written
+    adoption: Adoption | None = None  # a signing key made, its store's blobs being adopted
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,8 @@ class Sight:
     store: StoreSeen | None = None  # None: Redis could not be read
     # what the stable revision's pods and the named canary's reported they cannot load
     faults: tuple[ModelFault, ...] | None = None  # None: Redis could not be read
+    # the memory the same learners last reported (tideline.memory); None: not read
+    memory: tuple[MemoryUse, ...] | None = None
 
 
 FULL_READ = 2.0  # seconds between readings of a Redis server's OOM replies (one for all its models)
@@ -160,11 +190,14 @@ def warm_start_compatible(a: OnlineModel, b: OnlineModel) -> bool:
     team's own model is the same class (its ``load`` takes the state with the new params).
     A River estimator's state is the estimator itself, hyperparameters and all: warm-started
     from stable's, a canary with other params would be stable's model again, so it starts
-    cold."""
+    cold. So with VW: its model bytes carry the arguments it was built with (a canary with
+    others would be stable's model again, or fail to load), so only unchanged args warm-start."""
     ma, mb = a.spec.model, b.spec.model
     if (ma.task, ma.algorithm, ma.features) != (mb.task, mb.algorithm, mb.features):
         return False
     pa, pb = ma.params, mb.params
+    if isinstance(pa, VWParams) or isinstance(pb, VWParams):
+        return pa == pb
     if isinstance(pa, ExternalParams) and isinstance(pb, ExternalParams):
         return pa == pb if ma.algorithm == "river" else pa.ref == pb.ref
     return True
@@ -269,7 +302,8 @@ class Reconciler:
         active revisions' StartWords and whether they have pointers, whether the
         lastGood version the status names (:func:`restorable`) is still stored, and the
         faults of the stable revision's pods and of the canary's the status names, aborted
-        or not (an aborted canary's say why while the status names it)."""
+        or not (an aborted canary's say why while the status names it), and the memory their
+        learners last reported (:class:`tideline.memory.MemoryUse`)."""
         keys = Keys(model.namespace, model.name)
         stable = status.stableRevision or model.revision
         canary = status.canaryRevision if not status.aborted else None
@@ -287,6 +321,8 @@ class Reconciler:
             p.hget(keys.control(stable), StartWord.FIELD)
             for rev in watched:
                 p.hgetall(keys.faults(rev))
+            for rev in watched:
+                p.hmget(keys.learner(rev), *MEMORY_FIELDS)
             if canary:
                 p.exists(keys.pointers(canary))
                 p.hget(keys.control(canary), StartWord.FIELD)
@@ -297,6 +333,8 @@ class Reconciler:
             log.warning("%s/%s: Redis unavailable: %s", model.namespace, model.name, e)
             return Sight()
         faults = tuple(f for raw in more[: len(watched)] for f in ModelFault.of_hash(raw))
+        more = more[len(watched) :]
+        uses = [MemoryUse.of_hash(rev, raw) for rev, raw in zip(watched, more, strict=False)]
         more = more[len(watched) :]
         words = {stable: StartWord.decode(word)}
         empty = {stable} if not pointers else set()
@@ -320,6 +358,7 @@ class Reconciler:
                 empty=frozenset(empty),
             ),
             faults=faults,
+            memory=tuple(u for u in uses if u is not None),
         )
 
     def store_config(self, r: Any, now: float) -> StoreConfig | None:
@@ -472,6 +511,7 @@ class Reconciler:
             if sight.store is not None
             else None,
             faults=sight.faults,
+            memory=sight.memory,
         )
         decision = decide(model.spec, before, observed, health, now)
         st = decision.status
@@ -651,43 +691,136 @@ class Reconciler:
         key = (md.get("uid"), md.get("generation"), st.stableRevision,
                st.canaryRevision, bool(st.aborted))  # fmt: skip
         if key != mem.desired_key or now - mem.desired_at >= self.resync:
-            self._apply_desired(model, manifest, st, mem)
-            mem.desired_key, mem.desired_at = key, now
+            if self._apply_desired(model, manifest, st, mem):  # (False: held back, see adopt)
+                mem.desired_key, mem.desired_at = key, now
+        elif mem.adoption is not None:  # pods without the key may still write: sweep again
+            self.adopt(model, st, mem)
         return self._remove_stale(model, st, mem, children, md.get("uid"))
 
-    def signing_key(self, model: OnlineModel, owner: dict[str, Any], mem: ModelMemory) -> None:
+    def signing_key(self, model: OnlineModel, owner: dict[str, Any], mem: ModelMemory,
+                    st: RolloutStatus) -> bool:  # fmt: skip
         """The model's signing key Secret (:func:`builders.build_signing_secret`): created
         when missing, with a new key of 32 random bytes; an existing one is never rewritten
         - every version in the store was signed with its key. Looked at once per process
         (and again after a revision's objects were removed), not every resync: a Secret
         deleted by hand comes back at the operator's next start with a *new* key, and the
         versions signed with the old one are refused from then on. One of that name that
-        this OnlineModel does not own is left alone (:class:`ResourceExists`)."""
+        this OnlineModel does not own is left alone (:class:`ResourceExists`).
+
+        A key made here first adopts the store's unsigned blobs (:meth:`adopt`), and so does
+        one found that no pod of the model reads yet (made by a process that stopped before
+        its adoption was done). True when the pods may be given the key; False while they
+        wait for that adoption."""
         name = builders.signing_secret_name(model)
         seen = ("Secret", name)
-        if mem.applied.get(seen) == "exists":
-            return
-        existing = self.kube.get("v1", "Secret", model.namespace, name)
-        if existing is None:
-            obj = builders.build_signing_secret(model, secrets.token_urlsafe(32))
-            obj["metadata"]["ownerReferences"] = [owner]
-            existing = self.kube.create(obj)
-            if existing is None:  # made meanwhile (by another operator's turn): that one counts
-                existing = self.kube.get("v1", "Secret", model.namespace, name)
-            else:
-                APPLIES.labels("Secret").inc()
-                log.info("%s/%s: signing key Secret %s created", model.namespace, model.name, name)
-        if existing is None:  # (gone again meanwhile: the next pass makes it)
-            return
-        if not owned_by(existing, owner["uid"]):
-            raise ResourceExists("Secret", name, model.name)
-        mem.applied[seen] = "exists"
+        if mem.applied.get(seen) != "exists":
+            existing = self.kube.get("v1", "Secret", model.namespace, name)
+            made: bytes | None = None
+            if existing is None:
+                text = secrets.token_urlsafe(32)
+                obj = builders.build_signing_secret(model, text)
+                obj["metadata"]["ownerReferences"] = [owner]
+                existing = self.kube.create(obj)
+                if existing is None:  # made meanwhile (by another operator's turn): that one counts
+                    existing = self.kube.get("v1", "Secret", model.namespace, name)
+                else:
+                    made = text.encode()
+                    APPLIES.labels("Secret").inc()
+                    log.info("%s/%s: signing key Secret %s created", model.namespace, model.name,
+                             name)  # fmt: skip
+            if existing is None:  # (gone again meanwhile: the next pass makes it)
+                return True
+            if not owned_by(existing, owner["uid"]):
+                raise ResourceExists("Secret", name, model.name)
+            if made is None and mem.adoption is None and not self._key_given(model, owner["uid"]):
+                made = _secret_key(existing)
+            if made is not None:
+                try:
+                    signer = Signer(made, f"{model.namespace}/{model.name}")
+                    mem.adoption = Adoption(signer)
+                except ValueError as e:  # (a key too short: the pods refuse it as well)
+                    log.warning("%s/%s: %s", model.namespace, model.name, e)
+            mem.applied[seen] = "exists"
+        return self.adopt(model, st, mem)
+
+    def adopt(self, model: OnlineModel, st: RolloutStatus, mem: ModelMemory) -> bool:
+        """Seal with a key just made the store's unsigned blobs of built-in learners, written
+        before the model had one (:func:`tideline.pods.store.adopt_unsigned`; why: the
+        adoption in :mod:`tideline.signing`); True when the pods may be given the key.
+
+        The first sweep succeeds before any pod gets the key: until then the children are
+        held back (False) - the pods that run go on as they are, without it - and each turn
+        tries again (Redis unreachable: said once). Then for :data:`ADOPT_SECONDS` every
+        turn sweeps again: the pods without the key run until their Deployment replaces
+        them, and what they write meanwhile (a learner's last checkpoint, at its SIGTERM) is
+        sealed too. A sweep reads four bytes of each blob, and the unsigned ones whole. The
+        sweeps end with the window, or with the process: a new one finds the key its pods
+        read, and adopts nothing."""
+        a = mem.adoption
+        if a is None:
+            return True
+        now = self.clock()
+        if a.until is not None and now >= a.until:
+            mem.adoption = None
+            return True
+        where = f"{model.namespace}/{model.name}"
+        revisions = {rev for rev in (model.revision, st.stableRevision, st.canaryRevision) if rev}
+        try:
+            done = adopt_unsigned(self.redis_for(model), Keys(model.namespace, model.name),
+                                  a.signer, revisions,
+                                  lambda rev: self.revision_algorithm(model, rev, mem))  # fmt: skip
+        except redis.RedisError as e:
+            if a.until is None and not a.said:
+                a.said = True
+                log.warning("%s: Redis unavailable (%s): its store's unsigned blobs are not sealed "
+                            "with its new signing key yet; its pods get the key once they are "
+                            "(tried again each turn)", where, e)  # fmt: skip
+            return a.until is not None
+        first = a.until is None
+        if first:
+            a.until = now + ADOPT_SECONDS
+        if first and not done.any:
+            log.info("%s: no unsigned blobs in its store to adopt under its new signing key", where)
+        elif first or done.sealed or done.changed:
+            log.info("%s: unsigned blobs adopted under its new signing key%s: %s", where,
+                     "" if first else " (written since by pods without it)", done)  # fmt: skip
+        return True
+
+    def revision_algorithm(self, model: OnlineModel, rev: str, mem: ModelMemory) -> str | None:
+        """The algorithm a revision's pods run, as its manifest says: the spec's for the spec's
+        revision, its ConfigMap's otherwise; None when there is none (unlike
+        :meth:`model_of`, never the spec's in its place)."""
+        if rev == model.revision:
+            return model.spec.model.algorithm
+        if rev not in mem.models:
+            cm = self.kube.get("v1", "ConfigMap", model.namespace, f"{model.name}-{rev}")
+            try:
+                doc = yaml.safe_load(cm["data"]["model.yaml"]) if cm is not None else None
+                if doc is None:
+                    return None
+                mem.models[rev] = (parse(doc), doc)
+            except (KeyError, TypeError, yaml.YAMLError, SpecError):
+                return None
+        return mem.models[rev][0].spec.model.algorithm
+
+    def _key_given(self, model: OnlineModel, uid: str) -> bool:
+        """Whether a Deployment of the model gives its pods the signing key."""
+        selector = f"tideline.dev/model={model.name}"
+        for d in self.kube.list("apps/v1", "Deployment", model.namespace, selector):
+            pod = ((d.get("spec") or {}).get("template") or {}).get("spec") or {}
+            env = [e for c in pod.get("containers") or [] for e in c.get("env") or []]
+            if owned_by(d, uid) and any(e.get("name") == KEY_ENV for e in env):
+                return True
+        return False
 
     def _apply_desired(self, model: OnlineModel, manifest: dict[str, Any], st: RolloutStatus,
-                       mem: ModelMemory) -> None:  # fmt: skip
+                       mem: ModelMemory) -> bool:  # fmt: skip
+        """Apply the children the status asks for; False when they were held back (the pods
+        wait until the store's blobs are adopted under a key just made: :meth:`adopt`)."""
         owner = _owner(manifest)
         uid = owner["uid"]
-        self.signing_key(model, owner, mem)  # before the pods that read it
+        if not self.signing_key(model, owner, mem, st):  # before the pods that read it
+            return False
         desired = self.desired(model, manifest, st, mem)
         canary_service = ("Service", f"{model.name}-canary")
         # a promoted canary's Service goes: its revision lives on as stable behind `<name>`
@@ -709,6 +842,7 @@ class Reconciler:
             self.kube.apply(obj)
             APPLIES.labels(obj["kind"]).inc()
             mem.applied[key] = digest
+        return True
 
     def _remove_stale(self, model: OnlineModel, st: RolloutStatus, mem: ModelMemory,
                       children: list[ChildState], uid: str | None) -> set[str]:  # fmt: skip
@@ -777,6 +911,15 @@ def _pin(pointers: Pointers, revision: str) -> Rollback | None:
         return None
     return Rollback(pointers.pinAt, revision, pointers.pinFrom, pointers.pinTo,
                     pointers.pinReason, pointers.pinLatest)  # fmt: skip
+
+
+def _secret_key(secret: Mapping[str, Any]) -> bytes | None:
+    """The key in a signing key Secret, as its pods read it; None when it has none."""
+    value = (secret.get("data") or {}).get(builders.SIGNING_SECRET_KEY)
+    try:
+        return base64.b64decode(value, validate=True) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _owner(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,18 @@ learner, servers, monitor, stable and canary revisions alike - as ``TIDELINE_SIG
 creates the Secret there too) and hands it to every process it starts. Deleting the Secret
 rotates the key: every version signed with the old one is refused from then on.
 
+Adoption
+--------
+A model that ran before it had a key (an operator upgraded to this version, or a store
+whose blobs were written by processes without one) holds unsigned ``TDL1`` blobs, and a
+process with the new key would refuse every one of them. So when the operator *makes* a
+model's key - never when it finds one its pods already read - it seals with it, before
+any pod has it, the unsigned blobs of the store that :func:`adoptable` says are a
+built-in's (arrays, which never run code; an external model's state of unknown origin is
+never sealed, and that model starts cold): :func:`tideline.pods.store.adopt_unsigned`,
+run by :meth:`tideline_operator.reconcile.Reconciler.adopt`. A blob already sealed, under
+this key or an old one, is left as it is (refused, when the key is not this one).
+
 The policy
 ----------
 * **With a key**, every blob read must verify: an unsigned one is refused like a forged one.
@@ -92,10 +104,15 @@ import hmac
 import logging
 import os
 import struct
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
+
+from tideline import codec
 from tideline.spec import BUILTIN_ALGORITHMS
 
 log = logging.getLogger("tideline.signing")
@@ -267,6 +284,97 @@ def require_trusted(algorithm: object, trusted: bool) -> None:
     if not trusted and algorithm not in BUILTIN_ALGORITHMS:
         raise ForgedBlob(f"unsigned state of algorithm {algorithm!r}: only the built-ins' "
                          f"is loaded without a signature ({KEY_ENV} is not set)")  # fmt: skip
+
+
+def unsigned_header(blob: bytes) -> dict[str, Any] | None:
+    """The JSON header of an unsigned :mod:`tideline.codec` blob (``TDL1``), read alone: no
+    array decoded, nothing unpickled. None when ``blob`` is not one (sealed, truncated, a
+    header that is not a JSON object).
+
+    >>> unsigned_header(codec.encode({}, {"model": {"algorithm": "sgd"}}))["meta"]
+    {'model': {'algorithm': 'sgd'}}
+    >>> unsigned_header(Signer(b"k" * 32, "prod/fraud").seal(codec.encode({}))) is None
+    True
+    """
+    if len(blob) < 8 or not blob.startswith(codec.MAGIC):
+        return None
+    (size,) = struct.unpack_from("<I", blob, len(codec.MAGIC))
+    if 8 + size > len(blob):
+        return None
+    try:
+        header = orjson.loads(blob[8 : 8 + size])
+    except orjson.JSONDecodeError:
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def adoptable(blob: bytes, kind: str, algorithm: str | None) -> bool:
+    """Whether an unsigned blob that a model's store held when the operator made its key
+    may be sealed with that key (see the module docs' adoption): the state of a built-in
+    learner only, which is arrays and never runs code.
+
+    A *version* says what it is: :func:`tideline.algorithms.make_learner` builds its learner
+    from its header's ``model``, so that header's ``algorithm`` decides (one left out is not
+    taken for the default). A *checkpoint*, *replay* buffer or drift *reference* does not -
+    its header holds counters, a stream position, column names - and is loaded into the
+    learner (or monitor) that its revision's manifest makes, so ``algorithm``, the
+    revision's (None: not known), decides. A sealed blob never is.
+
+    >>> sgd, river = (codec.encode({}, {"model": {"algorithm": a}}) for a in ("sgd", "river"))
+    >>> adoptable(sgd, VERSION, None), adoptable(river, VERSION, "sgd")
+    (True, False)
+    >>> checkpoint = codec.encode({}, {"counters": {}})
+    >>> adoptable(checkpoint, CHECKPOINT, "forest"), adoptable(checkpoint, CHECKPOINT, "custom")
+    (True, False)
+    >>> adoptable(checkpoint, REPLAY, None), adoptable(b"TDS1" + checkpoint, CHECKPOINT, "sgd")
+    (False, False)
+    """
+    header = unsigned_header(blob)
+    if header is None:
+        return False
+    if kind != VERSION:
+        return algorithm in BUILTIN_ALGORITHMS
+    meta = header.get("meta")
+    model = meta.get("model") if isinstance(meta, dict) else None
+    return isinstance(model, dict) and model.get("algorithm") in BUILTIN_ALGORITHMS
+
+
+@dataclass
+class Adopted:
+    """What one look at a model's store sealed (:func:`tideline.pods.store.adopt_unsigned`):
+    blobs by kind, those left unsigned (not a built-in's), and those written between the read
+    and the replacement (left as they are: a process without the key wrote them).
+
+    >>> a = Adopted(revisions=["a1"])
+    >>> a.sealed.update({VERSION: 3, CHECKPOINT: 1, REPLAY: 1}); a.unsigned[VERSION] += 1
+    >>> print(a)
+    revision a1: sealed 3 versions, checkpoint yes, replay yes, reference no; left unsigned (not a built-in's): 1 version
+    """
+
+    revisions: list[str] = field(default_factory=list)
+    sealed: Counter[str] = field(default_factory=Counter)
+    unsigned: Counter[str] = field(default_factory=Counter)
+    changed: int = 0
+
+    @property
+    def any(self) -> bool:
+        """Whether it found anything unsigned at all."""
+        return bool(self.sealed or self.unsigned or self.changed)
+
+    def __str__(self) -> str:
+        def said(n: int) -> str:
+            return "yes" if n == 1 else str(n) if n else "no"
+
+        sealed = [f"{self.sealed[VERSION]} versions"]
+        sealed += [f"{kind} {said(self.sealed[kind])}" for kind in (CHECKPOINT, REPLAY, REFERENCE)]
+        text = f"revision{'s' * (len(self.revisions) != 1)} {', '.join(self.revisions) or '-'}: "
+        text += f"sealed {', '.join(sealed)}"
+        if self.unsigned:
+            left = [f"{n} {kind}{'s' * (n > 1)}" for kind, n in self.unsigned.items()]
+            text += f"; left unsigned (not a built-in's): {', '.join(left)}"
+        if self.changed:
+            text += f"; {self.changed} written meanwhile, left as they are"
+        return text
 
 
 _UNTRUSTED: ContextVar[bool] = ContextVar("tideline_loading_untrusted", default=False)

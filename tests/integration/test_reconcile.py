@@ -6,7 +6,9 @@ turn's applies, deletes and Redis writes can be counted exactly.
 
 from __future__ import annotations
 
+import base64
 import copy
+import logging
 import time
 from typing import Any
 
@@ -19,7 +21,9 @@ from tideline.algorithms import make_learner
 from tideline.contracts import Keys
 from tideline.demo.cluster import matches_selector
 from tideline.pods.store import ModelStore
+from tideline.signing import KEY_ENV, Signer
 from tideline.spec import parse
+from tideline_operator import reconcile
 from tideline_operator.builders import Settings
 from tideline_operator.reconcile import ChildState, ModelMemory, Reconciler, route_weights
 from tideline_operator.rollout import ROLLBACK_TO
@@ -766,3 +770,66 @@ def test_a_model_its_pods_cannot_load_is_a_condition_an_event_and_for_a_canary_a
     )
     assert ("Deployment", f"fraud-learner-{new}") in kube.deleted
     assert r.hget(keys.routing, "weight") == b"0" and st["stableRevision"] == rev
+
+
+def _signer(kube: FakeKube) -> Signer:
+    secret = kube.objects[("Secret", "fraud-tideline-signing")]
+    return Signer(base64.b64decode(secret["data"]["key"]), "test/fraud")
+
+
+def _unreachable_once(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Redis refuses the adoption's first sweep (and only it); the calls made."""
+    real, calls = reconcile.adopt_unsigned, []
+
+    def adopt(*args: Any, **kw: Any) -> Any:
+        calls.append("sweep")
+        if len(calls) == 1:
+            raise redis.ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(reconcile, "adopt_unsigned", adopt)
+    return calls
+
+
+def test_redis_unreachable_when_the_key_is_made_holds_the_pods_back_until_the_store_is_adopted(
+    setup, r, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec, kube, clock, events, _ = setup
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    m = manifest("fraud")
+    rev = parse(m).revision
+    _publish(r, m, rev, 3)  # a model that ran before it had a key
+    calls = _unreachable_once(monkeypatch)
+    body = _body(m)
+    caplog.set_level(logging.INFO, logger="tideline.operator")
+    _turn(setup, body)
+    assert kube.created == [("Secret", "fraud-tideline-signing")]
+    assert not [k for k in kube.objects if k[0] == "Deployment"], "no pod gets the key yet"
+    assert [m for m in caplog.messages if "Redis unavailable (Error 111" in m]
+    assert r.get(Keys("test", "fraud").version(rev, 3)).startswith(b"TDL1")
+    clock.now += 1
+    _turn(setup, body)  # Redis is back: the store is adopted, then the pods get the key
+    assert calls == ["sweep", "sweep"]
+    assert _signer(kube).open(r.get(Keys("test", "fraud").version(rev, 3)), "version")
+    assert len([k for k in kube.objects if k[0] == "Deployment"]) == 3
+
+
+def test_an_operator_restarted_before_the_store_was_adopted_adopts_with_the_key_it_finds(
+    setup, r, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec, kube, clock, events, mem = setup
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    m = manifest("fraud")
+    rev = parse(m).revision
+    _publish(r, m, rev, 3)
+    _unreachable_once(monkeypatch)
+    body = _body(m)
+    _turn(setup, body)  # the key made, the pods held back; then the operator stops
+    assert not [k for k in kube.objects if k[0] == "Deployment"]
+    restarted = Reconciler(kube, rec.settings, clock=clock)  # type: ignore[arg-type]
+    clock.now += 1
+    restarted.turn(body, ModelMemory(), kube.children(), lambda *e: None)
+    # no pod read the key it found: the store's blobs are still those from before it
+    assert _signer(kube).open(r.get(Keys("test", "fraud").version(rev, 3)), "version")
+    assert len([k for k in kube.objects if k[0] == "Deployment"]) == 3
+    assert kube.created == [("Secret", "fraud-tideline-signing")], "the key is the one made"

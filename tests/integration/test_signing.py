@@ -5,6 +5,7 @@ served goes on being served."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -14,11 +15,11 @@ from tests.helpers import FRAUD_FEATURES, learn_until, manifest, push_samples
 from tests.integration.test_server import ROWS, Served, _trained, _wait
 from tideline import codec, signing
 from tideline.algorithms import make_learner
-from tideline.contracts import AWAIT_START_ENV, Pointers
+from tideline.contracts import AWAIT_START_ENV, Keys, Pointers
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.learner import LearnerProcess
 from tideline.pods.monitor import Monitor
-from tideline.pods.store import ModelStore, learner_to_blob
+from tideline.pods.store import ModelStore, Reference, learner_to_blob
 from tideline.signing import Sealing, Signer
 from tideline.spec import parse
 
@@ -361,3 +362,180 @@ def test_a_signing_secret_the_model_does_not_own_is_left_alone_and_said_so(r) ->
     assert "Secret 'fraud-tideline-signing'" in degraded["message"]
     assert kube.objects[("Secret", "fraud-tideline-signing")] == theirs
     assert not [k for k in kube.objects if k[0] == "Deployment"], "no pod without its key"
+
+
+# --------------------------------------------------------------------------- adoption of a store
+REFERENCE = Reference(["amount", "hour"], np.array([[1.0, 9.0], [2.0, 14.0]]), None, "test")
+
+
+def _key_of(kube) -> str:  # type: ignore[no-untyped-def]
+    """The key in the signing key Secret the operator made (text, as its pods read it)."""
+    import base64
+
+    return base64.b64decode(
+        kube.objects[("Secret", "fraud-tideline-signing")]["data"]["key"]
+    ).decode()
+
+
+def _ran_without_a_key(r, monkeypatch: pytest.MonkeyPatch) -> LearnerProcess:  # type: ignore[no-untyped-def]
+    """A built-in model that ran before it had a key: its learner published versions and wrote
+    its checkpoint and replay buffer unsigned, its monitor a drift reference."""
+    monkeypatch.delenv(signing.KEY_ENV)
+    p = _proc(r)
+    _learned(r, p, 1200)
+    assert p.store.save_reference(p.revision, REFERENCE)
+    return p
+
+
+def _blobs(p: LearnerProcess) -> dict[str, tuple[str, bytes]]:
+    """Every blob of the learner's revision: Redis key -> (kind, bytes)."""
+    k, rev = p.keys, p.revision
+    kinds = [(k.version(rev, v), signing.VERSION) for v in p.store.versions(rev)]
+    kinds += [(k.checkpoint(rev), signing.CHECKPOINT), (k.replay(rev), signing.REPLAY),
+              (k.reference(rev), signing.REFERENCE)]  # fmt: skip
+    return {key: (kind, p.r.get(key)) for key, kind in kinds}
+
+
+def _adopted(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [m for m in caplog.messages if "adopted under its new signing key" in m]
+
+
+def test_an_operator_upgraded_to_signing_seals_a_built_in_model_s_unsigned_state_and_its_pods_resume_from_it(
+    r, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = _ran_without_a_key(r, monkeypatch)
+    before = _blobs(p)
+    versions = p.store.versions(p.revision)
+    assert len(versions) >= 2 and all(b.startswith(codec.MAGIC) for _, b in before.values())
+    rec, kube, _ = _operator(r)
+    at_apply: list[bytes] = []  # the blobs' magic when each Deployment is applied
+    apply = kube.apply
+
+    def watched(obj: dict) -> dict:
+        if obj["kind"] == "Deployment":
+            at_apply.extend(r.get(key)[:4] for key in before)
+        return apply(obj)
+
+    kube.apply = watched  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="tideline.operator")
+    _deploy(rec, kube, manifest(name="fraud", learning=LEARNING))
+    key = _key_of(kube)
+    signer = Signer(key.encode(), "test/fraud")
+    for where, (kind, blob) in before.items():
+        assert signer.open(r.get(where), kind) == blob, f"{where}: sealed, its bytes as they were"
+    assert at_apply and set(at_apply) == {signing.MAGIC}, "sealed before any pod gets the key"
+    assert _adopted(caplog) == [
+        f"test/fraud: unsigned blobs adopted under its new signing key: revision {p.revision}: "
+        f"sealed {len(versions)} versions, checkpoint yes, replay yes, reference yes"
+    ]
+    # the pods with the key: the learner resumes from its checkpoint (not its served version,
+    # not cold), a server loads the served version, the monitor finds its reference
+    monkeypatch.setenv(signing.KEY_ENV, key)
+    again = _proc(r)
+    assert "resumedFrom" not in again._notes and "startedAfter" not in again._notes
+    assert again.counters["samples"] == 1200
+    assert again.replay.filled == p.replay.filled > 0
+    served = again.store.pointers(p.revision).served
+    learner, meta = ModelStore(r, "test", "fraud").load(p.revision, "served")
+    assert meta["version"] == served == max(versions) and learner.n_seen == meta["n_seen"] > 0
+    assert ModelStore(r, "test", "fraud").reference(p.revision) is not None
+    forged = again.metrics.registry.get_sample_value(
+        "tideline_forged_blobs_total", {"component": "learner"}
+    )
+    assert not forged, "nothing refused"
+
+
+TEAM_MODEL = {"algorithm": "custom", "custom": {"class": "tests.models.teams:Mean"}}
+
+
+def test_the_unsigned_state_of_a_team_s_own_model_is_never_sealed_and_stays_refused(
+    r, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv(signing.KEY_ENV)
+    doc = manifest(name="fraud")
+    doc["spec"]["model"].update(TEAM_MODEL)
+    rev = parse(doc).revision
+    store = ModelStore(r, "test", "fraud")
+    store.publish(rev, 1, make_learner(doc["spec"]["model"]))
+    k = store.keys
+    # its learner's checkpoint: state of unknown origin (a pickle, say) - no header says so
+    pickled = np.frombuffer(b"\x80\x04\x95 a pickle that runs code", np.uint8)
+    r.set(k.checkpoint(rev), codec.encode({"learner.state": pickled}, {"counters": {}}))
+    before = {key: r.get(key) for key in (k.version(rev, 1), k.checkpoint(rev))}
+    rec, kube, _ = _operator(r)
+    caplog.set_level(logging.INFO, logger="tideline.operator")
+    _deploy(rec, kube, doc)
+    assert {key: r.get(key) for key in before} == before, "left unsigned"
+    assert _adopted(caplog)[0].endswith(
+        "sealed 0 versions, checkpoint no, replay no, reference no; "
+        "left unsigned (not a built-in's): 1 version, 1 checkpoint"
+    )
+    monkeypatch.setenv(signing.KEY_ENV, _key_of(kube))
+    with pytest.raises(signing.ForgedBlob, match="unsigned"):
+        ModelStore(r, "test", "fraud").load(rev, 1)
+
+
+def test_a_blob_written_while_the_store_is_adopted_is_left_as_written_and_sealed_by_a_later_sweep(
+    r, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tideline_operator.reconcile import ADOPT_SECONDS, ModelMemory
+
+    p = _ran_without_a_key(r, monkeypatch)
+    where = p.keys.checkpoint(p.revision)
+    first = r.get(where)
+
+    def written_meanwhile(samples: int) -> bytes:
+        """The old learner's next checkpoint (unsigned: its pod has no key)."""
+        arrays, meta = codec.decode(first)
+        meta["counters"]["samples"] = samples
+        blob = codec.encode(arrays, meta)
+        r.set(where, blob)
+        return blob
+
+    seal = Signer.seal
+    news: list[bytes] = []
+
+    def racing(self: Signer, blob: bytes, kind: str = signing.VERSION) -> bytes:
+        if kind == signing.CHECKPOINT and not news:  # between the read and the replacement
+            news.append(written_meanwhile(1300))
+        return seal(self, blob, kind)
+
+    monkeypatch.setattr(Signer, "seal", racing)
+    rec, kube, clock = _operator(r)
+    mem = ModelMemory()
+    doc = manifest(name="fraud", learning=LEARNING)
+    caplog.set_level(logging.INFO, logger="tideline.operator")
+    _deploy(rec, kube, doc, mem=mem)
+    assert r.get(where) == news[0], "not overwritten with the seal of what was read before"
+    assert "checkpoint no" in _adopted(caplog)[0]
+    assert _adopted(caplog)[0].endswith("1 written meanwhile, left as they are")
+    signer = Signer(_key_of(kube).encode(), "test/fraud")
+    # the next turn, within the window, seals what the old pods wrote meanwhile
+    clock.now += 1
+    _deploy(rec, kube, doc, mem=mem)
+    assert signer.open(r.get(where), signing.CHECKPOINT) == news[0]
+    assert "(written since by pods without it)" in _adopted(caplog)[-1]
+    # past the window nothing is sealed any more: the pods without the key are long gone
+    clock.now += ADOPT_SECONDS
+    _deploy(rec, kube, doc, mem=mem)
+    late = written_meanwhile(1400)
+    clock.now += 1
+    _deploy(rec, kube, doc, mem=mem)
+    assert r.get(where) == late and mem.adoption is None
+
+
+def test_an_operator_that_finds_the_key_its_pods_read_adopts_nothing(
+    r, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec, kube, clock = _operator(r)
+    doc = manifest(name="fraud", learning=LEARNING)
+    _deploy(rec, kube, doc)  # a new model: its key made, its pods read it
+    monkeypatch.delenv(signing.KEY_ENV)
+    rev = parse(doc).revision
+    ModelStore(r, "test", "fraud").publish(rev, 1, _trained())  # written unsigned, by hand
+    blob = r.get(Keys("test", "fraud").version(rev, 1))
+    restarted, _, _ = _operator(r)  # a new process: nothing remembered
+    restarted.kube = kube
+    clock.now += 1
+    _deploy(restarted, kube, doc)
+    assert r.get(Keys("test", "fraud").version(rev, 1)) == blob, "not sealed: it is refused"

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,6 +206,68 @@ def restore_args(
         orjson.dumps(dict(meta)),
         *fields,
     )  # fmt: skip
+
+
+# KEYS: a blob; ARGV: the bytes read there, the head of their sealed envelope (MAGIC and tag).
+# The blob becomes its envelope only if it is still the bytes read: one written meanwhile is
+# left as it is. Returns 1 when it was sealed.
+_ADOPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2] .. ARGV[1])
+return 1
+"""
+
+
+def adopt_unsigned(
+    r: Any, keys: Keys, signer: signing.Signer, revisions: Iterable[str],
+    algorithm_of: Callable[[str], str | None],
+) -> signing.Adopted:  # fmt: skip
+    """Seal with ``signer`` - a model's new key - the unsigned blobs of built-in learners that
+    its store holds from before it had a key (the module docs of :mod:`tideline.signing`:
+    adoption); what was sealed, and what was not.
+
+    The revisions looked at are ``revisions`` (the caller's: the spec's, the status's) and
+    those the store names - the routing hash's stable and canary, the retired ones not yet
+    forgotten: a revision's keys go only with :meth:`ModelStore.forget` of a retired one, so
+    no SCAN of the keyspace is needed. Of each: the versions its sorted set lists, its
+    checkpoint, replay buffer and drift reference. Only their first four bytes are read,
+    then the unsigned ones (``TDL1``) whole; a sealed one (``TDS1``, under this key or an old
+    one) is not touched. One that :func:`tideline.signing.adoptable` accepts - a version by
+    its header, the rest by ``algorithm_of(revision)``, the algorithm its manifest names
+    (None: not known) - is replaced by its envelope of its kind, by a script that writes only
+    while the key still holds the bytes read: one written meanwhile (by a process without
+    the key, until its pod is replaced) is left as it is, and counted.
+    """
+    k = keys
+    p = r.pipeline(transaction=False)
+    p.hmget(k.routing, "stable", "canary")
+    p.zrange(k.retired, 0, -1)
+    named, retired = p.execute()
+    found = {*revisions, *(v.decode() for v in [*named, *retired] if v)}
+    out = signing.Adopted(revisions=sorted(found))
+    for rev in out.revisions:
+        blobs = [(signing.VERSION, k.version(rev, int(v)))
+                 for v in r.zrange(k.versions(rev), 0, -1) if v.isdigit()]  # fmt: skip
+        blobs += [(signing.CHECKPOINT, k.checkpoint(rev)), (signing.REPLAY, k.replay(rev)),
+                  (signing.REFERENCE, k.reference(rev))]  # fmt: skip
+        p = r.pipeline(transaction=False)
+        for _, key in blobs:
+            p.getrange(key, 0, len(codec.MAGIC) - 1)
+        heads = p.execute(raise_on_error=False)  # (a key of another type: an error, passed)
+        algorithm: list[str | None] = []  # (asked once, when needed)
+        for (kind, key), head in zip(blobs, heads, strict=True):
+            raw = r.get(key) if head == codec.MAGIC else None
+            if raw is None or not raw.startswith(codec.MAGIC):
+                continue
+            if kind != signing.VERSION and not algorithm:
+                algorithm.append(algorithm_of(rev))
+            if not signing.adoptable(raw, kind, algorithm[0] if algorithm else None):
+                out.unsigned[kind] += 1
+            elif r.eval(_ADOPT, 1, key, raw, signer.seal(raw, kind)[: signing.HEADER_BYTES]):
+                out.sealed[kind] += 1
+            else:
+                out.changed += 1
+    return out
 
 
 class StoreError(RuntimeError):
