@@ -539,3 +539,54 @@ def test_an_operator_that_finds_the_key_its_pods_read_adopts_nothing(
     clock.now += 1
     _deploy(restarted, kube, doc)
     assert r.get(Keys("test", "fraud").version(rev, 1)) == blob, "not sealed: it is refused"
+
+
+class _Payload:
+    """Unpickled, it writes a file: what an attacker's state would do instead."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (open, (self.marker, "w"))  # (unpickling calls open(marker, "w"))
+
+
+def _evil_version(marker: str) -> bytes:
+    """A River version as the learner writes one, its state a pickle that creates ``marker``."""
+    import pickle
+
+    from tideline.algorithms.external import STATE
+
+    state = pickle.dumps(_Payload(marker))
+    model = {"task": "binary", "algorithm": "river", "features": [{"name": "amount"}],
+             "river": {"pipeline": "river.linear_model:LogisticRegression", "params": {}}}  # fmt: skip
+    arrays = {"n_seen": np.array(1, dtype=np.int64), STATE: np.frombuffer(state, np.uint8)}
+    return codec.encode(arrays, {"model": model, "version": 1, "revision": "r"})
+
+
+@pytest.mark.parametrize(
+    ("how", "sealing"),
+    [("unsigned", None), ("signed with another key", WRONG_KEY), ("another model's", OTHER_MODEL)],
+)
+def test_state_that_would_run_code_when_unpickled_is_refused_and_the_code_never_runs(
+    r, tmp_path, monkeypatch, how: str, sealing: Sealing | None
+) -> None:
+    import pickle
+
+    marker = tmp_path / "ran"
+    blob = _evil_version(str(marker))
+    # the payload is live: unpickled, it runs (the check below can fail)
+    pickle.loads(codec.decode(blob)[0]["external.state"].tobytes())
+    assert marker.exists()
+    marker.unlink()
+    stored = blob if sealing is None else sealing.seal(blob, signing.VERSION)
+    k = Keys("test", "fraud")
+    r.set(k.version("r", 1), stored)
+    r.hset(k.pointers("r"), mapping={"latest": 1, "served": 1})
+    store = ModelStore(r, "test", "fraud")  # a server's or the monitor's, with the model's key
+    with pytest.raises(signing.ForgedBlob):
+        store.load("r", 1)
+    monkeypatch.delenv(signing.KEY_ENV)  # and a process without any key
+    with pytest.raises(signing.ForgedBlob):
+        ModelStore(r, "test", "fraud").load("r", 1)
+    assert not marker.exists(), f"{how}: the state was unpickled"
