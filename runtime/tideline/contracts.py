@@ -26,10 +26,12 @@ contract keeps it so):
 (7, 6, None, True)
 >>> decode_feedback(b'{"id": 42, "label": 1}')
 Feedback(id='42', label=1.0, ts=None)
->>> decode_feedback(b'{"id": "p-1", "label": "yes"}')
+>>> decode_feedback(b'{"id": "p-1", "label": "cat"}')  # (a class name: the task's to check)
+Feedback(id='p-1', label='cat', ts=None)
+>>> decode_feedback(b'{"id": "p-1", "label": null}')
 Traceback (most recent call last):
 ...
-ValueError: 'label' must be a number (got str)
+ValueError: 'label' must be a number or a class name (got NoneType)
 """
 
 from __future__ import annotations
@@ -391,11 +393,12 @@ _fault = msgspec.json.Decoder(ModelFault)
 
 
 class Feedback(msgspec.Struct, frozen=True):
-    """A label on the feedback stream: ``{"id": <prediction id>, "label": <number>}``, and
-    ``ts``, when the server took it (seconds; producers may leave it out)."""
+    """A label on the feedback stream: ``{"id": <prediction id>, "label": <number>}`` (a
+    multiclass model's: a class name, see :class:`tideline.tasks.Task`), and ``ts``, when the
+    server took it (seconds; producers may leave it out)."""
 
     id: str
-    label: float
+    label: float | str
     ts: float | None = None
 
     def encode(self) -> bytes:
@@ -404,7 +407,7 @@ class Feedback(msgspec.Struct, frozen=True):
 
 class _Wire(msgspec.Struct):
     id: str | int
-    label: float
+    label: float | str
     ts: float | None = None
 
 
@@ -521,9 +524,9 @@ def _checked(d: dict[str, Any]) -> Feedback:
         if name not in d:
             raise ValueError(f"'data' has no {name!r}")
     label = d["label"]
-    if isinstance(label, bool) or not isinstance(label, int | float):
-        raise ValueError(f"'label' must be a number (got {type(label).__name__})")
+    if isinstance(label, bool) or not isinstance(label, int | float | str):
+        raise ValueError(f"'label' must be a number or a class name (got {type(label).__name__})")
     ts = d.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float)):
         raise ValueError(f"'ts' must be a number (got {type(ts).__name__})")
-    return Feedback(prediction_id(d["id"]), float(label), ts)
+    return Feedback(prediction_id(d["id"]), label if isinstance(label, str) else float(label), ts)
