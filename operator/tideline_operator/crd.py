@@ -350,7 +350,7 @@ def spec_schema() -> dict[str, Any]:
                     "timeout": _duration("Past it, the fallback answers", "10ms"),
                     "fallback": {
                         "x-kubernetes-preserve-unknown-fields": True,
-                        "description": "lastGood, or {value: N}",
+                        "description": "lastGood, or {value: N} (multiclass: {class: NAME})",
                         "default": "lastGood",
                     },  # fmt: skip
                     "routingKey": {

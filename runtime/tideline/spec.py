@@ -47,8 +47,6 @@ KIND = "OnlineModel"
 
 TASKS = ("binary", "regression", "multiclass")
 # What the servers, the monitor and the rollout run; the library learns every task of TASKS.
-# The change that serves multiclass adds it here (see _refuse_unserved_task).
-SERVED_TASKS = ("binary", "regression")
 MAX_CLASSES = 1000  # spec.model.classes of a multiclass model
 BUILTIN_ALGORITHMS = ("sgd", "ftrl", "forest")
 # a team's own learner (spec.model.custom), a River estimator (spec.model.river) or Vowpal
@@ -383,6 +381,8 @@ class SecretKey:
 class ServingSpec:
     replicas: int = 2
     timeout: float = 0.010
+    # lastGood, or a fixed answer: a number (a multiclass model's: its class's index,
+    # written {class: NAME})
     fallback: Literal["lastGood"] | float = "lastGood"
     routingKey: str | None = None
     autoscaling: Autoscaling | None = None
@@ -1036,17 +1036,14 @@ def _publish_every(o: _Obj, deprecated: list[tuple[str, str]]) -> int:
     return old
 
 
-def _serving(o: _Obj) -> ServingSpec:
+def _serving(o: _Obj, model: ModelSpec) -> ServingSpec:
     fb_raw = o.raw("fallback")
     fallback: Literal["lastGood"] | float = "lastGood"
     if isinstance(fb_raw, Mapping):
-        f = o.obj("fallback")
-        fallback = f.number("value", 0.5)
-        if f.raw("value") is None:
-            raise SpecError(f.sub("value"), "required when fallback is an object")
-        f.done()
+        fallback = _fallback(o.obj("fallback"), model)
     elif fb_raw is not None and fb_raw != "lastGood":
-        raise SpecError(o.sub("fallback"), f"must be lastGood or {{value: N}} (got {fb_raw!r})")
+        want = "{class: NAME}" if model.classes is not None else "{value: N}"
+        raise SpecError(o.sub("fallback"), f"must be lastGood or {want} (got {fb_raw!r})")
     auto = None
     if o.raw("autoscaling") is not None:
         a = o.obj("autoscaling")
@@ -1095,6 +1092,28 @@ def _serving(o: _Obj) -> ServingSpec:
     )
     o.done()
     return out
+
+
+def _fallback(f: _Obj, model: ModelSpec) -> float:
+    """``serving.fallback`` as an object: ``{value: N}``, or a multiclass model's
+    ``{class: NAME}``, kept as the class's index (label ``i`` names ``classes[i]``)."""
+    classes = model.classes
+    if classes is None:
+        if f.raw("class") is not None:
+            raise SpecError(f.sub("class"), f"only with task: multiclass (got {model.task}); "
+                            "{value: N} answers a number")  # fmt: skip
+        value = f.number("value", 0.5)
+        if f.raw("value") is None:
+            raise SpecError(f.sub("value"), "required when fallback is an object")
+    else:
+        if f.raw("value") is not None:
+            raise SpecError(f.sub("value"), "a multiclass model's fallback is {class: NAME}")
+        name = f.string("class", required=True)
+        if name not in classes:
+            raise SpecError(f.sub("class"), f"{name!r} is not one of spec.model.classes")
+        value = float(classes.index(name))
+    f.done()
+    return value
 
 
 def _distribution(o: _Obj, window: bool) -> DistributionDrift:
@@ -1384,11 +1403,12 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
     if s.raw("model") is None:
         raise SpecError("spec.model", "required")
     deprecated: list[tuple[str, str]] = []
+    model = _model(s.obj("model"))
     spec = Spec(
-        model=_model(s.obj("model")),
+        model=model,
         image=s.string("image"),
         learning=_learning(s.obj("learning"), deprecated),
-        serving=_serving(s.obj("serving")),
+        serving=_serving(s.obj("serving"), model),
         drift=_drift(s.obj("drift")),
         guardrails=_guardrails(s.obj("guardrails")),
         rollout=_rollout(s.obj("rollout")),
@@ -1398,7 +1418,6 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         deprecated=tuple(deprecated),
     )
     s.done()
-    _refuse_unserved_task(spec.model)
     fb = spec.serving.fallback
     if spec.model.task == "binary" and not isinstance(fb, str) and not 0.0 <= fb <= 1.0:
         raise SpecError(
@@ -1406,17 +1425,6 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
             f"must be a probability in [0, 1] for a binary model (got {fb:g})",
         )
     return OnlineModel(name=name, namespace=namespace, spec=spec)
-
-
-def _refuse_unserved_task(model: ModelSpec) -> None:
-    """A task the library learns but the servers, the monitor and the rollout cannot run yet
-    (multiclass: they read one score per row) is refused for a whole manifest;
-    :func:`parse_model` and :func:`tideline.algorithms.make_learner` take it. The change that
-    serves multiclass deletes this check (and ``SERVED_TASKS``)."""
-    if model.task not in SERVED_TASKS:
-        raise SpecError("spec.model.task", f"{model.task} is not served yet (the servers and "
-                        "the monitor read one score per row); it is learned by the library "
-                        "alone (tideline.algorithms.make_learner)")  # fmt: skip
 
 
 def revision(spec: Spec) -> str:

@@ -138,10 +138,33 @@ def test_many_classes_fit_with_adagrad_and_with_the_forest() -> None:
     parse_model(_model(**many, algorithm="forest"))
 
 
-def test_a_whole_manifest_refuses_multiclass_as_not_served_yet() -> None:
-    doc = manifest(model=_model())
-    with pytest.raises(SpecError, match="^spec.model.task: multiclass is not served yet"):
-        parse(doc)
+def test_a_multiclass_manifest_parses_with_its_fallback_a_class() -> None:
+    doc = manifest(model=_model(), serving={"fallback": {"class": "dog"}})
+    m = parse(doc)
+    assert m.spec.model.classes == tuple(CLASSES)
+    assert m.spec.serving.fallback == 1.0  # (its index: label i names classes[i])
+
+
+@pytest.mark.parametrize(
+    ("fallback", "message"),
+    [
+        (
+            {"class": "wolf"},
+            r"spec.serving.fallback.class: 'wolf' is not one of spec.model.classes",
+        ),
+        ({"value": 0.5}, r"spec.serving.fallback.value: a multiclass model's fallback is \{class"),
+        ("dog", r"spec.serving.fallback: must be lastGood or \{class: NAME\}"),
+    ],
+)
+def test_a_multiclass_fallback_must_name_a_class(fallback, message) -> None:
+    with pytest.raises(SpecError, match=message):
+        parse(manifest(model=_model(), serving={"fallback": fallback}))
+
+
+def test_a_binary_fallback_is_a_value_not_a_class() -> None:
+    model = {"task": "binary", "algorithm": "sgd", "features": [{"name": "x"}]}
+    with pytest.raises(SpecError, match=r"spec.serving.fallback.class: only with task: multiclass"):
+        parse(manifest(model=model, serving={"fallback": {"class": "dog"}}))
 
 
 # --------------------------------------------------------------------------- labels

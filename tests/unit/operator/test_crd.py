@@ -50,10 +50,6 @@ COMPANIONS = {
 SASL = {"securityProtocol": "SASL_PLAINTEXT"}
 # Siblings an enum value needs: a multiclass model names its classes.
 VALUE_COMPANIONS = {(("model", "task"), "multiclass"): {"classes": ["cat", "dog", "fox"]}}
-# Enum values a whole manifest is refused for now, with the reason: the library learns a
-# multiclass model, the servers and the monitor do not run one yet (the change that serves
-# it deletes this, and the parser's check, together).
-NOT_SERVED = {(("model", "task"), "multiclass"): "spec.model.task: multiclass is not served yet"}
 # Where the parser keeps a field under another name.
 RENAMED = {
     ("redis", "secretRef", "key"): ("redis", "secretKey"),
@@ -172,10 +168,6 @@ def test_the_parser_takes_every_crd_enum_value_and_nothing_else(
     path: tuple[str, ...], schema: dict
 ) -> None:
     for value in schema["enum"]:
-        if (path, value) in NOT_SERVED:
-            with pytest.raises(SpecError, match=NOT_SERVED[path, value]):
-                parse(_doc(path, value))
-            continue
         assert _parsed(parse(_doc(path, value)).spec, path) == value
     with pytest.raises(SpecError, match=r"spec\." + r"\.".join(path)):
         parse(_doc(path, "not-a-choice"))
