@@ -178,3 +178,49 @@ def learn_until(p, cond, timeout: float = 20.0, block_ms: int = 5) -> None:  # t
 def retired(r, keys) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """A model's revisions retired and not yet forgotten -> when."""
     return {m.decode(): t for m, t in r.zrange(keys.retired, 0, -1, withscores=True)}
+
+
+def monitor_for(model, r, **kw):  # type: ignore[no-untyped-def]
+    """A Monitor that lists the servers' logs at every turn (each test's requests come from a
+    server of their own)."""
+    from tideline.pods.monitor import Monitor
+
+    mon = Monitor(model, r, **kw)
+    mon.list_logs_every = 0.0
+    return mon
+
+
+def summary_of(mon) -> dict:  # type: ignore[no-untyped-def]
+    """The summary a monitor writes, as a reader of the JSON in Redis sees it."""
+    import orjson
+
+    from tideline import health
+
+    return orjson.loads(health.encode(mon.write()))
+
+
+def check_the_loop(summary: dict, doc: dict, poison: float, *, predictions: int,
+                   accuracy: float) -> None:  # fmt: skip
+    """What a ``run_local`` with a poisoning at ``poison`` and a canary later must show: few
+    failed requests, most predictions learned, a proven version, the poisoning rolled back on
+    accuracy within 8 s, the canary served and promoted, and what clients got right."""
+    from tideline.spec import parse
+
+    assert summary["request_errors"] <= 5, summary["request_errors_by_status"]
+    assert summary["samples_learned"] > 0.5 * summary["predictions_served"] > predictions
+    events = {e["reason"]: e for e in reversed(summary["events"])}
+    assert "Proven" in events
+    assert summary["rollbacks_by_reason"].get("accuracy", 0) >= 1
+    assert poison <= events["RolledBack"]["t"] <= poison + 8
+    assert summary["promotions"] >= 1 and summary["predictions_by_track"].get("canary", 0) > 0
+    assert summary["stable_revision"] != parse(doc).revision
+    assert summary["served_accuracy_mean"] > accuracy
+
+
+def sample_datas(rows: list, labels: list, packed: bool) -> list[bytes]:
+    """``samples`` entries' data: one packed entry of every row, or an entry a row."""
+    import orjson
+
+    if packed:
+        return [orjson.dumps({"instances": rows, "labels": labels})]
+    return [orjson.dumps({"features": r, "label": v}) for r, v in zip(rows, labels, strict=True)]

@@ -326,7 +326,9 @@ def evidence(spec: Spec, health: Health | None, now: float) -> Quality | None:
 
 
 def _units(spec: Spec) -> str:
-    return "accuracy" if spec.model.task == "binary" else "relative MSE"
+    """What a comparison's difference is in: accuracy points for a classifier (binary,
+    multiclass), the relative reduction of the squared error for regression."""
+    return "relative MSE" if spec.model.task == "regression" else "accuracy"
 
 
 def _said(c: Comparison) -> str:
@@ -360,7 +362,7 @@ def analyze(spec: Spec, health: Health | None, now: float) -> AnalysisResult:
         return AnalysisResult(
             "inconclusive", None, f"canary scored on {n} of {a.minSamples} common labelled samples"
         )
-    metric = "accuracy" if spec.model.task == "binary" else "rmse"
+    metric = "rmse" if spec.model.task == "regression" else "accuracy"
     if vs.worse(a.maxAccuracyDrop):
         return AnalysisResult(
             "fail",
@@ -1260,10 +1262,10 @@ def _recovery_holds(
         return False
     if pin.error_before is None or pin.error_since is None:
         return False
-    allowed = (
-        pin.error_before + margin
-        if spec.model.task == "binary"
-        else pin.error_before * (1 + margin)
+    allowed = (  # (a classifier's error is 1 - accuracy: points, as its margin)
+        pin.error_before * (1 + margin)
+        if spec.model.task == "regression"
+        else pin.error_before + margin
     )
     if pin.error_since > allowed:
         return False  # the labels disagree with the pinned version more than before

@@ -22,6 +22,10 @@ the detector exactly as feeding ``xs`` one by one would) and a read-only
   several features at once. PSI uses ten bins at the reference's deciles;
   KS is the two-sample Kolmogorov-Smirnov statistic. Both are evaluated
   every ``check_every`` observations and fire above ``threshold``.
+* :class:`CategoricalPSI` and :class:`TotalVariation`: the same for a
+  stream of categories (a multiclass model's predicted class): a bin per
+  class, PSI of the class shares, or the total variation distance, the
+  counterpart of KS for values that have no order.
 
 Examples
 --------
@@ -668,5 +672,92 @@ class KS(_WindowDrift):
         cur_cdf /= n[:, None, None]
         cur_cdf -= self._ref_cdf
         out = np.abs(cur_cdf, out=cur_cdf).max(axis=2)
+        out[n < self.window // 2] = 0.0
+        return out
+
+
+class Categorical(_WindowDrift):
+    """Drift of a stream of categories ``0..k-1`` (a multiclass model's predicted class) against
+    its first ``window`` observations: a bin per category, the window's counts kept as
+    :class:`_WindowDrift` keeps them (a ring of the window's categories, counts updated
+    incrementally), so memory is ``window + k`` numbers whatever the traffic.
+
+    Sampling noise sets a floor under the statistic that grows with the categories a window
+    spreads over: two windows of ``n`` from the same ``k`` equally likely classes differ by
+    a PSI near ``2 (k - 1) / n`` and a total variation near ``sqrt(k / (pi n))``. So
+    a model of many classes needs a window of many predictions (50 per class keeps PSI's
+    floor under 0.05); otherwise its noise alone passes the threshold.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        window: int = 5000,
+        threshold: float = 0.2,
+        check_every: int | None = None,
+    ) -> None:
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be 2 or more (got {n_classes})")
+        self.bins = n_classes  # (read by _WindowDrift.__init__)
+        super().__init__(1, window, threshold, check_every)
+
+    def set_reference(self, reference: np.ndarray) -> None:
+        ref = np.asarray(reference, dtype=np.float64).reshape(-1, 1)
+        self.reference = ref
+        counts = self._histogram(self._flat_bins(ref))
+        self._ref_share = counts / max(len(ref), 1)
+        self._ref_p = (counts + 0.5) / (len(ref) + 0.5 * self.bins)  # (PSI: smoothed)
+
+    def _flat_bins(self, X: np.ndarray) -> np.ndarray:
+        """The category is the bin (``ValueError`` for a value that is not one)."""
+        x = np.asarray(X, dtype=np.float64).reshape(-1, 1)
+        if len(x) and not (x.min() >= 0 and x.max() < self.bins and (x == np.floor(x)).all()):
+            raise ValueError(f"categories must be whole numbers 0 to {self.bins - 1}")  # (NaN too)
+        return x.astype(np.int64)
+
+    def moved(self, top: int = 3) -> dict[int, tuple[float, float]]:
+        """The ``top`` categories whose share moved most from the reference to the window now:
+        category -> (its share in the reference, in the window); empty before a reference."""
+        if self.reference is None or not self._cur_n:
+            return {}
+        now = self._counts[0] / self._cur_n
+        before = self._ref_share[0]
+        order = np.argsort(-np.abs(now - before), kind="stable")[:top]
+        return {int(c): (float(before[c]), float(now[c])) for c in order.tolist()}
+
+
+class CategoricalPSI(Categorical):
+    """Population stability index of the category shares, window against reference.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> d = CategoricalPSI(3, window=1000)
+    >>> _ = d.update_many(rng.choice(3, size=2000, p=[0.6, 0.3, 0.1]))
+    >>> d.drift_detected, float(d.scores[0]) < 0.05
+    (False, True)
+    >>> fired = d.update_many(rng.choice(3, size=2000, p=[0.2, 0.3, 0.5]))
+    >>> bool(len(fired)), sorted(d.moved(2))
+    (True, [0, 2])
+    """
+
+    _scores = PSI._scores  # (the same statistic: a bin per category, smoothed as PSI's)
+
+
+class TotalVariation(Categorical):
+    """The total variation distance of the category shares, window against reference: half
+    the sum of the shares' absolute differences, in [0, 1] - what ``method: ks`` reads for
+    categories. KS is the largest gap between two distributions' masses below a value,
+    over every value; categories have no order, and the total variation is the largest gap
+    between their masses on any *set* of categories (the classes whose share rose, taken
+    together). For two categories the two are the same number.
+
+    >>> d = TotalVariation(2, window=4, check_every=4)
+    >>> _ = d.update_many([0, 0, 0, 1]); _ = d.update_many([0, 1, 1, 1]); float(d.scores[0])
+    0.5
+    """
+
+    def _scores(self, counts: np.ndarray, n: np.ndarray) -> np.ndarray:
+        out = 0.5 * np.abs(counts / n[:, None, None] - self._ref_share).sum(axis=2)
         out[n < self.window // 2] = 0.0
         return out

@@ -3,8 +3,9 @@
 Every automatic decision (roll back, prove a version, unpin, judge a canary)
 compares a candidate with the served version on the *same* samples: for
 each labelled sample both are scored, and the difference of their quality
-``d_i`` (accuracy: ``correct_candidate - correct_served`` in {-1, 0, 1};
-regression: ``sq_err_served - sq_err_candidate``) is one paired observation.
+``d_i`` (accuracy, binary and multiclass: ``correct_candidate - correct_served``
+in {-1, 0, 1}, a multiclass answer being its top class; regression:
+``sq_err_served - sq_err_candidate``) is one paired observation.
 Pairing removes what the two have in common (the sample's difficulty), so
 a 3-point difference shows on far fewer samples than comparing two
 accuracies measured on different traffic.
@@ -49,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from tideline.evaluate import scores
+from tideline.tasks import Task
 
 ALPHA = 0.05  # two-sided: each decision (better / worse) errs with at most 2.5 % over all looks
 T_OPT = 2000  # the confidence sequence is tightest near this many samples
@@ -116,19 +118,37 @@ class Paired:
 
 
 class Constant:
-    """The best constant answer on a window (binary: its majority class; regression: its mean).
+    """A constant answer: every row gets ``value`` (a number, or a multiclass row's scores).
 
-    A cold model's first version is proven against it: a version that cannot
-    beat a constant has learned nothing worth rolling back to.
+    :meth:`best` is the best constant on a window's labels: a cold model's first
+    version is proven against it, for a version that cannot beat a constant has
+    learned nothing worth rolling back to.
+
+    >>> Constant.best(Task("binary"), np.array([1.0, 0.0, 1.0])).predict_many([{}] * 2).tolist()
+    [1.0, 1.0]
+    >>> Constant.best(Task("multiclass", ("a", "b", "c")), np.array([2.0, 0.0, 2.0])).value.tolist()
+    [0.0, 0.0, 1.0]
     """
 
     schema = None
 
-    def __init__(self, value: float) -> None:
+    def __init__(self, value: float | np.ndarray) -> None:
         self.value = value
 
+    @classmethod
+    def best(cls, task: Task, y: np.ndarray) -> Constant:
+        """The majority class (binary; multiclass: its one-hot row, :meth:`Task.constant`), or
+        the mean (regression); with no labels, 0.5 (binary: 1)."""
+        if task.multiclass:
+            return cls(task.constant(y))
+        value = float(np.mean(y)) if len(y) else 0.5
+        if task.name == "binary":
+            value = 1.0 if value >= 0.5 else 0.0
+        return cls(value)
+
     def predict_many(self, X: Any) -> np.ndarray:
-        return np.full(len(X), self.value)
+        value = np.asarray(self.value, dtype=np.float64)
+        return np.broadcast_to(value, (len(X), *value.shape)).copy()
 
 
 class CommonWindow:
@@ -136,7 +156,10 @@ class CommonWindow:
     the paired comparison of each candidate with a reference (the served version).
 
     A candidate is any object with ``predict_many(X)`` and ``schema`` (whose
-    ``encode(rows)`` gives its X; None for :class:`Constant`).
+    ``encode(rows)`` gives its X; None for :class:`Constant`). Its predictions are
+    kept as it gives them: a row's probability of class 1 (binary), value
+    (regression), or its ``k`` class probabilities (multiclass, ``task`` a
+    :class:`tideline.tasks.Task` with the classes; the labels class indices).
 
     **Out of sample.** Labels are training data too: the newer versions have
     learned the window's older samples. Scored on them, a version that memorises
@@ -161,8 +184,8 @@ class CommonWindow:
     (0.75, -0.5)
     """
 
-    def __init__(self, task: str, size: int) -> None:
-        self.task = task
+    def __init__(self, task: Task | str, size: int) -> None:
+        self.task = task if isinstance(task, Task) else Task(task)  # (a name: binary, regression)
         self.size = size
         self._rows: list[Any] = [None] * size
         self._y = np.zeros(size)
@@ -221,7 +244,7 @@ class CommonWindow:
         self.drop(key)
         self._candidates[key] = candidate
         self._until[key] = -math.inf if learned_until is None else float(learned_until)
-        preds = np.zeros(self.size)
+        preds = np.zeros(self.task.rows(self.size))
         idx = self._order()
         sk = self._schemas[key] = _schema_key(candidate)
         if sk is not None and sk not in self._X:
@@ -269,7 +292,7 @@ class CommonWindow:
         its ``last`` newest samples (see :func:`tideline.evaluate.scores`)."""
         idx = self._order() if last is None else self._newest(last)
         idx = idx[self._fresh(key, self._t[idx])]
-        return scores(self.task, self._preds[key][idx], self._y[idx])
+        return scores(self.task.name, self._preds[key][idx], self._y[idx])
 
     def compare(self, candidate: Hashable, reference: Hashable, since: int = 0) -> Paired:
         """The growing paired comparison of ``candidate`` with ``reference`` (opened if new),
@@ -298,9 +321,11 @@ class CommonWindow:
         return pair
 
     def relative(self, pair: Paired) -> tuple[float, float, float]:
-        """(difference, lower, upper) in the task's decision units (see :class:`Paired`)."""
+        """(difference, lower, upper) in the task's decision units (see :class:`Paired`):
+        accuracy points for a classifier, the relative reduction of the squared error for
+        regression."""
         lo, hi = pair.interval()
-        if self.task == "binary":
+        if self.task.classifies:
             return pair.mean, lo, hi
         scale = max(pair.reference_loss, 1e-12)
         return pair.mean / scale, lo / scale, hi / scale
@@ -333,9 +358,11 @@ class CommonWindow:
 
     def _difference(self, pa: np.ndarray, pb: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
         """Paired differences (a's quality minus b's) and b's loss (regression)."""
-        if self.task == "binary":
+        if self.task.name == "binary":
             right = y >= 0.5
             return ((pa >= 0.5) == right).astype(np.float64) - ((pb >= 0.5) == right), None
+        if self.task.multiclass:  # (correct a - correct b, as binary's)
+            return self.task.wrong(pb, y) - self.task.wrong(pa, y), None
         eb = (pb - y) ** 2
         return eb - (pa - y) ** 2, eb
 

@@ -51,7 +51,8 @@ class _Sparse(_Struct, omit_defaults=True):
 
 
 class _Metrics(_Sparse):
-    """Quality on labels (see :func:`tideline.evaluate.scores`): binary or regression figures."""
+    """Quality on labels (see :func:`tideline.evaluate.scores`): accuracy, log loss and
+    calibration (binary; multiclass: of the top class), or MAE and RMSE (regression)."""
 
     accuracy: float | None = None
     logloss: float | None = None
@@ -77,6 +78,10 @@ class TrackHealth(_Metrics):
     answers shows it within an interval. ``error_rate`` is None when the window holds no request.
     (Summaries written before ``refused``, ``shed`` and ``counted_over`` existed
     decode with 0 and None; their ``requests`` and ``errors`` were totals.)
+
+    ``recall`` (multiclass): each class's recall on the window, by class name - the share
+    of its labelled rows the track answered with it; a class with no labelled row in the
+    window is left out. At most the model's classes (``spec.model.classes``).
     """
 
     revision: str | None = None
@@ -94,6 +99,7 @@ class TrackHealth(_Metrics):
     p50_latency: float | None = None
     p95_latency: float | None = None
     p99_latency: float | None = None
+    recall: dict[str, float] = {}
 
 
 class VersionHealth(_Metrics):
@@ -106,7 +112,7 @@ class Comparison(_Struct):
     """A candidate against the served version on the same samples.
 
     ``difference`` is the candidate's quality minus the served version's:
-    accuracy points for ``binary``, the relative reduction of the squared
+    accuracy points for ``binary`` and ``multiclass``, the relative reduction of the squared
     error for ``regression`` (0.05: 5 % lower MSE). ``lower`` and ``upper``
     bound it at the confidence sequence's level, at every look.
     """
@@ -147,7 +153,7 @@ class PinEvidence(_Sparse):
     """How the labels agree with the version a rollback pinned, before the pin and since.
 
     ``error_before`` is the pinned version's error on the common window when the
-    monitor saw the pin (binary: 1 - accuracy; regression: mean squared error),
+    monitor saw the pin (binary, multiclass: 1 - accuracy; regression: mean squared error),
     ``error_since`` its error on the ``samples`` labels that came since. The
     pinned version does not learn: a rise is the labels' (they lie, or the
     world changed), not the model's.

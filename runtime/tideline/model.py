@@ -16,11 +16,17 @@ gives the optional ones their defaults):
     list of dicts (River's shape: numeric values as floats, categorical
     values as their bucket's token, ``info.token(name, value)``, missing ones
     left out). ``y`` is a float array: 0/1 for ``binary``, the target for
-    ``regression``.
+    ``regression``, the class's index for ``multiclass`` (``0.0`` for
+    ``info.classes[0]``, whichever shape the rows take: the label's class
+    name is ``info.classes[int(v)]``).
 ``predict(self, X) -> numpy array``
     Scores for rows shaped as ``learn`` takes them: ``binary``: the
     probability of class 1, shape ``(n,)``; ``regression``: the value,
-    shape ``(n,)``. Finite, or the version is refused.
+    shape ``(n,)``; ``multiclass``: each class's probability, shape
+    ``(n, k)``, column ``i`` for ``info.classes[i]`` (``spec.model.classes``
+    order). Finite, and probabilities within [0, 1] (multiclass: not negative,
+    each row scaled to sum to 1; a row of zeros is refused), or the version is
+    refused.
 ``save(self) -> bytes`` and ``load(self, state: bytes)``
     The learned state; ``load`` is called on a fresh instance built with the
     same ``info`` and ``params``. tideline signs every version it publishes
@@ -41,6 +47,12 @@ A model learns in one process and serves from a saved copy in others: it
 must not keep state outside what ``save`` returns. Errors it raises in
 ``learn`` dead-letter that mini-batch's rows with the error, and learning
 goes on; errors in ``predict`` answer the fallback.
+
+Multiclass (``task: multiclass``, ``spec.model.classes``): class names are what
+clients send and servers answer; the model sees the classes' indices in ``y``
+and gives one column per class, and ``info.classes`` names them. River's own
+shape (``learn_one(x, "cat")``, ``predict_proba_one(x)``) is kept by
+``algorithm: river``: its adapter turns indices into names and back.
 
 Examples
 --------
@@ -80,10 +92,22 @@ OPTIONAL = ("learn_predict", "soften")
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a model is told about the data it learns from."""
+    """What a model is told about the data it learns from.
 
-    task: str  # "binary" or "regression"
+    >>> ModelInfo("multiclass", (Feature("x"),), ("cat", "dog")).n_classes
+    2
+    """
+
+    task: str  # "binary", "regression" or "multiclass"
     features: tuple[Feature, ...]
+    # multiclass: the class names (spec.model.classes), column i of predict's scores and
+    # target i of learn's labels naming classes[i]; None for the other tasks
+    classes: tuple[str, ...] | None = None
+
+    @property
+    def n_classes(self) -> int:
+        """The number of classes: the width of a multiclass model's scores (0 otherwise)."""
+        return len(self.classes) if self.classes is not None else 0
 
     @property
     def names(self) -> list[str]:

@@ -34,9 +34,12 @@ prediction id says where its row is.
   readers that follow all of them (the monitor).
 
 An entry's fields: ``m``, the requests' metadata (a JSON array of
-:class:`Meta`), and per request k, ``s{k}``, its scores (the bytes the
-response carried), and ``b{k}``, its body as it came (rows are its
-``instances``: objects, or arrays of values in the order of ``Meta.names``).
+:class:`Meta`), and per request k, ``s{k}``, its scores, and ``b{k}``, its
+body as it came (rows are its ``instances``: objects, or arrays of values in
+the order of ``Meta.names``). The scores are a JSON array with a number a
+row (the bytes the response carried) or, a multiclass model's, an array a row
+of its classes' probabilities, in the order of ``spec.model.classes`` and in
+float32's shortest form: ``[[0.1,0.6666667,0.23333333], ...]``.
 A reader parses only the request a label names.
 
 The log holds what was predicted, not what was sent (:func:`bounded`): a
@@ -291,7 +294,8 @@ class Meta(msgspec.Struct, omit_defaults=True):
     fallback: str | None = None  # why a fallback answered, if one did
     ids: list[str] | None = None  # the client's own ids, if it gave them
     names: list[str] | None = None  # feature names of rows written as arrays
-    shadow: tuple[str, int, list[float]] | None = None  # (revision, version, scores)
+    # (revision, version, scores): a row's score, or a multiclass model's k probabilities
+    shadow: tuple[str, int, list[Any]] | None = None
     cut: list[int] | None = None  # rows over the log's size limit, logged as null (bounded)
 
 

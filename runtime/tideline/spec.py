@@ -237,9 +237,12 @@ def vw_arguments(args: str) -> list[VWArgument]:
 
 # The losses of algorithm: vw by task, each with the link tideline sets for it: a binary
 # model serves the probability of class 1 (VW's logistic loss on labels -1/+1, through its
-# logistic link), a regression the value. The first is the task's default.
+# logistic link), a regression the value, a multiclass model each class's probability
+# (one-against-all, --oaa k --probabilities: VW turns each class's score into its
+# probability itself, and warns for any loss but logistic). The first is the task's default.
 VW_LOSSES: dict[str, dict[str, str]] = {
     "binary": {"logistic": "logistic"},
+    "multiclass": {"logistic": "identity"},
     "regression": {"squared": "identity", "classic": "identity", "quantile": "identity",
                    "expectile": "identity", "poisson": "poisson"},
 }  # fmt: skip
@@ -274,6 +277,8 @@ VW_REFUSED: dict[str, str] = {
     **dict.fromkeys(
         ("link", "binary"),
         "tideline sets the link from the loss (a binary model serves probabilities)"),
+    "indexing": "tideline writes a multiclass label as its class's index plus one "
+                "(--indexing 1)",
 }  # fmt: skip
 
 Params = SGDParams | FTRLParams | ForestParams | ExternalParams | VWParams
@@ -900,8 +905,8 @@ def _vw(task: str, o: _Obj) -> VWParams:
             long = a.word.startswith("--")
             shown = a.word.partition("=")[0] if long else f"{a.word[:2]} (--{a.name})"
             raise SpecError(path, f"{shown} is refused: {VW_REFUSED[a.name]}")
-    losses = VW_LOSSES.get(task, {})  # (multiclass: refused with the task, below)
-    if losses and params.loss(task) not in losses:
+    losses = VW_LOSSES[task]
+    if params.loss(task) not in losses:
         which = ", ".join(losses) if len(losses) == 1 else f"one of {', '.join(losses)}"
         raise SpecError(path, f"--loss_function {params.loss(task)} does not fit task {task}: "
                         f"it learns with {which}")  # fmt: skip
@@ -966,9 +971,6 @@ def _classes(
         if raw is not None:
             raise SpecError(path, f"only with task: multiclass (got {task})")
         return None
-    if algorithm in EXTERNAL_ALGORITHMS:  # (a team's model gives one score per row for now)
-        raise SpecError(o.sub("task"), "multiclass runs with the built-in algorithms "
-                        f"({', '.join(BUILTIN_ALGORITHMS)}), not yet {algorithm}")  # fmt: skip
     if raw is None:
         raise SpecError(path, "required with task: multiclass (the class names, label 0 first)")
     if not isinstance(raw, list):
@@ -983,8 +985,11 @@ def _classes(
             raise SpecError(f"{path}[{i}]", f"duplicate class {name!r}")
         seen.add(name)
     k = len(raw)
+    if isinstance(params, VWParams):
+        _vw_classes(params, k, f"{o.sub('vw')}.args")
     buckets = sum(f.buckets for f in features if f.type == "categorical")
-    if algorithm != "forest" and k * buckets > MAX_BUCKETS:
+    # (a linear model's weights, class by bucket; a team's model keeps its own: VW its -b)
+    if algorithm in ("sgd", "ftrl") and k * buckets > MAX_BUCKETS:
         raise SpecError(path, f"{k} classes x {buckets} categorical buckets is {k * buckets} "
                         f"weights per array, over {MAX_BUCKETS}: fewer buckets or classes")  # fmt: skip
     numeric = sum(f.type == "numeric" for f in features) + 1  # (and the bias)
@@ -993,6 +998,16 @@ def _classes(
                         f"classes make {k * numeric**2} numbers, over {MAX_NEWTON_SIZE}; "
                         "fewer numeric features or classes, or optimizer: adagrad")  # fmt: skip
     return tuple(raw)
+
+
+def _vw_classes(params: VWParams, k: int, path: str) -> None:
+    """A multiclass VW model's arguments: one-against-all over the ``k`` classes (``--oaa k``,
+    which tideline adds when it is left out, with ``--probabilities``; see
+    :mod:`tideline.algorithms.vw`)."""
+    oaa = params.option("oaa")
+    if oaa is not None and oaa != str(k):
+        raise SpecError(path, f"--oaa {oaa} does not fit the {k} classes of spec.model.classes: "
+                        f"--oaa {k}, or leave it out (tideline adds it)")  # fmt: skip
 
 
 def _learning(o: _Obj, deprecated: list[tuple[str, str]]) -> LearningSpec:

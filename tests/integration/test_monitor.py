@@ -8,7 +8,14 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, push_samples
+from tests.helpers import (
+    FRAUD_FEATURES,
+    LoggedRequest,
+    manifest,
+    monitor_for,
+    push_samples,
+    summary_of,
+)
 from tideline import health as health_summary
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys
@@ -39,17 +46,6 @@ def _log(r, model, track, revision, version, ids, rows, scores):
                   ).write(r, keys(model))  # fmt: skip
 
 
-def _monitor(model, r, **kw) -> Monitor:
-    mon = Monitor(model, r, **kw)
-    mon.list_logs_every = 0.0  # each test's requests come from a server of their own
-    return mon
-
-
-def _written(mon: Monitor) -> dict:
-    """The summary the monitor writes, as a reader of the JSON in Redis sees it."""
-    return orjson.loads(health_summary.encode(mon.write()))
-
-
 def keys(model) -> Keys:
     return Keys(model.namespace, model.name)
 
@@ -58,13 +54,13 @@ def test_learner_only_models_are_watched_from_labelled_samples(r) -> None:
     model = _model()
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(3000)
     ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained(model, rows, y))
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     test_rows, test_y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(1000)
     push_samples(r, keys(model).samples, test_rows, test_y)
     for _ in range(5):
         mon.step(block_ms=50)
-    health = _written(mon)
+    health = summary_of(mon)
     stable = health["tracks"]["stable"]
     assert stable["labelled"] == 1000 and stable["version"] == 0
     served, _ = ModelStore(r, "test", "fraud").load(model.revision, 0)
@@ -75,7 +71,7 @@ def test_learner_only_models_are_watched_from_labelled_samples(r) -> None:
 
 def test_feedback_gives_each_track_its_own_accuracy(r) -> None:
     model = _model()
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     k = keys(model)
     rng = np.random.default_rng(0)
@@ -93,7 +89,7 @@ def test_feedback_gives_each_track_its_own_accuracy(r) -> None:
         pipe.execute()
     for _ in range(5):
         mon.step(block_ms=50)
-    h = _written(mon)
+    h = summary_of(mon)
     assert h["tracks"]["stable"]["labelled"] == 400 and h["tracks"]["canary"]["labelled"] == 400
     assert h["tracks"]["stable"]["accuracy"] > 0.85 and h["tracks"]["canary"]["accuracy"] < 0.7
     assert "canaryrev:0" in h["versions"]
@@ -103,13 +99,13 @@ def test_feedback_gives_each_track_its_own_accuracy(r) -> None:
 def test_concept_drift_is_flagged_when_the_errors_rise(r) -> None:
     # the flag holds for 10 analysis intervals: 20 s, longer than this test on a busy machine
     model = _model(rollout={"analysis": {"interval": "2s"}})
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     before = []
     _errors_then(r, model, mon, 0.1, 0.4,
-                 at_half=lambda: before.append(_written(mon)["drift"]["concept"]["detected"]))  # fmt: skip
+                 at_half=lambda: before.append(summary_of(mon)["drift"]["concept"]["detected"]))  # fmt: skip
     assert before == [False]
-    h = _written(mon)
+    h = summary_of(mon)
     assert h["drift"]["concept"]["detected"] is True
     assert h["drift"]["concept"]["last"]["version"] == 0
     kinds = [orjson.loads(e[1][b"data"])["kind"] for e in r.xrange(keys(model).driftlog)]
@@ -140,14 +136,14 @@ def _errors_then(r, model, mon, before: float, after: float, n: int = 8000, at_h
 def test_concept_drift_is_one_event_when_it_starts_and_one_when_it_clears(r) -> None:
     now = [1000.0]
     model = _model(rollout={"analysis": {"interval": "2s"}})
-    mon = _monitor(model, r, clock=lambda: now[0])
+    mon = monitor_for(model, r, clock=lambda: now[0])
     mon.start()
     _errors_then(r, model, mon, 0.1, 0.4)
-    assert _written(mon)["drift"]["concept"]["detected"] is True
+    assert summary_of(mon)["drift"]["concept"]["detected"] is True
     now[0] += 5.0  # still within 10 intervals of the last firing
-    assert _written(mon)["drift"]["concept"]["detected"] is True
+    assert summary_of(mon)["drift"]["concept"]["detected"] is True
     now[0] += 20.0
-    assert _written(mon)["drift"]["concept"]["detected"] is False
+    assert summary_of(mon)["drift"]["concept"]["detected"] is False
     log = [orjson.loads(e[1][b"data"]) for e in r.xrange(keys(model).driftlog)]
     assert [(e["kind"], e["state"]) for e in log] == [
         ("concept", "detected"),
@@ -158,10 +154,10 @@ def test_concept_drift_is_one_event_when_it_starts_and_one_when_it_clears(r) -> 
 
 def test_a_model_whose_error_falls_is_no_concept_drift(r) -> None:
     model = _model(rollout={"analysis": {"interval": "2s"}})
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     _errors_then(r, model, mon, 0.4, 0.1)
-    assert _written(mon)["drift"]["concept"]["detected"] is False
+    assert summary_of(mon)["drift"]["concept"]["detected"] is False
     assert r.xlen(keys(model).driftlog) == 0
 
 
@@ -188,7 +184,7 @@ def _send_labels(r, model, mon, labels: dict, ids: list[str]) -> dict:
     pipe.execute()
     for _ in range(20):
         mon.step(block_ms=20)
-        h = _written(mon)
+        h = summary_of(mon)
         if h["tracks"]["stable"]["labelled"] == len(ids):
             return h
     raise AssertionError(f"{h['tracks']['stable']['labelled']} of {len(ids)} labels read")
@@ -201,7 +197,7 @@ def test_the_late_labels_of_an_older_version_are_no_rise_of_the_error(r, v0, v1,
     # v0 (wrong at rate v0) answered 4,000 rows, then v1 (at rate v1) 4,000; the labels of
     # v0's last 1,000 come after all of v1's (in arrival order: v0, v1, v0 again)
     model = _model(rollout={"analysis": {"interval": "2s"}})
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     rng = np.random.default_rng(4)
     wrong = np.concatenate([rng.random(4000) < v0, rng.random(4000) < v1])
@@ -216,7 +212,7 @@ def test_the_late_labels_of_an_older_version_are_no_rise_of_the_error(r, v0, v1,
 
 def test_a_rise_of_the_error_is_found_when_its_labels_come_out_of_order(r) -> None:
     model = _model(rollout={"analysis": {"interval": "2s"}})
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     rng = np.random.default_rng(6)
     wrong = np.concatenate([rng.random(4000) < 0.1, rng.random(4000) < 0.4])
@@ -244,7 +240,7 @@ def test_versions_are_compared_on_the_same_feedback_labels(r) -> None:
     model = _model(rollout={"analysis": {"interval": "100ms", "minSamples": 200}})
     store, stream = _versions(r, model)
     served, _ = store.load(model.revision, 2)
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     test_rows, test_y = stream.take(1500)
     ids = [f"q{i}" for i in range(1500)]
@@ -259,7 +255,7 @@ def test_versions_are_compared_on_the_same_feedback_labels(r) -> None:
     # a producer gone wrong teaches flipped labels through samples: they do not judge versions
     push_samples(r, keys(model).samples, test_rows[:500], 1.0 - test_y[:500])
     mon.step(block_ms=50)
-    written = _written(mon)
+    written = summary_of(mon)
     q = written["quality"]
     assert q["window"] == 1500 and q["source"] == "feedback"
     assert written["tracks"]["stable"]["labelled"] == 1500, "the flipped samples judge nothing"
@@ -281,20 +277,20 @@ def test_versions_are_compared_on_the_same_feedback_labels(r) -> None:
 def test_a_learner_only_model_is_judged_on_its_labelled_samples(r) -> None:
     model = _model(rollout={"analysis": {"interval": "100ms", "minSamples": 200}})
     _, stream = _versions(r, model)
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     mon.write()
     test_rows, test_y = stream.take(800)
     push_samples(r, keys(model).samples, test_rows, test_y)
     mon.step(block_ms=50)
-    q = _written(mon)["quality"]
+    q = summary_of(mon)["quality"]
     assert q["window"] == 800 and q["source"] == "samples"
     assert q["candidates"]["lastGood"]["vsServed"]["lower"] > 0.2
 
 
 def test_feature_drift_names_the_feature(r) -> None:
     model = _model(drift={"features": {"method": "psi", "window": 1000}})
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     rng = np.random.default_rng(5)
     for i in range(8):
@@ -313,7 +309,7 @@ def test_feature_drift_names_the_feature(r) -> None:
             [0.5] * 500,
         )
         mon.step(block_ms=10)
-    h = _written(mon)
+    h = summary_of(mon)
     assert h["drift"]["features"]["detected"] == ["amount"]
     assert h["drift"]["features"]["scores"]["hour"] < 0.2
 
@@ -337,11 +333,11 @@ def test_a_baseline_reference_shows_drift_in_the_first_window(r, baseline: bool)
         ModelStore(r, "test", "fraud").save_reference(
             model.revision, Reference(["amount", "hour"], ref, None, "baseline")
         )
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     mon.write()  # the stable revision, and its reference
     _log_shifted(r, model, mon, batches=6, shift=1.5, seed=2)  # traffic shifted from the start
-    h = _written(mon)
+    h = summary_of(mon)
     # against the baseline the shift shows; without one, the shifted traffic is the reference
     assert h["drift"]["features"]["detected"] == (["amount"] if baseline else [])
 
@@ -351,7 +347,7 @@ def test_the_first_window_is_stored_and_outlives_new_versions(r) -> None:
     store = ModelStore(r, "test", "fraud")
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=1).take(500)
     store.publish(model.revision, 0, _trained(model, rows, y))
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     mon.write()
     _log_shifted(r, model, mon, batches=4, shift=0.0, seed=3)
@@ -363,14 +359,14 @@ def test_the_first_window_is_stored_and_outlives_new_versions(r) -> None:
     assert mon._served_model() is not None and mon._served_key == (model.revision, 1)
     np.testing.assert_array_equal(mon.feature_drift.reference, stored.features)
     _log_shifted(r, model, mon, batches=6, shift=2.0, seed=4, version=1)
-    assert _written(mon)["drift"]["features"]["detected"] == ["amount"]
+    assert summary_of(mon)["drift"]["features"]["detected"] == ["amount"]
 
 
 def test_the_monitor_takes_nothing_from_the_learner(r) -> None:
     model = _model(learning={"maxBatchDelay": "20ms"})
     learner = LearnerProcess(model, r, checkpoint_seconds=0.0)
     learner.start()
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=2).take(500)
     push_samples(r, keys(model).samples, rows, y)
@@ -390,7 +386,7 @@ def test_the_log_s_needs_in_redis_are_measured_and_compared_with_maxmemory(r) ->
     from tideline_operator.rollout import log_capacity_condition
 
     model = _model(learning={"labelWindow": "30m"})
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=2).take(64)
     for i in range(80):
@@ -422,7 +418,7 @@ def _decoded(mon: Monitor) -> health_summary.Health:
 def test_copies_of_a_label_are_scored_once_across_monitor_restarts(r) -> None:
     """10 copies of one wrong label must not count as 10 labelled predictions (nor after a restart)."""
     model = _model()
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     k = keys(model)
     req = LoggedRequest([{"amount": 1.0}, {"amount": 2.0}], scores=[0.9, 0.9],
@@ -431,21 +427,21 @@ def test_copies_of_a_label_are_scored_once_across_monitor_restarts(r) -> None:
         r.xadd(k.feedback, {"data": orjson.dumps({"id": req.ids[0], "label": 0.0})})
     for _ in range(3):
         mon.step(block_ms=20)
-    assert _written(mon)["tracks"]["stable"]["labelled"] == 1
-    again = _monitor(model, r)  # a new monitor process: the marks are in Redis
+    assert summary_of(mon)["tracks"]["stable"]["labelled"] == 1
+    again = monitor_for(model, r)  # a new monitor process: the marks are in Redis
     again.start()
     for pid in (req.ids[0], req.ids[1]):
         r.xadd(k.feedback, {"data": orjson.dumps({"id": pid, "label": 1.0})})
     for _ in range(3):
         again.step(block_ms=20)
-    assert _written(again)["tracks"]["stable"]["labelled"] == 1  # only the second row's
+    assert summary_of(again)["tracks"]["stable"]["labelled"] == 1  # only the second row's
 
 
 def test_a_busy_log_is_read_on_without_waiting_for_labels(r) -> None:
     from tideline.pods.monitor import LOG_READ
 
     model = _model()
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     waits: list[int] = []
     read = mon.labels.read
@@ -464,7 +460,7 @@ def test_a_busy_log_is_read_on_without_waiting_for_labels(r) -> None:
 @pytest.mark.parametrize("rate", [1.0, 0.1])
 def test_drift_reads_the_sample_rate_s_share_of_requests_and_counts_them_all(r, rate) -> None:
     model = _model(drift={"sampleRate": rate})
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     fed: list[int] = []
     mon._feature_drift = lambda X: fed.append(len(X))  # type: ignore[method-assign]
@@ -492,7 +488,7 @@ def test_drift_reads_a_logged_body_typed_or_row_by_row_to_the_same_values(r) -> 
     """Objects of numbers are decoded straight to columns; arrays, a value of another type,
     a missing one take the general path: the detectors get the same numbers in order."""
     model = _model()  # numeric features: amount (default 0) and hour (default 12)
-    mon = _monitor(model, r)
+    mon = monitor_for(model, r)
     mon.start()
     fed: list[np.ndarray] = []
     mon._feature_drift = lambda X: fed.append(X)  # type: ignore[method-assign]

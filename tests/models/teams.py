@@ -6,12 +6,13 @@ The tests load them by reference (``tests.models.teams:Name``), as the pods do.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from typing import Any
 
 import numpy as np
-from river import feature_extraction, linear_model, optim, preprocessing, stats
+from river import feature_extraction, linear_model, multiclass, optim, preprocessing, stats
 
 from tideline.model import ModelInfo, OnlineLearner
 
@@ -177,3 +178,108 @@ def target_counts(by: str = "merchant") -> Any:
 
 
 ESTIMATOR = linear_model.LogisticRegression()  # an estimator itself, not a factory
+
+
+class Centroids(OnlineLearner):
+    """A multiclass model: each class's mean row; a row's probabilities the softmax of minus
+    its squared distance to each (``y``: the classes' indices, ``info.classes`` their names)."""
+
+    def __init__(self, info: ModelInfo) -> None:
+        self.k, self.width = info.n_classes, len(info.features)
+        self.sums, self.counts = np.zeros((self.k, self.width)), np.zeros(self.k)
+
+    def learn(self, X: Any, y: np.ndarray) -> None:
+        c = y.astype(np.intp)
+        np.add.at(self.sums, c, X)
+        np.add.at(self.counts, c, 1.0)
+
+    def predict(self, X: Any) -> np.ndarray:
+        means = self.sums / np.maximum(self.counts, 1.0)[:, None]
+        d = ((np.asarray(X)[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)
+        e = np.exp(-(d - d.min(axis=1, keepdims=True)))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def save(self) -> bytes:
+        return json.dumps([self.sums.tolist(), self.counts.tolist()]).encode()
+
+    def load(self, state: bytes) -> None:
+        sums, counts = json.loads(state)
+        self.sums, self.counts = np.array(sums), np.array(counts)
+
+
+class Votes(Centroids):
+    """Each class's count of samples as its scores: rows that do not sum to 1 (the adapter
+    scales them)."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.tile(self.counts, (len(X), 1))
+
+
+class NegativeVotes(Votes):
+    def predict(self, X: Any) -> np.ndarray:
+        return -super().predict(X) - 1.0
+
+
+def one_vs_rest(lr: float = 0.1) -> Any:
+    """A River multiclass pipeline as teams write one: a binary classifier per class."""
+    return preprocessing.StandardScaler() | multiclass.OneVsRestClassifier(
+        linear_model.LogisticRegression(optim.SGD(lr))
+    )
+
+
+class FaultyCentroids(Centroids):
+    """:class:`Centroids` raising in ``learn`` on a row whose first value is 13."""
+
+    def learn(self, X: Any, y: np.ndarray) -> None:
+        if (np.asarray(X)[:, 0] == 13.0).any():
+            raise ValueError("unlucky row")
+        super().learn(X, y)
+
+
+class SoftmaxTeam(OnlineLearner):
+    """A team's multiclass model as it might write one: a softmax regression with AdaGrad
+    steps on running-standardised numeric features and one weight row per categorical
+    bucket value (``X`` as the schema encodes it: a categorical column holds its bucket)."""
+
+    def __init__(self, info: ModelInfo, learning_rate: float = 0.3) -> None:
+        self.lr, self.k = float(learning_rate), info.n_classes
+        self.num = np.array([f.type == "numeric" for f in info.features])
+        self.buckets = [f.buckets for f in info.features if f.type != "numeric"]
+        width = int(self.num.sum()) + 1 + sum(self.buckets)
+        self.w, self.g2 = np.zeros((width, self.k)), np.zeros((width, self.k))
+        self.n, self.sum, self.sq = 0, np.zeros(int(self.num.sum())), np.zeros(int(self.num.sum()))
+
+    def _design(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        mean = self.sum / max(self.n, 1)
+        sd = np.sqrt(np.maximum(self.sq / max(self.n, 1) - mean**2, 0.0)) + 1e-9
+        Z = np.clip((X[:, self.num] - mean) / sd, -8, 8)
+        cats = [np.eye(b)[X[:, j].astype(np.intp) % b]
+                for j, b in zip(np.flatnonzero(~self.num), self.buckets, strict=True)]  # fmt: skip
+        return np.hstack([Z, np.ones((len(X), 1)), *cats])
+
+    def learn(self, X: Any, y: np.ndarray) -> None:
+        numeric = np.asarray(X, dtype=np.float64)[:, self.num]
+        self.n += len(numeric)
+        self.sum += numeric.sum(axis=0)
+        self.sq += (numeric**2).sum(axis=0)
+        A = self._design(X)
+        onehot = np.eye(self.k)[y.astype(np.intp)]
+        grad = A.T @ (self.predict(X) - onehot) / len(y)
+        self.g2 += grad**2
+        self.w -= self.lr * grad / (np.sqrt(self.g2) + 1e-8)
+
+    def predict(self, X: Any) -> np.ndarray:
+        z = self._design(X) @ self.w
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def save(self) -> bytes:
+        out = io.BytesIO()
+        np.savez(out, w=self.w, g2=self.g2, n=self.n, sum=self.sum, sq=self.sq)
+        return out.getvalue()
+
+    def load(self, state: bytes) -> None:
+        z = np.load(io.BytesIO(state))
+        self.w, self.g2, self.n = z["w"], z["g2"], int(z["n"])
+        self.sum, self.sq = z["sum"], z["sq"]

@@ -221,3 +221,110 @@ def test_a_canary_warm_starts_from_the_same_class_and_from_a_river_model_only_un
     assert warm_start_compatible(river, model("river", "teams.a:make", lr=0.1))
     assert not warm_start_compatible(river, model("river", "teams.a:make", lr=0.2))
     assert not warm_start_compatible(river, stable)
+
+
+# -- multiclass ---------------------------------------------------------------------------
+CLASSES = ["north", "east", "south"]
+
+
+def _classes_stream(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (a, b) of three classes around three centres."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n).astype(float)
+    centres = np.array([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
+    return centres[y.astype(int)] + rng.normal(size=(n, 2)), y
+
+
+def _multiclass(algorithm: str, ref: str, **params: Any):  # type: ignore[no-untyped-def]
+    key = "class" if algorithm == "custom" else "pipeline"
+    return make_learner({"task": "multiclass", "classes": CLASSES, "algorithm": algorithm,
+                         "features": [{"name": "a"}, {"name": "b"}],
+                         algorithm: {key: ref, "params": params}})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "ref"),
+    [("custom", "tests.models.teams:Centroids"), ("river", "tests.models.teams:one_vs_rest"),
+     ("river", "river.tree:HoeffdingTreeClassifier")],
+    ids=["a team's class of the contract", "a River pipeline, one against the rest",
+         "a River Hoeffding tree"],
+)  # fmt: skip
+def test_a_multiclass_model_of_a_team_s_own_learns_and_serves_a_probability_per_class(
+    algorithm: str, ref: str
+) -> None:
+    X, y = _classes_stream(3000)
+    m = _multiclass(algorithm, ref)
+    assert m.info.classes == tuple(CLASSES) and m.spec()["classes"] == CLASSES
+    p = m.learn_predict_batches(X, y, np.r_[np.arange(0, 3000, 64), 3000])
+    assert p.shape == (3000, 3) and np.allclose(p.sum(axis=1), 1.0) and (p >= 0.0).all()
+    np.testing.assert_allclose(p[0], 1 / 3)  # nothing learned: every class alike
+    assert np.mean(p[1500:].argmax(axis=1) == y[1500:]) > 0.95
+    Xt, yt = _classes_stream(500, seed=1)
+    assert np.mean(m.predict_many(Xt).argmax(axis=1) == yt) > 0.95
+    assert m.predict_many(Xt[:0]).shape == (0, 3)
+    resumed = make_learner(m.spec())  # a fresh process: the spec, then the state
+    resumed.set_state(m.get_state())
+    np.testing.assert_array_equal(resumed.predict_many(Xt), m.predict_many(Xt))
+
+
+def test_a_river_multiclass_pipeline_learns_class_names_as_river_does_on_its_own() -> None:
+    from tests.models.teams import one_vs_rest
+
+    X, y = _classes_stream(1000)
+    m = _multiclass("river", "tests.models.teams:one_vs_rest", lr=0.05)
+    p = m.learn_predict_batches(X, y, np.array([0, 500, 1000]))
+    own, expected = one_vs_rest(lr=0.05), []
+    for (a, b), label in zip(X.tolist(), y.tolist(), strict=True):
+        proba = own.predict_proba_one({"a": a, "b": b})
+        row = np.array([proba.get(c, 0.0) for c in CLASSES])
+        expected.append(row / row.sum() if row.sum() > 0 else np.full(3, 1 / 3))
+        own.learn_one({"a": a, "b": b}, CLASSES[int(label)])  # River's own shape: names
+    np.testing.assert_allclose(p, expected)
+    assert sorted(m.model.estimator[-1].classifiers) == sorted(CLASSES)
+
+
+def test_a_class_river_has_not_seen_scores_0_and_rows_are_scaled_to_sum_to_1() -> None:
+    m = _multiclass("river", "tests.models.teams:one_vs_rest")
+    X, y = _classes_stream(400)
+    seen = y != 1.0  # ("east" never learned)
+    m.learn_many(X[seen], y[seen])
+    p = m.predict_many(X[:20])
+    assert (p[:, 1] == 0.0).all() and np.allclose(p.sum(axis=1), 1.0)
+
+
+def test_a_custom_model_s_scores_are_scaled_to_sum_to_1() -> None:
+    m = _multiclass("custom", "tests.models.teams:Votes")
+    m.learn_many(np.zeros((4, 2)), np.array([0.0, 0.0, 2.0, 0.0]))
+    np.testing.assert_array_equal(m.predict_many(np.zeros((2, 2))), [[0.75, 0.0, 0.25]] * 2)
+
+
+@pytest.mark.parametrize(
+    ("ref", "what"),
+    [("Mean", r"scores of shape \(3,\) for 3 rows \(a multiclass model gives \(3, 3\)\)"),
+     ("Shapeless", r"scores of shape \(3, 2\)"),
+     ("NegativeVotes", "a negative probability"),
+     ("Votes", "a row of probabilities that are all 0")],
+    ids=["one score a row", "two scores a row for three classes", "negative probabilities",
+         "a row of zeros: no class at all"],
+)  # fmt: skip
+def test_multiclass_scores_that_cannot_be_served_are_refused(ref: str, what: str) -> None:
+    m = _multiclass("custom", f"tests.models.teams:{ref}")
+    with pytest.raises(BadScores, match=what):
+        m.predict_many(np.zeros((3, 2)))
+
+
+def test_a_binary_river_classifier_cannot_be_a_multiclass_model() -> None:
+    with pytest.raises(ModelLoadError) as e:
+        _multiclass("river", "river.linear_model:LogisticRegression")
+    assert e.value.reason == "BadParams"
+    assert "a multiclass model needs a River classifier of many classes" in e.value.message
+    assert "river.multiclass.OneVsRestClassifier" in e.value.message
+
+
+@pytest.mark.parametrize("algorithm", ["custom", "river"])
+def test_a_multiclass_manifest_of_a_team_s_own_model_parses(algorithm: str) -> None:
+    doc = manifest()
+    key = "class" if algorithm == "custom" else "pipeline"
+    doc["spec"]["model"].update(task="multiclass", classes=CLASSES, algorithm=algorithm,
+                                **{algorithm: {key: "teams.model:make"}})  # fmt: skip
+    assert parse(doc).spec.model.classes == tuple(CLASSES)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import FRAUD_FEATURES
+from tests.helpers import FRAUD_FEATURES, sample_datas
 from tideline import samples
 from tideline.demo.simulate import SyntheticStream
 from tideline.features import FeatureSchema
@@ -136,10 +136,12 @@ def test_boolean_labels_take_the_fast_path_and_read_as_the_general_path_reads_th
     [
         pytest.param("binary", 2, "binary labels must be 0 or 1 (got 2)",
                      id="a binary label of 2"),
-        pytest.param("binary", "yes", "could not convert string to float: 'yes'",
+        pytest.param("binary", "yes", "labels must be numbers (got the string 'yes')",
                      id="a binary label written as a word"),
-        pytest.param("binary", "true", "could not convert string to float: 'true'",
+        pytest.param("binary", "true", "labels must be numbers (got the string 'true')",
                      id="a boolean written as text"),
+        pytest.param("binary", "1", "labels must be numbers (got the string '1')",
+                     id="a number written as text, as the feedback stream refuses it"),
         pytest.param("binary", None,
                      "float() argument must be a string or a real number, not 'NoneType'",
                      id="a null binary label"),
@@ -155,12 +157,7 @@ def test_a_bad_label_among_booleans_is_refused_with_its_reason_and_the_rest_lear
 ) -> None:
     rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=5).take(4)
     labels = [True, bad, False, 1]
-    if packed:
-        datas = [orjson.dumps({"instances": rows, "labels": labels})]
-    else:
-        datas = [
-            orjson.dumps({"features": r, "label": v}) for r, v in zip(rows, labels, strict=True)
-        ]
+    datas = sample_datas(rows, labels, packed)
     d = SampleDecoder(SCHEMA, task).decode(_entries(datas))
     assert not d.fast
     where = (b"1-0", 1) if packed else (b"2-0", None)  # that row of the entry, or that entry

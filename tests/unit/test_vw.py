@@ -22,9 +22,9 @@ FEATURES = [{"name": "x"}, {"name": "w"}, {"name": "c", "type": "categorical", "
 INFO = ModelInfo("binary", tuple(Feature(**f) for f in FEATURES))
 
 
-def _vw(args: str = "", task: str = "binary") -> Any:
+def _vw(args: str = "", task: str = "binary", classes: list[str] | None = None) -> Any:
     return make_learner({"task": task, "algorithm": "vw", "features": FEATURES,
-                         "vw": {"args": args}})  # fmt: skip
+                         "vw": {"args": args}, "classes": classes})  # fmt: skip
 
 
 def _stream(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +67,9 @@ def _edges(n: int, size: int = 64) -> np.ndarray:
         ({"vw": {"args": ["-b", "20"]}}, "spec.model.vw.args: must be a string of VW's arguments (got list)"),
         ({"vw": {"arg": "-b 20"}}, "spec.model.vw.arg: unknown field (did you mean args?)"),
         ({"params": {"l2": 1}}, "spec.model.params: algorithm vw takes its parameters in spec.model.vw.args"),
-        ({"task": "multiclass", "classes": ["a", "b", "c"]}, "spec.model.task: multiclass runs with the built-in algorithms"),
+        ({"task": "multiclass", "classes": ["a", "b", "c"], "vw": {"args": "--oaa 4"}}, "spec.model.vw.args: --oaa 4 does not fit the 3 classes of spec.model.classes: --oaa 3, or leave it out (tideline adds it)"),
+        ({"task": "multiclass", "classes": ["a", "b", "c"], "vw": {"args": "--loss_function squared"}}, "spec.model.vw.args: --loss_function squared does not fit task multiclass: it learns with logistic"),
+        ({"task": "multiclass", "classes": ["a", "b", "c"], "vw": {"args": "--oaa 3 --indexing 0"}}, "spec.model.vw.args: --indexing is refused: tideline writes a multiclass label as its class's index plus one"),
         ({"algorithm": "sgd", "vw": {"args": "-b 20"}}, "spec.model.vw: only with algorithm: vw (got sgd)"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
@@ -132,7 +134,7 @@ def test_a_canary_warm_starts_from_a_vw_model_only_when_its_arguments_are_unchan
         ("--bogus", "RuntimeError: unrecognised option '--bogus'"),
         ("--loss_function logistic --l2", "RuntimeError: "),
         ("--adaptive no-such-file.vw", "RuntimeError: Failed to open input data file 'no-such-file.vw'"),
-        ("--oaa 3", "ValueError: with --oaa 3, VW predicts MULTICLASS from MULTICLASS labels; a binary model needs SCALAR from SIMPLE (multiclass is not served yet)"),
+        ("--oaa 3", "ValueError: with --oaa 3, VW predicts MULTICLASS from MULTICLASS labels; a binary model needs SCALAR from SIMPLE (one-against-all is task: multiclass, with spec.model.classes)"),
         ("--cb 2", "ValueError: with --cb 2, VW predicts MULTICLASS from CONTEXTUAL_BANDIT labels; a binary model needs SCALAR from SIMPLE"),
     ],
     ids=["an option VW does not know", "an option without its value", "a word VW reads as a data file",
@@ -288,3 +290,63 @@ def test_vw_writes_nothing_to_stdout_or_stderr_and_nothing_outside_a_temporary_d
     del m
     assert capfd.readouterr() == ("", "")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- multiclass ---------------------------------------------------------------------------
+CLASSES = ["north", "east", "south"]
+
+
+def _classes_stream(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (x, w, c) of three classes, linearly separable: the largest of x, w and -(x + w)."""
+    rng = np.random.default_rng(seed)
+    X = np.c_[rng.normal(size=(n, 2)), rng.integers(-1, 16, n)]
+    y = np.c_[X[:, 0], X[:, 1], -X[:, 0] - X[:, 1]].argmax(axis=1).astype(float)
+    return X, y
+
+
+@pytest.mark.parametrize(
+    "args", ["", "--oaa 3", "--oaa 3 --probabilities -b 20"],
+    ids=["--oaa left out: tideline adds it", "--oaa given", "--oaa and --probabilities given"],
+)  # fmt: skip
+def test_a_multiclass_model_learns_a_separable_stream_one_against_all(args: str) -> None:
+    X, y = _classes_stream(9000)
+    m = _vw(args, task="multiclass", classes=CLASSES)
+    p = m.learn_predict_batches(X, y, _edges(9000))
+    assert p.shape == (9000, 3) and np.allclose(p.sum(axis=1), 1.0) and (p >= 0.0).all()
+    assert np.mean(p[4500:].argmax(axis=1) == y[4500:]) > 0.95
+    Xt, yt = _classes_stream(2000, seed=1)
+    q = m.predict_many(Xt)
+    assert q.shape == (2000, 3) and np.mean(q.argmax(axis=1) == yt) > 0.95
+    assert m.predict_many(Xt[:0]).shape == (0, 3)
+
+
+@pytest.mark.parametrize(
+    ("args", "exact"),
+    [("-b 19 --adaptive", True), ("--ftrl", True), ("", False)],
+    ids=["adaptive: exactly", "ftrl: exactly",
+         "VW's defaults: close (its --normalized state under --oaa is not all in the file)"],
+)  # fmt: skip
+def test_a_multiclass_model_writes_labels_1_to_k_and_resumes_from_its_state(
+    args: str, exact: bool
+) -> None:
+    X, y = _classes_stream(3000)
+    m = _vw(args, task="multiclass", classes=CLASSES)
+    lines = m.model._labelled(X[:3], np.array([0.0, 1.0, 2.0]))
+    assert [line.split(" ")[0] for line in lines] == ["1", "2", "3"]
+    unbroken = _vw(args, task="multiclass", classes=CLASSES)
+    p_unbroken = unbroken.learn_predict_batches(X, y, _edges(3000))
+    p = m.learn_predict_batches(X[:1500], y[:1500], _edges(1500))
+    assert m.spec()["classes"] == CLASSES
+    resumed = make_learner(m.spec())  # a fresh process: the spec, then the state
+    resumed.set_state(m.get_state())
+    p = np.r_[p, resumed.learn_predict_batches(X[1500:], y[1500:], _edges(1500))]
+    if exact:
+        np.testing.assert_array_equal(p, p_unbroken)
+    else:
+        np.testing.assert_allclose(p, p_unbroken, atol=0.01)
+
+
+def test_vw_one_against_all_with_other_classes_than_the_manifest_s_cannot_load() -> None:
+    info = ModelInfo("multiclass", INFO.features, tuple(CLASSES))
+    with pytest.raises(RuntimeError, match="Disagreeing option values for 'oaa'"):
+        VWModel(info, "--oaa 4")  # (the parser refuses it first: see the manifest's table)

@@ -7,8 +7,10 @@ image built ``FROM`` the runtime image); the operator never calls this. What can
 loaded raises :class:`ModelLoadError` with a reason a condition can carry
 (``ImportFailed``, ``MissingMethod``, ``BadParams``) and the error's last line.
 
-The adapter checks what the model returns: scores of the wrong shape or not finite
-raise :class:`BadScores` (the version that gave them is not served). An update that
+The adapter checks what the model returns: scores of the wrong shape (``(n,)``; a
+multiclass model's ``(n, k)``, one column per class of ``spec.model.classes``), not finite,
+or probabilities out of range raise :class:`BadScores` (the version that gave them is not
+served); a multiclass model's rows are scaled to sum to 1. An update that
 raises leaves the model as it was before the block (:meth:`External.learn_predict_batches`
 saves the state first), so the learner process can learn the block again batch by batch
 and dead-letter the rows that fail, exactly once.
@@ -50,7 +52,8 @@ class ModelLoadError(RuntimeError):
 
 
 class BadScores(ValueError):
-    """Scores a model returned that cannot be served (wrong shape, not finite)."""
+    """Scores a model returned that cannot be served (wrong shape, not finite, a probability
+    out of range)."""
 
 
 def last_line(e: BaseException) -> str:
@@ -84,7 +87,7 @@ class External(Learner):
         raise NotImplementedError
 
     def _init_state(self) -> None:
-        self.info = ModelInfo(self.task, self.schema.features)
+        self.info = ModelInfo(self.task, self.schema.features, self.classes)
         self.model = self._make(self.info)
         self._rows = rows_of(type(self.model))
 
@@ -96,14 +99,27 @@ class External(Learner):
             p = np.asarray(scores, dtype=np.float64)
         except (TypeError, ValueError) as e:
             raise BadScores(f"{self.params.ref} returned scores that are not numbers ({e})") from e
-        if p.shape != (n,):
+        want = (n, self.n_classes) if self.n_classes else (n,)
+        if p.shape != want:
             raise BadScores(f"{self.params.ref} returned scores of shape {p.shape} for {n} "
-                            f"rows (a {self.task} model gives ({n},))")  # fmt: skip
+                            f"rows (a {self.task} model gives {want})")  # fmt: skip
         if not np.isfinite(p).all():
             raise BadScores(f"{self.params.ref} returned a score that is not finite")
         if self.task == "binary" and ((p < 0.0) | (p > 1.0)).any():
             raise BadScores(f"{self.params.ref} returned a probability outside [0, 1]")
+        if self.n_classes:
+            return self._rows_of_probabilities(p)
         return p
+
+    def _rows_of_probabilities(self, p: np.ndarray) -> np.ndarray:
+        """A multiclass model's scores, each row scaled to sum to 1 (a model whose rows sum
+        to 1 but for rounding, or one-against-all scores); refused when a row cannot be."""
+        if (p < 0.0).any():
+            raise BadScores(f"{self.params.ref} returned a negative probability")
+        total = p.sum(axis=1, keepdims=True)
+        if (total <= 0.0).any():
+            raise BadScores(f"{self.params.ref} returned a row of probabilities that are all 0")
+        return p / total
 
     # -- the loop's interface -----------------------------------------------------------
     def _update(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
@@ -117,7 +133,7 @@ class External(Learner):
         X, y = self._checked(X, y)
         n = X.shape[0] if n is None else n
         if not X.shape[0]:
-            return np.zeros(0)
+            return self._blank(0)
         p = self._scores(self.model.learn_predict(self._input(X), y), X.shape[0])
         self._n_seen += X.shape[0]
         return p[:n]
@@ -125,7 +141,7 @@ class External(Learner):
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         X = self.schema.check_matrix(X)
         if X.shape[0] == 0:
-            return np.zeros(0)
+            return self._blank(0)
         return self._scores(self.model.predict(self._input(X)), X.shape[0])
 
     def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
@@ -154,12 +170,15 @@ class External(Learner):
         self.model, self._n_seen = model, int(state["n_seen"])
 
     def spec(self) -> dict[str, Any]:
-        return {"task": self.task, "algorithm": self.algorithm,
-                "features": self.schema.describe(),
-                self.algorithm: self.params.to_dict(self.algorithm)}  # fmt: skip
+        out = {"task": self.task, "algorithm": self.algorithm,
+               "features": self.schema.describe(),
+               self.algorithm: self.params.to_dict(self.algorithm)}  # fmt: skip
+        if self.classes is not None:
+            out["classes"] = list(self.classes)
+        return out
 
     def clone(self) -> Learner:
-        return type(self)(self.schema.describe(), self.task, self.params)
+        return type(self)(self.schema.describe(), self.task, self.params, classes=self.classes)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params.ref!r}, task={self.task!r})"

@@ -26,9 +26,12 @@ that same transaction, if it passes the holdout gate: its prequential loss on
 the latest ``gate.holdout`` samples may exceed the served version's by at
 most ``gate.maxLossIncrease`` (relative).
 
-Bad entries (unparseable, a label that is not 0/1 for a binary task, a
-label too late for the window) go to the ``deadletter`` stream with the
-reason, in the same transaction: nothing is dropped silently.
+Bad entries (unparseable, a label that is not 0/1 for a binary task or not a
+class of a multiclass model's, a label too late for the window) go to the
+``deadletter`` stream with the reason, in the same transaction: nothing is
+dropped silently. A label is read as the model's :class:`tideline.tasks.Task`
+reads it (a multiclass model's class names as their indices), and a row's
+scores are the task's: ``(n, k)`` probabilities for a multiclass model.
 
 The store may lose keys under a running learner (Redis restarted empty, flushed,
 or evicting): a reply that says its consumer group is gone (``NOGROUP``) makes the
@@ -77,9 +80,9 @@ import redis
 
 from tideline import codec, predlog, signing
 from tideline.algorithms import Learner, make_learner
-from tideline.algorithms.base import NonFiniteUpdate, check_target
+from tideline.algorithms.base import NonFiniteUpdate
 from tideline.contracts import AWAIT_START_ENV, Pointers, StartWord, feedback_labels
-from tideline.evaluate import RollingMetrics, log_loss, ramp_size
+from tideline.evaluate import RollingMetrics, ramp_size
 from tideline.features import FeatureError
 from tideline.memory import MemoryUse, Probe
 from tideline.pods.join import Joined, LogJoin, Mark
@@ -99,6 +102,7 @@ from tideline.pods.store import (
 from tideline.samples import SampleDecoder
 from tideline.signing import ForgedBlob, Opened, Sealing
 from tideline.spec import OnlineModel, SpecError
+from tideline.tasks import Task
 
 log = logging.getLogger("tideline.learner")
 
@@ -300,8 +304,10 @@ class LearnerProcess:
         self.pending = Pending()
         self.open_entries = OpenEntries()
         self._read_count = 128  # entries, then as many as make READ_BYTES
-        self.samples = SampleDecoder(self.schema, self.spec.model.task)
-        self.quality = RollingMetrics(self.spec.model.task, window=max(ls.gate.holdout, 1000))
+        self.task = Task.of(self.spec.model)  # what a label and a row's scores mean
+        self.samples = SampleDecoder(self.schema, self.task)
+        self.quality = RollingMetrics(self.task.name, window=max(ls.gate.holdout, 1000),
+                                      n_classes=self.task.n_classes)  # fmt: skip
         self.gate_live = np.zeros(0)  # prequential losses of the live learner (holdout window)
         self.gate_served = np.zeros(0)  # losses of the served version on the same samples
         self.served: Learner | None = None
@@ -587,6 +593,9 @@ class LearnerProcess:
                     "spec.model.warmStart",
                     f"{source} was learned with another task, algorithm or feature list",
                 )
+            if base.spec().get("classes") != mine.get("classes"):  # (a class's index is its place)
+                raise SpecError("spec.model.warmStart", f"{source} was learned with other "
+                                "classes than spec.model.classes, or in another order")  # fmt: skip
             self.learner.set_state(base.get_state())
             # what stable's version had learned, this one has (a baseline file: none of it)
             self.counters["learned_until"] = float(header.get("learnedUntil", 0.0))
@@ -652,7 +661,7 @@ class LearnerProcess:
     def _on_feedback(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """A read of ``feedback``: each label to the join, an invalid one to the dead letters
         (of a packed entry, that label alone)."""
-        task, add, stream = self.spec.model.task, self.join.add, self.source.feedback
+        target, add, stream = self.task.target, self.join.add, self.source.feedback
         for entry_id, fields in entries:
             fid = entry_id.decode()
             try:
@@ -670,7 +679,7 @@ class LearnerProcess:
                     if isinstance(item, tuple):
                         raise ValueError(item[0])
                     # the label checked before it takes the prediction
-                    add(name, item.id, check_target(task, item.label), received)
+                    add(name, item.id, target(item.label), received)
                 except ValueError as e:
                     if not packed:  # the entry is the label
                         self._dead_letter(stream, entry_id, fields, f"invalid: {e}")
@@ -772,7 +781,7 @@ class LearnerProcess:
                 for i in range(at, at + run.rows) if refused else ():
                     if i in refused:
                         row = {b"row": orjson.dumps(X[i].tolist()),
-                               b"label": repr(float(y[i])).encode()}  # fmt: skip
+                               b"label": repr(self.task.label(float(y[i]))).encode()}  # fmt: skip
                         self._dead_letter(run.stream, run.entry, row, refused[i], ack=False)
                 at += run.rows
                 # learned or refused, its rows are done with: the entry is acknowledged, and a
@@ -793,11 +802,11 @@ class LearnerProcess:
         holdout = self.spec.learning.gate.holdout
         if not holdout:
             return
-        task = self.spec.model.task
+        loss = self.task.loss  # (a row's loss, whatever the shape of its scores)
         X, y, p_live = X[-holdout:], y[-holdout:], p_live[-holdout:]  # (all the holdout keeps)
         p_served = self.served.predict_many(X) if self.served is not None else p_live
-        self.gate_live = np.concatenate([self.gate_live, _loss(task, p_live, y)])[-holdout:]
-        self.gate_served = np.concatenate([self.gate_served, _loss(task, p_served, y)])[-holdout:]
+        self.gate_live = np.concatenate([self.gate_live, loss(p_live, y)])[-holdout:]
+        self.gate_served = np.concatenate([self.gate_served, loss(p_served, y)])[-holdout:]
 
     def _learn_block(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
         """Learn a block a mini-batch at a time, each tested before it is learned (its
@@ -867,7 +876,7 @@ class LearnerProcess:
         """A block one mini-batch at a time (batch i: rows ``edges[i]:edges[i + 1]`` of ``Xs``,
         rows ``bounds[i]`` of ``X`` and then their replayed ones); a batch that cannot be
         learned is learned row by row, and the rows that fail go to ``refused``."""
-        p_live = np.empty(len(y))
+        p_live = np.empty(self.task.rows(len(y)))
         for (a, b), e0, e1 in zip(bounds, edges[:-1], edges[1:], strict=True):
             try:
                 p_live[a:b] = self.learner.learn_predict_many(Xs[e0:e1], ys[e0:e1], b - a)
@@ -1337,7 +1346,3 @@ def out_of_memory(e: redis.ResponseError) -> bool:
     under ``noeviction``; inside MULTI the transaction is refused whole, EXECABORT, and
     nothing of it applied; inside a script, the script's error names it)."""
     return isinstance(e, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(e)
-
-
-def _loss(task: str, p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return log_loss(p, y) if task == "binary" else (p - y) ** 2

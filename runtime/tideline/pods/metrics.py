@@ -359,6 +359,14 @@ class MonitorMetrics:
             "RMSE on delayed labels",
             ("track",),
         )
+        # multiclass: a series per class and track (at most spec.model.classes per track)
+        self.recall = Gauge(
+            "tideline_monitor_recall",
+            "Recall of each class on delayed labels (multiclass; rolling window)",
+            ["track", "class"],
+            registry=registry,
+        )
+        self._recall_shown: set[tuple[str, str]] = set()
         self.labelled = both(
             Gauge,
             "labelled",
@@ -410,6 +418,17 @@ class MonitorMetrics:
             registry=registry,
         )
         self.forged_blobs = forged_blobs(registry, "monitor")
+
+    def set_recall(self, recall: dict[str, dict[str, float]]) -> None:
+        """Each track's per-class recall (track -> class name -> recall): the series of a
+        class that has no recall now (no labelled row left in the window) go."""
+        shown = {(track, name) for track, by_class in recall.items() for name in by_class}
+        for track, name in self._recall_shown - shown:
+            self.recall.remove(track, name)
+        for track, by_class in recall.items():
+            for name, value in by_class.items():
+                self.recall.labels(track, name).set(value)
+        self._recall_shown = shown
 
     def serve(self, port: int, alive: LivenessCheck | None = None) -> None:
         serve_metrics(port, self.registry, alive)

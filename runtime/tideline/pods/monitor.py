@@ -55,7 +55,12 @@ not of the labels' arrival (:class:`tideline.drift.EventOrder`): the late
 labels of an older, worse version are no rise of the error.
 The prediction-drift reference is the served version's own first window of
 scores, started again for each new served version, so a learning model does
-not flag itself.
+not flag itself. A multiclass model's prediction drift reads the predicted
+class (a bin per class: :class:`tideline.drift.Categorical`), its quality is
+accuracy, log loss, the top class's calibration and each class's recall, and
+its concept drift and paired comparisons read whether the top class is right.
+Its labels are class names (or indices): a label that is not one is counted
+as a bad entry and left out (the learner dead-letters it).
 """
 
 from __future__ import annotations
@@ -83,7 +88,16 @@ from tideline import predlog, samples
 from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
 from tideline.contracts import Pointers, feedback_labels
-from tideline.drift import ADWIN, KS, PSI, EventOrder, PageHinkley
+from tideline.drift import (
+    ADWIN,
+    KS,
+    PSI,
+    Categorical,
+    CategoricalPSI,
+    EventOrder,
+    PageHinkley,
+    TotalVariation,
+)
 from tideline.evaluate import RollingMetrics
 from tideline.evidence import ALPHA, CommonWindow, Constant
 from tideline.pods import faults
@@ -101,6 +115,7 @@ from tideline.pods.store import (
 )
 from tideline.signing import ForgedBlob, Sealing
 from tideline.spec import OnlineModel
+from tideline.tasks import Task
 
 log = logging.getLogger("tideline.monitor")
 
@@ -124,13 +139,18 @@ SERVER_GONE = 30.0
 # intervals. (Reaching back dilutes nothing: it stops at 100 requests.)
 RATE_REQUESTS, RATE_SHORTEST, RATE_LONGEST = 100, 2.0, 600.0
 COUNTERS = ("requests", "errors", "refused", "shed", "fallbacks")  # (TrackStats.summary)
+# The versions whose own quality is held (the oldest forgotten): 64, fewer for a multiclass
+# model whose rolling windows hold a probability per class per row - 64 windows of 2,000
+# rows of 1,000 classes are 1 GB, the monitor's memory limit; at most VERSION_NUMBERS
+# numbers (128 MiB) in all, and never fewer than MIN_VERSIONS versions.
+MAX_VERSIONS, MIN_VERSIONS, VERSION_NUMBERS = 64, 8, 1 << 24
 
 
 @dataclass
 class TrackState:
     """Quality of one track (stable, canary, shadow) over a rolling window."""
 
-    task: str
+    task: Task
     window: int
     quality: RollingMetrics = field(init=False)
     labelled: int = 0
@@ -139,7 +159,7 @@ class TrackState:
     version: int | None = None
 
     def __post_init__(self) -> None:
-        self.quality = RollingMetrics(self.task, self.window)
+        self.quality = RollingMetrics(self.task.name, self.window, self.task.n_classes)
 
 
 @dataclass(frozen=True)
@@ -316,12 +336,14 @@ class Monitor:
         self.keys = self.store.keys
         self.clock = clock
         self.window = window
-        self.task = self.spec.model.task
+        self.task = Task.of(self.spec.model)
         # the log is in real time (stream ids), whatever clock the analysis runs on
         self.join = LogJoin(client, self.keys, self.spec.learning.labelWindow, GROUP)
         self.labels = self._follower()  # the labels: Redis streams or Kafka topics
         self.tracks: dict[str, TrackState] = {}
         self.versions: dict[str, TrackState] = {}  # "revision:version" -> quality
+        width = window * max(self.task.n_classes, 1)  # numbers a version's window holds
+        self._max_versions = max(MIN_VERSIONS, min(MAX_VERSIONS, VERSION_NUMBERS // width))
         numeric = [f for f in self.spec.model.features if f.type == "numeric"]
         self.feature_names = [f.name for f in numeric]
         self.feature_defaults = [float(f.default or 0.0) for f in numeric]
@@ -394,10 +416,16 @@ class Monitor:
         self._reference_stored = False
 
     def _new_version_detectors(self) -> None:
-        """Prediction drift starts again with each served version: its reference is its own scores."""
-        d = self.spec.drift
-        pcls = PSI if d.predictions.method == "psi" else KS
-        self.prediction_drift = pcls(1, d.predictions.window, d.predictions.threshold)
+        """Prediction drift starts again with each served version: its reference is its own
+        scores (multiclass: its predicted classes, a bin each)."""
+        d = self.spec.drift.predictions
+        self.prediction_drift: PSI | KS | Categorical
+        if self.task.multiclass:
+            ccls = CategoricalPSI if d.method == "psi" else TotalVariation
+            self.prediction_drift = ccls(self.task.n_classes, d.window, d.threshold)
+        else:
+            pcls = PSI if d.method == "psi" else KS
+            self.prediction_drift = pcls(1, d.window, d.threshold)
 
     def _new_concept_detector(self) -> None:
         """Concept drift watches the stable revision's error across its versions, for rises only."""
@@ -439,7 +467,7 @@ class Monitor:
         key = f"{revision}:{version}"
         v = self.versions.get(key)
         if v is None:
-            if len(self.versions) >= 64:  # bounded: forget the oldest
+            if len(self.versions) >= self._max_versions:  # bounded: forget the oldest
                 self.versions.pop(next(iter(self.versions)))
             v = self.versions[key] = TrackState(
                 self.task, self.window, revision=revision, version=version
@@ -589,7 +617,14 @@ class Monitor:
             except (ValueError, TypeError, orjson.JSONDecodeError):
                 self.metrics.bad_log_entries.inc()
                 return
-        self._drift_scores += scores if len(stable) == n else [scores[i] for i in stable]
+        picked = scores if len(stable) == n else [scores[i] for i in stable]
+        if self.task.multiclass:  # prediction drift reads the predicted class
+            try:
+                picked = self.task.predicted(_scored(self.task, picked)).tolist()
+            except (ValueError, TypeError):
+                self.metrics.bad_log_entries.inc()
+                return
+        self._drift_scores += picked
 
     def _drift_features(self, e: predlog.Entry, stable: Sequence[int]) -> Sequence[int]:
         """The drift features of a request's stable rows, onto their columns: decoded typed
@@ -625,9 +660,14 @@ class Monitor:
             blocks.append(X)
         if blocks:
             self._feature_drift(blocks[0] if len(blocks) == 1 else np.vstack(blocks))
-        if scores:
-            self.prediction_drift.update_many(_numbers(scores, 0.5).reshape(-1, 1))
-            self._drift_edge("predictions", self.prediction_drift, ["score"])
+        if scores:  # (multiclass: the predicted classes, checked as they were read)
+            values = (
+                np.array(scores, dtype=np.float64)
+                if self.task.multiclass
+                else _numbers(scores, 0.5)
+            )
+            self.prediction_drift.update_many(values.reshape(-1, 1))
+            self._prediction_edge()
         self._drift_columns, self._drift_scores = [[] for _ in self.feature_names], []
         self._drift_typed = []
 
@@ -635,38 +675,62 @@ class Monitor:
         """Labels of one logged request: its tracks' and versions' quality, the concept
         detector (in prediction order), the evidence the guardrails judge."""
         e = j.entry
+        labelled, targets = self._targets(j.labels)
+        if not labelled:
+            return
+        whole = len(labelled) == len(j.rows)
+        at_rows = j.rows if whole else [j.rows[n] for n in labelled]
+        arrived = j.received if whole else [j.received[n] for n in labelled]
         try:
-            y = np.array(j.labels, dtype=np.float64)
+            y = np.array(targets, dtype=np.float64)
             scores = e.scores
-            p = np.array([float(scores[i]) for i in j.rows])
-            rows = j.features()
+            p = _scored(self.task, [scores[i] for i in at_rows])
+            rows = e.pick(at_rows)
         except (TypeError, ValueError, IndexError):
             self.metrics.bad_log_entries.inc()
             return
         self._counts["labels"] += len(y)
         self._evidence_rows += rows
         self._evidence_y += y.tolist()
-        self._evidence_t += j.received
-        self._last_feedback = max(self._last_feedback, *j.received)
-        self.label_lags += [max(0.0, t - j.ts) for t in j.received]
+        self._evidence_t += arrived
+        self._last_feedback = max(self._last_feedback, *arrived)
+        self.label_lags += [max(0.0, t - j.ts) for t in arrived]
         if len(self.label_lags) > 1000:
             del self.label_lags[:-500]
-        tracks = [e.track(i) for i in j.rows] if e.meta.tracks is not None else None
+        tracks = [e.track(i) for i in at_rows] if e.meta.tracks is not None else None
         for track in sorted(set(tracks)) if tracks is not None else [e.meta.track]:
             at = slice(None) if tracks is None else [t == track for t in tracks]
             revision, version = e.model(track)
             received = (
-                j.received
+                arrived
                 if tracks is None
-                else [r for r, t in zip(j.received, tracks, strict=True) if t == track]
+                else [r for r, t in zip(arrived, tracks, strict=True) if t == track]
             )
             self._score(track, revision, version, p[at], y[at], j.ts, received)
         shadow = e.meta.shadow
         if shadow is not None:  # a shadow answered the same rows
-            pick = [n for n, i in enumerate(j.rows) if i < len(shadow[2])]
-            p_shadow = np.array([float(shadow[2][j.rows[n]]) for n in pick])
+            pick = [n for n, i in enumerate(at_rows) if i < len(shadow[2])]
+            try:
+                p_shadow = _scored(self.task, [shadow[2][at_rows[n]] for n in pick])
+            except (TypeError, ValueError):
+                self.metrics.bad_log_entries.inc()
+                return
             if pick:
                 self._score("shadow", shadow[0], shadow[1], p_shadow, y[pick], j.ts)
+
+    def _targets(self, labels: list[Any]) -> tuple[list[int], list[float]]:
+        """The labels that are targets of the task (:meth:`Task.target`: a multiclass label is
+        a class name or index), by their place, and their targets. One that is not is left
+        out and counted as a bad entry: the learner dead-letters it with the reason."""
+        places, targets = [], []
+        for n, label in enumerate(labels):
+            try:
+                targets.append(self.task.target(label))
+            except (TypeError, ValueError):
+                self.metrics.bad_log_entries.inc()
+                continue
+            places.append(n)
+        return places, targets
 
     def _score(
         self, track: str, revision: Any, version: Any, p: np.ndarray, y: np.ndarray, ts: float,
@@ -679,12 +743,8 @@ class Monitor:
         if v is not None:
             v.quality.update(p, y)
             v.labelled += len(y)
-        if track == "stable":
-            err = (
-                ((p >= 0.5) != (y >= 0.5)).astype(float)
-                if self.task == "binary"
-                else self._reg_error(p, y)
-            )
+        if track == "stable":  # (a classifier's error: a wrong answer, its top class)
+            err = self.task.wrong(p, y) if self.task.classifies else self._reg_error(p, y)
             if received is None:
                 self._concept_order.add(ts, err, (revision, version))
             else:  # labels: to the detector's ordering in the order they came (see _concept_add)
@@ -800,7 +860,7 @@ class Monitor:
             return
         rows, labels, arrived_at = [], [], []
         for entry in entries:  # (samples: their arrival is their labels')
-            got, ys = samples.rows_of([entry])
+            got, ys = samples.rows_of([entry], self.task)  # (labels the task refuses: left out)
             rows += got
             labels += ys
             arrived_at += [predlog.entry_seconds(entry[0])] * len(got)
@@ -820,8 +880,9 @@ class Monitor:
         self._score("stable", self._served_key[0], self._served_key[1], p, y, arrived)
         if self.feature_names:
             self._feature_drift(X[:, served.schema.num_idx])
-        self.prediction_drift.update_many(p.reshape(-1, 1))
-        self._drift_edge("predictions", self.prediction_drift, ["score"])
+        values = self.task.predicted(p) if self.task.multiclass else p
+        self.prediction_drift.update_many(values.reshape(-1, 1))
+        self._prediction_edge()
 
     def _served_model(self) -> Learner | None:
         raw = self.r.hgetall(self.keys.routing)
@@ -885,8 +946,28 @@ class Monitor:
                     Reference(self.feature_names, ref, None, "the monitor's first window"),
                 )
 
-    def _drift_edge(self, kind: str, detector: PSI | KS, names: list[str]) -> None:
-        """One event when a score goes over its threshold, one when all are back below 80 % of it."""
+    def _prediction_edge(self) -> None:
+        """Prediction drift's edge (:meth:`_drift_edge`); a multiclass model's event names the
+        classes whose share of the answers moved most, with their shares before and now."""
+        d = self.prediction_drift
+        if not isinstance(d, Categorical):
+            self._drift_edge("predictions", d, ["score"])
+            return
+        classes = self.task.classes or ()
+
+        def moved() -> dict[str, Any]:
+            shares = d.moved(top=3)
+            return {"classes": {classes[c]: {"reference": round(before, 4), "now": round(now, 4)}
+                                for c, (before, now) in shares.items()}}  # fmt: skip
+
+        self._drift_edge("predictions", d, ["score"], moved)
+
+    def _drift_edge(
+        self, kind: str, detector: PSI | KS | Categorical, names: list[str],
+        detail: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
+        """One event when a score goes over its threshold (with ``detail()`` in it), one when
+        all are back below 80 % of it."""
         scores = detector.scores
         on = self._drifting[kind]
         if not on and detector.reference is not None and bool((scores > detector.threshold).any()):
@@ -894,7 +975,8 @@ class Monitor:
             top = {
                 n: float(x) for n, x in zip(names, scores, strict=False) if x > detector.threshold
             }
-            self._log_event(kind, {"state": "detected", "ts": self.clock(), "scores": top})
+            event = {"state": "detected", "ts": self.clock(), "scores": top}
+            self._log_event(kind, event | (detail() if detail is not None else {}))
         elif on and bool((scores < CLEAR_BELOW * detector.threshold).all()):
             self._drifting[kind] = False
             self._log_event(kind, {"state": "cleared", "ts": self.clock()}, count=False)
@@ -937,6 +1019,7 @@ class Monitor:
                 predictions=t.predictions if t else 0,
                 window=int(q.get("count", 0)),
                 **_metrics(q),
+                recall=_recall(self.task, q),
                 requests=c.requests,
                 errors=c.errors,
                 refused=c.refused,
@@ -1074,11 +1157,7 @@ class Monitor:
             if key in self.evidence:
                 continue
             if key == ("constant",):
-                y = self.evidence.labels()
-                value = float(np.mean(y)) if len(y) else 0.5
-                if self.task == "binary":
-                    value = 1.0 if value >= 0.5 else 0.0
-                self.evidence.add_candidate(key, Constant(value))
+                self.evidence.add_candidate(key, Constant.best(self.task, self.evidence.labels()))
                 continue
             loaded = self._load(key)
             if loaded is None and role == "recent":
@@ -1238,6 +1317,8 @@ class Monitor:
 
     def _export(self, s: h.Health) -> None:
         m = self.metrics
+        if self.task.multiclass:
+            m.set_recall({name: t.recall for name, t in s.tracks.items()})
         for name, t in s.tracks.items():
             if t.accuracy is not None:
                 m.accuracy.labels(track=name).set(t.accuracy)
@@ -1383,10 +1464,10 @@ def _num(v: Any, default: float) -> float:
     return default
 
 
-def _error(task: str, report: dict[str, Any]) -> float | None:
-    """A :func:`tideline.evaluate.scores` report's error: 1 - accuracy, or the mean squared
-    error (regression)."""
-    if task == "binary":
+def _error(task: Task, report: dict[str, Any]) -> float | None:
+    """A :func:`tideline.evaluate.scores` report's error: 1 - accuracy (binary, multiclass), or
+    the mean squared error (regression)."""
+    if task.classifies:
         accuracy = report.get("accuracy")
         return None if accuracy is None else 1.0 - float(accuracy)
     rmse = report.get("rmse")
@@ -1394,5 +1475,27 @@ def _error(task: str, report: dict[str, Any]) -> float | None:
 
 
 def _metrics(report: dict[str, Any]) -> dict[str, float]:
-    """The quality figures of a :func:`tideline.evaluate.scores` report, without its count."""
-    return {k: float(v) for k, v in report.items() if k != "count"}
+    """The quality figures of a :func:`tideline.evaluate.scores` report, without its count and
+    the classes' recall (:func:`_recall`)."""
+    return {k: float(v) for k, v in report.items() if k not in ("count", "recall")}
+
+
+def _recall(task: Task, report: dict[str, Any]) -> dict[str, float]:
+    """A multiclass report's recall by class name, the classes with rows in its window.
+
+    >>> _recall(Task("multiclass", ("cat", "dog", "eel")), {"recall": [1.0, None, 0.25]})
+    {'cat': 1.0, 'eel': 0.25}
+    """
+    recall = report.get("recall")
+    if task.classes is None or recall is None:
+        return {}
+    return {c: float(r) for c, r in zip(task.classes, recall, strict=True) if r is not None}
+
+
+def _scored(task: Task, values: Sequence[Any]) -> np.ndarray:
+    """Logged scores as the task reads them (:meth:`Task.scores`: ``(n,)``, or ``(n, k)`` for
+    multiclass); ``ValueError`` when they are not, or not all finite (a null score)."""
+    p = task.scores(values)
+    if not np.isfinite(p).all():
+        raise ValueError("scores must be finite numbers")
+    return p

@@ -46,6 +46,7 @@ from tideline.pods.server.errors import (
 )
 from tideline.pods.server.protocols import V1, V2, Answer, no_duplicate_keys, parse_object
 from tideline.spec import OnlineModel, SpecError
+from tideline.tasks import Task
 
 log = logging.getLogger("tideline.server")
 
@@ -288,12 +289,19 @@ class FastPredict:
         await _send(send, 413, orjson.dumps({"error": message}), {"connection": "close"})
 
 
-def _label(task: str, value: Any, path: str) -> float:
+def _label(task: Task, value: Any, path: str) -> float | str:
+    """A label as the streams carry it: a number, or a multiclass model's class name (an
+    index given is written as its name); 422 naming ``path`` when it is not one."""
+    if task.multiclass:
+        try:
+            return task.label(task.target(value))
+        except ValueError as e:
+            raise Unprocessable(f"{path}: {e}") from None
     if isinstance(value, bool):
         return float(value)
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise Unprocessable(f"{path}: must be a finite number (got {value!r})")
-    if task == "binary" and value not in (0, 1):
+    if task.name == "binary" and value not in (0, 1):
         raise Unprocessable(f"{path}: a binary label must be 0 or 1 (got {value!r})")
     return float(value)
 
@@ -367,7 +375,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
             warned[0] = now
             log.warning("%s (%s): answering from stable", e.message, track)
 
-    protocols = {False: V1(settings.max_rows), True: V2()}
+    protocols = {False: V1(settings.max_rows, dp.task), True: V2(dp.task)}
 
     async def predict(
         name: str, raw: bytes, headers: Any, url_path: str, v2: bool, version: str | None = None
@@ -493,7 +501,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 raise Unprocessable(f"{where}: needs id and label")
             if not isinstance(item["id"], str | int) or isinstance(item["id"], bool):
                 raise Unprocessable(f"{where}.id: must be the prediction id (a string)")
-            label = _label(dp.spec.model.task, item["label"], f"{where}.label")
+            label = _label(dp.task, item["label"], f"{where}.label")
             try:
                 pid = prediction_id(item["id"])
             except ValueError as e:
@@ -519,7 +527,7 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
         # version loaded yet, the spec's features read the rows)
         schema = dp.stable.schema if dp.stable is not None else dp.spec_schema
         dp.encode(schema, rows)
-        checked = [_label(dp.spec.model.task, y, f"labels[{i}]") for i, y in enumerate(labels)]
+        checked: list[Any] = [_label(dp.task, y, f"labels[{i}]") for i, y in enumerate(labels)]
         features = [row if isinstance(row, dict) else dict(zip(schema.names, row, strict=False))
                     for row in rows]  # fmt: skip
         # one packed entry per request: learned whole, acknowledged whole
@@ -530,7 +538,10 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
     @app.get("/v1/models/{name}")
     async def v1_status(name: str) -> Response:
         dp.check_model(name)
-        return _json({"name": dp.name, "ready": dp.ready}, 200 if dp.ready else 503)
+        doc: dict[str, Any] = {"name": dp.name, "ready": dp.ready}
+        if dp.classes is not None:  # what a multiclass model's predictions name
+            doc["classes"] = list(dp.classes)
+        return _json(doc, 200 if dp.ready else 503)
 
     @app.get("/v1/models")
     async def v1_models() -> Response:
@@ -573,6 +584,23 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
     def model_metadata() -> dict[str, Any]:
         s = dp.stable
         features = s.schema.describe() if s else [f.to_dict() for f in dp.spec.model.features]
+        parameters = {
+            "task": dp.spec.model.task,
+            "algorithm": dp.spec.model.algorithm,
+            "revision": s.revision if s else dp.routing.stable,
+            "features": orjson.dumps(features).decode(),
+        }
+        outputs = [
+            {"name": "predict", "datatype": "FP64", "shape": [-1]},
+            {"name": "ids", "datatype": "BYTES", "shape": [-1]},
+            {"name": "tracks", "datatype": "BYTES", "shape": [-1]},
+        ]
+        if dp.classes is not None:  # a class name a row, and the classes' probabilities
+            outputs[:1] = [
+                {"name": "predict", "datatype": "BYTES", "shape": [-1]},
+                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(dp.classes)]},
+            ]
+            parameters["classes"] = orjson.dumps(dp.classes).decode()
         return {
             "name": dp.name,
             "versions": [str(s.version)] if s else [],
@@ -585,18 +613,10 @@ def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAP
                 }
                 for f in features
             ],
-            "outputs": [
-                {"name": "predict", "datatype": "FP64", "shape": [-1]},
-                {"name": "ids", "datatype": "BYTES", "shape": [-1]},
-                {"name": "tracks", "datatype": "BYTES", "shape": [-1]},
-            ],
-            # values are strings, numbers or booleans (OIP parameters): the features as JSON
-            "parameters": {
-                "task": dp.spec.model.task,
-                "algorithm": dp.spec.model.algorithm,
-                "revision": s.revision if s else dp.routing.stable,
-                "features": orjson.dumps(features).decode(),
-            },
+            "outputs": outputs,
+            # values are strings, numbers or booleans (OIP parameters): the features (and a
+            # multiclass model's classes) as JSON
+            "parameters": parameters,
         }
 
     @app.get("/v2/models/{name}")

@@ -15,6 +15,13 @@ feature's value when it is an integer (``4.0`` is the category ``"4"``, as
 the JSON ``4`` is); a ``BYTES`` element may carry a numeric feature's value
 as text (``b"12.5"``). Every refusal is a 400 naming the tensor and the
 element (``inputs[1] (country).data[5]``).
+
+An answer's outputs are ``predict`` (FP64 ``[n]``: a row's score), ``ids`` and
+``tracks`` (BYTES ``[n]``). A multiclass model's ``predict`` is BYTES ``[n]``, each
+row's class name (its most probable), and ``probabilities`` is FP64 ``[n, k]``, the
+classes' probabilities in the order of ``spec.model.classes`` (FP32 when the requested
+output's parameters say ``{"datatype": "FP32"}``); as JSON its data is flat, in
+row-major order (tritonclient reshapes it by the output's shape).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import gzip
 import math
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +39,7 @@ import orjson
 from tideline.features import FeatureSchema
 from tideline.pods.server.dataplane import Result
 from tideline.pods.server.errors import BadRequest
+from tideline.tasks import Task
 
 # OIP datatypes and their little-endian layouts (BF16 has no numpy type: refused)
 DTYPES: dict[str, str | None] = {
@@ -40,6 +48,8 @@ DTYPES: dict[str, str | None] = {
     "FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "BYTES": None,
 }  # fmt: skip
 OUTPUTS = ("predict", "ids", "tracks")  # what an answer can hold
+CLASS_OUTPUTS = ("predict", "probabilities", "ids", "tracks")  # a multiclass model's
+PROBABILITY_TYPES = {"FP64": "<f8", "FP32": "<f4"}  # the datatypes of ``probabilities``
 HEADER = "inference-header-content-length"
 
 
@@ -65,6 +75,17 @@ class Request:
     outputs: dict[str, bool] | None  # name -> binary; None: every output, as binary_output says
     binary_output: bool
     ids: list[Any] | None  # the client's prediction ids: an "ids" input or parameters.ids
+    # an output's datatype, when its parameters name one (probabilities: FP64 or FP32)
+    datatypes: dict[str, str] = field(default_factory=dict)
+
+
+def outputs_of(task: Task) -> tuple[str, ...]:
+    """The outputs an answer of a model of ``task`` can hold.
+
+    >>> outputs_of(Task("binary")), outputs_of(Task("multiclass", ("a", "b")))[:2]
+    (('predict', 'ids', 'tracks'), ('predict', 'probabilities'))
+    """
+    return CLASS_OUTPUTS if task.multiclass else OUTPUTS
 
 
 def decompress(raw: bytes, encoding: str | None) -> bytes:
@@ -81,8 +102,9 @@ def decompress(raw: bytes, encoding: str | None) -> bytes:
     raise BadRequest(f"content-encoding {encoding!r} is not supported (gzip, deflate)")
 
 
-def parse(raw: bytes, header_length: str | None) -> Request:
-    """An infer request from its body (JSON, or a JSON header and binary tensor data)."""
+def parse(raw: bytes, header_length: str | None, known: tuple[str, ...] = OUTPUTS) -> Request:
+    """An infer request from its body (JSON, or a JSON header and binary tensor data);
+    ``known``: the outputs it may ask for (:func:`outputs_of`)."""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(raw):
             raise BadRequest(
@@ -125,7 +147,7 @@ def parse(raw: bytes, header_length: str | None) -> Request:
             f"body: {len(binary) - offset} bytes of binary data after the last input's "
             "(binary_data_size must add up)"
         )
-    outputs = _outputs(doc.get("outputs"))
+    outputs, datatypes = _outputs(doc.get("outputs"), known)
     binary_output = params.get("binary_data_output", False)
     if not isinstance(binary_output, bool):
         raise BadRequest("parameters.binary_data_output: must be true or false")
@@ -134,7 +156,7 @@ def parse(raw: bytes, header_length: str | None) -> Request:
     if id_tensor is not None:
         tensors.remove(id_tensor)
         ids = [_text(id_tensor, k, v) for k, v in enumerate(id_tensor.values)]
-    return Request(rid, tensors, outputs, binary_output, ids)
+    return Request(rid, tensors, outputs, binary_output, ids, datatypes)
 
 
 def _tensor(i: int, t: Any, binary: memoryview) -> tuple[Tensor, int]:
@@ -261,24 +283,32 @@ def _bytes_elements(at: str, chunk: bytes) -> list[bytes]:
     return out
 
 
-def _outputs(requested: Any) -> dict[str, bool] | None:
+def _outputs(
+    requested: Any, known: tuple[str, ...]
+) -> tuple[dict[str, bool] | None, dict[str, str]]:
+    """The requested outputs (name -> binary; None: all) and the datatypes they ask for."""
     if requested is None:
-        return None
+        return None, {}
     if not isinstance(requested, list):
         raise BadRequest("outputs: must be a list of {name}")
     out: dict[str, bool] = {}
+    datatypes: dict[str, str] = {}
     for i, o in enumerate(requested):
         name = o.get("name") if isinstance(o, dict) else None
-        if name not in OUTPUTS:
-            raise BadRequest(
-                f"outputs[{i}].name: {name!r} is not an output of this model {OUTPUTS}"
-            )
+        if name not in known:
+            raise BadRequest(f"outputs[{i}].name: {name!r} is not an output of this model {known}")
         params = o.get("parameters") or {}
         binary = params.get("binary_data", False) if isinstance(params, dict) else False
         if not isinstance(binary, bool):
             raise BadRequest(f"outputs[{i}].parameters.binary_data: must be true or false")
         out[name] = binary
-    return out
+        datatype = params.get("datatype") if isinstance(params, dict) else None
+        if name == "probabilities" and datatype is not None:
+            if datatype not in PROBABILITY_TYPES:
+                raise BadRequest(f"outputs[{i}].parameters.datatype: {datatype!r} is not a "
+                                 f"datatype of probabilities ({', '.join(PROBABILITY_TYPES)})")  # fmt: skip
+            datatypes[name] = datatype
+    return out, datatypes
 
 
 def _text(t: Tensor, k: int, v: Any) -> str:
@@ -370,20 +400,28 @@ def _column(t: Tensor, schema: FeatureSchema, j: int, at: Sequence[int]) -> list
 # -- answers ---------------------------------------------------------------------------
 def answer(req: Request, result: Result, model: str) -> tuple[bytes, int | None]:
     """The infer answer's body, and the length of its JSON header when binary data follows."""
-    wanted = req.outputs if req.outputs is not None else dict.fromkeys(OUTPUTS, req.binary_output)
+    multiclass = result.classes is not None
+    wanted = req.outputs
+    if wanted is None:
+        wanted = dict.fromkeys(CLASS_OUTPUTS if multiclass else OUTPUTS, req.binary_output)
     ids = [str(i) for i in result.ids]
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name, binary in wanted.items():
-        if name == "predict":
+        if name == "predict" and not multiclass:
             out: dict[str, Any] = {"name": name, "datatype": "FP64",
                                    "shape": [len(result.predictions)]}  # fmt: skip
             if binary:
                 data = np.asarray(result.predictions, dtype="<f8").tobytes()
             else:  # the bytes the prediction log keeps too
                 out["data"] = orjson.Fragment(result.predictions_json())
+        elif name == "probabilities":
+            out, data = _probabilities(result, req.datatypes.get(name, "FP64"), binary)
         else:
-            values = ids if name == "ids" else list(result.tracks)
+            if name == "predict":  # (multiclass: each row's class)
+                values = result.classes_answered()
+            else:
+                values = ids if name == "ids" else list(result.tracks)
             out = {"name": name, "datatype": "BYTES", "shape": [len(values)]}
             if binary:
                 data = b"".join(len(b).to_bytes(4, "little") + b
@@ -406,3 +444,14 @@ def answer(req: Request, result: Result, model: str) -> tuple[bytes, int | None]
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+def _probabilities(result: Result, datatype: str, binary: bool) -> tuple[dict[str, Any], bytes]:
+    """A multiclass answer's ``probabilities`` output, and its binary data (if binary)."""
+    p = np.asarray(result.predictions)
+    out: dict[str, Any] = {"name": "probabilities", "datatype": datatype, "shape": list(p.shape)}
+    if binary:
+        return out, p.astype(PROBABILITY_TYPES[datatype]).tobytes()
+    # flat, in row-major order; the float32 values the result holds, in their shortest form
+    out["data"] = orjson.Fragment(orjson.dumps(p.ravel(), option=orjson.OPT_SERIALIZE_NUMPY))
+    return out, b""

@@ -14,6 +14,11 @@ V1 bodies::
     {"instances": [[value, ...], ...]}                           rows as arrays, in feature order
     {"inputs": [...]} or {"inputs": {feature: [values]}}         rows, or columns
 
+A V1 answer's ``predictions`` are a number a row; a multiclass model's are a class name
+a row (its most probable), and with ``"probabilities": true`` in the request the answer
+also holds ``probabilities``: for each row, its classes' probabilities in the order of
+``spec.model.classes`` (float32's shortest text, as the prediction log keeps them).
+
 V2 bodies are infer requests, JSON or with binary tensor data (:mod:`tideline.pods.server.oip`).
 """
 
@@ -36,6 +41,7 @@ from tideline.pods.server import oip
 from tideline.pods.server.dataplane import Result
 from tideline.pods.server.errors import BadRequest, RequestError, Unprocessable
 from tideline.pods.server.logwriter import ids_json
+from tideline.tasks import Task
 
 Answer = tuple[int, bytes, dict[str, str]]  # status, body, headers beyond the content type
 
@@ -49,6 +55,7 @@ class Decoded:
     X: np.ndarray | None = None  # the rows, encoded for the stable schema (the typed V1 path)
     logged: bytes | None = None  # the body, when the log may keep it as it came
     infer: oip.Request | None = None  # a V2 request (what its answer holds)
+    probabilities: bool = False  # V1: a multiclass answer's probabilities asked for
 
 
 # ----------------------------------------------------------------------------- JSON helpers
@@ -129,8 +136,9 @@ class V1(Protocol):
     route = "v1/predict"
     path = "instances"
 
-    def __init__(self, max_rows: int) -> None:
+    def __init__(self, max_rows: int, task: Task | None = None) -> None:
         self.max_rows = max_rows
+        self.task = task or Task("binary")
         self._decoders: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
 
     def decode(
@@ -139,8 +147,8 @@ class V1(Protocol):
         no_duplicate_keys(raw, _V1_KEYS)
         fast = self.typed(raw, schema) if stable else None
         if fast is not None:
-            X, ids, rows = fast
-            req = Decoded(rows, ids, X, raw)
+            X, ids, rows, probabilities = fast
+            req = Decoded(rows, ids, X, raw, probabilities=probabilities)
         else:
             doc = parse_object(raw)
             rows = doc.get("instances")
@@ -151,6 +159,10 @@ class V1(Protocol):
             if rows is None:
                 raise BadRequest('instances: required (KServe V1: {"instances": [...]})')
             req = Decoded(rows, doc.get("ids"), logged=logged)
+            if self.task.multiclass:  # (other tasks' answers are probabilities already)
+                req.probabilities = doc.get("probabilities", False)
+                if not isinstance(req.probabilities, bool):
+                    raise BadRequest("probabilities: must be true or false")
         if req.ids is not None:  # (rare: no cost else)
             no_duplicate_keys(raw, (b'"ids"',))
             req.ids = _client_ids(req.ids)
@@ -158,15 +170,16 @@ class V1(Protocol):
 
     def typed(
         self, raw: bytes, schema: FeatureSchema
-    ) -> tuple[np.ndarray, list[Any] | None, list[list[Any]] | None] | None:
+    ) -> tuple[np.ndarray, list[Any] | None, list[list[Any]] | None, bool] | None:
         """The usual V1 body, decoded straight into the schema's matrix (the fast path).
 
         ``{"instances": [{feature: value, ...}, ...], "ids": [...]}`` with every
         feature present and typed as the schema says, or the rows as arrays of
         every value in schema order: one msgspec decode into typed structs,
         then one pass into the matrix, with no dict per row. Returns (matrix,
-        ids, rows): rows are None for feature dicts (the log keeps the body as
-        it came) and lists for arrays (the log names their values). Returns
+        ids, rows, probabilities): rows are None for feature dicts (the log keeps
+        the body as it came) and lists for arrays (the log names their values);
+        probabilities, the body's ``"probabilities"`` (false if absent). Returns
         None for anything else (missing or null values, unknown names, wrong
         types, short arrays, a bad body): the general path then reads it, and
         counts, defaults or names the offending field.
@@ -180,6 +193,7 @@ class V1(Protocol):
                         [
                             ("instances", list[schema.row_type(arrays)]),  # type: ignore[misc]
                             ("ids", list[str | int] | None, None),
+                            ("probabilities", bool, False),
                         ],
                     )
                 )
@@ -196,12 +210,14 @@ class V1(Protocol):
             if not rows or len(rows) > self.max_rows:
                 return None
             if not arrays:
-                return schema.encode_typed(rows), doc.ids, None
+                return schema.encode_typed(rows), doc.ids, None, doc.probabilities
             listed = [list(astuple(r)) for r in rows]  # taken out once: the matrix and the log
-            return schema.encode_typed(listed), doc.ids, listed
+            return schema.encode_typed(listed), doc.ids, listed, doc.probabilities
         return None
 
     def answer(self, req: Decoded, result: Result, model: str) -> Answer:
+        if result.classes is not None:
+            return self._classes(req, result)
         body = orjson.dumps(
             {
                 "predictions": orjson.Fragment(result.predictions_json()),
@@ -213,6 +229,15 @@ class V1(Protocol):
             }
         )
         return 200, body, {}
+
+    def _classes(self, req: Decoded, result: Result) -> Answer:
+        """A multiclass model's answer: the classes, and their probabilities if asked for."""
+        doc: dict[str, Any] = {"predictions": result.classes_answered()}
+        if req.probabilities:  # (the bytes the prediction log keeps)
+            doc["probabilities"] = orjson.Fragment(result.predictions_json())
+        doc.update(ids=ids_json(result.ids), model_version=result.version,
+                   revision=result.revision, tracks=result.tracks, fallback=result.fallback)  # fmt: skip
+        return 200, orjson.dumps(doc), {}
 
 
 def _inputs(inputs: Any) -> list[Any]:
@@ -234,13 +259,16 @@ class V2(Protocol):
     route = "v2/infer"
     path = "inputs"
 
+    def __init__(self, task: Task | None = None) -> None:
+        self.outputs = oip.outputs_of(task or Task("binary"))  # what an answer can hold
+
     def decode(
         self, raw: bytes, headers: Mapping[str, str], schema: FeatureSchema, stable: bool
     ) -> Decoded:
         body = oip.decompress(raw, headers.get("content-encoding"))
         if oip.HEADER not in headers:
             no_duplicate_keys(body, _V2_KEYS)
-        infer = oip.parse(body, headers.get(oip.HEADER))
+        infer = oip.parse(body, headers.get(oip.HEADER), self.outputs)
         return Decoded(oip.rows(infer, schema), _client_ids(infer.ids), infer=infer)
 
     def answer(self, req: Decoded, result: Result, model: str) -> Answer:

@@ -27,7 +27,9 @@ request is one line a minute, not a line a request).
 :func:`probe` is the check a version of a team's model passes before it serves: it
 predicts a few rows (the feature defaults, and rows of the revision's drift reference
 when there is one) and names what went wrong - it raised, its scores are not servable
-(wrong shape, not finite, a probability outside [0, 1]), or it did not answer in time.
+(:func:`servable`: not the task's shape, ``(n,)`` or a multiclass model's ``(n, k)``, not
+finite, a probability outside [0, 1]), or it did not answer in time. (On the request
+path the adapter, :class:`~tideline.algorithms.external.External`, checks every answer.)
 
 Examples
 --------
@@ -38,6 +40,10 @@ Examples
 True
 >>> probe_rows(sgd.schema).tolist()
 [[3.0]]
+>>> servable(Task("multiclass", ("a", "b", "c")), [[0.2, 0.8]], 1)
+Traceback (most recent call last):
+...
+tideline.algorithms.external.BadScores: scores of shape (1, 2) for 1 rows (a multiclass model of 3 classes gives (1, 3))
 """
 
 from __future__ import annotations
@@ -55,8 +61,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tideline.algorithms import Learner
-from tideline.algorithms.external import External, last_line
+from tideline.algorithms.external import BadScores, External, last_line
 from tideline.features import FeatureSchema
+from tideline.tasks import Task
 
 if TYPE_CHECKING:  # (versions imports this module to probe what it loads)
     from tideline.pods.server.versions import Loaded
@@ -264,6 +271,26 @@ class FailureLog:
 
 
 # -- before a version serves -----------------------------------------------------------
+def servable(task: Task, scores: Any, n: int) -> np.ndarray:
+    """``scores`` a model gave for ``n`` rows, as an array; :class:`BadScores` saying why they
+    cannot be served: not numbers, not the task's shape (``(n,)``; multiclass ``(n, k)``),
+    not finite, or a probability outside [0, 1] (binary, multiclass)."""
+    try:
+        p = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise BadScores(f"scores that are not numbers ({e})") from None
+    want = task.rows(n)
+    if p.shape != want:
+        kind = f"multiclass model of {task.n_classes} classes" if task.multiclass else (
+            f"{task.name} model")  # fmt: skip
+        raise BadScores(f"scores of shape {p.shape} for {n} rows (a {kind} gives {want})")
+    if not np.isfinite(p).all():
+        raise BadScores("a score that is not finite")
+    if task.classifies and ((p < 0.0) | (p > 1.0)).any():
+        raise BadScores("a probability outside [0, 1]")
+    return p
+
+
 def probe_rows(schema: FeatureSchema, reference: Any = None, n: int = PROBE_ROWS) -> np.ndarray:
     """Rows to probe a model with: the features' defaults, then up to ``n`` of the last rows
     of a drift ``reference`` (:class:`tideline.pods.store.Reference`: its numeric columns;
@@ -294,11 +321,12 @@ def probe(learner: Learner, X: np.ndarray | None = None, *,
     if not is_team_model(learner):
         return None
     rows = probe_rows(learner.schema) if X is None else X
+    task = Task(learner.task, learner.classes)
     out: list[str | None] = []
 
     def run() -> None:
         try:
-            learner.predict_many(rows)
+            servable(task, learner.predict_many(rows), len(rows))
             out.append(None)
         except BaseException as e:  # whatever a team's code raises refuses the version
             out.append(error_line(e))
