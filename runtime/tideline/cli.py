@@ -272,8 +272,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                         canary_at=canary_at, poison_at=poison_at, poison_for=poison_for,
                         report=Path(args.report) if args.report else None,
                         stop=_stop_on_signals(), source=args.source,
-                        # a team's package beside its manifest (examples/custom/fraud_team)
-                        import_path=[Path(args.file).resolve().parent])  # fmt: skip
+                        # a team's package beside its manifest (examples/custom/fraud_team),
+                        # or where --path says (examples/river for river-multiclass.yaml)
+                        import_path=[Path(args.file).resolve().parent,
+                                     *(Path(d).resolve() for d in args.path)])  # fmt: skip
     return 0 if summary["samples_learned"] > 0 else 1
 
 
@@ -429,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--source", choices=("redis", "kafka"), default="redis",
                     help="where the labels go: the model's Redis streams, or the topics of a "
                          "Kafka broker started for the run (its jars: make kafka-bin)")  # fmt: skip
+    rp.add_argument("--path", action="append", default=[], metavar="DIR",
+                    help="a folder a team's own model is imported from, besides the "
+                         "manifest's (repeatable)")  # fmt: skip
     rp.set_defaults(func=cmd_run)
     return p
 

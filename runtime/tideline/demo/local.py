@@ -103,13 +103,15 @@ class Simulator:
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         features = [f.to_dict() for f in model.spec.model.features]
         self.binary = model.spec.model.task == "binary"
+        self.classes = model.spec.model.classes  # (multiclass: labels go out as class names)
         self.poison = poison  # (from, until) in seconds of the run
         self.poisoned = 0  # flipped labels sent
         self.hits: dict[int, list[int]] = {}  # second -> [right, answered]
         drift_sample = int(drift_at * rate) if drift_at is not None else None
         self.stream = SyntheticStream(
-            features, model.spec.model.task, seed=seed, drift_at=drift_sample, same_difficulty=True
-        )
+            features, model.spec.model.task, seed=seed, drift_at=drift_sample,
+            same_difficulty=True, classes=len(self.classes or ()),
+        )  # fmt: skip
         self.rng = np.random.default_rng(seed)
         self.rate = rate
         self.name = model.name
@@ -159,15 +161,13 @@ class Simulator:
                 self._failed("predict", status)
                 continue
             self.predictions += len(rows)
-            if self.binary and isinstance(out.get("predictions"), list):
-                right = int(
-                    np.sum((np.asarray(out["predictions"], dtype=float) >= 0.5) == (y >= 0.5))
-                )
+            labels = self._labels(y)
+            if isinstance(out.get("predictions"), list) and (self.binary or self.classes):
                 tally = self.hits.setdefault(int(elapsed), [0, 0])
-                tally[0] += right
+                tally[0] += self._right(out["predictions"], y, labels)
                 tally[1] += len(rows)
             if self.poison is not None and self.poison[0] <= elapsed < self.poison[1]:
-                flipped = (1.0 - y).tolist() if self.binary else (-y).tolist()
+                flipped = self._flipped(y)
                 status, _ = self._post(port, f"/v1/models/{self.name}:learn",
                                        {"instances": rows + rows, "labels": flipped + flipped},
                                        self.auth)  # fmt: skip
@@ -175,7 +175,7 @@ class Simulator:
             tracks = out.get("tracks") or ["stable"] * len(rows)
             for track in tracks if isinstance(tracks, list) else [tracks] * len(rows):
                 self.tracks[track] = self.tracks.get(track, 0) + 1
-            for pid, label in zip(out["ids"], y.tolist(), strict=True):
+            for pid, label in zip(out["ids"], labels, strict=True):
                 delay = float(self.rng.uniform(0.3, 2.5))  # late, and out of order
                 heapq.heappush(self.due, (now + delay, self._n, {"id": pid, "label": label}))
                 self._n += 1
@@ -190,6 +190,25 @@ class Simulator:
                 self.labels_sent += len(ready)
             else:
                 self._failed("feedback", status)
+
+    def _labels(self, y: np.ndarray) -> list[Any]:
+        """Labels as a client sends them: numbers, or a multiclass model's class names."""
+        if self.classes is None:
+            return y.tolist()
+        return [self.classes[int(i)] for i in y.tolist()]
+
+    def _right(self, predictions: list[Any], y: np.ndarray, labels: list[Any]) -> int:
+        """How many answers were right: a probability on the label's side of 0.5 (binary), the
+        label's class (multiclass)."""
+        if self.classes is not None:
+            return sum(p == want for p, want in zip(predictions, labels, strict=False))
+        return int(np.sum((np.asarray(predictions, dtype=float) >= 0.5) == (y >= 0.5)))
+
+    def _flipped(self, y: np.ndarray) -> list[Any]:
+        """Poisoned labels: each one wrong (the next class, the other class, the sign)."""
+        if self.classes is not None:
+            return self._labels((y + 1.0) % len(self.classes))
+        return (1.0 - y).tolist() if self.binary else (-y).tolist()
 
     def _failed(self, route: str, status: int) -> None:
         self.errors += 1

@@ -10,6 +10,10 @@ with ``same_difficulty`` the old one's effects shuffled and their signs
 flipped at random, so the new world is as learnable as the old (a recovery
 can then be measured against the accuracy before the drift).
 
+A ``multiclass`` stream has one such concept per class (``classes``: how
+many); a row's label is the class whose score, plus Gumbel noise, is
+highest (a softmax draw), its index as a float.
+
 Examples
 --------
 >>> s = SyntheticStream([{"name": "a", "type": "numeric"},
@@ -17,6 +21,9 @@ Examples
 >>> rows, y = s.take(4)
 >>> sorted(rows[0]), set(y.tolist()) <= {0.0, 1.0}
 (['a', 'c'], True)
+>>> s = SyntheticStream([{"name": "a"}, {"name": "b"}], "multiclass", classes=3, seed=3)
+>>> sorted(set(s.take(300)[1].tolist()))
+[0.0, 1.0, 2.0]
 """
 
 from __future__ import annotations
@@ -39,7 +46,11 @@ class SyntheticStream:
         drift_at: int | None = None,
         noise: float = 0.1,
         same_difficulty: bool = False,
+        classes: int = 0,
     ) -> None:
+        if (task == "multiclass") != (classes >= 2):
+            raise ValueError(f"classes: 2 or more with task multiclass, 0 with {task}")
+        self.classes = classes
         self.same_difficulty = same_difficulty
         self.features = [dict(f) for f in features]
         self.task = task
@@ -55,7 +66,12 @@ class SyntheticStream:
         self.scale = np.maximum(np.abs(self.centre) * 0.5, 1.0)
         p = 1.0 / np.arange(1, _CATEGORIES + 1)
         self.cat_p = p / p.sum()
-        self.concept = self._concept()
+        self.concepts = [self._concept() for _ in range(max(classes, 1))]
+
+    @property
+    def concept(self) -> dict[str, Any]:
+        """The concept of a binary or regression stream (a multiclass one has one a class)."""
+        return self.concepts[0]
 
     def _concept(self) -> dict[str, Any]:
         r = self.rng
@@ -66,9 +82,9 @@ class SyntheticStream:
             "pair": r.normal(0, 1.0),
         }
 
-    def _shuffled(self) -> dict[str, Any]:
+    def _shuffled(self, c: dict[str, Any]) -> dict[str, Any]:
         """The same effects, moved to other features and categories, signs flipped at random."""
-        r, c = self.rng, self.concept
+        r = self.rng
         w = r.permutation(c["w"]) * r.choice([-1.0, 1.0], size=len(c["w"]))
         cat = np.array([r.permutation(row) for row in c["cat"]]).reshape(c["cat"].shape)
         return {"w": w, "cat": -cat, "bias": -c["bias"], "pair": -c["pair"]}
@@ -99,17 +115,25 @@ class SyntheticStream:
             y[start:end] = self._label(Z[start:end], C[start:end])
             self.seen += end - start
             if self.drift_at is not None and self.seen == self.drift_at:
-                self.concept = self._shuffled() if self.same_difficulty else self._concept()
+                self.concepts = [self._shuffled(c) if self.same_difficulty else self._concept()
+                                 for c in self.concepts]  # fmt: skip
             start = end
         return X, C, y
 
-    def _label(self, Z: np.ndarray, C: np.ndarray) -> np.ndarray:
-        c = self.concept
+    def _score(self, c: dict[str, Any], Z: np.ndarray, C: np.ndarray) -> np.ndarray:
         score = Z @ c["w"] + c["bias"]
         for j in range(C.shape[1]):
             score += c["cat"][j, C[:, j]]
         if Z.shape[1] >= 2:
             score += c["pair"] * Z[:, 0] * Z[:, 1]
+        return score
+
+    def _label(self, Z: np.ndarray, C: np.ndarray) -> np.ndarray:
+        if self.classes:  # a softmax draw over the classes' scores (sharpened as binary's is)
+            scores = np.stack([3.0 * self._score(c, Z, C) for c in self.concepts], axis=1)
+            scores += self.rng.gumbel(size=scores.shape)
+            return scores.argmax(axis=1).astype(float)
+        score = self._score(self.concept, Z, C)
         score += self.rng.normal(0, self.noise, size=len(score))
         if self.task == "binary":
             return (self.rng.random(len(score)) < 1.0 / (1.0 + np.exp(-3.0 * score))).astype(float)
