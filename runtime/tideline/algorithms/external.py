@@ -215,11 +215,7 @@ class RiverLearner(External):
     params: ExternalParams
 
     def _make(self, info: ModelInfo) -> Any:
-        try:
-            from tideline.algorithms.river import RiverModel
-        except ImportError as e:  # river is an extra: tideline[river] in the team's image
-            raise ModelLoadError("ImportFailed", f"{last_line(e)} (install tideline[river] "
-                                 "in the model's image)") from e  # fmt: skip
+        river_model = _extra("river").RiverModel
         make = load_object(self.params.ref)
         try:
             if hasattr(make, "clone") and not isinstance(make, type):  # an estimator itself
@@ -228,7 +224,7 @@ class RiverLearner(External):
                 estimator = make.clone()
             else:
                 estimator = make(**self.params.params)
-            return RiverModel(info, estimator)
+            return river_model(info, estimator)
         except Exception as e:
             raise ModelLoadError("BadParams", last_line(e)) from e
 
@@ -242,12 +238,19 @@ class VWLearner(External):
     params: VWParams
 
     def _make(self, info: ModelInfo) -> Any:
+        vw_model = _extra("vw").VWModel
         try:
-            from tideline.algorithms.vw import VWModel
-        except ImportError as e:  # vowpalwabbit is an extra: tideline[vw] in the team's image
-            raise ModelLoadError("ImportFailed", f"{last_line(e)} (install tideline[vw] "
-                                 "in the model's image)") from e  # fmt: skip
-        try:
-            return VWModel(info, self.params.args)
+            return vw_model(info, self.params.args)
         except Exception as e:  # VW's own error (its last line), or arguments it cannot serve
             raise ModelLoadError("BadParams", last_line(e)) from e
+
+
+def _extra(name: str) -> Any:
+    """``tideline.algorithms.<name>``, whose library is the extra ``tideline[<name>]`` (not in
+    the runtime image: a team's image built ``FROM`` it adds it); ImportFailed naming the
+    extra when the model's image has not."""
+    try:
+        return importlib.import_module(f"tideline.algorithms.{name}")
+    except ImportError as e:
+        raise ModelLoadError("ImportFailed", f"{last_line(e)} (install tideline[{name}] in "
+                             "the model's image)") from e  # fmt: skip
