@@ -36,8 +36,10 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, "a-signing-key-for-the-tests-0123456789")
 
 
-def _learner(model: dict | None = None, holdout: int = 200) -> LearnerProcess:
-    doc = manifest(learning={"publishEvery": 10**9, "maxBatchDelay": "20ms",
+def _learner(
+    model: dict | None = None, holdout: int = 200, publish_every: int = 10**9
+) -> LearnerProcess:
+    doc = manifest(learning={"publishEvery": publish_every, "maxBatchDelay": "20ms",
                              "gate": {"holdout": holdout}})  # fmt: skip
     doc["spec"]["model"] = {"task": "multiclass", "classes": CLASSES, "features": FEATURES,
                             **(model or {"algorithm": "sgd"})}  # fmt: skip
@@ -60,7 +62,7 @@ def _entries(datas: list[bytes]) -> list[tuple[bytes, dict[bytes, bytes]]]:
 def test_samples_with_class_names_are_learned_and_scored_a_probability_per_class(
     packed: bool,
 ) -> None:
-    p = _learner()
+    p = _learner(publish_every=1200)  # (the gate's holdout: the 200 rows before a version)
     rows, labels = _rows(1200)
     labels[7] = "fox"
     if packed:
@@ -76,7 +78,9 @@ def test_samples_with_class_names_are_learned_and_scored_a_probability_per_class
     report = p.quality.report()
     assert report["count"] == 1000 and report["accuracy"] > 0.9 and len(report["recall"]) == 3
     # the gate's holdout: a loss per row for the live learner and for the served version
-    assert p.gate_live.shape == p.gate_served.shape == (200,)
+    # (the rows the holdout holds when the version due at 1,200 updates is judged: 1,199
+    # were learned, the one refused is no update)
+    assert p.gate_live.shape == p.gate_served.shape == (199,)
     assert p.gate_live.mean() < p.gate_served.mean()  # (served learned nothing)
     ok, info = p.gate()
     assert ok and info["served_loss"] == pytest.approx(np.log(3))
@@ -114,3 +118,36 @@ def test_a_row_a_team_s_multiclass_model_cannot_learn_is_dead_lettered_with_its_
     assert dead["reason"] == "poison: ValueError: unlucky row"
     assert orjson.loads(dead["fields"])["label"] == "'dog'"
     assert p.quality.report()["count"] == 300  # (scored before it was learned, every row)
+
+
+class Counting:
+    """A served version that counts the rows it is asked to score."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.rows = model, 0
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        self.rows += len(X)
+        return self.model.predict_many(X)
+
+
+@pytest.mark.parametrize(("publish_every", "holdout", "scored"),
+                         [(1000, 300, 200), (400, 300, 300 + 300), (300, 500, 900)])  # fmt: skip
+def test_the_served_version_scores_only_the_rows_the_gate_will_read(
+    publish_every: int, holdout: int, scored: int
+) -> None:
+    """The gate reads the last ``holdout`` rows before each version due every
+    ``publishEvery`` updates; the served version scores those alone (900 rows learned in
+    blocks that stop where a version is due)."""
+    p = _learner(holdout=holdout, publish_every=publish_every)
+    rows, labels = _rows(900)
+    p._on_samples(_entries([pack(rows[i : i + 50], labels[i : i + 50]) for i in range(0, 900, 50)]))
+    p.served = served = Counting(p.learner.copy())
+
+    def judged(*args: Any, **kwargs: Any) -> None:  # (the gate judged the version due)
+        p.counters["since_publish"] = 0
+
+    p._checkpoint = judged  # type: ignore[method-assign]
+    p._learn_pending(force=True)
+    assert served.rows == scored
+    assert len(p.gate_live) == len(p.gate_served) == min(holdout, scored)
