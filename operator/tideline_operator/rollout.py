@@ -1218,6 +1218,13 @@ def _recovered(spec: Spec, st: RolloutStatus, health: Health | None, now: float)
       every turn for ``RECOVER_HOLD`` analysis intervals (a turn where it does
       not starts the hold again, ``lastRollback.recovering`` keeps its start):
       a poisoning that goes on shows in a newer version within it.
+    * Each version is judged only on labels it has not learned - those that
+      came after the newest it learned (the monitor scores out of sample) - so
+      a version just published has few. A turn whose ``latest`` has fewer than
+      ``minSamples`` of them, or whose summary does not show the newest version
+      yet, gives no verdict: it neither breaks the hold nor ends it (a learner
+      publishing every few seconds would otherwise start the hold again with
+      every version, and never be served again).
 
     A summary that gives neither ``since_pin`` nor ``pin`` (a monitor older than
     them, during an upgrade) is judged by the rule it was written for: one
@@ -1239,8 +1246,11 @@ def _recovered(spec: Spec, st: RolloutStatus, health: Health | None, now: float)
             and vs.samples >= spec.rollout.analysis.minSamples
             and not vs.worse(0.0)
         )
-    if not _recovery_holds(spec, st, health, now, latest):
+    verdict = _recovery_holds(spec, st, health, now, latest)
+    if verdict is False:
         rb.recovering = None
+        return False
+    if verdict is None:  # (too few labels to judge the newest version yet)
         return False
     if rb.recovering is None:
         rb.recovering = now
@@ -1249,19 +1259,23 @@ def _recovered(spec: Spec, st: RolloutStatus, health: Health | None, now: float)
 
 def _recovery_holds(
     spec: Spec, st: RolloutStatus, health: Health | None, now: float, latest: int
-) -> bool:
-    """This turn's evidence for :func:`_recovered` (all but the hold)."""
+) -> bool | None:
+    """This turn's evidence for :func:`_recovered` (all but the hold): True, False, or None
+    when there is none for the newest version yet (the summary does not show it, or it has
+    fewer than ``minSamples`` labels it has not learned)."""
     q = evidence(spec, health, now)
     c = q.get("latest") if q is not None else None
-    if q is None or c is None or c.version != latest:
+    if q is None or c is None:
         return False
+    if c.version != latest:
+        return None
     n = spec.rollout.analysis.minSamples
     margin = spec.guardrails.maxAccuracyDrop
     pin = q.pin
-    if pin is None or pin.version != st.servedVersion or pin.samples < n:
+    if pin is None or pin.version != st.servedVersion:
         return False
-    if pin.error_before is None or pin.error_since is None:
-        return False
+    if pin.samples < n or pin.error_before is None or pin.error_since is None:
+        return None if pin.samples < n else False
     allowed = (  # (a classifier's error is 1 - accuracy: points, as its margin)
         pin.error_before * (1 + margin)
         if spec.model.task == "regression"
@@ -1270,7 +1284,11 @@ def _recovery_holds(
     if pin.error_since > allowed:
         return False  # the labels disagree with the pinned version more than before
     vs = c.since_pin
-    return vs is not None and vs.samples >= n and vs.lower > -margin and not vs.worse(0.0)
+    if vs is None:
+        return False
+    if vs.worse(0.0) or vs.lower <= -margin and vs.samples >= n:
+        return False  # surely worse, or not shown within the margin on enough labels
+    return None if vs.samples < n else True
 
 
 def _rollback(

@@ -323,7 +323,18 @@ class CommonWindow:
     def relative(self, pair: Paired) -> tuple[float, float, float]:
         """(difference, lower, upper) in the task's decision units (see :class:`Paired`):
         accuracy points for a classifier, the relative reduction of the squared error for
-        regression."""
+        regression.
+
+        On no samples - a version published a moment ago has learned every label there is -
+        it is no evidence either way, written as ``(0, -1, 1)``: finite (the interval is
+        infinite, and the health summary is JSON, where an infinity is no number), and
+        neither better nor worse by any margin.
+
+        >>> CommonWindow("regression", size=10).relative(Paired())
+        (0.0, -1.0, 1.0)
+        """
+        if not pair.n:
+            return 0.0, -1.0, 1.0
         lo, hi = pair.interval()
         if self.task.classifies:
             return pair.mean, lo, hi

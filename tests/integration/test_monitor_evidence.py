@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, monitor_for
 from tideline import health as health_summary
+from tideline import predlog
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys, Pointers
 from tideline.demo.simulate import SyntheticStream
+from tideline.model import OnlineLearner
 from tideline.pods.monitor import Monitor
 from tideline.pods.store import ModelStore
 from tideline.spec import parse
+from tideline_operator import rollout
+from tideline_operator.rollout import RolloutStatus
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +117,182 @@ def test_while_pinned_latest_is_compared_on_the_labels_since_the_pin_alone(r) ->
     store.set_pointer(model.revision, "served", 3, pin=False)
     q = _quality(mon)
     assert q.get("pin") is None and "sincePin" not in q["candidates"]["latest"]
+
+
+# -- out of sample: a memorising model is judged on the labels it has not learned ---------------
+
+
+class Memorizer(OnlineLearner):
+    """A team's own class that memorises: a lookup table of the rows it has seen, perfect on
+    them, 0.5 elsewhere (class 1: right as often as the labels are 1)."""
+
+    def __init__(self, info: Any) -> None:
+        self.table: dict[str, float] = {}
+
+    def learn(self, X: np.ndarray, y: np.ndarray) -> None:
+        for row, label in zip(X.tolist(), y.tolist(), strict=True):
+            self.table[json.dumps(row)] = label
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.array([self.table.get(json.dumps(row), 0.5) for row in X.tolist()])
+
+    def save(self) -> bytes:
+        return json.dumps(self.table).encode()
+
+    def load(self, state: bytes) -> None:
+        self.table = json.loads(state)
+
+
+_MEMORIZER = "tests.integration.test_monitor_evidence:Memorizer"
+
+
+def _memorized(rows, y):
+    """A Memorizer that learned ``rows`` (the features of :func:`_model`'s)."""
+    m = make_learner({"task": "binary", "algorithm": "custom", "features": FRAUD_FEATURES,
+                      "custom": {"class": _MEMORIZER}})  # fmt: skip
+    m.learn_many(m.schema.encode(rows), y)
+    return m
+
+
+def _labelled(r, mon: Monitor, model, store, version, rows, y, prefix) -> list[float]:
+    """:func:`_answered`, read by the monitor; when each label arrived (its feedback entry's
+    time: the clock ``learnedUntil`` is on)."""
+    k = Keys(model.namespace, model.name)
+    before = r.xlen(k.feedback)
+    _answered(r, model, store, version, rows, y, prefix)
+    total = mon.evidence.total + len(rows)
+    for _ in range(20):
+        if mon.evidence.total >= total:
+            break
+        mon.step(block_ms=50)
+    assert mon.evidence.total == total, "the monitor read every label"
+    return [predlog.entry_seconds(e) for e, _ in r.xrange(k.feedback)][before:]
+
+
+def _streams_now(r) -> float:
+    """Redis's clock, the one its stream entry ids are on."""
+    s, us = r.time()
+    return s + us / 1e6
+
+
+def _summary(mon: Monitor) -> health_summary.Health:
+    """The summary the monitor writes, as the operator reads it back from Redis (a comparison
+    on no samples, right after a version is published, must decode too)."""
+    mon.write()
+    s = health_summary.decode(mon.r.get(mon.keys.health))
+    assert s is not None and s.quality is not None
+    return s
+
+
+_WITH_OR_WITHOUT = pytest.mark.parametrize(
+    "learned_until",
+    [True, False],
+    ids=[
+        "a memorising version stored with learnedUntil is scored on the labels after it alone",
+        "the same version stored without it is scored on the labels it learned (the control)",
+    ],
+)
+
+
+@_WITH_OR_WITHOUT
+def test_a_memorising_version_is_not_proven_on_the_labels_it_learned(
+    r, monkeypatch, learned_until
+) -> None:
+    monkeypatch.setenv("TIDELINE_SIGNING_KEY", "k" * 32)  # (a custom class's versions are signed)
+    model = _model()
+    stream = SyntheticStream(FRAUD_FEATURES, "binary", seed=3)
+    store = ModelStore(r, model.namespace, model.name)
+    rows, y = stream.take(3000)
+    # v1, honest, learned labels that came before the window's (none of them in it)
+    store.publish(model.revision, 1, _trained(model, rows, y), {"learnedUntil": _streams_now(r)})
+    store.set_pointer(model.revision, "lastGood", 1)
+    mon = monitor_for(model, r)
+    mon.start()
+    a_rows, a_y = stream.take(1500)
+    came = _labelled(r, mon, model, store, 1, a_rows, a_y, "a")
+    # the memorising learner publishes v2: it learned every label in the window
+    meta = {"learnedUntil": max(came)} if learned_until else {}
+    store.publish(model.revision, 2, _memorized(a_rows, a_y), meta)
+    s = _summary(mon)
+    served, good = s.quality.get("served"), s.quality.get("lastGood")
+    assert served is not None and good is not None and good.vs_served is not None
+    assert (served.version, good.version) == (2, 1)
+    if learned_until:  # nothing it has not learned yet: no evidence either way
+        assert served.samples == 0 and served.accuracy is None
+        assert good.vs_served.samples == 0
+    else:  # perfect on its own training data, surely better than the honest version
+        assert (served.samples, served.accuracy) == (1500, 1.0)
+        assert good.vs_served.samples == 1500 and good.vs_served.worse(0.0)
+    # v2 answers new requests; their labels come after everything it learned
+    b_rows, b_y = stream.take(250)
+    later = _labelled(r, mon, model, store, 2, b_rows, b_y, "b")
+    assert min(later) > max(came)
+    s = _summary(mon)
+    served, recent, good = (s.quality.get(role) for role in ("served", "recent", "lastGood"))
+    assert served is not None and recent is not None and good is not None
+    assert (recent.version, recent.served_labelled) == (2, 250)
+    vs, back = recent.versus["lastGood"], good.vs_served
+    assert vs is not None and back is not None
+    status = RolloutStatus(stableRevision=model.revision, servedVersion=2, lastGoodVersion=1)
+    proven = rollout.proven(model.spec, status, s, s.ts)
+    if learned_until:  # judged on the 250 new labels: a coin flip, surely worse than v1
+        assert served.samples == vs.samples == back.samples == 250
+        assert served.accuracy is not None and served.accuracy < 0.6
+        assert good.accuracy is not None and good.accuracy > 0.85
+        assert vs.worse(0.0) and back.better(0.0)
+        assert proven is None
+    else:  # its training data outweighs the new labels: proven, though it learned nothing
+        assert served.samples == vs.samples == 1750
+        assert served.accuracy is not None and served.accuracy > 0.9
+        assert not vs.worse(0.0)
+        assert proven == 2
+
+
+@_WITH_OR_WITHOUT
+def test_a_memorising_canary_does_not_win_on_the_labels_it_learned(
+    r, monkeypatch, learned_until
+) -> None:
+    monkeypatch.setenv("TIDELINE_SIGNING_KEY", "k" * 32)  # (a custom class's versions are signed)
+    model = _model()
+    k = Keys(model.namespace, model.name)
+    stream = SyntheticStream(FRAUD_FEATURES, "binary", seed=3)
+    store = ModelStore(r, model.namespace, model.name)
+    rows, y = stream.take(3000)
+    store.publish(model.revision, 1, _trained(model, rows, y), {"learnedUntil": _streams_now(r)})
+    mon = monitor_for(model, r)
+    mon.start()
+    a_rows, a_y = stream.take(1400)
+    came = _labelled(r, mon, model, store, 1, a_rows, a_y, "a")
+    # a canary revision whose class memorises: its served version learned the window's labels
+    meta = {"learnedUntil": max(came)} if learned_until else {}
+    store.publish("memo", 1, _memorized(a_rows, a_y), meta)
+    r.hset(k.routing, mapping={"stable": model.revision, "canary": "memo"})
+    s = _summary(mon)
+    canary = s.quality.get("canary")
+    assert canary is not None and canary.vs_served is not None
+    assert (canary.revision, canary.version) == ("memo", 1)
+    outcome = rollout.analyze(model.spec, s, s.ts).outcome
+    if learned_until:  # no label it has not learned: the analysis waits
+        assert canary.samples == canary.vs_served.samples == 0
+        assert outcome == "inconclusive"
+    else:  # perfect on what it learned: surely better than stable, the canary holds
+        assert (canary.samples, canary.accuracy) == (1400, 1.0)
+        assert canary.vs_served.better(0.0) and outcome == "pass"
+    # stable answers new requests; their labels come after everything the canary learned
+    b_rows, b_y = stream.take(300)
+    later = _labelled(r, mon, model, store, 1, b_rows, b_y, "b")
+    assert min(later) > max(came)
+    s = _summary(mon)
+    canary, served = s.quality.get("canary"), s.quality.get("served")
+    assert canary is not None and canary.vs_served is not None and served is not None
+    vs = canary.vs_served
+    result = rollout.analyze(model.spec, s, s.ts)
+    if learned_until:  # judged on the 300 new labels: surely worse than stable, it fails
+        assert canary.samples == vs.samples == 300
+        assert canary.accuracy is not None and canary.accuracy < 0.6
+        assert served.accuracy is not None and served.accuracy > 0.85
+        assert vs.worse(model.spec.rollout.analysis.maxAccuracyDrop)
+        assert (result.outcome, result.metric) == ("fail", "accuracy")
+    else:  # what it learned outweighs the new labels: it would be promoted
+        assert canary.samples == vs.samples == 1700
+        assert result.outcome == "pass"

@@ -1178,19 +1178,16 @@ class Monitor:
         if key in self._unloadable:
             return None
         try:
-            learner, _ = self.store.load(*key)
+            learner, meta = self.store.load(*key)
         except (StoreError, ForgedBlob):  # (a forged one: logged and counted by the store)
             return None
         except ModelLoadError as e:
             self._cannot_load(key, e)
             return None
-        # Versions carry learnedUntil, and the window can score each only on the labels it
-        # has not learned (tideline.evidence: out of sample); not used for the decisions
-        # yet: the unpin's hold restarts with every new latest, which is then judged on the
-        # few labels since it was published, and a pin outlived the demo's poisoning
-        # (tests/integration/test_demo.py). Wired in once the hold follows the learner
-        # across its versions.
-        self.evidence.add_candidate(key, learner)
+        # scored only on the labels it has not learned: those after the newest it learned
+        # (tideline.evidence: out of sample; a version from before learnedUntil: on all)
+        until = meta.get("learnedUntil") if isinstance(meta, dict) else None
+        self.evidence.add_candidate(key, learner, until if isinstance(until, int | float) else None)
         return learner
 
     def _cannot_load(self, key: tuple[Any, ...], error: ModelLoadError) -> None:

@@ -467,6 +467,9 @@ _GOOD = (_vs(-0.005, half=0.01), h.PinEvidence(at=50.0, version=6, samples=2000,
                                                error_before=0.10, error_since=0.11))  # fmt: skip
 
 
+_FEW = _vs(-0.005, half=0.01, samples=300)  # (a new version's few labels it has not learned)
+
+
 def _pinned_health(now, since_pin, pin, vs_served=None):
     """A summary while v6 is pinned: v9, learned since, against it on the labels since the
     pin (``since_pin``), and how those labels agree with v6 (``pin``)."""
@@ -493,6 +496,10 @@ def _pinned_health(now, since_pin, pin, vs_served=None):
         ([(100.0, _vs(-0.3, half=0.02), _GOOD[1]), (120.0, _vs(-0.3, half=0.02), _GOOD[1])], None),
         ([(100.0, *_GOOD), (110.0, _vs(-0.2, half=0.02), _GOOD[1]), (120.0, *_GOOD),
           (130.0, *_GOOD), (140.0, *_GOOD)], 140.0),
+        ([(100.0, *_GOOD), (110.0, _FEW, _GOOD[1]), (120.0, *_GOOD)], 120.0),
+        ([(100.0, *_GOOD), (120.0, _FEW, _GOOD[1])], None),
+        ([(100.0, *_GOOD), (110.0, _vs(-0.3, half=0.05, samples=300), _GOOD[1]),
+          (120.0, *_GOOD), (130.0, *_GOOD), (140.0, *_GOOD)], 140.0),
         ([(100.0, _GOOD[0], None), (120.0, _GOOD[0], None)], None),
         ([(100.0, None, None)], 100.0),
         ([(55.0, None, None)], None),
@@ -508,6 +515,10 @@ def _pinned_health(now, since_pin, pin, vs_served=None):
         "v9 surely worse (it learned a poisoning that goes on): stays unserved",
         "a newer version worse in between (the poisoning goes on) starts the hold again: served "
         "two intervals after the evidence holds again, not at once",
+        "a newer version with fewer than minSamples labels it has not learned (scored out of "
+        "sample, one just published has few) neither breaks the hold nor ends it",
+        "... nor is served on them when the hold's time is up",
+        "a newer version surely worse on its few labels does break it",
         "a monitor that says nothing of the labels since the pin while it compares since it: "
         "stays unserved",
         "a monitor older than the pin's evidence is judged by the rule it was written for: "
