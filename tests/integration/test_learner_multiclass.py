@@ -26,11 +26,15 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, "a-signing-key-for-the-tests-0123456789")
 
 
-def _proc(r, model: dict, **learning) -> LearnerProcess:  # type: ignore[no-untyped-def]
+def _doc(model: dict, **learning) -> dict:  # type: ignore[no-untyped-def]
     doc = manifest(learning={"publishEvery": 500, "maxBatchDelay": "20ms", **learning})
     doc["spec"]["model"] = {"task": "multiclass", "classes": CLASSES, "features": FEATURES,
                             **model}  # fmt: skip
-    p = LearnerProcess(parse(doc), r, checkpoint_seconds=0.0)
+    return doc
+
+
+def _proc(r, model: dict, **learning) -> LearnerProcess:  # type: ignore[no-untyped-def]
+    p = LearnerProcess(parse(_doc(model, **learning)), r, checkpoint_seconds=0.0)
     p.start()
     return p
 
@@ -153,3 +157,49 @@ def test_a_warm_start_with_the_classes_in_another_order_is_refused(r, tmp_path) 
         SpecError, match="other classes than spec.model.classes, or in another order"
     ):
         _proc(r, {"algorithm": "sgd", "warmStart": {"file": str(path)}})
+
+
+def test_a_river_multiclass_pipeline_is_served_over_v1_and_v2_and_learns_its_feedback(
+    r, redis_server
+) -> None:  # type: ignore[no-untyped-def]
+    """Learned by the learner process from the stream, published, served by a server over V1
+    and V2 (class names, probabilities on request), its answers' labels sent back through
+    /feedback as class names and learned."""
+    from tests.integration.test_server import Served, _wait
+
+    doc = _doc({"algorithm": "river", "features": FEATURES[:2],
+                "river": {"pipeline": "tests.models.teams:one_vs_rest", "params": {"lr": 0.1}}},
+               replay={"size": 0, "fraction": 0.0})  # fmt: skip
+    p = LearnerProcess(parse(doc), r, checkpoint_seconds=0.0)
+    p.start()
+    rows, labels = _numeric(*_stream(1500))
+    _push(r, p.keys.samples, rows, labels, packed=50)
+    learn_until(p, lambda: p.counters["samples"] == 1500)
+    latest = p.store.pointers(p.revision).latest
+    assert latest is not None
+    p.store.set_pointer(p.revision, "served", latest)
+    s = Served(redis_server.url, doc)
+    probe, truth = _numeric(*_stream(40, seed=3))
+    served, _ = p.store.load(p.revision, latest)
+    expected = served.predict_many(served.schema.encode(probe))
+    with s.client:
+        _wait(lambda: s.dp.ready)
+        name = p.model.name
+        v1 = s.client.post(f"/v1/models/{name}:predict",
+                           json={"instances": probe, "probabilities": True}).json()  # fmt: skip
+        assert v1["predictions"] == [CLASSES[i] for i in expected.argmax(axis=1)]
+        np.testing.assert_allclose(v1["probabilities"], expected, rtol=1e-6, atol=1e-7)
+        assert np.mean(np.array(v1["predictions"]) == np.array(truth)) > 0.8
+        inputs = [{"name": f, "datatype": "FP64", "shape": [len(probe)],
+                   "data": [x[f] for x in probe]} for f in ("a", "b")]  # fmt: skip
+        v2 = s.client.post(f"/v2/models/{name}/infer", json={"inputs": inputs}).json()
+        out = {o["name"]: o for o in v2["outputs"]}
+        assert out["predict"]["datatype"] == "BYTES" and out["predict"]["data"] == v1["predictions"]
+        assert out["probabilities"]["shape"] == [len(probe), len(CLASSES)]
+        np.testing.assert_allclose(np.reshape(out["probabilities"]["data"], expected.shape),
+                                   expected, rtol=1e-6, atol=1e-7)  # fmt: skip
+        feedback = [{"id": i, "label": y} for i, y in zip(v1["ids"], truth, strict=True)]
+        assert s.client.post(f"/v1/models/{name}/feedback",
+                             json={"feedback": feedback}).status_code == 202  # fmt: skip
+    learn_until(p, lambda: p.counters["samples"] == 1540)
+    assert p.counters["invalid"] == 0
