@@ -302,3 +302,5 @@ def test_a_model_of_a_thousand_classes_holds_the_quality_of_few_versions(r) -> N
     # 2,000-row windows of 1,000 probabilities: 16 MB each, 8 of them at most
     assert len(mon.versions) == MIN_VERSIONS
     assert f"{model.revision}:{3 * MIN_VERSIONS - 1}" in mon.versions
+    # prediction drift reads 50 predictions a class at least: 50,000, not the default 5,000
+    assert mon.prediction_drift.window == 50_000

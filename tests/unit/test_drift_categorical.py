@@ -68,6 +68,18 @@ def test_steady_class_shares_raise_no_alarm_over_100_000_answers(cls, k) -> None
     assert 0.0 < d.scores[0] < 2 * floor
 
 
+@pytest.mark.parametrize(("window", "alarms"), [(5000, True), (50_000, False)],
+                         ids=["5,000 predictions: sampling noise alone passes 0.2",
+                              "50 predictions a class (the monitor's floor): quiet"])  # fmt: skip
+def test_a_thousand_steady_classes_need_a_window_of_fifty_predictions_a_class(
+    window: int, alarms: bool
+) -> None:
+    rng = np.random.default_rng(5)
+    d = CategoricalPSI(1000, window=window, threshold=0.2)
+    fired = d.update_many(rng.integers(0, 1000, size=3 * window))
+    assert bool(len(fired)) is alarms
+
+
 def test_the_event_names_the_classes_whose_share_moved_most() -> None:
     d = CategoricalPSI(4, window=1000)
     d.update_many(_classes(1, FALLING, [0.1, 0.3, 0.2, 0.4]))

@@ -123,6 +123,8 @@ GROUP = "monitor"
 FEEDBACK_QUIET = 60.0  # seconds without feedback before labelled samples judge versions
 CLEAR_BELOW = 0.8  # a drift score clears below this share of its threshold
 CONCEPT_HOLD = 10  # analysis intervals after its last firing that concept drift stays on
+# a multiclass model's prediction-drift window holds at least this many predictions a class
+CLASS_WINDOW = 50
 CONCEPT_MIN_RISE = 0.05  # the error rate must rise this much (and surely) to be concept drift
 # log entries a read takes: small enough that a read's rows, typed values and scores stay in
 # the processor's caches (5,000 entries of 64 rows read 15-20 % slower per prediction)
@@ -422,7 +424,11 @@ class Monitor:
         self.prediction_drift: PSI | KS | Categorical
         if self.task.multiclass:
             ccls = CategoricalPSI if d.method == "psi" else TotalVariation
-            self.prediction_drift = ccls(self.task.n_classes, d.window, d.threshold)
+            k = self.task.n_classes
+            # at least CLASS_WINDOW predictions a class: sampling noise alone, on a window of
+            # 5,000 over 1,000 classes, reads a PSI near 0.4 (see Categorical)
+            window = max(d.window, CLASS_WINDOW * k)
+            self.prediction_drift = ccls(k, window, d.threshold)
         else:
             pcls = PSI if d.method == "psi" else KS
             self.prediction_drift = pcls(1, d.window, d.threshold)
