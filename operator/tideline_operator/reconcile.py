@@ -43,7 +43,7 @@ import yaml
 from prometheus_client import Counter, Histogram
 
 from tideline import health as h
-from tideline.contracts import Keys, ModelFault, Pointers, StartWord
+from tideline.contracts import Keys, LearnerControl, ModelFault, Pointers, Routing, StartWord
 from tideline.memory import FIELDS as MEMORY_FIELDS
 from tideline.memory import MemoryUse
 from tideline.pods.store import (
@@ -126,7 +126,7 @@ class Sight:
     pointers: Pointers = field(default_factory=Pointers)  # the stable revision's
     empty: bool = True  # the stable revision has no pointers hash at all
     health: h.Health | None = None
-    routing: dict[str, str] = field(default_factory=dict)
+    routing: dict[bytes, bytes] = field(default_factory=dict)  # the hash as read (Routing)
     retired: dict[str, float] = field(default_factory=dict)
     lag: int | None = None  # records the stable learner is behind (None: not known)
     store: StoreSeen | None = None  # None: Redis could not be read
@@ -347,7 +347,7 @@ class Reconciler:
             pointers=Pointers.from_hash(pointers),
             empty=not pointers,
             health=h.decode(health),  # None when missing or not a summary: decisions wait
-            routing={k.decode(): v.decode() for k, v in routing.items()},
+            routing=routing,
             retired={rev.decode(): at for rev, at in retired},
             lag=int(lag) if lag is not None and lag.isdigit() else None,
             store=StoreSeen(
@@ -500,7 +500,7 @@ class Reconciler:
             latest=pointers.latest,
             pinned=None if sight.empty else pointers.pinned,
             pin=_pin(pointers, stable_rev),
-            routed_stable=sight.routing.get("stable"),
+            routed_stable=Routing.from_hash(sight.routing, default_stable="").stable or None,
             replicas_ready=bool(servers) and ready >= want and others_ready,
             ready_replicas=ready,
             generation=generation,
@@ -555,19 +555,24 @@ class Reconciler:
                 store.set_pointer(a.args["revision"], "served", int(a.args["to"]), pin=True)
                 # the learner goes on from the version served again (the pause policy
                 # arrives as its own pause-learning action)
-                r.hset(keys.control(a.args["revision"]), "resetTo", str(a.args["to"]))
+                r.hset(
+                    keys.control(a.args["revision"]),
+                    mapping=LearnerControl.reset_hash(int(a.args["to"])),
+                )
             elif a.kind == "unpin":
                 store.set_pointer(a.args["revision"], "served", int(a.args["version"]), pin=False)
             elif a.kind == "prove":
                 store.set_pointer(a.args["revision"], "lastGood", int(a.args["version"]))
             elif a.kind == "adapt":
                 # the learner adapts faster for a while (see LearnerProcess._control)
-                r.hset(keys.control(a.args["revision"]), "adapt", repr(a.args["at"]))
+                r.hset(
+                    keys.control(a.args["revision"]),
+                    mapping=LearnerControl.adapt_hash(a.args["at"]),
+                )
             elif a.kind == "pause-learning":
                 r.hset(
                     keys.control(a.args["revision"]),
-                    "paused",
-                    "1" if a.args["paused"] else "0",
+                    mapping=LearnerControl.paused_hash(a.args["paused"]),
                 )
             elif a.kind == "promote":
                 PROMOTIONS.inc()
@@ -863,21 +868,21 @@ class Reconciler:
         return stale
 
     def _routing(self, model: OnlineModel, manifest: dict[str, Any], st: RolloutStatus,
-                 mem: ModelMemory, current: dict[str, str], r: Any, now: float) -> None:  # fmt: skip
+                 mem: ModelMemory, current: dict[bytes, bytes], r: Any, now: float) -> None:  # fmt: skip
         canary = st.canaryRevision if not st.aborted else None
         weight = int(st.canaryWeight or 0) if canary else 0
         stable, _ = self.model_of(model, manifest, st.stable, mem)
-        url = ""
+        url = None
         if canary and self.canary_pods(model, stable):
             url = f"http://{model.name}-canary.{model.namespace}.svc:{builders.HTTP_PORT}"
-        want = {
-            "stable": st.stableRevision,
-            "canary": canary or "",
-            "weight": str(weight),
-            "shadow": "1" if canary and model.spec.rollout.shadow else "0",
-            "canaryURL": url,
-        }
-        if current != want:
+        want = Routing(
+            stable=st.stable,
+            canary=canary,
+            weight=weight,
+            shadow=bool(canary and model.spec.rollout.shadow),
+            canary_url=url,
+        ).to_hash()
+        if current != want:  # (as written, field for field: a hash that differs is rewritten)
             try:
                 r.hset(Keys(model.namespace, model.name).routing, mapping=want)
             except redis.RedisError as e:

@@ -9,6 +9,10 @@ contract keeps it so):
   functions (no string assembly elsewhere);
 * :class:`Pointers`: a revision's pointers hash (``latest``, ``served``,
   ``lastGood``, ``pinned``);
+* :class:`Routing`: the model's routing hash (the stable and canary revisions, the
+  canary's weight, shadow, the canary's URL), and the rule that splits by it;
+* :class:`LearnerControl` and :class:`StartWord`: a revision's control hash, the
+  operator's requests to its learner;
 * :class:`Feedback`: a label on the feedback stream (or topic), alone in its
   entry (``{"id", "label"}``) or packed (``{"feedback": [{"id", "label"}, ...]}``,
   the body ``/feedback`` takes, up to ``MAX_PACKED_LABELS``);
@@ -37,6 +41,8 @@ ValueError: 'label' must be a number or a class name (got NoneType)
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +116,7 @@ class Keys:
 
     @property
     def routing(self) -> str:
-        """Hash written by the operator: stable, canary, weight, shadow, canaryURL."""
+        """Hash written by the operator, read by the servers: :class:`Routing`."""
         return f"{self.prefix}:routing"
 
     @property
@@ -186,7 +192,8 @@ class Keys:
         return self._rev(revision, "learner")
 
     def control(self, revision: str) -> str:
-        """Hash: the operator's requests to the learner (adapt, pause, :class:`StartWord`)."""
+        """Hash: the operator's requests to the learner (:class:`LearnerControl`,
+        :class:`StartWord`)."""
         return self._rev(revision, "control")
 
     def reference(self, revision: str) -> str:
@@ -279,6 +286,85 @@ class Pointers:
         return value
 
 
+def route_hash(key: str) -> int:
+    """A stable hash of a routing key in [0, 10000): the same on every replica, and in
+    every release (servers of two releases meet during an upgrade, and a key keeps its track).
+
+    >>> route_hash("user-42") == route_hash("user-42"), 0 <= route_hash("x") < 10000
+    (True, True)
+    """
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 10_000
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How a model's servers split its traffic: the hash :attr:`Keys.routing`, written by the
+    operator (:meth:`to_hash`, rewritten when it differs from what it wants) and read by every
+    server (:meth:`from_hash`); the monitor and the operator read ``stable`` from it.
+
+    ``weight`` is the canary's percent of traffic, split by :meth:`to_canary`; with ``shadow``
+    the canary also answers, unseen, what the stable answers; ``canary_url`` is set when the
+    canary runs another image (the stable servers forward its share there). On the wire: the
+    weight in decimal, shadow ``"1"`` or ``"0"``, no canary and no URL as empty strings. A
+    field missing, empty or not readable (not a number, not UTF-8) reads as its default (a
+    weight past 0-100 as the nearest bound); no hash at all is everything to
+    ``default_stable``.
+
+    >>> Routing.from_hash(Routing("a", "b", 30, canary_url="http://b").to_hash(), "x")
+    Routing(stable='a', canary='b', weight=30, shadow=False, canary_url='http://b')
+    >>> Routing.from_hash({b"weight": b"lots", b"shadow": b"yes"}, "x")
+    Routing(stable='x', canary=None, weight=0, shadow=False, canary_url=None)
+    """
+
+    stable: str
+    canary: str | None = None
+    weight: int = 0  # percent of traffic to the canary
+    shadow: bool = False
+    canary_url: str | None = None  # set when the canary runs another image
+
+    FIELDS = ("stable", "canary", "weight", "shadow", "canaryURL")  # on the wire, as written
+
+    def to_canary(self, key: str | None, rng: random.Random) -> bool:
+        """Whether a request (or a row) with this routing key goes to the canary: by the
+        key's hash, the same on every replica; without a key, at random, by the weight.
+        One rule for the canaries answered here and those forwarded to another image."""
+        threshold = self.weight * 100  # of 10,000
+        if key is not None:
+            return route_hash(key) < threshold
+        return rng.random() * 10_000 < threshold
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[bytes, bytes], default_stable: str) -> Routing:
+        """From the hash as Redis returns it (none yet: all to ``default_stable``)."""
+        if not raw:
+            return cls(stable=default_stable)
+        get: dict[str, str] = {}
+        for k, v in raw.items():
+            with contextlib.suppress(UnicodeDecodeError):  # (not text: as if missing)
+                get[k.decode()] = v.decode()
+        try:
+            weight = min(max(int(get.get("weight", "0")), 0), 100)
+        except ValueError:
+            weight = 0
+        return cls(
+            stable=get.get("stable") or default_stable,
+            canary=get.get("canary") or None,
+            weight=weight,
+            shadow=get.get("shadow") == "1",
+            canary_url=get.get("canaryURL") or None,
+        )
+
+    def to_hash(self) -> dict[bytes, bytes]:
+        """Every field, as the hash holds it (the operator writes them all at once)."""
+        return {
+            b"stable": self.stable.encode(),
+            b"canary": (self.canary or "").encode(),
+            b"weight": b"%d" % self.weight,
+            b"shadow": b"1" if self.shadow else b"0",
+            b"canaryURL": (self.canary_url or "").encode(),
+        }
+
+
 # The environment variable that makes a learner with no checkpoint and no stored version wait
 # for the operator's StartWord before it publishes a v0 (the operator's learner Deployments set
 # it; a learner run by hand starts at once, as before).
@@ -327,6 +413,69 @@ class StartWord:
         if kind == "after" and n.isascii() and n.isdigit():
             return cls(after=int(n))
         return None
+
+
+@dataclass(frozen=True)
+class LearnerControl:
+    """The operator's requests to a revision's learner, in its control hash
+    (:meth:`Keys.control`, beside the :class:`StartWord`): go back to a version (``resetTo``,
+    the version's number), adapt to concept drift (``adapt``, the time of the drift it
+    adapts for: a float's ``repr``), stop or resume learning (``paused``, ``"1"`` or ``"0"``).
+
+    The operator writes the field of one request at a time (:meth:`reset_hash`,
+    :meth:`adapt_hash`, :meth:`paused_hash`), never the whole hash, so the other fields stay;
+    the learner deletes ``resetTo`` (:data:`RESET_TO`) and ``adapt`` (:data:`ADAPT`) once it
+    acted on them, and ``paused`` holds until the operator writes it again. A ``paused``
+    other than ``"1"`` is not paused; a ``resetTo`` that is not a version, or an ``adapt``
+    that is not a time, is no request: named in ``unreadable``, for the learner to drop.
+
+    >>> LearnerControl.from_hash({**LearnerControl.reset_hash(4), b"paused": b"1"})
+    LearnerControl(reset_to=4, adapt=None, paused=True, unreadable=())
+    >>> LearnerControl.from_hash({b"resetTo": b"v4", b"adapt": b"soon", b"paused": b"yes"})
+    LearnerControl(reset_to=None, adapt=None, paused=False, unreadable=('resetTo', 'adapt'))
+    """
+
+    reset_to: int | None = None
+    adapt: float | None = None
+    paused: bool = False
+    unreadable: tuple[str, ...] = ()  # the requests present but not readable
+
+    RESET_TO = "resetTo"
+    ADAPT = "adapt"
+    PAUSED = "paused"
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[bytes, bytes]) -> LearnerControl:
+        """From the hash as Redis returns it (other fields, the StartWord's, are not ours)."""
+        reset = raw.get(cls.RESET_TO.encode())
+        adapt = raw.get(cls.ADAPT.encode())
+        reset_to = int(reset) if reset is not None and reset.isdigit() else None
+        at = None
+        if adapt is not None:
+            with contextlib.suppress(ValueError):
+                at = float(adapt)
+        unreadable = []
+        if reset is not None and reset_to is None:
+            unreadable.append(cls.RESET_TO)
+        if adapt is not None and at is None:
+            unreadable.append(cls.ADAPT)
+        paused = raw.get(cls.PAUSED.encode()) == b"1"
+        return cls(reset_to=reset_to, adapt=at, paused=paused, unreadable=tuple(unreadable))
+
+    @classmethod
+    def reset_hash(cls, to: int) -> dict[bytes, bytes]:
+        """The request to go back to version ``to`` (a rollback)."""
+        return {cls.RESET_TO.encode(): b"%d" % to}
+
+    @classmethod
+    def adapt_hash(cls, at: float) -> dict[bytes, bytes]:
+        """The request to adapt to the concept drift detected at ``at``."""
+        return {cls.ADAPT.encode(): repr(float(at)).encode()}
+
+    @classmethod
+    def paused_hash(cls, paused: bool) -> dict[bytes, bytes]:
+        """Learning stopped (True) or resumed."""
+        return {cls.PAUSED.encode(): b"1" if paused else b"0"}
 
 
 COMPONENTS = ("learner", "server", "monitor")  # the processes of a model's pods, in this order

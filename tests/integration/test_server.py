@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tests.helpers import FRAUD_FEATURES, manifest
 from tideline import predlog
 from tideline.algorithms import make_learner
-from tideline.contracts import Keys
+from tideline.contracts import Keys, route_hash
 from tideline.demo.embedded import EmbeddedRedis
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.metrics import ServerMetrics
@@ -27,7 +27,6 @@ from tideline.pods.server import dataplane
 from tideline.pods.server.api import Settings, create_app
 from tideline.pods.server.dataplane import DataPlane
 from tideline.pods.server.protocols import V1
-from tideline.pods.server.versions import route_hash
 from tideline.pods.store import ModelStore
 from tideline.spec import parse
 

@@ -16,7 +16,7 @@ from tests.helpers import FRAUD_FEATURES, manifest
 from tests.integration.test_server import Served, _log_entries, _wait, listening
 from tideline.algorithms import make_learner
 from tideline.algorithms.base import Learner
-from tideline.pods.server.versions import route_hash
+from tideline.contracts import route_hash
 from tideline.pods.store import ModelStore
 from tideline.tasks import Task
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tideline.pods.server.versions import Routing, route_hash
+from tideline.contracts import Routing, route_hash
 
 
 def test_a_key_goes_where_its_hash_says_on_every_replica_and_no_key_goes_by_the_weight() -> None:

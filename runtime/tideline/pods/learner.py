@@ -81,7 +81,13 @@ import redis
 from tideline import codec, predlog, signing
 from tideline.algorithms import Learner, make_learner
 from tideline.algorithms.base import NonFiniteUpdate
-from tideline.contracts import AWAIT_START_ENV, Pointers, StartWord, feedback_labels
+from tideline.contracts import (
+    AWAIT_START_ENV,
+    LearnerControl,
+    Pointers,
+    StartWord,
+    feedback_labels,
+)
 from tideline.evaluate import RollingMetrics, ramp_size
 from tideline.features import FeatureError
 from tideline.memory import MemoryUse, Probe
@@ -1201,27 +1207,31 @@ class LearnerProcess:
         self._blobs[v] = (blob, {k: x for k, x in header.items() if k != "model"})
         self._prune_held()
 
-    def _control(self, ctl: dict[bytes, bytes] | None = None) -> None:
-        """Operator commands: pause/resume learning, adapt to concept drift, reset to a version."""
-        if ctl is None:
-            ctl = self.r.hgetall(self.keys.control(self.revision))
-        self.paused = ctl.get(b"paused") == b"1"
-        if ctl.get(b"adapt") is not None:
+    def _control(self, raw: dict[bytes, bytes] | None = None) -> None:
+        """Operator commands (:class:`LearnerControl`): pause/resume learning, adapt to concept
+        drift, reset to a version; a request it cannot read is dropped, with a warning."""
+        key = self.keys.control(self.revision)
+        ctl = LearnerControl.from_hash(self.r.hgetall(key) if raw is None else raw)
+        self.paused = ctl.paused
+        if ctl.unreadable:
+            log.warning("%s: the operator's %s not readable, dropped", self.revision,
+                        " and ".join(ctl.unreadable))  # fmt: skip
+            self.r.hdel(key, *ctl.unreadable)
+        if ctl.adapt is not None:
             self._adapt()
-        reset = ctl.get(b"resetTo")
-        if reset is None:
+        if ctl.reset_to is None:
             return
         try:
-            base, _ = self.store.load(self.revision, int(reset))
+            base, _ = self.store.load(self.revision, ctl.reset_to)
         except (StoreError, ValueError):  # (ForgedBlob is one: never loaded)
-            log.warning("cannot reset %s to version %r", self.revision, reset)
+            log.warning("cannot reset %s to version %d", self.revision, ctl.reset_to)
         else:
             self._learn_pending(force=True)
             self.learner.set_state(base.get_state())
             self.gate_live = self.gate_served = np.zeros(0)
             self.counters["since_publish"] = 0
-            log.info("reset %s to version %s", self.revision, reset.decode())
-        self.r.hdel(self.keys.control(self.revision), "resetTo")
+            log.info("reset %s to version %d", self.revision, ctl.reset_to)
+        self.r.hdel(key, LearnerControl.RESET_TO)
         self._dirty = True
 
     def _adapt(self) -> None:
@@ -1235,7 +1245,7 @@ class LearnerProcess:
         self.counters["adaptations"] = self.counters.get("adaptations", 0) + 1
         log.info("adapting %s to concept drift: replay cleared, confidence kept at %.0f %%",
                  self.revision, ADAPT_KEEP * 100)  # fmt: skip
-        self.r.hdel(self.keys.control(self.revision), "adapt")
+        self.r.hdel(self.keys.control(self.revision), LearnerControl.ADAPT)
         self._dirty = True
 
     # -- loop --------------------------------------------------------------------------

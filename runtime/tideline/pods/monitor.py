@@ -87,7 +87,7 @@ from tideline import health as h
 from tideline import predlog, samples
 from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
-from tideline.contracts import Pointers, feedback_labels
+from tideline.contracts import Pointers, Routing, feedback_labels
 from tideline.drift import (
     ADWIN,
     KS,
@@ -891,9 +891,8 @@ class Monitor:
         self._prediction_edge()
 
     def _served_model(self) -> Learner | None:
-        raw = self.r.hgetall(self.keys.routing)
-        if raw.get(b"stable"):
-            self._stable_revision = raw[b"stable"].decode()
+        routing = Routing.from_hash(self.r.hgetall(self.keys.routing), self._stable_revision)
+        self._stable_revision = routing.stable
         v = Pointers.from_hash(self.r.hgetall(self.keys.pointers(self._stable_revision))).served
         if v is None:
             return None
@@ -1090,7 +1089,7 @@ class Monitor:
         pipe.hgetall(self.keys.routing)
         pipe.hgetall(self.keys.pointers(self._stable_revision))
         routing, raw = pipe.execute()
-        stable = (routing.get(b"stable") or self._stable_revision.encode()).decode()
+        stable = Routing.from_hash(routing, self._stable_revision).stable
         if stable != self._stable_revision:
             self._stable_revision = stable
             raw = r.hgetall(self.keys.pointers(stable))
@@ -1295,8 +1294,8 @@ class Monitor:
 
     def write(self) -> h.Health:
         with contextlib.suppress(redis.RedisError):  # the stable revision, for its drift reference
-            stable = self.r.hget(self.keys.routing, "stable")
-            self._use_reference(stable.decode() if stable else self._stable_revision)
+            routing = Routing.from_hash(self.r.hgetall(self.keys.routing), self._stable_revision)
+            self._use_reference(routing.stable)
         with contextlib.suppress(redis.RedisError):
             self._refresh_candidates()
         self._concept_edge()

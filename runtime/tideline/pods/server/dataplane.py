@@ -14,7 +14,7 @@ request can take them; generated ids need none):
   request goes to the canary when the hash of its routing key (header
   ``x-tideline-key``, or ``spec.serving.routingKey`` per row) falls under the
   weight, so one entity always sees one track; without a key, at random by
-  weight (:meth:`tideline.pods.server.versions.Routing.to_canary`). A shadow
+  weight (:meth:`tideline.contracts.Routing.to_canary`). A shadow
   canary answers too, but only its log sees it.
 * **Fallback.** Past ``spec.serving.timeout``, or without a model, the
   answer is the ``lastGood`` version's (or the fixed ``fallback.value``; a multiclass
@@ -63,7 +63,7 @@ import orjson
 import redis.exceptions
 
 from tideline import predlog
-from tideline.contracts import Keys
+from tideline.contracts import Keys, Routing
 from tideline.features import FeatureError, FeatureSchema
 from tideline.pods.metrics import ServerMetrics
 from tideline.pods.server.errors import (
@@ -85,7 +85,7 @@ from tideline.pods.server.usercode import (
     error_line,
     settled,
 )
-from tideline.pods.server.versions import Loaded, ModelVersions, Routing
+from tideline.pods.server.versions import Loaded, ModelVersions
 from tideline.pods.store import connect_async
 from tideline.spec import OnlineModel
 from tideline.tasks import Task

@@ -1,8 +1,8 @@
 """The model versions a server answers with, and the routing between them.
 
 The operator writes ``tideline:{<ns>/<model>}:routing`` (stable and canary
-revisions, canary weight, shadow, canary URL) and moves the revisions'
-pointers; the learner publishes versions. :class:`ModelVersions` reads both
+revisions, canary weight, shadow, canary URL: :class:`tideline.contracts.Routing`)
+and moves the revisions' pointers; the learner publishes versions. :class:`ModelVersions` reads both
 off the request path - when a pub/sub event says something moved, and every
 ``poll_interval`` in case an event was missed - loads a version that changed
 in a thread, and swaps it in with one attribute assignment, so a request sees
@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +42,7 @@ import redis.exceptions
 from tideline import codec
 from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
-from tideline.contracts import Keys, Pointers
+from tideline.contracts import Keys, Pointers, Routing
 from tideline.features import FeatureSchema
 from tideline.pods.faults import VersionFaults
 from tideline.pods.metrics import ServerMetrics
@@ -78,51 +76,6 @@ class Loaded:
     def learned(self) -> bool:
         """Whether this version learned anything: samples seen, or a warm-start baseline."""
         return int(self.meta.get("n_seen", 1)) > 0 or "warmStart" in self.meta
-
-
-def route_hash(key: str) -> int:
-    """A stable hash of a routing key in [0, 10000): the same on every replica.
-
-    >>> route_hash("user-42") == route_hash("user-42"), 0 <= route_hash("x") < 10000
-    (True, True)
-    """
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 10_000
-
-
-@dataclass(frozen=True)
-class Routing:
-    stable: str
-    canary: str | None = None
-    weight: int = 0  # percent of traffic to the canary
-    shadow: bool = False
-    canary_url: str | None = None  # set when the canary runs another image
-
-    def to_canary(self, key: str | None, rng: random.Random) -> bool:
-        """Whether a request (or a row) with this routing key goes to the canary: by the
-        key's hash, the same on every replica; without a key, at random, by the weight.
-        One rule for the canaries answered here and those forwarded to another image."""
-        threshold = self.weight * 100  # of 10,000
-        if key is not None:
-            return route_hash(key) < threshold
-        return rng.random() * 10_000 < threshold
-
-    @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes], default_stable: str) -> Routing:
-        """From the routing hash the operator writes (none yet: all to ``default_stable``)."""
-        if not raw:
-            return cls(stable=default_stable)
-        get = {k.decode(): v.decode() for k, v in raw.items()}
-        try:
-            weight = min(max(int(get.get("weight", "0")), 0), 100)
-        except ValueError:
-            weight = 0
-        return cls(
-            stable=get.get("stable") or default_stable,
-            canary=get.get("canary") or None,
-            weight=weight,
-            shadow=get.get("shadow") == "1",
-            canary_url=get.get("canaryURL") or None,
-        )
 
 
 class ModelVersions:
