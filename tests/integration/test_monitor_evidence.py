@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-import numpy as np
 import orjson
 import pytest
 
@@ -15,7 +11,6 @@ from tideline import predlog
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys, Pointers
 from tideline.demo.simulate import SyntheticStream
-from tideline.model import OnlineLearner
 from tideline.pods.monitor import Monitor
 from tideline.pods.store import ModelStore
 from tideline.spec import parse
@@ -122,28 +117,7 @@ def test_while_pinned_latest_is_compared_on_the_labels_since_the_pin_alone(r) ->
 # -- out of sample: a memorising model is judged on the labels it has not learned ---------------
 
 
-class Memorizer(OnlineLearner):
-    """A team's own class that memorises: a lookup table of the rows it has seen, perfect on
-    them, 0.5 elsewhere (class 1: right as often as the labels are 1)."""
-
-    def __init__(self, info: Any) -> None:
-        self.table: dict[str, float] = {}
-
-    def learn(self, X: np.ndarray, y: np.ndarray) -> None:
-        for row, label in zip(X.tolist(), y.tolist(), strict=True):
-            self.table[json.dumps(row)] = label
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.array([self.table.get(json.dumps(row), 0.5) for row in X.tolist()])
-
-    def save(self) -> bytes:
-        return json.dumps(self.table).encode()
-
-    def load(self, state: bytes) -> None:
-        self.table = json.loads(state)
-
-
-_MEMORIZER = "tests.integration.test_monitor_evidence:Memorizer"
+_MEMORIZER = "tests.models.teams:Memorizer"
 
 
 def _memorized(rows, y):

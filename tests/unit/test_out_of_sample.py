@@ -3,40 +3,18 @@ learned, so a model that memorises is not proven (nor preferred) on its own trai
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 
 from tideline.algorithms import make_learner
 from tideline.evidence import CommonWindow
-from tideline.model import OnlineLearner
-
-
-class Memorizer(OnlineLearner):
-    """A lookup table of the rows it has seen: perfect on them, a coin flip elsewhere."""
-
-    def __init__(self, info: Any) -> None:
-        self.table: dict[str, float] = {}
-
-    def learn(self, X: np.ndarray, y: np.ndarray) -> None:
-        for row, label in zip(X.tolist(), y.tolist(), strict=True):
-            self.table[json.dumps(row)] = label
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.array([self.table.get(json.dumps(row), 0.5) for row in X.tolist()])
-
-    def save(self) -> bytes:
-        return json.dumps(self.table).encode()
-
-    def load(self, state: bytes) -> None:
-        self.table = json.loads(state)
 
 
 def _models() -> tuple[Any, Any]:
     features = [{"name": "a"}, {"name": "b"}]
     memo = make_learner({"task": "binary", "algorithm": "custom", "features": features,
-                         "custom": {"class": "tests.unit.test_out_of_sample:Memorizer"}})  # fmt: skip
+                         "custom": {"class": "tests.models.teams:Memorizer"}})  # fmt: skip
     honest = make_learner({"task": "binary", "algorithm": "sgd", "features": features})
     return memo, honest
 
