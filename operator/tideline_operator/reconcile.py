@@ -36,7 +36,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import redis
 import yaml
@@ -61,11 +61,23 @@ from tideline_operator.builders import Settings
 from tideline_operator.kube import REVISION_KINDS, KubeAPI
 from tideline_operator.rollout import (
     Action,
+    Adapt,
+    Epoch,
+    Event,
+    GiveStartWord,
     Observed,
+    PauseLearning,
+    Promote,
+    Prove,
+    RestoreLastGood,
     Rollback,
+    RollbackTo,
     RolloutStatus,
+    StartCanary,
     StoreConfig,
     StoreSeen,
+    Unpin,
+    active_revisions,
     decide,
     invalid,
     restorable,
@@ -538,69 +550,64 @@ class Reconciler:
     # -- actions ----------------------------------------------------------------------
     def _act(self, model: OnlineModel, a: Action, r: Any, event: EventFn,
              retired: Mapping[str, float]) -> None:  # fmt: skip
+        """Apply one action (canary weights and removed revisions are no actions: the
+        children and the routing hash follow the new status, see :meth:`_children` - a
+        removed revision goes after its successor's objects are applied, so ``<name>``
+        always has servers)."""
         ACTIONS.labels(a.kind).inc()
         store = ModelStore(r, model.namespace, model.name)
         keys = store.keys
         try:
-            if a.kind == "event":
-                event(a.args["type"], a.args["reason"], a.args["message"])
-            elif a.kind == "rollback":
-                ROLLBACKS.inc()
-                rb: Rollback = a.args["pin"]
-                # the pin's details first, then the pin: a loop that restarts before the
-                # status is written reads them back and unpins as this one would
-                r.hset(keys.pointers(a.args["revision"]), mapping=Pointers.pin_hash(
-                    from_=rb.from_, to=int(a.args["to"]), at=rb.at, reason=rb.reason,
-                    latest=rb.latest))  # fmt: skip
-                store.set_pointer(a.args["revision"], "served", int(a.args["to"]), pin=True)
-                # the learner goes on from the version served again (the pause policy
-                # arrives as its own pause-learning action)
-                r.hset(
-                    keys.control(a.args["revision"]),
-                    mapping=LearnerControl.reset_hash(int(a.args["to"])),
-                )
-            elif a.kind == "unpin":
-                store.set_pointer(a.args["revision"], "served", int(a.args["version"]), pin=False)
-            elif a.kind == "prove":
-                store.set_pointer(a.args["revision"], "lastGood", int(a.args["version"]))
-            elif a.kind == "adapt":
-                # the learner adapts faster for a while (see LearnerProcess._control)
-                r.hset(
-                    keys.control(a.args["revision"]),
-                    mapping=LearnerControl.adapt_hash(a.args["at"]),
-                )
-            elif a.kind == "pause-learning":
-                r.hset(
-                    keys.control(a.args["revision"]),
-                    mapping=LearnerControl.paused_hash(a.args["paused"]),
-                )
-            elif a.kind == "promote":
-                PROMOTIONS.inc()
-            elif a.kind == "epoch":
-                r.set(keys.epoch, a.args["token"], nx=True)
-            elif a.kind == "restore-last-good":
-                store.set_pointer(a.args["revision"], "lastGood", int(a.args["version"]))
-            elif a.kind == "start-word":
-                # HSET, not HSETNX: decide compared the word with the one read this turn,
-                # so a word in place is not written again and a stale one is corrected
-                word: StartWord | None = a.args["word"]
-                control = keys.control(a.args["revision"])
-                if word is None:
-                    r.hdel(control, StartWord.FIELD)
-                else:
-                    r.hset(control, StartWord.FIELD, word.encode())
-            elif a.kind == "start-canary" and a.args["revision"] in retired:
-                # a revision back (a reverted spec) starts afresh, warm from the stable,
-                # not from what it had learned when it left
-                store.forget(a.args["revision"])
-            # start-canary, set-weight, remove-revision: the children and the routing
-            # hash follow the new status (see _children: a removed revision goes after
-            # its successor's objects are applied, so `<name>` always has servers).
+            match a:
+                case Event(type=kind, reason=reason, message=message):
+                    event(kind, reason, message)
+                    if reason == "RolloutAborted":
+                        ABORTS.inc()
+                case RollbackTo(revision=rev, to=to, pin=rb):
+                    ROLLBACKS.inc()
+                    # the pin's details first, then the pin: a loop that restarts before the
+                    # status is written reads them back and unpins as this one would
+                    pin = Pointers.pin_hash(
+                        from_=rb.from_, to=to, at=rb.at, reason=rb.reason, latest=rb.latest
+                    )
+                    r.hset(keys.pointers(rev), mapping=pin)
+                    store.set_pointer(rev, "served", to, pin=True)
+                    # the learner goes on from the version served again (the pause policy
+                    # arrives as its own PauseLearning)
+                    r.hset(keys.control(rev), mapping=LearnerControl.reset_hash(to))
+                case Unpin(revision=rev, version=version):
+                    store.set_pointer(rev, "served", version, pin=False)
+                case (
+                    Prove(revision=rev, version=version)
+                    | RestoreLastGood(revision=rev, version=version)
+                ):
+                    store.set_pointer(rev, "lastGood", version)
+                case Adapt(revision=rev, at=at):
+                    # the learner adapts faster for a while (see LearnerProcess._control)
+                    r.hset(keys.control(rev), mapping=LearnerControl.adapt_hash(at))
+                case PauseLearning(revision=rev, paused=paused):
+                    r.hset(keys.control(rev), mapping=LearnerControl.paused_hash(paused))
+                case Promote():
+                    PROMOTIONS.inc()
+                case Epoch(token=token):
+                    r.set(keys.epoch, token, nx=True)
+                case GiveStartWord(revision=rev, word=word):
+                    # HSET, not HSETNX: decide compared the word with the one read this turn,
+                    # so a word in place is not written again and a stale one is corrected
+                    if word is None:
+                        r.hdel(keys.control(rev), StartWord.FIELD)
+                    else:
+                        r.hset(keys.control(rev), StartWord.FIELD, word.encode())
+                case StartCanary(revision=rev):
+                    if rev in retired:
+                        # a revision back (a reverted spec) starts afresh, warm from the
+                        # stable, not from what it had learned when it left
+                        store.forget(rev)
+                case _:
+                    assert_never(a)
         except (StoreError, redis.RedisError) as e:
             log.warning("%s/%s: %s failed: %s", model.namespace, model.name, a.kind, e)
             event("Warning", "ActionFailed", f"{a.kind}: {e}")
-        if a.kind == "event" and a.args.get("reason") == "RolloutAborted":
-            ABORTS.inc()
 
     def _forget_retired(self, model: OnlineModel, st: RolloutStatus, r: Any, removed: set[str],
                         retired: Mapping[str, float], now: float) -> None:  # fmt: skip
@@ -851,10 +858,7 @@ class Reconciler:
 
     def _remove_stale(self, model: OnlineModel, st: RolloutStatus, mem: ModelMemory,
                       children: list[ChildState], uid: str | None) -> set[str]:  # fmt: skip
-        active = {st.stableRevision} | (
-            {st.canaryRevision} if st.canaryRevision and not st.aborted else set()
-        )
-        stale = {c.revision for c in children if c.revision} - active
+        stale = {c.revision for c in children if c.revision} - active_revisions(st)
         servers = [c for c in children if c.component == "server"
                    and c.revision == st.stableRevision]  # fmt: skip
         if stale and not (servers and all(c.ready >= c.replicas for c in servers)):

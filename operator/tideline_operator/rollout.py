@@ -88,7 +88,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -167,12 +167,117 @@ class Observed:
     memory: tuple[MemoryUse, ...] | None = None
 
 
+# --------------------------------------------------------------------------- actions
+# What a turn asks the reconciler to do: one class per thing it does, matched on in
+# ``Reconciler._act``. Canary weights and removed revisions are no actions: the children and
+# the routing hash follow the status (level-based), and nothing is emitted that nothing
+# handles. ``kind`` names each in the ``tideline_operator_actions_total`` metric.
 @dataclass(frozen=True)
-class Action:
-    # start-canary | set-weight | promote | remove-revision | rollback | unpin | prove | adapt |
-    # pause-learning | event | epoch | restore-last-good | start-word
-    kind: str
-    args: dict[str, Any] = field(default_factory=dict)
+class Event:
+    """A Kubernetes Event on the model."""
+
+    kind: ClassVar[str] = "event"
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RollbackTo:
+    """Pin the revision's served version to ``to``, the pin's details beside it, and reset
+    its learner to it."""
+
+    kind: ClassVar[str] = "rollback"
+    revision: str
+    to: int
+    pin: Rollback
+
+
+@dataclass(frozen=True)
+class _Version:
+    revision: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Unpin(_Version):
+    """Serve the learner's ``version`` again, unpinned."""
+
+    kind: ClassVar[str] = "unpin"
+
+
+@dataclass(frozen=True)
+class Prove(_Version):
+    """``version`` is the revision's lastGood now."""
+
+    kind: ClassVar[str] = "prove"
+
+
+@dataclass(frozen=True)
+class RestoreLastGood(_Version):
+    """lastGood back from the status after a store reset (its version is still stored)."""
+
+    kind: ClassVar[str] = "restore-last-good"
+
+
+@dataclass(frozen=True)
+class Adapt:
+    """The learner adapts faster for a while, from the concept drift seen at ``at``."""
+
+    kind: ClassVar[str] = "adapt"
+    revision: str
+    at: float
+
+
+@dataclass(frozen=True)
+class PauseLearning:
+    """The learner stops (or resumes) learning."""
+
+    kind: ClassVar[str] = "pause-learning"
+    revision: str
+    paused: bool
+
+
+@dataclass(frozen=True)
+class Promote:
+    """The canary ``revision`` became stable (counted; the children follow the status)."""
+
+    kind: ClassVar[str] = "promote"
+    revision: str | None
+    previous: str | None
+
+
+@dataclass(frozen=True)
+class StartCanary:
+    """``revision`` starts as the canary (the children follow the status); one retired
+    before starts afresh, not from what it had learned when it left."""
+
+    kind: ClassVar[str] = "start-canary"
+    revision: str
+    warm_start_from: str | None
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """Write the store's epoch token, unless one is there."""
+
+    kind: ClassVar[str] = "epoch"
+    token: str
+
+
+@dataclass(frozen=True)
+class GiveStartWord:
+    """What the revision's learners that find nothing stored start from; None clears it."""
+
+    kind: ClassVar[str] = "start-word"
+    revision: str
+    word: StartWord | None
+
+
+Action = (
+    Event | RollbackTo | Unpin | Prove | RestoreLastGood | Adapt | PauseLearning | Promote
+    | StartCanary | Epoch | GiveStartWord
+)  # fmt: skip
 
 
 class Condition(msgspec.Struct):
@@ -655,16 +760,7 @@ def decide(
     # -- first deploy: the spec's revision is stable
     if not st.stableRevision:
         st.stableRevision = observed.revision
-        actions.append(
-            Action(
-                "event",
-                {
-                    "type": "Normal",
-                    "reason": "Deployed",
-                    "message": f"revision {observed.revision}",
-                },
-            )
-        )
+        actions.append(Event("Normal", "Deployed", f"revision {observed.revision}"))
 
     canary = st.canaryRevision
     if canary and not st.aborted and observed.routed_stable == canary:
@@ -676,24 +772,15 @@ def decide(
     if observed.revision not in (st.stableRevision, canary) and not _aborted_for(
         st, observed.revision
     ):
-        if canary:
-            actions.append(Action("remove-revision", {"revision": canary}))
+        # (a canary in flight goes with the status: the children follow it)
         canary = st.canaryRevision = observed.revision
         st.currentStep, st.canaryWeight, st.pauseStartedAt = 0, 0, None
         st.analysisFailures, st.lastAnalysisAt, st.aborted = 0, None, None
-        actions.append(
-            Action("start-canary", {"revision": canary, "warmStartFrom": st.stableRevision})
-        )
-        actions.append(
-            Action(
-                "event",
-                {"type": "Normal", "reason": "CanaryStarted", "message": f"revision {canary}"},
-            )
-        )
+        actions.append(StartCanary(canary, st.stableRevision))
+        actions.append(Event("Normal", "CanaryStarted", f"revision {canary}"))
     elif observed.revision == st.stableRevision and canary:
-        # the spec went back to the stable revision: the canary goes
-        actions.append(Action("remove-revision", {"revision": canary}))
-        actions.append(Action("set-weight", {"canary": None, "weight": 0, "shadow": False}))
+        # the spec went back to the stable revision: the canary goes (its children and its
+        # weight with the status)
         st.canaryRevision, st.canaryWeight, st.currentStep, st.aborted = None, 0, None, None
         canary = None
 
@@ -736,11 +823,9 @@ def _load_faults(st: RolloutStatus, observed: Observed, actions: list[Action]) -
     before = st.loadFaults or []
     for f in faults:
         if not any(f.same(b) for b in before):
-            actions.append(Action("event", {"type": "Warning", "reason": f.reason,
-                                            "message": f.summary()}))  # fmt: skip
+            actions.append(Event("Warning", f.reason, f.summary()))
     if before and not faults:
-        actions.append(Action("event", {"type": "Normal", "reason": "ModelLoaded",
-                                        "message": loaded_condition([])[2]}))  # fmt: skip
+        actions.append(Event("Normal", "ModelLoaded", loaded_condition([])[2]))
     st.loadFaults = faults or None
 
 
@@ -784,10 +869,9 @@ def _store_full(st: RolloutStatus, observed: Observed, actions: list[Action]) ->
     was = any(c.type == "StoreFull" and c.status == "True" for c in st.conditions or [])
     full = observed.store_full
     if full and not was:
-        actions.append(Action("event", {"type": "Warning", "reason": "StoreFull", "message": full}))
+        actions.append(Event("Warning", "StoreFull", full))
     elif was and not full and observed.store is not None:  # (read this turn, and not refusing)
-        actions.append(Action("event", {"type": "Normal", "reason": "StoreAccepting",
-                                        "message": "Redis accepts writes again"}))  # fmt: skip
+        actions.append(Event("Normal", "StoreAccepting", "Redis accepts writes again"))
 
 
 def memory_condition(uses: list[MemoryUse], was_near: bool) -> tuple[bool, str, str]:
@@ -825,11 +909,9 @@ def _learner_memory(st: RolloutStatus, observed: Observed, actions: list[Action]
     was = _was_near(st.conditions or [])
     ok, _, message = memory_condition(uses, was)
     if not ok and not was:
-        actions.append(Action("event", {"type": "Warning", "reason": "LearnerMemoryNearLimit",
-                                        "message": message}))  # fmt: skip
+        actions.append(Event("Warning", "LearnerMemoryNearLimit", message))
     elif ok and was:
-        actions.append(Action("event", {"type": "Normal", "reason": "LearnerMemoryOk",
-                                        "message": message}))  # fmt: skip
+        actions.append(Event("Normal", "LearnerMemoryOk", message))
 
 
 def restorable(status: RolloutStatus) -> int | None:
@@ -863,7 +945,7 @@ def _store_reset(st: RolloutStatus, observed: Observed, now: float, actions: lis
             # SET NX: a token another writer put first would read as a reset next turn, but
             # only one operator writes it (kopf's peering keeps one active)
             st.storeEpoch = f"{int(now * 1e6):x}"
-            actions.append(Action("epoch", {"token": st.storeEpoch}))
+            actions.append(Epoch(st.storeEpoch))
         else:
             st.storeEpoch = seen.epoch
     before = st.storeReset
@@ -900,7 +982,7 @@ def _store_reset(st: RolloutStatus, observed: Observed, now: float, actions: lis
         ", ".join(lost) or "every pointer was back before the operator looked"
     )
     st.storeReset = StoreReset(now, cause, message, latest, served, good)
-    actions.append(Action("event", {"type": "Warning", "reason": "StoreReset", "message": message}))
+    actions.append(Event("Warning", "StoreReset", message))
 
 
 def _v(version: int | None) -> str:
@@ -916,7 +998,7 @@ def _restore_last_good(st: RolloutStatus, observed: Observed, actions: list[Acti
     if st.lastGoodVersion is None and seen.kept:
         st.lastGoodVersion = reset.lastGood
         rev = st.stableRevision or observed.revision
-        actions.append(Action("restore-last-good", {"revision": rev, "version": reset.lastGood}))
+        actions.append(RestoreLastGood(rev, reset.lastGood))
 
 
 def _store_recovered(st: RolloutStatus, now: float, actions: list[Action]) -> None:
@@ -929,10 +1011,7 @@ def _store_recovered(st: RolloutStatus, now: float, actions: list[Action]) -> No
         return
     reset.recoveredAt = now
     good = f", lastGood v{st.lastGoodVersion}" if st.lastGoodVersion is not None else ""
-    actions.append(
-        Action("event", {"type": "Normal", "reason": "StoreRecovered",
-                         "message": f"serving v{st.servedVersion}{good} again"})
-    )  # fmt: skip
+    actions.append(Event("Normal", "StoreRecovered", f"serving v{st.servedVersion}{good} again"))
 
 
 def _adopt_pin(st: RolloutStatus, observed: Observed, now: float) -> None:
@@ -971,9 +1050,9 @@ def _start_words(st: RolloutStatus, observed: Observed, actions: list[Action]) -
         had = seen.words.get(rev)
         if rev in seen.empty or rev not in seen.words:  # not looked at: a canary just started
             if had != word:
-                actions.append(Action("start-word", {"revision": rev, "word": word}))
+                actions.append(GiveStartWord(rev, word))
         elif had is not None:
-            actions.append(Action("start-word", {"revision": rev, "word": None}))
+            actions.append(GiveStartWord(rev, None))
 
 
 def invalid(
@@ -996,6 +1075,14 @@ def invalid(
     return st
 
 
+def active_revisions(status: RolloutStatus) -> set[str]:
+    """The revisions whose children the model keeps: stable, and the canary unless it was
+    aborted. The reconciler removes the others' (a promoted, replaced, reverted or aborted
+    canary's, the old stable's) once the stable servers are ready: no action says so."""
+    canary = status.canaryRevision if not status.aborted else None
+    return {rev for rev in (status.stableRevision, canary) if rev}
+
+
 def _aborted_for(st: RolloutStatus, revision: str) -> bool:
     return st.aborted is not None and st.aborted.revision == revision
 
@@ -1005,11 +1092,7 @@ def _abort(st: RolloutStatus, reason: str, now: float, actions: list[Action]) ->
     assert canary is not None
     st.aborted = Aborted(canary, reason, now)
     st.canaryWeight = 0
-    actions.append(Action("set-weight", {"canary": None, "weight": 0, "shadow": False}))
-    actions.append(Action("remove-revision", {"revision": canary}))
-    actions.append(
-        Action("event", {"type": "Warning", "reason": "RolloutAborted", "message": reason})
-    )
+    actions.append(Event("Warning", "RolloutAborted", reason))
 
 
 def _promote(
@@ -1025,15 +1108,9 @@ def _promote(
     st.pinned = st.lastConceptAt = None
     # the promoted learner keeps its arguments: no restart at promotion
     st.stableWarmStart, st.canaryWarmStart = st.canaryWarmStart, None
-    if announce:
-        actions.append(Action("promote", {"revision": new, "previous": old}))
-    actions.append(Action("set-weight", {"canary": None, "weight": 0, "shadow": False}))
-    actions.append(Action("remove-revision", {"revision": old}))
-    if announce:
-        actions.append(
-            Action("event", {"type": "Normal", "reason": "Promoted",
-                             "message": f"revision {new} ({why})"})
-        )  # fmt: skip
+    if announce:  # (the old revision's children go with the status)
+        actions.append(Promote(new, old))
+        actions.append(Event("Normal", "Promoted", f"revision {new} ({why})"))
 
 
 def _advance(
@@ -1083,12 +1160,6 @@ def _advance(
             st.currentStep = i + 1
             continue
         break
-    actions.append(
-        Action(
-            "set-weight",
-            {"canary": st.canaryRevision, "weight": st.canaryWeight, "shadow": r.shadow},
-        )
-    )
 
 
 def _guardrails(
@@ -1100,7 +1171,7 @@ def _guardrails(
     paused = ann.get(PAUSE_LEARNING) == "true"
     if paused != bool(st.learningPaused):
         st.learningPaused = paused
-        actions.append(Action("pause-learning", {"revision": rev, "paused": paused}))
+        actions.append(PauseLearning(rev, paused))
     target = _version_number(ann.get(ROLLBACK_TO))
     if target is not None and st.manualRollbackTo != target:
         st.manualRollbackTo = target
@@ -1113,16 +1184,13 @@ def _guardrails(
         return
     if st.pinned and _recovered(spec, st, health, now):
         latest = st.latestVersion
-        actions.append(Action("unpin", {"revision": rev, "version": latest}))
-        actions.append(
-            Action(
-                "event",
-                {"type": "Normal", "reason": "Unpinned",
-                 "message": f"serving v{latest}, learned after the rollback to v{st.servedVersion}: "
-                            "surely within maxAccuracyDrop of it on the labels since, which agree "
-                            "with it as before"},
-            )
-        )  # fmt: skip
+        assert latest is not None  # _recovered holds only for a version newer than the pin's
+        actions.append(Unpin(rev, latest))
+        message = (
+            f"serving v{latest}, learned after the rollback to v{st.servedVersion}: surely "
+            "within maxAccuracyDrop of it on the labels since, which agree with it as before"
+        )
+        actions.append(Event("Normal", "Unpinned", message))
         st.servedVersion = latest
         st.pinned = False
         return
@@ -1130,7 +1198,7 @@ def _guardrails(
     if good is not None:
         first = st.lastGoodVersion is None
         st.lastGoodVersion = good
-        actions.append(Action("prove", {"revision": rev, "version": good}))
+        actions.append(Prove(rev, good))
         reset = st.storeReset
         if first and reset is not None and reset.active and reset.lastGood is not None:
             # the store lost the proven one: not the first, and the reset may now be over
@@ -1138,9 +1206,7 @@ def _guardrails(
         else:
             message = f"v{good} is the first version proven on labels: a rollback target"
         if first:
-            actions.append(
-                Action("event", {"type": "Normal", "reason": "Proven", "message": message})
-            )
+            actions.append(Event("Normal", "Proven", message))
 
 
 def _version_number(value: str | None) -> int | None:
@@ -1160,7 +1226,7 @@ def _concept(
     if not c.detected or c.last is None or st.lastConceptAt == c.last.ts:
         return
     st.lastConceptAt = c.last.ts
-    rev = st.stableRevision
+    rev = st.stable  # (decide set it)
     policy = spec.guardrails.onConceptDrift
     where = (
         f"error rate rose ({c.method}) at v{c.last.version}"
@@ -1168,7 +1234,7 @@ def _concept(
         else f"error rate rose ({c.method})"
     )
     if policy in ("adapt", "rollback"):
-        actions.append(Action("adapt", {"revision": rev, "at": c.last.ts}))
+        actions.append(Adapt(rev, c.last.ts))
         message = f"{where}: the learner adapts faster for a while"
         if policy == "rollback":
             message += " (and rolls back if a proven version is better on the same samples)"
@@ -1176,12 +1242,10 @@ def _concept(
         message = f"{where}: learning paused"
         if not st.learningPaused:
             st.learningPaused = True
-            actions.append(Action("pause-learning", {"revision": rev, "paused": True}))
+            actions.append(PauseLearning(rev, True))
     else:
         message = f"{where}: alert only"
-    actions.append(
-        Action("event", {"type": "Warning", "reason": "ConceptDrift", "message": message})
-    )
+    actions.append(Event("Warning", "ConceptDrift", message))
 
 
 def _recovered(spec: Spec, st: RolloutStatus, health: Health | None, now: float) -> bool:
@@ -1296,17 +1360,11 @@ def _rollback(
 ) -> None:
     frm = st.servedVersion
     latest = st.latestVersion if st.latestVersion is not None else frm
-    st.lastRollback = Rollback(now, rev, frm, to, reason, latest)
+    st.lastRollback = pin = Rollback(now, rev, frm, to, reason, latest)
     st.servedVersion = to
     st.pinned = True
-    actions.append(Action("rollback", {"revision": rev, "from": frm, "to": to, "reason": reason,
-                                       "pin": st.lastRollback}))  # fmt: skip
-    actions.append(
-        Action(
-            "event",
-            {"type": "Warning", "reason": "RolledBack", "message": f"v{frm} -> v{to}: {reason}"},
-        )
-    )
+    actions.append(RollbackTo(rev, to, pin))
+    actions.append(Event("Warning", "RolledBack", f"v{frm} -> v{to}: {reason}"))
 
 
 def _phase(

@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import manifest
 from tideline import health as h
 from tideline.spec import parse
-from tideline_operator.rollout import Observed, RolloutStatus, analyze, decide
+from tideline_operator.rollout import Observed, RollbackTo, RolloutStatus, analyze, decide
 
 CLASSES = ["cat", "dog", "fox"]
 MODELS = {
@@ -95,8 +95,8 @@ def test_a_proven_version_surely_better_rolls_back_a_multiclass_model_in_accurac
     health = _health(100.0, {"served": served, "lastGood": good})
     _, actions = _decide(task, {"stableRevision": "old"},
                          Observed(revision="old", served=7, last_good=6), health, 100.0)  # fmt: skip
-    (rollback,) = [a.args for a in actions if a.kind == "rollback"]
-    assert rollback["to"] == 6 and "(accuracy)" in rollback["reason"]
+    (rollback,) = [a for a in actions if isinstance(a, RollbackTo)]
+    assert rollback.to == 6 and "(accuracy)" in rollback.pin.reason
 
 
 @pytest.mark.parametrize("task", ["multiclass", "binary"])

@@ -19,7 +19,16 @@ from hypothesis import strategies as st
 from tests.helpers import manifest
 from tideline import health as h
 from tideline.spec import SpecError, parse
-from tideline_operator.rollout import ABORT, PROMOTE, ROLLBACK_TO, Observed, RolloutStatus, decide
+from tideline_operator.rollout import (
+    ABORT,
+    PROMOTE,
+    ROLLBACK_TO,
+    Observed,
+    Prove,
+    RollbackTo,
+    RolloutStatus,
+    decide,
+)
 
 SEEDED = settings(derandomize=True, max_examples=400, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
@@ -172,12 +181,12 @@ def test_decide_never_raises_and_keeps_its_invariants(policy, sequence) -> None:
         types = [c.type for c in st_.conditions]
         assert len(types) == len(set(types))
         for a in decision.actions:
-            if a.kind == "rollback":
-                assert isinstance(a.args["to"], int) and a.args["to"] >= 0
-                if a.args["reason"] != "rolled back by annotation":
-                    assert a.args["to"] == d["lg"], "only to the proven lastGood"
-            if a.kind == "prove":  # the served version, and never a cold v0 (no baseline here)
-                assert a.args["version"] == d["served"] and a.args["version"] != 0
+            if isinstance(a, RollbackTo):
+                assert isinstance(a.to, int) and a.to >= 0
+                if a.pin.reason != "rolled back by annotation":
+                    assert a.to == d["lg"], "only to the proven lastGood"
+            if isinstance(a, Prove):  # the served version, and never a cold v0 (no baseline here)
+                assert a.version == d["served"] and a.version != 0
         status = st_
 
 

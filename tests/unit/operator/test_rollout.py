@@ -18,11 +18,20 @@ from tideline_operator.rollout import (
     PROMOTE,
     ROLLBACK_TO,
     Action,
+    Epoch,
+    Event,
+    GiveStartWord,
     Observed,
+    Prove,
+    RestoreLastGood,
     Rollback,
+    RollbackTo,
     RolloutStatus,
+    StartCanary,
     StoreConfig,
     StoreSeen,
+    Unpin,
+    active_revisions,
     analyze,
     durable_condition,
     log_capacity_condition,
@@ -93,6 +102,11 @@ def _kinds(decision):
     return [a.kind for a in decision.actions]
 
 
+def _active(decision):
+    """The revisions whose children the reconciler keeps for the decided status."""
+    return active_revisions(RolloutStatus.from_status(decision.status))
+
+
 def _canary_status(step=0, weight=0, **extra):
     return {"stableRevision": "old", "canaryRevision": "new", "currentStep": step, "canaryWeight": weight,
             "pauseStartedAt": None, "analysisFailures": 0, "lastAnalysisAt": None, **extra}  # fmt: skip
@@ -106,8 +120,8 @@ def test_the_first_revision_becomes_stable_and_the_model_is_healthy() -> None:
 
 def test_a_new_revision_starts_a_canary_that_warm_starts_from_stable() -> None:
     d = decide(_spec(), {"stableRevision": "old"}, Observed(revision="new"), None, now=100.0)
-    start = next(a for a in d.actions if a.kind == "start-canary")
-    assert start.args == {"revision": "new", "warmStartFrom": "old"}
+    start = next(a for a in d.actions if isinstance(a, StartCanary))
+    assert start == StartCanary("new", warm_start_from="old")
     assert (
         d.status["canaryRevision"] == "new" and d.status["canaryWeight"] == 10
     )  # first step applied
@@ -136,8 +150,7 @@ def test_a_passing_analysis_step_moves_on_and_the_last_step_promotes() -> None:
     d = decide(_spec(), st, Observed(revision="new"), health, now=200.0)
     assert d.status["stableRevision"] == "new" and d.status.get("canaryRevision") is None
     assert "promote" in _kinds(d)
-    removed = [a.args["revision"] for a in d.actions if a.kind == "remove-revision"]
-    assert removed == ["old"] and d.status["phase"] == "Healthy"
+    assert _active(d) == {"new"} and d.status["phase"] == "Healthy"  # the old one's children go
 
 
 def test_aborts_when_the_canary_is_significantly_3_points_worse_for_failure_limit_intervals() -> (
@@ -261,8 +274,8 @@ def test_pause_without_duration_waits_for_promote_in_phase_paused() -> None:
     assert d.status["phase"] == "Paused" and d.status["canaryWeight"] == 20
 
 
-def _kinds_args(d, kind):
-    return [a.args for a in d.actions if a.kind == kind]
+def _actions(d, kind):
+    return [a for a in d.actions if isinstance(a, kind)]
 
 
 def test_guardrail_rolls_back_when_last_good_is_surely_better_by_more_than_max_accuracy_drop() -> (
@@ -271,8 +284,8 @@ def test_guardrail_rolls_back_when_last_good_is_surely_better_by_more_than_max_a
     st = {"stableRevision": "old"}
     health = _health(100.0, lastGood=(6, _vs(0.20, half=0.03)))
     d = decide(_spec(), st, Observed(revision="old", served=7, last_good=6), health, now=100.0)
-    (rb,) = _kinds_args(d, "rollback")
-    assert rb["from"] == 7 and rb["to"] == 6 and "lastGood v6 beats served v7" in rb["reason"]
+    (rb,) = _actions(d, RollbackTo)
+    assert rb.pin.from_ == 7 and rb.to == 6 and "lastGood v6 beats served v7" in rb.pin.reason
     assert d.status["lastRollback"]["to"] == 6 and d.status["lastRollback"]["at"] == 100.0
     # once served is lastGood, no second rollback
     d = decide(
@@ -344,11 +357,11 @@ def test_last_good_means_proven_on_labels(served, labelled, versus, proven) -> N
     health = _health(100.0, served=("old", served), served_labelled=labelled, **versus)
     obs = Observed(revision="old", served=served, latest=served, last_good=last_good)
     d = decide(_spec(), {"stableRevision": "old"}, obs, health, now=100.0)
-    got = [a["version"] for a in _kinds_args(d, "prove")]
+    got = [a.version for a in _actions(d, Prove)]
     assert got == ([proven] if proven is not None else [])
     if proven is not None:
         assert d.status["lastGoodVersion"] == proven
-        assert ("Proven" in [a["reason"] for a in _kinds_args(d, "event")]) == (last_good is None)
+        assert ("Proven" in [a.reason for a in _actions(d, Event)]) == (last_good is None)
 
 
 def _with_recent(health, version, labelled, status_pinned=False, **versus):
@@ -405,11 +418,11 @@ def test_a_replaced_version_is_proven_on_the_labels_of_its_own_answers(
     obs = Observed(revision="old", served=served[0], latest=12, last_good=last_good,
                    pinned=status.get("pinned", False))  # fmt: skip
     d = decide(_spec(), st, obs, health, now=100.0)
-    got = [a["version"] for a in _kinds_args(d, "prove")]
+    got = [a.version for a in _actions(d, Prove)]
     assert got == ([proven] if proven is not None else [])
     if proven is not None:
         assert d.status["lastGoodVersion"] == proven
-        assert ("Proven" in [a["reason"] for a in _kinds_args(d, "event")]) == (last_good is None)
+        assert ("Proven" in [a.reason for a in _actions(d, Event)]) == (last_good is None)
 
 
 def _concept(ts=99.0):
@@ -439,7 +452,7 @@ def test_concept_drift_policy_reacts_once_per_episode_and_never_rolls_back_alone
         assert expect in kinds
     else:
         assert "adapt" not in kinds and "pause-learning" not in kinds
-    events = [a["reason"] for a in _kinds_args(d, "event")]
+    events = [a.reason for a in _actions(d, Event)]
     assert events == ["ConceptDrift"]
     drifting = next(c for c in d.status["conditions"] if c["type"] == "Drifting")
     assert drifting["status"] == "True"
@@ -454,7 +467,7 @@ def test_under_on_concept_drift_rollback_any_sure_gain_of_a_proven_version_rolls
     health = _health(100.0, concept=_concept(), lastGood=(6, _vs(0.02, half=0.01)))
     d = decide(spec, {"stableRevision": "old"}, Observed(revision="old", served=7, last_good=6),
                health, now=100.0)  # fmt: skip
-    assert [a["to"] for a in _kinds_args(d, "rollback")] == [6]
+    assert [a.to for a in _actions(d, RollbackTo)] == [6]
     adapt = parse(manifest()).spec  # adapt: the same 2 points are under maxAccuracyDrop
     d = decide(adapt, {"stableRevision": "old"}, Observed(revision="old", served=7, last_good=6),
                health, now=100.0)  # fmt: skip
@@ -533,8 +546,8 @@ def test_unpin_on_evidence(turns, unpinned_at) -> None:
         d = decide(_spec(), status, Observed(revision="old", served=6, last_good=6, latest=9),
                    health, now=now)  # fmt: skip
         status = d.status
-        if _kinds_args(d, "unpin"):
-            assert [a["version"] for a in _kinds_args(d, "unpin")] == [9]
+        if _actions(d, Unpin):
+            assert [a.version for a in _actions(d, Unpin)] == [9]
             got = now
             break
     assert got == unpinned_at
@@ -549,7 +562,7 @@ def test_a_rollback_annotation_that_is_no_ascii_number_is_ignored() -> None:
 def test_rollback_to_a_version_by_annotation_happens_once() -> None:
     obs = Observed(revision="r", served=9, last_good=8, annotations={ROLLBACK_TO: "4"})
     d = decide(_spec(), {"stableRevision": "r"}, obs, None, now=50.0)
-    assert [a.args["to"] for a in d.actions if a.kind == "rollback"] == [4]
+    assert [a.to for a in _actions(d, RollbackTo)] == [4]
     d = decide(_spec(), d.status, obs, None, now=51.0)
     assert "rollback" not in _kinds(d)
 
@@ -557,7 +570,7 @@ def test_rollback_to_a_version_by_annotation_happens_once() -> None:
 def test_reverting_the_spec_to_the_stable_revision_removes_the_canary() -> None:
     d = decide(_spec(), _canary_status(step=2, weight=10), Observed(revision="old"), None, now=10.0)
     assert d.status.get("canaryRevision") is None and d.status["phase"] == "Healthy"
-    assert [a.args["revision"] for a in d.actions if a.kind == "remove-revision"] == ["new"]
+    assert _active(d) == {"old"}  # the canary's children go
 
 
 def test_decide_never_mutates_its_inputs() -> None:
@@ -693,8 +706,8 @@ def test_an_adopted_pin_unpins_on_evidence_as_the_first_loop_would() -> None:
     d = decide(_spec(), adopted, obs, _pinned_health(110.0, *_GOOD), now=110.0)
     assert _kinds(d) == [] and d.status["lastRollback"]["recovering"] == 110.0
     d = decide(_spec(), d.status, obs, _pinned_health(130.0, *_GOOD), now=130.0)
-    assert [a["version"] for a in _kinds_args(d, "unpin")] == [9]
-    assert [a["reason"] for a in _kinds_args(d, "event")] == ["Unpinned"]
+    assert [a.version for a in _actions(d, Unpin)] == [9]
+    assert [a.reason for a in _actions(d, Event)] == ["Unpinned"]
 
 
 @pytest.mark.parametrize(
@@ -714,7 +727,7 @@ def test_a_promotion_a_crashed_turn_applied_is_recognised(routed_stable, promote
     assert d.status["stableRevision"] == "new" and d.status.get("canaryRevision") is None
     assert d.status["stableWarmStart"] == "old", "the promoted learner keeps its arguments"
     assert ("promote" in _kinds(d)) is promoted_again
-    events = [a["reason"] for a in _kinds_args(d, "event")]
+    events = [a.reason for a in _actions(d, Event)]
     assert events == (["Promoted"] if promoted_again else [])
 
 
@@ -759,7 +772,7 @@ def _store(epoch="e1", kept=False, empty=("old",), words=None, restores=0) -> St
 )  # fmt: skip
 def test_a_store_that_lost_keys_is_noticed(observed, events, condition, phase, message) -> None:
     d = decide(_spec(), _HELD, observed, None, now=100.0)
-    assert [a["reason"] for a in _kinds_args(d, "event")] == events
+    assert [a.reason for a in _actions(d, Event)] == events
     assert d.status["phase"] == phase
     got = next((c for c in d.status["conditions"] if c["type"] == "StoreReset"), None)
     assert (got["status"], got["reason"]) == condition if condition else got is None
@@ -769,7 +782,7 @@ def test_a_store_that_lost_keys_is_noticed(observed, events, condition, phase, m
         assert (degraded["reason"] == "StoreReset") == (phase == "Degraded")
         # `kubectl wait --for=condition=Degraded` fires when the phase says so
         assert degraded["status"] == ("True" if phase == "Degraded" else "False")
-    restored = [a["version"] for a in _kinds_args(d, "restore-last-good")]
+    restored = [a.version for a in _actions(d, RestoreLastGood)]
     assert restored == ([6] if observed.store.kept and observed.last_good is None else [])
     assert "prove" not in _kinds(d)
 
@@ -792,7 +805,7 @@ def test_a_loss_repaired_before_the_operator_looked_is_still_reported(held, rest
     obs = Observed(revision="old", served=18, latest=20, last_good=6,
                    store=_store(empty=(), restores=restores))  # fmt: skip
     d = decide(_spec(), status, obs, None, now=100.0)
-    assert [a["reason"] for a in _kinds_args(d, "event")] == events
+    assert [a.reason for a in _actions(d, Event)] == events
     assert d.status["storeRestores"] == restores
     if events:
         assert d.status["storeReset"]["message"] == (
@@ -817,7 +830,7 @@ def test_a_loss_repaired_before_the_operator_looked_is_still_reported(held, rest
 def test_the_epoch_token_is_written_once_and_kept_in_the_status(status, epoch, written, kept):
     obs = Observed(revision="old", store=_store(epoch=epoch, empty=(), words={"old": None}))
     d = decide(_spec(), status, obs, None, now=100.0)
-    tokens = [a["token"] for a in _kinds_args(d, "epoch")]
+    tokens = [a.token for a in _actions(d, Epoch)]
     assert len(tokens) == int(written) and "storeReset" not in d.status
     assert d.status["storeEpoch"] == (tokens[0] if written else kept)
 
@@ -826,7 +839,7 @@ def test_a_store_reset_is_reported_once_and_recovers_once_served_and_proven_agai
     spec = _spec()
     d = decide(spec, _HELD, Observed(revision="old", store=_store(epoch=None)), None, now=100.0)
     token = d.status["storeEpoch"]
-    assert token != "e1" and [a["token"] for a in _kinds_args(d, "epoch")] == [token]
+    assert token != "e1" and [a.token for a in _actions(d, Epoch)] == [token]
     # still empty: no second event, the learner's word stays as written
     empty = Observed(revision="old", store=_store(epoch=token, words={"old": StartWord(20)}))
     d = decide(spec, d.status, empty, None, now=101.0)
@@ -839,8 +852,8 @@ def test_a_store_reset_is_reported_once_and_recovers_once_served_and_proven_agai
     # v18 proven on labels again: the reset is over, and the proof is not "the first"
     health = _health(103.0, served=("old", 18), constant=(None, _vs(-0.2, half=0.02)))
     d = decide(spec, d.status, back, health, now=103.0)
-    assert [a["version"] for a in _kinds_args(d, "prove")] == [18]
-    events = {a["reason"]: a["message"] for a in _kinds_args(d, "event")}
+    assert [a.version for a in _actions(d, Prove)] == [18]
+    events = {a.reason: a.message for a in _actions(d, Event)}
     assert set(events) == {"Proven", "StoreRecovered"}
     assert "again after the store reset" in events["Proven"]
     cond = next(c for c in d.status["conditions"] if c["type"] == "StoreReset")
@@ -876,7 +889,7 @@ def test_a_store_reset_is_reported_once_and_recovers_once_served_and_proven_agai
 )  # fmt: skip
 def test_learners_with_nothing_stored_get_their_start_word(status, observed, words) -> None:
     d = decide(_spec(), status, observed, None, now=100.0)
-    assert {a["revision"]: a["word"] for a in _kinds_args(d, "start-word")} == words
+    assert {a.revision: a.word for a in _actions(d, GiveStartWord)} == words
 
 
 # --------------------------------------------------------------------------- the store's settings
@@ -969,7 +982,7 @@ def test_a_redis_that_refuses_writes_is_said_once_and_its_end_too(
     status = {"stableRevision": "old", "storeEpoch": "e1", "latestVersion": 7,
               "servedVersion": 7, "conditions": conditions}  # fmt: skip
     d = decide(_spec(), status, observed, None, now=100.0)
-    assert [a["reason"] for a in _kinds_args(d, "event")] == events
+    assert [a.reason for a in _actions(d, Event)] == events
     got = next((c for c in d.status["conditions"] if c["type"] == "StoreFull"), None)
     assert (got["status"], got["reason"]) == condition if condition else got is None
     assert d.status["phase"] == phase
@@ -982,9 +995,9 @@ def test_what_processes_put_back_after_a_reset_is_that_reset_s_repair_not_anothe
     obs = Observed(revision="old", served=18, latest=21, last_good=6,
                    store=_store(empty=(), restores=4))  # fmt: skip
     d = decide(_spec(), status, obs, None, now=100.0)
-    assert [a["reason"] for a in _kinds_args(d, "event")] == []
+    assert [a.reason for a in _actions(d, Event)] == []
     d = decide(_spec(), status, obs, None, now=90.0 + 31.0)
-    assert [a["reason"] for a in _kinds_args(d, "event")] == ["StoreReset", "StoreRecovered"]
+    assert [a.reason for a in _actions(d, Event)] == ["StoreReset", "StoreRecovered"]
 
 
 # --------------------------------------------------------------------------- a model that cannot be loaded
@@ -1042,7 +1055,7 @@ def test_a_stable_model_that_cannot_be_loaded_is_said_and_degraded_until_it_load
 ) -> None:
     obs = Observed(revision="old", served=7, latest=7, store=_store(empty=()), faults=faults)
     d = decide(_spec(), status, obs, None, now=100.0)
-    assert [a["reason"] for a in _kinds_args(d, "event")] == events
+    assert [a.reason for a in _actions(d, Event)] == events
     got = next((c for c in d.status["conditions"] if c["type"] == "ModelLoaded"), None)
     assert (got["status"], got["reason"], got["message"]) == condition if condition else got is None
     assert d.status["phase"] == phase
@@ -1060,8 +1073,8 @@ def test_a_canary_whose_model_cannot_be_loaded_aborts_with_the_reason_and_the_er
     assert d.status["aborted"]["revision"] == "new"
     assert d.status["aborted"]["reason"] == f"the model cannot be loaded (ImportFailed): {said}"
     assert d.status["canaryWeight"] == 0 and d.status["stableRevision"] == "old"
-    assert {"revision": "new"} in _kinds_args(d, "remove-revision")
-    assert [a["reason"] for a in _kinds_args(d, "event")] == [
+    assert _active(d) == {"old"}  # the aborted canary's children go
+    assert [a.reason for a in _actions(d, Event)] == [
         "ImportFailed", "ImportFailed", "RolloutAborted"]  # fmt: skip
     [loaded] = [c for c in d.status["conditions"] if c["type"] == "ModelLoaded"]
     assert (loaded["status"], loaded["reason"], loaded["message"]) == (
@@ -1114,10 +1127,9 @@ def test_a_new_revision_replaces_a_stable_one_that_never_loaded_its_model(
     assert (d.status["stableRevision"] == "new") is promoted
     assert ("promote" in _kinds(d)) is promoted
     if promoted:
-        [event] = [a for a in _kinds_args(d, "event") if a["reason"] == "Promoted"]
-        assert (
-            "revision old never loaded its model (ImportFailed): nothing to protect"
-            in (event["message"])
+        [event] = [a for a in _actions(d, Event) if a.reason == "Promoted"]
+        assert "revision old never loaded its model (ImportFailed): nothing to protect" in (
+            event.message
         )
         assert "loadFaults" not in d.status  # the old revision's: not the model's any more
     else:
@@ -1206,11 +1218,11 @@ def test_a_learner_near_its_memory_limit_is_said_once_with_its_sizes(
     observed = Observed(revision=revision, served=7, latest=7, store=_store(empty=()),
                         memory=memory)  # fmt: skip
     d = decide(_spec(), status, observed, None, now=100.0)
-    said = [a for a in _kinds_args(d, "event") if a["reason"].startswith("LearnerMemory")]
-    assert [a["reason"] for a in said] == events
+    said = [a for a in _actions(d, Event) if a.reason.startswith("LearnerMemory")]
+    assert [a.reason for a in said] == events
     got = next((c for c in d.status["conditions"] if c["type"] == "LearnerMemory"), None)
     assert (got["status"], got["reason"]) == condition if condition else got is None
     if message is not None:
         assert got is not None and got["message"] == message
-        assert all(a["message"] == message for a in said)
+        assert all(a.message == message for a in said)
     assert d.status["phase"] != "Degraded" or status.get("aborted"), "a warning, not Degraded"
