@@ -481,3 +481,58 @@ def test_a_regression_label_past_the_limit_is_refused_and_an_update_that_would_g
     assert all(np.isfinite(v).all() for v in after.values())
     assert np.isfinite(m.predict_one({"x": 2.0}))
     assert after.keys() == before.keys()
+
+
+REFUSED = [
+    (algorithm, task, params, buckets)
+    for algorithm, task, params in [
+        ("sgd", "binary", {}),
+        ("sgd", "binary", {"optimizer": "adagrad"}),
+        ("sgd", "regression", {"optimizer": "sgd"}),
+        ("ftrl", "binary", {}),
+        ("sgd", "multiclass", {}),
+        ("ftrl", "multiclass", {}),
+    ]
+    for buckets in (32, 10_000)  # (past 8,192 a copy of the buckets touched did not take back l2)
+]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "task", "params", "buckets"),
+    REFUSED,
+    ids=[
+        f"a {t} {a} ({p.get('optimizer', 'default')}) with {b} buckets takes back the whole batch"
+        for a, t, p, b in REFUSED
+    ],
+)
+def test_a_batch_that_would_make_the_model_non_finite_is_taken_back_exactly(
+    algorithm, task, params, buckets
+) -> None:
+    # what the per-batch undo copies and the finite check buy: one NaN costs its batch,
+    # not the model (without them every weight is NaN from then on)
+    from tideline.algorithms.base import NonFiniteUpdate
+
+    features = [{"name": "a"}, {"name": "b"}, {"name": "shop", "type": "categorical",
+                                               "buckets": buckets}]  # fmt: skip
+    spec = {"task": task, "algorithm": algorithm, "features": features, "params": params}
+    if task == "multiclass":
+        spec["classes"] = ["x", "y", "z"]
+    m = make_learner(spec)
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=(768, 2)), rng.integers(0, buckets, 768)])
+    y = rng.integers(0, 3 if task == "multiclass" else 2, 768).astype(float)
+    m.learn_many(X[:256], y[:256])
+    twin = m.copy()
+    before = m.copy().get_state()
+    bad = X[256:512].copy()
+    bad[100, 0] = np.nan
+    with pytest.raises(NonFiniteUpdate):
+        m.learn_many(bad, y[256:512])
+    after = m.get_state()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+    m.learn_many(X[512:], y[512:])
+    twin.learn_many(X[512:], y[512:])
+    for k, v in twin.get_state().items():
+        np.testing.assert_array_equal(m.get_state()[k], v, err_msg=k)

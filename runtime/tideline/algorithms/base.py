@@ -77,10 +77,14 @@ class Standardizer:
         # Feature-major, so every broadcast below runs along a contiguous row of
         # n values rather than n short rows (3x faster for 20 features).
         A = np.empty((X.shape[1] + 1, X.shape[0]))
-        A[:-1] = X.T
+        Xc = A[:-1]
+        Xc[...] = X.T
         A[-1] = 1.0
         lo, hi = self.bounds()
-        np.clip(A[:-1], lo[:, None], hi[:, None], out=A[:-1])
+        # np.maximum/np.minimum in place (NaN passes through both, as through np.clip):
+        # np.clip's Python wrapper took 2 of a 256-row batch's 50 us
+        np.maximum(Xc, lo[:, None], out=Xc)
+        np.minimum(Xc, hi[:, None], out=Xc)
         return A
 
     def update_design(self, X: np.ndarray) -> np.ndarray:
@@ -423,7 +427,8 @@ class Learner:
         A = self._scaler.update_design(self._numeric(X))
         with np.errstate(over="ignore", invalid="ignore"):  # checked right below
             p = self._learn(X, A, y)
-        if not self._finite(X):
+            finite = self._finite(X)  # (its sums may overflow too)
+        if not finite:
             # refused, not applied: the state is what it was before this batch
             self._scaler.set_state({k: np.array(v, copy=True) for k, v in scaler.items()})
             self._restore(undo)

@@ -87,7 +87,6 @@ from tideline.algorithms.base import Learner, NonFiniteUpdate, State
 from tideline.spec import OPTIMIZERS, FTRLParams, SGDParams
 
 _EPS = 1e-12
-UNDO_ALL_BUCKETS = 8192  # categorical weights copied whole to take an update back, up to this
 
 
 class LinearLearner(Learner):
@@ -103,7 +102,6 @@ class LinearLearner(Learner):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
         k = len(self.schema.num_idx) + 1  # numeric weights + bias (last)
         c = self.schema.n_cat_total
-        self._update_categorical: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._w = np.zeros(k)
         self._wc = np.zeros(c)
         if self.optimizer == "newton":
@@ -119,29 +117,17 @@ class LinearLearner(Learner):
                 self._zc = np.zeros(c)
 
     # -- design ---------------------------------------------------------------------
-    def _categorical(self, X: np.ndarray, update: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The (row, bucket) pairs of the categorical features that have a value. Within an
-        update (``update``) they are worked out once: it asks to guard, learn and check."""
+    def _categorical(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (row, bucket) pairs of the categorical features that have a value."""
         if not len(self.schema.cat_idx):
             return _EMPTY_INT, _EMPTY_INT
-        last = self._update_categorical
-        if update and last is not None and last[0] is X:
-            return last[1], last[2]
         idx = X[:, self.schema.cat_idx].astype(np.int64)
         valid = idx >= 0
         rows = np.nonzero(valid)[0]
         cols = (idx + self.schema.cat_offsets)[valid]
-        if update:
-            self._update_categorical = (X, rows, cols)
         return rows, cols
 
     predicts_in_update = True
-
-    def _update(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
-        try:
-            return super()._update(X, y)
-        finally:
-            self._update_categorical = None  # (the batch is not held on to)
 
     def _margin(self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         z = self._w @ A
@@ -161,7 +147,7 @@ class LinearLearner(Learner):
     # -- learning ---------------------------------------------------------------------
     def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> np.ndarray:
         # A is the transposed design: one row per coordinate, one column per sample.
-        rows, cols = self._categorical(X, update=True)
+        rows, cols = self._categorical(X)
         return self._step(A, rows, cols, y)
 
     def learn_predict_batches(self, X: np.ndarray, y: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -214,8 +200,7 @@ class LinearLearner(Learner):
         decay = self.params.forgetting**n
         # Forget towards the prior, not towards zero, so an unused direction
         # never becomes infinitely soft.
-        P = self._P
-        P *= decay
+        P = self._P * decay  # (a new array: see _undo)
         P += (A * h) @ A.T
         P.flat[:: P.shape[0] + 1] += (1.0 - decay) * prior + l2 * n
         g = g + l2 * n * self._w
@@ -224,34 +209,39 @@ class LinearLearner(Learner):
         _, step, info = dposv(P, g)
         if info != 0:  # pragma: no cover - only if P lost definiteness to rounding
             step = np.linalg.lstsq(P, g, rcond=None)[0]
-        self._w -= step
+        self._P = P
+        self._w = self._w - step
         if gc is not None:
             Pc = self._Pc * decay + (1.0 - decay) * prior + l2 * n
             Pc += np.bincount(cols, weights=h[rows], minlength=len(Pc))
             self._Pc = Pc
-            self._wc -= (gc + l2 * n * self._wc) / Pc
+            self._wc = self._wc - (gc + l2 * n * self._wc) / Pc
 
     def _gradient(self, A, rows, cols, r, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
         lr = self.params.learningRate
         g = g / n + l2 * self._w
         if self.optimizer == "adagrad":
-            self._G += g**2
-            self._w -= lr * g / (np.sqrt(self._G) + 1e-8)
+            self._G = self._G + g**2
+            self._w = self._w - lr * g / (np.sqrt(self._G) + 1e-8)
         else:
-            self._w -= lr * g
+            self._w = self._w - lr * g
         if gc is not None:
             gc = gc / n + l2 * self._wc
             if self.optimizer == "adagrad":
-                self._Gc += gc**2
-                self._wc -= lr * gc / (np.sqrt(self._Gc) + 1e-8)
+                self._Gc = self._Gc + gc**2
+                self._wc = self._wc - lr * gc / (np.sqrt(self._Gc) + 1e-8)
             else:
-                self._wc -= lr * gc
+                self._wc = self._wc - lr * gc
 
     def _ftrl(self, A, rows, cols, r, g, gc) -> None:  # type: ignore[no-untyped-def]
-        _ftrl_step(self.params, self._w, self._z, self._G, g, (A * A) @ (r * r))
+        self._w, self._z, self._G = _ftrl_step(
+            self.params, self._w, self._z, self._G, g, (A * A) @ (r * r)
+        )
         if gc is not None:
             g2c = np.bincount(cols, weights=r[rows] ** 2, minlength=len(gc))
-            _ftrl_step(self.params, self._wc, self._zc, self._Gc, gc, g2c)
+            self._wc, self._zc, self._Gc = _ftrl_step(
+                self.params, self._wc, self._zc, self._Gc, gc, g2c
+            )
 
     def predictor(self) -> Callable[[np.ndarray], np.ndarray]:
         """Predictions with the standardisation folded into the weights: one product per batch."""
@@ -321,24 +311,19 @@ class LinearLearner(Learner):
     }
 
     def _undo(self, X: np.ndarray) -> Any:
-        # the buckets the batch touches; all of them when there are few (a copy is cheaper)
-        cols: Any = slice(None)
-        if self._wc.size > UNDO_ALL_BUCKETS:
-            cols = np.unique(self._categorical(X, update=True)[1])
-        return cols, {a: (getattr(self, a)[cols].copy() if a.endswith("c") else getattr(self, a).copy())
-                      for a in self._STATE[self.optimizer]}  # fmt: skip
+        # Every update rule replaces its state arrays and never writes into them: the arrays
+        # themselves are the undo, no copy. (A copy of the buckets a batch touched, kept for
+        # hashed features past 8,192 buckets, missed what l2 and forgetting move in all the
+        # others: a refused batch left them shrunk.)
+        return [(a, getattr(self, a)) for a in self._STATE[self.optimizer]]
 
     def _restore(self, undo: Any) -> None:
-        cols, saved = undo
-        for a, value in saved.items():
-            if a.endswith("c"):
-                getattr(self, a)[cols] = value
-            else:
-                setattr(self, a, value)
+        for a, value in undo:
+            setattr(self, a, value)
 
     def _finite(self, X: np.ndarray) -> bool:
-        _, cols = self._categorical(X, update=True)
-        return bool(np.isfinite(self._w).all() and np.isfinite(self._wc[cols]).all())
+        # every bucket, not only those the batch touched: l2 and forgetting move them all
+        return _all_finite(self._w) and _all_finite(self._wc)
 
     def _soften(self, keep: float) -> None:
         if self.optimizer == "newton":
@@ -393,16 +378,16 @@ class FTRLLearner(LinearLearner):
 
 def _ftrl_step(
     params: FTRLParams, w: np.ndarray, z: np.ndarray, G: np.ndarray, g: np.ndarray, g2: np.ndarray
-) -> None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """FTRL-Proximal's per-coordinate update of weights ``w`` (and its sums ``z``, ``G``) from
-    the gradient ``g`` and the squared gradients ``g2``, in place."""
+    the gradient ``g`` and the squared gradients ``g2``: the new ``w``, ``z``, ``G``, as new
+    arrays (see :meth:`LinearLearner._undo`)."""
     alpha, beta, l1, l2 = params.alpha, params.beta, params.l1, params.l2
     G_new = G + g2
     sigma = (np.sqrt(G_new) - np.sqrt(G)) / alpha
-    z += g - sigma * w
-    G[:] = G_new
-    shrunk = np.sign(z) * np.maximum(np.abs(z) - l1, 0.0)
-    w[:] = -shrunk / ((beta + np.sqrt(G)) / alpha + l2)
+    z_new = z + (g - sigma * w)
+    shrunk = np.sign(z_new) * np.maximum(np.abs(z_new) - l1, 0.0)
+    return -shrunk / ((beta + np.sqrt(G_new)) / alpha + l2), z_new, G_new
 
 
 class SoftmaxLearner(LinearLearner):
@@ -453,24 +438,28 @@ class SoftmaxLearner(LinearLearner):
         h = np.maximum(p * (1.0 - p), 1e-4)  # (n, k): each class's own curvature
         prior = self.params.priorPrecision
         decay = self.params.forgetting**n
-        P = self._P  # (k, d, d): the diagonal blocks (see the module docs)
-        P *= decay
+        P = self._P * decay  # (k, d, d): the diagonal blocks (see the module docs); new (_undo)
         P += (A * h.T[:, None, :]) @ A.T
         d = np.arange(P.shape[1])
         P[:, d, d] += (1.0 - decay) * prior + l2 * n
         g = g + l2 * n * self._w
-        self._w -= np.linalg.solve(P, g.T[:, :, None])[:, :, 0].T
+        self._P = P
+        self._w = self._w - np.linalg.solve(P, g.T[:, :, None])[:, :, 0].T
         if gc is not None:
             Pc = self._Pc * decay + (1.0 - decay) * prior + l2 * n
             Pc += _sum_by(cols, h[rows], len(Pc))
             self._Pc = Pc
-            self._wc -= (gc + l2 * n * self._wc) / Pc
+            self._wc = self._wc - (gc + l2 * n * self._wc) / Pc
 
     def _ftrl(self, A, rows, cols, r, g, gc) -> None:  # type: ignore[no-untyped-def]
-        _ftrl_step(self.params, self._w, self._z, self._G, g, (A * A) @ (r * r))
+        self._w, self._z, self._G = _ftrl_step(
+            self.params, self._w, self._z, self._G, g, (A * A) @ (r * r)
+        )
         if gc is not None:
             g2c = _sum_by(cols, r[rows] ** 2, len(gc))
-            _ftrl_step(self.params, self._wc, self._zc, self._Gc, gc, g2c)
+            self._wc, self._zc, self._Gc = _ftrl_step(
+                self.params, self._wc, self._zc, self._Gc, gc, g2c
+            )
 
     def _soften(self, keep: float) -> None:
         if self.optimizer != "newton":
@@ -541,6 +530,20 @@ def _sum_by(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     k = values.shape[1]
     flat = (index[:, None] * k + np.arange(k)).ravel()
     return np.bincount(flat, weights=values.ravel(), minlength=size * k).reshape(size, k)
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """``np.isfinite(a).all()``, in one reduction when it holds (every batch but a refused one):
+    a sum is finite only if every term is, NaN and inf carrying through it; the exact test
+    only when it is not, as finite terms past 1e308 can overflow the sum. Called where
+    overflow is ignored (the update's ``np.errstate``).
+
+    >>> with np.errstate(over="ignore", invalid="ignore"):
+    ...     print(_all_finite(np.array([1.0, 2.0])), _all_finite(np.array([1e308, 1e308])),
+    ...           _all_finite(np.array([1.0, np.nan])), _all_finite(np.array([np.inf, -np.inf])))
+    True True False False
+    """
+    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
 
 
 _EMPTY_INT = np.zeros(0, dtype=np.int64)
