@@ -503,11 +503,11 @@ def guardrail_breach(
     if q is None or health is None:
         return None
     good = q.get("lastGood")
-    vs = good.vs_served if good is not None and good.version == last_good else None
     margin = g.maxAccuracyDrop
     if health.drift.concept.detected and g.onConceptDrift == "rollback":
         margin = 0.0
-    if vs is not None and vs.samples >= MIN_PAIRED and vs.better(margin):
+    vs = _beats_served(good, margin, MIN_PAIRED) if good and good.version == last_good else None
+    if vs is not None:
         return (
             f"lastGood v{last_good} beats served v{served} by more than {margin} "
             f"({_units(spec)}) on the same samples: {_said(vs)}"
@@ -517,6 +517,19 @@ def guardrail_breach(
     if s.error_rate is not None and s.requests >= MIN_REQUESTS and s.error_rate > g.maxErrorRate:
         return (f"error rate {s.error_rate:.3f} is over {g.maxErrorRate} "
                 f"({s.errors} of {s.requests} answers)")  # fmt: skip
+    return None
+
+
+def _beats_served(c: Candidate, margin: float, n: int) -> Comparison | None:
+    """How ``c`` (lastGood, baseline) is better than the served version by more than
+    ``margin``, on at least ``n`` paired samples it has not learned, if it is: with the
+    served version scored on all of them (``vs_served_whole``: its own training data
+    flatters it, never the other way, and the whole window counts at once, so a poisoned
+    version is judged as soon as it is served), or on those neither learned (``vs_served``:
+    the one a version that memorises cannot pass on its memory)."""
+    for vs in (c.vs_served_whole, c.vs_served):
+        if vs is not None and vs.samples >= n and vs.better(margin):
+            return vs
     return None
 
 
@@ -600,23 +613,14 @@ def quality_condition(
     if q is None or health is None:
         return True, "NoEvidence", "no fresh evidence from the monitor"
     good, base = q.get("lastGood"), q.get("baseline")
-    if (
-        good is not None
-        and good.vs_served is not None
-        and served != last_good
-        and good.vs_served.better()
-    ):
-        return (
-            False,
-            "WorseThanLastGood",
-            f"lastGood v{last_good} vs served v{served}: {_said(good.vs_served)}",
-        )
-    if base is not None and base.vs_served is not None and base.vs_served.better():
-        return (
-            False,
-            "WorseThanBaseline",
-            f"baseline v{base.version} vs served v{served}: {_said(base.vs_served)}",
-        )
+    vs = _beats_served(good, 0.0, 0) if good is not None and served != last_good else None
+    if vs is not None:
+        return (False, "WorseThanLastGood",
+                f"lastGood v{last_good} vs served v{served}: {_said(vs)}")  # fmt: skip
+    vs = _beats_served(base, 0.0, 0) if base is not None else None
+    if base is not None and vs is not None:
+        return (False, "WorseThanBaseline",
+                f"baseline v{base.version} vs served v{served}: {_said(vs)}")  # fmt: skip
     if health.drift.concept.detected and spec.guardrails.onConceptDrift in ("adapt", "rollback"):
         return True, "Adapting", "concept drift: the learner adapts faster for a while"
     if last_good is None:

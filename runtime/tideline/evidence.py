@@ -168,9 +168,20 @@ class CommonWindow:
     sample carries when its label arrived (``t``) and each candidate when the
     newest label it learned arrived (``learned_until``, from its version's
     metadata): a candidate is scored only on samples that came after it, and a
-    comparison of two only on samples both have not learned. When a
+    comparison of two only on samples both have not learned - or, asked for
+    (``whole``), on every sample the candidate has not learned, the reference
+    scored on its own training data too: that flatters the reference, so a
+    candidate found better than it is better still (what a rollback needs,
+    and at once: the served version is judged on the whole window). When a
     candidate is added it is scored on the whole window at once; each later
-    batch is scored by every candidate. A comparison opens when first asked
+    batch is scored by every candidate.
+
+    **Tracks.** A learner publishes every few seconds, so a version has few
+    samples it has not learned before the next replaces it. A *track*
+    (:meth:`follow`) is a role's answers as they were: each new sample is
+    scored, when it comes, by the version that plays the role then (a
+    canary, the served version), and counts if that version had not learned
+    it. Its comparisons grow across versions, as a canary's traffic does. A comparison opens when first asked
     for, seeded with the window's samples, and then grows with every new
     batch: a growing sequence of paired samples, which is what the
     confidence sequence's guarantee is about.
@@ -199,8 +210,10 @@ class CommonWindow:
         self._X: dict[str, np.ndarray] = {}
         self._schemas: dict[Hashable, str | None] = {}  # candidate -> its schema's key
         self._until: dict[Hashable, float] = {}  # candidate -> the newest label it learned
-        # (candidate, reference, since) -> their comparison (see compare)
-        self._pairs: dict[tuple[Hashable, Hashable, int], Paired] = {}
+        self._tracks: dict[Hashable, Hashable | None] = {}  # track -> the candidate it follows
+        self._ok: dict[Hashable, np.ndarray] = {}  # track -> the slots it scored out of sample
+        # (candidate, reference, since, whole) -> their comparison (see compare)
+        self._pairs: dict[tuple[Hashable, Hashable, int, bool], Paired] = {}
 
     # -- samples and candidates ---------------------------------------------------------
     def add_samples(self, rows: Sequence[Any], y: np.ndarray, t: Any = None) -> None:
@@ -230,8 +243,13 @@ class CommonWindow:
                for key, c in self._candidates.items()}  # fmt: skip
         for key, p in new.items():
             self._preds[key][slots] = p
-        for (a, b, _), pair in self._pairs.items():
-            fresh = self._fresh(a, t) & self._fresh(b, t)
+        for track, key in self._tracks.items():
+            played = key is not None and key in new
+            new[track] = new[key] if played else np.zeros(self.task.rows(n))
+            self._preds[track][slots] = new[track]
+            self._ok[track][slots] = self._fresh(key, slots) if played else False
+        for (a, b, _, whole), pair in self._pairs.items():
+            fresh = self._common(a, b, slots, whole)
             d, ref = self._difference(new[a][fresh], new[b][fresh], y[fresh])
             pair.update(d, ref)
 
@@ -267,6 +285,20 @@ class CommonWindow:
         for pair in [p for p in self._pairs if key in p[:2]]:
             del self._pairs[pair]
 
+    def follow(self, track: Hashable, key: Hashable | None) -> None:
+        """From the next batch on, ``track`` answers each sample as candidate ``key`` does
+        (None, or a key not loaded: it answers none); a new track starts with no samples."""
+        if track not in self._tracks:
+            self._preds[track] = np.zeros(self.task.rows(self.size))
+            self._ok[track] = np.zeros(self.size, dtype=bool)
+        self._tracks[track] = key
+
+    def keep_tracks(self, tracks: set[Hashable]) -> None:
+        for track in [k for k in self._tracks if k not in tracks]:
+            del self._tracks[track], self._ok[track], self._preds[track]
+            for pair in [p for p in self._pairs if track in p[:2]]:
+                del self._pairs[pair]
+
     def keep_only(self, keys: set[Hashable]) -> None:
         for key in [k for k in self._candidates if k not in keys]:
             self.drop(key)
@@ -280,7 +312,7 @@ class CommonWindow:
             del self._pairs[pair]
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._candidates
+        return key in self._candidates or key in self._tracks
 
     # -- reading ------------------------------------------------------------------------
     def labels(self) -> np.ndarray:
@@ -291,14 +323,18 @@ class CommonWindow:
         """The candidate's quality on the window's samples it has not learned, or on those of
         its ``last`` newest samples (see :func:`tideline.evaluate.scores`)."""
         idx = self._order() if last is None else self._newest(last)
-        idx = idx[self._fresh(key, self._t[idx])]
+        idx = idx[self._fresh(key, idx)]
         return scores(self.task.name, self._preds[key][idx], self._y[idx])
 
-    def compare(self, candidate: Hashable, reference: Hashable, since: int = 0) -> Paired:
+    def compare(
+        self, candidate: Hashable, reference: Hashable, since: int = 0, whole: bool = False
+    ) -> Paired:
         """The growing paired comparison of ``candidate`` with ``reference`` (opened if new),
         on the samples added after the first ``since`` (:attr:`total` then): 0 for all of
         them, seeded with the window; ``total`` now for those to come only. A comparison
         opened after some of its samples left the window is seeded with those still in it.
+        On the samples neither has learned; ``whole``: on those ``candidate`` has not, the
+        reference scored on all of them.
 
         >>> w = CommonWindow("binary", size=10)
         >>> w.add_candidate("one", Constant(1.0)); w.add_candidate("zero", Constant(0.0))
@@ -308,13 +344,12 @@ class CommonWindow:
         >>> w.compare("zero", "one").n, fresh.n, fresh.mean
         (4, 1, 1.0)
         """
-        key = (candidate, reference, since)
+        key = (candidate, reference, since, whole)
         pair = self._pairs.get(key)
         if pair is None:
             pair = self._pairs[key] = Paired()
             idx = self._newest(self.total - since)
-            t = self._t[idx]
-            idx = idx[self._fresh(candidate, t) & self._fresh(reference, t)]
+            idx = idx[self._common(candidate, reference, idx, whole)]
             d, ref = self._difference(self._preds[candidate][idx], self._preds[reference][idx],
                                       self._y[idx])  # fmt: skip
             pair.update(d, ref)
@@ -342,9 +377,18 @@ class CommonWindow:
         return pair.mean / scale, lo / scale, hi / scale
 
     # -- internals ----------------------------------------------------------------------
-    def _fresh(self, key: Hashable, t: np.ndarray) -> np.ndarray:
-        """Which of the samples whose labels arrived at ``t`` ``key`` has not learned."""
-        return t > self._until.get(key, -math.inf)
+    def _fresh(self, key: Hashable, slots: np.ndarray) -> np.ndarray:
+        """Which of the samples in ``slots`` ``key`` has not learned (a track: answered then
+        by a version that had not)."""
+        ok = self._ok.get(key)
+        if ok is not None:
+            return ok[slots]
+        return self._t[slots] > self._until.get(key, -math.inf)
+
+    def _common(self, a: Hashable, b: Hashable, slots: np.ndarray, whole: bool) -> np.ndarray:
+        """Which samples in ``slots`` a comparison of ``a`` with ``b`` counts (see compare)."""
+        fresh = self._fresh(a, slots)
+        return fresh if whole else fresh & self._fresh(b, slots)
 
     def _order(self) -> np.ndarray:
         """Slots of the window's samples, oldest first."""

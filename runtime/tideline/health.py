@@ -25,8 +25,13 @@ Quality comes in two kinds:
   came since agree with it, and ``latest`` is compared with it on those labels
   alone (:attr:`Candidate.since_pin`).
 
-Summaries written before ``recent``, ``versus``, ``since_pin`` and ``pin``
-existed decode without them.
+Each version is scored only on labels it has not learned (labels are training
+data too: a version that memorises would otherwise be proven on its own
+training data); a canary is judged by what it answered when each sample came
+(its *track*), so the evidence grows across its versions.
+
+Summaries written before ``recent``, ``versus``, ``since_pin``, ``pin`` and
+``vs_served_whole`` existed decode without them.
 
 Examples
 --------
@@ -141,7 +146,12 @@ class Candidate(_Sparse):
     logloss: float | None = None
     rmse: float | None = None
     served_labelled: int = 0  # labels of the predictions it made while served
+    # against the served version on the samples neither has learned (a canary: its track
+    # against the served track, each sample as the two answered it when it came)
     vs_served: Comparison | None = None
+    # on the samples this one has not learned, the served version scored on all of them (its
+    # own training data flatters it): what a rollback reads (``lastGood``, ``baseline``)
+    vs_served_whole: Comparison | None = None
     # against other roles on the same samples (this candidate minus that role): the
     # ``recent`` candidate's proof reads ``lastGood`` and ``constant``
     versus: dict[str, Comparison] = {}

@@ -73,7 +73,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -130,6 +130,8 @@ CONCEPT_MIN_RISE = 0.05  # the error rate must rise this much (and surely) to be
 # the processor's caches (5,000 entries of 64 rows read 15-20 % slower per prediction)
 LOG_READ = 256
 MEASURE_SHARE = 0.01  # of the time at most spent measuring the log's size (MEMORY USAGE)
+# roles judged by their track (what their versions answered, each sample as it came)
+TRACKED = ("served", "canary")
 VERSIONS_EVERY = 0.25  # seconds between two looks at the pointers for a version to judge
 FAILED_WAIT = 2.0  # seconds at most between failed turns: 30 in a row take about a minute
 # The servers' counters (ServerCounters): a server's report older than this no longer counts
@@ -1176,7 +1178,23 @@ class Monitor:
         roles = {role: key for role, key in roles.items() if key in self.evidence}
         self.evidence.keep_only(set(roles.values()))
         self._roles = roles
+        self._follow_tracks()
         self._follow_pin()
+
+    def _answers(self, role: str) -> tuple[Any, ...] | None:
+        """The track of a role (see :class:`tideline.evidence.CommonWindow`): what the versions
+        of the revision that plays it answered, each sample as it came."""
+        named = self._named.get(role)
+        return ("track", role, named[0]) if named is not None and role in TRACKED else None
+
+    def _follow_tracks(self) -> None:
+        tracks: set[Hashable] = set()
+        for role in TRACKED:
+            track = self._answers(role)
+            if track is not None:
+                self.evidence.follow(track, self._roles.get(role))
+                tracks.add(track)
+        self.evidence.keep_tracks(tracks)
 
     def _load(self, key: tuple[Any, ...]) -> Any:
         """A stored version into the window (scored on it once); None when it is not stored."""
@@ -1189,16 +1207,8 @@ class Monitor:
         except ModelLoadError as e:
             self._cannot_load(key, e)
             return None
-        # Versions carry learnedUntil, and the window can score each only on the labels it
-        # has not learned (tideline.evidence: out of sample). Not used for the decisions yet:
-        # wired in, the guardrails were measured slower - a VW --oaa loop's poisoning rolled
-        # back 9.8-13 s after it began (River 4.4, in sample about 2), and on real pods a
-        # poisoning right after a promotion was not rolled back at all within 150 s
-        # (tests/e2e/pods/test_real_pods.py). Next: prove and roll back on what each
-        # decision needs (a memorising version must not be proven or win a canary on its
-        # own training data; a poisoned one must still be rolled back at once).
-        del meta
-        self.evidence.add_candidate(key, learner)
+        until = meta.get("learnedUntil") if isinstance(meta, dict) else None
+        self.evidence.add_candidate(key, learner, _seconds(until))
         return learner
 
     def _cannot_load(self, key: tuple[Any, ...], error: ModelLoadError) -> None:
@@ -1259,7 +1269,9 @@ class Monitor:
                 served_labelled=v.labelled if v is not None else 0,
             )
             if key != served and w.count:
-                c.vs_served = self._comparison(key, served)
+                c.vs_served = self._comparison(*self._judged(role, key, served))
+            if role in ("lastGood", "baseline") and key != served and w.count:
+                c.vs_served_whole = self._comparison(key, served, whole=True)
             if role == "recent" and w.count:
                 for other in ("lastGood", "constant"):
                     against = roles.get(other)
@@ -1277,9 +1289,19 @@ class Monitor:
             pin=self._pin_evidence(served),
         )
 
-    def _comparison(self, key: Any, reference: Any, since: int = 0) -> h.Comparison:
+    def _judged(self, role: str, key: Any, served: Any) -> tuple[Any, Any]:
+        """What a role's ``vs_served`` compares: the version with the served one, a canary's
+        track with the served track (its versions come and go faster than their labels)."""
+        canary, stable = self._answers("canary"), self._answers("served")
+        if role == "canary" and canary in self.evidence and stable in self.evidence:
+            return canary, stable
+        return key, served
+
+    def _comparison(
+        self, key: Any, reference: Any, since: int = 0, whole: bool = False
+    ) -> h.Comparison:
         w = self.evidence
-        pair = w.compare(key, reference, since)
+        pair = w.compare(key, reference, since, whole)
         diff, lo, hi = w.relative(pair)
         return h.Comparison(samples=pair.n, difference=diff, lower=lo, upper=hi)
 
@@ -1470,6 +1492,13 @@ def _num(v: Any, default: float) -> float:
     if isinstance(v, int | float) and v == v and abs(v) != float("inf"):
         return float(v)
     return default
+
+
+def _seconds(value: Any) -> float | None:
+    """A version's ``learnedUntil`` (None: not said, or not a finite number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _error(task: Task, report: dict[str, Any]) -> float | None:

@@ -295,6 +295,27 @@ def test_guardrail_rolls_back_when_last_good_is_surely_better_by_more_than_max_a
 
 
 @pytest.mark.parametrize(
+    ("fair", "whole", "rolled_back"),
+    [
+        (_vs(0.0, half=1.0, samples=0), _vs(0.20, half=0.03), True),
+        (_vs(0.20, half=0.03), _vs(0.0, half=0.02), True),
+        (_vs(0.0, half=0.02), _vs(0.005, half=0.02), False),
+    ],
+    ids=[
+        "a version just served has no label it has not learned: its whole window decides",
+        "better on the labels neither learned, though not on served's training data",
+        "neither says lastGood is better: no rollback",
+    ],
+)
+def test_a_rollback_reads_served_on_its_training_data_too(fair, whole, rolled_back) -> None:
+    health = _health(100.0, lastGood=(6, fair))
+    health.quality.candidates["lastGood"].vs_served_whole = whole
+    d = decide(_spec(), {"stableRevision": "old"}, Observed(revision="old", served=7, last_good=6),
+               health, now=100.0)  # fmt: skip
+    assert bool(_actions(d, RollbackTo)) == rolled_back
+
+
+@pytest.mark.parametrize(
     ("vs", "quality"),
     [
         (_vs(0.04, half=0.01), ("False", "WorseThanLastGood")),
