@@ -128,6 +128,31 @@ class Task:
             raise ValueError(f"scores of shape {p.shape}, this task's are {want}")
         return p
 
+    def checked(self, scores: Any, n: int, probabilities: bool = True) -> np.ndarray:
+        """``scores`` a model gave for ``n`` rows, as an array; ``ValueError`` saying why they
+        are not this task's: not numbers, not its shape (``(n,)``; multiclass ``(n, k)``), not
+        finite, or (``probabilities``) a classifier's probability outside [0, 1].
+
+        >>> Task("multiclass", ("a", "b", "c")).checked([[0.2, 0.8]], 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: scores of shape (1, 2) for 1 rows (a multiclass model of 3 classes gives (1, 3))
+        """
+        try:
+            p = np.asarray(scores, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"scores that are not numbers ({e})") from None
+        want = self.rows(n)
+        if p.shape != want:
+            kind = f"multiclass model of {self.n_classes} classes" if self.multiclass else (
+                f"{self.name} model")  # fmt: skip
+            raise ValueError(f"scores of shape {p.shape} for {n} rows (a {kind} gives {want})")
+        if not np.isfinite(p).all():
+            raise ValueError("a score that is not finite")
+        if probabilities and self.classifies and ((p < 0.0) | (p > 1.0)).any():
+            raise ValueError("a probability outside [0, 1]")
+        return p
+
     def predicted(self, p: np.ndarray) -> np.ndarray:
         """Each row's answer as a class (multiclass: its index; binary: 0/1); regression: the
         values as they are."""

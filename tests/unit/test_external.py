@@ -300,7 +300,7 @@ def test_a_custom_model_s_scores_are_scaled_to_sum_to_1() -> None:
 
 @pytest.mark.parametrize(
     ("ref", "what"),
-    [("Mean", r"scores of shape \(3,\) for 3 rows \(a multiclass model gives \(3, 3\)\)"),
+    [("Mean", r"scores of shape \(3,\) for 3 rows \(a multiclass model of 3 classes gives \(3, 3\)\)"),
      ("Shapeless", r"scores of shape \(3, 2\)"),
      ("NegativeVotes", "a negative probability"),
      ("Votes", "a row of probabilities that are all 0")],

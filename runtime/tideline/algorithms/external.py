@@ -38,6 +38,7 @@ from tideline import signing
 from tideline.algorithms.base import Learner, State
 from tideline.model import ModelInfo, as_dicts, missing_methods, rows_of
 from tideline.spec import ExternalParams, VWParams
+from tideline.tasks import Task
 
 STATE = "external.state"  # the model's own bytes (save()), as a uint8 array
 
@@ -88,6 +89,7 @@ class External(Learner):
 
     def _init_state(self) -> None:
         self.info = ModelInfo(self.task, self.schema.features, self.classes)
+        self._task = Task(self.task, self.classes)
         self.model = self._make(self.info)
         self._rows = rows_of(type(self.model))
 
@@ -95,18 +97,12 @@ class External(Learner):
         return as_dicts(self.info, X) if self._rows == "dicts" else X
 
     def _scores(self, scores: Any, n: int) -> np.ndarray:
+        """The model's scores checked (:meth:`Task.checked`; multiclass rows then scaled to
+        sum to 1); :class:`BadScores` naming the model and what is wrong."""
         try:
-            p = np.asarray(scores, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise BadScores(f"{self.params.ref} returned scores that are not numbers ({e})") from e
-        want = (n, self.n_classes) if self.n_classes else (n,)
-        if p.shape != want:
-            raise BadScores(f"{self.params.ref} returned scores of shape {p.shape} for {n} "
-                            f"rows (a {self.task} model gives {want})")  # fmt: skip
-        if not np.isfinite(p).all():
-            raise BadScores(f"{self.params.ref} returned a score that is not finite")
-        if self.task == "binary" and ((p < 0.0) | (p > 1.0)).any():
-            raise BadScores(f"{self.params.ref} returned a probability outside [0, 1]")
+            p = self._task.checked(scores, n, probabilities=not self.n_classes)
+        except ValueError as e:
+            raise BadScores(f"{self.params.ref} returned {e}") from None
         if self.n_classes:
             return self._rows_of_probabilities(p)
         return p

@@ -273,22 +273,11 @@ class FailureLog:
 # -- before a version serves -----------------------------------------------------------
 def servable(task: Task, scores: Any, n: int) -> np.ndarray:
     """``scores`` a model gave for ``n`` rows, as an array; :class:`BadScores` saying why they
-    cannot be served: not numbers, not the task's shape (``(n,)``; multiclass ``(n, k)``),
-    not finite, or a probability outside [0, 1] (binary, multiclass)."""
+    cannot be served (:meth:`Task.checked`)."""
     try:
-        p = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise BadScores(f"scores that are not numbers ({e})") from None
-    want = task.rows(n)
-    if p.shape != want:
-        kind = f"multiclass model of {task.n_classes} classes" if task.multiclass else (
-            f"{task.name} model")  # fmt: skip
-        raise BadScores(f"scores of shape {p.shape} for {n} rows (a {kind} gives {want})")
-    if not np.isfinite(p).all():
-        raise BadScores("a score that is not finite")
-    if task.classifies and ((p < 0.0) | (p > 1.0)).any():
-        raise BadScores("a probability outside [0, 1]")
-    return p
+        return task.checked(scores, n)
+    except ValueError as e:
+        raise BadScores(str(e)) from None
 
 
 def probe_rows(schema: FeatureSchema, reference: Any = None, n: int = PROBE_ROWS) -> np.ndarray:
