@@ -563,7 +563,7 @@ def learner_process(r: Any, doc: dict[str, Any], n: int, profile: cProfile.Profi
         if profile is not None:
             profile.enable()
         clock = Clock()
-        while p.counters["samples"] + len(p.pending) < n:
+        while p.counters["samples"] + len(p.training.pending) < n:
             p.step(block_ms=1)
         p.flush()  # (the rows short of a mini-batch, and the last checkpoint)
         run = clock.run(n, spent["learn_predict"], spent["predict"])

@@ -345,8 +345,8 @@ def test_a_message_that_killed_every_learner_that_read_it_is_dead_lettered(
             dying = LearnerProcess(model, r, checkpoint_seconds=0.0)
             dying.start()
             deadline = time.monotonic() + 10
-            while len(dying.pending) < 6:
-                assert time.monotonic() < deadline, len(dying.pending)
+            while len(dying.training.pending) < 6:
+                assert time.monotonic() < deadline, len(dying.training.pending)
                 dying.step(block_ms=50)
             dying.source.close()
     p = LearnerProcess(model, r, checkpoint_seconds=0.0)

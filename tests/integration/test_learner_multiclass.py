@@ -81,7 +81,7 @@ def test_a_multiclass_model_learns_class_names_and_publishes_a_probability_per_c
     # the rolling quality and the gate read (n, k) scores
     quality = orjson.loads(r.hget(p.keys.learner(p.revision), "quality"))
     assert quality["accuracy"] > 0.9 and len(quality["recall"]) == 3
-    assert len(p.gate_live) == len(p.gate_served) == 2000 and p.gate()[0]
+    assert len(p.training.gate_live) == len(p.training.gate_served) == 2000 and p.training.gate()[0]
     # every version published serves a probability per class
     latest = p.store.pointers(p.revision).latest
     assert latest is not None and latest >= 5
@@ -103,7 +103,7 @@ def test_feedback_labels_are_class_names_joined_with_their_predictions(r) -> Non
     bad = r.xadd(k.feedback, {"data": orjson.dumps({"id": req.ids[2], "label": "fox"})})
     learn_until(p, lambda: p.counters["samples"] + p.counters["invalid"] == 3)
     assert (p.counters["samples"], p.counters["invalid"]) == (2, 1)
-    assert p.replay.y[: p.replay.filled].tolist() == [0.0, 1.0]
+    assert p.training.replay.y[: p.training.replay.filled].tolist() == [0.0, 1.0]
     [letter] = _letters(r, p)
     assert letter["entry"] == bad.decode()
     assert (

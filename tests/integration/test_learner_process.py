@@ -51,7 +51,7 @@ def test_learns_every_sample_acks_them_and_publishes_versions(r) -> None:
     # As accurate, test-then-train, as the same learner fed directly (replay aside).
     direct = make_learner(p.spec.model.to_dict())
     expected = scores("binary", prequential(direct, direct.schema.encode(rows), y), y)["accuracy"]
-    assert p.quality.report()["accuracy"] > expected - 0.02
+    assert p.training.quality.report()["accuracy"] > expected - 0.02
     assert expected > max(y.mean(), 1 - y.mean())
     status = r.hgetall(p.keys.learner(p.revision))
     assert int(status[b"samples"]) == 2000
@@ -233,9 +233,9 @@ def test_the_gate_judges_against_the_version_served_as_stored(r) -> None:
         p.store.set_pointer(p.revision, "served", v, pin=True)
         p.step(block_ms=5)
         stored, _ = p.store.load(p.revision, v)
-        assert p.served_version == v and p.served is not p.learner
+        assert p.served_version == v and p.training.served is not p.learner
         for k, a in stored.get_state().items():
-            np.testing.assert_array_equal(p.served.get_state()[k], a, err_msg=k)
+            np.testing.assert_array_equal(p.training.served.get_state()[k], a, err_msg=k)
 
 
 def test_pause_and_reset_by_control_hash(r) -> None:
@@ -356,16 +356,21 @@ def test_the_replay_buffer_is_saved_once_a_checkpoint_period_and_at_a_clean_stop
     p.flush()  # a clean stop
     again = LearnerProcess(model, r)
     again.start()
-    assert again.counters["samples"] == 700 and again.replay.filled == p.replay.filled == 700
-    np.testing.assert_array_equal(again.replay.get_state()["replay.X"], p.replay.X[:700])
+    assert (
+        again.counters["samples"] == 700
+        and again.training.replay.filled == p.training.replay.filled == 700
+    )
+    np.testing.assert_array_equal(
+        again.training.replay.get_state()["replay.X"], p.training.replay.X[:700]
+    )
     # a checkpoint written with the buffer inside it (as before it had a key of its own)
     arrays, meta = codec.decode(r.get(p.keys.checkpoint(p.revision)))
-    arrays.update(p.replay.get_state())
+    arrays.update(p.training.replay.get_state())
     r.set(p.keys.checkpoint(p.revision), codec.encode(arrays, meta))
     r.delete(p.keys.replay(p.revision))
     again = LearnerProcess(model, r)
     again.start()
-    assert again.replay.filled == 700
+    assert again.training.replay.filled == 700
 
 
 def test_keys_of_the_layout_before_hash_tags_are_moved_and_learning_resumes(r) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from tideline import codec
 from tideline.evaluate import RollingMetrics, calibration_error, log_loss, ramp_size, scores
-from tideline.pods.learner import Replay
+from tideline.pods.training import Replay
 
 
 def test_scores_match_their_definitions() -> None:

@@ -70,19 +70,19 @@ def test_samples_with_class_names_are_learned_and_scored_a_probability_per_class
     else:
         datas = [one(x, v) for x, v in zip(rows, labels, strict=True)]
     p._on_samples(_entries(datas))
-    p.served = p.learner.copy()  # (the gate scores the served version beside the live one)
+    p.training.served = p.learner.copy()  # (the gate scores the served version beside the live one)
     p._learn_pending(force=True)
     assert (p.counters["samples"], p.counters["invalid"]) == (1199, 1)
     [dead] = p._dead
     assert dead["reason"] == f"invalid label: {NOT_A_CLASS}"
-    report = p.quality.report()
+    report = p.training.quality.report()
     assert report["count"] == 1000 and report["accuracy"] > 0.9 and len(report["recall"]) == 3
     # the gate's holdout: a loss per row for the live learner and for the served version
     # (the rows the holdout holds when the version due at 1,200 updates is judged: 1,199
     # were learned, the one refused is no update)
-    assert p.gate_live.shape == p.gate_served.shape == (199,)
-    assert p.gate_live.mean() < p.gate_served.mean()  # (served learned nothing)
-    ok, info = p.gate()
+    assert p.training.gate_live.shape == p.training.gate_served.shape == (199,)
+    assert p.training.gate_live.mean() < p.training.gate_served.mean()  # (served learned nothing)
+    ok, info = p.training.gate()
     assert ok and info["served_loss"] == pytest.approx(np.log(3))
 
 
@@ -117,7 +117,7 @@ def test_a_row_a_team_s_multiclass_model_cannot_learn_is_dead_lettered_with_its_
     [dead] = p._dead
     assert dead["reason"] == "poison: ValueError: unlucky row"
     assert orjson.loads(dead["fields"])["label"] == "'dog'"
-    assert p.quality.report()["count"] == 300  # (scored before it was learned, every row)
+    assert p.training.quality.report()["count"] == 300  # (scored before it was learned, every row)
 
 
 class Counting:
@@ -142,7 +142,7 @@ def test_the_served_version_scores_only_the_rows_the_gate_will_read(
     p = _learner(holdout=holdout, publish_every=publish_every)
     rows, labels = _rows(900)
     p._on_samples(_entries([pack(rows[i : i + 50], labels[i : i + 50]) for i in range(0, 900, 50)]))
-    p.served = served = Counting(p.learner.copy())
+    p.training.served = served = Counting(p.learner.copy())
 
     def judged(*args: Any, **kwargs: Any) -> None:  # (the gate judged the version due)
         p.counters["since_publish"] = 0
@@ -150,4 +150,4 @@ def test_the_served_version_scores_only_the_rows_the_gate_will_read(
     p._checkpoint = judged  # type: ignore[method-assign]
     p._learn_pending(force=True)
     assert served.rows == scored
-    assert len(p.gate_live) == len(p.gate_served) == min(holdout, scored)
+    assert len(p.training.gate_live) == len(p.training.gate_served) == min(holdout, scored)

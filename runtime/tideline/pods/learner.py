@@ -15,7 +15,9 @@ streams through its revision's consumer group, or Kafka topics
 and updates the model in mini-batches (``batchSize`` or ``maxBatchDelay``,
 whichever comes first; a fresh model ramps its batch from 1 up, see
 :func:`tideline.evaluate.ramp_size`), test-then-train, mixing in replayed
-samples. Every entry it consumes is acknowledged (or, from Kafka, its offset
+samples. What is learned when, what is refused and the gate are decided by
+:class:`tideline.pods.training.Training`, which reads and writes nothing; this
+module is the I/O around it. Every entry it consumes is acknowledged (or, from Kafka, its offset
 recorded) only inside the same MULTI/EXEC that writes the checkpoint holding
 the update it fed: after a ``kill -9`` anywhere, the restarted learner resumes
 from the checkpoint and re-reads exactly the entries not done, so no labelled
@@ -61,7 +63,6 @@ after too many in a row, so the process exits non-zero instead of failing quietl
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import math
@@ -69,7 +70,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,7 @@ import orjson
 import redis
 
 from tideline import codec, predlog, signing
-from tideline.algorithms import Learner, make_learner
-from tideline.algorithms.base import NonFiniteUpdate
+from tideline.algorithms import Learner
 from tideline.contracts import (
     AWAIT_START_ENV,
     LearnerControl,
@@ -88,7 +87,6 @@ from tideline.contracts import (
     StartWord,
     feedback_labels,
 )
-from tideline.evaluate import RollingMetrics, ramp_size
 from tideline.features import FeatureError
 from tideline.memory import MemoryUse, Probe
 from tideline.pods.join import Joined, LogJoin, Mark
@@ -105,19 +103,16 @@ from tideline.pods.store import (
     open_version,
     transaction,
 )
+from tideline.pods.training import Run, Training
 from tideline.samples import SampleDecoder
 from tideline.signing import ForgedBlob, Opened, Sealing
 from tideline.spec import OnlineModel, SpecError
-from tideline.tasks import Task
 
 log = logging.getLogger("tideline.learner")
 
 CHECKPOINT_SECONDS = 1.0
 WARM_START_DIR = "/etc/tideline/warm-start"
 ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner.soften)
-# rows learned between checkpoints at most, as mini-batches (the served version scores
-# them at once; a checkpoint never falls inside one, so a packed entry is learned whole)
-BLOCK_ROWS = 4096
 PUBLISHED_KEPT = 4  # copies of the versions last published, for the gate (served soon)
 MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec allows
 MAINTAIN_SECONDS = 10.0  # how often the source is tidied (streams trimmed, partitions found)
@@ -125,16 +120,6 @@ READ_BYTES = 1 << 20  # a read of the source: about this many bytes of entries
 MIN_READ_ENTRIES, MAX_READ_ENTRIES = 16, 2000
 AWAIT_POLL_SECONDS = 0.5  # how often a learner waiting for the operator's StartWord asks
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0  # seconds between turns that fail, doubling
-
-
-@dataclass
-class Run:
-    """An entry's rows waiting in :class:`Pending`: learned together, acknowledged together."""
-
-    stream: str
-    entry: bytes
-    rows: int
-    mark: Mark | None = None  # a joined label's prediction
 
 
 class OpenEntries:
@@ -169,102 +154,6 @@ class OpenEntries:
         out = {e.decode(): sorted(d) for e, d in self._restored.items()}
         out.update((e.decode(), sorted(d)) for e, (_, d) in self._open.items() if d)
         return out
-
-
-class Pending:
-    """Rows decoded and waiting for the next mini-batch, as blocks, with their entries.
-
-    Rows come in blocks (a read's matrix) and leave in mini-batches of whole
-    entries, so a packed entry is never split across a checkpoint.
-    """
-
-    def __init__(self) -> None:
-        self.blocks: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
-        self.runs: collections.deque[Run] = collections.deque()
-        self.rows = 0
-        self.first_at = 0.0
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def add(self, X: np.ndarray, y: np.ndarray, runs: list[Run]) -> None:
-        if len(y):
-            self.blocks.append((X, y))
-            self.runs.extend(runs)
-            self.rows += len(y)
-
-    def take(self, size: int) -> tuple[np.ndarray, np.ndarray, list[Run]]:
-        """The first whole entries holding at least ``size`` rows (or all there are)."""
-        runs: list[Run] = []
-        n = 0
-        while self.runs and n < size:
-            run = self.runs.popleft()
-            runs.append(run)
-            n += run.rows
-        xs, ys, need = [], [], n
-        while need:
-            X, y = self.blocks.popleft()
-            if len(y) > need:
-                self.blocks.appendleft((X[need:], y[need:]))
-                X, y = X[:need], y[:need]
-            xs.append(X)
-            ys.append(y)
-            need -= len(y)
-        self.rows -= n
-        if len(xs) == 1:
-            return xs[0], ys[0], runs
-        return np.vstack(xs), np.concatenate(ys), runs
-
-
-class Replay:
-    """A fixed-size buffer of past samples, each new sample replacing a random slot.
-
-    Random replacement keeps recent samples more often than old ones (ages are
-    geometric), so replay fights forgetting without anchoring the model to a
-    concept that has drifted away.
-    """
-
-    def __init__(self, size: int, width: int, seed: int = 0) -> None:
-        self.size = size
-        self.X = np.zeros((size, width))
-        self.y = np.zeros(size)
-        self.filled = 0
-        self.rng = np.random.default_rng(seed)
-
-    def add(self, X: np.ndarray, y: np.ndarray) -> None:
-        if self.size == 0:
-            return
-        for start in range(0, len(y), self.size):
-            Xc, yc = X[start : start + self.size], y[start : start + self.size]
-            free = min(self.size - self.filled, len(yc))
-            if free:
-                self.X[self.filled : self.filled + free] = Xc[:free]
-                self.y[self.filled : self.filled + free] = yc[:free]
-                self.filled += free
-            rest = len(yc) - free
-            if rest:
-                slots = self.rng.integers(0, self.size, size=rest)
-                self.X[slots] = Xc[free:]
-                self.y[slots] = yc[free:]
-
-    def sample(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if k <= 0 or self.filled == 0:
-            return self.X[:0], self.y[:0]
-        idx = self.rng.integers(0, self.filled, size=k)
-        return self.X[idx], self.y[idx]
-
-    def clear(self) -> None:
-        """Forget every stored sample (after concept drift they speak for a world that is gone)."""
-        self.filled = 0
-
-    def get_state(self) -> dict[str, np.ndarray]:
-        return {"replay.X": self.X[: self.filled], "replay.y": self.y[: self.filled]}
-
-    def set_state(self, state: dict[str, np.ndarray]) -> None:
-        n = len(state["replay.y"])
-        self.filled = min(n, self.size)
-        self.X[: self.filled] = state["replay.X"][: self.filled]
-        self.y[: self.filled] = state["replay.y"][: self.filled]
 
 
 class LearnerProcess:
@@ -302,21 +191,15 @@ class LearnerProcess:
         self.clock = clock
         self.checkpoint_seconds = checkpoint_seconds
         ls = self.spec.learning
-        self.learner: Learner = make_learner(self.spec.model.to_dict())
-        self.schema = self.learner.schema
-        self.replay = Replay(ls.replay.size, self.schema.width)
+        # every decision about what is learned (tideline.pods.training): no I/O in it
+        self.training = Training(self.spec.model, ls, clock)
+        self.schema = self.training.schema
+        self.task = self.training.task
         self.join = LogJoin(client, self.keys, ls.labelWindow, self.group)
         self._marks: list[Mark] = []  # predictions joined and learned, marked at checkpoint
-        self.pending = Pending()
         self.open_entries = OpenEntries()
         self._read_count = 128  # entries, then as many as make READ_BYTES
-        self.task = Task.of(self.spec.model)  # what a label and a row's scores mean
         self.samples = SampleDecoder(self.schema, self.task)
-        self.quality = RollingMetrics(self.task.name, window=max(ls.gate.holdout, 1000),
-                                      n_classes=self.task.n_classes)  # fmt: skip
-        self.gate_live = np.zeros(0)  # prequential losses of the live learner (holdout window)
-        self.gate_served = np.zeros(0)  # losses of the served version on the same samples
-        self.served: Learner | None = None
         self.served_version = -1
         # copies of the versions last published, until the served pointer reaches them
         self._published: dict[int, Learner] = {}
@@ -332,33 +215,26 @@ class LearnerProcess:
         self._notes: dict[str, str] = {}  # status fields: storeResetAt, restored, resumedFrom
         self._oom = False  # Redis refused a write for want of memory (logged once)
         self.liveness = liveness or Liveness()
-        self.counters: dict[str, Any] = {
-            "samples": 0,
-            "label_sum": 0.0,
-            "batches": 0,
-            "next_version": 0,
-            "since_publish": 0,
-            "gate_rejections": 0,
-            "late": 0,
-            "unmatched": 0,
-            "duplicate": 0,
-            "invalid": 0,
-            # when the newest label the state has learned arrived (seconds, the streams' own
-            # clock): a version is scored only on labels after it (tideline.evidence)
-            "learned_until": 0.0,
-        }
         self.source = self._source()
         self._dead: list[dict[str, Any]] = []
         self._last_checkpoint = 0.0
         self._replay_saved = -math.inf  # when the replay buffer was last saved
         self._dirty = False
-        self._newest_learned = 0.0
         self._last_maintain = clock()
         self._lag: int | None = None  # records behind the source, as last measured
         self.memory = memory or Probe()  # where its memory and its container's limit are read
         self._state_bytes: int | None = None  # the last checkpoint's size
         self._near_limit = False  # its memory was near its limit (logged once an episode)
         self.paused = False
+
+    @property
+    def learner(self) -> Learner:
+        return self.training.learner
+
+    @property
+    def counters(self) -> dict[str, Any]:
+        """What a checkpoint keeps and the status shows: rows learned, versions, refusals."""
+        return self.training.counters
 
     # -- start-up ----------------------------------------------------------------------
     def _source(self) -> LabelSource:
@@ -425,18 +301,11 @@ class LearnerProcess:
                             "acknowledged are read again", self.revision)  # fmt: skip
             return None
         arrays, meta = codec.decode(opened.blob)
-        with signing.loading(opened.trusted):
-            self.learner.set_state(
-                {k[8:]: v for k, v in arrays.items() if k.startswith("learner.")}
-            )
         if "replay.y" not in arrays:  # (saved beside the checkpoint; inside it before)
             saved = self._opened(self.keys.replay(self.revision), signing.REPLAY)
             arrays.update(codec.decode(saved.blob)[0] if saved is not None else {})
-        if "replay.y" in arrays:
-            self.replay.set_state(arrays)
-        self.gate_live = arrays["gate.live"]
-        self.gate_served = arrays["gate.served"]
-        self.counters.update(meta["counters"])
+        with signing.loading(opened.trusted):
+            self.training.restore(arrays, meta["counters"])
         self.open_entries = OpenEntries(meta.get("packed"))
         log.info(
             "resumed %s from checkpoint at %d samples", self.revision, self.counters["samples"]
@@ -528,7 +397,7 @@ class LearnerProcess:
         # (a sample of the past, if left)
         saved = self._opened(self.keys.replay(self.revision), signing.REPLAY)
         if saved is not None:
-            self.replay.set_state(codec.decode(saved.blob)[0])
+            self.training.replay.set_state(codec.decode(saved.blob)[0])
         stored = [*self.store.versions(self.revision), ptr.served]
         stored += [v for v in (ptr.latest, ptr.lastGood) if v is not None]
         self.counters["next_version"] = max(stored) + 1
@@ -722,15 +591,9 @@ class LearnerProcess:
             self._pend(X, np.array(labels, dtype=np.float64), runs)
 
     def _pend(self, X: np.ndarray, y: np.ndarray, runs: list[Run]) -> None:
-        """Rows with their checked labels, for the next mini-batches."""
-        if not self.pending:
-            self.pending.first_at = self.clock()
-        # acknowledged only once the batch holding them is learned and checkpointed
-        self.pending.add(X, y, runs)
-        newest = max(predlog.entry_seconds(run.entry) for run in runs)
-        self._newest_learned = max(self._newest_learned, newest)
-        # (from when they are pending: a version is never said to lack what it learned)
-        self.counters["learned_until"] = max(self.counters["learned_until"], newest)
+        """Rows with their checked labels, for the next mini-batches: acknowledged only once
+        the batch holding them is learned and checkpointed."""
+        self.training.add(X, y, runs)
 
     def _dead_letter(
         self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str,
@@ -764,167 +627,27 @@ class LearnerProcess:
 
     # -- learning ----------------------------------------------------------------------
     def _learn_pending(self, force: bool) -> None:
-        """Learn the pending rows in mini-batches of ``batchSize`` (a short last one when forced).
+        """Learn the pending rows (:meth:`Training.blocks`); each block's entries done with,
+        its refused rows dead-lettered, and a version due after it published at once.
 
-        Rows are taken in blocks of whole entries (up to ``BLOCK_ROWS``), learned a
-        mini-batch at a time, and checkpointed only between blocks: a packed entry is
-        never half learned at a checkpoint. A block's scores (quality, the gate) are
-        added up once, at its end.
-        """
-        bs = self.spec.learning.batchSize
-        while self.pending:
-            size = ramp_size(self.learner.n_seen, bs)
-            if len(self.pending) < size and not force:
-                return
-            # full mini-batches, up to a block, and no further than the next version is due
-            due = self.spec.learning.publishEvery - self.counters["since_publish"]
-            block = min(len(self.pending) // size, BLOCK_ROWS // size, -(-due // size))
-            X, y, runs = self.pending.take(max(1, block) * size)
-            p_live, refused = self._learn_block(X, y)
-            self._score(X, y, p_live)
-            at = 0
-            for run in runs:
-                for i in range(at, at + run.rows) if refused else ():
-                    if i in refused:
-                        row = {b"row": orjson.dumps(X[i].tolist()),
-                               b"label": repr(self.task.label(float(y[i]))).encode()}  # fmt: skip
-                        self._dead_letter(run.stream, run.entry, row, refused[i], ack=False)
-                at += run.rows
+        Checkpointed only between blocks: a packed entry is never half learned at a
+        checkpoint."""
+        for block in self.training.blocks(force):
+            for bad in block.refused:
+                self._dead_letter(bad.stream, bad.entry, bad.fields, bad.reason, ack=False)
+            for run in block.runs:
                 # learned or refused, its rows are done with: the entry is acknowledged, and a
                 # joined label's prediction taken, with the next checkpoint
                 self._done(run.stream, run.entry)
                 if run.mark is not None:
                     self._marks.append(run.mark)
-            if self.counters["since_publish"] >= self.spec.learning.publishEvery:
+            self._dirty = True
+            self.metrics.samples.inc(block.learned)
+            self.metrics.batches.inc(block.batches)
+            for _ in range(block.batches):
+                self.metrics.update_seconds.observe(block.seconds / block.batches)
+            if block.due:
                 self._checkpoint()  # a version is due: publish (if gated) right at this block
-            if self.pending:
-                self.pending.first_at = self.clock()
-
-    def _score(self, X: np.ndarray, y: np.ndarray, p_live: np.ndarray) -> None:
-        """A block's prequential scores (the live learner's, each batch's before it was
-        learned) into the rolling quality and the gate's holdout, beside the served
-        version's scores of the same rows (one prediction: it does not change in a block).
-
-        The gate reads its holdout when a version is due, every ``publishEvery`` updates: the
-        last ``holdout`` rows before it. Only those are scored by the served version (with the
-        defaults 2,000 of every 5,000 rows): the rows before them would have left the holdout
-        by then (a River pipeline's served scoring took 13-15 % of the learner's time)."""
-        self.quality.update(p_live, y)
-        holdout = self.spec.learning.gate.holdout
-        if not holdout:
-            return
-        start = self.counters["since_publish"] - len(y)  # (the block's place in the period)
-        needed = len(y) - max(0, self.spec.learning.publishEvery - holdout - start)
-        keep = min(holdout, needed)
-        if keep <= 0:
-            return
-        loss = self.task.loss  # (a row's loss, whatever the shape of its scores)
-        X, y, p_live = X[-keep:], y[-keep:], p_live[-keep:]
-        p_served = self.served.predict_many(X) if self.served is not None else p_live
-        self.gate_live = np.concatenate([self.gate_live, loss(p_live, y)])[-holdout:]
-        self.gate_served = np.concatenate([self.gate_served, loss(p_served, y)])[-holdout:]
-
-    def _learn_block(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
-        """Learn a block a mini-batch at a time, each tested before it is learned (its
-        predictions are returned: prequential), with past samples replayed beside it; and
-        the rows refused (index -> reason), the rest learned without them.
-
-        Replayed samples are drawn for the whole block at once, from what was learned
-        before it; the block's rows join the replay buffer at its end. The batches are
-        handed to the learner together (``learn_predict_batches``: all or nothing). When
-        that fails they are learned again one by one: an update that would make the
-        model non-finite, or that raises, is not applied, that batch is learned row by
-        row, and the rows that still fail are refused (dead-lettered by the caller) -
-        one hostile row must not stop learning, nor come back at every restart.
-        """
-        bs = self.spec.learning.batchSize
-        n, seen = len(y), self.learner.n_seen
-        bounds: list[tuple[int, int]] = []
-        while not bounds or bounds[-1][1] < n:  # (a fresh model's batches grow: see ramp_size)
-            a = bounds[-1][1] if bounds else 0
-            bounds.append((a, min(a + ramp_size(seen + a, bs), n)))
-        rf = self.spec.learning.replay.fraction
-        ks = [int(round((b - a) * rf / (1.0 - rf))) if self.replay.filled >= b - a else 0
-              for a, b in bounds]  # fmt: skip
-        Xr, yr = self.replay.sample(sum(ks))
-        # the block's batches end to end, each followed by its replayed rows
-        order, r = [], n  # (rows of X, then of Xr, stacked below it)
-        for (a, b), k in zip(bounds, ks, strict=True):
-            order += [np.arange(a, b), np.arange(r, r + k)]
-            r += k
-        rows = np.concatenate(order)
-        Xs, ys = np.vstack([X, Xr])[rows], np.concatenate([y, yr])[rows]
-        edges = np.cumsum([0] + [b - a + k for (a, b), k in zip(bounds, ks, strict=True)])
-        refused: dict[int, str] = {}
-        t0 = time.perf_counter()
-        try:
-            p_live = self.learner.learn_predict_batches(Xs, ys, edges)[rows < n]
-        except Exception:  # a hostile row, or a bug it hits: find it batch by batch
-            p_live = self._learn_batches(X, y, bounds, Xs, ys, edges, refused)
-        per_batch = (time.perf_counter() - t0) / len(bounds)
-        for _ in bounds:
-            self.metrics.update_seconds.observe(per_batch)
-        if refused:
-            keep = np.ones(n, dtype=bool)
-            keep[list(refused)] = False
-            X, y = X[keep], y[keep]
-        self.replay.add(X, y)
-        c = self.counters
-        c["samples"] += len(y)
-        c["label_sum"] += float(y.sum())
-        c["batches"] += len(bounds)
-        c["since_publish"] += len(y)
-        self._dirty = True
-        self.metrics.samples.inc(len(y))
-        self.metrics.batches.inc(len(bounds))
-        return p_live, refused
-
-    def _learn_batches(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        bounds: list[tuple[int, int]],
-        Xs: np.ndarray,
-        ys: np.ndarray,
-        edges: np.ndarray,
-        refused: dict[int, str],
-    ) -> np.ndarray:
-        """A block one mini-batch at a time (batch i: rows ``edges[i]:edges[i + 1]`` of ``Xs``,
-        rows ``bounds[i]`` of ``X`` and then their replayed ones); a batch that cannot be
-        learned is learned row by row, and the rows that fail go to ``refused``."""
-        p_live = np.empty(self.task.rows(len(y)))
-        for (a, b), e0, e1 in zip(bounds, edges[:-1], edges[1:], strict=True):
-            try:
-                p_live[a:b] = self.learner.learn_predict_many(Xs[e0:e1], ys[e0:e1], b - a)
-            except Exception:  # a hostile row, or a bug it hits: find it, learn the rest
-                p_live[a:b] = self.learner.predict_many(X[a:b])
-                for i, reason in self._learn_rows(X[a:b], y[a:b]).items():
-                    refused[a + i] = reason
-        return p_live
-
-    def _learn_rows(self, X: np.ndarray, y: np.ndarray) -> dict[int, str]:
-        refused: dict[int, str] = {}
-        for i in range(len(y)):
-            try:
-                self.learner.learn_many(X[i : i + 1], y[i : i + 1])
-            except NonFiniteUpdate:
-                refused[i] = "nonfinite: the update would make the model non-finite"
-            except Exception as e:
-                log.exception("learning a row failed; it is dead-lettered")
-                refused[i] = f"poison: {type(e).__name__}: {e}"[:500]
-        return refused
-
-    def gate(self) -> tuple[bool, dict[str, float]]:
-        """Whether the live learner may be published: its holdout loss vs the served version's."""
-        if not len(self.gate_live):
-            return True, {}
-        live, served = float(self.gate_live.mean()), float(self.gate_served.mean())
-        limit = served * (1.0 + self.spec.learning.gate.maxLossIncrease) + 1e-12
-        return live <= limit, {
-            "holdout_loss": live,
-            "served_loss": served,
-            "holdout": len(self.gate_live),
-        }
 
     # -- durability --------------------------------------------------------------------
     def _checkpoint(
@@ -950,7 +673,7 @@ class LearnerProcess:
         if publish:
             version = c["next_version"]
         elif c["since_publish"] >= self.spec.learning.publishEvery:
-            ok, gate_info = self.gate()
+            ok, gate_info = self.training.gate()
             c["since_publish"] = 0
             if ok:
                 version = c["next_version"]
@@ -973,9 +696,7 @@ class LearnerProcess:
         pin: bool,
     ) -> None:  # fmt: skip
         c = self.counters
-        arrays = {f"learner.{k}": v for k, v in self.learner.get_state().items()}
-        arrays["gate.live"] = self.gate_live
-        arrays["gate.served"] = self.gate_served
+        arrays = self.training.arrays()
         # the source's position is part of the state: it moves with what was learned
         state = {"counters": c, "revision": self.revision, "source": self.source.state()}
         packed = self.open_entries.state()  # packed entries' labels done (restored ones too)
@@ -992,7 +713,7 @@ class LearnerProcess:
                     "learnedUntil": c["learned_until"], **gate_info}  # fmt: skip
             if reason == "initial" and self._warm_source:
                 meta["warmStart"] = self._warm_source
-            meta.update({f"quality_{k}": v for k, v in self.quality.report().items()})
+            meta.update({f"quality_{k}": v for k, v in self.training.quality.report().items()})
             if pin:
                 pipe.hset(self.keys.pointers(self.revision), "pinned", "1")
             # a snapshot given in the spec was proven offline; a copy of another
@@ -1016,7 +737,8 @@ class LearnerProcess:
         pipe.set(checkpoint, blob)
         replay = final or self.clock() - self._replay_saved >= self.checkpoint_seconds
         if replay:
-            saved = self.store.sealing.seal(codec.encode(self.replay.get_state()), signing.REPLAY)
+            buffer = self.training.replay.get_state()
+            saved = self.store.sealing.seal(codec.encode(buffer), signing.REPLAY)
             pipe.set(self.keys.replay(self.revision), saved)
         pipe.hset(self.keys.learner(self.revision), mapping=self.status())
         for d in self._dead:
@@ -1137,10 +859,11 @@ class LearnerProcess:
         it started from its served version for want of a checkpoint, ``resumedFrom``. And its
         memory (:meth:`measure_memory`): ``rssBytes``, ``memoryLimitBytes``, ``stateBytes``."""
         lag = self._lag
-        behind = max(0.0, self.clock() - self._newest_learned) if self._newest_learned else 0.0
+        newest = self.training.newest
+        behind = max(0.0, self.clock() - newest) if newest else 0.0
         out = {
             **{k: str(v) for k, v in self.counters.items()},
-            "quality": orjson.dumps(self.quality.report()).decode(),
+            "quality": orjson.dumps(self.training.quality.report()).decode(),
             "updated": f"{self.clock():.3f}",
             "lagSeconds": f"{behind:.3f}",
             **self._notes,
@@ -1191,7 +914,7 @@ class LearnerProcess:
         mine = self._published.get(v)
         self._published = {k: m for k, m in self._published.items() if k > v}
         if mine is not None:
-            self.served, self.served_version = mine, v
+            self.training.served, self.served_version = mine, v
             self._prune_held()
             return
         key = self.keys.version(self.revision, v)
@@ -1200,7 +923,7 @@ class LearnerProcess:
             log.warning("served version %s of %s is gone", v, self.revision)
             return
         try:
-            self.served, header = open_version(self.store.sealing, blob, key)
+            self.training.served, header = open_version(self.store.sealing, blob, key)
         except ForgedBlob:  # (logged and counted once): the gate keeps the one it had
             return
         self.served_version = v
@@ -1227,9 +950,7 @@ class LearnerProcess:
             log.warning("cannot reset %s to version %d", self.revision, ctl.reset_to)
         else:
             self._learn_pending(force=True)
-            self.learner.set_state(base.get_state())
-            self.gate_live = self.gate_served = np.zeros(0)
-            self.counters["since_publish"] = 0
+            self.training.reset_to(base.get_state())
             log.info("reset %s to version %d", self.revision, ctl.reset_to)
         self.r.hdel(key, LearnerControl.RESET_TO)
         self._dirty = True
@@ -1238,11 +959,8 @@ class LearnerProcess:
         """Concept drift: the replay buffer goes and past confidence is softened (``ADAPT_KEEP``),
         so the next updates move the model as much as a young one's would."""
         self._learn_pending(force=True)
-        self.replay.clear()
+        self.training.adapt(ADAPT_KEEP)
         self._replay_saved = -math.inf  # (saved at the next checkpoint: the old one is gone)
-        self.learner.soften(ADAPT_KEEP)
-        self.gate_live = self.gate_served = np.zeros(0)  # the old holdout judged the old world
-        self.counters["adaptations"] = self.counters.get("adaptations", 0) + 1
         log.info("adapting %s to concept drift: replay cleared, confidence kept at %.0f %%",
                  self.revision, ADAPT_KEEP * 100)  # fmt: skip
         self.r.hdel(self.keys.control(self.revision), LearnerControl.ADAPT)
@@ -1280,7 +998,7 @@ class LearnerProcess:
             time.sleep(block_ms / 1000)
             return
         self._read(block_ms)
-        due = bool(self.pending) and self.clock() - self.pending.first_at >= ls.maxBatchDelay
+        due = bool(self.training.pending) and self.training.waited() >= ls.maxBatchDelay
         self._learn_pending(force=due)
         self._refresh_served(Pointers.from_hash(pointers))
         if (
@@ -1291,9 +1009,9 @@ class LearnerProcess:
             self._last_maintain = self.clock()
             self.source.maintain()
             self.measure_lag()
-        self.metrics.pending.set(len(self.pending) + self.join.waiting)
-        if self._newest_learned:
-            self.metrics.lag_seconds.set(max(0.0, self.clock() - self._newest_learned))
+        self.metrics.pending.set(len(self.training.pending) + self.join.waiting)
+        if self.training.newest:
+            self.metrics.lag_seconds.set(max(0.0, self.clock() - self.training.newest))
         self.metrics.join_waiting.set(self.join.waiting)
 
     def flush(self) -> None:
