@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tideline.candidates import error_of
 from tideline.pods.metrics import MonitorMetrics
-from tideline.pods.monitor import TrackState, _error, _metrics, _recall, _scored
+from tideline.pods.monitor import TrackState, _metrics, _recall, _scored
 from tideline.tasks import Task
 
 TASK = Task("multiclass", ("cat", "dog", "fox"))
@@ -37,7 +38,7 @@ def test_a_track_s_multiclass_figures_come_out_with_recall_by_class_name() -> No
          "no label yet: none"],
 )  # fmt: skip
 def test_the_error_the_unpin_reads(task, report, error) -> None:
-    assert _error(task, report) == (pytest.approx(error) if error is not None else None)
+    assert error_of(task, report) == (pytest.approx(error) if error is not None else None)
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,9 @@ and :meth:`Monitor.run` returns False after ``max_failures`` in a row, for
 the process to exit non-zero.
 
 **Evidence.** The labelled samples also fill a common window
-(:class:`tideline.evidence.CommonWindow`): every candidate version - served,
+(:class:`tideline.evidence.CommonWindow`, held by :class:`tideline.candidates.Candidates`,
+which decides what follows here from what the monitor reads and reads nothing itself): every
+candidate version - served,
 lastGood, latest, recent (the newest version of the stable revision served on
 ``minSamples`` labels of its own answers, still stored, served now or not), the
 canary's served one, the warm-start baseline and the best constant - is scored
@@ -73,7 +75,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -87,6 +89,7 @@ from tideline import health as h
 from tideline import predlog, samples
 from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
+from tideline.candidates import Candidates, Key, Loaded, Named
 from tideline.contracts import Pointers, Routing, feedback_labels
 from tideline.drift import (
     ADWIN,
@@ -99,7 +102,6 @@ from tideline.drift import (
     TotalVariation,
 )
 from tideline.evaluate import RollingMetrics
-from tideline.evidence import ALPHA, CommonWindow, Constant
 from tideline.pods import faults
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
@@ -130,8 +132,6 @@ CONCEPT_MIN_RISE = 0.05  # the error rate must rise this much (and surely) to be
 # the processor's caches (5,000 entries of 64 rows read 15-20 % slower per prediction)
 LOG_READ = 256
 MEASURE_SHARE = 0.01  # of the time at most spent measuring the log's size (MEMORY USAGE)
-# roles judged by their track (what their versions answered, each sample as it came)
-TRACKED = ("served", "canary")
 VERSIONS_EVERY = 0.25  # seconds between two looks at the pointers for a version to judge
 FAILED_WAIT = 2.0  # seconds at most between failed turns: 30 in a row take about a minute
 # The servers' counters (ServerCounters): a server's report older than this no longer counts
@@ -352,23 +352,13 @@ class Monitor:
         self.feature_names = [f.name for f in numeric]
         self.feature_defaults = [float(f.default or 0.0) for f in numeric]
         self._new_detectors()
-        minimum = self.spec.rollout.analysis.minSamples
-        self.evidence = CommonWindow(self.task, min(max(4 * minimum, 2000), 20_000))
+        # the versions the operator may choose between, scored on a common window of labels
+        self.candidates = Candidates(self.task, self.spec.rollout.analysis.minSamples)
+        self.evidence = self.candidates.window
         self._evidence_rows: list[Any] = []
         self._evidence_y: list[float] = []
         self._evidence_t: list[float] = []  # when each label arrived: out-of-sample scoring
-        self._roles: dict[str, tuple[Any, ...]] = {}  # role -> the version scored for it
-        self._named: dict[str, tuple[Any, ...]] = {}  # role -> version, as last read
-        # the stable revision's versions served on minSamples labels, newest first (recent)
-        self._recent: list[tuple[Any, ...]] = []
-        # the pin as the pointers name it: (pinAt or None, the pinned version); None: no pin
-        self._pin_named: tuple[float | None, int] | None = None
-        # the pin the evidence follows: (as named, the window's total then, the pinned
-        # version's error on the window then)
-        self._pin: tuple[tuple[float | None, int], int, float | None] | None = None
         self._versions_looked = -math.inf
-        # the served version and its labelled answers, as the last write showed them
-        self._served_written: tuple[tuple[Any, ...] | None, int] = (None, 0)
         self._warm_started: dict[str, bool] = {}  # revision -> its v0 is a warm-start baseline
         self._last_feedback = -math.inf
         self._drifting = {"features": False, "predictions": False, "concept": False}
@@ -852,8 +842,8 @@ class Monitor:
 
     def _flush_evidence(self) -> None:
         if self._evidence_rows:
-            self.evidence.add_samples(self._evidence_rows, np.array(self._evidence_y),
-                                      np.array(self._evidence_t))  # fmt: skip
+            self.candidates.add_samples(self._evidence_rows, np.array(self._evidence_y),
+                                        np.array(self._evidence_t))  # fmt: skip
             self._evidence_rows, self._evidence_y, self._evidence_t = [], [], []
 
     def _on_samples(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
@@ -1078,54 +1068,39 @@ class Monitor:
             if lags is not None
             else None,
             throughput=dict(self._rates),
-            quality=self._quality(),
+            quality=self.candidates.quality(self._labelled(), feedback=self._feedback_flows()),
             log=self._capacity,
         )
 
     # -- evidence ------------------------------------------------------------------------------
-    def _named_roles(self) -> dict[str, tuple[Any, ...]]:
+    def _labelled(self) -> dict[Key, int]:
+        """Each version's labelled answers (the candidates' ``recent`` and proof count them)."""
+        return {(v.revision, v.version): v.labelled for v in self.versions.values()}
+
+    def _named_roles(self) -> Named:
         """The versions the operator may choose between, as the pointers name them now (two
-        round trips; a third when a canary runs). Empty while nothing is served."""
+        round trips; a third when a canary runs)."""
         r = self.r
         pipe = r.pipeline(transaction=False)
         pipe.hgetall(self.keys.routing)
         pipe.hgetall(self.keys.pointers(self._stable_revision))
-        routing, raw = pipe.execute()
-        stable = Routing.from_hash(routing, self._stable_revision).stable
-        if stable != self._stable_revision:
-            self._stable_revision = stable
-            raw = r.hgetall(self.keys.pointers(stable))
-        pointers = Pointers.from_hash(raw)
-        roles: dict[str, tuple[Any, ...]] = {}
-        for role in Pointers.NAMES:
-            v = pointers.get(role)
-            if v is not None:
-                roles[role] = (stable, v)
-        self._pin_named = (
-            (pointers.pinAt, pointers.served)
-            if pointers.pinned and pointers.served is not None
+        raw_routing, raw = pipe.execute()
+        routing = Routing.from_hash(raw_routing, self._stable_revision)
+        if routing.stable != self._stable_revision:
+            self._stable_revision = routing.stable
+            raw = r.hgetall(self.keys.pointers(routing.stable))
+        canary = (
+            Pointers.from_hash(r.hgetall(self.keys.pointers(routing.canary)))
+            if routing.canary
             else None
         )
-        n = self.spec.rollout.analysis.minSamples
-        counted = sorted(
-            (v.version for v in self.versions.values()
-             if v.revision == stable and isinstance(v.version, int) and v.labelled >= n),
-            reverse=True,
-        )  # fmt: skip
-        self._recent = [(stable, v) for v in counted]
-        if counted:
-            roles["recent"] = self._recent[0]
-        canary = (routing.get(b"canary") or b"").decode()
-        if canary:
-            v = Pointers.from_hash(r.hgetall(self.keys.pointers(canary))).served
-            if v is not None:
-                roles["canary"] = (canary, v)
-        if self._is_warm_started(stable):
-            roles["baseline"] = (stable, 0)
-        if "served" not in roles:
-            return {}
-        roles["constant"] = ("constant",)
-        return roles
+        return self.candidates.name(
+            routing,
+            Pointers.from_hash(raw),
+            canary,
+            warm_started=self._is_warm_started(routing.stable),
+            labelled=self._labelled(),
+        )
 
     def _versions_moved(self, now: float) -> bool:
         """Whether the pointers name other versions than the evidence last scored (looked at
@@ -1134,70 +1109,15 @@ class Monitor:
         if now - self._versions_looked < VERSIONS_EVERY:
             return False
         self._versions_looked = now
-        pin = self._pin[0] if self._pin is not None else None
-        return self._named_roles() != self._named or self._pin_named != pin
-
-    def _served_countable(self) -> bool:
-        """Whether the served version has reached ``minSamples`` labels of its own answers
-        since the last write showed it with fewer: the count its proof waits for.
-
-        A version is proven (made ``lastGood``) only on a summary that shows it served on
-        ``minSamples`` labels while it is still the served one. Written only once an
-        interval, a learner publishing every 2 s had no version proven in the 20 s after a
-        concept drift: ``lastGood`` stayed a version of the old world, and a poisoning was
-        rolled back only once it fell below that (3.3 s, and to a version worse than the
-        poisoned one; issue 30).
-        """
-        key, written = self._served_written
-        v = self.versions.get(f"{key[0]}:{key[1]}") if key is not None and len(key) == 2 else None
-        n = self.spec.rollout.analysis.minSamples
-        return v is not None and v.labelled >= n > written
+        return self.candidates.moved(self._named_roles())
 
     def _refresh_candidates(self) -> None:
         """Load the versions the operator may choose between; the window scores each once."""
-        self._named = self._named_roles()
-        roles = dict(self._named)  # (less those that cannot be loaded)
-        if not roles:
-            self._roles, self._pin = {}, None
-            return
-        for role, key in list(roles.items()):
-            if key in self.evidence:
-                continue
-            if key == ("constant",):
-                self.evidence.add_candidate(key, Constant.best(self.task, self.evidence.labels()))
-                continue
-            loaded = self._load(key)
-            if loaded is None and role == "recent":
-                # a version the learner no longer keeps: the newest of the others it does
-                for older in self._recent[1:]:
-                    if older in self.evidence or self._load(older) is not None:
-                        roles[role] = older
-                        break
-            elif loaded is None:
-                del roles[role]
-        roles = {role: key for role, key in roles.items() if key in self.evidence}
-        self.evidence.keep_only(set(roles.values()))
-        self._roles = roles
-        self._follow_tracks()
-        self._follow_pin()
+        self.candidates.refresh(self._named_roles(), self._load)
 
-    def _answers(self, role: str) -> tuple[Any, ...] | None:
-        """The track of a role (see :class:`tideline.evidence.CommonWindow`): what the versions
-        of the revision that plays it answered, each sample as it came."""
-        named = self._named.get(role)
-        return ("track", role, named[0]) if named is not None and role in TRACKED else None
-
-    def _follow_tracks(self) -> None:
-        tracks: set[Hashable] = set()
-        for role in TRACKED:
-            track = self._answers(role)
-            if track is not None:
-                self.evidence.follow(track, self._roles.get(role))
-                tracks.add(track)
-        self.evidence.keep_tracks(tracks)
-
-    def _load(self, key: tuple[Any, ...]) -> Any:
-        """A stored version into the window (scored on it once); None when it is not stored."""
+    def _load(self, key: Key) -> Loaded:
+        """A stored version and when the newest label it learned arrived; None when it is not
+        stored, or cannot be loaded here."""
         if key in self._unloadable:
             return None
         try:
@@ -1208,8 +1128,7 @@ class Monitor:
             self._cannot_load(key, e)
             return None
         until = meta.get("learnedUntil") if isinstance(meta, dict) else None
-        self.evidence.add_candidate(key, learner, _seconds(until))
-        return learner
+        return learner, _seconds(until)
 
     def _cannot_load(self, key: tuple[Any, ...], error: ModelLoadError) -> None:
         """A version whose model this monitor's image cannot load (a canary's class in another
@@ -1219,22 +1138,6 @@ class Monitor:
         fault = faults.fault_of(error, "monitor", str(key[0]), self.clock())
         log.error("%s v%s cannot be loaded (%s): %s", key[0], key[1], fault.reason, fault.summary())
         faults.report(self.r, self.keys, fault)
-
-    def _follow_pin(self) -> None:
-        """A rollback's pin, as the pointers name it: from when it is seen, ``latest`` is also
-        compared with the pinned version on the labels that come after it alone, and the
-        pinned version's error on them is set against its error on the window then (the
-        operator's unpin reads both: :func:`tideline_operator.rollout._recovered`)."""
-        named, served = self._pin_named, self._roles.get("served")
-        if named is None:
-            self._pin = None
-        elif self._pin is None or self._pin[0] != named:
-            self._pin = None
-            if served is not None and served[1] == named[1]:
-                w = self.evidence
-                before = _error(self.task, w.score(served)) if w.count else None
-                self._pin = (named, w.total, before)
-        self.evidence.keep_since({self._pin[1]} if self._pin is not None else set())
 
     def _is_warm_started(self, revision: str) -> bool:
         """Whether the revision's v0 is a warm-start baseline (cached: v0 never changes)."""
@@ -1248,77 +1151,6 @@ class Monitor:
                 known = False
             self._warm_started[revision] = known
         return known
-
-    def _quality(self) -> h.Quality | None:
-        roles = self._roles
-        if "served" not in roles:
-            return None
-        w = self.evidence
-        served = roles["served"]
-        out: dict[str, h.Candidate] = {}
-        for role, key in roles.items():
-            rep = w.score(key)
-            v = self.versions.get(f"{key[0]}:{key[1]}") if len(key) == 2 else None
-            c = h.Candidate(
-                revision=key[0] if len(key) == 2 else None,
-                version=key[1] if len(key) == 2 else None,
-                samples=int(rep.get("count", 0)),
-                accuracy=rep.get("accuracy"),
-                logloss=rep.get("logloss"),
-                rmse=rep.get("rmse"),
-                served_labelled=v.labelled if v is not None else 0,
-            )
-            if key != served and w.count:
-                c.vs_served = self._comparison(*self._judged(role, key, served))
-            if role in ("lastGood", "baseline") and key != served and w.count:
-                c.vs_served_whole = self._comparison(key, served, whole=True)
-            if role == "recent" and w.count:
-                for other in ("lastGood", "constant"):
-                    against = roles.get(other)
-                    if against is not None and against != key:
-                        c.versus[other] = self._comparison(key, against)
-            if role == "latest" and self._pin is not None and key != served:
-                c.since_pin = self._comparison(key, served, since=self._pin[1])
-            out[role] = c
-        flows = self._feedback_flows()
-        return h.Quality(
-            window=w.count,
-            source="feedback" if flows else "samples",
-            alpha=ALPHA,
-            candidates=out,
-            pin=self._pin_evidence(served),
-        )
-
-    def _judged(self, role: str, key: Any, served: Any) -> tuple[Any, Any]:
-        """What a role's ``vs_served`` compares: the version with the served one, a canary's
-        track with the served track (its versions come and go faster than their labels)."""
-        canary, stable = self._answers("canary"), self._answers("served")
-        if role == "canary" and canary in self.evidence and stable in self.evidence:
-            return canary, stable
-        return key, served
-
-    def _comparison(
-        self, key: Any, reference: Any, since: int = 0, whole: bool = False
-    ) -> h.Comparison:
-        w = self.evidence
-        pair = w.compare(key, reference, since, whole)
-        diff, lo, hi = w.relative(pair)
-        return h.Comparison(samples=pair.n, difference=diff, lower=lo, upper=hi)
-
-    def _pin_evidence(self, served: tuple[Any, ...]) -> h.PinEvidence | None:
-        """The pinned version's error before the pin and on the labels that came since."""
-        if self._pin is None or served[1] != self._pin[0][1]:
-            return None
-        (at, version), since, before = self._pin
-        w = self.evidence
-        k = min(w.total - since, w.count)
-        return h.PinEvidence(
-            at=at,
-            version=version,
-            samples=k,
-            error_before=before,
-            error_since=_error(self.task, w.score(served, last=k)) if k else None,
-        )
 
     def write(self) -> h.Health:
         with contextlib.suppress(redis.RedisError):  # the stable revision, for its drift reference
@@ -1340,9 +1172,7 @@ class Monitor:
         pipe.execute()
         self._export(s)
         self._last_write = now
-        served = self._roles.get("served")
-        v = self.versions.get(f"{served[0]}:{served[1]}") if served is not None else None
-        self._served_written = (served, v.labelled if v is not None else 0)
+        self.candidates.written(self._labelled())
         return s
 
     def _export(self, s: h.Health) -> None:
@@ -1370,7 +1200,8 @@ class Monitor:
     def step(self, block_ms: int = 200) -> None:
         """One turn: read the log and the labels; write health once an analysis interval, and
         at once when the pointers name a version the evidence has not scored, or when the
-        served version has just become countable for its proof (:meth:`_served_countable`).
+        served version has just become countable for its proof
+        (:meth:`tideline.candidates.Candidates.countable`).
 
         A poisoned version served just after a write was judged at the next one: up to an
         interval late (2.0-2.7 s of poisoned answers, not 1, with the demo's 2 s; issue 30).
@@ -1381,7 +1212,7 @@ class Monitor:
         now = self.clock()
         if (
             now - self._last_write >= self.spec.rollout.analysis.interval
-            or self._served_countable()
+            or self.candidates.countable(self._labelled())
             or self._versions_moved(now)
         ):
             self.write()
@@ -1499,16 +1330,6 @@ def _seconds(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
-
-
-def _error(task: Task, report: dict[str, Any]) -> float | None:
-    """A :func:`tideline.evaluate.scores` report's error: 1 - accuracy (binary, multiclass), or
-    the mean squared error (regression)."""
-    if task.classifies:
-        accuracy = report.get("accuracy")
-        return None if accuracy is None else 1.0 - float(accuracy)
-    rmse = report.get("rmse")
-    return None if rmse is None else float(rmse) ** 2
 
 
 def _metrics(report: dict[str, Any]) -> dict[str, float]:
