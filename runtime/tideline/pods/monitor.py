@@ -46,9 +46,10 @@ arrives through ``samples`` next to feedback (backfills, ``:learn``) is
 learned but does not judge versions: a producer that sends wrong labels
 must not be able to make the versions that learned them look good.
 
-**Drift signals are events with hysteresis**, not levels: one ``driftlog``
-entry (and one count of ``tideline_monitor_drift_events``) when a signal goes over
-its threshold, one when it clears (feature and prediction scores below 80 %
+**Drift signals are events with hysteresis**, not levels
+(:class:`tideline.signals.DriftSignals` decides them from what the monitor reads; the
+monitor writes them): one ``driftlog`` entry (and one count of
+``tideline_monitor_drift_events``) when a signal goes over its threshold, one when it clears (feature and prediction scores below 80 %
 of the threshold; concept drift ten analysis intervals after it last fired).
 Concept drift is the error rate going *up* (ADWIN told the direction,
 Page-Hinkley one-sided): a model that is learning is no change of the world.
@@ -91,16 +92,6 @@ from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
 from tideline.candidates import Candidates, Key, Loaded, Named
 from tideline.contracts import Pointers, Routing, feedback_labels
-from tideline.drift import (
-    ADWIN,
-    KS,
-    PSI,
-    Categorical,
-    CategoricalPSI,
-    EventOrder,
-    PageHinkley,
-    TotalVariation,
-)
 from tideline.evaluate import RollingMetrics
 from tideline.pods import faults
 from tideline.pods.join import Joined, LogJoin
@@ -115,6 +106,7 @@ from tideline.pods.store import (
     node_info,
     transaction,
 )
+from tideline.signals import DriftEvent, DriftSignals
 from tideline.signing import ForgedBlob, Sealing
 from tideline.spec import OnlineModel
 from tideline.tasks import Task
@@ -123,11 +115,6 @@ log = logging.getLogger("tideline.monitor")
 
 GROUP = "monitor"
 FEEDBACK_QUIET = 60.0  # seconds without feedback before labelled samples judge versions
-CLEAR_BELOW = 0.8  # a drift score clears below this share of its threshold
-CONCEPT_HOLD = 10  # analysis intervals after its last firing that concept drift stays on
-# a multiclass model's prediction-drift window holds at least this many predictions a class
-CLASS_WINDOW = 50
-CONCEPT_MIN_RISE = 0.05  # the error rate must rise this much (and surely) to be concept drift
 # log entries a read takes: small enough that a read's rows, typed values and scores stay in
 # the processor's caches (5,000 entries of 64 rows read 15-20 % slower per prediction)
 LOG_READ = 256
@@ -351,7 +338,9 @@ class Monitor:
         numeric = [f for f in self.spec.model.features if f.type == "numeric"]
         self.feature_names = [f.name for f in numeric]
         self.feature_defaults = [float(f.default or 0.0) for f in numeric]
-        self._new_detectors()
+        # feature, prediction and concept drift, and their events
+        self.drift = DriftSignals(self.task, self.spec.drift, self.spec.rollout.analysis.interval,
+                                  self.feature_names)  # fmt: skip
         # the versions the operator may choose between, scored on a common window of labels
         self.candidates = Candidates(self.task, self.spec.rollout.analysis.minSamples)
         self.evidence = self.candidates.window
@@ -361,12 +350,6 @@ class Monitor:
         self._versions_looked = -math.inf
         self._warm_started: dict[str, bool] = {}  # revision -> its v0 is a warm-start baseline
         self._last_feedback = -math.inf
-        self._drifting = {"features": False, "predictions": False, "concept": False}
-        self._concept_fired_at = -math.inf
-        self.concept_events: list[h.ConceptEvent] = []
-        # labels come late and out of order: their errors reach the detector in prediction order
-        self._concept_order = EventOrder()
-        self._concept_new: list[tuple[float, float, float, Any]] = []  # (came, ts, error, model)
         self.label_lags: list[float] = []
         self._cursors: dict[str, str] = {}  # server process -> where its log was read to
         self._log_start = "0-0"  # the log is read from the monitor's start on
@@ -380,7 +363,6 @@ class Monitor:
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
         self._unloadable: set[tuple[Any, ...]] = set()  # versions this image cannot load
-        self._scores_key: tuple[Any, Any] | None = None  # whose scores prediction drift holds
         # stable rows' features (a list per feature) and scores read from the log, for the
         # drift detectors in one block
         self._drift_columns: list[list[Any]] = [[] for _ in self.feature_names]  # row by row
@@ -389,7 +371,6 @@ class Monitor:
         self._drift_body = _drift_body(self.feature_names)
         self._drift_body_cut = _drift_body(self.feature_names, cut=True)  # (rows may be null)
         self._stable_revision = model.revision
-        self._reference_revision: str | None = None  # whose drift reference the detectors hold
         self._last_write = 0.0
         self._counts = {"predictions": 0, "labels": 0}
         self._rates = {"predictions": 0.0, "labels": 0.0}
@@ -397,45 +378,15 @@ class Monitor:
         self._last_rate_at = clock()
         self.servers = ServerCounters(self.spec.rollout.analysis.interval)
 
-    def _new_detectors(self) -> None:
-        self._new_feature_detector()
-        self._new_version_detectors()
-        self._new_concept_detector()
+    @property
+    def feature_drift(self) -> Any:
+        """The feature drift detector (:attr:`tideline.signals.DriftSignals.feature`)."""
+        return self.drift.feature
 
-    def _new_feature_detector(self) -> None:
-        """Feature drift is the traffic's, not a version's: one detector per stable revision."""
-        d = self.spec.drift.features
-        cls = PSI if d.method == "psi" else KS
-        self.feature_drift = cls(max(len(self.feature_names), 1), d.window, d.threshold)
-        self._reference_stored = False
-
-    def _new_version_detectors(self) -> None:
-        """Prediction drift starts again with each served version: its reference is its own
-        scores (multiclass: its predicted classes, a bin each)."""
-        d = self.spec.drift.predictions
-        self.prediction_drift: PSI | KS | Categorical
-        if self.task.multiclass:
-            ccls = CategoricalPSI if d.method == "psi" else TotalVariation
-            k = self.task.n_classes
-            # at least CLASS_WINDOW predictions a class: sampling noise alone, on a window of
-            # 5,000 over 1,000 classes, reads a PSI near 0.4 (see Categorical)
-            window = max(d.window, CLASS_WINDOW * k)
-            self.prediction_drift = ccls(k, window, d.threshold)
-        else:
-            pcls = PSI if d.method == "psi" else KS
-            self.prediction_drift = pcls(1, d.window, d.threshold)
-
-    def _new_concept_detector(self) -> None:
-        """Concept drift watches the stable revision's error across its versions, for rises only."""
-        d = self.spec.drift.concept
-        if d.method == "adwin":
-            # a rise of 5 points of error or more: smaller ones (a version a point worse
-            # than the last) are adapted to silently, not called a change of the world
-            self.concept: ADWIN | PageHinkley = ADWIN(
-                delta=d.delta, direction="up", min_change=CONCEPT_MIN_RISE
-            )
-        else:
-            self.concept = PageHinkley()  # one-sided: it tests for an increase of the mean
+    @property
+    def prediction_drift(self) -> Any:
+        """The prediction drift detector (:attr:`tideline.signals.DriftSignals.prediction`)."""
+        return self.drift.prediction
 
     # -- start -------------------------------------------------------------------------------
     def _follower(self) -> Follower:
@@ -597,10 +548,10 @@ class Monitor:
         if not stable:
             return
         revision, version = e.model("stable")
-        new_reference = self._reference_revision is None and bool(revision)
-        if (revision, version) != self._scores_key or new_reference:
+        new_reference = self.drift.revision is None and bool(revision)
+        if (revision, version) != self.drift.scores_of or new_reference:
             self._drift_block()  # what was read goes to the detectors it was read for
-        self._scores_of((revision, version))
+        self.drift.serve((revision, version))
         if new_reference:
             self._use_reference(str(revision))  # until the routing names one
         if not read:
@@ -664,8 +615,7 @@ class Monitor:
                 if self.task.multiclass
                 else _numbers(scores, 0.5)
             )
-            self.prediction_drift.update_many(values.reshape(-1, 1))
-            self._prediction_edge()
+            self._log_events(self.drift.predictions(values, self.clock()))
         self._drift_columns, self._drift_scores = [[] for _ in self.feature_names], []
         self._drift_typed = []
 
@@ -741,71 +691,8 @@ class Monitor:
         if v is not None:
             v.quality.update(p, y)
             v.labelled += len(y)
-        if track == "stable":  # (a classifier's error: a wrong answer, its top class)
-            err = self.task.wrong(p, y) if self.task.classifies else self._reg_error(p, y)
-            if received is None:
-                self._concept_order.add(ts, err, (revision, version))
-            else:  # labels: to the detector's ordering in the order they came (see _concept_add)
-                tag = (revision, version)
-                self._concept_new += [
-                    (r, ts, e, tag) for r, e in zip(received, err.tolist(), strict=True)
-                ]
-
-    def _concept_add(self) -> None:
-        """A read's labelled errors to the detector's ordering one by one, in the order the
-        labels came (the join hands them over a logged request at a time): how far out of
-        order labels come is measured on their arrival, as it happens."""
-        new, self._concept_new = self._concept_new, []
-        new.sort(key=lambda item: item[0])  # (stable: labels of one instant keep their order)
-        add = self._concept_order.add
-        for _, ts, err, tag in new:
-            add(ts, (err,), tag)
-
-    def _concept_update(self) -> None:
-        """Feed the concept detector the errors the watermark released, in prediction order.
-
-        Errors of another stable revision than the one watched are left out (its
-        late labels after a promotion say nothing of the new one).
-        """
-        err, models = self._concept_order.release()
-        if not len(err):
-            return
-        watched = self._reference_revision
-        if watched is not None:
-            mine = np.array([m[0] in (None, watched) for m in models])
-            if not mine.all():
-                err, models = err[mine], [m for m, k in zip(models, mine, strict=True) if k]
-        for i in self.concept.update_many(err).tolist():
-            self._concept_fired(*models[i])
-
-    def _concept_fired(self, revision: Any, version: Any) -> None:
-        now = self.clock()
-        self._concept_fired_at = now
-        if self._drifting["concept"]:
-            return  # still the same episode: one event per episode
-        self._drifting["concept"] = True
-        event = h.ConceptEvent(
-            ts=now,
-            method=self.spec.drift.concept.method,
-            revision=str(revision) if revision is not None else None,
-            version=int(version) if isinstance(version, int) else None,
-        )
-        self.concept_events = [*self.concept_events[-19:], event]
-        self._log_event("concept", {"state": "detected", **msgspec.to_builtins(event)})
-
-    def _reg_error(self, p: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """A regression error "counts" when it is larger than the labels' own spread.
-
-        The spread of the labels does not depend on the model, so a model that
-        is learning only makes such errors rarer; a scale taken from the
-        model's own recent errors would shrink as it learns and turn its
-        progress into a rising rate (a false "concept drift").
-        """
-        labels = self._track("stable").quality.labels()
-        scale = float(np.std(labels)) if len(labels) >= 30 else 0.0
-        if scale <= 0.0:
-            return np.zeros(len(y))
-        return (np.abs(p - y) > scale).astype(float)
+        if track == "stable":  # concept drift watches the stable track's errors
+            self.drift.errors(p, y, ts, (revision, version), received, t.quality.labels)
 
     def _read_labels(self, block_ms: int) -> None:
         for stream, entries in self.labels.read(5000, block_ms):
@@ -824,8 +711,7 @@ class Monitor:
         joined = self.join.resolve()
         for j in joined:
             self._on_label(j)
-        self._concept_add()
-        self._concept_update()
+        self._log_events(self.drift.release(self.clock()))
         self.join.take_rejected()  # the learner dead-letters them
         pipe = self.r.pipeline(transaction=False)
         marks = [m for j in joined for m in j.marks]
@@ -879,8 +765,7 @@ class Monitor:
         if self.feature_names:
             self._feature_drift(X[:, served.schema.num_idx])
         values = self.task.predicted(p) if self.task.multiclass else p
-        self.prediction_drift.update_many(values.reshape(-1, 1))
-        self._prediction_edge()
+        self._log_events(self.drift.predictions(values, self.clock()))
 
     def _served_model(self) -> Learner | None:
         routing = Routing.from_hash(self.r.hgetall(self.keys.routing), self._stable_revision)
@@ -897,17 +782,10 @@ class Monitor:
             except ModelLoadError as e:
                 self._cannot_load(key, e)
                 return self._served
-            self._scores_of(key)
+            self.drift.serve(key)
             self._served_key = key
         self._use_reference(key[0])
         return self._served
-
-    def _scores_of(self, key: tuple[Any, Any]) -> None:
-        """Prediction drift follows the served version: a new one starts its own reference."""
-        if key != self._scores_key:
-            if self._scores_key is not None:
-                self._new_version_detectors()
-            self._scores_key = key
 
     def _use_reference(self, revision: str) -> None:
         """When the stable revision changes: its stored drift reference, if it has one.
@@ -917,83 +795,37 @@ class Monitor:
         prediction; otherwise the first window of traffic becomes the
         reference, and is stored for the revisions that warm-start from it.
         """
-        if revision == self._reference_revision:
+        if not self.drift.watch(revision):
             return
-        if self._reference_revision is not None:
-            self._new_concept_detector()  # a new stable revision: its own error history
-        self._reference_revision = revision
-        self._new_feature_detector()
         ref = self.store.reference(revision)
         if ref is None:
             return
         if ref.names == self.feature_names and len(ref.features):
-            self.feature_drift.set_reference(ref.features)
-            self._reference_stored = True
+            self.drift.set_reference(ref.features)
         log.info("drift reference of %s: %s (%d rows)", revision, ref.source, len(ref.features))
 
     def _feature_drift(self, X: np.ndarray) -> None:
-        self.feature_drift.update_many(X)
-        self._drift_edge("features", self.feature_drift, self.feature_names)
-        ref = self.feature_drift.reference
-        if ref is not None and not self._reference_stored and self._reference_revision:
-            self._reference_stored = True
+        self._log_events(self.drift.features(X, self.clock()))
+        first = self.drift.reference_to_store()
+        if first is not None:
+            revision, ref = first
             with contextlib.suppress(redis.RedisError):
                 self.store.save_reference(
-                    self._reference_revision,
-                    Reference(self.feature_names, ref, None, "the monitor's first window"),
+                    revision, Reference(self.feature_names, ref, None, "the monitor's first window")
                 )
 
-    def _prediction_edge(self) -> None:
-        """Prediction drift's edge (:meth:`_drift_edge`); a multiclass model's event names the
-        classes whose share of the answers moved most, with their shares before and now."""
-        d = self.prediction_drift
-        if not isinstance(d, Categorical):
-            self._drift_edge("predictions", d, ["score"])
-            return
-        classes = self.task.classes or ()
-
-        def moved() -> dict[str, Any]:
-            shares = d.moved(top=3)
-            return {"classes": {classes[c]: {"reference": round(before, 4), "now": round(now, 4)}
-                                for c, (before, now) in shares.items()}}  # fmt: skip
-
-        self._drift_edge("predictions", d, ["score"], moved)
-
-    def _drift_edge(
-        self, kind: str, detector: PSI | KS | Categorical, names: list[str],
-        detail: Callable[[], dict[str, Any]] | None = None,
-    ) -> None:  # fmt: skip
-        """One event when a score goes over its threshold (with ``detail()`` in it), one when
-        all are back below 80 % of it."""
-        scores = detector.scores
-        on = self._drifting[kind]
-        if not on and detector.reference is not None and bool((scores > detector.threshold).any()):
-            self._drifting[kind] = True
-            top = {
-                n: float(x) for n, x in zip(names, scores, strict=False) if x > detector.threshold
-            }
-            event = {"state": "detected", "ts": self.clock(), "scores": top}
-            self._log_event(kind, event | (detail() if detail is not None else {}))
-        elif on and bool((scores < CLEAR_BELOW * detector.threshold).all()):
-            self._drifting[kind] = False
-            self._log_event(kind, {"state": "cleared", "ts": self.clock()}, count=False)
-
-    def _concept_edge(self) -> None:
-        hold = CONCEPT_HOLD * self.spec.rollout.analysis.interval
-        if self._drifting["concept"] and self.clock() - self._concept_fired_at > hold:
-            self._drifting["concept"] = False
-            self._log_event("concept", {"state": "cleared", "ts": self.clock()}, count=False)
-
-    def _log_event(self, kind: str, event: dict[str, Any], count: bool = True) -> None:
-        if count:
-            self.metrics.drift_events.labels(kind=kind).inc()
-        with contextlib.suppress(redis.RedisError):
-            self.r.xadd(
-                self.keys.driftlog,
-                {b"data": orjson.dumps({"kind": kind, **event})},
-                maxlen=10_000,
-                approximate=True,
-            )
+    def _log_events(self, events: list[DriftEvent]) -> None:
+        """Drift events to the ``driftlog`` stream (a detection counted on /metrics)."""
+        for e in events:
+            if e.counted:
+                self.metrics.drift_events.labels(kind=e.kind).inc()
+            with contextlib.suppress(redis.RedisError):
+                self.r.xadd(
+                    self.keys.driftlog,
+                    {b"data": orjson.dumps({"kind": e.kind, **e.fields})},
+                    maxlen=10_000,
+                    approximate=True,
+                )
 
     # -- summary -------------------------------------------------------------------------------
     def _servers(self) -> dict[str, Counted]:
@@ -1029,10 +861,6 @@ class Monitor:
                 p99_latency=c.p99,
             )
         lags = np.array(self.label_lags) if self.label_lags else None
-        d = self.spec.drift
-        feature_scores = dict(
-            zip(self.feature_names, self.feature_drift.scores.tolist(), strict=False)
-        )
         return h.Health(
             ts=now,
             model=f"{self.model.namespace}/{self.model.name}",
@@ -1041,29 +869,7 @@ class Monitor:
                 k: h.VersionHealth(labelled=v.labelled, **_metrics(v.quality.report()))
                 for k, v in self.versions.items()
             },
-            drift=h.Drift(
-                features=h.FeatureDrift(
-                    method=d.features.method,
-                    scores=feature_scores,
-                    detected=sorted(
-                        n for n, x in feature_scores.items() if x > d.features.threshold
-                    )
-                    if self._drifting["features"]
-                    else [],
-                ),
-                predictions=h.PredictionDrift(
-                    method=d.predictions.method,
-                    score=float(self.prediction_drift.scores[0]),
-                    detected=self._drifting["predictions"],
-                ),
-                concept=h.ConceptDrift(
-                    method=d.concept.method,
-                    detected=self._drifting["concept"],
-                    last=self.concept_events[-1] if self.concept_events else None,
-                    count=len(self.concept_events),
-                    late=self._concept_order.late,
-                ),
-            ),
+            drift=self.drift.summary(),
             label_lag=h.LabelLag(p50=float(np.median(lags)), p95=float(np.percentile(lags, 95)))
             if lags is not None
             else None,
@@ -1158,7 +964,7 @@ class Monitor:
             self._use_reference(routing.stable)
         with contextlib.suppress(redis.RedisError):
             self._refresh_candidates()
-        self._concept_edge()
+        self._log_events(self.drift.concept_edge(self.clock()))
         now = self.clock()
         dt = max(now - self._last_rate_at, 1e-9)
         self._rates = {k: (self._counts[k] - self._last_counts[k]) / dt for k in self._counts}
