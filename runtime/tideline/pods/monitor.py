@@ -30,40 +30,36 @@ the process to exit non-zero.
 
 **Evidence.** The labelled samples also fill a common window
 (:class:`tideline.evidence.CommonWindow`, held by :class:`tideline.candidates.Candidates`,
-which decides what follows here from what the monitor reads and reads nothing itself): every
-candidate version - served,
-lastGood, latest, recent (the newest version of the stable revision served on
-``minSamples`` labels of its own answers, still stored, served now or not), the
-canary's served one, the warm-start baseline and the best constant - is scored
-on the same samples and compared with the served version by a paired
-confidence sequence; recent with lastGood and the constant too (what its proof
-reads). While a rollback pins the served version, latest is also compared
-with it on the labels that came after the pin alone, and the pinned version's
-error on those is set beside its error when the pin came (what an unpin reads). The window takes the labels of
-served predictions (feedback) when there are any; a model that gets none
-(learner-only) is judged on its labelled samples. Training data that
-arrives through ``samples`` next to feedback (backfills, ``:learn``) is
-learned but does not judge versions: a producer that sends wrong labels
-must not be able to make the versions that learned them look good.
+which decides what follows from what the monitor reads, and reads nothing itself): every
+candidate version - served, lastGood, latest, recent (the newest version of the stable
+revision served on ``minSamples`` labels of its own answers, still stored, served now or
+not), the canary's served one, the warm-start baseline and the best constant - is scored on
+the same samples and compared with the served version by a paired confidence sequence;
+recent with lastGood and the constant too (what its proof reads). While a rollback pins the
+served version, latest is also compared with it on the labels that came after the pin alone,
+and the pinned version's error on those is set beside its error when the pin came (what an
+unpin reads). The window takes the labels of served predictions (feedback) when there are
+any; a model that gets none (learner-only) is judged on its labelled samples. Training data
+that arrives through ``samples`` next to feedback (backfills, ``:learn``) is learned but
+does not judge versions: a producer that sends wrong labels must not be able to make the
+versions that learned them look good.
 
 **Drift signals are events with hysteresis**, not levels
 (:class:`tideline.signals.DriftSignals` decides them from what the monitor reads; the
 monitor writes them): one ``driftlog`` entry (and one count of
-``tideline_monitor_drift_events``) when a signal goes over its threshold, one when it clears (feature and prediction scores below 80 %
-of the threshold; concept drift ten analysis intervals after it last fired).
-Concept drift is the error rate going *up* (ADWIN told the direction,
-Page-Hinkley one-sided): a model that is learning is no change of the world.
-The errors reach the detector in the order of the predictions they judge,
-not of the labels' arrival (:class:`tideline.drift.EventOrder`): the late
-labels of an older, worse version are no rise of the error.
-The prediction-drift reference is the served version's own first window of
-scores, started again for each new served version, so a learning model does
-not flag itself. A multiclass model's prediction drift reads the predicted
-class (a bin per class: :class:`tideline.drift.Categorical`), its quality is
-accuracy, log loss, the top class's calibration and each class's recall, and
-its concept drift and paired comparisons read whether the top class is right.
-Its labels are class names (or indices): a label that is not one is counted
-as a bad entry and left out (the learner dead-letters it).
+``tideline_monitor_drift_events``) when a signal goes over its threshold, one when it clears
+(feature and prediction scores below 80 % of the threshold; concept drift ten analysis
+intervals after it last fired). Concept drift is the error rate going *up* (ADWIN told the
+direction, Page-Hinkley one-sided): a model that is learning is no change of the world. The
+errors reach the detector in the order of the predictions they judge, not of the labels'
+arrival (:class:`tideline.drift.EventOrder`): the late labels of an older, worse version are
+no rise of the error. The prediction-drift reference is the served version's own first
+window of scores, started again for each new served version, so a learning model does not
+flag itself. A multiclass model's prediction drift reads the predicted class (a bin per
+class: :class:`tideline.drift.Categorical`), its quality is accuracy, log loss, the top
+class's calibration and each class's recall, and its concept drift and paired comparisons
+read whether the top class is right. Its labels are class names (or indices): a label that
+is not one is counted as a bad entry and left out (the learner dead-letters it).
 """
 
 from __future__ import annotations
@@ -92,6 +88,7 @@ from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
 from tideline.candidates import Candidates, Key, Loaded, Named
 from tideline.contracts import Pointers, Routing, feedback_labels
+from tideline.drift import KS, PSI, Categorical
 from tideline.evaluate import RollingMetrics
 from tideline.pods import faults
 from tideline.pods.join import Joined, LogJoin
@@ -379,12 +376,12 @@ class Monitor:
         self.servers = ServerCounters(self.spec.rollout.analysis.interval)
 
     @property
-    def feature_drift(self) -> Any:
+    def feature_drift(self) -> PSI | KS:
         """The feature drift detector (:attr:`tideline.signals.DriftSignals.feature`)."""
         return self.drift.feature
 
     @property
-    def prediction_drift(self) -> Any:
+    def prediction_drift(self) -> PSI | KS | Categorical:
         """The prediction drift detector (:attr:`tideline.signals.DriftSignals.prediction`)."""
         return self.drift.prediction
 
