@@ -228,6 +228,55 @@ def test_a_canary_is_judged_on_its_track_which_grows_across_its_versions() -> No
     assert q.candidates["canary"].vs_served.samples == 100  # type: ignore[union-attr]
 
 
+def _compared(c: Any) -> set[str]:
+    """What a candidate of the summary is compared with."""
+    fields = {"vsServed": c.vs_served, "vsServedWhole": c.vs_served_whole,
+              "sincePin": c.since_pin}  # fmt: skip
+    return {k for k, v in fields.items() if v is not None} | {f"versus {k}" for k in c.versus}
+
+
+@pytest.mark.parametrize(
+    ("pointers", "labelled", "warm_started", "compared"),
+    [
+        (Pointers(latest=2, served=2), {}, False,
+         {"served": set(), "latest": set(), "constant": {"vsServed"}}),
+        (Pointers(latest=3, served=3, lastGood=2), {}, False,
+         {"served": set(), "latest": set(), "lastGood": {"vsServed", "vsServedWhole"},
+          "constant": {"vsServed"}}),
+        (Pointers(latest=3, served=2, lastGood=2), {}, False,
+         {"served": set(), "latest": {"vsServed"}, "lastGood": set(), "constant": {"vsServed"}}),
+        (Pointers(served=3, lastGood=1), {(REV, 2): 100}, False,
+         {"served": set(), "lastGood": {"vsServed", "vsServedWhole"}, "constant": {"vsServed"},
+          "recent": {"vsServed", "versus lastGood", "versus constant"}}),
+        (Pointers(served=3, lastGood=2), {(REV, 2): 100}, False,
+         {"served": set(), "lastGood": {"vsServed", "vsServedWhole"}, "constant": {"vsServed"},
+          "recent": {"vsServed", "versus constant"}}),
+        (Pointers(served=3), {}, True,
+         {"served": set(), "baseline": {"vsServed", "vsServedWhole"}, "constant": {"vsServed"}}),
+        (Pointers(latest=3, served=2, lastGood=2, pinned=True, pinAt=9.0), {}, False,
+         {"served": set(), "latest": {"vsServed", "sincePin"}, "lastGood": set(),
+          "constant": {"vsServed"}}),
+    ],
+    ids=[
+        "served alone: the constant is compared with it",
+        "lastGood, a rollback target: out of sample and on the whole window",
+        "lastGood served: not compared with itself",
+        "recent is compared with lastGood and the constant, what its proof reads",
+        "recent that is lastGood: with the constant alone",
+        "a warm-start baseline is a rollback target too",
+        "while pinned, latest is also compared on the labels since the pin",
+    ],
+)  # fmt: skip
+def test_what_each_role_is_compared_with(pointers, labelled, warm_started, compared) -> None:
+    c = Candidates(Task("binary"), min_samples=100)
+    store = Store({(REV, v): (_trained(seed=v), None) for v in range(4)})
+    c.add_samples(*_stream(200, seed=12))
+    c.refresh(_named(c, pointers, labelled=labelled, warm_started=warm_started), store.load)
+    q = c.quality(labelled, feedback=True)
+    assert q is not None
+    assert {role: _compared(x) for role, x in q.candidates.items()} == compared
+
+
 @pytest.mark.parametrize(
     ("written", "now", "countable"),
     [(None, 100, False), (0, 99, False), (0, 100, True), (99, 150, True), (100, 150, False)],
