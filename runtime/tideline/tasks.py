@@ -32,7 +32,7 @@ ValueError: 'fox' is not a class of this model (classes: cat, dog, eel)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,15 +119,6 @@ class Task:
         return shown if more <= 0 else f"{shown} and {more} more"
 
     # -- scores --------------------------------------------------------------------------------
-    def scores(self, values: Sequence[Any]) -> np.ndarray:
-        """Rows' scores as they were answered or logged, as an array: ``(n,)``, or ``(n, k)``
-        (multiclass); ``ValueError`` when they are not this task's."""
-        p = np.asarray(values, dtype=np.float64)
-        want = (len(p), self.n_classes) if self.classes is not None else (len(p),)
-        if p.shape != want:
-            raise ValueError(f"scores of shape {p.shape}, this task's are {want}")
-        return p
-
     def checked(self, scores: Any, n: int, probabilities: bool = True) -> np.ndarray:
         """``scores`` a model gave for ``n`` rows, as an array; ``ValueError`` saying why they
         are not this task's: not numbers, not its shape (``(n,)``; multiclass ``(n, k)``), not

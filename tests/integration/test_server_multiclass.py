@@ -146,7 +146,7 @@ def test_the_log_keeps_each_row_s_probabilities(zoo, r) -> None:
     [entry] = _log_entries(r, s)
     assert entry["ids"] == body["ids"] and entry["rows"] == ROWS
     assert entry["scores"] == body["probabilities"], "the bytes the answer carried"
-    logged = TASK.scores(entry["scores"])  # (the monitor's reading: (n, k))
+    logged = TASK.checked(entry["scores"], len(entry["scores"]))  # (the monitor's reading)
     np.testing.assert_allclose(logged, _probabilities(learner, ROWS), rtol=1e-6, atol=1e-7)
     assert [CLASSES[i] for i in TASK.predicted(logged).tolist()] == body["predictions"]
 

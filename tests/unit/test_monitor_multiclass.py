@@ -8,7 +8,7 @@ import pytest
 
 from tideline.candidates import error_of
 from tideline.pods.metrics import MonitorMetrics
-from tideline.pods.monitor import TrackState, _metrics, _recall, _scored
+from tideline.pods.monitor import TrackState, _metrics, _recall
 from tideline.tasks import Task
 
 TASK = Task("multiclass", ("cat", "dog", "fox"))
@@ -47,7 +47,7 @@ def test_the_error_the_unpin_reads(task, report, error) -> None:
     ids=["multiclass: a row of k probabilities each", "binary: a number each"],
 )
 def test_logged_scores_are_read_as_the_task_s(task, scores, shape) -> None:
-    assert _scored(task, scores).shape == shape
+    assert task.checked(scores, len(scores), probabilities=False).shape == shape
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ def test_logged_scores_are_read_as_the_task_s(task, scores, shape) -> None:
 )  # fmt: skip
 def test_logged_scores_that_are_not_the_task_s_are_refused(task, scores) -> None:
     with pytest.raises(ValueError):
-        _scored(task, scores)
+        task.checked(scores, len(scores), probabilities=False)
 
 
 def test_per_class_recall_is_a_gauge_by_track_and_class_and_a_class_gone_is_no_series() -> None:

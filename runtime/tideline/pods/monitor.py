@@ -430,6 +430,11 @@ class Monitor:
         live = [m.decode() for m in self.r.zrangebyscore(self.keys.logs, since, "+inf")]
         self._cursors = {i: self._cursors.get(i, self._log_start) for i in live}
 
+    def _logged(self, values: Sequence[Any]) -> np.ndarray:
+        """Logged scores as the task reads them (:meth:`Task.checked`: ``(n,)``, or ``(n, k)``
+        for multiclass, finite); ``ValueError`` when they are not (a null score)."""
+        return self.task.checked(values, len(values), probabilities=False)
+
     def _read_log(self, count: int = LOG_READ) -> int:
         self._list_logs()
         if not self._cursors:
@@ -566,7 +571,7 @@ class Monitor:
         picked = scores if len(stable) == n else [scores[i] for i in stable]
         if self.task.multiclass:  # prediction drift reads the predicted class
             try:
-                picked = self.task.predicted(_scored(self.task, picked)).tolist()
+                picked = self.task.predicted(self._logged(picked)).tolist()
             except (ValueError, TypeError):
                 self.metrics.bad_log_entries.inc()
                 return
@@ -629,7 +634,7 @@ class Monitor:
         try:
             y = np.array(targets, dtype=np.float64)
             scores = e.scores
-            p = _scored(self.task, [scores[i] for i in at_rows])
+            p = self._logged([scores[i] for i in at_rows])
             rows = e.pick(at_rows)
         except (TypeError, ValueError, IndexError):
             self.metrics.bad_log_entries.inc()
@@ -656,7 +661,7 @@ class Monitor:
         if shadow is not None:  # a shadow answered the same rows
             pick = [n for n, i in enumerate(at_rows) if i < len(shadow[2])]
             try:
-                p_shadow = _scored(self.task, [shadow[2][at_rows[n]] for n in pick])
+                p_shadow = self._logged([shadow[2][at_rows[n]] for n in pick])
             except (TypeError, ValueError):
                 self.metrics.bad_log_entries.inc()
                 return
@@ -1151,12 +1156,3 @@ def _recall(task: Task, report: dict[str, Any]) -> dict[str, float]:
     if task.classes is None or recall is None:
         return {}
     return {c: float(r) for c, r in zip(task.classes, recall, strict=True) if r is not None}
-
-
-def _scored(task: Task, values: Sequence[Any]) -> np.ndarray:
-    """Logged scores as the task reads them (:meth:`Task.scores`: ``(n,)``, or ``(n, k)`` for
-    multiclass); ``ValueError`` when they are not, or not all finite (a null score)."""
-    p = task.scores(values)
-    if not np.isfinite(p).all():
-        raise ValueError("scores must be finite numbers")
-    return p
