@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ METRICS_PORT = 9100
 
 
 @dataclass(frozen=True)
-class Settings:
+class OperatorConfig:
     """The operator's own settings (from the Helm values, through its environment)."""
 
     image: str = f"{tideline.IMAGE}:{tideline.__version__}"  # what `make image` tags
@@ -43,16 +43,42 @@ class Settings:
     # name a Secret.
     allowed_images: tuple[str, ...] = ()
     allow_redis_secret_ref: bool = True
+    interval: float = 1.0  # seconds between two turns of a model
+    workers: int = 16  # turns at once (kopf's executor)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
+        """The operator's settings as its Deployment's environment gives them (the chart's
+        values): ``TIDELINE_RUNTIME_IMAGE``, ``TIDELINE_REDIS_URL``,
+        ``TIDELINE_IMAGE_PULL_POLICY``, ``TIDELINE_RETIRED_GRACE_SECONDS``,
+        ``TIDELINE_ALLOWED_IMAGES`` (comma-separated), ``TIDELINE_ALLOW_REDIS_SECRET_REF``,
+        ``TIDELINE_OPERATOR_INTERVAL`` and ``TIDELINE_OPERATOR_WORKERS``.
+
+        >>> OperatorConfig.from_env({"TIDELINE_ALLOWED_IMAGES": "a/*, b/c"}).allowed_images
+        ('a/*', 'b/c')
+        """
+        return cls(
+            image=env.get("TIDELINE_RUNTIME_IMAGE", cls.image),
+            redis_url=env.get("TIDELINE_REDIS_URL") or None,
+            image_pull_policy=env.get("TIDELINE_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            retired_grace=float(env.get("TIDELINE_RETIRED_GRACE_SECONDS", cls.retired_grace)),
+            allowed_images=tuple(
+                p.strip() for p in env.get("TIDELINE_ALLOWED_IMAGES", "").split(",") if p.strip()
+            ),
+            allow_redis_secret_ref=env.get("TIDELINE_ALLOW_REDIS_SECRET_REF", "true") == "true",
+            interval=float(env.get("TIDELINE_OPERATOR_INTERVAL", cls.interval)),
+            workers=int(env.get("TIDELINE_OPERATOR_WORKERS", cls.workers)),
+        )
 
 
-def policy_violation(model: OnlineModel, settings: Settings) -> tuple[str, str] | None:
+def policy_violation(model: OnlineModel, settings: OperatorConfig) -> tuple[str, str] | None:
     """(field, why) when the spec asks for what the operator's policy forbids, else None.
 
     >>> from tideline.spec import parse
     >>> m = parse({"apiVersion": "tideline.dev/v1alpha1", "kind": "OnlineModel",
     ...            "metadata": {"name": "m"}, "spec": {"image": "docker.io/evil:1",
     ...            "model": {"features": [{"name": "x"}]}}})
-    >>> policy_violation(m, Settings(allowed_images=("registry.corp/ml/*",)))
+    >>> policy_violation(m, OperatorConfig(allowed_images=("registry.corp/ml/*",)))
     ('spec.image', "'docker.io/evil:1' matches none of the allowed images: registry.corp/ml/*")
     """
     image = model.spec.image
@@ -114,7 +140,7 @@ def config_map_name(model: OnlineModel, revision: str) -> str:
     return f"{model.name}-{revision}"
 
 
-def image_of(model: OnlineModel, settings: Settings) -> str:
+def image_of(model: OnlineModel, settings: OperatorConfig) -> str:
     """``spec.image``, else the operator's runtime image, verbatim: a tag or a digest
     (``registry/repo@sha256:...``) reference alike, never parsed nor rewritten."""
     return model.spec.image or settings.image
@@ -145,7 +171,7 @@ def _kafka_env(model: OnlineModel) -> list[dict[str, Any]]:
             for env, ref in refs]  # fmt: skip
 
 
-def build_redis_secret(model: OnlineModel, settings: Settings) -> dict[str, Any] | None:
+def build_redis_secret(model: OnlineModel, settings: OperatorConfig) -> dict[str, Any] | None:
     """The model's own Secret with its Redis URL, unless ``spec.redis.secretRef`` names one.
 
     The URL is ``spec.redis.url`` or the operator's (which may itself come from a
@@ -247,7 +273,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, Any]] = {
 
 
 def _container(
-    model: OnlineModel, settings: Settings, revision: str, role: str, args: list[str], ports: list[dict[str, Any]],
+    model: OnlineModel, settings: OperatorConfig, revision: str, role: str, args: list[str], ports: list[dict[str, Any]],
     probes: dict[str, Any], resources: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     return {
@@ -373,7 +399,7 @@ def build_config_map(model: OnlineModel, manifest: dict[str, Any], revision: str
     }
 
 
-def build_learner(model: OnlineModel, settings: Settings, revision: str,
+def build_learner(model: OnlineModel, settings: OperatorConfig, revision: str,
                   warm_start_from: str | None = None) -> dict[str, Any]:  # fmt: skip
     """One learner per revision: 1 replica, Recreate (two learners must never share a group)."""
     args = ["--port", str(METRICS_PORT), "--revision", revision]
@@ -410,7 +436,7 @@ def _feedback_auth_env(model: OnlineModel) -> list[dict[str, Any]]:
 
 
 def build_server(
-    model: OnlineModel, settings: Settings, revision: str, replicas: int | None = None
+    model: OnlineModel, settings: OperatorConfig, revision: str, replicas: int | None = None
 ) -> dict[str, Any]:
     http = {"port": "http"}
     container = _container(
@@ -485,7 +511,7 @@ def build_network_policy(model: OnlineModel) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
-def build_monitor(model: OnlineModel, settings: Settings, revision: str) -> dict[str, Any]:
+def build_monitor(model: OnlineModel, settings: OperatorConfig, revision: str) -> dict[str, Any]:
     container = _container(
         model, settings, revision, "monitor", ["--port", str(METRICS_PORT)],
         [{"name": "metrics", "containerPort": METRICS_PORT}], _turn_probes(),

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from prometheus_client import Gauge
 
-from tideline_operator.builders import Settings
+from tideline_operator.builders import OperatorConfig
 from tideline_operator.crd import outdated
 from tideline_operator.kube import Kube
 from tideline_operator.reconcile import (
@@ -36,26 +36,12 @@ CRD_OUTDATED = Gauge(
     "1 when the cluster's OnlineModel CRD is not this release's (-1: it could not be read)",
 )
 log = logging.getLogger("tideline.operator")
-INTERVAL = float(os.environ.get("TIDELINE_OPERATOR_INTERVAL", "1"))
+# the operator's one configuration, read once (kopf fixes a timer's interval at import)
+CONFIG = OperatorConfig.from_env(os.environ)
 MANAGED: dict[str, Any] = {
     "app.kubernetes.io/managed-by": "tideline-operator",
     "tideline.dev/model": kopf.PRESENT,
 }
-
-
-def settings_from_env() -> Settings:
-    return Settings(
-        image=os.environ.get("TIDELINE_RUNTIME_IMAGE", Settings.image),
-        redis_url=os.environ.get("TIDELINE_REDIS_URL") or None,
-        image_pull_policy=os.environ.get("TIDELINE_IMAGE_PULL_POLICY", Settings.image_pull_policy),
-        retired_grace=float(
-            os.environ.get("TIDELINE_RETIRED_GRACE_SECONDS", Settings.retired_grace)
-        ),
-        allowed_images=tuple(
-            p.strip() for p in os.environ.get("TIDELINE_ALLOWED_IMAGES", "").split(",") if p.strip()
-        ),
-        allow_redis_secret_ref=os.environ.get("TIDELINE_ALLOW_REDIS_SECRET_REF", "true") == "true",
-    )
 
 
 @kopf.on.startup()
@@ -68,11 +54,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    workers = int(os.environ.get("TIDELINE_OPERATOR_WORKERS", "16"))
-    settings.execution.max_workers = workers
+    settings.execution.max_workers = CONFIG.workers
     if "reconciler" not in memo:
-        kube = Kube.from_environment(workers)
-        memo["reconciler"] = Reconciler(kube, settings_from_env())
+        kube = Kube.from_environment(CONFIG.workers)
+        memo["reconciler"] = Reconciler(kube, CONFIG)
         _check_crd(kube)
 
 
@@ -111,7 +96,7 @@ def deployments(
     }
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=0)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.interval, initial_delay=0)
 def turn(
     *,
     body: kopf.Body,

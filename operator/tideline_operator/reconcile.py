@@ -57,7 +57,7 @@ from tideline.pods.store import (
 from tideline.signing import KEY_ENV, Signer
 from tideline.spec import ExternalParams, OnlineModel, SpecError, VWParams, check_redis_url, parse
 from tideline_operator import builders
-from tideline_operator.builders import Settings
+from tideline_operator.builders import OperatorConfig
 from tideline_operator.kube import REVISION_KINDS, KubeAPI
 from tideline_operator.rollout import (
     Action,
@@ -240,7 +240,7 @@ class Reconciler:
     def __init__(
         self,
         kube: KubeAPI,
-        settings: Settings,
+        settings: OperatorConfig,
         clock: Callable[[], float] = time.time,
         redis_factory: Callable[[str], Any] | None = None,
         resync: float = 60.0,

@@ -167,7 +167,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from tideline.pods.server.api import Settings, check_feedback_auth
+    from tideline.pods.server.api import ServerConfig, check_feedback_auth
 
     model = _load(args.config)  # a bad manifest fails here, naming the field, before any worker
     _check_signing_key(model)
@@ -175,12 +175,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     os.environ["TIDELINE_CONFIG"] = args.config
     os.environ["TIDELINE_REDIS_URL"] = args.redis
     # the limits at the door: a flag wins over the environment, which the workers read
-    for name in Settings.LIMITS:
+    for name in ServerConfig.LIMITS:
         value = getattr(args, name, None)
         if value is not None:
             os.environ[f"TIDELINE_{name.upper()}"] = str(value)
     try:
-        settings = Settings.from_env(dict(os.environ))
+        settings = ServerConfig.from_env(dict(os.environ))
     except ValueError as e:
         raise SpecError("environment", str(e)) from None
     check_feedback_auth(model, settings)  # fail closed: no token, no server

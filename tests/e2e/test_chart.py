@@ -345,12 +345,17 @@ def _admits(
 def _model_pods(namespace: str) -> list[dict[str, str]]:
     """The labels of the pods the operator builds for examples/fraud.yaml in ``namespace``."""
     from tideline.spec import parse
-    from tideline_operator.builders import Settings, build_learner, build_monitor, build_server
+    from tideline_operator.builders import (
+        OperatorConfig,
+        build_learner,
+        build_monitor,
+        build_server,
+    )
 
     doc = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
     assert "namespace" not in doc["metadata"], "kubectl apply puts it in the current namespace"
     doc["metadata"]["namespace"] = namespace
-    model, settings = parse(doc), Settings(redis_url="redis://r:6379/0")
+    model, settings = parse(doc), OperatorConfig(redis_url="redis://r:6379/0")
     return [build(model, settings, model.revision)["spec"]["template"]["metadata"]["labels"]
             for build in (build_learner, build_server, build_monitor)]  # fmt: skip
 

@@ -57,11 +57,11 @@ def r(redis_cluster) -> Iterator:
 @pytest.fixture
 def setup(r, redis_cluster) -> tuple:
     """The operator's reconciler on the cluster (an in-memory Kubernetes API)."""
-    from tideline_operator.builders import Settings
+    from tideline_operator.builders import OperatorConfig
     from tideline_operator.reconcile import ModelMemory, Reconciler
 
     kube, clock = FakeKube(), Clock()
-    rec = Reconciler(kube, Settings(image="img:1", redis_url=redis_cluster.url), clock=clock)  # type: ignore[arg-type]
+    rec = Reconciler(kube, OperatorConfig(image="img:1", redis_url=redis_cluster.url), clock=clock)  # type: ignore[arg-type]
     return rec, kube, clock, [], ModelMemory()
 
 

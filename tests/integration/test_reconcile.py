@@ -24,7 +24,7 @@ from tideline.pods.store import ModelStore
 from tideline.signing import KEY_ENV, Signer
 from tideline.spec import parse
 from tideline_operator import reconcile
-from tideline_operator.builders import Settings
+from tideline_operator.builders import OperatorConfig
 from tideline_operator.reconcile import ChildState, ModelMemory, Reconciler, route_weights
 from tideline_operator.rollout import ROLLBACK_TO
 
@@ -98,7 +98,7 @@ def setup(r: redis.Redis) -> tuple[Reconciler, FakeKube, Clock, list, ModelMemor
     """A reconciler, its API, its clock, the Events it posted, one model's memory."""
     kube, clock = FakeKube(), Clock()
     url = f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0"
-    rec = Reconciler(kube, Settings(image="img:1", redis_url=url), clock=clock)  # type: ignore[arg-type]
+    rec = Reconciler(kube, OperatorConfig(image="img:1", redis_url=url), clock=clock)  # type: ignore[arg-type]
     return rec, kube, clock, [], ModelMemory()
 
 
@@ -442,7 +442,7 @@ def test_objects_it_does_not_own_are_never_taken_over_nor_deleted(setup, r) -> N
 def test_a_spec_against_the_platform_policy_is_degraded_and_nothing_is_built(r) -> None:
     kube, clock = FakeKube(), Clock()
     url = f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0"
-    rec = Reconciler(kube, Settings(image="img:1", redis_url=url, allowed_images=("registry.corp/ml/*",),  # type: ignore[arg-type]
+    rec = Reconciler(kube, OperatorConfig(image="img:1", redis_url=url, allowed_images=("registry.corp/ml/*",),  # type: ignore[arg-type]
                                     allow_redis_secret_ref=False), clock=clock)  # fmt: skip
     setup = (rec, kube, clock, [], ModelMemory())
     m = manifest("fraud", rollout=ROLLOUT)
@@ -635,7 +635,7 @@ def test_a_redis_that_refuses_config_leaves_durability_unknown_without_an_error(
     try:
         kube, clock = FakeKube(), Clock()
         url = f"redis://managed:pw@127.0.0.1:{port}/0"
-        rec = Reconciler(kube, Settings(image="img:1", redis_url=url), clock=clock)  # type: ignore[arg-type]
+        rec = Reconciler(kube, OperatorConfig(image="img:1", redis_url=url), clock=clock)  # type: ignore[arg-type]
         events: list = []
         st = _turn((rec, kube, clock, events, ModelMemory()), _body(manifest("fraud")))
         assert _durable(st) == ("Unknown", "ConfigNotReadable")

@@ -24,7 +24,7 @@ from tideline.demo.embedded import EmbeddedRedis
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.metrics import ServerMetrics
 from tideline.pods.server import dataplane
-from tideline.pods.server.api import Settings, create_app
+from tideline.pods.server.api import ServerConfig, create_app
 from tideline.pods.server.dataplane import DataPlane
 from tideline.pods.server.protocols import V1
 from tideline.pods.store import ModelStore
@@ -54,7 +54,7 @@ def _wait(cond, timeout: float = 5.0, step: float = 0.02) -> float:
 class Served:
     """A model published in Redis and a running app with its data plane."""
 
-    def __init__(self, url: str, doc: dict, settings: Settings | None = None) -> None:
+    def __init__(self, url: str, doc: dict, settings: ServerConfig | None = None) -> None:
         self.model = parse(doc)
         self.url = url
         self.dp = DataPlane(self.model, url, metrics=ServerMetrics(None), poll_interval=0.2)
@@ -566,7 +566,7 @@ def test_malformed_json_infinity_and_oversized_bodies(served: Served, redis_serv
                if line.startswith('tideline_server_requests_total{route="v1/predict"') and 'status="400"' in line]  # fmt: skip
     assert counted and float(counted[0].split()[-1]) >= 2, "bad bodies are counted"
     small = Served(
-        redis_server.url, manifest(name="fraud"), Settings(max_body_bytes=200, max_rows=3)
+        redis_server.url, manifest(name="fraud"), ServerConfig(max_body_bytes=200, max_rows=3)
     )
     with small.client:
         _wait(lambda: small.dp.ready)
@@ -620,7 +620,7 @@ def test_not_ready_until_a_version_is_loaded_then_ready(r, redis_server) -> None
 def test_learn_refuses_a_bad_row_before_any_version_is_loaded_as_after(r, redis_server) -> None:
     """With no version loaded, the spec's features read a :learn request's rows: a value of
     the wrong type is a 422 naming it, not a dead letter later."""
-    s = Served(redis_server.url, manifest(name="fraud"), Settings(max_rows=3))
+    s = Served(redis_server.url, manifest(name="fraud"), ServerConfig(max_rows=3))
     with s.client:
         assert s.dp.stable is None
         for body, status, message in (
@@ -962,7 +962,9 @@ def test_any_body_on_any_route_gets_an_answer_never_a_5xx(
 
 
 def test_with_feedback_auth_only_a_bearer_of_the_token_may_teach_the_model(r, redis_server) -> None:
-    s = Served(redis_server.url, manifest(name="fraud"), Settings(feedback_token="s3cret-t0ken"))
+    s = Served(
+        redis_server.url, manifest(name="fraud"), ServerConfig(feedback_token="s3cret-t0ken")
+    )
     ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
     learn = {"instances": ROWS, "labels": [1, 0]}
     with s.client as c:

@@ -28,7 +28,7 @@ from tideline.algorithms import make_learner
 from tideline.contracts import Keys, Pointers
 from tideline.demo.embedded import free_port
 from tideline.demo.local import run_local
-from tideline.pods.server.api import Settings, create_app
+from tideline.pods.server.api import ServerConfig, create_app
 from tideline.pods.server.dataplane import DataPlane
 from tideline.pods.store import ModelStore
 from tideline.spec import SpecError, parse
@@ -168,11 +168,11 @@ def test_a_canary_whose_forwarded_calls_fail_shows_canary_errors(r, redis_server
 def test_with_feedback_auth_and_no_token_the_app_refuses_to_start(redis_server) -> None:
     doc = manifest(name="fraud", serving={"feedbackAuth": {"secretRef": {"name": "labels"}}})
     dp = DataPlane(parse(doc), redis_server.url)
-    for settings in (Settings(), Settings.from_env({"TIDELINE_FEEDBACK_TOKEN": "  "})):
+    for settings in (ServerConfig(), ServerConfig.from_env({"TIDELINE_FEEDBACK_TOKEN": "  "})):
         with pytest.raises(SpecError, match="TIDELINE_FEEDBACK_TOKEN") as e:
             create_app(dp, settings)
         assert e.value.path == "spec.serving.feedbackAuth" and "'labels'" in str(e.value)
-    create_app(dp, Settings(feedback_token="t0ken"))  # with one it does
+    create_app(dp, ServerConfig(feedback_token="t0ken"))  # with one it does
 
 
 @pytest.mark.parametrize("token", [None, "", "   "], ids=["unset", "empty", "blank"])

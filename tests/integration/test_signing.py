@@ -291,12 +291,12 @@ def test_a_local_run_makes_a_key_and_every_process_signs_and_verifies_with_it(
 def _operator(r):  # type: ignore[no-untyped-def]
     """A reconciler and its in-memory API (tests.integration.test_reconcile's)."""
     from tests.integration.test_reconcile import Clock, FakeKube
-    from tideline_operator.builders import Settings
+    from tideline_operator.builders import OperatorConfig
     from tideline_operator.reconcile import Reconciler
 
     kube, clock = FakeKube(), Clock()
     url = f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0"
-    return Reconciler(kube, Settings(image="img:1", redis_url=url), clock=clock), kube, clock
+    return Reconciler(kube, OperatorConfig(image="img:1", redis_url=url), clock=clock), kube, clock
 
 
 def _deploy(rec, kube, doc: dict, generation: int = 1, mem=None) -> dict | None:  # type: ignore[no-untyped-def]

@@ -218,7 +218,7 @@ def test_the_signing_secret_is_immutable_text_and_every_component_reads_it() -> 
     assert base64.b64decode(secret["data"]["key"]) == b"k" * 43
     ref = {"name": signing.KEY_ENV,
            "valueFrom": {"secretKeyRef": {"name": "fraud-tideline-signing", "key": "key"}}}  # fmt: skip
-    settings = builders.Settings()
+    settings = builders.OperatorConfig()
     for deployment in (
         builders.build_learner(model, settings, "r1"),
         builders.build_server(model, settings, "r1"),

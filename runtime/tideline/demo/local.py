@@ -232,11 +232,11 @@ class OperatorLoop(threading.Thread):
     def __init__(self, manifest: dict[str, Any], cluster: ProcessCluster, redis_url: str,
                  on_event: Callable[[str, str, str], None]) -> None:  # fmt: skip
         super().__init__(daemon=True, name="operator")
-        from tideline_operator.builders import Settings
+        from tideline_operator.builders import OperatorConfig
         from tideline_operator.reconcile import ModelMemory, Reconciler
 
         self.cluster = cluster
-        self.reconciler = Reconciler(cluster, Settings(image="local", redis_url=redis_url))
+        self.reconciler = Reconciler(cluster, OperatorConfig(image="local", redis_url=redis_url))
         self.mem = ModelMemory()
         self.body = copy.deepcopy(manifest)
         self.body["metadata"].update({"uid": uuid.uuid4().hex, "generation": 1})

@@ -13,7 +13,7 @@ from tideline.pods.liveness import MAX_AGE
 from tideline.spec import parse
 from tideline_operator.builders import (
     DEFAULT_RESOURCES,
-    Settings,
+    OperatorConfig,
     build_config_map,
     build_hpa,
     build_learner,
@@ -28,7 +28,7 @@ from tideline_operator.builders import (
     policy_violation,
 )
 
-SETTINGS = Settings(image="registry.local/tideline:1", redis_url="redis://redis:6379/0")
+SETTINGS = OperatorConfig(image="registry.local/tideline:1", redis_url="redis://redis:6379/0")
 DOC = manifest(name="fraud")
 MODEL = parse(DOC)
 REV = MODEL.revision
@@ -123,7 +123,7 @@ def test_a_digest_reference_reaches_every_pod_unchanged() -> None:
                 build_monitor(pinned, SETTINGS, REV)):  # fmt: skip
         assert _pod(dep)["containers"][0]["image"] == DIGEST
     # the operator's own runtime image (the chart's image.digest) when the spec names none
-    by_digest = Settings(image=DIGEST, redis_url="redis://redis:6379/0")
+    by_digest = OperatorConfig(image=DIGEST, redis_url="redis://redis:6379/0")
     assert _pod(build_server(MODEL, by_digest, REV))["containers"][0]["image"] == DIGEST
 
 
@@ -147,7 +147,7 @@ def test_allowed_images_match_the_whole_reference_tag_or_digest(
     image: str, patterns: list[str], allowed: bool
 ) -> None:
     m = parse(manifest(name="fraud", image=image))
-    verdict = policy_violation(m, Settings(allowed_images=tuple(patterns)))
+    verdict = policy_violation(m, OperatorConfig(allowed_images=tuple(patterns)))
     assert (verdict is None) is allowed, verdict
 
 
@@ -236,7 +236,7 @@ def test_redis_from_a_secret_and_no_redis_at_all() -> None:
     assert own is not None and own["metadata"]["name"] == "fraud-redis"
     assert own["stringData"] == {"url": "redis://redis:6379/0"}
     with pytest.raises(ValueError, match="spec.redis: no url or secretRef"):
-        build_redis_secret(MODEL, Settings(redis_url=None))
+        build_redis_secret(MODEL, OperatorConfig(redis_url=None))
 
 
 def test_pdb_and_hpa() -> None:

@@ -25,13 +25,13 @@ def test_the_chart_and_the_operator_name_the_image_make_image_tags() -> None:
     import yaml
 
     import tideline
-    from tideline_operator.builders import Settings
+    from tideline_operator.builders import OperatorConfig
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert values["image"]["repository"] == tideline.IMAGE
     assert chart["appVersion"] == tideline.__version__  # the tag when image.tag is empty
-    assert Settings().image == f"{tideline.IMAGE}:{tideline.__version__}"
+    assert OperatorConfig().image == f"{tideline.IMAGE}:{tideline.__version__}"
     build = (ROOT / "image" / "build.sh").read_text()
     assert "tideline.IMAGE" in build and "tideline.__version__" in build  # read, not repeated
 

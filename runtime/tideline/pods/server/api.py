@@ -59,7 +59,7 @@ FEEDBACK_TOKEN_ENV = "TIDELINE_FEEDBACK_TOKEN"
 
 
 @dataclass(frozen=True)
-class Settings:
+class ServerConfig:
     """Server settings; each can be set as ``TIDELINE_<NAME>`` in the environment.
 
     The limits at the door (``max_header_bytes``, ``header_timeout``,
@@ -84,7 +84,7 @@ class Settings:
               "idle_timeout", "max_concurrency")  # fmt: skip
 
     @classmethod
-    def from_env(cls, env: dict[str, str]) -> Settings:
+    def from_env(cls, env: dict[str, str]) -> ServerConfig:
         port = env.get("TIDELINE_WRITE_PORT")
         kw: dict[str, Any] = {"feedback_token": (env.get(FEEDBACK_TOKEN_ENV) or "").strip() or None,
                               "write_port": int(port) if port and port.isdigit() else None}  # fmt: skip
@@ -104,7 +104,7 @@ class Settings:
         return cls(**kw)
 
 
-def check_feedback_auth(model: OnlineModel, settings: Settings) -> None:
+def check_feedback_auth(model: OnlineModel, settings: ServerConfig) -> None:
     """Refuse to serve a model whose spec asks for ``feedbackAuth`` without its token: with
     none, the write routes would take labels from anyone (fail closed, issue 30)."""
     auth = model.spec.serving.feedbackAuth
@@ -117,7 +117,7 @@ def check_feedback_auth(model: OnlineModel, settings: Settings) -> None:
         )
 
 
-def _authorised(request: Request, settings: Settings) -> None:
+def _authorised(request: Request, settings: ServerConfig) -> None:
     """Who may teach the model: with ``spec.serving.feedbackAuth``, only a bearer of its token;
     with a write port, only through it."""
     if settings.write_port is not None:
@@ -157,7 +157,7 @@ def _media_type(content_type: str | None) -> None:
             raise UnsupportedMediaType(f"content-type {kind} is not JSON: send application/json")
 
 
-async def _read(request: Request, settings: Settings) -> bytes:
+async def _read(request: Request, settings: ServerConfig) -> bytes:
     """A request's body, counted as it streams: :class:`TooLarge` the moment it passes the
     limit (a chunked body says no length up front), not once it is all held."""
     limit = settings.max_body_bytes
@@ -177,7 +177,7 @@ async def _read(request: Request, settings: Settings) -> bytes:
     return b"".join(chunks)
 
 
-async def _body(request: Request, settings: Settings) -> Any:
+async def _body(request: Request, settings: ServerConfig) -> Any:
     """The JSON document of a write route (predict and infer check theirs in ``predict``)."""
     _media_type(request.headers.get("content-type"))
     raw = await _read(request, settings)
@@ -246,7 +246,7 @@ async def _send(send: Any, status: int, body: bytes, extra: dict[str, str]) -> N
 class FastPredict:
     """Plain ASGI for POST predict and infer: read the body, call the handler, answer."""
 
-    def __init__(self, handler: Any, settings: Settings, on_refused: Any = None) -> None:
+    def __init__(self, handler: Any, settings: ServerConfig, on_refused: Any = None) -> None:
         self.handler = handler
         self.settings = settings
         self.on_refused = on_refused  # (status, path): a body refused as too large, counted
@@ -306,9 +306,9 @@ def _label(task: Task, value: Any, path: str) -> float | str:
     return float(value)
 
 
-def create_app(dataplane: DataPlane, settings: Settings | None = None) -> FastAPI:
+def create_app(dataplane: DataPlane, settings: ServerConfig | None = None) -> FastAPI:
     """The server's ASGI app; the data plane is started and stopped with it."""
-    settings = settings or Settings()
+    settings = settings or ServerConfig()
     dp = dataplane
     check_feedback_auth(dp.model, settings)
     dp.max_rows = settings.max_rows
@@ -652,7 +652,7 @@ def app_from_env() -> FastAPI:
 
     env = dict(os.environ)
     model = parse(env["TIDELINE_CONFIG"])
-    settings = Settings.from_env(env)
+    settings = ServerConfig.from_env(env)
     dp = DataPlane(
         model,
         env["TIDELINE_REDIS_URL"],

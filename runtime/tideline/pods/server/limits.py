@@ -7,7 +7,7 @@ it has no limit on a header block, arms its keep-alive timer only after a
 first answer, and has no timer on a request's headers at all.
 :class:`GuardedProtocol` is its HTTP protocol with those limits (uvicorn
 takes it as ``http="tideline.pods.server.limits:GuardedProtocol"``), each a
-:class:`~tideline.pods.server.api.Settings` field, ``TIDELINE_<NAME>`` in the
+:class:`~tideline.pods.server.api.ServerConfig` field, ``TIDELINE_<NAME>`` in the
 environment, or a ``tideline server`` flag:
 
 ``max_header_bytes``
@@ -51,13 +51,13 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from tideline.pods.server.api import REFUSED, Settings
+from tideline.pods.server.api import REFUSED, ServerConfig
 
 
 @functools.cache
-def _settings() -> Settings:
+def _settings() -> ServerConfig:
     """This worker's settings (read once: uvicorn makes a protocol per connection)."""
-    return Settings.from_env(dict(os.environ))
+    return ServerConfig.from_env(dict(os.environ))
 
 
 def _raw_answer(status: int, message: str) -> bytes:
