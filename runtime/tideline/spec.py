@@ -1,9 +1,10 @@
 """Parse and validate an ``OnlineModel`` manifest into typed, frozen objects.
 
 The manifest a user ``kubectl apply``s is the same file every runtime process
-reads (``--config FILE``). Every default of the resource lives here, next to
-the check of its bounds, so the learner, the servers, the monitor and the
-operator agree on one reading. A bad field raises :class:`SpecError` whose
+reads (``--config FILE``). Every default of the resource lives here, in one
+field table with its bounds and description (the dataclasses' fields, see
+:class:`Entry`), so the learner, the servers, the monitor, the operator and
+the CRD agree on one reading. A bad field raises :class:`SpecError` whose
 message starts with the field's path, e.g.
 ``spec.learning.batchSize: must be >= 1 (got 0)``.
 
@@ -37,7 +38,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -76,6 +77,9 @@ _DURATION = re.compile(DURATION_PATTERN)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
+T = TypeVar("T")
+
+
 class SpecError(ValueError):
     """A manifest field that can never work; the message starts with its path."""
 
@@ -85,10 +89,105 @@ class SpecError(ValueError):
         self.reason = message
 
 
-# Per-algorithm hyperparameters, typed: the one table of their defaults and bounds (the
-# parser, the CRD and the learners read it). Bounds are inclusive; None: unbounded that side.
-def _param(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
-    return field(default=default, metadata={"lo": lo, "hi": hi})
+def parse_duration(value: Any, path: str = "duration") -> float:
+    """Seconds from ``"500ms"``, ``"30m"``, ``"1.5h"`` or a plain number of seconds.
+
+    >>> parse_duration("500ms"), parse_duration("30m"), parse_duration(2)
+    (0.5, 1800.0, 2.0)
+    """
+    if isinstance(value, bool):
+        raise SpecError(path, f"must be a duration like 500ms, 10s, 30m (got {value!r})")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise SpecError(path, f"must be a duration like 500ms, 10s, 30m (got {value!r})")
+
+
+# The field table (issue 33). Every field of the resource is declared once, on its dataclass
+# below: the default is the dataclass's, and the field's metadata (an Entry under TABLE) holds
+# its kind, bounds, choices and description. The parser reads a group of the table by it
+# (_read), the operator writes the CRD from it (tideline_operator.crd), and tests check that
+# the three agree. A field whose manifest shape is not the dataclass's (spec.serving.fallback,
+# spec.rollout.steps, ...) has no entry: its parser and its CRD schema are written by hand.
+TABLE = "tideline"
+Kind = Literal["integer", "number", "duration", "enum", "boolean", "string", "object"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A field of the table: what the parser and the CRD know of it besides its default.
+
+    Bounds are inclusive (None: unbounded that side). ``text``: a duration's default as the
+    CRD writes it (``500ms``; the dataclass holds its seconds). ``group``: an object's
+    dataclass. ``crd_default``: False when the CRD must leave the field unset (the
+    description says the default instead).
+    """
+
+    kind: Kind
+    description: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    text: str | None = None
+    group: type | None = None
+    crd_default: bool = True
+
+
+def entry(cls: type, name: str) -> Entry:
+    """The table's entry of the field ``name`` of ``cls``."""
+    return next(f.metadata[TABLE] for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _number(
+    default: float | None,
+    description: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    integer: bool | None = None,
+    crd_default: bool = True,
+) -> Any:
+    """A number; an integer when its default is one (or ``integer`` says so)."""
+    if integer is None:
+        integer = isinstance(default, int)
+    e = Entry("integer" if integer else "number", description, lo, hi, crd_default=crd_default)
+    return field(default=default, metadata={TABLE: e})
+
+
+def _duration(default: str, description: str, lo: float, hi: float) -> Any:
+    """A duration: written like ``500ms`` (or seconds), held in seconds."""
+    e = Entry("duration", description, lo, hi, text=default)
+    return field(default=parse_duration(default), metadata={TABLE: e})
+
+
+def _choice(default: str, choices: tuple[str, ...], description: str) -> Any:
+    return field(default=default, metadata={TABLE: Entry("enum", description, choices=choices)})
+
+
+def _flag(default: bool, description: str) -> Any:
+    return field(default=default, metadata={TABLE: Entry("boolean", description)})
+
+
+def _text(default: str | None, description: str) -> Any:
+    return field(default=default, metadata={TABLE: Entry("string", description)})
+
+
+def _group(cls: type, description: str, *, optional: bool = False) -> Any:
+    """An object of the table; ``optional``: None unless given, else always there (the CRD
+    defaults it to ``{}`` so that the API server fills its fields too)."""
+    e = Entry("object", description, group=cls)
+    if optional:
+        return field(default=None, metadata={TABLE: e})
+    return field(default_factory=cls, metadata={TABLE: e})
+
+
+# Per-algorithm hyperparameters, typed: the learners read the same table. The CRD describes
+# one by the algorithms that have it (sgd and ftrl share l2, with other defaults).
+def _param(default: float, lo: float | None = None, hi: float | None = None) -> Any:
+    return _number(default, "", lo, hi)
 
 
 Optimizer = Literal["sgd", "adagrad", "newton"]
@@ -103,7 +202,7 @@ class SGDParams:
     l2: float = _param(1.0e-4, 0.0)
     # "newton": a diagonal-plus-dense second-order step (see tideline.algorithms.linear);
     # "adagrad": per-coordinate rates; "sgd": a fixed rate.
-    optimizer: Optimizer = "newton"
+    optimizer: Optimizer = _choice("newton", OPTIMIZERS, "sgd's update rule")
     forgetting: float = _param(0.999, 0.5, 1.0)
     priorPrecision: float = _param(3.0, 1.0e-6)
 
@@ -287,7 +386,7 @@ PARAM_TYPES: dict[str, type[SGDParams] | type[FTRLParams] | type[ForestParams]] 
 }  # fmt: skip
 # name -> (default, lower bound, upper bound), per algorithm: the table above, flat
 PARAMS: dict[str, dict[str, tuple[Any, float | None, float | None]]] = {
-    algorithm: {f.name: (f.default, f.metadata.get("lo"), f.metadata.get("hi"))
+    algorithm: {f.name: (f.default, f.metadata[TABLE].lo, f.metadata[TABLE].hi)
                 for f in dataclasses.fields(cls)}
     for algorithm, cls in PARAM_TYPES.items()
 }  # fmt: skip
@@ -348,32 +447,40 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Replay:
-    size: int = 10_000
-    fraction: float = 0.2
+    size: int = _number(10_000, "Samples kept", 0, 10_000_000)
+    fraction: float = _number(0.2, "Share of each update that is replayed", 0.0, 0.9)
 
 
 @dataclass(frozen=True)
 class Gate:
-    holdout: int = 2000
-    maxLossIncrease: float = 0.02
+    holdout: int = _number(2000, "Latest samples the gate compares on", 0, 1_000_000)
+    maxLossIncrease: float = _number(
+        0.02, "Relative loss increase allowed over the served version", 0.0
+    )
 
 
 @dataclass(frozen=True)
 class LearningSpec:
-    batchSize: int = 64
-    maxBatchDelay: float = 0.5
-    replay: Replay = field(default_factory=Replay)
-    publishEvery: int = 5000  # updates between published versions (was checkpointEvery)
-    keepVersions: int = 20
-    labelWindow: float = 1800.0
-    gate: Gate = field(default_factory=Gate)
+    batchSize: int = _number(64, "Largest mini-batch", 1, 100_000)
+    maxBatchDelay: float = _duration("500ms", "Learn a partial batch after this long", 0.001, 3600)
+    replay: Replay = _group(Replay, "Replay buffer against forgetting")
+    # (was checkpointEvery, still read; a default in the CRD would stand beside an old
+    # manifest's checkpointEvery)
+    publishEvery: int = _number(
+        5000, "Updates between published versions", 1, None, crd_default=False
+    )
+    keepVersions: int = _number(20, "Versions kept per revision", 2, 10_000)
+    labelWindow: float = _duration(
+        "30m", "How long a logged prediction waits for its label", 0.001, 30 * 86400
+    )
+    gate: Gate = _group(Gate, "A version is published only if it passes")
 
 
 @dataclass(frozen=True)
 class Autoscaling:
-    minReplicas: int = 1
-    maxReplicas: int = 10
-    targetCPUUtilizationPercentage: int = 70
+    minReplicas: int = _number(1, "Minimum", 1, 1000)
+    maxReplicas: int = _number(10, "Maximum", 1, 1000)
+    targetCPUUtilizationPercentage: int = _number(70, "CPU target", 1, 100)
 
 
 @dataclass(frozen=True)
@@ -384,17 +491,25 @@ class SecretKey:
 
 @dataclass(frozen=True)
 class ServingSpec:
-    replicas: int = 2
-    timeout: float = 0.010
+    replicas: int = _number(2, "Server replicas", 0, 1000)
+    timeout: float = _duration("10ms", "Past it, the fallback answers", 0.0001, 60)
     # lastGood, or a fixed answer: a number (a multiclass model's: its class's index,
     # written {class: NAME})
     fallback: Literal["lastGood"] | float = "lastGood"
-    routingKey: str | None = None
-    autoscaling: Autoscaling | None = None
+    routingKey: str | None = _text(None, "Feature that keys the canary split")
+    autoscaling: Autoscaling | None = _group(
+        Autoscaling, "A HorizontalPodAutoscaler for the servers", optional=True
+    )
     # a token the write routes (feedback, :learn) require: Authorization: Bearer <token>
     feedbackAuth: SecretKey | None = None
-    # a port of their own for the write routes (a NetworkPolicy can then tell them apart)
-    labelsPort: int | None = None
+    labelsPort: int | None = _number(
+        None,
+        "A port of their own for feedback and :learn (a NetworkPolicy can then admit labels "
+        "from few)",
+        1024,
+        65535,
+        integer=True,
+    )
     networkPolicy: NetworkPolicySpec | None = None
 
 
@@ -408,42 +523,54 @@ class NetworkPolicySpec:
 
 @dataclass(frozen=True)
 class DistributionDrift:
-    method: Literal["psi", "ks"] = "psi"
-    threshold: float = 0.2
-    window: int = 5000
+    method: Literal["psi", "ks"] = _choice("psi", DRIFT_METHODS, "Statistic")
+    threshold: float = _number(0.2, "Alarm above", 0.0)
+    window: int = _number(5000, "Reference and current window size", 10, 10_000_000)
 
 
 @dataclass(frozen=True)
 class ConceptDrift:
-    method: Literal["adwin", "page-hinkley"] = "adwin"
-    delta: float = 0.002
+    method: Literal["adwin", "page-hinkley"] = _choice("adwin", CONCEPT_METHODS, "Detector")
+    delta: float = _number(0.002, "Detector confidence", 1e-12, 1.0)
 
 
 @dataclass(frozen=True)
 class DriftSpec:
-    features: DistributionDrift = field(default_factory=DistributionDrift)
-    predictions: DistributionDrift = field(default_factory=DistributionDrift)
-    concept: ConceptDrift = field(default_factory=ConceptDrift)
-    # the share of logged requests whose rows and scores the feature and prediction drift
-    # detectors read (counts, quality and concept drift read every labelled prediction)
-    sampleRate: float = 1.0
+    features: DistributionDrift = _group(
+        DistributionDrift, "Feature drift against a reference window"
+    )
+    predictions: DistributionDrift = _group(DistributionDrift, "Prediction drift")
+    concept: ConceptDrift = _group(ConceptDrift, "Concept drift on the joined error stream")
+    sampleRate: float = _number(
+        1.0,
+        "The share of logged requests the feature and prediction drift detectors read "
+        "(quality and concept drift read every labelled one)",
+        0.0001,
+        1.0,
+    )
 
 
 @dataclass(frozen=True)
 class Guardrails:
-    maxAccuracyDrop: float = 0.05
-    onConceptDrift: Literal["adapt", "rollback", "pause", "alert"] = "adapt"
-    maxErrorRate: float = 0.01
+    maxAccuracyDrop: float = _number(0.05, "Below lastGood's accuracy by more: roll back", 0.0, 1.0)
+    onConceptDrift: Literal["adapt", "rollback", "pause", "alert"] = _choice(
+        "adapt",
+        CONCEPT_POLICIES,
+        "What concept drift (the error went up) does: adapt (learn faster for a while), "
+        "rollback (only to a proven version that is better on the same samples, else adapt), "
+        "pause learning, or alert",
+    )
+    maxErrorRate: float = _number(0.01, "Server error rate above which to roll back", 0.0, 1.0)
 
 
 @dataclass(frozen=True)
 class Analysis:
-    interval: float = 10.0
-    minSamples: int = 500
-    maxAccuracyDrop: float = 0.01
-    maxErrorRate: float = 0.01
-    maxP95Latency: float = 0.010
-    failureLimit: int = 2
+    interval: float = _duration("10s", "Analysis period", 0.1, 3600)
+    minSamples: int = _number(500, "Canary labels before a verdict", 0, None)
+    maxAccuracyDrop: float = _number(0.01, "Canary below stable by more: a failure", 0.0, 1.0)
+    maxErrorRate: float = _number(0.01, "Canary error rate above: a failure", 0.0, 1.0)
+    maxP95Latency: float = _duration("10ms", "Canary p95 latency above: a failure", 0.0, 60)
+    failureLimit: int = _number(2, "Failures that abort", 1, 1000)
 
 
 @dataclass(frozen=True)
@@ -466,8 +593,8 @@ class RolloutSpec:
         Step(setWeight=50),
         Step(pause=60.0),
     )
-    analysis: Analysis = field(default_factory=Analysis)
-    shadow: bool = False
+    analysis: Analysis = _group(Analysis, "What a canary must hold to advance")
+    shadow: bool = _flag(False, "Mirror instead of split")
     trafficRouting: Literal["builtin"] | str = "builtin"  # or the HTTPRoute name
 
 
@@ -592,12 +719,12 @@ class PodsSpec:
 @dataclass(frozen=True)
 class Spec:
     model: ModelSpec
-    image: str | None = None
-    learning: LearningSpec = field(default_factory=LearningSpec)
-    serving: ServingSpec = field(default_factory=ServingSpec)
-    drift: DriftSpec = field(default_factory=DriftSpec)
-    guardrails: Guardrails = field(default_factory=Guardrails)
-    rollout: RolloutSpec = field(default_factory=RolloutSpec)
+    image: str | None = _text(None, "Runtime image (default: the operator's)")
+    learning: LearningSpec = _group(LearningSpec, "How the learner updates and publishes")
+    serving: ServingSpec = _group(ServingSpec, "Prediction servers")
+    drift: DriftSpec = _group(DriftSpec, "Drift detection")
+    guardrails: Guardrails = _group(Guardrails, "Automatic model-version rollback")
+    rollout: RolloutSpec = _group(RolloutSpec, "Canary of a new revision")
     redis: RedisSpec = field(default_factory=RedisSpec)
     pods: PodsSpec = field(default_factory=PodsSpec)
     source: SourceSpec = field(default_factory=SourceSpec)
@@ -706,6 +833,41 @@ class _Obj:
         return float(_check_number(self.sub(key), seconds, lo, hi))
 
 
+def _read(o: _Obj, cls: type[T], **given: Any) -> T:
+    """A group of the field table at ``o``: each field read by its entry (default, bounds,
+    choices), groups in turn; ``given``: the fields the caller reads itself. A key no field
+    reads is refused."""
+    values = dict(given)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in given:
+            continue
+        entry: Entry | None = f.metadata.get(TABLE)
+        if entry is None:
+            raise TypeError(f"{cls.__name__}.{f.name} is not in the field table: pass it")
+        values[f.name] = _read_field(o, f.name, f.default, entry)
+    o.done()
+    return cls(**values)
+
+
+def _read_field(o: _Obj, name: str, default: Any, e: Entry) -> Any:
+    match e.kind:
+        case "integer" | "number":
+            return o.number(name, default, e.lo, e.hi, integer=e.kind == "integer")
+        case "duration":
+            return o.duration(name, default, e.lo, e.hi)
+        case "enum":
+            return o.enum(name, e.choices, default)
+        case "boolean":
+            return o.boolean(name, default)
+        case "string":
+            return o.string(name, default)
+        case "object":
+            assert e.group is not None
+            if default is None and o.raw(name) is None:  # an optional group, not given
+                return None
+            return _read(o.obj(name), e.group)
+
+
 def _check_number(
     path: str, v: Any, lo: float | None, hi: float | None, *, integer: bool = False
 ) -> float | int:
@@ -720,23 +882,6 @@ def _check_number(
     if hi is not None and v > hi:
         raise SpecError(path, f"must be <= {hi:g} (got {v:g})")
     return int(v) if integer else float(v)
-
-
-def parse_duration(value: Any, path: str = "duration") -> float:
-    """Seconds from ``"500ms"``, ``"30m"``, ``"1.5h"`` or a plain number of seconds.
-
-    >>> parse_duration("500ms"), parse_duration("30m"), parse_duration(2)
-    (0.5, 1800.0, 2.0)
-    """
-    if isinstance(value, bool):
-        raise SpecError(path, f"must be a duration like 500ms, 10s, 30m (got {value!r})")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise SpecError(path, f"must be a duration like 500ms, 10s, 30m (got {value!r})")
 
 
 def _pods(o: _Obj) -> PodsSpec:
@@ -856,14 +1001,7 @@ def _features(raw: Any, path: str) -> tuple[Feature, ...]:
 
 
 def _params(algorithm: str, o: _Obj) -> Params:
-    out: dict[str, Any] = {}
-    for key, (default, lo, hi) in PARAMS[algorithm].items():
-        if key == "optimizer":
-            out[key] = o.enum(key, OPTIMIZERS, default)
-        else:
-            out[key] = o.number(key, default, lo, hi, integer=isinstance(default, int))
-    o.done()
-    return PARAM_TYPES[algorithm](**out)
+    return _read(o, PARAM_TYPES[algorithm])
 
 
 def _external(algorithm: str, o: _Obj) -> ExternalParams:
@@ -1011,44 +1149,19 @@ def _vw_classes(params: VWParams, k: int, path: str) -> None:
 
 
 def _learning(o: _Obj, deprecated: list[tuple[str, str]]) -> LearningSpec:
-    r = o.obj("replay")
-    replay = Replay(
-        size=r.number("size", 10_000, 0, 10_000_000, integer=True),
-        fraction=r.number("fraction", 0.2, 0.0, 0.9),
-    )
-    r.done()
-    g = o.obj("gate")
-    gate = Gate(
-        holdout=g.number("holdout", 2000, 0, 1_000_000, integer=True),
-        maxLossIncrease=g.number("maxLossIncrease", 0.02, 0.0),
-    )
-    g.done()
-    out = LearningSpec(
-        batchSize=o.number("batchSize", 64, 1, 100_000, integer=True),
-        maxBatchDelay=o.duration("maxBatchDelay", 0.5, 0.001, 3600),
-        replay=replay,
-        publishEvery=_publish_every(o, deprecated),
-        keepVersions=o.number("keepVersions", 20, 2, 10_000, integer=True),
-        labelWindow=o.duration("labelWindow", 1800.0, 0.001, 30 * 86400),
-        gate=gate,
-    )
-    o.done()
-    return out
-
-
-def _publish_every(o: _Obj, deprecated: list[tuple[str, str]]) -> int:
-    """``publishEvery``, or its old name ``checkpointEvery`` (read, and reported deprecated:
-    checkpoints are written every second whatever it says; it sets how often a version is
-    published)."""
-    if o.raw("checkpointEvery") is None:
-        return int(o.number("publishEvery", 5000, 1, None, integer=True))
-    old = int(o.number("checkpointEvery", 5000, 1, None, integer=True))
+    """``spec.learning``. ``checkpointEvery``, publishEvery's old name, is read and reported
+    deprecated: checkpoints are written every second whatever it says; it sets how often a
+    version is published."""
+    old = o.number("checkpointEvery", None, entry(LearningSpec, "publishEvery").lo, None,
+                   integer=True)  # fmt: skip
+    if old is None:
+        return _read(o, LearningSpec)
     if o.raw("publishEvery") not in (None, old):
         raise SpecError(
             o.sub("checkpointEvery"), "is publishEvery's old name: give only publishEvery"
         )
     deprecated.append((o.sub("checkpointEvery"), o.sub("publishEvery")))
-    return old
+    return _read(o, LearningSpec, publishEvery=old)
 
 
 def _serving(o: _Obj, model: ModelSpec) -> ServingSpec:
@@ -1059,19 +1172,6 @@ def _serving(o: _Obj, model: ModelSpec) -> ServingSpec:
     elif fb_raw is not None and fb_raw != "lastGood":
         want = "{class: NAME}" if model.classes is not None else "{value: N}"
         raise SpecError(o.sub("fallback"), f"must be lastGood or {want} (got {fb_raw!r})")
-    auto = None
-    if o.raw("autoscaling") is not None:
-        a = o.obj("autoscaling")
-        auto = Autoscaling(
-            minReplicas=a.number("minReplicas", 1, 1, 1000, integer=True),
-            maxReplicas=a.number("maxReplicas", 10, 1, 1000, integer=True),
-            targetCPUUtilizationPercentage=a.number(
-                "targetCPUUtilizationPercentage", 70, 1, 100, integer=True
-            ),
-        )
-        a.done()
-        if auto.maxReplicas < auto.minReplicas:
-            raise SpecError(a.sub("maxReplicas"), "must be >= minReplicas")
     auth = None
     if o.raw("feedbackAuth") is not None:
         fa = o.obj("feedbackAuth")
@@ -1079,33 +1179,25 @@ def _serving(o: _Obj, model: ModelSpec) -> ServingSpec:
         auth = SecretKey(ref.string("name", required=True), ref.string("key", "token"))
         ref.done()
         fa.done()
-    labels_port = o.number("labelsPort", None, 1024, 65535, integer=True)
-    if labels_port in (8080, 9100):
-        raise SpecError(
-            o.sub("labelsPort"),
-            f"must differ from the servers' ports 8080 and 9100 (got {labels_port})",
-        )
     policy = None
     if o.raw("networkPolicy") is not None:
         np_ = o.obj("networkPolicy")
         policy = NetworkPolicySpec(_peers(np_, "predictFrom"), _peers(np_, "labelsFrom"))
         np_.done()
-        if policy.labelsFrom is not None and labels_port is None:
-            raise SpecError(
-                np_.sub("labelsFrom"),
-                "needs spec.serving.labelsPort (labels share the predict port otherwise)",
-            )
-    out = ServingSpec(
-        feedbackAuth=auth,
-        labelsPort=labels_port,
-        networkPolicy=policy,
-        replicas=o.number("replicas", 2, 0, 1000, integer=True),
-        timeout=o.duration("timeout", 0.010, 0.0001, 60),
-        fallback=fallback,
-        routingKey=o.string("routingKey"),
-        autoscaling=auto,
-    )
-    o.done()
+    out = _read(o, ServingSpec, fallback=fallback, feedbackAuth=auth, networkPolicy=policy)
+    auto = out.autoscaling
+    if auto is not None and auto.maxReplicas < auto.minReplicas:
+        raise SpecError(f"{o.sub('autoscaling')}.maxReplicas", "must be >= minReplicas")
+    if out.labelsPort in (8080, 9100):
+        raise SpecError(
+            o.sub("labelsPort"),
+            f"must differ from the servers' ports 8080 and 9100 (got {out.labelsPort})",
+        )
+    if policy is not None and policy.labelsFrom is not None and out.labelsPort is None:
+        raise SpecError(
+            f"{o.sub('networkPolicy')}.labelsFrom",
+            "needs spec.serving.labelsPort (labels share the predict port otherwise)",
+        )
     return out
 
 
@@ -1129,43 +1221,6 @@ def _fallback(f: _Obj, model: ModelSpec) -> float:
         value = float(classes.index(name))
     f.done()
     return value
-
-
-def _distribution(o: _Obj, window: bool) -> DistributionDrift:
-    out = DistributionDrift(
-        method=o.enum("method", DRIFT_METHODS, "psi"),
-        threshold=o.number("threshold", 0.2, 0.0, None),
-        window=o.number("window", 5000, 10, 10_000_000, integer=True) if window else 5000,
-    )
-    o.done()
-    return out
-
-
-def _drift(o: _Obj) -> DriftSpec:
-    c = o.obj("concept")
-    concept = ConceptDrift(
-        method=c.enum("method", CONCEPT_METHODS, "adwin"),
-        delta=c.number("delta", 0.002, 1e-12, 1.0),
-    )
-    c.done()
-    out = DriftSpec(
-        features=_distribution(o.obj("features"), window=True),
-        predictions=_distribution(o.obj("predictions"), window=True),
-        concept=concept,
-        sampleRate=o.number("sampleRate", 1.0, 0.0001, 1.0),
-    )
-    o.done()
-    return out
-
-
-def _guardrails(o: _Obj) -> Guardrails:
-    out = Guardrails(
-        maxAccuracyDrop=o.number("maxAccuracyDrop", 0.05, 0.0, 1.0),
-        onConceptDrift=o.enum("onConceptDrift", CONCEPT_POLICIES, "adapt"),
-        maxErrorRate=o.number("maxErrorRate", 0.01, 0.0, 1.0),
-    )
-    o.done()
-    return out
 
 
 def _steps(raw: Any, path: str) -> tuple[Step, ...]:
@@ -1198,16 +1253,6 @@ def _steps(raw: Any, path: str) -> tuple[Step, ...]:
 
 
 def _rollout(o: _Obj) -> RolloutSpec:
-    a = o.obj("analysis")
-    analysis = Analysis(
-        interval=a.duration("interval", 10.0, 0.1, 3600),
-        minSamples=a.number("minSamples", 500, 0, None, integer=True),
-        maxAccuracyDrop=a.number("maxAccuracyDrop", 0.01, 0.0, 1.0),
-        maxErrorRate=a.number("maxErrorRate", 0.01, 0.0, 1.0),
-        maxP95Latency=a.duration("maxP95Latency", 0.010, 0.0, 60),
-        failureLimit=a.number("failureLimit", 2, 1, 1000, integer=True),
-    )
-    a.done()
     tr = o.raw("trafficRouting")
     routing: str = "builtin"
     if isinstance(tr, Mapping):
@@ -1221,14 +1266,8 @@ def _rollout(o: _Obj) -> RolloutSpec:
             o.sub("trafficRouting"),
             f"must be builtin or {{gatewayAPI: {{httpRoute: NAME}}}} (got {tr!r})",
         )
-    out = RolloutSpec(
-        steps=_steps(o.raw("steps"), o.sub("steps")),
-        analysis=analysis,
-        shadow=o.boolean("shadow", False),
-        trafficRouting=routing,
-    )
-    o.done()
-    return out
+    steps = _steps(o.raw("steps"), o.sub("steps"))
+    return _read(o, RolloutSpec, steps=steps, trafficRouting=routing)
 
 
 def check_redis_url(url: str, path: str) -> str:
@@ -1419,20 +1458,18 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         raise SpecError("spec.model", "required")
     deprecated: list[tuple[str, str]] = []
     model = _model(s.obj("model"))
-    spec = Spec(
+    spec = _read(
+        s,
+        Spec,
         model=model,
-        image=s.string("image"),
         learning=_learning(s.obj("learning"), deprecated),
         serving=_serving(s.obj("serving"), model),
-        drift=_drift(s.obj("drift")),
-        guardrails=_guardrails(s.obj("guardrails")),
         rollout=_rollout(s.obj("rollout")),
         redis=_redis(s.obj("redis")),
         pods=_pods(s.obj("pods")),
         source=_source(s.obj("source")),
         deprecated=tuple(deprecated),
     )
-    s.done()
     fb = spec.serving.fallback
     if spec.model.task == "binary" and not isinstance(fb, str) and not 0.0 <= fb <= 1.0:
         raise SpecError(
