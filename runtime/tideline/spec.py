@@ -141,6 +141,28 @@ def entry(cls: type, name: str) -> Entry:
     return next(f.metadata[TABLE] for f in dataclasses.fields(cls) if f.name == name)
 
 
+class Row(NamedTuple):
+    path: tuple[str, ...]  # the field's, in the manifest
+    owner: type  # the dataclass it is a field of
+    field: dataclasses.Field[Any]
+    entry: Entry
+
+
+def table(cls: type, path: tuple[str, ...] = ()) -> list[Row]:
+    """The rows of the field table under ``cls``: its fields and, in turn, its groups'.
+
+    >>> [".".join(r.path) for r in table(Gate, ("spec", "learning", "gate"))]
+    ['spec.learning.gate.holdout', 'spec.learning.gate.maxLossIncrease']
+    """
+    rows = []
+    for f in dataclasses.fields(cls):
+        if (e := f.metadata.get(TABLE)) is not None:
+            rows.append(Row((*path, f.name), cls, f, e))
+            if e.group is not None:
+                rows += table(e.group, (*path, f.name))
+    return rows
+
+
 def _number(
     default: float | None,
     description: str,

@@ -2,14 +2,28 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import replace
+from dataclasses import MISSING, replace
 from pathlib import Path
+from typing import Any, get_args, get_type_hints
 
 import pytest
 import yaml
 
 from tests.helpers import manifest
-from tideline.spec import SpecError, load_manifest, parse, parse_duration, revision
+from tideline.spec import (
+    PARAM_TYPES,
+    Feature,
+    ModelSpec,
+    Row,
+    SGDParams,
+    Spec,
+    SpecError,
+    load_manifest,
+    parse,
+    parse_duration,
+    revision,
+    table,
+)
 
 EXAMPLES = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))
 
@@ -277,3 +291,67 @@ def test_checkpoint_every_is_read_as_publish_every_reported_deprecated_and_hashe
     with pytest.raises(SpecError) as e:
         parse(manifest(learning={"checkpointEvery": 700, "publishEvery": 800}))  # (the same: fine)
     assert e.value.path == "spec.learning.checkpointEvery" and "old name" in e.value.reason
+
+
+# The field table (issue 33): every row, the spec's groups and their fields and each
+# algorithm's hyperparameters, with the algorithm a hyperparameter is read for.
+ROWS = [(row, "sgd") for row in table(Spec, ("spec",))] + [
+    (row, algorithm)
+    for algorithm, cls in PARAM_TYPES.items()
+    for row in table(cls, ("spec", "model", "params"))
+]
+ROW_IDS = [
+    ".".join(row.path) + (f" of {algorithm}" if row.path[-2] == "params" else "")
+    for row, algorithm in ROWS
+]
+KINDS = {"integer": int, "number": float, "duration": float, "boolean": bool, "string": str}
+
+
+def _table_default(row: Row) -> Any:
+    """The default the table gives a field: a duration's text in seconds, a group's own
+    defaults (an optional group's None), else its dataclass default."""
+    e = row.entry
+    if e.kind == "duration":
+        return parse_duration(e.text)
+    if e.kind == "object" and row.field.default is MISSING:
+        assert e.group is not None
+        return e.group()
+    return row.field.default
+
+
+def _built(cls: type) -> Any:
+    if cls is Spec:  # (the one group of the table with a field of its own shape required)
+        return Spec(model=ModelSpec("binary", "sgd", (Feature("x"),), SGDParams()))
+    return cls()
+
+
+@pytest.mark.parametrize(("row", "algorithm"), ROWS, ids=ROW_IDS)
+def test_a_dataclass_is_built_with_the_tables_default_of_the_kind_its_type_says(
+    row: Row, algorithm: str
+) -> None:
+    value = getattr(_built(row.owner), row.field.name)
+    assert value == _table_default(row)
+    e = row.entry
+    hint = get_type_hints(row.owner)[row.field.name]
+    if e.kind == "enum":
+        assert set(get_args(hint)) == set(e.choices) and value in e.choices
+    elif e.kind == "object":
+        assert e.group in (hint, *get_args(hint))
+    else:
+        assert KINDS[e.kind] in (hint, *get_args(hint))
+        assert value is None or type(value) is KINDS[e.kind]
+    if value is not None and e.kind not in ("enum", "object", "string"):
+        assert (e.lo is None or value >= e.lo) and (e.hi is None or value <= e.hi)
+
+
+@pytest.mark.parametrize(("row", "algorithm"), ROWS, ids=ROW_IDS)
+def test_the_parser_gives_a_field_left_out_the_tables_default(row: Row, algorithm: str) -> None:
+    doc = manifest()
+    doc["spec"]["model"]["algorithm"] = algorithm
+    node = doc["spec"]
+    for key in row.path[1:-1]:  # its groups given empty (an optional one is read only then)
+        node = node.setdefault(key, {})
+    parsed: Any = parse(doc).spec
+    for key in row.path[1:]:
+        parsed = getattr(parsed, key)
+    assert parsed == _table_default(row)
