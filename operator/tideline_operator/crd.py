@@ -1,13 +1,20 @@
 """The OnlineModel CustomResourceDefinition, written out to ``crds/onlinemodel.yaml``.
 
-Built here from the same hyperparameter table the runtime's parser uses
-(:data:`tideline.spec.PARAMS`), so bounds cannot drift apart; a test walks
-the schema and checks the parser agrees field by field (defaults, enums,
-bounds). Regenerate with ``python -m tideline_operator.crd > crds/onlinemodel.yaml``.
+Generated from the resource's field table, the dataclasses of
+:mod:`tideline.spec` (each field's default, kind, bounds, choices and
+description; see :class:`tideline.spec.Entry`), which the runtime's parser
+reads too, so the CRD, the parser and the dataclasses cannot drift apart. The
+fields whose manifest shape is not their dataclass's (``spec.model``,
+``spec.serving.fallback``, ``spec.rollout.steps``, ``spec.pods``, ...) are
+written here by hand; tests walk the schema and check the parser agrees with
+them field by field. Regenerate with
+``python -m tideline_operator.crd > crds/onlinemodel.yaml`` (and copy it to the
+chart's ``crds/``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -19,9 +26,6 @@ from tideline.spec import (
     ALGORITHMS,
     BOOTSTRAP_PATTERN,
     COMPONENTS,
-    CONCEPT_METHODS,
-    CONCEPT_POLICIES,
-    DRIFT_METHODS,
     DURATION_PATTERN,
     EXTERNAL_REF,
     FEATURE_TYPES,
@@ -30,34 +34,80 @@ from tideline.spec import (
     MAX_CLASSES,
     MAX_FEATURES,
     OBJECT_REF_PATTERN,
-    OPTIMIZERS,
-    PARAMS,
+    PARAM_TYPES,
     QUANTITY_PATTERN,
     SASL_MECHANISMS,
     START_FROM,
+    TABLE,
     TAINT_EFFECTS,
     TASKS,
     TOLERATION_OPERATORS,
     TOPIC_PATTERN,
+    Entry,
+    LearningSpec,
+    RolloutSpec,
+    ServingSpec,
+    Spec,
+    entry,
 )
 
 DURATION = DURATION_PATTERN
 
 
-# Groups every parsed spec has: defaulted to {} so the API server fills their fields too.
-DEFAULTED = {
-    "How the learner updates and publishes", "Replay buffer against forgetting",
-    "A version is published only if it passes", "Prediction servers", "Drift detection",
-    "Feature drift against a reference window", "Prediction drift", "Concept drift on the joined error stream",
-    "Automatic model-version rollback", "Canary of a new revision", "What a canary must hold to advance",
-}  # fmt: skip
-
-
 def _obj(description: str, properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    out = {"type": "object", "description": description, "properties": properties, **extra}
-    if description in DEFAULTED:
-        out["default"] = {}
-    return out
+    return {"type": "object", "description": description, "properties": properties, **extra}
+
+
+# The schemas of fields the table leaves to the CRD (their manifest shape is not their
+# dataclass's), by dataclass; None: no field of the manifest (Spec.deprecated is the parser's).
+Own = dict[type, dict[str, dict[str, Any] | None]]
+
+
+def _table(cls: type, description: str, own: Own, **extra: Any) -> dict[str, Any]:
+    """The object of a dataclass of the field table: each field's schema from its entry, or
+    from ``own`` (which may add fields the dataclass has not: a deprecated name)."""
+    mine = own.get(cls, {})
+    props: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        e: Entry | None = f.metadata.get(TABLE)
+        if f.name in mine:
+            if (schema := mine[f.name]) is not None:
+                props[f.name] = schema
+        elif e is None:
+            raise TypeError(f"{cls.__name__}.{f.name} is neither in the field table nor given")
+        else:
+            props[f.name] = _field(f, e, own)
+    names = {f.name for f in dataclasses.fields(cls)}
+    props |= {k: v for k, v in mine.items() if k not in names and v is not None}
+    return _obj(description, props, **extra)
+
+
+def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
+    default: Any = f.default  # (MISSING for a group that is always there)
+    match e.kind:
+        case "object":
+            assert e.group is not None
+            out = _table(e.group, e.description, own)
+            if default is dataclasses.MISSING:  # every parsed spec has it: the API server
+                out["default"] = {}  # fills its fields too
+            return out
+        case "duration":
+            assert e.text is not None
+            return _duration(e.description, e.text)
+        case "enum":
+            return _enum(e.description, e.choices, default)
+        case "boolean":
+            return {"type": "boolean", "description": e.description, "default": default}
+        case "string":
+            out = {"type": "string", "description": e.description}
+            if default is not None:
+                out["default"] = default
+            return out
+        case "integer" | "number":
+            if e.crd_default:
+                return _num(e.description, default, e.lo, e.hi, integer=e.kind == "integer")
+            description = f"{e.description} (default {default})"
+            return _num(description, None, e.lo, e.hi, integer=e.kind == "integer")
 
 
 def _num(description: str, default: float | None = None, minimum: float | None = None,
@@ -87,17 +137,17 @@ def _duration(description: str, default: str) -> dict[str, Any]:
 
 def _params() -> dict[str, Any]:
     props: dict[str, Any] = {}
-    for algorithm, table in PARAMS.items():
-        for name, (default, lo, hi) in table.items():
-            if name == "optimizer":
-                props[name] = _enum("sgd's update rule", OPTIMIZERS)
-                continue
-            if name in props:
-                props[name]["description"] += f", {algorithm}"
-                continue
-            props[name] = _num(
-                f"hyperparameter of {algorithm}", None, lo, hi, integer=isinstance(default, int)
-            )
+    for algorithm, cls in PARAM_TYPES.items():
+        for f in dataclasses.fields(cls):
+            e: Entry = f.metadata[TABLE]
+            if f.name in props:
+                props[f.name]["description"] += f", {algorithm}"
+            elif e.kind == "enum":
+                props[f.name] = _enum(e.description, e.choices)
+            else:
+                props[f.name] = _num(
+                    f"hyperparameter of {algorithm}", None, e.lo, e.hi, integer=e.kind == "integer"
+                )
     return _obj("Hyperparameters of the algorithm (defaults depend on it; see the README)", props)
 
 
@@ -200,6 +250,127 @@ def _pod_schema(component: str | None) -> dict[str, Any]:
 
 
 def spec_schema() -> dict[str, Any]:
+    """``spec``: the field table's groups (:class:`tideline.spec.Spec`), with the fields
+    whose shape is written here."""
+    own: Own = {
+        Spec: {
+            "model": _model_schema(),
+            "redis": _obj(
+                "Where the streams and versions live",
+                {
+                    "url": {"type": "string", "description": "redis://host:port/db"},
+                    "secretRef": _obj(
+                        "A Secret holding the URL",
+                        {
+                            "name": {"type": "string", "description": "Secret name"},
+                            "key": {"type": "string", "description": "Key", "default": "url"},
+                        },
+                    ),
+                },
+            ),  # fmt: skip
+            "pods": _pod_schema(None),
+            "source": _source_schema(),
+            "deprecated": None,
+        },
+        LearningSpec: {
+            "checkpointEvery": _num(
+                "Deprecated: publishEvery's old name (read, reported in the status)",
+                None,
+                entry(LearningSpec, "publishEvery").lo,
+                None,
+                integer=True,
+            ),  # fmt: skip
+        },
+        ServingSpec: {
+            "fallback": {
+                "x-kubernetes-preserve-unknown-fields": True,
+                "description": "lastGood, or {value: N} (multiclass: {class: NAME})",
+                "default": "lastGood",
+            },  # fmt: skip
+            "feedbackAuth": _obj(
+                "A token the write routes (feedback, :learn) require as "
+                "Authorization: Bearer <token>",
+                {
+                    "secretRef": _obj(
+                        "The Secret holding the token",
+                        {
+                            "name": {"type": "string", "description": "Secret name"},
+                            "key": {
+                                "type": "string",
+                                "description": "Key",
+                                "default": "token",
+                            },
+                        },
+                    ),
+                },
+            ),  # fmt: skip
+            "networkPolicy": _obj(
+                "Who may reach the servers: NetworkPolicy peers per port "
+                "(a list not given admits anyone)",
+                {
+                    "predictFrom": {
+                        "type": "array",
+                        "description": "Peers that may predict",
+                        "items": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        },
+                    },
+                    "labelsFrom": {
+                        "type": "array",
+                        "description": "Peers that may send labels (labelsPort)",
+                        "items": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        },
+                    },
+                },
+            ),
+        },
+        RolloutSpec: {
+            "steps": {
+                "type": "array",
+                "maxItems": 100,
+                "description": "setWeight, pause (a duration, or {} for a manual promote), analysis",
+                "items": {
+                    "type": "object",
+                    "description": "One step: exactly one of setWeight, pause, analysis",
+                    "properties": {
+                        "setWeight": _num(
+                            "Canary share of traffic, %", None, 0, 100, integer=True
+                        ),  # fmt: skip
+                        "pause": {
+                            # a duration, or {} (manual promote): the parser checks it
+                            "x-kubernetes-preserve-unknown-fields": True,
+                            "description": "A duration, or {} to wait for a manual promote",
+                        },
+                        "analysis": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                            "description": "Wait for the analysis to pass",
+                        },
+                    },
+                    "x-kubernetes-validations": [
+                        {
+                            # (pause, a value of no single type, is out of CEL's
+                            # sight: the parser refuses a step with it and another)
+                            "rule": "!(has(self.setWeight) && has(self.analysis))",
+                            "message": "a step has exactly one of setWeight, pause, analysis",
+                        },
+                    ],
+                },
+            },
+            "trafficRouting": {
+                "x-kubernetes-preserve-unknown-fields": True,
+                "default": "builtin",
+                "description": "builtin, or {gatewayAPI: {httpRoute: NAME}}",
+            },  # fmt: skip
+        },
+    }
+    return _table(Spec, "What to learn and serve, and how to roll it out", own, required=["model"])
+
+
+def _model_schema() -> dict[str, Any]:
     feature = _obj(
         "One feature of the typed schema",
         {
@@ -233,330 +404,60 @@ def spec_schema() -> dict[str, Any]:
         },
     ]
     return _obj(
-        "What to learn and serve, and how to roll it out",
+        "The model: task, algorithm, features",
         {
-            "image": {"type": "string", "description": "Runtime image (default: the operator's)"},
-            "model": _obj(
-                "The model: task, algorithm, features",
+            "task": _enum("What is predicted", TASKS, "binary"),
+            "algorithm": _enum("The online learner", ALGORITHMS, "sgd"),
+            "features": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_FEATURES,
+                # names are unique: the API server refuses a second one
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+                "items": feature,
+                "description": "The typed feature schema, in order",
+            },  # fmt: skip
+            "classes": {
+                "type": "array",
+                "minItems": 2,
+                "maxItems": MAX_CLASSES,
+                "x-kubernetes-list-type": "set",  # (unique: the API server refuses a repeat)
+                "items": {"type": "string", "minLength": 1},
+                "description": "task: multiclass: the class names; label i names the i-th",
+            },  # fmt: skip
+            "params": _params(),
+            **{algorithm: _external(algorithm) for algorithm in EXTERNAL_REF},
+            "vw": _vw(),
+            "warmStart": _obj(
+                "A batch-trained baseline snapshot to start from",
                 {
-                    "task": _enum("What is predicted", TASKS, "binary"),
-                    "algorithm": _enum("The online learner", ALGORITHMS, "sgd"),
-                    "features": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": MAX_FEATURES,
-                        # names are unique: the API server refuses a second one
-                        "x-kubernetes-list-type": "map",
-                        "x-kubernetes-list-map-keys": ["name"],
-                        "items": feature,
-                        "description": "The typed feature schema, in order",
-                    },  # fmt: skip
-                    "classes": {
-                        "type": "array",
-                        "minItems": 2,
-                        "maxItems": MAX_CLASSES,
-                        "x-kubernetes-list-type": "set",  # (unique: the API server refuses a repeat)
-                        "items": {"type": "string", "minLength": 1},
-                        "description": "task: multiclass: the class names; label i names the i-th",
-                    },  # fmt: skip
-                    "params": _params(),
-                    **{algorithm: _external(algorithm) for algorithm in EXTERNAL_REF},
-                    "vw": _vw(),
-                    "warmStart": _obj(
-                        "A batch-trained baseline snapshot to start from",
-                        {
-                            "configMapRef": _obj(
-                                "ConfigMap holding the snapshot",
-                                {"name": {"type": "string", "description": "ConfigMap name"}},
-                            ),  # fmt: skip
-                            "key": {
-                                "type": "string",
-                                "description": "Key in the ConfigMap",
-                                "default": "baseline.json",
-                            },
-                            "file": {
-                                "type": "string",
-                                "description": "A path instead (local runs)",
-                            },
-                        },
-                    ),
-                },
-                required=["features"],
-                **{
-                    "x-kubernetes-validations": [
-                        {
-                            "rule": "has(self.classes) == (has(self.task) && self.task == 'multiclass')",
-                            "message": "classes: required with task: multiclass, and only with it",
-                            "fieldPath": ".classes",
-                        }
-                    ]
-                },
-            ),
-            "learning": _obj(
-                "How the learner updates and publishes",
-                {
-                    "batchSize": _num("Largest mini-batch", 64, 1, 100_000, integer=True),
-                    "maxBatchDelay": _duration("Learn a partial batch after this long", "500ms"),
-                    "replay": _obj(
-                        "Replay buffer against forgetting",
-                        {
-                            "size": _num("Samples kept", 10_000, 0, 10_000_000, integer=True),
-                            "fraction": _num(
-                                "Share of each update that is replayed", 0.2, 0.0, 0.9
-                            ),
-                        },
+                    "configMapRef": _obj(
+                        "ConfigMap holding the snapshot",
+                        {"name": {"type": "string", "description": "ConfigMap name"}},
                     ),  # fmt: skip
-                    # no default here: a default would stand beside an old manifest's
-                    # checkpointEvery (the parser defaults it: 5000)
-                    "publishEvery": _num(
-                        "Updates between published versions (default 5000)",
-                        None,
-                        1,
-                        None,
-                        integer=True,
-                    ),  # fmt: skip
-                    "checkpointEvery": _num(
-                        "Deprecated: publishEvery's old name (read, reported in the status)",
-                        None,
-                        1,
-                        None,
-                        integer=True,
-                    ),  # fmt: skip
-                    "keepVersions": _num("Versions kept per revision", 20, 2, 10_000, integer=True),
-                    "labelWindow": _duration(
-                        "How long a logged prediction waits for its label", "30m"
-                    ),
-                    "gate": _obj(
-                        "A version is published only if it passes",
-                        {
-                            "holdout": _num(
-                                "Latest samples the gate compares on",
-                                2000,
-                                0,
-                                1_000_000,
-                                integer=True,
-                            ),
-                            "maxLossIncrease": _num(
-                                "Relative loss increase allowed over the served version", 0.02, 0.0
-                            ),
-                        },
-                    ),  # fmt: skip
-                },
-            ),
-            "serving": _obj(
-                "Prediction servers",
-                {
-                    "replicas": _num("Server replicas", 2, 0, 1000, integer=True),
-                    "timeout": _duration("Past it, the fallback answers", "10ms"),
-                    "fallback": {
-                        "x-kubernetes-preserve-unknown-fields": True,
-                        "description": "lastGood, or {value: N} (multiclass: {class: NAME})",
-                        "default": "lastGood",
-                    },  # fmt: skip
-                    "routingKey": {
+                    "key": {
                         "type": "string",
-                        "description": "Feature that keys the canary split",
+                        "description": "Key in the ConfigMap",
+                        "default": "baseline.json",
                     },
-                    "labelsPort": _num(
-                        "A port of their own for feedback and :learn (a NetworkPolicy can "
-                        "then admit labels from few)",
-                        None,
-                        1024,
-                        65535,
-                        integer=True,
-                    ),
-                    "networkPolicy": _obj(
-                        "Who may reach the servers: NetworkPolicy peers per port "
-                        "(a list not given admits anyone)",
-                        {
-                            "predictFrom": {
-                                "type": "array",
-                                "description": "Peers that may predict",
-                                "items": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                },
-                            },
-                            "labelsFrom": {
-                                "type": "array",
-                                "description": "Peers that may send labels (labelsPort)",
-                                "items": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                },
-                            },
-                        },
-                    ),
-                    "feedbackAuth": _obj(
-                        "A token the write routes (feedback, :learn) require as "
-                        "Authorization: Bearer <token>",
-                        {
-                            "secretRef": _obj(
-                                "The Secret holding the token",
-                                {
-                                    "name": {"type": "string", "description": "Secret name"},
-                                    "key": {
-                                        "type": "string",
-                                        "description": "Key",
-                                        "default": "token",
-                                    },
-                                },
-                            ),
-                        },
-                    ),  # fmt: skip
-                    "autoscaling": _obj(
-                        "A HorizontalPodAutoscaler for the servers",
-                        {
-                            "minReplicas": _num("Minimum", 1, 1, 1000, integer=True),
-                            "maxReplicas": _num("Maximum", 10, 1, 1000, integer=True),
-                            "targetCPUUtilizationPercentage": _num(
-                                "CPU target", 70, 1, 100, integer=True
-                            ),
-                        },
-                    ),  # fmt: skip
-                },
-            ),
-            "drift": _obj(
-                "Drift detection",
-                {
-                    "features": _obj(
-                        "Feature drift against a reference window",
-                        {
-                            "method": _enum("Statistic", DRIFT_METHODS, "psi"),
-                            "threshold": _num("Alarm above", 0.2, 0.0),
-                            "window": _num(
-                                "Reference and current window size",
-                                5000,
-                                10,
-                                10_000_000,
-                                integer=True,
-                            ),
-                        },
-                    ),  # fmt: skip
-                    "predictions": _obj(
-                        "Prediction drift",
-                        {
-                            "method": _enum("Statistic", DRIFT_METHODS, "psi"),
-                            "threshold": _num("Alarm above", 0.2, 0.0),
-                            "window": _num("Window size", 5000, 10, 10_000_000, integer=True),
-                        },
-                    ),  # fmt: skip
-                    "concept": _obj(
-                        "Concept drift on the joined error stream",
-                        {
-                            "method": _enum("Detector", CONCEPT_METHODS, "adwin"),
-                            "delta": _num("Detector confidence", 0.002, 1e-12, 1.0),
-                        },
-                    ),  # fmt: skip
-                    "sampleRate": _num(
-                        "The share of logged requests the feature and prediction drift "
-                        "detectors read (quality and concept drift read every labelled one)",
-                        1.0,
-                        0.0001,
-                        1.0,
-                    ),  # fmt: skip
-                },
-            ),
-            "guardrails": _obj(
-                "Automatic model-version rollback",
-                {
-                    "maxAccuracyDrop": _num(
-                        "Below lastGood's accuracy by more: roll back", 0.05, 0.0, 1.0
-                    ),
-                    "onConceptDrift": _enum(
-                        "What concept drift (the error went up) does: adapt (learn faster for a while), rollback (only to a proven version that is better on the same samples, else adapt), pause learning, or alert",
-                        CONCEPT_POLICIES,
-                        "adapt",
-                    ),
-                    "maxErrorRate": _num(
-                        "Server error rate above which to roll back", 0.01, 0.0, 1.0
-                    ),
-                },
-            ),
-            "rollout": _obj(
-                "Canary of a new revision",
-                {
-                    "steps": {
-                        "type": "array",
-                        "maxItems": 100,
-                        "description": "setWeight, pause (a duration, or {} for a manual promote), analysis",
-                        "items": {
-                            "type": "object",
-                            "description": "One step: exactly one of setWeight, pause, analysis",
-                            "properties": {
-                                "setWeight": _num(
-                                    "Canary share of traffic, %", None, 0, 100, integer=True
-                                ),  # fmt: skip
-                                "pause": {
-                                    # a duration, or {} (manual promote): the parser checks it
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                    "description": "A duration, or {} to wait for a manual promote",
-                                },
-                                "analysis": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                    "description": "Wait for the analysis to pass",
-                                },
-                            },
-                            "x-kubernetes-validations": [
-                                {
-                                    # (pause, a value of no single type, is out of CEL's
-                                    # sight: the parser refuses a step with it and another)
-                                    "rule": "!(has(self.setWeight) && has(self.analysis))",
-                                    "message": "a step has exactly one of setWeight, pause, "
-                                    "analysis",
-                                },
-                            ],
-                        },
+                    "file": {
+                        "type": "string",
+                        "description": "A path instead (local runs)",
                     },
-                    "analysis": _obj(
-                        "What a canary must hold to advance",
-                        {
-                            "interval": _duration("Analysis period", "10s"),
-                            "minSamples": _num(
-                                "Canary labels before a verdict", 500, 0, None, integer=True
-                            ),
-                            "maxAccuracyDrop": _num(
-                                "Canary below stable by more: a failure", 0.01, 0.0, 1.0
-                            ),
-                            "maxErrorRate": _num(
-                                "Canary error rate above: a failure", 0.01, 0.0, 1.0
-                            ),
-                            "maxP95Latency": _duration(
-                                "Canary p95 latency above: a failure", "10ms"
-                            ),
-                            "failureLimit": _num("Failures that abort", 2, 1, 1000, integer=True),
-                        },
-                    ),  # fmt: skip
-                    "shadow": {
-                        "type": "boolean",
-                        "description": "Mirror instead of split",
-                        "default": False,
-                    },
-                    "trafficRouting": {
-                        "x-kubernetes-preserve-unknown-fields": True,
-                        "default": "builtin",
-                        "description": "builtin, or {gatewayAPI: {httpRoute: NAME}}",
-                    },  # fmt: skip
                 },
             ),
-            "redis": _obj(
-                "Where the streams and versions live",
-                {
-                    "url": {"type": "string", "description": "redis://host:port/db"},
-                    "secretRef": _obj(
-                        "A Secret holding the URL",
-                        {
-                            "name": {"type": "string", "description": "Secret name"},
-                            "key": {"type": "string", "description": "Key", "default": "url"},
-                        },
-                    ),
-                },
-            ),  # fmt: skip
-            "pods": _pod_schema(None),
-            "source": _source_schema(),
         },
-        required=["model"],
+        required=["features"],
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.classes) == (has(self.task) && self.task == 'multiclass')",
+                    "message": "classes: required with task: multiclass, and only with it",
+                    "fieldPath": ".classes",
+                }
+            ]
+        },
     )
 
 

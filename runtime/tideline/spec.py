@@ -406,12 +406,6 @@ Params = SGDParams | FTRLParams | ForestParams | ExternalParams | VWParams
 PARAM_TYPES: dict[str, type[SGDParams] | type[FTRLParams] | type[ForestParams]] = {
     "sgd": SGDParams, "ftrl": FTRLParams, "forest": ForestParams,
 }  # fmt: skip
-# name -> (default, lower bound, upper bound), per algorithm: the table above, flat
-PARAMS: dict[str, dict[str, tuple[Any, float | None, float | None]]] = {
-    algorithm: {f.name: (f.default, f.metadata[TABLE].lo, f.metadata[TABLE].hi)
-                for f in dataclasses.fields(cls)}
-    for algorithm, cls in PARAM_TYPES.items()
-}  # fmt: skip
 
 
 @dataclass(frozen=True)

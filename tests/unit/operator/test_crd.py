@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import manifest
-from tideline.spec import EXTERNAL_REF, PARAMS, SpecError, parse, parse_duration
+from tideline.spec import (
+    EXTERNAL_REF,
+    PARAM_TYPES,
+    Row,
+    Spec,
+    SpecError,
+    parse,
+    parse_duration,
+    table,
+)
 from tideline_operator.crd import build_crd, render
 
 ROOT = Path(__file__).parents[3]
@@ -17,6 +27,30 @@ SPEC = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properti
 
 def test_the_committed_crd_is_the_generated_one() -> None:
     assert (ROOT / "crds" / "onlinemodel.yaml").read_text() == render()
+
+
+ROWS = table(Spec, ("spec",))
+TYPES = {"integer": "integer", "number": "number", "boolean": "boolean", "enum": "string",
+         "string": "string", "object": "object", "duration": None}  # fmt: skip
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[".".join(row.path) for row in ROWS])
+def test_the_crd_says_what_the_field_table_says(row: Row) -> None:
+    node = SPEC
+    for key in row.path[1:]:
+        node = node["properties"][key]
+    e, default = row.entry, row.field.default
+    assert node.get("type") == TYPES[e.kind] and node["description"].startswith(e.description)
+    numeric = e.kind in ("integer", "number")
+    assert (node.get("minimum"), node.get("maximum")) == ((e.lo, e.hi) if numeric else (None, None))
+    assert node.get("enum") == (list(e.choices) if e.kind == "enum" else None)
+    if e.kind == "duration":
+        want = e.text
+    elif e.kind == "object":  # a group every parsed spec has is {} (filled by the API server)
+        want = {} if default is MISSING else None
+    else:
+        want = default if e.crd_default else None
+    assert node.get("default") == want
 
 
 def _leaves(
@@ -86,7 +120,9 @@ def _doc(path: tuple[str, ...], value: Any) -> dict[str, Any]:
                 if k != path[-1]:
                     node[k] = v
     if path[:2] == ("model", "params"):  # a hyperparameter belongs to one algorithm (or more)
-        spec["model"]["algorithm"] = next(a for a, t in PARAMS.items() if path[2] in t)
+        spec["model"]["algorithm"] = next(
+            a for a, cls in PARAM_TYPES.items() if path[2] in {f.name for f in fields(cls)}
+        )
     node = spec
     for k in path[:-1]:
         node = node.setdefault(k, {})
