@@ -28,8 +28,6 @@ from tideline.spec import (
     COMPONENTS,
     DURATION_PATTERN,
     EXTERNAL_REF,
-    FEATURE_TYPES,
-    KAFKA_PROTOCOLS,
     KAFKA_TLS_KEYS,
     MAX_CLASSES,
     MAX_FEATURES,
@@ -37,17 +35,20 @@ from tideline.spec import (
     PARAM_TYPES,
     QUANTITY_PATTERN,
     SASL_MECHANISMS,
-    START_FROM,
     TABLE,
     TAINT_EFFECTS,
     TASKS,
     TOLERATION_OPERATORS,
     TOPIC_PATTERN,
     Entry,
+    Feature,
+    KafkaSource,
     LearningSpec,
+    RedisSpec,
     RolloutSpec,
     ServingSpec,
     Spec,
+    WarmStart,
     entry,
 )
 
@@ -80,6 +81,13 @@ def _table(cls: type, description: str, own: Own, **extra: Any) -> dict[str, Any
     names = {f.name for f in dataclasses.fields(cls)}
     props |= {k: v for k, v in mine.items() if k not in names and v is not None}
     return _obj(description, props, **extra)
+
+
+def _leaf(cls: type, name: str) -> dict[str, Any]:
+    """The schema of the field ``name`` of ``cls``, for a group whose shape is written here
+    (``spec.redis.secretRef.key`` is ``RedisSpec.secretKey``)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return _field(f, f.metadata[TABLE], {})
 
 
 def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
@@ -258,12 +266,12 @@ def spec_schema() -> dict[str, Any]:
             "redis": _obj(
                 "Where the streams and versions live",
                 {
-                    "url": {"type": "string", "description": "redis://host:port/db"},
+                    "url": _leaf(RedisSpec, "url"),
                     "secretRef": _obj(
                         "A Secret holding the URL",
                         {
-                            "name": {"type": "string", "description": "Secret name"},
-                            "key": {"type": "string", "description": "Key", "default": "url"},
+                            "name": _leaf(RedisSpec, "secretName"),
+                            "key": _leaf(RedisSpec, "secretKey"),
                         },
                     ),
                 },
@@ -380,9 +388,7 @@ def _model_schema() -> dict[str, Any]:
                 "minLength": 1,
                 "maxLength": 253,
             },
-            "type": _enum(
-                "numeric (standardised online) or categorical (hashed)", FEATURE_TYPES, "numeric"
-            ),
+            "type": _leaf(Feature, "type"),
             "default": {
                 # a number (12.5) for a numeric feature, text or an integer for a categorical
                 # one: no single OpenAPI type, nor in CEL's sight; the parser checks it
@@ -390,9 +396,7 @@ def _model_schema() -> dict[str, Any]:
                 "description": "Value used when the feature is missing: a number for a numeric "
                 "feature, a string (or integer) for a categorical one",
             },
-            "buckets": _num(
-                "Hash buckets of a categorical feature", None, 2, 1 << 20, integer=True
-            ),
+            "buckets": _leaf(Feature, "buckets"),
         },
         required=["name"],
     )
@@ -434,17 +438,10 @@ def _model_schema() -> dict[str, Any]:
                 {
                     "configMapRef": _obj(
                         "ConfigMap holding the snapshot",
-                        {"name": {"type": "string", "description": "ConfigMap name"}},
-                    ),  # fmt: skip
-                    "key": {
-                        "type": "string",
-                        "description": "Key in the ConfigMap",
-                        "default": "baseline.json",
-                    },
-                    "file": {
-                        "type": "string",
-                        "description": "A path instead (local runs)",
-                    },
+                        {"name": _leaf(WarmStart, "configMapName")},
+                    ),
+                    "key": _leaf(WarmStart, "key"),
+                    "file": _leaf(WarmStart, "file"),
                 },
             ),
         },
@@ -481,13 +478,8 @@ def _source_schema() -> dict[str, Any]:
                 },  # fmt: skip
                 minProperties=1,
             ),
-            "groupId": {
-                "type": "string",
-                "description": "Consumer group prefix (default tideline.<namespace>.<name>)",
-            },  # fmt: skip
-            "securityProtocol": _enum(
-                "How clients talk to the brokers", KAFKA_PROTOCOLS, "PLAINTEXT"
-            ),  # fmt: skip
+            "groupId": _leaf(KafkaSource, "groupId"),
+            "securityProtocol": _leaf(KafkaSource, "securityProtocol"),
             "sasl": _obj(
                 "SASL credentials (with SASL_PLAINTEXT or SASL_SSL)",
                 {
@@ -525,9 +517,7 @@ def _source_schema() -> dict[str, Any]:
                     )  # fmt: skip
                 },
             ),
-            "startFrom": _enum(
-                "Where a model's first learner starts on a topic", START_FROM, "latest"
-            ),  # fmt: skip
+            "startFrom": _leaf(KafkaSource, "startFrom"),
         },
         required=["bootstrapServers", "topics"],
     )

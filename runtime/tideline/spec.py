@@ -411,9 +411,14 @@ PARAM_TYPES: dict[str, type[SGDParams] | type[FTRLParams] | type[ForestParams]] 
 @dataclass(frozen=True)
 class Feature:
     name: str
-    type: Literal["numeric", "categorical"] = "numeric"
+    type: Literal["numeric", "categorical"] = _choice(
+        "numeric", FEATURE_TYPES, "numeric (standardised online) or categorical (hashed)"
+    )
     default: float | str | None = None
-    buckets: int = 1024
+    # (no default in the CRD: a numeric feature has no buckets)
+    buckets: int = _number(
+        1024, "Hash buckets of a categorical feature", 2, 1 << 20, crd_default=False
+    )
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "type": self.type, "default": self.default}
@@ -424,9 +429,9 @@ class Feature:
 
 @dataclass(frozen=True)
 class WarmStart:
-    configMapName: str | None = None
-    key: str = "baseline.json"
-    file: str | None = None
+    configMapName: str | None = _text(None, "ConfigMap name")  # (configMapRef.name)
+    key: str = _text("baseline.json", "Key in the ConfigMap")
+    file: str | None = _text(None, "A path instead (local runs)")
 
 
 @dataclass(frozen=True)
@@ -616,9 +621,9 @@ class RolloutSpec:
 
 @dataclass(frozen=True)
 class RedisSpec:
-    url: str | None = None
-    secretName: str | None = None
-    secretKey: str = "url"
+    url: str | None = _text(None, "redis://host:port/db")
+    secretName: str | None = _text(None, "Secret name")  # (secretRef.name)
+    secretKey: str = _text("url", "Key")  # (secretRef.key)
 
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -676,11 +681,15 @@ class KafkaSource:
     bootstrapServers: str
     samples: str | None = None
     feedback: str | None = None
-    groupId: str | None = None  # default: tideline.<namespace>.<name>
-    securityProtocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    groupId: str | None = _text(None, "Consumer group prefix (default tideline.<namespace>.<name>)")
+    securityProtocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = _choice(
+        "PLAINTEXT", KAFKA_PROTOCOLS, "How clients talk to the brokers"
+    )
     sasl: KafkaSasl | None = None
     tls: KafkaTls | None = None
-    startFrom: Literal["latest", "earliest"] = "latest"
+    startFrom: Literal["latest", "earliest"] = _choice(
+        "latest", START_FROM, "Where a model's first learner starts on a topic"
+    )
 
 
 @dataclass(frozen=True)
@@ -855,14 +864,20 @@ def _read(o: _Obj, cls: type[T], **given: Any) -> T:
     reads is refused."""
     values = dict(given)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in given:
-            continue
-        entry: Entry | None = f.metadata.get(TABLE)
-        if entry is None:
-            raise TypeError(f"{cls.__name__}.{f.name} is not in the field table: pass it")
-        values[f.name] = _read_field(o, f.name, f.default, entry)
+        if f.name not in given:
+            values[f.name] = _read_as(o, cls, f.name)
     o.done()
     return cls(**values)
+
+
+def _read_as(o: _Obj, cls: type, name: str, key: str | None = None) -> Any:
+    """The field ``name`` of ``cls`` read by its entry, at ``key`` (its name) of ``o``: for a
+    field whose group has a shape of its own (``spec.redis.secretRef.key`` is
+    ``RedisSpec.secretKey``)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if TABLE not in f.metadata:
+        raise TypeError(f"{cls.__name__}.{name} is not in the field table: pass it")
+    return _read_field(o, key or name, f.default, f.metadata[TABLE])
 
 
 def _read_field(o: _Obj, name: str, default: Any, e: Entry) -> Any:
@@ -989,7 +1004,7 @@ def _features(raw: Any, path: str) -> tuple[Feature, ...]:
         if name in names:
             raise SpecError(o.sub("name"), f"duplicate feature name {name!r}")
         names.add(name)
-        ftype = o.enum("type", FEATURE_TYPES, "numeric")
+        ftype = _read_as(o, Feature, "type")
         default: float | str | None
         if ftype == "numeric":
             d = o.raw("default")
@@ -999,15 +1014,15 @@ def _features(raw: Any, path: str) -> tuple[Feature, ...]:
                 except ValueError:
                     raise SpecError(o.sub("default"), f"must be a number (got {d!r})") from None
             default = _check_number(o.sub("default"), d, None, None) if d is not None else 0.0
-            buckets = 1024
+            buckets: dict[str, int] = {}  # (none: a numeric feature's is the dataclass's)
         else:
             d = o.raw("default")
             if d is not None and not isinstance(d, str | int):
                 raise SpecError(o.sub("default"), f"must be a string or integer (got {d!r})")
             default = None if d is None else str(d)
-            buckets = o.number("buckets", 1024, 2, 1 << 20, integer=True)
+            buckets = {"buckets": _read_as(o, Feature, "buckets")}
         o.done()
-        out.append(Feature(name=name, type=ftype, default=default, buckets=buckets))
+        out.append(Feature(name=name, type=ftype, default=default, **buckets))
     total = sum(f.buckets for f in out if f.type == "categorical")
     if total > MAX_BUCKETS:
         raise SpecError(
@@ -1096,10 +1111,10 @@ def _model(o: _Obj) -> ModelSpec:
     if o.raw("warmStart") is not None:
         w = o.obj("warmStart")
         ref = w.obj("configMapRef")
-        cm = ref.string("name")
+        cm = _read_as(ref, WarmStart, "configMapName", "name")
         ref.done()
         warm = WarmStart(
-            configMapName=cm, key=w.string("key", "baseline.json"), file=w.string("file")
+            configMapName=cm, key=_read_as(w, WarmStart, "key"), file=_read_as(w, WarmStart, "file")
         )
         if not _CONFIG_MAP_KEY.fullmatch(warm.key) or warm.key in (".", ".."):
             # a ConfigMap key names a file in the mount, nothing outside it
@@ -1337,11 +1352,11 @@ def _peers(o: _Obj, key: str) -> tuple[dict[str, Any], ...] | None:
 
 def _redis(o: _Obj) -> RedisSpec:
     s = o.obj("secretRef")
-    url = o.string("url")
+    url = _read_as(o, RedisSpec, "url")
     out = RedisSpec(
         url=check_redis_url(url, o.sub("url")) if url else None,
-        secretName=s.string("name"),
-        secretKey=s.string("key", "url"),
+        secretName=_read_as(s, RedisSpec, "secretName", "name"),
+        secretKey=_read_as(s, RedisSpec, "secretKey", "key"),
     )
     s.done()
     o.done()
@@ -1377,7 +1392,7 @@ def _source(o: _Obj) -> SourceSpec:
         raise SpecError(k.sub("topics"), "needs samples, feedback or both")
     if topics["samples"] is not None and topics["samples"] == topics["feedback"]:
         raise SpecError(t.sub("feedback"), "must be another topic than samples")
-    protocol = k.enum("securityProtocol", KAFKA_PROTOCOLS, "PLAINTEXT")
+    protocol = _read_as(k, KafkaSource, "securityProtocol")
     sasl = None
     if k.raw("sasl") is not None:
         a = k.obj("sasl")
@@ -1419,11 +1434,11 @@ def _source(o: _Obj) -> SourceSpec:
         bootstrapServers=servers,
         samples=topics["samples"],
         feedback=topics["feedback"],
-        groupId=k.string("groupId"),
+        groupId=_read_as(k, KafkaSource, "groupId"),
         securityProtocol=protocol,
         sasl=sasl,
         tls=tls,
-        startFrom=k.enum("startFrom", START_FROM, "latest"),
+        startFrom=_read_as(k, KafkaSource, "startFrom"),
     )
     k.done()
     o.done()

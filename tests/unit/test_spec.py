@@ -2,17 +2,21 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import MISSING, replace
+from dataclasses import MISSING, Field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 import pytest
 import yaml
 
+import tideline.spec
 from tests.helpers import manifest
 from tideline.spec import (
     PARAM_TYPES,
+    TABLE,
+    Entry,
     Feature,
+    KafkaSource,
     ModelSpec,
     Row,
     SGDParams,
@@ -293,7 +297,7 @@ def test_checkpoint_every_is_read_as_publish_every_reported_deprecated_and_hashe
     assert e.value.path == "spec.learning.checkpointEvery" and "old name" in e.value.reason
 
 
-# The field table (issue 33): every row, the spec's groups and their fields and each
+# The field table (issue 33): every row under spec, its groups and their fields, and each
 # algorithm's hyperparameters, with the algorithm a hyperparameter is read for.
 ROWS = [(row, "sgd") for row in table(Spec, ("spec",))] + [
     (row, algorithm)
@@ -304,35 +308,44 @@ ROW_IDS = [
     ".".join(row.path) + (f" of {algorithm}" if row.path[-2] == "params" else "")
     for row, algorithm in ROWS
 ]
+# and every field of the table, in every dataclass of tideline.spec (those of groups with a
+# shape of their own too, such as spec.redis)
+FIELDS = [
+    (cls, f)
+    for cls in vars(tideline.spec).values()
+    if isinstance(cls, type) and is_dataclass(cls)
+    for f in fields(cls)
+    if TABLE in f.metadata
+]
 KINDS = {"integer": int, "number": float, "duration": float, "boolean": bool, "string": str}
+# what a dataclass needs given to be built
+REQUIRED: dict[type, dict[str, Any]] = {
+    Spec: {"model": ModelSpec("binary", "sgd", (Feature("x"),), SGDParams())},
+    Feature: {"name": "x"},
+    KafkaSource: {"bootstrapServers": "kafka:9092"},
+}
 
 
-def _table_default(row: Row) -> Any:
+def _table_default(f: Field[Any]) -> Any:
     """The default the table gives a field: a duration's text in seconds, a group's own
     defaults (an optional group's None), else its dataclass default."""
-    e = row.entry
+    e: Entry = f.metadata[TABLE]
     if e.kind == "duration":
         return parse_duration(e.text)
-    if e.kind == "object" and row.field.default is MISSING:
+    if e.kind == "object" and f.default is MISSING:
         assert e.group is not None
         return e.group()
-    return row.field.default
+    return f.default
 
 
-def _built(cls: type) -> Any:
-    if cls is Spec:  # (the one group of the table with a field of its own shape required)
-        return Spec(model=ModelSpec("binary", "sgd", (Feature("x"),), SGDParams()))
-    return cls()
-
-
-@pytest.mark.parametrize(("row", "algorithm"), ROWS, ids=ROW_IDS)
+@pytest.mark.parametrize(("cls", "f"), FIELDS, ids=[f"{c.__name__}.{f.name}" for c, f in FIELDS])
 def test_a_dataclass_is_built_with_the_tables_default_of_the_kind_its_type_says(
-    row: Row, algorithm: str
+    cls: type, f: Field[Any]
 ) -> None:
-    value = getattr(_built(row.owner), row.field.name)
-    assert value == _table_default(row)
-    e = row.entry
-    hint = get_type_hints(row.owner)[row.field.name]
+    value = getattr(cls(**REQUIRED.get(cls, {})), f.name)
+    assert value == _table_default(f)
+    e: Entry = f.metadata[TABLE]
+    hint = get_type_hints(cls)[f.name]
     if e.kind == "enum":
         assert set(get_args(hint)) == set(e.choices) and value in e.choices
     elif e.kind == "object":
@@ -354,4 +367,4 @@ def test_the_parser_gives_a_field_left_out_the_tables_default(row: Row, algorith
     parsed: Any = parse(doc).spec
     for key in row.path[1:]:
         parsed = getattr(parsed, key)
-    assert parsed == _table_default(row)
+    assert parsed == _table_default(row.field)
