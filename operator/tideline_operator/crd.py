@@ -23,7 +23,6 @@ from typing import Any
 import yaml
 
 from tideline.spec import (
-    ALGORITHMS,
     BOOTSTRAP_PATTERN,
     COMPONENTS,
     DURATION_PATTERN,
@@ -37,13 +36,13 @@ from tideline.spec import (
     SASL_MECHANISMS,
     TABLE,
     TAINT_EFFECTS,
-    TASKS,
     TOLERATION_OPERATORS,
     TOPIC_PATTERN,
     Entry,
     Feature,
     KafkaSource,
     LearningSpec,
+    ModelSpec,
     RedisSpec,
     RolloutSpec,
     ServingSpec,
@@ -410,8 +409,8 @@ def _model_schema() -> dict[str, Any]:
     return _obj(
         "The model: task, algorithm, features",
         {
-            "task": _enum("What is predicted", TASKS, "binary"),
-            "algorithm": _enum("The online learner", ALGORITHMS, "sgd"),
+            "task": _leaf(ModelSpec, "task"),
+            "algorithm": _leaf(ModelSpec, "algorithm"),
             "features": {
                 "type": "array",
                 "minItems": 1,

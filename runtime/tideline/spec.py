@@ -163,6 +163,18 @@ def table(cls: type, path: tuple[str, ...] = ()) -> list[Row]:
     return rows
 
 
+def entries() -> list[tuple[type, dataclasses.Field[Any]]]:
+    """Every field of the table, in every dataclass of this module: the groups' under
+    :class:`Spec`, the hyperparameters', and those of groups with a shape of their own."""
+    return [
+        (cls, f)
+        for cls in list(globals().values())
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls)
+        for f in dataclasses.fields(cls)
+        if TABLE in f.metadata
+    ]
+
+
 def _number(
     default: float | None,
     description: str,
@@ -434,10 +446,14 @@ class WarmStart:
     file: str | None = _text(None, "A path instead (local runs)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # (keywords: task and algorithm have defaults)
 class ModelSpec:
-    task: Literal["binary", "regression", "multiclass"]
-    algorithm: Literal["sgd", "ftrl", "forest", "custom", "river", "vw"]
+    task: Literal["binary", "regression", "multiclass"] = _choice(
+        "binary", TASKS, "What is predicted"
+    )
+    algorithm: Literal["sgd", "ftrl", "forest", "custom", "river", "vw"] = _choice(
+        "sgd", ALGORITHMS, "The online learner"
+    )
     features: tuple[Feature, ...]
     params: Params  # ExternalParams for custom and river, VWParams for vw
     warmStart: WarmStart | None = None
@@ -1086,8 +1102,8 @@ def _vw(task: str, o: _Obj) -> VWParams:
 
 
 def _model(o: _Obj) -> ModelSpec:
-    task = o.enum("task", TASKS, "binary")
-    algorithm = o.enum("algorithm", ALGORITHMS, "sgd")
+    task = _read_as(o, ModelSpec, "task")
+    algorithm = _read_as(o, ModelSpec, "algorithm")
     features = _features(o.raw("features"), o.sub("features"))
     params: Params
     for other in EXTERNAL_ALGORITHMS:
@@ -1126,7 +1142,14 @@ def _model(o: _Obj) -> ModelSpec:
         if warm.configMapName is None and warm.file is None:
             raise SpecError(w.path, "needs configMapRef.name or file")
     o.done()
-    return ModelSpec(task, algorithm, features, params, warm, classes)
+    return ModelSpec(
+        task=task,
+        algorithm=algorithm,
+        features=features,
+        params=params,
+        warmStart=warm,
+        classes=classes,
+    )
 
 
 def _classes(

@@ -2,19 +2,16 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import MISSING, Field, fields, is_dataclass, replace
+from dataclasses import MISSING, Field, replace
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 import pytest
 import yaml
 
-import tideline.spec
 from tests.helpers import manifest
 from tideline.spec import (
     PARAM_TYPES,
-    TABLE,
-    Entry,
     Feature,
     KafkaSource,
     ModelSpec,
@@ -22,6 +19,8 @@ from tideline.spec import (
     SGDParams,
     Spec,
     SpecError,
+    entries,
+    entry,
     load_manifest,
     parse,
     parse_duration,
@@ -310,26 +309,21 @@ ROW_IDS = [
 ]
 # and every field of the table, in every dataclass of tideline.spec (those of groups with a
 # shape of their own too, such as spec.redis)
-FIELDS = [
-    (cls, f)
-    for cls in vars(tideline.spec).values()
-    if isinstance(cls, type) and is_dataclass(cls)
-    for f in fields(cls)
-    if TABLE in f.metadata
-]
+FIELDS = entries()
 KINDS = {"integer": int, "number": float, "duration": float, "boolean": bool, "string": str}
 # what a dataclass needs given to be built
 REQUIRED: dict[type, dict[str, Any]] = {
-    Spec: {"model": ModelSpec("binary", "sgd", (Feature("x"),), SGDParams())},
+    Spec: {"model": ModelSpec(features=(Feature("x"),), params=SGDParams())},
+    ModelSpec: {"features": (Feature("x"),), "params": SGDParams()},
     Feature: {"name": "x"},
     KafkaSource: {"bootstrapServers": "kafka:9092"},
 }
 
 
-def _table_default(f: Field[Any]) -> Any:
+def _table_default(cls: type, f: Field[Any]) -> Any:
     """The default the table gives a field: a duration's text in seconds, a group's own
     defaults (an optional group's None), else its dataclass default."""
-    e: Entry = f.metadata[TABLE]
+    e = entry(cls, f.name)
     if e.kind == "duration":
         return parse_duration(e.text)
     if e.kind == "object" and f.default is MISSING:
@@ -343,8 +337,8 @@ def test_a_dataclass_is_built_with_the_tables_default_of_the_kind_its_type_says(
     cls: type, f: Field[Any]
 ) -> None:
     value = getattr(cls(**REQUIRED.get(cls, {})), f.name)
-    assert value == _table_default(f)
-    e: Entry = f.metadata[TABLE]
+    assert value == _table_default(cls, f)
+    e = entry(cls, f.name)
     hint = get_type_hints(cls)[f.name]
     if e.kind == "enum":
         assert set(get_args(hint)) == set(e.choices) and value in e.choices
@@ -367,4 +361,4 @@ def test_the_parser_gives_a_field_left_out_the_tables_default(row: Row, algorith
     parsed: Any = parse(doc).spec
     for key in row.path[1:]:
         parsed = getattr(parsed, key)
-    assert parsed == _table_default(row.field)
+    assert parsed == _table_default(row.owner, row.field)

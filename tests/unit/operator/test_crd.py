@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields, is_dataclass
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import tideline.spec
 from tests.helpers import manifest
 from tideline.spec import (
     EXTERNAL_REF,
     PARAM_TYPES,
-    TABLE,
-    Entry,
     Feature,
     KafkaSource,
+    ModelSpec,
     RedisSpec,
     Spec,
     SpecError,
     WarmStart,
+    entries,
+    entry,
     parse,
     parse_duration,
     table,
@@ -42,6 +42,8 @@ TYPES = {"integer": "integer", "number": "number", "boolean": "boolean", "enum":
 PLACES: list[tuple[tuple[str, ...], type, str]] = [
     (row.path[1:], row.owner, row.field.name) for row in table(Spec, ("spec",))
 ] + [
+    (("model", "task"), ModelSpec, "task"),
+    (("model", "algorithm"), ModelSpec, "algorithm"),
     (("model", "features", "[]", "type"), Feature, "type"),
     (("model", "features", "[]", "buckets"), Feature, "buckets"),
     (("model", "warmStart", "configMapRef", "name"), WarmStart, "configMapName"),
@@ -61,14 +63,7 @@ def test_every_field_of_the_table_has_its_place_in_the_crd() -> None:
     placed = {(cls, name) for _, cls, name in PLACES} | {
         (cls, f.name) for cls in PARAM_TYPES.values() for f in fields(cls)
     }
-    entries = {
-        (cls, f.name)
-        for cls in vars(tideline.spec).values()
-        if isinstance(cls, type) and is_dataclass(cls)
-        for f in fields(cls)
-        if TABLE in f.metadata
-    }
-    assert entries - placed == set()
+    assert {(cls, f.name) for cls, f in entries()} - placed == set()
 
 
 @pytest.mark.parametrize(
@@ -81,7 +76,7 @@ def test_the_crd_says_what_the_field_table_says(
     for key in path:
         node = node["items"] if key == "[]" else node["properties"][key]
     f = next(f for f in fields(cls) if f.name == name)
-    e: Entry = f.metadata[TABLE]
+    e = entry(cls, name)
     assert node.get("type") == TYPES[e.kind] and node["description"].startswith(e.description)
     numeric = e.kind in ("integer", "number")
     assert (node.get("minimum"), node.get("maximum")) == ((e.lo, e.hi) if numeric else (None, None))
