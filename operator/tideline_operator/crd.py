@@ -103,6 +103,12 @@ def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
             return _duration(e.description, e.text)
         case "enum":
             return _enum(e.description, e.choices, default)
+        case "any":
+            return {
+                "x-kubernetes-preserve-unknown-fields": True,
+                "description": e.description,
+                "default": default,
+            }
         case "boolean":
             return {"type": "boolean", "description": e.description, "default": default}
         case "string":
@@ -289,11 +295,6 @@ def spec_schema() -> dict[str, Any]:
             ),  # fmt: skip
         },
         ServingSpec: {
-            "fallback": {
-                "x-kubernetes-preserve-unknown-fields": True,
-                "description": "lastGood, or {value: N} (multiclass: {class: NAME})",
-                "default": "lastGood",
-            },  # fmt: skip
             "feedbackAuth": _obj(
                 "A token the write routes (feedback, :learn) require as "
                 "Authorization: Bearer <token>",
@@ -367,11 +368,6 @@ def spec_schema() -> dict[str, Any]:
                     ],
                 },
             },
-            "trafficRouting": {
-                "x-kubernetes-preserve-unknown-fields": True,
-                "default": "builtin",
-                "description": "builtin, or {gatewayAPI: {httpRoute: NAME}}",
-            },  # fmt: skip
         },
     }
     return _table(Spec, "What to learn and serve, and how to roll it out", own, required=["model"])

@@ -113,7 +113,7 @@ def parse_duration(value: Any, path: str = "duration") -> float:
 # the three agree. A field whose manifest shape is not the dataclass's (spec.serving.fallback,
 # spec.rollout.steps, ...) has no entry: its parser and its CRD schema are written by hand.
 TABLE = "tideline"
-Kind = Literal["integer", "number", "duration", "enum", "boolean", "string", "object"]
+Kind = Literal["integer", "number", "duration", "enum", "boolean", "string", "object", "any"]
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,12 @@ def _flag(default: bool, description: str) -> Any:
 
 def _text(default: str | None, description: str) -> Any:
     return field(default=default, metadata={TABLE: Entry("string", description)})
+
+
+def _any(default: str, description: str) -> Any:
+    """A word or an object (no single type: the CRD keeps it as given); the parser reads it
+    by hand, with this default."""
+    return field(default=default, metadata={TABLE: Entry("any", description)})
 
 
 def _group(cls: type, description: str, *, optional: bool = False) -> Any:
@@ -532,7 +538,9 @@ class ServingSpec:
     timeout: float = _duration("10ms", "Past it, the fallback answers", 0.0001, 60)
     # lastGood, or a fixed answer: a number (a multiclass model's: its class's index,
     # written {class: NAME})
-    fallback: Literal["lastGood"] | float = "lastGood"
+    fallback: Literal["lastGood"] | float = _any(
+        "lastGood", "lastGood, or {value: N} (multiclass: {class: NAME})"
+    )
     routingKey: str | None = _text(None, "Feature that keys the canary split")
     autoscaling: Autoscaling | None = _group(
         Autoscaling, "A HorizontalPodAutoscaler for the servers", optional=True
@@ -632,7 +640,10 @@ class RolloutSpec:
     )
     analysis: Analysis = _group(Analysis, "What a canary must hold to advance")
     shadow: bool = _flag(False, "Mirror instead of split")
-    trafficRouting: Literal["builtin"] | str = "builtin"  # or the HTTPRoute name
+    # or the HTTPRoute name
+    trafficRouting: Literal["builtin"] | str = _any(
+        "builtin", "builtin, or {gatewayAPI: {httpRoute: NAME}}"
+    )
 
 
 @dataclass(frozen=True)
@@ -913,6 +924,8 @@ def _read_field(o: _Obj, name: str, default: Any, e: Entry) -> Any:
             if default is None and o.raw(name) is None:  # an optional group, not given
                 return None
             return _read(o.obj(name), e.group)
+        case "any":
+            raise TypeError(f"{o.sub(name)} has a shape of its own: read it by hand")
 
 
 def _check_number(
@@ -1220,7 +1233,7 @@ def _learning(o: _Obj, deprecated: list[tuple[str, str]]) -> LearningSpec:
 
 def _serving(o: _Obj, model: ModelSpec) -> ServingSpec:
     fb_raw = o.raw("fallback")
-    fallback: Literal["lastGood"] | float = "lastGood"
+    fallback = ServingSpec.fallback  # (the table's default)
     if isinstance(fb_raw, Mapping):
         fallback = _fallback(o.obj("fallback"), model)
     elif fb_raw is not None and fb_raw != "lastGood":
@@ -1308,7 +1321,7 @@ def _steps(raw: Any, path: str) -> tuple[Step, ...]:
 
 def _rollout(o: _Obj) -> RolloutSpec:
     tr = o.raw("trafficRouting")
-    routing: str = "builtin"
+    routing = RolloutSpec.trafficRouting  # (the table's default)
     if isinstance(tr, Mapping):
         t = o.obj("trafficRouting")
         g = t.obj("gatewayAPI")
