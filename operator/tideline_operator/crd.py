@@ -33,13 +33,13 @@ from tideline.spec import (
     OBJECT_REF_PATTERN,
     PARAM_TYPES,
     QUANTITY_PATTERN,
-    SASL_MECHANISMS,
     TABLE,
     TAINT_EFFECTS,
     TOLERATION_OPERATORS,
     TOPIC_PATTERN,
     Entry,
     Feature,
+    KafkaSasl,
     KafkaSource,
     LearningSpec,
     ModelSpec,
@@ -478,7 +478,7 @@ def _source_schema() -> dict[str, Any]:
             "sasl": _obj(
                 "SASL credentials (with SASL_PLAINTEXT or SASL_SSL)",
                 {
-                    "mechanism": _enum("SASL mechanism", SASL_MECHANISMS, "PLAIN"),
+                    "mechanism": _leaf(KafkaSasl, "mechanism"),
                     "username": {"type": "string", "description": "User name"},
                     "secretRef": _obj(
                         "The Secret holding the password", secret, required=["name"]

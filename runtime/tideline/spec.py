@@ -675,9 +675,11 @@ BOOTSTRAP_PATTERN = r"^[^,:\s]+:[0-9]{1,5}(,[^,:\s]+:[0-9]{1,5})*$"
 _BOOTSTRAP = re.compile(BOOTSTRAP_PATTERN)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # (keywords: mechanism has a default)
 class KafkaSasl:
-    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = _choice(
+        "PLAIN", SASL_MECHANISMS, "SASL mechanism"
+    )
     username: str
     password: SecretKey
 
@@ -1435,7 +1437,7 @@ def _source(o: _Obj) -> SourceSpec:
         a = k.obj("sasl")
         ref = a.obj("secretRef")
         sasl = KafkaSasl(
-            mechanism=a.enum("mechanism", SASL_MECHANISMS, "PLAIN"),
+            mechanism=_read_as(a, KafkaSasl, "mechanism"),
             username=a.string("username", required=True),
             password=SecretKey(ref.string("name", required=True), ref.string("key", "password")),
         )

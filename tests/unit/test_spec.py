@@ -13,9 +13,11 @@ from tests.helpers import manifest
 from tideline.spec import (
     PARAM_TYPES,
     Feature,
+    KafkaSasl,
     KafkaSource,
     ModelSpec,
     Row,
+    SecretKey,
     SGDParams,
     Spec,
     SpecError,
@@ -317,6 +319,7 @@ REQUIRED: dict[type, dict[str, Any]] = {
     ModelSpec: {"features": (Feature("x"),), "params": SGDParams()},
     Feature: {"name": "x"},
     KafkaSource: {"bootstrapServers": "kafka:9092"},
+    KafkaSasl: {"username": "u", "password": SecretKey("kafka", "password")},
 }
 
 

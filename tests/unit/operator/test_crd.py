@@ -13,6 +13,7 @@ from tideline.spec import (
     EXTERNAL_REF,
     PARAM_TYPES,
     Feature,
+    KafkaSasl,
     KafkaSource,
     ModelSpec,
     RedisSpec,
@@ -55,6 +56,7 @@ PLACES: list[tuple[tuple[str, ...], type, str]] = [
     (("source", "kafka", "groupId"), KafkaSource, "groupId"),
     (("source", "kafka", "securityProtocol"), KafkaSource, "securityProtocol"),
     (("source", "kafka", "startFrom"), KafkaSource, "startFrom"),
+    (("source", "kafka", "sasl", "mechanism"), KafkaSasl, "mechanism"),
 ]
 
 
