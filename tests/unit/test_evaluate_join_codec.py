@@ -7,7 +7,7 @@ import pytest
 
 from tideline import codec
 from tideline.evaluate import RollingMetrics, calibration_error, log_loss, ramp_size, scores
-from tideline.pods.training import Replay
+from tideline.pods.training import ReplayBuffer
 
 
 def test_scores_match_their_definitions() -> None:
@@ -82,7 +82,7 @@ def test_the_codec_keeps_dtypes_shapes_and_big_endian_input() -> None:
 
 
 def test_replay_keeps_recent_samples_more_often_than_old_ones() -> None:
-    rb = Replay(size=100, width=1, seed=0)
+    rb = ReplayBuffer(size=100, width=1, seed=0)
     for t in range(50):
         rb.add(np.full((20, 1), float(t)), np.zeros(20))
     ages = 49 - rb.X[:, 0]

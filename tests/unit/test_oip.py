@@ -31,9 +31,9 @@ def test_binary_inputs_read_as_their_json_twins() -> None:
          {"name": "merchant", "datatype": "BYTES", "shape": [2],
           "parameters": {"binary_data_size": len(merchants)}}],
         [amounts, merchants])  # fmt: skip
-    req = oip.parse(body, length)
+    req = oip.parse_request(body, length)
     assert oip.rows(req, SCHEMA) == [[12.5, "m-1"], [0.5, "m-\u00e9"]]
-    json_req = oip.parse(orjson.dumps({"inputs": [
+    json_req = oip.parse_request(orjson.dumps({"inputs": [
         {"name": "amount", "datatype": "FP64", "shape": [2], "data": [12.5, 0.5]},
         {"name": "merchant", "datatype": "BYTES", "shape": [2], "data": ["m-1", "m-\u00e9"]}]}), None)  # fmt: skip
     assert oip.rows(json_req, SCHEMA) == oip.rows(req, SCHEMA)
@@ -57,7 +57,7 @@ def test_binary_inputs_read_as_their_json_twins() -> None:
 def test_binary_data_that_does_not_add_up_is_a_400_naming_it(inputs, blobs, message) -> None:
     body, length = _binary(inputs, blobs)
     with pytest.raises(BadRequest, match=message.replace("[", r"\[").replace("]", r"\]")):
-        oip.parse(body, length)
+        oip.parse_request(body, length)
 
 
 @pytest.mark.parametrize(
@@ -76,17 +76,17 @@ def test_binary_data_that_does_not_add_up_is_a_400_naming_it(inputs, blobs, mess
 )  # fmt: skip
 def test_every_datatype_is_checked(tensor: dict, message: str) -> None:
     with pytest.raises(BadRequest, match=message):
-        oip.parse(orjson.dumps({"inputs": [tensor]}), None)
+        oip.parse_request(orjson.dumps({"inputs": [tensor]}), None)
 
 
 def test_inputs_outputs_and_ids() -> None:
     one = {"name": "amount", "datatype": "FP64", "shape": [1], "data": [1.0]}
     with pytest.raises(BadRequest, match="'amount' is given twice"):
-        oip.parse(orjson.dumps({"inputs": [one, one]}), None)
+        oip.parse_request(orjson.dumps({"inputs": [one, one]}), None)
     with pytest.raises(BadRequest, match="'score' is not an output"):
-        oip.parse(orjson.dumps({"inputs": [one], "outputs": [{"name": "score"}]}), None)
+        oip.parse_request(orjson.dumps({"inputs": [one], "outputs": [{"name": "score"}]}), None)
     ids = {"name": "ids", "datatype": "INT64", "shape": [1], "data": [42]}
-    assert oip.parse(orjson.dumps({"inputs": [one, ids]}), None).ids == ["42"]
+    assert oip.parse_request(orjson.dumps({"inputs": [one, ids]}), None).ids == ["42"]
 
 
 def test_a_matrix_carries_categories_as_integers_and_numbers_as_text() -> None:
@@ -101,7 +101,7 @@ def test_a_matrix_carries_categories_as_integers_and_numbers_as_text() -> None:
 
 
 def test_a_binary_answer_is_read_back_as_tritonclient_reads_it() -> None:
-    req = oip.parse(orjson.dumps({"inputs": [{"name": "amount", "datatype": "FP64", "shape": [2],
+    req = oip.parse_request(orjson.dumps({"inputs": [{"name": "amount", "datatype": "FP64", "shape": [2],
                                               "data": [1.0, 2.0]}],
                                   "parameters": {"binary_data_output": True}}), None)  # fmt: skip
     result = Result([0.25, 0.75], ["a-0", "a-1"], 3, "r", ["stable", "canary"])

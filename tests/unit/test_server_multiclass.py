@@ -77,7 +77,7 @@ def test_the_typed_v1_reader_takes_the_probabilities_flag() -> None:
 
 def _answer(doc: dict) -> tuple[dict, dict[str, bytes]]:
     """An infer answer's JSON header, and each output's binary data by name."""
-    req = oip.parse(orjson.dumps({"inputs": [INPUT], **doc}), None, oip.CLASS_OUTPUTS)
+    req = oip.parse_request(orjson.dumps({"inputs": [INPUT], **doc}), None, oip.CLASS_OUTPUTS)
     body, length = oip.answer(req, _result(), "zoo")
     head = orjson.loads(body if length is None else body[:length])
     blobs, at = {}, length or 0
@@ -126,13 +126,13 @@ def test_binary_probabilities_are_the_datatype_asked_for(params: dict, dtype: st
 )  # fmt: skip
 def test_an_output_no_answer_can_hold_is_refused_by_name(known, output, message) -> None:
     with pytest.raises(BadRequest, match=re.escape(message)):
-        oip.parse(orjson.dumps({"inputs": [INPUT], "outputs": [output]}), None, known)
+        oip.parse_request(orjson.dumps({"inputs": [INPUT], "outputs": [output]}), None, known)
 
 
 def test_the_v2_reader_knows_its_task_s_outputs() -> None:
     assert V2(TASK).outputs == oip.CLASS_OUTPUTS and V2().outputs == oip.OUTPUTS
     # a datatype on an output other than probabilities is not read (as before)
-    req = oip.parse(orjson.dumps({"inputs": [INPUT], "outputs": [
+    req = oip.parse_request(orjson.dumps({"inputs": [INPUT], "outputs": [
         {"name": "predict", "parameters": {"datatype": "FP32"}}]}), None)  # fmt: skip
     assert req.outputs == {"predict": False} and req.datatypes == {}
 

@@ -121,7 +121,7 @@ class Pending:
         return np.vstack(xs), np.concatenate(ys), runs
 
 
-class Replay:
+class ReplayBuffer:
     """A fixed-size buffer of past samples, each new sample replacing a random slot.
 
     Random replacement keeps recent samples more often than old ones (ages are
@@ -208,7 +208,7 @@ class Training:
         self.learner: Learner = make_learner(model.to_dict())
         self.schema = self.learner.schema
         self.task = Task.of(model)  # what a label and a row's scores mean
-        self.replay = Replay(learning.replay.size, self.schema.width)
+        self.replay = ReplayBuffer(learning.replay.size, self.schema.width)
         self.pending = Pending()
         self.quality = RollingMetrics(self.task.name, window=max(learning.gate.holdout, 1000),
                                       n_classes=self.task.n_classes)  # fmt: skip

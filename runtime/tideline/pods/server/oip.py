@@ -102,7 +102,9 @@ def decompress(raw: bytes, encoding: str | None) -> bytes:
     raise BadRequest(f"content-encoding {encoding!r} is not supported (gzip, deflate)")
 
 
-def parse(raw: bytes, header_length: str | None, known: tuple[str, ...] = OUTPUTS) -> Request:
+def parse_request(
+    raw: bytes, header_length: str | None, known: tuple[str, ...] = OUTPUTS
+) -> Request:
     """An infer request from its body (JSON, or a JSON header and binary tensor data);
     ``known``: the outputs it may ask for (:func:`outputs_of`)."""
     if header_length is not None:

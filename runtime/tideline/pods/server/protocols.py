@@ -268,7 +268,7 @@ class V2(Protocol):
         body = oip.decompress(raw, headers.get("content-encoding"))
         if oip.HEADER not in headers:
             no_duplicate_keys(body, _V2_KEYS)
-        infer = oip.parse(body, headers.get(oip.HEADER), self.outputs)
+        infer = oip.parse_request(body, headers.get(oip.HEADER), self.outputs)
         return Decoded(oip.rows(infer, schema), _client_ids(infer.ids), infer=infer)
 
     def answer(self, req: Decoded, result: Result, model: str) -> Answer:
