@@ -19,19 +19,37 @@ def redis_server() -> Iterator[EmbeddedRedis]:
         yield server
 
 
-@pytest.fixture
-def r(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    client.flushall()
-    yield client
-    client.close()
-
-
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[EmbeddedCluster]:
     """A real Redis Cluster (three primaries) for the tests that run on both kinds."""
     with EmbeddedCluster() as cluster:
         yield cluster
+
+
+@pytest.fixture
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    """Which Redis ``r`` and ``redis_under_test`` are: "one redis", unless a test is
+    parametrised over it (``tests.helpers.on_one_redis_and_a_cluster``)."""
+    return getattr(request, "param", "one redis")
+
+
+@pytest.fixture
+def redis_under_test(
+    request: pytest.FixtureRequest, redis_kind: str
+) -> EmbeddedRedis | EmbeddedCluster:
+    """The Redis of ``redis_kind`` (``.url``, ``.client()``)."""
+    name = {"one redis": "redis_server", "redis cluster": "redis_cluster"}[redis_kind]
+    server: EmbeddedRedis | EmbeddedCluster = request.getfixturevalue(name)
+    return server
+
+
+@pytest.fixture
+def r(redis_under_test: EmbeddedRedis | EmbeddedCluster) -> Iterator[redis.Redis]:
+    """A client of ``redis_under_test``, emptied first."""
+    client = redis_under_test.client()
+    client.flushall()
+    yield client
+    client.close()
 
 
 @pytest.fixture(params=["one redis", "redis cluster"])

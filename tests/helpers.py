@@ -5,6 +5,16 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
+
+on_one_redis_and_a_cluster = pytest.mark.parametrize(
+    "redis_kind", ["one redis", "redis cluster"], indirect=True
+)
+"""Runs a test on one redis-server and again on a Redis Cluster (three primaries): ``r``,
+``redis_under_test`` and the fixtures built on them (``served``, the reconciler's ``setup``)
+are of that kind. A model's keys share one hash tag, so its transactions (a checkpoint's
+MULTI with the publish script) land on one node."""
+
 FRAUD_FEATURES = [
     {"name": "amount", "type": "numeric", "default": 0.0},
     {"name": "hour", "type": "numeric", "default": 12.0},

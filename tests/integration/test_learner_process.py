@@ -9,7 +9,14 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, learn_until, manifest, push_samples
+from tests.helpers import (
+    FRAUD_FEATURES,
+    LoggedRequest,
+    learn_until,
+    manifest,
+    on_one_redis_and_a_cluster,
+    push_samples,
+)
 from tideline.algorithms import make_learner
 from tideline.contracts import Pointers
 from tideline.demo.simulate import SyntheticStream
@@ -41,6 +48,7 @@ def test_publishes_version_zero_at_start_and_a_cold_v0_is_no_last_good(r) -> Non
     assert p.store.load(p.revision, 0)[0].n_seen == 0
 
 
+@on_one_redis_and_a_cluster
 def test_learns_every_sample_acks_them_and_publishes_versions(r) -> None:
     p = _proc(r)
     rows, y = _push_samples(r, p, 2000)
@@ -57,6 +65,7 @@ def test_learns_every_sample_acks_them_and_publishes_versions(r) -> None:
     assert int(status[b"samples"]) == 2000
 
 
+@on_one_redis_and_a_cluster
 @pytest.mark.parametrize("client_ids", [False, True], ids=["generated ids", "the client's ids"])
 def test_feedback_is_joined_with_the_prediction_log_in_any_order(r, client_ids) -> None:
     p = _proc(r)
@@ -164,6 +173,7 @@ def test_a_made_up_id_is_unmatched_without_waiting(r) -> None:
     assert p.counters["unmatched"] == 4 and p.join.waiting == 0 and p.counters["samples"] == 0
 
 
+@on_one_redis_and_a_cluster
 def test_packed_entries_are_learned_whole_and_a_bad_row_in_one_is_dead_lettered_alone(r) -> None:
     p = _proc(r)
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=3).take(640)
@@ -181,6 +191,7 @@ def test_packed_entries_are_learned_whole_and_a_bad_row_in_one_is_dead_lettered_
     assert orjson.loads(orjson.loads(dead[b"fields"])["row"])["features"] == rows[133]
 
 
+@on_one_redis_and_a_cluster
 def test_late_unmatched_and_invalid_entries_go_to_the_dead_letter_stream(r) -> None:
     p = _proc(r, learning={"labelWindow": "1s", "maxBatchDelay": "20ms"})
     k = p.keys
@@ -238,6 +249,7 @@ def test_the_gate_judges_against_the_version_served_as_stored(r) -> None:
             np.testing.assert_array_equal(p.training.served.get_state()[k], a, err_msg=k)
 
 
+@on_one_redis_and_a_cluster
 def test_pause_and_reset_by_control_hash(r) -> None:
     p = _proc(r)
     _push_samples(r, p, 600)
@@ -474,6 +486,7 @@ def test_a_warm_start_file_that_is_no_regular_file_is_refused_at_once(r, path: s
     assert time.monotonic() - start < 5
 
 
+@on_one_redis_and_a_cluster
 def test_the_label_streams_lose_only_what_every_consumer_group_acknowledged(r) -> None:
     p = _proc(r)
     k = p.keys

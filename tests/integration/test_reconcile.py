@@ -16,7 +16,7 @@ import orjson
 import pytest
 import redis
 
-from tests.helpers import health_summary, manifest, retired
+from tests.helpers import health_summary, manifest, on_one_redis_and_a_cluster, retired
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys
 from tideline.demo.cluster import matches_selector
@@ -94,11 +94,14 @@ class Clock:
 
 
 @pytest.fixture
-def setup(r: redis.Redis) -> tuple[Reconciler, FakeKube, Clock, list, ModelMemory]:
-    """A reconciler, its API, its clock, the Events it posted, one model's memory."""
+def setup(
+    r: redis.Redis, redis_under_test
+) -> tuple[Reconciler, FakeKube, Clock, list, ModelMemory]:
+    """A reconciler (on ``redis_under_test``), its API, its clock, the Events it posted, one
+    model's memory."""
     kube, clock = FakeKube(), Clock()
-    url = f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0"
-    rec = Reconciler(kube, OperatorConfig(image="img:1", redis_url=url), clock=clock)  # type: ignore[arg-type]
+    settings = OperatorConfig(image="img:1", redis_url=redis_under_test.url)
+    rec = Reconciler(kube, settings, clock=clock)  # type: ignore[arg-type]
     return rec, kube, clock, [], ModelMemory()
 
 
@@ -151,6 +154,7 @@ def _publish(r: redis.Redis, m: dict, rev: str, versions: int) -> None:
         store.publish(rev, v, learner)
 
 
+@on_one_redis_and_a_cluster
 def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setup, r) -> None:
     rec, kube, clock, events, _ = setup
     m = manifest("fraud", rollout=ROLLOUT, guardrails={"maxAccuracyDrop": 0.05})
@@ -226,6 +230,7 @@ def test_the_stable_learner_s_lag_is_in_status_refreshed_each_analysis_interval(
     assert (_turn(setup, body) or {}).get("learnerLag") == 300
 
 
+@on_one_redis_and_a_cluster
 def test_rollback_by_annotation_points_served_at_the_named_version(setup, r) -> None:
     m = manifest("fraud", rollout=ROLLOUT)
     rev = parse(m).revision
@@ -238,6 +243,7 @@ def test_rollback_by_annotation_points_served_at_the_named_version(setup, r) -> 
     assert ModelStore(r, "test", "fraud").pointers(rev).served == 2
 
 
+@on_one_redis_and_a_cluster
 def test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable(setup, r) -> None:
     rec, kube, clock, events, _ = setup
     m = manifest("fraud", rollout=ROLLOUT)
@@ -308,6 +314,7 @@ def _keys_of(r: redis.Redis, revision: str) -> list[bytes]:
     return sorted(r.scan_iter(match=Keys("test", "fraud").rev_prefix(revision) + "*"))
 
 
+@on_one_redis_and_a_cluster
 def test_a_removed_revisions_redis_keys_go_a_grace_after_its_objects(setup, r) -> None:
     rec, _, clock, _, _ = setup
     _, m2, old, new = _promoted(setup, r)

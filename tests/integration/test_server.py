@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import FRAUD_FEATURES, manifest
+from tests.helpers import FRAUD_FEATURES, manifest, on_one_redis_and_a_cluster
 from tideline import predlog
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys, route_hash
@@ -68,8 +68,9 @@ class Served:
 
 
 @pytest.fixture
-def served(r, redis_server) -> Iterator[Served]:
-    s = Served(redis_server.url, manifest(name="fraud"))
+def served(r, redis_under_test) -> Iterator[Served]:
+    """A model published in ``redis_under_test`` and an app serving it, ready."""
+    s = Served(redis_under_test.url, manifest(name="fraud"))
     store = ModelStore(r, "test", "fraud")
     store.publish(s.model.revision, 0, _trained())
     with s.client:
@@ -233,6 +234,7 @@ def test_feedback_and_learn_write_the_learner_streams(served: Served, r) -> None
     assert samples == [{"instances": ROWS, "labels": [1.0, 0.0]}], "one packed entry a request"
 
 
+@on_one_redis_and_a_cluster
 def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
     body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
     _wait(lambda: len(_log_entries(r, served)) == 1)
@@ -660,6 +662,7 @@ def test_with_no_version_loaded_v1_and_v2_answer_alike(r, redis_server) -> None:
                 assert "no model version is loaded" in two.json()["error"]
 
 
+@on_one_redis_and_a_cluster
 def test_a_new_served_version_is_live_within_a_second(served: Served, r) -> None:
     store = ModelStore(r, "test", "fraud")
     newer = _trained(seed=5, n=5000)
@@ -862,6 +865,7 @@ def test_a_shadow_canary_in_another_image_sees_the_traffic_but_never_answers(
     assert shadow["revision"] == canary.model.revision
 
 
+@on_one_redis_and_a_cluster
 def test_the_learner_joins_feedback_with_what_the_server_logged(served: Served, r) -> None:
     from tideline.pods.learner import LearnerProcess
 

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, retired
+from tests.helpers import FRAUD_FEATURES, on_one_redis_and_a_cluster, retired
 from tideline.algorithms import make_learner
 from tideline.contracts import Pointers
 from tideline.pods.store import ModelStore, StoreError
@@ -34,6 +34,7 @@ def test_keys_are_namespaced_per_model(r) -> None:
     ]
 
 
+@on_one_redis_and_a_cluster
 def test_a_published_version_loads_back_identical(r) -> None:
     store = ModelStore(r, "ns", "m")
     m, X = _learner()
@@ -118,6 +119,7 @@ def test_pointing_at_a_missing_version_is_refused(r) -> None:
         store.set_pointer("rev", "best", 0)
 
 
+@on_one_redis_and_a_cluster
 def test_forgetting_a_revision_deletes_its_keys_and_learner_groups_and_nothing_else(r) -> None:
     store = ModelStore(r, "ns", "m")
     other = ModelStore(r, "ns", "m2")  # same revision name, another model
