@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,38 @@ def tls_certs(d: Path) -> dict[str, Path]:
                 "-out", f"{name}.crt")  # fmt: skip
     (d / "broker.pem").write_text((d / "broker.key").read_text() + (d / "broker.crt").read_text())
     return {name: d / name for name in ("ca.crt", "broker.pem", "client.crt", "client.key")}
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02,
+               message: str | Callable[[], str] | None = None) -> float:  # fmt: skip
+    """Poll ``predicate`` every ``interval`` seconds until it is truthy: the seconds it took.
+
+    Past ``timeout`` the test fails saying what it waited for: ``message`` (a callable is asked
+    then, to show the state it found), else the predicate's source.
+    """
+    import inspect
+    import time
+
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start >= timeout:
+            if callable(message):
+                message = message()
+            if message is None:
+                try:
+                    message = inspect.getsource(predicate).strip()  # type: ignore[arg-type]
+                except (OSError, TypeError):
+                    message = repr(predicate)
+            pytest.fail(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+    return time.monotonic() - start
+
+
+def learned_in_thread(runner, p, n: int) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a LearnerProcess ``p`` run by the thread ``runner`` has learned ``n`` samples
+    (a predicate for :func:`wait_until`); fails at once if the thread has died."""
+    assert runner.is_alive(), f"the learner's thread died; counters {p.counters}"
+    return bool(p.counters["samples"] >= n)
 
 
 def learn_until(p, cond, timeout: float = 20.0, block_ms: int = 5) -> None:  # type: ignore[no-untyped-def]

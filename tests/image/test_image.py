@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 import tideline
-from tests.helpers import FRAUD_FEATURES, manifest, push_samples
+from tests.helpers import FRAUD_FEATURES, manifest, push_samples, wait_until
 from tideline.contracts import Keys
 from tideline.demo.embedded import free_port
 from tideline.demo.simulate import SyntheticStream
@@ -170,13 +170,6 @@ def model_file(image) -> Iterator[tuple[dict, str]]:
     path.unlink()
 
 
-def _wait(cond, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-
-
 def test_learner_server_and_monitor_from_the_image_learn_serve_and_watch(
     image, model_file, r, redis_server
 ) -> None:
@@ -196,9 +189,11 @@ def test_learner_server_and_monitor_from_the_image_learn_serve_and_watch(
         rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=3).take(1000)
         push_samples(r, keys.samples, rows, y)
         store = ModelStore(r, model.namespace, model.name)
-        _wait(lambda: (store.pointers(model.revision).latest or 0) >= 1)
+        wait_until(
+            lambda: (store.pointers(model.revision).latest or 0) >= 1, timeout=60.0, interval=0.2
+        )
         base = f"http://127.0.0.1:{port}"
-        _wait(lambda: _ok(f"{base}/v2/models/imaged/ready"))
+        wait_until(lambda: _ok(f"{base}/v2/models/imaged/ready"), timeout=60.0, interval=0.2)
         v1 = httpx.post(f"{base}/v1/models/imaged:predict", json={"instances": rows[:3]})
         assert v1.status_code == 200 and len(v1.json()["predictions"]) == 3
         v2 = httpx.post(f"{base}/v2/models/imaged/infer", json={"inputs": [
@@ -210,7 +205,7 @@ def test_learner_server_and_monitor_from_the_image_learn_serve_and_watch(
         feedback = [{"id": i, "label": 1} for i in v1.json()["ids"]]
         assert httpx.post(f"{base}/v1/models/imaged/feedback",
                           json={"feedback": feedback}).status_code == 202  # fmt: skip
-        _wait(lambda: r.get(keys.health) is not None)
+        wait_until(lambda: r.get(keys.health) is not None, timeout=60.0, interval=0.2)
         health = orjson.loads(r.get(keys.health))
         assert health["model"] == "test/imaged"
         assert all(p.poll() is None for p in procs), [p.returncode for p in procs]
@@ -259,7 +254,11 @@ def test_a_team_s_image_from_the_runtime_image_learns_and_serves_with_its_own_cl
         features = [f.to_dict() for f in model.spec.model.features]
         rows, y = SyntheticStream(features, "binary", seed=5).take(2000)
         push_samples(r, keys.samples, rows, y)
-        _wait(lambda: int(r.hget(keys.learner(model.revision), "samples") or 0) == 2000)
+        wait_until(
+            lambda: int(r.hget(keys.learner(model.revision), "samples") or 0) == 2000,
+            timeout=60.0,
+            interval=0.2,
+        )
         # this process reads the signed versions, and the class from the example's folder
         monkeypatch.setenv("TIDELINE_SIGNING_KEY", key)
         monkeypatch.syspath_prepend(str(ROOT / "examples" / "custom"))
@@ -270,7 +269,7 @@ def test_a_team_s_image_from_the_runtime_image_learns_and_serves_with_its_own_cl
         assert meta["model"]["custom"]["class"] == "fraud_team.model:AdaGradLogistic"
         assert type(learner.model).__name__ == "AdaGradLogistic" and learner.n_seen > 0
         base = f"http://127.0.0.1:{port}"
-        _wait(lambda: _ok(f"{base}/v2/models/{model.name}/ready"))
+        wait_until(lambda: _ok(f"{base}/v2/models/{model.name}/ready"), timeout=60.0, interval=0.2)
         got = httpx.post(f"{base}/v1/models/{model.name}:predict", json={"instances": rows[:4]})
         assert got.status_code == 200, got.text
         body = got.json()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import manifest, push_samples
+from tests.helpers import manifest, push_samples, wait_until
 
 ROOT = Path(__file__).parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "runtime")}
@@ -33,6 +33,17 @@ def _published(redis_server, tmp_path: Path, doc: dict):  # type: ignore[no-unty
         model.revision, 0, make_learner(model.spec.model.to_dict())
     )
     return path, model, client
+
+
+def _get(url: str, timeout: float = 2) -> str | None:
+    """The body at ``url``; None while nothing (or an error status) answers there."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.read().decode()
+    except OSError:
+        return None
 
 
 def _tideline(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -147,9 +158,6 @@ def _processes_under(workdir: str) -> list[str]:
 
 @pytest.mark.integration
 def test_the_learner_serves_prometheus_metrics(redis_server, tmp_path: Path) -> None:
-    import time
-    import urllib.request
-
     from tideline.contracts import Keys
     from tideline.demo.embedded import free_port
 
@@ -170,20 +178,11 @@ def test_the_learner_serves_prometheus_metrics(redis_server, tmp_path: Path) -> 
         env=ENV, cwd=ROOT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                body = (
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
-                    .read()
-                    .decode()
-                )
-                if "tideline_learner_samples_total 300.0" in body:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "metrics never showed 300 samples"
-            time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}/metrics"
+        learned = "tideline_learner_samples_total 300.0"
+        wait_until(lambda: learned in (_get(url) or ""), timeout=30, interval=0.2,
+                   message="300 samples in the learner's metrics")  # fmt: skip
+        body = _get(url) or ""
         assert "tideline_learner_batches_total" in body
         assert "tideline_learner_update_seconds_bucket" in body
         assert "tideline_learner_latest_version" in body
@@ -200,7 +199,6 @@ def test_the_learner_serves_prometheus_metrics(redis_server, tmp_path: Path) -> 
 def test_tideline_server_serves_a_published_version_and_stops_cleanly(
     redis_server, tmp_path: Path, workers: int
 ) -> None:
-    import time
     import urllib.error
     import urllib.request
 
@@ -216,14 +214,9 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server never became ready"
-                time.sleep(0.1)
+        ready = f"http://127.0.0.1:{port}/v2/health/ready"
+        wait_until(lambda: _get(ready, timeout=1) is not None, timeout=30, interval=0.1,
+                   message="the server ready")  # fmt: skip
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/models/fraud:predict",
             data=orjson.dumps({"instances": [{"amount": 3.0}]}),
@@ -245,10 +238,10 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
         # missing values too (each worker adds its own every second); one served version and
         # age per server, not a series per worker
         missing = 'tideline_server_missing_values_total{feature="hour"} 6.0'
-        while missing not in metrics:
-            assert time.monotonic() < deadline + 10, metrics
-            time.sleep(0.2)
-            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_until(lambda: missing in (_get(url, timeout=5) or ""), timeout=30, interval=0.2,
+                   message=lambda: f"{missing!r} in the metrics:\n{_get(url, timeout=5)}")  # fmt: skip
+        metrics = _get(url, timeout=5) or ""
         ours = [line for line in metrics.splitlines() if line.startswith(
             ("tideline_server_served_version{", "tideline_server_model_age_seconds "))]  # fmt: skip
         assert len(ours) == 2 and not any("pid=" in line for line in ours), ours
@@ -275,7 +268,6 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
 
 @pytest.mark.integration
 def test_tideline_monitor_writes_health_and_serves_metrics(backend, tmp_path: Path) -> None:
-    import time
     import urllib.request
 
     from tideline.contracts import Keys
@@ -292,19 +284,19 @@ def test_tideline_monitor_writes_health_and_serves_metrics(backend, tmp_path: Pa
     )  # fmt: skip
     keys = Keys("test", "fraud")
     try:
-        deadline = time.monotonic() + 30
-        while client.get(keys.health) is None:  # it has started and written a first summary
-            assert time.monotonic() < deadline, "no health summary"
-            time.sleep(0.1)
+        wait_until(lambda: client.get(keys.health) is not None, timeout=30, interval=0.1,
+                   message="a first health summary (the monitor started)")  # fmt: skip
         rows, y = SyntheticStream(model.spec.model.to_dict()["features"], "binary", seed=1).take(
             300
         )
         push_samples(client, keys.samples, rows, y)
-        while (
-            orjson.loads(client.get(keys.health))["tracks"].get("stable", {}).get("labelled") != 300
-        ):
-            assert time.monotonic() < deadline, client.get(keys.health)
-            time.sleep(0.1)
+
+        def labelled() -> int | None:
+            stable = orjson.loads(client.get(keys.health))["tracks"].get("stable", {})
+            return stable.get("labelled")  # type: ignore[no-any-return]
+
+        wait_until(lambda: labelled() == 300, timeout=30, interval=0.1,
+                   message=lambda: f"300 labelled on stable; health {client.get(keys.health)!r}")  # fmt: skip
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): s.value

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.helpers import manifest
-from tests.integration.test_server import Served, _trained, _wait, listening
+from tests.helpers import manifest, wait_until
+from tests.integration.test_server import Served, _trained, listening
 from tideline.pods.store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -131,7 +131,7 @@ def test_a_binary_request_forwarded_to_a_canary_in_another_image_comes_back_bina
     r.hset(served.dp.keys.routing, mapping={
         "stable": served.model.revision, "canary": canary.model.revision, "weight": 100,
         "canaryURL": url})  # fmt: skip
-    _wait(lambda: served.dp.routing.canary_url == url, timeout=2)
+    wait_until(lambda: served.dp.routing.canary_url == url, timeout=2)
     body, json_size = httpclient.InferenceServerClient.generate_request_body(_per_feature(True))
     resp = served.client.post("/v2/models/fraud/infer", content=body,
                               headers={"Inference-Header-Content-Length": str(json_size)})  # fmt: skip

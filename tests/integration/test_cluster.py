@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_server import Served, _wait
+from tests.helpers import wait_until
+from tests.integration.test_server import Served
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,6 +27,6 @@ def test_the_client_is_a_cluster_client_and_a_model_s_keys_sit_on_one_node(
 
     assert isinstance(r, RedisCluster)
     served.client.post("/v1/models/fraud:predict", json={"instances": [{"amount": 1.0}]})
-    _wait(lambda: len(list(r.scan_iter(match=served.dp.keys.prefix + ":*"))) >= 5)
+    wait_until(lambda: len(list(r.scan_iter(match=served.dp.keys.prefix + ":*"))) >= 5)
     nodes = {r.get_node_from_key(k).name for k in r.scan_iter(match=served.dp.keys.prefix + ":*")}
     assert len(nodes) == 1

@@ -12,7 +12,15 @@ import orjson
 import pytest
 import yaml
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, learn_until, manifest, produce
+from tests.helpers import (
+    FRAUD_FEATURES,
+    LoggedRequest,
+    learn_until,
+    learned_in_thread,
+    manifest,
+    produce,
+    wait_until,
+)
 from tideline.contracts import Keys
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.learner import LearnerProcess
@@ -215,10 +223,8 @@ def test_a_broker_restart_mid_stream_loses_and_repeats_nothing(r, kafka_broker) 
         produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[:3000], labels[:3000]), 2)
         kafka_broker.restart()
         produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[3000:], labels[3000:]), 2)
-        deadline = time.monotonic() + 60
-        while p.counters["samples"] < 6000:
-            assert runner.is_alive() and time.monotonic() < deadline, p.counters
-            time.sleep(0.1)
+        wait_until(lambda: learned_in_thread(runner, p, 6000), timeout=60, interval=0.1,
+                   message=lambda: f"6000 samples learned; counters {p.counters}")  # fmt: skip
         time.sleep(1.0)  # anything read twice would show by now
     finally:
         stop.set()
@@ -259,7 +265,7 @@ def test_the_monitor_judges_the_served_predictions_on_the_feedback_topic(r, kafk
 def test_the_servers_feedback_and_learn_are_produced_and_learned_and_an_outage_is_a_503(
     r, redis_server, kafka_broker
 ) -> None:
-    from tests.integration.test_server import Served, _trained, _wait
+    from tests.integration.test_server import Served, _trained
     from tideline.pods.store import ModelStore
 
     topics = _topics(kafka_broker, partitions=2)
@@ -269,7 +275,7 @@ def test_the_servers_feedback_and_learn_are_produced_and_learned_and_an_outage_i
     ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
     rows, labels = _samples(60, seed=9)
     with s.client as c:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         ids = c.post("/v1/models/fraud:predict", json={"instances": rows[:40]}).json()["ids"]
         feedback = [{"id": i, "label": y} for i, y in zip(ids, labels[:40], strict=True)]
         got = c.post("/v1/models/fraud/feedback", json={"feedback": feedback})
@@ -306,10 +312,9 @@ def test_the_learner_reports_how_many_records_it_is_behind(r, kafka_broker) -> N
     _run_until(p, lambda: p.counters["samples"] == 500)
     assert p.measure_lag() == 0
     produce(kafka_broker.bootstrap, topics["samples"], _one_row(rows[500:], labels[500:]), 2)
-    deadline = time.monotonic() + 10  # the partitions' ends as the consumer's fetches see them
-    while p.measure_lag() != 300:
-        assert time.monotonic() < deadline, p.measure_lag()
-        time.sleep(0.1)
+    # the partitions' ends as the consumer's fetches see them
+    wait_until(lambda: p.measure_lag() == 300, timeout=10, interval=0.1,
+               message=lambda: f"a lag of 300; it is {p.measure_lag()}")  # fmt: skip
     assert p.status()["lag"] == "300" and p.metrics.lag_records._value.get() == 300
     _run_until(p, lambda: p.counters["samples"] == 800)
     assert p.measure_lag() == 0 and p.status()["lag"] == "0"

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import LoggedRequest, learn_until, manifest
+from tests.helpers import LoggedRequest, learn_until, manifest, wait_until
 from tideline.pods.learner import LearnerProcess
 from tideline.pods.store import learner_to_blob
 from tideline.samples import one, pack
@@ -165,7 +165,7 @@ def test_a_river_multiclass_pipeline_is_served_over_v1_and_v2_and_learns_its_fee
     """Learned by the learner process from the stream, published, served by a server over V1
     and V2 (class names, probabilities on request), its answers' labels sent back through
     /feedback as class names and learned."""
-    from tests.integration.test_server import Served, _wait
+    from tests.integration.test_server import Served
 
     doc = _doc({"algorithm": "river", "features": FEATURES[:2],
                 "river": {"pipeline": "tests.models.teams:one_vs_rest", "params": {"lr": 0.1}}},
@@ -183,7 +183,7 @@ def test_a_river_multiclass_pipeline_is_served_over_v1_and_v2_and_learns_its_fee
     served, _ = p.store.load(p.revision, latest)
     expected = served.predict_many(served.schema.encode(probe))
     with s.client:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         name = p.model.name
         v1 = s.client.post(f"/v1/models/{name}:predict",
                            json={"instances": probe, "probabilities": True}).json()  # fmt: skip

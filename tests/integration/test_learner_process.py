@@ -13,9 +13,11 @@ from tests.helpers import (
     FRAUD_FEATURES,
     LoggedRequest,
     learn_until,
+    learned_in_thread,
     manifest,
     on_one_redis_and_a_cluster,
     push_samples,
+    wait_until,
 )
 from tideline.algorithms import make_learner
 from tideline.contracts import Pointers
@@ -530,10 +532,8 @@ def test_connections_cut_while_a_read_is_in_flight_lose_and_repeat_nothing(r) ->
             push_samples(r, p.keys.samples, rows[i : i + 1000], y[i : i + 1000])
             time.sleep(0.05)
             r.client_kill_filter(_type="normal", skipme=True)  # the learner's, reads in flight
-        deadline = time.monotonic() + 30
-        while p.counters["samples"] < 6000:
-            assert runner.is_alive() and time.monotonic() < deadline, p.counters
-            time.sleep(0.05)
+        wait_until(lambda: learned_in_thread(runner, p, 6000), timeout=30, interval=0.05,
+                   message=lambda: f"6000 samples learned; counters {p.counters}")  # fmt: skip
         time.sleep(0.5)
     finally:
         stop.set()

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, wait_until
 from tideline import predlog
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys
@@ -28,13 +28,6 @@ pytestmark = pytest.mark.integration
 KEYS = Keys("test", "fraud")
 PREDICT = "/v1/models/fraud:predict"
 JSON = {"content-type": "application/json"}
-
-
-def _wait(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 class Server:
@@ -60,7 +53,7 @@ def _serving(r, url: str) -> Iterator[Server]:  # type: ignore[no-untyped-def]
     learner.learn_many(learner.schema.encode(rows), y)
     ModelStore(r, "test", "fraud").publish(s.model.revision, 0, learner)
     with s.client:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         yield s
 
 
@@ -103,7 +96,7 @@ def test_padded_bodies_are_logged_within_a_row_limit_and_their_labels_join_the_r
         assert resp.status_code == 200, resp.text
         ids += resp.json()["ids"]
         rows.append(row)
-    _wait(lambda: len(server.logged(r)) == 4)
+    wait_until(lambda: len(server.logged(r)) == 4)
     stream = KEYS.log(server.dp.log.instance)
     held = r.memory_usage(stream, samples=0)
     assert held < 16 << 10, held  # of 8 MiB sent
@@ -125,7 +118,7 @@ def test_a_row_over_the_limit_is_logged_as_cut_and_its_label_is_unmatched_not_jo
     small = {"amount": 2.0, "hour": 2.0, "merchant": "m-2"}
     resp = server.client.post(PREDICT, json={"instances": [big, small]})
     assert resp.status_code == 200, resp.text
-    _wait(lambda: len(server.logged(r)) == 1)
+    wait_until(lambda: len(server.logged(r)) == 1)
     [(_, e)] = server.logged(r)
     assert e.meta.cut == [0] and e.rows == [None, small] and len(e) == 2
     with pytest.raises(ValueError, match="row 0 was not logged: over the log's size limit"):
@@ -157,7 +150,7 @@ def test_a_client_id_is_not_rebound_by_another_request_and_its_label_joins_the_f
         again = server.client.post(path, json=body)
         assert again.status_code == 409, again.text
         assert again.json()["error"].startswith("ids[0]: 'order-42' already names another")
-    _wait(lambda: len(server.logged(r)) >= 3)
+    wait_until(lambda: len(server.logged(r)) >= 3)
     time.sleep(0.1)  # (the writer's next flushes: nothing else comes)
     logged = [e for _, e in server.logged(r) if len(e)]
     assert [e.meta.ids for e in logged] == [["order-42"]]  # the refused ones: empty requests
@@ -170,7 +163,7 @@ def test_a_client_id_is_not_rebound_by_another_request_and_its_label_joins_the_f
     window = predlog.retention(server.model.spec.learning.labelWindow)
     assert window * 1000 - 5000 < r.pttl(claim) <= window * 1000
     r.pexpire(claim, 1)
-    _wait(lambda: not r.exists(claim))
+    wait_until(lambda: not r.exists(claim))
     later = server.client.post(PREDICT, json={"instances": [attacker], "ids": ["order-42"]})
     assert later.status_code == 200, later.text
 
@@ -242,5 +235,5 @@ def test_forged_ids_are_unmatched_at_once_and_a_genuine_label_waits_and_joins(r)
 
 def test_a_server_lists_its_log_before_its_first_answer(server: Server, r) -> None:
     """So that a label overtaking the server's first write waits for it, not unmatched."""
-    _wait(lambda: r.zscore(KEYS.logs, server.dp.log.instance) is not None, timeout=1.0)
+    wait_until(lambda: r.zscore(KEYS.logs, server.dp.log.instance) is not None, timeout=1.0)
     assert r.exists(KEYS.log(server.dp.log.instance)) == 0  # nothing was written

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import FRAUD_FEATURES, manifest, on_one_redis_and_a_cluster
+from tests.helpers import FRAUD_FEATURES, manifest, on_one_redis_and_a_cluster, wait_until
 from tideline import predlog
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys, route_hash
@@ -43,14 +43,6 @@ def _trained(seed: int = 0, n: int = 2000, **model):
     return m
 
 
-def _wait(cond, timeout: float = 5.0, step: float = 0.02) -> float:
-    start = time.monotonic()
-    while not cond():
-        assert time.monotonic() - start < timeout, "condition not met in time"
-        time.sleep(step)
-    return time.monotonic() - start
-
-
 class Served:
     """A model published in Redis and a running app with its data plane."""
 
@@ -74,7 +66,7 @@ def served(r, redis_under_test) -> Iterator[Served]:
     store = ModelStore(r, "test", "fraud")
     store.publish(s.model.revision, 0, _trained())
     with s.client:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         yield s
 
 
@@ -168,7 +160,7 @@ def test_rows_as_arrays_take_the_fast_path_and_are_logged_by_name(served: Served
     by_position = served.client.post("/v1/models/fraud:predict", json={"instances": arrays})
     by_name = served.client.post("/v1/models/fraud:predict", json={"instances": rows})
     assert by_position.json()["predictions"] == by_name.json()["predictions"]
-    _wait(lambda: _logged(r, served) == 128)
+    wait_until(lambda: _logged(r, served) == 128)
     [entry] = [e for e in _log_entries(r, served) if e["meta"].names]  # the arrays, named
     assert entry["rows"] == rows and entry["ids"] == by_position.json()["ids"]
 
@@ -237,7 +229,7 @@ def test_feedback_and_learn_write_the_learner_streams(served: Served, r) -> None
 @on_one_redis_and_a_cluster
 def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
     body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
-    _wait(lambda: len(_log_entries(r, served)) == 1)
+    wait_until(lambda: len(_log_entries(r, served)) == 1)
     [entry] = _log_entries(r, served)
     assert (entry["track"], entry["revision"], entry["version"]) == (
         "stable",
@@ -265,7 +257,7 @@ def test_a_caller_cannot_choose_its_track_only_a_forwarding_server_can(
         track = "canary" if i % 2 else f"made-up-{i}"
         assert c.post("/v1/models/fraud:predict", json=body,
                       headers={"x-tideline-track": track}).status_code == 200  # fmt: skip
-    _wait(lambda: _logged(r, served) == 30 * len(body["instances"]))
+    wait_until(lambda: _logged(r, served) == 30 * len(body["instances"]))
     assert {e["track"] for e in _log_entries(r, served)} == {"stable"}
     metrics = c.get("/metrics").text
     assert "made-up" not in metrics
@@ -571,7 +563,7 @@ def test_malformed_json_infinity_and_oversized_bodies(served: Served, redis_serv
         redis_server.url, manifest(name="fraud"), ServerConfig(max_body_bytes=200, max_rows=3)
     )
     with small.client:
-        _wait(lambda: small.dp.ready)
+        wait_until(lambda: small.dp.ready)
         resp = small.client.post("/v1/models/fraud:predict", json={"instances": [ROWS[0]] * 20})
         assert resp.status_code == 413 and "over the limit of 200" in resp.json()["error"]
         resp = small.client.post("/v1/models/fraud:predict", json={"instances": [{}] * 4})
@@ -616,7 +608,7 @@ def test_not_ready_until_a_version_is_loaded_then_ready(r, redis_server) -> None
         resp = s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
         assert resp.status_code == 503 and "no model version is loaded" in resp.json()["error"]
         ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
-        _wait(lambda: s.client.get("/v2/health/ready").status_code == 200, timeout=3)
+        wait_until(lambda: s.client.get("/v2/health/ready").status_code == 200, timeout=3)
 
 
 def test_learn_refuses_a_bad_row_before_any_version_is_loaded_as_after(r, redis_server) -> None:
@@ -668,7 +660,7 @@ def test_a_new_served_version_is_live_within_a_second(served: Served, r) -> None
     newer = _trained(seed=5, n=5000)
     before = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
     store.publish(served.model.revision, 1, newer)
-    took = _wait(
+    took = wait_until(
         lambda: (
             served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()[
                 "model_version"
@@ -676,7 +668,7 @@ def test_a_new_served_version_is_live_within_a_second(served: Served, r) -> None
             == 1
         ),
         timeout=1.0,
-        step=0.01,
+        interval=0.01,
     )
     after = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
     assert after["predictions"] != before["predictions"]
@@ -686,7 +678,7 @@ def test_a_new_served_version_is_live_within_a_second(served: Served, r) -> None
     assert took < 1.0
     # a rollback (pointer moved back) is picked up the same way
     store.set_pointer(served.model.revision, "served", 0, pin=True)
-    _wait(
+    wait_until(
         lambda: (
             served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()[
                 "model_version"
@@ -702,7 +694,9 @@ def _with_canary(served: Served, r, weight: int, shadow: bool = False) -> str:
     store.publish("canaryrev", 0, _trained(seed=3, params={"l2": 0.5}))
     r.hset(served.dp.keys.routing, mapping={
         "stable": served.model.revision, "canary": "canaryrev", "weight": weight, "shadow": int(shadow)})  # fmt: skip
-    _wait(lambda: served.dp.canary is not None and served.dp.routing.weight == weight, timeout=2)
+    wait_until(
+        lambda: served.dp.canary is not None and served.dp.routing.weight == weight, timeout=2
+    )
     return "canaryrev"
 
 
@@ -732,7 +726,7 @@ def test_a_routing_feature_splits_rows_of_one_request(r, redis_server) -> None:
     s = Served(redis_server.url, doc)
     ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
     with s.client:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         _with_canary(s, r, weight=50)
         expect = ["canary" if route_hash(f"m-{i}") < 5000 else "stable" for i in range(200)]
         for hour in (None, 3.0):  # the general path (a missing feature), then the fast one
@@ -744,7 +738,7 @@ def test_a_routing_feature_splits_rows_of_one_request(r, redis_server) -> None:
             body = s.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
             assert body["tracks"] == expect
             # one entry for the request, each row with its track and the model that answered
-            _wait(lambda: len(_log_entries(r, s)) == 1)
+            wait_until(lambda: len(_log_entries(r, s)) == 1)
             [e] = _log_entries(r, s)
             assert e["tracks"] == expect and e["rows"] == rows and e["ids"] == body["ids"]
             assert e["meta"].models == {"stable": (s.model.revision, 0), "canary": ("canaryrev", 0)}
@@ -755,7 +749,7 @@ def test_shadow_mirrors_without_answering(served: Served, r, rows) -> None:
     _with_canary(served, r, weight=100, shadow=True)
     body = served.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
     assert body["tracks"] == ["stable", "stable"]
-    _wait(lambda: len(_log_entries(r, served)) == 1)
+    wait_until(lambda: len(_log_entries(r, served)) == 1)
     [e] = _log_entries(r, served)  # the shadow's scores ride in the request's entry
     assert e["tracks"] == ["stable", "stable"] and e["ids"] == body["ids"]
     assert e["scores"] == body["predictions"] and e["rows"] == rows
@@ -772,7 +766,7 @@ def test_past_the_timeout_the_fixed_fallback_answers_and_is_flagged(r, redis_ser
     forest.learn_many(forest.schema.encode(rows), y)
     ModelStore(r, "test", "fraud").publish(s.model.revision, 0, forest)
     with s.client:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         body = s.client.post("/v1/models/fraud:predict", json={"instances": rows[:2000]}).json()
         assert body["fallback"] is True and set(body["predictions"]) == {0.25}
         assert (
@@ -787,7 +781,7 @@ def test_through_a_redis_outage_it_keeps_serving_and_logs_afterwards(r) -> None:
     ModelStore(own.client(), "test", "fraud").publish(s.model.revision, 0, _trained())
     try:
         with s.client:
-            _wait(lambda: s.dp.ready)
+            wait_until(lambda: s.dp.ready)
             own.stop()  # Redis is gone
             for _ in range(5):
                 resp = s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
@@ -798,7 +792,7 @@ def test_through_a_redis_outage_it_keeps_serving_and_logs_afterwards(r) -> None:
             assert str(port) not in resp.text and "Errno" not in resp.text
             assert s.client.get("/v2/health/ready").status_code == 200
             own = EmbeddedRedis(port=port).start()  # back, empty
-            _wait(lambda: _logged(own.client(), s) == 10, timeout=10)
+            wait_until(lambda: _logged(own.client(), s) == 10, timeout=10)
     finally:
         own.stop()
 
@@ -817,7 +811,7 @@ def listening(s: Served) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        _wait(lambda: server.started and s.dp.ready, timeout=10)
+        wait_until(lambda: server.started and s.dp.ready, timeout=10)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
@@ -840,11 +834,11 @@ def test_a_canary_in_another_image_gets_its_share_forwarded(
     canary, url = other_image_canary
     r.hset(served.dp.keys.routing, mapping={
         "stable": served.model.revision, "canary": canary.model.revision, "weight": 100, "canaryURL": url})  # fmt: skip
-    _wait(lambda: served.dp.routing.canary_url == url, timeout=2)
+    wait_until(lambda: served.dp.routing.canary_url == url, timeout=2)
     body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
     assert body["revision"] == canary.model.revision and body["tracks"] == ["canary", "canary"]
     # logged by the canary's server, in its own log, under the ids it answered with
-    _wait(lambda: any(e["track"] == "canary" for e in _log_entries(r, served, True)))
+    wait_until(lambda: any(e["track"] == "canary" for e in _log_entries(r, served, True)))
     [e] = _log_entries(r, served, every_server=True)
     assert e["revision"] == canary.model.revision and e["ids"] == body["ids"]
     assert _log_entries(r, served) == []
@@ -857,10 +851,10 @@ def test_a_shadow_canary_in_another_image_sees_the_traffic_but_never_answers(
     r.hset(served.dp.keys.routing, mapping={
         "stable": served.model.revision, "canary": canary.model.revision, "weight": 0, "shadow": 1,
         "canaryURL": url})  # fmt: skip
-    _wait(lambda: served.dp.routing.shadow, timeout=2)
+    wait_until(lambda: served.dp.routing.shadow, timeout=2)
     body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
     assert body["revision"] == served.model.revision and body["tracks"] == ["stable", "stable"]
-    _wait(lambda: {e["track"] for e in _log_entries(r, served, True)} == {"stable", "shadow"})
+    wait_until(lambda: {e["track"] for e in _log_entries(r, served, True)} == {"stable", "shadow"})
     shadow = next(e for e in _log_entries(r, served, True) if e["track"] == "shadow")
     assert shadow["revision"] == canary.model.revision
 
@@ -876,7 +870,7 @@ def test_the_learner_joins_feedback_with_what_the_server_logged(served: Served, 
         body = {"instances": rows[i : i + 10]} if i < 20 else {
             "instances": [[r["amount"], r["hour"], r["merchant"]] for r in rows[i : i + 10]]}  # fmt: skip
         ids += c.post("/v1/models/fraud:predict", json=body).json()["ids"]
-    _wait(lambda: _logged(r, served) == 40)
+    wait_until(lambda: _logged(r, served) == 40)
     feedback = [{"id": i, "label": label} for i, label in zip(ids, y.tolist(), strict=True)]
     assert c.post("/v1/models/fraud/feedback", json={"feedback": feedback}).json() == {
         "accepted": 40
@@ -972,7 +966,7 @@ def test_with_feedback_auth_only_a_bearer_of_the_token_may_teach_the_model(r, re
     ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
     learn = {"instances": ROWS, "labels": [1, 0]}
     with s.client as c:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic s3cret-t0ken"},
                         {"authorization": "s3cret-t0ken"}):  # fmt: skip
             for route, body in (("/v1/models/fraud/feedback", {"id": "x", "label": 1}),

@@ -21,8 +21,8 @@ import orjson
 import pytest
 import yaml
 
-from tests.helpers import FRAUD_FEATURES, manifest
-from tests.integration.test_server import ROWS, Served, _trained, _wait
+from tests.helpers import FRAUD_FEATURES, manifest, wait_until
+from tests.integration.test_server import ROWS, Served, _trained
 from tideline import cli
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys, Pointers
@@ -60,11 +60,11 @@ def test_a_server_puts_back_the_version_it_serves_when_the_store_is_flushed(
     store.publish(rev, 5, trained)
     store.set_pointer(rev, "lastGood", 5)
     with s.client as c:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         before = c.post(PREDICT, json={"instances": ROWS}).json()
         token = r.get(s.dp.keys.forward_token)
         r.flushall()  # Redis restarted empty
-        _wait(lambda: store.pointers(rev).served == 5)
+        wait_until(lambda: store.pointers(rev).served == 5)
         assert store.pointers(rev) == Pointers(latest=5, served=5, lastGood=5)
         assert store.versions(rev) == [5] and store.version_meta(rev, 5)["n_seen"] == 2000
         learner, meta = store.load(rev, "served")  # what a learner that restarts finds
@@ -75,7 +75,7 @@ def test_a_server_puts_back_the_version_it_serves_when_the_store_is_flushed(
         assert after["model_version"] == 5 and after["predictions"] == before["predictions"]
         # a blob lost on its own (an eviction) while the pointers stay: put back too
         r.delete(s.dp.keys.version(rev, 5))
-        _wait(lambda: r.exists(s.dp.keys.version(rev, 5)) == 1)
+        wait_until(lambda: r.exists(s.dp.keys.version(rev, 5)) == 1)
 
 
 def test_a_pinned_rollback_stays_pinned_when_the_server_puts_it_back(r, redis_server) -> None:
@@ -86,10 +86,10 @@ def test_a_pinned_rollback_stays_pinned_when_the_server_puts_it_back(r, redis_se
         store.publish(rev, v, _trained(seed=v))
     store.set_pointer(rev, "served", 3, pin=True)  # the operator rolled back to v3
     with s.client:
-        _wait(lambda: s.dp.stable is not None and s.dp.stable.version == 3)
-        _wait(lambda: s.dp.versions._pinned.get(rev) is True)
+        wait_until(lambda: s.dp.stable is not None and s.dp.stable.version == 3)
+        wait_until(lambda: s.dp.versions._pinned.get(rev) is True)
         r.delete(s.dp.keys.pointers(rev))  # an eviction of the pointers hash
-        _wait(lambda: store.pointers(rev).served == 3)
+        wait_until(lambda: store.pointers(rev).served == 3)
         assert store.pointers(rev).pinned, "a learner publishing next must not unpin it"
 
 
@@ -102,7 +102,7 @@ def test_a_cold_version_is_not_served_over_a_trained_one_unless_the_operator_pin
     store.publish(rev, 5, _trained())
     caplog.set_level(logging.WARNING, logger="tideline.server")
     with s.client as c:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         store.publish(rev, 6, _cold())  # a learner that lost its state, unpinned
         time.sleep(1.0)  # five polls
         assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 5
@@ -112,12 +112,12 @@ def test_a_cold_version_is_not_served_over_a_trained_one_unless_the_operator_pin
         # and put back for the operator to pin
         r.delete(s.dp.keys.version(rev, 5))
         store.publish(rev, 8, _cold())
-        _wait(lambda: r.exists(s.dp.keys.version(rev, 5)) == 1)
+        wait_until(lambda: r.exists(s.dp.keys.version(rev, 5)) == 1)
         assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 5
         store.publish(rev, 7, _trained(seed=7))  # a version that learned is served as ever
-        _wait(lambda: s.dp.stable is not None and s.dp.stable.version == 7)
+        wait_until(lambda: s.dp.stable is not None and s.dp.stable.version == 7)
         store.set_pointer(rev, "served", 6, pin=True)  # the operator's explicit choice
-        _wait(lambda: s.dp.stable is not None and s.dp.stable.version == 6)
+        wait_until(lambda: s.dp.stable is not None and s.dp.stable.version == 6)
         assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 6
 
 
@@ -125,7 +125,7 @@ def test_a_first_cold_version_is_served_when_nothing_learned_was_held(r, redis_s
     s = Served(redis_server.url, manifest(name="fraud"))
     ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _cold())
     with s.client as c:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 0
 
 
@@ -140,7 +140,7 @@ def test_a_503_storm_with_no_version_loaded_counts_as_errors_and_bad_input_as_re
         assert c.post(PREDICT, content=b'{"instances": [').status_code == 400
         assert c.post("/v1/models/other:predict", json={"instances": ROWS}).status_code == 404
         assert c.post("/v2/models/fraud/infer", content=b"[").status_code == 400
-        _wait(lambda: _tracks(r, s).get("stable", {}).get("refused") == 3, timeout=5)
+        wait_until(lambda: _tracks(r, s).get("stable", {}).get("refused") == 3, timeout=5)
         stable = _tracks(r, s)["stable"]
     assert (stable["requests"], stable["errors"], stable["refused"]) == (20, 20, 3)
 
@@ -154,11 +154,11 @@ def test_a_canary_whose_forwarded_calls_fail_shows_canary_errors(r, redis_server
     r.hset(s.dp.keys.routing, mapping={"stable": s.model.revision, "canary": "other",
                                        "weight": 100, "canaryURL": f"http://127.0.0.1:{closed}"})  # fmt: skip
     with s.client as c:
-        _wait(lambda: s.dp.ready and s.dp.routing.canary_url is not None)
+        wait_until(lambda: s.dp.ready and s.dp.routing.canary_url is not None)
         for _ in range(10):
             resp = c.post(PREDICT, json={"instances": ROWS})
             assert resp.status_code == 200 and resp.json()["tracks"] == ["stable", "stable"]
-        _wait(lambda: _tracks(r, s).get("canary", {}).get("errors") == 10, timeout=5)
+        wait_until(lambda: _tracks(r, s).get("canary", {}).get("errors") == 10, timeout=5)
         tracks = _tracks(r, s)
     assert (tracks["canary"]["requests"], tracks["canary"]["errors"]) == (10, 10)
     assert (tracks["stable"]["requests"], tracks["stable"]["errors"]) == (10, 0)
@@ -244,7 +244,7 @@ def door(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doo
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     try:
-        _wait(lambda: _ready(port) or proc.poll() is not None, timeout=30, step=0.1)
+        wait_until(lambda: _ready(port) or proc.poll() is not None, timeout=30, interval=0.1)
         assert proc.poll() is None, "the server exited"
         yield Door(port, proc)
     finally:
@@ -379,7 +379,7 @@ def test_past_the_concurrency_limit_a_request_gets_503_counted_as_shed(
         return {k: sum(rep["tracks"].get("stable", {}).get(k, 0) for rep in reports)
                 for k in ("shed", "errors")}  # fmt: skip
 
-    _wait(lambda: stable()["shed"] >= 1, timeout=5)
+    wait_until(lambda: stable()["shed"] >= 1, timeout=5)
     assert stable()["errors"] == 0, "an overload is no error of the model version"
     # with the held requests gone (and the idle connections still open), answered again
     idle = [door.connect() for _ in range(3 * LIMITS["max-concurrency"])]

@@ -12,8 +12,8 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, manifest
-from tests.integration.test_server import Served, _log_entries, _wait, listening
+from tests.helpers import FRAUD_FEATURES, manifest, wait_until
+from tests.integration.test_server import Served, _log_entries, listening
 from tideline.algorithms import make_learner
 from tideline.algorithms.base import Learner
 from tideline.contracts import route_hash
@@ -64,7 +64,7 @@ def zoo(r, redis_server) -> Iterator[tuple[Served, Learner]]:
     learner = _trained()
     ModelStore(r, "test", "zoo").publish(s.model.revision, 0, learner)
     with s.client:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         yield s, learner
 
 
@@ -142,7 +142,7 @@ def test_v1_refuses_probabilities_that_are_not_a_boolean(zoo) -> None:
 def test_the_log_keeps_each_row_s_probabilities(zoo, r) -> None:
     s, learner = zoo
     body = s.client.post(PREDICT, json={"instances": ROWS, "probabilities": True}).json()
-    _wait(lambda: len(_log_entries(r, s)) == 1)
+    wait_until(lambda: len(_log_entries(r, s)) == 1)
     [entry] = _log_entries(r, s)
     assert entry["ids"] == body["ids"] and entry["rows"] == ROWS
     assert entry["scores"] == body["probabilities"], "the bytes the answer carried"
@@ -322,7 +322,7 @@ def test_with_no_version_loaded_the_fallback_class_answers(r, redis_server) -> N
         assert out["predict"]["data"] == ["dog", "dog"]
         assert out["probabilities"]["data"] == [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
         assert _head(resp)["parameters"]["fallback"] is True
-        _wait(lambda: len(_log_entries(r, s)) == 2)
+        wait_until(lambda: len(_log_entries(r, s)) == 2)
         for e in _log_entries(r, s):
             assert e["scores"] == [[0.0, 1.0, 0.0]] * 2 and e["meta"].fallback == "no-model"
 
@@ -334,7 +334,7 @@ def test_past_the_timeout_the_fallback_class_answers(r, redis_server) -> None:
     ModelStore(r, "test", "zoo").publish(s.model.revision, 0, _trained(model=model))
     rows, _ = _stream(2000, seed=7)
     with s.client:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         body = s.client.post(PREDICT, json={"instances": rows, "probabilities": True}).json()
         assert body["fallback"] is True and set(body["predictions"]) == {"eel"}
         assert body["probabilities"] == [[0.0, 0.0, 1.0]] * 2000
@@ -355,25 +355,25 @@ def test_a_canary_answers_its_rows_with_its_own_probabilities(r, redis_server) -
     expect = ["canary" if route_hash(row["merchant"]) < 5000 else "stable" for row in rows]
     assert set(expect) == {"stable", "canary"}
     with s.client:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         r.hset(s.dp.keys.routing, mapping={"stable": s.model.revision, "canary": "canaryrev",
                                            "weight": 50})  # fmt: skip
-        _wait(lambda: s.dp.canary is not None and s.dp.routing.weight == 50, timeout=2)
+        wait_until(lambda: s.dp.canary is not None and s.dp.routing.weight == 50, timeout=2)
         body = s.client.post(PREDICT, json={"instances": rows, "probabilities": True}).json()
         assert body["tracks"] == expect
         on = np.array(expect) == "canary"
         want = np.where(on[:, None], _probabilities(canary, rows), _probabilities(stable, rows))
         np.testing.assert_allclose(body["probabilities"], want, rtol=1e-6, atol=1e-7)
         assert body["predictions"] == [CLASSES[i] for i in want.argmax(axis=1).tolist()]
-        _wait(lambda: len(_log_entries(r, s)) == 1)
+        wait_until(lambda: len(_log_entries(r, s)) == 1)
         [e] = _log_entries(r, s)
         assert e["tracks"] == expect and e["scores"] == body["probabilities"]
         # a shadow's probabilities ride in the entry too, a row of k each
         r.hset(s.dp.keys.routing, mapping={"weight": 0, "shadow": 1})
-        _wait(lambda: s.dp.routing.shadow, timeout=2)
+        wait_until(lambda: s.dp.routing.shadow, timeout=2)
         body = s.client.post(PREDICT, json={"instances": rows[:3]}).json()
         assert body["tracks"] == ["stable"] * 3
-        _wait(lambda: len(_log_entries(r, s)) == 2)
+        wait_until(lambda: len(_log_entries(r, s)) == 2)
         revision, version, scores = _log_entries(r, s)[1]["meta"].shadow
         assert (revision, version) == ("canaryrev", 0)
         np.testing.assert_allclose(scores, _probabilities(canary, rows[:3]), rtol=1e-12)

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, learn_until, manifest, push_samples
-from tests.integration.test_server import ROWS, Served, _trained, _wait
+from tests.helpers import FRAUD_FEATURES, learn_until, manifest, push_samples, wait_until
+from tests.integration.test_server import ROWS, Served, _trained
 from tideline import codec, signing
 from tideline.algorithms import make_learner
 from tideline.contracts import AWAIT_START_ENV, Keys, Pointers
@@ -79,14 +79,14 @@ def test_a_server_keeps_its_version_when_a_forged_one_is_served_and_takes_the_ne
     rev = s.model.revision
     store.publish(rev, 1, _trained(seed=1))
     with s.client as c:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         before = c.post(PREDICT, json={"instances": ROWS}).json()
         assert before["model_version"] == 1
         # written by hand: moves the pointers and notifies the servers, as a publish does
         blob, _ = _by(forger, r).publish(rev, 2, _trained(seed=2))
         inner = blob[signing.HEADER_BYTES :] if blob.startswith(signing.MAGIC) else blob
         assert store.pointers(rev).served == 2
-        _wait(lambda: _forged_count(s.dp.metrics.registry) == 1)
+        wait_until(lambda: _forged_count(s.dp.metrics.registry) == 1)
         time.sleep(0.6)  # three polls more
         after = c.post(PREDICT, json={"instances": ROWS}).json()
         assert after["model_version"] == 1 and after["predictions"] == before["predictions"]
@@ -94,7 +94,7 @@ def test_a_server_keeps_its_version_when_a_forged_one_is_served_and_takes_the_ne
         assert inner not in decoded, "nothing of the forged blob was decoded"
         # the learner's next version (signed with the key) is served as ever
         store.publish(rev, 3, _trained(seed=3))
-        _wait(lambda: s.dp.stable is not None and s.dp.stable.version == 3)
+        wait_until(lambda: s.dp.stable is not None and s.dp.stable.version == 3)
         assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 3
 
 
@@ -104,7 +104,7 @@ def test_a_byte_changed_in_a_stored_version_makes_it_refused(r, redis_server) ->
     rev = s.model.revision
     store.publish(rev, 1, _trained(seed=1))
     with s.client as c:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         # (into a pipeline never run: the signed blob the store would write)
         blob, _ = store.publish(rev, 2, _trained(seed=2), pipe=r.pipeline(transaction=True))
         tampered = bytearray(blob)
@@ -113,7 +113,7 @@ def test_a_byte_changed_in_a_stored_version_makes_it_refused(r, redis_server) ->
         store.publish(rev, 2, _trained(seed=2), pipe=pipe)
         pipe.set(store.keys.version(rev, 2), bytes(tampered))
         pipe.execute()
-        _wait(lambda: _forged_count(s.dp.metrics.registry) == 1)
+        wait_until(lambda: _forged_count(s.dp.metrics.registry) == 1)
         assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 1
 
 
@@ -124,9 +124,9 @@ def test_a_server_puts_back_the_signed_bytes_it_holds_after_a_store_reset(r, red
     blob, _ = store.publish(rev, 5, _trained())
     assert blob.startswith(signing.MAGIC)
     with s.client:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         r.flushall()  # Redis restarted empty
-        _wait(lambda: store.pointers(rev).served == 5)
+        wait_until(lambda: store.pointers(rev).served == 5)
         assert r.get(store.keys.version(rev, 5)) == blob, "put back byte for byte"
         learner, meta = store.load(rev, "served")  # and it verifies, for a learner restarting
         assert meta["version"] == 5 and learner.n_seen == 2000
@@ -256,7 +256,7 @@ def test_a_learner_with_the_key_signs_what_it_writes_and_a_server_takes_its_vers
         assert r.get(key).startswith(signing.MAGIC), key
     s = Served(redis_server.url, manifest(name="fraud", learning=LEARNING))
     with s.client as c:
-        _wait(lambda: s.dp.ready)
+        wait_until(lambda: s.dp.ready)
         assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 1
     assert Pointers.from_hash(r.hgetall(k.pointers(p.revision))).served == 1
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import redis
 
-from tests.helpers import FRAUD_FEATURES, learn_until, manifest, push_samples
+from tests.helpers import FRAUD_FEATURES, learn_until, manifest, push_samples, wait_until
 from tideline.algorithms import make_learner
 from tideline.contracts import AWAIT_START_ENV, Keys, Pointers, StartWord
 from tideline.demo.embedded import EmbeddedRedis
@@ -38,13 +38,6 @@ def _learner(client: redis.Redis, **spec: object) -> LearnerProcess:
 def _samples(n: int, seed: int) -> tuple[list[dict], np.ndarray]:
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=seed).take(n)
     return rows, y
-
-
-def _until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @contextmanager
@@ -91,13 +84,17 @@ def test_a_learner_alive_through_a_store_reset_puts_its_versions_back_and_number
         rows, y = _samples(3000, seed=0)
         with _running(p) as thread:
             push_samples(r, p.keys.samples, rows[:2000], y[:2000])
-            _until(_checkpointed(r, p, 2000), "2,000 samples checkpointed")
+            wait_until(
+                _checkpointed(r, p, 2000), timeout=30.0, message="2,000 samples checkpointed"
+            )
             before = p.store.pointers(p.revision)
             assert before.served is not None and before.served >= 3
             served_blob = r.get(p.keys.version(p.revision, before.served))
             # the operator proves the served version: the learner keeps a copy as lastGood
             r.hset(p.keys.pointers(p.revision), "lastGood", before.served)
-            _until(lambda: p._pointers.lastGood == before.served, "lastGood read")
+            wait_until(
+                lambda: p._pointers.lastGood == before.served, timeout=30.0, message="lastGood read"
+            )
             if fault == "flushall":
                 r.flushall()
             else:
@@ -106,9 +103,12 @@ def test_a_learner_alive_through_a_store_reset_puts_its_versions_back_and_number
                 server.start()
                 r = server.client()
             push_samples(r, p.keys.samples, rows[2000:], y[2000:])
-            _until(lambda: p.counters["samples"] == 3000, "the samples after the reset learned")
-            _until(lambda: (p.store.pointers(p.revision).latest or 0) > before.latest + 1,
-                   "two versions after the reset")  # fmt: skip
+            wait_until(
+                lambda: p.counters["samples"] == 3000,
+                timeout=30.0,
+                message="the samples after the reset learned",
+            )
+            wait_until(lambda: (p.store.pointers(p.revision).latest or 0) > before.latest + 1, timeout=30.0, message="two versions after the reset")  # fmt: skip
             assert thread.is_alive()
         status = _status(r, p)
         assert "storeResetAt" in status
@@ -237,7 +237,7 @@ def test_consumer_groups_deleted_under_traffic_are_made_again_and_nothing_is_los
             if i in (1000, 3000):
                 for stream in (p.keys.samples, p.keys.feedback):
                     r.xgroup_destroy(stream, p.group)
-        _until(_checkpointed(r, p, 6000), "6,000 samples checkpointed")
+        wait_until(_checkpointed(r, p, 6000), timeout=30.0, message="6,000 samples checkpointed")
     assert p.counters["samples"] == 6000 and p.counters["label_sum"] == y.sum()
     assert "storeResetAt" not in _status(r, p)  # the groups alone: nothing to put back
 
@@ -255,23 +255,29 @@ def test_an_out_of_memory_store_is_waited_out_and_nothing_is_lost_or_learned_twi
         control = p.keys.control(p.revision)
         with _running(p) as thread:
             push_samples(r, p.keys.samples, rows[:500], y[:500])
-            _until(_checkpointed(r, p, 500), "500 samples checkpointed")
+            wait_until(_checkpointed(r, p, 500), timeout=30.0, message="500 samples checkpointed")
             r.hset(control, "paused", "1")
-            _until(lambda: p.paused, "the learner paused")
+            wait_until(lambda: p.paused, timeout=30.0, message="the learner paused")
             push_samples(r, p.keys.samples, rows[500:1200], y[500:1200])
             r.config_set("maxmemory", "1")  # full: every write refused
             try:
                 r.hdel(control, "paused")  # (a delete frees memory: taken when full)
-                _until(lambda: p.counters["samples"] == 1200, "learned in memory")
+                wait_until(
+                    lambda: p.counters["samples"] == 1200, timeout=30.0, message="learned in memory"
+                )
                 time.sleep(1.0)  # checkpoints refused meanwhile
                 assert thread.is_alive()
                 assert _status(r, p)["samples"] == "500"  # no checkpoint landed...
                 assert r.xpending(p.keys.samples, p.group)["pending"] == 700  # ...nor an ack
             finally:
                 r.config_set("maxmemory", "0")
-            _until(_checkpointed(r, p, 1200), "1,200 samples checkpointed once Redis takes writes")
+            wait_until(
+                _checkpointed(r, p, 1200),
+                timeout=30.0,
+                message="1,200 samples checkpointed once Redis takes writes",
+            )
             push_samples(r, p.keys.samples, rows[1200:], y[1200:])
-            _until(_checkpointed(r, p, 1500), "all 1,500 checkpointed")
+            wait_until(_checkpointed(r, p, 1500), timeout=30.0, message="all 1,500 checkpointed")
         assert p.counters["label_sum"] == y.sum()
         # the version due while Redis was full (at 1,000) was published once it took writes,
         # under its number: no gap
@@ -290,13 +296,17 @@ def test_a_learner_resumes_with_its_versions_after_an_aof_store_restarts() -> No
         rows, y = _samples(1800, seed=7)
         with _running(p) as thread:
             push_samples(r, p.keys.samples, rows[:1200], y[:1200])
-            _until(_checkpointed(r, p, 1200), "1,200 samples checkpointed")
+            wait_until(
+                _checkpointed(r, p, 1200), timeout=30.0, message="1,200 samples checkpointed"
+            )
             before = p.store.pointers(p.revision)
             versions = p.store.versions(p.revision)
             server.restart()  # the same port and directory: back from its AOF
             r = server.client()
             push_samples(r, p.keys.samples, rows[1200:], y[1200:])
-            _until(_checkpointed(r, p, 1800), "1,800 samples checkpointed")
+            wait_until(
+                _checkpointed(r, p, 1800), timeout=30.0, message="1,800 samples checkpointed"
+            )
             assert thread.is_alive()
         assert "storeResetAt" not in _status(r, p)  # nothing was lost: nothing put back
         assert p.store.versions(p.revision) == [*versions, before.latest + 1]

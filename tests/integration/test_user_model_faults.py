@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, manifest
-from tests.integration.test_server import Served, _log_entries, _wait
+from tests.helpers import FRAUD_FEATURES, manifest, wait_until
+from tests.integration.test_server import Served, _log_entries
 from tests.models import teams
 from tideline import signing
 from tideline.algorithms import make_learner
@@ -93,9 +93,9 @@ def serve(r, redis_server) -> Iterator[Any]:
             store.set_pointer(s.model.revision, "lastGood", last_good)
         s.client.__enter__()
         started.append(s)
-        _wait(lambda: s.dp.ready and s.dp.guarded)
+        wait_until(lambda: s.dp.ready and s.dp.guarded)
         if last_good is not None:
-            _wait(lambda: s.dp.last_good is not None and s.dp.last_good.version == last_good)
+            wait_until(lambda: s.dp.last_good is not None and s.dp.last_good.version == last_good)
         return s
 
     yield start
@@ -138,7 +138,7 @@ def test_a_model_that_fails_answers_the_fixed_fallback_flagged_counted_and_logge
     lines = [m for m in caplog.messages if "failed (model-error)" in m]
     assert len(lines) == 1 and error in lines[0] and "Traceback" not in lines[0]
     # and the prediction log says the fallback answered, and why
-    _wait(lambda: len(_log_entries(r, s)) == 2)
+    wait_until(lambda: len(_log_entries(r, s)) == 2)
     assert [e["meta"].fallback for e in _log_entries(r, s)] == ["model-error"] * 2
     assert all(e["scores"] == [0.25] * len(rows) for e in _log_entries(r, s))
     if cls == "Faulty":  # the rows it can score, it scores
@@ -214,8 +214,7 @@ def test_past_the_timeout_the_fallback_answers_in_time_and_the_server_goes_on(se
     # (a timeout is counted as a fallback, not as the version's error: load can cause it)
     assert (s.dp.stats["stable"].fallbacks, s.dp.stats["stable"].errors) == (2, 0)
     # once the call is over, the model answers again
-    _wait(lambda: not s.client.post(PREDICT, json={"instances": [FINE]}).json()["fallback"],
-          timeout=3)  # fmt: skip
+    wait_until(lambda: not s.client.post(PREDICT, json={"instances": [FINE]}).json()["fallback"], timeout=3)  # fmt: skip
 
 
 def test_a_replaced_version_s_thread_ends_and_the_new_one_answers_in_its_own(serve, r) -> None:
@@ -226,8 +225,8 @@ def test_a_replaced_version_s_thread_ends_and_the_new_one_answers_in_its_own(ser
     names = lambda: {t.name for t in threading.enumerate()}  # noqa: E731
     assert f"tideline-model-{rev}-v1" in names()
     ModelStore(r, "test", "fraud").publish(rev, 2, _taught(model, seed=2))
-    _wait(lambda: s.dp.stable.version == 2)
-    _wait(lambda: f"tideline-model-{rev}-v1" not in names())
+    wait_until(lambda: s.dp.stable.version == 2)
+    wait_until(lambda: f"tideline-model-{rev}-v1" not in names())
     assert s.client.post(PREDICT, json={"instances": [FINE]}).json()["model_version"] == 2
     assert f"tideline-model-{rev}-v2" in names()
 
@@ -237,7 +236,7 @@ def _canary(s: Served, r, model: dict[str, Any], weight: int, shadow: bool = Fal
     ModelStore(r, "test", "fraud").publish("canaryrev", 0, _taught(model, seed=3))
     r.hset(s.dp.keys.routing, mapping={"stable": s.model.revision, "canary": "canaryrev",
                                        "weight": weight, "shadow": int(shadow)})  # fmt: skip
-    _wait(lambda: s.dp.canary is not None and s.dp.routing.weight == weight, timeout=2)
+    wait_until(lambda: s.dp.canary is not None and s.dp.routing.weight == weight, timeout=2)
 
 
 def test_a_canary_that_fails_leaves_its_rows_to_the_stable_and_counts_an_error(serve, r) -> None:
@@ -263,7 +262,7 @@ def test_a_shadow_that_fails_is_just_not_scored(serve, r) -> None:
     for row in (FINE, RAISES):
         body = s.client.post(PREDICT, json={"instances": [row]}).json()
         assert body["tracks"] == ["stable"] and body["fallback"] is False
-    _wait(lambda: len(_log_entries(r, s)) == 2)
+    wait_until(lambda: len(_log_entries(r, s)) == 2)
     shadows = [e["meta"].shadow for e in _log_entries(r, s)]
     assert shadows[0] is not None and shadows[0][:2] == ("canaryrev", 0) and shadows[1] is None
     assert _errors(s, "shadow", "model-error") == 1
