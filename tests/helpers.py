@@ -99,10 +99,42 @@ class LoggedRequest:
         return self.answered(pipe, keys)
 
 
+def comparison(difference: float, half: float = 0.01, samples: int = 2000):  # type: ignore[no-untyped-def]
+    """A paired comparison (:class:`tideline.health.Comparison`), a candidate's quality minus
+    another's on the same ``samples``: the difference and its interval's half-width."""
+    from tideline import health as h
+
+    return h.Comparison(samples=samples, difference=difference, lower=difference - half,
+                        upper=difference + half)  # fmt: skip
+
+
+def health_at(now: float, *, stable: dict | None = None, canary: dict | None = None,
+           versions: dict | None = None, candidates: dict | None = None, window: int = 2000,
+           pin=None, concept=None):  # type: ignore[no-untyped-def]  # fmt: skip
+    """A monitor's health summary (:class:`tideline.health.Health`) at ``now``, for playing
+    the monitor: the ``stable`` track and, if given, the ``canary`` (TrackHealth fields),
+    ``versions`` ("revision:version" -> VersionHealth fields), the quality evidence
+    (``candidates``: role -> Candidate, on a common ``window``; a rollback's ``pin``
+    evidence) and a ``concept`` drift."""
+    from tideline import health as h
+
+    tracks = {"stable": h.TrackHealth(**(stable or {}))}
+    if canary is not None:
+        tracks["canary"] = h.TrackHealth(**canary)
+    quality = h.Quality(window=window, candidates=candidates, pin=pin) if candidates else None
+    return h.Health(
+        ts=now,
+        tracks=tracks,
+        versions={k: h.VersionHealth(**v) for k, v in (versions or {}).items()},
+        drift=h.Drift(concept=concept) if concept is not None else h.Drift(),
+        quality=quality,
+    )
+
+
 def health_summary(now: float, *, stable: dict | None = None, canary: dict | None = None,
                    versions: dict | None = None, quality: dict | None = None,
                    served_labelled: int = 5000) -> bytes:  # fmt: skip
-    """A monitor health summary with the given tracks and evidence, for playing the monitor.
+    """A :func:`health_at` summary as the monitor writes it to Redis, its candidates in short.
 
     ``quality``: role -> ``(revision, version)`` for ``served``, and
     ``(revision, version, difference, half_width, samples)`` for the others:
@@ -110,25 +142,16 @@ def health_summary(now: float, *, stable: dict | None = None, canary: dict | Non
     """
     from tideline import health as h
 
-    tracks = {"stable": h.TrackHealth(**(stable or {}))}
-    if canary is not None:
-        tracks["canary"] = h.TrackHealth(**canary)
-    candidates = {}
-    for role, t in (quality or {}).items():
-        vs = None
-        if len(t) == 5:
-            vs = h.Comparison(samples=t[4], difference=t[2], lower=t[2] - t[3], upper=t[2] + t[3])
-        candidates[role] = h.Candidate(
-            revision=t[0], version=t[1], samples=2000, vs_served=vs,
+    candidates = {
+        role: h.Candidate(
+            revision=t[0], version=t[1], samples=2000,
+            vs_served=comparison(t[2], t[3], t[4]) if len(t) == 5 else None,
             served_labelled=served_labelled if role == "served" else 0,
-        )  # fmt: skip
-    return h.encode(
-        h.Health(
-            ts=now,
-            tracks=tracks,
-            versions={k: h.VersionHealth(**v) for k, v in (versions or {}).items()},
-            quality=h.Quality(window=2000, candidates=candidates) if candidates else None,
         )
+        for role, t in (quality or {}).items()
+    }  # fmt: skip
+    return h.encode(
+        health_at(now, stable=stable, canary=canary, versions=versions, candidates=candidates)
     )
 
 

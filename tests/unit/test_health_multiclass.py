@@ -7,7 +7,7 @@ import msgspec
 import orjson
 import pytest
 
-from tests.helpers import manifest
+from tests.helpers import comparison, health_at, manifest
 from tideline import health as h
 from tideline.spec import parse
 from tideline_operator.rollout import Observed, RollbackTo, RolloutStatus, analyze, decide
@@ -27,19 +27,12 @@ def _spec(task: str):
         "analysis": {"interval": "10s", "minSamples": 500, "maxAccuracyDrop": 0.01}})).spec  # fmt: skip
 
 
-def _vs(difference: float, half: float = 0.01, samples: int = 2000) -> h.Comparison:
-    return h.Comparison(samples=samples, difference=difference, lower=difference - half,
-                        upper=difference + half)  # fmt: skip
-
-
 def _health(now: float, quality: dict[str, h.Candidate], pin: h.PinEvidence | None = None,
             canary: bool = False) -> h.Health:  # fmt: skip
-    tracks = {"stable": h.TrackHealth(accuracy=0.9, labelled=5000, window=2000,
-                                      recall={"cat": 0.95, "dog": 0.9, "fox": 0.8})}  # fmt: skip
-    if canary:
-        tracks["canary"] = h.TrackHealth(accuracy=0.7, labelled=3000, window=2000)
-    return h.Health(ts=now, tracks=tracks, quality=h.Quality(window=2000, candidates=quality,
-                                                             pin=pin))  # fmt: skip
+    stable = {"accuracy": 0.9, "labelled": 5000, "window": 2000,
+              "recall": {"cat": 0.95, "dog": 0.9, "fox": 0.8}}  # fmt: skip
+    canary_track = {"accuracy": 0.7, "labelled": 3000, "window": 2000} if canary else None
+    return health_at(now, stable=stable, canary=canary_track, candidates=quality, pin=pin)
 
 
 def test_the_classes_recall_travels_by_name_and_a_binary_summary_has_none() -> None:
@@ -76,8 +69,8 @@ def test_the_unpin_reads_a_multiclass_error_in_accuracy_points_as_binary_s(task,
     status, got = dict(_PINNED), False
     pin = h.PinEvidence(at=50.0, version=6, samples=2000, error_before=0.10, error_since=0.12)
     for now in (100.0, 110.0, 120.0):
-        latest = h.Candidate(revision="old", version=9, samples=2000, vs_served=_vs(0.0),
-                             since_pin=_vs(-0.002, half=0.005))  # fmt: skip
+        latest = h.Candidate(revision="old", version=9, samples=2000, vs_served=comparison(0.0),
+                             since_pin=comparison(-0.002, half=0.005))  # fmt: skip
         served = h.Candidate(revision="old", version=6, samples=2000, served_labelled=5000)
         health = _health(now, {"served": served, "latest": latest}, pin=pin)
         status, actions = _decide(task, status, Observed(revision="old", served=6, last_good=6,
@@ -91,7 +84,9 @@ def test_a_proven_version_surely_better_rolls_back_a_multiclass_model_in_accurac
     task,
 ) -> None:
     served = h.Candidate(revision="old", version=7, samples=2000, served_labelled=5000)
-    good = h.Candidate(revision="old", version=6, samples=2000, vs_served=_vs(0.2, half=0.03))
+    good = h.Candidate(
+        revision="old", version=6, samples=2000, vs_served=comparison(0.2, half=0.03)
+    )
     health = _health(100.0, {"served": served, "lastGood": good})
     _, actions = _decide(task, {"stableRevision": "old"},
                          Observed(revision="old", served=7, last_good=6), health, 100.0)  # fmt: skip
@@ -101,7 +96,7 @@ def test_a_proven_version_surely_better_rolls_back_a_multiclass_model_in_accurac
 
 @pytest.mark.parametrize("task", ["multiclass", "binary"])
 def test_a_multiclass_canary_surely_worse_fails_its_analysis_on_accuracy(task) -> None:
-    canary = h.Candidate(revision="new", version=2, samples=2000, vs_served=_vs(-0.1))
+    canary = h.Candidate(revision="new", version=2, samples=2000, vs_served=comparison(-0.1))
     served = h.Candidate(revision="old", version=7, samples=2000, served_labelled=5000)
     result = analyze(_spec(task), _health(100.0, {"served": served, "canary": canary},
                                           canary=True), now=100.0)  # fmt: skip

@@ -16,7 +16,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import manifest
+from tests.helpers import comparison, health_at, manifest
 from tideline import health as h
 from tideline.spec import SpecError, parse
 from tideline_operator.rollout import (
@@ -129,15 +129,14 @@ def _health(now: float, d: dict[str, Any]) -> h.Health | None:
             diff, half = d[f"diff_{role}"], d[f"half_{role}"]
             cands[role] = h.Candidate(
                 revision=d["rev"] if version is not None else None, version=version,
-                vs_served=h.Comparison(samples=d["samples"], difference=diff, lower=diff - half, upper=diff + half),
+                vs_served=comparison(diff, half, d["samples"]),
             )  # fmt: skip
     concept = h.ConceptDrift(
         detected=d["concept"], last=h.ConceptEvent(ts=d["concept_ts"], method="adwin", version=d["served"])
         if d["concept"] else None,
     )  # fmt: skip
-    return h.Health(ts=now - d["age"], tracks={"stable": h.TrackHealth(error_rate=d["err"], requests=1000),
-                                               "canary": h.TrackHealth(p95_latency=d["p95"])},
-                    drift=h.Drift(concept=concept), quality=h.Quality(candidates=cands))  # fmt: skip
+    return health_at(now - d["age"], stable={"error_rate": d["err"], "requests": 1000},
+                  canary={"p95_latency": d["p95"]}, candidates=cands, window=0, concept=concept)  # fmt: skip
 
 
 diffs = st.floats(-1, 1)

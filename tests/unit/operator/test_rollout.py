@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.helpers import manifest
+from tests.helpers import comparison, health_at, manifest
 from tideline import health as h
 from tideline.contracts import MAX_FAULT_MESSAGE, ModelFault, StartWord
 from tideline.memory import MemoryUse
@@ -69,12 +69,6 @@ def _spec(**rollout):
     return parse(doc).spec
 
 
-def _vs(difference, half=0.01, samples=2000):
-    """A paired comparison with served: the difference and its interval's half-width."""
-    return h.Comparison(samples=samples, difference=difference, lower=difference - half,
-                        upper=difference + half)  # fmt: skip
-
-
 def _health(now, canary_track=None, stable=None, concept=None, served=("old", 7), served_labelled=5000,
             **versus):  # fmt: skip
     """A health summary. ``versus``: role -> (version, Comparison with served) for the
@@ -85,17 +79,9 @@ def _health(now, canary_track=None, stable=None, concept=None, served=("old", 7)
         rev = "new" if role == "canary" else served[0]
         candidates[role] = h.Candidate(revision=rev if version is not None else None,
                                        version=version, samples=2000, vs_served=vs)  # fmt: skip
-    return h.Health(
-        ts=now,
-        tracks={
-            "stable": h.TrackHealth(
-                **(stable or {"accuracy": 0.90, "labelled": 5000, "window": 2000})
-            ),
-            **({"canary": h.TrackHealth(**canary_track)} if canary_track else {}),
-        },  # fmt: skip
-        drift=h.Drift(concept=concept or h.ConceptDrift()),
-        quality=h.Quality(window=2000, candidates=candidates),
-    )
+    stable = stable or {"accuracy": 0.90, "labelled": 5000, "window": 2000}
+    return health_at(now, stable=stable, canary=canary_track or None, candidates=candidates,
+                     concept=concept)  # fmt: skip
 
 
 def _kinds(decision):
@@ -138,7 +124,7 @@ def test_the_pause_holds_the_weight_until_its_time_is_up() -> None:
 
 def test_waits_when_the_canary_has_fewer_than_min_samples_common_labels() -> None:
     st = _canary_status(step=3, weight=50)
-    health = _health(200.0, canary=(2, _vs(-0.5, half=0.1, samples=100)))
+    health = _health(200.0, canary=(2, comparison(-0.5, half=0.1, samples=100)))
     d = decide(_spec(), st, Observed(revision="new"), health, now=200.0)
     assert d.status["currentStep"] == 3 and d.status["analysis"]["outcome"] == "inconclusive"
     assert d.status["analysisFailures"] == 0 and "100 of 500" in d.status["analysis"]["message"]
@@ -146,7 +132,7 @@ def test_waits_when_the_canary_has_fewer_than_min_samples_common_labels() -> Non
 
 def test_a_passing_analysis_step_moves_on_and_the_last_step_promotes() -> None:
     st = _canary_status(step=3, weight=50)
-    health = _health(200.0, canary=(2, _vs(0.005)))
+    health = _health(200.0, canary=(2, comparison(0.005)))
     d = decide(_spec(), st, Observed(revision="new"), health, now=200.0)
     assert d.status["stableRevision"] == "new" and d.status.get("canaryRevision") is None
     assert "promote" in _kinds(d)
@@ -157,7 +143,7 @@ def test_aborts_when_the_canary_is_significantly_3_points_worse_for_failure_limi
     None
 ):
     st = _canary_status(step=3, weight=50)
-    bad = (2, _vs(-0.03))  # [-0.04, -0.02]: surely more than maxAccuracyDrop (0.01) worse
+    bad = (2, comparison(-0.03))  # [-0.04, -0.02]: surely more than maxAccuracyDrop (0.01) worse
     d = decide(_spec(), st, Observed(revision="new"), _health(200.0, canary=bad), now=200.0)
     assert d.status["analysisFailures"] == 1 and not d.status.get("aborted")
     d = decide(_spec(), d.status, Observed(revision="new"), _health(205.0, canary=bad), now=205.0)
@@ -176,9 +162,9 @@ def test_aborts_when_the_canary_is_significantly_3_points_worse_for_failure_limi
 @pytest.mark.parametrize(
     ("vs", "outcome"),
     [
-        (_vs(-0.02, half=0.03), "pass"),
-        (_vs(-0.015, half=0.004), "fail"),
-        (_vs(0.02, half=0.01), "pass"),
+        (comparison(-0.02, half=0.03), "pass"),
+        (comparison(-0.015, half=0.004), "fail"),
+        (comparison(0.02, half=0.01), "pass"),
     ],
     ids=[
         "a canary 2 points worse on noisy evidence passes: two slices' noise is no failure",
@@ -202,7 +188,7 @@ def test_the_canary_is_judged_on_the_paired_comparison_not_a_raw_difference(vs, 
     ],
 )
 def test_analysis_fails_on_the_metric_that_broke(canary, metric) -> None:
-    health = _health(100.0, canary=(2, _vs(0.0)))
+    health = _health(100.0, canary=(2, comparison(0.0)))
     health.tracks["canary"] = h.TrackHealth(**canary)
     assert analyze(_spec(), health, now=100.0).metric == metric
 
@@ -249,7 +235,7 @@ def test_stable_s_error_rate_rolls_back_only_on_enough_answers(stable, rolled_ba
 
 
 def test_a_stale_health_summary_is_inconclusive_not_a_failure() -> None:
-    res = analyze(_spec(), _health(100.0, canary=(2, _vs(-0.5))), now=200.0)
+    res = analyze(_spec(), _health(100.0, canary=(2, comparison(-0.5))), now=200.0)
     assert res.outcome == "inconclusive"
 
 
@@ -282,7 +268,7 @@ def test_guardrail_rolls_back_when_last_good_is_surely_better_by_more_than_max_a
     None
 ):
     st = {"stableRevision": "old"}
-    health = _health(100.0, lastGood=(6, _vs(0.20, half=0.03)))
+    health = _health(100.0, lastGood=(6, comparison(0.20, half=0.03)))
     d = decide(_spec(), st, Observed(revision="old", served=7, last_good=6), health, now=100.0)
     (rb,) = _actions(d, RollbackTo)
     assert rb.pin.from_ == 7 and rb.to == 6 and "lastGood v6 beats served v7" in rb.pin.reason
@@ -297,9 +283,9 @@ def test_guardrail_rolls_back_when_last_good_is_surely_better_by_more_than_max_a
 @pytest.mark.parametrize(
     ("fair", "whole", "rolled_back"),
     [
-        (_vs(0.0, half=1.0, samples=0), _vs(0.20, half=0.03), True),
-        (_vs(0.20, half=0.03), _vs(0.0, half=0.02), True),
-        (_vs(0.0, half=0.02), _vs(0.005, half=0.02), False),
+        (comparison(0.0, half=1.0, samples=0), comparison(0.20, half=0.03), True),
+        (comparison(0.20, half=0.03), comparison(0.0, half=0.02), True),
+        (comparison(0.0, half=0.02), comparison(0.005, half=0.02), False),
     ],
     ids=[
         "a version just served has no label it has not learned: its whole window decides",
@@ -318,9 +304,9 @@ def test_a_rollback_reads_served_on_its_training_data_too(fair, whole, rolled_ba
 @pytest.mark.parametrize(
     ("vs", "quality"),
     [
-        (_vs(0.04, half=0.01), ("False", "WorseThanLastGood")),
-        (_vs(0.08, half=0.1), ("True", "OK")),
-        (_vs(-0.02, half=0.01), ("True", "OK")),
+        (comparison(0.04, half=0.01), ("False", "WorseThanLastGood")),
+        (comparison(0.08, half=0.1), ("True", "OK")),
+        (comparison(-0.02, half=0.01), ("True", "OK")),
     ],
     ids=[
         "lastGood surely better, but by less than maxAccuracyDrop: no rollback, quality says so",
@@ -342,7 +328,7 @@ def test_a_cold_model_never_rolls_back_to_v0_and_says_it_has_no_proven_version()
     # pointers as a cold model's publish leaves them: served and latest, no lastGood
     health = _health(
         100.0,
-        constant=(None, _vs(0.1)),
+        constant=(None, comparison(0.1)),
         stable={"accuracy": 0.4, "error_rate": 0.5, "requests": 1000},
     )
     d = decide(_spec(), {"stableRevision": "old"}, Observed(revision="old", served=3, latest=3),
@@ -355,13 +341,13 @@ def test_a_cold_model_never_rolls_back_to_v0_and_says_it_has_no_proven_version()
 @pytest.mark.parametrize(
     ("served", "labelled", "versus", "proven"),
     [
-        (7, 5000, {"lastGood": (5, _vs(-0.01, half=0.02))}, 7),
-        (7, 300, {"lastGood": (5, _vs(-0.01, half=0.02))}, None),
-        (7, 5000, {"lastGood": (5, _vs(0.03, half=0.01))}, None),
-        (3, 5000, {"constant": (None, _vs(-0.2, half=0.02))}, 3),
-        (3, 5000, {"constant": (None, _vs(-0.01, half=0.02))}, None),
-        (0, 5000, {"constant": (None, _vs(-0.2, half=0.02))}, None),
-        (0, 5000, {"constant": (None, _vs(-0.2, half=0.02)), "baseline": (0, None)}, 0),
+        (7, 5000, {"lastGood": (5, comparison(-0.01, half=0.02))}, 7),
+        (7, 300, {"lastGood": (5, comparison(-0.01, half=0.02))}, None),
+        (7, 5000, {"lastGood": (5, comparison(0.03, half=0.01))}, None),
+        (3, 5000, {"constant": (None, comparison(-0.2, half=0.02))}, 3),
+        (3, 5000, {"constant": (None, comparison(-0.01, half=0.02))}, None),
+        (0, 5000, {"constant": (None, comparison(-0.2, half=0.02))}, None),
+        (0, 5000, {"constant": (None, comparison(-0.2, half=0.02)), "baseline": (0, None)}, 0),
     ],
     ids=[
         "served on 5000 labels and not worse than lastGood: proven",
@@ -390,25 +376,25 @@ def _with_recent(health, version, labelled, status_pinned=False, **versus):
     labels of its own answers, compared with other roles (``versus``: role -> Comparison)."""
     health.quality.candidates["recent"] = h.Candidate(
         revision="old", version=version, samples=2000, served_labelled=labelled, versus=versus,
-        vs_served=_vs(0.0))  # fmt: skip
+        vs_served=comparison(0.0))  # fmt: skip
     return health
 
 
 @pytest.mark.parametrize(
     ("status", "served", "recent", "last_good", "proven"),
     [
-        ({}, (12, 100), (10, 600, {"lastGood": _vs(-0.01, half=0.02)}), 6, 10),
-        ({}, (12, 100), (10, 600, {"lastGood": _vs(-0.05, half=0.02)}), 6, None),
-        ({}, (12, 100), (10, 300, {"lastGood": _vs(0.0, half=0.02)}), 6, None),
-        ({}, (12, 100), (5, 600, {"lastGood": _vs(0.0, half=0.02)}), 6, None),
-        ({}, (12, 100), (10, 600, {"lastGood": _vs(0.0, half=0.02, samples=300)}), 6, None),
-        ({}, (12, 5000), (10, 600, {"lastGood": _vs(0.0, half=0.02)}), 6, 12),
-        ({}, (12, 100), (10, 600, {"constant": _vs(0.2, half=0.02)}), None, 10),
-        ({}, (12, 100), (10, 600, {"constant": _vs(0.01, half=0.02)}), None, None),
-        ({}, (3, 100), (0, 600, {"constant": _vs(0.2, half=0.02)}), None, None),
+        ({}, (12, 100), (10, 600, {"lastGood": comparison(-0.01, half=0.02)}), 6, 10),
+        ({}, (12, 100), (10, 600, {"lastGood": comparison(-0.05, half=0.02)}), 6, None),
+        ({}, (12, 100), (10, 300, {"lastGood": comparison(0.0, half=0.02)}), 6, None),
+        ({}, (12, 100), (5, 600, {"lastGood": comparison(0.0, half=0.02)}), 6, None),
+        ({}, (12, 100), (10, 600, {"lastGood": comparison(0.0, half=0.02, samples=300)}), 6, None),
+        ({}, (12, 5000), (10, 600, {"lastGood": comparison(0.0, half=0.02)}), 6, 12),
+        ({}, (12, 100), (10, 600, {"constant": comparison(0.2, half=0.02)}), None, 10),
+        ({}, (12, 100), (10, 600, {"constant": comparison(0.01, half=0.02)}), None, None),
+        ({}, (3, 100), (0, 600, {"constant": comparison(0.2, half=0.02)}), None, None),
         ({"lastRollback": {"at": 50.0, "from": 8, "to": 6, "latest": 8}}, (12, 100),
-         (7, 600, {"lastGood": _vs(0.0, half=0.02)}), 6, None),
-        ({"pinned": True}, (6, 100), (10, 600, {"lastGood": _vs(0.0, half=0.02)}), 6, None),
+         (7, 600, {"lastGood": comparison(0.0, half=0.02)}), 6, None),
+        ({"pinned": True}, (6, 100), (10, 600, {"lastGood": comparison(0.0, half=0.02)}), 6, None),
     ],
     ids=[
         "a version replaced before its labels came, served on minSamples of them and not worse "
@@ -430,9 +416,9 @@ def test_a_replaced_version_is_proven_on_the_labels_of_its_own_answers(
     status, served, recent, last_good, proven
 ) -> None:
     version, labelled, versus = recent
-    extra = {"lastGood": (last_good, _vs(0.0, half=0.02))} if last_good is not None else {}
+    extra = {"lastGood": (last_good, comparison(0.0, half=0.02))} if last_good is not None else {}
     if "constant" in versus:
-        extra["constant"] = (None, _vs(-0.2, half=0.02))
+        extra["constant"] = (None, comparison(-0.2, half=0.02))
     health = _health(100.0, served=("old", served[0]), served_labelled=served[1], **extra)
     _with_recent(health, version, labelled, **versus)
     st = {"stableRevision": "old", **status}
@@ -464,7 +450,7 @@ def test_concept_drift_policy_reacts_once_per_episode_and_never_rolls_back_alone
 ) -> None:
     spec = parse(manifest(guardrails={"onConceptDrift": policy})).spec
     # every version is as wrong as the next: lastGood is no better on the same samples
-    health = _health(100.0, concept=_concept(), lastGood=(6, _vs(0.0, half=0.02)))
+    health = _health(100.0, concept=_concept(), lastGood=(6, comparison(0.0, half=0.02)))
     obs = Observed(revision="old", served=7, last_good=6)
     d = decide(spec, {"stableRevision": "old"}, obs, health, now=100.0)
     kinds = _kinds(d)
@@ -478,14 +464,18 @@ def test_concept_drift_policy_reacts_once_per_episode_and_never_rolls_back_alone
     drifting = next(c for c in d.status["conditions"] if c["type"] == "Drifting")
     assert drifting["status"] == "True"
     again = decide(
-        spec, d.status, obs, _health(101.0, concept=_concept(), lastGood=(6, _vs(0.0))), now=101.0
+        spec,
+        d.status,
+        obs,
+        _health(101.0, concept=_concept(), lastGood=(6, comparison(0.0))),
+        now=101.0,
     )
     assert "adapt" not in _kinds(again) and "event" not in _kinds(again)
 
 
 def test_under_on_concept_drift_rollback_any_sure_gain_of_a_proven_version_rolls_back() -> None:
     spec = parse(manifest(guardrails={"onConceptDrift": "rollback"})).spec
-    health = _health(100.0, concept=_concept(), lastGood=(6, _vs(0.02, half=0.01)))
+    health = _health(100.0, concept=_concept(), lastGood=(6, comparison(0.02, half=0.01)))
     d = decide(spec, {"stableRevision": "old"}, Observed(revision="old", served=7, last_good=6),
                health, now=100.0)  # fmt: skip
     assert [a.to for a in _actions(d, RollbackTo)] == [6]
@@ -497,17 +487,17 @@ def test_under_on_concept_drift_rollback_any_sure_gain_of_a_proven_version_rolls
 
 _PIN_STATUS = {"stableRevision": "old", "pinned": True, "servedVersion": 6, "lastGoodVersion": 6,
                "lastRollback": {"at": 50.0, "from": 8, "to": 6, "latest": 8}}  # fmt: skip
-_GOOD = (_vs(-0.005, half=0.01), h.PinEvidence(at=50.0, version=6, samples=2000,
+_GOOD = (comparison(-0.005, half=0.01), h.PinEvidence(at=50.0, version=6, samples=2000,
                                                error_before=0.10, error_since=0.11))  # fmt: skip
 
 
-_FEW = _vs(-0.005, half=0.01, samples=300)  # (a new version's few labels it has not learned)
+_FEW = comparison(-0.005, half=0.01, samples=300)  # (a new version's few labels it has not learned)
 
 
 def _pinned_health(now, since_pin, pin, vs_served=None):
     """A summary while v6 is pinned: v9, learned since, against it on the labels since the
     pin (``since_pin``), and how those labels agree with v6 (``pin``)."""
-    health = _health(now, served=("old", 6), latest=(9, vs_served or _vs(0.0)))
+    health = _health(now, served=("old", 6), latest=(9, vs_served or comparison(0.0)))
     assert health.quality is not None
     health.quality.candidates["latest"].since_pin = since_pin
     health.quality.pin = pin
@@ -518,21 +508,21 @@ def _pinned_health(now, since_pin, pin, vs_served=None):
     ("turns", "unpinned_at"),
     [
         ([(100.0, *_GOOD), (110.0, *_GOOD), (120.0, *_GOOD)], 120.0),
-        ([(100.0, _vs(-0.02, half=0.06), _GOOD[1]), (120.0, _vs(-0.02, half=0.06), _GOOD[1])],
+        ([(100.0, comparison(-0.02, half=0.06), _GOOD[1]), (120.0, comparison(-0.02, half=0.06), _GOOD[1])],
          None),
-        ([(100.0, _vs(-0.005, half=0.01, samples=300), _GOOD[1]),
-          (120.0, _vs(-0.005, half=0.01, samples=300), _GOOD[1])], None),
-        ([(100.0, _vs(0.10, half=0.01), h.PinEvidence(at=50.0, version=6, samples=2000,
+        ([(100.0, comparison(-0.005, half=0.01, samples=300), _GOOD[1]),
+          (120.0, comparison(-0.005, half=0.01, samples=300), _GOOD[1])], None),
+        ([(100.0, comparison(0.10, half=0.01), h.PinEvidence(at=50.0, version=6, samples=2000,
                                                        error_before=0.10, error_since=0.30)),
-          (120.0, _vs(0.10, half=0.01), h.PinEvidence(at=50.0, version=6, samples=2000,
+          (120.0, comparison(0.10, half=0.01), h.PinEvidence(at=50.0, version=6, samples=2000,
                                                        error_before=0.10, error_since=0.30))],
          None),
-        ([(100.0, _vs(-0.3, half=0.02), _GOOD[1]), (120.0, _vs(-0.3, half=0.02), _GOOD[1])], None),
-        ([(100.0, *_GOOD), (110.0, _vs(-0.2, half=0.02), _GOOD[1]), (120.0, *_GOOD),
+        ([(100.0, comparison(-0.3, half=0.02), _GOOD[1]), (120.0, comparison(-0.3, half=0.02), _GOOD[1])], None),
+        ([(100.0, *_GOOD), (110.0, comparison(-0.2, half=0.02), _GOOD[1]), (120.0, *_GOOD),
           (130.0, *_GOOD), (140.0, *_GOOD)], 140.0),
         ([(100.0, *_GOOD), (110.0, _FEW, _GOOD[1]), (120.0, *_GOOD)], 120.0),
         ([(100.0, *_GOOD), (120.0, _FEW, _GOOD[1])], None),
-        ([(100.0, *_GOOD), (110.0, _vs(-0.3, half=0.05, samples=300), _GOOD[1]),
+        ([(100.0, *_GOOD), (110.0, comparison(-0.3, half=0.05, samples=300), _GOOD[1]),
           (120.0, *_GOOD), (130.0, *_GOOD), (140.0, *_GOOD)], 140.0),
         ([(100.0, _GOOD[0], None), (120.0, _GOOD[0], None)], None),
         ([(100.0, None, None)], 100.0),
@@ -563,7 +553,7 @@ def _pinned_health(now, since_pin, pin, vs_served=None):
 def test_unpin_on_evidence(turns, unpinned_at) -> None:
     status, got = _PIN_STATUS, None
     for now, since_pin, pin in turns:
-        health = _pinned_health(now, since_pin, pin, vs_served=_vs(-0.005, half=0.01))
+        health = _pinned_health(now, since_pin, pin, vs_served=comparison(-0.005, half=0.01))
         d = decide(_spec(), status, Observed(revision="old", served=6, last_good=6, latest=9),
                    health, now=now)  # fmt: skip
         status = d.status
@@ -709,7 +699,7 @@ def test_a_restarted_loop_adopts_the_pin_it_finds_in_the_store(
     status, observed, pinned, last_rollback, manual
 ) -> None:
     # v9, learned since, not worse than the pinned v6: what the unpinning turn acted on
-    health = _health(100.0, served=("old", 6), latest=(9, _vs(0.0)))
+    health = _health(100.0, served=("old", 6), latest=(9, comparison(0.0)))
     d = decide(_spec(), status, observed, health, now=100.0)
     assert _kinds(d) == [], "no rollback, no unpin, no event"
     assert d.status.get("pinned", False) is pinned
@@ -742,7 +732,7 @@ def test_an_adopted_pin_unpins_on_evidence_as_the_first_loop_would() -> None:
 )
 def test_a_promotion_a_crashed_turn_applied_is_recognised(routed_stable, promoted_again) -> None:
     st = _canary_status(step=3, weight=50, canaryWarmStart="old")
-    health = _health(200.0, canary=(2, _vs(0.005)))
+    health = _health(200.0, canary=(2, comparison(0.005)))
     obs = Observed(revision="new", routed_stable=routed_stable)
     d = decide(_spec(), st, obs, health, now=200.0)
     assert d.status["stableRevision"] == "new" and d.status.get("canaryRevision") is None
@@ -871,7 +861,7 @@ def test_a_store_reset_is_reported_once_and_recovers_once_served_and_proven_agai
     assert d.status["phase"] == "Degraded" and "restore-last-good" not in _kinds(d)
     assert "prove" not in _kinds(d) and d.status["latestVersion"] == 21
     # v18 proven on labels again: the reset is over, and the proof is not "the first"
-    health = _health(103.0, served=("old", 18), constant=(None, _vs(-0.2, half=0.02)))
+    health = _health(103.0, served=("old", 18), constant=(None, comparison(-0.2, half=0.02)))
     d = decide(spec, d.status, back, health, now=103.0)
     assert [a.version for a in _actions(d, Prove)] == [18]
     events = {a.reason: a.message for a in _actions(d, Event)}
