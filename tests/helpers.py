@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tideline import predlog
+    from tideline.pods.server.api import ServerConfig
+    from tideline.pods.server.dataplane import DataPlane
 
 on_one_redis_and_a_cluster = pytest.mark.parametrize(
     "redis_kind", ["one redis", "redis cluster"], indirect=True
@@ -21,6 +28,10 @@ FRAUD_FEATURES = [
     {"name": "hour", "type": "numeric", "default": 12.0},
     {"name": "merchant", "type": "categorical", "buckets": 64},
 ]
+
+
+FRAUD_ROWS = [{"amount": 12.5, "hour": 3, "merchant": "m-1"}, {"amount": 0.5, "merchant": "m-2"}]
+"""Two rows for the fraud model: every feature given, and one left out."""
 
 
 def manifest(name: str = "m", **spec: object) -> dict:
@@ -291,3 +302,87 @@ def sample_datas(rows: list, labels: list, packed: bool) -> list[bytes]:
     if packed:
         return [orjson.dumps({"instances": rows, "labels": labels})]
     return [orjson.dumps({"features": r, "label": v}) for r, v in zip(rows, labels, strict=True)]
+
+
+def fraud_model(seed: int = 0, n: int = 2000, **model):  # type: ignore[no-untyped-def]
+    """A binary model of :data:`FRAUD_FEATURES` (sgd; ``model`` overrides parts of its spec)
+    that has learned ``n`` synthetic rows."""
+    from tideline.algorithms import make_learner
+    from tideline.demo.simulate import SyntheticStream
+
+    m = make_learner({"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES, **model})
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=seed).take(n)
+    m.learn_many(m.schema.encode(rows), y)
+    return m
+
+
+class Served:
+    """A model's server on a Redis: its data plane and its app, called through a TestClient
+    (``with s.client:`` runs the app; :func:`listening` puts it on a real port)."""
+
+    def __init__(self, url: str, doc: dict, settings: ServerConfig | None = None) -> None:
+        from fastapi.testclient import TestClient
+
+        from tideline.pods.metrics import ServerMetrics
+        from tideline.pods.server.api import create_app
+        from tideline.pods.server.dataplane import DataPlane
+        from tideline.spec import parse
+
+        self.model = parse(doc)
+        self.url = url
+        self.dp = DataPlane(self.model, url, metrics=ServerMetrics(None), poll_interval=0.2)
+        self.app = create_app(self.dp, settings)
+        self.client = TestClient(self.app)
+
+    def typed(self, raw: bytes) -> tuple | None:
+        """The V1 fast path's reading of a body (None: the general path reads it)."""
+        from tideline.pods.server.protocols import V1
+
+        assert self.dp.stable is not None
+        return V1(max_rows=10_000).typed(raw, self.dp.stable.schema)
+
+
+@contextlib.contextmanager
+def listening(s: Served) -> Iterator[str]:
+    """A served app on a real port (uvicorn in a thread), ready: its base URL."""
+    import threading
+
+    import uvicorn
+
+    from tideline.demo.embedded import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(s.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started and s.dp.ready, timeout=10)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def log_entries(r, s: Served | DataPlane, every_server: bool = False) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The server's prediction log (or every server's), an entry a request, in plain terms."""
+    from tideline import predlog
+
+    dp = s.dp if isinstance(s, Served) else s
+    only = None if every_server else dp.log.instance
+    return [_plain(name, eid, e) for name, eid, e in predlog.read(r, dp.keys, only)]
+
+
+def _plain(instance: str, eid: str, e: predlog.Entry) -> dict:
+    tracks = e.meta.tracks or [e.meta.track] * len(e)
+    return {
+        "entry": eid,
+        "ts": int(eid.split("-")[0]) / 1000,
+        "track": e.meta.track,
+        "tracks": tracks,
+        "revision": e.model(e.meta.track)[0],
+        "version": e.model(e.meta.track)[1],
+        "ids": e.ids(instance, eid),
+        "scores": e.scores,
+        "rows": [e.row(i) for i in range(len(e))],
+        "meta": e.meta,
+    }

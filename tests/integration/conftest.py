@@ -1,5 +1,30 @@
-"""Fixtures the server's tests share with the clients' (tests/integration/test_clients.py)."""
+"""Fixtures the integration tests share: a model served on the Redis under test, and a
+canary of another image beside it."""
 
-from tests.integration.test_server import other_image_canary, served
+from __future__ import annotations
 
-__all__ = ["other_image_canary", "served"]
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import Served, fraud_model, listening, manifest, wait_until
+from tideline.pods.store import ModelStore
+
+
+@pytest.fixture
+def served(r, redis_under_test) -> Iterator[Served]:  # type: ignore[no-untyped-def]
+    """A model published in ``redis_under_test`` and an app serving it, ready."""
+    s = Served(redis_under_test.url, manifest(name="fraud"))
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, fraud_model())
+    with s.client:
+        wait_until(lambda: s.dp.ready)
+        yield s
+
+
+@pytest.fixture
+def other_image_canary(r, redis_under_test) -> Iterator[tuple[Served, str]]:  # type: ignore[no-untyped-def]
+    """A second server, for a canary revision whose image differs, on a real port."""
+    canary = Served(redis_under_test.url, manifest(name="fraud", image="tideline:canary"))
+    ModelStore(r, "test", "fraud").publish(canary.model.revision, 0, fraud_model(seed=4))
+    with listening(canary) as url:
+        yield canary, url

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.helpers import manifest, wait_until
-from tests.integration.test_server import Served, _trained, listening
+from tests.helpers import Served, fraud_model, listening, manifest, wait_until
 from tideline.pods.store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -28,7 +27,7 @@ InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceSe
 @pytest.fixture
 def server(r, redis_server) -> Iterator[tuple[Served, str]]:
     s = Served(redis_server.url, manifest(name="fraud"))
-    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, fraud_model())
     with listening(s) as url:
         yield s, url.removeprefix("http://")
 

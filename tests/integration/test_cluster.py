@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import wait_until
-from tests.integration.test_server import Served
+from tests.helpers import Served, wait_until
 
 pytestmark = [
     pytest.mark.integration,

@@ -265,14 +265,14 @@ def test_the_monitor_judges_the_served_predictions_on_the_feedback_topic(r, kafk
 def test_the_servers_feedback_and_learn_are_produced_and_learned_and_an_outage_is_a_503(
     r, redis_server, kafka_broker
 ) -> None:
-    from tests.integration.test_server import Served, _trained
+    from tests.helpers import Served, fraud_model
     from tideline.pods.store import ModelStore
 
     topics = _topics(kafka_broker, partitions=2)
     doc = _doc(kafka_broker, topics)
     doc["metadata"]["name"] = "fraud"
     s = Served(redis_server.url, doc)
-    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, fraud_model())
     rows, labels = _samples(60, seed=9)
     with s.client as c:
         wait_until(lambda: s.dp.ready)

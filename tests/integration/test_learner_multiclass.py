@@ -165,7 +165,7 @@ def test_a_river_multiclass_pipeline_is_served_over_v1_and_v2_and_learns_its_fee
     """Learned by the learner process from the stream, published, served by a server over V1
     and V2 (class names, probabilities on request), its answers' labels sent back through
     /feedback as class names and learned."""
-    from tests.integration.test_server import Served
+    from tests.helpers import Served
 
     doc = _doc({"algorithm": "river", "features": FEATURES[:2],
                 "river": {"pipeline": "tests.models.teams:one_vs_rest", "params": {"lr": 0.1}}},

@@ -3,104 +3,48 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import FRAUD_FEATURES, manifest, on_one_redis_and_a_cluster, wait_until
+from tests.helpers import (
+    FRAUD_FEATURES,
+    FRAUD_ROWS,
+    Served,
+    fraud_model,
+    log_entries,
+    manifest,
+    on_one_redis_and_a_cluster,
+    wait_until,
+)
 from tideline import predlog
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys, route_hash
 from tideline.demo.embedded import EmbeddedRedis
 from tideline.demo.simulate import SyntheticStream
-from tideline.pods.metrics import ServerMetrics
 from tideline.pods.server import dataplane
-from tideline.pods.server.api import ServerConfig, create_app
+from tideline.pods.server.api import ServerConfig
 from tideline.pods.server.dataplane import DataPlane
-from tideline.pods.server.protocols import V1
 from tideline.pods.store import ModelStore
 from tideline.spec import parse
 
 pytestmark = pytest.mark.integration
 
-ROWS = [{"amount": 12.5, "hour": 3, "merchant": "m-1"}, {"amount": 0.5, "merchant": "m-2"}]
-
-
-def _trained(seed: int = 0, n: int = 2000, **model):
-    spec = {"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES, **model}
-    m = make_learner(spec)
-    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=seed).take(n)
-    m.learn_many(m.schema.encode(rows), y)
-    return m
-
-
-class Served:
-    """A model published in Redis and a running app with its data plane."""
-
-    def __init__(self, url: str, doc: dict, settings: ServerConfig | None = None) -> None:
-        self.model = parse(doc)
-        self.url = url
-        self.dp = DataPlane(self.model, url, metrics=ServerMetrics(None), poll_interval=0.2)
-        self.app = create_app(self.dp, settings)
-        self.client = TestClient(self.app)
-
-    def typed(self, raw: bytes) -> tuple | None:
-        """The V1 fast path's reading of a body (None: the general path reads it)."""
-        assert self.dp.stable is not None
-        return V1(max_rows=10_000).typed(raw, self.dp.stable.schema)
-
-
-@pytest.fixture
-def served(r, redis_under_test) -> Iterator[Served]:
-    """A model published in ``redis_under_test`` and an app serving it, ready."""
-    s = Served(redis_under_test.url, manifest(name="fraud"))
-    store = ModelStore(r, "test", "fraud")
-    store.publish(s.model.revision, 0, _trained())
-    with s.client:
-        wait_until(lambda: s.dp.ready)
-        yield s
-
-
-def _log_entries(r, s: Served | DataPlane, every_server: bool = False) -> list[dict]:
-    """The server's prediction log (or every server's), an entry a request, in plain terms."""
-    dp = s.dp if isinstance(s, Served) else s
-    only = None if every_server else dp.log.instance
-    return [_plain(name, eid, e) for name, eid, e in predlog.read(r, dp.keys, only)]
-
-
-def _plain(instance: str, eid: str, e: predlog.Entry) -> dict:
-    tracks = e.meta.tracks or [e.meta.track] * len(e)
-    return {
-        "entry": eid,
-        "ts": int(eid.split("-")[0]) / 1000,
-        "track": e.meta.track,
-        "tracks": tracks,
-        "revision": e.model(e.meta.track)[0],
-        "version": e.model(e.meta.track)[1],
-        "ids": e.ids(instance, eid),
-        "scores": e.scores,
-        "rows": [e.row(i) for i in range(len(e))],
-        "meta": e.meta,
-    }
-
 
 def _logged(r, s: Served | DataPlane) -> int:
     """Predictions in the server's log."""
-    return sum(len(e["ids"]) for e in _log_entries(r, s))
+    return sum(len(e["ids"]) for e in log_entries(r, s))
 
 
 # --------------------------------------------------------------------------- routes
 def test_v1_predict_answers_with_ids_version_and_revision(served: Served) -> None:
-    resp = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+    resp = served.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS})
     assert resp.status_code == 200
     body = resp.json()
     assert len(body["predictions"]) == 2 and all(0 <= p <= 1 for p in body["predictions"])
@@ -114,7 +58,7 @@ def test_v1_predict_answers_with_ids_version_and_revision(served: Served) -> Non
 
 
 def test_v1_predict_matches_the_learner(served: Served) -> None:
-    learner = _trained()
+    learner = fraud_model()
     rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=9).take(64)
     body = served.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
     np.testing.assert_allclose(
@@ -161,7 +105,7 @@ def test_rows_as_arrays_take_the_fast_path_and_are_logged_by_name(served: Served
     by_name = served.client.post("/v1/models/fraud:predict", json={"instances": rows})
     assert by_position.json()["predictions"] == by_name.json()["predictions"]
     wait_until(lambda: _logged(r, served) == 128)
-    [entry] = [e for e in _log_entries(r, served) if e["meta"].names]  # the arrays, named
+    [entry] = [e for e in log_entries(r, served) if e["meta"].names]  # the arrays, named
     assert entry["rows"] == rows and entry["ids"] == by_position.json()["ids"]
 
 
@@ -211,7 +155,7 @@ def test_health_readiness_and_metadata(served: Served) -> None:
 
 def test_feedback_and_learn_write_the_learner_streams(served: Served, r) -> None:
     c, k = served.client, served.dp.keys
-    ids = c.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["ids"]
+    ids = c.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).json()["ids"]
     resp = c.post("/v1/models/fraud/feedback", json={"id": ids[0], "label": 1})
     assert resp.status_code == 202 and resp.json() == {"accepted": 1}
     batch = {"feedback": [{"id": ids[1], "label": 0}, {"id": ids[0], "label": True}]}
@@ -220,17 +164,19 @@ def test_feedback_and_learn_write_the_learner_streams(served: Served, r) -> None
     assert (one["id"], one["label"]) == (ids[0], 1.0)
     pairs = [(f["id"], f["label"]) for f in packed["feedback"]]
     assert pairs == [(ids[1], 0.0), (ids[0], 1.0)], "a request's labels: one packed entry"
-    resp = c.post("/v1/models/fraud:learn", json={"instances": ROWS, "labels": [1, 0]})
+    resp = c.post("/v1/models/fraud:learn", json={"instances": FRAUD_ROWS, "labels": [1, 0]})
     assert resp.status_code == 202 and resp.json() == {"accepted": 2}
     samples = [orjson.loads(e[1][b"data"]) for e in r.xrange(k.samples)]
-    assert samples == [{"instances": ROWS, "labels": [1.0, 0.0]}], "one packed entry a request"
+    assert samples == [{"instances": FRAUD_ROWS, "labels": [1.0, 0.0]}], (
+        "one packed entry a request"
+    )
 
 
 @on_one_redis_and_a_cluster
 def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
-    body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
-    wait_until(lambda: len(_log_entries(r, served)) == 1)
-    [entry] = _log_entries(r, served)
+    body = served.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).json()
+    wait_until(lambda: len(log_entries(r, served)) == 1)
+    [entry] = log_entries(r, served)
     assert (entry["track"], entry["revision"], entry["version"]) == (
         "stable",
         served.model.revision,
@@ -243,7 +189,7 @@ def test_every_prediction_is_logged_with_its_track(served: Served, r) -> None:
         served.dp.log.instance, entry["entry"], 1)  # fmt: skip
     assert entry["meta"].ids is None  # generated ids are not written
     assert entry["scores"] == body["predictions"]
-    assert entry["rows"] == ROWS  # the request body, logged as it came
+    assert entry["rows"] == FRAUD_ROWS  # the request body, logged as it came
     assert abs(entry["ts"] - time.time()) < 5
 
 
@@ -252,13 +198,13 @@ def test_a_caller_cannot_choose_its_track_only_a_forwarding_server_can(
     served: Served, r, fast
 ) -> None:
     c = served.client
-    body = {"instances": FULL if fast else ROWS}
+    body = {"instances": FULL if fast else FRAUD_ROWS}
     for i in range(30):  # the canary (there is none), and made-up tracks
         track = "canary" if i % 2 else f"made-up-{i}"
         assert c.post("/v1/models/fraud:predict", json=body,
                       headers={"x-tideline-track": track}).status_code == 200  # fmt: skip
     wait_until(lambda: _logged(r, served) == 30 * len(body["instances"]))
-    assert {e["track"] for e in _log_entries(r, served)} == {"stable"}
+    assert {e["track"] for e in log_entries(r, served)} == {"stable"}
     metrics = c.get("/metrics").text
     assert "made-up" not in metrics
     canary = [line for line in metrics.splitlines()
@@ -275,9 +221,9 @@ def test_a_caller_cannot_choose_its_track_only_a_forwarding_server_can(
 @pytest.mark.parametrize(
     ("route", "body", "status", "message"),
     [
-        ("/v1/models/fraud:predict", {"instances": ROWS, "ids": [None, "b"]}, 422, "ids[0]: an id must be a string or an integer (got null)"),
-        ("/v1/models/fraud:predict", {"instances": ROWS, "ids": ["a", "x" * 300]}, 422, "ids[1]: an id must be at most 256"),
-        ("/v1/models/fraud:predict", {"instances": ROWS, "ids": [{"a": 1}, "b"]}, 422, "ids[0]: an id must be a string or an integer (got dict)"),
+        ("/v1/models/fraud:predict", {"instances": FRAUD_ROWS, "ids": [None, "b"]}, 422, "ids[0]: an id must be a string or an integer (got null)"),
+        ("/v1/models/fraud:predict", {"instances": FRAUD_ROWS, "ids": ["a", "x" * 300]}, 422, "ids[1]: an id must be at most 256"),
+        ("/v1/models/fraud:predict", {"instances": FRAUD_ROWS, "ids": [{"a": 1}, "b"]}, 422, "ids[0]: an id must be a string or an integer (got dict)"),
         ("/v2/models/fraud/infer", {"id": {}, "inputs": [{"name": "amount", "shape": [1], "datatype": "FP64", "data": [1.0]}]}, 400, "id: must be a string (got dict)"),
     ],
     ids=["a null id", "an id of 300 characters", "an object as an id", "a V2 request id that is an object"],
@@ -332,7 +278,7 @@ def test_a_v2_error_names_the_tensor_element_the_client_sent(served: Served) -> 
 
 
 def test_generated_prediction_ids_carry_64_random_bits_per_request(served: Served) -> None:
-    ids = [served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["ids"]
+    ids = [served.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).json()["ids"]
            for _ in range(3)]  # fmt: skip
     secrets = [i[0].split("-")[4] for i in ids]  # instance-ms-seq-request-secret-row
     assert all(len(x) == 16 and int(x, 16) >= 0 for x in secrets) and len(set(secrets)) == 3
@@ -342,7 +288,7 @@ def test_generated_prediction_ids_carry_64_random_bits_per_request(served: Serve
 def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
     """Requests answered while a write is under way wait for the next flush (one XADD a flush)."""
     model = parse(manifest(name="fraud"))
-    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, fraud_model())
 
     async def scenario() -> tuple[int, list[str]]:
         dp = DataPlane(model, redis_server.url, log_flush_interval=60)  # no flush of its own
@@ -356,14 +302,14 @@ def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
 
             async def with_requests_arriving(**kw):
                 if not arrived:
-                    arrived.extend(dp.predict(ROWS) for _ in range(2))
+                    arrived.extend(dp.predict(FRAUD_ROWS) for _ in range(2))
                 return await execute(**kw)
 
             pipe.execute = with_requests_arriving
             return pipe
 
         try:
-            ids = [i for _ in range(3) for i in dp.predict(ROWS).ids]
+            ids = [i for _ in range(3) for i in dp.predict(FRAUD_ROWS).ids]
             dp.r.pipeline = pipeline
             await dp.log.write(dp.r)
             dp.r.pipeline = real
@@ -381,14 +327,14 @@ def test_a_log_write_takes_what_was_queued_as_it_began(r, redis_server) -> None:
 def test_a_log_write_stopped_while_serialising_keeps_every_entry(r, redis_server) -> None:
     """Cancelled between two chunks of 100 entries: all go back to the queue, in order."""
     model = parse(manifest(name="fraud"))
-    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, fraud_model())
 
     async def scenario() -> tuple[list[str], list[str], int]:
         dp = DataPlane(model, redis_server.url, log_flush_interval=60)  # no flush of its own
         await dp.start()
         try:
             # 64 rows a request: an entry each (a batch holds up to 64 rows)
-            ids = [i for _ in range(250) for i in dp.predict(ROWS * 32).ids]
+            ids = [i for _ in range(250) for i in dp.predict(FRAUD_ROWS * 32).ids]
             assert len(dp.log.queue) == 250
             writing = asyncio.get_running_loop().create_task(dp.log.write(dp.r))
             await asyncio.sleep(0)  # the writer serialises 100, then lets the loop go
@@ -411,8 +357,8 @@ def test_a_log_write_stopped_while_serialising_keeps_every_entry(r, redis_server
 def test_the_log_queue_is_bounded_in_bytes_and_keeps_the_newest(r, redis_server) -> None:
     """Through an outage the queue drops its oldest entries past log_queue_bytes, counted."""
     model = parse(manifest(name="fraud"))
-    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
-    body = orjson.dumps({"instances": ROWS * 8})  # 16 rows, read by the general path
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, fraud_model())
+    body = orjson.dumps({"instances": FRAUD_ROWS * 8})  # 16 rows, read by the general path
 
     async def scenario() -> tuple[list[list[str]], int, int, float]:
         dp = DataPlane(
@@ -420,7 +366,7 @@ def test_the_log_queue_is_bounded_in_bytes_and_keeps_the_newest(r, redis_server)
         )
         await dp.start()
         try:
-            requests = [dp.predict(ROWS * 8, raw=body).ids for _ in range(25)]
+            requests = [dp.predict(FRAUD_ROWS * 8, raw=body).ids for _ in range(25)]
             queued, held = dp.log.requests, dp.log.bytes
             dropped = dp.metrics.registry.get_sample_value("tideline_server_log_dropped_total")
             await dp.log.write(dp.r)
@@ -444,7 +390,7 @@ def test_stop_ends_the_background_tasks_even_when_redis_py_swallows_a_cancellati
     (redis/redis-py#2551): the pub/sub loop took it for a lost connection and went on, so
     the event loop's shutdown waited for it forever."""
     model = parse(manifest(name="fraud"))
-    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, fraud_model())
 
     async def scenario() -> list[str]:
         dp = DataPlane(model, redis_server.url)
@@ -479,7 +425,7 @@ def test_stop_ends_the_background_tasks_even_when_redis_py_swallows_a_cancellati
 
 
 def test_metrics_count_requests_predictions_and_missing_values(served: Served) -> None:
-    served.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+    served.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS})
     text = served.client.get("/metrics").text
     assert (
         'tideline_server_requests_total{route="v1/predict",status="200",track="stable"} 1.0' in text
@@ -492,18 +438,18 @@ def test_metrics_count_requests_predictions_and_missing_values(served: Served) -
 
 # --------------------------------------------------------------------------- errors
 BAD = [
-    ("an unknown model", "/v1/models/other:predict", {"instances": ROWS}, 404, "'other' is not served here"),
-    ("no instances", "/v1/models/fraud:predict", {"rows": ROWS}, 400, "instances: required"),
+    ("an unknown model", "/v1/models/other:predict", {"instances": FRAUD_ROWS}, 404, "'other' is not served here"),
+    ("no instances", "/v1/models/fraud:predict", {"rows": FRAUD_ROWS}, 400, "instances: required"),
     ("instances that are not a list", "/v1/models/fraud:predict", {"instances": 5}, 400, "instances: must be a list"),
     ("no rows at all", "/v1/models/fraud:predict", {"instances": []}, 400, "at least one row"),
     ("text where a number goes", "/v1/models/fraud:predict",
-     {"instances": [ROWS[0], {"amount": "lots"}]}, 422, "instances[1].amount: must be a number (got 'lots')"),
+     {"instances": [FRAUD_ROWS[0], {"amount": "lots"}]}, 422, "instances[1].amount: must be a number (got 'lots')"),
     ("a list where a category goes", "/v1/models/fraud:predict",
      {"instances": [{"merchant": ["a"]}]}, 422, "instances[0].merchant: must be a string or an integer"),
     ("a row of the wrong length", "/v1/models/fraud:predict",
      {"instances": [[1.0, 2.0]]}, 422, "instances[0]: must be an object or a list of 3 values"),
     ("ids that do not match the rows", "/v1/models/fraud:predict",
-     {"instances": ROWS, "ids": ["a"]}, 422, "ids: 1 ids for 2 rows"),
+     {"instances": FRAUD_ROWS, "ids": ["a"]}, 422, "ids: 1 ids for 2 rows"),
     ("a V2 tensor for no feature", "/v2/models/fraud/infer",
      {"inputs": [{"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}, 400,
      "inputs[0] (colour).name: 'colour' is not a feature"),
@@ -514,7 +460,7 @@ BAD = [
     ("a binary label of 2", "/v1/models/fraud/feedback", {"id": "x", "label": 2}, 422,
      "body.label: a binary label must be 0 or 1"),
     ("learn with fewer labels than rows", "/v1/models/fraud:learn",
-     {"instances": ROWS, "labels": [1]}, 422, "labels: 1 labels for 2 instances"),
+     {"instances": FRAUD_ROWS, "labels": [1]}, 422, "labels: 1 labels for 2 instances"),
     ("learn with a bad row", "/v1/models/fraud:learn",
      {"instances": [{"hour": "noon"}], "labels": [1]}, 422, "instances[0].hour: must be a number"),
 ]  # fmt: skip
@@ -564,7 +510,9 @@ def test_malformed_json_infinity_and_oversized_bodies(served: Served, redis_serv
     )
     with small.client:
         wait_until(lambda: small.dp.ready)
-        resp = small.client.post("/v1/models/fraud:predict", json={"instances": [ROWS[0]] * 20})
+        resp = small.client.post(
+            "/v1/models/fraud:predict", json={"instances": [FRAUD_ROWS[0]] * 20}
+        )
         assert resp.status_code == 413 and "over the limit of 200" in resp.json()["error"]
         resp = small.client.post("/v1/models/fraud:predict", json={"instances": [{}] * 4})
         assert resp.status_code == 413 and "4 rows is over the limit of 3" in resp.json()["error"]
@@ -574,10 +522,12 @@ def test_kserve_v1_routes_and_inputs_in_both_forms(served: Served) -> None:
     c = served.client
     assert c.get("/").json() == {"status": "alive"}
     assert c.get("/v1/models").json() == {"models": ["fraud"]}
-    resp = c.post("/v1/models/fraud:explain", json={"instances": ROWS})
+    resp = c.post("/v1/models/fraud:explain", json={"instances": FRAUD_ROWS})
     assert resp.status_code == 501 and "explanations are not served" in resp.json()["error"]
-    expected = c.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()["predictions"]
-    as_rows = c.post("/v1/models/fraud:predict", json={"inputs": ROWS}).json()
+    expected = c.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).json()[
+        "predictions"
+    ]
+    as_rows = c.post("/v1/models/fraud:predict", json={"inputs": FRAUD_ROWS}).json()
     columns = {"amount": [12.5, 0.5], "hour": [3, None], "merchant": ["m-1", "m-2"]}
     as_columns = c.post("/v1/models/fraud:predict", json={"inputs": columns}).json()
     assert as_rows["predictions"] == expected == as_columns["predictions"]
@@ -589,7 +539,10 @@ def test_kserve_v1_routes_and_inputs_in_both_forms(served: Served) -> None:
 
 def test_an_unknown_feature_name_is_refused_unless_the_request_says_ignore(served: Served) -> None:
     c = served.client
-    rows = [ROWS[0], {**ROWS[1], "amout": 3.0}]  # a typo: the amount would silently default
+    rows = [
+        FRAUD_ROWS[0],
+        {**FRAUD_ROWS[1], "amout": 3.0},
+    ]  # a typo: the amount would silently default
     resp = c.post("/v1/models/fraud:predict", json={"instances": rows})
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"].startswith("instances[1].amout: not a feature of this model")
@@ -605,9 +558,9 @@ def test_not_ready_until_a_version_is_loaded_then_ready(r, redis_server) -> None
         assert s.client.get("/v2/health/ready").status_code == 503
         assert s.client.get("/v1/models/fraud").status_code == 503  # KServe V1 readiness
         assert s.client.get("/").json() == {"status": "alive"}  # (live, not ready)
-        resp = s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+        resp = s.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS})
         assert resp.status_code == 503 and "no model version is loaded" in resp.json()["error"]
-        ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
+        ModelStore(r, "test", "fraud").publish(s.model.revision, 0, fraud_model())
         wait_until(lambda: s.client.get("/v2/health/ready").status_code == 200, timeout=3)
 
 
@@ -625,7 +578,9 @@ def test_learn_refuses_a_bad_row_before_any_version_is_loaded_as_after(r, redis_
             resp = s.client.post("/v1/models/fraud:learn", json=body)
             assert resp.status_code == status and message in resp.json()["error"], resp.text
         assert r.xlen(Keys("test", "fraud").samples) == 0
-        resp = s.client.post("/v1/models/fraud:learn", json={"instances": ROWS, "labels": [1, 0]})
+        resp = s.client.post(
+            "/v1/models/fraud:learn", json={"instances": FRAUD_ROWS, "labels": [1, 0]}
+        )
         assert resp.status_code == 202 and r.xlen(Keys("test", "fraud").samples) == 1
 
 
@@ -635,7 +590,7 @@ def test_with_no_version_loaded_v1_and_v2_answer_alike(r, redis_server) -> None:
     for fallback, status in (({"value": 0.3}, 200), ("lastGood", 503)):
         s = Served(redis_server.url, manifest(name="fraud", serving={"fallback": fallback}))
         with s.client:
-            one = s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+            one = s.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS})
             two = s.client.post("/v2/models/fraud/infer", json=v2)
             assert one.status_code == two.status_code == status, (one.text, two.text)
             if status == 200:
@@ -645,7 +600,7 @@ def test_with_no_version_loaded_v1_and_v2_answer_alike(r, redis_server) -> None:
                 assert two.json()["parameters"]["fallback"] is True
                 # and refuse alike what a loaded model would refuse: a wrong count of ids
                 one = s.client.post("/v1/models/fraud:predict",
-                                    json={"instances": ROWS, "ids": ["a"]})  # fmt: skip
+                                    json={"instances": FRAUD_ROWS, "ids": ["a"]})  # fmt: skip
                 two = s.client.post("/v2/models/fraud/infer",
                                     json={**v2, "parameters": {"ids": ["a"]}})  # fmt: skip
                 assert (one.status_code, two.status_code) == (422, 400), (one.text, two.text)
@@ -657,12 +612,12 @@ def test_with_no_version_loaded_v1_and_v2_answer_alike(r, redis_server) -> None:
 @on_one_redis_and_a_cluster
 def test_a_new_served_version_is_live_within_a_second(served: Served, r) -> None:
     store = ModelStore(r, "test", "fraud")
-    newer = _trained(seed=5, n=5000)
-    before = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    newer = fraud_model(seed=5, n=5000)
+    before = served.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).json()
     store.publish(served.model.revision, 1, newer)
     took = wait_until(
         lambda: (
-            served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()[
+            served.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).json()[
                 "model_version"
             ]
             == 1
@@ -670,17 +625,17 @@ def test_a_new_served_version_is_live_within_a_second(served: Served, r) -> None
         timeout=1.0,
         interval=0.01,
     )
-    after = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    after = served.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).json()
     assert after["predictions"] != before["predictions"]
     np.testing.assert_allclose(
-        after["predictions"], newer.predict_many(newer.schema.encode(ROWS)), rtol=1e-9
+        after["predictions"], newer.predict_many(newer.schema.encode(FRAUD_ROWS)), rtol=1e-9
     )
     assert took < 1.0
     # a rollback (pointer moved back) is picked up the same way
     store.set_pointer(served.model.revision, "served", 0, pin=True)
     wait_until(
         lambda: (
-            served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()[
+            served.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).json()[
                 "model_version"
             ]
             == 0
@@ -691,7 +646,7 @@ def test_a_new_served_version_is_live_within_a_second(served: Served, r) -> None
 
 def _with_canary(served: Served, r, weight: int, shadow: bool = False) -> str:
     store = ModelStore(r, "test", "fraud")
-    store.publish("canaryrev", 0, _trained(seed=3, params={"l2": 0.5}))
+    store.publish("canaryrev", 0, fraud_model(seed=3, params={"l2": 0.5}))
     r.hset(served.dp.keys.routing, mapping={
         "stable": served.model.revision, "canary": "canaryrev", "weight": weight, "shadow": int(shadow)})  # fmt: skip
     wait_until(
@@ -709,14 +664,18 @@ def test_the_split_follows_the_weight_and_each_key_sticks_to_its_track(served: S
     tracks = {}
     for k in keys[:300]:
         body = c.post(
-            "/v1/models/fraud:predict", json={"instances": [ROWS[0]]}, headers={"x-tideline-key": k}
+            "/v1/models/fraud:predict",
+            json={"instances": [FRAUD_ROWS[0]]},
+            headers={"x-tideline-key": k},
         ).json()
         tracks[k] = body["tracks"][0]
         assert body["revision"] == served.model.revision  # the response names the stable revision
     assert 0.2 < sum(t == "canary" for t in tracks.values()) / 300 < 0.4
     for k in keys[:50]:  # the same entity, the same track, every time
         body = c.post(
-            "/v1/models/fraud:predict", json={"instances": [ROWS[0]]}, headers={"x-tideline-key": k}
+            "/v1/models/fraud:predict",
+            json={"instances": [FRAUD_ROWS[0]]},
+            headers={"x-tideline-key": k},
         ).json()
         assert body["tracks"][0] == tracks[k]
 
@@ -724,7 +683,7 @@ def test_the_split_follows_the_weight_and_each_key_sticks_to_its_track(served: S
 def test_a_routing_feature_splits_rows_of_one_request(r, redis_server) -> None:
     doc = manifest(name="fraud", serving={"routingKey": "merchant"})
     s = Served(redis_server.url, doc)
-    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, fraud_model())
     with s.client:
         wait_until(lambda: s.dp.ready)
         _with_canary(s, r, weight=50)
@@ -738,19 +697,19 @@ def test_a_routing_feature_splits_rows_of_one_request(r, redis_server) -> None:
             body = s.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
             assert body["tracks"] == expect
             # one entry for the request, each row with its track and the model that answered
-            wait_until(lambda: len(_log_entries(r, s)) == 1)
-            [e] = _log_entries(r, s)
+            wait_until(lambda: len(log_entries(r, s)) == 1)
+            [e] = log_entries(r, s)
             assert e["tracks"] == expect and e["rows"] == rows and e["ids"] == body["ids"]
             assert e["meta"].models == {"stable": (s.model.revision, 0), "canary": ("canaryrev", 0)}
 
 
-@pytest.mark.parametrize("rows", [ROWS, FULL], ids=["general path", "fast path"])
+@pytest.mark.parametrize("rows", [FRAUD_ROWS, FULL], ids=["general path", "fast path"])
 def test_shadow_mirrors_without_answering(served: Served, r, rows) -> None:
     _with_canary(served, r, weight=100, shadow=True)
     body = served.client.post("/v1/models/fraud:predict", json={"instances": rows}).json()
     assert body["tracks"] == ["stable", "stable"]
-    wait_until(lambda: len(_log_entries(r, served)) == 1)
-    [e] = _log_entries(r, served)  # the shadow's scores ride in the request's entry
+    wait_until(lambda: len(log_entries(r, served)) == 1)
+    [e] = log_entries(r, served)  # the shadow's scores ride in the request's entry
     assert e["tracks"] == ["stable", "stable"] and e["ids"] == body["ids"]
     assert e["scores"] == body["predictions"] and e["rows"] == rows
     revision, version, scores = e["meta"].shadow
@@ -778,13 +737,13 @@ def test_through_a_redis_outage_it_keeps_serving_and_logs_afterwards(r) -> None:
     own = EmbeddedRedis().start()
     port = own.port
     s = Served(own.url, manifest(name="fraud"))
-    ModelStore(own.client(), "test", "fraud").publish(s.model.revision, 0, _trained())
+    ModelStore(own.client(), "test", "fraud").publish(s.model.revision, 0, fraud_model())
     try:
         with s.client:
             wait_until(lambda: s.dp.ready)
             own.stop()  # Redis is gone
             for _ in range(5):
-                resp = s.client.post("/v1/models/fraud:predict", json={"instances": ROWS})
+                resp = s.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS})
                 assert resp.status_code == 200 and resp.json()["model_version"] == 0
             resp = s.client.post("/v1/models/fraud/feedback", json={"id": "x", "label": 1})
             assert resp.status_code == 503 and "nothing was stored" in resp.json()["error"]
@@ -797,37 +756,6 @@ def test_through_a_redis_outage_it_keeps_serving_and_logs_afterwards(r) -> None:
         own.stop()
 
 
-@contextlib.contextmanager
-def listening(s: Served) -> Iterator[str]:
-    """A served app on a real port (uvicorn in a thread), ready: its base URL."""
-    import threading
-
-    import uvicorn
-
-    from tideline.demo.embedded import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(s.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started and s.dp.ready, timeout=10)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-@pytest.fixture
-def other_image_canary(r, redis_server) -> Iterator[tuple[Served, str]]:
-    """A second server, for a canary revision whose image differs, on a real port."""
-    doc = manifest(name="fraud", image="tideline:canary")
-    canary = Served(redis_server.url, doc)
-    ModelStore(r, "test", "fraud").publish(canary.model.revision, 0, _trained(seed=4))
-    with listening(canary) as url:
-        yield canary, url
-
-
 def test_a_canary_in_another_image_gets_its_share_forwarded(
     served: Served, r, other_image_canary
 ) -> None:
@@ -835,13 +763,13 @@ def test_a_canary_in_another_image_gets_its_share_forwarded(
     r.hset(served.dp.keys.routing, mapping={
         "stable": served.model.revision, "canary": canary.model.revision, "weight": 100, "canaryURL": url})  # fmt: skip
     wait_until(lambda: served.dp.routing.canary_url == url, timeout=2)
-    body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    body = served.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).json()
     assert body["revision"] == canary.model.revision and body["tracks"] == ["canary", "canary"]
     # logged by the canary's server, in its own log, under the ids it answered with
-    wait_until(lambda: any(e["track"] == "canary" for e in _log_entries(r, served, True)))
-    [e] = _log_entries(r, served, every_server=True)
+    wait_until(lambda: any(e["track"] == "canary" for e in log_entries(r, served, True)))
+    [e] = log_entries(r, served, every_server=True)
     assert e["revision"] == canary.model.revision and e["ids"] == body["ids"]
-    assert _log_entries(r, served) == []
+    assert log_entries(r, served) == []
 
 
 def test_a_shadow_canary_in_another_image_sees_the_traffic_but_never_answers(
@@ -852,10 +780,10 @@ def test_a_shadow_canary_in_another_image_sees_the_traffic_but_never_answers(
         "stable": served.model.revision, "canary": canary.model.revision, "weight": 0, "shadow": 1,
         "canaryURL": url})  # fmt: skip
     wait_until(lambda: served.dp.routing.shadow, timeout=2)
-    body = served.client.post("/v1/models/fraud:predict", json={"instances": ROWS}).json()
+    body = served.client.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).json()
     assert body["revision"] == served.model.revision and body["tracks"] == ["stable", "stable"]
-    wait_until(lambda: {e["track"] for e in _log_entries(r, served, True)} == {"stable", "shadow"})
-    shadow = next(e for e in _log_entries(r, served, True) if e["track"] == "shadow")
+    wait_until(lambda: {e["track"] for e in log_entries(r, served, True)} == {"stable", "shadow"})
+    shadow = next(e for e in log_entries(r, served, True) if e["track"] == "shadow")
     assert shadow["revision"] == canary.model.revision
 
 
@@ -891,7 +819,7 @@ def test_the_prediction_log_keeps_the_label_window_and_a_grace(
 ) -> None:
     """Trimmed by time, whatever the rate: labelWindow (10 min) and a grace (60 s) of requests."""
     model = parse(manifest(name="fraud", learning={"labelWindow": "10m"}))
-    ModelStore(r, "test", "fraud").publish(model.revision, 0, _trained())
+    ModelStore(r, "test", "fraud").publish(model.revision, 0, fraud_model())
 
     async def scenario() -> tuple[list[str], list[str], DataPlane]:
         dp = DataPlane(model, redis_server.url, log_flush_interval=60)
@@ -899,9 +827,9 @@ def test_the_prediction_log_keeps_the_label_window_and_a_grace(
         now = time.time()
         try:
             monkeypatch.setattr(dataplane.time, "time", lambda: now - 661)
-            gone = list(dp.predict(ROWS).ids)
+            gone = list(dp.predict(FRAUD_ROWS).ids)
             monkeypatch.setattr(dataplane.time, "time", lambda: now - 659)
-            kept = list(dp.predict(ROWS).ids)
+            kept = list(dp.predict(FRAUD_ROWS).ids)
             monkeypatch.undo()
             await dp.log.write(dp.r)
             return gone, kept, dp
@@ -909,7 +837,7 @@ def test_the_prediction_log_keeps_the_label_window_and_a_grace(
             await dp.stop()
 
     gone, kept, dp = asyncio.run(scenario())
-    assert [i for e in _log_entries(r, dp) for i in e["ids"]] == kept
+    assert [i for e in log_entries(r, dp) for i in e["ids"]] == kept
     # the stream of a server that is gone expires with its last entry
     assert 660 < r.ttl(dp.keys.log(dp.log.instance)) <= 720
     assert r.zscore(dp.keys.logs, dp.log.instance) is not None
@@ -960,11 +888,9 @@ def test_any_body_on_any_route_gets_an_answer_never_a_5xx(
 
 
 def test_with_feedback_auth_only_a_bearer_of_the_token_may_teach_the_model(r, redis_server) -> None:
-    s = Served(
-        redis_server.url, manifest(name="fraud"), ServerConfig(feedback_token="s3cret-t0ken")
-    )
-    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
-    learn = {"instances": ROWS, "labels": [1, 0]}
+    s = Served(redis_server.url, manifest(name="fraud"), ServerConfig(feedback_token="s3cret-t0ken"))
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, fraud_model())
+    learn = {"instances": FRAUD_ROWS, "labels": [1, 0]}
     with s.client as c:
         wait_until(lambda: s.dp.ready)
         for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic s3cret-t0ken"},
@@ -986,4 +912,4 @@ def test_with_feedback_auth_only_a_bearer_of_the_token_may_teach_the_model(r, re
         )
         assert c.post("/v1/models/fraud:learn", json=learn, headers=good).status_code == 202
         # predictions need no token
-        assert c.post("/v1/models/fraud:predict", json={"instances": ROWS}).status_code == 200
+        assert c.post("/v1/models/fraud:predict", json={"instances": FRAUD_ROWS}).status_code == 200

@@ -21,8 +21,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.helpers import FRAUD_FEATURES, manifest, wait_until
-from tests.integration.test_server import ROWS, Served, _trained
+from tests.helpers import FRAUD_FEATURES, FRAUD_ROWS, Served, fraud_model, manifest, wait_until
 from tideline import cli
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys, Pointers
@@ -56,12 +55,12 @@ def test_a_server_puts_back_the_version_it_serves_when_the_store_is_flushed(
     s = Served(redis_server.url, manifest(name="fraud"))
     store = ModelStore(r, "test", "fraud")
     rev = s.model.revision
-    trained = _trained()
+    trained = fraud_model()
     store.publish(rev, 5, trained)
     store.set_pointer(rev, "lastGood", 5)
     with s.client as c:
         wait_until(lambda: s.dp.ready)
-        before = c.post(PREDICT, json={"instances": ROWS}).json()
+        before = c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()
         token = r.get(s.dp.keys.forward_token)
         r.flushall()  # Redis restarted empty
         wait_until(lambda: store.pointers(rev).served == 5)
@@ -71,7 +70,7 @@ def test_a_server_puts_back_the_version_it_serves_when_the_store_is_flushed(
         assert meta["version"] == 5 and learner.n_seen == trained.n_seen
         # the forwarding token too: a canary server that kept it still trusts this one
         assert r.get(s.dp.keys.forward_token) == token
-        after = c.post(PREDICT, json={"instances": ROWS}).json()
+        after = c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()
         assert after["model_version"] == 5 and after["predictions"] == before["predictions"]
         # a blob lost on its own (an eviction) while the pointers stay: put back too
         r.delete(s.dp.keys.version(rev, 5))
@@ -83,7 +82,7 @@ def test_a_pinned_rollback_stays_pinned_when_the_server_puts_it_back(r, redis_se
     store = ModelStore(r, "test", "fraud")
     rev = s.model.revision
     for v in (3, 4):
-        store.publish(rev, v, _trained(seed=v))
+        store.publish(rev, v, fraud_model(seed=v))
     store.set_pointer(rev, "served", 3, pin=True)  # the operator rolled back to v3
     with s.client:
         wait_until(lambda: s.dp.stable is not None and s.dp.stable.version == 3)
@@ -99,13 +98,13 @@ def test_a_cold_version_is_not_served_over_a_trained_one_unless_the_operator_pin
     s = Served(redis_server.url, manifest(name="fraud"))
     store = ModelStore(r, "test", "fraud")
     rev = s.model.revision
-    store.publish(rev, 5, _trained())
+    store.publish(rev, 5, fraud_model())
     caplog.set_level(logging.WARNING, logger="tideline.server")
     with s.client as c:
         wait_until(lambda: s.dp.ready)
         store.publish(rev, 6, _cold())  # a learner that lost its state, unpinned
         time.sleep(1.0)  # five polls
-        assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 5
+        assert c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()["model_version"] == 5
         cold = [m for m in caplog.messages if "v6 is a cold model" in m]
         assert len(cold) == 1, "warned once, not at every refresh"
         # the store lost v5 and a learner that lost its state published again: v5 is kept,
@@ -113,12 +112,12 @@ def test_a_cold_version_is_not_served_over_a_trained_one_unless_the_operator_pin
         r.delete(s.dp.keys.version(rev, 5))
         store.publish(rev, 8, _cold())
         wait_until(lambda: r.exists(s.dp.keys.version(rev, 5)) == 1)
-        assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 5
-        store.publish(rev, 7, _trained(seed=7))  # a version that learned is served as ever
+        assert c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()["model_version"] == 5
+        store.publish(rev, 7, fraud_model(seed=7))  # a version that learned is served as ever
         wait_until(lambda: s.dp.stable is not None and s.dp.stable.version == 7)
         store.set_pointer(rev, "served", 6, pin=True)  # the operator's explicit choice
         wait_until(lambda: s.dp.stable is not None and s.dp.stable.version == 6)
-        assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 6
+        assert c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()["model_version"] == 6
 
 
 def test_a_first_cold_version_is_served_when_nothing_learned_was_held(r, redis_server) -> None:
@@ -126,7 +125,7 @@ def test_a_first_cold_version_is_served_when_nothing_learned_was_held(r, redis_s
     ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _cold())
     with s.client as c:
         wait_until(lambda: s.dp.ready)
-        assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 0
+        assert c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()["model_version"] == 0
 
 
 # --------------------------------------------------------------------------- every answer counts
@@ -136,9 +135,9 @@ def test_a_503_storm_with_no_version_loaded_counts_as_errors_and_bad_input_as_re
     s = Served(redis_server.url, manifest(name="fraud"))  # nothing published: 503 (lastGood)
     with s.client as c:
         for _ in range(20):
-            assert c.post(PREDICT, json={"instances": ROWS}).status_code == 503
+            assert c.post(PREDICT, json={"instances": FRAUD_ROWS}).status_code == 503
         assert c.post(PREDICT, content=b'{"instances": [').status_code == 400
-        assert c.post("/v1/models/other:predict", json={"instances": ROWS}).status_code == 404
+        assert c.post("/v1/models/other:predict", json={"instances": FRAUD_ROWS}).status_code == 404
         assert c.post("/v2/models/fraud/infer", content=b"[").status_code == 400
         wait_until(lambda: _tracks(r, s).get("stable", {}).get("refused") == 3, timeout=5)
         stable = _tracks(r, s)["stable"]
@@ -147,7 +146,7 @@ def test_a_503_storm_with_no_version_loaded_counts_as_errors_and_bad_input_as_re
 
 def test_a_canary_whose_forwarded_calls_fail_shows_canary_errors(r, redis_server) -> None:
     s = Served(redis_server.url, manifest(name="fraud"))
-    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, _trained())
+    ModelStore(r, "test", "fraud").publish(s.model.revision, 0, fraud_model())
     with socket.socket() as sock:  # a loopback port nothing listens on
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
@@ -156,7 +155,7 @@ def test_a_canary_whose_forwarded_calls_fail_shows_canary_errors(r, redis_server
     with s.client as c:
         wait_until(lambda: s.dp.ready and s.dp.routing.canary_url is not None)
         for _ in range(10):
-            resp = c.post(PREDICT, json={"instances": ROWS})
+            resp = c.post(PREDICT, json={"instances": FRAUD_ROWS})
             assert resp.status_code == 200 and resp.json()["tracks"] == ["stable", "stable"]
         wait_until(lambda: _tracks(r, s).get("canary", {}).get("errors") == 10, timeout=5)
         tracks = _tracks(r, s)
@@ -235,7 +234,9 @@ def door(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doo
     doc = manifest(name="fraud")
     config = tmp_path_factory.mktemp("door") / "model.yaml"
     config.write_text(yaml.safe_dump(doc))
-    ModelStore(redis_server.client(), "test", "fraud").publish(parse(doc).revision, 0, _trained())
+    ModelStore(redis_server.client(), "test", "fraud").publish(
+        parse(doc).revision, 0, fraud_model()
+    )
     port = free_port()
     flags = [x for k, v in LIMITS.items() for x in (f"--{k}", str(v))]
     proc = subprocess.Popen(
@@ -319,8 +320,8 @@ def test_an_idle_connection_is_closed_after_the_timeout_before_and_after_a_reque
 def test_requests_on_one_kept_alive_connection_are_answered_within_the_limits(door: Door) -> None:
     with httpx.Client(base_url=f"http://127.0.0.1:{door.port}") as c:
         for _ in range(5):
-            assert c.post(PREDICT, json={"instances": ROWS}).status_code == 200
-        padded = c.post(PREDICT, json={"instances": ROWS}, headers={"x-pad": "p" * 6000})
+            assert c.post(PREDICT, json={"instances": FRAUD_ROWS}).status_code == 200
+        padded = c.post(PREDICT, json={"instances": FRAUD_ROWS}, headers={"x-pad": "p" * 6000})
         assert padded.status_code == 200, "a header block under the limit is answered"
 
 
@@ -368,7 +369,7 @@ def test_past_the_concurrency_limit_a_request_gets_503_counted_as_shed(
     held = [_held_in_flight(door) for _ in range(LIMITS["max-concurrency"])]
     try:
         time.sleep(0.2)  # (the server starts their tasks)
-        resp = httpx.post(f"http://127.0.0.1:{door.port}{PREDICT}", json={"instances": ROWS})
+        resp = httpx.post(f"http://127.0.0.1:{door.port}{PREDICT}", json={"instances": FRAUD_ROWS})
         assert resp.status_code == 503 and "in flight" in resp.json()["error"]
     finally:
         for sock in idle + held:
@@ -384,7 +385,7 @@ def test_past_the_concurrency_limit_a_request_gets_503_counted_as_shed(
     # with the held requests gone (and the idle connections still open), answered again
     idle = [door.connect() for _ in range(3 * LIMITS["max-concurrency"])]
     try:
-        resp = httpx.post(f"http://127.0.0.1:{door.port}{PREDICT}", json={"instances": ROWS})
+        resp = httpx.post(f"http://127.0.0.1:{door.port}{PREDICT}", json={"instances": FRAUD_ROWS})
         assert resp.status_code == 200
     finally:
         for sock in idle:

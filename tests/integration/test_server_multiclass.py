@@ -12,8 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, manifest, wait_until
-from tests.integration.test_server import Served, _log_entries, listening
+from tests.helpers import FRAUD_FEATURES, Served, listening, log_entries, manifest, wait_until
 from tideline.algorithms import make_learner
 from tideline.algorithms.base import Learner
 from tideline.contracts import route_hash
@@ -142,8 +141,8 @@ def test_v1_refuses_probabilities_that_are_not_a_boolean(zoo) -> None:
 def test_the_log_keeps_each_row_s_probabilities(zoo, r) -> None:
     s, learner = zoo
     body = s.client.post(PREDICT, json={"instances": ROWS, "probabilities": True}).json()
-    wait_until(lambda: len(_log_entries(r, s)) == 1)
-    [entry] = _log_entries(r, s)
+    wait_until(lambda: len(log_entries(r, s)) == 1)
+    [entry] = log_entries(r, s)
     assert entry["ids"] == body["ids"] and entry["rows"] == ROWS
     assert entry["scores"] == body["probabilities"], "the bytes the answer carried"
     logged = TASK.checked(entry["scores"], len(entry["scores"]))  # (the monitor's reading)
@@ -322,8 +321,8 @@ def test_with_no_version_loaded_the_fallback_class_answers(r, redis_server) -> N
         assert out["predict"]["data"] == ["dog", "dog"]
         assert out["probabilities"]["data"] == [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
         assert _head(resp)["parameters"]["fallback"] is True
-        wait_until(lambda: len(_log_entries(r, s)) == 2)
-        for e in _log_entries(r, s):
+        wait_until(lambda: len(log_entries(r, s)) == 2)
+        for e in log_entries(r, s):
             assert e["scores"] == [[0.0, 1.0, 0.0]] * 2 and e["meta"].fallback == "no-model"
 
 
@@ -365,15 +364,15 @@ def test_a_canary_answers_its_rows_with_its_own_probabilities(r, redis_server) -
         want = np.where(on[:, None], _probabilities(canary, rows), _probabilities(stable, rows))
         np.testing.assert_allclose(body["probabilities"], want, rtol=1e-6, atol=1e-7)
         assert body["predictions"] == [CLASSES[i] for i in want.argmax(axis=1).tolist()]
-        wait_until(lambda: len(_log_entries(r, s)) == 1)
-        [e] = _log_entries(r, s)
+        wait_until(lambda: len(log_entries(r, s)) == 1)
+        [e] = log_entries(r, s)
         assert e["tracks"] == expect and e["scores"] == body["probabilities"]
         # a shadow's probabilities ride in the entry too, a row of k each
         r.hset(s.dp.keys.routing, mapping={"weight": 0, "shadow": 1})
         wait_until(lambda: s.dp.routing.shadow, timeout=2)
         body = s.client.post(PREDICT, json={"instances": rows[:3]}).json()
         assert body["tracks"] == ["stable"] * 3
-        wait_until(lambda: len(_log_entries(r, s)) == 2)
-        revision, version, scores = _log_entries(r, s)[1]["meta"].shadow
+        wait_until(lambda: len(log_entries(r, s)) == 2)
+        revision, version, scores = log_entries(r, s)[1]["meta"].shadow
         assert (revision, version) == ("canaryrev", 0)
         np.testing.assert_allclose(scores, _probabilities(canary, rows[:3]), rtol=1e-12)

@@ -11,8 +11,16 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, learn_until, manifest, push_samples, wait_until
-from tests.integration.test_server import ROWS, Served, _trained
+from tests.helpers import (
+    FRAUD_FEATURES,
+    FRAUD_ROWS,
+    Served,
+    fraud_model,
+    learn_until,
+    manifest,
+    push_samples,
+    wait_until,
+)
 from tideline import codec, signing
 from tideline.algorithms import make_learner
 from tideline.contracts import AWAIT_START_ENV, Keys, Pointers
@@ -77,51 +85,51 @@ def test_a_server_keeps_its_version_when_a_forged_one_is_served_and_takes_the_ne
     s = Served(redis_server.url, manifest(name="fraud"))
     store = ModelStore(r, "test", "fraud")
     rev = s.model.revision
-    store.publish(rev, 1, _trained(seed=1))
+    store.publish(rev, 1, fraud_model(seed=1))
     with s.client as c:
         wait_until(lambda: s.dp.ready)
-        before = c.post(PREDICT, json={"instances": ROWS}).json()
+        before = c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()
         assert before["model_version"] == 1
         # written by hand: moves the pointers and notifies the servers, as a publish does
-        blob, _ = _by(forger, r).publish(rev, 2, _trained(seed=2))
+        blob, _ = _by(forger, r).publish(rev, 2, fraud_model(seed=2))
         inner = blob[signing.HEADER_BYTES :] if blob.startswith(signing.MAGIC) else blob
         assert store.pointers(rev).served == 2
         wait_until(lambda: _forged_count(s.dp.metrics.registry) == 1)
         time.sleep(0.6)  # three polls more
-        after = c.post(PREDICT, json={"instances": ROWS}).json()
+        after = c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()
         assert after["model_version"] == 1 and after["predictions"] == before["predictions"]
         assert _forged_count(s.dp.metrics.registry) == 1, "counted once, not at every poll"
         assert inner not in decoded, "nothing of the forged blob was decoded"
         # the learner's next version (signed with the key) is served as ever
-        store.publish(rev, 3, _trained(seed=3))
+        store.publish(rev, 3, fraud_model(seed=3))
         wait_until(lambda: s.dp.stable is not None and s.dp.stable.version == 3)
-        assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 3
+        assert c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()["model_version"] == 3
 
 
 def test_a_byte_changed_in_a_stored_version_makes_it_refused(r, redis_server) -> None:
     s = Served(redis_server.url, manifest(name="fraud"))
     store = ModelStore(r, "test", "fraud")
     rev = s.model.revision
-    store.publish(rev, 1, _trained(seed=1))
+    store.publish(rev, 1, fraud_model(seed=1))
     with s.client as c:
         wait_until(lambda: s.dp.ready)
         # (into a pipeline never run: the signed blob the store would write)
-        blob, _ = store.publish(rev, 2, _trained(seed=2), pipe=r.pipeline(transaction=True))
+        blob, _ = store.publish(rev, 2, fraud_model(seed=2), pipe=r.pipeline(transaction=True))
         tampered = bytearray(blob)
         tampered[-10] ^= 0xFF  # a weight changed on its way into the store
         pipe = r.pipeline(transaction=True)
-        store.publish(rev, 2, _trained(seed=2), pipe=pipe)
+        store.publish(rev, 2, fraud_model(seed=2), pipe=pipe)
         pipe.set(store.keys.version(rev, 2), bytes(tampered))
         pipe.execute()
         wait_until(lambda: _forged_count(s.dp.metrics.registry) == 1)
-        assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 1
+        assert c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()["model_version"] == 1
 
 
 def test_a_server_puts_back_the_signed_bytes_it_holds_after_a_store_reset(r, redis_server) -> None:
     s = Served(redis_server.url, manifest(name="fraud"))
     store = ModelStore(r, "test", "fraud")
     rev = s.model.revision
-    blob, _ = store.publish(rev, 5, _trained())
+    blob, _ = store.publish(rev, 5, fraud_model())
     assert blob.startswith(signing.MAGIC)
     with s.client:
         wait_until(lambda: s.dp.ready)
@@ -142,7 +150,7 @@ def test_the_monitor_skips_a_forged_version_and_scores_the_next_signed_one(
     model = _monitor_model()
     rev = model.revision
     store = ModelStore(r, "test", "fraud")
-    store.publish(rev, 1, _trained(seed=1))
+    store.publish(rev, 1, fraud_model(seed=1))
     mon = Monitor(model, r)
     mon.list_logs_every = 0.0
     mon.start()
@@ -150,7 +158,7 @@ def test_the_monitor_skips_a_forged_version_and_scores_the_next_signed_one(
     push_samples(r, store.keys.samples, rows, y)
     mon.step(block_ms=50)
     assert mon._served_key == (rev, 1)
-    blob, _ = _by(WRONG_KEY, r).publish(rev, 2, _trained(seed=2))
+    blob, _ = _by(WRONG_KEY, r).publish(rev, 2, fraud_model(seed=2))
     for _ in range(3):
         push_samples(r, store.keys.samples, rows[:10], y[:10])
         mon.step(block_ms=50)
@@ -161,7 +169,7 @@ def test_the_monitor_skips_a_forged_version_and_scores_the_next_signed_one(
     )
     assert counted == 1
     assert blob[signing.HEADER_BYTES :] not in decoded
-    store.publish(rev, 3, _trained(seed=3))
+    store.publish(rev, 3, fraud_model(seed=3))
     push_samples(r, store.keys.samples, rows[:10], y[:10])
     mon.step(block_ms=50)
     assert mon._served_key == (rev, 3)
@@ -257,7 +265,7 @@ def test_a_learner_with_the_key_signs_what_it_writes_and_a_server_takes_its_vers
     s = Served(redis_server.url, manifest(name="fraud", learning=LEARNING))
     with s.client as c:
         wait_until(lambda: s.dp.ready)
-        assert c.post(PREDICT, json={"instances": ROWS}).json()["model_version"] == 1
+        assert c.post(PREDICT, json={"instances": FRAUD_ROWS}).json()["model_version"] == 1
     assert Pointers.from_hash(r.hgetall(k.pointers(p.revision))).served == 1
 
 
@@ -532,7 +540,7 @@ def test_an_operator_that_finds_the_key_its_pods_read_adopts_nothing(
     _deploy(rec, kube, doc)  # a new model: its key made, its pods read it
     monkeypatch.delenv(signing.KEY_ENV)
     rev = parse(doc).revision
-    ModelStore(r, "test", "fraud").publish(rev, 1, _trained())  # written unsigned, by hand
+    ModelStore(r, "test", "fraud").publish(rev, 1, fraud_model())  # written unsigned, by hand
     blob = r.get(Keys("test", "fraud").version(rev, 1))
     restarted, _, _ = _operator(r)  # a new process: nothing remembered
     restarted.kube = kube

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, manifest, wait_until
-from tests.integration.test_server import Served, _log_entries
+from tests.helpers import FRAUD_FEATURES, Served, log_entries, manifest, wait_until
 from tests.models import teams
 from tideline import signing
 from tideline.algorithms import make_learner
@@ -138,9 +137,9 @@ def test_a_model_that_fails_answers_the_fixed_fallback_flagged_counted_and_logge
     lines = [m for m in caplog.messages if "failed (model-error)" in m]
     assert len(lines) == 1 and error in lines[0] and "Traceback" not in lines[0]
     # and the prediction log says the fallback answered, and why
-    wait_until(lambda: len(_log_entries(r, s)) == 2)
-    assert [e["meta"].fallback for e in _log_entries(r, s)] == ["model-error"] * 2
-    assert all(e["scores"] == [0.25] * len(rows) for e in _log_entries(r, s))
+    wait_until(lambda: len(log_entries(r, s)) == 2)
+    assert [e["meta"].fallback for e in log_entries(r, s)] == ["model-error"] * 2
+    assert all(e["scores"] == [0.25] * len(rows) for e in log_entries(r, s))
     if cls == "Faulty":  # the rows it can score, it scores
         fine = s.client.post(PREDICT, json={"instances": [FINE]}).json()
         assert fine["fallback"] is False and fine["model_version"] == 1
@@ -262,8 +261,8 @@ def test_a_shadow_that_fails_is_just_not_scored(serve, r) -> None:
     for row in (FINE, RAISES):
         body = s.client.post(PREDICT, json={"instances": [row]}).json()
         assert body["tracks"] == ["stable"] and body["fallback"] is False
-    wait_until(lambda: len(_log_entries(r, s)) == 2)
-    shadows = [e["meta"].shadow for e in _log_entries(r, s)]
+    wait_until(lambda: len(log_entries(r, s)) == 2)
+    shadows = [e["meta"].shadow for e in log_entries(r, s)]
     assert shadows[0] is not None and shadows[0][:2] == ("canaryrev", 0) and shadows[1] is None
     assert _errors(s, "shadow", "model-error") == 1
 
