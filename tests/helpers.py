@@ -6,7 +6,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from tideline import predlog
     from tideline.pods.server.api import ServerConfig
     from tideline.pods.server.dataplane import DataPlane
+    from tideline_operator.reconcile import ChildState
 
 on_one_redis_and_a_cluster = pytest.mark.parametrize(
     "redis_kind", ["one redis", "redis cluster"], indirect=True
@@ -386,3 +387,107 @@ def _plain(instance: str, eid: str, e: predlog.Entry) -> dict:
         "rows": [e.row(i) for i in range(len(e))],
         "meta": e.meta,
     }
+
+
+class FakeKube:
+    """The API calls :class:`tideline_operator.reconcile.Reconciler` makes, on a dict keyed
+    by (kind, name)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.applied: list[tuple[str, str]] = []
+        self.deleted: list[tuple[str, str]] = []
+        self.created: list[tuple[str, str]] = []
+        self.reads: list[tuple[str, str]] = []
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        key = (obj["kind"], obj["metadata"]["name"])
+        self.objects[key] = copy.deepcopy(obj)
+        self.applied.append(key)
+        return obj
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in self.objects:
+            return None
+        self.objects[key] = copy.deepcopy(obj)
+        self.created.append(key)
+        return obj
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+        self.reads.append((kind, name))
+        return self.objects.get((kind, name))
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict]:
+        from tideline.demo.cluster import matches_selector
+
+        return [
+            o
+            for (k, _), o in self.objects.items()
+            if k == kind and matches_selector(o["metadata"]["labels"], selector)
+        ]
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self.deleted.append((kind, name))
+        return self.objects.pop((kind, name), None) is not None
+
+    def has_api(self, group_version: str, plural: str) -> bool:
+        return False
+
+    def children(self, ready: bool = True) -> list[ChildState]:
+        """The Deployments as the kopf index would report them."""
+        from tideline_operator.reconcile import ChildState
+
+        out = []
+        for (kind, name), o in self.objects.items():
+            if kind == "Deployment":
+                lb = o["metadata"]["labels"]
+                n = o["spec"].get("replicas", 1)
+                out.append(ChildState(name, lb["tideline.dev/component"],
+                                      lb.get("tideline.dev/revision"), n, n if ready else 0))  # fmt: skip
+        return out
+
+
+class Clock:
+    """The reconciler's clock, set by the test (``clock.now``)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CANARY_ROLLOUT = {
+    "steps": [{"setWeight": 20}, {"pause": "30s"}, {"setWeight": 50}],
+    "analysis": {"interval": "5s", "minSamples": 100},
+}
+"""A rollout with a canary at 20 %, a pause, and 50 %."""
+
+
+def as_applied(m: dict, generation: int = 1) -> dict:
+    """A manifest as the API server hands it to the operator: with a uid and a generation."""
+    b = copy.deepcopy(m)
+    b["metadata"].update({"uid": "u-1", "generation": generation})
+    return b
+
+
+def turn(setup: tuple, body: dict, ready: bool = True) -> dict | None:
+    """One reconciler turn on ``body`` (a ``setup`` fixture's reconciler, API and memory; its
+    Events appended to its list): the status it wrote."""
+    rec, kube, clock, events, mem = setup
+    return rec.turn(body, mem, kube.children(ready),
+                    lambda t, reason, msg: events.append((t, reason, msg)))  # fmt: skip
+
+
+def processes_under(workdir: str) -> list[str]:
+    """The command lines of the running processes that name ``workdir`` (a run's strays)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if workdir in text:
+            found.append(text)
+    return found

@@ -1,5 +1,5 @@
-"""Fixtures the integration tests share: a model served on the Redis under test, and a
-canary of another image beside it."""
+"""Fixtures the integration tests share: a model served on the Redis under test, a canary of
+another image beside it, and the operator's reconciler on an in-memory Kubernetes API."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import Served, fraud_model, listening, manifest, wait_until
+from tests.helpers import Clock, FakeKube, Served, fraud_model, listening, manifest, wait_until
 from tideline.pods.store import ModelStore
 
 
@@ -28,3 +28,16 @@ def other_image_canary(r, redis_under_test) -> Iterator[tuple[Served, str]]:  # 
     ModelStore(r, "test", "fraud").publish(canary.model.revision, 0, fraud_model(seed=4))
     with listening(canary) as url:
         yield canary, url
+
+
+@pytest.fixture
+def setup(r, redis_under_test) -> tuple:  # type: ignore[no-untyped-def]
+    """A reconciler (on ``redis_under_test``), its API, its clock, the Events it posted, one
+    model's memory."""
+    from tideline_operator.builders import OperatorConfig
+    from tideline_operator.reconcile import ModelMemory, Reconciler
+
+    kube, clock = FakeKube(), Clock()
+    settings = OperatorConfig(image="img:1", redis_url=redis_under_test.url)
+    rec = Reconciler(kube, settings, clock=clock)  # type: ignore[arg-type]
+    return rec, kube, clock, [], ModelMemory()

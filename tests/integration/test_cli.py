@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import manifest, push_samples, wait_until
+from tests.helpers import manifest, processes_under, push_samples, wait_until
 
 ROOT = Path(__file__).parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "runtime")}
@@ -141,19 +141,7 @@ def test_run_serves_learns_and_stops_every_process_it_started(tmp_path: Path) ->
     assert summary["samples_learned"] > 0 and summary["versions_published"] >= 2
     assert "DriftInjected" in out.stdout and "started    fraud-server-" in out.stdout
     assert "<img" in report.read_text()
-    assert not _processes_under(summary["workdir"]), "no stray processes"
-
-
-def _processes_under(workdir: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if workdir in text:
-            found.append(text)
-    return found
+    assert not processes_under(summary["workdir"]), "no stray processes"
 
 
 @pytest.mark.integration

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.integration.test_cli import _processes_under
+from tests.helpers import processes_under
 from tideline.demo.local import run_local
 from tideline.spec import parse
 
@@ -85,7 +85,7 @@ def test_the_demo_adapts_to_drift_rolls_back_a_poisoning_and_promotes_a_canary(
     assert summary["stable_revision"] != parse(manifest).revision, "the new revision is stable"
     assert summary["served_accuracy_mean"] > 0.70  # a cold start: the first 5 s are a coin flip
     assert (tmp_path / "report.html").stat().st_size > 10_000
-    assert not _processes_under(summary["workdir"])
+    assert not processes_under(summary["workdir"])
 
 
 @pytest.mark.timeout(200)

@@ -11,16 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, learn_until, manifest, push_samples
-from tests.integration.test_reconcile import ROLLOUT, _body, _turn, setup
+from tests.helpers import (
+    CANARY_ROLLOUT,
+    FRAUD_FEATURES,
+    as_applied,
+    learn_until,
+    manifest,
+    push_samples,
+    turn,
+)
 from tideline.demo.simulate import SyntheticStream
 from tideline.memory import Probe, resident_bytes, size
 from tideline.pods.learner import LearnerProcess
 from tideline.spec import parse
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["setup"]  # (the reconciler's fixture, shared)
 
 GIB = 1 << 30
 
@@ -38,7 +43,9 @@ def _cgroup(tmp_path: Path, limit: int | str) -> Probe:
 
 
 def _learner(r, tmp_path: Path, limit: int | str) -> LearnerProcess:
-    m = manifest("fraud", rollout=ROLLOUT, learning={"publishEvery": 500, "maxBatchDelay": "20ms"})
+    m = manifest(
+        "fraud", rollout=CANARY_ROLLOUT, learning={"publishEvery": 500, "maxBatchDelay": "20ms"}
+    )
     p = LearnerProcess(parse(m), r, checkpoint_seconds=0.0, memory=_cgroup(tmp_path, limit))
     p.start()
     rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=0).take(600)
@@ -82,9 +89,9 @@ def test_a_learner_near_its_limit_is_logged_once_and_said_in_the_operator_s_cond
     assert len(said) == 1, "once an episode, not at every checkpoint"
     assert said[0].startswith(f"learner of revision {p.revision} uses ")
 
-    body = _body(manifest("fraud", rollout=ROLLOUT,
+    body = as_applied(manifest("fraud", rollout=CANARY_ROLLOUT,
                           learning={"publishEvery": 500, "maxBatchDelay": "20ms"}))  # fmt: skip
-    st = _turn(setup, body) or {}
+    st = turn(setup, body) or {}
     [cond] = [c for c in st["conditions"] if c["type"] == "LearnerMemory"]
     assert (cond["status"], cond["reason"]) == ("False", "NearLimit")
     state = len(r.get(p.keys.checkpoint(p.revision)))
@@ -103,7 +110,7 @@ def test_a_learner_near_its_limit_is_logged_once_and_said_in_the_operator_s_cond
     push_samples(r, p.keys.samples, rows, y)
     learn_until(p, lambda: p.counters["samples"] == 610)
     clock.now += 1
-    st = _turn(setup, body) or {}
+    st = turn(setup, body) or {}
     [cond] = [c for c in st["conditions"] if c["type"] == "LearnerMemory"]
     assert (cond["status"], cond["reason"]) == ("True", "Ok")
     assert [e[1] for e in events if e[1].startswith("LearnerMemory")] == [

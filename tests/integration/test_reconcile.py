@@ -16,117 +16,34 @@ import orjson
 import pytest
 import redis
 
-from tests.helpers import health_summary, manifest, on_one_redis_and_a_cluster, retired
+from tests.helpers import (
+    CANARY_ROLLOUT,
+    Clock,
+    FakeKube,
+    as_applied,
+    health_summary,
+    manifest,
+    on_one_redis_and_a_cluster,
+    retired,
+    turn,
+)
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys
-from tideline.demo.cluster import matches_selector
 from tideline.pods.store import ModelStore
 from tideline.signing import KEY_ENV, Signer
 from tideline.spec import parse
 from tideline_operator import reconcile
 from tideline_operator.builders import OperatorConfig
-from tideline_operator.reconcile import ChildState, ModelMemory, Reconciler, route_weights
+from tideline_operator.reconcile import ModelMemory, Reconciler, route_weights
 from tideline_operator.rollout import ROLLBACK_TO
 
 pytestmark = pytest.mark.integration
 
 
-class FakeKube:
-    """The API calls :class:`Reconciler` makes, on a dict keyed by (kind, name)."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.applied: list[tuple[str, str]] = []
-        self.deleted: list[tuple[str, str]] = []
-        self.created: list[tuple[str, str]] = []
-        self.reads: list[tuple[str, str]] = []
-
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        key = (obj["kind"], obj["metadata"]["name"])
-        self.objects[key] = copy.deepcopy(obj)
-        self.applied.append(key)
-        return obj
-
-    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        key = (obj["kind"], obj["metadata"]["name"])
-        if key in self.objects:
-            return None
-        self.objects[key] = copy.deepcopy(obj)
-        self.created.append(key)
-        return obj
-
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
-        self.reads.append((kind, name))
-        return self.objects.get((kind, name))
-
-    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict]:
-        return [
-            o
-            for (k, _), o in self.objects.items()
-            if k == kind and matches_selector(o["metadata"]["labels"], selector)
-        ]
-
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        self.deleted.append((kind, name))
-        return self.objects.pop((kind, name), None) is not None
-
-    def has_api(self, group_version: str, plural: str) -> bool:
-        return False
-
-    def children(self, ready: bool = True) -> list[ChildState]:
-        """The Deployments as the kopf index would report them."""
-        out = []
-        for (kind, name), o in self.objects.items():
-            if kind == "Deployment":
-                lb = o["metadata"]["labels"]
-                n = o["spec"].get("replicas", 1)
-                out.append(ChildState(name, lb["tideline.dev/component"],
-                                      lb.get("tideline.dev/revision"), n, n if ready else 0))  # fmt: skip
-        return out
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def setup(
-    r: redis.Redis, redis_under_test
-) -> tuple[Reconciler, FakeKube, Clock, list, ModelMemory]:
-    """A reconciler (on ``redis_under_test``), its API, its clock, the Events it posted, one
-    model's memory."""
-    kube, clock = FakeKube(), Clock()
-    settings = OperatorConfig(image="img:1", redis_url=redis_under_test.url)
-    rec = Reconciler(kube, settings, clock=clock)  # type: ignore[arg-type]
-    return rec, kube, clock, [], ModelMemory()
-
-
-def _body(m: dict, generation: int = 1) -> dict:
-    b = copy.deepcopy(m)
-    b["metadata"].update({"uid": "u-1", "generation": generation})
-    return b
-
-
-ROLLOUT = {
-    "steps": [{"setWeight": 20}, {"pause": "30s"}, {"setWeight": 50}],
-    "analysis": {"interval": "5s", "minSamples": 100},
-}
-
-
-def _turn(setup: tuple, body: dict, ready: bool = True) -> dict | None:
-    rec, kube, clock, events, mem = setup
-    return rec.turn(body, mem, kube.children(ready),
-                    lambda t, reason, msg: events.append((t, reason, msg)))  # fmt: skip
-
-
 def test_the_first_turn_builds_every_child_and_the_second_changes_nothing(setup, r) -> None:
     rec, kube, clock, events, _ = setup
-    body = _body(manifest("fraud", rollout=ROLLOUT))
-    st = _turn(setup, body, ready=False)
+    body = as_applied(manifest("fraud", rollout=CANARY_ROLLOUT))
+    st = turn(setup, body, ready=False)
     rev = parse(manifest("fraud")).revision
     assert st is not None and st["stableRevision"] == rev and st["phase"] == "Progressing"
     kinds = sorted(k for k, _ in kube.applied)
@@ -138,12 +55,12 @@ def test_the_first_turn_builds_every_child_and_the_second_changes_nothing(setup,
     assert ("Normal", "Deployed", f"revision {rev}") in events
 
     clock.now += 1
-    st = _turn(setup, body)  # replicas became ready
+    st = turn(setup, body)  # replicas became ready
     assert st is not None and st["phase"] == "Healthy"
     applied = len(kube.applied)
     for _ in range(3):
         clock.now += 1
-        assert _turn(setup, body) is None, "an unchanged model writes no status"
+        assert turn(setup, body) is None, "an unchanged model writes no status"
     assert len(kube.applied) == applied, "and applies nothing"
 
 
@@ -157,18 +74,18 @@ def _publish(r: redis.Redis, m: dict, rev: str, versions: int) -> None:
 @on_one_redis_and_a_cluster
 def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setup, r) -> None:
     rec, kube, clock, events, _ = setup
-    m = manifest("fraud", rollout=ROLLOUT, guardrails={"maxAccuracyDrop": 0.05})
+    m = manifest("fraud", rollout=CANARY_ROLLOUT, guardrails={"maxAccuracyDrop": 0.05})
     rev = parse(m).revision
     _publish(r, m, rev, 7)  # served 7
     ModelStore(r, "test", "fraud").set_pointer(rev, "lastGood", 6)  # proven earlier
-    body = _body(m)
-    _turn(setup, body)
+    body = as_applied(m)
+    turn(setup, body)
     keys = Keys("test", "fraud")
     # on the same 500 labelled samples, lastGood v6 is 10 points more accurate than v7
     r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.80, "window": 500},
                                       quality={"served": (rev, 7), "lastGood": (rev, 6, 0.10, 0.03, 500)}))  # fmt: skip
     start = time.perf_counter()
-    st = _turn(setup, body)
+    st = turn(setup, body)
     took = time.perf_counter() - start
     assert st is not None and st["servedVersion"] == 6 and st["pinned"] is True
     assert st["lastRollback"]["from"] == 7 and st["lastRollback"]["to"] == 6
@@ -185,7 +102,7 @@ def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setu
     r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.90, "window": 500},
                                       quality={"served": (rev, 6), "lastGood": (rev, 6),
                                                "latest": (rev, 8, -0.2, 0.03, 500)}))  # fmt: skip
-    st = _turn(setup, body)
+    st = turn(setup, body)
     assert st is None or st["servedVersion"] == 6
     # v9, not worse than v6 on the same samples: served again
     ModelStore(r, "test", "fraud").publish(rev, 9, make_learner(m["spec"]["model"]))
@@ -193,21 +110,21 @@ def test_a_guardrail_breach_pins_served_to_last_good_and_resets_the_learner(setu
     r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.90, "window": 500},
                                       quality={"served": (rev, 6), "lastGood": (rev, 6),
                                                "latest": (rev, 9, 0.0, 0.03, 500)}))  # fmt: skip
-    st = _turn(setup, body)
+    st = turn(setup, body)
     assert st is not None and st["servedVersion"] == 9 and not st["pinned"]
     assert ModelStore(r, "test", "fraud").pointers(rev).served == 9
 
 
 def test_a_version_proven_on_labels_becomes_last_good_in_redis(setup, r) -> None:
     rec, kube, clock, events, _ = setup
-    m = manifest("fraud", rollout=ROLLOUT)
+    m = manifest("fraud", rollout=CANARY_ROLLOUT)
     rev = parse(m).revision
     _publish(r, m, rev, 3)  # a cold model: no lastGood
-    body = _body(m)
-    _turn(setup, body)
+    body = as_applied(m)
+    turn(setup, body)
     r.set(Keys("test", "fraud").health, health_summary(clock.now, quality={
         "served": (rev, 3), "constant": (None, None, -0.3, 0.03, 1000)}))  # fmt: skip
-    st = _turn(setup, body)
+    st = turn(setup, body)
     assert st is not None and st["lastGoodVersion"] == 3
     assert ModelStore(r, "test", "fraud").pointers(rev).lastGood == 3
     assert any(reason == "Proven" for _, reason, _ in events)
@@ -215,30 +132,30 @@ def test_a_version_proven_on_labels_becomes_last_good_in_redis(setup, r) -> None
 
 def test_the_stable_learner_s_lag_is_in_status_refreshed_each_analysis_interval(setup, r) -> None:
     rec, kube, clock, events, _ = setup
-    m = manifest("fraud", rollout=ROLLOUT)  # analysis every 5 s
+    m = manifest("fraud", rollout=CANARY_ROLLOUT)  # analysis every 5 s
     rev = parse(m).revision
-    body = _body(m)
-    _turn(setup, body)
+    body = as_applied(m)
+    turn(setup, body)
     learner = Keys("test", "fraud").learner(rev)
     r.hset(learner, "lag", 1200)
     clock.now += 1
-    assert (_turn(setup, body) or {}).get("learnerLag") == 1200
+    assert (turn(setup, body) or {}).get("learnerLag") == 1200
     r.hset(learner, "lag", 300)
     clock.now += 1
-    assert _turn(setup, body) is None, "not a status write a second"
+    assert turn(setup, body) is None, "not a status write a second"
     clock.now += 5
-    assert (_turn(setup, body) or {}).get("learnerLag") == 300
+    assert (turn(setup, body) or {}).get("learnerLag") == 300
 
 
 @on_one_redis_and_a_cluster
 def test_rollback_by_annotation_points_served_at_the_named_version(setup, r) -> None:
-    m = manifest("fraud", rollout=ROLLOUT)
+    m = manifest("fraud", rollout=CANARY_ROLLOUT)
     rev = parse(m).revision
     _publish(r, m, rev, 5)
-    body = _body(m)
-    _turn(setup, body)
+    body = as_applied(m)
+    turn(setup, body)
     body["metadata"]["annotations"] = {ROLLBACK_TO: "2"}
-    st = _turn(setup, body)
+    st = turn(setup, body)
     assert st is not None and st["servedVersion"] == 2
     assert ModelStore(r, "test", "fraud").pointers(rev).served == 2
 
@@ -246,13 +163,13 @@ def test_rollback_by_annotation_points_served_at_the_named_version(setup, r) -> 
 @on_one_redis_and_a_cluster
 def test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable(setup, r) -> None:
     rec, kube, clock, events, _ = setup
-    m = manifest("fraud", rollout=ROLLOUT)
+    m = manifest("fraud", rollout=CANARY_ROLLOUT)
     old = parse(m).revision
-    _turn(setup, _body(m))
+    turn(setup, as_applied(m))
     m2 = copy.deepcopy(m)
     m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
     new = parse(m2).revision
-    st = _turn(setup, _body(m2, generation=2))
+    st = turn(setup, as_applied(m2, generation=2))
     assert st is not None and st["canaryRevision"] == new and st["canaryWeight"] == 20
     learner = kube.objects[("Deployment", f"fraud-learner-{new}")]
     args = learner["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -271,9 +188,9 @@ def test_a_new_revision_runs_a_warm_started_canary_then_replaces_stable(setup, r
     clock.now += 31
     r.set(Keys("test", "fraud").health, health_summary(clock.now, stable={"accuracy": 0.9},
                                                 quality={"served": (old, 0), "canary": (new, 0, 0.0, 0.01, 500)}))  # fmt: skip
-    st = _turn(setup, _body(m2, generation=2))
+    st = turn(setup, as_applied(m2, generation=2))
     assert st is not None and st["stableRevision"] == new and st.get("canaryRevision") is None
-    st = _turn(setup, _body(m2, generation=2))  # the next turn sees the old Deployments go
+    st = turn(setup, as_applied(m2, generation=2))  # the next turn sees the old Deployments go
     assert ("Deployment", f"fraud-learner-{old}") in kube.deleted
     assert ("ConfigMap", f"fraud-{old}") in kube.deleted
     assert ("Service", "fraud") not in kube.deleted
@@ -295,17 +212,17 @@ def _promoted(setup: tuple, r: redis.Redis) -> tuple[dict, dict, str, str]:
     _publish(r, m, old, 2)
     r.set(keys.checkpoint(old), b"state")
     r.xgroup_create(keys.samples, keys.learner_group(old), id="0", mkstream=True)
-    _turn(setup, _body(m))
+    turn(setup, as_applied(m))
     m2 = copy.deepcopy(m)
     m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
     new = parse(m2).revision
     _publish(r, m2, new, 1)
-    _turn(setup, _body(m2, generation=2))
-    promote = _body(m2, generation=2)
+    turn(setup, as_applied(m2, generation=2))
+    promote = as_applied(m2, generation=2)
     promote["metadata"]["annotations"] = {"tideline.dev/promote": "true"}
-    st = _turn(setup, promote)
+    st = turn(setup, promote)
     assert st is not None and st["stableRevision"] == new
-    _turn(setup, _body(m2, generation=2))  # the old Deployments go
+    turn(setup, as_applied(m2, generation=2))  # the old Deployments go
     assert ("Deployment", f"fraud-learner-{old}") in kube.deleted
     return m, m2, old, new
 
@@ -323,10 +240,10 @@ def test_a_removed_revisions_redis_keys_go_a_grace_after_its_objects(setup, r) -
     assert len(_keys_of(r, old)) == 6  # versions 1-2, versions, vmeta, pointers, checkpoint
     assert retired(r, Keys("test", "fraud")) == {old: clock.now}
     clock.now += rec.settings.retired_grace - 1  # its pods may still be stopping
-    _turn(setup, _body(m2, generation=2))
+    turn(setup, as_applied(m2, generation=2))
     assert len(_keys_of(r, old)) == 6
     clock.now += 1
-    _turn(setup, _body(m2, generation=2))
+    turn(setup, as_applied(m2, generation=2))
     assert _keys_of(r, old) == [] and _keys_of(r, new) == kept
     assert retired(r, Keys("test", "fraud")) == {}
     assert [g["name"] for g in r.xinfo_groups(keys.samples)] == []
@@ -338,7 +255,7 @@ def test_a_revision_that_comes_back_starts_afresh_from_the_stable(setup, r) -> N
     _, kube, clock, _, _ = setup
     m, _, old, new = _promoted(setup, r)
     clock.now += 5  # well within the grace
-    st = _turn(setup, _body(m, generation=3))
+    st = turn(setup, as_applied(m, generation=3))
     assert st is not None and st["canaryRevision"] == old
     # forgotten: nothing is left of it but the word to start afresh (StartWord)
     control = Keys("test", "fraud").control(old)
@@ -353,12 +270,12 @@ def test_a_revision_that_comes_back_starts_afresh_from_the_stable(setup, r) -> N
 
 def test_a_canary_with_another_image_gets_its_own_servers_and_service(setup, r) -> None:
     rec, kube, clock, events, _ = setup
-    m = manifest("fraud", rollout=ROLLOUT)
-    _turn(setup, _body(m))
+    m = manifest("fraud", rollout=CANARY_ROLLOUT)
+    turn(setup, as_applied(m))
     m2 = copy.deepcopy(m)
     m2["spec"]["image"] = "img:2"
     new = parse(m2).revision
-    _turn(setup, _body(m2, generation=2))
+    turn(setup, as_applied(m2, generation=2))
     server = kube.objects[("Deployment", f"fraud-server-{new}")]
     assert server["spec"]["template"]["spec"]["containers"][0]["image"] == "img:2"
     assert (
@@ -373,7 +290,7 @@ def test_a_spec_the_parser_rejects_is_degraded_naming_the_field(setup, r) -> Non
     rec, kube, clock, events, _ = setup
     m = manifest("fraud")
     m["spec"]["model"]["params"] = {"learningRate": -1}
-    st = _turn(setup, _body(m))
+    st = turn(setup, as_applied(m))
     assert st is not None and st["phase"] == "Degraded"
     degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
     assert (
@@ -382,7 +299,7 @@ def test_a_spec_the_parser_rejects_is_degraded_naming_the_field(setup, r) -> Non
     )
     assert kube.applied == []
     assert events and events[0][1] == "InvalidSpec"
-    assert _turn(setup, _body(m)) is None, "and it is not retried into new writes"
+    assert turn(setup, as_applied(m)) is None, "and it is not retried into new writes"
 
 
 def test_gateway_weights_split_between_the_stable_and_canary_services() -> None:
@@ -406,14 +323,14 @@ def test_the_redis_url_from_a_secret_is_read_once_per_resync_not_every_turn(setu
     rec, kube, clock, events, _ = setup
     url = f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0"
     kube.objects[("Secret", "redis")] = {"data": {"url": base64.b64encode(url.encode()).decode()}}
-    body = _body(manifest("fraud", redis={"secretRef": {"name": "redis"}}))
+    body = as_applied(manifest("fraud", redis={"secretRef": {"name": "redis"}}))
     for _ in range(5):
         clock.now += 1
-        _turn(setup, body)
+        turn(setup, body)
     assert kube.reads.count(("Secret", "redis")) == 1
     assert r.hget(Keys("test", "fraud").routing, "stable") is not None, "it reached that Redis"
     clock.now += rec.resync
-    _turn(setup, body)
+    turn(setup, body)
     assert kube.reads.count(("Secret", "redis")) == 2
 
 
@@ -426,8 +343,8 @@ def test_objects_it_does_not_own_are_never_taken_over_nor_deleted(setup, r) -> N
     theirs_canary = copy.deepcopy(foreign)
     theirs_canary["metadata"]["name"] = "fraud-canary"
     kube.objects[("Service", "fraud-canary")] = theirs_canary
-    body = _body(manifest("fraud", rollout=ROLLOUT))
-    st = _turn(setup, body)
+    body = as_applied(manifest("fraud", rollout=CANARY_ROLLOUT))
+    st = turn(setup, body)
     assert st is not None and st["phase"] == "Degraded"
     degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "ResourceExists" and "Service 'fraud'" in degraded["message"]
@@ -437,7 +354,7 @@ def test_objects_it_does_not_own_are_never_taken_over_nor_deleted(setup, r) -> N
     # the name is freed: the model is deployed; the other canary Service is still left alone
     del kube.objects[("Service", "fraud")]
     clock.now += 1
-    st = _turn(setup, body)
+    st = turn(setup, body)
     assert st is not None and st["phase"] == "Healthy"
     assert kube.objects[("Service", "fraud")]["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     assert ("Service", "fraud-canary") in kube.objects and (
@@ -452,9 +369,9 @@ def test_a_spec_against_the_platform_policy_is_degraded_and_nothing_is_built(r) 
     rec = Reconciler(kube, OperatorConfig(image="img:1", redis_url=url, allowed_images=("registry.corp/ml/*",),  # type: ignore[arg-type]
                                     allow_redis_secret_ref=False), clock=clock)  # fmt: skip
     setup = (rec, kube, clock, [], ModelMemory())
-    m = manifest("fraud", rollout=ROLLOUT)
+    m = manifest("fraud", rollout=CANARY_ROLLOUT)
     m["spec"]["image"] = "docker.io/someone/tideline:latest"
-    st = _turn(setup, _body(m))
+    st = turn(setup, as_applied(m))
     assert st is not None and st["phase"] == "Degraded" and not kube.applied
     degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "PolicyViolation" and degraded["message"].startswith(
@@ -462,11 +379,11 @@ def test_a_spec_against_the_platform_policy_is_degraded_and_nothing_is_built(r) 
     )
     m["spec"]["image"] = "registry.corp/ml/tideline:2"
     m["spec"]["redis"] = {"secretRef": {"name": "their-redis"}}
-    st = _turn(setup, _body(m, generation=2))
+    st = turn(setup, as_applied(m, generation=2))
     degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "PolicyViolation" and "spec.redis.secretRef" in degraded["message"]
     del m["spec"]["redis"]
-    st = _turn(setup, _body(m, generation=3))
+    st = turn(setup, as_applied(m, generation=3))
     assert st is not None and st["phase"] != "Degraded" and kube.applied
 
 
@@ -480,17 +397,17 @@ def test_an_operator_that_stops_after_the_rolling_back_turn_unpins_as_without_th
     """The rolling-back turn applied its actions, then the operator stopped before its status
     was written: a new operator (fresh memory) goes on from the old status and the store."""
     rec, kube, clock, events, mem = setup
-    m = manifest("fraud", rollout=ROLLOUT, guardrails={"maxAccuracyDrop": 0.05})
+    m = manifest("fraud", rollout=CANARY_ROLLOUT, guardrails={"maxAccuracyDrop": 0.05})
     rev = parse(m).revision
     keys = Keys("test", "fraud")
     _publish(r, m, rev, 7)
     ModelStore(r, "test", "fraud").set_pointer(rev, "lastGood", 6)
-    body = _body(m)
-    _turn(setup, body)
+    body = as_applied(m)
+    turn(setup, body)
     written = copy.deepcopy(mem.status)  # what the API holds
     r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.80, "window": 500},
                                       quality={"served": (rev, 7), "lastGood": (rev, 6, 0.10, 0.03, 500)}))  # fmt: skip
-    rolled = _turn(setup, body)
+    rolled = turn(setup, body)
     assert rolled is not None and rolled["pinned"] is True  # ... and never written
 
     again = Reconciler(kube, rec.settings, clock=clock)
@@ -501,7 +418,7 @@ def test_an_operator_that_stops_after_the_rolling_back_turn_unpins_as_without_th
     r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.90, "window": 500},
                                       quality={"served": (rev, 6), "lastGood": (rev, 6),
                                                "latest": (rev, 8, -0.2, 0.03, 500)}))  # fmt: skip
-    st = _turn(restarted, body)
+    st = turn(restarted, body)
     assert st is not None and st["pinned"] is True and st["servedVersion"] == 6
     assert st["lastRollback"] == rolled["lastRollback"], "read back from the store"
     ModelStore(r, "test", "fraud").publish(rev, 9, make_learner(m["spec"]["model"]))
@@ -509,7 +426,7 @@ def test_an_operator_that_stops_after_the_rolling_back_turn_unpins_as_without_th
     r.set(keys.health, health_summary(clock.now, stable={"accuracy": 0.90, "window": 500},
                                       quality={"served": (rev, 6), "lastGood": (rev, 6),
                                                "latest": (rev, 9, 0.0, 0.03, 500)}))  # fmt: skip
-    st = _turn(restarted, body)
+    st = turn(restarted, body)
     assert st is not None and st["servedVersion"] == 9 and not st["pinned"]
     assert ModelStore(r, "test", "fraud").pointers(rev).served == 9
     assert (_events(events, "RolledBack"), _events(events, "Unpinned")) == (1, 1)
@@ -518,16 +435,16 @@ def test_an_operator_that_stops_after_the_rolling_back_turn_unpins_as_without_th
 def test_an_operator_that_stops_after_the_promoting_turn_promotes_once(setup, r) -> None:
     rec, kube, clock, events, mem = setup
     m = manifest("fraud", rollout={"steps": [{"setWeight": 50}, {"pause": {}}]})
-    _turn(setup, _body(m))
+    turn(setup, as_applied(m))
     m2 = copy.deepcopy(m)
     m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
     new = parse(m2).revision
-    _turn(setup, _body(m2, generation=2))
+    turn(setup, as_applied(m2, generation=2))
     written = copy.deepcopy(mem.status)
     template = copy.deepcopy(kube.objects[("Deployment", f"fraud-learner-{new}")]["spec"])
-    promote = _body(m2, generation=2)
+    promote = as_applied(m2, generation=2)
     promote["metadata"]["annotations"] = {"tideline.dev/promote": "true"}
-    assert (_turn(setup, promote) or {})["stableRevision"] == new  # ... and never written
+    assert (turn(setup, promote) or {})["stableRevision"] == new  # ... and never written
 
     again = Reconciler(kube, rec.settings, clock=clock)
     promote["status"] = written  # the annotation is still there
@@ -542,14 +459,14 @@ def test_an_operator_that_stops_after_the_promoting_turn_promotes_once(setup, r)
 
 def test_a_store_restarted_empty_is_noticed_and_what_can_be_is_restored(setup, r) -> None:
     rec, kube, clock, events, mem = setup
-    m = manifest("fraud", rollout=ROLLOUT)
+    m = manifest("fraud", rollout=CANARY_ROLLOUT)
     rev = parse(m).revision
     keys = Keys("test", "fraud")
     store = ModelStore(r, "test", "fraud")
     _publish(r, m, rev, 7)
     store.set_pointer(rev, "lastGood", 6)
-    body = _body(m)
-    st = _turn(setup, body)
+    body = as_applied(m)
+    st = turn(setup, body)
     assert st is not None and r.get(keys.epoch).decode() == st["storeEpoch"]
     token = st["storeEpoch"]
     assert r.hget(keys.control(rev), "start") is None, "a revision with pointers needs no word"
@@ -557,7 +474,7 @@ def test_a_store_restarted_empty_is_noticed_and_what_can_be_is_restored(setup, r
 
     r.flushall()  # Redis restarted without persistence
     clock.now += 1
-    st = _turn(setup, body)
+    st = turn(setup, body)
     assert st is not None and st["phase"] == "Degraded"
     [cond] = [c for c in st["conditions"] if c["type"] == "StoreReset"]
     assert (cond["status"], cond["reason"]) == ("True", "StoreReset")
@@ -566,14 +483,14 @@ def test_a_store_restarted_empty_is_noticed_and_what_can_be_is_restored(setup, r
     assert r.get(keys.epoch).decode() == st["storeEpoch"] != token, "a new token, kept"
     assert r.hget(keys.control(rev), "start") == b"after:7", "the learner numbers on after v7"
     clock.now += 1
-    _turn(setup, body)
+    turn(setup, body)
     assert _events(events, "StoreReset") == 1, "once per reset"
 
     # a server puts back the versions it held (tideline.pods.store.restore)
     for v, blob in held.items():
         store.restore(rev, v, blob, {}, {"served": 7, "latest": 7} if v == 7 else {})
     clock.now += 1
-    st = _turn(setup, body)
+    st = turn(setup, body)
     assert st is not None and st["phase"] == "Healthy" and st["lastGoodVersion"] == 6
     assert store.pointers(rev).lastGood == 6, "lastGood restored from the status"
     [cond] = [c for c in st["conditions"] if c["type"] == "StoreReset"]
@@ -586,16 +503,16 @@ def test_a_pointers_hash_evicted_alone_is_a_store_reset_and_last_good_comes_back
     """allkeys-lru evicted the pointers hash (not the token, not the versions): noticed, and
     no "v6 is the first version proven" - lastGood comes back from the status at once."""
     rec, kube, clock, events, _ = setup
-    m = manifest("fraud", rollout=ROLLOUT)
+    m = manifest("fraud", rollout=CANARY_ROLLOUT)
     rev = parse(m).revision
     keys = Keys("test", "fraud")
     _publish(r, m, rev, 7)
     ModelStore(r, "test", "fraud").set_pointer(rev, "lastGood", 6)
-    body = _body(m)
-    _turn(setup, body)
+    body = as_applied(m)
+    turn(setup, body)
     r.delete(keys.pointers(rev))
     clock.now += 1
-    st = _turn(setup, body)
+    st = turn(setup, body)
     assert st is not None and st["phase"] == "Degraded" and st["lastGoodVersion"] == 6
     assert "(latest went back from v7 to none)" in st["storeReset"]["message"]
     assert ModelStore(r, "test", "fraud").pointers(rev).lastGood == 6
@@ -603,7 +520,7 @@ def test_a_pointers_hash_evicted_alone_is_a_store_reset_and_last_good_comes_back
     # the learner publishes v8 (after v7, as told): served again, the reset is over
     ModelStore(r, "test", "fraud").publish(rev, 8, make_learner(m["spec"]["model"]))
     clock.now += 1
-    st = _turn(setup, body)
+    st = turn(setup, body)
     assert st is not None and st["phase"] == "Healthy" and st["servedVersion"] == 8
     assert (_events(events, "StoreReset"), _events(events, "Proven")) == (1, 0)
 
@@ -615,22 +532,22 @@ def _durable(st: dict | None) -> tuple[str, str]:
 
 def test_redis_settings_are_read_once_a_resync_and_warned_of_in_a_condition(setup, r) -> None:
     rec, kube, clock, events, mem = setup
-    body = _body(manifest("fraud", rollout=ROLLOUT))
-    st = _turn(setup, body)
+    body = as_applied(manifest("fraud", rollout=CANARY_ROLLOUT))
+    st = turn(setup, body)
     assert _durable(st) == ("False", "NotPersistent"), "the test server saves nothing"
     assert st is not None and st["phase"] != "Degraded", "a warning, not Degraded"
     try:
         r.config_set("maxmemory-policy", "allkeys-lru")
         clock.now += 1
         assert _durable(mem.status) == ("False", "NotPersistent"), "not read every turn"
-        _turn(setup, body)
+        turn(setup, body)
         assert _durable(mem.status) == ("False", "NotPersistent")
         clock.now += rec.resync
-        assert _durable(_turn(setup, body)) == ("False", "EvictionPolicy")
+        assert _durable(turn(setup, body)) == ("False", "EvictionPolicy")
         r.config_set("maxmemory-policy", "noeviction")
         r.config_set("save", "3600 1")
         clock.now += rec.resync
-        assert _durable(_turn(setup, body)) == ("True", "Durable")
+        assert _durable(turn(setup, body)) == ("True", "Durable")
     finally:
         r.config_set("maxmemory-policy", "noeviction")
         r.config_set("save", "")
@@ -644,7 +561,7 @@ def test_a_redis_that_refuses_config_leaves_durability_unknown_without_an_error(
         url = f"redis://managed:pw@127.0.0.1:{port}/0"
         rec = Reconciler(kube, OperatorConfig(image="img:1", redis_url=url), clock=clock)  # type: ignore[arg-type]
         events: list = []
-        st = _turn((rec, kube, clock, events, ModelMemory()), _body(manifest("fraud")))
+        st = turn((rec, kube, clock, events, ModelMemory()), as_applied(manifest("fraud")))
         assert _durable(st) == ("Unknown", "ConfigNotReadable")
         assert [why for _, why, _ in events] == ["Deployed"]
     finally:
@@ -660,11 +577,11 @@ def test_a_canary_whose_servers_fail_is_aborted_on_errors(setup, r) -> None:
     rollout = {"steps": [{"setWeight": 20}, {"pause": "10m"}],
                "analysis": {"interval": "5s", "minSamples": 100, "failureLimit": 2}}  # fmt: skip
     m = manifest("fraud", rollout=rollout)
-    _turn(setup, _body(m))
+    turn(setup, as_applied(m))
     m2 = copy.deepcopy(m)
     m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
     new = parse(m2).revision
-    st = _turn(setup, _body(m2, generation=2))
+    st = turn(setup, as_applied(m2, generation=2))
     assert st is not None and st["canaryRevision"] == new
     mon = Monitor(parse(m), r, clock=clock)
     keys = Keys("test", "fraud")
@@ -682,7 +599,7 @@ def test_a_canary_whose_servers_fail_is_aborted_on_errors(setup, r) -> None:
         clock.now += 5
         report(10_000 + 800 * i, 200 * i)
         mon.write()
-        st = _turn(setup, _body(m2, generation=2)) or st
+        st = turn(setup, as_applied(m2, generation=2)) or st
         if st.get("aborted"):
             aborted = i
             break
@@ -698,10 +615,10 @@ def test_a_redis_that_refuses_writes_for_want_of_memory_is_named_in_an_event(set
     from tideline_operator import reconcile
 
     rec, kube, clock, events, _ = setup
-    body = _body(manifest("fraud", rollout=ROLLOUT))
-    _turn(setup, body)
+    body = as_applied(manifest("fraud", rollout=CANARY_ROLLOUT))
+    turn(setup, body)
     clock.now += 5
-    _turn(setup, body)
+    turn(setup, body)
     assert "StoreFull" not in [reason for _, reason, _ in events]
     used = int(r.info("memory")["used_memory"])
     policy = r.config_get("maxmemory-policy")["maxmemory-policy"]
@@ -711,7 +628,7 @@ def test_a_redis_that_refuses_writes_for_want_of_memory_is_named_in_an_event(set
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             r.set("a label that does not fit", b"x" * (1 << 20))
         clock.now += reconcile.FULL_READ
-        st = _turn(setup, body)
+        st = turn(setup, body)
         assert st is not None and st["phase"] == "Degraded", st
         full = next(c for c in st["conditions"] if c["type"] == "StoreFull")
         assert (full["status"], full["reason"]) == ("True", "OutOfMemory")
@@ -721,7 +638,7 @@ def test_a_redis_that_refuses_writes_for_want_of_memory_is_named_in_an_event(set
         r.config_set("maxmemory", "0")
         r.config_set("maxmemory-policy", policy)
     clock.now += reconcile.FULL_HOLD + reconcile.FULL_READ
-    st = _turn(setup, body)
+    st = turn(setup, body)
     assert st is not None and st["phase"] == "Healthy", st
     full = next(c for c in st["conditions"] if c["type"] == "StoreFull")
     assert (full["status"], full["reason"]) == ("False", "Accepting")
@@ -737,15 +654,15 @@ def test_a_model_its_pods_cannot_load_is_a_condition_an_event_and_for_a_canary_a
     from tideline.pods import faults
 
     rec, kube, clock, events, _ = setup
-    m = manifest("fraud", rollout=ROLLOUT)
+    m = manifest("fraud", rollout=CANARY_ROLLOUT)
     rev = parse(m).revision
     keys = Keys("test", "fraud")
-    _turn(setup, _body(m))
+    turn(setup, as_applied(m))
     _publish(r, m, rev, 1)
     error = ModelLoadError("ImportFailed", "ModuleNotFoundError: No module named 'teams'")
     faults.report(r, keys, faults.fault_of(error, "monitor", rev, clock.now))
     clock.now += 1
-    st = _turn(setup, _body(m))
+    st = turn(setup, as_applied(m))
     assert st is not None and st["phase"] == "Degraded"
     loaded = next(c for c in st["conditions"] if c["type"] == "ModelLoaded")
     said = f"monitor of revision {rev}: ModuleNotFoundError: No module named 'teams'"
@@ -757,7 +674,7 @@ def test_a_model_its_pods_cannot_load_is_a_condition_an_event_and_for_a_canary_a
     assert ("Warning", "ImportFailed", said) in events
     faults.clear(r, keys, rev, "monitor")  # the monitor started again, and loaded it
     clock.now += 1
-    st = _turn(setup, _body(m))
+    st = turn(setup, as_applied(m))
     assert st is not None and st["phase"] == "Healthy"
     loaded = next(c for c in st["conditions"] if c["type"] == "ModelLoaded")
     assert (loaded["status"], loaded["reason"]) == ("True", "Loaded")
@@ -765,11 +682,11 @@ def test_a_model_its_pods_cannot_load_is_a_condition_an_event_and_for_a_canary_a
     m2 = copy.deepcopy(m)
     m2["spec"]["model"]["params"] = {"optimizer": "adagrad"}
     new = parse(m2).revision
-    st = _turn(setup, _body(m2, generation=2))
+    st = turn(setup, as_applied(m2, generation=2))
     assert st is not None and st["canaryRevision"] == new
     faults.report(r, keys, faults.fault_of(error, "learner", new, clock.now))
     clock.now += 1
-    st = _turn(setup, _body(m2, generation=2))
+    st = turn(setup, as_applied(m2, generation=2))
     assert st is not None and st["aborted"]["revision"] == new and st["phase"] == "Degraded"
     assert (
         "the model cannot be loaded (ImportFailed): learner of revision"
@@ -807,15 +724,15 @@ def test_redis_unreachable_when_the_key_is_made_holds_the_pods_back_until_the_st
     rev = parse(m).revision
     _publish(r, m, rev, 3)  # a model that ran before it had a key
     calls = _unreachable_once(monkeypatch)
-    body = _body(m)
+    body = as_applied(m)
     caplog.set_level(logging.INFO, logger="tideline.operator")
-    _turn(setup, body)
+    turn(setup, body)
     assert kube.created == [("Secret", "fraud-tideline-signing")]
     assert not [k for k in kube.objects if k[0] == "Deployment"], "no pod gets the key yet"
     assert [m for m in caplog.messages if "Redis unavailable (Error 111" in m]
     assert r.get(Keys("test", "fraud").version(rev, 3)).startswith(b"TDL1")
     clock.now += 1
-    _turn(setup, body)  # Redis is back: the store is adopted, then the pods get the key
+    turn(setup, body)  # Redis is back: the store is adopted, then the pods get the key
     assert calls == ["sweep", "sweep"]
     assert _signer(kube).open(r.get(Keys("test", "fraud").version(rev, 3)), "version")
     assert len([k for k in kube.objects if k[0] == "Deployment"]) == 3
@@ -830,8 +747,8 @@ def test_an_operator_restarted_before_the_store_was_adopted_adopts_with_the_key_
     rev = parse(m).revision
     _publish(r, m, rev, 3)
     _unreachable_once(monkeypatch)
-    body = _body(m)
-    _turn(setup, body)  # the key made, the pods held back; then the operator stops
+    body = as_applied(m)
+    turn(setup, body)  # the key made, the pods held back; then the operator stops
     assert not [k for k in kube.objects if k[0] == "Deployment"]
     restarted = Reconciler(kube, rec.settings, clock=clock)  # type: ignore[arg-type]
     clock.now += 1

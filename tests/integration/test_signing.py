@@ -297,8 +297,8 @@ def test_a_local_run_makes_a_key_and_every_process_signs_and_verifies_with_it(
 
 # --------------------------------------------------------------------------- the operator's key
 def _operator(r):  # type: ignore[no-untyped-def]
-    """A reconciler and its in-memory API (tests.integration.test_reconcile's)."""
-    from tests.integration.test_reconcile import Clock, FakeKube
+    """A reconciler and its in-memory API (tests.helpers.FakeKube)."""
+    from tests.helpers import Clock, FakeKube
     from tideline_operator.builders import OperatorConfig
     from tideline_operator.reconcile import Reconciler
 
@@ -442,7 +442,7 @@ def test_an_operator_upgraded_to_signing_seals_a_built_in_model_s_unsigned_state
     again = _proc(r)
     assert "resumedFrom" not in again._notes and "startedAfter" not in again._notes
     assert again.counters["samples"] == 1200
-    assert again.training.replay.filled == p.training.replay.filled > 0
+    assert again.replay.filled == p.replay.filled > 0
     served = again.store.pointers(p.revision).served
     learner, meta = ModelStore(r, "test", "fraud").load(p.revision, "served")
     assert meta["version"] == served == max(versions) and learner.n_seen == meta["n_seen"] > 0
