@@ -1,4 +1,8 @@
-"""Small builders the tests share."""
+"""What the tests share, in one place: builders of manifests, samples, logged requests and
+health summaries; ``wait_until`` for every poll; a served model (:class:`Served`) and the
+reconciler's in-memory API (:class:`FakeKube`) for the integration tests, whose fixtures
+(``served``, ``setup``) are in ``tests/integration/conftest.py``. Heavy imports stay inside
+the functions, so the unit tests import this without a server's dependencies."""
 
 from __future__ import annotations
 
