@@ -52,14 +52,6 @@ def r(redis_under_test: EmbeddedRedis | EmbeddedCluster) -> Iterator[redis.Redis
     client.close()
 
 
-@pytest.fixture(params=["one redis", "redis cluster"])
-def backend(request: pytest.FixtureRequest) -> EmbeddedRedis | EmbeddedCluster:
-    """The same test on a single Redis and on a Redis Cluster (``.url``, ``.client()``)."""
-    name = "redis_server" if request.param == "one redis" else "redis_cluster"
-    server: EmbeddedRedis | EmbeddedCluster = request.getfixturevalue(name)
-    return server
-
-
 @pytest.fixture(scope="session")
 def kafka_certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The test broker's TLS listener's CA and certificates, and a client's (tls_certs)."""

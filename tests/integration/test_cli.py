@@ -12,7 +12,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import manifest, processes_under, push_samples, wait_until
+from tests.helpers import (
+    manifest,
+    on_one_redis_and_a_cluster,
+    processes_under,
+    push_samples,
+    wait_until,
+)
 
 ROOT = Path(__file__).parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "runtime")}
@@ -255,7 +261,10 @@ def test_tideline_server_serves_a_published_version_and_stops_cleanly(
 
 
 @pytest.mark.integration
-def test_tideline_monitor_writes_health_and_serves_metrics(backend, tmp_path: Path) -> None:
+@on_one_redis_and_a_cluster
+def test_tideline_monitor_writes_health_and_serves_metrics(
+    redis_under_test, tmp_path: Path
+) -> None:
     import urllib.request
 
     from tideline.contracts import Keys
@@ -263,11 +272,11 @@ def test_tideline_monitor_writes_health_and_serves_metrics(backend, tmp_path: Pa
     from tideline.demo.simulate import SyntheticStream
 
     doc = manifest(name="fraud", rollout={"analysis": {"interval": "200ms"}})
-    path, model, client = _published(backend, tmp_path, doc)
+    path, model, client = _published(redis_under_test, tmp_path, doc)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tideline.cli", "monitor", "--config", str(path),
-         "--redis", backend.url, "--port", str(port)],
+         "--redis", redis_under_test.url, "--port", str(port)],
         env=ENV, cwd=ROOT,
     )  # fmt: skip
     keys = Keys("test", "fraud")

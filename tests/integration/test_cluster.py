@@ -3,8 +3,8 @@
 A model's keys share one hash tag, so its transactions (the checkpoint's MULTI with the
 publish script) land on one node. The tests of the learner, the server, the store and the
 operator that must hold on a cluster too are run on both kinds where they are written
-(``tests.helpers.on_one_redis_and_a_cluster``); the kill -9 test and the monitor's CLI test
-run on both through the ``backend`` fixture.
+(``tests.helpers.on_one_redis_and_a_cluster``), as are the kill -9 test, the monitor's CLI
+test and the prediction-id claims.
 """
 
 from __future__ import annotations

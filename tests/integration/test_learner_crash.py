@@ -195,7 +195,7 @@ def _check_learned(client, doc: dict, rows: list, labels: list[float]) -> None: 
 
 
 @pytest.mark.parametrize(
-    ("backend", "algorithm"),
+    ("redis_kind", "algorithm"),
     [
         pytest.param("one redis", "sgd", id="a built-in model on one redis"),
         pytest.param("redis cluster", "sgd", id="a built-in model on a redis cluster"),
@@ -204,12 +204,12 @@ def _check_learned(client, doc: dict, rows: list, labels: list[float]) -> None: 
         pytest.param("one redis", "custom", id="a team's own class on one redis"),
         pytest.param("one redis", "river", id="a River pipeline on one redis"),
     ],
-    indirect=["backend"],
+    indirect=["redis_kind"],
 )
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(
-    backend, algorithm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis_under_test, algorithm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    r = backend.client()
+    r = redis_under_test.client()
     r.flushall()
     doc = _doc(algorithm, monkeypatch)
     model = parse(doc)
@@ -231,7 +231,7 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(
                 pipe.xadd(stream, {"data": orjson.dumps(v)})
         pipe.execute()
 
-    status, rows, labels = _kill_9_run(r, backend.url, doc, tmp_path, send)
+    status, rows, labels = _kill_9_run(r, redis_under_test.url, doc, tmp_path, send)
     assert status["samples"] == len(labels) and status["label_sum"] == sum(labels)
     assert r.xpending(keys.samples, keys.learner_group(model.revision))["pending"] == 0
     assert r.xpending(keys.feedback, keys.learner_group(model.revision))["pending"] == 0

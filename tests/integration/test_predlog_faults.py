@@ -11,7 +11,13 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, wait_until
+from tests.helpers import (
+    FRAUD_FEATURES,
+    LoggedRequest,
+    manifest,
+    on_one_redis_and_a_cluster,
+    wait_until,
+)
 from tideline import predlog
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys
@@ -58,21 +64,8 @@ def _serving(r, url: str) -> Iterator[Server]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def server(r, redis_server) -> Iterator[Server]:
-    yield from _serving(r, redis_server.url)
-
-
-@pytest.fixture
-def on_both(backend) -> Iterator[tuple[Server, object]]:
-    """A server on a single Redis, and on a Redis Cluster (the claims and the index bucket a
-    bind writes are in the model's slot), with a client of the same store."""
-    client = backend.client()
-    client.flushall()
-    try:
-        for s in _serving(client, backend.url):
-            yield s, client
-    finally:
-        client.close()
+def server(r, redis_under_test) -> Iterator[Server]:
+    yield from _serving(r, redis_under_test.url)
 
 
 def _padded(rows: list, pad: int, ids: list | None = None) -> bytes:
@@ -168,8 +161,8 @@ def test_a_client_id_is_not_rebound_by_another_request_and_its_label_joins_the_f
     assert later.status_code == 200, later.text
 
 
-def test_a_request_with_one_taken_id_binds_none_of_its_ids(on_both) -> None:
-    server, _ = on_both
+@on_one_redis_and_a_cluster  # (the claims and the index bucket a bind writes: the model's slot)
+def test_a_request_with_one_taken_id_binds_none_of_its_ids(server: Server) -> None:
     row = {"amount": 1.0, "hour": 1.0, "merchant": "m"}
     assert server.client.post(PREDICT, json={"instances": [row], "ids": ["b"]}).status_code == 200
     both = server.client.post(PREDICT, json={"instances": [row, row], "ids": ["a", "b"]})
