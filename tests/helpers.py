@@ -214,17 +214,26 @@ def tls_certs(d: Path) -> dict[str, Path]:
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.02,
-               message: str | Callable[[], str] | None = None) -> float:  # fmt: skip
+               message: str | Callable[[], str] | None = None,
+               ignoring: tuple[type[BaseException], ...] = ()) -> float:  # fmt: skip
     """Poll ``predicate`` every ``interval`` seconds until it is truthy: the seconds it took.
 
-    Past ``timeout`` the test fails saying what it waited for: ``message`` (a callable is asked
-    then, to show the state it found), else the predicate's source.
+    Past ``timeout`` it raises AssertionError saying what it waited for: ``message`` (a
+    callable is asked then, to show the state it found), else the predicate's source. An
+    exception in ``ignoring`` that the predicate raises counts as "not yet" (a thing still
+    starting: a refused connection, a kubectl that fails).
     """
     import inspect
     import time
 
+    def holds() -> bool:
+        try:
+            return bool(predicate())
+        except ignoring:
+            return False
+
     start = time.monotonic()
-    while not predicate():
+    while not holds():
         if time.monotonic() - start >= timeout:
             if callable(message):
                 message = message()
@@ -233,7 +242,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: 
                     message = inspect.getsource(predicate).strip()  # type: ignore[arg-type]
                 except (OSError, TypeError):
                     message = repr(predicate)
-            pytest.fail(f"timed out after {timeout} s waiting for {message}")
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
     return time.monotonic() - start
 

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 import redis
 
 from tests.e2e.cluster.controlplane import ControlPlane, free_port
+from tests.helpers import wait_until
 from tideline.demo.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,16 +39,11 @@ def cluster() -> Iterator[ControlPlane]:
 
 
 def until(check: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> float:
-    """Seconds until ``check()`` is truthy; fails the test past ``timeout``."""
-    start = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - start
-        except (subprocess.CalledProcessError, OSError, KeyError, IndexError, TypeError):
-            pass
-        assert time.monotonic() - start < timeout, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.2)
+    """Seconds until ``check()`` is truthy; fails the test past ``timeout``. A kubectl that
+    fails, or an object without the field yet, is "not yet"."""
+    return wait_until(check, timeout, 0.2, what,
+                      ignoring=(subprocess.CalledProcessError, OSError, KeyError, IndexError,
+                                TypeError))  # fmt: skip
 
 
 def get(cp: ControlPlane, *args: str) -> dict:

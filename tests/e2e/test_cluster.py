@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from tests.e2e.cluster.controlplane import ControlPlane
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -24,14 +24,6 @@ spec:
       containers: [{name: c, image: registry.invalid/probe:1}]
       tolerations: [{key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}]
 """
-
-
-def _until(check, timeout: float = 60.0) -> float:
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout, "timed out"
-        time.sleep(0.3)
-    return time.monotonic() - start
 
 
 def test_the_api_server_reports_its_version_and_enforces_rbac(cluster: ControlPlane) -> None:
@@ -53,9 +45,10 @@ def test_pods_of_a_deployment_run_on_the_fake_node_and_are_collected_with_it(
         ]
         return len(pods) == 2 and all(p["status"].get("phase") == "Running" for p in pods)
 
-    took = _until(running)
+    took = wait_until(running, 60.0, 0.3, "2 probe pods Running")
     print(f"\n[e2e] deployment to 2 Running pods in {took:.1f}s")
     cluster.kubectl("delete", "deployment", "probe", "--wait=false")
-    _until(
-        lambda: cluster.kubectl("get", "pods", "-l", "app=probe", "-o", "name").stdout.strip() == ""
-    )
+    wait_until(
+        lambda: cluster.kubectl("get", "pods", "-l", "app=probe", "-o", "name").stdout.strip() == "",
+        60.0, 0.3, "the probe pods gone",
+    )  # fmt: skip

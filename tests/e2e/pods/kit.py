@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import redis
 
 from tests.e2e.cluster.node import REDIS_IMAGE, RealCluster
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 RELEASE, NAMESPACE = "tideline", "tideline-system"
@@ -23,17 +23,11 @@ REDIS_UID = 999  # the chart runs its Redis as 999
 
 
 def until(check: Callable[[], object], timeout: float, what: str) -> float:
-    """Seconds until ``check()`` is truthy; fails the test past ``timeout``."""
-    start = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - start
-        except (subprocess.CalledProcessError, OSError, KeyError, IndexError, TypeError,
-                ValueError, redis.RedisError):  # fmt: skip
-            pass
-        assert time.monotonic() - start < timeout, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.5)
+    """Seconds until ``check()`` is truthy; fails the test past ``timeout``. A kubectl that
+    fails, an object without the field yet, or a Redis not reachable yet is "not yet"."""
+    return wait_until(check, timeout, 0.5, what,
+                      ignoring=(subprocess.CalledProcessError, OSError, KeyError, IndexError,
+                                TypeError, ValueError, redis.RedisError))  # fmt: skip
 
 
 def get(real: RealCluster, *args: str) -> dict[str, Any]:
