@@ -20,7 +20,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, produce
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, manifest, produce, wait_until
 from tests.models.teams import Tally
 from tideline.algorithms import Learner, make_learner
 from tideline.contracts import Keys
@@ -78,12 +78,13 @@ def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, lis
     kills = duplicates = 0
     learned = [0.0]  # samples checkpointed when each learner started, and at the end
 
+    def samples_learned() -> float:
+        assert proc.poll() is None, "the learner died"
+        return _status(r, keys, model.revision).get("samples", 0.0)
+
     def learned_since_start() -> None:
-        deadline = time.monotonic() + 60
-        while _status(r, keys, model.revision).get("samples", 0.0) <= learned[-1]:
-            assert proc.poll() is None, "the learner died"
-            assert time.monotonic() < deadline, "the learner learned nothing"
-            time.sleep(0.02)
+        wait_until(lambda: samples_learned() > learned[-1], timeout=60,
+                   message="the learner to learn something")  # fmt: skip
 
     try:
         for chunk in range(40):
@@ -118,11 +119,8 @@ def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, lis
                 kills += 1
                 learned.append(_status(r, keys, model.revision).get("samples", 0.0))
                 proc = _start(config, url)
-        deadline = time.monotonic() + 120
-        while _status(r, keys, model.revision).get("samples", 0) < len(y):
-            assert proc.poll() is None, "the learner died"
-            assert time.monotonic() < deadline, str(_status(r, keys, model.revision))
-            time.sleep(0.2)
+        wait_until(lambda: samples_learned() >= len(y), timeout=120, interval=0.2,
+                   message=lambda: f"every sample learned; {_status(r, keys, model.revision)}")  # fmt: skip
         time.sleep(1.5)  # had anything been queued twice, it would show by now
         status = _status(r, keys, model.revision)
     finally:
