@@ -442,7 +442,7 @@ def test_an_operator_upgraded_to_signing_seals_a_built_in_model_s_unsigned_state
     again = _proc(r)
     assert "resumedFrom" not in again._notes and "startedAfter" not in again._notes
     assert again.counters["samples"] == 1200
-    assert again.replay.filled == p.replay.filled > 0
+    assert again.training.replay.filled == p.training.replay.filled > 0
     served = again.store.pointers(p.revision).served
     learner, meta = ModelStore(r, "test", "fraud").load(p.revision, "served")
     assert meta["version"] == served == max(versions) and learner.n_seen == meta["n_seen"] > 0
