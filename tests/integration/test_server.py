@@ -888,7 +888,9 @@ def test_any_body_on_any_route_gets_an_answer_never_a_5xx(
 
 
 def test_with_feedback_auth_only_a_bearer_of_the_token_may_teach_the_model(r, redis_server) -> None:
-    s = Served(redis_server.url, manifest(name="fraud"), ServerConfig(feedback_token="s3cret-t0ken"))
+    s = Served(
+        redis_server.url, manifest(name="fraud"), ServerConfig(feedback_token="s3cret-t0ken")
+    )
     ModelStore(r, "test", "fraud").publish(s.model.revision, 0, fraud_model())
     learn = {"instances": FRAUD_ROWS, "labels": [1, 0]}
     with s.client as c:
