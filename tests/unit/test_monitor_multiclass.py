@@ -8,8 +8,9 @@ import pytest
 
 from tideline.candidates import error_of
 from tideline.pods.metrics import MonitorMetrics
-from tideline.pods.monitor import TrackState, _metrics, _recall
+from tideline.pods.monitor import _metrics, _recall
 from tideline.tasks import Task
+from tideline.tracks import TrackState
 
 TASK = Task("multiclass", ("cat", "dog", "fox"))
 

@@ -9,10 +9,12 @@ It reads, without taking anything from the learner:
   every consumer group gets every entry, so the learner's group loses
   nothing. Feedback is joined with the log (:mod:`tideline.pods.join`); labelled
   samples are scored by the served version itself, so a model that gets no
-  HTTP traffic at all (learner-only) is still watched;
+  HTTP traffic at all (learner-only) is still watched. What a label scores on
+  which track and version, :mod:`tideline.tracks` decides;
 * the servers' per-track counters and latency percentiles (``servers``), turned
   from each server's totals into what the servers counted over a recent window
-  (:class:`ServerCounters`), so the error rate shows a late burst of errors.
+  (:class:`tideline.counters.ServerCounters`), so the error rate shows a late
+  burst of errors.
 
 Every ``spec.rollout.analysis.interval`` it writes ``tideline:{<ns>/<model>}:health``
 (:class:`tideline.health.Health`) and publishes a ``health`` event; and at once
@@ -64,7 +66,6 @@ is not one is counted as a bad entry and left out (the learner dead-letters it).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import math
@@ -73,7 +74,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -88,8 +88,8 @@ from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
 from tideline.candidates import Candidates, Key, Loaded, Named
 from tideline.contracts import Pointers, Routing, feedback_labels
+from tideline.counters import Counted, ServerCounters
 from tideline.drift import KS, PSI, Categorical
-from tideline.evaluate import RollingMetrics
 from tideline.pods import faults
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
@@ -107,6 +107,7 @@ from tideline.signals import DriftEvent, DriftSignals
 from tideline.signing import ForgedBlob, Sealing
 from tideline.spec import OnlineModel
 from tideline.tasks import Task
+from tideline.tracks import Scored, Tracks, labelled, logged
 
 log = logging.getLogger("tideline.monitor")
 
@@ -118,187 +119,6 @@ LOG_READ = 256
 MEASURE_SHARE = 0.01  # of the time at most spent measuring the log's size (MEMORY USAGE)
 VERSIONS_EVERY = 0.25  # seconds between two looks at the pointers for a version to judge
 FAILED_WAIT = 2.0  # seconds at most between failed turns: 30 in a row take about a minute
-# The servers' counters (ServerCounters): a server's report older than this no longer counts
-SERVER_GONE = 30.0
-# The window the error rate is computed on: at least an analysis interval and two of the
-# servers' reports (one a second: DataPlane._report), reaching back until it holds this many
-# requests (rollout.MIN_REQUESTS: a rate the canary analysis may judge, and one error in a
-# quiet minute is no 5 % rate), never further back than ten minutes or six analysis
-# intervals. (Reaching back dilutes nothing: it stops at 100 requests.)
-RATE_REQUESTS, RATE_SHORTEST, RATE_LONGEST = 100, 2.0, 600.0
-COUNTERS = ("requests", "errors", "refused", "shed", "fallbacks")  # (TrackStats.summary)
-# The versions whose own quality is held (the oldest forgotten): 64, fewer for a multiclass
-# model whose rolling windows hold a probability per class per row - 64 windows of 2,000
-# rows of 1,000 classes are 1 GB, the monitor's memory limit; at most VERSION_NUMBERS
-# numbers (128 MiB) in all, and never fewer than MIN_VERSIONS versions.
-MAX_VERSIONS, MIN_VERSIONS, VERSION_NUMBERS = 64, 8, 1 << 24
-
-
-@dataclass
-class TrackState:
-    """Quality of one track (stable, canary, shadow) over a rolling window."""
-
-    task: Task
-    window: int
-    quality: RollingMetrics = field(init=False)
-    labelled: int = 0
-    predictions: int = 0
-    revision: str | None = None
-    version: int | None = None
-
-    def __post_init__(self) -> None:
-        self.quality = RollingMetrics(self.task.name, self.window, self.task.n_classes)
-
-
-@dataclass(frozen=True)
-class Counted:
-    """One track's servers over a recent window: counters summed over the servers, the
-    worst server's latency percentiles (each server's own, over its recent answers)."""
-
-    requests: int = 0
-    errors: int = 0
-    refused: int = 0
-    shed: int = 0
-    fallbacks: int = 0
-    seconds: float | None = None  # what the counters cover (None: nothing read twice yet)
-    p50: float | None = None
-    p95: float | None = None
-    p99: float | None = None
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.requests if self.requests else None
-
-
-class ServerCounters:
-    """The servers' per-track counters over a recent window, from their reports' totals.
-
-    Each server process reports the totals it counted since it started
-    (``tideline:{<ns>/<model>}:servers``, one field a server). A rate of totals
-    hid a late burst: after a million good answers, a server that fails every
-    request showed 1 % errors after 10,000 failures, and ``maxErrorRate`` and the
-    canary analysis waited for it. So each read is turned into what every server
-    counted *since the read before* (its totals less those it reported then), and
-    a track's counters are the sum of the newest reads that span at least
-    ``shortest`` seconds and hold at least ``min_requests`` requests, or all the
-    reads of the last ``longest`` seconds when those hold fewer.
-
-    A server whose totals went down started again: what it reports is what it
-    counted since (never a negative count). A server first seen after the first
-    read started since the read before: its totals count. At the first read
-    nothing does (the totals may be days old): the window starts there. A
-    server whose report is older than ``SERVER_GONE`` no longer counts, and what
-    it counted before stays in the window it came in.
-
-    Pure: fed the hash as read and the time, it reads no clock and no network.
-
-    Examples
-    --------
-    >>> c = ServerCounters(interval=10.0)
-    >>> def report(ts, requests, errors):
-    ...     return orjson.dumps({"ts": ts, "tracks": {"stable": {
-    ...         "requests": requests, "errors": errors, "p95": 0.004}}})
-    >>> c.update({b"pod-a": report(100.0, 1_000_000, 0)}, now=100.0)["stable"].error_rate
-    >>> got = c.update({b"pod-a": report(110.0, 1_000_500, 500)}, now=110.0)["stable"]
-    >>> got.requests, got.errors, got.error_rate, got.seconds, got.p95
-    (500, 500, 1.0, 10.0, 0.004)
-    >>> got = c.update({b"pod-a": report(120.0, 300, 30)}, now=120.0)["stable"]  # restarted
-    >>> got.requests, got.errors, got.error_rate
-    (300, 30, 0.1)
-    """
-
-    def __init__(
-        self,
-        interval: float,
-        *,
-        min_requests: int = RATE_REQUESTS,
-        shortest: float = RATE_SHORTEST,
-        longest: float = RATE_LONGEST,
-    ) -> None:
-        self.interval = interval
-        self.min_requests = min_requests
-        self.shortest = max(interval, shortest)
-        self.longest = max(6 * interval, longest, self.shortest)
-        self._totals: dict[bytes, dict[str, tuple[int, ...]]] = {}  # server -> track -> totals
-        self._read_at: float | None = None
-        # reads in the window: (the read before's time, this one's, what each track counted)
-        self._reads: collections.deque[tuple[float, float, dict[str, tuple[int, ...]]]] = (
-            collections.deque()
-        )
-
-    def update(self, reports: dict[bytes, bytes], now: float) -> dict[str, Counted]:
-        """The servers' hash as read at ``now``: each track's counters over its window."""
-        first, since = self._read_at is None, self._read_at
-        counted: dict[str, list[int]] = {}
-        latency: dict[str, dict[str, float]] = {}
-        totals: dict[bytes, dict[str, tuple[int, ...]]] = {}
-        for server, raw in reports.items():
-            report = _server_report(raw)
-            if report is None:  # not a report: the server keeps what it had
-                if server in self._totals:
-                    totals[server] = self._totals[server]
-                continue
-            ts, tracks = report
-            totals[server] = {t: n for t, (n, _) in tracks.items()}
-            if now - ts > SERVER_GONE:
-                continue  # gone: what it counts no longer does (its totals kept, if it is back)
-            before = self._totals.get(server, {})
-            for track, (n, lat) in tracks.items():
-                was = before.get(track)
-                if was is None:  # new since the read before (a server, or a track of one)
-                    delta = (0,) * len(n) if first else n
-                elif any(a < b for a, b in zip(n, was, strict=True)):
-                    delta = n  # started again: its totals are what it counted since
-                else:
-                    delta = tuple(a - b for a, b in zip(n, was, strict=True))
-                acc = counted.setdefault(track, [0] * len(COUNTERS))
-                for j, d in enumerate(delta):
-                    acc[j] += d
-                worst = latency.setdefault(track, {})
-                for k, v in lat.items():
-                    worst[k] = max(worst.get(k, 0.0), v)
-        self._totals, self._read_at = totals, now
-        if since is not None:
-            self._reads.append((since, now, {t: tuple(c) for t, c in counted.items()}))
-        while len(self._reads) > 1 and self._reads[0][0] < now - self.longest:
-            self._reads.popleft()  # (the newest read stays, however long it took)
-        tracks_counted = {t for _, _, c in self._reads for t in c}
-        return {t: self._window(t, latency.get(t, {})) for t in {*latency, *tracks_counted}}
-
-    def _window(self, track: str, latency: dict[str, float]) -> Counted:
-        """The newest reads of a track spanning ``shortest`` seconds and ``min_requests``."""
-        sums = [0] * len(COUNTERS)
-        start = end = None
-        for since, at, counted in reversed(self._reads):
-            end = at if end is None else end
-            start = since
-            for j, d in enumerate(counted.get(track, ())):
-                sums[j] += d
-            if end - start >= self.shortest and sums[0] >= self.min_requests:
-                break
-        seconds = None if start is None or end is None else round(end - start, 3)
-        requests, errors, refused, shed, fallbacks = sums  # (in the order of COUNTERS)
-        return Counted(requests, errors, refused, shed, fallbacks, seconds,
-                       latency.get("p50"), latency.get("p95"), latency.get("p99"))  # fmt: skip
-
-
-def _server_report(
-    raw: bytes,
-) -> tuple[float, dict[str, tuple[tuple[int, ...], dict[str, float]]]] | None:
-    """A server's report (:meth:`tideline.pods.server.dataplane.DataPlane._report`): when it
-    was written, and per track its totals (``COUNTERS``) and latency percentiles; None when
-    it is not one."""
-    try:
-        rep = orjson.loads(raw)
-        ts = float(rep.get("ts", 0))
-        tracks = {}
-        for track, s in (rep.get("tracks") or {}).items():
-            n = tuple(max(0, int(s.get(k, 0))) for k in COUNTERS)
-            lat = {k: float(s[k]) for k in ("p50", "p95", "p99") if k in s}
-            tracks[str(track)] = (n, lat)
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, OverflowError):
-        return None
-    return ts, tracks
 
 
 class Monitor:
@@ -328,10 +148,9 @@ class Monitor:
         # the log is in real time (stream ids), whatever clock the analysis runs on
         self.join = LogJoin(client, self.keys, self.spec.learning.labelWindow, GROUP)
         self.labels = self._follower()  # the labels: Redis streams or Kafka topics
-        self.tracks: dict[str, TrackState] = {}
-        self.versions: dict[str, TrackState] = {}  # "revision:version" -> quality
-        width = window * max(self.task.n_classes, 1)  # numbers a version's window holds
-        self._max_versions = max(MIN_VERSIONS, min(MAX_VERSIONS, VERSION_NUMBERS // width))
+        # each track's and version's predictions and quality
+        self.answers = Tracks(self.task, window)
+        self.tracks, self.versions = self.answers.tracks, self.answers.versions
         numeric = [f for f in self.spec.model.features if f.type == "numeric"]
         self.feature_names = [f.name for f in numeric]
         self.feature_defaults = [float(f.default or 0.0) for f in numeric]
@@ -401,25 +220,6 @@ class Monitor:
         self._log_start = f"{int(self.clock() * 1000)}-0"
 
     # -- reading -----------------------------------------------------------------------------
-    def _track(self, name: str) -> TrackState:
-        t = self.tracks.get(name)
-        if t is None:
-            t = self.tracks[name] = TrackState(self.task, self.window)
-        return t
-
-    def _version(self, revision: str | None, version: int | None) -> TrackState | None:
-        if revision is None or version is None:
-            return None
-        key = f"{revision}:{version}"
-        v = self.versions.get(key)
-        if v is None:
-            if len(self.versions) >= self._max_versions:  # bounded: forget the oldest
-                self.versions.pop(next(iter(self.versions)))
-            v = self.versions[key] = TrackState(
-                self.task, self.window, revision=revision, version=version
-            )
-        return v
-
     def _list_logs(self) -> None:
         """The server processes writing a prediction log now (listed again every second)."""
         now = self.clock()
@@ -429,11 +229,6 @@ class Monitor:
         since = now - predlog.retention(self.spec.learning.labelWindow)
         live = [m.decode() for m in self.r.zrangebyscore(self.keys.logs, since, "+inf")]
         self._cursors = {i: self._cursors.get(i, self._log_start) for i in live}
-
-    def _logged(self, values: Sequence[Any]) -> np.ndarray:
-        """Logged scores as the task reads them (:meth:`Task.checked`: ``(n,)``, or ``(n, k)``
-        for multiclass, finite); ``ValueError`` when they are not (a null score)."""
-        return self.task.checked(values, len(values), probabilities=False)
 
     def _read_log(self, count: int = LOG_READ) -> int:
         self._list_logs()
@@ -534,15 +329,8 @@ class Monitor:
         to read)."""
         n = len(scores)
         self._counts["predictions"] += n
+        self.answers.answered(e, n)
         tracks = e.meta.tracks or None  # (None: one track answered every row)
-        for track in sorted(set(tracks)) if tracks is not None else (e.meta.track,):
-            t = self._track(track)
-            t.predictions += n if tracks is None else tracks.count(track)
-            t.revision, t.version = e.model(track)
-        if e.meta.shadow is not None:
-            t = self._track("shadow")
-            t.predictions += n
-            t.revision, t.version = e.meta.shadow[0], e.meta.shadow[1]
         if tracks is None:  # (the usual request: one track answered all its rows)
             stable: Sequence[int] = range(n) if e.meta.track == "stable" else ()
         else:
@@ -571,7 +359,7 @@ class Monitor:
         picked = scores if len(stable) == n else [scores[i] for i in stable]
         if self.task.multiclass:  # prediction drift reads the predicted class
             try:
-                picked = self.task.predicted(self._logged(picked)).tolist()
+                picked = self.task.predicted(logged(self.task, picked)).tolist()
             except (ValueError, TypeError):
                 self.metrics.bad_log_entries.inc()
                 return
@@ -622,79 +410,31 @@ class Monitor:
         self._drift_typed = []
 
     def _on_label(self, j: Joined) -> None:
-        """Labels of one logged request: its tracks' and versions' quality, the concept
-        detector (in prediction order), the evidence the guardrails judge."""
-        e = j.entry
-        labelled, targets = self._targets(j.labels)
-        if not labelled:
+        """Labels of one logged request (:func:`tideline.tracks.labelled`): its tracks' and
+        versions' quality, the concept detector (in prediction order), the evidence the
+        guardrails judge."""
+        got = labelled(self.task, j.entry, j.rows, j.labels, j.received)
+        if got.bad:
+            self.metrics.bad_log_entries.inc(got.bad)
+        if not got.scored:
             return
-        whole = len(labelled) == len(j.rows)
-        at_rows = j.rows if whole else [j.rows[n] for n in labelled]
-        arrived = j.received if whole else [j.received[n] for n in labelled]
-        try:
-            y = np.array(targets, dtype=np.float64)
-            scores = e.scores
-            p = self._logged([scores[i] for i in at_rows])
-            rows = e.pick(at_rows)
-        except (TypeError, ValueError, IndexError):
-            self.metrics.bad_log_entries.inc()
-            return
-        self._counts["labels"] += len(y)
-        self._evidence_rows += rows
-        self._evidence_y += y.tolist()
-        self._evidence_t += arrived
-        self._last_feedback = max(self._last_feedback, *arrived)
-        self.label_lags += [max(0.0, t - j.ts) for t in arrived]
+        self._counts["labels"] += len(got.y)
+        self._evidence_rows += got.rows
+        self._evidence_y += got.y.tolist()
+        self._evidence_t += got.arrived
+        self._last_feedback = max(self._last_feedback, *got.arrived)
+        self.label_lags += [max(0.0, t - j.ts) for t in got.arrived]
         if len(self.label_lags) > 1000:
             del self.label_lags[:-500]
-        tracks = [e.track(i) for i in at_rows] if e.meta.tracks is not None else None
-        for track in sorted(set(tracks)) if tracks is not None else [e.meta.track]:
-            at = slice(None) if tracks is None else [t == track for t in tracks]
-            revision, version = e.model(track)
-            received = (
-                arrived
-                if tracks is None
-                else [r for r, t in zip(arrived, tracks, strict=True) if t == track]
-            )
-            self._score(track, revision, version, p[at], y[at], j.ts, received)
-        shadow = e.meta.shadow
-        if shadow is not None:  # a shadow answered the same rows
-            pick = [n for n, i in enumerate(at_rows) if i < len(shadow[2])]
-            try:
-                p_shadow = self._logged([shadow[2][at_rows[n]] for n in pick])
-            except (TypeError, ValueError):
-                self.metrics.bad_log_entries.inc()
-                return
-            if pick:
-                self._score("shadow", shadow[0], shadow[1], p_shadow, y[pick], j.ts)
+        for scored in got.scored:
+            self._score(scored, j.ts)
 
-    def _targets(self, labels: list[Any]) -> tuple[list[int], list[float]]:
-        """The labels that are targets of the task (:meth:`Task.target`: a multiclass label is
-        a class name or index), by their place, and their targets. One that is not is left
-        out and counted as a bad entry: the learner dead-letters it with the reason."""
-        places, targets = [], []
-        for n, label in enumerate(labels):
-            try:
-                targets.append(self.task.target(label))
-            except (TypeError, ValueError):
-                self.metrics.bad_log_entries.inc()
-                continue
-            places.append(n)
-        return places, targets
-
-    def _score(
-        self, track: str, revision: Any, version: Any, p: np.ndarray, y: np.ndarray, ts: float,
-        received: list[float] | None = None,
-    ) -> None:  # fmt: skip
-        t = self._track(track)
-        t.quality.update(p, y)
-        t.labelled += len(y)
-        v = self._version(revision, version)
-        if v is not None:
-            v.quality.update(p, y)
-            v.labelled += len(y)
-        if track == "stable":  # concept drift watches the stable track's errors
-            self.drift.errors(p, y, ts, (revision, version), received, t.quality.labels)
+    def _score(self, s: Scored, ts: float) -> None:
+        """Labelled answers on their track and version; the stable track's errors to concept
+        drift."""
+        t = self.answers.score(s)
+        if s.track == "stable":  # concept drift watches the stable track's errors
+            self.drift.errors(s.p, s.y, ts, (s.revision, s.version), s.received, t.quality.labels)
 
     def _read_labels(self, block_ms: int) -> None:
         for stream, entries in self.labels.read(5000, block_ms):
@@ -760,10 +500,10 @@ class Monitor:
         self._evidence_t += arrived_at
         self._counts["labels"] += len(y)
         assert self._served_key is not None
-        t = self._track("stable")
+        t = self.answers.track("stable")
         t.revision, t.version = self._served_key
         arrived = predlog.entry_seconds(entries[-1][0])  # samples: their arrival is their time
-        self._score("stable", self._served_key[0], self._served_key[1], p, y, arrived)
+        self._score(Scored("stable", *self._served_key, p, y), arrived)
         if self.feature_names:
             self._feature_drift(X[:, served.schema.num_idx])
         values = self.task.predicted(p) if self.task.multiclass else p
@@ -831,7 +571,7 @@ class Monitor:
 
     # -- summary -------------------------------------------------------------------------------
     def _servers(self) -> dict[str, Counted]:
-        """The servers' per-track counters over a recent window (:class:`ServerCounters`)."""
+        """The servers' per-track counters over a recent window (:class:`tideline.counters.ServerCounters`)."""
         return self.servers.update(self.r.hgetall(self.keys.servers), self.clock())
 
     def summary(self) -> h.Health:
@@ -883,7 +623,7 @@ class Monitor:
     # -- evidence ------------------------------------------------------------------------------
     def _labelled(self) -> dict[Key, int]:
         """Each version's labelled answers (the candidates' ``recent`` and proof count them)."""
-        return {(v.revision, v.version): v.labelled for v in self.versions.values()}
+        return self.answers.labelled()
 
     def _named_roles(self) -> Named:
         """The versions the operator may choose between, as the pointers name them now (two
