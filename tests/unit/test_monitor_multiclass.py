@@ -8,7 +8,7 @@ import pytest
 
 from tideline.candidates import error_of
 from tideline.pods.metrics import MonitorMetrics
-from tideline.pods.monitor import _metrics, _recall
+from tideline.summary import metrics, recall
 from tideline.tasks import Task
 from tideline.tracks import TrackState
 
@@ -20,15 +20,15 @@ def test_a_track_s_multiclass_figures_come_out_with_recall_by_class_name() -> No
     p = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
     t.quality.update(p, np.array([0.0, 1.0, 1.0, 1.0]))
     report = t.quality.report()
-    assert _metrics(report) == pytest.approx(
+    assert metrics(report) == pytest.approx(
         {
             "accuracy": 0.5,
             "logloss": -np.mean(np.log([0.8, 0.3, 0.7, 0.2])),
             "calibration": report["calibration"],
         }  # fmt: skip
     )
-    assert _recall(TASK, report) == {"cat": 1.0, "dog": pytest.approx(1 / 3)}, "fox: no label"
-    assert _recall(Task("binary"), {"accuracy": 1.0}) == {}
+    assert recall(TASK, report) == {"cat": 1.0, "dog": pytest.approx(1 / 3)}, "fox: no label"
+    assert recall(Task("binary"), {"accuracy": 1.0}) == {}
 
 
 @pytest.mark.parametrize(

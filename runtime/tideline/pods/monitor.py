@@ -106,6 +106,7 @@ from tideline.pods.store import (
 from tideline.signals import DriftEvent, DriftSignals
 from tideline.signing import ForgedBlob, Sealing
 from tideline.spec import OnlineModel
+from tideline.summary import LabelLags, Throughput, health
 from tideline.tasks import Task
 from tideline.tracks import Scored, Tracks, labelled, logged
 
@@ -166,7 +167,7 @@ class Monitor:
         self._versions_looked = -math.inf
         self._warm_started: dict[str, bool] = {}  # revision -> its v0 is a warm-start baseline
         self._last_feedback = -math.inf
-        self.label_lags: list[float] = []
+        self.label_lags = LabelLags()
         self._cursors: dict[str, str] = {}  # server process -> where its log was read to
         self._log_start = "0-0"  # the log is read from the monitor's start on
         self._logs_listed = -math.inf
@@ -188,10 +189,8 @@ class Monitor:
         self._drift_body_cut = _drift_body(self.feature_names, cut=True)  # (rows may be null)
         self._stable_revision = model.revision
         self._last_write = 0.0
-        self._counts = {"predictions": 0, "labels": 0}
-        self._rates = {"predictions": 0.0, "labels": 0.0}
-        self._last_counts = dict(self._counts)
-        self._last_rate_at = clock()
+        self.throughput = Throughput(clock())  # predictions and labels, their rates
+        self._counts = self.throughput.counts
         self.servers = ServerCounters(self.spec.rollout.analysis.interval)
 
     @property
@@ -277,7 +276,7 @@ class Monitor:
         full) leaves it as it was, and a log that holds nothing for a while keeps the
         bytes-per-prediction figure measured last.
         """
-        rate = self._rates["predictions"]
+        rate = self.throughput.rates["predictions"]
         a = min(1.0, self.spec.rollout.analysis.interval / 60.0)
         self._log_rate = rate if self._log_rate is None else (1 - a) * self._log_rate + a * rate
         if now < self._capacity_next:
@@ -423,9 +422,7 @@ class Monitor:
         self._evidence_y += got.y.tolist()
         self._evidence_t += got.arrived
         self._last_feedback = max(self._last_feedback, *got.arrived)
-        self.label_lags += [max(0.0, t - j.ts) for t in got.arrived]
-        if len(self.label_lags) > 1000:
-            del self.label_lags[:-500]
+        self.label_lags.add(j.ts, got.arrived)
         for scored in got.scored:
             self._score(scored, j.ts)
 
@@ -575,47 +572,18 @@ class Monitor:
         return self.servers.update(self.r.hgetall(self.keys.servers), self.clock())
 
     def summary(self) -> h.Health:
-        """The health summary: per track and version quality, evidence, drift, servers, lag."""
+        """The health summary (:func:`tideline.summary.health`): per track and version quality,
+        evidence, drift, servers, lag."""
         now = self.clock()
         servers = self._servers()
-        tracks: dict[str, h.TrackHealth] = {}
-        for name in {*self.tracks, *servers}:
-            t = self.tracks.get(name)
-            q = t.quality.report() if t is not None else {}
-            c = servers.get(name) or Counted()
-            tracks[name] = h.TrackHealth(
-                revision=t.revision if t else None,
-                version=t.version if t else None,
-                labelled=t.labelled if t else 0,
-                predictions=t.predictions if t else 0,
-                window=int(q.get("count", 0)),
-                **_metrics(q),
-                recall=_recall(self.task, q),
-                requests=c.requests,
-                errors=c.errors,
-                refused=c.refused,
-                shed=c.shed,
-                fallbacks=c.fallbacks,
-                counted_over=c.seconds,
-                error_rate=c.error_rate,
-                p50_latency=c.p50,
-                p95_latency=c.p95,
-                p99_latency=c.p99,
-            )
-        lags = np.array(self.label_lags) if self.label_lags else None
-        return h.Health(
-            ts=now,
-            model=f"{self.model.namespace}/{self.model.name}",
-            tracks=tracks,
-            versions={
-                k: h.VersionHealth(labelled=v.labelled, **_metrics(v.quality.report()))
-                for k, v in self.versions.items()
-            },
+        return health(
+            f"{self.model.namespace}/{self.model.name}",
+            now,
+            self.answers,
+            servers,
             drift=self.drift.summary(),
-            label_lag=h.LabelLag(p50=float(np.median(lags)), p95=float(np.percentile(lags, 95)))
-            if lags is not None
-            else None,
-            throughput=dict(self._rates),
+            label_lag=self.label_lags.summary(),
+            throughput=self.throughput.rates,
             quality=self.candidates.quality(self._labelled(), feedback=self._feedback_flows()),
             log=self._capacity,
         )
@@ -708,9 +676,7 @@ class Monitor:
             self._refresh_candidates()
         self._log_events(self.drift.concept_edge(self.clock()))
         now = self.clock()
-        dt = max(now - self._last_rate_at, 1e-9)
-        self._rates = {k: (self._counts[k] - self._last_counts[k]) / dt for k in self._counts}
-        self._last_counts, self._last_rate_at = dict(self._counts), now
+        self.throughput.measure(now)
         with contextlib.suppress(redis.RedisError):
             self._log_capacity(now)
         s = self.summary()
@@ -878,21 +844,3 @@ def _seconds(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
-
-
-def _metrics(report: dict[str, Any]) -> dict[str, float]:
-    """The quality figures of a :func:`tideline.evaluate.scores` report, without its count and
-    the classes' recall (:func:`_recall`)."""
-    return {k: float(v) for k, v in report.items() if k not in ("count", "recall")}
-
-
-def _recall(task: Task, report: dict[str, Any]) -> dict[str, float]:
-    """A multiclass report's recall by class name, the classes with rows in its window.
-
-    >>> _recall(Task("multiclass", ("cat", "dog", "eel")), {"recall": [1.0, None, 0.25]})
-    {'cat': 1.0, 'eel': 0.25}
-    """
-    recall = report.get("recall")
-    if task.classes is None or recall is None:
-        return {}
-    return {c: float(r) for c, r in zip(task.classes, recall, strict=True) if r is not None}
