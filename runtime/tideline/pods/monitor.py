@@ -87,6 +87,7 @@ from tideline import predlog, samples
 from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
 from tideline.candidates import Candidates, Key, Loaded, Named
+from tideline.capacity import LogSize
 from tideline.contracts import Pointers, Routing, feedback_labels
 from tideline.counters import Counted, ServerCounters
 from tideline.drift import KS, PSI, Categorical
@@ -117,7 +118,6 @@ FEEDBACK_QUIET = 60.0  # seconds without feedback before labelled samples judge 
 # log entries a read takes: small enough that a read's rows, typed values and scores stay in
 # the processor's caches (5,000 entries of 64 rows read 15-20 % slower per prediction)
 LOG_READ = 256
-MEASURE_SHARE = 0.01  # of the time at most spent measuring the log's size (MEMORY USAGE)
 VERSIONS_EVERY = 0.25  # seconds between two looks at the pointers for a version to judge
 FAILED_WAIT = 2.0  # seconds at most between failed turns: 30 in a row take about a minute
 
@@ -172,11 +172,9 @@ class Monitor:
         self._log_start = "0-0"  # the log is read from the monitor's start on
         self._logs_listed = -math.inf
         self.list_logs_every = 1.0  # seconds: a new server's log is followed this soon
-        self._log_rows = self._log_entries = 0  # read from the log: rows a stream entry holds
-        self._log_rate: float | None = None  # predictions/s, smoothed (about a minute)
-        self._capacity: h.LogCapacity | None = None  # the last measurement (see _log_capacity)
-        self._capacity_next = -math.inf  # when the log's size is measured next
-        self._bytes_per_prediction: float | None = None
+        # what the log needs in Redis at the rate it is written (see _log_capacity)
+        self.log_size = LogSize(self.spec.rollout.analysis.interval,
+                                predlog.retention(self.spec.learning.labelWindow))  # fmt: skip
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
         self._unloadable: set[tuple[Any, ...]] = set()  # versions this image cannot load
@@ -246,7 +244,7 @@ class Monitor:
                 except ValueError:
                     self.metrics.bad_log_entries.inc()
                     continue
-                self._log_entries += 1
+                self.log_size.entries += 1
                 for k in range(len(batch)):
                     e = batch.request(k)
                     # drift reads a share of the requests (drift.sampleRate), the same share
@@ -257,32 +255,27 @@ class Monitor:
                     except (ValueError, TypeError, orjson.JSONDecodeError):
                         self.metrics.bad_log_entries.inc()
                         continue
-                    self._log_rows += len(scores)
+                    self.log_size.rows += len(scores)
                     self._on_predictions(e, read, scores)
         self._drift_block()
         return n
 
     def _log_capacity(self, now: float) -> h.LogCapacity | None:
-        """What the log needs in Redis at this rate for its window, measured once an analysis
-        interval at most, and never more than ``MEASURE_SHARE`` of the time.
+        """What the log needs in Redis at this rate for its window
+        (:class:`tideline.capacity.LogSize`), measured when it is due.
 
         Each live log stream is measured exactly (``MEMORY USAGE key SAMPLES 0``: every
         node's bytes, not five nodes' average times the node count): a sampled estimate
         of a log whose first entries are small said 15 MB held at 207 B/prediction while
         48 padded bodies held 339 MB (issue 30). The id index's hashes keep Redis's
         sampling: their fields are ids and places of one bounded size, and counting
-        millions of them exactly would hold Redis for as long. The measurement kept is
-        the last one made: a turn that fails (Redis refusing the health write when it is
-        full) leaves it as it was, and a log that holds nothing for a while keeps the
-        bytes-per-prediction figure measured last.
+        millions of them exactly would hold Redis for as long. A turn that fails (Redis
+        refusing the health write when it is full) leaves the last measurement as it was.
         """
-        rate = self.throughput.rates["predictions"]
-        a = min(1.0, self.spec.rollout.analysis.interval / 60.0)
-        self._log_rate = rate if self._log_rate is None else (1 - a) * self._log_rate + a * rate
-        if now < self._capacity_next:
-            return self._capacity
+        size = self.log_size
+        if not size.due(now, self.throughput.rates["predictions"]):
+            return size.capacity
         began = time.perf_counter()
-        window = predlog.retention(self.spec.learning.labelWindow)
         streams = [self.keys.log(i) for i in self._cursors]
         index = [
             self.keys.log_ids(b)
@@ -296,29 +289,10 @@ class Monitor:
         for key in streams:
             pipe.xlen(key)
         replies = pipe.execute()
-        sizes = replies[: len(streams) + len(index)]
-        entries = sum(replies[len(sizes) :])
         info = node_info(self.r, self.keys.logs, "memory")  # on a cluster: the model's node
         took = time.perf_counter() - began
-        self._capacity_next = now + max(self.spec.rollout.analysis.interval, took / MEASURE_SHARE)
-        held = float(sum(x or 0 for x in sizes))
-        per_entry = self._log_rows / self._log_entries if self._log_entries else 0.0
-        held_predictions = entries * per_entry
-        cap = h.LogCapacity(rate=round(self._log_rate, 1), window=window, held=held,
-                            used=float(info.get("used_memory", 0)))  # fmt: skip
-        maxmemory = float(info.get("maxmemory", 0))
-        system = float(info.get("total_system_memory", 0))
-        cap.limit, cap.limit_source = (maxmemory, "maxmemory") if maxmemory else (
-            system or None, "system")  # fmt: skip
-        if held_predictions >= 1:
-            self._bytes_per_prediction = round(held / held_predictions, 1)
-        if self._bytes_per_prediction is not None:
-            cap.bytes_per_prediction = self._bytes_per_prediction
-            cap.need = round(self._log_rate * window * cap.bytes_per_prediction)
-            if cap.limit:
-                cap.fits = cap.used - held + cap.need <= 0.9 * cap.limit
-        self._capacity = cap
-        return cap
+        n = len(streams) + len(index)
+        return size.measured(now, took, replies[:n], replies[n:], info)
 
     def _on_predictions(self, e: predlog.Entry, read: bool, scores: list[Any]) -> None:
         """A logged request: counted; its rows and scores to the drift detectors when it is
@@ -585,7 +559,7 @@ class Monitor:
             label_lag=self.label_lags.summary(),
             throughput=self.throughput.rates,
             quality=self.candidates.quality(self._labelled(), feedback=self._feedback_flows()),
-            log=self._capacity,
+            log=self.log_size.capacity,
         )
 
     # -- evidence ------------------------------------------------------------------------------
