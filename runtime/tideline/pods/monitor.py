@@ -69,15 +69,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import struct
 import threading
 import time
-import zlib
-from collections.abc import Callable, Sequence
-from itertools import chain
+from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import numpy as np
 import orjson
 import redis
@@ -91,6 +87,7 @@ from tideline.capacity import LogSize
 from tideline.contracts import Pointers, Routing, feedback_labels
 from tideline.counters import Counted, ServerCounters
 from tideline.drift import KS, PSI, Categorical
+from tideline.driftsample import DriftSample, stable_rows
 from tideline.pods import faults
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
@@ -109,7 +106,7 @@ from tideline.signing import ForgedBlob, Sealing
 from tideline.spec import OnlineModel
 from tideline.summary import LabelLags, Throughput, health
 from tideline.tasks import Task
-from tideline.tracks import Scored, Tracks, labelled, logged
+from tideline.tracks import Scored, Tracks, labelled
 
 log = logging.getLogger("tideline.monitor")
 
@@ -154,7 +151,6 @@ class Monitor:
         self.tracks, self.versions = self.answers.tracks, self.answers.versions
         numeric = [f for f in self.spec.model.features if f.type == "numeric"]
         self.feature_names = [f.name for f in numeric]
-        self.feature_defaults = [float(f.default or 0.0) for f in numeric]
         # feature, prediction and concept drift, and their events
         self.drift = DriftSignals(self.task, self.spec.drift, self.spec.rollout.analysis.interval,
                                   self.feature_names)  # fmt: skip
@@ -178,13 +174,11 @@ class Monitor:
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
         self._unloadable: set[tuple[Any, ...]] = set()  # versions this image cannot load
-        # stable rows' features (a list per feature) and scores read from the log, for the
-        # drift detectors in one block
-        self._drift_columns: list[list[Any]] = [[] for _ in self.feature_names]  # row by row
-        self._drift_typed: list[Any] = []  # rows decoded typed (DriftRow structs)
-        self._drift_scores: list[Any] = []
-        self._drift_body = _drift_body(self.feature_names)
-        self._drift_body_cut = _drift_body(self.feature_names, cut=True)  # (rows may be null)
+        # the sampled stable rows' features and scores read from the log, for the drift
+        # detectors in one block
+        self.sample = DriftSample(self.task, self.feature_names,
+                                  [float(f.default or 0.0) for f in numeric],
+                                  self.spec.drift.sampleRate)  # fmt: skip
         self._stable_revision = model.revision
         self._last_write = 0.0
         self.throughput = Throughput(clock())  # predictions and labels, their rates
@@ -232,7 +226,6 @@ class Monitor:
         if not self._cursors:
             return 0
         n = 0
-        rate = self.spec.drift.sampleRate
         streams = {self.keys.log(i): c for i, c in self._cursors.items()}
         for stream, entries in xread(self.r, streams, count) or []:
             instance = stream.decode().rsplit(":", 1)[1]
@@ -249,7 +242,7 @@ class Monitor:
                     e = batch.request(k)
                     # drift reads a share of the requests (drift.sampleRate), the same share
                     # for every monitor: a request's rows are decoded only when it is read
-                    read = rate >= 1.0 or _sampled(stream, entry_id, k, rate)
+                    read = self.sample.sampled(stream, entry_id, k)
                     try:
                         scores = e.scores
                     except (ValueError, TypeError, orjson.JSONDecodeError):
@@ -295,19 +288,12 @@ class Monitor:
         return size.measured(now, took, replies[:n], replies[n:], info)
 
     def _on_predictions(self, e: predlog.Entry, read: bool, scores: list[Any]) -> None:
-        """A logged request: counted; its rows and scores to the drift detectors when it is
-        in the sample (``read``). Rows cut from the log (``Meta.cut``: over its size limit
-        for a row, logged as null) are left out of drift, features and scores: the other
-        rows of the request still count (its drift was lost whole when a null row failed
-        to read)."""
+        """A logged request: counted; its stable rows and scores to the drift detectors when it
+        is in the sample (``read``; :class:`tideline.driftsample.DriftSample`)."""
         n = len(scores)
         self._counts["predictions"] += n
         self.answers.answered(e, n)
-        tracks = e.meta.tracks or None  # (None: one track answered every row)
-        if tracks is None:  # (the usual request: one track answered all its rows)
-            stable: Sequence[int] = range(n) if e.meta.track == "stable" else ()
-        else:
-            stable = [i for i in range(n) if i < len(tracks) and tracks[i] == "stable"]
+        stable = stable_rows(e, n)
         if not stable:
             return
         revision, version = e.model("stable")
@@ -317,70 +303,16 @@ class Monitor:
         self.drift.serve((revision, version))
         if new_reference:
             self._use_reference(str(revision))  # until the routing names one
-        if not read:
-            return  # not in the drift sample
-        if e.meta.cut is not None:  # rows over the log's size limit, logged as null
-            stable = _without(stable, e.meta.cut)
-            if not stable:
-                return
-        if self.feature_names:
-            try:
-                stable = self._drift_features(e, stable)
-            except (ValueError, TypeError, orjson.JSONDecodeError):
-                self.metrics.bad_log_entries.inc()
-                return
-        picked = scores if len(stable) == n else [scores[i] for i in stable]
-        if self.task.multiclass:  # prediction drift reads the predicted class
-            try:
-                picked = self.task.predicted(logged(self.task, picked)).tolist()
-            except (ValueError, TypeError):
-                self.metrics.bad_log_entries.inc()
-                return
-        self._drift_scores += picked
-
-    def _drift_features(self, e: predlog.Entry, stable: Sequence[int]) -> Sequence[int]:
-        """The drift features of a request's stable rows, onto their columns: decoded typed
-        from the body as it came (objects of numbers), else from its rows one by one. The
-        rows read (a body of fewer rows than scores has no more)."""
-        columns = self._drift_columns
-        decoder = self._drift_body if e.meta.cut is None else self._drift_body_cut
-        try:
-            typed: list[Any] = decoder.decode(e.body).instances
-        except msgspec.DecodeError:
-            n = len(e.rows)
-            stable = [i for i in stable if i < n]
-            picked = e.pick(stable)
-            for column, f in zip(columns, self.feature_names, strict=True):
-                column += [r.get(f) for r in picked]
-            return stable
-        if len(stable) != len(typed) or stable[-1] != len(typed) - 1:
-            stable = [i for i in stable if i < len(typed)]
-            typed = [typed[i] for i in stable]
-        if e.meta.cut is not None and any(r is None for r in typed):
-            raise ValueError("a null row the log's cut rows do not name")
-        self._drift_typed += typed
-        return stable
+        if read and not self.sample.add(e, stable, scores):
+            self.metrics.bad_log_entries.inc()
 
     def _drift_block(self) -> None:
-        """The stable rows and scores read since, to the drift detectors: a column at a time."""
-        columns, typed, scores = self._drift_columns, self._drift_typed, self._drift_scores
-        blocks = [_typed_rows(typed, self.feature_defaults)] if typed else []
-        if columns and columns[0]:
-            X = np.empty((len(columns[0]), len(columns)))
-            for j, (column, d) in enumerate(zip(columns, self.feature_defaults, strict=True)):
-                X[:, j] = _numbers(column, d)
-            blocks.append(X)
-        if blocks:
-            self._feature_drift(blocks[0] if len(blocks) == 1 else np.vstack(blocks))
-        if scores:  # (multiclass: the predicted classes, checked as they were read)
-            values = (
-                np.array(scores, dtype=np.float64)
-                if self.task.multiclass
-                else _numbers(scores, 0.5)
-            )
-            self._log_events(self.drift.predictions(values, self.clock()))
-        self._drift_columns, self._drift_scores = [[] for _ in self.feature_names], []
-        self._drift_typed = []
+        """The stable rows and scores read since, to the drift detectors."""
+        X, scores = self.sample.take()
+        if X is not None:
+            self._feature_drift(X)
+        if scores is not None:
+            self._log_events(self.drift.predictions(scores, self.clock()))
 
     def _on_label(self, j: Joined) -> None:
         """Labels of one logged request (:func:`tideline.tracks.labelled`): its tracks' and
@@ -741,76 +673,6 @@ class Monitor:
                 live.beat()
         self.labels.close()
         return alive
-
-
-def _sampled(stream: bytes, entry_id: bytes, k: int, rate: float) -> bool:
-    """Whether request ``k`` of a log entry is in the drift sample: a hash of where it is
-    logged (the server's log, the entry, the request), so the share is ``rate`` whatever
-    the traffic's shape, and the same for every reader."""
-    return zlib.crc32(b"%s %s %d" % (stream, entry_id, k)) < rate * 4294967296.0
-
-
-_NUMBER_TYPES = {float, int, bool, type(None)}
-
-
-def _drift_body(names: list[str], cut: bool = False) -> msgspec.json.Decoder[Any]:
-    """A decoder of a logged body straight to the drift features' values: rows that are
-    objects, each feature a number, null or missing (other names ignored); with ``cut``,
-    rows may be null too (a body with rows cut, :func:`tideline.predlog.bounded`).
-    Anything else fails to decode, and the rows are read one by one (:func:`_num`)."""
-    row: Any = msgspec.defstruct(
-        "DriftRow",
-        [(f"f{j}", float | None, None) for j in range(len(names))],
-        rename={f"f{j}": name for j, name in enumerate(names)},
-        gc=False,
-    )
-    body = msgspec.defstruct("DriftBody", [("instances", list[row | None] if cut else list[row])])
-    return msgspec.json.Decoder(body)
-
-
-def _without(rows: Sequence[int], cut: list[int]) -> list[int]:
-    """Rows of a request less those cut from its log entry (logged as null: nothing to read).
-
-    >>> _without(range(4), [1, 3])
-    [0, 2]
-    """
-    gone = set(cut)
-    return [i for i in rows if i not in gone]
-
-
-def _typed_rows(rows: list[Any], defaults: list[float]) -> np.ndarray:
-    """Rows decoded by :func:`_drift_body` as a matrix, a missing or non-finite value its
-    feature's default: the values laid out flat by C calls (a tuple a row) and packed into
-    the matrix's buffer by ``struct`` (:meth:`tideline.features.FeatureSchema.encode_typed`
-    does the same), with no Python-level work per value."""
-    n, width = len(rows), len(defaults)
-    flat = list(chain.from_iterable(map(msgspec.structs.astuple, rows)))
-    X = np.empty((n, width), dtype=np.float64)
-    try:
-        struct.pack_into(f"{n * width}d", X.data, 0, *flat)
-    except struct.error:  # a missing value (None): NaN, then its default
-        X = np.array(flat, dtype=np.float64).reshape(n, width)
-    bad = ~np.isfinite(X)
-    if bad.any():
-        X[bad] = np.broadcast_to(np.asarray(defaults, dtype=np.float64), X.shape)[bad]
-    return X
-
-
-def _numbers(values: list[Any], default: float) -> np.ndarray:
-    """:func:`_num` of each value: column-wise when every one is a number or missing (the
-    server checked the rows it logged), else one by one."""
-    if set(map(type, values)) <= _NUMBER_TYPES:
-        with contextlib.suppress(OverflowError):
-            x = np.array(values, dtype=np.float64)  # None: NaN
-            x[~np.isfinite(x)] = default
-            return x
-    return np.array([_num(v, default) for v in values], dtype=np.float64)
-
-
-def _num(v: Any, default: float) -> float:
-    if isinstance(v, int | float) and v == v and abs(v) != float("inf"):
-        return float(v)
-    return default
 
 
 def _seconds(value: Any) -> float | None:
