@@ -4,7 +4,8 @@ It reads, without taking anything from the learner:
 
 * the prediction log (every server process's stream, :mod:`tideline.predlog`,
   ``XREAD`` from its own cursors, from the time it started), for what each
-  track answered, the features it saw and its scores;
+  track answered, the features it saw and its scores (which requests and rows
+  drift reads, :mod:`tideline.driftsample` decides);
 * ``feedback`` and ``samples`` through its own consumer group (``monitor``):
   every consumer group gets every entry, so the learner's group loses
   nothing. Feedback is joined with the log (:mod:`tideline.pods.join`); labelled
@@ -23,6 +24,15 @@ four times a second), so a version just served is judged then, not an
 interval later, and when the served version has just been served on
 ``minSamples`` labels (what its proof waits for). State is bounded: rolling windows, fixed-size detectors; the
 label join holds nothing per prediction (:class:`tideline.pods.join.LogJoin`).
+
+**Pure parts, a thin shell.** What follows from what the monitor reads is decided by
+parts that read no clock and no network, each with its unit tests:
+:mod:`tideline.tracks` (tracks and versions), :mod:`tideline.candidates` (roles and
+evidence), :mod:`tideline.signals` (drift), :mod:`tideline.driftsample` (the log's
+drift sample), :mod:`tideline.counters` (the servers' window),
+:mod:`tideline.capacity` (the log's size) and :mod:`tideline.summary` (the summary
+put together). The :class:`Monitor` reads Redis or Kafka, hands them what it read
+and the time, and writes what they return.
 
 **No quiet death.** Each turn that worked beats a
 :class:`tideline.pods.liveness.Liveness` (the pod's ``/healthz``); a turn that
@@ -676,7 +686,11 @@ class Monitor:
 
 
 def _seconds(value: Any) -> float | None:
-    """A version's ``learnedUntil`` (None: not said, or not a finite number)."""
+    """A version's ``learnedUntil`` (None: not said, or not a finite number).
+
+    >>> _seconds(1765100000.5), _seconds(None), _seconds(True), _seconds(float("nan"))
+    (1765100000.5, None, None, None)
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
