@@ -25,14 +25,15 @@ interval later, and when the served version has just been served on
 ``minSamples`` labels (what its proof waits for). State is bounded: rolling windows, fixed-size detectors; the
 label join holds nothing per prediction (:class:`tideline.pods.join.LogJoin`).
 
-**Pure parts, a thin shell.** What follows from what the monitor reads is decided by
-parts that read no clock and no network, each with its unit tests:
-:mod:`tideline.tracks` (tracks and versions), :mod:`tideline.candidates` (roles and
-evidence), :mod:`tideline.signals` (drift), :mod:`tideline.driftsample` (the log's
-drift sample), :mod:`tideline.counters` (the servers' window),
-:mod:`tideline.capacity` (the log's size) and :mod:`tideline.summary` (the summary
-put together). The :class:`Monitor` reads Redis or Kafka, hands them what it read
-and the time, and writes what they return.
+**Pure parts, a thin shell.** What follows from what the monitor reads is decided
+by parts that read no clock and no network, each with its unit tests:
+:mod:`tideline.tracks` (tracks and versions), :mod:`tideline.judging` (which
+labels judge), :mod:`tideline.candidates` (roles and evidence),
+:mod:`tideline.signals` (drift), :mod:`tideline.driftsample` (the log's drift
+sample), :mod:`tideline.counters` (the servers' window), :mod:`tideline.capacity`
+(the log's size) and :mod:`tideline.summary` (the summary put together). The
+:class:`Monitor` reads Redis or Kafka, hands them what it read and the time, and
+writes what they return.
 
 **No quiet death.** Each turn that worked beats a
 :class:`tideline.pods.liveness.Liveness` (the pod's ``/healthz``); a turn that
@@ -89,7 +90,7 @@ import orjson
 import redis
 
 from tideline import health as h
-from tideline import predlog, samples
+from tideline import predlog
 from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
 from tideline.candidates import Candidates, Key, Loaded, Named
@@ -98,6 +99,7 @@ from tideline.contracts import Pointers, Routing, feedback_labels
 from tideline.counters import Counted, ServerCounters
 from tideline.drift import KS, PSI, Categorical
 from tideline.driftsample import DriftSample, stable_rows
+from tideline.judging import Judging, labelled_samples
 from tideline.pods import faults
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
@@ -114,14 +116,13 @@ from tideline.pods.store import (
 from tideline.signals import DriftEvent, DriftSignals
 from tideline.signing import ForgedBlob, Sealing
 from tideline.spec import OnlineModel
-from tideline.summary import LabelLags, Throughput, health
+from tideline.summary import Throughput, health
 from tideline.tasks import Task
 from tideline.tracks import Scored, Tracks, labelled
 
 log = logging.getLogger("tideline.monitor")
 
 GROUP = "monitor"
-FEEDBACK_QUIET = 60.0  # seconds without feedback before labelled samples judge versions
 # log entries a read takes: small enough that a read's rows, typed values and scores stay in
 # the processor's caches (5,000 entries of 64 rows read 15-20 % slower per prediction)
 LOG_READ = 256
@@ -167,13 +168,10 @@ class Monitor:
         # the versions the operator may choose between, scored on a common window of labels
         self.candidates = Candidates(self.task, self.spec.rollout.analysis.minSamples)
         self.evidence = self.candidates.window
-        self._evidence_rows: list[Any] = []
-        self._evidence_y: list[float] = []
-        self._evidence_t: list[float] = []  # when each label arrived: out-of-sample scoring
+        # which labels judge (feedback, else samples), what they bring to the evidence
+        self.judging = Judging()
         self._versions_looked = -math.inf
         self._warm_started: dict[str, bool] = {}  # revision -> its v0 is a warm-start baseline
-        self._last_feedback = -math.inf
-        self.label_lags = LabelLags()
         self._cursors: dict[str, str] = {}  # server process -> where its log was read to
         self._log_start = "0-0"  # the log is read from the monitor's start on
         self._logs_listed = -math.inf
@@ -334,11 +332,7 @@ class Monitor:
         if not got.scored:
             return
         self._counts["labels"] += len(got.y)
-        self._evidence_rows += got.rows
-        self._evidence_y += got.y.tolist()
-        self._evidence_t += got.arrived
-        self._last_feedback = max(self._last_feedback, *got.arrived)
-        self.label_lags.add(j.ts, got.arrived)
+        self.judging.feedback(got, j.ts)
         for scored in got.scored:
             self._score(scored, j.ts)
 
@@ -377,40 +371,30 @@ class Monitor:
         self.join.committed(marks)
         self._flush_evidence()
 
-    def _feedback_flows(self) -> bool:
-        """Feedback came within FEEDBACK_QUIET: it alone judges (samples are training data)."""
-        return self.clock() - self._last_feedback <= FEEDBACK_QUIET
-
     def _flush_evidence(self) -> None:
-        if self._evidence_rows:
-            self.candidates.add_samples(self._evidence_rows, np.array(self._evidence_y),
-                                        np.array(self._evidence_t))  # fmt: skip
-            self._evidence_rows, self._evidence_y, self._evidence_t = [], [], []
+        """The judging labels read since, to the evidence's window (a block at a time)."""
+        pending = self.judging.take()
+        if pending is not None:
+            self.candidates.add_samples(*pending)
 
     def _on_samples(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Labelled samples: the served version scores them, for a model that gets no feedback
         (learner-only models are watched too). Next to feedback they are training data only:
         quality, concept drift and evidence are the feedback's, the outcome of what was served
-        (a producer sending wrong labels through :learn must not read as the model failing)."""
-        if self._feedback_flows():
+        (a producer sending wrong labels through :learn must not read as the model failing;
+        :class:`tideline.judging.Judging`)."""
+        if self.judging.by_feedback(self.clock()):
             return
         served = self._served_model()
         if served is None:
             return
-        rows, labels, arrived_at = [], [], []
-        for entry in entries:  # (samples: their arrival is their labels')
-            got, ys = samples.rows_of([entry], self.task)  # (labels the task refuses: left out)
-            rows += got
-            labels += ys
-            arrived_at += [predlog.entry_seconds(entry[0])] * len(got)
+        rows, labels, arrived_at = labelled_samples(self.task, entries)
         if not rows:
             return
         X = served.schema.encode(rows)
         p = served.predict_many(X)
         y = np.array(labels)
-        self._evidence_rows += rows
-        self._evidence_y += labels
-        self._evidence_t += arrived_at
+        self.judging.samples(rows, labels, arrived_at)
         self._counts["labels"] += len(y)
         assert self._served_key is not None
         t = self.answers.track("stable")
@@ -498,9 +482,11 @@ class Monitor:
             self.answers,
             servers,
             drift=self.drift.summary(),
-            label_lag=self.label_lags.summary(),
+            label_lag=self.judging.lags.summary(),
             throughput=self.throughput.rates,
-            quality=self.candidates.quality(self._labelled(), feedback=self._feedback_flows()),
+            quality=self.candidates.quality(
+                self._labelled(), feedback=self.judging.by_feedback(self.clock())
+            ),
             log=self.log_size.capacity,
         )
 
