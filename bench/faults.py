@@ -95,8 +95,8 @@ from tideline.demo.harness import Loop
 from tideline.demo.local import DEMO_ROLLOUT
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.join import LogJoin
-from tideline.pods.store import ModelStore
 from tideline.spec import parse
+from tideline.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = 2.0  # seconds from a poisoning to its rollback

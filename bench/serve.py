@@ -42,8 +42,8 @@ import orjson
 from tideline.algorithms import make_learner
 from tideline.demo.embedded import EmbeddedRedis, free_port
 from tideline.demo.simulate import SyntheticStream
-from tideline.pods.store import ModelStore
 from tideline.spec import parse
+from tideline.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fraud.yaml"

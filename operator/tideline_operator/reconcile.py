@@ -46,7 +46,9 @@ from tideline import health as h
 from tideline.contracts import Keys, LearnerControl, ModelFault, Pointers, Routing, StartWord
 from tideline.memory import FIELDS as MEMORY_FIELDS
 from tideline.memory import MemoryUse
-from tideline.pods.store import (
+from tideline.signing import KEY_ENV, Signer
+from tideline.spec import ExternalParams, OnlineModel, SpecError, VWParams, check_redis_url, parse
+from tideline.store import (
     ModelStore,
     StoreError,
     adopt_unsigned,
@@ -54,8 +56,6 @@ from tideline.pods.store import (
     migrate_keys,
     node_info,
 )
-from tideline.signing import KEY_ENV, Signer
-from tideline.spec import ExternalParams, OnlineModel, SpecError, VWParams, check_redis_url, parse
 from tideline_operator import builders
 from tideline_operator.builders import OperatorConfig
 from tideline_operator.kube import REVISION_KINDS, KubeAPI
@@ -757,7 +757,7 @@ class Reconciler:
 
     def adopt(self, model: OnlineModel, st: RolloutStatus, mem: ModelMemory) -> bool:
         """Seal with a key just made the store's unsigned blobs of built-in learners, written
-        before the model had one (:func:`tideline.pods.store.adopt_unsigned`; why: the
+        before the model had one (:func:`tideline.store.adopt_unsigned`; why: the
         adoption in :mod:`tideline.signing`); True when the pods may be given the key.
 
         The first sweep succeeds before any pod gets the key: until then the children are

@@ -29,7 +29,6 @@ import tideline
 from tideline.algorithms.external import ModelLoadError
 from tideline.contracts import Keys
 from tideline.pods import faults
-from tideline.pods.store import connect
 from tideline.spec import (
     OnlineModel,
     SpecError,
@@ -38,6 +37,7 @@ from tideline.spec import (
     parse,
     parse_duration,
 )
+from tideline.store import connect
 
 REDIS_HELP = "redis://host:port/db (default: $TIDELINE_REDIS_URL; pods set that from a Secret)"
 

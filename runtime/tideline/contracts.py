@@ -222,7 +222,7 @@ class Keys:
 
 @dataclass(frozen=True)
 class Pointers:
-    """A revision's pointers (see :mod:`tideline.pods.store`): versions by role, and whether a
+    """A revision's pointers (see :mod:`tideline.store`): versions by role, and whether a
     rollback pinned ``served`` (publishing then moves ``latest`` only).
 
     Beside ``pinned`` the operator writes the pin's details (``pinFrom``, ``pinTo``, ``pinAt``,

@@ -76,7 +76,7 @@ class TrackHealth(_Metrics):
     ``fallbacks``; what each counts: :class:`tideline.pods.server.dataplane.TrackStats`)
     are *recent*, not totals: what the track's servers counted over the last
     ``counted_over`` seconds, the window ``error_rate`` (``errors / requests``)
-    is computed on (:class:`tideline.pods.monitor.ServerCounters`: an analysis
+    is computed on (:class:`tideline.monitoring.counters.ServerCounters`: an analysis
     interval or more, reaching back to 100 requests, ten minutes or six intervals
     at most). So the request count a reader compares with a minimum is the one
     the rate rests on, and a server that starts failing after a million good

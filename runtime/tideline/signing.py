@@ -21,8 +21,8 @@ The label binds a tag to what the blob claims to be: the *kind* (``version``,
 ``checkpoint``, ``replay``, ``reference``: a checkpoint copied over a version is refused)
 and the *model* (a version of model A copied under model B's keys is refused, even by a
 key shared between them by hand). The Redis key name itself is not in the MAC: a blob put
-back after a store reset (:func:`tideline.pods.store.restore_args`) or moved by
-:func:`tideline.pods.store.migrate_keys` keeps its bytes and its signature; and the
+back after a store reset (:func:`tideline.store.restore_args`) or moved by
+:func:`tideline.store.migrate_keys` keeps its bytes and its signature; and the
 pointers, which are not signed, can name any stored version anyway, so binding a blob to
 its version number would protect nothing more. The tag is compared in constant time
 (:func:`hmac.compare_digest`).
@@ -46,7 +46,7 @@ process with the new key would refuse every one of them. So when the operator *m
 model's key - never when it finds one its pods already read - it seals with it, before
 any pod has it, the unsigned blobs of the store that :func:`adoptable` says are a
 built-in's (arrays, which never run code; an external model's state of unknown origin is
-never sealed, and that model starts cold): :func:`tideline.pods.store.adopt_unsigned`,
+never sealed, and that model starts cold): :func:`tideline.store.adopt_unsigned`,
 run by :meth:`tideline_operator.reconcile.Reconciler.adopt`. A blob already sealed, under
 this key or an old one, is left as it is (refused, when the key is not this one).
 
@@ -61,7 +61,7 @@ The policy
   refuses to start without a key (:func:`check_environment`).
 * **Warm-start snapshots** read from a file or a ConfigMap (``spec.model.warmStart``) are
   written by the team and trusted like the manifest that names them: they are read
-  unsigned, and count as trusted (:func:`tideline.pods.store.learner_from_blob`'s
+  unsigned, and count as trusted (:func:`tideline.store.learner_from_blob`'s
   ``trusted``). A warm start from another *revision* reads that revision's version from
   Redis, and verifies it.
 
@@ -341,7 +341,7 @@ def adoptable(blob: bytes, kind: str, algorithm: str | None) -> bool:
 
 @dataclass
 class Adopted:
-    """What one look at a model's store sealed (:func:`tideline.pods.store.adopt_unsigned`):
+    """What one look at a model's store sealed (:func:`tideline.store.adopt_unsigned`):
     blobs by kind, those left unsigned (not a built-in's), and those written between the read
     and the replacement (left as they are: a process without the key wrote them).
 

@@ -19,8 +19,8 @@ from tideline.algorithms import make_learner
 from tideline.algorithms.external import ModelLoadError
 from tideline.contracts import Keys
 from tideline.pods import faults
-from tideline.pods.store import ModelStore
 from tideline.spec import parse
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

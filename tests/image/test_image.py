@@ -29,8 +29,8 @@ from tests.helpers import FRAUD_FEATURES, manifest, push_samples, wait_until
 from tideline.contracts import Keys
 from tideline.demo.embedded import free_port
 from tideline.demo.simulate import SyntheticStream
-from tideline.pods.store import ModelStore
 from tideline.spec import parse
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.image
 

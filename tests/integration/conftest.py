@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.helpers import Clock, FakeKube, Served, fraud_model, listening, manifest, wait_until
-from tideline.pods.store import ModelStore
+from tideline.store import ModelStore
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "runtime")}
 def _published(redis_server, tmp_path: Path, doc: dict):  # type: ignore[no-untyped-def]
     """The manifest written to a file, a clean Redis, and the model's untrained v0 published."""
     from tideline.algorithms import make_learner
-    from tideline.pods.store import ModelStore
     from tideline.spec import parse
+    from tideline.store import ModelStore
 
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(doc))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import Served, fraud_model, listening, manifest, wait_until
-from tideline.pods.store import ModelStore
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.integration
 ROWS = [

@@ -266,7 +266,7 @@ def test_the_servers_feedback_and_learn_are_produced_and_learned_and_an_outage_i
     r, redis_server, kafka_broker
 ) -> None:
     from tests.helpers import Served, fraud_model
-    from tideline.pods.store import ModelStore
+    from tideline.store import ModelStore
 
     topics = _topics(kafka_broker, partitions=2)
     doc = _doc(kafka_broker, topics)

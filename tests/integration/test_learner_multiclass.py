@@ -10,10 +10,10 @@ import pytest
 
 from tests.helpers import LoggedRequest, learn_until, manifest, wait_until
 from tideline.pods.learner import LearnerProcess
-from tideline.pods.store import learner_to_blob
 from tideline.samples import one, pack
 from tideline.signing import KEY_ENV
 from tideline.spec import SpecError, parse
+from tideline.store import learner_to_blob
 
 pytestmark = pytest.mark.integration
 CLASSES = ["cat", "dog", "eel"]

@@ -24,9 +24,9 @@ from tideline.contracts import Pointers
 from tideline.demo.simulate import SyntheticStream
 from tideline.evaluate import prequential, scores
 from tideline.pods.learner import LearnerProcess
-from tideline.pods.store import ModelStore, Reference, learner_to_blob
 from tideline.predlog import entry_order
 from tideline.spec import SpecError, parse
+from tideline.store import ModelStore, Reference, learner_to_blob
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from tideline.contracts import Keys
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.learner import LearnerProcess
 from tideline.pods.monitor import Monitor
-from tideline.pods.store import ModelStore, Reference
 from tideline.spec import parse
+from tideline.store import ModelStore, Reference
 
 pytestmark = pytest.mark.integration
 

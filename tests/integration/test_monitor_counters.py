@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import LoggedRequest, manifest
 from tideline import health, predlog
 from tideline.contracts import Keys
-from tideline.counters import ServerCounters
+from tideline.monitoring.counters import ServerCounters
 from tideline.pods.monitor import Monitor
 from tideline.pods.server.dataplane import TrackStats
 from tideline.spec import parse

@@ -13,8 +13,8 @@ from tideline.algorithms import make_learner
 from tideline.contracts import Keys, Pointers
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.monitor import Monitor
-from tideline.pods.store import ModelStore
 from tideline.spec import parse
+from tideline.store import ModelStore
 from tideline_operator import rollout
 from tideline_operator.rollout import RolloutStatus
 

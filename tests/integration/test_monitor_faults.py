@@ -21,8 +21,8 @@ from tideline.demo.embedded import free_port
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.liveness import Liveness
 from tideline.pods.monitor import Monitor
-from tideline.pods.store import ModelStore
 from tideline.spec import parse
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.integration
 

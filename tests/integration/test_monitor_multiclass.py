@@ -13,9 +13,9 @@ import pytest
 from tests.helpers import LoggedRequest, manifest, monitor_for, summary_of
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys
-from tideline.pods.store import ModelStore
+from tideline.monitoring.tracks import MIN_VERSIONS
 from tideline.spec import parse
-from tideline.tracks import MIN_VERSIONS
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,8 @@ from tideline.pods.join import LogJoin
 from tideline.pods.metrics import ServerMetrics
 from tideline.pods.server.api import create_app
 from tideline.pods.server.dataplane import DataPlane
-from tideline.pods.store import ModelStore
 from tideline.spec import parse
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.integration
 

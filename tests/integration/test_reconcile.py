@@ -29,9 +29,9 @@ from tests.helpers import (
 )
 from tideline.algorithms import make_learner
 from tideline.contracts import Keys
-from tideline.pods.store import ModelStore
 from tideline.signing import KEY_ENV, Signer
 from tideline.spec import parse
+from tideline.store import ModelStore
 from tideline_operator import reconcile
 from tideline_operator.builders import OperatorConfig
 from tideline_operator.reconcile import ModelMemory, Reconciler, route_weights
@@ -486,7 +486,7 @@ def test_a_store_restarted_empty_is_noticed_and_what_can_be_is_restored(setup, r
     turn(setup, body)
     assert _events(events, "StoreReset") == 1, "once per reset"
 
-    # a server puts back the versions it held (tideline.pods.store.restore)
+    # a server puts back the versions it held (tideline.store.restore)
     for v, blob in held.items():
         store.restore(rev, v, blob, {}, {"served": 7, "latest": 7} if v == 7 else {})
     clock.now += 1

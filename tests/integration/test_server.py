@@ -31,8 +31,8 @@ from tideline.demo.simulate import SyntheticStream
 from tideline.pods.server import dataplane
 from tideline.pods.server.api import ServerConfig
 from tideline.pods.server.dataplane import DataPlane
-from tideline.pods.store import ModelStore
 from tideline.spec import parse
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.integration
 

@@ -29,8 +29,8 @@ from tideline.demo.embedded import free_port
 from tideline.demo.local import run_local
 from tideline.pods.server.api import ServerConfig, create_app
 from tideline.pods.server.dataplane import DataPlane
-from tideline.pods.store import ModelStore
 from tideline.spec import SpecError, parse
+from tideline.store import ModelStore
 
 pytestmark = pytest.mark.integration
 

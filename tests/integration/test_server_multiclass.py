@@ -16,7 +16,7 @@ from tests.helpers import FRAUD_FEATURES, Served, listening, log_entries, manife
 from tideline.algorithms import make_learner
 from tideline.algorithms.base import Learner
 from tideline.contracts import route_hash
-from tideline.pods.store import ModelStore
+from tideline.store import ModelStore
 from tideline.tasks import Task
 
 pytestmark = pytest.mark.integration

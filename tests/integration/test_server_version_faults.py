@@ -15,8 +15,8 @@ from tideline.algorithms import make_learner
 from tideline.contracts import Keys, ModelFault
 from tideline.pods.metrics import ServerMetrics
 from tideline.pods.server.dataplane import DataPlane
-from tideline.pods.store import ModelStore
 from tideline.spec import parse
+from tideline.store import ModelStore
 
 TEAM = """
 import json

@@ -27,9 +27,9 @@ from tideline.contracts import AWAIT_START_ENV, Keys, Pointers
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.learner import LearnerProcess
 from tideline.pods.monitor import Monitor
-from tideline.pods.store import ModelStore, Reference, learner_to_blob
 from tideline.signing import Sealing, Signer
 from tideline.spec import parse
+from tideline.store import ModelStore, Reference, learner_to_blob
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import FRAUD_FEATURES, on_one_redis_and_a_cluster, retired
 from tideline.algorithms import make_learner
 from tideline.contracts import Pointers
-from tideline.pods.store import ModelStore, StoreError
+from tideline.store import ModelStore, StoreError
 
 pytestmark = pytest.mark.integration
 

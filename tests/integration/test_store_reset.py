@@ -22,8 +22,8 @@ from tideline.demo.simulate import SyntheticStream
 from tideline.pods.learner import LearnerProcess
 from tideline.pods.liveness import Liveness
 from tideline.pods.sources import RedisFollower, RedisStreams
-from tideline.pods.store import learner_to_blob
 from tideline.spec import parse
+from tideline.store import learner_to_blob
 
 pytestmark = pytest.mark.integration
 

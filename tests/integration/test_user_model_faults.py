@@ -23,7 +23,7 @@ from tideline import signing
 from tideline.algorithms import make_learner
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.server.usercode import probe, probe_rows
-from tideline.pods.store import ModelStore, Reference
+from tideline.store import ModelStore, Reference
 
 pytestmark = pytest.mark.integration
 

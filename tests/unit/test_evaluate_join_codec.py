@@ -7,7 +7,7 @@ import pytest
 
 from tideline import codec
 from tideline.evaluate import RollingMetrics, calibration_error, log_loss, ramp_size, scores
-from tideline.pods.training import ReplayBuffer
+from tideline.training import ReplayBuffer
 
 
 def test_scores_match_their_definitions() -> None:

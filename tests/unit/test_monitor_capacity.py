@@ -1,4 +1,4 @@
-"""The log's size part of the monitor without Redis (:class:`tideline.capacity.LogSize`): when
+"""The log's size part of the monitor without Redis (:class:`tideline.monitoring.capacity.LogSize`): when
 the log is measured, the logging rate it reads, and what the ``LogCapacity`` condition is told
 - fed what ``MEMORY USAGE``, ``XLEN`` and ``INFO memory`` would have said."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tideline.capacity import LogSize
+from tideline.monitoring.capacity import LogSize
 
 INTERVAL, WINDOW = 10.0, 600.0
 MB = 1_000_000

@@ -1,4 +1,4 @@
-"""The monitor's drift part without Redis (:class:`tideline.signals.DriftSignals`): the
+"""The monitor's drift part without Redis (:class:`tideline.monitoring.signals.DriftSignals`): the
 detectors it keeps for what, the events with hysteresis it returns, concept drift in the order
 of the predictions, and the drift part of the summary - with real models' answers."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from tideline.algorithms import make_learner
 from tideline.drift import ADWIN, KS, PSI, PageHinkley
-from tideline.signals import CONCEPT_HOLD, DriftEvent, DriftSignals
+from tideline.monitoring.signals import CONCEPT_HOLD, DriftEvent, DriftSignals
 from tideline.spec import ConceptDrift, DistributionDrift, DriftSpec
 from tideline.tasks import Task
 

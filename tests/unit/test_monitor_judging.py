@@ -1,4 +1,4 @@
-"""Which labels judge the versions, without Redis (:mod:`tideline.judging`): feedback while it
+"""Which labels judge the versions, without Redis (:mod:`tideline.monitoring.judging`): feedback while it
 flows, labelled samples after a quiet minute; what they bring to the evidence, and when."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tideline import samples
-from tideline.judging import FEEDBACK_QUIET, Judging, labelled_samples
+from tideline.monitoring.judging import FEEDBACK_QUIET, Judging, labelled_samples
+from tideline.monitoring.tracks import Labelled
 from tideline.tasks import Task
-from tideline.tracks import Labelled
 
 
 def _feedback(arrived: list[float]) -> Labelled:

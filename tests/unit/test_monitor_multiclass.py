@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tideline.candidates import error_of
+from tideline.monitoring.candidates import error_of
+from tideline.monitoring.summary import metrics, recall
+from tideline.monitoring.tracks import TrackState
 from tideline.pods.metrics import MonitorMetrics
-from tideline.summary import metrics, recall
 from tideline.tasks import Task
-from tideline.tracks import TrackState
 
 TASK = Task("multiclass", ("cat", "dog", "fox"))
 

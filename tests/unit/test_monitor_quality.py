@@ -1,4 +1,4 @@
-"""The monitor's quality and evidence part without Redis (:class:`tideline.candidates.Candidates`):
+"""The monitor's quality and evidence part without Redis (:class:`tideline.monitoring.candidates.Candidates`):
 which version plays which role, what is loaded into the window, and the comparisons the
 operator's decisions read - fed what the monitor would have read, with real models."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tideline.algorithms import make_learner
-from tideline.candidates import CONSTANT, Candidates, Key, Loaded, Named
 from tideline.contracts import Pointers, Routing
+from tideline.monitoring.candidates import CONSTANT, Candidates, Key, Loaded, Named
 from tideline.tasks import Task
 
 REV = "r1"

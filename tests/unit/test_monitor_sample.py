@@ -1,4 +1,4 @@
-"""The monitor's log reading without Redis (:mod:`tideline.driftsample`): which logged requests
+"""The monitor's log reading without Redis (:mod:`tideline.monitoring.driftsample`): which logged requests
 drift reads, which of their rows, and the features and scores it is handed - fed requests as
 the servers log them."""
 
@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tideline import predlog
-from tideline.driftsample import DriftSample, stable_rows
+from tideline.monitoring.driftsample import DriftSample, stable_rows
 from tideline.tasks import Task
 
 BINARY = Task("binary")

@@ -1,4 +1,4 @@
-"""The monitor's health summary without Redis (:mod:`tideline.summary`): built from the parts'
+"""The monitor's health summary without Redis (:mod:`tideline.monitoring.summary`): built from the parts'
 states and the time - the tracks beside what the servers counted, the versions held, the
 labels' lag, the throughput between two writes - and the shape the operator reads."""
 
@@ -12,12 +12,12 @@ import pytest
 
 from tideline import health as h
 from tideline import predlog
-from tideline.counters import Counted
-from tideline.signals import DriftSignals
+from tideline.monitoring.counters import Counted
+from tideline.monitoring.signals import DriftSignals
+from tideline.monitoring.summary import LAGS_HELD, LAGS_KEPT, LabelLags, Throughput, health
+from tideline.monitoring.tracks import Scored, Tracks
 from tideline.spec import DriftSpec
-from tideline.summary import LAGS_HELD, LAGS_KEPT, LabelLags, Throughput, health
 from tideline.tasks import Task
-from tideline.tracks import Scored, Tracks
 
 MODELS = {"stable": ("r1", 3), "canary": ("r2", 1)}
 

@@ -1,4 +1,4 @@
-"""The monitor's track and version part without Redis (:mod:`tideline.tracks`): what a joined
+"""The monitor's track and version part without Redis (:mod:`tideline.monitoring.tracks`): what a joined
 label scores on which track and version, the bad entries left out, the predictions counted by
 track, and the versions held - fed logged requests as the servers write them."""
 
@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from tideline import predlog
+from tideline.monitoring.tracks import MAX_VERSIONS, MIN_VERSIONS, Scored, Tracks, labelled
 from tideline.tasks import Task
-from tideline.tracks import MAX_VERSIONS, MIN_VERSIONS, Scored, Tracks, labelled
 
 BINARY = Task("binary")
 CLASSES = Task("multiclass", ("cat", "dog", "fox"))

@@ -193,7 +193,7 @@ def test_decide_never_raises_and_keeps_its_invariants(policy, sequence) -> None:
 @given(st.lists(st.one_of(st.floats(), st.integers(-(2**62), 2**62), st.booleans(), st.none(),
                           st.text(max_size=3)), max_size=40), st.floats(-5, 5))  # fmt: skip
 def test_the_monitor_reads_a_column_of_logged_values_as_it_reads_each(values, default) -> None:
-    from tideline.driftsample import _num, _numbers
+    from tideline.monitoring.driftsample import _num, _numbers
 
     assert _numbers(values, default).tolist() == [_num(v, default) for v in values]
 
@@ -203,7 +203,7 @@ def test_the_monitor_reads_a_column_of_logged_values_as_it_reads_each(values, de
                          min_size=3, max_size=3), min_size=1, max_size=30),
        st.lists(st.floats(-5, 5), min_size=3, max_size=3))  # fmt: skip
 def test_the_monitor_reads_typed_logged_rows_as_it_reads_each_value(rows, defaults) -> None:
-    from tideline.driftsample import _drift_body, _num, _typed_rows
+    from tideline.monitoring.driftsample import _drift_body, _num, _typed_rows
 
     names = ["a", "b", "c"]
     objects = [{k: v for k, v in zip(names, row, strict=True) if v is not None} for row in rows]

@@ -10,8 +10,8 @@ import pytest
 
 from tideline import codec, signing
 from tideline.algorithms import make_learner
-from tideline.pods.store import learner_from_blob, learner_to_blob, open_version
 from tideline.signing import ForgedBlob, Opened, Sealing, Signer
+from tideline.store import learner_from_blob, learner_to_blob, open_version
 
 KEY = b"0123456789abcdef0123456789abcdef"
 BLOB = codec.encode({"w": np.arange(3.0)}, {"version": 1})

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import manifest
-from tideline.pods.training import Run, Training
 from tideline.spec import parse
+from tideline.training import Run, Training
 
 
 def _training(params: dict[str, Any] | None = None, **learning: Any) -> Training:

@@ -16,7 +16,7 @@ and updates the model in mini-batches (``batchSize`` or ``maxBatchDelay``,
 whichever comes first; a fresh model ramps its batch from 1 up, see
 :func:`tideline.evaluate.ramp_size`), test-then-train, mixing in replayed
 samples. What is learned when, what is refused and the gate are decided by
-:class:`tideline.pods.training.Training`, which reads and writes nothing; this
+:class:`tideline.training.Training`, which reads and writes nothing; this
 module is the I/O around it. Every entry it consumes is acknowledged (or, from Kafka, its offset
 recorded) only inside the same MULTI/EXEC that writes the checkpoint holding
 the update it fed: after a ``kill -9`` anywhere, the restarted learner resumes
@@ -42,7 +42,7 @@ previous one gone (an ``EXISTS`` in its transaction; a version due then is not
 published into the empty store) means a store reset. The learner then puts back
 what it holds - the served version, ``lastGood`` when it has a copy, the versions
 it published last, with their numbers, and the pointers as it last read them
-(:meth:`tideline.pods.store.ModelStore.restore`: nothing another process put back
+(:meth:`tideline.store.ModelStore.restore`: nothing another process put back
 first is overwritten) - writes its checkpoint from memory and numbers on
 (``storeResetAt`` and ``restored`` in its status). A learner that starts without a
 checkpoint resumes from its revision's served version when the store holds one
@@ -93,7 +93,10 @@ from tideline.pods.join import Joined, LogJoin, Mark
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import LearnerMetrics
 from tideline.pods.sources import LabelSource, RedisStreams, group_gone
-from tideline.pods.store import (
+from tideline.samples import SampleDecoder
+from tideline.signing import ForgedBlob, Opened, Sealing
+from tideline.spec import OnlineModel, SpecError
+from tideline.store import (
     ModelStore,
     Reference,
     StoreError,
@@ -103,10 +106,7 @@ from tideline.pods.store import (
     open_version,
     transaction,
 )
-from tideline.pods.training import Run, Training
-from tideline.samples import SampleDecoder
-from tideline.signing import ForgedBlob, Opened, Sealing
-from tideline.spec import OnlineModel, SpecError
+from tideline.training import Run, Training
 
 log = logging.getLogger("tideline.learner")
 
@@ -191,7 +191,7 @@ class LearnerProcess:
         self.clock = clock
         self.checkpoint_seconds = checkpoint_seconds
         ls = self.spec.learning
-        # every decision about what is learned (tideline.pods.training): no I/O in it
+        # every decision about what is learned (tideline.training): no I/O in it
         self.training = Training(self.spec.model, ls, clock)
         self.schema = self.training.schema
         self.task = self.training.task

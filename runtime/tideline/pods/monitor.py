@@ -5,16 +5,16 @@ It reads, without taking anything from the learner:
 * the prediction log (every server process's stream, :mod:`tideline.predlog`,
   ``XREAD`` from its own cursors, from the time it started), for what each
   track answered, the features it saw and its scores (which requests and rows
-  drift reads, :mod:`tideline.driftsample` decides);
+  drift reads, :mod:`tideline.monitoring.driftsample` decides);
 * ``feedback`` and ``samples`` through its own consumer group (``monitor``):
   every consumer group gets every entry, so the learner's group loses
   nothing. Feedback is joined with the log (:mod:`tideline.pods.join`); labelled
   samples are scored by the served version itself, so a model that gets no
   HTTP traffic at all (learner-only) is still watched. What a label scores on
-  which track and version, :mod:`tideline.tracks` decides;
+  which track and version, :mod:`tideline.monitoring.tracks` decides;
 * the servers' per-track counters and latency percentiles (``servers``), turned
   from each server's totals into what the servers counted over a recent window
-  (:class:`tideline.counters.ServerCounters`), so the error rate shows a late
+  (:class:`tideline.monitoring.counters.ServerCounters`), so the error rate shows a late
   burst of errors.
 
 Every ``spec.rollout.analysis.interval`` it writes ``tideline:{<ns>/<model>}:health``
@@ -27,11 +27,11 @@ label join holds nothing per prediction (:class:`tideline.pods.join.LogJoin`).
 
 **Pure parts, a thin shell.** What follows from what the monitor reads is decided
 by parts that read no clock and no network, each with its unit tests:
-:mod:`tideline.tracks` (tracks and versions), :mod:`tideline.judging` (which
-labels judge), :mod:`tideline.candidates` (roles and evidence),
-:mod:`tideline.signals` (drift), :mod:`tideline.driftsample` (the log's drift
-sample), :mod:`tideline.counters` (the servers' window), :mod:`tideline.capacity`
-(the log's size) and :mod:`tideline.summary` (the summary put together). The
+:mod:`tideline.monitoring.tracks` (tracks and versions), :mod:`tideline.monitoring.judging` (which
+labels judge), :mod:`tideline.monitoring.candidates` (roles and evidence),
+:mod:`tideline.monitoring.signals` (drift), :mod:`tideline.monitoring.driftsample` (the log's drift
+sample), :mod:`tideline.monitoring.counters` (the servers' window), :mod:`tideline.monitoring.capacity`
+(the log's size) and :mod:`tideline.monitoring.summary` (the summary put together). The
 :class:`Monitor` reads Redis or Kafka, hands them what it read and the time, and
 writes what they return.
 
@@ -42,7 +42,7 @@ and :meth:`Monitor.run` returns False after ``max_failures`` in a row, for
 the process to exit non-zero.
 
 **Evidence.** The labelled samples also fill a common window
-(:class:`tideline.evidence.CommonWindow`, held by :class:`tideline.candidates.Candidates`,
+(:class:`tideline.evidence.CommonWindow`, held by :class:`tideline.monitoring.candidates.Candidates`,
 which decides what follows from what the monitor reads, and reads nothing itself): every
 candidate version - served, lastGood, latest, recent (the newest version of the stable
 revision served on ``minSamples`` labels of its own answers, still stored, served now or
@@ -58,7 +58,7 @@ does not judge versions: a producer that sends wrong labels must not be able to 
 versions that learned them look good.
 
 **Drift signals are events with hysteresis**, not levels
-(:class:`tideline.signals.DriftSignals` decides them from what the monitor reads; the
+(:class:`tideline.monitoring.signals.DriftSignals` decides them from what the monitor reads; the
 monitor writes them): one ``driftlog`` entry (and one count of
 ``tideline_monitor_drift_events``) when a signal goes over its threshold, one when it clears
 (feature and prediction scores below 80 % of the threshold; concept drift ten analysis
@@ -93,19 +93,24 @@ from tideline import health as h
 from tideline import predlog
 from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
-from tideline.candidates import Candidates, Key, Loaded, Named
-from tideline.capacity import LogSize
 from tideline.contracts import Pointers, Routing, feedback_labels
-from tideline.counters import Counted, ServerCounters
 from tideline.drift import KS, PSI, Categorical
-from tideline.driftsample import DriftSample, stable_rows
-from tideline.judging import Judging, labelled_samples
+from tideline.monitoring.candidates import Candidates, Key, Loaded, Named
+from tideline.monitoring.capacity import LogSize
+from tideline.monitoring.counters import Counted, ServerCounters
+from tideline.monitoring.driftsample import DriftSample, stable_rows
+from tideline.monitoring.judging import Judging, labelled_samples
+from tideline.monitoring.signals import DriftEvent, DriftSignals
+from tideline.monitoring.summary import Throughput, health
+from tideline.monitoring.tracks import Scored, Tracks, labelled
 from tideline.pods import faults
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import MonitorMetrics
 from tideline.pods.sources import Follower, RedisFollower, xread
-from tideline.pods.store import (
+from tideline.signing import ForgedBlob, Sealing
+from tideline.spec import OnlineModel
+from tideline.store import (
     ModelStore,
     Reference,
     StoreError,
@@ -113,12 +118,7 @@ from tideline.pods.store import (
     node_info,
     transaction,
 )
-from tideline.signals import DriftEvent, DriftSignals
-from tideline.signing import ForgedBlob, Sealing
-from tideline.spec import OnlineModel
-from tideline.summary import Throughput, health
 from tideline.tasks import Task
-from tideline.tracks import Scored, Tracks, labelled
 
 log = logging.getLogger("tideline.monitor")
 
@@ -195,12 +195,12 @@ class Monitor:
 
     @property
     def feature_drift(self) -> PSI | KS:
-        """The feature drift detector (:attr:`tideline.signals.DriftSignals.feature`)."""
+        """The feature drift detector (:attr:`tideline.monitoring.signals.DriftSignals.feature`)."""
         return self.drift.feature
 
     @property
     def prediction_drift(self) -> PSI | KS | Categorical:
-        """The prediction drift detector (:attr:`tideline.signals.DriftSignals.prediction`)."""
+        """The prediction drift detector (:attr:`tideline.monitoring.signals.DriftSignals.prediction`)."""
         return self.drift.prediction
 
     # -- start -------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ class Monitor:
 
     def _log_capacity(self, now: float) -> h.LogCapacity | None:
         """What the log needs in Redis at this rate for its window
-        (:class:`tideline.capacity.LogSize`), measured when it is due.
+        (:class:`tideline.monitoring.capacity.LogSize`), measured when it is due.
 
         Each live log stream is measured exactly (``MEMORY USAGE key SAMPLES 0``: every
         node's bytes, not five nodes' average times the node count): a sampled estimate
@@ -297,7 +297,7 @@ class Monitor:
 
     def _on_predictions(self, e: predlog.Entry, read: bool, scores: list[Any]) -> None:
         """A logged request: counted; its stable rows and scores to the drift detectors when it
-        is in the sample (``read``; :class:`tideline.driftsample.DriftSample`)."""
+        is in the sample (``read``; :class:`tideline.monitoring.driftsample.DriftSample`)."""
         n = len(scores)
         self._counts["predictions"] += n
         self.answers.answered(e, n)
@@ -323,7 +323,7 @@ class Monitor:
             self._log_events(self.drift.predictions(scores, self.clock()))
 
     def _on_label(self, j: Joined) -> None:
-        """Labels of one logged request (:func:`tideline.tracks.labelled`): its tracks' and
+        """Labels of one logged request (:func:`tideline.monitoring.tracks.labelled`): its tracks' and
         versions' quality, the concept detector (in prediction order), the evidence the
         guardrails judge."""
         got = labelled(self.task, j.entry, j.rows, j.labels, j.received)
@@ -382,7 +382,7 @@ class Monitor:
         (learner-only models are watched too). Next to feedback they are training data only:
         quality, concept drift and evidence are the feedback's, the outcome of what was served
         (a producer sending wrong labels through :learn must not read as the model failing;
-        :class:`tideline.judging.Judging`)."""
+        :class:`tideline.monitoring.judging.Judging`)."""
         if self.judging.by_feedback(self.clock()):
             return
         served = self._served_model()
@@ -430,7 +430,7 @@ class Monitor:
         """When the stable revision changes: its stored drift reference, if it has one.
 
         A revision warm-started from a baseline has the baseline's (see
-        :class:`tideline.pods.store.Reference`), so drift shows from the first
+        :class:`tideline.store.Reference`), so drift shows from the first
         prediction; otherwise the first window of traffic becomes the
         reference, and is stored for the revisions that warm-start from it.
         """
@@ -468,11 +468,11 @@ class Monitor:
 
     # -- summary -------------------------------------------------------------------------------
     def _servers(self) -> dict[str, Counted]:
-        """The servers' per-track counters over a recent window (:class:`tideline.counters.ServerCounters`)."""
+        """The servers' per-track counters over a recent window (:class:`tideline.monitoring.counters.ServerCounters`)."""
         return self.servers.update(self.r.hgetall(self.keys.servers), self.clock())
 
     def summary(self) -> h.Health:
-        """The health summary (:func:`tideline.summary.health`): per track and version quality,
+        """The health summary (:func:`tideline.monitoring.summary.health`): per track and version quality,
         evidence, drift, servers, lag."""
         now = self.clock()
         servers = self._servers()
@@ -617,7 +617,7 @@ class Monitor:
         """One turn: read the log and the labels; write health once an analysis interval, and
         at once when the pointers name a version the evidence has not scored, or when the
         served version has just become countable for its proof
-        (:meth:`tideline.candidates.Candidates.countable`).
+        (:meth:`tideline.monitoring.candidates.Candidates.countable`).
 
         A poisoned version served just after a write was judged at the next one: up to an
         interval late (2.0-2.7 s of poisoned answers, not 1, with the demo's 2 s; issue 30).

@@ -86,8 +86,8 @@ from tideline.pods.server.usercode import (
     settled,
 )
 from tideline.pods.server.versions import Loaded, ModelVersions
-from tideline.pods.store import connect_async
 from tideline.spec import OnlineModel
+from tideline.store import connect_async
 from tideline.tasks import Task
 
 log = logging.getLogger("tideline.server")

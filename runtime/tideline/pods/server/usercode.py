@@ -282,7 +282,7 @@ def servable(task: Task, scores: Any, n: int) -> np.ndarray:
 
 def probe_rows(schema: FeatureSchema, reference: Any = None, n: int = PROBE_ROWS) -> np.ndarray:
     """Rows to probe a model with: the features' defaults, then up to ``n`` of the last rows
-    of a drift ``reference`` (:class:`tideline.pods.store.Reference`: its numeric columns;
+    of a drift ``reference`` (:class:`tideline.store.Reference`: its numeric columns;
     the rest take their defaults). Encoded by a copy of ``schema``: the served schema's
     counts of missing values see no probe."""
     fresh = FeatureSchema(schema.features)

@@ -14,7 +14,7 @@ restarted empty had a learner publish an untrained v0, which was served):
 * it keeps the version it holds when the pointers or the routing vanish;
 * when the ``served`` pointer of a revision it serves, or that version's
   blob, is gone from the store, it puts the version back (blob, metadata,
-  and the pointers missing: :func:`tideline.pods.store.restore_args`, which
+  and the pointers missing: :func:`tideline.store.restore_args`, which
   never overwrites), so a learner that restarts resumes from it; likewise
   the ``lastGood`` version it holds;
 * it does not swap a version that learned something for a cold one of the
@@ -47,9 +47,9 @@ from tideline.features import FeatureSchema
 from tideline.pods.faults import VersionFaults
 from tideline.pods.metrics import ServerMetrics
 from tideline.pods.server import usercode
-from tideline.pods.store import open_version, restore_args
 from tideline.signing import ForgedBlob, Sealing
 from tideline.spec import OnlineModel
+from tideline.store import open_version, restore_args
 
 log = logging.getLogger("tideline.server")
 

@@ -10,7 +10,7 @@ class). What was read goes to the detectors a block at a time (:meth:`DriftSampl
 
 Pure: the monitor (:class:`tideline.pods.monitor.Monitor`) reads the log
 (``XREAD``), hands in each request, and feeds the blocks to its drift part
-(:class:`tideline.signals.DriftSignals`) when the served version changes and after
+(:class:`tideline.monitoring.signals.DriftSignals`) when the served version changes and after
 each read; nothing here reads a clock or the network.
 
 Examples
@@ -43,9 +43,9 @@ import msgspec
 import numpy as np
 import orjson
 
+from tideline.monitoring.tracks import logged
 from tideline.predlog import Entry
 from tideline.tasks import Task
-from tideline.tracks import logged
 
 
 def stable_rows(e: Entry, n: int) -> Sequence[int]:

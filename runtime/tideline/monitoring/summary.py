@@ -1,9 +1,9 @@
 """The monitor's health summary (:class:`tideline.health.Health`), built from its parts.
 
-Each track's quality and predictions (:class:`tideline.tracks.Tracks`) beside what
-the servers counted for it (:class:`tideline.counters.Counted`), each version's
-quality, the drift part (:class:`tideline.signals.DriftSignals`), the evidence
-(:class:`tideline.candidates.Candidates`), the labels' lag and the throughput
+Each track's quality and predictions (:class:`tideline.monitoring.tracks.Tracks`) beside what
+the servers counted for it (:class:`tideline.monitoring.counters.Counted`), each version's
+quality, the drift part (:class:`tideline.monitoring.signals.DriftSignals`), the evidence
+(:class:`tideline.monitoring.candidates.Candidates`), the labels' lag and the throughput
 between two health writes, and the log's size: :func:`health` puts them together.
 
 Pure: the monitor (:class:`tideline.pods.monitor.Monitor`) reads the servers'
@@ -14,9 +14,9 @@ reads a clock or the network.
 Examples
 --------
 >>> import numpy as np
->>> from tideline.counters import Counted
+>>> from tideline.monitoring.counters import Counted
 >>> from tideline.tasks import Task
->>> from tideline.tracks import Scored, Tracks
+>>> from tideline.monitoring.tracks import Scored, Tracks
 >>> tracks = Tracks(Task("binary"), window=100)
 >>> _ = tracks.score(Scored("stable", "r1", 3, np.array([0.9, 0.2]), np.array([1.0, 1.0])))
 >>> lags = LabelLags()
@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from tideline import health as h
-from tideline.counters import Counted
+from tideline.monitoring.counters import Counted
+from tideline.monitoring.tracks import Tracks, TrackState
 from tideline.tasks import Task
-from tideline.tracks import Tracks, TrackState
 
 # the label lags held (the newest): past LAGS_HELD, the oldest are let go down to LAGS_KEPT
 LAGS_HELD, LAGS_KEPT = 1000, 500

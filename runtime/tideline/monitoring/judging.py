@@ -6,7 +6,7 @@ samples, which the served version scores. Next to feedback, samples are training
 data only: a producer that sends wrong labels through ``:learn`` must not read as
 the model failing. What the judging labels bring to the common window (their rows,
 targets and arrivals) waits here until the monitor hands it to
-:class:`tideline.candidates.Candidates` (once a read: the window scores each
+:class:`tideline.monitoring.candidates.Candidates` (once a read: the window scores each
 candidate on a block); feedback's lag after its predictions goes to the summary.
 
 Pure: the monitor (:class:`tideline.pods.monitor.Monitor`) reads the labels and
@@ -15,7 +15,7 @@ hands them in with the time; nothing here reads a clock or the network.
 Examples
 --------
 >>> import numpy as np
->>> from tideline.tracks import Labelled
+>>> from tideline.monitoring.tracks import Labelled
 >>> judging = Judging()
 >>> judging.by_feedback(now=100.0)  # none yet: the samples judge
 False
@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from tideline import predlog, samples
-from tideline.summary import LabelLags
+from tideline.monitoring.summary import LabelLags
+from tideline.monitoring.tracks import Labelled
 from tideline.tasks import Task
-from tideline.tracks import Labelled
 
 FEEDBACK_QUIET = 60.0  # seconds without feedback before labelled samples judge versions
 

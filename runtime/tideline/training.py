@@ -44,7 +44,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -55,9 +55,6 @@ from tideline.algorithms.base import NonFiniteUpdate
 from tideline.evaluate import RollingMetrics, ramp_size
 from tideline.spec import LearningSpec, ModelSpec
 from tideline.tasks import Task
-
-if TYPE_CHECKING:
-    from tideline.pods.join import Mark
 
 log = logging.getLogger("tideline.learner")
 
@@ -73,7 +70,7 @@ class Run:
     stream: str
     entry: bytes
     rows: int
-    mark: Mark | None = None  # a joined label's prediction
+    mark: tuple[int, str] | None = None  # a joined label's prediction (the join's Mark)
 
 
 class Pending:
