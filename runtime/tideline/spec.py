@@ -490,7 +490,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class Replay:
+class ReplaySpec:
     size: int = _number(10_000, "Samples kept", 0, 10_000_000)
     fraction: float = _number(0.2, "Share of each update that is replayed", 0.0, 0.9)
 
@@ -507,7 +507,7 @@ class Gate:
 class LearningSpec:
     batchSize: int = _number(64, "Largest mini-batch", 1, 100_000)
     maxBatchDelay: float = _duration("500ms", "Learn a partial batch after this long", 0.001, 3600)
-    replay: Replay = _group(Replay, "Replay buffer against forgetting")
+    replay: ReplaySpec = _group(ReplaySpec, "Replay buffer against forgetting")
     # (was checkpointEvery, still read; a default in the CRD would stand beside an old
     # manifest's checkpointEvery)
     publishEvery: int = _number(
@@ -575,7 +575,7 @@ class DistributionDrift:
 
 
 @dataclass(frozen=True)
-class ConceptDrift:
+class ConceptDriftSpec:
     method: Literal["adwin", "page-hinkley"] = _choice("adwin", CONCEPT_METHODS, "Detector")
     delta: float = _number(0.002, "Detector confidence", 1e-12, 1.0)
 
@@ -586,7 +586,7 @@ class DriftSpec:
         DistributionDrift, "Feature drift against a reference window"
     )
     predictions: DistributionDrift = _group(DistributionDrift, "Prediction drift")
-    concept: ConceptDrift = _group(ConceptDrift, "Concept drift on the joined error stream")
+    concept: ConceptDriftSpec = _group(ConceptDriftSpec, "Concept drift on the joined error stream")
     sampleRate: float = _number(
         1.0,
         "The share of logged requests the feature and prediction drift detectors read "

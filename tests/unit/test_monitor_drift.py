@@ -12,7 +12,7 @@ import pytest
 from tideline.algorithms import make_learner
 from tideline.drift import ADWIN, KS, PSI, PageHinkley
 from tideline.monitoring.signals import CONCEPT_HOLD, DriftEvent, DriftSignals
-from tideline.spec import ConceptDrift, DistributionDrift, DriftSpec
+from tideline.spec import ConceptDriftSpec, DistributionDrift, DriftSpec
 from tideline.tasks import Task
 
 FEATURES = [{"name": "amount"}, {"name": "hour"}]
@@ -196,10 +196,10 @@ def _labelled(s: DriftSignals, model: Any, X: np.ndarray, y: np.ndarray, start: 
 @pytest.mark.parametrize(
     ("concept", "flipped", "detected"),
     [
-        (ConceptDrift(), True, True),
-        (ConceptDrift(), False, False),
-        (ConceptDrift(method="page-hinkley"), True, True),
-        (ConceptDrift(method="page-hinkley"), False, False),
+        (ConceptDriftSpec(), True, True),
+        (ConceptDriftSpec(), False, False),
+        (ConceptDriftSpec(method="page-hinkley"), True, True),
+        (ConceptDriftSpec(method="page-hinkley"), False, False),
     ],
     ids=[
         "adwin: the world's labels flip under the model: one concept event",
