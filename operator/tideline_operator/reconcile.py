@@ -43,7 +43,15 @@ import yaml
 from prometheus_client import Counter, Histogram
 
 from tideline import health as h
-from tideline.contracts import Keys, LearnerControl, ModelFault, Pointers, Routing, StartWord
+from tideline.contracts import (
+    Keys,
+    LearnerControl,
+    LearnerStatus,
+    ModelFault,
+    Pointers,
+    Routing,
+    StartWord,
+)
 from tideline.memory import FIELDS as MEMORY_FIELDS
 from tideline.memory import MemoryUse
 from tideline.signing import KEY_ENV, Signer
@@ -327,7 +335,7 @@ class Reconciler:
             p.get(keys.health)
             p.hgetall(keys.routing)
             p.zrange(keys.retired, 0, -1, withscores=True)
-            p.hget(keys.learner(stable), "lag")
+            p.hget(keys.learner(stable), LearnerStatus.LAG)
             p.get(keys.epoch)
             p.get(keys.restores)
             p.hget(keys.control(stable), StartWord.FIELD)
@@ -361,7 +369,7 @@ class Reconciler:
             health=h.decode(health),  # None when missing or not a summary: decisions wait
             routing=routing,
             retired={rev.decode(): at for rev, at in retired},
-            lag=int(lag) if lag is not None and lag.isdigit() else None,
+            lag=LearnerStatus.lag_of(lag),
             store=StoreSeen(
                 epoch=epoch.decode() if epoch is not None else None,
                 restores=int(restores) if restores is not None and restores.isdigit() else 0,

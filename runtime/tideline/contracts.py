@@ -247,6 +247,16 @@ class Pointers:
 
     NAMES = ("latest", "served", "lastGood")
     PIN_VERSIONS = ("pinFrom", "pinTo", "pinLatest")
+    PINNED = "pinned"  # its field, "1" or "0" (the store's Lua reads "1" too)
+
+    @classmethod
+    def pinned_hash(cls, pin: bool) -> dict[str, str]:
+        """``pinned`` as the hash holds it.
+
+        >>> Pointers.pinned_hash(True), Pointers.from_hash({b"pinned": b"0"}).pinned
+        ({'pinned': '1'}, False)
+        """
+        return {cls.PINNED: "1" if pin else "0"}
 
     @classmethod
     def from_hash(cls, raw: Mapping[bytes, bytes]) -> Pointers:
@@ -254,7 +264,7 @@ class Pointers:
         out: dict[str, Any] = {}
         for k, v in raw.items():
             name = k.decode()
-            if name == "pinned":
+            if name == cls.PINNED:
                 out["pinned"] = v == b"1"
             elif name in cls.NAMES + cls.PIN_VERSIONS and v.isdigit():
                 out[name] = int(v)
@@ -284,6 +294,22 @@ class Pointers:
             raise KeyError(name)
         value: int | None = getattr(self, name)
         return value
+
+
+class LearnerStatus:
+    """The fields of the learner's status hash (:meth:`Keys.learner`) another process reads
+    (the rest are for people: ``kubectl``, the dashboard)."""
+
+    LAG = "lag"  # records behind its source, as last measured
+
+    @staticmethod
+    def lag_of(raw: bytes | None) -> int | None:
+        """The lag as the operator reads it (None: not measured, or not a count).
+
+        >>> LearnerStatus.lag_of(b"12"), LearnerStatus.lag_of(b"-1"), LearnerStatus.lag_of(None)
+        (12, None, None)
+        """
+        return int(raw) if raw is not None and raw.isdigit() else None
 
 
 def route_hash(key: str) -> int:

@@ -356,7 +356,7 @@ class ModelStore:
         p = transaction(self.r, self.keys.prefix)
         p.hset(self.keys.pointers(revision), name, version)
         if pin is not None:
-            p.hset(self.keys.pointers(revision), "pinned", "1" if pin else "0")
+            p.hset(self.keys.pointers(revision), mapping=Pointers.pinned_hash(pin))
         p.publish(
             self.keys.events,
             orjson.dumps(

@@ -83,6 +83,7 @@ from tideline.algorithms import Learner
 from tideline.contracts import (
     AWAIT_START_ENV,
     LearnerControl,
+    LearnerStatus,
     Pointers,
     StartWord,
     feedback_labels,
@@ -715,7 +716,7 @@ class LearnerProcess:
                 meta["warmStart"] = self._warm_source
             meta.update({f"quality_{k}": v for k, v in self.training.quality.report().items()})
             if pin:
-                pipe.hset(self.keys.pointers(self.revision), "pinned", "1")
+                pipe.hset(self.keys.pointers(self.revision), mapping=Pointers.pinned_hash(True))
             # a snapshot given in the spec was proven offline; a copy of another
             # revision's latest version was not, and has to prove itself here
             baseline = (
@@ -841,7 +842,7 @@ class LearnerProcess:
                 n: v for n in Pointers.NAMES if p.get(n) == v
             }
             if first and p.latest is not None:
-                pointers["pinned"] = p.pinned  # (before anything is published again)
+                pointers[Pointers.PINNED] = p.pinned  # (before anything is published again)
                 if p.pinned:  # and why, for an operator that reads the pin back
                     pin = {"pinFrom": p.pinFrom, "pinTo": p.pinTo, "pinAt": p.pinAt,
                            "pinReason": p.pinReason, "pinLatest": p.pinLatest}  # fmt: skip
@@ -869,7 +870,7 @@ class LearnerProcess:
             **self._notes,
         }
         if lag is not None:
-            out["lag"] = str(lag)
+            out[LearnerStatus.LAG] = str(lag)
         use = self.measure_memory()
         if use is not None:
             out.update(use.to_hash())

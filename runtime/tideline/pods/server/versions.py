@@ -191,7 +191,7 @@ class ModelVersions:
                 continue
             put: dict[str, int | bool] = dict.fromkeys(names, held.version)
             if names[0] == "served" and self._pinned.get(revision):
-                put["pinned"] = True  # a rollback in force stays in force
+                put[Pointers.PINNED] = True  # a rollback in force stays in force
             blob_missing = await r.eval(
                 *restore_args(self.keys, revision, held.version, held.blob, held.meta, put)
             )
