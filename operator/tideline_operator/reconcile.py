@@ -595,8 +595,10 @@ class Reconciler:
                     r.hset(keys.control(rev), mapping=LearnerControl.adapt_hash(at))
                 case PauseLearning(revision=rev, paused=paused):
                     r.hset(keys.control(rev), mapping=LearnerControl.paused_hash(paused))
-                case Promote():
+                case Promote(revision=rev, previous=previous):
                     PROMOTIONS.inc()
+                    log.info("%s/%s: revision %s promoted over %s",
+                             model.namespace, model.name, rev, previous)  # fmt: skip
                 case Epoch(token=token):
                     r.set(keys.epoch, token, nx=True)
                 case GiveStartWord(revision=rev, word=word):

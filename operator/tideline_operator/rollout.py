@@ -240,7 +240,8 @@ class PauseLearning:
 
 @dataclass(frozen=True)
 class Promote:
-    """The canary ``revision`` became stable (counted; the children follow the status)."""
+    """The canary ``revision`` became stable over ``previous`` (counted and logged; the
+    children follow the status)."""
 
     kind: ClassVar[str] = "promote"
     revision: str | None
@@ -250,11 +251,12 @@ class Promote:
 @dataclass(frozen=True)
 class StartCanary:
     """``revision`` starts as the canary (the children follow the status); one retired
-    before starts afresh, not from what it had learned when it left."""
+    before starts afresh, not from what it had learned when it left. Whether its learner
+    starts warm from the stable's is the reconciler's to say (``canaryWarmStart``): it
+    needs both revisions' models, which the decision does not read."""
 
     kind: ClassVar[str] = "start-canary"
     revision: str
-    warm_start_from: str | None
 
 
 @dataclass(frozen=True)
@@ -780,7 +782,7 @@ def decide(
         canary = st.canaryRevision = observed.revision
         st.currentStep, st.canaryWeight, st.pauseStartedAt = 0, 0, None
         st.analysisFailures, st.lastAnalysisAt, st.aborted = 0, None, None
-        actions.append(StartCanary(canary, st.stableRevision))
+        actions.append(StartCanary(canary))
         actions.append(Event("Normal", "CanaryStarted", f"revision {canary}"))
     elif observed.revision == st.stableRevision and canary:
         # the spec went back to the stable revision: the canary goes (its children and its

@@ -22,6 +22,7 @@ from tideline_operator.rollout import (
     Event,
     GiveStartWord,
     Observed,
+    Promote,
     Prove,
     RestoreLastGood,
     Rollback,
@@ -107,7 +108,7 @@ def test_the_first_revision_becomes_stable_and_the_model_is_healthy() -> None:
 def test_a_new_revision_starts_a_canary_that_warm_starts_from_stable() -> None:
     d = decide(_spec(), {"stableRevision": "old"}, Observed(revision="new"), None, now=100.0)
     start = next(a for a in d.actions if isinstance(a, StartCanary))
-    assert start == StartCanary("new", warm_start_from="old")
+    assert start == StartCanary("new")
     assert (
         d.status["canaryRevision"] == "new" and d.status["canaryWeight"] == 10
     )  # first step applied
@@ -135,7 +136,7 @@ def test_a_passing_analysis_step_moves_on_and_the_last_step_promotes() -> None:
     health = _health(200.0, canary=(2, comparison(0.005)))
     d = decide(_spec(), st, Observed(revision="new"), health, now=200.0)
     assert d.status["stableRevision"] == "new" and d.status.get("canaryRevision") is None
-    assert "promote" in _kinds(d)
+    assert Promote("new", previous="old") in d.actions
     assert _active(d) == {"new"} and d.status["phase"] == "Healthy"  # the old one's children go
 
 
