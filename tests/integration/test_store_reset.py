@@ -93,7 +93,9 @@ def test_a_learner_alive_through_a_store_reset_puts_its_versions_back_and_number
             # the operator proves the served version: the learner keeps a copy as lastGood
             r.hset(p.keys.pointers(p.revision), "lastGood", before.served)
             wait_until(
-                lambda: p._pointers.lastGood == before.served, timeout=30.0, message="lastGood read"
+                lambda: p.held.pointers.lastGood == before.served,
+                timeout=30.0,
+                message="lastGood read",
             )
             if fault == "flushall":
                 r.flushall()

@@ -97,6 +97,7 @@ from tideline.pods.sources import LabelSource, RedisStreams, group_gone
 from tideline.samples import SampleDecoder
 from tideline.signing import ForgedBlob, Opened, Sealing
 from tideline.spec import OnlineModel, SpecError
+from tideline.starting import Found, FromServed, Held, Publish, Wait, check_warm_start, first_state
 from tideline.store import (
     ModelStore,
     Reference,
@@ -114,7 +115,6 @@ log = logging.getLogger("tideline.learner")
 CHECKPOINT_SECONDS = 1.0
 WARM_START_DIR = "/etc/tideline/warm-start"
 ADAPT_KEEP = 0.05  # confidence kept when adapting to concept drift (see Learner.soften)
-PUBLISHED_KEPT = 4  # copies of the versions last published, for the gate (served soon)
 MAX_SNAPSHOT_BYTES = 1 << 30  # a warm-start file larger than any model the spec allows
 MAINTAIN_SECONDS = 10.0  # how often the source is tidied (streams trimmed, partitions found)
 READ_BYTES = 1 << 20  # a read of the source: about this many bytes of entries
@@ -188,7 +188,6 @@ class LearnerProcess:
         self.store = ModelStore(client, model.namespace, model.name, sealing)
         self.keys = self.store.keys
         self.group = self.keys.learner_group(self.revision)
-        self._refused_served: int | None = None  # a served version that did not verify
         self.clock = clock
         self.checkpoint_seconds = checkpoint_seconds
         ls = self.spec.learning
@@ -201,14 +200,8 @@ class LearnerProcess:
         self.open_entries = OpenEntries()
         self._read_count = 128  # entries, then as many as make READ_BYTES
         self.samples = SampleDecoder(self.schema, self.task)
-        self.served_version = -1
-        # copies of the versions last published, until the served pointer reaches them
-        self._published: dict[int, Learner] = {}
-        # the versions held (published, served, lastGood), as stored: blob and metadata, to
-        # put back after a store reset; and the pointers as last read (or as publishing here
-        # moved them)
-        self._blobs: dict[int, tuple[bytes, dict[str, Any]]] = {}
-        self._pointers = Pointers()
+        # the versions it would put back after a store reset, the pointers as last known
+        self.held = Held()
         self._checkpointed = False  # a checkpoint of this learner's is in the store
         self._regroup = False  # a reply said a consumer group is gone
         self._reset = False  # the store lost this learner's checkpoint: put back what it holds
@@ -231,6 +224,11 @@ class LearnerProcess:
     @property
     def learner(self) -> Learner:
         return self.training.learner
+
+    @property
+    def served_version(self) -> int:
+        """The version the gate compares with (-1: none yet)."""
+        return self.held.served
 
     @property
     def counters(self) -> dict[str, Any]:
@@ -353,98 +351,80 @@ class LearnerProcess:
         return blob, str(path), True
 
     def _first_state(self, stop: threading.Event) -> None:
-        """Where a learner without a checkpoint starts.
+        """Where a learner without a checkpoint starts (:func:`tideline.starting.first_state`):
+        its served version, a first version, or - with ``TIDELINE_AWAIT_START=1``, the
+        operator's Deployments - the operator's :class:`StartWord`, asked every
+        ``AWAIT_POLL_SECONDS`` until ``stop`` is set. A learner waiting is alive (its
+        liveness beats), not failing."""
+        awaits = os.environ.get(AWAIT_START_ENV) == "1"
+        waited = False
+        while not stop.is_set():
+            found, served = self._found()
+            match first_state(found, awaits):
+                case FromServed(version=v, newest=newest):
+                    assert served is not None  # (found.served: its blob verified)
+                    self._resume_from(v, newest, *served)
+                    return
+                case Publish(after=after):
+                    if found.refused is not None:
+                        log.warning("%s's served version v%d was refused (see above): not "
+                                    "resumed from; the learner starts after v%d",
+                                    self.revision, found.refused, after)  # fmt: skip
+                    elif awaits:
+                        log.info("%s starts on the operator's word: %s", self.revision,
+                                 StartWord(after=after).encode())  # fmt: skip
+                    if after is not None:
+                        self.counters["next_version"] = after + 1
+                        self._notes["startedAfter"] = str(after)
+                    self._initial_version(after)
+                    return
+                case Wait():
+                    if not waited:
+                        log.info("%s has no checkpoint and no stored version: waiting for the "
+                                 "operator's word (%s)", self.revision, AWAIT_START_ENV)  # fmt: skip
+                        waited = True
+                    self.liveness.beat()
+                    stop.wait(AWAIT_POLL_SECONDS)
 
-        From its revision's served version when the store holds one (the checkpoint alone
-        was evicted, or a server put the version back after a store reset): a cold v0
-        published over a model that had versions would be served. Else, with
-        ``TIDELINE_AWAIT_START=1`` (the operator's Deployments), it waits for the
-        operator's :class:`StartWord`: ``fresh`` (a first deploy) publishes v0;
-        ``after:N`` (the store lost versions up to N) publishes v(N+1) - a warm start as
-        usual, a cold model as ``latest`` only, pinned, never served. Without it, v0 at once.
-        A served version whose signature does not verify is not resumed from: the learner
-        starts ``after:N`` at once, with or without the operator (:meth:`_refused_word`).
-        """
-        if self._resume_from_served():
-            return
-        word = self._refused_word()
-        if word is None and os.environ.get(AWAIT_START_ENV) != "1":
-            self._initial_version()
-            return
-        word = word or self._await_start(stop)
-        if word is None:  # stopped, or resumed from a version that appeared meanwhile
-            return
-        if word.after is not None:
-            self.counters["next_version"] = word.after + 1
-            self._notes["startedAfter"] = str(word.after)
-        self._initial_version(after=word.after)
-
-    def _resume_from_served(self) -> bool:
-        """The served version's state as the learner's, if the store holds it; numbering on
-        after the newest version stored. True when it did."""
+    def _found(self) -> tuple[Found, tuple[Learner, dict[str, Any]] | None]:
+        """What the store holds of this revision besides a checkpoint, and the served
+        version's learner and header when its blob is there and verifies (one refused is
+        logged and counted by the sealing, and never loaded)."""
         ptr = self.store.pointers(self.revision)
+        numbers = [*self.store.versions(self.revision)]
+        numbers += [v for v in (ptr.latest, ptr.served, ptr.lastGood) if v is not None]
+        raw = self.r.hget(self.keys.control(self.revision), StartWord.FIELD)
+        found = Found(newest=max(numbers, default=-1), word=StartWord.decode(raw))
         if ptr.served is None:
-            return False
+            return found, None
         key = self.keys.version(self.revision, ptr.served)
         blob = self.r.get(key)
         if blob is None:
-            return False
+            return found, None
         try:
-            base, header = open_version(self.store.sealing, blob, key)
-        except ForgedBlob:  # (logged and counted): never loaded, see _refused_word
-            self._refused_served = ptr.served
-            return False
+            served = open_version(self.store.sealing, blob, key)
+        except ForgedBlob:
+            return dataclasses.replace(found, refused=ptr.served), None
+        self.held.read(ptr)
+        return dataclasses.replace(found, served=ptr.served), served
+
+    def _resume_from(
+        self, version: int, newest: int, base: Learner, header: dict[str, Any]
+    ) -> None:
+        """The served version's state as the learner's (and the replay buffer's, if left);
+        numbering on after the newest version stored."""
         self.learner.set_state(base.get_state())
-        # (a sample of the past, if left)
         saved = self._opened(self.keys.replay(self.revision), signing.REPLAY)
         if saved is not None:
             self.training.replay.set_state(codec.decode(saved.blob)[0])
-        stored = [*self.store.versions(self.revision), ptr.served]
-        stored += [v for v in (ptr.latest, ptr.lastGood) if v is not None]
-        self.counters["next_version"] = max(stored) + 1
+        self.counters["next_version"] = newest + 1
         self.counters["samples"] = int(header.get("samples", 0))
         self.counters["learned_until"] = float(header.get("learnedUntil", 0.0))
-        self._pointers = ptr
-        self._notes["resumedFrom"] = f"v{ptr.served}"
+        self._notes["resumedFrom"] = f"v{version}"
         log.warning("%s has no checkpoint: resumed from its served version v%d (%d samples); "
-                    "the next version is v%d", self.revision, ptr.served, base.n_seen,
-                    self.counters["next_version"])  # fmt: skip
+                    "the next version is v%d", self.revision, version, base.n_seen,
+                    newest + 1)  # fmt: skip
         self._checkpoint()  # (publishes nothing: no update since)
-        return True
-
-    def _refused_word(self) -> StartWord | None:
-        """When the served version was refused (its signature did not verify): the word the
-        learner gives itself - ``after:N``, N the newest version stored - as if the store had
-        lost the versions. The forged blob is left where it is, nothing is numbered over it,
-        and a cold model is published ``latest`` only and pinned (the operator gives no word
-        while the revision has pointers). None otherwise."""
-        if self._refused_served is None:
-            return None
-        ptr = self.store.pointers(self.revision)
-        stored = [*self.store.versions(self.revision), self._refused_served]
-        stored += [v for v in (ptr.latest, ptr.served, ptr.lastGood) if v is not None]
-        log.warning("%s's served version v%d was refused (see above): not resumed from; the "
-                    "learner starts after v%d", self.revision, self._refused_served,
-                    max(stored))  # fmt: skip
-        return StartWord(after=max(stored))
-
-    def _await_start(self, stop: threading.Event) -> StartWord | None:
-        """The operator's word in the control hash, asked every ``AWAIT_POLL_SECONDS``; None
-        when ``stop`` is set first, or when a served version appeared and was resumed from.
-        A learner waiting is alive (its liveness beats), not failing."""
-        log.info("%s has no checkpoint and no stored version: waiting for the operator's "
-                 "word (%s)", self.revision, AWAIT_START_ENV)  # fmt: skip
-        control = self.keys.control(self.revision)
-        while not stop.is_set():
-            if self._resume_from_served():
-                return None
-            word = self._refused_word() or StartWord.decode(self.r.hget(control, StartWord.FIELD))
-            if word is not None:
-                log.info("%s starts on the operator's word: %s", self.revision, word.encode())
-                return word
-            self.liveness.beat()
-            stop.wait(AWAIT_POLL_SECONDS)
-        return None
 
     def _initial_version(self, after: int | None = None) -> None:
         """The first version: v0 (or v(after + 1) after a store reset the operator saw),
@@ -459,19 +439,7 @@ class LearnerProcess:
                 raise SpecError(
                     "spec.model.warmStart", f"{source} is not a tideline snapshot: {e}"
                 ) from None
-            mine = self.learner.spec()
-            if (
-                base.spec()["features"] != mine["features"]
-                or base.spec()["algorithm"] != mine["algorithm"]
-                or base.task != self.learner.task
-            ):
-                raise SpecError(
-                    "spec.model.warmStart",
-                    f"{source} was learned with another task, algorithm or feature list",
-                )
-            if base.spec().get("classes") != mine.get("classes"):  # (a class's index is its place)
-                raise SpecError("spec.model.warmStart", f"{source} was learned with other "
-                                "classes than spec.model.classes, or in another order")  # fmt: skip
+            check_warm_start(base, self.learner, source)
             self.learner.set_state(base.get_state())
             # what stable's version had learned, this one has (a baseline file: none of it)
             self.counters["learned_until"] = float(header.get("learnedUntil", 0.0))
@@ -774,30 +742,10 @@ class LearnerProcess:
             c["next_version"] = version
             self._due = reason or "publishEvery"
             return
-        self._published[version] = self.learner.copy()  # (served next, as a rule)
-        if len(self._published) > PUBLISHED_KEPT:  # (a pinned pointer stays behind)
-            del self._published[min(self._published)]
-        self._blobs[version] = held
-        p = self._pointers
-        pinned = p.pinned or pin
-        self._pointers = dataclasses.replace(
-            p,
-            latest=version,
-            served=p.served if pinned else version,
-            lastGood=version if baseline and p.lastGood is None else p.lastGood,
-            pinned=pinned,
-        )
-        self._prune_held()
+        self.held.published(version, self.learner.copy(), held, pin=pin, baseline=baseline)
         self.metrics.versions_published.inc()
         self.metrics.versions.set(version)
         log.info("published %s v%d after %d samples", self.revision, version, c["samples"])
-
-    def _prune_held(self) -> None:
-        """Keep the blobs of the versions this learner could have to put back: those it
-        published lately, the served one, and ``lastGood`` (when it holds it already)."""
-        keep = {*self._published, self.served_version, self._pointers.lastGood}
-        for v in [v for v in self._blobs if v not in keep]:
-            del self._blobs[v]
 
     def _recover(self) -> None:
         """A consumer group gone, or the store's keys: the groups made again (see
@@ -816,7 +764,7 @@ class LearnerProcess:
         now = self.clock()
         self._notes["storeResetAt"] = f"{now:.3f}"
         self._notes["restored"] = ",".join(f"v{v}" for v in restored)
-        p = self._pointers
+        p = self.held.pointers
         log.warning("the store lost %s's keys (restarted empty, flushed or evicting): put back "
                     "%s, and the pointers as last read (latest %s, served %s, lastGood %s, "
                     "pinned %s); the next version is v%d", self.revision,
@@ -833,24 +781,11 @@ class LearnerProcess:
         ones whose blob was missing."""
         if isinstance(self.source, RedisStreams):
             self.source.regroup()  # (gone with the rest)
-        p = self._pointers
-        restored: list[int] = []
-        first = True
-        for v in sorted(self._blobs):
-            blob, meta = self._blobs[v]
-            pointers: dict[str, int | float | str | bool] = {
-                n: v for n in Pointers.NAMES if p.get(n) == v
-            }
-            if first and p.latest is not None:
-                pointers[Pointers.PINNED] = p.pinned  # (before anything is published again)
-                if p.pinned:  # and why, for an operator that reads the pin back
-                    pin = {"pinFrom": p.pinFrom, "pinTo": p.pinTo, "pinAt": p.pinAt,
-                           "pinReason": p.pinReason, "pinLatest": p.pinLatest}  # fmt: skip
-                    pointers.update({k: x for k, x in pin.items() if x not in (None, "")})
-                first = False
-            if self.store.restore(self.revision, v, blob, meta, pointers):
-                restored.append(v)
-        return restored
+        return [
+            v
+            for v, blob, meta, pointers in self.held.put_back()
+            if self.store.restore(self.revision, v, blob, meta, pointers)
+        ]
 
     def status(self) -> dict[str, str]:
         """What the learner reports in ``rev:{revision}:learner`` at every checkpoint: its
@@ -907,16 +842,13 @@ class LearnerProcess:
         """The served version, for the gate: loaded when it moves (a copy of the learner's own
         when it moved to a version this learner published lately: the usual case)."""
         ptr = pointers if pointers is not None else self.store.pointers(self.revision)
-        if ptr.latest is not None:  # (none: a store reset, noticed elsewhere; kept as known)
-            self._pointers = ptr
+        self.held.read(ptr)
         v = ptr.served
-        if v is None or v == self.served_version:
+        if v is None or v == self.held.served:
             return
-        mine = self._published.get(v)
-        self._published = {k: m for k, m in self._published.items() if k > v}
+        mine = self.held.serve(v)
         if mine is not None:
-            self.training.served, self.served_version = mine, v
-            self._prune_held()
+            self.training.served = mine
             return
         key = self.keys.version(self.revision, v)
         blob = self.r.get(key)
@@ -927,9 +859,7 @@ class LearnerProcess:
             self.training.served, header = open_version(self.store.sealing, blob, key)
         except ForgedBlob:  # (logged and counted once): the gate keeps the one it had
             return
-        self.served_version = v
-        self._blobs[v] = (blob, {k: x for k, x in header.items() if k != "model"})
-        self._prune_held()
+        self.held.loaded(v, (blob, {k: x for k, x in header.items() if k != "model"}))
 
     def _control(self, raw: dict[bytes, bytes] | None = None) -> None:
         """Operator commands (:class:`LearnerControl`): pause/resume learning, adapt to concept
