@@ -104,11 +104,10 @@ def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
         case "enum":
             return _enum(e.description, e.choices, default)
         case "any":
-            return {
-                "x-kubernetes-preserve-unknown-fields": True,
-                "description": e.description,
-                "default": default,
-            }
+            out = {"x-kubernetes-preserve-unknown-fields": True, "description": e.description}
+            if default is not None:
+                out["default"] = default
+            return out
         case "boolean":
             return {"type": "boolean", "description": e.description, "default": default}
         case "string":

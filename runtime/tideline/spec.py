@@ -210,7 +210,7 @@ def _text(default: str | None, description: str) -> Any:
     return field(default=default, metadata={TABLE: Entry("string", description)})
 
 
-def _any(default: str, description: str) -> Any:
+def _any(default: str | None, description: str) -> Any:
     """A word or an object (no single type: the CRD keeps it as given); the parser reads it
     by hand, with this default."""
     return field(default=default, metadata={TABLE: Entry("any", description)})
@@ -504,6 +504,20 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class LabelDefault:
+    """The label a logged prediction is learned with when none came ``after`` its time (no
+    click: 0; no chargeback: legitimate)."""
+
+    value: Any = _any(None, "The label (required): a number, or a class name of "
+                      "spec.model.classes")  # fmt: skip
+    after: float = _duration("30m", "How long a prediction waits for its label before the "
+                             "default (at most labelWindow)", 0.001, 30 * 86400)  # fmt: skip
+
+
+LateLabel = Literal["ignore", "correct"]
+
+
+@dataclass(frozen=True)
 class LearningSpec:
     batchSize: int = _number(64, "Largest mini-batch", 1, 100_000)
     maxBatchDelay: float = _duration("500ms", "Learn a partial batch after this long", 0.001, 3600)
@@ -518,6 +532,15 @@ class LearningSpec:
         "30m", "How long a logged prediction waits for its label", 0.001, 30 * 86400
     )
     gate: Gate = _group(Gate, "A version is published only if it passes")
+    labelDefault: LabelDefault | None = _group(
+        LabelDefault, "Learn predictions no label came for with this one", optional=True
+    )
+    lateLabel: LateLabel = _choice(
+        "ignore",
+        get_args(LateLabel),
+        "A label that comes after its prediction's default was learned: dead-lettered "
+        "(after-default), or learned as a correction of the default",
+    )
 
 
 @dataclass(frozen=True)
@@ -1218,20 +1241,43 @@ def _vw_classes(params: VWParams, k: int, path: str) -> None:
                         f"--oaa {k}, or leave it out (tideline adds it)")  # fmt: skip
 
 
-def _learning(o: _Obj, deprecated: list[tuple[str, str]]) -> LearningSpec:
+def _learning(o: _Obj, model: ModelSpec, deprecated: list[tuple[str, str]]) -> LearningSpec:
     """``spec.learning``. ``checkpointEvery``, publishEvery's old name, is read and reported
     deprecated: checkpoints are written every second whatever it says; it sets how often a
     version is published."""
+    given: dict[str, Any] = {}
+    if o.raw("labelDefault") is not None:
+        given["labelDefault"] = _label_default(o.obj("labelDefault"), model)
     old = o.number("checkpointEvery", None, entry(LearningSpec, "publishEvery").lo, None,
                    integer=True)  # fmt: skip
-    if old is None:
-        return _read(o, LearningSpec)
-    if o.raw("publishEvery") not in (None, old):
-        raise SpecError(
-            o.sub("checkpointEvery"), "is publishEvery's old name: give only publishEvery"
-        )
-    deprecated.append((o.sub("checkpointEvery"), o.sub("publishEvery")))
-    return _read(o, LearningSpec, publishEvery=old)
+    if old is not None:
+        if o.raw("publishEvery") not in (None, old):
+            raise SpecError(
+                o.sub("checkpointEvery"), "is publishEvery's old name: give only publishEvery"
+            )
+        deprecated.append((o.sub("checkpointEvery"), o.sub("publishEvery")))
+        given["publishEvery"] = old
+    learning = _read(o, LearningSpec, **given)
+    d = learning.labelDefault
+    if d is not None and d.after > learning.labelWindow:
+        raise SpecError(o.sub("labelDefault.after"), f"must be at most labelWindow "
+                        f"({d.after:g}s > {learning.labelWindow:g}s): a prediction leaves "
+                        "the log after labelWindow")  # fmt: skip
+    return learning
+
+
+def _label_default(o: _Obj, model: ModelSpec) -> LabelDefault:
+    """``spec.learning.labelDefault``: its value one the task takes as a label."""
+    from tideline.tasks import Task  # (the tasks read the spec's types)
+
+    value = o.raw("value")
+    if value is None:
+        raise SpecError(o.sub("value"), "required")
+    try:
+        Task.of(model).target(value)
+    except ValueError as e:
+        raise SpecError(o.sub("value"), f"is not a label of this model: {e}") from None
+    return _read(o, LabelDefault, value=value)
 
 
 def _serving(o: _Obj, model: ModelSpec) -> ServingSpec:
@@ -1532,7 +1578,7 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         s,
         Spec,
         model=model,
-        learning=_learning(s.obj("learning"), deprecated),
+        learning=_learning(s.obj("learning"), model, deprecated),
         serving=_serving(s.obj("serving"), model),
         rollout=_rollout(s.obj("rollout")),
         redis=_redis(s.obj("redis")),
@@ -1564,6 +1610,10 @@ def revision(spec: Spec) -> str:
     learning = asdict(spec.learning)
     # hashed under its first name: renaming a field must not make every model a new revision
     learning["checkpointEvery"] = learning.pop("publishEvery")
+    # and a field added later only when it is given (an upgrade rolls no model out)
+    for name in ("labelDefault", "lateLabel"):
+        if learning[name] == getattr(LearningSpec, name):
+            del learning[name]
     material = {
         "image": spec.image,
         "model": spec.model.to_dict()

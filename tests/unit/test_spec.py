@@ -323,6 +323,12 @@ REQUIRED: dict[type, dict[str, Any]] = {
 }
 
 
+# what an optional group needs given to be read at all
+NEEDED: dict[tuple[str, ...], dict[str, Any]] = {
+    ("spec", "learning", "labelDefault"): {"value": 0},
+}
+
+
 def _table_default(cls: type, f: Field[Any]) -> Any:
     """The default the table gives a field: a duration's text in seconds, a group's own
     defaults (an optional group's None), else its dataclass default."""
@@ -347,8 +353,8 @@ def test_a_dataclass_is_built_with_the_tables_default_of_the_kind_its_type_says(
         assert set(get_args(hint)) == set(e.choices) and value in e.choices
     elif e.kind == "object":
         assert e.group in (hint, *get_args(hint))
-    elif e.kind == "any":  # the word of its Literal (Literal["lastGood"] | float)
-        assert (value,) == get_args(get_args(hint)[0])
+    elif e.kind == "any":  # the word of its Literal (Literal["lastGood"] | float), or none
+        assert value is None or (value,) == get_args(get_args(hint)[0])
     else:
         assert KINDS[e.kind] in (hint, *get_args(hint))
         assert value is None or type(value) is KINDS[e.kind]
@@ -363,7 +369,58 @@ def test_the_parser_gives_a_field_left_out_the_tables_default(row: Row, algorith
     node = doc["spec"]
     for key in row.path[1:-1]:  # its groups given empty (an optional one is read only then)
         node = node.setdefault(key, {})
+    node.update({k: v for k, v in NEEDED.get(row.path[:-1], {}).items() if k != row.path[-1]})
+    if row.field.default is None and row.path[:-1] in NEEDED:  # a field it cannot go without
+        with pytest.raises(SpecError, match=rf"{'.'.join(row.path)}: required"):
+            parse(doc)
+        return
     parsed: Any = parse(doc).spec
     for key in row.path[1:]:
         parsed = getattr(parsed, key)
     assert parsed == _table_default(row.owner, row.field)
+
+
+@pytest.mark.parametrize(
+    ("model", "value", "error"),
+    [
+        ({}, 0, None),
+        ({}, True, None),
+        ({}, 2, "spec.learning.labelDefault.value: is not a label of this model"),
+        ({"task": "regression"}, -1.5, None),
+        ({"task": "regression"}, "none", "spec.learning.labelDefault.value"),
+        ({"task": "multiclass", "classes": ["ham", "spam"]}, "ham", None),
+        ({"task": "multiclass", "classes": ["ham", "spam"]}, "eggs", "not a class"),
+    ],
+    ids=[
+        "binary 0",
+        "binary false",
+        "binary 2",
+        "regression",
+        "regression text",
+        "multiclass name",
+        "multiclass unknown",
+    ],  # fmt: skip
+)
+def test_a_label_default_is_a_label_the_task_takes(
+    model: dict, value: Any, error: str | None
+) -> None:
+    doc = manifest(learning={"labelDefault": {"value": value, "after": "5m"}})
+    doc["spec"]["model"].update(model)
+    if error is None:
+        d = parse(doc).spec.learning.labelDefault
+        assert d is not None and (d.value, d.after) == (value, 300.0)
+    else:
+        with pytest.raises(SpecError, match=error):
+            parse(doc)
+
+
+def test_a_label_default_waits_at_most_the_label_window_and_changes_the_revision() -> None:
+    with pytest.raises(SpecError, match=r"labelDefault\.after: must be at most labelWindow"):
+        parse(
+            manifest(learning={"labelWindow": "10m", "labelDefault": {"value": 0, "after": "11m"}})
+        )
+    plain = parse(manifest())
+    assert parse(manifest(learning={"lateLabel": "ignore"})).revision == plain.revision
+    defaulted = parse(manifest(learning={"labelDefault": {"value": 0, "after": "10m"}}))
+    assert defaulted.revision != plain.revision, "other labels are other data"
+    assert parse(manifest(learning={"lateLabel": "correct"})).revision != plain.revision

@@ -110,6 +110,7 @@ LEAVES = _leaves(SPEC)
 # Optional objects need these siblings to be valid at all.
 COMPANIONS = {
     ("model", "warmStart"): {"file": "/baseline.tdl"},
+    ("learning", "labelDefault"): {"value": 0},
     ("serving", "autoscaling"): {"maxReplicas": 1000},
     ("serving", "feedbackAuth", "secretRef"): {"name": "labels-auth"},
     ("source", "kafka"): {"bootstrapServers": "kafka:9092", "topics": {"samples": "fraud"}},
