@@ -67,13 +67,14 @@ class LoggedRequest:
     """A request as a server logs it (:mod:`tideline.predlog`), for tests without a server.
 
     Each has a log of its own (a fresh server process; the request alone in its entry),
-    so any time may be given.
+    so any time may be given; or, with ``instance``, that server's log, in which entry ids
+    must grow (``seq``: the second part of the entry's id).
     ``ids`` are the client's own (indexed); else they are generated, as a server would.
     """
 
     def __init__(self, rows: list, *, ts: float | None = None, ids: list | None = None,
                  scores: list | None = None, track: str = "stable", revision: str = "rev",
-                 version: int = 0) -> None:  # fmt: skip
+                 version: int = 0, instance: str | None = None, seq: int = 0) -> None:  # fmt: skip
         import os
         import time
 
@@ -81,8 +82,8 @@ class LoggedRequest:
 
         self.rows = rows
         self.ts = time.time() if ts is None else ts
-        self.instance = os.urandom(predlog.INSTANCE_HEX // 2).hex()
-        self.entry = f"{int(self.ts * 1000)}-0"
+        self.instance = instance or os.urandom(predlog.INSTANCE_HEX // 2).hex()
+        self.entry = f"{int(self.ts * 1000)}-{seq}"
         self.secret = os.urandom(predlog.SECRET_HEX // 2).hex()
         self.client_ids = ids
         prefix = predlog.id_prefix(self.instance, self.entry, 0, self.secret)

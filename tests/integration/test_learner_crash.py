@@ -56,11 +56,15 @@ def _status(r, keys: Keys, revision: str) -> dict[str, float]:
     return out
 
 
-def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, list, list[float]]:
+def _kill_9_run(
+    r, url: str, doc: dict, tmp_path: Path, send, clicks_only: bool = False
+) -> tuple[dict, list, list[float]]:
     """20,000 labelled samples and labels, in 40 chunks, the learner killed -9 after six of
     them: ``send(samples, feedback)`` writes a chunk (one-row and packed samples, labels of
     predictions logged to Redis, a second label for one in five: never learned). The
-    learner's status at the end, the rows and their labels.
+    learner's status at the end, the rows and their labels. ``clicks_only``: labels are
+    sent for the positive predictions alone (the others are learned with the manifest's
+    ``labelDefault``, 0), a prediction's log entry its own or shared by a few.
 
     Each learner killed has learned and checkpointed rows of its own first, and is killed at
     a random moment after the next chunk is sent (while it reads, learns or checkpoints it):
@@ -76,6 +80,7 @@ def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, lis
     kill_at = sorted(rnd.sample(range(1, 40), 6))  # chunk numbers after which we kill -9
     proc = _start(config, url)
     kills = duplicates = 0
+    servers = [uuid.uuid4().hex[:12] for _ in range(3)]  # (clicks_only: the logs they write)
     learned = [0.0]  # samples checkpointed when each learner started, and at the end
 
     def samples_learned() -> float:
@@ -102,10 +107,18 @@ def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, lis
                     samples.append({"instances": [rows[i] for i in take],
                                     "labels": [labels[i] for i in take]})  # fmt: skip
             pipe = r.pipeline(transaction=False)
+            now = time.time()
             for i in range(chunk * 500 + 1, (chunk + 1) * 500, 2):
                 # a logged prediction (a generated id, or the client's), and its label
                 given = [uuid.uuid4().hex] if i % 4 == 1 else None
-                [pid] = LoggedRequest([rows[i]], ids=given).write(pipe, keys).ids
+                if clicks_only:  # one entry a prediction, in the logs of three servers
+                    logged = LoggedRequest([rows[i]], ids=given, ts=now,
+                                           instance=servers[i % 3], seq=i)  # fmt: skip
+                else:
+                    logged = LoggedRequest([rows[i]], ids=given)
+                [pid] = logged.write(pipe, keys).ids
+                if clicks_only and labels[i] == 0:
+                    continue  # no click: learned with the default label
                 feedback.append({"id": pid, "label": labels[i]})
                 if i % 10 == 3:  # and a second label, the other way: never learned
                     duplicates += 1
@@ -128,7 +141,7 @@ def _kill_9_run(r, url: str, doc: dict, tmp_path: Path, send) -> tuple[dict, lis
         proc.wait(30)
     assert kills == 6 and learned == sorted(set(learned)), learned  # (each learned some)
     reasons = [e[1][b"reason"] for e in r.xrange(keys.deadletter)]
-    assert duplicates == 2000 and reasons == [b"duplicate"] * duplicates
+    assert duplicates >= (300 if clicks_only else 2000) and reasons == [b"duplicate"] * duplicates
     # v0, then one version per 2,000 updates, or a gate rejection in its place
     assert status["next_version"] + status["gate_rejections"] >= 10, status
     return status, rows, labels
@@ -192,24 +205,33 @@ def _check_learned(client, doc: dict, rows: list, labels: list[float]) -> None: 
         assert _counts(learner)[0] == learner.n_seen == meta["samples"], v
 
 
+# clicks only: a prediction no label came for within 3 s is learned with 0
+CLICKS = {"labelDefault": {"value": 0, "after": "3s"}}
+
+
 @pytest.mark.parametrize(
-    ("redis_kind", "algorithm"),
+    ("redis_kind", "algorithm", "clicks_only"),
     [
-        pytest.param("one redis", "sgd", id="a built-in model on one redis"),
-        pytest.param("redis cluster", "sgd", id="a built-in model on a redis cluster"),
+        pytest.param("one redis", "sgd", False, id="a built-in model on one redis"),
+        pytest.param("redis cluster", "sgd", False, id="a built-in model on a redis cluster"),
         # (a team's model on one Redis only: what a cluster changes - where the keys live - is
         # the same for every model, and each case takes 15-20 s on two cores)
-        pytest.param("one redis", "custom", id="a team's own class on one redis"),
-        pytest.param("one redis", "river", id="a River pipeline on one redis"),
+        pytest.param("one redis", "custom", False, id="a team's own class on one redis"),
+        pytest.param("one redis", "river", False, id="a River pipeline on one redis"),
+        pytest.param("one redis", "sgd", True, id="clicks only, the rest default labels"),
+        pytest.param("one redis", "custom", True, id="clicks only, a team's own class"),
     ],
     indirect=["redis_kind"],
 )
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(
-    redis_under_test, algorithm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    redis_under_test, algorithm: str, clicks_only: bool, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     r = redis_under_test.client()
     r.flushall()
     doc = _doc(algorithm, monkeypatch)
+    if clicks_only:
+        doc["spec"]["learning"].update(CLICKS)
     model = parse(doc)
     keys = Keys(model.namespace, model.name)
 
@@ -229,8 +251,10 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(
                 pipe.xadd(stream, {"data": orjson.dumps(v)})
         pipe.execute()
 
-    status, rows, labels = _kill_9_run(r, redis_under_test.url, doc, tmp_path, send)
+    status, rows, labels = _kill_9_run(r, redis_under_test.url, doc, tmp_path, send, clicks_only)
     assert status["samples"] == len(labels) and status["label_sum"] == sum(labels)
+    # every prediction with no click learned with the default, once
+    assert status.get("defaults", 0) == (labels[1::2].count(0.0) if clicks_only else 0)
     assert r.xpending(keys.samples, keys.learner_group(model.revision))["pending"] == 0
     assert r.xpending(keys.feedback, keys.learner_group(model.revision))["pending"] == 0
     _check_learned(r, doc, rows, labels)

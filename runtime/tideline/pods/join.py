@@ -150,6 +150,7 @@ class LogJoin:
         label_window: float,
         reader: str,
         *,
+        default_after: float | None = None,
         max_waiting: int = 100_000,
         max_waiting_bytes: int = 32 << 20,
         clock: Callable[[], float] = time.time,
@@ -157,6 +158,10 @@ class LogJoin:
         self.r: Any = client
         self.keys = keys
         self.label_window = label_window
+        # with spec.learning.labelDefault: a prediction is learned with the default label
+        # when no label came this long after it (tideline.pods.defaults), and a label that
+        # comes later does not take it (see _place)
+        self.default_after = default_after
         self.retention = predlog.retention(label_window)
         # The marks of a prediction go with it from the log: kept in sets per slice of
         # time, an eighth of the retention (10 s to 5 min), each dropped whole.
@@ -302,6 +307,8 @@ class LogJoin:
         """A label to its request's, if it came within the window of the request's time."""
         if item[3] - req.ts > self.label_window:
             self._reject(item, "late")
+        elif self.default_after is not None and item[3] - req.ts > self.default_after:
+            self._reject(item, "after-default: the prediction was learned with the default label")
         elif req.ts > item[3] + predlog.FUTURE_SECONDS:
             self._reject(item, "unmatched: the id names a time to come")
         else:
@@ -356,8 +363,7 @@ class LogJoin:
         pipe = self.r.pipeline(transaction=False)
         for instance, entry_id in want:
             pipe.xrange(self.keys.log(instance), entry_id, entry_id, count=1)
-        for b, names in marks.items():
-            pipe.smismember(self._marks_key(b), names)
+        self._ask_taken(pipe, marks)
         replies = pipe.execute()
         self.lookups += len(want)
         for k, found in zip(want, replies, strict=False):
@@ -374,10 +380,7 @@ class LogJoin:
             self._cache_bytes += size
             while self._cache_bytes > ENTRY_CACHE_BYTES and len(self._cache) > 1:
                 self._cache_bytes -= self._cache.popitem(last=False)[1][1]
-        taken: set[str] = set()
-        for (_, names), flags in zip(marks.items(), replies[len(want) :], strict=True):
-            taken.update(n for n, f in zip(names, flags, strict=True) if f)
-        return entries, taken
+        return entries, _taken(marks, replies[len(want) :])
 
     def _missed(self, misses: list[_Request], now: float) -> None:
         """Requests whose entry is not in the log: still to come, gone, or never there."""
@@ -430,6 +433,29 @@ class LogJoin:
         self._waiting_bytes += w.size
 
     # -- marks ---------------------------------------------------------------------------
+    def free(self, marks: dict[int, list[str]]) -> list[Mark]:
+        """Of these predictions (keys by slice of time), those no label took: neither marked
+        in Redis nor held here. They are held from now on (:meth:`commit` or :meth:`release`
+        them), as a label's are when it takes one."""
+        marks = {b: [k for k in names if k not in self._held] for b, names in marks.items()}
+        marks = {b: names for b, names in marks.items() if names}
+        if not marks:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        self._ask_taken(pipe, marks)
+        taken = _taken(marks, pipe.execute())
+        out = [(b, k) for b, names in marks.items() for k in names if k not in taken]
+        self._held.update(k for _, k in out)
+        return out
+
+    def mark_of(self, ts: float, key: str) -> Mark:
+        """The mark of the prediction ``key`` made at ``ts``."""
+        return int(ts // self.mark_seconds), key
+
+    def _ask_taken(self, pipe: Any, marks: dict[int, list[str]]) -> None:
+        for b, names in marks.items():
+            pipe.smismember(self._marks_key(b), names)
+
     def commit(self, pipe: Any, marks: list[Mark]) -> None:
         """Mark these predictions taken, in Redis, with the commands added to ``pipe``."""
         by_slice: dict[int, list[str]] = {}
@@ -450,3 +476,11 @@ class LogJoin:
     def release(self, marks: list[Mark]) -> None:
         """Joined labels were not taken after all (they are dead-lettered): the next may join."""
         self._held.difference_update(key for _, key in marks)
+
+
+def _taken(marks: dict[int, list[str]], replies: list[list[int]]) -> set[str]:
+    """The keys SMISMEMBER said are taken, of ``marks`` asked in order."""
+    taken: set[str] = set()
+    for (_, names), flags in zip(marks.items(), replies, strict=True):
+        taken.update(n for n, f in zip(names, flags, strict=True) if f)
+    return taken

@@ -175,6 +175,9 @@ class KafkaTopics:
         self.kafka = k
         self.samples = k.samples or ""
         self.feedback = k.feedback or ""
+        # (a consume that comes back short has read what the fetcher had: defaults wait
+        # the learner's CLOCK_SLACK more for what it had not fetched yet)
+        self.new = True
         self.topics = [t for t in (k.samples, k.feedback) if t]
         self.group = f"{group_prefix(model)}.learner.{revision}"
         self.warm_state = warm_state

@@ -90,6 +90,7 @@ from tideline.contracts import (
 )
 from tideline.features import FeatureError
 from tideline.memory import MemoryUse, Probe
+from tideline.pods.defaults import DEFAULTS, DefaultLabels
 from tideline.pods.join import Joined, LogJoin, Mark
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import LearnerMetrics
@@ -121,6 +122,10 @@ READ_BYTES = 1 << 20  # a read of the source: about this many bytes of entries
 MIN_READ_ENTRIES, MAX_READ_ENTRIES = 16, 2000
 AWAIT_POLL_SECONDS = 0.5  # how often a learner waiting for the operator's StartWord asks
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0  # seconds between turns that fail, doubling
+DEFAULTS_EVERY = 0.2  # seconds of labels read between two looks for default labels
+# a label's time is the clock of the Redis (or Kafka) it came through: defaults wait this
+# much longer than spec.learning.labelDefault.after for labels that clocks put late
+CLOCK_SLACK = 2.0
 
 
 class OpenEntries:
@@ -195,7 +200,20 @@ class LearnerProcess:
         self.training = Training(self.spec.model, ls, clock)
         self.schema = self.training.schema
         self.task = self.training.task
-        self.join = LogJoin(client, self.keys, ls.labelWindow, self.group)
+        default = ls.labelDefault
+        self.join = LogJoin(client, self.keys, ls.labelWindow, self.group,
+                            default_after=default.after if default else None)  # fmt: skip
+        # the predictions no label came for, learned with the default (tideline.pods.defaults)
+        self.defaults = (
+            DefaultLabels(
+                client, self.keys, self.join, self.task.target(default.value), default.after
+            )  # fmt: skip
+            if default is not None
+            else None
+        )
+        self._read_from = clock()  # when the read that came back last was asked for, at most
+        self._read_until: float | None = None  # every label that came before it is read
+        self._defaults_at = -math.inf  # when defaults were last issued (by _read_until)
         self._marks: list[Mark] = []  # predictions joined and learned, marked at checkpoint
         self.open_entries = OpenEntries()
         self._read_count = 128  # entries, then as many as make READ_BYTES
@@ -261,6 +279,11 @@ class LearnerProcess:
         for stream, entry, fields, reason in self.source.start(meta and meta.get("source")):
             self._dead_letter(stream, entry, fields, reason)
             self._dirty = True
+        if self.defaults is not None:
+            # (a revision warm-started from another starts where that one's learner is)
+            warm = self.warm_start_revision
+            since = meta or (self._checkpoint_meta(warm) if warm else None) or {}
+            self.defaults.start(since.get("defaults"))
         if meta is None:
             self._first_state(stop or threading.Event())
         self._refresh_served()
@@ -466,7 +489,10 @@ class LearnerProcess:
         # them: Redis makes the next reply while this one is learned, and a reply of 2,000
         # packed entries (13 MB) would keep the learner waiting for it instead.
         n = size = 0
-        for stream, entries in self.source.read(self._read_count, block_ms):
+        # (a reply may have been asked for at the previous read: Redis reads ahead)
+        asked, self._read_from = self._read_from, self.clock()
+        count = self._read_count
+        for stream, entries in self.source.read(count, block_ms):
             n += len(entries)
             # (sized from a few of them: an estimate is all the next read's count needs)
             some = entries[:: max(1, len(entries) // 16)]
@@ -480,7 +506,10 @@ class LearnerProcess:
         if n:
             fit = READ_BYTES * n / max(size, 1)
             self._read_count = int(min(MAX_READ_ENTRIES, max(MIN_READ_ENTRIES, fit)))
-        self._on_joined(self.join.resolve())
+        if n < count and self.source.new:  # every label that came before it was asked is read
+            self._read_until = asked
+        self._on_joined(self.join.resolve(), self.source.feedback)
+        self._issue_defaults()
         for rej in self.join.take_rejected():
             self._dead_letter(
                 self.source.feedback,
@@ -488,6 +517,15 @@ class LearnerProcess:
                 {b"id": rej.prediction_id.encode()},
                 rej.reason,
             )
+
+    def _issue_defaults(self) -> None:
+        """The predictions no label came for (``spec.learning.labelDefault``), up to
+        ``after`` before the time every label that came before it is read."""
+        until = self._read_until
+        if self.defaults is None or until is None or until - self._defaults_at < DEFAULTS_EVERY:
+            return
+        self._defaults_at = until
+        self._on_joined(self.defaults.issue(until - CLOCK_SLACK), DEFAULTS)
 
     def _on_samples(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """A read of ``samples``: its rows to the next mini-batches, what is refused to the
@@ -532,12 +570,12 @@ class LearnerProcess:
                     self._dead_letter(stream, name.encode(), {b"data": orjson.dumps(raw)},
                                       f"invalid: {e}")  # fmt: skip
 
-    def _on_joined(self, joined: list[Joined]) -> None:
-        """Labels joined with their logged predictions: their rows, one block."""
+    def _on_joined(self, joined: list[Joined], stream: str) -> None:
+        """Labels joined with their logged predictions (from ``stream``: the feedback, or
+        :data:`DEFAULTS`): their rows, one block."""
         rows: list[dict[str, Any]] = []
         labels: list[float] = []
         runs: list[Run] = []
-        stream = self.source.feedback
         for j in joined:
             try:
                 rows += j.features()
@@ -586,7 +624,12 @@ class LearnerProcess:
 
     def _done(self, stream: str, entry: bytes) -> None:
         """An entry is done with (learned or dead-lettered): acknowledged at the next
-        checkpoint; a label of a packed entry, once the entry's last label is."""
+        checkpoint; a label of a packed entry, once the entry's last label is; a default
+        label's log entry, once its last default is (:meth:`DefaultLabels.done`)."""
+        if stream == DEFAULTS:
+            assert self.defaults is not None
+            self.defaults.done(entry)
+            return
         if b"/" in entry:  # (stream entry ids and Kafka offsets have none)
             whole = self.open_entries.done(entry)
             if whole is None:
@@ -607,6 +650,8 @@ class LearnerProcess:
             for run in block.runs:
                 # learned or refused, its rows are done with: the entry is acknowledged, and a
                 # joined label's prediction taken, with the next checkpoint
+                if run.stream == DEFAULTS:
+                    self.counters["defaults"] = self.counters.get("defaults", 0) + run.rows
                 self._done(run.stream, run.entry)
                 if run.mark is not None:
                     self._marks.append(run.mark)
@@ -668,6 +713,8 @@ class LearnerProcess:
         arrays = self.training.arrays()
         # the source's position is part of the state: it moves with what was learned
         state = {"counters": c, "revision": self.revision, "source": self.source.state()}
+        if self.defaults is not None:  # (with the marks of the defaults learned)
+            state["defaults"] = self.defaults.state()
         packed = self.open_entries.state()  # packed entries' labels done (restored ones too)
         if packed:
             state["packed"] = packed

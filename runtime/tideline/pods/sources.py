@@ -68,6 +68,10 @@ class LabelSource(Protocol):
 
     samples: str  # the streams' names, as runs and dead letters name them
     feedback: str
+    # whether the last read was of entries not read before (not those a learner killed had
+    # read and not acknowledged, read again first): then one that came back short says
+    # every entry added before it was asked for is read
+    new: bool
 
     def start(self, state: Any) -> list[Refusal]:
         """Ready to read, from ``state`` (the checkpoint's, or None); entries to dead-letter."""
@@ -148,6 +152,7 @@ class RedisStreams:
         self.warm_group = warm_group
         self.samples = keys.samples
         self.feedback = keys.feedback
+        self.new = False
         self._acks: dict[str, list[bytes]] = {self.samples: [], self.feedback: []}
         self._flushing: dict[str, list[bytes]] = {self.samples: [], self.feedback: []}
         # First re-read our own unacknowledged entries (after a restart), from these ids.
@@ -223,6 +228,7 @@ class RedisStreams:
     # -- reading -----------------------------------------------------------------------
     def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
         history = self._history
+        self.new = history is None
         if history is None:
             resp = self._read_ahead(count, block_ms)
         else:

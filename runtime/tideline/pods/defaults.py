@@ -1,0 +1,187 @@
+"""Default labels: the predictions no label came for, learned with ``spec.learning.labelDefault``.
+
+In a click or chargeback stream most labels never come: an impression not clicked sends
+nothing. With ``labelDefault: {value: 0, after: 30m}`` a logged prediction with no label
+``after`` its time is learned with ``value``, in prediction-time order, exactly once.
+
+* :class:`DefaultLabels` follows every server's prediction log (``log:{instance}``, the
+  streams :mod:`tideline.predlog` writes) with a cursor each, up to ``after`` before the
+  time the learner has read its labels to. A row no label took (the same ``taken`` marks a
+  label's join writes, :meth:`tideline.pods.join.LogJoin.free`) comes out as a
+  :class:`tideline.pods.join.Joined` with the default label, and is learned as a label is.
+* Exactly once: its mark is written in the checkpoint's transaction with what was
+  learned, as a label's is; the cursors are in the checkpoint too, each at the oldest entry
+  with a default not learned yet. After a crash the entries from there are read again, and
+  the rows marked are skipped.
+* A label wins when it came within ``after`` (the learner issues defaults only up to the
+  time it has read its labels to); one that comes later never takes its prediction
+  (``after-default``, :meth:`tideline.pods.join.LogJoin._place`).
+* It keeps up: an entry is read once (64 rows of single-row requests), its rows' marks
+  asked in one SMISMEMBER a slice of time; what it holds is a cursor per server and the
+  entries whose defaults wait to be learned.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any
+
+import orjson
+
+from tideline import predlog
+from tideline.contracts import Keys
+from tideline.pods.join import Joined, LogJoin
+
+log = logging.getLogger("tideline.learner")
+
+DEFAULTS = "defaults"  # what runs and dead letters of default labels name as their stream
+READ_ENTRIES = 256  # log entries a read of one server's log takes at most
+READS = 8  # reads a call of issue() makes at most (the learner's turn goes on)
+START = "0-0"  # where a log no cursor names is read from: all of it
+
+
+def next_id(entry_id: str) -> str:
+    """The smallest stream id after ``entry_id``.
+
+    >>> next_id("1764500000000-3")
+    '1764500000000-4'
+    """
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def entry_name(at: float, instance: str, entry_id: str) -> str:
+    """What the runs of a log entry's default labels name as their entry: when the labels
+    "came" (``after`` past the prediction: what ``learnedUntil`` counts), the log, the
+    entry.
+
+    >>> entry_name(1764500030.0, "0a1b2c3d4e5f", "1764500000000-3")
+    '1764500030000-0a1b2c3d4e5f:1764500000000-3'
+    """
+    return f"{int(at * 1000)}-{instance}:{entry_id}"
+
+
+class DefaultLabels:
+    """The prediction log read for rows no label took ``after`` their time (see module)."""
+
+    def __init__(self, client: Any, keys: Keys, join: LogJoin, value: float, after: float) -> None:
+        self.r = client
+        self.keys = keys
+        self.join = join
+        self.value = value  # the default as a target (Task.target)
+        self.after = after
+        # each log's next entry to read, and the entries read whose defaults are not learned
+        # yet (oldest first), with how many of their rows are not
+        self._next: dict[str, str] = {}
+        self._open: dict[str, collections.OrderedDict[str, int]] = {}
+        self.issued = 0  # rows given the default (learned or still pending)
+
+    def start(self, state: dict[str, str] | None) -> None:
+        """From the checkpoint's cursors (None: every log from its start)."""
+        self._next = dict(state or {})
+        self._open = {}
+
+    def state(self) -> dict[str, str]:
+        """Where each log is to be read from after a restart: its oldest entry with a default
+        not learned yet, or the next one."""
+        out = dict(self._next)
+        for instance, entries in self._open.items():
+            if entries:
+                out[instance] = next(iter(entries))
+        return out
+
+    def done(self, entry: bytes) -> None:
+        """A default row of ``entry`` (:func:`entry_name`) is learned or refused."""
+        instance, _, entry_id = entry.decode().partition("-")[2].partition(":")
+        entries = self._open.get(instance)
+        if entries is None or entry_id not in entries:
+            return
+        entries[entry_id] -= 1
+        if entries[entry_id] <= 0:
+            del entries[entry_id]
+
+    def issue(self, read_until: float) -> list[Joined]:
+        """The rows no label took, of the predictions made ``after`` or more before
+        ``read_until`` (the time every label that came before it has been read by)."""
+        until_ms = int((read_until - self.after) * 1000)
+        if until_ms <= 0:
+            return []
+        since = read_until - self.join.retention
+        live = {m.decode(): last for m, last in
+                self.r.zrangebyscore(self.keys.logs, since, "+inf", withscores=True)}  # fmt: skip
+        for instance in list(self._next):  # (a log no server wrote for its retention is gone)
+            if instance not in live and not self._open.get(instance):
+                del self._next[instance]
+        # the logs with entries not read yet, up to until_ms (a server lists its log with
+        # the time it last wrote: a log whose cursor is past that has nothing new)
+        todo = [
+            instance
+            for instance, last in live.items()
+            if instance not in self._next
+            or predlog.entry_order(self._next[instance])[0] <= min(last * 1000, until_ms)
+        ]
+        out: list[Joined] = []
+        for _ in range(READS):
+            if not todo:
+                break
+            pipe = self.r.pipeline(transaction=False)
+            for instance in todo:
+                pipe.xrange(self.keys.log(instance), self._next.get(instance, START), until_ms,
+                            count=READ_ENTRIES)  # fmt: skip
+            more = []
+            for instance, entries in zip(todo, pipe.execute(), strict=True):
+                for entry_id, fields in entries:
+                    out += self._entry(instance, entry_id.decode(), fields)
+                if len(entries) == READ_ENTRIES:
+                    more.append(instance)
+            todo = more
+        return out
+
+    def _entry(self, instance: str, entry_id: str, fields: dict[bytes, bytes]) -> list[Joined]:
+        """The rows of a logged entry no label took, as joined with the default label."""
+        self._next[instance] = next_id(entry_id)
+        try:
+            batch = predlog.decode(fields)
+        except ValueError:
+            return []  # not an entry a server wrote (the join says so of its labels)
+        ts = predlog.entry_seconds(entry_id)
+        requests: list[tuple[predlog.Entry, list[int], list[str]]] = []
+        keys: list[str] = []
+        for k in range(len(batch)):
+            e = batch.request(k)
+            try:
+                n = len(e.scores)
+            except (ValueError, TypeError, orjson.JSONDecodeError):
+                continue
+            cut = set(e.meta.cut or ())
+            rows = [i for i in range(n) if i not in cut]  # (a row not logged takes no label)
+            names = [f"{instance} {entry_id} {k} {i}" for i in rows]
+            requests.append((e, rows, names))
+            keys += names
+        if not keys:
+            return []
+        b = self.join.mark_of(ts, "")[0]
+        free = {key for _, key in self.join.free({b: keys})}
+        if not free:
+            return []
+        out: list[Joined] = []
+        name = entry_name(ts + self.after, instance, entry_id)
+        for e, rows, names in requests:
+            mine = [(i, key) for i, key in zip(rows, names, strict=True) if key in free]
+            if not mine:
+                continue
+            out.append(
+                Joined(
+                    entry=e,
+                    ts=ts,
+                    rows=[i for i, _ in mine],
+                    labels=[self.value] * len(mine),
+                    feedback_ids=[name] * len(mine),
+                    received=[ts + self.after] * len(mine),
+                    marks=[(b, key) for _, key in mine],
+                )
+            )
+        self._open.setdefault(instance, collections.OrderedDict())[entry_id] = len(free)
+        self.issued += len(free)
+        return out

@@ -1,0 +1,75 @@
+"""Labels that never come (``spec.learning.labelDefault``): the learner learns every logged
+prediction once, with its label when one came within ``after``, else with the default."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import orjson
+import pytest
+
+from tests.helpers import FRAUD_FEATURES, LoggedRequest, learn_until, manifest
+from tideline import predlog
+from tideline.demo.simulate import SyntheticStream
+from tideline.pods.learner import LearnerProcess
+from tideline.spec import parse
+
+pytestmark = pytest.mark.integration
+
+AFTER = 2.0
+LEARNING = {"publishEvery": 500, "maxBatchDelay": "20ms", "labelWindow": "10m",
+            "labelDefault": {"value": 0, "after": f"{AFTER}s"}}  # fmt: skip
+
+
+def _proc(r, **learning) -> LearnerProcess:
+    p = LearnerProcess(
+        parse(manifest(learning={**LEARNING, **learning})), r, checkpoint_seconds=0.0
+    )
+    p.start()
+    return p
+
+
+def _impressions(r, p: LearnerProcess, n: int, servers: int = 2, each: int = 8) -> list[str]:
+    """``n`` predictions logged now by ``servers`` server processes, ``each`` rows a request
+    and a request an entry: their ids, in order."""
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=4).take(n)
+    instances = [os.urandom(predlog.INSTANCE_HEX // 2).hex() for _ in range(servers)]
+    now = time.time()
+    ids: list[str] = []
+    pipe = r.pipeline(transaction=False)
+    for k, at in enumerate(range(0, n, each)):
+        req = LoggedRequest(rows[at : at + each], ts=now, instance=instances[k % servers], seq=k)
+        ids += req.write(pipe, p.keys).ids
+    pipe.execute()
+    return ids
+
+
+def _click(r, p: LearnerProcess, pid: str, label: int = 1) -> None:
+    r.xadd(p.keys.feedback, {"data": orjson.dumps({"id": pid, "label": label})})
+
+
+def test_clicks_and_defaults_each_prediction_learned_once_and_a_late_click_dead_lettered(r) -> None:
+    p = _proc(r)
+    ids = _impressions(r, p, 320)
+    clicked = ids[::10]
+    for pid in clicked:
+        _click(r, p, pid)
+    started = time.monotonic()
+    learn_until(p, lambda: p.counters["samples"] >= len(clicked), timeout=AFTER)
+    assert p.counters.get("defaults", 0) == 0, "no default before 'after'"
+    learn_until(p, lambda: p.counters["samples"] >= 320, timeout=30)
+    assert time.monotonic() - started >= AFTER
+    c = p.counters
+    assert (c["samples"], c["defaults"], c["label_sum"]) == (320, 288, 32.0)
+    # a click 'after' its prediction's time: its default was learned; the click is not
+    _click(r, p, ids[1])
+    learn_until(p, lambda: p.counters.get("after-default", 0) == 1)
+    [dead] = r.xrange(p.keys.deadletter)
+    assert dead[1][b"reason"].startswith(b"after-default")
+    # a second learner on the same checkpoint learns nothing again
+    again = _proc(r)
+    deadline = time.monotonic() + AFTER + 3
+    while time.monotonic() < deadline:
+        again.step(block_ms=20)
+    assert again.counters["samples"] == 320 and again.counters["defaults"] == 288
