@@ -27,7 +27,7 @@ from tideline.spec import (
     COMPONENTS,
     DURATION_PATTERN,
     EXTERNAL_REF,
-    KAFKA_TLS_KEYS,
+    KAFKA_TLS_REFS,
     MAX_CLASSES,
     MAX_FEATURES,
     OBJECT_REF_PATTERN,
@@ -43,10 +43,12 @@ from tideline.spec import (
     KafkaSource,
     LearningSpec,
     ModelSpec,
+    PasswordRef,
     RedisSpec,
     RolloutSpec,
     ServingSpec,
     Spec,
+    TokenRef,
     WarmStart,
     entry,
 )
@@ -68,8 +70,11 @@ def _table(cls: type, description: str, own: Own, **extra: Any) -> dict[str, Any
     from ``own`` (which may add fields the dataclass has not: a deprecated name)."""
     mine = own.get(cls, {})
     props: dict[str, Any] = {}
+    required = []
     for f in dataclasses.fields(cls):
         e: Entry | None = f.metadata.get(TABLE)
+        if e is not None and e.required:
+            required.append(f.name)
         if f.name in mine:
             if (schema := mine[f.name]) is not None:
                 props[f.name] = schema
@@ -79,6 +84,8 @@ def _table(cls: type, description: str, own: Own, **extra: Any) -> dict[str, Any
             props[f.name] = _field(f, e, own)
     names = {f.name for f in dataclasses.fields(cls)}
     props |= {k: v for k, v in mine.items() if k not in names and v is not None}
+    if required:
+        extra["required"] = required + extra.get("required", [])
     return _obj(description, props, **extra)
 
 
@@ -112,7 +119,7 @@ def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
             return {"type": "boolean", "description": e.description, "default": default}
         case "string":
             out = {"type": "string", "description": e.description}
-            if default is not None:
+            if not e.required and default is not None:
                 out["default"] = default
             return out
         case "integer" | "number":
@@ -297,20 +304,8 @@ def spec_schema() -> dict[str, Any]:
             "feedbackAuth": _obj(
                 "A token the write routes (feedback, :learn) require as "
                 "Authorization: Bearer <token>",
-                {
-                    "secretRef": _obj(
-                        "The Secret holding the token",
-                        {
-                            "name": {"type": "string", "description": "Secret name"},
-                            "key": {
-                                "type": "string",
-                                "description": "Key",
-                                "default": "token",
-                            },
-                        },
-                    ),
-                },
-            ),  # fmt: skip
+                {"secretRef": _table(TokenRef, "The Secret holding the token", {})},
+            ),
             "networkPolicy": _obj(
                 "Who may reach the servers: NetworkPolicy peers per port "
                 "(a list not given admits anyone)",
@@ -453,8 +448,6 @@ def _model_schema() -> dict[str, Any]:
 
 
 def _source_schema() -> dict[str, Any]:
-    secret = {"name": {"type": "string", "description": "Secret name"},
-              "key": {"type": "string", "description": "Key", "default": "password"}}  # fmt: skip
     topic = {"type": "string", "pattern": TOPIC_PATTERN}
     kafka = _obj(
         "Kafka topics (the predictions are still logged to Redis)",
@@ -479,27 +472,14 @@ def _source_schema() -> dict[str, Any]:
                 {
                     "mechanism": _leaf(KafkaSasl, "mechanism"),
                     "username": {"type": "string", "description": "User name"},
-                    "secretRef": _obj(
-                        "The Secret holding the password", secret, required=["name"]
-                    ),  # fmt: skip
+                    "secretRef": _table(PasswordRef, "The Secret holding the password", {}),
                 },
                 required=["username", "secretRef"],
             ),
             "tls": _obj(
                 "Certificates (PEM) in Secrets, with SSL or SASL_SSL",
                 {
-                    f"{name}SecretRef": _obj(
-                        what,
-                        {
-                            **secret,
-                            "key": {
-                                "type": "string",
-                                "description": "Key",
-                                "default": KAFKA_TLS_KEYS[name],
-                            },
-                        },
-                        required=["name"],
-                    )  # fmt: skip
+                    f"{name}SecretRef": _table(KAFKA_TLS_REFS[name], what, {})
                     for name, what in (
                         (
                             "ca",

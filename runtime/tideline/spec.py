@@ -124,7 +124,8 @@ class Entry:
     Bounds are inclusive (None: unbounded that side). ``text``: a duration's default as the
     CRD writes it (``500ms``; the dataclass holds its seconds). ``group``: an object's
     dataclass. ``crd_default``: False when the CRD must leave the field unset (the
-    description says the default instead).
+    description says the default instead). ``required``: the manifest must give it (it has no
+    default; the CRD lists it as required).
     """
 
     kind: Kind
@@ -135,6 +136,7 @@ class Entry:
     text: str | None = None
     group: type | None = None
     crd_default: bool = True
+    required: bool = False
 
 
 def entry(cls: type, name: str) -> Entry:
@@ -208,6 +210,12 @@ def _flag(default: bool, description: str) -> Any:
 
 def _text(default: str | None, description: str) -> Any:
     return field(default=default, metadata={TABLE: Entry("string", description)})
+
+
+def _required(description: str) -> dict[str, Entry]:
+    """The metadata of a string the manifest must give: ``field(metadata=_required(...))``
+    (a field with no default, as mypy's dataclass plugin sees only there)."""
+    return {TABLE: Entry("string", description, required=True)}
 
 
 def _any(default: str | None, description: str) -> Any:
@@ -552,8 +560,28 @@ class Autoscaling:
 
 @dataclass(frozen=True)
 class SecretKey:
-    name: str
+    """A key of a Secret, as ``secretRef: {name, key}`` names it; each place that takes one
+    has its own default key, in a subclass (:func:`_secret_ref`)."""
+
+    name: str = field(metadata=_required("Secret name"))
     key: str
+
+
+def _secret_ref(name: str, key: str) -> type[SecretKey]:
+    """The group of the field table ``name``: a :class:`SecretKey` whose key defaults to ``key``."""
+    cls = dataclasses.make_dataclass(
+        name, [("key", str, _text(key, "Key"))], bases=(SecretKey,), frozen=True
+    )
+    cls.__module__ = __name__
+    return cls
+
+
+TokenRef = _secret_ref("TokenRef", "token")  # spec.serving.feedbackAuth.secretRef
+PasswordRef = _secret_ref("PasswordRef", "password")  # spec.source.kafka.sasl.secretRef
+# spec.source.kafka.tls.<what>SecretRef: the keys Strimzi's Secrets hold
+CaRef = _secret_ref("CaRef", "ca.crt")
+CertRef = _secret_ref("CertRef", "user.crt")
+KeyRef = _secret_ref("KeyRef", "user.key")
 
 
 @dataclass(frozen=True)
@@ -570,7 +598,7 @@ class ServingSpec:
         Autoscaling, "A HorizontalPodAutoscaler for the servers", optional=True
     )
     # a token the write routes (feedback, :learn) require: Authorization: Bearer <token>
-    feedbackAuth: SecretKey | None = None
+    feedbackAuth: SecretKey | None = None  # (a TokenRef)
     labelsPort: int | None = _number(
         None,
         "A port of their own for feedback and :learn (a NetworkPolicy can then admit labels "
@@ -687,8 +715,8 @@ KAFKA_TLS_ENV = {
     "cert": "TIDELINE_KAFKA_CERT",
     "key": "TIDELINE_KAFKA_KEY",
 }
-# the key of each tls.<what>SecretRef when none is given (what Strimzi's Secrets hold)
-KAFKA_TLS_KEYS = {"ca": "ca.crt", "cert": "user.crt", "key": "user.key"}
+# what each tls.<what>SecretRef is read as (its default key)
+KAFKA_TLS_REFS: dict[str, type[SecretKey]] = {"ca": CaRef, "cert": CertRef, "key": KeyRef}
 START_FROM = ("latest", "earliest")
 # a Kafka topic name, as the broker checks it
 TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
@@ -704,7 +732,7 @@ class KafkaSasl:
         "PLAIN", SASL_MECHANISMS, "SASL mechanism"
     )
     username: str
-    password: SecretKey
+    password: SecretKey  # (a PasswordRef)
 
 
 @dataclass(frozen=True)
@@ -944,7 +972,7 @@ def _read_field(o: _Obj, name: str, default: Any, e: Entry) -> Any:
         case "boolean":
             return o.boolean(name, default)
         case "string":
-            return o.string(name, default)
+            return o.string(name, None if e.required else default, required=e.required)
         case "object":
             assert e.group is not None
             if default is None and o.raw(name) is None:  # an optional group, not given
@@ -1291,9 +1319,7 @@ def _serving(o: _Obj, model: ModelSpec) -> ServingSpec:
     auth = None
     if o.raw("feedbackAuth") is not None:
         fa = o.obj("feedbackAuth")
-        ref = fa.obj("secretRef")
-        auth = SecretKey(ref.string("name", required=True), ref.string("key", "token"))
-        ref.done()
+        auth = _read(fa.obj("secretRef"), TokenRef)
         fa.done()
     policy = None
     if o.raw("networkPolicy") is not None:
@@ -1481,13 +1507,11 @@ def _source(o: _Obj) -> SourceSpec:
     sasl = None
     if k.raw("sasl") is not None:
         a = k.obj("sasl")
-        ref = a.obj("secretRef")
         sasl = KafkaSasl(
             mechanism=_read_as(a, KafkaSasl, "mechanism"),
             username=a.string("username", required=True),
-            password=SecretKey(ref.string("name", required=True), ref.string("key", "password")),
+            password=_read(a.obj("secretRef"), PasswordRef),
         )
-        ref.done()
         a.done()
     if protocol.startswith("SASL") != (sasl is not None):
         raise SpecError(
@@ -1502,13 +1526,9 @@ def _source(o: _Obj) -> SourceSpec:
                                           f"(got {protocol})")  # fmt: skip
         a = k.obj("tls")
         refs = {}
-        for name, default in KAFKA_TLS_KEYS.items():
+        for name, cls in KAFKA_TLS_REFS.items():
             if a.raw(f"{name}SecretRef") is not None:
-                ref = a.obj(f"{name}SecretRef")
-                refs[name] = SecretKey(
-                    ref.string("name", required=True), ref.string("key", default)
-                )
-                ref.done()
+                refs[name] = _read(a.obj(f"{name}SecretRef"), cls)
         if ("cert" in refs) != ("key" in refs):
             missing, given = ("key", "cert") if "cert" in refs else ("cert", "key")
             raise SpecError(a.sub(f"{missing}SecretRef"), f"required with {given}SecretRef: a "

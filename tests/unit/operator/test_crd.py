@@ -11,14 +11,18 @@ import pytest
 from tests.helpers import manifest
 from tideline.spec import (
     EXTERNAL_REF,
+    KAFKA_TLS_REFS,
     PARAM_TYPES,
     Feature,
     KafkaSasl,
     KafkaSource,
     ModelSpec,
+    PasswordRef,
     RedisSpec,
+    SecretKey,
     Spec,
     SpecError,
+    TokenRef,
     WarmStart,
     entries,
     entry,
@@ -57,6 +61,16 @@ PLACES: list[tuple[tuple[str, ...], type, str]] = [
     (("source", "kafka", "securityProtocol"), KafkaSource, "securityProtocol"),
     (("source", "kafka", "startFrom"), KafkaSource, "startFrom"),
     (("source", "kafka", "sasl", "mechanism"), KafkaSasl, "mechanism"),
+    (("serving", "feedbackAuth", "secretRef", "name"), SecretKey, "name"),
+    (("serving", "feedbackAuth", "secretRef", "name"), TokenRef, "name"),
+    (("serving", "feedbackAuth", "secretRef", "key"), TokenRef, "key"),
+    (("source", "kafka", "sasl", "secretRef", "name"), PasswordRef, "name"),
+    (("source", "kafka", "sasl", "secretRef", "key"), PasswordRef, "key"),
+    *(
+        (("source", "kafka", "tls", f"{what}SecretRef", name), cls, name)
+        for what, cls in KAFKA_TLS_REFS.items()
+        for name in ("name", "key")
+    ),
 ]
 
 
@@ -74,11 +88,12 @@ def test_every_field_of_the_table_has_its_place_in_the_crd() -> None:
 def test_the_crd_says_what_the_field_table_says(
     path: tuple[str, ...], cls: type, name: str
 ) -> None:
-    node = SPEC
+    node = parent = SPEC
     for key in path:
-        node = node["items"] if key == "[]" else node["properties"][key]
+        parent, node = node, node["items"] if key == "[]" else node["properties"][key]
     f = next(f for f in fields(cls) if f.name == name)
     e = entry(cls, name)
+    assert (path[-1] in parent.get("required", [])) == e.required
     assert node.get("type") == TYPES[e.kind] and node["description"].startswith(e.description)
     numeric = e.kind in ("integer", "number")
     assert (node.get("minimum"), node.get("maximum")) == ((e.lo, e.hi) if numeric else (None, None))
@@ -88,7 +103,7 @@ def test_the_crd_says_what_the_field_table_says(
     elif e.kind == "object":  # a group every parsed spec has is {} (filled by the API server)
         want = {} if f.default is MISSING else None
     else:
-        want = f.default if e.crd_default else None
+        want = f.default if e.crd_default and not e.required else None
     assert node.get("default") == want
 
 
