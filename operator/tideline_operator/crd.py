@@ -121,6 +121,10 @@ def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
             out = {"type": "string", "description": e.description}
             if not e.required and default is not None:
                 out["default"] = default
+            if e.lo is not None:
+                out["minLength"] = e.lo
+            if e.hi is not None:
+                out["maxLength"] = e.hi
             return out
         case "integer" | "number":
             if e.crd_default:
@@ -368,27 +372,7 @@ def spec_schema() -> dict[str, Any]:
 
 
 def _model_schema() -> dict[str, Any]:
-    feature = _obj(
-        "One feature of the typed schema",
-        {
-            "name": {
-                "type": "string",
-                "description": "Feature name (the key in request rows)",
-                "minLength": 1,
-                "maxLength": 253,
-            },
-            "type": _leaf(Feature, "type"),
-            "default": {
-                # a number (12.5) for a numeric feature, text or an integer for a categorical
-                # one: no single OpenAPI type, nor in CEL's sight; the parser checks it
-                "x-kubernetes-preserve-unknown-fields": True,
-                "description": "Value used when the feature is missing: a number for a numeric "
-                "feature, a string (or integer) for a categorical one",
-            },
-            "buckets": _leaf(Feature, "buckets"),
-        },
-        required=["name"],
-    )
+    feature = _table(Feature, "One feature of the typed schema", {})
     feature["x-kubernetes-validations"] = [
         {
             "rule": "!has(self.buckets) || self.type == 'categorical'",

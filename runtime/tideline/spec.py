@@ -121,7 +121,7 @@ Kind = Literal["integer", "number", "duration", "enum", "boolean", "string", "ob
 class Entry:
     """A field of the table: what the parser and the CRD know of it besides its default.
 
-    Bounds are inclusive (None: unbounded that side). ``text``: a duration's default as the
+    Bounds are inclusive (None: unbounded that side); a string's bound its length. ``text``: a duration's default as the
     CRD writes it (``500ms``; the dataclass holds its seconds). ``group``: an object's
     dataclass. ``crd_default``: False when the CRD must leave the field unset (the
     description says the default instead). ``required``: the manifest must give it (it has no
@@ -212,15 +212,16 @@ def _text(default: str | None, description: str) -> Any:
     return field(default=default, metadata={TABLE: Entry("string", description)})
 
 
-def _required(description: str) -> dict[str, Entry]:
-    """The metadata of a string the manifest must give: ``field(metadata=_required(...))``
-    (a field with no default, as mypy's dataclass plugin sees only there)."""
-    return {TABLE: Entry("string", description, required=True)}
+def _required(description: str, lo: int | None = None, hi: int | None = None) -> dict[str, Entry]:
+    """The metadata of a string the manifest must give, of ``lo`` to ``hi`` characters:
+    ``field(metadata=_required(...))`` (a field with no default, as mypy's dataclass plugin
+    sees only there)."""
+    return {TABLE: Entry("string", description, lo, hi, required=True)}
 
 
 def _any(default: str | None, description: str) -> Any:
-    """A word or an object (no single type: the CRD keeps it as given); the parser reads it
-    by hand, with this default."""
+    """A word, a number or an object (no single type: the CRD keeps it as given); the parser
+    reads it by hand, with this default."""
     return field(default=default, metadata={TABLE: Entry("any", description)})
 
 
@@ -437,11 +438,16 @@ PARAM_TYPES: dict[str, type[SGDParams] | type[FTRLParams] | type[ForestParams]] 
 
 @dataclass(frozen=True)
 class Feature:
-    name: str
+    name: str = field(metadata=_required("Feature name (the key in request rows)", 1, 253))
     type: Literal["numeric", "categorical"] = _choice(
         "numeric", FEATURE_TYPES, "numeric (standardised online) or categorical (hashed)"
     )
-    default: float | str | None = None
+    # (the parser's, not given: a numeric feature's 0.0, a categorical one's None)
+    default: float | str | None = _any(
+        None,
+        "Value used when the feature is missing: a number for a numeric feature, a string "
+        "(or integer) for a categorical one",
+    )
     # (no default in the CRD: a numeric feature has no buckets)
     buckets: int = _number(
         1024, "Hash buckets of a categorical feature", 2, 1 << 20, crd_default=False
@@ -516,7 +522,7 @@ class LabelDefault:
     """The label a logged prediction is learned with when none came ``after`` its time (no
     click: 0; no chargeback: legitimate)."""
 
-    value: Any = _any(None, "The label (required): a number, or a class name of "
+    value: float | str | None = _any(None, "The label (required): a number, or a class name of "
                       "spec.model.classes")  # fmt: skip
     after: float = _duration("30m", "How long a prediction waits for its label before the "
                              "default (at most labelWindow)", 0.001, 30 * 86400)  # fmt: skip
@@ -972,7 +978,10 @@ def _read_field(o: _Obj, name: str, default: Any, e: Entry) -> Any:
         case "boolean":
             return o.boolean(name, default)
         case "string":
-            return o.string(name, None if e.required else default, required=e.required)
+            v = o.string(name, None if e.required else default, required=e.required)
+            if v is not None and e.hi is not None and len(v) > e.hi:
+                raise SpecError(o.sub(name), f"must be at most {e.hi:g} characters (got {len(v)})")
+            return v
         case "object":
             assert e.group is not None
             if default is None and o.raw(name) is None:  # an optional group, not given
@@ -1083,7 +1092,7 @@ def _features(raw: Any, path: str) -> tuple[Feature, ...]:
     names: set[str] = set()
     for i, item in enumerate(raw):
         o = _Obj(item, f"{path}[{i}]")
-        name = o.string("name", required=True)
+        name = _read_as(o, Feature, "name")
         if name in names:
             raise SpecError(o.sub("name"), f"duplicate feature name {name!r}")
         names.add(name)

@@ -49,8 +49,7 @@ PLACES: list[tuple[tuple[str, ...], type, str]] = [
 ] + [
     (("model", "task"), ModelSpec, "task"),
     (("model", "algorithm"), ModelSpec, "algorithm"),
-    (("model", "features", "[]", "type"), Feature, "type"),
-    (("model", "features", "[]", "buckets"), Feature, "buckets"),
+    *((("model", "features", "[]", f.name), Feature, f.name) for f in fields(Feature)),
     (("model", "warmStart", "configMapRef", "name"), WarmStart, "configMapName"),
     (("model", "warmStart", "key"), WarmStart, "key"),
     (("model", "warmStart", "file"), WarmStart, "file"),
@@ -97,6 +96,10 @@ def test_the_crd_says_what_the_field_table_says(
     assert node.get("type") == TYPES[e.kind] and node["description"].startswith(e.description)
     numeric = e.kind in ("integer", "number")
     assert (node.get("minimum"), node.get("maximum")) == ((e.lo, e.hi) if numeric else (None, None))
+    text = e.kind == "string"
+    assert (node.get("minLength"), node.get("maxLength")) == (
+        (e.lo, e.hi) if text else (None, None)
+    )
     assert node.get("enum") == (list(e.choices) if e.kind == "enum" else None)
     if e.kind == "duration":
         want = e.text
