@@ -28,7 +28,6 @@ from tideline.spec import (
     DURATION_PATTERN,
     EXTERNAL_REF,
     KAFKA_TLS_REFS,
-    MAX_CLASSES,
     MAX_FEATURES,
     OBJECT_REF_PATTERN,
     PARAM_TYPES,
@@ -117,6 +116,10 @@ def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
             return out
         case "boolean":
             return {"type": "boolean", "description": e.description, "default": default}
+        case "names":  # (unique: the API server refuses a repeat)
+            return {"type": "array", "minItems": e.lo, "maxItems": e.hi,
+                    "x-kubernetes-list-type": "set", "items": {"type": "string", "minLength": 1},
+                    "description": e.description}  # fmt: skip
         case "string":
             out = {"type": "string", "description": e.description}
             if not e.required and default is not None:
@@ -395,14 +398,7 @@ def _model_schema() -> dict[str, Any]:
                 "items": feature,
                 "description": "The typed feature schema, in order",
             },  # fmt: skip
-            "classes": {
-                "type": "array",
-                "minItems": 2,
-                "maxItems": MAX_CLASSES,
-                "x-kubernetes-list-type": "set",  # (unique: the API server refuses a repeat)
-                "items": {"type": "string", "minLength": 1},
-                "description": "task: multiclass: the class names; label i names the i-th",
-            },  # fmt: skip
+            "classes": _leaf(ModelSpec, "classes"),
             "params": _params(),
             **{algorithm: _external(algorithm) for algorithm in EXTERNAL_REF},
             "vw": _vw(),

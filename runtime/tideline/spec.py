@@ -114,14 +114,17 @@ def parse_duration(value: Any, path: str = "duration") -> float:
 # (spec.serving.networkPolicy, spec.rollout.steps, ...) has no entry: its parser and its CRD
 # schema are written by hand, and read the table's fields inside it one by one (_read_as).
 TABLE = "tideline"
-Kind = Literal["integer", "number", "duration", "enum", "boolean", "string", "object", "any"]
+Kind = Literal[
+    "integer", "number", "duration", "enum", "boolean", "string", "names", "object", "any"
+]
 
 
 @dataclass(frozen=True)
 class Entry:
     """A field of the table: what the parser and the CRD know of it besides its default.
 
-    Bounds are inclusive (None: unbounded that side); a string's bound its length. ``text``: a duration's default as the
+    Bounds are inclusive (None: unbounded that side); a string's bound its length, a list's
+    its items. ``text``: a duration's default as the
     CRD writes it (``500ms``; the dataclass holds its seconds). ``group``: an object's
     dataclass. ``crd_default``: False when the CRD must leave the field unset (the
     description says the default instead). ``required``: the manifest must give it (it has no
@@ -217,6 +220,11 @@ def _required(description: str, lo: int | None = None, hi: int | None = None) ->
     ``field(metadata=_required(...))`` (a field with no default, as mypy's dataclass plugin
     sees only there)."""
     return {TABLE: Entry("string", description, lo, hi, required=True)}
+
+
+def _names(description: str, lo: int, hi: int) -> Any:
+    """A list of ``lo`` to ``hi`` distinct non-empty strings, None unless given."""
+    return field(default=None, metadata={TABLE: Entry("names", description, lo, hi)})
 
 
 def _any(default: str | None, description: str) -> Any:
@@ -479,7 +487,9 @@ class ModelSpec:
     params: Params  # ExternalParams for custom and river, VWParams for vw
     warmStart: WarmStart | None = None
     # multiclass: the class names, label i being classes[i] (None for the other tasks)
-    classes: tuple[str, ...] | None = None
+    classes: tuple[str, ...] | None = _names(
+        "task: multiclass: the class names; label i names the i-th", 2, MAX_CLASSES
+    )
 
     @property
     def external(self) -> bool:
@@ -977,6 +987,9 @@ def _read_field(o: _Obj, name: str, default: Any, e: Entry) -> Any:
             return o.enum(name, e.choices, default)
         case "boolean":
             return o.boolean(name, default)
+        case "names":
+            names = _names_at(o, name, e)
+            return default if names is None else names
         case "string":
             v = o.string(name, None if e.required else default, required=e.required)
             if v is not None and e.hi is not None and len(v) > e.hi:
@@ -989,6 +1002,25 @@ def _read_field(o: _Obj, name: str, default: Any, e: Entry) -> Any:
             return _read(o.obj(name), e.group)
         case "any":
             raise TypeError(f"{o.sub(name)} has a shape of its own: read it by hand")
+
+
+def _names_at(o: _Obj, name: str, e: Entry) -> tuple[str, ...] | None:
+    """A list of distinct non-empty strings, as many as the entry's bounds say."""
+    raw, path = o.raw(name), o.sub(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise SpecError(path, f"must be a list of names (got {type(raw).__name__})")
+    if not (e.lo or 0) <= len(raw) <= (e.hi or math.inf):
+        raise SpecError(path, f"must hold {e.lo or 0:g} to {e.hi:g} names (got {len(raw)})")
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        if not isinstance(item, str) or not item:
+            raise SpecError(f"{path}[{i}]", f"must be a non-empty string (got {item!r})")
+        if item in seen:
+            raise SpecError(f"{path}[{i}]", f"duplicate name {item!r}")
+        seen.add(item)
+    return tuple(raw)
 
 
 def _check_number(
@@ -1234,25 +1266,15 @@ def _classes(
     """``spec.model.classes``: a multiclass model's class names, label ``i`` naming
     ``classes[i]``; refused for the other tasks, and where the model would outgrow the
     bounds a binary model keeps (see ``MAX_NEWTON_SIZE``)."""
-    raw, path = o.raw("classes"), o.sub("classes")
+    path = o.sub("classes")
     if task != "multiclass":
-        if raw is not None:
+        if o.raw("classes") is not None:
             raise SpecError(path, f"only with task: multiclass (got {task})")
         return None
-    if raw is None:
+    classes = _read_as(o, ModelSpec, "classes")
+    if classes is None:
         raise SpecError(path, "required with task: multiclass (the class names, label 0 first)")
-    if not isinstance(raw, list):
-        raise SpecError(path, f"must be a list of class names (got {type(raw).__name__})")
-    if not 2 <= len(raw) <= MAX_CLASSES:
-        raise SpecError(path, f"must name 2 to {MAX_CLASSES} classes (got {len(raw)})")
-    seen: set[str] = set()
-    for i, name in enumerate(raw):
-        if not isinstance(name, str) or not name:
-            raise SpecError(f"{path}[{i}]", f"must be a non-empty string (got {name!r})")
-        if name in seen:
-            raise SpecError(f"{path}[{i}]", f"duplicate class {name!r}")
-        seen.add(name)
-    k = len(raw)
+    k = len(classes)
     if isinstance(params, VWParams):
         _vw_classes(params, k, f"{o.sub('vw')}.args")
     buckets = sum(f.buckets for f in features if f.type == "categorical")
@@ -1265,7 +1287,7 @@ def _classes(
         raise SpecError(path, f"sgd's newton keeps a {numeric}x{numeric} matrix per class: {k} "
                         f"classes make {k * numeric**2} numbers, over {MAX_NEWTON_SIZE}; "
                         "fewer numeric features or classes, or optimizer: adagrad")  # fmt: skip
-    return tuple(raw)
+    return classes
 
 
 def _vw_classes(params: VWParams, k: int, path: str) -> None:

@@ -41,7 +41,11 @@ def test_the_committed_crd_is_the_generated_one() -> None:
 
 
 TYPES = {"integer": "integer", "number": "number", "boolean": "boolean", "enum": "string",
-         "string": "string", "object": "object", "duration": None, "any": None}  # fmt: skip
+         "string": "string", "object": "object", "duration": None, "any": None,
+         "names": "array"}  # fmt: skip
+# What bounds a field of each kind in the CRD.
+BOUNDS = {("minimum", "maximum"): ("integer", "number"), ("minLength", "maxLength"): ("string",),
+          ("minItems", "maxItems"): ("names",)}  # fmt: skip
 # Where the CRD has each field of the field table (tideline.spec): the rows under spec, and the
 # fields of groups whose shape the CRD writes by hand ("[]": an array's items).
 PLACES: list[tuple[tuple[str, ...], type, str]] = [
@@ -49,6 +53,7 @@ PLACES: list[tuple[tuple[str, ...], type, str]] = [
 ] + [
     (("model", "task"), ModelSpec, "task"),
     (("model", "algorithm"), ModelSpec, "algorithm"),
+    (("model", "classes"), ModelSpec, "classes"),
     *((("model", "features", "[]", f.name), Feature, f.name) for f in fields(Feature)),
     (("model", "warmStart", "configMapRef", "name"), WarmStart, "configMapName"),
     (("model", "warmStart", "key"), WarmStart, "key"),
@@ -94,12 +99,8 @@ def test_the_crd_says_what_the_field_table_says(
     e = entry(cls, name)
     assert (path[-1] in parent.get("required", [])) == e.required
     assert node.get("type") == TYPES[e.kind] and node["description"].startswith(e.description)
-    numeric = e.kind in ("integer", "number")
-    assert (node.get("minimum"), node.get("maximum")) == ((e.lo, e.hi) if numeric else (None, None))
-    text = e.kind == "string"
-    assert (node.get("minLength"), node.get("maxLength")) == (
-        (e.lo, e.hi) if text else (None, None)
-    )
+    for (lo, hi), kinds in BOUNDS.items():  # (the entry's bounds, in the keys of its kind)
+        assert (node.get(lo), node.get(hi)) == ((e.lo, e.hi) if e.kind in kinds else (None, None))
     assert node.get("enum") == (list(e.choices) if e.kind == "enum" else None)
     if e.kind == "duration":
         want = e.text
