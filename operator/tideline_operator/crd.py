@@ -29,6 +29,7 @@ from tideline.spec import (
     EXTERNAL_REF,
     KAFKA_TLS_REFS,
     MAX_FEATURES,
+    MAX_STEPS,
     OBJECT_REF_PATTERN,
     PARAM_TYPES,
     QUANTITY_PATTERN,
@@ -47,6 +48,7 @@ from tideline.spec import (
     RolloutSpec,
     ServingSpec,
     Spec,
+    Step,
     TokenRef,
     WarmStart,
     entry,
@@ -339,35 +341,31 @@ def spec_schema() -> dict[str, Any]:
         RolloutSpec: {
             "steps": {
                 "type": "array",
-                "maxItems": 100,
+                "maxItems": MAX_STEPS,
                 "description": "setWeight, pause (a duration, or {} for a manual promote), analysis",
-                "items": {
-                    "type": "object",
-                    "description": "One step: exactly one of setWeight, pause, analysis",
-                    "properties": {
-                        "setWeight": _num(
-                            "Canary share of traffic, %", None, 0, 100, integer=True
-                        ),  # fmt: skip
-                        "pause": {
-                            # a duration, or {} (manual promote): the parser checks it
-                            "x-kubernetes-preserve-unknown-fields": True,
-                            "description": "A duration, or {} to wait for a manual promote",
-                        },
-                        "analysis": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                            "description": "Wait for the analysis to pass",
-                        },
+                "items": _table(
+                    Step,
+                    "One step: exactly one of setWeight, pause, analysis",
+                    {
+                        Step: {
+                            "analysis": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                                "description": "Wait for the analysis to pass",
+                            }
+                        }
+                    },  # fmt: skip
+                    **{
+                        "x-kubernetes-validations": [
+                            {
+                                # (pause, a value of no single type, is out of CEL's
+                                # sight: the parser refuses a step with it and another)
+                                "rule": "!(has(self.setWeight) && has(self.analysis))",
+                                "message": "a step has exactly one of setWeight, pause, analysis",
+                            },
+                        ]
                     },
-                    "x-kubernetes-validations": [
-                        {
-                            # (pause, a value of no single type, is out of CEL's
-                            # sight: the parser refuses a step with it and another)
-                            "rule": "!(has(self.setWeight) && has(self.analysis))",
-                            "message": "a step has exactly one of setWeight, pause, analysis",
-                        },
-                    ],
-                },
+                ),
             },
         },
     }

@@ -686,15 +686,20 @@ class Analysis:
     failureLimit: int = _number(2, "Failures that abort", 1, 1000)
 
 
+MAX_STEPS = 100  # spec.rollout.steps
+
+
 @dataclass(frozen=True)
 class Step:
     """One rollout step: exactly one of the three is set.
 
-    ``pause`` of ``math.inf`` waits for a manual promote.
+    ``pause`` of ``math.inf`` waits for a manual promote. (``analysis``, given as an object,
+    has no entry: the parser and the CRD write it by hand.)
     """
 
-    setWeight: int | None = None
-    pause: float | None = None
+    setWeight: int | None = _number(None, "Canary share of traffic, %", 0, 100, integer=True)
+    # seconds (the manifest's duration, or {duration: D}), or {}: math.inf
+    pause: float | None = _any(None, "A duration, or {} to wait for a manual promote")
     analysis: bool = False
 
 
@@ -1401,13 +1406,15 @@ def _steps(raw: Any, path: str) -> tuple[Step, ...]:
         return RolloutSpec().steps
     if not isinstance(raw, list):
         raise SpecError(path, "must be a list of steps")
+    if len(raw) > MAX_STEPS:
+        raise SpecError(path, f"at most {MAX_STEPS} steps (got {len(raw)})")
     steps: list[Step] = []
     for i, item in enumerate(raw):
         o = _Obj(item, f"{path}[{i}]")
         if len(o.value) != 1:
             raise SpecError(o.path, "must have exactly one of setWeight, pause, analysis")
         if "setWeight" in o.value:
-            steps.append(Step(setWeight=o.number("setWeight", 0, 0, 100, integer=True)))
+            steps.append(Step(setWeight=_read_as(o, Step, "setWeight")))
         elif "pause" in o.value:
             p = o.raw("pause")
             if p == {} or (isinstance(p, Mapping) and p.get("duration") is None):

@@ -11,6 +11,7 @@ import yaml
 
 from tests.helpers import manifest
 from tideline.spec import (
+    MAX_STEPS,
     PARAM_TYPES,
     TABLE,
     Feature,
@@ -249,6 +250,13 @@ def test_a_file_that_is_not_yaml_is_reported(tmp_path: Path) -> None:
 )
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
+
+
+def test_a_rollout_has_at_most_max_steps_steps() -> None:
+    steps = [{"setWeight": 10}] * MAX_STEPS
+    assert len(parse(_with("spec.rollout.steps", steps)).spec.rollout.steps) == MAX_STEPS
+    with pytest.raises(SpecError, match=r"spec\.rollout\.steps: at most 100 steps \(got 101\)"):
+        parse(_with("spec.rollout.steps", [*steps, {"pause": "1s"}]))
 
 
 def test_pause_without_duration_waits_for_a_manual_promote() -> None:
