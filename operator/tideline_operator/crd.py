@@ -23,11 +23,9 @@ from typing import Any
 import yaml
 
 from tideline.spec import (
-    BOOTSTRAP_PATTERN,
     COMPONENTS,
     DURATION_PATTERN,
     EXTERNAL_REF,
-    KAFKA_TLS_REFS,
     MAX_FEATURES,
     MAX_STEPS,
     OBJECT_REF_PATTERN,
@@ -36,11 +34,11 @@ from tideline.spec import (
     TABLE,
     TAINT_EFFECTS,
     TOLERATION_OPERATORS,
-    TOPIC_PATTERN,
     Entry,
     Feature,
     KafkaSasl,
     KafkaSource,
+    KafkaTls,
     LearningSpec,
     ModelSpec,
     PasswordRef,
@@ -124,6 +122,8 @@ def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
                     "description": e.description}  # fmt: skip
         case "string":
             out = {"type": "string", "description": e.description}
+            if e.form is not None:
+                out["pattern"] = e.form.pattern
             if not e.required and default is not None:
                 out["default"] = default
             if e.lo is not None:
@@ -426,53 +426,30 @@ def _model_schema() -> dict[str, Any]:
 
 
 def _source_schema() -> dict[str, Any]:
-    topic = {"type": "string", "pattern": TOPIC_PATTERN}
-    kafka = _obj(
-        "Kafka topics (the predictions are still logged to Redis)",
-        {
-            "bootstrapServers": {
-                "type": "string",
-                "pattern": BOOTSTRAP_PATTERN,
-                "description": "host:port[,host:port...]",
-            },  # fmt: skip
-            "topics": _obj(
-                "The topics labelled samples and feedback come from",
-                {
-                    "samples": {**topic, "description": '{"features": {...}, "label": y}'},
-                    "feedback": {**topic, "description": '{"id": ..., "label": y}'},
-                },  # fmt: skip
-                minProperties=1,
-            ),
-            "groupId": _leaf(KafkaSource, "groupId"),
-            "securityProtocol": _leaf(KafkaSource, "securityProtocol"),
-            "sasl": _obj(
-                "SASL credentials (with SASL_PLAINTEXT or SASL_SSL)",
-                {
-                    "mechanism": _leaf(KafkaSasl, "mechanism"),
-                    "username": {"type": "string", "description": "User name"},
-                    "secretRef": _table(PasswordRef, "The Secret holding the password", {}),
-                },
-                required=["username", "secretRef"],
-            ),
-            "tls": _obj(
-                "Certificates (PEM) in Secrets, with SSL or SASL_SSL",
-                {
-                    f"{name}SecretRef": _table(KAFKA_TLS_REFS[name], what, {})
-                    for name, what in (
-                        (
-                            "ca",
-                            "The CA the brokers' certificates are checked against "
-                            "(default: the image's public CAs)",
-                        ),
-                        ("cert", "The client's certificate (mutual TLS; with keySecretRef)"),
-                        ("key", "The client certificate's private key"),
-                    )  # fmt: skip
-                },
-            ),
-            "startFrom": _leaf(KafkaSource, "startFrom"),
-        },
-        required=["bootstrapServers", "topics"],
+    topics = _obj(
+        "The topics labelled samples and feedback come from",
+        {"samples": _leaf(KafkaSource, "samples"), "feedback": _leaf(KafkaSource, "feedback")},
+        minProperties=1,
     )
+    sasl = _table(
+        KafkaSasl,
+        "SASL credentials (with SASL_PLAINTEXT or SASL_SSL)",
+        {KafkaSasl: {"password": None,  # (at secretRef)
+                     "secretRef": _table(PasswordRef, "The Secret holding the password", {})}},
+        required=["secretRef"],
+    )  # fmt: skip
+    tls = _obj(
+        "Certificates (PEM) in Secrets, with SSL or SASL_SSL",
+        {f"{f.name}SecretRef": _leaf(KafkaTls, f.name) for f in dataclasses.fields(KafkaTls)},
+    )
+    kafka = _table(
+        KafkaSource,
+        "Kafka topics (the predictions are still logged to Redis)",
+        # (samples and feedback at topics)
+        {KafkaSource: {"samples": None, "feedback": None, "topics": topics, "sasl": sasl,
+                       "tls": tls}},
+        required=["topics"],
+    )  # fmt: skip
     return _obj(
         "Where labelled samples and feedback come from: Redis streams (default) or Kafka",
         {"redis": _obj("The model's Redis streams (the default)", {}),

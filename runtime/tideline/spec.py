@@ -80,6 +80,14 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, 
 T = TypeVar("T")
 
 
+class Form(NamedTuple):
+    """What a string of the table must look like: the pattern (the CRD's too) and what the
+    parser's message calls it."""
+
+    pattern: str
+    name: str
+
+
 class SpecError(ValueError):
     """A manifest field that can never work; the message starts with its path."""
 
@@ -127,7 +135,7 @@ class Entry:
     its items. ``text``: a duration's default as the
     CRD writes it (``500ms``; the dataclass holds its seconds). ``group``: an object's
     dataclass. ``crd_default``: False when the CRD must leave the field unset (the
-    description says the default instead). ``required``: the manifest must give it (it has no
+    description says the default instead). ``form``: a string's pattern. ``required``: the manifest must give it (it has no
     default; the CRD lists it as required).
     """
 
@@ -139,6 +147,7 @@ class Entry:
     text: str | None = None
     group: type | None = None
     crd_default: bool = True
+    form: Form | None = None
     required: bool = False
 
 
@@ -211,15 +220,17 @@ def _flag(default: bool, description: str) -> Any:
     return field(default=default, metadata={TABLE: Entry("boolean", description)})
 
 
-def _text(default: str | None, description: str) -> Any:
-    return field(default=default, metadata={TABLE: Entry("string", description)})
+def _text(default: str | None, description: str, form: Form | None = None) -> Any:
+    return field(default=default, metadata={TABLE: Entry("string", description, form=form)})
 
 
-def _required(description: str, lo: int | None = None, hi: int | None = None) -> dict[str, Entry]:
+def _required(
+    description: str, lo: int | None = None, hi: int | None = None, form: Form | None = None
+) -> dict[str, Entry]:
     """The metadata of a string the manifest must give, of ``lo`` to ``hi`` characters:
     ``field(metadata=_required(...))`` (a field with no default, as mypy's dataclass plugin
     sees only there)."""
-    return {TABLE: Entry("string", description, lo, hi, required=True)}
+    return {TABLE: Entry("string", description, lo, hi, form=form, required=True)}
 
 
 def _names(description: str, lo: int, hi: int) -> Any:
@@ -736,15 +747,10 @@ KAFKA_TLS_ENV = {
     "cert": "TIDELINE_KAFKA_CERT",
     "key": "TIDELINE_KAFKA_KEY",
 }
-# what each tls.<what>SecretRef is read as (its default key)
-KAFKA_TLS_REFS: dict[str, type[SecretKey]] = {"ca": CaRef, "cert": CertRef, "key": KeyRef}
 START_FROM = ("latest", "earliest")
 # a Kafka topic name, as the broker checks it
-TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"
-_TOPIC = re.compile(TOPIC_PATTERN)
-# host:port, comma-separated
-BOOTSTRAP_PATTERN = r"^[^,:\s]+:[0-9]{1,5}(,[^,:\s]+:[0-9]{1,5})*$"
-_BOOTSTRAP = re.compile(BOOTSTRAP_PATTERN)
+TOPIC = Form(r"^[a-zA-Z0-9._-]{1,249}$", "a Kafka topic name")
+BOOTSTRAP = Form(r"^[^,:\s]+:[0-9]{1,5}(,[^,:\s]+:[0-9]{1,5})*$", "host:port[,host:port...]")
 
 
 @dataclass(frozen=True, kw_only=True)  # (keywords: mechanism has a default)
@@ -752,8 +758,8 @@ class KafkaSasl:
     mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = _choice(
         "PLAIN", SASL_MECHANISMS, "SASL mechanism"
     )
-    username: str
-    password: SecretKey  # (a PasswordRef)
+    username: str = field(metadata=_required("User name"))
+    password: SecretKey  # (a PasswordRef, at secretRef)
 
 
 @dataclass(frozen=True)
@@ -763,9 +769,16 @@ class KafkaTls:
     ``<cluster>-cluster-ca-cert``), instead of the image's public ones; ``cert`` and ``key``:
     the client's own, for brokers that authenticate clients by certificate (mutual TLS)."""
 
-    ca: SecretKey | None = None
-    cert: SecretKey | None = None
-    key: SecretKey | None = None
+    # (at <what>SecretRef)
+    ca: SecretKey | None = _group(
+        CaRef,
+        "The CA the brokers' certificates are checked against (default: the image's public CAs)",
+        optional=True,
+    )
+    cert: SecretKey | None = _group(
+        CertRef, "The client's certificate (mutual TLS; with keySecretRef)", optional=True
+    )
+    key: SecretKey | None = _group(KeyRef, "The client certificate's private key", optional=True)
 
     def refs(self) -> dict[str, SecretKey]:
         """The Secrets given, by what they hold (``ca``, ``cert``, ``key``)."""
@@ -780,9 +793,10 @@ class KafkaSource:
     streams move. ``startFrom``: where a model's first learner starts on a
     topic (later ones resume where the checkpoint says)."""
 
-    bootstrapServers: str
-    samples: str | None = None
-    feedback: str | None = None
+    bootstrapServers: str = field(metadata=_required(BOOTSTRAP.name, form=BOOTSTRAP))
+    # (at topics.samples and topics.feedback)
+    samples: str | None = _text(None, '{"features": {...}, "label": y}', TOPIC)
+    feedback: str | None = _text(None, '{"id": ..., "label": y}', TOPIC)
     groupId: str | None = _text(None, "Consumer group prefix (default tideline.<namespace>.<name>)")
     securityProtocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = _choice(
         "PLAINTEXT", KAFKA_PROTOCOLS, "How clients talk to the brokers"
@@ -999,6 +1013,8 @@ def _read_field(o: _Obj, name: str, default: Any, e: Entry) -> Any:
             v = o.string(name, None if e.required else default, required=e.required)
             if v is not None and e.hi is not None and len(v) > e.hi:
                 raise SpecError(o.sub(name), f"must be at most {e.hi:g} characters (got {len(v)})")
+            if v is not None and e.form is not None and not re.match(e.form.pattern, v):
+                raise SpecError(o.sub(name), f"must be {e.form.name} (got {v!r})")
             return v
         case "object":
             assert e.group is not None
@@ -1522,20 +1538,9 @@ def _source(o: _Obj) -> SourceSpec:
         o.done()
         return SourceSpec()
     k = o.obj("kafka")
-    servers = k.string("bootstrapServers", required=True)
-    if not _BOOTSTRAP.match(servers):
-        raise SpecError(
-            k.sub("bootstrapServers"), f"must be host:port[,host:port...] (got {servers!r})"
-        )
+    servers = _read_as(k, KafkaSource, "bootstrapServers")
     t = k.obj("topics")
-    topics = {}
-    for name in ("samples", "feedback"):
-        topic = t.string(name)
-        if topic is not None and not _TOPIC.match(topic):
-            raise SpecError(
-                t.sub(name), f"must be a Kafka topic name ({TOPIC_PATTERN}, got {topic!r})"
-            )
-        topics[name] = topic
+    topics = {name: _read_as(t, KafkaSource, name) for name in ("samples", "feedback")}
     t.done()
     if not any(topics.values()):
         raise SpecError(k.sub("topics"), "needs samples, feedback or both")
@@ -1545,12 +1550,7 @@ def _source(o: _Obj) -> SourceSpec:
     sasl = None
     if k.raw("sasl") is not None:
         a = k.obj("sasl")
-        sasl = KafkaSasl(
-            mechanism=_read_as(a, KafkaSasl, "mechanism"),
-            username=a.string("username", required=True),
-            password=_read(a.obj("secretRef"), PasswordRef),
-        )
-        a.done()
+        sasl = _read(a, KafkaSasl, password=_read(a.obj("secretRef"), PasswordRef))
     if protocol.startswith("SASL") != (sasl is not None):
         raise SpecError(
             k.sub("sasl"),
@@ -1563,27 +1563,15 @@ def _source(o: _Obj) -> SourceSpec:
             raise SpecError(k.sub("tls"), f"only used with securityProtocol SSL or SASL_SSL "
                                           f"(got {protocol})")  # fmt: skip
         a = k.obj("tls")
-        refs = {}
-        for name, cls in KAFKA_TLS_REFS.items():
-            if a.raw(f"{name}SecretRef") is not None:
-                refs[name] = _read(a.obj(f"{name}SecretRef"), cls)
-        if ("cert" in refs) != ("key" in refs):
-            missing, given = ("key", "cert") if "cert" in refs else ("cert", "key")
+        tls = KafkaTls(**{f.name: _read_as(a, KafkaTls, f.name, f"{f.name}SecretRef")
+                          for f in dataclasses.fields(KafkaTls)})  # fmt: skip
+        if (tls.cert is None) != (tls.key is None):
+            missing, given = ("key", "cert") if tls.cert is not None else ("cert", "key")
             raise SpecError(a.sub(f"{missing}SecretRef"), f"required with {given}SecretRef: a "
                             "client certificate and its key come together")  # fmt: skip
         a.done()
-        tls = KafkaTls(**refs)
-    out = KafkaSource(
-        bootstrapServers=servers,
-        samples=topics["samples"],
-        feedback=topics["feedback"],
-        groupId=_read_as(k, KafkaSource, "groupId"),
-        securityProtocol=protocol,
-        sasl=sasl,
-        tls=tls,
-        startFrom=_read_as(k, KafkaSource, "startFrom"),
-    )
-    k.done()
+    out = _read(k, KafkaSource, bootstrapServers=servers, securityProtocol=protocol,
+                sasl=sasl, tls=tls, **topics)  # fmt: skip
     o.done()
     return SourceSpec(kafka=out)
 

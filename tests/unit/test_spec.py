@@ -195,6 +195,11 @@ BAD = [
      {"kafka": {"bootstrapServers": "k:9093", "topics": {"samples": "s"}, "securityProtocol": "SSL",
                 "tls": {"certSecretRef": {"name": "user"}}}},
      "spec.source.kafka.tls.keySecretRef: required with certSecretRef"),
+    ("a topic name Kafka refuses", "spec.source",
+     {"kafka": {"bootstrapServers": "k:9093", "topics": {"samples": "fraud samples"}}},
+     "spec.source.kafka.topics.samples: must be a Kafka topic name (got 'fraud samples')"),
+    ("brokers without a port", "spec.source", {"kafka": {"bootstrapServers": "k", "topics": {"samples": "s"}}},
+     "spec.source.kafka.bootstrapServers: must be host:port[,host:port...] (got 'k')"),
     ("a CA Secret without a name", "spec.source",
      {"kafka": {"bootstrapServers": "k:9093", "topics": {"samples": "s"}, "securityProtocol": "SSL",
                 "tls": {"caSecretRef": {"key": "ca.crt"}}}},
@@ -371,8 +376,8 @@ def test_a_dataclass_is_built_with_the_tables_default_of_the_kind_its_type_says(
     hint = get_type_hints(cls)[f.name]
     if e.kind == "enum":
         assert set(get_args(hint)) == set(e.choices) and value in e.choices
-    elif e.kind == "object":
-        assert e.group in (hint, *get_args(hint))
+    elif e.kind == "object":  # (a Secret's reference: a subclass of SecretKey)
+        assert any(issubclass(e.group, t) for t in (hint, *get_args(hint)) if isinstance(t, type))
     elif e.kind == "any" and value is None:  # (float | str | None)
         assert type(None) in get_args(hint)
     elif e.kind == "any":  # the word of its Literal (Literal["lastGood"] | float)

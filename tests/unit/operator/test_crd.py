@@ -11,11 +11,11 @@ import pytest
 from tests.helpers import manifest
 from tideline.spec import (
     EXTERNAL_REF,
-    KAFKA_TLS_REFS,
     PARAM_TYPES,
     Feature,
     KafkaSasl,
     KafkaSource,
+    KafkaTls,
     ModelSpec,
     PasswordRef,
     RedisSpec,
@@ -73,10 +73,22 @@ PLACES: list[tuple[tuple[str, ...], type, str]] = [
     (("serving", "feedbackAuth", "secretRef", "key"), TokenRef, "key"),
     (("source", "kafka", "sasl", "secretRef", "name"), PasswordRef, "name"),
     (("source", "kafka", "sasl", "secretRef", "key"), PasswordRef, "key"),
+    (("source", "kafka", "bootstrapServers"), KafkaSource, "bootstrapServers"),
+    (("source", "kafka", "topics", "samples"), KafkaSource, "samples"),
+    (("source", "kafka", "topics", "feedback"), KafkaSource, "feedback"),
+    (("source", "kafka", "sasl", "username"), KafkaSasl, "username"),
     *(
-        (("source", "kafka", "tls", f"{what}SecretRef", name), cls, name)
-        for what, cls in KAFKA_TLS_REFS.items()
-        for name in ("name", "key")
+        (("source", "kafka", "tls", f"{f.name}SecretRef"), KafkaTls, f.name)
+        for f in fields(KafkaTls)
+    ),
+    *(
+        (
+            ("source", "kafka", "tls", f"{f.name}SecretRef", g.name),
+            entry(KafkaTls, f.name).group,
+            g.name,
+        )
+        for f in fields(KafkaTls)
+        for g in fields(SecretKey)
     ),
 ]
 
@@ -105,6 +117,8 @@ def test_the_crd_says_what_the_field_table_says(
     for (lo, hi), kinds in BOUNDS.items():  # (the entry's bounds, in the keys of its kind)
         assert (node.get(lo), node.get(hi)) == ((e.lo, e.hi) if e.kind in kinds else (None, None))
     assert node.get("enum") == (list(e.choices) if e.kind == "enum" else None)
+    if e.kind == "string":
+        assert node.get("pattern") == (e.form.pattern if e.form is not None else None)
     if e.kind == "duration":
         want = e.text
     elif e.kind == "object":  # a group every parsed spec has is {} (filled by the API server)
