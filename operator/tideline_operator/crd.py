@@ -25,10 +25,10 @@ import yaml
 from tideline.spec import (
     COMPONENTS,
     DURATION_PATTERN,
+    EXTERNAL_PARAMS,
     EXTERNAL_REF,
     MAX_FEATURES,
     MAX_STEPS,
-    OBJECT_REF_PATTERN,
     PARAM_TYPES,
     QUANTITY_PATTERN,
     TABLE,
@@ -48,6 +48,7 @@ from tideline.spec import (
     Spec,
     Step,
     TokenRef,
+    VWParams,
     WarmStart,
     entry,
 )
@@ -116,6 +117,9 @@ def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
             return out
         case "boolean":
             return {"type": "boolean", "description": e.description, "default": default}
+        case "map":
+            return {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                    "description": e.description}  # fmt: skip
         case "names":  # (unique: the API server refuses a repeat)
             return {"type": "array", "minItems": e.lo, "maxItems": e.hi,
                     "x-kubernetes-list-type": "set", "items": {"type": "string", "minLength": 1},
@@ -124,7 +128,7 @@ def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
             out = {"type": "string", "description": e.description}
             if e.form is not None:
                 out["pattern"] = e.form.pattern
-            if not e.required and default is not None:
+            if e.crd_default and not e.required and default is not None:
                 out["default"] = default
             if e.lo is not None:
                 out["minLength"] = e.lo
@@ -182,23 +186,10 @@ def _params() -> dict[str, Any]:
 def _external(algorithm: str) -> dict[str, Any]:
     """``spec.model.custom`` / ``spec.model.river``: what the model's pods load, and its
     keyword arguments (any JSON: the parser checks their names)."""
-    ref = EXTERNAL_REF[algorithm]
-    what = {"custom": "A class of the learner contract (tideline.model)",
-            "river": "A function returning a River estimator, or an estimator"}[algorithm]  # fmt: skip
+    cls, ref = EXTERNAL_PARAMS[algorithm], EXTERNAL_REF[algorithm]
     return _obj(
         f"algorithm: {algorithm}: the model, loaded from the pods' image",
-        {
-            ref: {
-                "type": "string",
-                "pattern": OBJECT_REF_PATTERN,
-                "description": f"{what}, as package.module:Name",
-            },  # fmt: skip
-            "params": {
-                "type": "object",
-                "x-kubernetes-preserve-unknown-fields": True,
-                "description": "Keyword arguments it is called with",
-            },  # fmt: skip
-        },
+        {ref: _leaf(cls, "ref"), "params": _leaf(cls, "params")},
         required=[ref],
     )
 
@@ -208,13 +199,7 @@ def _vw() -> dict[str, Any]:
     :data:`tideline.spec.VW_REFUSED`; VW itself, in the pods, the ones it does not know)."""
     return _obj(
         "algorithm: vw: Vowpal Wabbit, from the pods' image (tideline[vw])",
-        {
-            "args": {
-                "type": "string",
-                "description": "VW's arguments (like -b 20 -q nc --l2 1e-6); tideline adds "
-                "--quiet, --save_resume, the link and the task's default loss",
-            },
-        },
+        {"args": _leaf(VWParams, "args")},
     )
 
 

@@ -123,7 +123,7 @@ def parse_duration(value: Any, path: str = "duration") -> float:
 # schema are written by hand, and read the table's fields inside it one by one (_read_as).
 TABLE = "tideline"
 Kind = Literal[
-    "integer", "number", "duration", "enum", "boolean", "string", "names", "object", "any"
+    "integer", "number", "duration", "enum", "boolean", "string", "names", "map", "object", "any"
 ]
 
 
@@ -220,8 +220,11 @@ def _flag(default: bool, description: str) -> Any:
     return field(default=default, metadata={TABLE: Entry("boolean", description)})
 
 
-def _text(default: str | None, description: str, form: Form | None = None) -> Any:
-    return field(default=default, metadata={TABLE: Entry("string", description, form=form)})
+def _text(
+    default: str | None, description: str, form: Form | None = None, *, crd_default: bool = True
+) -> Any:
+    e = Entry("string", description, form=form, crd_default=crd_default)
+    return field(default=default, metadata={TABLE: e})
 
 
 def _required(
@@ -236,6 +239,11 @@ def _required(
 def _names(description: str, lo: int, hi: int) -> Any:
     """A list of ``lo`` to ``hi`` distinct non-empty strings, None unless given."""
     return field(default=None, metadata={TABLE: Entry("names", description, lo, hi)})
+
+
+def _map(description: str) -> Any:
+    """An object of free keys (``{}`` unless given); the parser checks its keys by hand."""
+    return field(default_factory=dict, metadata={TABLE: Entry("map", description)})
 
 
 def _any(default: str | None, description: str) -> Any:
@@ -299,27 +307,46 @@ class ForestParams:
     seed: int = _param(42, 0)
 
 
+# package.module:Name (a dotted name after the colon reaches a nested attribute)
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+OBJECT_REF = Form(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$", "package.module:Name")
+
+
 @dataclass(frozen=True)
 class ExternalParams:
     """``spec.model.custom`` (``algorithm: custom``: ``class``, a class of the learner
     contract, :mod:`tideline.model`) or ``spec.model.river`` (``algorithm: river``:
     ``pipeline``, a function that returns a River estimator): where it is, as
-    ``package.module:Name``, and the keyword arguments it is called with."""
+    ``package.module:Name``, and the keyword arguments it is called with. Each is a subclass
+    (:class:`CustomParams`, :class:`RiverParams`), whose ``ref`` says what it loads."""
 
-    ref: str
-    params: dict[str, Any] = field(default_factory=dict)
+    ref: str  # (at class or pipeline: EXTERNAL_REF)
+    # (JSON values, named by Python identifiers: the parser checks them)
+    params: dict[str, Any] = _map("Keyword arguments it is called with")
 
     def to_dict(self, algorithm: str) -> dict[str, Any]:
         """The manifest's own shape (``{class: ..., params: ...}`` or ``{pipeline: ...}``)."""
         return {EXTERNAL_REF[algorithm]: self.ref, "params": dict(self.params)}
 
 
-# the field of spec.model.<algorithm> naming what to load
+@dataclass(frozen=True)
+class CustomParams(ExternalParams):
+    ref: str = field(metadata=_required(
+        "A class of the learner contract (tideline.model), as package.module:Name", form=OBJECT_REF
+    ))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RiverParams(ExternalParams):
+    ref: str = field(metadata=_required(
+        "A function returning a River estimator, or an estimator, as package.module:Name",
+        form=OBJECT_REF,
+    ))  # fmt: skip
+
+
+# the field of spec.model.<algorithm> naming what to load, and what it is read as
 EXTERNAL_REF = {"custom": "class", "river": "pipeline"}
-# package.module:Name (a dotted name after the colon reaches a nested attribute)
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-OBJECT_REF_PATTERN = rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$"
-_OBJECT_REF = re.compile(OBJECT_REF_PATTERN)
+EXTERNAL_PARAMS: dict[str, type[ExternalParams]] = {"custom": CustomParams, "river": RiverParams}
 
 
 @dataclass(frozen=True)
@@ -336,7 +363,14 @@ class VWParams:
     ('logistic', 'squared')
     """
 
-    args: str = ""
+    # (read by hand: "" is VW's defaults too, and spacing is collapsed; no default in the CRD,
+    # which would write args: "" into every vw: {})
+    args: str = _text(
+        "",
+        "VW's arguments (like -b 20 -q nc --l2 1e-6); tideline adds --quiet, --save_resume, the "
+        "link and the task's default loss",
+        crd_default=False,
+    )
 
     @property
     def ref(self) -> str:
@@ -993,7 +1027,8 @@ def _read_as(o: _Obj, cls: type, name: str, key: str | None = None) -> Any:
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     if TABLE not in f.metadata:
         raise TypeError(f"{cls.__name__}.{name} is not in the field table: pass it")
-    return _read_field(o, key or name, f.default, f.metadata[TABLE])
+    default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    return _read_field(o, key or name, default, f.metadata[TABLE])
 
 
 def _read_field(o: _Obj, name: str, default: Any, e: Entry) -> Any:
@@ -1006,6 +1041,9 @@ def _read_field(o: _Obj, name: str, default: Any, e: Entry) -> Any:
             return o.enum(name, e.choices, default)
         case "boolean":
             return o.boolean(name, default)
+        case "map":
+            raw = o.raw(name)
+            return default if raw is None else dict(_Obj(raw, o.sub(name)).value)
         case "names":
             names = _names_at(o, name, e)
             return default if names is None else names
@@ -1182,14 +1220,9 @@ def _params(algorithm: str, o: _Obj) -> Params:
 
 def _external(algorithm: str, o: _Obj) -> ExternalParams:
     """``spec.model.custom`` or ``spec.model.river``: what to load and its arguments."""
-    key = EXTERNAL_REF[algorithm]
-    ref = o.string(key, required=True)
-    if not _OBJECT_REF.match(ref):
-        raise SpecError(o.sub(key), f"must be package.module:Name (got {ref!r})")
-    raw = o.raw("params")
-    if raw is not None and not isinstance(raw, Mapping):
-        raise SpecError(o.sub("params"), f"must be an object (got {type(raw).__name__})")
-    params = dict(raw or {})
+    cls = EXTERNAL_PARAMS[algorithm]
+    ref = _read_as(o, cls, "ref", EXTERNAL_REF[algorithm])
+    params = _read_as(o, cls, "params")
     for name in params:
         if not isinstance(name, str) or not name.isidentifier():
             raise SpecError(f"{o.sub('params')}.{name}", "must be a Python identifier "
@@ -1199,7 +1232,7 @@ def _external(algorithm: str, o: _Obj) -> ExternalParams:
     except (TypeError, ValueError) as e:
         raise SpecError(o.sub("params"), f"must hold JSON values ({e})") from None
     o.done()
-    return ExternalParams(ref, params)
+    return cls(ref, params)
 
 
 def _vw(task: str, o: _Obj) -> VWParams:
@@ -1209,7 +1242,7 @@ def _vw(task: str, o: _Obj) -> VWParams:
     o.done()
     if raw is not None and not isinstance(raw, str):
         raise SpecError(path, f"must be a string of VW's arguments (got {type(raw).__name__})")
-    params = VWParams(" ".join((raw or "").split()))
+    params = VWParams(" ".join(raw.split())) if raw else VWParams()
     try:
         arguments = vw_arguments(params.args)
     except ValueError as e:

@@ -14,6 +14,7 @@ from tideline.spec import (
     MAX_STEPS,
     PARAM_TYPES,
     TABLE,
+    ExternalParams,
     Feature,
     KafkaSasl,
     KafkaSource,
@@ -334,13 +335,14 @@ ROW_IDS = [
 # shape of their own too, such as spec.redis)
 FIELDS = entries()
 KINDS = {"integer": int, "number": float, "duration": float, "boolean": bool, "string": str,
-         "names": tuple[str, ...]}  # fmt: skip
+         "names": tuple[str, ...], "map": dict[str, Any]}  # fmt: skip
 # what a dataclass needs given to be built
 REQUIRED: dict[type, dict[str, Any]] = {
     Spec: {"model": ModelSpec(features=(Feature("x"),), params=SGDParams())},
     ModelSpec: {"features": (Feature("x"),), "params": SGDParams()},
     KafkaSource: {"bootstrapServers": "kafka:9092"},
     KafkaSasl: {"username": "u", "password": PasswordRef("kafka", "password")},
+    ExternalParams: {"ref": "teams.model:Model"},
 }
 
 
@@ -359,6 +361,8 @@ def _table_default(cls: type, f: Field[Any]) -> Any:
     if e.kind == "object" and f.default is MISSING:
         assert e.group is not None
         return e.group()
+    if f.default_factory is not MISSING:  # (a map's {})
+        return f.default_factory()
     return f.default
 
 

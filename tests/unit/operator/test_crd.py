@@ -10,8 +10,10 @@ import pytest
 
 from tests.helpers import manifest
 from tideline.spec import (
+    EXTERNAL_PARAMS,
     EXTERNAL_REF,
     PARAM_TYPES,
+    ExternalParams,
     Feature,
     KafkaSasl,
     KafkaSource,
@@ -24,6 +26,7 @@ from tideline.spec import (
     SpecError,
     Step,
     TokenRef,
+    VWParams,
     WarmStart,
     entries,
     entry,
@@ -43,7 +46,7 @@ def test_the_committed_crd_is_the_generated_one() -> None:
 
 TYPES = {"integer": "integer", "number": "number", "boolean": "boolean", "enum": "string",
          "string": "string", "object": "object", "duration": None, "any": None,
-         "names": "array"}  # fmt: skip
+         "names": "array", "map": "object"}  # fmt: skip
 # What bounds a field of each kind in the CRD.
 BOUNDS = {("minimum", "maximum"): ("integer", "number"), ("minLength", "maxLength"): ("string",),
           ("minItems", "maxItems"): ("names",)}  # fmt: skip
@@ -55,6 +58,13 @@ PLACES: list[tuple[tuple[str, ...], type, str]] = [
     (("model", "task"), ModelSpec, "task"),
     (("model", "algorithm"), ModelSpec, "algorithm"),
     (("model", "classes"), ModelSpec, "classes"),
+    (("model", "custom", "params"), ExternalParams, "params"),
+    *(
+        (("model", algorithm, key), EXTERNAL_PARAMS[algorithm], name)
+        for algorithm, ref in EXTERNAL_REF.items()
+        for key, name in ((ref, "ref"), ("params", "params"))
+    ),
+    (("model", "vw", "args"), VWParams, "args"),
     (("rollout", "steps", "[]", "setWeight"), Step, "setWeight"),
     (("rollout", "steps", "[]", "pause"), Step, "pause"),
     *((("model", "features", "[]", f.name), Feature, f.name) for f in fields(Feature)),
@@ -124,7 +134,7 @@ def test_the_crd_says_what_the_field_table_says(
     elif e.kind == "object":  # a group every parsed spec has is {} (filled by the API server)
         want = {} if f.default is MISSING else None
     else:
-        want = f.default if e.crd_default and not e.required else None
+        want = f.default if e.crd_default and f.default is not MISSING else None  # (a map: {})
     assert node.get("default") == want
 
 
