@@ -28,7 +28,9 @@ from tideline.spec import (
     EXTERNAL_PARAMS,
     EXTERNAL_REF,
     MAX_FEATURES,
+    MAX_PULL_SECRETS,
     MAX_STEPS,
+    MAX_TOLERATIONS,
     PARAM_TYPES,
     QUANTITY_PATTERN,
     TABLE,
@@ -215,7 +217,7 @@ def _pod_schema(component: str | None) -> dict[str, Any]:
         },  # fmt: skip
         "tolerations": {
             "type": "array",
-            "maxItems": 100,
+            "maxItems": MAX_TOLERATIONS,
             "description": "Taints the pods tolerate",
             "items": {
                 "type": "object",
@@ -238,7 +240,7 @@ def _pod_schema(component: str | None) -> dict[str, Any]:
         },
         "imagePullSecrets": {
             "type": "array",
-            "maxItems": 20,
+            "maxItems": MAX_PULL_SECRETS,
             "description": "Secrets to pull the runtime image with (a private registry)",
             "items": {
                 "type": "object",

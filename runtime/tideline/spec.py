@@ -855,6 +855,8 @@ COMPONENTS = ("learner", "server", "monitor")
 QUANTITY_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
 _QUANTITY = re.compile(QUANTITY_PATTERN)
 TOLERATION_OPERATORS = ("Exists", "Equal")
+MAX_TOLERATIONS = 100  # spec.pods(.<component>).tolerations
+MAX_PULL_SECRETS = 20  # spec.pods(.<component>).imagePullSecrets
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
@@ -943,13 +945,16 @@ class _Obj:
     def obj(self, key: str) -> _Obj:
         return _Obj(self.raw(key), self.sub(key))
 
-    def objects(self, key: str, what: str) -> list[_Obj] | None:
-        """A list of objects, each read at its own path (``key[i]``); None when absent."""
+    def objects(self, key: str, what: str, most: int) -> list[_Obj] | None:
+        """A list of at most ``most`` objects, each read at its own path (``key[i]``); None
+        when absent."""
         raw = self.raw(key)
         if raw is None:
             return None
         if not isinstance(raw, list):
             raise SpecError(self.sub(key), f"must be a list of {what}")
+        if len(raw) > most:
+            raise SpecError(self.sub(key), f"at most {most} (got {len(raw)})")
         return [_Obj(item, f"{self.sub(key)}[{i}]") for i, item in enumerate(raw)]
 
     def done(self) -> None:
@@ -1138,7 +1143,7 @@ def _pod(o: _Obj, *, resources: bool, extra: tuple[str, ...] = ()) -> PodSpec:
             selector[str(k)] = ns.string(str(k), required=True)
         ns.done()
     tolerations = None
-    if (items := o.objects("tolerations", "tolerations")) is not None:
+    if (items := o.objects("tolerations", "tolerations", MAX_TOLERATIONS)) is not None:
         for to in items:
             for key in ("key", "value"):
                 to.string(key)
@@ -1158,7 +1163,7 @@ def _pod(o: _Obj, *, resources: bool, extra: tuple[str, ...] = ()) -> PodSpec:
         af.done()
         affinity = dict(af.value)
     secrets = None
-    if (refs := o.objects("imagePullSecrets", "{name}")) is not None:
+    if (refs := o.objects("imagePullSecrets", "{name}", MAX_PULL_SECRETS)) is not None:
         secrets = tuple(ro.string("name", required=True) for ro in refs)
         for ro in refs:
             ro.done()

@@ -413,9 +413,25 @@ def test_spec_pods_place_and_size_each_component_and_change_no_revision() -> Non
         ({"resources": {"requests": {"cpu": 1}}}, "spec.pods.resources: unknown field"),
         ({"tolerations": [{"effect": "Sometimes"}]}, "spec.pods.tolerations[0].effect"),
         ({"imagePullSecrets": ["regcred"]}, "spec.pods.imagePullSecrets[0]: must be an object"),
+        (
+            {"imagePullSecrets": [{"name": "regcred"}] * 21},
+            "spec.pods.imagePullSecrets: at most 20",
+        ),
+        (
+            {"server": {"tolerations": [{"operator": "Exists"}] * 101}},
+            "spec.pods.server.tolerations: at most 100 .got 101.",
+        ),
         ({"scheduler": {}}, "spec.pods.scheduler: unknown field"),
     ],
-    ids=["a bad quantity", "resources shared", "a bad effect", "a bare secret name", "a typo"],
+    ids=[
+        "a bad quantity",
+        "resources shared",
+        "a bad effect",
+        "a bare secret name",
+        "more pull secrets than the CRD takes",
+        "more tolerations than the CRD takes",
+        "a typo",
+    ],
 )
 def test_spec_pods_errors_name_the_field(pods: dict, message: str) -> None:
     from tideline.spec import SpecError
