@@ -4,9 +4,10 @@ Generated from the resource's field table, the dataclasses of
 :mod:`tideline.spec` (each field's default, kind, bounds, choices and
 description; see :class:`tideline.spec.Entry`), which the runtime's parser
 reads too, so the CRD, the parser and the dataclasses cannot drift apart. The
-fields whose manifest shape is not their dataclass's (``spec.model.features``,
-``spec.serving.networkPolicy``, ``spec.rollout.steps``, ``spec.pods``, ...)
-are written here by hand, with the table's leaves inside them (:func:`_leaf`);
+fields whose manifest shape is not their dataclass's (the lists
+``spec.model.features`` and ``spec.rollout.steps``, ``spec.serving.networkPolicy``,
+``spec.pods``, the ``secretRef`` wrappers, ...) are written here by hand, with
+the table's groups and leaves inside them (:func:`_table`, :func:`_leaf`);
 tests walk the schema and check the parser agrees with it field by field. Regenerate with
 ``python -m tideline_operator.crd > crds/onlinemodel.yaml`` (and copy it to the
 chart's ``crds/``).

@@ -118,9 +118,12 @@ def parse_duration(value: Any, path: str = "duration") -> float:
 # below: the default is the dataclass's, and the field's metadata (an Entry under TABLE) holds
 # its kind, bounds, choices and description. The parser reads a group of the table by it
 # (_read), the operator writes the CRD from it (tideline_operator.crd), and tests check that
-# the three agree. A field whose manifest shape is not the dataclass's
-# (spec.serving.networkPolicy, spec.rollout.steps, ...) has no entry: its parser and its CRD
-# schema are written by hand, and read the table's fields inside it one by one (_read_as).
+# the three agree. A field whose manifest shape is not the dataclass's has no entry: its parser
+# and its CRD schema are written by hand, and read the table's fields inside it one by one
+# (_read_as, at their own keys: spec.source.kafka.topics.samples is KafkaSource.samples). Those
+# left: lists of objects (spec.model.features, spec.rollout.steps, the NetworkPolicy peers),
+# spec.pods (Kubernetes' own shapes, passed through), a wrapper around a group
+# (feedbackAuth.secretRef, sasl.secretRef), spec.learning.checkpointEvery (deprecated).
 TABLE = "tideline"
 Kind = Literal[
     "integer", "number", "duration", "enum", "boolean", "string", "names", "map", "object", "any"
