@@ -106,6 +106,11 @@ class Keys:
         was bound to (see :data:`tideline.predlog.BIND`)."""
         return f"{self.prefix}:log-claim:{pred_id}"
 
+    def cursors(self, reader: str) -> str:
+        """Hash: server process -> the next entry of its prediction log a reader that gives
+        default labels (the monitor) reads (see :mod:`tideline.pods.defaults`)."""
+        return f"{self.prefix}:cursors:{reader}"
+
     def taken(self, reader: str, part: str) -> str:
         """Set: the predictions (of one slice of time) a reader joined a label with."""
         return f"{self.prefix}:taken:{reader}:{part}"

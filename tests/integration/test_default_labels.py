@@ -9,8 +9,16 @@ import time
 import orjson
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, LoggedRequest, learn_until, manifest
+from tests.helpers import (
+    FRAUD_FEATURES,
+    LoggedRequest,
+    learn_until,
+    manifest,
+    monitor_for,
+    summary_of,
+)
 from tideline import predlog
+from tideline.contracts import Keys
 from tideline.demo.simulate import SyntheticStream
 from tideline.pods.learner import LearnerProcess
 from tideline.spec import parse
@@ -73,3 +81,39 @@ def test_clicks_and_defaults_each_prediction_learned_once_and_a_late_click_dead_
     while time.monotonic() < deadline:
         again.step(block_ms=20)
     assert again.counters["samples"] == 320 and again.counters["defaults"] == 288
+
+
+def test_the_monitor_scores_clicks_with_the_defaults_once_the_predictions_are_mature(r) -> None:
+    """Impressions not clicked yet do not read as accuracy: the clicks wait for their
+    predictions to be 'after' old, then count with the defaults of the rest."""
+    model = parse(manifest(learning=LEARNING))
+    mon = monitor_for(model, r)
+    mon.start()
+    k = Keys(model.namespace, model.name)
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=4).take(200)
+    # every answer says "no click" (0.2): right for the 180 not clicked, wrong for the clicks
+    logged = LoggedRequest(rows, scores=[0.2] * 200, revision=model.revision).write(r, k)
+    for pid in logged.ids[::10]:
+        r.xadd(k.feedback, {"data": orjson.dumps({"id": pid, "label": 1})})
+    mon.step(block_ms=20)
+    mon.step(block_ms=20)
+    early = summary_of(mon)["tracks"].get("stable", {})
+    assert early.get("labelled", 0) == 0, "20 clicks alone would read as 0 % accuracy"
+    assert mon.maturing.held == 20
+    deadline = time.monotonic() + AFTER + 5
+    while summary_of(mon)["tracks"].get("stable", {}).get("labelled", 0) < 200:
+        assert time.monotonic() < deadline, summary_of(mon)["tracks"]
+        mon.step(block_ms=50)
+    stable = summary_of(mon)["tracks"]["stable"]
+    assert stable["labelled"] == 200 and stable["accuracy"] == pytest.approx(0.9)
+    # a click 'after' the prediction's time changes nothing: its default was scored
+    r.xadd(k.feedback, {"data": orjson.dumps({"id": logged.ids[1], "label": 1})})
+    for _ in range(3):
+        mon.step(block_ms=50)
+    assert summary_of(mon)["tracks"]["stable"]["labelled"] == 200
+    # a restarted monitor scores nothing twice
+    again = monitor_for(model, r)
+    again.start()
+    for _ in range(int((AFTER + 3) / 0.05)):
+        again.step(block_ms=50)
+    assert summary_of(again)["tracks"].get("stable", {}).get("labelled", 0) == 0

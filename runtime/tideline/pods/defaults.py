@@ -39,6 +39,10 @@ DEFAULTS = "defaults"  # what runs and dead letters of default labels name as th
 READ_ENTRIES = 256  # log entries a read of one server's log takes at most
 READS = 8  # reads a call of issue() makes at most (the learner's turn goes on)
 START = "0-0"  # where a log no cursor names is read from: all of it
+DEFAULTS_EVERY = 0.2  # seconds of labels read between two looks for rows to give defaults
+# a label's time is the clock of the Redis (or Kafka) it came through: defaults wait this
+# much longer than spec.learning.labelDefault.after for labels that clocks put late
+CLOCK_SLACK = 2.0
 
 
 def next_id(entry_id: str) -> str:
@@ -65,22 +69,31 @@ def entry_name(at: float, instance: str, entry_id: str) -> str:
 class DefaultLabels:
     """The prediction log read for rows no label took ``after`` their time (see module)."""
 
-    def __init__(self, client: Any, keys: Keys, join: LogJoin, value: float, after: float) -> None:
+    def __init__(
+        self, client: Any, keys: Keys, join: LogJoin, value: Any, after: float, hold: bool = True
+    ) -> None:
         self.r = client
         self.keys = keys
         self.join = join
-        self.value = value  # the default as a target (Task.target)
+        self.value = value  # the default as the reader's labels are (a learner's: a target)
         self.after = after
+        # whether an entry's defaults stay open until done() (a learner: until learned and
+        # checkpointed); a reader that handles them at once (the monitor) says no
+        self.hold = hold
+        self._fresh = START  # where a log no cursor names is read from
         # each log's next entry to read, and the entries read whose defaults are not learned
         # yet (oldest first), with how many of their rows are not
         self._next: dict[str, str] = {}
         self._open: dict[str, collections.OrderedDict[str, int]] = {}
         self.issued = 0  # rows given the default (learned or still pending)
 
-    def start(self, state: dict[str, str] | None) -> None:
-        """From the checkpoint's cursors (None: every log from its start)."""
+    def start(self, state: dict[str, str] | None, fresh: str = START) -> None:
+        """From the checkpoint's cursors (None: none); a log they do not name from ``fresh``
+        (an entry id: every log from its start, or a reader that saw no label before some
+        time from then)."""
         self._next = dict(state or {})
         self._open = {}
+        self._fresh = fresh
 
     def state(self) -> dict[str, str]:
         """Where each log is to be read from after a restart: its oldest entry with a default
@@ -118,8 +131,8 @@ class DefaultLabels:
         todo = [
             instance
             for instance, last in live.items()
-            if instance not in self._next
-            or predlog.entry_order(self._next[instance])[0] <= min(last * 1000, until_ms)
+            if predlog.entry_order(self._next.get(instance, self._fresh))[0]
+            <= min(last * 1000, until_ms)
         ]
         out: list[Joined] = []
         for _ in range(READS):
@@ -127,7 +140,7 @@ class DefaultLabels:
                 break
             pipe = self.r.pipeline(transaction=False)
             for instance in todo:
-                pipe.xrange(self.keys.log(instance), self._next.get(instance, START), until_ms,
+                pipe.xrange(self.keys.log(instance), self._next.get(instance, self._fresh), until_ms,
                             count=READ_ENTRIES)  # fmt: skip
             more = []
             for instance, entries in zip(todo, pipe.execute(), strict=True):
@@ -182,6 +195,7 @@ class DefaultLabels:
                     marks=[(b, key) for _, key in mine],
                 )
             )
-        self._open.setdefault(instance, collections.OrderedDict())[entry_id] = len(free)
+        if self.hold:
+            self._open.setdefault(instance, collections.OrderedDict())[entry_id] = len(free)
         self.issued += len(free)
         return out

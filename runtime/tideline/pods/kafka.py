@@ -465,6 +465,7 @@ class KafkaFollower:
         self.samples = k.samples or ""
         self.feedback = k.feedback or ""
         self.group = f"{group_prefix(model)}.monitor"
+        self.new = True  # (as a learner's KafkaTopics: what the fetcher had)
         self._consumer: Any = None
         self._pending = False
 

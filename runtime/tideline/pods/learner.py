@@ -90,7 +90,7 @@ from tideline.contracts import (
 )
 from tideline.features import FeatureError
 from tideline.memory import MemoryUse, Probe
-from tideline.pods.defaults import DEFAULTS, DefaultLabels
+from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS, DEFAULTS_EVERY, DefaultLabels
 from tideline.pods.join import Joined, LogJoin, Mark
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import LearnerMetrics
@@ -122,10 +122,6 @@ READ_BYTES = 1 << 20  # a read of the source: about this many bytes of entries
 MIN_READ_ENTRIES, MAX_READ_ENTRIES = 16, 2000
 AWAIT_POLL_SECONDS = 0.5  # how often a learner waiting for the operator's StartWord asks
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0  # seconds between turns that fail, doubling
-DEFAULTS_EVERY = 0.2  # seconds of labels read between two looks for default labels
-# a label's time is the clock of the Redis (or Kafka) it came through: defaults wait this
-# much longer than spec.learning.labelDefault.after for labels that clocks put late
-CLOCK_SLACK = 2.0
 
 
 class OpenEntries:
@@ -211,7 +207,8 @@ class LearnerProcess:
             if default is not None
             else None
         )
-        self._read_from = clock()  # when the read that came back last was asked for, at most
+        self._read_from = time.time()  # when the read that came back last was asked for (the
+        # streams' own time, whatever clock the learner runs on)
         self._read_until: float | None = None  # every label that came before it is read
         self._defaults_at = -math.inf  # when defaults were last issued (by _read_until)
         self._marks: list[Mark] = []  # predictions joined and learned, marked at checkpoint
@@ -490,7 +487,7 @@ class LearnerProcess:
         # packed entries (13 MB) would keep the learner waiting for it instead.
         n = size = 0
         # (a reply may have been asked for at the previous read: Redis reads ahead)
-        asked, self._read_from = self._read_from, self.clock()
+        asked, self._read_from = self._read_from, time.time()
         count = self._read_count
         for stream, entries in self.source.read(count, block_ms):
             n += len(entries)

@@ -100,10 +100,12 @@ from tideline.monitoring.capacity import LogSize
 from tideline.monitoring.counters import Counted, ServerCounters
 from tideline.monitoring.driftsample import DriftSample, stable_rows
 from tideline.monitoring.judging import Judging, labelled_samples
+from tideline.monitoring.maturing import Maturing
 from tideline.monitoring.signals import DriftEvent, DriftSignals
 from tideline.monitoring.summary import Throughput, health
-from tideline.monitoring.tracks import Scored, Tracks, labelled
+from tideline.monitoring.tracks import Labelled, Scored, Tracks, labelled
 from tideline.pods import faults
+from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS_EVERY, DefaultLabels
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import MonitorMetrics
@@ -126,6 +128,8 @@ GROUP = "monitor"
 # log entries a read takes: small enough that a read's rows, typed values and scores stay in
 # the processor's caches (5,000 entries of 64 rows read 15-20 % slower per prediction)
 LOG_READ = 256
+LABEL_READ = 5000  # label entries a read takes at most
+MATURING_ROWS = 200_000  # labelled rows held until their predictions are mature, at most
 VERSIONS_EVERY = 0.25  # seconds between two looks at the pointers for a version to judge
 FAILED_WAIT = 2.0  # seconds at most between failed turns: 30 in a row take about a minute
 
@@ -155,7 +159,22 @@ class Monitor:
         self.window = window
         self.task = Task.of(self.spec.model)
         # the log is in real time (stream ids), whatever clock the analysis runs on
-        self.join = LogJoin(client, self.keys, self.spec.learning.labelWindow, GROUP)
+        default = self.spec.learning.labelDefault
+        self.join = LogJoin(client, self.keys, self.spec.learning.labelWindow, GROUP,
+                            default_after=default.after if default else None)  # fmt: skip
+        # labelDefault: the predictions no label came for are scored with the default, and a
+        # label is scored only once its prediction is mature (labelled, or past 'after' with
+        # none): impressions not clicked yet do not read as accuracy
+        self.defaults = (
+            DefaultLabels(client, self.keys, self.join, default.value, default.after, hold=False)
+            if default is not None
+            else None
+        )
+        self.maturing: Maturing[Labelled] = Maturing(default.after if default else 0.0,
+                                                     MATURING_ROWS)  # fmt: skip
+        self._read_from = time.time()  # (real time: the streams' ids)
+        self._read_until: float | None = None
+        self._defaults_at = -math.inf
         self.labels = self._follower()  # the labels: Redis streams or Kafka topics
         # each track's and version's predictions and quality
         self.answers = Tracks(self.task, window)
@@ -214,6 +233,10 @@ class Monitor:
     def start(self) -> None:
         migrate_keys(self.r, self.keys)
         self.labels.start()
+        if self.defaults is not None:  # (logs it had not read: from now on, as its labels)
+            cursors = self.r.hgetall(self.keys.cursors(GROUP))
+            self.defaults.start({k.decode(): v.decode() for k, v in cursors.items()},
+                                fresh=f"{int(time.time() * 1000)}-0")  # fmt: skip
         # Labels find their predictions in Redis (LogJoin): nothing of the log is read
         # again at start; traffic is followed from now on.
         self._log_start = f"{int(self.clock() * 1000)}-0"
@@ -322,19 +345,35 @@ class Monitor:
         if scores is not None:
             self._log_events(self.drift.predictions(scores, self.clock()))
 
+    def _issue_defaults(self) -> list[Joined]:
+        """The predictions no label came for, up to ``after`` before every label was read
+        (:class:`DefaultLabels`; a look every ``DEFAULTS_EVERY`` seconds of labels read)."""
+        until = self._read_until
+        if self.defaults is None or until is None or until - self._defaults_at < DEFAULTS_EVERY:
+            return []
+        self._defaults_at = until
+        return self.defaults.issue(until - CLOCK_SLACK)
+
     def _on_label(self, j: Joined) -> None:
-        """Labels of one logged request (:func:`tideline.monitoring.tracks.labelled`): its tracks' and
-        versions' quality, the concept detector (in prediction order), the evidence the
-        guardrails judge."""
+        """Labels of one logged request (:func:`tideline.monitoring.tracks.labelled`), once its
+        prediction is mature (:class:`Maturing`): its tracks' and versions' quality, the
+        concept detector (in prediction order), the evidence the guardrails judge."""
         got = labelled(self.task, j.entry, j.rows, j.labels, j.received)
         if got.bad:
             self.metrics.bad_log_entries.inc(got.bad)
         if not got.scored:
             return
+        until = None if self._read_until is None else self._read_until - CLOCK_SLACK
+        early = self.defaults is not None and not self.maturing.ripe(j.ts, until)
+        if early and self.maturing.hold(got, j.ts, len(got.y)):
+            return  # (scored when it is mature; at once when there is no room)
+        self._on_labelled(got, j.ts)
+
+    def _on_labelled(self, got: Labelled, ts: float) -> None:
         self._counts["labels"] += len(got.y)
-        self.judging.feedback(got, j.ts)
+        self.judging.feedback(got, ts)
         for scored in got.scored:
-            self._score(scored, j.ts)
+            self._score(scored, ts)
 
     def _score(self, s: Scored, ts: float) -> None:
         """Labelled answers on their track and version; the stable track's errors to concept
@@ -344,7 +383,10 @@ class Monitor:
             self.drift.errors(s.p, s.y, ts, (s.revision, s.version), s.received, t.quality.labels)
 
     def _read_labels(self, block_ms: int) -> None:
-        for stream, entries in self.labels.read(5000, block_ms):
+        asked, self._read_from = self._read_from, time.time()
+        n = 0
+        for stream, entries in self.labels.read(LABEL_READ, block_ms):
+            n += len(entries)
             if stream == self.labels.feedback:
                 for entry_id, fields in entries:
                     try:  # what is not a label the learner dead-letters
@@ -357,14 +399,27 @@ class Monitor:
                             self.join.add(name, f.id, f.label, received)
             else:
                 self._on_samples(entries)
+        if n < LABEL_READ and self.labels.new:  # every label before it was asked is read
+            self._read_until = asked
         joined = self.join.resolve()
+        defaults = self._issue_defaults()
         for j in joined:
             self._on_label(j)
+        for j in defaults:
+            self._on_label(j)
+        if self._read_until is not None:
+            for got, ts in self.maturing.mature(self._read_until - CLOCK_SLACK):
+                self._on_labelled(got, ts)
         self._log_events(self.drift.release(self.clock()))
         self.join.take_rejected()  # the learner dead-letters them
         pipe = self.r.pipeline(transaction=False)
-        marks = [m for j in joined for m in j.marks]
+        marks = [m for j in joined + defaults for m in j.marks]
         self.join.commit(pipe, marks)
+        if defaults:
+            assert self.defaults is not None
+            cursors = self.keys.cursors(GROUP)
+            pipe.hset(cursors, mapping=self.defaults.state())
+            pipe.expire(cursors, int(self.join.retention) + 60)
         self.labels.ack(pipe)
         pipe.execute()
         self.labels.acked()

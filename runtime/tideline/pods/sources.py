@@ -381,6 +381,7 @@ class Follower(Protocol):
 
     samples: str
     feedback: str
+    new: bool  # the last read was of entries not read before (see LabelSource.new)
 
     def start(self) -> None: ...
 
@@ -413,6 +414,7 @@ class RedisFollower:
         self.group = group
         self.samples = keys.samples
         self.feedback = keys.feedback
+        self.new = False
         self._read: dict[str, list[bytes]] = {}
         self._newest: dict[str, str] = {}
         # own pending entries first (after a restart), from these ids; then new ones
@@ -431,12 +433,14 @@ class RedisFollower:
 
     def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
         self._read = {}
+        self.new = False
         try:
             if self._history is not None:
                 out = self._read_history(count, self._history)
                 if out:
                     return out
                 self._history = None  # what was pending is handled: new entries from now on
+            self.new = True
             resp = self.r.xreadgroup(
                 self.group, self.group, {self.feedback: ">", self.samples: ">"},
                 count=count, block=block_ms or None,  # (BLOCK 0 would wait for ever)
