@@ -586,7 +586,8 @@ class LabelDefault:
                              "default (at most labelWindow)", 0.001, 30 * 86400)  # fmt: skip
 
 
-LateLabel = Literal["ignore", "correct"]
+# ("correct", learning a late label as a correction of its default, is to come)
+LateLabel = Literal["ignore"]
 
 
 @dataclass(frozen=True)
@@ -611,7 +612,7 @@ class LearningSpec:
         "ignore",
         get_args(LateLabel),
         "A label that comes after its prediction's default was learned: dead-lettered "
-        "(after-default), or learned as a correction of the default",
+        "(after-default)",
     )
 
 

@@ -454,4 +454,5 @@ def test_a_label_default_waits_at_most_the_label_window_and_changes_the_revision
     assert parse(manifest(learning={"lateLabel": "ignore"})).revision == plain.revision
     defaulted = parse(manifest(learning={"labelDefault": {"value": 0, "after": "10m"}}))
     assert defaulted.revision != plain.revision, "other labels are other data"
-    assert parse(manifest(learning={"lateLabel": "correct"})).revision != plain.revision
+    with pytest.raises(SpecError, match=r"spec\.learning\.lateLabel: must be one of ignore"):
+        parse(manifest(learning={"lateLabel": "correct"}))
