@@ -61,6 +61,7 @@ from tideline.demo.cluster import ProcessCluster
 from tideline.demo.embedded import EmbeddedKafka, EmbeddedRedis
 from tideline.demo.simulate import SyntheticStream
 from tideline.spec import OnlineModel, parse
+from tideline.tasks import Task
 
 TICK = 0.02
 ROWS_PER_REQUEST = 32
@@ -113,6 +114,17 @@ class Simulator:
             same_difficulty=True, classes=len(self.classes or ()),
         )  # fmt: skip
         self.rng = np.random.default_rng(seed)
+        # clicks only (spec.learning.labelDefault): a label equal to the default is never
+        # sent (an impression not clicked sends nothing), the others come after a delay
+        # drawn as clicks' and conversions' are, most well within 'after' and a few past it
+        default = model.spec.learning.labelDefault
+        self.default = (
+            self._labels(np.array([Task.of(model.spec.model).target(default.value)]))[0]
+            if default is not None
+            else None
+        )
+        self.click_delay = default.after / 8 if default is not None else 0.0
+        self.not_sent = 0  # labels left for the default
         self.rate = rate
         self.name = model.name
         self.sent = self.predictions = self.labels_sent = self.errors = 0
@@ -176,7 +188,10 @@ class Simulator:
             for track in tracks if isinstance(tracks, list) else [tracks] * len(rows):
                 self.tracks[track] = self.tracks.get(track, 0) + 1
             for pid, label in zip(out["ids"], labels, strict=True):
-                delay = float(self.rng.uniform(0.3, 2.5))  # late, and out of order
+                if label == self.default:
+                    self.not_sent += 1
+                    continue
+                delay = self._delay()
                 heapq.heappush(self.due, (now + delay, self._n, {"id": pid, "label": label}))
                 self._n += 1
         ready: list[dict[str, Any]] = []
@@ -190,6 +205,13 @@ class Simulator:
                 self.labels_sent += len(ready)
             else:
                 self._failed("feedback", status)
+
+    def _delay(self) -> float:
+        """When a label comes after its prediction: 0.3-2.5 s, out of order; clicks only,
+        log-normal with its median at an eighth of 'after' (about 2 % past 'after')."""
+        if self.default is None:
+            return float(self.rng.uniform(0.3, 2.5))
+        return float(self.click_delay * self.rng.lognormal(0.0, 1.0))
 
     def _labels(self, y: np.ndarray) -> list[Any]:
         """Labels as a client sends them: numbers, or a multiclass model's class names."""
@@ -300,6 +322,10 @@ def _restarts(counts: dict[str, int]) -> str:
     n = sum(counts.values())
     by = ", ".join(f"{name} {k}" for name, k in sorted(counts.items()))
     return f"{n} process restart{'s' if n > 1 else ''} ({by})"
+
+
+def _unsent(n: int) -> str:
+    return f" ({n:,} not sent: learned with spec.learning.labelDefault)" if n else ""
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -440,6 +466,7 @@ def _run(
             "predictions_served": sim.predictions,
             "predictions_by_track": sim.tracks,
             "labels_sent": sim.labels_sent,
+            "labels_left_for_the_default": sim.not_sent,  # (clicks only: labelDefault)
             "samples_learned": samples,
             "versions_published": versions,
             "drift_events": len(detected),  # concept, features, predictions going over
@@ -595,7 +622,8 @@ class _LiveView:
             self._live = None
         print(
             f"\n{s['predictions_served']} predictions served over HTTP ({s['predictions_by_track']}), "
-            f"{s['labels_sent']} labels sent late through feedback, {s['samples_learned']} samples "
+            f"{s['labels_sent']} labels sent late through feedback"
+            f"{_unsent(s['labels_left_for_the_default'])}, {s['samples_learned']} samples "
             f"learned, {s['versions_published']} versions published; {s['concept_drift_events']} "
             f"concept-drift events, {s['rollbacks']} rollbacks {s['rollbacks_by_reason'] or ''}, "
             f"{s['promotions']} promotions, {s['aborts']} aborted canaries; "

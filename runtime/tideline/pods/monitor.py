@@ -175,6 +175,10 @@ class Monitor:
         self._read_from = time.time()  # (real time: the streams' ids)
         self._read_until: float | None = None
         self._defaults_at = -math.inf
+        # the predictions up to this time (real) have their outcomes: labelled, or defaults
+        # given; a label of a later one waits (a label and the defaults of its time reach the
+        # detectors together, in prediction order)
+        self._mature_to: float | None = None
         self.labels = self._follower()  # the labels: Redis streams or Kafka topics
         # each track's and version's predictions and quality
         self.answers = Tracks(self.task, window)
@@ -352,7 +356,9 @@ class Monitor:
         if self.defaults is None or until is None or until - self._defaults_at < DEFAULTS_EVERY:
             return []
         self._defaults_at = until
-        return self.defaults.issue(until - CLOCK_SLACK)
+        joined = self.defaults.issue(until - CLOCK_SLACK)
+        self._mature_to = until - CLOCK_SLACK
+        return joined
 
     def _on_label(self, j: Joined) -> None:
         """Labels of one logged request (:func:`tideline.monitoring.tracks.labelled`), once its
@@ -363,8 +369,7 @@ class Monitor:
             self.metrics.bad_log_entries.inc(got.bad)
         if not got.scored:
             return
-        until = None if self._read_until is None else self._read_until - CLOCK_SLACK
-        early = self.defaults is not None and not self.maturing.ripe(j.ts, until)
+        early = self.defaults is not None and not self.maturing.ripe(j.ts, self._mature_to)
         if early and self.maturing.hold(got, j.ts, len(got.y)):
             return  # (scored when it is mature; at once when there is no room)
         self._on_labelled(got, j.ts)
@@ -407,8 +412,8 @@ class Monitor:
             self._on_label(j)
         for j in defaults:
             self._on_label(j)
-        if self._read_until is not None:
-            for got, ts in self.maturing.mature(self._read_until - CLOCK_SLACK):
+        if self._mature_to is not None:
+            for got, ts in self.maturing.mature(self._mature_to):
                 self._on_labelled(got, ts)
         self._log_events(self.drift.release(self.clock()))
         self.join.take_rejected()  # the learner dead-letters them
