@@ -244,6 +244,17 @@ class LabelLag(_Struct):
     p95: float
 
 
+class Maturity(_Sparse):
+    """With ``spec.learning.labelDefault``: how far the predictions have their outcomes
+    (labelled, or the default given ``after`` their time): a label of a later one waits."""
+
+    after: float = 0.0  # seconds a prediction waits for its label before the default
+    to: float | None = None  # the predictions made up to this time are mature (None: none yet)
+    lag_seconds: float | None = None  # now - to: after, and how far behind the labels' reading is
+    held: int = 0  # labelled rows waiting for their predictions to be mature
+    early: int = 0  # rows scored before they were mature, for want of room to hold them
+
+
 class LogCapacity(_Sparse):
     """What the prediction log needs in Redis at this rate, and what Redis has.
 
@@ -296,6 +307,7 @@ class Health(_Struct):
     versions: dict[str, VersionHealth] = {}  # "revision:version" -> its quality
     drift: Drift = msgspec.field(default_factory=Drift)
     label_lag: LabelLag | None = None
+    maturity: Maturity | None = None
     throughput: dict[str, float] = {}
     quality: Quality | None = None
     log: LogCapacity | None = None

@@ -106,6 +106,9 @@ def test_the_monitor_scores_clicks_with_the_defaults_once_the_predictions_are_ma
         mon.step(block_ms=50)
     stable = summary_of(mon)["tracks"]["stable"]
     assert stable["labelled"] == 200 and stable["accuracy"] == pytest.approx(0.9)
+    maturity = summary_of(mon)["maturity"]
+    assert maturity["after"] == AFTER and "held" not in maturity and "early" not in maturity  # (0s)
+    assert AFTER < maturity["lagSeconds"] < AFTER + 5
     # a click 'after' the prediction's time changes nothing: its default was scored
     r.xadd(k.feedback, {"data": orjson.dumps({"id": logged.ids[1], "label": 1})})
     for _ in range(3):

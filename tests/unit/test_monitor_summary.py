@@ -101,12 +101,14 @@ def test_the_summary_s_shape_is_the_one_the_operator_reads() -> None:
     lags.add(10.0, [11.0, 12.0, 13.0])
     log = h.LogCapacity(rate=5.0, window=600.0, held=1e6, used=2e6)
     quality = h.Quality(window=7, source="samples")
+    maturity = h.Maturity(after=30.0, to=5.0, lag_seconds=15.0, held=3)
     s = health("ns/fraud", 20.0, _tracks(REGRESSION, {"stable": 5}, [STABLE]), {},
-               drift=drift, label_lag=lags.summary(), throughput={"predictions": 2.5},
-               quality=quality, log=log)  # fmt: skip
+               drift=drift, label_lag=lags.summary(), maturity=maturity,
+               throughput={"predictions": 2.5}, quality=quality, log=log)  # fmt: skip
     wire = _wire(s)
-    assert list(wire) == ["ts", "model", "tracks", "versions", "drift", "labelLag",
+    assert list(wire) == ["ts", "model", "tracks", "versions", "drift", "labelLag", "maturity",
                           "throughput", "quality", "log"]  # fmt: skip
+    assert wire["maturity"] == {"after": 30.0, "to": 5.0, "lagSeconds": 15.0, "held": 3}
     assert wire["drift"] == _wire(h.Health(ts=0.0, drift=drift))["drift"]
     assert wire["labelLag"] == {"p50": 2.0, "p95": pytest.approx(2.9)}
     assert wire["throughput"] == {"predictions": 2.5}

@@ -407,6 +407,12 @@ class MonitorMetrics:
             "tideline_label_lag_seconds",
             "Median delay of labels",
         )
+        self.maturity_lag = Gauge(
+            "tideline_monitor_maturity_lag_seconds",
+            "How long ago the newest prediction with its outcome (a label, or the default of "
+            "spec.learning.labelDefault) was made: after, and how far the labels' reading is behind",
+            registry=registry,
+        )
         self.bad_log_entries = Counter(
             "tideline_monitor_bad_log_entries",
             "Prediction-log entries that could not be read",

@@ -543,12 +543,21 @@ class Monitor:
             servers,
             drift=self.drift.summary(),
             label_lag=self.judging.lags.summary(),
+            maturity=self._maturity(),
             throughput=self.throughput.rates,
             quality=self.candidates.quality(
                 self._labelled(), feedback=self.judging.by_feedback(self.clock())
             ),
             log=self.log_size.capacity,
         )
+
+    def _maturity(self) -> h.Maturity | None:
+        """How far the predictions have their outcomes (with labelDefault only)."""
+        if self.defaults is None:
+            return None
+        m, to = self.maturing, self._mature_to
+        lag = None if to is None else max(0.0, time.time() - to)
+        return h.Maturity(after=m.after, to=to, lag_seconds=lag, held=m.held, early=m.overflow)
 
     # -- evidence ------------------------------------------------------------------------------
     def _labelled(self) -> dict[Key, int]:
@@ -671,6 +680,8 @@ class Monitor:
         m.drift_detected.labels(kind="concept").set(float(s.drift.concept.detected))
         if s.label_lag:
             m.label_lag.set(s.label_lag.p50)
+        if s.maturity is not None and s.maturity.lag_seconds is not None:
+            m.maturity_lag.set(s.maturity.lag_seconds)
 
     # -- loop ------------------------------------------------------------------------------------
     def step(self, block_ms: int = 200) -> None:
