@@ -57,11 +57,16 @@ class _Sparse(_Struct, omit_defaults=True):
 
 class _Metrics(_Sparse):
     """Quality on labels (see :func:`tideline.evaluate.scores`): accuracy, log loss and
-    calibration (binary; multiclass: of the top class), or MAE and RMSE (regression)."""
+    calibration (binary; multiclass: of the top class), or MAE and RMSE (regression); a
+    binary model's AUC (with both classes in the window) and the mean predicted probability
+    against the share of positive labels."""
 
     accuracy: float | None = None
     logloss: float | None = None
     calibration: float | None = None
+    auc: float | None = None
+    mean_predicted: float | None = None
+    mean_observed: float | None = None
     mae: float | None = None
     rmse: float | None = None
 

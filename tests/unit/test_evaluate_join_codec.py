@@ -104,3 +104,16 @@ def test_every_key_of_a_model_is_in_one_redis_cluster_slot() -> None:
     assert len({key_slot(key.encode()) for key in keys}) == 1
     other = Keys("risk", "ads")
     assert key_slot(other.samples.encode()) != key_slot(k.samples.encode())  # models spread
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_is_scikit_learns_on_scores_with_ties_and_the_means_are_the_rates(seed: int) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random(2000) < 0.03).astype(float)  # a click-through rate of 3 %
+    p = np.round(np.clip(0.03 + 0.2 * y + rng.normal(0, 0.05, 2000), 0, 1), 2)  # (ties)
+    s = scores("binary", p, y)
+    assert s["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert (s["mean_predicted"], s["mean_observed"]) == (pytest.approx(p.mean()), y.mean())
+    assert "auc" not in scores("binary", p, np.zeros(2000)), "one class: no AUC"

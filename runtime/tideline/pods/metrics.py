@@ -352,6 +352,20 @@ class MonitorMetrics:
             "Log-loss on delayed labels",
             ("track",),
         )
+        self.auc = Gauge("tideline_monitor_auc", "AUC on delayed labels (binary, rolling window)",
+                         ["track"], registry=registry)  # fmt: skip
+        self.mean_predicted = Gauge(
+            "tideline_monitor_mean_predicted",
+            "Mean predicted probability on the labelled window (binary): the predicted rate",
+            ["track"],
+            registry=registry,
+        )
+        self.mean_observed = Gauge(
+            "tideline_monitor_mean_observed",
+            "Share of positive labels on the labelled window (binary): the observed rate",
+            ["track"],
+            registry=registry,
+        )
         self.rmse = both(
             Gauge,
             "rmse",

@@ -669,6 +669,10 @@ class Monitor:
                 m.accuracy.labels(track=name).set(t.accuracy)
             if t.logloss is not None:
                 m.logloss.labels(track=name).set(t.logloss)
+            for gauge, value in ((m.auc, t.auc), (m.mean_predicted, t.mean_predicted),
+                                 (m.mean_observed, t.mean_observed)):  # fmt: skip
+                if value is not None:
+                    gauge.labels(track=name).set(value)
             if t.rmse is not None:
                 m.rmse.labels(track=name).set(t.rmse)
             m.labelled.labels(track=name).set(t.labelled)
