@@ -1,0 +1,201 @@
+"""Clicks only: what ``spec.learning.labelDefault`` buys, and what it costs.
+
+On an embedded redis-server, in this process (the learner's own class, no HTTP):
+
+* **calibration**: ``--n`` (100,000) predictions logged as servers log them (64 rows an
+  entry, three servers) from a stream with a known click-through rate (``--ctr``: 1, 3
+  and 5 %: a logistic model of 8 numeric features, its bias set for the rate), and a
+  click sent for each positive within ``after``; nothing for the rest. One learner with
+  ``labelDefault: {value: 0, after: 2s}``, one without (what the same stream gives today:
+  the clicks alone), side by side (``sgd``, batches of 64). Reported: each learner's mean
+  predicted probability on 20,000 fresh rows against the true rate there, and the
+  relative error (the issue's goal: within 10 % with the default).
+* **cost**: the defaults issued a second - :meth:`DefaultLabels.issue` alone over the same
+  log (read, marks asked, rows given the default; nothing learned) and the learner from
+  its first default learned to its last (issuing and learning) - next to the rate the
+  same log was written at here (``predlog.encode`` and a pipelined ``XADD``: what a
+  server's log writer sends; bench/ingest.py measures a whole server process).
+
+Run with ``python bench/defaults.py`` (about a minute); ``PYTHONPATH=<other
+checkout>/runtime`` measures another version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import time
+
+import numpy as np
+import orjson
+
+from tideline import predlog
+from tideline.contracts import Keys
+from tideline.demo.embedded import EmbeddedRedis
+from tideline.pods.defaults import DefaultLabels
+from tideline.pods.join import LogJoin
+from tideline.pods.learner import LearnerProcess
+from tideline.spec import parse
+
+FEATURES = [f"x{i}" for i in range(8)]
+AFTER = 2.0
+HOLDOUT = 20_000
+SERVERS = [os.urandom(predlog.INSTANCE_HEX // 2).hex() for _ in range(3)]
+
+
+def manifest(name: str, default: bool) -> dict:
+    learning: dict = {"batchSize": 64, "maxBatchDelay": "20ms", "publishEvery": 1_000_000,
+                      "labelWindow": "10m", "replay": {"size": 0, "fraction": 0.0}}  # fmt: skip
+    if default:
+        learning["labelDefault"] = {"value": 0, "after": f"{AFTER}s"}
+    return {
+        "apiVersion": "tideline.dev/v1alpha1",
+        "kind": "OnlineModel",
+        "metadata": {"name": name, "namespace": "bench"},
+        "spec": {
+            "model": {
+                "task": "binary",
+                "algorithm": "sgd",
+                "features": [{"name": f, "type": "numeric"} for f in FEATURES],
+            },  # fmt: skip
+            "learning": learning,
+        },
+    }
+
+
+class Stream:
+    """Rows of a logistic model whose positives are ``ctr`` of the rows, as near as a bias
+    makes them."""
+
+    def __init__(self, ctr: float, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.w = self.rng.normal(0, 0.8, len(FEATURES))
+        z = self.rng.normal(size=(50_000, len(FEATURES))) @ self.w
+        lo, hi = -20.0, 5.0  # the bias whose mean probability is ctr (bisection)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if np.mean(1 / (1 + np.exp(-(z + mid)))) < ctr else (lo, mid)
+        self.b = (lo + hi) / 2
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        X = self.rng.normal(size=(n, len(FEATURES)))
+        p = 1 / (1 + np.exp(-(X @ self.w + self.b)))
+        return X, p, (self.rng.random(n) < p).astype(float)
+
+
+def log(r, keys: Keys, X: np.ndarray, now: float | None = None, seq: int = 0):  # type: ignore[no-untyped-def]  # fmt: skip
+    """The rows logged as three servers log them, 64 an entry, at ``now``: their ids, and
+    the seconds it took (encoding and XADD)."""
+    now = time.time() if now is None else now
+    ids: list[str] = []
+    start = time.perf_counter()
+    pipe = r.pipeline(transaction=False)
+    for k, at in enumerate(range(0, len(X), 64), start=seq):
+        rows = [dict(zip(FEATURES, x, strict=True)) for x in X[at : at + 64].tolist()]
+        instance, entry = SERVERS[k % 3], f"{int(now * 1000)}-{k}"
+        secret = os.urandom(predlog.SECRET_HEX // 2).hex()
+        meta = predlog.Meta(secret=secret, models={"stable": ("bench", 0)})
+        fields = predlog.encode([meta], [orjson.dumps([0.5] * len(rows))],
+                                [orjson.dumps({"instances": rows})])  # fmt: skip
+        pipe.xadd(keys.log(instance), fields, id=entry)
+        pipe.zadd(keys.logs, {instance: now})
+        prefix = predlog.id_prefix(instance, entry, 0, secret)
+        ids += [f"{prefix}{i}" for i in range(len(rows))]
+        if k % 100 == 99:
+            pipe.execute()
+    pipe.execute()
+    return ids, time.perf_counter() - start
+
+
+def run(r, name: str, stream: Stream, n: int, rate: float):  # type: ignore[no-untyped-def]
+    """The stream at ``rate`` predictions/s, its clicks ``after`` a log-normal delay (median
+    an eighth of ``after``), to two learners of one model's logs and labels: with the
+    default and without. Each learner when the stream ends (a live model), the defaults
+    learned and the seconds the log's writing took."""
+    learners = [
+        LearnerProcess(parse(manifest(name, default)), r, checkpoint_seconds=1.0)
+        for default in (True, False)
+    ]
+    for p in learners:
+        p.start()
+    keys = learners[0].keys
+    rng = np.random.default_rng(1)
+    due: list[tuple[float, str]] = []
+    sent = seq = 0
+    wrote = 0.0
+    start = time.time()
+    while sent < n:
+        now = time.time()
+        k = min(n - sent, int((now - start) * rate) - sent)
+        if k >= 64:
+            X, _, y = stream.take(k)
+            ids, took = log(r, keys, X, now, seq)
+            wrote += took
+            seq += len(ids) // 64 + 1
+            sent += k
+            for pid, label in zip(ids, y.tolist(), strict=True):
+                if label:
+                    heapq.heappush(due, (now + AFTER / 8 * float(rng.lognormal()), pid))
+        pipe = r.pipeline(transaction=False)
+        while due and due[0][0] <= now:
+            pipe.xadd(keys.feedback, {"data": orjson.dumps({"id": heapq.heappop(due)[1],
+                                                            "label": 1})})  # fmt: skip
+        pipe.execute()
+        for p in learners:
+            p.step(block_ms=1)
+    for p in learners:
+        p.flush()
+    return learners, wrote
+
+
+def issue_alone(r, n: int) -> float:  # type: ignore[no-untyped-def]
+    """Defaults/s of :meth:`DefaultLabels.issue` over a log of ``n`` rows, nothing learned."""
+    model = parse(manifest("issue", True))
+    keys = Keys(model.namespace, model.name)
+    log(r, keys, np.random.default_rng(0).normal(size=(n, len(FEATURES))))
+    join = LogJoin(r, keys, 600.0, "bench", default_after=AFTER)
+    d = DefaultLabels(r, keys, join, 0.0, AFTER)
+    d.start(None)
+    until = time.time() + AFTER + 1
+    start = time.perf_counter()
+    while d.issued < n:
+        d.issue(until)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--ctr", type=float, nargs="+", default=[0.01, 0.03, 0.05])
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rate", type=float, default=5000.0, help="predictions a second")
+    args = ap.parse_args()
+    redis = EmbeddedRedis().start()
+    try:
+        r = redis.client()
+        print(f"clicks only, {args.n:,} predictions at {args.rate:,.0f}/s, labelDefault after "
+              f"{AFTER:g}s; each learner as the stream ends\n")  # fmt: skip
+        print("| true CTR | with labelDefault: predicted | error | clicks alone: predicted "
+              "| error | defaults learned | log written rows/s |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
+        for i, ctr in enumerate(args.ctr):
+            stream = Stream(ctr, args.seed + i)
+            (with_default, clicks_alone), wrote = run(r, f"m{i}", stream, args.n, args.rate)
+            Xh, ph, _ = stream.take(HOLDOUT)
+            truth = float(ph.mean())
+            row = [f"{truth:.4f}"]
+            for p in (with_default, clicks_alone):
+                predicted = float(np.mean(p.learner.predict_many(Xh)))
+                row += [f"{predicted:.4f}", f"{(predicted - truth) / truth:+.1%}"]
+                p.source.close()
+            row += [f"{with_default.counters.get('defaults', 0):,}", f"{args.n / wrote:,.0f}"]
+            print("| " + " | ".join(row) + " |", flush=True)
+        print(f"\nDefaultLabels.issue alone (nothing learned): {issue_alone(r, args.n):,.0f} "
+              "defaults/s")  # fmt: skip
+    finally:
+        redis.stop()
+
+
+if __name__ == "__main__":
+    main()
