@@ -64,10 +64,12 @@ def test_clicks_and_defaults_each_prediction_learned_once_and_a_late_click_dead_
     for pid in clicked:
         _click(r, p, pid)
     started = time.monotonic()
-    learn_until(p, lambda: p.counters["samples"] >= len(clicked), timeout=AFTER)
-    assert p.counters.get("defaults", 0) == 0, "no default before 'after'"
+    # the clicks wait for their predictions to be 'after' old: then they are learned with
+    # the defaults of their time, in prediction-time order
+    learn_until(p, lambda: p.maturing.held == len(clicked), timeout=AFTER)
+    assert p.counters["samples"] == 0 and p.counters.get("defaults", 0) == 0
     learn_until(p, lambda: p.counters["samples"] >= 320, timeout=30)
-    assert time.monotonic() - started >= AFTER
+    assert time.monotonic() - started >= AFTER and p.maturing.held == 0
     c = p.counters
     assert (c["samples"], c["defaults"], c["label_sum"]) == (320, 288, 32.0)
     # a click 'after' its prediction's time: its default was learned; the click is not

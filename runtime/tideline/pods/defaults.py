@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -143,24 +144,23 @@ class DefaultLabels:
                 pipe.xrange(self.keys.log(instance), self._next.get(instance, self._fresh), until_ms,
                             count=READ_ENTRIES)  # fmt: skip
             more = []
+            read: list[_Read] = []
             for instance, entries in zip(todo, pipe.execute(), strict=True):
-                for entry_id, fields in entries:
-                    out += self._entry(instance, entry_id.decode(), fields)
+                read += [self._entry(instance, eid.decode(), fields) for eid, fields in entries]
                 if len(entries) == READ_ENTRIES:
                     more.append(instance)
+            out += self._free(read)
             todo = more
         return out
 
-    def _entry(self, instance: str, entry_id: str, fields: dict[bytes, bytes]) -> list[Joined]:
-        """The rows of a logged entry no label took, as joined with the default label."""
+    def _entry(self, instance: str, entry_id: str, fields: dict[bytes, bytes]) -> _Read:
+        """A logged entry's requests and their rows' keys (the rows a label may take)."""
         self._next[instance] = next_id(entry_id)
+        read = _Read(instance, entry_id, predlog.entry_seconds(entry_id))
         try:
             batch = predlog.decode(fields)
         except ValueError:
-            return []  # not an entry a server wrote (the join says so of its labels)
-        ts = predlog.entry_seconds(entry_id)
-        requests: list[tuple[predlog.Entry, list[int], list[str]]] = []
-        keys: list[str] = []
+            return read  # not an entry a server wrote (the join says so of its labels)
         for k in range(len(batch)):
             e = batch.request(k)
             try:
@@ -169,33 +169,52 @@ class DefaultLabels:
                 continue
             cut = set(e.meta.cut or ())
             rows = [i for i in range(n) if i not in cut]  # (a row not logged takes no label)
-            names = [f"{instance} {entry_id} {k} {i}" for i in rows]
-            requests.append((e, rows, names))
-            keys += names
-        if not keys:
-            return []
-        b = self.join.mark_of(ts, "")[0]
-        free = {key for _, key in self.join.free({b: keys})}
-        if not free:
-            return []
+            read.requests.append((e, rows, [f"{instance} {entry_id} {k} {i}" for i in rows]))
+        return read
+
+    def _free(self, read: list[_Read]) -> list[Joined]:
+        """The rows of the entries read that no label took (asked at once: one round trip),
+        as joined with the default label."""
+        marks: dict[int, list[str]] = {}
+        for entry in read:
+            b = self.join.mark_of(entry.ts, "")[0]
+            marks.setdefault(b, []).extend(key for _, _, keys in entry.requests for key in keys)
+        free = {key for _, key in self.join.free(marks)}
         out: list[Joined] = []
-        name = entry_name(ts + self.after, instance, entry_id)
-        for e, rows, names in requests:
-            mine = [(i, key) for i, key in zip(rows, names, strict=True) if key in free]
-            if not mine:
-                continue
-            out.append(
-                Joined(
-                    entry=e,
-                    ts=ts,
-                    rows=[i for i, _ in mine],
-                    labels=[self.value] * len(mine),
-                    feedback_ids=[name] * len(mine),
-                    received=[ts + self.after] * len(mine),
-                    marks=[(b, key) for _, key in mine],
+        for entry in read:
+            b = self.join.mark_of(entry.ts, "")[0]
+            name = entry_name(entry.ts + self.after, entry.instance, entry.entry_id)
+            given = 0
+            for e, rows, keys in entry.requests:
+                mine = [(i, key) for i, key in zip(rows, keys, strict=True) if key in free]
+                if not mine:
+                    continue
+                given += len(mine)
+                out.append(
+                    Joined(
+                        entry=e,
+                        ts=entry.ts,
+                        rows=[i for i, _ in mine],
+                        labels=[self.value] * len(mine),
+                        feedback_ids=[name] * len(mine),
+                        received=[entry.ts + self.after] * len(mine),
+                        marks=[(b, key) for _, key in mine],
+                    )
                 )
-            )
-        if self.hold:
-            self._open.setdefault(instance, collections.OrderedDict())[entry_id] = len(free)
-        self.issued += len(free)
+            if given and self.hold:
+                self._open.setdefault(entry.instance, collections.OrderedDict())[entry.entry_id] = (
+                    given
+                )
+            self.issued += given
         return out
+
+
+@dataclass
+class _Read:
+    """A log entry as read: where it is, when its requests were made, and each request with
+    its rows and their keys."""
+
+    instance: str
+    entry_id: str
+    ts: float
+    requests: list[tuple[predlog.Entry, list[int], list[str]]] = field(default_factory=list)

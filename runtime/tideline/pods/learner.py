@@ -90,6 +90,7 @@ from tideline.contracts import (
 )
 from tideline.features import FeatureError
 from tideline.memory import MemoryUse, Probe
+from tideline.monitoring.maturing import Maturing
 from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS, DEFAULTS_EVERY, DefaultLabels
 from tideline.pods.join import Joined, LogJoin, Mark
 from tideline.pods.liveness import Liveness
@@ -112,6 +113,10 @@ from tideline.store import (
 from tideline.training import Run, Training
 
 log = logging.getLogger("tideline.learner")
+
+# a label held until its prediction is mature: its rows' features, labels and runs
+_Held = tuple[list[dict[str, Any]], list[float], list[Run]]
+MATURING_ROWS = 200_000  # labelled rows held so, at most (past it learned at once)
 
 CHECKPOINT_SECONDS = 1.0
 WARM_START_DIR = "/etc/tideline/warm-start"
@@ -211,6 +216,13 @@ class LearnerProcess:
         # streams' own time, whatever clock the learner runs on)
         self._read_until: float | None = None  # every label that came before it is read
         self._defaults_at = -math.inf  # when defaults were last issued (by _read_until)
+        # labelDefault: a label waits for its prediction to be 'after' old, then is learned
+        # with the defaults of its time (in prediction-time order: learned at once, the
+        # clicks of the last 'after' would have the model predict a rate well above the true
+        # one, bench/defaults.py)
+        self.maturing: Maturing[_Held] = Maturing(default.after if default else 0.0,
+                                                  MATURING_ROWS)  # fmt: skip
+        self._mature_to: float | None = None
         self._marks: list[Mark] = []  # predictions joined and learned, marked at checkpoint
         self.open_entries = OpenEntries()
         self._read_count = 128  # entries, then as many as make READ_BYTES
@@ -522,7 +534,11 @@ class LearnerProcess:
         if self.defaults is None or until is None or until - self._defaults_at < DEFAULTS_EVERY:
             return
         self._defaults_at = until
-        self._on_joined(self.defaults.issue(until - CLOCK_SLACK), DEFAULTS)
+        defaults = self.defaults.issue(until - CLOCK_SLACK)
+        self._mature_to = until - CLOCK_SLACK
+        for (rows, labels, runs), _ in self.maturing.mature(self._mature_to):
+            self._learn_rows(rows, labels, runs)
+        self._on_joined(defaults, DEFAULTS)
 
     def _on_samples(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """A read of ``samples``: its rows to the next mini-batches, what is refused to the
@@ -582,11 +598,21 @@ class LearnerProcess:
                     self._dead_letter(stream, fid.encode(), {b"id": key.encode()},
                                       f"invalid: the logged prediction cannot be read: {e}")  # fmt: skip
                 continue
-            labels += j.labels
-            runs += [
+            mine = [
                 Run(stream, fid.encode(), 1, mark)
                 for fid, mark in zip(j.feedback_ids, j.marks, strict=True)
             ]
+            early = self.defaults is not None and stream != DEFAULTS
+            if early and not self.maturing.ripe(j.ts, self._mature_to):
+                held = (rows[len(rows) - len(j) :], list(j.labels), mine)
+                if self.maturing.hold(held, j.ts, len(j)):
+                    del rows[len(rows) - len(j) :]
+                    continue
+            labels += j.labels
+            runs += mine
+        self._learn_rows(rows, labels, runs)
+
+    def _learn_rows(self, rows: list[dict[str, Any]], labels: list[float], runs: list[Run]) -> None:
         if rows:
             try:  # column-wise when every value has its type (the usual case)
                 X = self.schema.encode_strict(rows)
