@@ -60,6 +60,8 @@ lint: $(STAMP)
 
 # numpy is measured without the machine's OPENBLAS_* overrides (they slow a
 # current OpenBLAS); bench/serve.py needs wrk (Debian: apt-get install wrk).
+# Not here, for its length: the operator with 1,000 OnlineModels on the e2e
+# control plane, `$(PY) -m bench.portfolio --before <commit>` (needs e2e-bin).
 bench: $(STAMP)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) bench/learners.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) bench/drift.py

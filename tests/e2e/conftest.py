@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,24 +76,35 @@ def e2e_redis() -> Iterator[EmbeddedRedis]:
         yield server
 
 
-@pytest.fixture(scope="package")
-def installed(cluster: ControlPlane, e2e_redis: EmbeddedRedis) -> Installed:
+def install(cluster: ControlPlane, redis: EmbeddedRedis) -> Installed:
+    """The chart installed with ``helm install`` against ``redis``, and a kubeconfig with a
+    token of its ServiceAccount (the ``installed`` fixture; bench/portfolio.py too)."""
     third_party = ROOT / "tests" / "e2e" / "cluster" / "third-party-crds.yaml"
     cluster.kubectl("apply", "-f", str(third_party))
     cluster.kubectl("wait", "--for=condition=Established", "-f", str(third_party))
     helm(cluster, "install", RELEASE, str(ROOT / "charts" / "tideline"),
-         "--namespace", NAMESPACE, "--create-namespace", "--set", f"redis.url={e2e_redis.url}")  # fmt: skip
+         "--namespace", NAMESPACE, "--create-namespace", "--set", f"redis.url={redis.url}")  # fmt: skip
     sa = RELEASE  # the release name contains the chart's: the full name is the release's
     token = cluster.kubectl("create", "token", sa, "-n", NAMESPACE, "--duration=2h").stdout.strip()
-    return Installed(cluster, e2e_redis, cluster.kubeconfig_for(token, "operator"))
+    return Installed(cluster, redis, cluster.kubeconfig_for(token, "operator"))
+
+
+@pytest.fixture(scope="package")
+def installed(cluster: ControlPlane, e2e_redis: EmbeddedRedis) -> Installed:
+    return install(cluster, e2e_redis)
 
 
 class Operator:
-    """`tideline operator` as a subprocess, with the chart's ServiceAccount's kubeconfig."""
+    """`tideline operator` as a subprocess, with the chart's ServiceAccount's kubeconfig;
+    ``root``: the checkout it runs from, ``env``: settings over the suite's."""
 
-    def __init__(self, installed: Installed, log: Path) -> None:
+    def __init__(
+        self, installed: Installed, log: Path, root: Path = ROOT, env: Mapping[str, str] = {}
+    ) -> None:
         self.installed = installed
         self.log = log
+        self.root = root
+        self.env = dict(env)
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
 
@@ -105,7 +116,8 @@ class Operator:
             "TIDELINE_REDIS_URL": self.installed.redis.url,
             "TIDELINE_OPERATOR_INTERVAL": "0.5",
             "TIDELINE_RETIRED_GRACE_SECONDS": "2",
-            "PYTHONPATH": f"{ROOT / 'operator'}:{ROOT / 'runtime'}",
+            "PYTHONPATH": f"{self.root / 'operator'}:{self.root / 'runtime'}",
+            **self.env,
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tideline.cli", "--log-level=INFO", "operator",
@@ -118,10 +130,11 @@ class Operator:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def rss_mib(self) -> float:
+    def rss_mib(self, field: str = "VmRSS") -> float:
+        """Its resident memory now, or another of /proc's ``Vm*`` (``VmHWM``: the peak)."""
         assert self.proc is not None
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
 
