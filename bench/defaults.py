@@ -135,7 +135,7 @@ def run(r, name: str, stream: Stream, n: int, rate: float, algorithm: str):  # t
     while sent < n:
         now = time.time()
         k = min(n - sent, int((now - start) * rate) - sent)
-        if k >= 64:
+        if k >= 64 or 0 < k == n - sent:  # (the stream's last rows may be fewer than 64)
             X, _, y = stream.take(k)
             ids, took = log(r, keys, X, now, seq)
             copies, _ = log(r, every.keys, X, now, seq)
