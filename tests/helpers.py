@@ -40,11 +40,12 @@ FRAUD_ROWS = [{"amount": 12.5, "hour": 3, "merchant": "m-1"}, {"amount": 0.5, "m
 
 
 def manifest(name: str = "m", **spec: object) -> dict:
-    """An OnlineModel manifest with a small default model; keyword args override spec parts."""
+    """An OnlineModel manifest with a small default model; keyword args override spec parts
+    (copied: a test that changes its manifest changes no other test's)."""
     base: dict = {
         "model": {"task": "binary", "algorithm": "sgd", "features": copy.deepcopy(FRAUD_FEATURES)},
     }
-    base.update(spec)
+    base.update(copy.deepcopy(spec))
     return {
         "apiVersion": "tideline.dev/v1alpha1",
         "kind": "OnlineModel",
