@@ -129,6 +129,7 @@ class Simulator:
         self.name = model.name
         self.sent = self.predictions = self.labels_sent = self.errors = 0
         self.error_statuses: dict[str, int] = {}  # what the failed requests got, by route
+        self.error_answers: dict[str, list[Any]] = {}  # the first few answers of each
         self.tracks: dict[str, int] = {}
         self.latencies: list[float] = []
         self.due: list[tuple[float, int, dict[str, Any]]] = []
@@ -170,7 +171,7 @@ class Simulator:
                                      {"x-tideline-key": key})  # fmt: skip
             self.latencies.append(time.perf_counter() - start)
             if status != 200 or out is None:
-                self._failed("predict", status)
+                self._failed("predict", status, out)
                 continue
             self.predictions += len(rows)
             labels = self._labels(y)
@@ -199,12 +200,12 @@ class Simulator:
             ready.append(heapq.heappop(self.due)[2])
         if ready:
             port = ports[self._n % len(ports)]
-            status, _ = self._post(port, f"/v1/models/{self.name}/feedback", {"feedback": ready},
-                                   self.auth)  # fmt: skip
+            status, answer = self._post(port, f"/v1/models/{self.name}/feedback",
+                                        {"feedback": ready}, self.auth)  # fmt: skip
             if status == 202:
                 self.labels_sent += len(ready)
             else:
-                self._failed("feedback", status)
+                self._failed("feedback", status, answer)
 
     def _delay(self) -> float:
         """When a label comes after its prediction: 0.3-2.5 s, out of order; clicks only,
@@ -232,10 +233,13 @@ class Simulator:
             return self._labels((y + 1.0) % len(self.classes))
         return (1.0 - y).tolist() if self.binary else (-y).tolist()
 
-    def _failed(self, route: str, status: int) -> None:
+    def _failed(self, route: str, status: int, answer: Any) -> None:
         self.errors += 1
         key = f"{route} {status}"
         self.error_statuses[key] = self.error_statuses.get(key, 0) + 1
+        kept = self.error_answers.setdefault(key, [])
+        if len(kept) < 3:
+            kept.append(answer)
 
     def accuracy_timeline(self) -> list[float | None]:
         """Accuracy of the predictions answered in each second (None: none answered)."""
@@ -478,6 +482,7 @@ def _run(
             "aborts": sum(e.reason == "RolloutAborted" for e in events),
             "request_errors": sim.errors,
             "request_errors_by_status": sim.error_statuses,
+            "request_error_answers": sim.error_answers,
             "restarts": cluster.restart_counts(),  # processes that exited, by Deployment
             "stable_revision": loop.status.get("stableRevision"),
             "phase": loop.status.get("phase"),
