@@ -300,8 +300,10 @@ def check_the_loop(summary: dict, doc: dict, poison: float, *, predictions: int,
     clients got right."""
     from tideline.spec import parse
 
-    assert summary["request_errors"] <= 5, (summary["request_errors_by_status"],
-                                            summary["request_error_answers"])
+    assert summary["request_errors"] <= 5, (
+        summary["request_errors_by_status"],
+        summary["request_error_answers"],
+    )
     assert summary["samples_learned"] > 0.5 * summary["predictions_served"] > predictions
     events = {e["reason"]: e for e in reversed(summary["events"])}
     assert "Proven" in events

@@ -586,8 +586,9 @@ class LabelDefault:
                              "default (at most labelWindow)", 0.001, 30 * 86400)  # fmt: skip
 
 
-# ("correct", learning a late label as a correction of its default, is to come)
-LateLabel = Literal["ignore"]
+LateLabel = Literal["ignore", "correct"]
+# the learners that take sample weights, as lateLabel: correct learns with them
+WEIGHTED_ALGORITHMS = ("sgd", "ftrl")
 
 
 @dataclass(frozen=True)
@@ -612,7 +613,7 @@ class LearningSpec:
         "ignore",
         get_args(LateLabel),
         "A label that comes after its prediction's default was learned: dead-lettered "
-        "(after-default)",
+        "(after-default), or learned as a correction (binary; fake-negative weighting)",
     )
 
 
@@ -1385,7 +1386,25 @@ def _learning(o: _Obj, model: ModelSpec, deprecated: list[tuple[str, str]]) -> L
         raise SpecError(o.sub("labelDefault.after"), f"must be at most labelWindow "
                         f"({d.after:g}s > {learning.labelWindow:g}s): a prediction leaves "
                         "the log after labelWindow")  # fmt: skip
+    if learning.lateLabel == "correct":
+        _late_correct(o.sub("lateLabel"), learning, model)
     return learning
+
+
+def _late_correct(path: str, learning: LearningSpec, model: ModelSpec) -> None:
+    """``lateLabel: correct`` learns a late positive beside its default, every row weighted
+    (:class:`tideline.training.LateCorrection`): a binary task, a default to correct, and a
+    learner that takes sample weights."""
+    if learning.labelDefault is None:
+        raise SpecError(path, "correct needs spec.learning.labelDefault: with no default "
+                        "learned, no label comes after one")  # fmt: skip
+    if model.task != "binary":
+        raise SpecError(path, f"correct is for a binary task (its weighting is the fake "
+                        f"negatives'), not {model.task}: use ignore")  # fmt: skip
+    if model.algorithm not in WEIGHTED_ALGORITHMS:
+        raise SpecError(path, f"correct learns with sample weights, which "
+                        f"{', '.join(WEIGHTED_ALGORITHMS)} take and {model.algorithm} does "
+                        "not: use ignore, or one of those")  # fmt: skip
 
 
 def _label_default(o: _Obj, model: ModelSpec) -> LabelDefault:

@@ -17,6 +17,8 @@ checkpoint's transaction; so every decision here has a unit test without Redis
   past samples beside it (``replay.fraction``); a batch the model cannot learn
   (an update that would make it non-finite, or one that raises) is learned row
   by row, and the rows that still fail are refused.
+* With ``lateLabel: correct`` every row is weighted so that a late label
+  learned beside its default biases nothing (:mod:`tideline.correction`).
 * The gate: the live learner's prequential loss on the last ``gate.holdout``
   rows before a version is due, against the served version's on the same rows;
   a version may be published when the first exceeds the second by at most
@@ -52,6 +54,7 @@ import orjson
 from tideline import predlog
 from tideline.algorithms import Learner, make_learner
 from tideline.algorithms.base import NonFiniteUpdate
+from tideline.correction import LateCorrection
 from tideline.evaluate import RollingMetrics, ramp_size
 from tideline.spec import LearningSpec, ModelSpec
 from tideline.tasks import Task
@@ -71,6 +74,7 @@ class Run:
     entry: bytes
     rows: int
     mark: tuple[int, str] | None = None  # a joined label's prediction (the join's Mark)
+    late: bool = False  # a label after its prediction's default, learned to correct it
 
 
 class Pending:
@@ -212,6 +216,12 @@ class Training:
         self.gate_live = np.zeros(0)  # prequential losses of the live learner (holdout window)
         self.gate_served = np.zeros(0)  # losses of the served version on the same samples
         self.served: Learner | None = None  # the served version, for the gate
+        default = learning.labelDefault
+        self.correction = (  # the weights of late labels' corrections (lateLabel: correct)
+            LateCorrection(self.task.target(default.value))
+            if default is not None and learning.lateLabel == "correct"
+            else None
+        )
         self.newest = 0.0  # when the newest label learned or pending arrived
         self.counters: dict[str, Any] = {
             "samples": 0,
@@ -296,10 +306,11 @@ class Training:
         edges = np.cumsum([0] + [b - a + k for (a, b), k in zip(bounds, ks, strict=True)])
         refused: dict[int, str] = {}
         t0 = time.perf_counter()
+        ws = self._weights(Xs, ys)
         try:
-            p_live = self.learner.learn_predict_batches(Xs, ys, edges)[rows < n]
+            p_live = self.learner.learn_predict_batches(Xs, ys, edges, ws)[rows < n]
         except Exception:  # a hostile row, or a bug it hits: find it batch by batch
-            p_live = self._learn_batches(X, y, bounds, Xs, ys, edges, refused)
+            p_live = self._learn_batches(X, y, bounds, Xs, ys, edges, refused, ws)
         seconds = time.perf_counter() - t0
         self._score(X, y, p_live)
         block = Block(runs, self._refused(X, y, runs, refused), batches=len(bounds),
@@ -310,6 +321,11 @@ class Training:
             X, y = X[keep], y[keep]
         self.replay.add(X, y)
         c = self.counters
+        if self.correction is not None:
+            late = sum(run.rows for run in runs if run.late)
+            self.correction.count(y, late)
+            c["corrected"] = self.correction.late
+            c["not_default"] = self.correction.other
         c["samples"] += len(y)
         c["label_sum"] += float(y.sum())
         c["batches"] += len(bounds)
@@ -341,6 +357,7 @@ class Training:
         ys: np.ndarray,
         edges: np.ndarray,
         refused: dict[int, str],
+        ws: np.ndarray | None,
     ) -> np.ndarray:
         """A block one mini-batch at a time (batch i: rows ``edges[i]:edges[i + 1]`` of ``Xs``,
         rows ``bounds[i]`` of ``X`` and then their replayed ones); a batch that cannot be
@@ -348,18 +365,29 @@ class Training:
         p_live = np.empty(self.task.rows(len(y)))
         for (a, b), e0, e1 in zip(bounds, edges[:-1], edges[1:], strict=True):
             try:
-                p_live[a:b] = self.learner.learn_predict_many(Xs[e0:e1], ys[e0:e1], b - a)
+                w = None if ws is None else ws[e0:e1]
+                p_live[a:b] = self.learner.learn_predict_many(Xs[e0:e1], ys[e0:e1], b - a, w)
             except Exception:  # a hostile row, or a bug it hits: find it, learn the rest
                 p_live[a:b] = self.learner.predict_many(X[a:b])
-                for i, reason in self._learn_rows(X[a:b], y[a:b]).items():
+                w = None if ws is None else ws[e0 : e0 + b - a]  # (the batch's own rows lead)
+                for i, reason in self._learn_rows(X[a:b], y[a:b], w).items():
                     refused[a + i] = reason
         return p_live
 
-    def _learn_rows(self, X: np.ndarray, y: np.ndarray) -> dict[int, str]:
+    def _weights(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """The rows' sample weights (:mod:`tideline.correction`): none until a late label has
+        been learned, and then from the model's scores before the block."""
+        c = self.correction
+        if c is None or not c.late:
+            return None
+        return c.weights(self.learner.predict_many(X), y)
+
+    def _learn_rows(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> dict[int, str]:
         refused: dict[int, str] = {}
         for i in range(len(y)):
             try:
-                self.learner.learn_many(X[i : i + 1], y[i : i + 1])
+                wi = None if w is None else w[i : i + 1]
+                self.learner.learn_many(X[i : i + 1], y[i : i + 1], wi)
             except NonFiniteUpdate:
                 refused[i] = "nonfinite: the update would make the model non-finite"
             except Exception as e:
@@ -434,3 +462,6 @@ class Training:
         self.gate_live = arrays["gate.live"]
         self.gate_served = arrays["gate.served"]
         self.counters.update(counters)
+        if self.correction is not None:
+            self.correction.other = int(self.counters.get("not_default", 0))
+            self.correction.late = int(self.counters.get("corrected", 0))

@@ -122,3 +122,34 @@ def test_the_monitor_scores_clicks_with_the_defaults_once_the_predictions_are_ma
     for _ in range(int((AFTER + 3) / 0.05)):
         again.step(block_ms=50)
     assert summary_of(again)["tracks"].get("stable", {}).get("labelled", 0) == 0
+
+
+def test_a_late_click_is_learned_as_a_correction_of_its_default_once(r) -> None:
+    """``lateLabel: correct``: a click past 'after' is learned beside its default (counted
+    as corrected), one late label a prediction; one saying what the default said is not."""
+    p = _proc(r, lateLabel="correct")
+    ids = _impressions(r, p, 40, each=4)
+    learn_until(p, lambda: p.counters["samples"] == 40, timeout=AFTER + 10)
+    assert p.counters["defaults"] == 40 and p.counters["label_sum"] == 0.0
+    for pid in ids[:3]:
+        _click(r, p, pid)
+    _click(r, p, ids[0])  # the same click again: a duplicate
+    _click(r, p, ids[5], label=0)  # "no click", past 'after': what the default said
+    learn_until(p, lambda: p.counters.get("corrected", 0) == 3)
+    learn_until(p, lambda: p.counters.get("duplicate", 0) == 1)
+    c = p.counters
+    assert (c["samples"], c["defaults"], c["label_sum"]) == (43, 40, 3.0)
+    assert c["after-default"] == 1 and c["not_default"] == 3
+    reasons = sorted(e[1][b"reason"].decode() for e in r.xrange(p.keys.deadletter))
+    assert reasons == ["after-default: the default learned was this label", "duplicate"]
+    # once a late label is counted, the rows are weighted: q = 3 / 3 here
+    assert p.training.correction is not None and p.training.correction.q == 1.0
+    # a second learner on the same checkpoint learns nothing again, and weighs as it did
+    again = _proc(r, lateLabel="correct")
+    _click(r, p, ids[1])
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        again.step(block_ms=20)
+    assert again.counters["samples"] == 43 and again.counters["corrected"] == 3
+    assert again.counters["duplicate"] == 2  # (that click: its late label was learned)
+    assert again.training.correction is not None and again.training.correction.q == 1.0

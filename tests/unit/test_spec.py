@@ -455,4 +455,32 @@ def test_a_label_default_waits_at_most_the_label_window_and_changes_the_revision
     defaulted = parse(manifest(learning={"labelDefault": {"value": 0, "after": "10m"}}))
     assert defaulted.revision != plain.revision, "other labels are other data"
     with pytest.raises(SpecError, match=r"spec\.learning\.lateLabel: must be one of ignore"):
-        parse(manifest(learning={"lateLabel": "correct"}))
+        parse(manifest(learning={"lateLabel": "later"}))
+    correcting = {"labelDefault": {"value": 0, "after": "10m"}, "lateLabel": "correct"}
+    assert parse(manifest(learning=correcting)).revision != defaulted.revision
+
+
+FEATURE_X = [{"name": "x"}]
+
+
+@pytest.mark.parametrize(
+    ("model", "learning", "error"),
+    [
+        ({}, {}, r"lateLabel: correct needs spec\.learning\.labelDefault"),
+        ({"task": "regression", "features": FEATURE_X}, {"labelDefault": {"value": 0}},
+         r"lateLabel: correct is for a binary task .* not regression: use ignore"),
+        ({"algorithm": "forest"}, {"labelDefault": {"value": 0}},
+         r"lateLabel: correct learns with sample weights, which sgd, ftrl take and forest"),
+        ({"algorithm": "ftrl"}, {"labelDefault": {"value": 1, "after": "1m"}}, None),
+    ],
+)  # fmt: skip
+def test_a_late_label_is_corrected_only_where_a_weighted_default_can_be(
+    model: dict, learning: dict, error: str | None
+) -> None:
+    doc = manifest(learning={"lateLabel": "correct", **learning})
+    doc["spec"]["model"].update(model)
+    if error is None:
+        assert parse(doc).spec.learning.lateLabel == "correct"
+    else:
+        with pytest.raises(SpecError, match=r"spec\.learning\." + error):
+            parse(doc)

@@ -335,8 +335,11 @@ class Learner:
     def _init_state(self) -> None:
         raise NotImplementedError
 
-    def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> np.ndarray | None:
-        """Update from raw rows ``X`` and the transposed design ``A`` (see ``Standardizer``);
+    def _learn(
+        self, X: np.ndarray, A: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Update from raw rows ``X`` and the transposed design ``A`` (see ``Standardizer``),
+        each row's loss weighted by ``w`` (given only to a learner that ``learns_weights``);
         the rows' predictions before the update, if it made them (``predicts_in_update``)."""
         raise NotImplementedError
 
@@ -366,10 +369,14 @@ class Learner:
             out["classes"] = list(self.classes)
         return out
 
-    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
-        self._update(X, y)
+    def learn_many(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> None:
+        """Learn rows ``X`` with labels ``y``; ``w``: each row's sample weight (its loss
+        scaled), for a learner that ``learns_weights``."""
+        self._update(X, y, w)
 
-    def learn_predict_many(self, X: np.ndarray, y: np.ndarray, n: int | None = None) -> np.ndarray:
+    def learn_predict_many(
+        self, X: np.ndarray, y: np.ndarray, n: int | None = None, w: np.ndarray | None = None
+    ) -> np.ndarray:
         """Predict the first ``n`` rows (all when None) with the model as it stands, then
         learn every row: prequential test-then-train of a mini-batch.
 
@@ -380,14 +387,17 @@ class Learner:
         n = X.shape[0] if n is None else n
         if not self.predicts_in_update:
             before = self.predict_many(X[:n])
-            self._update(X, y)
+            self._update(X, y, w)
             return before
-        p = self._update(X, y)
+        p = self._update(X, y, w)
         return p[:n] if p is not None else self._blank(0)
 
     predicts_in_update = False  # whether _learn returns the batch's predictions before it
+    learns_weights = False  # whether learning takes sample weights (w)
 
-    def learn_predict_batches(self, X: np.ndarray, y: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    def learn_predict_batches(
+        self, X: np.ndarray, y: np.ndarray, edges: np.ndarray, w: np.ndarray | None = None
+    ) -> np.ndarray:
         """:meth:`learn_predict_many` of consecutive mini-batches in turn (batch ``i`` is rows
         ``edges[i]:edges[i + 1]``, none empty, from ``edges[0] == 0`` to the last row): every
         row's prediction before its batch was learned.
@@ -399,9 +409,10 @@ class Learner:
         """
         saved = self._snapshot()
         try:
-            return np.concatenate(
-                [self.learn_predict_many(X[a:b], y[a:b]) for a, b in pairwise(edges.tolist())]
-            )
+            return np.concatenate([
+                self.learn_predict_many(X[a:b], y[a:b], w=None if w is None else w[a:b])
+                for a, b in pairwise(edges.tolist())
+            ])  # fmt: skip
         except Exception:
             self.set_state(saved)
             raise
@@ -409,24 +420,33 @@ class Learner:
     def _snapshot(self) -> State:
         return {k: np.array(v, copy=True) for k, v in self.get_state().items()}
 
-    def _checked(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _checked(
+        self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Rows and targets as an update takes them: the schema's width, the task's labels,
-        as many of each."""
+        as many of each, and as many sample weights (finite, not negative), if any."""
         X = self.schema.check_matrix(X)
         y = check_targets(self.task, y, self.n_classes)
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
+        if w is not None:
+            if not self.learns_weights:
+                raise ValueError(f"{self.algorithm} does not learn sample weights")
+            if w.shape != y.shape or not np.isfinite(w).all() or (w < 0).any():
+                raise ValueError(f"sample weights: {y.shape[0]} finite values >= 0, one a row")
         return X, y
 
-    def _update(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
-        X, y = self._checked(X, y)
+    def _update(
+        self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        X, y = self._checked(X, y, w)
         if X.shape[0] == 0:
             return None
         scaler = self._scaler.get_state()
         undo = self._undo(X)
         A = self._scaler.update_design(self._numeric(X))
         with np.errstate(over="ignore", invalid="ignore"):  # checked right below
-            p = self._learn(X, A, y)
+            p = self._learn(X, A, y) if w is None else self._learn(X, A, y, w)
             finite = self._finite(X)  # (its sums may overflow too)
         if not finite:
             # refused, not applied: the state is what it was before this batch

@@ -118,15 +118,19 @@ class External(Learner):
         return p / total
 
     # -- the loop's interface -----------------------------------------------------------
-    def _update(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
-        X, y = self._checked(X, y)
+    def _update(
+        self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        X, y = self._checked(X, y, w)
         if X.shape[0]:
             self.model.learn(self._input(X), y)
             self._n_seen += X.shape[0]
         return None
 
-    def learn_predict_many(self, X: np.ndarray, y: np.ndarray, n: int | None = None) -> np.ndarray:
-        X, y = self._checked(X, y)
+    def learn_predict_many(
+        self, X: np.ndarray, y: np.ndarray, n: int | None = None, w: np.ndarray | None = None
+    ) -> np.ndarray:
+        X, y = self._checked(X, y, w)
         n = X.shape[0] if n is None else n
         if not X.shape[0]:
             return self._blank(0)

@@ -159,7 +159,9 @@ class ForestLearner(Learner):
             out += t.value(t.route(X))
         return out / len(self._trees)
 
-    def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> None:
+    def _learn(
+        self, X: np.ndarray, A: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+    ) -> None:  # (w: never given, it does not learn weights)
         if self.task == "regression":  # label variance, to scale the drift test's errors
             n_b = len(y)
             mean_b = float(y.mean())

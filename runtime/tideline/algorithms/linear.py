@@ -128,6 +128,7 @@ class LinearLearner(Learner):
         return rows, cols
 
     predicts_in_update = True
+    learns_weights = True  # a row's weight scales its gradient (and its curvature: newton)
 
     def _margin(self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         z = self._w @ A
@@ -145,16 +146,20 @@ class LinearLearner(Learner):
         return self._link(self._margin(A, rows, cols))
 
     # -- learning ---------------------------------------------------------------------
-    def _learn(self, X: np.ndarray, A: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _learn(
+        self, X: np.ndarray, A: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+    ) -> np.ndarray:
         # A is the transposed design: one row per coordinate, one column per sample.
         rows, cols = self._categorical(X)
-        return self._step(A, rows, cols, y)
+        return self._step(A, rows, cols, y, w)
 
-    def learn_predict_batches(self, X: np.ndarray, y: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    def learn_predict_batches(
+        self, X: np.ndarray, y: np.ndarray, edges: np.ndarray, w: np.ndarray | None = None
+    ) -> np.ndarray:
         """The batches' designs and categorical buckets are worked out once for the block
         (:meth:`Standardizer.update_designs`), and the finite check made once at its end;
         each batch then costs its update alone."""
-        X, y = self._checked(X, y)
+        X, y = self._checked(X, y, w)
         if edges[0] != 0 or edges[-1] != X.shape[0]:
             raise ValueError(f"batches from row {edges[0]} to {edges[-1]} of {X.shape[0]} rows")
         saved = self._snapshot()
@@ -166,7 +171,8 @@ class LinearLearner(Learner):
             with np.errstate(over="ignore", invalid="ignore"):  # checked right below
                 for i, (a, b) in enumerate(pairwise(edges.tolist())):
                     r0, r1 = cut[i], cut[i + 1]
-                    p[a:b] = self._step(A[:, a:b], rows[r0:r1] - a, cols[r0:r1], y[a:b])
+                    p[a:b] = self._step(A[:, a:b], rows[r0:r1] - a, cols[r0:r1], y[a:b],
+                                        None if w is None else w[a:b])  # fmt: skip
             if not (np.isfinite(self._w).all() and np.isfinite(self._wc).all()):
                 raise NonFiniteUpdate
         except Exception:
@@ -175,27 +181,34 @@ class LinearLearner(Learner):
         self._n_seen += X.shape[0]
         return p
 
-    def _step(self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """One mini-batch's update from its transposed design and its (row, bucket) pairs;
-        its predictions before it."""
+    def _step(
+        self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray, y: np.ndarray,
+        w: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """One mini-batch's update from its transposed design and its (row, bucket) pairs,
+        each row's loss weighted by ``w``; its predictions before it."""
         p = self._link(self._margin(A, rows, cols))
         r = p - y  # d loss / d margin, for both the logistic and the squared loss
+        if w is not None:
+            r *= w
         n = A.shape[1]
         c = self.schema.n_cat_total
         g = A @ r
         gc = np.bincount(cols, weights=r[rows], minlength=c) if len(cols) else None
         l2 = self.params.l2
         if self.optimizer == "newton":
-            self._newton(A, rows, cols, p, g, gc, n, l2)
+            self._newton(A, rows, cols, p, g, gc, n, l2, w)
         elif self.optimizer == "ftrl":
             self._ftrl(A, rows, cols, r, g, gc)
         else:
             self._gradient(A, rows, cols, r, g, gc, n, l2)
         return p
 
-    def _newton(self, A, rows, cols, p, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
+    def _newton(self, A, rows, cols, p, g, gc, n, l2, w) -> None:  # type: ignore[no-untyped-def]
         h = p * (1.0 - p) if self.task == "binary" else np.ones_like(p)
         h = np.maximum(h, 1e-4)
+        if w is not None:
+            h = h * w
         prior = self.params.priorPrecision
         decay = self.params.forgetting**n
         # Forget towards the prior, not towards zero, so an unused direction
@@ -418,24 +431,31 @@ class SoftmaxLearner(LinearLearner):
         S = _softmax(Z)
         return S, S
 
-    def _step(self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _step(
+        self, A: np.ndarray, rows: np.ndarray, cols: np.ndarray, y: np.ndarray,
+        w: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
         n = A.shape[1]
         S, p = self._probabilities(self._margin(A, rows, cols))
         R = S.copy()  # d loss / d margins: the probabilities less the one-hot label
         R[np.arange(n), y.astype(np.intp)] -= 1.0
+        if w is not None:
+            R *= w[:, None]
         g = A @ R
         gc = _sum_by(cols, R[rows], self.schema.n_cat_total) if len(cols) else None
         l2 = self.params.l2
         if self.optimizer == "newton":
-            self._newton(A, rows, cols, S, g, gc, n, l2)
+            self._newton(A, rows, cols, S, g, gc, n, l2, w)
         elif self.optimizer == "ftrl":
             self._ftrl(A, rows, cols, R, g, gc)
         else:
             self._gradient(A, rows, cols, R, g, gc, n, l2)
         return p
 
-    def _newton(self, A, rows, cols, p, g, gc, n, l2) -> None:  # type: ignore[no-untyped-def]
+    def _newton(self, A, rows, cols, p, g, gc, n, l2, w) -> None:  # type: ignore[no-untyped-def]
         h = np.maximum(p * (1.0 - p), 1e-4)  # (n, k): each class's own curvature
+        if w is not None:
+            h = h * w[:, None]
         prior = self.params.priorPrecision
         decay = self.params.forgetting**n
         P = self._P * decay  # (k, d, d): the diagonal blocks (see the module docs); new (_undo)

@@ -27,6 +27,11 @@ whenever it comes within the window, at any prediction rate.
   them filled the waiting room and pushed a genuine label out.)
 * A row the log did not keep (over its size limit: ``Meta.cut``) takes no
   label: *unmatched*, never joined with other features.
+* With a default label (``default_after``), a label that comes more than
+  ``after`` after its prediction comes after its default: *after-default*, or
+  with ``late="correct"`` (``spec.learning.lateLabel``) it is joined as a
+  correction, under a mark of its own (:data:`LATE`): the default and one late
+  label each take the prediction once.
 * A prediction takes one label: the first wins, a later one is a
   *duplicate*. The marks live in Redis (``taken:{reader}:{slice}``, dropped
   with the predictions they mark from the log), so
@@ -63,6 +68,7 @@ MAX_WAIT = 600.0
 
 
 Mark = tuple[int, str]  # a joined prediction: (its slice of time, its key)
+LATE = " late"  # a late label's mark: its prediction's key and this (lateLabel: correct)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,11 @@ class Joined:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def late(self) -> list[bool]:
+        """Which labels came after their prediction's default (``late="correct"``)."""
+        return [key.endswith(LATE) for _, key in self.marks]
 
     def features(self) -> list[dict[str, Any]]:
         """The labelled rows' features, as objects (``ValueError`` when the entry's are not)."""
@@ -151,6 +162,7 @@ class LogJoin:
         reader: str,
         *,
         default_after: float | None = None,
+        late: str = "ignore",
         max_waiting: int = 100_000,
         max_waiting_bytes: int = 32 << 20,
         clock: Callable[[], float] = time.time,
@@ -162,6 +174,7 @@ class LogJoin:
         # when no label came this long after it (tideline.pods.defaults), and a label that
         # comes later does not take it (see _place)
         self.default_after = default_after
+        self.late = late  # such a label: "ignore"d (after-default), or joined to "correct"
         self.retention = predlog.retention(label_window)
         # The marks of a prediction go with it from the log: kept in sets per slice of
         # time, an eighth of the retention (10 s to 5 min), each dropped whole.
@@ -307,10 +320,15 @@ class LogJoin:
         """A label to its request's, if it came within the window of the request's time."""
         if item[3] - req.ts > self.label_window:
             self._reject(item, "late")
-        elif self.default_after is not None and item[3] - req.ts > self.default_after:
-            self._reject(item, "after-default: the prediction was learned with the default label")
         elif req.ts > item[3] + predlog.FUTURE_SECONDS:
             self._reject(item, "unmatched: the id names a time to come")
+        elif self.default_after is not None and item[3] - req.ts > self.default_after:
+            if self.late != "correct":
+                self._reject(item, "after-default: the prediction was learned with the "
+                             "default label")  # fmt: skip
+            else:
+                req.items.append((*item[:4], row, item[5]))
+                req.keys.append(req.key + str(row) + LATE)
         else:
             req.items.append((*item[:4], row, item[5]))
             req.keys.append(req.key + str(row))

@@ -203,7 +203,8 @@ class LearnerProcess:
         self.task = self.training.task
         default = ls.labelDefault
         self.join = LogJoin(client, self.keys, ls.labelWindow, self.group,
-                            default_after=default.after if default else None)  # fmt: skip
+                            default_after=default.after if default else None,
+                            late=ls.lateLabel)  # fmt: skip
         # the predictions no label came for, learned with the default (tideline.pods.defaults)
         self.defaults = (
             DefaultLabels(
@@ -590,6 +591,9 @@ class LearnerProcess:
         labels: list[float] = []
         runs: list[Run] = []
         for j in joined:
+            j = self._corrections(j, stream)
+            if not len(j):
+                continue
             try:
                 rows += j.features()
             except (ValueError, TypeError, IndexError) as e:
@@ -599,8 +603,8 @@ class LearnerProcess:
                                       f"invalid: the logged prediction cannot be read: {e}")  # fmt: skip
                 continue
             mine = [
-                Run(stream, fid.encode(), 1, mark)
-                for fid, mark in zip(j.feedback_ids, j.marks, strict=True)
+                Run(stream, fid.encode(), 1, mark, late)
+                for fid, mark, late in zip(j.feedback_ids, j.marks, j.late, strict=True)
             ]
             early = self.defaults is not None and stream != DEFAULTS
             if early and not self.maturing.ripe(j.ts, self._mature_to):
@@ -611,6 +615,27 @@ class LearnerProcess:
             labels += j.labels
             runs += mine
         self._learn_rows(rows, labels, runs)
+
+    def _corrections(self, j: Joined, stream: str) -> Joined:
+        """Of a request's labels, the late ones that say what their default said are
+        dead-lettered: it was learned right (``lateLabel: correct`` joins the others)."""
+        if stream == DEFAULTS or self.defaults is None or not any(j.late):
+            return j
+        default = self.defaults.value
+        same = [late and label == default for late, label in zip(j.late, j.labels, strict=True)]
+        if not any(same):
+            return j
+        self.join.release([m for m, s in zip(j.marks, same, strict=True) if s])
+        keep = []
+        for i, s in enumerate(same):
+            if not s:
+                keep.append(i)
+                continue
+            self._dead_letter(stream, j.feedback_ids[i].encode(), {b"id": j.marks[i][1].encode()},
+                              "after-default: the default learned was this label")  # fmt: skip
+        return Joined(j.entry, j.ts, [j.rows[i] for i in keep], [j.labels[i] for i in keep],
+                      [j.feedback_ids[i] for i in keep], [j.received[i] for i in keep],
+                      [j.marks[i] for i in keep])  # fmt: skip
 
     def _learn_rows(self, rows: list[dict[str, Any]], labels: list[float], runs: list[Run]) -> None:
         if rows:

@@ -169,7 +169,10 @@ COMPANIONS = {
 # Fields a field needs elsewhere: SASL credentials go with a SASL protocol, and back.
 SASL = {"securityProtocol": "SASL_PLAINTEXT"}
 # Siblings an enum value needs: a multiclass model names its classes.
-VALUE_COMPANIONS = {(("model", "task"), "multiclass"): {"classes": ["cat", "dog", "fox"]}}
+VALUE_COMPANIONS = {
+    (("model", "task"), "multiclass"): {"classes": ["cat", "dog", "fox"]},
+    (("learning", "lateLabel"), "correct"): {"labelDefault": {"value": 0}},
+}
 # Where the parser keeps a field under another name.
 RENAMED = {
     ("redis", "secretRef", "key"): ("redis", "secretKey"),
