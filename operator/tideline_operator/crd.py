@@ -530,6 +530,10 @@ def status_schema() -> dict[str, Any]:
             "analysis": record("The last canary analysis"),
             "quality": record("Served, lastGood and constant accuracy on the same labels"),
             "log": record("The prediction log's needs: rate, window, bytes"),
+            "maturity": record(
+                "With labelDefault: how far behind now the predictions "
+                "scored are (afterSeconds, lagSeconds, heldRows, earlyRows)"
+            ),
             "stableWarmStart": scalar("string", "The revision the stable learner started from"),
             "canaryWarmStart": scalar("string", "The revision the canary learner started from"),
             "storeEpoch": scalar(

@@ -374,6 +374,7 @@ class RolloutStatus(msgspec.Struct, kw_only=True):
     drift: str | None = None
     quality: dict[str, Any] | None = None
     log: dict[str, Any] | None = None
+    maturity: dict[str, Any] | None = None
     stableWarmStart: str | None = None  # noqa: N815
     canaryWarmStart: str | None = None  # noqa: N815
     storeEpoch: str | None = None  # noqa: N815
@@ -695,6 +696,18 @@ def log_status(health: Health | None) -> dict[str, Any] | None:
         out["needBytes"] = int(cap.need)
     if cap.limit:
         out["redisLimitBytes"], out["redisLimitSource"] = int(cap.limit), cap.limit_source
+    return out
+
+
+def maturity_status(health: Health | None) -> dict[str, Any] | None:
+    """``status.maturity`` (with ``labelDefault``): how far behind now the predictions whose
+    outcomes are known are - ``after``, and the labels' reading lag - as the monitor scores."""
+    m = health.maturity if health is not None else None
+    if m is None:
+        return None
+    out: dict[str, Any] = {"afterSeconds": m.after, "heldRows": m.held, "earlyRows": m.early}
+    if m.lag_seconds is not None:
+        out["lagSeconds"] = round(m.lag_seconds, 1)
     return out
 
 
@@ -1483,3 +1496,4 @@ def _phase(
         log_needs = log_status(fresh)
         if log_needs is not None:
             st.log = log_needs
+        st.maturity = maturity_status(fresh) if spec.learning.labelDefault else None

@@ -625,6 +625,20 @@ def test_the_log_capacity_condition_says_the_formula_with_its_numbers(cap, expec
         assert (status["needBytes"], status["bytesPerPrediction"]) == (356400000, 60.0)
 
 
+def test_the_status_says_how_far_behind_the_scored_predictions_are_with_a_label_default() -> None:
+    health = msgspec.structs.replace(
+        _health(100.0), maturity=h.Maturity(after=600.0, to=-530.2, lag_seconds=630.2, held=41)
+    )
+    doc = manifest(learning={"labelDefault": {"value": 0, "after": "10m"}})
+    d = decide(parse(doc).spec, _canary_status(), Observed(revision="new"), health, now=100.0)
+    assert d.status["maturity"] == {"afterSeconds": 600.0, "lagSeconds": 630.2, "heldRows": 41,
+                                    "earlyRows": 0}  # fmt: skip
+    # a model with no default has no maturity to show (one left from before is dropped)
+    before = {**_canary_status(), "maturity": d.status["maturity"]}
+    d = decide(_spec(), before, Observed(revision="new"), health, now=100.0)
+    assert "maturity" not in d.status
+
+
 def test_a_deprecated_field_is_a_condition_naming_it_and_its_new_name() -> None:
     doc = manifest(learning={"checkpointEvery": 700})
     d = decide(parse(doc).spec, None, Observed(revision="r1"), None, now=100.0)
