@@ -12,6 +12,10 @@ On an embedded redis-server, in this process (the learner's own class, no HTTP):
   with nothing missing. Side by side, ``ftrl`` (the ads example's; ``--algorithm``),
   batches of 64. Reported: each learner's mean predicted probability on 20,000 fresh rows
   as the stream ends, against the true rate there, and the relative error.
+* **late clicks** (``lateLabel``): the same with the clicks' median delay at ``after``
+  (half of them come past it), ``labelDefault`` with ``lateLabel: ignore`` (the late
+  clicks dead-lettered) and with ``correct`` (learned beside their defaults, weighted:
+  :mod:`tideline.correction`), beside the learner sent every label.
 * **cost**: the defaults issued a second - :meth:`DefaultLabels.issue` alone over the same
   log (read, marks asked, rows given the default; nothing learned) and the learner from
   its first default learned to its last (issuing and learning) - next to the rate the
@@ -46,11 +50,12 @@ HOLDOUT = 20_000
 SERVERS = [os.urandom(predlog.INSTANCE_HEX // 2).hex() for _ in range(3)]
 
 
-def manifest(name: str, default: bool, algorithm: str = "ftrl") -> dict:
+def manifest(name: str, default: bool, algorithm: str = "ftrl", late: str = "ignore") -> dict:
     learning: dict = {"batchSize": 64, "maxBatchDelay": "20ms", "publishEvery": 1_000_000,
                       "labelWindow": "10m", "replay": {"size": 0, "fraction": 0.0}}  # fmt: skip
     if default:
         learning["labelDefault"] = {"value": 0, "after": f"{AFTER}s"}
+        learning["lateLabel"] = late
     return {
         "apiVersion": "tideline.dev/v1alpha1",
         "kind": "OnlineModel",
@@ -110,16 +115,21 @@ def log(r, keys: Keys, X: np.ndarray, now: float | None = None, seq: int = 0):  
     return ids, time.perf_counter() - start
 
 
-def run(r, name: str, stream: Stream, n: int, rate: float, algorithm: str):  # type: ignore[no-untyped-def]  # fmt: skip
-    """The stream at ``rate`` predictions/s, its clicks ``after`` a log-normal delay (median
-    an eighth of ``after``), to two learners of one model's logs and labels: with the
-    default and without; and to a third, of another model's copy of the logs, that gets
-    every label (the non-clicks too, with the same delays): what the learner makes of the
-    stream with nothing missing. Each learner when the stream ends (a live model), and the
-    seconds the log's writing took."""
+def run(r, name: str, stream: Stream, n: int, rate: float, algorithm: str,  # type: ignore[no-untyped-def]
+        arms: tuple[str | None, str | None] = ("ignore", None), median: float = AFTER / 8):  # fmt: skip
+    """The stream at ``rate`` predictions/s, its clicks after a log-normal delay (its median
+    ``median``), to two learners of one model's logs and labels (``arms``: with the default
+    and that ``lateLabel``, or without it: None); and to a third, of another model's copy of
+    the logs, that gets every label (the non-clicks too, with the same delays): what the
+    learner makes of the stream with nothing missing. Each learner when the stream ends (a
+    live model), and the seconds the log's writing took."""
     learners = [
-        LearnerProcess(parse(manifest(name, default, algorithm)), r, checkpoint_seconds=1.0)
-        for default in (True, False)
+        LearnerProcess(
+            parse(manifest(name, late is not None, algorithm, late or "ignore")),
+            r,
+            checkpoint_seconds=1.0,
+        )  # fmt: skip
+        for late in arms
     ]
     every = LearnerProcess(parse(manifest(f"{name}-all", False, algorithm)), r,
                            checkpoint_seconds=1.0)  # fmt: skip
@@ -143,7 +153,7 @@ def run(r, name: str, stream: Stream, n: int, rate: float, algorithm: str):  # t
             seq += len(ids) // 64 + 1
             sent += k
             for pid, copy, label in zip(ids, copies, y.tolist(), strict=True):
-                at = now + AFTER / 8 * float(rng.lognormal())
+                at = now + median * float(rng.lognormal())
                 if label:
                     heapq.heappush(due, (at, keys.feedback, pid, 1))
                 heapq.heappush(due, (at, every.keys.feedback, copy, int(label)))
@@ -203,6 +213,34 @@ def main() -> None:
                 row += [f"{predicted:.4f}", f"{(predicted - truth) / truth:+.1%}"]
                 p.source.close()
             row += [f"{with_default.counters.get('defaults', 0):,}", f"{args.n / wrote:,.0f}"]
+            print("| " + " | ".join(row) + " |", flush=True)
+        print(f"\nlate clicks: their median delay {AFTER:g}s, the time of the default\n")
+        print(
+            "| true CTR | every label sent: predicted | error | lateLabel ignore: predicted "
+            "| error | lateLabel correct: predicted | error | corrected | after-default |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for i, ctr in enumerate(args.ctr):
+            stream = Stream(ctr, args.seed + i)
+            (ignore, correct, every), _ = run(
+                r,
+                f"late{i}",
+                stream,
+                args.n,
+                args.rate,
+                args.algorithm,
+                ("ignore", "correct"),
+                AFTER,
+            )
+            Xh, ph, _ = stream.take(HOLDOUT)
+            truth = float(ph.mean())
+            row = [f"{truth:.4f}"]
+            for p in (every, ignore, correct):
+                predicted = float(np.mean(p.learner.predict_many(Xh)))
+                row += [f"{predicted:.4f}", f"{(predicted - truth) / truth:+.1%}"]
+                p.source.close()
+            row += [f"{correct.counters.get('corrected', 0):,}",
+                    f"{ignore.counters.get('after-default', 0):,}"]  # fmt: skip
             print("| " + " | ".join(row) + " |", flush=True)
         print(f"\nDefaultLabels.issue alone (nothing learned): {issue_alone(r, args.n):,.0f} "
               "defaults/s")  # fmt: skip
