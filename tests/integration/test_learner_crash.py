@@ -57,14 +57,17 @@ def _status(r, keys: Keys, revision: str) -> dict[str, float]:
 
 
 def _kill_9_run(
-    r, url: str, doc: dict, tmp_path: Path, send, clicks_only: bool = False
-) -> tuple[dict, list, list[float]]:
+    r, url: str, doc: dict, tmp_path: Path, send, clicks_only: bool = False, late: bool = False
+) -> tuple[dict, list, list[float], int]:
     """20,000 labelled samples and labels, in 40 chunks, the learner killed -9 after six of
     them: ``send(samples, feedback)`` writes a chunk (one-row and packed samples, labels of
     predictions logged to Redis, a second label for one in five: never learned). The
     learner's status at the end, the rows and their labels. ``clicks_only``: labels are
     sent for the positive predictions alone (the others are learned with the manifest's
-    ``labelDefault``, 0), a prediction's log entry its own or shared by a few.
+    ``labelDefault``, 0), a prediction's log entry its own or shared by a few; ``late``:
+    one click in five comes past 'after' too (its prediction logged 'after' and a second
+    before it is sent, by a fourth server), for ``lateLabel: correct``. Also returns how
+    many clicks came late.
 
     Each learner killed has learned and checkpointed rows of its own first, and is killed at
     a random moment after the next chunk is sent (while it reads, learns or checkpoints it):
@@ -80,7 +83,9 @@ def _kill_9_run(
     kill_at = sorted(rnd.sample(range(1, 40), 6))  # chunk numbers after which we kill -9
     proc = _start(config, url)
     kills = duplicates = 0
-    servers = [uuid.uuid4().hex[:12] for _ in range(3)]  # (clicks_only: the logs they write)
+    servers = [uuid.uuid4().hex[:12] for _ in range(4)]  # (clicks_only: the logs they write)
+    after = float(doc["spec"]["learning"].get("labelDefault", {}).get("after", "0s")[:-1])
+    lates = 0
     learned = [0.0]  # samples checkpointed when each learner started, and at the end
 
     def samples_learned() -> float:
@@ -111,7 +116,12 @@ def _kill_9_run(
             for i in range(chunk * 500 + 1, (chunk + 1) * 500, 2):
                 # a logged prediction (a generated id, or the client's), and its label
                 given = [uuid.uuid4().hex] if i % 4 == 1 else None
-                if clicks_only:  # one entry a prediction, in the logs of three servers
+                clicked_late = late and labels[i] == 1.0 and i % 10 == 7
+                if clicked_late:  # its default is due as its click comes
+                    lates += 1
+                    logged = LoggedRequest([rows[i]], ids=given, ts=now - after - 1.0,
+                                           instance=servers[3], seq=i)  # fmt: skip
+                elif clicks_only:  # one entry a prediction, in the logs of three servers
                     logged = LoggedRequest([rows[i]], ids=given, ts=now,
                                            instance=servers[i % 3], seq=i)  # fmt: skip
                 else:
@@ -132,7 +142,7 @@ def _kill_9_run(
                 kills += 1
                 learned.append(_status(r, keys, model.revision).get("samples", 0.0))
                 proc = _start(config, url)
-        wait_until(lambda: samples_learned() >= len(y), timeout=120, interval=0.2,
+        wait_until(lambda: samples_learned() >= len(y) + lates, timeout=120, interval=0.2,
                    message=lambda: f"every sample learned; {_status(r, keys, model.revision)}")  # fmt: skip
         time.sleep(1.5)  # had anything been queued twice, it would show by now
         status = _status(r, keys, model.revision)
@@ -144,7 +154,7 @@ def _kill_9_run(
     assert duplicates >= (300 if clicks_only else 2000) and reasons == [b"duplicate"] * duplicates
     # v0, then one version per 2,000 updates, or a gate rejection in its place
     assert status["next_version"] + status["gate_rejections"] >= 10, status
-    return status, rows, labels
+    return status, rows, labels, lates
 
 
 LEARNING = {"publishEvery": 2000, "maxBatchDelay": "50ms"}
@@ -210,28 +220,31 @@ CLICKS = {"labelDefault": {"value": 0, "after": "3s"}}
 
 
 @pytest.mark.parametrize(
-    ("redis_kind", "algorithm", "clicks_only"),
+    ("redis_kind", "algorithm", "clicks_only", "late"),
     [
-        pytest.param("one redis", "sgd", False, id="a built-in model on one redis"),
-        pytest.param("redis cluster", "sgd", False, id="a built-in model on a redis cluster"),
+        pytest.param("one redis", "sgd", False, False, id="a built-in model on one redis"),
+        pytest.param(
+            "redis cluster", "sgd", False, False, id="a built-in model on a redis cluster"
+        ),  # fmt: skip
         # (a team's model on one Redis only: what a cluster changes - where the keys live - is
         # the same for every model, and each case takes 15-20 s on two cores)
-        pytest.param("one redis", "custom", False, id="a team's own class on one redis"),
-        pytest.param("one redis", "river", False, id="a River pipeline on one redis"),
-        pytest.param("one redis", "sgd", True, id="clicks only, the rest default labels"),
-        pytest.param("one redis", "custom", True, id="clicks only, a team's own class"),
+        pytest.param("one redis", "custom", False, False, id="a team's own class on one redis"),
+        pytest.param("one redis", "river", False, False, id="a River pipeline on one redis"),
+        pytest.param("one redis", "sgd", True, False, id="clicks only, the rest default labels"),
+        pytest.param("one redis", "custom", True, False, id="clicks only, a team's own class"),
+        pytest.param("one redis", "sgd", True, True, id="clicks only, late ones corrected"),
     ],
     indirect=["redis_kind"],
 )
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(
-    redis_under_test, algorithm: str, clicks_only: bool, tmp_path: Path,
+    redis_under_test, algorithm: str, clicks_only: bool, late: bool, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     r = redis_under_test.client()
     r.flushall()
     doc = _doc(algorithm, monkeypatch)
     if clicks_only:
-        doc["spec"]["learning"].update(CLICKS)
+        doc["spec"]["learning"].update(CLICKS, lateLabel="correct" if late else "ignore")
     model = parse(doc)
     keys = Keys(model.namespace, model.name)
 
@@ -251,10 +264,14 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(
                 pipe.xadd(stream, {"data": orjson.dumps(v)})
         pipe.execute()
 
-    status, rows, labels = _kill_9_run(r, redis_under_test.url, doc, tmp_path, send, clicks_only)
-    assert status["samples"] == len(labels) and status["label_sum"] == sum(labels)
-    # every prediction with no click learned with the default, once
-    assert status.get("defaults", 0) == (labels[1::2].count(0.0) if clicks_only else 0)
+    status, rows, labels, lates = _kill_9_run(r, redis_under_test.url, doc, tmp_path, send,
+                                              clicks_only, late)  # fmt: skip
+    assert (lates > 100) == late
+    # every sample once; a late click beside its default, each once
+    assert status["samples"] == len(labels) + lates and status["label_sum"] == sum(labels)
+    # every prediction with no click learned with the default, once (a late click's too)
+    assert status.get("defaults", 0) == (labels[1::2].count(0.0) + lates if clicks_only else 0)
+    assert status.get("corrected", 0) == lates
     assert r.xpending(keys.samples, keys.learner_group(model.revision))["pending"] == 0
     assert r.xpending(keys.feedback, keys.learner_group(model.revision))["pending"] == 0
     _check_learned(r, doc, rows, labels)
@@ -282,6 +299,6 @@ def test_kill_9_with_kafka_topics_loses_and_repeats_nothing(
         produce(kafka_broker.bootstrap, topics["samples"], samples, partitions=3)
         produce(kafka_broker.bootstrap, topics["feedback"], feedback, partitions=3)
 
-    status, rows, labels = _kill_9_run(r, redis_server.url, doc, tmp_path, send)
+    status, rows, labels, _ = _kill_9_run(r, redis_server.url, doc, tmp_path, send)
     assert status["samples"] == len(labels) and status["label_sum"] == sum(labels)
     _check_learned(r, doc, rows, labels)
