@@ -68,6 +68,7 @@ def test_clicks_and_defaults_each_prediction_learned_once_and_a_late_click_dead_
     # the defaults of their time, in prediction-time order
     learn_until(p, lambda: p.maturing.held == len(clicked), timeout=AFTER)
     assert p.counters["samples"] == 0 and p.counters.get("defaults", 0) == 0
+    assert p.status()["heldLabels"] == str(len(clicked))
     learn_until(p, lambda: p.counters["samples"] >= 320, timeout=30)
     assert time.monotonic() - started >= AFTER and p.maturing.held == 0
     c = p.counters
@@ -140,6 +141,10 @@ def test_a_late_click_is_learned_as_a_correction_of_its_default_once(r) -> None:
     c = p.counters
     assert (c["samples"], c["defaults"], c["label_sum"]) == (43, 40, 3.0)
     assert c["after-default"] == 1 and c["not_default"] == 3
+    sample = p.metrics.registry.get_sample_value
+    assert sample("tideline_learner_corrected_total") == 3.0
+    assert sample("tideline_learner_defaults_total") == 40.0
+    assert p.status()["heldLabels"] == "0"
     reasons = sorted(e[1][b"reason"].decode() for e in r.xrange(p.keys.deadletter))
     assert reasons == ["after-default: the default learned was this label", "duplicate"]
     # once a late label is counted, the rows are weighted: q = 3 / 3 here

@@ -700,6 +700,9 @@ class LearnerProcess:
                 # joined label's prediction taken, with the next checkpoint
                 if run.stream == DEFAULTS:
                     self.counters["defaults"] = self.counters.get("defaults", 0) + run.rows
+                    self.metrics.defaults.inc(run.rows)
+                elif run.late:
+                    self.metrics.corrected.inc(run.rows)
                 self._done(run.stream, run.entry)
                 if run.mark is not None:
                     self._marks.append(run.mark)
@@ -887,7 +890,8 @@ class LearnerProcess:
         counters, rolling quality and how far behind its source it is (``lag``: records,
         ``lagSeconds``: since the newest sample learned arrived); after a store reset,
         ``storeResetAt`` and the versions it put back (``restored``: ``v18,v20,v21``); when
-        it started from its served version for want of a checkpoint, ``resumedFrom``. And its
+        it started from its served version for want of a checkpoint, ``resumedFrom``; with a
+        default label, the labels held for their predictions to be mature (``heldLabels``). And its
         memory (:meth:`measure_memory`): ``rssBytes``, ``memoryLimitBytes``, ``stateBytes``."""
         lag = self._lag
         newest = self.training.newest
@@ -901,6 +905,8 @@ class LearnerProcess:
         }
         if lag is not None:
             out[LearnerStatus.LAG] = str(lag)
+        if self.defaults is not None:  # labels waiting for their predictions to be mature
+            out["heldLabels"] = str(self.maturing.held)
         use = self.measure_memory()
         if use is not None:
             out.update(use.to_hash())

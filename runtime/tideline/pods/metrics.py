@@ -77,6 +77,16 @@ class LearnerMetrics:
             ["reason"],
             registry=registry,
         )
+        self.defaults = Counter(
+            "tideline_learner_defaults",
+            "Predictions no label came for, learned with spec.learning.labelDefault",
+            registry=registry,
+        )
+        self.corrected = Counter(
+            "tideline_learner_corrected",
+            "Late labels learned beside their prediction's default (lateLabel: correct)",
+            registry=registry,
+        )
         self.pending = Gauge(
             "tideline_learner_pending",
             "Rows and labels read but not yet learned",
