@@ -330,17 +330,31 @@ def spec_schema() -> dict[str, Any]:
             "steps": {
                 "type": "array",
                 "maxItems": MAX_STEPS,
-                "description": "setWeight, pause (a duration, or {} for a manual promote), analysis",
+                "description": "setWeight, pause (a duration, or {} for a manual promote), "
+                "analysis, backtest",
                 "items": _table(
                     Step,
-                    "One step: exactly one of setWeight, pause, analysis",
+                    "One step: exactly one of setWeight, pause, analysis, backtest",
                     {
                         Step: {
                             "analysis": {
                                 "type": "object",
                                 "x-kubernetes-preserve-unknown-fields": True,
                                 "description": "Wait for the analysis to pass",
-                            }
+                            },
+                            "backtest": {
+                                "type": "object",
+                                "description": "The candidate against stable on the last "
+                                "window of labelled history (spec.learning.history), before "
+                                "it serves anyone",
+                                "properties": {
+                                    "window": {
+                                        "type": "string",
+                                        "description": "How much history (default: the "
+                                        "history's, up to 1h)",
+                                    }
+                                },
+                            },
                         }
                     },  # fmt: skip
                     **{

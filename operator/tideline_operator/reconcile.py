@@ -44,6 +44,7 @@ from prometheus_client import Counter, Histogram
 
 from tideline import health as h
 from tideline.contracts import (
+    Backtest,
     Keys,
     LearnerControl,
     LearnerStatus,
@@ -154,6 +155,7 @@ class Sight:
     faults: tuple[ModelFault, ...] | None = None  # None: Redis could not be read
     # the memory the same learners last reported (tideline.memory); None: not read
     memory: tuple[MemoryUse, ...] | None = None
+    backtest: Backtest | None = None  # the canary learner's catch-up and backtest, if any
 
 
 FULL_READ = 2.0  # seconds between readings of a Redis server's OOM replies (one for all its models)
@@ -346,6 +348,7 @@ class Reconciler:
             if canary:
                 p.exists(keys.pointers(canary))
                 p.hget(keys.control(canary), StartWord.FIELD)
+                p.hget(keys.learner(canary), LearnerStatus.BACKTEST)
             if good is not None:
                 p.exists(keys.version(stable, good))
             pointers, health, routing, retired, lag, epoch, restores, word, *more = p.execute()
@@ -358,9 +361,11 @@ class Reconciler:
         more = more[len(watched) :]
         words = {stable: StartWord.decode(word)}
         empty = {stable} if not pointers else set()
+        backtest = None
         if canary:
-            has, canary_word, *more = more
+            has, canary_word, raw_backtest, *more = more
             words[canary] = StartWord.decode(canary_word)
+            backtest = Backtest.decode(raw_backtest)
             if not has:
                 empty.add(canary)
         return Sight(
@@ -379,6 +384,7 @@ class Reconciler:
             ),
             faults=faults,
             memory=tuple(u for u in uses if u is not None),
+            backtest=backtest,
         )
 
     def store_config(self, r: Any, now: float) -> StoreConfig | None:
@@ -532,6 +538,7 @@ class Reconciler:
             else None,
             faults=sight.faults,
             memory=sight.memory,
+            backtest=sight.backtest,
         )
         decision = decide(model.spec, before, observed, health, now)
         st = decision.status

@@ -92,7 +92,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from tideline.contracts import COMPONENTS, MAX_FAULT_MESSAGE, ModelFault, StartWord
+from tideline.contracts import COMPONENTS, MAX_FAULT_MESSAGE, Backtest, ModelFault, StartWord
 from tideline.health import Candidate, Comparison, Health, Quality
 from tideline.memory import MemoryUse
 from tideline.spec import Spec
@@ -165,6 +165,8 @@ class Observed:
     # the memory the learners of those revisions last reported (their status hash); None: not
     # read this turn
     memory: tuple[MemoryUse, ...] | None = None
+    # the canary learner's catch-up on history and its backtest (None: none reported yet)
+    backtest: Backtest | None = None
 
 
 # --------------------------------------------------------------------------- actions
@@ -298,6 +300,7 @@ class Aborted(msgspec.Struct):
     revision: str = ""
     reason: str = ""
     at: float = 0.0
+    cause: str = ""  # the Degraded condition's reason, when not RolloutAborted (BacktestFailed)
 
 
 class Rollback(msgspec.Struct, omit_defaults=True):
@@ -816,7 +819,7 @@ def decide(
             _promote(st, now, actions, f"revision {st.stableRevision} never loaded its model "
                      f"({stuck[0].reason}): nothing to protect")  # fmt: skip
         else:
-            _advance(spec, st, ann, health, now, actions)
+            _advance(spec, st, ann, health, now, actions, observed.backtest)
 
     _guardrails(spec, st, ann, health, now, actions)
     _store_recovered(st, now, actions)
@@ -1106,12 +1109,33 @@ def _aborted_for(st: RolloutStatus, revision: str) -> bool:
     return st.aborted is not None and st.aborted.revision == revision
 
 
-def _abort(st: RolloutStatus, reason: str, now: float, actions: list[Action]) -> None:
+def _abort(
+    st: RolloutStatus, reason: str, now: float, actions: list[Action], cause: str = ""
+) -> None:
     canary = st.canaryRevision
     assert canary is not None
-    st.aborted = Aborted(canary, reason, now)
+    st.aborted = Aborted(canary, reason, now, cause)
     st.canaryWeight = 0
-    actions.append(Event("Warning", "RolloutAborted", reason))
+    actions.append(Event("Warning", cause or "RolloutAborted", reason))
+
+
+def judge_backtest(spec: Spec, b: Backtest | None) -> AnalysisResult | None:
+    """A backtest step's verdict on the canary learner's report (None: it is still catching
+    up): ``fail`` when the candidate is worse than stable by more than ``maxAccuracyDrop``
+    on the window's paired samples - the live analysis's test - and ``inconclusive`` when
+    it is not shown worse (the backtest stops a bad revision, it does not slow a good one):
+    ``pass`` when it also has ``minSamples``."""
+    if b is None or not b.done:
+        return None
+    a = spec.rollout.analysis
+    vs = Comparison(samples=b.samples, difference=b.difference, lower=b.lower, upper=b.upper)
+    said = f"{_said(vs)} of the last {b.window:g}s of history ({_units(spec)})"
+    if b.samples and vs.worse(a.maxAccuracyDrop):
+        return AnalysisResult("fail", "backtest", f"the candidate is worse than stable by more "
+                              f"than {a.maxAccuracyDrop} on history: {said}")  # fmt: skip
+    if b.samples >= max(a.minSamples, 1):
+        return AnalysisResult("pass", "backtest", f"the candidate holds on history: {said}")
+    return AnalysisResult("inconclusive", "backtest", f"too little history to judge: {said}")
 
 
 def _promote(
@@ -1134,7 +1158,7 @@ def _promote(
 
 def _advance(
     spec: Spec, st: RolloutStatus, ann: dict[str, str], health: Health | None, now: float,
-    actions: list[Action],
+    actions: list[Action], backtest: Backtest | None = None,
 ) -> None:  # fmt: skip
     r = spec.rollout
     if ann.get(ABORT) == "true":
@@ -1172,6 +1196,17 @@ def _advance(
             if math.isinf(step.pause) or now - started < step.pause:
                 break
             st.pauseStartedAt = None
+            st.currentStep = i + 1
+            continue
+        if step.backtest is not None:  # the candidate on history, before it serves anyone
+            verdict = judge_backtest(spec, backtest)
+            if verdict is None:
+                break
+            if verdict.outcome == "fail":
+                _abort(st, verdict.message, now, actions, cause="BacktestFailed")
+                return
+            reason = "BacktestPassed" if verdict.outcome == "pass" else "BacktestInconclusive"
+            actions.append(Event("Normal", reason, verdict.message))
             st.currentStep = i + 1
             continue
         # an analysis step: pass to go on, inconclusive to wait
@@ -1429,7 +1464,7 @@ def _phase(
         degraded_reason = unloadable[0].reason
         degraded_message = f"the model cannot be loaded: {faults_said(unloadable)}"
     elif aborted:
-        degraded_reason, degraded_message = "RolloutAborted", aborted.reason
+        degraded_reason, degraded_message = aborted.cause or "RolloutAborted", aborted.reason
     elif full:
         degraded_reason, degraded_message = "StoreFull", full
     elif resetting and reset is not None:

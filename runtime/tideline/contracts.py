@@ -120,6 +120,12 @@ class Keys:
         return f"{self.prefix}:deadletter"
 
     @property
+    def history(self) -> str:
+        """Stream: the joined samples of the last ``spec.learning.history``
+        (:mod:`tideline.pods.history`)."""
+        return f"{self.prefix}:history"
+
+    @property
     def routing(self) -> str:
         """Hash written by the operator, read by the servers: :class:`Routing`."""
         return f"{self.prefix}:routing"
@@ -306,6 +312,7 @@ class LearnerStatus:
     (the rest are for people: ``kubectl``, the dashboard)."""
 
     LAG = "lag"  # records behind its source, as last measured
+    BACKTEST = "backtest"  # a new revision's catch-up on history and its backtest (Backtest)
 
     @staticmethod
     def lag_of(raw: bytes | None) -> int | None:
@@ -315,6 +322,44 @@ class LearnerStatus:
         (12, None, None)
         """
         return int(raw) if raw is not None and raw.isdigit() else None
+
+
+class Backtest(msgspec.Struct, omit_defaults=True):
+    """A new revision's learner catching up on labelled history (``spec.learning.history``)
+    and, on its last ``window`` seconds, its prequential predictions against those the
+    stable revision served for the same samples: the paired differences of
+    :mod:`tideline.evidence` (the candidate's quality minus stable's), which the operator
+    judges as it judges a live canary.
+
+    >>> b = Backtest(done=True, read=10, total=10, rows=100, samples=60, difference=-0.05,
+    ...              lower=-0.09, upper=-0.01)
+    >>> Backtest.decode(b.encode()) == b, Backtest.decode(b"no"), Backtest.decode(None)
+    (True, None, None)
+    """
+
+    done: bool = False  # the whole history is learned and compared
+    read: int = 0  # history entries read so far
+    total: int = 0  # of the entries the history held when the catch-up began
+    rows: int = 0  # rows learned from them
+    rate: float = 0.0  # rows learned a second
+    window: float = 0.0  # seconds of history compared
+    samples: int = 0  # paired samples compared (the window's, with a stable score each)
+    difference: float = 0.0
+    lower: float = -1.0
+    upper: float = 1.0
+
+    def encode(self) -> bytes:
+        return msgspec.json.encode(self)
+
+    @staticmethod
+    def decode(raw: bytes | str | None) -> Backtest | None:
+        """The learner status field as the operator reads it (None: none, or not readable)."""
+        if raw is None:
+            return None
+        try:
+            return msgspec.json.decode(raw, type=Backtest)
+        except msgspec.DecodeError:
+            return None
 
 
 def route_hash(key: str) -> int:

@@ -368,13 +368,7 @@ class CommonWindow:
         >>> CommonWindow("regression", size=10).relative(Paired())
         (0.0, -1.0, 1.0)
         """
-        if not pair.n:
-            return 0.0, -1.0, 1.0
-        lo, hi = pair.interval()
-        if self.task.classifies:
-            return pair.mean, lo, hi
-        scale = max(pair.reference_loss, 1e-12)
-        return pair.mean / scale, lo / scale, hi / scale
+        return in_units(self.task, pair)
 
     # -- internals ----------------------------------------------------------------------
     def _fresh(self, key: Hashable, slots: np.ndarray) -> np.ndarray:
@@ -412,14 +406,33 @@ class CommonWindow:
         return np.asarray(candidate.predict_many(X), dtype=np.float64)
 
     def _difference(self, pa: np.ndarray, pb: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-        """Paired differences (a's quality minus b's) and b's loss (regression)."""
-        if self.task.name == "binary":
-            right = y >= 0.5
-            return ((pa >= 0.5) == right).astype(np.float64) - ((pb >= 0.5) == right), None
-        if self.task.multiclass:  # (correct a - correct b, as binary's)
-            return self.task.wrong(pb, y) - self.task.wrong(pa, y), None
-        eb = (pb - y) ** 2
-        return eb - (pa - y) ** 2, eb
+        return paired_difference(self.task, pa, pb, y)
+
+
+def paired_difference(
+    task: Task, pa: np.ndarray, pb: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Paired differences (a's quality minus b's, each row) and b's loss (regression): what
+    every comparison here counts, live or on history (:mod:`tideline.backtest`)."""
+    if task.name == "binary":
+        right = y >= 0.5
+        return ((pa >= 0.5) == right).astype(np.float64) - ((pb >= 0.5) == right), None
+    if task.multiclass:  # (correct a - correct b, as binary's)
+        return task.wrong(pb, y) - task.wrong(pa, y), None
+    eb = (pb - y) ** 2
+    return eb - (pa - y) ** 2, eb
+
+
+def in_units(task: Task, pair: Paired) -> tuple[float, float, float]:
+    """A comparison's (difference, lower, upper) in the task's decision units (see
+    :meth:`CommonWindow.relative`)."""
+    if not pair.n:
+        return 0.0, -1.0, 1.0
+    lo, hi = pair.interval()
+    if task.classifies:
+        return pair.mean, lo, hi
+    scale = max(pair.reference_loss, 1e-12)
+    return pair.mean / scale, lo / scale, hi / scale
 
 
 def _schema_key(candidate: Any) -> str | None:

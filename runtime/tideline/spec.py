@@ -36,7 +36,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar, get_args
 from urllib.parse import urlsplit
@@ -609,6 +609,10 @@ class LearningSpec:
     labelDefault: LabelDefault | None = _group(
         LabelDefault, "Learn predictions no label came for with this one", optional=True
     )
+    history: float = _duration(
+        "0s", "How long joined samples are kept, for a new revision's catch-up and backtest "
+        "(0: none)", 0.0, 30 * 86400,
+    )  # fmt: skip
     lateLabel: LateLabel = _choice(
         "ignore",
         get_args(LateLabel),
@@ -751,6 +755,8 @@ class Step:
     # seconds (the manifest's duration, or {duration: D}), or {}: math.inf
     pause: float | None = _any(None, "A duration, or {} to wait for a manual promote")
     analysis: bool = False
+    # {window: D}: the candidate against stable on the last D of labelled history (seconds)
+    backtest: float | None = None
 
 
 @dataclass(frozen=True)
@@ -1489,7 +1495,8 @@ def _steps(raw: Any, path: str) -> tuple[Step, ...]:
     for i, item in enumerate(raw):
         o = _Obj(item, f"{path}[{i}]")
         if len(o.value) != 1:
-            raise SpecError(o.path, "must have exactly one of setWeight, pause, analysis")
+            raise SpecError(o.path, "must have exactly one of setWeight, pause, analysis, "
+                            "backtest")  # fmt: skip
         if "setWeight" in o.value:
             steps.append(Step(setWeight=_read_as(o, Step, "setWeight")))
         elif "pause" in o.value:
@@ -1505,8 +1512,46 @@ def _steps(raw: Any, path: str) -> tuple[Step, ...]:
         elif "analysis" in o.value:
             o.raw("analysis")
             steps.append(Step(analysis=True))
+        elif "backtest" in o.value:
+            b = o.obj("backtest")
+            window = 0.0  # (none named: the history's, up to BACKTEST_WINDOW)
+            if b.raw("window") is not None:
+                window = parse_duration(b.raw("window"), b.sub("window"))
+                if window <= 0:
+                    raise SpecError(b.sub("window"), "must be more than 0s")
+            steps.append(Step(backtest=window))
+            b.done()
         o.done()
     return tuple(steps)
+
+
+BACKTEST_WINDOW = "1h"  # a backtest step's window when it names none
+
+
+def _with_backtest(rollout: RolloutSpec, learning: LearningSpec, path: str) -> RolloutSpec:
+    """The steps with a backtest before the first setWeight when history is kept and none is
+    named (its window the history's, up to an hour); a backtest with no history to read is
+    a SpecError."""
+    steps = rollout.steps
+    named = [i for i, step in enumerate(steps) if step.backtest is not None]
+    if not learning.history:
+        if named:
+            raise SpecError(f"{path}[{named[0]}].backtest", "needs spec.learning.history: "
+                            "the labelled samples it replays")  # fmt: skip
+        return rollout
+    usual = min(learning.history, parse_duration(BACKTEST_WINDOW, path))
+    if not named:
+        first = next((i for i, step in enumerate(steps) if step.setWeight), len(steps))
+        return replace(rollout, steps=(*steps[:first], Step(backtest=usual), *steps[first:]))
+    out = list(steps)
+    for i in named:
+        window = steps[i].backtest
+        if not window:
+            out[i] = Step(backtest=usual)
+        elif window > learning.history:
+            raise SpecError(f"{path}[{i}].backtest.window", f"must be at most "
+                            f"spec.learning.history ({window:g}s > {learning.history:g}s)")  # fmt: skip
+    return replace(rollout, steps=tuple(out))
 
 
 def _rollout(o: _Obj) -> RolloutSpec:
@@ -1693,6 +1738,8 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         source=_source(s.obj("source")),
         deprecated=tuple(deprecated),
     )
+    spec = replace(spec, rollout=_with_backtest(spec.rollout, spec.learning,
+                                                "spec.rollout.steps"))  # fmt: skip
     fb = spec.serving.fallback
     if spec.model.task == "binary" and not isinstance(fb, str) and not 0.0 <= fb <= 1.0:
         raise SpecError(
@@ -1717,6 +1764,7 @@ def revision(spec: Spec) -> str:
     learning = asdict(spec.learning)
     # hashed under its first name: renaming a field must not make every model a new revision
     learning["checkpointEvery"] = learning.pop("publishEvery")
+    del learning["history"]  # (how long samples are kept changes nothing learned)
     # and a field added later only when it is given (an upgrade rolls no model out)
     for name in ("labelDefault", "lateLabel"):
         if learning[name] == getattr(LearningSpec, name):

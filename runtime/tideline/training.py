@@ -195,6 +195,8 @@ class Block:
     batches: int = 0
     seconds: float = 0.0
     due: bool = False
+    # each row's prediction before it was learned (prequential; refused rows' too), in order
+    predictions: np.ndarray | None = None
 
 
 class Training:
@@ -314,7 +316,7 @@ class Training:
         seconds = time.perf_counter() - t0
         self._score(X, y, p_live)
         block = Block(runs, self._refused(X, y, runs, refused), batches=len(bounds),
-                      seconds=seconds)  # fmt: skip
+                      seconds=seconds, predictions=p_live)  # fmt: skip
         if refused:
             keep = np.ones(n, dtype=bool)
             keep[list(refused)] = False

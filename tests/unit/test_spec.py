@@ -484,3 +484,36 @@ def test_a_late_label_is_corrected_only_where_a_weighted_default_can_be(
     else:
         with pytest.raises(SpecError, match=r"spec\.learning\." + error):
             parse(doc)
+
+
+def test_history_puts_a_backtest_before_the_first_traffic_and_changes_no_revision() -> None:
+    plain = parse(manifest())
+    kept = parse(manifest(learning={"history": "24h"}))
+    assert kept.revision == plain.revision, "how long samples are kept changes nothing learned"
+    assert kept.spec.learning.history == 86400.0 and plain.spec.learning.history == 0.0
+    assert [s.backtest for s in plain.spec.rollout.steps] == [None] * 4
+    assert [(s.backtest, s.setWeight) for s in kept.spec.rollout.steps[:2]] == [(3600.0, None),
+                                                                               (None, 10)]  # fmt: skip
+    short = parse(manifest(learning={"history": "10m"},
+                           rollout={"steps": [{"pause": "1m"}, {"setWeight": 20},
+                                              {"backtest": {}}]}))  # fmt: skip
+    assert [s.backtest for s in short.spec.rollout.steps] == [None, None, 600.0]
+    named = parse(manifest(learning={"history": "2h"},
+                           rollout={"steps": [{"backtest": {"window": "90m"}}, {"setWeight": 5}]}))  # fmt: skip
+    assert named.spec.rollout.steps[0].backtest == 5400.0
+
+
+@pytest.mark.parametrize(
+    ("learning", "step", "error"),
+    [
+        ({}, {"backtest": {}}, r"steps\[0\]\.backtest: needs spec\.learning\.history"),
+        ({"history": "1h"}, {"backtest": {"window": "2h"}},
+         r"steps\[0\]\.backtest\.window: must be at most spec\.learning\.history \(7200s > 3600s\)"),
+        ({"history": "1h"}, {"backtest": {"window": "0s"}}, r"backtest\.window: must be more than 0s"),
+        ({"history": "1h"}, {"backtest": {"span": "1m"}}, r"backtest\.span"),
+        ({"history": "1h"}, {"backtest": {}, "setWeight": 5}, r"exactly one of .* backtest"),
+    ],
+)  # fmt: skip
+def test_a_backtest_step_that_cannot_run_is_named(learning: dict, step: dict, error: str) -> None:
+    with pytest.raises(SpecError, match=r"spec\.rollout\." + error if "steps" in error else error):
+        parse(manifest(learning=learning, rollout={"steps": [step]}))

@@ -82,6 +82,7 @@ from tideline import codec, predlog, signing
 from tideline.algorithms import Learner
 from tideline.contracts import (
     AWAIT_START_ENV,
+    Backtest,
     LearnerControl,
     LearnerStatus,
     Pointers,
@@ -91,6 +92,8 @@ from tideline.contracts import (
 from tideline.features import FeatureError
 from tideline.memory import MemoryUse, Probe
 from tideline.monitoring.maturing import Maturing
+from tideline.pods import history
+from tideline.pods.catchup import CatchUp
 from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS, DEFAULTS_EVERY, DefaultLabels
 from tideline.pods.join import Joined, LogJoin, Mark
 from tideline.pods.liveness import Liveness
@@ -248,6 +251,9 @@ class LearnerProcess:
         self._state_bytes: int | None = None  # the last checkpoint's size
         self._near_limit = False  # its memory was near its limit (logged once an episode)
         self.paused = False
+        # spec.learning.history: a learner with no checkpoint learns the history up to when
+        # its live reading of the labels begins, before its first version (tideline.pods.catchup)
+        self._catch_until: float | None = None
 
     @property
     def learner(self) -> Learner:
@@ -286,6 +292,8 @@ class LearnerProcess:
             log.info("moved %d keys of %s to the hash-tagged layout", moved, self.keys.prefix)
         meta = self._restore_checkpoint()
         self._checkpointed = meta is not None
+        if meta is None and self.spec.learning.history:
+            self._catch_until = self._catch_up_until()
         for stream, entry, fields, reason in self.source.start(meta and meta.get("source")):
             self._dead_letter(stream, entry, fields, reason)
             self._dirty = True
@@ -299,6 +307,40 @@ class LearnerProcess:
         self._refresh_served()
         self.measure_lag()
         self.metrics.versions.set(self.counters["next_version"] - 1)
+
+    def _catch_up_until(self) -> float:
+        """Where a new revision's live reading of the labels begins (a label's arrival, in
+        seconds): it learns the history up to there. On Redis streams a revision warm-started
+        from another reads on where that one's learner is (what came after its version, the
+        history holds); a cold one's group starts at the history's end rather than at the
+        stream's beginning (those labels are in the history). On Kafka: now."""
+        source = self.source
+        if not isinstance(source, RedisStreams):
+            return self.clock()
+        if source.warm_group:
+            at = source.group_start(source.feedback)
+            if at != "0":
+                return predlog.entry_seconds(at)
+        _, _, last = history.span(self.r, self.keys)
+        at = last or f"{int(self.clock() * 1000)}-0"
+        source.starts[source.feedback] = at
+        return predlog.entry_seconds(at)
+
+    def _backtest_window(self) -> float:
+        """The history a backtest compares on: the longest a backtest step names."""
+        return max((s.backtest or 0.0 for s in self.spec.rollout.steps), default=0.0)
+
+    def _version_before(self, revision: str, served: int, until: float) -> int:
+        """The newest version up to ``served`` that learned nothing after ``until`` (so the
+        catch-up has the window to compare on), else the oldest kept."""
+        kept = sorted((v for v in self.store.versions(revision) if v <= served), reverse=True)
+        for v in kept:
+            try:
+                if float(self.store.version_meta(revision, v).get("learnedUntil", 0.0)) <= until:
+                    return v
+            except StoreError:
+                continue
+        return kept[-1] if kept else served
 
     def _opened(self, key: str, kind: str) -> Opened | None:
         """A blob of the model's, verified; None when missing or refused (the sealing logs
@@ -352,6 +394,9 @@ class LearnerProcess:
             # the version stable serves: after a rollback its latest may be the bad one
             ptr = self.store.pointers(self.warm_start_revision)
             v = ptr.served if ptr.served is not None else ptr.latest
+            if v is not None and self._catch_until is not None:  # (an older one: see there)
+                until = self._catch_until - self._backtest_window()
+                v = self._version_before(self.warm_start_revision, v, until)
             if v is not None:
                 key = self.keys.version(self.warm_start_revision, v)
                 source = f"revision {self.warm_start_revision} v{v}"
@@ -485,6 +530,8 @@ class LearnerProcess:
             ) or Reference.of_snapshot(blob, source)
             if reference is not None and self.store.save_reference(self.revision, reference):
                 log.info("drift reference from %s (%d rows)", source, len(reference.features))
+        if self._catch_until is not None and after is None:
+            self._catch_up(self.counters["learned_until"])
         cold = after is not None and blob is None
         self._checkpoint(publish=True, reason="initial", pin=cold)
         if cold:
@@ -492,6 +539,23 @@ class LearnerProcess:
                         "lost versions up to v%d): nothing serves it until it is served by "
                         "hand or proven", self.revision, self.counters["next_version"] - 1,
                         after)  # fmt: skip
+
+    def _catch_up(self, since: float) -> None:
+        """The history learned before the first version (:mod:`tideline.pods.catchup`), its
+        predictions marked taken with the first checkpoint, its progress and backtest in the
+        status as it goes."""
+        assert self._catch_until is not None
+        key = self.keys.learner(self.revision)
+
+        def report(b: Backtest) -> None:
+            self._notes[LearnerStatus.BACKTEST] = b.encode().decode()
+            self.r.hset(key, LearnerStatus.BACKTEST, self._notes[LearnerStatus.BACKTEST])
+
+        catch = CatchUp(self.r, self.keys, self.training, self.join, since=since,
+                        until=self._catch_until, window=self._backtest_window(), report=report,
+                        beat=self.liveness.beat)  # fmt: skip
+        catch.run()
+        self._marks += catch.marks
 
     # -- reading -----------------------------------------------------------------------
     def _read(self, block_ms: int) -> None:

@@ -150,6 +150,7 @@ class RedisStreams:
         self.group = group
         self.consumer = "learner"
         self.warm_group = warm_group
+        self.starts: dict[str, str] = {}  # where a new group starts on a stream, if not as usual
         self.samples = keys.samples
         self.feedback = keys.feedback
         self.new = False
@@ -165,10 +166,12 @@ class RedisStreams:
         self._in_flight = False
 
     # -- start-up ----------------------------------------------------------------------
-    def _group_start(self, stream: str) -> str:
+    def group_start(self, stream: str) -> str:
         """Where a new consumer group starts: the whole retained stream, or - for a
         learner warm-started from another revision - where that revision's learner is,
         since the snapshot it starts from has learned what came before."""
+        if stream in self.starts:
+            return self.starts[stream]
         if not self.warm_group:
             return "0"
         source = self.warm_group.encode()
@@ -184,7 +187,7 @@ class RedisStreams:
 
     def start(self, state: Any = None) -> list[Refusal]:
         for stream in (self.samples, self.feedback):
-            _group(self.r, stream, self.group, self._group_start(stream))
+            _group(self.r, stream, self.group, self.group_start(stream))
         self._claim_orphans()
         return list(self._poison_pills())
 

@@ -1252,3 +1252,55 @@ def test_a_learner_near_its_memory_limit_is_said_once_with_its_sizes(
         assert got is not None and got["message"] == message
         assert all(a.message == message for a in said)
     assert d.status["phase"] != "Degraded" or status.get("aborted"), "a warning, not Degraded"
+
+
+def _history_spec():
+    doc = manifest(learning={"history": "2h"},
+                   rollout={"steps": STEPS, "analysis": {"minSamples": 500,
+                                                         "maxAccuracyDrop": 0.01}})  # fmt: skip
+    return parse(doc).spec
+
+
+def test_a_canary_with_history_serves_no_one_until_its_backtest_is_done() -> None:
+    from tideline.contracts import Backtest
+
+    spec = _history_spec()
+    assert spec.rollout.steps[0].backtest == 3600.0  # (before the first setWeight)
+    d = decide(spec, {"stableRevision": "old"}, Observed(revision="new"), None, now=100.0)
+    assert (d.status["canaryRevision"], d.status["currentStep"], d.status["canaryWeight"]) == (
+        "new", 0, 0)  # fmt: skip
+    running = Backtest(read=400, total=9000, rows=4000, rate=20_000.0)
+    d = decide(spec, d.status, Observed(revision="new", backtest=running), None, now=110.0)
+    assert d.status["currentStep"] == 0 and d.status["canaryWeight"] == 0
+
+
+@pytest.mark.parametrize(
+    ("samples", "difference", "half", "outcome"),
+    [(3000, -0.08, 0.02, "BacktestFailed"), (3000, 0.004, 0.01, "BacktestPassed"),
+     (120, -0.2, 0.25, "BacktestInconclusive"), (0, 0.0, 1.0, "BacktestInconclusive")],
+    ids=["worse by more than maxAccuracyDrop: aborted", "within it on enough samples: passed",
+         "worse but not surely: on", "no history: on"],
+)  # fmt: skip
+def test_a_backtest_stops_a_bad_revision_and_never_slows_a_good_one(
+    samples: int, difference: float, half: float, outcome: str
+) -> None:
+    from tideline.contracts import Backtest
+
+    spec = _history_spec()
+    done = Backtest(done=True, read=9000, total=9000, rows=90_000, window=3600.0, samples=samples,
+                    difference=difference, lower=difference - half, upper=difference + half)  # fmt: skip
+    st = _canary_status(step=0, weight=0)
+    d = decide(spec, st, Observed(revision="new", backtest=done), None, now=200.0)
+    [event] = [a for a in d.actions if isinstance(a, Event) and a.reason.startswith("Backtest")]
+    assert event.reason == outcome
+    if outcome == "BacktestFailed":
+        assert d.status["aborted"]["cause"] == "BacktestFailed" and d.status["canaryWeight"] == 0
+        [degraded] = [c for c in d.status["conditions"] if c["type"] == "Degraded"]
+        assert (degraded["status"], degraded["reason"]) == ("True", "BacktestFailed")
+        assert (
+            f"{difference:+.3f} [{difference - half:+.3f}, {difference + half:+.3f}] on "
+            f"{samples} paired samples of the last 3600s of history" in degraded["message"]
+        )
+    else:
+        assert "aborted" not in d.status
+        assert d.status["currentStep"] == 2 and d.status["canaryWeight"] == 10

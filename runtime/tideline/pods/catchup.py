@@ -1,0 +1,172 @@
+"""A new revision's catch-up: the labelled history learned before its first version.
+
+With ``spec.learning.history`` a learner that starts with no checkpoint (a
+canary, a model applied fresh) first learns the history
+(:mod:`tideline.pods.history`) the way it learns live - in the order it was
+joined, mini-batch by mini-batch, each row predicted before it is learned - at
+its full speed, and only then publishes its first version. What it learns:
+
+* the rows whose label came after what its warm start had learned
+  (``since``: the version's ``learnedUntil``; 0 for a cold start), and up to
+  ``until``, where its live reading of the labels begins (so no label is
+  learned twice: :meth:`tideline.pods.learner.LearnerProcess.start`);
+* each row's prediction is marked taken, as a label joined live is (the marks
+  go with the first checkpoint), so a label read again later is a duplicate
+  and a prediction learned with the history's default is not given another.
+
+On the rows of the last ``window`` seconds that the stable track answered it
+compares its predictions with what stable served (:mod:`tideline.backtest`);
+its progress and that comparison are the learner's ``backtest`` status field
+(:class:`tideline.contracts.Backtest`), which the operator's backtest step reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tideline.backtest import BacktestWindow
+from tideline.contracts import Backtest, Keys
+from tideline.features import FeatureError
+from tideline.pods import history
+from tideline.pods.join import LogJoin, Mark
+from tideline.training import Run, Training
+
+log = logging.getLogger("tideline.learner")
+
+CHUNK_ROWS = 4096  # rows handed to the learner at a time
+REPORT_SECONDS = 1.0  # how often the progress is written
+
+
+class CatchUp:
+    """One catch-up of a learner (see the module docs): :meth:`run` it once."""
+
+    def __init__(
+        self,
+        client: Any,
+        keys: Keys,
+        training: Training,
+        join: LogJoin,
+        *,
+        since: float,
+        until: float,
+        window: float,
+        report: Callable[[Backtest], None],
+        beat: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.r = client
+        self.keys = keys
+        self.training = training
+        self.join = join
+        self.since, self.until, self.window = since, until, window
+        self.report = report
+        self.beat = beat
+        self.compared = BacktestWindow(training.task, start=until - window)
+        self.marks: list[Mark] = []
+        self.skipped = 0  # rows not learned: a label or a row the model cannot take
+        self._rows: list[dict[str, Any]] = []
+        self._labels: list[float] = []
+        self._received: list[float] = []
+        self._served: list[Any] = []
+        self._stable: list[bool] = []
+
+    def run(self) -> Backtest:
+        total, first, last = history.span(self.r, self.keys)
+        status = Backtest(total=total, window=self.window)
+        if not total or last is None:
+            status.done = True
+            self.report(status)
+            return status
+        # the window: the last of what it learns (the newest label it takes, near enough)
+        self.compared.start = min(self.until, history_seconds(last)) - self.window
+        started = reported = time.monotonic()
+        for _, rec in history.read(self.r, self.keys, until=last):
+            status.read += 1
+            if rec is not None:
+                self._take(rec)
+            if len(self._labels) >= CHUNK_ROWS:
+                status.rows += self._learn()
+            now = time.monotonic()
+            if now - reported >= REPORT_SECONDS:
+                reported = now
+                status.rate = status.rows / max(now - started, 1e-9)
+                self._said(status)
+                self.report(status)
+                self.beat()
+        status.rows += self._learn()
+        status.rate = status.rows / max(time.monotonic() - started, 1e-9)
+        status.done = True
+        self._said(status)
+        self.report(status)
+        log.info("caught up on %d history rows (%d entries, %.0f rows/s): %d compared with "
+                 "stable, %+.4f [%+.4f, %+.4f]", status.rows, status.read, status.rate,
+                 status.samples, status.difference, status.lower, status.upper)  # fmt: skip
+        return status
+
+    def _said(self, status: Backtest) -> None:
+        status.samples = self.compared.samples
+        status.difference, status.lower, status.upper = self.compared.result()
+
+    def _take(self, rec: history.Record) -> None:
+        """A record's rows learned from: those whose label came after ``since`` and by
+        ``until``, each with a label the task takes."""
+        target = self.training.task.target
+        stable = rec.served_by_track("stable")
+        for i, received in enumerate(rec.received):
+            if not self.since < received <= self.until:
+                continue
+            try:
+                label = target(rec.labels[i])
+            except (ValueError, TypeError, IndexError):
+                self.skipped += 1
+                continue
+            self._rows.append(rec.rows[i])
+            self._labels.append(label)
+            self._received.append(received)
+            self._served.append(rec.scores[i] if i < len(rec.scores) else None)
+            self._stable.append(bool(stable[i]) and rec.scores[i] is not None)
+            self.marks.append(self.join.mark_of(rec.ts, rec.marks[i]))
+
+    def _learn(self) -> int:
+        """The rows taken so far, learned; their predictions compared. How many there were."""
+        n = len(self._labels)
+        if not n:
+            return 0
+        schema = self.training.schema
+        try:
+            X = schema.encode_strict(self._rows)
+        except FeatureError:
+            X = schema.encode(self._rows)
+        y = np.array(self._labels, dtype=np.float64)
+        received = np.array(self._received)
+        # (the run's time: the newest label's, as learned_until counts it)
+        self.training.add(X, y, [Run("history", f"{int(received.max() * 1000)}-0".encode(), n)])
+        predictions = np.concatenate(
+            [b.predictions for b in self.training.blocks(force=True) if b.predictions is not None]
+        )
+        stable = np.array(self._stable, dtype=bool)
+        served = self._served_scores(stable)
+        self.compared.add(received, predictions, served, y, stable)
+        self._rows, self._labels, self._received = [], [], []
+        self._served, self._stable = [], []
+        return n
+
+    def _served_scores(self, stable: np.ndarray) -> np.ndarray:
+        """What was served for each row as the task's scores (a row stable did not serve: 0)."""
+        k = self.training.task.n_classes
+        out = np.zeros((len(stable), k)) if k else np.zeros(len(stable))
+        for i in np.nonzero(stable)[0].tolist():
+            try:
+                out[i] = self._served[i]
+            except (ValueError, TypeError):
+                stable[i] = False
+        return out
+
+
+def history_seconds(entry_id: str) -> float:
+    """When a history entry was written (its stream id's time)."""
+    return int(entry_id.split("-", 1)[0]) / 1000.0

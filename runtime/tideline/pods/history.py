@@ -1,0 +1,122 @@
+"""Labelled history: the joined samples of the last ``spec.learning.history``, kept in Redis.
+
+The monitor joins every label (and every default, ``labelDefault``) with its
+logged prediction; with ``spec.learning.history`` it also appends each join
+to the model's ``history`` stream: the rows as logged, their labels, when each
+label arrived, the prediction's time and marks, and what was served for each
+row - its score, its track and the (revision, version) that answered. The
+stream is trimmed by time (``XADD ... MINID ~``: entries older than the
+history go as new ones come), so its size follows the label rate times the
+history; :func:`cost` measures it.
+
+A new revision's learner reads it before its first version
+(:mod:`tideline.pods.learner`, the catch-up): it learns the rows in the order
+they were joined, prequentially, and compares its predictions on the last
+``window`` with those stable served for the same rows (:mod:`tideline.backtest`).
+
+An entry is one logged request's joined rows, as JSON in ``data``:
+
+    {"ts": 1733..., "rows": [...], "labels": [...], "received": [...],
+     "marks": [...], "scores": [...], "tracks": [...], "models": {track: [rev, v]},
+     "fallback": false}
+
+>>> rec = Record(ts=10.0, rows=[{"x": 1}], labels=[1.0], received=[12.5], marks=["a b 0 0"],
+...              scores=[0.8], tracks=["stable"], models={"stable": ("r1", 3)})
+>>> Record.decode(rec.encode()) == rec
+True
+>>> rec.served_by_track("stable").tolist(), rec.served_by_track("canary").tolist()
+([True], [False])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from tideline.contracts import Keys
+
+READ_ENTRIES = 500  # entries a read of the history takes
+
+
+class Record(msgspec.Struct, omit_defaults=True):
+    """One logged request's joined rows (see the module docs)."""
+
+    ts: float  # when the prediction was made (seconds)
+    rows: list[Any]
+    labels: list[Any]
+    received: list[float]  # when each label arrived (seconds; a default's: when it was given)
+    marks: list[str]  # each row's prediction key (the join's marks)
+    scores: list[Any]  # what each row was answered with
+    tracks: list[str]
+    models: dict[str, tuple[str, int]] = {}  # track -> (revision, version) that answered
+    fallback: bool = False  # a fallback answered the request
+
+    def encode(self) -> bytes:
+        return _encoder.encode(self)
+
+    @staticmethod
+    def decode(raw: bytes) -> Record:
+        """``ValueError`` when it is not a record."""
+        try:
+            return _decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise ValueError(f"not a history record: {e}") from None
+
+    def served_by_track(self, track: str) -> np.ndarray:
+        """Which rows ``track`` answered (no fallback): the ones a backtest compares on."""
+        if self.fallback:
+            return np.zeros(len(self.rows), dtype=bool)
+        return np.array([t == track for t in self.tracks], dtype=bool)
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Record)
+
+
+def append(pipe: Any, keys: Keys, records: Sequence[Record], keep: float, now: float) -> None:
+    """Add ``records`` to the history with the commands of ``pipe``, and let go of what is
+    older than ``keep`` seconds (approximately: Redis trims whole nodes)."""
+    if not records:
+        return
+    minid = f"{int((now - keep) * 1000)}-0"
+    for rec in records:
+        pipe.xadd(keys.history, {b"data": rec.encode()}, minid=minid, approximate=True)
+
+
+def read(client: Any, keys: Keys, after: str = "-", until: str = "+") -> Iterator[tuple[str, Record | None]]:  # fmt: skip
+    """The history's entries from ``after`` (exclusive, unless "-") to ``until``, oldest
+    first: each id and its record (None: not one, as the caller counts)."""
+    start = after
+    while True:
+        got = client.xrange(keys.history, start, until, count=READ_ENTRIES)
+        for eid, fields in got:
+            try:
+                yield eid.decode(), Record.decode(fields[b"data"])
+            except (KeyError, ValueError):
+                yield eid.decode(), None
+        if len(got) < READ_ENTRIES:
+            return
+        start = "(" + got[-1][0].decode()
+
+
+def span(client: Any, keys: Keys) -> tuple[int, str | None, str | None]:
+    """How many entries the history holds, its first id and its last (None: empty)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xlen(keys.history)
+    pipe.xrange(keys.history, "-", "+", count=1)
+    pipe.xrevrange(keys.history, "+", "-", count=1)
+    n, first, last = pipe.execute()
+    return int(n), first[0][0].decode() if first else None, last[0][0].decode() if last else None
+
+
+def cost(client: Any, keys: Keys, sample: int = 50) -> int | None:
+    """The bytes the history holds in Redis (``MEMORY USAGE`` with ``sample`` nodes; None
+    when Redis refuses the command)."""
+    try:
+        used = client.memory_usage(keys.history, samples=sample)
+    except Exception:  # (a managed Redis may rename it)
+        return None
+    return int(used) if used is not None else 0
