@@ -548,6 +548,14 @@ def status_schema() -> dict[str, Any]:
                 "With labelDefault: how far behind now the predictions "
                 "scored are (afterSeconds, lagSeconds, heldRows, earlyRows)"
             ),
+            "backtest": record(
+                "The canary's catch-up on history and its backtest against stable (entries, "
+                "rows, rowsPerSecond, samples, difference)"
+            ),
+            "liftOverBaseline": record(
+                "The served version against the warm-start snapshot frozen, on the same "
+                "labels (difference, interval)"
+            ),
             "stableWarmStart": scalar("string", "The revision the stable learner started from"),
             "canaryWarmStart": scalar("string", "The revision the canary learner started from"),
             "storeEpoch": scalar(

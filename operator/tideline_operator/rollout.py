@@ -378,6 +378,8 @@ class RolloutStatus(msgspec.Struct, kw_only=True):
     quality: dict[str, Any] | None = None
     log: dict[str, Any] | None = None
     maturity: dict[str, Any] | None = None
+    backtest: dict[str, Any] | None = None  # the canary's catch-up on history and backtest
+    liftOverBaseline: dict[str, Any] | None = None  # noqa: N815
     stableWarmStart: str | None = None  # noqa: N815
     canaryWarmStart: str | None = None  # noqa: N815
     storeEpoch: str | None = None  # noqa: N815
@@ -700,6 +702,42 @@ def log_status(health: Health | None) -> dict[str, Any] | None:
     if cap.limit:
         out["redisLimitBytes"], out["redisLimitSource"] = int(cap.limit), cap.limit_source
     return out
+
+
+def backtest_status(b: Backtest) -> dict[str, Any]:
+    """``status.backtest``: the canary learner's catch-up on history and its comparison
+    with stable on the window (the backtest step's evidence)."""
+    out: dict[str, Any] = {"done": b.done, "entries": b.read, "of": b.total, "rows": b.rows,
+                           "rowsPerSecond": round(b.rate), "windowSeconds": b.window,
+                           "samples": b.samples}  # fmt: skip
+    if b.samples:
+        out.update(difference=round(b.difference, 4), lower=round(b.lower, 4),
+                   upper=round(b.upper, 4))  # fmt: skip
+    return out
+
+
+def catching_up_condition(b: Backtest) -> tuple[bool, str, str]:
+    """``CatchingUp``: True while the canary's learner learns the history (how far, how fast),
+    False once it has (reason ``CaughtUp``)."""
+    if b.done:
+        return False, "CaughtUp", f"learned {b.rows:,} rows of history at {b.rate:,.0f} rows/s"
+    share = b.read / b.total if b.total else 0.0
+    return True, "CatchingUp", (f"{share:.0%} of the history ({b.read:,} of {b.total:,} "
+                                f"entries, {b.rows:,} rows) at {b.rate:,.0f} rows/s")  # fmt: skip
+
+
+def lift_over_baseline(q: Quality | None) -> dict[str, Any] | None:
+    """``status.liftOverBaseline``: the served version against the snapshot the model was
+    warm-started from, frozen, on the same labels (what online learning buys; None when
+    the model was not warm-started, or nothing is compared yet)."""
+    base = q.get("baseline") if q is not None else None
+    # (on the labels neither learned: the served version's own would flatter it)
+    vs = base.vs_served if base is not None else None
+    if base is None or vs is None or not vs.samples:
+        return None
+    # (the baseline's comparison is baseline minus served: the lift is its opposite)
+    return {"difference": round(-vs.difference, 4), "lower": round(-vs.upper, 4),
+            "upper": round(-vs.lower, 4), "samples": vs.samples, "baselineVersion": base.version}  # fmt: skip
 
 
 def maturity_status(health: Health | None) -> dict[str, Any] | None:
@@ -1517,6 +1555,14 @@ def _phase(
             else _condition(before, "StoreReset", False, "Recovered",
                             f"recovered from: {reset.message}", now)
         )  # fmt: skip
+    b = observed.backtest
+    if b is not None and canary is not None and not aborted:
+        st.backtest = backtest_status(b)
+        st.conditions.append(_condition(before, "CatchingUp", *catching_up_condition(b), now))
+    elif "CatchingUp" in kept and kept["CatchingUp"].status == "True":  # (the canary went)
+        st.conditions.append(_condition(before, "CatchingUp", False, "NoCatchUp", "", now))
+    if canary is None:
+        st.backtest = None
     if spec.deprecated:  # read as ever, until the manifest is rewritten
         names = "; ".join(f"{old} is deprecated: write {new}" for old, new in spec.deprecated)
         st.conditions.append(_condition(before, "Deprecated", True, "DeprecatedField", names, now))
@@ -1531,4 +1577,5 @@ def _phase(
         log_needs = log_status(fresh)
         if log_needs is not None:
             st.log = log_needs
+        st.liftOverBaseline = lift_over_baseline(fresh.quality) or st.liftOverBaseline
         st.maturity = maturity_status(fresh) if spec.learning.labelDefault else None

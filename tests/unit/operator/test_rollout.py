@@ -1272,6 +1272,10 @@ def test_a_canary_with_history_serves_no_one_until_its_backtest_is_done() -> Non
     running = Backtest(read=400, total=9000, rows=4000, rate=20_000.0)
     d = decide(spec, d.status, Observed(revision="new", backtest=running), None, now=110.0)
     assert d.status["currentStep"] == 0 and d.status["canaryWeight"] == 0
+    [c] = [c for c in d.status["conditions"] if c["type"] == "CatchingUp"]
+    assert (c["status"], c["reason"]) == ("True", "CatchingUp")
+    assert c["message"] == "4% of the history (400 of 9,000 entries, 4,000 rows) at 20,000 rows/s"
+    assert d.status["backtest"]["rows"] == 4000 and not d.status["backtest"]["done"]
 
 
 @pytest.mark.parametrize(
@@ -1304,3 +1308,14 @@ def test_a_backtest_stops_a_bad_revision_and_never_slows_a_good_one(
     else:
         assert "aborted" not in d.status
         assert d.status["currentStep"] == 2 and d.status["canaryWeight"] == 10
+        [c] = [c for c in d.status["conditions"] if c["type"] == "CatchingUp"]
+        assert (c["status"], c["reason"]) == ("False", "CaughtUp")
+        assert d.status["backtest"]["samples"] == samples
+
+
+def test_the_status_shows_what_online_learning_buys_over_the_frozen_warm_start() -> None:
+    st = _canary_status()
+    health = _health(100.0, baseline=(0, comparison(-0.03, half=0.01, samples=1500)))
+    d = decide(_spec(), st, Observed(revision="new"), health, now=100.0)
+    assert d.status["liftOverBaseline"] == {"difference": 0.03, "lower": 0.02, "upper": 0.04,
+                                            "samples": 1500, "baselineVersion": 0}  # fmt: skip
