@@ -98,3 +98,43 @@ def test_the_backtest_tells_a_bad_revision_from_a_good_one_on_the_same_history(r
     assert bad.upper < -0.01, bad  # surely worse than stable by more than maxAccuracyDrop
     assert good_b.upper >= -0.01, good_b  # not
     assert np.isfinite([bad.difference, good_b.difference]).all()
+
+
+def test_the_monitor_keeps_each_join_and_a_new_revision_learns_it_once(r) -> None:
+    """The monitor appends what it joins - rows as logged, labels, what stable served - and
+    a new revision's learner learns those rows before its first version, then reads on
+    after them: the labels it learned from the history are not learned again."""
+    import orjson
+
+    from tests.helpers import LoggedRequest, monitor_for
+
+    model = parse(manifest(learning={"history": "1h"}))
+    keys = Keys(model.namespace, model.name)
+    mon = monitor_for(model, r)
+    mon.start()
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=5).take(64)
+    logged = LoggedRequest(rows, scores=[0.9] * 64, revision=model.revision, version=2).write(
+        r, keys
+    )
+    for pid, label in zip(logged.ids, y.tolist(), strict=True):
+        r.xadd(keys.feedback, {"data": orjson.dumps({"id": pid, "label": label})})
+    deadline = time.monotonic() + 10
+    while sum(len(rec.rows) for _, rec in history.read(r, keys) if rec is not None) < 64:
+        assert time.monotonic() < deadline, "the monitor kept no history"
+        mon.step(block_ms=20)
+    [(_, rec)] = list(history.read(r, keys))
+    assert rec is not None and rec.rows == rows and rec.labels == y.tolist()
+    assert rec.scores == [0.9] * 64 and rec.tracks == ["stable"] * 64
+    assert rec.models == {"stable": (model.revision, 2)} and not rec.fallback
+    assert len(set(rec.marks)) == 64 and all(m.endswith(f" {logged.entry} 0 {i}")
+                                             for i, m in enumerate(rec.marks))  # fmt: skip
+    # a new revision (another learning rate) learns them first, and not again after
+    doc = manifest(learning={"history": "1h"})
+    doc["spec"]["model"]["params"] = {"optimizer": "adagrad"}
+    p = LearnerProcess(parse(doc), r, checkpoint_seconds=0.0)
+    p.start()
+    assert p.counters["samples"] == 64
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        p.step(block_ms=20)
+    assert p.counters["samples"] == 64 and p.counters.get("duplicate", 0) == 0

@@ -2,7 +2,7 @@
 
 The monitor joins every label (and every default, ``labelDefault``) with its
 logged prediction; with ``spec.learning.history`` it also appends each join
-to the model's ``history`` stream: the rows as logged, their labels, when each
+(:func:`record_of`) to the model's ``history`` stream, in the pipeline that marks them: the rows as logged, their labels, when each
 label arrived, the prediction's time and marks, and what was served for each
 row - its score, its track and the (revision, version) that answered. The
 stream is trimmed by time (``XADD ... MINID ~``: entries older than the
@@ -37,6 +37,7 @@ import msgspec
 import numpy as np
 
 from tideline.contracts import Keys
+from tideline.pods.join import Joined
 
 READ_ENTRIES = 500  # entries a read of the history takes
 
@@ -74,6 +75,22 @@ class Record(msgspec.Struct, omit_defaults=True):
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Record)
+
+
+def record_of(j: Joined) -> Record | None:
+    """A join as history keeps it (None: its logged rows cannot be read)."""
+    entry = j.entry
+    try:
+        rows = j.features()
+        scores = entry.scores
+        served = [scores[i] for i in j.rows]
+    except (ValueError, TypeError, IndexError):
+        return None
+    return Record(ts=j.ts, rows=rows, labels=list(j.labels), received=list(j.received),
+                  marks=[key for _, key in j.marks], scores=served,
+                  tracks=[entry.track(i) for i in j.rows],
+                  models={t: (rev, v) for t, (rev, v) in entry.meta.models.items()},
+                  fallback=entry.meta.fallback is not None)  # fmt: skip
 
 
 def append(pipe: Any, keys: Keys, records: Sequence[Record], keep: float, now: float) -> None:

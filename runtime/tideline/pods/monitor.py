@@ -104,7 +104,7 @@ from tideline.monitoring.maturing import Maturing
 from tideline.monitoring.signals import DriftEvent, DriftSignals
 from tideline.monitoring.summary import Throughput, health
 from tideline.monitoring.tracks import Labelled, Scored, Tracks, labelled
-from tideline.pods import faults
+from tideline.pods import faults, history
 from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS_EVERY, DefaultLabels
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
@@ -420,6 +420,10 @@ class Monitor:
         pipe = self.r.pipeline(transaction=False)
         marks = [m for j in joined + defaults for m in j.marks]
         self.join.commit(pipe, marks)
+        keep = self.spec.learning.history
+        if keep:  # the joins, for a new revision's catch-up and backtest
+            kept = [rec for j in joined + defaults if (rec := history.record_of(j)) is not None]
+            history.append(pipe, self.keys, kept, keep, time.time())
         if defaults:
             assert self.defaults is not None
             cursors = self.keys.cursors(GROUP)
