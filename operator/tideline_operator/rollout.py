@@ -701,6 +701,13 @@ def log_status(health: Health | None) -> dict[str, Any] | None:
         out["needBytes"] = int(cap.need)
     if cap.limit:
         out["redisLimitBytes"], out["redisLimitSource"] = int(cap.limit), cap.limit_source
+    if cap.history_window:
+        out.update(historySeconds=cap.history_window, historyHeldBytes=int(cap.history_held),
+                   labelsPerSecond=cap.label_rate)  # fmt: skip
+        if cap.bytes_per_sample is not None:
+            out["bytesPerSample"] = cap.bytes_per_sample
+        if cap.history_need is not None:
+            out["historyNeedBytes"] = int(cap.history_need)
     return out
 
 

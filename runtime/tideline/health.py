@@ -279,16 +279,29 @@ class LogCapacity(_Sparse):
     limit: float | None = None
     limit_source: str = "maxmemory"  # or "system" when no maxmemory is set
     fits: bool | None = None  # None until measured
+    # spec.learning.history: the labelled history's bytes, at the label rate for its window
+    history_window: float = 0.0  # seconds kept (0: none)
+    label_rate: float = 0.0  # joins a second (labels and defaults, smoothed)
+    bytes_per_sample: float | None = None  # measured on the history as it is
+    history_need: float | None = None  # bytes it needs at this rate, window full
+    history_held: float = 0.0  # bytes it holds now
 
     def summary(self) -> str:
         """The condition's message: the formula with its numbers."""
         if self.need is None or self.bytes_per_prediction is None:
             return "not measured yet: no prediction logged"
         limit = _bytes(self.limit) if self.limit else "unknown"
+        history = ""
+        if self.history_need is not None and self.bytes_per_sample is not None:
+            history = (
+                f", and {self.label_rate:,.0f} labels/s x {self.history_window:,.0f} s x "
+                f"{self.bytes_per_sample:,.0f} B = {_bytes(self.history_need)} of history "
+                f"(holds {_bytes(self.history_held)} now)"
+            )
         return (
             f"{self.rate:,.0f} predictions/s x {self.window:,.0f} s x "
             f"{self.bytes_per_prediction:,.0f} B = {_bytes(self.need)} of log "
-            f"(holds {_bytes(self.held)} now); Redis uses {_bytes(self.used)} of "
+            f"(holds {_bytes(self.held)} now){history}; Redis uses {_bytes(self.used)} of "
             f"{limit} ({self.limit_source})"
         )
 

@@ -98,3 +98,22 @@ def test_the_logging_rate_is_smoothed_over_about_a_minute() -> None:
     fast.due(0.0, 60.0)
     fast.due(1.0, 0.0)
     assert fast.rate == 0.0, "an interval past a minute: the rate of the last one"
+
+
+def test_the_history_counts_in_what_redis_must_hold_at_the_label_rate_for_its_window() -> None:
+    size = LogSize(INTERVAL, WINDOW, history=86400.0)
+    size.entries, size.rows = 10, 640
+    size.history_entries, size.history_rows = 100, 800  # (8 joined rows a record written)
+    size.due(now=100.0, rate=50.0, label_rate=5.0)
+    info = {"used_memory": 60 * MB, "maxmemory": 100 * MB}
+    cap = size.measured(100.0, took=0.01, sizes=[3_200_000, 20_000], lengths=[500], info=info,
+                        history=(40 * MB, 50_000))  # fmt: skip
+    # 50,000 records of 8 rows in 40 MB: 100 B a sample; 5 labels/s for a day: 43.2 MB
+    assert (cap.bytes_per_sample, cap.history_need, cap.history_held) == (100.0, 43_200_000,
+                                                                        40 * MB)  # fmt: skip
+    assert cap.fits is True  # 60 - 3.22 - 40 + 3.02 + 43.2 = 63 MB of 90
+    assert "5 labels/s x 86,400 s x 100 B = 41.2 MiB of history (holds 38.1 MiB now)" in \
+        cap.summary()
+    cap = size.measured(200.0, took=0.01, sizes=[3_200_000, 20_000], lengths=[500],
+                        info={**info, "maxmemory": 60 * MB}, history=(40 * MB, 50_000))  # fmt: skip
+    assert cap.fits is False  # the same 63 MB over 54

@@ -43,20 +43,26 @@ HEADROOM = 0.9  # the share of Redis's limit the log may fill with what else it 
 class LogSize:
     """The log's logging rate, smoothed, and its last measurement."""
 
-    def __init__(self, interval: float, window: float) -> None:
+    def __init__(self, interval: float, window: float, history: float = 0.0) -> None:
         self.interval = interval  # the analysis interval: measured at most once in one
         self.window = window  # seconds of log kept (predlog.retention)
+        self.history = history  # seconds of labelled history kept (spec.learning.history)
         self.entries = self.rows = 0  # read from the log: rows a stream entry holds
+        self.history_entries = self.history_rows = 0  # written to the history: the same
         self.rate: float | None = None  # predictions/s, smoothed (about a minute)
+        self.label_rate: float | None = None  # joins/s (labels and defaults), smoothed
+        self.bytes_per_sample: float | None = None
         self.capacity: h.LogCapacity | None = None  # the last measurement
         self.next_at = -math.inf  # when the log is measured next
         self.bytes_per_prediction: float | None = None
 
-    def due(self, now: float, rate: float) -> bool:
-        """The logging rate at ``now`` (predictions/s since the last health write) into the
-        smoothed one; whether the log is to be measured now."""
+    def due(self, now: float, rate: float, label_rate: float = 0.0) -> bool:
+        """The logging rate at ``now`` (predictions/s since the last health write) and the
+        label rate into the smoothed ones; whether the log is to be measured now."""
         a = min(1.0, self.interval / SMOOTHING)
         self.rate = rate if self.rate is None else (1 - a) * self.rate + a * rate
+        last = self.label_rate
+        self.label_rate = label_rate if last is None else (1 - a) * last + a * label_rate
         return now >= self.next_at
 
     def measured(
@@ -66,11 +72,13 @@ class LogSize:
         sizes: Sequence[int | None],
         lengths: Sequence[int],
         info: Mapping[str, Any],
+        history: tuple[int | None, int] | None = None,
     ) -> h.LogCapacity:
         """A measurement made at ``now`` in ``took`` seconds: the bytes each of the log's keys
         holds (None: gone), the entries each stream holds, and Redis's memory figures
-        (``used_memory``, ``maxmemory``, ``total_system_memory``). The next is due an
-        interval later, or later still when this one took long."""
+        (``used_memory``, ``maxmemory``, ``total_system_memory``); and with a history, its
+        bytes and entries. The next is due an interval later, or later still when this one
+        took long."""
         self.next_at = now + max(self.interval, took / MEASURE_SHARE)
         held = float(sum(x or 0 for x in sizes))
         per_entry = self.rows / self.entries if self.entries else 0.0
@@ -87,7 +95,23 @@ class LogSize:
         if self.bytes_per_prediction is not None:
             cap.bytes_per_prediction = self.bytes_per_prediction
             cap.need = round(rate * self.window * cap.bytes_per_prediction)
-            if cap.limit:
-                cap.fits = cap.used - held + cap.need <= HEADROOM * cap.limit
+        extra = self._history(cap, history) if history is not None else 0.0
+        if cap.need is not None and cap.limit:
+            cap.fits = cap.used - held - cap.history_held + cap.need + extra <= HEADROOM * cap.limit
         self.capacity = cap
         return cap
+
+    def _history(self, cap: h.LogCapacity, history: tuple[int | None, int]) -> float:
+        """The history's part of ``cap`` (bytes and entries as measured); the bytes it needs."""
+        size, length = history
+        cap.history_window = self.history
+        cap.label_rate = round(self.label_rate or 0.0, 1)
+        cap.history_held = float(size or 0)
+        per_entry = self.history_rows / self.history_entries if self.history_entries else 0.0
+        if length * per_entry >= 1:
+            self.bytes_per_sample = round(cap.history_held / (length * per_entry), 1)
+        if self.bytes_per_sample is None:
+            return 0.0
+        cap.bytes_per_sample = self.bytes_per_sample
+        cap.history_need = round(cap.label_rate * self.history * self.bytes_per_sample)
+        return cap.history_need

@@ -66,6 +66,8 @@ class CatchUp:
         self.report = report
         self.beat = beat
         self.compared = BacktestWindow(training.task, start=until - window)
+        # predictions made before this are out of the log: their marks would expire at once
+        self._log_starts = time.time() - join.retention
         self.marks: list[Mark] = []
         self.skipped = 0  # rows not learned: a label or a row the model cannot take
         self._rows: list[dict[str, Any]] = []
@@ -112,56 +114,104 @@ class CatchUp:
         status.difference, status.lower, status.upper = self.compared.result()
 
     def _take(self, rec: history.Record) -> None:
-        """A record's rows learned from: those whose label came after ``since`` and by
-        ``until``, each with a label the task takes."""
-        target = self.training.task.target
-        stable = rec.served_by_track("stable")
-        for i, received in enumerate(rec.received):
-            if not self.since < received <= self.until:
-                continue
-            try:
-                label = target(rec.labels[i])
-            except (ValueError, TypeError, IndexError):
-                self.skipped += 1
-                continue
+        """A record's rows to learn: those whose label came after ``since`` and by ``until``
+        (all of them, but at the history's two ends). Their marks only while the prediction
+        is in the log: an older one's would expire as it is written."""
+        n = len(rec.rows)
+        if len(rec.received) != n or len(rec.labels) != n or len(rec.marks) != n:
+            self.skipped += n
+            return
+        first, last = min(rec.received, default=0.0), max(rec.received, default=0.0)
+        if first > self.since and last <= self.until:
+            picked = None
+        elif last <= self.since or first > self.until:
+            return
+        else:
+            picked = [i for i, t in enumerate(rec.received) if self.since < t <= self.until]
+        stable = [not rec.fallback and t == "stable" for t in rec.tracks]
+        if len(stable) != n or len(rec.scores) != n:
+            stable, scores = [False] * n, [None] * n
+        else:
+            scores = rec.scores
+        young = rec.ts > self._log_starts
+        if picked is None:
+            self._rows += rec.rows
+            self._labels += rec.labels
+            self._received += rec.received
+            self._served += scores
+            self._stable += stable
+            if young:
+                self.marks += [self.join.mark_of(rec.ts, key) for key in rec.marks]
+            return
+        for i in picked:
             self._rows.append(rec.rows[i])
-            self._labels.append(label)
-            self._received.append(received)
-            self._served.append(rec.scores[i] if i < len(rec.scores) else None)
-            self._stable.append(bool(stable[i]) and rec.scores[i] is not None)
-            self.marks.append(self.join.mark_of(rec.ts, rec.marks[i]))
+            self._labels.append(rec.labels[i])
+            self._received.append(rec.received[i])
+            self._served.append(scores[i])
+            self._stable.append(stable[i])
+            if young:
+                self.marks.append(self.join.mark_of(rec.ts, rec.marks[i]))
+
+    def _targets(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The labels taken as targets, and which rows have one (None: all of them)."""
+        task = self.training.task
+        try:
+            return task.targets(self._labels, len(self._labels)), None
+        except (ValueError, TypeError):  # (one that is not a label: found one by one)
+            pass
+        ok = np.ones(len(self._labels), dtype=bool)
+        y = np.zeros(len(self._labels))
+        for i, label in enumerate(self._labels):
+            try:
+                y[i] = task.target(label)
+            except (ValueError, TypeError):
+                ok[i] = False
+        return y, ok
 
     def _learn(self) -> int:
         """The rows taken so far, learned; their predictions compared. How many there were."""
         n = len(self._labels)
         if not n:
             return 0
+        y, ok = self._targets()
+        rows, received = self._rows, np.array(self._received)
+        stable = np.array(self._stable, dtype=bool)
+        served = self._served
+        if ok is not None:
+            self.skipped += int((~ok).sum())
+            keep = np.nonzero(ok)[0].tolist()
+            rows, served = [rows[i] for i in keep], [served[i] for i in keep]
+            y, received, stable = y[ok], received[ok], stable[ok]
+        self._rows, self._labels, self._received, self._served, self._stable = [], [], [], [], []
+        if not len(y):
+            return 0
         schema = self.training.schema
         try:
-            X = schema.encode_strict(self._rows)
+            X = schema.encode_strict(rows)
         except FeatureError:
-            X = schema.encode(self._rows)
-        y = np.array(self._labels, dtype=np.float64)
-        received = np.array(self._received)
+            X = schema.encode(rows)
         # (the run's time: the newest label's, as learned_until counts it)
-        self.training.add(X, y, [Run("history", f"{int(received.max() * 1000)}-0".encode(), n)])
+        self.training.add(X, y, [Run("history", f"{int(received.max() * 1000)}-0".encode(),
+                                     len(y))])  # fmt: skip
         predictions = np.concatenate(
             [b.predictions for b in self.training.blocks(force=True) if b.predictions is not None]
         )
-        stable = np.array(self._stable, dtype=bool)
-        served = self._served_scores(stable)
-        self.compared.add(received, predictions, served, y, stable)
-        self._rows, self._labels, self._received = [], [], []
-        self._served, self._stable = [], []
-        return n
+        self.compared.add(received, predictions, self._served_scores(stable, served), y, stable)
+        return len(y)
 
-    def _served_scores(self, stable: np.ndarray) -> np.ndarray:
-        """What was served for each row as the task's scores (a row stable did not serve: 0)."""
+    def _served_scores(self, stable: np.ndarray, served: list[Any]) -> np.ndarray:
+        """What was served for each row as the task's scores (a row stable did not serve, or
+        whose score is not one: 0, and out of ``stable``)."""
         k = self.training.task.n_classes
+        if stable.all() and not k:
+            try:
+                return np.asarray(served, dtype=np.float64)
+            except (ValueError, TypeError):
+                pass
         out = np.zeros((len(stable), k)) if k else np.zeros(len(stable))
         for i in np.nonzero(stable)[0].tolist():
             try:
-                out[i] = self._served[i]
+                out[i] = served[i]
             except (ValueError, TypeError):
                 stable[i] = False
         return out

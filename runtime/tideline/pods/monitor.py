@@ -201,7 +201,8 @@ class Monitor:
         self.list_logs_every = 1.0  # seconds: a new server's log is followed this soon
         # what the log needs in Redis at the rate it is written (see _log_capacity)
         self.log_size = LogSize(self.spec.rollout.analysis.interval,
-                                predlog.retention(self.spec.learning.labelWindow))  # fmt: skip
+                                predlog.retention(self.spec.learning.labelWindow),
+                                self.spec.learning.history)  # fmt: skip
         self._served: Learner | None = None
         self._served_key: tuple[str, int] | None = None
         self._unloadable: set[tuple[Any, ...]] = set()  # versions this image cannot load
@@ -301,7 +302,8 @@ class Monitor:
         refusing the health write when it is full) leaves the last measurement as it was.
         """
         size = self.log_size
-        if not size.due(now, self.throughput.rates["predictions"]):
+        rates = self.throughput.rates
+        if not size.due(now, rates["predictions"], rates["labels"]):
             return size.capacity
         began = time.perf_counter()
         streams = [self.keys.log(i) for i in self._cursors]
@@ -316,11 +318,16 @@ class Monitor:
             pipe.memory_usage(key)
         for key in streams:
             pipe.xlen(key)
+        if size.history:  # (sampled, as the index: its entries are of one kind)
+            pipe.memory_usage(self.keys.history)
+            pipe.xlen(self.keys.history)
         replies = pipe.execute()
         info = node_info(self.r, self.keys.logs, "memory")  # on a cluster: the model's node
         took = time.perf_counter() - began
         n = len(streams) + len(index)
-        return size.measured(now, took, replies[:n], replies[n:], info)
+        kept = (replies[-2], int(replies[-1])) if size.history else None
+        lengths = replies[n : n + len(streams)]
+        return size.measured(now, took, replies[:n], lengths, info, history=kept)
 
     def _on_predictions(self, e: predlog.Entry, read: bool, scores: list[Any]) -> None:
         """A logged request: counted; its stable rows and scores to the drift detectors when it
@@ -424,6 +431,8 @@ class Monitor:
         if keep:  # the joins, for a new revision's catch-up and backtest
             kept = [rec for j in joined + defaults if (rec := history.record_of(j)) is not None]
             history.append(pipe, self.keys, kept, keep, time.time())
+            self.log_size.history_entries += len(kept)
+            self.log_size.history_rows += sum(len(rec.rows) for rec in kept)
         if defaults:
             assert self.defaults is not None
             cursors = self.keys.cursors(GROUP)
