@@ -112,8 +112,9 @@ def test_the_history_counts_in_what_redis_must_hold_at_the_label_rate_for_its_wi
     assert (cap.bytes_per_sample, cap.history_need, cap.history_held) == (100.0, 43_200_000,
                                                                         40 * MB)  # fmt: skip
     assert cap.fits is True  # 60 - 3.22 - 40 + 3.02 + 43.2 = 63 MB of 90
-    assert "5 labels/s x 86,400 s x 100 B = 41.2 MiB of history (holds 38.1 MiB now)" in \
-        cap.summary()
+    assert (
+        "5 labels/s x 86,400 s x 100 B = 41.2 MiB of history (holds 38.1 MiB now)" in cap.summary()
+    )
     cap = size.measured(200.0, took=0.01, sizes=[3_200_000, 20_000], lengths=[500],
                         info={**info, "maxmemory": 60 * MB}, history=(40 * MB, 50_000))  # fmt: skip
     assert cap.fits is False  # the same 63 MB over 54
