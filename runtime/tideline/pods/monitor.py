@@ -664,11 +664,12 @@ class Monitor:
         with contextlib.suppress(redis.RedisError):
             self._log_capacity(now)
         s = self.summary()
+        # the metrics first: who reads a summary in Redis finds /metrics saying as much
+        self._export(s)
         pipe = transaction(self.r, self.keys.prefix)  # (a cluster's pipeline takes no PUBLISH)
         pipe.set(self.keys.health, h.encode(s))
         pipe.publish(self.keys.events, orjson.dumps({"event": "health", "ts": s.ts}))
         pipe.execute()
-        self._export(s)
         self._last_write = now
         self.candidates.written(self._labelled())
         return s
