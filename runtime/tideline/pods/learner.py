@@ -292,7 +292,15 @@ class LearnerProcess:
             log.info("moved %d keys of %s to the hash-tagged layout", moved, self.keys.prefix)
         meta = self._restore_checkpoint()
         self._checkpointed = meta is not None
-        if meta is None and self.spec.learning.history:
+        kafka = self.spec.source.kafka
+        # (a Kafka learner that starts at the topics' beginning reads its history there)
+        if (
+            meta is None
+            and self.spec.learning.history
+            and not (
+                kafka is not None and kafka.startFrom == "earliest" and not self.warm_start_revision
+            )
+        ):
             self._catch_until = self._catch_up_until()
         for stream, entry, fields, reason in self.source.start(meta and meta.get("source")):
             self._dead_letter(stream, entry, fields, reason)
@@ -313,7 +321,9 @@ class LearnerProcess:
         seconds): it learns the history up to there. On Redis streams a revision warm-started
         from another reads on where that one's learner is (what came after its version, the
         history holds); a cold one's group starts at the history's end rather than at the
-        stream's beginning (those labels are in the history). On Kafka: now."""
+        stream's beginning (those labels are in the history). On Kafka: now (a cold learner
+        reads the topics from their end, a warm one from where that one's learner is: a
+        label may come both ways there)."""
         source = self.source
         if not isinstance(source, RedisStreams):
             return self.clock()
