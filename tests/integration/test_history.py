@@ -138,3 +138,33 @@ def test_the_monitor_keeps_each_join_and_a_new_revision_learns_it_once(r) -> Non
     while time.monotonic() < deadline:
         p.step(block_ms=20)
     assert p.counters["samples"] == 64 and p.counters.get("duplicate", 0) == 0
+
+
+def test_a_multiclass_revision_catches_up_on_class_names_and_probability_rows(r) -> None:
+    keys = Keys("test", "m")
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(2000, 2))
+    classes = ["cat", "dog", "fox"]
+    y = np.argmax(X @ np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]]), axis=1)
+    now = time.time()
+    pipe = r.pipeline(transaction=False)
+    for k in range(0, 2000, 20):
+        at = now - 600 + k * 0.25
+        part = range(k, k + 20)
+        rec = history.Record(ts=at, rows=[{"a": float(X[i, 0]), "b": float(X[i, 1])} for i in part],
+                             labels=[classes[y[i]] for i in part], received=[at + 1.0] * 20,
+                             marks=[f"srv {int(at * 1000)}-0 0 {i}" for i in range(20)],
+                             scores=[[0.2, 0.3, 0.5]] * 20, tracks=["stable"] * 20,
+                             models={"stable": ("old", 1)})  # fmt: skip
+        history.append(pipe, keys, [rec], keep=3600.0, now=now)
+    pipe.execute()
+    doc = manifest(learning={"history": "1h"})
+    doc["spec"]["model"] = {"task": "multiclass", "classes": classes,
+                            "features": [{"name": "a"}, {"name": "b"}]}  # fmt: skip
+    p = LearnerProcess(parse(doc), r, checkpoint_seconds=0.0)
+    p.start()
+    assert p.counters["samples"] == 2000
+    b = Backtest.decode(r.hget(keys.learner(p.revision), LearnerStatus.BACKTEST))
+    # every row in the window (600 s of history, the default window of an hour), paired with
+    # a stable that always said "fox": the candidate, which learned the classes, is better
+    assert b is not None and b.done and b.samples == 2000 and b.lower > 0.2, b
