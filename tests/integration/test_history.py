@@ -168,3 +168,16 @@ def test_a_multiclass_revision_catches_up_on_class_names_and_probability_rows(r)
     # every row in the window (600 s of history, the default window of an hour), paired with
     # a stable that always said "fox": the candidate, which learned the classes, is better
     assert b is not None and b.done and b.samples == 2000 and b.lower > 0.2, b
+
+
+def test_a_learner_that_does_not_catch_up_says_so_and_no_backtest_waits_for_it(r) -> None:
+    """A revision's learner that resumes from its served version (its checkpoint lost) has no
+    history to catch up on: its backtest is done, on nothing, so the operator goes on."""
+    keys = Keys("test", "m")
+    first = _learner(r)
+    r.hset(keys.pointers(first.revision), "served", 0)
+    r.delete(keys.checkpoint(first.revision), keys.learner(first.revision))
+    again = _learner(r)
+    assert again.status().get("resumedFrom") == "v0"
+    b = Backtest.decode(r.hget(keys.learner(again.revision), LearnerStatus.BACKTEST))
+    assert b is not None and b.done and b.samples == 0

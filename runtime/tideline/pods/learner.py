@@ -254,6 +254,7 @@ class LearnerProcess:
         # spec.learning.history: a learner with no checkpoint learns the history up to when
         # its live reading of the labels begins, before its first version (tideline.pods.catchup)
         self._catch_until: float | None = None
+        self._caught_up = False  # a catch-up ran in this process
 
     @property
     def learner(self) -> Learner:
@@ -312,6 +313,11 @@ class LearnerProcess:
             self.defaults.start(since.get("defaults"))
         if meta is None:
             self._first_state(stop or threading.Event())
+        if self.spec.learning.history and not self._caught_up:
+            # no catch-up (it resumed, or reads its history from Kafka): a backtest step
+            # waiting for this revision's learns there is none to wait for, unless one ran
+            none = Backtest(done=True).encode()
+            self.r.hsetnx(self.keys.learner(self.revision), LearnerStatus.BACKTEST, none)
         self._refresh_served()
         self.measure_lag()
         self.metrics.versions.set(self.counters["next_version"] - 1)
@@ -566,6 +572,7 @@ class LearnerProcess:
                         beat=self.liveness.beat)  # fmt: skip
         catch.run()
         self._marks += catch.marks
+        self._caught_up = True
 
     # -- reading -----------------------------------------------------------------------
     def _read(self, block_ms: int) -> None:
