@@ -366,6 +366,8 @@ class Reconciler:
             has, canary_word, raw_backtest, *more = more
             words[canary] = StartWord.decode(canary_word)
             backtest = Backtest.decode(raw_backtest)
+            if backtest is None and has:  # published with no report (an older runtime)
+                backtest = Backtest(done=True)
             if not has:
                 empty.add(canary)
         return Sight(

@@ -1180,6 +1180,8 @@ def judge_backtest(spec: Spec, b: Backtest | None) -> AnalysisResult | None:
                               f"than {a.maxAccuracyDrop} on history: {said}")  # fmt: skip
     if b.samples >= max(a.minSamples, 1):
         return AnalysisResult("pass", "backtest", f"the candidate holds on history: {said}")
+    if not b.samples:
+        return AnalysisResult("inconclusive", "backtest", "no history to compare on")
     return AnalysisResult("inconclusive", "backtest", f"too little history to judge: {said}")
 
 
@@ -1193,7 +1195,7 @@ def _promote(
     st.pauseStartedAt, st.analysisFailures, st.promotedAt = None, 0, now
     # the old revision's: the next turn reads the new one's pointers
     st.servedVersion = st.lastGoodVersion = st.latestVersion = None
-    st.pinned = st.lastConceptAt = None
+    st.pinned = st.lastConceptAt = st.liftOverBaseline = None
     # the promoted learner keeps its arguments: no restart at promotion
     st.stableWarmStart, st.canaryWarmStart = st.canaryWarmStart, None
     if announce:  # (the old revision's children go with the status)

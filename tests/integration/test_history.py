@@ -181,3 +181,48 @@ def test_a_learner_that_does_not_catch_up_says_so_and_no_backtest_waits_for_it(r
     assert again.status().get("resumedFrom") == "v0"
     b = Backtest.decode(r.hget(keys.learner(again.revision), LearnerStatus.BACKTEST))
     assert b is not None and b.done and b.samples == 0
+
+
+def test_a_learner_stopped_while_it_waits_for_its_word_reports_no_backtest(r, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    """Stopped before it started (the operator's word not given yet), a learner has not
+    caught up, nor decided it will not: a backtest step must go on waiting for it."""
+    import threading
+
+    from tideline.contracts import AWAIT_START_ENV
+
+    monkeypatch.setenv(AWAIT_START_ENV, "1")
+    keys = Keys("test", "m")
+    doc = manifest(learning={"history": "3h"})
+    p = LearnerProcess(parse(doc), r, checkpoint_seconds=0.0)
+    stop = threading.Event()
+    stop.set()
+    p.start(stop)
+    assert p.store.pointers(p.revision).latest is None
+    assert r.hget(keys.learner(p.revision), LearnerStatus.BACKTEST) is None
+
+
+def test_a_canary_fed_by_learn_samples_warm_starts_from_what_stable_serves(r) -> None:
+    """Labelled samples (:learn) are not in the history: a canary that started from an older
+    version of stable's would never learn those that came after it."""
+    from tests.helpers import push_samples
+
+    keys = Keys("test", "m")
+    doc = manifest(learning={"history": "3h", "publishEvery": 500, "maxBatchDelay": "20ms"})
+    stable = LearnerProcess(parse(doc), r, checkpoint_seconds=0.0)
+    stable.start()
+    rows, y = SyntheticStream(FRAUD_FEATURES, "binary", seed=6).take(3000)
+    push_samples(r, keys.samples, rows, y)
+    deadline = time.monotonic() + 30
+    while stable.counters["samples"] < 3000:
+        assert time.monotonic() < deadline
+        stable.step(block_ms=20)
+    stable.flush()
+    latest = stable.store.pointers(stable.revision).latest
+    assert latest is not None and latest >= 5
+    r.hset(keys.pointers(stable.revision), "served", latest)
+    changed = manifest(learning={"history": "3h", "publishEvery": 500, "batchSize": 128})
+    canary = LearnerProcess(parse(changed), r, warm_start_revision=stable.revision,
+                            checkpoint_seconds=0.0)  # fmt: skip
+    canary.start()
+    assert canary._warm_source == f"revision {stable.revision} v{latest}"
+    # (not one older for the backtest's window: the samples after it would be lost)

@@ -10,9 +10,10 @@ its full speed, and only then publishes its first version. What it learns:
   (``since``: the version's ``learnedUntil``; 0 for a cold start), and up to
   ``until``, where its live reading of the labels begins (so no label is
   learned twice: :meth:`tideline.pods.learner.LearnerProcess.start`);
-* each row's prediction is marked taken, as a label joined live is (the marks
-  go with the first checkpoint), so a label read again later is a duplicate
-  and a prediction learned with the history's default is not given another.
+* each row's prediction is marked taken, as a label joined live is (chunk by
+  chunk as it goes; a catch-up run again marks them again), so a label read
+  again later is a duplicate and a prediction learned with the history's
+  default is not given another.
 
 On the rows of the last ``window`` seconds that the stable track answered it
 compares its predictions with what stable served (:mod:`tideline.backtest`);
@@ -68,7 +69,8 @@ class CatchUp:
         self.compared = BacktestWindow(training.task, start=until - window)
         # predictions made before this are out of the log: their marks would expire at once
         self._log_starts = time.time() - join.retention
-        self.marks: list[Mark] = []
+        self.marks: list[Mark] = []  # the chunk's, committed with it
+        self.marked = 0
         self.skipped = 0  # rows not learned: a label or a row the model cannot take
         self._rows: list[dict[str, Any]] = []
         self._labels: list[float] = []
@@ -197,6 +199,12 @@ class CatchUp:
             [b.predictions for b in self.training.blocks(force=True) if b.predictions is not None]
         )
         self.compared.add(received, predictions, self._served_scores(stable, served), y, stable)
+        if self.marks:  # (as it goes: millions of marks must not wait in memory)
+            pipe = self.r.pipeline(transaction=False)
+            self.join.commit(pipe, self.marks)
+            pipe.execute()
+            self.marked += len(self.marks)
+            self.marks = []
         return len(y)
 
     def _served_scores(self, stable: np.ndarray, served: list[Any]) -> np.ndarray:

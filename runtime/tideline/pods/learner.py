@@ -254,7 +254,7 @@ class LearnerProcess:
         # spec.learning.history: a learner with no checkpoint learns the history up to when
         # its live reading of the labels begins, before its first version (tideline.pods.catchup)
         self._catch_until: float | None = None
-        self._caught_up = False  # a catch-up ran in this process
+        self._no_catch_up = False  # it started without one: resumed, or history elsewhere
 
     @property
     def learner(self) -> Learner:
@@ -313,9 +313,10 @@ class LearnerProcess:
             self.defaults.start(since.get("defaults"))
         if meta is None:
             self._first_state(stop or threading.Event())
-        if self.spec.learning.history and not self._caught_up:
-            # no catch-up (it resumed, or reads its history from Kafka): a backtest step
-            # waiting for this revision's learns there is none to wait for, unless one ran
+        self._no_catch_up |= meta is not None
+        if self.spec.learning.history and self._no_catch_up:
+            # it resumed, or reads its history from Kafka: a backtest step waiting for this
+            # revision's learns there is none to wait for (unless one ran before a restart)
             none = Backtest(done=True).encode()
             self.r.hsetnx(self.keys.learner(self.revision), LearnerStatus.BACKTEST, none)
         self._refresh_served()
@@ -335,7 +336,8 @@ class LearnerProcess:
             return self.clock()
         if source.warm_group:
             at = source.group_start(source.feedback)
-            if at != "0":
+            if at != "0":  # (read once: the group starts where the history ends)
+                source.starts[source.feedback] = at
                 return predlog.entry_seconds(at)
         _, _, last = history.span(self.r, self.keys)
         at = last or f"{int(self.clock() * 1000)}-0"
@@ -347,16 +349,28 @@ class LearnerProcess:
         return max((s.backtest or 0.0 for s in self.spec.rollout.steps), default=0.0)
 
     def _version_before(self, revision: str, served: int, until: float) -> int:
-        """The newest version up to ``served`` that learned nothing after ``until`` (so the
-        catch-up has the window to compare on), else the oldest kept."""
+        """The newest version up to ``served`` that learned nothing after ``until``, so the
+        catch-up has the window to compare on - when what came after it is all in the
+        history: labelled samples (``:learn``) are not, and the samples group starts where
+        the revision's learner is. Else ``served``."""
         kept = sorted((v for v in self.store.versions(revision) if v <= served), reverse=True)
         for v in kept:
             try:
-                if float(self.store.version_meta(revision, v).get("learnedUntil", 0.0)) <= until:
-                    return v
+                learned = float(self.store.version_meta(revision, v).get("learnedUntil", 0.0))
             except StoreError:
                 continue
-        return kept[-1] if kept else served
+            if learned > until:
+                continue
+            if v != served and not self._samples_since(learned):
+                return v
+            break
+        return served
+
+    def _samples_since(self, t: float) -> bool:
+        """Whether labelled samples came after ``t`` (always, for Kafka: not looked up)."""
+        if not isinstance(self.source, RedisStreams):
+            return True
+        return bool(self.r.xrange(self.keys.samples, f"{int(t * 1000) + 1}-0", "+", count=1))
 
     def _opened(self, key: str, kind: str) -> Opened | None:
         """A blob of the model's, verified; None when missing or refused (the sealing logs
@@ -458,6 +472,7 @@ class LearnerProcess:
                 case FromServed(version=v, newest=newest):
                     assert served is not None  # (found.served: its blob verified)
                     self._resume_from(v, newest, *served)
+                    self._no_catch_up = True
                     return
                 case Publish(after=after):
                     if found.refused is not None:
@@ -548,6 +563,8 @@ class LearnerProcess:
                 log.info("drift reference from %s (%d rows)", source, len(reference.features))
         if self._catch_until is not None and after is None:
             self._catch_up(self.counters["learned_until"])
+        else:
+            self._no_catch_up = True
         cold = after is not None and blob is None
         self._checkpoint(publish=True, reason="initial", pin=cold)
         if cold:
@@ -571,8 +588,6 @@ class LearnerProcess:
                         until=self._catch_until, window=self._backtest_window(), report=report,
                         beat=self.liveness.beat)  # fmt: skip
         catch.run()
-        self._marks += catch.marks
-        self._caught_up = True
 
     # -- reading -----------------------------------------------------------------------
     def _read(self, block_ms: int) -> None:
