@@ -158,3 +158,12 @@ def test_a_late_click_is_learned_as_a_correction_of_its_default_once(r) -> None:
     assert again.counters["samples"] == 43 and again.counters["corrected"] == 3
     assert again.counters["duplicate"] == 2  # (that click: its late label was learned)
     assert again.training.correction is not None and again.training.correction.q == 1.0
+    # a click learned in time, sent again past 'after' (a client's retry): a duplicate, not
+    # a correction - no default took its prediction
+    more = _impressions(r, again, 8, each=4)
+    _click(r, again, more[0])
+    learn_until(again, lambda: again.counters["samples"] == 51, timeout=AFTER + 10)
+    assert again.counters["defaults"] == 47 and again.counters["label_sum"] == 4.0
+    _click(r, again, more[0])
+    learn_until(again, lambda: again.counters["duplicate"] == 3)
+    assert again.counters["samples"] == 51 and again.counters["corrected"] == 3

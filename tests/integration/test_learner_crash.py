@@ -65,9 +65,10 @@ def _kill_9_run(
     learner's status at the end, the rows and their labels. ``clicks_only``: labels are
     sent for the positive predictions alone (the others are learned with the manifest's
     ``labelDefault``, 0), a prediction's log entry its own or shared by a few; ``late``:
-    one click in five comes past 'after' too (its prediction logged 'after' and a second
-    before it is sent, by a fourth server), for ``lateLabel: correct``. Also returns how
-    many clicks came late.
+    one click in five comes past 'after' (its prediction logged 'after' and a second before
+    the chunk, by a fourth server), sent once everything else is learned - its default
+    learned - in three parts, the learner killed -9 after the first (``lateLabel:
+    correct``). Also returns how many clicks came late.
 
     Each learner killed has learned and checkpointed rows of its own first, and is killed at
     a random moment after the next chunk is sent (while it reads, learns or checkpoints it):
@@ -85,7 +86,7 @@ def _kill_9_run(
     kills = duplicates = 0
     servers = [uuid.uuid4().hex[:12] for _ in range(4)]  # (clicks_only: the logs they write)
     after = float(doc["spec"]["learning"].get("labelDefault", {}).get("after", "0s")[:-1])
-    lates = 0
+    late_feedback: list[dict] = []
     learned = [0.0]  # samples checkpointed when each learner started, and at the end
 
     def samples_learned() -> float:
@@ -117,8 +118,7 @@ def _kill_9_run(
                 # a logged prediction (a generated id, or the client's), and its label
                 given = [uuid.uuid4().hex] if i % 4 == 1 else None
                 clicked_late = late and labels[i] == 1.0 and i % 10 == 7
-                if clicked_late:  # its default is due as its click comes
-                    lates += 1
+                if clicked_late:  # its default is due at once, its click sent at the end
                     logged = LoggedRequest([rows[i]], ids=given, ts=now - after - 1.0,
                                            instance=servers[3], seq=i)  # fmt: skip
                 elif clicks_only:  # one entry a prediction, in the logs of three servers
@@ -129,6 +129,9 @@ def _kill_9_run(
                 [pid] = logged.write(pipe, keys).ids
                 if clicks_only and labels[i] == 0:
                     continue  # no click: learned with the default label
+                if clicked_late:
+                    late_feedback.append({"id": pid, "label": labels[i]})
+                    continue
                 feedback.append({"id": pid, "label": labels[i]})
                 if i % 10 == 3:  # and a second label, the other way: never learned
                     duplicates += 1
@@ -142,14 +145,27 @@ def _kill_9_run(
                 kills += 1
                 learned.append(_status(r, keys, model.revision).get("samples", 0.0))
                 proc = _start(config, url)
-        wait_until(lambda: samples_learned() >= len(y) + lates, timeout=120, interval=0.2,
+        wait_until(lambda: samples_learned() >= len(y), timeout=120, interval=0.2,
                    message=lambda: f"every sample learned; {_status(r, keys, model.revision)}")  # fmt: skip
+        lates = len(late_feedback)
+        for part in range(3 if late_feedback else 0):  # the late clicks correct defaults
+            send([], late_feedback[part::3])
+            if part == 0:
+                learned_since_start()
+                time.sleep(rnd.uniform(0.0, 0.15))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                learned.append(_status(r, keys, model.revision).get("samples", 0.0))
+                proc = _start(config, url)
+        wait_until(lambda: samples_learned() >= len(y) + lates, timeout=120, interval=0.2,
+                   message=lambda: f"every late click learned; {_status(r, keys, model.revision)}")  # fmt: skip
         time.sleep(1.5)  # had anything been queued twice, it would show by now
         status = _status(r, keys, model.revision)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    assert kills == 6 and learned == sorted(set(learned)), learned  # (each learned some)
+    assert kills == 6 + late and learned == sorted(set(learned)), learned  # (each learned some)
     reasons = [e[1][b"reason"] for e in r.xrange(keys.deadletter)]
     assert duplicates >= (300 if clicks_only else 2000) and reasons == [b"duplicate"] * duplicates
     # v0, then one version per 2,000 updates, or a gate rejection in its place

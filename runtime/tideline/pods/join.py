@@ -28,10 +28,13 @@ whenever it comes within the window, at any prediction rate.
 * A row the log did not keep (over its size limit: ``Meta.cut``) takes no
   label: *unmatched*, never joined with other features.
 * With a default label (``default_after``), a label that comes more than
-  ``after`` after its prediction comes after its default: *after-default*, or
-  with ``late="correct"`` (``spec.learning.lateLabel``) it is joined as a
-  correction, under a mark of its own (:data:`LATE`): the default and one late
-  label each take the prediction once.
+  ``after`` after its prediction comes after its default: *after-default*. With
+  ``late="correct"`` (``spec.learning.lateLabel``) it is joined as a correction
+  of the default, under a mark of its own (:data:`LATE`), when the prediction
+  was taken by its default (which then leaves a second mark, :data:`DEFAULTED`:
+  :meth:`LogJoin.defaulted`); as the prediction's label when nothing took it yet
+  (the default, due about now, is then not given); and a *duplicate* when a
+  label took it: the default and one late label, or one label, each once.
 * A prediction takes one label: the first wins, a later one is a
   *duplicate*. The marks live in Redis (``taken:{reader}:{slice}``, dropped
   with the predictions they mark from the log), so
@@ -69,6 +72,7 @@ MAX_WAIT = 600.0
 
 Mark = tuple[int, str]  # a joined prediction: (its slice of time, its key)
 LATE = " late"  # a late label's mark: its prediction's key and this (lateLabel: correct)
+DEFAULTED = " default"  # the mark a default leaves beside its prediction's (the same)
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ _Item = tuple[str, str, Any, float, int, "_Label | None"]
 class _Request:
     """The labels of one resolve that name one logged request, and where it is."""
 
-    __slots__ = ("instance", "entry", "k", "secret", "ts", "key", "items", "keys")
+    __slots__ = ("instance", "entry", "k", "secret", "ts", "key", "items", "keys", "late")
 
     def __init__(self, instance: str, entry: str, k: int, secret: str | None) -> None:
         self.instance, self.entry, self.k, self.secret = instance, entry, k, secret
@@ -135,6 +139,7 @@ class _Request:
         self.key = f"{instance} {entry} {k} "  # a row's key adds its number
         self.items: list[_Item] = []
         self.keys: list[str] = []  # each item's prediction (its key: the marks')
+        self.late: list[bool] = []  # each item: past its default's time (lateLabel: correct)
 
 
 def _rows(entry: Entry) -> int:
@@ -186,6 +191,7 @@ class LogJoin:
         self._waiting: list[_Label] = []
         self._waiting_bytes = 0
         self._held: set[str] = set()  # predictions joined here, not yet marked in Redis
+        self._defaulted: set[str] = set()  # of them, those a default took (late="correct")
         self._cache: collections.OrderedDict[tuple[str, str], tuple[Batch, int]] = (
             collections.OrderedDict()
         )
@@ -257,13 +263,21 @@ class LogJoin:
         fids: list[str] = []
         received: list[float] = []
         marks: list[Mark] = []
-        for item, key in zip(req.items, req.keys, strict=True):
+        for item, key, late in zip(req.items, req.keys, req.late, strict=True):
             row = item[4]
             if row >= n:
                 self._reject(item, "unmatched: no such row in the request")
+                continue
             elif cut is not None and row in cut:
                 self._reject(item, "unmatched: the row was over the log's size limit, not logged")
-            elif key in held or key in taken:
+                continue
+            if late and (key in held or key in taken):  # past 'after': taken by its default?
+                defaulted = key in self._defaulted or key + DEFAULTED in taken
+                key += LATE
+                if not defaulted:
+                    self._reject(item, "duplicate")
+                    continue
+            if key in held or key in taken:
                 self._reject(item, "duplicate")
             else:
                 held.add(key)
@@ -328,10 +342,12 @@ class LogJoin:
                              "default label")  # fmt: skip
             else:
                 req.items.append((*item[:4], row, item[5]))
-                req.keys.append(req.key + str(row) + LATE)
+                req.keys.append(req.key + str(row))
+                req.late.append(True)
         else:
             req.items.append((*item[:4], row, item[5]))
             req.keys.append(req.key + str(row))
+            req.late.append(False)
 
     def _index(self, clients: list[_Item], now: float) -> list[str | None]:
         """Where the clients' own ids are logged: the index buckets, newest first, a few at a
@@ -372,9 +388,11 @@ class LogJoin:
                 entries[k] = hit[0]
             elif k not in entries and k not in want:
                 want.append(k)
-            marks.setdefault(int(req.ts // self.mark_seconds), []).extend(
-                key for key in req.keys if key not in held
-            )
+            names = marks.setdefault(int(req.ts // self.mark_seconds), [])
+            names.extend(key for key in req.keys if key not in held)
+            for key, late in zip(req.keys, req.late, strict=True):
+                if late:  # (whether a default took it, and whether a late label did)
+                    names += [key + DEFAULTED, key + LATE]
         marks = {b: names for b, names in marks.items() if names}
         if not want and not marks:
             return entries, set()
@@ -464,7 +482,14 @@ class LogJoin:
         taken = _taken(marks, pipe.execute())
         out = [(b, k) for b, names in marks.items() for k in names if k not in taken]
         self._held.update(k for _, k in out)
+        if self.late == "correct":  # (a late label corrects what it took)
+            self._defaulted.update(k for _, k in out)
         return out
+
+    def defaulted(self, mark: Mark) -> Mark:
+        """The second mark a prediction taken by its default leaves (``late="correct"``:
+        a late label may correct it, once), committed with the first."""
+        return mark[0], mark[1] + DEFAULTED
 
     def mark_of(self, ts: float, key: str) -> Mark:
         """The mark of the prediction ``key`` made at ``ts``."""
@@ -490,10 +515,14 @@ class LogJoin:
     def committed(self, marks: list[Mark]) -> None:
         """The marks :meth:`commit` added are in Redis: no need to hold them here."""
         self._held.difference_update(key for _, key in marks)
+        if self._defaulted:
+            self._defaulted.difference_update(key for _, key in marks)
 
     def release(self, marks: list[Mark]) -> None:
         """Joined labels were not taken after all (they are dead-lettered): the next may join."""
         self._held.difference_update(key for _, key in marks)
+        if self._defaulted:
+            self._defaulted.difference_update(key for _, key in marks)
 
 
 def _taken(marks: dict[int, list[str]], replies: list[list[int]]) -> set[str]:

@@ -802,6 +802,8 @@ class LearnerProcess:
                 self._done(run.stream, run.entry)
                 if run.mark is not None:
                     self._marks.append(run.mark)
+                    if run.stream == DEFAULTS and self.join.late == "correct":
+                        self._marks.append(self.join.defaulted(run.mark))
             self._dirty = True
             self.metrics.samples.inc(block.learned)
             self.metrics.batches.inc(block.batches)
