@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from prometheus_client import Gauge
+from prometheus_client import REGISTRY, Gauge
 
 from tideline_operator.builders import OperatorConfig
 from tideline_operator.crd import outdated
 from tideline_operator.kube import Kube
+from tideline_operator.metrics import ModelConditions
 from tideline_operator.reconcile import (
     ChildState,
     ModelMemory,
@@ -38,6 +39,8 @@ CRD_OUTDATED = Gauge(
 log = logging.getLogger("tideline.operator")
 # the operator's one configuration, read once (kopf fixes a timer's interval at import)
 CONFIG = OperatorConfig.from_env(os.environ)
+# each model's conditions as its last turn left them; gone a minute after its turns stop
+MODEL_CONDITIONS = ModelConditions(stale_after=max(60.0, 10 * CONFIG.interval), registry=REGISTRY)
 MANAGED: dict[str, Any] = {
     "app.kubernetes.io/managed-by": "tideline-operator",
     "tideline.dev/model": kopf.PRESENT,
@@ -118,3 +121,4 @@ def turn(
     new = reconciler.turn(copy.deepcopy(dict(body)), mem, children, event)
     if new is not None:
         patch.status.update(status_patch(before, new))
+    MODEL_CONDITIONS.record(namespace or "", name, new if new is not None else before)
