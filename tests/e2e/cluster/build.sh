@@ -4,7 +4,7 @@
 # kubelet and kube-proxy, the CNI plugins in bin/cni, a CoreDNS with only the
 # plugins a cluster DNS needs, and pause (compiled from the release's C source; the
 # images that run it and the chart's Redis come from images.sh); also kubectl,
-# kwok, helm and argocd-lua.
+# kwok, helm, argocd-lua and promtool.
 #
 # No registry ships kube-apiserver as a binary, but the Go module proxy serves
 # k8s.io/kubernetes. `go install k8s.io/kubernetes/cmd/...@vX` fails because
@@ -24,6 +24,7 @@ K8S_VERSION=${K8S_VERSION:-v1.35.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.5.21}
 KWOK_VERSION=${KWOK_VERSION:-v0.7.0}
 HELM_VERSION=${HELM_VERSION:-v3.17.4}
+PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}  # the Go module of Prometheus 3.16.0 (promtool)
 CNI_VERSION=${CNI_VERSION:-v1.10.0}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}  # the last on client-go v0.35 (v1.15 needs v0.37)
 CACHE=${TIDELINE_E2E_CACHE:-$HOME/.cache/tideline-e2e}/$K8S_VERSION
@@ -33,7 +34,7 @@ export GOPATH=${GOPATH:-$HOME/go}
 
 KUBE=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 CNI=(bridge host-local loopback portmap)
-ALL=(etcd "${KUBE[@]}" "${CNI[@]/#/cni/}" coredns pause kwok helm argocd-lua)
+ALL=(etcd "${KUBE[@]}" "${CNI[@]/#/cni/}" coredns pause kwok helm argocd-lua promtool)
 need() { for b in "$@"; do [ -x "$BIN/$b" ] || return 1; done; }
 LUA_SRC=$(cd "$(dirname "$0")" && pwd)/argocd-lua
 # argocd-lua is ours: rebuilt when its source is newer than the binary
@@ -234,8 +235,18 @@ if ! need helm; then
   GOBIN=$BIN go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 fi
+if ! need promtool; then
+  # the chart's alerting rules' tests (`promtool test rules`). Its service discoveries
+  # (cloud SDKs) left out with Prometheus's remove_all_sd tag: promtool's Kubernetes one
+  # stays, the rules' engine is all of it
+  log "promtool $PROMETHEUS_VERSION (-tags remove_all_sd)"
+  release=${PROMETHEUS_VERSION#v0.}  # v0.316.0 is Prometheus 3.16.0
+  GOBIN=$BIN go install -trimpath -tags remove_all_sd \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=${release:0:1}.${release:1}" \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+fi
 if ! need argocd-lua || lua_stale; then
-  # the Argo CD health check's tests, in the Lua VM Argo CD runs them in (gopher-lua)
+  # the Argo CD health check's and actions' tests, in the Lua VM Argo CD runs them in (gopher-lua)
   log "argocd-lua (gopher-lua)"
   (cd "$LUA_SRC" && go build -trimpath -ldflags "-s -w" -o "$BIN/argocd-lua" .)
 fi

@@ -277,3 +277,31 @@ def test_every_dashboard_query_names_a_metric_the_code_exports() -> None:
     assert len(queried) >= 15
     missing = {q for q in queried if q not in exported and f"{q}_total" not in exported}
     assert not missing, f"dashboard queries metrics nobody exports: {sorted(missing)}"
+
+
+RULES = CHART / "templates" / "prometheusrule.yaml"
+
+
+def test_every_alert_names_a_metric_the_code_exports() -> None:
+    """The PrometheusRule's expressions (and what its descriptions point at); promtool runs
+    the rules in tests/e2e/test_alerts.py."""
+    named = {re.sub(r"_(total|bucket|count|sum)$", "", m)
+             for m in re.findall(r"tideline_[a-z_]+", RULES.read_text())}  # fmt: skip
+    exported = _metric_names()
+    assert len(named) >= 7
+    missing = {n for n in named if n not in exported and f"{n}_total" not in exported}
+    assert not missing, f"alerts on metrics nobody exports: {sorted(missing)}"
+
+
+def test_the_alerts_on_conditions_name_reasons_the_operator_gives() -> None:
+    from tideline_operator import rollout
+
+    source = Path(rollout.__file__).read_text()
+    said = re.findall(r'type="(\w+)",\s*(?:status="(\w+)",\s*)?reason=~?"([\w|]+)"',
+                      RULES.read_text())  # fmt: skip
+    assert {t for t, _, _ in said} == {"ModelQuality", "LogCapacity"}
+    for kind, status, reasons in said:
+        assert f'"{kind}"' in source
+        for reason in reasons.split("|"):
+            assert f'"{reason}"' in source, f"{kind} has no reason {reason}"
+        assert status in ("", "False")
