@@ -5,7 +5,7 @@ Generated from the resource's field table, the dataclasses of
 description; see :class:`tideline.spec.Entry`), which the runtime's parser
 reads too, so the CRD, the parser and the dataclasses cannot drift apart. The
 fields whose manifest shape is not their dataclass's (the lists
-``spec.model.features`` and ``spec.rollout.steps``, ``spec.serving.networkPolicy``,
+``spec.model.features``, ``spec.rollout.steps`` and ``spec.notify``, ``spec.serving.networkPolicy``,
 ``spec.pods``, the ``secretRef`` wrappers, ...) are written here by hand, with
 the table's groups and leaves inside them (:func:`_table`, :func:`_leaf`);
 tests walk the schema and check the parser agrees with it field by field. Regenerate with
@@ -29,6 +29,7 @@ from tideline.spec import (
     EXTERNAL_PARAMS,
     EXTERNAL_REF,
     MAX_FEATURES,
+    MAX_NOTIFY,
     MAX_PULL_SECRETS,
     MAX_STEPS,
     MAX_TOLERATIONS,
@@ -44,6 +45,7 @@ from tideline.spec import (
     KafkaTls,
     LearningSpec,
     ModelSpec,
+    Notify,
     PasswordRef,
     RedisSpec,
     RolloutSpec,
@@ -51,6 +53,7 @@ from tideline.spec import (
     Spec,
     Step,
     TokenRef,
+    UrlRef,
     VWParams,
     WarmStart,
     entry,
@@ -124,8 +127,11 @@ def _field(f: dataclasses.Field[Any], e: Entry, own: Own) -> dict[str, Any]:
             return {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
                     "description": e.description}  # fmt: skip
         case "names":  # (unique: the API server refuses a repeat)
+            items: dict[str, Any] = {"type": "string", "minLength": 1}
+            if e.choices:
+                items["enum"] = list(e.choices)
             return {"type": "array", "minItems": e.lo, "maxItems": e.hi,
-                    "x-kubernetes-list-type": "set", "items": {"type": "string", "minLength": 1},
+                    "x-kubernetes-list-type": "set", "items": items,
                     "description": e.description}  # fmt: skip
         case "string":
             out = {"type": "string", "description": e.description}
@@ -286,6 +292,7 @@ def spec_schema() -> dict[str, Any]:
             ),  # fmt: skip
             "pods": _pod_schema(None),
             "source": _source_schema(),
+            "notify": _notify_schema(),
             "deprecated": None,
         },
         LearningSpec: {
@@ -372,6 +379,26 @@ def spec_schema() -> dict[str, Any]:
         },
     }
     return _table(Spec, "What to learn and serve, and how to roll it out", own, required=["model"])
+
+
+def _notify_schema() -> dict[str, Any]:
+    """``spec.notify``: webhooks, each with its URL in a Secret (never inline)."""
+    receiver = _table(
+        Notify,
+        "A webhook the operator posts its Events to",
+        {Notify: {"url": _obj("Where to post: a Secret holding the URL (never inline: a "
+                              "webhook's URL carries its token)",
+                              {"secretRef": _table(UrlRef, "The Secret holding the URL", {})},
+                              required=["secretRef"])}},
+        required=["url"],
+    )  # fmt: skip
+    return {
+        "type": "array",
+        "maxItems": MAX_NOTIFY,
+        "description": "Webhooks on the operator's Events (rollback, unpin, promotion, abort, "
+        "concept drift, ...): JSON or Slack messages; no revision changes",
+        "items": receiver,
+    }
 
 
 def _model_schema() -> dict[str, Any]:

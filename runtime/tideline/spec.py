@@ -121,9 +121,10 @@ def parse_duration(value: Any, path: str = "duration") -> float:
 # the three agree. A field whose manifest shape is not the dataclass's has no entry: its parser
 # and its CRD schema are written by hand, and read the table's fields inside it one by one
 # (_read_as, at their own keys: spec.source.kafka.topics.samples is KafkaSource.samples). Those
-# left: lists of objects (spec.model.features, spec.rollout.steps, the NetworkPolicy peers),
-# spec.pods (Kubernetes' own shapes, passed through), a wrapper around a group
-# (feedbackAuth.secretRef, sasl.secretRef), spec.learning.checkpointEvery (deprecated).
+# left: lists of objects (spec.model.features, spec.rollout.steps, the NetworkPolicy peers,
+# spec.notify), spec.pods (Kubernetes' own shapes, passed through), a wrapper around a group
+# (feedbackAuth.secretRef, sasl.secretRef, notify's url.secretRef),
+# spec.learning.checkpointEvery (deprecated).
 TABLE = "tideline"
 Kind = Literal[
     "integer", "number", "duration", "enum", "boolean", "string", "names", "map", "object", "any"
@@ -135,7 +136,8 @@ class Entry:
     """A field of the table: what the parser and the CRD know of it besides its default.
 
     Bounds are inclusive (None: unbounded that side); a string's bound its length, a list's
-    its items. ``text``: a duration's default as the
+    its items. ``choices``: an enum's values, or those a list of names takes its names from.
+    ``text``: a duration's default as the
     CRD writes it (``500ms``; the dataclass holds its seconds). ``group``: an object's
     dataclass. ``crd_default``: False when the CRD must leave the field unset (the
     description says the default instead). ``form``: a string's pattern. ``required``: the manifest must give it (it has no
@@ -861,6 +863,54 @@ class SourceSpec:
     kafka: KafkaSource | None = None
 
 
+# spec.notify: the operator's Events a webhook can be sent on (tideline_operator.rollout
+# posts them), and those it is sent on unless ``events`` says otherwise: its decisions that
+# change what is served (a rollback, an unpin, a promotion, an abort, a failed backtest)
+# and concept drift.
+NOTIFY_EVENTS = (
+    "RolledBack", "Unpinned", "Promoted", "RolloutAborted", "BacktestFailed", "ConceptDrift",
+    "Deployed", "CanaryStarted", "BacktestPassed", "BacktestInconclusive", "Proven",
+    "StoreReset", "StoreRecovered", "StoreFull", "StoreAccepting", "LearnerMemoryNearLimit",
+    "LearnerMemoryOk", "ImportFailed", "MissingMethod", "BadParams", "ModelLoaded",
+    "ActionFailed",
+)  # fmt: skip
+NOTIFY_DEFAULT = NOTIFY_EVENTS[:6]
+NOTIFY_FORMATS = ("json", "slack")
+MAX_NOTIFY = 10  # spec.notify: receivers per model
+UrlRef = _secret_ref("UrlRef", "url")  # spec.notify[].url.secretRef
+
+
+@dataclass(frozen=True)
+class Notify:
+    """One receiver of ``spec.notify``: a webhook the operator posts its Events to.
+
+    The URL is read from a Secret only (a Slack webhook's path is its token), and never
+    logged: the operator names the Secret and key instead. ``events``: the Events' reasons
+    (not ``on``, which YAML 1.1 - kubectl's, PyYAML's - reads as ``true``).
+    """
+
+    url: SecretKey  # (a UrlRef, at url.secretRef)
+    format: Literal["json", "slack"] = _choice(
+        "json",
+        NOTIFY_FORMATS,
+        "json: the Event and the model's revisions and versions as one object; slack: "
+        "Slack's incoming-webhook message (text and blocks)",
+    )
+    events: tuple[str, ...] = field(
+        default=NOTIFY_DEFAULT,
+        metadata={
+            TABLE: Entry(
+                "names",
+                f"The Events (reasons) it is sent on (default: {', '.join(NOTIFY_DEFAULT)})",
+                1,
+                len(NOTIFY_EVENTS),
+                choices=NOTIFY_EVENTS,
+                crd_default=False,
+            )
+        },
+    )
+
+
 COMPONENTS = ("learner", "server", "monitor")
 # a Kubernetes quantity (500m, 2, 1Gi); the CRD's pattern is this one
 QUANTITY_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -916,6 +966,7 @@ class Spec:
     redis: RedisSpec = field(default_factory=RedisSpec)
     pods: PodsSpec = field(default_factory=PodsSpec)
     source: SourceSpec = field(default_factory=SourceSpec)
+    notify: tuple[Notify, ...] = ()  # webhooks on the operator's Events (no revision changes)
     # fields read under a name that is going away: (path, what to write instead)
     deprecated: tuple[tuple[str, str], ...] = ()
 
@@ -1092,6 +1143,8 @@ def _names_at(o: _Obj, name: str, e: Entry) -> tuple[str, ...] | None:
     for i, item in enumerate(raw):
         if not isinstance(item, str) or not item:
             raise SpecError(f"{path}[{i}]", f"must be a non-empty string (got {item!r})")
+        if e.choices and item not in e.choices:
+            raise SpecError(f"{path}[{i}]", f"must be one of {', '.join(e.choices)} (got {item!r})")
         if item in seen:
             raise SpecError(f"{path}[{i}]", f"duplicate name {item!r}")
         seen.add(item)
@@ -1682,6 +1735,26 @@ def _source(o: _Obj) -> SourceSpec:
     return SourceSpec(kafka=out)
 
 
+def _notify(o: _Obj) -> tuple[Notify, ...]:
+    """``spec.notify``: each receiver's ``url: {secretRef: {name, key}}``, ``format``, ``events``."""
+    out = []
+    for n in o.objects("notify", "receivers ({url: {secretRef: {name, key}}, format, events})",
+                       MAX_NOTIFY) or []:  # fmt: skip
+        if "on" in n.value or True in n.value:  # (`on:` is true to YAML 1.1: kubectl's too)
+            raise SpecError(n.sub("on"), "unknown field (the Events go in events: [...])")
+        raw = n.raw("url")
+        if not isinstance(raw, Mapping):  # (a URL given inline is not echoed: its token)
+            raise SpecError(n.sub("url"), "must be {secretRef: {name, key}}: the URL is read "
+                            "from a Secret only, never inline (it carries its token)")  # fmt: skip
+        u = n.obj("url")
+        if u.raw("secretRef") is None:
+            raise SpecError(u.sub("secretRef"), "required (a URL is read from a Secret only)")
+        url = _read(u.obj("secretRef"), UrlRef)
+        u.done()
+        out.append(_read(n, Notify, url=url))
+    return tuple(out)
+
+
 def load_manifest(path: str | Path) -> dict[str, Any]:
     """The one OnlineModel document of a YAML file (others, e.g. a Namespace, are skipped)."""
     path = Path(path)
@@ -1736,6 +1809,7 @@ def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:
         redis=_redis(s.obj("redis")),
         pods=_pods(s.obj("pods")),
         source=_source(s.obj("source")),
+        notify=_notify(s),
         deprecated=tuple(deprecated),
     )
     spec = replace(spec, rollout=_with_backtest(spec.rollout, spec.learning,

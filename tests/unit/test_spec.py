@@ -19,11 +19,13 @@ from tideline.spec import (
     KafkaSasl,
     KafkaSource,
     ModelSpec,
+    Notify,
     PasswordRef,
     Row,
     SGDParams,
     Spec,
     SpecError,
+    UrlRef,
     entries,
     entry,
     load_manifest,
@@ -343,6 +345,7 @@ REQUIRED: dict[type, dict[str, Any]] = {
     KafkaSource: {"bootstrapServers": "kafka:9092"},
     KafkaSasl: {"username": "u", "password": PasswordRef("kafka", "password")},
     ExternalParams: {"ref": "teams.model:Model"},
+    Notify: {"url": UrlRef("hooks", "url")},
 }
 
 
@@ -390,7 +393,8 @@ def test_a_dataclass_is_built_with_the_tables_default_of_the_kind_its_type_says(
         assert KINDS[e.kind] in (hint, *get_args(hint))
         assert value is None or type(value) is (get_origin(KINDS[e.kind]) or KINDS[e.kind])
     if value is not None and e.kind not in ("enum", "object", "string"):
-        assert (e.lo is None or value >= e.lo) and (e.hi is None or value <= e.hi)
+        n = len(value) if e.kind == "names" else value  # (a list's bounds are its length's)
+        assert (e.lo is None or n >= e.lo) and (e.hi is None or n <= e.hi)
 
 
 @pytest.mark.parametrize(("row", "algorithm"), ROWS, ids=ROW_IDS)
