@@ -1,4 +1,5 @@
-"""kopf handlers, kept thin: configuration, one index, one timer per OnlineModel.
+"""kopf handlers, kept thin: configuration, one index, one timer per OnlineModel, and
+the stop of the webhook sender (:mod:`tideline_operator.notify`) at shutdown.
 
 The timer does a whole turn (:meth:`Reconciler.turn`) and hands kopf the
 status patch; there are no create/update handlers, so kopf keeps no
@@ -23,6 +24,7 @@ from tideline_operator.builders import OperatorConfig
 from tideline_operator.crd import outdated
 from tideline_operator.kube import Kube
 from tideline_operator.metrics import ModelConditions
+from tideline_operator.notify import Notifier
 from tideline_operator.reconcile import (
     ChildState,
     ModelMemory,
@@ -60,8 +62,18 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = CONFIG.workers
     if "reconciler" not in memo:
         kube = Kube.from_environment(CONFIG.workers)
-        memo["reconciler"] = Reconciler(kube, CONFIG)
+        notifier = Notifier()
+        notifier.start()
+        memo["reconciler"] = Reconciler(kube, CONFIG, notifier=notifier)
         _check_crd(kube)
+
+
+@kopf.on.cleanup()
+def stop_notifications(memo: kopf.Memo, **_: Any) -> None:
+    """Send the queued webhooks for a few seconds more, then stop their sender."""
+    reconciler: Reconciler | None = memo.get("reconciler")
+    if reconciler is not None:
+        reconciler.notifier.stop(timeout=5.0)
 
 
 def _check_crd(kube: Kube) -> None:

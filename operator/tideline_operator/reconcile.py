@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, assert_never
+from urllib.parse import urlsplit
 
 import redis
 import yaml
@@ -56,7 +57,15 @@ from tideline.contracts import (
 from tideline.memory import FIELDS as MEMORY_FIELDS
 from tideline.memory import MemoryUse
 from tideline.signing import KEY_ENV, Signer
-from tideline.spec import ExternalParams, OnlineModel, SpecError, VWParams, check_redis_url, parse
+from tideline.spec import (
+    ExternalParams,
+    OnlineModel,
+    SecretKey,
+    SpecError,
+    VWParams,
+    check_redis_url,
+    parse,
+)
 from tideline.store import (
     ModelStore,
     StoreError,
@@ -68,6 +77,7 @@ from tideline.store import (
 from tideline_operator import builders
 from tideline_operator.builders import OperatorConfig
 from tideline_operator.kube import REVISION_KINDS, KubeAPI
+from tideline_operator.notify import NOTIFICATIONS, Decided, Delivery, Notifier, encode, notice
 from tideline_operator.rollout import (
     Action,
     Adapt,
@@ -138,6 +148,7 @@ class ModelMemory:
     migrated: bool = False  # the model's keys were looked at for the old layout
     lag_at: float = -1e18  # when status.learnerLag was last written
     adoption: Adoption | None = None  # a signing key made, its store's blobs being adopted
+    hooks_read: Any = None  # the spec (uid, generation) whose notify Secrets were looked at
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,10 @@ class ChildState:
     revision: str | None
     replicas: int
     ready: int
+
+
+class Unresolved(Exception):
+    """A webhook of spec.notify has no URL to post to: the message names its Secret."""
 
 
 class PolicyViolation(SpecError):
@@ -254,8 +269,12 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         redis_factory: Callable[[str], Any] | None = None,
         resync: float = 60.0,
+        notifier: Notifier | None = None,
     ) -> None:
         self.kube = kube
+        # spec.notify's webhooks: queued here, sent by the notifier's own thread
+        self.notifier = notifier or Notifier()
+        self._hooks: dict[tuple[str, str, str], tuple[float, str]] = {}  # -> (read at, url)
         self.resync = resync
         self.settings = settings
         self.clock = clock
@@ -296,6 +315,77 @@ class Reconciler:
         url = base64.b64decode(data[key]).decode()
         self._secrets[(namespace, name, key)] = (now, url)
         return url
+
+    def _hook_url(self, namespace: str, ref: SecretKey) -> str:
+        """A webhook's URL from its Secret, read again every `resync` seconds; raises
+        :class:`Unresolved` naming the Secret (never the URL) when there is none."""
+        key = (namespace, ref.name, ref.key)
+        now = self.clock()
+        cached = self._hooks.get(key)
+        if cached is not None and now - cached[0] < self.resync:
+            return cached[1]
+        try:
+            secret = self.kube.get("v1", "Secret", namespace, ref.name)
+        except Exception as e:  # noqa: BLE001 - (an API error: Forbidden, a timeout)
+            status = getattr(e, "status", None)
+            raise Unresolved(f"Secret {ref.name!r} could not be read "
+                             f"({status or type(e).__name__})") from None  # fmt: skip
+        if secret is None:
+            raise Unresolved(f"Secret {ref.name!r} not found")
+        raw = (secret.get("data") or {}).get(ref.key)
+        if raw is None:
+            raise Unresolved(f"Secret {ref.name!r} has no key {ref.key!r}")
+        try:
+            url = base64.b64decode(raw, validate=True).decode().strip()
+        except ValueError:
+            raise Unresolved(f"Secret {ref.name!r} key {ref.key!r} is not base64 text") from None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise Unresolved(f"Secret {ref.name!r} key {ref.key!r} holds no http(s) URL")
+        self._hooks[key] = (now, url)
+        return url
+
+    def notify(self, model: OnlineModel, ev: Event, decided: Decided, event: EventFn) -> None:
+        """Queue the webhooks of ``spec.notify`` that take this Event (:mod:`notify`) and
+        return: nothing here waits on a receiver. A receiver without a URL (its Secret or
+        key missing) is a ``NotificationFailed`` Event naming the Secret; nothing raises."""
+        receivers = [n for n in model.spec.notify if ev.reason in n.events]
+        if not receivers:
+            return
+        ns = model.namespace
+        told = notice(ns, model.name, ev, decided)
+        for n in receivers:
+            where = f"Secret {n.url.name!r} key {n.url.key!r}"
+            try:
+                url = self._hook_url(ns, n.url)
+                self.notifier.submit(Delivery(lane=f"{ns}/{n.url.name}/{n.url.key}",
+                                              where=where, url=url, body=encode(told, n.format),
+                                              model=(ns, model.name), reason=ev.reason))  # fmt: skip
+            except Unresolved as e:
+                NOTIFICATIONS.labels("unresolved").inc()
+                log.warning("%s/%s: %s notification not sent: %s", ns, model.name, ev.reason, e)
+                event("Warning", "NotificationFailed", f"{ev.reason} not sent: {e}")
+            except Exception as e:  # noqa: BLE001 - a notification never fails a turn
+                log.exception("%s/%s: %s notification to %s not queued", ns, model.name,
+                              ev.reason, where)  # fmt: skip
+                event("Warning", "NotificationFailed",
+                      f"{ev.reason} not sent to {where}: {type(e).__name__}")  # fmt: skip
+
+    def _check_hooks(self, model: OnlineModel, mem: ModelMemory, event: EventFn) -> None:
+        """Once per spec: a ``NotificationFailed`` Event for each receiver whose URL cannot be
+        read now, so a Secret missing is said when the spec is applied, not at the first
+        rollback; and what the notifier could not deliver since the last turn."""
+        key = mem.parsed[0] if mem.parsed is not None else None
+        if model.spec.notify and mem.hooks_read != key:
+            mem.hooks_read = key
+            for i, n in enumerate(model.spec.notify):
+                try:
+                    self._hook_url(model.namespace, n.url)
+                except Unresolved as e:
+                    event("Warning", "NotificationFailed",
+                          f"spec.notify[{i}]: {e}: its notifications cannot be sent")  # fmt: skip
+        for why in self.notifier.failures(model.namespace, model.name):
+            event("Warning", "NotificationFailed", why)
 
     def has_api(self, group_version: str, plural: str) -> bool:
         key = (group_version, plural)
@@ -507,6 +597,7 @@ class Reconciler:
     def _turn(self, model: OnlineModel, manifest: dict[str, Any], before: RolloutStatus,
               mem: ModelMemory, children: list[ChildState], r: Any, event: EventFn, now: float,
               generation: int) -> RolloutStatus:  # fmt: skip
+        self._check_hooks(model, mem, event)
         if not mem.migrated:
             try:
                 migrate_keys(r, Keys(model.namespace, model.name))
@@ -556,8 +647,9 @@ class Reconciler:
             # a canary's learner starts from the stable revision's when its model can
             stable, _ = self.model_of(model, manifest, st.stable, mem)
             st.canaryWarmStart = st.stable if warm_start_compatible(stable, model) else None
+        decided = Decided(before, st, now)
         for action in decision.actions:
-            self._act(model, action, r, event, retired)
+            self._act(model, action, r, event, retired, decided)
         removed = self._children(model, manifest, st, mem, children, now)
         self._routing(model, manifest, st, mem, sight.routing, r, now)
         if removed or retired:
@@ -566,11 +658,12 @@ class Reconciler:
 
     # -- actions ----------------------------------------------------------------------
     def _act(self, model: OnlineModel, a: Action, r: Any, event: EventFn,
-             retired: Mapping[str, float]) -> None:  # fmt: skip
+             retired: Mapping[str, float], decided: Decided) -> None:  # fmt: skip
         """Apply one action (canary weights and removed revisions are no actions: the
         children and the routing hash follow the new status, see :meth:`_children` - a
         removed revision goes after its successor's objects are applied, so ``<name>``
-        always has servers)."""
+        always has servers). An Event goes to the webhooks that take it too (queued:
+        :meth:`notify`)."""
         ACTIONS.labels(a.kind).inc()
         store = ModelStore(r, model.namespace, model.name)
         keys = store.keys
@@ -578,6 +671,7 @@ class Reconciler:
             match a:
                 case Event(type=kind, reason=reason, message=message):
                     event(kind, reason, message)
+                    self.notify(model, a, decided, event)
                     if reason == "RolloutAborted":
                         ABORTS.inc()
                 case RollbackTo(revision=rev, to=to, pin=rb):
@@ -626,7 +720,9 @@ class Reconciler:
                     assert_never(a)
         except (StoreError, redis.RedisError) as e:
             log.warning("%s/%s: %s failed: %s", model.namespace, model.name, a.kind, e)
-            event("Warning", "ActionFailed", f"{a.kind}: {e}")
+            failed = Event("Warning", "ActionFailed", f"{a.kind}: {e}")
+            event(failed.type, failed.reason, failed.message)
+            self.notify(model, failed, decided, event)
 
     def _forget_retired(self, model: OnlineModel, st: RolloutStatus, r: Any, removed: set[str],
                         retired: Mapping[str, float], now: float) -> None:  # fmt: skip

@@ -341,3 +341,13 @@ def test_stop_sends_what_it_can_in_its_time_then_drops_the_rest_and_refuses_more
     n.submit(_delivery())
     assert _count("dropped") == dropped + 3
     assert n._thread is not None and not n._thread.is_alive()
+
+
+def test_start_makes_the_sender_and_its_client_before_any_notification(sender) -> None:
+    n = sender(lambda request: httpx.Response(200))
+    n.start()
+    assert n._thread is not None and n._thread.is_alive() and n._client is not None
+    n.stop(timeout=0)
+    assert not n._thread.is_alive()
+    n.start()  # (a stopped sender stays stopped)
+    assert not n._thread.is_alive()
