@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -272,3 +273,32 @@ def test_a_receiver_named_for_other_events_hears_nothing_of_a_rollback(setup, r)
         _rolled_back(setup, r, [{"url": {"secretRef": {"name": "hooks"}}, "events": ["Promoted"]}])
         time.sleep(0.2)
         assert hook.got == [] and rec.notifier.pending() == 0
+
+
+def test_a_rollback_turn_takes_as_long_with_a_failing_or_hanging_receiver_as_with_none(
+    setup, r, redis_under_test
+) -> None:
+    notifier: Notifier = setup[0].notifier
+    notifier.start()  # (as the operator does at its start: the HTTP client is made before)
+    answers: dict[str, list[int | str] | None] = {"none": None, "500": [500], "hang": ["hang"]}
+    took: dict[str, list[float]] = {k: [] for k in answers}
+    with receiving(500) as failing, receiving("hang") as hanging:
+        urls = {"500": failing.url, "hang": hanging.url}
+        for _ in range(15):  # (taking turns: a loaded machine slows each alike)
+            for k in answers:
+                r.flushdb()
+                kube, clock = FakeKube(), Clock()
+                settings = OperatorConfig(image="img:1", redis_url=redis_under_test.url)
+                rec = Reconciler(kube, settings, clock=clock, notifier=notifier)  # type: ignore[arg-type]
+                notify = []
+                if k in urls:
+                    _secret(kube, k, {"url": urls[k]})
+                    notify = [{"url": {"secretRef": {"name": k}}}]
+                took[k].append(_rolled_back((rec, kube, clock, [], ModelMemory()), r, notify)[1])
+        assert failing.got and hanging.got
+    median = {k: statistics.median(t) * 1000 for k, t in took.items()}
+    print(
+        f"\n[notify] rollback turn, median of 15: no receiver {median['none']:.2f} ms, "
+        f"one answering 500 {median['500']:.2f} ms, one that hangs {median['hang']:.2f} ms"
+    )
+    assert median["500"] < median["none"] + 5 and median["hang"] < median["none"] + 5
