@@ -390,7 +390,10 @@ class Notifier:
             loop = None if stopped else self._started()
             QUEUED.set(len(self._queue))
         if loop is not None:
-            loop.call_soon_threadsafe(self._wake, d.lane)
+            try:
+                loop.call_soon_threadsafe(self._wake, d.lane)
+            except RuntimeError:  # (closed by a stop between the lock and here)
+                stopped = True
         if stopped or pushed is not None:
             NOTIFICATIONS.labels("dropped").inc()
             self._failure(pushed or d, "dropped: the operator is stopping" if stopped else
