@@ -100,7 +100,7 @@ from tideline.monitoring.capacity import LogSize
 from tideline.monitoring.counters import Counted, ServerCounters
 from tideline.monitoring.driftsample import DriftSample, stable_rows
 from tideline.monitoring.judging import Judging, labelled_samples
-from tideline.monitoring.maturing import Maturing
+from tideline.monitoring.maturing import Maturing, Outcomes
 from tideline.monitoring.signals import DriftEvent, DriftSignals
 from tideline.monitoring.summary import Throughput, health
 from tideline.monitoring.tracks import Labelled, Scored, Tracks, labelled
@@ -172,6 +172,9 @@ class Monitor:
         )
         self.maturing: Maturing[Labelled] = Maturing(default.after if default else 0.0,
                                                      MATURING_ROWS)  # fmt: skip
+        # the predictions whose outcomes it knows: the labels are read from the streams' start,
+        # the defaults from where it began to give them (set at start)
+        self.outcomes = Outcomes()
         self._read_from = time.time()  # (real time: the streams' ids)
         self._read_until: float | None = None
         self._defaults_at = -math.inf
@@ -239,9 +242,12 @@ class Monitor:
         migrate_keys(self.r, self.keys)
         self.labels.start()
         if self.defaults is not None:  # (logs it had not read: from now on, as its labels)
-            cursors = self.r.hgetall(self.keys.cursors(GROUP))
-            self.defaults.start({k.decode(): v.decode() for k, v in cursors.items()},
-                                fresh=f"{int(time.time() * 1000)}-0")  # fmt: skip
+            saved = self.r.hgetall(self.keys.cursors(GROUP))
+            cursors = {k.decode(): v.decode() for k, v in saved.items()}
+            fresh = int(time.time() * 1000)
+            self.defaults.start(cursors, fresh=f"{fresh}-0")
+            # a label of a prediction older than its log's first default is not scored
+            self.outcomes = Outcomes(since=fresh / 1000, resumed=cursors)
         # Labels find their predictions in Redis (LogJoin): nothing of the log is read
         # again at start; traffic is followed from now on.
         self._log_start = f"{int(self.clock() * 1000)}-0"
@@ -376,6 +382,8 @@ class Monitor:
             self.metrics.bad_log_entries.inc(got.bad)
         if not got.scored:
             return
+        if self.defaults is not None and not self.outcomes.known(_logged_by(j), j.ts, len(got.y)):
+            return  # (its time's defaults were never given here: scored alone it biases)
         early = self.defaults is not None and not self.maturing.ripe(j.ts, self._mature_to)
         if early and self.maturing.hold(got, j.ts, len(got.y)):
             return  # (scored when it is mature; at once when there is no room)
@@ -758,6 +766,12 @@ class Monitor:
                 live.beat()
         self.labels.close()
         return alive
+
+
+def _logged_by(j: Joined) -> str:
+    """The server process whose log holds a joined request (its marks name it)."""
+    where = predlog.Location.from_key(j.marks[0][1]) if j.marks else None
+    return where.instance if where is not None else ""
 
 
 def _seconds(value: Any) -> float | None:
