@@ -301,6 +301,37 @@ def test_the_errors_of_a_read_are_ordered_by_their_labels_arrival_before_the_wat
     assert s.summary().concept.late == 1, "behind what was released"
 
 
+def _clicks_only(s: DriftSignals, seconds: int, seed: int) -> list[DriftEvent]:
+    """A stationary clicks-only stream as the monitor hands it over (labelDefault after 5 s):
+    a model that answers "click" to every row (right on the 43 % clicked), 96 rows an entry
+    every 20 ms (three requests logged together: one time), each click arriving 0.1-2 s after
+    it, each default at 5 s; every 0.2 s the predictions 5 s old, clicks and defaults
+    together. Its error does not change."""
+    rng = np.random.default_rng(seed)
+    events = []
+    for step in range(seconds * 5):
+        for entry in range(10):
+            ts = step * 0.2 + entry * 0.02
+            y = (rng.random(96) < 0.43).astype(float)
+            came = np.where(y == 1.0, ts + rng.uniform(0.1, 2.0, 96), ts + 5.0)
+            s.errors(np.full(96, 0.9), y, ts, ("r1", 0), came.tolist(), lambda: np.empty(0))
+        events += s.release(now=step * 0.2 + 7.0)
+    return events
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_clicks_only_stream_whose_error_does_not_change_is_no_concept_drift(seed: int) -> None:
+    """The rows of one prediction time have no order, but their labels come in one: every
+    click of an entry before all of its defaults. In that order a run of 40 right answers
+    read as the error falling to 0, ADWIN cut its window to it, and the usual error after it
+    read as a rise (bench/guardrails.py --clicks-only: concept drift in 2 stationary seeds
+    of 10)."""
+    s = _signals()
+    s.watch("r1")
+    assert _clicks_only(s, seconds=60, seed=seed) == []
+    assert s.concept.width > 10_000 and s.concept.estimation == pytest.approx(0.57, abs=0.02)
+
+
 def test_a_regression_error_counts_past_the_labels_spread() -> None:
     s = _signals(Task("regression"))
     labels = np.arange(30.0)  # spread ~8.7
