@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tideline import samples
+from tideline.evidence import CommonWindow, Constant
 from tideline.monitoring.judging import FEEDBACK_QUIET, Judging, labelled_samples
 from tideline.monitoring.tracks import Labelled
 from tideline.tasks import Task
@@ -78,3 +79,33 @@ def test_labelled_samples_arrive_with_their_entry(
     assert len(got_rows) == rows + 1
     assert got_targets == [*targets, targets[0]]
     assert arrived == [4.0] * rows + [6.5]
+
+
+@pytest.mark.parametrize(
+    ("after", "clicks"),
+    [(0.0, 0.0), (5.0, 0.43)],
+    ids=[
+        "at their arrival a version published meanwhile is scored on the defaults alone",
+        "at their predictions' maturity it is scored on the clicks and defaults of each time",
+    ],
+)
+def test_a_clicks_only_label_is_out_of_sample_from_when_its_prediction_is_mature(
+    after: float, clicks: float
+) -> None:
+    """labelDefault after 5 s: the learner learns a click and the defaults of its time when
+    the prediction is 5 s old. A version that learned up to 100 s (the predictions up to
+    95 s) is scored on the predictions after: taken at its arrival (0.5 s after its
+    prediction), a click of one at 95-99.5 s looked learned, its defaults (at 100-104.5 s)
+    did not."""
+    rng = np.random.default_rng(0)
+    judging = Judging(after=5.0) if after else Judging()
+    for k in range(450):  # a request each 10 ms at 95-99.5 s, 96 rows, 43 % clicked
+        ts = 95.0 + 0.01 * k
+        y = (rng.random(96) < 0.43).astype(float)
+        came = np.where(y == 1.0, ts + 0.5, ts + 5.0).tolist()
+        judging.feedback(Labelled([{"x": 0.0}] * 96, y, came), ts)
+    rows, y, t = judging.take()
+    window = CommonWindow("binary", size=len(y))
+    window.add_candidate("served", Constant(0.9), learned_until=100.0)
+    window.add_samples(rows, y, t)
+    assert window.score("served")["mean_observed"] == pytest.approx(clicks, abs=0.01)

@@ -195,7 +195,7 @@ class Monitor:
         self.candidates = Candidates(self.task, self.spec.rollout.analysis.minSamples)
         self.evidence = self.candidates.window
         # which labels judge (feedback, else samples), what they bring to the evidence
-        self.judging = Judging()
+        self.judging = Judging(after=default.after if default else 0.0)
         self._versions_looked = -math.inf
         self._warm_started: dict[str, bool] = {}  # revision -> its v0 is a warm-start baseline
         self._cursors: dict[str, str] = {}  # server process -> where its log was read to
