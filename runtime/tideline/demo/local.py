@@ -19,7 +19,8 @@ monitor consume them.
 
 The poisoning is a label producer gone wrong: for ``poison_for`` seconds it
 sends every request's rows again through ``:learn`` with their labels
-flipped, twice over, so the learner learns garbage faster than the truth.
+flipped, twice over, so the learner learns garbage faster than the truth
+(clicks only: a click on every row that was not clicked, twice over).
 The feedback (the outcome of what was served) stays true: the monitor
 judges versions on it, sees the learner's new versions lose against the
 proven ``lastGood`` on the same samples, and the operator rolls back.
@@ -180,11 +181,12 @@ class Simulator:
                 tally[0] += self._right(out["predictions"], y, labels)
                 tally[1] += len(rows)
             if self.poison is not None and self.poison[0] <= elapsed < self.poison[1]:
-                flipped = self._flipped(y)
-                status, _ = self._post(port, f"/v1/models/{self.name}:learn",
-                                       {"instances": rows + rows, "labels": flipped + flipped},
-                                       self.auth)  # fmt: skip
-                self.poisoned += 2 * len(rows) if status in (200, 202) else 0
+                bad, flipped = self._poisoned(rows, y, labels)
+                if bad:
+                    status, _ = self._post(port, f"/v1/models/{self.name}:learn",
+                                           {"instances": bad + bad, "labels": flipped + flipped},
+                                           self.auth)  # fmt: skip
+                    self.poisoned += 2 * len(bad) if status in (200, 202) else 0
             tracks = out.get("tracks") or ["stable"] * len(rows)
             for track in tracks if isinstance(tracks, list) else [tracks] * len(rows):
                 self.tracks[track] = self.tracks.get(track, 0) + 1
@@ -226,6 +228,16 @@ class Simulator:
         if self.classes is not None:
             return sum(p == want for p, want in zip(predictions, labels, strict=False))
         return int(np.sum((np.asarray(predictions, dtype=float) >= 0.5) == (y >= 0.5)))
+
+    def _poisoned(self, rows: list[Any], y: np.ndarray, labels: list[Any]) -> tuple[list[Any], list[Any]]:  # fmt: skip
+        """What a label producer gone wrong sends through ``:learn``: every row, its label
+        flipped; clicks only, a click on every row not clicked (a producer of clicks sends
+        no "not clicked": the rows clicked it leaves alone)."""
+        flipped = self._flipped(y)
+        if self.default is None:
+            return rows, flipped
+        bad = [i for i, label in enumerate(labels) if label == self.default]
+        return [rows[i] for i in bad], [flipped[i] for i in bad]
 
     def _flipped(self, y: np.ndarray) -> list[Any]:
         """Poisoned labels: each one wrong (the next class, the other class, the sign)."""
@@ -430,8 +442,9 @@ def _run(
                     on_event("Normal", "DriftInjected", "the simulator changed the concept")
                 if poison is not None and not poison_marked and elapsed >= poison[0]:
                     poison_marked = True
+                    sent = "flipped labels" if sim.default is None else "clicks on rows not clicked"
                     on_event("Warning", "PoisonInjected",
-                             f"a label producer sends flipped labels through :learn for {poison_for:.0f}s")  # fmt: skip
+                             f"a label producer sends {sent} through :learn for {poison_for:.0f}s")  # fmt: skip
                 if poison is not None and not poison_ended and elapsed >= poison[1]:
                     poison_ended = True
                     on_event("Normal", "PoisonEnded", "the flipped labels stop")
