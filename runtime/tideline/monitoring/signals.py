@@ -6,7 +6,8 @@ drift ``CONCEPT_HOLD`` analysis intervals after it last fired). Concept drift is
 the error rate going *up* (ADWIN told the direction, Page-Hinkley one-sided): a
 model that is learning is no change of the world. Its errors reach the detector
 in the order of the predictions they judge, not of the labels' arrival
-(:class:`tideline.drift.EventOrder`). Feature drift is the traffic's (a detector
+(:class:`tideline.drift.EventOrder`; those of one prediction time in a random
+order). Feature drift is the traffic's (a detector
 per stable revision, its reference the revision's stored one or its first
 window); prediction drift starts again with each served version (its reference
 its own first window of scores; a multiclass model's, its predicted classes).

@@ -66,7 +66,7 @@ intervals after it last fired). Concept drift is the error rate going *up* (ADWI
 direction, Page-Hinkley one-sided): a model that is learning is no change of the world. The
 errors reach the detector in the order of the predictions they judge, not of the labels'
 arrival (:class:`tideline.drift.EventOrder`): the late labels of an older, worse version are
-no rise of the error. The prediction-drift reference is the served version's own first
+no rise of the error (the errors of one prediction time go in a random order). The prediction-drift reference is the served version's own first
 window of scores, started again for each new served version, so a learning model does not
 flag itself. A multiclass model's prediction drift reads the predicted class (a bin per
 class: :class:`tideline.drift.Categorical`), its quality is accuracy, log loss, the top
