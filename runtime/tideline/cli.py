@@ -192,6 +192,13 @@ def cmd_server(args: argparse.Namespace) -> int:
         if args.write_port == args.port:
             raise SpecError("--write-port", "must differ from --port")
         os.environ["TIDELINE_WRITE_PORT"] = str(args.write_port)
+    if args.grpc_port:  # the Open Inference Protocol over gRPC, in every worker (SO_REUSEPORT)
+        if args.grpc_port in (args.port, args.write_port):
+            raise SpecError("--grpc-port", "must differ from --port and --write-port")
+        os.environ["TIDELINE_GRPC_PORT"] = str(args.grpc_port)
+        os.environ["TIDELINE_GRPC_HOST"] = args.host
+    else:
+        os.environ.pop("TIDELINE_GRPC_PORT", None)
     config = uvicorn.Config(
         "tideline.pods.server.api:app_from_env",
         factory=True,
@@ -389,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1, help="processes (one per core)")
     sp.add_argument("--write-port", type=int, default=None,
                     help="serve feedback and :learn on this port only (default: with predictions)")  # fmt: skip
+    sp.add_argument("--grpc-port", type=int, default=8081,
+                    help="Open Inference Protocol over gRPC on this port (0: none)")  # fmt: skip
     # the limits at the door (tideline.pods.server.limits); unset: $TIDELINE_<NAME>, else the
     # server's default (not imported here: every command would pay for the server's imports)
     for flag, kind, what in (

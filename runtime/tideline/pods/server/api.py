@@ -7,11 +7,13 @@ half its throughput), calls the data plane, and answers in the protocol's
 shape. A refusal (:class:`tideline.pods.server.errors.RequestError`) becomes its
 HTTP status in the route's protocol (``Protocol.status``) or, on the other
 routes, in the exception handler; nothing a client sends can produce a 500.
+The predict steps every protocol shares are :class:`tideline.pods.server.predicting.Predictor`'s;
+the Open Inference Protocol over gRPC (:mod:`tideline.pods.server.oip_grpc`) starts and
+stops with the app, on its event loop, when ``grpc_port`` is set.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import hmac
@@ -31,20 +33,28 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from tideline import __version__, samples
+from tideline import samples
 from tideline.contracts import Feedback, prediction_id
-from tideline.pods.server.dataplane import DataPlane, Result
+from tideline.pods.server import oip_grpc
+from tideline.pods.server.dataplane import DataPlane
 from tideline.pods.server.errors import (
     BadRequest,
-    ForwardFailed,
     ModelNotFound,
     RequestError,
     TooLarge,
     Unauthorized,
     Unprocessable,
-    UnsupportedMediaType,
 )
-from tideline.pods.server.protocols import V1, V2, Answer, no_duplicate_keys, parse_object
+from tideline.pods.server.predicting import Predictor, media_type
+from tideline.pods.server.protocols import (
+    V1,
+    V2,
+    Answer,
+    model_metadata,
+    no_duplicate_keys,
+    parse_object,
+    server_metadata,
+)
 from tideline.spec import OnlineModel, SpecError
 from tideline.tasks import Task
 
@@ -79,6 +89,9 @@ class ServerConfig:
     header_timeout: float = 10.0  # seconds for a request's line and headers (slowloris)
     idle_timeout: float = 5.0  # seconds a connection waits for a request (uvicorn's keep-alive)
     max_concurrency: int = 1024  # requests in flight per worker: 503 past it
+    # when set, the Open Inference Protocol over gRPC on this port too (tideline.pods.server.oip_grpc)
+    grpc_port: int | None = None
+    grpc_host: str = "0.0.0.0"
 
     LIMITS = ("max_body_bytes", "max_rows", "max_header_bytes", "header_timeout",
               "idle_timeout", "max_concurrency")  # fmt: skip
@@ -86,8 +99,12 @@ class ServerConfig:
     @classmethod
     def from_env(cls, env: dict[str, str]) -> ServerConfig:
         port = env.get("TIDELINE_WRITE_PORT")
+        grpc_port = env.get("TIDELINE_GRPC_PORT")
         kw: dict[str, Any] = {"feedback_token": (env.get(FEEDBACK_TOKEN_ENV) or "").strip() or None,
-                              "write_port": int(port) if port and port.isdigit() else None}  # fmt: skip
+                              "write_port": int(port) if port and port.isdigit() else None,
+                              "grpc_port": int(grpc_port) if grpc_port and grpc_port.isdigit()
+                              and int(grpc_port) > 0 else None,
+                              "grpc_host": env.get("TIDELINE_GRPC_HOST") or "0.0.0.0"}  # fmt: skip
         for name in cls.LIMITS:
             raw = env.get(f"TIDELINE_{name.upper()}")
             if raw is None:
@@ -148,15 +165,6 @@ def _error(exc: RequestError) -> Response:
     return resp
 
 
-def _media_type(content_type: str | None) -> None:
-    """A body that says it is text or a form upload is not JSON: 415 (a missing type, JSON,
-    or curl's default form type with a JSON body are read as JSON)."""
-    if content_type:
-        kind = content_type.split(";", 1)[0].strip().lower()
-        if kind.startswith(("text/", "multipart/")):
-            raise UnsupportedMediaType(f"content-type {kind} is not JSON: send application/json")
-
-
 async def _read(request: Request, settings: ServerConfig) -> bytes:
     """A request's body, counted as it streams: :class:`TooLarge` the moment it passes the
     limit (a chunked body says no length up front), not once it is all held."""
@@ -179,7 +187,7 @@ async def _read(request: Request, settings: ServerConfig) -> bytes:
 
 async def _body(request: Request, settings: ServerConfig) -> Any:
     """The JSON document of a write route (predict and infer check theirs in ``predict``)."""
-    _media_type(request.headers.get("content-type"))
+    media_type(request.headers.get("content-type"))
     raw = await _read(request, settings)
     no_duplicate_keys(raw)
     return parse_object(raw)
@@ -197,9 +205,6 @@ _READ_HEADERS = frozenset(
 _PREDICT = re.compile(
     r"^/v1/models/([^/]+):predict$|^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$"
 )
-
-# a request's headers that say how to read its body: passed on to a canary with it
-_FORWARDED = ("content-encoding", "inference-header-content-length", "x-tideline-unknown-features")
 
 
 class ServerApp(FastAPI):
@@ -314,9 +319,17 @@ def create_app(dataplane: DataPlane, settings: ServerConfig | None = None) -> Fa
     dp.max_rows = settings.max_rows
     metrics = dp.metrics
 
+    predictor = Predictor(dp)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await dp.start()
+        grpc_server = None
+        if settings.grpc_port is not None:  # the same data plane, over gRPC, on this loop
+            grpc_server = await oip_grpc.serve(
+                dp, predictor, settings.grpc_host, settings.grpc_port,
+                settings.max_body_bytes, settings.max_concurrency,
+            )  # fmt: skip
         # Everything loaded so far (FastAPI, numpy, the model) lives as long as the
         # process: move it out of the collector's sight, so a full collection scans
         # only what requests allocate. Full collections over the whole heap were
@@ -324,6 +337,8 @@ def create_app(dataplane: DataPlane, settings: ServerConfig | None = None) -> Fa
         gc.collect()
         gc.freeze()
         yield
+        if grpc_server is not None:  # (calls in flight get their answers)
+            await grpc_server.stop(2.0)
         await dp.stop()
 
     app = ServerApp(
@@ -352,29 +367,6 @@ def create_app(dataplane: DataPlane, settings: ServerConfig | None = None) -> Fa
         log.exception("unexpected error")
         return _json({"error": f"internal error: {type(exc).__name__}"}, 500)
 
-    def finish(route: str, result: Result | None, started: float, status: int, track: str) -> None:
-        """Count an answer: in metrics, and in the servers' stats by its status (every answer
-        counts, refusals and failures too: see :class:`~.dataplane.TrackStats`). An answer
-        with no result counts on the track the request was forwarded for, else stable."""
-        seconds = time.perf_counter() - started
-        if result is None:
-            metrics.request(route, "none", status, seconds)
-            dp.observe(track, seconds, 0, status)
-        else:
-            n = len(result.predictions)
-            metrics.request(route, result.tracks[0], status, seconds, n)
-            dp.observe(result.tracks[0], seconds, n, status, result.fallback, result.failed)
-
-    warned = [0.0]  # when a failed forward was last logged (a storm is one line per 10 s)
-
-    def forward_failed(e: ForwardFailed, track: str) -> None:
-        if not e.counted_there:
-            dp.forward_failed(track)
-        now = time.monotonic()
-        if now - warned[0] >= 10.0:
-            warned[0] = now
-            log.warning("%s (%s): answering from stable", e.message, track)
-
     protocols = {False: V1(settings.max_rows, dp.task), True: V2(dp.task)}
 
     async def predict(
@@ -382,66 +374,7 @@ def create_app(dataplane: DataPlane, settings: ServerConfig | None = None) -> Fa
     ) -> Answer:
         """The predict and infer routes: (status, body, headers). Used by the routes and the
         fast path."""
-        proto = protocols[v2]
-        started = time.perf_counter()
-        forced: str | None = None
-        try:
-            dp.check_model(name)
-            if version is not None:
-                dp.check_version(version)
-            _media_type(headers.get("content-type"))
-            key = headers.get("x-tideline-key")
-            forced = dp.trusted_track(
-                headers.get("x-tideline-track"), headers.get("x-tideline-forwarded")
-            )
-            stable = dp.stable
-            # with no version loaded, the spec's features read the rows
-            schema = stable.schema if stable is not None else dp.spec_schema
-            req = proto.decode(raw, headers, schema, stable is not None)
-            target = dp.wants_forward(key) if forced is None else None
-            # the headers that say how to read the body go with it to a canary
-            passed = {k: headers[k] for k in _FORWARDED if k in headers} if target else {}
-            if target == "canary":
-                try:
-                    content, back = await dp.forward(url_path, raw, "canary", passed)
-                    return 200, content, back
-                except ForwardFailed as e:
-                    forward_failed(e, "canary")
-                    metrics.fallbacks.labels(reason="canary-unreachable").inc()
-            unknown_ok = headers.get("x-tideline-unknown-features", "").lower() == "ignore"
-            if dp.guarded:  # a team's model is loaded: its calls run in a thread, waited for
-                result = await dp.predict_guarded(
-                    req.rows, key=key, ids=req.ids, forced_track=forced, path=proto.path,
-                    raw=req.logged, X=req.X, unknown_ok=unknown_ok,
-                )  # fmt: skip
-            else:  # the built-ins: on the event loop (microseconds; a thread hop costs more)
-                result = dp.predict(
-                    req.rows, key=key, ids=req.ids, forced_track=forced, path=proto.path,
-                    raw=req.logged, X=req.X, unknown_ok=unknown_ok,
-                )  # fmt: skip
-            if req.ids is not None and forced != "shadow":
-                # a client's own ids are bound to this prediction before it is answered (409
-                # when another holds one); a forwarded shadow's belong to the stable answer
-                await dp.log.bind(dp.r, result.slot)
-            if target == "shadow":
-                asyncio.get_running_loop().create_task(shadow(url_path, raw, passed))
-        except RequestError as e:
-            status = proto.status(e)
-            finish(proto.route, None, started, status, forced or "stable")
-            return status, orjson.dumps({"error": e.message}), {}
-        except Exception as e:  # a bug: that answer, counted (a team's model that raises is
-            # answered by the data plane's fallback, or a 503 naming its error)
-            log.exception("predicting failed")
-            finish(proto.route, None, started, 500, forced or "stable")
-            return 500, orjson.dumps({"error": f"internal error: {type(e).__name__}"}), {}
-        finish(proto.route, result, started, 200, forced or "stable")
-        return proto.answer(req, result, dp.name)
-
-    async def shadow(path: str, body: bytes, headers: dict[str, str]) -> None:
-        try:
-            await dp.forward(path, body, "shadow", headers)
-        except ForwardFailed as e:
-            forward_failed(e, "shadow")
+        return await predictor.predict(protocols[v2], name, raw, headers, url_path, version)
 
     async def predict_route(
         request: Request, name: str, v2: bool, version: str | None = None
@@ -566,9 +499,8 @@ def create_app(dataplane: DataPlane, settings: ServerConfig | None = None) -> Fa
         return _json({"ready": dp.ready}, 200 if dp.ready else 503)
 
     @app.get("/v2")
-    async def server_metadata() -> Response:
-        return _json({"name": "tideline", "version": __version__,
-                      "extensions": ["binary_tensor_data"]})  # fmt: skip
+    async def v2_server_metadata() -> Response:
+        return _json(server_metadata())
 
     @app.get("/v2/models/{name}/ready")
     async def model_ready(name: str) -> Response:
@@ -581,54 +513,16 @@ def create_app(dataplane: DataPlane, settings: ServerConfig | None = None) -> Fa
         dp.check_version(version)
         return _json({"name": dp.name, "ready": dp.ready}, 200 if dp.ready else 503)
 
-    def model_metadata() -> dict[str, Any]:
-        s = dp.stable
-        features = s.schema.describe() if s else [f.to_dict() for f in dp.spec.model.features]
-        parameters = {
-            "task": dp.spec.model.task,
-            "algorithm": dp.spec.model.algorithm,
-            "revision": s.revision if s else dp.routing.stable,
-            "features": orjson.dumps(features).decode(),
-        }
-        outputs = [
-            {"name": "predict", "datatype": "FP64", "shape": [-1]},
-            {"name": "ids", "datatype": "BYTES", "shape": [-1]},
-            {"name": "tracks", "datatype": "BYTES", "shape": [-1]},
-        ]
-        if dp.classes is not None:  # a class name a row, and the classes' probabilities
-            outputs[:1] = [
-                {"name": "predict", "datatype": "BYTES", "shape": [-1]},
-                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(dp.classes)]},
-            ]
-            parameters["classes"] = orjson.dumps(dp.classes).decode()
-        return {
-            "name": dp.name,
-            "versions": [str(s.version)] if s else [],
-            "platform": "tideline",
-            "inputs": [
-                {
-                    "name": f["name"],
-                    "datatype": "FP64" if f["type"] == "numeric" else "BYTES",
-                    "shape": [-1],
-                }
-                for f in features
-            ],
-            "outputs": outputs,
-            # values are strings, numbers or booleans (OIP parameters): the features (and a
-            # multiclass model's classes) as JSON
-            "parameters": parameters,
-        }
-
     @app.get("/v2/models/{name}")
     async def metadata(name: str) -> Response:
         dp.check_model(name)
-        return _json(model_metadata())
+        return _json(model_metadata(dp))
 
     @app.get("/v2/models/{name}/versions/{version}")
     async def version_metadata(name: str, version: str) -> Response:
         dp.check_model(name)
         dp.check_version(version)
-        return _json(model_metadata())
+        return _json(model_metadata(dp))
 
     @app.get("/metrics")
     async def prometheus() -> Response:

@@ -1,6 +1,7 @@
-"""The data plane behind the HTTP routes: versions, routing, fallback, logging.
+"""The data plane behind the HTTP routes and the gRPC service: versions, routing, fallback, logging.
 
-The routes in :mod:`tideline.pods.server.api` only parse and answer HTTP; this
+The routes in :mod:`tideline.pods.server.api` (and the RPCs in :mod:`~.oip_grpc`) only parse
+and answer their protocol; this
 module does the rest, and waits on Redis on the request path only for a request that
 brings its own prediction ids (one round trip binds them before the answer, so no other
 request can take them; generated ids need none):

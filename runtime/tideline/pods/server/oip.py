@@ -136,12 +136,8 @@ def parse_request(
         raise BadRequest("inputs: must be a non-empty list of tensors")
     tensors: list[Tensor] = []
     offset = 0
-    seen: set[str] = set()
     for i, t in enumerate(inputs):
         tensor, used = _tensor(i, t, binary[offset:])
-        if tensor.name in seen:
-            raise BadRequest(f"inputs[{i}].name: {tensor.name!r} is given twice")
-        seen.add(tensor.name)
         offset += used
         tensors.append(tensor)
     if offset != len(binary):
@@ -149,23 +145,39 @@ def parse_request(
             f"body: {len(binary) - offset} bytes of binary data after the last input's "
             "(binary_data_size must add up)"
         )
-    outputs, datatypes = _outputs(doc.get("outputs"), known)
     binary_output = params.get("binary_data_output", False)
     if not isinstance(binary_output, bool):
         raise BadRequest("parameters.binary_data_output: must be true or false")
-    ids = params.get("ids")
+    return request(rid, tensors, doc.get("outputs"), params.get("ids"), known, binary_output)
+
+
+def request(
+    rid: str | None,
+    tensors: list[Tensor],
+    outputs: Any,
+    ids: Any,
+    known: tuple[str, ...] = OUTPUTS,
+    binary_output: bool = False,
+) -> Request:
+    """An infer request from its read inputs, whatever carried them (JSON and binary data
+    here, a protobuf message in :mod:`tideline.pods.server.oip_grpc`): ``outputs``, the
+    requested outputs as the JSON form gives them (a list of ``{name, parameters}``);
+    ``ids``, the client's ids given as a parameter (an ``ids`` input wins)."""
+    seen: set[str] = set()
+    for t in tensors:
+        if t.name in seen:
+            raise BadRequest(f"inputs[{t.index}].name: {t.name!r} is given twice")
+        seen.add(t.name)
+    wanted, datatypes = _outputs(outputs, known)
     id_tensor = next((t for t in tensors if t.name == "ids"), None)
     if id_tensor is not None:
         tensors.remove(id_tensor)
         ids = [_text(id_tensor, k, v) for k, v in enumerate(id_tensor.values)]
-    return Request(rid, tensors, outputs, binary_output, ids, datatypes)
+    return Request(rid, tensors, wanted, binary_output, ids, datatypes)
 
 
-def _tensor(i: int, t: Any, binary: memoryview) -> tuple[Tensor, int]:
-    """Input i, and the bytes of binary data it took."""
-    if not isinstance(t, dict):
-        raise BadRequest(f"inputs[{i}]: must be an object with name, shape, datatype and data")
-    name, datatype, shape = t.get("name"), t.get("datatype"), t.get("shape")
+def header(i: int, name: Any, datatype: Any, shape: Any) -> tuple[str, str, str, list[int]]:
+    """Input i's name, datatype and shape checked: where it is (for errors), and those three."""
     if not isinstance(name, str) or not name:
         raise BadRequest(f"inputs[{i}].name: required, a string")
     at = f"inputs[{i}] ({name})"
@@ -176,6 +188,35 @@ def _tensor(i: int, t: Any, binary: memoryview) -> tuple[Tensor, int]:
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
     ):
         raise BadRequest(f"{at}.shape: must be a list of sizes")
+    return at, name, datatype, shape
+
+
+def binary_values(at: str, datatype: str, shape: list[int], chunk: bytes) -> np.ndarray | list[Any]:
+    """A tensor's values from its binary data (the extension's, or gRPC's raw contents):
+    fixed-size types little-endian and row-major, ``BYTES`` length-prefixed."""
+    size = math.prod(shape)
+    dtype = DTYPES[datatype]
+    values: np.ndarray | list[Any]  # BYTES: bytes
+    if dtype is None:
+        values = _bytes_elements(at, chunk)
+    else:
+        width = np.dtype(dtype).itemsize
+        if len(chunk) != size * width:
+            raise BadRequest(
+                f"{at}: {len(chunk)} bytes of binary data, shape {shape} of {datatype} needs "
+                f"{size * width}"
+            )
+        values = np.frombuffer(chunk, dtype=dtype)
+    if len(values) != size:
+        raise BadRequest(f"{at}: holds {len(values)} values, shape {shape} needs {size}")
+    return values
+
+
+def _tensor(i: int, t: Any, binary: memoryview) -> tuple[Tensor, int]:
+    """Input i, and the bytes of binary data it took."""
+    if not isinstance(t, dict):
+        raise BadRequest(f"inputs[{i}]: must be an object with name, shape, datatype and data")
+    at, name, datatype, shape = header(i, t.get("name"), t.get("datatype"), t.get("shape"))
     size = math.prod(shape)
     params = t.get("parameters") or {}
     if not isinstance(params, dict):
@@ -192,20 +233,7 @@ def _tensor(i: int, t: Any, binary: memoryview) -> tuple[Tensor, int]:
                 f"{at}.parameters.binary_data_size: {nbytes} bytes, but {len(binary)} are left "
                 "in the body"
             )
-        chunk = bytes(binary[:nbytes])
-        values: np.ndarray | list[Any]  # BYTES: bytes (JSON may give numbers too)
-        if dtype is None:
-            values = _bytes_elements(at, chunk)
-        else:
-            width = np.dtype(dtype).itemsize
-            if nbytes != size * width:
-                raise BadRequest(
-                    f"{at}: {nbytes} bytes of binary data, shape {shape} of {datatype} needs "
-                    f"{size * width}"
-                )
-            values = np.frombuffer(chunk, dtype=dtype)
-        if len(values) != size:
-            raise BadRequest(f"{at}: holds {len(values)} values, shape {shape} needs {size}")
+        values = binary_values(at, datatype, shape, bytes(binary[:nbytes]))
         return Tensor(i, name, datatype, shape, values), nbytes
     data = t.get("data")
     if not isinstance(data, list):
@@ -214,7 +242,7 @@ def _tensor(i: int, t: Any, binary: memoryview) -> tuple[Tensor, int]:
     if len(flat) != size:
         raise BadRequest(f"{at}.data: holds {len(flat)} values, shape {shape} needs {size}")
     tensor = Tensor(i, name, datatype, shape, [])
-    tensor.values = _json_values(tensor, flat, dtype)
+    tensor.values = json_values(tensor, flat, dtype)
     return tensor, 0
 
 
@@ -234,8 +262,8 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
-def _json_values(t: Tensor, flat: list[Any], dtype: str | None) -> np.ndarray | list[Any]:
-    """A JSON tensor's values, checked against its datatype."""
+def json_values(t: Tensor, flat: list[Any], dtype: str | None) -> np.ndarray | list[Any]:
+    """A JSON tensor's values (or a protobuf's typed contents), checked against its datatype."""
     kinds = set(map(type, flat))
     if dtype is None:  # BYTES: strings (and, in JSON, numbers too: a row of mixed values)
         if kinds - {str, int, float}:
@@ -402,34 +430,11 @@ def _column(t: Tensor, schema: FeatureSchema, j: int, at: Sequence[int]) -> list
 # -- answers ---------------------------------------------------------------------------
 def answer(req: Request, result: Result, model: str) -> tuple[bytes, int | None]:
     """The infer answer's body, and the length of its JSON header when binary data follows."""
-    multiclass = result.classes is not None
-    wanted = req.outputs
-    if wanted is None:
-        wanted = dict.fromkeys(CLASS_OUTPUTS if multiclass else OUTPUTS, req.binary_output)
     ids = [str(i) for i in result.ids]
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for name, binary in wanted.items():
-        if name == "predict" and not multiclass:
-            out: dict[str, Any] = {"name": name, "datatype": "FP64",
-                                   "shape": [len(result.predictions)]}  # fmt: skip
-            if binary:
-                data = np.asarray(result.predictions, dtype="<f8").tobytes()
-            else:  # the bytes the prediction log keeps too
-                out["data"] = orjson.Fragment(result.predictions_json())
-        elif name == "probabilities":
-            out, data = _probabilities(result, req.datatypes.get(name, "FP64"), binary)
-        else:
-            if name == "predict":  # (multiclass: each row's class)
-                values = result.classes_answered()
-            else:
-                values = ids if name == "ids" else list(result.tracks)
-            out = {"name": name, "datatype": "BYTES", "shape": [len(values)]}
-            if binary:
-                data = b"".join(len(b).to_bytes(4, "little") + b
-                                for b in (v.encode() for v in values))  # fmt: skip
-            else:
-                out["data"] = values
+    for name, binary in wanted(req, result).items():
+        out, data = output(name, binary, req, result, ids)
         if binary:
             out["parameters"] = {"binary_data_size": len(data)}
             blobs.append(data)
@@ -438,7 +443,7 @@ def answer(req: Request, result: Result, model: str) -> tuple[bytes, int | None]
         {
             "model_name": model,
             "model_version": str(result.version) if result.version is not None else None,
-            "id": req.id if req.id is not None else (ids[0] if ids else ""),
+            "id": answer_id(req, ids),
             "parameters": {"revision": result.revision or "", "fallback": result.fallback},
             "outputs": outputs,
         }
@@ -446,6 +451,44 @@ def answer(req: Request, result: Result, model: str) -> tuple[bytes, int | None]
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+def wanted(req: Request, result: Result) -> dict[str, bool]:
+    """The outputs an answer holds (name -> binary): those asked for, else every one."""
+    if req.outputs is not None:
+        return req.outputs
+    names = CLASS_OUTPUTS if result.classes is not None else OUTPUTS
+    return dict.fromkeys(names, req.binary_output)
+
+
+def answer_id(req: Request, ids: list[str]) -> str:
+    """An answer's id: the request's, else its first prediction's."""
+    return req.id if req.id is not None else (ids[0] if ids else "")
+
+
+def output(
+    name: str, binary: bool, req: Request, result: Result, ids: list[str]
+) -> tuple[dict[str, Any], bytes]:
+    """One output of an answer: its JSON form (name, datatype, shape; and its data when not
+    ``binary``), and its binary data when ``binary``."""
+    if name == "predict" and result.classes is None:
+        out: dict[str, Any] = {"name": name, "datatype": "FP64",
+                               "shape": [len(result.predictions)]}  # fmt: skip
+        if binary:
+            return out, np.asarray(result.predictions, dtype="<f8").tobytes()
+        out["data"] = orjson.Fragment(result.predictions_json())  # the bytes the log keeps too
+        return out, b""
+    if name == "probabilities":
+        return _probabilities(result, req.datatypes.get(name, "FP64"), binary)
+    if name == "predict":  # (multiclass: each row's class)
+        values = result.classes_answered()
+    else:
+        values = ids if name == "ids" else list(result.tracks)
+    out = {"name": name, "datatype": "BYTES", "shape": [len(values)]}
+    if binary:
+        return out, b"".join(len(b).to_bytes(4, "little") + b for b in (v.encode() for v in values))
+    out["data"] = values
+    return out, b""
 
 
 def _probabilities(result: Result, datatype: str, binary: bool) -> tuple[dict[str, Any], bytes]:
@@ -457,3 +500,59 @@ def _probabilities(result: Result, datatype: str, binary: bool) -> tuple[dict[st
     # flat, in row-major order; the float32 values the result holds, in their shortest form
     out["data"] = orjson.Fragment(orjson.dumps(p.ravel(), option=orjson.OPT_SERIALIZE_NUMPY))
     return out, b""
+
+
+# -- a request re-sent over HTTP ------------------------------------------------------------
+def binary_request(req: Request) -> tuple[bytes, int]:
+    """``req`` as the binary tensor data extension sends it (the body, and its JSON header's
+    length), every output asked for in binary: what a server sends a canary in another
+    image for a request that came over gRPC."""
+    tensors: list[tuple[str, str, list[int], bytes]] = [
+        (t.name, t.datatype, t.shape, _tensor_bytes(t.datatype, t.values)) for t in req.inputs
+    ]
+    if req.ids is not None:
+        ids = [str(i).encode() for i in req.ids]
+        tensors.append(("ids", "BYTES", [len(ids)], _tensor_bytes("BYTES", ids)))
+    doc: dict[str, Any] = {
+        "inputs": [{"name": name, "datatype": datatype, "shape": shape,
+                    "parameters": {"binary_data_size": len(data)}}
+                   for name, datatype, shape, data in tensors],
+        "parameters": {"binary_data_output": True},
+    }  # fmt: skip
+    if req.id is not None:
+        doc["id"] = req.id
+    if req.outputs is not None:
+        doc["outputs"] = [
+            {"name": name, "parameters": {"binary_data": True, **(
+                {"datatype": req.datatypes[name]} if name in req.datatypes else {})}}
+            for name in req.outputs
+        ]  # fmt: skip
+    head = orjson.dumps(doc)
+    return head + b"".join(t[3] for t in tensors), len(head)
+
+
+def _tensor_bytes(datatype: str, values: np.ndarray | list[Any]) -> bytes:
+    dtype = DTYPES[datatype]
+    if dtype is not None:
+        return np.asarray(values, dtype=dtype).tobytes()
+    items = (v if isinstance(v, bytes) else str(v).encode() for v in values)
+    return b"".join(len(b).to_bytes(4, "little") + b for b in items)
+
+
+def binary_answer(body: bytes, header_length: str | None) -> tuple[dict[str, Any], list[bytes]]:
+    """An infer answer's JSON header and each output's data as binary (the answer to
+    :func:`binary_request`; an output answered as JSON is encoded here)."""
+    n = int(header_length) if header_length is not None else len(body)
+    doc = orjson.loads(body[:n])
+    blobs: list[bytes] = []
+    offset = n
+    for out in doc.get("outputs", []):
+        size = (out.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            blobs.append(body[offset : offset + size])
+            offset += size
+        else:
+            data = _flatten(out.get("data", []))
+            values = [v.encode() for v in data] if out["datatype"] == "BYTES" else data
+            blobs.append(_tensor_bytes(out["datatype"], values))
+    return doc, blobs

@@ -35,10 +35,11 @@ import numpy as np
 import orjson
 from msgspec.structs import astuple
 
+from tideline import __version__
 from tideline.contracts import json_object, prediction_id
 from tideline.features import FeatureSchema
 from tideline.pods.server import oip
-from tideline.pods.server.dataplane import Result
+from tideline.pods.server.dataplane import DataPlane, Result
 from tideline.pods.server.errors import BadRequest, RequestError, Unprocessable
 from tideline.pods.server.logwriter import ids_json
 from tideline.tasks import Task
@@ -95,7 +96,7 @@ def no_duplicate_keys(raw: bytes, keys: tuple[bytes, ...] = WRITE_KEYS) -> None:
         json.loads(raw, object_pairs_hook=pairs)
 
 
-def _client_ids(ids: Any) -> list[Any] | None:
+def client_ids(ids: Any) -> list[Any] | None:
     """A client's own prediction ids, checked as the label join keys them."""
     if ids is None:
         return None
@@ -128,6 +129,17 @@ class Protocol:
 
     def status(self, e: RequestError) -> int:
         return e.status
+
+    def forwarded(
+        self, req: Decoded, raw: Any, url_path: str, passed: dict[str, str]
+    ) -> tuple[str, bytes, dict[str, str]]:
+        """What a canary in another image is sent for this request (it is called over HTTP):
+        the route, the body and the headers that say how to read it."""
+        return url_path, raw, passed
+
+    def canary_answer(self, req: Decoded, content: bytes, headers: dict[str, str]) -> Answer:
+        """The answer to the request, from the canary's answer to :meth:`forwarded`."""
+        return 200, content, headers
 
 
 class V1(Protocol):
@@ -165,7 +177,7 @@ class V1(Protocol):
                     raise BadRequest("probabilities: must be true or false")
         if req.ids is not None:  # (rare: no cost else)
             no_duplicate_keys(raw, (b'"ids"',))
-            req.ids = _client_ids(req.ids)
+            req.ids = client_ids(req.ids)
         return req
 
     def typed(
@@ -269,7 +281,7 @@ class V2(Protocol):
         if oip.HEADER not in headers:
             no_duplicate_keys(body, _V2_KEYS)
         infer = oip.parse_request(body, headers.get(oip.HEADER), self.outputs)
-        return Decoded(oip.rows(infer, schema), _client_ids(infer.ids), infer=infer)
+        return Decoded(oip.rows(infer, schema), client_ids(infer.ids), infer=infer)
 
     def answer(self, req: Decoded, result: Result, model: str) -> Answer:
         assert req.infer is not None
@@ -282,3 +294,49 @@ class V2(Protocol):
     def status(self, e: RequestError) -> int:
         # the Open Inference Protocol answers 400 to every request it cannot take
         return 400 if e.status == 422 else e.status
+
+
+def server_metadata() -> dict[str, Any]:
+    """The Open Inference Protocol's server metadata (HTTP ``GET /v2``, gRPC ``ServerMetadata``)."""
+    return {"name": "tideline", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+def model_metadata(dp: DataPlane) -> dict[str, Any]:
+    """The Open Inference Protocol's model metadata, with the feature schema (HTTP
+    ``GET /v2/models/{name}``; gRPC ``ModelMetadata``, whose message has no parameters)."""
+    s = dp.stable
+    features = s.schema.describe() if s else [f.to_dict() for f in dp.spec.model.features]
+    parameters = {
+        "task": dp.spec.model.task,
+        "algorithm": dp.spec.model.algorithm,
+        "revision": s.revision if s else dp.routing.stable,
+        "features": orjson.dumps(features).decode(),
+    }
+    outputs = [
+        {"name": "predict", "datatype": "FP64", "shape": [-1]},
+        {"name": "ids", "datatype": "BYTES", "shape": [-1]},
+        {"name": "tracks", "datatype": "BYTES", "shape": [-1]},
+    ]
+    if dp.classes is not None:  # a class name a row, and the classes' probabilities
+        outputs[:1] = [
+            {"name": "predict", "datatype": "BYTES", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(dp.classes)]},
+        ]
+        parameters["classes"] = orjson.dumps(dp.classes).decode()
+    return {
+        "name": dp.name,
+        "versions": [str(s.version)] if s else [],
+        "platform": "tideline",
+        "inputs": [
+            {
+                "name": f["name"],
+                "datatype": "FP64" if f["type"] == "numeric" else "BYTES",
+                "shape": [-1],
+            }
+            for f in features
+        ],
+        "outputs": outputs,
+        # values are strings, numbers or booleans (OIP parameters): the features (and a
+        # multiclass model's classes) as JSON
+        "parameters": parameters,
+    }
