@@ -24,6 +24,7 @@ from tideline.spec import KAFKA_PASSWORD_ENV, KAFKA_TLS_ENV, OnlineModel
 
 CONFIG_PATH = "/etc/tideline"
 HTTP_PORT = 8080
+GRPC_PORT = 8081  # the Open Inference Protocol over gRPC (KServe's runtimes' port)
 WARM_START_DIR = "/etc/tideline/warm-start"  # where the learner reads a configMapRef baseline
 METRICS_PORT = 9100
 
@@ -440,8 +441,8 @@ def build_server(
 ) -> dict[str, Any]:
     http = {"port": "http"}
     container = _container(
-        model, settings, revision, "server", ["--port", str(HTTP_PORT)],
-        [{"name": "http", "containerPort": HTTP_PORT}],
+        model, settings, revision, "server", ["--port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT)],
+        [{"name": "http", "containerPort": HTTP_PORT}, {"name": "grpc", "containerPort": GRPC_PORT}],
         {"readinessProbe": {"httpGet": {**http, "path": "/v2/health/ready"}, "periodSeconds": 2},
          "livenessProbe": {"httpGet": {**http, "path": "/v2/health/live"}, "periodSeconds": 10,
                            "initialDelaySeconds": 5}},
@@ -472,7 +473,16 @@ def build_service(model: OnlineModel, revision: str, canary: bool = False) -> di
         },
         "spec": {
             "selector": selector(model, "server", revision),
-            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]
+            # appProtocol: cleartext HTTP/2, for gateways and meshes that route by it
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
+            ]
             + (
                 [{"name": "labels", "port": model.spec.serving.labelsPort, "targetPort": "labels"}]
                 if model.spec.serving.labelsPort is not None
@@ -485,22 +495,22 @@ def build_service(model: OnlineModel, revision: str, canary: bool = False) -> di
 def build_network_policy(model: OnlineModel) -> dict[str, Any] | None:
     """Who may reach the model's servers (``spec.serving.networkPolicy``), port by port.
 
-    Predictions (and ``/metrics``) on the HTTP port from ``predictFrom``; labels on
-    ``labelsPort`` from ``labelsFrom``; a list not given admits anyone.
+    Predictions (and ``/metrics``) on the HTTP and gRPC ports from ``predictFrom``; labels
+    on ``labelsPort`` from ``labelsFrom``; a list not given admits anyone.
     """
     policy = model.spec.serving.networkPolicy
     if policy is None:
         return None
 
-    def rule(port: int, peers: tuple[dict[str, Any], ...] | None) -> dict[str, Any]:
-        out: dict[str, Any] = {"ports": [{"port": port, "protocol": "TCP"}]}
+    def rule(ports: list[int], peers: tuple[dict[str, Any], ...] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"ports": [{"port": port, "protocol": "TCP"} for port in ports]}
         if peers is not None:
             out["from"] = [copy.deepcopy(p) for p in peers]
         return out
 
-    ingress = [rule(HTTP_PORT, policy.predictFrom)]
+    ingress = [rule([HTTP_PORT, GRPC_PORT], policy.predictFrom)]
     if model.spec.serving.labelsPort is not None:
-        ingress.append(rule(model.spec.serving.labelsPort, policy.labelsFrom))
+        ingress.append(rule([model.spec.serving.labelsPort], policy.labelsFrom))
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -1502,10 +1502,10 @@ def _serving(o: _Obj, model: ModelSpec) -> ServingSpec:
     auto = out.autoscaling
     if auto is not None and auto.maxReplicas < auto.minReplicas:
         raise SpecError(f"{o.sub('autoscaling')}.maxReplicas", "must be >= minReplicas")
-    if out.labelsPort in (8080, 9100):
+    if out.labelsPort in (8080, 8081, 9100):
         raise SpecError(
             o.sub("labelsPort"),
-            f"must differ from the servers' ports 8080 and 9100 (got {out.labelsPort})",
+            f"must differ from the servers' ports 8080, 8081 (gRPC) and 9100 (got {out.labelsPort})",
         )
     if policy is not None and policy.labelsFrom is not None and out.labelsPort is None:
         raise SpecError(

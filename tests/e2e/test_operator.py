@@ -493,7 +493,7 @@ def test_objects_it_does_not_own_are_left_alone_and_credentials_stay_out_of_sigh
     for name in ("theirs", "theirs-canary"):  # a team's own Services, with the model's names
         cp.kubectl("create", "service", "clusterip", name, "--tcp=80:8080", "-n", ns)
     ops = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}
-    _apply(installed, _model("theirs", ns, serving={"replicas": 1, "labelsPort": 8081,
+    _apply(installed, _model("theirs", ns, serving={"replicas": 1, "labelsPort": 8082,
                                                     "networkPolicy": {"labelsFrom": [ops]}}))  # fmt: skip
 
     def degraded() -> bool:
@@ -533,11 +533,13 @@ def test_objects_it_does_not_own_are_left_alone_and_credentials_stay_out_of_sigh
         assert not any("redis" in a for a in c["args"])
     secret = get(cp, "secret", "theirs-redis", "-n", ns)
     assert secret["metadata"]["ownerReferences"][0]["name"] == "theirs"
-    # predictions from anyone on 8080, labels from the ops namespace only on 8081
+    # predictions from anyone on 8080 (and gRPC's 8081), labels from the ops namespace only
+    # on 8082
     policy = get(cp, "networkpolicy", "theirs-server", "-n", ns)
     assert policy["metadata"]["ownerReferences"][0]["name"] == "theirs"
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]},
-                                         {"ports": [{"port": 8081, "protocol": "TCP"}], "from": [ops]}]  # fmt: skip
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"port": 8080, "protocol": "TCP"}, {"port": 8081, "protocol": "TCP"}]},
+        {"ports": [{"port": 8082, "protocol": "TCP"}], "from": [ops]}]  # fmt: skip
 
 
 def test_a_platform_policy_refuses_foreign_images_and_secrets_at_admission(

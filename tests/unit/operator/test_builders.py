@@ -340,32 +340,35 @@ def test_kafka_tls_certificates_reach_every_component_from_their_secrets(build) 
 def test_labels_on_a_port_of_their_own_and_a_policy_per_port() -> None:
     ops = {"namespaceSelector": {"matchLabels": {"team": "fraud-ops"}}}
     web = {"podSelector": {"matchLabels": {"app": "checkout"}}}
-    m = parse(manifest(name="fraud", serving={"labelsPort": 8081, "networkPolicy": {
+    m = parse(manifest(name="fraud", serving={"labelsPort": 8082, "networkPolicy": {
         "predictFrom": [web], "labelsFrom": [ops]}}))  # fmt: skip
     [c] = _pod(build_server(m, SETTINGS, REV))["containers"]
-    assert c["args"][-2:] == ["--write-port", "8081"]
-    assert {"name": "labels", "containerPort": 8081} in c["ports"]
-    assert {"name": "labels", "port": 8081, "targetPort": "labels"} in build_service(m, REV)[
+    assert c["args"][-2:] == ["--write-port", "8082"]
+    assert {"name": "labels", "containerPort": 8082} in c["ports"]
+    assert {"name": "labels", "port": 8082, "targetPort": "labels"} in build_service(m, REV)[
         "spec"
     ]["ports"]
     policy = build_network_policy(m)
     assert policy is not None and policy["spec"]["podSelector"]["matchLabels"] == {
         "tideline.dev/model": "fraud", "tideline.dev/component": "server"}  # fmt: skip
     assert policy["spec"]["ingress"] == [
-        {"ports": [{"port": 8080, "protocol": "TCP"}], "from": [web]},
-        {"ports": [{"port": 8081, "protocol": "TCP"}], "from": [ops]},
+        {
+            "ports": [{"port": 8080, "protocol": "TCP"}, {"port": 8081, "protocol": "TCP"}],
+            "from": [web],
+        },
+        {"ports": [{"port": 8082, "protocol": "TCP"}], "from": [ops]},
     ]
     assert build_network_policy(MODEL) is None
     open_predict = parse(manifest(name="fraud", serving={"networkPolicy": {}}))
     assert build_network_policy(open_predict)["spec"]["ingress"] == [
-        {"ports": [{"port": 8080, "protocol": "TCP"}]}
+        {"ports": [{"port": 8080, "protocol": "TCP"}, {"port": 8081, "protocol": "TCP"}]}
     ]
 
 
 def test_the_client_knows_the_path_of_every_kind_the_builders_make() -> None:
     from tideline_operator.kube import KINDS
 
-    m = parse(manifest(name="fraud", serving={"labelsPort": 8081, "networkPolicy": {},
+    m = parse(manifest(name="fraud", serving={"labelsPort": 8082, "networkPolicy": {},
                                               "autoscaling": {"maxReplicas": 4}}))  # fmt: skip
     made = [build_config_map(m, manifest(name="fraud"), REV), build_learner(m, SETTINGS, REV),
             build_server(m, SETTINGS, REV), build_service(m, REV), build_monitor(m, SETTINGS, REV),
