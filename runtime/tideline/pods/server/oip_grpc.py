@@ -107,7 +107,10 @@ def request_of(msg: Any, known: tuple[str, ...] = oip.OUTPUTS) -> oip.Request:
     tensors: list[oip.Tensor] = []
     for i, t in enumerate(msg.inputs):
         at, name, datatype, shape = oip.header(i, t.name, t.datatype, list(t.shape))
-        given = [f for f in _FIELDS if len(getattr(t.contents, f))]
+        # (raw contents leave contents unset: its fields are looked at only when it is set)
+        given = (
+            [f for f in _FIELDS if len(getattr(t.contents, f))] if t.HasField("contents") else []
+        )
         if raw:
             if given:
                 raise BadRequest(f"{at}.contents: given with raw_input_contents (one or the other)")
