@@ -488,3 +488,42 @@ def test_tideline_server_answers_grpc_beside_http(r, redis_server, tmp_path: Pat
         _, err = proc.communicate(timeout=20)
     assert proc.returncode in (0, -15), err
     assert "Application shutdown complete" in err
+
+
+# -- a multiclass model -----------------------------------------------------------------------
+def test_a_multiclass_model_answers_class_names_and_probabilities_in_the_datatype_asked(
+    r, redis_server
+) -> None:
+    from tideline.algorithms import make_learner
+
+    classes = ["cat", "dog", "eel"]
+    spec = {
+        "task": "multiclass",
+        "algorithm": "sgd",
+        "features": FRAUD_FEATURES,
+        "classes": classes,
+    }
+    learner = make_learner(spec)
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=3).take(300)
+    rows = [{"amount": 0.0, "hour": 12.0, "merchant": "m-0", **row} for row in rows]
+    X = learner.schema.encode(rows)
+    y = np.digitize([row["amount"] for row in rows], [-1.0, 1.0]).astype(np.float64)
+    learner.learn_many(X, y)
+    s = GrpcServed(redis_server.url, manifest(name="zoo", model=spec))
+    ModelStore(r, "test", "zoo").publish(s.model.revision, 0, learner)
+    with listening(s):
+        c = grpcclient.InferenceServerClient(s.address)
+        meta = c.get_model_metadata("zoo", as_json=True)
+        assert [(o["name"], o["datatype"]) for o in meta["outputs"]][:2] == [
+            ("predict", "BYTES"), ("probabilities", "FP64")]  # fmt: skip
+        out = [grpcclient.InferRequestedOutput("predict"),
+               grpcclient.InferRequestedOutput("probabilities")]  # fmt: skip
+        # (tritonclient.grpc has no setter for an output's parameters: its message is set)
+        out[1]._output.parameters["datatype"].string_param = "FP32"
+        result = c.infer("zoo", _floats(rows[:4]), outputs=out)
+        expected = learner.predict_many(X[:4])
+        probabilities = result.as_numpy("probabilities")
+        assert probabilities.dtype == np.float32 and probabilities.shape == (4, 3)
+        np.testing.assert_allclose(probabilities, expected, rtol=1e-6)
+        assert [p.decode() for p in result.as_numpy("predict")] == [
+            classes[i] for i in expected.argmax(axis=1)]  # fmt: skip
