@@ -326,10 +326,14 @@ def create_app(dataplane: DataPlane, settings: ServerConfig | None = None) -> Fa
         await dp.start()
         grpc_server = None
         if settings.grpc_port is not None:  # the same data plane, over gRPC, on this loop
-            grpc_server = await oip_grpc.serve(
-                dp, predictor, settings.grpc_host, settings.grpc_port,
-                settings.max_body_bytes, settings.max_concurrency,
-            )  # fmt: skip
+            try:
+                grpc_server = await oip_grpc.serve(
+                    dp, predictor, settings.grpc_host, settings.grpc_port,
+                    settings.max_body_bytes, settings.max_concurrency,
+                )  # fmt: skip
+            except OSError:  # (its port taken: the server does not start, and says why)
+                await dp.stop()
+                raise
         # Everything loaded so far (FastAPI, numpy, the model) lives as long as the
         # process: move it out of the collector's sight, so a full collection scans
         # only what requests allocate. Full collections over the whole heap were
