@@ -188,3 +188,18 @@ def test_the_messages_are_the_protocols_on_the_wire() -> None:
     ].shape == [-1]
     assert set(pb.METHODS) == {m.name for m in service_pb2.DESCRIPTOR.services_by_name[
         "GRPCInferenceService"].methods} & set(pb.METHODS)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "port", "host"),
+    [({}, None, "0.0.0.0"), ({"TIDELINE_GRPC_PORT": "8081"}, 8081, "0.0.0.0"),
+     ({"TIDELINE_GRPC_PORT": "0"}, None, "0.0.0.0"),
+     ({"TIDELINE_GRPC_PORT": "9001", "TIDELINE_GRPC_HOST": "::"}, 9001, "::")],
+    ids=["no gRPC unless asked (tests, apps built in code)", "the CLI's default port",
+         "--grpc-port 0: none", "another port and host"],
+)  # fmt: skip
+def test_the_grpc_port_comes_from_the_environment_the_cli_sets(env, port, host) -> None:
+    from tideline.pods.server.api import ServerConfig
+
+    settings = ServerConfig.from_env(env)
+    assert (settings.grpc_port, settings.grpc_host) == (port, host)
