@@ -261,6 +261,9 @@ class ProcessCluster:
             if a == "--port":
                 args += [a, str(port)]
                 next(it)
+            elif a == "--grpc-port":  # (a port of its own: SO_REUSEPORT would share one)
+                args += [a, str(free_port())]
+                next(it)
             elif a == "--config":
                 path = next(it)
                 mount = next(m for m in mounts if path.startswith(m + "/"))
@@ -268,6 +271,8 @@ class ProcessCluster:
                 args += [a, str(self.dir / cm / path[len(mount) + 1 :])]
             else:
                 args.append(a.replace("$(TIDELINE_REDIS_URL)", self.redis_url))
+        if args[:1] == ["server"] and "--grpc-port" not in args:
+            args += ["--grpc-port", str(free_port())]
         env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
         for e in container.get("env", []):
             ref = (e.get("valueFrom") or {}).get("secretKeyRef")
