@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/tideline run examples/fraud.yaml --duration 90s --rate 2000/s --drift-at 20s --poison-at 35s --canary-at 60s
+	$(VENV)/bin/tideline run examples/fraud.yaml --duration 90s --rate 2000/s --drift-at 20s --poison-at 35s --canary-at 60s --history 24h
 
 test: lint e2e-bin kafka-bin image
 	$(PY) -m pytest

@@ -261,6 +261,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     manifest = load_manifest(args.file)
     parse(manifest)  # a bad manifest fails here, naming the field, before the flags are read
+    if args.history:  # (the run's copy: a backtest before the canary's traffic)
+        manifest["spec"].setdefault("learning", {})["history"] = args.history
+        parse(manifest)
     duration = parse_duration(args.duration, "--duration")
     drift_at = parse_duration(args.drift_at, "--drift-at") if args.drift_at else None
     rate = args.rate.removesuffix("/s")
@@ -433,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--rate", default="2000/s", help="labelled events per second")
     rp.add_argument("--drift-at", default=None, help="inject concept drift at this time, e.g. 15s")
     rp.add_argument("--canary-at", default=None, help="apply a new revision at this time, e.g. 40s")
+    rp.add_argument("--history", default=None,
+                    help="keep this much labelled history (spec.learning.history, e.g. 24h): at "
+                    "--canary-at a bad revision comes first, for its backtest to stop")  # fmt: skip
     rp.add_argument("--poison-at", default=None,
                     help="from this time a label producer sends flipped labels through :learn, e.g. 35s")  # fmt: skip
     rp.add_argument("--poison-for", default="10s", help="how long the poisoning lasts")

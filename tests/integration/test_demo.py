@@ -4,7 +4,8 @@ The stories of the guardrails issue: a stationary stream is left alone; a
 concept drift is adapted to (no rollback: old versions are as wrong); a
 label poisoning is rolled back within seconds to a version proven on
 labels, served accuracy holds, and the learner's version is served again
-once it has recovered; a canary is promoted.
+once it has recovered; a bad new revision is stopped by its backtest on the
+labelled history before it serves anyone, and a good one is promoted.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ def test_the_demo_adapts_to_drift_rolls_back_a_poisoning_and_promotes_a_canary(
     tmp_path: Path,
 ) -> None:
     manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
+    manifest["spec"]["learning"]["history"] = "24h"  # (make demo's --history 24h)
     out = io.StringIO()
-    drift, poison, poison_for, canary = 15.0, 32.0, 8.0, 56.0
-    summary = run_local(manifest, duration=76, rate=1500, drift_at=drift, poison_at=poison,
+    drift, poison, poison_for, canary = 15.0, 32.0, 8.0, 54.0
+    summary = run_local(manifest, duration=84, rate=1500, drift_at=drift, poison_at=poison,
                         poison_for=poison_for, canary_at=canary, out=out,
                         report=tmp_path / "report.html")  # fmt: skip
     text = out.getvalue()
@@ -80,8 +82,16 @@ def test_the_demo_adapts_to_drift_rolls_back_a_poisoning_and_promotes_a_canary(
     pinned_accuracy = _served(summary, first["t"] + 1, unpinned[0]["t"])
     assert pinned_accuracy >= _served(summary, poison - 5, poison) - 0.03
 
-    # the canary
+    # the canary: a bad revision first, stopped by the backtest on history before it served
+    # anyone; then a good one, which passes it and is promoted
+    failed = _events(summary, "BacktestFailed")
+    assert len(failed) == 1 and canary <= failed[0]["t"] <= canary + 15, failed
+    assert "worse than stable by more than" in failed[0]["message"]
+    assert summary["bad_revision_canary_predictions"] == 0
+    passed = _events(summary, "BacktestPassed") + _events(summary, "BacktestInconclusive")
+    assert passed and passed[0]["t"] > failed[0]["t"]
     assert summary["promotions"] >= 1 and _events(summary, "Promoted")
+    assert _events(summary, "Promoted")[0]["t"] > passed[0]["t"]
     assert summary["stable_revision"] != parse(manifest).revision, "the new revision is stable"
     assert summary["served_accuracy_mean"] > 0.70  # a cold start: the first 5 s are a coin flip
     assert (tmp_path / "report.html").stat().st_size > 10_000

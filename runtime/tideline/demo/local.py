@@ -422,6 +422,8 @@ def _run(
         sim = Simulator(model, rate, drift_at, seed, poison, token)
         live.header(model, server.url, workdir, drift_at, canary_at, poison)
         canary_applied = drift_marked = poison_marked = poison_ended = False
+        bad: float | None = None  # when the bad revision was applied, while it is the canary
+        bad_served: int | None = None  # canary predictions served until the good one came
         try:
             loop.turn()  # the first turn starts the processes
             loop.start()
@@ -450,15 +452,16 @@ def _run(
                     on_event("Normal", "PoisonEnded", "the flipped labels stop")
                 if canary_at is not None and not canary_applied and elapsed >= canary_at:
                     canary_applied = True
-                    changed = copy.deepcopy(manifest)
-                    learning = changed["spec"].setdefault("learning", {})
-                    learning["batchSize"] = 2 * int(learning.get("batchSize", 64))
-                    loop.apply(changed)
-                    on_event(
-                        "Normal",
-                        "Applied",
-                        f"learning.batchSize -> {learning['batchSize']}: a new revision",
-                    )
+                    if model.spec.learning.history:  # a bad change first: the backtest's
+                        loop.apply(_bad_revision(manifest))
+                        bad = elapsed
+                        on_event("Normal", "Applied", BAD_CHANGE)
+                    else:
+                        _good_revision(manifest, loop, on_event)
+                if bad is not None and (_aborted(loop.status) or elapsed - bad >= BAD_WAIT):
+                    bad = None
+                    bad_served = sim.tracks.get("canary", 0)
+                    _good_revision(manifest, loop, on_event)
                 if now >= next_sample:
                     next_sample += 1.0
                     health = _health(client, keys)
@@ -492,7 +495,10 @@ def _run(
             "rollbacks_by_reason": _by_reason(rollbacks),
             "poisoned_labels_sent": sim.poisoned,
             "promotions": sum(e.reason == "Promoted" for e in events),
-            "aborts": sum(e.reason == "RolloutAborted" for e in events),
+            "aborts": sum(e.reason in ("RolloutAborted", "BacktestFailed") for e in events),
+            "backtest_failed": sum(e.reason == "BacktestFailed" for e in events),
+            # (with history: the canary answers of the bad revision, served before its abort)
+            "bad_revision_canary_predictions": bad_served,
             "request_errors": sim.errors,
             "request_errors_by_status": sim.error_statuses,
             "request_error_answers": sim.error_answers,
@@ -515,6 +521,35 @@ def _run(
         summary["report"] = str(report)
     live.summary(summary)
     return summary
+
+
+BAD_CHANGE = ("model.params: plain sgd at learningRate 100, a thousand times its default: a "
+              "bad new revision")  # fmt: skip
+BAD_WAIT = 20.0  # seconds the bad revision may stay the canary before the good one comes
+
+
+def _bad_revision(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with a bad change (:data:`BAD_CHANGE`), for the backtest to stop."""
+    changed = copy.deepcopy(manifest)
+    model = changed["spec"]["model"]
+    model["params"] = {**model.get("params", {}), "optimizer": "sgd", "learningRate": 100.0}
+    return changed
+
+
+def _good_revision(manifest: dict[str, Any], loop: OperatorLoop,
+                   on_event: Callable[[str, str, str], None]) -> None:  # fmt: skip
+    """A good change applied: a larger mini-batch."""
+    changed = copy.deepcopy(manifest)
+    learning = changed["spec"].setdefault("learning", {})
+    learning["batchSize"] = 2 * int(learning.get("batchSize", 64))
+    loop.apply(changed)
+    on_event("Normal", "Applied", f"learning.batchSize -> {learning['batchSize']}: a new revision")
+
+
+def _aborted(status: dict[str, Any]) -> bool:
+    """Whether the operator aborted the canary the status names (the bad revision)."""
+    aborted = status.get("aborted") or {}
+    return bool(aborted) and aborted.get("revision") == status.get("canaryRevision")
 
 
 def _wait_ready(cluster: ProcessCluster, stop: threading.Event, live: _LiveView, timeout: float = 60.0) -> None:  # fmt: skip
