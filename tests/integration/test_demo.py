@@ -45,8 +45,10 @@ def test_the_demo_adapts_to_drift_rolls_back_a_poisoning_and_promotes_a_canary(
     manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
     manifest["spec"]["learning"]["history"] = "24h"  # (make demo's --history 24h)
     out = io.StringIO()
-    drift, poison, poison_for, canary = 15.0, 32.0, 8.0, 54.0
-    summary = run_local(manifest, duration=84, rate=1500, drift_at=drift, poison_at=poison,
+    # (20 s from the poisoning's end to the canary: the unpin came after 14-16 s in a cold CI
+    # run, too late for a canary at 54-56 s, whose promotion then changed the stable revision)
+    drift, poison, poison_for, canary = 15.0, 32.0, 8.0, 60.0
+    summary = run_local(manifest, duration=92, rate=1500, drift_at=drift, poison_at=poison,
                         poison_for=poison_for, canary_at=canary, out=out,
                         report=tmp_path / "report.html")  # fmt: skip
     text = out.getvalue()
