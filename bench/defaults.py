@@ -169,6 +169,19 @@ def run(r, name: str, stream: Stream, n: int, rate: float, algorithm: str,  # ty
     return learners, wrote
 
 
+def calibration(stream: Stream, learners: tuple[LearnerProcess, ...]) -> list[str]:
+    """The true rate on fresh rows of the stream, then each learner's mean predicted rate on
+    them and its relative error (its source closed: the run is over)."""
+    Xh, ph, _ = stream.take(HOLDOUT)
+    truth = float(ph.mean())
+    row = [f"{truth:.4f}"]
+    for p in learners:
+        predicted = float(np.mean(p.learner.predict_many(Xh)))
+        row += [f"{predicted:.4f}", f"{(predicted - truth) / truth:+.1%}"]
+        p.source.close()
+    return row
+
+
 def issue_alone(r, n: int) -> float:  # type: ignore[no-untyped-def]
     """Defaults/s of :meth:`DefaultLabels.issue` over a log of ``n`` rows, nothing learned."""
     model = parse(manifest("issue", True))
@@ -205,13 +218,7 @@ def main() -> None:
             stream = Stream(ctr, args.seed + i)
             (with_default, clicks_alone, every), wrote = run(r, f"m{i}", stream, args.n,
                                                              args.rate, args.algorithm)  # fmt: skip
-            Xh, ph, _ = stream.take(HOLDOUT)
-            truth = float(ph.mean())
-            row = [f"{truth:.4f}"]
-            for p in (every, with_default, clicks_alone):
-                predicted = float(np.mean(p.learner.predict_many(Xh)))
-                row += [f"{predicted:.4f}", f"{(predicted - truth) / truth:+.1%}"]
-                p.source.close()
+            row = calibration(stream, (every, with_default, clicks_alone))
             row += [f"{with_default.counters.get('defaults', 0):,}", f"{args.n / wrote:,.0f}"]
             print("| " + " | ".join(row) + " |", flush=True)
         print(f"\nlate clicks: their median delay {AFTER:g}s, the time of the default\n")
@@ -232,13 +239,7 @@ def main() -> None:
                 ("ignore", "correct"),
                 AFTER,
             )
-            Xh, ph, _ = stream.take(HOLDOUT)
-            truth = float(ph.mean())
-            row = [f"{truth:.4f}"]
-            for p in (every, ignore, correct):
-                predicted = float(np.mean(p.learner.predict_many(Xh)))
-                row += [f"{predicted:.4f}", f"{(predicted - truth) / truth:+.1%}"]
-                p.source.close()
+            row = calibration(stream, (every, ignore, correct))
             row += [f"{correct.counters.get('corrected', 0):,}",
                     f"{ignore.counters.get('after-default', 0):,}"]  # fmt: skip
             print("| " + " | ".join(row) + " |", flush=True)
