@@ -226,3 +226,35 @@ def test_a_canary_fed_by_learn_samples_warm_starts_from_what_stable_serves(r) ->
     canary.start()
     assert canary._warm_source == f"revision {stable.revision} v{latest}"
     # (not one older for the backtest's window: the samples after it would be lost)
+
+
+def test_a_canary_warm_starts_from_the_version_that_leaves_it_the_window_to_compare_on(
+    r,
+) -> None:
+    """The newest of stable's versions that learned nothing of the window; when none is that
+    old, the oldest whose later labels are all in the history (as much of the window as there
+    is): never one before the history's first entry, nor one a labelled sample came after."""
+    import orjson
+
+    keys = Keys("test", "m")
+    _history(r, keys)  # (two hours of it)
+    first = history.span(r, keys)[1]
+    assert first is not None
+    f = int(first.split("-")[0]) / 1000
+    stable = "stablerev"
+    learned = {0: f - 600, 1: f + 600, 2: f + 3600, 3: f + 6000, 4: f + 7100}
+    r.zadd(keys.versions(stable), {str(v): v for v in learned})
+    r.hset(keys.vmeta(stable), mapping={str(v): orjson.dumps({"learnedUntil": t})
+                                         for v, t in learned.items()})  # fmt: skip
+    doc = manifest(learning={"history": "3h"})
+    canary = LearnerProcess(parse(doc), r, warm_start_revision=stable, checkpoint_seconds=0.0)
+    before = canary._version_before
+    assert before(stable, 4, f + 5400) == 2  # (the newest that learned nothing after it)
+    assert before(stable, 4, f + 3600) == 2
+    assert before(stable, 4, f - 3600) == 1  # (v0 is older than the history)
+    assert before(stable, 3, f + 7000) == 3  # (served itself)
+    r.xadd(keys.samples, {"x": "1"}, id=f"{int((f + 4800) * 1000)}-0")
+    assert before(stable, 4, f + 5400) == 3  # (a sample after v2: the oldest after it)
+    assert before(stable, 3, f + 5400) == 3
+    r.xadd(keys.samples, {"x": "1"}, id=f"{int((f + 7050) * 1000)}-0")
+    assert before(stable, 4, f + 5400) == 4  # (after v3 too: what stable serves)

@@ -350,21 +350,29 @@ class LearnerProcess:
 
     def _version_before(self, revision: str, served: int, until: float) -> int:
         """The newest version up to ``served`` that learned nothing after ``until``, so the
-        catch-up has the window to compare on - when what came after it is all in the
-        history: labelled samples (``:learn``) are not, and the samples group starts where
-        the revision's learner is. Else ``served``."""
+        catch-up has the window to compare on - or, when none is kept that old, the oldest
+        kept (as much of the window as there is) - among those after which all that was
+        learned is in the history: labelled samples (``:learn``) are not, nor are labels
+        older than its first entry, and the samples group starts where the revision's
+        learner is. Else ``served``."""
         kept = sorted((v for v in self.store.versions(revision) if v <= served), reverse=True)
+        _, first, _ = history.span(self.r, self.keys)
+        if first is None:
+            return served
+        best = served
         for v in kept:
             try:
                 learned = float(self.store.version_meta(revision, v).get("learnedUntil", 0.0))
             except StoreError:
                 continue
-            if learned > until:
-                continue
-            if v != served and not self._samples_since(learned):
-                return v
-            break
-        return served
+            if v != served and (
+                learned < predlog.entry_seconds(first) or self._samples_since(learned)
+            ):
+                break  # (and so is every older one)
+            best = v
+            if learned <= until:
+                break
+        return best
 
     def _samples_since(self, t: float) -> bool:
         """Whether labelled samples came after ``t`` (always, for Kafka: not looked up)."""
