@@ -9,6 +9,13 @@ component's metrics, so an alert could not see it. ``tideline_operator_model_con
 is 1 for each condition a model's status holds now, with its type, status and reason as
 labels, the way kube-state-metrics exports a Deployment's conditions.
 
+Beside them, the two comparisons the status carries with an interval - the served
+version against the snapshot it was warm-started from (``liftOverBaseline``: what online
+learning pays) and a canary's backtest on history (``backtest``) - as
+``tideline_operator_model_lift_over_baseline`` and ``tideline_operator_model_backtest``,
+each with ``bound`` ``estimate``, ``lower`` and ``upper`` (in the task's decision units:
+accuracy points; for regression, the relative reduction of the squared error).
+
 A model's series go when its turns stop (the model was deleted, or another replica holds
 the peering): the collector answers from what each model's last turn recorded, if that
 was within ``stale_after`` seconds.
@@ -26,8 +33,23 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 NAME = "tideline_operator_model_condition"
 LABELS = ["namespace", "model", "type", "status", "reason"]
+# status field -> its series (the field holds difference, lower and upper)
+COMPARISONS = {
+    "liftOverBaseline": (
+        "tideline_operator_model_lift_over_baseline",
+        "The served version's quality minus the warm-start snapshot's, frozen, on the same "
+        "labels, and its interval (bound: estimate, lower, upper)",
+    ),
+    "backtest": (
+        "tideline_operator_model_backtest",
+        "A canary's quality minus stable's on the labelled history, and its interval "
+        "(bound: estimate, lower, upper)",
+    ),
+}
+BOUNDS = (("estimate", "difference"), ("lower", "lower"), ("upper", "upper"))
 
 Condition = tuple[str, str, str]  # type, status, reason
+Comparison = tuple[str, float, float, float]  # status field, difference, lower, upper
 
 
 def conditions_of(status: Mapping[str, Any]) -> tuple[Condition, ...]:
@@ -39,8 +61,23 @@ def conditions_of(status: Mapping[str, Any]) -> tuple[Condition, ...]:
     )
 
 
+def comparisons_of(status: Mapping[str, Any]) -> tuple[Comparison, ...]:
+    """The comparisons with an interval a status holds (a backtest not judged yet: none)."""
+    out = []
+    for field in COMPARISONS:
+        c = status.get(field)
+        if not isinstance(c, Mapping):
+            continue
+        try:
+            out.append((field, float(c["difference"]), float(c["lower"]), float(c["upper"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(out)
+
+
 class ModelConditions(Collector):
-    """``tideline_operator_model_condition{namespace, model, type, status, reason}``."""
+    """``tideline_operator_model_condition{namespace, model, type, status, reason}``, and
+    the comparisons ``{namespace, model, bound}`` (see the module docs)."""
 
     def __init__(
         self,
@@ -51,30 +88,45 @@ class ModelConditions(Collector):
         self.stale_after = stale_after
         self.clock = clock
         self._lock = threading.Lock()
-        # (namespace, model) -> (when its last turn recorded, its conditions then)
-        self._last: dict[tuple[str, str], tuple[float, tuple[Condition, ...]]] = {}
+        # (namespace, model) -> (when its last turn recorded, its conditions then, and its
+        # comparisons)
+        self._last: dict[
+            tuple[str, str], tuple[float, tuple[Condition, ...], tuple[Comparison, ...]]
+        ] = {}
         if registry is not None:
             registry.register(self)
 
     def record(self, namespace: str, model: str, status: Mapping[str, Any]) -> None:
         """The status a model's turn ended with."""
         with self._lock:
-            self._last[(namespace, model)] = (self.clock(), conditions_of(status))
+            self._last[(namespace, model)] = (
+                self.clock(), conditions_of(status), comparisons_of(status)
+            )  # fmt: skip
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield self._family()
+        yield from self._comparison_families().values()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = self.clock()
         with self._lock:
-            for key in [k for k, (at, _) in self._last.items() if now - at > self.stale_after]:
+            for key in [k for k, v in self._last.items() if now - v[0] > self.stale_after]:
                 del self._last[key]
             last = sorted(self._last.items())
-        family = self._family()
-        for (namespace, model), (_, conditions) in last:
+        family, compared = self._family(), self._comparison_families()
+        for (namespace, model), (_, conditions, comparisons) in last:
             for kind, status, reason in conditions:
                 family.add_metric([namespace, model, kind, status, reason], 1.0)
+            for field, *values in comparisons:
+                for (bound, _), value in zip(BOUNDS, values, strict=True):
+                    compared[field].add_metric([namespace, model, bound], value)
         yield family
+        yield from compared.values()
+
+    @staticmethod
+    def _comparison_families() -> dict[str, GaugeMetricFamily]:
+        return {field: GaugeMetricFamily(name, doc, labels=["namespace", "model", "bound"])
+                for field, (name, doc) in COMPARISONS.items()}  # fmt: skip
 
     @staticmethod
     def _family() -> GaugeMetricFamily:

@@ -80,3 +80,37 @@ def test_a_status_without_conditions_exports_the_family_and_no_series(
     model, registry, _ = conditions
     model.record("risk", "fraud", {})
     assert _series(registry) == {}
+
+
+def _compared(registry: CollectorRegistry, name: str) -> dict[tuple[str, ...], float]:
+    families = text_string_to_metric_families(generate_latest(registry).decode())
+    [family] = [f for f in families if f.name == name]
+    keys = ("namespace", "model", "bound")
+    return {tuple(s.labels[k] for k in keys): s.value for s in family.samples}
+
+
+def test_the_lift_over_baseline_and_a_judged_backtest_are_series_with_their_interval(
+    conditions: tuple[ModelConditions, CollectorRegistry, Clock],
+) -> None:
+    model, registry, clock = conditions
+    lift = {"difference": 0.031, "lower": 0.012, "upper": 0.05, "samples": 900,
+            "baselineVersion": 0}  # fmt: skip
+    catching_up = {"done": False, "entries": 10, "of": 100, "rows": 80, "samples": 0}
+    model.record("risk", "fraud", {"liftOverBaseline": lift, "backtest": catching_up})
+    model.record("ads", "ctr", {"backtest": {"done": True, "samples": 5000,
+                                             "difference": -0.1, "lower": -0.11,
+                                             "upper": -0.09}})  # fmt: skip
+    assert _compared(registry, "tideline_operator_model_lift_over_baseline") == {
+        ("risk", "fraud", "estimate"): 0.031,
+        ("risk", "fraud", "lower"): 0.012,
+        ("risk", "fraud", "upper"): 0.05,
+    }
+    assert _compared(registry, "tideline_operator_model_backtest") == {
+        ("ads", "ctr", "estimate"): -0.1,
+        ("ads", "ctr", "lower"): -0.11,
+        ("ads", "ctr", "upper"): -0.09,
+    }
+    clock.now = 30.0
+    model.record("risk", "fraud", {})  # (cleared, e.g. at a promotion: its series go)
+    assert _compared(registry, "tideline_operator_model_lift_over_baseline") == {}
+    assert ("ads", "ctr", "estimate") in _compared(registry, "tideline_operator_model_backtest")
