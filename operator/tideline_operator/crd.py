@@ -426,6 +426,7 @@ def _model_schema() -> dict[str, Any]:
                 "description": "The typed feature schema, in order",
             },  # fmt: skip
             "classes": _leaf(ModelSpec, "classes"),
+            "metric": _leaf(ModelSpec, "metric"),
             "params": _params(),
             **{algorithm: _external(algorithm) for algorithm in EXTERNAL_REF},
             "vw": _vw(),
@@ -448,7 +449,14 @@ def _model_schema() -> dict[str, Any]:
                     "rule": "has(self.classes) == (has(self.task) && self.task == 'multiclass')",
                     "message": "classes: required with task: multiclass, and only with it",
                     "fieldPath": ".classes",
-                }
+                },
+                {
+                    "rule": "!has(self.metric) || (self.metric == 'squaredError') == "
+                    "(has(self.task) && self.task == 'regression')",
+                    "message": "metric: squaredError for task: regression, and only for it "
+                    "(a classifier compares by accuracy or logloss)",
+                    "fieldPath": ".metric",
+                },
             ]
         },
     )

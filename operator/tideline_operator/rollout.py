@@ -438,10 +438,20 @@ def evidence(spec: Spec, health: Health | None, now: float) -> Quality | None:
     return health.quality
 
 
+def _metric(spec: Spec) -> str:
+    """What a comparison counts (``spec.model.metric``; by default accuracy for a classifier,
+    the squared error for regression)."""
+    usual = "squaredError" if spec.model.task == "regression" else "accuracy"
+    return spec.model.metric or usual
+
+
 def _units(spec: Spec) -> str:
-    """What a comparison's difference is in: accuracy points for a classifier (binary,
-    multiclass), the relative reduction of the squared error for regression."""
-    return "relative MSE" if spec.model.task == "regression" else "accuracy"
+    """What a comparison's difference is in: accuracy points (a classifier's default), the
+    relative reduction of the log loss (``metric: logloss``) or of the squared error
+    (regression)."""
+    return {"accuracy": "accuracy", "logloss": "relative log loss"}.get(
+        _metric(spec), "relative MSE"
+    )
 
 
 def _said(c: Comparison) -> str:
@@ -475,7 +485,7 @@ def analyze(spec: Spec, health: Health | None, now: float) -> AnalysisResult:
         return AnalysisResult(
             "inconclusive", None, f"canary scored on {n} of {a.minSamples} common labelled samples"
         )
-    metric = "rmse" if spec.model.task == "regression" else "accuracy"
+    metric = {"accuracy": "accuracy", "logloss": "logloss"}.get(_metric(spec), "rmse")
     if vs.worse(a.maxAccuracyDrop):
         return AnalysisResult(
             "fail",
@@ -1441,10 +1451,10 @@ def _recovery_holds(
         return False
     if pin.samples < n or pin.error_before is None or pin.error_since is None:
         return None if pin.samples < n else False
-    allowed = (  # (a classifier's error is 1 - accuracy: points, as its margin)
-        pin.error_before * (1 + margin)
-        if spec.model.task == "regression"
-        else pin.error_before + margin
+    allowed = (  # (a classifier's error by accuracy is 1 - accuracy: points, as its margin)
+        pin.error_before + margin
+        if _metric(spec) == "accuracy"
+        else pin.error_before * (1 + margin)
     )
     if pin.error_since > allowed:
         return False  # the labels disagree with the pinned version more than before

@@ -413,14 +413,16 @@ def paired_difference(
     task: Task, pa: np.ndarray, pb: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Paired differences (a's quality minus b's, each row) and b's loss (regression): what
-    every comparison here counts, live or on history (:mod:`tideline.backtest`)."""
+    every comparison here counts, live or on history (:mod:`tideline.backtest`): right
+    answers (accuracy), or a loss - log loss, squared error - with b's as the reference a
+    reduction is relative to."""
+    if task.relative:
+        eb = task.loss(pb, y)
+        return eb - task.loss(pa, y), eb
     if task.name == "binary":
         right = y >= 0.5
         return ((pa >= 0.5) == right).astype(np.float64) - ((pb >= 0.5) == right), None
-    if task.multiclass:  # (correct a - correct b, as binary's)
-        return task.wrong(pb, y) - task.wrong(pa, y), None
-    eb = (pb - y) ** 2
-    return eb - (pa - y) ** 2, eb
+    return task.wrong(pb, y) - task.wrong(pa, y), None  # (multiclass: correct a - correct b)
 
 
 def in_units(task: Task, pair: Paired) -> tuple[float, float, float]:
@@ -429,7 +431,7 @@ def in_units(task: Task, pair: Paired) -> tuple[float, float, float]:
     if not pair.n:
         return 0.0, -1.0, 1.0
     lo, hi = pair.interval()
-    if task.classifies:
+    if not task.relative:
         return pair.mean, lo, hi
     scale = max(pair.reference_loss, 1e-12)
     return pair.mean / scale, lo / scale, hi / scale

@@ -540,6 +540,21 @@ class ModelSpec:
     classes: tuple[str, ...] | None = _names(
         "task: multiclass: the class names; label i names the i-th", 2, MAX_CLASSES
     )
+    # what comparing two versions counts (None: accuracy, or the squared error for
+    # regression); changes no revision: it judges, it learns nothing
+    metric: Literal["accuracy", "logloss", "squaredError"] | None = field(
+        default=None,
+        metadata={TABLE: Entry(
+            "enum",
+            "What a comparison of two versions counts - canary analysis, rollback, backtest, "
+            "lift: accuracy (a classifier's default; differences in accuracy points), logloss "
+            "(binary, multiclass: sees calibration, as a click-through model needs; "
+            "differences and thresholds relative to the reference's log loss) or "
+            "squaredError (regression's, relative)",
+            choices=("accuracy", "logloss", "squaredError"),
+            crd_default=False,
+        )},
+    )  # fmt: skip
 
     @property
     def external(self) -> bool:
@@ -1354,6 +1369,7 @@ def _model(o: _Obj) -> ModelSpec:
     else:
         params = _params(algorithm, o.obj("params"))
     classes = _classes(o, task, algorithm, features, params)
+    metric = _metric(o, task)
     warm = None
     if o.raw("warmStart") is not None:
         w = o.obj("warmStart")
@@ -1380,7 +1396,22 @@ def _model(o: _Obj) -> ModelSpec:
         params=params,
         warmStart=warm,
         classes=classes,
+        metric=metric,
     )
+
+
+def _metric(o: _Obj, task: str) -> Any:
+    """``spec.model.metric``, if given: one the task's comparisons can count."""
+    if o.raw("metric") is None:
+        return None
+    from tideline.tasks import METRICS  # (the tasks read the spec's types)
+
+    metric = str(_read_as(o, ModelSpec, "metric"))
+    allowed = METRICS[task == "regression"]
+    if metric not in allowed:
+        raise SpecError(o.sub("metric"), f"a {task} model compares by {' or '.join(allowed)} "
+                        f"(got {metric})")  # fmt: skip
+    return metric
 
 
 def _classes(

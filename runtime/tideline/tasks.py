@@ -42,6 +42,8 @@ from tideline.algorithms.base import check_target, check_targets
 from tideline.evaluate import log_loss
 
 NAMES_SHOWN = 10  # class names an error lists at most
+# what a comparison of two versions may count: a classifier's, a regression's
+METRICS = {False: ("accuracy", "logloss"), True: ("squaredError",)}
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,33 @@ class Task:
 
     name: str
     classes: tuple[str, ...] | None = None
+    # what a comparison of two versions counts (``spec.model.metric``; None: the task's
+    # usual - accuracy for a classifier, the squared error for regression)
+    metric: str | None = None
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.name == "multiclass") != (self.classes is not None):
             raise ValueError(f"classes: with task multiclass only, and required there "
                              f"(task {self.name}, classes {self.classes})")  # fmt: skip
+        usual = "squaredError" if self.name == "regression" else "accuracy"
+        metric = self.metric or usual
+        if metric not in METRICS[self.name == "regression"]:
+            raise ValueError(f"metric {metric} is not one of a {self.name} model's "
+                             f"({', '.join(METRICS[self.name == 'regression'])})")  # fmt: skip
+        object.__setattr__(self, "metric", metric)
         object.__setattr__(self, "_index", {c: i for i, c in enumerate(self.classes or ())})
 
     @classmethod
     def of(cls, model: Any) -> Task:
         """The task of a ``spec.model`` (:class:`tideline.spec.ModelSpec`)."""
-        return cls(model.task, model.classes)
+        return cls(model.task, model.classes, getattr(model, "metric", None))
+
+    @property
+    def relative(self) -> bool:
+        """Whether a comparison is a relative reduction of a loss (log loss, squared error),
+        not accuracy points."""
+        return self.metric != "accuracy"
 
     @property
     def n_classes(self) -> int:
@@ -170,7 +187,18 @@ class Task:
 
     def constant(self, y: np.ndarray) -> np.ndarray:
         """The best constant answer on labels ``y``, as one row's scores: the majority class
-        (binary: 0 or 1; multiclass: its one-hot row), or the mean."""
+        (binary: 0 or 1; multiclass: its one-hot row), or the mean; by log loss, each class's
+        share (binary: the positive rate).
+
+        >>> Task("binary", metric="logloss").constant(np.array([1.0, 0.0, 0.0, 0.0])).tolist()
+        0.25
+        """
+        if self.metric == "logloss":
+            if self.classes is None:
+                return np.array(float(np.mean(y)) if len(y) else 0.5)
+            counts = np.bincount(y.astype(np.intp), minlength=self.n_classes).astype(np.float64)
+            total = counts.sum()
+            return counts / total if total else np.full(self.n_classes, 1.0 / self.n_classes)
         if self.classes is not None:
             row = np.zeros(self.n_classes)
             if len(y):

@@ -100,6 +100,24 @@ def test_the_backtest_tells_a_bad_revision_from_a_good_one_on_the_same_history(r
     assert np.isfinite([bad.difference, good_b.difference]).all()
 
 
+def test_by_log_loss_the_backtest_stops_a_learning_rate_accuracy_lets_through(r) -> None:
+    """Plain sgd at 300 times its default learns an overconfident model that gives mostly the
+    same answers: the default comparison (accuracy) lets it pass; ``metric: logloss`` sees
+    it."""
+    keys = Keys("test", "m")
+    said = {}
+    for metric in ("accuracy", "logloss"):
+        r.flushdb()  # (the metric changes no revision: the second would resume the first)
+        _history(r, keys)
+        p = _learner(r, params={"optimizer": "sgd", "learningRate": 30.0}, metric=metric)
+        b = Backtest.decode(r.hget(keys.learner(p.revision), LearnerStatus.BACKTEST))
+        assert b is not None and b.done
+        said[metric] = b
+    # (measured: accuracy -0.5 points [-2.7, +1.8]; log loss 49 % more [+13 %, +86 %])
+    assert said["accuracy"].upper > -0.01, said["accuracy"]  # (not surely worse by 1 point)
+    assert said["logloss"].upper < -0.05, said["logloss"]  # (surely 5 % more log loss)
+
+
 def test_the_monitor_keeps_each_join_and_a_new_revision_learns_it_once(r) -> None:
     """The monitor appends what it joins - rows as logged, labels, what stable served - and
     a new revision's learner learns those rows before its first version, then reads on

@@ -24,8 +24,10 @@ class Fixed:
 
 
 @pytest.mark.parametrize(
-    "task", [Task("binary"), Task("regression"), Task("multiclass", ("a", "b", "c"))],
-    ids=["binary", "regression", "multiclass"],
+    "task", [Task("binary"), Task("regression"), Task("multiclass", ("a", "b", "c")),
+             Task("binary", metric="logloss"),
+             Task("multiclass", ("a", "b", "c"), metric="logloss")],
+    ids=["binary", "regression", "multiclass", "binary-logloss", "multiclass-logloss"],
 )  # fmt: skip
 def test_the_backtest_and_the_live_analysis_agree_on_the_same_samples(task: Task) -> None:
     rng = np.random.default_rng(4)
@@ -58,3 +60,31 @@ def test_only_the_window_s_rows_the_stable_track_served_are_compared() -> None:
     by_stable = np.array([True, True, False, True])
     back.add(received, np.array([1.0, 1.0, 1.0, 0.0]), np.zeros(4), np.ones(4), by_stable)
     assert back.samples == 2 and back.pair.mean == 0.5  # rows 1 (+1) and 3 (0)
+
+
+def test_by_log_loss_an_overconfident_candidate_is_worse_where_accuracy_sees_none() -> None:
+    """A click-through model that learned too fast answers the same side of 0.5, far too
+    sure: accuracy cannot tell it from stable, log loss can (relative to stable's)."""
+    rng = np.random.default_rng(7)
+    n = 4000
+    rate = rng.uniform(0.01, 0.3, n)
+    y = (rng.random(n) < rate).astype(float)
+    calibrated, overconfident = rate, np.where(rate < 0.5, 1e-4, 1 - 1e-4)
+    received, stable = np.arange(n, dtype=float), np.ones(n, dtype=bool)
+    said = {}
+    for metric in ("accuracy", "logloss"):
+        w = BacktestWindow(Task("binary", metric=metric), start=-1.0)
+        w.add(received, overconfident, calibrated, y, stable)
+        said[metric] = w.result()
+    same, lo, hi = said["accuracy"]
+    assert same == 0.0 and lo < 0.0 < hi  # (the same answers: no difference at all)
+    difference, lower, upper = said["logloss"]
+    assert upper < -0.5  # (surely worse: more than half again stable's log loss)
+    assert lower <= difference <= upper
+
+
+def test_a_metric_the_task_cannot_count_is_refused() -> None:
+    with pytest.raises(ValueError, match="squaredError is not one of a binary model's"):
+        Task("binary", metric="squaredError")
+    with pytest.raises(ValueError, match="logloss is not one of a regression model's"):
+        Task("regression", metric="logloss")

@@ -309,8 +309,11 @@ class Candidates:
 
 
 def error_of(task: Task, report: dict[str, Any]) -> float | None:
-    """A :func:`tideline.evaluate.scores` report's error: 1 - accuracy (binary, multiclass), or
-    the mean squared error (regression)."""
+    """A :func:`tideline.evaluate.scores` report's error: 1 - accuracy (binary, multiclass),
+    the mean log loss (``metric: logloss``), or the mean squared error (regression)."""
+    if task.metric == "logloss":
+        logloss = report.get("logloss")
+        return None if logloss is None else float(logloss)
     if task.classifies:
         accuracy = report.get("accuracy")
         return None if accuracy is None else 1.0 - float(accuracy)

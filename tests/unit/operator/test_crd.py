@@ -60,6 +60,7 @@ PLACES: list[tuple[tuple[str, ...], type, str]] = [
     (("model", "task"), ModelSpec, "task"),
     (("model", "algorithm"), ModelSpec, "algorithm"),
     (("model", "classes"), ModelSpec, "classes"),
+    (("model", "metric"), ModelSpec, "metric"),
     (("model", "custom", "params"), ExternalParams, "params"),
     *(
         (("model", algorithm, key), EXTERNAL_PARAMS[algorithm], name)
@@ -178,6 +179,7 @@ SASL = {"securityProtocol": "SASL_PLAINTEXT"}
 VALUE_COMPANIONS = {
     (("model", "task"), "multiclass"): {"classes": ["cat", "dog", "fox"]},
     (("learning", "lateLabel"), "correct"): {"labelDefault": {"value": 0}},
+    (("model", "metric"), "squaredError"): {"task": "regression"},
 }
 # Where the parser keeps a field under another name.
 RENAMED = {

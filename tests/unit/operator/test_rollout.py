@@ -177,6 +177,16 @@ def test_the_canary_is_judged_on_the_paired_comparison_not_a_raw_difference(vs, 
     assert analyze(_spec(), _health(100.0, canary=(2, vs)), now=100.0).outcome == outcome
 
 
+def test_by_log_loss_the_canary_fails_on_log_loss_and_says_so_in_relative_units() -> None:
+    from dataclasses import replace
+
+    spec = _spec()
+    spec = replace(spec, model=replace(spec.model, metric="logloss"))
+    res = analyze(spec, _health(100.0, canary=(2, comparison(-0.2, half=0.05))), now=100.0)
+    assert (res.outcome, res.metric) == ("fail", "logloss")
+    assert "(relative log loss)" in res.message
+
+
 @pytest.mark.parametrize(
     ("canary", "metric"),
     [
