@@ -567,6 +567,16 @@ def status_schema() -> dict[str, Any]:
             "onlineAccuracy": scalar(
                 "number", "Served accuracy on joined labels", minimum=0, maximum=1
             ),  # fmt: skip
+            "onlineError": {
+                "type": "object",
+                "description": "Regression: the served track's error on joined labels - rmse, "
+                "mae, and relativeToConstant (its squared error over the best constant's, the "
+                "labels' variance: 1 - R^2, below 1 where it beats a constant)",
+                "properties": {
+                    k: {"type": "number", "minimum": 0}
+                    for k in ("rmse", "mae", "relativeToConstant")
+                },
+            },
             "drift": scalar("string", "What drifts, or none"),
             "learningPaused": scalar("boolean", "Learning paused (annotation or policy)"),
             "pinned": scalar("boolean", "A rollback pinned the served version"),
@@ -632,6 +642,7 @@ COLUMNS = [
     {"name": "Canary-Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
     {"name": "Served", "type": "integer", "jsonPath": ".status.servedVersion"},
     {"name": "Accuracy", "type": "number", "jsonPath": ".status.onlineAccuracy"},
+    {"name": "RMSE", "type": "number", "jsonPath": ".status.onlineError.rmse"},
     {"name": "Drift", "type": "string", "jsonPath": ".status.drift"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision", "priority": 1},

@@ -374,6 +374,7 @@ class RolloutStatus(msgspec.Struct, kw_only=True):
     selector: str | None = None
     learnerLag: int | None = None  # noqa: N815
     onlineAccuracy: float | None = None  # noqa: N815
+    onlineError: dict[str, float] | None = None  # noqa: N815  # (regression: rmse, mae, ...)
     drift: str | None = None
     quality: dict[str, Any] | None = None
     log: dict[str, Any] | None = None
@@ -755,6 +756,14 @@ def lift_over_baseline(q: Quality | None) -> dict[str, Any] | None:
     # (the baseline's comparison is baseline minus served: the lift is its opposite)
     return {"difference": round(-vs.difference, 4), "lower": round(-vs.upper, 4),
             "upper": round(-vs.lower, 4), "samples": vs.samples, "baselineVersion": base.version}  # fmt: skip
+
+
+def online_error(track: Any) -> dict[str, float] | None:
+    """``status.onlineError`` (regression): the stable track's RMSE and MAE on joined labels,
+    and its squared error relative to the best constant's (None: no figure yet)."""
+    said = {"rmse": track.rmse, "mae": track.mae, "relativeToConstant": track.relative_mse}
+    out = {k: round(float(v), 4) for k, v in said.items() if v is not None}
+    return out or None
 
 
 def maturity_status(health: Health | None) -> dict[str, Any] | None:
@@ -1590,6 +1599,7 @@ def _phase(
         accuracy = fresh.track("stable").accuracy
         if accuracy is not None:
             st.onlineAccuracy = round(float(accuracy), 4)
+        st.onlineError = online_error(fresh.track("stable")) or st.onlineError
         quality = quality_status(fresh.quality)
         if quality is not None:
             st.quality = quality

@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -129,11 +130,14 @@ def scores(task: str, p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
             out["auc"] = area
         return out
     err = p - y
-    return {
-        "count": n,
-        "mae": float(np.mean(np.abs(err))),
-        "rmse": float(np.sqrt(np.mean(err**2))),
-    }
+    mse = float(np.mean(err**2))
+    out = {"count": n, "mae": float(np.mean(np.abs(err))), "rmse": math.sqrt(mse)}
+    # the squared error relative to the best constant's (the labels' mean, whose is their
+    # variance): 1 - R^2, below 1 where the model beats a constant
+    variance = float(np.var(y))
+    if variance > 0.0:
+        out["relative_mse"] = mse / variance
+    return out
 
 
 class RollingMetrics:

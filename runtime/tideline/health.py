@@ -57,7 +57,8 @@ class _Sparse(_Struct, omit_defaults=True):
 
 class _Metrics(_Sparse):
     """Quality on labels (see :func:`tideline.evaluate.scores`): accuracy, log loss and
-    calibration (binary; multiclass: of the top class), or MAE and RMSE (regression); a
+    calibration (binary; multiclass: of the top class), or MAE, RMSE and the squared error
+    relative to the best constant's (regression); a
     binary model's AUC (with both classes in the window) and the mean predicted probability
     against the share of positive labels."""
 
@@ -69,6 +70,7 @@ class _Metrics(_Sparse):
     mean_observed: float | None = None
     mae: float | None = None
     rmse: float | None = None
+    relative_mse: float | None = None  # regression: MSE over the labels' variance (1 - R^2)
 
 
 class TrackHealth(_Metrics):

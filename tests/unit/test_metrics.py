@@ -79,3 +79,26 @@ def test_unbatched_metrics_count_each_request_at_once() -> None:
         'tideline_server_request_seconds_bucket{le="0.001",route="v1/predict",track="stable"} 1.0'
         in text
     )
+
+
+def test_a_regression_track_exports_its_rmse_mae_and_error_relative_to_a_constant() -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tideline import health as h
+    from tideline.pods.metrics import MonitorMetrics
+    from tideline.pods.monitor import Monitor
+    from tideline.tasks import Task
+
+    metrics = MonitorMetrics(None)
+    track = h.TrackHealth(rmse=2.0, mae=1.5, relative_mse=0.25, labelled=10, window=10)
+    fake = SimpleNamespace(metrics=metrics, task=Task("regression"))
+    Monitor._export(fake, h.Health(ts=0.0, tracks={"stable": track}))  # type: ignore[arg-type]
+    got = {(s.name, s.labels.get("track")): s.value
+           for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+           for s in f.samples}  # fmt: skip
+    assert got[("tideline_monitor_rmse", "stable")] == 2.0
+    assert got[("tideline_monitor_mae", "stable")] == 1.5
+    assert got[("tideline_monitor_relative_mse", "stable")] == 0.25

@@ -49,7 +49,8 @@ COUNTED = Counted(requests=200, errors=10, refused=1, shed=2, fallbacks=3, secon
 COUNTED_WIRE = {"requests": 200, "errors": 10, "refused": 1, "shed": 2, "fallbacks": 3,
                 "countedOver": 4.0, "errorRate": 0.05, "p50Latency": 0.001,
                 "p95Latency": 0.004, "p99Latency": 0.009}  # fmt: skip
-QUALITY_WIRE = {"mae": 1.0, "rmse": 1.0, "labelled": 2, "window": 2}
+# (the labels 2 and 4: a variance of 1, the best constant's squared error, as the model's)
+QUALITY_WIRE = {"mae": 1.0, "rmse": 1.0, "relativeMse": 1.0, "labelled": 2, "window": 2}
 
 
 @pytest.mark.parametrize(
@@ -58,12 +59,12 @@ QUALITY_WIRE = {"mae": 1.0, "rmse": 1.0, "labelled": 2, "window": 2}
         (REGRESSION, {"stable": 5}, [STABLE], {"stable": COUNTED},
          {"stable": {"revision": "r1", "version": 3, "predictions": 5, **QUALITY_WIRE,
                      **COUNTED_WIRE}},
-         {"r1:3": {"mae": 1.0, "rmse": 1.0, "labelled": 2}}),
+         {"r1:3": {"mae": 1.0, "rmse": 1.0, "relativeMse": 1.0, "labelled": 2}}),
         (REGRESSION, {"stable": 5}, [], {"canary": COUNTED},
          {"stable": {"revision": "r1", "version": 3, "predictions": 5},
           "canary": COUNTED_WIRE}, {}),
         (REGRESSION, {}, [STABLE], {},
-         {"stable": QUALITY_WIRE}, {"r1:3": {"mae": 1.0, "rmse": 1.0, "labelled": 2}}),
+         {"stable": QUALITY_WIRE}, {"r1:3": {"mae": 1.0, "rmse": 1.0, "relativeMse": 1.0, "labelled": 2}}),
         (REGRESSION, {"stable": 2}, [], {"stable": Counted(seconds=4.0)},
          {"stable": {"revision": "r1", "version": 3, "predictions": 2, "countedOver": 4.0}}, {}),
         (CLASSES, {}, [Scored("stable", None, None, np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1]]),

@@ -383,6 +383,15 @@ class MonitorMetrics:
             "RMSE on delayed labels",
             ("track",),
         )
+        self.mae = Gauge("tideline_monitor_mae", "Mean absolute error on delayed labels "
+                         "(regression; rolling window)", ["track"], registry=registry)  # fmt: skip
+        self.relative_mse = Gauge(
+            "tideline_monitor_relative_mse",
+            "Squared error relative to the best constant's - the labels' mean - on the window "
+            "(regression; 1 - R^2: below 1, the model beats a constant)",
+            ["track"],
+            registry=registry,
+        )
         # multiclass: a series per class and track (at most spec.model.classes per track)
         self.recall = Gauge(
             "tideline_monitor_recall",

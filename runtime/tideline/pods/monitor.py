@@ -697,6 +697,9 @@ class Monitor:
                     gauge.labels(track=name).set(value)
             if t.rmse is not None:
                 m.rmse.labels(track=name).set(t.rmse)
+            for gauge, value in ((m.mae, t.mae), (m.relative_mse, t.relative_mse)):
+                if value is not None:
+                    gauge.labels(track=name).set(value)
             m.labelled.labels(track=name).set(t.labelled)
         for feature, score in s.drift.features.scores.items():
             m.feature_drift.labels(feature=feature).set(score)

@@ -1329,3 +1329,13 @@ def test_the_status_shows_what_online_learning_buys_over_the_frozen_warm_start()
     d = decide(_spec(), st, Observed(revision="new"), health, now=100.0)
     assert d.status["liftOverBaseline"] == {"difference": 0.03, "lower": 0.02, "upper": 0.04,
                                             "samples": 1500, "baselineVersion": 0}  # fmt: skip
+
+
+def test_a_regression_model_shows_its_error_where_a_classifier_shows_its_accuracy() -> None:
+    st = _canary_status()
+    stable = {"rmse": 2.5, "mae": 1.75, "relative_mse": 0.4, "labelled": 5000, "window": 2000}
+    d = decide(_spec(), st, Observed(revision="new"), _health(100.0, stable=stable), now=100.0)
+    assert d.status["onlineError"] == {"rmse": 2.5, "mae": 1.75, "relativeToConstant": 0.4}
+    assert "onlineAccuracy" not in d.status
+    d = decide(_spec(), st, Observed(revision="new"), _health(100.0), now=100.0)
+    assert "onlineError" not in d.status and d.status["onlineAccuracy"] == 0.9
