@@ -11,7 +11,9 @@ default) and with JSON, the answer read back by ``InferResponse.from_bytes``
 and turned into its gRPC form (``to_grpc()``: parameters must be scalars).
 Prints one line per check and exits non-zero if any fails.
 
-Run with ``python bench/clients.py`` (``make bench`` runs it too).
+Run with ``python bench/clients.py`` (``make bench`` runs it too); ``--install`` only
+makes the virtualenv (``make test`` does, before pytest: its gRPC client is tested in
+tests/integration/test_grpc.py; about 80 s and 450 MB the first time).
 """
 
 from __future__ import annotations
@@ -91,17 +93,24 @@ DRIVER = textwrap.dedent(
 )
 
 
+# (kserve's dependencies as resolved when this was pinned: the same SDK on every machine)
+CONSTRAINTS = ROOT / "bench" / "kserve-constraints.txt"
+
+
 def _venv() -> Path:
     python = VENV / "bin" / "python"
     if not python.exists():
         print(f"making {VENV} with kserve=={KSERVE} (about 450 MB, once)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"kserve=={KSERVE}"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "-c", str(CONSTRAINTS), f"kserve=={KSERVE}"], check=True)  # fmt: skip
     return python
 
 
 def main() -> int:
     python = _venv()
+    if sys.argv[1:] == ["--install"]:  # (make test: the SDK for tests/integration/test_grpc.py)
+        return 0
     manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
     manifest["metadata"]["namespace"] = "bench"
     with tempfile.TemporaryDirectory(prefix="tideline-bench-clients-") as d:

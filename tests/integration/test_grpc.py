@@ -429,8 +429,10 @@ def test_the_kserve_sdk_grpc_client(server) -> None:
 
     python = _kserve_python()
     if python is None:
-        # kserve 0.21.0 needs python-dateutil<3, kubernetes 37 >=3: not in the dev extra
-        pytest.skip("the kserve SDK is not installed here nor in bench/clients.py's virtualenv")
+        # kserve 0.21.0 needs python-dateutil<3, kubernetes 37 >=3: not in the dev extra;
+        # make test makes its virtualenv (make compat-bin) before pytest starts
+        pytest.skip("the kserve SDK is not installed here nor in bench/clients.py's "
+                    "virtualenv: run make compat-bin")  # fmt: skip
     s, address = server
     done = subprocess.run(
         [python, "-c", KSERVE_CLIENT, address, json.dumps(ROWS)],
