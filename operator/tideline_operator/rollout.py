@@ -369,6 +369,11 @@ class RolloutStatus(msgspec.Struct, kw_only=True):
     lastRollback: Rollback | None = None  # noqa: N815
     manualRollbackTo: int | None = None  # noqa: N815
     learningPaused: bool | None = None  # noqa: N815
+    # why: "annotation" or "conceptDrift" (onConceptDrift: pause); and the pause-learning
+    # annotation as last read ("" when absent): a change of it is a person's word, which
+    # overrides a policy's pause
+    learningPausedBy: str | None = None  # noqa: N815
+    pauseAnnotation: str | None = None  # noqa: N815
     lastConceptAt: float | None = None  # noqa: N815
     replicas: int | None = None
     selector: str | None = None
@@ -1288,7 +1293,11 @@ def _guardrails(
 ) -> None:  # fmt: skip
     rev = st.stableRevision
     assert rev is not None  # decide set it
-    paused = ann.get(PAUSE_LEARNING) == "true"
+    seen = ann.get(PAUSE_LEARNING, "")
+    if seen != (st.pauseAnnotation or ""):  # (set, changed or removed: a person's word)
+        st.pauseAnnotation = seen or None
+        st.learningPausedBy = "annotation" if seen == "true" else None
+    paused = st.learningPausedBy is not None
     if paused != bool(st.learningPaused):
         st.learningPaused = paused
         actions.append(PauseLearning(rev, paused))
@@ -1359,7 +1368,9 @@ def _concept(
         if policy == "rollback":
             message += " (and rolls back if a proven version is better on the same samples)"
     elif policy == "pause":
-        message = f"{where}: learning paused"
+        message = (f"{where}: learning paused (until the pause-learning annotation says "
+                   f"otherwise: false, or set and removed)")  # fmt: skip
+        st.learningPausedBy = st.learningPausedBy or "conceptDrift"
         if not st.learningPaused:
             st.learningPaused = True
             actions.append(PauseLearning(rev, True))

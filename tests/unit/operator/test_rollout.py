@@ -15,6 +15,7 @@ from tideline.memory import MemoryUse
 from tideline.spec import parse
 from tideline_operator.rollout import (
     ABORT,
+    PAUSE_LEARNING,
     PROMOTE,
     ROLLBACK_TO,
     Action,
@@ -1339,3 +1340,28 @@ def test_a_regression_model_shows_its_error_where_a_classifier_shows_its_accurac
     assert "onlineAccuracy" not in d.status
     d = decide(_spec(), st, Observed(revision="new"), _health(100.0), now=100.0)
     assert "onlineError" not in d.status and d.status["onlineAccuracy"] == 0.9
+
+
+def test_a_pause_for_concept_drift_holds_until_the_annotation_says_otherwise() -> None:
+    """onConceptDrift: pause paused learning for one turn: the next read the annotation's
+    absence as "not paused". A change of the annotation is a person's word; nothing else
+    resumes."""
+    spec = parse(manifest(guardrails={"onConceptDrift": "pause"})).spec
+    obs = Observed(revision="old", served=7, last_good=6)
+    health = _health(100.0, concept=_concept(), lastGood=(6, comparison(0.0, half=0.02)))
+    d = decide(spec, {"stableRevision": "old"}, obs, health, now=100.0)
+    assert d.status["learningPaused"] and d.status["learningPausedBy"] == "conceptDrift"
+    st = d.status
+    for now in (101.0, 150.0, 900.0):  # (the drift gone: still paused)
+        d = decide(spec, st, obs, _health(now, lastGood=(6, comparison(0.0))), now=now)
+        assert "pause-learning" not in _kinds(d) and d.status["learningPaused"]
+        st = d.status
+    resumed = decide(spec, st, Observed(revision="old", served=7, last_good=6,
+                                        annotations={PAUSE_LEARNING: "false"}),
+                     _health(901.0), now=901.0)  # fmt: skip
+    assert "pause-learning" in _kinds(resumed) and not resumed.status["learningPaused"]
+    # a later episode pauses again, the "false" left on the object notwithstanding
+    again = decide(spec, resumed.status, Observed(revision="old", served=7, last_good=6,
+                                                   annotations={PAUSE_LEARNING: "false"}),
+                   _health(950.0, concept=_concept(949.0)), now=950.0)  # fmt: skip
+    assert again.status["learningPaused"] and again.status["learningPausedBy"] == "conceptDrift"
