@@ -580,12 +580,14 @@ def status_schema() -> dict[str, Any]:
             "drift": scalar("string", "What drifts, or none"),
             "learningPaused": scalar("boolean", "Learning paused (annotation or policy)"),
             "learningPausedBy": scalar(
-                "string", "Why learning is paused: annotation, or conceptDrift "
-                "(onConceptDrift: pause; held until the pause-learning annotation changes)"
+                "string",
+                "Why learning is paused: annotation, or conceptDrift "
+                "(onConceptDrift: pause; held until the pause-learning annotation changes)",
             ),
             "pauseAnnotation": scalar(
-                "string", "The pause-learning annotation as last read: a change of it is a "
-                "person's word, which overrides a policy's pause"
+                "string",
+                "The pause-learning annotation as last read: a change of it is a "
+                "person's word, which overrides a policy's pause",
             ),
             "pinned": scalar("boolean", "A rollback pinned the served version"),
             "manualRollbackTo": scalar(
