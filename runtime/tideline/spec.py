@@ -1790,15 +1790,37 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     """The one OnlineModel document of a YAML file (others, e.g. a Namespace, are skipped)."""
     path = Path(path)
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        with path.open("rb") as f:  # (bytes: YAML's reader finds the encoding, and says where)
+            docs = [d for d in yaml.safe_load_all(f) if d]
     except OSError as e:
         raise SpecError(str(path), f"cannot read: {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise SpecError(str(path), f"not valid YAML: {e}") from None
+        raise SpecError(str(path), f"not valid YAML: {_yaml_problem(e)}") from None
     models = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
     if len(models) != 1:
         raise SpecError(str(path), f"must hold exactly one {KIND} (found {len(models)})")
     return models[0]
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error on one line, where it is as line and column (issue 37: PyYAML's own
+    message is several lines and, for text it was handed, names ``<unicode string>``).
+
+    >>> try:
+    ...     yaml.safe_load("name: [a, b\\nspec: {}")
+    ... except yaml.YAMLError as e:
+    ...     print(_yaml_problem(e))
+    line 2, column 5: expected ',' or ']', but got ':' (while parsing a flow sequence at line 1, column 7)
+    """
+    if not isinstance(e, yaml.MarkedYAMLError) or e.problem_mark is None:
+        return " ".join(str(e).split())  # (a ReaderError: the byte and its position)
+    mark = e.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {e.problem}"
+    if e.context:
+        at = e.context_mark
+        where = f" at line {at.line + 1}, column {at.column + 1}" if at is not None else ""
+        text += f" ({e.context}{where})"
+    return text
 
 
 def parse(manifest: Mapping[str, Any] | str | Path) -> OnlineModel:

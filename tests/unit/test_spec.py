@@ -243,12 +243,43 @@ def test_missing_model_and_bad_name_are_reported() -> None:
         parse(m)
 
 
-def test_a_file_that_is_not_yaml_is_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("kind: OnlineModel\nspec: [unclosed\n", "line 3, column 1: expected ',' or ']'"),
+        (
+            "kind: OnlineModel\nspec:\n  a: 1\n   b: 2\n",
+            "line 4, column 5: mapping values are not allowed here",
+        ),
+        (
+            "kind: OnlineModel\nspec: {a: *nowhere}\n",
+            "line 2, column 11: found undefined alias 'nowhere'",
+        ),
+        ("kind: OnlineModel\nspec: '\\xff'\n\t\n", "line 3, column 1: found character '\\t'"),
+        (b"kind: \xff\xfe\n", "unacceptable character"),
+    ],
+    ids=[
+        "an unclosed flow sequence is reported where the file ends",
+        "a mapping indented under a scalar is reported at the colon",
+        "an alias to no anchor is reported at the alias",
+        "a tab where indentation is expected is reported at the tab",
+        "bytes that are not UTF-8 are reported with their position",
+    ],
+)
+def test_a_file_that_is_not_yaml_is_reported_by_its_path_line_and_column(
+    tmp_path: Path, text: str | bytes, where: str
+) -> None:
     p = tmp_path / "bad.yaml"
-    p.write_text("spec: [unclosed")
-    with pytest.raises(SpecError, match="not valid YAML"):
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(SpecError) as e:
         parse(p)
-    with pytest.raises(SpecError, match="cannot read"):
+    message = str(e.value)
+    assert message.startswith(f"{p}: not valid YAML: ") and where in message, message
+    assert "<unicode string>" not in message and "\n" not in message, message
+
+
+def test_a_file_that_cannot_be_read_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="missing.yaml: cannot read"):
         parse(tmp_path / "missing.yaml")
 
 
