@@ -21,7 +21,8 @@ from tests.helpers import (
 )
 
 ROOT = Path(__file__).parents[2]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "runtime")}
+# both source roots of this tree (an editable install may point at another checkout's)
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'runtime'}:{ROOT / 'operator'}"}
 
 
 def _published(redis_server, tmp_path: Path, doc: dict):  # type: ignore[no-untyped-def]
