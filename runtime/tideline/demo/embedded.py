@@ -128,7 +128,12 @@ class EmbeddedRedis:
             args += ["--cluster-enabled", "yes", "--cluster-config-file",
                      str(Path(self._dir.name) / "nodes.conf")]  # fmt: skip
         log = Path(self._dir.name) / "redis.log"
-        self.proc = subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        # A session of its own, as the processes of a run have (ProcessCluster): Ctrl-C on a
+        # terminal signals its whole foreground group, and a redis-server in it was gone before
+        # `tideline run` had read its summary ("cannot reach redis", issue 37). Its owner
+        # stops it (stop(), on every way out).
+        self.proc = subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -301,15 +306,16 @@ class EmbeddedKafka:
                 # (an id may start with "-": given with "=", it is no option)
                 self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                            "-c", str(props)),
-                capture_output=True, timeout=timeout, text=True,
+                capture_output=True, timeout=timeout, text=True, start_new_session=True,
             )  # fmt: skip
             if fmt.returncode != 0:
                 raise RuntimeError(f"formatting the Kafka broker's storage failed: "
                                    f"{(fmt.stdout + fmt.stderr)[-2000:]}")  # fmt: skip
         log = home / "broker.log"
-        self.proc = subprocess.Popen(
-            self._java("kafka.Kafka", str(props)), stdout=log.open("ab"), stderr=subprocess.STDOUT
-        )
+        self.proc = subprocess.Popen(  # (its own session: see EmbeddedRedis.start)
+            self._java("kafka.Kafka", str(props)), stdout=log.open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -43,12 +43,13 @@ import copy
 import heapq
 import http.client
 import secrets
+import shutil
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -363,9 +364,15 @@ def run_local(
     stop: threading.Event | None = None,
     source: str = "redis",
     import_path: Sequence[Path] = (),
+    keep: bool = False,
 ) -> dict[str, Any]:
     """Run the loop on ``manifest``; ``import_path``: folders the processes import a team's
-    own model from (``tideline run`` gives the manifest's)."""
+    own model from (``tideline run`` gives the manifest's).
+
+    ``stop`` set ends the run early (``tideline run`` sets it on Ctrl-C): the summary and
+    the report are of what ran (``interrupted`` in the summary). The run's folder (the
+    processes' manifests and logs; ``workdir`` in the summary) is removed at the end, after
+    an error too, unless ``keep``."""
     out = out or sys.stdout
     stop = stop or threading.Event()
     with contextlib.ExitStack() as resources:
@@ -374,7 +381,8 @@ def run_local(
             manifest = with_kafka(manifest, broker)
         return _run(manifest, duration=duration, rate=rate, drift_at=drift_at,
                     canary_at=canary_at, poison_at=poison_at, poison_for=poison_for, seed=seed,
-                    out=out, report=report, stop=stop, import_path=import_path)  # fmt: skip
+                    out=out, report=report, stop=stop, import_path=import_path,
+                    keep=keep)  # fmt: skip
 
 
 def with_kafka(manifest: dict[str, Any], broker: EmbeddedKafka) -> dict[str, Any]:
@@ -393,6 +401,7 @@ def _run(
     manifest: dict[str, Any], *, duration: float, rate: float, drift_at: float | None,
     canary_at: float | None, poison_at: float | None, poison_for: float, seed: int,
     out: TextIO, report: Path | None, stop: threading.Event, import_path: Sequence[Path],
+    keep: bool,
 ) -> dict[str, Any]:  # fmt: skip
     manifest = copy.deepcopy(manifest)
     manifest["spec"]["rollout"] = {**manifest["spec"].get("rollout", {}), **DEMO_ROLLOUT}
@@ -407,8 +416,7 @@ def _run(
         events.append(Event(time.monotonic() - start, kind, reason, message))
         live.event(events[-1])
 
-    workdir = Path(tempfile.mkdtemp(prefix="tideline-run-"))
-    with EmbeddedRedis() as server:
+    with _folder(keep) as workdir, EmbeddedRedis() as server:
         client: Any = redis.Redis.from_url(server.url)
         # With spec.serving.feedbackAuth the servers refuse to start without a token: the run
         # makes one up, puts it in the Secret the spec names, and its label producers send it.
@@ -420,14 +428,14 @@ def _run(
         loop = OperatorLoop(manifest, cluster, server.url, on_event)
         poison = (poison_at, poison_at + poison_for) if poison_at is not None else None
         sim = Simulator(model, rate, drift_at, seed, poison, token)
-        live.header(model, server.url, workdir, drift_at, canary_at, poison)
+        live.header(model, server.url, workdir, drift_at, canary_at, poison, keep)
         canary_applied = drift_marked = poison_marked = poison_ended = False
         bad: float | None = None  # when the bad revision was applied, while it is the canary
         bad_served: int | None = None  # canary predictions served until the good one came
         try:
             loop.turn()  # the first turn starts the processes
             loop.start()
-            _wait_ready(cluster, stop, live)
+            _wait_ready(cluster, stop, live, keep)
             start = time.monotonic()
             next_sample = start + 1.0
             while not stop.is_set() and (now := time.monotonic()) - start < duration:
@@ -436,7 +444,7 @@ def _run(
                 for r in cluster.restart_exited(now):  # Kubernetes' restart policy
                     on_event("Warning", "BackOff",
                              f"{r.workload} (process {r.index}) exited with {r.code}: started "
-                             f"again in {r.backoff:.0f}s (restart {r.count}); logs in {cluster.dir}/logs")  # fmt: skip
+                             f"again in {r.backoff:.0f}s (restart {r.count}); {_logs(cluster.dir, keep)}")  # fmt: skip
                 elapsed = now - start
                 sim.step(elapsed, now, cluster.endpoints("server"))
                 if drift_at is not None and not drift_marked and elapsed >= drift_at:
@@ -472,6 +480,7 @@ def _run(
             loop.stopped.set()
             loop.join(5)
             cluster.stop()
+        interrupted = stop.is_set()  # (before the end of the duration: a signal, tideline run's)
         samples, versions = _learned(client, keys)
         drift_log = [orjson.loads(f[b"data"]) for _, f in client.xrange(keys.driftlog)]
         detected = [d for d in drift_log if d.get("state", "detected") == "detected"]
@@ -483,6 +492,8 @@ def _run(
             "model": f"{model.namespace}/{model.name}",
             "source": "kafka" if model.spec.source.kafka else "redis",  # where the labels went
             "seconds": round(time.monotonic() - start, 1),
+            "duration": duration,  # (planned; "seconds" ran)
+            "interrupted": interrupted,
             "predictions_served": sim.predictions,
             "predictions_by_track": sim.tracks,
             "labels_sent": sim.labels_sent,
@@ -511,7 +522,8 @@ def _run(
             ],  # fmt: skip
             "accuracy_timeline": timeline,
             "served_accuracy_mean": round(float(np.mean(answered)), 4) if answered else None,
-            "workdir": str(workdir),
+            "workdir": str(workdir),  # (the processes' manifests and logs: removed unless kept)
+            "workdir_kept": keep,
         }
         client.close()
     if report is not None:
@@ -552,7 +564,25 @@ def _aborted(status: dict[str, Any]) -> bool:
     return bool(aborted) and aborted.get("revision") == status.get("canaryRevision")
 
 
-def _wait_ready(cluster: ProcessCluster, stop: threading.Event, live: _LiveView, timeout: float = 60.0) -> None:  # fmt: skip
+@contextlib.contextmanager
+def _folder(keep: bool) -> Iterator[Path]:
+    """The run's folder in the temporary directory: the processes' manifests and logs. Removed
+    when the run ends, however it ends, unless ``keep`` (issue 37: every run left one)."""
+    workdir = Path(tempfile.mkdtemp(prefix="tideline-run-"))
+    try:
+        yield workdir
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _logs(workdir: Path, keep: bool) -> str:
+    """Where the processes' logs are, for a message: removed at the end unless kept."""
+    return f"logs in {workdir}/logs" + ("" if keep else " until the run ends (--keep keeps them)")
+
+
+def _wait_ready(cluster: ProcessCluster, stop: threading.Event, live: _LiveView, keep: bool = True,
+                timeout: float = 60.0) -> None:  # fmt: skip
     deadline = time.monotonic() + timeout
     while not stop.is_set() and time.monotonic() < deadline:
         dead = cluster.failed()
@@ -563,7 +593,9 @@ def _wait_ready(cluster: ProcessCluster, stop: threading.Event, live: _LiveView,
             return
         time.sleep(0.1)
     if not stop.is_set():
-        raise RuntimeError(f"no server became ready within {timeout:.0f}s; logs in {cluster.dir}")
+        raise RuntimeError(
+            f"no server became ready within {timeout:.0f}s; {_logs(cluster.dir, keep)}"
+        )
 
 
 def _sample(history: History, health: dict[str, Any], status: dict[str, Any], sim: Simulator,
@@ -604,11 +636,12 @@ class _LiveView:
                 print(text, file=self.out, flush=True)
 
     def header(self, model: OnlineModel, redis_url: str, workdir: Path, drift_at: float | None,
-               canary_at: float | None, poison: tuple[float, float] | None = None) -> None:  # fmt: skip
+               canary_at: float | None, poison: tuple[float, float] | None = None,
+               keep: bool = True) -> None:  # fmt: skip
         self.print(f"tideline run: {model.namespace}/{model.name} ({model.spec.model.algorithm}, "
                    f"{model.spec.model.task}), revision {model.revision}")  # fmt: skip
         self.print(f"redis      {redis_url}")
-        self.print(f"processes  logs under {workdir}/logs")
+        self.print(f"processes  {_logs(workdir, keep)}")
         self.print("rollout    on the demo's timescale: steps setWeight 25, pause 4s, analysis, "
                    "setWeight 50, pause 4s; analysis every 2s")  # fmt: skip
         plan = []
@@ -673,6 +706,9 @@ class _LiveView:
         if self._live is not None:
             self._live.stop()
             self._live = None
+        if s["interrupted"]:
+            print(f"\ninterrupted after {s['seconds']:.1f}s of {s['duration']:.0f}s: the summary "
+                  "and the report are of what ran", file=self.out)  # fmt: skip
         print(
             f"\n{s['predictions_served']} predictions served over HTTP ({s['predictions_by_track']}), "
             f"{s['labels_sent']} labels sent late through feedback"
@@ -686,4 +722,6 @@ class _LiveView:
         )
         if s.get("report"):
             print(f"report: {s['report']}", file=self.out)
+        if s["workdir_kept"]:
+            print(f"kept: {s['workdir']} (the processes' manifests and logs)", file=self.out)
         print(orjson.dumps(s).decode(), file=self.out, flush=True)

@@ -73,10 +73,16 @@ def write_report(path: Path, history: Any, events: list[Any], summary: dict[str,
                    for k, v in summary.items() if k not in ("events", "accuracy_timeline"))  # fmt: skip
     log = "".join(f"<li>{e['t']:.1f}s {html.escape(e['reason'])}: {html.escape(e['message'])}</li>"
                   for e in summary.get("events", []))  # fmt: skip
+    partial = (
+        f"<p><b>Interrupted after {summary['seconds']:.1f}s of {summary['duration']:.0f}s</b>: "
+        "what ran until then.</p>"
+        if summary.get("interrupted")
+        else ""
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>tideline run: {html.escape(summary["model"])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td{{padding:2px 12px}}</style>
-</head><body><h1>tideline run: {html.escape(summary["model"])}</h1>
+</head><body><h1>tideline run: {html.escape(summary["model"])}</h1>{partial}
 <h2>Online accuracy per track</h2><img alt="accuracy" src="data:image/png;base64,{accuracy}">
 <h2>Latency</h2><img alt="latency" src="data:image/png;base64,{latency}">
 <h2>Summary</h2><table>{rows}</table><h2>Events</h2><ol>{log}</ol></body></html>
