@@ -2,17 +2,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# One virtualenv, a stamp per extra installed in it: `make demo` needs only [demo] (what
+# `tideline run` adds to the runtime's dependencies), the tests and tools [dev], which
+# includes it - so installing [dev] stamps [demo] too.
+DEMO := $(VENV)/.installed-demo
+STAMP := $(VENV)/.installed-dev
+# pip -q still shows the build backend's warnings: setuptools' "Editable installation" notice
+# comes with every editable install of a project whose packages sit in more than one
+# source root (runtime/ and operator/: not "simple", so a meta path finder maps them) -
+# a notice of how it installs, not a problem of the configuration
+PIP := PYTHONWARNINGS="ignore:Editable installation" $(VENV)/bin/pip install -q
 
 .PHONY: demo test e2e e2e-bin kafka-bin compat-bin image lint bench clean cluster cluster-down
 
-$(STAMP): pyproject.toml
+$(PY):
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv"; exit 1; }
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
-	@touch $(STAMP)
+	@$(VENV)/bin/pip install -q --upgrade pip
 
-demo: $(STAMP)
+$(DEMO): pyproject.toml | $(PY)
+	@echo "installing tideline[demo] into $(VENV) (once)"
+	@$(PIP) -e '.[demo]'
+	@touch $@
+
+$(STAMP): pyproject.toml | $(PY)
+	@echo "installing tideline[dev] into $(VENV) (once)"
+	@$(PIP) -e '.[dev]'
+	@touch $@ $(DEMO)
+
+demo: $(DEMO)
 	$(VENV)/bin/tideline run examples/fraud.yaml --duration 90s --rate 2000/s --drift-at 20s --poison-at 35s --canary-at 60s --history 24h
 
 test: lint e2e-bin kafka-bin compat-bin image
