@@ -228,3 +228,14 @@ def test_the_runs_folder_is_removed_after_an_error_unless_kept(keep: bool) -> No
         raise RuntimeError("a process exited")
     assert workdir.exists() == keep
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_run_stopped_before_anything_was_served_still_gets_a_report_saying_so(
+    tmp_path: Path,
+) -> None:
+    from tideline.demo.report import write_report
+
+    summary = {"model": "default/fraud", "seconds": 0.4, "duration": 30.0, "interrupted": True,
+               "events": []}  # fmt: skip
+    page = write_report(tmp_path / "report.html", local.History(), [], summary).read_text()
+    assert "Interrupted after 0.4s of 30s" in page and page.count("<img") == 2
