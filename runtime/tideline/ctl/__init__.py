@@ -1,0 +1,12 @@
+"""``kubectl tideline``: the OnlineModel's status read and its rollout steered from a terminal.
+
+Like ``kubectl argo rollouts``: ``list``, ``get [-w]``, ``history``, and ``promote``,
+``abort``, ``rollback``, ``pause`` and ``resume``, which set or remove the annotations the
+operator reads (:data:`tideline_operator.rollout.PROMOTE` and the others; the README's
+"Annotations"). Installed with the package as the console script ``kubectl-tideline``
+(kubectl finds plugins named ``kubectl-*`` on the PATH), and as ``tideline ctl``.
+
+:mod:`tideline.ctl.view` renders an object (and its Events) as text and
+:mod:`tideline.ctl.requests` says what annotations a request sets, both pure;
+:mod:`tideline.ctl.main` makes the API calls.
+"""
