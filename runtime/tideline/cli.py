@@ -2,7 +2,8 @@
 
 ``tideline learner --config FILE --redis URL [--port N]`` runs the learner of
 one OnlineModel (FILE is the manifest a user applies). ``tideline operator`` runs the Kubernetes operator. ``tideline run FILE``
-runs the loop locally on an embedded Redis with simulated traffic.
+runs the loop locally on an embedded Redis with simulated traffic. ``tideline ctl ...`` is
+the kubectl plugin (``kubectl tideline``, :mod:`tideline.ctl`).
 A bad manifest or flag exits with status 2 and a message naming the field; a model that
 cannot be loaded (a team's own class: ``ImportFailed``, ``MissingMethod``, ``BadParams``)
 with status 4, the reason reported where the operator and ``kubectl describe`` show it
@@ -460,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tideline",
         description="tideline: online-learning models on Kubernetes. One command per "
-        "process of a model (learner, monitor, server), the operator, and a local run of "
-        "the whole loop.",
+        "process of a model (learner, monitor, server), the operator, a local run of "
+        "the whole loop, and `tideline ctl` (kubectl tideline) to read and steer models.",
     )
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="how much the log says")  # fmt: skip
@@ -561,10 +562,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a folder a team's own model is imported from, besides the "
                          "manifest's (repeatable)")  # fmt: skip
     rp.set_defaults(func=cmd_run, check=_check_run, parser=rp)
+
+    # (its own parser reads what follows: the same as the console script kubectl-tideline)
+    cp = sub.add_parser("ctl", add_help=False, help="kubectl tideline: list, get, history, "
+                        "promote, abort, rollback, pause, resume OnlineModels (ctl --help)")  # fmt: skip
+    cp.add_argument("args", nargs=argparse.REMAINDER)
+    cp.set_defaults(func=cmd_ctl)
     return p
 
 
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from tideline.ctl.main import main as ctl
+
+    return ctl(args.args, prog="tideline ctl")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["ctl"]:  # (argparse's remainder would take `ctl -n x` for its own options)
+        return cmd_ctl(argparse.Namespace(args=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     problem = args.check(args) if hasattr(args, "check") else None

@@ -1,0 +1,291 @@
+"""``kubectl tideline`` against the suite's kube-apiserver: list and get read what the
+status says, the requests set the annotations the operator reads, and every failure is
+one line and exit status 1. No operator runs: the tests write the status themselves
+(through the status subresource, as the operator does), and no pod is waited for."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.cluster.controlplane import ControlPlane, free_port
+from tideline import cli
+from tideline.ctl.main import main
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).parents[2]
+NS = "ctl"
+MODEL = {
+    "apiVersion": "tideline.dev/v1alpha1",
+    "kind": "OnlineModel",
+    "metadata": {"name": "fraud", "namespace": NS},
+    "spec": {
+        "model": {"features": [{"name": "amount"}]},
+        "rollout": {
+            "steps": [{"setWeight": 10}, {"pause": "60s"}, {"setWeight": 50}, {"pause": {}}]
+        },
+    },
+}
+# what the operator would have written mid-canary: at the pause, the second of four steps
+STATUS = {
+    "phase": "Progressing",
+    "stableRevision": "3f2a1b9c0d",
+    "canaryRevision": "9a8b7c6d5e",
+    "canaryWeight": 10,
+    "currentStep": 1,
+    "pauseStartedAt": time.time() - 30,
+    "servedVersion": 11,
+    "latestVersion": 12,
+    "lastGoodVersion": 9,
+    "learnerLag": 1234,
+    "conditions": [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "Serving",
+            "message": "2 servers ready",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        },
+        {
+            "type": "Progressing",
+            "status": "True",
+            "reason": "Canary",
+            "message": "canary 9a8b7c6d5e at step 2 of 4",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        },
+    ],  # fmt: skip
+    "liftOverBaseline": {
+        "difference": 0.012,
+        "lower": 0.004,
+        "upper": 0.02,
+        "samples": 5000,
+        "baselineVersion": 0,
+    },  # fmt: skip
+}
+
+
+@pytest.fixture(scope="module")
+def cp(cluster: ControlPlane) -> ControlPlane:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                    str(ROOT / "crds" / "onlinemodel.yaml"))  # fmt: skip
+    cluster.kubectl("wait", "--for=condition=Established", "crd/onlinemodels.tideline.dev",
+                    "--timeout=60s")  # fmt: skip
+    cluster.kubectl("create", "namespace", NS, check=False)
+    return cluster
+
+
+@pytest.fixture
+def model(cp: ControlPlane) -> dict:
+    """The model mid-canary, with one Event of the operator's; annotations none."""
+    cp.kubectl("delete", "om", "fraud", "-n", NS, "--ignore-not-found", "--wait=true")
+    cp.kubectl("apply", "-f", "-", input=json.dumps(MODEL))
+    cp.kubectl("patch", "om", "fraud", "-n", NS, "--subresource=status", "--type=merge",
+               "-p", json.dumps({"status": STATUS}))  # fmt: skip
+    obj = json.loads(cp.kubectl("get", "om", "fraud", "-n", NS, "-o", "json").stdout)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    event = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": "fraud.", "namespace": NS},
+        "involvedObject": {"apiVersion": "tideline.dev/v1alpha1", "kind": "OnlineModel",
+                           "name": "fraud", "namespace": NS, "uid": obj["metadata"]["uid"]},
+        "type": "Normal", "reason": "CanaryStarted", "message": "revision 9a8b7c6d5e",
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        "source": {"component": "kopf"},
+    }  # fmt: skip
+    cp.kubectl("create", "-f", "-", input=json.dumps(event))
+    return obj
+
+
+def run(cp: ControlPlane, capsys: pytest.CaptureFixture[str], *args: str,
+        kubeconfig: Path | None = None) -> tuple[int, str, str]:  # fmt: skip
+    code = main([*args, "--kubeconfig", str(kubeconfig or cp.kubeconfig)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def annotations(cp: ControlPlane) -> dict[str, str]:
+    obj = json.loads(cp.kubectl("get", "om", "fraud", "-n", NS, "-o", "json").stdout)
+    return {k: v for k, v in (obj["metadata"].get("annotations") or {}).items()
+            if k.startswith("tideline.dev/")}  # fmt: skip
+
+
+def test_list_shows_the_model_in_its_namespace_and_in_all(
+    cp: ControlPlane, model: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(cp, capsys, "list", "-n", NS)
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split()[:5] == ["NAMESPACE", "NAME", "PHASE", "STABLE", "CANARY"]
+    assert row.split() == [NS, "fraud", "Progressing", "3f2a1b9c0d", "9a8b7c6d5e", "10%",
+                           "v11", "v12", "v9", row.split()[-1]]  # fmt: skip
+    code, out, _ = run(cp, capsys, "list", "-A")
+    assert code == 0 and any(line.split()[:2] == [NS, "fraud"] for line in out.splitlines())
+    code, out, _ = run(cp, capsys, "list", "-n", "kube-system")
+    assert (code, out.strip()) == (0, "No OnlineModels found.")
+
+
+def test_get_renders_the_status_tree_with_the_step_and_the_events(
+    cp: ControlPlane, model: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(cp, capsys, "get", "fraud", "-n", NS)
+    assert (code, err) == (0, "")
+    words = " ".join(out.split())
+    assert "Phase: Progressing" in words
+    assert "Canary: 9a8b7c6d5e (weight 10%)" in words
+    assert "Step: 2 of 4: pause 60s" in words
+    assert "Learner lag: 1,234 samples" in words
+    assert "+0.012 [+0.004, +0.020] on 5,000 samples" in out
+    assert "canary 9a8b7c6d5e at step 2 of 4" in out  # (a condition's message)
+    assert "CanaryStarted" in out and "revision 9a8b7c6d5e" in out  # (the Event)
+
+
+def test_history_shows_the_events_and_the_versions_now(
+    cp: ControlPlane, model: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(cp, capsys, "history", "fraud", "-n", NS)
+    assert code == 0
+    lines = out.splitlines()
+    assert "Created" in lines[1] and "CanaryStarted" in lines[2]  # oldest first
+    assert lines[-1].startswith("Now: Progressing; stable 3f2a1b9c0d serves v11, latest v12")
+
+
+def test_promote_and_abort_set_their_annotation_and_remove_the_other(
+    cp: ControlPlane, model: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(cp, capsys, "abort", "fraud", "-n", NS)
+    assert code == 0 and "aborted" in out
+    assert annotations(cp) == {"tideline.dev/abort": "true"}
+    code, out, _ = run(cp, capsys, "promote", "fraud", "-n", NS)
+    assert code == 0 and "promoted" in out
+    assert annotations(cp) == {"tideline.dev/promote": "true"}
+
+
+def test_rollback_pause_and_resume_set_what_the_operator_reads(
+    cp: ControlPlane, model: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(cp, capsys, "rollback", "fraud", "-n", NS)[0] == 0
+    assert annotations(cp) == {"tideline.dev/rollback-to": "9"}  # lastGood
+    assert run(cp, capsys, "rollback", "fraud", "-n", NS, "--to", "10")[0] == 0
+    assert annotations(cp) == {"tideline.dev/rollback-to": "10"}
+    assert run(cp, capsys, "pause", "fraud", "-n", NS)[0] == 0
+    assert annotations(cp)["tideline.dev/pause-learning"] == "true"
+    assert run(cp, capsys, "resume", "fraud", "-n", NS)[0] == 0
+    assert "tideline.dev/pause-learning" not in annotations(cp)
+    # the operator acted on 10 already: the same number again would do nothing
+    cp.kubectl("patch", "om", "fraud", "-n", NS, "--subresource=status", "--type=merge",
+               "-p", json.dumps({"status": {"manualRollbackTo": 10}}))  # fmt: skip
+    code, _, err = run(cp, capsys, "rollback", "fraud", "-n", NS, "--to", "10")
+    assert code == 1 and "once per number" in err
+
+
+def test_the_requests_are_refused_where_they_would_do_nothing(
+    cp: ControlPlane, model: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cp.kubectl("patch", "om", "fraud", "-n", NS, "--subresource=status", "--type=json", "-p",
+               json.dumps([{"op": "remove", "path": "/status/canaryRevision"}]))  # fmt: skip
+    code, _, err = run(cp, capsys, "promote", "fraud", "-n", NS)
+    assert code == 1 and err.strip() == (
+        "kubectl tideline: no canary in flight to promote: the operator leaves the annotation "
+        "on fraud, where it would promote the next canary at its first turn"
+    )
+    assert annotations(cp) == {}
+
+
+def test_a_missing_model_is_one_line_and_status_1(
+    cp: ControlPlane, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in (("get", "nope"), ("promote", "nope"), ("history", "nope"), ("get", "nope", "-w")):
+        code, out, err = run(cp, capsys, *args, "-n", NS)
+        assert (code, out) == (1, "")
+        assert err == f"kubectl tideline: OnlineModel 'nope' not found in namespace {NS}\n"
+
+
+def test_a_request_rbac_refuses_names_the_verb_and_the_resource(
+    cp: ControlPlane, model: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ServiceAccount that may read OnlineModels, not patch them."""
+    manifests = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "viewer", "namespace": NS}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "om-viewer", "namespace": NS},
+         "rules": [{"apiGroups": ["tideline.dev"], "resources": ["onlinemodels"],
+                    "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "om-viewer", "namespace": NS},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "om-viewer"},
+         "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": NS}]},
+    ]  # fmt: skip
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
+    token = cp.kubectl("create", "token", "viewer", "-n", NS).stdout.strip()
+    viewer = cp.kubeconfig_for(token, "ctl-viewer")
+    code, _, err = run(cp, capsys, "pause", "fraud", "-n", NS, kubeconfig=viewer)
+    assert code == 1
+    assert err.startswith(
+        f"kubectl tideline: forbidden: cannot patch onlinemodels.tideline.dev in namespace {NS} ("
+    )
+    code, _, err = run(cp, capsys, "list", "-A", kubeconfig=viewer)
+    assert code == 1
+    assert "forbidden: cannot list onlinemodels.tideline.dev in any namespace" in err
+
+
+def test_get_watch_prints_each_change_and_ends_at_ctrl_c_with_status_0(
+    cp: ControlPlane, model: dict
+) -> None:
+    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig),
+           "PYTHONPATH": f"{ROOT / 'runtime'}:{ROOT / 'operator'}"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tideline.ctl.main", "get", "fraud", "-n", NS, "-w"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        seen = ""
+        assert proc.stdout is not None
+        while "Name:" not in seen and time.monotonic() < deadline:
+            seen += proc.stdout.readline()
+        cp.kubectl("patch", "om", "fraud", "-n", NS, "--subresource=status", "--type=merge",
+                   "-p", json.dumps({"status": {"latestVersion": 13}}))  # fmt: skip
+        while "v13" not in seen and time.monotonic() < deadline:
+            seen += proc.stdout.readline()
+        assert "Latest: v13" in " ".join(seen.split())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, err) == (0, "")
+
+
+def test_tideline_ctl_is_the_same_plugin(
+    cp: ControlPlane, model: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["ctl", "list", "-n", NS, "--kubeconfig", str(cp.kubeconfig)]) == 0
+    assert "fraud" in capsys.readouterr().out
+
+
+def test_an_api_server_that_does_not_answer_is_one_line_and_status_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    port = free_port()  # (nothing listens there)
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u",
+                                                   "namespace": "team"}}],
+    }))  # fmt: skip
+    assert main(["get", "fraud", "--kubeconfig", str(kubeconfig)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith(
+        f"kubectl tideline: cannot reach the Kubernetes API at https://127.0.0.1:{port}"
+    )
