@@ -331,6 +331,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "kubectl tideline") -> i
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # (| head): the reader has what it wanted; no traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
