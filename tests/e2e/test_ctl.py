@@ -264,6 +264,28 @@ def test_get_watch_prints_each_change_and_ends_at_ctrl_c_with_status_0(
     assert (proc.returncode, err) == (0, "")
 
 
+def test_kubectl_runs_the_plugin_from_the_path(
+    cp: ControlPlane, model: dict, tmp_path: Path
+) -> None:
+    """``kubectl tideline``: kubectl finds ``kubectl-tideline`` on the PATH (here a script
+    like the one pip writes for the console script) and passes it the rest."""
+    script = tmp_path / "kubectl-tideline"
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom tideline.ctl.main import main\n"
+                      "sys.exit(main())\n")  # fmt: skip
+    script.chmod(0o755)
+    env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig),
+           "PATH": f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": f"{ROOT / 'runtime'}{os.pathsep}{ROOT / 'operator'}"}  # fmt: skip
+    done = subprocess.run([str(cp.bin / "kubectl"), "tideline", "list", "-n", NS], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines()[1].split()[:3] == [NS, "fraud", "Progressing"]
+    done = subprocess.run([str(cp.bin / "kubectl"), "tideline", "get", "nope", "-n", NS],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == f"kubectl tideline: OnlineModel 'nope' not found in namespace {NS}\n"
+
+
 def test_tideline_ctl_is_the_same_plugin(
     cp: ControlPlane, model: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:

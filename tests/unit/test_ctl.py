@@ -3,6 +3,8 @@ annotations each request sets; and the one line it prints without a kubeconfig."
 
 from __future__ import annotations
 
+import importlib
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from tideline.ctl.main import main
 from tideline.ctl.requests import Refused, request
 from tideline.ctl.view import moments, render_get, render_history, render_list, timestamp
 
+ROOT = Path(__file__).parents[2]
 NOW = timestamp("2026-03-01T12:00:00Z") or 0.0
 STEPS = [{"setWeight": 10}, {"pause": "60s"}, {"backtest": {"window": "10m"}}, {"pause": {}}]
 
@@ -436,3 +439,11 @@ def test_no_kubeconfig_is_one_line_naming_it(
     assert capsys.readouterr().err.startswith(
         f"kubectl tideline: the kubeconfig at {tmp_path / 'bad'} cannot be used: "
     )
+
+
+def test_the_console_script_kubectl_runs_is_the_plugins_main() -> None:
+    """kubectl runs ``kubectl tideline`` as the first ``kubectl-tideline`` on the PATH:
+    the script pip installs from pyproject's [project.scripts]."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, attr = scripts["kubectl-tideline"].partition(":")
+    assert getattr(importlib.import_module(module), attr) is main
