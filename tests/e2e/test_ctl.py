@@ -1,7 +1,8 @@
 """``kubectl tideline`` against the suite's kube-apiserver: list and get read what the
 status says, the requests set the annotations the operator reads, and every failure is
-one line and exit status 1. No operator runs: the tests write the status themselves
-(through the status subresource, as the operator does), and no pod is waited for."""
+one line and exit status 1. No operator turns meanwhile: the tests write the status
+themselves (through the status subresource, as the operator does), and no pod is waited
+for (test_ctl_operator.py: the running operator does what the plugin asked)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.e2e.cluster.controlplane import ControlPlane, free_port
+from tests.e2e.conftest import Installed, Operator
 from tideline import cli
 from tideline.ctl.main import main
 
@@ -73,13 +76,18 @@ STATUS = {
 
 
 @pytest.fixture(scope="module")
-def cp(cluster: ControlPlane) -> ControlPlane:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                    str(ROOT / "crds" / "onlinemodel.yaml"))  # fmt: skip
-    cluster.kubectl("wait", "--for=condition=Established", "crd/onlinemodels.tideline.dev",
-                    "--timeout=60s")  # fmt: skip
+def cp(installed: Installed, operator: Operator) -> Iterator[ControlPlane]:
+    """The suite's control plane, with no operator turning while these tests write the status
+    by hand (it would rewrite it): the suite's operator stops for this module, and starts
+    again after it, once the module's models are gone."""
+    cluster = installed.cluster
+    operator.stop()
     cluster.kubectl("create", "namespace", NS, check=False)
-    return cluster
+    try:
+        yield cluster
+    finally:
+        cluster.kubectl("delete", "om", "--all", "-n", NS, "--wait=true", check=False)
+        operator.start()
 
 
 @pytest.fixture
