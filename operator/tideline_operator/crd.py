@@ -28,16 +28,20 @@ from tideline.spec import (
     DURATION_PATTERN,
     EXTERNAL_PARAMS,
     EXTERNAL_REF,
+    GROUP,
+    KIND,
     MAX_FEATURES,
     MAX_NOTIFY,
     MAX_PULL_SECRETS,
     MAX_STEPS,
     MAX_TOLERATIONS,
     PARAM_TYPES,
+    PLURAL,
     QUANTITY_PATTERN,
     TABLE,
     TAINT_EFFECTS,
     TOLERATION_OPERATORS,
+    VERSION,
     Entry,
     Feature,
     KafkaSasl,
@@ -695,20 +699,20 @@ def _crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "onlinemodels.tideline.dev"},
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
         "spec": {
-            "group": "tideline.dev",
+            "group": GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": "OnlineModel",
-                "plural": "onlinemodels",
+                "kind": KIND,
+                "plural": PLURAL,
                 "singular": "onlinemodel",
                 "shortNames": ["om"],
                 "categories": ["tideline"],
             },  # fmt: skip
             "versions": [
                 {
-                    "name": "v1alpha1",
+                    "name": VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {

@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 from prometheus_client import REGISTRY, Gauge
 
+from tideline.spec import GROUP, PLURAL, VERSION
 from tideline_operator.builders import OperatorConfig
 from tideline_operator.crd import outdated
 from tideline_operator.kube import Kube
@@ -33,7 +34,6 @@ from tideline_operator.reconcile import (
     status_patch,
 )
 
-GROUP, VERSION, PLURAL = "tideline.dev", "v1alpha1", "onlinemodels"
 CRD_OUTDATED = Gauge(
     "tideline_operator_crd_outdated",
     "1 when the cluster's OnlineModel CRD is not this release's (-1: it could not be read)",

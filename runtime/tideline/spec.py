@@ -45,6 +45,8 @@ import yaml
 
 API_VERSION = "tideline.dev/v1alpha1"
 KIND = "OnlineModel"
+PLURAL = "onlinemodels"  # the resource in the API's paths (the CRD's names, the operator, kubectl tideline)
+GROUP, VERSION = API_VERSION.split("/")
 
 TASKS = ("binary", "regression", "multiclass")
 # What the servers, the monitor and the rollout run; the library learns every task of TASKS.

@@ -22,10 +22,8 @@ from typing import Any
 
 from tideline.ctl import view
 from tideline.ctl.requests import Refused, request
-from tideline.spec import API_VERSION, KIND
+from tideline.spec import GROUP, KIND, PLURAL, VERSION
 
-GROUP, VERSION = API_VERSION.split("/")
-PLURAL = "onlinemodels"
 RESOURCE = f"{PLURAL}.{GROUP}"
 TIMEOUT = (5.0, 30.0)  # connect, read (seconds) for every call but a watch
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
