@@ -239,6 +239,12 @@ def test_a_request_rbac_refuses_names_the_verb_and_the_resource(
     assert err.startswith(
         f"kubectl tideline: forbidden: cannot patch onlinemodels.tideline.dev in namespace {NS} ("
     )
+    # the status without the Events it may not list, and a line that says so
+    code, out, err = run(cp, capsys, "get", "fraud", "-n", NS, kubeconfig=viewer)
+    assert code == 0 and "Canary: 9a8b7c6d5e" in " ".join(out.split())
+    assert err.startswith(
+        f"kubectl tideline: no Events shown: forbidden: cannot list events in namespace {NS}"
+    )
     code, _, err = run(cp, capsys, "list", "-A", kubeconfig=viewer)
     assert code == 1
     assert "forbidden: cannot list onlinemodels.tideline.dev in any namespace" in err

@@ -179,6 +179,18 @@ def model_events(cluster: Cluster, obj: Mapping[str, Any]) -> list[dict[str, Any
     ]
 
 
+def events_or_none(cluster: Cluster, obj: Mapping[str, Any], prog: str) -> list[dict[str, Any]]:
+    """:func:`model_events`, or none where RBAC refuses them: the status is still worth
+    printing (one line on stderr says why the Events are missing)."""
+    try:
+        return model_events(cluster, obj)
+    except CtlError as e:
+        if "forbidden" not in str(e):
+            raise
+        print(f"{prog}: no Events shown: {e}", file=sys.stderr)
+        return []
+
+
 # --------------------------------------------------------------------------- commands
 def cmd_list(cluster: Cluster, args: argparse.Namespace) -> int:
     models = list_models(cluster, None if args.all_namespaces else args.namespace)
@@ -189,12 +201,12 @@ def cmd_list(cluster: Cluster, args: argparse.Namespace) -> int:
 def cmd_get(cluster: Cluster, args: argparse.Namespace) -> int:
     if not args.watch:
         obj = get_model(cluster, args.namespace, args.name)
-        print(view.render_get(obj, model_events(cluster, obj), time.time()))
+        print(view.render_get(obj, events_or_none(cluster, obj, args.prog), time.time()))
         return 0
     get_model(cluster, args.namespace, args.name)  # (a missing model: 404 at once, not a wait)
     try:
         for obj in watch_model(cluster, args.namespace, args.name):
-            text = view.render_get(obj, model_events(cluster, obj), time.time())
+            text = view.render_get(obj, events_or_none(cluster, obj, args.prog), time.time())
             if sys.stdout.isatty():
                 sys.stdout.write("\x1b[H\x1b[2J")  # (home, clear: the tree redrawn in place)
             else:
@@ -238,7 +250,7 @@ def watch_model(cluster: Cluster, namespace: str, name: str) -> Iterator[dict[st
 
 def cmd_history(cluster: Cluster, args: argparse.Namespace) -> int:
     obj = get_model(cluster, args.namespace, args.name)
-    print(view.render_history(obj, model_events(cluster, obj), time.time()))
+    print(view.render_history(obj, events_or_none(cluster, obj, args.prog), time.time()))
     return 0
 
 
@@ -320,6 +332,7 @@ def build_parser(prog: str = "kubectl tideline") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, prog: str = "kubectl tideline") -> int:
     args = build_parser(prog).parse_args(argv)
+    args.prog = prog
     try:
         cluster = connect(args.kubeconfig, args.context)
         args.namespace = args.namespace or cluster.namespace

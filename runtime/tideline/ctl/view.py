@@ -226,7 +226,7 @@ class _Lines:
 def _revisions(lines: _Lines, st: RolloutStatus, obj: Mapping[str, Any], now: float) -> None:
     lines.head("Revisions")
     in_flight = st.canaryRevision is not None and st.aborted is None
-    weight = st.canaryWeight or 0 if in_flight else 0
+    weight = (st.canaryWeight or 0) if in_flight else 0
     stable = _or_dash(st.stableRevision)
     if st.stableRevision:
         stable += f"  (weight {100 - weight}%)"
