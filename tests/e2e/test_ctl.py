@@ -186,7 +186,7 @@ def test_rollback_pause_and_resume_set_what_the_operator_reads(
     assert run(cp, capsys, "pause", "fraud", "-n", NS)[0] == 0
     assert annotations(cp)["tideline.dev/pause-learning"] == "true"
     assert run(cp, capsys, "resume", "fraud", "-n", NS)[0] == 0
-    assert "tideline.dev/pause-learning" not in annotations(cp)
+    assert annotations(cp)["tideline.dev/pause-learning"] == "false"
     # the operator acted on 10 already: the same number again would do nothing
     cp.kubectl("patch", "om", "fraud", "-n", NS, "--subresource=status", "--type=merge",
                "-p", json.dumps({"status": {"manualRollbackTo": 10}}))  # fmt: skip

@@ -1,5 +1,5 @@
 """``kubectl tideline`` with the suite's operator running: it promotes, pauses and resumes
-(the annotation removed) as the plugin asked, and get and history show what it wrote."""
+as the plugin asked, and get and history show what it wrote."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ pytestmark = pytest.mark.e2e
 def test_the_running_operator_does_what_the_plugin_asked(
     installed: Installed, operator: Operator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """promote, pause and resume (by removing the annotation), and get shows the canary at
-    its manual pause."""
+    """promote, pause and resume, and get shows the canary at its manual pause."""
     cp = installed.cluster
     ns, name = "e2e-ctl-operator", "steer"
     cp.kubectl("create", "namespace", ns, check=False)

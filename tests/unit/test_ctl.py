@@ -371,7 +371,7 @@ def test_history_merges_events_with_what_the_status_keeps_oldest_first() -> None
             HEALTHY,
             {"tideline.dev/pause-learning": "true"},
             None,
-            {"tideline.dev/pause-learning": None},
+            {"tideline.dev/pause-learning": "false"},
         ),
     ],
     ids=[
@@ -381,7 +381,7 @@ def test_history_merges_events_with_what_the_status_keeps_oldest_first() -> None
         "rollback --to goes to the version named",
         "rollback to another number than the operator acted on last",
         "pause sets pause-learning to true, the one value that pauses",
-        "resume removes pause-learning: without it the learner learns",
+        "resume sets pause-learning to false, as the README and Argo CD's action do",
     ],
 )
 def test_each_request_sets_the_annotations_the_operator_reads(

@@ -1,7 +1,7 @@
 """``kubectl tideline``: the OnlineModel's status read and its rollout steered from a terminal.
 
 Like ``kubectl argo rollouts``: ``list``, ``get [-w]``, ``history``, and ``promote``,
-``abort``, ``rollback``, ``pause`` and ``resume``, which set or remove the annotations the
+``abort``, ``rollback``, ``pause`` and ``resume``, which set (and remove) the annotations the
 operator reads (:data:`tideline_operator.rollout.PROMOTE` and the others; the README's
 "Annotations"). Installed with the package as the console script ``kubectl-tideline``
 (kubectl finds plugins named ``kubectl-*`` on the PATH), and as ``tideline ctl``.

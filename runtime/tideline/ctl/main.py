@@ -318,7 +318,7 @@ def build_parser(prog: str = "kubectl tideline") -> argparse.ArgumentParser:
         ("abort", "abort the canary (tideline.dev/abort=true, promote removed)"),
         ("rollback", "serve an older version of the stable revision (tideline.dev/rollback-to)"),
         ("pause", "pause the stable learner (tideline.dev/pause-learning=true)"),
-        ("resume", "resume learning (tideline.dev/pause-learning removed)"),
+        ("resume", "resume learning (tideline.dev/pause-learning=false)"),
     ):
         rp = sub.add_parser(verb, parents=[common], help=what, description=what)
         rp.add_argument("name", help="the OnlineModel")

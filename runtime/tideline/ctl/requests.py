@@ -12,7 +12,9 @@ annotations, and what to say) or :class:`Refused` out.
   acts once per number (``status.manualRollbackTo``), so the number it acted on last is
   refused.
 * ``pause``: ``pause-learning=true`` (only ``"true"`` pauses).
-* ``resume``: ``pause-learning`` removed: anything but ``"true"``, and none, is learning.
+* ``resume``: ``pause-learning=false``, as the README's table and Argo CD's
+  ``resume-learning`` action write it (the operator reads anything but ``"true"`` as
+  learning, an absent annotation too; ``false`` is the documented word for it).
 
 Promote and abort want a canary in flight: the operator leaves the annotation on the
 object, where it would promote or abort the *next* canary at its first turn.
@@ -26,7 +28,7 @@ Examples
 >>> request("rollback", obj).annotations
 {'tideline.dev/rollback-to': '7'}
 >>> request("resume", obj).annotations
-{'tideline.dev/pause-learning': None}
+{'tideline.dev/pause-learning': 'false'}
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def request(verb: str, obj: Mapping[str, Any], to: int | None = None) -> Request
                            f"learning of {name} pauses at the operator's next turn "
                            f"({PAUSE_LEARNING}=true); the servers go on serving")  # fmt: skip
         case "resume":
-            return Request({PAUSE_LEARNING: None},
+            return Request({PAUSE_LEARNING: "false"},
                            f"learning of {name} resumes at the operator's next turn "
-                           f"({PAUSE_LEARNING} removed)")  # fmt: skip
+                           f"({PAUSE_LEARNING}=false)")  # fmt: skip
     raise ValueError(f"unknown request {verb!r}")

@@ -42,7 +42,7 @@ QUALITY_ROLES = ("served", "lastGood", "recent", "baseline", "canary", "latest")
 ANNOTATION_EFFECTS = {
     PROMOTE: "promotes the canary (the next one too, at its first turn, while it is set)",
     ABORT: "aborts the canary (the next one too, at its first turn, while it is set)",
-    PAUSE_LEARNING: "pauses the stable learner when 'true'",
+    PAUSE_LEARNING: "pauses the stable learner when 'true' ('false': learning)",
     ROLLBACK_TO: "serves that version (once per number)",
 }
 
