@@ -168,6 +168,12 @@ def test_list_sorts_by_namespace_and_name_and_says_when_there_is_none() -> None:
             [],
         ),
         (
+            {**HEALTHY, "learningPaused": True, "learningPausedBy": "conceptDrift"},
+            None,
+            ["Learning: paused (for concept drift: resume sets the annotation to false)"],
+            [],
+        ),
+        (
             {
                 **HEALTHY,
                 "liftOverBaseline": {
@@ -303,6 +309,7 @@ def test_list_sorts_by_namespace_and_name_and_says_when_there_is_none() -> None:
         "a pinned version says from which version it was rolled back and why",
         "a rollback that was unpinned since shows as the last one, and the annotation's number",
         "paused learning and the learner's lag",
+        "learning paused for concept drift says why and how it resumes",
         "the lift over the warm-start baseline with its interval",
         "a backtest catching up says how far it is",
         "a judged backtest shows its interval",

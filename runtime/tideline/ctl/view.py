@@ -283,7 +283,11 @@ def _versions(lines: _Lines, st: RolloutStatus, now: float) -> None:
         lines.field("Last rollback", f"to {_v(rb.to)}{src}, {age(now - rb.at)} ago: {rb.reason}", 2)
     if st.manualRollbackTo is not None:
         lines.field("Rolled back by hand", f"{_v(st.manualRollbackTo)} (annotation)", 2)
-    lines.field("Learning", "paused" if st.learningPaused else "on", 2)
+    why = {
+        "conceptDrift": " (for concept drift: resume sets the annotation to false)",
+        "annotation": " (by the pause-learning annotation)",
+    }.get(st.learningPausedBy or "", "")
+    lines.field("Learning", f"paused{why}" if st.learningPaused else "on", 2)
     if st.learnerLag is not None:
         lines.field("Learner lag", f"{st.learnerLag:,} samples and labels not learned yet", 2)
 
