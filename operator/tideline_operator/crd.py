@@ -443,6 +443,14 @@ def _model_schema() -> dict[str, Any]:
                     ),
                     "key": _leaf(WarmStart, "key"),
                     "file": _leaf(WarmStart, "file"),
+                    **{
+                        name: _leaf(WarmStart, name)
+                        for name in ("storageUri", "sha256", "endpoint", "region")
+                    },
+                    "secretRef": _obj(
+                        "s3:// and gs://: the Secret holding the store's keys",
+                        {"name": _leaf(WarmStart, "secretName")},
+                    ),
                 },
             ),
         },
@@ -632,7 +640,7 @@ def status_schema() -> dict[str, Any]:
                 "type": "array",
                 "nullable": True,
                 "description": "The model's pods that cannot load it (stable, canary): "
-                "reason (ImportFailed, MissingMethod, BadParams), the error's last line",
+                "reason (ImportFailed, MissingMethod, BadParams, WarmStartFailed), the error's last line",
                 "items": {
                     "type": "object",
                     "required": ["reason", "message", "component", "revision"],

@@ -520,11 +520,58 @@ class Feature:
         return d
 
 
+# spec.model.warmStart.storageUri: an object in S3 (or a store speaking its API), in Google
+# Cloud Storage through its S3-interoperable XML API (HMAC keys), or at an HTTP(S) URL, as
+# KServe's and Seldon's storageUri
+STORAGE_SCHEMES = ("s3", "gs", "https", "http")
+STORAGE_URI = Form(r"^(s3|gs)://[a-z0-9][-a-z0-9._]{1,61}[a-z0-9]/[^\s]+$|^https?://[^\s/]+/[^\s]*$",
+                   "s3://bucket/key, gs://bucket/key or an http(s):// URL")  # fmt: skip
+SHA256 = Form(r"^[0-9a-f]{64}$", "64 lowercase hex digits")
+HTTP_URL = Form(r"^https?://[^\s/]+/?$", "http(s)://host[:port]")
+
+
 @dataclass(frozen=True)
 class WarmStart:
+    """``spec.model.warmStart``: the snapshot a revision's first version starts from, from
+    exactly one of a ConfigMap's key, a file, or object storage (``storageUri``)."""
+
     configMapName: str | None = _text(None, "ConfigMap name")  # (configMapRef.name)
     key: str = _text("baseline.json", "Key in the ConfigMap")
     file: str | None = _text(None, "A path instead (local runs)")
+    storageUri: str | None = _text(
+        None, "Or an object: s3://bucket/key, gs://bucket/key or an http(s):// URL", STORAGE_URI
+    )
+    sha256: str | None = _text(
+        None, "The snapshot's SHA-256 (hex), checked before it is read", SHA256
+    )
+    endpoint: str | None = _text(
+        None,
+        "s3:// and gs://: the store's URL (default AWS's, or https://storage.googleapis.com "
+        "for gs://)",
+        HTTP_URL,
+    )
+    region: str | None = _text(None, "s3:// and gs://: the bucket's region")
+    # (secretRef.name) its AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, KServe's keys
+    secretName: str | None = _text(
+        None, "s3:// and gs://: Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    )
+
+    @property
+    def source(self) -> str:
+        """Which one it is: ``configMapRef``, ``file`` or ``storageUri``."""
+        if self.storageUri is not None:
+            return "storageUri"
+        return "file" if self.file is not None else "configMapRef"
+
+    def revision_material(self) -> dict[str, Any]:
+        """What of it makes a revision: a field added later only when given (an upgrade
+        rolls no model out), and never the Secret (credentials change nothing learned)."""
+        d = asdict(self)
+        del d["secretName"]
+        for name in ("storageUri", "sha256", "endpoint", "region"):
+            if d[name] is None:
+                del d[name]
+        return d
 
 
 @dataclass(frozen=True, kw_only=True)  # (keywords: task and algorithm have defaults)
@@ -1378,8 +1425,22 @@ def _model(o: _Obj) -> ModelSpec:
         ref = w.obj("configMapRef")
         cm = _read_as(ref, WarmStart, "configMapName", "name")
         ref.done()
+        secret = None
+        if w.raw("secretRef") is not None:
+            sref = w.obj("secretRef")
+            secret = _read_as(sref, WarmStart, "secretName", "name")
+            if secret is None:
+                raise SpecError(sref.sub("name"), "required: the Secret's name")
+            sref.done()
         warm = WarmStart(
-            configMapName=cm, key=_read_as(w, WarmStart, "key"), file=_read_as(w, WarmStart, "file")
+            configMapName=cm,
+            key=_read_as(w, WarmStart, "key"),
+            file=_read_as(w, WarmStart, "file"),
+            storageUri=_read_as(w, WarmStart, "storageUri"),
+            sha256=_read_as(w, WarmStart, "sha256"),
+            endpoint=_read_as(w, WarmStart, "endpoint"),
+            region=_read_as(w, WarmStart, "region"),
+            secretName=secret,
         )
         if not _CONFIG_MAP_KEY.fullmatch(warm.key) or warm.key in (".", ".."):
             # a ConfigMap key names a file in the mount, nothing outside it
@@ -1388,8 +1449,7 @@ def _model(o: _Obj) -> ModelSpec:
                 f"must be a ConfigMap key ([-._a-zA-Z0-9]+), not a path (got {warm.key!r})",
             )
         w.done()
-        if warm.configMapName is None and warm.file is None:
-            raise SpecError(w.path, "needs configMapRef.name or file")
+        _check_warm_start(warm, w)
     o.done()
     return ModelSpec(
         task=task,
@@ -1414,6 +1474,20 @@ def _metric(o: _Obj, task: str) -> Any:
         raise SpecError(o.sub("metric"), f"a {task} model compares by {' or '.join(allowed)} "
                         f"(got {metric})")  # fmt: skip
     return metric
+
+
+def _check_warm_start(warm: WarmStart, w: _Obj) -> None:
+    """Exactly one source, and the storage fields only with the store they are for."""
+    given = [name for name, v in (("configMapRef.name", warm.configMapName),
+             ("file", warm.file), ("storageUri", warm.storageUri)) if v is not None]  # fmt: skip
+    if len(given) != 1:
+        got = f" (got {' and '.join(given)})" if given else ""
+        raise SpecError(w.path, f"needs exactly one of configMapRef.name, file or storageUri{got}")
+    scheme = (warm.storageUri or "").partition("://")[0]
+    for name, v in (("endpoint", warm.endpoint), ("region", warm.region),
+                    ("secretRef", warm.secretName)):  # fmt: skip
+        if v is not None and scheme not in ("s3", "gs"):
+            raise SpecError(w.sub(name), "only with a storageUri of s3:// or gs://")
 
 
 def _classes(
@@ -1901,7 +1975,7 @@ def revision(spec: Spec) -> str:
     material = {
         "image": spec.image,
         "model": spec.model.to_dict()
-        | {"warmStart": asdict(spec.model.warmStart) if spec.model.warmStart else None},
+        | {"warmStart": spec.model.warmStart.revision_material() if spec.model.warmStart else None},
         "learning": learning,
     }
     kafka = spec.source.kafka

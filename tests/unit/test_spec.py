@@ -26,6 +26,7 @@ from tideline.spec import (
     Spec,
     SpecError,
     UrlRef,
+    WarmStart,
     entries,
     entry,
     load_manifest,
@@ -187,6 +188,25 @@ BAD = [
      "spec.model.warmStart.key: must be a ConfigMap key"),
     ("a warm-start key that climbs out", "spec.model.warmStart", {"configMapRef": {"name": "b"}, "key": ".."},
      "spec.model.warmStart.key: must be a ConfigMap key"),
+    ("a warm start from two places", "spec.model.warmStart", {"file": "/b.tdl", "storageUri": "s3://models/b.tdl"},
+     "spec.model.warmStart: needs exactly one of configMapRef.name, file or storageUri (got file and storageUri)"),
+    ("a warm start from nowhere", "spec.model.warmStart", {"key": "b.tdl"},
+     "spec.model.warmStart: needs exactly one of configMapRef.name, file or storageUri"),
+    ("a storage URI of a scheme no store speaks", "spec.model.warmStart", {"storageUri": "ftp://h/b.tdl"},
+     "spec.model.warmStart.storageUri: must be s3://bucket/key, gs://bucket/key or an http(s):// URL"),
+    ("a bucket without a key", "spec.model.warmStart", {"storageUri": "s3://models"},
+     "spec.model.warmStart.storageUri: must be s3://bucket/key"),
+    ("a checksum that is no SHA-256", "spec.model.warmStart", {"storageUri": "gs://models/b.tdl", "sha256": "abc"},
+     "spec.model.warmStart.sha256: must be 64 lowercase hex digits (got 'abc')"),
+    ("an S3 endpoint that is no URL", "spec.model.warmStart", {"storageUri": "s3://models/b.tdl", "endpoint": "minio:9000"},
+     "spec.model.warmStart.endpoint: must be http(s)://host[:port]"),
+    ("store credentials for an https URL", "spec.model.warmStart",
+     {"storageUri": "https://models.example.com/b.tdl", "secretRef": {"name": "s3-keys"}},
+     "spec.model.warmStart.secretRef: only with a storageUri of s3:// or gs://"),
+    ("a region for a file", "spec.model.warmStart", {"file": "/b.tdl", "region": "eu-west-1"},
+     "spec.model.warmStart.region: only with a storageUri of s3:// or gs://"),
+    ("store credentials without the Secret's name", "spec.model.warmStart",
+     {"storageUri": "s3://models/b.tdl", "secretRef": {}}, "spec.model.warmStart.secretRef.name: required"),
     ("more buckets than any model should hold", "spec.model.features",
      [{"name": f"c{i}", "type": "categorical", "buckets": 1 << 20} for i in range(5)],
      "buckets add up to 5242880, over 4194304"),
@@ -555,3 +575,19 @@ def test_history_puts_a_backtest_before_the_first_traffic_and_changes_no_revisio
 def test_a_backtest_step_that_cannot_run_is_named(learning: dict, step: dict, error: str) -> None:
     with pytest.raises(SpecError, match=r"spec\.rollout\." + error if "steps" in error else error):
         parse(manifest(learning=learning, rollout={"steps": [step]}))
+
+
+def test_a_warm_start_s_store_and_checksum_make_a_revision_and_its_credentials_do_not() -> None:
+    def rev(warm: dict) -> str:
+        return parse(manifest(model={"features": [{"name": "x"}], "warmStart": warm})).revision
+
+    uri = {"storageUri": "s3://models/base.tdl"}
+    assert rev(uri) != rev({"storageUri": "s3://models/other.tdl"})
+    assert rev(uri) != rev({**uri, "sha256": "0" * 64})
+    assert rev(uri) == rev({**uri, "secretRef": {"name": "s3-keys"}})
+    # a file's warm start hashes as before storageUri was a field: no model rolls out
+    assert WarmStart(file="/b.tdl").revision_material() == {
+        "configMapName": None,
+        "key": "baseline.json",
+        "file": "/b.tdl",
+    }

@@ -74,6 +74,11 @@ PLACES: list[tuple[tuple[str, ...], type, str]] = [
     (("model", "warmStart", "configMapRef", "name"), WarmStart, "configMapName"),
     (("model", "warmStart", "key"), WarmStart, "key"),
     (("model", "warmStart", "file"), WarmStart, "file"),
+    *(
+        (("model", "warmStart", name), WarmStart, name)
+        for name in ("storageUri", "sha256", "endpoint", "region")
+    ),
+    (("model", "warmStart", "secretRef", "name"), WarmStart, "secretName"),
     (("redis", "url"), RedisSpec, "url"),
     (("redis", "secretRef", "name"), RedisSpec, "secretName"),
     (("redis", "secretRef", "key"), RedisSpec, "secretKey"),
@@ -185,6 +190,7 @@ VALUE_COMPANIONS = {
 RENAMED = {
     ("redis", "secretRef", "key"): ("redis", "secretKey"),
     ("model", "warmStart", "configMapRef", "name"): ("model", "warmStart", "configMapName"),
+    ("model", "warmStart", "secretRef", "name"): ("model", "warmStart", "secretName"),
     ("serving", "feedbackAuth", "secretRef", "key"): ("serving", "feedbackAuth", "key"),
     ("serving", "feedbackAuth", "secretRef", "name"): ("serving", "feedbackAuth", "name"),
     ("source", "kafka", "topics", "samples"): ("source", "kafka", "samples"),
