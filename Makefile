@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-dev
 # a notice of how it installs, not a problem of the configuration
 PIP := PYTHONWARNINGS="ignore:Editable installation" $(VENV)/bin/pip install -q
 
-.PHONY: demo test e2e e2e-bin kafka-bin compat-bin image lint bench clean cluster cluster-down
+.PHONY: demo test e2e e2e-bin kafka-bin compat-bin s3-bin image lint bench clean cluster cluster-down
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv"; exit 1; }
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml | $(PY)
 demo: $(DEMO)
 	$(VENV)/bin/tideline run examples/fraud.yaml --duration 90s --rate 2000/s --drift-at 20s --poison-at 35s --canary-at 60s --history 24h
 
-test: lint e2e-bin kafka-bin compat-bin image
+test: lint e2e-bin kafka-bin compat-bin s3-bin image
 	$(PY) -m pytest
 
 # The kserve SDK (its gRPC client is tested against the servers) in a virtualenv of its own
@@ -61,6 +61,12 @@ e2e-bin:
 # first time; run by the machine's Java.
 kafka-bin:
 	bash tests/kafka/build.sh >/dev/null
+
+# The S3 server the warm-start tests start (moto's, on loopback, credentials checked): a
+# virtualenv of its own in ~/.cache/tideline-e2e/moto-<version>, about 30 s the first time
+# (not in the dev extra: botocore pins python-dateutil<3, kubernetes 37 needs >=3).
+s3-bin:
+	PYTHON=$(PYTHON) bash tests/s3/build.sh >/dev/null
 
 # The suite's one-node cluster (a real kubelet, containerd, CNI, kube-proxy, CoreDNS) for
 # a person to try tideline by hand: runs until Ctrl-C, then removes everything it made.

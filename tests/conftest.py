@@ -1,5 +1,5 @@
 """Shared fixtures: one real redis-server for the whole session (a clean db per test), a
-Redis Cluster and a Kafka broker when a test asks for them."""
+Redis Cluster, a Kafka broker and an S3 server when a test asks for them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from tests.helpers import tls_certs
+from tests.s3 import MotoServer
 from tideline.demo.embedded import EmbeddedCluster, EmbeddedKafka, EmbeddedRedis
 
 
@@ -64,3 +65,10 @@ def kafka_broker(kafka_certs: dict[str, Path]) -> Iterator[EmbeddedKafka]:
     second listener (``bootstrap_tls``) takes TLS clients with a certificate from its CA."""
     with EmbeddedKafka(tls=(kafka_certs["broker.pem"], kafka_certs["ca.crt"])) as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoServer]:
+    """moto's S3 server on 127.0.0.1 (`make s3-bin`), with an IAM user's keys it checks."""
+    with MotoServer() as server:
+        yield server

@@ -5,8 +5,8 @@ one OnlineModel (FILE is the manifest a user applies). ``tideline operator`` run
 runs the loop locally on an embedded Redis with simulated traffic. ``tideline ctl ...`` is
 the kubectl plugin (``kubectl tideline``, :mod:`tideline.ctl`).
 A bad manifest or flag exits with status 2 and a message naming the field; a model that
-cannot be loaded (a team's own class: ``ImportFailed``, ``MissingMethod``, ``BadParams``)
-with status 4, the reason reported where the operator and ``kubectl describe`` show it
+cannot be loaded (a team's own class: ``ImportFailed``, ``MissingMethod``, ``BadParams``;
+a warm start that cannot be had: ``WarmStartFailed``) with status 4, the reason reported where the operator and ``kubectl describe`` show it
 (:mod:`tideline.pods.faults`).
 """
 
@@ -122,11 +122,12 @@ def cmd_learner(args: argparse.Namespace) -> int:
     liveness = Liveness()
     if args.port:  # /healthz: the age of the last good turn (the pod's liveness probe)
         metrics.serve(args.port, liveness.check)
+    keys, revision = Keys(model.namespace, model.name), args.revision or model.revision
     proc = faults.loaded(
         client,
-        Keys(model.namespace, model.name),
+        keys,
         "learner",
-        args.revision or model.revision,
+        revision,
         lambda: LearnerProcess(
             model,
             client,
@@ -137,7 +138,10 @@ def cmd_learner(args: argparse.Namespace) -> int:
         ),
     )
     stop = _stop_on_signals()
-    proc.start(stop)  # (may wait for the operator's word: TIDELINE_AWAIT_START)
+    # (may wait for the operator's word: TIDELINE_AWAIT_START). A warm start that cannot be
+    # had (spec.model.warmStart: an object not found or refused, a wrong sha256, bytes that
+    # are no snapshot) is a fault, WarmStartFailed, reported as a model that cannot load
+    faults.loaded(client, keys, "learner", revision, lambda: proc.start(stop))
     logging.getLogger("tideline").info(
         "learner %s/%s revision %s ready", model.namespace, model.name, proc.revision
     )

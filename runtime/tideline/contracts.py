@@ -563,7 +563,8 @@ class ModelFault(msgspec.Struct, frozen=True):
     :meth:`Keys.faults` (JSON), written by the component as it stops (or, for a version a
     running server cannot load, as it keeps serving what it holds), deleted when it loads
     the model again. ``reason``: ``ImportFailed``, ``MissingMethod`` or ``BadParams``
-    (:class:`tideline.algorithms.external.ModelLoadError`); ``message``: the error's last
+    (:class:`tideline.algorithms.external.ModelLoadError`), or ``WarmStartFailed`` (a
+    learner's warm start, :mod:`tideline.pods.storage`); ``message``: the error's last
     line; ``at``: when it was first reported (a crash loop reporting the same fault again
     keeps it).
 

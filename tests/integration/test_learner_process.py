@@ -24,6 +24,7 @@ from tideline.contracts import Pointers
 from tideline.demo.simulate import SyntheticStream
 from tideline.evaluate import prequential, scores
 from tideline.pods.learner import LearnerProcess
+from tideline.pods.storage import WarmStartFailed
 from tideline.predlog import entry_order
 from tideline.spec import SpecError, parse
 from tideline.store import ModelStore, Reference, learner_to_blob
@@ -338,8 +339,10 @@ def test_warm_start_from_an_incompatible_baseline_names_the_field(r, tmp_path: P
         SpecError, match="spec.model.warmStart: .* another task, algorithm or feature list"
     ):
         _proc(r, model=model)
+    # bytes that are no snapshot: the manifest is right, so a fault of the model, which the
+    # operator's ModelLoaded condition says (tideline.pods.storage)
     path.write_bytes(b"garbage")
-    with pytest.raises(SpecError, match="not a tideline snapshot"):
+    with pytest.raises(WarmStartFailed, match=f"{path}: is not a tideline snapshot"):
         _proc(r, model=model)
 
 

@@ -2,7 +2,8 @@
 
 A team's own learner (``algorithm: custom`` or ``river``) is imported in the model's pods,
 from their image. When it cannot be (:class:`tideline.algorithms.external.ModelLoadError`:
-``ImportFailed``, ``MissingMethod``, ``BadParams`` and the error's last line), the
+``ImportFailed``, ``MissingMethod``, ``BadParams`` and the error's last line) - or a
+learner's warm start cannot be had (``WarmStartFailed``, :mod:`tideline.pods.storage`) - the
 component that tried
 
 * reports it in the model's Redis (:class:`tideline.contracts.ModelFault` in

@@ -92,7 +92,7 @@ from tideline.contracts import (
 from tideline.features import FeatureError
 from tideline.memory import MemoryUse, Probe
 from tideline.monitoring.maturing import Maturing
-from tideline.pods import history
+from tideline.pods import history, storage
 from tideline.pods.catchup import CatchUp
 from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS, DEFAULTS_EVERY, DefaultLabels
 from tideline.pods.join import Joined, LogJoin, Mark
@@ -448,6 +448,11 @@ class LearnerProcess:
         ws = self.spec.model.warmStart
         if ws is None:
             return None, "", False
+        if ws.storageUri is not None:
+            # bytes from the network: trusted (a team's code may load them) only when the
+            # manifest pins them with their sha256; a built-in learner's arrays load either way
+            blob = storage.fetch(ws, MAX_SNAPSHOT_BYTES)
+            return blob, ws.storageUri, ws.sha256 is not None
         path = (
             Path(ws.file)
             if ws.file
@@ -464,6 +469,8 @@ class LearnerProcess:
             raise SpecError(
                 "spec.model.warmStart", f"{path} is over {MAX_SNAPSHOT_BYTES >> 20} MiB"
             )
+        if ws.sha256 is not None:
+            storage.check_sha256(blob, ws.sha256, str(path))
         return blob, str(path), True
 
     def _first_state(self, stop: threading.Event) -> None:
@@ -552,10 +559,14 @@ class LearnerProcess:
         if blob is not None:
             try:
                 base, header = learner_from_blob(blob, trusted=trusted)
+            except ForgedBlob:  # (a storageUri's bytes, not pinned, for a team's learner)
+                raise storage.WarmStartFailed(source, "a learner whose state is code loads a "
+                                              "snapshot from storage only when "
+                                              "spec.model.warmStart.sha256 pins it") from None  # fmt: skip
             except (codec.CodecError, KeyError, ValueError) as e:
-                raise SpecError(
-                    "spec.model.warmStart", f"{source} is not a tideline snapshot: {e}"
-                ) from None
+                # (the manifest is right, the bytes are not: a fault of the model, which the
+                # operator's ModelLoaded condition says, as for a storageUri's)
+                raise storage.WarmStartFailed(source, f"is not a tideline snapshot: {e}") from None
             check_warm_start(base, self.learner, source)
             self.learner.set_state(base.get_state())
             # what stable's version had learned, this one has (a baseline file: none of it)
