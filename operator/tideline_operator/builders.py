@@ -26,6 +26,9 @@ CONFIG_PATH = "/etc/tideline"
 HTTP_PORT = 8080
 GRPC_PORT = 8081  # the Open Inference Protocol over gRPC (KServe's runtimes' port)
 WARM_START_DIR = "/etc/tideline/warm-start"  # where the learner reads a configMapRef baseline
+# the keys of a warmStart.secretRef Secret, and the learner's env they become (KServe's
+# names; tideline.pods.storage reads them)
+WARM_START_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 METRICS_PORT = 9100
 
 
@@ -424,6 +427,13 @@ def build_learner(model: OnlineModel, settings: OperatorConfig, revision: str,
         container["volumeMounts"].append(
             {"name": "warm-start", "mountPath": WARM_START_DIR, "readOnly": True}
         )
+    if ws is not None and ws.secretName:
+        # an s3:// or gs:// storageUri's keys, as env from the Secret (KServe's key names):
+        # never in the spec, the Deployment or a log
+        container["env"] += [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": ws.secretName, "key": key}}}
+            for key in WARM_START_KEYS
+        ]
     return _deployment(f"{model.name}-learner-{revision}", model, "learner", revision, 1,
                        pod, {"type": "Recreate"})  # fmt: skip
 

@@ -295,6 +295,27 @@ def test_a_config_map_baseline_is_mounted_for_the_learner_and_only_its_key() -> 
     assert all(v["name"] != "warm-start" for v in _pod(build_server(m, SETTINGS, REV))["volumes"])
 
 
+@pytest.mark.parametrize(
+    ("warm", "env"),
+    [({"storageUri": "s3://models/fraud/v3.tdl", "secretRef": {"name": "s3-keys"}},
+      [{"name": key, "valueFrom": {"secretKeyRef": {"name": "s3-keys", "key": key}}}
+       for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]),
+     ({"storageUri": "gs://models/fraud/v3.tdl"}, []),
+     ({"storageUri": "https://models.example.com/fraud/v3.tdl"}, [])],
+    ids=["an S3 object's Secret becomes the learner's env from it, key by key",
+         "a public bucket's needs none", "an https URL's needs none"],
+)  # fmt: skip
+def test_a_storage_uri_s_keys_come_to_the_learner_alone_from_its_secret(warm, env) -> None:
+    m = parse(manifest(name="fraud", model={"features": [{"name": "amount"}], "warmStart": warm}))
+    learner = _pod(build_learner(m, SETTINGS, REV))
+    got = [e for e in learner["containers"][0]["env"] if e["name"].startswith("AWS_")]
+    assert got == env
+    assert all(v["name"] != "warm-start" for v in learner["volumes"])  # (no ConfigMap)
+    for other in (build_server(m, SETTINGS, REV), build_monitor(m, SETTINGS, REV)):
+        assert not any(e["name"].startswith("AWS_") for c in _pod(other)["containers"]
+                       for e in c.get("env", []))  # fmt: skip
+
+
 def test_feedback_auth_gives_the_servers_the_token_from_its_secret() -> None:
     m = parse(
         manifest(name="fraud", serving={"feedbackAuth": {"secretRef": {"name": "labels-auth"}}})
