@@ -902,8 +902,8 @@ def decide(
 def _load_faults(st: RolloutStatus, observed: Observed, actions: list[Action]) -> None:
     """``status.loadFaults``: what the pods of the stable revision and of the canary reported
     they cannot load (as last read, while the store cannot be). One Warning event per new
-    fault (its reason: ImportFailed, MissingMethod, BadParams), one Normal event when none
-    is left."""
+    fault (its reason: ImportFailed, MissingMethod, BadParams, WarmStartFailed), one Normal
+    event when none is left."""
     if observed.faults is None:
         return
     revisions = [st.stableRevision, st.canaryRevision]

@@ -936,7 +936,7 @@ NOTIFY_EVENTS = (
     "Deployed", "CanaryStarted", "BacktestPassed", "BacktestInconclusive", "Proven",
     "StoreReset", "StoreRecovered", "StoreFull", "StoreAccepting", "LearnerMemoryNearLimit",
     "LearnerMemoryOk", "ImportFailed", "MissingMethod", "BadParams", "ModelLoaded",
-    "ActionFailed",
+    "ActionFailed", "WarmStartFailed",
 )  # fmt: skip
 NOTIFY_DEFAULT = NOTIFY_EVENTS[:6]
 NOTIFY_FORMATS = ("json", "slack")

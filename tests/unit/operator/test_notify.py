@@ -118,6 +118,7 @@ def test_every_event_a_receiver_can_name_is_one_the_operator_posts() -> None:
             "operator/tideline_operator/rollout.py",
             "operator/tideline_operator/reconcile.py",
             "runtime/tideline/algorithms/external.py",
+            "runtime/tideline/pods/storage.py",
         )  # fmt: skip
     )
     for reason in NOTIFY_EVENTS:

@@ -1133,6 +1133,26 @@ def test_a_canary_whose_model_cannot_be_loaded_aborts_with_the_reason_and_the_er
     assert (loaded["status"], loaded["reason"]) == ("True", "Loaded")
 
 
+def test_a_canary_whose_learner_cannot_warm_start_is_aborted_with_the_uri_and_what_happened() -> (
+    None
+):
+    # (issue 36: spec.model.warmStart.storageUri; the learner reports it as a model fault)
+    status = {**_canary_status(step=1, weight=10), **_LOADED}
+    message = "s3://models/fraud/v3.tdl: https://s3.amazonaws.com says NoSuchKey: The specified key does not exist."
+    obs = Observed(revision="new", served=7, latest=7, store=_store(empty=()),
+                   faults=(_fault("new", reason="WarmStartFailed", message=message),))  # fmt: skip
+    d = decide(_spec(), status, obs, None, now=100.0)
+    said = f"learner of revision new: {message}"
+    assert d.status["aborted"]["reason"] == f"the model cannot be loaded (WarmStartFailed): {said}"
+    assert [a.reason for a in _actions(d, Event)] == ["WarmStartFailed", "RolloutAborted"]
+    [loaded] = [c for c in d.status["conditions"] if c["type"] == "ModelLoaded"]
+    assert (loaded["status"], loaded["reason"], loaded["message"]) == (
+        "False",
+        "WarmStartFailed",
+        said,
+    )
+
+
 def test_a_canary_that_cannot_load_is_not_promoted_by_annotation_either() -> None:
     status = {**_canary_status(step=1, weight=10), **_LOADED}
     obs = Observed(revision="new", annotations={PROMOTE: "true"}, served=7, latest=7,
