@@ -29,6 +29,10 @@ WARM_START_DIR = "/etc/tideline/warm-start"  # where the learner reads a configM
 # the keys of a warmStart.secretRef Secret, and the learner's env they become (KServe's
 # names; tideline.pods.storage reads them)
 WARM_START_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# where a warmStart.caBundle is mounted, and the env naming it (tideline.pods.storage): for
+# the store's server alone, so not SSL_CERT_FILE, which Redis's and Kafka's clients read too
+WARM_START_CA_DIR = "/etc/tideline/warm-start-ca"
+WARM_START_CA_ENV = "TIDELINE_WARM_START_CA"
 METRICS_PORT = 9100
 
 
@@ -434,6 +438,13 @@ def build_learner(model: OnlineModel, settings: OperatorConfig, revision: str,
             {"name": key, "valueFrom": {"secretKeyRef": {"name": ws.secretName, "key": key}}}
             for key in WARM_START_KEYS
         ]
+    if ws is not None and ws.caConfigMapName:
+        pod["spec"]["volumes"].append({"name": "warm-start-ca", "configMap": {
+            "name": ws.caConfigMapName, "items": [{"key": ws.caKey, "path": "ca.crt"}]}})  # fmt: skip
+        container["volumeMounts"].append(
+            {"name": "warm-start-ca", "mountPath": WARM_START_CA_DIR, "readOnly": True}
+        )
+        container["env"].append({"name": WARM_START_CA_ENV, "value": f"{WARM_START_CA_DIR}/ca.crt"})
     return _deployment(f"{model.name}-learner-{revision}", model, "learner", revision, 1,
                        pod, {"type": "Recreate"})  # fmt: skip
 

@@ -451,6 +451,17 @@ def _model_schema() -> dict[str, Any]:
                         "s3:// and gs://: the Secret holding the store's keys",
                         {"name": _leaf(WarmStart, "secretName")},
                     ),
+                    "caBundle": _obj(
+                        "A private CA's certificates the store's or URL's server is checked "
+                        "against",
+                        {
+                            "configMapRef": _obj(
+                                "ConfigMap holding the bundle",
+                                {"name": _leaf(WarmStart, "caConfigMapName")},
+                            ),
+                            "key": _leaf(WarmStart, "caKey"),
+                        },
+                    ),
                 },
             ),
         },

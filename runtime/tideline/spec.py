@@ -555,6 +555,10 @@ class WarmStart:
     secretName: str | None = _text(
         None, "s3:// and gs://: Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     )
+    # (caBundle.configMapRef.name, caBundle.key) a private CA's certificates, for the store's
+    # or the URL's server only (the learner's Redis and Kafka keep their own)
+    caConfigMapName: str | None = _text(None, "ConfigMap holding the CA bundle (PEM)")
+    caKey: str = _text("ca.crt", "Key of the CA bundle in the ConfigMap")
 
     @property
     def source(self) -> str:
@@ -567,7 +571,8 @@ class WarmStart:
         """What of it makes a revision: a field added later only when given (an upgrade
         rolls no model out), and never the Secret (credentials change nothing learned)."""
         d = asdict(self)
-        del d["secretName"]
+        for name in ("secretName", "caConfigMapName", "caKey"):
+            del d[name]
         for name in ("storageUri", "sha256", "endpoint", "region"):
             if d[name] is None:
                 del d[name]
@@ -1432,6 +1437,19 @@ def _model(o: _Obj) -> ModelSpec:
             if secret is None:
                 raise SpecError(sref.sub("name"), "required: the Secret's name")
             sref.done()
+        ca: dict[str, Any] = {}
+        if w.raw("caBundle") is not None:
+            cb = w.obj("caBundle")
+            cref = cb.obj("configMapRef")
+            ca["caConfigMapName"] = _read_as(cref, WarmStart, "caConfigMapName", "name")
+            cref.done()
+            if ca["caConfigMapName"] is None:
+                raise SpecError(cb.sub("configMapRef.name"), "required: the ConfigMap's name")
+            ca["caKey"] = _read_as(cb, WarmStart, "caKey", "key")
+            if not _CONFIG_MAP_KEY.fullmatch(ca["caKey"]) or ca["caKey"] in (".", ".."):
+                raise SpecError(cb.sub("key"), "must be a ConfigMap key ([-._a-zA-Z0-9]+), "
+                                f"not a path (got {ca['caKey']!r})")  # fmt: skip
+            cb.done()
         warm = WarmStart(
             configMapName=cm,
             key=_read_as(w, WarmStart, "key"),
@@ -1441,6 +1459,7 @@ def _model(o: _Obj) -> ModelSpec:
             endpoint=_read_as(w, WarmStart, "endpoint"),
             region=_read_as(w, WarmStart, "region"),
             secretName=secret,
+            **ca,
         )
         if not _CONFIG_MAP_KEY.fullmatch(warm.key) or warm.key in (".", ".."):
             # a ConfigMap key names a file in the mount, nothing outside it
@@ -1488,6 +1507,8 @@ def _check_warm_start(warm: WarmStart, w: _Obj) -> None:
                     ("secretRef", warm.secretName)):  # fmt: skip
         if v is not None and scheme not in ("s3", "gs"):
             raise SpecError(w.sub(name), "only with a storageUri of s3:// or gs://")
+    if warm.caConfigMapName is not None and warm.storageUri is None:
+        raise SpecError(w.sub("caBundle"), "only with a storageUri")
 
 
 def _classes(

@@ -189,17 +189,22 @@ def https_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     server.server_close()
 
 
-def test_a_learner_warm_starts_from_an_https_url_with_the_ca_in_ssl_cert_file(
-    r, https_files, baseline, monkeypatch
+@pytest.mark.parametrize(
+    "variable", [storage.WARM_START_CA_ENV, storage.CA_BUNDLE_ENV],
+    ids=["the CA the operator mounts from caBundle", "the CA in SSL_CERT_FILE"],
+)  # fmt: skip
+def test_a_learner_warm_starts_from_an_https_url_whose_server_a_private_ca_signed(
+    r, https_files, baseline, monkeypatch, variable
 ) -> None:
     url, served, ca = https_files
     (served / "baseline.tdl").write_bytes(baseline[1])
     warm = {"storageUri": f"{url}/baseline.tdl",
             "sha256": hashlib.sha256(baseline[1]).hexdigest()}  # fmt: skip
     # without the CA, the server's certificate is refused
-    monkeypatch.delenv(storage.CA_BUNDLE_ENV, raising=False)
+    for name in (storage.WARM_START_CA_ENV, storage.CA_BUNDLE_ENV):
+        monkeypatch.delenv(name, raising=False)
     _fails(r, warm, "cannot be read", "CERTIFICATE_VERIFY_FAILED")
-    monkeypatch.setenv(storage.CA_BUNDLE_ENV, str(ca))
+    monkeypatch.setenv(variable, str(ca))
     p = _start(r, warm)
     _first_version_is_the_baseline(p, baseline, f"{url}/baseline.tdl")
     # a URL with nothing there

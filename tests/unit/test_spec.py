@@ -205,6 +205,14 @@ BAD = [
      "spec.model.warmStart.secretRef: only with a storageUri of s3:// or gs://"),
     ("a region for a file", "spec.model.warmStart", {"file": "/b.tdl", "region": "eu-west-1"},
      "spec.model.warmStart.region: only with a storageUri of s3:// or gs://"),
+    ("a CA bundle for a file", "spec.model.warmStart", {"file": "/b.tdl", "caBundle": {"configMapRef": {"name": "corp-ca"}}},
+     "spec.model.warmStart.caBundle: only with a storageUri"),
+    ("a CA bundle without its ConfigMap's name", "spec.model.warmStart",
+     {"storageUri": "https://models.example.com/b.tdl", "caBundle": {"key": "ca.pem"}},
+     "spec.model.warmStart.caBundle.configMapRef.name: required"),
+    ("a CA bundle key that is a path", "spec.model.warmStart",
+     {"storageUri": "https://models.example.com/b.tdl", "caBundle": {"configMapRef": {"name": "c"}, "key": "../ca"}},
+     "spec.model.warmStart.caBundle.key: must be a ConfigMap key"),
     ("store credentials without the Secret's name", "spec.model.warmStart",
      {"storageUri": "s3://models/b.tdl", "secretRef": {}}, "spec.model.warmStart.secretRef.name: required"),
     ("more buckets than any model should hold", "spec.model.features",
@@ -585,6 +593,7 @@ def test_a_warm_start_s_store_and_checksum_make_a_revision_and_its_credentials_d
     assert rev(uri) != rev({"storageUri": "s3://models/other.tdl"})
     assert rev(uri) != rev({**uri, "sha256": "0" * 64})
     assert rev(uri) == rev({**uri, "secretRef": {"name": "s3-keys"}})
+    assert rev(uri) == rev({**uri, "caBundle": {"configMapRef": {"name": "corp-ca"}}})
     # a file's warm start hashes as before storageUri was a field: no model rolls out
     assert WarmStart(file="/b.tdl").revision_material() == {
         "configMapName": None,

@@ -14,8 +14,9 @@ As KServe's and Seldon's ``storageUri`` (issue 36):
 The S3 client is MinIO's Python SDK (small, S3 and GCS's interoperable API alike), on the
 urllib3 pool this module makes: every request has a connect and a read timeout, and a
 connection refused or reset, or a 429 or 5xx answer, is tried again (:data:`RETRIES`
-times, backing off). A server's certificate is checked against ``$SSL_CERT_FILE`` when
-it is set (a private CA's bundle, as Python's ``ssl`` and MinIO read it), else certifi's.
+times, backing off). A server's certificate is checked against the bundle
+``$TIDELINE_WARM_START_CA`` names (``spec.model.warmStart.caBundle``, mounted by the
+operator), else ``$SSL_CERT_FILE`` (as Python's ``ssl`` and MinIO read it), else certifi's.
 The body is streamed and refused past ``limit`` bytes, before it is all read when the
 server says its length; ``sha256``, when the spec gives it, is checked before anything
 decodes the bytes. Whatever fails is a :class:`WarmStartFailed` naming the URI and what
@@ -52,6 +53,9 @@ from tideline.spec import WarmStart
 
 ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
 SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"  # (KServe's keys of its S3 Secret)
+# a private CA's bundle for the store's or URL's server alone: the file the operator
+# mounts from spec.model.warmStart.caBundle; else SSL_CERT_FILE (Python's and MinIO's)
+WARM_START_CA_ENV = "TIDELINE_WARM_START_CA"
 CA_BUNDLE_ENV = "SSL_CERT_FILE"
 S3_ENDPOINT = "https://s3.amazonaws.com"  # (MinIO's SDK picks the region's host from it)
 GCS_ENDPOINT = "https://storage.googleapis.com"
@@ -89,7 +93,7 @@ def pool(env: Mapping[str, str] = os.environ) -> urllib3.PoolManager:
         timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
         retries=retries,
         cert_reqs="CERT_REQUIRED",
-        ca_certs=env.get(CA_BUNDLE_ENV) or certifi.where(),
+        ca_certs=env.get(WARM_START_CA_ENV) or env.get(CA_BUNDLE_ENV) or certifi.where(),
     )
 
 

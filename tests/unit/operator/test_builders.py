@@ -316,6 +316,23 @@ def test_a_storage_uri_s_keys_come_to_the_learner_alone_from_its_secret(warm, en
                        for e in c.get("env", []))  # fmt: skip
 
 
+def test_a_ca_bundle_is_mounted_for_the_learner_and_named_for_the_warm_start_alone() -> None:
+    warm = {"storageUri": "https://models.example.com/fraud/v3.tdl",
+            "caBundle": {"configMapRef": {"name": "corp-ca"}, "key": "root.pem"}}  # fmt: skip
+    m = parse(manifest(name="fraud", model={"features": [{"name": "amount"}], "warmStart": warm}))
+    pod = _pod(build_learner(m, SETTINGS, REV))
+    vol = next(v for v in pod["volumes"] if v["name"] == "warm-start-ca")
+    assert vol["configMap"] == {"name": "corp-ca", "items": [{"key": "root.pem", "path": "ca.crt"}]}
+    container = pod["containers"][0]
+    mount = next(v for v in container["volumeMounts"] if v["name"] == "warm-start-ca")
+    assert mount == {"name": "warm-start-ca", "mountPath": "/etc/tideline/warm-start-ca",
+                     "readOnly": True}  # fmt: skip
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # (not SSL_CERT_FILE: the learner's Redis and Kafka clients keep their own trust)
+    assert env["TIDELINE_WARM_START_CA"] == "/etc/tideline/warm-start-ca/ca.crt"
+    assert "SSL_CERT_FILE" not in env
+
+
 def test_feedback_auth_gives_the_servers_the_token_from_its_secret() -> None:
     m = parse(
         manifest(name="fraud", serving={"feedbackAuth": {"secretRef": {"name": "labels-auth"}}})

@@ -79,6 +79,8 @@ PLACES: list[tuple[tuple[str, ...], type, str]] = [
         for name in ("storageUri", "sha256", "endpoint", "region")
     ),
     (("model", "warmStart", "secretRef", "name"), WarmStart, "secretName"),
+    (("model", "warmStart", "caBundle", "configMapRef", "name"), WarmStart, "caConfigMapName"),
+    (("model", "warmStart", "caBundle", "key"), WarmStart, "caKey"),
     (("redis", "url"), RedisSpec, "url"),
     (("redis", "secretRef", "name"), RedisSpec, "secretName"),
     (("redis", "secretRef", "key"), RedisSpec, "secretKey"),
@@ -191,6 +193,12 @@ RENAMED = {
     ("redis", "secretRef", "key"): ("redis", "secretKey"),
     ("model", "warmStart", "configMapRef", "name"): ("model", "warmStart", "configMapName"),
     ("model", "warmStart", "secretRef", "name"): ("model", "warmStart", "secretName"),
+    ("model", "warmStart", "caBundle", "configMapRef", "name"): (
+        "model",
+        "warmStart",
+        "caConfigMapName",
+    ),
+    ("model", "warmStart", "caBundle", "key"): ("model", "warmStart", "caKey"),
     ("serving", "feedbackAuth", "secretRef", "key"): ("serving", "feedbackAuth", "key"),
     ("serving", "feedbackAuth", "secretRef", "name"): ("serving", "feedbackAuth", "name"),
     ("source", "kafka", "topics", "samples"): ("source", "kafka", "samples"),
@@ -233,6 +241,11 @@ def _doc(path: tuple[str, ...], value: Any) -> dict[str, Any]:
     node.update(VALUE_COMPANIONS.get((path, value), {}))
     if path == ("model", "algorithm") and value in EXTERNAL_REF:  # what to load goes with it
         spec["model"][value] = {EXTERNAL_REF[value]: "teams.model:Model"}
+    warm = spec.get("model", {}).get("warmStart", {})
+    if "caBundle" in warm:  # a CA bundle goes with a storageUri (and names its ConfigMap)
+        warm.pop("file", None)
+        warm["storageUri"] = "https://models.example.com/baseline.tdl"
+        warm["caBundle"].setdefault("configMapRef", {"name": "corp-ca"})
     kafka = spec.get("source", {}).get("kafka", {})
     if "sasl" in kafka:
         kafka.update(SASL)
