@@ -18,7 +18,13 @@ from typing import Any
 import yaml
 
 import tideline
-from tideline.contracts import AWAIT_START_ENV, IMAGE_GID, IMAGE_UID
+from tideline.contracts import (
+    AWAIT_START_ENV,
+    IMAGE_GID,
+    IMAGE_UID,
+    WARM_START_CA_ENV,
+    WARM_START_KEYS,
+)
 from tideline.signing import KEY_ENV as SIGNING_KEY_ENV
 from tideline.spec import KAFKA_PASSWORD_ENV, KAFKA_TLS_ENV, OnlineModel
 
@@ -26,13 +32,7 @@ CONFIG_PATH = "/etc/tideline"
 HTTP_PORT = 8080
 GRPC_PORT = 8081  # the Open Inference Protocol over gRPC (KServe's runtimes' port)
 WARM_START_DIR = "/etc/tideline/warm-start"  # where the learner reads a configMapRef baseline
-# the keys of a warmStart.secretRef Secret, and the learner's env they become (KServe's
-# names; tideline.pods.storage reads them)
-WARM_START_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-# where a warmStart.caBundle is mounted, and the env naming it (tideline.pods.storage): for
-# the store's server alone, so not SSL_CERT_FILE, which Redis's and Kafka's clients read too
-WARM_START_CA_DIR = "/etc/tideline/warm-start-ca"
-WARM_START_CA_ENV = "TIDELINE_WARM_START_CA"
+WARM_START_CA_DIR = "/etc/tideline/warm-start-ca"  # where a warmStart.caBundle is mounted
 METRICS_PORT = 9100
 
 

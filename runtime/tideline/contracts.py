@@ -446,6 +446,13 @@ class Routing:
 # it; a learner run by hand starts at once, as before).
 AWAIT_START_ENV = "TIDELINE_AWAIT_START"
 
+# A warm start from object storage (spec.model.warmStart.storageUri, tideline.pods.storage):
+# the keys of its secretRef Secret, each the learner's env of that name (KServe's names), and
+# the env naming the caBundle file the operator mounts - for the warm start's server alone,
+# not SSL_CERT_FILE, which the learner's Redis and Kafka clients read too.
+WARM_START_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+WARM_START_CA_ENV = "TIDELINE_WARM_START_CA"
+
 # The user and group the runtime image runs as (the Dockerfile's `USER 65532:65532`). The
 # operator's model pods and the chart's operator pod (values podSecurityContext) run as
 # them, so a pod's processes are the image's user: they read what the image holds and own

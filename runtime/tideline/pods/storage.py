@@ -49,14 +49,11 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 
 from tideline.algorithms.external import ModelLoadError
+from tideline.contracts import WARM_START_CA_ENV, WARM_START_KEYS
 from tideline.spec import WarmStart
 
-ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
-SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"  # (KServe's keys of its S3 Secret)
-# a private CA's bundle for the store's or URL's server alone: the file the operator
-# mounts from spec.model.warmStart.caBundle; else SSL_CERT_FILE (Python's and MinIO's)
-WARM_START_CA_ENV = "TIDELINE_WARM_START_CA"
-CA_BUNDLE_ENV = "SSL_CERT_FILE"
+ACCESS_KEY_ENV, SECRET_KEY_ENV = WARM_START_KEYS  # (KServe's keys of its S3 Secret)
+CA_BUNDLE_ENV = "SSL_CERT_FILE"  # (after WARM_START_CA_ENV; Python's and MinIO's)
 S3_ENDPOINT = "https://s3.amazonaws.com"  # (MinIO's SDK picks the region's host from it)
 GCS_ENDPOINT = "https://storage.googleapis.com"
 GCS_REGION = "auto"  # (GCS's interoperable API signs with any; "auto" spares a location lookup)
