@@ -107,6 +107,16 @@ def test_a_stationary_stream_is_left_alone(example: str) -> None:
     out = io.StringIO()
     summary = run_local(manifest, duration=40, rate=2000, out=out, report=None)
     print(out.getvalue()[-2000:])
+    # every task's quality where the run shows it: the live view, the summary
+    timeline = summary["rmse_timeline" if example == "demand-forest" else "accuracy_timeline"]
+    served = [q for q in timeline if q is not None]
+    assert len(served) >= 30 and all(q >= 0 for q in served), timeline
+    if example == "demand-forest":
+        assert summary["quality"] == "rmse" and summary["served_accuracy_mean"] is None
+        assert summary["served_rmse_mean"] > 0 and " rmse stable " in out.getvalue()
+        assert "served RMSE" in out.getvalue()
+        # (a learning model: its error falls from its cold start)
+        assert np.mean(served[-10:]) < np.mean(served[:3]), served
     assert summary["rollbacks"] == 0
     assert summary["concept_drift_events"] == 0
     assert summary["drift_events"] <= 2

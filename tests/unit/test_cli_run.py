@@ -239,3 +239,21 @@ def test_a_run_stopped_before_anything_was_served_still_gets_a_report_saying_so(
                "events": []}  # fmt: skip
     page = write_report(tmp_path / "report.html", local.History(), [], summary).read_text()
     assert "Interrupted after 0.4s of 30s" in page and page.count("<img") == 2
+
+
+def test_a_regression_run_s_report_plots_its_rmse_not_an_empty_accuracy(tmp_path: Path) -> None:
+    from tideline.demo.report import write_report
+
+    history = local.History(metric="rmse")
+    for t, (stable, served) in enumerate([(2.0, 1.9), (0.7, 0.6), (0.6, 0.58)]):
+        history.t.append(float(t))
+        history.acc["stable"].append(stable)
+        history.acc["canary"].append(float("nan"))
+        history.served.append(served)
+        for p in (history.p50, history.p95, history.p99):
+            p.append(1.0)
+    summary = {"model": "default/demand", "seconds": 3.0, "duration": 3.0, "events": [],
+               "quality": "rmse", "rmse_timeline": [1.9, 0.6, 0.58], "served_rmse_mean": 1.03}  # fmt: skip
+    page = write_report(tmp_path / "report.html", history, [], summary).read_text()
+    assert "Online RMSE per track" in page and "accuracy" not in page.lower()
+    assert "served_rmse_mean" in page and "rmse_timeline" not in page

@@ -26,9 +26,10 @@ judges versions on it, sees the learner's new versions lose against the
 proven ``lastGood`` on the same samples, and the operator rolls back.
 
 ``accuracy_timeline`` is what clients got: the accuracy of the predictions
-answered in each second, against their true labels (binary models).
+answered in each second, against their true labels (binary and multiclass
+models); a regression's is ``rmse_timeline``, their RMSE (``quality`` says which).
 
-A line per second (a live table on a terminal) shows versions, accuracy
+A line per second (a live table on a terminal) shows versions, accuracy (RMSE)
 per track, drift, the canary and latency; rollbacks and promotions are
 printed as they happen. A process that exits is started again after a
 back-off, as Kubernetes restarts a pod's container (``BackOff`` events;
@@ -42,6 +43,7 @@ import contextlib
 import copy
 import heapq
 import http.client
+import math
 import secrets
 import shutil
 import sys
@@ -88,6 +90,8 @@ class History:
     """One sample a second, for the live view, the report and the summary."""
 
     t: list[float] = field(default_factory=list)
+    # the quality drawn: a classifier's accuracy, a regression's RMSE (rmse)
+    metric: str = "accuracy"
     acc: dict[str, list[float]] = field(default_factory=lambda: {"stable": [], "canary": []})
     served: list[float] = field(default_factory=list)  # what clients got, second by second
     p50: list[float] = field(default_factory=list)
@@ -109,7 +113,9 @@ class Simulator:
         self.classes = model.spec.model.classes  # (multiclass: labels go out as class names)
         self.poison = poison  # (from, until) in seconds of the run
         self.poisoned = 0  # flipped labels sent
-        self.hits: dict[int, list[int]] = {}  # second -> [right, answered]
+        self.regression = model.spec.model.task == "regression"
+        # second -> [right answers (regression: the squared errors' sum), answered]
+        self.hits: dict[int, list[float]] = {}
         drift_sample = int(drift_at * rate) if drift_at is not None else None
         self.stream = SyntheticStream(
             features, model.spec.model.task, seed=seed, drift_at=drift_sample,
@@ -177,9 +183,10 @@ class Simulator:
                 continue
             self.predictions += len(rows)
             labels = self._labels(y)
-            if isinstance(out.get("predictions"), list) and (self.binary or self.classes):
-                tally = self.hits.setdefault(int(elapsed), [0, 0])
-                tally[0] += self._right(out["predictions"], y, labels)
+            if isinstance(out.get("predictions"), list):
+                tally = self.hits.setdefault(int(elapsed), [0.0, 0])
+                tally[0] += (self._squared(out["predictions"], y) if self.regression
+                             else self._right(out["predictions"], y, labels))  # fmt: skip
                 tally[1] += len(rows)
             if self.poison is not None and self.poison[0] <= elapsed < self.poison[1]:
                 bad, flipped = self._poisoned(rows, y, labels)
@@ -230,6 +237,14 @@ class Simulator:
             return sum(p == want for p, want in zip(predictions, labels, strict=False))
         return int(np.sum((np.asarray(predictions, dtype=float) >= 0.5) == (y >= 0.5)))
 
+    @staticmethod
+    def _squared(predictions: list[Any], y: np.ndarray) -> float:
+        """The answers' squared errors, summed (regression)."""
+        try:
+            return float(np.sum((np.asarray(predictions, dtype=float) - y) ** 2))
+        except (TypeError, ValueError):
+            return float("nan")
+
     def _poisoned(self, rows: list[Any], y: np.ndarray, labels: list[Any]) -> tuple[list[Any], list[Any]]:  # fmt: skip
         """What a label producer gone wrong sends through ``:learn``: every row, its label
         flipped; clicks only, a click on every row not clicked (a producer of clicks sends
@@ -254,11 +269,23 @@ class Simulator:
         if len(kept) < 3:
             kept.append(answer)
 
+    def second(self, i: int) -> float | None:
+        """The quality of the predictions answered in second ``i``: accuracy, or RMSE for
+        regression (None: none answered)."""
+        total, n = self.hits.get(i, (0.0, 0))
+        if not n:
+            return None
+        return math.sqrt(total / n) if self.regression else total / n
+
+    def timeline(self) -> list[float | None]:
+        """:meth:`second` of each second of the run."""
+        seconds = range(max(self.hits, default=-1) + 1)
+        return [None if (q := self.second(i)) is None else round(q, 4) for i in seconds]
+
     def accuracy_timeline(self) -> list[float | None]:
-        """Accuracy of the predictions answered in each second (None: none answered)."""
-        last = max(self.hits, default=-1)
-        return [round(self.hits[i][0] / self.hits[i][1], 4) if self.hits.get(i, [0, 0])[1] else None
-                for i in range(last + 1)]  # fmt: skip
+        """Accuracy of the predictions answered in each second (None: none answered; a
+        regression's: none, its RMSE is :meth:`timeline`)."""
+        return [] if self.regression else self.timeline()
 
     def take_latencies(self) -> list[float]:
         out, self.latencies = self.latencies, []
@@ -485,8 +512,9 @@ def _run(
         drift_log = [orjson.loads(f[b"data"]) for _, f in client.xrange(keys.driftlog)]
         detected = [d for d in drift_log if d.get("state", "detected") == "detected"]
         concept = sum(d.get("kind") == "concept" for d in detected)
-        timeline = sim.accuracy_timeline()
+        timeline = sim.timeline()
         answered = [a for a in timeline if a is not None]
+        mean = round(float(np.mean(answered)), 4) if answered else None
         rollbacks = [e for e in events if e.reason == "RolledBack"]
         summary = {
             "model": f"{model.namespace}/{model.name}",
@@ -520,8 +548,11 @@ def _run(
                 {"t": round(e.t, 1), "type": e.kind, "reason": e.reason, "message": e.message}
                 for e in events
             ],  # fmt: skip
-            "accuracy_timeline": timeline,
-            "served_accuracy_mean": round(float(np.mean(answered)), 4) if answered else None,
+            # what clients got, each second: accuracy, or a regression's RMSE
+            "quality": "rmse" if sim.regression else "accuracy",
+            "accuracy_timeline": [] if sim.regression else timeline,
+            "served_accuracy_mean": None if sim.regression else mean,
+            **({"rmse_timeline": timeline, "served_rmse_mean": mean} if sim.regression else {}),
             "workdir": str(workdir),  # (the processes' manifests and logs: removed unless kept)
             "workdir_kept": keep,
         }
@@ -603,13 +634,15 @@ def _sample(history: History, health: dict[str, Any], status: dict[str, Any], si
     tracks = health.get("tracks") or {}
     history.t.append(t)
     canary = bool(status.get("canaryRevision")) and not status.get("aborted")
+    key = "rmse" if sim.regression else "accuracy"
+    history.metric = key
     for track in ("stable", "canary"):
-        acc = (tracks.get(track) or {}).get("accuracy")
+        acc = (tracks.get(track) or {}).get(key)
         if track == "canary" and not canary:
             acc = None  # a track is drawn only while it exists
         history.acc[track].append(float(acc) if acc is not None else float("nan"))
-    served = sim.hits.get(int(t) - 1)
-    history.served.append(served[0] / served[1] if served and served[1] else float("nan"))
+    served = sim.second(int(t) - 1)
+    history.served.append(served if served is not None else float("nan"))
     lat = sim.take_latencies()
     history.p50.append(_pct(lat, 50))
     history.p95.append(_pct(lat, 95))
@@ -687,7 +720,8 @@ class _LiveView:
         )
         traffic = f"{rps} predictions/s, p95 {history.p95[-1]:.1f} ms"
         if self._live is None:
-            self.print(f"{t:6.1f}s  {status.get('phase', '-'):<11} {versions}  acc {accuracy}  "
+            short = "acc" if history.metric == "accuracy" else history.metric
+            self.print(f"{t:6.1f}s  {status.get('phase', '-'):<11} {versions}  {short} {accuracy}  "
                        f"canary {canary}  drift {drift}  {traffic}")  # fmt: skip
             return
         from rich.console import Group
@@ -696,7 +730,8 @@ class _LiveView:
 
         table = Table(title=f"tideline run - {t:.0f}s of {self.duration:.0f}s", show_header=False)
         for key, value in (("phase", str(status.get("phase", "-"))), ("versions", versions),
-                           ("online accuracy", accuracy), ("canary", canary), ("drift", drift),
+                           (f"online {_metric_name(history.metric)}", accuracy), ("canary", canary),
+                           ("drift", drift),
                            ("traffic", traffic)):  # fmt: skip
             table.add_row(key, value)
         self._live.update(Group(table, ProgressBar(total=self.duration, completed=t),
@@ -716,8 +751,8 @@ class _LiveView:
             f"learned, {s['versions_published']} versions published; {s['concept_drift_events']} "
             f"concept-drift events, {s['rollbacks']} rollbacks {s['rollbacks_by_reason'] or ''}, "
             f"{s['promotions']} promotions, {s['aborts']} aborted canaries; "
-            f"{_restarts(s['restarts'])}; served accuracy "
-            f"{s['served_accuracy_mean']} on average; phase {s['phase']}.",
+            f"{_restarts(s['restarts'])}; served {_metric_name(s['quality'])} "
+            f"{s.get('served_' + s['quality'] + '_mean')} on average; phase {s['phase']}.",
             file=self.out,
         )
         if s.get("report"):
@@ -725,3 +760,8 @@ class _LiveView:
         if s["workdir_kept"]:
             print(f"kept: {s['workdir']} (the processes' manifests and logs)", file=self.out)
         print(orjson.dumps(s).decode(), file=self.out, flush=True)
+
+
+def _metric_name(metric: str) -> str:
+    """How a quality is written for a person: accuracy, RMSE."""
+    return "RMSE" if metric == "rmse" else metric

@@ -1,6 +1,6 @@
 """The report of a ``tideline run``: one self-contained HTML page with plots.
 
-Accuracy over time per track (with the drift, rollback and promotion
+Accuracy (regression: RMSE) over time per track (with the drift, rollback and promotion
 moments marked) and request latency percentiles, as PNGs inlined in the
 page, plus the summary and the event log.
 """
@@ -56,12 +56,15 @@ def _plot(t: list[float], lines: list[tuple[str, list[float], str | None]], even
 
 
 def write_report(path: Path, history: Any, events: list[Any], summary: dict[str, Any]) -> Path:
+    # a classifier's accuracy, a regression's RMSE (lower is better: the legend goes up top)
+    name = "RMSE" if history.metric == "rmse" else history.metric
     accuracy = _plot(
         history.t,
-        [(f"{track} accuracy (monitor, rolling)", history.acc[track], color)
+        [(f"{track} {name} (monitor, rolling)", history.acc[track], color)
          for track, color in (("stable", "tab:blue"), ("canary", "tab:purple"))]
-        + [("served accuracy (each second, true labels)", history.served, "tab:gray")],
-        events, "online accuracy (delayed labels)", "lower left", 3.6,
+        + [(f"served {name} (each second, true labels)", history.served, "tab:gray")],
+        events, f"online {name} (delayed labels)",
+        "upper left" if history.metric == "rmse" else "lower left", 3.6,
     )  # fmt: skip
     latency = _plot(
         history.t,
@@ -70,7 +73,8 @@ def write_report(path: Path, history: Any, events: list[Any], summary: dict[str,
     )  # fmt: skip
 
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in summary.items() if k not in ("events", "accuracy_timeline"))  # fmt: skip
+                   for k, v in summary.items()
+                   if k not in ("events", "accuracy_timeline", "rmse_timeline"))  # fmt: skip
     log = "".join(f"<li>{e['t']:.1f}s {html.escape(e['reason'])}: {html.escape(e['message'])}</li>"
                   for e in summary.get("events", []))  # fmt: skip
     partial = (
@@ -83,7 +87,7 @@ def write_report(path: Path, history: Any, events: list[Any], summary: dict[str,
 <title>tideline run: {html.escape(summary["model"])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td{{padding:2px 12px}}</style>
 </head><body><h1>tideline run: {html.escape(summary["model"])}</h1>{partial}
-<h2>Online accuracy per track</h2><img alt="accuracy" src="data:image/png;base64,{accuracy}">
+<h2>Online {name} per track</h2><img alt="{name}" src="data:image/png;base64,{accuracy}">
 <h2>Latency</h2><img alt="latency" src="data:image/png;base64,{latency}">
 <h2>Summary</h2><table>{rows}</table><h2>Events</h2><ol>{log}</ol></body></html>
 """
