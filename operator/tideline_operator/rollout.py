@@ -1219,7 +1219,9 @@ def _promote(
     st.pauseStartedAt, st.analysisFailures, st.promotedAt = None, 0, now
     # the old revision's: the next turn reads the new one's pointers
     st.servedVersion = st.lastGoodVersion = st.latestVersion = None
-    st.pinned = st.lastConceptAt = st.liftOverBaseline = None
+    # (lastConceptAt stays: the episode reacted to is the stream's, not the old revision's;
+    # forgotten, it was announced again at each promotion)
+    st.pinned = st.liftOverBaseline = None
     # the promoted learner keeps its arguments: no restart at promotion
     st.stableWarmStart, st.canaryWarmStart = st.canaryWarmStart, None
     if announce:  # (the old revision's children go with the status)

@@ -713,7 +713,11 @@ class _LiveView:
                   f"step {status.get('currentStep')}" if status.get("canaryRevision")
                   and not status.get("aborted") else "none")  # fmt: skip
         fmt = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731  (nan -> dash)
-        versions = (f"served v{status.get('servedVersion', '-')} latest v{status.get('latestVersion', '-')} "
+        # (the revision with its versions: a promotion's "served v3" after "served v29" is
+        # another revision's third, not a step back; a rollback's pin is said)
+        versions = (f"{(status.get('stableRevision') or '-')[:6]} "
+                    f"served v{status.get('servedVersion', '-')}{' pinned' if status.get('pinned') else ''} "
+                    f"latest v{status.get('latestVersion', '-')} "
                     f"lastGood v{status.get('lastGoodVersion', '-')}")  # fmt: skip
         accuracy = (
             f"stable {fmt(history.acc['stable'][-1])} canary {fmt(history.acc['canary'][-1])}"

@@ -1385,3 +1385,15 @@ def test_a_pause_for_concept_drift_holds_until_the_annotation_says_otherwise() -
                                                    annotations={PAUSE_LEARNING: "false"}),
                    _health(950.0, concept=_concept(949.0)), now=950.0)  # fmt: skip
     assert again.status["learningPaused"] and again.status["learningPausedBy"] == "conceptDrift"
+
+
+def test_a_promotion_does_not_announce_the_concept_drift_episode_reacted_to_again() -> None:
+    spec = _spec()
+    health = _health(100.0, concept=_concept(), lastGood=(6, comparison(0.0, half=0.02)))
+    st = _canary_status(step=len(STEPS) - 1, weight=50, lastConceptAt=99.0)
+    d = decide(spec, st, Observed(revision="new", annotations={PROMOTE: "true"}), health,
+               now=100.0)  # fmt: skip
+    assert [a.reason for a in _actions(d, Event)] == ["Promoted"]
+    after = decide(spec, d.status, Observed(revision="new"), _health(101.0, concept=_concept()),
+                   now=101.0)  # fmt: skip
+    assert "ConceptDrift" not in [a.reason for a in _actions(after, Event)]
