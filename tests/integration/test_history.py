@@ -23,10 +23,10 @@ HOURS = 2.0
 N = 8000
 
 
-def _history(r, keys: Keys, n: int = N, seed: int = 3) -> list[str]:
+def _history(r, keys: Keys, n: int = N, seed: int = 3, odd_rows: bool = False) -> list[str]:
     """``n`` joined rows over the last two hours, 8 a record, each served by the stable track
     of a model that learned the 2,000 rows of the stream before them and learns on: their
-    marks."""
+    marks. ``odd_rows``: every third record's rows carry a field the model does not have."""
     stream = SyntheticStream(FRAUD_FEATURES, "binary", seed=seed)
     stable = make_learner({"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES})
     learned, y0 = stream.take(2000)
@@ -42,7 +42,10 @@ def _history(r, keys: Keys, n: int = N, seed: int = 3) -> list[str]:
         at = start + k * HOURS * 3600 / n
         keys_k = [f"srv {int(at * 1000)}-0 0 {i}" for i in range(min(8, n - k))]
         marks += keys_k
-        rec = history.Record(ts=at, rows=rows[k : k + 8], labels=y[k : k + 8].tolist(),
+        part = rows[k : k + 8]
+        if odd_rows and k % 24 == 0:
+            part = [{**row, "note": "logged by an older client"} for row in part]
+        rec = history.Record(ts=at, rows=part, labels=y[k : k + 8].tolist(),
                              received=[at + 1.0] * len(keys_k), marks=keys_k,
                              scores=served[k : k + 8].tolist(), tracks=["stable"] * len(keys_k),
                              models={"stable": ("old", 4)})  # fmt: skip
@@ -80,6 +83,34 @@ def test_a_new_revision_learns_the_history_before_its_first_version_and_marks_it
     group = {g["name"].decode(): g for g in r.xinfo_groups(keys.feedback)}[p.group]
     last = r.xrevrange(keys.history, count=1)[0][0]
     assert group["last-delivered-id"] == last
+
+
+def test_rows_not_of_the_schema_are_learned_in_their_place_as_the_typed_ones_around_them(
+    r,
+) -> None:
+    """A record whose rows the typed decode refuses (a field the model does not have) is read
+    as logged and encoded in its place among the typed ones: the catch-up learns and compares
+    exactly what it learns from the same history without them."""
+    plain, odd = Keys("test", "m"), Keys("other", "m")
+    _history(r, plain)
+    _history(r, odd, odd_rows=True)
+    learners = []
+    for keys in (plain, odd):
+        doc = manifest(learning={"history": "3h", "publishEvery": 100_000},
+                       rollout={"steps": [{"backtest": {"window": "30m"}}, {"setWeight": 10}]})  # fmt: skip
+        doc["metadata"]["namespace"] = keys.namespace
+        p = LearnerProcess(parse(doc), r, checkpoint_seconds=0.0)
+        p.start()
+        learners.append(p)
+    a, b = (Backtest.decode(r.hget(k.learner(p.revision), LearnerStatus.BACKTEST))
+            for k, p in zip((plain, odd), learners, strict=True))  # fmt: skip
+    assert a is not None and b is not None and a.done and b.done
+    assert (a.rows, a.samples) == (b.rows, b.samples) == (N, a.samples)
+    assert (a.difference, a.lower, a.upper) == (b.difference, b.lower, b.upper)
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=9).take(200)
+    X = learners[0].training.schema.encode(rows)
+    assert np.array_equal(learners[0].training.learner.predict_many(X),
+                          learners[1].training.learner.predict_many(X))  # fmt: skip
 
 
 def test_the_backtest_tells_a_bad_revision_from_a_good_one_on_the_same_history(r) -> None:

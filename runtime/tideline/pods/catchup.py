@@ -72,8 +72,11 @@ class CatchUp:
         self.marks: list[Mark] = []  # the chunk's, committed with it
         self.marked = 0
         self.skipped = 0  # rows not learned: a label or a row the model cannot take
-        self._rows: list[dict[str, Any]] = []
-        self._labels: list[float] = []
+        self.decoder = history.RecordDecoder(training.schema, training.task)
+        # the chunk's rows: blocks encoded, then the typed rows not yet encoded (in bulk)
+        self._blocks: list[np.ndarray] = []
+        self._typed: list[Any] = []
+        self._labels: list[Any] = []
         self._received: list[float] = []
         self._served: list[Any] = []
         self._stable: list[bool] = []
@@ -88,10 +91,10 @@ class CatchUp:
         # the window: the last of what it learns (the newest label it takes, near enough)
         self.compared.start = min(self.until, history_seconds(last)) - self.window
         started = reported = time.monotonic()
-        for _, rec in history.read(self.r, self.keys, until=last):
+        for _, got in history.read_with(self.r, self.keys, self.decoder.decode, until=last):
             status.read += 1
-            if rec is not None:
-                self._take(rec)
+            if got is not None:
+                self._take(*got)
             if len(self._labels) >= CHUNK_ROWS:
                 status.rows += self._learn()
             now = time.monotonic()
@@ -115,10 +118,11 @@ class CatchUp:
         status.samples = self.compared.samples
         status.difference, status.lower, status.upper = self.compared.result()
 
-    def _take(self, rec: history.Record) -> None:
+    def _take(self, rec: history.Record, typed: bool = False) -> None:
         """A record's rows to learn: those whose label came after ``since`` and by ``until``
         (all of them, but at the history's two ends). Their marks only while the prediction
-        is in the log: an older one's would expire as it is written."""
+        is in the log: an older one's would expire as it is written. ``typed``: its rows
+        are the schema's typed rows (:class:`tideline.pods.history.RecordDecoder`)."""
         n = len(rec.rows)
         if len(rec.received) != n or len(rec.labels) != n or len(rec.marks) != n:
             self.skipped += n
@@ -130,29 +134,41 @@ class CatchUp:
             return
         else:
             picked = [i for i, t in enumerate(rec.received) if self.since < t <= self.until]
-        stable = [not rec.fallback and t == "stable" for t in rec.tracks]
-        if len(stable) != n or len(rec.scores) != n:
+        if len(rec.tracks) != n or len(rec.scores) != n:
             stable, scores = [False] * n, [None] * n
+        elif rec.fallback:
+            stable, scores = [False] * n, rec.scores
+        elif rec.tracks.count("stable") == n:
+            stable, scores = [True] * n, rec.scores
         else:
-            scores = rec.scores
+            stable, scores = [t == "stable" for t in rec.tracks], rec.scores
         young = rec.ts > self._log_starts
-        if picked is None:
-            self._rows += rec.rows
-            self._labels += rec.labels
-            self._received += rec.received
-            self._served += scores
-            self._stable += stable
-            if young:
-                self.marks += [self.join.mark_of(rec.ts, key) for key in rec.marks]
-            return
-        for i in picked:
-            self._rows.append(rec.rows[i])
-            self._labels.append(rec.labels[i])
-            self._received.append(rec.received[i])
-            self._served.append(scores[i])
-            self._stable.append(stable[i])
-            if young:
-                self.marks.append(self.join.mark_of(rec.ts, rec.marks[i]))
+        rows, labels, received, marks = rec.rows, rec.labels, rec.received, rec.marks
+        if picked is not None:
+            rows, labels, received = [rows[i] for i in picked], [labels[i] for i in picked], [
+                received[i] for i in picked]  # fmt: skip
+            scores, stable = [scores[i] for i in picked], [stable[i] for i in picked]
+            marks = [marks[i] for i in picked]
+        if typed:
+            self._typed += rows
+        else:  # (rows as logged: encoded now, in order, with what they count or default)
+            self._encode_typed()
+            schema = self.training.schema
+            try:
+                self._blocks.append(schema.encode_strict(rows))
+            except FeatureError:
+                self._blocks.append(schema.encode(rows))
+        self._labels += labels
+        self._received += received
+        self._served += scores
+        self._stable += stable
+        if young:
+            self.marks += self.join.marks_of(rec.ts, marks)
+
+    def _encode_typed(self) -> None:
+        if self._typed:
+            self._blocks.append(self.training.schema.encode_typed(self._typed))
+            self._typed = []
 
     def _targets(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The labels taken as targets, and which rows have one (None: all of them)."""
@@ -176,22 +192,19 @@ class CatchUp:
         if not n:
             return 0
         y, ok = self._targets()
-        rows, received = self._rows, np.array(self._received)
+        self._encode_typed()
+        X = self._blocks[0] if len(self._blocks) == 1 else np.vstack(self._blocks)
+        received = np.array(self._received)
         stable = np.array(self._stable, dtype=bool)
         served = self._served
         if ok is not None:
             self.skipped += int((~ok).sum())
             keep = np.nonzero(ok)[0].tolist()
-            rows, served = [rows[i] for i in keep], [served[i] for i in keep]
-            y, received, stable = y[ok], received[ok], stable[ok]
-        self._rows, self._labels, self._received, self._served, self._stable = [], [], [], [], []
+            served = [served[i] for i in keep]
+            X, y, received, stable = X[ok], y[ok], received[ok], stable[ok]
+        self._blocks, self._labels, self._received, self._served, self._stable = [], [], [], [], []
         if not len(y):
             return 0
-        schema = self.training.schema
-        try:
-            X = schema.encode_strict(rows)
-        except FeatureError:
-            X = schema.encode(rows)
         # (the run's time: the newest label's, as learned_until counts it)
         self.training.add(X, y, [Run("history", f"{int(received.max() * 1000)}-0".encode(),
                                      len(y))])  # fmt: skip

@@ -26,18 +26,27 @@ An entry is one logged request's joined rows, as JSON in ``data``:
 True
 >>> rec.served_by_track("stable").tolist(), rec.served_by_track("canary").tolist()
 ([True], [False])
+
+A catch-up reads them with a :class:`RecordDecoder` of its model's features and task: a
+record whose every row has every feature, typed as the schema says, decodes into typed rows
+(no dict a row) that :meth:`tideline.features.FeatureSchema.encode_typed` lays out in bulk,
+as the learner's :class:`tideline.samples.SampleDecoder` reads packed samples; any other
+record decodes as a plain :class:`Record`, its rows as logged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
 import numpy as np
 
 from tideline.contracts import Keys
+from tideline.features import FeatureSchema
 from tideline.pods.join import Joined
+from tideline.samples import Label, Number
+from tideline.tasks import Task
 
 READ_ENTRIES = 500  # entries a read of the history takes
 
@@ -77,6 +86,46 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Record)
 
 
+class RecordDecoder:
+    """Decodes history records for one model's features and task: typed when it can be.
+
+    :meth:`decode` returns a :class:`Record` whose ``rows`` are structs of
+    :meth:`tideline.features.FeatureSchema.row_type` (``typed`` True: every row has every
+    feature and no other, numbers as numbers, categories as strings; every label a number,
+    or a class name for a multiclass model; every score the task's) - or, for any other
+    record, the plain :meth:`Record.decode`, its rows as dicts (``typed`` False).
+
+    >>> schema = FeatureSchema.from_spec([{"name": "x"}])
+    >>> decoder = RecordDecoder(schema, Task("binary"))
+    >>> rec = Record(ts=1.0, rows=[{"x": 2}], labels=[1], received=[2.0], marks=["k"],
+    ...              scores=[0.5], tracks=["stable"])
+    >>> got, typed = decoder.decode(rec.encode())
+    >>> typed, schema.encode_typed(got.rows).tolist(), got.labels
+    (True, [[2.0]], [1.0])
+    >>> decoder.decode(Record(**{**msgspec.structs.asdict(rec), "rows": [{"x": None}]}).encode())
+    (Record(ts=1.0, rows=[{'x': None}], labels=[1], received=[2.0], marks=['k'], scores=[0.5], tracks=['stable'], models={}, fallback=False), False)
+    """
+
+    def __init__(self, schema: FeatureSchema, task: Task) -> None:
+        label = Label if task.multiclass else Number
+        score = list[float] if task.multiclass else float
+        typed = msgspec.defstruct(
+            "TypedRecord",
+            [("rows", list[schema.row_type()]), ("labels", list[label]),  # type: ignore[misc,valid-type]
+             ("scores", list[score])],  # type: ignore[valid-type]
+            bases=(Record,),
+            omit_defaults=True,
+        )  # fmt: skip
+        self._typed: msgspec.json.Decoder[Record] = msgspec.json.Decoder(typed)
+
+    def decode(self, raw: bytes) -> tuple[Record, bool]:
+        """The record, and whether its rows are typed; ``ValueError`` when it is not one."""
+        try:
+            return self._typed.decode(raw), True
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return Record.decode(raw), False
+
+
 def record_of(j: Joined) -> Record | None:
     """A join as history keeps it (None: its logged rows cannot be read)."""
     entry = j.entry
@@ -106,12 +155,20 @@ def append(pipe: Any, keys: Keys, records: Sequence[Record], keep: float, now: f
 def read(client: Any, keys: Keys, after: str = "-", until: str = "+") -> Iterator[tuple[str, Record | None]]:  # fmt: skip
     """The history's entries from ``after`` (exclusive, unless "-") to ``until``, oldest
     first: each id and its record (None: not one, as the caller counts)."""
+    yield from read_with(client, keys, Record.decode, after, until)
+
+
+def read_with(
+    client: Any, keys: Keys, decode: Callable[[bytes], Any], after: str = "-", until: str = "+"
+) -> Iterator[tuple[str, Any]]:
+    """As :func:`read`, each entry's ``data`` decoded by ``decode`` (``RecordDecoder.decode``:
+    a record and whether it is typed); None when it raises ``ValueError``."""
     start = after
     while True:
         got = client.xrange(keys.history, start, until, count=READ_ENTRIES)
         for eid, fields in got:
             try:
-                yield eid.decode(), Record.decode(fields[b"data"])
+                yield eid.decode(), decode(fields[b"data"])
             except (KeyError, ValueError):
                 yield eid.decode(), None
         if len(got) < READ_ENTRIES:

@@ -49,8 +49,9 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import redis
@@ -494,6 +495,10 @@ class LogJoin:
     def mark_of(self, ts: float, key: str) -> Mark:
         """The mark of the prediction ``key`` made at ``ts``."""
         return int(ts // self.mark_seconds), key
+
+    def marks_of(self, ts: float, keys: Iterable[str]) -> list[Mark]:
+        """The marks of the predictions ``keys`` all made at ``ts`` (one request's)."""
+        return list(zip(repeat(int(ts // self.mark_seconds)), keys))
 
     def _ask_taken(self, pipe: Any, marks: dict[int, list[str]]) -> None:
         for b, names in marks.items():
