@@ -37,6 +37,7 @@ record decodes as a plain :class:`Record`, its rows as logged.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import msgspec
@@ -159,21 +160,34 @@ def read(client: Any, keys: Keys, after: str = "-", until: str = "+") -> Iterato
 
 
 def read_with(
-    client: Any, keys: Keys, decode: Callable[[bytes], Any], after: str = "-", until: str = "+"
+    client: Any,
+    keys: Keys,
+    decode: Callable[[bytes], Any],
+    after: str = "-",
+    until: str = "+",
+    ahead: Executor | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """As :func:`read`, each entry's ``data`` decoded by ``decode`` (``RecordDecoder.decode``:
-    a record and whether it is typed); None when it raises ``ValueError``."""
-    start = after
+    a record and whether it is typed); None when it raises ``ValueError``. With ``ahead``
+    the next page is read there while this one is decoded (Redis answers, and the reply
+    crosses the socket, while the caller works)."""
+
+    def page(start: str) -> list[Any]:
+        return client.xrange(keys.history, start, until, count=READ_ENTRIES)  # type: ignore[no-any-return]
+
+    got = page(after)
     while True:
-        got = client.xrange(keys.history, start, until, count=READ_ENTRIES)
+        more = len(got) == READ_ENTRIES
+        start = "(" + got[-1][0].decode() if more else ""
+        coming = ahead.submit(page, start) if more and ahead is not None else None
         for eid, fields in got:
             try:
                 yield eid.decode(), decode(fields[b"data"])
             except (KeyError, ValueError):
                 yield eid.decode(), None
-        if len(got) < READ_ENTRIES:
+        if not more:
             return
-        start = "(" + got[-1][0].decode()
+        got = coming.result() if coming is not None else page(start)
 
 
 def span(client: Any, keys: Keys) -> tuple[int, str | None, str | None]:
