@@ -34,6 +34,17 @@ injection: the sum over seconds of how far the served accuracy fell below
 its level in the 5 s before. Run with ``make bench`` (about 35 minutes with
 10 seeds) or ``python bench/guardrails.py --seeds 3``; clicks only, e.g.
 ``python bench/guardrails.py --clicks-only --scenarios stationary`` (about 8 minutes).
+
+With ``--backtest`` it runs the new-revision scenario instead (issue 35): at
+``--canary-at`` a bad revision is applied (plain SGD at learningRate 100, as in
+``make demo``), then, once it is stopped (or after 20 s), a good one (batchSize
+doubled). Two arms, the same seeds: ``backtest``, with ``learning.history: 24h``
+(the backtest step before any traffic), and ``live only``, without history (the
+bad revision is stopped by the live analysis, after it has served). Reported: the
+bad revision's canary predictions before its abort (goal 0 with the backtest),
+what stopped it and when; how often the good one's backtest fails it (goal: at
+most the paired test's alpha); and the catch-up's rows a second (each canary learner's report).
+About 16 minutes with 10 seeds.
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ import numpy as np
 import yaml
 
 from tideline.demo.local import run_local
+from tideline.evidence import ALPHA
 from tideline.pods.defaults import CLOCK_SLACK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +125,79 @@ def _fmt(xs: list[Any], digits: int = 2) -> str:
     return f"{np.mean(xs):.{digits}f} ({min(xs):.{digits}f}-{max(xs):.{digits}f})"
 
 
+def _canary(manifest: dict[str, Any], seed: int, args: argparse.Namespace,
+            history: bool) -> dict[str, Any]:  # fmt: skip
+    """One run of the new-revision scenario: a bad revision at ``--canary-at``, then a good one."""
+    m = copy.deepcopy(manifest)
+    m["spec"]["learning"]["history"] = "24h" if history else "0s"
+    return run_local(m, duration=args.duration, rate=args.rate, seed=seed, out=io.StringIO(),
+                     report=None, canary_at=args.canary_at, bad_first=True)  # fmt: skip
+
+
+def measure_canary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The bad revision's canary predictions, what stopped it and how soon; the good one's
+    backtest verdict; each catch-up's rows a second."""
+    events = summary["events"]
+    applied = [e["t"] for e in events if e["reason"] == "Applied"]
+    bad_at = applied[0] if applied else None
+    good_at = applied[1] if len(applied) > 1 else None
+    stops = [e for e in events if e["reason"] in ("BacktestFailed", "RolloutAborted")
+             and bad_at is not None and e["t"] >= bad_at
+             and (good_at is None or e["t"] <= good_at)]  # fmt: skip
+    verdicts = [e["reason"] for e in events if good_at is not None and e["t"] >= good_at
+                and e["reason"] in ("BacktestFailed", "BacktestPassed", "BacktestInconclusive")]  # fmt: skip
+    return {
+        "bad_served": summary["bad_revision_canary_predictions"],
+        "stopped_by": stops[0]["reason"] if stops else None,
+        "stopped_after": stops[0]["t"] - bad_at if stops and bad_at is not None else None,
+        "good_verdict": verdicts[0] if verdicts else None,
+        "good_aborted": any(
+            e["reason"] == "RolloutAborted" and good_at is not None and e["t"] >= good_at
+            for e in events
+        ),
+        "catch_up": [b["rate"] for b in summary.get("backtests", []) if b["rows"]],
+        "rows": [b["rows"] for b in summary.get("backtests", []) if b["rows"]],
+    }
+
+
+def backtest_bench(manifest: dict[str, Any], args: argparse.Namespace) -> None:
+    rows: dict[str, list[dict[str, Any]]] = {}
+    began = time.monotonic()
+    for seed in range(args.seeds):
+        for history in (True, False):
+            arm = "backtest" if history else "live only"
+            m = measure_canary(_canary(manifest, 100 + seed, args, history))
+            rows.setdefault(arm, []).append(m)
+            print(f"[{time.monotonic() - began:6.0f}s] seed {seed} {arm:<10} {m}", flush=True)
+    print(f"\n{args.seeds} seeds, {args.duration:.0f} s runs at {args.rate:.0f}/s, a bad revision "
+          f"(plain sgd, learningRate 100) at {args.canary_at:.0f} s, then a good one (batchSize "
+          f"doubled). Means (min-max) over the seeds.\n")  # fmt: skip
+    head = ("arm", "bad: canary predictions", "bad: stopped by", "bad: stopped after s",
+            "good: backtest failed", "good: verdicts", "catch-up rows/s", "rows caught up")  # fmt: skip
+    print(" | ".join(head))
+    print(" | ".join("---" for _ in head))
+    for arm, ms in rows.items():
+        stopped: dict[str, int] = {}
+        verdicts: dict[str, int] = {}
+        for m in ms:
+            why = m["stopped_by"] or "not in 20 s"
+            stopped[why] = stopped.get(why, 0) + 1
+            if m["good_verdict"]:
+                verdicts[m["good_verdict"]] = verdicts.get(m["good_verdict"], 0) + 1
+        failed = verdicts.get("BacktestFailed", 0)
+        judged = sum(verdicts.values())
+        print(" | ".join([
+            arm,
+            _fmt([m["bad_served"] for m in ms], 0),
+            ", ".join(f"{k} {v}" for k, v in sorted(stopped.items())),
+            _fmt([m["stopped_after"] for m in ms], 1),
+            f"{failed} of {judged} (alpha {ALPHA:g})" if judged else "-",
+            ", ".join(f"{k.removeprefix('Backtest')} {v}" for k, v in sorted(verdicts.items())) or "-",
+            _fmt([r for m in ms for r in m["catch_up"]], 0),
+            _fmt([r for m in ms for r in m["rows"]], 0),
+        ]))  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=10)
@@ -126,8 +211,16 @@ def main() -> None:
                     help="labels for the positives alone, the rest learned with labelDefault")  # fmt: skip
     ap.add_argument("--after", type=float, default=5.0,
                     help="labelDefault's after (seconds), with --clicks-only")  # fmt: skip
+    ap.add_argument("--backtest", action="store_true",
+                    help="the new-revision scenario: a bad revision then a good one, with and "
+                         "without the backtest on history")  # fmt: skip
+    ap.add_argument("--canary-at", type=float, default=14.0,
+                    help="when the bad revision is applied, with --backtest")  # fmt: skip
     args = ap.parse_args()
     manifest = yaml.safe_load((ROOT / "examples" / "fraud.yaml").read_text())
+    if args.backtest:
+        backtest_bench(manifest, args)
+        return
     if args.clicks_only:
         manifest["spec"]["learning"]["labelDefault"] = {"value": 0, "after": f"{args.after:g}s"}
     scenarios = args.scenarios.split(",")

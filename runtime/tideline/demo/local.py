@@ -56,11 +56,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
 import numpy as np
 import orjson
 import redis
 
-from tideline.contracts import Keys
+from tideline.contracts import Backtest, Keys, LearnerStatus
 from tideline.demo.cluster import ProcessCluster
 from tideline.demo.embedded import EmbeddedKafka, EmbeddedRedis
 from tideline.demo.simulate import SyntheticStream
@@ -392,9 +393,12 @@ def run_local(
     source: str = "redis",
     import_path: Sequence[Path] = (),
     keep: bool = False,
+    bad_first: bool | None = None,
 ) -> dict[str, Any]:
     """Run the loop on ``manifest``; ``import_path``: folders the processes import a team's
-    own model from (``tideline run`` gives the manifest's).
+    own model from (``tideline run`` gives the manifest's). ``bad_first``: at ``canary_at``
+    a bad revision before the good one (None: when ``spec.learning.history`` is kept, for
+    its backtest to stop; True without history: what the live analysis lets through).
 
     ``stop`` set ends the run early (``tideline run`` sets it on Ctrl-C): the summary and
     the report are of what ran (``interrupted`` in the summary). The run's folder (the
@@ -409,7 +413,7 @@ def run_local(
         return _run(manifest, duration=duration, rate=rate, drift_at=drift_at,
                     canary_at=canary_at, poison_at=poison_at, poison_for=poison_for, seed=seed,
                     out=out, report=report, stop=stop, import_path=import_path,
-                    keep=keep)  # fmt: skip
+                    keep=keep, bad_first=bad_first)  # fmt: skip
 
 
 def with_kafka(manifest: dict[str, Any], broker: EmbeddedKafka) -> dict[str, Any]:
@@ -429,6 +433,7 @@ def _run(
     canary_at: float | None, poison_at: float | None, poison_for: float, seed: int,
     out: TextIO, report: Path | None, stop: threading.Event, import_path: Sequence[Path],
     keep: bool,
+    bad_first: bool | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     manifest = copy.deepcopy(manifest)
     manifest["spec"]["rollout"] = {**manifest["spec"].get("rollout", {}), **DEMO_ROLLOUT}
@@ -459,6 +464,9 @@ def _run(
         canary_applied = drift_marked = poison_marked = poison_ended = False
         bad: float | None = None  # when the bad revision was applied, while it is the canary
         bad_served: int | None = None  # canary predictions served until the good one came
+        if bad_first is None:
+            bad_first = bool(model.spec.learning.history)
+        backtests: dict[str, dict[str, Any]] = {}  # each canary's catch-up, once done
         try:
             loop.turn()  # the first turn starts the processes
             loop.start()
@@ -487,7 +495,7 @@ def _run(
                     on_event("Normal", "PoisonEnded", "the flipped labels stop")
                 if canary_at is not None and not canary_applied and elapsed >= canary_at:
                     canary_applied = True
-                    if model.spec.learning.history:  # a bad change first: the backtest's
+                    if bad_first:  # a bad change first: the backtest's (or the analysis's)
                         loop.apply(_bad_revision(manifest))
                         bad = elapsed
                         on_event("Normal", "Applied", BAD_CHANGE)
@@ -497,6 +505,11 @@ def _run(
                     bad = None
                     bad_served = sim.tracks.get("canary", 0)
                     _good_revision(manifest, loop, on_event)
+                canary = loop.status.get("canaryRevision")
+                if canary and canary not in backtests:  # (its learner's report, once done)
+                    b = Backtest.decode(client.hget(keys.learner(canary), LearnerStatus.BACKTEST))
+                    if b is not None and b.done:
+                        backtests[canary] = msgspec.structs.asdict(b)
                 if now >= next_sample:
                     next_sample += 1.0
                     health = _health(client, keys)
@@ -538,6 +551,7 @@ def _run(
             "backtest_failed": sum(e.reason == "BacktestFailed" for e in events),
             # (with history: the canary answers of the bad revision, served before its abort)
             "bad_revision_canary_predictions": bad_served,
+            "backtests": list(backtests.values()),  # each canary's catch-up and backtest, in order
             "request_errors": sim.errors,
             "request_errors_by_status": sim.error_statuses,
             "request_error_answers": sim.error_answers,
