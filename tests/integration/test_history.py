@@ -307,3 +307,28 @@ def test_a_canary_warm_starts_from_the_version_that_leaves_it_the_window_to_comp
     assert before(stable, 3, f + 5400) == 3
     r.xadd(keys.samples, {"x": "1"}, id=f"{int((f + 7050) * 1000)}-0")
     assert before(stable, 4, f + 5400) == 4  # (after v3 too: what stable serves)
+
+
+def test_with_label_defaults_a_warm_catch_up_learns_the_clicks_stable_had_not_learned_yet(
+    r,
+) -> None:
+    """With labelDefault a learner holds a click until its prediction is mature (ts +
+    after): a version that learned labels until ``since`` had not learned a click that came
+    before ``since`` for a prediction younger than ``since - after``. The catch-up takes
+    those too (before, they were never learned by the new revision)."""
+    from tideline.pods.catchup import CatchUp
+
+    keys = Keys("test", "m")
+    _history(r, keys)  # (8,000 rows over two hours, each label a second after its prediction)
+    doc = manifest(learning={"history": "3h", "labelDefault": {"value": 0, "after": "10m"}})
+    start = time.time() - HOURS * 3600
+    since = start + 3600.0  # (what the warm start had learned: half of it)
+    got = {}
+    for after in (0.0, 600.0):
+        p = LearnerProcess(parse(doc), r, checkpoint_seconds=0.0)
+        catch = CatchUp(r, keys, p.training, p.join, since=since, until=time.time(),
+                        window=1800.0, report=lambda b: None, mature_after=after)  # fmt: skip
+        got[after] = catch.run().rows
+    # the labels that came after since, and with after: those of the 10 minutes before too
+    assert abs(got[0.0] - N / 2) <= 16, got
+    assert abs(got[600.0] - got[0.0] - N * 600 / (HOURS * 3600)) <= 16, got

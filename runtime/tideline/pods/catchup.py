@@ -59,12 +59,16 @@ class CatchUp:
         window: float,
         report: Callable[[Backtest], None],
         beat: Callable[[], None] = lambda: None,
+        mature_after: float = 0.0,
     ) -> None:
         self.r = client
         self.keys = keys
         self.training = training
         self.join = join
         self.since, self.until, self.window = since, until, window
+        # with labelDefault: a label is learned once its prediction is mature (ts + after),
+        # not when it came: what a version that learned until ``since`` had not learned yet
+        self.mature_after = mature_after
         self.report = report
         self.beat = beat
         self.compared = BacktestWindow(training.task, start=until - window)
@@ -136,21 +140,28 @@ class CatchUp:
         status.difference, status.lower, status.upper = self.compared.result()
 
     def _take(self, rec: history.Record, typed: bool = False) -> None:
-        """A record's rows to learn: those whose label came after ``since`` and by ``until``
-        (all of them, but at the history's two ends). Their marks only while the prediction
+        """A record's rows to learn: those whose label came by ``until`` and was learned
+        after ``since`` - when it came, or with ``mature_after`` once its prediction was
+        mature (all of them, but at the history's two ends). Their marks only while the prediction
         is in the log: an older one's would expire as it is written. ``typed``: its rows
         are the schema's typed rows (:class:`tideline.pods.history.RecordDecoder`)."""
         n = len(rec.rows)
         if len(rec.received) != n or len(rec.labels) != n or len(rec.marks) != n:
             self.skipped += n
             return
-        first, last = min(rec.received, default=0.0), max(rec.received, default=0.0)
-        if first > self.since and last <= self.until:
+        received = rec.received
+        learned = (
+            [max(t, rec.ts + self.mature_after) for t in received]
+            if self.mature_after
+            else received
+        )
+        if min(learned, default=0.0) > self.since and max(received, default=0.0) <= self.until:
             picked = None
-        elif last <= self.since or first > self.until:
+        elif max(learned, default=0.0) <= self.since or min(received, default=0.0) > self.until:
             return
         else:
-            picked = [i for i, t in enumerate(rec.received) if self.since < t <= self.until]
+            picked = [i for i, (t, at) in enumerate(zip(received, learned, strict=True))
+                      if at > self.since and t <= self.until]  # fmt: skip
         if len(rec.tracks) != n or len(rec.scores) != n:
             stable, scores = [False] * n, [None] * n
         elif rec.fallback:

@@ -603,9 +603,11 @@ class LearnerProcess:
             self._notes[LearnerStatus.BACKTEST] = b.encode().decode()
             self.r.hset(key, LearnerStatus.BACKTEST, self._notes[LearnerStatus.BACKTEST])
 
+        default = self.spec.learning.labelDefault  # (a click is learned when it is mature)
         catch = CatchUp(self.r, self.keys, self.training, self.join, since=since,
                         until=self._catch_until, window=self._backtest_window(), report=report,
-                        beat=self.liveness.beat)  # fmt: skip
+                        beat=self.liveness.beat,
+                        mature_after=default.after if default is not None else 0.0)  # fmt: skip
         catch.run()
 
     # -- reading -----------------------------------------------------------------------
