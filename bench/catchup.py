@@ -45,13 +45,13 @@ def manifest(name: str) -> dict:
     return doc
 
 
-def fill(r, keys: Keys, rows: list, labels: list) -> None:  # type: ignore[no-untyped-def]
-    """The rows as history records and as packed samples, over the last hour."""
+def fill(r, keys: Keys, rows: list, labels: list, hours: float = 1.0) -> None:  # type: ignore[no-untyped-def]
+    """The rows as history records and as packed samples, over the last ``hours``."""
     now = time.time()
     pipe = r.pipeline(transaction=False)
     for k, at in enumerate(range(0, len(rows), ROWS)):
         part, y = rows[at : at + ROWS], labels[at : at + ROWS]
-        ts = now - 3600 + 3600 * at / len(rows)
+        ts = now - 3600 * hours * (1 - at / len(rows))
         rec = history.Record(ts=ts, rows=part, labels=y, received=[ts + 1.0] * len(part),
                              marks=[f"srv {int(ts * 1000)}-{k} 0 {i}" for i in range(len(part))],
                              scores=[0.5] * len(part), tracks=["stable"] * len(part),
@@ -93,6 +93,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=2)
+    # (a catch-up marks taken the rows whose prediction is still in the log - labelWindow,
+    # 30m here: half of an hour's history, a fiftieth of a day's)
+    ap.add_argument("--hours", type=float, default=1.0, help="the span of the history")
     args = ap.parse_args()
     redis = EmbeddedRedis().start()
     try:
@@ -101,7 +104,7 @@ def main() -> None:
         model = parse(doc)
         rows, y = SyntheticStream(model.spec.model.to_dict()["features"], "binary",
                                   seed=1).take(args.n)  # fmt: skip
-        fill(r, Keys(model.namespace, model.name), rows, y.tolist())
+        fill(r, Keys(model.namespace, model.name), rows, y.tolist(), args.hours)
         rates: dict[str, list[float]] = {"catch-up": [], "packed ingestion": []}
         for i in range(args.rounds):  # taking turns: a machine that drifts drifts for both
             order = ("catch-up", "packed ingestion") if i % 2 == 0 else ("packed ingestion",
@@ -109,8 +112,8 @@ def main() -> None:
             for what in order:
                 run = catch_up if what == "catch-up" else ingest
                 rates[what].append(run(r, doc, args.n))
-        print(f"{args.n:,} rows, {ROWS} a history entry and a packed sample, examples/fraud.yaml, "
-              f"{args.rounds} rounds taking turns\n")  # fmt: skip
+        print(f"{args.n:,} rows over {args.hours:g} h, {ROWS} a history entry and a packed "
+              f"sample, examples/fraud.yaml, {args.rounds} rounds taking turns\n")  # fmt: skip
         print("| path | rows/s (each round) | median |")
         print("|---|---|---|")
         for what, got in rates.items():
