@@ -616,6 +616,13 @@ def status_schema() -> dict[str, Any]:
             "manualRollbackTo": scalar(
                 "integer", "The version an annotation rolled back to", minimum=0
             ),  # fmt: skip
+            "requestsSeen": {
+                "type": "object",
+                "nullable": True,
+                "description": "The promote and abort annotations as last read (a request "
+                "is a change of one: one left on the object asks nothing of the next canary)",
+                "additionalProperties": {"type": "string"},
+            },
             "lastConceptAt": scalar("number", "The last concept drift (Unix seconds)"),
             "aborted": record("The canary aborted: revision, reason, at"),
             "lastRollback": record("The last rollback: at, revision, from, to, reason"),

@@ -373,6 +373,9 @@ class RolloutStatus(msgspec.Struct, kw_only=True):
     # annotation as last read ("" when absent): a change of it is a person's word, which
     # overrides a policy's pause
     learningPausedBy: str | None = None  # noqa: N815
+    # the promote and abort annotations as last read: a request is a change of one (see
+    # _asked), so one left on the object never promotes or aborts the next canary
+    requestsSeen: dict[str, str] | None = None  # noqa: N815
     pauseAnnotation: str | None = None  # noqa: N815
     lastConceptAt: float | None = None  # noqa: N815
     replicas: int | None = None
@@ -875,6 +878,7 @@ def decide(
         st.canaryRevision, st.canaryWeight, st.currentStep, st.aborted = None, 0, None, None
         canary = None
 
+    asked = _asked(st, ann, canary)
     _load_faults(st, observed, actions)
     if canary and not st.aborted:
         broken = _faults_of(st, canary)
@@ -888,7 +892,7 @@ def decide(
             _promote(st, now, actions, f"revision {st.stableRevision} never loaded its model "
                      f"({stuck[0].reason}): nothing to protect")  # fmt: skip
         else:
-            _advance(spec, st, ann, health, now, actions, observed.backtest)
+            _advance(spec, st, asked, health, now, actions, observed.backtest)
 
     _guardrails(spec, st, ann, health, now, actions)
     _store_recovered(st, now, actions)
@@ -1229,15 +1233,36 @@ def _promote(
         actions.append(Event("Normal", "Promoted", f"revision {new} ({why})"))
 
 
+def _asked(st: RolloutStatus, ann: dict[str, str], canary: str | None) -> set[str]:
+    """What the promote and abort annotations ask this turn: each one set, or changed, to
+    ``true`` or to the canary's revision (``kubectl tideline`` writes the revision: a request
+    for that canary alone). Read once: an annotation left on the object asks nothing of the
+    next canary - set it again (another value, or removed and set) to ask again."""
+    seen = dict(st.requestsSeen or {})
+    asked = set()
+    for key, name in ((ABORT, "abort"), (PROMOTE, "promote")):
+        value = ann.get(key, "")
+        if value == seen.get(key, ""):
+            continue
+        if value in ("true", canary):
+            asked.add(name)
+        if value:
+            seen[key] = value
+        else:
+            seen.pop(key, None)
+    st.requestsSeen = seen or None
+    return asked
+
+
 def _advance(
-    spec: Spec, st: RolloutStatus, ann: dict[str, str], health: Health | None, now: float,
+    spec: Spec, st: RolloutStatus, asked: set[str], health: Health | None, now: float,
     actions: list[Action], backtest: Backtest | None = None,
 ) -> None:  # fmt: skip
     r = spec.rollout
-    if ann.get(ABORT) == "true":
+    if "abort" in asked:
         _abort(st, "aborted by annotation", now, actions)
         return
-    if ann.get(PROMOTE) == "true":
+    if "promote" in asked:
         _promote(st, now, actions, "promoted by annotation")
         return
     # background analysis, every interval, for the whole canary

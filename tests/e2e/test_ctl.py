@@ -170,10 +170,10 @@ def test_promote_and_abort_set_their_annotation_and_remove_the_other(
 ) -> None:
     code, out, _ = run(cp, capsys, "abort", "fraud", "-n", NS)
     assert code == 0 and "aborted" in out
-    assert annotations(cp) == {"tideline.dev/abort": "true"}
+    assert annotations(cp) == {"tideline.dev/abort": "9a8b7c6d5e"}  # (the canary's revision)
     code, out, _ = run(cp, capsys, "promote", "fraud", "-n", NS)
     assert code == 0 and "promoted" in out
-    assert annotations(cp) == {"tideline.dev/promote": "true"}
+    assert annotations(cp) == {"tideline.dev/promote": "9a8b7c6d5e"}
 
 
 def test_rollback_pause_and_resume_set_what_the_operator_reads(
@@ -200,10 +200,7 @@ def test_the_requests_are_refused_where_they_would_do_nothing(
     cp.kubectl("patch", "om", "fraud", "-n", NS, "--subresource=status", "--type=json", "-p",
                json.dumps([{"op": "remove", "path": "/status/canaryRevision"}]))  # fmt: skip
     code, _, err = run(cp, capsys, "promote", "fraud", "-n", NS)
-    assert code == 1 and err.strip() == (
-        "kubectl tideline: no canary in flight to promote: the operator leaves the annotation "
-        "on fraud, where it would promote the next canary at its first turn"
-    )
+    assert code == 1 and err.strip() == "kubectl tideline: fraud has no canary in flight to promote"
     assert annotations(cp) == {}
 
 

@@ -336,7 +336,7 @@ def test_get_shows_the_operators_annotations_and_the_newest_events_last() -> Non
                    "lastTimestamp": "2026-03-01T11:59:00Z"})  # fmt: skip
     obj = model(HEALTHY, annotations={"tideline.dev/promote": "true", "other/x": "y"})
     text = render_get(obj, events, NOW)
-    assert "tideline.dev/promote=true: promotes the canary (the next one too" in text
+    assert "tideline.dev/promote=true: promotes the canary it names" in text
     assert "other/x" not in text
     lines = text.splitlines()
     assert words(lines[-1]) == "60s Warning RolledBack to v11 (x3)"
@@ -367,8 +367,8 @@ def test_history_merges_events_with_what_the_status_keeps_oldest_first() -> None
 @pytest.mark.parametrize(
     ("verb", "status", "annotations", "to", "want"),
     [
-        ("promote", CANARY, {}, None, {"tideline.dev/promote": "true", "tideline.dev/abort": None}),
-        ("abort", CANARY, {}, None, {"tideline.dev/abort": "true", "tideline.dev/promote": None}),
+        ("promote", CANARY, {}, None, {"tideline.dev/promote": "bbbb", "tideline.dev/abort": None}),
+        ("abort", CANARY, {}, None, {"tideline.dev/abort": "bbbb", "tideline.dev/promote": None}),
         ("rollback", HEALTHY, {}, None, {"tideline.dev/rollback-to": "11"}),
         ("rollback", HEALTHY, {}, 7, {"tideline.dev/rollback-to": "7"}),
         ("rollback", {**HEALTHY, "manualRollbackTo": 11}, {}, 7, {"tideline.dev/rollback-to": "7"}),

@@ -6,8 +6,10 @@ do nothing.
 Pure: the object as the API returns it in, a :class:`Request` (a merge patch of
 annotations, and what to say) or :class:`Refused` out.
 
-* ``promote``: ``promote=true``, and ``abort`` removed (the operator reads abort first).
-* ``abort``: ``abort=true``, and ``promote`` removed.
+* ``promote``: ``promote=<the canary's revision>``, and ``abort`` removed (the operator
+  reads abort first). The operator reads a change of the annotation once, and a revision
+  for that canary alone: one left on the object asks nothing of the next canary.
+* ``abort``: ``abort=<the canary's revision>``, and ``promote`` removed.
 * ``rollback [--to N]``: ``rollback-to=N``, N the status's lastGood by default. The operator
   acts once per number (``status.manualRollbackTo``), so the number it acted on last is
   refused.
@@ -16,15 +18,14 @@ annotations, and what to say) or :class:`Refused` out.
   ``resume-learning`` action write it (the operator reads anything but ``"true"`` as
   learning, an absent annotation too; ``false`` is the documented word for it).
 
-Promote and abort want a canary in flight: the operator leaves the annotation on the
-object, where it would promote or abort the *next* canary at its first turn.
+Promote and abort want a canary in flight (with none, there is nothing to ask).
 
 Examples
 --------
 >>> obj = {"metadata": {"name": "fraud", "namespace": "default"},
 ...        "status": {"stableRevision": "a1", "canaryRevision": "b2", "lastGoodVersion": 7}}
 >>> request("promote", obj).patch
-{'metadata': {'annotations': {'tideline.dev/promote': 'true', 'tideline.dev/abort': None}}}
+{'metadata': {'annotations': {'tideline.dev/promote': 'b2', 'tideline.dev/abort': None}}}
 >>> request("rollback", obj).annotations
 {'tideline.dev/rollback-to': '7'}
 >>> request("resume", obj).annotations
@@ -69,15 +70,13 @@ def request(verb: str, obj: Mapping[str, Any], to: int | None = None) -> Request
     match verb:
         case "promote" | "abort":
             if not _in_flight(st):
-                raise Refused(f"no canary in flight to {verb}: the operator leaves the "
-                              f"annotation on {name}, where it would {verb} the next canary "
-                              "at its first turn")  # fmt: skip
+                raise Refused(f"{name} has no canary in flight to {verb}")
             mine, other = (PROMOTE, ABORT) if verb == "promote" else (ABORT, PROMOTE)
             what = "promoted" if verb == "promote" else "aborted"
             return Request(
-                {mine: "true", other: None},
+                {mine: st.canaryRevision, other: None},
                 f"canary {st.canaryRevision} of {name} is {what} at the operator's next turn "
-                f"({mine}=true; remove it once done: kubectl annotate om {name} {mine}-)",
+                f"({mine}={st.canaryRevision})",
             )
         case "rollback":
             target = to if to is not None else st.lastGoodVersion

@@ -40,8 +40,8 @@ EVENTS_IN_GET = 10  # the newest ones; ``history`` shows them all
 QUALITY_ROLES = ("served", "lastGood", "recent", "baseline", "canary", "latest")
 # The operator's annotations and what each, left on the object, does (README, "Annotations")
 ANNOTATION_EFFECTS = {
-    PROMOTE: "promotes the canary (the next one too, at its first turn, while it is set)",
-    ABORT: "aborts the canary (the next one too, at its first turn, while it is set)",
+    PROMOTE: "promotes the canary it names ('true': the one in flight) when set or changed",
+    ABORT: "aborts the canary it names ('true': the one in flight) when set or changed",
     PAUSE_LEARNING: "pauses the stable learner when 'true' ('false': learning)",
     ROLLBACK_TO: "serves that version (once per number)",
 }

@@ -1397,3 +1397,39 @@ def test_a_promotion_does_not_announce_the_concept_drift_episode_reacted_to_agai
     after = decide(spec, d.status, Observed(revision="new"), _health(101.0, concept=_concept()),
                    now=101.0)  # fmt: skip
     assert "ConceptDrift" not in [a.reason for a in _actions(after, Event)]
+
+
+def test_a_promote_left_on_the_object_asks_nothing_of_the_next_canary() -> None:
+    """The promote annotation is read once, at a change: left on the object (Argo CD and
+    kubectl tideline leave it), it promoted the next canary at its first turn."""
+    spec = _spec()
+    health = _health(100.0, canary=(2, comparison(0.0)))
+    promote = {PROMOTE: "true"}
+    d = decide(spec, _canary_status(), Observed(revision="new", annotations=promote), health,
+               now=100.0)  # fmt: skip
+    assert d.status["stableRevision"] == "new"
+    # a second revision: its canary starts and stays at its first step
+    d = decide(spec, d.status, Observed(revision="third", annotations=promote), health,
+               now=101.0)  # fmt: skip
+    d = decide(spec, d.status, Observed(revision="third", annotations=promote), health,
+               now=102.0)  # fmt: skip
+    assert d.status["canaryRevision"] == "third" and d.status["stableRevision"] == "new"
+    # the annotation set to another canary's revision asks nothing; to this one's, promotes it
+    d = decide(spec, d.status, Observed(revision="third", annotations={PROMOTE: "other"}),
+               health, now=103.0)  # fmt: skip
+    assert d.status["canaryRevision"] == "third"
+    d = decide(spec, d.status, Observed(revision="third", annotations={PROMOTE: "third"}),
+               health, now=104.0)  # fmt: skip
+    assert d.status["stableRevision"] == "third" and "Promoted" in [
+        a.reason for a in _actions(d, Event)]  # fmt: skip
+
+
+def test_an_abort_asked_with_no_canary_in_flight_is_not_kept_for_the_next_one() -> None:
+    spec = _spec()
+    st = {"stableRevision": "old", "servedVersion": 7, "latestVersion": 7}
+    ask = {ABORT: "true"}
+    d = decide(spec, st, Observed(revision="old", served=7, annotations=ask), _health(100.0),
+               now=100.0)  # fmt: skip
+    d = decide(spec, d.status, Observed(revision="new", served=7, annotations=ask),
+               _health(101.0), now=101.0)  # fmt: skip
+    assert d.status["canaryRevision"] == "new" and "aborted" not in d.status

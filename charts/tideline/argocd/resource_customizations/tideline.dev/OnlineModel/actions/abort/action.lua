@@ -1,11 +1,12 @@
--- Abort the canary: tideline.dev/abort=true (weight 0, the canary's children removed,
--- stable untouched); a promote set before goes. The operator leaves the annotation on the
--- resource.
+-- Abort the canary: tideline.dev/abort=<the canary's revision> (weight 0, the canary's children removed,
+-- stable untouched); a promote set before goes. The operator reads a change of the
+-- annotation once: left on the resource, it asks nothing of the next canary.
 local status = obj.status or {}
 if status.canaryRevision == nil or status.aborted ~= nil then
   error("no canary in flight to abort", 0)
 end
 if obj.metadata.annotations == nil then obj.metadata.annotations = {} end
-obj.metadata.annotations["tideline.dev/abort"] = "true"
+-- (the canary's revision: a request for that canary alone, read once by the operator)
+obj.metadata.annotations["tideline.dev/abort"] = status.canaryRevision
 obj.metadata.annotations["tideline.dev/promote"] = nil
 return obj
