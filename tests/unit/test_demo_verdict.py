@@ -61,7 +61,7 @@ INTERRUPTED = {"model": "default/fraud", "seconds": 0.4, "duration": 30.0, "inte
             "Overall: served RMSE 0.731 on average, 2 request errors, 1 process restart.",
         ]),
         (INTERRUPTED, [
-            "Interrupted after 0.4 s of 30 s: what ran until then.",
+            "Interrupted after 0.4s of 30s: what ran until then.",
             "Overall: no served accuracy measured, no process restarts.",
         ]),
     ],

@@ -98,6 +98,11 @@ class History:
     p50: list[float] = field(default_factory=list)
     p95: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
+    # the operator's status each second, for the report's version lane: the version served
+    # (nan before the first), whether a rollback pinned it, and the stable revision
+    served_version: list[float] = field(default_factory=list)
+    pinned: list[bool] = field(default_factory=list)
+    stable_revision: list[str | None] = field(default_factory=list)
 
 
 class Simulator:
@@ -661,6 +666,10 @@ def _sample(history: History, health: dict[str, Any], status: dict[str, Any], si
     history.p50.append(_pct(lat, 50))
     history.p95.append(_pct(lat, 95))
     history.p99.append(_pct(lat, 99))
+    version = status.get("servedVersion")
+    history.served_version.append(float(version) if version is not None else float("nan"))
+    history.pinned.append(bool(status.get("pinned")))
+    history.stable_revision.append(status.get("stableRevision"))
 
 
 class _LiveView:
@@ -773,6 +782,10 @@ class _LiveView:
             f"{s.get('served_' + s['quality'] + '_mean')} on average; phase {s['phase']}.",
             file=self.out,
         )
+        from tideline.demo.verdict import verdict
+
+        for sentence in verdict(s):  # (the report's first lines: both say the same)
+            print(f"verdict: {sentence}", file=self.out)
         if s.get("report"):
             print(f"report: {s['report']}", file=self.out)
         if s["workdir_kept"]:

@@ -40,8 +40,9 @@ def verdict(summary: dict[str, Any]) -> list[str]:
     timeline = summary.get("rmse_timeline" if rmse else "accuracy_timeline") or []
     lines = []
     if summary.get("interrupted"):
-        lines.append(f"Interrupted after {_s(summary.get('seconds', 0.0))} of "
-                     f"{_s(summary.get('duration', 0.0))}: what ran until then.")  # fmt: skip
+        # (as the terminal's first line of the summary says it)
+        lines.append(f"Interrupted after {summary.get('seconds', 0.0):.1f}s of "
+                     f"{summary.get('duration', 0.0):.0f}s: what ran until then.")  # fmt: skip
     lines += _drift(events, timeline, rmse)
     lines += _poisoning(events, timeline, rmse)
     lines += _revisions(events, summary)
