@@ -49,7 +49,7 @@ INTERRUPTED = {"model": "default/fraud", "seconds": 0.4, "duration": 30.0, "inte
         (BINARY, [
             "Concept drift injected at 20 s: noticed at 21.4 s (ConceptDrift, 1.4 s later); "
             "served accuracy went from 0.90 to as low as 0.60, back within 2 points by 25 s.",
-            "Label poisoning 35 s-43 s: rolled back at 36.2 s to v8, pinned until 52 s; "
+            "Label poisoning 35-43 s: rolled back at 36.2 s to v8, pinned until 52 s; "
             "served accuracy 0.89 while it lasted (0.90 before).",
             "Bad revision at 60 s: stopped by its backtest at 61.5 s, 0 canary predictions.",
             "New revision at 70 s: promoted at 77 s.",

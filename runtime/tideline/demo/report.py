@@ -58,10 +58,12 @@ def _marks(ax: Any, events: list[Any], end: float, labels: bool) -> None:
         if labels:
             ax.text(start, 1.01, "label poisoning", transform=top, color="#555555", fontsize=7,
                     rotation=90, va="bottom", ha="center")  # fmt: skip
+    last = -math.inf  # (a label 1.5 s or less after the last one would write over it)
     for e in events:
         if e.reason in INJECTED:
             ax.axvline(e.t, color=GREY, linestyle="--", linewidth=1)
-            if labels:
+            if labels and e.t - last > 1.5:
+                last = e.t
                 ax.text(e.t, 1.01, INJECTED[e.reason], transform=top, color="#555555",
                         fontsize=7, rotation=90, va="bottom", ha="center")  # fmt: skip
         elif e.reason in REACTED:

@@ -103,7 +103,7 @@ def _poisoning(events: list[dict[str, Any]], timeline: list[float | None], rmse:
     p0 = injected["t"]
     ended = _first(events, ("PoisonEnded",), p0)
     p1 = ended["t"] if ended else None
-    span = f"{_s(p0)}-{_s(p1)}" if p1 is not None else f"from {_s(p0)}"
+    span = f"{_s(p0)[:-2]}-{_s(p1)}" if p1 is not None else f"from {_s(p0)}"  # (35-43 s)
     rolled = _first(events, ("RolledBack",), p0)
     if rolled is None:
         text = f"Label poisoning {span}: no rollback"
