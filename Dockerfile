@@ -1,7 +1,7 @@
 # The runtime image: learner, prediction server, drift monitor and operator, one
 # entry point (`tideline learner|server|monitor|operator`). `make image` builds it
 # with docker, or without a daemon (buildah, on a Debian base made by mmdebstrap);
-# see image/build.sh and README "On a cluster".
+# see image/build.sh and docs/getting-started.md, the tour's "On a cluster".
 #
 # BASE must have python3 >= 3.11 with its venv module: python:3.12-slim, or
 # Debian bookworm with python3 and python3-venv.

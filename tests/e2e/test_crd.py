@@ -19,7 +19,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 @pytest.fixture(scope="module")
 def crd(cluster: ControlPlane) -> ControlPlane:
-    # as the README's upgrade does: the chart's tests installed the CRD with helm (which then
+    # as docs/operator.md's upgrade does: the chart's tests installed the CRD with helm (which then
     # owns .spec.versions), and a server-side apply over it needs --force-conflicts
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
                     str(ROOT / "crds" / "onlinemodel.yaml"))  # fmt: skip

@@ -388,7 +388,7 @@ def test_history_merges_events_with_what_the_status_keeps_oldest_first() -> None
         "rollback --to goes to the version named",
         "rollback to another number than the operator acted on last",
         "pause sets pause-learning to true, the one value that pauses",
-        "resume sets pause-learning to false, as the README and Argo CD's action do",
+        "resume sets pause-learning to false, as docs/operator.md and Argo CD's action do",
     ],
 )
 def test_each_request_sets_the_annotations_the_operator_reads(

@@ -2,7 +2,7 @@
 
 Like ``kubectl argo rollouts``: ``list``, ``get [-w]``, ``history``, and ``promote``,
 ``abort``, ``rollback``, ``pause`` and ``resume``, which set (and remove) the annotations the
-operator reads (:data:`tideline_operator.rollout.PROMOTE` and the others; the README's
+operator reads (:data:`tideline_operator.rollout.PROMOTE` and the others; docs/operator.md,
 "Annotations"). Installed with the package as the console script ``kubectl-tideline``
 (kubectl finds plugins named ``kubectl-*`` on the PATH), and as ``tideline ctl``.
 

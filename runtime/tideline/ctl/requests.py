@@ -1,6 +1,6 @@
 """What ``kubectl tideline promote|abort|rollback|pause|resume`` asks of the operator: the
 annotations to set or remove, as the operator reads them (:mod:`tideline_operator.rollout`,
-``_advance`` and ``_guardrails``; the README's "Annotations"), or why the request would
+``_advance`` and ``_guardrails``; docs/operator.md, "Annotations"), or why the request would
 do nothing.
 
 Pure: the object as the API returns it in, a :class:`Request` (a merge patch of
@@ -14,7 +14,7 @@ annotations, and what to say) or :class:`Refused` out.
   acts once per number (``status.manualRollbackTo``), so the number it acted on last is
   refused.
 * ``pause``: ``pause-learning=true`` (only ``"true"`` pauses).
-* ``resume``: ``pause-learning=false``, as the README's table and Argo CD's
+* ``resume``: ``pause-learning=false``, as docs/operator.md's table and Argo CD's
   ``resume-learning`` action write it (the operator reads anything but ``"true"`` as
   learning, an absent annotation too; ``false`` is the documented word for it).
 

@@ -38,7 +38,7 @@ from tideline_operator.rollout import (
 
 EVENTS_IN_GET = 10  # the newest ones; ``history`` shows them all
 QUALITY_ROLES = ("served", "lastGood", "recent", "baseline", "canary", "latest")
-# The operator's annotations and what each, left on the object, does (README, "Annotations")
+# The operator's annotations and what each, left on the object, does (docs/operator.md, "Annotations")
 ANNOTATION_EFFECTS = {
     PROMOTE: "promotes the canary it names ('true': the one in flight) when set or changed",
     ABORT: "aborts the canary it names ('true': the one in flight) when set or changed",

@@ -1,7 +1,7 @@
 -- Argo CD health check for tideline.dev/OnlineModel, in Argo CD's own layout
 -- (resource_customizations/<group>/<kind>/health.lua with health_test.yaml).
 -- Install: argocd-cm, key resource.customizations.health.tideline.dev_OnlineModel
--- (the README shows the snippet). Read from the status the operator writes, never
+-- (docs/operator.md shows the snippet). Read from the status the operator writes, never
 -- from the spec. Uses only Lua's base and table libraries: Argo CD opens no other
 -- for a check given in argocd-cm.
 local hs = {}

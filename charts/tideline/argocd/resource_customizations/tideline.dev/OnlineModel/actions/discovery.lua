@@ -1,7 +1,7 @@
 -- Argo CD resource actions for tideline.dev/OnlineModel: which of them apply now.
 -- Install: argocd-cm, key resource.customizations.actions.tideline.dev_OnlineModel
--- (the README shows the snippet). Each action sets one of the annotations the operator
--- reads (README, "Annotations"); nothing else. Read from the status the operator
+-- (docs/operator.md shows the snippet). Each action sets one of the annotations the operator
+-- reads (docs/operator.md, "Annotations"); nothing else. Read from the status the operator
 -- writes and the annotations already set, with Lua's base and table libraries only.
 local actions = {}
 local status = obj.status or {}
