@@ -796,7 +796,7 @@ def quality_status(q: Quality | None) -> dict[str, Any] | None:
         if c is None:
             continue
         row: dict[str, Any] = {"version": c.version}
-        for k in ("accuracy", "rmse"):
+        for k in ("accuracy", "logloss", "rmse"):  # (log loss: what metric logloss compares)
             v = getattr(c, k)
             if v is not None:
                 row[k] = round(v, 4)
@@ -1228,6 +1228,8 @@ def _promote(
     st.pinned = st.liftOverBaseline = None
     # the promoted learner keeps its arguments: no restart at promotion
     st.stableWarmStart, st.canaryWarmStart = st.canaryWarmStart, None
+    if st.learningPaused and new is not None:  # (a pause is a revision's: the new stable's too)
+        actions.append(PauseLearning(new, True))
     if announce:  # (the old revision's children go with the status)
         actions.append(Promote(new, old))
         actions.append(Event("Normal", "Promoted", f"revision {new} ({why})"))
@@ -1237,20 +1239,21 @@ def _asked(st: RolloutStatus, ann: dict[str, str], canary: str | None) -> set[st
     """What the promote and abort annotations ask this turn: each one set, or changed, to
     ``true`` or to the canary's revision (``kubectl tideline`` writes the revision: a request
     for that canary alone). Read once: an annotation left on the object asks nothing of the
-    next canary - set it again (another value, or removed and set) to ask again."""
+    next canary - set it again (another value, or removed and set) to ask again.
+
+    Both are recorded every turn, an absent one as "" (the status is merge-patched: a key
+    dropped would stay). With no record - a model's first turn, or a status an operator
+    before this one wrote - what is there is recorded and asks nothing (a ``true`` left
+    from then would promote a canary at its first turn)."""
+    first = st.requestsSeen is None
     seen = dict(st.requestsSeen or {})
     asked = set()
     for key, name in ((ABORT, "abort"), (PROMOTE, "promote")):
         value = ann.get(key, "")
-        if value == seen.get(key, ""):
-            continue
-        if value in ("true", canary):
+        if not first and value != seen.get(key, "") and value in ("true", canary):
             asked.add(name)
-        if value:
-            seen[key] = value
-        else:
-            seen.pop(key, None)
-    st.requestsSeen = seen or None
+        seen[key] = value
+    st.requestsSeen = seen
     return asked
 
 

@@ -138,8 +138,13 @@ class Constant:
     @classmethod
     def best(cls, task: Task, y: np.ndarray) -> Constant:
         """The majority class (binary; multiclass: its one-hot row, :meth:`Task.constant`), or
-        the mean (regression); with no labels, 0.5 (binary: 1)."""
-        if task.multiclass:
+        the mean (regression); with no labels, 0.5 (binary: 1). By log loss
+        (``metric: logloss``): the positive rate, or each class's share.
+
+        >>> Constant.best(Task("binary", metric="logloss"), np.array([1.0, 0.0, 0.0, 0.0])).value
+        array(0.25)
+        """
+        if task.multiclass or task.metric == "logloss":
             return cls(task.constant(y))
         value = float(np.mean(y)) if len(y) else 0.5
         if task.name == "binary":

@@ -307,6 +307,13 @@ def test_a_canary_warm_starts_from_the_version_that_leaves_it_the_window_to_comp
     assert before(stable, 3, f + 5400) == 3
     r.xadd(keys.samples, {"x": "1"}, id=f"{int((f + 7050) * 1000)}-0")
     assert before(stable, 4, f + 5400) == 4  # (after v3 too: what stable serves)
+    # with labelDefault (after 20m) v1 had not learned clicks of predictions the history's
+    # first 10 minutes made (they came before its first entry): not v1
+    r.delete(keys.samples)
+    late = manifest(learning={"history": "3h", "labelDefault": {"value": 0, "after": "20m"}})
+    clicks = LearnerProcess(parse(late), r, warm_start_revision=stable, checkpoint_seconds=0.0)
+    assert clicks._version_before(stable, 4, f - 3600) == 2
+    assert before(stable, 4, f - 3600) == 1
 
 
 def test_with_label_defaults_a_warm_catch_up_learns_the_clicks_stable_had_not_learned_yet(

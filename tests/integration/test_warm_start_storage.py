@@ -243,3 +243,21 @@ def test_a_sha256_pins_a_warm_start_file_too(r, tmp_path: Path, baseline) -> Non
         _start(r, {"file": str(path), "sha256": "f" * 64})
     p = _start(r, {"file": str(path), "sha256": hashlib.sha256(baseline[1]).hexdigest()})
     _first_version_is_the_baseline(p, baseline, str(path))
+
+
+def test_a_presigned_url_s_signature_is_in_no_message_or_log(r, caplog) -> None:
+    """The query of an https URL (a presigned URL's signature) and a user:password@ are
+    credentials: a failure names the URL without them, and urllib3's retries log nothing."""
+    import logging
+
+    with socket.socket() as s:  # a port that was free: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://user:pw-secret@127.0.0.1:{port}/m.tdl?X-Amz-Signature=sig-secret"
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(WarmStartFailed) as caught:
+        _start(r, {"storageUri": uri})
+    message = caught.value.message
+    assert message.startswith(f"http://127.0.0.1:{port}/m.tdl?...: cannot be read"), message
+    said = message + caplog.text
+    assert "sig-secret" not in said and "pw-secret" not in said, said

@@ -380,6 +380,20 @@ def test_history_merges_events_with_what_the_status_keeps_oldest_first() -> None
             None,
             {"tideline.dev/pause-learning": "false"},
         ),
+        (
+            "resume",
+            {**HEALTHY, "learningPaused": True, "learningPausedBy": "conceptDrift"},
+            {"tideline.dev/pause-learning": "false"},
+            None,
+            {"tideline.dev/pause-learning": "resumed"},
+        ),
+        (
+            "promote",
+            {**CANARY, "requestsSeen": {"tideline.dev/promote": "bbbb"}},
+            {"tideline.dev/promote": "bbbb"},
+            None,
+            {"tideline.dev/promote": "true", "tideline.dev/abort": None},
+        ),
     ],
     ids=[
         "promote sets promote and removes an abort, which the operator would read first",
@@ -389,6 +403,8 @@ def test_history_merges_events_with_what_the_status_keeps_oldest_first() -> None
         "rollback to another number than the operator acted on last",
         "pause sets pause-learning to true, the one value that pauses",
         "resume sets pause-learning to false, as docs/operator.md and Argo CD's action do",
+        "resume where it says false already (a pause for concept drift since): a change",
+        "promote of a canary back after another, its revision read last: true, a change",
     ],
 )
 def test_each_request_sets_the_annotations_the_operator_reads(

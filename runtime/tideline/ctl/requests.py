@@ -14,9 +14,10 @@ annotations, and what to say) or :class:`Refused` out.
   acts once per number (``status.manualRollbackTo``), so the number it acted on last is
   refused.
 * ``pause``: ``pause-learning=true`` (only ``"true"`` pauses).
-* ``resume``: ``pause-learning=false``, as docs/operator.md's table and Argo CD's
-  ``resume-learning`` action write it (the operator reads anything but ``"true"`` as
-  learning, an absent annotation too; ``false`` is the documented word for it).
+* ``resume``: ``pause-learning=false``, as Argo CD's ``resume-learning`` action writes
+  it (the operator reads anything but ``"true"`` as learning, and a change as a person's
+  word, which alone resumes a pause for concept drift): ``resumed`` where it says
+  ``false`` already.
 
 Promote and abort want a canary in flight (with none, there is nothing to ask).
 
@@ -73,10 +74,14 @@ def request(verb: str, obj: Mapping[str, Any], to: int | None = None) -> Request
                 raise Refused(f"{name} has no canary in flight to {verb}")
             mine, other = (PROMOTE, ABORT) if verb == "promote" else (ABORT, PROMOTE)
             what = "promoted" if verb == "promote" else "aborted"
+            # (a change is a request: the canary's revision, or "true" where the operator
+            # read that revision last - the same canary back after another)
+            seen = (st.requestsSeen or {}).get(mine)
+            value = st.canaryRevision if seen != st.canaryRevision else "true"
             return Request(
-                {mine: st.canaryRevision, other: None},
+                {mine: value, other: None},
                 f"canary {st.canaryRevision} of {name} is {what} at the operator's next turn "
-                f"({mine}={st.canaryRevision})",
+                f"({mine}={value})",
             )
         case "rollback":
             target = to if to is not None else st.lastGoodVersion
@@ -101,7 +106,10 @@ def request(verb: str, obj: Mapping[str, Any], to: int | None = None) -> Request
                            f"learning of {name} pauses at the operator's next turn "
                            f"({PAUSE_LEARNING}=true); the servers go on serving")  # fmt: skip
         case "resume":
-            return Request({PAUSE_LEARNING: "false"},
+            # (a change is a person's word: where it says false already, "resumed")
+            now = (meta.get("annotations") or {}).get(PAUSE_LEARNING)
+            value = "resumed" if now == "false" else "false"
+            return Request({PAUSE_LEARNING: value},
                            f"learning of {name} resumes at the operator's next turn "
-                           f"({PAUSE_LEARNING}=false)")  # fmt: skip
+                           f"({PAUSE_LEARNING}={value})")  # fmt: skip
     raise ValueError(f"unknown request {verb!r}")

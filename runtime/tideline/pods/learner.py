@@ -359,15 +359,17 @@ class LearnerProcess:
         _, first, _ = history.span(self.r, self.keys)
         if first is None:
             return served
+        # (with labelDefault a version had not learned the clicks of the last ``after``
+        # before it: they come from the history too, which must hold them)
+        default = self.spec.learning.labelDefault
+        floor = predlog.entry_seconds(first) + (default.after if default is not None else 0.0)
         best = served
         for v in kept:
             try:
                 learned = float(self.store.version_meta(revision, v).get("learnedUntil", 0.0))
             except StoreError:
                 continue
-            if v != served and (
-                learned < predlog.entry_seconds(first) or self._samples_since(learned)
-            ):
+            if v != served and (learned < floor or self._samples_since(learned)):
                 break  # (and so is every older one)
             best = v
             if learned <= until:
@@ -452,7 +454,7 @@ class LearnerProcess:
             # bytes from the network: trusted (a team's code may load them) only when the
             # manifest pins them with their sha256; a built-in learner's arrays load either way
             blob = storage.fetch(ws, MAX_SNAPSHOT_BYTES)
-            return blob, ws.storageUri, ws.sha256 is not None
+            return blob, storage.shown(ws.storageUri), ws.sha256 is not None
         path = (
             Path(ws.file)
             if ws.file

@@ -39,6 +39,7 @@ tideline.pods.storage.WarmStartFailed: WarmStartFailed: gs://models/fraud/base.t
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote, urlsplit
@@ -72,6 +73,19 @@ class WarmStartFailed(ModelLoadError):
         super().__init__("WarmStartFailed", f"{source}: {message}")
 
 
+def shown(uri: str) -> str:
+    """A URI as logs, Events and conditions may say it: no user:password@, no query or
+    fragment (a presigned URL's signature is a credential).
+
+    >>> shown("https://u:p@example.test/m.tdl?X-Amz-Signature=abc#x")
+    'https://example.test/m.tdl?...'
+    """
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    hidden = "?..." if parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{parts.path}{hidden}" if parts.scheme else uri
+
+
 def where(ws: WarmStart) -> tuple[str, str, str]:
     """An ``s3://`` or ``gs://`` URI's endpoint, bucket and key."""
     assert ws.storageUri is not None
@@ -81,7 +95,10 @@ def where(ws: WarmStart) -> tuple[str, str, str]:
 
 
 def pool(env: Mapping[str, str] = os.environ) -> urllib3.PoolManager:
-    """The HTTP pool every request of a fetch goes through: timeouts, retries, CA bundle."""
+    """The HTTP pool every request of a fetch goes through: timeouts, retries, CA bundle.
+    (urllib3 logs each retry with the request's path and query - a presigned URL's
+    signature: only its errors are logged.)"""
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     retries = urllib3.Retry(
         total=RETRIES, backoff_factor=0.5, status_forcelist=TRANSIENT,
         allowed_methods=("GET", "HEAD"), raise_on_status=False,
@@ -106,11 +123,11 @@ def fetch(ws: WarmStart, limit: int, env: Mapping[str, str] = os.environ) -> byt
         else:
             blob = _object(http, ws, limit, env)
     except urllib3.exceptions.HTTPError as e:  # (retried: refused, reset, timed out, TLS)
-        raise WarmStartFailed(uri, f"cannot be read: {_reason(e)}") from None
+        raise WarmStartFailed(shown(uri), f"cannot be read: {_reason(e)}") from None
     finally:
         http.clear()
     if ws.sha256 is not None:
-        check_sha256(blob, ws.sha256, uri)
+        check_sha256(blob, ws.sha256, shown(uri))
     return blob
 
 
@@ -124,6 +141,7 @@ def check_sha256(blob: bytes, want: str, source: str) -> None:
 
 def _url(http: urllib3.PoolManager, uri: str, limit: int) -> bytes:
     response = http.request("GET", uri, preload_content=False, redirect=True)
+    uri = shown(uri)  # (from here on, what is said of it)
     try:
         if response.status != 200:
             raise WarmStartFailed(uri, f"HTTP {response.status} {response.reason or ''}".rstrip())

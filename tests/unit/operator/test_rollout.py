@@ -96,8 +96,10 @@ def _active(decision):
 
 
 def _canary_status(step=0, weight=0, **extra):
+    # (requestsSeen: as an operator's turn leaves it, no promote or abort annotation read)
     return {"stableRevision": "old", "canaryRevision": "new", "currentStep": step, "canaryWeight": weight,
-            "pauseStartedAt": None, "analysisFailures": 0, "lastAnalysisAt": None, **extra}  # fmt: skip
+            "pauseStartedAt": None, "analysisFailures": 0, "lastAnalysisAt": None,
+            "requestsSeen": {PROMOTE: "", ABORT: ""}, **extra}  # fmt: skip
 
 
 def test_the_first_revision_becomes_stable_and_the_model_is_healthy() -> None:
@@ -1433,3 +1435,18 @@ def test_an_abort_asked_with_no_canary_in_flight_is_not_kept_for_the_next_one() 
     d = decide(spec, d.status, Observed(revision="new", served=7, annotations=ask),
                _health(101.0), now=101.0)  # fmt: skip
     assert d.status["canaryRevision"] == "new" and "aborted" not in d.status
+
+
+def test_requests_an_older_operator_left_unread_ask_nothing_and_absent_ones_are_recorded() -> None:
+    """A status without requestsSeen (an operator before this one wrote it) records what is
+    there and acts on nothing: a promote=true left then would promote a canary at once. An
+    annotation removed is recorded as "" (the status is merge-patched: a key dropped stays)."""
+    spec = _spec()
+    st = {k: v for k, v in _canary_status().items() if k != "requestsSeen"}
+    obs = Observed(revision="new", annotations={PROMOTE: "true"})
+    d = decide(spec, st, obs, _health(100.0, canary=(2, comparison(0.0))), now=100.0)
+    assert d.status["canaryRevision"] == "new" and "Promoted" not in [
+        a.reason for a in _actions(d, Event)]  # fmt: skip
+    assert d.status["requestsSeen"] == {PROMOTE: "true", ABORT: ""}
+    d = decide(spec, d.status, Observed(revision="new"), _health(101.0), now=101.0)
+    assert d.status["requestsSeen"] == {PROMOTE: "", ABORT: ""}
