@@ -149,6 +149,34 @@ def test_by_log_loss_the_backtest_stops_a_learning_rate_accuracy_lets_through(r)
     assert said["logloss"].upper < -0.05, said["logloss"]  # (surely 5 % more log loss)
 
 
+@pytest.mark.parametrize(
+    ("read_bytes", "ahead"),
+    [
+        (1 << 20, False),
+        (20_000, False),  # pages of the fewest entries, 16, as the first page's size says
+        (20_000, True),
+        (1, True),
+    ],
+    ids=[
+        "pages of about a megabyte read the history in order",
+        "pages sized from the last one's entries read every entry once, in order",
+        "pages read ahead on another thread read every entry once, in order",
+        "pages of the fewest entries read ahead read every entry once, in order",
+    ],
+)
+def test_the_history_is_read_page_by_page_in_order(r, monkeypatch, read_bytes, ahead) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = Keys("default", "fraud")
+    marks = _history(r, keys, n=1000)
+    monkeypatch.setattr(history, "READ_BYTES", read_bytes)
+    with ThreadPoolExecutor(1) as io:
+        got = list(history.read_with(r, keys, history.Record.decode, ahead=io if ahead else None))
+    ids = [eid for eid, _ in got]
+    assert ids == sorted(set(ids), key=lambda e: tuple(map(int, e.split("-"))))
+    assert [m for _, rec in got for m in rec.marks] == marks
+
+
 def test_the_monitor_keeps_each_join_and_a_new_revision_learns_it_once(r) -> None:
     """The monitor appends what it joins - rows as logged, labels, what stable served - and
     a new revision's learner learns those rows before its first version, then reads on
