@@ -97,6 +97,29 @@ def test_a_prediction_takes_one_label_held_until_committed_then_in_redis(r) -> N
     assert len(third.resolve()) == 1
 
 
+def test_marks_committed_by_slice_are_the_same_keys_and_expiries_as_marks_committed_one_by_one(r) -> None:  # fmt: skip
+    """A catch-up commits its marks grouped by slice (one request's rows share one): the same
+    sets, members and expiries as :meth:`LogJoin.commit` writes."""
+    now = time.time()
+    one, grouped = _join(r), LogJoin(r, KEYS, 60.0, "grouped reader")
+    stamps = [(now - 100.0, [f"s a-{i} 0 {i}" for i in range(3)]), (now, ["s b-0 0 0"])]
+    pipe = r.pipeline(transaction=False)
+    one.commit(pipe, [m for ts, names in stamps for m in one.marks_of(ts, names)])
+    by_slice: dict[int, list[str]] = {}
+    for ts, names in stamps:
+        by_slice.setdefault(grouped.slice_of(ts), []).extend(names)
+    grouped.commit_slices(pipe, by_slice)
+    pipe.execute()
+
+    def written(reader: str) -> dict[str, tuple[set[bytes], int]]:
+        found = r.keys(KEYS.taken(reader, "*"))
+        return {k.decode().split(":")[-1]: (r.smembers(k), r.ttl(k)) for k in found}
+
+    got, grouped_got = written("reader"), written("grouped reader")
+    assert {k: m for k, (m, _) in got.items()} == {k: m for k, (m, _) in grouped_got.items()}
+    assert len(got) == 2 and all(abs(t - grouped_got[k][1]) <= 1 for k, (_, t) in got.items())
+
+
 def test_a_client_id_given_twice_joins_its_newest_prediction(r) -> None:
     LoggedRequest([{"amount": 1.0}], ids=["order-7"], ts=time.time() - 400).write(r, KEYS)
     LoggedRequest([{"amount": 2.0}], ids=["order-7"]).write(r, KEYS)

@@ -35,7 +35,7 @@ from tideline.backtest import BacktestWindow
 from tideline.contracts import Backtest, Keys
 from tideline.features import FeatureError
 from tideline.pods import history
-from tideline.pods.join import LogJoin, Mark
+from tideline.pods.join import LogJoin
 from tideline.training import Run, Training
 
 log = logging.getLogger("tideline.learner")
@@ -74,7 +74,8 @@ class CatchUp:
         self.compared = BacktestWindow(training.task, start=until - window)
         # predictions made before this are out of the log: their marks would expire at once
         self._log_starts = time.time() - join.retention
-        self.marks: list[Mark] = []  # the chunk's, committed with it
+        # the chunk's marks by their slice of time (LogJoin.commit_slices), committed with it
+        self.marks: dict[int, list[str]] = {}
         self._io: Executor | None = None  # a thread of its own, while it runs
         self._commit: Future[None] | None = None  # the last chunk's marks, on their way
         self.marked = 0
@@ -191,7 +192,7 @@ class CatchUp:
         self._served += scores
         self._stable += stable
         if young:
-            self.marks += self.join.marks_of(rec.ts, marks)
+            self.marks.setdefault(self.join.slice_of(rec.ts), []).extend(marks)
 
     def _encode_typed(self) -> None:
         if self._typed:
@@ -242,18 +243,18 @@ class CatchUp:
         self.compared.add(received, predictions, self._served_scores(stable, served), y, stable)
         if self.marks:  # (as it goes: millions of marks must not wait in memory)
             self._committed()
-            marks, self.marks = self.marks, []
+            marks, self.marks = self.marks, {}
             if self._io is not None:
                 self._commit = self._io.submit(self._mark, marks)
             else:
                 self._mark(marks)
         return len(y)
 
-    def _mark(self, marks: list[Mark]) -> None:
+    def _mark(self, marks: dict[int, list[str]]) -> None:
         pipe = self.r.pipeline(transaction=False)
-        self.join.commit(pipe, marks)
+        self.join.commit_slices(pipe, marks)
         pipe.execute()
-        self.marked += len(marks)
+        self.marked += sum(map(len, marks.values()))
 
     def _committed(self) -> None:
         """The marks given to the ``_io`` thread are in Redis (its error raised here)."""

@@ -492,13 +492,17 @@ class LogJoin:
         a late label may correct it, once), committed with the first."""
         return mark[0], mark[1] + DEFAULTED
 
+    def slice_of(self, ts: float) -> int:
+        """The slice of time of a prediction made at ``ts`` (its marks' set)."""
+        return int(ts // self.mark_seconds)
+
     def mark_of(self, ts: float, key: str) -> Mark:
         """The mark of the prediction ``key`` made at ``ts``."""
-        return int(ts // self.mark_seconds), key
+        return self.slice_of(ts), key
 
     def marks_of(self, ts: float, keys: Iterable[str]) -> list[Mark]:
         """The marks of the predictions ``keys`` all made at ``ts`` (one request's)."""
-        return list(zip(repeat(int(ts // self.mark_seconds)), keys))
+        return list(zip(repeat(self.slice_of(ts)), keys))
 
     def _ask_taken(self, pipe: Any, marks: dict[int, list[str]]) -> None:
         for b, names in marks.items():
@@ -509,6 +513,11 @@ class LogJoin:
         by_slice: dict[int, list[str]] = {}
         for b, key in marks:
             by_slice.setdefault(b, []).append(key)
+        self.commit_slices(pipe, by_slice)
+
+    def commit_slices(self, pipe: Any, by_slice: dict[int, list[str]]) -> None:
+        """As :meth:`commit`, the marks already grouped by their slice of time (a catch-up's:
+        one request's rows share one, so it need not make a tuple a row)."""
         for b, names in by_slice.items():
             key = self._marks_key(b)
             pipe.sadd(key, *names)
