@@ -296,6 +296,9 @@ def _rate(text: str) -> float:
     return value
 
 
+DEFAULT_REPORT = Path("tideline-report.html")
+
+
 def _report(text: str) -> Path | None:
     """An argparse type: where the report goes ('' for none), in a folder that exists (it is
     written at the end: a run should not find out then)."""
@@ -378,6 +381,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     from tideline.demo.local import run_local
 
+    if args.report == DEFAULT_REPORT:  # (checked here: see the flag)
+        try:
+            _report(str(DEFAULT_REPORT))
+        except argparse.ArgumentTypeError as e:
+            args.parser.error(f"argument --report: {e}")
     manifest = load_manifest(args.file)
     parse(manifest)  # a bad manifest fails here, naming the field, before anything starts
     if args.history:  # (the run's copy: a backtest before the canary's traffic)
@@ -554,7 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="from this time a label producer sends flipped labels through :learn, e.g. 35s")  # fmt: skip
     rp.add_argument("--poison-for", type=_seconds(), default=None,
                     help=f"how long the poisoning lasts (default: {POISON_FOR:g}s)")  # fmt: skip
-    rp.add_argument("--report", type=_report, default="tideline-report.html",
+    # (a Path, not a string: argparse checks a string default with the type, and a folder
+    # that is not writable - the runtime image's / - would be refused before cmd_run says
+    # the image has no demo extras; cmd_run checks it)
+    rp.add_argument("--report", type=_report, default=DEFAULT_REPORT,
                     help="HTML report ('' for none); written for what ran after Ctrl-C too")  # fmt: skip
     rp.add_argument("--keep", action="store_true",
                     help="keep the run's folder (the processes' logs and manifests) and print "
