@@ -180,14 +180,27 @@ def test_the_canary_is_judged_on_the_paired_comparison_not_a_raw_difference(vs, 
     assert analyze(_spec(), _health(100.0, canary=(2, vs)), now=100.0).outcome == outcome
 
 
-def test_by_log_loss_the_canary_fails_on_log_loss_and_says_so_in_relative_units() -> None:
+@pytest.mark.parametrize(
+    ("task", "metric", "failed_on", "units"),
+    [
+        ("binary", None, "accuracy", "(accuracy)"),
+        ("binary", "logloss", "logloss", "(relative log loss)"),
+        ("regression", None, "rmse", "(relative MSE)"),
+    ],
+    ids=[
+        "a classifier without a metric is judged on accuracy, in points",
+        "by log loss the canary fails on log loss and says so in relative units",
+        "a regression without a metric is judged on its squared error, relative",
+    ],
+)
+def test_the_canary_fails_on_the_task_s_metric_in_its_units(task, metric, failed_on, units) -> None:
     from dataclasses import replace
 
     spec = _spec()
-    spec = replace(spec, model=replace(spec.model, metric="logloss"))
+    spec = replace(spec, model=replace(spec.model, task=task, metric=metric))
     res = analyze(spec, _health(100.0, canary=(2, comparison(-0.2, half=0.05))), now=100.0)
-    assert (res.outcome, res.metric) == ("fail", "logloss")
-    assert "(relative log loss)" in res.message
+    assert (res.outcome, res.metric) == ("fail", failed_on)
+    assert units in res.message
 
 
 @pytest.mark.parametrize(
