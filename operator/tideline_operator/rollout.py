@@ -376,10 +376,10 @@ class RolloutStatus(msgspec.Struct, kw_only=True):
     # annotation as last read ("" when absent): a change of it is a person's word, which
     # overrides a policy's pause
     learningPausedBy: str | None = None  # noqa: N815
+    pauseAnnotation: str | None = None  # noqa: N815
     # the promote and abort annotations as last read: a request is a change of one (see
     # _asked), so one left on the object never promotes or aborts the next canary
     requestsSeen: dict[str, str] | None = None  # noqa: N815
-    pauseAnnotation: str | None = None  # noqa: N815
     lastConceptAt: float | None = None  # noqa: N815
     replicas: int | None = None
     selector: str | None = None
