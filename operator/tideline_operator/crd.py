@@ -193,7 +193,11 @@ def _params() -> dict[str, Any]:
                 props[f.name] = _num(
                     f"hyperparameter of {algorithm}", None, e.lo, e.hi, integer=e.kind == "integer"
                 )
-    return _obj("Hyperparameters of the algorithm (defaults depend on it; see the README)", props)
+    return _obj(
+        "Hyperparameters of the algorithm (defaults depend on it: docs/resource.md, "
+        '"Algorithms and their params")',
+        props,
+    )
 
 
 def _external(algorithm: str) -> dict[str, Any]:
