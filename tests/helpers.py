@@ -54,6 +54,36 @@ def manifest(name: str = "m", **spec: object) -> dict:
     }
 
 
+def online_model(name: str, namespace: str, steps: list[dict], features: tuple[str, ...] = ("x",),
+                 **metadata: Any) -> dict:  # fmt: skip
+    """An OnlineModel as ``kubectl tideline`` reads it: numeric ``features`` and a canary
+    rollout of ``steps`` (``metadata``: more of its metadata); no status (see
+    :func:`canary_status`)."""
+    return {
+        "apiVersion": "tideline.dev/v1alpha1",
+        "kind": "OnlineModel",
+        "metadata": {"name": name, "namespace": namespace, **metadata},
+        "spec": {"model": {"features": [{"name": f} for f in features]},
+                 "rollout": {"steps": copy.deepcopy(steps)}},
+    }  # fmt: skip
+
+
+def healthy_status(stable: str, versions: tuple[int, int, int]) -> dict:
+    """The operator's status with no canary: ``stable`` serving; ``versions``: the served,
+    latest and lastGood versions."""
+    served, latest, last_good = versions
+    return {"phase": "Healthy", "stableRevision": stable, "servedVersion": served,
+            "latestVersion": latest, "lastGoodVersion": last_good}  # fmt: skip
+
+
+def canary_status(stable: str, canary: str, paused_at: float, versions: tuple[int, int, int],
+                  **more: Any) -> dict:  # fmt: skip
+    """The operator's status mid-canary: ``canary`` at 10% at the pause of its second step
+    (currentStep 1) since ``paused_at``, ``more`` fields over it."""
+    return {**healthy_status(stable, versions), "phase": "Progressing", "canaryRevision": canary,
+            "canaryWeight": 10, "currentStep": 1, "pauseStartedAt": paused_at, **more}  # fmt: skip
+
+
 def push_samples(r, stream: str, rows: list, labels) -> None:  # type: ignore[no-untyped-def]
     """Labelled rows onto a samples stream, an entry each (a producer's one-row entries)."""
     import orjson

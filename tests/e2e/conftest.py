@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 
 from tests.e2e.cluster.controlplane import ControlPlane, free_port
-from tests.helpers import wait_until
+from tests.helpers import manifest, wait_until
 from tideline.demo.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +93,26 @@ def install(cluster: ControlPlane, redis: EmbeddedRedis) -> Installed:
 @pytest.fixture(scope="package")
 def installed(cluster: ControlPlane, e2e_redis: EmbeddedRedis) -> Installed:
     return install(cluster, e2e_redis)
+
+
+class PausingModel:
+    """A model in its own namespace whose every canary stops at 10% until promoted: ``apply``
+    a change of its params to start one, ``status`` to follow what the operator wrote (the
+    kubectl plugin's and the Argo CD actions' tests steer it)."""
+
+    def __init__(self, cluster: ControlPlane, namespace: str, name: str) -> None:
+        self.cluster, self.namespace, self.name = cluster, namespace, name
+        cluster.kubectl("create", "namespace", namespace, check=False)
+
+    def status(self) -> dict:
+        return get(self.cluster, "om", self.name, "-n", self.namespace).get("status") or {}
+
+    def apply(self, params: dict) -> None:
+        m = manifest(self.name, serving={"replicas": 1},
+                     rollout={"steps": [{"setWeight": 10}, {"pause": {}}]})  # fmt: skip
+        m["metadata"]["namespace"] = self.namespace
+        m["spec"]["model"]["params"] = params
+        self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(m))
 
 
 class Operator:

@@ -4,18 +4,15 @@ to the changed one), and the operator does what it asked; its conditions in its 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.e2e.conftest import Installed, Operator, get, until
+from tests.e2e.conftest import Installed, Operator, PausingModel, get, until
 from tests.e2e.test_argocd import CHECK, argocd_lua
-from tests.helpers import manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -55,19 +52,9 @@ def offered(installed: Installed, tmp: Path, ns: str, name: str, action: str) ->
 def test_argo_cd_actions_promote_pause_resume_and_abort_with_the_real_operator(
     installed: Installed, operator: Operator, tmp_path: Path
 ) -> None:
-    cp = installed.cluster
     ns, name = "e2e-argocd-actions", "act"
-    cp.kubectl("create", "namespace", ns, check=False)
-
-    def status() -> dict:
-        return get(cp, "om", name, "-n", ns).get("status") or {}
-
-    def apply(params: dict) -> None:
-        m = manifest(name, serving={"replicas": 1},
-                     rollout={"steps": [{"setWeight": 10}, {"pause": {}}]})  # fmt: skip
-        m["metadata"]["namespace"] = ns
-        m["spec"]["model"]["params"] = params
-        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(copy.deepcopy(m)))
+    model = PausingModel(installed.cluster, ns, name)
+    status, apply = model.status, model.apply
 
     apply({})
     until(lambda: status().get("stableRevision"), 60, "stable")

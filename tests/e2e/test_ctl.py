@@ -20,36 +20,23 @@ import yaml
 
 from tests.e2e.cluster.controlplane import ControlPlane, free_port
 from tests.e2e.conftest import Installed, Operator
+from tests.helpers import canary_status, online_model
 from tideline import cli
 from tideline.ctl.main import main
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
 NS = "ctl"
-MODEL = {
-    "apiVersion": "tideline.dev/v1alpha1",
-    "kind": "OnlineModel",
-    "metadata": {"name": "fraud", "namespace": NS},
-    "spec": {
-        "model": {"features": [{"name": "amount"}]},
-        "rollout": {
-            "steps": [{"setWeight": 10}, {"pause": "60s"}, {"setWeight": 50}, {"pause": {}}]
-        },
-    },
-}
+MODEL = online_model("fraud", NS, [{"setWeight": 10}, {"pause": "60s"}, {"setWeight": 50},
+                                   {"pause": {}}], features=("amount",))  # fmt: skip
 # what the operator would have written mid-canary: at the pause, the second of four steps
-STATUS = {
-    "phase": "Progressing",
-    "stableRevision": "3f2a1b9c0d",
-    "canaryRevision": "9a8b7c6d5e",
-    "canaryWeight": 10,
-    "currentStep": 1,
-    "pauseStartedAt": time.time() - 30,
-    "servedVersion": 11,
-    "latestVersion": 12,
-    "lastGoodVersion": 9,
-    "learnerLag": 1234,
-    "conditions": [
+STATUS = canary_status(
+    "3f2a1b9c0d",
+    "9a8b7c6d5e",
+    time.time() - 30,
+    (11, 12, 9),
+    learnerLag=1234,
+    conditions=[
         {
             "type": "Ready",
             "status": "True",
@@ -65,14 +52,14 @@ STATUS = {
             "lastTransitionTime": "2026-01-01T00:00:00Z",
         },
     ],  # fmt: skip
-    "liftOverBaseline": {
+    liftOverBaseline={
         "difference": 0.012,
         "lower": 0.004,
         "upper": 0.02,
         "samples": 5000,
         "baselineVersion": 0,
     },  # fmt: skip
-}
+)
 
 
 @pytest.fixture(scope="module")

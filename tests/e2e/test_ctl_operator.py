@@ -4,10 +4,8 @@ as the plugin asked, and get and history show what it wrote."""
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from tests.e2e.conftest import Installed, Operator, get, until
-from tests.helpers import manifest
+from tests.e2e.conftest import Installed, Operator, PausingModel, until
 from tideline.ctl.main import main
 
 pytestmark = pytest.mark.e2e
@@ -19,17 +17,8 @@ def test_the_running_operator_does_what_the_plugin_asked(
     """promote, pause and resume, and get shows the canary at its manual pause."""
     cp = installed.cluster
     ns, name = "e2e-ctl-operator", "steer"
-    cp.kubectl("create", "namespace", ns, check=False)
-
-    def status() -> dict:
-        return get(cp, "om", name, "-n", ns).get("status") or {}
-
-    def apply(params: dict) -> None:
-        m = manifest(name, serving={"replicas": 1},
-                     rollout={"steps": [{"setWeight": 10}, {"pause": {}}]})  # fmt: skip
-        m["metadata"]["namespace"] = ns
-        m["spec"]["model"]["params"] = params
-        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(m))
+    model = PausingModel(cp, ns, name)
+    status, apply = model.status, model.apply
 
     def ctl(*args: str) -> tuple[int, str]:
         code = main([*args, name, "-n", ns, "--kubeconfig", str(cp.kubeconfig)])

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import canary_status, healthy_status, online_model
 from tideline.ctl.main import main
 from tideline.ctl.requests import Refused, request
 from tideline.ctl.view import moments, render_get, render_history, render_list, timestamp
@@ -21,24 +22,16 @@ STEPS = [{"setWeight": 10}, {"pause": "60s"}, {"backtest": {"window": "10m"}}, {
 
 def model(status: dict[str, Any] | None = None, annotations: dict[str, str] | None = None,
           steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
-    meta: dict[str, Any] = {"name": "fraud", "namespace": "team", "generation": 1,
-                            "creationTimestamp": "2026-03-01T11:00:00Z"}  # fmt: skip
-    if annotations:
-        meta["annotations"] = annotations
-    return {
-        "apiVersion": "tideline.dev/v1alpha1",
-        "kind": "OnlineModel",
-        "metadata": meta,
-        "spec": {"model": {"features": [{"name": "x"}]}, "learning": {"history": "1h"},
-                 "rollout": {"steps": steps if steps is not None else STEPS}},
-        "status": {"observedGeneration": 1, **(status or {})},
-    }  # fmt: skip
+    m = online_model("fraud", "team", STEPS if steps is None else steps, generation=1,
+                     creationTimestamp="2026-03-01T11:00:00Z",
+                     **({"annotations": annotations} if annotations else {}))  # fmt: skip
+    m["spec"]["learning"] = {"history": "1h"}
+    m["status"] = {"observedGeneration": 1, **(status or {})}
+    return m
 
 
-HEALTHY = {"phase": "Healthy", "stableRevision": "aaaa", "servedVersion": 12,
-           "latestVersion": 12, "lastGoodVersion": 11}  # fmt: skip
-CANARY = {**HEALTHY, "phase": "Progressing", "canaryRevision": "bbbb", "canaryWeight": 10,
-          "currentStep": 1, "pauseStartedAt": NOW - 20}  # fmt: skip
+HEALTHY = healthy_status("aaaa", (12, 12, 11))
+CANARY = canary_status("aaaa", "bbbb", NOW - 20, (12, 12, 11))
 
 
 def words(text: str) -> str:
