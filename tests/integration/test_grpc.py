@@ -371,6 +371,34 @@ def test_grpc_answers_count_on_their_route_and_track(server) -> None:
     assert s.dp.stats["stable"].requests == 1 and s.dp.stats["stable"].refused == 1
 
 
+@pytest.mark.parametrize(
+    ("message", "code", "status", "said"),
+    [
+        (b"\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT, "400",
+         "the message is not an inference.ModelInferRequest"),
+        (pb.ModelInferRequest(model_name="other").SerializeToString(), grpc.StatusCode.NOT_FOUND,
+         "404", "model 'other' is not served here (this server serves 'fraud')"),
+    ],
+    ids=["bytes that are no ModelInferRequest are refused as invalid and counted as HTTP counts a body that is no JSON",
+         "a model not served here is refused and counted"],
+)  # fmt: skip
+def test_a_grpc_refusal_counts_as_the_http_route_counts_one(
+    server, message, code, status, said
+) -> None:
+    s, address = server
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as e:
+            call(message, timeout=10)
+    assert (e.value.code(), e.value.details()) == (code, said)
+    metrics = s.client.get("/metrics").text
+    assert (
+        f'tideline_server_requests_total{{route="grpc/infer",status="{status}",track="none"}} 1.0'
+        in metrics
+    )
+    assert s.dp.stats["stable"].refused == 1
+
+
 # -- the kserve SDK's gRPC client, on its defaults ----------------------------------------------
 # Run in a process of its own: the kserve SDK's generated messages and tritonclient's both
 # register inference.* in protobuf's default pool, so one process cannot import both.

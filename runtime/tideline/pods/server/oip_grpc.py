@@ -26,18 +26,23 @@ INVALID_ARGUMENT, 404 NOT_FOUND, 409 ALREADY_EXISTS (a client id another predict
 holds), 413 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, a bug
 INTERNAL. A message over ``TIDELINE_MAX_BODY_BYTES`` or past
 ``TIDELINE_MAX_CONCURRENCY`` requests in flight is RESOURCE_EXHAUSTED from gRPC
-itself.
+itself. Every refusal of ``ModelInfer`` counts in the request metrics as the HTTP
+route's do (route ``grpc/infer``), a message that is no ``ModelInferRequest`` too,
+but for those two: gRPC's core and its concurrency limiter answer them before any
+code of the server runs.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import grpc
 import orjson
+from google.protobuf.message import DecodeError
 
 from tideline.features import FeatureSchema
 from tideline.pods.server import oip
@@ -229,7 +234,16 @@ class Service:
             inputs=doc["inputs"], outputs=doc["outputs"],
         )  # fmt: skip
 
-    async def ModelInfer(self, request: Any, context: Any) -> bytes:  # noqa: N802
+    async def ModelInfer(self, message: bytes, context: Any) -> bytes:  # noqa: N802
+        # (read here, not by gRPC: a message that is none is refused and counted as an HTTP
+        # body that is no JSON is, where gRPC would answer UNKNOWN naming the parser's error)
+        started = time.perf_counter()
+        try:
+            request = pb.ModelInferRequest.FromString(message)
+        except DecodeError:
+            e = BadRequest("the message is not an inference.ModelInferRequest")
+            self.predictor.finish(self.protocol.route, None, started, e.status, "stable")
+            await context.abort(code_of(e.status), e.message)
         headers = {k: v for k, v in context.invocation_metadata() or () if k in _READ}
         name = request.model_name
         version = request.model_version or None
@@ -254,7 +268,10 @@ class Service:
         for name, (request, response) in pb.METHODS.items():
             methods[name] = grpc.unary_unary_rpc_method_handler(
                 getattr(self, name),
-                request_deserializer=pb.MESSAGES[request].FromString,
+                # (ModelInfer reads its own, to refuse and count a message that is none)
+                request_deserializer=None
+                if name == "ModelInfer"
+                else pb.MESSAGES[request].FromString,
                 # ModelInfer's answer is serialised already (a canary's answer is re-read)
                 response_serializer=None
                 if name == "ModelInfer"
