@@ -510,3 +510,29 @@ def test_the_admission_policy_and_the_operator_agree_on_tags_and_digests(helm_bi
     assert api == operator
     assert api[f"registry.corp/ml/tideline@{SHA}"] and api[f"registry.corp/pinned/x@{SHA}"]
     assert not api["registry.corp/pinned/x:1"] and not api[f"docker.io/evil@{SHA}"]
+
+
+@pytest.mark.parametrize(
+    ("args", "monitors"),
+    [([], 0), (["--set", "metrics.serviceMonitor.enabled=true"], 1)],
+    ids=["no ServiceMonitor by default", "metrics.serviceMonitor.enabled: one for the operator"],
+)
+def test_a_service_monitor_scrapes_the_operator_s_metrics_service_when_asked(
+    helm_bin: Path, args: list[str], monitors: int
+) -> None:
+    by = render(helm_bin, *args, "--set", "metrics.serviceMonitor.labels.release=kps")
+    found = [d for (kind, _), d in by.items() if kind == "ServiceMonitor"]
+    assert len(found) == monitors
+    if not found:
+        return
+    [sm] = found
+    service = by[("Service", "t-tideline-metrics")]
+    # it picks the operator's metrics Service (and no other the chart makes) by its port's name
+    picked = [d for (kind, _), d in by.items() if kind == "Service"
+              and sm["spec"]["selector"]["matchLabels"].items() <= d["metadata"]["labels"].items()]  # fmt: skip
+    assert picked == [service]
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [sm["metadata"]["namespace"]]}
+    [endpoint] = sm["spec"]["endpoints"]
+    assert endpoint["port"] in [p["name"] for p in service["spec"]["ports"]]
+    assert (endpoint["path"], endpoint["interval"]) == ("/metrics", "15s")
+    assert sm["metadata"]["labels"]["release"] == "kps"  # for a serviceMonitorSelector
