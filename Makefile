@@ -50,7 +50,7 @@ image: $(STAMP)
 # own step: the control plane and node from Go modules (kube-apiserver, etcd, kubelet,
 # kube-proxy, the CNI plugins, a lean CoreDNS, kwok, helm...), pause from its C source,
 # then the node's pause and redis images (mmdebstrap + buildah archives for
-# `ctr images import`). 10-20 minutes the first time on 2 cores, with `[build 120s] ...`
+# `ctr images import`). 7-17 minutes the first time on 2 cores, with `[build 120s] ...`
 # and `[images 20s] ...` progress lines; the tests only find it.
 e2e-bin:
 	bash tests/e2e/cluster/build.sh >/dev/null

@@ -13,7 +13,7 @@
 # module with its published v0.X.Y builds fine. Binaries are cached under
 # ~/.cache/tideline-e2e/<version>/bin, so later runs skip all of this.
 #
-# `make e2e-bin` runs it before pytest starts (a cold build takes 10-20 minutes
+# `make e2e-bin` runs it before pytest starts (a cold build takes 7-17 minutes
 # on 2 cores, far past a test's timeout); the suite only finds the binaries,
 # with `build.sh --find`, which builds nothing and fails naming what is missing.
 #
