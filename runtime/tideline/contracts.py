@@ -18,6 +18,8 @@ contract keeps it so):
   the body ``/feedback`` takes, up to ``MAX_PACKED_LABELS``);
 * the prediction log's entries are :mod:`tideline.predlog`'s, the samples
   stream's payloads :mod:`tideline.samples`'s;
+* :class:`DeadLetter`: an entry the learner could not learn from, and why (the
+  ``deadletter`` stream);
 * :class:`ModelFault`: a component (learner, server, monitor) that could not load its
   revision's model, a team's own class that does not import, lacks a method or refuses
   its params (field ``component`` of ``Keys.faults(revision)``; the operator's
@@ -322,6 +324,67 @@ class LearnerStatus:
         (12, None, None)
         """
         return int(raw) if raw is not None and raw.isdigit() else None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An entry the learner could not learn from, and why: one entry of :attr:`Keys.deadletter`
+    (written by the learner with its checkpoint, read by ``kubectl tideline deadletters``).
+
+    ``stream``: where the entry came from (a Redis stream, a Kafka topic, the default
+    labels); ``entry``: its id there; ``reason``: ``"<kind>: <detail>"`` or ``"invalid"``
+    and a detail (``kind`` is the learner's ``rejected`` counter's label); ``fields``: the
+    entry's fields as text; ``at``: when it was dead-lettered (the stream entry id's
+    milliseconds; 0 for one not read from the stream).
+
+    >>> d = DeadLetter("tideline:{ns/m}:feedback", "5-0", "unmatched: no prediction p-1",
+    ...                {"id": "p-1"})
+    >>> DeadLetter.decode(b"1700000000123-0", d.encode()) == DeadLetter(
+    ...     d.stream, d.entry, d.reason, d.fields, at=1700000000.123)
+    True
+    >>> d.kind, DeadLetter("s", "1-0", "invalid label 'x'", {}).kind
+    ('unmatched', 'invalid')
+    """
+
+    stream: str
+    entry: str
+    reason: str
+    fields: dict[str, str]
+    at: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return "invalid" if self.reason.startswith("invalid") else self.reason.split(":", 1)[0]
+
+    def encode(self) -> dict[str, bytes | str]:
+        """The fields of its stream entry (``fields``: one JSON object)."""
+        return {"stream": self.stream, "entry": self.entry, "reason": self.reason,
+                "fields": orjson.dumps(self.fields)}  # fmt: skip
+
+    @classmethod
+    def decode(cls, entry_id: bytes | str, raw: Mapping[Any, Any]) -> DeadLetter:
+        """A stream entry as :meth:`encode` wrote it (bytes as Redis returns them, or text);
+        a field missing or not JSON reads as empty (an entry of an older writer is still
+        shown)."""
+        text = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            fields = orjson.loads(text.get("fields") or "{}")
+        except orjson.JSONDecodeError:
+            fields = {"fields": text["fields"]}
+        if not isinstance(fields, dict):
+            fields = {"fields": str(fields)}
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        ms = eid.split("-", 1)[0]
+        return cls(
+            text.get("stream", ""), text.get("entry", ""), text.get("reason", ""),
+            {str(k): v if isinstance(v, str) else orjson.dumps(v).decode()
+             for k, v in fields.items()},
+            at=int(ms) / 1000 if ms.isdigit() else 0.0,
+        )  # fmt: skip
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class Backtest(msgspec.Struct, omit_defaults=True):

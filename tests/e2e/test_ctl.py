@@ -22,7 +22,11 @@ from tests.e2e.cluster.controlplane import ControlPlane, free_port
 from tests.e2e.conftest import Installed, Operator
 from tests.helpers import canary_status, online_model
 from tideline import cli
+from tideline.contracts import DeadLetter, Keys
 from tideline.ctl.main import main
+from tideline.demo.embedded import EmbeddedRedis
+from tideline.spec import parse
+from tideline_operator.builders import OperatorConfig, build_learner, build_redis_secret
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
@@ -309,3 +313,46 @@ def test_an_api_server_that_does_not_answer_is_one_line_and_status_1(
     assert err.startswith(
         f"kubectl tideline: cannot reach the Kubernetes API at https://127.0.0.1:{port}"
     )
+
+
+def test_deadletters_reads_the_redis_the_learner_deployment_names(
+    cp: ControlPlane, model: dict, e2e_redis: EmbeddedRedis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The learner Deployment and the Secret as the operator builds them (no operator turns
+    here), the Secret holding the suite's Redis with a password the plugin never prints."""
+    parsed = parse(MODEL)
+    settings = OperatorConfig(image="img:1", redis_url=e2e_redis.url)
+    learner = build_learner(parsed, settings, STATUS["stableRevision"])
+    secret = build_redis_secret(parsed, settings)
+    cp.kubectl("delete", "deploy,secret", "-l", "tideline.dev/model=fraud", "-n", NS,
+               "--ignore-not-found", "--wait=true")  # fmt: skip
+    code, _, err = run(cp, capsys, "deadletters", "fraud", "-n", NS)
+    assert code == 1 and err == (
+        f"kubectl tideline: no learner Deployment of fraud in namespace {NS} (has the operator "
+        "made it?): name the model's Redis with --redis-url\n"
+    )
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([secret, learner]))
+    keys = Keys(NS, "fraud")
+    client = e2e_redis.client()
+    try:
+        client.delete(keys.deadletter)
+        for i in range(5):
+            reason = "invalid label 'x'" if i == 2 else f"unmatched: no prediction p-{i}"
+            client.xadd(keys.deadletter, DeadLetter(keys.feedback, f"{i}-0", reason,
+                                                    {"id": f"p-{i}"}).encode())  # type: ignore[arg-type]  # fmt: skip
+        code, out, err = run(cp, capsys, "deadletters", "fraud", "-n", NS, "--tail", "2")
+        assert (code, err) == (0, "")
+        assert [line.split()[-2:] for line in out.splitlines()[1:]] == [
+            ["3-0", "id=p-3"], ["4-0", "id=p-4"]]  # fmt: skip
+        code, out, _ = run(cp, capsys, "deadletters", "fraud", "-n", NS, "--reason", "invalid")
+        assert code == 0 and [line.split()[-2] for line in out.splitlines()[1:]] == ["2-0"]
+    finally:
+        client.delete(keys.deadletter)
+        client.close()
+    # a Redis that does not answer (here: --redis-url to a closed port) is one line
+    gone = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    code, out, err = run(cp, capsys, "deadletters", "fraud", "-n", NS, "--redis-url", gone)
+    assert (code, out) == (1, "") and len(err.splitlines()) == 1 and "hunter2" not in err
+    assert err.startswith("kubectl tideline: cannot reach the model's Redis at redis://:***@")
+    assert "kubectl port-forward" in err and "--redis-url" in err

@@ -11,6 +11,7 @@ is status 2 (argparse's).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tideline.ctl import view
+from tideline.contracts import Keys
+from tideline.ctl import deadletters, view
 from tideline.ctl.requests import Refused, request
 from tideline.spec import GROUP, KIND, PLURAL, VERSION
 
@@ -134,7 +136,8 @@ def _api_error(e: Any, cluster: Cluster, verb: str, namespace: str | None, name:
     where = f" in namespace {namespace}" if namespace else " in any namespace"
     match e.status:
         case 404 if name is not None and (body.get("details") or {}).get("name") == name:
-            return f"OnlineModel {name!r} not found{where}"
+            kind = "OnlineModel" if resource == RESOURCE else resource
+            return f"{kind} {name!r} not found{where}"
         case 404:
             return (f"the API server at {cluster.host} serves no {resource}: is the OnlineModel "
                     f"CRD installed? (kubectl apply -f crds/onlinemodel.yaml) ({said})")  # fmt: skip
@@ -269,6 +272,74 @@ def cmd_request(cluster: Cluster, args: argparse.Namespace) -> int:
     return 0
 
 
+def learner_deployment(cluster: Cluster, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The learner Deployment the operator made for the model (its stable revision's)."""
+    from kubernetes import client
+
+    meta = obj.get("metadata") or {}
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    call = _calling(cluster, "list", namespace, resource="deployments.apps")
+    out = call(lambda: client.AppsV1Api(cluster.api).list_namespaced_deployment(
+        namespace, label_selector=f"tideline.dev/model={name},tideline.dev/component=learner",
+        _request_timeout=TIMEOUT))  # fmt: skip
+    found = [cluster.api.sanitize_for_serialization(d) for d in out.items]
+    if not found:
+        raise CtlError(f"no learner Deployment of {name} in namespace {namespace} (has the "
+                       "operator made it?): name the model's Redis with --redis-url")  # fmt: skip
+    stable = ((obj.get("status") or {}).get("stableRevision")) or None
+    return dict(deadletters.learner_of(found, stable))
+
+
+def secret_value(cluster: Cluster, namespace: str, name: str, key: str) -> str:
+    """One key of a Secret, decoded (never printed)."""
+    call = _calling(cluster, "get", namespace, name, resource="secrets")
+    secret = call(lambda: cluster.core.read_namespaced_secret(
+        name, namespace, _request_timeout=TIMEOUT))  # fmt: skip
+    data = (secret.data or {}).get(key)
+    if data is None:
+        raise CtlError(f"the Secret {name} in namespace {namespace} has no key {key!r}")
+    return base64.b64decode(data).decode()
+
+
+def cmd_deadletters(cluster: Cluster, args: argparse.Namespace) -> int:
+    obj = get_model(cluster, args.namespace, args.name)
+    url = args.redis_url
+    if url is None:
+        dep = learner_deployment(cluster, obj)
+        try:
+            url, _ = deadletters.redis_url_of(
+                dep, lambda name, key: secret_value(cluster, args.namespace, name, key)
+            )
+        except deadletters.NoRedis as e:
+            raise CtlError(str(e)) from None
+        except CtlError as e:
+            raise CtlError(f"{e}; or name the model's Redis with --redis-url") from None
+    try:
+        client = deadletters.connect(url, args.namespace)
+        try:
+            keys = Keys(args.namespace, args.name)
+            letters = deadletters.read(client, keys, args.tail, args.reason)
+        finally:
+            client.close()
+    except deadletters.NoRedis as e:
+        raise CtlError(str(e)) from None
+    print(view.render_deadletters(letters, Keys(args.namespace, args.name).prefix, time.time()))
+    return 0
+
+
+def positive(value: str) -> int:
+    """``-n``'s argument type: a whole number of entries, at least 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"a whole number of dead letters, at least 1 (got {value!r})"
+        )
+    return n
+
+
 HISTORY_HELP = (
     "what the model did, oldest first: its Events the API server still keeps (an hour by "
     "default: kube-apiserver --event-ttl) - deployed, canary started, backtest, promoted, "
@@ -312,6 +383,21 @@ def build_parser(prog: str = "kubectl tideline") -> argparse.ArgumentParser:
                         description=HISTORY_HELP)  # fmt: skip
     hp.add_argument("name", help="the OnlineModel")
     hp.set_defaults(func=cmd_history)
+
+    dp = sub.add_parser(
+        "deadletters", parents=[common], help="the last dead letters of a model, with reasons",
+        description="The newest entries the model's learner could not learn from (a label "
+        "for no logged prediction, an invalid row, ...), read from the model's Redis: the URL the "
+        "learner Deployment the operator made gets from its Secret, or --redis-url.",
+    )  # fmt: skip
+    dp.add_argument("name", help="the OnlineModel")
+    dp.add_argument("--tail", type=positive, default=20, metavar="N",
+                    help="how many, the newest (default: 20)")  # fmt: skip
+    dp.add_argument("--reason", metavar="R", help="only those of this reason: its kind "
+                    "(invalid, late, unmatched, duplicate, nonfinite, poison) or how it begins")  # fmt: skip
+    dp.add_argument("--redis-url", metavar="URL", help="the model's Redis (through kubectl "
+                    "port-forward, say) instead of the one its learner Deployment names")  # fmt: skip
+    dp.set_defaults(func=cmd_deadletters)
 
     for verb, what in (
         ("promote", "promote the canary now (tideline.dev/promote=true, abort removed)"),

@@ -1,5 +1,5 @@
-"""An OnlineModel (and its Events) as text: what ``kubectl tideline list``, ``get`` and
-``history`` print.
+"""An OnlineModel (and its Events) as text: what ``kubectl tideline list``, ``get``,
+``history`` and ``deadletters`` print.
 
 Pure: each function takes the object as the API returns it (a dict), its Events as dicts
 (``involvedObject`` the model) and the time, and returns text; nothing here calls the API
@@ -23,9 +23,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from tideline.contracts import DeadLetter
 from tideline.spec import SpecError, Step, parse
 from tideline_operator.rollout import (
     ABORT,
@@ -521,3 +522,45 @@ def render_history(obj: Mapping[str, Any], events: Iterable[Mapping[str, Any]],
         now_line += f"; canary {st.canaryRevision} at {st.canaryWeight or 0}%"
     body = table(("WHEN", "WHAT", "DETAIL"), rows) if rows else "No history kept."
     return f"{body}\n{now_line}"
+
+
+# --------------------------------------------------------------------------- dead letters
+ABBREVIATE = 60  # characters of a dead letter's reason and of its fields shown in a row
+
+
+def abbreviate(text: str, width: int = ABBREVIATE) -> str:
+    """
+    >>> abbreviate("short"), abbreviate("x" * 70, 10)
+    ('short', 'xxxxxxxxx…')
+    """
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def utc(seconds: float) -> str:
+    """
+    >>> utc(0.0), utc(1.5)
+    ('1970-01-01T00:00:00Z', '1970-01-01T00:00:01.500Z')
+    """
+    t = datetime.fromtimestamp(seconds, tz=UTC)
+    ms = int(round(seconds * 1000)) % 1000
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ms:03d}Z" if ms else "Z")
+
+
+def _source(stream: str, prefix: str) -> str:
+    """A stream of the model's by its last part (``feedback``), anything else as it is."""
+    return stream[len(prefix) + 1 :] if prefix and stream.startswith(prefix + ":") else stream
+
+
+def render_deadletters(letters: Sequence[DeadLetter], prefix: str, now: float) -> str:
+    """One line per dead letter, oldest first: when, why, from which stream and entry, and
+    its fields (``name=value``), the reason and the fields abbreviated."""
+    if not letters:
+        return "No dead letters."
+    rows = [
+        (utc(d.at) if d.at else "-", age(now - d.at) if d.at else "-", abbreviate(d.reason),
+         _source(d.stream, prefix), d.entry,
+         abbreviate(" ".join(f"{k}={v}" for k, v in d.fields.items())))
+        for d in letters
+    ]  # fmt: skip
+    return table(("TIME", "AGE", "REASON", "FROM", "ENTRY", "FIELDS"), rows)

@@ -83,6 +83,7 @@ from tideline.algorithms import Learner
 from tideline.contracts import (
     AWAIT_START_ENV,
     Backtest,
+    DeadLetter,
     LearnerControl,
     LearnerStatus,
     Pointers,
@@ -241,7 +242,7 @@ class LearnerProcess:
         self._oom = False  # Redis refused a write for want of memory (logged once)
         self.liveness = liveness or Liveness()
         self.source = self._source()
-        self._dead: list[dict[str, Any]] = []
+        self._dead: list[DeadLetter] = []
         self._last_checkpoint = 0.0
         self._replay_saved = -math.inf  # when the replay buffer was last saved
         self._dirty = False
@@ -773,19 +774,15 @@ class LearnerProcess:
         self, stream: str, entry_id: bytes, fields: dict[bytes, bytes], reason: str,
         ack: bool = True,
     ) -> None:  # fmt: skip
-        kind = "invalid" if reason.startswith("invalid") else reason.split(":", 1)[0]
-        self.counters[kind] = self.counters.get(kind, 0) + 1
-        self.metrics.rejected.labels(reason=kind).inc()
-        self._dead.append(
-            {
-                "stream": stream,
-                "entry": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-                "reason": reason,
-                "fields": orjson.dumps(
-                    {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
-                ),
-            }
+        dead = DeadLetter(
+            stream,
+            entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+            reason,
+            {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()},
         )
+        self.counters[dead.kind] = self.counters.get(dead.kind, 0) + 1
+        self.metrics.rejected.labels(reason=dead.kind).inc()
+        self._dead.append(dead)
         if ack:
             self._done(stream, entry_id if isinstance(entry_id, bytes) else entry_id.encode())
 
@@ -930,7 +927,7 @@ class LearnerProcess:
             pipe.set(self.keys.replay(self.revision), saved)
         pipe.hset(self.keys.learner(self.revision), mapping=self.status())
         for d in self._dead:
-            pipe.xadd(self.keys.deadletter, d, maxlen=100_000, approximate=True)
+            pipe.xadd(self.keys.deadletter, d.encode(), maxlen=100_000, approximate=True)
         self.source.commit(pipe)
         self.join.commit(pipe, self._marks)
         # (a command's error is a reply: the rest of the transaction ran)
