@@ -347,6 +347,11 @@ def test_deadletters_reads_the_redis_the_learner_deployment_names(
             ["3-0", "id=p-3"], ["4-0", "id=p-4"]]  # fmt: skip
         code, out, _ = run(cp, capsys, "deadletters", "fraud", "-n", NS, "--reason", "invalid")
         assert code == 0 and [line.split()[-2] for line in out.splitlines()[1:]] == ["2-0"]
+        code, out, _ = run(cp, capsys, "deadletters", "fraud", "-n", NS, "-o", "json")
+        assert code == 0
+        assert [d["fields"] for d in json.loads(out)["items"]] == [
+            {"id": f"p-{i}"} for i in range(5)
+        ]
     finally:
         client.delete(keys.deadletter)
         client.close()
@@ -356,3 +361,20 @@ def test_deadletters_reads_the_redis_the_learner_deployment_names(
     assert (code, out) == (1, "") and len(err.splitlines()) == 1 and "hunter2" not in err
     assert err.startswith("kubectl tideline: cannot reach the model's Redis at redis://:***@")
     assert "kubectl port-forward" in err and "--redis-url" in err
+
+
+def test_output_json_and_yaml_read_the_same_model(
+    cp: ControlPlane, model: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(cp, capsys, "list", "-n", NS, "-o", "json")
+    assert code == 0
+    [row] = json.loads(out)["items"]
+    assert (row["name"], row["canaryRevision"], row["canaryWeight"]) == ("fraud", "9a8b7c6d5e", 10)
+    code, out, _ = run(cp, capsys, "get", "fraud", "-n", NS, "-o", "yaml")
+    got = yaml.safe_load(out)
+    assert code == 0 and got["status"]["learnerLag"] == 1234
+    assert [e["reason"] for e in got["events"]] == ["CanaryStarted"]
+    code, out, _ = run(cp, capsys, "history", "fraud", "-n", NS, "-o", "json")
+    history = json.loads(out)
+    assert code == 0 and [m["reason"] for m in history["moments"]] == ["Created", "CanaryStarted"]
+    assert history["now"]["servedVersion"] == 11

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tideline.contracts import Keys
-from tideline.ctl import deadletters, view
+from tideline.ctl import deadletters, output, view
 from tideline.ctl.requests import Refused, request
 from tideline.spec import GROUP, KIND, PLURAL, VERSION
 
@@ -197,29 +197,44 @@ def events_or_none(cluster: Cluster, obj: Mapping[str, Any], prog: str) -> list[
 # --------------------------------------------------------------------------- commands
 def cmd_list(cluster: Cluster, args: argparse.Namespace) -> int:
     models = list_models(cluster, None if args.all_namespaces else args.namespace)
+    if args.output:
+        sys.stdout.write(output.dump(output.list_data(models), args.output))
+        return 0
     print(view.render_list(models, time.time()))
     return 0
 
 
 def cmd_get(cluster: Cluster, args: argparse.Namespace) -> int:
+    def shown(obj: dict[str, Any]) -> str:
+        events = events_or_none(cluster, obj, args.prog)
+        if args.output:
+            return output.dump(output.get_data(obj, events), args.output).rstrip("\n")
+        return view.render_get(obj, events, time.time())
+
     if not args.watch:
-        obj = get_model(cluster, args.namespace, args.name)
-        print(view.render_get(obj, events_or_none(cluster, obj, args.prog), time.time()))
+        print(shown(get_model(cluster, args.namespace, args.name)))
         return 0
     get_model(cluster, args.namespace, args.name)  # (a missing model: 404 at once, not a wait)
     try:
         for obj in watch_model(cluster, args.namespace, args.name):
-            text = view.render_get(obj, events_or_none(cluster, obj, args.prog), time.time())
-            if sys.stdout.isatty():
-                sys.stdout.write("\x1b[H\x1b[2J")  # (home, clear: the tree redrawn in place)
-            else:
-                sys.stdout.write("\n")
-            sys.stdout.write(text + "\n")
+            text = shown(obj)
+            sys.stdout.write(_separator(args.output) + text + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         return 0
-    print(f"OnlineModel {args.name!r} was deleted")
+    # (with -o, stdout holds documents alone)
+    print(f"OnlineModel {args.name!r} was deleted", file=sys.stderr if args.output else sys.stdout)
     return 0
+
+
+def _separator(fmt: str | None) -> str:
+    """What goes before each tree or document ``get -w`` prints: a YAML document's start,
+    nothing between JSON documents (as ``kubectl get -w -o json``), a cleared terminal."""
+    if fmt == "yaml":
+        return "---\n"
+    if fmt:
+        return ""
+    return "\x1b[H\x1b[2J" if sys.stdout.isatty() else "\n"  # (home, clear: redrawn in place)
 
 
 def watch_model(cluster: Cluster, namespace: str, name: str) -> Iterator[dict[str, Any]]:
@@ -253,7 +268,11 @@ def watch_model(cluster: Cluster, namespace: str, name: str) -> Iterator[dict[st
 
 def cmd_history(cluster: Cluster, args: argparse.Namespace) -> int:
     obj = get_model(cluster, args.namespace, args.name)
-    print(view.render_history(obj, events_or_none(cluster, obj, args.prog), time.time()))
+    events = events_or_none(cluster, obj, args.prog)
+    if args.output:
+        sys.stdout.write(output.dump(output.history_data(obj, events), args.output))
+        return 0
+    print(view.render_history(obj, events, time.time()))
     return 0
 
 
@@ -323,6 +342,9 @@ def cmd_deadletters(cluster: Cluster, args: argparse.Namespace) -> int:
             client.close()
     except deadletters.NoRedis as e:
         raise CtlError(str(e)) from None
+    if args.output:
+        sys.stdout.write(output.dump(output.deadletters_data(letters), args.output))
+        return 0
     print(view.render_deadletters(letters, Keys(args.namespace, args.name).prefix, time.time()))
     return 0
 
@@ -365,27 +387,30 @@ def build_parser(prog: str = "kubectl tideline") -> argparse.ArgumentParser:
         "--kubeconfig", help="the kubeconfig (default: $KUBECONFIG, else ~/.kube/config)"
     )
     common.add_argument("--context", help="the kubeconfig context (default: its current one)")
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("-o", "--output", choices=output.FORMATS,
+                     help="json or yaml, with stable keys (default: text for people)")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    lp = sub.add_parser("list", parents=[common], help="one line per model: phase, revisions, "
+    lp = sub.add_parser("list", parents=[common, out], help="one line per model: phase, revisions, "
                         "canary weight, served/latest/lastGood versions, age")  # fmt: skip
     lp.add_argument("-A", "--all-namespaces", action="store_true", help="models of every namespace")
     lp.set_defaults(func=cmd_list)
 
-    gp = sub.add_parser("get", parents=[common], help="a model's status as a tree, and its "
+    gp = sub.add_parser("get", parents=[common, out], help="a model's status as a tree, and its "
                         "newest Events")  # fmt: skip
     gp.add_argument("name", help="the OnlineModel")
     gp.add_argument("-w", "--watch", action="store_true",
                     help="print it again at every change, until Ctrl-C")  # fmt: skip
     gp.set_defaults(func=cmd_get)
 
-    hp = sub.add_parser("history", parents=[common], help="versions and decisions over time",
+    hp = sub.add_parser("history", parents=[common, out], help="versions and decisions over time",
                         description=HISTORY_HELP)  # fmt: skip
     hp.add_argument("name", help="the OnlineModel")
     hp.set_defaults(func=cmd_history)
 
     dp = sub.add_parser(
-        "deadletters", parents=[common], help="the last dead letters of a model, with reasons",
+        "deadletters", parents=[common, out], help="the last dead letters of a model, with reasons",
         description="The newest entries the model's learner could not learn from (a label "
         "for no logged prediction, an invalid row, ...), read from the model's Redis: the URL the "
         "learner Deployment the operator made gets from its Secret, or --redis-url.",
