@@ -463,3 +463,44 @@ def test_the_console_script_kubectl_runs_is_the_plugins_main() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, attr = scripts["kubectl-tideline"].partition(":")
     assert getattr(importlib.import_module(module), attr) is main
+
+
+def shadowed(status: dict[str, Any]) -> dict[str, Any]:
+    obj = model(status)
+    obj["spec"]["rollout"]["shadow"] = True
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [
+        (
+            {**CANARY, "currentStep": 0,
+             "quality": {"samples": 900, "canary": {
+                 "version": 3, "accuracy": 0.91,
+                 "vsServed": {"difference": 0.01, "lower": -0.002, "upper": 0.02,
+                              "samples": 800}}}},
+            ["Stable: aaaa (answers every request)",
+             "Canary: bbbb (shadow: every request mirrored to it, its answers logged, never "
+             "served)",
+             "Shadow vs served: accuracy 0.9100, +0.010 [-0.002, +0.020] on 800 paired samples",
+             "Step: 1 of 4: setWeight 10% (not served: shadow)"],
+        ),
+        (CANARY, ["Shadow vs served: not compared yet (no labels of its answers)"]),
+    ],
+    ids=["a shadow compared on labels already", "a shadow not compared yet"],
+)  # fmt: skip
+def test_get_shows_a_shadow_canary_as_mirrored_not_weighted(
+    status: dict[str, Any], shown: list[str]
+) -> None:
+    text = words(render_get(shadowed(status), [], NOW))
+    for s in shown:
+        assert s in text
+    assert "weight" not in text
+    assert "Shadow vs served" not in words(render_get(model(status), [], NOW))
+
+
+def test_list_says_shadow_where_a_split_canary_has_its_weight() -> None:
+    assert words(render_list([shadowed(CANARY)], NOW).splitlines()[1]).split()[4:6] == [
+        "bbbb", "shadow"]  # fmt: skip
+    assert render_list([shadowed(HEALTHY)], NOW).splitlines()[1].split()[4:6] == ["-", "-"]

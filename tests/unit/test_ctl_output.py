@@ -15,7 +15,7 @@ from tideline.contracts import DeadLetter
 from tideline.ctl.main import build_parser
 from tideline.ctl.output import deadletters_data, dump, get_data, history_data, list_data
 
-LIST_KEYS = ["namespace", "name", "phase", "stableRevision", "canaryRevision", "canaryWeight",
+LIST_KEYS = ["namespace", "name", "phase", "stableRevision", "canaryRevision", "canaryWeight", "shadow",
              "aborted", "servedVersion", "pinned", "latestVersion", "lastGoodVersion",
              "createdAt"]  # fmt: skip
 EVENTS = [
@@ -53,7 +53,7 @@ def test_list_has_every_key_in_every_row(status: dict[str, Any], row: dict[str, 
 def test_get_has_the_status_as_the_api_holds_it_the_operators_annotations_and_events() -> None:
     obj = model(CANARY, annotations={"tideline.dev/promote": "bbbb", "other/x": "y"})
     data = get_data(obj, EVENTS)
-    assert list(data) == ["kind", "namespace", "name", "generation", "createdAt", "status",
+    assert list(data) == ["kind", "namespace", "name", "generation", "createdAt", "shadow", "status",
                           "annotations", "events"]  # fmt: skip
     assert data["status"] == obj["status"]
     assert data["annotations"] == {"tideline.dev/promote": "bbbb"}

@@ -20,6 +20,7 @@ items:
   stableRevision: 3f2a
   canaryRevision: null
   canaryWeight: null
+  shadow: false
   aborted: false
   servedVersion: 12
   pinned: false
@@ -41,6 +42,7 @@ from tideline.ctl.view import (
     ANNOTATION_EFFECTS,
     event_time,
     moments,
+    shadow,
     sorted_events,
     timestamp,
     utc,
@@ -71,6 +73,7 @@ def list_row(obj: Mapping[str, Any]) -> dict[str, Any]:
         "stableRevision": st.stableRevision,
         "canaryRevision": st.canaryRevision,
         "canaryWeight": st.canaryWeight if st.canaryRevision else None,
+        "shadow": bool(st.canaryRevision and shadow(obj)),
         "aborted": bool(st.aborted is not None and st.aborted.revision == st.canaryRevision),
         "servedVersion": st.servedVersion,
         "pinned": bool(st.pinned),
@@ -111,6 +114,7 @@ def get_data(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> dic
         "name": meta.get("name"),
         "generation": meta.get("generation"),
         "createdAt": _created(obj),
+        "shadow": shadow(obj),
         "status": dict(obj.get("status") or {}),
         "annotations": annotations,
         "events": [event_data(e) for e in sorted_events(events)],

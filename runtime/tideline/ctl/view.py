@@ -160,6 +160,16 @@ def _steps(obj: Mapping[str, Any]) -> tuple[Step, ...] | None:
         return None
 
 
+def shadow(obj: Mapping[str, Any]) -> bool:
+    """Whether the spec mirrors traffic to the canary instead of splitting it
+    (``spec.rollout.shadow``: the servers answer every request with the stable revision,
+    and log the canary's answer beside it)."""
+    try:
+        return bool(parse(obj).spec.rollout.shadow)
+    except (SpecError, TypeError, ValueError, AttributeError):
+        return False
+
+
 def describe_step(step: Step) -> str:
     """
     >>> describe_step(Step(setWeight=20)), describe_step(Step(pause=90.0))
@@ -186,6 +196,11 @@ def list_row(obj: Mapping[str, Any], now: float) -> tuple[str, ...]:
     canary = st.canaryRevision
     if canary and st.aborted is not None and st.aborted.revision == canary:
         canary += " (aborted)"
+    weight = "-"
+    if st.canaryRevision and shadow(obj):
+        weight = "shadow"
+    elif st.canaryRevision and st.canaryWeight is not None:
+        weight = f"{st.canaryWeight}%"
     created = timestamp(meta.get("creationTimestamp"))
     return (
         _or_dash(meta.get("namespace")),
@@ -193,7 +208,7 @@ def list_row(obj: Mapping[str, Any], now: float) -> tuple[str, ...]:
         _or_dash(st.phase),
         _or_dash(st.stableRevision),
         _or_dash(canary),
-        f"{st.canaryWeight}%" if st.canaryRevision and st.canaryWeight is not None else "-",
+        weight,
         _v(st.servedVersion) + (" (pinned)" if st.pinned else ""),
         _v(st.latestVersion),
         _v(st.lastGoodVersion),
@@ -227,18 +242,24 @@ class _Lines:
 def _revisions(lines: _Lines, st: RolloutStatus, obj: Mapping[str, Any], now: float) -> None:
     lines.head("Revisions")
     in_flight = st.canaryRevision is not None and st.aborted is None
-    weight = (st.canaryWeight or 0) if in_flight else 0
+    mirrored = in_flight and shadow(obj)
+    weight = (st.canaryWeight or 0) if in_flight and not mirrored else 0
     stable = _or_dash(st.stableRevision)
     if st.stableRevision:
-        stable += f"  (weight {100 - weight}%)"
+        stable += "  (answers every request)" if mirrored else f"  (weight {100 - weight}%)"
         if st.stableWarmStart:
             stable += f", warm-started from {st.stableWarmStart}"
     lines.field("Stable", stable, 2)
     if st.canaryRevision:
         canary = f"{st.canaryRevision}  (weight {weight}%)"
+        if mirrored:
+            canary = (f"{st.canaryRevision}  (shadow: every request mirrored to it, its "
+                      "answers logged, never served)")  # fmt: skip
         if st.canaryWarmStart:
             canary += f", warm-started from {st.canaryWarmStart}"
         lines.field("Canary", canary, 2)
+    if mirrored:
+        lines.field("Shadow vs served", _shadow_comparison(st), 2)
     if st.aborted is not None:
         a = st.aborted
         cause = f" ({a.cause})" if a.cause else ""
@@ -252,6 +273,8 @@ def _revisions(lines: _Lines, st: RolloutStatus, obj: Mapping[str, Any], now: fl
             lines.field("Step", f"{len(steps)} of {len(steps)}: all done, promoting", 2)
         else:
             what = describe_step(steps[i])
+            if mirrored and steps[i].setWeight is not None:
+                what += " (not served: shadow)"
             if steps[i].pause is not None and st.pauseStartedAt is not None:
                 what += f" (paused {age(now - st.pauseStartedAt)} ago)"
             lines.field("Step", f"{i + 1} of {len(steps)}: {what}", 2)
@@ -264,6 +287,27 @@ def _revisions(lines: _Lines, st: RolloutStatus, obj: Mapping[str, Any], now: fl
         )
     if st.promotedAt is not None:
         lines.field("Promoted", f"{age(now - st.promotedAt)} ago", 2)
+
+
+def _shadow_comparison(st: RolloutStatus) -> str:
+    """The shadow's answers against the served version's, on the same labelled samples
+    (the monitor's ``quality.canary``, the evidence the analysis reads)."""
+    row = (st.quality or {}).get("canary")
+    if not isinstance(row, Mapping):
+        return "not compared yet (no labels of its answers)"
+    said = _score(row)
+    vs = row.get("vsServed")
+    if isinstance(vs, Mapping):
+        said += f", {_interval(vs)} on {vs.get('samples', 0):,} paired samples"
+    return said
+
+
+def _score(row: Mapping[str, Any]) -> str:
+    if row.get("accuracy") is not None:
+        return f"accuracy {float(row['accuracy']):.4f}"
+    if row.get("rmse") is not None:
+        return f"rmse {float(row['rmse']):.4f}"
+    return "-"
 
 
 def _versions(lines: _Lines, st: RolloutStatus, now: float) -> None:
@@ -337,12 +381,7 @@ def _comparisons(lines: _Lines, st: RolloutStatus) -> None:
             row = q.get(role)
             if not isinstance(row, Mapping):
                 continue
-            if row.get("accuracy") is not None:
-                score = f"accuracy {float(row['accuracy']):.4f}"
-            elif row.get("rmse") is not None:
-                score = f"rmse {float(row['rmse']):.4f}"
-            else:
-                score = "-"
+            score = _score(row)
             vs = row.get("vsServed")
             against = (f"{_interval(vs)} on {vs.get('samples', 0):,}"
                        if isinstance(vs, Mapping) else "")  # fmt: skip
