@@ -395,7 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_local(manifest, duration=args.duration, rate=args.rate, drift_at=args.drift_at,
                         canary_at=args.canary_at, poison_at=args.poison_at,
                         poison_for=args.poison_for or POISON_FOR, report=args.report,
-                        stop=stop, source=args.source, keep=args.keep,
+                        stop=stop, source=args.source, keep=args.keep, watch=args.watch,
                         # a team's package beside its manifest (examples/custom/fraud_team),
                         # or where --path says (examples/river for river-multiclass.yaml)
                         import_path=[Path(args.file).resolve().parent, *args.path])  # fmt: skip
@@ -570,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--keep", action="store_true",
                     help="keep the run's folder (the processes' logs and manifests) and print "
                     "where it is; without it, it is removed at the end, as after Ctrl-C or an error")  # fmt: skip
+    rp.add_argument("--watch", action="store_true",
+                    help="show the model's status as `kubectl tideline get -w` draws it, "
+                    "refreshed each second, instead of a line a second")  # fmt: skip
     rp.add_argument("--source", choices=("redis", "kafka"), default="redis",
                     help="where the labels go: the model's Redis streams, or the topics of a "
                          "Kafka broker started for the run (its jars: make kafka-bin)")  # fmt: skip

@@ -156,6 +156,21 @@ def test_run_serves_learns_and_stops_every_process_it_started(tmp_path: Path) ->
     assert not summary["interrupted"] and not Path(summary["workdir"]).exists(), "its folder went"
 
 
+def test_run_watch_shows_the_status_tree_of_kubectl_tideline_get(tmp_path: Path) -> None:
+    """``--watch``: the tree ``kubectl tideline get`` draws, of the run's own model (its
+    operator's status and Events), in place of the line a second."""
+    out = _tideline("run", "examples/fraud.yaml", "--duration", "4s", "--rate", "300/s",
+                    "--report", "", "--watch")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    summary = orjson.loads(out.stdout.strip().splitlines()[-1])
+    text = " ".join(out.stdout.split())
+    assert "Name: fraud Namespace: default" in text
+    assert f"Revisions: Stable: {summary['stable_revision']} (weight 100%)" in text
+    assert "Versions: Latest: v" in text and "Conditions: TYPE STATUS REASON SINCE MESSAGE" in text
+    assert re.search(r"Events: AGE TYPE REASON MESSAGE \d+s Normal Deployed revision", text)
+    assert not re.search(r"predictions/s, p95", out.stdout), "no line a second"
+
+
 def _run_until_signalled(tmp_path: Path, signum: int, *flags: str) -> tuple[int, str, str]:
     """``tideline run`` started as from a terminal (a process group of its own, a temporary
     directory of its own), sent ``signum`` as a terminal's Ctrl-C sends it - to the whole

@@ -62,6 +62,8 @@ import orjson
 import redis
 
 from tideline.contracts import Backtest, Keys, LearnerStatus
+from tideline.ctl.output import list_row
+from tideline.ctl.view import render_get, utc
 from tideline.demo.cluster import ProcessCluster
 from tideline.demo.embedded import EmbeddedKafka, EmbeddedRedis
 from tideline.demo.simulate import SyntheticStream
@@ -80,10 +82,16 @@ DEMO_ROLLOUT = {
 
 @dataclass
 class Event:
-    t: float
+    t: float  # seconds into the run
     kind: str
     reason: str
     message: str
+    at: float = 0.0  # when (Unix seconds; 0: not known)
+
+    def as_api(self) -> dict[str, Any]:
+        """As the API server returns a core/v1 Event (what :mod:`tideline.ctl.view` reads)."""
+        return {"type": self.kind, "reason": self.reason, "message": self.message,
+                "lastTimestamp": utc(self.at) if self.at else None}  # fmt: skip
 
 
 @dataclass
@@ -325,6 +333,16 @@ class OperatorLoop(threading.Thread):
             self.body["spec"] = copy.deepcopy(manifest["spec"])
             self.body["metadata"]["generation"] = gen
 
+    def object(self, created: float) -> dict[str, Any]:
+        """The OnlineModel as ``kubectl get`` would return it now: the manifest applied
+        last, with its status (``created``: when the run began)."""
+        with self.lock:
+            obj = copy.deepcopy(self.body)
+        obj["metadata"]["creationTimestamp"] = utc(created)
+        obj["metadata"].setdefault("namespace", "default")  # (as parse reads a manifest)
+        obj["status"] = copy.deepcopy(self.status)
+        return obj
+
     def turn(self) -> None:
         with self.lock:
             body = copy.deepcopy(self.body)
@@ -399,6 +417,7 @@ def run_local(
     import_path: Sequence[Path] = (),
     keep: bool = False,
     bad_first: bool | None = None,
+    watch: bool = False,
 ) -> dict[str, Any]:
     """Run the loop on ``manifest``; ``import_path``: folders the processes import a team's
     own model from (``tideline run`` gives the manifest's). ``bad_first``: at ``canary_at``
@@ -408,7 +427,9 @@ def run_local(
     ``stop`` set ends the run early (``tideline run`` sets it on Ctrl-C): the summary and
     the report are of what ran (``interrupted`` in the summary). The run's folder (the
     processes' manifests and logs; ``workdir`` in the summary) is removed at the end, after
-    an error too, unless ``keep``."""
+    an error too, unless ``keep``. ``watch``: the model's status as ``kubectl tideline get``
+    draws it (:func:`tideline.ctl.view.render_get`), refreshed each second, instead of a
+    line a second."""
     out = out or sys.stdout
     stop = stop or threading.Event()
     with contextlib.ExitStack() as resources:
@@ -418,7 +439,7 @@ def run_local(
         return _run(manifest, duration=duration, rate=rate, drift_at=drift_at,
                     canary_at=canary_at, poison_at=poison_at, poison_for=poison_for, seed=seed,
                     out=out, report=report, stop=stop, import_path=import_path,
-                    keep=keep, bad_first=bad_first)  # fmt: skip
+                    keep=keep, bad_first=bad_first, watch=watch)  # fmt: skip
 
 
 def with_kafka(manifest: dict[str, Any], broker: EmbeddedKafka) -> dict[str, Any]:
@@ -439,6 +460,7 @@ def _run(
     out: TextIO, report: Path | None, stop: threading.Event, import_path: Sequence[Path],
     keep: bool,
     bad_first: bool | None = None,
+    watch: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     manifest = copy.deepcopy(manifest)
     manifest["spec"]["rollout"] = {**manifest["spec"].get("rollout", {}), **DEMO_ROLLOUT}
@@ -446,11 +468,11 @@ def _run(
     keys = Keys(model.namespace, model.name)
     events: list[Event] = []
     history = History()
-    start = time.monotonic()
-    live = _LiveView(out, duration)
+    start, began = time.monotonic(), time.time()
+    live = _LiveView(out, duration, watch)
 
     def on_event(kind: str, reason: str, message: str) -> None:
-        events.append(Event(time.monotonic() - start, kind, reason, message))
+        events.append(Event(time.monotonic() - start, kind, reason, message, time.time()))
         live.event(events[-1])
 
     with _folder(keep) as workdir, EmbeddedRedis() as server:
@@ -519,7 +541,10 @@ def _run(
                     next_sample += 1.0
                     health = _health(client, keys)
                     _sample(history, health, loop.status, sim, elapsed)
-                    live.line(history, loop.status, health, sim, elapsed)
+                    if watch:
+                        live.tree(loop.object(began), [e.as_api() for e in list(events)], elapsed)
+                    else:
+                        live.line(history, loop.status, health, sim, elapsed)
                 time.sleep(TICK)
         finally:
             loop.stopped.set()
@@ -673,11 +698,14 @@ def _sample(history: History, health: dict[str, Any], status: dict[str, Any], si
 
 
 class _LiveView:
-    """Plain lines; a live table when writing to a terminal (rich)."""
+    """Plain lines; a live table when writing to a terminal (rich). ``watch``: the model's
+    status tree instead (:meth:`tree`), its Events in it rather than a line each."""
 
-    def __init__(self, out: TextIO, duration: float) -> None:
+    def __init__(self, out: TextIO, duration: float, watch: bool = False) -> None:
         self.out = out
         self.duration = duration
+        self.watch = watch
+        self._drawn: tuple[Any, ...] | None = None  # what the last tree showed (not a terminal)
         self.tty = out.isatty()
         self._last_predictions = 0
         self._live: Any = None
@@ -723,7 +751,28 @@ class _LiveView:
     def event(self, e: Event) -> None:
         text = f"{e.t:6.1f}s  >>> {e.reason}: {e.message}"
         self._events.append(text)
-        self.print(text)
+        if not (self.watch and self._live is not None):  # (the tree on a terminal has them)
+            self.print(text)
+
+    def tree(self, obj: dict[str, Any], events: list[dict[str, Any]], t: float) -> None:
+        """The status as ``kubectl tideline get -w`` draws it: redrawn in place on a
+        terminal (with the run's progress); elsewhere printed again when the phase, the
+        rollout or the versions change, or an Event comes (scores moving each second do not
+        print it again)."""
+        text = render_get(obj, events, time.time())
+        if self._live is None:
+            drawn = (*list_row(obj).values(), len(events))
+            if drawn != self._drawn:
+                self._drawn = drawn
+                self.print(f"\n{t:6.1f}s\n{text}")
+            return
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.text import Text
+
+        title = Text(f"tideline run - {t:.0f}s of {self.duration:.0f}s", style="bold")
+        self._live.update(Group(title, ProgressBar(total=self.duration, completed=t), Text(text)),
+                          refresh=True)  # fmt: skip
 
     def line(self, history: History, status: dict[str, Any], health: dict[str, Any],
              sim: Simulator, t: float) -> None:  # fmt: skip
