@@ -79,3 +79,35 @@ def test_the_summary_table_has_no_python_reprs_and_no_timelines(tmp_path: Path) 
 def test_no_marker_wears_a_line_s_colour() -> None:
     lines = set(QUALITY.values()) | set(LATENCY.values())
     assert not lines & {color for color, _ in REACTED.values()}
+
+
+def _reaction_labels(events: list[local.Event]) -> list[Any]:
+    """The reaction labels of the quality plot, as drawn: (text, left, right) in pixels."""
+    from tideline.demo.report import quality_figure
+
+    history, _ = synthetic(BINARY)
+    fig = quality_figure(history, events, "accuracy")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [(t.get_text().strip(), t.get_window_extent(renderer))
+             for ax in fig.axes for t in ax.texts if t.get_gid() == "reaction"]  # fmt: skip
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return [(text, box.x0, box.x1) for text, box in boxes]
+
+
+def test_reaction_labels_within_a_second_stand_side_by_side_not_on_each_other() -> None:
+    """A drift noticed, the rollback it caused and an abort in the same second: three labels,
+    none over another; a reaction with room keeps its label by its line."""
+    events = [local.Event(20.0, "Normal", "DriftInjected", ""),
+              local.Event(21.3, "Warning", "ConceptDrift", ""),
+              local.Event(21.5, "Warning", "RolledBack", "v12 -> v8"),
+              local.Event(21.9, "Warning", "RolloutAborted", ""),
+              local.Event(60.0, "Normal", "Promoted", "")]  # fmt: skip
+    labels = _reaction_labels(events)
+    assert [text for text, *_ in labels] == ["drift noticed", "rolled back", "aborted", "promoted"]
+    for (_, _, right), (text, left, _) in zip(labels, labels[1:], strict=False):
+        assert left >= right - 0.5, f"{text!r} overlaps the label before it"
+    alone = _reaction_labels([local.Event(60.0, "Normal", "Promoted", "")])
+    assert alone[0][1:] == labels[-1][1:], "a label with room stays where it was"

@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import transforms  # noqa: E402
 
 from tideline.demo.verdict import REACTIONS, verdict  # noqa: E402
 
@@ -48,8 +49,37 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+LABEL_POINTS = 9.0  # the width of a rotated 7 pt label (its line height), in points
+
+
+def label_offsets(times: list[float], points_per_second: float,
+                  width: float = LABEL_POINTS) -> list[float]:  # fmt: skip
+    """How far right (in points) each label moves from its line so that none overlaps the
+    one before: reactions a second apart (a drift noticed and the rollback it caused) would
+    write one over the other. A label keeps its place when it has room.
+
+    >>> label_offsets([10.0, 10.2, 10.3, 30.0], points_per_second=10.0)
+    [0.0, 7.0, 15.0, 0.0]
+    """
+    out, edge = [], -math.inf  # (each label's right edge, in points from 0 s)
+    for t in times:
+        x = t * points_per_second
+        placed = max(x, edge + width)
+        out.append(placed - x)
+        edge = placed
+    return out
+
+
+def _points_per_second(ax: Any) -> float:
+    """The x axis' scale, as laid out: points of the figure per second of the run."""
+    lo, hi = ax.get_xlim()
+    width = ax.get_position().width * ax.figure.get_figwidth() * 72
+    return width / (hi - lo) if hi > lo else 1.0
+
+
 def _marks(ax: Any, events: list[Any], end: float, labels: bool) -> None:
-    """Injections grey and dashed (the poisoning shaded), reactions solid and coloured."""
+    """Injections grey and dashed (the poisoning shaded), reactions solid and coloured; a
+    reaction's label moved right (:func:`label_offsets`) where the one before is too near."""
     top = ax.get_xaxis_transform()  # x in data, y in axes
     start = next((e.t for e in events if e.reason == "PoisonInjected"), None)
     if start is not None:
@@ -59,6 +89,8 @@ def _marks(ax: Any, events: list[Any], end: float, labels: bool) -> None:
             ax.text(start, 1.01, "label poisoning", transform=top, color="#555555", fontsize=7,
                     rotation=90, va="bottom", ha="center")  # fmt: skip
     last = -math.inf  # (a label 1.5 s or less after the last one would write over it)
+    reactions = [e for e in events if e.reason in REACTED]
+    shifts = iter(label_offsets([e.t for e in reactions], _points_per_second(ax)))
     for e in events:
         if e.reason in INJECTED:
             ax.axvline(e.t, color=GREY, linestyle="--", linewidth=1)
@@ -70,8 +102,9 @@ def _marks(ax: Any, events: list[Any], end: float, labels: bool) -> None:
             color, text = REACTED[e.reason]
             ax.axvline(e.t, color=color, linestyle="-", linewidth=1.4, alpha=0.85)
             if labels:
-                ax.text(e.t, 0.98, f" {text}", transform=top, color=color, fontsize=7,
-                        rotation=90, va="top", ha="right")  # fmt: skip
+                at = transforms.offset_copy(top, fig=ax.figure, x=next(shifts), units="points")
+                ax.text(e.t, 0.98, f" {text}", transform=at, color=color, fontsize=7,
+                        rotation=90, va="top", ha="right", gid="reaction")  # fmt: skip
 
 
 def _legend(ax: Any) -> None:
@@ -82,6 +115,11 @@ def _legend(ax: Any) -> None:
 
 def _quality(history: Any, events: list[Any], name: str) -> str:
     """Quality per track over the version lane (served version, pinned intervals), as PNG."""
+    return _png(quality_figure(history, events, name))
+
+
+def quality_figure(history: Any, events: list[Any], name: str) -> Any:
+    """The figure of :func:`_quality` (a matplotlib Figure)."""
     fig, (ax, lane) = plt.subplots(2, 1, figsize=(10, 4.6), sharex=True,
                                    gridspec_kw={"height_ratios": [4, 1], "hspace": 0.08})  # fmt: skip
     t = history.t
@@ -95,7 +133,7 @@ def _quality(history: Any, events: list[Any], name: str) -> str:
     ax.set_ylabel(name)
     _legend(ax)
     _lane(lane, history, events, end)
-    return _png(fig)
+    return fig
 
 
 def _lane(ax: Any, history: Any, events: list[Any], end: float) -> None:
