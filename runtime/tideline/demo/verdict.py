@@ -43,8 +43,10 @@ def verdict(summary: dict[str, Any]) -> list[str]:
         # (as the terminal's first line of the summary says it)
         lines.append(f"Interrupted after {summary.get('seconds', 0.0):.1f}s of "
                      f"{summary.get('duration', 0.0):.0f}s: what ran until then.")  # fmt: skip
-    lines += _drift(events, timeline, rmse)
-    lines += _poisoning(events, timeline, rmse)
+    for injection, sentence in (("DriftInjected", _drift), ("PoisonInjected", _poisoning)):
+        injected = _first(events, (injection,), 0.0)
+        if injected is not None:  # (what the run injected, and what tideline did about it)
+            lines.append(sentence(events, injected["t"], timeline, rmse))
     lines += _revisions(events, summary)
     lines.append(_cost(summary, rmse))
     return lines
@@ -69,11 +71,14 @@ def _q(x: float, rmse: bool) -> str:
     return f"{x:.3f}" if rmse else f"{x:.2f}"
 
 
-def _drift(events: list[dict[str, Any]], timeline: list[float | None], rmse: bool) -> list[str]:
-    injected = _first(events, ("DriftInjected",), 0.0)
-    if injected is None:
-        return []
-    t0 = injected["t"]
+def _name(rmse: bool) -> str:
+    return "RMSE" if rmse else "accuracy"
+
+
+def _drift(events: list[dict[str, Any]], t0: float, timeline: list[float | None],
+           rmse: bool) -> str:  # fmt: skip
+    """The concept drift injected at ``t0``: when it was noticed, how far the served quality
+    fell and when it came back."""
     noticed = _first(events, ("ConceptDrift",), t0)
     text = f"Concept drift injected at {_s(t0)}: " + (
         f"noticed at {_s(noticed['t'])} (ConceptDrift, {noticed['t'] - t0:.1f} s later)"
@@ -83,7 +88,7 @@ def _drift(events: list[dict[str, Any]], timeline: list[float | None], rmse: boo
     before = _mean(timeline, t0 - BASELINE, t0)
     after = [(t, x) for t, x in enumerate(timeline) if t >= t0 and x is not None]
     if before is not None and after:
-        name = "RMSE" if rmse else "accuracy"
+        name = _name(rmse)
         worst = max(x for _, x in after) if rmse else min(x for _, x in after)
         back = next((t for t, x in after
                      if (x <= before * (1 + RMSE_BAND) if rmse else x >= before - ACCURACY_BAND)
@@ -93,14 +98,12 @@ def _drift(events: list[dict[str, Any]], timeline: list[float | None], rmse: boo
                  f"{'at worst' if rmse else 'as low as'} {_q(worst, rmse)}, "
                  + (f"back within {band} by {_s(back)}" if back is not None
                     else f"not back within {band} by the end"))  # fmt: skip
-    return [text + "."]
+    return text + "."
 
 
-def _poisoning(events: list[dict[str, Any]], timeline: list[float | None], rmse: bool) -> list[str]:
-    injected = _first(events, ("PoisonInjected",), 0.0)
-    if injected is None:
-        return []
-    p0 = injected["t"]
+def _poisoning(events: list[dict[str, Any]], p0: float, timeline: list[float | None],
+               rmse: bool) -> str:  # fmt: skip
+    """The label poisoning from ``p0``: the rollback and its pin, the served quality meanwhile."""
     ended = _first(events, ("PoisonEnded",), p0)
     p1 = ended["t"] if ended else None
     span = f"{_s(p0)[:-2]}-{_s(p1)}" if p1 is not None else f"from {_s(p0)}"  # (35-43 s)
@@ -116,10 +119,9 @@ def _poisoning(events: list[dict[str, Any]], timeline: list[float | None], rmse:
     held = _mean(timeline, p0, p1 if p1 is not None else math.inf)
     before = _mean(timeline, p0 - BASELINE, p0)
     if held is not None:
-        name = "RMSE" if rmse else "accuracy"
-        text += f"; served {name} {_q(held, rmse)} while it lasted"
+        text += f"; served {_name(rmse)} {_q(held, rmse)} while it lasted"
         text += f" ({_q(before, rmse)} before)" if before is not None else ""
-    return [text + "."]
+    return text + "."
 
 
 def _revisions(events: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
@@ -147,9 +149,8 @@ def _revisions(events: list[dict[str, Any]], summary: dict[str, Any]) -> list[st
 def _cost(summary: dict[str, Any], rmse: bool) -> str:
     quality = summary.get("quality", "accuracy")
     mean = summary.get(f"served_{quality}_mean")
-    name = "RMSE" if rmse else "accuracy"
-    parts = [f"served {name} {_q(mean, rmse)} on average" if mean is not None
-             else f"no served {name} measured"]  # fmt: skip
+    parts = [f"served {_name(rmse)} {_q(mean, rmse)} on average" if mean is not None
+             else f"no served {_name(rmse)} measured"]  # fmt: skip
     if "request_errors" in summary:
         parts.append(f"{summary['request_errors']:,} request errors")
     restarts = sum((summary.get("restarts") or {}).values())
