@@ -583,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # (its own parser reads what follows: the same as the console script kubectl-tideline)
     cp = sub.add_parser("ctl", add_help=False, help="kubectl tideline: list, get, history, "
-                        "promote, abort, rollback, pause, resume OnlineModels (ctl --help)")  # fmt: skip
+                        "deadletters, promote, abort, rollback, pause, resume OnlineModels "
+                        "(ctl --help)")  # fmt: skip
     cp.add_argument("args", nargs=argparse.REMAINDER)
     cp.set_defaults(func=cmd_ctl)
     return p
