@@ -257,3 +257,26 @@ def test_a_regression_run_s_report_plots_its_rmse_not_an_empty_accuracy(tmp_path
     page = write_report(tmp_path / "report.html", history, [], summary).read_text()
     assert "Online RMSE per track" in page and "accuracy" not in page.lower()
     assert "served_rmse_mean" in page and "rmse_timeline" not in page
+
+
+def test_the_summary_line_says_its_counts_in_words_not_as_python_dicts() -> None:
+    import io
+
+    out = io.StringIO()
+    summary = {"interrupted": False, "predictions_served": 4590, "labels_sent": 4000,
+               "predictions_by_track": {"stable": 4210, "canary": 380},
+               "labels_left_for_the_default": 0, "samples_learned": 3900, "versions_published": 3,
+               "concept_drift_events": 1, "rollbacks": 2, "rollbacks_by_reason": {"accuracy": 2},
+               "promotions": 0, "aborts": 0, "restarts": {}, "quality": "accuracy",
+               "served_accuracy_mean": 0.81, "phase": "Healthy", "events": [],
+               "workdir_kept": False}  # fmt: skip
+    local._LiveView(out, 30.0).summary(summary)
+    line = out.getvalue().splitlines()[1]
+    assert "(canary 380, stable 4,210)" in line and "2 rollbacks (accuracy 2)," in line
+    assert "{" not in line and " ," not in line
+
+
+def test_a_team_s_model_that_does_not_import_names_the_flag_that_finds_it() -> None:
+    said = "next-action-monitor exited with 4:\n... (ImportFailed): ModuleNotFoundError: No module named 'shop_river'"  # fmt: skip
+    assert "--path" in local._import_hint(said)
+    assert local._import_hint("next-action-monitor exited with 3: cannot reach redis") == ""

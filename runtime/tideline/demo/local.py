@@ -388,8 +388,16 @@ def _restarts(counts: dict[str, int]) -> str:
     if not counts:
         return "no process restarted"
     n = sum(counts.values())
-    by = ", ".join(f"{name} {k}" for name, k in sorted(counts.items()))
-    return f"{n} process restart{'s' if n > 1 else ''} ({by})"
+    return f"{n} process restart{'s' if n > 1 else ''} ({_by(counts)})"
+
+
+def _by(counts: dict[str, int]) -> str:
+    """Counts by name, in words: ``stable 4,210, canary 380``."""
+    return ", ".join(f"{name} {k:,}" for name, k in sorted(counts.items()))
+
+
+def _rollbacks(n: int, by_reason: dict[str, int]) -> str:
+    return f"{n} rollbacks" + (f" ({_by(by_reason)})" if by_reason else "")
 
 
 def _unsent(n: int) -> str:
@@ -656,13 +664,21 @@ def _logs(workdir: Path, keep: bool) -> str:
     return f"logs in {workdir}/logs" + ("" if keep else " until the run ends (--keep keeps them)")
 
 
+def _import_hint(said: str) -> str:
+    """A hint for a team's model that does not import: the folder it lives in, given."""
+    if "ImportFailed" not in said or "No module named" not in said:
+        return ""
+    return ("\n(a team's model is imported from the manifest's folder and each --path DIR: "
+            "name the folder its package is in, e.g. --path examples/river)")  # fmt: skip
+
+
 def _wait_ready(cluster: ProcessCluster, stop: threading.Event, live: _LiveView, keep: bool = True,
                 timeout: float = 60.0) -> None:  # fmt: skip
     deadline = time.monotonic() + timeout
     while not stop.is_set() and time.monotonic() < deadline:
         dead = cluster.failed()
         if dead:
-            raise RuntimeError("a process exited:\n" + dead[0])
+            raise RuntimeError("a process exited:\n" + dead[0] + _import_hint(dead[0]))
         if cluster.endpoints("server"):
             live.ready(cluster)
             return
@@ -821,11 +837,12 @@ class _LiveView:
             print(f"\ninterrupted after {s['seconds']:.1f}s of {s['duration']:.0f}s: the summary "
                   "and the report are of what ran", file=self.out)  # fmt: skip
         print(
-            f"\n{s['predictions_served']} predictions served over HTTP ({s['predictions_by_track']}), "
+            f"\n{s['predictions_served']} predictions served over HTTP "
+            f"({_by(s['predictions_by_track'])}), "
             f"{s['labels_sent']} labels sent late through feedback"
             f"{_unsent(s['labels_left_for_the_default'])}, {s['samples_learned']} samples "
             f"learned, {s['versions_published']} versions published; {s['concept_drift_events']} "
-            f"concept-drift events, {s['rollbacks']} rollbacks {s['rollbacks_by_reason'] or ''}, "
+            f"concept-drift events, {_rollbacks(s['rollbacks'], s['rollbacks_by_reason'])}, "
             f"{s['promotions']} promotions, {s['aborts']} aborted canaries; "
             f"{_restarts(s['restarts'])}; served {_metric_name(s['quality'])} "
             f"{s.get('served_' + s['quality'] + '_mean')} on average; phase {s['phase']}.",
