@@ -399,6 +399,19 @@ def test_a_grpc_refusal_counts_as_the_http_route_counts_one(
     assert s.dp.stats["stable"].refused == 1
 
 
+@pytest.mark.parametrize("method", list(pb.METHODS))
+def test_bytes_that_are_not_the_methods_message_are_invalid_naming_its_type(server, method) -> None:
+    s, address = server
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+        with pytest.raises(grpc.RpcError) as e:
+            call(b"\xff\xff\xff", timeout=10)
+    assert (e.value.code(), e.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the message is not an inference.{method}Request",
+    )
+
+
 # -- the kserve SDK's gRPC client, on its defaults ----------------------------------------------
 # Run in a process of its own: the kserve SDK's generated messages and tritonclient's both
 # register inference.* in protobuf's default pool, so one process cannot import both.

@@ -26,7 +26,9 @@ INVALID_ARGUMENT, 404 NOT_FOUND, 409 ALREADY_EXISTS (a client id another predict
 holds), 413 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, a bug
 INTERNAL. A message over ``TIDELINE_MAX_BODY_BYTES`` or past
 ``TIDELINE_MAX_CONCURRENCY`` requests in flight is RESOURCE_EXHAUSTED from gRPC
-itself. Every refusal of ``ModelInfer`` counts in the request metrics as the HTTP
+itself. Bytes that are not the message a method takes are INVALID_ARGUMENT naming
+its type (``the message is not an inference.ModelReadyRequest``), for every method.
+Every refusal of ``ModelInfer`` counts in the request metrics as the HTTP
 route's do (route ``grpc/infer``), a message that is no ``ModelInferRequest`` too,
 but for those two: gRPC's core and its concurrency limiter answer them before any
 code of the server runs.
@@ -37,7 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -163,6 +165,37 @@ def response_of(req: oip.Request, result: Result, model: str) -> bytes:
     return bytes(resp.SerializeToString())
 
 
+def read(kind: str, message: bytes) -> Any:
+    """The message ``kind`` of the service, from its bytes; a :class:`BadRequest` naming
+    the type if they are none.
+
+    >>> read("ModelReadyRequest", b"\\n\\x05fraud").name
+    'fraud'
+    >>> read("ModelReadyRequest", b"\\xff\\xff")
+    Traceback (most recent call last):
+    ...
+    tideline.pods.server.errors.BadRequest: the message is not an inference.ModelReadyRequest
+    """
+    try:
+        return pb.MESSAGES[kind].FromString(message)
+    except DecodeError:
+        raise BadRequest(f"the message is not an {pb.PACKAGE}.{kind}") from None
+
+
+def _reading(method: Callable[[Any, Any], Awaitable[Any]], kind: str) -> Callable[..., Any]:
+    """``method``, called with the message ``kind`` read from the bytes it is sent; bytes
+    that are none are refused INVALID_ARGUMENT."""
+
+    async def call(message: bytes, context: Any) -> Any:
+        try:
+            request = read(kind, message)
+        except BadRequest as e:
+            await context.abort(code_of(e.status), e.message)
+        return await method(request, context)
+
+    return call
+
+
 class GrpcV2(V2):
     """``ModelInfer``: the Open Inference Protocol's infer request, as a gRPC message."""
 
@@ -239,9 +272,8 @@ class Service:
         # body that is no JSON is, where gRPC would answer UNKNOWN naming the parser's error)
         started = time.perf_counter()
         try:
-            request = pb.ModelInferRequest.FromString(message)
-        except DecodeError:
-            e = BadRequest("the message is not an inference.ModelInferRequest")
+            request = read("ModelInferRequest", message)
+        except BadRequest as e:
             self.predictor.finish(self.protocol.route, None, started, e.status, "stable")
             await context.abort(code_of(e.status), e.message)
         headers = {k: v for k, v in context.invocation_metadata() or () if k in _READ}
@@ -266,12 +298,13 @@ class Service:
         """The service's methods, for ``server.add_generic_rpc_handlers``."""
         methods = {}
         for name, (request, response) in pb.METHODS.items():
+            # (each method gets the bytes, read by the server: a message that is none is
+            # INVALID_ARGUMENT naming its type, where gRPC's own reading answers UNKNOWN with
+            # the parser's error; ModelInfer reads its own, to count the refusal too)
+            method = getattr(self, name)
             methods[name] = grpc.unary_unary_rpc_method_handler(
-                getattr(self, name),
-                # (ModelInfer reads its own, to refuse and count a message that is none)
-                request_deserializer=None
-                if name == "ModelInfer"
-                else pb.MESSAGES[request].FromString,
+                method if name == "ModelInfer" else _reading(method, request),
+                request_deserializer=None,
                 # ModelInfer's answer is serialised already (a canary's answer is re-read)
                 response_serializer=None
                 if name == "ModelInfer"
