@@ -26,7 +26,7 @@ from tideline.contracts import (
     WARM_START_KEYS,
 )
 from tideline.signing import KEY_ENV as SIGNING_KEY_ENV
-from tideline.spec import KAFKA_PASSWORD_ENV, KAFKA_TLS_ENV, OnlineModel
+from tideline.spec import KAFKA_PASSWORD_ENV, KAFKA_TLS_ENV, OnlineModel, SpecError
 
 CONFIG_PATH = "/etc/tideline"
 HTTP_PORT = 8080
@@ -34,6 +34,51 @@ GRPC_PORT = 8081  # the Open Inference Protocol over gRPC (KServe's runtimes' po
 WARM_START_DIR = "/etc/tideline/warm-start"  # where the learner reads a configMapRef baseline
 WARM_START_CA_DIR = "/etc/tideline/warm-start-ca"  # where a warmStart.caBundle is mounted
 METRICS_PORT = 9100
+MONITOR_LABELS_ENV = "TIDELINE_MONITOR_LABELS"
+# the labels the operator and the chart set themselves: not for a user to give or override
+OWN_LABEL_PREFIXES = ("app.kubernetes.io/", "tideline.dev/", "helm.sh/")
+# Kubernetes' label syntax: a name (and a value, which may also be empty) of at most 63
+# characters, an optional key prefix a DNS subdomain of at most 253
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_LABEL_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAME_RULE = "at most 63 letters, digits, '-', '_' or '.', a letter or digit at each end"
+
+
+def parse_labels(text: str, where: str) -> tuple[tuple[str, str], ...]:
+    """Labels written ``key=value,key=value`` (``kubectl label``'s pairs), checked as the
+    API server checks them: a :class:`SpecError` naming ``where`` and the pair otherwise.
+
+    >>> parse_labels("release=kube-prometheus-stack, team=ml", "TIDELINE_MONITOR_LABELS")
+    (('release', 'kube-prometheus-stack'), ('team', 'ml'))
+    >>> parse_labels("release=kube prometheus", "TIDELINE_MONITOR_LABELS")
+    Traceback (most recent call last):
+    ...
+    tideline.spec.SpecError: TIDELINE_MONITOR_LABELS: 'release=kube prometheus': the value is no label value (at most 63 letters, digits, '-', '_' or '.', a letter or digit at each end, or empty)
+    """
+    out: dict[str, str] = {}
+    for pair in (p.strip() for p in text.split(",")):
+        if not pair:
+            continue
+        key, eq, value = (part.strip() for part in pair.partition("="))
+        prefix, slash, name = key.rpartition("/")
+        if not eq:
+            problem = "no key=value"
+        elif not _LABEL_NAME.fullmatch(name) or (
+            slash and not (len(prefix) <= 253 and _LABEL_PREFIX.fullmatch(prefix))
+        ):
+            problem = (f"the key is no label key ({_NAME_RULE}, after an optional prefix: a "
+                       "DNS subdomain and '/')")  # fmt: skip
+        elif value and not _LABEL_NAME.fullmatch(value):
+            problem = f"the value is no label value ({_NAME_RULE}, or empty)"
+        elif key.startswith(OWN_LABEL_PREFIXES):
+            problem = f"the operator sets the labels {', '.join(OWN_LABEL_PREFIXES)}... itself"
+        elif key in out:
+            problem = "the key is given twice"
+        else:
+            out[key] = value
+            continue
+        raise SpecError(where, f"{pair!r}: {problem}")
+    return tuple(out.items())
 
 
 @dataclass(frozen=True)
@@ -53,6 +98,9 @@ class OperatorConfig:
     allow_redis_secret_ref: bool = True
     interval: float = 1.0  # seconds between two turns of a model
     workers: int = 16  # turns at once (kopf's executor)
+    # labels on each model's ServiceMonitor and PodMonitor: the ones a Prometheus's
+    # serviceMonitorSelector and podMonitorSelector pick (kube-prometheus-stack's: release)
+    monitor_labels: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
@@ -60,7 +108,8 @@ class OperatorConfig:
         values): ``TIDELINE_RUNTIME_IMAGE``, ``TIDELINE_REDIS_URL``,
         ``TIDELINE_IMAGE_PULL_POLICY``, ``TIDELINE_RETIRED_GRACE_SECONDS``,
         ``TIDELINE_ALLOWED_IMAGES`` (comma-separated), ``TIDELINE_ALLOW_REDIS_SECRET_REF``,
-        ``TIDELINE_OPERATOR_INTERVAL`` and ``TIDELINE_OPERATOR_WORKERS``.
+        ``TIDELINE_OPERATOR_INTERVAL``, ``TIDELINE_OPERATOR_WORKERS`` and
+        ``TIDELINE_MONITOR_LABELS`` (``key=value,...``: :func:`parse_labels`).
 
         >>> OperatorConfig.from_env({"TIDELINE_ALLOWED_IMAGES": "a/*, b/c"}).allowed_images
         ('a/*', 'b/c')
@@ -76,6 +125,7 @@ class OperatorConfig:
             allow_redis_secret_ref=env.get("TIDELINE_ALLOW_REDIS_SECRET_REF", "true") == "true",
             interval=float(env.get("TIDELINE_OPERATOR_INTERVAL", cls.interval)),
             workers=int(env.get("TIDELINE_OPERATOR_WORKERS", cls.workers)),
+            monitor_labels=parse_labels(env.get(MONITOR_LABELS_ENV, ""), MONITOR_LABELS_ENV),
         )
 
 
@@ -602,7 +652,7 @@ def build_hpa(model: OnlineModel, revision: str) -> dict[str, Any] | None:
     }
 
 
-def build_pod_monitor(model: OnlineModel) -> dict[str, Any]:
+def build_pod_monitor(model: OnlineModel, settings: OperatorConfig) -> dict[str, Any]:
     """Prometheus Operator scraping of the learners' and the monitor's ``/metrics`` (the
     accuracy, drift and learner series the dashboard reads), when its CRD exists."""
     return {
@@ -611,7 +661,7 @@ def build_pod_monitor(model: OnlineModel) -> dict[str, Any]:
         "metadata": {
             "name": model.name,
             "namespace": model.namespace,
-            "labels": labels(model, "metrics"),
+            "labels": {**labels(model, "metrics"), **dict(settings.monitor_labels)},
         },
         "spec": {
             "selector": {
@@ -629,7 +679,7 @@ def build_pod_monitor(model: OnlineModel) -> dict[str, Any]:
     }
 
 
-def build_service_monitor(model: OnlineModel) -> dict[str, Any]:
+def build_service_monitor(model: OnlineModel, settings: OperatorConfig) -> dict[str, Any]:
     """Prometheus Operator scraping of the servers' ``/metrics`` (only when its CRD exists)."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -637,7 +687,7 @@ def build_service_monitor(model: OnlineModel) -> dict[str, Any]:
         "metadata": {
             "name": model.name,
             "namespace": model.namespace,
-            "labels": labels(model, "server"),
+            "labels": {**labels(model, "server"), **dict(settings.monitor_labels)},
         },
         "spec": {
             "selector": {"matchLabels": selector(model, "server")},

@@ -785,9 +785,9 @@ class Reconciler:
         if policy is not None:
             out.append(policy)
         if self.has_api("monitoring.coreos.com/v1", "servicemonitors"):
-            out.append(builders.build_service_monitor(model))
+            out.append(builders.build_service_monitor(model, s))
         if self.has_api("monitoring.coreos.com/v1", "podmonitors"):
-            out.append(builders.build_pod_monitor(model))
+            out.append(builders.build_pod_monitor(model, s))
         canary_rev = st.canaryRevision
         if canary_rev and not st.aborted:
             out += [

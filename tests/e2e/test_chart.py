@@ -20,6 +20,7 @@ import tideline
 from tests.e2e.cluster.controlplane import find_binaries
 from tests.e2e.conftest import ROOT, Installed
 from tideline.demo.embedded import free_port, redis_server_binary
+from tideline_operator.builders import OWN_LABEL_PREFIXES
 
 pytestmark = pytest.mark.e2e
 CHART = str(ROOT / "charts" / "tideline")
@@ -520,7 +521,7 @@ def test_the_admission_policy_and_the_operator_agree_on_tags_and_digests(helm_bi
 def test_a_service_monitor_scrapes_the_operator_s_metrics_service_when_asked(
     helm_bin: Path, args: list[str], monitors: int
 ) -> None:
-    by = render(helm_bin, *args, "--set", "metrics.serviceMonitor.labels.release=kps")
+    by = render(helm_bin, *args, "--set", "metrics.monitorLabels.release=kps")
     found = [d for (kind, _), d in by.items() if kind == "ServiceMonitor"]
     assert len(found) == monitors
     if not found:
@@ -536,3 +537,39 @@ def test_a_service_monitor_scrapes_the_operator_s_metrics_service_when_asked(
     assert endpoint["port"] in [p["name"] for p in service["spec"]["ports"]]
     assert (endpoint["path"], endpoint["interval"]) == ("/metrics", "15s")
     assert sm["metadata"]["labels"]["release"] == "kps"  # for a serviceMonitorSelector
+
+
+@pytest.mark.parametrize(
+    ("args", "labels"),
+    [([], {}),
+     (["--set", "metrics.monitorLabels.release=kps", "--set", "metrics.monitorLabels.n=1",
+       "--set", "metrics.monitorLabels.example\\.com/team=ml"],
+      {"release": "kps", "n": "1", "example.com/team": "ml"})],
+    ids=["none by default", "each label, a number among them as a string, on the operator's "
+         "monitors and on the chart's"],
+)  # fmt: skip
+def test_monitor_labels_go_on_the_chart_s_service_monitor_and_to_the_operator(
+    helm_bin: Path, args: list[str], labels: dict[str, str]
+) -> None:
+    from tideline_operator.builders import MONITOR_LABELS_ENV, OperatorConfig
+
+    by = render(helm_bin, "--set", "metrics.serviceMonitor.enabled=true", *args)
+    own = render(helm_bin, "--set", "metrics.serviceMonitor.enabled=true")
+    sm = by[("ServiceMonitor", "t-tideline")]["metadata"]["labels"]
+    assert sm == {**own[("ServiceMonitor", "t-tideline")]["metadata"]["labels"], **labels}
+    _, env = _operator(helm_bin, *args)
+    # what the operator reads is what the chart's own ServiceMonitor carries
+    read = OperatorConfig.from_env({MONITOR_LABELS_ENV: env[MONITOR_LABELS_ENV] or ""})
+    assert dict(read.monitor_labels) == labels
+
+
+@pytest.mark.parametrize("prefix", OWN_LABEL_PREFIXES)  # (the operator refuses the same)
+def test_a_monitor_label_the_operator_sets_itself_is_refused_with_a_message(
+    helm_bin: Path, prefix: str
+) -> None:
+    key = f"{prefix}x"
+    escaped = key.replace(".", "\\.")  # (--set reads a dot as a level)
+    out = helm(helm_bin, "template", "t", CHART,
+               "--set", f"metrics.monitorLabels.{escaped}=x", check=False)  # fmt: skip
+    assert out.returncode != 0
+    assert f'"{key}" is a label the operator or the chart sets itself' in out.stderr

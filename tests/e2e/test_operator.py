@@ -604,6 +604,38 @@ def test_a_restarted_operator_resumes_the_canary_and_deleting_the_model_collects
     until(lambda: not _owned(installed, ns, "res"), 60, "children garbage-collected")
 
 
+def test_the_monitor_labels_an_operator_starts_with_go_on_the_monitors_it_made_before(
+    installed: Installed, operator: Operator
+) -> None:
+    """A Prometheus of kube-prometheus-stack picks monitors by a label (release): the
+    operator's, restarted with other TIDELINE_MONITOR_LABELS (a chart upgrade), relabels the
+    ServiceMonitor and PodMonitor every model has, and removes the labels it no longer sets."""
+    ns = _ns(installed, "e2e-monitors")
+    _apply(installed, _model("mon", ns))
+    kinds = ("servicemonitor", "podmonitor")
+
+    def labels() -> list[dict[str, str]]:
+        return [get(installed.cluster, kind, "mon", "-n", ns)["metadata"].get("labels") or {}
+                for kind in kinds]  # fmt: skip
+
+    until(lambda: all(labels()), 30, "a ServiceMonitor and a PodMonitor")
+    assert all("release" not in each for each in labels())
+    try:
+        operator.stop()
+        operator.env["TIDELINE_MONITOR_LABELS"] = "release=kps,team=ml"
+        operator.start()
+        until(lambda: all(each.get("release") == "kps" and each.get("team") == "ml"
+                          for each in labels()), 30, "the monitors relabelled")  # fmt: skip
+    finally:
+        operator.stop()
+        operator.env.pop("TIDELINE_MONITOR_LABELS", None)
+        operator.start()
+    until(lambda: all("release" not in each and "team" not in each for each in labels()),
+          30, "the labels removed")  # fmt: skip
+    assert all(each["tideline.dev/model"] == "mon" for each in labels())
+    installed.cluster.kubectl("delete", "om", "mon", "-n", ns, "--wait=true", "--timeout=60s")
+
+
 # --------------------------------------------------------------------------- 8. scale
 @pytest.mark.timeout(1500)
 def test_two_hundred_models_applied_at_once_reach_healthy(

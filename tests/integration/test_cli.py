@@ -127,6 +127,15 @@ def test_the_operator_without_credentials_stops_with_one_line(tmp_path: Path) ->
     assert "Traceback" not in out.stderr
 
 
+def test_the_operator_with_a_bad_monitor_label_stops_naming_the_variable(tmp_path: Path) -> None:
+    env = {**ENV, "KUBECONFIG": str(tmp_path / "none"), "TIDELINE_MONITOR_LABELS": "release=a b"}
+    out = subprocess.run([sys.executable, "-m", "tideline.cli", "operator", "--metrics-port", "0"],
+                         capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("tideline: TIDELINE_MONITOR_LABELS: 'release=a b': the value is")
+    assert "Traceback" not in out.stderr
+
+
 def test_help_is_plain_text_and_shows_defaults() -> None:
     top = _tideline("--help").stdout
     assert "``" not in top and "online-learning models on Kubernetes" in top

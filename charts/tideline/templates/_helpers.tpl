@@ -26,6 +26,29 @@ app.kubernetes.io/managed-by: {{ $.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" $.Chart.Name $.Chart.Version }}
 {{- end -}}
 
+{{- /* metrics.monitorLabels as YAML, each value a string (a label's value is one, where
+--set release=1 gives a number). A key the operator or the chart sets fails the render. */}}
+{{- define "tideline.monitorLabels" -}}
+{{- $labels := dict }}
+{{- range $key, $value := .Values.metrics.monitorLabels }}
+{{- if regexMatch "^(app\\.kubernetes\\.io|tideline\\.dev|helm\\.sh)/" $key }}
+{{- fail (printf "metrics.monitorLabels: %q is a label the operator or the chart sets itself" $key) }}
+{{- end }}
+{{- $_ := set $labels $key (toString $value) }}
+{{- end }}
+{{- with $labels }}{{ toYaml . }}{{ end }}
+{{- end -}}
+
+{{- /* metrics.monitorLabels as the operator reads them (TIDELINE_MONITOR_LABELS):
+key=value,key=value. */}}
+{{- define "tideline.monitorLabelPairs" -}}
+{{- $pairs := list }}
+{{- range $key, $value := include "tideline.monitorLabels" . | fromYaml }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end -}}
+
 {{- define "tideline.selector" -}}
 app.kubernetes.io/name: tideline
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -10,7 +10,7 @@ import yaml
 from tests.helpers import manifest
 from tideline.contracts import AWAIT_START_ENV, IMAGE_GID, IMAGE_UID
 from tideline.pods.liveness import MAX_AGE
-from tideline.spec import parse
+from tideline.spec import SpecError, parse
 from tideline_operator.builders import (
     DEFAULT_RESOURCES,
     OperatorConfig,
@@ -249,7 +249,7 @@ def test_pdb_and_hpa() -> None:
 
 
 def test_learners_and_the_monitor_are_scraped_by_pod_monitor_or_annotations() -> None:
-    pm = build_pod_monitor(MODEL)
+    pm = build_pod_monitor(MODEL, SETTINGS)
     sel = pm["spec"]["selector"]
     for dep in (build_learner(MODEL, SETTINGS, REV), build_monitor(MODEL, SETTINGS, REV)):
         pod = dep["spec"]["template"]
@@ -270,7 +270,7 @@ def test_learners_and_the_monitor_are_scraped_by_pod_monitor_or_annotations() ->
 
 
 def test_the_service_monitor_scrapes_the_servers_of_every_revision() -> None:
-    sm = build_service_monitor(MODEL)
+    sm = build_service_monitor(MODEL, SETTINGS)
     stable, canary = build_service(MODEL, REV), build_service(MODEL, "other", canary=True)
     want = sm["spec"]["selector"]["matchLabels"]
     for svc in (stable, canary):
@@ -278,6 +278,58 @@ def test_the_service_monitor_scrapes_the_servers_of_every_revision() -> None:
         assert all(labels[k] == v for k, v in want.items())
     assert sm["spec"]["endpoints"][0]["port"] == stable["spec"]["ports"][0]["name"]
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+@pytest.mark.parametrize("build", [build_service_monitor, build_pod_monitor],
+                         ids=["the ServiceMonitor", "the PodMonitor"])  # fmt: skip
+def test_the_monitor_labels_go_on_each_monitor_beside_the_operator_s_own(build) -> None:
+    bare = build(MODEL, SETTINGS)["metadata"]["labels"]
+    settings = OperatorConfig.from_env(
+        {"TIDELINE_MONITOR_LABELS": "release=kps,example.com/team=ml"}
+    )
+    labelled = build(MODEL, settings)["metadata"]["labels"]
+    assert labelled == {**bare, "release": "kps", "example.com/team": "ml"}
+
+
+@pytest.mark.parametrize(
+    ("text", "labels"),
+    [("", ()), (" release = kps , ,team=", (("release", "kps"), ("team", ""))),
+     ("example.com/team=ml-1.a_b", (("example.com/team", "ml-1.a_b"),)),
+     ("k=" + "v" * 63, (("k", "v" * 63),))],
+    ids=["none given are none", "spaces around pairs and empty ones are dropped, a value may be empty",
+         "a key may have a DNS subdomain prefix", "a value may have 63 characters"],
+)  # fmt: skip
+def test_monitor_labels_are_read_from_key_value_pairs(text, labels) -> None:
+    assert OperatorConfig.from_env({"TIDELINE_MONITOR_LABELS": text}).monitor_labels == labels
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [("release", "'release': no key=value"),
+     ("rel ease=kps", "'rel ease=kps': the key is no label key"),
+     ("Example.com/team=ml", "'Example.com/team=ml': the key is no label key"),
+     ("/team=ml", "'/team=ml': the key is no label key"),
+     ("-release=kps", "'-release=kps': the key is no label key"),
+     ("k" * 64 + "=v", f"'{'k' * 64}=v': the key is no label key"),
+     ("release=kube prometheus", "'release=kube prometheus': the value is no label value"),
+     ("release=kps-", "'release=kps-': the value is no label value"),
+     ("k=" + "v" * 64, f"'k={'v' * 64}': the value is no label value"),
+     ("app.kubernetes.io/name=x", "'app.kubernetes.io/name=x': the operator sets the labels"),
+     ("tideline.dev/model=x", "'tideline.dev/model=x': the operator sets the labels"),
+     ("release=a,release=b", "'release=b': the key is given twice")],
+    ids=["a pair without '='", "a key with a space", "a prefix in capitals", "an empty prefix",
+         "a key beginning with '-'", "a key of 64 characters", "a value with a space",
+         "a value ending with '-'", "a value of 64 characters",
+         "a label of app.kubernetes.io, which the operator sets",
+         "a label of tideline.dev, which the operator sets", "a key given twice"],
+)  # fmt: skip
+def test_a_bad_monitor_label_stops_the_operator_naming_the_variable_and_the_pair(
+    text, said
+) -> None:
+    with pytest.raises(SpecError) as e:
+        OperatorConfig.from_env({"TIDELINE_MONITOR_LABELS": text})
+    assert str(e.value).startswith(f"TIDELINE_MONITOR_LABELS: {said}")
+    assert e.value.path == "TIDELINE_MONITOR_LABELS"
 
 
 def test_a_config_map_baseline_is_mounted_for_the_learner_and_only_its_key() -> None:
@@ -410,7 +462,7 @@ def test_the_client_knows_the_path_of_every_kind_the_builders_make() -> None:
                                               "autoscaling": {"maxReplicas": 4}}))  # fmt: skip
     made = [build_config_map(m, manifest(name="fraud"), REV), build_learner(m, SETTINGS, REV),
             build_server(m, SETTINGS, REV), build_service(m, REV), build_monitor(m, SETTINGS, REV),
-            build_pdb(m), build_hpa(m, REV), build_service_monitor(m), build_pod_monitor(m),
+            build_pdb(m), build_hpa(m, REV), build_service_monitor(m, SETTINGS), build_pod_monitor(m, SETTINGS),
             build_network_policy(m),
             build_redis_secret(m, SETTINGS)]  # fmt: skip
     assert all(o is not None and (o["apiVersion"], o["kind"]) in KINDS for o in made), [
