@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -118,15 +119,40 @@ class OperatorConfig:
             image=env.get("TIDELINE_RUNTIME_IMAGE", cls.image),
             redis_url=env.get("TIDELINE_REDIS_URL") or None,
             image_pull_policy=env.get("TIDELINE_IMAGE_PULL_POLICY", cls.image_pull_policy),
-            retired_grace=float(env.get("TIDELINE_RETIRED_GRACE_SECONDS", cls.retired_grace)),
+            retired_grace=_env_number(env, "TIDELINE_RETIRED_GRACE_SECONDS", cls.retired_grace, 0),
             allowed_images=tuple(
                 p.strip() for p in env.get("TIDELINE_ALLOWED_IMAGES", "").split(",") if p.strip()
             ),
             allow_redis_secret_ref=env.get("TIDELINE_ALLOW_REDIS_SECRET_REF", "true") == "true",
-            interval=float(env.get("TIDELINE_OPERATOR_INTERVAL", cls.interval)),
-            workers=int(env.get("TIDELINE_OPERATOR_WORKERS", cls.workers)),
+            interval=_env_number(env, "TIDELINE_OPERATOR_INTERVAL", cls.interval, 0.05),
+            workers=int(_env_number(env, "TIDELINE_OPERATOR_WORKERS", cls.workers, 1, whole=True)),
             monitor_labels=parse_labels(env.get(MONITOR_LABELS_ENV, ""), MONITOR_LABELS_ENV),
         )
+
+
+def _env_number(
+    env: Mapping[str, str], name: str, default: float, least: float, whole: bool = False
+) -> float:
+    """The number ``env[name]`` (``default`` when unset or empty), at least ``least``, or a
+    :class:`SpecError` naming the variable.
+
+    >>> _env_number({"TIDELINE_OPERATOR_WORKERS": "16x"}, "TIDELINE_OPERATOR_WORKERS", 16, 1,
+    ...             whole=True)
+    Traceback (most recent call last):
+    ...
+    tideline.spec.SpecError: TIDELINE_OPERATOR_WORKERS: '16x' is not a whole number of at least 1
+    """
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    kind = "a whole number" if whole else "a number"
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        value = math.nan
+    if not value >= least or math.isinf(value):
+        raise SpecError(name, f"{raw!r} is not {kind} of at least {least:g}")
+    return value
 
 
 def policy_violation(model: OnlineModel, settings: OperatorConfig) -> tuple[str, str] | None:

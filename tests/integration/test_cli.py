@@ -127,12 +127,24 @@ def test_the_operator_without_credentials_stops_with_one_line(tmp_path: Path) ->
     assert "Traceback" not in out.stderr
 
 
-def test_the_operator_with_a_bad_monitor_label_stops_naming_the_variable(tmp_path: Path) -> None:
-    env = {**ENV, "KUBECONFIG": str(tmp_path / "none"), "TIDELINE_MONITOR_LABELS": "release=a b"}
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("TIDELINE_MONITOR_LABELS", "release=a b", "'release=a b': the value is"),
+        ("TIDELINE_OPERATOR_INTERVAL", "1s", "'1s' is not a number of at least 0.05"),
+        ("TIDELINE_OPERATOR_WORKERS", "0", "'0' is not a whole number of at least 1"),
+        ("TIDELINE_RETIRED_GRACE_SECONDS", "-5", "'-5' is not a number of at least 0"),
+    ],
+    ids=["a bad monitor label", "an interval with a unit", "no workers", "a negative grace"],
+)
+def test_the_operator_with_a_bad_setting_stops_naming_the_variable(
+    tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    env = {**ENV, "KUBECONFIG": str(tmp_path / "none"), variable: value}
     out = subprocess.run([sys.executable, "-m", "tideline.cli", "operator", "--metrics-port", "0"],
                          capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)  # fmt: skip
     assert out.returncode == 2, out.stderr
-    assert out.stderr.startswith("tideline: TIDELINE_MONITOR_LABELS: 'release=a b': the value is")
+    assert out.stderr.startswith(f"tideline: {variable}: {said}"), out.stderr
     assert "Traceback" not in out.stderr
 
 
