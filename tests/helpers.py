@@ -447,6 +447,7 @@ class FakeKube:
         self.deleted: list[tuple[str, str]] = []
         self.created: list[tuple[str, str]] = []
         self.reads: list[tuple[str, str]] = []
+        self.served_apis: set[str] = set()  # "group/version/plural" of the kinds it serves
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         key = (obj["kind"], obj["metadata"]["name"])
@@ -480,7 +481,8 @@ class FakeKube:
         return self.objects.pop((kind, name), None) is not None
 
     def has_api(self, group_version: str, plural: str) -> bool:
-        return False
+        self.reads.append(("API", f"{group_version}/{plural}"))
+        return f"{group_version}/{plural}" in self.served_apis
 
     def children(self, ready: bool = True) -> list[ChildState]:
         """The Deployments as the kopf index would report them."""

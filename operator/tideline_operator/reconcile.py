@@ -282,7 +282,7 @@ class Reconciler:
         self._redis_factory = redis_factory or (
             lambda url: connect(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         )
-        self._apis: dict[tuple[str, str], bool] = {}
+        self._apis: dict[tuple[str, str], tuple[float, bool]] = {}  # -> (asked at, served)
         self._secrets: dict[tuple[str, str, str], tuple[float, str]] = {}  # -> (read at, url)
         self._configs: dict[int, tuple[float, StoreConfig]] = {}  # id(client) -> (read at, it)
         # (id(client), the node holding the model's keys) -> what was read of its refusals
@@ -388,10 +388,15 @@ class Reconciler:
             event("Warning", "NotificationFailed", why)
 
     def has_api(self, group_version: str, plural: str) -> bool:
+        """Whether the cluster serves a kind (the Prometheus Operator's monitors, Gateway
+        API routes): once served, kept; not served, asked again every `resync` seconds, so
+        one installed after the operator started is used without a restart."""
         key = (group_version, plural)
-        if key not in self._apis:
-            self._apis[key] = self.kube.has_api(group_version, plural)
-        return self._apis[key]
+        now = self.clock()
+        cached = self._apis.get(key)
+        if cached is None or (not cached[1] and now - cached[0] >= self.resync):
+            cached = self._apis[key] = (now, self.kube.has_api(group_version, plural))
+        return cached[1]
 
     def model_of(self, model: OnlineModel, manifest: dict[str, Any], rev: str,
                  mem: ModelMemory) -> tuple[OnlineModel, dict[str, Any]]:  # fmt: skip

@@ -334,6 +334,31 @@ def test_the_redis_url_from_a_secret_is_read_once_per_resync_not_every_turn(setu
     assert kube.reads.count(("Secret", "redis")) == 2
 
 
+def test_monitor_kinds_installed_after_the_operator_started_are_used_within_a_resync(
+    setup, r
+) -> None:
+    rec, kube, clock, events, _ = setup
+    body = as_applied(manifest("fraud"))
+    turn(setup, body)
+    assert ("ServiceMonitor", "fraud") not in kube.objects, "no Prometheus Operator yet"
+    kube.served_apis |= {"monitoring.coreos.com/v1/servicemonitors",
+                         "monitoring.coreos.com/v1/podmonitors"}  # fmt: skip
+    for _ in range(3):
+        clock.now += 1
+        turn(setup, body)
+    asked = kube.reads.count(("API", "monitoring.coreos.com/v1/servicemonitors"))
+    assert asked == 1, "not asked again every turn"
+    clock.now += rec.resync
+    turn(setup, body)
+    kinds = {k for k, _ in kube.objects}
+    assert {"ServiceMonitor", "PodMonitor"} <= kinds, sorted(kinds)
+    clock.now += 5 * rec.resync
+    turn(setup, body)
+    assert kube.reads.count(("API", "monitoring.coreos.com/v1/servicemonitors")) == 2, (
+        "once served, not asked again"
+    )
+
+
 def test_objects_it_does_not_own_are_never_taken_over_nor_deleted(setup, r) -> None:
     rec, kube, clock, events, _ = setup
     foreign = {"apiVersion": "v1", "kind": "Service",
