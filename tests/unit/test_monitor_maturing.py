@@ -1,4 +1,4 @@
-"""Which labels a clicks-only monitor scores (:mod:`tideline.monitoring.maturing`): those of
+"""Which labels a clicks-only monitor scores (:mod:`tideline.monitoring.outcomes`): those of
 predictions whose every outcome it knows, held until they are mature."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tideline.monitoring.maturing import Outcomes
+from tideline.monitoring.outcomes import Outcomes
 from tideline.monitoring.signals import DriftSignals
 from tideline.spec import DriftSpec
 from tideline.tasks import Task

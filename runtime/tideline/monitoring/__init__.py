@@ -8,6 +8,7 @@ log and the labels from Redis, hands them in, and writes what they decide.
   evidence on each (:mod:`tideline.evidence`);
 * :mod:`~tideline.monitoring.signals`: feature, prediction and concept drift as events;
 * :mod:`~tideline.monitoring.counters`: the servers' reports, as error rates and latencies;
+* :mod:`~tideline.monitoring.outcomes`: which predictions' outcomes are all known (labelDefault);
 * :mod:`~tideline.monitoring.capacity`: whether the store holds ``labelWindow`` of log;
 * :mod:`~tideline.monitoring.summary`: the health summary the operator reads, from all of them.
 """

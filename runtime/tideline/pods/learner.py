@@ -91,8 +91,8 @@ from tideline.contracts import (
     feedback_labels,
 )
 from tideline.features import FeatureError
+from tideline.maturing import Maturing
 from tideline.memory import MemoryUse, Probe
-from tideline.monitoring.maturing import Maturing
 from tideline.pods import history, storage
 from tideline.pods.catchup import CatchUp
 from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS, DEFAULTS_EVERY, DefaultLabels

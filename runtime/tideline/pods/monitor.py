@@ -95,12 +95,13 @@ from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
 from tideline.contracts import Pointers, Routing, feedback_labels
 from tideline.drift import KS, PSI, Categorical
+from tideline.maturing import Maturing
 from tideline.monitoring.candidates import Candidates, Key, Loaded, Named
 from tideline.monitoring.capacity import LogSize
 from tideline.monitoring.counters import Counted, ServerCounters
 from tideline.monitoring.driftsample import DriftSample, stable_rows
 from tideline.monitoring.judging import Judging, labelled_samples
-from tideline.monitoring.maturing import Maturing, Outcomes
+from tideline.monitoring.outcomes import Outcomes
 from tideline.monitoring.signals import DriftEvent, DriftSignals
 from tideline.monitoring.summary import Throughput, health
 from tideline.monitoring.tracks import Labelled, Scored, Tracks, labelled
