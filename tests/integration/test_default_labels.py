@@ -66,11 +66,11 @@ def test_clicks_and_defaults_each_prediction_learned_once_and_a_late_click_dead_
     started = time.monotonic()
     # the clicks wait for their predictions to be 'after' old: then they are learned with
     # the defaults of their time, in prediction-time order
-    learn_until(p, lambda: p.maturing.held == len(clicked), timeout=AFTER)
+    learn_until(p, lambda: p.defaulting.maturing.held == len(clicked), timeout=AFTER)
     assert p.counters["samples"] == 0 and p.counters.get("defaults", 0) == 0
     assert p.status()["heldLabels"] == str(len(clicked))
     learn_until(p, lambda: p.counters["samples"] >= 320, timeout=30)
-    assert time.monotonic() - started >= AFTER and p.maturing.held == 0
+    assert time.monotonic() - started >= AFTER and p.defaulting.maturing.held == 0
     c = p.counters
     assert (c["samples"], c["defaults"], c["label_sum"]) == (320, 288, 32.0)
     # a click 'after' its prediction's time: its default was learned; the click is not
@@ -102,7 +102,7 @@ def test_the_monitor_scores_clicks_with_the_defaults_once_the_predictions_are_ma
     mon.step(block_ms=20)
     early = summary_of(mon)["tracks"].get("stable", {})
     assert early.get("labelled", 0) == 0, "20 clicks alone would read as 0 % accuracy"
-    assert mon.maturing.held == 20
+    assert mon.defaulting.maturing.held == 20
     deadline = time.monotonic() + AFTER + 5
     while summary_of(mon)["tracks"].get("stable", {}).get("labelled", 0) < 200:
         assert time.monotonic() < deadline, summary_of(mon)["tracks"]

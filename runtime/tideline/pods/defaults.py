@@ -19,19 +19,25 @@ nothing. With ``labelDefault: {value: 0, after: 30m}`` a logged prediction with 
 * It keeps up: an entry is read once (64 rows of single-row requests), its rows' marks
   asked in one SMISMEMBER a slice of time; what it holds is a cursor per server and the
   entries whose defaults wait to be learned.
+* :class:`Defaulting` is when, for the learner and the monitor alike: a look for defaults
+  every :data:`DEFAULTS_EVERY` seconds of labels read, up to :data:`CLOCK_SLACK` before the
+  time every label has been read by, and the labels held for their predictions to be mature
+  (:class:`tideline.maturing.Maturing`) let go up to the same time.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
 from tideline import predlog
 from tideline.contracts import Keys
+from tideline.maturing import Maturing
 from tideline.pods.join import Joined, LogJoin
 
 log = logging.getLogger("tideline.learner")
@@ -44,6 +50,8 @@ DEFAULTS_EVERY = 0.2  # seconds of labels read between two looks for rows to giv
 # a label's time is the clock of the Redis (or Kafka) it came through: defaults wait this
 # much longer than spec.learning.labelDefault.after for labels that clocks put late
 CLOCK_SLACK = 2.0
+
+T = TypeVar("T")
 
 
 def next_id(entry_id: str) -> str:
@@ -207,6 +215,60 @@ class DefaultLabels:
                 )
             self.issued += given
         return out
+
+
+class Defaulting(Generic[T]):
+    """When the defaults are given, and which labels wait for them: the bookkeeping a reader of
+    labels keeps with ``spec.learning.labelDefault`` (the learner and the monitor, each with
+    its own :class:`DefaultLabels`, or None without a default; the labels it holds are
+    ``T``s, at most ``most_rows`` rows of them).
+
+    After each read of the labels, :meth:`due`: every :data:`DEFAULTS_EVERY` seconds of labels
+    read, the defaults up to :data:`CLOCK_SLACK` before the time every label has been read by
+    (``mature_to``), and the labels held that are mature by then. A label of a prediction
+    not ``after`` old by ``mature_to`` is :meth:`early`: the reader holds it (:meth:`hold`; or takes
+    it at once when there is no room), and has it back from :meth:`due` with the defaults of
+    its time.
+    """
+
+    def __init__(self, defaults: DefaultLabels | None, most_rows: int) -> None:
+        self.defaults = defaults
+        self.maturing: Maturing[T] = Maturing(defaults.after if defaults else 0.0, most_rows)
+        self.read_until: float | None = None  # every label that came before it is read
+        # the predictions up to this time (real) have their outcomes: labelled, or defaults
+        # given
+        self.mature_to: float | None = None
+        self._looked = -math.inf  # read_until at the last look for defaults
+
+    def due(
+        self, asked: float, entries: int, most: int, new: bool
+    ) -> tuple[list[Joined], list[tuple[T, float]]]:
+        """After a read of the labels asked for at ``asked`` (the streams' time) that brought
+        ``entries`` of the ``most`` it asked for, ``new`` ones or re-read ones (a consumer's
+        pending entries after a restart): the defaults due now, and the labels held that are
+        mature with them (each with its prediction's time, oldest first).
+
+        A short read of new entries says every label that came before ``asked`` is read; a
+        re-read says nothing of what came since. Nothing is due until :data:`DEFAULTS_EVERY`
+        seconds of labels are read after the last look (a look reads every server's log)."""
+        if entries < most and new:
+            self.read_until = asked
+        until = self.read_until
+        if self.defaults is None or until is None or until - self._looked < DEFAULTS_EVERY:
+            return [], []
+        self._looked = until
+        self.mature_to = until - CLOCK_SLACK
+        return self.defaults.issue(self.mature_to), self.maturing.mature(self.mature_to)
+
+    def early(self, ts: float) -> bool:
+        """Whether a label of a prediction made at ``ts`` comes before the prediction is mature
+        (with a default only: without, every label is)."""
+        return self.defaults is not None and not self.maturing.ripe(ts, self.mature_to)
+
+    def hold(self, item: T, ts: float, rows: int) -> bool:
+        """Keep an early label's ``item`` (``rows`` rows) until :meth:`due` lets it go; False
+        when there is no room (the reader takes it now)."""
+        return self.maturing.hold(item, ts, rows)
 
 
 @dataclass

@@ -91,11 +91,10 @@ from tideline.contracts import (
     feedback_labels,
 )
 from tideline.features import FeatureError
-from tideline.maturing import Maturing
 from tideline.memory import MemoryUse, Probe
 from tideline.pods import history, storage
 from tideline.pods.catchup import CatchUp
-from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS, DEFAULTS_EVERY, DefaultLabels
+from tideline.pods.defaults import DEFAULTS, Defaulting, DefaultLabels
 from tideline.pods.join import Joined, LogJoin, Mark
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import LearnerMetrics
@@ -219,15 +218,11 @@ class LearnerProcess:
         )
         self._read_from = time.time()  # when the read that came back last was asked for (the
         # streams' own time, whatever clock the learner runs on)
-        self._read_until: float | None = None  # every label that came before it is read
-        self._defaults_at = -math.inf  # when defaults were last issued (by _read_until)
         # labelDefault: a label waits for its prediction to be 'after' old, then is learned
         # with the defaults of its time (in prediction-time order: learned at once, the
         # clicks of the last 'after' would have the model predict a rate well above the true
         # one, bench/defaults.py)
-        self.maturing: Maturing[_Held] = Maturing(default.after if default else 0.0,
-                                                  MATURING_ROWS)  # fmt: skip
-        self._mature_to: float | None = None
+        self.defaulting: Defaulting[_Held] = Defaulting(self.defaults, MATURING_ROWS)
         self._marks: list[Mark] = []  # predictions joined and learned, marked at checkpoint
         self.open_entries = OpenEntries()
         self._read_count = 128  # entries, then as many as make READ_BYTES
@@ -636,10 +631,8 @@ class LearnerProcess:
         if n:
             fit = READ_BYTES * n / max(size, 1)
             self._read_count = int(min(MAX_READ_ENTRIES, max(MIN_READ_ENTRIES, fit)))
-        if n < count and self.source.new:  # every label that came before it was asked is read
-            self._read_until = asked
         self._on_joined(self.join.resolve(), self.source.feedback)
-        self._issue_defaults()
+        self._issue_defaults(asked, n, count)
         for rej in self.join.take_rejected():
             self._dead_letter(
                 self.source.feedback,
@@ -648,16 +641,11 @@ class LearnerProcess:
                 rej.reason,
             )
 
-    def _issue_defaults(self) -> None:
-        """The predictions no label came for (``spec.learning.labelDefault``), up to
-        ``after`` before the time every label that came before it is read."""
-        until = self._read_until
-        if self.defaults is None or until is None or until - self._defaults_at < DEFAULTS_EVERY:
-            return
-        self._defaults_at = until
-        defaults = self.defaults.issue(until - CLOCK_SLACK)
-        self._mature_to = until - CLOCK_SLACK
-        for (rows, labels, runs), _ in self.maturing.mature(self._mature_to):
+    def _issue_defaults(self, asked: float, entries: int, most: int) -> None:
+        """The predictions no label came for (``spec.learning.labelDefault``), and the labels
+        held for them, once due after a read (:meth:`Defaulting.due`)."""
+        defaults, mature = self.defaulting.due(asked, entries, most, self.source.new)
+        for (rows, labels, runs), _ in mature:
             self._learn_rows(rows, labels, runs)
         self._on_joined(defaults, DEFAULTS)
 
@@ -726,10 +714,9 @@ class LearnerProcess:
                 Run(stream, fid.encode(), 1, mark, late)
                 for fid, mark, late in zip(j.feedback_ids, j.marks, j.late, strict=True)
             ]
-            early = self.defaults is not None and stream != DEFAULTS
-            if early and not self.maturing.ripe(j.ts, self._mature_to):
+            if stream != DEFAULTS and self.defaulting.early(j.ts):
                 held = (rows[len(rows) - len(j) :], list(j.labels), mine)
-                if self.maturing.hold(held, j.ts, len(j)):
+                if self.defaulting.hold(held, j.ts, len(j)):
                     del rows[len(rows) - len(j) :]
                     continue
             labels += j.labels
@@ -1024,7 +1011,7 @@ class LearnerProcess:
         if lag is not None:
             out[LearnerStatus.LAG] = str(lag)
         if self.defaults is not None:  # labels waiting for their predictions to be mature
-            out["heldLabels"] = str(self.maturing.held)
+            out["heldLabels"] = str(self.defaulting.maturing.held)
         use = self.measure_memory()
         if use is not None:
             out.update(use.to_hash())

@@ -95,7 +95,6 @@ from tideline.algorithms import Learner
 from tideline.algorithms.external import ModelLoadError
 from tideline.contracts import Pointers, Routing, feedback_labels
 from tideline.drift import KS, PSI, Categorical
-from tideline.maturing import Maturing
 from tideline.monitoring.candidates import Candidates, Key, Loaded, Named
 from tideline.monitoring.capacity import LogSize
 from tideline.monitoring.counters import Counted, ServerCounters
@@ -106,7 +105,7 @@ from tideline.monitoring.signals import DriftEvent, DriftSignals
 from tideline.monitoring.summary import Throughput, health
 from tideline.monitoring.tracks import Labelled, Scored, Tracks, labelled
 from tideline.pods import faults, history
-from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS_EVERY, DefaultLabels
+from tideline.pods.defaults import Defaulting, DefaultLabels
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import MonitorMetrics
@@ -171,18 +170,13 @@ class Monitor:
             if default is not None
             else None
         )
-        self.maturing: Maturing[Labelled] = Maturing(default.after if default else 0.0,
-                                                     MATURING_ROWS)  # fmt: skip
+        # (a label and the defaults of its time reach the detectors together, in prediction
+        # order: tideline.pods.defaults.Defaulting)
+        self.defaulting: Defaulting[Labelled] = Defaulting(self.defaults, MATURING_ROWS)
         # the predictions whose outcomes it knows: the labels are read from the streams' start,
         # the defaults from where it began to give them (set at start)
         self.outcomes = Outcomes()
         self._read_from = time.time()  # (real time: the streams' ids)
-        self._read_until: float | None = None
-        self._defaults_at = -math.inf
-        # the predictions up to this time (real) have their outcomes: labelled, or defaults
-        # given; a label of a later one waits (a label and the defaults of its time reach the
-        # detectors together, in prediction order)
-        self._mature_to: float | None = None
         self.labels = self._follower()  # the labels: Redis streams or Kafka topics
         # each track's and version's predictions and quality
         self.answers = Tracks(self.task, window)
@@ -363,20 +357,9 @@ class Monitor:
         if scores is not None:
             self._log_events(self.drift.predictions(scores, self.clock()))
 
-    def _issue_defaults(self) -> list[Joined]:
-        """The predictions no label came for, up to ``after`` before every label was read
-        (:class:`DefaultLabels`; a look every ``DEFAULTS_EVERY`` seconds of labels read)."""
-        until = self._read_until
-        if self.defaults is None or until is None or until - self._defaults_at < DEFAULTS_EVERY:
-            return []
-        self._defaults_at = until
-        joined = self.defaults.issue(until - CLOCK_SLACK)
-        self._mature_to = until - CLOCK_SLACK
-        return joined
-
     def _on_label(self, j: Joined) -> None:
         """Labels of one logged request (:func:`tideline.monitoring.tracks.labelled`), once its
-        prediction is mature (:class:`Maturing`): its tracks' and versions' quality, the
+        prediction is mature (:class:`Defaulting`): its tracks' and versions' quality, the
         concept detector (in prediction order), the evidence the guardrails judge."""
         got = labelled(self.task, j.entry, j.rows, j.labels, j.received)
         if got.bad:
@@ -385,8 +368,7 @@ class Monitor:
             return
         if self.defaults is not None and not self.outcomes.known(_logged_by(j), j.ts, len(got.y)):
             return  # (its time's defaults were never given here: scored alone it biases)
-        early = self.defaults is not None and not self.maturing.ripe(j.ts, self._mature_to)
-        if early and self.maturing.hold(got, j.ts, len(got.y)):
+        if self.defaulting.early(j.ts) and self.defaulting.hold(got, j.ts, len(got.y)):
             return  # (scored when it is mature; at once when there is no room)
         self._on_labelled(got, j.ts)
 
@@ -420,17 +402,15 @@ class Monitor:
                             self.join.add(name, f.id, f.label, received)
             else:
                 self._on_samples(entries)
-        if n < LABEL_READ and self.labels.new:  # every label before it was asked is read
-            self._read_until = asked
         joined = self.join.resolve()
-        defaults = self._issue_defaults()
+        # the predictions no label came for, and the labels held for them (when due)
+        defaults, mature = self.defaulting.due(asked, n, LABEL_READ, self.labels.new)
         for j in joined:
             self._on_label(j)
         for j in defaults:
             self._on_label(j)
-        if self._mature_to is not None:
-            for got, ts in self.maturing.mature(self._mature_to):
-                self._on_labelled(got, ts)
+        for got, ts in mature:
+            self._on_labelled(got, ts)
         self._log_events(self.drift.release(self.clock()))
         self.join.take_rejected()  # the learner dead-letters them
         pipe = self.r.pipeline(transaction=False)
@@ -577,7 +557,7 @@ class Monitor:
         """How far the predictions have their outcomes (with labelDefault only)."""
         if self.defaults is None:
             return None
-        m, to = self.maturing, self._mature_to
+        m, to = self.defaulting.maturing, self.defaulting.mature_to
         lag = None if to is None else max(0.0, time.time() - to)
         return h.Maturity(after=m.after, to=to, lag_seconds=lag, held=m.held, early=m.overflow)
 
