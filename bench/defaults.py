@@ -17,13 +17,27 @@ On an embedded redis-server, in this process (the learner's own class, no HTTP):
   clicks dead-lettered) and with ``correct`` (learned beside their defaults, weighted:
   :mod:`tideline.correction`), beside the learner sent every label.
 * **cost**: the defaults issued a second - :meth:`DefaultLabels.issue` alone over the same
-  log (read, marks asked, rows given the default; nothing learned) and the learner from
-  its first default learned to its last (issuing and learning) - next to the rate the
+  log (read, marks asked, rows given the default; nothing learned) - next to the rate the
   same log was written at here (``predlog.encode`` and a pipelined ``XADD``: what a
-  server's log writer sends; bench/ingest.py measures a whole server process).
+  server's log writer sends).
 
-Run with ``python bench/defaults.py`` (about a minute); ``PYTHONPATH=<other
-checkout>/runtime`` measures another version.
+``--rates`` measures the issue's check instead, "defaults issued per second >= one server
+worker's logging rate", side by side in one run: ``--rounds`` (3) rounds, each of
+
+* **one server worker logging**: the ``tideline server`` process (one worker, started with
+  the CLI) answering requests of ``--rows`` (64) rows for ``--seconds`` (5; wrk, 64
+  connections, as bench/ingest.py drives it), every one logged through its own log writer; its rate is the
+  rows in its log over the time its entries span;
+* **DefaultLabels.issue over that log**: the round's rows given the default, once every one
+  is ``after`` old (nothing learned, nothing marked);
+* **the learner over that log**: a ``LearnerProcess`` with ``labelDefault`` (this process;
+  no label is ever sent), from its first turn to the round's last default learned (issuing,
+  learning, marks and cursors checkpointed every second),
+
+and each round's ratios to the logging rate; the rounds' median and range.
+
+Run with ``python bench/defaults.py`` (about a minute) or ``python bench/defaults.py
+--rates`` (wrk installed); ``PYTHONPATH=<other checkout>/runtime`` measures another version.
 """
 
 from __future__ import annotations
@@ -31,7 +45,10 @@ from __future__ import annotations
 import argparse
 import heapq
 import os
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -39,7 +56,7 @@ import orjson
 from tideline import predlog
 from tideline.contracts import Keys
 from tideline.demo.embedded import EmbeddedRedis
-from tideline.pods.defaults import DefaultLabels
+from tideline.pods.defaults import CLOCK_SLACK, DefaultLabels
 from tideline.pods.join import LogJoin
 from tideline.pods.learner import LearnerProcess
 from tideline.spec import parse
@@ -197,6 +214,87 @@ def issue_alone(r, n: int) -> float:  # type: ignore[no-untyped-def]
     return n / (time.perf_counter() - start)
 
 
+def issue_round(r, keys: Keys, since: str) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """:meth:`DefaultLabels.issue` over the log from ``since`` on (every row of it ``after``
+    old): the rows given the default, and how many a second."""
+    join = LogJoin(r, keys, 600.0, "bench-rates", default_after=AFTER)
+    d = DefaultLabels(r, keys, join, 0.0, AFTER)
+    d.start(None, fresh=since)
+    until = time.time()
+    start = time.perf_counter()
+    while d.issue(until):
+        pass
+    return d.issued, d.issued / (time.perf_counter() - start)
+
+
+def learner_round(p: LearnerProcess, rows: int) -> float:
+    """Defaults a second of the learner ``p`` (idle since its last round) from its first
+    turn to the ``rows`` defaults of the round learned."""
+    before = p.counters.get("defaults", 0)
+    start = time.perf_counter()
+    while p.counters.get("defaults", 0) - before < rows:
+        p.step(block_ms=1)
+        if time.perf_counter() - start > 300:
+            raise RuntimeError(f"{p.counters.get('defaults', 0) - before:,} of {rows:,} learned")
+    return rows / (time.perf_counter() - start)
+
+
+def logged_span(r, keys: Keys, since: str) -> float:  # type: ignore[no-untyped-def]
+    """The seconds the entries of every log from ``since`` on span (their ids' times)."""
+    first, last = float("inf"), 0.0
+    for instance in r.zrange(keys.logs, 0, -1):
+        stream = keys.log(instance.decode())
+        head, tail = r.xrange(stream, since, "+", count=1), r.xrevrange(stream, "+", since, count=1)
+        if head:
+            first = min(first, predlog.entry_seconds(head[0][0].decode()))
+            last = max(last, predlog.entry_seconds(tail[0][0].decode()))
+    return last - first
+
+
+def rates(args: argparse.Namespace) -> None:
+    """``--rates``: one server worker's logging rate against the defaults issued over its log,
+    round after round (see the module)."""
+    from labels import Loop  # the processes, started with the CLI
+    from serve import wrk  # the load generator bench/serve.py drives the servers with
+
+    doc = manifest("rates", True, args.algorithm)
+    with tempfile.TemporaryDirectory(prefix="tideline-bench-defaults-") as d:
+        loop = Loop(doc, Path(d))
+        try:
+            learner = LearnerProcess(parse(doc), loop.r, checkpoint_seconds=1.0)
+            learner.start()  # v0 published: what the server serves
+            loop.server()
+            X = Stream(0.03, args.seed).take(args.rows)[0]
+            body = Path(d) / f"rows{args.rows}.json"
+            body.write_bytes(orjson.dumps({"instances": [dict(zip(FEATURES, x, strict=True))
+                                                         for x in X.tolist()]}))  # fmt: skip
+            url = f"http://127.0.0.1:{loop.port}/v1/models/{loop.model.name}:predict"
+            print(f"one tideline server worker, {args.rows}-row requests for {args.seconds} s (wrk, 64 "
+                  f"connections); labelDefault after {AFTER:g}s, {args.algorithm}\n")  # fmt: skip
+            print("| round | rows logged | logged rows/s | DefaultLabels.issue defaults/s | ratio "
+                  "| learner defaults/s | ratio |")  # fmt: skip
+            print("|---|---|---|---|---|---|---|")
+            ratios: dict[str, list[float]] = {"issue": [], "learner": []}
+            for k in range(args.rounds):
+                since = f"{int(time.time() * 1000)}-0"
+                wrk(url, body, 64, args.seconds, Path(d), cpu=None)
+                time.sleep(AFTER + CLOCK_SLACK + 1.0)  # the last writes; every row 'after' old
+                rows, issued = issue_round(loop.r, learner.keys, since)
+                logged_rate = rows / logged_span(loop.r, learner.keys, since)
+                learned = learner_round(learner, rows)
+                ratios["issue"].append(issued / logged_rate)
+                ratios["learner"].append(learned / logged_rate)
+                print(f"| {k + 1} | {rows:,} | {logged_rate:,.0f} | {issued:,.0f} | "
+                      f"{ratios['issue'][-1]:.2f} | {learned:,.0f} | "
+                      f"{ratios['learner'][-1]:.2f} |", flush=True)  # fmt: skip
+            for name, r in ratios.items():
+                print(f"{name} / logging: median {statistics.median(r):.2f} "
+                      f"[{min(r):.2f}, {max(r):.2f}] over {len(r)} rounds")  # fmt: skip
+            learner.source.close()
+        finally:
+            loop.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100_000)
@@ -204,7 +302,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--rate", type=float, default=5000.0, help="predictions a second")
     ap.add_argument("--algorithm", default="ftrl", help="the learners' (the ads example's)")
+    ap.add_argument(
+        "--rates",
+        action="store_true",
+        help="one server worker's logging rate against the defaults issued",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="--rates: rounds")
+    ap.add_argument("--seconds", type=int, default=5, help="--rates: seconds of requests a round")
+    ap.add_argument("--rows", type=int, default=64, help="--rates: rows a request")
     args = ap.parse_args()
+    if args.rates:
+        rates(args)
+        return
     redis = EmbeddedRedis().start()
     try:
         r = redis.client()
