@@ -225,6 +225,20 @@ class FeatureSchema:
                 codes[i] = cache[values[i]] = bucket_of(values[i], buckets)
         return codes  # type: ignore[return-value]
 
+    def encode_lenient(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Encode rows as logged or sent to learn: column-wise when every value has its type
+        (:meth:`encode_strict`, the usual case), else cell by cell (:meth:`encode`: a bad
+        value defaulted and counted, never refused).
+
+        >>> s = FeatureSchema.from_spec([{"name": "amount"}])
+        >>> s.encode_lenient([{"amount": 2}]).tolist(), s.encode_lenient([{"amount": "x"}]).tolist()
+        ([[2.0]], [[0.0]])
+        """
+        try:
+            return self.encode_strict(rows)
+        except FeatureError:
+            return self.encode(rows)
+
     def encode_one(self, row: Mapping[str, Any]) -> np.ndarray:
         return self.encode([row])
 

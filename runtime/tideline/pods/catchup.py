@@ -33,7 +33,6 @@ import numpy as np
 
 from tideline.backtest import BacktestWindow
 from tideline.contracts import Backtest, Keys
-from tideline.features import FeatureError
 from tideline.pods import history
 from tideline.pods.join import LogJoin
 from tideline.training import Run, Training
@@ -182,11 +181,7 @@ class CatchUp:
             self._typed += rows
         else:  # (rows as logged: encoded now, in order, with what they count or default)
             self._encode_typed()
-            schema = self.training.schema
-            try:
-                self._blocks.append(schema.encode_strict(rows))
-            except FeatureError:
-                self._blocks.append(schema.encode(rows))
+            self._blocks.append(self.training.schema.encode_lenient(rows))
         self._labels += labels
         self._received += received
         self._served += scores

@@ -90,7 +90,6 @@ from tideline.contracts import (
     StartWord,
     feedback_labels,
 )
-from tideline.features import FeatureError
 from tideline.memory import MemoryUse, Probe
 from tideline.pods import history, storage
 from tideline.pods.catchup import CatchUp
@@ -746,10 +745,7 @@ class LearnerProcess:
 
     def _learn_rows(self, rows: list[dict[str, Any]], labels: list[float], runs: list[Run]) -> None:
         if rows:
-            try:  # column-wise when every value has its type (the usual case)
-                X = self.schema.encode_strict(rows)
-            except FeatureError:  # else cell by cell: a bad value defaulted and counted
-                X = self.schema.encode(rows)
+            X = self.schema.encode_lenient(rows)
             self._pend(X, np.array(labels, dtype=np.float64), runs)
 
     def _pend(self, X: np.ndarray, y: np.ndarray, runs: list[Run]) -> None:
