@@ -19,27 +19,42 @@ On the rows of the last ``window`` seconds that the stable track answered it
 compares its predictions with what stable served (:mod:`tideline.backtest`);
 its progress and that comparison are the learner's ``backtest`` status field
 (:class:`tideline.contracts.Backtest`), which the operator's backtest step reads.
+
+A compared row is predicted as stable predicted it: with what had been learned when the
+prediction was made (its ``ts``), not with what it learns in the order labels came - the
+labels that came between the prediction and its own label would have told it the answer
+(its neighbours', a late click's, ``labelDefault``'s ``after`` later). From where those
+rows' predictions may begin (the window's start less the log's retention and
+``mature_after``) the catch-up learns ``SNAPSHOT_ROWS`` at a time and keeps the model's
+state after each step; a row is predicted by the newest state that had learned only labels
+that came by its ``ts``: it may lack about ``SNAPSHOT_ROWS`` of those (more when over
+``MAX_STATES`` states span the horizon: then every other one goes), never has one it should
+not know. (A row older than the states kept is predicted by the oldest.)
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from tideline.algorithms.base import Learner
 from tideline.backtest import BacktestWindow
 from tideline.contracts import Backtest, Keys
 from tideline.pods import history
 from tideline.pods.join import LogJoin
-from tideline.training import Run, Training
+from tideline.training import Block, Run, Training
 
 log = logging.getLogger("tideline.learner")
 
 CHUNK_ROWS = 4096  # rows handed to the learner at a time
+SNAPSHOT_ROWS = 1024  # rows learned between two states kept for the compared predictions
+MAX_STATES = 512  # states kept at most (a long horizon at a high rate: kept further apart)
 REPORT_SECONDS = 1.0  # how often the progress is written
 
 
@@ -87,6 +102,17 @@ class CatchUp:
         self._received: list[float] = []
         self._served: list[Any] = []
         self._stable: list[bool] = []
+        self._ts: list[float] = []  # when each row's prediction was made
+        self._learned_at: list[float] = []  # when each row's label is learned (see _take)
+        # the learned labels' times, in the order they were learned (learned: the first
+        # `_done` of them), and the model's states kept: the newest such time each had learned
+        self._times = np.zeros(0)
+        self._done = 0
+        self._until = since  # the newest of them learned
+        self._states: list[tuple[float, Learner]] = []
+        self._state_times: list[float] = []
+        # a compared row's prediction comes at most this long before its label is learned
+        self.horizon = join.retention + mature_after
 
     def run(self) -> Backtest:
         total, first, last = history.span(self.r, self.keys)
@@ -131,7 +157,7 @@ class CatchUp:
                 self._said(status)
                 self.report(status)
                 self.beat()
-        status.rows += self._learn()
+        status.rows += self._learn(final=True)
         self._committed()
         status.rate = status.rows / max(time.monotonic() - started, 1e-9)
 
@@ -176,7 +202,7 @@ class CatchUp:
             rows, labels, received = [rows[i] for i in picked], [labels[i] for i in picked], [
                 received[i] for i in picked]  # fmt: skip
             scores, stable = [scores[i] for i in picked], [stable[i] for i in picked]
-            marks = [marks[i] for i in picked]
+            marks, learned = [marks[i] for i in picked], [learned[i] for i in picked]
         if typed:
             self._typed += rows
         else:  # (rows as logged: encoded now, in order, with what they count or default)
@@ -186,6 +212,8 @@ class CatchUp:
         self._received += received
         self._served += scores
         self._stable += stable
+        self._ts += [rec.ts] * len(labels)
+        self._learned_at += learned
         if young:
             self.marks.setdefault(self.join.slice_of(rec.ts), []).extend(marks)
 
@@ -210,32 +238,12 @@ class CatchUp:
                 ok[i] = False
         return y, ok
 
-    def _learn(self) -> int:
-        """The rows taken so far, learned; their predictions compared. How many there were."""
-        n = len(self._labels)
-        if not n:
-            return 0
-        y, ok = self._targets()
-        self._encode_typed()
-        X = self._blocks[0] if len(self._blocks) == 1 else np.vstack(self._blocks)
-        received = np.array(self._received)
-        stable = np.array(self._stable, dtype=bool)
-        served = self._served
-        if ok is not None:
-            self.skipped += int((~ok).sum())
-            keep = np.nonzero(ok)[0].tolist()
-            served = [served[i] for i in keep]
-            X, y, received, stable = X[ok], y[ok], received[ok], stable[ok]
-        self._blocks, self._labels, self._received, self._served, self._stable = [], [], [], [], []
-        if not len(y):
-            return 0
-        # (the run's time: the newest label's, as learned_until counts it)
-        self.training.add(X, y, [Run("history", f"{int(received.max() * 1000)}-0".encode(),
-                                     len(y))])  # fmt: skip
-        predictions = np.concatenate(
-            [b.predictions for b in self.training.blocks(force=True) if b.predictions is not None]
-        )
-        self.compared.add(received, predictions, self._served_scores(stable, served), y, stable)
+    def _learn(self, final: bool = False) -> int:
+        """The rows taken so far, compared and learned (the rows of a mini-batch not full yet
+        wait for the next chunk, but when ``final``). How many there were."""
+        n = self._chunk() if self._labels else 0
+        if final:
+            self._learned(self.training.blocks(force=True))
         if self.marks:  # (as it goes: millions of marks must not wait in memory)
             self._committed()
             marks, self.marks = self.marks, {}
@@ -243,7 +251,88 @@ class CatchUp:
                 self._commit = self._io.submit(self._mark, marks)
             else:
                 self._mark(marks)
+        return n
+
+    def _chunk(self) -> int:
+        y, ok = self._targets()
+        self._encode_typed()
+        X = self._blocks[0] if len(self._blocks) == 1 else np.vstack(self._blocks)
+        received, ts = np.array(self._received), np.array(self._ts)
+        learned_at, stable = np.array(self._learned_at), np.array(self._stable, dtype=bool)
+        served = self._served
+        if ok is not None:
+            self.skipped += int((~ok).sum())
+            served = [served[i] for i in np.nonzero(ok)[0].tolist()]
+            X, y, received, ts = X[ok], y[ok], received[ok], ts[ok]
+            learned_at, stable = learned_at[ok], stable[ok]
+        self._blocks, self._labels, self._received, self._served, self._stable = [], [], [], [], []
+        self._ts, self._learned_at = [], []
+        if not len(y):
+            return 0
+        # (the run's time: the newest label's, as learned_until counts it)
+        run = Run("history", f"{int(received.max() * 1000)}-0".encode(), len(y))
+        self._times = np.concatenate([self._times[self._done :], learned_at])
+        self._done = 0
+        if learned_at.max() < self.compared.start - self.horizon:  # (no row compared needs it)
+            self.training.add(X, y, [run])
+            self._learned(self.training.blocks(force=False))
+            return len(y)
+        picked = np.nonzero(stable & (received > self.compared.start))[0]
+        answered = stable[picked]  # (less those whose served score is not one)
+        scores = self._served_scores(answered, [served[i] for i in picked.tolist()])
+        self._keep_state()
+        for a in range(0, len(y), SNAPSHOT_ROWS):
+            b = min(a + SNAPSHOT_ROWS, len(y))
+            lo, hi = np.searchsorted(picked, [a, b])
+            if lo < hi:
+                rows = picked[lo:hi]
+                self.compared.add(received[rows], self._predicted(X[rows], ts[rows]),
+                                  scores[lo:hi], y[rows], answered[lo:hi])  # fmt: skip
+            self.training.add(X[a:b], y[a:b], [Run(run.stream, run.entry, b - a)])
+            self._learned(self.training.blocks(force=False))
+            self._keep_state()
         return len(y)
+
+    def _learned(self, blocks: Iterator[Block]) -> None:
+        """``blocks`` learned: the newest label time learned, of the next rows waiting."""
+        for block in blocks:
+            k = len(block.predictions) if block.predictions is not None else 0
+            if k:
+                until = float(self._times[self._done : self._done + k].max())
+                self._until = max(self._until, until)
+                self._done += k
+
+    def _keep_state(self) -> None:
+        """The model as it stands, kept with the newest label time it has learned; the states
+        no row to come can need let go (those before the last that is older than the
+        horizon)."""
+        learner = self.training.learner
+        if self._states and self._states[-1][1].n_seen == learner.n_seen:
+            return  # (nothing learned since the last)
+        self._states.append((self._until, learner.copy()))
+        self._state_times.append(self._until)
+        gone = bisect.bisect_right(self._state_times, self._until - self.horizon) - 1
+        if gone > 0:
+            del self._states[:gone], self._state_times[:gone]
+        if len(self._states) > MAX_STATES:  # (every other one let go: coarser, not unbounded)
+            self._states, self._state_times = (
+                self._states[-1::-2][::-1],
+                self._state_times[-1::-2][::-1],
+            )
+
+    def _predicted(self, X: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Rows' predictions, each by the newest state kept that had learned only labels that
+        came by its time ``ts`` (one older than every state kept: the oldest)."""
+        which = np.maximum(np.searchsorted(self._state_times, ts, side="right") - 1, 0)
+        out: np.ndarray | None = None
+        for k in np.unique(which).tolist():
+            rows = which == k
+            p = self._states[k][1].predict_many(X[rows])
+            if out is None:
+                out = np.empty((len(ts), *p.shape[1:]))
+            out[rows] = p
+        assert out is not None
+        return out
 
     def _mark(self, marks: dict[int, list[str]]) -> None:
         pipe = self.r.pipeline(transaction=False)
