@@ -46,8 +46,9 @@ class BacktestWindow:
         y: np.ndarray,
         by_stable: np.ndarray,
     ) -> None:
-        """Rows learned: when each label came, the candidate's prediction before it learned
-        the row, what was served for it, its label, and whether the stable track served it."""
+        """Rows learned: when each label came, the candidate's prediction (by what it had
+        learned when stable's was made: :mod:`tideline.pods.catchup`), what was served for it,
+        its label, and whether the stable track served it."""
         keep = by_stable & (received > self.start)
         if keep.any():
             d, reference = paired_difference(self.task, candidate[keep], served[keep], y[keep])

@@ -371,12 +371,28 @@ def test_with_label_defaults_a_warm_catch_up_learns_the_clicks_stable_had_not_le
     assert abs(got[600.0] - got[0.0] - N * 600 / (HOURS * 3600)) <= 16, got
 
 
-def test_a_row_is_predicted_with_only_the_labels_that_came_before_its_prediction(r) -> None:
+@pytest.mark.parametrize(
+    ("steps", "states"),
+    [(None, None), ((16, 16), 512), ((16, 16), 4)],
+    ids=[
+        "a row is predicted with only the labels that came before its prediction",
+        "so it is with a state kept every 16 rows",
+        "so it is with the states thinned to 4 (every other one let go)",
+    ],
+)
+def test_a_row_is_predicted_with_only_the_labels_that_came_before_its_prediction(
+    r, monkeypatch, steps, states
+) -> None:  # type: ignore[no-untyped-def]
     """Stable's prediction of a row had seen the labels that came before it was made, none of
     those that came between it and its own label: the candidate's may not see them either.
     Here each row's twin (its merchant, its label) is predicted 5 s after it and labelled at
     once, its own label 10 minutes later: a candidate that had learned the twin first would
     know the answer, and beat a stable that served coin flips by half its rows."""
+    from tideline.pods import catchup
+
+    if steps is not None:  # (the 1,200 rows' steps: a state 16 rows apart, not one for all)
+        monkeypatch.setattr(catchup, "SNAPSHOT_ROWS", steps)
+        monkeypatch.setattr(catchup, "MAX_STATES", states)
     keys = Keys("test", "m")
     rng = np.random.default_rng(5)
     start, pairs = time.time() - HOURS * 3600, 600

@@ -324,11 +324,9 @@ class CatchUp:
         gone = bisect.bisect_right(self._state_times, self._until - self.horizon) - 1
         if gone > 0:
             del self._states[:gone], self._state_times[:gone]
-        if len(self._states) > MAX_STATES:  # (every other one let go: coarser, not unbounded)
-            self._states, self._state_times = (
-                self._states[-1::-2][::-1],
-                self._state_times[-1::-2][::-1],
-            )
+        if len(self._states) > MAX_STATES:  # (every other one let go, the oldest kept: a row
+            # may then lack more of what it could know, never know more)
+            self._states, self._state_times = self._states[::2], self._state_times[::2]
 
     def _predicted(self, X: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Rows' predictions, each by the newest state kept that had learned only labels that
