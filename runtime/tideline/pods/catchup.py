@@ -22,15 +22,15 @@ its progress and that comparison are the learner's ``backtest`` status field
 
 A compared row is predicted as stable predicted it: with what had been learned when the
 prediction was made (its ``ts``), not with what it learns in the order labels came - the
-labels that came between the prediction and its own label would have told it the answer
-(its neighbours', a late click's, ``labelDefault``'s ``after`` later). From where those
-rows' predictions may begin (the window's start less the log's retention and
-``mature_after``) the catch-up learns a hundredth of the history's rows at a time (1,024 to
-4,096: ``SNAPSHOT_ROWS``) and keeps the model's state after each step; a row is predicted
-by the newest state that had learned only labels that came by its ``ts``: it may lack a
-step's rows of those (more when over
-``MAX_STATES`` states span the horizon: then every other one goes), never has one it should
-not know. (A row older than the states kept is predicted by the oldest.)
+labels that came between the prediction and its own label would have told it the answer (its
+neighbours', a late click's, ``labelDefault``'s ``after`` later). From where those rows'
+predictions may begin (the window's start less the log's retention and ``mature_after``) the
+catch-up learns a hundredth of the history's rows at a time (1,024 to 4,096:
+``SNAPSHOT_ROWS``) and keeps the model's state after each step; a row is predicted by the
+newest state that had learned only labels that came by its ``ts``: it may lack a step's rows
+of those (more when over ``MAX_STATES`` states span the horizon: then every other one goes),
+never has one it should not know. (A row older than the states kept is predicted by the
+oldest.)
 """
 
 from __future__ import annotations
