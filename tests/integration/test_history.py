@@ -373,11 +373,12 @@ def test_with_label_defaults_a_warm_catch_up_learns_the_clicks_stable_had_not_le
 
 @pytest.mark.parametrize(
     ("steps", "states"),
-    [(None, None), ((16, 16), 512), ((16, 16), 4)],
+    [(None, None), ((16, 16), 512), ((16, 16), 4), ((16, 16), 0)],
     ids=[
         "a row is predicted with only the labels that came before its prediction",
         "so it is with a state kept every 16 rows",
         "so it is with the states thinned to 4 (every other one let go)",
+        "so it is with the states' bytes over budget (2 kept)",
     ],
 )
 def test_a_row_is_predicted_with_only_the_labels_that_came_before_its_prediction(
@@ -392,7 +393,10 @@ def test_a_row_is_predicted_with_only_the_labels_that_came_before_its_prediction
 
     if steps is not None:  # (the 1,200 rows' steps: a state 16 rows apart, not one for all)
         monkeypatch.setattr(catchup, "SNAPSHOT_ROWS", steps)
-        monkeypatch.setattr(catchup, "MAX_STATES", states)
+        if states:
+            monkeypatch.setattr(catchup, "MAX_STATES", states)
+        else:
+            monkeypatch.setattr(catchup, "STATES_BUDGET", 1)
     keys = Keys("test", "m")
     rng = np.random.default_rng(5)
     start, pairs = time.time() - HOURS * 3600, 600

@@ -28,7 +28,9 @@ predictions may begin (the window's start less the log's retention and ``mature_
 catch-up learns a hundredth of the history's rows at a time (1,024 to 4,096:
 ``SNAPSHOT_ROWS``) and keeps the model's state after each step; a row is predicted by the
 newest state that had learned only labels that came by its ``ts``: it may lack a step's rows
-of those (more when over ``MAX_STATES`` states span the horizon: then every other one goes),
+of those (more when over ``MAX_STATES`` states span the horizon, or more than
+``STATES_BUDGET`` bytes of them, a quarter of the memory limit at most: then every other one
+goes),
 never has one it should not know. (A row older than the states kept is predicted by the
 oldest.)
 """
@@ -47,6 +49,7 @@ import numpy as np
 from tideline.algorithms.base import Learner
 from tideline.backtest import BacktestWindow
 from tideline.contracts import Backtest, Keys
+from tideline.memory import memory_limit
 from tideline.pods import history
 from tideline.pods.join import LogJoin
 from tideline.training import Block, Run, Training
@@ -59,7 +62,29 @@ CHUNK_ROWS = 4096  # rows handed to the learner at a time
 # rate; one every 2,048 rows made a good revision of 8,000 look worse than stable)
 SNAPSHOT_ROWS = (1024, 4096)
 MAX_STATES = 512  # states kept at most (a long horizon at a high rate: kept further apart)
+# the bytes the states kept may take at most (a quarter of the container's memory limit when
+# that is less): a team's model of 64 MB is kept 4 times, not 512 (each a copy of its state)
+STATES_BUDGET = 256 * 2**20
 REPORT_SECONDS = 1.0  # how often the progress is written
+
+
+def state_bytes(learner: Learner) -> int:
+    """What a copy of ``learner`` holds: its state's arrays (a team's model: its ``save()``)."""
+    return sum(int(np.asarray(v).nbytes) for v in learner.get_state().values())
+
+
+def most_states(size: int, limit: int | None) -> int:
+    """How many states of ``size`` bytes the catch-up keeps: :data:`MAX_STATES`, fewer when
+    they would take more than :data:`STATES_BUDGET` or a quarter of the memory ``limit``;
+    never fewer than 2.
+
+    >>> most_states(4 * 2**10, None), most_states(64 * 2**20, None), most_states(2**20, 2**30)
+    (512, 4, 256)
+    >>> most_states(2**30, None)
+    2
+    """
+    budget = STATES_BUDGET if limit is None else min(STATES_BUDGET, limit // 4)
+    return max(2, min(MAX_STATES, budget // max(size, 1)))
 
 
 class CatchUp:
@@ -115,6 +140,7 @@ class CatchUp:
         self._until = since  # the newest of them learned
         self._states: list[tuple[float, Learner]] = []
         self._state_times: list[float] = []
+        self._most_states = MAX_STATES  # (set by the first state's size)
         # a compared row's prediction comes at most this long before its label is learned
         self.horizon = join.retention + mature_after
         self._entries = self._entry_rows = self._history_entries = 0  # (to size the steps)
@@ -319,13 +345,16 @@ class CatchUp:
         learner = self.training.learner
         if self._states and self._states[-1][1].n_seen == learner.n_seen:
             return  # (nothing learned since the last)
-        self._states.append((self._until, learner.copy()))
+        state = learner.copy()
+        if not self._states:
+            self._most_states = most_states(state_bytes(state), memory_limit())
+        self._states.append((self._until, state))
         self._state_times.append(self._until)
         gone = bisect.bisect_right(self._state_times, self._until - self.horizon) - 1
         if gone > 0:
             del self._states[:gone], self._state_times[:gone]
-        if len(self._states) > MAX_STATES:  # (every other one let go, the oldest kept: a row
-            # may then lack more of what it could know, never know more)
+        if len(self._states) > self._most_states:  # (every other one let go, the oldest kept:
+            # a row may then lack more of what it could know, never know more)
             self._states, self._state_times = self._states[::2], self._state_times[::2]
 
     def _predicted(self, X: np.ndarray, ts: np.ndarray) -> np.ndarray:
