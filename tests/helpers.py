@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
+import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -277,6 +279,27 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: 
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
     return time.monotonic() - start
+
+
+SHELLS = ("sh", "bash", "shell", "console")
+"""The info strings of a fenced block that holds shell commands."""
+
+
+def fenced_commands(text: str) -> list[str]:
+    """The commands of the fenced shell blocks: continuation lines joined, comments and a
+    trailing ``&`` dropped, lines that are only a comment (an answer shown) skipped."""
+    commands: list[str] = []
+    for m in re.finditer(r"^[ \t]*```(\w*)\n(.*?)^[ \t]*```", text, re.M | re.S):
+        if m.group(1) not in SHELLS:
+            continue
+        joined = re.sub(r"\\\n", " ", m.group(2))
+        for line in joined.splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[-1] == "&":
+                words = words[:-1]
+            if words:
+                commands.append(shlex.join(words))
+    return commands
 
 
 def learned_in_thread(runner, p, n: int) -> bool:  # type: ignore[no-untyped-def]

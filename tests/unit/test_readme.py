@@ -7,7 +7,8 @@ wrong flag fails here), ``kubectl apply -f`` against ``tideline.spec.parse``, ``
 get|describe om`` against the CRD's names and columns, ``helm install`` against the chart
 and its values, ``kubectl port-forward`` and ``curl`` against the Service the operator
 builds and the server's routes. A command none of these checks knows is a failure naming
-it: a README command must be one something here can check.
+it: a README command must be one something here can check. The tour's commands are also
+run, as written, on real pods: tests/e2e/pods/test_readme_tour.py.
 """
 
 from __future__ import annotations
@@ -25,32 +26,13 @@ import pytest
 import yaml
 from starlette.routing import compile_path
 
+from tests.helpers import fenced_commands
 from tideline import cli, spec
 from tideline.ctl import main as ctl
 from tideline_operator import builders
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-SHELLS = ("sh", "bash", "shell", "console")
-
-
-def fenced_commands(text: str) -> list[str]:
-    """The commands of the fenced shell blocks: continuation lines joined, comments and a
-    trailing ``&`` dropped, lines that are only a comment (an answer shown) skipped."""
-    commands: list[str] = []
-    for m in re.finditer(r"^[ \t]*```(\w*)\n(.*?)^[ \t]*```", text, re.M | re.S):
-        if m.group(1) not in SHELLS:
-            continue
-        joined = re.sub(r"\\\n", " ", m.group(2))
-        for line in joined.splitlines():
-            words = shlex.split(line, comments=True)
-            if words and words[-1] == "&":
-                words = words[:-1]
-            if words:
-                commands.append(shlex.join(words))
-    return commands
-
-
 COMMANDS = fenced_commands(README.read_text())
 
 

@@ -6,6 +6,7 @@ and examples/fraud.yaml's pods.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,6 +119,15 @@ def service_url(real: RealCluster, name: str = MODEL) -> str:
     svc = get(real, "service", name, "-n", MODEL_NS)
     port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "http")
     return f"http://{svc['spec']['clusterIP']}:{port}"
+
+
+def columns(table: str) -> list[dict[str, str]]:
+    """The rows of a ``kubectl get`` table by its header's names (fixed-width columns,
+    some empty)."""
+    header, *rows = table.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    spans = list(zip(starts, [*starts[1:], None], strict=True))
+    return [{header[a:b].strip(): row[a:b].strip() for a, b in spans} for row in rows]
 
 
 def container_pid(real: RealCluster, pod: dict[str, Any], container: str) -> int:

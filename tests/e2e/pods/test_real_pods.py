@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -32,6 +31,7 @@ from tests.e2e.pods.kit import (
     SELECTOR,
     Release,
     all_ready,
+    columns,
     container_pid,
     explain,
     get,
@@ -167,12 +167,7 @@ def test_predictions_and_labels_through_the_models_service(
     )
     table = real.cp.kubectl("get", "om", MODEL, "-n", MODEL_NS).stdout
     print(f"\n{table}")
-    header, row = table.splitlines()[:2]
-    starts = [m.start() for m in re.finditer(r"\S+", header)]  # fixed-width columns, some empty
-    shown = {
-        header[a:b].strip(): row[a:b].strip()
-        for a, b in zip(starts, [*starts[1:], None], strict=True)
-    }
+    shown = columns(table)[0]
     assert shown["STABLE"] == status["stableRevision"] and int(shown["SERVED"]) >= 1, table
 
 
