@@ -333,8 +333,12 @@ def test_a_canary_on_real_pods_splits_traffic_is_promoted_and_a_poisoning_is_rol
     ), explain(real, MODEL_NS)
     ready_in = time.monotonic() - started
     # the Service's servers split the answers by weight: half to each track at setWeight 50
-    before = dict(traffic.sim.tracks)
     assert traffic.run(60, lambda: status().get("canaryWeight") == 50), status()
+    # (from the canary's first answer: each server answers the canary's share from stable
+    # until it has loaded the canary's first version, which a busy node can take seconds)
+    answered = traffic.sim.tracks.get("canary", 0)
+    assert traffic.run(60, lambda: traffic.sim.tracks.get("canary", 0) > answered, 0.1), status()
+    before = dict(traffic.sim.tracks)
     traffic.run(8)
     split = {k: v - before.get(k, 0) for k, v in traffic.sim.tracks.items()}
     share = split.get("canary", 0) / max(1, sum(split.values()))
