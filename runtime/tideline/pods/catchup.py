@@ -73,18 +73,16 @@ def state_bytes(learner: Learner) -> int:
     return sum(int(np.asarray(v).nbytes) for v in learner.get_state().values())
 
 
-def most_states(size: int, limit: int | None) -> int:
-    """How many states of ``size`` bytes the catch-up keeps: :data:`MAX_STATES`, fewer when
-    they would take more than :data:`STATES_BUDGET` or a quarter of the memory ``limit``;
-    never fewer than 2.
+def states_budget(limit: int | None) -> int:
+    """The bytes the states kept may take: :data:`STATES_BUDGET`, or a quarter of the memory
+    ``limit`` when that is less.
 
-    >>> most_states(4 * 2**10, None), most_states(64 * 2**20, None), most_states(2**20, 2**30)
-    (512, 4, 256)
-    >>> most_states(2**30, None)
-    2
+    >>> states_budget(None) == STATES_BUDGET, states_budget(2**30) // 2**20
+    (True, 256)
+    >>> states_budget(2**28) // 2**20
+    64
     """
-    budget = STATES_BUDGET if limit is None else min(STATES_BUDGET, limit // 4)
-    return max(2, min(MAX_STATES, budget // max(size, 1)))
+    return STATES_BUDGET if limit is None else min(STATES_BUDGET, limit // 4)
 
 
 class CatchUp:
@@ -140,7 +138,8 @@ class CatchUp:
         self._until = since  # the newest of them learned
         self._states: list[tuple[float, Learner]] = []
         self._state_times: list[float] = []
-        self._most_states = MAX_STATES  # (set by the first state's size)
+        self._state_bytes: list[int] = []  # each state's size (a team's model may grow)
+        self._budget = states_budget(memory_limit())
         # a compared row's prediction comes at most this long before its label is learned
         self.horizon = join.retention + mature_after
         self._entries = self._entry_rows = self._history_entries = 0  # (to size the steps)
@@ -346,16 +345,22 @@ class CatchUp:
         if self._states and self._states[-1][1].n_seen == learner.n_seen:
             return  # (nothing learned since the last)
         state = learner.copy()
-        if not self._states:
-            self._most_states = most_states(state_bytes(state), memory_limit())
         self._states.append((self._until, state))
         self._state_times.append(self._until)
+        self._state_bytes.append(state_bytes(state))
         gone = bisect.bisect_right(self._state_times, self._until - self.horizon) - 1
         if gone > 0:
-            del self._states[:gone], self._state_times[:gone]
-        if len(self._states) > self._most_states:  # (every other one let go, the oldest kept:
-            # a row may then lack more of what it could know, never know more)
-            self._states, self._state_times = self._states[::2], self._state_times[::2]
+            del self._states[:gone], self._state_times[:gone], self._state_bytes[:gone]
+        # over the count or the bytes: every other one let go, the oldest kept (a row may then
+        # lack more of what it could know, never know more), until within both, two at least
+        while len(self._states) > 2 and (
+            len(self._states) > MAX_STATES or sum(self._state_bytes) > self._budget
+        ):
+            self._states, self._state_times, self._state_bytes = (
+                self._states[::2],
+                self._state_times[::2],
+                self._state_bytes[::2],
+            )
 
     def _predicted(self, X: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Rows' predictions, each by the newest state kept that had learned only labels that
