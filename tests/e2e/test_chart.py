@@ -544,9 +544,11 @@ def test_a_service_monitor_scrapes_the_operator_s_metrics_service_when_asked(
     [([], {}),
      (["--set", "metrics.monitorLabels.release=kps", "--set", "metrics.monitorLabels.n=1",
        "--set", "metrics.monitorLabels.example\\.com/team=ml"],
-      {"release": "kps", "n": "1", "example.com/team": "ml"})],
+      {"release": "kps", "n": "1", "example.com/team": "ml"}),
+     (["--set-json", 'metrics.monitorLabels={"z": 12345678901, "r": 1.5}'],
+      {"z": "12345678901", "r": "1.5"})],
     ids=["none by default", "each label, a number among them as a string, on the operator's "
-         "monitors and on the chart's"],
+         "monitors and on the chart's", "a values file's whole number as digits, not 1.2e+10"],
 )  # fmt: skip
 def test_monitor_labels_go_on_the_chart_s_service_monitor_and_to_the_operator(
     helm_bin: Path, args: list[str], labels: dict[str, str]

@@ -55,11 +55,35 @@ def test_a_model_without_dead_letters_has_none(r: redis.Redis) -> None:
 
 
 def test_an_unreachable_redis_names_its_url_without_the_password_and_the_way_round() -> None:
-    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # (nothing listens there)
+    port = free_port()
+    url = f"redis://:s3cret@127.0.0.1:{port}/0"  # (nothing listens there)
     with pytest.raises(NoRedis) as e:
         connect(url, "team")
     said = str(e.value)
     assert "s3cret" not in said and len(said.splitlines()) == 1
-    assert said.startswith(f"cannot reach the model's Redis at redis://:***@127.0.0.1:{url[-7:]}")
+    assert said.startswith(f"cannot reach the model's Redis at redis://:***@127.0.0.1:{port}/0")
     assert "kubectl port-forward -n team svc/<the Redis Service>" in said
     assert "--redis-url redis://:PASSWORD@127.0.0.1:" in said
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1:{port}/0?password=s3cret", "redis://:s3cret@127.0.0.1:notaport/0",
+     "redis://:s3cret@127.0.0.1:70000/0"],
+    ids=["a password in the query", "a port that is no number", "a port out of range"],
+)  # fmt: skip
+def test_a_url_that_cannot_be_used_is_one_line_without_its_password(url: str) -> None:
+    url = url.format(port=free_port())
+    with pytest.raises(NoRedis) as e:
+        connect(url, "team")
+    said = str(e.value)
+    assert "s3cret" not in said and len(said.splitlines()) == 1, said
+
+
+def test_a_redis_that_cannot_be_read_is_one_line_not_a_traceback(r: redis.Redis) -> None:
+    r.set(KEYS.deadletter, "not a stream")
+    url = f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/0"
+    with pytest.raises(
+        NoRedis, match="cannot read the dead letters from redis://127.0.0.1:.*WRONGTYPE"
+    ):
+        deadletters.letters(url, "team", KEYS, 5)

@@ -110,7 +110,26 @@ def test_output_is_offered_where_there_is_something_to_read() -> None:
         parser.parse_args(["promote", "m", "-o", "json"])
 
 
-def test_get_watch_with_output_prints_whole_documents_one_after_another() -> None:
-    from tideline.ctl.main import _separator
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_get_watch_with_output_prints_whole_documents_one_after_another(
+    fmt: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tideline.ctl import main
 
-    assert (_separator("yaml"), _separator("json")) == ("---\n", "")  # (no terminal clearing)
+    seen = [model(HEALTHY), model(CANARY)]
+    monkeypatch.setattr(main, "get_model", lambda *_: seen[0])
+    monkeypatch.setattr(main, "watch_model", lambda *_: iter(seen))
+    monkeypatch.setattr(main, "events_or_none", lambda *_: [])
+    args = build_parser().parse_args(["get", "fraud", "-w", "-o", fmt])
+    args.prog = "kubectl tideline"
+    assert main.cmd_get(None, args) == 0  # type: ignore[arg-type]
+    out, err = capsys.readouterr()
+    if fmt == "yaml":
+        docs = [d for d in yaml.safe_load_all(out) if d is not None]
+    else:
+        decoder, docs, at = json.JSONDecoder(), [], 0
+        while out[at:].strip():
+            doc, at = decoder.raw_decode(out, at + len(out[at:]) - len(out[at:].lstrip()))
+            docs.append(doc)
+    assert [d["status"]["phase"] for d in docs] == [s["phase"] for s in (HEALTHY, CANARY)]
+    assert "was deleted" in err, "stdout holds the documents alone"

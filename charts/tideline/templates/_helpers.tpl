@@ -34,6 +34,9 @@ helm.sh/chart: {{ printf "%s-%s" $.Chart.Name $.Chart.Version }}
 {{- if regexMatch "^(app\\.kubernetes\\.io|tideline\\.dev|helm\\.sh)/" $key }}
 {{- fail (printf "metrics.monitorLabels: %q is a label the operator or the chart sets itself" $key) }}
 {{- end }}
+{{- if and (kindIs "float64" $value) (eq $value (float64 (int64 $value))) }}
+{{- $value = int64 $value }}{{- /* (a whole number: 12345678901, not 1.2345678901e+10) */}}
+{{- end }}
 {{- $_ := set $labels $key (toString $value) }}
 {{- end }}
 {{- with $labels }}{{ toYaml . }}{{ end }}

@@ -34,21 +34,37 @@ class NoRedis(Exception):
 
 
 def redact(url: str) -> str:
-    """``url`` with its password (if any) as ``***``."""
+    """``url`` with its password (if any: ``user:password@``, or redis-py's ``?password=``)
+    as ``***``.
+
+    >>> redact("rediss://u:pw@h:1/0?password=pw&ssl_cert_reqs=none")
+    'rediss://u:***@h:1/0?password=***&ssl_cert_reqs=none'
+    >>> redact("redis://:pw@h:notaport/0")
+    'redis://:***@h:notaport/0'
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() == "password" else (f"{k}={v}" if v or "=" in pair else k)
+        for pair in parts.query.split("&")
+        if pair
+        for k, _, v in [pair.partition("=")]
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def port_forward_hint(url: str, namespace: str) -> str:
     """What to run to reach ``url``'s Redis from here: a Service name (``svc.ns.svc...``)
     forwarded to the same port on loopback."""
     parts = urlsplit(url)
-    host, port = parts.hostname or "redis", parts.port or 6379
+    try:
+        port = parts.port or 6379
+    except ValueError:  # (not a port: the hint says the usual one)
+        port = 6379
+    host = parts.hostname or "redis"
     labels = host.split(".")
     if host.replace(".", "").isdigit() or ":" in host:  # (an address: which Service, unknown)
         svc, ns = "<the Redis Service>", namespace
@@ -93,11 +109,25 @@ def redis_url_of(
                   "with --redis-url")  # fmt: skip
 
 
+def _errors() -> tuple[type[BaseException], ...]:
+    """What a Redis client raises when its Redis cannot be used (a cluster's own errors are
+    not ``RedisError``s)."""
+    import redis
+    from redis.exceptions import RedisClusterException
+
+    return redis.RedisError, RedisClusterException, OSError, ValueError
+
+
+def _said(e: BaseException, url: str) -> str:
+    """An error's first line, with no password of ``url`` in it."""
+    said = str(e).splitlines()[0] if str(e) else type(e).__name__
+    password = urlsplit(url).password
+    return said.replace(url, redact(url)).replace(password, "***") if password else said
+
+
 def connect(url: str, namespace: str) -> Any:
     """A client of the Redis at ``url`` (a cluster node: the cluster), answering, or
     :class:`NoRedis` naming the URL (no password) and the way round."""
-    import redis
-
     from tideline.store import connect as store_connect
 
     try:
@@ -105,10 +135,22 @@ def connect(url: str, namespace: str) -> Any:
                                socket_timeout=10.0)  # fmt: skip
         client.ping()
         return client
-    except (redis.RedisError, OSError, ValueError) as e:
-        said = str(e).replace(url, redact(url)).splitlines()[0] if str(e) else type(e).__name__
-        raise NoRedis(f"cannot reach the model's Redis at {redact(url)}: {said}; from outside "
-                      f"the cluster: {port_forward_hint(url, namespace)}") from None  # fmt: skip
+    except _errors() as e:
+        raise NoRedis(f"cannot reach the model's Redis at {redact(url)}: {_said(e, url)}; from "
+                      f"outside the cluster: {port_forward_hint(url, namespace)}") from None  # fmt: skip
+
+
+def letters(url: str, namespace: str, keys: Keys, last: int,
+            reason: str | None = None) -> list[DeadLetter]:  # fmt: skip
+    """:func:`read` from the Redis at ``url``; :class:`NoRedis` when it cannot be reached or
+    read (a timeout while a reason is looked for, a key of another type)."""
+    client = connect(url, namespace)
+    try:
+        return read(client, keys, last, reason)
+    except _errors() as e:
+        raise NoRedis(f"cannot read the dead letters from {redact(url)}: {_said(e, url)}") from None
+    finally:
+        client.close()
 
 
 def read(client: Any, keys: Keys, last: int, reason: str | None = None) -> list[DeadLetter]:

@@ -334,12 +334,8 @@ def cmd_deadletters(cluster: Cluster, args: argparse.Namespace) -> int:
         except CtlError as e:
             raise CtlError(f"{e}; or name the model's Redis with --redis-url") from None
     try:
-        client = deadletters.connect(url, args.namespace)
-        try:
-            keys = Keys(args.namespace, args.name)
-            letters = deadletters.read(client, keys, args.tail, args.reason)
-        finally:
-            client.close()
+        keys = Keys(args.namespace, args.name)
+        letters = deadletters.letters(url, args.namespace, keys, args.tail, args.reason)
     except deadletters.NoRedis as e:
         raise CtlError(str(e)) from None
     if args.output:

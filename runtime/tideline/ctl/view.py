@@ -577,12 +577,13 @@ def abbreviate(text: str, width: int = ABBREVIATE) -> str:
 
 
 def utc(seconds: float) -> str:
+    """A time to the millisecond, in UTC (one rounded up carries into the second).
+
+    >>> utc(0.0), utc(1.5), utc(20.9997)
+    ('1970-01-01T00:00:00Z', '1970-01-01T00:00:01.500Z', '1970-01-01T00:00:21Z')
     """
-    >>> utc(0.0), utc(1.5)
-    ('1970-01-01T00:00:00Z', '1970-01-01T00:00:01.500Z')
-    """
-    t = datetime.fromtimestamp(seconds, tz=UTC)
-    ms = int(round(seconds * 1000)) % 1000
+    whole, ms = divmod(int(round(seconds * 1000)), 1000)
+    t = datetime.fromtimestamp(whole, tz=UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ms:03d}Z" if ms else "Z")
 
 
