@@ -175,46 +175,59 @@ class DefaultLabels:
                 n = len(e.scores)
             except (ValueError, TypeError, orjson.JSONDecodeError):
                 continue
-            cut = set(e.meta.cut or ())
-            rows = [i for i in range(n) if i not in cut]  # (a row not logged takes no label)
-            read.requests.append((e, rows, [f"{instance} {entry_id} {k} {i}" for i in rows]))
+            prefix = f"{instance} {entry_id} {k} "  # (a row's key: LogJoin's, the marks')
+            if e.meta.cut:  # (a row not logged takes no label)
+                cut = set(e.meta.cut)
+                rows = [i for i in range(n) if i not in cut]
+                keys = [prefix + str(i) for i in rows]
+            else:
+                rows = list(range(n))
+                keys = list(map(prefix.__add__, _row_names(n)))
+            read.requests.append((e, rows, keys))
         return read
 
     def _free(self, read: list[_Read]) -> list[Joined]:
         """The rows of the entries read that no label took (asked at once: one round trip),
-        as joined with the default label."""
+        as joined with the default label: a :class:`Joined` a request."""
         marks: dict[int, list[str]] = {}
         for entry in read:
-            b = self.join.mark_of(entry.ts, "")[0]
-            marks.setdefault(b, []).extend(key for _, _, keys in entry.requests for key in keys)
-        free = {key for _, key in self.join.free(marks)}
+            names = marks.setdefault(self.join.slice_of(entry.ts), [])
+            for _, _, keys in entry.requests:
+                names += keys
+        taken = self.join.free({b: names for b, names in marks.items() if names})
         out: list[Joined] = []
         for entry in read:
-            b = self.join.mark_of(entry.ts, "")[0]
+            b = self.join.slice_of(entry.ts)
             name = entry_name(entry.ts + self.after, entry.instance, entry.entry_id)
+            came = entry.ts + self.after
             given = 0
             for e, rows, keys in entry.requests:
-                mine = [(i, key) for i, key in zip(rows, keys, strict=True) if key in free]
-                if not mine:
+                if taken and not taken.isdisjoint(keys):  # (most requests: none is taken)
+                    mine = [(i, key) for i, key in zip(rows, keys, strict=True)
+                            if key not in taken]  # fmt: skip
+                    rows, keys = [i for i, _ in mine], [key for _, key in mine]
+                n = len(rows)
+                if not n:
                     continue
-                given += len(mine)
-                out.append(
-                    Joined(
-                        entry=e,
-                        ts=entry.ts,
-                        rows=[i for i, _ in mine],
-                        labels=[self.value] * len(mine),
-                        feedback_ids=[name] * len(mine),
-                        received=[entry.ts + self.after] * len(mine),
-                        marks=[(b, key) for _, key in mine],
-                    )
-                )
+                given += n
+                out.append(Joined(e, entry.ts, rows, [self.value] * n, [name] * n, [came] * n,
+                                  b, keys))  # fmt: skip
             if given and self.hold:
                 self._open.setdefault(entry.instance, collections.OrderedDict())[entry.entry_id] = (
                     given
                 )
             self.issued += given
         return out
+
+
+def _row_names(n: int) -> list[str]:
+    """``str(i)`` of rows 0 to n - 1 (made once: a request's keys add them to its prefix)."""
+    while len(_ROW_NAMES) < n:
+        _ROW_NAMES.extend(map(str, range(len(_ROW_NAMES), max(n, 2 * len(_ROW_NAMES)))))
+    return _ROW_NAMES[:n]
+
+
+_ROW_NAMES: list[str] = [str(i) for i in range(256)]
 
 
 class Defaulting(Generic[T]):

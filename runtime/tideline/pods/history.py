@@ -143,7 +143,7 @@ def record_of(j: Joined) -> Record | None:
     except (ValueError, TypeError, IndexError):
         return None
     return Record(ts=j.ts, rows=rows, labels=list(j.labels), received=list(j.received),
-                  marks=[key for _, key in j.marks], scores=served,
+                  marks=list(j.keys), scores=served,
                   tracks=[entry.track(i) for i in j.rows],
                   models={t: (rev, v) for t, (rev, v) in entry.meta.models.items()},
                   fallback=entry.meta.fallback is not None)  # fmt: skip

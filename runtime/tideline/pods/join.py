@@ -51,7 +51,7 @@ import collections
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import compress, filterfalse, repeat
 from typing import Any
 
 import redis
@@ -86,15 +86,23 @@ class Joined:
     labels: list[Any]
     feedback_ids: list[str]
     received: list[float]  # when each label arrived (seconds)
-    marks: list[Mark]  # the predictions this takes (see :meth:`LogJoin.commit`)
+    # the predictions this takes (see :meth:`LogJoin.commit`): their slice of time (a
+    # request's rows share one) and keys
+    slice: int
+    keys: list[str]
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @property
+    def marks(self) -> list[Mark]:
+        """Each label's mark: (the slice of time, its prediction's key)."""
+        return list(zip(repeat(self.slice), self.keys))
+
+    @property
     def late(self) -> list[bool]:
         """Which labels came after their prediction's default (``late="correct"``)."""
-        return [key.endswith(LATE) for _, key in self.marks]
+        return [key.endswith(LATE) for key in self.keys]
 
     def features(self) -> list[dict[str, Any]]:
         """The labelled rows' features, as objects (``ValueError`` when the entry's are not)."""
@@ -263,7 +271,7 @@ class LogJoin:
         labels: list[Any] = []
         fids: list[str] = []
         received: list[float] = []
-        marks: list[Mark] = []
+        keys: list[str] = []
         for item, key, late in zip(req.items, req.keys, req.late, strict=True):
             row = item[4]
             if row >= n:
@@ -286,10 +294,10 @@ class LogJoin:
                 labels.append(item[2])
                 fids.append(item[0])
                 received.append(item[3])
-                marks.append((b, key))
+                keys.append(key)
         if not rows:
             return None
-        return Joined(entry, req.ts, rows, labels, fids, received, marks)
+        return Joined(entry, req.ts, rows, labels, fids, received, b, keys)
 
     def _locate(
         self, due: list[_Label], new: list[tuple[str, str, Any, float]], now: float
@@ -470,22 +478,27 @@ class LogJoin:
         self._waiting_bytes += w.size
 
     # -- marks ---------------------------------------------------------------------------
-    def free(self, marks: dict[int, list[str]]) -> list[Mark]:
-        """Of these predictions (keys by slice of time), those no label took: neither marked
-        in Redis nor held here. They are held from now on (:meth:`commit` or :meth:`release`
-        them), as a label's are when it takes one."""
-        marks = {b: [k for k in names if k not in self._held] for b, names in marks.items()}
-        marks = {b: names for b, names in marks.items() if names}
+    def free(self, marks: dict[int, list[str]]) -> set[str]:
+        """Of these predictions (keys by slice of time), hold those no label took - neither
+        marked in Redis nor held here - as a label's are when it takes one (:meth:`commit`
+        or :meth:`release` them); the others, taken, are returned. Most of a click stream's
+        predictions are taken by nothing: those cost a lookup each in Redis and in a set
+        here, and no object."""
         if not marks:
-            return []
+            return set()
         pipe = self.r.pipeline(transaction=False)
         self._ask_taken(pipe, marks)
         taken = _taken(marks, pipe.execute())
-        out = [(b, k) for b, names in marks.items() for k in names if k not in taken]
-        self._held.update(k for _, k in out)
-        if self.late == "correct":  # (a late label corrects what it took)
-            self._defaulted.update(k for _, k in out)
-        return out
+        held = self._held
+        for names in marks.values():
+            if not held.isdisjoint(names):
+                taken.update(filter(held.__contains__, names))
+        for names in marks.values():
+            free = names if not taken else list(filterfalse(taken.__contains__, names))
+            held.update(free)
+            if self.late == "correct":  # (a late label corrects what it took)
+                self._defaulted.update(free)
+        return taken
 
     def defaulted(self, mark: Mark) -> Mark:
         """The second mark a prediction taken by its default leaves (``late="correct"``:
@@ -543,5 +556,6 @@ def _taken(marks: dict[int, list[str]], replies: list[list[int]]) -> set[str]:
     """The keys SMISMEMBER said are taken, of ``marks`` asked in order."""
     taken: set[str] = set()
     for (_, names), flags in zip(marks.items(), replies, strict=True):
-        taken.update(n for n, f in zip(names, flags, strict=True) if f)
+        if any(flags):
+            taken.update(compress(names, flags))
     return taken

@@ -741,7 +741,7 @@ class LearnerProcess:
                               "after-default: the default learned was this label")  # fmt: skip
         return Joined(j.entry, j.ts, [j.rows[i] for i in keep], [j.labels[i] for i in keep],
                       [j.feedback_ids[i] for i in keep], [j.received[i] for i in keep],
-                      [j.marks[i] for i in keep])  # fmt: skip
+                      j.slice, [j.keys[i] for i in keep])  # fmt: skip
 
     def _learn_rows(self, rows: list[dict[str, Any]], labels: list[float], runs: list[Run]) -> None:
         if rows:
