@@ -75,6 +75,8 @@ class Run:
     rows: int
     mark: tuple[int, str] | None = None  # a joined label's prediction (the join's Mark)
     late: bool = False  # a label after its prediction's default, learned to correct it
+    # a request's default labels: their predictions' slice of time and keys (the join's)
+    marks: tuple[int, list[str]] | None = None
 
 
 class Pending:

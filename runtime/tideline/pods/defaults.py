@@ -113,13 +113,13 @@ class DefaultLabels:
                 out[instance] = next(iter(entries))
         return out
 
-    def done(self, entry: bytes) -> None:
-        """A default row of ``entry`` (:func:`entry_name`) is learned or refused."""
+    def done(self, entry: bytes, rows: int = 1) -> None:
+        """``rows`` default rows of ``entry`` (:func:`entry_name`) are learned or refused."""
         instance, _, entry_id = entry.decode().partition("-")[2].partition(":")
         entries = self._open.get(instance)
         if entries is None or entry_id not in entries:
             return
-        entries[entry_id] -= 1
+        entries[entry_id] -= rows
         if entries[entry_id] <= 0:
             del entries[entry_id]
 

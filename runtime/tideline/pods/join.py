@@ -500,10 +500,10 @@ class LogJoin:
                 self._defaulted.update(free)
         return taken
 
-    def defaulted(self, mark: Mark) -> Mark:
-        """The second mark a prediction taken by its default leaves (``late="correct"``:
-        a late label may correct it, once), committed with the first."""
-        return mark[0], mark[1] + DEFAULTED
+    def defaulted(self, keys: list[str]) -> list[str]:
+        """The second marks predictions taken by their defaults leave (``late="correct"``:
+        a late label may correct each, once), committed with the first, in their slice."""
+        return [key + DEFAULTED for key in keys]
 
     def slice_of(self, ts: float) -> int:
         """The slice of time of a prediction made at ``ts`` (its marks' set)."""
@@ -541,15 +541,21 @@ class LogJoin:
 
     def committed(self, marks: list[Mark]) -> None:
         """The marks :meth:`commit` added are in Redis: no need to hold them here."""
-        self._held.difference_update(key for _, key in marks)
-        if self._defaulted:
-            self._defaulted.difference_update(key for _, key in marks)
+        self._let_go([key for _, key in marks])
+
+    def committed_slices(self, by_slice: dict[int, list[str]]) -> None:
+        """As :meth:`committed`, for the marks :meth:`commit_slices` added."""
+        for names in by_slice.values():
+            self._let_go(names)
 
     def release(self, marks: list[Mark]) -> None:
         """Joined labels were not taken after all (they are dead-lettered): the next may join."""
-        self._held.difference_update(key for _, key in marks)
+        self._let_go([key for _, key in marks])
+
+    def _let_go(self, keys: list[str]) -> None:
+        self._held.difference_update(keys)
         if self._defaulted:
-            self._defaulted.difference_update(key for _, key in marks)
+            self._defaulted.difference_update(keys)
 
 
 def _taken(marks: dict[int, list[str]], replies: list[list[int]]) -> set[str]:

@@ -94,7 +94,7 @@ from tideline.memory import MemoryUse, Probe
 from tideline.pods import history, storage
 from tideline.pods.catchup import CatchUp
 from tideline.pods.defaults import DEFAULTS, Defaulting, DefaultLabels
-from tideline.pods.join import Joined, LogJoin, Mark
+from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import LearnerMetrics
 from tideline.pods.sources import LabelSource, RedisStreams, group_gone
@@ -222,7 +222,8 @@ class LearnerProcess:
         # clicks of the last 'after' would have the model predict a rate well above the true
         # one, bench/defaults.py)
         self.defaulting: Defaulting[_Held] = Defaulting(self.defaults, MATURING_ROWS)
-        self._marks: list[Mark] = []  # predictions joined and learned, marked at checkpoint
+        # predictions joined and learned, marked at checkpoint: keys by slice of time
+        self._marks: dict[int, list[str]] = {}
         self.open_entries = OpenEntries()
         self._read_count = 128  # entries, then as many as make READ_BYTES
         self.samples = SampleDecoder(self.schema, self.task)
@@ -705,15 +706,20 @@ class LearnerProcess:
                 rows += j.features()
             except (ValueError, TypeError, IndexError) as e:
                 self.join.release(j.marks)
-                for fid, (_, key) in zip(j.feedback_ids, j.marks, strict=True):
+                for fid, key in zip(j.feedback_ids, j.keys, strict=True):
                     self._dead_letter(stream, fid.encode(), {b"id": key.encode()},
                                       f"invalid: the logged prediction cannot be read: {e}")  # fmt: skip
                 continue
+            if stream == DEFAULTS:  # a request's defaults: learned and acknowledged as one
+                runs.append(Run(stream, j.feedback_ids[0].encode(), len(j), None, False,
+                                (j.slice, j.keys)))  # fmt: skip
+                labels += j.labels
+                continue
             mine = [
-                Run(stream, fid.encode(), 1, mark, late)
-                for fid, mark, late in zip(j.feedback_ids, j.marks, j.late, strict=True)
+                Run(stream, fid.encode(), 1, (j.slice, key), late)
+                for fid, key, late in zip(j.feedback_ids, j.keys, j.late, strict=True)
             ]
-            if stream != DEFAULTS and self.defaulting.early(j.ts):
+            if self.defaulting.early(j.ts):
                 held = (rows[len(rows) - len(j) :], list(j.labels), mine)
                 if self.defaulting.hold(held, j.ts, len(j)):
                     del rows[len(rows) - len(j) :]
@@ -737,7 +743,7 @@ class LearnerProcess:
             if not s:
                 keep.append(i)
                 continue
-            self._dead_letter(stream, j.feedback_ids[i].encode(), {b"id": j.marks[i][1].encode()},
+            self._dead_letter(stream, j.feedback_ids[i].encode(), {b"id": j.keys[i].encode()},
                               "after-default: the default learned was this label")  # fmt: skip
         return Joined(j.entry, j.ts, [j.rows[i] for i in keep], [j.labels[i] for i in keep],
                       [j.feedback_ids[i] for i in keep], [j.received[i] for i in keep],
@@ -769,13 +775,14 @@ class LearnerProcess:
         if ack:
             self._done(stream, entry_id if isinstance(entry_id, bytes) else entry_id.encode())
 
-    def _done(self, stream: str, entry: bytes) -> None:
+    def _done(self, stream: str, entry: bytes, rows: int = 1) -> None:
         """An entry is done with (learned or dead-lettered): acknowledged at the next
         checkpoint; a label of a packed entry, once the entry's last label is; a default
-        label's log entry, once its last default is (:meth:`DefaultLabels.done`)."""
+        label's log entry, once its last default is (:meth:`DefaultLabels.done`: ``rows``
+        of them)."""
         if stream == DEFAULTS:
             assert self.defaults is not None
-            self.defaults.done(entry)
+            self.defaults.done(entry, rows)
             return
         if b"/" in entry:  # (stream entry ids and Kafka offsets have none)
             whole = self.open_entries.done(entry)
@@ -794,19 +801,27 @@ class LearnerProcess:
         for block in self.training.blocks(force):
             for bad in block.refused:
                 self._dead_letter(bad.stream, bad.entry, bad.fields, bad.reason, ack=False)
+            defaults = corrected = 0
             for run in block.runs:
                 # learned or refused, its rows are done with: the entry is acknowledged, and a
                 # joined label's prediction taken, with the next checkpoint
                 if run.stream == DEFAULTS:
-                    self.counters["defaults"] = self.counters.get("defaults", 0) + run.rows
-                    self.metrics.defaults.inc(run.rows)
+                    defaults += run.rows
                 elif run.late:
-                    self.metrics.corrected.inc(run.rows)
-                self._done(run.stream, run.entry)
+                    corrected += run.rows
+                self._done(run.stream, run.entry, run.rows)
                 if run.mark is not None:
-                    self._marks.append(run.mark)
-                    if run.stream == DEFAULTS and self.join.late == "correct":
-                        self._marks.append(self.join.defaulted(run.mark))
+                    self._marks.setdefault(run.mark[0], []).append(run.mark[1])
+                if run.marks is not None:  # (a request's defaults)
+                    marks = self._marks.setdefault(run.marks[0], [])
+                    marks += run.marks[1]
+                    if self.join.late == "correct":  # (and the mark a late label corrects)
+                        marks += self.join.defaulted(run.marks[1])
+            if defaults:
+                self.counters["defaults"] = self.counters.get("defaults", 0) + defaults
+                self.metrics.defaults.inc(defaults)
+            if corrected:
+                self.metrics.corrected.inc(corrected)
             self._dirty = True
             self.metrics.samples.inc(block.learned)
             self.metrics.batches.inc(block.batches)
@@ -912,7 +927,7 @@ class LearnerProcess:
         for d in self._dead:
             pipe.xadd(self.keys.deadletter, d.encode(), maxlen=100_000, approximate=True)
         self.source.commit(pipe)
-        self.join.commit(pipe, self._marks)
+        self.join.commit_slices(pipe, self._marks)
         # (a command's error is a reply: the rest of the transaction ran)
         replies = pipe.execute(raise_on_error=False)
         errors = [e for e in replies if isinstance(e, Exception)]
@@ -925,8 +940,8 @@ class LearnerProcess:
             self._reset = True
         self._checkpointed = True
         self.source.committed()
-        self.join.committed(self._marks)
-        self._marks = []
+        self.join.committed_slices(self._marks)
+        self._marks = {}
         self._dead.clear()
         self._dirty = False
         self._last_checkpoint = self.clock()
