@@ -33,10 +33,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import msgspec
 import orjson
 
 from tideline import predlog
 from tideline.contracts import Keys
+from tideline.features import FeatureSchema
 from tideline.maturing import Maturing
 from tideline.pods.join import Joined, LogJoin
 
@@ -228,6 +230,31 @@ def _row_names(n: int) -> list[str]:
 
 
 _ROW_NAMES: list[str] = [str(i) for i in range(256)]
+
+
+class TypedRows:
+    """The rows of requests given their defaults, decoded straight into a schema's typed rows
+    (:meth:`tideline.features.FeatureSchema.row_type`): a msgspec decode of a request's body,
+    no dict a row, and one pass into the matrix
+    (:meth:`tideline.features.FeatureSchema.encode_typed`)."""
+
+    def __init__(self, schema: FeatureSchema) -> None:
+        body = msgspec.defstruct("Body", [("instances", list[schema.row_type()])])  # type: ignore[misc,valid-type]
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(body)
+
+    def of(self, joined: list[Joined]) -> list[Any] | None:
+        """Every request's rows given their defaults, in order; None when a request's rows
+        are not all of the schema (a value missing, null, of another type, a name it does
+        not have, rows written as arrays): those are read as a label's are."""
+        out: list[Any] = []
+        for j in joined:
+            try:
+                rows = self._decoder.decode(j.entry.body).instances
+                whole = len(rows) == len(j) and j.rows[-1] == len(j) - 1  # (rows ascend)
+                out += rows if whole else [rows[i] for i in j.rows]
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, IndexError):
+                return None
+        return out
 
 
 class Defaulting(Generic[T]):

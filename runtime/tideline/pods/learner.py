@@ -93,7 +93,7 @@ from tideline.contracts import (
 from tideline.memory import MemoryUse, Probe
 from tideline.pods import history, storage
 from tideline.pods.catchup import CatchUp
-from tideline.pods.defaults import DEFAULTS, Defaulting, DefaultLabels
+from tideline.pods.defaults import DEFAULTS, Defaulting, DefaultLabels, TypedRows
 from tideline.pods.join import Joined, LogJoin
 from tideline.pods.liveness import Liveness
 from tideline.pods.metrics import LearnerMetrics
@@ -222,6 +222,7 @@ class LearnerProcess:
         # clicks of the last 'after' would have the model predict a rate well above the true
         # one, bench/defaults.py)
         self.defaulting: Defaulting[_Held] = Defaulting(self.defaults, MATURING_ROWS)
+        self._typed_rows = TypedRows(self.schema)
         # predictions joined and learned, marked at checkpoint: keys by slice of time
         self._marks: dict[int, list[str]] = {}
         self.open_entries = OpenEntries()
@@ -647,7 +648,7 @@ class LearnerProcess:
         defaults, mature = self.defaulting.due(asked, entries, most, self.source.new)
         for (rows, labels, runs), _ in mature:
             self._learn_rows(rows, labels, runs)
-        self._on_joined(defaults, DEFAULTS)
+        self._on_defaults(defaults)
 
     def _on_samples(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """A read of ``samples``: its rows to the next mini-batches, what is refused to the
@@ -711,8 +712,7 @@ class LearnerProcess:
                                       f"invalid: the logged prediction cannot be read: {e}")  # fmt: skip
                 continue
             if stream == DEFAULTS:  # a request's defaults: learned and acknowledged as one
-                runs.append(Run(stream, j.feedback_ids[0].encode(), len(j), None, False,
-                                (j.slice, j.keys)))  # fmt: skip
+                runs.append(_default_run(j))
                 labels += j.labels
                 continue
             mine = [
@@ -727,6 +727,22 @@ class LearnerProcess:
             labels += j.labels
             runs += mine
         self._learn_rows(rows, labels, runs)
+
+    def _on_defaults(self, joined: list[Joined]) -> None:
+        """The defaults due (a :class:`Joined` a request): each request's rows learned and
+        acknowledged as one run; decoded straight into typed rows when every row is of the
+        schema (:class:`TypedRows`), else as labels' are (:meth:`_on_joined`)."""
+        typed = self._typed_rows.of(joined)
+        if typed is None:
+            self._on_joined(joined, DEFAULTS)
+            return
+        labels: list[float] = []
+        runs: list[Run] = []
+        for j in joined:
+            labels += j.labels
+            runs.append(_default_run(j))
+        if typed:
+            self._pend(self.schema.encode_typed(typed), np.array(labels, dtype=np.float64), runs)
 
     def _corrections(self, j: Joined, stream: str) -> Joined:
         """Of a request's labels, the late ones that say what their default said are
@@ -1225,6 +1241,11 @@ class LearnerProcess:
             return "maxmemory unknown"
         return (f"maxmemory {info.get('maxmemory_human', '?')}, policy "
                 f"{info.get('maxmemory_policy', '?')}, used {info.get('used_memory_human', '?')}")  # fmt: skip
+
+
+def _default_run(j: Joined) -> Run:
+    """A request's defaults as one run: learned together, acknowledged together."""
+    return Run(DEFAULTS, j.feedback_ids[0].encode(), len(j), marks=(j.slice, j.keys))
 
 
 def out_of_memory(e: redis.ResponseError) -> bool:
