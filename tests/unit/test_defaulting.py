@@ -1,14 +1,19 @@
 """When a reader of labels gives defaults and lets its held labels go
 (:class:`tideline.pods.defaults.Defaulting`, the learner's and the monitor's): no Redis, a
-stand-in for the log's reader that records the times it is asked up to."""
+stand-in for the log's reader that records the times it is asked up to. And how the learner
+reads the rows given defaults (:class:`tideline.pods.defaults.TypedRows`)."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
+import orjson
 import pytest
 
-from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS_EVERY, Defaulting
+from tideline import predlog
+from tideline.features import FeatureSchema
+from tideline.pods.defaults import CLOCK_SLACK, DEFAULTS_EVERY, Defaulting, TypedRows
+from tideline.pods.join import Joined
 
 AFTER = 30.0
 
@@ -84,3 +89,42 @@ def test_without_a_default_nothing_is_early_or_due() -> None:
     assert not d.early(T0)
     assert d.due(T0, 0, 10, True) == ([], [])
     assert d.mature_to is None
+
+
+SCHEMA = FeatureSchema.from_spec([{"name": "amount"}, {"name": "country", "type": "categorical"}])
+
+
+def given(rows: list[Any], taken: tuple[int, ...] = ()) -> Joined:
+    """A logged request of ``rows`` with the default given to those ``taken`` leaves."""
+    fields = predlog.encode([predlog.Meta()], [orjson.dumps([0.5] * len(rows))],
+                            [orjson.dumps({"instances": rows})])  # fmt: skip
+    mine = [i for i in range(len(rows)) if i not in taken]
+    n = len(mine)
+    return Joined(predlog.decode(fields).request(0), T0, mine, [0.0] * n, ["d"] * n, [T0] * n,
+                  0, [f"i 1-0 0 {i}" for i in mine])  # fmt: skip
+
+
+def test_the_rows_given_defaults_are_decoded_typed_in_order_when_all_are_of_the_schema() -> None:
+    first = [{"amount": 1.5, "country": "de"}, {"amount": 2, "country": "fr"}]
+    second = [{"amount": 3.0, "country": "it"}, {"amount": 4.0, "country": "es"},
+              {"amount": 5.0, "country": "pt"}]  # fmt: skip
+    typed = TypedRows(SCHEMA).of([given(first), given(second, taken=(1,))])
+    assert typed is not None
+    expected = first + [second[0], second[2]]  # (the row a label took is not among them)
+    assert SCHEMA.encode_typed(typed).tolist() == SCHEMA.encode(expected).tolist()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"amount": 1.0},
+        {"amount": None, "country": "de"},
+        {"amount": "1", "country": "de"},
+        {"amount": 1.0, "country": "de", "other": 2},
+        [1.0, "de"],
+    ],  # fmt: skip
+    ids=["a value missing", "null", "a number as text", "a name not of the schema", "an array"],
+)
+def test_a_request_with_a_row_not_of_the_schema_is_read_as_a_labels_are(row: Any) -> None:
+    good = given([{"amount": 1.0, "country": "de"}])
+    assert TypedRows(SCHEMA).of([good, given([{"amount": 2.0, "country": "fr"}, row])]) is None
