@@ -18,7 +18,10 @@ nothing. With ``labelDefault: {value: 0, after: 30m}`` a logged prediction with 
   (``after-default``, :meth:`tideline.pods.join.LogJoin._place`).
 * It keeps up: an entry is read once (64 rows of single-row requests), its rows' marks
   asked in one SMISMEMBER a slice of time; what it holds is a cursor per server and the
-  entries whose defaults wait to be learned.
+  entries whose defaults wait to be learned. Most rows of a click stream are taken by
+  nothing: a request none of whose rows is taken is given its defaults whole, one
+  :class:`tideline.pods.join.Joined` (its keys, no object a row), learned as one run
+  (:class:`TypedRows`: its body decoded straight into the schema's typed rows).
 * :class:`Defaulting` is when, for the learner and the monitor alike: a look for defaults
   every :data:`DEFAULTS_EVERY` seconds of labels read, up to :data:`CLOCK_SLACK` before the
   time every label has been read by, and the labels held for their predictions to be mature
