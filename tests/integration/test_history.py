@@ -23,10 +23,13 @@ HOURS = 2.0
 N = 8000
 
 
-def _history(r, keys: Keys, n: int = N, seed: int = 3, odd_rows: bool = False) -> list[str]:
+def _history(r, keys: Keys, n: int = N, seed: int = 3, odd_rows: bool = False,  # type: ignore[no-untyped-def]
+             json_every: int = 0) -> list[str]:  # fmt: skip
     """``n`` joined rows over the last two hours, 8 a record, each served by the stable track
     of a model that learned the 2,000 rows of the stream before them and learns on: their
-    marks. ``odd_rows``: every third record's rows carry a field the model does not have."""
+    marks. ``odd_rows``: every third record's rows carry a field the model does not have.
+    ``json_every``: every so many records written in the JSON form, as the history was before
+    records were packed (1: all of them)."""
     stream = SyntheticStream(FRAUD_FEATURES, "binary", seed=seed)
     stable = make_learner({"task": "binary", "algorithm": "sgd", "features": FRAUD_FEATURES})
     learned, y0 = stream.take(2000)
@@ -49,7 +52,10 @@ def _history(r, keys: Keys, n: int = N, seed: int = 3, odd_rows: bool = False) -
                              received=[at + 1.0] * len(keys_k), marks=keys_k,
                              scores=served[k : k + 8].tolist(), tracks=["stable"] * len(keys_k),
                              models={"stable": ("old", 4)})  # fmt: skip
-        history.append(pipe, keys, [rec], keep=HOURS * 3600 + 60, now=time.time())
+        if json_every and k // 8 % json_every == 0:
+            pipe.xadd(keys.history, {b"data": rec.encode()})
+        else:
+            history.append(pipe, keys, [rec], keep=HOURS * 3600 + 60, now=time.time())
     pipe.execute()
     return marks
 
@@ -85,6 +91,32 @@ def test_a_new_revision_learns_the_history_before_its_first_version_and_marks_it
     assert group["last-delivered-id"] == last
 
 
+def _caught_up_alike(r, one: Keys, other: Keys) -> list[LearnerProcess]:  # type: ignore[no-untyped-def]
+    """A new revision's learner of each model caught up on its history: both learned,
+    marked and compared the same rows, with the same outcome and the same model."""
+    learners = []
+    for keys in (one, other):
+        doc = manifest(learning={"history": "3h", "publishEvery": 100_000},
+                       rollout={"steps": [{"backtest": {"window": "30m"}}, {"setWeight": 10}]})  # fmt: skip
+        doc["metadata"]["namespace"] = keys.namespace
+        p = LearnerProcess(parse(doc), r, checkpoint_seconds=0.0)
+        p.start()
+        learners.append(p)
+    a, b = (Backtest.decode(r.hget(k.learner(p.revision), LearnerStatus.BACKTEST))
+            for k, p in zip((one, other), learners, strict=True))  # fmt: skip
+    assert a is not None and b is not None and a.done and b.done
+    assert (a.read, a.rows, a.samples) == (b.read, b.rows, b.samples) == (N // 8, N, a.samples)
+    assert (a.difference, a.lower, a.upper) == (b.difference, b.lower, b.upper)
+    taken = [{m for k in r.scan_iter(f"{keys.prefix}:taken:{p.group}:*") for m in r.smembers(k)}
+             for keys, p in zip((one, other), learners, strict=True)]  # fmt: skip
+    assert taken[0] and len(taken[0]) == len(taken[1])  # (their times are ms apart)
+    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=9).take(200)
+    X = learners[0].training.schema.encode(rows)
+    assert np.array_equal(learners[0].training.learner.predict_many(X),
+                          learners[1].training.learner.predict_many(X))  # fmt: skip
+    return learners
+
+
 def test_rows_not_of_the_schema_are_learned_in_their_place_as_the_typed_ones_around_them(
     r,
 ) -> None:
@@ -94,23 +126,24 @@ def test_rows_not_of_the_schema_are_learned_in_their_place_as_the_typed_ones_aro
     plain, odd = Keys("test", "m"), Keys("other", "m")
     _history(r, plain)
     _history(r, odd, odd_rows=True)
-    learners = []
-    for keys in (plain, odd):
-        doc = manifest(learning={"history": "3h", "publishEvery": 100_000},
-                       rollout={"steps": [{"backtest": {"window": "30m"}}, {"setWeight": 10}]})  # fmt: skip
-        doc["metadata"]["namespace"] = keys.namespace
-        p = LearnerProcess(parse(doc), r, checkpoint_seconds=0.0)
-        p.start()
-        learners.append(p)
-    a, b = (Backtest.decode(r.hget(k.learner(p.revision), LearnerStatus.BACKTEST))
-            for k, p in zip((plain, odd), learners, strict=True))  # fmt: skip
-    assert a is not None and b is not None and a.done and b.done
-    assert (a.rows, a.samples) == (b.rows, b.samples) == (N, a.samples)
-    assert (a.difference, a.lower, a.upper) == (b.difference, b.lower, b.upper)
-    rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=9).take(200)
-    X = learners[0].training.schema.encode(rows)
-    assert np.array_equal(learners[0].training.learner.predict_many(X),
-                          learners[1].training.learner.predict_many(X))  # fmt: skip
+    _caught_up_alike(r, plain, odd)
+
+
+@pytest.mark.parametrize(
+    "json_every", [1, 3], ids=["a history of JSON records", "JSON records among packed ones"]
+)
+def test_a_history_written_before_records_were_packed_is_learned_as_the_packed_one(
+    r, json_every
+) -> None:  # type: ignore[no-untyped-def]
+    """Records in the JSON form (``data``, as a stream written before records were packed
+    holds them), alone or among packed ones: the catch-up learns, marks and compares exactly
+    what it does on the same history packed."""
+    packed, old = Keys("test", "m"), Keys("other", "m")
+    _history(r, packed)
+    _history(r, old, json_every=json_every)
+    fields = [f for _, f in r.xrange(old.history)]
+    assert sum(b"data" in f for f in fields) == -(-len(fields) // json_every)
+    _caught_up_alike(r, packed, old)
 
 
 def test_the_backtest_tells_a_bad_revision_from_a_good_one_on_the_same_history(r) -> None:
@@ -173,7 +206,7 @@ def test_the_history_is_read_page_by_page_in_order(r, monkeypatch, read_bytes, a
     marks = _history(r, keys, n=1000)
     monkeypatch.setattr(history, "READ_BYTES", read_bytes)
     with ThreadPoolExecutor(1) as io:
-        got = list(history.read_with(r, keys, history.Record.decode, ahead=io if ahead else None))
+        got = list(history.read_with(r, keys, history.Record.of, ahead=io if ahead else None))
     ids = [eid for eid, _ in got]
     assert ids == sorted(set(ids), key=lambda e: tuple(map(int, e.split("-"))))
     assert [m for _, rec in got for m in rec.marks] == marks

@@ -123,9 +123,12 @@ class CatchUp:
         self.marked = 0
         self.skipped = 0  # rows not learned: a label or a row the model cannot take
         self.decoder = history.RecordDecoder(training.schema, training.task)
-        # the chunk's rows: blocks encoded, then the typed rows not yet encoded (in bulk)
+        # the chunk's rows: blocks encoded, then the typed rows or the columns of rows not
+        # yet encoded (in bulk; one kind at a time, in order)
         self._blocks: list[np.ndarray] = []
         self._typed: list[Any] = []
+        self._columns: list[Any] = []
+        self._column_rows = 0
         self._labels: list[Any] = []
         self._received: list[float] = []
         self._served: list[Any] = []
@@ -197,13 +200,14 @@ class CatchUp:
         status.samples = self.compared.samples
         status.difference, status.lower, status.upper = self.compared.result()
 
-    def _take(self, rec: history.Record, typed: bool = False) -> None:
+    def _take(self, rec: history.Record, how: history.Rows = "logged") -> None:
         """A record's rows to learn: those whose label came by ``until`` and was learned
         after ``since`` - when it came, or with ``mature_after`` once its prediction was
         mature (all of them, but at the history's two ends). Their marks only while the prediction
-        is in the log: an older one's would expire as it is written. ``typed``: its rows
-        are the schema's typed rows (:class:`tideline.pods.history.RecordDecoder`)."""
-        n = len(rec.rows)
+        is in the log: an older one's would expire as it is written. ``how``: its rows came
+        out as the schema's typed rows or columns, or as logged
+        (:class:`tideline.pods.history.RecordDecoder`)."""
+        n = len(rec.labels) if how == "columns" else len(rec.rows)
         self._entries += 1
         self._entry_rows += n
         if len(rec.received) != n or len(rec.labels) != n or len(rec.marks) != n:
@@ -233,11 +237,18 @@ class CatchUp:
         young = rec.ts > self._log_starts
         rows, labels, received, marks = rec.rows, rec.labels, rec.received, rec.marks
         if picked is not None:
-            rows, labels, received = [rows[i] for i in picked], [labels[i] for i in picked], [
-                received[i] for i in picked]  # fmt: skip
+            rows = _columns_of(rows, picked) if how == "columns" else [rows[i] for i in picked]
+            labels, received = [labels[i] for i in picked], [received[i] for i in picked]
             scores, stable = [scores[i] for i in picked], [stable[i] for i in picked]
             marks, learned = [marks[i] for i in picked], [learned[i] for i in picked]
-        if typed:
+        if how == "columns":
+            if self._typed:
+                self._encode_typed()
+            self._columns.append(rows)
+            self._column_rows += len(labels)
+        elif how == "typed":
+            if self._columns:
+                self._encode_typed()
             self._typed += rows
         else:  # (rows as logged: encoded now, in order, with what they count or default)
             self._encode_typed()
@@ -252,9 +263,14 @@ class CatchUp:
             self.marks.setdefault(self.join.slice_of(rec.ts), []).extend(marks)
 
     def _encode_typed(self) -> None:
+        """The typed rows and the columns taken, encoded (the one kind waiting)."""
+        schema = self.training.schema
         if self._typed:
-            self._blocks.append(self.training.schema.encode_typed(self._typed))
+            self._blocks.append(schema.encode_typed(self._typed))
             self._typed = []
+        if self._columns:
+            self._blocks.append(schema.encode_columns(self._columns, self._column_rows))
+            self._columns, self._column_rows = [], 0
 
     def _targets(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The labels taken as targets, and which rows have one (None: all of them)."""
@@ -408,6 +424,13 @@ class CatchUp:
             except (ValueError, TypeError):
                 stable[i] = False
         return out
+
+
+def _columns_of(columns: list[Any], picked: list[int]) -> list[Any]:
+    """Those rows of a record's columns (:class:`tideline.pods.history.RecordDecoder`)."""
+    at = np.array(picked, dtype=np.intp)
+    return [np.frombuffer(c, dtype="<f8")[at].tobytes() if isinstance(c, bytes)
+            else [c[i] for i in picked] for c in columns]  # fmt: skip
 
 
 def history_seconds(entry_id: str) -> float:

@@ -14,31 +14,46 @@ A new revision's learner reads it before its first version
 they were joined, prequentially, and compares its predictions on the last
 ``window`` with those stable served for the same rows (:mod:`tideline.backtest`).
 
-An entry is one logged request's joined rows, as JSON in ``data``:
+An entry is one logged request's joined rows, packed in ``record`` (:class:`Packed`,
+MessagePack): its rows as columns, a feature's values together - every row's number in one
+string of little-endian doubles when they are all floats (a column a catch-up lays out with
+one numpy call, where JSON rows cost a parse of every number and a field name every cell:
+issue 35) - beside the labels, when each came, the marks and what was served:
 
-    {"ts": 1733..., "rows": [...], "labels": [...], "received": [...],
-     "marks": [...], "scores": [...], "tracks": [...], "models": {track: [rev, v]},
-     "fallback": false}
+    {"ts": 1733..., "rows": 64, "columns": {"amount": b"...", "country": ["fr", ...]},
+     "labels": [...], "received": [...], "marks": [...], "scores": [...],
+     "tracks": [...], "models": {track: [rev, v]}, "fallback": false}
+
+A record whose rows cannot be columns (not all objects with the same names, or a value
+MessagePack cannot hold) is written as before, as JSON in ``data``, its rows as objects;
+the readers read both (a stream written before keeps its ``data`` entries).
 
 >>> rec = Record(ts=10.0, rows=[{"x": 1}], labels=[1.0], received=[12.5], marks=["a b 0 0"],
 ...              scores=[0.8], tracks=["stable"], models={"stable": ("r1", 3)})
 >>> Record.decode(rec.encode()) == rec
 True
+>>> Record.of(rec.fields()) == rec, list(rec.fields())
+(True, [b'record'])
 >>> rec.served_by_track("stable").tolist(), rec.served_by_track("canary").tolist()
 ([True], [False])
 
 A catch-up reads them with a :class:`RecordDecoder` of its model's features and task: a
-record whose every row has every feature, typed as the schema says, decodes into typed rows
-(no dict a row) that :meth:`tideline.features.FeatureSchema.encode_typed` lays out in bulk,
-as the learner's :class:`tideline.samples.SampleDecoder` reads packed samples; any other
-record decodes as a plain :class:`Record`, its rows as logged.
+packed record whose columns are the schema's features, numbers as doubles and categories as
+strings, decodes into those columns (:meth:`tideline.features.FeatureSchema.encode_columns`
+lays a chunk's out at once); a JSON record whose every row has every feature, typed as the
+schema says, into typed rows (no dict a row) that
+:meth:`tideline.features.FeatureSchema.encode_typed` lays out in bulk, as the learner's
+:class:`tideline.samples.SampleDecoder` reads packed samples; any other record decodes as a
+plain :class:`Record`, its rows as logged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import math
+import struct
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -72,15 +87,56 @@ class Record(msgspec.Struct, omit_defaults=True):
     fallback: bool = False  # a fallback answered the request
 
     def encode(self) -> bytes:
+        """The JSON form (``data``: a record whose rows cannot be columns)."""
         return _encoder.encode(self)
 
     @staticmethod
     def decode(raw: bytes) -> Record:
-        """``ValueError`` when it is not a record."""
+        """From the JSON form; ``ValueError`` when it is not a record."""
         try:
             return _decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise ValueError(f"not a history record: {e}") from None
+
+    def fields(self) -> dict[bytes, bytes]:
+        """The stream entry's fields: packed (``record``) when its rows can be columns, else
+        the JSON form (``data``)."""
+        packed = self.pack()
+        return {PACKED: packed} if packed is not None else {JSON: self.encode()}
+
+    def pack(self) -> bytes | None:
+        """The packed form (:class:`Packed`); None when the rows are not all objects with the
+        same names, or hold what MessagePack cannot (an integer past 64 bits)."""
+        rows = self.rows
+        if not all(type(row) is dict for row in rows):
+            return None
+        names = rows[0].keys() if rows else {}.keys()
+        if any(row.keys() != names for row in rows):
+            return None
+        columns: dict[str, bytes | list[Any]] = {}
+        for name in names:
+            values = [row[name] for row in rows]
+            doubles = all(type(v) is float for v in values) and all(map(math.isfinite, values))
+            columns[name] = struct.pack(f"<{len(values)}d", *values) if doubles else values
+        packed = Packed(ts=self.ts, rows=len(rows), columns=columns, labels=self.labels,
+                        received=self.received, marks=self.marks, scores=self.scores,
+                        tracks=self.tracks, models=self.models, fallback=self.fallback)  # fmt: skip
+        try:
+            return _packer.encode(packed)
+        except (OverflowError, TypeError, msgspec.EncodeError):
+            return None
+
+    @staticmethod
+    def of(fields: Mapping[bytes, bytes]) -> Record:
+        """A stream entry's record, packed or JSON; ``ValueError`` when it is not one."""
+        if PACKED in fields:
+            try:
+                return _unpacker.decode(fields[PACKED]).record()
+            except (msgspec.DecodeError, msgspec.ValidationError, struct.error) as e:
+                raise ValueError(f"not a history record: {e}") from None
+        if JSON in fields:
+            return Record.decode(fields[JSON])
+        raise ValueError("not a history record: no 'record' nor 'data' field")
 
     def served_by_track(self, track: str) -> np.ndarray:
         """Which rows ``track`` answered (no fallback): the ones a backtest compares on."""
@@ -89,28 +145,75 @@ class Record(msgspec.Struct, omit_defaults=True):
         return np.array([t == track for t in self.tracks], dtype=bool)
 
 
+PACKED, JSON = b"record", b"data"  # an entry's field: the packed form, or the JSON form
+
+
+class Packed(msgspec.Struct, omit_defaults=True):
+    """A record packed (see the module docs): ``rows`` rows, each feature's values a column -
+    little-endian doubles when every one is a float, else the values as logged."""
+
+    ts: float
+    rows: int
+    columns: dict[str, bytes | list[Any]]
+    labels: list[Any]
+    received: list[float]
+    marks: list[str]
+    scores: list[Any]
+    tracks: list[str]
+    models: dict[str, tuple[str, int]] = {}
+    fallback: bool = False
+
+    def record(self) -> Record:
+        """Its rows as objects again (``struct.error``: a column of doubles that is not
+        ``rows`` long; ``ValueError``: a column of values that is not)."""
+        n = self.rows
+        columns = [list(struct.unpack(f"<{n}d", c)) if isinstance(c, bytes) else c
+                   for c in self.columns.values()]  # fmt: skip
+        if any(len(c) != n for c in columns):
+            raise ValueError(f"not a history record: a column not {n} rows long")
+        names = list(self.columns)
+        rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+        return Record(ts=self.ts, rows=rows if names else [{} for _ in range(n)],
+                      labels=self.labels, received=self.received, marks=self.marks,
+                      scores=self.scores, tracks=self.tracks, models=self.models,
+                      fallback=self.fallback)  # fmt: skip
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Record)
+_packer = msgspec.msgpack.Encoder()
+_unpacker = msgspec.msgpack.Decoder(Packed)
+
+# how a record's rows came out of RecordDecoder.decode: typed rows (the schema's row structs),
+# the schema's columns (a tuple of them, in its order), or rows as logged
+Rows = Literal["typed", "columns", "logged"]
 
 
 class RecordDecoder:
-    """Decodes history records for one model's features and task: typed when it can be.
+    """Decodes history entries for one model's features and task: typed when it can be.
 
-    :meth:`decode` returns a :class:`Record` whose ``rows`` are structs of
-    :meth:`tideline.features.FeatureSchema.row_type` (``typed`` True: every row has every
-    feature and no other, numbers as numbers, categories as strings; every label a number,
-    or a class name for a multiclass model; every score the task's) - or, for any other
-    record, the plain :meth:`Record.decode`, its rows as dicts (``typed`` False).
+    :meth:`decode` returns a :class:`Record` and how its rows came out: ``"columns"`` for a
+    packed record whose columns are the model's features and no other, numbers as doubles
+    and categories as strings (``rows`` then holds those columns in the schema's order, for
+    :meth:`tideline.features.FeatureSchema.encode_columns`); ``"typed"`` for a JSON record
+    whose every row has every feature and no other, numbers as numbers, categories as
+    strings (``rows`` are structs of :meth:`tideline.features.FeatureSchema.row_type`); in
+    both, every label a number, or a class name for a multiclass model, and every score the
+    task's. Any other record: the plain :meth:`Record.of`, its rows as logged
+    (``"logged"``).
 
     >>> schema = FeatureSchema.from_spec([{"name": "x"}])
     >>> decoder = RecordDecoder(schema, Task("binary"))
-    >>> rec = Record(ts=1.0, rows=[{"x": 2}], labels=[1], received=[2.0], marks=["k"],
+    >>> rec = Record(ts=1.0, rows=[{"x": 2.0}], labels=[1], received=[2.0], marks=["k"],
     ...              scores=[0.5], tracks=["stable"])
-    >>> got, typed = decoder.decode(rec.encode())
-    >>> typed, schema.encode_typed(got.rows).tolist(), got.labels
-    (True, [[2.0]], [1.0])
-    >>> decoder.decode(Record(**{**msgspec.structs.asdict(rec), "rows": [{"x": None}]}).encode())
-    (Record(ts=1.0, rows=[{'x': None}], labels=[1], received=[2.0], marks=['k'], scores=[0.5], tracks=['stable'], models={}, fallback=False), False)
+    >>> got, how = decoder.decode(rec.fields())
+    >>> how, schema.encode_columns([got.rows], 1).tolist(), got.labels
+    ('columns', [[2.0]], [1.0])
+    >>> got, how = decoder.decode({b"data": rec.encode()})
+    >>> how, schema.encode_typed(got.rows).tolist()
+    ('typed', [[2.0]])
+    >>> decoder.decode(Record(**{**msgspec.structs.asdict(rec), "rows": [{"x": None}]}).fields())
+    (Record(ts=1.0, rows=[{'x': None}], labels=[1], received=[2.0], marks=['k'], scores=[0.5], tracks=['stable'], models={}, fallback=False), 'logged')
     """
 
     def __init__(self, schema: FeatureSchema, task: Task) -> None:
@@ -124,13 +227,52 @@ class RecordDecoder:
             omit_defaults=True,
         )  # fmt: skip
         self._typed: msgspec.json.Decoder[Record] = msgspec.json.Decoder(typed)
+        # the schema's columns: numbers as doubles, categories as strings, no other name
+        columns = msgspec.defstruct(
+            "Columns",
+            [(f"f{j}", bytes if f.type == "numeric" else list[str])
+             for j, f in enumerate(schema.features)],
+            rename={f"f{j}": f.name for j, f in enumerate(schema.features)},
+            forbid_unknown_fields=True,
+        )  # fmt: skip
+        packed = msgspec.defstruct(
+            "TypedPacked",
+            [("columns", columns), ("labels", list[label]), ("scores", list[score])],  # type: ignore[valid-type]
+            bases=(Packed,),
+            omit_defaults=True,
+        )
+        self._packed: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(packed)
+        self._widths = [8 if f.type == "numeric" else 1 for f in schema.features]
+        self._lengths_of: dict[int, list[int]] = {}
 
-    def decode(self, raw: bytes) -> tuple[Record, bool]:
-        """The record, and whether its rows are typed; ``ValueError`` when it is not one."""
+    def _lengths(self, n: int) -> list[int]:
+        """The lengths of ``n`` rows' columns: a double's 8 bytes a row, a string a row."""
+        got = self._lengths_of.get(n)
+        if got is None:
+            got = self._lengths_of[n] = [w * n for w in self._widths]
+        return got
+
+    def decode(self, fields: Mapping[bytes, bytes]) -> tuple[Record, Rows]:
+        """The entry's record, and how its rows came out; ``ValueError`` when it is not one."""
+        if PACKED in fields:
+            try:
+                got = self._packed.decode(fields[PACKED])
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return Record.of(fields), "logged"
+            n, columns = got.rows, msgspec.structs.astuple(got.columns)
+            if n == len(got.labels) and list(map(len, columns)) == self._lengths(n):
+                return Record(ts=got.ts, rows=list(columns), labels=got.labels,
+                              received=got.received, marks=got.marks, scores=got.scores,
+                              tracks=got.tracks, models=got.models,
+                              fallback=got.fallback), "columns"  # fmt: skip
+            return Record.of(fields), "logged"
+        raw = fields.get(JSON)
+        if raw is None:
+            return Record.of(fields), "logged"  # (raises: not a record)
         try:
-            return self._typed.decode(raw), True
+            return self._typed.decode(raw), "typed"
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return Record.decode(raw), False
+            return Record.decode(raw), "logged"
 
 
 def record_of(j: Joined) -> Record | None:
@@ -156,25 +298,25 @@ def append(pipe: Any, keys: Keys, records: Sequence[Record], keep: float, now: f
         return
     minid = f"{int((now - keep) * 1000)}-0"
     for rec in records:
-        pipe.xadd(keys.history, {b"data": rec.encode()}, minid=minid, approximate=True)
+        pipe.xadd(keys.history, rec.fields(), minid=minid, approximate=True)  # type: ignore[arg-type]
 
 
 def read(client: Any, keys: Keys, after: str = "-", until: str = "+") -> Iterator[tuple[str, Record | None]]:  # fmt: skip
     """The history's entries from ``after`` (exclusive, unless "-") to ``until``, oldest
     first: each id and its record (None: not one, as the caller counts)."""
-    yield from read_with(client, keys, Record.decode, after, until)
+    yield from read_with(client, keys, Record.of, after, until)
 
 
 def read_with(
     client: Any,
     keys: Keys,
-    decode: Callable[[bytes], Any],
+    decode: Callable[[Mapping[bytes, bytes]], Any],
     after: str = "-",
     until: str = "+",
     ahead: Executor | None = None,
 ) -> Iterator[tuple[str, Any]]:
-    """As :func:`read`, each entry's ``data`` decoded by ``decode`` (``RecordDecoder.decode``:
-    a record and whether it is typed); None when it raises ``ValueError``. With ``ahead``
+    """As :func:`read`, each entry's fields decoded by ``decode`` (``RecordDecoder.decode``:
+    a record and how its rows came out); None when it raises ``ValueError``. With ``ahead``
     the next page is read there while this one is decoded (Redis answers, and the reply
     crosses the socket, while the caller works)."""
 
@@ -190,8 +332,8 @@ def read_with(
         coming = ahead.submit(page, start, count) if more and ahead is not None else None
         for eid, fields in got:
             try:
-                yield eid.decode(), decode(fields[b"data"])
-            except (KeyError, ValueError):
+                yield eid.decode(), decode(fields)
+            except ValueError:
                 yield eid.decode(), None
         if not more:
             return
@@ -207,7 +349,7 @@ def page_entries(got: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> int:
     >>> page_entries([(b"1-0", {b"data": b"x" * 300})] * 64), page_entries([(b"1-0", {})])
     (3495, 4096)
     """
-    size = sum(len(fields.get(b"data") or b"") for _, fields in got)
+    size = sum(len(value) for _, fields in got for value in fields.values())
     fit = READ_BYTES * len(got) // max(size, 1)
     return int(min(MAX_READ_ENTRIES, max(MIN_READ_ENTRIES, fit)))
 
