@@ -133,7 +133,8 @@ class CatchUp:
         self._received: list[float] = []
         self._served: list[Any] = []
         self._stable: list[bool] = []
-        self._ts: list[float] = []  # when each row's prediction was made
+        self._ts: list[float] = []  # when each record's prediction was made
+        self._counts: list[int] = []  # and its rows taken
         self._learned_at: list[float] = []  # when each row's label is learned (see _take)
         # the learned labels' times, in the order they were learned (learned: the first
         # `_done` of them), and the model's states kept: the newest such time each had learned
@@ -257,7 +258,8 @@ class CatchUp:
         self._received += received
         self._served += scores
         self._stable += stable
-        self._ts += [rec.ts] * len(labels)
+        self._ts.append(rec.ts)
+        self._counts.append(len(labels))
         self._learned_at += learned
         if young:
             self.marks.setdefault(self.join.slice_of(rec.ts), []).extend(marks)
@@ -307,7 +309,7 @@ class CatchUp:
         y, ok = self._targets()
         self._encode_typed()
         X = self._blocks[0] if len(self._blocks) == 1 else np.vstack(self._blocks)
-        received, ts = np.array(self._received), np.array(self._ts)
+        received, ts = np.array(self._received), np.repeat(self._ts, self._counts)
         learned_at, stable = np.array(self._learned_at), np.array(self._stable, dtype=bool)
         served = self._served
         if ok is not None:
@@ -316,7 +318,7 @@ class CatchUp:
             X, y, received, ts = X[ok], y[ok], received[ok], ts[ok]
             learned_at, stable = learned_at[ok], stable[ok]
         self._blocks, self._labels, self._received, self._served, self._stable = [], [], [], [], []
-        self._ts, self._learned_at = [], []
+        self._ts, self._counts, self._learned_at = [], [], []
         if not len(y):
             return 0
         # (the run's time: the newest label's, as learned_until counts it)
@@ -329,7 +331,8 @@ class CatchUp:
             return len(y)
         picked = np.nonzero(stable & (received > self.compared.start))[0]
         answered = stable[picked]  # (less those whose served score is not one)
-        scores = self._served_scores(answered, [served[i] for i in picked.tolist()])
+        scores = self._served_scores(answered, served if len(picked) == len(served) else
+                                     [served[i] for i in picked.tolist()])  # fmt: skip
         self._keep_state()
         history_rows = self._history_entries * self._entry_rows // max(self._entries, 1)
         step = min(max(history_rows // 100, SNAPSHOT_ROWS[0]), SNAPSHOT_ROWS[1])
