@@ -50,6 +50,7 @@ plain :class:`Record`, its rows as logged.
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
@@ -108,16 +109,20 @@ class Record(msgspec.Struct, omit_defaults=True):
         """The packed form (:class:`Packed`); None when the rows are not all objects with the
         same names, or hold what MessagePack cannot (an integer past 64 bits)."""
         rows = self.rows
-        if not all(type(row) is dict for row in rows):
+        if set(map(type, rows)) - {dict}:
             return None
         names = rows[0].keys() if rows else {}.keys()
         if any(row.keys() != names for row in rows):
             return None
         columns: dict[str, bytes | list[Any]] = {}
-        for name in names:
-            values = [row[name] for row in rows]
-            doubles = all(type(v) is float for v in values) and all(map(math.isfinite, values))
-            columns[name] = struct.pack(f"<{len(values)}d", *values) if doubles else values
+        if names:  # (the rows' values by name, a tuple a column: C loops, none in Python)
+            got = map(operator.itemgetter(*names), rows)
+            values = zip(*got, strict=True) if len(names) > 1 else [tuple(got)]
+            for name, column in zip(names, values, strict=True):
+                doubles = set(map(type, column)) == {float} and all(map(math.isfinite, column))
+                columns[name] = (
+                    struct.pack(f"<{len(column)}d", *column) if doubles else list(column)
+                )
         packed = Packed(ts=self.ts, rows=len(rows), columns=columns, labels=self.labels,
                         received=self.received, marks=self.marks, scores=self.scores,
                         tracks=self.tracks, models=self.models, fallback=self.fallback)  # fmt: skip
