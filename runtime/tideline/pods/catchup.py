@@ -26,13 +26,12 @@ labels that came between the prediction and its own label would have told it the
 neighbours', a late click's, ``labelDefault``'s ``after`` later). From where those rows'
 predictions may begin (the window's start less the log's retention and ``mature_after``) the
 catch-up learns about a hundredth of the history's rows at a time (1,024 to 4,096:
-``SNAPSHOT_ROWS``; a chunk of rows in even steps, up to half as long again) and keeps the model's state after each step; a row is predicted by the
-newest state that had learned only labels that came by its ``ts``: it may lack a step's rows
-of those (more when over ``MAX_STATES`` states span the horizon, or more than
-``STATES_BUDGET`` bytes of them, a quarter of the memory limit at most: then every other one
-goes),
-never has one it should not know. (A row older than the states kept is predicted by the
-oldest.)
+``SNAPSHOT_ROWS``; a chunk of rows in even steps, up to half as long again) and keeps the
+model's state after each step; a row is predicted by the newest state that had learned only
+labels that came by its ``ts``: it may lack a step's rows of those (more when over
+``MAX_STATES`` states span the horizon, or more than ``STATES_BUDGET`` bytes of them, a
+quarter of the memory limit at most: then every other one goes), never has one it should
+not know. (A row older than the states kept is predicted by the oldest.)
 """
 
 from __future__ import annotations
@@ -244,15 +243,15 @@ class CatchUp:
             marks, learned = [marks[i] for i in picked], [learned[i] for i in picked]
         if how == "columns":
             if self._typed:
-                self._encode_typed()
+                self._encode_waiting()
             self._columns.append(rows)
             self._column_rows += len(labels)
         elif how == "typed":
             if self._columns:
-                self._encode_typed()
+                self._encode_waiting()
             self._typed += rows
         else:  # (rows as logged: encoded now, in order, with what they count or default)
-            self._encode_typed()
+            self._encode_waiting()
             self._blocks.append(self.training.schema.encode_lenient(rows))
         self._labels += labels
         self._received += received
@@ -264,7 +263,7 @@ class CatchUp:
         if young:
             self.marks.setdefault(self.join.slice_of(rec.ts), []).extend(marks)
 
-    def _encode_typed(self) -> None:
+    def _encode_waiting(self) -> None:
         """The typed rows and the columns taken, encoded (the one kind waiting)."""
         schema = self.training.schema
         if self._typed:
@@ -307,7 +306,7 @@ class CatchUp:
 
     def _chunk(self) -> int:
         y, ok = self._targets()
-        self._encode_typed()
+        self._encode_waiting()
         X = self._blocks[0] if len(self._blocks) == 1 else np.vstack(self._blocks)
         received, ts = np.array(self._received), np.repeat(self._ts, self._counts)
         learned_at, stable = np.array(self._learned_at), np.array(self._stable, dtype=bool)
@@ -337,8 +336,8 @@ class CatchUp:
         history_rows = self._history_entries * self._entry_rows // max(self._entries, 1)
         step = min(max(history_rows // 100, SNAPSHOT_ROWS[0]), SNAPSHOT_ROWS[1])
         # the chunk in even steps, none much shorter than ``step``: 4,160 rows in two of
-        # 2,080, not 2,000, 2,000 and 160 (a learner block each: a third more of them cost
-        # the catch-up over 1 h about a tenth of its rate)
+        # 2,080, not 2,000, 2,000 and 160 (a learner block each: half as many again cost
+        # the catch-up over 1 h about 8 % of its CPU time)
         parts = max(1, round(len(y) / step))
         for a, b in pairwise(round(len(y) * k / parts) for k in range(parts + 1)):
             lo, hi = np.searchsorted(picked, [a, b])
