@@ -509,10 +509,6 @@ class LogJoin:
         """The slice of time of a prediction made at ``ts`` (its marks' set)."""
         return int(ts // self.mark_seconds)
 
-    def mark_of(self, ts: float, key: str) -> Mark:
-        """The mark of the prediction ``key`` made at ``ts``."""
-        return self.slice_of(ts), key
-
     def marks_of(self, ts: float, keys: Iterable[str]) -> list[Mark]:
         """The marks of the predictions ``keys`` all made at ``ts`` (one request's)."""
         return list(zip(repeat(self.slice_of(ts)), keys))
