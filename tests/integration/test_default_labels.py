@@ -38,10 +38,16 @@ def _proc(r, **learning) -> LearnerProcess:
     return p
 
 
-def _impressions(r, p: LearnerProcess, n: int, servers: int = 2, each: int = 8) -> list[str]:
+def _impressions(
+    r, p: LearnerProcess, n: int, servers: int = 2, each: int = 8, odd: int = 0
+) -> list[str]:
     """``n`` predictions logged now by ``servers`` server processes, ``each`` rows a request
-    and a request an entry: their ids, in order."""
+    and a request an entry: their ids, in order. With ``odd``, every odd-th request's rows
+    have a name the schema does not (read as a label's rows are, not typed)."""
     rows, _ = SyntheticStream(FRAUD_FEATURES, "binary", seed=4).take(n)
+    if odd:
+        for at in range(0, n, each * odd):
+            rows[at : at + each] = [{**row, "campaign": "c-7"} for row in rows[at : at + each]]
     instances = [os.urandom(predlog.INSTANCE_HEX // 2).hex() for _ in range(servers)]
     now = time.time()
     ids: list[str] = []
@@ -57,9 +63,12 @@ def _click(r, p: LearnerProcess, pid: str, label: int = 1) -> None:
     r.xadd(p.keys.feedback, {"data": orjson.dumps({"id": pid, "label": label})})
 
 
-def test_clicks_and_defaults_each_prediction_learned_once_and_a_late_click_dead_lettered(r) -> None:
+@pytest.mark.parametrize("odd", [0, 3], ids=["rows of the schema", "every third request odd"])
+def test_clicks_and_defaults_each_prediction_learned_once_and_a_late_click_dead_lettered(
+    r, odd: int
+) -> None:
     p = _proc(r)
-    ids = _impressions(r, p, 320)
+    ids = _impressions(r, p, 320, odd=odd)
     clicked = ids[::10]
     for pid in clicked:
         _click(r, p, pid)

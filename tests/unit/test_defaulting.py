@@ -108,8 +108,9 @@ def test_the_rows_given_defaults_are_decoded_typed_in_order_when_all_are_of_the_
     first = [{"amount": 1.5, "country": "de"}, {"amount": 2, "country": "fr"}]
     second = [{"amount": 3.0, "country": "it"}, {"amount": 4.0, "country": "es"},
               {"amount": 5.0, "country": "pt"}]  # fmt: skip
-    typed = TypedRows(SCHEMA).of([given(first), given(second, taken=(1,))])
-    assert typed is not None
+    typed = [TypedRows(SCHEMA).of(j) for j in (given(first), given(second, taken=(1,)))]
+    assert typed[0] is not None and typed[1] is not None
+    typed = typed[0] + typed[1]
     expected = first + [second[0], second[2]]  # (the row a label took is not among them)
     assert SCHEMA.encode_typed(typed).tolist() == SCHEMA.encode(expected).tolist()
 
@@ -127,4 +128,6 @@ def test_the_rows_given_defaults_are_decoded_typed_in_order_when_all_are_of_the_
 )
 def test_a_request_with_a_row_not_of_the_schema_is_read_as_a_labels_are(row: Any) -> None:
     good = given([{"amount": 1.0, "country": "de"}])
-    assert TypedRows(SCHEMA).of([good, given([{"amount": 2.0, "country": "fr"}, row])]) is None
+    typed = TypedRows(SCHEMA)
+    assert typed.of(given([{"amount": 2.0, "country": "fr"}, row])) is None
+    assert typed.of(good) is not None, "the requests of the schema beside it stay typed"

@@ -245,19 +245,16 @@ class TypedRows:
         body = msgspec.defstruct("Body", [("instances", list[schema.row_type()])])  # type: ignore[misc,valid-type]
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(body)
 
-    def of(self, joined: list[Joined]) -> list[Any] | None:
-        """Every request's rows given their defaults, in order; None when a request's rows
-        are not all of the schema (a value missing, null, of another type, a name it does
-        not have, rows written as arrays): those are read as a label's are."""
-        out: list[Any] = []
-        for j in joined:
-            try:
-                rows = self._decoder.decode(j.entry.body).instances
-                whole = len(rows) == len(j) and j.rows[-1] == len(j) - 1  # (rows ascend)
-                out += rows if whole else [rows[i] for i in j.rows]
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, IndexError):
-                return None
-        return out
+    def of(self, j: Joined) -> list[Any] | None:
+        """The rows of a request given their defaults, in order; None when they are not all
+        of the schema (a value missing, null, of another type, a name it does not have, rows
+        written as arrays): those are read as a label's are."""
+        try:
+            rows = self._decoder.decode(j.entry.body).instances
+            whole = len(rows) == len(j) and j.rows[-1] == len(j) - 1  # (rows ascend)
+            return rows if whole else [rows[i] for i in j.rows]
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, IndexError):
+            return None
 
 
 class Defaulting(Generic[T]):

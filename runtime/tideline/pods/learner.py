@@ -730,15 +730,23 @@ class LearnerProcess:
 
     def _on_defaults(self, joined: list[Joined]) -> None:
         """The defaults due (a :class:`Joined` a request): each request's rows learned and
-        acknowledged as one run; decoded straight into typed rows when every row is of the
-        schema (:class:`TypedRows`), else as labels' are (:meth:`_on_joined`)."""
-        typed = self._typed_rows.of(joined)
-        if typed is None:
-            self._on_joined(joined, DEFAULTS)
-            return
+        acknowledged as one run, in order; decoded straight into typed rows where every row
+        is of the schema (:class:`TypedRows`), else as labels' are (:meth:`_on_joined`): one
+        request of another shape leaves the others typed."""
+        typed: list[Any] = []
         labels: list[float] = []
         runs: list[Run] = []
         for j in joined:
+            rows = self._typed_rows.of(j)
+            if rows is None:
+                if typed:
+                    self._pend(
+                        self.schema.encode_typed(typed), np.array(labels, dtype=np.float64), runs
+                    )
+                    typed, labels, runs = [], [], []
+                self._on_joined([j], DEFAULTS)
+                continue
+            typed += rows
             labels += j.labels
             runs.append(_default_run(j))
         if typed:
