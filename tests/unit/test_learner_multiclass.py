@@ -74,7 +74,7 @@ def test_samples_with_class_names_are_learned_and_scored_a_probability_per_class
     p._learn_pending(force=True)
     assert (p.counters["samples"], p.counters["invalid"]) == (1199, 1)
     [dead] = p._dead
-    assert dead["reason"] == f"invalid label: {NOT_A_CLASS}"
+    assert dead.reason == f"invalid label: {NOT_A_CLASS}"
     report = p.training.quality.report()
     assert report["count"] == 1000 and report["accuracy"] > 0.9 and len(report["recall"]) == 3
     # the gate's holdout: a loss per row for the live learner and for the served version
@@ -99,7 +99,7 @@ def test_feedback_labels_are_read_as_the_task_reads_them() -> None:
         ]
     )
     assert joined == [("5-0", "p1", 2.0), ("6-0/0", "p2", 1.0)]
-    assert [(d["entry"], d["reason"]) for d in p._dead] == [
+    assert [(d.entry, d.reason) for d in p._dead] == [
         ("6-0/1", f"invalid: {NOT_A_CLASS}"),
         ("6-0/2", "invalid: a class index must be a whole number (got 1.5)"),
     ]
@@ -115,8 +115,8 @@ def test_a_row_a_team_s_multiclass_model_cannot_learn_is_dead_lettered_with_its_
     p._learn_pending(force=True)
     assert p.counters["samples"] == 299
     [dead] = p._dead
-    assert dead["reason"] == "poison: ValueError: unlucky row"
-    assert orjson.loads(dead["fields"])["label"] == "'dog'"
+    assert dead.reason == "poison: ValueError: unlucky row"
+    assert dead.fields["label"] == "'dog'"
     assert p.training.quality.report()["count"] == 300  # (scored before it was learned, every row)
 
 
