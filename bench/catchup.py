@@ -3,8 +3,9 @@
 On an embedded redis-server, in this process (the learner's own class), examples/fraud.yaml's
 model: ``--n`` (200,000) labelled rows written twice - as the monitor keeps them in the
 ``history`` stream (a logged request's 64 joined rows an entry, served by the stable
-track), and as ``:learn`` writes them to the ``samples`` stream (packed entries of 64) -
-then, taking turns over ``--rounds``:
+track: a version of it every ``--publish-every`` rows, 5,000 as the example publishes; 0,
+one version throughout), and as ``:learn`` writes them to the ``samples`` stream (packed
+entries of 64) - then, taking turns over ``--rounds``:
 
 * **catch-up**: a learner with no checkpoint and ``spec.learning.history``, from its start
   to its first version (:mod:`tideline.pods.catchup`: read, decode, learn prequentially,
@@ -45,8 +46,10 @@ def manifest(name: str) -> dict:
     return doc
 
 
-def fill(r, keys: Keys, rows: list, labels: list, hours: float = 1.0) -> None:  # type: ignore[no-untyped-def]
-    """The rows as history records and as packed samples, over the last ``hours``."""
+def fill(r, keys: Keys, rows: list, labels: list, hours: float = 1.0,  # type: ignore[no-untyped-def]
+         publish_every: int = 0) -> None:  # fmt: skip
+    """The rows as history records and as packed samples, over the last ``hours``; stable's
+    served version the next every ``publish_every`` rows (0: one throughout)."""
     now = time.time()
     pipe = r.pipeline(transaction=False)
     for k, at in enumerate(range(0, len(rows), ROWS)):
@@ -55,7 +58,8 @@ def fill(r, keys: Keys, rows: list, labels: list, hours: float = 1.0) -> None:  
         rec = history.Record(ts=ts, rows=part, labels=y, received=[ts + 1.0] * len(part),
                              marks=[f"srv {int(ts * 1000)}-{k} 0 {i}" for i in range(len(part))],
                              scores=[0.5] * len(part), tracks=["stable"] * len(part),
-                             models={"stable": ("old", 1)})  # fmt: skip
+                             models={"stable": ("old", 1 + (at // publish_every
+                                                            if publish_every else 0))})  # fmt: skip
         history.append(pipe, keys, [rec], keep=86400.0, now=now)
         pipe.xadd(keys.samples, {"data": orjson.dumps({"instances": part, "labels": y})})
         if len(pipe) >= 2000:
@@ -96,6 +100,12 @@ def main() -> None:
     # (a catch-up marks taken the rows whose prediction is still in the log - labelWindow,
     # 30m here: half of an hour's history, a fiftieth of a day's)
     ap.add_argument("--hours", type=float, default=1.0, help="the span of the history")
+    ap.add_argument(
+        "--publish-every",
+        type=int,
+        default=5000,
+        help="rows between stable's served versions in the history (0: one)",
+    )
     args = ap.parse_args()
     redis = EmbeddedRedis().start()
     try:
@@ -104,7 +114,7 @@ def main() -> None:
         model = parse(doc)
         rows, y = SyntheticStream(model.spec.model.to_dict()["features"], "binary",
                                   seed=1).take(args.n)  # fmt: skip
-        fill(r, Keys(model.namespace, model.name), rows, y.tolist(), args.hours)
+        fill(r, Keys(model.namespace, model.name), rows, y.tolist(), args.hours, args.publish_every)
         rates: dict[str, list[float]] = {"catch-up": [], "packed ingestion": []}
         for i in range(args.rounds):  # taking turns: a machine that drifts drifts for both
             order = ("catch-up", "packed ingestion") if i % 2 == 0 else ("packed ingestion",
@@ -113,7 +123,8 @@ def main() -> None:
                 run = catch_up if what == "catch-up" else ingest
                 rates[what].append(run(r, doc, args.n))
         print(f"{args.n:,} rows over {args.hours:g} h, {ROWS} a history entry and a packed "
-              f"sample, examples/fraud.yaml, {args.rounds} rounds taking turns\n")  # fmt: skip
+              f"sample, examples/fraud.yaml, stable's version every {args.publish_every:,} "
+              f"rows, {args.rounds} rounds taking turns\n")  # fmt: skip
         print("| path | rows/s (each round) | median |")
         print("|---|---|---|")
         for what, got in rates.items():

@@ -25,10 +25,14 @@ prediction was made (its ``ts``), not with what it learns in the order labels ca
 labels that came between the prediction and its own label would have told it the answer (its
 neighbours', a late click's, ``labelDefault``'s ``after`` later). From where those rows'
 predictions may begin (the window's start less the log's retention and ``mature_after``) the
-catch-up learns about a hundredth of the history's rows at a time (1,024 to 4,096:
-``SNAPSHOT_ROWS``; a chunk of rows in even steps, up to half as long again) and keeps the
-model's state after each step; a row is predicted by the newest state that had learned only
-labels that came by its ``ts``: it may lack a step's rows of those (more when over
+catch-up learns a step of rows at a time and keeps the model's state after each. A step is as
+many rows as came between two of the versions stable served, as the records read so far say
+(the median: stable's own predictions lacked up to that many, so the candidate's are no
+staler than stable's were); before two changes of stable's version are seen (one version
+served throughout, or a history whose records do not say), about a hundredth of the
+history's rows. Either within 1,024 to 4,096 (``SNAPSHOT_ROWS``; a chunk of rows in even
+steps, up to half as long again). A row is predicted by the newest state that had learned
+only labels that came by its ``ts``: it may lack a step's rows of those (more when over
 ``MAX_STATES`` states span the horizon, or more than ``STATES_BUDGET`` bytes of them, a
 quarter of the memory limit at most: then every other one goes), never has one it should
 not know. (A row older than the states kept is predicted by the oldest.)
@@ -57,9 +61,10 @@ from tideline.training import Block, Run, Training
 log = logging.getLogger("tideline.learner")
 
 CHUNK_ROWS = 4096  # rows handed to the learner at a time
-# rows learned between two states kept for the compared predictions: about a hundredth of
-# the history's (a state a block of 1,024 rows cost the catch-up of 200,000 a third of its
-# rate; one every 2,048 rows made a good revision of 8,000 look worse than stable)
+# rows learned between two states kept for the compared predictions, at least and at most:
+# as many as came between stable's versions, or about a hundredth of the history's (a state a
+# block of 1,024 rows cost the catch-up of 200,000 a third of its rate; one every 2,048 rows
+# made a good revision of 8,000 look worse than a stable that had learned every 64 rows)
 SNAPSHOT_ROWS = (1024, 4096)
 MAX_STATES = 512  # states kept at most (a long horizon at a high rate: kept further apart)
 # the bytes the states kept may take at most (a quarter of the container's memory limit when
@@ -147,6 +152,9 @@ class CatchUp:
         # a compared row's prediction comes at most this long before its label is learned
         self.horizon = join.retention + mature_after
         self._entries = self._entry_rows = self._history_entries = 0  # (to size the steps)
+        # the versions stable served, and the rows read before each was first seen
+        self._stable_versions: set[tuple[str, int]] = set()
+        self._stable_seen: list[int] = []
 
     def run(self) -> Backtest:
         total, first, last = history.span(self.r, self.keys)
@@ -208,6 +216,10 @@ class CatchUp:
         out as the schema's typed rows or columns, or as logged
         (:class:`tideline.pods.history.RecordDecoder`)."""
         n = len(rec.labels) if how == "columns" else len(rec.rows)
+        served_by = rec.models.get("stable")
+        if served_by is not None and served_by not in self._stable_versions:
+            self._stable_versions.add(served_by)
+            self._stable_seen.append(self._entry_rows)
         self._entries += 1
         self._entry_rows += n
         if len(rec.received) != n or len(rec.labels) != n or len(rec.marks) != n:
@@ -333,8 +345,7 @@ class CatchUp:
         scores = self._served_scores(answered, served if len(picked) == len(served) else
                                      [served[i] for i in picked.tolist()])  # fmt: skip
         self._keep_state()
-        history_rows = self._history_entries * self._entry_rows // max(self._entries, 1)
-        step = min(max(history_rows // 100, SNAPSHOT_ROWS[0]), SNAPSHOT_ROWS[1])
+        step = self._step()
         # the chunk in even steps, none much shorter than ``step``: 4,160 rows in two of
         # 2,080, not 2,000, 2,000 and 160 (a learner block each: half as many again cost
         # the catch-up over 1 h about 8 % of its CPU time)
@@ -349,6 +360,20 @@ class CatchUp:
             self._learned(self.training.blocks(force=False))
             self._keep_state()
         return len(y)
+
+    def _step(self) -> int:
+        """Rows to learn between two states kept (see the module docs): the median of the rows
+        that came between two changes of stable's served version, in the records read so far;
+        before two changes, about a hundredth of the history's rows. Within SNAPSHOT_ROWS.
+
+        (The first version seen had served since before the history began: the rows before
+        the first change are not a whole interval.)"""
+        if len(self._stable_seen) >= 3:
+            rows = int(np.median(np.diff(self._stable_seen[1:])))
+        else:
+            history_rows = self._history_entries * self._entry_rows // max(self._entries, 1)
+            rows = history_rows // 100
+        return min(max(rows, SNAPSHOT_ROWS[0]), SNAPSHOT_ROWS[1])
 
     def _learned(self, blocks: Iterator[Block]) -> None:
         """``blocks`` learned: the newest label time learned, of the next rows waiting."""
