@@ -73,10 +73,10 @@ class Run:
     stream: str
     entry: bytes
     rows: int
-    mark: tuple[int, str] | None = None  # a joined label's prediction (the join's Mark)
-    late: bool = False  # a label after its prediction's default, learned to correct it
-    # a request's default labels: their predictions' slice of time and keys (the join's)
+    # the predictions its labels took: their slice of time and keys (the join's marks; a
+    # joined label's one prediction, a request's default labels all of its own)
     marks: tuple[int, list[str]] | None = None
+    late: bool = False  # a label after its prediction's default, learned to correct it
 
 
 class Pending:

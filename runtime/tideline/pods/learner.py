@@ -716,7 +716,7 @@ class LearnerProcess:
                 labels += j.labels
                 continue
             mine = [
-                Run(stream, fid.encode(), 1, (j.slice, key), late)
+                Run(stream, fid.encode(), 1, (j.slice, [key]), late)
                 for fid, key, late in zip(j.feedback_ids, j.keys, j.late, strict=True)
             ]
             if self.defaulting.early(j.ts):
@@ -834,13 +834,11 @@ class LearnerProcess:
                 elif run.late:
                     corrected += run.rows
                 self._done(run.stream, run.entry, run.rows)
-                if run.mark is not None:
-                    self._marks.setdefault(run.mark[0], []).append(run.mark[1])
-                if run.marks is not None:  # (a request's defaults)
+                if run.marks is not None:
                     marks = self._marks.setdefault(run.marks[0], [])
                     marks += run.marks[1]
-                    if self.join.late == "correct":  # (and the mark a late label corrects)
-                        marks += self.join.defaulted(run.marks[1])
+                    if run.stream == DEFAULTS and self.join.late == "correct":
+                        marks += self.join.defaulted(run.marks[1])  # (a late label's to take)
             if defaults:
                 self.counters["defaults"] = self.counters.get("defaults", 0) + defaults
                 self.metrics.defaults.inc(defaults)
