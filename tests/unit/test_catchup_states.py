@@ -54,10 +54,10 @@ def test_the_states_kept_stay_within_their_budget(
         learner.n_seen = step
         c._until = float(step)
         c._keep_state()
-        kept = sum(catchup.state_bytes(s) for _, s in c._states)
+        kept = sum(catchup.state_bytes(s) for s in c._states)
         assert kept <= budget or len(c._states) <= 2, (step, len(c._states), kept)
         assert c._state_times[0] == 1.0, "the oldest is kept"
-        assert c._state_bytes == [catchup.state_bytes(s) for _, s in c._states]
+        assert c._state_bytes == [catchup.state_bytes(s) for s in c._states]
         most = max(most, len(c._states))
     assert len(c._states) >= 2 and most <= catchup.MAX_STATES
 

@@ -145,8 +145,8 @@ class CatchUp:
         self._times = np.zeros(0)
         self._done = 0
         self._until = since  # the newest of them learned
-        self._states: list[tuple[float, Learner]] = []
-        self._state_times: list[float] = []
+        self._states: list[Learner] = []
+        self._state_times: list[float] = []  # the newest label time each had learned
         self._state_bytes: list[int] = []  # each state's size (a team's model may grow)
         self._budget = states_budget(memory_limit())
         # a compared row's prediction comes at most this long before its label is learned
@@ -389,10 +389,10 @@ class CatchUp:
         no row to come can need let go (those before the last that is older than the
         horizon)."""
         learner = self.training.learner
-        if self._states and self._states[-1][1].n_seen == learner.n_seen:
+        if self._states and self._states[-1].n_seen == learner.n_seen:
             return  # (nothing learned since the last)
         state = learner.copy()
-        self._states.append((self._until, state))
+        self._states.append(state)
         self._state_times.append(self._until)
         self._state_bytes.append(state_bytes(state))
         gone = bisect.bisect_right(self._state_times, self._until - self.horizon) - 1
@@ -416,7 +416,7 @@ class CatchUp:
         out: np.ndarray | None = None
         for k in np.unique(which).tolist():
             rows = which == k
-            p = self._states[k][1].predict_many(X[rows])
+            p = self._states[k].predict_many(X[rows])
             if out is None:
                 out = np.empty((len(ts), *p.shape[1:]))
             out[rows] = p
