@@ -39,9 +39,12 @@ Refusal = tuple[str, bytes, dict[bytes, bytes], str]
 # A samples entry delivered this often and never acknowledged killed every learner that
 # read it (each start reads the pending entries again, twice counted): dead-lettered.
 MAX_DELIVERIES = 10
-# Redis < 7 does not count a group's undelivered entries: counted by reading their ids,
+# Redis < 7 does not count a group's undelivered entries: counted in Redis (_COUNT_AFTER),
 # at most this many (a lag reported as this is "at least")
 LAG_COUNT_CAP = 10_000
+# a stream's entries after an id, at most ARGV[2], counted where they are: read by the
+# client, 10,000 entries of 64 rows were tens of megabytes to take in for one number
+_COUNT_AFTER = "return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])"
 
 
 def group_gone(e: redis.ResponseError) -> bool:
@@ -343,7 +346,7 @@ class RedisStreams:
             if undelivered is None:
                 last = g["last-delivered-id"]
                 after = "(" + (last.decode() if isinstance(last, bytes) else str(last))
-                undelivered = len(self.r.xrange(stream, after, "+", count=LAG_COUNT_CAP))
+                undelivered = self.r.eval(_COUNT_AFTER, 1, stream, after, LAG_COUNT_CAP)
             total += int(undelivered) + int(g["pending"])
         return total
 
