@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -26,11 +27,8 @@ class Table:
     def __init__(self, rows: int = 0) -> None:
         self.rows = self.n_seen = rows
 
-    def copy(self) -> Table:
-        return Table(self.rows)
-
-    def get_state(self) -> dict[str, np.ndarray]:
-        return {"t": np.zeros(self.rows, dtype=np.uint8)}
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {"n_seen": np.array(self.n_seen), "t": np.zeros(self.rows, dtype=np.uint8)}
 
 
 @pytest.mark.parametrize(
@@ -100,5 +98,5 @@ def test_the_states_are_as_far_apart_as_stable_s_served_versions(
                 window=60.0, report=lambda _: None)  # fmt: skip
     c._history_entries = 200_000 // 64
     for rec in _records(versions):
-        c._take(rec, "logged")
+        c._take(rec, "logged", msgspec.msgpack.encode(rec.marks))
     assert c._step() == step

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -47,9 +48,9 @@ def test_a_record_s_rows_are_taken_between_the_history_s_ends_in_either_form(
     assert list(fields) == [b"record" if form == "packed" else b"data"]
     catch_up = CatchUp(None, keys, training, LogJoin(None, keys, 1800.0, "g"), since=now + since,
                        until=now + until, window=60.0, report=lambda _: None)  # fmt: skip
-    got, how = catch_up.decoder.decode(fields)
+    got, how, marks = catch_up.decoder.decode(fields)
     assert how == ("columns" if form == "packed" else "typed")
-    catch_up._take(got, how)
+    catch_up._take(got, how, marks)
     catch_up._encode_waiting()
     X = np.vstack(catch_up._blocks)
     assert X.tolist() == training.schema.encode([rows[i] for i in taken]).tolist()
@@ -57,4 +58,5 @@ def test_a_record_s_rows_are_taken_between_the_history_s_ends_in_either_form(
     assert catch_up._received == [rec.received[i] for i in taken]
     assert catch_up._served == [rec.scores[i] for i in taken]
     assert catch_up._stable == [i % 2 == 0 for i in taken]
-    assert [m for ms in catch_up.marks.values() for m in ms] == [f"m {i}" for i in taken]
+    assert [m for ms in catch_up.marks.values() for packed in ms
+            for m in msgspec.msgpack.decode(packed)] == [f"m {i}" for i in taken]  # fmt: skip

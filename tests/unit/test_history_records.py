@@ -66,11 +66,14 @@ def test_a_record_decodes_typed_only_when_every_row_label_and_score_is_the_model
     record: Record, task: Task, typed: bool, packed: bool
 ) -> None:
     fields = record.fields() if packed else {b"data": record.encode()}
-    got, how = RecordDecoder(SCHEMA, task).decode(fields)
+    got, how, marks = RecordDecoder(SCHEMA, task).decode(fields)
     assert how == ("logged" if not typed else "columns" if packed else "typed")
     assert isinstance(got, Record)
-    assert (got.ts, got.received, got.marks, got.tracks, got.models, got.fallback) == (
-        record.ts, record.received, record.marks, record.tracks, record.models, record.fallback)  # fmt: skip
+    assert (got.ts, got.received, got.tracks, got.models, got.fallback) == (
+        record.ts, record.received, record.tracks, record.models, record.fallback)  # fmt: skip
+    # (a packed record's marks stay packed; a record read otherwise has them both ways)
+    assert msgspec.msgpack.decode(marks) == record.marks
+    assert got.marks == ([] if how == "columns" else record.marks)
     if how == "columns":
         assert SCHEMA.encode_columns([got.rows], 2).tolist() == SCHEMA.encode(record.rows).tolist()
     elif how == "typed":

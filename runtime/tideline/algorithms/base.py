@@ -407,7 +407,7 @@ class Learner:
         what it was before the first batch; the caller may then learn them one by one.
         Learners that can share work between the batches do so (the linear ones).
         """
-        saved = self._snapshot()
+        saved = self.snapshot()
         try:
             return np.concatenate([
                 self.learn_predict_many(X[a:b], y[a:b], w=None if w is None else w[a:b])
@@ -417,7 +417,8 @@ class Learner:
             self.set_state(saved)
             raise
 
-    def _snapshot(self) -> State:
+    def snapshot(self) -> State:
+        """Its state, copied (what :meth:`set_state` takes back)."""
         return {k: np.array(v, copy=True) for k, v in self.get_state().items()}
 
     def _checked(
@@ -551,7 +552,7 @@ class Learner:
     def copy(self) -> Learner:
         """A learner with the same hyperparameters and the same learned state."""
         other = self.clone()
-        other.set_state(self._snapshot())
+        other.set_state(self.snapshot())
         return other
 
     def __repr__(self) -> str:

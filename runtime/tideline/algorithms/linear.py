@@ -162,7 +162,7 @@ class LinearLearner(Learner):
         X, y = self._checked(X, y, w)
         if edges[0] != 0 or edges[-1] != X.shape[0]:
             raise ValueError(f"batches from row {edges[0]} to {edges[-1]} of {X.shape[0]} rows")
-        saved = self._snapshot()
+        saved = self.snapshot()
         try:
             A = self._scaler.update_designs(self._numeric(X), edges)
             rows, cols = self._categorical(X)

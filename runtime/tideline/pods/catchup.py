@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from tideline.algorithms.base import Learner
+from tideline.algorithms.base import Learner, State
 from tideline.backtest import BacktestWindow
 from tideline.contracts import Backtest, Keys
 from tideline.memory import memory_limit
@@ -73,9 +73,9 @@ STATES_BUDGET = 256 * 2**20
 REPORT_SECONDS = 1.0  # how often the progress is written
 
 
-def state_bytes(learner: Learner) -> int:
-    """What a copy of ``learner`` holds: its state's arrays (a team's model: its ``save()``)."""
-    return sum(int(np.asarray(v).nbytes) for v in learner.get_state().values())
+def state_bytes(state: State) -> int:
+    """What a state kept holds: its arrays (a team's model: its ``save()``)."""
+    return sum(int(np.asarray(v).nbytes) for v in state.values())
 
 
 def states_budget(limit: int | None) -> int:
@@ -120,8 +120,10 @@ class CatchUp:
         self.compared = BacktestWindow(training.task, start=until - window)
         # predictions made before this are out of the log: their marks would expire at once
         self._log_starts = time.time() - join.retention
-        # the chunk's marks by their slice of time (LogJoin.commit_slices), committed with it
-        self.marks: dict[int, list[str]] = {}
+        # the chunk's marks by their slice of time, a record's packed (LogJoin.commit_packed),
+        # committed with it, and how many they are
+        self.marks: dict[int, list[bytes]] = {}
+        self._marks_rows = 0
         self._io: Executor | None = None  # a thread of its own, while it runs
         self._commit: Future[None] | None = None  # the last chunk's marks, on their way
         self.marked = 0
@@ -145,10 +147,13 @@ class CatchUp:
         self._times = np.zeros(0)
         self._done = 0
         self._until = since  # the newest of them learned
-        self._states: list[Learner] = []
+        self._states: list[State] = []  # (Learner.snapshot: arrays, not a learner each)
         self._state_times: list[float] = []  # the newest label time each had learned
         self._state_bytes: list[int] = []  # each state's size (a team's model may grow)
         self._budget = states_budget(memory_limit())
+        # the learner compared rows are predicted with, and the state kept it holds
+        self._reader: Learner | None = None
+        self._reader_holds: State | None = None
         # a compared row's prediction comes at most this long before its label is learned
         self.horizon = join.retention + mature_after
         self._entries = self._entry_rows = self._history_entries = 0  # (to size the steps)
@@ -208,13 +213,13 @@ class CatchUp:
         status.samples = self.compared.samples
         status.difference, status.lower, status.upper = self.compared.result()
 
-    def _take(self, rec: history.Record, how: history.Rows = "logged") -> None:
+    def _take(self, rec: history.Record, how: history.Rows, marks: bytes) -> None:
         """A record's rows to learn: those whose label came by ``until`` and was learned
         after ``since`` - when it came, or with ``mature_after`` once its prediction was
-        mature (all of them, but at the history's two ends). Their marks only while the prediction
-        is in the log: an older one's would expire as it is written. ``how``: its rows came
-        out as the schema's typed rows or columns, or as logged
-        (:class:`tideline.pods.history.RecordDecoder`)."""
+        mature (all of them, but at the history's two ends). Their marks (``marks``, packed)
+        only while the prediction is in the log: an older one's would expire as it is
+        written. ``how``: its rows came out as the schema's typed rows or columns, or as
+        logged (:class:`tideline.pods.history.Decoded`)."""
         n = len(rec.labels) if how == "columns" else len(rec.rows)
         served_by = rec.models.get("stable")
         if served_by is not None and served_by not in self._stable_versions:
@@ -222,7 +227,7 @@ class CatchUp:
             self._stable_seen.append(self._entry_rows)
         self._entries += 1
         self._entry_rows += n
-        if len(rec.received) != n or len(rec.labels) != n or len(rec.marks) != n:
+        if len(rec.received) != n or len(rec.labels) != n or history.array_length(marks) != n:
             self.skipped += n
             return
         received = rec.received
@@ -247,12 +252,14 @@ class CatchUp:
         else:
             stable, scores = [t == "stable" for t in rec.tracks], rec.scores
         young = rec.ts > self._log_starts
-        rows, labels, received, marks = rec.rows, rec.labels, rec.received, rec.marks
+        rows, labels, received = rec.rows, rec.labels, rec.received
         if picked is not None:
             rows = _columns_of(rows, picked) if how == "columns" else [rows[i] for i in picked]
             labels, received = [labels[i] for i in picked], [received[i] for i in picked]
             scores, stable = [scores[i] for i in picked], [stable[i] for i in picked]
-            marks, learned = [marks[i] for i in picked], [learned[i] for i in picked]
+            learned = [learned[i] for i in picked]
+            if young:
+                marks = history.pick_marks(marks, picked)
         if how == "columns":
             if self._typed:
                 self._encode_waiting()
@@ -273,7 +280,8 @@ class CatchUp:
         self._counts.append(len(labels))
         self._learned_at += learned
         if young:
-            self.marks.setdefault(self.join.slice_of(rec.ts), []).extend(marks)
+            self.marks.setdefault(self.join.slice_of(rec.ts), []).append(marks)
+            self._marks_rows += len(labels)
 
     def _encode_waiting(self) -> None:
         """The typed rows and the columns taken, encoded (the one kind waiting)."""
@@ -309,11 +317,11 @@ class CatchUp:
             self._learned(self.training.blocks(force=True))
         if self.marks:  # (as it goes: millions of marks must not wait in memory)
             self._committed()
-            marks, self.marks = self.marks, {}
+            marks, rows, self.marks, self._marks_rows = self.marks, self._marks_rows, {}, 0
             if self._io is not None:
-                self._commit = self._io.submit(self._mark, marks)
+                self._commit = self._io.submit(self._mark, marks, rows)
             else:
-                self._mark(marks)
+                self._mark(marks, rows)
         return n
 
     def _chunk(self) -> int:
@@ -389,9 +397,9 @@ class CatchUp:
         no row to come can need let go (those before the last that is older than the
         horizon)."""
         learner = self.training.learner
-        if self._states and self._states[-1].n_seen == learner.n_seen:
+        if self._states and int(self._states[-1]["n_seen"]) == learner.n_seen:
             return  # (nothing learned since the last)
-        state = learner.copy()
+        state = learner.snapshot()
         self._states.append(state)
         self._state_times.append(self._until)
         self._state_bytes.append(state_bytes(state))
@@ -413,21 +421,28 @@ class CatchUp:
         """Rows' predictions, each by the newest state kept that had learned only labels that
         came by its time ``ts`` (one older than every state kept: the oldest)."""
         which = np.maximum(np.searchsorted(self._state_times, ts, side="right") - 1, 0)
+        # (one learner given each state in turn: a learner a state, each a parse of the
+        # features, cost the catch-up over an hour a twentieth of its time)
+        if self._reader is None:
+            self._reader = self.training.learner.clone()
         out: np.ndarray | None = None
         for k in np.unique(which).tolist():
             rows = which == k
-            p = self._states[k].predict_many(X[rows])
+            if self._reader_holds is not self._states[k]:
+                self._reader.set_state(self._states[k])
+                self._reader_holds = self._states[k]
+            p = self._reader.predict_many(X[rows])
             if out is None:
                 out = np.empty((len(ts), *p.shape[1:]))
             out[rows] = p
         assert out is not None
         return out
 
-    def _mark(self, marks: dict[int, list[str]]) -> None:
+    def _mark(self, marks: dict[int, list[bytes]], rows: int) -> None:
         pipe = self.r.pipeline(transaction=False)
-        self.join.commit_slices(pipe, marks)
+        self.join.commit_packed(pipe, marks)
         pipe.execute()
-        self.marked += sum(map(len, marks.values()))
+        self.marked += rows
 
     def _committed(self) -> None:
         """The marks given to the ``_io`` thread are in Redis (its error raised here)."""

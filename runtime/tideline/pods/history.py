@@ -54,7 +54,7 @@ import operator
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -194,30 +194,62 @@ _unpacker = msgspec.msgpack.Decoder(Packed)
 Rows = Literal["typed", "columns", "logged"]
 
 
+class Decoded(NamedTuple):
+    """A history entry as :meth:`RecordDecoder.decode` reads it: the record, how its rows came
+    out, and its rows' marks as a MessagePack array of keys (as a packed record holds them:
+    :meth:`tideline.pods.join.LogJoin.commit_packed` takes them so; a packed record's own
+    ``marks`` are then left empty, never made a string a row)."""
+
+    record: Record
+    how: Rows
+    marks: bytes
+
+
+def array_length(packed: bytes) -> int:
+    """How many items a MessagePack array holds (-1: ``packed`` is not one).
+
+    >>> array_length(_packer.encode(["a"] * 3)), array_length(_packer.encode(["a"] * 70))
+    (3, 70)
+    >>> array_length(_packer.encode("a")), array_length(b"")
+    (-1, -1)
+    """
+    head = packed[0] if packed else 0
+    if 0x90 <= head <= 0x9F:  # (fixarray)
+        return head & 0x0F
+    if head in (0xDC, 0xDD):  # (array 16, array 32)
+        return int.from_bytes(packed[1 : 3 if head == 0xDC else 5], "big")
+    return -1
+
+
 class RecordDecoder:
     """Decodes history entries for one model's features and task: typed when it can be.
 
-    :meth:`decode` returns a :class:`Record` and how its rows came out: ``"columns"`` for a
-    packed record whose columns are the model's features and no other, numbers as doubles
-    and categories as strings (``rows`` then holds those columns in the schema's order, for
-    :meth:`tideline.features.FeatureSchema.encode_columns`); ``"typed"`` for a JSON record
-    whose every row has every feature and no other, numbers as numbers, categories as
-    strings (``rows`` are structs of :meth:`tideline.features.FeatureSchema.row_type`); in
-    both, every label a number, or a class name for a multiclass model, and every score the
-    task's. Any other record: the plain :meth:`Record.of`, its rows as logged
-    (``"logged"``).
+    :meth:`decode` returns a :class:`Decoded`: the :class:`Record`, how its rows came out -
+    ``"columns"`` for a packed record whose columns are the model's features and no other,
+    numbers as doubles and categories as strings (``rows`` then holds those columns in the
+    schema's order, for :meth:`tideline.features.FeatureSchema.encode_columns`); ``"typed"``
+    for a JSON record whose every row has every feature and no other, numbers as numbers,
+    categories as strings (``rows`` are structs of
+    :meth:`tideline.features.FeatureSchema.row_type`); in both, every label a number, or a
+    class name for a multiclass model, and every score the task's. Any other record: the
+    plain :meth:`Record.of`, its rows as logged (``"logged"``) - and its marks packed. A
+    packed record's marks and tracks are not made a string a row: the marks stay packed (a
+    catch-up adds them to Redis so), and the tracks of one served by stable alone are one
+    list shared with every such record of its length.
 
     >>> schema = FeatureSchema.from_spec([{"name": "x"}])
     >>> decoder = RecordDecoder(schema, Task("binary"))
     >>> rec = Record(ts=1.0, rows=[{"x": 2.0}], labels=[1], received=[2.0], marks=["k"],
     ...              scores=[0.5], tracks=["stable"])
-    >>> got, how = decoder.decode(rec.fields())
-    >>> how, schema.encode_columns([got.rows], 1).tolist(), got.labels
-    ('columns', [[2.0]], [1.0])
-    >>> got, how = decoder.decode({b"data": rec.encode()})
-    >>> how, schema.encode_typed(got.rows).tolist()
-    ('typed', [[2.0]])
-    >>> decoder.decode(Record(**{**msgspec.structs.asdict(rec), "rows": [{"x": None}]}).fields())
+    >>> got, how, marks = decoder.decode(rec.fields())
+    >>> how, schema.encode_columns([got.rows], 1).tolist(), got.labels, got.tracks
+    ('columns', [[2.0]], [1.0], ['stable'])
+    >>> got.marks, msgspec.msgpack.decode(marks)
+    ([], ['k'])
+    >>> got, how, marks = decoder.decode({b"data": rec.encode()})
+    >>> how, schema.encode_typed(got.rows).tolist(), got.marks, msgspec.msgpack.decode(marks)
+    ('typed', [[2.0]], ['k'], ['k'])
+    >>> decoder.decode(Record(**{**msgspec.structs.asdict(rec), "rows": [{"x": None}]}).fields())[:2]
     (Record(ts=1.0, rows=[{'x': None}], labels=[1], received=[2.0], marks=['k'], scores=[0.5], tracks=['stable'], models={}, fallback=False), 'logged')
     """
 
@@ -242,13 +274,16 @@ class RecordDecoder:
         )  # fmt: skip
         packed = msgspec.defstruct(
             "TypedPacked",
-            [("columns", columns), ("labels", list[label]), ("scores", list[score])],  # type: ignore[valid-type]
+            [("columns", columns), ("labels", list[label]), ("scores", list[score]),  # type: ignore[valid-type]
+             ("marks", msgspec.Raw), ("tracks", msgspec.Raw)],
             bases=(Packed,),
             omit_defaults=True,
-        )
+        )  # fmt: skip
         self._packed: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(packed)
+        self._tracks = msgspec.msgpack.Decoder(list[str])
         self._widths = [8 if f.type == "numeric" else 1 for f in schema.features]
         self._lengths_of: dict[int, list[int]] = {}
+        self._stable_of: dict[int, tuple[bytes, list[str]]] = {}
 
     def _lengths(self, n: int) -> list[int]:
         """The lengths of ``n`` rows' columns: a double's 8 bytes a row, a string a row."""
@@ -257,27 +292,57 @@ class RecordDecoder:
             got = self._lengths_of[n] = [w * n for w in self._widths]
         return got
 
-    def decode(self, fields: Mapping[bytes, bytes]) -> tuple[Record, Rows]:
-        """The entry's record, and how its rows came out; ``ValueError`` when it is not one."""
+    def _tracks_of(self, packed: bytes, n: int) -> list[str]:
+        """The tracks of a packed record of ``n`` rows (``msgspec.ValidationError``: not
+        strings): those of ``n`` rows stable served, one list for every such record."""
+        stable = self._stable_of.get(n)
+        if stable is None:
+            if len(self._stable_of) > 1024:  # (bounded: requests of many sizes)
+                self._stable_of.clear()
+            tracks = ["stable"] * n
+            stable = self._stable_of[n] = (_packer.encode(tracks), tracks)
+        return stable[1] if packed == stable[0] else self._tracks.decode(packed)
+
+    def decode(self, fields: Mapping[bytes, bytes]) -> Decoded:
+        """The entry's record, how its rows came out and its marks; ``ValueError`` when it is
+        not one."""
         if PACKED in fields:
             try:
                 got = self._packed.decode(fields[PACKED])
+                n, columns = got.rows, msgspec.structs.astuple(got.columns)
+                marks, tracks = bytes(got.marks), self._tracks_of(bytes(got.tracks), n)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                return Record.of(fields), "logged"
-            n, columns = got.rows, msgspec.structs.astuple(got.columns)
-            if n == len(got.labels) and list(map(len, columns)) == self._lengths(n):
-                return Record(ts=got.ts, rows=list(columns), labels=got.labels,
-                              received=got.received, marks=got.marks, scores=got.scores,
-                              tracks=got.tracks, models=got.models,
-                              fallback=got.fallback), "columns"  # fmt: skip
-            return Record.of(fields), "logged"
+                return self._plain(Record.of(fields))
+            fit = n == len(got.labels) and array_length(marks) == n
+            if fit and list(map(len, columns)) == self._lengths(n):
+                return Decoded(Record(ts=got.ts, rows=list(columns), labels=got.labels,
+                                      received=got.received, marks=[], scores=got.scores,
+                                      tracks=tracks, models=got.models, fallback=got.fallback),
+                               "columns", marks)  # fmt: skip
+            return self._plain(Record.of(fields))
         raw = fields.get(JSON)
         if raw is None:
-            return Record.of(fields), "logged"  # (raises: not a record)
+            return self._plain(Record.of(fields))  # (raises: not a record)
+        how: Rows = "typed"
         try:
-            return self._typed.decode(raw), "typed"
+            rec = self._typed.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return Record.decode(raw), "logged"
+            rec, how = Record.decode(raw), "logged"
+        return Decoded(rec, how, _packer.encode(rec.marks))
+
+    @staticmethod
+    def _plain(rec: Record) -> Decoded:
+        return Decoded(rec, "logged", _packer.encode(rec.marks))
+
+
+def pick_marks(marks: bytes, picked: Sequence[int]) -> bytes:
+    """Those rows' of a record's packed marks (:class:`Decoded`), packed.
+
+    >>> msgspec.msgpack.decode(pick_marks(_packer.encode(["a", "b", "c"]), [0, 2]))
+    ['a', 'c']
+    """
+    got = msgspec.msgpack.decode(marks)
+    return _packer.encode([got[i] for i in picked])
 
 
 def record_of(j: Joined) -> Record | None:
