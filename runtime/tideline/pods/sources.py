@@ -39,11 +39,12 @@ Refusal = tuple[str, bytes, dict[bytes, bytes], str]
 # A samples entry delivered this often and never acknowledged killed every learner that
 # read it (each start reads the pending entries again, twice counted): dead-lettered.
 MAX_DELIVERIES = 10
-# Redis < 7 does not count a group's undelivered entries: counted in Redis (_COUNT_AFTER),
-# at most this many (a lag reported as this is "at least")
+# Redis < 7 does not count a group's undelivered entries: when the group has read some of
+# the stream's entries and not all, they are counted in Redis (_COUNT_AFTER), at most this
+# many (a lag reported as this is "at least")
 LAG_COUNT_CAP = 10_000
-# a stream's entries after an id, at most ARGV[2], counted where they are: read by the
-# client, 10,000 entries of 64 rows were tens of megabytes to take in for one number
+# a stream's entries after an id, at most ARGV[2], counted where they are (read by the
+# client, 10,000 entries of 64 rows were tens of megabytes to take in for one number)
 _COUNT_AFTER = "return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])"
 
 
@@ -344,11 +345,21 @@ class RedisStreams:
             g = mine[0]
             undelivered = g.get("lag")  # Redis >= 7 counts it; else it is counted here
             if undelivered is None:
-                last = g["last-delivered-id"]
-                after = "(" + (last.decode() if isinstance(last, bytes) else str(last))
-                undelivered = self.r.eval(_COUNT_AFTER, 1, stream, after, LAG_COUNT_CAP)
+                undelivered = self._undelivered(stream, _text(g["last-delivered-id"]))
             total += int(undelivered) + int(g["pending"])
         return total
+
+    def _undelivered(self, stream: str, last: str) -> int:
+        """The entries of ``stream`` after ``last`` (a group's last delivered, on Redis < 7):
+        none when it had the newest, every one when it had none of those the stream holds,
+        else counted in Redis (at most LAG_COUNT_CAP)."""
+        info = self.r.xinfo_stream(stream)
+        first = info.get("first-entry")
+        if not info["length"] or entry_order(last) >= entry_order(_text(info["last-generated-id"])):
+            return 0
+        if first is not None and entry_order(last) < entry_order(_text(first[0])):
+            return int(info["length"])
+        return int(self.r.eval(_COUNT_AFTER, 1, stream, "(" + last, LAG_COUNT_CAP))
 
     def trim(self) -> None:
         """Drop what every consumer group has acknowledged from ``samples`` and ``feedback``.
@@ -490,3 +501,7 @@ class RedisFollower:
 
     def close(self) -> None:
         pass
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
