@@ -141,7 +141,8 @@ class CatchUp:
         self._stable: list[bool] = []
         self._ts: list[float] = []  # when each record's prediction was made
         self._counts: list[int] = []  # and its rows taken
-        self._learned_at: list[float] = []  # when each row's label is learned (see _take)
+        # when each row's label is learned, with mature_after (see _take; else when it came)
+        self._learned_at: list[float] = []
         # the learned labels' times, in the order they were learned (learned: the first
         # `_done` of them), and the model's states kept: the newest such time each had learned
         self._times = np.zeros(0)
@@ -278,7 +279,8 @@ class CatchUp:
         self._stable += stable
         self._ts.append(rec.ts)
         self._counts.append(len(labels))
-        self._learned_at += learned
+        if self.mature_after:
+            self._learned_at += learned
         if young:
             self.marks.setdefault(self.join.slice_of(rec.ts), []).append(marks)
             self._marks_rows += len(labels)
@@ -329,7 +331,8 @@ class CatchUp:
         self._encode_waiting()
         X = self._blocks[0] if len(self._blocks) == 1 else np.vstack(self._blocks)
         received, ts = np.array(self._received), np.repeat(self._ts, self._counts)
-        learned_at, stable = np.array(self._learned_at), np.array(self._stable, dtype=bool)
+        learned_at = np.array(self._learned_at) if self.mature_after else received
+        stable = np.array(self._stable, dtype=bool)
         served = self._served
         if ok is not None:
             self.skipped += int((~ok).sum())
