@@ -96,9 +96,15 @@ def transaction(r: Any, key: str) -> Any:
     """A MULTI/EXEC pipeline for commands on one model's keys (one hash slot). On a cluster,
     on the node holding that slot: redis-py's cluster pipeline refuses scripts and PUBLISH
     in a transaction, the node itself takes them (a MOVED while slots move fails it whole)."""
+    return node_pipeline(r, key, transaction=True)
+
+
+def node_pipeline(r: Any, key: str, transaction: bool = False) -> Any:
+    """A pipeline for commands on one model's keys, scripts among them: on a cluster, on the
+    node holding ``key``'s slot (redis-py's cluster pipeline takes no script)."""
     if hasattr(r, "get_node_from_key"):
-        return r.get_redis_connection(r.get_node_from_key(key)).pipeline(transaction=True)
-    return r.pipeline(transaction=True)
+        return r.get_redis_connection(r.get_node_from_key(key)).pipeline(transaction=transaction)
+    return r.pipeline(transaction=transaction)
 
 
 def node_info(r: Any, key: str, section: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import FRAUD_FEATURES, manifest
+from tests.helpers import FRAUD_FEATURES, manifest, on_one_redis_and_a_cluster
 from tideline.algorithms import make_learner
 from tideline.contracts import Backtest, Keys, LearnerStatus
 from tideline.demo.simulate import SyntheticStream
@@ -69,6 +69,7 @@ def _learner(r, **model) -> LearnerProcess:  # type: ignore[no-untyped-def]
     return p
 
 
+@on_one_redis_and_a_cluster
 def test_a_new_revision_learns_the_history_before_its_first_version_and_marks_it(r) -> None:
     keys = Keys("test", "m")
     marks = _history(r, keys)

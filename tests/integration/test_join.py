@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 
-from tests.helpers import LoggedRequest
+from tests.helpers import LoggedRequest, on_one_redis_and_a_cluster
 from tideline.contracts import Keys
 from tideline.pods.join import LogJoin
+from tideline.store import node_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -118,6 +120,39 @@ def test_marks_committed_by_slice_are_the_same_keys_and_expiries_as_marks_commit
     got, grouped_got = written("reader"), written("grouped reader")
     assert {k: m for k, (m, _) in got.items()} == {k: m for k, (m, _) in grouped_got.items()}
     assert len(got) == 2 and all(abs(t - grouped_got[k][1]) <= 1 for k, (_, t) in got.items())
+
+
+@on_one_redis_and_a_cluster
+def test_marks_committed_packed_are_the_same_and_what_is_no_mark_is_passed_over(r) -> None:
+    """A catch-up commits a record's marks as it was packed (a MessagePack array of keys),
+    unpacked in Redis by a script: the same sets, members and expiries as
+    :meth:`LogJoin.commit` writes, past a batch of the script's; an item that is not a
+    string, or an array Redis cannot unpack (a record written by hand), adds nothing and
+    fails nothing."""
+    now = time.time()
+    one, packed = _join(r), LogJoin(r, KEYS, 60.0, "packed reader")
+    many = [f"s c-{i} 0 {i}" for i in range(2500)]
+    stamps = [(now - 100.0, [f"s a-{i} 0 {i}" for i in range(3)]), (now, ["s b-0 0 0", *many])]
+    pipe = node_pipeline(r, KEYS.history)
+    one.commit(pipe, [m for ts, names in stamps for m in one.marks_of(ts, names)])
+    by_slice: dict[int, list[bytes]] = {}
+    for ts, names in stamps:  # (the junk's strings are the slice's own marks)
+        junk = [[1, None, b"bytes", names[0]], [msgspec.msgpack.Ext(1, b"x")], {"s z": 1},
+                [7, names[0]]]  # fmt: skip
+        by_slice.setdefault(packed.slice_of(ts), []).extend(
+            [*map(msgspec.msgpack.encode, [*junk, names[:1], names[1:]]), b"\xc1"]
+        )
+    packed.commit_packed(pipe, by_slice)
+    pipe.execute()
+
+    def written(reader: str) -> dict[str, tuple[set[bytes], int]]:
+        found = [k for k in r.scan_iter(KEYS.taken(reader, "*"))]
+        return {k.decode().split(":")[-1]: (r.smembers(k), r.ttl(k)) for k in found}
+
+    got, packed_got = written("reader"), written("packed reader")
+    assert {k: m for k, (m, _) in got.items()} == {k: m for k, (m, _) in packed_got.items()}
+    assert sum(len(m) for m, _ in got.values()) == 2504
+    assert len(got) == 2 and all(abs(t - packed_got[k][1]) <= 1 for k, (_, t) in got.items())
 
 
 def test_a_client_id_given_twice_joins_its_newest_prediction(r) -> None:

@@ -56,6 +56,7 @@ from tideline.contracts import Backtest, Keys
 from tideline.memory import memory_limit
 from tideline.pods import history
 from tideline.pods.join import LogJoin
+from tideline.store import node_pipeline
 from tideline.training import Block, Run, Training
 
 log = logging.getLogger("tideline.learner")
@@ -148,13 +149,10 @@ class CatchUp:
         self._times = np.zeros(0)
         self._done = 0
         self._until = since  # the newest of them learned
-        self._states: list[State] = []  # (Learner.snapshot: arrays, not a learner each)
+        self._states: list[Learner] = []
         self._state_times: list[float] = []  # the newest label time each had learned
         self._state_bytes: list[int] = []  # each state's size (a team's model may grow)
         self._budget = states_budget(memory_limit())
-        # the learner compared rows are predicted with, and the state kept it holds
-        self._reader: Learner | None = None
-        self._reader_holds: State | None = None
         # a compared row's prediction comes at most this long before its label is learned
         self.horizon = join.retention + mature_after
         self._entries = self._entry_rows = self._history_entries = 0  # (to size the steps)
@@ -400,12 +398,14 @@ class CatchUp:
         no row to come can need let go (those before the last that is older than the
         horizon)."""
         learner = self.training.learner
-        if self._states and int(self._states[-1]["n_seen"]) == learner.n_seen:
+        if self._states and self._states[-1].n_seen == learner.n_seen:
             return  # (nothing learned since the last)
-        state = learner.snapshot()
+        # (a copy of the learner, sized by the state it was given: a team's model saved once)
+        snapshot, state = learner.snapshot(), learner.clone()
+        state.set_state(snapshot)
         self._states.append(state)
         self._state_times.append(self._until)
-        self._state_bytes.append(state_bytes(state))
+        self._state_bytes.append(state_bytes(snapshot))
         gone = bisect.bisect_right(self._state_times, self._until - self.horizon) - 1
         if gone > 0:
             del self._states[:gone], self._state_times[:gone], self._state_bytes[:gone]
@@ -424,17 +424,10 @@ class CatchUp:
         """Rows' predictions, each by the newest state kept that had learned only labels that
         came by its time ``ts`` (one older than every state kept: the oldest)."""
         which = np.maximum(np.searchsorted(self._state_times, ts, side="right") - 1, 0)
-        # (one learner given each state in turn: a learner a state, each a parse of the
-        # features, cost the catch-up over an hour a twentieth of its time)
-        if self._reader is None:
-            self._reader = self.training.learner.clone()
         out: np.ndarray | None = None
         for k in np.unique(which).tolist():
             rows = which == k
-            if self._reader_holds is not self._states[k]:
-                self._reader.set_state(self._states[k])
-                self._reader_holds = self._states[k]
-            p = self._reader.predict_many(X[rows])
+            p = self._states[k].predict_many(X[rows])
             if out is None:
                 out = np.empty((len(ts), *p.shape[1:]))
             out[rows] = p
@@ -442,7 +435,7 @@ class CatchUp:
         return out
 
     def _mark(self, marks: dict[int, list[bytes]], rows: int) -> None:
-        pipe = self.r.pipeline(transaction=False)
+        pipe = node_pipeline(self.r, self.keys.history)  # (a script: on a cluster, its node)
         self.join.commit_packed(pipe, marks)
         pipe.execute()
         self.marked += rows

@@ -75,24 +75,30 @@ Mark = tuple[int, str]  # a joined prediction: (its slice of time, its key)
 # Marks given as MessagePack arrays of keys (a history record's, as it was packed: see
 # LogJoin.commit_packed) added to a slice's set in Redis, where they are unpacked: a
 # catch-up's 100,000 marks took the reading process 30 ms as SADD's arguments, 5 ms so.
-# KEYS[1]: the slice's set; ARGV[1]: when it expires; ARGV[2..]: the arrays (what is not a
-# string in them is no mark)
+# KEYS[1]: the slice's set; ARGV[1]: when it expires; ARGV[2..]: the arrays. What is not a
+# string in them is no mark, an array Redis cannot unpack none (a record written by hand);
+# the set expires with each batch added (a script that fails midway has added them).
 _ADD_PACKED = """
-local key, batch, n = KEYS[1], {}, 0
+local key, at, batch, n = KEYS[1], ARGV[1], {}, 0
+local function add()
+  redis.call('SADD', key, unpack(batch, 1, n))
+  redis.call('EXPIREAT', key, at)
+  batch, n = {}, 0
+end
 for i = 2, #ARGV do
-  for _, mark in ipairs(cmsgpack.unpack(ARGV[i])) do
-    if type(mark) == 'string' then
-      n = n + 1
-      batch[n] = mark
-      if n == 1000 then
-        redis.call('SADD', key, unpack(batch))
-        batch, n = {}, 0
+  local ok, marks = pcall(cmsgpack.unpack, ARGV[i])
+  if ok and type(marks) == 'table' then
+    for _, mark in pairs(marks) do
+      if type(mark) == 'string' then
+        n = n + 1
+        batch[n] = mark
+        if n == 1000 then add() end
       end
     end
   end
 end
-if n > 0 then redis.call('SADD', key, unpack(batch)) end
-return redis.call('EXPIREAT', key, ARGV[1])
+if n > 0 then add() end
+return 1
 """
 LATE = " late"  # a late label's mark: its prediction's key and this (lateLabel: correct)
 DEFAULTED = " default"  # the mark a default leaves beside its prediction's (the same)
