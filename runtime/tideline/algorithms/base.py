@@ -535,8 +535,10 @@ class Learner:
         return None
 
     def clone(self) -> Learner:
-        """A fresh, untrained learner with the same hyperparameters."""
-        return type(self)(self.schema.describe(), self.task, self.params, classes=self.classes)
+        """A fresh, untrained learner with the same hyperparameters (and features: a schema of
+        its own, its counters at 0, of the same parsed features - not parsed again)."""
+        return type(self)(FeatureSchema(self.schema.features), self.task, self.params,
+                          classes=self.classes)  # fmt: skip
 
     def get_state(self) -> State:
         state = {"n_seen": np.array(self._n_seen, dtype=np.int64)}

@@ -177,9 +177,6 @@ class External(Learner):
             out["classes"] = list(self.classes)
         return out
 
-    def clone(self) -> Learner:
-        return type(self)(self.schema.describe(), self.task, self.params, classes=self.classes)
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params.ref!r}, task={self.task!r})"
 

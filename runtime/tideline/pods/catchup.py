@@ -159,6 +159,7 @@ class CatchUp:
         # the versions stable served, and the rows read before each was first seen
         self._stable_versions: set[tuple[str, int]] = set()
         self._stable_seen: list[int] = []
+        self._cadence = (0, 0)  # (how many were seen, the median rows between them)
 
     def run(self) -> Backtest:
         total, first, last = history.span(self.r, self.keys)
@@ -377,8 +378,11 @@ class CatchUp:
 
         (The first version seen had served since before the history began: the rows before
         the first change are not a whole interval.)"""
-        if len(self._stable_seen) >= 3:
-            rows = int(np.median(np.diff(self._stable_seen[1:])))
+        seen = len(self._stable_seen)
+        if seen >= 3:
+            if self._cadence[0] != seen:  # (a median each time a version is first seen)
+                self._cadence = (seen, int(np.median(np.diff(self._stable_seen[1:]))))
+            rows = self._cadence[1]
         else:
             history_rows = self._history_entries * self._entry_rows // max(self._entries, 1)
             rows = history_rows // 100
