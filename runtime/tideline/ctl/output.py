@@ -41,6 +41,7 @@ from tideline.contracts import DeadLetter
 from tideline.ctl.view import (
     ANNOTATION_EFFECTS,
     event_time,
+    metadata,
     moments,
     shadow,
     sorted_events,
@@ -56,16 +57,12 @@ def _when(seconds: float | None) -> str | None:
     return None if seconds is None else utc(seconds)
 
 
-def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    return obj.get("metadata") or {}
-
-
 def _created(obj: Mapping[str, Any]) -> str | None:
-    return _when(timestamp(_meta(obj).get("creationTimestamp")))
+    return _when(timestamp(metadata(obj).get("creationTimestamp")))
 
 
 def list_row(obj: Mapping[str, Any]) -> dict[str, Any]:
-    st, meta = RolloutStatus.from_status(obj.get("status")), _meta(obj)
+    st, meta = RolloutStatus.from_status(obj.get("status")), metadata(obj)
     return {
         "namespace": meta.get("namespace"),
         "name": meta.get("name"),
@@ -105,7 +102,7 @@ def event_data(ev: Mapping[str, Any]) -> dict[str, Any]:
 def get_data(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The model's status as the API holds it (the CRD's fields), the operator's
     annotations set on it, and its Events oldest first (``kubectl tideline get``)."""
-    meta = _meta(obj)
+    meta = metadata(obj)
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
                    if k in ANNOTATION_EFFECTS}  # fmt: skip
     return {
@@ -127,8 +124,8 @@ def history_data(obj: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) ->
     in_flight = st.canaryRevision is not None and st.aborted is None
     return {
         "kind": "OnlineModelHistory",
-        "namespace": _meta(obj).get("namespace"),
-        "name": _meta(obj).get("name"),
+        "namespace": metadata(obj).get("namespace"),
+        "name": metadata(obj).get("name"),
         "moments": [
             {"at": utc(m.at), "reason": m.reason, "message": m.message, "source": m.source}
             for m in moments(obj, events)

@@ -131,7 +131,8 @@ def _status(obj: Mapping[str, Any]) -> RolloutStatus:
     return RolloutStatus.from_status(obj.get("status"))
 
 
-def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+def metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A Kubernetes object's metadata ({} when it has none)."""
     return obj.get("metadata") or {}
 
 
@@ -139,7 +140,7 @@ def event_time(ev: Mapping[str, Any]) -> float | None:
     """When an Event last happened (its series' last, the last of a count, or its first)."""
     series = ev.get("series") or {}
     for value in (series.get("lastObservedTime"), ev.get("lastTimestamp"), ev.get("eventTime"),
-                  ev.get("firstTimestamp"), _meta(ev).get("creationTimestamp")):  # fmt: skip
+                  ev.get("firstTimestamp"), metadata(ev).get("creationTimestamp")):  # fmt: skip
         t = timestamp(value)
         if t is not None:
             return t
@@ -192,7 +193,7 @@ LIST_HEADER = ("NAMESPACE", "NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "SERV
 
 
 def list_row(obj: Mapping[str, Any], now: float) -> tuple[str, ...]:
-    st, meta = _status(obj), _meta(obj)
+    st, meta = _status(obj), metadata(obj)
     canary = st.canaryRevision
     if canary and st.aborted is not None and st.aborted.revision == canary:
         canary += " (aborted)"
@@ -452,7 +453,7 @@ def render_get(
     """The model's status as a tree: phase and conditions, revisions and the canary's step,
     versions (pinned and why), the comparisons with their intervals, learner lag, log
     capacity, the operator's annotations set, and the newest Events."""
-    st, meta = _status(obj), _meta(obj)
+    st, meta = _status(obj), metadata(obj)
     lines = _Lines([])
     lines.field("Name", _or_dash(meta.get("name")))
     lines.field("Namespace", _or_dash(meta.get("namespace")))
@@ -516,7 +517,7 @@ def moments(obj: Mapping[str, Any], events: Iterable[Mapping[str, Any]]) -> list
             continue
         reason, message = _event_row(ev, t)[2:]
         out.append(Moment(t, reason, message, "event"))
-    st, meta = _status(obj), _meta(obj)
+    st, meta = _status(obj), metadata(obj)
     kept: list[Moment] = []
     created = timestamp(meta.get("creationTimestamp"))
     if created is not None:
