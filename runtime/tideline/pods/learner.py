@@ -736,21 +736,24 @@ class LearnerProcess:
         typed: list[Any] = []
         labels: list[float] = []
         runs: list[Run] = []
+
+        def pend_typed() -> None:
+            if typed:
+                self._pend(
+                    self.schema.encode_typed(typed), np.array(labels, dtype=np.float64), runs
+                )
+
         for j in joined:
             rows = self._typed_rows.of(j)
             if rows is None:
-                if typed:
-                    self._pend(
-                        self.schema.encode_typed(typed), np.array(labels, dtype=np.float64), runs
-                    )
-                    typed, labels, runs = [], [], []
+                pend_typed()
+                typed, labels, runs = [], [], []
                 self._on_joined([j], DEFAULTS)
                 continue
             typed += rows
             labels += j.labels
             runs.append(_default_run(j))
-        if typed:
-            self._pend(self.schema.encode_typed(typed), np.array(labels, dtype=np.float64), runs)
+        pend_typed()
 
     def _corrections(self, j: Joined, stream: str) -> Joined:
         """Of a request's labels, the late ones that say what their default said are
