@@ -366,24 +366,25 @@ class DeadLetter:
         """A stream entry as :meth:`encode` wrote it (bytes as Redis returns them, or text);
         a field missing or not JSON reads as empty (an entry of an older writer is still
         shown)."""
-        text = {_text(k): _text(v) for k, v in raw.items()}
+        got = {text(k): text(v) for k, v in raw.items()}
         try:
-            fields = orjson.loads(text.get("fields") or "{}")
+            fields = orjson.loads(got.get("fields") or "{}")
         except orjson.JSONDecodeError:
-            fields = {"fields": text["fields"]}
+            fields = {"fields": got["fields"]}
         if not isinstance(fields, dict):
             fields = {"fields": str(fields)}
-        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        eid = text(entry_id)
         ms = eid.split("-", 1)[0]
         return cls(
-            text.get("stream", ""), text.get("entry", ""), text.get("reason", ""),
+            got.get("stream", ""), got.get("entry", ""), got.get("reason", ""),
             {str(k): v if isinstance(v, str) else orjson.dumps(v).decode()
              for k, v in fields.items()},
             at=int(ms) / 1000 if ms.isdigit() else 0.0,
         )  # fmt: skip
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A value Redis gave as bytes or as a string (a client's ``decode_responses``), a string."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 

@@ -323,16 +323,15 @@ class RecordDecoder:
         raw = fields.get(JSON)
         if raw is None:
             return self._plain(Record.of(fields))  # (raises: not a record)
-        how: Rows = "typed"
         try:
-            rec = self._typed.decode(raw)
+            return self._plain(self._typed.decode(raw), "typed")
         except (msgspec.DecodeError, msgspec.ValidationError):
-            rec, how = Record.decode(raw), "logged"
-        return Decoded(rec, how, _packer.encode(rec.marks))
+            return self._plain(Record.decode(raw))
 
     @staticmethod
-    def _plain(rec: Record) -> Decoded:
-        return Decoded(rec, "logged", _packer.encode(rec.marks))
+    def _plain(rec: Record, how: Rows = "logged") -> Decoded:
+        """A record decoded whole: its marks packed as a packed record's are."""
+        return Decoded(rec, how, _packer.encode(rec.marks))
 
 
 def pick_marks(marks: bytes, picked: Sequence[int]) -> bytes:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import redis
 
-from tideline.contracts import Keys
+from tideline.contracts import Keys, text
 from tideline.predlog import entry_order
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -51,8 +51,8 @@ def group_gone(e: redis.ResponseError) -> bool:
     or ``UNBLOCKED`` (Redis >= 7 ends a blocked read whose stream was deleted). Inside a
     pipeline redis-py puts the command before the reply's text: the word is looked for
     anywhere in it."""
-    text = str(e)
-    return "NOGROUP" in text or text.startswith("UNBLOCKED") or " UNBLOCKED " in text
+    said = str(e)
+    return "NOGROUP" in said or said.startswith("UNBLOCKED") or " UNBLOCKED " in said
 
 
 def _group(r: Any, stream: str, group: str, at: str) -> None:
@@ -182,8 +182,7 @@ class RedisStreams:
             return "0"
         for g in groups:
             if g.get("name") in (source, source.decode()):
-                last = g.get("last-delivered-id")
-                return last.decode() if isinstance(last, bytes) else str(last)
+                return text(g.get("last-delivered-id"))
         return "0"
 
     def start(self, state: Any = None) -> list[Refusal]:
@@ -227,7 +226,7 @@ class RedisStreams:
             if len(rows) < 1000:
                 return
             last = rows[-1]["message_id"]
-            start = "(" + (last.decode() if isinstance(last, bytes) else last)
+            start = "(" + text(last)
 
     # -- reading -----------------------------------------------------------------------
     def read(self, count: int, block_ms: int) -> list[tuple[str, Entries]]:
@@ -342,7 +341,7 @@ class RedisStreams:
             g = mine[0]
             undelivered = g.get("lag")  # Redis >= 7 counts it; else it is counted here
             if undelivered is None:
-                undelivered = self._undelivered(stream, _text(g["last-delivered-id"]))
+                undelivered = self._undelivered(stream, text(g["last-delivered-id"]))
             total += int(undelivered) + int(g["pending"])
         return total
 
@@ -354,9 +353,9 @@ class RedisStreams:
         long building them as Lua tables)."""
         info = self.r.xinfo_stream(stream)
         first = info.get("first-entry")
-        if not info["length"] or entry_order(last) >= entry_order(_text(info["last-generated-id"])):
+        if not info["length"] or entry_order(last) >= entry_order(text(info["last-generated-id"])):
             return 0
-        if first is not None and entry_order(last) < entry_order(_text(first[0])):
+        if first is not None and entry_order(last) < entry_order(text(first[0])):
             return int(info["length"])
         return len(self.r.xrange(stream, "(" + last, "+", count=LAG_COUNT_CAP))
 
@@ -379,7 +378,7 @@ class RedisStreams:
                 if g["pending"]:
                     # (acknowledged meanwhile, there is no oldest pending: last-delivered holds)
                     point = self.r.xpending(stream, g["name"]).get("min") or point
-                key = entry_order(point.decode() if isinstance(point, bytes) else str(point))
+                key = entry_order(text(point))
                 floor = key if floor is None else min(floor, key)
             if floor is not None and floor != (0, 0):
                 # whole nodes only (~): cheap, and never past the floor. LIMIT 0: an
@@ -500,7 +499,3 @@ class RedisFollower:
 
     def close(self) -> None:
         pass
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
