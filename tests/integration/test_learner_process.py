@@ -521,9 +521,9 @@ def test_the_learner_reports_how_many_entries_it_is_behind(r) -> None:
     learn_until(p, lambda: p.counters["samples"] == 200)
     assert p.measure_lag() == 0
 
-    # (Redis < 7, as here, does not count a group's lag: it is counted in Redis when the
-    # group read part of what the stream holds; when it read none of it, it is the
-    # stream's length, and none when it read the newest)
+    # (Redis < 7, as here, does not count a group's lag: it is counted by reading the
+    # entries when the group read part of what the stream holds; when it read none of it,
+    # it is the stream's length, and none when it read the newest)
     stream = p.keys.samples
     ids = [entry_id.decode() for entry_id, _ in r.xrange(stream)]
     assert len(ids) == r.xlen(stream) > 50
